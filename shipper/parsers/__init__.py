@@ -1,0 +1,52 @@
+"""Program parsers: pure functions from one line's program text to (event, fields).
+
+A parser takes the text a program wrote (after the stamp, the syslog header and,
+for prefixed programs, after ``program: ``) and returns ``(event, fields)``, or
+None when the text is not in its grammar. Parsers never raise on any input and
+tolerate trailing white space and ``\\r``. Two keys in ``fields`` are special and
+taken out by the dispatcher: ``"pid"`` (int, the logging process's pid, moved to
+the record's core ``pid``) and ``"_redact"`` (the text with secrets replaced by
+``[REDACTED]``, used for ``message``/``raw`` when redaction is on).
+Field names are the ones in docs/records.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from shipper.parsers import misc, postfix, qmail_send, recordio, smtpd, ucspi
+
+Parsed = tuple[str, dict[str, Any]]
+ParserFn = Callable[[str], Parsed | None]
+
+# Programs that write "name: text" (or "name[pid]: text"), by name.
+PREFIXED: dict[str, ParserFn] = {
+    "tcpserver": ucspi.parse_tcpserver,
+    "sslserver": ucspi.parse_sslserver,
+    "tcpsvd": ucspi.parse_tcpsvd,
+    "sslsvd": ucspi.parse_tcpsvd,
+    "rblsmtpd": ucspi.parse_rblsmtpd,
+    "qmail-smtpd": smtpd.parse_qmail_smtpd,
+    "qmail-popup": smtpd.parse_qmail_popup,
+    "qmail-pop3d": smtpd.parse_qmail_popup,
+    "qmail-daemon": qmail_send.parse_qmail_daemon,
+    "qscheduler": qmail_send.parse_qmail_daemon,
+    "vchkpw": misc.parse_vchkpw,
+    "vpopmail": misc.parse_vchkpw,
+    "simscan": misc.parse_simscan,
+}
+
+# Text with no known "name: " prefix, tried in order: (program, parser).
+UNPREFIXED: tuple[tuple[str, ParserFn], ...] = (
+    ("qmail-send", qmail_send.parse),
+    ("recordio", recordio.parse),
+    ("qmail-smtpd", smtpd.parse_spamcontrol),
+    ("chkuser", misc.parse_chkuser),
+    ("simscan", misc.parse_simscan),
+)
+
+
+def parse_postfix(service: str, text: str) -> Parsed | None:
+    """Postfix and pmg-smtp-filter, by syslog service name (last path part of the tag)."""
+    return postfix.parse(service, text)

@@ -1,0 +1,123 @@
+"""The record: one structured event per input line (schema in docs/records.md).
+
+Pure: no I/O. ``Record`` is the hot object of the whole pipeline, so it is a
+slotted dataclass, and its JSON form is built with one dict per record.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+# Flags: what was off about a line. Stable strings, documented in docs/records.md.
+F_TRUNCATED = "truncated"  # line longer than the cap; the rest was dropped
+F_INVALID_UTF8 = "invalid_utf8"  # undecodable bytes replaced; raw_base64 holds the bytes
+F_NUL = "nul_bytes"  # NUL bytes in the line
+F_TIME_INFERRED = "time_inferred"  # no stamp: time of the previous stamped line in the file
+F_TIME_INGEST = "time_ingest"  # no stamp and none before it: the time we read the line
+F_BAD_STAMP = "bad_stamp"  # something stamp-like that did not decode
+F_CONTINUATION = "continuation"  # tail of a line split across a rotation / packet
+F_PARTIAL = "partial"  # line had no terminating newline (e.g. end of a .u file)
+F_REDACTED = "redacted"  # secrets removed from message and raw
+F_MALFORMED = "malformed"  # program recognised but the line did not fit its grammar
+
+
+@dataclass(slots=True)
+class Record:
+    """One log line, parsed. ``fields`` holds the event-specific fields."""
+
+    time_ns: int | None  # event time, unix nanoseconds
+    time_source: str  # tai64n | tai64n_tai | local | svlogd | accustamp | syslog | rfc3339 | inferred | ingest | none
+    program: str | None  # qmail-send, qmail-smtpd, tcpserver, postfix/smtpd, ...
+    event: str  # event type, see docs/records.md; "unparsed" when no grammar fits
+    message: str  # the program's text: the line without stamp or syslog header
+    raw: str  # the whole original line (decoded; see raw_base64)
+    fields: dict[str, Any] = field(default_factory=dict)
+    host: str | None = None
+    pid: int | None = None
+    flags: list[str] | None = None
+    source: str | None = None  # path the line was read from ("-" for stdin)
+    file_id: str | None = None  # fingerprint of the file (see shipper.fingerprint)
+    offset: int | None = None  # byte offset of the line's first byte in that file
+    raw_base64: str | None = None  # exact bytes when they were not valid UTF-8
+
+    def add_flag(self, flag: str) -> None:
+        if self.flags is None:
+            self.flags = [flag]
+        elif flag not in self.flags:
+            self.flags.append(flag)
+
+    @property
+    def event_id(self) -> str | None:
+        return event_id(self.file_id, self.offset)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat, documented JSON form."""
+        t = self.time_ns
+        d: dict[str, Any] = {
+            "event_id": event_id(self.file_id, self.offset),
+            "time": rfc3339_ns(t) if t is not None else None,
+            "time_unix_ns": t,
+            "time_source": self.time_source,
+            "host": self.host,
+            "program": self.program,
+            "pid": self.pid,
+            "event": self.event,
+        }
+        d.update(self.fields)
+        d["message"] = self.message
+        d["raw"] = self.raw
+        if self.raw_base64 is not None:
+            d["raw_base64"] = self.raw_base64
+        d["flags"] = self.flags or []
+        d["source"] = self.source
+        d["file_id"] = self.file_id
+        d["offset"] = self.offset
+        return d
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+def event_id(file_id: str | None, offset: int | None) -> str | None:
+    """Deterministic id of a line: where it is, not when it was read.
+
+    The same line read live, re-read after a crash, or replayed from an archive
+    a year later gets the same id, so a SIEM can drop duplicates by it.
+    """
+    if file_id is None or offset is None:
+        return None
+    return f"{file_id}-{offset:x}"
+
+
+def raw_base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+# RFC 3339 with nanoseconds, UTC. Logs carry many lines per second, so the
+# second-level text is cached: formatting is then one f-string per record.
+_SEC_CACHE: dict[int, str] = {}
+
+
+def rfc3339_ns(unix_ns: int) -> str:
+    secs, nanos = divmod(unix_ns, 1_000_000_000)
+    head = _SEC_CACHE.get(secs)
+    if head is None:
+        if len(_SEC_CACHE) > 4096:
+            _SEC_CACHE.clear()
+        try:
+            head = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+        except (OverflowError, OSError, ValueError):
+            head = "0000-01-01T00:00:00" if secs < 0 else "9999-12-31T23:59:59"
+        _SEC_CACHE[secs] = head
+    return f"{head}.{nanos:09d}Z"
+
+
+def dumps_ndjson(records: list[Record]) -> bytes:
+    """A batch as NDJSON bytes, one record per line."""
+    dumps = orjson.dumps
+    return b"".join([dumps(r.to_dict()) + b"\n" for r in records])

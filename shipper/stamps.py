@@ -1,0 +1,211 @@
+"""Line envelopes: the time stamp and syslog header in front of a program's text.
+
+Pure functions over one decoded line. Recognised, in this order:
+  ``@<tai64n> ``                  multilog t, tai64n, svlogd -t, s6-log t
+  ``YYYY-MM-DD HH:MM:SS.nnnnnnnnn `` tai64nlocal output (local time); two spaces: s6-log T
+  ``YYYY-MM-DD_HH:MM:SS.nnnnn ``   svlogd -tt (UTC); ``T`` instead of ``_``: svlogd -ttt
+  ``NNNNNNNNNN.uuuuuu ``           accustamp / splogger / daemontools-encore T
+  ``Mmm dd HH:MM:SS host tag[pid]: ``   BSD syslog (year supplied by the caller)
+  ``YYYY-MM-DDTHH:MM:SS[.f](Z|±hh:mm) host tag[pid]: ``  RFC 3339 syslog
+and lines with no stamp at all.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from dataclasses import dataclass
+
+from shipper import tai64n
+
+NS = 1_000_000_000
+
+
+@dataclass(slots=True)
+class Envelope:
+    time_ns: int | None
+    time_source: str  # see Record.time_source
+    text: str  # what follows the envelope
+    host: str | None = None
+    tag: str | None = None  # syslog tag, e.g. "postfix/smtpd", "qmail"
+    pid: int | None = None
+    bad_stamp: bool = False
+
+
+_LOCAL_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{9})( {1,2})")
+_SVLOGD_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)[_T](\d\d):(\d\d):(\d\d)\.(\d{5}) ")
+_ACCU_RE = re.compile(r"(\d{9,11})\.\.?(\d{1,9})([ +])")
+_RFC3339_RE = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d) "
+    r"(\S+) ([^\s\[:]+)(?:\[(\d+)\])?: ?"
+)
+_BSD_RE = re.compile(
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]* +(\d{1,2}) (\d\d):(\d\d):(\d\d) "
+    r"(\S+) ([^\s\[:]+)(?:\[(\d+)\])?: ?"
+)
+_MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+# Local wall-clock hour → its UTC epoch, cached: mktime costs more than the rest
+# of a line's parse, and a log holds thousands of lines per hour.
+_LOCAL_HOUR_CACHE: dict[tuple[int, int, int, int], int] = {}
+
+
+def local_to_unix(y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
+    """Local wall-clock time (the process's TZ, as tai64nlocal used) → unix seconds."""
+    key = (y, mo, d, h)
+    base = _LOCAL_HOUR_CACHE.get(key)
+    if base is None:
+        if len(_LOCAL_HOUR_CACHE) > 10000:
+            _LOCAL_HOUR_CACHE.clear()
+        base = int(time.mktime((y, mo, d, h, 0, 0, 0, 0, -1)))
+        _LOCAL_HOUR_CACHE[key] = base
+    return base + mi * 60 + s
+
+
+def utc_to_unix(y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
+    return calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
+
+
+def split_envelope(line: str, leap: bool = False, year: int | None = None,
+                   local_tz: bool = True) -> Envelope:
+    """Take the stamp and syslog header off ``line``; never raises.
+
+    ``leap``: TAI64N labels are true TAI (s6-log). ``year``: the year for BSD
+    syslog headers, which have none (default: this year, or last year for a date
+    more than a day in the future). ``local_tz``: tai64nlocal stamps are in the
+    process's local time zone (set TZ like for tai64nlocal); else UTC.
+    """
+    if not line:
+        return Envelope(None, "none", line)
+    c = line[0]
+    if c == "@":
+        return _tai64n(line, leap, year, local_tz)
+    if "0" <= c <= "9":
+        return _digits(line, leap, year, local_tz)
+    if "A" <= c <= "Z":
+        m = _BSD_RE.match(line)
+        if m:
+            return _bsd(line, m, leap, year)
+    elif c == "q" and line.startswith("qmail: "):
+        # splogger's tag with the syslog header already gone
+        return _after_header(Envelope(None, "none", line[7:], tag="qmail"))
+    return Envelope(None, "none", line)
+
+
+def _tai64n(line: str, leap: bool, year: int | None, local_tz: bool) -> Envelope:
+    if len(line) >= 25:
+        try:
+            secs, nanos = tai64n.decode(line[:25], leap)
+        except tai64n.LabelError:
+            pass
+        else:
+            rest = line[26:] if line[25:26] == " " else line[25:]
+            # s6-log with both t and T: "@label YYYY-MM-DD HH:MM:SS.nnnnnnnnn  text"
+            if len(rest) > 31 and rest[4] == "-" and rest[29:31] == "  ":
+                m = _LOCAL_RE.match(rest)
+                if m:
+                    rest = rest[m.end():]
+            return Envelope(secs * NS + nanos, "tai64n_tai" if leap else "tai64n", rest)
+    # '@' then something that is not a label: keep the text, flag it.
+    return Envelope(None, "none", line, bad_stamp=len(line) > 1 and line[1] in "0123456789abcdef")
+
+
+def _digits(line: str, leap: bool, year: int | None, local_tz: bool) -> Envelope:
+    if len(line) > 20 and line[4] == "-":
+        sep = line[10]
+        if sep == " ":
+            m = _LOCAL_RE.match(line)
+            if m:
+                y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])
+                try:
+                    if local_tz:
+                        secs = local_to_unix(y, mo, d, h, mi, s)
+                    else:
+                        secs = utc_to_unix(y, mo, d, h, mi, s)
+                except (OverflowError, ValueError):
+                    return Envelope(None, "none", line, bad_stamp=True)
+                return Envelope(secs * NS + int(m.group(7)), "local", line[m.end():])
+            return Envelope(None, "none", line)
+        if sep == "T":
+            m = _RFC3339_RE.match(line)
+            if m:
+                return _rfc3339(line, m, leap, year)
+        if sep in "_T":
+            m = _SVLOGD_RE.match(line)
+            if m:
+                y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])
+                try:
+                    secs = utc_to_unix(y, mo, d, h, mi, s)
+                except (OverflowError, ValueError):
+                    return Envelope(None, "none", line, bad_stamp=True)
+                return Envelope(secs * NS + int(m.group(7)) * 10000, "svlogd", line[m.end():])
+        return Envelope(None, "none", line)
+    m = _ACCU_RE.match(line)
+    if m:
+        frac = m.group(2)
+        ns = int(m.group(1)) * NS + int(frac) * 10 ** (9 - len(frac))
+        rest = line[m.end():]
+        if m.group(3) == "+":  # splogger continuation chunk of a long line
+            rest = "+" + rest
+        return Envelope(ns, "accustamp", rest)
+    return Envelope(None, "none", line)
+
+
+def _year_for(month: int, day: int, year: int | None) -> int:
+    if year is not None:
+        return year
+    now = time.gmtime()
+    # A header dated more than a day ahead belongs to last year (a December
+    # log read in January).
+    if (month, day) > (now.tm_mon, now.tm_mday + 1):
+        return now.tm_year - 1
+    return now.tm_year
+
+
+def _after_header(env: Envelope) -> Envelope:
+    """splogger puts its own accustamp after the syslog header: prefer it."""
+    text = env.text
+    if text and "0" <= text[0] <= "9":
+        m = _ACCU_RE.match(text)
+        if m:
+            inner = _digits(text, False, None, True)
+            if inner.time_ns is not None:
+                env.time_ns = inner.time_ns
+                env.time_source = "accustamp"
+                env.text = inner.text
+    return env
+
+
+def _bsd(line: str, m: re.Match[str], leap: bool, year: int | None) -> Envelope:
+    mon = _MONTHS[m.group(1)]
+    day = int(m.group(2))
+    try:
+        # BSD syslog stamps are local time, like tai64nlocal's.
+        secs = local_to_unix(_year_for(mon, day, year), mon, day,
+                             int(m.group(3)), int(m.group(4)), int(m.group(5)))
+    except (OverflowError, ValueError):
+        return Envelope(None, "none", line, bad_stamp=True)
+    pid = m.group(8)
+    env = Envelope(secs * NS, "syslog", line[m.end():], host=m.group(6), tag=m.group(7),
+                   pid=int(pid) if pid else None)
+    return _after_header(env)
+
+
+def _rfc3339(line: str, m: re.Match[str], leap: bool, year: int | None) -> Envelope:
+    y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])
+    try:
+        secs = utc_to_unix(y, mo, d, h, mi, s)
+    except (OverflowError, ValueError):
+        return Envelope(None, "none", line, bad_stamp=True)
+    frac = m.group(7) or ""
+    tz = m.group(8)
+    if tz != "Z":
+        off = int(tz[1:3]) * 3600 + int(tz[4:6]) * 60
+        secs -= off if tz[0] == "+" else -off
+    ns = secs * NS + (int(frac) * 10 ** (9 - len(frac)) if frac else 0)
+    pid = m.group(11)
+    env = Envelope(ns, "rfc3339", line[m.end():], host=m.group(9), tag=m.group(10),
+                   pid=int(pid) if pid else None)
+    return _after_header(env)

@@ -1,0 +1,85 @@
+"""TAI64N labels: our own codec (pure, no I/O).
+
+daemontools (multilog, tai64n) and runit (svlogd) write ``2**62 + 10 + unix``
+seconds and no leap seconds; that is the default here ("daemontools" mode).
+skalibs/s6-log write true TAI: ``2**62 + 10 + unix + leaps(unix)``; decode
+those with ``leap=True`` or the 27 s difference shifts every event.
+daemontools/runit nanoseconds are ``1000 * usec + 500``; we keep them as they are.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+
+TAI64_BASE = 1 << 62
+DAEMONTOOLS_OFFSET = TAI64_BASE + 10  # 4611686018427387914, daemontools tai.h
+LABEL_LEN = 25  # '@' + 24 hex digits
+
+# Unix times (UTC) at which TAI-UTC grew by one second after the initial 10 s
+# of 1972-01-01. IERS Bulletin C: no leap second announced after 2017-01-01.
+LEAP_SECONDS: tuple[int, ...] = (
+    78796800, 94694400, 126230400, 157766400, 189302400, 220924800, 252460800,
+    283996800, 315532800, 362793600, 394329600, 425865600, 489024000, 567993600,
+    631152000, 662688000, 709948800, 741484800, 773020800, 820454400, 867715200,
+    915148800, 1136073600, 1230768000, 1341100800, 1435708800, 1483228800,
+)
+# The same instants on the "unix + leaps" scale, for the inverse.
+_LEAPS_SHIFTED: tuple[int, ...] = tuple(t + i + 1 for i, t in enumerate(LEAP_SECONDS))
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+class LabelError(ValueError):
+    """Not a TAI64N label."""
+
+
+def leaps_at(unix_seconds: int) -> int:
+    """Leap seconds inserted since 1972 as of this UTC instant (TAI-UTC minus 10)."""
+    return bisect_right(LEAP_SECONDS, unix_seconds)
+
+
+def is_label(text: str) -> bool:
+    return (
+        len(text) >= LABEL_LEN
+        and text[0] == "@"
+        and all(c in _HEX for c in text[1:LABEL_LEN])
+    )
+
+
+def decode(label: str | bytes, leap: bool = False) -> tuple[int, int]:
+    """``@4000…`` → (unix seconds, nanoseconds). Raises LabelError."""
+    if isinstance(label, bytes | bytearray):
+        label = bytes(label).decode("ascii", "replace")
+    if not is_label(label):
+        raise LabelError(f"not a TAI64N label: {label[:LABEL_LEN]!r}")
+    secs = int(label[1:17], 16)
+    nanos = int(label[17:25], 16)
+    if nanos > 999_999_999:
+        raise LabelError(f"nanoseconds out of range in {label[:LABEL_LEN]!r}")
+    unix = secs - DAEMONTOOLS_OFFSET
+    if leap:
+        unix -= bisect_right(_LEAPS_SHIFTED, unix)
+    return unix, nanos
+
+
+def decode_ns(label: str, leap: bool = False) -> int:
+    """``@4000…`` → unix nanoseconds."""
+    unix, nanos = decode(label, leap)
+    return unix * 1_000_000_000 + nanos
+
+
+def encode(unix_seconds: int, nanos: int = 0, leap: bool = False) -> str:
+    """(unix seconds, nanoseconds) → ``@`` + 24 hex digits, as multilog writes it."""
+    if not 0 <= nanos <= 999_999_999:
+        raise ValueError("nanoseconds out of range")
+    secs = unix_seconds + DAEMONTOOLS_OFFSET
+    if leap:
+        secs += leaps_at(unix_seconds)
+    if not 0 <= secs < 1 << 64:
+        raise ValueError("time out of TAI64 range")
+    return f"@{secs:016x}{nanos:08x}"
+
+
+def encode_ns(unix_ns: int, leap: bool = False) -> str:
+    secs, nanos = divmod(unix_ns, 1_000_000_000)
+    return encode(secs, nanos, leap)
