@@ -1,0 +1,1 @@
+"""Encoders: flat record dicts → bytes on the wire. Pure (no I/O)."""

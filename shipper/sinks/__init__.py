@@ -1,0 +1,1 @@
+"""Sinks: where records go. See shipper.sinks.base for the contract."""

@@ -1,0 +1,109 @@
+"""The sink contract, and the retry loop every sink shares.
+
+A sink delivers lists of flat record dicts (the JSON form in docs/records.md).
+``send`` is ONE attempt: it connects if needed, sends the batch, and returns
+only when the batch is delivered by the sink's own standard of delivery
+(RELP: the receiver's ``200 OK`` for every record; HTTP: a 2xx; TCP/TLS:
+written and the connection still alive; UDP: sent). On failure it raises
+``SinkError`` (retry later; ``retry_after`` may carry the peer's hint) or
+``PermanentError`` (this batch will never be accepted: the caller dead-letters
+it). Backoff, rewinding the buffer and re-sending live in ``deliver`` and the
+pipeline, not in each sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class SinkError(Exception):
+    """Delivery failed for now; the batch must be sent again."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(Exception):
+    """The peer refused this batch for good (e.g. HTTP 400): dead-letter it."""
+
+    def __init__(self, message: str, response: str = "") -> None:
+        super().__init__(message)
+        self.response = response
+
+
+@dataclass(slots=True)
+class SinkStats:
+    sent: int = 0  # records handed to the peer
+    acked: int = 0  # records the peer confirmed (by the sink's standard)
+    retried: int = 0  # records sent again after a failure
+    failed: int = 0  # failed attempts (batches)
+    dead_lettered: int = 0  # records refused for good
+    truncated: int = 0  # records cut to fit a size limit (flagged, not dropped)
+    connected: bool = False
+    last_error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Sink(Protocol):
+    name: str
+    stats: SinkStats
+
+    async def send(self, records: list[dict[str, Any]]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Exponential backoff with full jitter (AWS style), capped."""
+
+    base: float = 0.2
+    cap: float = 30.0
+    attempt: int = 0
+
+    def next_delay(self, hint: float | None = None) -> float:
+        self.attempt += 1
+        delay = random.uniform(0, min(self.cap, self.base * (2 ** min(self.attempt, 30))))
+        if hint is not None:
+            delay = max(delay, min(hint, 3600.0))  # honour Retry-After, within reason
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+async def deliver(sink: Sink, records: list[dict[str, Any]], backoff: Backoff | None = None,
+                  stop: asyncio.Event | None = None) -> bool:
+    """Send until delivered. Returns False if ``stop`` was set first.
+
+    Never gives up on a retryable error: the disk buffer holds the data, and
+    dropping it after N tries is what the anchors' users complain about.
+    ``PermanentError`` propagates to the caller, which dead-letters the batch.
+    """
+    backoff = backoff or Backoff()
+    first = True
+    while True:
+        if stop is not None and stop.is_set():
+            return False
+        try:
+            if not first:
+                sink.stats.retried += len(records)
+            await sink.send(records)
+            backoff.reset()
+            return True
+        except SinkError as exc:
+            first = False
+            sink.stats.failed += 1
+            sink.stats.last_error = str(exc)
+            delay = backoff.next_delay(exc.retry_after)
+            if stop is None:
+                await asyncio.sleep(delay)
+            else:
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                except TimeoutError:
+                    pass

@@ -1,0 +1,43 @@
+"""TLS client settings → ssl.SSLContext, shared by every TLS-capable sink."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class TlsOptions:
+    verify: bool = True  # certificate and host name verification (on unless said otherwise)
+    ca_file: str | None = None
+    ca_dir: str | None = None
+    cert_file: str | None = None  # client certificate, for mTLS
+    key_file: str | None = None
+    server_name: str | None = None  # SNI and the name checked; default: the host connected to
+    min_version: str = "TLSv1.2"
+    handshake_timeout: float = 10.0
+
+
+_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def client_context(opts: TlsOptions) -> ssl.SSLContext:
+    """A client context; raises ValueError/ssl.SSLError/OSError with a clear message."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        ctx.minimum_version = _VERSIONS[opts.min_version]
+    except KeyError:
+        raise ValueError(f"tls min_version must be one of {sorted(_VERSIONS)}, not {opts.min_version!r}") from None
+    if opts.verify:
+        ctx.check_hostname = True
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        if opts.ca_file or opts.ca_dir:
+            ctx.load_verify_locations(cafile=opts.ca_file, capath=opts.ca_dir)
+        else:
+            ctx.load_default_certs()
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if opts.cert_file:
+        ctx.load_cert_chain(opts.cert_file, opts.key_file)
+    return ctx
