@@ -10,7 +10,9 @@ import re
 import time
 from dataclasses import dataclass
 
-from shipper.parsers import PREFIXED, UNPREFIXED, parse_postfix
+from shipper.parsers import PREFIXED, QMAIL_SEND_WORDS, UNPREFIXED, parse_postfix
+from shipper.parsers.qmail_send import parse as qmail_send_parse
+from shipper.parsers.recordio import parse as recordio_parse
 from shipper.record import (
     F_BAD_STAMP,
     F_INVALID_UTF8,
@@ -23,9 +25,12 @@ from shipper.record import (
     raw_base64,
 )
 from shipper.stamps import split_envelope
+from shipper.tai64n import DAEMONTOOLS_OFFSET, LABEL_RE, leaps_before_tai
 
 DEFAULT_MAX_LINE = 64 * 1024
 
+NS = 1_000_000_000
+_LABEL_RE = LABEL_RE
 _PREFIX_RE = re.compile(r"([A-Za-z][\w.+-]*(?:/[\w.+-]+)*)(?:\[(\d+)\])?: ?")
 
 
@@ -72,6 +77,7 @@ class LineParser:
         return [parse(ln, off, now) for ln, off in zip(lines, offsets, strict=True)]
 
     def _parse(self, line: bytes, offset: int | None, now_ns: int | None) -> Record:
+        # The hot path of the whole pipeline: kept flat on purpose.
         opts = self.opts
         flags: list[str] | None = None
         if line[-1:] == b"\n":
@@ -89,49 +95,74 @@ class LineParser:
         if "\x00" in raw:
             flags = (flags or []) + [F_NUL]
 
-        env = split_envelope(raw, opts.tai_leap, opts.syslog_year, opts.local_tz)
-        if env.bad_stamp:
-            flags = (flags or []) + [F_BAD_STAMP]
-        time_ns = env.time_ns
-        time_source = env.time_source
-        if time_ns is None:
-            if self.last_time_ns is not None:
-                time_ns, time_source = self.last_time_ns, "inferred"
-                flags = (flags or []) + [F_TIME_INFERRED]
-            else:
-                time_ns, time_source = (now_ns if now_ns is not None else time.time_ns()), "ingest"
-                flags = (flags or []) + [F_TIME_INGEST]
-        else:
+        host = tag = pid = None
+        if raw[:1] == "@" and _LABEL_RE.match(raw) is not None and (v := int(raw[1:25], 16)) & 0xFFFFFFFF < NS:
+            # Fast path for multilog's "@<tai64n> text", nearly every line we see.
+            unix = (v >> 32) - DAEMONTOOLS_OFFSET
+            if opts.tai_leap:
+                unix -= leaps_before_tai(unix)
+            time_ns = unix * NS + (v & 0xFFFFFFFF)
+            time_source = "tai64n_tai" if opts.tai_leap else "tai64n"
+            text = raw[26:] if raw[25:26] == " " else raw[25:]
+            if text[29:31] == "  " and text[4:5] == "-":
+                text = split_envelope(text).text  # s6-log with both t and T
             self.last_time_ns = time_ns
+        else:
+            env = split_envelope(raw, opts.tai_leap, opts.syslog_year, opts.local_tz)
+            time_ns = env.time_ns
+            text, host, tag, pid = env.text, env.host, env.tag, env.pid
+            if time_ns is None:
+                if env.bad_stamp:
+                    flags = (flags or []) + [F_BAD_STAMP]
+                if self.last_time_ns is not None:
+                    time_ns, time_source = self.last_time_ns, "inferred"
+                    flags = (flags or []) + [F_TIME_INFERRED]
+                else:
+                    time_ns, time_source = (now_ns if now_ns is not None else time.time_ns()), "ingest"
+                    flags = (flags or []) + [F_TIME_INGEST]
+            else:
+                time_source = env.time_source
+                self.last_time_ns = time_ns
 
-        text = env.text
-        program, event, fields, pid = dispatch(text, env.tag)
-        if env.pid is not None:
-            pid = env.pid
-        message = text
-        redacted = fields.pop("_redact", None) if fields else None
-        if redacted is not None and opts.redact:
-            prefix = raw[: len(raw) - len(text)]
-            message = redacted
-            raw = prefix + redacted
-            b64 = None  # the exact bytes held the secret too
-            flags = (flags or []) + [F_REDACTED]
-        return Record(time_ns, time_source, program, event, message, raw, fields,
-                      env.host or opts.host, pid, flags, self.source, self.file_id, offset, b64)
+        program, event, fields, ppid = dispatch(text, tag)
+        if pid is None:
+            pid = ppid
+        if "_redact" in fields:
+            redacted = fields.pop("_redact")
+            if opts.redact:
+                raw = raw[: len(raw) - len(text)] + redacted
+                text = redacted
+                b64 = None  # the exact bytes held the secret too
+                flags = (flags or []) + [F_REDACTED]
+        return Record(time_ns, time_source, program, event, text, raw, fields,
+                      host or opts.host, pid, flags, self.source, self.file_id, offset, b64)
 
 
 def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, int | None]:
     """Program text → (program, event, fields, pid). Never raises."""
     if tag is not None and tag != "qmail":
         if tag.startswith(("postfix", "pmg-smtp-filter")) or "/" in tag:
-            service = tag.rsplit("/", 1)[-1]
-            got = parse_postfix(service, text)
-            return _result(tag, got)
+            return _result(tag, parse_postfix(tag.rsplit("/", 1)[-1], text))
         fn = PREFIXED.get(tag)
         if fn is not None:
             return _result(tag, fn(text))
         # Syslog-wrapped daemontools output ("vpopmaild: tcpserver: ok ..."):
         # fall through and look at the text itself.
+    # One split and two dict look-ups decide nearly every line.
+    sp = text.find(" ")
+    word = text[:sp] if sp > 0 else text
+    if word[-1:] == ":":
+        fn = PREFIXED.get(word[:-1])
+        if fn is not None:
+            return _result(word[:-1], fn(text[sp + 1:] if sp > 0 else ""))
+    if word in QMAIL_SEND_WORDS:
+        got = qmail_send_parse(text)
+        if got is not None:
+            return _result("qmail-send", got)
+    elif word.isdigit():
+        got = recordio_parse(text)
+        if got is not None:
+            return _result("recordio", got)
     m = _PREFIX_RE.match(text)
     if m:
         name = m.group(1)

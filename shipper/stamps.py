@@ -33,6 +33,7 @@ class Envelope:
     bad_stamp: bool = False
 
 
+_LABEL_RE = tai64n.LABEL_RE
 _LOCAL_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{9})( {1,2})")
 _SVLOGD_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)[_T](\d\d):(\d\d):(\d\d)\.(\d{5}) ")
 _ACCU_RE = re.compile(r"(\d{9,11})\.\.?(\d{1,9})([ +])")
@@ -52,8 +53,15 @@ _MONTHS = {m: i for i, m in enumerate(
 _LOCAL_HOUR_CACHE: dict[tuple[int, int, int, int], int] = {}
 
 
+def _check(mo: int, d: int, h: int, mi: int, s: int) -> None:
+    # mktime/timegm would quietly normalise month 13 or hour 99: refuse instead.
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and h <= 23 and mi <= 59 and s <= 60):
+        raise ValueError("date out of range")
+
+
 def local_to_unix(y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
     """Local wall-clock time (the process's TZ, as tai64nlocal used) → unix seconds."""
+    _check(mo, d, h, mi, s)
     key = (y, mo, d, h)
     base = _LOCAL_HOUR_CACHE.get(key)
     if base is None:
@@ -65,6 +73,7 @@ def local_to_unix(y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
 
 
 def utc_to_unix(y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
+    _check(mo, d, h, mi, s)
     return calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
 
 
@@ -81,7 +90,22 @@ def split_envelope(line: str, leap: bool = False, year: int | None = None,
         return Envelope(None, "none", line)
     c = line[0]
     if c == "@":
-        return _tai64n(line, leap, year, local_tz)
+        # The hot path: nearly every multilog line. Inlined on purpose.
+        if _LABEL_RE.match(line) is not None:
+            nanos = int(line[17:25], 16)
+            if nanos < NS:
+                unix = int(line[1:17], 16) - tai64n.DAEMONTOOLS_OFFSET
+                if leap:
+                    unix -= tai64n.leaps_before_tai(unix)
+                rest = line[26:] if line[25:26] == " " else line[25:]
+                if len(rest) > 31 and rest[29:31] == "  " and rest[4] == "-":
+                    # s6-log with both t and T: "@label YYYY-MM-DD HH:MM:SS.nnnnnnnnn  text"
+                    m = _LOCAL_RE.match(rest)
+                    if m:
+                        rest = rest[m.end():]
+                return Envelope(unix * NS + nanos, "tai64n_tai" if leap else "tai64n", rest)
+        # '@' then something that is not a label: keep the text, flag it.
+        return Envelope(None, "none", line, bad_stamp=len(line) > 1 and line[1] in "0123456789abcdef")
     if "0" <= c <= "9":
         return _digits(line, leap, year, local_tz)
     if "A" <= c <= "Z":
@@ -92,24 +116,6 @@ def split_envelope(line: str, leap: bool = False, year: int | None = None,
         # splogger's tag with the syslog header already gone
         return _after_header(Envelope(None, "none", line[7:], tag="qmail"))
     return Envelope(None, "none", line)
-
-
-def _tai64n(line: str, leap: bool, year: int | None, local_tz: bool) -> Envelope:
-    if len(line) >= 25:
-        try:
-            secs, nanos = tai64n.decode(line[:25], leap)
-        except tai64n.LabelError:
-            pass
-        else:
-            rest = line[26:] if line[25:26] == " " else line[25:]
-            # s6-log with both t and T: "@label YYYY-MM-DD HH:MM:SS.nnnnnnnnn  text"
-            if len(rest) > 31 and rest[4] == "-" and rest[29:31] == "  ":
-                m = _LOCAL_RE.match(rest)
-                if m:
-                    rest = rest[m.end():]
-            return Envelope(secs * NS + nanos, "tai64n_tai" if leap else "tai64n", rest)
-    # '@' then something that is not a label: keep the text, flag it.
-    return Envelope(None, "none", line, bad_stamp=len(line) > 1 and line[1] in "0123456789abcdef")
 
 
 def _digits(line: str, leap: bool, year: int | None, local_tz: bool) -> Envelope:

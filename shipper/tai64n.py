@@ -9,6 +9,7 @@ daemontools/runit nanoseconds are ``1000 * usec + 500``; we keep them as they ar
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 
 TAI64_BASE = 1 << 62
@@ -26,7 +27,7 @@ LEAP_SECONDS: tuple[int, ...] = (
 # The same instants on the "unix + leaps" scale, for the inverse.
 _LEAPS_SHIFTED: tuple[int, ...] = tuple(t + i + 1 for i, t in enumerate(LEAP_SECONDS))
 
-_HEX = frozenset("0123456789abcdefABCDEF")
+LABEL_RE = re.compile(r"@[0-9a-fA-F]{24}")
 
 
 class LabelError(ValueError):
@@ -39,11 +40,7 @@ def leaps_at(unix_seconds: int) -> int:
 
 
 def is_label(text: str) -> bool:
-    return (
-        len(text) >= LABEL_LEN
-        and text[0] == "@"
-        and all(c in _HEX for c in text[1:LABEL_LEN])
-    )
+    return LABEL_RE.match(text) is not None
 
 
 def decode(label: str | bytes, leap: bool = False) -> tuple[int, int]:
@@ -58,8 +55,13 @@ def decode(label: str | bytes, leap: bool = False) -> tuple[int, int]:
         raise LabelError(f"nanoseconds out of range in {label[:LABEL_LEN]!r}")
     unix = secs - DAEMONTOOLS_OFFSET
     if leap:
-        unix -= bisect_right(_LEAPS_SHIFTED, unix)
+        unix -= leaps_before_tai(unix)
     return unix, nanos
+
+
+def leaps_before_tai(unix_plus_leaps: int) -> int:
+    """Leap seconds to take off a true-TAI label's ``secs - 2**62 - 10``."""
+    return bisect_right(_LEAPS_SHIFTED, unix_plus_leaps)
 
 
 def decode_ns(label: str, leap: bool = False) -> int:

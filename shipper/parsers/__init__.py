@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shipper.parsers import misc, postfix, qmail_send, recordio, smtpd, ucspi
+from shipper.parsers import misc, postfix, qmail_send, smtpd, ucspi
 
 Parsed = tuple[str, dict[str, Any]]
 ParserFn = Callable[[str], Parsed | None]
@@ -37,10 +37,14 @@ PREFIXED: dict[str, ParserFn] = {
     "simscan": misc.parse_simscan,
 }
 
-# Text with no known "name: " prefix, tried in order: (program, parser).
+# qmail-send writes no program name: its lines are known by their first word.
+QMAIL_SEND_WORDS = frozenset({
+    "status:", "new", "info", "starting", "delivery", "bounce", "triple", "double", "end",
+    "warning:", "alert:", "warn:", "local:", "remote:", "running", "exiting", "number",
+})
+
+# Other text with no known "name: " prefix, tried in order: (program, parser).
 UNPREFIXED: tuple[tuple[str, ParserFn], ...] = (
-    ("qmail-send", qmail_send.parse),
-    ("recordio", recordio.parse),
     ("qmail-smtpd", smtpd.parse_spamcontrol),
     ("chkuser", misc.parse_chkuser),
     ("simscan", misc.parse_simscan),

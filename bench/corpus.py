@@ -1,0 +1,200 @@
+"""A realistic qmail log corpus for benchmarks: deterministic, every line unique.
+
+Traffic model (per accepted mail): tcpserver/sslserver status, pid, ok; sometimes
+rblsmtpd; s/qmail qmail-smtpd decisions (or recordio replies with the 250 qp
+that links the session to the queue); tcpserver end; then qmail-send's
+new/info/starting delivery/status/delivery/status/end for 1–3 recipients,
+local and remote, with successes, deferrals and failures; bounces now and then.
+Each line carries a TAI64N label 1 µs after the previous one, so the label is a
+unique marker of the line (the counting receivers use it).
+
+    python bench/corpus.py --lines 1000000 --out corpus.log          # one file
+    python bench/corpus.py --lines 1000000 --multilog DIR --size 1000000   # archives + current
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+from collections.abc import Iterator
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from shipper.tai64n import encode  # noqa: E402
+
+START = 1_700_000_000
+
+DOMAINS = ["example.com", "example.org", "mail.example.net", "lists.example.edu", "corp.example"]
+USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
+         "mallory", "oscar", "peggy", "trent", "victor", "walter"]
+REMOTE_OK = [
+    "{ip}_accepted_message./Remote_host_said:_250_2.0.0_Ok:_queued_as_{qid}/",
+    "{ip}_TLS_transmitted_message_accepted./Remote_host_said:_250_OK_id={qid}/",
+]
+REMOTE_DEFER = [
+    "Connected_to_{ip}_but_greeting_failed./Remote_host_said:_421_4.7.0_Try_again_later/",
+    "Sorry,_I_wasn't_able_to_establish_an_SMTP_connection._(#4.4.1)/",
+    "{ip}_does_not_like_recipient./Remote_host_said:_450_4.2.1_Mailbox_busy/",
+]
+REMOTE_FAIL = [
+    "{ip}_does_not_like_recipient./Remote_host_said:_550_5.1.1_<{rcpt}>:_Recipient_address_rejected:_User_unknown/Giving_up_on_{ip}./",
+    "Sorry,_I_couldn't_find_any_host_named_{dom}._(#5.1.2)/",
+]
+LOCAL_OK = ["did_0+0+1/", "did_1+0+0/", "did_0+1+0/qp_{qp}/"]
+LOCAL_FAIL = ["Sorry,_no_mailbox_here_by_that_name._(#5.1.1)/"]
+CONDITIONS_REJECT = ["Failed_Rcptto", "Invalid_Relay", "Bad_Mailfrom", "DNS_Helo", "Bad_Rcptto"]
+CONDITIONS_ACCEPT = ["Recipients_Cdb", "Recipients_Pam", "Relay_Client", "Rcpthosts_Rcptto"]
+
+
+def _ip(r: random.Random) -> str:
+    if r.random() < 0.1:
+        return f"2001:db8:{r.randrange(65536):x}::{r.randrange(65536):x}"
+    return f"{r.randrange(1, 224)}.{r.randrange(256)}.{r.randrange(256)}.{r.randrange(1, 255)}"
+
+
+def _addr(r: random.Random) -> str:
+    return f"{r.choice(USERS)}{r.randrange(1000)}@{r.choice(DOMAINS)}"
+
+
+def events(r: random.Random) -> Iterator[str]:
+    """Endless stream of program texts (without stamps), interleaving sessions and queue work."""
+    msg_id = 100000
+    pid = 20000
+    delivery = 0
+    while True:
+        pid += r.randrange(1, 7)
+        ip = _ip(r)
+        host = f"mx{r.randrange(100)}.{r.choice(DOMAINS)}"
+        server = "sslserver" if r.random() < 0.3 else "tcpserver"
+        port = 465 if server == "sslserver" else 25
+        yield f"{server}: status: {r.randrange(1, 40)}/40"
+        yield f"{server}: pid {pid} from {ip}"
+        yield f"{server}: ok {pid} mail.example.com:192.0.2.10:{port} {host}:{ip}::{r.randrange(1024, 65535)}"
+        if server == "sslserver":
+            yield f"sslserver: ssl {pid} accept TLSv1.3:TLS_AES_256_GCM_SHA384"
+        if r.random() < 0.15:
+            yield f"rblsmtpd: {ip} pid {pid}: 451 http://www.spamhaus.org/query/bl?ip={ip}"
+            yield f"{server}: end {pid} status 0"
+            continue
+        sender = _addr(r)
+        rcpts = [_addr(r) for _ in range(r.choice((1, 1, 1, 2, 3)))]
+        proto = "ESMTPS" if server == "sslserver" else r.choice(("ESMTP", "ESMTPS", "SMTP"))
+        if r.random() < 0.2:
+            cond = r.choice(CONDITIONS_REJECT)
+            yield (f"qmail-smtpd: pid {pid} Reject::RCPT::{cond} P:{proto} S:{ip}:{host} H:{host} "
+                   f"F:{sender} T:{rcpts[0]}")
+            if r.random() < 0.5:
+                yield f"{pid} > 553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)\r "
+            yield f"{server}: end {pid} status 256"
+            continue
+        for rc in rcpts:
+            yield (f"qmail-smtpd: pid {pid} Accept::RCPT::{r.choice(CONDITIONS_ACCEPT)} P:{proto} "
+                   f"S:{ip}:{host} H:{host} F:{sender} T:{rc}")
+        qp = pid + 1
+        yield f"{pid} > 250 ok {START + r.randrange(10**6)} qp {qp}\r "
+        yield f"{server}: end {pid} status 0"
+        msg_id += r.randrange(1, 50)
+        size = r.randrange(800, 200000)
+        yield f"new msg {msg_id}"
+        yield f"info msg {msg_id}: bytes {size} from <{sender}> qp {qp} uid {r.choice((89, 7791, 0))}"
+        bounced = False
+        for rc in rcpts:
+            delivery += 1
+            channel = "local" if rc.endswith("example.com") else "remote"
+            yield f"starting delivery {delivery}: msg {msg_id} to {channel} {rc}"
+            yield f"status: local {int(channel == 'local')}/10 remote {int(channel == 'remote')}/120"
+            x = r.random()
+            rip = _ip(r)
+            fmt = {"ip": rip, "qid": f"{r.randrange(16**10):010X}", "rcpt": rc,
+                   "dom": rc.split("@")[1], "qp": qp + 7}
+            if channel == "local":
+                if x < 0.95:
+                    result, text = "success", r.choice(LOCAL_OK)
+                else:
+                    result, text = "failure", r.choice(LOCAL_FAIL)
+            elif x < 0.85:
+                result, text = "success", r.choice(REMOTE_OK)
+            elif x < 0.95:
+                result, text = "deferral", r.choice(REMOTE_DEFER)
+            else:
+                result, text = "failure", r.choice(REMOTE_FAIL)
+            bounced |= result == "failure"
+            yield f"delivery {delivery}: {result}: {text.format(**fmt)}"
+            yield "status: local 0/10 remote 0/120"
+        if bounced:
+            yield f"bounce msg {msg_id} qp {qp + 11}"
+        yield f"end msg {msg_id}"
+
+
+def lines(n: int, seed: int = 1) -> Iterator[bytes]:
+    """n stamped lines, each with a unique TAI64N label (1 µs apart)."""
+    r = random.Random(seed)
+    ev = events(r)
+    t_us = START * 1_000_000
+    for _ in range(n):
+        t_us += 1
+        secs, us = divmod(t_us, 1_000_000)
+        yield f"{encode(secs, us * 1000 + 500)} {next(ev)}\n".encode()
+
+
+def write_file(path: str, n: int, seed: int = 1) -> int:
+    size = 0
+    with open(path, "wb") as f:
+        buf: list[bytes] = []
+        for ln in lines(n, seed):
+            buf.append(ln)
+            if len(buf) >= 10000:
+                data = b"".join(buf)
+                f.write(data)
+                size += len(data)
+                buf = []
+        data = b"".join(buf)
+        f.write(data)
+        size += len(data)
+    return size
+
+
+def write_multilog(directory: str, n: int, size: int = 99999, seed: int = 1) -> int:
+    """A multilog directory as multilog leaves it: @<label>.s archives (rotated at
+    about ``size`` bytes on a line boundary) and a current."""
+    os.makedirs(directory, exist_ok=True)
+    out: list[bytes] = []
+    used = 0
+    files = 0
+    last_label = ""
+
+    def flush(name: str) -> None:
+        with open(os.path.join(directory, name), "wb") as f:
+            f.write(b"".join(out))
+
+    for ln in lines(n, seed):
+        out.append(ln)
+        used += len(ln)
+        last_label = ln[:25].decode()
+        if used >= size - 2000:
+            flush(f"{last_label}.s")
+            files += 1
+            out, used = [], 0
+    flush("current")
+    return files
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", help="write one file")
+    ap.add_argument("--multilog", help="write a multilog directory")
+    ap.add_argument("--size", type=int, default=99999, help="multilog s (rotation size)")
+    args = ap.parse_args()
+    if args.out:
+        print(f"{args.out}: {write_file(args.out, args.lines, args.seed)} bytes")
+    if args.multilog:
+        print(f"{args.multilog}: {write_multilog(args.multilog, args.lines, args.size, args.seed)} archives")
+    if not args.out and not args.multilog:
+        sys.stdout.buffer.writelines(lines(args.lines, args.seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The shipper command: parse, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import orjson
+from conftest import require_binary
+
+
+def run(*args, input=None):
+    return subprocess.run([sys.executable, "-m", "shipper", *args], input=input, capture_output=True,
+                          timeout=60)
+
+
+def test_parse_stdin_ndjson():
+    r = run("parse", input=b"@4000000052fafd8d3298434c new msg 3890\nplain line\n")
+    assert r.returncode == 0, r.stderr
+    recs = [orjson.loads(x) for x in r.stdout.splitlines()]
+    assert len(recs) == 2
+    assert recs[0]["time"] == "2014-02-12T04:50:11.848839500Z"
+    assert recs[0]["source"] == "-" and recs[0]["event_id"] is None
+    assert recs[1]["time_source"] == "inferred"
+
+
+def test_parse_pretty():
+    r = run("parse", "--pretty", input=b"x\n")
+    assert r.returncode == 0 and r.stdout.startswith(b"{\n  ")
+
+
+def test_parse_multilog_dir_and_errors(tmp_path):
+    multilog = require_binary("multilog")
+    d = tmp_path / "log"
+    subprocess.run([multilog, "t", str(d)], input=b"a\nb\n", check=True, timeout=10)
+    r = run("parse", str(d), str(tmp_path / "missing"))
+    assert r.returncode == 1
+    err = r.stderr.decode().strip().splitlines()
+    assert err == [f"shipper: {tmp_path / 'missing'}: no such file or directory"]
+
+
+def test_parse_continues_after_bad_input(tmp_path):
+    good = tmp_path / "good"
+    good.write_bytes(b"x\n")
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"\x1f\x8b\x08\x00broken")
+    r = run("parse", str(bad), str(good))
+    assert r.returncode == 1
+    assert len(r.stdout.splitlines()) == 1
+    assert len(r.stderr.decode().strip().splitlines()) == 1
+
+
+def test_usage_errors():
+    r = run("frobnicate")
+    assert r.returncode == 2 and b"unknown command" in r.stderr
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith(b"shipper ")
+    r = run("parse", "--help")
+    assert r.returncode == 0 and b"NDJSON" in r.stdout

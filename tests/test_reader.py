@@ -1,0 +1,103 @@
+"""Reading finished inputs: order of a real multilog directory, compression, caps, offsets."""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import os
+import subprocess
+
+import pytest
+from conftest import require_binary
+
+from shipper.fingerprint import fingerprint
+from shipper.reader import InputError, expand, is_multilog_dir, read_batches
+
+
+def _all(path, **kw):
+    lines, offsets, trunc, partial = [], [], set(), None
+    for b in read_batches(path, **kw):
+        base = len(lines)
+        lines += b.lines
+        offsets += b.offsets
+        trunc |= {base + i for i in (b.truncated or ())}
+        if b.partial is not None:
+            partial = base + b.partial
+    return lines, offsets, trunc, partial
+
+
+def test_real_multilog_dir_reads_in_order(tmp_path):
+    multilog = require_binary("multilog")
+    d = tmp_path / "log"
+    n = 3000
+    data = b"".join(b"line %06d %s\n" % (i, b"x" * 60) for i in range(n))
+    subprocess.run([multilog, "t", "s4096", "n999", str(d)], input=data, check=True, timeout=30)
+    assert is_multilog_dir(str(d))
+    files = expand([str(d)])
+    assert files[-1].endswith("/current") and len(files) > 20
+    seen = []
+    for f in files:
+        lines, offsets, _, _ = _all(f, batch_lines=100)
+        with open(f, "rb") as fh:
+            content = fh.read()
+        for ln, off in zip(lines, offsets, strict=True):
+            assert content[off:off + len(ln)] == ln
+            seen.append(int(ln.split(b" ")[2]))
+    assert seen == list(range(n))
+
+
+def test_offsets_and_partial_last_line(tmp_path):
+    p = tmp_path / "f"
+    p.write_bytes(b"a\nbb\n\nccc")
+    lines, offsets, trunc, partial = _all(str(p))
+    assert lines == [b"a", b"bb", b"", b"ccc"] and offsets == [0, 2, 5, 6]
+    assert partial == 3 and not trunc
+
+
+def test_long_lines_are_capped_with_memory_bounded(tmp_path):
+    p = tmp_path / "f"
+    big = b"y" * (3 << 20)  # bigger than a read chunk
+    p.write_bytes(b"short\n" + big + b"\nafter\n")
+    lines, offsets, trunc, partial = _all(str(p), max_line=1000)
+    assert lines == [b"short", b"y" * 1000, b"after"]
+    assert offsets == [0, 6, 6 + len(big) + 1] and trunc == {1} and partial is None
+
+
+@pytest.mark.parametrize("opener", [gzip.open, lzma.open])
+def test_compressed_archive_same_ids_as_plain(tmp_path, opener):
+    content = b"@4000000052fafd8d3298434c new msg 3890\n@4000000052fafd8d387554bc end msg 3890\n"
+    plain = tmp_path / "@4000000052fafd8d387554bc.s"
+    plain.write_bytes(content)
+    packed = tmp_path / "archive"  # no telling suffix: detected by magic bytes
+    with opener(packed, "wb") as f:
+        f.write(content)
+    a = list(read_batches(str(plain)))[0]
+    b = list(read_batches(str(packed)))[0]
+    assert a.file_id == b.file_id == fingerprint(content)
+    assert a.lines == b.lines and a.offsets == b.offsets
+
+
+def test_errors_are_one_line(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        expand([str(tmp_path / "missing")])
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(InputError, match="not a multilog directory"):
+        expand([str(tmp_path / "plain")])
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(InputError):
+        list(read_batches(str(bad)))
+
+
+def test_unreadable_file(tmp_path):
+    if os.geteuid() == 0:
+        p = tmp_path / "dir-as-file"
+        p.mkdir()
+        with pytest.raises(InputError):
+            list(read_batches(str(p)))
+    else:
+        p = tmp_path / "f"
+        p.write_bytes(b"x\n")
+        p.chmod(0)
+        with pytest.raises(InputError):
+            list(read_batches(str(p)))
