@@ -1,0 +1,368 @@
+"""Configuration: shipped files load, bad files give exact one-line errors, env, secrets."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from shipper.config import (
+    DEMO_CONFIG,
+    DEMO_DIR,
+    ConfigError,
+    Secret,
+    demo_config,
+    demo_config_text,
+    load_config,
+    load_config_text,
+)
+from shipper.parse import ParseOptions
+from shipper.tlsconfig import TlsOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = sorted([ROOT / "conf" / "shipper.toml", *(ROOT / "conf" / "examples").glob("*.toml")])
+
+# The smallest valid file; bad cases below add to it.
+BASE = """
+[sources.qmail]
+type = "multilog"
+paths = ["/var/log/qmail/*"]
+[sinks.siem]
+type = "syslog"
+host = "siem.example.net"
+"""
+
+
+def errors_of(text: str, env: dict[str, str] | None = None, **kw: object) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, "t.toml", env=env or {}, **kw)
+    assert str(info.value) == "\n".join(info.value.errors)
+    return info.value.errors
+
+
+def test_shipped_files_are_all_there():
+    names = {p.name for p in SHIPPED}
+    assert names == {"shipper.toml", "rsyslog-tls.toml", "relp.toml", "graylog-gelf.toml",
+                     "clickhouse.toml", "elasticsearch.toml", "loki.toml", "splunk-hec.toml"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_file_validates(path: Path):
+    cfg = load_config(path, env={}, check_files=False)
+    assert cfg.sources and cfg.sinks
+    assert cfg.path == str(path)
+    for name, sink in cfg.sinks.items():
+        assert sink.name == name
+        assert sink.buffer.path == f"/var/lib/shipper/buffer/{name}"
+
+
+def test_shipped_example_values():
+    tls = load_config(ROOT / "conf/examples/rsyslog-tls.toml", env={}, check_files=False)
+    relay = tls.sinks["relay"]
+    assert (relay.type, relay.host, relay.port, relay.protocol, relay.framing, relay.facility) == (
+        "syslog", "relay.example.net", 6514, "tls", "octet-counted", 2)
+    assert relay.tls == TlsOptions(verify=True, ca_file="/etc/shipper/relay-ca.pem", cert_file=
+                                   "/etc/shipper/mx1.pem", key_file="/etc/shipper/mx1.key")
+    ch = load_config(ROOT / "conf/examples/clickhouse.toml", env={"CLICKHOUSE_URL": "http://ch:8123/"},
+                     check_files=False).sinks["clickhouse"]
+    assert (ch.url, ch.format, ch.table, ch.batch_max_records, ch.batch_max_bytes) == (
+        "http://ch:8123/", "clickhouse", "qmail_logs", 10000, 8 << 20)
+    assert ch.auth is not None and ch.auth.type == "basic" and ch.auth.user == "shipper"
+    assert ch.auth.password is None  # not read with check_files=False
+    assert ch.auth.password_file == "/etc/shipper/clickhouse.password"
+    full = load_config(ROOT / "conf/shipper.toml", env={}, check_files=False)
+    assert full.sinks["siem"].buffer.max_bytes == 2 << 30  # sink override
+    assert full.sinks["audit"].buffer.max_bytes == 1 << 30  # global default
+    assert full.metrics.address == ("127.0.0.1", 9810)
+    assert full.sinks["audit"].records == "raw"
+
+
+def test_demo_config():
+    cfg = demo_config("/tmp/shipper-demo-test")
+    src = cfg.sources["demo"]
+    assert (src.type, src.paths, src.start_position) == ("multilog", [str(DEMO_DIR)], "all")
+    assert {n: s.type for n, s in cfg.sinks.items()} == {"screen": "stdout", "copy": "file"}
+    assert cfg.sinks["copy"].path == "/tmp/shipper-demo-test/demo.ndjson"
+    assert cfg.buffer.type == "memory" and cfg.metrics.enabled is False
+    assert "${" not in demo_config_text("/x") and "${SHIPPER_DEMO_DIR}" in DEMO_CONFIG
+    # a fresh state dir each time, so the demo always replays from the start
+    a, b = demo_config(), demo_config()
+    assert a.state_dir != b.state_dir and os.path.isdir(a.state_dir)
+    os.rmdir(a.state_dir)
+    os.rmdir(b.state_dir)
+
+
+def test_demo_sample_dir_is_a_multilog_dir():
+    names = sorted(p.name for p in DEMO_DIR.iterdir())
+    assert "current" in names and "README" in names
+    archives = [n for n in names if n.startswith("@")]
+    assert len(archives) == 2 and all(len(n) == 27 and n.endswith(".s") for n in archives)
+    for name in [*archives, "current"]:
+        lines = (DEMO_DIR / name).read_text().splitlines()
+        assert lines
+        labels = [int(line[1:25], 16) for line in lines]
+        assert all(line[0] == "@" and line[25] == " " for line in lines)
+        assert labels == sorted(labels)  # multilog writes in time order
+        if name != "current":
+            assert labels[-1] < int(name[1:25], 16)  # named by its rotation time
+
+
+def test_defaults():
+    cfg = load_config_text(BASE, env={})
+    assert cfg.state_dir == "/var/lib/shipper" and cfg.drain_timeout == 10.0
+    s = cfg.sinks["siem"]
+    assert (s.protocol, s.port, s.framing, s.format, s.sd_id, s.facility, s.tls) == (
+        "tcp", 514, "octet-counted", "rfc5424", "qmail@32473", 2, None)
+    assert s.dead_letter == "/var/lib/shipper/dead-letter/siem.ndjson"
+    assert (s.buffer.type, s.buffer.when_full, s.buffer.fsync) == ("disk", "block", "interval")
+    src = cfg.sources["qmail"]
+    assert src.start_position == "end"
+    opts = src.parse_options(cfg.parse)
+    assert isinstance(opts, ParseOptions)
+    assert (opts.max_line, opts.redact, opts.tai_leap, opts.local_tz) == (65536, True, False, True)
+    assert opts.host  # this machine's name
+    assert cfg.tracking.enabled and cfg.tracking.emit == "both"
+    assert not cfg.transforms.pseudonymise.enabled and not cfg.transforms.rate_limit.enabled
+
+
+def test_units_and_types():
+    cfg = load_config_text(BASE + """
+[buffer]
+max_bytes = "512MiB"
+segment_bytes = "8M"
+fsync = "always"
+[tracking]
+max_age = "7d"
+[sinks.siem.buffer]
+type = "memory"
+""", env={})
+    b = cfg.sinks["siem"].buffer
+    assert (b.type, b.max_bytes, b.segment_bytes, b.fsync) == ("memory", 512 << 20, 8 << 20, "always")
+    assert cfg.buffer.type == "disk"
+    assert cfg.tracking.max_age == 7 * 86400.0
+
+
+BAD_CASES = [
+    ("port not a number", BASE + 'port = "abc"\n',
+     ['sinks.siem.port: must be an integer 1-65535, got "abc"']),
+    ("port out of range", BASE + "port = 70000\n",
+     ["sinks.siem.port: must be an integer 1-65535, got 70000"]),
+    ("misspelt key", BASE + "prot = 6514\n",
+     ['sinks.siem.prot: unknown key (did you mean "port"?)']),
+    ("misspelt choice", BASE + 'protocol = "tpc"\n',
+     ['sinks.siem.protocol: must be one of udp, tcp, tls, got "tpc" (did you mean "tcp"?)']),
+    ("option of another type", BASE + 'url = "http://x/"\n',
+     ['sinks.siem.url: not an option of type "syslog"']),
+    ("missing host", BASE.replace('host = "siem.example.net"\n', ""),
+     ['sinks.siem.host: required for type "syslog"']),
+    ("unknown sink type", BASE.replace('type = "syslog"', 'type = "kafka"'),
+     ['sinks.siem.type: must be one of syslog, relp, gelf, http, file, stdout, got "kafka"']),
+    ("bool as string", BASE + 'keepalive = "yes"\n',
+     ['sinks.siem.keepalive: must be true or false, got "yes"']),
+    ("bad duration", BASE + 'connect_timeout = "soon"\n',
+     ['sinks.siem.connect_timeout: must be a duration (seconds, or a string like "500ms", "30s", '
+      '"5m"), got "soon"']),
+    ("bad size", BASE + '[buffer]\nmax_bytes = "lots"\n',
+     ['buffer.max_bytes: must be a size in bytes (an integer, or a string like "64MiB"), got "lots"']),
+    ("when_full typo", BASE + '[buffer]\nwhen_full = "drop_new"\n',
+     ['buffer.when_full: must be one of block, drop_newest, drop_oldest, got "drop_new" '
+      '(did you mean "drop_newest"?)']),
+    ("tls table without tls", BASE + "[sinks.siem.tls]\nverify = true\n",
+     ['sinks.siem.tls: TLS options given but TLS is not used (set protocol = "tls")']),
+    ("framing on udp", BASE + 'protocol = "udp"\nframing = "lf"\n',
+     ['sinks.siem.framing: applies to protocol "tcp" or "tls", not "udp"']),
+    ("bom on rfc3164", BASE + 'format = "rfc3164"\nbom = true\n',
+     ['sinks.siem.bom: applies to format "rfc5424", not "rfc3164"']),
+    ("watch typo", BASE.replace('type = "multilog"', 'type = "multilog"\nwatch = "inotfy"'),
+     ['sources.qmail.watch: must be one of auto, inotify, poll, got "inotfy" (did you mean "inotify"?)']),
+    ("bad sd_id", BASE + 'sd_id = "qmail"\n',
+     ['sinks.siem.sd_id: must be NAME@PEN (private enterprise number), like "qmail@32473", '
+      'got "qmail"']),
+    ("bad facility", BASE + 'facility = "mial"\n',
+     ['sinks.siem.facility: must be a facility name (mail, local0-local7, ...) or 0-23, '
+      'got "mial" (did you mean "mail"?)']),
+    ("no sources, no sinks", 'state_dir = "/var/lib/shipper"\n',
+     ['sources: at least one source is required, e.g. [sources.qmail] type = "multilog" '
+      'paths = ["/var/log/qmail/*"]',
+      'sinks: at least one sink is required, e.g. [sinks.siem] type = "syslog" host = "..."']),
+    ("relative paths", 'state_dir = "var"\n' + BASE.replace("/var/log/qmail/*", "qmail/*"),
+     ['state_dir: must be an absolute path, got "var"',
+      'sources.qmail.paths[0]: must be an absolute path, got "qmail/*"']),
+    ("stdin takes no paths", BASE + '[sources.in]\ntype = "stdin"\npaths = ["/x"]\n',
+     ['sources.in.paths: not an option of type "stdin"']),
+    ("source key typo", BASE.replace('type = "multilog"', 'type = "multilog"\nstart_postion = "all"'),
+     ['sources.qmail.start_postion: unknown key (did you mean "start_position"?)']),
+    ("clickhouse without table",
+     BASE + '[sinks.ch]\ntype = "http"\nurl = "http://127.0.0.1:8123/"\nformat = "clickhouse"\n',
+     ['sinks.ch.table: required for format "clickhouse"']),
+    ("url not http", BASE + '[sinks.h]\ntype = "http"\nurl = "ftp://x/"\n',
+     ['sinks.h.url: must be an http:// or https:// URL, got "ftp://x/"']),
+    ("index on ndjson", BASE + '[sinks.h]\ntype = "http"\nurl = "http://x/"\nindex = "a"\n',
+     ['sinks.h.index: applies to format "elasticsearch", not "ndjson"']),
+    ("auth with both secrets",
+     BASE + '[sinks.h]\ntype = "http"\nurl = "https://x/"\n[sinks.h.auth]\ntype = "bearer"\n'
+            'token_file = "/a"\ntoken_env = "B"\n',
+     ["sinks.h.auth.token_file: give token_file or token_env, not both"]),
+    ("basic auth without password",
+     BASE + '[sinks.h]\ntype = "http"\nurl = "https://x/"\n[sinks.h.auth]\ntype = "basic"\n'
+            'user = "u"\n',
+     ["sinks.h.auth: basic auth needs password_file or password_env"]),
+    ("gelf udp with url", BASE + '[sinks.g]\ntype = "gelf"\nhost = "g"\nurl = "http://g/"\n',
+     ['sinks.g.url: applies to transport "http" only']),
+    ("gelf tcp compressed",
+     BASE + '[sinks.g]\ntype = "gelf"\ntransport = "tcp"\nhost = "g"\ncompression = "gzip"\n',
+     ['sinks.g.compression: GELF over tcp is not compressed (NUL-delimited JSON); use "none", '
+      'got "gzip"']),
+    ("file sink without path", BASE + '[sinks.f]\ntype = "file"\n',
+     ['sinks.f.path: required for type "file"']),
+    ("two file sinks, one path",
+     BASE + '[sinks.a]\ntype = "file"\npath = "/tmp/x"\n[sinks.b]\ntype = "file"\npath = "/tmp/x"\n',
+     ['sinks.b.path: already written by sink "a"']),
+    ("bad sink name", BASE + '[sinks."a b"]\ntype = "stdout"\n',
+     ['sinks.a b: a sink name may hold only letters, digits, "_" and "-"']),
+    ("undroppable field", BASE + '[transforms]\ndrop_fields = ["raw", "event_id"]\n',
+     ["transforms.drop_fields[1]: event_id cannot be dropped: the SIEM needs it to order and "
+      "deduplicate records"]),
+    ("pseudonymise without key", BASE + "[transforms.pseudonymise]\nenabled = true\n",
+     ["transforms.pseudonymise: pseudonymisation needs key_file or key_env"]),
+    ("metrics listen", BASE + '[metrics]\nlisten = "9810"\n',
+     ['metrics.listen: must be HOST:PORT, got "9810"']),
+    ("top-level typo", 'stat_dir = "/x"\n' + BASE,
+     ['stat_dir: unknown key (did you mean "state_dir"?)']),
+    ("summaries without tracking", BASE + 'records = "summaries"\n[tracking]\nenabled = false\n',
+     ['sinks.siem.records: "summaries" needs tracking enabled ([tracking] enabled = true)']),
+    ("table expected", 'log = "json"\n' + BASE,
+     ['log: must be a table, got "json"']),
+    ("list expected", BASE + '[transforms]\nexclude_events = 5\n',
+     ["transforms.exclude_events: must be a list of strings, got 5"]),
+    ("invalid toml", "[sinks\n",
+     ["t.toml: invalid TOML: Expected ']' at the end of a table declaration (at line 1, column 7)"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES])
+def test_bad_config_exact_errors(text: str, expected: list[str]):
+    assert errors_of(text) == expected
+
+
+def test_every_error_at_once():
+    text = BASE + 'port = "abc"\nprot = 1\nprotocol = "tpc"\n[buffer]\nfsync = "sometimes"\n'
+    # sections in a fixed order (global ones first), keys in the order they are checked
+    assert errors_of(text) == [
+        'buffer.fsync: must be one of always, interval, never, got "sometimes"',
+        'sinks.siem.protocol: must be one of udp, tcp, tls, got "tpc" (did you mean "tcp"?)',
+        'sinks.siem.port: must be an integer 1-65535, got "abc"',
+        'sinks.siem.prot: unknown key (did you mean "port"?)',
+    ]
+
+
+def test_env_substitution():
+    text = BASE.replace('"siem.example.net"', '"${SIEM_HOST}"') + (
+        'port = "${SIEM_PORT:-6514}"\nsd_id = "q$$x@${PEN:-32473}"\n')
+    cfg = load_config_text(text, env={"SIEM_HOST": "logs.example.org"})
+    s = cfg.sinks["siem"]
+    assert (s.host, s.port, s.sd_id) == ("logs.example.org", 6514, "q$x@32473")
+    cfg = load_config_text(text, env={"SIEM_HOST": "h", "SIEM_PORT": "1514", "PEN": "1"})
+    assert (cfg.sinks["siem"].port, cfg.sinks["siem"].sd_id) == (1514, "q$x@1")
+    # an empty variable takes the default too (like the shell's :-)
+    assert load_config_text(text, env={"SIEM_HOST": "h", "SIEM_PORT": ""}).sinks["siem"].port == 6514
+    # in lists as well
+    cfg = load_config_text(BASE.replace('"/var/log/qmail/*"', '"${LOGS:-/var/log/qmail}/*"'),
+                           env={"LOGS": "/srv/log"})
+    assert cfg.sources["qmail"].paths == ["/srv/log/*"]
+
+
+def test_env_substitution_errors():
+    text = BASE.replace('"siem.example.net"', '"${SIEM_HOST}"') + 'port = "${SIEM_PORT}"\n'
+    assert errors_of(text, env={"SIEM_PORT": "many"}) == [
+        "sinks.siem.host: environment variable SIEM_HOST is not set (write ${SIEM_HOST:-default} "
+        "for a default)",
+        'sinks.siem.port: must be an integer 1-65535, got "many"',
+    ]
+    assert errors_of(BASE + 'sd_id = "${PEN"\n') == [
+        'sinks.siem.sd_id: malformed ${...} reference in "${PEN" (write ${NAME} or '
+        "${NAME:-default}; $$ for a literal $)"]
+
+
+def _http_with_secret(secret_line: str) -> str:
+    return BASE + ('[sinks.h]\ntype = "http"\nurl = "https://hec.example.net/services/collector"\n'
+                   'format = "splunk_hec"\n[sinks.h.auth]\ntype = "bearer"\n' + secret_line)
+
+
+def test_secret_from_file_and_permission_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    token = tmp_path / "hec.token"
+    token.write_text("s3cr3t-token\n")
+    token.chmod(0o600)
+    cfg = load_config_text(_http_with_secret(f'token_file = "{token}"\n'), env={})
+    auth = cfg.sinks["h"].auth
+    assert auth is not None and auth.token == Secret("s3cr3t-token", f"file {token}")
+    assert "s3cr3t" not in repr(cfg) and "s3cr3t" not in str(auth.token)
+    assert cfg.warnings == []
+
+    token.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="shipper.config"):
+        cfg = load_config_text(_http_with_secret(f'token_file = "{token}"\n'), env={})
+    expected = (f"sinks.h.auth.token_file: {token} holds a secret but is readable by group/others "
+                "(mode 0644); chmod 600 it, owned by the user shipper runs as")
+    assert cfg.warnings == [expected]
+    assert [r.getMessage() for r in caplog.records] == [expected]
+    assert cfg.sinks["h"].auth.token.value == "s3cr3t-token"  # a warning, not an error
+
+    token.chmod(0o640)
+    assert len(load_config_text(_http_with_secret(f'token_file = "{token}"\n'), env={}).warnings) == 1
+
+
+def test_secret_relative_to_config_file(tmp_path: Path):
+    (tmp_path / "pw").write_text("hunter2hunter2hunter2")
+    (tmp_path / "pw").chmod(0o600)
+    conf = tmp_path / "shipper.toml"
+    conf.write_text(BASE + '[transforms.pseudonymise]\nkey_file = "pw"\n')
+    cfg = load_config(conf, env={})
+    key = cfg.transforms.pseudonymise.key
+    assert cfg.transforms.pseudonymise.enabled and key is not None
+    assert key.value == "hunter2hunter2hunter2" and key.origin == f"file {tmp_path / 'pw'}"
+
+
+def test_secret_errors(tmp_path: Path):
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    missing = tmp_path / "missing"
+    errs = errors_of(_http_with_secret(f'token_file = "{missing}"\n'))
+    assert errs == [f"sinks.h.auth.token_file: cannot read {missing}: No such file or directory"]
+    assert errors_of(_http_with_secret(f'token_file = "{empty}"\n')) == [
+        f"sinks.h.auth.token_file: {empty} is empty"]
+    assert errors_of(_http_with_secret('token_env = "HEC_TOKEN"\n')) == [
+        "sinks.h.auth.token_env: environment variable HEC_TOKEN is not set or empty"]
+    cfg = load_config_text(_http_with_secret('token_env = "HEC_TOKEN"\n'), env={"HEC_TOKEN": "t0k"})
+    assert cfg.sinks["h"].auth.token == Secret("t0k", "env HEC_TOKEN")
+    # offline validation (check_files=False) reads nothing and complains about nothing
+    cfg = load_config_text(_http_with_secret(f'token_file = "{missing}"\n'), env={}, check_files=False)
+    assert cfg.sinks["h"].auth.token is None and cfg.sinks["h"].auth.token_file == str(missing)
+
+
+def test_tls_files_checked(tmp_path: Path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    text = BASE + f'protocol = "tls"\n[sinks.siem.tls]\nca_file = "{ca}"\nkey_file = "{tmp_path}/k"\n'
+    assert errors_of(text) == [
+        f"sinks.siem.tls.key_file: cannot use {tmp_path}/k: No such file or directory",
+        "sinks.siem.tls.key_file: needs cert_file too (client certificate for mTLS)",
+    ]
+    cfg = load_config_text(BASE + f'protocol = "tls"\n[sinks.siem.tls]\nca_file = "{ca}"\n', env={})
+    assert cfg.sinks["siem"].tls.ca_file == str(ca) and cfg.sinks["siem"].port == 6514
+    cfg = load_config_text(BASE + 'protocol = "tls"\n[sinks.siem.tls]\nverify = false\n', env={})
+    assert cfg.warnings == ["sinks.siem.tls.verify: certificate verification is off: anyone on the "
+                            "path can read and change the logs"]
+
+
+def test_load_config_file_errors(tmp_path: Path):
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.toml")
+    assert info.value.errors == [f"{tmp_path / 'nope.toml'}: cannot read: No such file or directory"]
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b'state_dir = "\xff"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert info.value.errors == [f"{bad}: not UTF-8 text (byte 13)"]

@@ -1,0 +1,226 @@
+"""Transforms: filters, field dropping, keyed pseudonyms, per-program rate limit."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FIXTURES
+
+from shipper.config import Secret, SinkConfig, TransformConfig, load_config_text
+from shipper.transforms import (
+    F_PSEUDONYMISED,
+    Pseudonymiser,
+    RateLimiter,
+    build_transformer,
+    drop_fields,
+    filter_records,
+    make_filter,
+    sink_filter,
+)
+
+KEY = b"0123456789abcdef0123456789abcdef"
+LINES = [ln for ln in (FIXTURES / "pseudonymise_lines.txt").read_text().splitlines()
+         if not ln.startswith("#")]
+
+
+def anon(value: str, key: bytes = KEY) -> str:
+    """The pseudonym, computed independently of the code under test."""
+    return "anon:" + hmac.new(key, value.lower().encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def rec(line: str, program: str | None, event: str, **fields: Any) -> dict[str, Any]:
+    text = line[26:]
+    return {"event_id": "0123456789abcdef-0", "time": "2018-01-01T04:33:46.519022500Z",
+            "program": program, "event": event, **fields, "message": text, "raw": line,
+            "flags": [], "source": "/var/log/qmail/smtpd/current"}
+
+
+def smtpd_record() -> dict[str, Any]:
+    return rec(LINES[2], "qmail-smtpd", "smtp_decision", conn_pid=30554, action="Accept",
+               check="RCPT", condition="Recipients_Pam", proto="ESMTPS", remote_ip="1.2.3.4",
+               remote_host="mail16.maila.com", helo="maila.com",
+               mail_from="bounce-c8s3-794521509891671878@ml.maila.com", rcpt_to="feh@fehcom.de")
+
+
+def test_pseudonym_is_keyed_hmac_and_stable():
+    p = Pseudonymiser(KEY)
+    assert p.pseudonym("feh@fehcom.de") == anon("feh@fehcom.de")
+    assert p.pseudonym("FEH@fehcom.DE") == anon("feh@fehcom.de")  # case does not matter
+    assert len(p.pseudonym("x")) == len("anon:") + 16
+    other = Pseudonymiser(b"another key, another pseudonym!")
+    assert other.pseudonym("feh@fehcom.de") != p.pseudonym("feh@fehcom.de")
+    assert Pseudonymiser(KEY).pseudonym("feh@fehcom.de") == p.pseudonym("feh@fehcom.de")
+
+
+def test_pseudonymise_smtpd_record_fields_and_text():
+    r = smtpd_record()
+    Pseudonymiser(KEY).apply([r])
+    assert r["mail_from"] == anon("bounce-c8s3-794521509891671878@ml.maila.com")
+    assert r["rcpt_to"] == anon("feh@fehcom.de")
+    assert r["remote_ip"] == anon("1.2.3.4")
+    assert r["remote_host"] == anon("mail16.maila.com")
+    assert r["helo"] == "maila.com"  # not in host_fields by default
+    assert r["conn_pid"] == 30554 and r["event"] == "smtp_decision"
+    assert r["message"] == (
+        f"qmail-smtpd: pid 30554 Accept::RCPT::Recipients_Pam P:ESMTPS S:{anon('1.2.3.4')}:"
+        f"{anon('mail16.maila.com')} H:maila.com "
+        f"F:{anon('bounce-c8s3-794521509891671878@ml.maila.com')} T:{anon('feh@fehcom.de')}")
+    assert r["raw"] == LINES[2][:26] + r["message"]
+    assert r["flags"] == [F_PSEUDONYMISED]
+    assert r["event_id"] == "0123456789abcdef-0"
+
+
+def test_pseudonymise_text_patterns():
+    p = Pseudonymiser(KEY)
+    # IPs between colons, IPv4-mapped IPv6 (same pseudonym as plain IPv4), host:ip:port
+    assert p.text(LINES[1][26:]) == (
+        f"sslserver: ok 30556 mail.fehcom.de:{anon('85.25.149.179')}:25 "
+        f"mail40.ml.mailersend.com:{anon('1.2.3.4')}::44176")
+    assert p.text(LINES[4][26:]) == (
+        f"qmail-smtpd: pid 14544 from {anon('127.0.0.1')} HELO <indimail.org> MAIL from "
+        f"<{anon('sitelist-bounces@lists.sourceforge.net')}> RCPT <{anon('mailstore@indimail.org')}> "
+        "AUTH <local-rcpt> Size: 7330")
+    # qmail-send's underscore-encoded text: the IP is found next to "_"
+    assert p.text(LINES[0][26:]) == (
+        f"delivery 1356: success: {anon('1.2.3.4')}_TLS_transmitted_message_accepted./"
+        "Remote_host_said:_250_OK_id=1eW731-0004n7-G7/")
+    assert p.text("from 2001:db8::1 at 20:51:03.121918500") == f"from {anon('2001:db8::1')} at 20:51:03.121918500"
+    # not addresses: kept
+    for text in ("status: local 1/10 remote 0/100", "version 1.2.3.4.5", "300.1.1.1", "Accept::RCPT::x"):
+        assert p.text(text) == text
+
+
+def test_pseudonymise_popup_host_from_fields_and_raw_base64():
+    r = rec(LINES[3], "qmail-popup", "smtp_decision", conn_pid=26120, action="Accept", check="AUTH",
+            proto="POP3S", remote_ip="91.20.45.91", remote_host="p5b142d5b.dip0.t-ipconnect.de",
+            auth_user="X@fehcom.de", raw_base64="QEA=")
+    Pseudonymiser(KEY).apply([r])
+    assert r["auth_user"] == anon("X@fehcom.de")
+    # the host name is not a pattern, but the record named it: replaced in the text too
+    assert r["message"] == (f"qmail-popup: pid 26120 Accept::AUTH::User P:POP3S S:{anon('91.20.45.91')}:"
+                            f"{anon('p5b142d5b.dip0.t-ipconnect.de')} ?~ '{anon('X@fehcom.de')}'")
+    assert "raw_base64" not in r
+    assert r["flags"] == [F_PSEUDONYMISED]
+
+
+def test_pseudonymise_keep_domain_null_sender_and_idempotence():
+    p = Pseudonymiser(KEY, keep_domain=True)
+    r = {"event": "info_msg", "mail_from": "", "rcpt_to": "feh@fehcom.de", "flags": None,
+         "message": "to feh@fehcom.de", "raw": "to feh@fehcom.de"}
+    p.apply([r])
+    assert r["mail_from"] == ""  # the null sender is not personal data
+    assert r["rcpt_to"] == anon("feh@fehcom.de") + "@fehcom.de"
+    assert r["message"] == "to " + anon("feh@fehcom.de") + "@fehcom.de"
+    assert r["flags"] == [F_PSEUDONYMISED]
+    before = dict(r)
+    p.apply([r])  # applying twice changes nothing
+    assert r == before
+
+
+def test_pseudonymise_untouched_record_not_flagged():
+    r = {"event": "status", "program": "qmail-send", "message": "status: local 0/10 remote 0/20",
+         "raw": "@400000003914053c22ab2904 status: local 0/10 remote 0/20", "flags": []}
+    Pseudonymiser(KEY).apply([r])
+    assert r["flags"] == [] and r["message"] == "status: local 0/10 remote 0/20"
+
+
+def test_filter_include_exclude_and_gap_records_always_kept():
+    recs = [{"program": "qmail-send", "event": "status"}, {"program": "qmail-send", "event": "delivery"},
+            {"program": "tcpserver", "event": "tcp_status"}, {"program": None, "event": "unparsed"},
+            {"program": "shipper", "event": "gap"}]
+    assert make_filter() is None
+    assert filter_records(recs, None) is recs
+    keep = make_filter(exclude_events=["status", "tcp_status"])
+    assert [r["event"] for r in filter_records(recs, keep)] == ["delivery", "unparsed", "gap"]
+    keep = make_filter(include_programs=["qmail-send"])
+    assert [r["event"] for r in filter_records(recs, keep)] == ["status", "delivery", "gap"]
+    keep = make_filter(include_programs=["qmail-send", "-"], exclude_events=["status"])
+    assert [r["event"] for r in filter_records(recs, keep)] == ["delivery", "unparsed", "gap"]
+    keep = make_filter(include_events=["delivery"], exclude_programs=["qmail-send"])
+    assert [r["event"] for r in filter_records(recs, keep)] == ["gap"]
+
+
+def test_drop_fields():
+    recs = [smtpd_record(), {"event": "x"}]
+    out = drop_fields(recs, ["raw", "helo"])
+    assert out is recs
+    assert "raw" not in recs[0] and "helo" not in recs[0] and recs[0]["message"].startswith("qmail-smtpd")
+    assert recs[1] == {"event": "x"}
+
+
+def test_rate_limiter_token_bucket():
+    rl = RateLimiter(rate=10.0, burst=5)
+    batch = [{"program": "tcpserver", "event": "tcp_status", "n": i} for i in range(8)]
+    batch.append({"program": "shipper", "event": "gap"})
+    batch.append({"program": "qmail-send", "event": "delivery"})
+    out = rl.apply(batch, now=100.0)
+    assert [r.get("n") for r in out] == [0, 1, 2, 3, 4, None, None]  # burst of 5, gap, other program
+    assert rl.dropped == {"tcpserver": 3}
+    # 0.25 s later: 2.5 tokens refilled → 2 records pass
+    out = rl.apply([{"program": "tcpserver", "n": i} for i in range(4)], now=100.25)
+    assert [r["n"] for r in out] == [0, 1]
+    assert rl.dropped == {"tcpserver": 5}
+    # a long pause refills to the burst, not beyond
+    out = rl.apply([{"program": "tcpserver", "n": i} for i in range(9)], now=1000.0)
+    assert len(out) == 5 and rl.dropped == {"tcpserver": 9}
+
+
+def test_rate_limiter_bounded_buckets():
+    rl = RateLimiter(rate=1.0, burst=2, max_programs=100)
+    for i in range(1000):
+        rl.allow(f"prog{i}", now=float(i))
+    assert len(rl.buckets) <= 100
+
+
+def _config(extra: str, env: dict[str, str] | None = None) -> TransformConfig:
+    base = ('[sources.q]\ntype = "stdin"\n[sinks.s]\ntype = "stdout"\n')
+    return load_config_text(base + extra, env=env or {}).transforms
+
+
+def test_build_transformer_from_config(tmp_path: Path):
+    key = tmp_path / "key"
+    key.write_bytes(KEY)
+    key.chmod(0o600)
+    cfg = _config(f'[transforms]\nexclude_events = ["status"]\ndrop_fields = ["raw"]\n'
+                  f'[transforms.pseudonymise]\nkey_file = "{key}"\n'
+                  f'[transforms.rate_limit]\nrate = 1\nburst = 2\n')
+    t = build_transformer(cfg)
+    recs = [smtpd_record() for _ in range(3)] + [{"program": "qmail-send", "event": "status"}]
+    out = t(recs, now=5.0)
+    assert len(out) == 2 and t.filtered == 1 and t.rate_limiter.dropped == {"qmail-smtpd": 1}
+    assert all("raw" not in r for r in out)
+    assert out[0]["rcpt_to"] == anon("feh@fehcom.de") and out[0]["flags"] == [F_PSEUDONYMISED]
+    assert not t.is_noop
+    assert build_transformer(TransformConfig()).is_noop
+
+
+def test_build_transformer_needs_loaded_key():
+    cfg = TransformConfig()
+    cfg.pseudonymise.enabled = True
+    with pytest.raises(ValueError, match="key was not loaded"):
+        build_transformer(cfg)
+    cfg.pseudonymise.key = Secret("k" * 16, "env K")
+    assert build_transformer(cfg).pseudonymiser is not None
+
+
+def test_sink_filter_records_mode():
+    def is_summary(r: dict[str, Any]) -> bool:
+        return r.get("event") == "mail_summary"
+
+    line = {"program": "qmail-send", "event": "delivery"}
+    summary = {"program": "qmail-send", "event": "mail_summary"}
+    gap = {"program": "shipper", "event": "gap"}
+    status = {"program": "qmail-send", "event": "status"}
+    modes = {}
+    for mode in ("raw", "summaries", "both"):
+        wants = sink_filter(SinkConfig(name="s", type="stdout", records=mode,
+                                       exclude_events=["status"]), is_summary)
+        modes[mode] = [r["event"] for r in (line, summary, gap, status) if wants(r)]
+    assert modes == {"raw": ["delivery", "gap"], "summaries": ["mail_summary", "gap"],
+                     "both": ["delivery", "mail_summary", "gap"]}
+    everything = sink_filter(SinkConfig(name="s", type="stdout"), is_summary)
+    assert all(everything(r) for r in (line, summary, gap, status))
