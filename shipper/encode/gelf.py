@@ -1,0 +1,224 @@
+"""Records → GELF 1.1 messages, UDP chunks and TCP frames. Pure (no I/O).
+
+Mapping (GELF 1.1, go2docs.graylog.org "GELF"):
+
+* ``version`` "1.1"; ``host`` = the record's host, else the sink's host name;
+* ``short_message`` = ``message``; ``full_message`` = ``raw`` when it differs
+  (the whole line with its stamp), omitted when equal;
+* ``timestamp`` = ``time_unix_ns`` as float seconds (sub-second precision; the
+  exact nanoseconds stay in ``_time``, the RFC 3339 text);
+* ``level`` = ``shipper.severity.severity(rec)`` (syslog 0-7);
+* every other key → ``_<name>``. Names are cut down to the spec's
+  ``^[\\w\\.\\-]*$`` in ASCII (any other character becomes ``_``); a key that
+  would become the reserved ``_id`` is sent as ``_id_``; a name that collides
+  after sanitising gets ``_2``, ``_3``... so no value is lost. Values: strings
+  and numbers as they are, booleans as ``"true"``/``"false"`` (GELF fields are
+  strings or numbers), lists joined with ``,``, other objects as JSON text;
+  ``null`` values are left out (absent = unknown in GELF).
+
+UDP: a message larger than one datagram is split into at most 128 chunks
+(``0x1e 0x0f``, 8-byte message id, sequence number, sequence count, payload).
+A message that needs more is cut, never dropped: ``full_message`` goes first,
+then the longest strings (``short_message`` first among equals) are halved
+until it fits; it carries ``_truncated`` naming what was cut.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import struct
+import zlib
+from typing import Any
+
+import orjson
+
+from shipper.severity import severity
+
+MAGIC = b"\x1e\x0f"
+CHUNK_HEADER = 12  # magic 2 + message id 8 + seq 1 + count 1
+MAX_CHUNKS = 128
+DEFAULT_CHUNK_SIZE = 1420  # bytes per datagram, header included (fits a 1500-byte MTU)
+COMPRESSIONS = ("gzip", "zlib", "none")
+
+# Record keys GELF carries in its own fields.
+_CONSUMED = frozenset({"host", "message", "raw", "time_unix_ns"})
+_BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
+_NAME_CACHE: dict[str, str] = {}
+_I63, _I64 = 1 << 63, 1 << 64  # JSON readers stop at 64-bit integers
+
+
+def field_name(key: str) -> str:
+    """A record key → its GELF additional field name (``_`` + sanitised key)."""
+    name = _NAME_CACHE.get(key)
+    if name is None:
+        clean = _BAD_NAME_CHARS.sub("_", key) if key else "empty"
+        name = "_id_" if clean == "id" else "_" + clean
+        if len(_NAME_CACHE) < 4096:
+            _NAME_CACHE[key] = name
+    return name
+
+
+def _value(v: Any) -> Any:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, int):
+        return v if -_I63 <= v < _I64 else str(v)
+    if isinstance(v, float):
+        return v if v == v and v not in (float("inf"), float("-inf")) else str(v)
+    if isinstance(v, list | tuple):
+        return ",".join(x if isinstance(x, str) else str(_value(x)) for x in v)
+    try:
+        return orjson.dumps(v, default=str).decode()
+    except TypeError:  # an int past 64 bits somewhere inside
+        return json.dumps(v, default=str, ensure_ascii=False)
+
+
+def gelf_message(rec: dict[str, Any], default_host: str = "localhost") -> dict[str, Any]:
+    """One flat record → one GELF 1.1 message (a dict ready for JSON)."""
+    message = rec.get("message")
+    raw = rec.get("raw")
+    if not isinstance(message, str):
+        message = raw if isinstance(raw, str) else ""
+    if message == "":
+        message = "-"  # short_message must not be empty
+    host = rec.get("host")
+    t = rec.get("time_unix_ns")
+    out: dict[str, Any] = {
+        "version": "1.1",
+        "host": host if isinstance(host, str) and host else default_host,
+        "short_message": message,
+    }
+    if isinstance(raw, str) and raw != message:
+        out["full_message"] = raw
+    if isinstance(t, int) and not isinstance(t, bool):
+        out["timestamp"] = t / 1e9
+    out["level"] = severity(rec)
+    names = _NAME_CACHE
+    for key, v in rec.items():
+        if v is None or key in _CONSUMED:
+            continue
+        name = names.get(key) or field_name(key)
+        if name in out:  # two keys sanitised to one name: keep both
+            n = 2
+            while f"{name}_{n}" in out:
+                n += 1
+            name = f"{name}_{n}"
+        t = type(v)
+        out[name] = v if t is str or (t is int and -_I63 <= v < _I64) else _value(v)
+    return out
+
+
+def compress(payload: bytes, method: str) -> bytes:
+    if method == "gzip":
+        return gzip.compress(payload, compresslevel=6, mtime=0)
+    if method == "zlib":
+        return zlib.compress(payload, 6)
+    if method == "none":
+        return payload
+    raise ValueError(f"GELF compression must be one of {COMPRESSIONS}, not {method!r}")
+
+
+def decompress(payload: bytes) -> bytes:
+    """What a GELF receiver does: detect gzip/zlib by magic bytes, else plain JSON."""
+    if payload[:2] == b"\x1f\x8b":
+        return gzip.decompress(payload)
+    if payload[:1] == b"\x78":
+        return zlib.decompress(payload)
+    return payload
+
+
+def max_payload(chunk_size: int) -> int:
+    """Largest (compressed) message that fits the 128 chunks of ``chunk_size``."""
+    return (chunk_size - CHUNK_HEADER) * MAX_CHUNKS
+
+
+def chunk(payload: bytes, message_id: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[bytes]:
+    """A (compressed) message → datagrams: itself when it fits one, else GELF chunks.
+
+    Raises ValueError when it needs more than 128 chunks (``encode_udp`` cuts
+    messages so that never happens).
+    """
+    if len(payload) <= chunk_size:
+        return [payload]
+    if len(message_id) != 8:
+        raise ValueError("GELF message id must be 8 bytes")
+    body = chunk_size - CHUNK_HEADER
+    if body <= 0:
+        raise ValueError(f"chunk size {chunk_size} leaves no room after the 12-byte header")
+    count = -(-len(payload) // body)
+    if count > MAX_CHUNKS:
+        raise ValueError(f"GELF message of {len(payload)} bytes needs {count} chunks (max {MAX_CHUNKS})")
+    head = MAGIC + message_id
+    return [head + struct.pack("BB", i, count) + payload[i * body:(i + 1) * body]
+            for i in range(count)]
+
+
+def _fit(msg: dict[str, Any], compression: str, limit: int,
+         compress_min: int = 0) -> tuple[bytes, list[str]]:
+    """Serialise and compress ``msg``, cutting it until it is at most ``limit`` bytes."""
+    plain = orjson.dumps(msg)
+    payload = plain if len(plain) < compress_min else compress(plain, compression)
+    if len(payload) <= limit:
+        return payload, []
+    cut: list[str] = []
+    if "full_message" in msg:
+        del msg["full_message"]
+        cut.append("full_message")
+        msg["_truncated"] = ",".join(cut)
+        payload = compress(orjson.dumps(msg), compression)
+    for _ in range(200):  # halving converges in ~log2(size) steps per field
+        if len(payload) <= limit:
+            return payload, cut
+        longest = max((k for k, v in msg.items() if isinstance(v, str) and len(v) > 16),
+                      key=lambda k: (len(msg[k]), k == "short_message"), default=None)
+        if longest is None:
+            break
+        v = msg[longest]
+        msg[longest] = v[:len(v) // 2]
+        if longest not in cut:
+            cut.append(longest)
+        msg["_truncated"] = ",".join(cut)
+        payload = compress(orjson.dumps(msg), compression)
+    if len(payload) > limit:  # many small fields: keep the mandatory ones only
+        keep = ("version", "host", "short_message", "timestamp", "level", "_event_id")
+        slim = {k: msg[k] for k in keep if k in msg}
+        slim["short_message"] = slim.get("short_message", "-")[:256] or "-"
+        slim["_truncated"] = "fields"
+        msg.clear()
+        msg.update(slim)
+        cut.append("fields")
+        payload = compress(orjson.dumps(msg), compression)
+    return payload, cut
+
+
+def encode_udp(rec: dict[str, Any], message_id: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE,
+               compression: str = "gzip", default_host: str = "localhost",
+               compress_min: int = 0) -> tuple[list[bytes], bool]:
+    """One record → (datagrams, truncated). ``message_id``: 8 bytes, unique per message.
+
+    Messages whose JSON is shorter than ``compress_min`` bytes go uncompressed
+    (receivers tell by the first bytes): compressing a few hundred bytes costs
+    more CPU (zlib sets up its state per message) than it saves on a LAN.
+    """
+    msg = gelf_message(rec, default_host)
+    payload, cut = _fit(msg, compression, max_payload(chunk_size), compress_min)
+    return chunk(payload, message_id, chunk_size), bool(cut)
+
+
+def encode_tcp(records: list[dict[str, Any]], default_host: str = "localhost") -> bytes:
+    """A batch → NUL-delimited GELF JSON (TCP/TLS framing; uncompressed by the spec).
+
+    orjson escapes U+0000 inside strings, so a NUL byte only ever ends a frame.
+    """
+    dumps = orjson.dumps
+    return b"".join([dumps(gelf_message(r, default_host)) + b"\0" for r in records])
+
+
+def encode_lines(records: list[dict[str, Any]], default_host: str = "localhost") -> bytes:
+    """A batch → newline-delimited GELF JSON (GELF over HTTP, bulk)."""
+    dumps = orjson.dumps
+    return b"".join([dumps(gelf_message(r, default_host)) + b"\n" for r in records])

@@ -1,0 +1,342 @@
+"""A batch of records → an HTTP request body, for each receiver we speak. Pure.
+
+``encode(records, fmt, ...)`` returns ``HttpBody(body, content_type, headers)``.
+The URL is the user's: the full endpoint (``http://ch:8123/``,
+``https://es:9200/_bulk``, ``http://loki:3100/loki/api/v1/push``,
+``https://splunk:8088/services/collector/event``, ``http://otel:4318/v1/logs``,
+``http://graylog:12201/gelf``).
+
+Formats:
+
+* ``ndjson`` — one record per line, exactly the documented JSON form.
+* ``clickhouse`` — ``INSERT INTO <table> FORMAT JSONEachRow`` followed by one row
+  per record, for the table in ``conf/clickhouse.sql`` (query in the body, so the
+  URL stays the server's root). Core keys and shared fields get their own
+  columns; every other key goes, as JSON, into the ``fields`` column. A value
+  whose type does not fit its column (a string ``pid``, an out-of-range int)
+  also goes into ``fields``: nothing is lost. ``delivery`` is int or string in
+  the schema; its column is String.
+* ``elasticsearch`` — bulk API: ``create`` actions with ``_id`` = ``event_id``, so
+  a replayed record is refused as a duplicate (409) instead of indexed twice
+  (and data streams, which accept only ``create``, work). ``@timestamp`` is the
+  record's ``time``. Records without an event id (stdin) get no ``_id``.
+* ``loki`` — push API JSON: one stream per (host, program, event) label set —
+  three low-cardinality labels only; everything else is in the line (the record
+  as JSON). Values are ``[unix ns as string, line]``, sorted by time per stream.
+* ``splunk_hec`` — HEC event envelopes, concatenated: ``time`` float seconds,
+  ``host``, ``source`` (the file read), ``sourcetype`` ``qmail``, ``event`` = the record.
+* ``otlp`` — OTLP/HTTP JSON logs: one ``resourceLogs`` per host (``host.name``),
+  scope ``shipper``, ``logRecords`` with ``timeUnixNano`` (string),
+  ``severityNumber``/``severityText`` mapped from the syslog severity, ``body`` =
+  the message, ``attributes`` = every other key (ints as strings, per the
+  protobuf JSON mapping).
+* ``gelf`` — newline-separated GELF 1.1 messages (Graylog's GELF HTTP input; bulk
+  receiving must be on for more than one message per request).
+"""
+
+from __future__ import annotations
+
+import gzip as _gzip
+import re
+from typing import Any, NamedTuple
+
+import orjson
+
+from shipper import __version__
+from shipper.encode import gelf as _gelf
+from shipper.severity import severity
+
+FORMATS = ("ndjson", "clickhouse", "elasticsearch", "loki", "splunk_hec", "otlp", "gelf")
+
+
+class HttpBody(NamedTuple):
+    body: bytes
+    content_type: str
+    headers: dict[str, str]
+
+
+def encode(records: list[dict[str, Any]], fmt: str, *, table: str | None = None,
+           index: str | None = None, gzip: bool = False, default_host: str = "localhost",
+           sourcetype: str = "qmail") -> HttpBody:
+    """A batch → the request body for ``fmt``; gzip-compressed if asked."""
+    if fmt == "ndjson":
+        body, ctype = ndjson(records), "application/x-ndjson"
+    elif fmt == "clickhouse":
+        if not table:
+            raise ValueError('format "clickhouse" needs a table name')
+        body, ctype = clickhouse(records, table), "text/plain; charset=utf-8"
+    elif fmt == "elasticsearch":
+        body, ctype = elasticsearch_bulk(records, index or "qmail"), "application/x-ndjson"
+    elif fmt == "loki":
+        body, ctype = loki_push(records), "application/json"
+    elif fmt == "splunk_hec":
+        body, ctype = splunk_hec(records, sourcetype, default_host), "application/json"
+    elif fmt == "otlp":
+        body, ctype = otlp_logs(records, default_host), "application/json"
+    elif fmt == "gelf":
+        body, ctype = _gelf.encode_lines(records, default_host), "application/json"
+    else:
+        raise ValueError(f"HTTP body format must be one of {FORMATS}, not {fmt!r}")
+    out = HttpBody(body, ctype, {})
+    return gzip_body(out) if gzip else out
+
+
+def gzip_body(b: HttpBody) -> HttpBody:
+    """The same request body, gzip-compressed (``Content-Encoding: gzip``)."""
+    return HttpBody(_gzip.compress(b.body, compresslevel=5, mtime=0), b.content_type,
+                    {**b.headers, "Content-Encoding": "gzip"})
+
+
+# ------------------------------------------------------------------ ndjson
+
+
+def ndjson(records: list[dict[str, Any]]) -> bytes:
+    dumps = orjson.dumps
+    return b"".join([dumps(r) + b"\n" for r in records])
+
+
+# -------------------------------------------------------------- clickhouse
+
+# Columns of conf/clickhouse.sql besides the time columns and `fields`:
+# name → (kind, max). kind "s": String, "u": unsigned int below max.
+_U32, _U64 = 1 << 32, 1 << 64
+CLICKHOUSE_COLUMNS: dict[str, tuple[str, int]] = {
+    "event_id": ("s", 0), "time_source": ("s", 0), "host": ("s", 0), "program": ("s", 0),
+    "pid": ("u", _U32), "event": ("s", 0), "message": ("s", 0), "raw": ("s", 0),
+    "raw_base64": ("s", 0), "source": ("s", 0), "file_id": ("s", 0), "offset": ("u", _U64),
+    "msg": ("u", _U64), "delivery": ("s", 0), "qp": ("u", _U64), "mail_from": ("s", 0),
+    "rcpt_to": ("s", 0), "remote_ip": ("s", 0), "remote_host": ("s", 0),
+    "remote_port": ("u", 1 << 16), "remote_info": ("s", 0), "local_ip": ("s", 0),
+    "local_host": ("s", 0), "local_port": ("u", 1 << 16), "conn_pid": ("u", _U32),
+    "relay_ip": ("s", 0), "relay_host": ("s", 0), "relay_port": ("u", 1 << 16),
+    "result": ("s", 0), "smtp_code": ("u", 1 << 16), "dsn": ("s", 0), "text": ("s", 0),
+    "text_raw": ("s", 0), "qid": ("s", 0), "message_id": ("s", 0), "auth_user": ("s", 0),
+    "proto": ("s", 0), "helo": ("s", 0), "tls": ("s", 0), "queue": ("s", 0), "size": ("u", _U64),
+}
+# Never NULL in the table (ClickHouse would store '' / 0 for a missing key).
+_NOT_NULL = frozenset({"time_source", "event", "message", "raw"})
+_DATETIME_MAX = (1 << 32) - 1  # DateTime is UInt32 seconds
+
+
+def clickhouse_row(rec: dict[str, Any]) -> dict[str, Any]:
+    """One record → one JSONEachRow object for the table in conf/clickhouse.sql."""
+    row: dict[str, Any] = {}
+    rest: dict[str, Any] = {}
+    t = rec.get("time_unix_ns")
+    if isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= _DATETIME_MAX * 1_000_000_000:
+        row["time"], row["time_nanos"] = divmod(t, 1_000_000_000)
+        row["time_unix_ns"] = t
+    else:  # unknown or outside DateTime: zeros in the columns, the value kept in `fields`
+        row["time"] = row["time_nanos"] = row["time_unix_ns"] = 0
+        rest["time_unix_ns"] = t
+        rest["time"] = rec.get("time")
+    flags = rec.get("flags")
+    if isinstance(flags, list) and all(isinstance(f, str) for f in flags):
+        row["flags"] = flags
+    else:
+        row["flags"] = []
+        if flags is not None:
+            rest["flags"] = flags
+    for key, v in rec.items():
+        if key in ("time_unix_ns", "time", "flags"):
+            continue  # `time` is time_unix_ns in text: rebuilt from it on the way out
+        col = CLICKHOUSE_COLUMNS.get(key)
+        if col is None:
+            rest[key] = v
+        elif v is None:
+            if key in _NOT_NULL:
+                rest[key] = None
+        elif col[0] == "s":
+            if isinstance(v, str):
+                row[key] = v
+            elif isinstance(v, int) and not isinstance(v, bool) and key == "delivery":
+                row[key] = str(v)
+            else:
+                rest[key] = v
+        elif isinstance(v, int) and not isinstance(v, bool) and 0 <= v < col[1]:
+            row[key] = v
+        else:
+            rest[key] = v
+    row["fields"] = orjson.dumps(rest, option=orjson.OPT_NON_STR_KEYS, default=str).decode() if rest else "{}"
+    return row
+
+
+_TABLE_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)?")
+
+
+def clickhouse(records: list[dict[str, Any]], table: str) -> bytes:
+    if not _TABLE_RE.fullmatch(table):
+        raise ValueError(f"not a ClickHouse table name (db.table): {table!r}")
+    dumps = orjson.dumps
+    head = f"INSERT INTO {table} FORMAT JSONEachRow\n".encode()
+    return head + b"".join([dumps(clickhouse_row(r)) + b"\n" for r in records])
+
+
+# ----------------------------------------------------------- elasticsearch
+
+
+def elasticsearch_bulk(records: list[dict[str, Any]], index: str) -> bytes:
+    dumps = orjson.dumps
+    out: list[bytes] = []
+    for rec in records:
+        action: dict[str, Any] = {"_index": index}
+        eid = rec.get("event_id")
+        if isinstance(eid, str) and eid:
+            action["_id"] = eid
+        doc = {"@timestamp": rec.get("time")}
+        doc.update(rec)
+        out.append(dumps({"create": action}))
+        out.append(b"\n")
+        out.append(dumps(doc))
+        out.append(b"\n")
+    return b"".join(out)
+
+
+class BulkOutcome(NamedTuple):
+    ok: int  # created
+    duplicates: int  # 409: already there (a replay)
+    retryable: list[str]  # 429/5xx item errors: send the batch again
+    permanent: list[str]  # mapping and other 4xx errors: this batch will never fit
+
+
+def elasticsearch_outcome(response: bytes) -> BulkOutcome:
+    """Sort the items of a bulk response. A 200 may still carry item errors."""
+    try:
+        doc = orjson.loads(response)
+    except orjson.JSONDecodeError:
+        return BulkOutcome(0, 0, [], ["response is not JSON: " + response[:200].decode("utf-8", "replace")])
+    ok = dup = 0
+    retry: list[str] = []
+    perm: list[str] = []
+    if not isinstance(doc, dict):
+        return BulkOutcome(0, 0, [], ["response is not a bulk reply"])
+    for item in doc.get("items") or []:
+        res = next(iter(item.values()), {}) if isinstance(item, dict) and item else {}
+        status = res.get("status", 0) if isinstance(res, dict) else 0
+        if 200 <= status < 300:
+            ok += 1
+        elif status == 409:
+            dup += 1
+        else:
+            err = res.get("error") if isinstance(res, dict) else None
+            text = f"{status} {err.get('type', '')}: {err.get('reason', '')}" if isinstance(err, dict) \
+                else f"{status} {err}"
+            (retry if status == 429 or status >= 500 else perm).append(text)
+    return BulkOutcome(ok, dup, retry, perm)
+
+
+# -------------------------------------------------------------------- loki
+
+
+def loki_push(records: list[dict[str, Any]]) -> bytes:
+    streams: dict[tuple[str, str, str], list[tuple[int, bytes]]] = {}
+    dumps = orjson.dumps
+    for rec in records:
+        key = (_label(rec.get("host")), _label(rec.get("program")), _label(rec.get("event")))
+        t = rec.get("time_unix_ns")
+        streams.setdefault(key, []).append((t if isinstance(t, int) else 0, dumps(rec)))
+    out = []
+    for (host, program, event), values in streams.items():
+        values.sort(key=lambda v: v[0])  # older Loki refuses out-of-order entries in a stream
+        out.append({"stream": {"host": host, "program": program, "event": event},
+                    "values": [[str(t), line.decode()] for t, line in values]})
+    return dumps({"streams": out})
+
+
+def _label(v: Any) -> str:
+    return v if isinstance(v, str) and v else "unknown"
+
+
+# -------------------------------------------------------------- splunk hec
+
+
+def splunk_hec(records: list[dict[str, Any]], sourcetype: str = "qmail",
+               default_host: str = "localhost") -> bytes:
+    dumps = orjson.dumps
+    out = []
+    for rec in records:
+        t = rec.get("time_unix_ns")
+        env: dict[str, Any] = {}
+        if isinstance(t, int) and not isinstance(t, bool):
+            env["time"] = t / 1e9
+        host = rec.get("host")
+        env["host"] = host if isinstance(host, str) and host else default_host
+        src = rec.get("source")
+        if isinstance(src, str) and src:
+            env["source"] = src
+        env["sourcetype"] = sourcetype
+        env["event"] = rec
+        out.append(dumps(env))
+    return b"\n".join(out) + b"\n" if out else b""
+
+
+# -------------------------------------------------------------------- otlp
+
+# syslog severity 0-7 → (OTLP SeverityNumber, SeverityText)
+OTLP_SEVERITY: dict[int, tuple[int, str]] = {
+    0: (22, "FATAL2"), 1: (21, "FATAL"), 2: (18, "ERROR2"), 3: (17, "ERROR"),
+    4: (13, "WARN"), 5: (10, "INFO2"), 6: (9, "INFO"), 7: (5, "DEBUG"),
+}
+_OTLP_CONSUMED = frozenset({"host", "message", "time", "time_unix_ns"})
+
+
+def _any_value(v: Any) -> dict[str, Any]:
+    if isinstance(v, bool):
+        return {"boolValue": v}
+    if isinstance(v, int):
+        # int64 travels as a JSON string; larger ints do not fit it
+        return {"intValue": str(v)} if -(1 << 63) <= v < (1 << 63) else {"stringValue": str(v)}
+    if isinstance(v, float):
+        return {"doubleValue": v} if v == v and abs(v) != float("inf") else {"stringValue": str(v)}
+    if isinstance(v, str):
+        return {"stringValue": v}
+    if isinstance(v, list | tuple):
+        return {"arrayValue": {"values": [_any_value(x) for x in v if x is not None]}}
+    if isinstance(v, dict):
+        return {"kvlistValue": {"values": [{"key": str(k), "value": _any_value(x)}
+                                           for k, x in v.items() if x is not None]}}
+    return {"stringValue": str(v)}
+
+
+def otlp_log_record(rec: dict[str, Any]) -> dict[str, Any]:
+    t = rec.get("time_unix_ns")
+    number, text = OTLP_SEVERITY.get(severity(rec), (9, "INFO"))
+    msg = rec.get("message")
+    out: dict[str, Any] = {}
+    if isinstance(t, int) and not isinstance(t, bool) and t >= 0:
+        out["timeUnixNano"] = str(t)
+    out["severityNumber"] = number
+    out["severityText"] = text
+    out["body"] = {"stringValue": msg if isinstance(msg, str) else ""}
+    out["attributes"] = [{"key": k, "value": _any_value(v)} for k, v in rec.items()
+                         if v is not None and k not in _OTLP_CONSUMED]
+    return out
+
+
+def otlp_logs(records: list[dict[str, Any]], default_host: str = "localhost") -> bytes:
+    by_host: dict[str, list[dict[str, Any]]] = {}
+    for rec in records:
+        host = rec.get("host")
+        by_host.setdefault(host if isinstance(host, str) and host else default_host, []).append(
+            otlp_log_record(rec))
+    return orjson.dumps({"resourceLogs": [
+        {"resource": {"attributes": [{"key": "host.name", "value": {"stringValue": host}},
+                                     {"key": "service.name", "value": {"stringValue": "qmail"}}]},
+         "scopeLogs": [{"scope": {"name": "shipper", "version": __version__}, "logRecords": logs}]}
+        for host, logs in by_host.items()]})
+
+
+def otlp_rejected(response: bytes) -> tuple[int, str]:
+    """(rejected records, error message) of an OTLP 200 reply with ``partialSuccess``."""
+    try:
+        doc = orjson.loads(response) if response.strip() else {}
+    except orjson.JSONDecodeError:
+        return 0, ""
+    part = doc.get("partialSuccess") if isinstance(doc, dict) else None
+    if not isinstance(part, dict):
+        return 0, ""
+    try:
+        n = int(part.get("rejectedLogRecords") or 0)
+    except (TypeError, ValueError):
+        n = 0
+    return n, str(part.get("errorMessage") or "")

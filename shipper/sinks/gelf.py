@@ -1,0 +1,220 @@
+"""GELF 1.1 sinks: UDP (chunked, compressed), TCP/TLS (NUL-delimited), HTTP.
+
+Delivery standard (see shipper.sinks.base): UDP — every datagram handed to the
+kernel (a receiver that is down shows up as ICMP "port unreachable" on the
+connected socket: the batch is then sent again, so records of the batch sent
+before the error may arrive twice; ``_event_id`` lets Graylog dedupe). TCP/TLS —
+written, flushed to the kernel, and the connection still open; plain TCP
+cannot tell what the peer really read if it dies right after (use RELP for
+zero loss; for GELF there is no acknowledging transport).
+
+A record too big for 128 UDP chunks is cut (``_truncated``), never dropped;
+``stats.truncated`` counts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+import struct
+from typing import Any
+
+from shipper.encode import gelf as gelf_encode
+from shipper.sinks.base import SinkError, SinkStats
+from shipper.sinks.http import HttpSink
+from shipper.tlsconfig import TlsOptions, client_context
+
+DEFAULT_PORT = 12201
+
+
+def _error(name: str, where: str, exc: BaseException) -> SinkError:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        text = f"TLS certificate verification failed: {exc.verify_message}"
+    elif isinstance(exc, TimeoutError):
+        text = "timed out"
+    elif isinstance(exc, ConnectionAbortedError) and "handshake" in str(exc):
+        text = "TLS handshake timed out"  # asyncio's ssl_handshake_timeout
+    elif isinstance(exc, OSError) and exc.errno:
+        text = os.strerror(exc.errno)  # asyncio's own text adds nothing but the address
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return SinkError(f"{name}: {where}: {text}")
+
+
+class GelfUdpSink:
+    """GELF over UDP: one datagram per message, chunked above ``chunk_size``."""
+
+    def __init__(self, host: str, port: int = DEFAULT_PORT, *, name: str = "gelf",
+                 chunk_size: int = gelf_encode.DEFAULT_CHUNK_SIZE, compression: str = "gzip",
+                 compress_min: int = 0, default_host: str | None = None) -> None:
+        if compression not in gelf_encode.COMPRESSIONS:
+            raise ValueError(f"compression must be one of {gelf_encode.COMPRESSIONS}, not {compression!r}")
+        if not gelf_encode.CHUNK_HEADER + 64 <= chunk_size <= 65467:
+            raise ValueError(f"chunk_size must be 76-65467 bytes, not {chunk_size}")
+        self.name = name
+        self.stats = SinkStats()
+        self.host = host
+        self.port = port
+        self.chunk_size = chunk_size
+        self.compression = compression
+        self.compress_min = compress_min  # smaller messages go uncompressed (CPU: see encode_udp)
+        self.default_host = default_host or socket.gethostname()
+        self._sock: socket.socket | None = None
+        # Message ids: a random start, then a counter; unique per sender as the spec asks.
+        self._next_id = int.from_bytes(os.urandom(8), "big")
+        self.stats.extra["datagrams"] = 0
+
+    async def _connect(self) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
+            family, kind, proto, _, addr = infos[0]
+            sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
+            sock.connect(addr)  # connected: ICMP errors come back to us
+        except OSError as exc:
+            raise _error(self.name, f"{self.host}:{self.port}", exc) from None
+        self._sock = sock
+        self.stats.connected = True
+        return sock
+
+    async def send(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        sock = self._sock or await self._connect()
+        loop = asyncio.get_running_loop()
+        encode = gelf_encode.encode_udp
+        pack = struct.pack
+        truncated = datagrams = 0
+        try:
+            for i, rec in enumerate(records):
+                self._next_id = (self._next_id + 1) & 0xFFFF_FFFF_FFFF_FFFF
+                grams, cut = encode(rec, pack(">Q", self._next_id), self.chunk_size,
+                                    self.compression, self.default_host, self.compress_min)
+                truncated += cut
+                for g in grams:
+                    try:
+                        sock.send(g)
+                    except BlockingIOError:  # socket buffer full: wait for room
+                        await loop.sock_sendall(sock, g)
+                datagrams += len(grams)
+                if i & 255 == 255:
+                    await asyncio.sleep(0)  # let the rest of the agent run during big batches
+        except OSError as exc:
+            self._close()
+            raise _error(self.name, f"{self.host}:{self.port}", exc) from None
+        finally:
+            self.stats.truncated += truncated
+            self.stats.extra["datagrams"] += datagrams
+        self.stats.sent += len(records)
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self.stats.connected = False
+
+    async def close(self) -> None:
+        self._close()
+
+
+class GelfTcpSink:
+    """GELF over TCP or TLS: uncompressed JSON messages, each ended by a NUL byte."""
+
+    def __init__(self, host: str, port: int = DEFAULT_PORT, *, name: str = "gelf",
+                 tls: TlsOptions | None = None, connect_timeout: float = 10.0,
+                 write_timeout: float = 30.0, keepalive: bool = True,
+                 default_host: str | None = None) -> None:
+        self.name = name
+        self.stats = SinkStats()
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.connect_timeout = connect_timeout
+        self.write_timeout = write_timeout
+        self.keepalive = keepalive
+        self.default_host = default_host or socket.gethostname()
+        self._ctx = client_context(tls) if tls is not None else None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._peer_closed = False
+
+    async def _connect(self) -> asyncio.StreamWriter:
+        where = f"{self.host}:{self.port}"
+        kwargs: dict[str, Any] = {}
+        if self._ctx is not None and self.tls is not None:
+            kwargs = {"ssl": self._ctx, "server_hostname": self.tls.server_name or self.host,
+                      "ssl_handshake_timeout": self.tls.handshake_timeout}
+        # The connect timeout bounds TCP; TLS has its own handshake timeout (rsyslog #5539).
+        total = self.connect_timeout + (self.tls.handshake_timeout if self.tls is not None else 0)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port, **kwargs), total)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            raise _error(self.name, where, exc) from None
+        sock = writer.get_extra_info("socket")
+        if sock is not None and self.keepalive:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self._peer_closed = False
+        self._reader_task = asyncio.get_running_loop().create_task(self._watch(reader))
+        self._writer = writer
+        self.stats.connected = True
+        return writer
+
+    async def _watch(self, reader: asyncio.StreamReader) -> None:
+        """GELF peers send nothing: read only to notice their FIN or a reset at once."""
+        try:
+            while await reader.read(65536):
+                pass
+        except (OSError, ssl.SSLError):
+            pass
+        self._peer_closed = True
+
+    async def send(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        if self._writer is not None and (self._peer_closed or self._writer.is_closing()):
+            await self._drop()
+        writer = self._writer or await self._connect()
+        data = gelf_encode.encode_tcp(records, self.default_host)
+        self.stats.sent += len(records)
+        try:
+            writer.write(data)
+            await asyncio.wait_for(writer.drain(), self.write_timeout)
+            await asyncio.sleep(0)  # let the watcher see a FIN that is already here
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            await self._drop()
+            raise _error(self.name, f"{self.host}:{self.port}", exc) from None
+        if self._peer_closed:
+            await self._drop()
+            raise SinkError(f"{self.name}: {self.host}:{self.port}: peer closed the connection")
+
+    async def _drop(self) -> None:
+        writer, self._writer = self._writer, None
+        task, self._reader_task = self._reader_task, None
+        self.stats.connected = False
+        if task is not None:
+            task.cancel()
+        if writer is not None:
+            writer.close()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), 2.0)
+            except (OSError, TimeoutError, ssl.SSLError):
+                pass
+
+    async def close(self) -> None:
+        await self._drop()
+
+
+def gelf_http_sink(url: str, *, bulk: bool = True, **kwargs: Any) -> HttpSink:
+    """GELF over HTTP: the HTTP sink with the ``gelf`` body format.
+
+    ``bulk=False`` sends one message per request, for Graylog inputs without
+    bulk receiving; the keep-alive connection is reused between them.
+    """
+    kwargs.setdefault("name", "gelf")
+    return HttpSink(url, "gelf", max_batch_records=None if bulk else 1, **kwargs)

@@ -1,0 +1,314 @@
+"""HTTP sink: POST batches to ClickHouse, Elasticsearch, Loki, Splunk HEC, OTLP...
+
+The standard library's ``http.client`` does the HTTP; each request runs in a
+worker thread (``asyncio.to_thread``) on one persistent keep-alive connection,
+so the event loop never blocks. One ``send`` is one attempt, as the contract in
+``shipper.sinks.base`` says:
+
+* 2xx → delivered (Elasticsearch: the bulk items are checked too; OTLP: a
+  ``partialSuccess`` with rejected records counts as refused);
+* 5xx, 408, 429 and connection/TLS/timeout errors → ``SinkError``, with
+  ``retry_after`` from ``Retry-After`` (seconds or an HTTP date);
+* any other status → ``PermanentError`` with the start of the response body:
+  the pipeline dead-letters the batch.
+
+A batch whose body exceeds ``max_batch_bytes`` (before compression) is split in
+halves until each part fits; parts are sent in order, and a failure of a later
+part makes the whole batch be sent again (receivers that dedupe by event id —
+Elasticsearch here — drop the repeats; others may see them twice).
+
+Elasticsearch limit: a 200 whose items include mapping errors (400-class)
+refuses the WHOLE batch (PermanentError, dead-lettered), including the items
+the cluster accepted; replaying the dead letter is safe because ``_id`` =
+``event_id``. Retryable item errors (429/5xx) make the batch be sent again;
+items already created then come back as 409 and count as delivered.
+
+Secrets (basic password, bearer token) are read once, at construction, from a
+file or an environment variable (or given as a value by the config loader).
+They go into the Authorization header only: never into a log line, an
+exception or a repr. With format ``splunk_hec`` a bearer token is sent as
+``Authorization: Splunk <token>``, the scheme HEC expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.client
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from shipper.encode import http_body
+from shipper.sinks.base import PermanentError, SinkError, SinkStats
+from shipper.tlsconfig import TlsOptions, client_context
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = frozenset({408, 429})
+MAX_ERROR_BODY = 1000  # characters of a refusal kept in the error / dead letter
+
+
+def read_secret(value: str | None = None, file: str | None = None, env: str | None = None,
+                what: str = "secret") -> str | None:
+    """The secret from a value, a file (first line, whitespace stripped) or an env var.
+
+    Errors name where the secret should have come from, never the secret.
+    """
+    given = [x for x in (value, file, env) if x is not None]
+    if len(given) > 1:
+        raise ValueError(f"{what}: give one of value, file or environment variable")
+    if file is not None:
+        try:
+            with open(file, encoding="utf-8") as f:
+                value = f.readline().strip()
+        except OSError as exc:
+            raise ValueError(f"{what}: cannot read {file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{what}: {file} is not UTF-8 text") from None
+    elif env is not None:
+        value = os.environ.get(env)
+        if value is None:
+            raise ValueError(f"{what}: environment variable {env} is not set")
+        value = value.strip()
+    if value is not None:
+        if not value and (file is not None or env is not None):
+            raise ValueError(f"{what} is empty")
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError(f"{what} contains a line break or NUL")
+    return value
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` → seconds to wait (delta-seconds or HTTP-date), None if absent/bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS with its own TLS handshake timeout and SNI name (``TlsOptions.server_name``)."""
+
+    def __init__(self, host: str, port: int | None, *, timeout: float, context: ssl.SSLContext,
+                 server_name: str | None, handshake_timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._server_name = server_name
+        self._handshake_timeout = handshake_timeout
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)  # TCP (+ CONNECT tunnel) with self.timeout
+        sock = self.sock
+        sock.settimeout(self._handshake_timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self._server_name or self.host)
+
+
+class HttpSink:
+    """POST record batches to an HTTP endpoint in one of ``http_body.FORMATS``."""
+
+    def __init__(self, url: str, format: str = "ndjson", *, name: str = "http",
+                 table: str | None = None, index: str | None = None, gzip: bool = True,
+                 timeout: float = 30.0, connect_timeout: float = 10.0,
+                 tls: TlsOptions | None = None, headers: dict[str, str] | None = None,
+                 user: str | None = None, password: str | None = None,
+                 password_file: str | None = None, password_env: str | None = None,
+                 token: str | None = None, token_file: str | None = None,
+                 token_env: str | None = None, max_batch_bytes: int = 10 << 20,
+                 max_batch_records: int | None = None, keepalive: bool = True,
+                 default_host: str | None = None) -> None:
+        if format not in http_body.FORMATS:
+            raise ValueError(f"format must be one of {http_body.FORMATS}, not {format!r}")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("url must be http://HOST[:PORT]/PATH or https://...")
+        self.name = name
+        self.stats = SinkStats()
+        self.format = format
+        self.table = table
+        self.index = index
+        self.gzip = gzip
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.keepalive = keepalive
+        self.max_batch_bytes = max_batch_bytes
+        self.max_batch_records = max_batch_records
+        self.default_host = default_host or socket.gethostname()
+        if format == "clickhouse" and not table:
+            raise ValueError('format "clickhouse" needs table=')
+        self._host = parts.hostname
+        self._port = parts.port
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # the URL as it may be shown: no user:password@
+        port = f":{parts.port}" if parts.port else ""
+        self.url = f"{parts.scheme}://{parts.hostname}{port}{parts.path or '/'}"
+        self._tls = tls or TlsOptions() if parts.scheme == "https" else None
+        self._ctx = client_context(self._tls) if self._tls is not None else None
+        self._headers = {"User-Agent": "shipper", "Connection": "keep-alive"}
+        for k, v in (headers or {}).items():
+            if any(c in str(k) + str(v) for c in "\r\n\0"):
+                raise ValueError(f"header {k!r}: line break or NUL in name or value")
+            self._headers[str(k)] = str(v)
+        if parts.username is not None and user is None:
+            user = unquote(parts.username)
+            password = password if password is not None else unquote(parts.password or "")
+        password = read_secret(password, password_file, password_env, "basic auth password")
+        token = read_secret(token, token_file, token_env, "bearer token")
+        if user is not None and token is not None:
+            raise ValueError("give basic auth (user/password) or a bearer token, not both")
+        self._auth: str | None = None
+        if user is not None:
+            cred = f"{user}:{password or ''}".encode()
+            self._auth = "Basic " + base64.b64encode(cred).decode("ascii")
+        elif token is not None:
+            self._auth = ("Splunk " if format == "splunk_hec" else "Bearer ") + token
+        self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()  # one request at a time on the connection
+
+    def __repr__(self) -> str:
+        return f"HttpSink(name={self.name!r}, url={self.url!r}, format={self.format!r})"
+
+    # -- the contract ----------------------------------------------------
+
+    async def send(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        for part, body in self._split(records):
+            await self._send_part(part, body)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close_conn)
+
+    # -- internals -------------------------------------------------------
+
+    def _split(self, records: list[dict[str, Any]]) -> list[tuple[list[dict[str, Any]], http_body.HttpBody]]:
+        """Parts of at most max_batch_records whose plain body is at most max_batch_bytes."""
+        n = self.max_batch_records
+        todo = [records[i:i + n] for i in range(0, len(records), n)] if n else [records]
+        out: list[tuple[list[dict[str, Any]], http_body.HttpBody]] = []
+        while todo:
+            part = todo.pop(0)
+            body = http_body.encode(part, self.format, table=self.table, index=self.index,
+                                    default_host=self.default_host)
+            if len(part) > 1 and len(body.body) > self.max_batch_bytes:
+                half = len(part) // 2
+                todo[:0] = [part[:half], part[half:]]
+            else:
+                out.append((part, body))  # one oversized record goes as it is: the peer decides
+        return out
+
+    async def _send_part(self, records: list[dict[str, Any]], body: http_body.HttpBody) -> None:
+        self.stats.sent += len(records)
+        status, reason, resp_headers, data = await asyncio.to_thread(self._request, body)
+        if 200 <= status < 300:
+            self._check_2xx(records, data)
+            return
+        text = data[:4 * MAX_ERROR_BODY].decode("utf-8", "replace")[:MAX_ERROR_BODY]
+        what = f"{self.name}: HTTP {status} {reason} from {self.url}"
+        if status >= 500 or status in RETRYABLE:
+            raise SinkError(f"{what}: {text}" if text else what,
+                            retry_after=parse_retry_after(resp_headers.get("retry-after")))
+        raise PermanentError(f"{what}: {text}" if text else what, response=text)
+
+    def _check_2xx(self, records: list[dict[str, Any]], data: bytes) -> None:
+        if self.format == "elasticsearch" and b'"errors":true' in data.replace(b" ", b""):
+            out = http_body.elasticsearch_outcome(data)
+            if out.duplicates:
+                self.stats.extra["duplicates"] = self.stats.extra.get("duplicates", 0) + out.duplicates
+            if out.retryable:
+                raise SinkError(f"{self.name}: {len(out.retryable)} bulk items to retry: "
+                                f"{out.retryable[0]}")
+            if out.permanent:
+                text = "; ".join(out.permanent[:5])[:MAX_ERROR_BODY]
+                raise PermanentError(f"{self.name}: {len(out.permanent)} of {len(records)} bulk "
+                                     f"items refused: {text}", response=text)
+        elif self.format == "otlp" and b"partialSuccess" in data:
+            rejected, message = http_body.otlp_rejected(data)
+            if rejected:
+                raise PermanentError(f"{self.name}: collector rejected {rejected} of {len(records)} "
+                                     f"log records: {message[:MAX_ERROR_BODY]}",
+                                     response=data[:MAX_ERROR_BODY].decode("utf-8", "replace"))
+
+    def _connect(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection
+        if self._ctx is not None:
+            assert self._tls is not None
+            conn = _HTTPSConnection(self._host, self._port, timeout=self.connect_timeout,
+                                    context=self._ctx, server_name=self._tls.server_name,
+                                    handshake_timeout=self._tls.handshake_timeout)
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=self.connect_timeout)
+        conn.connect()
+        sock = conn.sock
+        if self.keepalive:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.settimeout(self.timeout)
+        return conn
+
+    def _close_conn(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+                self.stats.connected = False
+
+    def _request(self, body: http_body.HttpBody) -> tuple[int, str, dict[str, str], bytes]:
+        """One POST (in a worker thread). Reconnects once if a kept-alive connection went stale."""
+        if self.gzip:
+            body = http_body.gzip_body(body)  # here: zlib lets other threads run meanwhile
+        headers = dict(self._headers)
+        headers["Content-Type"] = body.content_type
+        headers.update(body.headers)
+        if self._auth is not None:
+            headers["Authorization"] = self._auth
+        with self._lock:
+            for attempt in (1, 2):
+                reused = self._conn is not None
+                try:
+                    if self._conn is None:
+                        self._conn = self._connect()
+                        self.stats.connected = True
+                    self._conn.request("POST", self._path, body=body.body, headers=headers)
+                    resp = self._conn.getresponse()
+                    data = resp.read()
+                    if resp.will_close:
+                        self._conn.close()
+                        self._conn = None
+                    return resp.status, resp.reason, {k.lower(): v for k, v in resp.getheaders()}, data
+                except (OSError, http.client.HTTPException) as exc:
+                    if self._conn is not None:
+                        self._conn.close()
+                        self._conn = None
+                    self.stats.connected = False
+                    # A kept-alive connection the server closed while idle: try a fresh one
+                    # at once. Safe: the server did not answer, and receivers dedupe by id.
+                    if attempt == 1 and reused and isinstance(
+                            exc, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError):
+                        continue
+                    raise SinkError(f"{self.name}: {self.url}: {_describe(exc)}") from None
+        raise AssertionError("unreachable")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {exc.verify_message}"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,154 @@
+"""Local sinks: an NDJSON file (size-rotated) and stdout. For debugging, audits, the demo.
+
+``FileSink`` writes one record per line (the documented JSON form). Before a
+write would take the file past ``max_bytes`` it is renamed ``PATH.1`` (older
+ones shift up to ``PATH.<keep>``; beyond that they are deleted and counted in
+``stats.extra["files_dropped"]``). Rotation happens only between records, so
+each file holds whole lines; a single record larger than ``max_bytes`` gets a
+file of its own.
+
+fsync policy: ``"batch"`` (default) — a batch is acknowledged only once it is on
+disk; ``"rotate"`` — only when a file is closed (rotation, close); ``"never"``.
+The file I/O runs in a worker thread so the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Any, BinaryIO
+
+import orjson
+
+from shipper.sinks.base import SinkError, SinkStats
+
+FSYNC_POLICIES = ("batch", "rotate", "never")
+
+
+def rotate_files(path: str, keep: int) -> bool:
+    """PATH → PATH.1 → ... → PATH.keep; True if the oldest file had to be deleted."""
+    dropped = False
+    oldest = f"{path}.{keep}" if keep else path
+    if os.path.exists(oldest):
+        os.unlink(oldest)
+        dropped = True
+    for i in range(keep - 1, 0, -1):
+        if os.path.exists(f"{path}.{i}"):
+            os.replace(f"{path}.{i}", f"{path}.{i + 1}")
+    if keep and os.path.exists(path):
+        os.replace(path, f"{path}.1")
+    return dropped
+
+
+def ndjson_lines(records: list[dict[str, Any]]) -> list[bytes]:
+    dumps = orjson.dumps
+    return [dumps(r, default=str) + b"\n" for r in records]
+
+
+class FileSink:
+    """Append NDJSON to ``path``, rotating at ``max_bytes`` and keeping ``keep`` old files."""
+
+    def __init__(self, path: str, *, name: str = "file", max_bytes: int = 100 << 20, keep: int = 5,
+                 fsync: str = "batch") -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, not {fsync!r}")
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be positive")
+        self.name = name
+        self.stats = SinkStats()
+        self.stats.extra.update(files_dropped=0, rotations=0)
+        self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self.fsync = fsync
+        self._f: BinaryIO | None = None
+        self._size = 0
+
+    async def send(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        lines = ndjson_lines(records)
+        self.stats.sent += len(records)
+        try:
+            await asyncio.to_thread(self._write, lines)
+        except OSError as exc:
+            self._close_file()
+            raise SinkError(f"{self.name}: {self.path}: {exc.strerror or exc}") from None
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close_file)
+
+    def _open(self) -> BinaryIO:
+        parent = os.path.dirname(self.path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        f = open(self.path, "ab")  # noqa: SIM115 -- kept open across batches
+        self._size = f.tell()
+        return f
+
+    def _write(self, lines: list[bytes]) -> None:
+        f = self._f if self._f is not None else self._open()
+        self._f = f
+        start = 0
+        size = self._size
+        for i, line in enumerate(lines):
+            if size and size + len(line) > self.max_bytes:
+                f.write(b"".join(lines[start:i]))
+                f = self._rotate(f)
+                start, size = i, 0
+            size += len(line)
+        f.write(b"".join(lines[start:]))
+        f.flush()
+        if self.fsync == "batch":
+            os.fsync(f.fileno())
+        self._size = size
+
+    def _rotate(self, f: BinaryIO) -> BinaryIO:
+        f.flush()
+        if self.fsync != "never":
+            os.fsync(f.fileno())
+        f.close()
+        self._f = None
+        if rotate_files(self.path, self.keep):
+            self.stats.extra["files_dropped"] += 1
+        self.stats.extra["rotations"] += 1
+        self._f = f = self._open()
+        return f
+
+    def _close_file(self) -> None:
+        f, self._f = self._f, None
+        if f is not None:
+            try:
+                f.flush()
+                if self.fsync != "never":
+                    os.fsync(f.fileno())
+            finally:
+                f.close()
+
+
+class StdoutSink:
+    """NDJSON on standard output (or any binary stream), flushed per batch."""
+
+    def __init__(self, *, name: str = "stdout", stream: BinaryIO | None = None) -> None:
+        self.name = name
+        self.stats = SinkStats()
+        self._stream = stream
+
+    async def send(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        data = b"".join(ndjson_lines(records))
+        self.stats.sent += len(records)
+        try:
+            await asyncio.to_thread(self._write, data)
+        except OSError as exc:  # closed pipe, full disk behind a redirect
+            raise SinkError(f"{self.name}: {exc.strerror or exc}") from None
+
+    def _write(self, data: bytes) -> None:
+        stream = self._stream if self._stream is not None else sys.stdout.buffer
+        stream.write(data)
+        stream.flush()
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,554 @@
+"""HTTP sink (shipper.sinks.http) against a real ClickHouse server and a scripted test peer.
+
+ClickHouse: the Debian ``clickhouse-server`` binary, started here with a config in
+a temp dir on free 127.0.0.1 ports; the table is conf/clickhouse.sql. Faults
+(429 + Retry-After, 500, 400, refused connections, auth) use a threaded
+``http.server`` peer on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import gzip
+import http.client
+import http.server
+import logging
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from conftest import FIXTURES, free_port, require_binary
+
+from shipper.parse import LineParser
+from shipper.record import rfc3339_ns
+from shipper.sinks.base import Backoff, PermanentError, SinkError, deliver
+from shipper.sinks.deadletter import DeadLetterFile
+from shipper.sinks.gelf import gelf_http_sink
+from shipper.sinks.http import HttpSink, parse_retry_after, read_secret
+from shipper.tlsconfig import TlsOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fixture_records() -> list[dict[str, Any]]:
+    lines = (FIXTURES / "sink_lines.log").read_bytes().splitlines()
+    assert lines[0].startswith(b"# source:")
+    parser = LineParser(source="/var/log/qmail/current", file_id="00112233aabbccdd")
+    recs = [parser.parse(ln, i * 80).to_dict() for i, ln in enumerate(lines[1:])]
+    # one line that is not valid UTF-8, as multilog may well hold
+    bad = parser.parse(b"@400000005a49ba05197af10c sslserver: pid 30557 from 1.2.3.\xff", 9999).to_dict()
+    return recs + [bad]
+
+
+# ------------------------------------------------------------------ ClickHouse
+
+CONFIG = """<yandex>
+  <logger><level>warning</level><console>1</console></logger>
+  <http_port>{http}</http_port>
+  <tcp_port>{tcp}</tcp_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>{d}/data/</path>
+  <tmp_path>{d}/tmp/</tmp_path>
+  <user_files_path>{d}/user_files/</user_files_path>
+  <format_schema_path>{d}/format_schemas/</format_schema_path>
+  <users_config>/etc/clickhouse-server/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>5368709120</mark_cache_size>
+  <timezone>UTC</timezone>
+</yandex>
+"""
+
+
+def ch_query(port: int, sql: str) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/?output_format_json_quote_64bit_integers=0", body=sql.encode())
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        assert resp.status == 200, text
+        return text
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A private clickhouse-server; yields its HTTP port."""
+    binary = require_binary("clickhouse-server")
+    d = tmp_path_factory.mktemp("clickhouse")
+    http_port, tcp_port = free_port(), free_port()
+    (d / "config.xml").write_text(CONFIG.format(http=http_port, tcp=tcp_port, d=d))
+    log = open(d / "server.log", "wb")  # noqa: SIM115 -- closed below
+    proc = subprocess.Popen([binary, f"--config-file={d}/config.xml"], cwd=d, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=2)
+                conn.request("GET", "/ping")
+                if conn.getresponse().read() == b"Ok.\n":
+                    conn.close()
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("clickhouse-server did not answer /ping within 60 s: "
+                            + (d / "server.log").read_text(errors="replace")[-2000:])
+            time.sleep(0.2)
+        yield http_port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+def row_to_record(row: dict[str, Any]) -> dict[str, Any]:
+    """What the table holds → the record form (docs/records.md)."""
+    core = ("event_id", "time_source", "host", "program", "pid", "event", "message", "raw",
+            "flags", "source", "file_id", "offset")
+    rec: dict[str, Any] = {k: row[k] for k in core}
+    rec["time_unix_ns"] = row["time_unix_ns"]
+    rec["time"] = rfc3339_ns(row["time_unix_ns"])
+    assert row["time_unix_ns"] == row["time_unix_ns_from_columns"]
+    for k, v in row.items():
+        if k not in rec and v is not None and k not in ("time_nanos", "fields", "time_unix_ns_from_columns"):
+            rec[k] = v
+    rec.update(orjson.loads(row["fields"]))
+    return rec
+
+
+@pytest.mark.slow
+async def test_clickhouse_gets_every_record_field_by_field(clickhouse: int):
+    sql = (ROOT / "conf" / "clickhouse.sql").read_text()
+    ch_query(clickhouse, "DROP TABLE IF EXISTS qmail_log")
+    ch_query(clickhouse, sql)
+    recs = fixture_records()
+    # small max_batch_bytes: the sink splits the batch into several inserts
+    sink = HttpSink(f"http://127.0.0.1:{clickhouse}/", "clickhouse", table="qmail_log",
+                    gzip=True, max_batch_bytes=8000)
+    try:
+        await sink.send(recs)
+        await sink.send(recs[:3])  # a replay: same event ids
+    finally:
+        await sink.close()
+    out = ch_query(clickhouse, "SELECT *, toUInt64(time) * 1000000000 + time_nanos AS "
+                   "time_unix_ns_from_columns FROM qmail_log FORMAT JSONEachRow")
+    rows = [orjson.loads(x) for x in out.splitlines()]
+    assert len(rows) == len(recs) + 3
+    got: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        got.setdefault(row["event_id"], []).append(row_to_record(row))
+    assert len(got) == len(recs)
+    for rec in recs:
+        expected = dict(rec)
+        if isinstance(expected.get("delivery"), int):
+            expected["delivery"] = str(expected["delivery"])  # the column is String
+        copies = got[rec["event_id"]]
+        assert len(copies) == (2 if rec in recs[:3] else 1)
+        for back in copies:
+            for key in expected:
+                assert back.get(key, "MISSING") == expected[key], (rec["event_id"], key)
+            assert set(back) == set(expected)
+    assert any("raw_base64" in r for r in recs)  # the invalid UTF-8 line went through too
+    counts = ch_query(clickhouse, "SELECT event, count() FROM qmail_log GROUP BY event "
+                      "ORDER BY event FORMAT TSV")
+    assert "tcp_ok\t4" in counts.splitlines()
+
+
+@pytest.mark.slow
+async def test_clickhouse_refusal_goes_to_the_dead_letter_file(clickhouse: int, tmp_path: Path):
+    recs = fixture_records()[:4]
+    sink = HttpSink(f"http://127.0.0.1:{clickhouse}/", "clickhouse", table="no_such_table")
+    dead = DeadLetterFile(str(tmp_path / "dead.ndjson"), sink="ch")
+    try:
+        await deliver(sink, recs)
+    except PermanentError as exc:
+        assert "HTTP 404" in str(exc) and "no_such_table" in exc.response
+        dead(recs, exc)
+    else:
+        raise AssertionError("insert into a missing table accepted")
+    finally:
+        await sink.close()
+    (line,) = (tmp_path / "dead.ndjson").read_bytes().splitlines()
+    entry = orjson.loads(line)
+    assert entry["records"] == recs and entry["count"] == 4 and "no_such_table" in entry["response"]
+
+
+# ------------------------------------------------------------------- test peer
+
+
+class Peer:
+    """A threaded HTTP/1.1 server on 127.0.0.1 answering from a script."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.script: list[tuple[int, dict[str, str], bytes]] = []  # popped per request
+        self.requests: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        peer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 -- http.server's name
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n)
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                with peer.lock:
+                    peer.requests.append({"path": self.path, "headers": dict(self.headers),
+                                          "body": body, "client": self.client_address,
+                                          "at": time.monotonic()})
+                    status, headers, reply = peer.script.pop(0) if peer.script else (200, {}, b"ok")
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/ingest"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def peer() -> Iterator[Peer]:
+    p = Peer()
+    yield p
+    p.close()
+
+
+FAST = Backoff(base=0.01, cap=0.05)
+
+
+async def test_ndjson_post_gzip_keepalive_and_headers(peer: Peer):
+    recs = fixture_records()
+    sink = HttpSink(peer.url, "ndjson", headers={"X-Scope-OrgID": "mail"})
+    try:
+        for i in range(0, len(recs), 10):
+            await sink.send(recs[i:i + 10])
+    finally:
+        await sink.close()
+    assert len(peer.requests) == -(-len(recs) // 10)
+    got = [orjson.loads(x) for r in peer.requests for x in r["body"].splitlines()]
+    assert got == recs
+    h = peer.requests[0]["headers"]
+    assert h["Content-Type"] == "application/x-ndjson" and h["Content-Encoding"] == "gzip"
+    assert h["X-Scope-OrgID"] == "mail" and peer.requests[0]["path"] == "/ingest"
+    assert len({r["client"] for r in peer.requests}) == 1  # one kept-alive connection
+    assert sink.stats.sent == len(recs)
+
+
+async def test_429_retry_after_seconds_is_honoured(peer: Peer):
+    peer.script = [(429, {"Retry-After": "1"}, b"slow down")]
+    recs = fixture_records()[:5]
+    sink = HttpSink(peer.url, "ndjson", gzip=False)
+    t0 = time.monotonic()
+    assert await asyncio.wait_for(deliver(sink, recs, Backoff(base=0.01, cap=0.05)), 10)
+    await sink.close()
+    assert len(peer.requests) == 2
+    waited = peer.requests[1]["at"] - peer.requests[0]["at"]
+    assert 1.0 <= waited < 2.0, waited
+    assert time.monotonic() - t0 >= 1.0
+    assert peer.requests[0]["body"] == peer.requests[1]["body"]
+    assert sink.stats.failed == 1 and sink.stats.retried == 5
+
+
+async def test_503_retry_after_http_date_is_honoured(peer: Peer):
+    when = email.utils.formatdate(time.time() + 2.5, usegmt=True)  # whole seconds: waits 1.5-2.5 s
+    peer.script = [(503, {"Retry-After": when}, b"maintenance")]
+    sink = HttpSink(peer.url, "ndjson")
+    assert await asyncio.wait_for(deliver(sink, fixture_records()[:2], Backoff(base=0.01, cap=0.05)), 10)
+    await sink.close()
+    waited = peer.requests[1]["at"] - peer.requests[0]["at"]
+    assert 1.4 <= waited < 3.0, waited
+
+
+def test_parse_retry_after():
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    now = 1_700_000_000.0
+    assert parse_retry_after(email.utils.formatdate(now + 30, usegmt=True), now) == 30.0
+    assert parse_retry_after(email.utils.formatdate(now - 30, usegmt=True), now) == 0.0
+
+
+async def test_500s_are_retried_then_delivered(peer: Peer):
+    peer.script = [(500, {}, b"boom"), (502, {}, b"bad gateway"), (408, {}, b"")]
+    recs = fixture_records()[:7]
+    sink = HttpSink(peer.url, "ndjson")
+    assert await asyncio.wait_for(deliver(sink, recs, FAST), 10)
+    await sink.close()
+    assert len(peer.requests) == 4
+    assert all(r["body"] == peer.requests[0]["body"] for r in peer.requests)
+    assert sink.stats.failed == 3
+    assert "HTTP 408" in sink.stats.last_error
+
+
+async def test_400_is_permanent_and_dead_lettered(peer: Peer, tmp_path: Path):
+    peer.script = [(400, {}, b'{"error":"field size: not a number"}' + b"x" * 5000)]
+    recs = fixture_records()[:3]
+    sink = HttpSink(peer.url, "ndjson", name="siem")
+    dead = DeadLetterFile(str(tmp_path / "dl" / "siem.ndjson"), sink="siem")
+    try:
+        await deliver(sink, recs, FAST)
+    except PermanentError as exc:
+        assert str(exc).startswith("siem: HTTP 400 Bad Request from http://127.0.0.1:")
+        assert exc.response.startswith('{"error":"field size: not a number"}')
+        assert len(exc.response) == 1000  # truncated
+        dead.write(recs, exc)
+    else:
+        raise AssertionError("400 was not permanent")
+    await sink.close()
+    assert len(peer.requests) == 1  # not retried
+    entry = orjson.loads((tmp_path / "dl" / "siem.ndjson").read_bytes())
+    assert entry["sink"] == "siem" and entry["count"] == 3 and entry["records"] == recs
+    assert entry["response"].startswith('{"error":"field size')
+    assert "HTTP 400" in entry["error"] and entry["dead_lettered_at"].endswith("Z")
+    assert dead.batches == 1 and dead.records == 3
+
+
+async def test_connection_refused_until_the_peer_comes_up():
+    port = free_port()
+    sink = HttpSink(f"http://127.0.0.1:{port}/", "ndjson", connect_timeout=1)
+    recs = fixture_records()[:4]
+    try:
+        await sink.send(recs)
+    except SinkError as exc:
+        assert "Connection refused" in str(exc)
+    else:
+        raise AssertionError("send to a closed port succeeded")
+    task = asyncio.ensure_future(deliver(sink, recs, Backoff(base=0.05, cap=0.2)))
+    await asyncio.sleep(0.5)
+    assert not task.done()
+    peer = Peer(port)
+    try:
+        assert await asyncio.wait_for(task, 10)
+        assert [orjson.loads(x) for x in peer.requests[0]["body"].splitlines()] == recs
+        assert sink.stats.failed >= 1
+    finally:
+        await sink.close()
+        peer.close()
+
+
+async def test_peer_closing_an_idle_keepalive_connection_is_survived(peer: Peer):
+    peer.script = [(200, {"Connection": "close"}, b"ok")]
+    sink = HttpSink(peer.url, "ndjson")
+    recs = fixture_records()
+    await sink.send(recs[:2])
+    await sink.send(recs[2:4])
+    await sink.send(recs[4:6])
+    await sink.close()
+    assert len(peer.requests) == 3
+    assert len({r["client"] for r in peer.requests}) == 2  # reconnected once after the close
+
+
+async def test_basic_auth_from_file_and_secrets_never_shown(peer: Peer, tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture):
+    secret = "s3cr3t-Passw0rd"
+    pw = tmp_path / "pw"
+    pw.write_text(secret + "\n")
+    caplog.set_level(logging.DEBUG)
+    sink = HttpSink(peer.url, "ndjson", user="shipper", password_file=str(pw))
+    peer.script = [(500, {}, b"x"), (400, {}, b"bad")]
+    errors: list[str] = []
+    for _ in range(2):
+        try:
+            await sink.send(fixture_records()[:1])
+        except (SinkError, PermanentError) as exc:
+            errors.append(str(exc) + repr(exc) + getattr(exc, "response", ""))
+    await sink.send(fixture_records()[:1])
+    await sink.close()
+    expected = "Basic " + base64.b64encode(f"shipper:{secret}".encode()).decode()
+    assert all(r["headers"]["Authorization"] == expected for r in peer.requests)
+    assert len(errors) == 2
+    shown = " ".join(errors) + repr(sink) + caplog.text + str(sink.stats)
+    assert secret not in shown and expected.split()[1] not in shown
+
+
+async def test_bearer_token_from_env_and_splunk_scheme(peer: Peer, monkeypatch: pytest.MonkeyPatch):
+    token = "tok-0123456789abcdef"
+    monkeypatch.setenv("SHIPPER_TEST_TOKEN", token)
+    sink = HttpSink(peer.url, "ndjson", token_env="SHIPPER_TEST_TOKEN")
+    hec = HttpSink(peer.url, "splunk_hec", token_env="SHIPPER_TEST_TOKEN")
+    await sink.send(fixture_records()[:1])
+    await hec.send(fixture_records()[:1])
+    await sink.close()
+    await hec.close()
+    assert peer.requests[0]["headers"]["Authorization"] == f"Bearer {token}"
+    assert peer.requests[1]["headers"]["Authorization"] == f"Splunk {token}"
+    assert orjson.loads(peer.requests[1]["body"].splitlines()[0])["sourcetype"] == "qmail"
+    assert token not in repr(sink)
+
+
+def test_secret_errors_do_not_show_the_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("BAD_TOKEN", "abc\r\nInjected: yes")
+    for kwargs, words in (({"env": "BAD_TOKEN"}, "line break"), ({"env": "UNSET_TOKEN_XYZ"}, "not set"),
+                          ({"file": str(tmp_path / "missing")}, "cannot read")):
+        try:
+            read_secret(what="bearer token", **kwargs)
+        except ValueError as exc:
+            assert words in str(exc) and "abc" not in str(exc) and "Injected" not in str(exc)
+        else:
+            raise AssertionError(f"{kwargs} accepted")
+    monkeypatch.setenv("GOOD_TOKEN", "  tok  \n")
+    assert read_secret(env="GOOD_TOKEN", what="t") == "tok"
+
+
+async def test_max_batch_bytes_splits_and_every_record_arrives_once(peer: Peer):
+    recs = fixture_records()
+    sink = HttpSink(peer.url, "ndjson", max_batch_bytes=3000)
+    await sink.send(recs)
+    await sink.close()
+    assert len(peer.requests) > 5
+    assert all(len(r["body"]) <= 3000 for r in peer.requests)
+    got = [orjson.loads(x) for r in peer.requests for x in r["body"].splitlines()]
+    assert got == recs
+
+
+async def test_elasticsearch_bulk_item_errors(peer: Peer):
+    recs = fixture_records()[:3]
+    ids = [r["event_id"] for r in recs]
+
+    def reply(*statuses: int) -> tuple[int, dict[str, str], bytes]:
+        items = [{"create": {"_id": i, "status": s, **({"error": {"type": "t", "reason": "r"}}
+                                                         if s >= 300 else {})}}
+                 for i, s in zip(ids, statuses, strict=True)]
+        return 200, {"Content-Type": "application/json"}, orjson.dumps(
+            {"took": 1, "errors": any(s >= 300 for s in statuses), "items": items})
+
+    peer.script = [reply(201, 429, 201), reply(409, 201, 409), reply(201, 400, 201)]
+    sink = HttpSink(peer.url, "elasticsearch", index="mail")
+    assert await asyncio.wait_for(deliver(sink, recs, FAST), 10)  # 429 item → sent again
+    assert sink.stats.failed == 1 and sink.stats.extra["duplicates"] == 2
+    actions = [orjson.loads(x) for x in peer.requests[1]["body"].splitlines()[::2]]
+    assert [a["create"]["_id"] for a in actions] == ids
+    try:
+        await sink.send(recs)
+    except PermanentError as exc:
+        assert "1 of 3 bulk items refused: 400 t: r" in str(exc)
+    else:
+        raise AssertionError("mapping error not permanent")
+    await sink.close()
+
+
+async def test_otlp_partial_success_is_refused(peer: Peer):
+    peer.script = [(200, {}, b'{"partialSuccess":{"rejectedLogRecords":"1","errorMessage":"too old"}}'),
+                   (200, {}, b"{}")]
+    sink = HttpSink(peer.url, "otlp")
+    try:
+        await sink.send(fixture_records()[:2])
+    except PermanentError as exc:
+        assert "rejected 1 of 2" in str(exc) and "too old" in str(exc)
+    else:
+        raise AssertionError("partial success taken as delivered")
+    await sink.send(fixture_records()[:2])
+    await sink.close()
+    doc = orjson.loads(peer.requests[1]["body"])
+    assert len(doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"]) == 2
+
+
+async def test_gelf_over_http(peer: Peer):
+    recs = fixture_records()[:3]
+    bulk = gelf_http_sink(peer.url, gzip=False, default_host="mx1")
+    single = gelf_http_sink(peer.url, bulk=False, default_host="mx1")
+    await bulk.send(recs)
+    await single.send(recs)
+    await bulk.close()
+    await single.close()
+    assert len(peer.requests) == 4
+    msgs = [orjson.loads(x) for x in peer.requests[0]["body"].splitlines()]
+    assert [m["short_message"] for m in msgs] == [r["message"] for r in recs]
+    assert all(m["version"] == "1.1" and "_id" not in m for m in msgs)
+    assert [orjson.loads(r["body"])["_event_id"] for r in peer.requests[1:]] == [r["event_id"] for r in recs]
+
+
+def test_url_credentials_are_used_and_hidden():
+    sink = HttpSink("https://user:pa55word@example.invalid:8443/x?y=1", "ndjson")
+    assert sink.url == "https://example.invalid:8443/x"
+    assert "pa55word" not in repr(sink)
+
+
+def make_cert(tmp_path: Path) -> tuple[str, str]:
+    openssl = require_binary("openssl")
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "2", "-subj", "/CN=siem.test",
+                    "-addext", "subjectAltName=DNS:siem.test,IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+async def test_https_verifies_the_server_and_uses_server_name(tmp_path: Path):
+    cert, key = make_cert(tmp_path)
+    peer = Peer()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    peer.server.socket = ctx.wrap_socket(peer.server.socket, server_side=True)
+    url = f"https://127.0.0.1:{peer.port}/ingest"
+    recs = fixture_records()[:3]
+    try:
+        good = HttpSink(url, "ndjson", tls=TlsOptions(ca_file=cert, server_name="siem.test"))
+        await good.send(recs)
+        await good.close()
+        assert [orjson.loads(x) for x in peer.requests[0]["body"].splitlines()] == recs
+        wrong = HttpSink(url, "ndjson", tls=TlsOptions(ca_file=cert, server_name="other.test"))
+        untrusted = HttpSink(url, "ndjson")  # system CAs
+        for sink in (wrong, untrusted):
+            try:
+                await sink.send(recs)
+            except SinkError as exc:
+                assert "certificate verification failed" in str(exc)
+            else:
+                raise AssertionError("bad certificate accepted")
+            await sink.close()
+    finally:
+        peer.close()
+
+
+async def test_https_handshake_that_never_comes_times_out():
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(5)
+    try:
+        sink = HttpSink(f"https://127.0.0.1:{silent.getsockname()[1]}/", "ndjson", connect_timeout=1,
+                        tls=TlsOptions(verify=False, handshake_timeout=0.5))
+        t0 = time.monotonic()
+        try:
+            await sink.send(fixture_records()[:1])
+        except SinkError as exc:
+            assert "timed out" in str(exc)
+        else:
+            raise AssertionError("handshake with a silent peer succeeded")
+        assert time.monotonic() - t0 < 3
+        await sink.close()
+    finally:
+        silent.close()
