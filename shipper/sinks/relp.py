@@ -1,0 +1,175 @@
+"""RELP sink: syslog with a receipt for every record. The zero-loss choice for rsyslog.
+
+Plain TCP syslog cannot know what the receiver read before a connection dropped; RELP
+can: the receiver answers each ``syslog`` command with ``200 OK`` once it has taken the
+message. ``send(batch)`` returns only when every record of the batch got its ``200 OK``.
+If the connection fails first, it raises SinkError and the caller sends the same batch
+again: the records already acknowledged in this batch are not sent again (the sink
+remembers them for the same list), so only records that were in the open window (sent,
+not yet answered) can arrive twice, with the same ``event_id``.
+
+Works over TCP or TLS (``tls``), with the same bounded connect, handshake and keepalive
+as ``shipper.sinks.syslog``, and ``ack_timeout`` bounding the wait for responses.
+Messages are RFC 5424 (``shipper.encode.rfc5424``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from typing import Any
+
+from shipper.encode.rfc5424 import Rfc5424Encoder
+from shipper.relp import ACKED, ERROR, OPENED, REFUSED, SERVER_CLOSE, RelpClient
+from shipper.sinks.base import SinkError, SinkStats
+from shipper.sinks.syslog import describe_error, open_stream
+from shipper.tlsconfig import TlsOptions, client_context
+
+
+class RelpSink:
+    """``window``: syslog commands in flight (unanswered) at most, 128 by default (librelp's
+    default window is 128 too); it bounds what can be duplicated after a connection loss.
+    ``ack_timeout``: seconds without any response while waiting for one. A record the
+    server answers with a non-200 code fails the attempt (SinkError, retried): rsyslog
+    answers 500 only for trouble on its side, which may clear.
+    """
+
+    def __init__(self, host: str, port: int, *, tls: TlsOptions | None = None, window: int = 128,
+                 encoder: Rfc5424Encoder | None = None, connect_timeout: float = 10.0,
+                 ack_timeout: float = 30.0, keepalive: tuple[int, int, int] | None = (60, 10, 5),
+                 name: str = "relp") -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        self.name = name
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.window = window
+        self.encoder = encoder or Rfc5424Encoder()
+        self.connect_timeout = connect_timeout
+        self.ack_timeout = ack_timeout
+        self.keepalive = keepalive
+        self.stats = SinkStats()
+        self._ssl = client_context(tls) if tls is not None else None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._client: RelpClient | None = None
+        # progress on the batch being sent: survives a failed attempt for the same list
+        self._batch: list[dict[str, Any]] | None = None
+        self._messages: list[bytes] = []
+        self._acked: list[bool] = []
+
+    @property
+    def _peer(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def _connect(self) -> None:
+        reader, writer = await open_stream(self.host, self.port, tls=self.tls, ssl_context=self._ssl,
+                                           connect_timeout=self.connect_timeout, keepalive=self.keepalive)
+        client = RelpClient(window=self.window)
+        self._reader, self._writer, self._client = reader, writer, client
+        try:
+            writer.write(client.open())
+            await asyncio.wait_for(writer.drain(), self.ack_timeout)
+            while client.state == "opening":
+                for ev in await self._read(client):
+                    if ev.kind == OPENED:
+                        self.stats.extra["relp_server"] = ev.offers.get("relp_software", "") if ev.offers else ""
+                    elif ev.kind in (REFUSED, ERROR):
+                        raise SinkError(f"{self._peer}: RELP open refused: {ev.text}")
+        except BaseException:
+            await self._drop()
+            raise
+        self.stats.connected = True
+
+    async def _read(self, client: RelpClient) -> list:
+        assert self._reader is not None
+        try:
+            data = await asyncio.wait_for(self._reader.read(65536), self.ack_timeout)
+        except TimeoutError as exc:
+            raise SinkError(f"{self._peer}: no RELP response for {self.ack_timeout:g}s "
+                            f"({len(client.unacked)} commands unanswered)") from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise SinkError(f"{self._peer}: connection lost: {describe_error(exc)}") from exc
+        if not data:
+            raise SinkError(f"{self._peer}: peer closed the connection "
+                            f"({len(client.unacked)} commands unanswered)")
+        return client.receive(data)
+
+    async def _drop(self) -> None:
+        self.stats.connected = False
+        writer = self._writer
+        self._reader = self._writer = self._client = None
+        if writer is not None:
+            writer.transport.abort()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    def _prepare(self, records: list[dict[str, Any]]) -> None:
+        if records is self._batch and len(self._acked) == len(records):
+            return  # the same batch again: keep what was acknowledged
+        before = self.encoder.truncated
+        self._messages = self.encoder.encode_batch(records)
+        self.stats.truncated += self.encoder.truncated - before
+        self._acked = [False] * len(records)
+        self._batch = records
+
+    async def send(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        self._prepare(records)
+        try:
+            if self._client is None:
+                await self._connect()
+            await self._send_window(records)
+        except SinkError as exc:
+            await self._drop()
+            self.stats.last_error = str(exc)
+            raise
+        except (OSError, ssl.SSLError) as exc:
+            await self._drop()
+            raise SinkError(f"{self._peer}: connection lost: {describe_error(exc)}") from exc
+        self._batch, self._messages, self._acked = None, [], []
+
+    async def _send_window(self, records: list[dict[str, Any]]) -> None:
+        client, writer = self._client, self._writer
+        assert client is not None and writer is not None
+        messages, acked = self._messages, self._acked
+        todo = [i for i, done in enumerate(acked) if not done]
+        nxt = 0
+        remaining = len(todo)
+        while remaining:
+            room = client.room
+            if room and nxt < len(todo):
+                idx = todo[nxt:nxt + room]
+                nxt += len(idx)
+                writer.write(client.syslog([messages[i] for i in idx], idx))
+                self.stats.sent += len(idx)
+                await asyncio.wait_for(writer.drain(), self.ack_timeout)
+                if nxt < len(todo) and client.room:
+                    continue
+            for ev in await self._read(client):
+                if ev.kind == ACKED:
+                    acked[ev.tag] = True
+                    remaining -= 1
+                    self.stats.acked += 1
+                elif ev.kind == REFUSED:
+                    raise SinkError(f"{self._peer}: RELP server refused a record "
+                                    f"(event_id {records[ev.tag].get('event_id')}): {ev.code} {ev.text}")
+                elif ev.kind == SERVER_CLOSE:
+                    raise SinkError(f"{self._peer}: RELP server is closing the connection "
+                                    f"({len(client.unacked)} commands unanswered)")
+                elif ev.kind == ERROR:
+                    raise SinkError(f"{self._peer}: RELP protocol error: {ev.text}")
+
+    async def close(self) -> None:
+        client, writer = self._client, self._writer
+        if client is not None and writer is not None and client.state == "open":
+            with contextlib.suppress(Exception):
+                writer.write(client.close())
+                await asyncio.wait_for(writer.drain(), 2.0)
+                async with asyncio.timeout(2.0):
+                    while client.state == "closing":
+                        await self._read(client)
+        await self._drop()

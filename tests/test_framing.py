@@ -1,0 +1,63 @@
+"""RFC 6587 framing and the streaming decoder (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shipper.framing import FrameDecoder, frame, lf_framed, octet_counted
+
+MSGS = [b"<22>1 - mx qmail-send - delivery - one", "<22>1 - - - - - - d\u00e9j\u00e0".encode(),
+        b"<22>1 - - - - - - multi\nline\nmessage"]
+
+
+def test_octet_counting_counts_octets_not_characters():
+    assert octet_counted([b"abc", "\u00e9".encode()]) == b"3 abc2 \xc3\xa9"
+    assert frame(MSGS) == b"".join(b"%d %s" % (len(m), m) for m in MSGS)
+
+
+def test_lf_framing_escapes_embedded_newlines():
+    assert lf_framed([b"a\nb", b"c"]) == b"a#012b\nc\n"
+    assert lf_framed([b"a\nb"], newline_escape=b" ") == b"a b\n"
+    assert frame([b"x"], "lf") == b"x\n"
+    with pytest.raises(ValueError):
+        frame([b"x"], "stx")
+
+
+def test_decoder_reads_both_framings_split_anywhere():
+    stream = octet_counted(MSGS) + lf_framed([b"<13>plain line", b"<13>second"]) + octet_counted(MSGS[:1])
+    for step in (1, 2, 3, 7, 64, len(stream)):
+        dec = FrameDecoder()
+        out = []
+        for i in range(0, len(stream), step):
+            out += dec.feed(stream[i:i + step])
+        assert out == [*MSGS, b"<13>plain line", b"<13>second", MSGS[0]], step
+        assert dec.pending() == 0 and dec.errors == []
+
+
+def test_decoder_bad_input_is_reported_not_raised():
+    dec = FrameDecoder(max_frame=100)
+    out = dec.feed(b"99999 too big\n12x34 junk\n<13>ok\n")
+    assert out == [b"99999 too big", b"12x34 junk", b"<13>ok"]
+    assert len(dec.errors) == 2 and "bad octet count" in dec.errors[0]
+    out = dec.feed(b"<13>" + b"y" * 250)
+    assert [len(x) for x in out] == [100, 100] and dec.pending() == 54
+    assert "longer than 100" in dec.errors[-1]
+    dec = FrameDecoder()
+    assert dec.feed(b"12345678901234567890") == []
+    assert "no space within 10 digits" in dec.errors[-1]
+    assert dec.feed(b"\n") == [b"12345678901234567890"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(msgs=st.lists(st.binary(min_size=1, max_size=200), max_size=20), cuts=st.lists(st.integers(0, 4000)))
+def test_octet_counted_round_trip(msgs, cuts):
+    stream = octet_counted(msgs)
+    dec = FrameDecoder()
+    out, pos = [], 0
+    for c in sorted(set(cuts)):
+        out += dec.feed(stream[pos:c])
+        pos = max(pos, c)
+    out += dec.feed(stream[pos:])
+    assert out == msgs and dec.errors == []

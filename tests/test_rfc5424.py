@@ -1,0 +1,233 @@
+"""RFC 5424 / 3164 encoding (pure): header fields, escaping, limits, round trips."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from conftest import FIXTURES
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rsyslog_util import parse_sd, split_message
+
+from shipper.encode.rfc5424 import (
+    NILVALUE,
+    Rfc3164Encoder,
+    Rfc5424Encoder,
+    escape_param,
+    param_text,
+    sd_name,
+    utf8_cut,
+)
+from shipper.parse import LineParser, ParseOptions
+
+NS = 1_514_836_263_121_918_500  # 2018-01-01T19:51:03.121918500Z
+
+
+def record(**over):
+    rec = {"event_id": "0123456789abcdef-1f", "time": "2018-01-01T19:51:03.121918500Z",
+           "time_unix_ns": NS, "time_source": "tai64n", "host": "mx1.example", "program": "qmail-send",
+           "pid": None, "event": "delivery", "delivery": 1356, "result": "success",
+           "text": "accepted message", "message": "delivery 1356: success: accepted",
+           "raw": "@4000 delivery 1356: success: accepted", "flags": [], "source": "/var/log/qmail/current",
+           "file_id": "0123456789abcdef", "offset": 31}
+    rec.update(over)
+    return rec
+
+
+def sd_of(data: bytes) -> dict[str, str]:
+    _, sd, _ = split_message(data)
+    elements = parse_sd(sd)
+    assert len(elements) == 1
+    return dict(elements[0][1])
+
+
+def fixture_records() -> list[dict]:
+    lines = [ln for ln in (FIXTURES / "sink_lines.log").read_bytes().split(b"\n")
+             if ln and not ln.startswith(b"# ")]
+    parser = LineParser(ParseOptions(host="mx.example", local_tz=False), source="/var/log/qmail/current",
+                        file_id="0123456789abcdef")
+    offsets, pos = [], 0
+    for ln in lines:
+        offsets.append(pos)
+        pos += len(ln) + 1
+    return [r.to_dict() for r in parser.parse_batch(lines, offsets)]
+
+
+def test_header_fields_of_a_delivery():
+    data = Rfc5424Encoder().encode(record(result="failure", pid=4242))
+    head, sd, msg = split_message(data)
+    assert head == {"pri": 2 * 8 + 4, "ts": "2018-01-01T19:51:03.121918Z", "host": "mx1.example",
+                    "app": "qmail-send", "procid": "4242", "msgid": "delivery"}
+    assert msg == b"delivery 1356: success: accepted"
+    assert data.startswith(b"<20>1 2018-01-01T19:51:03.121918Z mx1.example qmail-send 4242 delivery [qmail@32473 ")
+
+
+def test_pri_follows_facility_and_severity():
+    assert Rfc5424Encoder(facility=16).encode(record(event="status")).startswith(b"<135>1 ")  # local0.debug
+    assert Rfc5424Encoder().encode(record(event="alert")).startswith(b"<17>1 ")  # mail.alert
+    assert Rfc5424Encoder().encode(record(event="delivery", result="success")).startswith(b"<22>1 ")
+    with pytest.raises(ValueError):
+        Rfc5424Encoder(facility=24)
+
+
+def test_timestamp_is_the_line_time_in_microseconds_with_full_ns_in_sd():
+    data = Rfc5424Encoder().encode(record(time_unix_ns=NS + 999))  # 121919499 ns: floored to µs
+    head, _, _ = split_message(data)
+    assert head["ts"] == "2018-01-01T19:51:03.121919Z"
+    assert sd_of(data)["time_unix_ns"] == str(NS + 999)
+    data = Rfc5424Encoder().encode(record(time_unix_ns=None))
+    assert split_message(data)[0]["ts"] == NILVALUE
+
+
+def test_nilvalues_and_header_sanitising():
+    data = Rfc5424Encoder().encode(record(host=None, program=None, pid=None, event=None))
+    head, _, _ = split_message(data)
+    assert (head["host"], head["app"], head["procid"], head["msgid"]) == ("-", "-", "-", "-")
+    assert split_message(Rfc5424Encoder(hostname="fallback").encode(record(host=None)))[0]["host"] == "fallback"
+    data = Rfc5424Encoder().encode(record(host="mx é 1", program="p" * 60, pid="x" * 200, event="e" * 40))
+    head, _, _ = split_message(data)
+    assert head["host"] == "mx___1"
+    assert head["app"] == "p" * 48
+    assert head["procid"] == "x" * 128
+    assert head["msgid"] == "e" * 32
+    assert split_message(Rfc5424Encoder().encode(record(host="h" * 300)))[0]["host"] == "h" * 255
+    assert split_message(Rfc5424Encoder().encode(record(host="")))[0]["host"] == NILVALUE
+
+
+def test_structured_data_escaping_and_contents():
+    nasty = 'say "hi" ] \\ back\\slash ]]'
+    data = Rfc5424Encoder().encode(record(text=nasty, flags=["redacted", "partial"], exitasap=True,
+                                          score=5.5, nothing=None))
+    assert b'text="say \\"hi\\" \\] \\\\ back\\\\slash \\]\\]"' in data
+    sd = sd_of(data)
+    assert sd["text"] == nasty
+    assert sd["flags"] == "redacted,partial"
+    assert sd["exitasap"] == "true"
+    assert sd["score"] == "5.5"
+    assert sd["event_id"] == "0123456789abcdef-1f"
+    assert sd["offset"] == "31" and sd["source"] == "/var/log/qmail/current"
+    for gone in ("message", "raw", "time", "host", "program", "pid", "event", "nothing"):
+        assert gone not in sd
+
+
+def test_param_names_are_sanitised():
+    assert sd_name('a b=c]d"e') == "a_b_c_d_e"
+    assert sd_name("é" * 40) == "_" * 32
+    assert sd_name("") == "_"
+    sd = sd_of(Rfc5424Encoder().encode(record(**{"we ird=name]": "v"})))
+    assert sd["we_ird_name_"] == "v"
+    with pytest.raises(ValueError):
+        Rfc5424Encoder(sd_id="bad id")
+
+
+def test_helpers():
+    assert escape_param('\\"]') == '\\\\\\"\\]'
+    assert param_text([]) is None and param_text(None) is None and param_text(False) == "false"
+    assert utf8_cut("aé".encode(), 2) == b"a"
+    assert utf8_cut("aé".encode(), 3) == "aé".encode()
+    assert utf8_cut(b"abc", 0) == b""
+
+
+def test_msg_field_raw_and_bom():
+    data = Rfc5424Encoder(msg_field="raw", bom=True).encode(record())
+    assert split_message(data)[2] == "\ufeff@4000 delivery 1356: success: accepted".encode()
+    assert data.endswith(b"] \xef\xbb\xbf@4000 delivery 1356: success: accepted")
+
+
+def test_oversize_message_cut_at_utf8_boundary_flagged_and_counted():
+    enc = Rfc5424Encoder(max_size=600)
+    data = enc.encode(record(message="é" * 1000))
+    assert len(data) <= 600
+    assert enc.truncated == 1
+    sd = sd_of(data)
+    assert sd["truncated"] == "1" and sd["event_id"] == "0123456789abcdef-1f" and sd["text"] == "accepted message"
+    msg = split_message(data)[2]
+    assert msg.decode("utf-8") == "é" * (len(msg) // 2)  # decodes: cut between characters
+    assert len(data) >= 599  # filled up to the limit (one byte may be lost to the boundary)
+
+
+def test_oversize_structured_data_drops_event_fields_then_core_keeps_event_id():
+    enc = Rfc5424Encoder(max_size=480)
+    data = enc.encode(record(text="x" * 2000, source="/s" * 300, message="m" * 50))
+    assert len(data) <= 480
+    sd = sd_of(data)
+    assert sd["truncated"] == "1" and sd["event_id"] == "0123456789abcdef-1f"
+    assert "text" not in sd
+    assert split_message(data)[0]["msgid"] == "delivery"
+    # even a silly header still yields a valid, bounded message
+    data = enc.encode(record(host="h" * 255, program="p" * 48, pid="9" * 128, event_id="e" * 400))
+    assert len(data) <= 480
+    assert sd_of(data)["event_id"].startswith("eeee")
+    assert enc.truncated == 2
+
+
+def test_fast_path_equals_slow_path_for_real_records():
+    recs = fixture_records()
+    assert len(recs) > 40
+    enc = Rfc5424Encoder()
+    first = enc.encode_batch(recs)
+    again = enc.encode_batch(recs)  # now with compiled templates
+    assert first == again
+    for rec, data in zip(recs, first, strict=True):
+        sd = sd_of(data)
+        for key, value in rec.items():
+            if key in ("message", "raw", "time", "host", "program", "pid", "event") or param_text(value) is None:
+                assert key not in sd or key in ("time_unix_ns",)
+            else:
+                assert sd[key] == param_text(value), key
+        assert split_message(data)[2] == rec["message"].encode()
+    # a record of a known shape but with a value that needs escaping
+    rec = dict(recs[0])
+    key = next(k for k, v in rec.items() if isinstance(v, str) and k not in ("message", "raw", "host", "program",
+                                                                              "event", "time"))
+    rec[key] = 'a"b]c\\'
+    assert sd_of(enc.encode(rec))[key] == 'a"b]c\\'
+
+
+def test_rfc3164():
+    enc = Rfc3164Encoder()
+    assert enc.encode(record(pid=77, time_unix_ns=NS)) == \
+        b"<22>Jan  1 19:51:03 mx1.example qmail-send[77]: delivery 1356: success: accepted"
+    assert enc.encode(record(program="postfix/smtpd", host=None)).startswith(b"<22>Jan  1 19:51:03 - postfix/smtpd: ")
+    small = Rfc3164Encoder(max_size=500)
+    data = small.encode(record(message="é" * 400))
+    assert len(data) <= 500 and small.truncated == 1
+    data.decode("utf-8")
+
+
+# -- property: anything in, a message our own RFC 5424 reader decodes back
+
+keys = st.text(min_size=1, max_size=40)
+values = st.one_of(st.none(), st.text(max_size=60), st.integers(-10**12, 10**12), st.booleans(),
+                   st.lists(st.text(alphabet=string.ascii_letters, max_size=5), max_size=3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(fields=st.dictionaries(keys, values, max_size=12), message=st.text(max_size=300),
+       host=st.one_of(st.none(), st.text(max_size=20)), program=st.one_of(st.none(), st.text(max_size=20)))
+def test_any_record_round_trips(fields, message, host, program):
+    rec = {"event_id": "0123456789abcdef-2a", "time_unix_ns": NS, "host": host, "program": program,
+           "pid": 7, "event": "x"}
+    rec.update(fields)
+    rec["message"] = message
+    enc = Rfc5424Encoder()
+    data = enc.encode(rec)
+    head, sd_text, msg = split_message(data)
+    (sd_id, params), = parse_sd(sd_text)
+    assert sd_id == "qmail@32473"
+    expected = [(sd_name(k), param_text(v)) for k, v in rec.items()
+                if k not in ("message", "raw", "raw_base64", "time", "host", "program", "pid", "event")
+                and param_text(v) is not None]
+    assert params == expected
+    assert msg == message.encode("utf-8", "replace")
+    assert all(33 <= b <= 126 for part in (head["host"], head["app"]) for b in part.encode())
+    # the same record under a tight limit: bounded, still decodable, flagged if cut
+    small = Rfc5424Encoder(max_size=480)
+    cut = small.encode(rec)
+    assert len(cut) <= 480
+    (_, cut_params), = parse_sd(split_message(cut)[1])
+    if small.truncated:
+        assert ("truncated", "1") in cut_params and cut_params[1][0] == "event_id"
+    else:
+        assert cut == data

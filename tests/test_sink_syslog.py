@@ -1,0 +1,276 @@
+"""Syslog sinks (UDP, TCP octet-counted and LF, TLS, mTLS) into a real rsyslogd.
+
+rsyslog parses what we send with its own RFC 5424 parser and writes the fields it found
+(host, app-name, procid, msgid, structured-data, msg) to a file; every field of every
+record must come back as we meant it, across unicode, quotes, brackets and backslashes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+import threading
+import time
+
+import pytest
+from rsyslog_util import INPUTS, Rsyslog, make_certs, parse_sd
+from test_rfc5424 import fixture_records
+
+from shipper.encode.rfc5424 import Rfc5424Encoder, param_text, sd_name
+from shipper.sinks.base import Backoff, SinkError, deliver
+from shipper.sinks.syslog import SyslogTcpSink, SyslogUdpSink
+from shipper.tlsconfig import TlsOptions
+
+NOT_SD = {"message", "raw", "raw_base64", "time", "host", "program", "pid", "event"}
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def rsyslog(tmp_path_factory, certs):
+    r = Rsyslog(tmp_path_factory.mktemp("rsyslog"), tuple(i for i in INPUTS if not i.startswith("relp")), certs)
+    r.start()
+    yield r
+    r.stop()
+
+
+def nasty_records(tag: str, n: int = 6) -> list[dict]:
+    """Records whose fields carry everything that needs care in RFC 5424."""
+    texts = ['quote " here', "bracket ] and [ here", "back\\slash \\\\ twice", 'all "]\\ at once]',
+             "unicode é ü 日本語 🙂", "tab\there = equals"]
+    out = []
+    for i in range(n):
+        t = texts[i % len(texts)]
+        out.append({"event_id": f"{tag}-{i:x}", "time": None, "time_unix_ns": 1_514_836_263_121_918_500 + i * 1000,
+                    "time_source": "tai64n", "host": "mx.example", "program": "qmail-smtpd", "pid": 1000 + i,
+                    "event": "smtp_decision", "action": "Reject", "mail_from": f'"{t}"@example.com',
+                    "rcpt_to": f"rcpt{i}@example.org", "info": t, "weird key=]": t, "message": f"msg {i}: {t}",
+                    "raw": f"raw {i}", "flags": ["redacted"] if i % 2 else [], "source": "/var/log/qmail/smtpd/current",
+                    "file_id": "fedcba9876543210", "offset": i * 100})
+    return out
+
+
+def corpus(tag: str) -> list[dict]:
+    recs = fixture_records()
+    for i, r in enumerate(recs):
+        r["event_id"] = f"{tag}-f{i:x}"
+    return recs + nasty_records(tag)
+
+
+def by_event_id(msgs: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = collections.defaultdict(list)
+    for m in msgs:
+        (sd_id, params), = parse_sd(m["sd"])
+        assert sd_id == "qmail@32473"
+        m["params"] = params
+        out[dict(params)["event_id"]].append(m)
+    return out
+
+
+def assert_parsed_as_meant(rec: dict, got: dict, lf: bool = False) -> None:
+    """rsyslog's view of one message equals the record, field by field."""
+    assert got["host"] == (rec["host"] or "-")
+    assert got["app"] == (rec["program"] or "-")
+    assert got["procid"] == ("-" if rec["pid"] is None else str(rec["pid"]))
+    assert got["msgid"] == rec["event"]
+    ns = rec["time_unix_ns"]
+    assert got["ts"] == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9 // 1000:06d}Z"
+    expected = [(sd_name(k), param_text(v)) for k, v in rec.items() if k not in NOT_SD and param_text(v) is not None]
+    msg = rec["message"]
+    if lf:  # LF framing: a newline anywhere in the message travels as #012
+        expected = [(k, v.replace("\n", "#012")) for k, v in expected]
+        msg = msg.replace("\n", "#012")
+    assert got["params"] == expected
+    assert got["msg"] == msg
+
+
+async def send_all(sink, records, batch=20):
+    for i in range(0, len(records), batch):
+        await sink.send(records[i:i + batch])
+    await sink.close()
+
+
+def check_all_arrived(r: Rsyslog, name: str, records: list[dict], lf: bool = False) -> None:
+    got = by_event_id(r.wait_messages(name, len(records)))
+    for rec in records:
+        assert len(got[rec["event_id"]]) == 1, rec["event_id"]
+        assert_parsed_as_meant(rec, got[rec["event_id"]][0], lf)
+
+
+async def test_udp(rsyslog):
+    recs = corpus("udp")
+    big = dict(recs[0], event_id="udp-big", message="x" * 3000 + "é" * 10)
+    sink = SyslogUdpSink("127.0.0.1", rsyslog.ports["udp"])
+    await send_all(sink, recs + [big])
+    check_all_arrived(rsyslog, "udp", recs)
+    assert sink.stats.sent == len(recs) + 1 and sink.stats.truncated == 1
+    (cut,) = by_event_id(rsyslog.messages("udp"))["udp-big"]
+    assert dict(cut["params"])["truncated"] == "1"
+    assert cut["msg"].startswith("xxxx") and len(cut["raw"].encode()) <= 1472
+    with pytest.raises(ValueError):
+        SyslogUdpSink("127.0.0.1", 1, encoder=Rfc5424Encoder(max_size=8192))
+
+
+@pytest.mark.parametrize("framing", ["octet-counted", "lf"])
+async def test_tcp(rsyslog, framing):
+    recs = corpus(f"tcp-{framing}")
+    recs[0]["message"] = "first line\nsecond line\n  third"  # multi-line message
+    sink = SyslogTcpSink("127.0.0.1", rsyslog.ports["tcp"], framing=framing)
+    await send_all(sink, recs)
+    lf = framing == "lf"
+    got = by_event_id(rsyslog.wait_messages("tcp", len(recs)))
+    for rec in recs:
+        (m,) = got[rec["event_id"]]
+        assert_parsed_as_meant(rec, m, lf)
+    assert sink.stats.sent == sink.stats.acked == len(recs)
+
+
+async def test_tls_and_mtls(rsyslog, certs):
+    recs = corpus("tls")
+    tls = TlsOptions(ca_file=str(certs.ca))
+    await send_all(SyslogTcpSink("127.0.0.1", rsyslog.ports["tls"], tls=tls), recs)
+    check_all_arrived(rsyslog, "tls", recs)
+
+    recs = corpus("mtls")
+    mtls = TlsOptions(ca_file=str(certs.ca), cert_file=str(certs.client_cert), key_file=str(certs.client_key),
+                      server_name="localhost")
+    await send_all(SyslogTcpSink("127.0.0.1", rsyslog.ports["mtls"], tls=mtls), recs)
+    check_all_arrived(rsyslog, "mtls", recs)
+
+    # without a client certificate the mTLS receiver takes nothing
+    sink = SyslogTcpSink("127.0.0.1", rsyslog.ports["mtls"], tls=tls)
+    try:
+        await sink.send(nasty_records("nocert", 2))
+        await asyncio.sleep(0.5)
+        await sink.send(nasty_records("nocert2", 2))
+    except SinkError:
+        pass  # refused during the handshake or seen closed afterwards: either way not "delivered"
+    else:
+        pytest.fail("mTLS receiver accepted a client without a certificate")
+    finally:
+        await sink.close()
+    assert "nocert2-0" not in by_event_id(rsyslog.messages("mtls"))
+
+
+def test_tls_server_name_mismatch_is_a_clear_error(rsyslog, certs):
+    async def attempt():
+        sink = SyslogTcpSink("127.0.0.1", rsyslog.ports["tls"],
+                             tls=TlsOptions(ca_file=str(certs.ca), server_name="not-this-host"))
+        with pytest.raises(SinkError) as err:
+            await sink.send(nasty_records("mismatch", 1))
+        await sink.close()
+        return str(err.value)
+    text = asyncio.run(attempt())
+    assert "certificate verification failed" in text and "not-this-host" in text
+
+
+async def test_receiver_restarted_mid_stream_loses_nothing(tmp_path):
+    r = Rsyslog(tmp_path / "rs", ("tcp",))
+    r.start()
+    sink = SyslogTcpSink("127.0.0.1", r.ports["tcp"], connect_timeout=2.0)
+    recs = [dict(rec, event_id=f"rs-{i:x}") for i, rec in enumerate(nasty_records("x", 300))]
+    batches = [recs[i:i + 50] for i in range(0, len(recs), 50)]
+    try:
+        for n, batch in enumerate(batches):
+            assert await deliver(sink, batch, Backoff(base=0.05, cap=0.5))
+            if n == 2:
+                # the receiver took batches 0-2, then restarts while our connection idles
+                await asyncio.to_thread(r.wait_messages, "tcp", 150)
+                r.stop()
+                threading.Timer(0.5, r.start).start()
+        await sink.close()
+        got = by_event_id(await asyncio.to_thread(r.wait_messages, "tcp", len(recs)))
+    finally:
+        await asyncio.sleep(0.7)
+        r.stop()
+    assert set(got) == {rec["event_id"] for rec in recs}  # nothing lost
+    dupes = {k for k, v in got.items() if len(v) > 1}
+    assert dupes <= {rec["event_id"] for rec in batches[3]}  # only from the re-sent batch
+    for k in dupes:
+        assert all(m["params"] == got[k][0]["params"] for m in got[k])
+    # the close was seen before batch 3 was written into the dead connection
+    assert sink.stats.extra["peer_closed"] == 1 and sink.stats.failed >= 1
+
+
+async def test_receiver_unreachable_at_start_then_delivers(tmp_path):
+    r = Rsyslog(tmp_path / "rs", ("tcp",))  # ports chosen, not started yet
+    sink = SyslogTcpSink("127.0.0.1", r.ports["tcp"], connect_timeout=1.0)
+    recs = nasty_records("late", 20)
+    started = threading.Timer(1.0, r.start)
+    started.start()
+    try:
+        t0 = time.monotonic()
+        assert await deliver(sink, recs, Backoff(base=0.05, cap=0.3))
+        assert time.monotonic() - t0 >= 0.9
+        assert sink.stats.failed >= 1 and "connect failed" in sink.stats.last_error
+        await sink.close()
+        got = by_event_id(await asyncio.to_thread(r.wait_messages, "tcp", len(recs)))
+        assert sorted(got) == sorted(rec["event_id"] for rec in recs)
+    finally:
+        started.join()
+        r.stop()
+
+
+async def test_tls_peer_that_never_answers_the_handshake_times_out():
+    """rsyslog #5539: a peer accepts TCP and then says nothing; we must not hang."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])  # accept, keep open, never answer
+            except OSError:
+                pass
+
+    th = threading.Thread(target=accept, daemon=True)
+    th.start()
+    try:
+        sink = SyslogTcpSink("127.0.0.1", srv.getsockname()[1], tls=TlsOptions(verify=False, handshake_timeout=0.5))
+        t0 = time.monotonic()
+        with pytest.raises(SinkError) as err:
+            await sink.send(nasty_records("hang", 1))
+        assert time.monotonic() - t0 < 3.0
+        assert "TLS handshake timed out after 0.5s" in str(err.value)
+        assert held  # the TCP connection really was accepted
+        await sink.close()
+    finally:
+        stop.set()
+        th.join(2)
+        for s in held:
+            s.close()
+        srv.close()
+
+
+async def test_wrong_server_certificate_clear_error_retries_then_delivers(tmp_path, certs):
+    r = Rsyslog(tmp_path / "rs", ("tls",), certs)
+    r.use_server_cert(certs.other_server_cert, certs.other_server_key)  # signed by a CA we do not trust
+    r.start()
+    sink = SyslogTcpSink("127.0.0.1", r.ports["tls"], tls=TlsOptions(ca_file=str(certs.ca)), connect_timeout=2.0)
+    recs = nasty_records("wrongcert", 10)
+    try:
+        task = asyncio.create_task(deliver(sink, recs, Backoff(base=0.05, cap=0.3)))
+        deadline = time.monotonic() + 10
+        while sink.stats.failed < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert sink.stats.failed >= 2 and not task.done()
+        assert "TLS certificate verification failed" in sink.stats.last_error
+        assert "unable to get local issuer certificate" in sink.stats.last_error
+        # the operator fixes the server's certificate: the same batch gets through
+        r.stop()
+        r.use_server_cert(certs.server_cert, certs.server_key)
+        r.start()
+        assert await asyncio.wait_for(task, 15)
+        await sink.close()
+        got = by_event_id(await asyncio.to_thread(r.wait_messages, "tls", len(recs)))
+        assert sorted(got) == sorted(rec["event_id"] for rec in recs)
+    finally:
+        r.stop()
