@@ -78,6 +78,23 @@ def cmd_parse(argv: list[str]) -> int:
     return status
 
 
+def cmd_run(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(
+        prog="shipper run",
+        description="Run the daemon: follow the configured sources and ship to the sinks. "
+                    "SIGHUP reloads the configuration, SIGTERM drains and exits.")
+    group = ap.add_mutually_exclusive_group(required=True)
+    group.add_argument("-c", "--config", metavar="FILE", help="TOML configuration file")
+    group.add_argument("--demo", action="store_true",
+                       help="ship the built-in sample logs to stdout and exit (needs no server)")
+    ap.add_argument("--log-format", choices=("text", "json"),
+                    help="format of shipper's own log on stderr (default: from the config)")
+    args = ap.parse_args(argv)
+    from shipper.daemon import run_main
+
+    return run_main(args.config, demo=args.demo, log_format=args.log_format)
+
+
 def _lazy(module: str, func: str) -> Callable[[list[str]], int]:
     def run(argv: list[str]) -> int:
         import importlib
@@ -88,7 +105,12 @@ def _lazy(module: str, func: str) -> Callable[[list[str]], int]:
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "run": (cmd_run, "run the daemon (or the demo: run --demo)"),
     "parse": (cmd_parse, "parse logs into NDJSON records on stdout"),
+    "replay": (_lazy("shipper.replay", "main"), "send archived logs to a sink, resumable"),
+    "track": (_lazy("shipper.track.cli", "track_main"), "where did this mail go?"),
+    "stats": (_lazy("shipper.track.cli", "stats_main"), "qmailanalog-style reports"),
+    "buffer": (_lazy("shipper.buffer_tool", "main"), "verify, repair or inspect a disk buffer"),
 }
 
 

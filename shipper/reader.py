@@ -12,6 +12,7 @@ import bz2
 import gzip
 import lzma
 import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,11 +46,24 @@ def is_multilog_dir(path: str) -> bool:
     return "current" in names or any(n.startswith("@") for n in names)
 
 
+_ARCHIVE_RE = re.compile(r"@[0-9a-f]{24}\.[su](\.gz|\.bz2|\.xz)?")
+
+
 def multilog_files(path: str) -> list[str]:
-    """Archives in TAI64N-name order (= chronological), then ``current``."""
+    """Archives in TAI64N-name order (= chronological), then ``current``.
+
+    Archives an admin compressed by hand (``@….s.gz``, ``.bz2``, ``.xz``) count
+    too; where both the plain and a compressed copy exist, the plain one is read.
+    """
     names = os.listdir(path)
-    archives = sorted(n for n in names if n.startswith("@") and len(n) >= 27 and n[-2:] in (".s", ".u"))
-    files = [os.path.join(path, n) for n in archives]
+    best: dict[str, str] = {}
+    for n in names:
+        m = _ARCHIVE_RE.fullmatch(n)
+        if m:
+            base = n[: m.start(1)] if m.group(1) else n
+            if base not in best or not m.group(1):
+                best[base] = n
+    files = [os.path.join(path, best[b]) for b in sorted(best)]
     if "current" in names:
         files.append(os.path.join(path, "current"))
     return files

@@ -1,0 +1,262 @@
+"""Configuration → running parts: sources, queues, sinks, transforms, tracker, pipeline.
+
+Only construction lives here; behaviour lives in the parts. ``Assembly.collect``
+copies the parts' counters into the metrics registry just before a scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from shipper.checkpoint import atomic_write
+from shipper.config import Config, SinkConfig, SourceConfig
+from shipper.diskqueue import DiskQueue
+from shipper.follower import FileSource, MultilogSource
+from shipper.memqueue import MemQueue
+from shipper.metrics import Registry, ShipperMetrics, declare_shipper_metrics, set_last_error
+from shipper.pipeline import Pipeline, SinkRoute
+from shipper.transforms import build_transformer, sink_filter
+
+log = logging.getLogger("shipper")
+
+SUMMARY_EVENTS = frozenset({"mail", "smtp_session"})
+
+
+def is_summary(rec: dict[str, Any]) -> bool:
+    return rec.get("event") in SUMMARY_EVENTS
+
+
+def build_source(cfg: SourceConfig, config: Config) -> Any:
+    state = os.path.join(config.state_dir, "checkpoints", f"{cfg.name}.json")
+    os.makedirs(os.path.dirname(state), exist_ok=True)
+    kind = MultilogSource if cfg.type == "multilog" else FileSource
+    return kind(cfg.paths, state, start=cfg.start_position, watch=cfg.watch,
+                poll_interval=cfg.poll_interval, max_line=cfg.parse_options(config.parse).max_line)
+
+
+def build_sink(cfg: SinkConfig) -> Any:
+    t = cfg.type
+    if t in ("syslog", "relp"):
+        from shipper.encode.rfc5424 import Rfc3164Encoder, Rfc5424Encoder
+
+        if cfg.format == "rfc3164":
+            encoder: Any = Rfc3164Encoder(facility=cfg.facility)
+        else:
+            kwargs: dict[str, Any] = {"sd_id": cfg.sd_id, "facility": cfg.facility}
+            if cfg.max_message_bytes:
+                kwargs["max_size"] = cfg.max_message_bytes
+            encoder = Rfc5424Encoder(**kwargs)
+        if t == "relp":
+            from shipper.sinks.relp import RelpSink
+
+            return RelpSink(cfg.host, cfg.port, tls=cfg.tls, window=cfg.window, encoder=encoder,
+                            connect_timeout=cfg.connect_timeout,
+                            keepalive=(60, 10, 5) if cfg.keepalive else None, name=cfg.name)
+        from shipper.sinks.syslog import SyslogTcpSink, SyslogUdpSink
+
+        if cfg.protocol == "udp":
+            return SyslogUdpSink(cfg.host, cfg.port, encoder=encoder, name=cfg.name)
+        return SyslogTcpSink(cfg.host, cfg.port, framing=cfg.framing,
+                             tls=cfg.tls if cfg.protocol == "tls" else None, encoder=encoder,
+                             connect_timeout=cfg.connect_timeout,
+                             keepalive=(60, 10, 5) if cfg.keepalive else None, name=cfg.name)
+    if t == "gelf":
+        from shipper.sinks import gelf
+
+        if cfg.transport == "udp":
+            return gelf.GelfUdpSink(cfg.host, cfg.port, name=cfg.name, chunk_size=cfg.chunk_size,
+                                    compression=cfg.compression)
+        if cfg.transport == "http":
+            return gelf.gelf_http_sink(cfg.url, name=cfg.name, tls=cfg.tls, **_auth(cfg))
+        return gelf.GelfTcpSink(cfg.host, cfg.port, name=cfg.name,
+                                tls=cfg.tls if cfg.transport == "tls" else None,
+                                connect_timeout=cfg.connect_timeout, keepalive=cfg.keepalive)
+    if t == "http":
+        from shipper.sinks.http import HttpSink
+
+        return HttpSink(cfg.url, cfg.format or "ndjson", name=cfg.name, table=cfg.table,
+                        index=cfg.index, gzip=cfg.gzip, timeout=cfg.timeout,
+                        connect_timeout=cfg.connect_timeout, tls=cfg.tls, headers=cfg.headers,
+                        max_batch_bytes=cfg.batch_max_bytes, max_batch_records=cfg.batch_max_records,
+                        **_auth(cfg))
+    from shipper.sinks.local import FileSink, StdoutSink
+
+    if t == "file":
+        return FileSink(cfg.path, name=cfg.name, max_bytes=cfg.max_bytes, keep=cfg.keep)
+    return StdoutSink(name=cfg.name)
+
+
+def _auth(cfg: SinkConfig) -> dict[str, Any]:
+    a = cfg.auth
+    if a is None:
+        return {}
+    if a.type == "basic":
+        return {"user": a.user, "password": a.password.value if a.password else None,
+                "password_file": a.password_file, "password_env": a.password_env}
+    return {"token": a.token.value if a.token else None, "token_file": a.token_file,
+            "token_env": a.token_env}
+
+
+def build_queue(cfg: SinkConfig) -> Any:
+    b = cfg.buffer
+    if b.type == "memory":
+        return MemQueue.open(max_bytes=b.max_bytes, when_full=b.when_full)
+    return DiskQueue.open(b.path, max_bytes=b.max_bytes, segment_bytes=b.segment_bytes,
+                          fsync=b.fsync, fsync_interval_ms=b.fsync_interval_ms, when_full=b.when_full)
+
+
+class Tracking:
+    """The correlator with its state kept in the state directory across restarts."""
+
+    def __init__(self, config: Config) -> None:
+        from shipper.track.correlator import Correlator, CorrelatorOptions
+
+        self.path = os.path.join(config.state_dir, "tracking.json")
+        self.emit = config.tracking.emit
+        opts = CorrelatorOptions()
+        for part in (opts.qmail, opts.session, opts.postfix):
+            for name, value in (("max_open", config.tracking.max_open),
+                                ("max_age_ns", int(config.tracking.max_age * 1e9))):
+                if hasattr(part, name):
+                    setattr(part, name, value)
+        state = None
+        try:
+            with open(self.path, "rb") as f:
+                state = orjson.loads(f.read())
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            log.error("tracking state %s unreadable (%s): starting with no open mails", self.path, exc)
+        self.correlator = Correlator.from_state(state, opts) if state else Correlator(opts)
+        self._last_flush = time.monotonic()
+
+    def __call__(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = self.correlator.feed(records)
+        now = time.monotonic()
+        if now - self._last_flush > 10:
+            self._last_flush = now
+            out += self.correlator.flush()
+        return out
+
+    def save(self) -> None:
+        try:
+            atomic_write(self.path, orjson.dumps(self.correlator.to_state()))
+        except OSError as exc:
+            log.error("cannot save tracking state to %s: %s", self.path, exc)
+
+
+@dataclass(slots=True)
+class Assembly:
+    config: Config
+    pipeline: Pipeline
+    tracking: Tracking | None
+    transformer: Any
+    registry: Registry = field(default_factory=Registry)
+    metrics: ShipperMetrics | None = None
+    carried: dict[str, float] = field(default_factory=dict)
+
+    def close(self) -> None:
+        if self.tracking is not None:
+            self.tracking.save()
+
+    def health(self) -> tuple[bool, str]:
+        bad = [r.name for r in self.pipeline.routes
+               if not r.sink.stats.connected and not _queue_has_room(r.queue)]
+        if bad:
+            return False, f"sinks down with a full buffer: {', '.join(bad)}"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        return True, "ok"
+
+    def collect(self) -> None:
+        """Copy the parts' counters into the registry (called before each scrape)."""
+        m = self.metrics
+        if m is None:
+            return
+        st = self.pipeline.stats
+        now = time.time()
+        for (program, event), n in st.by_event.items():
+            m.records.set(n, program=program, event=event)
+        for key, ss in st.by_source.items():
+            m.source_lines.set(ss.lines, source=key)
+            m.source_bytes.set(ss.bytes, source=key)
+            m.source_gaps.set(ss.gaps, source=key)
+            m.source_gap_bytes.set(ss.gap_bytes, source=key)
+            if ss.last_event_ns:
+                m.source_lag.set(max(0.0, now - ss.last_event_ns / 1e9), source=key)
+        for route in self.pipeline.routes:
+            s = route.sink.stats
+            name = route.name
+            m.sink_sent.set(s.sent, sink=name)
+            m.sink_acked.set(s.acked, sink=name)
+            m.sink_retried.set(s.retried, sink=name)
+            m.sink_failures.set(s.failed, sink=name)
+            m.sink_dead_lettered.set(s.dead_lettered, sink=name)
+            m.sink_truncated.set(s.truncated, sink=name)
+            m.sink_connected.set(1 if s.connected else 0, sink=name)
+            if s.last_error:
+                set_last_error(m.sink_last_error, name, s.last_error)
+            q = route.queue
+            m.buffer_bytes.set(getattr(q, "bytes_on_disk", 0), sink=name)
+            m.buffer_records.set(getattr(q, "depth", 0), sink=name)
+            qs = getattr(q, "stats", None)
+            if qs is not None:
+                m.buffer_repairs.set(getattr(qs, "repairs", 0), sink=name)
+                m.buffer_dropped.set(getattr(qs, "dropped_newest", 0), sink=name, reason="drop_newest")
+                m.buffer_dropped.set(getattr(qs, "dropped_oldest", 0), sink=name, reason="drop_oldest")
+            oldest = getattr(q, "oldest_unacked_time", None)
+            if isinstance(oldest, int) and oldest:
+                m.buffer_oldest_age.set(max(0.0, now - oldest / 1e9), sink=name)
+        t = self.transformer
+        if t is not None:
+            m.filtered.set(getattr(t, "filtered", 0))
+            rl = getattr(t, "rate_limiter", None)
+            if rl is not None:
+                for program, n in rl.dropped.items():
+                    m.rate_limited.set(n, program=program)
+
+
+def _queue_has_room(q: Any) -> bool:
+    try:
+        return bool(q.has_room(1))
+    except Exception:
+        return True
+
+
+def assemble(config: Config) -> Assembly:
+    os.makedirs(config.state_dir, exist_ok=True)
+    routes = []
+    for scfg in config.sinks.values():
+        from shipper.sinks.deadletter import DeadLetterFile
+
+        routes.append(SinkRoute(
+            name=scfg.name, sink=build_sink(scfg), queue=build_queue(scfg),
+            wants=sink_filter(scfg, is_summary), batch_records=scfg.batch_max_records,
+            batch_bytes=scfg.batch_max_bytes,
+            dead_letter=DeadLetterFile(scfg.dead_letter, sink=scfg.name) if scfg.dead_letter else None))
+    transformer = build_transformer(config.transforms)
+    tracking = Tracking(config) if config.tracking.enabled else None
+    if tracking is not None and tracking.emit != "both":
+        # The global choice narrows every sink's own ``records`` choice.
+        want_summaries = tracking.emit == "summaries"
+        for route in routes:
+            own = route.wants
+            route.wants = lambda rec, own=own: is_summary(rec) == want_summaries and own(rec)
+    parse = config.parse
+    if parse.host is None:
+        parse.host = socket.gethostname()
+    sources = [(build_source(s, config), s.parse_options(parse)) for s in config.sources.values()]
+    pipeline = Pipeline(sources, routes, transform=transformer, correlate=tracking)
+    registry = Registry()
+    asm = Assembly(config, pipeline, tracking, transformer, registry)
+    asm.metrics = declare_shipper_metrics(registry)
+    registry.add_collector(asm.collect)
+    return asm

@@ -1,0 +1,227 @@
+"""`shipper run`: the daemon's life — start, reload on SIGHUP, drain on SIGTERM.
+
+Reload is a clean in-process restart: the running pipeline stops reading,
+commits its checkpoints, finishes (or leaves in its disk queues) what it was
+sending, and a pipeline built from the new configuration starts where the old
+one stopped. Because positions are only committed behind durable queue appends,
+and queues survive restarts, a reload neither loses nor duplicates a line.
+An invalid new configuration is refused with its errors and the old one keeps
+running. A second SIGTERM exits at once; the disk queues make that safe too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from shipper import __version__, sdnotify
+from shipper.assemble import Assembly, assemble
+from shipper.config import Config, ConfigError, load_config, load_config_text
+from shipper.metrics import MetricsServer
+
+log = logging.getLogger("shipper")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {"level": record.levelname.lower(), "logger": record.name,
+                               "msg": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info).splitlines()[-1]
+        return json.dumps(out)
+
+
+def setup_logging(fmt: str = "text", level: str = "info") -> None:
+    """One line per event on stderr, no timestamp: multilog or journald adds one."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class Daemon:
+    def __init__(self, config: Config, config_loader: Any, exit_when_idle: float | None = None) -> None:
+        self.config = config
+        self.config_loader = config_loader  # () -> Config, raises ConfigError
+        self.exit_when_idle = exit_when_idle
+        self.assembly: Assembly | None = None
+        self.metrics_server: MetricsServer | None = None
+        self._signals: asyncio.Queue[int] = asyncio.Queue()
+        self._terms = 0
+
+    def _on_signal(self, signum: int) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self._terms += 1
+            if self._terms >= 2:
+                log.warning("second stop signal: exiting now (unsent records wait in the buffer)")
+                os._exit(0)
+        self._signals.put_nowait(signum)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        notifier = sdnotify.Notifier.from_env()
+        self.assembly = assemble(self.config)
+        await self._start_metrics()
+        run_task = loop.create_task(self.assembly.pipeline.run())
+        notifier.ready(f"shipping {len(self.config.sources)} sources to {len(self.config.sinks)} sinks")
+        log.info("shipper %s started: %d sources, %d sinks", __version__, len(self.config.sources),
+                 len(self.config.sinks))
+        watchdog = loop.create_task(self._watchdog(notifier))
+        try:
+            while True:
+                sig = await self._wait_signal(run_task)
+                if sig is None:  # the pipeline ended on its own (demo, or an error)
+                    exc = run_task.exception() if run_task.done() else None
+                    if exc is not None:
+                        log.error("pipeline failed: %s: %s", type(exc).__name__, exc)
+                        await self._stop_assembly(run_task)
+                        return 1
+                    await self._stop_assembly(run_task)
+                    return 0
+                if sig == signal.SIGHUP:
+                    run_task = await self._reload(run_task, notifier)
+                    continue
+                notifier.stopping()
+                log.info("stopping: draining for up to %.0f s", self.config.drain_timeout)
+                await self._stop_assembly(run_task)
+                return 0
+        finally:
+            watchdog.cancel()
+            if self.metrics_server is not None:
+                await self.metrics_server.stop()
+
+    async def _wait_signal(self, run_task: asyncio.Task[Any]) -> int | None:
+        sig_task = asyncio.ensure_future(self._signals.get())
+        idle_task = asyncio.ensure_future(self._idle()) if self.exit_when_idle else None
+        waiting = {sig_task, run_task} | ({idle_task} if idle_task else set())
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if sig_task in done:
+            if idle_task:
+                idle_task.cancel()
+            return sig_task.result()
+        sig_task.cancel()
+        if idle_task is not None and idle_task in done and not run_task.done():
+            return signal.SIGTERM
+        if idle_task:
+            idle_task.cancel()
+        return None
+
+    async def _idle(self) -> None:
+        """For the demo: done once everything read has been delivered for a while."""
+        assert self.exit_when_idle is not None and self.assembly is not None
+        quiet_since = None
+        last = -1
+        while True:
+            await asyncio.sleep(0.2)
+            a = self.assembly
+            busy = any(getattr(r.queue, "depth", 0) for r in a.pipeline.routes)
+            lines = a.pipeline.stats.lines
+            if busy or lines != last:
+                quiet_since = None
+                last = lines
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= self.exit_when_idle:
+                return
+
+    async def _stop_assembly(self, run_task: asyncio.Task[Any]) -> None:
+        assert self.assembly is not None
+        await self.assembly.pipeline.stop(self.config.drain_timeout)
+        if not run_task.done():
+            run_task.cancel()
+        await asyncio.gather(run_task, return_exceptions=True)
+        self.assembly.close()
+
+    async def _reload(self, run_task: asyncio.Task[Any], notifier: sdnotify.Notifier) -> asyncio.Task[Any]:
+        try:
+            new = self.config_loader()
+        except ConfigError as exc:
+            for line in exc.errors:
+                log.error("reload refused: %s", line)
+            log.error("reload refused: keeping the running configuration")
+            return run_task
+        except OSError as exc:
+            log.error("reload refused: %s", exc)
+            return run_task
+        notifier.reloading()
+        log.info("reloading configuration")
+        await self._stop_assembly(run_task)
+        self.config = new
+        self.assembly = assemble(new)
+        if self.metrics_server is not None:
+            self._point_metrics(self.assembly)
+        task = asyncio.get_running_loop().create_task(self.assembly.pipeline.run())
+        notifier.ready("reloaded")
+        log.info("reloaded: %d sources, %d sinks", len(new.sources), len(new.sinks))
+        return task
+
+    async def _start_metrics(self) -> None:
+        m = self.config.metrics
+        if not m.enabled:
+            return
+        assert self.assembly is not None
+        self.metrics_server = MetricsServer(self.assembly.registry)
+        self._point_metrics(self.assembly)
+        try:
+            await self.metrics_server.start(m.listen)
+        except OSError as exc:
+            log.error("metrics: cannot listen on %s: %s (going on without metrics)", m.listen, exc)
+            self.metrics_server = None
+
+    def _point_metrics(self, assembly: Assembly) -> None:
+        # A reload builds new parts with fresh counters; Prometheus reads the
+        # drop as a counter reset, which rate() handles.
+        server = self.metrics_server
+        assert server is not None
+        server.registry = assembly.registry
+        server.health = assembly.health
+        server.ready = assembly.ready
+
+    async def _watchdog(self, notifier: sdnotify.Notifier) -> None:
+        interval = notifier.watchdog_interval()
+        if not interval:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            notifier.watchdog()
+
+
+def run_main(config_path: str | None, demo: bool = False, log_format: str | None = None) -> int:
+    if demo:
+        from shipper.config import demo_config_text
+
+        text = demo_config_text()
+
+        def loader() -> Config:
+            return load_config_text(text, "<demo>")
+    else:
+        assert config_path is not None
+
+        def loader() -> Config:
+            return load_config(config_path)
+    try:
+        config = loader()
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"shipper: {line}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"shipper: {config_path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    setup_logging(log_format or config.log.format, config.log.level)
+    for w in config.warnings:
+        log.warning("%s", w)
+    daemon = Daemon(config, loader, exit_when_idle=2.0 if demo else None)
+    return asyncio.run(daemon.run())

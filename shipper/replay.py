@@ -1,0 +1,289 @@
+"""`shipper replay`: send archived logs (multilog dirs, files, .gz/.bz2/.xz) to a sink.
+
+Records get the same event ids as when the lines were shipped live (file
+fingerprint + offset), so the SIEM can drop what it already has. Several
+directories are merged in event-time order. A replay is resumable: after each
+delivered batch its progress (per file: lines delivered up to which offset) is
+saved in the state directory, and the same command run again continues there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import calendar
+import hashlib
+import heapq
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from shipper.checkpoint import atomic_write
+from shipper.parse import LineParser, ParseOptions
+from shipper.reader import InputError, expand, is_multilog_dir, read_batches
+from shipper.record import F_PARTIAL, F_TRUNCATED
+from shipper.sinks.base import Backoff, PermanentError, deliver
+from shipper.tai64n import LabelError, decode_ns
+
+BATCH = 2000
+
+
+def parse_time(text: str) -> int:
+    """``2024-05-01``, ``2024-05-01T12:00:00Z``, unix seconds, or a TAI64N label → unix ns."""
+    t = text.strip()
+    if t.startswith("@"):
+        try:
+            return decode_ns(t)
+        except LabelError as exc:
+            raise ValueError(str(exc)) from None
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        return int(float(t) * 1e9)
+    m = re.fullmatch(r"(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d{1,9}))?)?)?"
+                     r"(Z|[+-]\d\d:?\d\d)?", t)
+    if not m:
+        raise ValueError(f"not a time: {text!r} (use 2024-05-01, 2024-05-01T12:00:00Z, unix seconds "
+                         "or a TAI64N label)")
+    y, mo, d, h, mi, s = (int(g or 0) for g in m.groups()[:6])
+    frac = m.group(7) or ""
+    tz = m.group(8)
+    if tz is None:  # local time, as tai64nlocal shows it
+        secs = int(time.mktime((y, mo, d, h, mi, s, 0, 0, -1)))
+    else:
+        secs = calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
+        if tz != "Z":
+            tz = tz.replace(":", "")
+            off = int(tz[1:3]) * 3600 + int(tz[3:5]) * 60
+            secs -= off if tz[0] == "+" else -off
+    return secs * 1_000_000_000 + (int(frac.ljust(9, "0")) if frac else 0)
+
+
+def input_groups(paths: list[str]) -> list[list[str]]:
+    """Each argument → its files in reading order; directories are merged by time later."""
+    groups = []
+    for p in paths:
+        if os.path.isdir(p) and is_multilog_dir(p):
+            groups.append(expand([p]))
+        else:
+            groups.extend([[f] for f in expand([p])])
+    return groups
+
+
+def _group_records(files: list[str], opts: ParseOptions, done: dict[str, int],
+                   since: int | None, until: int | None, counters: dict[str, int]
+                   ) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    parser = LineParser(opts)
+    for path in files:
+        skip_to = done.get(path, -1)
+        for batch in read_batches(path, max_line=opts.max_line):
+            parser.source, parser.file_id = path, batch.file_id
+            counters["bytes"] += sum(map(len, batch.lines)) + len(batch.lines)
+            records = parser.parse_batch(batch.lines, batch.offsets)
+            for i in batch.truncated or ():
+                records[i].add_flag(F_TRUNCATED)
+            if batch.partial is not None:
+                records[batch.partial].add_flag(F_PARTIAL)
+            for rec in records:
+                if rec.offset is not None and rec.offset <= skip_to:
+                    counters["resumed"] += 1
+                    continue
+                t = rec.time_ns or 0
+                if (since is not None and t < since) or (until is not None and t >= until):
+                    counters["filtered"] += 1
+                    continue
+                yield t, rec.offset or 0, rec.to_dict()
+
+
+def merged(groups: list[list[str]], opts: ParseOptions, done: dict[str, int], since: int | None,
+           until: int | None, counters: dict[str, int]) -> Iterator[dict[str, Any]]:
+    """Records of every group, merged by event time (ties: input order, then offset)."""
+    streams = [((t, gi, off, rec) for t, off, rec in _group_records(g, opts, done, since, until, counters))
+               for gi, g in enumerate(groups)]
+    for _, _, _, rec in heapq.merge(*streams, key=lambda x: (x[0], x[1], x[2])):
+        yield rec
+
+
+class Progress:
+    """A bar with ETA on a terminal, a plain line every few seconds otherwise."""
+
+    def __init__(self, total_bytes: int, stream: Any = sys.stderr) -> None:
+        self.total = max(1, total_bytes)
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.start = time.monotonic()
+        self.last = 0.0
+
+    def update(self, done_bytes: int, records: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last < (0.2 if self.tty else 5.0):
+            return
+        self.last = now
+        frac = min(1.0, done_bytes / self.total)
+        elapsed = now - self.start
+        eta = (elapsed / frac - elapsed) if frac > 0 else 0.0
+        rate = records / elapsed if elapsed > 0 else 0.0
+        if self.tty:
+            bar = "#" * int(frac * 30)
+            self.stream.write(f"\r[{bar:<30}] {frac * 100:5.1f}% {records:,} records "
+                              f"{rate:,.0f}/s ETA {eta:,.0f}s ")
+            if final:
+                self.stream.write("\n")
+        else:
+            self.stream.write(f"replay: {frac * 100:.1f}% {records:,} records {rate:,.0f}/s "
+                              f"ETA {eta:,.0f}s\n")
+        self.stream.flush()
+
+
+def _state_path(state_dir: str, key: str) -> str:
+    return os.path.join(state_dir, "replay", hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
+
+
+async def _run(args: argparse.Namespace, sink: Any, out: Any) -> int:
+    try:
+        return await _replay(args, sink, out)
+    finally:
+        if sink is not None:
+            await sink.close()
+
+
+async def _replay(args: argparse.Namespace, sink: Any, out: Any) -> int:
+    groups = input_groups(args.paths)
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+    opts = ParseOptions(redact=not args.no_redact, local_tz=not args.utc, host=args.host)
+    key = orjson.dumps([sorted(sum(groups, [])), args.since, args.until, args.sink or args.output]).decode()
+    state_path = _state_path(args.state_dir, key) if args.state_dir else None
+    done: dict[str, int] = {}
+    if state_path and not args.restart and os.path.exists(state_path):
+        try:
+            with open(state_path, "rb") as f:
+                done = orjson.loads(f.read())["done"]
+            print(f"replay: resuming ({len(done)} files with progress)", file=sys.stderr)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"replay: progress file {state_path} unreadable ({exc}); starting over", file=sys.stderr)
+            done = {}
+    total = sum(os.path.getsize(f) for g in groups for f in g)
+    counters = {"bytes": 0, "filtered": 0, "resumed": 0}
+    progress = Progress(total)
+    sent = 0
+    batch: list[dict[str, Any]] = []
+    interval = 1.0 / args.rate if args.rate else 0.0
+    t_next = time.monotonic()
+    backoff = Backoff()
+
+    async def flush() -> None:
+        nonlocal sent, batch
+        if not batch:
+            return
+        if args.dry_run:
+            pass
+        elif out is not None:
+            out.write(b"".join(orjson.dumps(r) + b"\n" for r in batch))
+            out.flush()
+        else:
+            try:
+                await deliver(sink, batch, backoff)
+            except PermanentError as exc:
+                print(f"replay: the sink refused a batch for good: {exc}", file=sys.stderr)
+                raise
+        for r in batch:
+            src, off = r.get("source"), r.get("offset")
+            if src is not None and off is not None and off > done.get(src, -1):
+                done[src] = off
+        sent += len(batch)
+        batch = []
+        if state_path and not args.dry_run:
+            atomic_write(state_path, orjson.dumps({"done": done, "sent": sent}))
+
+    for rec in merged(groups, opts, done, since, until, counters):
+        batch.append(rec)
+        if interval:
+            t_next += interval
+            delay = t_next - time.monotonic()
+            if delay > 0:
+                await flush()
+                await asyncio.sleep(delay)
+        if len(batch) >= BATCH:
+            await flush()
+            progress.update(counters["bytes"], sent)
+    await flush()
+    progress.update(total, sent, final=True)
+    verb = "would send" if args.dry_run else "sent"
+    print(f"replay: {verb} {sent:,} records; {counters['filtered']:,} outside --since/--until; "
+          f"{counters['resumed']:,} already sent before", file=sys.stderr)
+    if state_path and not args.dry_run:
+        try:
+            os.unlink(state_path)  # finished: a new replay of the same set starts over
+        except FileNotFoundError:
+            pass
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(
+        prog="shipper replay",
+        description="Send archived logs to a sink with the same event ids as a live run. "
+                    "Resumable: run the same command again after an interruption.")
+    ap.add_argument("paths", nargs="+", metavar="PATH",
+                    help="multilog directories (merged in time order), files, .gz/.bz2/.xz archives")
+    target = ap.add_mutually_exclusive_group(required=True)
+    target.add_argument("--sink", metavar="NAME", help="a sink of the configuration (-c)")
+    target.add_argument("--output", metavar="FILE", help="write NDJSON to FILE (- for stdout)")
+    ap.add_argument("-c", "--config", metavar="FILE", help="configuration naming the sink")
+    ap.add_argument("--since", metavar="T", help="only records at or after T")
+    ap.add_argument("--until", metavar="T", help="only records before T")
+    ap.add_argument("--rate", type=float, metavar="N", help="at most N records per second")
+    ap.add_argument("--dry-run", action="store_true", help="read and count, send nothing")
+    ap.add_argument("--restart", action="store_true", help="ignore saved progress")
+    ap.add_argument("--state-dir", metavar="DIR",
+                    help="where progress is kept (default: the config's state_dir, else none)")
+    ap.add_argument("--no-redact", action="store_true")
+    ap.add_argument("--utc", action="store_true", help="tai64nlocal/syslog stamps are UTC")
+    ap.add_argument("--host", help="host name for records whose line names none")
+    args = ap.parse_args(argv)
+    sink = None
+    out = None
+    try:
+        for t in (args.since, args.until):
+            if t:
+                parse_time(t)
+        if args.sink:
+            if not args.config:
+                ap.error("--sink needs -c CONFIG")
+            from shipper.assemble import build_sink
+            from shipper.config import ConfigError, load_config
+
+            try:
+                config = load_config(args.config)
+            except ConfigError as exc:
+                for line in exc.errors:
+                    print(f"shipper: {line}", file=sys.stderr)
+                return 2
+            if args.sink not in config.sinks:
+                print(f"shipper: no sink {args.sink!r} in {args.config} (sinks: "
+                      f"{', '.join(config.sinks) or 'none'})", file=sys.stderr)
+                return 2
+            sink = build_sink(config.sinks[args.sink])
+            if args.state_dir is None:
+                args.state_dir = config.state_dir
+        elif args.output == "-":
+            out = sys.stdout.buffer
+        else:
+            out = open(args.output, "ab")  # noqa: SIM115 - closed below
+        try:
+            return asyncio.run(_run(args, sink, out))
+        finally:
+            if out is not None and out is not sys.stdout.buffer:
+                out.close()
+    except (ValueError, InputError, OSError) as exc:
+        print(f"shipper: {exc}", file=sys.stderr)
+        return 1
+    except PermanentError:
+        return 1
+    except KeyboardInterrupt:
+        print("replay: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
