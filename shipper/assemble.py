@@ -121,11 +121,12 @@ class Tracking:
         self.path = os.path.join(config.state_dir, "tracking.json")
         self.emit = config.tracking.emit
         opts = CorrelatorOptions()
+        t = config.tracking
         for part in (opts.qmail, opts.session, opts.postfix):
-            for name, value in (("max_open", config.tracking.max_open),
-                                ("max_age_ns", int(config.tracking.max_age * 1e9))):
-                if hasattr(part, name):
-                    setattr(part, name, value)
+            part.max_open = t.max_open
+        # max_age is how long a mail may stay in the queue (qmail retries for a
+        # week by default); SMTP sessions keep their own, shorter limit.
+        opts.qmail.max_age_s = opts.postfix.max_age_s = t.max_age
         state = None
         try:
             with open(self.path, "rb") as f:

@@ -1,0 +1,91 @@
+"""Mail tracking: correlate raw records into one summary record per mail and per SMTP session.
+
+Pure state machines (no I/O) fed with record dicts (``Record.to_dict()`` form, or
+any dict with the core keys and the event fields of docs/records.md):
+
+* ``shipper.track.qmail``    — qmail-send message lifecycle (``mail`` records)
+* ``shipper.track.session``  — tcpserver/sslserver → rblsmtpd → qmail-smtpd/recordio
+  sessions (``smtp_session`` records), and the qp links to messages
+* ``shipper.track.postfix``  — Postfix / PMG, pmg-log-tracker's model
+* ``shipper.track.correlator`` — ``Correlator``: routes records to the three
+* ``shipper.track.report``   — ``shipper stats`` / ``shipper track`` logic
+* ``shipper.track.cli``      — argparse front ends (file reading only there)
+
+This module holds the small helpers the trackers share: the summary record's
+core keys (schema in docs/records.md, "Summary records").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shipper.record import rfc3339_ns
+
+F_INCOMPLETE = "incomplete"  # the summary was emitted before its end was seen
+F_PARTIAL = "partial"  # its beginning was not seen (started before our input)
+
+NS = 1_000_000_000
+MAX_EVENT_IDS = 200  # per summary: ids of the lines it was built from (more are counted, not kept)
+
+
+def origin(rec: dict[str, Any]) -> dict[str, Any]:
+    """What a summary keeps of its first line: enough for its deterministic id and provenance."""
+    return {
+        "event_id": rec.get("event_id"),
+        "host": rec.get("host"),
+        "source": rec.get("source"),
+        "file_id": rec.get("file_id"),
+        "offset": rec.get("offset"),
+    }
+
+
+def add_event_id(state: dict[str, Any], rec: dict[str, Any]) -> None:
+    """Remember which line fed this summary (bounded)."""
+    eid = rec.get("event_id")
+    if eid is None:
+        return
+    ids = state.setdefault("event_ids", [])
+    if len(ids) < MAX_EVENT_IDS:
+        ids.append(eid)
+    else:
+        state["event_ids_dropped"] = state.get("event_ids_dropped", 0) + 1
+
+
+def summary(event: str, program: str, suffix: str, first: dict[str, Any], end_ns: int | None,
+            time_source: str | None, fields: dict[str, Any], text: str,
+            flags: list[str] | None) -> dict[str, Any]:
+    """A summary record: the core keys of a normal record, then ``fields``.
+
+    ``event_id`` is the first line's event id plus ``suffix`` ("m" mail, "s" session),
+    so replaying the same input yields the same summary id.
+    """
+    eid = first.get("event_id")
+    d: dict[str, Any] = {
+        "event_id": f"{eid}{suffix}" if eid is not None else None,
+        "time": rfc3339_ns(end_ns) if end_ns is not None else None,
+        "time_unix_ns": end_ns,
+        "time_source": time_source,
+        "host": first.get("host"),
+        "program": program,
+        "pid": None,
+        "event": event,
+    }
+    d.update(fields)
+    d["message"] = text
+    d["raw"] = text
+    d["flags"] = flags or []
+    d["source"] = first.get("source")
+    d["file_id"] = first.get("file_id")
+    d["offset"] = first.get("offset")
+    return d
+
+
+def iso(ns: int | None) -> str | None:
+    return rfc3339_ns(ns) if ns is not None else None
+
+
+def seconds(a_ns: int | None, b_ns: int | None) -> float | None:
+    """b - a in seconds (µs precision), None when either is unknown."""
+    if a_ns is None or b_ns is None:
+        return None
+    return round((b_ns - a_ns) / NS, 6)

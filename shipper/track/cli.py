@@ -1,0 +1,198 @@
+"""``shipper track`` and ``shipper stats``: read logs, correlate, filter or aggregate.
+
+The I/O edge of mail tracking. Inputs are files, multilog directories (archives
+``@….s``/``@….u`` in name order, then ``current``), plain directories (their files
+in name order), ``-`` for stdin; gzip/bzip2/xz are read transparently. Each input
+is read in batches and parsed with ``LineParser``; inputs are merged by log time
+(a qmail-send directory and an smtpd directory interleave as they happened) and
+fed to the ``Correlator``. Memory depends on the open mails and sessions, not on
+the input size: summaries are printed (track) or aggregated (stats) as they complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import orjson
+
+from shipper.parse import LineParser, ParseOptions
+from shipper.reader import InputError, is_multilog_dir, multilog_files, read_batches
+from shipper.record import event_id
+from shipper.track.correlator import Correlator, CorrelatorOptions
+from shipper.track.report import Stats, TrackQuery, matches, render_stats, render_text
+
+FEED_BATCH = 2048
+FLUSH_EVERY = 64  # batches between max-age flushes
+# Raw events no tracker looks at: skipped before building a dict for them.
+_IGNORED = frozenset({"status", "tcp_status", "unparsed", "io_eof", "daemon",
+                      "delivery_account", "warning", "alert"})
+
+
+def _files(path: str) -> list[str]:
+    if path == "-":
+        return ["-"]
+    if os.path.isdir(path):
+        if is_multilog_dir(path):
+            return multilog_files(path)
+        return sorted(os.path.join(path, n) for n in os.listdir(path)
+                      if os.path.isfile(os.path.join(path, n)) and not n.startswith("."))
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file or directory")
+    return [path]
+
+
+def _records(path: str, opts: ParseOptions) -> Iterator[dict[str, Any]]:
+    """The parsed, trackable records of one input (a file or a directory), in order."""
+    for fn in _files(path):
+        parser = None
+        for batch in read_batches(fn, opts.max_line):
+            if parser is None or parser.file_id != batch.file_id:
+                parser = LineParser(opts, source=batch.source, file_id=batch.file_id)
+            for rec in parser.parse_batch(batch.lines, batch.offsets):
+                if rec.event in _IGNORED:
+                    continue
+                d = {"event_id": event_id(rec.file_id, rec.offset), "time_unix_ns": rec.time_ns,
+                     "time_source": rec.time_source, "host": rec.host, "program": rec.program,
+                     "pid": rec.pid, "event": rec.event}
+                d.update(rec.fields)
+                d["source"] = rec.source
+                d["file_id"] = rec.file_id
+                d["offset"] = rec.offset
+                yield d
+
+
+def summaries(paths: list[str], copts: CorrelatorOptions | None = None,
+              popts: ParseOptions | None = None) -> Iterator[dict[str, Any]]:
+    """Every ``mail``/``smtp_session`` summary of the inputs, as they complete."""
+    popts = popts or ParseOptions()
+    streams = [_records(p, popts) for p in paths]
+    merged = heapq.merge(*streams, key=lambda r: r["time_unix_ns"] or 0) if len(streams) > 1 \
+        else streams[0]
+    corr = Correlator(copts)
+    batch: list[dict[str, Any]] = []
+    n = 0
+    for rec in merged:
+        batch.append(rec)
+        if len(batch) >= FEED_BATCH:
+            yield from corr.feed(batch)
+            batch = []
+            n += 1
+            if n % FLUSH_EVERY == 0:
+                yield from corr.flush()
+    if batch:
+        yield from corr.feed(batch)
+    yield from corr.finish()
+
+
+_REL_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(text: str, now: float | None = None) -> int:
+    """``2024-05-01``, ``2024-05-01T12:00:00Z`` / ``+02:00`` (naive = UTC), unix seconds,
+    or an age like ``3h``, ``2d`` (before now) → unix ns."""
+    t = text.strip()
+    m = _REL_RE.match(t)
+    if m:
+        base = time.time() if now is None else now
+        return int((base - float(m.group(1)) * _UNITS[m.group(2)]) * 1e9)
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        secs, _, frac = t.partition(".")
+        return int(secs) * 1_000_000_000 + int((frac + "000000000")[:9])
+    try:
+        dt = datetime.fromisoformat(t.replace("Z", "+00:00").replace(" ", "T", 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+
+
+def _common(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("paths", nargs="+", metavar="PATH",
+                    help="log file, multilog directory, or - for stdin (.gz/.bz2/.xz read as such)")
+    ap.add_argument("--since", type=parse_time, help="only mails/sessions ending at or after T")
+    ap.add_argument("--until", type=parse_time, help="only mails/sessions starting at or before T")
+    ap.add_argument("--json", action="store_true", help="JSON output")
+    ap.add_argument("--max-open", type=int, default=100_000,
+                    help="open messages kept before the oldest is reported incomplete")
+    ap.add_argument("--utc", action="store_true",
+                    help="tai64nlocal / syslog stamps are UTC, not local time")
+    ap.add_argument("--year", type=int, help="year of BSD syslog stamps (default: guessed)")
+
+
+def _options(args: argparse.Namespace) -> tuple[CorrelatorOptions, ParseOptions]:
+    c = CorrelatorOptions()
+    c.qmail.max_open = args.max_open
+    c.postfix.max_open = args.max_open
+    c.session.show_auth_user = getattr(args, "auth_user", False)
+    return c, ParseOptions(local_tz=not args.utc, syslog_year=args.year)
+
+
+def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
+    """``shipper track``: where did this mail go? Exit 0 if something matched, 1 if not, 2 on error."""
+    out = stdout or sys.stdout
+    ap = argparse.ArgumentParser(prog="shipper track", description=track_main.__doc__)
+    _common(ap)
+    ap.add_argument("--from", dest="mail_from", metavar="ADDR", help="sender contains ADDR")
+    ap.add_argument("--to", dest="rcpt_to", metavar="ADDR", help="a recipient contains ADDR")
+    ap.add_argument("--host", metavar="H", help="client or relay host/IP contains H")
+    ap.add_argument("--msgid", metavar="ID", help="qmail msg number, Postfix queue id or Message-ID")
+    ap.add_argument("--search", metavar="TEXT", help="TEXT anywhere in the summary")
+    ap.add_argument("--sessions", action="store_true",
+                    help="also list sessions that queued mail (shown inside their mails anyway)")
+    ap.add_argument("--auth-user", action="store_true", help="show AUTH user names (PII)")
+    args = ap.parse_args(argv)
+    q = TrackQuery(mail_from=args.mail_from, rcpt_to=args.rcpt_to, since_ns=args.since,
+                   until_ns=args.until, host=args.host, msgid=args.msgid, search=args.search,
+                   sessions=args.sessions)
+    copts, popts = _options(args)
+    found = 0
+    try:
+        for rec in summaries(args.paths, copts, popts):
+            if not matches(rec, q):
+                continue
+            found += 1
+            if args.json:
+                out.write(orjson.dumps(rec).decode() + "\n")
+            else:
+                out.write(render_text(rec))
+    except InputError as exc:
+        print(f"shipper track: {exc}", file=sys.stderr)
+        return 2
+    out.flush()
+    return 0 if found else 1
+
+
+def stats_main(argv: list[str], stdout: TextIO | None = None) -> int:
+    """``shipper stats``: qmailanalog-style totals, top lists and delay percentiles."""
+    out = stdout or sys.stdout
+    ap = argparse.ArgumentParser(prog="shipper stats", description=stats_main.__doc__)
+    _common(ap)
+    ap.add_argument("--top", type=int, default=10, help="rows in each top list")
+    args = ap.parse_args(argv)
+    q = TrackQuery(since_ns=args.since, until_ns=args.until, sessions=True)
+    copts, popts = _options(args)
+    st = Stats(top=args.top)
+    try:
+        for rec in summaries(args.paths, copts, popts):
+            if matches(rec, q):
+                st.add(rec)
+    except InputError as exc:
+        print(f"shipper stats: {exc}", file=sys.stderr)
+        return 2
+    d = st.to_dict()
+    if args.json:
+        out.write(orjson.dumps(d, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        out.write(render_stats(d))
+    out.flush()
+    return 0

@@ -1,0 +1,504 @@
+"""qmail-send message lifecycle → one ``mail`` summary per message. Pure, no I/O.
+
+Line order for one message (formats.md §4): ``new msg M`` → ``info msg M`` →
+n × (``starting delivery D: msg M to CHAN RCPT`` … ``delivery D: RESULT: TEXT``) →
+optional ``bounce msg M qp Q`` → ``end msg M``. Deliveries of many messages interleave.
+
+Keys and the two id pitfalls:
+* A message id is the inode of its queue file: unique while the message is in the
+  queue, reused after ``end msg``. Open messages are keyed by (host, queue, M); a
+  ``new msg M`` while M is still open means its end was lost: the old one is
+  emitted ``incomplete`` (reason ``id_reused``) and a new one starts.
+* Delivery ids count from 1 again when qmail-send restarts. A restart is seen as
+  ``status: exiting`` or as a ``starting delivery D`` with D not above the last
+  started id; either starts a new *epoch* of that (host, queue): deliveries still
+  open from the old epoch are closed as ``interrupted`` and never matched to a
+  result of the new one. Messages survive the restart (they stay in the queue and
+  qmail-send resumes delivering them under new delivery ids).
+
+Counting follows qmailanalog ``matchup``: each finished delivery attempt counts one
+success (k), failure (d) or deferral (z); ``report mangled`` counts as a deferral;
+the birth time is the ``info msg`` line's time.
+State is plain JSON-able data (``to_state``/``from_state``), memory is bounded by
+the number of open messages (``max_open``; the oldest is emitted ``incomplete``
+when exceeded) and by ``max_attempts`` per recipient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shipper.track import (
+    F_INCOMPLETE,
+    F_PARTIAL,
+    NS,
+    add_event_id,
+    iso,
+    origin,
+    seconds,
+    summary,
+)
+
+
+@dataclass(slots=True)
+class QmailOptions:
+    max_open: int = 100_000  # open messages kept; beyond, the oldest is emitted incomplete
+    max_age_s: float = 8 * 86400  # queuelifetime (7 days) + a day: then emitted incomplete
+    max_attempts: int = 50  # delivery attempts kept per recipient (all are counted)
+
+
+# The session tracker's link function: (host, qp, mail_from, time_ns, mail_ref) -> session ref
+# or None. It also remembers the mail so a session that ends later can name it.
+SessionLookup = Callable[[str, int, "str | None", "int | None", dict[str, Any]], "dict[str, Any] | None"]
+
+
+def _lead_int(d: Any) -> int | None:
+    """Numeric part of a delivery id (indimail writes ``12.qident``)."""
+    if isinstance(d, int):
+        return d
+    s = str(d)
+    n = 0
+    i = 0
+    while i < len(s) and s[i].isdigit():
+        n = n * 10 + ord(s[i]) - 48
+        i += 1
+    return n if i else None
+
+
+class QmailTracker:
+    """Feed qmail-send records in log order; get ``mail`` summaries back."""
+
+    __slots__ = ("opts", "mails", "queues", "bounces", "by_qp", "session_lookup", "orphans")
+
+    def __init__(self, opts: QmailOptions | None = None,
+                 session_lookup: SessionLookup | None = None) -> None:
+        self.opts = opts or QmailOptions()
+        self.mails: dict[str, dict[str, Any]] = {}  # open messages, oldest first
+        self.queues: dict[str, dict[str, Any]] = {}  # per (host, queue): epoch, last id, open deliveries
+        self.bounces: dict[str, dict[str, Any]] = {}  # "host\0qp" of a bounce → the bounced message
+        self.by_qp: dict[str, str] = {}  # "host\0qp" → key of the open message with that qp
+        self.session_lookup = session_lookup
+        self.orphans = 0  # delivery results whose start we never saw
+
+    # -- state ---------------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        return {"mails": list(self.mails.items()), "queues": self.queues,
+                "bounces": list(self.bounces.items()), "by_qp": self.by_qp,
+                "orphans": self.orphans}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.mails = dict(state.get("mails", []))
+        self.queues = dict(state.get("queues", {}))
+        self.bounces = dict(state.get("bounces", []))
+        self.by_qp = dict(state.get("by_qp", {}))
+        self.orphans = int(state.get("orphans", 0))
+
+    def attach_session(self, host: str, qp: int, session_ref: dict[str, Any]) -> bool:
+        """A session's ``250 ok … qp N`` seen after the message's ``info msg``: link it."""
+        key = self.by_qp.get(f"{host}\x00{qp}")
+        m = self.mails.get(key) if key is not None else None
+        if m is None:
+            return False
+        if "session" not in m:
+            m["session"] = session_ref
+        return True
+
+    # -- feeding -------------------------------------------------------------------------
+    def feed(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        ev = rec.get("event")
+        fn = _HANDLERS.get(ev)  # type: ignore[arg-type]
+        if fn is not None:
+            fn(self, rec, out)
+
+    def flush(self, now_ns: int, out: list[dict[str, Any]]) -> None:
+        """Emit messages older than ``max_age_s`` (by log time) as incomplete."""
+        limit = now_ns - int(self.opts.max_age_s * NS)
+        for key in list(self.mails):
+            m = self.mails[key]
+            if (m.get("birth_ns") or m["first_ns"]) >= limit:
+                continue
+            self._emit(key, m, m["last_ns"], None, out, "max_age")
+
+    def finish(self, out: list[dict[str, Any]]) -> None:
+        """End of input: every open message is emitted incomplete."""
+        for key in list(self.mails):
+            m = self.mails[key]
+            self._emit(key, m, m["last_ns"], None, out, "open_at_end")
+
+    # -- handlers ------------------------------------------------------------------------
+    def _qkey(self, rec: dict[str, Any]) -> str:
+        return f"{rec.get('host') or ''}\x00{rec.get('queue') or ''}"
+
+    def _queue(self, qkey: str) -> dict[str, Any]:
+        q = self.queues.get(qkey)
+        if q is None:
+            q = self.queues[qkey] = {"epoch": 0, "last": None, "dels": {}}
+        return q
+
+    def _mail(self, rec: dict[str, Any], msg: int, out: list[dict[str, Any]],
+              create: bool = True) -> tuple[str, dict[str, Any] | None]:
+        key = f"{self._qkey(rec)}\x00{msg}"
+        m = self.mails.get(key)
+        if m is None and create:
+            t = rec.get("time_unix_ns")
+            q = self._queue(self._qkey(rec))
+            m = {"msg": msg, "queue": rec.get("queue"), "origin": origin(rec), "first_ns": t,
+                 "last_ns": t, "birth_ns": None, "info": False, "new": False, "epoch": q["epoch"],
+                 "rcpts": [], "rindex": {}, "k": 0, "d": 0, "z": 0, "open": []}
+            self.mails[key] = m
+            if len(self.mails) > self.opts.max_open:
+                old = next(iter(self.mails))
+                om = self.mails[old]
+                self._emit(old, om, om["last_ns"], None, out, "evicted")
+        return key, m
+
+    def _new_msg(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        msg = rec.get("msg")
+        if msg is None:
+            return
+        key, m = self._mail(rec, msg, out, create=False)
+        if m is not None:
+            self._emit(key, m, m["last_ns"], None, out, "id_reused")
+        key, m = self._mail(rec, msg, out)
+        assert m is not None
+        m["new"] = True
+        self._touch(m, rec)
+
+    def _info_msg(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        msg = rec.get("msg")
+        if msg is None:
+            return
+        key, m = self._mail(rec, msg, out)
+        assert m is not None
+        m["info"] = True
+        m["birth_ns"] = rec.get("time_unix_ns")
+        for f in ("mail_from", "size", "qp", "uid"):
+            if f in rec:
+                m[f] = rec[f]
+        self._touch(m, rec)
+        qp = rec.get("qp")
+        host = rec.get("host") or ""
+        if qp is not None:
+            # A bounce is injected by qmail-send itself right after ``bounce msg``, with
+            # sender <> (or #@[] for a double bounce): only such a message can be it.
+            b = None
+            if rec.get("mail_from") in ("", "#@[]"):
+                b = self.bounces.pop(f"{host}\x00{qp}", None)
+                t = rec.get("time_unix_ns")
+                if b is not None and t is not None and b.get("time_unix_ns") is not None \
+                        and not 0 <= t - b["time_unix_ns"] <= 3600 * NS:
+                    b = None
+            if b is not None:
+                b.pop("time_unix_ns", None)
+                m["bounce_of"] = b
+            self.by_qp[f"{host}\x00{qp}"] = key
+            m["qp_key"] = f"{host}\x00{qp}"
+            if self.session_lookup is not None and b is None:
+                ref = {"msg": msg, "qp": qp, "event_id": _mail_event_id(m)}
+                s = self.session_lookup(host, qp, rec.get("mail_from"), rec.get("time_unix_ns"), ref)
+                if s is not None:
+                    m["session"] = s
+
+    def _starting(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        d, msg = rec.get("delivery"), rec.get("msg")
+        if d is None or msg is None:
+            return
+        qkey = self._qkey(rec)
+        q = self._queue(qkey)
+        n = _lead_int(d)
+        if n is not None:
+            if q["last"] is not None and n <= q["last"]:
+                self._new_epoch(q, rec.get("time_unix_ns"))
+            q["last"] = n
+        key, m = self._mail(rec, msg, out)
+        assert m is not None
+        rkey = f"{rec.get('channel')} {rec.get('rcpt_to')}"
+        idx = m["rindex"].get(rkey)
+        if idx is None:
+            idx = m["rindex"][rkey] = len(m["rcpts"])
+            m["rcpts"].append({"rcpt_to": rec.get("rcpt_to"), "channel": rec.get("channel"),
+                               "result": None, "n_attempts": 0, "attempts": []})
+        sd = str(d)
+        old = q["dels"].get(sd)
+        if old is not None:  # same id started twice in one epoch: the first never ended
+            self._close_open(sd, old, "interrupted")
+        r = m["rcpts"][idx]
+        r["n_attempts"] += 1
+        att = {"delivery": d, "epoch": q["epoch"], "start_unix_ns": rec.get("time_unix_ns"),
+               "result": None}
+        r["attempts"].append(att)
+        if len(r["attempts"]) > self.opts.max_attempts:
+            del r["attempts"][0]
+        q["dels"][sd] = [key, idx]
+        m["open"].append(sd)
+        self._touch(m, rec)
+
+    def _delivery(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        d = rec.get("delivery")
+        if d is None:
+            return
+        q = self._queue(self._qkey(rec))
+        ref = q["dels"].pop(str(d), None)
+        if ref is None:
+            self.orphans += 1
+            return
+        key, idx = ref
+        m = self.mails.get(key)
+        if m is None:
+            self.orphans += 1
+            return
+        if str(d) in m["open"]:
+            m["open"].remove(str(d))
+        r = m["rcpts"][idx]
+        att = _open_attempt(r, d)
+        if att is None:
+            return
+        t = rec.get("time_unix_ns")
+        if rec.get("event") == "delivery_mangled":
+            result, text_raw = "deferral", "report_mangled"
+            att["text"] = "report mangled, will defer"
+        else:
+            result = rec.get("result") or "deferral"
+            text_raw = rec.get("text_raw", rec.get("text"))
+            for f in ("text", "smtp_code", "dsn", "relay_ip", "recipient"):
+                if f in rec:
+                    att[f] = rec[f]
+        att["result"] = result
+        att["reason"] = text_raw  # as logged (logsafe'd): what matchup prints
+        att["end_unix_ns"] = t
+        att["duration_s"] = seconds(att.get("start_unix_ns"), t)
+        m["k" if result == "success" else "d" if result == "failure" else "z"] += 1
+        r["result"] = result
+        for f in ("text", "smtp_code", "dsn", "relay_ip"):
+            if f in att:
+                r[f] = att[f]
+            else:
+                r.pop(f, None)
+        if result in ("success", "failure"):
+            r["delay_s"] = seconds(m.get("birth_ns") or m["first_ns"], t)
+        self._touch(m, rec)
+
+    def _bounce(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        msg, qp = rec.get("msg"), rec.get("qp")
+        if msg is None:
+            return
+        key, m = self._mail(rec, msg, out)
+        assert m is not None
+        m["bounce_qp"] = qp
+        self._touch(m, rec)
+        if qp is not None:
+            self.bounces[f"{rec.get('host') or ''}\x00{qp}"] = {
+                "msg": msg, "qp": m.get("qp"), "event_id": _mail_event_id(m),
+                "time_unix_ns": rec.get("time_unix_ns")}
+            while len(self.bounces) > self.opts.max_open:
+                del self.bounces[next(iter(self.bounces))]
+
+    def _discard(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        msg = rec.get("msg")
+        if msg is None:
+            return
+        key, m = self._mail(rec, msg, out)
+        assert m is not None
+        m["bounce_discarded"] = "triple" if rec.get("event") == "triple_bounce" else "double"
+        self._touch(m, rec)
+
+    def _end_msg(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        msg = rec.get("msg")
+        if msg is None:
+            return
+        key, m = self._mail(rec, msg, out, create=False)
+        if m is None:  # its start is before our input: a bare record, flagged partial
+            key, m = self._mail(rec, msg, out)
+            assert m is not None
+        add_event_id(m, rec)
+        self._emit(key, m, rec.get("time_unix_ns"), rec.get("time_source"), out, None)
+
+    def _exiting(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        q = self._queue(self._qkey(rec))
+        self._new_epoch(q, rec.get("time_unix_ns"))
+        q["last"] = None
+
+    # -- internals -----------------------------------------------------------------------
+    def _touch(self, m: dict[str, Any], rec: dict[str, Any]) -> None:
+        t = rec.get("time_unix_ns")
+        if t is not None:
+            m["last_ns"] = t
+        add_event_id(m, rec)
+
+    def _new_epoch(self, q: dict[str, Any], t: int | None) -> None:
+        q["epoch"] += 1
+        for sd, ref in q["dels"].items():
+            self._close_open(sd, ref, "interrupted")
+        q["dels"] = {}
+
+    def _close_open(self, sd: str, ref: list[Any], why: str) -> None:
+        """An attempt that will never get its result (qmail-send restarted meanwhile)."""
+        key, idx = ref
+        m = self.mails.get(key)
+        if m is None:
+            return
+        for att in m["rcpts"][idx]["attempts"]:
+            if str(att["delivery"]) == sd and "end_unix_ns" not in att:
+                att[why] = True
+        if sd in m["open"]:
+            m["open"].remove(sd)
+
+    def _emit(self, key: str, m: dict[str, Any], end_ns: int | None, time_source: str | None,
+              out: list[dict[str, Any]], incomplete: str | None) -> None:
+        self.mails.pop(key, None)
+        qk = m.get("qp_key")
+        if qk is not None and self.by_qp.get(qk) == key:
+            del self.by_qp[qk]
+        q = self.queues.get(key.rsplit("\x00", 1)[0])
+        if q is not None:
+            for d in m["open"]:
+                ref = q["dels"].get(d)
+                if ref is not None and ref[0] == key:
+                    del q["dels"][d]
+        out.append(mail_record(m, end_ns, time_source, incomplete))
+
+
+def _open_attempt(r: dict[str, Any], d: Any) -> dict[str, Any] | None:
+    for att in reversed(r["attempts"]):
+        if att["delivery"] == d and "end_unix_ns" not in att and "interrupted" not in att:
+            return att
+    return None
+
+
+def _mail_event_id(m: dict[str, Any]) -> str | None:
+    eid = m["origin"].get("event_id")
+    return f"{eid}m" if eid is not None else None
+
+
+def mail_record(m: dict[str, Any], end_ns: int | None, time_source: str | None,
+                incomplete: str | None) -> dict[str, Any]:
+    """The ``mail`` summary record of one message (schema: docs/records.md)."""
+    flags: list[str] = []
+    if incomplete:
+        flags.append(F_INCOMPLETE)
+    if not m["info"]:
+        flags.append(F_PARTIAL)
+    birth = m.get("birth_ns")
+    rcpts = []
+    for r in m["rcpts"]:
+        r = {k: v for k, v in r.items()}
+        rcpts.append(r)
+    f: dict[str, Any] = {"msg": m["msg"]}
+    if m.get("queue") is not None:
+        f["queue"] = m["queue"]
+    for k in ("mail_from", "size", "qp", "uid"):
+        if k in m:
+            f[k] = m[k]
+    f["birth"] = iso(birth)
+    f["birth_unix_ns"] = birth
+    f["queue_time_s"] = seconds(birth, end_ns) if not incomplete else None
+    f["recipients"] = rcpts
+    f["n_recipients"] = len(rcpts)
+    f["n_success"], f["n_failure"], f["n_deferral"] = m["k"], m["d"], m["z"]
+    f["result"] = _overall(rcpts)
+    for k in ("bounce_qp", "bounce_of", "bounce_discarded", "session"):
+        if k in m:
+            f[k] = m[k]
+    mf = m.get("mail_from")
+    if mf == "":
+        f["bounce_kind"] = "bounce"
+    elif mf == "#@[]":
+        f["bounce_kind"] = "double_bounce"
+    f["epoch"] = m["epoch"]
+    if incomplete:
+        f["incomplete_reason"] = incomplete
+    f["event_ids"] = m.get("event_ids", [])
+    if m.get("event_ids_dropped"):
+        f["event_ids_dropped"] = m["event_ids_dropped"]
+    text = _text(f, incomplete)
+    return summary("mail", "qmail-send", "m", m["origin"], end_ns, time_source, f, text, flags)
+
+
+def _overall(rcpts: list[dict[str, Any]]) -> str | None:
+    results = {r.get("result") for r in rcpts}
+    if not results:
+        return None
+    if len(results) == 1:
+        return next(iter(results))
+    if None in results or "deferral" in results:
+        return "deferral"
+    return "mixed"
+
+
+def _text(f: dict[str, Any], incomplete: str | None) -> str:
+    parts = [f"mail msg {f['msg']}"]
+    if "mail_from" in f:
+        parts.append(f"from <{f['mail_from']}>")
+    if "size" in f:
+        parts.append(f"{f['size']} bytes")
+    rc = ", ".join(f"{r.get('rcpt_to')} {r.get('result') or 'pending'}" for r in f["recipients"][:5])
+    if len(f["recipients"]) > 5:
+        rc += f", +{len(f['recipients']) - 5} more"
+    parts.append(f"to {rc}" if rc else "no deliveries")
+    if incomplete:
+        parts.append(f"(incomplete: {incomplete})")
+    return " ".join(parts)
+
+
+_HANDLERS = {
+    "new_msg": QmailTracker._new_msg,
+    "info_msg": QmailTracker._info_msg,
+    "starting_delivery": QmailTracker._starting,
+    "delivery": QmailTracker._delivery,
+    "delivery_mangled": QmailTracker._delivery,
+    "bounce_msg": QmailTracker._bounce,
+    "triple_bounce": QmailTracker._discard,
+    "double_bounce": QmailTracker._discard,
+    "end_msg": QmailTracker._end_msg,
+    "status_exiting": QmailTracker._exiting,
+}
+
+
+def matchup_lines(mails: list[dict[str, Any]]) -> list[str]:
+    """Render ``mail`` records in qmailanalog ``matchup`` output form (AQ matchup.c).
+
+    ``m birth done bytes nk nd nz <sender> qp uid`` per message (only messages whose
+    ``info msg`` was seen, like matchup), ``d k|d|z birth dstart dend bytes <sender>
+    chan.rcpt qp uid reason`` per finished delivery attempt; times as ``secs.usec``,
+    sender and recipient lower-cased. Lines are ordered by their time (a ``d`` line at
+    its delivery end, an ``m`` line at ``end msg``), as matchup writes them.
+    """
+    rows: list[tuple[int, int, str]] = []
+    seq = 0
+    for mail in mails:
+        if mail.get("event") != "mail" or mail.get("program") != "qmail-send":
+            continue
+        known = "partial" not in mail.get("flags", [])
+        birth = _ts(mail.get("birth_unix_ns"))
+        sender = f"<{mail.get('mail_from', '')}>".lower()
+        for r in mail.get("recipients", []):
+            for att in r.get("attempts", []):
+                if "end_unix_ns" not in att:
+                    continue
+                kind = {"success": "k", "failure": "d"}.get(att.get("result"), "z")
+                start, end = _ts(att.get("start_unix_ns")), _ts(att["end_unix_ns"])
+                dest = f"{r.get('channel')}.{str(r.get('rcpt_to')).lower()}"
+                if known:
+                    line = (f"d {kind} {birth} {start} {end} {mail.get('size', 0)} {sender} {dest} "
+                            f"{mail.get('qp')} {mail.get('uid')} {att.get('reason', '')}")
+                else:
+                    line = f"d {kind} {start} {start} {end} 0 ? {dest} ? ? {att.get('reason', '')}"
+                seq += 1
+                rows.append((att["end_unix_ns"] or 0, seq, line))
+        if known and "incomplete" not in mail.get("flags", []):
+            line = (f"m {birth} {_ts(mail.get('time_unix_ns'))} {mail.get('size', 0)} "
+                    f"{mail['n_success']} {mail['n_failure']} {mail['n_deferral']} {sender} "
+                    f"{mail.get('qp')} {mail.get('uid')}")
+            seq += 1
+            rows.append((mail.get("time_unix_ns") or 0, seq, line))
+    rows.sort(key=lambda x: (x[0], x[1]))
+    return [r[2] for r in rows]
+
+
+def _ts(ns: int | None) -> str:
+    if ns is None:
+        return "?"
+    s, rest = divmod(ns, NS)
+    return f"{s}.{rest // 1000:06d}"

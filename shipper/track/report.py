@@ -1,0 +1,438 @@
+"""``shipper track`` filtering/rendering and ``shipper stats`` aggregation. Pure.
+
+Stats are bounded in memory whatever the input size: delays go into a fixed
+log-scale histogram (percentiles are read from it, ±9 %), and the "top" tables are
+counted with a capped counter that prunes its long tail (approximate for rare keys,
+exact for the heavy hitters it reports).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from shipper.record import rfc3339_ns
+
+# -- track ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TrackQuery:
+    mail_from: str | None = None  # case-insensitive substring of the envelope sender
+    rcpt_to: str | None = None  # … of any recipient
+    since_ns: int | None = None  # summary end time >= since
+    until_ns: int | None = None  # summary start (birth) time <= until
+    host: str | None = None  # client or relay host/IP, or the log's host (substring)
+    msgid: str | None = None  # qmail msg number, Postfix queue id or Message-ID
+    search: str | None = None  # case-insensitive substring anywhere in the summary
+    sessions: bool = False  # also sessions that queued mail (by default: only those that did not)
+
+
+def _low(x: Any) -> str:
+    return str(x).lower() if x is not None else ""
+
+
+def _recipients(rec: dict[str, Any]) -> list[str]:
+    rc = [_low(r.get("rcpt_to")) for r in rec.get("recipients", [])]
+    rc += [_low(x) for x in rec.get("accepted_rcpts", [])]
+    rc += [_low(d.get("rcpt_to")) for d in rec.get("decisions", []) if d.get("rcpt_to")]
+    return rc
+
+
+def _senders(rec: dict[str, Any]) -> list[str]:
+    s = [_low(rec.get("mail_from"))] if "mail_from" in rec else []
+    s += [_low(r.get("mail_from")) for r in rec.get("recipients", []) if "mail_from" in r]
+    s += [_low(d.get("mail_from")) for d in rec.get("decisions", []) if "mail_from" in d]
+    return s
+
+
+def _hosts(rec: dict[str, Any]) -> list[str]:
+    h = [_low(rec.get(k)) for k in ("host", "remote_host", "remote_ip", "orig_client_host",
+                                     "orig_client_ip") if rec.get(k)]
+    sess = rec.get("session") or {}
+    h += [_low(sess.get(k)) for k in ("remote_host", "remote_ip") if sess.get(k)]
+    for r in rec.get("recipients", []):
+        h += [_low(r.get(k)) for k in ("relay_ip", "relay_host", "relay") if r.get(k)]
+    return h
+
+
+def matches(rec: dict[str, Any], q: TrackQuery) -> bool:
+    ev = rec.get("event")
+    if ev not in ("mail", "smtp_session"):
+        return False
+    if ev == "smtp_session" and not q.sessions and (rec.get("qps") or rec.get("qids")
+                                                     or rec.get("mails")):
+        return False  # its mails are reported (with the session inside)
+    if q.since_ns is not None and (rec.get("time_unix_ns") or 0) < q.since_ns:
+        return False
+    if q.until_ns is not None:
+        start = rec.get("birth_unix_ns") or rec.get("start_unix_ns") or rec.get("time_unix_ns") or 0
+        if start > q.until_ns:
+            return False
+    if q.mail_from is not None:
+        want = q.mail_from.lower()
+        if not any(want in s for s in _senders(rec)):
+            return False
+    if q.rcpt_to is not None:
+        want = q.rcpt_to.lower()
+        if not any(want in r for r in _recipients(rec)):
+            return False
+    if q.host is not None:
+        want = q.host.lower()
+        if not any(want in h for h in _hosts(rec)):
+            return False
+    if q.msgid is not None:
+        want = q.msgid.strip("<>").lower()
+        ids = {_low(rec.get("msg")), _low(rec.get("qid")), _low(rec.get("message_id"))}
+        if want not in ids:
+            return False
+    return q.search is None or q.search.lower() in orjson.dumps(rec).decode().lower()
+
+
+def _t(ns: int | None) -> str:
+    return rfc3339_ns(ns)[:23].replace("T", " ") if ns is not None else "?"
+
+
+def render_text(rec: dict[str, Any]) -> str:
+    """One mail or session as a readable block (ends with a blank line)."""
+    lines: list[str] = []
+    flags = rec.get("flags") or []
+    tag = f"  [{', '.join(flags)}{': ' + rec['incomplete_reason'] if 'incomplete_reason' in rec else ''}]" \
+        if flags else ""
+    if rec.get("event") == "mail":
+        ident = f"msg {rec['msg']}" if "msg" in rec else f"queue id {rec.get('qid')}"
+        lines.append(f"mail {ident} ({rec.get('program')}, host {rec.get('host') or '-'}){tag}")
+        lines.append(f"  from     <{rec.get('mail_from', '?')}>  {rec.get('size', '?')} bytes"
+                     + (f"  qp {rec['qp']}" if "qp" in rec else "")
+                     + (f"  message-id <{rec['message_id']}>" if rec.get("message_id") else ""))
+        lines.append(f"  queued   {_t(rec.get('birth_unix_ns'))}   done {_t(rec.get('time_unix_ns'))}"
+                     + (f"   in queue {rec['queue_time_s']:.3f}s" if rec.get("queue_time_s") is not None else ""))
+        sess = rec.get("session")
+        if sess:
+            lines.append(f"  client   {sess.get('remote_host') or ''}[{sess.get('remote_ip') or '?'}]"
+                         + (f" {sess.get('proto')}" if sess.get("proto") else "")
+                         + (f" TLS {sess.get('tls')}" if sess.get("tls") else "")
+                         + (" AUTH" if sess.get("authenticated") else "")
+                         + f" (session pid {sess.get('conn_pid')}, linked by {sess.get('link', 'pid')})")
+        elif rec.get("remote_ip"):
+            lines.append(f"  client   {rec.get('remote_host') or ''}[{rec['remote_ip']}]")
+        if rec.get("bounce_of"):
+            lines.append(f"  bounce of msg {rec['bounce_of'].get('msg')} (qp {rec['bounce_of'].get('qp')})")
+        if rec.get("bounce_qp") is not None:
+            lines.append(f"  bounced: bounce message qp {rec['bounce_qp']}")
+        if rec.get("bounce_discarded"):
+            lines.append(f"  {rec['bounce_discarded']} bounce: discarded")
+        for r in rec.get("recipients", []):
+            lines.append(f"  to       <{r.get('rcpt_to')}> {r.get('channel') or ''} "
+                         f"{(r.get('result') or 'pending').upper()}"
+                         + (f" dsn {r['dsn']}" if r.get("dsn") else "")
+                         + (f" via {r.get('relay') or r.get('relay_ip')}" if r.get("relay") or r.get("relay_ip") else "")
+                         + (f" after {r['delay_s']:.1f}s" if r.get("delay_s") is not None else "")
+                         + (f" ({r['n_attempts']} attempts)" if (r.get("n_attempts") or 0) > 1 else ""))
+            for att in r.get("attempts", [])[-5:]:
+                text = (att.get("text") or "").replace("\n", " / ")
+                when = _t(att.get("end_unix_ns") or att.get("time_unix_ns"))
+                lines.append(f"           {when} {att.get('result') or ('interrupted' if att.get('interrupted') else 'pending')}: {text[:160]}")
+    else:
+        lines.append(f"session {rec.get('server') or rec.get('service') or rec.get('program')} pid "
+                     f"{rec.get('conn_pid')} (host {rec.get('host') or '-'}){tag}")
+        lines.append(f"  client   {rec.get('remote_host') or ''}[{rec.get('remote_ip') or '?'}]"
+                     + (f":{rec['remote_port']}" if rec.get("remote_port") else "")
+                     + (f" {rec['proto']}" if rec.get("proto") else "")
+                     + (f" TLS {rec['tls']}" if rec.get("tls") else "")
+                     + (f" HELO {rec['helo']}" if rec.get("helo") else ""))
+        lines.append(f"  time     {_t(rec.get('start_unix_ns'))} .. {_t(rec.get('time_unix_ns'))}"
+                     f"   result {rec.get('result')}")
+        for d in rec.get("decisions", []):
+            lines.append(f"  {d.get('action')} {d.get('check') or ''} {d.get('condition') or d.get('smtp_code') or ''}"
+                         + (f" from <{d['mail_from']}>" if "mail_from" in d else "")
+                         + (f" to <{d['rcpt_to']}>" if "rcpt_to" in d else "")
+                         + (f": {d['text']}" if d.get("text") else ""))
+        for r in rec.get("recipients", []):
+            lines.append(f"  {r.get('result')} [{r.get('dsn_class')}] from <{r.get('mail_from', '')}> "
+                         f"to <{r.get('rcpt_to')}>"
+                         + (f": {r.get('smtp_code', '')} {r.get('dsn', '')} {r.get('reason', '')}".rstrip()
+                            if r.get("smtp_code") or r.get("reason") else ""))
+        for m in rec.get("mails", []):
+            lines.append(f"  queued   msg {m.get('msg')} qp {m.get('qp')}")
+        for qid in rec.get("qids", []):
+            lines.append(f"  queued   {qid}")
+    lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+# -- stats ---------------------------------------------------------------------------------
+
+_BUCKETS_PER_OCTAVE = 8
+_MIN_S = 0.001
+
+
+def _bucket(seconds: float) -> int:
+    if seconds <= _MIN_S:
+        return 0
+    return 1 + int(math.log2(seconds / _MIN_S) * _BUCKETS_PER_OCTAVE)
+
+
+def _bucket_upper(b: int) -> float:
+    return _MIN_S * 2 ** (b / _BUCKETS_PER_OCTAVE)
+
+
+class Histogram:
+    """Log-scale histogram of durations in seconds (bounded: ~300 buckets up to years)."""
+
+    __slots__ = ("counts", "n", "total", "max")
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.n = 0
+        self.total = 0.0
+        self.max = 0.0
+
+    def add(self, s: float) -> None:
+        b = _bucket(s)
+        self.counts[b] = self.counts.get(b, 0) + 1
+        self.n += 1
+        self.total += s
+        if s > self.max:
+            self.max = s
+
+    def percentile(self, p: float) -> float | None:
+        if not self.n:
+            return None
+        want = p / 100 * self.n
+        acc = 0
+        for b in sorted(self.counts):
+            acc += self.counts[b]
+            if acc >= want:
+                return min(_bucket_upper(b), self.max)
+        return self.max
+
+    def summary(self) -> dict[str, Any]:
+        return {"count": self.n, "mean": round(self.total / self.n, 3) if self.n else None,
+                **{f"p{p}": _r(self.percentile(p)) for p in (50, 90, 95, 99)},
+                "max": round(self.max, 3) if self.n else None}
+
+
+def _r(x: float | None) -> float | None:
+    return round(x, 3) if x is not None else None
+
+
+class TopCounter:
+    """Counter that keeps at most ~2×cap keys (prunes the tail to cap)."""
+
+    __slots__ = ("c", "cap")
+
+    def __init__(self, cap: int = 5000) -> None:
+        self.c: Counter[str] = Counter()
+        self.cap = cap
+
+    def add(self, key: str, n: int = 1) -> None:
+        self.c[key] += n
+        if len(self.c) > 2 * self.cap:
+            self.c = Counter(dict(self.c.most_common(self.cap)))
+
+    def top(self, n: int) -> list[tuple[str, int]]:
+        return self.c.most_common(n)
+
+
+def _reason(text: str | None) -> str:
+    """A failure text made groupable: first line, addresses and numbers kept short."""
+    if not text:
+        return "?"
+    first = text.replace("\n", " / ")
+    return first[:120]
+
+
+class Stats:
+    """qmailanalog-style totals over ``mail`` and ``smtp_session`` summaries."""
+
+    def __init__(self, top: int = 10) -> None:
+        self.top_n = top
+        self.messages = 0
+        self.incomplete = 0
+        self.bytes = 0
+        self.recipients = 0
+        self.attempts = Counter[str]()  # success / failure / deferral per delivery attempt
+        self.final = Counter[str]()  # per recipient, last outcome
+        self.delay = Histogram()  # per recipient: queue entry → final delivery
+        self.xdelay = Histogram()  # per delivery attempt duration
+        self.qtime = Histogram()  # per message: time in queue
+        self.senders = TopCounter()
+        self.sender_bytes = TopCounter()
+        self.rcpts = TopCounter()
+        self.failures = TopCounter()
+        self.deferrals = TopCounter()
+        self.rejections = TopCounter()
+        self.host_deferrals = TopCounter()
+        self.sessions = 0
+        self.session_results = Counter[str]()
+        self.tls_sessions = 0
+        self.first_ns: int | None = None
+        self.last_ns: int | None = None
+
+    def add(self, rec: dict[str, Any]) -> None:
+        t = rec.get("time_unix_ns")
+        if t is not None:
+            self.first_ns = t if self.first_ns is None or t < self.first_ns else self.first_ns
+            self.last_ns = t if self.last_ns is None or t > self.last_ns else self.last_ns
+        if rec.get("event") == "mail":
+            self._mail(rec)
+        elif rec.get("event") == "smtp_session":
+            self._session(rec)
+
+    def _mail(self, rec: dict[str, Any]) -> None:
+        if "incomplete" in (rec.get("flags") or []):
+            self.incomplete += 1
+        self.messages += 1
+        self.bytes += rec.get("size") or 0
+        sender = rec.get("mail_from")
+        if sender is not None:
+            self.senders.add(sender or "<>")
+            self.sender_bytes.add(sender or "<>", rec.get("size") or 0)
+        if rec.get("queue_time_s") is not None:
+            self.qtime.add(rec["queue_time_s"])
+        exact = "n_deferral" in rec and rec.get("program") == "qmail-send"
+        if exact:  # matchup's counts: every attempt, also those beyond the kept ones
+            self.attempts["success"] += rec["n_success"]
+            self.attempts["failure"] += rec["n_failure"]
+            self.attempts["deferral"] += rec["n_deferral"]
+        for r in rec.get("recipients", []):
+            self.recipients += 1
+            self.rcpts.add(str(r.get("rcpt_to")))
+            self.final[r.get("result") or "pending"] += 1
+            if r.get("delay_s") is not None:
+                self.delay.add(r["delay_s"])
+            for att in r.get("attempts", []):
+                res = att.get("result")
+                if res is None:
+                    continue
+                if not exact:
+                    self.attempts[res] += 1
+                if att.get("duration_s") is not None:
+                    self.xdelay.add(att["duration_s"])
+                if res == "deferral":
+                    self.deferrals.add(_reason(att.get("text")))
+                    where = att.get("relay_ip") or att.get("relay_host") or att.get("relay")
+                    if where is None and r.get("rcpt_to"):
+                        where = "@" + str(r["rcpt_to"]).rsplit("@", 1)[-1]
+                    self.host_deferrals.add(str(where))
+            if r.get("result") in ("failure", "blocked"):
+                self.failures.add(_reason(r.get("text") or r.get("reason") or r.get("result")))
+
+    def _session(self, rec: dict[str, Any]) -> None:
+        self.sessions += 1
+        self.session_results[rec.get("result") or "?"] += 1
+        if rec.get("tls"):
+            self.tls_sessions += 1
+        for d in rec.get("decisions", []):
+            if d.get("action") in ("Reject", "Deferred"):
+                why = "::".join(str(x) for x in (d.get("action"), d.get("check"),
+                                                 d.get("condition") or d.get("smtp_code")) if x)
+                if d.get("source") in ("rblsmtpd", "recordio") and d.get("text"):
+                    why += " " + str(d["text"])[:60]
+                self.rejections.add(why)
+        for r in rec.get("recipients", []):
+            if r.get("result") in ("rejected", "greylisted"):
+                self.rejections.add(f"{r.get('result')} {r.get('smtp_code', '')} {r.get('dsn', '')} "
+                                    f"{(r.get('reason') or '')[:60]}".strip())
+
+    def to_dict(self) -> dict[str, Any]:
+        n_att = sum(self.attempts.values())
+        top = self.top_n
+
+        def rate(k: str) -> float | None:
+            return round(self.attempts[k] / n_att, 4) if n_att else None
+
+        return {
+            "period": {"first": rfc3339_ns(self.first_ns) if self.first_ns else None,
+                       "last": rfc3339_ns(self.last_ns) if self.last_ns else None},
+            "messages": self.messages, "incomplete": self.incomplete, "bytes": self.bytes,
+            "recipients": self.recipients,
+            "deliveries": {"attempts": n_att, "success": self.attempts["success"],
+                           "failure": self.attempts["failure"], "deferral": self.attempts["deferral"],
+                           "success_rate": rate("success"), "failure_rate": rate("failure"),
+                           "deferral_rate": rate("deferral")},
+            "recipient_outcomes": dict(self.final),
+            "delay_s": self.delay.summary(), "delivery_time_s": self.xdelay.summary(),
+            "queue_time_s": self.qtime.summary(),
+            "top_senders": [{"sender": k, "messages": v, "bytes": self.sender_bytes.c.get(k, 0)}
+                            for k, v in self.senders.top(top)],
+            "top_recipients": [{"recipient": k, "messages": v} for k, v in self.rcpts.top(top)],
+            "failure_reasons": [{"reason": k, "count": v} for k, v in self.failures.top(top)],
+            "deferral_reasons": [{"reason": k, "count": v} for k, v in self.deferrals.top(top)],
+            "deferrals_by_host": [{"host": k, "count": v} for k, v in self.host_deferrals.top(top)],
+            "sessions": {"count": self.sessions, "tls": self.tls_sessions,
+                         "by_result": dict(self.session_results)},
+            "rejection_reasons": [{"reason": k, "count": v} for k, v in self.rejections.top(top)],
+        }
+
+
+def table(title: str, header: list[str], rows: list[list[Any]]) -> str:
+    """An aligned text table; numbers right-aligned."""
+    if not rows:
+        return f"{title}\n  (none)\n\n"
+    cells = [[str(c) if c is not None else "-" for c in row] for row in rows]
+    widths = [max(len(header[i]), *(len(r[i]) for r in cells)) for i in range(len(header))]
+    num = [all(_isnum(r[i]) for r in cells) for i in range(len(header))]
+
+    def fmt(row: list[str]) -> str:
+        return "  " + "  ".join(c.rjust(w) if n else c.ljust(w)
+                                for c, w, n in zip(row, widths, num, strict=True)).rstrip()
+
+    out = [title, fmt(header), "  " + "  ".join("-" * w for w in widths)]
+    out += [fmt(r) for r in cells]
+    return "\n".join(out) + "\n\n"
+
+
+def _isnum(s: str) -> bool:
+    try:
+        float(s.rstrip("%"))
+        return True
+    except ValueError:
+        return s == "-"
+
+
+def _pct(x: float | None) -> str:
+    return f"{x * 100:.1f}%" if x is not None else "-"
+
+
+def render_stats(d: dict[str, Any]) -> str:
+    """The stats dict as text tables."""
+    dl = d["deliveries"]
+    out = [table("Overall", ["what", "count"], [
+        ["period", f"{d['period']['first'] or '-'} .. {d['period']['last'] or '-'}"],
+        ["messages", d["messages"]], ["  of which incomplete", d["incomplete"]],
+        ["bytes", d["bytes"]], ["recipients", d["recipients"]],
+        ["delivery attempts", dl["attempts"]],
+        ["  success", f"{dl['success']} ({_pct(dl['success_rate'])})"],
+        ["  failure", f"{dl['failure']} ({_pct(dl['failure_rate'])})"],
+        ["  deferral", f"{dl['deferral']} ({_pct(dl['deferral_rate'])})"],
+        ["smtp sessions", d["sessions"]["count"]], ["  with TLS", d["sessions"]["tls"]],
+    ])]
+    out.append(table("Recipient outcomes", ["result", "recipients"],
+                     [[k, v] for k, v in sorted(d["recipient_outcomes"].items())]))
+    out.append(table("Sessions by result", ["result", "sessions"],
+                     [[k, v] for k, v in sorted(d["sessions"]["by_result"].items())]))
+    rows = []
+    for name, key in (("delay (queued → delivered)", "delay_s"),
+                      ("delivery attempt time", "delivery_time_s"), ("time in queue", "queue_time_s")):
+        h = d[key]
+        rows.append([name, h["count"], h["mean"], h["p50"], h["p90"], h["p95"], h["p99"], h["max"]])
+    out.append(table("Delays (seconds)", ["what", "n", "mean", "p50", "p90", "p95", "p99", "max"], rows))
+    out.append(table("Top senders", ["sender", "messages", "bytes"],
+                     [[x["sender"], x["messages"], x["bytes"]] for x in d["top_senders"]]))
+    out.append(table("Top recipients", ["recipient", "messages"],
+                     [[x["recipient"], x["messages"]] for x in d["top_recipients"]]))
+    out.append(table("Failure reasons", ["count", "reason"],
+                     [[x["count"], x["reason"]] for x in d["failure_reasons"]]))
+    out.append(table("Deferral reasons", ["count", "reason"],
+                     [[x["count"], x["reason"]] for x in d["deferral_reasons"]]))
+    out.append(table("Deferrals by remote host", ["host", "deferrals"],
+                     [[x["host"], x["count"]] for x in d["deferrals_by_host"]]))
+    out.append(table("Rejection reasons (SMTP)", ["count", "reason"],
+                     [[x["count"], x["reason"]] for x in d["rejection_reasons"]]))
+    return "".join(out)

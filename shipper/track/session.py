@@ -1,0 +1,480 @@
+"""SMTP/POP sessions: tcpserver/sslserver → rblsmtpd → qmail-smtpd or recordio → end.
+One ``smtp_session`` summary per connection. Pure, no I/O.
+
+Key: (host, pid). tcpserver's child pid is the pid recordio, rblsmtpd and s/qmail's
+qmail-smtpd log (formats.md §5, §13.6), so one key serves a tcpserver session.
+sslserver differs (formats.md §6, fehcom's caveat): the ``pid``/``ok`` lines carry
+one pid, ``ssl|tls N accept`` and qmail-smtpd another (N), and ``ended by P`` names
+the *parent* (the sample shows P = N − 1). Best-effort rules, in this order:
+1. ``ssl N accept`` with no open session N: alias N to the open sslserver session of
+   the same host that has no TLS yet and whose pid is nearest N (|Δ| ≤ 64).
+2. any line whose pid is an alias resolves to its session.
+3. ``ended by P`` closes the session known as P + 1, else P, else the open
+   sslserver session nearest above P (≤ 8).
+A line that matches nothing opens a session of its own (flagged ``partial``).
+
+Linking to the queue: the ``250 ok <time> qp N`` reply (recordio) names the
+qmail-queue pid that qmail-send logs in ``info msg … qp N``. s/qmail logs no qp;
+its ``Accept::RCPT`` decision (F: sender) is linked to the next ``info msg`` with the
+same sender on the same host within ``sender_link_s`` (link ``"sender"``, a heuristic).
+A mail record then carries ``session`` (a small sub-dict, see ``session_ref``) and the
+session record lists its ``mails``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from shipper.track import F_INCOMPLETE, F_PARTIAL, NS, add_event_id, iso, origin, seconds, summary
+
+_ADDR_RE = re.compile(r"<([^>]*)>")
+MAX_DECISIONS = 100
+LINK_CAP = 10_000
+
+
+@dataclass(slots=True)
+class SessionOptions:
+    max_open: int = 20_000  # open sessions kept; beyond, the oldest is emitted incomplete
+    max_age_s: float = 3600.0  # a session with no line for this long is emitted incomplete
+    show_auth_user: bool = False  # AUTH user names are PII: only a flag unless configured
+    sender_link_s: float = 300.0  # s/qmail sender → info msg link window
+
+
+class SessionTracker:
+    """Feed session records in log order; get ``smtp_session`` summaries back."""
+
+    __slots__ = ("opts", "sessions", "aliases", "qp_sessions", "qp_mails", "senders", "attach")
+
+    def __init__(self, opts: SessionOptions | None = None, attach: Any = None) -> None:
+        self.opts = opts or SessionOptions()
+        self.sessions: dict[str, dict[str, Any]] = {}  # "host\0pid" → open session
+        self.aliases: dict[str, str] = {}  # "host\0pid" (sslserver's other pids) → session key
+        self.qp_sessions: dict[str, dict[str, Any]] = {}  # "host\0qp" → session ref (recent)
+        self.qp_mails: dict[str, dict[str, Any]] = {}  # "host\0qp" → mail ref (recent)
+        self.senders: dict[str, list[Any]] = {}  # "host\0sender" → [time_ns, session ref]
+        self.attach = attach  # callable(host, qp, session_ref) -> bool: link an open mail
+
+    # -- state ---------------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        return {"sessions": list(self.sessions.items()), "aliases": self.aliases,
+                "qp_sessions": list(self.qp_sessions.items()),
+                "qp_mails": list(self.qp_mails.items()), "senders": list(self.senders.items())}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.sessions = dict(state.get("sessions", []))
+        self.aliases = dict(state.get("aliases", {}))
+        self.qp_sessions = dict(state.get("qp_sessions", []))
+        self.qp_mails = dict(state.get("qp_mails", []))
+        self.senders = dict(state.get("senders", []))
+
+    # -- linking with qmail-send ---------------------------------------------------------
+    def link_mail(self, host: str, qp: int, mail_from: str | None, time_ns: int | None,
+                  mail_ref: dict[str, Any]) -> dict[str, Any] | None:
+        """qmail-send saw ``info msg … qp`` : the session that queued it, if known."""
+        key = f"{host}\x00{qp}"
+        _put(self.qp_mails, key, mail_ref)
+        ref = self.qp_sessions.get(key)
+        if ref is None and mail_from is not None:
+            cand = self.senders.get(f"{host}\x00{mail_from.lower()}")
+            if cand is not None and (time_ns is None or cand[0] is None
+                                     or 0 <= time_ns - cand[0] <= self.opts.sender_link_s * NS):
+                del self.senders[f"{host}\x00{mail_from.lower()}"]
+                ref = dict(cand[1], link="sender")
+        if ref is None:
+            return None
+        s = self.sessions.get(ref.get("key", ""))
+        if s is not None:
+            mails = s.setdefault("mails", [])
+            if len(mails) < MAX_DECISIONS and mail_ref not in mails:
+                mails.append(mail_ref)
+        return {k: v for k, v in ref.items() if k != "key"}
+
+    # -- feeding -------------------------------------------------------------------------
+    def feed(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        fn = _HANDLERS.get(rec.get("event"))  # type: ignore[arg-type]
+        if fn is not None:
+            fn(self, rec, out)
+
+    def flush(self, now_ns: int, out: list[dict[str, Any]]) -> None:
+        limit = now_ns - int(self.opts.max_age_s * NS)
+        for key in list(self.sessions):
+            s = self.sessions[key]
+            if (s["last_ns"] or 0) < limit:
+                self._emit(key, s, s["last_ns"], None, out, "max_age")
+
+    def finish(self, out: list[dict[str, Any]]) -> None:
+        for key in list(self.sessions):
+            s = self.sessions[key]
+            self._emit(key, s, s["last_ns"], None, out, "open_at_end")
+
+    # -- lookup --------------------------------------------------------------------------
+    def _find(self, host: str, pid: int | None) -> tuple[str, dict[str, Any] | None]:
+        key = f"{host}\x00{pid}"
+        s = self.sessions.get(key)
+        if s is None:
+            alias = self.aliases.get(key)
+            if alias is not None:
+                s = self.sessions.get(alias)
+                if s is not None:
+                    return alias, s
+        return key, s
+
+    def _open(self, rec: dict[str, Any], pid: int | None, out: list[dict[str, Any]],
+              partial: bool) -> tuple[str, dict[str, Any]]:
+        host = rec.get("host") or ""
+        key = f"{host}\x00{pid}"
+        t = rec.get("time_unix_ns")
+        s: dict[str, Any] = {"key": key, "origin": origin(rec), "first_ns": t, "last_ns": t,
+                             "server": None, "conn_pid": pid, "pids": [pid],
+                             "partial": partial, "decisions": [], "qps": []}
+        self.aliases.pop(key, None)
+        self.sessions[key] = s
+        if len(self.sessions) > self.opts.max_open:
+            old = next(iter(self.sessions))
+            self._emit(old, self.sessions[old], self.sessions[old]["last_ns"], None, out, "evicted")
+        return key, s
+
+    def _get(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+        pid = rec.get("conn_pid", rec.get("pid"))
+        key, s = self._find(rec.get("host") or "", pid)
+        if s is None:
+            key, s = self._open(rec, pid, out, partial=True)
+        self._touch(s, rec)
+        return key, s
+
+    def _touch(self, s: dict[str, Any], rec: dict[str, Any]) -> None:
+        t = rec.get("time_unix_ns")
+        if t is not None:
+            s["last_ns"] = t
+        add_event_id(s, rec)
+        prog = rec.get("program")
+        if s["server"] is None and prog in ("tcpserver", "sslserver", "tcpsvd", "sslsvd"):
+            s["server"] = prog
+
+    # -- handlers ------------------------------------------------------------------------
+    def _tcp_pid(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        pid = rec.get("conn_pid")
+        host = rec.get("host") or ""
+        key = f"{host}\x00{pid}"
+        old = self.sessions.get(key)
+        if old is not None:
+            self._emit(key, old, old["last_ns"], None, out, "pid_reused")
+        key, s = self._open(rec, pid, out, partial=False)
+        self._touch(s, rec)
+        if "remote_ip" in rec:
+            s["remote_ip"] = rec["remote_ip"]
+
+    def _tcp_ok(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        key, s = self._get(rec, out)
+        for f in ("local_host", "local_ip", "local_port", "remote_host", "remote_ip",
+                  "remote_info", "remote_port"):
+            if f in rec:
+                s[f] = rec[f]
+        if rec.get("event") == "tcp_deny":
+            s["denied"] = True
+            if "reason" in rec:
+                s["deny_reason"] = rec["reason"]
+            self._emit(key, s, rec.get("time_unix_ns"), rec.get("time_source"), out, None)
+
+    def _tls(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        host = rec.get("host") or ""
+        pid = rec.get("conn_pid")
+        key, s = self._find(host, pid)
+        if s is None and pid is not None:
+            best = None
+            for k, c in self.sessions.items():
+                if (c["server"] == "sslserver" and "tls_pid" not in c and k.startswith(f"{host}\x00")
+                        and c["conn_pid"] is not None and abs(c["conn_pid"] - pid) <= 64
+                        and (best is None or abs(c["conn_pid"] - pid) < abs(best[1]["conn_pid"] - pid))):
+                    best = (k, c)
+            if best is not None:
+                key, s = best
+                self.aliases[f"{host}\x00{pid}"] = key
+                s["pids"].append(pid)
+        if s is None:
+            key, s = self._open(rec, pid, out, partial=True)
+        self._touch(s, rec)
+        s["tls_pid"] = pid
+        s["tls"] = rec.get("tls") or "TLS"
+
+    def _end(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        host = rec.get("host") or ""
+        pid = rec.get("conn_pid")
+        s = None
+        key = ""
+        if rec.get("parent") and pid is not None:
+            for p in (pid + 1, pid):
+                key, s = self._find(host, p)
+                if s is not None:
+                    break
+            if s is None:
+                best = None
+                for k, c in self.sessions.items():
+                    cp = c["conn_pid"]
+                    if (k.startswith(f"{host}\x00") and c["server"] == "sslserver" and cp is not None
+                            and 0 < cp - pid <= 8 and (best is None or cp < best[1]["conn_pid"])):
+                        best = (k, c)
+                if best is not None:
+                    key, s = best
+        else:
+            key, s = self._find(host, pid)
+        if s is None:
+            key, s = self._open(rec, pid, out, partial=True)
+        self._touch(s, rec)
+        for f in ("wait_status", "exit_code", "signal"):
+            if f in rec:
+                s[f] = rec[f]
+        self._emit(key, s, rec.get("time_unix_ns"), rec.get("time_source"), out, None)
+
+    def _rbl(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        key, s = self._get(rec, out)
+        ev = rec.get("event")
+        if "remote_ip" in rec and "remote_ip" not in s:
+            s["remote_ip"] = rec["remote_ip"]
+        if ev == "rbl_greetdelay":
+            s["greetdelay"] = rec.get("delay")
+            return
+        d = {"source": "rblsmtpd", "text": rec.get("text")}
+        if ev == "rbl_block":
+            code = rec.get("smtp_code")
+            s["rbl_blocked"] = True
+            d.update(action="Deferred" if code == 451 else "Reject", check="RBL",
+                     smtp_code=code)
+            if "rbl_list" in rec:
+                d["rbl_list"] = rec["rbl_list"]
+        else:
+            d.update(action="Info", check="RBL")
+        self._decide(s, rec, d)
+
+    def _decision(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        key, s = self._get(rec, out)
+        ev = rec.get("event")
+        if s["server"] is None:
+            s["server"] = rec.get("program")
+        for f in ("proto", "remote_ip", "remote_host", "helo"):
+            if rec.get(f) and f not in s:
+                s[f] = rec[f]
+        d: dict[str, Any] = {"source": rec.get("program")}
+        if ev == "smtp_decision":
+            action = rec.get("action")
+            check = rec.get("check")
+            d.update(action=action, check=check, condition=rec.get("condition"))
+        elif ev == "smtp_accept":
+            action, check = "Accept", "RCPT"
+            d.update(action=action, check=check)
+            if rec.get("tls") and rec.get("tls") != "No":
+                s["tls"] = rec["tls"]
+        elif ev == "smtp_reject":
+            action, check = "Reject", rec.get("reason")
+            d.update(action=action, check=check)
+        else:
+            action, check = "Info", None
+            d.update(action=action)
+        for f in ("mail_from", "rcpt_to", "info", "text", "reason"):
+            if f in rec and rec[f] not in (None, ""):
+                d[f] = rec[f]
+        if check == "AUTH":
+            if action == "Accept":
+                s["authenticated"] = True
+                s["auth_method"] = rec.get("condition")
+                if self.opts.show_auth_user and rec.get("auth_user"):
+                    s["auth_user"] = rec["auth_user"]
+            d.pop("info", None)  # the quoted user name: PII
+        if rec.get("mail_from") is not None:
+            s["mail_from"] = rec["mail_from"]
+        if action == "Accept" and check in ("RCPT", "SPF") and rec.get("rcpt_to"):
+            _add(s, "accepted_rcpts", rec["rcpt_to"])
+            mf = rec.get("mail_from")
+            if mf is not None:
+                host = rec.get("host") or ""
+                self.senders[f"{host}\x00{mf.lower()}"] = [rec.get("time_unix_ns"),
+                                                            self._ref(s, "sender")]
+                while len(self.senders) > LINK_CAP:
+                    del self.senders[next(iter(self.senders))]
+        self._decide(s, rec, d)
+
+    def _io_client(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        key, s = self._get(rec, out)
+        if s.get("in_data"):
+            return  # message body: not commands
+        verb = rec.get("verb")
+        text = rec.get("text") or ""
+        if verb is None:
+            return
+        s["commands"] = s.get("commands", 0) + 1
+        s["awaiting"] = verb
+        if verb in ("HELO", "EHLO"):
+            s["helo"] = text[5:].strip()
+            s["proto"] = "ESMTP" if verb == "EHLO" else "SMTP"
+        elif verb == "MAIL":
+            m = _ADDR_RE.search(text)
+            s["mail_from"] = m.group(1) if m else text[10:].strip()
+        elif verb == "RCPT":
+            m = _ADDR_RE.search(text)
+            s["pending_rcpt"] = m.group(1) if m else text[8:].strip()
+        elif verb in ("STARTTLS", "STLS"):
+            s.setdefault("tls", "STARTTLS")
+        elif verb == "AUTH":
+            parts = text.split()
+            if len(parts) > 1:
+                s["auth_method"] = parts[1].lower()
+
+    def _io_server(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        key, s = self._get(rec, out)
+        code = rec.get("smtp_code")
+        cls = rec.get("reply_class")
+        verb = s.pop("awaiting", None)
+        if s.get("in_data"):
+            s["in_data"] = False
+            verb = "DATA"
+        if code == 354:
+            s["in_data"] = True
+            return
+        qp = rec.get("qp")
+        host = rec.get("host") or ""
+        if qp is not None:
+            s["qps"].append(qp)
+            ref = self._ref(s, "qp")
+            qkey = f"{host}\x00{qp}"
+            _put(self.qp_sessions, qkey, ref)
+            m = self.qp_mails.get(qkey)
+            if m is not None:
+                _add(s, "mails", m)
+            if self.attach is not None:
+                self.attach(host, qp, {k: v for k, v in ref.items() if k != "key"})
+            return
+        if verb == "RCPT" and code is not None and 200 <= code < 300:
+            rc = s.pop("pending_rcpt", None)
+            if rc:
+                _add(s, "accepted_rcpts", rc)
+            return
+        if verb == "AUTH" and code == 235:
+            s["authenticated"] = True
+            return
+        if cls in ("4xx", "5xx", "-ERR"):
+            d = {"source": "recordio", "action": "Deferred" if cls == "4xx" else "Reject",
+                 "check": verb or "REPLY", "smtp_code": code, "text": rec.get("text")}
+            if "dsn" in rec:
+                d["dsn"] = rec["dsn"]
+            if verb == "RCPT" and s.get("pending_rcpt"):
+                d["rcpt_to"] = s.pop("pending_rcpt")
+            if s.get("mail_from") is not None:
+                d["mail_from"] = s["mail_from"]
+            self._decide(s, rec, d)
+
+    # -- internals -----------------------------------------------------------------------
+    def _decide(self, s: dict[str, Any], rec: dict[str, Any], d: dict[str, Any]) -> None:
+        d["time_unix_ns"] = rec.get("time_unix_ns")
+        if len(s["decisions"]) < MAX_DECISIONS:
+            s["decisions"].append(d)
+        else:
+            s["decisions_dropped"] = s.get("decisions_dropped", 0) + 1
+
+    def _ref(self, s: dict[str, Any], link: str) -> dict[str, Any]:
+        """What a mail record carries of the session that queued it."""
+        eid = s["origin"].get("event_id")
+        ref: dict[str, Any] = {"key": s["key"], "event_id": f"{eid}s" if eid else None,
+                               "link": link, "conn_pid": s["conn_pid"], "server": s["server"]}
+        for f in ("remote_ip", "remote_host", "remote_port", "tls", "proto", "helo",
+                  "authenticated", "auth_user"):
+            if f in s:
+                ref[f] = s[f]
+        return ref
+
+    def _emit(self, key: str, s: dict[str, Any], end_ns: int | None, time_source: str | None,
+              out: list[dict[str, Any]], incomplete: str | None) -> None:
+        self.sessions.pop(key, None)
+        for p in s["pids"][1:]:
+            self.aliases.pop(f"{key.split(chr(0), 1)[0]}\x00{p}", None)
+        host = key.split("\x00", 1)[0]
+        for qp in s["qps"]:  # the mail may have been queued after the reply was read
+            m = self.qp_mails.get(f"{host}\x00{qp}")
+            if m is not None:
+                _add(s, "mails", m)
+        out.append(session_record(s, end_ns, time_source, incomplete))
+
+
+def _add(s: dict[str, Any], field: str, value: Any) -> None:
+    lst = s.setdefault(field, [])
+    if len(lst) < MAX_DECISIONS and value not in lst:
+        lst.append(value)
+
+
+def _put(d: dict[str, Any], key: str, value: Any) -> None:
+    d.pop(key, None)
+    d[key] = value
+    while len(d) > LINK_CAP:
+        del d[next(iter(d))]
+
+
+_COPY = ("conn_pid", "server", "remote_ip", "remote_host", "remote_port", "remote_info",
+         "local_ip", "local_host", "local_port", "tls", "proto", "helo", "mail_from",
+         "authenticated", "auth_method", "auth_user", "greetdelay", "rbl_blocked", "denied",
+         "deny_reason", "wait_status", "exit_code", "signal")
+
+
+def session_record(s: dict[str, Any], end_ns: int | None, time_source: str | None,
+                   incomplete: str | None) -> dict[str, Any]:
+    """The ``smtp_session`` summary record (schema: docs/records.md)."""
+    flags = []
+    if incomplete:
+        flags.append(F_INCOMPLETE)
+    if s.get("partial"):
+        flags.append(F_PARTIAL)
+    f: dict[str, Any] = {}
+    for k in _COPY:
+        if k in s and s[k] is not None:
+            f[k] = s[k]
+    if len(s["pids"]) > 1:
+        f["pids"] = s["pids"]
+    f["start"] = iso(s["first_ns"])
+    f["start_unix_ns"] = s["first_ns"]
+    f["duration_s"] = seconds(s["first_ns"], end_ns)
+    f["accepted_rcpts"] = s.get("accepted_rcpts", [])
+    f["decisions"] = s["decisions"]
+    if s.get("decisions_dropped"):
+        f["decisions_dropped"] = s["decisions_dropped"]
+    f["qps"] = s["qps"]
+    f["mails"] = s.get("mails", [])
+    f["result"] = _result(s, f)
+    if incomplete:
+        f["incomplete_reason"] = incomplete
+    f["event_ids"] = s.get("event_ids", [])
+    text = (f"session {f.get('server') or 'smtp'} pid {s['conn_pid']} from "
+            f"{f.get('remote_host') or ''}[{f.get('remote_ip') or '?'}]: {f['result']}"
+            + (f", {len(f['qps'])} queued" if f["qps"] else "")
+            + (f" (incomplete: {incomplete})" if incomplete else ""))
+    program = f.get("server") or "tcpserver"
+    return summary("smtp_session", program, "s", s["origin"], end_ns, time_source, f, text, flags)
+
+
+def _result(s: dict[str, Any], f: dict[str, Any]) -> str:
+    if s.get("denied"):
+        return "denied"
+    if s.get("rbl_blocked"):
+        return "blocked"
+    if s["qps"] or f["accepted_rcpts"] or s.get("mails"):
+        return "accepted"
+    if any(d.get("action") in ("Reject", "Deferred") for d in s["decisions"]):
+        return "rejected"
+    return "no_mail"
+
+
+_HANDLERS = {
+    "tcp_pid": SessionTracker._tcp_pid,
+    "tcp_ok": SessionTracker._tcp_ok,
+    "tcp_deny": SessionTracker._tcp_ok,
+    "tls_accept": SessionTracker._tls,
+    "tcp_end": SessionTracker._end,
+    "rbl_block": SessionTracker._rbl,
+    "rbl_greetdelay": SessionTracker._rbl,
+    "rbl_info": SessionTracker._rbl,
+    "smtp_decision": SessionTracker._decision,
+    "smtp_accept": SessionTracker._decision,
+    "smtp_reject": SessionTracker._decision,
+    "smtp_other": SessionTracker._decision,
+    "io_client": SessionTracker._io_client,
+    "io_server": SessionTracker._io_server,
+}

@@ -1,0 +1,116 @@
+"""``shipper track`` / ``shipper stats`` over real inputs: fixture files, a plain
+directory, gzip, and multilog directories written by the real ``multilog t``."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import subprocess
+from pathlib import Path
+
+import orjson
+
+from shipper.track.cli import parse_time, stats_main, track_main
+from tests.conftest import require_binary
+
+FIX = Path(__file__).parent / "fixtures" / "track"
+
+
+def _texts(name: str) -> bytes:
+    """A fixture's lines without their stamps (what the daemon wrote), source line dropped."""
+    lines = (FIX / name).read_bytes().split(b"\n")[1:-1]
+    return b"".join(ln.split(b" ", 1)[1] + b"\n" for ln in lines)
+
+
+def _multilog(tmp: Path, name: str, data: bytes) -> Path:
+    d = tmp / name
+    subprocess.run([require_binary("multilog"), "t", str(d)], input=data, check=True, timeout=20)
+    assert (d / "current").exists()
+    return d
+
+
+def run(fn, argv: list[str]) -> tuple[int, str]:
+    buf = io.StringIO()
+    rc = fn(argv, stdout=buf)
+    return rc, buf.getvalue()
+
+
+def test_track_across_two_real_multilog_dirs(tmp_path: Path) -> None:
+    smtpd = _multilog(tmp_path, "smtpd", _texts("smtpd_recordio_ipv6.txt"))
+    send = _multilog(tmp_path, "send", _texts("send_recordio_ipv6.txt"))
+    rc, out = run(track_main, [str(send), str(smtpd), "--to", "bob@example.org", "--json"])
+    assert rc == 0
+    recs = [orjson.loads(ln) for ln in out.splitlines()]
+    (mail,) = recs
+    assert mail["event"] == "mail" and mail["msg"] == 777 and mail["mail_from"] == "Alice@example.net"
+    assert mail["session"]["remote_ip"] == "2001:db8::25" and mail["session"]["link"] == "qp"
+    assert mail["recipients"][0]["result"] == "success"
+    assert mail["source"].endswith("send/current") and mail["time_source"] == "tai64n"
+    # Text form: one block per mail.
+    rc, text = run(track_main, [str(send), str(smtpd), "--from", "alice@"])
+    assert rc == 0
+    assert "mail msg 777" in text and "to       <bob@example.org> local SUCCESS" in text
+    assert "client   client.example.net[2001:db8::25] ESMTP" in text
+    # Rejections are sessions: the 553 and the rblsmtpd block are found by host.
+    rc, text = run(track_main, [str(smtpd), "--host", "198.51.100.77"])
+    assert rc == 0 and "result blocked" in text and "Deferred RBL 451" in text
+    rc, _ = run(track_main, [str(send), "--to", "nobody-here@nowhere"])
+    assert rc == 1
+
+
+def test_track_files_dir_and_gzip(tmp_path: Path) -> None:
+    gz = tmp_path / "bayour.log.gz"
+    gz.write_bytes(gzip.compress((FIX / "bayour_perl_comments_qmail-send_accustamp.txt").read_bytes()))
+    rc, out = run(track_main, [str(gz), "--to", "fjkdasljf@nocrew.org", "--json"])
+    assert rc == 0
+    (m,) = [orjson.loads(x) for x in out.splitlines()]
+    assert m["size"] == 869 and m["bounce_qp"] == 24162 and m["recipients"][0]["smtp_code"] == 550
+    rc, out = run(track_main, [str(FIX), "--msgid", "161214", "--json",
+                               "--since", "2003-05-29T06:29:00Z", "--until", "1054189751"])
+    assert rc == 0
+    got = [orjson.loads(x) for x in out.splitlines()]
+    assert sorted(m["size"] for m in got) == [830, 1676]
+    rc, out = run(track_main, [str(FIX), "--search", "no_such_user", "--json"])
+    assert rc == 0 and [orjson.loads(x)["msg"] for x in out.splitlines()] == [100]
+
+
+def test_stats_text_and_json(tmp_path: Path) -> None:
+    rc, out = run(stats_main, [str(FIX / "qmail_lifecycle.txt"), "--json"])
+    assert rc == 0
+    d = orjson.loads(out)
+    assert d["messages"] == 5 and d["bytes"] == 1000 + 2000 + 300 + 1500 + 1900
+    assert d["recipients"] == 7
+    assert d["deliveries"] == {"attempts": 9, "success": 4, "failure": 3, "deferral": 2,
+                               "success_rate": 0.4444, "failure_rate": 0.3333,
+                               "deferral_rate": 0.2222}
+    assert d["recipient_outcomes"] == {"success": 4, "failure": 3}
+    assert d["top_senders"][0] == {"sender": "a@x.org", "messages": 1, "bytes": 1000} or \
+        {"sender": "a@x.org", "messages": 1, "bytes": 1000} in d["top_senders"]
+    assert {"host": "@far.example", "count": 1} in d["deferrals_by_host"]
+    assert {"host": "192.0.2.7", "count": 1} in d["deferrals_by_host"]
+    assert d["delay_s"]["count"] == 7 and d["delay_s"]["max"] == 172801.0
+    rc, text = run(stats_main, [str(FIX / "qmail_lifecycle.txt"), str(FIX / "smtpd_recordio_ipv6.txt")])
+    assert rc == 0
+    assert "messages                      5" in text or "  messages" in text
+    for title in ("Overall", "Delays (seconds)", "Top senders", "Failure reasons",
+                  "Deferrals by remote host", "Rejection reasons (SMTP)"):
+        assert title in text
+    assert "Reject::RCPT::553" in text and "Deferred::RBL::451" in text
+
+
+def test_stats_postfix_and_errors(tmp_path: Path) -> None:
+    pmg = Path(__file__).parent / "fixtures" / "pmg-log-tracker" / "test_input_time_rfc3339_mixed"
+    rc, out = run(stats_main, [str(pmg), "--json"])
+    assert rc == 0
+    d = orjson.loads(out)
+    assert d["messages"] == 4 and d["bytes"] == 1902 + 44585 + 130922 + 129347
+    assert d["recipient_outcomes"] == {"quarantined": 6, "success": 1}
+    rc, _ = run(stats_main, [str(tmp_path / "missing")])
+    assert rc == 2
+
+
+def test_parse_time() -> None:
+    assert parse_time("2024-01-02") == 1704153600 * 10**9
+    assert parse_time("2024-01-02T00:00:01.5+01:00") == (1704153601 - 3600) * 10**9 + 500_000_000
+    assert parse_time("1700000000.25") == 1700000000250000000
+    assert parse_time("2h", now=10000.0) == (10000 - 7200) * 10**9

@@ -1,0 +1,128 @@
+"""SMTP sessions: tcpserver/sslserver → rblsmtpd → qmail-smtpd / recordio → end, and the
+qp link from a session to the message it queued. Real lines through the real parser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from shipper.parse import LineParser
+from shipper.track.correlator import Correlator, CorrelatorOptions
+from shipper.track.session import SessionOptions
+
+FIX = Path(__file__).parent / "fixtures" / "track"
+
+
+def records(name: str, file_id: str = "0123456789abcdef") -> list[dict[str, Any]]:
+    raw = (FIX / name).read_bytes()
+    lines = [ln + b"\n" for ln in raw.split(b"\n")[:-1]]  # recordio keeps \r: split on \n only
+    assert lines[0].startswith(b"# source: ")
+    parser = LineParser(source=name, file_id=file_id)
+    out, offset = [], len(lines[0])
+    for line in lines[1:]:
+        out.append(parser.parse(line, offset).to_dict())
+        offset += len(line)
+    return out
+
+
+def by_time(*streams: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted((r for s in streams for r in s), key=lambda r: r["time_unix_ns"])
+
+
+def test_sslserver_differing_pids_tls_rbl_pop3() -> None:
+    recs = [r for r in records("fehcom_sqmail_logging_chapter.txt")
+            if r["program"] != "qmail-send"]
+    c = Correlator()
+    out = c.feed(recs) + c.finish()
+    assert all(o["event"] == "smtp_session" for o in out)
+    assert len(out) == 3 and c.open_count == 0
+    tls, rejected, pop = out
+    # ok 30556, ssl 30554 accept, qmail-smtpd pid 30554, ended by 30553: one session.
+    assert tls["conn_pid"] == 30556 and tls["pids"] == [30556, 30554]
+    assert tls["tls"] == "TLSv1.2:ECDHE-RSA-AES256-GCM-SHA384" and tls["proto"] == "ESMTPS"
+    assert tls["remote_ip"] == "1.2.3.4" and tls["remote_host"] == "mail40.ml.mailersend.com"
+    assert tls["remote_port"] == 44176 and tls["local_port"] == 25
+    assert tls["accepted_rcpts"] == ["feh@fehcom.de"] and tls["result"] == "accepted"
+    assert tls["exit_code"] == 0 and tls["flags"] == [] and len(tls["event_ids"]) == 5
+    assert tls["program"] == "sslserver" and tls["event_id"].endswith("s")
+    assert rejected["conn_pid"] == 19782 and rejected["greetdelay"] == 80
+    assert rejected["result"] == "rejected" and rejected["tls"] == "TLS"
+    (d,) = rejected["decisions"]
+    assert (d["action"], d["check"], d["condition"], d["rcpt_to"]) == \
+        ("Reject", "RCPT", "Failed_Rcptto", "nelson-qa@aqmail.org")
+    assert pop["local_port"] == 995 and pop["proto"] == "POP3S" and pop["authenticated"] is True
+    assert pop["exit_code"] == 1
+    assert "auth_user" not in pop and "X@fehcom.de" not in orjson.dumps(pop).decode()
+
+
+def test_auth_user_shown_only_when_configured() -> None:
+    recs = records("fehcom_sqmail_logging_chapter.txt")
+    c = Correlator(CorrelatorOptions(session=SessionOptions(show_auth_user=True)))
+    out = c.feed(recs) + c.finish()
+    pop = [o for o in out if o.get("proto") == "POP3S"][0]
+    assert pop["auth_user"] == "X@fehcom.de"
+
+
+def test_recordio_ipv6_qp_links_session_and_mail_in_either_order() -> None:
+    smtpd = records("smtpd_recordio_ipv6.txt", "aaaaaaaaaaaaaaaa")
+    send = records("send_recordio_ipv6.txt", "bbbbbbbbbbbbbbbb")
+    for name, order in (("by_time", by_time(smtpd, send)), ("send_first", send + smtpd),
+                        ("smtpd_first", smtpd + send)):
+        c = Correlator()
+        out = c.feed(order) + c.finish()
+        (mail,) = [o for o in out if o["event"] == "mail"]
+        sessions = [o for o in out if o["event"] == "smtp_session"]
+        assert len(sessions) == 3
+        sess = sessions[0] if sessions[0]["conn_pid"] == 4242 else \
+            [s for s in sessions if s["conn_pid"] == 4242][0]
+        assert sess["remote_ip"] == "2001:db8::25" and sess["remote_port"] == 51234
+        assert sess["local_ip"] == "2001:db8::1" and sess["helo"] == "client.example.net"
+        assert sess["mail_from"] == "Alice@example.net"
+        assert sess["accepted_rcpts"] == ["bob@example.org"] and sess["qps"] == [4250]
+        (rej,) = sess["decisions"]
+        assert (rej["action"], rej["check"], rej["smtp_code"], rej["rcpt_to"], rej["dsn"]) == \
+            ("Reject", "RCPT", 553, "nobody@example.org", "5.7.1")
+        assert sess["result"] == "accepted"
+        if name == "smtpd_first":  # the session ended before its mail was read
+            assert sess["mails"] == []
+        else:
+            assert sess["mails"] == [{"msg": 777, "qp": 4250, "event_id": mail["event_id"]}]
+        assert mail["msg"] == 777 and mail["qp"] == 4250
+        if name == "send_first":  # the mail ended before its session was read
+            assert "session" not in mail
+        else:
+            s = mail["session"]
+            assert s["event_id"] == sess["event_id"] and s["link"] == "qp"
+            assert s["remote_ip"] == "2001:db8::25" and s["conn_pid"] == 4242
+            assert s["helo"] == "client.example.net"
+
+
+def test_rblsmtpd_block_and_deny() -> None:
+    recs = records("smtpd_recordio_ipv6.txt")
+    c = Correlator()
+    out = c.feed(recs) + c.finish()
+    blocked = [o for o in out if o["conn_pid"] == 4300][0]
+    assert blocked["result"] == "blocked" and blocked["rbl_blocked"] is True
+    (d,) = blocked["decisions"]
+    assert d["action"] == "Deferred" and d["smtp_code"] == 451 and "spamhaus" in d["text"]
+    assert blocked["duration_s"] == 30.0
+    denied = [o for o in out if o["conn_pid"] == 4301][0]
+    assert denied["result"] == "denied" and denied["remote_ip"] == "203.0.113.9"
+
+
+def test_session_state_roundtrip_and_incomplete() -> None:
+    recs = records("smtpd_recordio_ipv6.txt")
+    cut = 10
+    a = Correlator()
+    out = a.feed(recs[:cut])
+    b = Correlator.from_state(orjson.loads(orjson.dumps(a.to_state())))
+    out += b.feed(recs[cut:]) + b.finish()
+    c = Correlator()
+    assert out == c.feed(recs) + c.finish()
+    # A session whose end is never seen: flagged incomplete at the end of input.
+    d = Correlator()
+    got = d.feed(recs[:5]) + d.finish()
+    (s,) = got
+    assert s["flags"] == ["incomplete"] and s["incomplete_reason"] == "open_at_end"
