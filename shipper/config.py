@@ -187,7 +187,7 @@ class TrackingConfig:
     enabled: bool = True
     emit: str = "both"  # raw | summaries | both
     max_open: int = 100_000  # open mails/sessions kept; the oldest is closed beyond it
-    max_age: float = 86400.0  # seconds an open mail/session waits for its end
+    max_age: float = 8 * 86400.0  # seconds an open mail waits for its end (qmail retries for 7 days)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,242 @@
+"""The daemon end to end: real multilog → `shipper run` → real rsyslog, with reloads,
+restarts and stops under load, also under real daemontools `supervise`."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import free_port, require_binary
+from rsyslog_util import Rsyslog
+
+ROOT = Path(__file__).resolve().parent.parent
+SEQ_RE = re.compile(r"seq (\d+)")
+
+WRITER = r"""
+import sys, time
+rate, n, start = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+out = sys.stdout
+t0 = time.monotonic()
+for i in range(start, start + n):
+    out.write(f"status: local 0/10 remote 1/20 seq {i} " + "x" * 40 + "\n")
+    if i % 50 == 0:
+        out.flush()
+        lag = t0 + (i - start) / rate - time.monotonic()
+        if lag > 0:
+            time.sleep(lag)
+out.flush()
+"""
+
+
+def _config(tmp: Path, logdir: Path, port: int, metrics_port: int, extra: str = "") -> str:
+    return f"""
+state_dir = "{tmp / 'state'}"
+drain_timeout = "10s"
+
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+
+[parse]
+host = "test-mx"
+
+[sources.send]
+type = "multilog"
+paths = ["{logdir}"]
+start_position = "all"
+
+[tracking]
+enabled = false
+
+[buffer]
+fsync = "interval"
+fsync_interval_ms = 50
+
+[sinks.siem]
+type = "syslog"
+protocol = "tcp"
+host = "127.0.0.1"
+port = {port}
+{extra}
+"""
+
+
+def _seqs(rs: Rsyslog) -> list[int]:
+    out = []
+    for m in rs.messages("tcp"):
+        g = SEQ_RE.search(m["msg"])
+        if g:
+            out.append(int(g.group(1)))
+    return out
+
+
+def _wait_seqs(rs: Rsyslog, n: int, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    seqs = _seqs(rs)
+    while len(set(seqs)) < n and time.monotonic() < deadline:
+        time.sleep(0.2)
+        seqs = _seqs(rs)
+    return seqs
+
+
+def _start_shipper(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    f = open(log, "ab")  # noqa: SIM115 - handed to the child
+    try:
+        return subprocess.Popen([sys.executable, "-m", "shipper", "run", "-c", str(config)],
+                                stdout=f, stderr=f, cwd=ROOT)
+    finally:
+        f.close()
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    if proc.poll() is None:
+        os.kill(proc.pid, sig)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+        pytest.fail("shipper did not stop in time")
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(name + ("{" + want + "}" if want else " ")) or (
+                not want and line.startswith(name + " ")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.fixture
+def receiver(tmp_path):
+    rs = Rsyslog(tmp_path / "rsyslog", ("tcp",))
+    rs.start()
+    yield rs
+    rs.stop()
+
+
+@pytest.mark.slow
+def test_reload_restart_and_stop_under_load_lose_nothing(tmp_path, receiver):
+    multilog = require_binary("multilog")
+    logdir = tmp_path / "log" / "send"
+    logdir.parent.mkdir()
+    mport = free_port()
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(_config(tmp_path, logdir, receiver.ports["tcp"], mport))
+    shlog = tmp_path / "shipper.log"
+    total = 30000
+    writer = subprocess.Popen(f"{sys.executable} -c '{WRITER}' 6000 {total} 0 | {multilog} t s8192 n500 {logdir}",
+                              shell=True)
+    try:
+        proc = _start_shipper(cfg, shlog)
+        time.sleep(1.5)
+        # metrics move
+        text = _scrape(mport)
+        assert _metric(text, "shipper_build_info", version=__import__("shipper").__version__) == 1
+        # an invalid config is refused and the old one keeps running
+        cfg.write_text(cfg.read_text() + "\n[sinks.bad]\ntype = \"nosuch\"\n")
+        os.kill(proc.pid, signal.SIGHUP)
+        time.sleep(1.0)
+        assert proc.poll() is None
+        assert "reload refused" in shlog.read_text()
+        # a valid change is taken: add a file sink
+        cfg.write_text(_config(tmp_path, logdir, receiver.ports["tcp"], mport,
+                               extra=f'\n[sinks.copy]\ntype = "file"\npath = "{tmp_path / "copy.ndjson"}"\n'))
+        os.kill(proc.pid, signal.SIGHUP)
+        time.sleep(1.5)
+        assert proc.poll() is None and "reloaded" in shlog.read_text()
+        # stop (SIGTERM) while multilog keeps writing, then start again
+        assert _stop(proc) == 0
+        time.sleep(1.0)
+        proc = _start_shipper(cfg, shlog)
+        time.sleep(1.0)
+        # SIGKILL too: the checkpoint only covers durable appends
+        _stop(proc, signal.SIGKILL)
+        proc = _start_shipper(cfg, shlog)
+        assert writer.wait(60) == 0
+        seqs = _wait_seqs(receiver, total, 60)
+        text = _scrape(mport)
+        acked = _metric(text, "shipper_sink_acked_total", sink="siem")
+        assert _stop(proc) == 0
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    missing = set(range(total)) - set(seqs)
+    assert not missing, f"{len(missing)} lines lost, e.g. {sorted(missing)[:10]}; log: {shlog.read_text()[-3000:]}"
+    # duplicates only from batches re-sent after the SIGKILL, each with its first copy's id
+    dups = len(seqs) - len(set(seqs))
+    assert dups <= total // 2
+    ids: dict[int, str] = {}
+    for m in receiver.messages("tcp"):
+        g = SEQ_RE.search(m["msg"])
+        eid = re.search(r'event_id="([^"]+)"', m["sd"])
+        assert g and eid
+        assert ids.setdefault(int(g.group(1)), eid.group(1)) == eid.group(1)
+    assert acked > 0
+    copied = (tmp_path / "copy.ndjson").read_bytes().count(b"\n")
+    assert copied > 0
+
+
+@pytest.mark.slow
+def test_under_daemontools_supervise(tmp_path, receiver):
+    supervise = require_binary("supervise")
+    svc = require_binary("svc")
+    multilog = require_binary("multilog")
+    logdir = tmp_path / "log" / "send"
+    logdir.parent.mkdir()
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(_config(tmp_path, logdir, receiver.ports["tcp"], free_port()))
+    service = tmp_path / "service" / "shipper"
+    shutil.copytree(ROOT / "service" / "shipper", service)
+    (service / "env").mkdir(exist_ok=True)
+    # The shipped run script, with only the user, the program path and the config
+    # path changed for a test (no "shipper" user exists here).
+    shipped = (ROOT / "service" / "shipper" / "run").read_text()
+    run = shipped.replace("setuidgid shipper ", "").replace(
+        "shipper run -c /etc/shipper/shipper.toml", f"{sys.executable} -m shipper run -c {cfg}")
+    assert run != shipped and "exec envdir ./env" in run
+    (service / "run").write_text(run)
+    (service / "run").chmod(0o755)
+    out = open(tmp_path / "supervise.out", "wb")  # noqa: SIM115 - handed to the child
+    total = 15000
+    writer = subprocess.Popen(f"{sys.executable} -c '{WRITER}' 5000 {total} 0 | {multilog} t s8192 n500 {logdir}",
+                              shell=True)
+    sup = subprocess.Popen([supervise, str(service)], stdout=out, stderr=out)
+    out.close()
+    try:
+        time.sleep(2.0)
+        subprocess.run([svc, "-h", str(service)], check=True, timeout=10)  # reload
+        time.sleep(1.0)
+        subprocess.run([svc, "-t", str(service)], check=True, timeout=10)  # restart
+        time.sleep(1.0)
+        subprocess.run([svc, "-d", str(service)], check=True, timeout=10)  # stop
+        time.sleep(1.0)
+        subprocess.run([svc, "-u", str(service)], check=True, timeout=10)  # up again
+        assert writer.wait(60) == 0
+        seqs = _wait_seqs(receiver, total, 60)
+    finally:
+        subprocess.run([svc, "-dx", str(service)], timeout=10)
+        try:
+            sup.wait(30)
+        except subprocess.TimeoutExpired:
+            os.kill(sup.pid, signal.SIGKILL)
+            sup.wait(5)
+        if writer.poll() is None:
+            writer.kill()
+    missing = set(range(total)) - set(seqs)
+    log = (tmp_path / "supervise.out").read_text(errors="replace")
+    assert not missing, f"{len(missing)} lines lost, e.g. {sorted(missing)[:10]}; log: {log[-3000:]}"
+    assert "reloaded" in log and log.count("started") >= 3  # start, restart (-t), up (-u)
