@@ -1,0 +1,282 @@
+"""``shipper buffer verify|repair|stats PATH``: a disk queue, checked offline.
+
+* ``stats``: what is in the buffer (records, bytes, segments, oldest/newest event
+  time, unacknowledged depth, corrupt records, quarantine). Exit 0 (1 if unreadable).
+* ``verify``: checks every frame of every segment and the state file, changes
+  nothing. Exit 0 when clean, 1 when anything needs repair (a torn tail after a crash
+  counts: the next start or ``repair`` cuts it). Safe while the shipper runs (a tail
+  being written may then show as torn).
+* ``repair``: runs the recovery the daemon runs at start, on every segment: torn
+  tail cut, corrupt frames moved to the quarantine file, state rebuilt. Exit 0 when
+  the buffer is usable afterwards, 1 when it is in use or could not be repaired.
+
+Exit codes follow ``shipper.cli``: 0 ok, 1 problem, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from shipper.diskqueue import (
+    QUARANTINE_NAME,
+    STATE_NAME,
+    BadRegion,
+    DiskQueue,
+    QueueLocked,
+    decode_state,
+    list_segments,
+    payload_time,
+    read_quarantine,
+    walk_segment,
+)
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+
+
+@dataclass(slots=True)
+class BufferReport:
+    """Everything ``stats`` and ``verify`` say about a buffer directory."""
+
+    path: Path
+    segments: int = 0
+    segment_names: list[str] = field(default_factory=list)
+    size_bytes: int = 0  # file sizes
+    allocated_bytes: int = 0  # st_blocks * 512
+    records: int = 0  # data frames present (acknowledged or not)
+    first_seq: int | None = None
+    last_seq: int | None = None
+    acked_seq: int | None = None
+    unacked: int = 0
+    oldest_unacked_time_ns: int | None = None
+    oldest_time_ns: int | None = None
+    newest_time_ns: int | None = None
+    corrupt_regions: int = 0
+    corrupt_bytes: int = 0
+    lost_records: int = 0  # seqs lost in corrupt regions found now
+    repaired_lost: int = 0  # seqs recorded lost by earlier repairs (gap frames)
+    torn_tail_bytes: int = 0
+    state: dict[str, Any] | None = None
+    state_notes: list[str] = field(default_factory=list)
+    quarantine_entries: int = 0
+    quarantine_bytes: int = 0
+    sources: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def inspect(path: str | os.PathLike[str]) -> BufferReport:
+    """Read a buffer without changing it. Raises FileNotFoundError if it is not there."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such buffer directory")
+    rep = BufferReport(path=root)
+    state_path = root / STATE_NAME
+    segments = list_segments(root)
+    if state_path.exists():
+        rep.state, rep.state_notes = decode_state(state_path.read_bytes())
+        if rep.state is None:
+            rep.problems.append("state file unusable (" + "; ".join(rep.state_notes) +
+                                "): the next start rebuilds it from the segments")
+    elif segments:
+        rep.problems.append("state file missing: the next start rebuilds it from the segments")
+    ack = int(rep.state.get("ack", 0)) if rep.state else (segments[0][0] - 1 if segments else 0)
+    rep.acked_seq = ack
+    rep.sources = len(rep.state.get("positions") or {}) if rep.state else 0
+    files = [p for _, p in segments] + [state_path, root / QUARANTINE_NAME]
+    for p in files:
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        rep.size_bytes += st.st_size
+        rep.allocated_bytes += st.st_blocks * 512
+    rep.segments = len(segments)
+    rep.segment_names = [p.name for _, p in segments]
+    for i, (first, seg_path) in enumerate(segments):
+        data = seg_path.read_bytes()
+        last_segment = i == len(segments) - 1
+        next_first = None if last_segment else segments[i + 1][0]
+        w = walk_segment(data, first, next_first, after=ack)
+        rep.records += w.records
+        if w.records:
+            if rep.first_seq is None:
+                rep.first_seq = w.next_seq - w.records if not w.bad else first
+            rep.last_seq = w.next_seq - 1
+        if w.first_data is not None and rep.oldest_time_ns is None:
+            rep.oldest_time_ns = payload_time(data[w.first_data[0]:w.first_data[1]])
+        if w.last_data is not None:
+            t = payload_time(data[w.last_data[0]:w.last_data[1]])
+            if t is not None:
+                rep.newest_time_ns = t
+        if w.first_after is not None and rep.oldest_unacked_time_ns is None:
+            rep.oldest_unacked_time_ns = payload_time(data[w.first_after[0]:w.first_after[1]])
+        if last_segment and not w.bad and w.commit_end < w.valid_end:
+            rep.torn_tail_bytes += w.valid_end - w.commit_end
+            rep.problems.append(f"{seg_path.name}: unfinished write of {w.valid_end - w.commit_end} "
+                                f"byte(s) at offset {w.commit_end} (cut by a crash)")
+        rep.repaired_lost += sum(int(g.get("last", 0)) - int(g.get("first", 0)) + 1 for g in w.gaps)
+        for piece in w.pieces:
+            if not isinstance(piece, BadRegion):
+                continue
+            if last_segment and piece.resumes_at is None:
+                rep.torn_tail_bytes += piece.end - piece.start
+                rep.problems.append(f"{seg_path.name}: torn tail of {piece.end - piece.start} "
+                                    f"byte(s) at offset {piece.start} (a write cut by a crash)")
+                continue
+            rep.corrupt_regions += 1
+            rep.corrupt_bytes += piece.end - piece.start
+            rep.lost_records += piece.lost
+            what = (f"{piece.end - piece.start} corrupt byte(s) at offset {piece.start}"
+                    if piece.end > piece.start else f"seqs missing before offset {piece.start}")
+            rep.problems.append(f"{seg_path.name}: {what}, {piece.lost} record(s) lost "
+                                f"(seq {piece.expected}..{piece.expected + piece.lost - 1})"
+                                if piece.lost else f"{seg_path.name}: {what}")
+    if rep.last_seq is not None:
+        rep.unacked = max(0, rep.last_seq - ack)
+    entries = read_quarantine(root / QUARANTINE_NAME)
+    rep.quarantine_entries = len(entries)
+    rep.quarantine_bytes = sum(e.get("stored", 0) for e in entries)
+    return rep
+
+
+def _time(ns: int | None) -> str:
+    if ns is None:
+        return "-"
+    from shipper.record import rfc3339_ns
+
+    return f"{rfc3339_ns(ns)} ({ns})"
+
+
+def _print_report(rep: BufferReport, out: TextIO) -> None:
+    p = lambda *a: print(*a, file=out)  # noqa: E731
+    p(f"buffer {rep.path}")
+    names = f" ({rep.segment_names[0]} .. {rep.segment_names[-1]})" if rep.segment_names else ""
+    p(f"  segments:        {rep.segments}{names}")
+    p(f"  bytes:           {rep.size_bytes} (allocated on disk: {rep.allocated_bytes})")
+    seqs = f" (seq {rep.first_seq}..{rep.last_seq})" if rep.first_seq is not None else ""
+    p(f"  records:         {rep.records}{seqs}")
+    p(f"  unacknowledged:  {rep.unacked} (acknowledged up to seq {rep.acked_seq})")
+    p(f"  oldest event:    {_time(rep.oldest_time_ns)}")
+    p(f"  oldest unacked:  {_time(rep.oldest_unacked_time_ns)}")
+    p(f"  newest event:    {_time(rep.newest_time_ns)}")
+    p(f"  corrupt:         {rep.corrupt_regions} region(s), {rep.corrupt_bytes} byte(s), "
+      f"{rep.lost_records} record(s) lost")
+    if rep.repaired_lost:
+        p(f"  lost earlier:    {rep.repaired_lost} record(s) cut out by earlier repairs")
+    p(f"  torn tail:       {rep.torn_tail_bytes} byte(s)")
+    if rep.state is not None:
+        p(f"  state:           generation {rep.state.get('generation')}, fsync={rep.state.get('fsync')}, "
+          f"clean shutdown: {'yes' if rep.state.get('clean') else 'no'}, "
+          f"durable up to seq {rep.state.get('durable')}")
+    else:
+        p("  state:           unusable or missing")
+    for note in rep.state_notes:
+        p(f"                   {note}")
+    p(f"  dedup sources:   {rep.sources}")
+    p(f"  quarantine:      {rep.quarantine_entries} entr{'y' if rep.quarantine_entries == 1 else 'ies'}, "
+      f"{rep.quarantine_bytes} byte(s) kept")
+
+
+def stats(path: str | os.PathLike[str], out: TextIO | None = None) -> int:
+    """Print what is in the buffer. Exit code."""
+    out = out or sys.stdout
+    try:
+        rep = inspect(path)
+    except OSError as exc:
+        print(f"shipper buffer stats: {exc}", file=out)
+        return EXIT_PROBLEM
+    _print_report(rep, out)
+    return EXIT_OK
+
+
+def verify(path: str | os.PathLike[str], out: TextIO | None = None) -> int:
+    """Check every frame; print the problems. 0 clean, 1 needs repair."""
+    out = out or sys.stdout
+    try:
+        rep = inspect(path)
+    except OSError as exc:
+        print(f"shipper buffer verify: {exc}", file=out)
+        return EXIT_PROBLEM
+    if not rep.problems:
+        print(f"buffer {rep.path}: OK: {rep.segments} segment(s), {rep.records} record(s), "
+              f"{rep.unacked} unacknowledged, every frame checked", file=out)
+        return EXIT_OK
+    print(f"buffer {rep.path}: {len(rep.problems)} problem(s):", file=out)
+    for problem in rep.problems:
+        print(f"  {problem}", file=out)
+    print(f"run `shipper buffer repair {rep.path}` (or start the shipper: it repairs at start)",
+          file=out)
+    return EXIT_PROBLEM
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def repair(path: str | os.PathLike[str], out: TextIO | None = None) -> int:
+    """Run the recovery on every segment; print what was done. 0 usable, 1 not."""
+    out = out or sys.stdout
+    if not Path(path).is_dir():
+        print(f"shipper buffer repair: {path}: no such buffer directory", file=out)
+        return EXIT_PROBLEM
+    handler = _Collect()
+    logger = logging.getLogger("shipper.buffer")
+    logger.addHandler(handler)
+    try:
+        q = DiskQueue.open(path, fsync="always", full_check=True, max_bytes=1 << 62)
+        counters = q.stats.as_dict()
+        q.close()
+    except QueueLocked as exc:
+        print(f"shipper buffer repair: {exc}: stop the shipper first (it repairs at start)", file=out)
+        return EXIT_PROBLEM
+    except OSError as exc:
+        print(f"shipper buffer repair: {path}: {exc}", file=out)
+        return EXIT_PROBLEM
+    finally:
+        logger.removeHandler(handler)
+    if not handler.lines:
+        print(f"buffer {path}: nothing to repair", file=out)
+    else:
+        print(f"buffer {path}: repaired:", file=out)
+        for line in handler.lines:
+            print(f"  {line}", file=out)
+        print(f"  repairs {counters['repairs']}, records lost {counters['corrupt_records']}, "
+              f"bytes quarantined {counters['quarantined_bytes']}, torn tail cut "
+              f"{counters['truncated_bytes']} byte(s), state rebuilt {counters['state_fallbacks']}",
+              file=out)
+    rep = inspect(path)
+    if rep.problems:
+        print("still wrong after repair:", file=out)
+        for problem in rep.problems:
+            print(f"  {problem}", file=out)
+        return EXIT_PROBLEM
+    return EXIT_OK
+
+
+COMMANDS = {"verify": verify, "repair": repair, "stats": stats}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="shipper buffer",
+                                 description="Check, repair or describe a disk buffer offline.")
+    ap.add_argument("command", choices=sorted(COMMANDS))
+    ap.add_argument("path", metavar="PATH", help="the buffer directory of one sink")
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code else EXIT_OK
+    return COMMANDS[args.command](args.path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

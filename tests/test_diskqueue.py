@@ -1,0 +1,511 @@
+"""The disk queue: append/read/ack, reopen, dedup, recovery from damage, size cap, disk full."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from shipper.diskqueue import (
+    HEADER_SIZE,
+    QUARANTINE_NAME,
+    SLOT_SIZE,
+    STATE_NAME,
+    DiskQueue,
+    QueueFull,
+    QueueLocked,
+    list_segments,
+    read_quarantine,
+    walk_segment,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SEG = 64 << 10  # the smallest segment size: many segments from few records
+
+
+def rec(i: int, size: int = 200) -> bytes:
+    """A record like the pipeline's: JSON with an event time, ~size bytes."""
+    head = orjson.dumps({"time_unix_ns": 1_700_000_000_000_000_000 + i, "n": i, "pad": ""})
+    return head[:-2] + b"x" * max(0, size - len(head)) + b'"}'
+
+
+def num(payload: bytes) -> int:
+    return orjson.loads(payload)["n"]
+
+
+def fill(q: DiskQueue, start: int, count: int, batch: int = 50, **kw: object) -> None:
+    for i in range(start, start + count, batch):
+        n = min(batch, start + count - i)
+        q.append([rec(j) for j in range(i, i + n)], **kw)  # type: ignore[arg-type]
+
+
+def drain(q: DiskQueue, ack: bool = True, limit: int = 100_000) -> list[tuple[int, bytes]]:
+    got: list[tuple[int, bytes]] = []
+    for _ in range(limit):
+        items = q.read(333, 1 << 20)
+        if not items:
+            break
+        got += items
+        if ack:
+            q.ack(items[-1][0])
+    return got
+
+
+def open_q(path: Path, **kw: object) -> DiskQueue:
+    opts: dict[str, object] = {"segment_bytes": SEG, "max_bytes": 64 << 20, "fsync": "always"}
+    opts.update(kw)
+    return DiskQueue.open(path, **opts)  # type: ignore[arg-type]
+
+
+def seg_files(path: Path) -> list[Path]:
+    return [p for _, p in list_segments(path)]
+
+
+def disk_blocks(path: Path) -> int:
+    return sum((p.stat().st_size + 4095) // 4096 * 4096 for p in path.iterdir())
+
+
+# -- basics ------------------------------------------------------------------------------
+
+
+def test_append_read_ack_in_order_and_segments_deleted(tmp_path: Path) -> None:
+    q = open_q(tmp_path)
+    r = q.append([rec(0), rec(1), rec(2)])
+    assert (r.first_seq, r.last_seq, r.accepted, r.skipped, r.dropped) == (1, 3, 3, 0, 0)
+    fill(q, 3, 997)
+    assert q.last_seq == 1000 and q.depth == 1000 and q.durable_seq == 1000
+    assert len(seg_files(tmp_path)) == q.segments > 3  # 1000 x ~216 bytes over 64 KiB segments
+    got = drain(q, ack=False)
+    assert [s for s, _ in got] == list(range(1, 1001))
+    assert [num(p) for _, p in got] == list(range(1000))
+    assert got[0][1] == rec(0)
+    assert q.read(10, 1 << 20) == []
+    assert q.depth == 1000 and q.unread == 0
+    q.ack(500)
+    assert q.depth == 500
+    # segments wholly at or below seq 500 are gone; the one holding 501 is kept
+    firsts = [first for first, _ in list_segments(tmp_path)]
+    assert firsts[0] <= 501 and (len(firsts) == 1 or firsts[1] > 501)
+    assert q.stats.segments_deleted >= 1
+    q.ack(1000)
+    assert q.depth == 0 and len(seg_files(tmp_path)) == 1
+    assert q.bytes_on_disk == disk_blocks(tmp_path)
+    q.close()
+
+
+def test_read_limits_and_oversized_record(tmp_path: Path) -> None:
+    q = open_q(tmp_path)
+    q.append([rec(i) for i in range(10)] + [b"y" * 300_000] + [rec(11)])
+    assert len(q.read(4, 1 << 20)) == 4
+    by_bytes = q.read(100, 500)  # at least one record, stops once over max_bytes
+    assert [s for s, _ in by_bytes] == [5, 6, 7]
+    rest = q.read(100, 1 << 20)
+    assert [s for s, _ in rest] == [8, 9, 10, 11, 12]
+    assert rest[3][1] == b"y" * 300_000  # larger than a read chunk and than a segment
+    q.close()
+
+
+def test_reopen_rereads_unacked_and_rewind(tmp_path: Path) -> None:
+    q = open_q(tmp_path, fsync="interval")
+    fill(q, 0, 600)
+    first = q.read(100, 1 << 20)
+    second = q.read(100, 1 << 20)
+    q.ack(first[-1][0])
+    q.rewind()
+    again = q.read(100, 1 << 20)
+    assert again == second  # the unacknowledged batch, same seqs, same bytes
+    q.ack(150)  # mid-batch
+    q.rewind()
+    assert q.read(1, 1 << 20)[0][0] == 151
+    q.close()
+    q = open_q(tmp_path, fsync="interval")
+    assert q.depth == 450 and q.acked_seq == 150
+    got = drain(q)
+    assert [s for s, _ in got] == list(range(151, 601))
+    assert [num(p) for _, p in got] == list(range(150, 600))
+    r = q.append([rec(600)])
+    assert r.first_seq == 601  # seqs go on after reopen, never reused
+    q.close()
+
+
+def test_durable_seq_per_policy(tmp_path: Path) -> None:
+    for policy in ("always", "never"):
+        q = open_q(tmp_path / policy, fsync=policy)
+        r = q.append([rec(0), rec(1)])
+        assert q.durable_seq == r.last_seq == 2
+        q.close()
+    q = open_q(tmp_path / "interval", fsync="interval", fsync_interval_ms=50)
+    r = q.append([rec(0), rec(1)])
+    deadline = time.monotonic() + 5
+    while q.durable_seq < r.last_seq and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert q.durable_seq == 2  # the background flush covered it
+    q2 = open_q(tmp_path / "interval-slow", fsync="interval", fsync_interval_ms=60_000)
+    r = q2.append([rec(0)])
+    assert q2.durable_seq == 0
+    assert q2.sync() == 1 == q2.durable_seq
+    q.close()
+    q2.close()
+
+
+def test_second_open_is_refused(tmp_path: Path) -> None:
+    q = open_q(tmp_path)
+    with pytest.raises(QueueLocked, match="in use"):
+        open_q(tmp_path)
+    q.close()
+    open_q(tmp_path).close()
+
+
+def test_oldest_unacked_time(tmp_path: Path) -> None:
+    q = open_q(tmp_path)
+    assert q.oldest_unacked_time() is None
+    fill(q, 0, 300)
+    assert q.oldest_unacked_time() == 1_700_000_000_000_000_000
+    q.ack(200)
+    assert q.oldest_unacked_time() == 1_700_000_000_000_000_200
+    q.close()
+
+
+# -- dedup across re-reads ----------------------------------------------------------------
+
+
+def test_dedup_by_positions_survives_reopen_and_lost_state(tmp_path: Path) -> None:
+    q = open_q(tmp_path)
+    r = q.append([rec(i) for i in range(10)], source_key="f1", positions=[("a", i * 100) for i in range(10)])
+    assert r.accepted == 10
+    # a source re-read after a crash offers 5..14 again: 5..9 are refused, 10..14 taken
+    r = q.append([rec(i) for i in range(5, 15)], source_key="f1",
+                 positions=[("a", i * 100) for i in range(5, 15)])
+    assert (r.accepted, r.skipped, r.first_seq, r.last_seq) == (5, 5, 11, 15)
+    r = q.append([rec(i) for i in range(3)], source_key="f2", position=("b", 7))
+    assert r.accepted == 3
+    q.close()
+    for damage in ("none", "delete state"):
+        if damage == "delete state":
+            (tmp_path / STATE_NAME).unlink()
+        q = open_q(tmp_path)
+        r = q.append([rec(14)], source_key="f1", positions=[("a", 1400)])
+        assert (r.accepted, r.skipped) == (0, 1)
+        assert (r.first_seq, r.last_seq) == (q.last_seq + 1, q.last_seq)
+        r = q.append([rec(0), rec(1)], source_key="f2", position=("b", 7))
+        assert (r.accepted, r.skipped) == (0, 2)
+        q.close()
+    q = open_q(tmp_path)
+    got = drain(q)
+    assert [num(p) for _, p in got] == list(range(15)) + [0, 1, 2]
+    q.close()
+
+
+def test_dedup_positions_kept_in_state_after_segments_deleted(tmp_path: Path) -> None:
+    q = open_q(tmp_path)
+    fill(q, 0, 1000, source_key="f", position=("x", 1))
+    drain(q)  # everything acknowledged: the markers' segments are deleted
+    assert len(seg_files(tmp_path)) == 1
+    q.close()
+    q = open_q(tmp_path)
+    r = q.append([rec(0)], source_key="f", position=("x", 1))
+    assert r.skipped == 1  # remembered through the state snapshot
+    q.close()
+
+
+# -- recovery from damage -----------------------------------------------------------------
+
+
+def frame_offsets(path: Path) -> list[tuple[int, int]]:
+    """(offset, seq field) of each frame of a segment file."""
+    data = path.read_bytes()
+    out = []
+    pos = 0
+    while pos + HEADER_SIZE <= len(data):
+        ln = int.from_bytes(data[pos:pos + 4], "little")
+        out.append((pos, int.from_bytes(data[pos + 8:pos + 16], "little")))
+        pos += HEADER_SIZE + ln
+    return out
+
+
+def flip(path: Path, offset: int, n: int = 1) -> None:
+    data = bytearray(path.read_bytes())
+    for i in range(offset, offset + n):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_bytes_in_old_segment_skip_one_record(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    q = open_q(tmp_path)
+    fill(q, 0, 1000)
+    q.close()
+    seg = seg_files(tmp_path)[1]
+    offset, seq = frame_offsets(seg)[7]
+    flip(seg, offset + HEADER_SIZE + 20)  # inside the payload of one record
+    caplog.set_level(logging.WARNING, logger="shipper.buffer")
+    q = open_q(tmp_path)
+    got = drain(q)
+    assert [s for s, _ in got] == [s for s in range(1, 1001) if s != seq]
+    assert [num(p) for _, p in got] == [i for i in range(1000) if i != seq - 1]
+    assert q.stats.corrupt_records == 1 and q.stats.repairs == 1
+    assert q.stats.quarantined_bytes > 0 and q.depth == 0
+    entries = read_quarantine(tmp_path / QUARANTINE_NAME)
+    assert len(entries) == 1
+    assert entries[0]["offset"] == offset and entries[0]["segment"] == int(seg.name[:20])
+    repairs = [r for r in caplog.records if "corrupt region" in r.getMessage()]
+    assert len(repairs) == 1  # logged once
+    q.close()
+
+
+def test_corrupt_record_in_tail_kept_records_after_it(tmp_path: Path) -> None:
+    q = open_q(tmp_path)
+    fill(q, 0, 100)
+    q.close()
+    seg = seg_files(tmp_path)[-1]
+    offsets = frame_offsets(seg)
+    data_frames = [(o, s) for o, s in offsets if s >> 62 == 0]
+    offset, seq = data_frames[-5]
+    flip(seg, offset + 2)  # the length field: an impossible length
+    q = open_q(tmp_path)
+    got = drain(q, ack=False)
+    assert [s for s, _ in got] == [s for s in range(1, q.last_seq + 1) if s != seq]
+    assert q.stats.corrupt_records == 1
+    assert q.append([rec(100)]).first_seq == q.last_seq  # appends go on after the repair
+    q.close()
+    q = open_q(tmp_path)
+    assert q.stats.repairs == 0  # repaired for good: nothing found the second time
+    q.close()
+
+
+def test_torn_tail_is_cut_and_appends_go_on(tmp_path: Path) -> None:
+    q = open_q(tmp_path, fsync="interval", fsync_interval_ms=60_000)
+    fill(q, 0, 200)
+    q.sync()
+    q.append([rec(200), rec(201)])
+    # simulate a crash mid-write: the last frame half on disk, no clean close
+    seg = seg_files(tmp_path)[-1]
+    size = seg.stat().st_size
+    q._stop_flusher.set()
+    q._close_fds()
+    with open(seg, "r+b") as f:
+        f.truncate(size - 50)
+    q = open_q(tmp_path)
+    assert q.stats.truncated_bytes > 0 and q.stats.corrupt_records == 0
+    # the whole interrupted append (seqs 201, 202) is gone, not just its torn frame:
+    # an append is on disk whole or not at all
+    assert q.last_seq == 200
+    r = q.append([rec(200), rec(201)])
+    assert r.first_seq == 201
+    got = drain(q)
+    assert [num(p) for _, p in got] == list(range(202))
+    q.close()
+
+
+def test_truncated_old_segment_counts_missing_records(tmp_path: Path) -> None:
+    q = open_q(tmp_path)
+    fill(q, 0, 1000)
+    q.close()
+    segs = seg_files(tmp_path)
+    victim = segs[1]
+    lost_from = frame_offsets(victim)[10]
+    with open(victim, "r+b") as f:
+        f.truncate(lost_from[0] + 30)
+    next_first = int(segs[2].name[:20])
+    q = open_q(tmp_path)
+    got = drain(q)
+    seqs = [s for s, _ in got]
+    lost = set(range(lost_from[1], next_first))
+    assert seqs == [s for s in range(1, 1001) if s not in lost]
+    assert q.stats.corrupt_records == len(lost) and q.depth == 0
+    q.close()
+
+
+def test_nul_run_inside_a_segment(tmp_path: Path) -> None:
+    q = open_q(tmp_path)
+    fill(q, 0, 1000)
+    q.close()
+    seg = seg_files(tmp_path)[1]
+    data = bytearray(seg.read_bytes())
+    data[4096:8192] = bytes(4096)  # a lost page
+    seg.write_bytes(bytes(data))
+    q = open_q(tmp_path)
+    got = drain(q)
+    missing = sorted(set(range(1, 1001)) - {s for s, _ in got})
+    assert 15 <= len(missing) <= 22  # ~4 KiB of ~216-byte records
+    assert missing == list(range(missing[0], missing[-1] + 1))
+    assert q.stats.corrupt_records == len(missing)
+    q.close()
+
+
+@pytest.mark.parametrize("damage", ["delete", "nul", "garbage", "empty"])
+def test_state_file_damage_falls_back_to_segments(tmp_path: Path, damage: str) -> None:
+    q = open_q(tmp_path)
+    for i in range(0, 1000, 50):
+        q.append([rec(j) for j in range(i, i + 50)], source_key="f", position=("p", i + 49))
+    q.ack(400)
+    q.close()
+    state = tmp_path / STATE_NAME
+    if damage == "delete":
+        state.unlink()
+    elif damage == "nul":
+        state.write_bytes(bytes(2 * SLOT_SIZE))
+    elif damage == "garbage":
+        state.write_bytes(os.urandom(2 * SLOT_SIZE))
+    else:
+        state.write_bytes(b"")
+    q = open_q(tmp_path)
+    assert q.stats.state_fallbacks == 1
+    first_kept = int(seg_files(tmp_path)[0].name[:20])
+    got = drain(q)
+    # acknowledgements are lost with the state: records before the first segment are
+    # gone (= acknowledged), the rest is delivered again; nothing is lost
+    assert [s for s, _ in got] == list(range(first_kept, 1001))
+    assert first_kept <= 401
+    assert q.append([rec(0)], source_key="f", position=("p", 999)).skipped == 1
+    assert q.append([rec(1000)], source_key="f", position=("p", 1000)).accepted == 1
+    q.close()
+
+
+def test_one_torn_state_slot_uses_the_other(tmp_path: Path) -> None:
+    q = open_q(tmp_path)
+    fill(q, 0, 100)
+    q.ack(60)
+    q.close()
+    state = tmp_path / STATE_NAME
+    raw = bytearray(state.read_bytes())
+    gens = [int.from_bytes(raw[i * SLOT_SIZE + 8:i * SLOT_SIZE + 16], "little") for i in (0, 1)]
+    newest = gens.index(max(gens))
+    raw[newest * SLOT_SIZE + 40] ^= 0xFF  # tear the newest slot
+    state.write_bytes(bytes(raw))
+    q = open_q(tmp_path)
+    assert q.stats.state_fallbacks == 0
+    assert q.acked_seq == 60  # the previous slot already had it (close wrote it again)
+    q.close()
+
+
+# -- size cap -----------------------------------------------------------------------------
+
+
+def test_cap_block(tmp_path: Path) -> None:
+    cap = 512 << 10
+    q = open_q(tmp_path, max_bytes=cap, when_full="block")
+    batch = [rec(i) for i in range(50)]
+    appended = 0
+    for _ in range(1000):
+        if not q.has_room(sum(map(len, batch)), len(batch)):
+            break
+        appended += q.append(batch).accepted
+        assert q.bytes_on_disk <= cap
+    assert not q.has_room(sum(map(len, batch)), len(batch))
+    # has_room keeps a few hundred bytes of slack: at most one more batch goes in
+    with pytest.raises(QueueFull, match="full"):
+        for _ in range(2):
+            appended += q.append(batch).accepted
+    assert q.stats.full_refusals == 1 and q.last_seq == appended
+    assert q.bytes_on_disk == disk_blocks(tmp_path) <= cap
+    got = drain(q)  # the sink catches up: room again
+    assert len(got) == appended
+    assert q.has_room(sum(map(len, batch)), len(batch))
+    assert q.append(batch).accepted == 50
+    q.close()
+
+
+def test_cap_drop_newest(tmp_path: Path) -> None:
+    cap = 512 << 10
+    q = open_q(tmp_path, max_bytes=cap, when_full="drop_newest")
+    accepted = dropped = 0
+    for b in range(60):
+        r = q.append([rec(b * 50 + i) for i in range(50)])
+        accepted += r.accepted
+        dropped += r.dropped
+        assert q.bytes_on_disk <= cap
+    assert dropped > 0 and q.stats.dropped_newest == dropped
+    assert accepted + dropped == 3000
+    got = drain(q)
+    assert [num(p) for _, p in got] == list(range(accepted))  # the oldest kept, in order
+    q.close()
+
+
+def test_cap_drop_oldest(tmp_path: Path) -> None:
+    cap = 512 << 10
+    q = open_q(tmp_path, max_bytes=cap, when_full="drop_oldest")
+    for b in range(60):
+        r = q.append([rec(b * 50 + i) for i in range(50)])
+        assert r.accepted == 50
+        assert q.bytes_on_disk <= cap
+    assert q.stats.dropped_oldest > 0
+    got = drain(q)
+    nums = [num(p) for _, p in got]
+    assert nums == list(range(3000 - len(nums), 3000))  # the newest kept, in order
+    assert q.stats.dropped_oldest + len(nums) == 3000
+    q.close()
+
+
+# -- disk full ----------------------------------------------------------------------------
+
+DISK_FULL_CHILD = textwrap.dedent("""
+    import json, resource, sys
+    from shipper.diskqueue import DiskQueue, QueueWriteError
+    path = sys.argv[1]
+    q = DiskQueue.open(path, segment_bytes=4 << 20, max_bytes=1 << 30, fsync="always")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, hard))  # the disk fills up
+    accepted, errors = [], []
+    i = 0
+    for _ in range(1000):
+        batch = [b"record %06d " % j + b"x" * 900 for j in range(i, i + 10)]
+        try:
+            r = q.append(batch)
+        except QueueWriteError as exc:
+            errors.append(str(exc))
+            if len(errors) == 3:
+                break
+            continue
+        accepted.append([r.first_seq, r.last_seq, i])
+        i += 10
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # space returns
+    for _ in range(5):
+        batch = [b"record %06d " % j + b"x" * 900 for j in range(i, i + 10)]
+        r = q.append(batch)
+        accepted.append([r.first_seq, r.last_seq, i])
+        i += 10
+    q.close()
+    print(json.dumps({"accepted": accepted, "errors": errors, "records": i}))
+""")
+
+
+def test_disk_full_append_fails_cleanly_then_works(tmp_path: Path) -> None:
+    qdir = tmp_path / "q"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-c", DISK_FULL_CHILD, str(qdir)], capture_output=True,
+                       text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert len(out["errors"]) == 3
+    assert "EFBIG" in out["errors"][0] and "\n" not in out["errors"][0]
+    seqs = [(a, b) for a, b, _ in out["accepted"]]
+    assert seqs[0] == (1, 10) and all(b2 == b1 + 10 for (_, b1), (_, b2) in zip(seqs, seqs[1:], strict=False))
+    q = open_q(qdir, segment_bytes=4 << 20)
+    assert q.stats.repairs == 0 and q.stats.truncated_bytes == 0  # no half record left
+    got = drain(q)
+    assert [p[:14] for _, p in got] == [b"record %06d " % j for j in range(out["records"])]
+    assert [s for s, _ in got] == list(range(1, out["records"] + 1))
+    q.close()
+
+
+def test_walk_segment_reports_every_region(tmp_path: Path) -> None:
+    q = open_q(tmp_path)
+    fill(q, 0, 200)
+    q.close()
+    seg = seg_files(tmp_path)[0]
+    offs = [o for o in frame_offsets(seg) if o[1] >> 62 == 0]  # data frames
+    data = bytearray(seg.read_bytes())
+    data[offs[3][0] + 20] ^= 1  # payload
+    data[offs[70][0] + 4] ^= 1  # CRC
+    w = walk_segment(bytes(data), 1)
+    bad = w.bad
+    assert [(b.start, b.expected, b.lost) for b in bad] == [(offs[3][0], 4, 1), (offs[70][0], 71, 1)]
+    assert w.records == len(offs) - 2
