@@ -154,7 +154,8 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
     if word[-1:] == ":":
         fn = PREFIXED.get(word[:-1])
         if fn is not None:
-            return _result(word[:-1], fn(text[sp + 1:] if sp > 0 else ""))
+            rest = text[sp + 1:] if sp > 0 else ""
+            return _result(word[:-1], fn(rest), text[: len(text) - len(rest)])
     if word in QMAIL_SEND_WORDS:
         got = qmail_send_parse(text)
         if got is not None:
@@ -166,9 +167,16 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
     m = _PREFIX_RE.match(text)
     if m:
         name = m.group(1)
+        if name.startswith(("postfix", "pmg-smtp-filter")):
+            # Postfix lines whose syslog header was cut off ("postfix/smtpd[21779]: warning: ...")
+            program, event, fields, pid = _result(
+                name, parse_postfix(name.rsplit("/", 1)[-1], text[m.end():]))
+            if pid is None and m.group(2):
+                pid = int(m.group(2))
+            return program, event, fields, pid
         fn = PREFIXED.get(name)
         if fn is not None:
-            program, event, fields, pid = _result(name, fn(text[m.end():]))
+            program, event, fields, pid = _result(name, fn(text[m.end():]), text[:m.end()])
             if pid is None and m.group(2):
                 pid = int(m.group(2))
             return program, event, fields, pid
@@ -179,9 +187,13 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
     return (tag if tag != "qmail" else None), "unparsed", {}, None
 
 
-def _result(program: str, got: tuple[str, dict] | None) -> tuple[str | None, str, dict, int | None]:
+def _result(program: str, got: tuple[str, dict] | None, prefix: str = ""
+            ) -> tuple[str | None, str, dict, int | None]:
+    """``prefix``: the ``name: `` the parser did not see; its redacted text gets it back."""
     if got is None:
         return program, "unparsed", {}, None
     event, fields = got
+    if prefix and "_redact" in fields:
+        fields["_redact"] = prefix + fields["_redact"]
     pid = fields.pop("pid", None) if "pid" in fields else None
     return program, event, fields, pid

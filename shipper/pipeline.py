@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from shipper.diskqueue import QueueWriteError
 from shipper.parse import LineParser, ParseOptions
 from shipper.record import rfc3339_ns
 from shipper.sinks.base import Backoff, PermanentError, Sink, deliver
@@ -33,15 +34,14 @@ log = logging.getLogger("shipper.pipeline")
 
 
 class Queue(Protocol):
-    def append(self, payloads: list[bytes], source_key: str | None = None,
-               position: Any = None) -> Any: ...
+    def append(self, payloads: list[bytes]) -> Any: ...
     def sync(self) -> None: ...
     @property
     def durable_seq(self) -> int: ...
     def read(self, max_records: int, max_bytes: int) -> list[tuple[int, bytes]]: ...
     def ack(self, up_to_seq: int) -> None: ...
     def rewind(self) -> None: ...
-    def has_room(self, nbytes: int) -> bool: ...
+    def has_room(self, nbytes: int, nrecords: int | None = None) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -119,6 +119,7 @@ class Pipeline:
         self._parsers: dict[str, LineParser] = {}
         # (source, position, {route name: last seq}) awaiting durability, in order
         self._pending: deque[tuple[Any, Any, dict[str, int]]] = deque()
+        self._write_error_logged = False
         self._stop_reading = asyncio.Event()
         self._stop_sending = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -155,21 +156,19 @@ class Pipeline:
             if hasattr(item, "lines"):
                 dicts = self._records_for(source, item, now_ns)
                 position = item.position
-                source_key = item.source
             else:  # a Gap
                 st = self.stats.source(item.source)
                 st.gaps += 1
                 st.gap_bytes += getattr(item, "bytes_lost", None) or 0
                 dicts = [gap_record(item, self._opts[id(source)].host)]
                 position = getattr(item, "position", None)
-                source_key = None
             if self.transform is not None:
                 dicts = self.transform(dicts)
             if self.correlate is not None:
                 dicts = dicts + self.correlate(dicts)
-            await self._append(source, source_key, position, dicts)
+            await self._append(source, position, dicts)
 
-    async def _append(self, source: Any, source_key: str | None, position: Any,
+    async def _append(self, source: Any, position: Any,
                       dicts: list[dict[str, Any]]) -> None:
         by_event = self.stats.by_event
         for d in dicts:
@@ -186,16 +185,29 @@ class Pipeline:
                 continue
             nbytes = sum(map(len, payloads))
             t0 = time.monotonic()
-            while not route.queue.has_room(nbytes):
-                # when_full = block: stop reading until the sink drains its queue
-                if self._stop_reading.is_set():
-                    return  # not appended, not committed: read again after restart
-                await asyncio.sleep(0.05)
+            while True:
+                if not route.queue.has_room(nbytes, len(payloads)):
+                    # when_full = block: stop reading until the sink drains its queue
+                    if self._stop_reading.is_set():
+                        return  # not appended, not committed: read again after restart
+                    await asyncio.sleep(0.05)
+                    continue
+                try:
+                    # No dedup positions: after a crash the source re-reads from its
+                    # checkpoint and those records may be queued twice; they carry
+                    # the same event ids, so the SIEM can drop them.
+                    result = route.queue.append(payloads)
+                    break
+                except QueueWriteError as exc:  # disk full or I/O error: wait, try again
+                    if not self._write_error_logged:
+                        log.error("buffer of sink %s: %s (reading paused until it works)", route.name, exc)
+                        self._write_error_logged = True
+                    if self._stop_reading.is_set():
+                        return
+                    await asyncio.sleep(1.0)
+            self._write_error_logged = False
             self.stats.blocked_seconds += time.monotonic() - t0
-            result = route.queue.append(payloads, source_key=source_key, position=position)
-            last = getattr(result, "last_seq", result)
-            if isinstance(last, int):
-                seqs[route.name] = last
+            seqs[route.name] = result.last_seq
             route.wake.set()
         if position is not None:
             self._pending.append((source, position, seqs))
@@ -262,7 +274,6 @@ class Pipeline:
             if not ok:  # stopping: leave the batch unacknowledged in the queue
                 route.queue.rewind()
                 return
-            route.sink.stats.acked += len(records)
             route.queue.ack(items[-1][0])
 
     # -- lifecycle ---------------------------------------------------------

@@ -146,6 +146,11 @@ def test_reload_restart_and_stop_under_load_lose_nothing(tmp_path, receiver):
         # metrics move
         text = _scrape(mport)
         assert _metric(text, "shipper_build_info", version=__import__("shipper").__version__) == 1
+        first_acked = _metric(text, "shipper_sink_acked_total", sink="siem")
+        assert first_acked > 0
+        assert _metric(text, "shipper_source_lines_total", source=str(logdir)) >= first_acked
+        time.sleep(0.5)
+        assert _metric(_scrape(mport), "shipper_sink_acked_total", sink="siem") > first_acked
         # an invalid config is refused and the old one keeps running
         cfg.write_text(cfg.read_text() + "\n[sinks.bad]\ntype = \"nosuch\"\n")
         os.kill(proc.pid, signal.SIGHUP)
@@ -168,8 +173,6 @@ def test_reload_restart_and_stop_under_load_lose_nothing(tmp_path, receiver):
         proc = _start_shipper(cfg, shlog)
         assert writer.wait(60) == 0
         seqs = _wait_seqs(receiver, total, 60)
-        text = _scrape(mport)
-        acked = _metric(text, "shipper_sink_acked_total", sink="siem")
         assert _stop(proc) == 0
     finally:
         if writer.poll() is None:
@@ -185,7 +188,6 @@ def test_reload_restart_and_stop_under_load_lose_nothing(tmp_path, receiver):
         eid = re.search(r'event_id="([^"]+)"', m["sd"])
         assert g and eid
         assert ids.setdefault(int(g.group(1)), eid.group(1)) == eid.group(1)
-    assert acked > 0
     copied = (tmp_path / "copy.ndjson").read_bytes().count(b"\n")
     assert copied > 0
 

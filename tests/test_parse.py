@@ -77,7 +77,8 @@ def test_redaction_replaces_message_and_raw(monkeypatch):
 
     monkeypatch.setitem(parse_mod.PREFIXED, "secretd", lambda t: ("login", {"_redact": "pass [REDACTED]"}))
     rec = LineParser().parse(b"@4000000052fafd8d3298434c secretd: pass hunter2")
-    assert rec.message == "pass [REDACTED]" and "hunter2" not in rec.raw and "redacted" in rec.flags
+    assert rec.message == "secretd: pass [REDACTED]" and "redacted" in rec.flags
+    assert rec.raw == "@4000000052fafd8d3298434c secretd: pass [REDACTED]"
     assert "_redact" not in rec.fields
     kept = LineParser(ParseOptions(redact=False)).parse(b"@4000000052fafd8d3298434c secretd: pass hunter2")
     assert "hunter2" in kept.raw and "_redact" not in kept.fields

@@ -1,17 +1,131 @@
-"""vpopmail vchkpw, chkuser, simscan. STUB: to be written."""
+"""vpopmail vchkpw, chkuser and simscan lines. Pure functions of one line's text.
+
+* vchkpw (syslog tag ``vpopmail``): ``vchkpw-SERVICE: [(METHOD) ]PHRASE[ (pass: 'PW')] USER:IP``;
+  the ``(pass: '…')`` variant logs the cleartext password, which is redacted.
+* chkuser (qmail-smtpd stderr, no prefix):
+  ``CHKUSER DECISION: from <SENDER:AUTHUSER:RELAYCLIENT> remote <HELO:HOST:IP> rcpt <R> : TEXT``.
+* simscan (qmail-smtpd stderr; simscan.c log_message):
+  ``simscan:[PPID]:VERDICT (HITS/REQ):T.TTTTs:SUBJECT:IP:FROM:RCPT[,RCPT…]`` (the
+  score part only for spam scans). The subject may hold ``:``, so the last three
+  fields are taken from the right. PPID is qmail-smtpd's pid: the connection key.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+Parsed = tuple[str, dict[str, Any]]
 
-def parse_vchkpw(text: str) -> tuple[str, dict[str, Any]] | None:
-    return None
+_TRAILING = " \r\t\n"
+_VCHKPW_RE = re.compile(
+    r"vchkpw-(?P<service>[\w.-]+): (?:\((?P<method>[^)]*)\) )?(?P<phrase>[a-z][a-z ]*[a-z])"
+    r"(?: \(pass: '(?P<pw>.*)'\))? (?P<who>.+)$")
+_CHKUSER_RE = re.compile(
+    r"CHKUSER (?P<decision>[^:]+): from <(?P<from>[^>]*)> remote <(?P<remote>[^>]*)>"
+    r" rcpt <(?P<rcpt>[^>]*)> : ?(?P<text>.*)$")
+_SIMSCAN_RE = re.compile(
+    r"\[(?P<pid>\d+)\]:(?P<verdict>[A-Z][A-Z _-]*?)(?: \((?P<score>[-\d.]+)/(?P<thr>[-\d.]+)\))?"
+    r":(?P<secs>[\d.]+)s:(?P<rest>.*)$")
+_SIMSCAN_INFO_RE = re.compile(r"\[(\d+)\]: ?(.*)$")
 
 
-def parse_chkuser(text: str) -> tuple[str, dict[str, Any]] | None:
-    return None
+def parse_vchkpw(text: str) -> Parsed | None:
+    """vchkpw text after ``vpopmail[PID]: `` (or ``vchkpw: ``)."""
+    if not text.startswith("vchkpw-"):
+        return None
+    if text[-1:] in _TRAILING:
+        text = text.rstrip(_TRAILING)
+    m = _VCHKPW_RE.match(text)
+    if m is None:
+        return None
+    phrase = m.group("phrase")
+    fields: dict[str, Any] = {"service": m.group("service")}
+    if phrase.endswith("success"):
+        fields["result"] = "success"
+    else:
+        fields["result"] = "failure"
+        fields["reason"] = phrase
+    method = m.group("method")
+    if method:
+        fields["method"] = method
+    who = m.group("who")
+    c = who.find(":")  # USER@DOMAIN:IP; an IPv6 address keeps its colons
+    if c < 0:
+        fields["auth_user"] = who
+    else:
+        fields["auth_user"] = who[:c]
+        if who[c + 1:]:
+            fields["remote_ip"] = who[c + 1:]
+    if m.group("pw") is not None:
+        start, end = m.span("pw")
+        fields["_redact"] = text[:start] + "[REDACTED]" + text[end:]
+    return "pop_auth", fields
 
 
-def parse_simscan(text: str) -> tuple[str, dict[str, Any]] | None:
-    return None
+def parse_chkuser(text: str) -> Parsed | None:
+    """``CHKUSER …`` lines; tried on every unprefixed line, so the first check is cheap."""
+    if not text.startswith("CHKUSER "):
+        return None
+    if text[-1:] in _TRAILING:
+        text = text.rstrip(_TRAILING)
+    m = _CHKUSER_RE.match(text)
+    if m is None:
+        return "chkuser", {"text": text[8:]}
+    fields: dict[str, Any] = {"decision": m.group("decision")}
+    sender = m.group("from").rsplit(":", 2)
+    fields["mail_from"] = sender[0]
+    if len(sender) > 1 and sender[1]:
+        fields["auth_user"] = sender[1]
+    remote = m.group("remote").split(":", 2)
+    if remote[0]:
+        fields["helo"] = remote[0]
+    if len(remote) > 1 and remote[1]:
+        fields["remote_host"] = remote[1]
+    if len(remote) > 2 and remote[2]:
+        fields["remote_ip"] = remote[2]
+    if m.group("rcpt"):  # empty at the sender stage
+        fields["rcpt_to"] = m.group("rcpt")
+    if m.group("text"):
+        fields["text"] = m.group("text")
+    return "chkuser", fields
+
+
+def parse_simscan(text: str) -> Parsed | None:
+    """``simscan:[PPID]:…`` whole, or the part after ``simscan:`` (prefix dispatch)."""
+    if text.startswith("simscan:"):
+        text = text[8:]
+    elif text[:1] != "[":
+        return None
+    if text[-1:] in _TRAILING:
+        text = text.rstrip(_TRAILING)
+    m = _SIMSCAN_RE.match(text)
+    if m is None:
+        info = _SIMSCAN_INFO_RE.match(text)
+        if info is None:
+            return None
+        return "simscan_info", {"conn_pid": int(info.group(1)), "text": info.group(2)}
+    fields: dict[str, Any] = {"conn_pid": int(m.group("pid")), "verdict": m.group("verdict")}
+    if m.group("score") is not None:
+        fields["score"] = _num(m.group("score"))
+        fields["threshold"] = _num(m.group("thr"))
+    fields["scan_time"] = _num(m.group("secs"))
+    parts = m.group("rest").rsplit(":", 3)
+    if len(parts) == 4:
+        subject, ip, sender, rcpt = parts
+        if subject:
+            fields["subject"] = subject
+        if ip and ip != "(null)":  # TCPREMOTEIP unset: local injection
+            fields["remote_ip"] = ip
+        fields["mail_from"] = sender
+        fields["rcpt_to"] = rcpt
+    else:
+        fields["text"] = m.group("rest")
+    return "simscan", fields
+
+
+def _num(s: str) -> float | None:
+    try:
+        return float(s)
+    except ValueError:
+        return None

@@ -1,9 +1,132 @@
-"""recordio lines (ucspi-tcp). STUB: to be written."""
+"""recordio lines (ucspi-tcp): ``PID < text`` (client), ``PID > text`` (server).
+
+recordio writes ``PID<space><dir><space>TEXT SUFFIX`` where SUFFIX is a space
+(the piece ended with a newline) or ``+`` (the read ended mid-line; the rest
+follows on the next line), and ``PID < [EOF]`` / ``PID > [EOF]``. TEXT keeps the
+``\\r`` of CRLF protocols; it is dropped here.
+
+Redaction (stateless: a parser sees one line and cannot know that the previous
+client line was ``AUTH LOGIN``): a client line is redacted when it is
+  * ``AUTH <mechanism> <initial response>`` → the response,
+  * ``PASS <password>`` (POP3) → the password, ``APOP <user> <digest>`` → the digest,
+  * ``<tag> LOGIN <user> <password>`` (IMAP) → the password,
+  * a lone base64-alphabet token of 4 or more characters that is not a known
+    SMTP/POP3 verb — the credentials a client sends after ``AUTH LOGIN`` /
+    ``AUTH PLAIN`` / ``AUTH CRAM-MD5``, and any ``+``-continued tail of a long blob.
+The last rule also hides one-word message-body lines (``Regards``): losing those
+is the price of never shipping a base64 password. ``USER`` is not redacted.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+Parsed = tuple[str, dict[str, Any]]
 
-def parse(text: str) -> tuple[str, dict[str, Any]] | None:
+REDACTED = "[REDACTED]"
+
+_VERBS = frozenset({
+    # SMTP (RFC 5321, 3207, 4954, 1985, 2645, 3030)
+    "HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "VRFY", "EXPN", "HELP", "NOOP", "QUIT",
+    "TURN", "ETRN", "ATRN", "AUTH", "STARTTLS", "BDAT", "XCLIENT", "XFORWARD",
+    # POP3 (RFC 1939, 2449, 2595)
+    "USER", "PASS", "APOP", "STAT", "LIST", "RETR", "DELE", "TOP", "UIDL", "CAPA", "STLS", "LAST",
+})
+_B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+_IMAP_LOGIN_RE = re.compile(r"(\S+ LOGIN \S+ )(.+)", re.IGNORECASE)
+_QP_RE = re.compile(r"250 ok \d+ qp (\d+)")
+_DSN_RE = re.compile(r"(?<![\d.])#?([245]\.\d{1,3}\.\d{1,3})(?!\d|\.\d)")
+
+
+def parse(text: str) -> Parsed | None:
+    """One recordio line's text → (event, fields), or None when it is not recordio."""
+    try:
+        return _parse(text)
+    except ValueError:  # a pid of > 4300 digits: not recordio
+        return None
+
+
+def _parse(text: str) -> Parsed | None:
+    sp = text.find(" ")
+    if sp <= 0 or not text[:sp].isdigit() or text[sp + 2:sp + 3] != " ":
+        return None
+    d = text[sp + 1]
+    if d == "<":
+        direction = "in"
+    elif d == ">":
+        direction = "out"
+    else:
+        return None
+    pid = int(text[:sp])
+    start = sp + 3
+    body = text[start:]
+    if body.rstrip() == "[EOF]":
+        return "io_eof", {"pid": pid, "conn_pid": pid, "direction": direction}
+    # Suffix: " " = piece ended with \n, "+" = continued. A line whose trailing
+    # space was lost (editors, copy-paste) is taken as complete.
+    continued = False
+    end = len(text)
+    last = body[-1:]
+    if last == "+":
+        continued = True
+        end -= 1
+    elif last == " ":
+        end -= 1
+    if text[end - 1:end] == "\r" and end > start:
+        end -= 1
+    msg = text[start:end]
+    f: dict[str, Any] = {"pid": pid, "conn_pid": pid, "direction": direction, "text": msg}
+    if continued:
+        f["continued"] = True
+    if direction == "out":
+        _server_fields(msg, f)
+        return "io_server", f
+    w = msg.find(" ")
+    word = (msg[:w] if w > 0 else msg).upper()
+    if word in _VERBS:
+        f["verb"] = word
+    secret = _secret_span(msg, word, w)
+    if secret is not None:
+        a, b = secret
+        f["text"] = msg[:a] + REDACTED + msg[b:]
+        f["_redact"] = text[:start + a] + REDACTED + text[start + b:]
+    return "io_client", f
+
+
+def _server_fields(msg: str, f: dict[str, Any]) -> None:
+    c = msg[:3]
+    if c.isdigit() and c[0] in "12345" and msg[3:4] in ("", " ", "-"):
+        f["smtp_code"] = int(c)
+        f["reply_class"] = c[0] + "xx"
+        m = _DSN_RE.search(msg, 4)
+        if m is not None:
+            f["dsn"] = m.group(1)
+        if c == "250":
+            m = _QP_RE.match(msg)
+            if m is not None:
+                f["qp"] = int(m.group(1))
+    elif msg[:3] == "+OK":
+        f["reply_class"] = "+OK"
+    elif msg[:4] == "-ERR":
+        f["reply_class"] = "-ERR"
+
+
+def _secret_span(msg: str, word: str, w: int) -> tuple[int, int] | None:
+    """Where the secret is in a client line, or None."""
+    if w > 0:
+        if word == "PASS":
+            return w + 1, len(msg)
+        if word == "AUTH":
+            w2 = msg.find(" ", w + 1)  # AUTH MECH <initial response>
+            return (w2 + 1, len(msg)) if w2 > 0 and msg[w2 + 1:].strip() else None
+        if word == "APOP":
+            w2 = msg.rfind(" ")
+            return (w2 + 1, len(msg)) if w2 > w else None
+        m = _IMAP_LOGIN_RE.match(msg)
+        if m is not None:
+            return m.end(1), len(msg)
+        return None
+    if len(msg) >= 4 and word not in _VERBS and _B64_CHARS.issuperset(msg):
+        return 0, len(msg)
     return None

@@ -1,21 +1,330 @@
-"""tcpserver, sslserver, tcpsvd, rblsmtpd. STUB: to be written."""
+"""tcpserver, sslserver (ucspi-tcp 0.88, ucspi-tcp6, ucspi-ssl), tcpsvd (ipsvd,
+busybox) and rblsmtpd lines. Each parser gets the text after ``name: ``.
+
+Address fields are split from the right because ucspi-tcp6 writes IPv6
+addresses with their colons: in ``HOST:IP:PORT`` and ``HOST:IP:INFO:PORT`` the
+host ends at the first ``:``, the port starts after the last one, the remote
+info sits between the last two, and the IP is whatever remains.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+Parsed = tuple[str, dict[str, Any]]
 
-def parse_tcpserver(text: str) -> tuple[str, dict[str, Any]] | None:
+_STATUS_RE = re.compile(r"(\d+)/(\d+)(?:/(\d+))?")
+_PID_RE = re.compile(r"(\d+) from (\S*)")
+_OKDENY_RE = re.compile(r"(\d+) (\S*) (\S*)(?: (.+))?")
+_END_RE = re.compile(r"(\d+) status (\d+)")
+_ENDED_RE = re.compile(r"by (\d+) status (\d+)")
+_ACCEPT_RE = re.compile(r"(\d+) accept(?: (.+))?")
+# fehQlibs logmsg: "who: class (code) msg[: errmsg]"; code may be empty or negative.
+_CODE_RE = re.compile(r"\((-?\d*)\) ?")
+_ERR_FROM_RE = re.compile(r"\bfrom:? ([0-9A-Fa-f.:]*[0-9A-Fa-f])\b")
+_ERR_PID_RE = re.compile(r"\bpid:? (\d+)")
+_ERROR_LEVELS = frozenset({"fatal", "warning", "drop", "error", "alert", "temp", "syntax", "usage"})
+
+_SVD_START_RE = re.compile(r"(\d+) (\S*) (\S*)(?: (.+))?")
+_SVD_END_RE = re.compile(r"(\d+) (exit|signal|\?exit) (\d+)")
+_SVD_CONC_RE = re.compile(r"(\d+) (\S+) (\d+)/(\d+)")
+_IPV4_PORT_RE = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):(\d+)")
+
+_RBL_RE = re.compile(r"(\S*) pid (\d+)(?: ([^\s:]+))?: (.*)")
+_RBL_CODE_RE = re.compile(r"([45]\d\d) ?(.*)")
+_RBL_TJSI_RE = re.compile(r"(\S+) blocked (\S+)(?: (\S+))?(?: (\S+))?")
+
+
+def _int(s: str) -> int | None:
+    return int(s) if s.isdigit() else None
+
+
+def _local_fields(field: str, f: dict[str, Any]) -> None:
+    """``LHOST:LIP:LPORT`` → local_host, local_ip, local_port."""
+    a = field.find(":")
+    b = field.rfind(":")
+    if a < 0:
+        return
+    if field[:a]:
+        f["local_host"] = field[:a]
+    if b > a:
+        if field[a + 1:b]:
+            f["local_ip"] = field[a + 1:b]
+        port = _int(field[b + 1:])
+        if port is not None:
+            f["local_port"] = port
+    elif field[a + 1:]:
+        f["local_ip"] = field[a + 1:]
+
+
+def _remote_fields(field: str, f: dict[str, Any]) -> None:
+    """``RHOST:RIP:RINFO:RPORT`` → remote_host, remote_ip, remote_info, remote_port."""
+    a = field.find(":")
+    c = field.rfind(":")
+    b = field.rfind(":", a + 1, c) if c > a else -1
+    if a < 0 or b <= a:
+        return
+    if field[:a]:
+        f["remote_host"] = field[:a]
+    if field[a + 1:b]:
+        f["remote_ip"] = field[a + 1:b]
+    if field[b + 1:c]:
+        f["remote_info"] = field[b + 1:c]
+    port = _int(field[c + 1:])
+    if port is not None:
+        f["remote_port"] = port
+
+
+def _wait_fields(pid: str, status: str, f: dict[str, Any]) -> None:
+    wstat = int(status)
+    f["conn_pid"] = int(pid)
+    f["wait_status"] = wstat
+    sig = wstat & 0x7F
+    if sig == 0:
+        f["exit_code"] = (wstat >> 8) & 0xFF
+    else:
+        f["signal"] = sig
+
+
+def _error(level: str, rest: str) -> Parsed:
+    f: dict[str, Any] = {"level": level}
+    m = _CODE_RE.match(rest)
+    if m is not None:
+        if m.group(1) not in ("", "-"):
+            f["errno"] = int(m.group(1))
+        rest = rest[m.end():]
+    f["text"] = rest
+    if "from" in rest:
+        m = _ERR_FROM_RE.search(rest)
+        if m is not None and ("." in m.group(1) or ":" in m.group(1)):
+            f["remote_ip"] = m.group(1)
+    if "pid" in rest:
+        m = _ERR_PID_RE.search(rest)
+        if m is not None:
+            f["conn_pid"] = int(m.group(1))
+    return "tcp_error", f
+
+
+def _server(text: str) -> Parsed | None:
+    """tcpserver and sslserver text (after ``tcpserver: `` / ``sslserver: ``)."""
+    text = text.rstrip()
+    sp = text.find(" ")
+    if sp <= 0:
+        return None
+    word = text[:sp]
+    rest = text[sp + 1:]
+    if word == "status:":
+        m = _STATUS_RE.fullmatch(rest)
+        if m is None:
+            return None
+        f: dict[str, Any] = {"children": int(m.group(1)), "limit": int(m.group(2))}
+        if m.group(3) is not None:
+            f["ip_limit"] = int(m.group(3))
+        return "tcp_status", f
+    if word == "pid":
+        m = _PID_RE.fullmatch(rest)
+        if m is None:
+            return None
+        pid = int(m.group(1))
+        f = {"pid": pid, "conn_pid": pid}
+        if m.group(2):
+            f["remote_ip"] = m.group(2)
+        return "tcp_pid", f
+    if word == "ok" or word == "deny":
+        m = _OKDENY_RE.fullmatch(rest)
+        if m is None:
+            return None
+        pid = int(m.group(1))
+        f = {"pid": pid, "conn_pid": pid}
+        _local_fields(m.group(2), f)
+        _remote_fields(m.group(3), f)
+        if m.group(4):
+            f["reason"] = m.group(4)
+        return ("tcp_ok" if word == "ok" else "tcp_deny"), f
+    if word == "end":
+        m = _END_RE.fullmatch(rest)
+        if m is None:
+            return None
+        f = {}
+        _wait_fields(m.group(1), m.group(2), f)
+        return "tcp_end", f
+    if word == "ended":
+        m = _ENDED_RE.fullmatch(rest)
+        if m is None:
+            return None
+        f = {}
+        _wait_fields(m.group(1), m.group(2), f)
+        f["parent"] = True
+        return "tcp_end", f
+    if word == "ssl" or word == "tls":
+        m = _ACCEPT_RE.fullmatch(rest)
+        if m is None:
+            return None
+        pid = int(m.group(1))
+        f = {"pid": pid, "conn_pid": pid}
+        if m.group(2):
+            f["tls"] = m.group(2)
+        return "tls_accept", f
+    if word[-1] == ":" and word[:-1] in _ERROR_LEVELS:
+        return _error(word[:-1], rest)
     return None
 
 
-def parse_sslserver(text: str) -> tuple[str, dict[str, Any]] | None:
-    return None
+def _tcpsvd(text: str) -> Parsed | None:
+    """ipsvd / busybox tcpsvd (and sslsvd, udpsvd) text after ``tcpsvd: ``."""
+    text = text.rstrip()
+    if not text.startswith("info: "):
+        sp = text.find(": ")
+        if sp > 0 and text[:sp] in _ERROR_LEVELS:
+            return _error(text[:sp], text[sp + 2:])
+        return None
+    body = text[6:]
+    sp = body.find(" ")
+    word = body[:sp] if sp > 0 else body
+    rest = body[sp + 1:] if sp > 0 else ""
+    if word == "status":
+        m = _STATUS_RE.fullmatch(rest)
+        if m is not None:
+            return "tcp_status", {"children": int(m.group(1)), "limit": int(m.group(2))}
+    elif word == "pid":
+        m = _PID_RE.fullmatch(rest)
+        if m is not None:
+            pid = int(m.group(1))
+            f: dict[str, Any] = {"pid": pid, "conn_pid": pid}
+            if m.group(2):
+                f["remote_ip"] = m.group(2)
+            return "tcp_pid", f
+    elif word in ("start", "exec", "deny"):
+        # "start PID LHOST:LIP[:LPORT] :RHOST:RIP:RPORT[ instructions]"
+        m = _SVD_START_RE.fullmatch(rest)
+        if m is not None:
+            pid = int(m.group(1))
+            f = {"pid": pid, "conn_pid": pid}
+            _svd_local(m.group(2), f)
+            _svd_remote(m.group(3), f)
+            if m.group(4):
+                f["text"] = m.group(4)
+            return ("tcp_deny" if word == "deny" else "tcp_ok"), f
+    elif word == "end":
+        m = _SVD_END_RE.fullmatch(rest)
+        if m is not None:
+            f = {"conn_pid": int(m.group(1))}
+            if m.group(2) == "signal":
+                f["signal"] = int(m.group(3))
+            else:
+                f["exit_code"] = int(m.group(3))
+            return "tcp_end", f
+    elif word == "concurrency":
+        m = _SVD_CONC_RE.fullmatch(rest)
+        if m is not None:
+            pid = int(m.group(1))
+            return "tcp_info", {"pid": pid, "conn_pid": pid, "remote_ip": m.group(2),
+                                "text": body}
+    return "tcp_info", {"text": body}
 
 
-def parse_tcpsvd(text: str) -> tuple[str, dict[str, Any]] | None:
-    return None
+def _svd_local(field: str, f: dict[str, Any]) -> None:
+    a = field.find(":")
+    if a < 0:
+        return
+    if field[:a]:
+        f["local_host"] = field[:a]
+    ip = field[a + 1:]
+    m = _IPV4_PORT_RE.fullmatch(ip)  # old busybox writes ip:port
+    if m is not None:
+        ip = m.group(1)
+        f["local_port"] = int(m.group(2))
+    if ip:
+        f["local_ip"] = ip
 
 
-def parse_rblsmtpd(text: str) -> tuple[str, dict[str, Any]] | None:
-    return None
+def _svd_remote(field: str, f: dict[str, Any]) -> None:
+    # ":RHOST:RIP:RPORT" — the leading ':' stands where tcpserver puts RINFO.
+    if field[:1] == ":":
+        field = field[1:]
+    a = field.find(":")
+    c = field.rfind(":")
+    if a < 0:
+        return
+    if field[:a]:
+        f["remote_host"] = field[:a]
+    if c > a:
+        if field[a + 1:c]:
+            f["remote_ip"] = field[a + 1:c]
+        port = _int(field[c + 1:])
+        if port is not None:
+            f["remote_port"] = port
+    elif field[a + 1:]:
+        f["remote_ip"] = field[a + 1:]
+
+
+def _rblsmtpd(text: str) -> Parsed | None:
+    """rblsmtpd text after ``rblsmtpd: `` (0.88, ucspi-tcp6, fehcom and list-name patches)."""
+    text = text.rstrip()
+    m = _RBL_RE.fullmatch(text)
+    if m is None:
+        m = _RBL_TJSI_RE.fullmatch(text)
+        if m is None:
+            return None
+        # tjsi.com patch: "LIST blocked IP HOST -"
+        f: dict[str, Any] = {"rbl_list": m.group(1), "remote_ip": m.group(2)}
+        host, info = m.group(3), m.group(4)
+        if host and host != "-":
+            f["remote_host"] = host
+        if info and info != "-":
+            f["remote_info"] = info
+        return "rbl_block", f
+    ip, pid_s, rbl_list, rest = m.groups()
+    pid = int(pid_s)
+    f = {"pid": pid, "conn_pid": pid}
+    if ip:
+        f["remote_ip"] = ip
+    if rbl_list:
+        f["rbl_list"] = rbl_list
+    if rest.startswith("greetdelay: "):
+        delay = _int(rest[12:])
+        if delay is None:
+            return None
+        f["delay"] = delay
+        return "rbl_greetdelay", f
+    if rest.startswith("[RBL info]"):
+        f["text"] = rest[10:].lstrip()
+        return "rbl_info", f
+    m = _RBL_CODE_RE.fullmatch(rest)
+    if m is None:
+        return None
+    f["smtp_code"] = int(m.group(1))
+    f["text"] = m.group(2)
+    return "rbl_block", f
+
+
+# Public entry points. int() refuses text of > 4300 digits with ValueError: such
+# text is not in any grammar, and a parser must never raise.
+
+def parse_tcpserver(text: str) -> Parsed | None:
+    try:
+        return _server(text)
+    except ValueError:
+        return None
+
+
+def parse_sslserver(text: str) -> Parsed | None:
+    try:
+        return _server(text)
+    except ValueError:
+        return None
+
+
+def parse_tcpsvd(text: str) -> Parsed | None:
+    try:
+        return _tcpsvd(text)
+    except ValueError:
+        return None
+
+
+def parse_rblsmtpd(text: str) -> Parsed | None:
+    try:
+        return _rblsmtpd(text)
+    except ValueError:
+        return None

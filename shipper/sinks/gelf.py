@@ -111,6 +111,7 @@ class GelfUdpSink:
             self.stats.truncated += truncated
             self.stats.extra["datagrams"] += datagrams
         self.stats.sent += len(records)
+        self.stats.acked += len(records)  # sent: all UDP can tell
 
     def _close(self) -> None:
         if self._sock is not None:
@@ -192,6 +193,7 @@ class GelfTcpSink:
         if self._peer_closed:
             await self._drop()
             raise SinkError(f"{self.name}: {self.host}:{self.port}: peer closed the connection")
+        self.stats.acked += len(records)  # written, connection alive: all TCP can tell
 
     async def _drop(self) -> None:
         writer, self._writer = self._writer, None

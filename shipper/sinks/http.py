@@ -215,6 +215,7 @@ class HttpSink:
         status, reason, resp_headers, data = await asyncio.to_thread(self._request, body)
         if 200 <= status < 300:
             self._check_2xx(records, data)
+            self.stats.acked += len(records)
             return
         text = data[:4 * MAX_ERROR_BODY].decode("utf-8", "replace")[:MAX_ERROR_BODY]
         what = f"{self.name}: HTTP {status} {reason} from {self.url}"

@@ -75,6 +75,7 @@ class FileSink:
         except OSError as exc:
             self._close_file()
             raise SinkError(f"{self.name}: {self.path}: {exc.strerror or exc}") from None
+        self.stats.acked += len(records)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._close_file)
@@ -144,6 +145,7 @@ class StdoutSink:
             await asyncio.to_thread(self._write, data)
         except OSError as exc:  # closed pipe, full disk behind a redirect
             raise SinkError(f"{self.name}: {exc.strerror or exc}") from None
+        self.stats.acked += len(records)
 
     def _write(self, data: bytes) -> None:
         stream = self._stream if self._stream is not None else sys.stdout.buffer
