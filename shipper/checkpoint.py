@@ -1,0 +1,159 @@
+"""Checkpoint store: where each source may resume, kept durably (I/O edge).
+
+One JSON file (orjson) for all sources of an agent::
+
+    {"schema": 1, "written_unix_ns": ..., "sources": {"<key>": <position>, ...}}
+
+Written atomically: a temp file in the same directory, write, fsync, rename
+over the old file, fsync the directory (without the last step a crash can
+leave the rename unrecorded, or a file of NULs: grafana/loki #6268, Filebeat
+#25135). A missing, truncated, NUL-filled or otherwise unreadable file never
+raises: ``load`` returns no positions, puts a one-line reason in
+``warnings`` and counts it in ``corrupt_loads``; the caller restarts those
+sources from its configured position. A corrupt file is kept aside as
+``<name>.corrupt`` for inspection, so it is not silently lost either.
+
+The store never lives inside a log directory: multilog owns those (its
+``n`` limit counts ``@`` files, and other tools list them);
+``ensure_outside`` refuses such a path.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import orjson
+
+SCHEMA = 1
+
+
+class CheckpointPathError(ValueError):
+    """The checkpoint path is inside a directory we read logs from."""
+
+
+def ensure_outside(path: str, log_dirs: list[str]) -> None:
+    """Raise CheckpointPathError if ``path`` lies inside one of ``log_dirs``."""
+    real = os.path.realpath(path)
+    for d in log_dirs:
+        rd = os.path.realpath(d)
+        if real == rd or real.startswith(rd.rstrip(os.sep) + os.sep):
+            raise CheckpointPathError(
+                f"checkpoint file {path} is inside the log directory {d}: put it elsewhere")
+
+
+class CheckpointStore:
+    """Positions by source key, saved to one file. Not thread-safe (one event loop)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self.warnings: list[str] = []
+        self.corrupt_loads = 0
+        self.writes = 0
+        self.write_errors = 0
+        self._positions: dict[str, Any] = {}
+
+    # -- reading -----------------------------------------------------------
+
+    def load(self) -> dict[str, Any]:
+        """Positions from disk ({} when missing or unreadable; see ``warnings``)."""
+        self._positions = {}
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read(64 << 20)
+        except FileNotFoundError:
+            self._warn(f"checkpoint {self.path}: missing (first start, or lost)", corrupt=False)
+            return {}
+        except OSError as exc:
+            self._warn(f"checkpoint {self.path}: unreadable: {exc.strerror}")
+            return {}
+        problem = _check(data)
+        if problem is not None:
+            self._warn(f"checkpoint {self.path}: {problem}; sources restart from their start position")
+            self._keep_aside(data)
+            return {}
+        self._positions = dict(orjson.loads(data)["sources"])
+        return dict(self._positions)
+
+    def get(self, key: str) -> Any:
+        return self._positions.get(key)
+
+    # -- writing -----------------------------------------------------------
+
+    def set(self, key: str, position: Any) -> None:
+        self._positions[key] = position
+
+    def save(self) -> bool:
+        """Write all positions atomically. False (and a warning) on an I/O error."""
+        doc = {"schema": SCHEMA, "written_unix_ns": time.time_ns(), "sources": self._positions}
+        try:
+            payload = orjson.dumps(doc)
+            atomic_write(self.path, payload)
+        except (OSError, TypeError) as exc:
+            self.write_errors += 1
+            self._warn(f"checkpoint {self.path}: write failed: {exc}", corrupt=False)
+            return False
+        self.writes += 1
+        return True
+
+    # -- internals ---------------------------------------------------------
+
+    def _warn(self, text: str, corrupt: bool = True) -> None:
+        if corrupt:
+            self.corrupt_loads += 1
+        self.warnings.append(text)
+        del self.warnings[:-100]  # bounded
+
+    def _keep_aside(self, data: bytes) -> None:
+        try:
+            atomic_write(self.path + ".corrupt", data)
+        except OSError:
+            pass
+
+
+def _check(data: bytes) -> str | None:
+    """Why ``data`` is not a usable checkpoint document, or None."""
+    if not data:
+        return "empty file"
+    if data.strip(b"\x00") == b"":
+        return "file full of NUL bytes"
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        return f"not JSON ({str(exc).splitlines()[0][:80]})"
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    if doc.get("schema") != SCHEMA:
+        return f"unknown schema {doc.get('schema')!r} (expected {SCHEMA})"
+    if not isinstance(doc.get("sources"), dict):
+        return "no 'sources' object"
+    return None
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data``: temp, write, fsync, rename, fsync dir."""
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dfd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

@@ -1,0 +1,1396 @@
+"""Following log files live: multilog directories and plain syslog files (I/O edge).
+
+Contract (used by the pipeline)
+-------------------------------
+A source yields, in order, ``LineBatch`` and ``Gap`` items::
+
+    source = MultilogSource(["/var/log/qmail/*"], "/var/lib/shipper/checkpoints.json")
+    async for item in source.batches():       # LineBatch | Gap
+        ...                                   # make the records durable, then:
+        source.commit(item.position)          # sync, cheap
+    await source.close()                      # writes the checkpoint
+
+* ``LineBatch``: ``source`` (the directory or file path: the key), ``path``
+  (file the lines were read from at the time, e.g. ``…/current``),
+  ``file_id`` (``shipper.fingerprint.fingerprint`` of the file's first line,
+  the same function replay uses, so event ids match), ``lines`` (bytes, no
+  newline), ``offsets`` (byte offset of each line's first byte in that file;
+  for a gzip archive, in the decompressed data), ``line_flags`` (index →
+  ``"continuation"``: a long line split across a rotation, joined here, or a
+  tail we could not join; ``"partial"``: a last line without newline, e.g. at
+  the end of a ``.u`` file; ``"truncated"``: cut at ``max_line``), and
+  ``position``.
+* ``Gap``: data we know is gone (multilog's ``n`` limit deleted a file before
+  we read it, ``current`` truncated by hand, a checkpointed file vanished):
+  ``source``, ``file``, ``bytes_lost`` (what we know: exact when ``exact``,
+  else a lower bound; None when unknown), ``first_time_ns``/``last_time_ns``
+  (from neighbouring TAI64N labels), ``reason``, ``position``.
+* ``position`` is opaque to callers and JSON-serialisable: "everything up to
+  and including this item". ``commit`` records it; the checkpoint file is
+  written at most every ``commit_interval`` and on ``close``, and never
+  moves past what was committed. After a restart reading resumes exactly
+  there: the file is found again by (device, inode) and confirmed by its
+  first-line fingerprint and a hash of the 32 bytes before the offset
+  (Fluent Bit's offset marker); if it became ``@….s`` it is read there; if
+  it is gone, a ``Gap`` is emitted and reading continues with the oldest
+  file still present after it.
+* A bounded queue (``queue_batches``) sits between the followers and the
+  consumer: a slow consumer stops the reading; multilog's files wait on disk.
+  Batches hold up to ``batch_lines`` lines and about ``batch_bytes`` bytes.
+
+multilog specifics
+------------------
+``current`` is tracked by inode; when it is renamed, the old descriptor is
+read to its end first (multilog wrote and fsync'd everything before the
+rename), then the archive with the same inode is marked done. Archives are
+ordered by TAI64N name. ``.u`` files may end without a newline (flagged
+``partial``). With a ``!processor`` the archive is a new inode holding the
+processor's output: when we read the raw lines from ``current`` before the
+rotation (the normal case) the archive is recognised by the fingerprint of
+its (decompressed) first line — ``!cat`` and ``!gzip`` keep it — or, for an
+undecodable output, by order, and skipped: no line is read twice. When we were
+behind and the raw file is gone, the archive is read instead: gzip, bzip2 and
+xz are decompressed (same fingerprint, so the same event ids); other binary
+output is reported as a Gap. A processor that rewrites text (e.g.
+``!tai64nlocal``) cannot be matched: its archives are read again (duplicates,
+with other event ids) — documented limitation. ``previous``/``processed``
+are transient names and never read by name.
+
+Gaps are exact when every archive is observed when it appears: the watcher
+callback lists the directory on every name event (inotify) and records each
+new archive's identity and size even while the consumer is blocked. With
+polling, an archive created and deleted between two polls cannot be named;
+the loss of the file we were on is still reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bz2
+import contextlib
+import glob
+import hashlib
+import logging
+import lzma
+import os
+import stat
+import time
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from itertools import accumulate
+from operator import add
+from typing import Any
+
+from shipper import multilog as ml
+from shipper.checkpoint import CheckpointStore, ensure_outside
+from shipper.fingerprint import FINGERPRINT_BYTES, fingerprint
+from shipper.watcher import IN_CREATE, IN_MOVED_TO, Watcher
+
+log = logging.getLogger("shipper.follower")
+
+CHUNK = 256 * 1024
+MARKER_BYTES = 32
+HEAD_BYTES = 512
+STATE_VERSION = 1
+
+F_CONTINUATION = "continuation"
+F_PARTIAL = "partial"
+F_TRUNCATED = "truncated"
+
+Position = tuple[str, dict[str, Any]]  # (source key, follower state); opaque to callers
+
+
+@dataclass(slots=True)
+class LineBatch:
+    source: str
+    path: str
+    file_id: str | None
+    lines: list[bytes]
+    offsets: list[int]
+    line_flags: dict[int, str] | None
+    position: Position
+
+
+@dataclass(slots=True)
+class Gap:
+    source: str
+    file: str | None
+    bytes_lost: int | None
+    exact: bool
+    first_time_ns: int | None
+    last_time_ns: int | None
+    reason: str
+    position: Position
+
+
+Item = LineBatch | Gap
+
+
+def marker(tail: bytes) -> str:
+    return hashlib.blake2b(tail, digest_size=8).hexdigest()
+
+
+def _decompressor(kind: str) -> Any:
+    if kind == ml.GZIP:
+        return zlib.decompressobj(wbits=47)
+    if kind == ml.BZIP2:
+        return bz2.BZ2Decompressor()
+    if kind == ml.XZ:
+        return lzma.LZMADecompressor()
+    return None
+
+
+def decode_head(raw: bytes, kind: str) -> bytes:
+    """The first decoded bytes of a (possibly compressed) file head."""
+    dec = _decompressor(kind)
+    if dec is None:
+        return raw
+    try:
+        return dec.decompress(raw, HEAD_BYTES)
+    except (zlib.error, OSError, EOFError, lzma.LZMAError):
+        return b""
+
+
+class _Reader:
+    """An open file being read: raw position, decoder, and the line cutter state."""
+
+    __slots__ = ("fd", "ident", "name", "path", "label", "kind", "dec", "raw_pos", "pos", "buf",
+                 "head", "file_id", "tail", "skipping", "unsafe", "size_seen", "ready", "join")
+
+    def __init__(self, fd: int, ident: ml.Ident, name: str, path: str, label: str | None,
+                 kind: str) -> None:
+        self.fd = fd
+        self.ident = ident
+        self.name = name
+        self.path = path
+        self.label = label
+        self.kind = kind
+        self.dec = _decompressor(kind)
+        self.raw_pos = 0
+        self.pos = 0  # offset of buf[0] in the (decoded) file: a line start
+        self.buf = b""  # an incomplete line
+        self.head = b""
+        self.file_id: str | None = None
+        self.tail = b""  # the MARKER_BYTES bytes before pos
+        self.skipping = False  # inside a line longer than max_line
+        self.unsafe = name.endswith(".u")
+        self.size_seen = 0
+        self.ready = b""  # decoded bytes not yet cut
+        self.join: tuple[bytes, int, str | None, str] | None = None  # fragment to prepend
+
+    def read(self, n: int) -> bytes:
+        """Next (decoded) bytes; b"" at the current end of the file."""
+        if self.ready:
+            data, self.ready = self.ready, b""
+            return data
+        while True:
+            raw = os.pread(self.fd, n, self.raw_pos)
+            self.raw_pos += len(raw)
+            if self.raw_pos > self.size_seen:
+                self.size_seen = self.raw_pos
+            if self.dec is None or not raw:
+                return raw
+            out = self._decode(raw)
+            if out:
+                return out
+
+    def _decode(self, raw: bytes) -> bytes:
+        try:
+            out = self.dec.decompress(raw)
+            # gzip files may hold several members (``cat a.gz b.gz``)
+            while self.kind == ml.GZIP and self.dec.eof and self.dec.unused_data:
+                rest = self.dec.unused_data
+                self.dec = _decompressor(self.kind)
+                out += self.dec.decompress(rest)
+        except (zlib.error, OSError, EOFError, lzma.LZMAError):
+            self.raw_pos = self.size_seen = os.fstat(self.fd).st_size  # corrupt: stop here
+            return b""
+        return out
+
+    def skip_to(self, offset: int) -> bool:
+        """Position at a decoded offset (reading through compressed data). False if short."""
+        if self.dec is None:
+            size = os.fstat(self.fd).st_size
+            if size < offset:
+                return False
+            start = max(0, offset - MARKER_BYTES)
+            self.tail = os.pread(self.fd, offset - start, start)
+            self.raw_pos = self.pos = offset
+            self.size_seen = max(size, offset)
+            return True
+        done = 0
+        tail = b""
+        while done < offset:
+            data = self.read(CHUNK)
+            if not data:
+                return False
+            need = offset - done
+            if len(data) > need:
+                self.ready = data[need:]
+                data = data[:need]
+            done += len(data)
+            tail = (tail + data)[-MARKER_BYTES:]
+        self.tail = tail
+        self.pos = offset
+        return True
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def fid_now(r: _Reader, complete: bool) -> None:
+    """Settle r.file_id from the file's first bytes (decoded for compressed files)."""
+    if r.dec is None:
+        r.head = os.pread(r.fd, FINGERPRINT_BYTES, 0)
+    else:
+        r.head = decode_head(os.pread(r.fd, HEAD_BYTES * 8, 0), r.kind)[:FINGERPRINT_BYTES]
+    r.file_id = fingerprint(r.head, complete=complete) or fingerprint(r.head, complete=True)
+
+
+def cut_lines(r: _Reader, data: bytes, max_line: int
+              ) -> tuple[list[bytes], list[int], list[int]]:
+    """Split ``data`` (following r.buf) into complete lines; keep the rest in r.buf.
+
+    Returns (lines, offsets, indexes of lines cut at max_line). Memory is bounded
+    by the chunk and max_line; the split and the offsets run in C.
+    """
+    if r.buf:
+        data = r.buf + data
+    base = r.pos
+    start = 0
+    lines: list[bytes] = []
+    offsets: list[int] = []
+    cut: list[int] = []
+    if r.skipping:
+        nl = data.find(b"\n")
+        if nl < 0:
+            r.tail = (r.tail + data[-MARKER_BYTES:])[-MARKER_BYTES:]
+            r.pos = base + len(data)
+            r.buf = b""
+            return lines, offsets, cut
+        start = nl + 1
+        r.skipping = False
+    end = data.rfind(b"\n")
+    if end >= start:
+        lines = data[start:end].split(b"\n")
+        offs = accumulate(map(len, lines), initial=base + start)
+        offsets = list(map(add, offs, range(len(lines))))
+        consumed = end + 1
+    else:
+        consumed = start
+    rest = data[consumed:]
+    if len(rest) > max_line:
+        cut.append(len(lines))
+        lines.append(rest[:max_line])
+        offsets.append(base + consumed)
+        consumed = len(data)
+        rest = b""
+        r.skipping = True
+    if consumed >= MARKER_BYTES:
+        r.tail = data[consumed - MARKER_BYTES:consumed]
+    elif consumed:
+        r.tail = (r.tail + data[:consumed])[-MARKER_BYTES:]
+    r.pos = base + consumed
+    r.buf = rest
+    return lines, offsets, cut
+
+
+class _FollowerBase:
+    """Batch assembly shared by the multilog and plain-file followers."""
+
+    def __init__(self, key: str, batch_lines: int, batch_bytes: int, max_line: int,
+                 chunk: int) -> None:
+        self.key = key
+        self.batch_lines = batch_lines
+        self.batch_bytes = batch_bytes
+        self.max_line = max_line
+        self.chunk = chunk
+        self.reader: _Reader | None = None
+        self.warnings: list[str] = []
+        self.lines_read = 0
+        self.gaps = 0
+        self.gap_bytes = 0
+        self.more = False  # the last poll stopped at max_items with data left
+        self._out: list[Item] = []
+        self._b_lines: list[bytes] = []
+        self._b_offsets: list[int] = []
+        self._b_flags: dict[int, str] = {}
+        self._b_bytes = 0
+        self._b_reader: _Reader | None = None
+        self._b_full = False
+
+    def _warn(self, text: str) -> None:
+        log.warning("%s", text)
+        self.warnings.append(text)
+        del self.warnings[:-100]
+
+    def state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _file_state(self, r: _Reader, live: bool) -> dict[str, Any]:
+        return {"name": r.name, "dev": r.ident[0], "ino": r.ident[1], "fid": r.file_id,
+                "off": r.pos, "mk": marker(r.tail) if r.tail is not None else "", "lab": r.label, "size": r.size_seen,
+                "skip": r.skipping, "live": live, "kind": r.kind}
+
+    def _flush(self) -> None:
+        r = self._b_reader
+        if r is not None and self._b_lines:
+            self._out.append(LineBatch(self.key, r.path, r.file_id, self._b_lines, self._b_offsets,
+                                       self._b_flags or None, (self.key, self.state())))
+            self.lines_read += len(self._b_lines)
+        self._b_lines, self._b_offsets, self._b_flags = [], [], {}
+        self._b_bytes = 0
+        self._b_reader = None
+        self._b_full = False
+
+    def _emit_single(self, path: str, file_id: str | None, line: bytes, offset: int, flag: str,
+                     state: dict[str, Any]) -> None:
+        self._flush()
+        self._out.append(LineBatch(self.key, path, file_id, [line], [offset], {0: flag},
+                                   (self.key, state)))
+        self.lines_read += 1
+
+    def _emit_gap(self, file: str | None, bytes_lost: int | None, exact: bool, reason: str,
+                  first_ns: int | None = None, last_ns: int | None = None) -> None:
+        self._flush()
+        self.gaps += 1
+        self.gap_bytes += bytes_lost or 0
+        self._warn(f"{self.key}: gap: {file or '?'}: {reason}")
+        self._out.append(Gap(self.key, file, bytes_lost, exact, first_ns, last_ns, reason,
+                             (self.key, self.state())))
+
+    def _read_batch(self, r: _Reader, live: bool, max_items: int) -> bool:
+        """Read r into batches until EOF (True) or max_items (False)."""
+        if self._b_reader is not r:
+            self._flush()
+            self._b_reader = r
+        while len(self._out) < max_items:
+            data = r.read(self.chunk)
+            if not data:
+                if r.file_id is None and not live:
+                    fid_now(r, complete=True)
+                return True
+            if self._b_full:
+                # A full batch waits until more data shows the file goes on: at the end
+                # of a finished file it is flushed after the file is accounted for.
+                self._split_flush()
+                self._b_reader = r
+            lines, offsets, cut = cut_lines(r, data, self.max_line)
+            if not lines:
+                continue
+            if r.file_id is None:
+                fid_now(r, complete=False)
+            if r.join is not None:
+                self._join_first(r, lines, offsets, cut)
+                if not lines:
+                    continue
+            n0 = len(self._b_lines)
+            for i in cut:
+                self._b_flags[n0 + i] = F_TRUNCATED
+            self._b_lines += lines
+            self._b_offsets += offsets
+            self._b_bytes += len(data)
+            if len(self._b_lines) >= self.batch_lines or self._b_bytes >= self.batch_bytes:
+                self._b_full = True
+        return False
+
+    def _split_flush(self) -> None:
+        """Flush whole batches of at most batch_lines lines."""
+        r = self._b_reader
+        lines, offsets, flags = self._b_lines, self._b_offsets, self._b_flags
+        n = self.batch_lines
+        while len(lines) > n:
+            # a full batch that ends before the last cut line: position = start of the next line
+            head_flags = {i: f for i, f in flags.items() if i < n} or None
+            assert r is not None
+            first = max(0, n - 32)
+            context = b"\n".join(lines[first:n]) + b"\n"
+            if offsets[n] - offsets[first] != len(context):
+                context = b""  # a cut line in the way: no exact marker
+            st = self._state_at(r, offsets[n], context)
+            self._out.append(LineBatch(self.key, r.path, r.file_id, lines[:n], offsets[:n],
+                                       head_flags, (self.key, st)))
+            self.lines_read += n
+            lines, offsets = lines[n:], offsets[n:]
+            flags = {i - n: f for i, f in flags.items() if i >= n}
+        self._b_lines, self._b_offsets, self._b_flags = lines, offsets, flags
+        self._flush()
+
+    def _state_at(self, r: _Reader, offset: int, context: bytes) -> dict[str, Any]:
+        """State as if r had consumed exactly up to ``offset``; ``context`` = bytes before it."""
+        saved = (r.pos, r.tail, r.skipping)
+        r.pos, r.skipping = offset, False
+        exact = len(context) >= MARKER_BYTES or len(context) == offset
+        r.tail = context[-MARKER_BYTES:] if exact else None  # type: ignore[assignment]
+        try:
+            return self.state()
+        finally:
+            r.pos, r.tail, r.skipping = saved
+
+    def _join_first(self, r: _Reader, lines: list[bytes], offsets: list[int],
+                    cut: list[int]) -> None:
+        """r starts with the unstamped tail of the previous file's last line: join them."""
+        assert r.join is not None
+        frag, frag_off, frag_fid, frag_path = r.join
+        if offsets[0] != 0:
+            return
+        r.join = None
+        self._clear_carry_state()
+        joined = (frag + lines[0])[: self.max_line]
+        if len(lines) > 1:
+            st = self._state_at(r, offsets[1], lines[0] + b"\n")
+        else:
+            st = self.state()
+        self._emit_single(frag_path, frag_fid, joined, frag_off, F_CONTINUATION, st)
+        self._b_reader = r
+        del lines[0], offsets[0]
+        for j in range(len(cut)):
+            cut[j] -= 1
+        while cut and cut[0] < 0:
+            cut.pop(0)
+
+    def _clear_carry_state(self) -> None:
+        pass
+
+
+def _open_ro(path: str) -> int:
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+
+
+def _read_head(path: str) -> tuple[ml.Ident, int, bytes] | None:
+    try:
+        fd = _open_ro(path)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        return (st.st_dev, st.st_ino), st.st_size, os.pread(fd, HEAD_BYTES * 8, 0)
+    finally:
+        os.close(fd)
+
+
+class MultilogFollower(_FollowerBase):
+    """Follows one multilog directory. Synchronous core; ``poll`` does the reading.
+
+    ``state`` is a position's state from a previous run (None: ``start`` applies).
+    """
+
+    def __init__(self, directory: str, state: dict[str, Any] | None = None, *, start: str = "end",
+                 key: str | None = None, batch_lines: int = 4096, batch_bytes: int = 1 << 20,
+                 max_line: int = 1 << 20, chunk: int = CHUNK, known_cap: int = 10000) -> None:
+        if start not in ("end", "current", "all"):
+            raise ValueError(f"start must be end, current or all, not {start!r}")
+        directory = os.path.abspath(directory)
+        super().__init__(key or directory, batch_lines, batch_bytes, max_line, chunk)
+        self.dir = directory
+        self.start = start
+        self.known: dict[str, ml.Known] = {}
+        self.listing = ml.Listing()
+        self.done: str | None = None
+        self.pending: list[ml.Pending] = []
+        self.live = False
+        self.known_cap = known_cap
+        self._resume = state
+        self._started = False
+        self._finished: ml.Ident | None = None
+        self._carry: tuple[bytes, int, str | None, str] | None = None
+        self._carry_state: dict[str, Any] | None = None
+        self._replans = 0
+        self._open_error: str | None = None
+
+    # -- observation (cheap; also called from the watcher callback) --------
+
+    def on_change(self, name: str | None, mask: int = 0) -> None:
+        """Watcher callback: list the directory on name events, so archives are seen
+        (and sized) as they appear, even while the consumer is blocked."""
+        if name is None:
+            self.observe()
+        elif mask & (IN_CREATE | IN_MOVED_TO) and ml.is_archive(name):
+            label = ml.archive_label(name)
+            if label not in self.known and (self.done is None or label > self.done):
+                # deleted before we could look (a busy machine, a tiny n): named, size unknown
+                k = self._inspect(name) or ml.Known(name, (0, 0), None, None, ml.TEXT)
+                if k is not None:
+                    self.known[label] = k
+                    if len(self.known) > self.known_cap:
+                        self._cap_known()
+
+    def observe(self) -> None:
+        """List the directory; record new archives (identity, size, fingerprint).
+
+        ``current`` is stat'ed before the listing, so a file rotated out of it
+        is in the listing (as ``previous`` or an archive); a ``previous`` that
+        vanishes between listing and stat means a rotation ran meanwhile: list
+        again.
+        """
+        for _ in range(10):
+            if self._observe_once():
+                break
+        if len(self.known) > self.known_cap:
+            self._cap_known()
+
+    def _observe_once(self) -> bool:
+        listing = ml.Listing()
+        try:
+            st = os.stat(os.path.join(self.dir, "current"))
+            listing.current = ml.Entry("current", st.st_dev, st.st_ino, st.st_size)
+        except OSError:
+            pass
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            self.listing = ml.Listing()
+            return True
+        for name in names:
+            kind = ml.classify(name)
+            if kind in (ml.ARCHIVE_S, ml.ARCHIVE_U):
+                label = ml.archive_label(name)
+                if self.done is not None and label <= self.done:
+                    continue  # accounted for already
+                k = self.known.get(label)
+                if k is None:
+                    k = self._inspect(name)
+                    if k is None:
+                        continue  # deleted meanwhile (n limit)
+                    self.known[label] = k
+                listing.archives[label] = ml.Entry(name, k.ident[0], k.ident[1], k.size)
+            elif kind == ml.PREVIOUS:
+                try:
+                    st = os.stat(os.path.join(self.dir, name), follow_symlinks=False)
+                except OSError:
+                    return False  # archived meanwhile: the listing is stale
+                listing.previous = ml.Entry(name, st.st_dev, st.st_ino, st.st_size)
+        self.listing = listing
+        return True
+
+    def _inspect(self, name: str) -> ml.Known | None:
+        got = _read_head(os.path.join(self.dir, name))
+        if got is None:
+            return None
+        ident, size, head = got
+        kind = ml.content_kind(head[:HEAD_BYTES])
+        text = decode_head(head, kind) if kind in ml.COMPRESSED else head
+        fid = fingerprint(text[:FINGERPRINT_BYTES], complete=True) if kind != ml.BINARY else None
+        if kind in ml.COMPRESSED and not text:
+            fid = None
+        return ml.Known(name, ident, size, fid, kind)
+
+    def _cap_known(self) -> None:
+        # Far behind for a long time: forget the oldest deleted archives, as one gap later.
+        gone = sorted(lb for lb in self.known if lb not in self.listing.archives)
+        for lb in gone[: len(self.known) - self.known_cap]:
+            del self.known[lb]
+
+    # -- state --------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        if self._carry_state is not None:
+            return self._carry_state
+        r = self.reader
+        return {"v": STATE_VERSION, "done": self.done,
+                "pend": [[p.ident[0], p.ident[1], p.file_id] for p in self.pending],
+                "f": self._file_state(r, self.live) if r is not None else None}
+
+    def _clear_carry_state(self) -> None:
+        self._carry_state = None
+
+    # -- reading ------------------------------------------------------------
+
+    def poll(self, max_items: int = 8) -> list[Item]:
+        """Read what is available, up to about max_items batches/gaps."""
+        self._out = []
+        if not self._started:
+            self._started = True
+            self._begin()
+        guard = 0
+        self._replans = 0
+        while len(self._out) < max_items and guard < 10000:
+            guard += 1
+            r = self.reader
+            if r is None:
+                if not self._advance():
+                    break
+                continue
+            if r.join is not None and r.pos == 0 and not r.buf and not self._decide_join(r):
+                break  # the next file's first bytes are not there yet
+            if not self._read_batch(r, self.live, max_items):
+                break  # max_items
+            if self.live:
+                status = self._check_current(r)
+                if status == "same":
+                    break  # at the end of current: wait for more
+                if status == "rotated":
+                    self.live = False  # renamed: drain the old inode to its end once more
+                continue
+            self._finish(r)
+        self._flush()
+        self.more = len(self._out) >= max_items
+        out, self._out = self._out, []
+        return out
+
+    def _begin(self) -> None:
+        st = self._resume
+        self._resume = None
+        if isinstance(st, dict) and isinstance(st.get("done"), str):
+            self.done = st["done"]  # so the listing does not inspect archives already done
+        self.observe()
+        if st is not None and isinstance(st, dict) and st.get("v") == STATE_VERSION:
+            try:
+                self._resume_from(st)
+                return
+            except (KeyError, TypeError, ValueError) as exc:
+                self._warn(f"{self.key}: unusable position ({exc}); starting at {self.start}")
+                self.done, self.pending, self.reader = None, [], None
+        elif st is not None:
+            self._warn(f"{self.key}: unusable position; starting at {self.start}")
+        self._start_fresh()
+
+    def _start_fresh(self) -> None:
+        done, what = ml.start_position(self.listing, self.start)
+        self.done = done
+        for lb in [lb for lb in self.known if done is not None and lb <= done]:
+            del self.known[lb]
+        prev = self.listing.previous
+        if what != "oldest" and prev is not None:
+            got = _read_head(os.path.join(self.dir, "previous"))
+            if got is not None:
+                self.pending.append(ml.Pending(got[0], fingerprint(got[2][:FINGERPRINT_BYTES],
+                                                                   complete=True)))
+        if what == "oldest" or self.listing.current is None:
+            return
+        r = self._open("current", None, live=True)
+        if r is None:
+            return
+        if what == "end":
+            size = os.fstat(r.fd).st_size
+            look = min(size, 1 << 16)
+            tail = os.pread(r.fd, look, size - look)
+            nl = tail.rfind(b"\n")
+            off = size - look + nl + 1 if nl >= 0 else size
+            r.skip_to(off)
+            r.skipping = nl < 0 and size > 0
+            if off:
+                fid_now(r, complete=False)
+
+    def _open(self, name: str, label: str | None, live: bool, kind: str = ml.TEXT
+              ) -> _Reader | None:
+        path = os.path.join(self.dir, name)
+        try:
+            fd = _open_ro(path)
+        except OSError as exc:
+            self._open_error = exc.strerror
+            return None
+        st = os.fstat(fd)
+        r = _Reader(fd, (st.st_dev, st.st_ino), name, path, label, kind)
+        r.size_seen = st.st_size
+        self.reader = r
+        self.live = live
+        if self._carry is not None:
+            r.join = self._carry
+            self._carry = None
+        return r
+
+    def _resume_from(self, st: dict[str, Any]) -> None:
+        self.done = st["done"]
+        self.pending = [ml.Pending((int(d), int(i)), fid) for d, i, fid in st["pend"]]
+        for lb in [lb for lb in self.known if self.done is not None and lb <= self.done]:
+            del self.known[lb]
+        f = st["f"]
+        if f is None:
+            return
+        ident = (int(f["dev"]), int(f["ino"]))
+        if int(f["off"]) == 0 and not f.get("skip"):
+            # Nothing of that file was consumed: the plan finds it (or its archive) again,
+            # without trusting an inode number that may have been reused. If it is gone,
+            # whatever it held by then is lost.
+            listing = self.listing
+            if not any(e is not None and e.ident == ident for e in
+                       (listing.current, listing.previous, *listing.archives.values())):
+                self._emit_gap(f["name"], None, False,
+                               "gone before we read anything of it (we were stopped)",
+                               ml.label_time_ns(st["done"]), None)
+            return
+        fid, off = f["fid"], int(f["off"])
+        where: list[tuple[str, str | None, bool, str]] = []
+        cur, prev = self.listing.current, self.listing.previous
+        if cur is not None and cur.ident == ident:
+            where.append(("current", None, True, ml.TEXT))
+        if prev is not None and prev.ident == ident:
+            where.append(("previous", None, False, ml.TEXT))
+        for label, e in sorted(self.listing.archives.items()):
+            k = self.known.get(label)
+            if k is None:
+                continue
+            if e.ident == ident or (fid is not None and k.file_id == fid):
+                where.append((e.name, label, False, k.content))
+        for name, label, live, kind in where:
+            r = self._open(name, label, live, kind)
+            if r is None:
+                continue
+            fid_now(r, complete=not live)
+            if fid is not None and r.file_id is not None and r.file_id != fid:
+                r.close()
+                self.reader = None
+                continue
+            if not r.skip_to(off) or (f["mk"] and f["mk"] != marker(r.tail)):
+                self._emit_gap(name, None, False,
+                               f"file changed under us at offset {off} (truncated or rewritten): "
+                               "reading it again from the start")
+                r.close()
+                r = self._open(name, label, live, kind)
+                if r is None:
+                    continue
+            else:
+                r.skipping = bool(f.get("skip"))
+            if label is not None:
+                r.label = label
+            return
+        # The file is gone: report it, then continue after it.
+        self.reader = None
+        seen = next((lb for lb, k in sorted(self.known.items())
+                     if (k.ident == ident and k.file_id in (None, fid))
+                     or (fid is not None and k.file_id == fid)), None)
+        if seen is not None:  # we saw it archived before it was deleted: exact
+            k = self.known[seen]
+            self.done = seen
+            self._prune()
+            self._emit_gap(k.name, (k.size - off) if k.size is not None and k.size >= off else None,
+                           k.size is not None,
+                           "deleted before it was read to the end (we were stopped or behind)",
+                           ml.label_time_ns(st["done"]), ml.label_time_ns(seen))
+            return
+        size = f.get("size") or 0
+        lost = size - off if size >= off else None
+        exact = f.get("lab") is not None and not f.get("live")
+        nxt = min((lb for lb in self.listing.archives if self.done is None or lb > self.done),
+                  default=None)
+        if f.get("lab"):
+            self.done = max(self.done or "", f["lab"])
+        self._emit_gap(f["name"], lost, exact,
+                       "deleted before it was read to the end (we were stopped or behind)"
+                       + ("" if exact else "; later files may be lost too"),
+                       ml.label_time_ns(st["done"]), ml.label_time_ns(nxt))
+
+    def _check_current(self, r: _Reader) -> str:
+        """At the end of the live file: 'same' (wait), 'rotated' (drain, move on) or
+        'reset' (truncated by hand: reading it again from 0)."""
+        try:
+            st = os.stat(os.path.join(self.dir, "current"))
+        except OSError:
+            return "rotated"
+        if (st.st_dev, st.st_ino) != r.ident:
+            return "rotated"
+        if st.st_size < r.raw_pos:
+            # truncated by hand: what was written after our last read is lost
+            old = r.raw_pos
+            nr = _Reader(os.dup(r.fd), r.ident, "current", r.path, None, ml.TEXT)
+            nr.size_seen = st.st_size
+            self._flush()
+            r.close()
+            self.reader = nr
+            self._emit_gap("current", None, False,
+                           f"current truncated from {old} to {st.st_size} bytes by hand: "
+                           "reading it again from the start")
+            return "reset"
+        return "same"
+
+    def _finish(self, r: _Reader) -> None:
+        """r is read to its end and will not grow: account for it, keep a cut last line.
+
+        The last batch of r is flushed after the accounting, so its position
+        says "r is done" (done label / pending), not "somewhere in r": a restart
+        then does not look for r, which may be gone by then.
+        """
+        if r.join is not None:  # a file with no newline at all after a fragment
+            frag, frag_off, frag_fid, frag_path = r.join
+            r.join = None
+            self._carry_state = None
+            self._emit_single(frag_path, frag_fid, frag, frag_off, F_PARTIAL, self.state())
+        label = r.label
+        if label is None:
+            label = next((lb for lb, k in sorted(self.known.items())
+                          if k.ident == r.ident and (self.done is None or lb > self.done)
+                          and (r.file_id is None or k.file_id in (None, r.file_id))), None)
+        frag = r.buf if not r.skipping else b""
+        unsafe = r.unsafe or (label is not None and self.known.get(label, ml.Known(
+            "", (0, 0), 0, None, "")).name.endswith(".u"))
+        if frag and r.file_id is None:
+            fid_now(r, complete=True)
+        if frag and not unsafe:
+            self._carry_state = self.state()  # resume here until the join is emitted
+            self._carry = (frag, r.pos, r.file_id, r.path)
+        if label is not None:
+            self.done = label
+            if r.label is None:  # a raw file: older raw files' archives are older too
+                self.pending = []
+        else:
+            self.pending.append(ml.Pending(r.ident, r.file_id))
+            del self.pending[:-1000]  # bounded, whatever happens to the directory
+        self._finished = r.ident
+        self.reader = None
+        self._flush()
+        r.close()
+        if frag and unsafe:
+            off = r.pos
+            r.pos += len(frag)
+            self._emit_single(r.path, r.file_id, frag, off, F_PARTIAL, self.state())
+        self._prune()
+
+    def _prune(self) -> None:
+        if self.done is not None:
+            for lb in [lb for lb in self.known if lb <= self.done]:
+                del self.known[lb]
+
+    def _drop_carry(self) -> None:
+        if self._carry is not None:
+            frag, off, fid, path = self._carry
+            self._carry = None
+            self._carry_state = None
+            self._emit_single(path, fid, frag, off, F_PARTIAL, self.state())
+
+    def _decide_join(self, r: _Reader) -> bool:
+        """Before reading a file that may start with a previous line's tail. False: wait."""
+        assert r.join is not None
+        head = os.pread(r.fd, 26, 0) if r.dec is None else decode_head(
+            os.pread(r.fd, HEAD_BYTES * 8, 0), r.kind)[:26]
+        if len(head) < 26 and b"\n" not in head and self.live:
+            return False
+        frag, off, fid, path = r.join
+        if not ml.should_join(frag, head, False):
+            r.join = None
+            self._carry_state = None
+            self._emit_single(path, fid, frag, off, F_PARTIAL, self.state())
+        return True
+
+    def _advance(self) -> bool:
+        """Choose the next file. False when there is nothing to read now."""
+        self.observe()
+        listing = self.listing
+
+        def present(ident: ml.Ident) -> bool:
+            return any(e is not None and e.ident == ident
+                       for e in (listing.current, listing.previous, *listing.archives.values()))
+
+        prev_done = self.done
+        plan = ml.plan_next(listing, self.known, self.done, self.pending, self._finished, present)
+        if plan.lost and self._carry is not None:
+            self._drop_carry()
+        self.pending = plan.pending
+        seq = sorted([*plan.skipped, *(lb for lb, _ in plan.lost)])
+        for label, k in plan.lost:
+            i = seq.index(label)
+            last = seq[i - 1] if i else prev_done
+            self.done = label
+            self._emit_gap(k.name if k else label, k.size if k else None,
+                           k is not None and k.size is not None and k.content == ml.TEXT,
+                           "deleted by multilog before it was read (n limit)",
+                           ml.label_time_ns(last), ml.label_time_ns(label))
+        self.done = plan.done
+        self._prune()
+        if plan.unreadable is not None:
+            k = self.known.get(plan.unreadable)
+            self._drop_carry()
+            self.done = plan.unreadable
+            self._emit_gap(k.name if k else plan.unreadable, k.size if k else None, False,
+                           "archive holds processor output that is not text (no raw lines left)",
+                           ml.label_time_ns(prev_done), ml.label_time_ns(plan.unreadable))
+            self._prune()
+            return True
+        if plan.open_label is not None:
+            k = self.known[plan.open_label]
+            r = self._open(k.name, plan.open_label, live=False, kind=k.content)
+            if r is None and os.path.lexists(os.path.join(self.dir, k.name)):
+                self._warn(f"{self.key}: cannot open {k.name}: {self._open_error}")
+                return self._retry_plan()
+            if r is None:  # deleted between listing and open
+                self._drop_carry()
+                self.done = plan.open_label
+                self._emit_gap(k.name, k.size, k.size is not None and k.content == ml.TEXT,
+                               "deleted by multilog before it was read (n limit; at open)",
+                               ml.label_time_ns(prev_done), ml.label_time_ns(plan.open_label))
+                self._prune()
+            return True
+        for wanted, name, live in ((plan.open_previous, "previous", False),
+                                   (plan.open_current, "current", True)):
+            if not wanted:
+                continue
+            entry = listing.previous if name == "previous" else listing.current
+            r = self._open(name, None, live=live)
+            if r is not None and entry is not None and r.ident == entry.ident:
+                return True
+            # rotated between the listing and the open: plan again from a new listing
+            if r is not None:
+                self._carry = r.join
+                r.close()
+                self.reader = None
+            return self._retry_plan()
+        return False
+
+    def _retry_plan(self) -> bool:
+        self._replans += 1
+        return self._replans < 100
+
+
+class PlainFileFollower(_FollowerBase):
+    """Follows one plain log file (e.g. Postfix's /var/log/mail.log) across logrotate.
+
+    * ``create`` (rename + new file): the old inode is read to its end and for
+      ``rotate_grace`` seconds more (syslog daemons keep writing to it until
+      they are told to reopen), then the new file is read from its start.
+    * ``copytruncate``: the file shrinks under us. Lines written between our
+      last read and the truncation are in the copy: a sibling (``path.1``,
+      ``path-20240101``, ...) with the same first-line fingerprint is read
+      from our offset to its end; without one, a Gap is reported. Then the
+      file is read again from its start.
+    * After a restart the checkpointed file is found by identity (path, or a
+      rotated sibling) and fingerprint, finished, then the live file read.
+    """
+
+    def __init__(self, path: str, state: dict[str, Any] | None = None, *, start: str = "end",
+                 key: str | None = None, batch_lines: int = 4096, batch_bytes: int = 1 << 20,
+                 max_line: int = 1 << 20, chunk: int = CHUNK, rotate_grace: float = 1.0) -> None:
+        if start not in ("end", "current", "all"):
+            raise ValueError(f"start must be end, current or all, not {start!r}")
+        path = os.path.abspath(path)
+        super().__init__(key or path, batch_lines, batch_bytes, max_line, chunk)
+        self.path = path
+        self.dir = os.path.dirname(path)
+        self.start = start
+        self.rotate_grace = rotate_grace
+        self.live = False  # reader is the file at self.path
+        self._resume = state
+        self._started = False
+        self._old_quiet_since: float | None = None  # draining a rotated file: idle since
+        self.retry_after: float | None = None  # seconds until poll wants to run again
+
+    def on_change(self, name: str | None, mask: int = 0) -> None:
+        pass  # nothing to record between polls
+
+    def wants(self, name: str | None) -> bool:
+        base = os.path.basename(self.path)
+        return name is None or name.startswith(base)
+
+    def state(self) -> dict[str, Any]:
+        r = self.reader
+        return {"v": STATE_VERSION, "kind": "file",
+                "f": self._file_state(r, self.live) if r is not None else None}
+
+    def poll(self, max_items: int = 8) -> list[Item]:
+        self._out = []
+        self.retry_after = None
+        if not self._started:
+            self._started = True
+            self._begin()
+        guard = 0
+        while len(self._out) < max_items and guard < 10000:
+            guard += 1
+            r = self.reader
+            if r is None:
+                if not self._open_path(0):
+                    break
+                continue
+            if not self._read_batch(r, True, max_items):
+                break
+            if not self.live:  # a rotated file (or a sibling after restart)
+                if r.path != self.path or self._rotated_and_quiet(r):
+                    self._flush()
+                    r.close()
+                    self.reader = None
+                    continue
+                break
+            status = self._check(r)
+            if status == "same":
+                break
+            if status == "rotated":
+                self.live = False
+                self._old_quiet_since = time.monotonic()
+            # "reset": the new reader is in place; loop
+        self._flush()
+        self.more = len(self._out) >= max_items
+        out, self._out = self._out, []
+        return out
+
+    def _rotated_and_quiet(self, r: _Reader) -> bool:
+        now = time.monotonic()
+        if self._old_quiet_since is None:
+            self._old_quiet_since = now
+        if r.raw_pos > r.size_seen - 1 and now - self._old_quiet_since >= self.rotate_grace:
+            return True
+        self.retry_after = max(0.0, self.rotate_grace - (now - self._old_quiet_since)) + 0.01
+        return False
+
+    def _check(self, r: _Reader) -> str:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return "rotated"
+        if (st.st_dev, st.st_ino) != r.ident:
+            return "rotated"
+        if st.st_size < r.raw_pos:
+            old_pos, fid = r.pos, r.file_id
+            self._flush()
+            sib = self._sibling(fid, old_pos, exclude=r.ident)
+            r.close()
+            self.reader = None
+            if sib is not None:
+                # copytruncate: the copy holds what we had not read yet
+                self._warn(f"{self.path}: truncated (copytruncate?): finishing {sib.path}")
+                self.reader = sib
+                self.live = False
+                self._old_quiet_since = 0.0
+                return "reset"
+            self._open_path(0)
+            self._emit_gap(self.path, None, False,
+                           f"truncated from {old_pos} to {st.st_size} bytes and no rotated copy "
+                           "found: lines written after our last read are lost")
+            return "reset"
+        return "same"
+
+    def _sibling(self, fid: str | None, offset: int, exclude: ml.Ident | None) -> _Reader | None:
+        """A rotated copy of the file we were reading (same first line), positioned at offset."""
+        if fid is None:
+            return None
+        names = sorted(set(glob.glob(glob.escape(self.path) + ".*") +
+                           glob.glob(glob.escape(self.path) + "-*")))
+        for p in names:
+            got = _read_head(p)
+            if got is None:
+                continue
+            ident, _, head = got
+            if ident == exclude:
+                continue
+            kind = ml.content_kind(head[:HEAD_BYTES])
+            text = decode_head(head, kind) if kind in ml.COMPRESSED else head
+            if kind == ml.BINARY or fingerprint(text[:FINGERPRINT_BYTES], complete=True) != fid:
+                continue
+            try:
+                fd = _open_ro(p)
+            except OSError:
+                continue
+            st = os.fstat(fd)
+            r = _Reader(fd, (st.st_dev, st.st_ino), os.path.basename(p), p, None, kind)
+            r.size_seen = st.st_size
+            r.file_id = fid
+            if r.skip_to(offset):
+                return r
+            r.close()
+        return None
+
+    def _open_path(self, offset: int) -> bool:
+        try:
+            fd = _open_ro(self.path)
+        except OSError:
+            return False
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return False
+        r = _Reader(fd, (st.st_dev, st.st_ino), os.path.basename(self.path), self.path, None,
+                    ml.TEXT)
+        r.size_seen = st.st_size
+        self.reader = r
+        self.live = True
+        if offset:
+            r.skip_to(offset)
+            fid_now(r, complete=False)
+        return True
+
+    def _begin(self) -> None:
+        st = self._resume
+        self._resume = None
+        if isinstance(st, dict) and st.get("v") == STATE_VERSION and st.get("kind") == "file":
+            try:
+                self._resume_from(st["f"])
+                return
+            except (KeyError, TypeError, ValueError) as exc:
+                self._warn(f"{self.key}: unusable position ({exc}); starting at {self.start}")
+        elif st is not None:
+            self._warn(f"{self.key}: unusable position; starting at {self.start}")
+        if self.start == "end":
+            try:
+                size = os.stat(self.path).st_size
+                fd = _open_ro(self.path)
+            except OSError:
+                return
+            try:
+                look = min(size, 1 << 16)
+                tail = os.pread(fd, look, size - look)
+            finally:
+                os.close(fd)
+            nl = tail.rfind(b"\n")
+            self._open_path(size - look + nl + 1 if nl >= 0 else size)
+        else:
+            self._open_path(0)
+
+    def _resume_from(self, f: dict[str, Any] | None) -> None:
+        if f is None:
+            self._open_path(0)
+            return
+        ident = (int(f["dev"]), int(f["ino"]))
+        fid, off = f["fid"], int(f["off"])
+        if self._open_path(0):
+            r = self.reader
+            assert r is not None
+            fid_now(r, complete=False)
+            if r.ident == ident and (fid is None or r.file_id in (None, fid)):
+                if r.skip_to(off) and (not f["mk"] or f["mk"] == marker(r.tail)):
+                    r.skipping = bool(f.get("skip"))
+                    return
+                sib = self._sibling(fid, off, exclude=r.ident)
+                r.close()
+                self.reader = None
+                if sib is not None:
+                    self.reader, self.live = sib, False
+                    self._old_quiet_since = 0.0
+                    return
+                self._open_path(0)
+                self._emit_gap(self.path, None, False,
+                               f"changed under us at offset {off} (truncated or rewritten) "
+                               "while we were stopped: reading it again from the start")
+                return
+            r.close()
+            self.reader = None
+        sib = self._sibling(fid, off, exclude=None)
+        if sib is not None:
+            sib.skipping = bool(f.get("skip"))
+            self.reader, self.live = sib, False
+            self._old_quiet_since = 0.0
+            return
+        size = f.get("size") or 0
+        self._open_path(0)
+        self._emit_gap(f.get("name") or self.path, size - off if size >= off else None, False,
+                       "rotated away and not found while we were stopped")
+
+
+# -- sources: many followers, one bounded queue, one checkpoint file --------------------
+
+
+class _Source:
+    """Runs followers for the paths matching some globs; yields their items."""
+
+    follower_kind = "multilog"
+
+    def __init__(self, patterns: list[str], checkpoint: CheckpointStore | str | None, *,
+                 start: str = "end", recover_from: str = "all", watch: str = "auto",
+                 poll_interval: float = 1.0, safety_interval: float = 5.0,
+                 rescan_interval: float = 5.0, commit_interval: float = 0.5,
+                 queue_batches: int = 8, batch_lines: int = 4096, batch_bytes: int = 1 << 20,
+                 max_line: int = 1 << 20, chunk: int = CHUNK, max_items: int = 4) -> None:
+        self.patterns = list(patterns)
+        self.start = start
+        self.recover_from = recover_from
+        self.rescan_interval = rescan_interval
+        self.commit_interval = commit_interval
+        self.queue_batches = queue_batches
+        self.max_items = max_items
+        self.follower_opts = {"batch_lines": batch_lines, "batch_bytes": batch_bytes,
+                              "max_line": max_line, "chunk": chunk}
+        if isinstance(checkpoint, str):
+            checkpoint = CheckpointStore(checkpoint)
+        self.store = checkpoint
+        self.watcher = Watcher(watch, poll_interval, safety_interval)
+        self.followers: dict[str, _FollowerBase] = {}
+        self.warnings: list[str] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wakes: dict[str, asyncio.Event] = {}
+        self._handles: dict[str, int] = {}
+        self._queue: asyncio.Queue[Item] | None = None
+        self._committed: dict[str, dict[str, Any]] = {}
+        self._dirty = False
+        self._closed = False
+        self._saved_positions: dict[str, Any] = {}
+        self._bad_checkpoint = False
+
+    # -- what to follow -------------------------------------------------------
+
+    def _matches(self) -> list[str]:
+        raise NotImplementedError
+
+    def _make(self, path: str, state: dict[str, Any] | None, start: str) -> _FollowerBase:
+        raise NotImplementedError
+
+    def _watch_dir(self, path: str) -> str:
+        raise NotImplementedError
+
+    # -- the consumer's side ----------------------------------------------------
+
+    async def batches(self) -> AsyncIterator[Item]:
+        """All items of all followers, in order per source. Ends after ``close``."""
+        self._launch()
+        assert self._queue is not None
+        q = self._queue
+        while True:
+            item = await q.get()
+            if item is _END:  # type: ignore[comparison-overlap]
+                return
+            yield item
+
+    def commit(self, position: Position) -> None:
+        """Everything up to and including ``position`` is safe (cheap; saved later)."""
+        key, state = position
+        self._committed[key] = state
+        if self.store is not None:
+            self.store.set(key, state)
+        self._dirty = True
+
+    def save(self) -> None:
+        if self.store is not None and self._dirty:
+            self._dirty = False
+            self.store.save()
+
+    async def close(self) -> None:
+        """Stop the followers, write the checkpoint, release files and watches."""
+        if self._closed:
+            return
+        self._closed = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks = []
+        self.save()
+        for f in self.followers.values():
+            if f.reader is not None:
+                f.reader.close()
+        self.watcher.close()
+        if self._queue is not None:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(_END)  # type: ignore[arg-type]
+
+    @property
+    def gaps(self) -> int:
+        return sum(f.gaps for f in self.followers.values())
+
+    # -- machinery --------------------------------------------------------------
+
+    def _launch(self) -> None:
+        if self._queue is not None:
+            return
+        self._queue = asyncio.Queue(self.queue_batches)
+        if self.store is not None:
+            self._saved_positions = self.store.load()
+            self._bad_checkpoint = self.store.corrupt_loads > 0
+            self.warnings.extend(self.store.warnings)
+        loop = asyncio.get_running_loop()
+        for path in self._matches():
+            self._add(path, initial=True)
+        self._tasks.append(loop.create_task(self._rescan(), name="source rescan"))
+        self._tasks.append(loop.create_task(self._saver(), name="checkpoint saver"))
+
+    def _add(self, path: str, initial: bool) -> None:
+        if path in self.followers:
+            return
+        if self.store is not None:
+            ensure_outside(self.store.path, [self._watch_dir(path)] if
+                           self.follower_kind == "multilog" else [])
+        state = self._saved_positions.get(path)
+        if state is not None:
+            start = self.start
+        elif self._bad_checkpoint:
+            start = self.recover_from
+        else:
+            start = self.start if initial else "all"  # appeared later: all of it is new
+        f = self._make(path, state, start)
+        self.followers[path] = f
+        wake = self._wakes[path] = asyncio.Event()
+        wake.set()
+
+        def on_change(name: str | None, mask: int, f: _FollowerBase = f,
+                      wake: asyncio.Event = wake) -> None:
+            if isinstance(f, PlainFileFollower) and not f.wants(name):
+                return
+            f.on_change(name, mask)  # type: ignore[attr-defined]
+            wake.set()
+
+        self._handles[path] = self.watcher.watch(self._watch_dir(path), on_change)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._run(f, wake), name=f"follow {path}"))
+
+    async def _run(self, f: _FollowerBase, wake: asyncio.Event) -> None:
+        assert self._queue is not None
+        q = self._queue
+        while True:
+            wake.clear()
+            try:
+                items = f.poll(self.max_items)  # type: ignore[attr-defined]
+            except OSError as exc:  # e.g. the directory vanished: say so, look again later
+                f._warn(f"{f.key}: {exc}")
+                items = []
+                await asyncio.sleep(1.0)
+            for item in items:
+                await q.put(item)
+            if f.more:
+                await asyncio.sleep(0)
+                continue
+            retry = getattr(f, "retry_after", None)
+            if retry is None:
+                await wake.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), retry)
+
+    async def _rescan(self) -> None:
+        while True:
+            await asyncio.sleep(self.rescan_interval)
+            for path in self._matches():
+                self._add(path, initial=False)
+
+    async def _saver(self) -> None:
+        while True:
+            await asyncio.sleep(self.commit_interval)
+            self.save()
+
+
+_END = object()
+
+
+class MultilogSource(_Source):
+    """Follows the multilog directories matching globs (e.g. ``/var/log/qmail/*``),
+    including directories that appear later (read from their oldest archive)."""
+
+    def _matches(self) -> list[str]:
+        out: list[str] = []
+        for pat in self.patterns:
+            for p in sorted(glob.glob(pat)) if glob.has_magic(pat) else [pat]:
+                p = os.path.abspath(p)
+                if os.path.isdir(p) and _looks_multilog(p):
+                    out.append(p)
+        return out
+
+    def _make(self, path: str, state: dict[str, Any] | None, start: str) -> _FollowerBase:
+        return MultilogFollower(path, state, start=start, **self.follower_opts)
+
+    def _watch_dir(self, path: str) -> str:
+        return path
+
+
+class FileSource(_Source):
+    """Follows plain log files matching globs (e.g. ``/var/log/mail.log``)."""
+
+    follower_kind = "file"
+
+    def _matches(self) -> list[str]:
+        out: list[str] = []
+        for pat in self.patterns:
+            for p in sorted(glob.glob(pat)) if glob.has_magic(pat) else [pat]:
+                if os.path.isfile(p):
+                    out.append(os.path.abspath(p))
+        return out
+
+    def _make(self, path: str, state: dict[str, Any] | None, start: str) -> _FollowerBase:
+        return PlainFileFollower(path, state, start=start, **self.follower_opts)
+
+    def _watch_dir(self, path: str) -> str:
+        return os.path.dirname(path)
+
+
+def _looks_multilog(path: str) -> bool:
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False
+    return any(n in ("current", "lock") or ml.is_archive(n) for n in names)

@@ -1,0 +1,269 @@
+"""multilog directory semantics and the follower's decisions (pure: no I/O).
+
+A daemontools ``multilog`` directory holds (DT src/multilog.c, 0.76):
+
+* ``current`` — the live file; ``@<tai64n>.s`` — rotated archives ("safe"),
+  ``@<tai64n>.u`` — a ``current``/``previous`` left by a crash (may end
+  without a newline); archives sort chronologically by name (lowercase hex);
+* ``previous`` / ``processed`` — transient names while a ``!processor`` runs;
+  with a processor the archive is the processor's *output* (a new inode);
+* ``state``, ``newstate``, ``lock`` — never log data.
+
+Rotation without a processor is rename(current→previous), link(previous,
+@ts.s), unlink(previous): the archive is the same inode as the ``current`` we
+were reading. Then the oldest ``@`` files are unlinked while ``n`` is exceeded.
+
+The follower keeps, per directory: ``done`` (the label of the newest archive
+whose data is fully accounted for: read, skipped as ours, or reported lost),
+``pending`` (raw files we read to the end whose archive we have not seen yet)
+and what it has observed of the archives (``Known``, kept even after an
+archive is deleted, so a lost file can be named and sized). ``plan_next``
+decides, from those and a listing of the directory, what to read next.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from shipper.tai64n import LabelError, decode_ns
+
+# File kinds in a multilog directory.
+CURRENT = "current"
+ARCHIVE_S = "archive_s"
+ARCHIVE_U = "archive_u"
+PREVIOUS = "previous"
+PROCESSED = "processed"
+STATE = "state"
+LOCK = "lock"
+OTHER = "other"
+
+_ARCHIVE_RE = re.compile(r"@[0-9a-f]{24}\.[su]\Z")
+_STAMP_RE = re.compile(rb"@[0-9a-f]{24}[ \t]")
+
+# Content kinds of an archive, told apart by the first bytes (a !processor
+# such as gzip leaves compressed data in @….s).
+TEXT = "text"
+GZIP = "gzip"
+BZIP2 = "bzip2"
+XZ = "xz"
+BINARY = "binary"
+COMPRESSED = (GZIP, BZIP2, XZ)
+
+Ident = tuple[int, int]  # (st_dev, st_ino)
+
+
+def classify(name: str) -> str:
+    """Kind of a directory entry by its name."""
+    if name == "current":
+        return CURRENT
+    if name.startswith("@"):
+        if _ARCHIVE_RE.match(name):
+            return ARCHIVE_S if name[-1] == "s" else ARCHIVE_U
+        return OTHER
+    if name == "previous":
+        return PREVIOUS
+    if name == "processed":
+        return PROCESSED
+    if name in ("state", "newstate"):
+        return STATE
+    if name == "lock":
+        return LOCK
+    return OTHER
+
+
+def is_archive(name: str) -> bool:
+    return _ARCHIVE_RE.match(name) is not None
+
+
+def archive_label(name: str) -> str:
+    """``@400…​.s`` → ``@400…`` (the 25-character label that orders archives)."""
+    return name[:25]
+
+
+def order_archives(names: Iterable[str]) -> list[str]:
+    """Archive names in chronological order: by TAI64N label, never by mtime."""
+    return sorted((n for n in names if is_archive(n)), key=archive_label)
+
+
+def label_time_ns(label: str | None) -> int | None:
+    if label is None:
+        return None
+    try:
+        return decode_ns(label)
+    except LabelError:
+        return None
+
+
+def content_kind(head: bytes) -> str:
+    """What an archive holds, from its first bytes (up to ~512)."""
+    if head[:2] == b"\x1f\x8b":
+        return GZIP
+    if head[:3] == b"BZh":
+        return BZIP2
+    if head[:6] == b"\xfd7zXZ\x00":
+        return XZ
+    if not head:
+        return TEXT
+    # Control bytes other than TAB/LF/CR/ESC are rare in logs; a processor's
+    # binary output is full of them. (NUL inside a log line alone is not enough.)
+    ctrl = sum(head.count(bytes([b])) for b in (*range(0, 9), *range(14, 27), *range(28, 32)))
+    return BINARY if ctrl * 10 > len(head) else TEXT
+
+
+def is_stamped(line_start: bytes) -> bool:
+    """Does a line begin with a TAI64N label and a separator (multilog ``t``)?"""
+    return _STAMP_RE.match(line_start) is not None
+
+
+def should_join(fragment: bytes, next_first: bytes, fragment_unsafe: bool) -> bool:
+    """Join a file's unterminated last line with the next file's first line?
+
+    multilog rotates in the middle of a line only when the line is longer than
+    about 2000 bytes: the archive ends without a newline and the next
+    ``current`` starts with the tail, *without* a stamp. A ``.u`` file ends
+    mid-line because multilog died; what follows is a new, stamped line.
+    """
+    if fragment_unsafe:
+        return False
+    if is_stamped(fragment[:26]):
+        return not is_stamped(next_first[:26])
+    return True
+
+
+@dataclass(slots=True)
+class Entry:
+    """A file in the directory as listed and stat'ed now."""
+
+    name: str
+    dev: int
+    ino: int
+    size: int
+
+    @property
+    def ident(self) -> Ident:
+        return (self.dev, self.ino)
+
+
+@dataclass(slots=True)
+class Known:
+    """An archive as first observed (kept after it is deleted, until done)."""
+
+    name: str
+    ident: Ident  # (0, 0) when it was gone before we could stat it
+    size: int | None  # None: gone before we could stat it
+    file_id: str | None  # fingerprint of its (decoded) first line
+    content: str  # TEXT, GZIP, ..., BINARY
+
+
+@dataclass(slots=True)
+class Pending:
+    """A raw file (a former ``current``) read to its end, archive not yet seen."""
+
+    ident: Ident
+    file_id: str | None
+
+
+@dataclass(slots=True)
+class Listing:
+    """What a directory holds now: names that matter, with identities."""
+
+    current: Entry | None = None
+    previous: Entry | None = None
+    archives: dict[str, Entry] = field(default_factory=dict)  # label → entry
+
+    def label_of(self, ident: Ident) -> str | None:
+        for label, e in self.archives.items():
+            if e.ident == ident:
+                return label
+        return None
+
+
+@dataclass(slots=True)
+class Plan:
+    """Outcome of ``plan_next``."""
+
+    done: str | None
+    pending: list[Pending]
+    lost: list[tuple[str, Known | None]]  # (label, what we knew) of files gone unread
+    skipped: list[str]  # labels that were ours (same data already read)
+    open_label: str | None = None  # open this archive from its start
+    open_current: bool = False  # or open current from its start
+    open_previous: bool = False  # or open previous (rotated, unread, not archived yet)
+    unreadable: str | None = None  # label of an archive we cannot decode
+
+
+def _is_ours(p: Pending, k: Known) -> bool:
+    if p.file_id is not None and k.file_id is not None:
+        return p.file_id == k.file_id
+    return p.ident == k.ident
+
+
+def plan_next(listing: Listing, known: dict[str, Known], done: str | None,
+              pending: list[Pending], finished: Ident | None,
+              present_ident: Callable[[Ident], bool]) -> Plan:
+    """Decide what to read after the file we finished (or at start).
+
+    Archives newer than ``done`` are taken in label order. One that holds a
+    pending raw file's data (same identity or same first-line fingerprint,
+    i.e. no processor, ``!cat`` or ``!gzip``) is skipped: its lines were read
+    from ``current``. A processor's undecodable output is taken as the next
+    pending file's archive when there is one (its raw lines were read), else
+    reported. An archive we knew but that is gone is reported lost. Else the
+    first remaining archive is opened; with none, ``previous`` if it holds a
+    rotated file we have not read, else ``current`` (unless it is the file we
+    just finished).
+
+    ``present_ident`` tells whether a raw file still exists under any name;
+    a pending file whose archive cannot be recognised once the file is gone
+    is dropped (its data was read; only its archive is unaccounted for).
+    """
+    pend = list(pending)
+    lost: list[tuple[str, Known | None]] = []
+    skipped: list[str] = []
+    labels = sorted(lb for lb in known if done is None or lb > done)
+    for label in labels:
+        k = known[label]
+        present = label in listing.archives
+        if pend:
+            idx = next((i for i, p in enumerate(pend) if _is_ours(p, k)), None)
+            if idx is None and k.content == BINARY:
+                idx = 0  # processor output we cannot read: by order, it is ours
+            if idx is None and k.content in COMPRESSED and k.file_id is None:
+                idx = 0  # compressed, head not decodable yet: by order
+            if idx is not None:
+                done = label
+                skipped.append(label)
+                del pend[:idx + 1]
+                continue
+            # Not ours: drop pending files that are gone (archive unrecognisable).
+            pend = [p for p in pend if present_ident(p.ident)]
+        if not present:
+            lost.append((label, k))
+            done = label
+            continue
+        if k.content == BINARY:
+            return Plan(done, pend, lost, skipped, unreadable=label)
+        return Plan(done, pend, lost, skipped, open_label=label)
+    prev = listing.previous
+    if prev is not None and prev.ident != finished and all(p.ident != prev.ident for p in pend):
+        # a rotated current not archived yet, that we have not read: it comes
+        # before current (with a processor it may stay there for a while)
+        return Plan(done, pend, lost, skipped, open_previous=True)
+    cur = listing.current
+    if cur is not None and cur.ident != finished and all(p.ident != cur.ident for p in pend):
+        return Plan(done, pend, lost, skipped, open_current=True)
+    return Plan(done, pend, lost, skipped)
+
+
+def start_position(listing: Listing, mode: str) -> tuple[str | None, str]:
+    """For a directory never seen: (done label, what to open: 'oldest'|'current'|'end').
+
+    ``all``: oldest archive first; ``current``: start of current; ``end``: end
+    of current (new lines only). Archives present are then considered done.
+    """
+    if mode == "all":
+        return None, "oldest"
+    done = max(listing.archives) if listing.archives else None
+    return done, ("current" if mode == "current" else "end")

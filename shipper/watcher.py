@@ -1,0 +1,279 @@
+"""Change detection for log directories: inotify through ctypes, or polling (I/O edge).
+
+The stdlib has no inotify binding; libc's ``inotify_init1``/``inotify_add_watch``
+are called through ``ctypes``, the descriptor is non-blocking and registered
+with the event loop (``loop.add_reader``), so a write into ``current`` wakes
+its follower within a fraction of a millisecond. Where inotify is missing
+(not Linux, no libc symbol, watch limit reached, a filesystem without events
+such as some network mounts) the watcher falls back to polling at
+``poll_interval`` by itself. Even with inotify a slow safety poll
+(``safety_interval``) wakes everybody, in case an event was missed (queue
+overflow, a rename across directories).
+
+A callback gets the name of the entry that changed (``str``) and the inotify
+mask, or ``(None, 0)`` meaning "anything may have changed: look". Callbacks run in the event loop
+and must be cheap (set an event, stat a file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("shipper.watcher")
+
+IN_MODIFY = 0x00000002
+IN_ATTRIB = 0x00000004
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+IN_NONBLOCK = 0o4000
+IN_CLOEXEC = 0o2000000
+
+DIR_MASK = (IN_MODIFY | IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE
+            | IN_DELETE_SELF | IN_MOVE_SELF | IN_CLOSE_WRITE)
+NAME_EVENTS = IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE
+
+_EVENT_HEAD = struct.Struct("iIII")  # wd, mask, cookie, len (struct inotify_event)
+
+Callback = Callable[[str | None, int], None]
+
+
+@dataclass(slots=True)
+class InotifyEvent:
+    wd: int
+    mask: int
+    cookie: int
+    name: str  # "" for events on the watched directory itself
+
+
+def parse_events(buf: bytes) -> list[InotifyEvent]:
+    """Decode a read() of an inotify descriptor (pure). A torn tail is ignored."""
+    out: list[InotifyEvent] = []
+    pos = 0
+    size = _EVENT_HEAD.size
+    while pos + size <= len(buf):
+        wd, mask, cookie, length = _EVENT_HEAD.unpack_from(buf, pos)
+        raw = buf[pos + size:pos + size + length]
+        if len(raw) < length:
+            break
+        name = raw.split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
+        out.append(InotifyEvent(wd, mask, cookie, name))
+        pos += size + length
+    return out
+
+
+class Inotify:
+    """A non-blocking inotify descriptor. Raises OSError where unavailable."""
+
+    def __init__(self) -> None:
+        libname = ctypes.util.find_library("c") or "libc.so.6"
+        try:
+            libc = ctypes.CDLL(libname, use_errno=True)
+            self._init1 = libc.inotify_init1
+            self._add = libc.inotify_add_watch
+            self._rm = libc.inotify_rm_watch
+        except (OSError, AttributeError) as exc:
+            raise OSError(errno.ENOSYS, f"inotify not available: {exc}") from None
+        self._init1.argtypes = [ctypes.c_int]
+        self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        self._rm.argtypes = [ctypes.c_int, ctypes.c_int]
+        fd = self._init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"inotify_init1: {os.strerror(err)}")
+        self.fd: int = fd
+
+    def add_watch(self, path: str, mask: int) -> int:
+        wd = self._add(self.fd, os.fsencode(path), mask)
+        if wd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"inotify_add_watch {path}: {os.strerror(err)}")
+        return wd
+
+    def rm_watch(self, wd: int) -> None:
+        self._rm(self.fd, wd)
+
+    def read(self) -> list[InotifyEvent]:
+        """All queued events (empty when none)."""
+        chunks: list[bytes] = []
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            if not data:
+                break
+            chunks.append(data)
+            if len(data) < 4096:
+                break
+        return parse_events(b"".join(chunks)) if chunks else []
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Watcher:
+    """Calls back on changes in watched directories. ``mode``: auto | inotify | poll."""
+
+    def __init__(self, mode: str = "auto", poll_interval: float = 1.0,
+                 safety_interval: float = 5.0) -> None:
+        if mode not in ("auto", "inotify", "poll"):
+            raise ValueError(f"watch mode must be auto, inotify or poll, not {mode!r}")
+        self.requested = mode
+        self.poll_interval = poll_interval
+        self.safety_interval = safety_interval
+        self.mode = "poll" if mode == "poll" else "inotify"
+        self.fallback_reason: str | None = None
+        self.overflows = 0
+        self._inotify: Inotify | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._by_wd: dict[int, dict[int, Callback]] = {}
+        self._handles: dict[int, tuple[str, int | None, Callback]] = {}
+        self._next_handle = 1
+        self._ticker: asyncio.Task[None] | None = None
+
+    def _start(self) -> None:
+        if self._loop is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        if self.mode == "inotify":
+            try:
+                self._inotify = Inotify()
+                self._loop.add_reader(self._inotify.fd, self._on_readable)
+            except OSError as exc:
+                self._fall_back(str(exc))
+        self._ticker = self._loop.create_task(self._tick(), name="watcher poll")
+
+    def _fall_back(self, reason: str) -> None:
+        if self.requested == "inotify":
+            log.warning("inotify requested but unavailable (%s): polling every %.3gs",
+                        reason, self.poll_interval)
+        self.mode = "poll"
+        self.fallback_reason = reason
+        if self._inotify is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._inotify.fd)
+            self._inotify.close()
+            self._inotify = None
+        self._by_wd.clear()
+
+    def watch(self, directory: str, callback: Callback) -> int:
+        """Watch a directory (its entries); returns a handle for ``unwatch``.
+
+        Must be called from a running event loop.
+        """
+        self._start()
+        handle = self._next_handle
+        self._next_handle += 1
+        wd: int | None = None
+        if self._inotify is not None:
+            try:
+                wd = self._inotify.add_watch(directory, DIR_MASK | IN_ONLYDIR)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.ENOSYS, errno.EINVAL):
+                    self._fall_back(str(exc))  # out of watches: poll everything
+                    for h, (d, _, cb) in list(self._handles.items()):
+                        self._handles[h] = (d, None, cb)
+                # ENOENT etc.: the directory is gone; the safety/poll tick covers it
+            if wd is not None:
+                self._by_wd.setdefault(wd, {})[handle] = callback
+        self._handles[handle] = (directory, wd, callback)
+        return handle
+
+    def unwatch(self, handle: int) -> None:
+        entry = self._handles.pop(handle, None)
+        if entry is None:
+            return
+        _, wd, _ = entry
+        if wd is not None and wd in self._by_wd:
+            cbs = self._by_wd[wd]
+            cbs.pop(handle, None)
+            if not cbs:
+                del self._by_wd[wd]
+                if self._inotify is not None:
+                    self._inotify.rm_watch(wd)
+
+    def _on_readable(self) -> None:
+        assert self._inotify is not None
+        try:
+            events = self._inotify.read()
+        except OSError as exc:
+            log.error("inotify read failed (%s): falling back to polling", exc)
+            self._fall_back(str(exc))
+            return
+        for ev in events:
+            if ev.mask & IN_Q_OVERFLOW:
+                self.overflows += 1
+                self._call_all()
+                continue
+            cbs = self._by_wd.get(ev.wd)
+            if not cbs:
+                continue
+            if ev.mask & IN_IGNORED:  # directory removed or unmounted
+                del self._by_wd[ev.wd]
+                for h in list(cbs):
+                    d, _, cb = self._handles[h]
+                    self._handles[h] = (d, None, cb)
+            name = ev.name or None
+            for cb in list(cbs.values()):
+                _safe_call(cb, name, ev.mask)
+
+    def _call_all(self) -> None:
+        for _, _, cb in list(self._handles.values()):
+            _safe_call(cb, None, 0)
+
+    async def _tick(self) -> None:
+        """Polling mode: everybody looks every poll_interval. inotify: the slow safety poll;
+        plus a poll_interval look for handles whose directory has no watch."""
+        while True:
+            if self.mode == "poll":
+                await asyncio.sleep(self.poll_interval)
+                self._call_all()
+                continue
+            waited = 0.0
+            while waited < self.safety_interval and self.mode == "inotify":
+                await asyncio.sleep(self.poll_interval)
+                waited += self.poll_interval
+                for _, wd, cb in list(self._handles.values()):
+                    if wd is None:
+                        _safe_call(cb, None, 0)
+            self._call_all()
+
+    def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        if self._inotify is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._inotify.fd)
+            self._inotify.close()
+            self._inotify = None
+        self._by_wd.clear()
+        self._handles.clear()
+        self._loop = None
+
+
+def _safe_call(cb: Callback, name: str | None, mask: int) -> None:
+    try:
+        cb(name, mask)
+    except Exception:  # a broken callback must not stop the watcher
+        log.exception("watcher callback failed")

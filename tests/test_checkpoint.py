@@ -1,0 +1,81 @@
+"""Checkpoint store: atomic writes, and bad files reported (never raised)."""
+
+from __future__ import annotations
+
+import os
+
+import orjson
+import pytest
+
+from shipper.checkpoint import (
+    SCHEMA,
+    CheckpointPathError,
+    CheckpointStore,
+    atomic_write,
+    ensure_outside,
+)
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path / "cp.json"
+    store = CheckpointStore(str(path))
+    assert store.load() == {}
+    assert store.warnings and "missing" in store.warnings[0]
+    assert store.corrupt_loads == 0  # a first start is not corruption
+    pos = {"v": 1, "done": "@400000006b02a2aa2bcb057c", "pend": [], "f": None}
+    store.set("/var/log/qmail/send", pos)
+    assert store.save()
+    doc = orjson.loads(path.read_bytes())
+    assert doc["schema"] == SCHEMA
+    assert doc["sources"] == {"/var/log/qmail/send": pos}
+    again = CheckpointStore(str(path))
+    assert again.load() == {"/var/log/qmail/send": pos}
+    assert again.get("/var/log/qmail/send") == pos
+    assert again.warnings == [] and again.corrupt_loads == 0
+    assert sorted(os.listdir(tmp_path)) == ["cp.json"]  # no temp file left
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    (b"", "empty"),
+    (b"\x00" * 4096, "NUL"),
+    (b'{"schema": 1, "sources": {"a": ', "not JSON"),
+    (b"[1, 2]", "not a JSON object"),
+    (b'{"schema": 99, "sources": {}}', "unknown schema"),
+    (b'{"schema": 1}', "no 'sources'"),
+])
+def test_bad_file_reported_not_raised(tmp_path, content, why):
+    path = tmp_path / "cp.json"
+    path.write_bytes(content)
+    store = CheckpointStore(str(path))
+    assert store.load() == {}
+    assert store.corrupt_loads == 1
+    assert len(store.warnings) == 1 and why in store.warnings[0]
+    assert (tmp_path / "cp.json.corrupt").read_bytes() == content  # kept for inspection
+    store.set("k", {"x": 1})
+    assert store.save()
+    assert CheckpointStore(str(path)).load() == {"k": {"x": 1}}
+
+
+def test_write_error_reported(tmp_path):
+    store = CheckpointStore(str(tmp_path / "no" / "such" / "dir" / "cp.json"))
+    store.set("k", 1)
+    assert store.save() is False
+    assert store.write_errors == 1 and "write failed" in store.warnings[-1]
+
+
+def test_atomic_write_replaces(tmp_path):
+    p = tmp_path / "f"
+    atomic_write(str(p), b"one")
+    atomic_write(str(p), b"two")
+    assert p.read_bytes() == b"two"
+    assert os.listdir(tmp_path) == ["f"]
+
+
+def test_never_inside_a_log_dir(tmp_path):
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    with pytest.raises(CheckpointPathError):
+        ensure_outside(str(logdir / "cp.json"), [str(logdir)])
+    with pytest.raises(CheckpointPathError):
+        ensure_outside(str(logdir / "sub" / "cp.json"), [str(logdir) + "/"])
+    ensure_outside(str(tmp_path / "log2" / "cp.json"), [str(logdir)])  # a sibling is fine

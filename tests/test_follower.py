@@ -1,0 +1,568 @@
+"""Following real multilog directories (daemontools) and plain files across rotations.
+
+Lines carry unique sequence numbers, so every check is exact: each line arrives
+once and in order, and whatever is missing is exactly what Gap records report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shipper.fingerprint import fingerprint
+from shipper.follower import (
+    FileSource,
+    Gap,
+    LineBatch,
+    MultilogFollower,
+    MultilogSource,
+    PlainFileFollower,
+)
+from tests.conftest import require_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+PAD = b"x" * 60
+
+GENERATOR = r"""
+import sys, time
+n, rate, start = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+out = sys.stdout.buffer
+burst = max(1, int(rate / 500))
+t0 = time.monotonic()
+for i in range(start, start + n):
+    out.write(b"seq %08d " % i + b"x" * 60 + b"\n")
+    if (i - start + 1) % burst == 0:
+        out.flush()
+        ahead = (i - start + 1) / rate - (time.monotonic() - t0)
+        if ahead > 0:
+            time.sleep(ahead)
+out.flush()
+"""
+
+
+def seq_of(line: bytes) -> int:
+    return int(line[30:38])
+
+
+def stamped_len(seq: int) -> int:
+    return 26 + len(b"seq %08d " % seq + PAD) + 1
+
+
+def start_multilog(directory: Path, *script: str, n: int, rate: float, first: int = 0
+                   ) -> tuple[subprocess.Popen, subprocess.Popen]:
+    multilog = require_binary("multilog")
+    gen = subprocess.Popen([sys.executable, "-c", GENERATOR, str(n), str(rate), str(first)],
+                           stdout=subprocess.PIPE)
+    ml = subprocess.Popen([multilog, *script, str(directory)], stdin=gen.stdout)
+    assert gen.stdout is not None
+    gen.stdout.close()
+    return gen, ml
+
+
+def stop(*procs: subprocess.Popen) -> None:
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+async def collect(source, last_seq: int, timeout: float, throttle: float = 0.0,
+                  commit: bool = True) -> list[LineBatch | Gap]:
+    items: list[LineBatch | Gap] = []
+
+    async def run() -> None:
+        async for item in source.batches():
+            items.append(item)
+            if commit:
+                source.commit(item.position)
+            if throttle:
+                await asyncio.sleep(throttle)
+            if isinstance(item, LineBatch) and seq_of(item.lines[-1]) >= last_seq:
+                return
+
+    try:
+        await asyncio.wait_for(run(), timeout)
+    except TimeoutError:
+        pass
+    return items
+
+
+def seqs(items) -> list[int]:
+    return [seq_of(ln) for it in items if isinstance(it, LineBatch) for ln in it.lines]
+
+
+@pytest.mark.slow
+async def test_every_line_once_in_order_across_hundreds_of_rotations(tmp_path):
+    d = tmp_path / "log"
+    gen, ml = start_multilog(d, "t", "s4096", "n100", n=30000, rate=15000)
+    src = MultilogSource([str(d)], str(tmp_path / "cp.json"), start="all")
+    try:
+        while not (d / "current").exists():
+            await asyncio.sleep(0.01)
+        items = await collect(src, 29999, 40)
+    finally:
+        await src.close()
+        stop(gen, ml)
+    got = seqs(items)
+    assert got == list(range(30000))
+    assert not [it for it in items if isinstance(it, Gap)]
+    archives = [n for n in os.listdir(d) if n.startswith("@")]
+    assert len(archives) == 99  # n100: many more rotations happened than are kept
+    assert src.watcher.mode == "inotify"
+    for it in items:
+        assert isinstance(it, LineBatch)
+        assert it.source == str(d)
+        assert len(it.lines) == len(it.offsets) <= 4096
+        assert it.file_id is not None and len(it.file_id) == 16
+        assert all(ln[:1] == b"@" and ln[25:26] == b" " for ln in it.lines)
+    # batches carry increasing offsets within one file id
+    for it in items:
+        assert it.offsets == sorted(it.offsets)
+        assert all(b - a == len(ln) + 1 for a, b, ln in zip(it.offsets, it.offsets[1:], it.lines, strict=False))
+
+
+@pytest.mark.slow
+async def test_missing_lines_are_exactly_what_gaps_report(tmp_path):
+    d = tmp_path / "log"
+    gen, ml = start_multilog(d, "t", "s4096", "n3", n=20000, rate=8000)
+    src = MultilogSource([str(d)], None, start="all", batch_lines=20, queue_batches=2)
+    try:
+        while not (d / "current").exists():
+            await asyncio.sleep(0.01)
+        items = await collect(src, 19999, 40, throttle=0.005)
+    finally:
+        await src.close()
+        stop(gen, ml)
+    gaps = [it for it in items if isinstance(it, Gap)]
+    assert gaps, "the consumer was throttled: multilog's n3 must have deleted unread files"
+    assert src.gaps == len(gaps)
+    got = seqs(items)
+    assert got == sorted(set(got)), "no duplicates, in order"
+    assert got[-1] == 19999
+    # walk the stream: between two received lines, the missing lines' bytes equal
+    # the bytes the gaps emitted between them report, file by file. (A file deleted
+    # before we could even stat it is named with bytes_lost None: then only "some".)
+    expect_next = 0
+    gap_bytes = 0
+    unsized = 0
+    for it in items:
+        if isinstance(it, Gap):
+            assert it.file and it.file.startswith("@") and it.file.endswith(".s")
+            assert it.last_time_ns is not None
+            if it.bytes_lost is None:
+                assert not it.exact
+                unsized += 1
+            else:
+                assert it.exact and it.bytes_lost > 0
+                gap_bytes += it.bytes_lost
+            continue
+        for ln in it.lines:
+            s = seq_of(ln)
+            missing = sum(stamped_len(m) for m in range(expect_next, s))
+            if unsized:
+                assert missing > gap_bytes
+            else:
+                assert missing == gap_bytes, f"lines {expect_next}..{s - 1} missing, gaps say {gap_bytes} bytes"
+            gap_bytes = unsized = 0
+            expect_next = s + 1
+    assert sum(1 for g in gaps if g.exact) >= 0.8 * len(gaps)
+
+
+FOLLOWER_SCRIPT = r"""
+import asyncio, os, sys
+sys.path.insert(0, sys.argv[3])
+from shipper.follower import MultilogSource, LineBatch
+
+async def main():
+    src = MultilogSource([sys.argv[1]], sys.argv[2] + "/cp.json", start="all", commit_interval=3600)
+    fd = os.open(sys.argv[2] + "/out", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    async for item in src.batches():
+        if isinstance(item, LineBatch):
+            os.write(fd, b"".join(b"L " + ln[26:38] + b"\n" for ln in item.lines))
+            os.fsync(fd)
+        else:
+            os.write(fd, b"G " + item.file.encode() + b" " + item.reason.encode() + b"\n")
+        src.commit(item.position)
+        src.save()                      # durable checkpoint now (the test kills us anywhere)
+        if isinstance(item, LineBatch):
+            os.write(fd, b"C " + item.lines[-1][26:38] + b"\n")
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+async def test_sigkill_restart_loses_nothing(tmp_path):
+    d = tmp_path / "log"
+    work = tmp_path / "work"
+    work.mkdir()
+    script = tmp_path / "follow.py"
+    script.write_text(FOLLOWER_SCRIPT)
+    total = 30000
+    # retention (200 x 16 KB) outlasts the whole run even with a slow, fsyncing consumer
+    gen, ml = start_multilog(d, "t", "s16384", "n400", n=total, rate=6000)
+    rnd = random.Random(1234)
+    out = work / "out"
+
+    def follower() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, str(script), str(d), str(work), str(ROOT)])
+
+    try:
+        while not (d / "current").exists():
+            time.sleep(0.01)
+        deadline = time.monotonic() + 60
+        kills = 0
+        while kills < 8 and time.monotonic() < deadline:
+            p = follower()
+            time.sleep(rnd.uniform(0.3, 0.9))
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            kills += 1
+            time.sleep(rnd.uniform(0.0, 0.4))  # rotations while we are down
+        stop(gen)
+        p = follower()
+        while time.monotonic() < deadline:
+            data = out.read_bytes() if out.exists() else b""
+            if b"L seq %08d" % (total - 1) in data:
+                break
+            time.sleep(0.1)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    finally:
+        stop(ml)
+    assert kills == 8
+    runs: list[list[int]] = [[]]
+    last_commit: list[int] = [-1]
+    for line in out.read_bytes().splitlines():
+        kind, _, s = line.partition(b" ")
+        assert kind != b"G", f"unexpected gap {s.decode()}"
+        n = int(s[4:12])
+        if kind == b"C":
+            last_commit[-1] = n
+            continue
+        if runs[-1] and n <= runs[-1][-1]:  # a restart re-reads from the checkpoint
+            runs.append([])
+            last_commit.append(last_commit[-1])
+        runs[-1].append(n)
+    everything = sorted({n for r in runs for n in r})
+    assert everything == list(range(total)), "no line lost"
+    for i, r in enumerate(runs):
+        assert r == list(range(r[0], r[0] + len(r))), "in order within a run"
+        if i:
+            # duplicates only after the last committed checkpoint
+            assert last_commit[i - 1] < r[0] <= runs[i - 1][-1] + 1
+
+
+PARTIAL = b"seq 00000100 a partial line " + b"P" * 3000
+
+
+async def test_multilog_sigkill_leaves_u_file_with_partial_line(tmp_path):
+    multilog = require_binary("multilog")
+    d = tmp_path / "log"
+    src = MultilogSource([str(tmp_path / "*")], None, start="all", rescan_interval=0.05)
+    ml = subprocess.Popen([multilog, "t", str(d)], stdin=subprocess.PIPE)
+    assert ml.stdin is not None
+    items: list = []
+    try:
+        ml.stdin.write(b"".join(b"seq %08d " % i + PAD + b"\n" for i in range(100)))
+        # multilog holds up to 1000 bytes of a line before writing it: make it longer
+        ml.stdin.write(PARTIAL)
+        ml.stdin.flush()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 5 and b"partial" not in ((d / "current").read_bytes()
+                                                             if (d / "current").exists() else b""):
+            await asyncio.sleep(0.01)
+        task = asyncio.ensure_future(collect(src, 199, 15))
+        await asyncio.sleep(0.3)
+        ml.send_signal(signal.SIGKILL)
+        ml.wait()
+        ml = subprocess.Popen([multilog, "t", str(d)], stdin=subprocess.PIPE)
+        assert ml.stdin is not None
+        ml.stdin.write(b"".join(b"seq %08d " % i + PAD + b"\n" for i in range(101, 200)))
+        ml.stdin.close()
+        items = await task
+    finally:
+        await src.close()
+        ml.wait(timeout=10)
+    u_files = [n for n in os.listdir(d) if n.endswith(".u")]
+    assert len(u_files) == 1
+    lines = [(ln, (it.line_flags or {}).get(i)) for it in items if isinstance(it, LineBatch)
+             for i, ln in enumerate(it.lines)]
+    texts = [ln[26:] for ln, _ in lines]
+    assert texts[:100] == [b"seq %08d " % i + PAD for i in range(100)]
+    assert texts[100] == PARTIAL
+    assert lines[100][1] == "partial"
+    assert texts[101:] == [b"seq %08d " % i + PAD for i in range(101, 200)]
+    assert all(flag is None for _, flag in lines[:100] + lines[101:])
+    assert not [it for it in items if isinstance(it, Gap)]
+
+
+@pytest.mark.parametrize("processor", ["!cat", "!gzip"])
+@pytest.mark.slow
+async def test_processor_archives_not_read_twice(tmp_path, processor):
+    d = tmp_path / "log"
+    gen, ml = start_multilog(d, "t", "s4096", "n20", processor, n=6000, rate=4000)
+    src = MultilogSource([str(d)], None, start="all")
+    try:
+        while not (d / "current").exists():
+            await asyncio.sleep(0.01)
+        items = await collect(src, 5999, 30)
+    finally:
+        await src.close()
+        stop(gen, ml)
+    live = {seq_of(ln): (it.file_id, off) for it in items if isinstance(it, LineBatch)
+            for ln, off in zip(it.lines, it.offsets, strict=True)}
+    assert seqs(items) == list(range(6000))
+    assert not [it for it in items if isinstance(it, Gap)]
+    archives = sorted(n for n in os.listdir(d) if n.startswith("@"))
+    assert len(archives) == 19
+    if processor == "!gzip":
+        head = (d / archives[0]).read_bytes()[:2]
+        assert head == b"\x1f\x8b"
+        first = gzip.decompress((d / archives[0]).read_bytes()).split(b"\n", 1)[0]
+        assert fingerprint(first + b"\n") == live[seq_of(first)][0]
+    # Replaying the directory later reads the processor's archives (decompressed):
+    # the same lines get the same (file id, offset), hence the same event ids.
+    f = MultilogFollower(str(d), None, start="all")
+    again: dict[int, tuple[str | None, int]] = {}
+    for _ in range(1000):
+        got = f.poll(16)
+        if not got:
+            break
+        for it in got:
+            assert isinstance(it, LineBatch)
+            for ln, off in zip(it.lines, it.offsets, strict=True):
+                assert seq_of(ln) not in again
+                again[seq_of(ln)] = (it.file_id, off)
+    assert f.reader is not None
+    f.reader.close()
+    assert sorted(again) == list(range(min(again), 6000))
+    assert all(again[s] == live[s] for s in again)
+
+
+async def test_restart_after_files_deleted_reports_gap(tmp_path):
+    d = tmp_path / "log"
+    cp = str(tmp_path / "cp.json")
+    gen, ml = start_multilog(d, "t", "s4096", "n2", n=200, rate=100000)
+    stop(gen, ml)
+    src = MultilogSource([str(d)], cp, start="all")
+    items = await collect(src, 199, 10)
+    await src.close()
+    assert seqs(items)[-1] == 199
+    gen, ml = start_multilog(d, "t", "s4096", "n2", n=2000, rate=100000, first=200)
+    stop(gen, ml)
+    src = MultilogSource([str(d)], cp, start="all")
+    items = await collect(src, 2199, 10)
+    await src.close()
+    gaps = [it for it in items if isinstance(it, Gap)]
+    assert len(gaps) == 1 and gaps[0].file == "current"
+    assert "deleted before it was read" in gaps[0].reason
+    assert gaps[0].bytes_lost == 0 and not gaps[0].exact  # all we knew of it was read
+    got = seqs(items)
+    assert got == list(range(got[0], 2200)) and got[0] > 200
+    assert isinstance(items[0], Gap)
+
+
+async def test_corrupt_checkpoint_reported_and_recovered(tmp_path):
+    d = tmp_path / "log"
+    gen, ml = start_multilog(d, "t", n=50, rate=100000)
+    stop(gen, ml)
+    cp = tmp_path / "cp.json"
+    cp.write_bytes(b"\x00" * 512)
+    src = MultilogSource([str(d)], str(cp), start="end", recover_from="all")
+    items = await collect(src, 49, 5)
+    await src.close()
+    assert seqs(items) == list(range(50))
+    assert any("NUL" in w for w in src.warnings)
+    assert src.store is not None and src.store.corrupt_loads == 1
+    assert cp.read_bytes()[:1] == b"{"  # rewritten on close
+
+
+async def test_start_end_and_current_and_new_directory(tmp_path):
+    d = tmp_path / "a"
+    gen, ml = start_multilog(d, "t", "s4096", n=200, rate=100000)
+    stop(gen, ml)
+    f_end = MultilogFollower(str(d), None, start="end")
+    f_cur = MultilogFollower(str(d), None, start="current")
+    assert f_end.poll() == []
+    cur = [seq_of(ln) for it in f_cur.poll() for ln in it.lines]
+    assert cur and cur[-1] == 199 and cur[0] > 0  # current only, not the archives
+    for f in (f_end, f_cur):
+        assert f.reader is not None
+        f.reader.close()
+    # a directory that appears while running is read from its oldest archive
+    src = MultilogSource([str(tmp_path / "*")], None, start="end", rescan_interval=0.05)
+    task = asyncio.ensure_future(collect(src, 99, 10))
+    await asyncio.sleep(0.2)
+    gen, ml = start_multilog(tmp_path / "b", "t", "s4096", n=100, rate=100000)
+    stop(gen, ml)
+    items = await task
+    await src.close()
+    assert [s for it in items if isinstance(it, LineBatch) and it.source.endswith("/b")
+            for s in (seq_of(ln) for ln in it.lines)] == list(range(100))
+
+
+def test_long_line_split_across_rotation_is_joined(tmp_path):
+    multilog = require_binary("multilog")
+    d = tmp_path / "log"
+    long_text = b"seq 00000002 " + b"L" * 6000
+    data = b"seq 00000000 short\nseq 00000001 short\n" + long_text + b"\nseq 00000003 after\n"
+    subprocess.run([multilog, "t", "s4096", str(d)], input=data, check=True, timeout=10)
+    f = MultilogFollower(str(d), None, start="all")
+    items = []
+    for _ in range(100):
+        got = f.poll()
+        if not got:
+            break
+        items += got
+    lines = [(it.path, it.file_id, off, ln, (it.line_flags or {}).get(i))
+             for it in items for i, (ln, off) in enumerate(zip(it.lines, it.offsets, strict=True))]
+    texts = [ln[26:] if ln[:1] == b"@" else ln for _, _, _, ln, _ in lines]
+    assert texts == [b"seq 00000000 short", b"seq 00000001 short", long_text, b"seq 00000003 after"]
+    joined = lines[2]
+    assert joined[4] == "continuation"
+    assert joined[0].endswith(".s")  # attributed to the file where the line starts
+    assert joined[2] == lines[1][2] + len(lines[1][3]) + 1
+    assert joined[1] == lines[0][1]
+    assert f.reader is not None
+    f.reader.close()
+
+
+def test_current_truncated_by_hand(tmp_path):
+    d = tmp_path / "log"
+    d.mkdir()
+    cur = d / "current"
+    cur.write_bytes(b"".join(b"@400000006b02a2aa2bcb057c line %d\n" % i for i in range(10)))
+    f = MultilogFollower(str(d), None, start="current")
+    assert sum(len(it.lines) for it in f.poll()) == 10
+    with open(cur, "r+b") as fh:
+        fh.truncate(0)
+        fh.write(b"@400000006b02a2aa2bcb0999 again\n")
+    items = f.poll()
+    assert isinstance(items[0], Gap) and "truncated" in items[0].reason
+    assert isinstance(items[1], LineBatch)
+    assert items[1].lines == [b"@400000006b02a2aa2bcb0999 again"] and items[1].offsets == [0]
+    assert items[1].file_id == fingerprint(b"@400000006b02a2aa2bcb0999 again\n")
+    assert f.reader is not None
+    f.reader.close()
+
+
+# -- plain files (logrotate) --------------------------------------------------------
+
+
+def drain(f, rounds: int = 50) -> list:
+    out = []
+    for _ in range(rounds):
+        got = f.poll()
+        if not got:
+            break
+        out += got
+    return out
+
+
+def plain_lines(items) -> list[bytes]:
+    return [ln for it in items if isinstance(it, LineBatch) for ln in it.lines]
+
+
+def test_plain_logrotate_create(tmp_path):
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"a1\na2\n")
+    f = PlainFileFollower(str(log), None, start="current", rotate_grace=0.2)
+    assert plain_lines(drain(f)) == [b"a1", b"a2"]
+    with open(log, "ab", buffering=0) as old:
+        os.rename(log, tmp_path / "mail.log.1")
+        log.write_bytes(b"b1\n")
+        old.write(b"a3\n")  # syslog writes to the old file until it reopens
+        assert plain_lines(drain(f)) == [b"a3"]
+        old.write(b"a4\n")
+    time.sleep(0.3)
+    assert plain_lines(drain(f)) == [b"a4", b"b1"]
+    assert f.reader is not None and f.reader.path == str(log)
+    f.reader.close()
+
+
+def test_plain_copytruncate_reads_the_copy(tmp_path):
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"a1\na2\n")
+    f = PlainFileFollower(str(log), None, start="current")
+    assert plain_lines(drain(f)) == [b"a1", b"a2"]
+    with open(log, "ab") as fh:
+        fh.write(b"a3 written just before the copy\n")
+    (tmp_path / "mail.log.1").write_bytes(log.read_bytes())
+    with open(log, "r+b") as fh:
+        fh.truncate(0)
+    with open(log, "ab") as fh:
+        fh.write(b"b1\n")
+    items = drain(f)
+    assert not [it for it in items if isinstance(it, Gap)]
+    assert plain_lines(items) == [b"a3 written just before the copy", b"b1"]
+    f.reader.close()
+
+
+def test_plain_truncate_without_copy_is_a_gap(tmp_path):
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"a1\na2\n")
+    f = PlainFileFollower(str(log), None, start="current")
+    drain(f)
+    with open(log, "r+b") as fh:
+        fh.truncate(0)
+        fh.write(b"b\n")
+    items = drain(f)
+    assert isinstance(items[0], Gap) and "truncated" in items[0].reason
+    assert plain_lines(items) == [b"b"]
+    f.reader.close()
+
+
+def test_plain_restart_after_rotation_while_stopped(tmp_path):
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"a1\na2\n")
+    f = PlainFileFollower(str(log), None, start="current")
+    items = drain(f)
+    pos = items[-1].position
+    f.reader.close()
+    with open(log, "ab") as fh:
+        fh.write(b"a3\n")
+    os.rename(log, tmp_path / "mail.log.1")
+    log.write_bytes(b"b1\n")
+    f2 = PlainFileFollower(str(log), pos[1], start="end", rotate_grace=0.0)
+    assert plain_lines(drain(f2)) == [b"a3", b"b1"]
+    f2.reader.close()
+
+
+async def test_file_source_follows_and_resumes(tmp_path):
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"x1\n")
+    cp = str(tmp_path / "cp.json")
+    src = FileSource([str(tmp_path / "*.log")], cp, start="all")
+    got: list[bytes] = []
+
+    async def take(n: int) -> None:
+        async for it in src.batches():
+            assert isinstance(it, LineBatch)
+            got.extend(it.lines)
+            src.commit(it.position)
+            if len(got) >= n:
+                return
+
+    await asyncio.wait_for(take(1), 5)
+    with open(log, "ab") as fh:
+        fh.write(b"x2\n")
+    await asyncio.wait_for(take(2), 5)
+    await src.close()
+    with open(log, "ab") as fh:
+        fh.write(b"x3\n")
+    src = FileSource([str(tmp_path / "*.log")], cp, start="end")
+    await asyncio.wait_for(take(3), 5)
+    await src.close()
+    assert got == [b"x1", b"x2", b"x3"]

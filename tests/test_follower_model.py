@@ -1,0 +1,238 @@
+"""Model test: the multilog follower against a simple model of a directory.
+
+Random sequences of appends, rotations done the way multilog does them
+(rename current→previous, link @label.s, unlink previous, new current),
+deletions of the oldest archive, truncations by hand, polls, commits and
+restarts from the last commit. Labels are deterministic synthetic TAI64N.
+The accepted output (each run cut at its last commit) must be the model's
+lines minus exactly the lines deleted unread, with a Gap wherever lines were
+lost and nowhere without a reason.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shipper.follower import Gap, LineBatch, MultilogFollower
+
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("append"), st.integers(1, 30)),
+    st.just(("rotate",)),
+    st.just(("delete",)),
+    st.just(("poll",)),
+    st.just(("commit",)),
+    st.just(("restart",)),
+    st.just(("truncate",)),
+), min_size=1, max_size=60)
+
+
+def label(n: int) -> str:
+    return f"@4000000060000000{n:08x}"
+
+
+class Model:
+    def __init__(self, d: str) -> None:
+        self.d = d
+        self.clock = 0
+        self.lines: list[bytes] = []  # every line ever written, in order
+        self.file_of: list[int] = []  # model file number of each line
+        self.files: list[int] = []  # archive file numbers, oldest first
+        self.current = 0  # file number of current
+        self.next_file = 1
+        self.lost: set[int] = set()
+        self.gap_ok: set[int] = set()  # line indexes a Gap may precede
+        self.deleted: set[int] = set()
+        open(os.path.join(d, "current"), "wb").close()
+
+    def tick(self) -> int:
+        self.clock += 1
+        return self.clock
+
+    def append(self, k: int) -> None:
+        data = []
+        for _ in range(k):
+            n = len(self.lines)
+            ln = b"%s n%06d" % (label(self.tick()).encode(), n)
+            self.lines.append(ln)
+            self.file_of.append(self.current)
+            data.append(ln + b"\n")
+        with open(os.path.join(self.d, "current"), "ab") as f:
+            f.write(b"".join(data))
+
+    def rotate(self) -> None:
+        cur = os.path.join(self.d, "current")
+        if os.path.getsize(cur) == 0:
+            return
+        prev = os.path.join(self.d, "previous")
+        os.rename(cur, prev)
+        open(cur, "wb").close()
+        os.link(prev, os.path.join(self.d, label(self.tick()) + ".s"))
+        os.unlink(prev)
+        self.files.append(self.current)
+        self.current = self.next_file
+        self.next_file += 1
+
+    def delete(self, cursor: int, held: int | None) -> bool:
+        names = sorted(n for n in os.listdir(self.d) if n.startswith("@"))
+        if not names:
+            return False
+        os.unlink(os.path.join(self.d, names[0]))
+        fno = self.files.pop(0)
+        self.deleted.add(fno)
+        if fno != held:
+            self.lose_from(cursor, {fno})
+        return True
+
+    def lose_from(self, cursor: int, files: set[int]) -> None:
+        self.lost.update(i for i in range(cursor, len(self.lines)) if self.file_of[i] in files)
+
+    def truncate(self) -> None:
+        with open(os.path.join(self.d, "current"), "r+b") as f:
+            f.truncate(0)
+        # the lines stay in the model (they were read before); the file is new content
+        self.current = self.next_file
+        self.next_file += 1
+
+
+def drain(f: MultilogFollower) -> list:
+    out = []
+    for _ in range(200):
+        got = f.poll(8)
+        if not got:
+            return out
+        out += got
+    raise AssertionError("follower does not settle")
+
+
+def seq(line: bytes) -> int:
+    return int(line.rsplit(b" n", 1)[1])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(OPS)
+def test_follower_matches_model(ops):
+    with tempfile.TemporaryDirectory() as d:
+        m = Model(d)
+        sessions: list[tuple[list, int]] = []  # (items, how many were committed)
+        items: list = []
+        committed_upto = 0  # items of this session covered by the last commit
+        state = None
+        f = MultilogFollower(d, None, start="all", batch_lines=7)
+        delivered = 0  # lines the follower has read (this session) or that were committed
+        committed_lines = 0
+        polled = False  # a live follower holds the file it is on
+        held: int | None = None
+
+        def poll() -> None:
+            nonlocal delivered, polled, held
+            got = drain(f)
+            items.extend(got)
+            delivered = len(m.lines)
+            polled = True
+            held = m.current
+
+        def commit() -> None:
+            nonlocal state, committed_upto, committed_lines, deleted_since_commit
+            if items:
+                deleted_since_commit = False
+                state = items[-1].position[1]
+                committed_upto = len(items)
+                last = _last_seq(items)
+                if last >= 0:
+                    committed_lines = last + 1
+
+        deleted_since_commit = False
+        resumes_after_delete: list[int] = []
+        silent: set[int] = set()  # lost before anything was ever committed: a fresh start
+        poll()
+        for op in ops:
+            kind = op[0]
+            if kind == "append":
+                m.append(op[1])
+            elif kind == "rotate":
+                m.rotate()
+            elif kind == "delete":
+                before = set(m.lost)
+                if m.delete(delivered, held if polled else None):
+                    deleted_since_commit = True
+                    if not polled:  # down: the checkpointed file may be the one deleted
+                        m.lose_from(committed_lines, m.deleted)
+                        if state is None:  # never committed: the next start is a fresh one
+                            silent.update(m.lost - before)
+                        resumes_after_delete.append(committed_lines)
+            elif kind == "poll":
+                poll()
+            elif kind == "commit":
+                commit()
+            elif kind == "restart":
+                # what was read after the commit is read again, if its file still exists
+                before = set(m.lost)
+                m.lose_from(committed_lines, m.deleted)
+                if state is None:
+                    silent.update(m.lost - before)
+                if deleted_since_commit or (committed_lines
+                                            and m.file_of[committed_lines - 1] in m.deleted):
+                    resumes_after_delete.append(committed_lines)
+                sessions.append((items, committed_upto))
+                if f.reader is not None:
+                    f.reader.close()
+                items, committed_upto = [], 0
+                f = MultilogFollower(d, state, start="all", batch_lines=7)
+                delivered = committed_lines
+                polled = False
+                held = None
+            elif kind == "truncate":
+                # by hand, while we run; committed around it so the model stays exact
+                poll()
+                commit()
+                had = os.path.getsize(os.path.join(d, "current")) > 0
+                m.truncate()
+                if had:
+                    m.gap_ok.add(len(m.lines))
+                poll()
+                commit()
+            f.observe()  # what the watcher does on every name event
+        poll()
+        if f.reader is not None:
+            f.reader.close()
+        sessions.append((items, len(items)))
+        accepted = [it for its, upto in sessions for it in its[:upto]]
+        got = [seq(ln) for it in accepted if isinstance(it, LineBatch) for ln in it.lines]
+        want = [i for i in range(len(m.lines)) if i not in m.lost]
+        assert got == want
+        # a Gap before every run of lost lines, and none without a reason
+        noisy = m.lost - silent
+        lost_starts = {i for i in noisy if i - 1 not in m.lost}
+        gap_before: set[int] = set()
+        pending_gap = False
+        for it in accepted:
+            if isinstance(it, Gap):
+                pending_gap = True
+                continue
+            if pending_gap:
+                gap_before.add(seq(it.lines[0]))
+                pending_gap = False
+        if pending_gap:
+            gap_before.add(len(m.lines))
+        for s in lost_starts:
+            nxt = next((i for i in range(s, len(m.lines)) if i not in m.lost), len(m.lines))
+            assert nxt in gap_before, f"lines from {s} lost without a Gap"
+        def first_kept(s: int) -> int:
+            return next((i for i in range(s, len(m.lines)) if i not in m.lost), len(m.lines))
+
+        # allowed: after lost lines, after a truncation, and where a run resumed after
+        # deletions (the checkpointed file itself may be gone, even if fully read)
+        allowed = m.gap_ok | {first_kept(s) for s in lost_starts}
+        allowed |= {first_kept(s) for s in resumes_after_delete}
+        assert gap_before <= allowed, f"Gap without loss before lines {sorted(gap_before - allowed)}"
+
+
+def _last_seq(items: list) -> int:
+    for it in reversed(items):
+        if isinstance(it, LineBatch):
+            return seq(it.lines[-1])
+    return -1

@@ -1,0 +1,125 @@
+"""Pure multilog directory semantics: classification, ordering, and plan_next decisions."""
+
+from __future__ import annotations
+
+from shipper import multilog as ml
+
+L1 = "@400000006b02a2aa2bcb057c"
+L2 = "@400000006b02a2aa2bd6ffe4"
+L3 = "@400000006b02a2ab00000000"
+
+
+def known(name: str, ino: int, fid: str | None, content: str = ml.TEXT, size: int = 100) -> ml.Known:
+    return ml.Known(name, (1, ino), size, fid, content)
+
+
+def test_classify_names():
+    assert ml.classify("current") == ml.CURRENT
+    assert ml.classify(L1 + ".s") == ml.ARCHIVE_S
+    assert ml.classify(L1 + ".u") == ml.ARCHIVE_U
+    assert ml.classify("previous") == ml.PREVIOUS
+    assert ml.classify("processed") == ml.PROCESSED
+    assert ml.classify("state") == ml.STATE
+    assert ml.classify("newstate") == ml.STATE
+    assert ml.classify("lock") == ml.LOCK
+    assert ml.classify("@400000006b02a2aa2bcb057c.x") == ml.OTHER
+    assert ml.classify("@4000.s") == ml.OTHER
+    assert ml.classify(L1.upper() + ".s") == ml.OTHER  # multilog writes lowercase hex
+
+
+def test_archives_ordered_by_label_not_suffix():
+    names = [L3 + ".s", "current", L1 + ".u", "lock", L2 + ".s", "state"]
+    assert ml.order_archives(names) == [L1 + ".u", L2 + ".s", L3 + ".s"]
+    assert ml.archive_label(L2 + ".s") == L2
+
+
+def test_label_time():
+    assert ml.label_time_ns("@4000000038c3eeb027f41c7c") == 952364710 * 10**9 + 0x27f41c7c
+    assert ml.label_time_ns(None) is None
+    assert ml.label_time_ns("@zz") is None
+
+
+def test_content_kind():
+    assert ml.content_kind(b"\x1f\x8b\x08\x00") == ml.GZIP
+    assert ml.content_kind(b"BZh91AY") == ml.BZIP2
+    assert ml.content_kind(b"\xfd7zXZ\x00\x00") == ml.XZ
+    assert ml.content_kind(b"@400000006b02a2aa2bcb057c hello\n") == ml.TEXT
+    assert ml.content_kind("caf\u00e9 na\u00efve\n".encode()) == ml.TEXT
+    assert ml.content_kind(bytes(range(256))) == ml.BINARY
+    assert ml.content_kind(b"") == ml.TEXT
+
+
+def test_should_join():
+    frag = b"@400000006b02a2aa2bcb057c " + b"x" * 3000
+    assert ml.should_join(frag, b"yyyy tail of the line", False)
+    assert not ml.should_join(frag, b"@400000006b02a2aa2bcb0999 new line", False)
+    assert not ml.should_join(frag, b"yyyy", True)  # a .u file: multilog died mid-line
+    assert ml.should_join(b"no stamps here", b"anything", False)
+
+
+def test_plan_skips_our_archive_then_opens_current():
+    listing = ml.Listing(current=ml.Entry("current", 1, 11, 5),
+                         archives={L1: ml.Entry(L1 + ".s", 1, 10, 100)})
+    k = {L1: known(L1 + ".s", 10, "aaa")}
+    plan = ml.plan_next(listing, k, None, [ml.Pending((1, 10), "aaa")], (1, 10), lambda i: True)
+    assert plan.skipped == [L1]
+    assert plan.done == L1
+    assert plan.pending == []
+    assert plan.open_current
+    assert plan.lost == []
+
+
+def test_plan_matches_processor_output_by_fingerprint():
+    # !cat / !gzip: a new inode with the same first line
+    listing = ml.Listing(current=ml.Entry("current", 1, 12, 5),
+                         archives={L1: ml.Entry(L1 + ".s", 1, 99, 100)})
+    k = {L1: known(L1 + ".s", 99, "aaa", ml.GZIP)}
+    plan = ml.plan_next(listing, k, None, [ml.Pending((1, 10), "aaa")], (1, 10), lambda i: False)
+    assert plan.skipped == [L1] and plan.open_current and plan.pending == []
+
+
+def test_plan_binary_processor_output_taken_by_order():
+    listing = ml.Listing(current=ml.Entry("current", 1, 12, 5),
+                         archives={L1: ml.Entry(L1 + ".s", 1, 99, 100)})
+    k = {L1: known(L1 + ".s", 99, None, ml.BINARY)}
+    plan = ml.plan_next(listing, k, None, [ml.Pending((1, 10), "aaa")], (1, 10), lambda i: False)
+    assert plan.skipped == [L1] and plan.open_current
+    # without a pending raw file, it cannot be read: reported
+    plan = ml.plan_next(listing, k, None, [], None, lambda i: False)
+    assert plan.unreadable == L1 and plan.open_label is None
+
+
+def test_plan_reports_deleted_archives_and_opens_the_next():
+    listing = ml.Listing(current=ml.Entry("current", 1, 13, 5),
+                         archives={L3: ml.Entry(L3 + ".s", 1, 12, 300)})
+    k = {L1: known(L1 + ".s", 10, "a", size=111), L2: known(L2 + ".s", 11, "b", size=222),
+         L3: known(L3 + ".s", 12, "c", size=300)}
+    plan = ml.plan_next(listing, k, None, [], None, lambda i: True)
+    assert [(lb, kn.size) for lb, kn in plan.lost] == [(L1, 111), (L2, 222)]
+    assert plan.open_label == L3
+    assert plan.done == L2
+
+
+def test_plan_reads_unread_previous_before_current():
+    listing = ml.Listing(current=ml.Entry("current", 1, 13, 5),
+                         previous=ml.Entry("previous", 1, 12, 4000))
+    plan = ml.plan_next(listing, {}, L1, [], (1, 11), lambda i: True)
+    assert plan.open_previous and not plan.open_current
+    # but not when previous is a raw file we already read (processor running)
+    plan = ml.plan_next(listing, {}, L1, [ml.Pending((1, 12), "x")], (1, 12), lambda i: True)
+    assert plan.open_current and not plan.open_previous
+
+
+def test_plan_waits_when_current_is_what_we_just_finished():
+    listing = ml.Listing(current=ml.Entry("current", 1, 11, 5))
+    plan = ml.plan_next(listing, {}, L1, [], (1, 11), lambda i: True)
+    assert not plan.open_current and plan.open_label is None and not plan.open_previous
+
+
+def test_start_position():
+    listing = ml.Listing(current=ml.Entry("current", 1, 13, 5),
+                         archives={L1: ml.Entry(L1 + ".s", 1, 10, 1), L2: ml.Entry(L2 + ".u", 1, 11, 1)})
+    assert ml.start_position(listing, "all") == (None, "oldest")
+    assert ml.start_position(listing, "current") == (L2, "current")
+    assert ml.start_position(listing, "end") == (L2, "end")
+    assert ml.start_position(ml.Listing(), "end") == (None, "end")

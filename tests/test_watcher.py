@@ -1,0 +1,113 @@
+"""Change detection: inotify via ctypes against real file operations, and polling."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import time
+
+from shipper.watcher import (
+    IN_CREATE,
+    IN_DELETE,
+    IN_MODIFY,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    Inotify,
+    Watcher,
+    parse_events,
+)
+
+
+def test_parse_events_pure():
+    name = b"current\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # padded to 16
+    buf = struct.pack("iIII", 1, IN_MODIFY, 0, len(name)) + name
+    buf += struct.pack("iIII", 2, IN_CREATE, 7, 0)
+    buf += struct.pack("iIII", 3, IN_DELETE, 0, 32)[:10]  # torn tail ignored
+    evs = parse_events(buf)
+    assert [(e.wd, e.mask, e.cookie, e.name) for e in evs] == [
+        (1, IN_MODIFY, 0, "current"), (2, IN_CREATE, 7, "")]
+
+
+def test_inotify_sees_real_rotation(tmp_path):
+    ino = Inotify()
+    try:
+        wd = ino.add_watch(str(tmp_path), IN_MODIFY | IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE)
+        cur = tmp_path / "current"
+        with open(cur, "ab") as f:
+            f.write(b"line\n")
+        os.rename(cur, tmp_path / "previous")
+        os.link(tmp_path / "previous", tmp_path / "@400000006b02a2aa2bcb057c.s")
+        os.unlink(tmp_path / "previous")
+        events = []
+        deadline = time.monotonic() + 2
+        while len(events) < 6 and time.monotonic() < deadline:
+            events += ino.read()
+            time.sleep(0.01)
+        got = [(e.wd, e.mask & 0xFFF, e.name) for e in events]
+        assert got[:6] == [
+            (wd, IN_CREATE, "current"), (wd, IN_MODIFY, "current"),
+            (wd, IN_MOVED_FROM, "current"), (wd, IN_MOVED_TO, "previous"),
+            (wd, IN_CREATE, "@400000006b02a2aa2bcb057c.s"), (wd, IN_DELETE, "previous")]
+        assert events[2].cookie == events[3].cookie != 0
+    finally:
+        ino.close()
+
+
+async def _collect(watcher: Watcher, directory: str, action, want: int, timeout: float):
+    seen: list[tuple[str | None, int]] = []
+    got = asyncio.Event()
+
+    def cb(name, mask):
+        seen.append((name, mask))
+        if len(seen) >= want:
+            got.set()
+
+    watcher.watch(directory, cb)
+    await asyncio.sleep(0.05)
+    t0 = time.monotonic()
+    action()
+    await asyncio.wait_for(got.wait(), timeout)
+    return seen, time.monotonic() - t0
+
+
+async def test_watcher_inotify_wakes_fast(tmp_path):
+    w = Watcher("auto", poll_interval=10.0, safety_interval=10.0)
+    try:
+        seen, took = await _collect(w, str(tmp_path), lambda: (tmp_path / "current").write_bytes(b"x\n"),
+                                    1, 2.0)
+        assert w.mode == "inotify"
+        assert seen[0][0] == "current" and seen[0][1] & IN_CREATE
+        assert took < 0.5
+    finally:
+        w.close()
+
+
+async def test_watcher_polling_calls_back_without_name(tmp_path):
+    w = Watcher("poll", poll_interval=0.05)
+    try:
+        seen, took = await _collect(w, str(tmp_path), lambda: None, 2, 2.0)
+        assert w.mode == "poll"
+        assert seen[:2] == [(None, 0), (None, 0)]
+        assert took < 1.0
+    finally:
+        w.close()
+
+
+async def test_watcher_safety_poll_with_inotify(tmp_path):
+    w = Watcher("inotify", poll_interval=0.02, safety_interval=0.1)
+    try:
+        seen, _ = await _collect(w, str(tmp_path), lambda: None, 1, 2.0)
+        assert w.mode == "inotify"
+        assert seen[0] == (None, 0)
+    finally:
+        w.close()
+
+
+async def test_watcher_missing_directory_is_polled(tmp_path):
+    w = Watcher("inotify", poll_interval=0.05, safety_interval=5.0)
+    try:
+        seen, _ = await _collect(w, str(tmp_path / "not-yet"), lambda: None, 1, 2.0)
+        assert seen[0] == (None, 0)  # no watch possible: looked at on the poll interval
+    finally:
+        w.close()
