@@ -106,6 +106,8 @@ def _lazy(module: str, func: str) -> Callable[[list[str]], int]:
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "run": (cmd_run, "run the daemon (or the demo: run --demo)"),
+    "check": (_lazy("shipper.check", "main"), "validate a config and probe its sinks"),
+    "status": (_lazy("shipper.status", "main"), "show what a running shipper is doing"),
     "parse": (cmd_parse, "parse logs into NDJSON records on stdout"),
     "replay": (_lazy("shipper.replay", "main"), "send archived logs to a sink, resumable"),
     "track": (_lazy("shipper.track.cli", "track_main"), "where did this mail go?"),

@@ -140,8 +140,14 @@ def test_reload_restart_and_stop_under_load_lose_nothing(tmp_path, receiver):
     total = 30000
     writer = subprocess.Popen(f"{sys.executable} -c '{WRITER}' 6000 {total} 0 | {multilog} t s8192 n500 {logdir}",
                               shell=True)
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        started.append(_start_shipper(cfg, shlog))
+        return started[-1]
+
     try:
-        proc = _start_shipper(cfg, shlog)
+        proc = start()
         time.sleep(1.5)
         # metrics move
         text = _scrape(mport)
@@ -151,6 +157,12 @@ def test_reload_restart_and_stop_under_load_lose_nothing(tmp_path, receiver):
         assert _metric(text, "shipper_source_lines_total", source=str(logdir)) >= first_acked
         time.sleep(0.5)
         assert _metric(_scrape(mport), "shipper_sink_acked_total", sink="siem") > first_acked
+        st = subprocess.run([sys.executable, "-m", "shipper", "status", "-c", str(cfg)],
+                            capture_output=True, text=True, timeout=30)
+        assert st.returncode == 0, st.stderr
+        rows = st.stdout.splitlines()
+        assert any(r.startswith(str(logdir)[-50:]) for r in rows), st.stdout
+        assert any(r.split()[:2] == ["siem", "up"] for r in rows), st.stdout
         # an invalid config is refused and the old one keeps running
         cfg.write_text(cfg.read_text() + "\n[sinks.bad]\ntype = \"nosuch\"\n")
         os.kill(proc.pid, signal.SIGHUP)
@@ -166,15 +178,18 @@ def test_reload_restart_and_stop_under_load_lose_nothing(tmp_path, receiver):
         # stop (SIGTERM) while multilog keeps writing, then start again
         assert _stop(proc) == 0
         time.sleep(1.0)
-        proc = _start_shipper(cfg, shlog)
+        proc = start()
         time.sleep(1.0)
         # SIGKILL too: the checkpoint only covers durable appends
         _stop(proc, signal.SIGKILL)
-        proc = _start_shipper(cfg, shlog)
+        proc = start()
         assert writer.wait(60) == 0
         seqs = _wait_seqs(receiver, total, 60)
         assert _stop(proc) == 0
     finally:
+        for p in started:
+            if p.poll() is None:
+                _stop(p, signal.SIGKILL)
         if writer.poll() is None:
             writer.kill()
     missing = set(range(total)) - set(seqs)

@@ -1,0 +1,166 @@
+"""`shipper check -c FILE`: validate a configuration, then probe what it names.
+
+Every problem is one line on stdout; the exit code is 0 when there is none,
+1 when a probe failed, 2 when the configuration itself is invalid. Nothing is
+sent to a sink: a probe connects (and does the TLS handshake, or one HTTP
+request) and hangs up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import glob
+import http.client
+import os
+import socket
+import ssl
+import sys
+import urllib.parse
+
+from shipper.config import Config, ConfigError, SinkConfig, load_config
+from shipper.tlsconfig import client_context
+
+
+async def _probe_stream(cfg: SinkConfig, tls: bool) -> str:
+    ctx = client_context(cfg.tls) if tls and cfg.tls is not None else None
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(cfg.host, cfg.port, ssl=ctx,
+                                    server_hostname=(cfg.tls.server_name or cfg.host) if ctx else None,
+                                    ssl_handshake_timeout=cfg.tls.handshake_timeout if ctx else None),
+            cfg.connect_timeout + (cfg.tls.handshake_timeout if ctx else 0))
+    except TimeoutError:
+        return f"no answer within {cfg.connect_timeout:g} s" + (" (TCP or TLS handshake)" if ctx else "")
+    except ssl.SSLCertVerificationError as exc:
+        return f"TLS certificate verification failed: {exc.verify_message}"
+    except (OSError, ssl.SSLError) as exc:
+        return exc.strerror or str(exc)
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except (OSError, ssl.SSLError):
+        pass
+    return ""
+
+
+def _probe_http(cfg: SinkConfig) -> str:
+    url = urllib.parse.urlsplit(cfg.url or "")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        if url.scheme == "https":
+            ctx = client_context(cfg.tls) if cfg.tls is not None else ssl.create_default_context()
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                url.hostname or "", port, timeout=cfg.connect_timeout, context=ctx)
+        else:
+            conn = http.client.HTTPConnection(url.hostname or "", port, timeout=cfg.connect_timeout)
+        # ClickHouse answers /ping; anything else: any HTTP answer shows the door is open.
+        path = "/ping" if cfg.format == "clickhouse" else (url.path or "/")
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read(1024)
+        conn.close()
+    except ssl.SSLCertVerificationError as exc:
+        return f"TLS certificate verification failed: {exc.verify_message}"
+    except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
+        return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    if resp.status >= 500:
+        return f"HTTP {resp.status} {resp.reason} from GET {path}"
+    return ""
+
+
+def _probe_sink(cfg: SinkConfig) -> tuple[str, str]:
+    """(what was probed, problem or "")."""
+    t = cfg.type
+    if t in ("syslog", "relp") or (t == "gelf" and cfg.transport in ("tcp", "tls")):
+        proto = cfg.protocol or cfg.transport or "tcp"
+        if proto == "udp":
+            return _probe_udp(cfg)
+        tls = proto == "tls" or (t == "relp" and cfg.tls is not None)
+        what = f"{proto} {cfg.host}:{cfg.port}"
+        return what, asyncio.run(_probe_stream(cfg, tls))
+    if t == "gelf" and cfg.transport == "udp":
+        return _probe_udp(cfg)
+    if t == "http" or (t == "gelf" and cfg.transport == "http"):
+        return f"http {cfg.url}", _probe_http(cfg)
+    if t == "file":
+        d = os.path.dirname(os.path.abspath(cfg.path or ".")) or "."
+        if not os.path.isdir(d):
+            return f"file {cfg.path}", f"directory {d} does not exist"
+        if not os.access(d, os.W_OK):
+            return f"file {cfg.path}", f"directory {d} is not writable"
+        return f"file {cfg.path}", ""
+    return t, ""
+
+
+def _probe_udp(cfg: SinkConfig) -> tuple[str, str]:
+    what = f"udp {cfg.host}:{cfg.port}"
+    try:
+        socket.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_DGRAM)
+    except OSError as exc:
+        return what, f"cannot resolve: {exc}"
+    return what + " (UDP has no handshake: only the name was checked)", ""
+
+
+def _check_sources(config: Config) -> list[str]:
+    problems = []
+    for s in config.sources.values():
+        if s.type == "stdin":
+            continue
+        matched = [p for pat in s.paths for p in glob.glob(pat)]
+        if not matched:
+            problems.append(f"sources.{s.name}: nothing matches {', '.join(s.paths)} yet "
+                            "(it is followed when it appears)")
+        for p in matched:
+            if not os.access(p, os.R_OK | (os.X_OK if os.path.isdir(p) else 0)):
+                problems.append(f"sources.{s.name}: {p} is not readable by this user")
+    return problems
+
+
+def _check_dirs(config: Config) -> list[str]:
+    problems = []
+    dirs = {config.state_dir} | {s.buffer.path for s in config.sinks.values() if s.buffer.type == "disk"}
+    for d in sorted(dirs):
+        probe = d
+        while probe and not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        if probe and not os.access(probe, os.W_OK):
+            problems.append(f"{d}: not writable by this user (state and buffers live there)")
+    return problems
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(
+        prog="shipper check",
+        description="Validate the configuration, then probe each sink (connect, TLS handshake, "
+                    "HTTP reachability). Exit 0: all good; 1: a probe failed; 2: invalid configuration.")
+    ap.add_argument("-c", "--config", required=True, metavar="FILE")
+    ap.add_argument("--no-probe", action="store_true", help="only validate, connect to nothing")
+    args = ap.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"error: {line}")
+        return 2
+    except OSError as exc:
+        print(f"error: {args.config}: {exc.strerror}")
+        return 2
+    for w in config.warnings:
+        print(f"warning: {w}")
+    print(f"ok: {args.config}: {len(config.sources)} sources, {len(config.sinks)} sinks")
+    notes = _check_sources(config)
+    for n in notes:
+        print(f"warning: {n}")
+    problems = _check_dirs(config)
+    if not args.no_probe:
+        for name, scfg in config.sinks.items():
+            what, problem = _probe_sink(scfg)
+            if problem:
+                problems.append(f"sinks.{name}: {what}: {problem}")
+            else:
+                print(f"ok: sinks.{name}: {what}")
+    for p in problems:
+        print(f"error: {p}")
+    sys.stdout.flush()
+    return 1 if problems else 0

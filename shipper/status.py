@@ -1,0 +1,90 @@
+"""`shipper status`: what a running shipper is doing, from its metrics endpoint."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import urllib.error
+import urllib.request
+from collections import defaultdict
+
+_SAMPLE_RE = re.compile(r'^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$')
+_LABEL_RE = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_exposition(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE_RE.match(line)
+        if m:
+            labels = {k: v.encode().decode("unicode_escape") for k, v in _LABEL_RE.findall(m.group(2) or "")}
+            out[m.group(1)].append((labels, float(m.group(3))))
+    return out
+
+
+def _by(metrics: dict[str, list[tuple[dict[str, str], float]]], name: str, label: str) -> dict[str, float]:
+    return {lb.get(label, ""): v for lb, v in metrics.get(name, [])}
+
+
+def render(metrics: dict[str, list[tuple[dict[str, str], float]]]) -> str:
+    lines = []
+    version = next((lb.get("version") for lb, _ in metrics.get("shipper_build_info", [])), "?")
+    lines.append(f"shipper {version}")
+    lines.append("")
+    lines.append(f"{'source':50} {'lines':>12} {'lag s':>8} {'gaps':>6}")
+    lag = _by(metrics, "shipper_source_lag_seconds", "source")
+    gaps = _by(metrics, "shipper_source_gaps_total", "source")
+    for src, n in sorted(_by(metrics, "shipper_source_lines_total", "source").items()):
+        lines.append(f"{src[-50:]:50} {n:>12,.0f} {lag.get(src, 0):>8.1f} {gaps.get(src, 0):>6,.0f}")
+    lines.append("")
+    lines.append(f"{'sink':20} {'state':>6} {'acked':>12} {'retried':>9} {'buffered':>10} {'oldest s':>9} "
+                 "last error")
+    up = _by(metrics, "shipper_sink_connected", "sink")
+    acked = _by(metrics, "shipper_sink_acked_total", "sink")
+    retried = _by(metrics, "shipper_sink_retried_total", "sink")
+    depth = _by(metrics, "shipper_buffer_records", "sink")
+    age = _by(metrics, "shipper_buffer_oldest_age_seconds", "sink")
+    errors = {lb.get("sink", ""): lb.get("error", "") for lb, _ in metrics.get("shipper_sink_last_error_info", [])}
+    for sink in sorted(set(acked) | set(depth)):
+        lines.append(f"{sink:20} {'up' if up.get(sink) else 'down':>6} {acked.get(sink, 0):>12,.0f} "
+                     f"{retried.get(sink, 0):>9,.0f} {depth.get(sink, 0):>10,.0f} {age.get(sink, 0):>9.1f} "
+                     f"{errors.get(sink, '')[:60]}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="shipper status",
+                                 description="Show sources, lag, buffers and sinks of a running shipper "
+                                             "(reads its metrics endpoint).")
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("-c", "--config", metavar="FILE", help="take the metrics address from this config")
+    g.add_argument("--url", default=None, help="metrics address (default http://127.0.0.1:9810)")
+    args = ap.parse_args(argv)
+    url = args.url or "http://127.0.0.1:9810"
+    if args.config:
+        from shipper.config import ConfigError, load_config
+
+        try:
+            cfg = load_config(args.config, check_files=False)
+        except ConfigError as exc:
+            for line in exc.errors:
+                print(f"shipper: {line}", file=sys.stderr)
+            return 2
+        if not cfg.metrics.enabled:
+            print("shipper: metrics are off in this config: status has nothing to read", file=sys.stderr)
+            return 2
+        url = f"http://{cfg.metrics.listen}"
+    if not url.startswith("http"):
+        url = "http://" + url
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except (OSError, urllib.error.URLError) as exc:
+        print(f"shipper: cannot read {url}/metrics: {getattr(exc, 'reason', exc)} (is shipper running?)",
+              file=sys.stderr)
+        return 1
+    print(render(parse_exposition(text)))
+    return 0

@@ -1,0 +1,71 @@
+"""`shipper check`: validation errors, and probes against a real rsyslog and dead ends."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+from conftest import free_port
+from rsyslog_util import Rsyslog
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "shipper", "check", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def _cfg(tmp_path, sinks: str) -> str:
+    p = tmp_path / "c.toml"
+    p.write_text(f'state_dir = "{tmp_path / "state"}"\n[sources.q]\ntype = "multilog"\n'
+                 f'paths = ["{tmp_path}/log/*"]\n{sinks}')
+    return str(p)
+
+
+def test_invalid_config_exit_2_one_line_per_error(tmp_path):
+    r = run("-c", _cfg(tmp_path, '[sinks.a]\ntype = "syslog"\nport = "abc"\nhost = "x"\n'))
+    assert r.returncode == 2
+    assert r.stdout.splitlines() == ['error: sinks.a.port: must be an integer 1-65535, got "abc"']
+
+
+def test_probes_real_rsyslog_and_reports_dead_ends(tmp_path):
+    rs = Rsyslog(tmp_path / "rs", ("tcp",))
+    rs.start()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # accepts TCP, never speaks TLS
+    closed = free_port()
+    try:
+        cfg = _cfg(tmp_path, f"""
+[sinks.good]
+type = "syslog"
+protocol = "tcp"
+host = "127.0.0.1"
+port = {rs.ports["tcp"]}
+[sinks.refused]
+type = "syslog"
+protocol = "tcp"
+host = "127.0.0.1"
+port = {closed}
+[sinks.mute]
+type = "syslog"
+protocol = "tls"
+host = "127.0.0.1"
+port = {silent.getsockname()[1]}
+connect_timeout = "1s"
+[sinks.mute.tls]
+handshake_timeout = "1s"
+""")
+        t0 = time.monotonic()
+        r = run("-c", cfg)
+        assert time.monotonic() - t0 < 30
+    finally:
+        silent.close()
+        rs.stop()
+    out = r.stdout.splitlines()
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"ok: sinks.good: tcp 127.0.0.1:{rs.ports['tcp']}" in out
+    assert any(line.startswith("error: sinks.refused:") and "refused" in line.lower() for line in out), out
+    assert any(line.startswith("error: sinks.mute:") and "handshake" in line.lower() for line in out), out
+    assert any(line.startswith("warning: sources.q: nothing matches") for line in out)
