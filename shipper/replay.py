@@ -157,6 +157,8 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any) -> int:
     opts = ParseOptions(redact=not args.no_redact, local_tz=not args.utc, host=args.host)
     key = orjson.dumps([sorted(sum(groups, [])), args.since, args.until, args.sink or args.output]).decode()
     state_path = _state_path(args.state_dir, key) if args.state_dir else None
+    if state_path:
+        os.makedirs(os.path.dirname(state_path), exist_ok=True)
     done: dict[str, int] = {}
     if state_path and not args.restart and os.path.exists(state_path):
         try:

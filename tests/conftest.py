@@ -3,8 +3,13 @@ ClickHouse binaries; a missing one is a failure, never a skip."""
 
 from __future__ import annotations
 
+import http.client
 import shutil
+import signal
 import socket
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,3 +33,71 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# A private real clickhouse-server (Debian's 18.16) on free 127.0.0.1 ports, shared
+# by the tests of the session.
+CLICKHOUSE_CONFIG = """<yandex>
+  <logger><level>warning</level><console>1</console></logger>
+  <http_port>{http}</http_port>
+  <tcp_port>{tcp}</tcp_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>{d}/data/</path>
+  <tmp_path>{d}/tmp/</tmp_path>
+  <user_files_path>{d}/user_files/</user_files_path>
+  <format_schema_path>{d}/format_schemas/</format_schema_path>
+  <users_config>/etc/clickhouse-server/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>5368709120</mark_cache_size>
+  <timezone>UTC</timezone>
+</yandex>
+"""
+
+
+def ch_query(port: int, sql: str) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/?output_format_json_quote_64bit_integers=0", body=sql.encode())
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        assert resp.status == 200, text
+        return text
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A private clickhouse-server; yields its HTTP port."""
+    binary = require_binary("clickhouse-server")
+    d = tmp_path_factory.mktemp("clickhouse")
+    http_port, tcp_port = free_port(), free_port()
+    (d / "config.xml").write_text(CLICKHOUSE_CONFIG.format(http=http_port, tcp=tcp_port, d=d))
+    log = open(d / "server.log", "wb")  # noqa: SIM115 -- closed below
+    proc = subprocess.Popen([binary, f"--config-file={d}/config.xml"], cwd=d, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=2)
+                conn.request("GET", "/ping")
+                if conn.getresponse().read() == b"Ok.\n":
+                    conn.close()
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("clickhouse-server did not answer /ping within 60 s: "
+                            + (d / "server.log").read_text(errors="replace")[-2000:])
+            time.sleep(0.2)
+        yield http_port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()

@@ -15,7 +15,6 @@ import gzip
 import http.client
 import http.server
 import logging
-import signal
 import socket
 import ssl
 import subprocess
@@ -27,7 +26,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import FIXTURES, free_port, require_binary
+from conftest import FIXTURES, ch_query, free_port, require_binary
 
 from shipper.parse import LineParser
 from shipper.record import rfc3339_ns
@@ -51,72 +50,6 @@ def fixture_records() -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ ClickHouse
-
-CONFIG = """<yandex>
-  <logger><level>warning</level><console>1</console></logger>
-  <http_port>{http}</http_port>
-  <tcp_port>{tcp}</tcp_port>
-  <listen_host>127.0.0.1</listen_host>
-  <path>{d}/data/</path>
-  <tmp_path>{d}/tmp/</tmp_path>
-  <user_files_path>{d}/user_files/</user_files_path>
-  <format_schema_path>{d}/format_schemas/</format_schema_path>
-  <users_config>/etc/clickhouse-server/users.xml</users_config>
-  <default_profile>default</default_profile>
-  <default_database>default</default_database>
-  <mark_cache_size>5368709120</mark_cache_size>
-  <timezone>UTC</timezone>
-</yandex>
-"""
-
-
-def ch_query(port: int, sql: str) -> str:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("POST", "/?output_format_json_quote_64bit_integers=0", body=sql.encode())
-        resp = conn.getresponse()
-        text = resp.read().decode()
-        assert resp.status == 200, text
-        return text
-    finally:
-        conn.close()
-
-
-@pytest.fixture(scope="session")
-def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """A private clickhouse-server; yields its HTTP port."""
-    binary = require_binary("clickhouse-server")
-    d = tmp_path_factory.mktemp("clickhouse")
-    http_port, tcp_port = free_port(), free_port()
-    (d / "config.xml").write_text(CONFIG.format(http=http_port, tcp=tcp_port, d=d))
-    log = open(d / "server.log", "wb")  # noqa: SIM115 -- closed below
-    proc = subprocess.Popen([binary, f"--config-file={d}/config.xml"], cwd=d, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=2)
-                conn.request("GET", "/ping")
-                if conn.getresponse().read() == b"Ok.\n":
-                    conn.close()
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("clickhouse-server did not answer /ping within 60 s: "
-                            + (d / "server.log").read_text(errors="replace")[-2000:])
-            time.sleep(0.2)
-        yield http_port
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
-
 
 def row_to_record(row: dict[str, Any]) -> dict[str, Any]:
     """What the table holds → the record form (docs/records.md)."""
