@@ -1,0 +1,186 @@
+"""vpopmail vchkpw, chkuser and simscan parsers through the whole LineParser path,
+on real sample lines; the cleartext password vchkpw logs must never leave redacted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shipper.parse import LineParser, ParseOptions
+from shipper.parsers.misc import parse_chkuser, parse_simscan, parse_vchkpw
+
+SAMPLES = Path(__file__).parent / "fixtures" / "samples"
+
+
+def _lines(name: str) -> list[str]:
+    text = (SAMPLES / name).read_text(encoding="utf-8")
+    assert text.startswith("# source:")
+    return [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def _parse(line: str, redact: bool = True):
+    return LineParser(ParseOptions(redact=redact)).parse(line.encode())
+
+
+VPOP = _lines("ossec_docs_vpopmail_log_samples.txt")
+# 'vpopmail[18917:' lacks its ']': no syslog header fits, kept whole as unparsed.
+VPOP_MALFORMED = {"Jul  6 10:21:52 srv vpopmail[18917: vchkpw-smtp: (CRAM-MD5) login success user@my_domain:1.2.3.4"}
+
+VCHKPW = [
+    ("Sep 14 07:21:42 iron vpopmail[939]: vchkpw-pop3: password fail user1@xxxx.com:192.168.2.1", 939,
+     {"service": "pop3", "result": "failure", "reason": "password fail", "auth_user": "user1@xxxx.com",
+      "remote_ip": "192.168.2.1"}),
+    ("vpopmail[2100]: vchkpw-pop3: vpopmail user not found abc@xxx.com:x.x.x.x", 2100,
+     {"service": "pop3", "result": "failure", "reason": "vpopmail user not found", "auth_user": "abc@xxx.com",
+      "remote_ip": "x.x.x.x"}),
+    ("Jun 9 09:04:16 www vpopmail[65851]: vchkpw-pop3: vpopmail user not found myuserid@:208.210.222.68", 65851,
+     {"service": "pop3", "result": "failure", "reason": "vpopmail user not found", "auth_user": "myuserid@",
+      "remote_ip": "208.210.222.68"}),
+    ("Feb 24 06:48:03 circle vpopmail[12039]: vchkpw-pop3: password fail [EMAIL PROTECTED]:67.109.191.46", 12039,
+     {"service": "pop3", "result": "failure", "reason": "password fail", "auth_user": "[EMAIL PROTECTED]",
+      "remote_ip": "67.109.191.46"}),
+    ("Jul  7 11:23:52 srv vpopmail[20057]: vchkpw-pop3: (PLAIN) login success user@my_domain:1.2.3.4", 20057,
+     {"service": "pop3", "result": "success", "method": "PLAIN", "auth_user": "user@my_domain",
+      "remote_ip": "1.2.3.4"}),
+    ("Jul  7 11:08:51 srv vpopmail[19743]: vchkpw-submission: (CRAM-MD5) login success user@my_domain:1.2.3.4",
+     19743, {"service": "submission", "result": "success", "method": "CRAM-MD5", "auth_user": "user@my_domain",
+             "remote_ip": "1.2.3.4"}),
+    ("Jul  5 16:02:13 srv vpopmail[4160]: vchkpw-pop3: null password given oneone1:121.243.18.134", 4160,
+     {"service": "pop3", "result": "failure", "reason": "null password given", "auth_user": "oneone1",
+      "remote_ip": "121.243.18.134"}),
+    ("Jul  9 10:19:58 srv vpopmail[5676]: vchkpw-webmail: null password given user@my_domain:127.0.0.1", 5676,
+     {"service": "webmail", "result": "failure", "reason": "null password given", "auth_user": "user@my_domain",
+      "remote_ip": "127.0.0.1"}),
+    ("Jul  7 07:10:18 srv vpopmail[4800]: vchkpw-pop3: password fail (pass: 'test') user@my_domain:1.2.3.4", 4800,
+     {"service": "pop3", "result": "failure", "reason": "password fail", "auth_user": "user@my_domain",
+      "remote_ip": "1.2.3.4"}),
+]
+
+
+@pytest.mark.parametrize("line,pid,fields", VCHKPW)
+def test_vchkpw_lines(line, pid, fields):
+    assert line in VPOP
+    rec = _parse(line)
+    assert (rec.program, rec.pid, rec.event) == ("vpopmail", pid, "pop_auth")
+    assert rec.fields == fields
+
+
+def test_every_vpopmail_sample_line_parses():
+    counts = {"success": 0, "failure": 0}
+    for line in VPOP:
+        rec = _parse(line)
+        if line in VPOP_MALFORMED:
+            assert (rec.program, rec.event) == (None, "unparsed")
+            assert rec.raw == line
+            continue
+        assert (rec.program, rec.event) == ("vpopmail", "pop_auth"), line
+        assert rec.fields["service"] in {"pop3", "pop3s", "imap", "imaps", "smtp", "submission", "webmail"}
+        assert rec.fields["auth_user"] and rec.fields["remote_ip"]
+        counts[rec.fields["result"]] += 1
+    assert counts == {"success": 5, "failure": 47}
+
+
+PASSWORD_LINES = [ln for ln in VPOP if "(pass: '" in ln]
+
+
+@pytest.mark.parametrize("line", PASSWORD_LINES)
+def test_cleartext_password_is_redacted(line):
+    secret = line.split("(pass: '", 1)[1].split("')", 1)[0]
+    rec = _parse(line)
+    assert rec.flags == ["redacted"]
+    assert secret not in rec.raw and secret not in rec.message
+    assert "(pass: '[REDACTED]')" in rec.message
+    assert rec.raw == line.replace(f"(pass: '{secret}')", "(pass: '[REDACTED]')")
+    assert secret not in rec.to_json().decode()
+    assert "_redact" not in rec.fields
+    plain = _parse(line, redact=False)  # redaction can be turned off: the line stays as read
+    assert plain.raw == line and plain.flags is None
+
+
+def test_redaction_of_headerless_lines():
+    line = "vpopmail[65827]: vchkpw-smtp: password fail (pass: '<65825.1118321790@mail.xxx.com>') myuserid@xxx.com:208.210.222.68"
+    rec = _parse(line)
+    assert (rec.program, rec.pid, rec.event) == ("vpopmail", 65827, "pop_auth")
+    assert rec.flags == ["time_ingest", "redacted"]
+    assert "65825.1118321790" not in rec.raw and "65825.1118321790" not in rec.message
+    # The parser redacts the text it was given (after "vpopmail[PID]: "); how the dispatcher
+    # splices it into message/raw is shipper.parse's business.
+    assert rec.message.endswith("vchkpw-smtp: password fail (pass: '[REDACTED]') myuserid@xxx.com:208.210.222.68")
+
+
+TOASTER = _lines("qmail_toaster_chkuser_simscan_public.txt")
+
+
+def test_chkuser_lines():
+    rec = _parse(TOASTER[0])
+    assert (rec.program, rec.event, rec.time_source) == ("chkuser", "chkuser", "accustamp")
+    assert rec.fields == {"decision": "accepted any rcpt", "mail_from": "test@testaja.com",
+                          "auth_user": "postmaster@testaja.lg", "remote_host": "unknown", "remote_ip": "127.0.0.1",
+                          "rcpt_to": "postmaster@testaja.lg", "text": "accepted any recipient for any rcpt domain"}
+    rec = _parse(TOASTER[2])
+    assert (rec.program, rec.event, rec.time_source) == ("chkuser", "chkuser", "tai64n")
+    assert rec.fields == {"decision": "accepted sender", "mail_from": "newinfotr@adv.strawberrynet.com",
+                          "helo": "smtp156.strawberrynet.com", "remote_host": "unknown",
+                          "remote_ip": "202.181.189.53", "text": "sender accepted"}
+
+
+def test_chkuser_reject_and_odd_forms():
+    got = parse_chkuser("CHKUSER rejected rcpt: from <a@b.c::> remote <helo:host.example:2001:db8::5> "
+                        "rcpt <x@y.z> : not existing recipient\r")
+    assert got == ("chkuser", {"decision": "rejected rcpt", "mail_from": "a@b.c", "helo": "helo",
+                               "remote_host": "host.example", "remote_ip": "2001:db8::5", "rcpt_to": "x@y.z",
+                               "text": "not existing recipient"})
+    assert parse_chkuser("CHKUSER something new") == ("chkuser", {"text": "something new"})
+    assert parse_chkuser("CHKUSERS x") is None and parse_chkuser("") is None
+
+
+def test_simscan_lines():
+    rec = _parse(TOASTER[3])
+    assert (rec.program, rec.pid, rec.event) == ("simscan", None, "simscan")
+    assert rec.fields == {"conn_pid": 25608, "verdict": "CLEAN", "score": 0.0, "threshold": 0.0,
+                          "scan_time": 3.3011, "mail_from": "root@mail.denbaguse.ta",
+                          "rcpt_to": "postmaster@testaja.lg"}
+    # debug text without "[pid]": known program, no grammar
+    rec = _parse(TOASTER[4])
+    assert (rec.program, rec.event) == ("simscan", "unparsed")
+
+
+SIMSCAN = [
+    # simscan.c log_message: spam scans carry (hits/required); the subject may hold ':'
+    ("simscan:[4242]:SPAM REJECT (12.50/5.00):1.2000s:Buy: now: cheap:198.51.100.7:s@spam.example:a@x.org,b@x.org",
+     {"conn_pid": 4242, "verdict": "SPAM REJECT", "score": 12.5, "threshold": 5.0, "scan_time": 1.2,
+      "subject": "Buy: now: cheap", "remote_ip": "198.51.100.7", "mail_from": "s@spam.example",
+      "rcpt_to": "a@x.org,b@x.org"}),
+    ("simscan:[77]:CLAMAV:0.4311s:Eicar-Test-Signature:192.0.2.9::u@example.org",
+     {"conn_pid": 77, "verdict": "CLAMAV", "scan_time": 0.4311, "subject": "Eicar-Test-Signature",
+      "remote_ip": "192.0.2.9", "mail_from": "", "rcpt_to": "u@example.org"}),
+    ("simscan:[77]: starting: work dir: /var/qmail/simscan/1.2.3", {"conn_pid": 77,
+                                                                     "text": "starting: work dir: /var/qmail/simscan/1.2.3"}),
+]
+
+
+@pytest.mark.parametrize("line,fields", SIMSCAN)
+def test_simscan_grammar(line, fields):
+    rec = _parse("@400000004ccc70a30b5515bc " + line)
+    assert rec.program == "simscan"
+    assert rec.event == ("simscan_info" if "text" in fields else "simscan")
+    assert rec.fields == fields
+
+
+def test_unprefixed_parsers_reject_other_text_fast_path():
+    for text in ("status: local 1/10 remote 0/100", "[", "[x]:CLEAN", "", "simscan", "vchkpw-", "CHKUSER"):
+        assert parse_chkuser(text) is None or text.startswith("CHKUSER ")
+        assert parse_simscan(text) is None
+        assert parse_vchkpw(text) is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=300))
+def test_arbitrary_text_never_raises(text):
+    for fn in (parse_vchkpw, parse_chkuser, parse_simscan):
+        for t in (text, "vchkpw-" + text, "CHKUSER " + text, "simscan:[1]:" + text, "[1]:" + text):
+            got = fn(t)
+            assert got is None or (isinstance(got[0], str) and isinstance(got[1], dict))
