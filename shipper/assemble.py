@@ -34,6 +34,10 @@ def is_summary(rec: dict[str, Any]) -> bool:
 
 
 def build_source(cfg: SourceConfig, config: Config) -> Any:
+    if cfg.type == "stdin":
+        from shipper.stdin_source import StdinSource
+
+        return StdinSource(max_line=cfg.parse_options(config.parse).max_line)
     state = os.path.join(config.state_dir, "checkpoints", f"{cfg.name}.json")
     os.makedirs(os.path.dirname(state), exist_ok=True)
     kind = MultilogSource if cfg.type == "multilog" else FileSource

@@ -223,5 +223,7 @@ def run_main(config_path: str | None, demo: bool = False, log_format: str | None
     setup_logging(log_format or config.log.format, config.log.level)
     for w in config.warnings:
         log.warning("%s", w)
-    daemon = Daemon(config, loader, exit_when_idle=2.0 if demo else None)
+    # The demo, and a config reading only standard input, end when all is delivered.
+    only_stdin = bool(config.sources) and all(s.type == "stdin" for s in config.sources.values())
+    daemon = Daemon(config, loader, exit_when_idle=2.0 if demo or only_stdin else None)
     return asyncio.run(daemon.run())

@@ -91,6 +91,8 @@ def gap_record(gap: Any, host: str | None) -> dict[str, Any]:
         ("gap_file", getattr(gap, "file", None) or getattr(gap, "name", None)),
         ("bytes_lost", getattr(gap, "bytes_lost", None)),
         ("reason", getattr(gap, "reason", None)),
+        ("gap_first_unix_ns", getattr(gap, "first_time_ns", None)),
+        ("gap_last_unix_ns", getattr(gap, "last_time_ns", None)),
     ) if v is not None}
     text = f"gap: {fields.get('gap_file', '?')} lost ({fields.get('bytes_lost', 'unknown')} bytes): " \
            f"{fields.get('reason', '')}"
