@@ -61,23 +61,26 @@ print(json.dumps({"seconds": dt, "lines_per_s": n_lines / dt, "summaries": n,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[200_000, 1_000_000])
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[16, 256],
+                    help="interleaved mails/sessions in the corpus (what memory should follow)")
     args = ap.parse_args()
     from bench.corpus import write_file  # the lead's corpus generator
 
     root = os.path.join(HERE, "..")
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"{'lines':>9} {'mode':>6} {'seconds':>8} {'lines/s':>9} {'summaries':>9} "
+        print(f"{'lines':>9} {'interleaved':>11} {'mode':>6} {'seconds':>8} {'lines/s':>9} {'summaries':>9} "
               f"{'peak RSS MB':>11} {'peak open':>9}")
-        for n in args.sizes:
-            path = os.path.join(tmp, f"corpus-{n}.log")
-            write_file(path, n)
-            for mode in ("stats", "track"):
-                res = subprocess.run([sys.executable, "-c", CHILD, root, mode, path, str(n)],
-                                     capture_output=True, text=True, check=True)
-                r = json.loads(res.stdout)
-                print(f"{n:>9} {mode:>6} {r['seconds']:>8.2f} {r['lines_per_s']:>9.0f} "
-                      f"{r['summaries']:>9} {r['peak_rss_mb']:>11.1f} {r['peak_open']:>9}")
-            os.unlink(path)
+        for conc in args.concurrency:
+            for n in args.sizes:
+                path = os.path.join(tmp, f"corpus-{n}.log")
+                write_file(path, n, concurrency=conc)
+                for mode in ("stats", "track"):
+                    res = subprocess.run([sys.executable, "-c", CHILD, root, mode, path, str(n)],
+                                         capture_output=True, text=True, check=True)
+                    r = json.loads(res.stdout)
+                    print(f"{n:>9} {conc:>11} {mode:>6} {r['seconds']:>8.2f} {r['lines_per_s']:>9.0f} "
+                          f"{r['summaries']:>9} {r['peak_rss_mb']:>11.1f} {r['peak_open']:>9}")
+                os.unlink(path)
 
 
 if __name__ == "__main__":

@@ -57,11 +57,12 @@ def _addr(r: random.Random) -> str:
     return f"{r.choice(USERS)}{r.randrange(1000)}@{r.choice(DOMAINS)}"
 
 
-def events(r: random.Random) -> Iterator[str]:
-    """Endless stream of program texts (without stamps), interleaving sessions and queue work."""
-    msg_id = 100000
-    pid = 20000
-    delivery = 0
+def events(r: random.Random, base: int = 0) -> Iterator[str]:
+    """Endless stream of program texts (without stamps): one session and its mail after
+    another. ``base`` separates the id spaces of streams that run interleaved."""
+    msg_id = 100000 + base * 10_000_000
+    pid = 20000 + base * 100_000
+    delivery = base * 10_000_000
     while True:
         pid += r.randrange(1, 7)
         ip = _ip(r)
@@ -127,22 +128,27 @@ def events(r: random.Random) -> Iterator[str]:
         yield f"end msg {msg_id}"
 
 
-def lines(n: int, seed: int = 1) -> Iterator[bytes]:
-    """n stamped lines, each with a unique TAI64N label (1 µs apart)."""
+def lines(n: int, seed: int = 1, concurrency: int = 16) -> Iterator[bytes]:
+    """n stamped lines, each with a unique TAI64N label (1 µs apart).
+
+    ``concurrency`` streams of sessions and mails run interleaved, as on a busy
+    host: about that many mails and sessions are open at any time (what the
+    tracker's memory depends on).
+    """
     r = random.Random(seed)
-    ev = events(r)
+    streams = [events(random.Random(seed * 1000 + k), k) for k in range(concurrency)]
     t_us = START * 1_000_000
     for _ in range(n):
         t_us += 1
         secs, us = divmod(t_us, 1_000_000)
-        yield f"{encode(secs, us * 1000 + 500)} {next(ev)}\n".encode()
+        yield f"{encode(secs, us * 1000 + 500)} {next(streams[r.randrange(concurrency)])}\n".encode()
 
 
-def write_file(path: str, n: int, seed: int = 1) -> int:
+def write_file(path: str, n: int, seed: int = 1, concurrency: int = 16) -> int:
     size = 0
     with open(path, "wb") as f:
         buf: list[bytes] = []
-        for ln in lines(n, seed):
+        for ln in lines(n, seed, concurrency):
             buf.append(ln)
             if len(buf) >= 10000:
                 data = b"".join(buf)
@@ -187,13 +193,14 @@ def main() -> None:
     ap.add_argument("--out", help="write one file")
     ap.add_argument("--multilog", help="write a multilog directory")
     ap.add_argument("--size", type=int, default=99999, help="multilog s (rotation size)")
+    ap.add_argument("--concurrency", type=int, default=16, help="interleaved sessions/mails")
     args = ap.parse_args()
     if args.out:
-        print(f"{args.out}: {write_file(args.out, args.lines, args.seed)} bytes")
+        print(f"{args.out}: {write_file(args.out, args.lines, args.seed, args.concurrency)} bytes")
     if args.multilog:
         print(f"{args.multilog}: {write_multilog(args.multilog, args.lines, args.size, args.seed)} archives")
     if not args.out and not args.multilog:
-        sys.stdout.buffer.writelines(lines(args.lines, args.seed))
+        sys.stdout.buffer.writelines(lines(args.lines, args.seed, args.concurrency))
 
 
 if __name__ == "__main__":

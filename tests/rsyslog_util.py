@@ -214,7 +214,8 @@ class Rsyslog:
         if not p.exists():
             return []
         out = []
-        for line in p.read_bytes().split(b"\n"):
+        # only complete lines: rsyslog may be half-way through writing the last one
+        for line in p.read_bytes().split(b"\n")[:-1]:
             if line:
                 out.append(json.loads(line))
         return out

@@ -68,7 +68,7 @@ def test_shipped_example_values():
     ch = load_config(ROOT / "conf/examples/clickhouse.toml", env={"CLICKHOUSE_URL": "http://ch:8123/"},
                      check_files=False).sinks["clickhouse"]
     assert (ch.url, ch.format, ch.table, ch.batch_max_records, ch.batch_max_bytes) == (
-        "http://ch:8123/", "clickhouse", "qmail_logs", 10000, 8 << 20)
+        "http://ch:8123/", "clickhouse", "qmail_log", 10000, 8 << 20)
     assert ch.auth is not None and ch.auth.type == "basic" and ch.auth.user == "shipper"
     assert ch.auth.password is None  # not read with check_files=False
     assert ch.auth.password_file == "/etc/shipper/clickhouse.password"
