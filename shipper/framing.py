@@ -25,6 +25,18 @@ def octet_counted(messages: list[bytes]) -> bytes:
     return b"".join([b"%d %s" % (len(m), m) for m in messages])
 
 
+def octet_counted_texts(messages: list[str]) -> bytes:
+    """``octet_counted`` for messages given as text (UTF-8, errors "replace"), in one encode.
+
+    MSG-LEN counts octets: len() of an ASCII str (``isascii()`` is O(1)) is its octet
+    count; other messages are encoded once more to count them.
+    """
+    out: list[str] = [""] * (2 * len(messages))
+    out[0::2] = [f"{len(m)} " if m.isascii() else f"{len(m.encode('utf-8', 'replace'))} " for m in messages]
+    out[1::2] = messages
+    return "".join(out).encode("utf-8", "replace")
+
+
 def lf_framed(messages: list[bytes], newline_escape: bytes = b"#012") -> bytes:
     """Each message followed by LF; LFs inside a message replaced by ``newline_escape``."""
     out = []
@@ -34,6 +46,13 @@ def lf_framed(messages: list[bytes], newline_escape: bytes = b"#012") -> bytes:
         out.append(m)
     out.append(b"")
     return b"\n".join(out)
+
+
+def frame_texts(messages: list[str], framing: str = OCTET_COUNTED, newline_escape: bytes = b"#012") -> bytes:
+    """``frame`` for messages given as text (UTF-8, errors "replace")."""
+    if framing == OCTET_COUNTED:
+        return octet_counted_texts(messages)
+    return frame([m.encode("utf-8", "replace") for m in messages], framing, newline_escape)
 
 
 def frame(messages: list[bytes], framing: str = OCTET_COUNTED, newline_escape: bytes = b"#012") -> bytes:

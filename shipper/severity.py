@@ -41,6 +41,20 @@ _NOTICE_WHEN: dict[str, tuple[str, frozenset[str]]] = {
 }
 
 
+# events whose severity also depends on their fields
+_BY_FIELDS = frozenset({"delivery", "tcp_end", *_NOTICE_WHEN})
+
+
+def severity_of_event(event: Any) -> int | None:
+    """The severity of every record of ``event``; None when it depends on the fields too.
+
+    Lets an encoder compute it once per event rather than once per record.
+    """
+    if event in _BY_FIELDS:
+        return None
+    return _BY_EVENT.get(event, INFO) if isinstance(event, str) else INFO
+
+
 def severity(rec: dict[str, Any]) -> int:
     event = rec.get("event")
     sev = _BY_EVENT.get(event, INFO) if isinstance(event, str) else INFO
@@ -52,7 +66,8 @@ def severity(rec: dict[str, Any]) -> int:
             return NOTICE
     elif event in _NOTICE_WHEN:
         key, bad = _NOTICE_WHEN[event]
-        if rec.get(key) in bad:
+        value = rec.get(key)
+        if type(value) is str and value in bad:  # a list value would raise in a set lookup
             return NOTICE
     elif event == "tcp_end" and (rec.get("signal") or rec.get("exit_code")):
         return NOTICE

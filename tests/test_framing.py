@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shipper.framing import FrameDecoder, frame, lf_framed, octet_counted
+from shipper.framing import (
+    FrameDecoder,
+    frame,
+    frame_texts,
+    lf_framed,
+    octet_counted,
+    octet_counted_texts,
+)
 
 MSGS = [b"<22>1 - mx qmail-send - delivery - one", "<22>1 - - - - - - d\u00e9j\u00e0".encode(),
         b"<22>1 - - - - - - multi\nline\nmessage"]
@@ -15,6 +22,19 @@ MSGS = [b"<22>1 - mx qmail-send - delivery - one", "<22>1 - - - - - - d\u00e9j\u
 def test_octet_counting_counts_octets_not_characters():
     assert octet_counted([b"abc", "\u00e9".encode()]) == b"3 abc2 \xc3\xa9"
     assert frame(MSGS) == b"".join(b"%d %s" % (len(m), m) for m in MSGS)
+
+
+def test_text_framing_counts_octets_and_encodes_like_the_bytes_path():
+    texts = ["abc", "\u00e9\u20ac\U0001F600", "lone \ud800 surrogate", "", "multi\nline"]
+    encoded = [t.encode("utf-8", "replace") for t in texts]
+    assert octet_counted_texts(texts) == octet_counted(encoded)
+    assert octet_counted_texts(["\u00e9", "\ud800"]) == b"2 \xc3\xa91 ?"
+    assert octet_counted_texts([]) == b""
+    assert frame_texts(texts) == frame(encoded)
+    assert frame_texts(texts, "lf", b" ") == frame(encoded, "lf", b" ") == lf_framed(encoded, b" ")
+    decoder = FrameDecoder()
+    assert decoder.feed(frame_texts([t for t in texts if t])) == [m for m in encoded if m]
+    assert decoder.errors == []
 
 
 def test_lf_framing_escapes_embedded_newlines():

@@ -231,3 +231,57 @@ def test_any_record_round_trips(fields, message, host, program):
         assert ("truncated", "1") in cut_params and cut_params[1][0] == "event_id"
     else:
         assert cut == data
+
+
+# -- the per-shape fast path (records with every header key, as Record.to_dict gives) must
+# write exactly what the general path writes (a record missing ``flags`` takes it)
+
+shape_values = st.one_of(st.none(), st.text(alphabet='ab "\\]=[()NoTrueFalse\u00e9\u20ac\U0001F600', max_size=12),
+                         st.sampled_from(["None", "True", "False", "(x", "[y]"]), st.integers(-10**20, 10**20),
+                         st.booleans(), st.floats(allow_nan=False), st.tuples(st.text(max_size=3)),
+                         st.lists(st.text(alphabet="ab,", max_size=4), max_size=3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(batch=st.lists(st.fixed_dictionaries({
+    "event_id": st.one_of(st.none(), st.just("0123456789abcdef-1f")),
+    "time_unix_ns": st.one_of(st.none(), st.integers(-10**19, 10**20), st.integers(NS - 2 * 10**9, NS + 2 * 10**9)),
+    "event": st.sampled_from([None, "delivery", "smtp_decision", "io_server", "tcp_end", "status", "new msg"]),
+    "result": shape_values, "action": shape_values, "reply_class": shape_values, "text": shape_values,
+    "message": st.one_of(st.none(), st.text(max_size=40), st.text(min_size=600, max_size=700))}),
+    min_size=1, max_size=6))
+def test_fast_path_writes_what_the_general_path_writes(batch):
+    full = [{"host": "mx", "program": "qmail-smtpd", "pid": 7, "flags": [], **rec} for rec in batch]
+    general = [{k: v for k, v in rec.items() if k != "flags"} for rec in full]
+    for options in ({}, {"max_size": 480, "bom": True}):
+        fast_enc, general_enc = Rfc5424Encoder(**options), Rfc5424Encoder(**options)
+        fast = fast_enc.encode_batch(full)
+        assert fast == general_enc.encode_batch(general)
+        assert fast_enc.encode_batch(full) == fast  # again, with the shape's templates cached
+        assert fast_enc.truncated == 2 * general_enc.truncated
+        assert [t.encode("utf-8", "replace") for t in Rfc5424Encoder(**options).encode_texts(full)] == fast
+
+
+def test_time_zero_and_seconds_in_any_order():
+    enc = Rfc5424Encoder()
+    times = [0, NS, 999_999_999, NS - 1, -1, NS + 1_000_000_000, 10**21]  # 10**21: year 33658
+    heads = [split_message(d)[0]["ts"] for d in enc.encode_batch([record(time_unix_ns=t) for t in times])]
+    assert heads == ["1970-01-01T00:00:00.000000Z", "2018-01-01T19:51:03.121918Z", "1970-01-01T00:00:00.999999Z",
+                     "2018-01-01T19:51:03.121918Z", "1969-12-31T23:59:59.999999Z", "2018-01-01T19:51:04.121918Z",
+                     NILVALUE]
+
+
+def test_severity_from_a_list_value_does_not_raise():
+    data = Rfc5424Encoder().encode(record(event="io_server", reply_class=["5xx"]))
+    assert data.startswith(b"<22>1 ")  # info: a list is not one of the notice values
+    assert sd_of(data)["reply_class"] == "5xx"
+
+
+def test_texts_encode_to_the_bytes_with_non_ascii_and_lone_surrogates():
+    recs = [record(message="d\u00e9j\u00e0 \ud800 vu", text="\u20ac \udfff"), record(message="x" * 9000)]
+    enc = Rfc5424Encoder()
+    texts = enc.encode_texts(recs)
+    assert [t.encode("utf-8", "replace") for t in texts] == Rfc5424Encoder().encode_batch(recs)
+    assert split_message(texts[0].encode("utf-8", "replace"))[2] == "d\u00e9j\u00e0 ? vu".encode()
+    assert len(texts[1].encode()) == 8192 and enc.truncated == 1
+    assert Rfc3164Encoder().encode_texts(recs)[0].endswith("d\u00e9j\u00e0 \ud800 vu")

@@ -24,18 +24,21 @@ to take 2048 and says they SHOULD take 8192): MSG is cut first (at a UTF-8 chara
 boundary), then SD params are dropped (event fields first, ``event_id`` never). A cut
 record carries ``truncated="1"`` in its SD and is counted in ``truncated``: never dropped.
 
-Speed: the per-second timestamp text and the sanitised header fields and param names are
-cached; each message is one ``str.join`` and one encode to bytes.
+Speed: per sequence of record keys (one event of one parser) the encoder keeps getters and
+a %-template for the SD, so most records cost one %-format for the SD and one f-string; the
+per-second timestamp text, the sanitised header fields, PRI per event and param names are
+cached. ``encode_texts`` leaves messages as str so a stream sink encodes a batch at once.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from operator import itemgetter
 from types import NoneType
-from typing import Any
+from typing import Any, NamedTuple
 
-from shipper.severity import severity
+from shipper.severity import severity, severity_of_event
 
 NILVALUE = "-"
 FACILITY_MAIL = 2
@@ -49,6 +52,8 @@ _NOT_SD = frozenset({"message", "raw", "raw_base64", "time", "host", "program", 
 _CORE_SD = ("event_id", "time_unix_ns", "offset", "file_id", "source", "time_source", "flags")
 
 _SD_NAME_BAD = frozenset('= ]"')
+# In SD made with ``%s`` for every value: a null, a bool or a tuple (a list has "]")
+_PLAIN_SUSPECT = re.compile(r'="(?:None"|True"|False"|\()')
 _CACHE_MAX = 4096
 
 
@@ -141,6 +146,17 @@ class _SecondCache:
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+
+class _Shape(NamedTuple):
+    """How the encoder reads records with one sequence of keys."""
+
+    head: Any  # itemgetter of host, program, event, pid, time_unix_ns, flags, MSG; None: general path
+    values: Any  # getter of the SD param values, as a tuple; None: no params
+    names: list[str]  # their PARAM-NAMEs, %-escaped for templates
+    plain: str  # %-template with ``%s`` for every value
+    plain_quotes: int  # its '"' count
+    templates: dict[tuple[type, ...], tuple[str, int] | None]  # value types → (%-template, '"' count)
+
 class Rfc5424Encoder:
     """Flat record dicts → RFC 5424 messages (bytes, without transport framing).
 
@@ -148,6 +164,10 @@ class Rfc5424Encoder:
     ``hostname``: HOSTNAME for records without ``host`` (None: NILVALUE).
     ``msg_field``: ``message`` or ``raw``. ``bom``: prefix MSG with a UTF-8 BOM.
     ``max_size``: octets per message (>= 480). ``truncated`` counts records cut to fit.
+
+    ``encode_texts`` gives each message as a str whose UTF-8 encoding (errors "replace")
+    is the message, so a stream transport can encode a whole batch at once
+    (``shipper.framing.octet_counted_texts``); ``encode_batch`` gives bytes per message.
     """
 
     def __init__(self, *, facility: int = FACILITY_MAIL, sd_id: str = DEFAULT_SD_ID,
@@ -175,10 +195,13 @@ class Rfc5424Encoder:
         self._hosts: dict[Any, str] = {}
         self._apps: dict[Any, str] = {}
         self._msgids: dict[Any, str] = {}
+        # event → (PRI text, or None when the severity depends on fields; "MSGID [SD-ID")
+        self._events: dict[Any, tuple[str | None, str]] = {}
         # record key → ' name="' (None for keys that are not SD params)
         self._params: dict[str, str | None] = {k: None for k in _NOT_SD}
-        # (event, number of keys) → (keys, getter, {value types: (%-template, '"' count)}, names)
-        self._plans: dict[tuple[Any, int], tuple[Any, ...]] = {}
+        # the record's keys, in order → _Shape (see _shape)
+        self._shapes: dict[tuple[str, ...], _Shape] = {}
+        self._head_keys = ("host", "program", "event", "pid", "time_unix_ns", "flags", msg_field)
 
     # -- header pieces (cached: a handful of distinct values per stream)
 
@@ -191,6 +214,23 @@ class Rfc5424Encoder:
             cache[value] = text
         return text
 
+    def _host(self, host: Any) -> str:
+        return self.hostname if host is None else self._cached(self._hosts, host, 255)
+
+    @staticmethod
+    def _procid(pid: Any) -> str:
+        return NILVALUE if pid is None else str(pid) if type(pid) is int else _printable(str(pid), 128)
+
+    def _event(self, event: Any) -> tuple[str | None, str]:
+        info = self._events.get(event)
+        if info is None:
+            sev = severity_of_event(event)
+            info = (None if sev is None else self._pri[sev], f"{self._cached(self._msgids, event, 32)} {self._sd_open}")
+            if len(self._events) > _CACHE_MAX:
+                self._events.clear()
+            self._events[event] = info
+        return info
+
     def _timestamp(self, ns: Any) -> str:
         if type(ns) is not int:
             return NILVALUE
@@ -200,51 +240,13 @@ class Rfc5424Encoder:
             return NILVALUE
         return f"{head}.{frac // 1000:06d}Z"  # microseconds, floored: never a later second
 
+    # -- structured data
+
     def _param_prefix(self, key: str) -> str:
         prefix = f' {sd_name(key)}="'
         if len(self._params) < _CACHE_MAX:
             self._params[key] = prefix
         return prefix
-
-    def _plan(self, event: Any, rec: dict[str, Any]) -> tuple[Any, ...]:
-        """(keys, getter of the SD values, {value types: sub-plan}) for records like ``rec``."""
-        keys = tuple(rec)
-        chosen = [k for k in keys if k not in _NOT_SD and k != "flags"]
-        if not chosen:
-            getter: Any = None
-        elif len(chosen) == 1:
-            only = chosen[0]
-            getter = lambda r: (r[only],)  # noqa: E731
-        else:
-            getter = itemgetter(*chosen)
-        plan = (keys, getter, {}, [sd_name(k).replace("%", "%%") for k in chosen])
-        if len(self._plans) > _CACHE_MAX:
-            self._plans.clear()
-        self._plans[(event, len(rec))] = plan
-        return plan
-
-    @staticmethod
-    def _sub_plan(plan: tuple[Any, ...], vals: tuple[Any, ...]) -> tuple[str, int] | bool:
-        """The %-template for these value types; False when a type needs the slow path."""
-        pieces = []
-        for name, value in zip(plan[3], vals, strict=True):
-            kind = type(value)
-            if kind is NoneType:
-                pieces.append("%.0s")  # consumes the null, prints nothing
-            elif kind is str or kind is int:
-                pieces.append(f' {name}="%s"')
-            else:
-                pieces = None
-                break
-        sub: tuple[str, int] | bool = False
-        if pieces is not None:
-            template = "".join(pieces)
-            sub = (template, template.count('"'))
-        subs = plan[2]
-        if len(subs) > 64:
-            subs.clear()
-        subs[tuple(map(type, vals))] = sub
-        return sub
 
     def _sd_params(self, rec: dict[str, Any]) -> str:
         """The SD-PARAMs of a record, value by value (escaping, lists, bools, ...)."""
@@ -262,74 +264,150 @@ class Rfc5424Encoder:
             parts.append(f'{prefix}{escape_param(text)}"')
         return "".join(parts)
 
+    def _shape(self, keys: tuple[str, ...]) -> _Shape:
+        """How to read records with exactly these keys in this order (one event of one parser)."""
+        head = None
+        if all(k in keys for k in self._head_keys):  # as Record.to_dict() gives them
+            head = itemgetter(*self._head_keys)
+        chosen = [k for k in keys if k not in _NOT_SD and k != "flags"]
+        values: Any = None
+        if len(chosen) == 1:
+            only = chosen[0]
+            values = lambda r: (r[only],)  # noqa: E731
+        elif chosen:
+            values = itemgetter(*chosen)
+        names = [sd_name(k).replace("%", "%%") for k in chosen]
+        plain = "".join(f' {name}="%s"' for name in names)
+        shape = _Shape(head, values, names, plain, plain.count('"'), {})
+        if len(self._shapes) > _CACHE_MAX:
+            self._shapes.clear()
+        self._shapes[keys] = shape
+        return shape
+
+    @staticmethod
+    def _template(shape: _Shape, vals: tuple[Any, ...]) -> tuple[str, int] | None:
+        """The %-template for values of these types and its '"' count; None when a type
+        needs the value-by-value path (lists, bools, floats, ...)."""
+        pieces: list[str] | None = []
+        for name, value in zip(shape.names, vals, strict=True):
+            kind = type(value)
+            if kind is NoneType:
+                pieces.append("%.0s")  # consumes the null, prints nothing
+            elif kind is str or kind is int:
+                pieces.append(f' {name}="%s"')
+            else:
+                pieces = None
+                break
+        template = None
+        if pieces is not None:
+            text = "".join(pieces)
+            template = (text, text.count('"'))
+        if len(shape.templates) > 64:
+            shape.templates.clear()
+        shape.templates[tuple(map(type, vals))] = template
+        return template
+
     # -- encoding
 
     def encode(self, rec: dict[str, Any]) -> bytes:
         return self.encode_batch([rec])[0]
 
     def encode_batch(self, records: list[dict[str, Any]]) -> list[bytes]:
-        out: list[bytes] = []
+        return [text.encode("utf-8", "replace") for text in self.encode_texts(records)]
+
+    def encode_texts(self, records: list[dict[str, Any]]) -> list[str]:
+        """One message per record, as text (its UTF-8 encoding with errors "replace" is the
+        message, within ``max_size`` octets)."""
+        out: list[str] = []
         append = out.append
-        pri = self._pri
-        plans = self._plans
-        hosts, apps, msgids = self._hosts, self._apps, self._msgids
+        shapes = self._shapes
+        events = self._events
+        hosts, apps = self._hosts, self._apps
         default_host = self.hostname
-        sd_open = self._sd_open
         msg_sep = self._msg_sep
-        msg_field = self.msg_field
         max_size = self.max_size
         seconds = self._seconds.get
-        last_secs, last_head = None, None
+        # The second of the previous record, as nanoseconds and text: log times are mostly
+        # increasing, so a subtraction usually replaces a division of a 61-bit int.
+        sec_ns, sec_text = 0, seconds(0)
         for rec in records:
-            get = rec.get
-            host = get("host")
-            h = hosts.get(host) if host is not None else default_host
-            if h is None:
-                h = self._cached(hosts, host, 255)
-            program = get("program")
-            a = apps.get(program)
-            if a is None:
-                a = self._cached(apps, program, 48)
-            event = get("event")
-            m = msgids.get(event)
-            if m is None:
-                m = self._cached(msgids, event, 32)
-            pid = get("pid")
-            p = NILVALUE if pid is None else str(pid) if type(pid) is int else _printable(str(pid), 128)
-            ns = get("time_unix_ns")
+            keys = tuple(rec)
+            shape = shapes.get(keys)
+            if shape is None:
+                shape = self._shape(keys)
+            if shape.head is None:  # a record without the usual keys: the general path
+                append(self._text(rec))
+                continue
+            host, program, event, pid, ns, flags, msg = shape.head(rec)
+            pri, msgid_sd = events.get(event) or self._event(event)
+            if pri is None:
+                pri = self._pri[severity(rec)]
+            h = default_host if host is None else hosts.get(host) or self._host(host)
+            a = apps.get(program) or self._cached(apps, program, 48)
+            p = NILVALUE if pid is None else str(pid) if type(pid) is int else self._procid(pid)
             if type(ns) is int:
-                secs, frac = divmod(ns, 1_000_000_000)
-                if secs != last_secs:
-                    last_secs, last_head = secs, seconds(secs)
+                frac = ns - sec_ns
+                if not 0 <= frac < 1_000_000_000:
+                    secs, frac = divmod(ns, 1_000_000_000)
+                    sec_ns, sec_text = ns - frac, seconds(secs)
                 # microseconds, floored: never a later second than the line's
-                ts = NILVALUE if last_head is None else f"{last_head}.{frac // 1000:06d}Z"
+                # (%-format: measurably faster than an f-string with a format spec here)
+                ts = NILVALUE if sec_text is None else "%s.%06dZ" % (sec_text, frac // 1000)  # noqa: UP031
             else:
                 ts = NILVALUE
-            # Fast path: records with the same keys in the same order (one event of one
-            # parser) share a compiled %-template: ``%s`` per value, ``%.0s`` for a null.
+            # SD in one %-format per record rather than value by value. First with ``%s``
+            # for every value: right when no value is null, bool, list or tuple and none
+            # needs escaping, which _PLAIN_SUSPECT and the '"' count tell (a string such as
+            # "None" or "(x" only costs a slower path). Else a template for these value
+            # types (``%.0s`` drops a null); else, or when a value needs escaping, value by value.
             sd = None
-            plan = plans.get((event, len(rec)))
-            if plan is None or plan[0] != tuple(rec):
-                plan = self._plan(event, rec)
-            if plan[1] is not None and not get("flags"):
-                vals = plan[1](rec)
-                sub = plan[2].get(tuple(map(type, vals)))
-                if sub is None:
-                    sub = self._sub_plan(plan, vals)
-                if sub is not False:
-                    sd = sub[0] % vals
-                    if sd.count('"') != sub[1] or "\\" in sd or "]" in sd:
-                        sd = None  # something to escape: do it value by value
+            if shape.values is not None and not flags:
+                vals = shape.values(rec)
+                sd = shape.plain % vals
+                if (sd.count('"') != shape.plain_quotes or "\\" in sd or "]" in sd
+                        or _PLAIN_SUSPECT.search(sd) is not None):
+                    template = shape.templates.get(tuple(map(type, vals)), False)
+                    if template is False:
+                        template = self._template(shape, vals)
+                    sd = None
+                    if template is not None:
+                        sd = template[0] % vals
+                        if sd.count('"') != template[1] or "\\" in sd or "]" in sd:
+                            sd = None  # a value needs escaping
             if sd is None:
                 sd = self._sd_params(rec)
-            msg = get(msg_field)
             if type(msg) is not str:
                 msg = "" if msg is None else str(msg)
-            data = f"{pri[severity(rec)]}{ts} {h} {a} {p} {m} {sd_open}{sd}{msg_sep}{msg}".encode("utf-8", "replace")
-            if len(data) > max_size:
-                data = self._fit(rec)
-            append(data)
+            text = f"{pri}{ts} {h} {a} {p} {msgid_sd}{sd}{msg_sep}{msg}"
+            # len() counts octets only for ASCII (isascii() is O(1)): otherwise encode to count
+            if len(text) > max_size or not text.isascii():
+                text = self._fitted(rec, text)
+            append(text)
         return out
+
+    def _text(self, rec: dict[str, Any]) -> str:
+        """One message, the general way (records of any shape)."""
+        get = rec.get
+        event = get("event")
+        pri, msgid_sd = self._event(event)
+        if pri is None:
+            pri = self._pri[severity(rec)]
+        msg = get(self.msg_field)
+        if type(msg) is not str:
+            msg = "" if msg is None else str(msg)
+        text = (f"{pri}{self._timestamp(get('time_unix_ns'))} {self._host(get('host'))} "
+                f"{self._cached(self._apps, get('program'), 48)} {self._procid(get('pid'))} "
+                f"{msgid_sd}{self._sd_params(rec)}{self._msg_sep}{msg}")
+        if len(text) > self.max_size or not text.isascii():
+            text = self._fitted(rec, text)
+        return text
+
+    def _fitted(self, rec: dict[str, Any], text: str) -> str:
+        """``text`` if it is within ``max_size`` octets, else the record cut to fit."""
+        if len(text.encode("utf-8", "replace")) <= self.max_size:
+            return text
+        # _fit cuts at UTF-8 character boundaries: its bytes decode, and encode back the same
+        return self._fit(rec).decode("utf-8")
 
     def _fit(self, rec: dict[str, Any]) -> bytes:
         """Slow path for a message over ``max_size``: cut MSG, then drop SD params."""
@@ -380,7 +458,7 @@ class Rfc5424Encoder:
                 prefix = self._prefix(head, kept)
                 room = limit - len(prefix) - 1 - len(bom)
             if room < 0:
-                return prefix[:limit]
+                return utf8_cut(prefix, limit)
         return prefix + b" " + bom + utf8_cut(msg_bytes, room)
 
     def _prefix(self, head: list[str], kept: list[tuple[str, str]]) -> bytes:
@@ -440,7 +518,12 @@ class Rfc3164Encoder:
         return self.encode_batch([rec])[0]
 
     def encode_batch(self, records: list[dict[str, Any]]) -> list[bytes]:
-        out: list[bytes] = []
+        return [text.encode("utf-8", "replace") for text in self.encode_texts(records)]
+
+    def encode_texts(self, records: list[dict[str, Any]]) -> list[str]:
+        """One message per record, as text (its UTF-8 encoding with errors "replace" is the
+        message, within ``max_size`` octets)."""
+        out: list[str] = []
         for rec in records:
             host = rec.get("host")
             h = self.hostname if host is None else self._hosts.get(host)
@@ -455,9 +538,10 @@ class Rfc3164Encoder:
             msg = rec.get(self.msg_field)
             text = (f"{self._pri[severity(rec)]}{self._timestamp(rec.get('time_unix_ns'))} {h} {tag}: "
                     f"{'' if msg is None else msg}")
-            data = text.encode("utf-8", "replace")
-            if len(data) > self.max_size:
-                self.truncated += 1
-                data = utf8_cut(data, self.max_size)
-            out.append(data)
+            if len(text) > self.max_size or not text.isascii():
+                data = text.encode("utf-8", "replace")
+                if len(data) > self.max_size:
+                    self.truncated += 1
+                    text = utf8_cut(data, self.max_size).decode("utf-8")  # cut at a character boundary
+            out.append(text)
         return out

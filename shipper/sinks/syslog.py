@@ -29,7 +29,7 @@ import ssl
 from typing import Any
 
 from shipper.encode.rfc5424 import Rfc3164Encoder, Rfc5424Encoder
-from shipper.framing import FRAMINGS, LF, OCTET_COUNTED, frame
+from shipper.framing import FRAMINGS, LF, OCTET_COUNTED, frame_texts
 from shipper.sinks.base import SinkError, SinkStats
 from shipper.tlsconfig import TlsOptions, client_context
 
@@ -158,7 +158,8 @@ class SyslogTcpSink:
         if records is self._last_batch and self._last_payload:
             return self._last_payload
         before = self.encoder.truncated
-        payload = frame(self.encoder.encode_batch(records), self.framing, self.newline_escape)
+        # messages as text, then one encode for the whole batch (framing.octet_counted_texts)
+        payload = frame_texts(self.encoder.encode_texts(records), self.framing, self.newline_escape)
         self.stats.truncated += self.encoder.truncated - before
         self._last_batch, self._last_payload = records, payload
         return payload
