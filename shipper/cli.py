@@ -53,7 +53,8 @@ def cmd_parse(argv: list[str]) -> int:
         _err(str(exc))
         return EXIT_PROBLEM
     out = sys.stdout.buffer
-    option = orjson.OPT_INDENT_2 if args.pretty else 0
+    # orjson appends the newline itself: no bytes concatenation per record.
+    option = orjson.OPT_APPEND_NEWLINE | (orjson.OPT_INDENT_2 if args.pretty else 0)
     dumps = orjson.dumps
     status = EXIT_OK
     for path in files:
@@ -68,7 +69,7 @@ def cmd_parse(argv: list[str]) -> int:
                         records[i].add_flag(F_TRUNCATED)
                 if batch.partial is not None:
                     records[batch.partial].add_flag(F_PARTIAL)
-                out.write(b"".join([dumps(r.to_dict(), option=option) + b"\n" for r in records]))
+                out.write(b"".join([dumps(r.to_dict(), option=option) for r in records]))
         except InputError as exc:
             _err(str(exc))
             status = EXIT_PROBLEM

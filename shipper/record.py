@@ -57,10 +57,21 @@ class Record:
 
     def to_dict(self) -> dict[str, Any]:
         """The flat, documented JSON form."""
+        # Runs once per shipped line: the event id and the per-second time text
+        # are inlined. (A single display with **fields measured slower here than
+        # a constant-key display + update: CPython 3.11 builds it in pieces.)
         t = self.time_ns
+        if t is None:
+            time_text = None
+        else:
+            secs, nanos = divmod(t, 1_000_000_000)
+            head = _SEC_CACHE.get(secs)
+            time_text = f"{head}.{nanos:09d}Z" if head is not None else rfc3339_ns(t)
+        file_id = self.file_id
+        offset = self.offset
         d: dict[str, Any] = {
-            "event_id": event_id(self.file_id, self.offset),
-            "time": rfc3339_ns(t) if t is not None else None,
+            "event_id": None if file_id is None or offset is None else f"{file_id}-{offset:x}",
+            "time": time_text,
             "time_unix_ns": t,
             "time_source": self.time_source,
             "host": self.host,
@@ -75,8 +86,8 @@ class Record:
             d["raw_base64"] = self.raw_base64
         d["flags"] = self.flags or []
         d["source"] = self.source
-        d["file_id"] = self.file_id
-        d["offset"] = self.offset
+        d["file_id"] = file_id
+        d["offset"] = offset
         return d
 
     def to_json(self) -> bytes:

@@ -108,3 +108,52 @@ def test_arbitrary_bytes_one_record_per_line(lines):
 def test_arbitrary_text_one_record(text):
     rec = LineParser().parse(text.encode("utf-8", "surrogatepass"), now_ns=1)
     rec.to_json()
+
+
+def test_program_hint_names_lines_that_name_no_program():
+    p = LineParser(ParseOptions(program="qmail-send"))
+    rec = p.parse(b"@4000000052fafd8d3298434c something nobody knows")
+    assert (rec.program, rec.event) == ("qmail-send", "unparsed")
+    # A line that names its program keeps it.
+    rec = p.parse(b"@4000000052fafd8d3298434c tcpserver: status: 1/40")
+    assert (rec.program, rec.event) == ("tcpserver", "tcp_status")
+    # Without a hint the program stays unknown.
+    assert LineParser().parse(b"@4000000052fafd8d3298434c something").program is None
+
+
+def test_program_hint_selects_the_parser():
+    # The text alone does not say it is tcpserver's; the hint does.
+    line = b"@4000000052fafd8d3298434c status: 1/40"
+    assert LineParser().parse(line).event == "unparsed"
+    rec = LineParser(ParseOptions(program="tcpserver")).parse(line)
+    assert (rec.program, rec.event, rec.fields["children"]) == ("tcpserver", "tcp_status", 1)
+    batch = LineParser(ParseOptions(program="tcpserver")).parse_batch([line], [0], now_ns=1)
+    assert batch[0].to_dict() == LineParser(ParseOptions(program="tcpserver")).parse(line, 0, 1).to_dict()
+
+
+def _fixture_lines() -> list[bytes]:
+    import pathlib
+    out: list[bytes] = []
+    for path in sorted((pathlib.Path(__file__).parent / "fixtures" / "samples").glob("*.txt")):
+        out.extend(ln for ln in path.read_bytes().splitlines()[1:] if ln.strip())
+    return out
+
+
+_FIXTURE_LINES = _fixture_lines()
+_LABELS = st.integers(0, 2**32 - 1).map(lambda s: b"@%016x%08x " % (2**62 + 10 + s, s % 10**9))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_LABELS, st.sampled_from(_FIXTURE_LINES) | st.binary(max_size=60)),
+                min_size=1, max_size=30),
+       st.booleans(), st.sampled_from([None, "tcpserver", "qmail-send"]))
+def test_batch_fast_path_equals_line_by_line(items, redact, hint):
+    """parse_batch takes a shortcut for all-multilog batches; it must give exactly
+    what parse() gives line by line, whatever the lines."""
+    lines = [label + text for label, text in items]
+    opts = ParseOptions(max_line=300, redact=redact, program=hint)
+    offsets = list(range(0, 100 * len(lines), 100))
+    batch = LineParser(opts, "src", "ab").parse_batch(lines, offsets, now_ns=7)
+    one = LineParser(opts, "src", "ab")
+    expected = [one.parse(ln, off, 7) for ln, off in zip(lines, offsets, strict=True)]
+    assert [r.to_dict() for r in batch] == [r.to_dict() for r in expected]

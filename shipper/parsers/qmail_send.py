@@ -26,6 +26,8 @@ _STATUS_RE = re.compile(
     r"local (\d+)/(\d+)( \(held\))? remote (\d+)/(\d+)( \(held\))?"
     r"(?: delayed jobs=(\d+))?( exitasap)?(?: (\S+))?( exitasap)?"
 )
+# The everyday status line (a sixth of a busy log), without _STATUS_RE's ten groups.
+_STATUS_PLAIN_RE = re.compile(r"local ([0-9]+)/([0-9]+) remote ([0-9]+)/([0-9]+)")
 _NEW_RE = re.compile(r"msg (\d+)(?: (\S+))?")
 _INFO_RE = re.compile(r"msg (\d+): bytes (\d+) from <(\S*)> qp (\d+) uid (\d+)(?: (\S+))?")
 _STARTING_RE = re.compile(r"delivery (\S+): msg (\d+) to (local|remote) (\S+)(?: (\S+))?")
@@ -58,6 +60,11 @@ def _delivery_id(s: str) -> int | str:
 
 
 def _status(rest: str) -> Parsed | None:
+    m = _STATUS_PLAIN_RE.fullmatch(rest)
+    if m is not None:
+        la, lm, ra, rm = m.groups()
+        return "status", {"local_active": int(la), "local_max": int(lm),
+                          "remote_active": int(ra), "remote_max": int(rm)}
     if rest == "exiting":
         return "status_exiting", {}
     m = _STATUS_RE.fullmatch(rest)
@@ -248,7 +255,11 @@ _BY_WORD: dict[str, Callable[[str], Parsed | None]] = {
 
 def parse(text: str) -> Parsed | None:
     """One qmail-send line's text → (event, fields), or None when it is not qmail-send."""
-    sp = text.find(" ")
+    return parse_at(text, text.find(" "))
+
+
+def parse_at(text: str, sp: int) -> Parsed | None:
+    """``parse`` for a caller that already has ``sp = text.find(" ")`` (the dispatcher)."""
     word = text[:sp] if sp > 0 else text.rstrip()
     fn = _BY_WORD.get(word)
     if fn is None:

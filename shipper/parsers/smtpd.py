@@ -26,6 +26,12 @@ _TRAILING = " \r\t\n"
 # s/qmail keys, in the order smtpdlog.c writes them, and the fields they fill.
 _KEYS = ((" P:", "proto"), (" S:", ""), (" H:", "helo"), (" F:", "mail_from"), (" T:", "rcpt_to"))
 
+# The everyday s/qmail line with all five keys and blank-free values, in one
+# match: the common case of _decision, whose general key search costs 3x more.
+# [0-9], not \d: \d takes other scripts' digits, which the general path refuses.
+_SQMAIL_FAST_RE = re.compile(
+    r"pid ([0-9]+) (Accept|Reject|Deferred)::([^:\s]+)::([^:\s]+)"
+    r" P:(\S*) S:(\S*):([^:\s]*) H:(\S*) F:(\S*) T:(\S*[^\s'])")
 _IM_ACCEPT_RE = re.compile(
     r"HELO <(?P<helo>[^>]*)> MAIL from:? <(?P<from>[^>]*)> RCPT <(?P<rcpt>[^>]*)>"
     r"(?: AUTH <(?P<auth>[^>]*)>)?(?: Size: (?P<size>\d+))?(?: TLS=<?(?P<tls>[^ >]*)>?)?"
@@ -44,6 +50,14 @@ def parse_qmail_smtpd(text: str) -> Parsed | None:
     """qmail-smtpd text after ``qmail-smtpd: ``."""
     if text and text[-1] in _TRAILING:
         text = text.rstrip(_TRAILING)
+    m = _SQMAIL_FAST_RE.fullmatch(text)
+    if m is not None:
+        pid_s, action, check, cond, proto, ip, host, helo, sender, rcpt = m.groups()
+        pid = int(pid_s)
+        return "smtp_decision", {
+            "pid": pid, "conn_pid": pid, "action": action, "check": check, "condition": cond,
+            "proto": proto, "remote_ip": ip, "remote_host": host, "helo": helo,
+            "mail_from": sender, "rcpt_to": rcpt}
     if text.startswith("pid "):
         sp = text.find(" ", 4)
         num = text[4:sp] if sp > 0 else text[4:]

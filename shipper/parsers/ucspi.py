@@ -17,6 +17,11 @@ Parsed = tuple[str, dict[str, Any]]
 _STATUS_RE = re.compile(r"(\d+)/(\d+)(?:/(\d+))?")
 _PID_RE = re.compile(r"(\d+) from (\S*)")
 _OKDENY_RE = re.compile(r"(\d+) (\S*) (\S*)(?: (.+))?")
+# "PID LHOST:LIP:LPORT RHOST:RIP:RINFO:RPORT" in one match, the common ok/deny
+# line; the IPs are greedy, so host, info and port split as _local_fields and
+# _remote_fields split them (host to the first ':', port after the last).
+# [0-9], not \d: the general path takes only ASCII digits for ints.
+_OKDENY_FAST_RE = re.compile(r"([0-9]+) ([^:\s]*):(\S*):([0-9]+) ([^:\s]*):(\S*):([^:\s]*):([0-9]+)")
 _END_RE = re.compile(r"(\d+) status (\d+)")
 _ENDED_RE = re.compile(r"by (\d+) status (\d+)")
 _ACCEPT_RE = re.compile(r"(\d+) accept(?: (.+))?")
@@ -132,6 +137,24 @@ def _server(text: str) -> Parsed | None:
             f["remote_ip"] = m.group(2)
         return "tcp_pid", f
     if word == "ok" or word == "deny":
+        m = _OKDENY_FAST_RE.fullmatch(rest)
+        if m is not None:
+            pid_s, lhost, lip, lport, rhost, rip, rinfo, rport = m.groups()
+            pid = int(pid_s)
+            f = {"pid": pid, "conn_pid": pid}
+            if lhost:
+                f["local_host"] = lhost
+            if lip:
+                f["local_ip"] = lip
+            f["local_port"] = int(lport)
+            if rhost:
+                f["remote_host"] = rhost
+            if rip:
+                f["remote_ip"] = rip
+            if rinfo:
+                f["remote_info"] = rinfo
+            f["remote_port"] = int(rport)
+            return ("tcp_ok" if word == "ok" else "tcp_deny"), f
         m = _OKDENY_RE.fullmatch(rest)
         if m is None:
             return None
