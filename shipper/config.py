@@ -147,7 +147,8 @@ class SourceConfig:
     def parse_options(self, parse: ParseConfig) -> ParseOptions:
         return ParseOptions(max_line=parse.max_line_bytes, redact=parse.redact,
                             tai_leap=self.tai_leap, local_tz=self.local_tz,
-                            syslog_year=parse.syslog_year, host=parse.host)
+                            syslog_year=parse.syslog_year, host=parse.host,
+                            program=self.program)
 
 
 @dataclass(slots=True)
