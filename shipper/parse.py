@@ -22,10 +22,17 @@ from shipper.record import (
     F_TIME_INGEST,
     F_TRUNCATED,
     Record,
+    json_safe,
     raw_base64,
 )
 from shipper.stamps import split_envelope
-from shipper.tai64n import DAEMONTOOLS_OFFSET, LABEL_RE, leaps_before_tai
+from shipper.tai64n import (
+    DAEMONTOOLS_OFFSET,
+    LABEL_RE,
+    LABEL_SECS_END,
+    LABEL_SECS_MIN,
+    leaps_before_tai,
+)
 
 DEFAULT_MAX_LINE = 64 * 1024
 
@@ -35,6 +42,11 @@ _LABEL_RE = LABEL_RE
 # the batch replaces a regex match per line.
 _LABEL_B_RE = re.compile(rb"@[0-9a-fA-F]{24}")
 _UNLABELED_RE = re.compile(rb"\n(?!@[0-9a-fA-F]{24})")
+# A run of 20 digits may be a number beyond 64 bits, which JSON encoders refuse:
+# one scan per batch finds the rare batch whose records need _json_safe.
+_LONG_DIGITS_B_RE = re.compile(rb"\d{20}")
+_LONG_DIGITS_RE = re.compile(r"\d{20}")
+_NS_END = 1 << 63
 _PREFIX_RE = re.compile(r"([A-Za-z][\w.+-]*(?:/[\w.+-]+)*)(?:\[(\d+)\])?: ?")
 
 
@@ -113,8 +125,12 @@ class LineParser:
                     continue
                 if "_redact" not in fields and (program is not None or hint is None):
                     if raw[1:17] != secs_hex:
+                        secs = int(raw[1:17], 16)
+                        if not LABEL_SECS_MIN <= secs < LABEL_SECS_END:
+                            append(parse(line, offset, now))  # flagged there
+                            continue
                         secs_hex = raw[1:17]
-                        base_ns = (int(secs_hex, 16) - DAEMONTOOLS_OFFSET) * NS
+                        base_ns = (secs - DAEMONTOOLS_OFFSET) * NS
                     time_ns = base_ns + nanos
                     self.last_time_ns = time_ns
                     append(Record(time_ns, "tai64n", program, event, text, raw, fields,
@@ -143,7 +159,9 @@ class LineParser:
             flags = (flags or []) + [F_NUL]
 
         host = tag = pid = None
-        if raw[:1] == "@" and _LABEL_RE.match(raw) is not None and (v := int(raw[1:25], 16)) & 0xFFFFFFFF < NS:
+        if (raw[:1] == "@" and _LABEL_RE.match(raw) is not None
+                and (v := int(raw[1:25], 16)) & 0xFFFFFFFF < NS
+                and LABEL_SECS_MIN <= v >> 32 < LABEL_SECS_END):
             # Fast path for multilog's "@<tai64n> text", nearly every line we see.
             unix = (v >> 32) - DAEMONTOOLS_OFFSET
             if opts.tai_leap:
@@ -158,8 +176,11 @@ class LineParser:
             env = split_envelope(raw, opts.tai_leap, opts.syslog_year, opts.local_tz)
             time_ns = env.time_ns
             text, host, tag, pid = env.text, env.host, env.tag, env.pid
+            bad_stamp = env.bad_stamp
+            if time_ns is not None and not 0 <= time_ns < _NS_END:
+                time_ns, bad_stamp = None, True  # 1970 .. 2262 only: see tai64n.LABEL_SECS_END
             if time_ns is None:
-                if env.bad_stamp:
+                if bad_stamp:
                     flags = (flags or []) + [F_BAD_STAMP]
                 if self.last_time_ns is not None:
                     time_ns, time_source = self.last_time_ns, "inferred"
@@ -180,6 +201,9 @@ class LineParser:
                 _, event, fields, ppid = _result(program, got)
         if pid is None:
             pid = ppid
+        if _LONG_DIGITS_RE.search(text) is not None:
+            json_safe(fields)
+            pid = json_safe(pid)
         if "_redact" in fields:
             redacted = fields.pop("_redact")
             if opts.redact:
@@ -268,6 +292,8 @@ def _decode_batch(lines: list[bytes], max_line: int) -> list[str] | None:
     if (b"\x00" in data or _LABEL_B_RE.match(data) is None
             or _UNLABELED_RE.search(data) is not None):
         return None
+    if _LONG_DIGITS_B_RE.search(data) is not None:
+        return None  # the general path makes such records safe
     try:
         texts = data.decode("utf-8").split("\n")
     except UnicodeDecodeError:

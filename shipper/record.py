@@ -128,6 +128,33 @@ def rfc3339_ns(unix_ns: int) -> str:
     return f"{head}.{nanos:09d}Z"
 
 
+_INT_MIN, _INT_END = -(1 << 63), 1 << 64
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every integer beyond 64 bits as its decimal text (in place for
+    containers): a line like ``qp 99999999999999999999999`` must not make a record
+    that no JSON encoder (orjson, ClickHouse, Elasticsearch) takes."""
+    if type(value) is int:
+        return value if _INT_MIN <= value < _INT_END else str(value)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            value[k] = json_safe(v)
+    elif isinstance(value, list):
+        value[:] = [json_safe(v) for v in value]
+    return value
+
+
+def dumps_all(dicts: list[dict[str, Any]]) -> list[bytes]:
+    """Each record as JSON. Never raises: should a record hold something JSON cannot
+    (the parsers make sure it does not), it is made safe rather than stop the pipeline."""
+    dumps = orjson.dumps
+    try:
+        return [dumps(d) for d in dicts]
+    except (TypeError, ValueError):
+        return [dumps(json_safe(d), default=repr) for d in dicts]
+
+
 def dumps_ndjson(records: list[Record]) -> bytes:
     """A batch as NDJSON bytes, one record per line."""
     dumps = orjson.dumps

@@ -93,8 +93,13 @@ def split_envelope(line: str, leap: bool = False, year: int | None = None,
         # The hot path: nearly every multilog line. Inlined on purpose.
         if _LABEL_RE.match(line) is not None:
             nanos = int(line[17:25], 16)
+            secs = int(line[1:17], 16)
+            if not tai64n.LABEL_SECS_MIN <= secs < tai64n.LABEL_SECS_END:
+                # a label, but no time we can believe (corrupt, or a clock gone wrong)
+                return Envelope(None, "none", line[26:] if line[25:26] == " " else line[25:],
+                                bad_stamp=True)
             if nanos < NS:
-                unix = int(line[1:17], 16) - tai64n.DAEMONTOOLS_OFFSET
+                unix = secs - tai64n.DAEMONTOOLS_OFFSET
                 if leap:
                     unix -= tai64n.leaps_before_tai(unix)
                 rest = line[26:] if line[25:26] == " " else line[25:]

@@ -14,6 +14,11 @@ from bisect import bisect_right
 
 TAI64_BASE = 1 << 62
 DAEMONTOOLS_OFFSET = TAI64_BASE + 10  # 4611686018427387914, daemontools tai.h
+# Labels we take as times: 1970 .. 2262, what signed 64-bit nanoseconds hold (the
+# time_unix_ns every SIEM column and JSON encoder takes). Anything else is a corrupt
+# or foreign label: the line keeps its text, flagged bad_stamp, its time inferred.
+LABEL_SECS_MIN = DAEMONTOOLS_OFFSET
+LABEL_SECS_END = DAEMONTOOLS_OFFSET + (1 << 63) // 1_000_000_000
 LABEL_LEN = 25  # '@' + 24 hex digits
 
 # Unix times (UTC) at which TAI-UTC grew by one second after the initial 10 s

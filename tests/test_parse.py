@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import re
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -157,3 +159,46 @@ def test_batch_fast_path_equals_line_by_line(items, redact, hint):
     one = LineParser(opts, "src", "ab")
     expected = [one.parse(ln, off, 7) for ln, off in zip(lines, offsets, strict=True)]
     assert [r.to_dict() for r in batch] == [r.to_dict() for r in expected]
+
+
+_DIGITS = re.compile(rb"\d+")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_FIXTURE_LINES),
+                          st.integers(0, 2**96 - 1),
+                          st.integers(0, 10**40)), min_size=1, max_size=20))
+def test_any_numbers_and_labels_give_records_every_encoder_takes(items):
+    """Real lines with their numbers replaced by numbers of any size and a label of
+    any value (a corrupt file, a clock gone wrong): every record still serialises in
+    every wire format, and the correlator takes them. One bad line must never
+    stop the pipeline (a crash loop under supervise)."""
+    from shipper.encode import gelf, http_body
+    from shipper.encode.rfc5424 import Rfc3164Encoder, Rfc5424Encoder
+    from shipper.track.correlator import Correlator
+
+    lines = [b"@%024x %s" % (label, _DIGITS.sub(str(number).encode(), text))
+             for text, label, number in items]
+    for recs in (LineParser().parse_batch(lines, None, now_ns=1),
+                 [LineParser().parse(ln, None, 1) for ln in lines]):
+        dicts = [r.to_dict() for r in recs]
+        for d in dicts:
+            orjson.dumps(d)
+            assert 0 <= d["time_unix_ns"] < 2**63
+            gelf.encode_tcp([d])
+        Rfc5424Encoder().encode_batch(dicts)
+        Rfc3164Encoder().encode_batch(dicts)
+        for fmt in http_body.FORMATS:
+            http_body.encode(dicts, fmt, table="t", index="i")
+        corr = Correlator()
+        corr.feed(dicts)
+        for s in corr.flush(2**62):
+            orjson.dumps(s)
+
+
+def test_dumps_all_never_raises():
+    from shipper.record import dumps_all
+
+    out = dumps_all([{"a": 1}, {"big": [2**70, {"x": -(2**80)}], "odd": {1, 2}}])
+    assert orjson.loads(out[0]) == {"a": 1}
+    assert orjson.loads(out[1])["big"] == [str(2**70), {"x": str(-(2**80))}]
