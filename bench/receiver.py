@@ -68,7 +68,8 @@ class Counter:
     def result(self) -> dict[str, object]:
         span = (self.last - self.first) if self.last > self.first else 0.0
         out: dict[str, object] = {"distinct": len(self.seen), "frames": self.frames, "duplicates": self.dups,
-                                  "unmarked": self.unmarked, "span_s": span}
+                                  "unmarked": self.unmarked, "span_s": span,
+                                  "last_mono": self.last}
         if self.lat_ns:
             lat = sorted(self.lat_ns)
             for name, q in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999)):

@@ -1,3 +1,4 @@
 from shipper.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a spawned parse worker imports it
+    raise SystemExit(main())

@@ -479,7 +479,7 @@ class MultilogFollower(_FollowerBase):
     """
 
     def __init__(self, directory: str, state: dict[str, Any] | None = None, *, start: str = "end",
-                 key: str | None = None, batch_lines: int = 4096, batch_bytes: int = 1 << 20,
+                 key: str | None = None, batch_lines: int = 1024, batch_bytes: int = 256 << 10,
                  max_line: int = 1 << 20, chunk: int = CHUNK, known_cap: int = 10000) -> None:
         if start not in ("end", "current", "all"):
             raise ValueError(f"start must be end, current or all, not {start!r}")
@@ -950,7 +950,7 @@ class PlainFileFollower(_FollowerBase):
     """
 
     def __init__(self, path: str, state: dict[str, Any] | None = None, *, start: str = "end",
-                 key: str | None = None, batch_lines: int = 4096, batch_bytes: int = 1 << 20,
+                 key: str | None = None, batch_lines: int = 1024, batch_bytes: int = 256 << 10,
                  max_line: int = 1 << 20, chunk: int = CHUNK, rotate_grace: float = 1.0) -> None:
         if start not in ("end", "current", "all"):
             raise ValueError(f"start must be end, current or all, not {start!r}")
@@ -1177,7 +1177,7 @@ class _Source:
                  start: str = "end", recover_from: str = "all", watch: str = "auto",
                  poll_interval: float = 1.0, safety_interval: float = 5.0,
                  rescan_interval: float = 5.0, commit_interval: float = 0.5,
-                 queue_batches: int = 8, batch_lines: int = 4096, batch_bytes: int = 1 << 20,
+                 queue_batches: int = 8, batch_lines: int = 1024, batch_bytes: int = 256 << 10,
                  max_line: int = 1 << 20, chunk: int = CHUNK, max_items: int = 4) -> None:
         self.patterns = list(patterns)
         self.start = start

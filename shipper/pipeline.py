@@ -20,6 +20,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,8 +29,15 @@ import orjson
 
 from shipper.diskqueue import QueueWriteError
 from shipper.parse import LineParser, ParseOptions
-from shipper.record import rfc3339_ns
-from shipper.sinks.base import Backoff, PermanentError, Sink, deliver
+from shipper.parse_worker import (
+    encode_in_worker,
+    parse_batch_in_worker,
+    parse_to_dicts,
+    register_encoding,
+    start_pool,
+)
+from shipper.record import dumps_all, rfc3339_ns
+from shipper.sinks.base import Backoff, PermanentError, Prepared, Sink, deliver
 
 log = logging.getLogger("shipper.pipeline")
 
@@ -110,13 +119,22 @@ class Pipeline:
     def __init__(self, sources: list[tuple[Any, ParseOptions]], routes: list[SinkRoute],
                  transform: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
                  correlate: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
-                 sync_interval: float = 0.05) -> None:
+                 sync_interval: float = 0.05, parse_workers: int = 0,
+                 worker_inflight: int = 4, save_state: Callable[[], None] | None = None,
+                 save_interval: float = 30.0) -> None:
         self.sources = [s for s, _ in sources]
         self._opts = {id(s): o for s, o in sources}
         self.routes = routes
         self.transform = transform
         self.correlate = correlate
         self.sync_interval = sync_interval
+        self.parse_workers = parse_workers  # worker processes that parse (0: parse here)
+        self.worker_inflight = worker_inflight  # batches per source sent ahead to a worker
+        self._pools: list[ProcessPoolExecutor] = []
+        # Tracking state (open mails) saved with the checkpoints it matches: see _run_syncer
+        self.save_state = save_state
+        self.save_interval = save_interval
+        self._unappended = 0
         self.stats = PipelineStats()
         self._parsers: dict[str, LineParser] = {}
         # (source, position, {route name: last seq}) awaiting durability, in order
@@ -129,56 +147,161 @@ class Pipeline:
     # -- source side -------------------------------------------------------
 
     def _records_for(self, source: Any, batch: Any, now_ns: int) -> list[dict[str, Any]]:
+        """Parse a batch here, in the daemon's process."""
         parser = self._parsers.get(batch.source)
         if parser is None:
             parser = self._parsers[batch.source] = LineParser(self._opts[id(source)])
         parser.source = batch.path
         parser.file_id = batch.file_id
-        records = parser.parse_batch(batch.lines, batch.offsets, now_ns)
-        flags = getattr(batch, "line_flags", None)
-        if flags:
-            for i, flag in flags.items():
-                records[i].add_flag(flag)
-        self.stats.lines += len(records)
-        st = self.stats.source(batch.source)
-        st.lines += len(records)
-        st.bytes += sum(map(len, batch.lines)) + len(records)
-        dicts = [r.to_dict() for r in records]
-        if records:
-            st.last_event_ns = records[-1].time_ns or 0
-        for d in dicts:
-            d["ingest_unix_ns"] = now_ns
+        dicts = parse_to_dicts(parser, batch.lines, batch.offsets,
+                               getattr(batch, "line_flags", None), now_ns)
+        self._count_lines(batch, dicts[-1]["time_unix_ns"] if dicts else None)
         return dicts
 
+    def _count_lines(self, batch: Any, last_ns: int | None) -> None:
+        n = len(batch.lines)
+        self.stats.lines += n
+        st = self.stats.source(batch.source)
+        st.lines += n
+        st.bytes += sum(map(len, batch.lines)) + n
+        if last_ns is not None:
+            st.last_event_ns = last_ns
+
+    def _gap(self, source: Any, gap: Any) -> list[dict[str, Any]]:
+        st = self.stats.source(gap.source)
+        st.gaps += 1
+        st.gap_bytes += getattr(gap, "bytes_lost", None) or 0
+        return [gap_record(gap, self._opts[id(source)].host)]
+
+    def _finish(self, dicts: list[dict[str, Any]],
+                payloads: list[bytes] | None) -> tuple[list[bytes], list[dict[str, Any]]]:
+        """Transform and correlate a batch's dicts; serialise what is new or changed.
+
+        ``payloads``: the dicts already serialised (by the parse worker), kept
+        as they are when no transform can have changed them.
+        """
+        if self.transform is not None:
+            dicts = self.transform(dicts)
+            payloads = None
+        if payloads is None:
+            payloads = dumps_all(dicts)
+        if self.correlate is not None:
+            self._unappended += 1  # until _append returns: the tracking state is ahead
+            summaries = self.correlate(dicts)
+            if summaries:
+                dicts = dicts + summaries
+                payloads = payloads + dumps_all(summaries)
+        return payloads, dicts
+
     async def _run_source(self, source: Any) -> None:
+        pool = self._pool_for(source)
+        if pool is not None:
+            await self._run_source_with_worker(source, pool)
+            return
         async for item in source.batches():
             if self._stop_reading.is_set():
                 break
-            now_ns = time.time_ns()
             if hasattr(item, "lines"):
-                dicts = self._records_for(source, item, now_ns)
-                position = item.position
+                dicts = self._records_for(source, item, time.time_ns())
             else:  # a Gap
-                st = self.stats.source(item.source)
-                st.gaps += 1
-                st.gap_bytes += getattr(item, "bytes_lost", None) or 0
-                dicts = [gap_record(item, self._opts[id(source)].host)]
-                position = getattr(item, "position", None)
-            if self.transform is not None:
-                dicts = self.transform(dicts)
-            if self.correlate is not None:
-                dicts = dicts + self.correlate(dicts)
-            await self._append(source, position, dicts)
+                dicts = self._gap(source, item)
+            payloads, dicts = self._finish(dicts, None)
+            await self._append(source, getattr(item, "position", None), payloads, dicts)
+            # Let the sinks run between batches: catching up on a large backlog
+            # would otherwise read all of it before the first record is sent.
+            await asyncio.sleep(0)
 
-    async def _append(self, source: Any, position: Any,
+    # -- parsing in a worker process ---------------------------------------
+
+    def _worker_died(self) -> None:
+        """The worker died (killed by hand, out of memory): work here from now on."""
+        if self.parse_workers:
+            log.error("parse worker died; parsing and encoding in the daemon's process from now on")
+            self.parse_workers = 0
+
+    def _start_workers(self) -> bool:
+        if self.parse_workers <= 0:
+            return False
+        if not self._pools:
+            self._pools = [start_pool() for _ in range(self.parse_workers)]
+        return True
+
+    def _pool_for(self, source: Any) -> ProcessPoolExecutor | None:
+        if not self._start_workers():
+            return None
+        # A source always goes to the same worker: its batches are parsed in order.
+        return self._pools[self.sources.index(source) % len(self._pools)]
+
+    async def _run_source_with_worker(self, source: Any, pool: ProcessPoolExecutor) -> None:
+        """Read and submit batches while the worker parses earlier ones; append
+        their results strictly in order. A few batches in flight keep both
+        processes busy; the bound keeps memory and re-reading after a crash small."""
+        loop = asyncio.get_running_loop()
+        inflight: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.worker_inflight)
+        appender = loop.create_task(self._append_parsed(source, inflight))
+        opts = self._opts[id(source)]
+        try:
+            async for item in source.batches():
+                if self._stop_reading.is_set() or appender.done():
+                    break
+                now_ns = time.time_ns()
+                fut = None
+                if hasattr(item, "lines") and self.parse_workers > 0:
+                    try:
+                        fut = loop.run_in_executor(
+                            pool, parse_batch_in_worker, item.source, opts, item.path, item.file_id,
+                            item.lines, item.offsets, getattr(item, "line_flags", None) or None,
+                            now_ns)
+                    except (BrokenProcessPool, RuntimeError):  # RuntimeError: shut down
+                        self._worker_died()
+                await inflight.put((item, now_ns, fut))
+            await inflight.put(None)
+            await appender
+        finally:
+            if not appender.done():
+                appender.cancel()
+                await asyncio.gather(appender, return_exceptions=True)
+
+    async def _append_parsed(self, source: Any, inflight: asyncio.Queue[Any]) -> None:
+        loads = orjson.loads
+        while (entry := await inflight.get()) is not None:
+            item, now_ns, fut = entry
+            parsed = None
+            if fut is not None:
+                try:
+                    parsed = await fut
+                except BrokenProcessPool:
+                    self._worker_died()
+            if parsed is not None:
+                payloads, metas, last_ns = parsed
+                self._count_lines(item, last_ns)
+                if self.transform is not None or self.correlate is not None:
+                    payloads, dicts = self._finish([loads(p) for p in payloads], payloads)
+                else:  # sink filters and counters look at program and event only
+                    dicts = [{"program": p, "event": e} for p, e in metas]
+            elif hasattr(item, "lines"):  # no worker (any more): parse here
+                payloads, dicts = self._finish(self._records_for(source, item, now_ns), None)
+            else:  # a Gap
+                payloads, dicts = self._finish(self._gap(source, item), None)
+            await self._append(source, getattr(item, "position", None), payloads, dicts)
+            if self._stop_reading.is_set():
+                return
+
+    async def _append(self, source: Any, position: Any, all_payloads: list[bytes],
                       dicts: list[dict[str, Any]]) -> None:
+        try:
+            await self._append_to_queues(source, position, all_payloads, dicts)
+        finally:
+            if self.correlate is not None:
+                self._unappended -= 1
+
+    async def _append_to_queues(self, source: Any, position: Any, all_payloads: list[bytes],
+                                dicts: list[dict[str, Any]]) -> None:
         by_event = self.stats.by_event
         for d in dicts:
             key = (d.get("program") or "", d.get("event") or "")
             by_event[key] = by_event.get(key, 0) + 1
         self.stats.records += len(dicts)
-        dumps = orjson.dumps
-        all_payloads = [dumps(d) for d in dicts]
         seqs: dict[str, int] = {}
         for route in self.routes:
             wants = route.wants
@@ -215,13 +338,31 @@ class Pipeline:
             self._pending.append((source, position, seqs))
 
     async def _run_syncer(self) -> None:
-        """Make appends durable on a clock, then let sources commit past them."""
+        """Make appends durable on a clock, then let sources commit past them.
+
+        Every ``save_interval`` it also saves the tracking state, at a moment when it
+        matches the checkpoints exactly: every batch the correlator has seen is
+        appended (none waits for room), and a forced sync commits them all; so after
+        a crash the lines re-read from the checkpoints are the ones the saved state
+        has not seen, and a mail that spans the crash is still one record.
+        """
+        last_save = time.monotonic()
         while True:
             try:
                 await asyncio.wait_for(self._stop_sending.wait(), self.sync_interval)
             except TimeoutError:
                 pass
-            self.sync_and_commit()
+            if (self.save_state is not None and self._unappended == 0
+                    and time.monotonic() - last_save >= self.save_interval):
+                self.sync_and_commit(force=True)
+                for source in self.sources:  # the checkpoints on disk, then the state
+                    save = getattr(source, "save", None)
+                    if save is not None:
+                        save()
+                self.save_state()
+                last_save = time.monotonic()
+            else:
+                self.sync_and_commit()
             if self._stop_sending.is_set():
                 return
 
@@ -252,6 +393,8 @@ class Pipeline:
     async def _run_sink(self, route: SinkRoute) -> None:
         backoff = Backoff()
         loads = orjson.loads
+        pool = self._encoding_pool(route)
+        loop = asyncio.get_running_loop()
         while True:
             items = route.queue.read(route.batch_records, route.batch_bytes)
             if not items:
@@ -263,10 +406,21 @@ class Pipeline:
                 except TimeoutError:
                     pass
                 continue
-            records = [loads(p) for _, p in items]
+            batch: Any = None
+            if pool is not None:
+                try:
+                    payload, truncated = await loop.run_in_executor(
+                        pool, encode_in_worker, route.name, [p for _, p in items])
+                    batch = Prepared(payload, len(items), truncated)
+                except (BrokenProcessPool, RuntimeError):  # RuntimeError: shut down
+                    self._worker_died()
+                    pool = None
+            if batch is None:
+                batch = [loads(p) for _, p in items]
             try:
-                ok = await deliver(route.sink, records, backoff, self._stop_sending)
+                ok = await deliver(route.sink, batch, backoff, self._stop_sending)
             except PermanentError as exc:
+                records = [loads(p) for _, p in items]
                 log.error("sink %s refused a batch of %d records for good: %s", route.name,
                           len(records), exc)
                 if route.dead_letter is not None:
@@ -277,6 +431,16 @@ class Pipeline:
                 route.queue.rewind()
                 return
             route.queue.ack(items[-1][0])
+
+    def _encoding_pool(self, route: SinkRoute) -> ProcessPoolExecutor | None:
+        """The worker that encodes this sink's batches, if the sink's encoding can
+        run there: reading the buffer and sending stay here, the CPU work goes there."""
+        encoding = getattr(route.sink, "encoding", None)
+        if encoding is None or not self._start_workers():
+            return None
+        pool = self._pools[self.routes.index(route) % len(self._pools)]
+        pool.submit(register_encoding, route.name, encoding)  # runs before any batch: FIFO
+        return pool
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -315,3 +479,9 @@ class Pipeline:
         for r in self.routes:
             await r.sink.close()
             r.queue.close()
+        self.close_workers()
+
+    def close_workers(self) -> None:
+        for pool in self._pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._pools = []

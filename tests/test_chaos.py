@@ -50,6 +50,34 @@ def _ids(rs: Rsyslog, name: str) -> dict[int, set[str]]:
 
 
 @pytest.mark.slow
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """The pids still alive after ``timeout`` (killed then, by us: we started them)."""
+    deadline = time.monotonic() + timeout
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if os.path.exists(f"/proc/{p}") and not _zombie(p)]
+        time.sleep(0.05)
+    for p in alive:
+        os.kill(p, signal.SIGKILL)
+    return alive
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def test_chaos_kills_restarts_and_outage_lose_nothing(tmp_path):
     multilog = require_binary("multilog")
     rng = random.Random(20261122)
@@ -64,6 +92,8 @@ state_dir = "{tmp_path / 'state'}"
 drain_timeout = "5s"
 [metrics]
 enabled = false
+[parse]
+workers = 1  # parse (and TLS encoding) in a worker process: it must die with the daemon
 [sources.send]
 type = "multilog"
 paths = ["{logdir}"]
@@ -98,6 +128,8 @@ server_name = "localhost"
         return procs[-1]
 
     kills = 0
+    orphans: list[int] = []
+    seen_workers = 0
     try:
         proc = start()
         outage_done = False
@@ -105,9 +137,12 @@ server_name = "localhost"
         t_limit = time.monotonic() + 120
         while kills < 24 and time.monotonic() < t_limit:
             time.sleep(rng.uniform(0.3, 1.2))
+            workers = _children(proc.pid)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
             kills += 1
+            seen_workers += len(workers)
+            orphans.extend(_wait_gone(workers, 5.0))
             if not outage_done and kills == 3:
                 rs.stop()  # outage longer than multilog's retention (~6 s)
                 proc = start()
@@ -139,6 +174,8 @@ server_name = "localhost"
         log.close()
         rs.stop()
     assert kills == 24 and outage_done and restarts == 3
+    assert seen_workers >= 12  # most kills hit a daemon with its worker running
+    assert not orphans, f"parse workers outlived their SIGKILLed daemon: {orphans}"
     shlog = (tmp_path / "shipper.log").read_text(errors="replace")
     assert "gap" not in shlog.lower() or "lost" not in shlog.lower(), shlog[-2000:]
     for name in ("relp", "tls"):

@@ -48,6 +48,20 @@ class SinkStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class Prepared:
+    """A batch already encoded for the wire (by the parse worker): exactly what the
+    sink's ``encoding`` gives for the records; a sink with an ``encoding`` attribute
+    accepts it in ``send`` in place of the record list."""
+
+    payload: Any
+    count: int
+    truncated: int = 0  # records the encoder cut to fit
+
+    def __len__(self) -> int:
+        return self.count
+
+
 class Sink(Protocol):
     name: str
     stats: SinkStats

@@ -26,11 +26,12 @@ import asyncio
 import contextlib
 import socket
 import ssl
+from dataclasses import dataclass
 from typing import Any
 
 from shipper.encode.rfc5424 import Rfc3164Encoder, Rfc5424Encoder
 from shipper.framing import FRAMINGS, LF, OCTET_COUNTED, frame_texts
-from shipper.sinks.base import SinkError, SinkStats
+from shipper.sinks.base import Prepared, SinkError, SinkStats
 from shipper.tlsconfig import TlsOptions, client_context
 
 Encoder = Rfc5424Encoder | Rfc3164Encoder
@@ -150,17 +151,23 @@ class SyslogTcpSink:
         self._writer: asyncio.StreamWriter | None = None
         self._watch: asyncio.Task[None] | None = None
         self._peer_gone: str | None = None
-        self._last_batch: list[dict[str, Any]] | None = None
+        self._last_batch: list[dict[str, Any]] | Prepared | None = None
         self._last_payload = b""
 
-    def _payload(self, records: list[dict[str, Any]]) -> bytes:
+    @property
+    def encoding(self) -> StreamEncoding:
+        """Records → this sink's framed bytes; pure, so the parse worker can run it."""
+        return StreamEncoding(self.encoder, self.framing, self.newline_escape)
+
+    def _payload(self, records: list[dict[str, Any]] | Prepared) -> bytes:
         """The framed batch; a re-sent batch (the same list) is not encoded or counted twice."""
         if records is self._last_batch and self._last_payload:
             return self._last_payload
-        before = self.encoder.truncated
-        # messages as text, then one encode for the whole batch (framing.octet_counted_texts)
-        payload = frame_texts(self.encoder.encode_texts(records), self.framing, self.newline_escape)
-        self.stats.truncated += self.encoder.truncated - before
+        if isinstance(records, Prepared):
+            payload, truncated = records.payload, records.truncated
+        else:
+            payload, truncated = self.encoding(records)
+        self.stats.truncated += truncated
         self._last_batch, self._last_payload = records, payload
         return payload
 
@@ -200,7 +207,7 @@ class SyslogTcpSink:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
-    async def send(self, records: list[dict[str, Any]]) -> None:
+    async def send(self, records: list[dict[str, Any]] | Prepared) -> None:
         if not records:
             return
         payload = self._payload(records)
@@ -240,6 +247,21 @@ class SyslogTcpSink:
                 writer.close()
                 await asyncio.wait_for(writer.wait_closed(), 2.0)
         await self._drop()
+
+
+@dataclass(slots=True)
+class StreamEncoding:
+    """Records → one framed byte string for a stream, and how many were cut to fit."""
+
+    encoder: Encoder
+    framing: str
+    newline_escape: bytes
+
+    def __call__(self, records: list[dict[str, Any]]) -> tuple[bytes, int]:
+        before = self.encoder.truncated
+        # messages as text, then one encode for the whole batch (framing.octet_counted_texts)
+        payload = frame_texts(self.encoder.encode_texts(records), self.framing, self.newline_escape)
+        return payload, self.encoder.truncated - before
 
 
 class SyslogUdpSink:

@@ -1,0 +1,123 @@
+"""Pipeline: multilog directory → parse (here or in the worker process) → disk buffer
+→ RFC 5424 over TCP. Parsing and encoding in the worker must give exactly the bytes
+the daemon's own process gives; a worker that dies must cost no record."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+
+from shipper.diskqueue import DiskQueue
+from shipper.encode.rfc5424 import Rfc5424Encoder
+from shipper.follower import MultilogSource
+from shipper.framing import FrameDecoder
+from shipper.parse import ParseOptions
+from shipper.pipeline import Pipeline, SinkRoute
+from shipper.sinks.syslog import SyslogTcpSink
+
+FIXTURES = Path(__file__).parent / "fixtures" / "samples"
+
+
+def corpus(n: int) -> list[bytes]:
+    """Real qmail-family lines from the fixtures, each with its own TAI64N label."""
+    texts = []
+    for path in sorted(FIXTURES.glob("*.txt")):
+        for ln in path.read_bytes().splitlines()[1:]:
+            text = ln.split(b" ", 1)[1] if ln.startswith(b"@4000") and b" " in ln else ln
+            if text.strip():
+                texts.append(text)
+    base = 0x400000005a49ba34
+    return [b"@%016x%08x %s\n" % (base + i // 1000, i % 1000 * 1000, texts[i % len(texts)])
+            for i in range(n)]
+
+
+class Capture:
+    """A TCP syslog receiver on loopback that keeps every octet-counted frame."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> int:
+        port = free_port()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            dec = FrameDecoder()
+            while data := await reader.read(65536):
+                self.frames.extend(dec.feed(data))
+            writer.close()
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", port)
+        return port
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def ship(tmp: Path, lines: list[bytes], workers: int, kill_worker_after: int = 0) -> list[bytes]:
+    logdir = tmp / "log"
+    logdir.mkdir()
+    (logdir / "current").write_bytes(b"".join(lines))
+    os.chmod(logdir / "current", 0o644)
+    capture = Capture()
+    port = await capture.start()
+    source = MultilogSource([str(logdir)], str(tmp / "ckpt.json"), start="all", poll_interval=0.1)
+    sink = SyslogTcpSink("127.0.0.1", port, encoder=Rfc5424Encoder(hostname="h"), name="siem")
+    route = SinkRoute("siem", sink, DiskQueue.open(str(tmp / "buf")), batch_records=300)
+    pipeline = Pipeline([(source, ParseOptions(host="mx1"))], [route], parse_workers=workers)
+    task = asyncio.create_task(pipeline.run())
+    killed = False
+    deadline = time.monotonic() + 60
+    try:
+        while len(capture.frames) < len(lines) and time.monotonic() < deadline:
+            if task.done():
+                task.result()
+            if kill_worker_after and not killed and len(capture.frames) >= kill_worker_after:
+                for pid in list(pipeline._pools[0]._processes):  # the worker we started
+                    os.kill(pid, signal.SIGKILL)
+                killed = True
+            await asyncio.sleep(0.02)
+    finally:
+        await pipeline.stop(5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await capture.stop()
+    assert not kill_worker_after or killed
+    return capture.frames
+
+
+def normalise(frame: bytes) -> bytes:
+    frame = re.sub(rb' ingest_unix_ns="\d+"', b"", frame)
+    return re.sub(rb'/t?h?ere/log/', b"/log/", frame)
+
+
+@pytest.mark.slow
+async def test_worker_gives_the_same_bytes_as_the_daemon_process(tmp_path):
+    lines = corpus(5000)
+    (tmp_path / "here").mkdir()
+    (tmp_path / "there").mkdir()
+    here = await ship(tmp_path / "here", lines, workers=0)
+    there = await ship(tmp_path / "there", lines, workers=1)
+    assert len(here) == len(lines)
+    assert [normalise(f) for f in there] == [normalise(f) for f in here]
+    # and they are real records, not empty frames
+    assert all(f.startswith(b"<") for f in here)
+    assert sum(b"qmail-send" in f for f in here) > 100
+
+
+@pytest.mark.slow
+async def test_a_killed_worker_costs_no_record(tmp_path, caplog):
+    lines = corpus(20000)
+    frames = await ship(tmp_path, lines, workers=1, kill_worker_after=2000)
+    ids = [m.group(1) for f in frames if (m := re.search(rb'event_id="([^"]+)"', f))]
+    assert len(set(ids)) == len(lines)  # every line, maybe some twice after the crash
+    assert "parse worker died" in caplog.text
