@@ -21,6 +21,7 @@ from shipper.diskqueue import DiskQueue
 from shipper.follower import FileSource, MultilogSource
 from shipper.memqueue import MemQueue
 from shipper.metrics import Registry, ShipperMetrics, declare_shipper_metrics, set_last_error
+from shipper.parse_worker import resolve_workers
 from shipper.pipeline import Pipeline, SinkRoute
 from shipper.transforms import build_transformer, sink_filter
 
@@ -259,7 +260,10 @@ def assemble(config: Config) -> Assembly:
     if parse.host is None:
         parse.host = socket.gethostname()
     sources = [(build_source(s, config), s.parse_options(parse)) for s in config.sources.values()]
-    pipeline = Pipeline(sources, routes, transform=transformer, correlate=tracking)
+    pipeline = Pipeline(sources, routes, transform=None if transformer.is_noop else transformer,
+                        correlate=tracking, save_state=tracking.save if tracking else None,
+                        save_interval=config.tracking.save_interval,
+                        parse_workers=resolve_workers(parse.workers, len(sources)))
     registry = Registry()
     asm = Assembly(config, pipeline, tracking, transformer, registry)
     asm.metrics = declare_shipper_metrics(registry)

@@ -130,6 +130,7 @@ class ParseConfig:
     redact: bool = True
     host: str | None = None  # host of records whose line names none (default: this host's name)
     syslog_year: int | None = None
+    workers: int | str = "auto"  # parse worker processes: "auto" (one per spare core) | 0..16
 
 
 @dataclass(slots=True)
@@ -189,6 +190,7 @@ class TrackingConfig:
     emit: str = "both"  # raw | summaries | both
     max_open: int = 100_000  # open mails/sessions kept; the oldest is closed beyond it
     max_age: float = 8 * 86400.0  # seconds an open mail waits for its end (qmail retries for 7 days)
+    save_interval: float = 30.0  # seconds between saves of the open mails (with the checkpoints)
 
 
 @dataclass(slots=True)
@@ -643,6 +645,13 @@ def _parse(t: _Table | None) -> ParseConfig:
         c.redact = t.boolean("redact", c.redact)
         c.host = t.string("host", None)
         c.syslog_year = t.integer("syslog_year", None, 1970, 9999)
+        present, value, _ = t._raw("workers")
+        if present and value != "auto":
+            if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 16:
+                c.workers = value
+            else:
+                t.ctx.error(t.key_path("workers"),
+                            f'must be "auto" or an integer 0-16, got {_show(value)}')
         t.finish()
     if c.host is None:
         c.host = socket.gethostname()
@@ -735,6 +744,7 @@ def _tracking(t: _Table | None) -> TrackingConfig:
     c.emit = t.string("emit", c.emit, choices=("raw", "summaries", "both"))
     c.max_open = t.integer("max_open", c.max_open, 1)
     c.max_age = t.duration("max_age", c.max_age, lo=1.0)
+    c.save_interval = t.duration("save_interval", c.save_interval, lo=0.1)
     t.finish()
     return c
 

@@ -295,3 +295,71 @@ def test_sink_down_then_up_every_line_arrives_in_order(tmp_path):
             seen.add(s)
             first_seen.append(s)
     assert first_seen == list(range(total)), f"log: {shlog.read_text()[-2000:]}"
+
+
+def test_a_mail_spanning_a_kill_9_is_still_one_record(tmp_path):
+    """Open mails are saved with the checkpoints they match: SIGKILL the shipper
+    between a mail's `starting delivery` and its `delivery`/`end msg`, start it
+    again, and the mail record has its sender and its delivery, once."""
+    multilog = require_binary("multilog")
+    logdir = tmp_path / "send"
+    out = tmp_path / "out.ndjson"
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f"""
+state_dir = "{tmp_path / 'state'}"
+[metrics]
+enabled = false
+[parse]
+host = "test-mx"
+[sources.send]
+type = "multilog"
+paths = ["{logdir}"]
+start_position = "all"
+[tracking]
+enabled = true
+save_interval = "0.5s"
+[sinks.out]
+type = "file"
+path = "{out}"
+""")
+
+    def log(*lines: str) -> None:
+        subprocess.run([multilog, "t", str(logdir)], input="".join(f"{ln}\n" for ln in lines).encode(),
+                       check=True, timeout=10)
+
+    def records() -> list[dict]:
+        import orjson
+        if not out.exists():
+            return []
+        return [orjson.loads(ln) for ln in out.read_bytes().splitlines() if ln.endswith(b"}")]
+
+    log("new msg 4711",
+        "info msg 4711: bytes 2456 from <alice@example.org> qp 30411 uid 1005",
+        "starting delivery 1: msg 4711 to remote bob@example.net")
+    proc = _start_shipper(cfg, tmp_path / "shipper.log")
+    state = tmp_path / "state" / "tracking.json"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (
+            len(records()) >= 3 and state.exists() and b"alice@example.org" in state.read_bytes()):
+        time.sleep(0.1)
+    assert b"alice@example.org" in state.read_bytes()
+    _stop(proc, signal.SIGKILL)
+
+    log("delivery 1: success: 192.0.2.7_accepted_message./Remote_host_said:_250_ok/",
+        "end msg 4711")
+    proc = _start_shipper(cfg, tmp_path / "shipper.log")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(r["event"] == "mail" for r in records()):
+            time.sleep(0.1)
+    finally:
+        assert _stop(proc) == 0
+    mails = [r for r in records() if r["event"] == "mail"]
+    assert len(mails) == 1, mails
+    mail = mails[0]
+    assert mail["mail_from"] == "alice@example.org" and mail["msg"] == 4711
+    assert "incomplete" not in mail["flags"]
+    [rcpt] = mail["recipients"]
+    assert (rcpt["rcpt_to"], rcpt["result"], rcpt["n_attempts"]) == ("bob@example.net", "success", 1)
+    raw = [r["event"] for r in records() if r["event"] != "mail"]
+    assert raw.count("delivery") == 1 and raw.count("end_msg") == 1
