@@ -267,6 +267,9 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
         got = fn(text)
         if got is not None:
             return _result(name, got)
+    if tag is None and m is not None and m.group(2):
+        # "NAME[PID]: ..." of a program we have no grammar for (sslio, ...): say whose it is
+        return m.group(1), "unparsed", {}, int(m.group(2))
     return (tag if tag != "qmail" else None), "unparsed", {}, None
 
 

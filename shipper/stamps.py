@@ -39,12 +39,20 @@ _SVLOGD_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)[_T](\d\d):(\d\d):(\d\d)\.(\d{5})
 _ACCU_RE = re.compile(r"(\d{9,11})\.\.?(\d{1,9})([ +])")
 _RFC3339_RE = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d) "
-    r"(\S+) ([^\s\[:]+)(?:\[(\d+)\])?: ?"
+    r"(\S+) ([^\s\[:]+)(?:\[(\d+)\]?)?: ?"  # "]" optional: "vpopmail[18917: ..." is seen
 )
+# A header whose tag is unreadable: keep its time and host, the rest is the text.
+_BSD_HEAD_RE = re.compile(
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]* +(\d{1,2}) (\d\d):(\d\d):(\d\d) "
+    r"(\S+) ")
 _BSD_RE = re.compile(
     r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]* +(\d{1,2}) (\d\d):(\d\d):(\d\d) "
-    r"(\S+) ([^\s\[:]+)(?:\[(\d+)\])?: ?"
+    r"(\S+) ([^\s\[:]+)(?:\[(\d+)\]?)?: ?"  # "]" optional: "vpopmail[18917: ..." is seen
 )
+# A header whose tag is unreadable: keep its time and host, the rest is the text.
+_BSD_HEAD_RE = re.compile(
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]* +(\d{1,2}) (\d\d):(\d\d):(\d\d) "
+    r"(\S+) ")
 _MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 
@@ -94,29 +102,28 @@ def split_envelope(line: str, leap: bool = False, year: int | None = None,
         if _LABEL_RE.match(line) is not None:
             nanos = int(line[17:25], 16)
             secs = int(line[1:17], 16)
-            if not tai64n.LABEL_SECS_MIN <= secs < tai64n.LABEL_SECS_END:
+            if nanos >= NS or not tai64n.LABEL_SECS_MIN <= secs < tai64n.LABEL_SECS_END:
                 # a label, but no time we can believe (corrupt, or a clock gone wrong)
                 return Envelope(None, "none", line[26:] if line[25:26] == " " else line[25:],
                                 bad_stamp=True)
-            if nanos < NS:
-                unix = secs - tai64n.DAEMONTOOLS_OFFSET
-                if leap:
-                    unix -= tai64n.leaps_before_tai(unix)
-                rest = line[26:] if line[25:26] == " " else line[25:]
-                if len(rest) > 31 and rest[29:31] == "  " and rest[4] == "-":
-                    # s6-log with both t and T: "@label YYYY-MM-DD HH:MM:SS.nnnnnnnnn  text"
-                    m = _LOCAL_RE.match(rest)
-                    if m:
-                        rest = rest[m.end():]
-                return Envelope(unix * NS + nanos, "tai64n_tai" if leap else "tai64n", rest)
+            unix = secs - tai64n.DAEMONTOOLS_OFFSET
+            if leap:
+                unix -= tai64n.leaps_before_tai(unix)
+            rest = line[26:] if line[25:26] == " " else line[25:]
+            if len(rest) > 31 and rest[29:31] == "  " and rest[4] == "-":
+                # s6-log with both t and T: "@label YYYY-MM-DD HH:MM:SS.nnnnnnnnn  text"
+                m = _LOCAL_RE.match(rest)
+                if m:
+                    rest = rest[m.end():]
+            return Envelope(unix * NS + nanos, "tai64n_tai" if leap else "tai64n", rest)
         # '@' then something that is not a label: keep the text, flag it.
         return Envelope(None, "none", line, bad_stamp=len(line) > 1 and line[1] in "0123456789abcdef")
     if "0" <= c <= "9":
         return _digits(line, leap, year, local_tz)
     if "A" <= c <= "Z":
-        m = _BSD_RE.match(line)
+        m = _BSD_RE.match(line) or _BSD_HEAD_RE.match(line)
         if m:
-            return _bsd(line, m, leap, year)
+            return _bsd(line, m, year, local_tz)
     elif c == "q" and line.startswith("qmail: "):
         # splogger's tag with the syslog header already gone
         return _after_header(Envelope(None, "none", line[7:], tag="qmail"))
@@ -189,15 +196,17 @@ def _after_header(env: Envelope) -> Envelope:
     return env
 
 
-def _bsd(line: str, m: re.Match[str], leap: bool, year: int | None) -> Envelope:
+def _bsd(line: str, m: re.Match[str], year: int | None, local_tz: bool) -> Envelope:
     mon = _MONTHS[m.group(1)]
     day = int(m.group(2))
+    to_unix = local_to_unix if local_tz else utc_to_unix  # BSD stamps are local time, as a rule
     try:
-        # BSD syslog stamps are local time, like tai64nlocal's.
-        secs = local_to_unix(_year_for(mon, day, year), mon, day,
-                             int(m.group(3)), int(m.group(4)), int(m.group(5)))
+        secs = to_unix(_year_for(mon, day, year), mon, day,
+                       int(m.group(3)), int(m.group(4)), int(m.group(5)))
     except (OverflowError, ValueError):
         return Envelope(None, "none", line, bad_stamp=True)
+    if m.re is _BSD_HEAD_RE:
+        return Envelope(secs * NS, "syslog", line[m.end():], host=m.group(6))
     pid = m.group(8)
     env = Envelope(secs * NS, "syslog", line[m.end():], host=m.group(6), tag=m.group(7),
                    pid=int(pid) if pid else None)

@@ -202,3 +202,9 @@ def test_dumps_all_never_raises():
     out = dumps_all([{"a": 1}, {"big": [2**70, {"x": -(2**80)}], "odd": {1, 2}}])
     assert orjson.loads(out[0]) == {"a": 1}
     assert orjson.loads(out[1])["big"] == [str(2**70), {"x": str(-(2**80))}]
+
+
+def test_program_with_pid_but_no_grammar_is_named():
+    rec = LineParser().parse(b"@4000000052fafd8d00000000 sslio[1234]: info: bytes in: 1023")
+    assert (rec.program, rec.pid, rec.event) == ("sslio", 1234, "unparsed")
+    assert LineParser().parse(b"@4000000052fafd8d00000000 foo: bar").program is None

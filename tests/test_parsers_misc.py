@@ -26,7 +26,7 @@ def _parse(line: str, redact: bool = True):
 
 
 VPOP = _lines("ossec_docs_vpopmail_log_samples.txt")
-# 'vpopmail[18917:' lacks its ']': no syslog header fits, kept whole as unparsed.
+# 'vpopmail[18917:' lacks its ']': the header's time, host, tag and pid are still read.
 VPOP_MALFORMED = {"Jul  6 10:21:52 srv vpopmail[18917: vchkpw-smtp: (CRAM-MD5) login success user@my_domain:1.2.3.4"}
 
 VCHKPW = [
@@ -73,14 +73,13 @@ def test_every_vpopmail_sample_line_parses():
     for line in VPOP:
         rec = _parse(line)
         if line in VPOP_MALFORMED:
-            assert (rec.program, rec.event) == (None, "unparsed")
+            assert (rec.host, rec.pid, rec.time_source) == ("srv", 18917, "syslog")
             assert rec.raw == line
-            continue
         assert (rec.program, rec.event) == ("vpopmail", "pop_auth"), line
         assert rec.fields["service"] in {"pop3", "pop3s", "imap", "imaps", "smtp", "submission", "webmail"}
         assert rec.fields["auth_user"] and rec.fields["remote_ip"]
         counts[rec.fields["result"]] += 1
-    assert counts == {"success": 5, "failure": 47}
+    assert counts == {"success": 6, "failure": 47}
 
 
 PASSWORD_LINES = [ln for ln in VPOP if "(pass: '" in ln]
@@ -184,3 +183,16 @@ def test_arbitrary_text_never_raises(text):
         for t in (text, "vchkpw-" + text, "CHKUSER " + text, "simscan:[1]:" + text, "[1]:" + text):
             got = fn(t)
             assert got is None or (isinstance(got[0], str) and isinstance(got[1], dict))
+
+
+@pytest.mark.parametrize(("tail", "subject", "ip"), [
+    ("Subj:2001:db8::1", "Subj", "2001:db8::1"),
+    ("Subj:::ffff:192.0.2.1", "Subj", "::ffff:192.0.2.1"),
+    ("time 12:30:192.0.2.1", "time 12:30", "192.0.2.1"),
+    ("Re: a: b:(null)", "Re: a: b", None),
+    (":192.0.2.1", None, "192.0.2.1"),
+])
+def test_simscan_ip_of_any_kind_after_a_subject_with_colons(tail, subject, ip):
+    _, f = parse_simscan(f"simscan:[12345]:CLEAN (1.00/5.00):0.5000s:{tail}:a@b.example:c@d.example")
+    assert (f.get("subject"), f.get("remote_ip"), f["mail_from"], f["rcpt_to"]) == (
+        subject, ip, "a@b.example", "c@d.example")

@@ -148,7 +148,7 @@ TABLE = [
     ("Aug 14 10:00:01 mail postfix/smtpd[1234]: warning: hostname bad.example.com does not resolve to address "
      "192.0.2.44: Name or service not known",
      "postfix/smtpd", 1234, "warning",
-     {"level": "warning", "remote_ip": "192.0.2.44",
+     {"level": "warning", "remote_host": "bad.example.com", "remote_ip": "192.0.2.44",
       "text": "hostname bad.example.com does not resolve to address 192.0.2.44: Name or service not known"}),
     # OSSEC lines without syslog header
     ("postfix/smtp[30785]: warning: 75FEC31D36: defer service failure", "postfix/smtp", 30785, "warning",
@@ -370,3 +370,24 @@ def test_arbitrary_text_never_raises(service, text):
               "NOQUEUE: reject: RCPT from " + text, "warning: " + text, "ABCDEF0123456789: " + text):
         got = parse(service, t)
         assert isinstance(got[0], str) and isinstance(got[1], dict)
+
+
+@pytest.mark.parametrize(("line", "event", "fields"), [
+    # the remote's reply quoted after "said:" / "refused to talk to me:" (reviewed 2026-11-29)
+    ("Jun 23 14:26:29 mx postfix/smtp[1]: 1C6B541C5D: to=<a@b.example>, relay=mx.b.example[192.0.2.2]:25, "
+     "delay=1, delays=0/0/0/0, dsn=5.1.1, status=bounced (host mx.b.example[192.0.2.2] said: 550 5.1.1 "
+     "<a@b.example>: Recipient address rejected: User unknown (in reply to RCPT TO command))",
+     "delivery", {"smtp_code": 550, "dsn": "5.1.1", "result": "failure"}),
+    ("Jun 23 14:26:29 mx postfix/smtp[1]: 1C6B541C5D: to=<a@b.example>, relay=mx.b.example[192.0.2.2]:25, "
+     "delay=1, delays=0/0/0/0, dsn=4.0.0, status=deferred (host mx.b.example[192.0.2.2] refused to talk to "
+     "me: 421 4.7.0 go away)", "delivery", {"smtp_code": 421}),
+    # current Postfix writes the byte count after DATA and BDAT
+    ("Jun 23 14:26:29 mx postfix/smtpd[1]: lost connection after DATA (0 bytes) from unknown[192.0.2.1]",
+     "session_error", {"error": "lost connection", "stage": "DATA", "remote_ip": "192.0.2.1"}),
+    ("Jun 23 14:26:29 mx postfix/smtpd[1]: timeout after BDAT (1234 bytes) from unknown[192.0.2.1]",
+     "session_error", {"error": "timeout", "stage": "BDAT", "remote_ip": "192.0.2.1"}),
+])
+def test_reviewed_postfix_forms(line, event, fields):
+    rec = _parse(line)
+    assert rec.event == event
+    assert {k: rec.fields.get(k) for k in fields} == fields

@@ -436,3 +436,10 @@ def test_never_raises_on_any_text(text: str) -> None:
 def test_never_raises_on_grammar_shaped_text(head: str, tail: str) -> None:
     got = qmail_send.parse(head + tail)
     assert got is None or (isinstance(got[0], str) and isinstance(got[1], dict))
+
+
+def test_delivery_with_an_empty_report():
+    for line in (b"@4000000052fafd8d00000000 delivery 42: success: ",
+                 b"@4000000052fafd8d00000000 delivery 42: failure:"):
+        rec = LineParser().parse(line)
+        assert rec.event == "delivery" and rec.fields["delivery"] == 42 and rec.fields["text"] == ""

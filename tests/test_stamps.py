@@ -148,3 +148,23 @@ def test_real_tai64nlocal_output_parses_back(tz_utc):
     a = split_envelope(stamped.decode().rstrip("\n"))
     b = split_envelope(local.decode().rstrip("\n"))
     assert a.time_ns == b.time_ns and a.text == b.text == "hello"
+
+
+def test_bsd_header_honours_utc_and_survives_a_damaged_tag():
+    line = "Jun 23 14:26:29 mx postfix/smtpd[123]: connect from unknown[1.2.3.4]"
+    env = split_envelope(line, year=2024, local_tz=False)
+    assert env.time_ns == 1719152789 * 10**9 and env.host == "mx"
+    # "vpopmail[18917:" lacks its "]": time, host, tag and pid are still read
+    env = split_envelope("Jul  6 10:21:52 srv vpopmail[18917: vchkpw-smtp: (CRAM-MD5) login success u@d:1.2.3.4",
+                         year=2024, local_tz=False)
+    assert (env.time_ns, env.host, env.tag, env.pid) == (1720261312 * 10**9, "srv", "vpopmail", 18917)
+    # an unreadable tag: the time and host all the same
+    env = split_envelope("Jul  6 10:21:52 srv [garbled", year=2024, local_tz=False)
+    assert (env.time_ns, env.host, env.text) == (1720261312 * 10**9, "srv", "[garbled")
+
+
+@pytest.mark.parametrize("label", ["@4000000052fafd8dfffffffc", "@ffffffffffffffff00000000",
+                                   "@000000000000000000000000"])
+def test_label_with_no_believable_time_is_stripped_and_flagged(label):
+    env = split_envelope(f"{label} new msg 3")
+    assert (env.time_ns, env.text, env.bad_stamp) == (None, "new msg 3", True)

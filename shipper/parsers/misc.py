@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -91,6 +92,31 @@ def parse_chkuser(text: str) -> Parsed | None:
     return "chkuser", fields
 
 
+def _subject_ip(text: str) -> tuple[str, str] | None:
+    """``SUBJECT:IP`` → (subject, ip). Sender and recipients hold no ":", but the subject
+    may, and so does an IPv6 address: the IP is the longest tail after a ":" that is an
+    address (or ``(null)``, or empty)."""
+    pos = text.find(":")
+    while pos >= 0:
+        tail = text[pos + 1:]
+        if tail in ("", "(null)"):
+            return text[:pos], tail
+        try:
+            ipaddress.ip_address(tail)
+        except ValueError:
+            pass
+        else:
+            return text[:pos], tail  # the first, so the longest
+        pos = text.find(":", pos + 1)
+    if text in ("", "(null)"):
+        return "", text
+    try:
+        ipaddress.ip_address(text)
+        return "", text
+    except ValueError:
+        return None
+
+
 def parse_simscan(text: str) -> Parsed | None:
     """``simscan:[PPID]:…`` whole, or the part after ``simscan:`` (prefix dispatch)."""
     if text.startswith("simscan:"):
@@ -110,15 +136,16 @@ def parse_simscan(text: str) -> Parsed | None:
         fields["score"] = _num(m.group("score"))
         fields["threshold"] = _num(m.group("thr"))
     fields["scan_time"] = _num(m.group("secs"))
-    parts = m.group("rest").rsplit(":", 3)
-    if len(parts) == 4:
-        subject, ip, sender, rcpt = parts
+    parts = m.group("rest").rsplit(":", 2)
+    split = _subject_ip(parts[0]) if len(parts) == 3 else None
+    if split is not None:
+        subject, ip = split
         if subject:
             fields["subject"] = subject
         if ip and ip != "(null)":  # TCPREMOTEIP unset: local injection
             fields["remote_ip"] = ip
-        fields["mail_from"] = sender
-        fields["rcpt_to"] = rcpt
+        fields["mail_from"] = parts[1]
+        fields["rcpt_to"] = parts[2]
     else:
         fields["text"] = m.group("rest")
     return "simscan", fields

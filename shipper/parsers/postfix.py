@@ -35,14 +35,17 @@ _REPLY_RE = re.compile(r"(?:(?P<code>[245]\d\d) )?(?:(?P<dsn>[245]\.\d{1,3}\.\d{
 _ENV_ITEM_RE = re.compile(r"(from|to|proto|helo)=(?:<([^>]*)>|([^\s,;]*))")
 _SESSION_RE = re.compile(
     r"(lost connection|timeout|too many errors|improper command pipelining) after (\S+)"
-    r" from ([^\s\[\]]*)\[([^\]\s]*)\](?::(\d+))?(?::? ?(.*))?$")
+    r"(?: \(\d+ bytes\))? from ([^\s\[\]]*)\[([^\]\s]*)\](?::(\d+))?(?::? ?(.*))?$")
 _SASL_RE = re.compile(
     r"([^\s\[\]]*)\[([^\]\s]*)\](?::(\d+))?: SASL (\S+) authentication failed:? ?(.*)$")
 _TLS_RE = re.compile(
     r"(\w+) TLS connection established (to|from) ([^\s\[\]]*)\[([^\]\s]*)\](?::(\d+))?: ?(.*)$")
 _QUEUE_ACTIVE_RE = re.compile(r"from=<(?P<from>[^>]*)>, size=(?P<size>\d+), nrcpt=(?P<nrcpt>\d+)")
 _PSCREEN_RE = re.compile(r"([A-Z][A-Z0-9_-]*(?: [A-Z][A-Z0-9_-]*)*)\b(.*?)\[([^\]\s]*)\]:(\d+)(.*)$")
-_UNRESOLVED_RE = re.compile(r"hostname \S+ does not resolve to address (\S+?):?(?: |$)")
+_UNRESOLVED_RE = re.compile(r"hostname (\S+) does not resolve to address (\S+?):?(?: |$)")
+# the remote's reply quoted in a delivery text: "host H[IP] said: 550 5.1.1 ...",
+# "... refused to talk to me: 421 4.7.0 ..."
+_QUOTED_REPLY_RE = re.compile(r"(?:said|talk to me): ([245]\d\d)[ -]")
 _DNSBLOG_RE = re.compile(r"addr (\S+) listed by domain (\S+)")
 _FILTER_ID_RE = re.compile(r"\(([0-9A-F]{2,})\)$")
 _LMTP_ID_RE = re.compile(r"2\d\d 2\.\d{1,3}\.\d{1,3} (?:OK|BLOCKED) \(([0-9A-F]{2,})\)$")
@@ -210,7 +213,8 @@ def _diagnostic(level: str, body: str, fields: dict[str, Any]) -> Parsed:
     elif body.startswith("hostname "):
         m = _UNRESOLVED_RE.match(body)
         if m is not None:  # forward-confirmed rDNS failed: the name is the client's claim
-            fields["remote_ip"] = m.group(1)
+            fields["remote_host"] = m.group(1)
+            fields["remote_ip"] = m.group(2)
     fields["text"] = body
     return ("warning" if level == "warning" else "error"), fields
 
@@ -253,6 +257,8 @@ def _delivery(service: str, rest: str, fields: dict[str, Any]) -> Parsed:
                 fid = _LMTP_ID_RE.match(text)
                 if fid is not None:
                     fields["filter_id"] = fid.group(1)
+        elif (q := _QUOTED_REPLY_RE.search(text)) is not None:
+            fields["smtp_code"] = int(q.group(1))
     return "delivery", fields
 
 

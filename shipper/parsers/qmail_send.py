@@ -31,7 +31,8 @@ _STATUS_PLAIN_RE = re.compile(r"local ([0-9]+)/([0-9]+) remote ([0-9]+)/([0-9]+)
 _NEW_RE = re.compile(r"msg (\d+)(?: (\S+))?")
 _INFO_RE = re.compile(r"msg (\d+): bytes (\d+) from <(\S*)> qp (\d+) uid (\d+)(?: (\S+))?")
 _STARTING_RE = re.compile(r"delivery (\S+): msg (\d+) to (local|remote) (\S+)(?: (\S+))?")
-_DELIVERY_RE = re.compile(r"(\S+): (success|failure|deferral): (\S*)(?: (\S+))?")
+# the report may be empty ("delivery 42: success: "), and the line's trailing space is cut
+_DELIVERY_RE = re.compile(r"(\S+): (success|failure|deferral):(?: (\S*)(?: (\S+))?)?")
 _MANGLED_RE = re.compile(r"(\S+): report mangled, will defer(?: (\S+))?")
 _BOUNCE_RE = re.compile(r"msg (\d+) qp (\d+)(?: (\S+))?")
 _BOUNCE_PROC_RE = re.compile(
@@ -130,6 +131,7 @@ def _delivery(rest: str) -> Parsed | None:
         return "delivery_mangled", f
     did, result, raw, queue = m.groups()
     f = {"delivery": _delivery_id(did), "result": result}
+    raw = raw or ""
     f.update(delivery_text_fields(raw))
     if queue is not None:
         f["queue"] = queue
