@@ -23,6 +23,7 @@ from shipper.memqueue import MemQueue
 from shipper.metrics import Registry, ShipperMetrics, declare_shipper_metrics, set_last_error
 from shipper.parse_worker import resolve_workers
 from shipper.pipeline import Pipeline, SinkRoute
+from shipper.record import json_safe
 from shipper.transforms import build_transformer, sink_filter
 
 log = logging.getLogger("shipper")
@@ -125,7 +126,7 @@ class Tracking:
 
         self.path = os.path.join(config.state_dir, "tracking.json")
         self.emit = config.tracking.emit
-        opts = CorrelatorOptions()
+        opts = CorrelatorOptions(skip_reread=True)
         t = config.tracking
         for part in (opts.qmail, opts.session, opts.postfix):
             part.max_open = t.max_open
@@ -153,8 +154,13 @@ class Tracking:
 
     def save(self) -> None:
         try:
-            atomic_write(self.path, orjson.dumps(self.correlator.to_state()))
-        except OSError as exc:
+            state = self.correlator.to_state()
+            try:
+                data = orjson.dumps(state)
+            except TypeError:  # something JSON cannot hold slipped in: save what it can
+                data = orjson.dumps(json_safe(state), default=repr)
+            atomic_write(self.path, data)
+        except (OSError, TypeError, ValueError) as exc:
             log.error("cannot save tracking state to %s: %s", self.path, exc)
 
 
@@ -238,28 +244,35 @@ def _queue_has_room(q: Any) -> bool:
 
 
 def assemble(config: Config) -> Assembly:
-    os.makedirs(config.state_dir, exist_ok=True)
-    routes = []
-    for scfg in config.sinks.values():
-        from shipper.sinks.deadletter import DeadLetterFile
+    from shipper.sinks.deadletter import DeadLetterFile
 
-        routes.append(SinkRoute(
-            name=scfg.name, sink=build_sink(scfg), queue=build_queue(scfg),
-            wants=sink_filter(scfg, is_summary), batch_records=scfg.batch_max_records,
-            batch_bytes=scfg.batch_max_bytes,
-            dead_letter=DeadLetterFile(scfg.dead_letter, sink=scfg.name) if scfg.dead_letter else None))
-    transformer = build_transformer(config.transforms)
-    tracking = Tracking(config) if config.tracking.enabled else None
-    if tracking is not None and tracking.emit != "both":
-        # The global choice narrows every sink's own ``records`` choice.
-        want_summaries = tracking.emit == "summaries"
-        for route in routes:
-            own = route.wants
-            route.wants = lambda rec, own=own: is_summary(rec) == want_summaries and own(rec)
-    parse = config.parse
-    if parse.host is None:
-        parse.host = socket.gethostname()
-    sources = [(build_source(s, config), s.parse_options(parse)) for s in config.sources.values()]
+    os.makedirs(config.state_dir, exist_ok=True)
+    queues: list[Any] = []
+    routes = []
+    try:
+        for scfg in config.sinks.values():
+            queues.append(build_queue(scfg))
+            routes.append(SinkRoute(
+                name=scfg.name, sink=build_sink(scfg), queue=queues[-1],
+                wants=sink_filter(scfg, is_summary), batch_records=scfg.batch_max_records,
+                batch_bytes=scfg.batch_max_bytes,
+                dead_letter=DeadLetterFile(scfg.dead_letter, sink=scfg.name) if scfg.dead_letter else None))
+        transformer = build_transformer(config.transforms)
+        tracking = Tracking(config) if config.tracking.enabled else None
+        if tracking is not None and tracking.emit != "both":
+            # The global choice narrows every sink's own ``records`` choice.
+            want_summaries = tracking.emit == "summaries"
+            for route in routes:
+                own = route.wants
+                route.wants = lambda rec, own=own: is_summary(rec) == want_summaries and own(rec)
+        parse = config.parse
+        if parse.host is None:
+            parse.host = socket.gethostname()
+        sources = [(build_source(s, config), s.parse_options(parse)) for s in config.sources.values()]
+    except BaseException:
+        for q in queues:  # release their locks: the caller may assemble the old config again
+            q.close()
+        raise
     pipeline = Pipeline(sources, routes, transform=None if transformer.is_noop else transformer,
                         correlate=tracking, save_state=tracking.save if tracking else None,
                         save_interval=config.tracking.save_interval,

@@ -72,7 +72,11 @@ class Daemon:
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         notifier = sdnotify.Notifier.from_env()
-        self.assembly = assemble(self.config)
+        try:
+            self.assembly = assemble(self.config)
+        except OSError as exc:  # state_dir or a buffer not writable, a path that is a directory, ...
+            log.error("cannot start: %s", describe_os_error(exc))
+            return 2
         await self._start_metrics()
         run_task = loop.create_task(self.assembly.pipeline.run())
         notifier.ready(f"shipping {len(self.config.sources)} sources to {len(self.config.sinks)} sinks")
@@ -158,13 +162,17 @@ class Daemon:
         notifier.reloading()
         log.info("reloading configuration")
         await self._stop_assembly(run_task)
-        self.config = new
-        self.assembly = assemble(new)
+        try:
+            self.assembly = assemble(new)
+            self.config = new
+        except OSError as exc:
+            log.error("reload refused: %s; keeping the running configuration", describe_os_error(exc))
+            self.assembly = assemble(self.config)  # it ran a moment ago
         if self.metrics_server is not None:
             self._point_metrics(self.assembly)
         task = asyncio.get_running_loop().create_task(self.assembly.pipeline.run())
         notifier.ready("reloaded")
-        log.info("reloaded: %d sources, %d sinks", len(new.sources), len(new.sinks))
+        log.info("reloaded: %d sources, %d sinks", len(self.config.sources), len(self.config.sinks))
         return task
 
     async def _start_metrics(self) -> None:
@@ -196,6 +204,13 @@ class Daemon:
         while True:
             await asyncio.sleep(interval)
             notifier.watchdog()
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``PermissionError: [Errno 13] ...: 'path'`` → ``path: Permission denied``."""
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
 
 
 def run_main(config_path: str | None, demo: bool = False, log_format: str | None = None) -> int:

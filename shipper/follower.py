@@ -68,6 +68,7 @@ from __future__ import annotations
 import asyncio
 import bz2
 import contextlib
+import errno
 import glob
 import hashlib
 import logging
@@ -457,7 +458,13 @@ class _FollowerBase:
 
 
 def _open_ro(path: str) -> int:
-    return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    """A log file, read-only. Anything but a regular file (a directory made by hand
+    where ``current`` should be, a FIFO) is refused like a file that cannot be opened."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IsADirectoryError(errno.EISDIR, "not a regular file", path)
+    return fd
 
 
 def _read_head(path: str) -> tuple[ml.Ident, int, bytes] | None:
@@ -500,6 +507,7 @@ class MultilogFollower(_FollowerBase):
         self._carry_state: dict[str, Any] | None = None
         self._replans = 0
         self._open_error: str | None = None
+        self._unopenable: set[str] = set()  # archives we could not open, warned about once
 
     # -- observation (cheap; also called from the watcher callback) --------
 
@@ -567,9 +575,14 @@ class MultilogFollower(_FollowerBase):
         return True
 
     def _inspect(self, name: str) -> ml.Known | None:
-        got = _read_head(os.path.join(self.dir, name))
+        path = os.path.join(self.dir, name)
+        got = _read_head(path)
         if got is None:
-            return None
+            try:  # there but unreadable (permissions): known, so it is waited for, not skipped
+                st = os.stat(path)
+            except OSError:
+                return None  # deleted meanwhile (n limit)
+            return ml.Known(name, (st.st_dev, st.st_ino), st.st_size, None, ml.TEXT)
         ident, size, head = got
         kind = ml.content_kind(head[:HEAD_BYTES])
         text = decode_head(head, kind) if kind in ml.COMPRESSED else head
@@ -903,8 +916,14 @@ class MultilogFollower(_FollowerBase):
             k = self.known[plan.open_label]
             r = self._open(k.name, plan.open_label, live=False, kind=k.content)
             if r is None and os.path.lexists(os.path.join(self.dir, k.name)):
-                self._warn(f"{self.key}: cannot open {k.name}: {self._open_error}")
-                return self._retry_plan()
+                # e.g. permissions: wait for it (said once), and the lines after it with
+                # it, rather than skip it for good; multilog's n limit ends the wait at worst
+                if k.name not in self._unopenable:
+                    self._unopenable.add(k.name)
+                    self._warn(f"{self.key}: cannot open {k.name}: {self._open_error}; "
+                               "waiting for it (the lines after it wait too)")
+                return False
+            self._unopenable.discard(k.name)
             if r is None:  # deleted between listing and open
                 self._drop_carry()
                 self.done = plan.open_label
@@ -1239,7 +1258,8 @@ class _Source:
     def save(self) -> None:
         if self.store is not None and self._dirty:
             self._dirty = False
-            self.store.save()
+            if not self.store.save() and self.store.write_errors == 1:
+                log.error("%s (the position is kept in memory; retrying)", self.store.warnings[-1])
 
     async def close(self) -> None:
         """Stop the followers, write the checkpoint, release files and watches."""
@@ -1274,7 +1294,11 @@ class _Source:
         if self.store is not None:
             self._saved_positions = self.store.load()
             self._bad_checkpoint = self.store.corrupt_loads > 0
+            if self._bad_checkpoint:  # a corrupt checkpoint was set aside: say it, once
+                for text in self.store.warnings:
+                    log.error("%s", text)
             self.warnings.extend(self.store.warnings)
+            self.store.warnings.clear()
         loop = asyncio.get_running_loop()
         for path in self._matches():
             self._add(path, initial=True)
@@ -1317,9 +1341,13 @@ class _Source:
             wake.clear()
             try:
                 items = f.poll(self.max_items)  # type: ignore[attr-defined]
-            except OSError as exc:  # e.g. the directory vanished: say so, look again later
-                f._warn(f"{f.key}: {exc}")
-                items = []
+            except Exception as exc:  # noqa: BLE001 - e.g. the directory vanished: say so, look again later
+                if isinstance(exc, OSError):
+                    f._warn(f"{f.key}: {exc}")
+                else:  # a bug of ours: the whole story, then carry on with this directory
+                    log.exception("%s: following failed; trying again in 1 s", f.key)
+                # what poll read before the error is in its state already: ship it, not lose it
+                items = list(getattr(f, "_out", None) or [])
                 await asyncio.sleep(1.0)
             for item in items:
                 await q.put(item)

@@ -127,9 +127,10 @@ def should_join(fragment: bytes, next_first: bytes, fragment_unsafe: bool) -> bo
     """
     if fragment_unsafe:
         return False
-    if is_stamped(fragment[:26]):
-        return not is_stamped(next_first[:26])
-    return True
+    # A stamped first line starts a line of its own, whatever the fragment is (an
+    # unstamped fragment may be the middle of a line split across three files,
+    # or the garbage end of a damaged archive).
+    return not is_stamped(next_first[:26])
 
 
 @dataclass(slots=True)

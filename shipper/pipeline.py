@@ -477,7 +477,11 @@ class Pipeline:
         for s in self.sources:
             await s.close()
         for r in self.routes:
-            await r.sink.close()
+            # A peer that stopped reading must not hold the stop past its timeout.
+            try:
+                await asyncio.wait_for(r.sink.close(), max(0.2, deadline + 1.0 - time.monotonic()))
+            except TimeoutError:
+                log.warning("sink %s: closing its connection timed out; dropped it", r.name)
             r.queue.close()
         self.close_workers()
 

@@ -143,7 +143,14 @@ def test_reload_restart_and_stop_under_load_lose_nothing(tmp_path, receiver):
     started: list[subprocess.Popen[bytes]] = []
 
     def start() -> subprocess.Popen[bytes]:
+        # Ready (its signal handlers in place) once it logged "started": a SIGTERM
+        # before that ends it the default way, which is not what is tested here.
+        before = shlog.read_text().count(" started: ") if shlog.exists() else 0
         started.append(_start_shipper(cfg, shlog))
+        deadline = time.monotonic() + 30
+        while shlog.read_text().count(" started: ") == before if shlog.exists() else True:
+            assert time.monotonic() < deadline and started[-1].poll() is None, "shipper did not start"
+            time.sleep(0.05)
         return started[-1]
 
     try:
@@ -363,3 +370,30 @@ path = "{out}"
     assert (rcpt["rcpt_to"], rcpt["result"], rcpt["n_attempts"]) == ("bob@example.net", "success", 1)
     raw = [r["event"] for r in records() if r["event"] != "mail"]
     assert raw.count("delivery") == 1 and raw.count("end_msg") == 1
+
+
+def test_a_state_dir_it_cannot_use_is_one_line_and_exit_2(tmp_path):
+    """Found by fault injection: an unusable state directory gave a 30-line traceback
+    (a crash loop of tracebacks under supervise)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "buffer").write_text("a file where the buffer directory goes\n")
+    (tmp_path / "log").mkdir()
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f"""
+state_dir = "{state}"
+[metrics]
+enabled = false
+[sources.send]
+type = "multilog"
+paths = ["{tmp_path / 'log'}"]
+[sinks.out]
+type = "file"
+path = "{tmp_path / 'out.ndjson'}"
+""")
+    proc = subprocess.run([sys.executable, "-m", "shipper", "run", "-c", str(cfg)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ERROR shipper: cannot start: "), proc.stderr
+    assert "buffer" in lines[0] and "Traceback" not in proc.stderr

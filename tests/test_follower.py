@@ -566,3 +566,20 @@ async def test_file_source_follows_and_resumes(tmp_path):
     await asyncio.wait_for(take(3), 5)
     await src.close()
     assert got == [b"x1", b"x2", b"x3"]
+
+
+def test_current_made_a_directory_by_hand_neither_wedges_nor_loses(tmp_path):
+    """Found by fault injection: `mkdir current` made every poll fail (EISDIR) after
+    reading the archives, and the source never recovered once current was a file."""
+    d = tmp_path / "log"
+    d.mkdir()
+    (d / "current").mkdir()
+    (d / "@400000006b0b94c919d6e41c.s").write_bytes(b"@400000006b0b94c919d6e41c new msg 1\n")
+    f = MultilogFollower(str(d), None, start="all")
+    lines = [ln for it in drain(f) if isinstance(it, LineBatch) for ln in it.lines]
+    assert lines == [b"@400000006b0b94c919d6e41c new msg 1"]
+    (d / "current").rmdir()
+    (d / "current").write_bytes(b"@400000006b0b94c919d6e41d new msg 2\n")
+    f.observe()
+    lines = [ln for it in drain(f) if isinstance(it, LineBatch) for ln in it.lines]
+    assert lines == [b"@400000006b0b94c919d6e41d new msg 2"]

@@ -55,6 +55,8 @@ def test_should_join():
     assert not ml.should_join(frag, b"@400000006b02a2aa2bcb0999 new line", False)
     assert not ml.should_join(frag, b"yyyy", True)  # a .u file: multilog died mid-line
     assert ml.should_join(b"no stamps here", b"anything", False)
+    # a damaged archive's unstamped end never swallows the next file's stamped line
+    assert not ml.should_join(b"\x00garbage", b"@400000006b02a2aa2bcb0999 new msg 1", False)
 
 
 def test_plan_skips_our_archive_then_opens_current():

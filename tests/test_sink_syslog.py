@@ -274,3 +274,37 @@ async def test_wrong_server_certificate_clear_error_retries_then_delivers(tmp_pa
         assert sorted(got) == sorted(rec["event_id"] for rec in recs)
     finally:
         r.stop()
+
+
+async def test_close_with_a_peer_that_stopped_reading_returns_quietly():
+    """Found by fault injection: with a receiver that accepts and never reads, the
+    timed-out wait_closed() cancelled the stream's close waiter, and the next close
+    raised CancelledError (no Exception): a reload or stop killed the daemon."""
+    from conftest import free_port
+
+    port = free_port()
+    conns = []
+
+    async def hold(reader, writer):  # accept, never read
+        conns.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", port)
+    try:
+        sink = SyslogTcpSink("127.0.0.1", port, write_timeout=30, name="stuck")
+        rec = {"time_unix_ns": 1, "host": "h", "program": "p", "event": "e", "pid": None,
+               "flags": [], "message": "x" * 4000}
+        # a send stuck on the full socket buffers, cancelled as a stop or reload does
+        send = asyncio.create_task(sink.send([rec] * 5000))
+        await asyncio.sleep(1.0)
+        assert not send.done()
+        send.cancel()
+        await asyncio.gather(send, return_exceptions=True)
+        t0 = time.monotonic()
+        await sink.close()  # must neither raise nor hang
+        await sink.close()
+        assert time.monotonic() - t0 < 6
+    finally:
+        for w in conns:
+            w.transport.abort()
+        server.close()
+        await server.wait_closed()

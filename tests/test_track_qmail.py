@@ -194,3 +194,28 @@ def test_partial_and_orphans() -> None:
     m100 = [m for m in out if m["msg"] == 100]
     assert m100 and "partial" in m100[0]["flags"]
     assert c.qmail.orphans >= 2
+
+
+def test_lines_read_again_are_not_fed_twice():
+    """After a corrupt checkpoint the daemon reads a file again from its start: the
+    lines its correlator has seen must not open the mail a second time (an
+    'id_reused' record with the same event id as the real one)."""
+    from shipper.track.correlator import CorrelatorOptions
+
+    lines = [b"@400000005a49ba3400000000 new msg 101",
+             b"@400000005a49ba3400000001 info msg 101: bytes 300 from <a@b.c> qp 7 uid 0",
+             b"@400000005a49ba3400000002 starting delivery 1: msg 101 to remote x@y.z",
+             b"@400000005a49ba3400000003 delivery 1: success: ok/",
+             b"@400000005a49ba3400000004 end msg 101"]
+    offsets = [0, 40, 120, 190, 240]
+    recs = [r.to_dict() for r in LineParser(file_id="f1").parse_batch(lines, offsets)]
+    corr = Correlator(CorrelatorOptions(skip_reread=True))
+    out = corr.feed(recs[:3])
+    corr = Correlator.from_state(orjson.loads(orjson.dumps(corr.to_state())),
+                                 CorrelatorOptions(skip_reread=True))
+    out += corr.feed(recs[:2])  # read again from the start
+    out += corr.feed(recs)
+    [mail] = mails(out)
+    assert "incomplete" not in mail["flags"] and mail["recipients"][0]["result"] == "success"
+    # reading files once (track, stats), two inputs may share a file id: nothing is skipped
+    assert len(mails(Correlator().feed(recs + recs))) == 2

@@ -14,9 +14,12 @@ pipeline, not in each sink.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+log = logging.getLogger("shipper.sink")
 
 
 class SinkError(Exception):
@@ -60,6 +63,28 @@ class Prepared:
 
     def __len__(self) -> int:
         return self.count
+
+
+async def close_stream(writer: asyncio.StreamWriter, timeout: float, abort: bool = False) -> None:
+    """Close a stream within ``timeout``; never raises (but our own cancellation).
+
+    ``wait_closed()`` is shielded: a timeout around it would cancel the stream's
+    shared close waiter, and the next ``wait_closed()`` would then raise
+    CancelledError, which is no Exception and took the daemon down at a reload
+    with a receiver that had stopped reading.
+    """
+    try:
+        if abort:  # no graceful (TLS) close on a failed connection
+            writer.transport.abort()
+        else:
+            writer.close()
+        await asyncio.wait_for(asyncio.shield(writer.wait_closed()), timeout)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # we are being cancelled: let it through
+    except Exception:  # noqa: BLE001 - closing a broken stream: nothing left to do
+        pass
 
 
 class Sink(Protocol):
@@ -107,12 +132,17 @@ async def deliver(sink: Sink, records: list[dict[str, Any]], backoff: Backoff | 
             if not first:
                 sink.stats.retried += len(records)
             await sink.send(records)
+            if backoff.attempt:  # said once when it broke, once when it works again
+                log.info("sink %s: delivering again after %d failed attempts", sink.name,
+                         backoff.attempt)
             backoff.reset()
             return True
         except SinkError as exc:
             first = False
             sink.stats.failed += 1
             sink.stats.last_error = str(exc)
+            if backoff.attempt == 0:
+                log.warning("sink %s: %s (retrying; records wait in the buffer)", sink.name, exc)
             delay = backoff.next_delay(exc.retry_after)
             if stop is None:
                 await asyncio.sleep(delay)

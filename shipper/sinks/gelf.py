@@ -22,7 +22,7 @@ import struct
 from typing import Any
 
 from shipper.encode import gelf as gelf_encode
-from shipper.sinks.base import SinkError, SinkStats
+from shipper.sinks.base import SinkError, SinkStats, close_stream
 from shipper.sinks.http import HttpSink
 from shipper.tlsconfig import TlsOptions, client_context
 
@@ -202,11 +202,7 @@ class GelfTcpSink:
         if task is not None:
             task.cancel()
         if writer is not None:
-            writer.close()
-            try:
-                await asyncio.wait_for(writer.wait_closed(), 2.0)
-            except (OSError, TimeoutError, ssl.SSLError):
-                pass
+            await close_stream(writer, 2.0)
 
     async def close(self) -> None:
         await self._drop()

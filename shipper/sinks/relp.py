@@ -22,7 +22,7 @@ from typing import Any
 
 from shipper.encode.rfc5424 import Rfc5424Encoder
 from shipper.relp import ACKED, ERROR, OPENED, REFUSED, SERVER_CLOSE, RelpClient
-from shipper.sinks.base import SinkError, SinkStats
+from shipper.sinks.base import SinkError, SinkStats, close_stream
 from shipper.sinks.syslog import describe_error, open_stream
 from shipper.tlsconfig import TlsOptions, client_context
 
@@ -102,9 +102,7 @@ class RelpSink:
         writer = self._writer
         self._reader = self._writer = self._client = None
         if writer is not None:
-            writer.transport.abort()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            await close_stream(writer, 1.0, abort=True)
 
     def _prepare(self, records: list[dict[str, Any]]) -> None:
         if records is self._batch and len(self._acked) == len(records):

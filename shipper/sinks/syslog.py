@@ -31,7 +31,7 @@ from typing import Any
 
 from shipper.encode.rfc5424 import Rfc3164Encoder, Rfc5424Encoder
 from shipper.framing import FRAMINGS, LF, OCTET_COUNTED, frame_texts
-from shipper.sinks.base import Prepared, SinkError, SinkStats
+from shipper.sinks.base import Prepared, SinkError, SinkStats, close_stream
 from shipper.tlsconfig import TlsOptions, client_context
 
 Encoder = Rfc5424Encoder | Rfc3164Encoder
@@ -203,9 +203,7 @@ class SyslogTcpSink:
         if watch is not None:
             watch.cancel()
         if writer is not None:
-            writer.transport.abort()  # no graceful TLS close on a failed connection
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            await close_stream(writer, 1.0, abort=True)
 
     async def send(self, records: list[dict[str, Any]] | Prepared) -> None:
         if not records:
@@ -243,9 +241,7 @@ class SyslogTcpSink:
     async def close(self) -> None:
         writer = self._writer
         if writer is not None:
-            with contextlib.suppress(Exception):
-                writer.close()
-                await asyncio.wait_for(writer.wait_closed(), 2.0)
+            await close_stream(writer, 2.0)
         await self._drop()
 
 

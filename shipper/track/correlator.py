@@ -32,10 +32,17 @@ class CorrelatorOptions:
     qmail: QmailOptions = field(default_factory=QmailOptions)
     session: SessionOptions = field(default_factory=SessionOptions)
     postfix: PostfixOptions = field(default_factory=PostfixOptions)
+    # The daemon: skip lines fed already (same file, offset not past the last fed),
+    # as after a corrupt checkpoint. Off for reading files once (track, stats), where
+    # two inputs may share a file id (the same first 64 bytes).
+    skip_reread: bool = False
+
+
+_READ_TO_CAP = 4096  # files remembered (a multilog directory keeps tens to hundreds)
 
 
 class Correlator:
-    __slots__ = ("opts", "qmail", "sessions", "postfix", "last_ns")
+    __slots__ = ("opts", "qmail", "sessions", "postfix", "last_ns", "read_to")
 
     def __init__(self, opts: CorrelatorOptions | None = None) -> None:
         self.opts = opts or CorrelatorOptions()
@@ -44,13 +51,25 @@ class Correlator:
         self.sessions.attach = self.qmail.attach_session
         self.postfix = PostfixTracker(self.opts.postfix)
         self.last_ns: int | None = None  # latest log time seen
+        # file_id → offset of the last line fed: a line read again (a corrupt checkpoint,
+        # a restart from an older one) is not fed twice, which would split its mail
+        self.read_to: dict[str, int] = {}
 
     def feed(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A batch of raw records → the summaries completed by it (often none)."""
         out: list[dict[str, Any]] = []
         qmail, sessions, postfix = self.qmail.feed, self.sessions.feed, self.postfix.feed
         last = self.last_ns
+        read_to = self.read_to if self.opts.skip_reread else None
         for rec in records:
+            fid, off = rec.get("file_id"), rec.get("offset")
+            if read_to is not None and type(off) is int and fid is not None:
+                seen = read_to.get(fid)
+                if seen is not None and off <= seen:
+                    continue  # fed already
+                if seen is None and len(read_to) >= _READ_TO_CAP:
+                    del read_to[next(iter(read_to))]  # the oldest file: long gone
+                read_to[fid] = off
             prog = rec.get("program")
             if prog == "qmail-send":
                 qmail(rec, out)
@@ -92,7 +111,8 @@ class Correlator:
 
     def to_state(self) -> dict[str, Any]:
         """JSON-able open state (orjson/json can dump it), for the checkpoint."""
-        return {"version": STATE_VERSION, "last_ns": self.last_ns, "qmail": self.qmail.to_state(),
+        return {"version": STATE_VERSION, "last_ns": self.last_ns, "read_to": self.read_to,
+                "qmail": self.qmail.to_state(),
                 "sessions": self.sessions.to_state(), "postfix": self.postfix.to_state()}
 
     @classmethod
@@ -102,6 +122,9 @@ class Correlator:
         if not state or state.get("version") != STATE_VERSION:
             return c
         c.last_ns = state.get("last_ns")
+        read_to = state.get("read_to")
+        if isinstance(read_to, dict):
+            c.read_to = {k: v for k, v in read_to.items() if isinstance(k, str) and type(v) is int}
         c.qmail.load_state(state.get("qmail", {}))
         c.sessions.load_state(state.get("sessions", {}))
         c.postfix.load_state(state.get("postfix", {}))
