@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,11 +173,24 @@ class SyslogTcpSink:
         return payload
 
     async def _connect(self) -> None:
+        t0 = time.monotonic()
         self._reader, self._writer = await open_stream(
             self.host, self.port, tls=self.tls, ssl_context=self._ssl,
             connect_timeout=self.connect_timeout, keepalive=self.keepalive)
         self._peer_gone = None
         self._watch = asyncio.create_task(self._watch_peer(self._reader))
+        if self.tls is not None:
+            # TLS 1.3: a server refuses our client certificate only after the handshake
+            # is done on our side, about a round trip later. Writing at once would count
+            # a batch delivered that went into a closing connection, batch after batch.
+            # So wait for that round trip (thrice the handshake's time, within bounds) first.
+            probe = min(1.0, max(0.1, 3 * (time.monotonic() - t0)))
+            await asyncio.wait({self._watch}, timeout=probe)
+            if self._peer_gone is not None:
+                reason = self._peer_gone
+                await self._drop()
+                raise SinkError(f"{self.host}:{self.port}: {reason} right after the TLS handshake "
+                                "(client certificate refused?)")
         self.stats.connected = True
 
     async def _watch_peer(self, reader: asyncio.StreamReader) -> None:
