@@ -278,7 +278,7 @@ def latency(args: argparse.Namespace, tmp: Path) -> None:
             p.wait(30)
         res = json.loads(out.read_text())
         print(f"  {name:8} p50 {res.get('latency_p50_ms', 0):.2f} ms  p99 {res.get('latency_p99_ms', 0):.2f} ms  "
-              f"p99.9 {res.get('latency_p999_ms', 0):.2f} ms  received {res['distinct']:,}/{n:,}")
+              f"p99.9 {res.get('latency_p999_ms', 0):.2f} ms  received {res['frames']:,}/{n:,} lines")
 
 
 def main() -> None:

@@ -62,7 +62,9 @@ class Counter:
                     self.lat_ns.append(now - ns)
         if frames:
             self.last = time.monotonic()
-        if len(self.seen) >= self.expect:
+        # Latency mode keys lines by multilog's label, which two lines stamped in the
+        # same microsecond share: count frames there.
+        if (self.frames if self.latency else len(self.seen)) >= self.expect:
             self.done.set()
 
     def result(self) -> dict[str, object]:
