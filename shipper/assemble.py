@@ -103,11 +103,15 @@ def _auth(cfg: SinkConfig) -> dict[str, Any]:
     a = cfg.auth
     if a is None:
         return {}
+    # The config loader read the secret already (and names its file or variable
+    # only for messages): hand over the value alone, else where to read it.
     if a.type == "basic":
-        return {"user": a.user, "password": a.password.value if a.password else None,
-                "password_file": a.password_file, "password_env": a.password_env}
-    return {"token": a.token.value if a.token else None, "token_file": a.token_file,
-            "token_env": a.token_env}
+        if a.password is not None:
+            return {"user": a.user, "password": a.password.value}
+        return {"user": a.user, "password_file": a.password_file, "password_env": a.password_env}
+    if a.token is not None:
+        return {"token": a.token.value}
+    return {"token_file": a.token_file, "token_env": a.token_env}
 
 
 def build_queue(cfg: SinkConfig) -> Any:

@@ -16,8 +16,10 @@ import os
 import socket
 import ssl
 import sys
+import tempfile
 import urllib.parse
 
+from shipper.assemble import build_sink
 from shipper.config import Config, ConfigError, SinkConfig, load_config
 from shipper.tlsconfig import client_context
 
@@ -124,8 +126,16 @@ def _check_dirs(config: Config) -> list[str]:
         probe = d
         while probe and not os.path.exists(probe):
             probe = os.path.dirname(probe)
-        if probe and not os.access(probe, os.W_OK):
-            problems.append(f"{d}: not writable by this user (state and buffers live there)")
+        if not probe:
+            continue
+        if not os.path.isdir(probe):
+            problems.append(f"{d}: {probe} is not a directory (state and buffers live there)")
+            continue
+        try:  # really write, as run will: os.access says yes to root on /proc, say
+            os.rmdir(tempfile.mkdtemp(prefix=".shipper-check-", dir=probe))
+        except OSError as exc:
+            problems.append(f"{d}: cannot create directories in {probe}: {exc.strerror} "
+                            "(state and buffers live there)")
     return problems
 
 
@@ -153,6 +163,11 @@ def main(argv: list[str]) -> int:
     for n in notes:
         print(f"warning: {n}")
     problems = _check_dirs(config)
+    for name, scfg in config.sinks.items():  # what run builds must build here too
+        try:
+            build_sink(scfg)
+        except Exception as exc:  # noqa: BLE001 - any refusal is the user's to see
+            problems.append(f"sinks.{name}: cannot be set up: {exc}")
     if not args.no_probe:
         for name, scfg in config.sinks.items():
             what, problem = _probe_sink(scfg)

@@ -351,7 +351,9 @@ def list_segments(path: Path) -> list[tuple[int, Path]]:
     found = []
     for entry in os.scandir(path):
         m = SEGMENT_RE.match(entry.name)
-        if m:
+        # A number beyond the sequence space is no segment of ours (a stray file): it
+        # stays where it is, untouched, rather than crash every start on it.
+        if m and int(m.group(1)) <= SEQ_MASK and entry.is_file():
             found.append((int(m.group(1)), Path(entry.path)))
     found.sort()
     return found

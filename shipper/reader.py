@@ -14,6 +14,7 @@ import lzma
 import os
 import re
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -113,7 +114,7 @@ def read_batches(path: str, max_line: int = 64 * 1024, batch_lines: int = BATCH_
     f = open_binary(path)
     try:
         yield from _split(f, path, max_line, batch_lines)
-    except (OSError, EOFError, lzma.LZMAError) as exc:
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
         raise InputError(f"{path}: {exc}") from None
     finally:
         if f is not sys.stdin.buffer:

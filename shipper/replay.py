@@ -16,6 +16,7 @@ import hashlib
 import heapq
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -73,13 +74,23 @@ def input_groups(paths: list[str]) -> list[list[str]]:
     return groups
 
 
+def _readable_batches(path: str, max_line: int, counters: dict[str, int]) -> Iterator[Any]:
+    """The batches of one file up to where it cannot be read (a damaged archive): what
+    was read is sent, the damage is said once and counted, and the replay goes on."""
+    try:
+        yield from read_batches(path, max_line=max_line)
+    except InputError as exc:
+        counters["damaged"] = counters.get("damaged", 0) + 1
+        print(f"shipper: {exc} (the rest of this file is skipped)", file=sys.stderr)
+
+
 def _group_records(files: list[str], opts: ParseOptions, done: dict[str, int],
                    since: int | None, until: int | None, counters: dict[str, int]
                    ) -> Iterator[tuple[int, int, dict[str, Any]]]:
     parser = LineParser(opts)
     for path in files:
         skip_to = done.get(path, -1)
-        for batch in read_batches(path, max_line=opts.max_line):
+        for batch in _readable_batches(path, opts.max_line, counters):
             parser.source, parser.file_id = path, batch.file_id
             counters["bytes"] += sum(map(len, batch.lines)) + len(batch.lines)
             records = parser.parse_batch(batch.lines, batch.offsets)
@@ -222,7 +233,15 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any) -> int:
             os.unlink(state_path)  # finished: a new replay of the same set starts over
         except FileNotFoundError:
             pass
+    if counters.get("damaged"):
+        print(f"replay: {counters['damaged']} file(s) could not be read to their end (above)",
+              file=sys.stderr)
+        return 1
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str]) -> int:
@@ -247,6 +266,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--utc", action="store_true", help="tai64nlocal/syslog stamps are UTC")
     ap.add_argument("--host", help="host name for records whose line names none")
     args = ap.parse_args(argv)
+    # SIGTERM (kill, a supervisor) stops it like Ctrl-C: progress kept, exit 130.
+    signal.signal(signal.SIGTERM, _interrupt)
     sink = None
     out = None
     try:
@@ -287,5 +308,9 @@ def main(argv: list[str]) -> int:
     except PermanentError:
         return 1
     except KeyboardInterrupt:
-        print("replay: interrupted; run the same command again to resume", file=sys.stderr)
+        if args.state_dir:
+            print("replay: interrupted; run the same command again to resume", file=sys.stderr)
+        else:
+            print("replay: interrupted; no progress was kept (give --state-dir to resume)",
+                  file=sys.stderr)
         return 130

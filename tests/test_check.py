@@ -69,3 +69,32 @@ handshake_timeout = "1s"
     assert any(line.startswith("error: sinks.refused:") and "refused" in line.lower() for line in out), out
     assert any(line.startswith("error: sinks.mute:") and "handshake" in line.lower() for line in out), out
     assert any(line.startswith("warning: sources.q: nothing matches") for line in out)
+
+
+def test_http_auth_from_a_file_or_the_environment_builds(tmp_path):
+    """Found by fault injection: every [sinks.X.auth] with password_file / token_env
+    made `run` die at start (the secret handed over twice) while check said ok."""
+    from shipper.assemble import build_sink
+    from shipper.config import load_config
+
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    pw.chmod(0o600)
+    for auth in (f'type = "basic"\nuser = "u"\npassword_file = "{pw}"',
+                 f'type = "bearer"\ntoken_file = "{pw}"'):
+        path = _cfg(tmp_path, '[sinks.h]\ntype = "http"\nurl = "http://127.0.0.1:9/"\n'
+                              f'format = "ndjson"\n[sinks.h.auth]\n{auth}\n')
+        build_sink(load_config(path).sinks["h"])
+        r = run("-c", path, "--no-probe")
+        assert r.returncode == 0, r.stdout
+
+
+def test_state_dir_that_cannot_be_made_is_an_error(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    path = _cfg(tmp_path, '[sinks.o]\ntype = "stdout"\n')
+    with open(path) as f:
+        text = f.read().replace(str(tmp_path / "state"), str(tmp_path / "afile" / "state"))
+    with open(path, "w") as f:
+        f.write(text)
+    r = run("-c", path, "--no-probe")
+    assert r.returncode == 1 and "is not a directory" in r.stdout, r.stdout

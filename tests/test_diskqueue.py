@@ -509,3 +509,17 @@ def test_walk_segment_reports_every_region(tmp_path: Path) -> None:
     bad = w.bad
     assert [(b.start, b.expected, b.lost) for b in bad] == [(offs[3][0], 4, 1), (offs[70][0], 71, 1)]
     assert w.records == len(offs) - 2
+
+
+def test_stray_files_named_like_segments_do_not_stop_it(tmp_path: Path) -> None:
+    """Found by fault injection: a file named 99999999999999999999.seg (beyond the
+    sequence space) crashed run and every buffer tool; a directory named like a
+    segment too."""
+    q = DiskQueue.open(tmp_path / "q")
+    q.append([b"a", b"b"])
+    q.close()
+    (tmp_path / "q" / "99999999999999999999.seg").write_bytes(b"garbage")
+    (tmp_path / "q" / "00000000000000000500.seg").mkdir()
+    q = DiskQueue.open(tmp_path / "q")
+    assert [p for _, p in q.read(10, 1 << 20)] == [b"a", b"b"]
+    q.close()

@@ -138,3 +138,34 @@ def test_replay_resumes_after_interruption(tmp_path):
     ids = [orjson.loads(x)["event_id"] for x in out.read_bytes().splitlines()]
     assert len(set(ids)) == 3000
     assert len(ids) - 3000 <= 2000  # at most the batch in flight at the interruption is repeated
+
+
+def test_a_damaged_archive_is_said_and_skipped_the_rest_goes(tmp_path):
+    """Found by fault injection: a corrupt .gz made replay (and parse) die with a
+    zlib traceback and send nothing, also not the intact archives."""
+    d = tmp_path / "log"
+    d.mkdir()
+    base = 0x400000006b0b94c9
+    n = 0
+    for k, kind in enumerate(("plain", "broken", "gz")):
+        lines = b"".join(b"@%016x%08x new msg %d\n" % (base + k, i, n + i) for i in range(2000))
+        n += 2000
+        name = d / f"@{base + k:016x}{0:08x}"
+        if kind == "plain":
+            (d / (name.name + ".s")).write_bytes(lines)
+        else:
+            data = bytearray(gzip.compress(lines))
+            if kind == "broken":
+                for i in range(len(data) // 3, len(data) // 3 + 60):  # damage the deflate stream
+                    data[i] ^= 0xA5
+            (d / (name.name + ".s.gz")).write_bytes(bytes(data))
+    (d / "current").write_bytes(b"")
+    out = tmp_path / "out.ndjson"
+    r = subprocess.run([sys.executable, "-m", "shipper", "replay", str(d), "--output", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    errs = [ln for ln in r.stderr.splitlines() if ln.startswith("shipper:")]
+    assert len(errs) == 1 and ".s.gz" in errs[0] and "skipped" in errs[0] and "Traceback" not in r.stderr
+    msgs = {orjson.loads(ln)["msg"] for ln in out.read_bytes().splitlines()}
+    assert set(range(2000)) <= msgs and set(range(4000, 6000)) <= msgs  # the intact archives
+    assert len(msgs & set(range(2000, 4000))) < 2000  # the damaged one up to its damage

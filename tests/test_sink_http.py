@@ -105,22 +105,27 @@ async def test_clickhouse_gets_every_record_field_by_field(clickhouse: int):
 
 
 @pytest.mark.slow
-async def test_clickhouse_refusal_goes_to_the_dead_letter_file(clickhouse: int, tmp_path: Path):
+async def test_clickhouse_missing_table_is_retried_until_it_exists(clickhouse: int):
+    """A missing table (404; ClickHouse also answers it while it restarts) is not the
+    records' fault: retried, never dead-lettered; once the table is there, they arrive."""
+    sql = (ROOT / "conf" / "clickhouse.sql").read_text().replace("qmail_log", "late_table")
+    ch_query(clickhouse, "DROP TABLE IF EXISTS late_table")
     recs = fixture_records()[:4]
-    sink = HttpSink(f"http://127.0.0.1:{clickhouse}/", "clickhouse", table="no_such_table")
-    dead = DeadLetterFile(str(tmp_path / "dead.ndjson"), sink="ch")
+    sink = HttpSink(f"http://127.0.0.1:{clickhouse}/", "clickhouse", table="late_table")
+    stop = asyncio.Event()
+    task = asyncio.create_task(deliver(sink, recs, Backoff(base=0.05, cap=0.2), stop))
     try:
-        await deliver(sink, recs)
-    except PermanentError as exc:
-        assert "HTTP 404" in str(exc) and "no_such_table" in exc.response
-        dead(recs, exc)
-    else:
-        raise AssertionError("insert into a missing table accepted")
+        deadline = time.monotonic() + 20
+        while sink.stats.failed < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert sink.stats.failed >= 2 and "HTTP 404" in sink.stats.last_error
+        assert "late_table" in sink.stats.last_error and not task.done()
+        ch_query(clickhouse, sql)
+        assert await asyncio.wait_for(task, 20) is True
     finally:
+        stop.set()
         await sink.close()
-    (line,) = (tmp_path / "dead.ndjson").read_bytes().splitlines()
-    entry = orjson.loads(line)
-    assert entry["records"] == recs and entry["count"] == 4 and "no_such_table" in entry["response"]
+    assert ch_query(clickhouse, "SELECT count() FROM late_table FORMAT TSV").strip() == "4"
 
 
 # ------------------------------------------------------------------- test peer
@@ -267,6 +272,35 @@ async def test_400_is_permanent_and_dead_lettered(peer: Peer, tmp_path: Path):
     assert entry["response"].startswith('{"error":"field size')
     assert "HTTP 400" in entry["error"] and entry["dead_lettered_at"].endswith("Z")
     assert dead.batches == 1 and dead.records == 3
+
+
+async def test_413_sends_the_batch_again_in_parts_and_keeps_them_small(peer: Peer):
+    """Found by fault injection: a 413 dead-lettered every batch for good."""
+    recs = fixture_records()[:8]
+    peer.script = [(413, {}, b"too large")]
+    sink = HttpSink(peer.url, "ndjson", name="siem")
+    try:
+        await deliver(sink, recs, FAST)
+        first = len(peer.requests[0]["body"])
+        assert all(len(r["body"]) <= first // 2 for r in peer.requests[1:])
+        got = [orjson.loads(ln)["event_id"] for r in peer.requests[1:] for ln in r["body"].splitlines()]
+        assert got == [r["event_id"] for r in recs]  # every record once, in order
+        assert sink.stats.acked == len(recs) and sink.stats.sent == len(recs)
+        n = len(peer.requests)
+        await deliver(sink, recs, FAST)  # the next batch is split at once
+        assert len(peer.requests) - n >= 2
+    finally:
+        await sink.close()
+
+
+async def test_wrong_credentials_are_retried_not_dead_lettered(peer: Peer):
+    peer.script = [(401, {}, b"bad password"), (403, {}, b"no"), (404, {}, b"no such table")]
+    sink = HttpSink(peer.url, "ndjson", name="siem")
+    try:
+        await deliver(sink, fixture_records()[:2], FAST)
+    finally:
+        await sink.close()
+    assert len(peer.requests) == 4 and sink.stats.failed == 3 and sink.stats.acked == 2
 
 
 async def test_connection_refused_until_the_peer_comes_up():

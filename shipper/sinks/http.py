@@ -9,8 +9,12 @@ so the event loop never blocks. One ``send`` is one attempt, as the contract in
   ``partialSuccess`` with rejected records counts as refused);
 * 5xx, 408, 429 and connection/TLS/timeout errors → ``SinkError``, with
   ``retry_after`` from ``Retry-After`` (seconds or an HTTP date);
-* any other status → ``PermanentError`` with the start of the response body:
-  the pipeline dead-letters the batch.
+* 401, 403, 404, 407, 421 → ``SinkError`` too: credentials, a missing table or a
+  wrong URL are not the records' fault, and the fix makes them go through;
+* 413 → the batch is sent again in halves (and later batches kept that small),
+  down to one record;
+* any other status (400, 422, a 413 for one record) → ``PermanentError`` with the
+  start of the response body: the pipeline dead-letters the batch.
 
 A batch whose body exceeds ``max_batch_bytes`` (before compression) is split in
 halves until each part fits; parts are sent in order, and a failure of a later
@@ -52,6 +56,10 @@ from shipper.tlsconfig import TlsOptions, client_context
 log = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({408, 429})
+# Refusals that say nothing about the records: wrong credentials, a table or index
+# that is not there (ClickHouse answers 404 for a missing table, also while it
+# restarts). Dead-lettering the stream for them would lose it to a typo: retry.
+NOT_THE_RECORDS = frozenset({401, 403, 404, 407, 421})
 MAX_ERROR_BODY = 1000  # characters of a refusal kept in the error / dead letter
 
 
@@ -219,9 +227,21 @@ class HttpSink:
             return
         text = data[:4 * MAX_ERROR_BODY].decode("utf-8", "replace")[:MAX_ERROR_BODY]
         what = f"{self.name}: HTTP {status} {reason} from {self.url}"
+        if status == 413 and len(records) > 1:
+            # Too large for the peer: learn its limit, send the batch again in parts.
+            self.stats.sent -= len(records)
+            self.max_batch_bytes = max(1024, min(self.max_batch_bytes, len(body.body) // 2))
+            log.warning("%s: HTTP 413 for %d bytes; sending batches of at most %d bytes from now on",
+                        self.name, len(body.body), self.max_batch_bytes)
+            for part, part_body in self._split(records):
+                await self._send_part(part, part_body)
+            return
         if status >= 500 or status in RETRYABLE:
             raise SinkError(f"{what}: {text}" if text else what,
                             retry_after=parse_retry_after(resp_headers.get("retry-after")))
+        if status in NOT_THE_RECORDS:
+            raise SinkError(f"{what} (the sink's URL, table or credentials, not the records: "
+                            f"retrying): {text}" if text else what)
         raise PermanentError(f"{what}: {text}" if text else what, response=text)
 
     def _check_2xx(self, records: list[dict[str, Any]], data: bytes) -> None:
