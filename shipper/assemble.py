@@ -23,7 +23,7 @@ from shipper.memqueue import MemQueue
 from shipper.metrics import Registry, ShipperMetrics, declare_shipper_metrics, set_last_error
 from shipper.parse_worker import resolve_workers
 from shipper.pipeline import Pipeline, SinkRoute
-from shipper.record import json_safe
+from shipper.record import dumps_safe
 from shipper.transforms import build_transformer, sink_filter
 
 log = logging.getLogger("shipper")
@@ -162,7 +162,7 @@ class Tracking:
             try:
                 data = orjson.dumps(state)
             except TypeError:  # something JSON cannot hold slipped in: save what it can
-                data = orjson.dumps(json_safe(state), default=repr)
+                data = dumps_safe(state)
             atomic_write(self.path, data)
         except (OSError, TypeError, ValueError) as exc:
             log.error("cannot save tracking state to %s: %s", self.path, exc)

@@ -323,6 +323,10 @@ class _FollowerBase:
         self._b_reader: _Reader | None = None
         self._b_full = False
 
+    def taken(self) -> list[Item]:
+        """The items the last ``poll`` produced, also when it raised part way."""
+        return list(self._out)
+
     def _warn(self, text: str) -> None:
         log.warning("%s", text)
         self.warnings.append(text)
@@ -1347,7 +1351,7 @@ class _Source:
                 else:  # a bug of ours: the whole story, then carry on with this directory
                     log.exception("%s: following failed; trying again in 1 s", f.key)
                 # what poll read before the error is in its state already: ship it, not lose it
-                items = list(getattr(f, "_out", None) or [])
+                items = f.taken()
                 await asyncio.sleep(1.0)
             for item in items:
                 await q.put(item)

@@ -145,6 +145,12 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def dumps_safe(value: Any) -> bytes:
+    """JSON of anything: what JSON cannot hold (numbers beyond 64 bits, odd types) is
+    made safe first. For the rare case; ``orjson.dumps`` stays the hot path."""
+    return orjson.dumps(json_safe(value), default=repr)
+
+
 def dumps_all(dicts: list[dict[str, Any]]) -> list[bytes]:
     """Each record as JSON. Never raises: should a record hold something JSON cannot
     (the parsers make sure it does not), it is made safe rather than stop the pipeline."""
@@ -152,7 +158,7 @@ def dumps_all(dicts: list[dict[str, Any]]) -> list[bytes]:
     try:
         return [dumps(d) for d in dicts]
     except (TypeError, ValueError):
-        return [dumps(json_safe(d), default=repr) for d in dicts]
+        return [dumps_safe(d) for d in dicts]
 
 
 def dumps_ndjson(records: list[Record]) -> bytes:
