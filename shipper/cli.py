@@ -24,7 +24,7 @@ def cmd_parse(argv: list[str]) -> int:
 
     from shipper.parse import DEFAULT_MAX_LINE, LineParser, ParseOptions
     from shipper.reader import InputError, expand, read_batches
-    from shipper.record import F_PARTIAL, F_TRUNCATED
+    from shipper.record import F_PARTIAL, F_TRUNCATED, ndjson_all
 
     ap = argparse.ArgumentParser(
         prog="shipper parse",
@@ -53,9 +53,7 @@ def cmd_parse(argv: list[str]) -> int:
         _err(str(exc))
         return EXIT_PROBLEM
     out = sys.stdout.buffer
-    # orjson appends the newline itself: no bytes concatenation per record.
-    option = orjson.OPT_APPEND_NEWLINE | (orjson.OPT_INDENT_2 if args.pretty else 0)
-    dumps = orjson.dumps
+    option = orjson.OPT_INDENT_2 if args.pretty else 0
     status = EXIT_OK
     for path in files:
         try:
@@ -69,7 +67,7 @@ def cmd_parse(argv: list[str]) -> int:
                         records[i].add_flag(F_TRUNCATED)
                 if batch.partial is not None:
                     records[batch.partial].add_flag(F_PARTIAL)
-                out.write(b"".join([dumps(r.to_dict(), option=option) for r in records]))
+                out.write(ndjson_all([r.to_dict() for r in records], option))
         except InputError as exc:
             _err(str(exc))
             status = EXIT_PROBLEM

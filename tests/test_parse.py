@@ -204,6 +204,22 @@ def test_dumps_all_never_raises():
     assert orjson.loads(out[1])["big"] == [str(2**70), {"x": str(-(2**80))}]
 
 
+def test_dumps_all_and_ndjson_all_are_orjson_record_by_record():
+    from shipper.record import dumps_all, ndjson_all
+
+    parser = LineParser(source="s", file_id="f")
+    lines = _FIXTURE_LINES[:400]
+    dicts = [r.to_dict() for r in parser.parse_batch(lines, list(range(len(lines))))]
+    dicts.append({"odd": {1}, "big": 2**70})  # made safe, the rest unchanged
+    expect = [orjson.dumps(d) for d in dicts[:-1]]
+    got = dumps_all(dicts)
+    assert got[:-1] == expect and all(type(b) is bytes for b in got)
+    assert orjson.loads(got[-1])["big"] == str(2**70)
+    nd = ndjson_all(dicts)
+    assert nd.split(b"\n")[:-2] == expect and nd.endswith(b"\n")
+    assert ndjson_all([]) == b"" and dumps_all([]) == []
+
+
 def test_program_with_pid_but_no_grammar_is_named():
     rec = LineParser().parse(b"@4000000052fafd8d00000000 sslio[1234]: info: bytes in: 1023")
     assert (rec.program, rec.pid, rec.event) == ("sslio", 1234, "unparsed")
