@@ -224,3 +224,14 @@ def test_program_with_pid_but_no_grammar_is_named():
     rec = LineParser().parse(b"@4000000052fafd8d00000000 sslio[1234]: info: bytes in: 1023")
     assert (rec.program, rec.pid, rec.event) == ("sslio", 1234, "unparsed")
     assert LineParser().parse(b"@4000000052fafd8d00000000 foo: bar").program is None
+
+
+def test_long_numbers_in_any_script_are_kept_as_text_on_both_paths():
+    # int() takes other scripts' digits too: ٠١٢... (Arabic-Indic) must not make a >64-bit int
+    arabic = "".join(chr(0x0660 + i % 10) for i in range(25))
+    for num in (arabic, "1234567890" * 3):
+        line = f"@4000000052fafd8d00000000 info msg 7: bytes {num} from <a@b> qp 5 uid 0".encode()
+        for rec in (LineParser().parse(line), LineParser().parse_batch([line], [0])[0]):
+            assert rec.event == "info_msg" and rec.fields["msg"] == 7
+            assert rec.fields["size"] == str(int(num))
+            orjson.dumps(rec.to_dict())
