@@ -748,7 +748,10 @@ class MultilogFollower(_FollowerBase):
             if r is None:
                 continue
             fid_now(r, complete=not live)
-            if fid is not None and r.file_id is not None and r.file_id != fid:
+            # A file with no id yet (shorter than a first line) is not the one we
+            # read `off` bytes of: its inode number was reused after that one was
+            # deleted (seen on ext4). Taking it for ours would skip the archives.
+            if fid is not None and r.file_id != fid:
                 r.close()
                 self.reader = None
                 continue

@@ -458,6 +458,25 @@ def test_current_truncated_by_hand(tmp_path):
     f.reader.close()
 
 
+def test_reused_inode_of_an_empty_current_is_not_taken_for_the_checkpointed_file(tmp_path):
+    """Found by the model test on ext4: the checkpointed file is read, archived and
+    deleted while we are stopped; multilog rotates again and the new, empty current
+    gets the freed inode number. Resuming into it skipped the archive before it."""
+    d = tmp_path / "log"
+    d.mkdir()
+    (d / "current").write_bytes(b"@400000006000000000000001 n0\n")
+    f = MultilogFollower(str(d), None, start="all")
+    state = drain(f)[-1].position[1]
+    f.reader.close()
+    os.unlink(d / "current")  # archived and deleted while stopped
+    (d / "@400000006000000000000004.s").write_bytes(b"@400000006000000000000003 n1\n")
+    (d / "current").write_bytes(b"")
+    st = os.stat(d / "current")
+    state["f"]["dev"], state["f"]["ino"] = st.st_dev, st.st_ino  # as if the inode was reused
+    items = drain(MultilogFollower(str(d), state, start="all"))
+    assert plain_lines(items) == [b"@400000006000000000000003 n1"]
+
+
 # -- plain files (logrotate) --------------------------------------------------------
 
 
