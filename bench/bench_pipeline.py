@@ -70,6 +70,8 @@ async def pipeline(directory: str, state: str, expect: int) -> float:
     while sink.stats.acked < expect:
         await asyncio.sleep(0.01)
     cpu = time.process_time() - t0
+    print(f"  (sink took {pipe.stats.sent_from_memory:,} records as kept dicts, "
+          f"{pipe.stats.sent_from_buffer:,} parsed back from the buffer)")
     await pipe.stop(5)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

@@ -36,7 +36,7 @@ from shipper.parse_worker import (
     register_encoding,
     start_pool,
 )
-from shipper.record import dumps_all, rfc3339_ns
+from shipper.record import dumps_batch, rfc3339_ns
 from shipper.sinks.base import Backoff, PermanentError, Prepared, Sink, deliver
 
 log = logging.getLogger("shipper.pipeline")
@@ -66,6 +66,51 @@ class SinkRoute:
     batch_bytes: int = 1 << 20
     dead_letter: Callable[[list[dict[str, Any]], PermanentError], None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # The dicts of the latest appends, (first seq, dicts), while unacknowledged: the
+    # sink takes them rather than parse the JSON it reads back (see _recent_dicts).
+    recent: deque[tuple[int, list[dict[str, Any]]]] = field(default_factory=deque)
+    recent_count: int = 0
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+# Records per sink whose dicts are kept after their append (RECENT_MAX * ~1.2 KiB of
+# memory): enough for the sink to take the batches just appended.
+RECENT_MAX = 8192
+# Loop turns a source gives a lagging sink after each batch (see _give_sinks_turns)
+SINK_TURNS = 8
+
+
+def _recent_dicts(route: SinkRoute, items: list[tuple[int, bytes]]) -> list[dict[str, Any]] | None:
+    """The dicts of ``items`` (seq, payload) from the recent appends, or None when
+    some are not there (read back after a restart, or the sink is behind).
+
+    JSON read back equals the dicts it was made from (``dumps_batch`` says when it
+    does not, and those are not kept), so a record is encoded the same whichever
+    way it comes: the first send and a re-send after a restart carry the same bytes."""
+    seq, last = items[0][0], items[-1][0]
+    if last - seq + 1 != len(items):
+        return None
+    out: list[dict[str, Any]] = []
+    for start, dicts in route.recent:
+        end = start + len(dicts)
+        if end <= seq:
+            continue
+        if start > seq:
+            return None
+        take = dicts[seq - start:last + 1 - start]
+        out += take
+        seq += len(take)
+        if seq > last:
+            return out
+    return None
+
+
+def _forget_recent(route: SinkRoute, acked_seq: int, limit: int = 0) -> None:
+    """Drop recent appends up to ``acked_seq``, and the oldest beyond ``limit`` records."""
+    recent = route.recent
+    while recent and (recent[0][0] + len(recent[0][1]) - 1 <= acked_seq
+                      or (limit and route.recent_count > limit)):
+        route.recent_count -= len(recent.popleft()[1])
 
 
 @dataclass(slots=True)
@@ -84,6 +129,9 @@ class PipelineStats:
     by_event: dict[tuple[str, str], int] = field(default_factory=dict)
     by_source: dict[str, SourceStats] = field(default_factory=dict)  # per directory / file
     blocked_seconds: float = 0.0
+    # records a sink took as dicts kept from their append / parsed back from the buffer
+    sent_from_memory: int = 0
+    sent_from_buffer: int = 0
 
     def source(self, key: str) -> SourceStats:
         st = self.by_source.get(key)
@@ -173,25 +221,29 @@ class Pipeline:
         st.gap_bytes += getattr(gap, "bytes_lost", None) or 0
         return [gap_record(gap, self._opts[id(source)].host)]
 
-    def _finish(self, dicts: list[dict[str, Any]],
-                payloads: list[bytes] | None) -> tuple[list[bytes], list[dict[str, Any]]]:
+    def _finish(self, dicts: list[dict[str, Any]], payloads: list[bytes] | None
+                ) -> tuple[list[bytes], list[dict[str, Any]], bool]:
         """Transform and correlate a batch's dicts; serialise what is new or changed.
 
         ``payloads``: the dicts already serialised (by the parse worker), kept
-        as they are when no transform can have changed them.
+        as they are when no transform can have changed them. The flag says
+        whether the dicts are exactly what the payloads hold.
         """
+        exact = False
         if self.transform is not None:
             dicts = self.transform(dicts)
             payloads = None
         if payloads is None:
-            payloads = dumps_all(dicts)
+            payloads, exact = dumps_batch(dicts)
         if self.correlate is not None:
             self._unappended += 1  # until _append returns: the tracking state is ahead
             summaries = self.correlate(dicts)
             if summaries:
                 dicts = dicts + summaries
-                payloads = payloads + dumps_all(summaries)
-        return payloads, dicts
+                more, more_exact = dumps_batch(summaries)
+                payloads = payloads + more
+                exact = exact and more_exact
+        return payloads, dicts, exact
 
     async def _run_source(self, source: Any) -> None:
         pool = self._pool_for(source)
@@ -205,10 +257,26 @@ class Pipeline:
                 dicts = self._records_for(source, item, time.time_ns())
             else:  # a Gap
                 dicts = self._gap(source, item)
-            payloads, dicts = self._finish(dicts, None)
-            await self._append(source, getattr(item, "position", None), payloads, dicts)
+            payloads, dicts, exact = self._finish(dicts, None)
+            await self._append(source, getattr(item, "position", None), payloads, dicts, exact)
             # Let the sinks run between batches: catching up on a large backlog
             # would otherwise read all of it before the first record is sent.
+            await asyncio.sleep(0)
+            await self._give_sinks_turns()
+
+    async def _give_sinks_turns(self) -> None:
+        """A sink that delivers but lags behind gets a few more loop turns.
+
+        In a catch-up the source is always ready, and takes a whole batch of CPU
+        each turn, while a sink needs several turns a batch (read, send, drain,
+        ack): it falls behind until its records are no longer in memory and must
+        be parsed back from the buffer (3 µs each). Never a wait: a slow or
+        stalled sink must not slow reading, or multilog deletes what is unread.
+        """
+        for _ in range(SINK_TURNS):
+            if not any(r.backoff.attempt == 0 and r.queue.depth > RECENT_MAX // 2
+                       for r in self.routes):
+                return
             await asyncio.sleep(0)
 
     # -- parsing in a worker process ---------------------------------------
@@ -275,28 +343,29 @@ class Pipeline:
             if parsed is not None:
                 payloads, metas, last_ns = parsed
                 self._count_lines(item, last_ns)
+                exact = False
                 if self.transform is not None or self.correlate is not None:
-                    payloads, dicts = self._finish([loads(p) for p in payloads], payloads)
+                    payloads, dicts, exact = self._finish([loads(p) for p in payloads], payloads)
                 else:  # sink filters and counters look at program and event only
                     dicts = [{"program": p, "event": e} for p, e in metas]
             elif hasattr(item, "lines"):  # no worker (any more): parse here
-                payloads, dicts = self._finish(self._records_for(source, item, now_ns), None)
+                payloads, dicts, exact = self._finish(self._records_for(source, item, now_ns), None)
             else:  # a Gap
-                payloads, dicts = self._finish(self._gap(source, item), None)
-            await self._append(source, getattr(item, "position", None), payloads, dicts)
+                payloads, dicts, exact = self._finish(self._gap(source, item), None)
+            await self._append(source, getattr(item, "position", None), payloads, dicts, exact)
             if self._stop_reading.is_set():
                 return
 
     async def _append(self, source: Any, position: Any, all_payloads: list[bytes],
-                      dicts: list[dict[str, Any]]) -> None:
+                      dicts: list[dict[str, Any]], exact: bool = False) -> None:
         try:
-            await self._append_to_queues(source, position, all_payloads, dicts)
+            await self._append_to_queues(source, position, all_payloads, dicts, exact)
         finally:
             if self.correlate is not None:
                 self._unappended -= 1
 
     async def _append_to_queues(self, source: Any, position: Any, all_payloads: list[bytes],
-                                dicts: list[dict[str, Any]]) -> None:
+                                dicts: list[dict[str, Any]], exact: bool = False) -> None:
         by_event = self.stats.by_event
         for d in dicts:
             key = (d.get("program") or "", d.get("event") or "")
@@ -305,7 +374,12 @@ class Pipeline:
         seqs: dict[str, int] = {}
         for route in self.routes:
             wants = route.wants
-            payloads = [p for p, d in zip(all_payloads, dicts, strict=True) if wants(d)]
+            wanted = [i for i, d in enumerate(dicts) if wants(d)]
+            if len(wanted) == len(dicts):
+                payloads, route_dicts = all_payloads, dicts
+            else:
+                payloads = [all_payloads[i] for i in wanted]
+                route_dicts = [dicts[i] for i in wanted]
             if not payloads:
                 continue
             nbytes = sum(map(len, payloads))
@@ -333,6 +407,10 @@ class Pipeline:
             self._write_error_logged = False
             self.stats.blocked_seconds += time.monotonic() - t0
             seqs[route.name] = result.last_seq
+            if exact and result.accepted == len(payloads):
+                route.recent.append((result.first_seq, route_dicts))
+                route.recent_count += len(route_dicts)
+                _forget_recent(route, -1, RECENT_MAX)
             route.wake.set()
         if position is not None:
             self._pending.append((source, position, seqs))
@@ -391,7 +469,7 @@ class Pipeline:
     # -- sink side ---------------------------------------------------------
 
     async def _run_sink(self, route: SinkRoute) -> None:
-        backoff = Backoff()
+        backoff = route.backoff
         loads = orjson.loads
         pool = self._encoding_pool(route)
         loop = asyncio.get_running_loop()
@@ -401,8 +479,11 @@ class Pipeline:
                 if self._stop_sending.is_set():
                     return
                 route.wake.clear()
+                # asyncio.timeout, not wait_for: no extra task, so the sink wakes one
+                # loop turn after an append and takes the batch while it is in memory.
                 try:
-                    await asyncio.wait_for(route.wake.wait(), 0.2)
+                    async with asyncio.timeout(0.2):
+                        await route.wake.wait()
                 except TimeoutError:
                     pass
                 continue
@@ -416,7 +497,12 @@ class Pipeline:
                     self._worker_died()
                     pool = None
             if batch is None:
-                batch = [loads(p) for _, p in items]
+                batch = _recent_dicts(route, items)
+                if batch is None:
+                    batch = [loads(p) for _, p in items]
+                    self.stats.sent_from_buffer += len(batch)
+                else:
+                    self.stats.sent_from_memory += len(batch)
             try:
                 ok = await deliver(route.sink, batch, backoff, self._stop_sending)
             except PermanentError as exc:
@@ -431,6 +517,7 @@ class Pipeline:
                 route.queue.rewind()
                 return
             route.queue.ack(items[-1][0])
+            _forget_recent(route, items[-1][0])
 
     def _encoding_pool(self, route: SinkRoute) -> ProcessPoolExecutor | None:
         """The worker that encodes this sink's batches, if the sink's encoding can

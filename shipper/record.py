@@ -153,7 +153,13 @@ def dumps_safe(value: Any) -> bytes:
 
 def dumps_all(dicts: list[dict[str, Any]]) -> list[bytes]:
     """Each record as JSON. Never raises: should a record hold something JSON cannot
-    (the parsers make sure it does not), it is made safe rather than stop the pipeline.
+    (the parsers make sure it does not), it is made safe rather than stop the pipeline."""
+    return dumps_batch(dicts)[0]
+
+
+def dumps_batch(dicts: list[dict[str, Any]]) -> tuple[list[bytes], bool]:
+    """``dumps_all``, and whether the JSON is exactly the dicts (False when
+    something had to be made safe: then only the JSON is right).
 
     orjson gives each result a 4 KiB block and shrinks it in place: a thousand
     results held at once pin 4 MiB of heap and fault it in afresh every batch.
@@ -169,9 +175,9 @@ def dumps_all(dicts: list[dict[str, Any]]) -> list[bytes]:
             buf += dumps(d)
             end(len(buf))
     except (TypeError, ValueError):
-        return [dumps_safe(d) for d in dicts]
+        return [dumps_safe(d) for d in dicts], False
     view = memoryview(buf)
-    return [view[a:b].tobytes() for a, b in zip(ends, ends[1:], strict=False)]
+    return [view[a:b].tobytes() for a, b in zip(ends, ends[1:], strict=False)], True
 
 
 def ndjson_all(dicts: list[dict[str, Any]], option: int = 0) -> bytes:

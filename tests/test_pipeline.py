@@ -121,3 +121,38 @@ async def test_a_killed_worker_costs_no_record(tmp_path, caplog):
     ids = [m.group(1) for f in frames if (m := re.search(rb'event_id="([^"]+)"', f))]
     assert len(set(ids)) == len(lines)  # every line, maybe some twice after the crash
     assert "parse worker died" in caplog.text
+
+
+def test_recent_dicts_are_what_the_buffer_holds():
+    """The sink takes just-appended dicts instead of parsing the JSON back: they must
+    encode to the very bytes the JSON does, and be found only for seqs still kept."""
+    import orjson
+
+    from shipper.parse import LineParser
+    from shipper.pipeline import _forget_recent, _recent_dicts
+    from shipper.record import dumps_batch
+
+    parser = LineParser(ParseOptions(host="mx1"), source="/log/current", file_id="f" * 16)
+    lines = corpus(3000)
+    dicts = [r.to_dict() for r in parser.parse_batch(lines, list(range(len(lines))))]
+    payloads, exact = dumps_batch(dicts)
+    assert exact
+    enc = Rfc5424Encoder(hostname="h")
+    assert enc.encode_batch(dicts) == enc.encode_batch([orjson.loads(p) for p in payloads])
+    _, inexact = dumps_batch([{"a": {1, 2}}])
+    assert not inexact  # made safe: the dict is not what the JSON holds
+
+    route = SinkRoute("s", None, None)  # type: ignore[arg-type]
+    for first in (1, 1001, 2001):  # three appends of 1000
+        route.recent.append((first, dicts[first - 1:first + 999]))
+        route.recent_count += 1000
+    items = [(seq, payloads[seq - 1]) for seq in range(950, 1100)]  # spans two appends
+    assert _recent_dicts(route, items) == dicts[949:1099]
+    assert _recent_dicts(route, [(seq, b"") for seq in (5, 7)]) is None  # not contiguous
+    _forget_recent(route, 1500)  # acked up to 1500: the first append goes
+    assert [f for f, _ in route.recent] == [1001, 2001] and route.recent_count == 2000
+    assert _recent_dicts(route, items) is None  # 950.. is gone: read from the buffer
+    _forget_recent(route, -1, limit=1000)  # bounded: the oldest go beyond the limit
+    assert [f for f, _ in route.recent] == [2001] and route.recent_count == 1000
+    assert _recent_dicts(route, [(seq, b"") for seq in range(2500, 3001)]) == dicts[2499:3000]
+    assert _recent_dicts(route, [(seq, b"") for seq in range(2500, 3002)]) is None
