@@ -47,6 +47,8 @@ class Queue(Protocol):
     def sync(self) -> None: ...
     @property
     def durable_seq(self) -> int: ...
+    @property
+    def depth(self) -> int: ...  # appended, not yet acknowledged
     def read(self, max_records: int, max_bytes: int) -> list[tuple[int, bytes]]: ...
     def ack(self, up_to_seq: int) -> None: ...
     def rewind(self) -> None: ...
@@ -552,7 +554,7 @@ class Pipeline:
         await asyncio.gather(*source_tasks, return_exceptions=True)
         self.sync_and_commit(force=True)
         deadline = time.monotonic() + drain_timeout
-        while time.monotonic() < deadline and any(getattr(r.queue, "depth", 0) for r in self.routes):
+        while time.monotonic() < deadline and any(r.queue.depth for r in self.routes):
             await asyncio.sleep(0.05)
         self._stop_sending.set()
         rest = self._tasks[len(self.sources):]
