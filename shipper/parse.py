@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from shipper.parsers import PREFIXED, QMAIL_SEND_WORDS, UNPREFIXED, parse_postfix
 from shipper.parsers.qmail_send import parse_at as qmail_send_parse_at
@@ -24,6 +26,7 @@ from shipper.record import (
     Record,
     json_safe,
     raw_base64,
+    record_dict,
 )
 from shipper.stamps import split_envelope
 from shipper.tai64n import (
@@ -100,6 +103,19 @@ class LineParser:
                     now_ns: int | None = None) -> list[Record]:
         """Lines → records, one each, in order. Never raises.
 
+        See ``_parse_batch``."""
+        return self._parse_batch(lines, offsets, now_ns, Record)
+
+    def parse_batch_dicts(self, lines: list[bytes], offsets: list[int] | None = None,
+                          now_ns: int | None = None) -> list[dict[str, Any]]:
+        """``parse_batch``, each record in its JSON form (``Record.to_dict``): what the
+        pipeline ships. Lines on the fast path never become a ``Record``."""
+        return self._parse_batch(lines, offsets, now_ns, record_dict)
+
+    def _parse_batch(self, lines: list[bytes], offsets: list[int] | None, now_ns: int | None,
+                     make: Callable[..., Any]) -> list[Any]:
+        """Lines → ``make(<Record's fields>)`` each, in order. Never raises.
+
         The hot loop of the pipeline. A multilog batch (valid UTF-8, no NUL, no
         over-long line, every line ``@<tai64n> ...``: see ``_decode_batch``) is
         decoded and its labels checked in a few calls for the whole batch, and
@@ -110,7 +126,7 @@ class LineParser:
         now = now_ns if now_ns is not None else time.time_ns()
         if offsets is None:
             offsets = [None] * len(lines)  # type: ignore[list-item]
-        parse = self.parse
+        parse = self.parse if make is Record else self._parse_dict
         texts = None if self.opts.tai_leap else _decode_batch(lines, self.opts.max_line)
         if texts is None:
             return [parse(ln, off, now) for ln, off in zip(lines, offsets, strict=True)]
@@ -144,11 +160,15 @@ class LineParser:
                         base_ns = (secs - DAEMONTOOLS_OFFSET) * NS
                     time_ns = base_ns + nanos
                     self.last_time_ns = time_ns
-                    append(Record(time_ns, "tai64n", program, event, text, raw, fields,
-                                  host, pid, None, source, file_id, offset))
+                    append(make(time_ns, "tai64n", program, event, text, raw, fields,
+                                host, pid, None, source, file_id, offset))
                     continue
             append(parse(line, offset, now))
         return records
+
+    def _parse_dict(self, line: bytes, offset: int | None = None,
+                    now_ns: int | None = None) -> dict[str, Any]:
+        return self.parse(line, offset, now_ns).to_dict()
 
     def _parse(self, line: bytes, offset: int | None, now_ns: int | None) -> Record:
         # The hot path of the whole pipeline: kept flat on purpose.

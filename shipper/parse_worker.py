@@ -39,11 +39,11 @@ _PR_SET_PDEATHSIG = 1
 def parse_to_dicts(parser: LineParser, lines: list[bytes], offsets: list[int] | None,
                    line_flags: dict[int, str] | None, now_ns: int) -> list[dict[str, Any]]:
     """One batch → record dicts, with the reader's per-line flags and the ingest time."""
-    records = parser.parse_batch(lines, offsets, now_ns)
-    if line_flags:
+    dicts = parser.parse_batch_dicts(lines, offsets, now_ns)
+    if line_flags:  # rare (a line cut at a rotation, ...): flags as Record.add_flag puts them
         for i, flag in line_flags.items():
-            records[i].add_flag(flag)
-    dicts = [r.to_dict() for r in records]
+            if flag not in dicts[i]["flags"]:
+                dicts[i]["flags"] = dicts[i]["flags"] + [flag]
     for d in dicts:
         d["ingest_unix_ns"] = now_ns
     return dicts

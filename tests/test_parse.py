@@ -159,6 +159,10 @@ def test_batch_fast_path_equals_line_by_line(items, redact, hint):
     one = LineParser(opts, "src", "ab")
     expected = [one.parse(ln, off, 7) for ln, off in zip(lines, offsets, strict=True)]
     assert [r.to_dict() for r in batch] == [r.to_dict() for r in expected]
+    # and the pipeline's form, built without a Record on the fast path, is the same
+    dicts = LineParser(opts, "src", "ab").parse_batch_dicts(lines, offsets, now_ns=7)
+    assert dicts == [r.to_dict() for r in expected]
+    assert [list(d) for d in dicts] == [list(r.to_dict()) for r in expected]  # key order too
 
 
 _DIGITS = re.compile(rb"\d+")
