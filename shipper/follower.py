@@ -652,6 +652,7 @@ class MultilogFollower(_FollowerBase):
         st = self._resume
         self._resume = None
         if isinstance(st, dict) and isinstance(st.get("done"), str):
+            st = self._after_clock_step(st)
             self.done = st["done"]  # so the listing does not inspect archives already done
         self.observe()
         if st is not None and isinstance(st, dict) and st.get("v") == STATE_VERSION:
@@ -664,6 +665,41 @@ class MultilogFollower(_FollowerBase):
         elif st is not None:
             self._warn(f"{self.key}: unusable position; starting at {self.start}")
         self._start_fresh()
+
+    def _after_clock_step(self, st: dict[str, Any]) -> dict[str, Any]:
+        """``st`` with ``done`` moved back if the clock went back while we were stopped.
+
+        multilog names an archive by the time of its rotation. After the clock ran
+        ahead (an archive labelled in the future, read and counted done) and was set
+        back, the file we were reading may be archived under a label below ``done``,
+        and with it the archives after it: "done" would skip them all. Found by its
+        identity (and fingerprint), it is read on from our offset, then everything
+        labelled after it; the future-labelled archives come again (same event ids).
+        """
+        f = st.get("f")
+        if not isinstance(f, dict) or not int(f.get("off") or 0):
+            return st
+        ident, fid = (int(f["dev"]), int(f["ino"])), f.get("fid")
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            return st
+        for name in sorted(names):
+            if ml.classify(name) not in (ml.ARCHIVE_S, ml.ARCHIVE_U):
+                continue
+            label = ml.archive_label(name)
+            if label > st["done"]:
+                break
+            got = _read_head(os.path.join(self.dir, name))
+            if got is None or got[0] != ident or (
+                    fid is not None and fingerprint(got[2][:FINGERPRINT_BYTES], complete=True) != fid):
+                continue
+            before = "@%024x" % (int(label[1:], 16) - 1)
+            self._warn(f"{self.key}: the clock went back: {name}, which we were reading, is labelled "
+                       f"before {st['done']}, already read; reading on from it (archives after it "
+                       "may be sent twice, with the same event ids)")
+            return {**st, "done": before}
+        return st
 
     def _start_fresh(self) -> None:
         done, what = ml.start_position(self.listing, self.start)

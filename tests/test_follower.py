@@ -477,6 +477,49 @@ def test_reused_inode_of_an_empty_current_is_not_taken_for_the_checkpointed_file
     assert plain_lines(items) == [b"@400000006000000000000003 n1"]
 
 
+def test_clock_set_back_while_stopped_loses_no_archive(tmp_path):
+    """The clock ran ahead (an archive labelled in the future was read), then was set
+    back while we were stopped: the file we were reading and the next one are archived
+    under labels below the future one. Both are read; the future one comes again."""
+    d = tmp_path / "log"
+    d.mkdir()
+
+    def label(t: int) -> str:
+        return f"@4000000060000000{t:08x}"
+
+    def append(seqs: range, t: int) -> None:
+        with open(d / "current", "ab") as fh:
+            fh.write(b"".join(b"%s n%d\n" % (label(t).encode(), i) for i in seqs))
+
+    def rotate(t: int) -> None:  # as multilog does it
+        os.rename(d / "current", d / "previous")
+        (d / "current").write_bytes(b"")
+        os.link(d / "previous", d / f"{label(t)}.s")
+        os.unlink(d / "previous")
+
+    (d / "current").write_bytes(b"")
+    f = MultilogFollower(str(d), None, start="all")
+    append(range(0, 3), 100)
+    items = drain(f)
+    rotate(1000)  # the clock is ahead
+    f.observe()
+    append(range(3, 6), 1001)
+    items += drain(f)
+    state = items[-1].position[1]
+    assert state["done"] == label(1000)
+    f.reader.close()
+    append(range(6, 9), 110)  # stopped; the clock is set back
+    rotate(120)
+    append(range(9, 12), 121)
+    rotate(130)
+    append(range(12, 15), 131)
+    f = MultilogFollower(str(d), state, start="all")
+    got = [int(ln.rsplit(b" n", 1)[1]) for ln in plain_lines(drain(f))]
+    assert got == [*range(6, 12), 0, 1, 2, *range(12, 15)]
+    assert any("clock went back" in w for w in f.warnings)
+    f.reader.close()
+
+
 # -- plain files (logrotate) --------------------------------------------------------
 
 
