@@ -512,6 +512,12 @@ class MultilogFollower(_FollowerBase):
         self._replans = 0
         self._open_error: str | None = None
         self._unopenable: set[str] = set()  # archives we could not open, warned about once
+        # Archive labels present at the last listing (None: not listed yet). An archive
+        # labelled at or below ``done`` that was not there is new: the clock went back.
+        self._seen: set[str] | None = None
+        # Labels above ``done`` already read: ``done`` was moved back below them when
+        # the clock went back (see _clock_went_back); kept in the position.
+        self._ahead: set[str] = set()
 
     # -- observation (cheap; also called from the watcher callback) --------
 
@@ -522,7 +528,10 @@ class MultilogFollower(_FollowerBase):
             self.observe()
         elif mask & (IN_CREATE | IN_MOVED_TO) and ml.is_archive(name):
             label = ml.archive_label(name)
-            if label not in self.known and (self.done is None or label > self.done):
+            if self._seen is not None:
+                self._seen.add(label)
+            if (label not in self.known and label not in self._ahead
+                    and (self.done is None or label > self.done)):
                 # deleted before we could look (a busy machine, a tiny n): named, size unknown
                 k = self._inspect(name) or ml.Known(name, (0, 0), None, None, ml.TEXT)
                 if k is not None:
@@ -556,11 +565,18 @@ class MultilogFollower(_FollowerBase):
         except OSError:
             self.listing = ml.Listing()
             return True
+        present: set[str] = set()
+        newcomers: list[str] = []
         for name in names:
             kind = ml.classify(name)
             if kind in (ml.ARCHIVE_S, ml.ARCHIVE_U):
                 label = ml.archive_label(name)
+                present.add(label)
+                if label in self._ahead:
+                    continue  # read before the clock went back
                 if self.done is not None and label <= self.done:
+                    if self._seen is not None and label not in self._seen:
+                        newcomers.append(label)
                     continue  # accounted for already
                 k = self.known.get(label)
                 if k is None:
@@ -575,8 +591,27 @@ class MultilogFollower(_FollowerBase):
                 except OSError:
                     return False  # archived meanwhile: the listing is stale
                 listing.previous = ml.Entry(name, st.st_dev, st.st_ino, st.st_size)
+        if newcomers:
+            self._clock_went_back(min(newcomers), present - set(newcomers))
+            self._seen = present
+            return False  # list again, with the new archives after ``done``
+        self._seen = present
         self.listing = listing
+        if self._ahead and self.done is not None:
+            self._ahead = {lb for lb in self._ahead if lb > self.done}
         return True
+
+    def _clock_went_back(self, label: str, accounted: set[str]) -> None:
+        """An archive labelled at or below ``done`` appeared: multilog's clock went back
+        (after running ahead), so labels no longer follow the order of rotations.
+        ``done`` moves to just below it, so it and the archives after it are read; those
+        already read (``accounted``, labelled above it and at or below the old ``done``)
+        are skipped."""
+        before = "@%024x" % (int(label[1:], 16) - 1)
+        self._ahead |= {lb for lb in accounted if before < lb <= (self.done or "")}
+        self._warn(f"{self.key}: the clock went back: new archive {label}.s is labelled before "
+                   f"{self.done}, already read; reading it and what follows it")
+        self.done = before
 
     def _inspect(self, name: str) -> ml.Known | None:
         path = os.path.join(self.dir, name)
@@ -607,9 +642,12 @@ class MultilogFollower(_FollowerBase):
         if self._carry_state is not None:
             return self._carry_state
         r = self.reader
-        return {"v": STATE_VERSION, "done": self.done,
-                "pend": [[p.ident[0], p.ident[1], p.file_id] for p in self.pending],
-                "f": self._file_state(r, self.live) if r is not None else None}
+        st = {"v": STATE_VERSION, "done": self.done,
+              "pend": [[p.ident[0], p.ident[1], p.file_id] for p in self.pending],
+              "f": self._file_state(r, self.live) if r is not None else None}
+        if self._ahead:
+            st["ahead"] = sorted(self._ahead)
+        return st
 
     def _clear_carry_state(self) -> None:
         self._carry_state = None
@@ -654,6 +692,9 @@ class MultilogFollower(_FollowerBase):
         if isinstance(st, dict) and isinstance(st.get("done"), str):
             st = self._after_clock_step(st)
             self.done = st["done"]  # so the listing does not inspect archives already done
+            ahead = st.get("ahead")
+            if isinstance(ahead, list):
+                self._ahead = {lb for lb in ahead if isinstance(lb, str) and lb > self.done}
         self.observe()
         if st is not None and isinstance(st, dict) and st.get("v") == STATE_VERSION:
             try:

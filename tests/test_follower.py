@@ -477,10 +477,11 @@ def test_reused_inode_of_an_empty_current_is_not_taken_for_the_checkpointed_file
     assert plain_lines(items) == [b"@400000006000000000000003 n1"]
 
 
-def test_clock_set_back_while_stopped_loses_no_archive(tmp_path):
+def test_clock_set_back_loses_no_archive(tmp_path):
     """The clock ran ahead (an archive labelled in the future was read), then was set
     back while we were stopped: the file we were reading and the next one are archived
-    under labels below the future one. Both are read; the future one comes again."""
+    under labels below the future one. Both are read; the future one comes again.
+    Then the same while we run, where we know what we read: no line twice."""
     d = tmp_path / "log"
     d.mkdir()
 
@@ -517,6 +518,21 @@ def test_clock_set_back_while_stopped_loses_no_archive(tmp_path):
     got = [int(ln.rsplit(b" n", 1)[1]) for ln in plain_lines(drain(f))]
     assert got == [*range(6, 12), 0, 1, 2, *range(12, 15)]
     assert any("clock went back" in w for w in f.warnings)
+    # and while we run: two rotations below the future label before we look again
+    append(range(15, 18), 140)
+    rotate(150)
+    append(range(18, 21), 151)
+    rotate(160)
+    append(range(21, 24), 161)
+    f.observe()
+    got = [int(ln.rsplit(b" n", 1)[1]) for ln in plain_lines(drain(f))]
+    assert got == list(range(15, 24))  # the future archive is not read a third time
+    state = f.state()
+    assert state["ahead"] == [label(1000)]
+    f.reader.close()
+    f = MultilogFollower(str(d), state, start="all")  # the position keeps what was read ahead
+    append(range(24, 27), 170)
+    assert [int(ln.rsplit(b" n", 1)[1]) for ln in plain_lines(drain(f))] == list(range(24, 27))
     f.reader.close()
 
 
