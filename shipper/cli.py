@@ -24,7 +24,7 @@ def cmd_parse(argv: list[str]) -> int:
 
     from shipper.parse import DEFAULT_MAX_LINE, LineParser, ParseOptions
     from shipper.reader import InputError, expand, read_batches
-    from shipper.record import F_PARTIAL, F_TRUNCATED, ndjson_all
+    from shipper.record import F_PARTIAL, F_TRUNCATED, add_flag, ndjson_all
 
     ap = argparse.ArgumentParser(
         prog="shipper parse",
@@ -61,13 +61,13 @@ def cmd_parse(argv: list[str]) -> int:
             for batch in read_batches(path, max_line=args.max_line):
                 if parser is None:
                     parser = LineParser(opts, source=path, file_id=batch.file_id)
-                records = parser.parse_batch(batch.lines, batch.offsets)
+                records = parser.parse_batch_dicts(batch.lines, batch.offsets)
                 if batch.truncated:
                     for i in batch.truncated:
-                        records[i].add_flag(F_TRUNCATED)
+                        add_flag(records[i], F_TRUNCATED)
                 if batch.partial is not None:
-                    records[batch.partial].add_flag(F_PARTIAL)
-                out.write(ndjson_all([r.to_dict() for r in records], option))
+                    add_flag(records[batch.partial], F_PARTIAL)
+                out.write(ndjson_all(records, option))
         except InputError as exc:
             _err(str(exc))
             status = EXIT_PROBLEM

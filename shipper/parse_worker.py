@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from shipper.parse import LineParser, ParseOptions
-from shipper.record import dumps_all
+from shipper.record import add_flag, dumps_all
 
 # payloads, (program, event) of each, time of the last record
 Parsed = tuple[list[bytes], list[tuple[Any, Any]], "int | None"]
@@ -40,10 +40,9 @@ def parse_to_dicts(parser: LineParser, lines: list[bytes], offsets: list[int] | 
                    line_flags: dict[int, str] | None, now_ns: int) -> list[dict[str, Any]]:
     """One batch → record dicts, with the reader's per-line flags and the ingest time."""
     dicts = parser.parse_batch_dicts(lines, offsets, now_ns)
-    if line_flags:  # rare (a line cut at a rotation, ...): flags as Record.add_flag puts them
+    if line_flags:  # rare: a line cut at a rotation, ...
         for i, flag in line_flags.items():
-            if flag not in dicts[i]["flags"]:
-                dicts[i]["flags"] = dicts[i]["flags"] + [flag]
+            add_flag(dicts[i], flag)
     for d in dicts:
         d["ingest_unix_ns"] = now_ns
     return dicts

@@ -103,6 +103,12 @@ def record_dict(time_ns: int | None, time_source: str, program: str | None, even
     return d
 
 
+def add_flag(rec: dict[str, Any], flag: str) -> None:
+    """``Record.add_flag`` for a record's dict (a new list: the old one may be shared)."""
+    if flag not in rec["flags"]:
+        rec["flags"] = [*rec["flags"], flag]
+
+
 def event_id(file_id: str | None, offset: int | None) -> str | None:
     """Deterministic id of a line: where it is, not when it was read.
 
