@@ -759,6 +759,12 @@ class MultilogFollower(_FollowerBase):
             label = ml.archive_label(name)
             if label > st["done"]:
                 break
+            try:  # a stat each (at start only); the head only of the one with our inode
+                st_a = os.stat(os.path.join(self.dir, name))
+            except OSError:
+                continue
+            if (st_a.st_dev, st_a.st_ino) != ident:
+                continue
             got = _read_head(os.path.join(self.dir, name))
             if got is None or got[0] != ident or (
                     fid is not None and fingerprint(got[2][:FINGERPRINT_BYTES], complete=True) != fid):
