@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shipper.parse import LineParser
+from shipper.parsers import smtpd as _smtpd
 from shipper.parsers.smtpd import parse_qmail_popup, parse_qmail_smtpd, parse_spamcontrol
 
 SAMPLES = Path(__file__).parent / "fixtures" / "samples"
@@ -223,3 +224,27 @@ def test_arbitrary_text_never_raises(text):
 def test_key_soup_never_raises(parts):
     got = parse_qmail_smtpd("pid 9 Accept::RCPT::X" + "".join(parts))
     assert got is not None and got[0] == "smtp_decision" and got[1]["conn_pid"] == 9
+
+
+# -- the one-regex fast path must say what the general path says ----------------
+
+_TOKEN = st.text(st.sampled_from("aZ09.-_@:+'<>=~?!/\\\"[]é٣"), max_size=12)
+_WORD = st.text(st.sampled_from("aZ09.-_@+'<>=~?!/\\\"[]é٣"), min_size=1, max_size=12)  # no ':'
+
+_IP = st.sampled_from(["192.0.2.1", "2001:db8::1", "::1", "::ffff:192.0.2.7", "", "fe80::1%eth0"])
+
+
+@settings(max_examples=600, deadline=None)
+@given(pid=st.integers(0, 10**12) | st.just(2**70), action=st.sampled_from(["Accept", "Reject", "Deferred"]),
+       check=_WORD, cond=_WORD, proto=_TOKEN, ip=_IP, host=_WORD | _TOKEN, helo=_TOKEN,
+       sender=_TOKEN, rcpt=_WORD | _TOKEN, tail=st.sampled_from(["", " ", "\r", " 'x y'", " ?~ 'user'"]))
+def test_sqmail_fast_path_equals_general_path(pid, action, check, cond, proto, ip, host, helo,
+                                              sender, rcpt, tail):
+    text = (f"pid {pid} {action}::{check}::{cond} P:{proto} S:{ip}:{host} H:{helo} "
+            f"F:{sender} T:{rcpt}{tail}")
+    got = _smtpd.parse_qmail_smtpd(text)
+    stripped = text.rstrip(_smtpd._TRAILING)
+    if _smtpd._SQMAIL_FAST_RE.fullmatch(stripped) is None:
+        return  # the general path parsed it: nothing to compare
+    rest = stripped.split(" ", 2)[2]
+    assert got == ("smtp_decision", _smtpd._decision(rest, {"pid": pid, "conn_pid": pid}))

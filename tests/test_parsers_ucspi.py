@@ -326,3 +326,24 @@ def test_never_raises_on_grammar_shaped_text(head: str, tail: str) -> None:
     for fn in PARSERS:
         got = fn(head + tail)
         assert got is None or (isinstance(got[0], str) and isinstance(got[1], dict))
+
+
+# -- the one-regex ok/deny fast path must say what the general path says -----------
+
+_HOSTISH = st.text(st.sampled_from("az09.-_é٣"), max_size=10)
+_IPISH = st.sampled_from(["192.0.2.1", "2001:db8::1", "::1", "::ffff:192.0.2.7", "", "fe80::1"])
+
+
+@settings(max_examples=600, deadline=None)
+@given(word=st.sampled_from(["ok", "deny"]), pid=st.integers(0, 10**9),
+       lhost=_HOSTISH, lip=_IPISH, lport=st.integers(0, 65535), rhost=_HOSTISH, rip=_IPISH,
+       rinfo=_HOSTISH, rport=st.integers(0, 65535))
+def test_okdeny_fast_path_equals_general_path(word, pid, lhost, lip, lport, rhost, rip, rinfo, rport):
+    rest = f"{pid} {lhost}:{lip}:{lport} {rhost}:{rip}:{rinfo}:{rport}"
+    got = ucspi.parse_tcpserver(f"{word} {rest}")
+    assert ucspi._OKDENY_FAST_RE.fullmatch(rest) is not None  # these all take the fast path
+    m = ucspi._OKDENY_RE.fullmatch(rest)
+    f: dict = {"pid": int(m.group(1)), "conn_pid": int(m.group(1))}
+    ucspi._local_fields(m.group(2), f)
+    ucspi._remote_fields(m.group(3), f)
+    assert got == ("tcp_ok" if word == "ok" else "tcp_deny", f)
