@@ -21,6 +21,7 @@ import urllib.parse
 
 from shipper.assemble import build_sink
 from shipper.config import Config, ConfigError, SinkConfig, load_config
+from shipper.sinks.base import SinkError
 from shipper.tlsconfig import client_context
 
 
@@ -43,6 +44,16 @@ async def _probe_stream(cfg: SinkConfig, tls: bool) -> str:
         await writer.wait_closed()
     except (OSError, ssl.SSLError):
         pass
+    return ""
+
+
+async def _probe_relp(cfg: SinkConfig) -> str:
+    sink = build_sink(cfg)
+    sink.ack_timeout = cfg.connect_timeout  # the answer to "open" comes at once or never
+    try:
+        await sink.probe()
+    except SinkError as exc:
+        return str(exc)
     return ""
 
 
@@ -80,6 +91,9 @@ def _probe_sink(cfg: SinkConfig) -> tuple[str, str]:
             return _probe_udp(cfg)
         tls = proto == "tls" or (t == "relp" and cfg.tls is not None)
         what = f"{proto} {cfg.host}:{cfg.port}"
+        if t == "relp":
+            return f"relp {cfg.host}:{cfg.port}" + (" (tls)" if tls else ""), \
+                asyncio.run(_probe_relp(cfg))
         return what, asyncio.run(_probe_stream(cfg, tls))
     if t == "gelf" and cfg.transport == "udp":
         return _probe_udp(cfg)

@@ -30,7 +30,7 @@ def test_invalid_config_exit_2_one_line_per_error(tmp_path):
 
 
 def test_probes_real_rsyslog_and_reports_dead_ends(tmp_path):
-    rs = Rsyslog(tmp_path / "rs", ("tcp",))
+    rs = Rsyslog(tmp_path / "rs", ("tcp", "relp"))
     rs.start()
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
@@ -56,6 +56,15 @@ port = {silent.getsockname()[1]}
 connect_timeout = "1s"
 [sinks.mute.tls]
 handshake_timeout = "1s"
+[sinks.relp_good]
+type = "relp"
+host = "127.0.0.1"
+port = {rs.ports["relp"]}
+[sinks.relp_wrong]
+type = "relp"
+host = "127.0.0.1"
+port = {rs.ports["tcp"]}
+connect_timeout = "1s"
 """)
         t0 = time.monotonic()
         r = run("-c", cfg)
@@ -68,6 +77,9 @@ handshake_timeout = "1s"
     assert f"ok: sinks.good: tcp 127.0.0.1:{rs.ports['tcp']}" in out
     assert any(line.startswith("error: sinks.refused:") and "refused" in line.lower() for line in out), out
     assert any(line.startswith("error: sinks.mute:") and "handshake" in line.lower() for line in out), out
+    # RELP: a real session is opened; a plain syslog port takes TCP but never answers "open"
+    assert f"ok: sinks.relp_good: relp 127.0.0.1:{rs.ports['relp']}" in out, out
+    assert any(line.startswith("error: sinks.relp_wrong:") and "RELP" in line for line in out), out
     assert any(line.startswith("warning: sources.q: nothing matches") for line in out)
 
 

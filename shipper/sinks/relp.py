@@ -161,6 +161,14 @@ class RelpSink:
                 elif ev.kind == ERROR:
                     raise SinkError(f"{self._peer}: RELP protocol error: {ev.text}")
 
+    async def probe(self) -> None:
+        """Open a RELP session and close it again (``shipper check``): a port that takes
+        TCP but does not speak RELP fails here, not at the first batch. Raises SinkError."""
+        try:
+            await self._connect()
+        finally:
+            await self.close()
+
     async def close(self) -> None:
         client, writer = self._client, self._writer
         if client is not None and writer is not None and client.state == "open":
