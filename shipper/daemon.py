@@ -22,8 +22,9 @@ from typing import Any
 
 from shipper import __version__, sdnotify
 from shipper.assemble import Assembly, assemble
+from shipper.checkpoint import atomic_write
 from shipper.config import Config, ConfigError, load_config, load_config_text
-from shipper.metrics import MetricsServer
+from shipper.metrics import METRICS_ADDR_FILE, MetricsServer
 
 log = logging.getLogger("shipper")
 
@@ -187,6 +188,14 @@ class Daemon:
         except OSError as exc:
             log.error("metrics: cannot listen on %s: %s (going on without metrics)", m.listen, exc)
             self.metrics_server = None
+            return
+        # Where it really listens (port 0 picks one), for `shipper status -c`.
+        host = self.metrics_server.host
+        addr = f"[{host}]:{self.metrics_server.port}" if ":" in host else f"{host}:{self.metrics_server.port}"
+        try:
+            atomic_write(os.path.join(self.config.state_dir, METRICS_ADDR_FILE), addr.encode() + b"\n")
+        except OSError as exc:
+            log.warning("metrics: cannot note the address in %s: %s", self.config.state_dir, exc)
 
     def _point_metrics(self, assembly: Assembly) -> None:
         # A reload builds new parts with fresh counters; Prometheus reads the

@@ -277,6 +277,10 @@ def _run_check(check: Check | None) -> tuple[bool, str]:
     return bool(got), "ok" if got else "not ok"
 
 
+# In the state dir: the address the metrics endpoint listens on, as HOST:PORT
+METRICS_ADDR_FILE = "metrics.addr"
+
+
 class MetricsServer:
     """``/metrics``, ``/healthz``, ``/readyz`` over HTTP/1.1, one request per connection."""
 

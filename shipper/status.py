@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import urllib.error
@@ -77,6 +78,16 @@ def main(argv: list[str]) -> int:
             print("shipper: metrics are off in this config: status has nothing to read", file=sys.stderr)
             return 2
         url = f"http://{cfg.metrics.listen}"
+        if cfg.metrics.listen.rsplit(":", 1)[-1] == "0":  # a port picked at start: noted there
+            from shipper.metrics import METRICS_ADDR_FILE
+
+            try:
+                with open(os.path.join(cfg.state_dir, METRICS_ADDR_FILE)) as f:
+                    url = f"http://{f.read().strip()}"
+            except OSError:
+                print(f"shipper: metrics listen on port 0 and {cfg.state_dir}/{METRICS_ADDR_FILE} "
+                      "cannot be read (is shipper running?)", file=sys.stderr)
+                return 1
     if not url.startswith("http"):
         url = "http://" + url
     try:

@@ -397,3 +397,31 @@ path = "{tmp_path / 'out.ndjson'}"
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ERROR shipper: cannot start: "), proc.stderr
     assert "buffer" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_status_finds_metrics_on_a_port_picked_at_start(tmp_path, receiver):
+    """listen = "127.0.0.1:0": the daemon notes the port it got in state_dir, where
+    `shipper status -c` looks for it (before, status could not find it)."""
+    logdir = tmp_path / "log" / "send"
+    logdir.mkdir(parents=True)
+    (logdir / "current").write_bytes(b"@400000006b02a2aa2bcb057c qmail: 1 status: local 0/10 remote 0/20\n")
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(_config(tmp_path, logdir, receiver.ports["tcp"], 0))
+    shlog = tmp_path / "shipper.log"
+    proc = _start_shipper(cfg, shlog)
+    try:
+        addr = tmp_path / "state" / "metrics.addr"
+        deadline = time.monotonic() + 30
+        while not (shlog.exists() and " started: " in shlog.read_text()):
+            assert time.monotonic() < deadline and proc.poll() is None, "shipper did not start"
+            time.sleep(0.05)
+        host, port = addr.read_text().strip().rsplit(":", 1)
+        assert host == "127.0.0.1" and int(port) > 0
+        assert _metric(_scrape(int(port)), "shipper_build_info",
+                       version=__import__("shipper").__version__) == 1
+        st = subprocess.run([sys.executable, "-m", "shipper", "status", "-c", str(cfg)],
+                            capture_output=True, text=True, timeout=30)
+        assert st.returncode == 0, st.stderr
+        assert any(r.split()[:1] == ["siem"] for r in st.stdout.splitlines()), st.stdout
+    finally:
+        assert _stop(proc) == 0
