@@ -139,6 +139,16 @@ def test_recent_dicts_are_what_the_buffer_holds():
     assert exact
     enc = Rfc5424Encoder(hostname="h")
     assert enc.encode_batch(dicts) == enc.encode_batch([orjson.loads(p) for p in payloads])
+    # every encoder may rely on it: what the buffer gives back equals the dicts
+    # (no tuple, NaN or other value JSON would change), tracking summaries too
+    from shipper.track.correlator import Correlator
+
+    assert [orjson.loads(p) for p in payloads] == dicts
+    corr = Correlator()
+    summaries = corr.feed(dicts) + corr.flush(2**62)
+    assert summaries
+    more, exact = dumps_batch(summaries)
+    assert exact and [orjson.loads(p) for p in more] == summaries
     _, inexact = dumps_batch([{"a": {1, 2}}])
     assert not inexact  # made safe: the dict is not what the JSON holds
 
