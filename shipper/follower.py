@@ -534,11 +534,14 @@ class MultilogFollower(_FollowerBase):
             self.observe()
         elif mask & (IN_CREATE | IN_MOVED_TO) and ml.is_archive(name):
             label = ml.archive_label(name)
-            if self._seen is not None:
-                self._seen.add(label)
-                self._seen_version += 1
             if (label not in self.known and label not in self._ahead
                     and (self.done is None or label > self.done)):
+                # Seen here, not only by the next listing: ``done`` may pass it before
+                # then. (One at or below ``done`` is left to the listing, which tells
+                # that the clock went back.)
+                if self._seen is not None:
+                    self._seen.add(label)
+                    self._seen_version += 1
                 # deleted before we could look (a busy machine, a tiny n): named, size unknown
                 k = self._inspect(name) or ml.Known(name, (0, 0), None, None, ml.TEXT)
                 if k is not None:
