@@ -608,8 +608,9 @@ class MultilogFollower(_FollowerBase):
             self._clock_went_back(min(newcomers), present - set(newcomers))
             return False  # list again, with the new archives after ``done``
         self.listing = listing
-        if self._ahead and self.done is not None:
-            self._ahead = {lb for lb in self._ahead if lb > self.done}
+        if self._ahead:  # bounded: gone (deleted by the n limit) or passed by ``done``
+            done = self.done
+            self._ahead = {lb for lb in self._ahead if lb in present and (done is None or lb > done)}
         return True
 
     def _clock_went_back(self, label: str, accounted: set[str]) -> None:
