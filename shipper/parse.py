@@ -252,10 +252,12 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
         if tag.startswith(("postfix", "pmg-smtp-filter")) or "/" in tag:
             return _result(tag, parse_postfix(tag.rsplit("/", 1)[-1], text))
         fn = PREFIXED.get(tag)
-        if fn is not None:
-            return _result(tag, fn(text))
-        # Syslog-wrapped daemontools output ("vpopmaild: tcpserver: ok ..."):
-        # fall through and look at the text itself.
+        if fn is not None and (got := fn(text)) is not None:
+            return _result(tag, got)
+        # Syslog-wrapped daemontools output ("vpopmaild: tcpserver: ok ..."), or a
+        # tag that names the parent, not the line's program: a unit running
+        # "tcpserver ... recordio qmail-smtpd" tags its children's lines
+        # "tcpserver[PID]:". Look at the text itself (recordio's secrets included).
     # One split and two dict look-ups decide nearly every line. The two common
     # cases unpack the parser's result here rather than in _result: this runs
     # once per line and a call layer is a measurable share of it.

@@ -196,3 +196,15 @@ def test_simscan_ip_of_any_kind_after_a_subject_with_colons(tail, subject, ip):
     _, f = parse_simscan(f"simscan:[12345]:CLEAN (1.00/5.00):0.5000s:{tail}:a@b.example:c@d.example")
     assert (f.get("subject"), f.get("remote_ip"), f["mail_from"], f["rcpt_to"]) == (
         subject, ip, "a@b.example", "c@d.example")
+
+
+@pytest.mark.parametrize("cap", [75, 80, 85])
+def test_vchkpw_line_cut_inside_the_password_is_redacted_to_the_end(cap):
+    """Found in review: a line longer than the cap, cut inside (pass: '…'), shipped
+    the start of the password and made a user and an address of it."""
+    line = (b"Jun  9 09:05:00 www vpopmail[65855]: vchkpw-pop3: password fail "
+            b"(pass: 'hunter2secret') u@xxx.com:208.210.222.68")
+    rec = LineParser(ParseOptions(max_line=cap)).parse(line)
+    assert rec.event == "pop_auth" and {"truncated", "redacted"} <= set(rec.flags)
+    assert "hunt" not in rec.raw + rec.message and rec.raw.endswith("(pass: '[REDACTED]")
+    assert rec.fields["reason"] == "password fail" and "auth_user" not in rec.fields

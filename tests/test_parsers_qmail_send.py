@@ -443,3 +443,11 @@ def test_delivery_with_an_empty_report():
                  b"@4000000052fafd8d00000000 delivery 42: failure:"):
         rec = LineParser().parse(line)
         assert rec.event == "delivery" and rec.fields["delivery"] == 42 and rec.fields["text"] == ""
+
+
+@pytest.mark.parametrize("text", ["local deliveries will be put on hold",
+                                  "remote deliveries will be put on hold"])
+def test_pre_1_0_hold_lines_are_legacy(text):
+    # qmailanalog matchup's field-1 list (formats.md): recognised but rare
+    rec = LineParser().parse(b"@4000000052fafd8d00000000 " + text.encode())
+    assert (rec.program, rec.event, rec.fields) == ("qmail-send", "legacy", {"text": text})

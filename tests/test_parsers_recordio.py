@@ -239,3 +239,21 @@ def test_real_tcpserver_and_recordio_session(tmp_path: Path) -> None:
     assert sorted(r.fields["direction"] for r in by_event["io_eof"]) == ["in", "out"]
     assert all(r.program == "recordio" and r.pid == child
                for e in ("io_server", "io_client", "io_eof") for r in by_event[e])
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("4357 < AUTH\tPLAIN AHVzZXIAc2VjcmV0cGFzcw==\r ", "4357 < AUTH\tPLAIN "),
+    ("4357 <  AUTH PLAIN AHVzZXIAc2VjcmV0cGFzcw==\r ", "4357 <  AUTH PLAIN "),
+    ("4357 < dXNlckBleGFtcGxlLmNvbQ== \r ", "4357 < "),
+    ("4357 < PASS\thunter2secret\r ", "4357 < PASS\t"),
+    ("4357 < APOP  joe  c4c9334bac560ecc979e58001b3e22fb\r ", "4357 < APOP  joe  "),
+    ("4357 < a1 login\tjoe   hunter2secret\r ", "4357 < a1 login\tjoe   "),
+])
+def test_secrets_are_redacted_whatever_the_blanks(text, kept):
+    """Found in review: a tab, a leading space or a trailing blank let these through.
+    The client sent them, so they are in the log whether the server took them or not."""
+    rec = LineParser().parse(b"@400000003879ded713291cfc " + text.encode())
+    assert rec.event == "io_client" and "redacted" in rec.flags
+    assert rec.message.startswith(kept + "[REDACTED]")
+    for secret in ("c2VjcmV0", "hunter2", "bGUuY29t", "c4c9334b"):
+        assert secret not in rec.message + rec.raw + str(rec.fields)

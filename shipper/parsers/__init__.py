@@ -41,6 +41,7 @@ PREFIXED: dict[str, ParserFn] = {
 QMAIL_SEND_WORDS = frozenset({
     "status:", "new", "info", "starting", "delivery", "bounce", "triple", "double", "end",
     "warning:", "alert:", "warn:", "local:", "remote:", "running", "exiting", "number",
+    "local", "remote",
 })
 
 # Other text with no known "name: " prefix, tried in order: (program, parser).

@@ -22,6 +22,8 @@ _TRAILING = " \r\t\n"
 _VCHKPW_RE = re.compile(
     r"vchkpw-(?P<service>[\w.-]+): (?:\((?P<method>[^)]*)\) )?(?P<phrase>[a-z][a-z ]*[a-z])"
     r"(?: \(pass: '(?P<pw>.*)'\))? (?P<who>.+)$")
+_VCHKPW_HEAD_RE = re.compile(
+    r"vchkpw-(?P<service>[\w.-]+): (?:\((?P<method>[^)]*)\) )?(?P<phrase>[a-z][a-z ]*[a-z])")
 _CHKUSER_RE = re.compile(
     r"CHKUSER (?P<decision>[^:]+): from <(?P<from>[^>]*)> remote <(?P<remote>[^>]*)>"
     r" rcpt <(?P<rcpt>[^>]*)> : ?(?P<text>.*)$")
@@ -37,11 +39,22 @@ def parse_vchkpw(text: str) -> Parsed | None:
         return None
     if text[-1:] in _TRAILING:
         text = text.rstrip(_TRAILING)
+    cut = text.find(" (pass: '")
+    if cut >= 0 and "') " not in text[cut:]:
+        # Cut inside the password (a line longer than the line cap): redact to the
+        # end, and take no user or address from what is left of it.
+        m = _VCHKPW_HEAD_RE.fullmatch(text[:cut])
+        fields: dict[str, Any] = {} if m is None else {
+            "service": m.group("service"), "result": "failure", "reason": m.group("phrase")}
+        if m is not None and m.group("method"):
+            fields["method"] = m.group("method")
+        fields["_redact"] = text[:cut + 9] + "[REDACTED]"
+        return "pop_auth", fields
     m = _VCHKPW_RE.match(text)
     if m is None:
         return None
     phrase = m.group("phrase")
-    fields: dict[str, Any] = {"service": m.group("service")}
+    fields = {"service": m.group("service")}
     if phrase.endswith("success"):
         fields["result"] = "success"
     else:

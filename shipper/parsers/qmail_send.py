@@ -9,7 +9,7 @@ Variants handled (formats reference §4): indimail's trailing queue name
 (`` queue5``), ``D.QIDENT`` delivery ids, ``local:``/``remote:`` accounting
 lines, ``warn:``/``alert: argv0: queue: …`` forms, ``(held)`` and
 ``delayed jobs=N`` in status; patched qmail-remote ``(rcpt)_`` prefixes;
-pre-1.0 ``running``/``exiting``/``number of deliveries…`` lines (``legacy``).
+pre-1.0 ``running``/``exiting``/``number of deliveries…``/``local deliveries…`` lines (``legacy``).
 """
 
 from __future__ import annotations
@@ -281,6 +281,8 @@ def _legacy(word: str, text: str) -> Parsed | None:
             return "legacy", {"text": t}
     elif word == "number" and text.startswith("number of deliveries"):
         return "legacy", {"text": text.rstrip()}
+    elif word in ("local", "remote") and text.startswith(word + " deliveries "):
+        return "legacy", {"text": text.rstrip()}  # "local deliveries will be put on hold"
     return None
 
 

@@ -34,7 +34,10 @@ _VERBS = frozenset({
     "USER", "PASS", "APOP", "STAT", "LIST", "RETR", "DELE", "TOP", "UIDL", "CAPA", "STLS", "LAST",
 })
 _B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
-_IMAP_LOGIN_RE = re.compile(r"(\S+ LOGIN \S+ )(.+)", re.IGNORECASE)
+_IMAP_LOGIN_RE = re.compile(r"(\s*\S+\s+LOGIN\s+\S+\s+)(.+)", re.IGNORECASE)
+_WORD_RE = re.compile(r"\s*(\S+)")
+_AUTH_ARG_RE = re.compile(r"\s+\S+\s+(?=\S)")
+_LAST_WORD_RE = re.compile(r"(\S+)\s*$")
 _QP_RE = re.compile(r"250 ok \d+ qp (\d+)")
 _DSN_RE = re.compile(r"(?<![\d.])#?([245]\.\d{1,3}\.\d{1,3})(?!\d|\.\d)")
 
@@ -82,11 +85,11 @@ def _parse(text: str) -> Parsed | None:
     if direction == "out":
         _server_fields(msg, f)
         return "io_server", f
-    w = msg.find(" ")
-    word = (msg[:w] if w > 0 else msg).upper()
+    m = _WORD_RE.match(msg)
+    word = m.group(1).upper() if m is not None else ""
     if word in _VERBS:
         f["verb"] = word
-    secret = _secret_span(msg, word, w)
+    secret = _secret_span(msg, word, m.end() if m is not None else 0)
     if secret is not None:
         a, b = secret
         f["text"] = msg[:a] + REDACTED + msg[b:]
@@ -113,20 +116,28 @@ def _server_fields(msg: str, f: dict[str, Any]) -> None:
 
 
 def _secret_span(msg: str, word: str, w: int) -> tuple[int, int] | None:
-    """Where the secret is in a client line, or None."""
-    if w > 0:
-        if word == "PASS":
-            return w + 1, len(msg)
-        if word == "AUTH":
-            w2 = msg.find(" ", w + 1)  # AUTH MECH <initial response>
-            return (w2 + 1, len(msg)) if w2 > 0 and msg[w2 + 1:].strip() else None
-        if word == "APOP":
-            w2 = msg.rfind(" ")
-            return (w2 + 1, len(msg)) if w2 > w else None
-        m = _IMAP_LOGIN_RE.match(msg)
-        if m is not None:
-            return m.end(1), len(msg)
-        return None
-    if len(msg) >= 4 and word not in _VERBS and _B64_CHARS.issuperset(msg):
+    """Where the secret is in a client line (``word`` its first word, upper-cased,
+    ending at ``w``), or None. Any blanks (tabs, several spaces, a leading one)
+    separate words: a client that sends ``AUTH\tPLAIN <blob>`` has sent the blob."""
+    if word == "PASS":
+        a = _skip_blanks(msg, w)
+        return (a, len(msg)) if a < len(msg) else None
+    if word == "AUTH":  # AUTH MECH <initial response>
+        m = _AUTH_ARG_RE.match(msg, w)
+        return (m.end(), len(msg)) if m is not None else None
+    if word == "APOP":  # APOP <user> <digest>
+        m = _LAST_WORD_RE.search(msg, w)
+        return (m.start(1), m.end(1)) if m is not None and _skip_blanks(msg, w) < m.start(1) else None
+    m = _IMAP_LOGIN_RE.match(msg)
+    if m is not None:
+        return m.end(1), len(msg)
+    token = msg.strip()
+    if len(token) >= 4 and word not in _VERBS and _B64_CHARS.issuperset(token):
         return 0, len(msg)
     return None
+
+
+def _skip_blanks(msg: str, i: int) -> int:
+    while i < len(msg) and msg[i].isspace():
+        i += 1
+    return i
