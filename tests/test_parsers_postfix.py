@@ -391,3 +391,26 @@ def test_reviewed_postfix_forms(line, event, fields):
     rec = _parse(line)
     assert rec.event == event
     assert {k: rec.fields.get(k) for k in fields} == fields
+
+
+def test_header_checks_reject_keeps_envelope_and_dsn():
+    """Found in review: cleanup's header/body-checks reject lost the envelope and DSN."""
+    rec = LineParser().parse(
+        b"Aug 13 15:45:46 server postfix/cleanup[13844]: 00ADB3C0899: reject: header Subject: "
+        b"Hello world from example.com[192.0.2.1]; from=<a@b.c> to=<d@e.f> proto=ESMTP "
+        b"helo=<mail.example.com>: 5.7.1 Spam detected")
+    assert rec.event == "reject"
+    f = rec.fields
+    assert (f["stage"], f["remote_ip"], f["mail_from"], f["rcpt_to"], f["proto"], f["helo"],
+            f["dsn"], f["reason"]) == ("header", "192.0.2.1", "a@b.c", "d@e.f", "ESMTP",
+                                       "mail.example.com", "5.7.1", "Spam detected")
+
+
+def test_delivery_over_a_unix_socket_names_no_ip():
+    rec = LineParser().parse(
+        b"Aug 13 15:45:46 server postfix/lmtp[13844]: 00ADB3C0899: to=<joe@example.com>, "
+        b"relay=mail.example.com[private/dovecot-lmtp], delay=0.02, delays=0.01/0/0/0.01, "
+        b"dsn=2.0.0, status=sent (250 2.0.0 <joe@example.com> Saved)")
+    assert rec.event == "delivery" and "relay_ip" not in rec.fields
+    assert rec.fields["relay_socket"] == "private/dovecot-lmtp"
+    assert rec.fields["relay_host"] == "mail.example.com" and rec.fields["status"] == "sent"

@@ -31,6 +31,9 @@ _HOSTIP_RE = re.compile(r"([^\s\[\]]*)\[([^\]\s]*)\](?::(\d+))?")
 _REJECT_RE = re.compile(
     r"(?P<stage>[A-Z][A-Z-]*) from (?P<host>[^\s\[\]]*)\[(?P<ip>[^\]\s]*)\](?::(?P<port>\d+))?: "
     r"(?:(?P<code>[245]\d\d) )?(?:(?P<dsn>[245]\.\d{1,3}\.\d{1,3}) )?(?P<rest>.*)$")
+# header/body checks (cleanup): "...; from=<f> to=<t> proto=P helo=<h>: [DSN ]TEXT"
+_CHECKS_ENV_RE = re.compile(
+    r"; (?P<env>(?:from|to)=<[^>]*>(?: (?:from|to|proto|helo)=(?:<[^>]*>|[^\s:;]*))*): ?(?P<reply>.*)$")
 _REPLY_RE = re.compile(r"(?:(?P<code>[245]\d\d) )?(?:(?P<dsn>[245]\.\d{1,3}\.\d{1,3}) )?(?P<rest>.*)$")
 _ENV_ITEM_RE = re.compile(r"(from|to|proto|helo)=(?:<([^>]*)>|([^\s,;]*))")
 _SESSION_RE = re.compile(
@@ -233,7 +236,10 @@ def _delivery(service: str, rest: str, fields: dict[str, Any]) -> Parsed:
         fields["orig_to"] = orig
     if rip is not None:
         fields["relay_host"] = rhost
-        fields["relay_ip"] = rip
+        if "/" in rip:  # lmtp/smtp over a unix socket: relay=host[private/dovecot-lmtp]
+            fields["relay_socket"] = rip
+        else:
+            fields["relay_ip"] = rip
         if rport is not None:
             fields["relay_port"] = int(rport)
     elif relay and relay != "none":
@@ -292,6 +298,14 @@ def _reject(body: str, fields: dict[str, Any], milter: bool) -> Parsed:
         if h is not None and h.group(1):
             _set_client(fields, h.group(1), h.group(2), h.group(3))
         fields["reason"] = body
+        e = _CHECKS_ENV_RE.search(body)
+        if e is not None:  # cleanup: the envelope, then ": [DSN ]TEXT" (the action's text)
+            _split_envelope("; " + e.group("env"), fields)
+            r = _REPLY_RE.match(e.group("reply"))
+            if r is not None and r.group("dsn"):
+                fields["dsn"] = r.group("dsn")
+            if r is not None and r.group("rest"):
+                fields["reason"] = r.group("rest")
         if "reylist" in body:
             fields["greylist"] = True
         return "reject", fields
