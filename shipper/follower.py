@@ -74,6 +74,7 @@ import hashlib
 import logging
 import lzma
 import os
+import re
 import stat
 import time
 import zlib
@@ -95,6 +96,7 @@ MARKER_BYTES = 32
 HEAD_BYTES = 512
 STATE_VERSION = 1
 SEEN_MAX = 1000  # archive labels kept in a position (see MultilogFollower._seen)
+_LABEL_NAME_RE = re.compile(r"@[0-9a-f]{24}")
 
 F_CONTINUATION = "continuation"
 F_PARTIAL = "partial"
@@ -716,13 +718,17 @@ class MultilogFollower(_FollowerBase):
         st = self._resume
         self._resume = None
         if isinstance(st, dict) and isinstance(st.get("done"), str):
-            st = self._after_clock_step(st)
+            try:
+                st = self._after_clock_step(st)
+            except (KeyError, TypeError, ValueError):
+                pass  # an unusable position: _resume_from below says so and starts afresh
             self.done = st["done"]  # so the listing does not inspect archives already done
             ahead = st.get("ahead")
             if isinstance(ahead, list):
                 self._ahead = {lb for lb in ahead if isinstance(lb, str) and lb > self.done}
             seen = st.get("seen")
-            if isinstance(seen, list) and seen and all(isinstance(lb, str) for lb in seen):
+            if isinstance(seen, list) and seen and all(
+                    isinstance(lb, str) and _LABEL_NAME_RE.fullmatch(lb) for lb in seen):
                 self._seen = set(seen)
                 self._seen_floor = min(seen) if len(seen) >= SEEN_MAX else None
         self.observe()
@@ -958,18 +964,21 @@ class MultilogFollower(_FollowerBase):
             self._carry_state = self.state()  # resume here until the join is emitted
             self._carry = (frag, r.pos, r.file_id, r.path)
         if label is not None:
-            unread = [lb for lb in self.known if lb < label and (self.done is None or lb > self.done)]
+            # Archives labelled before `label` not read yet: made after it, so the clock
+            # went back. They are read next; this one is read, not to be read again.
+            # (With raw files pending, an older label is a processor's output for one
+            # of them, not a clock step.)
+            unread = [] if self.pending else [
+                lb for lb in self.known if lb < label and (self.done is None or lb > self.done)]
             if unread:
-                # Archived after `label` was made, yet labelled before it: the clock went
-                # back. They are read next; this one is read, not to be read again.
                 self._warn(f"{self.key}: the clock went back: {min(unread)} is labelled before "
                            f"{label}, which was made earlier; reading it next")
                 self._ahead.add(label)
                 del self.known[label]
             else:
                 self.done = label
-            if r.label is None:  # a raw file: older raw files' archives are older too
-                self.pending = []
+                if r.label is None:  # a raw file: older raw files' archives are older too
+                    self.pending = []
         else:
             self.pending.append(ml.Pending(r.ident, r.file_id))
             del self.pending[:-1000]  # bounded, whatever happens to the directory

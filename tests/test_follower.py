@@ -665,3 +665,25 @@ def test_current_made_a_directory_by_hand_neither_wedges_nor_loses(tmp_path):
     f.observe()
     lines = [ln for it in drain(f) if isinstance(it, LineBatch) for ln in it.lines]
     assert lines == [b"@400000006b0b94c919d6e41d new msg 2"]
+
+
+@pytest.mark.parametrize("damage", [
+    lambda f: f.pop("dev"), lambda f: f.update(off="abc"), lambda f: f.update(dev="x"),
+    lambda f: f.update(off=[1]),
+])
+def test_damaged_position_is_set_aside_not_a_crash(tmp_path, damage):
+    """Found in review: the clock-step check at start ran before the position was
+    validated, so a damaged one raised out of poll and the next poll re-read all."""
+    d = tmp_path / "log"
+    d.mkdir()
+    (d / "@400000006b02a2aa2bcb0000.s").write_bytes(b"@400000006b02a2aa2bcb0000 n0\n")
+    (d / "current").write_bytes(b"".join(b"@400000006b02a2aa2bcb057c n%d\n" % i for i in range(4)))
+    f = MultilogFollower(str(d), None, start="all")
+    state = drain(f)[-1].position[1]
+    f.reader.close()
+    assert state["done"] == "@400000006b02a2aa2bcb0000" and state["f"]["off"] > 0
+    damage(state["f"])
+    f = MultilogFollower(str(d), state, start="end")
+    assert plain_lines(drain(f)) == []  # "unusable position; starting at end"
+    assert any("unusable position" in w for w in f.warnings)
+    f.reader.close()
