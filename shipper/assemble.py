@@ -78,7 +78,7 @@ def build_sink(cfg: SinkConfig) -> Any:
 
         if cfg.transport == "udp":
             return gelf.GelfUdpSink(cfg.host, cfg.port, name=cfg.name, chunk_size=cfg.chunk_size,
-                                    compression=cfg.compression)
+                                    compression=cfg.compression, compress_min=cfg.compress_min)
         if cfg.transport == "http":
             return gelf.gelf_http_sink(cfg.url, name=cfg.name, tls=cfg.tls, **_auth(cfg))
         return gelf.GelfTcpSink(cfg.host, cfg.port, name=cfg.name,

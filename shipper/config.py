@@ -250,6 +250,7 @@ class SinkConfig:
     transport: str | None = None  # udp | tcp | tls | http
     chunk_size: int = 1420
     compression: str = "gzip"  # gzip | zlib | none
+    compress_min: int = 0  # gelf udp: messages shorter than this (bytes of JSON) go uncompressed
     # http (and gelf over http)
     url: str | None = None
     table: str | None = None  # clickhouse
@@ -780,7 +781,7 @@ _SYSLOG_KEYS = {"protocol", "format", "sd_id", "facility", "max_message_bytes", 
 _SINK_KEYS: dict[str, set[str]] = {
     "syslog": _NET_KEYS | _SYSLOG_KEYS | {"framing"},
     "relp": _NET_KEYS | _SYSLOG_KEYS | {"window"},
-    "gelf": _NET_KEYS | {"transport", "chunk_size", "compression", "url", "timeout", "auth",
+    "gelf": _NET_KEYS | {"transport", "chunk_size", "compression", "compress_min", "url", "timeout", "auth",
                          "headers"},
     "http": {"url", "format", "table", "index", "gzip", "timeout", "auth", "headers", "tls",
              "connect_timeout", "keepalive"},
@@ -903,6 +904,9 @@ def _sink(t: _Table, name: str, cfg: Config) -> SinkConfig | None:
         c.chunk_size = t.integer("chunk_size", c.chunk_size, 512, 65467)
         c.compression = t.string("compression", "gzip" if c.transport == "udp" else "none",
                                  choices=("gzip", "zlib", "none"))
+        c.compress_min = t.integer("compress_min", c.compress_min, 0, 1 << 24)
+        if t.has("compress_min") and c.transport != "udp":
+            ctx.error(t.key_path("compress_min"), f'applies to transport "udp", not {_show(c.transport)}')
         if c.transport in ("tcp", "tls") and t.has("compression") and c.compression != "none":
             ctx.error(t.key_path("compression"), f'GELF over {c.transport} is not compressed '
                       f'(NUL-delimited JSON); use "none", got {_show(c.compression)}')

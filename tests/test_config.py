@@ -215,6 +215,9 @@ BAD_CASES = [
      BASE + '[sinks.g]\ntype = "gelf"\ntransport = "tcp"\nhost = "g"\ncompression = "gzip"\n',
      ['sinks.g.compression: GELF over tcp is not compressed (NUL-delimited JSON); use "none", '
       'got "gzip"']),
+    ("gelf tcp compress_min",
+     BASE + '[sinks.g]\ntype = "gelf"\ntransport = "tcp"\nhost = "g"\ncompress_min = 1420\n',
+     ['sinks.g.compress_min: applies to transport "udp", not "tcp"']),
     ("file sink without path", BASE + '[sinks.f]\ntype = "file"\n',
      ['sinks.f.path: required for type "file"']),
     ("two file sinks, one path",

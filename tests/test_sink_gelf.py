@@ -368,3 +368,16 @@ async def test_tls_handshake_that_never_comes_times_out():
         await sink.close()
     finally:
         silent.close()
+
+
+def test_compress_min_from_the_config_reaches_the_sink(tmp_path):
+    """compress_min was in the sink but not in the config: every message was gzipped
+    (26,000 records/s a core here; 95,000 with what fits one datagram uncompressed)."""
+    from shipper.assemble import build_sink
+    from shipper.config import load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text(f'state_dir = "{tmp_path}"\n[sources.q]\ntype = "multilog"\npaths = ["{tmp_path}"]\n'
+                    '[sinks.g]\ntype = "gelf"\nhost = "127.0.0.1"\ncompress_min = 1420\n')
+    sink = build_sink(load_config(str(path)).sinks["g"])
+    assert (sink.compression, sink.compress_min) == ("gzip", 1420)
