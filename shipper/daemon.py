@@ -190,10 +190,9 @@ class Daemon:
             self.metrics_server = None
             return
         # Where it really listens (port 0 picks one), for `shipper status -c`.
-        host = self.metrics_server.host
-        addr = f"[{host}]:{self.metrics_server.port}" if ":" in host else f"{host}:{self.metrics_server.port}"
         try:
-            atomic_write(os.path.join(self.config.state_dir, METRICS_ADDR_FILE), addr.encode() + b"\n")
+            atomic_write(os.path.join(self.config.state_dir, METRICS_ADDR_FILE),
+                         self.metrics_server.address.encode() + b"\n")
         except OSError as exc:
             log.warning("metrics: cannot note the address in %s: %s", self.config.state_dir, exc)
 

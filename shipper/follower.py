@@ -74,7 +74,6 @@ import hashlib
 import logging
 import lzma
 import os
-import re
 import stat
 import time
 import zlib
@@ -96,7 +95,6 @@ MARKER_BYTES = 32
 HEAD_BYTES = 512
 STATE_VERSION = 1
 SEEN_MAX = 1000  # archive labels kept in a position (see MultilogFollower._seen)
-_LABEL_NAME_RE = re.compile(r"@[0-9a-f]{24}")
 
 F_CONTINUATION = "continuation"
 F_PARTIAL = "partial"
@@ -621,7 +619,7 @@ class MultilogFollower(_FollowerBase):
         ``done`` moves to just below it, so it and the archives after it are read; those
         already read (``accounted``, labelled above it and at or below the old ``done``)
         are skipped."""
-        before = "@%024x" % (int(label[1:], 16) - 1)
+        before = ml.label_before(label)
         self._ahead |= {lb for lb in accounted if before < lb <= (self.done or "")}
         self._warn(f"{self.key}: the clock went back: new archive {label}.s is labelled before "
                    f"{self.done}, already read; reading it and what follows it")
@@ -728,7 +726,7 @@ class MultilogFollower(_FollowerBase):
                 self._ahead = {lb for lb in ahead if isinstance(lb, str) and lb > self.done}
             seen = st.get("seen")
             if isinstance(seen, list) and seen and all(
-                    isinstance(lb, str) and _LABEL_NAME_RE.fullmatch(lb) for lb in seen):
+                    isinstance(lb, str) and ml.is_label(lb) for lb in seen):
                 self._seen = set(seen)
                 self._seen_floor = min(seen) if len(seen) >= SEEN_MAX else None
         self.observe()
@@ -779,7 +777,7 @@ class MultilogFollower(_FollowerBase):
             if got is None or got[0] != ident or (
                     fid is not None and fingerprint(got[2][:FINGERPRINT_BYTES], complete=True) != fid):
                 continue
-            before = "@%024x" % (int(label[1:], 16) - 1)
+            before = ml.label_before(label)
             self._warn(f"{self.key}: the clock went back: {name}, which we were reading, is labelled "
                        f"before {st['done']}, already read; reading on from it (archives after it "
                        "may be sent twice, with the same event ids)")

@@ -307,6 +307,11 @@ class MetricsServer:
                                                   limit=MAX_REQUEST_BYTES)
         self.port = self._server.sockets[0].getsockname()[1]
 
+    @property
+    def address(self) -> str:
+        """``HOST:PORT`` it listens on (``[HOST]:PORT`` for IPv6), as ``listen`` takes it."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()

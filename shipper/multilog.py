@@ -40,6 +40,7 @@ LOCK = "lock"
 OTHER = "other"
 
 _ARCHIVE_RE = re.compile(r"@[0-9a-f]{24}\.[su]\Z")
+_LABEL_RE = re.compile(r"@[0-9a-f]{24}")
 _STAMP_RE = re.compile(rb"@[0-9a-f]{24}[ \t]")
 
 # Content kinds of an archive, told apart by the first bytes (a !processor
@@ -75,6 +76,16 @@ def classify(name: str) -> str:
 
 def is_archive(name: str) -> bool:
     return _ARCHIVE_RE.match(name) is not None
+
+
+def is_label(text: str) -> bool:
+    """Whether ``text`` is an archive label as multilog writes it (``@`` + 24 hex digits)."""
+    return _LABEL_RE.fullmatch(text) is not None
+
+
+def label_before(label: str) -> str:
+    """The label just below ``label``: as ``done``, it leaves ``label`` and all after it to read."""
+    return "@%024x" % (int(label[1:], 16) - 1)
 
 
 def archive_label(name: str) -> str:

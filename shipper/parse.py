@@ -54,14 +54,15 @@ _DIGIT_MAP = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
 _LONG_RUN = b"0" * 20
 _LONG_DIGITS_RE = re.compile(r"\d{20}")
 
+_NS_END = 1 << 63
+_PREFIX_RE = re.compile(r"([A-Za-z][\w.+-]*(?:/[\w.+-]+)*)(?:\[(\d+)\])?: ?")
+
 
 def _long_digits(data: bytes, text: str) -> bool:
     """Whether ``text`` (decoded from ``data``) has a run of 20 digits."""
     if _LONG_RUN in data.translate(_DIGIT_MAP):
         return True
     return not text.isascii() and _LONG_DIGITS_RE.search(text) is not None
-_NS_END = 1 << 63
-_PREFIX_RE = re.compile(r"([A-Za-z][\w.+-]*(?:/[\w.+-]+)*)(?:\[(\d+)\])?: ?")
 
 
 @dataclass(slots=True)

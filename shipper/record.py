@@ -65,7 +65,7 @@ class Record:
         return orjson.dumps(self.to_dict())
 
 
-def record_dict(time_ns: int | None, time_source: str, program: str | None, event: str,
+def record_dict(time_ns: int | None, time_source: str | None, program: str | None, event: str,
                 message: str, raw: str, fields: dict[str, Any], host: str | None = None,
                 pid: int | None = None, flags: list[str] | None = None, source: str | None = None,
                 file_id: str | None = None, offset: int | None = None,
@@ -160,10 +160,10 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def dumps_safe(value: Any) -> bytes:
+def dumps_safe(value: Any, option: int = 0) -> bytes:
     """JSON of anything: what JSON cannot hold (numbers beyond 64 bits, odd types) is
     made safe first. For the rare case; ``orjson.dumps`` stays the hot path."""
-    return orjson.dumps(json_safe(value), default=repr)
+    return orjson.dumps(json_safe(value), default=repr, option=option)
 
 
 def dumps_all(dicts: list[dict[str, Any]]) -> list[bytes]:
@@ -205,5 +205,5 @@ def ndjson_all(dicts: list[dict[str, Any]], option: int = 0) -> bytes:
         try:
             buf += dumps(d, option=option)
         except (TypeError, ValueError):
-            buf += orjson.dumps(json_safe(d), default=repr, option=option)
+            buf += dumps_safe(d, option)
     return bytes(buf)

@@ -37,22 +37,14 @@ _LABEL_RE = tai64n.LABEL_RE
 _LOCAL_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{9})( {1,2})")
 _SVLOGD_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)[_T](\d\d):(\d\d):(\d\d)\.(\d{5}) ")
 _ACCU_RE = re.compile(r"(\d{9,11})\.\.?(\d{1,9})([ +])")
+# A syslog header's tag: "]" optional, "vpopmail[18917: ..." is seen
+_TAG = r"(\S+) ([^\s\[:]+)(?:\[(\d+)\]?)?: ?"
 _RFC3339_RE = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d) "
-    r"(\S+) ([^\s\[:]+)(?:\[(\d+)\]?)?: ?"  # "]" optional: "vpopmail[18917: ..." is seen
-)
+    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d) " + _TAG)
+_BSD_STAMP = r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]* +(\d{1,2}) (\d\d):(\d\d):(\d\d) "
+_BSD_RE = re.compile(_BSD_STAMP + _TAG)
 # A header whose tag is unreadable: keep its time and host, the rest is the text.
-_BSD_HEAD_RE = re.compile(
-    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]* +(\d{1,2}) (\d\d):(\d\d):(\d\d) "
-    r"(\S+) ")
-_BSD_RE = re.compile(
-    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]* +(\d{1,2}) (\d\d):(\d\d):(\d\d) "
-    r"(\S+) ([^\s\[:]+)(?:\[(\d+)\]?)?: ?"  # "]" optional: "vpopmail[18917: ..." is seen
-)
-# A header whose tag is unreadable: keep its time and host, the rest is the text.
-_BSD_HEAD_RE = re.compile(
-    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]* +(\d{1,2}) (\d\d):(\d\d):(\d\d) "
-    r"(\S+) ")
+_BSD_HEAD_RE = re.compile(_BSD_STAMP + r"(\S+) ")
 _MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 

@@ -95,6 +95,22 @@ def _start_shipper(config: Path, log: Path) -> subprocess.Popen[bytes]:
         f.close()
 
 
+def _start_ready(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """Start shipper and wait until it logged "started" (its signal handlers in place):
+    a SIGTERM before that ends it the default way, which is not what is tested here."""
+    before = log.read_text().count(" started: ") if log.exists() else 0
+    proc = _start_shipper(config, log)
+    deadline = time.monotonic() + 30
+    try:
+        while (log.read_text().count(" started: ") if log.exists() else 0) == before:
+            assert time.monotonic() < deadline and proc.poll() is None, "shipper did not start"
+            time.sleep(0.05)
+    except BaseException:
+        _stop(proc, signal.SIGKILL)
+        raise
+    return proc
+
+
 def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> int:
     if proc.poll() is None:
         os.kill(proc.pid, sig)
@@ -143,14 +159,7 @@ def test_reload_restart_and_stop_under_load_lose_nothing(tmp_path, receiver):
     started: list[subprocess.Popen[bytes]] = []
 
     def start() -> subprocess.Popen[bytes]:
-        # Ready (its signal handlers in place) once it logged "started": a SIGTERM
-        # before that ends it the default way, which is not what is tested here.
-        before = shlog.read_text().count(" started: ") if shlog.exists() else 0
-        started.append(_start_shipper(cfg, shlog))
-        deadline = time.monotonic() + 30
-        while shlog.read_text().count(" started: ") == before if shlog.exists() else True:
-            assert time.monotonic() < deadline and started[-1].poll() is None, "shipper did not start"
-            time.sleep(0.05)
+        started.append(_start_ready(cfg, shlog))
         return started[-1]
 
     try:
@@ -408,13 +417,9 @@ def test_status_finds_metrics_on_a_port_picked_at_start(tmp_path, receiver):
     cfg = tmp_path / "shipper.toml"
     cfg.write_text(_config(tmp_path, logdir, receiver.ports["tcp"], 0))
     shlog = tmp_path / "shipper.log"
-    proc = _start_shipper(cfg, shlog)
+    proc = _start_ready(cfg, shlog)
     try:
         addr = tmp_path / "state" / "metrics.addr"
-        deadline = time.monotonic() + 30
-        while not (shlog.exists() and " started: " in shlog.read_text()):
-            assert time.monotonic() < deadline and proc.poll() is None, "shipper did not start"
-            time.sleep(0.05)
         host, port = addr.read_text().strip().rsplit(":", 1)
         assert host == "127.0.0.1" and int(port) > 0
         assert _metric(_scrape(int(port)), "shipper_build_info",

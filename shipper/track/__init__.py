@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipper.record import rfc3339_ns
+from shipper.record import record_dict, rfc3339_ns
 
 F_INCOMPLETE = "incomplete"  # the summary was emitted before its end was seen
 F_PARTIAL = "partial"  # its beginning was not seen (started before our input)
@@ -59,24 +59,10 @@ def summary(event: str, program: str, suffix: str, first: dict[str, Any], end_ns
     ``event_id`` is the first line's event id plus ``suffix`` ("m" mail, "s" session),
     so replaying the same input yields the same summary id.
     """
+    d = record_dict(end_ns, time_source, program, event, text, text, fields, first.get("host"),
+                    None, flags, first.get("source"), first.get("file_id"), first.get("offset"))
     eid = first.get("event_id")
-    d: dict[str, Any] = {
-        "event_id": f"{eid}{suffix}" if eid is not None else None,
-        "time": rfc3339_ns(end_ns) if end_ns is not None else None,
-        "time_unix_ns": end_ns,
-        "time_source": time_source,
-        "host": first.get("host"),
-        "program": program,
-        "pid": None,
-        "event": event,
-    }
-    d.update(fields)
-    d["message"] = text
-    d["raw"] = text
-    d["flags"] = flags or []
-    d["source"] = first.get("source")
-    d["file_id"] = first.get("file_id")
-    d["offset"] = first.get("offset")
+    d["event_id"] = f"{eid}{suffix}" if eid is not None else None
     return d
 
 
