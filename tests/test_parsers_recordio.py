@@ -177,8 +177,10 @@ def test_real_tcpserver_and_recordio_session(tmp_path: Path) -> None:
     recordio_bin = require_binary("recordio")
     port = free_port()
     err_path = tmp_path / "stderr"
-    # The server waits for the client's EOF (cat) so both [EOF] lines are always written.
-    script = "echo '250 ok 1392180611 qp 456'; read line; echo '221 bye'; exec cat >/dev/null"
+    # The server keeps its output open until the client's EOF (cat, not exec'd: an exec'd
+    # `cat >/dev/null` closes the pipe at once, and recordio, seeing the server's EOF first,
+    # may exit before it reads the client's), so both [EOF] lines are always written.
+    script = "echo '250 ok 1392180611 qp 456'; read line; echo '221 bye'; cat >/dev/null"
     with err_path.open("wb") as err:
         proc = subprocess.Popen(
             [tcpserver, "-v", "-RHl0", "127.0.0.1", str(port), recordio_bin, "sh", "-c", script],
