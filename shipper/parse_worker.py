@@ -9,19 +9,23 @@ worker runs the batches of a source strictly in the order they were sent.
 
 The worker ignores the signals meant for the daemon (systemd sends SIGTERM to
 the whole control group; Ctrl-C reaches the whole process group): the daemon
-drains and then ends it. It dies with the daemon (``PR_SET_PDEATHSIG``), so a
-SIGKILLed daemon leaves nothing behind.
+drains and then ends it. It dies with the daemon (``PR_SET_PDEATHSIG``, and EOF
+on its stdin), so a SIGKILLed daemon leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import gc
-import multiprocessing
 import os
+import pickle
 import signal
-from concurrent.futures import ProcessPoolExecutor
+import struct
+import sys
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -76,13 +80,124 @@ def encode_in_worker(key: str, payloads: list[bytes]) -> tuple[Any, int]:
     return _encodings[key]([loads(p) for p in payloads])
 
 
+class WorkerDied(Exception):
+    """The worker process is gone (killed by hand, out of memory, a bug in it)."""
+
+
+class WorkerError(Exception):
+    """A call raised in the worker (the worker lives on)."""
+
+
+_HEADER = struct.Struct("<Q")  # the length of the pickle that follows
+_CALLS: dict[str, Callable[..., Any]] = {
+    "parse": parse_batch_in_worker,
+    "register": register_encoding,
+    "encode": encode_in_worker,
+}
+
+
+class WorkerProcess:
+    """One worker process, spoken to over its stdin and stdout: length-prefixed
+    pickles, requests in and results out, strictly in order.
+
+    Not ``concurrent.futures.ProcessPoolExecutor``: a worker killed while it wrote
+    a result left the pool's manager thread blocked for ever on the partial
+    message, so the batch never completed and the interpreter hung at exit,
+    joining that thread (seen in CI). Here the result pipe is read by the event
+    loop: a worker's death is EOF, every call waiting on it fails with
+    ``WorkerDied``, and there is no thread to join.
+    """
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self._waiting: deque[asyncio.Future[Any]] = deque()
+        self._dead = False
+        self._reader = asyncio.get_running_loop().create_task(self._read_results())
+
+    @classmethod
+    async def start(cls) -> WorkerProcess:
+        """A fresh interpreter (never a fork of a running loop with threads) that
+        holds only what parsing needs; its stderr is the daemon's."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shipper.parse_worker",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        return cls(proc)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return not self._dead
+
+    def submit(self, call: str, *args: Any) -> asyncio.Future[Any]:
+        """Send one call; the future gets its result, or ``WorkerDied``."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self._dead or self.proc.stdin is None:
+            fut.set_exception(WorkerDied(f"parse worker {self.pid} is gone"))
+            return fut
+        data = pickle.dumps((call, args), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            # The transport buffers the write; callers bound what is in flight.
+            self.proc.stdin.write(_HEADER.pack(len(data)) + data)
+        except (ConnectionError, RuntimeError) as exc:  # pipe closed: it died
+            self._died()
+            fut.set_exception(WorkerDied(f"parse worker {self.pid}: {exc}"))
+            return fut
+        self._waiting.append(fut)
+        return fut
+
+    async def _read_results(self) -> None:
+        out = self.proc.stdout
+        assert out is not None
+        try:
+            while True:
+                size, = _HEADER.unpack(await out.readexactly(_HEADER.size))
+                ok, value = pickle.loads(await out.readexactly(size))
+                fut = self._waiting.popleft()
+                if fut.done():  # cancelled by its caller
+                    continue
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(WorkerError(value))
+        except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError, IndexError):
+            pass  # EOF or a cut message: the worker is gone
+        finally:
+            self._died()
+
+    def _died(self) -> None:
+        self._dead = True
+        while self._waiting:
+            fut = self._waiting.popleft()
+            if not fut.done():
+                fut.set_exception(WorkerDied(f"parse worker {self.pid} is gone"))
+                fut.exception()  # retrieved: nobody may be waiting on this one
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """EOF on its stdin ends it; a worker that does not end in ``timeout`` is killed."""
+        self._dead = True
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            if self.proc.returncode is None:
+                self.proc.kill()  # the process we started, by its handle
+            await self.proc.wait()
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+        self._died()
+
+
 def _init_worker() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the pool's own pipe EOF ends it
+    except (OSError, AttributeError):  # not Linux: EOF on stdin ends it
         pass
     if os.getppid() == 1:  # the daemon died before prctl took effect
         os._exit(0)
@@ -90,11 +205,40 @@ def _init_worker() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def start_pool() -> ProcessPoolExecutor:
-    """One worker process. ``spawn``: a fork of a running event loop with threads
-    is not safe, and a fresh interpreter holds only what parsing needs."""
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker)
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    parts = []
+    while size:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            return None
+        parts.append(chunk)
+        size -= len(chunk)
+    return b"".join(parts)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def main() -> None:
+    """The worker: calls in on stdin, results out on stdout, until EOF."""
+    _init_worker()
+    # Results go to a private copy of stdout; a stray print lands on stderr.
+    fd_in, fd_out = 0, os.dup(1)
+    os.dup2(2, 1)
+    while (head := _read_exactly(fd_in, _HEADER.size)) is not None:
+        body = _read_exactly(fd_in, _HEADER.unpack(head)[0])
+        if body is None:
+            break
+        call, args = pickle.loads(body)
+        try:
+            reply = (True, _CALLS[call](*args))
+        except Exception as exc:  # one bad batch must not end the worker
+            reply = (False, f"{type(exc).__name__}: {exc}")
+        data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        _write_all(fd_out, _HEADER.pack(len(data)) + data)
 
 
 def resolve_workers(setting: int | str, n_sources: int) -> int:
@@ -106,3 +250,7 @@ def resolve_workers(setting: int | str, n_sources: int) -> int:
     if setting == "auto":
         return max(0, min((os.cpu_count() or 1) - 2, n_sources, 4))
     return int(setting)
+
+
+if __name__ == "__main__":
+    main()

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,13 +28,7 @@ import orjson
 
 from shipper.diskqueue import QueueWriteError
 from shipper.parse import LineParser, ParseOptions
-from shipper.parse_worker import (
-    encode_in_worker,
-    parse_batch_in_worker,
-    parse_to_dicts,
-    register_encoding,
-    start_pool,
-)
+from shipper.parse_worker import WorkerDied, WorkerError, WorkerProcess, parse_to_dicts
 from shipper.record import dumps_batch, rfc3339_ns
 from shipper.sinks.base import Backoff, PermanentError, Prepared, Sink, deliver
 
@@ -180,7 +173,8 @@ class Pipeline:
         self.sync_interval = sync_interval
         self.parse_workers = parse_workers  # worker processes that parse (0: parse here)
         self.worker_inflight = worker_inflight  # batches per source sent ahead to a worker
-        self._pools: list[ProcessPoolExecutor] = []
+        self._workers: list[WorkerProcess] = []
+        self._workers_lock = asyncio.Lock()
         # Tracking state (open mails) saved with the checkpoints it matches: see _run_syncer
         self.save_state = save_state
         self.save_interval = save_interval
@@ -248,9 +242,10 @@ class Pipeline:
         return payloads, dicts, exact
 
     async def _run_source(self, source: Any) -> None:
-        pool = self._pool_for(source)
-        if pool is not None:
-            await self._run_source_with_worker(source, pool)
+        # A source always goes to the same worker: its batches are parsed in order.
+        worker = await self._worker_for(self.sources.index(source))
+        if worker is not None:
+            await self._run_source_with_worker(source, worker)
             return
         async for item in source.batches():
             if self._stop_reading.is_set():
@@ -289,20 +284,24 @@ class Pipeline:
             log.error("parse worker died; parsing and encoding in the daemon's process from now on")
             self.parse_workers = 0
 
-    def _start_workers(self) -> bool:
+    async def _start_workers(self) -> bool:
         if self.parse_workers <= 0:
             return False
-        if not self._pools:
-            self._pools = [start_pool() for _ in range(self.parse_workers)]
-        return True
+        async with self._workers_lock:  # sources and sinks ask at once
+            if not self._workers and self.parse_workers > 0:
+                try:
+                    self._workers = [await WorkerProcess.start() for _ in range(self.parse_workers)]
+                except OSError as exc:
+                    log.error("cannot start a parse worker (%s); parsing in the daemon's process", exc)
+                    self.parse_workers = 0
+        return self.parse_workers > 0
 
-    def _pool_for(self, source: Any) -> ProcessPoolExecutor | None:
-        if not self._start_workers():
+    async def _worker_for(self, index: int) -> WorkerProcess | None:
+        if not await self._start_workers():
             return None
-        # A source always goes to the same worker: its batches are parsed in order.
-        return self._pools[self.sources.index(source) % len(self._pools)]
+        return self._workers[index % len(self._workers)]
 
-    async def _run_source_with_worker(self, source: Any, pool: ProcessPoolExecutor) -> None:
+    async def _run_source_with_worker(self, source: Any, worker: WorkerProcess) -> None:
         """Read and submit batches while the worker parses earlier ones; append
         their results strictly in order. A few batches in flight keep both
         processes busy; the bound keeps memory and re-reading after a crash small."""
@@ -317,13 +316,9 @@ class Pipeline:
                 now_ns = time.time_ns()
                 fut = None
                 if hasattr(item, "lines") and self.parse_workers > 0:
-                    try:
-                        fut = loop.run_in_executor(
-                            pool, parse_batch_in_worker, item.source, opts, item.path, item.file_id,
-                            item.lines, item.offsets, getattr(item, "line_flags", None) or None,
-                            now_ns)
-                    except (BrokenProcessPool, RuntimeError):  # RuntimeError: shut down
-                        self._worker_died()
+                    fut = worker.submit(
+                        "parse", item.source, opts, item.path, item.file_id, item.lines,
+                        item.offsets, getattr(item, "line_flags", None) or None, now_ns)
                 await inflight.put((item, now_ns, fut))
             await inflight.put(None)
             await appender
@@ -340,8 +335,10 @@ class Pipeline:
             if fut is not None:
                 try:
                     parsed = await fut
-                except BrokenProcessPool:
+                except WorkerDied:
                     self._worker_died()
+                except WorkerError as exc:  # parsed here instead, as if no worker
+                    log.error("parse worker failed on a batch (%s); parsed it here", exc)
             if parsed is not None:
                 payloads, metas, last_ns = parsed
                 self._count_lines(item, last_ns)
@@ -473,8 +470,7 @@ class Pipeline:
     async def _run_sink(self, route: SinkRoute) -> None:
         backoff = route.backoff
         loads = orjson.loads
-        pool = self._encoding_pool(route)
-        loop = asyncio.get_running_loop()
+        worker = await self._encoding_worker(route)
         while True:
             items = route.queue.read(route.batch_records, route.batch_bytes)
             if not items:
@@ -490,14 +486,18 @@ class Pipeline:
                     pass
                 continue
             batch: Any = None
-            if pool is not None:
+            if worker is not None:
                 try:
-                    payload, truncated = await loop.run_in_executor(
-                        pool, encode_in_worker, route.name, [p for _, p in items])
+                    payload, truncated = await worker.submit("encode", route.name,
+                                                             [p for _, p in items])
                     batch = Prepared(payload, len(items), truncated)
-                except (BrokenProcessPool, RuntimeError):  # RuntimeError: shut down
+                except WorkerDied:
                     self._worker_died()
-                    pool = None
+                    worker = None
+                except WorkerError as exc:  # this sink's batches are encoded here from now on
+                    log.error("parse worker failed to encode for sink %s (%s); encoding here",
+                              route.name, exc)
+                    worker = None
             if batch is None:
                 batch = _recent_dicts(route, items)
                 if batch is None:
@@ -521,15 +521,23 @@ class Pipeline:
             route.queue.ack(items[-1][0])
             _forget_recent(route, items[-1][0])
 
-    def _encoding_pool(self, route: SinkRoute) -> ProcessPoolExecutor | None:
+    async def _encoding_worker(self, route: SinkRoute) -> WorkerProcess | None:
         """The worker that encodes this sink's batches, if the sink's encoding can
         run there: reading the buffer and sending stay here, the CPU work goes there."""
         encoding = getattr(route.sink, "encoding", None)
-        if encoding is None or not self._start_workers():
+        if encoding is None:
             return None
-        pool = self._pools[self.routes.index(route) % len(self._pools)]
-        pool.submit(register_encoding, route.name, encoding)  # runs before any batch: FIFO
-        return pool
+        worker = await self._worker_for(self.routes.index(route))
+        if worker is not None:
+            try:
+                # Runs before any batch of this sink (calls run in order); its own
+                # failure shows as the first encode's.
+                worker.submit("register", route.name, encoding).add_done_callback(
+                    lambda f: f.cancelled() or f.exception())
+            except (pickle.PicklingError, TypeError, AttributeError) as exc:
+                log.warning("sink %s encodes in the daemon's process: %s", route.name, exc)
+                return None
+        return worker
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -572,9 +580,8 @@ class Pipeline:
             except TimeoutError:
                 log.warning("sink %s: closing its connection timed out; dropped it", r.name)
             r.queue.close()
-        self.close_workers()
+        await self.close_workers()
 
-    def close_workers(self) -> None:
-        for pool in self._pools:
-            pool.shutdown(wait=False, cancel_futures=True)
-        self._pools = []
+    async def close_workers(self) -> None:
+        workers, self._workers = self._workers, []
+        await asyncio.gather(*(w.close() for w in workers), return_exceptions=True)

@@ -82,8 +82,7 @@ async def ship(tmp: Path, lines: list[bytes], workers: int, kill_worker_after: i
             if task.done():
                 task.result()
             if kill_worker_after and not killed and len(capture.frames) >= kill_worker_after:
-                for pid in list(pipeline._pools[0]._processes):  # the worker we started
-                    os.kill(pid, signal.SIGKILL)
+                os.kill(pipeline._workers[0].pid, signal.SIGKILL)  # the worker we started
                 killed = True
             await asyncio.sleep(0.02)
     finally:
