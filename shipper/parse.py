@@ -14,6 +14,7 @@ from typing import Any
 
 from shipper.parsers import PREFIXED, QMAIL_SEND_WORDS, UNPREFIXED, parse_postfix
 from shipper.parsers.qmail_send import parse_at as qmail_send_parse_at
+from shipper.parsers.recordio import continue_secret as recordio_continue_secret
 from shipper.parsers.recordio import parse as recordio_parse
 from shipper.record import (
     F_BAD_STAMP,
@@ -79,7 +80,7 @@ class ParseOptions:
 class LineParser:
     """Parse the lines of one input (file or stream) in order."""
 
-    __slots__ = ("opts", "source", "file_id", "last_time_ns")
+    __slots__ = ("opts", "source", "file_id", "last_time_ns", "open_lines")
 
     def __init__(self, opts: ParseOptions | None = None, source: str | None = None,
                  file_id: str | None = None) -> None:
@@ -87,6 +88,8 @@ class LineParser:
         self.source = source
         self.file_id = file_id
         self.last_time_ns: int | None = None
+        # recordio: conn pid → the client line so far, while its pieces are cut by "+"
+        self.open_lines: dict[int, str] = {}
 
     def parse(self, line: bytes, offset: int | None = None, now_ns: int | None = None) -> Record:
         """One line (with or without its trailing newline) → one record. Never raises."""
@@ -151,7 +154,10 @@ class LineParser:
                 except Exception:  # a parser bug: parse() makes the error record
                     append(parse(line, offset, now))
                     continue
-                if "_redact" not in fields and (program is not None or hint is None):
+                if ("_redact" not in fields and (program is not None or hint is None)
+                        and not (program == "recordio" and (
+                            "continued" in fields or (self.open_lines and fields.get(
+                                "conn_pid") in self.open_lines)))):
                     if raw[1:17] != secs_hex:
                         secs = int(raw[1:17], 16)
                         if not LABEL_SECS_MIN <= secs < LABEL_SECS_END:
@@ -233,6 +239,8 @@ class LineParser:
                 _, event, fields, ppid = _result(program, got)
         if pid is None:
             pid = ppid
+        if program == "recordio":
+            recordio_continue_secret(text, event, fields, self.open_lines)
         if _long_digits(line, text):
             json_safe(fields)
             pid = json_safe(pid)

@@ -15,6 +15,13 @@ client line was ``AUTH LOGIN``): a client line is redacted when it is
     ``AUTH PLAIN`` / ``AUTH CRAM-MD5``, and any ``+``-continued tail of a long blob.
 The last rule also hides one-word message-body lines (``Regards``): losing those
 is the price of never shipping a base64 password. ``USER`` is not redacted.
+
+A line cut by recordio's ``+`` (a read that ended mid-line: a client that
+writes byte by byte, a blob longer than a read) goes on in the connection's next
+client piece, which alone may look harmless (``et!`` of ``PASS secr+``, the
+3-character tail of a blob, `` hunter2`` after ``PASS+``). ``continue_secret``,
+with the line so far that the caller keeps per connection, applies the rules
+above to the whole line and redacts what of the secret falls in each piece.
 """
 
 from __future__ import annotations
@@ -95,6 +102,51 @@ def _parse(text: str) -> Parsed | None:
         f["text"] = msg[:a] + REDACTED + msg[b:]
         f["_redact"] = text[:start + a] + REDACTED + text[start + b:]
     return "io_client", f
+
+
+OPEN_LINES_MAX = 1024  # connections at once with a client line cut by "+"
+HEAD_MAX = 1024  # characters of a cut line kept: the verb and where its secret starts
+
+
+def continue_secret(text: str, event: str, fields: dict[str, Any], open_lines: dict[int, str]) -> None:
+    """The stateful half of redaction, for a recordio line's ``(event, fields)`` from
+    ``parse(text)``. ``open_lines``: conn pid → the client line so far when its last
+    piece was cut by ``+`` (kept by the caller per input; bounded here). A piece that
+    goes on with such a line is redacted where the line's secret (the rules above,
+    applied to the whole line) falls in it, on top of what it shows alone."""
+    pid = fields.get("conn_pid")
+    if event == "io_eof":
+        open_lines.pop(pid, None)  # type: ignore[arg-type]
+        return
+    if event != "io_client":
+        return
+    head = open_lines.pop(pid, None)  # type: ignore[arg-type]
+    continued = bool(fields.get("continued"))
+    if head is None and not continued:
+        return
+    start = text.find("<") + 2
+    end = len(text) - 1 if text[-1:] in ("+", " ") and len(text) > start else len(text)
+    if text[end - 1:end] == "\r" and end > start:
+        end -= 1
+    msg = text[start:end]
+    if head is not None:
+        full = head + msg
+        m = _WORD_RE.match(full)
+        span = _secret_span(full, m.group(1).upper() if m is not None else "",
+                            m.end() if m is not None else 0)
+        if span is not None and span[1] > len(head):
+            a, b = max(span[0] - len(head), 0), span[1] - len(head)
+            m = _WORD_RE.match(msg)
+            alone = _secret_span(msg, m.group(1).upper() if m is not None else "",
+                                 m.end() if m is not None else 0)
+            if alone is not None:  # what the piece showed alone stays redacted too
+                a, b = min(a, alone[0]), max(b, alone[1])
+            fields["text"] = msg[:a] + REDACTED + msg[b:]
+            fields["_redact"] = text[:start + a] + REDACTED + text[start + b:]
+    if continued:
+        open_lines[pid] = ((head or "") + msg)[:HEAD_MAX]  # type: ignore[index]
+        if len(open_lines) > OPEN_LINES_MAX:
+            del open_lines[next(iter(open_lines))]
 
 
 def _server_fields(msg: str, f: dict[str, Any]) -> None:
