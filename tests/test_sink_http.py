@@ -259,7 +259,7 @@ async def test_400_is_permanent_and_dead_lettered(peer: Peer, tmp_path: Path):
     try:
         await deliver(sink, recs, FAST)
     except PermanentError as exc:
-        assert str(exc).startswith("siem: HTTP 400 Bad Request from http://127.0.0.1:")
+        assert str(exc).startswith("HTTP 400 Bad Request from http://127.0.0.1:")  # the log adds "sink siem: "
         assert exc.response.startswith('{"error":"field size: not a number"}')
         assert len(exc.response) == 1000  # truncated
         dead.write(recs, exc)

@@ -18,7 +18,7 @@ from rsyslog_util import INPUTS, Rsyslog, make_certs, parse_sd
 from test_rfc5424 import fixture_records
 
 from shipper.encode.rfc5424 import Rfc5424Encoder, param_text, sd_name
-from shipper.sinks.base import Backoff, SinkError, deliver
+from shipper.sinks.base import Backoff, SinkError, deliver, describe_error
 from shipper.sinks.syslog import SyslogTcpSink, SyslogUdpSink
 from shipper.tlsconfig import TlsOptions
 
@@ -307,3 +307,17 @@ async def test_close_with_a_peer_that_stopped_reading_returns_quietly():
             w.transport.abort()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize(("exc", "text"), [
+    # getaddrinfo's codes are not errno's: os.strerror(-2) says "Unknown error -2"
+    (socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+     "cannot resolve the host name: Name or service not known"),
+    (ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 9)"), "Connection refused"),
+    (TimeoutError(), "timed out"),
+    (ConnectionAbortedError("SSL handshake is taking longer than 1.0 seconds: aborting the connection"),
+     "TLS handshake timed out"),
+    (EOFError(), "EOFError"),
+])
+def test_every_sink_describes_an_error_in_one_clear_line(exc: BaseException, text: str) -> None:
+    assert describe_error(exc) == text

@@ -15,11 +15,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import socket
+import ssl
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 log = logging.getLogger("shipper.sink")
+
+
+def describe_error(exc: BaseException) -> str:
+    """One clear line for a connection error, for every sink's log and metrics."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {exc.verify_message or exc.reason or exc}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionAbortedError) and "handshake" in str(exc):
+        return "TLS handshake timed out"  # asyncio's ssl_handshake_timeout
+    if isinstance(exc, socket.gaierror):  # its errno is getaddrinfo's, not errno's
+        return f"cannot resolve the host name: {exc.strerror or exc}"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)  # asyncio's own text adds nothing but the address
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class SinkError(Exception):

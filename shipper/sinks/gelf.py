@@ -22,27 +22,15 @@ import struct
 from typing import Any
 
 from shipper.encode import gelf as gelf_encode
-from shipper.sinks.base import SinkError, SinkStats, close_stream
+from shipper.sinks.base import SinkError, SinkStats, close_stream, describe_error
 from shipper.sinks.http import HttpSink
 from shipper.tlsconfig import TlsOptions, client_context
 
 DEFAULT_PORT = 12201
 
 
-def _error(name: str, where: str, exc: BaseException) -> SinkError:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        text = f"TLS certificate verification failed: {exc.verify_message}"
-    elif isinstance(exc, TimeoutError):
-        text = "timed out"
-    elif isinstance(exc, ConnectionAbortedError) and "handshake" in str(exc):
-        text = "TLS handshake timed out"  # asyncio's ssl_handshake_timeout
-    elif isinstance(exc, OSError) and exc.errno:
-        text = os.strerror(exc.errno)  # asyncio's own text adds nothing but the address
-    elif isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    else:
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return SinkError(f"{name}: {where}: {text}")
+def _error(where: str, exc: BaseException) -> SinkError:
+    return SinkError(f"{where}: {describe_error(exc)}")
 
 
 class GelfUdpSink:
@@ -77,7 +65,7 @@ class GelfUdpSink:
             sock.setblocking(False)
             sock.connect(addr)  # connected: ICMP errors come back to us
         except OSError as exc:
-            raise _error(self.name, f"{self.host}:{self.port}", exc) from None
+            raise _error(f"{self.host}:{self.port}", exc) from None
         self._sock = sock
         self.stats.connected = True
         return sock
@@ -106,7 +94,7 @@ class GelfUdpSink:
                     await asyncio.sleep(0)  # let the rest of the agent run during big batches
         except OSError as exc:
             self._close()
-            raise _error(self.name, f"{self.host}:{self.port}", exc) from None
+            raise _error(f"{self.host}:{self.port}", exc) from None
         finally:
             self.stats.truncated += truncated
             self.stats.extra["datagrams"] += datagrams
@@ -156,7 +144,7 @@ class GelfTcpSink:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host, self.port, **kwargs), total)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            raise _error(self.name, where, exc) from None
+            raise _error(where, exc) from None
         sock = writer.get_extra_info("socket")
         if sock is not None and self.keepalive:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -189,10 +177,10 @@ class GelfTcpSink:
             await asyncio.sleep(0)  # let the watcher see a FIN that is already here
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             await self._drop()
-            raise _error(self.name, f"{self.host}:{self.port}", exc) from None
+            raise _error(f"{self.host}:{self.port}", exc) from None
         if self._peer_closed:
             await self._drop()
-            raise SinkError(f"{self.name}: {self.host}:{self.port}: peer closed the connection")
+            raise SinkError(f"{self.host}:{self.port}: peer closed the connection")
         self.stats.acked += len(records)  # written, connection alive: all TCP can tell
 
     async def _drop(self) -> None:

@@ -50,7 +50,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from shipper.encode import http_body
-from shipper.sinks.base import PermanentError, SinkError, SinkStats
+from shipper.sinks.base import PermanentError, SinkError, SinkStats, describe_error
 from shipper.tlsconfig import TlsOptions, client_context
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ class HttpSink:
             self.stats.acked += len(records)
             return
         text = data[:4 * MAX_ERROR_BODY].decode("utf-8", "replace")[:MAX_ERROR_BODY]
-        what = f"{self.name}: HTTP {status} {reason} from {self.url}"
+        what = f"HTTP {status} {reason} from {self.url}"
         if status == 413 and len(records) > 1:
             # Too large for the peer: learn its limit, send the batch again in parts.
             self.stats.sent -= len(records)
@@ -250,16 +250,16 @@ class HttpSink:
             if out.duplicates:
                 self.stats.extra["duplicates"] = self.stats.extra.get("duplicates", 0) + out.duplicates
             if out.retryable:
-                raise SinkError(f"{self.name}: {len(out.retryable)} bulk items to retry: "
+                raise SinkError(f"{len(out.retryable)} bulk items to retry: "
                                 f"{out.retryable[0]}")
             if out.permanent:
                 text = "; ".join(out.permanent[:5])[:MAX_ERROR_BODY]
-                raise PermanentError(f"{self.name}: {len(out.permanent)} of {len(records)} bulk "
+                raise PermanentError(f"{len(out.permanent)} of {len(records)} bulk "
                                      f"items refused: {text}", response=text)
         elif self.format == "otlp" and b"partialSuccess" in data:
             rejected, message = http_body.otlp_rejected(data)
             if rejected:
-                raise PermanentError(f"{self.name}: collector rejected {rejected} of {len(records)} "
+                raise PermanentError(f"collector rejected {rejected} of {len(records)} "
                                      f"log records: {message[:MAX_ERROR_BODY]}",
                                      response=data[:MAX_ERROR_BODY].decode("utf-8", "replace"))
 
@@ -319,17 +319,5 @@ class HttpSink:
                     if attempt == 1 and reused and isinstance(
                             exc, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError):
                         continue
-                    raise SinkError(f"{self.name}: {self.url}: {_describe(exc)}") from None
+                    raise SinkError(f"{self.url}: {describe_error(exc)}") from None
         raise AssertionError("unreachable")
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate verification failed: {exc.verify_message}"
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return "timed out"
-    if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno)
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

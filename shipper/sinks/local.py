@@ -74,7 +74,7 @@ class FileSink:
             await asyncio.to_thread(self._write, lines)
         except OSError as exc:
             self._close_file()
-            raise SinkError(f"{self.name}: {self.path}: {exc.strerror or exc}") from None
+            raise SinkError(f"{self.path}: {exc.strerror or exc}") from None
         self.stats.acked += len(records)
 
     async def close(self) -> None:
@@ -144,7 +144,7 @@ class StdoutSink:
         try:
             await asyncio.to_thread(self._write, data)
         except OSError as exc:  # closed pipe, full disk behind a redirect
-            raise SinkError(f"{self.name}: {exc.strerror or exc}") from None
+            raise SinkError(f"{exc.strerror or exc}") from None
         self.stats.acked += len(records)
 
     def _write(self, data: bytes) -> None:

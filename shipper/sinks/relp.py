@@ -22,8 +22,8 @@ from typing import Any
 
 from shipper.encode.rfc5424 import Rfc5424Encoder
 from shipper.relp import ACKED, ERROR, OPENED, REFUSED, SERVER_CLOSE, RelpClient
-from shipper.sinks.base import SinkError, SinkStats, close_stream
-from shipper.sinks.syslog import describe_error, open_stream
+from shipper.sinks.base import SinkError, SinkStats, close_stream, describe_error
+from shipper.sinks.syslog import open_stream
 from shipper.tlsconfig import TlsOptions, client_context
 
 

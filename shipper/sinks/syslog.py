@@ -32,7 +32,7 @@ from typing import Any
 
 from shipper.encode.rfc5424 import Rfc3164Encoder, Rfc5424Encoder
 from shipper.framing import FRAMINGS, LF, OCTET_COUNTED, frame_texts
-from shipper.sinks.base import Prepared, SinkError, SinkStats, close_stream
+from shipper.sinks.base import Prepared, SinkError, SinkStats, close_stream, describe_error
 from shipper.tlsconfig import TlsOptions, client_context
 
 Encoder = Rfc5424Encoder | Rfc3164Encoder
@@ -52,17 +52,6 @@ def set_keepalive(sock: socket.socket, idle: int, interval: int, count: int) -> 
             sock.setsockopt(socket.IPPROTO_TCP, opt, value)
 
 
-def describe_error(exc: BaseException) -> str:
-    """One clear line for a connection error; names a certificate verification failure."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate verification failed: {exc.verify_message or exc.reason or exc}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or exc}"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
 async def open_stream(host: str, port: int, *, tls: TlsOptions | None, ssl_context: ssl.SSLContext | None,
                       connect_timeout: float, keepalive: tuple[int, int, int] | None
                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -75,7 +64,7 @@ async def open_stream(host: str, port: int, *, tls: TlsOptions | None, ssl_conte
     try:
         infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), connect_timeout)
     except (OSError, TimeoutError) as exc:
-        raise SinkError(f"cannot resolve {host}: {describe_error(exc)}") from exc
+        raise SinkError(f"{host}: {describe_error(exc)}") from exc
     sock: socket.socket | None = None
     last: BaseException | None = None
     for family, kind, proto, _, addr in infos:
