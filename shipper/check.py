@@ -21,6 +21,7 @@ import urllib.parse
 
 from shipper.assemble import build_sink
 from shipper.config import Config, ConfigError, SinkConfig, load_config
+from shipper.follower import file_problem, multilog_dir_problem
 from shipper.sinks.base import SinkError
 from shipper.tlsconfig import client_context
 
@@ -119,17 +120,18 @@ def _probe_udp(cfg: SinkConfig) -> tuple[str, str]:
 
 
 def _check_sources(config: Config) -> list[str]:
+    """What ``run`` would say about each configured path, said now."""
     problems = []
     for s in config.sources.values():
         if s.type == "stdin":
             continue
-        matched = [p for pat in s.paths for p in glob.glob(pat)]
-        if not matched:
-            problems.append(f"sources.{s.name}: nothing matches {', '.join(s.paths)} yet "
-                            "(it is followed when it appears)")
-        for p in matched:
-            if not os.access(p, os.R_OK | (os.X_OK if os.path.isdir(p) else 0)):
-                problems.append(f"sources.{s.name}: {p} is not readable by this user")
+        problem = multilog_dir_problem if s.type == "multilog" else file_problem
+        for pat in s.paths:
+            paths = sorted(glob.glob(pat)) if glob.has_magic(pat) else [pat]
+            if not paths:
+                problems.append(f"sources.{s.name}: {pat}: matches nothing yet "
+                                "(it is followed when it appears)")
+            problems += [f"sources.{s.name}: {text}" for p in paths if (text := problem(p))]
     return problems
 
 

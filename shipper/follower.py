@@ -1360,11 +1360,33 @@ class _Source:
         self._closed = False
         self._saved_positions: dict[str, Any] = {}
         self._bad_checkpoint = False
+        self._unmatched: dict[str, str] = {}  # pattern → what was said about it
 
     # -- what to follow -------------------------------------------------------
 
     def _matches(self) -> list[str]:
         raise NotImplementedError
+
+    def _why_not(self, path: str) -> str | None:
+        """Why an existing ``path`` is not followed (None: it is, or may be)."""
+        raise NotImplementedError
+
+    def _say_unmatched(self) -> None:
+        """Tell the admin, once per change, about a configured path that is not
+        followed: missing (it is followed when it appears), unreadable by this
+        user, or not (yet) a log. Silence there looks like a quiet mail server."""
+        for pat in self.patterns:
+            paths = sorted(glob.glob(pat)) if glob.has_magic(pat) else [pat]
+            reasons = [r for p in paths if (r := self._why_not(p)) is not None]
+            if not paths:
+                reasons = [f"{pat}: matches nothing yet; followed when it appears"]
+            text = "; ".join(reasons)
+            if text == self._unmatched.get(pat, ""):
+                continue
+            self._unmatched[pat] = text
+            if text:
+                (log.error if "Permission denied" in text else log.warning)("%s", text)
+                self.warnings.append(text)
 
     def _make(self, path: str, state: dict[str, Any] | None, start: str) -> _FollowerBase:
         raise NotImplementedError
@@ -1440,6 +1462,7 @@ class _Source:
         loop = asyncio.get_running_loop()
         for path in self._matches():
             self._add(path, initial=True)
+        self._say_unmatched()
         self._tasks.append(loop.create_task(self._rescan(), name="source rescan"))
         self._tasks.append(loop.create_task(self._saver(), name="checkpoint saver"))
 
@@ -1504,6 +1527,7 @@ class _Source:
             await asyncio.sleep(self.rescan_interval)
             for path in self._matches():
                 self._add(path, initial=False)
+            self._say_unmatched()
 
     async def _saver(self) -> None:
         while True:
@@ -1523,12 +1547,15 @@ class MultilogSource(_Source):
         for pat in self.patterns:
             for p in sorted(glob.glob(pat)) if glob.has_magic(pat) else [pat]:
                 p = os.path.abspath(p)
-                if os.path.isdir(p) and _looks_multilog(p):
+                if multilog_dir_problem(p) is None:
                     out.append(p)
         return out
 
     def _make(self, path: str, state: dict[str, Any] | None, start: str) -> _FollowerBase:
         return MultilogFollower(path, state, start=start, **self.follower_opts)
+
+    def _why_not(self, path: str) -> str | None:
+        return multilog_dir_problem(path)
 
     def _watch_dir(self, path: str) -> str:
         return path
@@ -1543,20 +1570,41 @@ class FileSource(_Source):
         out: list[str] = []
         for pat in self.patterns:
             for p in sorted(glob.glob(pat)) if glob.has_magic(pat) else [pat]:
-                if os.path.isfile(p):
+                if file_problem(p) is None:
                     out.append(os.path.abspath(p))
         return out
 
     def _make(self, path: str, state: dict[str, Any] | None, start: str) -> _FollowerBase:
         return PlainFileFollower(path, state, start=start, **self.follower_opts)
 
+    def _why_not(self, path: str) -> str | None:
+        return file_problem(path)
+
     def _watch_dir(self, path: str) -> str:
         return os.path.dirname(path)
 
 
-def _looks_multilog(path: str) -> bool:
+def multilog_dir_problem(path: str) -> str | None:
+    """Why ``path`` is not followed as a multilog directory, in one line (None: it is)."""
+    if not os.path.exists(path):
+        return f"{path}: no such directory yet; followed when it appears"
+    if not os.path.isdir(path):
+        return f"{path}: not a directory (a multilog source names the log directory)"
     try:
         names = os.listdir(path)
-    except OSError:
-        return False
-    return any(n in ("current", "lock") or ml.is_archive(n) for n in names)
+    except OSError as exc:
+        return f"{path}: cannot read it: {exc.strerror} (the shipper's user needs to read the log directory)"
+    if not any(n in ("current", "lock") or ml.is_archive(n) for n in names):
+        return f"{path}: no multilog files in it yet (current, lock, @*.s); followed when they appear"
+    return None
+
+
+def file_problem(path: str) -> str | None:
+    """Why ``path`` is not followed as a log file, in one line (None: it is)."""
+    if not os.path.exists(path):
+        return f"{path}: no such file yet; followed when it appears"
+    if not os.path.isfile(path):
+        return f"{path}: not a regular file"
+    if not os.access(path, os.R_OK):
+        return f"{path}: cannot read it: Permission denied (the shipper's user needs to read it)"
+    return None

@@ -80,7 +80,7 @@ connect_timeout = "1s"
     # RELP: a real session is opened; a plain syslog port takes TCP but never answers "open"
     assert f"ok: sinks.relp_good: relp 127.0.0.1:{rs.ports['relp']}" in out, out
     assert any(line.startswith("error: sinks.relp_wrong:") and "RELP" in line for line in out), out
-    assert any(line.startswith("warning: sources.q: nothing matches") for line in out)
+    assert f"warning: sources.q: {tmp_path}/log/*: matches nothing yet (it is followed when it appears)" in out, out
 
 
 def test_http_auth_from_a_file_or_the_environment_builds(tmp_path):
@@ -110,3 +110,42 @@ def test_state_dir_that_cannot_be_made_is_an_error(tmp_path):
         f.write(text)
     r = run("-c", path, "--no-probe")
     assert r.returncode == 1 and "is not a directory" in r.stdout, r.stdout
+
+
+def test_a_log_directory_this_user_cannot_read_is_named_by_check_and_run(tmp_path):
+    """The common install mistake: the shipper's user cannot read qmail's log directory.
+    As root, the directory goes to another owner and the commands run without the
+    capabilities that let root read anything; as a user, the directory gets mode 000."""
+    import os
+    import shutil
+    import signal
+
+    log = tmp_path / "log" / "qmail-send"
+    log.mkdir(parents=True)
+    (log / "current").write_bytes(b"@400000005a49ba341eefa7a4 new msg 1\n")
+    path = _cfg(tmp_path, '[sinks.o]\ntype = "stdout"\n')
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is needed to drop root's capabilities"
+        os.chown(log, 65534, 65534)
+        os.chmod(log, 0o700)
+        prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
+    else:
+        os.chmod(log, 0)
+    try:
+        r = subprocess.run([*prefix, sys.executable, "-m", "shipper", "check", "-c", path, "--no-probe"],
+                           capture_output=True, text=True, timeout=60)
+        assert (f"warning: sources.q: {log}: cannot read it: Permission denied "
+                "(the shipper's user needs to read the log directory)") in r.stdout.splitlines(), r.stdout
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", "shipper", "run", "-c", path],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(2.0)
+        finally:
+            proc.send_signal(signal.SIGINT)  # the process we started
+            _, err = proc.communicate(timeout=30)
+        assert (f"ERROR shipper.follower: {log}: cannot read it: Permission denied "
+                "(the shipper's user needs to read the log directory)") in err.splitlines(), err
+    finally:
+        os.chmod(log, 0o700)

@@ -687,3 +687,41 @@ def test_damaged_position_is_set_aside_not_a_crash(tmp_path, damage):
     assert plain_lines(drain(f)) == []  # "unusable position; starting at end"
     assert any("unusable position" in w for w in f.warnings)
     f.reader.close()
+
+
+async def test_a_path_not_followed_is_said_once_per_change(tmp_path, caplog):
+    """Silence about a configured path looks like a quiet mail server: say why it is
+    not followed (missing, not a directory, no multilog files yet), once, then follow it
+    when it becomes a log."""
+    missing, plain, empty = tmp_path / "missing", tmp_path / "plain", tmp_path / "empty"
+    plain.write_text("x")
+    empty.mkdir()
+    src = MultilogSource([str(missing), str(plain), str(empty), str(tmp_path / "g*")], None,
+                         start="all", rescan_interval=0.05)
+    items: list = []
+
+    async def drain() -> None:
+        async for item in src.batches():
+            items.append(item)
+
+    task = asyncio.ensure_future(drain())
+    try:
+        await asyncio.sleep(0.3)  # several rescans: each reason said once
+        assert src.warnings == [
+            f"{missing}: no such directory yet; followed when it appears",
+            f"{plain}: not a directory (a multilog source names the log directory)",
+            f"{empty}: no multilog files in it yet (current, lock, @*.s); followed when they appear",
+            f"{tmp_path}/g*: matches nothing yet; followed when it appears",
+        ]
+        missing.mkdir()
+        (missing / "current").write_bytes(b"@400000005a49ba341eefa7a4 new msg 1\n")
+        deadline = time.monotonic() + 10
+        while not items and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert [ln for it in items for ln in it.lines] == [b"@400000005a49ba341eefa7a4 new msg 1"]
+        assert len(src.warnings) == 4  # now followed: nothing more to say about it
+        assert sum("no such directory" in r.message for r in caplog.records) == 1
+    finally:
+        await src.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
