@@ -507,6 +507,7 @@ class MultilogFollower(_FollowerBase):
         self.known_cap = known_cap
         self._resume = state
         self._started = False
+        self._mark: tuple[Any, ...] = (None, None, 0)  # see _mark_position
         self._finished: ml.Ident | None = None
         self._carry: tuple[bytes, int, str | None, str] | None = None
         self._carry_state: dict[str, Any] | None = None
@@ -708,9 +709,28 @@ class MultilogFollower(_FollowerBase):
                 continue
             self._finish(r)
         self._flush()
+        self._mark_position()
         self.more = len(self._out) >= max_items
         out, self._out = self._out, []
         return out
+
+    def _mark_position(self) -> None:
+        """After moving to another file without a line from it yet (a new, empty
+        ``current``), give the position in a batch of no lines. Without it the
+        checkpoint stays on the file before; if the new file is then rotated and
+        deleted while we are stopped, nothing would tell that it existed, and its
+        lines would be lost without a gap record."""
+        r = self.reader
+        mark = (self.done, r.ident if r is not None else None, len(self.pending))
+        if mark == self._mark:
+            return
+        self._mark = mark
+        st = self.state()
+        if self._out and self._out[-1].position[1] == st:
+            return
+        self._out.append(LineBatch(self.key, r.path if r is not None else self.dir,
+                                   r.file_id if r is not None else None, [], [], None,
+                                   (self.key, st)))
 
     def _begin(self) -> None:
         st = self._resume
@@ -1076,6 +1096,13 @@ class MultilogFollower(_FollowerBase):
                 continue
             entry = listing.previous if name == "previous" else listing.current
             r = self._open(name, None, live=live)
+            if r is None and os.path.lexists(os.path.join(self.dir, name)):
+                # e.g. a current made 0600 by another user: say so once, and wait
+                if name not in self._unopenable:
+                    self._unopenable.add(name)
+                    self._warn(f"{self.key}: cannot open {name}: {self._open_error}; waiting for it")
+                return False
+            self._unopenable.discard(name)
             if r is not None and entry is not None and r.ident == entry.ident:
                 return True
             # rotated between the listing and the open: plan again from a new listing
