@@ -131,7 +131,14 @@ def _check_sources(config: Config) -> list[str]:
             if not paths:
                 problems.append(f"sources.{s.name}: {pat}: matches nothing yet "
                                 "(it is followed when it appears)")
-            problems += [f"sources.{s.name}: {text}" for p in paths if (text := problem(p))]
+            for p in paths:
+                text = problem(p)
+                current = os.path.join(p, "current")
+                if text is None and s.type == "multilog" and os.path.exists(current) \
+                        and not os.access(current, os.R_OK):
+                    text = f"{current}: cannot read it: Permission denied (run waits for it)"
+                if text:
+                    problems.append(f"sources.{s.name}: {text}")
     return problems
 
 

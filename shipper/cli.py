@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 a problem found (check/verify failed, input errors);
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -55,12 +56,15 @@ def cmd_parse(argv: list[str]) -> int:
     out = sys.stdout.buffer
     option = orjson.OPT_INDENT_2 if args.pretty else 0
     status = EXIT_OK
+    parsers: dict[str, LineParser] = {}
     for path in files:
         try:
-            parser = None
+            # One parser per directory: its state (the time for unstamped lines, a
+            # recordio line cut inside a secret) goes on from an archive to the next.
+            parser = parsers.setdefault(os.path.dirname(path), LineParser(opts))
+            parser.source = path
             for batch in read_batches(path, max_line=args.max_line):
-                if parser is None:
-                    parser = LineParser(opts, source=path, file_id=batch.file_id)
+                parser.file_id = batch.file_id
                 records = parser.parse_batch_dicts(batch.lines, batch.offsets)
                 if batch.truncated:
                     for i in batch.truncated:

@@ -1621,6 +1621,8 @@ def multilog_dir_problem(path: str) -> str | None:
         names = os.listdir(path)
     except OSError as exc:
         return f"{path}: cannot read it: {exc.strerror} (the shipper's user needs to read the log directory)"
+    if not os.access(path, os.X_OK):  # listed, but its files cannot be opened (mode r without x)
+        return f"{path}: cannot read it: Permission denied (the shipper's user needs to read the log directory)"
     if not any(n in ("current", "lock") or ml.is_archive(n) for n in names):
         return f"{path}: no multilog files in it yet (current, lock, @*.s); followed when they appear"
     return None

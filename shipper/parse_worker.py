@@ -33,8 +33,9 @@ import orjson
 from shipper.parse import LineParser, ParseOptions
 from shipper.record import add_flag, dumps_all
 
-# payloads, (program, event) of each, time of the last record
-Parsed = tuple[list[bytes], list[tuple[Any, Any]], "int | None"]
+# payloads, (program, event) of each, time of the last record, and the parser's
+# state after the batch (last_time_ns, open_lines) for the daemon to take over
+Parsed = tuple[list[bytes], list[tuple[Any, Any]], "int | None", tuple[Any, Any]]
 
 _parsers: dict[str, LineParser] = {}
 _PR_SET_PDEATHSIG = 1
@@ -63,7 +64,8 @@ def parse_batch_in_worker(key: str, opts: ParseOptions, path: str | None, file_i
     parser.file_id = file_id
     dicts = parse_to_dicts(parser, lines, offsets, line_flags, now_ns)
     return (dumps_all(dicts), [(d["program"], d["event"]) for d in dicts],
-            dicts[-1]["time_unix_ns"] if dicts else None)
+            dicts[-1]["time_unix_ns"] if dicts else None,
+            (parser.last_time_ns, dict(parser.open_lines) if parser.open_lines else None))
 
 
 _encodings: dict[str, Any] = {}
@@ -232,12 +234,11 @@ def main() -> None:
         body = _read_exactly(fd_in, _HEADER.unpack(head)[0])
         if body is None:
             break
-        call, args = pickle.loads(body)
-        try:
-            reply = (True, _CALLS[call](*args))
-        except Exception as exc:  # one bad batch must not end the worker
-            reply = (False, f"{type(exc).__name__}: {exc}")
-        data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        try:  # one bad call (a batch, an encoding that does not unpickle) must not end it
+            call, args = pickle.loads(body)
+            data = pickle.dumps((True, _CALLS[call](*args)), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            data = pickle.dumps((False, f"{type(exc).__name__}: {exc}"))
         _write_all(fd_out, _HEADER.pack(len(data)) + data)
 
 

@@ -190,11 +190,15 @@ class Pipeline:
 
     # -- source side -------------------------------------------------------
 
+    def _parser(self, source: Any, key: str) -> LineParser:
+        parser = self._parsers.get(key)
+        if parser is None:
+            parser = self._parsers[key] = LineParser(self._opts[id(source)])
+        return parser
+
     def _records_for(self, source: Any, batch: Any, now_ns: int) -> list[dict[str, Any]]:
         """Parse a batch here, in the daemon's process."""
-        parser = self._parsers.get(batch.source)
-        if parser is None:
-            parser = self._parsers[batch.source] = LineParser(self._opts[id(source)])
+        parser = self._parser(source, batch.source)
         parser.source = batch.path
         parser.file_id = batch.file_id
         dicts = parse_to_dicts(parser, batch.lines, batch.offsets,
@@ -290,10 +294,12 @@ class Pipeline:
         async with self._workers_lock:  # sources and sinks ask at once
             if not self._workers and self.parse_workers > 0:
                 try:
-                    self._workers = [await WorkerProcess.start() for _ in range(self.parse_workers)]
+                    for _ in range(self.parse_workers):
+                        self._workers.append(await WorkerProcess.start())
                 except OSError as exc:
                     log.error("cannot start a parse worker (%s); parsing in the daemon's process", exc)
                     self.parse_workers = 0
+                    await self.close_workers()
         return self.parse_workers > 0
 
     async def _worker_for(self, index: int) -> WorkerProcess | None:
@@ -337,10 +343,16 @@ class Pipeline:
                     parsed = await fut
                 except WorkerDied:
                     self._worker_died()
-                except WorkerError as exc:  # parsed here instead, as if no worker
-                    log.error("parse worker failed on a batch (%s); parsed it here", exc)
+                except WorkerError as exc:  # a bug: here from now on, with the parser's state
+                    log.error("parse worker failed on a batch (%s)", exc)
+                    self._worker_died()
             if parsed is not None:
-                payloads, metas, last_ns = parsed
+                payloads, metas, last_ns, (last_time, open_lines) = parsed
+                # The daemon's parser follows the worker's, to take over if it dies: the
+                # time for unstamped lines, and recordio lines cut inside a secret.
+                parser = self._parser(source, item.source)
+                parser.last_time_ns = last_time
+                parser.open_lines = open_lines or {}
                 self._count_lines(item, last_ns)
                 exact = False
                 if self.transform is not None or self.correlate is not None:

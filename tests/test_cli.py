@@ -57,3 +57,19 @@ def test_usage_errors():
     assert r.returncode == 0 and r.stdout.startswith(b"shipper ")
     r = run("parse", "--help")
     assert r.returncode == 0 and b"NDJSON" in r.stdout
+
+
+def test_parse_dir_carries_a_cut_secret_from_an_archive_to_the_next(tmp_path):
+    """A recordio line cut by "+" at a multilog rotation: its pieces are in two files
+    of one directory, parsed with one parser's state."""
+    import orjson
+
+    d = tmp_path / "log"
+    d.mkdir()
+    (d / "@400000005a49ba3400000000.s").write_bytes(b"@400000005a49ba341eefa7a4 97 < PASS secr+\n")
+    (d / "current").write_bytes(b"@400000005a49ba351eefa7a4 97 < et!\r \n")
+    r = run("parse", str(d))
+    assert r.returncode == 0, r.stderr
+    recs = [orjson.loads(x) for x in r.stdout.splitlines()]
+    assert [x["message"] for x in recs] == ["97 < PASS [REDACTED]+", "97 < [REDACTED]\r "]
+    assert b"et!" not in r.stdout and b"secr" not in r.stdout

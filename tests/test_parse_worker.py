@@ -33,10 +33,11 @@ async def test_parses_in_order_like_the_daemon_process() -> None:
     assert results == [parse_batch_in_worker("s", ParseOptions(host="mx1"), "/log/current", "f1",
                                              [line], [i * 100], None, 1_000 + i)
                        for i, line in enumerate(LINES)]
-    assert [metas for _, metas, _ in results] == [
+    assert [r[1] for r in results] == [
         [("qmail-send", "new_msg")], [("qmail-send", "info_msg")], [(None, "unparsed")]]
     assert b'"offset":100' in results[1][0][0] and b'"ingest_unix_ns":1001' in results[1][0][0]
     assert results[0][2] == 1514781226519022500  # the label's time: 2018-01-01T04:33:46.5190225Z
+    assert results[2][3] == (1514781226519022502, None)  # the parser's state, for the daemon
     assert not worker.alive and worker.proc.returncode == 0  # EOF on stdin ended it
 
 
@@ -89,3 +90,22 @@ async def test_a_result_cut_by_the_workers_death_is_no_hang() -> None:
         await worker.close()
     assert time.monotonic() - t0 < 10
     assert proc.returncode == 0
+
+
+async def test_a_call_that_does_not_unpickle_in_the_worker_leaves_it_alive() -> None:
+    """An encoding whose class the worker cannot import (defined in a test's module
+    only) fails that call alone."""
+    worker = await WorkerProcess.start()
+    try:
+        with pytest.raises(WorkerError, match="ModuleNotFoundError|AttributeError"):
+            await asyncio.wait_for(worker.submit("register", "sink", Unimportable()), 30)
+        assert worker.alive
+        parsed = await asyncio.wait_for(worker.submit(
+            "parse", "s", ParseOptions(), None, None, [LINES[0]], None, None, 1), 30)
+        assert parsed[1] == [("qmail-send", "new_msg")]
+    finally:
+        await worker.close()
+
+
+class Unimportable:
+    """Pickled by reference to this test module, which the worker cannot import."""

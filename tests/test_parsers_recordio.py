@@ -273,9 +273,16 @@ def _pieces(p: LineParser, pieces: list[str], batch: bool) -> list[str]:
     # a password cut by a byte-by-byte client: the tail alone looks harmless
     (["4357 < PASS secr+", "4357 > +OK ", "4357 < et! ", "4357 < STAT "],
      ["4357 < PASS [REDACTED]+", "4357 > +OK ", "4357 < [REDACTED] ", "4357 < STAT "]),
-    # cut inside the verb, another connection in between
+    # cut inside the verb, another connection in between (one base64-alphabet word so
+    # far may be the start of a credential: hidden)
     (["4358 < PA+", "4359 < PASS other ", "4358 < SS hunter2\r "],
-     ["4358 < PA+", "4359 < PASS [REDACTED] ", "4358 < SS [REDACTED]\r "]),
+     ["4358 < [REDACTED]+", "4359 < PASS [REDACTED] ", "4358 < SS [REDACTED]\r "]),
+    # the first characters of an AUTH LOGIN credential, byte by byte or cut early
+    (["4365 < AUTH LOGIN\r ", "4365 < a+", "4365 < H+", "4365 < VudGVyMg==\r "],
+     ["4365 < AUTH LOGIN\r ", "4365 < [REDACTED]+", "4365 < [REDACTED]+", "4365 < [REDACTED]\r "]),
+    # the server's [EOF] does not end the client's line
+    (["4366 < PASS secr+", "4366 > [EOF]", "4366 < et!\r "],
+     ["4366 < PASS [REDACTED]+", "4366 > [EOF]", "4366 < [REDACTED]\r "]),
     (["4360 < PASS+", "4360 <  hunter2\r "], ["4360 < PASS+", "4360 < [REDACTED]\r "]),
     # the 2-character tail of a blob (alone, too short for the base64 rule)
     (["4361 < AUTH PLAIN AGFsaWNlAHNlY3JldHNl+", "4361 < ==\r ", "4361 < QUIT\r "],

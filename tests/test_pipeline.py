@@ -16,7 +16,7 @@ from conftest import free_port
 
 from shipper.diskqueue import DiskQueue
 from shipper.encode.rfc5424 import Rfc5424Encoder
-from shipper.follower import MultilogSource
+from shipper.follower import LineBatch, MultilogSource
 from shipper.framing import FrameDecoder
 from shipper.parse import ParseOptions
 from shipper.pipeline import Pipeline, SinkRoute
@@ -165,3 +165,40 @@ def test_recent_dicts_are_what_the_buffer_holds():
     assert [f for f, _ in route.recent] == [2001] and route.recent_count == 1000
     assert _recent_dicts(route, [(seq, b"") for seq in range(2500, 3001)]) == dicts[2499:3000]
     assert _recent_dicts(route, [(seq, b"") for seq in range(2500, 3002)]) is None
+
+
+async def test_the_daemon_takes_over_the_parse_state_of_a_dead_worker():
+    """A recordio line cut inside a password by "+": its first piece is parsed in the
+    worker, which then dies; the daemon parses the rest with the worker's state, so the
+    tail of the password is redacted too."""
+    stamp = b"@400000005a49ba341eefa7a4 "
+    pipeline: Pipeline | None = None
+
+    class Source:
+        async def batches(self):
+            yield LineBatch("k", "/d/current", "f", [stamp + b"97 < PASS secr+"], [0], None, ("k", {}))
+            assert pipeline is not None
+            deadline = time.monotonic() + 30
+            while not out and time.monotonic() < deadline:  # the first batch is back
+                await asyncio.sleep(0.01)
+            os.kill(pipeline._workers[0].pid, signal.SIGKILL)  # the worker we started
+            yield LineBatch("k", "/d/current", "f", [stamp + b"97 < et!\r "], [42], None, ("k", {}))
+
+        def commit(self, position):
+            pass
+
+    out: list[bytes] = []
+
+    async def append(source, position, payloads, dicts, exact=False):
+        out.extend(payloads)
+
+    source = Source()
+    pipeline = Pipeline([(source, ParseOptions())], [], parse_workers=1)
+    pipeline._append = append  # records as they would go to the queues
+    try:
+        await asyncio.wait_for(pipeline._run_source(source), 60)
+    finally:
+        await pipeline.close_workers()
+    import orjson
+    assert [orjson.loads(p)["message"] for p in out] == ["97 < PASS [REDACTED]+", "97 < [REDACTED]\r "]
+    assert pipeline.parse_workers == 0  # the rest is parsed here

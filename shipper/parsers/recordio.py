@@ -116,7 +116,8 @@ def continue_secret(text: str, event: str, fields: dict[str, Any], open_lines: d
     applied to the whole line) falls in it, on top of what it shows alone."""
     pid = fields.get("conn_pid")
     if event == "io_eof":
-        open_lines.pop(pid, None)  # type: ignore[arg-type]
+        if fields.get("direction") == "in":  # the client is done (the server may end first)
+            open_lines.pop(pid, None)  # type: ignore[arg-type]
         return
     if event != "io_client":
         return
@@ -129,20 +130,29 @@ def continue_secret(text: str, event: str, fields: dict[str, Any], open_lines: d
     if text[end - 1:end] == "\r" and end > start:
         end -= 1
     msg = text[start:end]
+    full = (head or "") + msg
+    cut: tuple[int, int] | None = None
     if head is not None:
-        full = head + msg
         m = _WORD_RE.match(full)
         span = _secret_span(full, m.group(1).upper() if m is not None else "",
                             m.end() if m is not None else 0)
         if span is not None and span[1] > len(head):
-            a, b = max(span[0] - len(head), 0), span[1] - len(head)
-            m = _WORD_RE.match(msg)
-            alone = _secret_span(msg, m.group(1).upper() if m is not None else "",
-                                 m.end() if m is not None else 0)
-            if alone is not None:  # what the piece showed alone stays redacted too
-                a, b = min(a, alone[0]), max(b, alone[1])
-            fields["text"] = msg[:a] + REDACTED + msg[b:]
-            fields["_redact"] = text[:start + a] + REDACTED + text[start + b:]
+            cut = max(span[0] - len(head), 0), span[1] - len(head)
+    token = full.strip()
+    if continued and token and _B64_CHARS.issuperset(token) and token.upper() not in _VERBS:
+        # So far one base64-alphabet word: the start of a credential after AUTH LOGIN,
+        # whose 1-3 first characters alone are below the base64 rule's 4 (a verb typed
+        # byte by byte is hidden too)
+        cut = 0, len(msg)
+    if cut is not None:
+        a, b = cut
+        m = _WORD_RE.match(msg)
+        alone = _secret_span(msg, m.group(1).upper() if m is not None else "",
+                             m.end() if m is not None else 0)
+        if alone is not None:  # what the piece showed alone stays redacted too
+            a, b = min(a, alone[0]), max(b, alone[1])
+        fields["text"] = msg[:a] + REDACTED + msg[b:]
+        fields["_redact"] = text[:start + a] + REDACTED + text[start + b:]
     if continued:
         open_lines[pid] = ((head or "") + msg)[:HEAD_MAX]  # type: ignore[index]
         if len(open_lines) > OPEN_LINES_MAX:

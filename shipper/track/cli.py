@@ -51,11 +51,10 @@ def _files(path: str) -> list[str]:
 
 def _records(path: str, opts: ParseOptions) -> Iterator[dict[str, Any]]:
     """The parsed, trackable records of one input (a file or a directory), in order."""
+    parser = LineParser(opts)  # one per input: its state goes on from an archive to the next
     for fn in _files(path):
-        parser = None
         for batch in read_batches(fn, opts.max_line):
-            if parser is None or parser.file_id != batch.file_id:
-                parser = LineParser(opts, source=batch.source, file_id=batch.file_id)
+            parser.source, parser.file_id = batch.source, batch.file_id
             for rec in parser.parse_batch(batch.lines, batch.offsets):
                 if rec.event in _IGNORED:
                     continue
