@@ -30,6 +30,7 @@ _BY_EVENT: dict[str, int] = {
     "tcp_status": DEBUG,
     "io_client": DEBUG,
     "unparsed": NOTICE,
+    "spamdyke_error": ERR,
 }
 
 
@@ -38,6 +39,7 @@ _NOTICE_WHEN: dict[str, tuple[str, frozenset[str]]] = {
     "smtp_decision": ("action", frozenset({"Reject", "Deferred"})),
     "io_server": ("reply_class", frozenset({"4xx", "5xx", "-ERR"})),
     "pop_auth": ("result", frozenset({"failure"})),
+    "spamdyke": ("verdict", frozenset({"denied"})),
 }
 
 

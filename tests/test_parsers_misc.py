@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shipper.parse import LineParser, ParseOptions
-from shipper.parsers.misc import parse_chkuser, parse_simscan, parse_vchkpw
+from shipper.parsers.misc import (
+    parse_chkuser,
+    parse_simscan,
+    parse_spamdyke,
+    parse_spamdyke_untagged,
+    parse_vchkpw,
+)
 
 SAMPLES = Path(__file__).parent / "fixtures" / "samples"
 
@@ -179,8 +185,9 @@ def test_unprefixed_parsers_reject_other_text_fast_path():
 @settings(max_examples=400, deadline=None)
 @given(st.text(max_size=300))
 def test_arbitrary_text_never_raises(text):
-    for fn in (parse_vchkpw, parse_chkuser, parse_simscan):
-        for t in (text, "vchkpw-" + text, "CHKUSER " + text, "simscan:[1]:" + text, "[1]:" + text):
+    for fn in (parse_vchkpw, parse_chkuser, parse_simscan, parse_spamdyke, parse_spamdyke_untagged):
+        for t in (text, "vchkpw-" + text, "CHKUSER " + text, "simscan:[1]:" + text, "[1]:" + text,
+                  "ALLOWED from: " + text, "ERROR(" + text, "X origin_ip: " + text):
             got = fn(t)
             assert got is None or (isinstance(got[0], str) and isinstance(got[1], dict))
 
@@ -208,3 +215,48 @@ def test_vchkpw_line_cut_inside_the_password_is_redacted_to_the_end(cap):
     assert rec.event == "pop_auth" and {"truncated", "redacted"} <= set(rec.flags)
     assert "hunt" not in rec.raw + rec.message and rec.raw.endswith("(pass: '[REDACTED]")
     assert rec.fields["reason"] == "password fail" and "auth_user" not in rec.fields
+
+
+SPAMDYKE = _lines("spamdyke_public.txt")
+
+
+def test_spamdyke_lines_field_by_field():
+    untagged, syslog = (_parse(x) for x in SPAMDYKE)
+    assert (untagged.program, untagged.pid, untagged.event) == ("spamdyke", None, "spamdyke")
+    assert untagged.fields == {"action": "TLS_ENCRYPTED", "verdict": "tls_encrypted",
+                               "remote_ip": "0.0.0.0", "tls": "TLS_PASSTHROUGH"}
+    assert (syslog.program, syslog.pid, syslog.event, syslog.host) == ("spamdyke", 29207, "spamdyke", "server")
+    # "(unknown)", "(none)", "(empty)": no value, no field
+    assert syslog.fields == {"action": "DENIED_RDNS_MISSING", "verdict": "denied",
+                             "mail_from": "spam@mail.spam-source.net", "rcpt_to": "recipient@example.com",
+                             "remote_ip": "203.0.113.66"}
+
+
+@pytest.mark.parametrize(("text", "event", "fields"), [
+    # spamdyke 3.x/4.0: no encryption, no reason
+    ("ALLOWED from: a@example.com to: b@example.org origin_ip: 192.0.2.2 origin_rdns: mx.example.com auth: (unknown)",
+     "spamdyke", {"action": "ALLOWED", "verdict": "allowed", "mail_from": "a@example.com",
+                  "rcpt_to": "b@example.org", "remote_ip": "192.0.2.2", "remote_host": "mx.example.com"}),
+    ("DENIED_RBL_MATCH from: x@y.example to: u@example.org origin_ip: 2001:db8::7 origin_rdns: (unknown)"
+     " auth: bob@example.org encryption: TLS reason: zen.spamhaus.org",
+     "spamdyke", {"action": "DENIED_RBL_MATCH", "verdict": "denied", "mail_from": "x@y.example",
+                  "rcpt_to": "u@example.org", "remote_ip": "2001:db8::7", "auth_user": "bob@example.org",
+                  "tls": "TLS", "reason": "zen.spamhaus.org"}),
+    ("ERROR: unable to open config file /etc/spamdyke.conf: No such file or directory",
+     "spamdyke_error", {"level": "error", "text": "unable to open config file /etc/spamdyke.conf: No such file or directory"}),
+    ("ERROR(filter_rdns_missing()@filter.c:436): unable to resolve", "spamdyke_error",
+     {"level": "error", "text": "unable to resolve"}),
+])
+def test_spamdyke_grammar(text, event, fields):
+    assert parse_spamdyke(text) == (event, fields)
+    rec = _parse(f"Nov 29 07:00:00 mx spamdyke[4242]: {text}")
+    assert (rec.program, rec.pid, rec.event, rec.fields) == ("spamdyke", 4242, event, fields)
+
+
+def test_vchkpw_text_without_its_tag_is_parsed_and_redacted():
+    """journalctl -o cat, or a relay's %msg% template, drops "vpopmail[PID]: "."""
+    rec = _parse("@400000005a49ba341eefa7a4 vchkpw-smtp: password fail (pass: 'hunter2') user@example.org:192.0.2.4")
+    assert (rec.program, rec.event) == ("vpopmail", "pop_auth")
+    assert rec.fields == {"service": "smtp", "result": "failure", "reason": "password fail",
+                          "auth_user": "user@example.org", "remote_ip": "192.0.2.4"}
+    assert "hunter2" not in rec.raw and "hunter2" not in rec.message and rec.flags == ["redacted"]

@@ -35,6 +35,7 @@ PREFIXED: dict[str, ParserFn] = {
     "vchkpw": misc.parse_vchkpw,
     "vpopmail": misc.parse_vchkpw,
     "simscan": misc.parse_simscan,
+    "spamdyke": misc.parse_spamdyke,
 }
 
 # qmail-send writes no program name: its lines are known by their first word.
@@ -49,6 +50,10 @@ UNPREFIXED: tuple[tuple[str, ParserFn], ...] = (
     ("qmail-smtpd", smtpd.parse_spamcontrol),
     ("chkuser", misc.parse_chkuser),
     ("simscan", misc.parse_simscan),
+    # vchkpw's text without its syslog tag (journalctl -o cat, a %msg% template):
+    # still the password-logging variant, so still redacted
+    ("vpopmail", misc.parse_vchkpw),
+    ("spamdyke", misc.parse_spamdyke_untagged),
 )
 
 

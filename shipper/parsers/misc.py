@@ -8,6 +8,11 @@
   ``simscan:[PPID]:VERDICT (HITS/REQ):T.TTTTs:SUBJECT:IP:FROM:RCPT[,RCPT…]`` (the
   score part only for spam scans). The subject may hold ``:``, so the last three
   fields are taken from the right. PPID is qmail-smtpd's pid: the connection key.
+* spamdyke (syslog tag ``spamdyke[PID]``; spamdyke's log.c/filter.c), one line per
+  recipient: ``ACTION from: SENDER to: RCPT origin_ip: IP origin_rdns: NAME auth: USER``
+  then, from 4.x, `` encryption: TLS-STATE`` and `` reason: TEXT``. ``(unknown)``,
+  ``(none)`` and ``(empty)`` stand for no value. ACTION is ``ALLOWED``, ``DENIED_*``,
+  ``TIMEOUT``, ``TLS_ENCRYPTED``, ... Its other lines (``ERROR: ...``) keep their text.
 """
 
 from __future__ import annotations
@@ -31,6 +36,15 @@ _SIMSCAN_RE = re.compile(
     r"\[(?P<pid>\d+)\]:(?P<verdict>[A-Z][A-Z _-]*?)(?: \((?P<score>[-\d.]+)/(?P<thr>[-\d.]+)\))?"
     r":(?P<secs>[\d.]+)s:(?P<rest>.*)$")
 _SIMSCAN_INFO_RE = re.compile(r"\[(\d+)\]: ?(.*)$")
+_SPAMDYKE_RE = re.compile(
+    r"(?P<action>[A-Z][A-Z0-9_]*) from: (?P<from>\S*) to: (?P<to>\S*) origin_ip: (?P<ip>\S*)"
+    r" origin_rdns: (?P<rdns>\S*) auth: (?P<auth>\S*)(?: encryption: (?P<tls>\S*))?"
+    r"(?: reason: (?P<reason>.*))?$")
+# "ERROR: text", "ERROR(function()@file.c:LINE): text" (its debug builds)
+_SPAMDYKE_LEVEL_RE = re.compile(r"(ERROR|WARNING|INFO|DEBUG|EXCESSIVE)(?:\(.*?\))?: ?(.+)$")
+_SPAMDYKE_NONE = frozenset({"(unknown)", "(none)", "(empty)", ""})
+_SPAMDYKE_FIELDS = (("from", "mail_from"), ("to", "rcpt_to"), ("ip", "remote_ip"),
+                    ("rdns", "remote_host"), ("auth", "auth_user"), ("tls", "tls"), ("reason", "reason"))
 
 
 def parse_vchkpw(text: str) -> Parsed | None:
@@ -169,3 +183,34 @@ def _num(s: str) -> float | None:
         return float(s)
     except ValueError:
         return None
+
+
+def parse_spamdyke(text: str) -> Parsed | None:
+    """spamdyke text after ``spamdyke[PID]: ``."""
+    if text[-1:] in _TRAILING:
+        text = text.rstrip(_TRAILING)
+    m = _SPAMDYKE_RE.match(text)
+    if m is None:
+        m = _SPAMDYKE_LEVEL_RE.match(text)
+        if m is None:
+            return None
+        level = m.group(1)
+        return ("spamdyke_error" if level == "ERROR" else "spamdyke_message",
+                {"level": level.lower(), "text": m.group(2)})
+    action = m.group("action")
+    fields: dict[str, Any] = {"action": action, "verdict": (
+        "allowed" if action.startswith("ALLOWED") else "denied" if action.startswith("DENIED")
+        else action.lower())}
+    for group, name in _SPAMDYKE_FIELDS:
+        value = m.group(group)
+        if value is not None and value not in _SPAMDYKE_NONE:
+            fields[name] = value
+    return "spamdyke", fields
+
+
+def parse_spamdyke_untagged(text: str) -> Parsed | None:
+    """A spamdyke line with no ``spamdyke[PID]: `` (``--log-target stderr`` into multilog)."""
+    if " origin_ip: " not in text:  # most lines: one substring test
+        return None
+    got = parse_spamdyke(text)
+    return got if got is not None and got[0] == "spamdyke" else None
