@@ -863,8 +863,22 @@ class MultilogFollower(_FollowerBase):
             # without trusting an inode number that may have been reused. If it is gone,
             # whatever it held by then is lost.
             listing = self.listing
-            if not any(e is not None and e.ident == ident for e in
-                       (listing.current, listing.previous, *listing.archives.values())):
+            present = any(e is not None and e.ident == ident for e in
+                          (listing.current, listing.previous, *listing.archives.values()))
+            done = st["done"]
+            newer = sorted(lb for lb in listing.archives if done is None or lb > done)
+            if present and f.get("live") and newer and not self.pending:
+                # The current we were on, never read from. Archives were made since:
+                # the first of them is its own (multilog's next rotation), so its inode
+                # number on current or on a later archive belongs to a newer file that
+                # reused it (ext4, tmpfs). Its archive is gone unless the n limit spared
+                # it; that deletes oldest first, so if an archive we saw at or below
+                # `done` survived, so did it (a processor's output has a new inode).
+                first = listing.archives[newer[0]]
+                prev = listing.previous
+                present = (first.ident == ident or (prev is not None and prev.ident == ident)
+                           or any(lb in listing.archives for lb in st.get("seen") or ()))
+            if not present:
                 self._emit_gap(f["name"], None, False,
                                "gone before we read anything of it (we were stopped)",
                                ml.label_time_ns(st["done"]), None)

@@ -4,6 +4,7 @@ ClickHouse binaries; a missing one is a failure, never a skip."""
 from __future__ import annotations
 
 import http.client
+import os
 import shutil
 import signal
 import socket
@@ -13,8 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# CI (CI=true) draws the same examples every run, so a red run is the change's, not
+# the draw's; a developer's run explores new ones (failures kept in .hypothesis/).
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def require_binary(name: str) -> str:

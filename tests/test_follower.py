@@ -746,3 +746,71 @@ def test_a_current_that_cannot_be_opened_is_said_once_and_waited_for(tmp_path, c
     assert len(f.warnings) == 1
     assert f.reader is not None
     f.reader.close()
+
+
+def test_a_current_never_read_from_and_lost_while_stopped_gives_a_gap(tmp_path):
+    """The follower moved to a new, empty current and read nothing of it; while it was
+    stopped that file filled, was rotated and, out of turn (the clock had been set
+    back, so its label sorted first), deleted by the n limit. Its position names
+    that file, so the restart reports the loss instead of passing over it."""
+    d = tmp_path / "log"
+    d.mkdir()
+
+    def rotate(name: str) -> None:  # as multilog: current -> previous -> archive, new current
+        os.rename(d / "current", d / "previous")
+        (d / "current").write_bytes(b"")
+        os.link(d / "previous", d / name)
+        os.unlink(d / "previous")
+
+    (d / "current").write_bytes(b"@4000000060000000000000a0 n0\n")
+    f = MultilogFollower(str(d), None, start="all")
+    items = drain(f)
+    rotate("@4000000060000000000000b0.s")  # read to its end; an empty current follows
+    f.on_change("@4000000060000000000000b0.s", IN_CREATE)
+    items += drain(f)
+    assert plain_lines(items) == [b"@4000000060000000000000a0 n0"]
+    state = items[-1].position[1]
+    assert state["f"]["name"] == "current" and state["f"]["off"] == 0  # the position is there
+    f.reader.close()  # stopped
+    with open(d / "current", "ab") as fh:
+        fh.write(b"@4000000060000000000000c0 n1\n")
+    rotate("@400000006000000000000010.s")  # the clock went back: it sorts first
+    (d / "current").write_bytes(b"@4000000060000000000000d0 n2\n")
+    os.unlink(d / "@400000006000000000000010.s")  # the n limit takes the lowest name
+    f = MultilogFollower(str(d), state, start="all")
+    after = drain(f)
+    gaps = [it for it in after if isinstance(it, Gap)]
+    assert plain_lines(after) == [b"@4000000060000000000000d0 n2"]
+    assert len(gaps) == 1 and after.index(gaps[0]) < next(
+        i for i, it in enumerate(after) if isinstance(it, LineBatch) and it.lines)
+    assert f.reader is not None
+    f.reader.close()
+
+
+@pytest.mark.parametrize("where", ["current", "later archive"])
+def test_a_never_read_current_whose_inode_number_was_reused_is_not_taken_for_it(tmp_path, where):
+    """Found by the model test: the position names an empty current we never read
+    from; while we were stopped it filled, was archived and deleted, and a newer file
+    (the current, or a later archive) got its inode number. Archives made since we
+    stopped mean ours was rotated: that inode is not ours, and the loss is reported."""
+    d = tmp_path / "log"
+    d.mkdir()
+    (d / "current").write_bytes(b"")
+    f = MultilogFollower(str(d), None, start="all")
+    items = drain(f)
+    state = items[-1].position[1]  # the position in the empty current
+    assert state["f"]["off"] == 0 and state["f"]["live"]
+    f.reader.close()
+    os.unlink(d / "current")  # filled (n0), archived as @..10.s, deleted: all while stopped
+    (d / "@400000006000000000000020.s").write_bytes(b"@400000006000000000000019 n1\n")
+    (d / "@400000006000000000000030.s").write_bytes(b"@400000006000000000000029 n2\n")
+    (d / "current").write_bytes(b"@400000006000000000000031 n3\n")
+    reused = d / ("current" if where == "current" else "@400000006000000000000030.s")
+    st = os.stat(reused)
+    state["f"]["dev"], state["f"]["ino"] = st.st_dev, st.st_ino  # as if the number was reused
+    f = MultilogFollower(str(d), state, start="all")
+    after = drain(f)
+    assert plain_lines(after) == [b"@400000006000000000000019 n1", b"@400000006000000000000029 n2",
+                                  b"@400000006000000000000031 n3"]
+    assert isinstance(after[0], Gap) and "gone before we read anything" in after[0].reason
+    f.reader.close()

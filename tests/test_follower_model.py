@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shipper.follower as follower_module
@@ -81,7 +81,8 @@ class Model:
 
     def delete(self, cursor: int, held: int | None) -> bool:
         names = sorted(n for n in os.listdir(self.d) if n.startswith("@"))
-        if not names:
+        # multilog's n limit (n >= 2) keeps n-1 archives: never the newest
+        if len(names) < 2:
             return False
         os.unlink(os.path.join(self.d, names[0]))
         fno = self.files.pop(0)
@@ -117,9 +118,6 @@ def seq(line: bytes) -> int:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(OPS)
-# Found by this test: a new current, never read from, rotated and deleted while stopped
-@example(ops=[("append", 1), ("rotate",), ("delete",), ("truncate",), ("append", 1), ("rotate",),
-              ("delete",), ("restart",)])
 def test_follower_matches_model(ops):
     with tempfile.TemporaryDirectory() as d:
         m = Model(d)
@@ -347,8 +345,9 @@ def _run_wild(ops: list[tuple], seen_max: int | None = None) -> dict:
         clock, n_lines = 1000, 0
         cur: list[int] = []  # seqs in current
         prev: list[int] | None = None  # seqs in previous (a processor running)
-        archives: dict[str, list[int]] = {}
+        archives: dict[str, list[int]] = {}  # in the order they were made
         used: set[int] = set()
+        out_of_order = False  # the n limit took an archive made after one it left
         notify = "observe"
         open(os.path.join(d, "current"), "wb").close()
         f = MultilogFollower(d, None, start="all", batch_lines=4)
@@ -430,8 +429,9 @@ def _run_wild(ops: list[tuple], seen_max: int | None = None) -> dict:
                 prev, cur = cur, []
             elif kind == "processor_finish" and prev is not None:
                 finish_processor()
-            elif kind == "delete" and archives:
+            elif kind == "delete" and len(archives) >= 2:  # n >= 2 keeps n-1 archives
                 name = min(archives)
+                out_of_order |= name != next(iter(archives))
                 os.unlink(path(name))
                 del archives[name]
             elif kind == "poll":
@@ -461,7 +461,8 @@ def _run_wild(ops: list[tuple], seen_max: int | None = None) -> dict:
             f.reader.close()
         warns += f.warnings
         must = set(cur) | {s for v in archives.values() for s in v}  # still on disk
-        return {"runs": runs, "must": must, "n": n_lines, "gaps": gaps or fresh, "warns": warns}
+        return {"runs": runs, "must": must, "n": n_lines, "gaps": gaps or fresh, "warns": warns,
+                "out_of_order": out_of_order}
     finally:
         follower_module.SEEN_MAX = saved
         shutil.rmtree(d)
@@ -492,5 +493,8 @@ def test_processors_crashes_and_watcher_styles_with_clock_steps(ops):
     assert out["must"] <= set(got), sorted(out["must"] - set(got))
     if not any(op[0].startswith("processor") for op in ops):
         assert all(len(run) == len(set(run)) for run in out["runs"])
-    if set(range(out["n"])) - set(got) and len(out["runs"]) == 1:
+    # A file made and deleted between two looks of the follower, taken out of its
+    # turn because a clock step labelled it below older ones, leaves no trace: a
+    # gap is owed only where the n limit deleted in the order the files were made.
+    if set(range(out["n"])) - set(got) and len(out["runs"]) == 1 and not out["out_of_order"]:
         assert out["gaps"], "lines lost without a gap"
