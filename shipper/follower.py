@@ -1448,6 +1448,10 @@ class _Source:
                 return
             yield item
 
+    def saved_state(self, key: str) -> Any:
+        """The state checkpointed for ``key`` when this source started (None: none)."""
+        return self._saved_positions.get(key)
+
     def commit(self, position: Position) -> None:
         """Everything up to and including ``position`` is safe (cheap; saved later)."""
         key, state = position

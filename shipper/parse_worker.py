@@ -55,11 +55,15 @@ def parse_to_dicts(parser: LineParser, lines: list[bytes], offsets: list[int] | 
 
 def parse_batch_in_worker(key: str, opts: ParseOptions, path: str | None, file_id: str | None,
                           lines: list[bytes], offsets: list[int] | None,
-                          line_flags: dict[int, str] | None, now_ns: int) -> Parsed:
-    """Runs in the worker: one source's batch → (payloads, metas, last time)."""
+                          line_flags: dict[int, str] | None, now_ns: int,
+                          seed: dict[int, str] | None = None) -> Parsed:
+    """Runs in the worker: one source's batch → (payloads, metas, last time, state).
+    ``seed``: cut recordio lines the daemon's parser had (from the checkpoint)."""
     parser = _parsers.get(key)
     if parser is None or parser.opts != opts:
         parser = _parsers[key] = LineParser(opts)
+        if seed:
+            parser.open_lines = dict(seed)
     parser.source = path
     parser.file_id = file_id
     dicts = parse_to_dicts(parser, lines, offsets, line_flags, now_ns)

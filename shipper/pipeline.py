@@ -194,6 +194,8 @@ class Pipeline:
         parser = self._parsers.get(key)
         if parser is None:
             parser = self._parsers[key] = LineParser(self._opts[id(source)])
+            saved = getattr(source, "saved_state", None)
+            parser.open_lines = _open_lines_of(saved(key) if saved is not None else None)
         return parser
 
     def _records_for(self, source: Any, batch: Any, now_ns: int) -> list[dict[str, Any]]:
@@ -315,6 +317,7 @@ class Pipeline:
         inflight: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.worker_inflight)
         appender = loop.create_task(self._append_parsed(source, inflight))
         opts = self._opts[id(source)]
+        seeded: set[str] = set()
         try:
             async for item in source.batches():
                 if self._stop_reading.is_set() or appender.done():
@@ -322,9 +325,13 @@ class Pipeline:
                 now_ns = time.time_ns()
                 fut = None
                 if hasattr(item, "lines") and self.parse_workers > 0:
+                    seed = None
+                    if item.source not in seeded:  # its first batch: the checkpoint's state
+                        seeded.add(item.source)
+                        seed = dict(self._parser(source, item.source).open_lines) or None
                     fut = worker.submit(
                         "parse", item.source, opts, item.path, item.file_id, item.lines,
-                        item.offsets, getattr(item, "line_flags", None) or None, now_ns)
+                        item.offsets, getattr(item, "line_flags", None) or None, now_ns, seed)
                 await inflight.put((item, now_ns, fut))
             await inflight.put(None)
             await appender
@@ -369,6 +376,13 @@ class Pipeline:
 
     async def _append(self, source: Any, position: Any, all_payloads: list[bytes],
                       dicts: list[dict[str, Any]], exact: bool = False) -> None:
+        if position is not None:
+            parser = self._parsers.get(position[0])
+            if parser is not None and parser.open_lines:
+                # A recordio line cut inside a secret goes on after this position: the
+                # checkpoint keeps it, so a restart redacts its next piece too.
+                position = (position[0], {**position[1], "parse": {
+                    "open": [[pid, head] for pid, head in parser.open_lines.items()]}})
         try:
             await self._append_to_queues(source, position, all_payloads, dicts, exact)
         finally:
@@ -597,3 +611,13 @@ class Pipeline:
     async def close_workers(self) -> None:
         workers, self._workers = self._workers, []
         await asyncio.gather(*(w.close() for w in workers), return_exceptions=True)
+
+
+def _open_lines_of(state: Any) -> dict[int, str]:
+    """The cut recordio lines a checkpointed position kept (see Pipeline._append);
+    anything malformed is dropped, never trusted."""
+    try:
+        pairs = state["parse"]["open"]
+        return {int(pid): head for pid, head in pairs if isinstance(head, str)}
+    except (KeyError, TypeError, ValueError):
+        return {}

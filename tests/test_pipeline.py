@@ -202,3 +202,42 @@ async def test_the_daemon_takes_over_the_parse_state_of_a_dead_worker():
     import orjson
     assert [orjson.loads(p)["message"] for p in out] == ["97 < PASS [REDACTED]+", "97 < [REDACTED]\r "]
     assert pipeline.parse_workers == 0  # the rest is parsed here
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+async def test_a_cut_secret_spanning_a_restart_is_redacted_after_it(tmp_path, workers):
+    """The first piece of a recordio line cut inside a password is shipped and
+    checkpointed, the daemon stops, the rest is written, the daemon starts again: the
+    checkpoint carried the cut line, so the rest is redacted too."""
+    import orjson
+
+    from shipper.sinks.local import FileSink
+
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    current = logdir / "current"
+    current.write_bytes(b"@400000005a49ba341eefa7a4 97 < PASS secr+\n")
+    out = tmp_path / "out.ndjson"
+
+    async def run_once() -> None:
+        source = MultilogSource([str(logdir)], str(tmp_path / "ckpt.json"), start="all",
+                                poll_interval=0.05)
+        route = SinkRoute("f", FileSink(str(out), name="f"), DiskQueue.open(str(tmp_path / "buf")))
+        pipeline = Pipeline([(source, ParseOptions())], [route], parse_workers=workers)
+        task = asyncio.create_task(pipeline.run())
+        want = current.read_bytes().count(b"\n")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (
+                not out.exists() or out.read_bytes().count(b"\n") < want):
+            assert not task.done(), task
+            await asyncio.sleep(0.02)
+        await pipeline.stop(5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    await run_once()
+    with current.open("ab") as f:
+        f.write(b"@400000005a49ba341eefa7a5 97 < et!\r \n")
+    await run_once()
+    messages = [orjson.loads(x)["message"] for x in out.read_bytes().splitlines()]
+    assert messages == ["97 < PASS [REDACTED]+", "97 < [REDACTED]\r "]
