@@ -76,7 +76,7 @@ async def catch_up_async(path: str, want: int) -> tuple[float, int]:
     async for it in src.batches():
         assert isinstance(it, LineBatch)
         n += len(it.lines)
-        nbytes += len(it.lines[-1]) if it.lines else 0  # no lines: a position only
+        nbytes += len(it.lines[-1])
         src.commit(it.position)
         if n >= want:
             break

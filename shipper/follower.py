@@ -507,7 +507,6 @@ class MultilogFollower(_FollowerBase):
         self.known_cap = known_cap
         self._resume = state
         self._started = False
-        self._mark: tuple[Any, ...] = (None, None, 0)  # see _mark_position
         self._finished: ml.Ident | None = None
         self._carry: tuple[bytes, int, str | None, str] | None = None
         self._carry_state: dict[str, Any] | None = None
@@ -709,28 +708,9 @@ class MultilogFollower(_FollowerBase):
                 continue
             self._finish(r)
         self._flush()
-        self._mark_position()
         self.more = len(self._out) >= max_items
         out, self._out = self._out, []
         return out
-
-    def _mark_position(self) -> None:
-        """After moving to another file without a line from it yet (a new, empty
-        ``current``), give the position in a batch of no lines. Without it the
-        checkpoint stays on the file before; if the new file is then rotated and
-        deleted while we are stopped, nothing would tell that it existed, and its
-        lines would be lost without a gap record."""
-        r = self.reader
-        mark = (self.done, r.ident if r is not None else None, len(self.pending))
-        if mark == self._mark:
-            return
-        self._mark = mark
-        st = self.state()
-        if self._out and self._out[-1].position[1] == st:
-            return
-        self._out.append(LineBatch(self.key, r.path if r is not None else self.dir,
-                                   r.file_id if r is not None else None, [], [], None,
-                                   (self.key, st)))
 
     def _begin(self) -> None:
         st = self._resume
@@ -863,22 +843,8 @@ class MultilogFollower(_FollowerBase):
             # without trusting an inode number that may have been reused. If it is gone,
             # whatever it held by then is lost.
             listing = self.listing
-            present = any(e is not None and e.ident == ident for e in
-                          (listing.current, listing.previous, *listing.archives.values()))
-            done = st["done"]
-            newer = sorted(lb for lb in listing.archives if done is None or lb > done)
-            if present and f.get("live") and newer and not self.pending:
-                # The current we were on, never read from. Archives were made since:
-                # the first of them is its own (multilog's next rotation), so its inode
-                # number on current or on a later archive belongs to a newer file that
-                # reused it (ext4, tmpfs). Its archive is gone unless the n limit spared
-                # it; that deletes oldest first, so if an archive we saw at or below
-                # `done` survived, so did it (a processor's output has a new inode).
-                first = listing.archives[newer[0]]
-                prev = listing.previous
-                present = (first.ident == ident or (prev is not None and prev.ident == ident)
-                           or any(lb in listing.archives for lb in st.get("seen") or ()))
-            if not present:
+            if not any(e is not None and e.ident == ident for e in
+                       (listing.current, listing.previous, *listing.archives.values())):
                 self._emit_gap(f["name"], None, False,
                                "gone before we read anything of it (we were stopped)",
                                ml.label_time_ns(st["done"]), None)
@@ -923,8 +889,11 @@ class MultilogFollower(_FollowerBase):
             return
         # The file is gone: report it, then continue after it.
         self.reader = None
+        # An archive with its inode number is ours if its fingerprint agrees, or it has
+        # none yet and is long enough: an empty .u that reused the number is not
         seen = next((lb for lb, k in sorted(self.known.items())
-                     if (k.ident == ident and k.file_id in (None, fid))
+                     if (k.ident == ident and (k.file_id == fid or (
+                         k.file_id is None and (k.size or 0) >= off)))
                      or (fid is not None and k.file_id == fid)), None)
         if seen is not None:  # we saw it archived before it was deleted: exact
             k = self.known[seen]
