@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import glob
 import http.client
 import os
 import socket
@@ -21,7 +20,7 @@ import urllib.parse
 
 from shipper.assemble import build_sink
 from shipper.config import Config, ConfigError, SinkConfig, load_config
-from shipper.follower import file_problem, multilog_dir_problem
+from shipper.follower import expand, file_problem, multilog_dir_problem
 from shipper.sinks.base import SinkError
 from shipper.tlsconfig import client_context
 
@@ -127,7 +126,7 @@ def _check_sources(config: Config) -> list[str]:
             continue
         problem = multilog_dir_problem if s.type == "multilog" else file_problem
         for pat in s.paths:
-            paths = sorted(glob.glob(pat)) if glob.has_magic(pat) else [pat]
+            paths = expand(pat)
             if not paths:
                 problems.append(f"sources.{s.name}: {pat}: matches nothing yet "
                                 "(it is followed when it appears)")

@@ -61,7 +61,9 @@ def cmd_parse(argv: list[str]) -> int:
         try:
             # One parser per directory: its state (the time for unstamped lines, a
             # recordio line cut inside a secret) goes on from an archive to the next.
-            parser = parsers.setdefault(os.path.dirname(path), LineParser(opts))
+            parser = parsers.get(os.path.dirname(path))
+            if parser is None:
+                parser = parsers[os.path.dirname(path)] = LineParser(opts)
             parser.source = path
             for batch in read_batches(path, max_line=args.max_line):
                 parser.file_id = batch.file_id

@@ -1374,29 +1374,33 @@ class _Source:
 
     # -- what to follow -------------------------------------------------------
 
-    def _matches(self) -> list[str]:
-        raise NotImplementedError
-
     def _why_not(self, path: str) -> str | None:
-        """Why an existing ``path`` is not followed (None: it is, or may be)."""
+        """Why ``path`` is not followed (None: it is)."""
         raise NotImplementedError
 
-    def _say_unmatched(self) -> None:
-        """Tell the admin, once per change, about a configured path that is not
-        followed: missing (it is followed when it appears), unreadable by this
-        user, or not (yet) a log. Silence there looks like a quiet mail server."""
+    def _scan(self) -> list[str]:
+        """The paths to follow now, and, once per change, why a configured path is
+        not: missing (it is followed when it appears), unreadable by this user, or
+        not (yet) a log. Silence there looks like a quiet mail server."""
+        out: list[str] = []
         for pat in self.patterns:
-            paths = sorted(glob.glob(pat)) if glob.has_magic(pat) else [pat]
-            reasons = [r for p in paths if (r := self._why_not(p)) is not None]
+            paths = expand(pat)
+            reasons = []
+            for p in paths:
+                why = self._why_not(p)
+                if why is None:
+                    out.append(os.path.abspath(p))
+                else:
+                    reasons.append(why)
             if not paths:
                 reasons = [f"{pat}: matches nothing yet; followed when it appears"]
             text = "; ".join(reasons)
-            if text == self._unmatched.get(pat, ""):
-                continue
-            self._unmatched[pat] = text
-            if text:
-                (log.error if "Permission denied" in text else log.warning)("%s", text)
-                self.warnings.append(text)
+            if text != self._unmatched.get(pat, ""):
+                self._unmatched[pat] = text
+                if text:
+                    (log.error if "Permission denied" in text else log.warning)("%s", text)
+                    self.warnings.append(text)
+        return out
 
     def _make(self, path: str, state: dict[str, Any] | None, start: str) -> _FollowerBase:
         raise NotImplementedError
@@ -1474,9 +1478,8 @@ class _Source:
             self.warnings.extend(self.store.warnings)
             self.store.warnings.clear()
         loop = asyncio.get_running_loop()
-        for path in self._matches():
+        for path in self._scan():
             self._add(path, initial=True)
-        self._say_unmatched()
         self._tasks.append(loop.create_task(self._rescan(), name="source rescan"))
         self._tasks.append(loop.create_task(self._saver(), name="checkpoint saver"))
 
@@ -1539,9 +1542,8 @@ class _Source:
     async def _rescan(self) -> None:
         while True:
             await asyncio.sleep(self.rescan_interval)
-            for path in self._matches():
+            for path in self._scan():
                 self._add(path, initial=False)
-            self._say_unmatched()
 
     async def _saver(self) -> None:
         while True:
@@ -1555,15 +1557,6 @@ _END = object()
 class MultilogSource(_Source):
     """Follows the multilog directories matching globs (e.g. ``/var/log/qmail/*``),
     including directories that appear later (read from their oldest archive)."""
-
-    def _matches(self) -> list[str]:
-        out: list[str] = []
-        for pat in self.patterns:
-            for p in sorted(glob.glob(pat)) if glob.has_magic(pat) else [pat]:
-                p = os.path.abspath(p)
-                if multilog_dir_problem(p) is None:
-                    out.append(p)
-        return out
 
     def _make(self, path: str, state: dict[str, Any] | None, start: str) -> _FollowerBase:
         return MultilogFollower(path, state, start=start, **self.follower_opts)
@@ -1580,14 +1573,6 @@ class FileSource(_Source):
 
     follower_kind = "file"
 
-    def _matches(self) -> list[str]:
-        out: list[str] = []
-        for pat in self.patterns:
-            for p in sorted(glob.glob(pat)) if glob.has_magic(pat) else [pat]:
-                if file_problem(p) is None:
-                    out.append(os.path.abspath(p))
-        return out
-
     def _make(self, path: str, state: dict[str, Any] | None, start: str) -> _FollowerBase:
         return PlainFileFollower(path, state, start=start, **self.follower_opts)
 
@@ -1596,6 +1581,11 @@ class FileSource(_Source):
 
     def _watch_dir(self, path: str) -> str:
         return os.path.dirname(path)
+
+
+def expand(pattern: str) -> list[str]:
+    """The paths a configured pattern names now: its glob's matches, or itself."""
+    return sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
 
 
 def multilog_dir_problem(path: str) -> str | None:

@@ -91,6 +91,26 @@ class LineParser:
         # recordio: conn pid → the client line so far, while its pieces are cut by "+"
         self.open_lines: dict[int, str] = {}
 
+    def carried(self) -> dict[str, Any] | None:
+        """What parsing the next lines depends on, as JSON (None: nothing), for another
+        parser to go on from: the worker's in the daemon, a checkpoint's after a restart."""
+        if not self.open_lines:
+            return None if self.last_time_ns is None else {"last": self.last_time_ns}
+        return {"last": self.last_time_ns, "open": [[pid, head] for pid, head in self.open_lines.items()]}
+
+    def carry_on(self, carried: Any) -> None:
+        """Go on from ``carried()`` of another parser; anything malformed is dropped."""
+        if not isinstance(carried, dict):
+            return
+        last = carried.get("last")
+        if type(last) is int:
+            self.last_time_ns = last
+        try:
+            self.open_lines = {int(pid): head for pid, head in carried.get("open") or ()
+                               if isinstance(head, str)}
+        except (TypeError, ValueError):
+            self.open_lines = {}
+
     def parse(self, line: bytes, offset: int | None = None, now_ns: int | None = None) -> Record:
         """One line (with or without its trailing newline) → one record. Never raises."""
         try:

@@ -34,8 +34,8 @@ from shipper.parse import LineParser, ParseOptions
 from shipper.record import add_flag, dumps_all
 
 # payloads, (program, event) of each, time of the last record, and the parser's
-# state after the batch (last_time_ns, open_lines) for the daemon to take over
-Parsed = tuple[list[bytes], list[tuple[Any, Any]], "int | None", tuple[Any, Any]]
+# state after the batch (LineParser.carried) for the daemon to take over
+Parsed = tuple[list[bytes], list[tuple[Any, Any]], "int | None", Any]
 
 _parsers: dict[str, LineParser] = {}
 _PR_SET_PDEATHSIG = 1
@@ -56,20 +56,18 @@ def parse_to_dicts(parser: LineParser, lines: list[bytes], offsets: list[int] | 
 def parse_batch_in_worker(key: str, opts: ParseOptions, path: str | None, file_id: str | None,
                           lines: list[bytes], offsets: list[int] | None,
                           line_flags: dict[int, str] | None, now_ns: int,
-                          seed: dict[int, str] | None = None) -> Parsed:
+                          carried: Any = None) -> Parsed:
     """Runs in the worker: one source's batch → (payloads, metas, last time, state).
-    ``seed``: cut recordio lines the daemon's parser had (from the checkpoint)."""
+    ``carried``: the daemon's parser state for a new parser (from the checkpoint)."""
     parser = _parsers.get(key)
     if parser is None or parser.opts != opts:
         parser = _parsers[key] = LineParser(opts)
-        if seed:
-            parser.open_lines = dict(seed)
+        parser.carry_on(carried)
     parser.source = path
     parser.file_id = file_id
     dicts = parse_to_dicts(parser, lines, offsets, line_flags, now_ns)
     return (dumps_all(dicts), [(d["program"], d["event"]) for d in dicts],
-            dicts[-1]["time_unix_ns"] if dicts else None,
-            (parser.last_time_ns, dict(parser.open_lines) if parser.open_lines else None))
+            dicts[-1]["time_unix_ns"] if dicts else None, parser.carried())
 
 
 _encodings: dict[str, Any] = {}

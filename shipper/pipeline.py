@@ -195,7 +195,9 @@ class Pipeline:
         if parser is None:
             parser = self._parsers[key] = LineParser(self._opts[id(source)])
             saved = getattr(source, "saved_state", None)
-            parser.open_lines = _open_lines_of(saved(key) if saved is not None else None)
+            state = saved(key) if saved is not None else None
+            if isinstance(state, dict):  # what the checkpoint carried (see _append)
+                parser.carry_on(state.get("parse"))
         return parser
 
     def _records_for(self, source: Any, batch: Any, now_ns: int) -> list[dict[str, Any]]:
@@ -317,7 +319,7 @@ class Pipeline:
         inflight: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.worker_inflight)
         appender = loop.create_task(self._append_parsed(source, inflight))
         opts = self._opts[id(source)]
-        seeded: set[str] = set()
+        started: set[str] = set()
         try:
             async for item in source.batches():
                 if self._stop_reading.is_set() or appender.done():
@@ -325,13 +327,13 @@ class Pipeline:
                 now_ns = time.time_ns()
                 fut = None
                 if hasattr(item, "lines") and self.parse_workers > 0:
-                    seed = None
-                    if item.source not in seeded:  # its first batch: the checkpoint's state
-                        seeded.add(item.source)
-                        seed = dict(self._parser(source, item.source).open_lines) or None
+                    carried = None
+                    if item.source not in started:  # its first batch: the checkpoint's state
+                        started.add(item.source)
+                        carried = self._parser(source, item.source).carried()
                     fut = worker.submit(
                         "parse", item.source, opts, item.path, item.file_id, item.lines,
-                        item.offsets, getattr(item, "line_flags", None) or None, now_ns, seed)
+                        item.offsets, getattr(item, "line_flags", None) or None, now_ns, carried)
                 await inflight.put((item, now_ns, fut))
             await inflight.put(None)
             await appender
@@ -354,12 +356,10 @@ class Pipeline:
                     log.error("parse worker failed on a batch (%s)", exc)
                     self._worker_died()
             if parsed is not None:
-                payloads, metas, last_ns, (last_time, open_lines) = parsed
+                payloads, metas, last_ns, carried = parsed
                 # The daemon's parser follows the worker's, to take over if it dies: the
                 # time for unstamped lines, and recordio lines cut inside a secret.
-                parser = self._parser(source, item.source)
-                parser.last_time_ns = last_time
-                parser.open_lines = open_lines or {}
+                self._parser(source, item.source).carry_on(carried or {})
                 self._count_lines(item, last_ns)
                 exact = False
                 if self.transform is not None or self.correlate is not None:
@@ -381,8 +381,7 @@ class Pipeline:
             if parser is not None and parser.open_lines:
                 # A recordio line cut inside a secret goes on after this position: the
                 # checkpoint keeps it, so a restart redacts its next piece too.
-                position = (position[0], {**position[1], "parse": {
-                    "open": [[pid, head] for pid, head in parser.open_lines.items()]}})
+                position = (position[0], {**position[1], "parse": parser.carried()})
         try:
             await self._append_to_queues(source, position, all_payloads, dicts, exact)
         finally:
@@ -612,12 +611,3 @@ class Pipeline:
         workers, self._workers = self._workers, []
         await asyncio.gather(*(w.close() for w in workers), return_exceptions=True)
 
-
-def _open_lines_of(state: Any) -> dict[int, str]:
-    """The cut recordio lines a checkpointed position kept (see Pipeline._append);
-    anything malformed is dropped, never trusted."""
-    try:
-        pairs = state["parse"]["open"]
-        return {int(pid): head for pid, head in pairs if isinstance(head, str)}
-    except (KeyError, TypeError, ValueError):
-        return {}

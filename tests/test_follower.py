@@ -459,21 +459,32 @@ def test_current_truncated_by_hand(tmp_path):
     f.reader.close()
 
 
+def read_and_stop(d: Path, current: bytes) -> dict:
+    """A new log directory whose ``current`` a follower read to its end: its position."""
+    d.mkdir()
+    (d / "current").write_bytes(current)
+    f = MultilogFollower(str(d), None, start="all")
+    state = drain(f)[-1].position[1]
+    f.reader.close()
+    return state
+
+
+def as_if_reused_by(state: dict, path: Path) -> None:
+    """Make the checkpointed file's inode number that of ``path`` (ext4 reuses them)."""
+    st = os.stat(path)
+    state["f"]["dev"], state["f"]["ino"] = st.st_dev, st.st_ino
+
+
 def test_reused_inode_of_an_empty_current_is_not_taken_for_the_checkpointed_file(tmp_path):
     """Found by the model test on ext4: the checkpointed file is read, archived and
     deleted while we are stopped; multilog rotates again and the new, empty current
     gets the freed inode number. Resuming into it skipped the archive before it."""
     d = tmp_path / "log"
-    d.mkdir()
-    (d / "current").write_bytes(b"@400000006000000000000001 n0\n")
-    f = MultilogFollower(str(d), None, start="all")
-    state = drain(f)[-1].position[1]
-    f.reader.close()
+    state = read_and_stop(d, b"@400000006000000000000001 n0\n")
     os.unlink(d / "current")  # archived and deleted while stopped
     (d / "@400000006000000000000004.s").write_bytes(b"@400000006000000000000003 n1\n")
     (d / "current").write_bytes(b"")
-    st = os.stat(d / "current")
-    state["f"]["dev"], state["f"]["ino"] = st.st_dev, st.st_ino  # as if the inode was reused
+    as_if_reused_by(state, d / "current")
     items = drain(MultilogFollower(str(d), state, start="all"))
     assert plain_lines(items) == [b"@400000006000000000000003 n1"]
 
@@ -747,23 +758,17 @@ def test_a_current_that_cannot_be_opened_is_said_once_and_waited_for(tmp_path, c
     f.reader.close()
 
 
-
 def test_an_empty_u_file_that_reused_the_checkpointed_inode_is_not_taken_for_it(tmp_path):
     """From a fault review: we read part of current and stopped; it was archived and
     deleted by the n limit, and an empty current renamed to .u after a crash got its
     inode number. Taking that empty file for ours skipped the archive still on disk."""
     d = tmp_path / "log"
-    d.mkdir()
-    (d / "current").write_bytes(b"@400000006000000000000001 n0\n@400000006000000000000002 n1\n")
-    f = MultilogFollower(str(d), None, start="all")
-    state = drain(f)[-1].position[1]
-    f.reader.close()
+    state = read_and_stop(d, b"@400000006000000000000001 n0\n@400000006000000000000002 n1\n")
     os.unlink(d / "current")  # + n2, archived as @..03.s, deleted by the n limit
     (d / "@400000006000000000000005.s").write_bytes(b"@400000006000000000000004 n3\n")
     (d / "@400000006000000000000006.u").write_bytes(b"")  # multilog restarted: empty current
     (d / "current").write_bytes(b"@400000006000000000000007 n4\n")
-    st = os.stat(d / "@400000006000000000000006.u")
-    state["f"]["dev"], state["f"]["ino"] = st.st_dev, st.st_ino  # as if the number was reused
+    as_if_reused_by(state, d / "@400000006000000000000006.u")
     f = MultilogFollower(str(d), state, start="all")
     after = drain(f)
     assert plain_lines(after) == [b"@400000006000000000000004 n3", b"@400000006000000000000007 n4"]

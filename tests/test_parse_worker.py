@@ -37,7 +37,7 @@ async def test_parses_in_order_like_the_daemon_process() -> None:
         [("qmail-send", "new_msg")], [("qmail-send", "info_msg")], [(None, "unparsed")]]
     assert b'"offset":100' in results[1][0][0] and b'"ingest_unix_ns":1001' in results[1][0][0]
     assert results[0][2] == 1514781226519022500  # the label's time: 2018-01-01T04:33:46.5190225Z
-    assert results[2][3] == (1514781226519022502, None)  # the parser's state, for the daemon
+    assert results[2][3] == {"last": 1514781226519022502}  # the parser's state, for the daemon
     assert not worker.alive and worker.proc.returncode == 0  # EOF on stdin ended it
 
 

@@ -73,18 +73,8 @@ def _parse(text: str) -> Parsed | None:
     body = text[start:]
     if body.rstrip() == "[EOF]":
         return "io_eof", {"pid": pid, "conn_pid": pid, "direction": direction}
-    # Suffix: " " = piece ended with \n, "+" = continued. A line whose trailing
-    # space was lost (editors, copy-paste) is taken as complete.
-    continued = False
-    end = len(text)
-    last = body[-1:]
-    if last == "+":
-        continued = True
-        end -= 1
-    elif last == " ":
-        end -= 1
-    if text[end - 1:end] == "\r" and end > start:
-        end -= 1
+    end = _piece_end(text, start)
+    continued = text[-1:] == "+" and end < len(text)
     msg = text[start:end]
     f: dict[str, Any] = {"pid": pid, "conn_pid": pid, "direction": direction, "text": msg}
     if continued:
@@ -126,16 +116,11 @@ def continue_secret(text: str, event: str, fields: dict[str, Any], open_lines: d
     if head is None and not continued:
         return
     start = text.find("<") + 2
-    end = len(text) - 1 if text[-1:] in ("+", " ") and len(text) > start else len(text)
-    if text[end - 1:end] == "\r" and end > start:
-        end -= 1
-    msg = text[start:end]
+    msg = text[start:_piece_end(text, start)]
     full = (head or "") + msg
     cut: tuple[int, int] | None = None
     if head is not None:
-        m = _WORD_RE.match(full)
-        span = _secret_span(full, m.group(1).upper() if m is not None else "",
-                            m.end() if m is not None else 0)
+        span = _secret_in(full)
         if span is not None and span[1] > len(head):
             cut = max(span[0] - len(head), 0), span[1] - len(head)
     token = full.strip()
@@ -146,17 +131,33 @@ def continue_secret(text: str, event: str, fields: dict[str, Any], open_lines: d
         cut = 0, len(msg)
     if cut is not None:
         a, b = cut
-        m = _WORD_RE.match(msg)
-        alone = _secret_span(msg, m.group(1).upper() if m is not None else "",
-                             m.end() if m is not None else 0)
+        alone = _secret_in(msg)
         if alone is not None:  # what the piece showed alone stays redacted too
             a, b = min(a, alone[0]), max(b, alone[1])
         fields["text"] = msg[:a] + REDACTED + msg[b:]
         fields["_redact"] = text[:start + a] + REDACTED + text[start + b:]
     if continued:
-        open_lines[pid] = ((head or "") + msg)[:HEAD_MAX]  # type: ignore[index]
+        open_lines[pid] = full[:HEAD_MAX]  # type: ignore[index]
         if len(open_lines) > OPEN_LINES_MAX:
             del open_lines[next(iter(open_lines))]
+
+
+def _piece_end(text: str, start: int) -> int:
+    """Where the piece that starts at ``start`` ends: before recordio's suffix (" ": the
+    piece ended with a newline, "+": continued; a line whose trailing space was lost
+    to an editor is taken as complete) and the ``\r`` of CRLF protocols."""
+    end = len(text)
+    if text[-1:] in ("+", " ") and end > start:
+        end -= 1
+    if text[end - 1:end] == "\r" and end > start:
+        end -= 1
+    return end
+
+
+def _secret_in(msg: str) -> tuple[int, int] | None:
+    """``_secret_span`` of a client piece, its first word found here."""
+    m = _WORD_RE.match(msg)
+    return _secret_span(msg, m.group(1).upper() if m is not None else "", m.end() if m is not None else 0)
 
 
 def _server_fields(msg: str, f: dict[str, Any]) -> None:

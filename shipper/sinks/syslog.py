@@ -63,8 +63,10 @@ async def open_stream(host: str, port: int, *, tls: TlsOptions | None, ssl_conte
     peer = f"{host}:{port}"
     try:
         infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), connect_timeout)
-    except (OSError, TimeoutError) as exc:
-        raise SinkError(f"{host}: {describe_error(exc)}") from exc
+    except (OSError, TimeoutError) as exc:  # a gaierror says "cannot resolve" itself
+        why = describe_error(exc)
+        raise SinkError(f"{host}: {why}" if isinstance(exc, socket.gaierror)
+                        else f"{host}: cannot resolve the host name: {why}") from exc
     sock: socket.socket | None = None
     last: BaseException | None = None
     for family, kind, proto, _, addr in infos:
