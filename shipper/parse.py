@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shipper.parsers import PREFIXED, QMAIL_SEND_WORDS, UNPREFIXED, parse_postfix
+from shipper.parsers.misc import parse_vchkpw
 from shipper.parsers.qmail_send import parse_at as qmail_send_parse_at
 from shipper.parsers.recordio import continue_secret as recordio_continue_secret
 from shipper.parsers.recordio import parse as recordio_parse
@@ -29,7 +30,7 @@ from shipper.record import (
     raw_base64,
     record_dict,
 )
-from shipper.stamps import split_envelope
+from shipper.stamps import split_envelope, with_text
 from shipper.tai64n import (
     DAEMONTOOLS_OFFSET,
     LABEL_RE,
@@ -267,7 +268,7 @@ class LineParser:
         if "_redact" in fields:
             redacted = fields.pop("_redact")
             if opts.redact:
-                raw = raw[: len(raw) - len(text)] + redacted
+                raw = with_text(raw, text, redacted)
                 text = redacted
                 b64 = None  # the exact bytes held the secret too
                 flags = (flags or []) + [F_REDACTED]
@@ -283,6 +284,15 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
         fn = PREFIXED.get(tag)
         if fn is not None and (got := fn(text)) is not None:
             return _result(tag, got)
+        if tag.startswith("vchkpw-"):
+            # vchkpw's own "vchkpw-SERVICE:" read as the tag (logged with no ident of
+            # its own): its text may hold a password, so parse it as vchkpw's
+            head = tag + ": "
+            got = parse_vchkpw(head + text)
+            if got is not None:
+                if "_redact" in got[1]:
+                    got[1]["_redact"] = got[1]["_redact"][len(head):]
+                return _result("vpopmail", got)
         # Syslog-wrapped daemontools output ("vpopmaild: tcpserver: ok ..."), or a
         # tag that names the parent, not the line's program: a unit running
         # "tcpserver ... recordio qmail-smtpd" tags its children's lines

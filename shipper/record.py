@@ -31,7 +31,7 @@ class Record:
     """One log line, parsed. ``fields`` holds the event-specific fields."""
 
     time_ns: int | None  # event time, unix nanoseconds
-    time_source: str  # tai64n | tai64n_tai | local | svlogd | accustamp | syslog | rfc3339 | inferred | ingest | none
+    time_source: str  # tai64n | tai64n_tai | local | svlogd | accustamp | syslog | rfc3339 | journal | inferred | ingest | none
     program: str | None  # qmail-send, qmail-smtpd, tcpserver, postfix/smtpd, ...
     event: str  # event type, see docs/records.md; "unparsed" when no grammar fits
     message: str  # the program's text: the line without stamp or syslog header

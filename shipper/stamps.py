@@ -7,7 +7,11 @@ Pure functions over one decoded line. Recognised, in this order:
   ``NNNNNNNNNN.uuuuuu ``           accustamp / splogger / daemontools-encore T
   ``Mmm dd HH:MM:SS host tag[pid]: ``   BSD syslog (year supplied by the caller)
   ``YYYY-MM-DDTHH:MM:SS[.f](Z|±hh:mm) host tag[pid]: ``  RFC 3339 syslog
-and lines with no stamp at all.
+  ``<PRI>`` and a BSD or RFC 3339 header, or a whole RFC 5424 header
+  ``{"__REALTIME_TIMESTAMP": ..., "MESSAGE": ...}``  ``journalctl -o json``
+and lines with no stamp at all. journalctl's text outputs are syslog forms:
+``short``, ``short-precise`` (microseconds after the seconds), ``short-iso``
+and ``short-iso-precise`` (an offset without its colon: systemd issue #26639).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import calendar
 import re
 import time
 from dataclasses import dataclass
+
+import orjson
 
 from shipper import tai64n
 
@@ -40,11 +46,21 @@ _ACCU_RE = re.compile(r"(\d{9,11})\.\.?(\d{1,9})([ +])")
 # A syslog header's tag: "]" optional, "vpopmail[18917: ..." is seen
 _TAG = r"(\S+) ([^\s\[:]+)(?:\[(\d+)\]?)?: ?"
 _RFC3339_RE = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d) " + _TAG)
-_BSD_STAMP = r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]* +(\d{1,2}) (\d\d):(\d\d):(\d\d) "
+    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:?\d\d) " + _TAG)
+# journalctl -o short-precise: microseconds after the seconds
+_BSD_STAMP = (r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]* +(\d{1,2}) "
+              r"(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))? ")
 _BSD_RE = re.compile(_BSD_STAMP + _TAG)
 # A header whose tag is unreadable: keep its time and host, the rest is the text.
 _BSD_HEAD_RE = re.compile(_BSD_STAMP + r"(\S+) ")
+# journalctl -o short-unix after its "secs.usec ": the pid is required, so a qmail
+# line after splogger's stamp ("delivery 3: success: ...") is never taken for one
+_UNIX_HEADER_RE = re.compile(r"(\S+) ([^\s\[:]+)\[(\d{1,9})\]: ")
+_PRI_RE = re.compile(r"<(\d{1,3})>")
+# RFC 5424 after its PRI: VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID; then SD
+_RFC5424_RE = re.compile(
+    r"1 (?:-|(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)) "
+    r"(\S+) (\S+) (\S+) \S+ ")
 _MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 
@@ -119,6 +135,20 @@ def split_envelope(line: str, leap: bool = False, year: int | None = None,
     elif c == "q" and line.startswith("qmail: "):
         # splogger's tag with the syslog header already gone
         return _after_header(Envelope(None, "none", line[7:], tag="qmail"))
+    elif c == "<":
+        m = _PRI_RE.match(line)
+        if m is not None and int(m.group(1)) < 192:  # facility 0..23: a syslog PRI
+            start = m.end()
+            if line.startswith("1 ", start):
+                env = _rfc5424(line, start)
+                if env is not None:
+                    return env
+            elif line[start:start + 1] not in ("", "<"):
+                return split_envelope(line[start:], leap, year, local_tz)
+    elif c == "{" and line[1:2] == '"':
+        env = _journal(line)
+        if env is not None:
+            return env
     return Envelope(None, "none", line)
 
 
@@ -159,6 +189,9 @@ def _digits(line: str, leap: bool, year: int | None, local_tz: bool) -> Envelope
         rest = line[m.end():]
         if m.group(3) == "+":  # splogger continuation chunk of a long line
             rest = "+" + rest
+        elif (h := _UNIX_HEADER_RE.match(rest)) is not None:  # journalctl -o short-unix
+            return Envelope(ns, "journal", rest[h.end():], host=h.group(1), tag=h.group(2),
+                            pid=int(h.group(3)))
         return Envelope(ns, "accustamp", rest)
     return Envelope(None, "none", line)
 
@@ -175,8 +208,15 @@ def _year_for(month: int, day: int, year: int | None) -> int:
 
 
 def _after_header(env: Envelope) -> Envelope:
-    """splogger puts its own accustamp after the syslog header: prefer it."""
+    """A stamp after the header is the program's own, finer than the header's: prefer
+    it. splogger puts its accustamp there; a relay that forwarded multilog's lines
+    as they were (``... qmail-send: @4000... delivery 3: ...``) keeps the label."""
     text = env.text
+    if text[:1] == "@" and _LABEL_RE.match(text) is not None:
+        inner = split_envelope(text)
+        if inner.time_ns is not None:
+            env.time_ns, env.time_source, env.text = inner.time_ns, inner.time_source, inner.text
+        return env
     if text and "0" <= text[0] <= "9":
         m = _ACCU_RE.match(text)
         if m:
@@ -197,27 +237,146 @@ def _bsd(line: str, m: re.Match[str], year: int | None, local_tz: bool) -> Envel
                        int(m.group(3)), int(m.group(4)), int(m.group(5)))
     except (OverflowError, ValueError):
         return Envelope(None, "none", line, bad_stamp=True)
+    frac = m.group(6)
+    ns = secs * NS + (int(frac) * 10 ** (9 - len(frac)) if frac else 0)
     if m.re is _BSD_HEAD_RE:
-        return Envelope(secs * NS, "syslog", line[m.end():], host=m.group(6))
-    pid = m.group(8)
-    env = Envelope(secs * NS, "syslog", line[m.end():], host=m.group(6), tag=m.group(7),
+        return Envelope(ns, "syslog", line[m.end():], host=m.group(7))
+    pid = m.group(9)
+    env = Envelope(ns, "syslog", line[m.end():], host=m.group(7), tag=m.group(8),
                    pid=int(pid) if pid else None)
     return _after_header(env)
 
 
-def _rfc3339(line: str, m: re.Match[str], leap: bool, year: int | None) -> Envelope:
+def _rfc3339_ns(m: re.Match[str]) -> int:
+    """Groups 1-8 of ``m`` (date, time, fraction, Z or offset) → unix ns; ValueError."""
     y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])
-    try:
-        secs = utc_to_unix(y, mo, d, h, mi, s)
-    except (OverflowError, ValueError):
-        return Envelope(None, "none", line, bad_stamp=True)
+    secs = utc_to_unix(y, mo, d, h, mi, s)
     frac = m.group(7) or ""
     tz = m.group(8)
     if tz != "Z":
-        off = int(tz[1:3]) * 3600 + int(tz[4:6]) * 60
+        off = int(tz[1:3]) * 3600 + int(tz[-2:]) * 60  # "+01:00", or journalctl's "+0100"
         secs -= off if tz[0] == "+" else -off
-    ns = secs * NS + (int(frac) * 10 ** (9 - len(frac)) if frac else 0)
+    return secs * NS + (int(frac) * 10 ** (9 - len(frac)) if frac else 0)
+
+
+def _rfc3339(line: str, m: re.Match[str], leap: bool, year: int | None) -> Envelope:
+    try:
+        ns = _rfc3339_ns(m)
+    except (OverflowError, ValueError):
+        return Envelope(None, "none", line, bad_stamp=True)
     pid = m.group(11)
     env = Envelope(ns, "rfc3339", line[m.end():], host=m.group(9), tag=m.group(10),
                    pid=int(pid) if pid else None)
     return _after_header(env)
+
+
+def _rfc5424(line: str, start: int) -> Envelope | None:
+    """An RFC 5424 message from its VERSION at ``start``; None: not one."""
+    m = _RFC5424_RE.match(line, start)
+    if m is None:
+        return None
+    end = _sd_end(line, m.end())
+    if end < 0:
+        return None
+    text = line[end + 1:] if line[end:end + 1] == " " else line[end:]
+    if text[:1] == "\ufeff":  # the BOM that says MSG is UTF-8
+        text = text[1:]
+    host, app, procid = m.group(9), m.group(10), m.group(11)
+    ns = None
+    bad = False
+    if m.group(1) is not None:  # "-": the sender knew no time
+        try:
+            ns = _rfc3339_ns(m)
+        except (OverflowError, ValueError):
+            bad = True
+    env = Envelope(ns, "rfc3339" if ns is not None else "none", text,
+                   host=None if host == "-" else host, tag=None if app == "-" else app,
+                   pid=int(procid) if procid.isdecimal() and len(procid) < 10 else None, bad_stamp=bad)
+    return _after_header(env)
+
+
+def _sd_end(line: str, i: int) -> int:
+    """Where the STRUCTURED-DATA starting at ``line[i]`` ends: ``-`` or one or more
+    ``[id param="value"]`` (``\\"``, ``\\\\`` and ``\\]`` escaped in values); -1: malformed."""
+    if line[i:i + 1] == "-":
+        return i + 1
+    start, n = i, len(line)
+    while i < n and line[i] == "[":
+        i += 1
+        quoted = False
+        while i < n:
+            c = line[i]
+            if quoted:
+                if c == "\\":
+                    i += 1
+                elif c == '"':
+                    quoted = False
+            elif c == '"':
+                quoted = True
+            elif c == "]":
+                break
+            i += 1
+        if i >= n:
+            return -1
+        i += 1
+    return i if i > start else -1
+
+
+def _journal(line: str) -> Envelope | None:
+    """A ``journalctl -o json`` entry; None: not one. Its own time (the sender's, else
+    the journal's, in µs), host, identifier and pid; MESSAGE as the text (journald
+    gives bytes that are not UTF-8 as a list of numbers, and null for a value it
+    did not print: larger than 4096 bytes without ``--all``; several values of a
+    field as a list of them)."""
+    try:
+        entry = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(entry, dict) or "MESSAGE" not in entry:
+        return None
+    msg = _journal_text(entry["MESSAGE"])
+    ns = None
+    usec = entry.get("_SOURCE_REALTIME_TIMESTAMP") or entry.get("__REALTIME_TIMESTAMP")
+    if isinstance(usec, str) and usec.isdecimal() and len(usec) <= 18:
+        ns = int(usec) * 1000
+    pid = entry.get("SYSLOG_PID") or entry.get("_PID")
+    host = entry.get("_HOSTNAME")
+    tag = entry.get("SYSLOG_IDENTIFIER") or entry.get("_COMM")
+    env = Envelope(ns, "journal" if ns is not None else "none", msg,
+                   host=host if isinstance(host, str) else None,
+                   tag=tag if isinstance(tag, str) else None,
+                   pid=int(pid) if isinstance(pid, str) and pid.isdecimal() and len(pid) < 10 else None)
+    return _after_header(env)
+
+
+def _journal_text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        if all(type(x) is int for x in value):
+            try:
+                return bytes(value).decode("utf-8", "replace")  # type: ignore[arg-type]
+            except ValueError:  # a number beyond a byte: not journald's
+                return str(value)
+        return "\n".join(_journal_text(x) for x in value)
+    return str(value)
+
+
+def with_text(line: str, text: str, new: str) -> str:
+    """``line`` (whose envelope gave ``text``) with ``new`` for that text: how a secret
+    is taken out of the original line too. The text ends the line, but for a journal
+    entry, whose MESSAGE is rewritten; where it cannot be found, only ``new`` is left,
+    never the old text."""
+    if line.endswith(text):
+        return line[:len(line) - len(text)] + new
+    if line[:1] == "{":
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return new
+        if isinstance(entry, dict) and "MESSAGE" in entry:
+            entry["MESSAGE"] = new
+            return orjson.dumps(entry).decode()
+    return new

@@ -168,3 +168,174 @@ def test_bsd_header_honours_utc_and_survives_a_damaged_tag():
 def test_label_with_no_believable_time_is_stripped_and_flagged(label):
     env = split_envelope(f"{label} new msg 3")
     assert (env.time_ns, env.text, env.bad_stamp) == (None, "new msg 3", True)
+
+
+# -- syslog messages with their PRI, RFC 5424, the journal --------------------------------
+
+# RFC 5424 section 6.5's examples (BOM as U+FEFF) and RFC 3164 section 5.4's first one
+RFC5424_EXAMPLES = [
+    ("<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - \ufeff'su root' failed for "
+     "lonvick on /dev/pts/8", 1065910455_003000000, "mymachine.example.com", "su", None,
+     "'su root' failed for lonvick on /dev/pts/8"),
+    ("<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - - %% It's time to make the "
+     "do-nuts.", 1061727255_000003000, "192.0.2.1", "myproc", 8710, "%% It's time to make the do-nuts."),
+    ('<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 '
+     'iut="3" eventSource="Application" eventID="1011"] \ufeffAn application event log entry...',
+     1065910455_003000000, "mymachine.example.com", "evntslog", None, "An application event log entry..."),
+    ('<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 '
+     'iut="3" eventSource="Application" eventID="1011"][examplePriority@32473 class="high"]',
+     1065910455_003000000, "mymachine.example.com", "evntslog", None, ""),
+]
+
+
+@pytest.mark.parametrize(("line", "ns", "host", "tag", "pid", "text"), RFC5424_EXAMPLES)
+def test_rfc5424_examples_of_the_rfc(line, ns, host, tag, pid, text):
+    env = split_envelope(line)
+    assert (env.time_ns, env.time_source, env.host, env.tag, env.pid, env.text) == (
+        ns, "rfc3339", host, tag, pid, text)
+
+
+def test_rfc5424_structured_data_with_escapes_and_nil_values():
+    env = split_envelope('<22>1 - - - - - [a@1 x="q\\"]u [o]te\\\\" y="]"][b@2] delivery 3: success: did_1+0+0/')
+    assert (env.time_ns, env.host, env.tag, env.pid, env.bad_stamp) == (None, None, None, None, False)
+    assert env.text == "delivery 3: success: did_1+0+0/"
+    for line in ['<22>1 - - - - - [a@1 x="unterminated', "<22>1 2003-10-11T22:14:15Z h a p m",
+                 "<22>1 2003-10-11T22:14:15Z h a p m x y", "<999>1 - - - - - - text", "<22>"]:
+        env = split_envelope(line)  # not RFC 5424: kept whole, nothing invented
+        assert env.time_ns is None and env.text == line, line
+    env = split_envelope("<22>1 2003-13-11T22:14:15Z h a p m - text")
+    assert env.time_ns is None and env.bad_stamp and env.text == "text"
+
+
+def test_rfc5424_of_our_own_encoder_parses_back():
+    from shipper.encode.rfc5424 import Rfc5424Encoder
+    from shipper.parse import LineParser
+
+    rec = LineParser().parse(b"@4000000052fafd8d3298434c qmail-smtpd: pid 30554 Accept::RCPT::Recipients_Pam "
+                             b"P:ESMTPS S:1.2.3.4:mail16.maila.com H:maila.com F:a@b T:c@d", 0).to_dict()
+    rec["host"] = "mx.example"
+    line = Rfc5424Encoder().encode(rec).decode()
+    env = split_envelope(line)
+    assert env.time_ns == rec["time_unix_ns"] // 1000 * 1000  # RFC 5424 keeps microseconds
+    assert (env.host, env.tag, env.pid, env.text) == ("mx.example", "qmail-smtpd", 30554, rec["message"])
+    again = LineParser().parse(line.encode())
+    assert (again.program, again.event, again.fields["rcpt_to"]) == ("qmail-smtpd", "smtp_decision", "c@d")
+    raw = Rfc5424Encoder(msg_field="raw").encode(rec).decode()  # MSG with multilog's label in it
+    env = split_envelope(raw)
+    assert (env.time_ns, env.time_source, env.text) == (rec["time_unix_ns"], "tai64n", rec["message"])
+
+
+def test_pri_before_a_bsd_or_rfc3339_header(tz_utc):
+    env = split_envelope("<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8",
+                         year=2003)
+    assert (env.time_ns, env.host, env.tag, env.text) == (
+        1065910455 * NS, "mymachine", "su", "'su root' failed for lonvick on /dev/pts/8")
+    env = split_envelope("<22>2023-06-23T12:26:29Z pmg postfix/qmgr[2]: removed")
+    assert (env.time_ns, env.tag, env.pid, env.text) == (1687523189 * NS, "postfix/qmgr", 2, "removed")
+
+
+def test_relay_that_kept_multilogs_label(tz_utc):
+    # A generic forwarder sent multilog's lines as they were: the label is the real time.
+    env = split_envelope("Dec 31 10:00:00 mx qmail-send: @4000000052fafd8d3298434c new msg 3890", year=2013)
+    assert (env.time_ns, env.time_source, env.host, env.tag, env.text) == (
+        1392180611_848839500, "tai64n", "mx", "qmail-send", "new msg 3890")
+
+
+def journal_remote() -> str:
+    for path in ("/lib/systemd/systemd-journal-remote", "/usr/lib/systemd/systemd-journal-remote"):
+        if os.path.exists(path):
+            return path
+    pytest.fail("systemd-journal-remote not found: install it (see .ci/run) — this test needs it")
+
+
+def _export_field(name: str, value: bytes) -> bytes:
+    """A field of the Journal Export Format: text, or (binary or multi-line) length-prefixed."""
+    if b"\n" in value or any(b < 32 and b != 9 for b in value) or any(b > 126 for b in value):
+        return name.encode() + b"\n" + len(value).to_bytes(8, "little") + value + b"\n"
+    return name.encode() + b"=" + value + b"\n"
+
+
+JOURNAL_ENTRIES = [  # realtime µs, identifier, pid, MESSAGE: what qmail under systemd logs
+    (1514714400_123456, "qmail-send", 4242, b"delivery 3: success: did_1+0+0/"),
+    (1514714401_000001, "qmail-smtpd", 999,
+     b"pid 999 Accept::RCPT::Recipients_Pam P:ESMTPS S:1.2.3.4:mail16.maila.com H:maila.com F:a@b T:c@d"),
+    (1514714402_500000, "vpopmail", 31, b"vchkpw-smtp: password fail (pass: 'hunter2') user@example.com:1.2.3.4"),
+]
+
+
+def test_real_journalctl_outputs(tmp_path, monkeypatch):
+    """Entries written into a real journal file and printed by the real journalctl in each
+    form an admin might pipe to us: the same time (to its precision), host, program, pid
+    and event from every one."""
+    from shipper.parse import LineParser
+
+    journalctl = require_binary("journalctl")
+    export = b""
+    for i, (usec, ident, pid, msg) in enumerate(JOURNAL_ENTRIES):
+        export += (b"__REALTIME_TIMESTAMP=%d\n__MONOTONIC_TIMESTAMP=%d\n" % (usec, 1000 + i)
+                   + b"_BOOT_ID=0123456789abcdef0123456789abcdef\n_HOSTNAME=mx\n"
+                   + _export_field("SYSLOG_IDENTIFIER", ident.encode())
+                   + b"_PID=%d\n" % pid + _export_field("MESSAGE", msg) + b"\n")
+    # a binary MESSAGE (journalctl -o json prints it as a list of numbers)
+    export += (b"__REALTIME_TIMESTAMP=1514714403000000\n__MONOTONIC_TIMESTAMP=2000\n"
+               b"_BOOT_ID=0123456789abcdef0123456789abcdef\n_HOSTNAME=mx\nSYSLOG_IDENTIFIER=qmail-send\n"
+               + _export_field("MESSAGE", b"new msg 77\xff") + b"\n")
+    journal = tmp_path / "qmail.journal"
+    subprocess.run([journal_remote(), f"--output={journal}", "-"], input=export, check=True,
+                   capture_output=True, timeout=30)
+    monkeypatch.setenv("TZ", "Europe/Berlin")  # journalctl prints local time, we read it back so
+    time.tzset()
+    stamps._LOCAL_HOUR_CACHE.clear()
+    try:
+        precision = {"json": 1, "short-precise": 1, "short-iso-precise": 1, "short-unix": 1,
+                     "short": 1_000_000, "short-iso": 1_000_000}
+        for output, step in precision.items():
+            out = subprocess.run([journalctl, f"--file={journal}", "-o", output], check=True,
+                                 capture_output=True, timeout=30).stdout
+            lines = out.splitlines()
+            assert len(lines) == 4, (output, out)
+            parser = LineParser()
+            parser.opts.syslog_year = 2017  # short and short-precise name no year
+            recs = [parser.parse(ln) for ln in lines]
+            for rec, (usec, ident, pid, _) in zip(recs, JOURNAL_ENTRIES, strict=False):
+                assert rec.time_ns == usec // step * step * 1000, (output, rec.raw)
+                assert (rec.host, rec.pid, rec.program) == ("mx", pid, ident), (output, rec.raw)
+            assert [(r.program, r.event) for r in recs[:3]] == [
+                ("qmail-send", "delivery"), ("qmail-smtpd", "smtp_decision"), ("vpopmail", "pop_auth")], output
+            assert recs[1].fields["rcpt_to"] == "c@d" and recs[0].fields["result"] == "success"
+            assert "hunter2" not in recs[2].raw and "redacted" in recs[2].flags, output
+            if output == "json":
+                assert recs[3].message == "new msg 77\ufffd"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+        stamps._LOCAL_HOUR_CACHE.clear()
+
+
+def test_journal_json_odd_values():
+    env = split_envelope('{"MESSAGE": ["new msg 1", [110, 101, 119]], "_PID": "12x", "_HOSTNAME": 5}')
+    assert (env.time_ns, env.text, env.pid, env.host) == (None, "new msg 1\nnew", None, None)
+    env = split_envelope('{"MESSAGE": null, "__REALTIME_TIMESTAMP": "1514714400123456"}')
+    assert (env.time_ns, env.time_source, env.text) == (1514714400_123456000, "journal", "")
+    for line in ['{"a": 1}', '{"MESSAGE": "x"', '{"MESSAGE": [300]}x']:
+        assert split_envelope(line).text == line
+    assert split_envelope('{"MESSAGE": [300]}').text == "[300]"
+
+
+def test_vchkpw_text_read_as_a_syslog_tag_is_still_redacted(tz_utc):
+    from shipper.parse import LineParser
+
+    for line in [b"Dec 31 10:00:00 mx vchkpw-smtp: password fail (pass: 'hunter2') u@example.com:1.2.3.4",
+                 b'{"SYSLOG_IDENTIFIER": "vchkpw-pop3", "MESSAGE": "password fail (pass: \'hunter2\') u@x:1.2.3.4"}']:
+        rec = LineParser().parse(line)
+        assert (rec.program, rec.event, rec.fields["reason"]) == ("vpopmail", "pop_auth", "password fail")
+        assert "hunter2" not in rec.raw + rec.message and "redacted" in rec.flags
+        assert rec.message.startswith("password fail (pass: '[REDACTED]')")
+
+
+def test_with_text_never_leaves_the_old_text():
+    assert stamps.with_text("<1>1 - h a - - - PASS x", "PASS x", "PASS [R]") == "<1>1 - h a - - - PASS [R]"
+    assert stamps.with_text('{"MESSAGE":"PASS x","_PID":"1"}', "PASS x", "PASS [R]") == (
+        '{"MESSAGE":"PASS [R]","_PID":"1"}')
+    assert stamps.with_text('{"MESSAGE":"PASS x"', "PASS x", "PASS [R]") == "PASS [R]"
+    assert stamps.with_text("PASS x and more", "PASS x", "PASS [R]") == "PASS [R]"
