@@ -201,6 +201,7 @@ class LineParser:
     def _parse(self, line: bytes, offset: int | None, now_ns: int | None) -> Record:
         # The hot path of the whole pipeline: kept flat on purpose.
         opts = self.opts
+        file_id = self.file_id
         flags: list[str] | None = None
         if line[-1:] == b"\n":
             line = line[:-1]
@@ -235,6 +236,10 @@ class LineParser:
             env = split_envelope(raw, opts.tai_leap, opts.syslog_year, opts.local_tz)
             time_ns = env.time_ns
             text, host, tag, pid = env.text, env.host, env.tag, env.pid
+            if env.journal_seq is not None and self.file_id is None:
+                # A journal entry from a pipe: its place in the journal is its identity
+                # (the same event id however often journalctl prints it)
+                file_id, offset = env.journal_seq
             bad_stamp = env.bad_stamp
             if time_ns is not None and not 0 <= time_ns < _NS_END:
                 time_ns, bad_stamp = None, True  # 1970 .. 2262 only: see tai64n.LABEL_SECS_END
@@ -273,7 +278,7 @@ class LineParser:
                 b64 = None  # the exact bytes held the secret too
                 flags = (flags or []) + [F_REDACTED]
         return Record(time_ns, time_source, program, event, text, raw, fields,
-                      host or opts.host, pid, flags, self.source, self.file_id, offset, b64)
+                      host or opts.host, pid, flags, self.source, file_id, offset, b64)
 
 
 def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, int | None]:

@@ -37,6 +37,8 @@ class Envelope:
     tag: str | None = None  # syslog tag, e.g. "postfix/smtpd", "qmail"
     pid: int | None = None
     bad_stamp: bool = False
+    # A journal entry's place in its journal, (seqnum id, seqnum), from its cursor
+    journal_seq: tuple[str, int] | None = None
 
 
 _LABEL_RE = tai64n.LABEL_RE
@@ -345,7 +347,8 @@ def _journal(line: str) -> Envelope | None:
     env = Envelope(ns, "journal" if ns is not None else "none", msg,
                    host=host if isinstance(host, str) else None,
                    tag=tag if isinstance(tag, str) else None,
-                   pid=int(pid) if isinstance(pid, str) and pid.isdecimal() and len(pid) < 10 else None)
+                   pid=int(pid) if isinstance(pid, str) and pid.isdecimal() and len(pid) < 10 else None,
+                   journal_seq=_journal_seq(entry.get("__CURSOR")))
     return _after_header(env)
 
 
@@ -380,3 +383,16 @@ def with_text(line: str, text: str, new: str) -> str:
             entry["MESSAGE"] = new
             return orjson.dumps(entry).decode()
     return new
+
+
+_CURSOR_RE = re.compile(r"(?:^|;)s=([0-9a-f]{16,32});i=([0-9a-f]{1,16})(?:;|$)")
+
+
+def _journal_seq(cursor: object) -> tuple[str, int] | None:
+    """``s=SEQNUM_ID;i=SEQNUM;...`` (sd_journal_get_cursor, hex) → (16 hex digits of
+    the seqnum id, seqnum): an entry's place in its journal, the same however often
+    it is printed."""
+    if not isinstance(cursor, str):
+        return None
+    m = _CURSOR_RE.search(cursor)
+    return None if m is None else (m.group(1)[:16], int(m.group(2), 16))

@@ -306,6 +306,9 @@ def test_real_journalctl_outputs(tmp_path, monkeypatch):
             assert "hunter2" not in recs[2].raw and "redacted" in recs[2].flags, output
             if output == "json":
                 assert recs[3].message == "new msg 77\ufffd"
+                ids = [r.event_id for r in recs]  # from the entries' cursors: seqnums 1..4
+                assert len({i.split("-")[0] for i in ids}) == 1 and [i.split("-")[1] for i in ids] == [
+                    "1", "2", "3", "4"]
     finally:
         monkeypatch.undo()
         time.tzset()
@@ -339,3 +342,19 @@ def test_with_text_never_leaves_the_old_text():
         '{"MESSAGE":"PASS [R]","_PID":"1"}')
     assert stamps.with_text('{"MESSAGE":"PASS x"', "PASS x", "PASS [R]") == "PASS [R]"
     assert stamps.with_text("PASS x and more", "PASS x", "PASS [R]") == "PASS [R]"
+
+
+def test_journal_entries_from_a_pipe_get_their_cursor_as_event_id():
+    from shipper.parse import LineParser
+
+    line = (b'{"__CURSOR":"s=6342941b9bf0473a97f48a4fb326b07d;i=1a;b=0123456789abcdef0123456789abcdef;'
+            b'm=3039;t=5619fedc16a40;x=cbe16011805187a5","__REALTIME_TIMESTAMP":"1514714400123456",'
+            b'"MESSAGE":"new msg 123"}')
+    rec = LineParser().parse(line)  # stdin: no file identity of its own
+    assert (rec.file_id, rec.offset, rec.event_id) == ("6342941b9bf0473a", 0x1A, "6342941b9bf0473a-1a")
+    assert LineParser().parse(line).event_id == rec.event_id  # printed again: the same id
+    in_file = LineParser(file_id="00112233445566ff").parse(line, 4096)  # a file's own place wins
+    assert in_file.event_id == "00112233445566ff-1000"
+    for cursor in ('"i=1a;s=xyz"', '"s=6342941b9bf0473a97f48a4fb326b07d"', "17", '"s=;i="'):
+        rec = LineParser().parse(b'{"__CURSOR":%s,"MESSAGE":"new msg 1"}' % cursor.encode())
+        assert rec.event_id is None and rec.event == "new_msg", cursor
