@@ -369,19 +369,19 @@ def _journal_text(value: object) -> str:
 
 def with_text(line: str, text: str, new: str) -> str:
     """``line`` (whose envelope gave ``text``) with ``new`` for that text: how a secret
-    is taken out of the original line too. The text ends the line, but for a journal
-    entry, whose MESSAGE is rewritten; where it cannot be found, only ``new`` is left,
-    never the old text."""
-    if line.endswith(text):
-        return line[:len(line) - len(text)] + new
-    if line[:1] == "{":
+    is taken out of the original line too. A journal entry gets its MESSAGE rewritten
+    (first: its escaped text might end the line by chance); other text ends the line;
+    where it cannot be found, only ``new`` is left, never the old text."""
+    if line[:2] == '{"':
         try:
             entry = orjson.loads(line)
         except orjson.JSONDecodeError:
-            return new
+            entry = None
         if isinstance(entry, dict) and "MESSAGE" in entry:
             entry["MESSAGE"] = new
             return orjson.dumps(entry).decode()
+    if text and line.endswith(text):
+        return line[:len(line) - len(text)] + new
     return new
 
 

@@ -342,6 +342,8 @@ def test_with_text_never_leaves_the_old_text():
         '{"MESSAGE":"PASS [R]","_PID":"1"}')
     assert stamps.with_text('{"MESSAGE":"PASS x"', "PASS x", "PASS [R]") == "PASS [R]"
     assert stamps.with_text("PASS x and more", "PASS x", "PASS [R]") == "PASS [R]"
+    # a MESSAGE whose escaped form happens to end the line
+    assert stamps.with_text('{"MESSAGE":"a\\"}"}', '"}', "[R]") == '{"MESSAGE":"[R]"}'
 
 
 def test_journal_entries_from_a_pipe_get_their_cursor_as_event_id():
