@@ -54,7 +54,14 @@ xz are decompressed (same fingerprint, so the same event ids); other binary
 output is reported as a Gap. A processor that rewrites text (e.g.
 ``!tai64nlocal``) cannot be matched: its archives are read again (duplicates,
 with other event ids) — documented limitation. ``previous``/``processed``
-are transient names and never read by name.
+are transient names; ``processed`` is never read. multilog unlinks
+``previous`` before it names ``processed`` as an archive, so while a finished
+``processed`` has no ``previous`` (or a listing raced a rotation) only the
+archives listed are read, and ``previous``/``current`` wait for the next
+listing. Inode numbers of deleted files come back at once (two numbers can
+take turns for ``current`` at hundreds of rotations a second): a file opened
+as ``previous``/``current`` is taken only if no archive came or went since
+the listing it was planned from.
 
 Gaps are exact when every archive is observed when it appears: the watcher
 callback lists the directory on every name event (inotify) and records each
@@ -95,6 +102,7 @@ MARKER_BYTES = 32
 HEAD_BYTES = 512
 STATE_VERSION = 1
 SEEN_MAX = 1000  # archive labels kept in a position (see MultilogFollower._seen)
+PROCESSED_WAIT = 30.0  # seconds a finished `processed` with no `previous` holds reading back
 
 F_CONTINUATION = "continuation"
 F_PARTIAL = "partial"
@@ -513,6 +521,7 @@ class MultilogFollower(_FollowerBase):
         self._replans = 0
         self._open_error: str | None = None
         self._unopenable: set[str] = set()  # archives we could not open, warned about once
+        self._processed_seen: tuple[tuple[int, int], float] | None = None  # see _processed_ready
         # Archive labels present at the last listing (None: not listed yet). An archive
         # labelled at or below ``done`` that was not there is new: the clock went back.
         # Those at or below ``done`` go into the position (the newest SEEN_MAX), so a
@@ -602,6 +611,26 @@ class MultilogFollower(_FollowerBase):
                 except OSError:
                     return False  # archived meanwhile: the listing is stale
                 listing.previous = ml.Entry(name, st.st_dev, st.st_ino, st.st_size)
+            elif kind == ml.PROCESSED:
+                ready = self._processed_ready(name)
+                if ready is None:
+                    return False  # renamed meanwhile: list again to see its archive
+                listing.processed = ready
+                listing.rotating |= ready and "previous" not in names
+        if listing.previous is not None or listing.processed:
+            # previous is stat'ed after the listing: a processor may have finished and
+            # a later rotation made a new previous meanwhile, with archives this
+            # listing lacks (reading that previous first would put it before them).
+            # Any such change adds an archive name: then only the archives listed are
+            # read now (they are older than anything new), and the raw files wait for
+            # the next listing.
+            try:
+                again = os.listdir(self.dir)
+            except OSError:
+                again = names
+            if {n for n in again if n.startswith("@")} != {n for n in names if n.startswith("@")}:
+                listing.rotating = True
+        listing.archive_names = frozenset(n for n in names if n.startswith("@"))
         self._seen, self._seen_floor = present, None
         self._seen_version += 1
         if newcomers:
@@ -612,6 +641,21 @@ class MultilogFollower(_FollowerBase):
             done = self.done
             self._ahead = {lb for lb in self._ahead if lb in present and (done is None or lb > done)}
         return True
+
+    def _processed_ready(self, name: str) -> bool | None:
+        """Whether ``processed`` is a processor's finished output (multilog made it u+x)
+        that becomes an archive next; None: gone meanwhile. Believed for
+        PROCESSED_WAIT seconds at most: a multilog killed in that moment renames it
+        only when it starts again (and writes nothing till then)."""
+        try:
+            st = os.stat(os.path.join(self.dir, name), follow_symlinks=False)
+        except OSError:
+            return None
+        now = time.monotonic()
+        ident = (st.st_dev, st.st_ino)
+        if self._processed_seen is None or self._processed_seen[0] != ident:
+            self._processed_seen = (ident, now)
+        return bool(st.st_mode & stat.S_IXUSR) and now - self._processed_seen[1] < PROCESSED_WAIT
 
     def _clock_went_back(self, label: str, accounted: set[str]) -> None:
         """An archive labelled at or below ``done`` appeared: multilog's clock went back
@@ -685,7 +729,9 @@ class MultilogFollower(_FollowerBase):
         self._out = []
         if not self._started:
             self._started = True
-            self._begin()
+            if not self._begin():
+                self._started = False
+                return []
         guard = 0
         self._replans = 0
         while len(self._out) < max_items and guard < 10000:
@@ -712,7 +758,8 @@ class MultilogFollower(_FollowerBase):
         out, self._out = self._out, []
         return out
 
-    def _begin(self) -> None:
+    def _begin(self) -> bool:
+        """Take up the saved position (or the start position). False: not now, try again."""
         st = self._resume
         self._resume = None
         if isinstance(st, dict) and isinstance(st.get("done"), str):
@@ -730,18 +777,25 @@ class MultilogFollower(_FollowerBase):
                 self._seen = set(seen)
                 self._seen_floor = min(seen) if len(seen) >= SEEN_MAX else None
         self.observe()
+        if self.listing.rotating and st is not None:
+            # multilog is between unlinking previous and naming its processed output as
+            # an archive: the file we were reading may be only in there. Once it is an
+            # archive it is found by its fingerprint and read on from our offset.
+            self._resume = st
+            return False
         if isinstance(st, dict) and isinstance(st.get("done"), str) and self.done != st["done"]:
             st = {**st, "done": self.done}  # moved back: archives made while we were stopped
         if st is not None and isinstance(st, dict) and st.get("v") == STATE_VERSION:
             try:
                 self._resume_from(st)
-                return
+                return True
             except (KeyError, TypeError, ValueError) as exc:
                 self._warn(f"{self.key}: unusable position ({exc}); starting at {self.start}")
                 self.done, self.pending, self.reader = None, [], None
         elif st is not None:
             self._warn(f"{self.key}: unusable position; starting at {self.start}")
         self._start_fresh()
+        return True
 
     def _after_clock_step(self, st: dict[str, Any]) -> dict[str, Any]:
         """``st`` with ``done`` moved back if the clock went back while we were stopped.
@@ -1086,7 +1140,8 @@ class MultilogFollower(_FollowerBase):
                     self._warn(f"{self.key}: cannot open {name}: {self._open_error}; waiting for it")
                 return False
             self._unopenable.discard(name)
-            if r is not None and entry is not None and r.ident == entry.ident:
+            if (r is not None and entry is not None and r.ident == entry.ident
+                    and self._archives_unchanged()):
                 return True
             # rotated between the listing and the open: plan again from a new listing
             if r is not None:
@@ -1095,6 +1150,18 @@ class MultilogFollower(_FollowerBase):
                 self.reader = None
             return self._retry_plan()
         return False
+
+    def _archives_unchanged(self) -> bool:
+        """No archive came or went since the listing the plan was made from. Else the
+        file just opened as previous or current may be a later one than planned,
+        whose inode number was freed and given out again in between (seen: two
+        numbers taking turns at hundreds of rotations a second), and archives it
+        must come after are not in the plan."""
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            return True  # the open succeeded; nothing better to go by
+        return frozenset(n for n in names if n.startswith("@")) == self.listing.archive_names
 
     def _retry_plan(self) -> bool:
         self._replans += 1

@@ -12,6 +12,9 @@ A daemontools ``multilog`` directory holds (DT src/multilog.c, 0.76):
 Rotation without a processor is rename(current→previous), link(previous,
 @ts.s), unlink(previous): the archive is the same inode as the ``current`` we
 were reading. Then the oldest ``@`` files are unlinked while ``n`` is exceeded.
+With a processor, multilog (blocked, writing nothing) waits for it, then
+unlink(previous) *before* rename(processed, @ts.s): for a moment the rotated
+data is only in ``processed``, under no name the follower reads.
 
 The follower keeps, per directory: ``done`` (the label of the newest archive
 whose data is fully accounted for: read, skipped as ours, or reported lost),
@@ -184,6 +187,11 @@ class Listing:
     current: Entry | None = None
     previous: Entry | None = None
     archives: dict[str, Entry] = field(default_factory=dict)  # label → entry
+    processed: bool = False  # a processor's finished output, about to be an archive
+    # A rotation is under way: previous and current may be ahead of the archives
+    # listed (a processor's output not named yet, or a later rotation seen in part)
+    rotating: bool = False
+    archive_names: frozenset[str] = frozenset()  # every archive name listed
 
     def label_of(self, ident: Ident) -> str | None:
         for label, e in self.archives.items():
@@ -259,6 +267,10 @@ def plan_next(listing: Listing, known: dict[str, Known], done: str | None,
             return Plan(done, pend, lost, skipped, unreadable=label)
         return Plan(done, pend, lost, skipped, open_label=label)
     prev = listing.previous
+    if listing.rotating:
+        # e.g. multilog unlinked previous and renames processed to an archive next (till
+        # then current is empty: multilog is blocked): raw files wait for the archives
+        return Plan(done, pend, lost, skipped)
     if prev is not None and prev.ident != finished and all(p.ident != prev.ident for p in pend):
         # a rotated current not archived yet, that we have not read: it comes
         # before current (with a processor it may stay there for a while)

@@ -324,7 +324,8 @@ WILD_OPS = [
     st.tuples(st.just("append"), st.integers(1, 9)),
     st.just(("rotate",)),
     st.just(("processor_start",)),  # !processor: current -> previous, processor runs
-    st.just(("processor_finish",)),  # its output becomes @label.s, previous goes
+    st.just(("processor_done",)),  # as multilog: processed made u+x, previous unlinked ...
+    st.just(("processor_finish",)),  # ... then processed renamed to @label.s
     st.just(("crash_u",)),  # multilog restarted after a crash: current -> @label.u
     st.just(("delete",)),  # the n limit: the smallest name goes
     st.just(("poll",)),
@@ -396,13 +397,20 @@ def _run_wild(ops: list[tuple], seen_max: int | None = None) -> dict:
             cur.clear()
             tell(name)
 
+        def processor_done() -> None:
+            # multilog.c: the output is complete (chmod 0744), previous goes first: for
+            # a moment the data is only in "processed"
+            shutil.copyfile(path("previous"), path("processed"))  # !cat
+            os.chmod(path("processed"), 0o744)
+            os.unlink(path("previous"))
+            tell("processed")
+
         def finish_processor() -> None:
             nonlocal prev
-            shutil.copyfile(path("previous"), path("processed"))  # !cat
+            if os.path.exists(path("previous")):
+                processor_done()
             name = new_name("s")
-            os.link(path("processed"), path(name))
-            os.unlink(path("processed"))
-            os.unlink(path("previous"))
+            os.rename(path("processed"), path(name))
             archives[name] = prev or []
             prev = None
             tell(name)
@@ -425,6 +433,8 @@ def _run_wild(ops: list[tuple], seen_max: int | None = None) -> dict:
                 os.rename(path("current"), path("previous"))
                 open(path("current"), "wb").close()
                 prev, cur = cur, []
+            elif kind == "processor_done" and prev is not None and os.path.exists(path("previous")):
+                processor_done()
             elif kind == "processor_finish" and prev is not None:
                 finish_processor()
             elif kind == "delete" and len(archives) >= 2:  # n >= 2 keeps n-1 archives

@@ -118,6 +118,20 @@ def test_plan_waits_when_current_is_what_we_just_finished():
     assert not plan.open_current and plan.open_label is None and not plan.open_previous
 
 
+def test_plan_reads_listed_archives_but_no_raw_file_while_a_rotation_is_under_way():
+    # multilog unlinked previous and has not yet named processed as an archive:
+    # current (empty: multilog is blocked) must wait for that archive
+    listing = ml.Listing(current=ml.Entry("current", 1, 13, 0), processed=True, rotating=True,
+                         archives={L2: ml.Entry(L2 + ".s", 1, 20, 100)})
+    plan = ml.plan_next(listing, {L2: known(L2 + ".s", 20, "b")}, L1, [], (1, 11), lambda i: True)
+    assert plan.open_label == L2  # archives listed are older than anything new: read them
+    plan = ml.plan_next(listing, {}, L2, [], (1, 20), lambda i: True)
+    assert not plan.open_current and not plan.open_previous and plan.open_label is None
+    listing.rotating = False  # the next listing has the archive, and current may be read
+    plan = ml.plan_next(listing, {}, L2, [], (1, 20), lambda i: True)
+    assert plan.open_current
+
+
 def test_start_position():
     listing = ml.Listing(current=ml.Entry("current", 1, 13, 5),
                          archives={L1: ml.Entry(L1 + ".s", 1, 10, 1), L2: ml.Entry(L2 + ".u", 1, 11, 1)})
