@@ -40,7 +40,8 @@ def cmd_parse(argv: list[str]) -> int:
     ap.add_argument("--tai", action="store_true",
                     help="TAI64N labels are true TAI with leap seconds (s6-log), not daemontools'")
     ap.add_argument("--utc", action="store_true", help="tai64nlocal/syslog stamps are UTC, not local time")
-    ap.add_argument("--year", type=int, help="year for BSD syslog stamps (they have none)")
+    ap.add_argument("--year", type=int, help="year of the first BSD syslog stamps (they have none); "
+                    "it turns with the dates, Dec 31 to Jan 1")
     ap.add_argument("--host", help="host name for records whose line names none")
     args = ap.parse_args(argv)
     if args.max_line < 64:

@@ -57,6 +57,8 @@ _LONG_RUN = b"0" * 20
 _LONG_DIGITS_RE = re.compile(r"\d{20}")
 
 _NS_END = 1 << 63
+_HALF_YEAR_NS = 183 * 86400 * NS
+_DAY_NS = 86400 * NS
 _PREFIX_RE = re.compile(r"([A-Za-z][\w.+-]*(?:/[\w.+-]+)*)(?:\[(\d+)\])?: ?")
 
 
@@ -81,7 +83,7 @@ class ParseOptions:
 class LineParser:
     """Parse the lines of one input (file or stream) in order."""
 
-    __slots__ = ("opts", "source", "file_id", "last_time_ns", "open_lines")
+    __slots__ = ("opts", "source", "file_id", "last_time_ns", "open_lines", "syslog_year")
 
     def __init__(self, opts: ParseOptions | None = None, source: str | None = None,
                  file_id: str | None = None) -> None:
@@ -91,6 +93,9 @@ class LineParser:
         self.last_time_ns: int | None = None
         # recordio: conn pid → the client line so far, while its pieces are cut by "+"
         self.open_lines: dict[int, str] = {}
+        # The year for BSD syslog stamps when it was given: the first lines'; it turns
+        # with the dates (Dec 31 → Jan 1), see _turn_of_year
+        self.syslog_year = self.opts.syslog_year
 
     def carried(self) -> dict[str, Any] | None:
         """What parsing the next lines depends on, as JSON (None: nothing), for another
@@ -233,7 +238,11 @@ class LineParser:
                 text = split_envelope(text).text  # s6-log with both t and T
             self.last_time_ns = time_ns
         else:
-            env = split_envelope(raw, opts.tai_leap, opts.syslog_year, opts.local_tz)
+            env = split_envelope(raw, opts.tai_leap, self.syslog_year, opts.local_tz)
+            if (env.time_source == "syslog" and self.syslog_year is not None
+                    and self.last_time_ns is not None and env.time_ns is not None
+                    and abs(env.time_ns - self.last_time_ns) > _HALF_YEAR_NS):
+                env = self._turn_of_year(raw, env)
             time_ns = env.time_ns
             text, host, tag, pid = env.text, env.host, env.tag, env.pid
             if env.journal_seq is not None and self.file_id is None:
@@ -281,11 +290,35 @@ class LineParser:
                       host or opts.host, pid, flags, self.source, file_id, offset, b64)
 
 
+    def _turn_of_year(self, raw: str, env: Any) -> Any:
+        """A BSD stamp months away from the line before it, with the year given.
+        Months back: the year turned (a December log going on into January), so the
+        line is in the year of the line before or the next. Months ahead: a line
+        from just before the turn among the first after it (processes interleave
+        around midnight), if the year before puts it within a day of that line;
+        otherwise a log quiet for months, as it is."""
+        opts = self.opts
+        last_ns = self.last_time_ns
+        assert last_ns is not None
+        last = (time.localtime if opts.local_tz else time.gmtime)(last_ns // NS).tm_year
+        back = env.time_ns < last_ns
+        for year in ((last, last + 1) if back else (last - 1,)):
+            again = split_envelope(raw, opts.tai_leap, year, opts.local_tz)
+            if again.time_ns is not None and (
+                    again.time_ns >= last_ns - _HALF_YEAR_NS if back else
+                    last_ns - _DAY_NS <= again.time_ns <= last_ns + _DAY_NS):
+                self.syslog_year = year
+                return again
+        return env
+
+
 def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, int | None]:
     """Program text → (program, event, fields, pid). Never raises."""
     if tag is not None and tag != "qmail":
         if tag.startswith(("postfix", "pmg-smtp-filter")) or "/" in tag:
-            return _result(tag, parse_postfix(tag.rsplit("/", 1)[-1], text))
+            # Postfix's tags; but text in recordio's or vchkpw's grammar is theirs, with
+            # its passwords, whatever a syslog header called it ("qmail/smtpd[1]: 4357 < PASS x")
+            return _with_secrets(text) or _result(tag, parse_postfix(tag.rsplit("/", 1)[-1], text))
         fn = PREFIXED.get(tag)
         if fn is not None and (got := fn(text)) is not None:
             return _result(tag, got)
@@ -348,6 +381,20 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
         # "NAME[PID]: ..." of a program we have no grammar for (sslio, ...): say whose it is
         return m.group(1), "unparsed", {}, int(m.group(2))
     return (tag if tag != "qmail" else None), "unparsed", {}, None
+
+
+def _with_secrets(text: str) -> tuple[str | None, str, dict, int | None] | None:
+    """``dispatch`` of a recordio or vchkpw line; None for any other text."""
+    if text.startswith("vchkpw-"):
+        got = parse_vchkpw(text)
+        return None if got is None else _result("vpopmail", got)
+    sp = text.find(" ")
+    if sp > 0 and text[:sp].isdigit():
+        got = recordio_parse(text)
+        if got is not None:
+            event, fields = got
+            return "recordio", event, fields, (fields.pop("pid") if "pid" in fields else None)
+    return None
 
 
 def _result(program: str, got: tuple[str, dict] | None, prefix: str = ""

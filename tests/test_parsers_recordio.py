@@ -115,6 +115,9 @@ SECRETS = [
     ("pass correct horse battery", "pass [REDACTED]", "PASS"),
     ("APOP alice c4c9334bac560ecc979e58001b3e22fb", "APOP alice [REDACTED]", "APOP"),
     ("a001 LOGIN alice hunter2", "a001 LOGIN alice [REDACTED]", None),
+    # IMAP SASL-IR (RFC 4959): the initial response on the command line
+    ("a001 AUTHENTICATE PLAIN AGFsaWNlAGh1bnRlcjI=", "a001 AUTHENTICATE PLAIN [REDACTED]", None),
+    ("A2 authenticate plain AGFsaWNlAGh1bnRlcjI=", "A2 authenticate plain [REDACTED]", None),
 ]
 
 

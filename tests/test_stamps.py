@@ -267,7 +267,7 @@ def test_real_journalctl_outputs(tmp_path, monkeypatch):
     """Entries written into a real journal file and printed by the real journalctl in each
     form an admin might pipe to us: the same time (to its precision), host, program, pid
     and event from every one."""
-    from shipper.parse import LineParser
+    from shipper.parse import LineParser, ParseOptions
 
     journalctl = require_binary("journalctl")
     export = b""
@@ -294,8 +294,7 @@ def test_real_journalctl_outputs(tmp_path, monkeypatch):
                                  capture_output=True, timeout=30).stdout
             lines = out.splitlines()
             assert len(lines) == 4, (output, out)
-            parser = LineParser()
-            parser.opts.syslog_year = 2017  # short and short-precise name no year
+            parser = LineParser(ParseOptions(syslog_year=2017))  # short(-precise) name no year
             recs = [parser.parse(ln) for ln in lines]
             for rec, (usec, ident, pid, _) in zip(recs, JOURNAL_ENTRIES, strict=False):
                 assert rec.time_ns == usec // step * step * 1000, (output, rec.raw)

@@ -10,6 +10,7 @@ client line was ``AUTH LOGIN``): a client line is redacted when it is
   * ``AUTH <mechanism> <initial response>`` → the response,
   * ``PASS <password>`` (POP3) → the password, ``APOP <user> <digest>`` → the digest,
   * ``<tag> LOGIN <user> <password>`` (IMAP) → the password,
+    ``<tag> AUTHENTICATE <mechanism> <initial response>`` (IMAP, RFC 4959) → the response,
   * a lone base64-alphabet token of 4 or more characters that is not a known
     SMTP/POP3 verb — the credentials a client sends after ``AUTH LOGIN`` /
     ``AUTH PLAIN`` / ``AUTH CRAM-MD5``, and any ``+``-continued tail of a long blob.
@@ -42,6 +43,7 @@ _VERBS = frozenset({
 })
 _B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 _IMAP_LOGIN_RE = re.compile(r"(\s*\S+\s+LOGIN\s+\S+\s+)(.+)", re.IGNORECASE)
+_IMAP_AUTH_RE = re.compile(r"\s*\S+\s+AUTHENTICATE\s+\S+\s+(?=\S)", re.IGNORECASE)
 _WORD_RE = re.compile(r"\s*(\S+)")
 _AUTH_ARG_RE = re.compile(r"\s+\S+\s+(?=\S)")
 _LAST_WORD_RE = re.compile(r"(\S+)\s*$")
@@ -194,6 +196,9 @@ def _secret_span(msg: str, word: str, w: int) -> tuple[int, int] | None:
     m = _IMAP_LOGIN_RE.match(msg)
     if m is not None:
         return m.end(1), len(msg)
+    m = _IMAP_AUTH_RE.match(msg)
+    if m is not None:
+        return m.end(), len(msg)
     token = msg.strip()
     if len(token) >= 4 and word not in _VERBS and _B64_CHARS.issuperset(token):
         return 0, len(msg)
