@@ -260,3 +260,13 @@ def test_vchkpw_text_without_its_tag_is_parsed_and_redacted():
     assert rec.fields == {"service": "smtp", "result": "failure", "reason": "password fail",
                           "auth_user": "user@example.org", "remote_ip": "192.0.2.4"}
     assert "hunter2" not in rec.raw and "hunter2" not in rec.message and rec.flags == ["redacted"]
+
+
+def test_vchkpw_words_after_the_phrase_go_to_the_reason():
+    # vchkpw.c's "chdir failed" names the errno and the directory before USER:IP
+    rec = LineParser().parse(b"vpopmail[1]: vchkpw-pop3: chdir failed errno 2 /home/vpopmail/domains/d/u "
+                             b"user@dom.example:192.0.2.1")
+    assert (rec.program, rec.event) == ("vpopmail", "pop_auth")
+    assert rec.fields == {"service": "pop3", "result": "failure",
+                          "reason": "chdir failed errno 2 /home/vpopmail/domains/d/u",
+                          "auth_user": "user@dom.example", "remote_ip": "192.0.2.1"}

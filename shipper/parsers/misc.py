@@ -78,6 +78,14 @@ def parse_vchkpw(text: str) -> Parsed | None:
     if method:
         fields["method"] = method
     who = m.group("who")
+    if " " in who and m.group("pw") is None:
+        # words after the phrase ("chdir failed errno 2 /home/...") belong to the
+        # reason when the last word alone is USER@DOMAIN:IP (an archive's
+        # "[EMAIL PROTECTED]:IP" stays whole)
+        extra, last = who.rsplit(" ", 1)
+        if "@" in last and "@" not in extra and "reason" in fields:
+            fields["reason"] += " " + extra
+            who = last
     c = who.find(":")  # USER@DOMAIN:IP; an IPv6 address keeps its colons
     if c < 0:
         fields["auth_user"] = who
