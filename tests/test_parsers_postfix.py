@@ -414,3 +414,14 @@ def test_delivery_over_a_unix_socket_names_no_ip():
     assert rec.event == "delivery" and "relay_ip" not in rec.fields
     assert rec.fields["relay_socket"] == "private/dovecot-lmtp"
     assert rec.fields["relay_host"] == "mail.example.com" and rec.fields["status"] == "sent"
+
+
+def test_other_lines_keep_the_client_and_envelope_they_name():
+    # lines of no specific grammar still give what a SIEM searches on (found in a review)
+    got = parse("smtpd", "SSL_accept error from unknown[192.0.2.1]: lost connection")
+    assert got == ("postfix_other", {"remote_host": "unknown", "remote_ip": "192.0.2.1",
+                                     "text": "SSL_accept error from unknown[192.0.2.1]: lost connection"})
+    event, f = parse("smtpd", "42EA826EA2: filter: RCPT from unknown[192.0.2.1]: <d@e.f>: Recipient address "
+                              "triggers FILTER smtp:[127.0.0.1]:10024; from=<a@b.c> to=<d@e.f> proto=ESMTP helo=<x>")
+    assert event == "postfix_other"
+    assert (f["qid"], f["remote_ip"], f["mail_from"], f["rcpt_to"]) == ("42EA826EA2", "192.0.2.1", "a@b.c", "d@e.f")

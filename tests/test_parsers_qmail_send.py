@@ -315,6 +315,11 @@ LITERALS = [
      {"text": "qmail-send: queue3: oh no! lost spawn connection! dying...", "queue": "queue3"}),
     ("alert: slowq-send: 4711: got TERM: slowq", "alert",  # pid, not a queue
      {"text": "slowq-send: 4711: got TERM: slowq"}),
+    # older indimail qmail-send.c: log5("warning: ", queuedesc, ": unable to stat ...")
+    ("warning: queue1: unable to stat info/1/2; will try again later", "warning",
+     {"text": "queue1: unable to stat info/1/2; will try again later", "queue": "queue1"}),
+    ("alert: qmail-send: 4711: got TERM: queue3", "alert",  # the queue name at the end
+     {"text": "qmail-send: 4711: got TERM: queue3", "queue": "queue3"}),
     ("remote: alice@example.org bob@example.net 2048 queue2", "delivery_account",
      {"channel": "remote", "mail_from": "alice@example.org", "rcpt_to": "bob@example.net",
       "size": 2048, "queue": "queue2"}),

@@ -28,6 +28,7 @@ _DELIVERY_RE = re.compile(
     r"(?:, conn_use=\d+)?(?:, delay=(\d+(?:\.\d+)?))?(?:, delays=([\d./]+))?"
     r"(?:, dsn=(\d\.\d{1,3}\.\d{1,3}))?, status=(\w+)(?: \((.*)\))?$")
 _HOSTIP_RE = re.compile(r"([^\s\[\]]*)\[([^\]\s]*)\](?::(\d+))?")
+_FROM_CLIENT_RE = re.compile(r" from ([^\s\[\]]*)\[([^\]\s]*)\](?::(\d+))?")
 _REJECT_RE = re.compile(
     r"(?P<stage>[A-Z][A-Z-]*) from (?P<host>[^\s\[\]]*)\[(?P<ip>[^\]\s]*)\](?::(?P<port>\d+))?: "
     r"(?:(?P<code>[245]\d\d) )?(?:(?P<dsn>[245]\.\d{1,3}\.\d{1,3}) )?(?P<rest>.*)$")
@@ -185,8 +186,25 @@ def _plain(service: str, text: str, fields: dict[str, Any]) -> Parsed:
         if m is not None:  # "addr IP listed by domain LIST as 127.0.0.N"
             fields["remote_ip"] = m.group(1)
             fields["rbl_list"] = m.group(2)
+    _named_in(text, fields)
     fields["text"] = text
     return "postfix_other", fields
+
+
+def _named_in(text: str, fields: dict[str, Any]) -> None:
+    """The client and envelope a line names in Postfix's usual words, for lines of no
+    other grammar ("SSL_accept error from unknown[192.0.2.1]: ...", a filter's
+    "RCPT from unknown[...]: ...; from=<a@b> to=<c@d> ...")."""
+    if "remote_ip" not in fields and " from " in text:
+        m = _FROM_CLIENT_RE.search(text)
+        if m is not None:
+            _set_client(fields, m.group(1), m.group(2), m.group(3))
+    for key, word in (("mail_from", " from=<"), ("rcpt_to", " to=<")):
+        i = text.find(word)
+        if key not in fields and i >= 0:
+            e = text.find(">", i + len(word))
+            if e >= 0:
+                fields[key] = text[i + len(word):e]
 
 
 def _diagnostic(level: str, body: str, fields: dict[str, Any]) -> Parsed:

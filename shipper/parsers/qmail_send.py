@@ -43,6 +43,7 @@ _END_RE = re.compile(r"msg (\d+)(?: (?:[\w.-]+: )?(\S+))?")
 _ACCOUNT_RE = re.compile(r"(\S*) (\S+) (\d+)(?: (\S+))?")
 # indimail "warn: <argv0>: <queue>: text" / "alert: <argv0>: <pid>: text: <queue>".
 _ARGV0_RE = re.compile(r"([\w.-]+-(?:send|todo|scheduler)|todo-processor|qscheduler): (\S+?): ")
+_NOTICE_QUEUE_RE = re.compile(r"^(queue\d+): |[: ](queue\d+)$")
 _QUEUE_WORD_RE = re.compile(r"(?:\S*/)?([A-Za-z][\w.-]*)")
 
 # Delivery report text (logsafe'd): see formats reference §4.1.
@@ -220,6 +221,10 @@ def _notice(event: str) -> Callable[[str], Parsed | None]:
         m = _ARGV0_RE.match(rest)
         if m is not None and not m.group(2).isdigit():
             f["queue"] = m.group(2)  # indimail: "argv0: queue: text"
+        elif (m := _NOTICE_QUEUE_RE.search(rest)) is not None:
+            # older indimail: "warning: queue1: unable to stat ..."; or its queue name
+            # at the end ("alert: argv0: PID: got TERM: queue3")
+            f["queue"] = m.group(1) or m.group(2)
         return event, f
     return parse_notice
 
