@@ -9,6 +9,7 @@ Pure functions over one decoded line. Recognised, in this order:
   ``YYYY-MM-DDTHH:MM:SS[.f](Z|±hh:mm) host tag[pid]: ``  RFC 3339 syslog
   ``<PRI>`` and a BSD or RFC 3339 header, or a whole RFC 5424 header
   ``{"__REALTIME_TIMESTAMP": ..., "MESSAGE": ...}``  ``journalctl -o json``
+  ``{"log": "...", "stream": ..., "time": ...}``  Docker's json-file log driver
 and lines with no stamp at all. journalctl's text outputs are syslog forms:
 ``short``, ``short-precise`` (microseconds after the seconds), ``short-iso``
 and ``short-iso-precise`` (an offset without its colon: systemd issue #26639).
@@ -334,8 +335,10 @@ def _journal(line: str) -> Envelope | None:
         entry = orjson.loads(line)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(entry, dict) or "MESSAGE" not in entry:
+    if not isinstance(entry, dict):
         return None
+    if "MESSAGE" not in entry:
+        return _docker(entry)
     msg = _journal_text(entry["MESSAGE"])
     ns = None
     usec = entry.get("_SOURCE_REALTIME_TIMESTAMP") or entry.get("__REALTIME_TIMESTAMP")
@@ -350,6 +353,31 @@ def _journal(line: str) -> Envelope | None:
                    pid=int(pid) if isinstance(pid, str) and pid.isdecimal() and len(pid) < 10 else None,
                    journal_seq=_journal_seq(entry.get("__CURSOR")))
     return _after_header(env)
+
+
+_DOCKER_TIME_RE = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$")
+
+
+def _docker(entry: dict) -> Envelope | None:
+    """A line of Docker's json-file log driver, ``{"log": "...\\n", "stream": "stdout",
+    "time": "2021-03-01T12:00:00.123456789Z"}`` (qmail in a container logging to its
+    stdout); None: not one. A multilog label inside the text still wins."""
+    log, when = entry.get("log"), entry.get("time")
+    if not isinstance(log, str) or not isinstance(when, str):
+        return None
+    ns = None
+    m = _DOCKER_TIME_RE.match(when)
+    if m is not None:
+        try:
+            ns = _rfc3339_ns(m)
+        except (OverflowError, ValueError):
+            ns = None
+    text = log[:-1] if log[-1:] == "\n" else log
+    if text[-1:] == "\r":
+        text = text[:-1]
+    return _after_header(Envelope(ns, "rfc3339" if ns is not None else "none", text,
+                                  bad_stamp=ns is None))
 
 
 def _journal_text(value: object) -> str:
@@ -379,6 +407,9 @@ def with_text(line: str, text: str, new: str) -> str:
             entry = None
         if isinstance(entry, dict) and "MESSAGE" in entry:
             entry["MESSAGE"] = new
+            return orjson.dumps(entry).decode()
+        if isinstance(entry, dict) and isinstance(entry.get("log"), str):  # Docker's
+            entry["log"] = new + ("\n" if entry["log"].endswith("\n") else "")
             return orjson.dumps(entry).decode()
     if text and line.endswith(text):
         return line[:len(line) - len(text)] + new

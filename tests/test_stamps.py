@@ -6,6 +6,7 @@ import os
 import subprocess
 import time
 
+import orjson
 import pytest
 from conftest import require_binary
 
@@ -359,3 +360,21 @@ def test_journal_entries_from_a_pipe_get_their_cursor_as_event_id():
     for cursor in ('"i=1a;s=xyz"', '"s=6342941b9bf0473a97f48a4fb326b07d"', "17", '"s=;i="'):
         rec = LineParser().parse(b'{"__CURSOR":%s,"MESSAGE":"new msg 1"}' % cursor.encode())
         assert rec.event_id is None and rec.event == "new_msg", cursor
+
+
+def test_docker_json_file_lines():
+    from shipper.parse import LineParser
+
+    line = (b'{"log":"@4000000052fafd8d3298434c delivery 3: success: did_1+0+0/\\n","stream":"stdout",'
+            b'"time":"2021-03-01T12:00:00.123456789Z"}')
+    rec = LineParser().parse(line)  # multilog's label inside wins over Docker's receipt time
+    assert (rec.time_ns, rec.time_source, rec.program, rec.event) == (
+        1392180611_848839500, "tai64n", "qmail-send", "delivery")
+    rec = LineParser().parse(b'{"log":"4357 < PASS hunter2\\r\\n","stream":"stderr",'
+                             b'"time":"2021-03-01T12:00:00.5+01:00"}')
+    assert (rec.time_ns, rec.time_source, rec.program, rec.event) == (
+        1614596400_500000000, "rfc3339", "recordio", "io_client")
+    assert "hunter2" not in rec.raw and orjson.loads(rec.raw)["log"] == "4357 < PASS [REDACTED]\n"
+    env = split_envelope('{"log": "x", "time": "yesterday"}')
+    assert (env.time_ns, env.text, env.bad_stamp) == (None, "x", True)
+    assert split_envelope('{"log": 5, "time": "2021-03-01T12:00:00Z"}').text.startswith("{")
