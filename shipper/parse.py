@@ -19,6 +19,7 @@ from shipper.parsers.recordio import continue_secret as recordio_continue_secret
 from shipper.parsers.recordio import parse as recordio_parse
 from shipper.record import (
     F_BAD_STAMP,
+    F_CONTINUATION,
     F_INVALID_UTF8,
     F_NUL,
     F_REDACTED,
@@ -250,6 +251,8 @@ class LineParser:
                 # (the same event id however often journalctl prints it)
                 file_id, offset = env.journal_seq
             bad_stamp = env.bad_stamp
+            if env.continued:
+                flags = (flags or []) + [F_CONTINUATION]
             if time_ns is not None and not 0 <= time_ns < _NS_END:
                 time_ns, bad_stamp = None, True  # 1970 .. 2262 only: see tai64n.LABEL_SECS_END
             if time_ns is None:

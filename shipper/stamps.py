@@ -40,6 +40,7 @@ class Envelope:
     bad_stamp: bool = False
     # A journal entry's place in its journal, (seqnum id, seqnum), from its cursor
     journal_seq: tuple[str, int] | None = None
+    continued: bool = False  # a splogger chunk after the first of a line > 799 bytes
 
 
 _LABEL_RE = tai64n.LABEL_RE
@@ -191,8 +192,8 @@ def _digits(line: str, leap: bool, year: int | None, local_tz: bool) -> Envelope
         ns = int(m.group(1)) * NS + int(frac) * 10 ** (9 - len(frac))
         rest = line[m.end():]
         if m.group(3) == "+":  # splogger continuation chunk of a long line
-            rest = "+" + rest
-        elif (h := _UNIX_HEADER_RE.match(rest)) is not None:  # journalctl -o short-unix
+            return Envelope(ns, "accustamp", "+" + rest, continued=True)
+        if (h := _UNIX_HEADER_RE.match(rest)) is not None:  # journalctl -o short-unix
             return Envelope(ns, "journal", rest[h.end():], host=h.group(1), tag=h.group(2),
                             pid=int(h.group(3)))
         return Envelope(ns, "accustamp", rest)
@@ -228,6 +229,7 @@ def _after_header(env: Envelope) -> Envelope:
                 env.time_ns = inner.time_ns
                 env.time_source = "accustamp"
                 env.text = inner.text
+                env.continued = inner.continued
     return env
 
 

@@ -378,3 +378,15 @@ def test_docker_json_file_lines():
     env = split_envelope('{"log": "x", "time": "yesterday"}')
     assert (env.time_ns, env.text, env.bad_stamp) == (None, "x", True)
     assert split_envelope('{"log": 5, "time": "2021-03-01T12:00:00Z"}').text.startswith("{")
+
+
+def test_splogger_continuation_chunks_are_flagged():
+    # splogger.c logs a line over 799 bytes in chunks, each after the first as "<stamp>+<rest>"
+    from shipper.parse import LineParser
+
+    env = split_envelope("Sep  6 07:33:33 sd6 qmail: 1157520813.485077+Remote_host_said:_250_ok/", year=2006)
+    assert (env.time_ns, env.text, env.continued) == (1157520813_485077000, "+Remote_host_said:_250_ok/", True)
+    rec = LineParser().parse(b"1157520813.485077+Remote_host_said:_250_ok/")
+    assert rec.flags == ["continuation"] and rec.time_ns == 1157520813_485077000
+    rec = LineParser().parse(b"1157520813.485077 delivery 1: success: did_0+0+1/")
+    assert rec.flags is None and rec.event == "delivery"
