@@ -521,7 +521,7 @@ class MultilogFollower(_FollowerBase):
         self._replans = 0
         self._open_error: str | None = None
         self._unopenable: set[str] = set()  # archives we could not open, warned about once
-        self._processed_seen: tuple[tuple[int, int], float] | None = None  # see _processed_ready
+        self._processed_seen: tuple[tuple[int, int, int], float] | None = None  # see _processed_ready
         # Archive labels present at the last listing (None: not listed yet). An archive
         # labelled at or below ``done`` that was not there is new: the clock went back.
         # Those at or below ``done`` go into the position (the newest SEEN_MAX), so a
@@ -651,11 +651,16 @@ class MultilogFollower(_FollowerBase):
             st = os.stat(os.path.join(self.dir, name), follow_symlinks=False)
         except OSError:
             return None
+        if not st.st_mode & stat.S_IXUSR:
+            return False  # still being written: previous is there (a rerun keeps the inode)
+        # Timed from when it is finished (chmod u+x changed its ctime), so a processor
+        # that ran or failed for long still gets the full wait, and so does a later
+        # processed that reuses the inode number
         now = time.monotonic()
-        ident = (st.st_dev, st.st_ino)
-        if self._processed_seen is None or self._processed_seen[0] != ident:
-            self._processed_seen = (ident, now)
-        return bool(st.st_mode & stat.S_IXUSR) and now - self._processed_seen[1] < PROCESSED_WAIT
+        key = (st.st_dev, st.st_ino, st.st_ctime_ns)
+        if self._processed_seen is None or self._processed_seen[0] != key:
+            self._processed_seen = (key, now)
+        return now - self._processed_seen[1] < PROCESSED_WAIT
 
     def _clock_went_back(self, label: str, accounted: set[str]) -> None:
         """An archive labelled at or below ``done`` appeared: multilog's clock went back

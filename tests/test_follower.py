@@ -774,3 +774,53 @@ def test_an_empty_u_file_that_reused_the_checkpointed_inode_is_not_taken_for_it(
     assert plain_lines(after) == [b"@400000006000000000000004 n3", b"@400000006000000000000007 n4"]
     assert isinstance(after[0], Gap)
     f.reader.close()
+
+
+def test_a_processor_slow_or_retried_for_long_still_holds_current_back(tmp_path, monkeypatch):
+    """multilog unlinks previous before it names processed as an archive; while the
+    finished processed has no name we read, current must wait. The wait is timed from
+    when processed is finished, not from when it was first seen: a failed processor is
+    rerun every 5 s on the same inode (open_trunc), and one that ran for over 30 s lost
+    the hold and its archive was read after current (found by a review)."""
+    from shipper import follower as follower_module
+    from shipper import tai64n
+
+    clock = [1000.0]
+    monkeypatch.setattr(follower_module.time, "monotonic", lambda: clock[0])
+    labels = iter(range(1_700_000_000, 1_700_000_100))
+    d = str(tmp_path)
+
+    def path(name: str) -> str:
+        return os.path.join(d, name)
+
+    def write(name: str, seqs: range) -> None:
+        with open(path(name), "wb") as fh:
+            fh.writelines(b"@4000000065000000%08x seq %08d %s\n" % (i, i, PAD) for i in seqs)
+
+    def archive() -> str:
+        return tai64n.encode(next(labels), 0) + ".s"
+
+    write(archive(), range(0, 30))  # an archive we are behind on
+    write("current", range(30, 33))
+    f = MultilogFollower(d, None, start="all", batch_lines=10, chunk=1024)
+    got = f.poll(1)
+    os.rename(path("current"), path("previous"))  # a rotation with !cat starts
+    open(path("current"), "wb").close()
+    open(path("processed"), "wb").close()  # the processor runs (0644)
+    f.observe()
+    got += f.poll(1)
+    for _ in range(8):  # it fails and is rerun every 5 s, same inode, for 40 s
+        clock[0] += 5
+        open(path("processed"), "wb").close()
+        f.observe()
+    with open(path("previous"), "rb") as a, open(path("processed"), "wb") as b:
+        b.write(a.read())
+    os.chmod(path("processed"), 0o744)
+    os.unlink(path("previous"))  # multilog: unlink(previous) first ...
+    got += drain(f)
+    os.rename(path("processed"), path(archive()))  # ... then names processed
+    write("current", range(33, 36))
+    got += drain(f)
+    assert [seq_of(ln) for ln in plain_lines(got)] == list(range(36))
+    assert not [it for it in got if isinstance(it, Gap)]
+    f.reader.close()
