@@ -150,7 +150,7 @@ def split_envelope(line: str, leap: bool = False, year: int | None = None,
             elif line[start:start + 1] not in ("", "<"):
                 return split_envelope(line[start:], leap, year, local_tz)
     elif c == "{" and line[1:2] == '"':
-        env = _journal(line)
+        env = _json_entry(line)
         if env is not None:
             return env
     return Envelope(None, "none", line)
@@ -327,20 +327,23 @@ def _sd_end(line: str, i: int) -> int:
     return i if i > start else -1
 
 
-def _journal(line: str) -> Envelope | None:
-    """A ``journalctl -o json`` entry; None: not one. Its own time (the sender's, else
-    the journal's, in µs), host, identifier and pid; MESSAGE as the text (journald
-    gives bytes that are not UTF-8 as a list of numbers, and null for a value it
-    did not print: larger than 4096 bytes without ``--all``; several values of a
-    field as a list of them)."""
+def _json_entry(line: str) -> Envelope | None:
+    """A journal entry or a Docker json-file line; None: neither."""
     try:
         entry = orjson.loads(line)
     except orjson.JSONDecodeError:
         return None
     if not isinstance(entry, dict):
         return None
-    if "MESSAGE" not in entry:
-        return _docker(entry)
+    return _journal(entry) if "MESSAGE" in entry else _docker(entry)
+
+
+def _journal(entry: dict) -> Envelope:
+    """A ``journalctl -o json`` entry. Its own time (the sender's, else the
+    journal's, in µs), host, identifier and pid; MESSAGE as the text (journald
+    gives bytes that are not UTF-8 as a list of numbers, and null for a value it
+    did not print: larger than 4096 bytes without ``--all``; several values of a
+    field as a list of them)."""
     msg = _journal_text(entry["MESSAGE"])
     ns = None
     usec = entry.get("_SOURCE_REALTIME_TIMESTAMP") or entry.get("__REALTIME_TIMESTAMP")
