@@ -616,7 +616,9 @@ class MultilogFollower(_FollowerBase):
                 if ready is None:
                     return False  # renamed meanwhile: list again to see its archive
                 listing.processed = ready
-                listing.rotating |= ready and "previous" not in names
+        listing.archive_names = _archive_names(names)
+        # a finished processed without previous: multilog names it an archive next
+        listing.rotating = listing.processed and listing.previous is None
         if listing.previous is not None or listing.processed:
             # previous is stat'ed after the listing: a processor may have finished and
             # a later rotation made a new previous meanwhile, with archives this
@@ -628,9 +630,8 @@ class MultilogFollower(_FollowerBase):
                 again = os.listdir(self.dir)
             except OSError:
                 again = names
-            if {n for n in again if n.startswith("@")} != {n for n in names if n.startswith("@")}:
+            if _archive_names(again) != listing.archive_names:
                 listing.rotating = True
-        listing.archive_names = frozenset(n for n in names if n.startswith("@"))
         self._seen, self._seen_floor = present, None
         self._seen_version += 1
         if newcomers:
@@ -1166,7 +1167,7 @@ class MultilogFollower(_FollowerBase):
             names = os.listdir(self.dir)
         except OSError:
             return True  # the open succeeded; nothing better to go by
-        return frozenset(n for n in names if n.startswith("@")) == self.listing.archive_names
+        return _archive_names(names) == self.listing.archive_names
 
     def _retry_plan(self) -> bool:
         self._replans += 1
@@ -1624,6 +1625,12 @@ class _Source:
 
 
 _END = object()
+
+
+def _archive_names(names: list[str]) -> frozenset[str]:
+    """The names of a listing that are multilog's ("@…"): any change in them is a rotation
+    or a deletion."""
+    return frozenset(n for n in names if n[:1] == "@")
 
 
 class MultilogSource(_Source):

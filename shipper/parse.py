@@ -31,7 +31,7 @@ from shipper.record import (
     raw_base64,
     record_dict,
 )
-from shipper.stamps import split_envelope, with_text
+from shipper.stamps import Envelope, split_envelope, with_text
 from shipper.tai64n import (
     DAEMONTOOLS_OFFSET,
     LABEL_RE,
@@ -292,8 +292,7 @@ class LineParser:
         return Record(time_ns, time_source, program, event, text, raw, fields,
                       host or opts.host, pid, flags, self.source, file_id, offset, b64)
 
-
-    def _turn_of_year(self, raw: str, env: Any) -> Any:
+    def _turn_of_year(self, raw: str, env: Envelope) -> Envelope:
         """A BSD stamp months away from the line before it, with the year given.
         Months back: the year turned (a December log going on into January), so the
         line is in the year of the line before or the next. Months ahead: a line
@@ -355,11 +354,8 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
         got = qmail_send_parse_at(text, sp)
         if got is not None:
             return "qmail-send", got[0], got[1], None  # qmail-send logs no pid
-    elif word.isdigit():
-        got = recordio_parse(text)
-        if got is not None:
-            event, fields = got  # recordio's text has its pid: always in fields
-            return "recordio", event, fields, (fields.pop("pid") if "pid" in fields else None)
+    elif word.isdigit() and (got := _recordio(text)) is not None:
+        return got
     m = _PREFIX_RE.match(text)
     if m:
         name = m.group(1)
@@ -392,12 +388,16 @@ def _with_secrets(text: str) -> tuple[str | None, str, dict, int | None] | None:
         got = parse_vchkpw(text)
         return None if got is None else _result("vpopmail", got)
     sp = text.find(" ")
-    if sp > 0 and text[:sp].isdigit():
-        got = recordio_parse(text)
-        if got is not None:
-            event, fields = got
-            return "recordio", event, fields, (fields.pop("pid") if "pid" in fields else None)
-    return None
+    return _recordio(text) if sp > 0 and text[:sp].isdigit() else None
+
+
+def _recordio(text: str) -> tuple[str | None, str, dict, int | None] | None:
+    """``dispatch`` of a line whose first word is a number: recordio's, or None."""
+    got = recordio_parse(text)
+    if got is None:
+        return None
+    event, fields = got  # recordio's text has its pid: always in fields
+    return "recordio", event, fields, (fields.pop("pid") if "pid" in fields else None)
 
 
 def _result(program: str, got: tuple[str, dict] | None, prefix: str = ""

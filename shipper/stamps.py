@@ -49,8 +49,10 @@ _SVLOGD_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)[_T](\d\d):(\d\d):(\d\d)\.(\d{5})
 _ACCU_RE = re.compile(r"(\d{9,11})\.\.?(\d{1,9})([ +])")
 # A syslog header's tag: "]" optional, "vpopmail[18917: ..." is seen
 _TAG = r"(\S+) ([^\s\[:]+)(?:\[(\d+)\]?)?: ?"
-_RFC3339_RE = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:?\d\d) " + _TAG)
+# RFC 3339 date-time (groups 1-8, see _rfc3339_ns); the offset's colon optional for
+# journalctl's short-iso (systemd issue #26639)
+_DATE_TIME = r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:?\d\d)"
+_RFC3339_RE = re.compile(_DATE_TIME + " " + _TAG)
 # journalctl -o short-precise: microseconds after the seconds
 _BSD_STAMP = (r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]* +(\d{1,2}) "
               r"(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))? ")
@@ -62,9 +64,7 @@ _BSD_HEAD_RE = re.compile(_BSD_STAMP + r"(\S+) ")
 _UNIX_HEADER_RE = re.compile(r"(\S+) ([^\s\[:]+)\[(\d{1,9})\]: ")
 _PRI_RE = re.compile(r"<(\d{1,3})>")
 # RFC 5424 after its PRI: VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID; then SD
-_RFC5424_RE = re.compile(
-    r"1 (?:-|(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)) "
-    r"(\S+) (\S+) (\S+) \S+ ")
+_RFC5424_RE = re.compile(r"1 (?:-|" + _DATE_TIME + r") (\S+) (\S+) (\S+) \S+ ")
 _MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 
@@ -189,7 +189,7 @@ def _digits(line: str, leap: bool, year: int | None, local_tz: bool) -> Envelope
     m = _ACCU_RE.match(line)
     if m:
         frac = m.group(2)
-        ns = int(m.group(1)) * NS + int(frac) * 10 ** (9 - len(frac))
+        ns = int(m.group(1)) * NS + _frac_ns(frac)
         rest = line[m.end():]
         if m.group(3) == "+":  # splogger continuation chunk of a long line
             return Envelope(ns, "accustamp", "+" + rest, continued=True)
@@ -243,7 +243,7 @@ def _bsd(line: str, m: re.Match[str], year: int | None, local_tz: bool) -> Envel
     except (OverflowError, ValueError):
         return Envelope(None, "none", line, bad_stamp=True)
     frac = m.group(6)
-    ns = secs * NS + (int(frac) * 10 ** (9 - len(frac)) if frac else 0)
+    ns = secs * NS + _frac_ns(frac)
     if m.re is _BSD_HEAD_RE:
         return Envelope(ns, "syslog", line[m.end():], host=m.group(7))
     pid = m.group(9)
@@ -252,22 +252,30 @@ def _bsd(line: str, m: re.Match[str], year: int | None, local_tz: bool) -> Envel
     return _after_header(env)
 
 
-def _rfc3339_ns(m: re.Match[str]) -> int:
-    """Groups 1-8 of ``m`` (date, time, fraction, Z or offset) → unix ns; ValueError."""
+def _frac_ns(frac: str | None) -> int:
+    """Digits after a decimal point (up to 9) → nanoseconds."""
+    return int(frac) * 10 ** (9 - len(frac)) if frac else 0
+
+
+def _rfc3339_ns(m: re.Match[str]) -> int | None:
+    """Groups 1-8 of ``m`` (date, time, fraction, Z or offset) → unix ns; None: a
+    date or time out of range."""
     y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])
-    secs = utc_to_unix(y, mo, d, h, mi, s)
+    try:
+        secs = utc_to_unix(y, mo, d, h, mi, s)
+    except (OverflowError, ValueError):
+        return None
     frac = m.group(7) or ""
     tz = m.group(8)
     if tz != "Z":
         off = int(tz[1:3]) * 3600 + int(tz[-2:]) * 60  # "+01:00", or journalctl's "+0100"
         secs -= off if tz[0] == "+" else -off
-    return secs * NS + (int(frac) * 10 ** (9 - len(frac)) if frac else 0)
+    return secs * NS + _frac_ns(frac)
 
 
 def _rfc3339(line: str, m: re.Match[str], leap: bool, year: int | None) -> Envelope:
-    try:
-        ns = _rfc3339_ns(m)
-    except (OverflowError, ValueError):
+    ns = _rfc3339_ns(m)
+    if ns is None:
         return Envelope(None, "none", line, bad_stamp=True)
     pid = m.group(11)
     env = Envelope(ns, "rfc3339", line[m.end():], host=m.group(9), tag=m.group(10),
@@ -287,16 +295,10 @@ def _rfc5424(line: str, start: int) -> Envelope | None:
     if text[:1] == "\ufeff":  # the BOM that says MSG is UTF-8
         text = text[1:]
     host, app, procid = m.group(9), m.group(10), m.group(11)
-    ns = None
-    bad = False
-    if m.group(1) is not None:  # "-": the sender knew no time
-        try:
-            ns = _rfc3339_ns(m)
-        except (OverflowError, ValueError):
-            bad = True
+    ns = None if m.group(1) is None else _rfc3339_ns(m)  # "-": the sender knew no time
     env = Envelope(ns, "rfc3339" if ns is not None else "none", text,
                    host=None if host == "-" else host, tag=None if app == "-" else app,
-                   pid=int(procid) if procid.isdecimal() and len(procid) < 10 else None, bad_stamp=bad)
+                   pid=_pid(procid), bad_stamp=ns is None and m.group(1) is not None)
     return _after_header(env)
 
 
@@ -355,13 +357,12 @@ def _journal(entry: dict) -> Envelope:
     env = Envelope(ns, "journal" if ns is not None else "none", msg,
                    host=host if isinstance(host, str) else None,
                    tag=tag if isinstance(tag, str) else None,
-                   pid=int(pid) if isinstance(pid, str) and pid.isdecimal() and len(pid) < 10 else None,
+                   pid=_pid(pid),
                    journal_seq=_journal_seq(entry.get("__CURSOR")))
     return _after_header(env)
 
 
-_DOCKER_TIME_RE = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$")
+_DOCKER_TIME_RE = re.compile(_DATE_TIME + "$")
 
 
 def _docker(entry: dict) -> Envelope | None:
@@ -371,18 +372,18 @@ def _docker(entry: dict) -> Envelope | None:
     log, when = entry.get("log"), entry.get("time")
     if not isinstance(log, str) or not isinstance(when, str):
         return None
-    ns = None
     m = _DOCKER_TIME_RE.match(when)
-    if m is not None:
-        try:
-            ns = _rfc3339_ns(m)
-        except (OverflowError, ValueError):
-            ns = None
+    ns = None if m is None else _rfc3339_ns(m)
     text = log[:-1] if log[-1:] == "\n" else log
     if text[-1:] == "\r":
         text = text[:-1]
     return _after_header(Envelope(ns, "rfc3339" if ns is not None else "none", text,
                                   bad_stamp=ns is None))
+
+
+def _pid(value: object) -> int | None:
+    """A process id given as text (RFC 5424 PROCID, journal fields), if it is one."""
+    return int(value) if isinstance(value, str) and value.isdecimal() and len(value) < 10 else None
 
 
 def _journal_text(value: object) -> str:

@@ -28,7 +28,7 @@ _DELIVERY_RE = re.compile(
     r"(?:, conn_use=\d+)?(?:, delay=(\d+(?:\.\d+)?))?(?:, delays=([\d./]+))?"
     r"(?:, dsn=(\d\.\d{1,3}\.\d{1,3}))?, status=(\w+)(?: \((.*)\))?$")
 _HOSTIP_RE = re.compile(r"([^\s\[\]]*)\[([^\]\s]*)\](?::(\d+))?")
-_FROM_CLIENT_RE = re.compile(r" from ([^\s\[\]]*)\[([^\]\s]*)\](?::(\d+))?")
+_FROM_CLIENT_RE = re.compile(" from " + _HOSTIP_RE.pattern)
 _REJECT_RE = re.compile(
     r"(?P<stage>[A-Z][A-Z-]*) from (?P<host>[^\s\[\]]*)\[(?P<ip>[^\]\s]*)\](?::(?P<port>\d+))?: "
     r"(?:(?P<code>[245]\d\d) )?(?:(?P<dsn>[245]\.\d{1,3}\.\d{1,3}) )?(?P<rest>.*)$")
