@@ -14,6 +14,7 @@ from typing import Any
 
 from shipper.parsers import PREFIXED, QMAIL_SEND_WORDS, UNPREFIXED, parse_postfix
 from shipper.parsers.misc import parse_vchkpw
+from shipper.parsers.qmail_send import BY_WORD as QMAIL_SEND_BY_WORD
 from shipper.parsers.qmail_send import parse_at as qmail_send_parse_at
 from shipper.parsers.recordio import continue_secret as recordio_continue_secret
 from shipper.parsers.recordio import parse as recordio_parse
@@ -342,7 +343,15 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
     # once per line and a call layer is a measurable share of it.
     sp = text.find(" ")
     word = text[:sp] if sp > 0 else text
-    if word[-1:] == ":" and (fn := PREFIXED.get(name := word[:-1])) is not None:
+    if (fn := QMAIL_SEND_BY_WORD.get(word)) is not None:
+        # qmail-send, which writes no name: the most common lines of a mail log
+        try:
+            got = fn(text[sp + 1:].rstrip() if sp > 0 else "")
+        except ValueError:  # absurd numbers (int() digit limit): not this grammar
+            got = None
+        if got is not None:
+            return "qmail-send", got[0], got[1], None  # qmail-send logs no pid
+    elif word[-1:] == ":" and (fn := PREFIXED.get(name := word[:-1])) is not None:
         got = fn(text[sp + 1:] if sp > 0 else "")
         if got is None:
             return name, "unparsed", {}, None
@@ -350,10 +359,10 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
         if "_redact" in fields:  # the parser did not see "name: "; give it back
             fields["_redact"] = (text[:sp + 1] if sp > 0 else text) + fields["_redact"]
         return name, event, fields, (fields.pop("pid") if "pid" in fields else None)
-    if word in QMAIL_SEND_WORDS:
+    elif word.rstrip() in QMAIL_SEND_WORDS:  # pre-1.0 qmail's lines
         got = qmail_send_parse_at(text, sp)
         if got is not None:
-            return "qmail-send", got[0], got[1], None  # qmail-send logs no pid
+            return "qmail-send", got[0], got[1], None
     elif word.isdigit() and (got := _recordio(text)) is not None:
         return got
     m = _PREFIX_RE.match(text)

@@ -41,6 +41,11 @@ _RBL_CODE_RE = re.compile(r"([45]\d\d) ?(.*)")
 _RBL_TJSI_RE = re.compile(r"(\S+) blocked (\S+)(?: (\S+))?(?: (\S+))?")
 
 
+# A status line per connection's start and end, with few distinct texts: their
+# fields are kept (a copy is handed out: records are changed downstream).
+_STATUS_SEEN: dict[str, dict[str, Any]] = {}
+
+
 def _int(s: str) -> int | None:
     return int(s) if s.isdigit() else None
 
@@ -120,13 +125,19 @@ def _server(text: str) -> Parsed | None:
     word = text[:sp]
     rest = text[sp + 1:]
     if word == "status:":
+        seen = _STATUS_SEEN.get(rest)
+        if seen is not None:
+            return "tcp_status", seen.copy()
         m = _STATUS_RE.fullmatch(rest)
         if m is None:
             return None
         f: dict[str, Any] = {"children": int(m.group(1)), "limit": int(m.group(2))}
         if m.group(3) is not None:
             f["ip_limit"] = int(m.group(3))
-        return "tcp_status", f
+        if len(_STATUS_SEEN) >= 1024:
+            _STATUS_SEEN.clear()
+        _STATUS_SEEN[rest] = f
+        return "tcp_status", f.copy()
     if word == "pid":
         m = _PID_RE.fullmatch(rest)
         if m is None:
