@@ -17,12 +17,14 @@ import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import BinaryIO
 
 from shipper.fingerprint import FINGERPRINT_BYTES, fingerprint
 
 CHUNK = 1 << 20
 BATCH_LINES = 4096
+_PLUS_ONE = (1).__add__  # a line's length with its newline
 
 
 class InputError(Exception):
@@ -152,15 +154,16 @@ def _split(f: BinaryIO, path: str, max_line: int, batch_lines: int) -> Iterator[
         end = data.rfind(b"\n")
         if end >= start:
             parts = data[start:end].split(b"\n")
-            off = pos + start
-            for ln in parts:
-                if len(ln) > max_line:
-                    truncated.add(len(lines))
-                    lines.append(ln[:max_line])
-                else:
-                    lines.append(ln)
-                offsets.append(off)
-                off += len(ln) + 1
+            # Offsets: each line's start, summed in C (a Python loop here was a
+            # tenth of `shipper parse`'s time)
+            offsets += accumulate(map(_PLUS_ONE, map(len, parts)), initial=pos + start)
+            offsets.pop()  # where the next line starts
+            if max(map(len, parts)) > max_line:
+                for i, ln in enumerate(parts):
+                    if len(ln) > max_line:
+                        truncated.add(len(lines) + i)
+                        parts[i] = ln[:max_line]
+            lines += parts
             rest = data[end + 1:]
             pos += end + 1
         else:
@@ -175,11 +178,13 @@ def _split(f: BinaryIO, path: str, max_line: int, batch_lines: int) -> Iterator[
             rest = b""
             skipping = True
         carry = rest
-        if len(lines) >= batch_lines:
+        if len(lines) >= batch_lines and not skipping:  # a cut line may yet end the file: partial
             yield InputBatch(source, file_id, lines, offsets, truncated or None)
             lines, offsets, truncated = [], [], set()
     partial = None
-    if carry:
+    if skipping:
+        partial = len(lines) - 1  # the cut line had no newline either
+    elif carry:
         partial = len(lines)
         lines.append(carry)
         offsets.append(pos)

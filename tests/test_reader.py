@@ -9,7 +9,10 @@ import subprocess
 
 import pytest
 from conftest import require_binary
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import shipper.reader
 from shipper.fingerprint import fingerprint
 from shipper.reader import InputError, expand, is_multilog_dir, read_batches
 
@@ -61,6 +64,35 @@ def test_long_lines_are_capped_with_memory_bounded(tmp_path):
     lines, offsets, trunc, partial = _all(str(p), max_line=1000)
     assert lines == [b"short", b"y" * 1000, b"after"]
     assert offsets == [0, 6, 6 + len(big) + 1] and trunc == {1} and partial is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths=st.lists(st.integers(0, 40), max_size=60), chunk=st.integers(1, 64),
+       max_line=st.integers(1, 30), batch_lines=st.integers(1, 8), newline_at_end=st.booleans())
+def test_lines_offsets_and_caps_match_a_plain_reading(tmp_path_factory, lengths, chunk, max_line,
+                                                       batch_lines, newline_at_end):
+    # Model: split the file by hand. Chunks smaller than lines, lines over the cap
+    # in the middle of a chunk, batches cut anywhere: the reader must agree.
+    body = b"".join(bytes([97 + i % 26]) * n + b"\n" for i, n in enumerate(lengths))
+    if not newline_at_end:
+        body += b"tail"
+    p = tmp_path_factory.mktemp("r") / "f"
+    p.write_bytes(body)
+    want_lines, want_offsets, want_trunc, pos = [], [], set(), 0
+    for i, ln in enumerate(body.split(b"\n")[:-1] if newline_at_end else body.split(b"\n")):
+        if len(ln) > max_line:
+            want_trunc.add(i)
+        want_lines.append(ln[:max_line])
+        want_offsets.append(pos)
+        pos += len(ln) + 1
+    old = shipper.reader.CHUNK
+    shipper.reader.CHUNK = chunk
+    try:
+        got = _all(str(p), max_line=max_line, batch_lines=batch_lines)
+    finally:
+        shipper.reader.CHUNK = old
+    assert got[:3] == (want_lines, want_offsets, want_trunc)
+    assert got[3] == (None if newline_at_end else len(want_lines) - 1)
 
 
 @pytest.mark.parametrize("opener", [gzip.open, lzma.open])
