@@ -1,9 +1,11 @@
 """Follower benchmark: (a) catch-up over a multilog directory of archives, (b) tail latency.
 
     python bench/bench_follow.py [--lines 1000000] [--runs 3] [--rate 5000] [--seconds 5]
+                                 [--archive-lines 10000]
 
 (a) A directory of 1M synthetic labelled lines (~100 bytes each) in ``@….s``
-    archives of ~1 MB plus ``current``, read from the oldest archive by
+    archives of ~1 MB plus ``current`` (``--archive-lines 100`` makes thousands of
+    small archives: the cost per archive, which once grew with their number), read from the oldest archive by
     ``MultilogFollower`` (sync core) and by ``MultilogSource`` (async, bounded
     queue, a consumer that touches every batch). Lines/s, median of the runs.
 (b) Real ``multilog t s99999`` fed at ``--rate`` lines/s, one write per line,
@@ -32,14 +34,14 @@ from shipper.tai64n import encode_ns  # noqa: E402
 LINES_PER_FILE = 10_000  # ~1 MB archives
 
 
-def make_dir(path: str, lines: int) -> int:
+def make_dir(path: str, lines: int, per_file: int = LINES_PER_FILE) -> int:
     """Synthetic multilog directory; returns total bytes."""
     os.makedirs(path)
     t = 1_700_000_000 * 10**9
     total = 0
     n = 0
     while n < lines:
-        k = min(LINES_PER_FILE, lines - n)
+        k = min(per_file, lines - n)
         chunk = b"".join(
             b"%s qmail: 1700000000.%06d delivery %d: success: did_0+0+1/ seq %09d pad\n"
             % (encode_ns(t + (n + i) * 1000).encode(), i % 999999, n + i, n + i)
@@ -150,12 +152,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rate", type=float, default=5000)
     ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--archive-lines", type=int, default=LINES_PER_FILE, help="lines per archive")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="bench_follow_")
     try:
         d = os.path.join(tmp, "log")
-        nbytes = make_dir(d, args.lines)
+        nbytes = make_dir(d, args.lines, args.archive_lines)
         files = len(os.listdir(d))
         print(f"catch-up: {args.lines:,} lines, {nbytes / 1e6:.0f} MB in {files} files "
               f"(~{nbytes / args.lines:.0f} B/line)")

@@ -26,6 +26,7 @@ decides, from those and a listing of the directory, what to read next.
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -242,8 +243,12 @@ def plan_next(listing: Listing, known: dict[str, Known], done: str | None,
     pend = list(pending)
     lost: list[tuple[str, Known | None]] = []
     skipped: list[str] = []
-    labels = sorted(lb for lb in known if done is None or lb > done)
-    for label in labels:
+    # In order, but lazily: the first label nearly always decides, and sorting every
+    # unread archive for each file read made catching up on thousands quadratic
+    labels = [lb for lb in known if done is None or lb > done]
+    heapq.heapify(labels)
+    while labels:
+        label = heapq.heappop(labels)
         k = known[label]
         present = label in listing.archives
         if pend:

@@ -824,3 +824,46 @@ def test_a_processor_slow_or_retried_for_long_still_holds_current_back(tmp_path,
     assert [seq_of(ln) for ln in plain_lines(got)] == list(range(36))
     assert not [it for it in got if isinstance(it, Gap)]
     f.reader.close()
+
+
+def test_catching_up_on_many_archives_lists_the_directory_rarely(tmp_path, monkeypatch):
+    """A listing per archive read made catching up on n archives cost n² (half a
+    minute for 3000). The last listing names the next archive; a fresh one is taken
+    only for raw files or after LISTING_REUSE. Counted, not timed; and an archive
+    deleted after the listing (multilog's n limit) is still a gap, not a loss."""
+    import shipper.follower as follower
+
+    d = tmp_path / "log"
+    d.mkdir()
+    n = 300
+    for i in range(n):
+        (d / f"@4000000060000000{i:08x}.s").write_bytes(b"@4000000060000000%08x n%d\n" % (i, i))
+    (d / "current").write_bytes(b"")
+    listings = 0
+    real_listdir = os.listdir
+
+    def counting_listdir(path):
+        nonlocal listings
+        listings += 1
+        return real_listdir(path)
+
+    monkeypatch.setattr(follower, "LISTING_REUSE", 3600.0)  # a slow machine must not matter
+    monkeypatch.setattr(follower.os, "listdir", counting_listdir)
+    f = MultilogFollower(str(d), None, start="all")
+    got = []
+    for _ in range(n):  # bounded: one archive a poll at least
+        items = f.poll(16)
+        got += items
+        if len(plain_lines(got)) >= n // 2:
+            break
+    # multilog's n limit deletes archives after our last listing (past the one that
+    # may be open now)
+    k = int(plain_lines(got)[-1].rsplit(b" n", 1)[1]) + 2
+    for i in range(k, k + 5):
+        os.unlink(d / f"@4000000060000000{i:08x}.s")
+    got += drain(f, rounds=n)
+    seqs = [int(ln.rsplit(b" n", 1)[1]) for ln in plain_lines(got)]
+    assert seqs == [*range(k), *range(k + 5, n)]
+    gaps = [it for it in got if isinstance(it, Gap)]
+    assert len(gaps) == 5 and all("deleted by multilog" in g.reason for g in gaps)
+    assert listings < n // 10, listings
