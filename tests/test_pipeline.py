@@ -63,7 +63,8 @@ class Capture:
         await self.server.wait_closed()
 
 
-async def ship(tmp: Path, lines: list[bytes], workers: int, kill_worker_after: int = 0) -> list[bytes]:
+async def ship(tmp: Path, lines: list[bytes], workers: int, kill_worker_after: int = 0,
+               stats_out: list | None = None) -> list[bytes]:
     logdir = tmp / "log"
     logdir.mkdir()
     (logdir / "current").write_bytes(b"".join(lines))
@@ -91,6 +92,8 @@ async def ship(tmp: Path, lines: list[bytes], workers: int, kill_worker_after: i
         await asyncio.gather(task, return_exceptions=True)
         await capture.stop()
     assert not kill_worker_after or killed
+    if stats_out is not None:
+        stats_out.append(pipeline.stats)
     return capture.frames
 
 
@@ -120,6 +123,67 @@ async def test_a_killed_worker_costs_no_record(tmp_path, caplog):
     ids = [m.group(1) for f in frames if (m := re.search(rb'event_id="([^"]+)"', f))]
     assert len(set(ids)) == len(lines)  # every line, maybe some twice after the crash
     assert "parse worker died" in caplog.text
+
+
+@pytest.mark.slow
+async def test_a_sink_that_keeps_up_with_a_catch_up_takes_its_records_from_memory(tmp_path):
+    """Catching up on a backlog the source is always ready; the sink needs several loop
+    turns a batch. Unless the source gives it those turns, it falls behind until its
+    records are out of memory and must be parsed back from the buffer: a tenth of
+    the whole work, wasted (seen with py-spy). Counted, not timed."""
+    from shipper.pipeline import RECENT_MAX
+
+    lines = corpus(8 * RECENT_MAX)
+    stats: list = []
+    frames = await ship(tmp_path, lines, workers=0, stats_out=stats)
+    assert len(frames) == len(lines)
+    assert stats[0].sent_from_memory + stats[0].sent_from_buffer == len(lines)
+    assert stats[0].sent_from_buffer < len(lines) // 20, stats[0]
+
+
+async def test_a_sink_waiting_on_its_peer_does_not_hold_reading_back(tmp_path):
+    """The turns a source gives a lagging sink end when the sink stops acknowledging:
+    one that waits on its peer (here 50 ms a batch) must not slow reading, or
+    multilog deletes what is unread."""
+    from shipper.memqueue import MemQueue
+    from shipper.sinks.base import SinkStats
+
+    class SlowSink:
+        name = "slow"
+
+        def __init__(self) -> None:
+            self.stats = SinkStats()
+
+        async def send(self, records: list) -> None:
+            await asyncio.sleep(0.05)
+            self.stats.sent += len(records)
+            self.stats.acked += len(records)
+
+        async def close(self) -> None:
+            pass
+
+    lines = corpus(40000)
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "current").write_bytes(b"".join(lines))
+    source = MultilogSource([str(logdir)], str(tmp_path / "ckpt.json"), start="all", poll_interval=0.1)
+    sink = SlowSink()
+    route = SinkRoute("slow", sink, MemQueue(max_bytes=1 << 30), batch_records=100)
+    pipeline = Pipeline([(source, ParseOptions())], [route], parse_workers=0)
+    task = asyncio.create_task(pipeline.run())
+    try:
+        deadline = time.monotonic() + 60
+        while pipeline.stats.lines < len(lines) and time.monotonic() < deadline:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.02)
+        # all read while the sink delivered a small part (400 batches of 50 ms = 20 s)
+        assert pipeline.stats.lines == len(lines)
+        assert sink.stats.acked < len(lines) // 2
+    finally:
+        await pipeline.stop(0.1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def test_recent_dicts_are_what_the_buffer_holds():
