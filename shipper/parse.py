@@ -362,7 +362,7 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
         if "_redact" in fields:  # the parser did not see "name: "; give it back
             fields["_redact"] = (text[:sp + 1] if sp > 0 else text) + fields["_redact"]
         return name, event, fields, (fields.pop("pid") if "pid" in fields else None)
-    elif word.rstrip() in QMAIL_SEND_WORDS:  # pre-1.0 qmail's lines
+    elif word in QMAIL_SEND_WORDS:  # pre-1.0 qmail's lines
         got = qmail_send_parse_at(text, sp)
         if got is not None:
             return "qmail-send", got[0], got[1], None

@@ -178,9 +178,17 @@ def _split(f: BinaryIO, path: str, max_line: int, batch_lines: int) -> Iterator[
             rest = b""
             skipping = True
         carry = rest
-        if len(lines) >= batch_lines and not skipping:  # a cut line may yet end the file: partial
-            yield InputBatch(source, file_id, lines, offsets, truncated or None)
-            lines, offsets, truncated = [], [], set()
+        if len(lines) >= batch_lines:
+            if not skipping:
+                yield InputBatch(source, file_id, lines, offsets, truncated or None)
+                lines, offsets, truncated = [], [], set()
+            elif len(lines) > 1:
+                # the line being cut (the last) may yet end the file, and is flagged
+                # partial then: it alone waits for the next batch
+                k = len(lines) - 1
+                yield InputBatch(source, file_id, lines[:k], offsets[:k],
+                                 {i for i in truncated if i < k} or None)
+                lines, offsets, truncated = lines[k:], offsets[k:], {0}
     partial = None
     if skipping:
         partial = len(lines) - 1  # the cut line had no newline either

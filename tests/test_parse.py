@@ -308,3 +308,15 @@ def test_given_year_turns_with_the_dates():
     a = parser.parse(b"Mar 28 03:00:00 mx qmail: 1585364400.0 x")  # not a BSD-stamped time
     b = parser.parse(b"Mar 28 02:00:00 mx postfix/qmgr[1]: 42EA826EA2: removed")
     assert a.time_ns is not None and time.gmtime(b.time_ns // 1_000_000_000).tm_year == 2020
+
+
+def test_no_parser_field_takes_a_core_key():
+    """A record's event fields go after its core keys (record_dict): a field named
+    like one would replace the core value. Every fixture line, every parser."""
+    from shipper.record import record_dict
+
+    core = set(record_dict(0, "tai64n", None, "e", "", "", {}, raw_base64="x"))
+    p = LineParser()
+    for line in _FIXTURE_LINES:
+        rec = p.parse(line)
+        assert not core & set(rec.fields), (line, core & set(rec.fields))

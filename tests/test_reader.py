@@ -93,6 +93,28 @@ def test_lines_offsets_and_caps_match_a_plain_reading(tmp_path_factory, lengths,
         shipper.reader.CHUNK = old
     assert got[:3] == (want_lines, want_offsets, want_trunc)
     assert got[3] == (None if newline_at_end else len(want_lines) - 1)
+    # batches stay bounded (memory, and output while the input goes on): a chunk's
+    # lines at most beyond batch_lines, even while over-long lines are being cut
+    shipper.reader.CHUNK = chunk
+    try:
+        sizes = [len(b.lines) for b in read_batches(str(p), max_line=max_line, batch_lines=batch_lines)]
+    finally:
+        shipper.reader.CHUNK = old
+    assert all(n <= batch_lines + chunk for n in sizes), sizes
+
+
+def test_batches_keep_coming_while_every_chunk_ends_inside_a_long_line(tmp_path, monkeypatch):
+    # Only the line being cut waits (it may end the file: partial); the others go out,
+    # or a pipe of long lines would give nothing until its end, in one huge batch.
+    p = tmp_path / "f"
+    body = [b"%d" % i + b"y" * 2999 + b"\n" for i in range(40)]
+    p.write_bytes(b"".join(body))
+    monkeypatch.setattr(shipper.reader, "CHUNK", 1000)
+    batches = list(read_batches(str(p), max_line=100, batch_lines=4))
+    assert max(len(b.lines) for b in batches) <= 5 and len(batches) >= 8
+    lines, offsets, trunc, partial = _all(str(p), max_line=100, batch_lines=4)
+    assert len(lines) == 40 and trunc == set(range(40)) and partial is None
+    assert offsets == [sum(map(len, body[:i])) for i in range(40)] and lines[7].startswith(b"7yy")
 
 
 @pytest.mark.parametrize("opener", [gzip.open, lzma.open])
