@@ -38,8 +38,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+from corpus import interpreter, write_file  # noqa: E402
 from corpus import lines as corpus_lines  # noqa: E402
-from corpus import write_file  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -206,7 +206,8 @@ def throughput(args: argparse.Namespace, tmp: Path) -> None:
     logdir.mkdir()
     current = logdir / "current"
     nbytes = write_file(str(current), args.lines)
-    print(f"corpus: {args.lines:,} lines, {nbytes / 1e6:.1f} MB, {'TLS' if args.tls else 'TCP'}")
+    print(f"corpus: {args.lines:,} lines, {nbytes / 1e6:.1f} MB, {'TLS' if args.tls else 'TCP'}; "
+          f"shipper on {interpreter()}; load average {os.getloadavg()[0]:.2f}")
     certs = make_certs(tmp) if args.tls else None
     rsyslogd = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
     results: dict[str, list[dict[str, float]]] = {"rsyslog": [], "shipper": []}

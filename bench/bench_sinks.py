@@ -28,7 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from corpus import lines  # noqa: E402
+from corpus import interpreter, lines  # noqa: E402
 
 from shipper.cli import tune_gc  # noqa: E402
 from shipper.encode.rfc5424 import Rfc5424Encoder  # noqa: E402
@@ -211,7 +211,7 @@ def main() -> None:
     records = make_records(args.records)
     n = len(records)
     fields = statistics.mean(len(r) for r in records)
-    print(f"load average before: {os.getloadavg()[0]:.2f} (the CPU figures are sensitive to it)")
+    print(f"{interpreter()}; load average before: {os.getloadavg()[0]:.2f} (the CPU figures are sensitive to it)")
     print(f"{n:,} records from the benchmark corpus, {fields:.1f} keys each on average, batches of {args.batch}")
     cpu = statistics.median(encode_only(records, args.batch) for _ in range(args.runs))
     print(f"{'encode+frame only':<22} {n / cpu:>10,.0f} records/s CPU  {cpu / n * 1e6:5.2f} µs/record")
