@@ -51,7 +51,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 
 def count(script: str, path: str, stage: str) -> int:
-    # the shipper next to this script, whatever is installed;
+    # the shipper next to this script, whatever is installed
     env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONHASHSEED": "0"}  # hash order: the same counts each run
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, script, path, stage],
