@@ -18,10 +18,14 @@ the client state ``broken``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 MAX_TXNR = 999_999_999
+# The answer to nearly every command: one match and a dict pop take it, rather than
+# the general frame parser (which costs several times more per record)
+_RSP_200_OK = re.compile(rb"([1-9][0-9]{0,8}) rsp 6 200 OK\n")
 MAX_HEADER = 9 + 1 + 32 + 1 + 9 + 1  # TXNR SP COMMAND SP DATALEN SP
 DEFAULT_MAX_DATA = 128 * 1024  # librelp's maximum DATALEN for version 0/1
 
@@ -95,11 +99,18 @@ class RelpClient:
             raise RuntimeError(f"syslog in state {self.state}")
         if len(messages) > self.room:
             raise ValueError(f"{len(messages)} messages but the window has room for {self.room}")
+        if messages and max(map(len, messages)) > self.max_data:
+            big = max(map(len, messages))
+            raise ValueError(f"message of {big} bytes exceeds RELP max data {self.max_data}")
+        # _frame's work, inlined: this runs once per record shipped
         out = []
+        unacked = self.unacked
+        n = self._next
         for i, msg in enumerate(messages):
-            if len(msg) > self.max_data:
-                raise ValueError(f"message of {len(msg)} bytes exceeds RELP max data {self.max_data}")
-            out.append(self._frame("syslog", msg, tags[i] if tags is not None else None))
+            unacked[n] = ("syslog", tags[i] if tags is not None else None)
+            out.append(b"%d syslog %d %s\n" % (n, len(msg), msg) if msg else b"%d syslog 0\n" % n)
+            n = 1 if n >= MAX_TXNR else n + 1
+        self._next = n
         return b"".join(out)
 
     def close(self) -> bytes:
@@ -117,7 +128,18 @@ class RelpClient:
         events: list[RelpEvent] = []
         pos = 0
         n = len(buf)
+        unacked = self.unacked
+        ok = _RSP_200_OK.match
         while pos < n:
+            m = ok(buf, pos)
+            if m is not None:
+                txnr = int(m.group(1))
+                sent = unacked.get(txnr)
+                if sent is not None and sent[0] == "syslog":
+                    del unacked[txnr]
+                    events.append(RelpEvent(ACKED, txnr, 200, "OK", sent[1]))
+                    pos = m.end()
+                    continue
             head_end = self._header_end(buf, pos, n)
             if head_end is None:
                 if n - pos > MAX_HEADER:

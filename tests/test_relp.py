@@ -55,6 +55,29 @@ def test_responses_split_at_every_byte():
     assert [e.tag for e in got] == [0, 1, 2, 3, 4] and all(e.kind == ACKED for e in got)
 
 
+def test_the_quick_path_for_200_ok_agrees_with_the_frame_parser():
+    # "N rsp 6 200 OK" takes a quick path; everything around it the general one. Whole
+    # or cut at every byte (then only the general parser sees the pieces), the same events.
+    stream = (b"2 rsp 6 200 OK\n3 rsp 6 200 OK\n4 rsp 15 500 error: full\n5 rsp 6 200 OK\n"
+              b"06 rsp 6 200 OK\n99 rsp 6 200 OK\n")
+    runs = []
+    for step in (len(stream), 1):
+        c = opened(window=8)
+        c.syslog([b"m%d" % i for i in range(5)], tags=list(range(5)))
+        got = []
+        for i in range(0, len(stream), step):
+            got += c.receive(stream[i:i + step])
+        runs.append([(e.kind, e.txnr, e.code, e.tag) for e in got])
+        assert c.state == BROKEN  # 99 was never sent
+    assert runs[0] == runs[1]
+    assert [r[:2] for r in runs[0]] == [(ACKED, 2), (ACKED, 3), (REFUSED, 4), (ACKED, 5), (ACKED, 6), (ERROR, 0)]
+    # a 200 OK to open is no acknowledgement of a record: it goes the general way
+    c = RelpClient()
+    c.open()
+    (ev,) = c.receive(b"1 rsp 6 200 OK\n")
+    assert ev.kind == REFUSED and c.state == BROKEN
+
+
 def test_window_is_enforced():
     c = opened(window=2)
     c.syslog([b"a", b"b"])
