@@ -75,8 +75,8 @@ def record_dict(time_ns: int | None, time_source: str | None, program: str | Non
     # Runs once per shipped line: the event id and the per-second time text are
     # inlined, and the dict is one display of the keys every record has (sized
     # once) with the event's fields after them: inserting those first, then the
-    # rest, made CPython grow the dict midway (measured: half the time of this
-    # function on 3.11).
+    # rest, made CPython grow the dict midway (measured on Debian's 3.11: the
+    # dict built in half the time; a tenth fewer instructions for the function).
     if time_ns is None:
         time_text = None
     else:
