@@ -99,8 +99,7 @@ class RelpClient:
             raise RuntimeError(f"syslog in state {self.state}")
         if len(messages) > self.room:
             raise ValueError(f"{len(messages)} messages but the window has room for {self.room}")
-        if messages and max(map(len, messages)) > self.max_data:
-            big = max(map(len, messages))
+        if messages and (big := max(map(len, messages))) > self.max_data:
             raise ValueError(f"message of {big} bytes exceeds RELP max data {self.max_data}")
         # _frame's work, inlined: this runs once per record shipped
         out = []
