@@ -533,7 +533,6 @@ class MultilogFollower(_FollowerBase):
         self._seen: set[str] | None = None
         self._seen_floor: str | None = None  # older than what the position kept: seen
         self._seen_version = 0  # changes with _seen
-        self._seen_cache: tuple[Any, list[str]] = (None, [])
         self._seen_sorted: tuple[int, list[str]] = (-1, [])  # (_seen_version, sorted(_seen))
         # Labels above ``done`` already read: ``done`` was moved back below them when
         # the clock went back (see _clock_went_back); kept in the position.
@@ -724,22 +723,16 @@ class MultilogFollower(_FollowerBase):
 
     def _seen_at_or_below_done(self) -> list[str]:
         """The archive labels at or below ``done`` present at the last listing, newest
-        SEEN_MAX (a state is taken per batch: computed once per listing and ``done``)."""
-        key = (self._seen_version, self.done)
-        if self._seen_cache[0] != key:
-            done = self.done
-            if done is None or not self._seen:
-                seen = []
-            else:
-                # sorted once per listing, cut per ``done``: a sort per file read made
-                # catching up on thousands of archives quadratic
-                if self._seen_sorted[0] != self._seen_version:
-                    self._seen_sorted = (self._seen_version, sorted(self._seen))
-                labels = self._seen_sorted[1]
-                end = bisect.bisect_right(labels, done)
-                seen = labels[max(0, end - SEEN_MAX):end]
-            self._seen_cache = (key, seen)
-        return self._seen_cache[1]
+        SEEN_MAX. A state is taken per batch: the labels are sorted once per listing
+        (a sort per file read made catching up on thousands of archives quadratic)."""
+        done = self.done
+        if done is None or not self._seen:
+            return []
+        if self._seen_sorted[0] != self._seen_version:
+            self._seen_sorted = (self._seen_version, sorted(self._seen))
+        labels = self._seen_sorted[1]
+        end = bisect.bisect_right(labels, done)
+        return labels[max(0, end - SEEN_MAX):end]
 
     def _clear_carry_state(self) -> None:
         self._carry_state = None
@@ -798,6 +791,7 @@ class MultilogFollower(_FollowerBase):
                     isinstance(lb, str) and ml.is_label(lb) for lb in seen):
                 self._seen = set(seen)
                 self._seen_floor = min(seen) if len(seen) >= SEEN_MAX else None
+                self._seen_version += 1
         self.observe()
         if self.listing.rotating and st is not None:
             # multilog is between unlinking previous and naming its processed output as

@@ -50,7 +50,6 @@ _LABEL_RE = LABEL_RE
 # batch finds them all (and so whether every line has one), and one
 # bytes.fromhex + struct.iter_unpack turns them into (seconds, nanoseconds),
 # instead of a slice and an int() per line.
-_LABEL_HEX_RE = re.compile(r"@([0-9a-fA-F]{24})")
 _NEXT_LABELS_RE = re.compile(r"\n@([0-9a-fA-F]{24})")
 _TAI64N = struct.Struct(">QL")
 # A run of 20 digits may be a number beyond 64 bits, which JSON encoders refuse:
@@ -438,8 +437,7 @@ def _decode_batch(lines: list[bytes], max_line: int) -> tuple[list[str], Any] | 
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    first = _LABEL_HEX_RE.match(text)
-    if first is None:
+    if _LABEL_RE.match(text) is None:
         return None
     labels = _NEXT_LABELS_RE.findall(text)
     if len(labels) != len(lines) - 1:
@@ -449,5 +447,5 @@ def _decode_batch(lines: list[bytes], max_line: int) -> tuple[list[str], Any] | 
     texts = text.split("\n")
     if len(texts) != len(lines):
         return None
-    labels.insert(0, first.group(1))
+    labels.insert(0, text[1:25])
     return texts, _TAI64N.iter_unpack(bytes.fromhex("".join(labels)))

@@ -18,8 +18,12 @@ from shipper.reader import InputError, expand, is_multilog_dir, read_batches
 
 
 def _all(path, **kw):
+    return _joined(read_batches(path, **kw))
+
+
+def _joined(batches):
     lines, offsets, trunc, partial = [], [], set(), None
-    for b in read_batches(path, **kw):
+    for b in batches:
         base = len(lines)
         lines += b.lines
         offsets += b.offsets
@@ -88,18 +92,15 @@ def test_lines_offsets_and_caps_match_a_plain_reading(tmp_path_factory, lengths,
     old = shipper.reader.CHUNK
     shipper.reader.CHUNK = chunk
     try:
-        got = _all(str(p), max_line=max_line, batch_lines=batch_lines)
+        batches = list(read_batches(str(p), max_line=max_line, batch_lines=batch_lines))
     finally:
         shipper.reader.CHUNK = old
+    got = _joined(batches)
     assert got[:3] == (want_lines, want_offsets, want_trunc)
     assert got[3] == (None if newline_at_end else len(want_lines) - 1)
     # batches stay bounded (memory, and output while the input goes on): a chunk's
     # lines at most beyond batch_lines, even while over-long lines are being cut
-    shipper.reader.CHUNK = chunk
-    try:
-        sizes = [len(b.lines) for b in read_batches(str(p), max_line=max_line, batch_lines=batch_lines)]
-    finally:
-        shipper.reader.CHUNK = old
+    sizes = [len(b.lines) for b in batches]
     assert all(n <= batch_lines + chunk for n in sizes), sizes
 
 
@@ -112,7 +113,7 @@ def test_batches_keep_coming_while_every_chunk_ends_inside_a_long_line(tmp_path,
     monkeypatch.setattr(shipper.reader, "CHUNK", 1000)
     batches = list(read_batches(str(p), max_line=100, batch_lines=4))
     assert max(len(b.lines) for b in batches) <= 5 and len(batches) >= 8
-    lines, offsets, trunc, partial = _all(str(p), max_line=100, batch_lines=4)
+    lines, offsets, trunc, partial = _joined(batches)
     assert len(lines) == 40 and trunc == set(range(40)) and partial is None
     assert offsets == [sum(map(len, body[:i])) for i in range(40)] and lines[7].startswith(b"7yy")
 

@@ -18,6 +18,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from shipper.parsers.seen import keep
+
 Parsed = tuple[str, dict[str, Any]]
 
 # Each grammar ends with an optional " QUEUE" (indimail appends the queue name to
@@ -61,10 +63,7 @@ def _delivery_id(s: str) -> int | str:
     return int(s) if s.isdigit() else s
 
 
-# qmail-send logs its status after every delivery's start and end, and a queue has
-# few distinct states: a sixth of a busy log is a handful of texts. Their fields
-# are kept (a copy is handed out: records are changed downstream).
-_STATUS_SEEN: dict[str, dict[str, Any]] = {}
+_STATUS_SEEN: dict[str, dict[str, Any]] = {}  # see shipper.parsers.seen
 
 
 def _status(rest: str) -> Parsed | None:
@@ -74,12 +73,9 @@ def _status(rest: str) -> Parsed | None:
     m = _STATUS_PLAIN_RE.fullmatch(rest)
     if m is not None:
         la, lm, ra, rm = m.groups()
-        f = {"local_active": int(la), "local_max": int(lm),
-             "remote_active": int(ra), "remote_max": int(rm)}
-        if len(_STATUS_SEEN) >= 1024:
-            _STATUS_SEEN.clear()
-        _STATUS_SEEN[rest] = f
-        return "status", f.copy()
+        return "status", keep(_STATUS_SEEN, rest, {
+            "local_active": int(la), "local_max": int(lm),
+            "remote_active": int(ra), "remote_max": int(rm)})
     if rest == "exiting":
         return "status_exiting", {}
     m = _STATUS_RE.fullmatch(rest)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from shipper.parsers.seen import keep
+
 Parsed = tuple[str, dict[str, Any]]
 
 _STATUS_RE = re.compile(r"(\d+)/(\d+)(?:/(\d+))?")
@@ -41,9 +43,7 @@ _RBL_CODE_RE = re.compile(r"([45]\d\d) ?(.*)")
 _RBL_TJSI_RE = re.compile(r"(\S+) blocked (\S+)(?: (\S+))?(?: (\S+))?")
 
 
-# A status line per connection's start and end, with few distinct texts: their
-# fields are kept (a copy is handed out: records are changed downstream).
-_STATUS_SEEN: dict[str, dict[str, Any]] = {}
+_STATUS_SEEN: dict[str, dict[str, Any]] = {}  # see shipper.parsers.seen
 
 
 def _int(s: str) -> int | None:
@@ -134,10 +134,7 @@ def _server(text: str) -> Parsed | None:
         f: dict[str, Any] = {"children": int(m.group(1)), "limit": int(m.group(2))}
         if m.group(3) is not None:
             f["ip_limit"] = int(m.group(3))
-        if len(_STATUS_SEEN) >= 1024:
-            _STATUS_SEEN.clear()
-        _STATUS_SEEN[rest] = f
-        return "tcp_status", f.copy()
+        return "tcp_status", keep(_STATUS_SEEN, rest, f)
     if word == "pid":
         m = _PID_RE.fullmatch(rest)
         if m is None:
