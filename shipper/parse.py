@@ -382,6 +382,9 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
             program, event, fields, pid = _result(name, fn(text[m.end():]), text[:m.end()])
             if pid is None and m.group(2):
                 pid = int(m.group(2))
+                if name == "qmail-smtpd" and event != "unparsed":
+                    # patched qmail-smtpd's "qmail-smtpd[PID]: ": the pid tcpserver logged
+                    fields.setdefault("conn_pid", pid)
             return program, event, fields, pid
     for name, fn in UNPREFIXED:
         got = fn(text)

@@ -31,6 +31,10 @@ _BY_EVENT: dict[str, int] = {
     "io_client": DEBUG,
     "unparsed": NOTICE,
     "spamdyke_error": ERR,
+    # Postfix's "warning: … SASL … authentication failed": msg_warn, LOG_WARNING
+    "auth_failed": WARNING,
+    "relay_error": NOTICE,  # Postfix smtp: one server of several failed; like a deferral
+    "expired": WARNING,  # Postfix qmgr gave up on a message: it bounces
 }
 
 
@@ -40,11 +44,20 @@ _NOTICE_WHEN: dict[str, tuple[str, frozenset[str]]] = {
     "io_server": ("reply_class", frozenset({"4xx", "5xx", "-ERR"})),
     "pop_auth": ("result", frozenset({"failure"})),
     "spamdyke": ("verdict", frozenset({"denied"})),
+    "simscan": ("verdict", frozenset({"VIRUS", "SPAM REJECT", "ATTACH", "REGEX", "SPAM DROP"})),
+}
+
+# event → (field, value → severity): the level a program itself logged with.
+# Postfix's msg_fatal/msg_panic log at LOG_CRIT, msg_error at LOG_ERR (msg_syslog.c).
+_LEVEL_FIELD = "level"
+_BY_LEVEL: dict[str, dict[str, int]] = {
+    "error": {"fatal": CRIT, "panic": CRIT, "error": ERR},
+    "spamdyke_message": {"warning": WARNING},
 }
 
 
 # events whose severity also depends on their fields
-_BY_FIELDS = frozenset({"delivery", "tcp_end", *_NOTICE_WHEN})
+_BY_FIELDS = frozenset({"delivery", "tcp_end", "chkuser", *_NOTICE_WHEN, *_BY_LEVEL})
 
 
 def severity_of_event(event: Any) -> int | None:
@@ -73,4 +86,14 @@ def severity(rec: dict[str, Any]) -> int:
             return NOTICE
     elif event == "tcp_end" and (rec.get("signal") or rec.get("exit_code")):
         return NOTICE
+    elif event == "chkuser":
+        # chkuser.c: "rejected rcpt|sender|relaying|intrusion", "intrusion threshold",
+        # "mbx overquota", "no auth resource" refuse; "accepted …", "relaying rcpt" do not
+        decision = rec.get("decision")
+        if type(decision) is str and decision.startswith(("rejected", "intrusion", "mbx", "no ")):
+            return NOTICE
+    elif event in _BY_LEVEL:
+        level = rec.get(_LEVEL_FIELD)
+        if type(level) is str:
+            return _BY_LEVEL[event].get(level, sev)
     return sev

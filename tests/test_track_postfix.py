@@ -155,3 +155,23 @@ def test_complete_when_removed_and_disconnect_in_either_order() -> None:
         assert m["session"]["remote_ip"] == "192.0.2.1"
         assert m["flags"] == []
         assert len(m["event_ids"]) == 8
+
+
+def test_expired_message_turns_its_deferred_recipients_into_failures() -> None:
+    from shipper.parse import LineParser
+    from shipper.track.correlator import Correlator
+    lines = [  # Postfix's own format strings (qmgr_active.c, smtp's status=deferred)
+        b"Mar  3 10:00:00 mx postfix/qmgr[999]: 3F2A81C0E5: from=<alice@example.net>, size=1200, nrcpt=1 (queue active)",
+        b"Mar  3 10:00:05 mx postfix/smtp[1234]: 3F2A81C0E5: to=<bob@example.org>, relay=none, delay=5, "
+        b"delays=0/0/5/0, dsn=4.4.1, status=deferred (connect to mx.example.org[192.0.2.25]:25: Connection refused)",
+        b"Mar  3 10:00:06 mx postfix/qmgr[999]: 3F2A81C0E5: from=<alice@example.net>, status=expired, returned to sender",
+        b"Mar  3 10:00:06 mx postfix/qmgr[999]: 3F2A81C0E5: removed",
+    ]
+    parser = LineParser(source="t", file_id="0123456789abcdef")
+    recs = [parser.parse(ln + b"\n", i * 200).to_dict() for i, ln in enumerate(lines)]
+    c = Correlator()
+    out = c.feed(recs) + c.finish()
+    (mail,) = [o for o in out if o["event"] == "mail"]
+    (r,) = mail["recipients"]
+    assert (r["rcpt_to"], r["result"], r["status"]) == ("bob@example.org", "failure", "expired")
+    assert mail["result"] == "failure" and mail["n_failure"] == 1 and mail["n_deferral"] == 0

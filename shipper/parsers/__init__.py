@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shipper.parsers import misc, postfix, qmail_send, smtpd, ucspi
+from shipper.parsers import misc, postfix, qmail_send, smtpd, smtpd_patches, ucspi
 
 Parsed = tuple[str, dict[str, Any]]
 ParserFn = Callable[[str], Parsed | None]
@@ -48,6 +48,8 @@ QMAIL_SEND_WORDS = frozenset({
 # Other text with no known "name: " prefix, tried in order: (program, parser).
 UNPREFIXED: tuple[tuple[str, ParserFn], ...] = (
     ("qmail-smtpd", smtpd.parse_spamcontrol),
+    ("qmail-smtpd", smtpd_patches.parse_qlog),
+    ("qmail-smtpd", smtpd_patches.parse_qmt_recv),
     ("chkuser", misc.parse_chkuser),
     ("simscan", misc.parse_simscan),
     # vchkpw's text without its syslog tag (journalctl -o cat, a %msg% template):

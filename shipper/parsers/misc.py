@@ -35,6 +35,7 @@ _CHKUSER_RE = re.compile(
 _SIMSCAN_RE = re.compile(
     r"\[(?P<pid>\d+)\]:(?P<verdict>[A-Z][A-Z _-]*?)(?: \((?P<score>[-\d.]+)/(?P<thr>[-\d.]+)\))?"
     r":(?P<secs>[\d.]+)s:(?P<rest>.*)$")
+_SIMSCAN_NAMED = {"VIRUS": "virus", "ATTACH": "attachment", "REGEX": "regex"}
 _SIMSCAN_INFO_RE = re.compile(r"\[(\d+)\]: ?(.*)$")
 _SPAMDYKE_RE = re.compile(
     r"(?P<action>[A-Z][A-Z0-9_]*) from: (?P<from>\S*) to: (?P<to>\S*) origin_ip: (?P<ip>\S*)"
@@ -176,7 +177,9 @@ def parse_simscan(text: str) -> Parsed | None:
     if split is not None:
         subject, ip = split
         if subject:
-            fields["subject"] = subject
+            # simscan.c's log_message(verdict, what, ...): the second field is the
+            # subject, except for a found virus, attachment or regex: its name
+            fields[_SIMSCAN_NAMED.get(fields["verdict"], "subject")] = subject
         if ip and ip != "(null)":  # TCPREMOTEIP unset: local injection
             fields["remote_ip"] = ip
         fields["mail_from"] = parts[1]

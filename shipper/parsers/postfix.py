@@ -50,6 +50,15 @@ _UNRESOLVED_RE = re.compile(r"hostname (\S+) does not resolve to address (\S+?):
 # the remote's reply quoted in a delivery text: "host H[IP] said: 550 5.1.1 ...",
 # "... refused to talk to me: 421 4.7.0 ..."
 _QUOTED_REPLY_RE = re.compile(r"(?:said|talk to me): ([245]\d\d)[ -]")
+# smtp/lmtp client per-attempt lines (smtp_connect.c, smtp_proto.c, smtp_trouble.c):
+# "connect to H[IP]:25: Connection refused", "host H[IP] said: 451 4.7.1 … (in reply
+# to RCPT TO command)", "lost connection with H[IP] while …", "conversation with
+# H[IP] timed out while …"
+_RELAY_TROUBLE_RE = re.compile(
+    r"(?P<kind>connect to|host|lost connection with|conversation with) "
+    r"(?P<host>[^\s\[\]]*)\[(?P<ip>[^\]\s]*)\](?::(?P<port>\d+))?"
+    r"(?:: | said: | refused to talk to me: | )(?P<rest>.*)$")
+_IN_REPLY_RE = re.compile(r"\(in reply to (.+?) command\)$")
 _DNSBLOG_RE = re.compile(r"addr (\S+) listed by domain (\S+)")
 _FILTER_ID_RE = re.compile(r"\(([0-9A-F]{2,})\)$")
 _LMTP_ID_RE = re.compile(r"2\d\d 2\.\d{1,3}\.\d{1,3} (?:OK|BLOCKED) \(([0-9A-F]{2,})\)$")
@@ -120,6 +129,11 @@ def _after_qid(service: str, rest: str, fields: dict[str, Any]) -> Parsed:
         if e > 0:
             fields["mail_from"] = rest[6:e]
         fields["text"] = rest
+        if rest.endswith(", status=expired, returned to sender"):
+            # qmgr gave up on the whole message (maximal_queue_lifetime): it bounces
+            fields["status"] = "expired"
+            fields["result"] = "failure"
+            return "expired", fields
         return "postfix_other", fields
     if rest == "removed":
         return "removed", fields
@@ -181,6 +195,9 @@ def _plain(service: str, text: str, fields: dict[str, Any]) -> Parsed:
             return _diagnostic(level, text[colon + 2:], fields)
     if text.startswith("reject: "):
         return _reject(text[8:], fields, milter=False)
+    if c in "chl" and (service in _CLIENT_SERVICES or "[" in text) and (
+            got := _relay_trouble(text, fields)) is not None:
+        return got
     if c == "a" and service == "dnsblog":
         m = _DNSBLOG_RE.match(text)
         if m is not None:  # "addr IP listed by domain LIST as 127.0.0.N"
@@ -189,6 +206,28 @@ def _plain(service: str, text: str, fields: dict[str, Any]) -> Parsed:
     _named_in(text, fields)
     fields["text"] = text
     return "postfix_other", fields
+
+
+_CLIENT_SERVICES = frozenset({"smtp", "lmtp", "relay"})
+
+
+def _relay_trouble(text: str, fields: dict[str, Any]) -> Parsed | None:
+    """An smtp client's failed attempt at one server: ``relay_error``."""
+    m = _RELAY_TROUBLE_RE.match(text)
+    if m is None:
+        return None
+    _set_relay(fields, m.group("host"), m.group("ip"), m.group("port"))
+    rest = m.group("rest")
+    reply = _REPLY_RE.match(rest)
+    if reply is not None and reply.group("code"):
+        fields["smtp_code"] = int(reply.group("code"))
+        if reply.group("dsn"):
+            fields["dsn"] = reply.group("dsn")
+    stage = _IN_REPLY_RE.search(rest)
+    if stage is not None:
+        fields["stage"] = stage.group(1)
+    fields["text"] = text
+    return "relay_error", fields
 
 
 def _named_in(text: str, fields: dict[str, Any]) -> None:

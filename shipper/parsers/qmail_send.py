@@ -55,6 +55,10 @@ _RELAY_RE = re.compile(
     r"(?:Connected_to_)?(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)_"
 )
 _RELAY_FIRST = frozenset("0123456789:ABCDEFabcdef")
+# The TLS patch's qmail-remote ends a TLS failure with "; connected to IP." (or
+# "connecting to", before the handshake): tls_quit() in its qmail-remote.c.
+_TLS_RELAY_RE = re.compile(
+    r";_connect(?:ed|ing)_to_(\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:.]*?)\.?(?:/|$)")
 _RECIPIENT_RE = re.compile(r"\(([^()\s]*)\)_")
 _SAID = "Remote_host_said:_"
 
@@ -78,6 +82,8 @@ def _status(rest: str) -> Parsed | None:
             "remote_active": int(ra), "remote_max": int(rm)})
     if rest == "exiting":
         return "status_exiting", {}
+    if rest == "qmail-todo stop processing asap":  # ext-todo's qmail-todo on SIGTERM
+        return "status_exiting", {"text": rest}
     m = _STATUS_RE.fullmatch(rest)
     if m is None:
         return None
@@ -163,6 +169,10 @@ def delivery_text_fields(raw: str) -> dict[str, Any]:
     c0 = body[:1]
     if c0 and (c0 in _RELAY_FIRST or c0 == "C"):
         m = _RELAY_RE.match(body)
+        if m is not None:
+            f["relay_ip"] = m.group(1)
+    if "relay_ip" not in f and ";_connect" in body:
+        m = _TLS_RELAY_RE.search(body)
         if m is not None:
             f["relay_ip"] = m.group(1)
     said = body.find(_SAID)

@@ -12,12 +12,16 @@ Pure functions of one line's program text (after ``qmail-smtpd: ``). Grammars
   RCPT <r> AUTH <a> Size: N TLS=…``), rejects (``Reason: MAIL from <f> …``),
   qqx failures, other text.
 * qmail-toaster: ``pid N RCPT TO: <r>``; patched ``421 badiprbl: ip IP rbl: LIST``.
+* netqmail's logging patch sets (qregex, validrcptto, Puzzanghera's and jms1's
+  combined patches): shipper.parsers.smtpd_patches.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any
+
+from shipper.parsers.smtpd_patches import parse_patched
 
 Parsed = tuple[str, dict[str, Any]]
 
@@ -83,7 +87,7 @@ def parse_qmail_smtpd(text: str) -> Parsed | None:
     c = text[:1]
     if "2" <= c <= "5" and text[1:3].isdigit() and text[3:4] == " ":
         return _coded(text)
-    return None
+    return parse_patched(text)
 
 
 def parse_qmail_popup(text: str) -> Parsed | None:

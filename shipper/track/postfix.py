@@ -302,6 +302,8 @@ class PostfixTracker:
                 f = self.filters.get(f"{host}\x00{fid}")
                 if f is not None:
                     f["linked"] = True
+        elif ev == "expired":  # qmgr gave up: what was still deferred bounces
+            q["expired"] = True
         elif ev == "removed":
             q["removed"] = True
             s = self.sessions.get(q.get("session", ""))
@@ -417,6 +419,8 @@ class PostfixTracker:
                     if k in last:
                         r[k] = last[k]
             r["n_attempts"] = len(r["attempts"])
+            if q.get("expired") and r.get("result") in ("deferral", None):
+                r["result"], r["status"] = "failure", "expired"
         fields: dict[str, Any] = {"qid": q["qid"]}
         for k in ("mail_from", "size", "nrcpt", "message_id", "remote_host", "remote_ip",
                   "orig_client_host", "orig_client_ip", "filter_id"):

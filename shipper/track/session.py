@@ -295,6 +295,34 @@ class SessionTracker:
                     del self.senders[next(iter(self.senders))]
         self._decide(s, rec, d)
 
+    def _queued(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        """A patched qmail-smtpd's "message queued" line (qlogreceived, qmail-toaster's
+        ``mail recv``): its qp links the session to the mail, as recordio's ``250 ok … qp``."""
+        key, s = self._get(rec, out)
+        if s["server"] is None:
+            s["server"] = rec.get("program")
+        for f in ("remote_ip", "remote_host", "helo"):
+            if rec.get(f) and f not in s:
+                s[f] = rec[f]
+        if rec.get("mail_from") is not None:
+            s["mail_from"] = rec["mail_from"]
+        if rec.get("tls") and "tls" not in s:
+            s["tls"] = rec["tls"]
+        qp = rec.get("qp")
+        if type(qp) is int:
+            self._link_qp(s, rec.get("host") or "", qp)
+
+    def _link_qp(self, s: dict[str, Any], host: str, qp: int) -> None:
+        s["qps"].append(qp)
+        ref = self._ref(s, "qp")
+        qkey = f"{host}\x00{qp}"
+        _put(self.qp_sessions, qkey, ref)
+        m = self.qp_mails.get(qkey)
+        if m is not None:
+            _add(s, "mails", m)
+        if self.attach is not None:
+            self.attach(host, qp, {k: v for k, v in ref.items() if k != "key"})
+
     def _io_client(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
         key, s = self._get(rec, out)
         if s.get("in_data"):
@@ -333,17 +361,8 @@ class SessionTracker:
             s["in_data"] = True
             return
         qp = rec.get("qp")
-        host = rec.get("host") or ""
         if qp is not None:
-            s["qps"].append(qp)
-            ref = self._ref(s, "qp")
-            qkey = f"{host}\x00{qp}"
-            _put(self.qp_sessions, qkey, ref)
-            m = self.qp_mails.get(qkey)
-            if m is not None:
-                _add(s, "mails", m)
-            if self.attach is not None:
-                self.attach(host, qp, {k: v for k, v in ref.items() if k != "key"})
+            self._link_qp(s, rec.get("host") or "", qp)
             return
         if verb == "RCPT" and code is not None and 200 <= code < 300:
             rc = s.pop("pending_rcpt", None)
@@ -475,6 +494,7 @@ _HANDLERS = {
     "smtp_accept": SessionTracker._decision,
     "smtp_reject": SessionTracker._decision,
     "smtp_other": SessionTracker._decision,
+    "smtp_queued": SessionTracker._queued,
     "io_client": SessionTracker._io_client,
     "io_server": SessionTracker._io_server,
 }

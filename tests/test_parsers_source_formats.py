@@ -1,0 +1,91 @@
+"""Lines written from the programs' own format strings (Postfix's smtp client and qmgr,
+simscan, the qmail TLS patch, ext-todo, chkuser), field by field, with their severity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipper.parse import LineParser
+from shipper.severity import CRIT, ERR, NOTICE, WARNING, severity
+
+SAMPLE = Path(__file__).parent / "fixtures" / "samples" / "source_format_lines.txt"
+_CORE = {"time_unix_ns", "time", "time_source", "program", "event", "message", "raw", "host",
+         "pid", "source", "file_id", "offset", "flags", "event_id"}
+
+
+def _lines() -> list[str]:
+    text = SAMPLE.read_text(encoding="utf-8")
+    assert text.startswith("# source:")
+    return [ln for ln in text.splitlines()[1:] if ln.strip()]
+
+
+LINES = _lines()
+
+
+def _rec(i: int) -> dict[str, Any]:
+    d = LineParser().parse(LINES[i].encode()).to_dict()
+    assert d["flags"] == []
+    return d
+
+
+def _fields(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in _CORE}
+
+
+CASES = [
+    (0, "relay_error", NOTICE, {"relay_host": "mx.example.org", "relay_ip": "192.0.2.25",
+                                "relay_port": 25, "text": LINES[0].split(": ", 1)[1]}),
+    (1, "relay_error", NOTICE, {"qid": "3F2A81C0E5", "relay_host": "mx2.example.org",
+                                "relay_ip": "192.0.2.26", "smtp_code": 451, "dsn": "4.7.1",
+                                "stage": "RCPT TO",
+                                "text": "host mx2.example.org[192.0.2.26] said: 451 4.7.1 Greylisted, "
+                                        "try again later (in reply to RCPT TO command)"}),
+    (2, "relay_error", NOTICE, {"qid": "3F2A81C0E5", "relay_host": "mx3.example.org",
+                                "relay_ip": "2001:db8::25",
+                                "text": "lost connection with mx3.example.org[2001:db8::25] while "
+                                        "sending RCPT TO"}),
+    (3, "relay_error", NOTICE, {"qid": "3F2A81C0E5", "relay_host": "mx4.example.org",
+                                "relay_ip": "192.0.2.28",
+                                "text": "conversation with mx4.example.org[192.0.2.28] timed out "
+                                        "while receiving the initial server greeting"}),
+    (4, "expired", WARNING, {"qid": "3F2A81C0E5", "mail_from": "alice@example.net",
+                             "status": "expired", "result": "failure",
+                             "text": "from=<alice@example.net>, status=expired, returned to sender"}),
+    (5, "error", ERR, {"level": "error",
+                       "text": "open database /etc/postfix/access.db: No such file or directory"}),
+    (6, "error", CRIT, {"level": "panic", "text": "myfree: corrupt or unallocated memory block"}),
+    (7, "simscan", NOTICE, {"conn_pid": 23456, "verdict": "VIRUS", "scan_time": 0.3,
+                            "virus": "Eicar-Test-Signature", "remote_ip": "198.51.100.7",
+                            "mail_from": "alice@example.net", "rcpt_to": "bob@example.com"}),
+    (8, "simscan", NOTICE, {"conn_pid": 23456, "verdict": "ATTACH", "scan_time": 0.1,
+                            "attachment": "invoice.exe", "remote_ip": "198.51.100.7",
+                            "mail_from": "alice@example.net", "rcpt_to": "bob@example.com"}),
+    (11, "status_exiting", 6, {"text": "qmail-todo stop processing asap"}),
+    (12, "chkuser", NOTICE, {"decision": "rejected rcpt", "mail_from": "alice@example.net",
+                             "helo": "mail.example.net", "remote_host": "unknown",
+                             "remote_ip": "198.51.100.7", "rcpt_to": "nobody@example.com",
+                             "text": "not existing recipient"}),
+]
+
+
+@pytest.mark.parametrize("i, event, sev, fields", CASES, ids=[str(c[0]) for c in CASES])
+def test_fields_and_severity(i: int, event: str, sev: int, fields: dict[str, Any]) -> None:
+    d = _rec(i)
+    assert (d["event"], _fields(d)) == (event, fields)
+    assert severity(d) == sev
+
+
+def test_tls_patch_failure_names_the_relay() -> None:
+    for i, ip in ((9, "192.0.2.7"), (10, "2001:db8::7")):
+        d = _rec(i)
+        assert d["event"] == "delivery" and d["result"] == "deferral" and d["relay_ip"] == ip
+
+
+def test_real_postfix_fatal_is_critical() -> None:
+    # ossec's documentation sample (tests/fixtures/samples/ossec_docs_postfix.txt)
+    d = LineParser().parse(b"Mar 15 06:25:12 mframe1 postfix/postfix-script[23423]: fatal: "
+                           b"the Postfix mail system is already running").to_dict()
+    assert (d["event"], d["level"], severity(d)) == ("error", "fatal", CRIT)
