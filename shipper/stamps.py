@@ -59,6 +59,15 @@ _BSD_STAMP = (r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]* +(\d{1,2
 _BSD_RE = re.compile(_BSD_STAMP + _TAG)
 # A header whose tag is unreadable: keep its time and host, the rest is the text.
 _BSD_HEAD_RE = re.compile(_BSD_STAMP + r"(\S+) ")
+# busybox syslogd's file format (without -S) puts FACILITY.PRIORITY after the host
+_FACPRI_RE = re.compile(
+    r"(?:kern|user|mail|daemon|auth|syslog|lpr|news|uucp|cron|authpriv|ftp|ntp|security|"
+    r"console|local[0-7])\.(?:emerg|alert|crit|err|error|warn|warning|notice|info|debug|panic) ")
+_TAG_ONLY_RE = re.compile(r"([^\s\[:]+)(?:\[(\d+)\]?)?: ?")
+# journalctl -o short-full: "Mon 2024-03-04 10:11:12 CET host tag[pid]: "
+_FULL_RE = re.compile(
+    r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)"
+    r"(?:\.(\d{1,9}))? ([A-Za-z][A-Za-z0-9+-]{0,9}) " + _TAG)
 # journalctl -o short-unix after its "secs.usec ": the pid is required, so a qmail
 # line after splogger's stamp ("delivery 3: success: ...") is never taken for one
 _UNIX_HEADER_RE = re.compile(r"(\S+) ([^\s\[:]+)\[(\d{1,9})\]: ")
@@ -136,6 +145,9 @@ def split_envelope(line: str, leap: bool = False, year: int | None = None,
         m = _BSD_RE.match(line) or _BSD_HEAD_RE.match(line)
         if m:
             return _bsd(line, m, year, local_tz)
+        m = _FULL_RE.match(line)
+        if m:
+            return _short_full(line, m, local_tz)
     elif c == "q" and line.startswith("qmail: "):
         # splogger's tag with the syslog header already gone
         return _after_header(Envelope(None, "none", line[7:], tag="qmail"))
@@ -244,12 +256,51 @@ def _bsd(line: str, m: re.Match[str], year: int | None, local_tz: bool) -> Envel
         return Envelope(None, "none", line, bad_stamp=True)
     frac = m.group(6)
     ns = secs * NS + _frac_ns(frac)
+    host = m.group(7)
+    if host[-1] == ":" or (m.re is _BSD_HEAD_RE and _FACPRI_RE.match(line, m.end())):
+        return _bsd_odd(line[m.start(7):], ns)
     if m.re is _BSD_HEAD_RE:
-        return Envelope(ns, "syslog", line[m.end():], host=m.group(7))
+        return Envelope(ns, "syslog", line[m.end():], host=host)
     pid = m.group(9)
     env = Envelope(ns, "syslog", line[m.end():], host=m.group(7), tag=m.group(8),
                    pid=int(pid) if pid else None)
     return _after_header(env)
+
+
+def _bsd_odd(rest: str, ns: int) -> Envelope:
+    """A BSD header off RFC 3164's path, ``rest`` after its stamp: no HOSTNAME (busybox
+    syslogd -S, programs writing their own file: the first word is the tag, it ends in
+    ``:``), or busybox's ``FACILITY.PRIORITY`` between host and tag."""
+    host = None
+    sp = rest.find(" ")
+    first = rest if sp < 0 else rest[:sp]
+    if first[-1:] != ":":
+        host, rest = first, ("" if sp < 0 else rest[sp + 1:])
+        f = _FACPRI_RE.match(rest)
+        if f is not None:
+            rest = rest[f.end():]
+    t = _TAG_ONLY_RE.match(rest)
+    if t is None:
+        return Envelope(ns, "syslog", rest, host=host)
+    pid = t.group(2)
+    return _after_header(Envelope(ns, "syslog", rest[t.end():], host=host, tag=t.group(1),
+                                  pid=int(pid) if pid else None))
+
+
+def _short_full(line: str, m: re.Match[str], local_tz: bool) -> Envelope:
+    """journalctl -o short-full. Its zone is an abbreviation: UTC/GMT are exact; any
+    other is taken as this machine's local time, where journalctl ran, as BSD stamps."""
+    y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])
+    zone = m.group(8)
+    to_unix = utc_to_unix if zone in ("UTC", "GMT") or not local_tz else local_to_unix
+    try:
+        secs = to_unix(y, mo, d, h, mi, s)
+    except (OverflowError, ValueError):
+        return Envelope(None, "none", line, bad_stamp=True)
+    pid = m.group(11)
+    return _after_header(Envelope(secs * NS + _frac_ns(m.group(7)), "syslog", line[m.end():],
+                                  host=m.group(9), tag=m.group(10),
+                                  pid=int(pid) if pid else None))
 
 
 def _frac_ns(frac: str | None) -> int:

@@ -390,3 +390,33 @@ def test_splogger_continuation_chunks_are_flagged():
     assert rec.flags == ["continuation"] and rec.time_ns == 1157520813_485077000
     rec = LineParser().parse(b"1157520813.485077 delivery 1: success: did_0+0+1/")
     assert rec.flags is None and rec.event == "delivery"
+
+
+def test_busybox_syslogd_headers(tz_utc):
+    # busybox sysklogd/syslogd.c: "TIMESTAMP HOST FACILITY.PRIORITY MSG", and with -S
+    # ("smaller output") "TIMESTAMP MSG": no host at all
+    env = split_envelope("Mar  3 10:11:12 mx mail.info postfix/smtpd[1234]: connect from a[198.51.100.7]",
+                         year=2024)
+    assert (env.time_ns, env.host, env.tag, env.pid, env.text) == (
+        1709460672 * NS, "mx", "postfix/smtpd", 1234, "connect from a[198.51.100.7]")
+    env = split_envelope("Mar  3 10:11:12 postfix/smtpd[1234]: warning: unknown[198.51.100.7]: SASL "
+                         "LOGIN authentication failed: x", year=2024)
+    assert (env.host, env.tag, env.pid) == (None, "postfix/smtpd", 1234)
+    assert env.text == "warning: unknown[198.51.100.7]: SASL LOGIN authentication failed: x"
+    env = split_envelope("Mar  3 10:11:12 mx local0.notice qmail: 1157520813.485077 delivery 3: "
+                         "success: did_1+0+0/", year=2024)
+    assert (env.host, env.tag, env.time_source, env.time_ns) == ("mx", "qmail", "accustamp",
+                                                                 1157520813485077000)
+    # an ordinary header is untouched, and a word that only looks like a facility stays text
+    env = split_envelope("Mar  3 10:11:12 mx mail.example: hello", year=2024)
+    assert (env.host, env.tag, env.text) == ("mx", "mail.example", "hello")
+
+
+def test_journalctl_short_full(tz_utc):
+    env = split_envelope("Mon 2024-03-04 10:11:12 UTC mx postfix/smtpd[1234]: connect from a[198.51.100.7]")
+    assert (env.time_ns, env.time_source, env.host, env.tag, env.pid, env.text) == (
+        1709547072 * NS, "syslog", "mx", "postfix/smtpd", 1234, "connect from a[198.51.100.7]")
+    # another zone's abbreviation: this machine's local time, as BSD stamps (UTC here)
+    assert split_envelope("Mon 2024-03-04 10:11:12 CET mx qmail-smtpd: x").time_ns == 1709547072 * NS
+    bad = split_envelope("Mon 2024-13-04 10:11:12 UTC mx postfix/smtpd[1]: x")
+    assert bad.bad_stamp and bad.time_ns is None
