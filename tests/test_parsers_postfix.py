@@ -423,5 +423,6 @@ def test_other_lines_keep_the_client_and_envelope_they_name():
                                      "text": "SSL_accept error from unknown[192.0.2.1]: lost connection"})
     event, f = parse("smtpd", "42EA826EA2: filter: RCPT from unknown[192.0.2.1]: <d@e.f>: Recipient address "
                               "triggers FILTER smtp:[127.0.0.1]:10024; from=<a@b.c> to=<d@e.f> proto=ESMTP helo=<x>")
-    assert event == "postfix_other"
+    # an access check's FILTER action: the reject grammar, with the action named
+    assert (event, f["action"], f["stage"]) == ("check_action", "filter", "RCPT")
     assert (f["qid"], f["remote_ip"], f["mail_from"], f["rcpt_to"]) == ("42EA826EA2", "192.0.2.1", "a@b.c", "d@e.f")

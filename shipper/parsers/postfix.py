@@ -147,9 +147,22 @@ def _after_qid(service: str, rest: str, fields: dict[str, Any]) -> Parsed:
         if sp > 0 and rest.startswith("from=<", sp + 1):
             fields["mail_from"] = rest[sp + 7:].rstrip(">")
         return "pickup", fields
-    if c == "s" and rest.startswith("sender non-delivery notification: "):
-        fields["bounce_qid"] = rest[34:]
-        return "bounce", fields
+    if c == "s" and rest.startswith("sender ") and " notification: " in rest:
+        # bounce(8): "sender non-delivery|delay|delivery status notification: QID"
+        kind, _, bqid = rest[7:].partition(" notification: ")
+        if bqid and " " not in bqid:
+            fields["bounce_qid"] = bqid
+            fields["notification"] = kind
+            return "bounce", fields
+    if c in "rdhfwm":
+        colon = rest.find(": ")
+        action = rest[:colon] if colon > 0 else ""
+        if action in _CHECK_ACTIONS:
+            # an access/header/body check's action other than reject (smtpd_check.c,
+            # cleanup): the same shape as a reject, but the mail goes on or is held
+            _, fields = _reject(rest[colon + 2:], fields, milter=action.startswith("milter-"))
+            fields["action"] = action.removeprefix("milter-")
+            return "check_action", fields
     if c == "p" and rest.startswith(("proxy-accept: ", "proxy-reject: ")):
         return _proxy(rest, fields)
     return _plain(service, rest, fields)
@@ -209,6 +222,8 @@ def _plain(service: str, text: str, fields: dict[str, Any]) -> Parsed:
 
 
 _CLIENT_SERVICES = frozenset({"smtp", "lmtp", "relay"})
+_CHECK_ACTIONS = frozenset({"reject_warning", "discard", "hold", "filter", "warn", "redirect",
+                            "milter-discard", "milter-hold", "milter-redirect"})
 
 
 def _relay_trouble(text: str, fields: dict[str, Any]) -> Parsed | None:
