@@ -1607,9 +1607,10 @@ class _Source:
 
         self._handles[path] = self.watcher.watch(self._watch_dir(path), on_change)
         loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._run(f, wake), name=f"follow {path}"))
+        self._tasks.append(loop.create_task(self._run(f, wake, fresh=state is None),
+                                            name=f"follow {path}"))
 
-    async def _run(self, f: _FollowerBase, wake: asyncio.Event) -> None:
+    async def _run(self, f: _FollowerBase, wake: asyncio.Event, fresh: bool = False) -> None:
         assert self._queue is not None
         q = self._queue
         while True:
@@ -1624,6 +1625,14 @@ class _Source:
                 # what poll read before the error is in its state already: ship it, not lose it
                 items = f.taken()
                 await asyncio.sleep(1.0)
+            if fresh:
+                fresh = False
+                if not items:
+                    # No checkpoint yet and nothing to read from where we started (the
+                    # end, by default): keep that place now. Else a quiet directory
+                    # would have none at the next start, which would start at the end
+                    # again and skip what was written while we were stopped.
+                    self.commit((f.key, f.state()))
             for item in items:
                 await q.put(item)
             if f.more:

@@ -140,16 +140,22 @@ class PipelineStats:
 def gap_record(gap: Any, host: str | None) -> dict[str, Any]:
     """A follower's Gap as a record: data we know multilog deleted before we read it."""
     now = time.time_ns()
+    lost = getattr(gap, "bytes_lost", None)
+    exact = bool(getattr(gap, "exact", False))
+    if not exact and not lost:
+        lost = None  # a lower bound of 0 says nothing: unknown, not "nothing lost"
     fields = {k: v for k, v in (
         ("gap_source", getattr(gap, "source", None)),
         ("gap_file", getattr(gap, "file", None) or getattr(gap, "name", None)),
-        ("bytes_lost", getattr(gap, "bytes_lost", None)),
+        ("bytes_lost", lost),
+        ("bytes_lost_exact", exact if lost is not None else None),
         ("reason", getattr(gap, "reason", None)),
         ("gap_first_unix_ns", getattr(gap, "first_time_ns", None)),
         ("gap_last_unix_ns", getattr(gap, "last_time_ns", None)),
     ) if v is not None}
-    text = f"gap: {fields.get('gap_file', '?')} lost ({fields.get('bytes_lost', 'unknown')} bytes): " \
-           f"{fields.get('reason', '')}"
+    size = ("unknown size" if lost is None else f"{lost} bytes" if exact
+            else f"at least {lost} bytes")
+    text = f"gap: {fields.get('gap_file', '?')} lost ({size}): {fields.get('reason', '')}"
     rec = {"event_id": None, "time": rfc3339_ns(now), "time_unix_ns": now, "time_source": "ingest",
            "host": host, "program": "shipper", "pid": None, "event": "gap"}
     rec.update(fields)
@@ -493,14 +499,13 @@ class Pipeline:
             for route in self.routes:
                 route.queue.sync()
         durable = {route.name: route.queue.durable_seq for route in self.routes}
-        latest: dict[int, tuple[Any, Any]] = {}
         while self._pending:
             source, position, seqs = self._pending[0]
             if any(seq > durable[name] for name, seq in seqs.items()):
                 break
             self._pending.popleft()
-            latest[id(source)] = (source, position)
-        for source, position in latest.values():
+            # Every one, in order: a source's positions are per directory (a glob follows
+            # several), so the last of a source is not the last of each directory.
             source.commit(position)
 
     # -- sink side ---------------------------------------------------------
@@ -580,6 +585,8 @@ class Pipeline:
     # -- lifecycle ---------------------------------------------------------
 
     async def run(self) -> None:
+        if self._stop_reading.is_set():  # stopped before it started
+            return
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._run_source(s), name=f"source {i}")
                        for i, s in enumerate(self.sources)]
@@ -604,9 +611,10 @@ class Pipeline:
             await asyncio.sleep(0.05)
         self._stop_sending.set()
         rest = self._tasks[len(self.sources):]
-        done, pending = await asyncio.wait(rest, timeout=max(0.1, deadline - time.monotonic()) + 1)
-        for t in pending:
-            t.cancel()
+        if rest:  # none when stopped before run() got going
+            _, pending = await asyncio.wait(rest, timeout=max(0.1, deadline - time.monotonic()) + 1)
+            for t in pending:
+                t.cancel()
         await asyncio.gather(*rest, return_exceptions=True)
         self.sync_and_commit(force=True)
         for s in self.sources:

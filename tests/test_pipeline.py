@@ -295,6 +295,8 @@ async def test_a_cut_secret_spanning_a_restart_is_redacted_after_it(tmp_path, wo
                 not out.exists() or out.read_bytes().count(b"\n") < want):
             assert not task.done(), task
             await asyncio.sleep(0.02)
+        if task.done():
+            task.result()  # a failure of run() itself: show it
         await pipeline.stop(5)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -305,3 +307,61 @@ async def test_a_cut_secret_spanning_a_restart_is_redacted_after_it(tmp_path, wo
     await run_once()
     messages = [orjson.loads(x)["message"] for x in out.read_bytes().splitlines()]
     assert messages == ["97 < PASS [REDACTED]+", "97 < [REDACTED]\r "]
+
+
+async def test_every_directory_of_a_glob_keeps_its_checkpoint(tmp_path):
+    """One source following several directories: each directory's position is committed,
+    not only the one that happened to be last in a sync (found in a review: the others
+    were lost or sent twice at the next start)."""
+    import orjson
+
+    from shipper.sinks.local import FileSink
+    lines = corpus(40)
+    for name, part in (("send", lines[:20]), ("smtpd", lines[20:])):
+        d = tmp_path / "log" / name
+        d.mkdir(parents=True)
+        (d / "current").write_bytes(b"".join(part))
+    cp = tmp_path / "ckpt.json"
+    out = tmp_path / "out.ndjson"
+
+    async def run_once(least: float) -> None:
+        source = MultilogSource([str(tmp_path / "log" / "*")], str(cp), start="all",
+                                poll_interval=0.05)
+        route = SinkRoute("f", FileSink(str(out)), DiskQueue.open(str(tmp_path / "buf")))
+        pipeline = Pipeline([(source, ParseOptions(host="mx1"))], [route])
+        task = asyncio.create_task(pipeline.run())
+        start = time.monotonic()
+        while time.monotonic() < start + 20 and (
+                time.monotonic() < start + least or not out.exists()
+                or out.read_bytes().count(b"\n") < 40):
+            await asyncio.sleep(0.05)
+        if task.done():
+            task.result()  # a failure of run() itself: show it
+        await pipeline.stop(5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    await run_once(0.0)
+    saved = orjson.loads(cp.read_bytes())["sources"]
+    assert sorted(os.path.basename(k) for k in saved) == ["send", "smtpd"]
+    await run_once(1.0)  # nothing new: nothing sent again
+    assert out.read_bytes().count(b"\n") == 40
+
+
+def test_gap_record_says_an_unknown_size_rather_than_zero():
+    from shipper.follower import Gap
+    from shipper.pipeline import gap_record
+
+    def gap(lost, exact):
+        return Gap("/log", "current", lost, exact, None, None, "deleted before it was read",
+                   ("/log", {}))
+    exact = gap_record(gap(4096, True), "h")
+    assert (exact["bytes_lost"], exact["bytes_lost_exact"]) == (4096, True)
+    assert "(4096 bytes)" in exact["message"]
+    bound = gap_record(gap(100, False), "h")
+    assert (bound["bytes_lost"], bound["bytes_lost_exact"]) == (100, False)
+    assert "at least 100 bytes" in bound["message"]
+    unknown = gap_record(gap(0, False), "h")
+    assert "bytes_lost" not in unknown and "bytes_lost_exact" not in unknown
+    assert "unknown size" in unknown["message"]
+    assert "bytes_lost" not in gap_record(gap(None, False), "h")
