@@ -285,3 +285,35 @@ def test_texts_encode_to_the_bytes_with_non_ascii_and_lone_surrogates():
     assert split_message(texts[0].encode("utf-8", "replace"))[2] == "d\u00e9j\u00e0 ? vu".encode()
     assert len(texts[1].encode()) == 8192 and enc.truncated == 1
     assert Rfc3164Encoder().encode_texts(recs)[0].endswith("d\u00e9j\u00e0 \ud800 vu")
+
+
+def test_objects_in_a_summary_travel_as_json_not_python_repr():
+    """A mail summary's recipients (a list of objects) and session (an object) are JSON
+    text in their SD-PARAM; a list of plain values stays comma-joined (found in a review:
+    recipients arrived as Python's repr)."""
+    import orjson
+    recipients = [{"rcpt_to": "a@example.org", "text": "it's \"x\" ] \\ done", "n_attempts": 2},
+                  {"rcpt_to": "b@example.org", "result": "success"}]
+    session = {"conn_pid": 5, "link": "qp", "tls": "TLSv1.3"}
+    rec = {"time_unix_ns": 1_700_000_000_000_000_000, "event": "mail", "program": "qmail-send",
+           "host": "mx", "pid": None, "message": "mail 1", "recipients": recipients,
+           "session": session, "qps": [11, 12], "flags": []}
+    enc = Rfc5424Encoder(hostname="mx")
+    for msg in (enc.encode(rec), enc.encode_batch([rec, rec])[1]):
+        _, sd, _ = split_message(msg)
+        (sd_id, params), = parse_sd(sd)
+        got = dict(params)
+        assert orjson.loads(got["recipients"]) == recipients
+        assert orjson.loads(got["session"]) == session
+        assert got["qps"] == "11,12"
+
+
+def test_gelf_objects_are_json_too():
+    import orjson
+
+    from shipper.encode.gelf import gelf_message
+    rec = {"time_unix_ns": 1, "event": "mail", "program": "qmail-send", "host": "mx",
+           "message": "m", "recipients": [{"rcpt_to": "a@example.org"}], "qps": [1, 2]}
+    msg = gelf_message(rec)
+    assert orjson.loads(msg["_recipients"]) == [{"rcpt_to": "a@example.org"}]
+    assert msg["_qps"] == "1,2"

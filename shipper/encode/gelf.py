@@ -13,7 +13,8 @@ Mapping (GELF 1.1, go2docs.graylog.org "GELF"):
   would become the reserved ``_id`` is sent as ``_id_``; a name that collides
   after sanitising gets ``_2``, ``_3``... so no value is lost. Values: strings
   and numbers as they are, booleans as ``"true"``/``"false"`` (GELF fields are
-  strings or numbers), lists joined with ``,``, other objects as JSON text;
+  strings or numbers), lists of strings or numbers joined with ``,``, other objects
+  (and lists holding them) as JSON text;
   ``null`` values are left out (absent = unknown in GELF).
 
 UDP: a message larger than one datagram is split into at most 128 chunks
@@ -60,6 +61,9 @@ def field_name(key: str) -> str:
     return name
 
 
+_SCALARS = frozenset({str, int, float, bool})
+
+
 def _value(v: Any) -> Any:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -69,9 +73,9 @@ def _value(v: Any) -> Any:
         return v if -_I63 <= v < _I64 else str(v)
     if isinstance(v, float):
         return v if v == v and v not in (float("inf"), float("-inf")) else str(v)
-    if isinstance(v, list | tuple):
+    if isinstance(v, list | tuple) and all(type(x) in _SCALARS for x in v):
         return ",".join(x if isinstance(x, str) else str(_value(x)) for x in v)
-    try:
+    try:  # objects, and lists holding objects (a summary's recipients): JSON text
         return orjson.dumps(v, default=str).decode()
     except TypeError:  # an int past 64 bits somewhere inside
         return json.dumps(v, default=str, ensure_ascii=False)

@@ -12,8 +12,8 @@ RFC 5424 layout, one message per record::
   (<= 32): printable US-ASCII only; other characters become ``_``, longer values are cut,
   unknown or empty values are the NILVALUE ``-``.
 - One SD-ELEMENT (SD-ID ``qmail@32473`` by default: 32473 is the documentation PEN of
-  RFC 5612) holding every record key except the header and text keys; lists are joined by
-  ``,``; PARAM-NAMEs are sanitised to <= 32 printable ASCII without ``= ]"`` and space;
+  RFC 5612) holding every record key except the header and text keys; lists of strings
+  or numbers are joined by ``,``, objects (and lists of them) are JSON text; PARAM-NAMEs are sanitised to <= 32 printable ASCII without ``= ]"`` and space;
   PARAM-VALUEs are UTF-8 with ``"``, ``\\`` and ``]`` escaped as RFC 5424 section 6.3.3 says.
 - MSG is the original text (``message`` by default, or ``raw``), without a BOM unless
   ``bom=True``: rsyslog's RFC 5424 parser keeps a BOM as the first three bytes of ``%msg%``
@@ -32,11 +32,14 @@ cached. ``encode_texts`` leaves messages as str so a stream sink encodes a batch
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from operator import itemgetter
 from types import NoneType
 from typing import Any, NamedTuple
+
+import orjson
 
 from shipper.severity import severity, severity_of_event
 
@@ -52,8 +55,8 @@ _NOT_SD = frozenset({"message", "raw", "raw_base64", "time", "host", "program", 
 _CORE_SD = ("event_id", "time_unix_ns", "offset", "file_id", "source", "time_source", "flags")
 
 _SD_NAME_BAD = frozenset('= ]"')
-# In SD made with ``%s`` for every value: a null, a bool or a tuple (a list has "]")
-_PLAIN_SUSPECT = re.compile(r'="(?:None"|True"|False"|\()')
+# In SD made with ``%s`` for every value: a null, a bool, a tuple or a dict (a list has "]")
+_PLAIN_SUSPECT = re.compile(r'="(?:None"|True"|False"|\(|\{)')
 _CACHE_MAX = 4096
 
 
@@ -96,8 +99,19 @@ def param_text(value: Any) -> str | None:
     if t is list or t is tuple:
         if not value:
             return None
-        return ",".join(x if type(x) is str else str(x) for x in value)
-    return str(value)
+        if all(type(x) in _SCALARS for x in value):
+            return ",".join(x if type(x) is str else str(x) for x in value)
+    elif t is not dict:
+        return str(value)
+    # objects, and lists holding them (a summary's recipients, decisions): JSON text, which
+    # a SIEM can parse, not Python's repr
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:  # an int past 64 bits somewhere inside
+        return json.dumps(value, default=str, ensure_ascii=False)
+
+
+_SCALARS = frozenset({str, int, float, bool})
 
 
 def utf8_cut(data: bytes, limit: int) -> bytes:
