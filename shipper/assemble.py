@@ -250,7 +250,7 @@ def _queue_has_room(q: Any) -> bool:
 def assemble(config: Config) -> Assembly:
     from shipper.sinks.deadletter import DeadLetterFile
 
-    os.makedirs(config.state_dir, exist_ok=True)
+    os.makedirs(config.state_dir, mode=0o700, exist_ok=True)  # buffers hold mail addresses
     queues: list[Any] = []
     routes = []
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import glob
 import http.client
 import os
 import socket
@@ -20,7 +21,7 @@ import urllib.parse
 
 from shipper.assemble import build_sink
 from shipper.config import Config, ConfigError, SinkConfig, load_config
-from shipper.follower import expand, file_problem, multilog_dir_problem
+from shipper.follower import expand, file_problem, multilog_dir_problem, parent_log_hint
 from shipper.sinks.base import SinkError
 from shipper.tlsconfig import client_context
 
@@ -101,11 +102,14 @@ def _probe_sink(cfg: SinkConfig) -> tuple[str, str]:
         return f"http {cfg.url}", _probe_http(cfg)
     if t == "file":
         d = os.path.dirname(os.path.abspath(cfg.path or ".")) or "."
-        if not os.path.isdir(d):
-            return f"file {cfg.path}", f"directory {d} does not exist"
-        if not os.access(d, os.W_OK):
-            return f"file {cfg.path}", f"directory {d} is not writable"
-        return f"file {cfg.path}", ""
+        probe = d  # run makes missing directories: the nearest existing one must take them
+        while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+            probe = os.path.dirname(probe)
+        if not os.path.isdir(probe):
+            return f"file {cfg.path}", f"{probe} is not a directory"
+        if not os.access(probe, os.W_OK):
+            return f"file {cfg.path}", f"directory {probe} is not writable"
+        return f"file {cfg.path}" + ("" if probe == d else f" ({d} will be made)"), ""
     return t, ""
 
 
@@ -118,9 +122,11 @@ def _probe_udp(cfg: SinkConfig) -> tuple[str, str]:
     return what + " (UDP has no handshake: only the name was checked)", ""
 
 
-def _check_sources(config: Config) -> list[str]:
-    """What ``run`` would say about each configured path, said now."""
-    problems = []
+def _check_sources(config: Config) -> tuple[list[str], list[str]]:
+    """What ``run`` would say about each configured path, said now: (warnings, errors).
+    A path this user cannot read is an error: run would ship nothing from it."""
+    notes: list[str] = []
+    errors: list[str] = []
     for s in config.sources.values():
         if s.type == "stdin":
             continue
@@ -128,8 +134,13 @@ def _check_sources(config: Config) -> list[str]:
         for pat in s.paths:
             paths = expand(pat)
             if not paths:
-                problems.append(f"sources.{s.name}: {pat}: matches nothing yet "
-                                "(it is followed when it appears)")
+                notes.append(f"sources.{s.name}: {pat}: matches nothing yet "
+                             "(it is followed when it appears)")
+            if s.type == "multilog" and glob.has_magic(pat):  # as run: files beside the dirs
+                paths = [p for p in paths if not os.path.isfile(p)]
+                hint = parent_log_hint(pat, s.paths)
+                if hint:
+                    notes.append(f"sources.{s.name}: {hint}")
             for p in paths:
                 text = problem(p)
                 current = os.path.join(p, "current")
@@ -137,8 +148,9 @@ def _check_sources(config: Config) -> list[str]:
                         and not os.access(current, os.R_OK):
                     text = f"{current}: cannot read it: Permission denied (run waits for it)"
                 if text:
-                    problems.append(f"sources.{s.name}: {text}")
-    return problems
+                    (errors if "Permission denied" in text else notes).append(
+                        f"sources.{s.name}: {text}")
+    return notes, errors
 
 
 def _check_dirs(config: Config) -> list[str]:
@@ -181,10 +193,10 @@ def main(argv: list[str]) -> int:
     for w in config.warnings:
         print(f"warning: {w}")
     print(f"ok: {args.config}: {len(config.sources)} sources, {len(config.sinks)} sinks")
-    notes = _check_sources(config)
+    notes, unreadable = _check_sources(config)
     for n in notes:
         print(f"warning: {n}")
-    problems = _check_dirs(config)
+    problems = unreadable + _check_dirs(config)
     for name, scfg in config.sinks.items():  # what run builds must build here too
         try:
             build_sink(scfg)

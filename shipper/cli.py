@@ -7,11 +7,13 @@ Exit codes: 0 success; 1 a problem found (check/verify failed, input errors);
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable
 
 from shipper import __version__
+from shipper.diskqueue import QueueLocked
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -161,3 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[name][0](argv[1:])
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away ("shipper track ... | head"): not an error; keep Python
+        # from complaining again when it flushes stdout at exit
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except QueueLocked as exc:
+        _err(f"{exc}: another shipper is running with this state_dir (stop it, or give "
+             "this one its own)")
+        return EXIT_PROBLEM

@@ -12,6 +12,7 @@ running. A second SIGTERM exits at once; the disk queues make that safe too.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -56,6 +57,7 @@ class Daemon:
         self.config_loader = config_loader  # () -> Config, raises ConfigError
         self.exit_when_idle = exit_when_idle
         self.assembly: Assembly | None = None
+        self._lock: int | None = None  # the state_dir lock's fd, held while running
         self.metrics_server: MetricsServer | None = None
         self._signals: asyncio.Queue[int] = asyncio.Queue()
         self._terms = 0
@@ -73,6 +75,15 @@ class Daemon:
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         notifier = sdnotify.Notifier.from_env()
+        try:
+            self._lock = lock_state_dir(self.config.state_dir)
+        except OSError as exc:
+            log.error("cannot start: %s", describe_os_error(exc))
+            return 2
+        if self._lock is None:
+            log.error("cannot start: another shipper is running with state_dir %s (stop it, "
+                      "or give this one its own)", self.config.state_dir)
+            return 1
         try:
             self.assembly = assemble(self.config)
         except OSError as exc:  # state_dir or a buffer not writable, a path that is a directory, ...
@@ -219,6 +230,20 @@ def describe_os_error(exc: OSError) -> str:
     if exc.filename is not None and exc.strerror:
         return f"{exc.filename}: {exc.strerror}"
     return str(exc)
+
+
+def lock_state_dir(state_dir: str) -> int | None:
+    """An exclusive lock on ``state_dir`` for this process's life (its fd), or None when
+    another process holds it: two shippers on one state_dir would each move the
+    other's checkpoints."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(state_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def run_main(config_path: str | None, demo: bool = False, log_format: str | None = None) -> int:

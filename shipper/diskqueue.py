@@ -527,10 +527,10 @@ class DiskQueue:
         return q
 
     def _recover(self, full_check: bool) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         state_path = self.path / STATE_NAME
         existed = state_path.exists()
-        self._state_fd = os.open(state_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._state_fd = os.open(state_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._state_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -709,7 +709,7 @@ class DiskQueue:
         new = b"".join(parts)
         tmp = seg.path.with_name(seg.path.name + ".tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 _write_all(fd, new, 0)
                 os.fsync(fd)
@@ -750,7 +750,7 @@ class DiskQueue:
                                        len(chunk), len(stored)) + stored
         qpath = self.path / QUARANTINE_NAME
         try:
-            fd = os.open(qpath, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            fd = os.open(qpath, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 _write_all(fd, entry, None)
                 os.fsync(fd)
@@ -769,7 +769,7 @@ class DiskQueue:
     def _new_segment(self, first: int) -> None:
         """Start segment ``first`` as the tail (the old tail fdatasync'ed first)."""
         path = self.path / segment_name(first)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # fails: nothing changed
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # fails: nothing changed
         if self._wfd >= 0:
             if self.fsync != "never":
                 os.fdatasync(self._wfd)

@@ -1483,6 +1483,15 @@ class _Source:
         for pat in self.patterns:
             paths = expand(pat)
             reasons = []
+            if self.follower_kind == "multilog" and glob.has_magic(pat):
+                # a glob over log directories also matches the files beside them ("lock",
+                # "state", or a whole multilog directory's "current" when qmail-send logs
+                # in the parent, as in Life with qmail): not ours to follow or warn about
+                paths = [p for p in paths if not os.path.isfile(p)]
+                hint = parent_log_hint(pat, self.patterns)
+                if hint and hint not in self.warnings:
+                    log.warning("%s", hint)
+                    self.warnings.append(hint)
             for p in paths:
                 why = self._why_not(p)
                 if why is None:
@@ -1693,6 +1702,18 @@ class FileSource(_Source):
 
     def _watch_dir(self, path: str) -> str:
         return os.path.dirname(path)
+
+
+def parent_log_hint(pattern: str, patterns: list[str]) -> str | None:
+    """A hint when the directory a glob looks into is itself a multilog directory not
+    configured (``/var/log/qmail/*`` where qmail-send logs in ``/var/log/qmail``)."""
+    parent = os.path.dirname(pattern)
+    if glob.has_magic(parent) or not os.path.isfile(os.path.join(parent, "current")):
+        return None
+    if any(os.path.abspath(p) == os.path.abspath(parent) for p in patterns):
+        return None
+    return (f"{parent} is itself a multilog directory (it holds a current) and is not followed: "
+            f"add \"{parent}\" to paths to ship it too")
 
 
 def expand(pattern: str) -> list[str]:

@@ -136,8 +136,10 @@ def test_a_log_directory_this_user_cannot_read_is_named_by_check_and_run(tmp_pat
     try:
         r = subprocess.run([*prefix, sys.executable, "-m", "shipper", "check", "-c", path, "--no-probe"],
                            capture_output=True, text=True, timeout=60)
-        assert (f"warning: sources.q: {log}: cannot read it: Permission denied "
+        # an error, not a warning: run would ship nothing from it
+        assert (f"error: sources.q: {log}: cannot read it: Permission denied "
                 "(the shipper's user needs to read the log directory)") in r.stdout.splitlines(), r.stdout
+        assert r.returncode == 1
         proc = subprocess.Popen([*prefix, sys.executable, "-m", "shipper", "run", "-c", path],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
@@ -149,3 +151,24 @@ def test_a_log_directory_this_user_cannot_read_is_named_by_check_and_run(tmp_pat
                 "(the shipper's user needs to read the log directory)") in err.splitlines(), err
     finally:
         os.chmod(log, 0o700)
+
+
+def test_a_glob_skips_the_files_beside_the_directories_and_names_a_parent_log(tmp_path):
+    """"/var/log/qmail/*" in the Life-with-qmail layout: qmail-send logs in /var/log/qmail
+    itself. The glob's plain files are not warned about; the parent log is named; a file
+    sink whose directory run will make is no error."""
+    log = tmp_path / "log"
+    (log / "smtpd").mkdir(parents=True)
+    (log / "smtpd" / "current").write_bytes(b"")
+    for name in ("current", "lock", "state"):
+        (log / name).write_bytes(b"")
+    path = tmp_path / "c.toml"
+    path.write_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\n'
+                    f'paths = ["{log}/*"]\n[sinks.o]\ntype = "file"\npath = "{tmp_path}/state/o.ndjson"\n')
+    r = subprocess.run([sys.executable, "-m", "shipper", "check", "-c", str(path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout
+    assert "not a directory" not in r.stdout
+    assert (f'warning: sources.q: {log} is itself a multilog directory (it holds a current) and '
+            f'is not followed: add "{log}" to paths to ship it too') in r.stdout.splitlines()
+    assert f"ok: sinks.o: file {tmp_path}/state/o.ndjson ({tmp_path}/state will be made)" in r.stdout

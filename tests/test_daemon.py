@@ -233,8 +233,7 @@ def test_under_daemontools_supervise(tmp_path, receiver):
     cfg = tmp_path / "shipper.toml"
     cfg.write_text(_config(tmp_path, logdir, receiver.ports["tcp"], free_port()))
     service = tmp_path / "service" / "shipper"
-    shutil.copytree(ROOT / "service" / "shipper", service)
-    (service / "env").mkdir(exist_ok=True)
+    shutil.copytree(ROOT / "service" / "shipper", service)  # as installed: no ./env
     # The shipped run script, with only the user, the program path and the config
     # path changed for a test (no "shipper" user exists here).
     shipped = (ROOT / "service" / "shipper" / "run").read_text()
@@ -430,3 +429,25 @@ def test_status_finds_metrics_on_a_port_picked_at_start(tmp_path, receiver):
         assert any(r.split()[:1] == ["siem"] for r in st.stdout.splitlines()), st.stdout
     finally:
         assert _stop(proc) == 0
+
+
+def test_a_second_shipper_on_the_same_state_dir_is_refused_in_one_line(tmp_path):
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "current").write_bytes(b"")
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f'state_dir = "{tmp_path}/state"\n[metrics]\nenabled = false\n'
+                   f'[sources.q]\ntype = "multilog"\npaths = ["{logdir}"]\n'
+                   f'[sinks.a]\ntype = "file"\npath = "{tmp_path}/a.ndjson"\n')
+    first = _start_ready(cfg, tmp_path / "first.log")
+    try:
+        cfg2 = tmp_path / "other.toml"  # other sink names: the buffers would not clash
+        cfg2.write_text(cfg.read_text().replace("[sinks.a]", "[sinks.b]"))
+        r = subprocess.run([sys.executable, "-m", "shipper", "run", "-c", str(cfg2)],
+                           capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert r.returncode == 1
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "another shipper is running with state_dir" in lines[0], r.stderr
+        assert oct((tmp_path / "state").stat().st_mode & 0o777) == "0o700"
+    finally:
+        assert _stop(first) == 0

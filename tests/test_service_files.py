@@ -111,8 +111,10 @@ def test_run_scripts_are_valid_sh():
 
 def test_run_scripts_commands():
     run_cmds = [ln for ln in RUN.read_text().splitlines() if ln and not ln.startswith("#")]
-    assert run_cmds == ["exec 2>&1",
-                        "exec envdir ./env setuidgid shipper shipper run -c /etc/shipper/shipper.toml"]
+    assert run_cmds == ["exec 2>&1", "umask 077", "if [ -d ./env ]; then",
+                        "  exec envdir ./env setuidgid shipper shipper run -c /etc/shipper/shipper.toml",
+                        "fi",
+                        "exec setuidgid shipper shipper run -c /etc/shipper/shipper.toml"]
     log_cmds = [ln for ln in LOG_RUN.read_text().splitlines() if ln and not ln.startswith("#")]
     assert log_cmds == ["exec setuidgid shiplog multilog t s1000000 n20 ./main"]
     # the programs named are the real daemontools ones

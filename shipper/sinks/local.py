@@ -46,6 +46,10 @@ def ndjson_lines(records: list[dict[str, Any]]) -> list[bytes]:
     return [dumps(r, default=str) + b"\n" for r in records]
 
 
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o640)
+
+
 class FileSink:
     """Append NDJSON to ``path``, rotating at ``max_bytes`` and keeping ``keep`` old files."""
 
@@ -84,7 +88,8 @@ class FileSink:
         parent = os.path.dirname(self.path)
         if parent:
             os.makedirs(parent, exist_ok=True)
-        f = open(self.path, "ab")  # noqa: SIM115 -- kept open across batches
+        # 0640: records hold mail addresses; the group (adm, say) may read them
+        f = open(self.path, "ab", opener=_private_opener)  # noqa: SIM115 -- kept open across batches
         self._size = f.tell()
         return f
 
