@@ -61,7 +61,8 @@ SYSLOG_FACILITIES = {
 # Fields holding mail addresses / IP addresses / client host names in docs/records.md.
 DEFAULT_MAIL_FIELDS = ("mail_from", "rcpt_to", "auth_user", "recipient", "orig_to")
 DEFAULT_IP_FIELDS = ("remote_ip", "relay_ip", "orig_client_ip")
-DEFAULT_HOST_FIELDS = ("remote_host", "orig_client_host")
+# helo: the name a client gave itself, its host name as a rule
+DEFAULT_HOST_FIELDS = ("remote_host", "orig_client_host", "helo")
 DEFAULT_TEXT_FIELDS = ("message", "raw", "text", "text_raw", "info", "reason")
 # Never droppable: without them the SIEM cannot deduplicate or order records.
 CORE_UNDROPPABLE = ("event_id", "time", "time_unix_ns", "event")

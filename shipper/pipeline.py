@@ -251,6 +251,9 @@ class Pipeline:
             self._unappended += 1  # until _append returns: the tracking state is ahead
             summaries = self.correlate(dicts)
             if summaries:
+                tidy = getattr(self.transform, "tidy_summaries", None)
+                if tidy is not None:
+                    summaries = tidy(summaries)
                 dicts = dicts + summaries
                 more, more_exact = dumps_batch(summaries)
                 payloads = payloads + more

@@ -289,6 +289,13 @@ class Transformer:
             self.pseudonymiser.apply(records)
         return records
 
+    def tidy_summaries(self, records: Records) -> Records:
+        """The correlator's summaries, made of records already transformed: only the
+        dropped keys are left to drop (their own ``raw``, ``message``, ...)."""
+        if self.dropped_fields:
+            drop_fields(records, self.dropped_fields)
+        return records
+
     @property
     def is_noop(self) -> bool:
         return (self.keep is None and self.rate_limiter is None and not self.dropped_fields

@@ -85,7 +85,7 @@ LITERALS = [
     ("5135 > -ERR authorization failed\r ", "io_server",
      {"direction": "out", "text": "-ERR authorization failed", "reply_class": "-ERR"}),
     ("5135 < EHLO client.example.org\r ", "io_client",
-     {"direction": "in", "text": "EHLO client.example.org", "verb": "EHLO"}),
+     {"direction": "in", "text": "EHLO client.example.org", "verb": "EHLO", "helo": "client.example.org"}),
     ("5135 < mail from:<a@b.c>\r ", "io_client",
      {"direction": "in", "text": "mail from:<a@b.c>", "verb": "MAIL"}),
     ("5135 < USER alice\r ", "io_client", {"direction": "in", "text": "USER alice", "verb": "USER"}),

@@ -88,6 +88,10 @@ def _parse(text: str) -> Parsed | None:
     word = m.group(1).upper() if m is not None else ""
     if word in _VERBS:
         f["verb"] = word
+        if (word == "EHLO" or word == "HELO") and m is not None:
+            helo = msg[m.end():].strip()
+            if helo:  # a field of its own: searchable, and pseudonymised with the hosts
+                f["helo"] = helo
     secret = _secret_span(msg, word, m.end() if m is not None else 0)
     if secret is not None:
         a, b = secret
