@@ -201,6 +201,9 @@ class Assembly:
         now = time.time()
         for (program, event), n in st.by_event.items():
             m.records.set(n, program=program, event=event)
+        for source in self.pipeline.sources:  # directories followed but quiet since start too
+            for f in list(getattr(source, "followers", {}).values()):
+                st.source(f.key)
         for key, ss in st.by_source.items():
             m.source_lines.set(ss.lines, source=key)
             m.source_bytes.set(ss.bytes, source=key)

@@ -92,9 +92,16 @@ async def test_file_sink_error_is_retryable(tmp_path: Path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     sink = FileSink(str(blocker / "x.ndjson"))
+    assert sink.stats.connected  # a local sink is up until it fails (not "down" forever)
     with pytest.raises(SinkError) as err:
         await sink.send(fixture_records()[:1])
     assert "not-a-dir" in str(err.value)
+    assert not sink.stats.connected
+    ok = FileSink(str(tmp_path / "ok.ndjson"))
+    await ok.send(fixture_records()[:1])
+    assert ok.stats.connected
+    assert (tmp_path / "ok.ndjson").stat().st_mode & 0o007 == 0  # addresses: not for all
+    await ok.close()
 
 
 def test_rotate_files(tmp_path: Path):

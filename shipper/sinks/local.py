@@ -61,6 +61,7 @@ class FileSink:
             raise ValueError("max_bytes must be positive")
         self.name = name
         self.stats = SinkStats()
+        self.stats.connected = True  # local: nothing to be connected to; up
         self.stats.extra.update(files_dropped=0, rotations=0)
         self.path = path
         self.max_bytes = max_bytes
@@ -78,7 +79,9 @@ class FileSink:
             await asyncio.to_thread(self._write, lines)
         except OSError as exc:
             self._close_file()
+            self.stats.connected = False  # "down" while the file cannot be written
             raise SinkError(f"{self.path}: {exc.strerror or exc}") from None
+        self.stats.connected = True
         self.stats.acked += len(records)
 
     async def close(self) -> None:
@@ -139,6 +142,7 @@ class StdoutSink:
     def __init__(self, *, name: str = "stdout", stream: BinaryIO | None = None) -> None:
         self.name = name
         self.stats = SinkStats()
+        self.stats.connected = True  # local: nothing to be connected to; up
         self._stream = stream
 
     async def send(self, records: list[dict[str, Any]]) -> None:
@@ -149,7 +153,9 @@ class StdoutSink:
         try:
             await asyncio.to_thread(self._write, data)
         except OSError as exc:  # closed pipe, full disk behind a redirect
+            self.stats.connected = False
             raise SinkError(f"{exc.strerror or exc}") from None
+        self.stats.connected = True
         self.stats.acked += len(records)
 
     def _write(self, data: bytes) -> None:
