@@ -69,6 +69,15 @@ class BufferReport:
     problems: list[str] = field(default_factory=list)
 
 
+def not_a_buffer(root: Path) -> str:
+    """Why ``root`` is no buffer, naming the buffers below it (state_dir/buffer holds one
+    directory per sink)."""
+    inner = sorted(str(d) for d in root.iterdir() if (d / STATE_NAME).is_file()) \
+        if root.is_dir() else []
+    return f"{root}: not a buffer directory (no segments, no state)" + (
+        f"; the buffers in it: {', '.join(inner)}" if inner else "")
+
+
 def inspect(path: str | os.PathLike[str]) -> BufferReport:
     """Read a buffer without changing it. Raises FileNotFoundError if it is not there."""
     root = Path(path)
@@ -77,6 +86,8 @@ def inspect(path: str | os.PathLike[str]) -> BufferReport:
     rep = BufferReport(path=root)
     state_path = root / STATE_NAME
     segments = list_segments(root)
+    if not segments and not state_path.exists():
+        raise FileNotFoundError(not_a_buffer(root))
     if state_path.exists():
         rep.state, rep.state_notes = decode_state(state_path.read_bytes())
         if rep.state is None:
@@ -228,6 +239,9 @@ def repair(path: str | os.PathLike[str], out: TextIO | None = None) -> int:
     out = out or sys.stdout
     if not Path(path).is_dir():
         print(f"shipper buffer repair: {path}: no such buffer directory", file=out)
+        return EXIT_PROBLEM
+    if not list_segments(Path(path)) and not (Path(path) / STATE_NAME).exists():
+        print(f"shipper buffer repair: {not_a_buffer(Path(path))}", file=out)  # make none
         return EXIT_PROBLEM
     handler = _Collect()
     logger = logging.getLogger("shipper.buffer")

@@ -162,7 +162,9 @@ async def _run(args: argparse.Namespace, sink: Any, out: Any) -> int:
 
 
 async def _replay(args: argparse.Namespace, sink: Any, out: Any) -> int:
-    groups = input_groups(args.paths)
+    # Absolute paths: the resume state is keyed by them (however the path was typed), and
+    # records name their file as a live run does.
+    groups = input_groups([p if p == "-" else os.path.abspath(p) for p in args.paths])
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
     opts = ParseOptions(redact=not args.no_redact, local_tz=not args.utc, host=args.host)

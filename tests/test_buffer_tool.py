@@ -133,3 +133,19 @@ def test_module_entry_point(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "shipper.buffer_tool", "stats", str(tmp_path)],
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0 and "records:         50 (seq 1..50)" in r.stdout
+
+
+def test_the_parent_of_the_buffers_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    """state_dir/buffer (one directory per sink) given instead of a sink's buffer: named
+    as such with the buffers in it, and repair makes nothing there (found in a review:
+    it said OK, and repair made a segment and a state file)."""
+    q = DiskQueue.open(str(tmp_path / "buffer" / "siem"))
+    q.append([b"x"])
+    q.close()
+    parent = tmp_path / "buffer"
+    for fn in (verify, repair, stats):
+        out = io.StringIO()
+        assert fn(parent, out) == 1
+        assert "not a buffer directory" in out.getvalue()
+        assert str(parent / "siem") in out.getvalue()
+    assert sorted(p.name for p in parent.iterdir()) == ["siem"]

@@ -133,9 +133,13 @@ def test_replay_resumes_after_interruption(tmp_path):
     assert b"run the same command again to resume" in err
     first = out.read_bytes().count(b"\n")
     assert 0 < first < 3000
-    r = subprocess.run(args[:-2], capture_output=True, text=True, timeout=60, cwd=REPO)
+    # the same directory spelled another way (relative, with a dot): the same replay
+    again = [*args[:3], "replay", f"./{d.name}", *args[5:-2]]
+    r = subprocess.run(again, capture_output=True, text=True, timeout=60, cwd=d.parent)
     assert r.returncode == 0 and "resuming" in r.stderr, r.stderr
-    ids = [orjson.loads(x)["event_id"] for x in out.read_bytes().splitlines()]
+    recs = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    assert all(rec["source"].startswith(str(d) + "/") for rec in recs)  # absolute, as live
+    ids = [rec["event_id"] for rec in recs]
     assert len(set(ids)) == 3000
     assert len(ids) - 3000 <= 2000  # at most the batch in flight at the interruption is repeated
 
