@@ -248,17 +248,23 @@ def lock_state_dir(state_dir: str) -> int | None:
 
 def run_main(config_path: str | None, demo: bool = False, log_format: str | None = None) -> int:
     if demo:
+        import shutil
+        import tempfile
+
         from shipper.config import demo_config_text
 
-        text = demo_config_text()
+        demo_state = tempfile.mkdtemp(prefix="shipper-demo-")
+        text = demo_config_text(demo_state)
+        try:
+            return _run_config(lambda: load_config_text(text, "<demo>"), None, log_format, True)
+        finally:  # each demo starts afresh: leave no state behind
+            shutil.rmtree(demo_state, ignore_errors=True)
+    assert config_path is not None
+    return _run_config(lambda: load_config(config_path), config_path, log_format, False)
 
-        def loader() -> Config:
-            return load_config_text(text, "<demo>")
-    else:
-        assert config_path is not None
 
-        def loader() -> Config:
-            return load_config(config_path)
+def _run_config(loader: Any, config_path: str | None, log_format: str | None, demo: bool) -> int:
+    """Run the daemon on what ``loader`` (``() -> Config``, also used by SIGHUP) loads."""
     try:
         config = loader()
     except ConfigError as exc:

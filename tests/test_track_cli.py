@@ -114,3 +114,22 @@ def test_parse_time() -> None:
     assert parse_time("2024-01-02T00:00:01.5+01:00") == (1704153601 - 3600) * 10**9 + 500_000_000
     assert parse_time("1700000000.25") == 1700000000250000000
     assert parse_time("2h", now=10000.0) == (10000 - 7200) * 10**9
+
+
+def test_track_finds_a_refused_recipient_in_a_session_that_queued_other_mail(tmp_path: Path) -> None:
+    """recordio's 553 for nobody@example.org, in a session that also queued a mail: the
+    session is shown for --to and --search without --sessions (found in a review: only
+    --sessions found it); a query its mail answers still shows the mail only."""
+    f = tmp_path / "smtpd.log"
+    f.write_bytes(b"".join(ln + b"\n" for ln in
+                           (FIX / "smtpd_recordio_ipv6.txt").read_bytes().split(b"\n")[1:-1]))
+    rc, out = run(track_main, [str(f), "--to", "nobody@example.org", "--json"])
+    assert rc == 0, out
+    (sess,) = [orjson.loads(x) for x in out.splitlines()]
+    assert sess["event"] == "smtp_session" and sess["qps"]
+    assert any(d.get("rcpt_to") == "nobody@example.org" and d["smtp_code"] == 553
+               for d in sess["decisions"])
+    rc, out = run(track_main, [str(f), "--search", "allowed rcpthosts", "--json"])
+    assert rc == 0 and orjson.loads(out.splitlines()[0])["event"] == "smtp_session"
+    rc, out = run(track_main, [str(f), "--to", "nobody@nowhere.example", "--json"])
+    assert rc == 1 and out == ""

@@ -118,8 +118,12 @@ def parse_time(text: str, now: float | None = None) -> int:
 def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("paths", nargs="+", metavar="PATH",
                     help="log file, multilog directory, or - for stdin (.gz/.bz2/.xz read as such)")
-    ap.add_argument("--since", type=parse_time, help="only mails/sessions ending at or after T")
-    ap.add_argument("--until", type=parse_time, help="only mails/sessions starting at or before T")
+    when = ("T: a date or date-time, UTC unless it has an offset (2026-11-29, \"2026-11-29 "
+            "13:28\", 2026-11-29T13:28+01:00), unix seconds, or an age (90s, 15m, 1h, 2d)")
+    ap.add_argument("--since", type=parse_time, metavar="T",
+                    help=f"only mails/sessions ending at or after T; {when}")
+    ap.add_argument("--until", type=parse_time, metavar="T",
+                    help="only mails/sessions starting at or before T")
     ap.add_argument("--json", action="store_true", help="JSON output")
     ap.add_argument("--max-open", type=int, default=100_000,
                     help="open messages kept before the oldest is reported incomplete")
@@ -137,7 +141,9 @@ def _options(args: argparse.Namespace) -> tuple[CorrelatorOptions, ParseOptions]
 
 
 def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
-    """``shipper track``: where did this mail go? Exit 0 if something matched, 1 if not, 2 on error."""
+    """shipper track: where did this mail go? One summary per mail (and per SMTP session
+    that queued none, or that refused what you look for). Exit 0 if something matched,
+    1 if not, 2 on error."""
     out = stdout or sys.stdout
     ap = argparse.ArgumentParser(prog="shipper track", description=track_main.__doc__)
     _common(ap)
@@ -172,7 +178,7 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
 
 
 def stats_main(argv: list[str], stdout: TextIO | None = None) -> int:
-    """``shipper stats``: qmailanalog-style totals, top lists and delay percentiles."""
+    """shipper stats: qmailanalog-style totals, top lists and delay percentiles."""
     out = stdout or sys.stdout
     ap = argparse.ArgumentParser(prog="shipper stats", description=stats_main.__doc__)
     _common(ap)

@@ -60,12 +60,28 @@ def _hosts(rec: dict[str, Any]) -> list[str]:
     return h
 
 
+def _refused_match(rec: dict[str, Any], q: TrackQuery) -> bool:
+    """A session that queued mail and also refused something the query names: what it
+    refused is in no mail, so the session itself must be shown."""
+    refused = [d for d in rec.get("decisions", []) if d.get("action") in ("Reject", "Deferred")]
+    if not refused or (q.rcpt_to is None and q.mail_from is None and q.search is None):
+        return False
+    if q.rcpt_to is not None and not any(q.rcpt_to.lower() in _low(d.get("rcpt_to"))
+                                         for d in refused):
+        return False
+    if q.mail_from is not None and not any(q.mail_from.lower() in _low(d.get("mail_from"))
+                                           for d in refused):
+        return False
+    return q.search is None or q.search.lower() in orjson.dumps(refused).decode().lower()
+
+
 def matches(rec: dict[str, Any], q: TrackQuery) -> bool:
     ev = rec.get("event")
     if ev not in ("mail", "smtp_session"):
         return False
     if ev == "smtp_session" and not q.sessions and (rec.get("qps") or rec.get("qids")
-                                                     or rec.get("mails")):
+                                                     or rec.get("mails")) \
+            and not _refused_match(rec, q):
         return False  # its mails are reported (with the session inside)
     if q.since_ns is not None and (rec.get("time_unix_ns") or 0) < q.since_ns:
         return False
