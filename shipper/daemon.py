@@ -171,6 +171,8 @@ class Daemon:
         except OSError as exc:
             log.error("reload refused: %s", exc)
             return run_task
+        for w in new.warnings:
+            log.warning("%s", w)
         notifier.reloading()
         log.info("reloading configuration")
         await self._stop_assembly(run_task)

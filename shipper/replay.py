@@ -288,6 +288,8 @@ def main(argv: list[str]) -> int:
                 for line in exc.errors:
                     print(f"shipper: {line}", file=sys.stderr)
                 return 2
+            for w in config.warnings:
+                print(f"shipper: warning: {w}", file=sys.stderr)
             if args.sink not in config.sinks:
                 print(f"shipper: no sink {args.sink!r} in {args.config} (sinks: "
                       f"{', '.join(config.sinks) or 'none'})", file=sys.stderr)
