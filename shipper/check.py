@@ -150,7 +150,24 @@ def _check_sources(config: Config) -> tuple[list[str], list[str]]:
                 if text:
                     (errors if "Permission denied" in text else notes).append(
                         f"sources.{s.name}: {text}")
+                elif s.type == "multilog" and (hint := _unstamped(current)):
+                    notes.append(f"sources.{s.name}: {hint}")
     return notes, errors
+
+
+def _unstamped(current: str) -> str | None:
+    """A hint when a multilog current's first line has no TAI64N label (multilog run
+    without ``t``): times are then guessed, and files that begin with the same line get
+    the same event ids, which a SIEM deduplicating by id would merge."""
+    try:
+        with open(current, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    if not head or head[:1] == b"@":
+        return None
+    return (f"{current}: its lines carry no TAI64N label: run multilog with 't' (times are "
+            "otherwise guessed, and event ids can repeat between files that begin alike)")
 
 
 def _check_dirs(config: Config) -> list[str]:

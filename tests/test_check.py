@@ -172,3 +172,21 @@ def test_a_glob_skips_the_files_beside_the_directories_and_names_a_parent_log(tm
     assert (f'warning: sources.q: {log} is itself a multilog directory (it holds a current) and '
             f'is not followed: add "{log}" to paths to ship it too') in r.stdout.splitlines()
     assert f"ok: sinks.o: file {tmp_path}/state/o.ndjson ({tmp_path}/state will be made)" in r.stdout
+
+
+def test_check_names_a_log_without_tai64n_labels(tmp_path):
+    log = tmp_path / "log"
+    log.mkdir()
+    (log / "current").write_bytes(b"tcpserver: status: 0/40\n")
+    path = tmp_path / "c.toml"
+    path.write_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\n'
+                    f'paths = ["{log}"]\n[sinks.o]\ntype = "stdout"\n')
+    r = subprocess.run([sys.executable, "-m", "shipper", "check", "-c", str(path), "--no-probe"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    assert (f"warning: sources.q: {log}/current: its lines carry no TAI64N label: run multilog "
+            "with 't'") in r.stdout
+    (log / "current").write_bytes(b"@400000005a49ba341eefa7a4 tcpserver: status: 0/40\n")
+    r = subprocess.run([sys.executable, "-m", "shipper", "check", "-c", str(path), "--no-probe"],
+                       capture_output=True, text=True, timeout=60)
+    assert "TAI64N" not in r.stdout and r.returncode == 0
