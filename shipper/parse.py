@@ -271,6 +271,8 @@ class LineParser:
                 time_source = env.time_source
                 self.last_time_ns = time_ns
 
+        if text[-1:] == "\r":  # a CRLF line (a log copied from Windows, recordio's SMTP
+            text = text[:-1]   # text): the \r is the line's end, not its text; raw keeps it
         program, event, fields, ppid = dispatch(text, tag)
         if program is None and opts.program is not None:
             # The line names no program; the source says whose log this is.
@@ -434,7 +436,7 @@ def _decode_batch(lines: list[bytes], max_line: int) -> tuple[list[str], Any] | 
     if not lines or max(map(len, lines)) > max_line:
         return None
     data = b"\n".join(lines)
-    if b"\x00" in data:
+    if b"\x00" in data or b"\r" in data:  # NULs, CRLF endings: the general path
         return None
     try:
         text = data.decode("utf-8")

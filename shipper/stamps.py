@@ -470,6 +470,8 @@ def with_text(line: str, text: str, new: str) -> str:
             return orjson.dumps(entry).decode()
     if text and line.endswith(text):
         return line[:len(line) - len(text)] + new
+    if text and line.endswith(text + "\r"):  # the text of a CRLF line goes without its \r
+        return line[:len(line) - len(text) - 1] + new + "\r"
     return new
 
 

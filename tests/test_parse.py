@@ -320,3 +320,17 @@ def test_no_parser_field_takes_a_core_key():
     for line in _FIXTURE_LINES:
         rec = p.parse(line)
         assert not core & set(rec.fields), (line, core & set(rec.fields))
+
+
+def test_a_crlf_line_keeps_its_cr_in_raw_only():
+    """A log with CRLF endings (copied from Windows; recordio's SMTP text): the message and
+    the fields go without the \\r, raw keeps the line as it was, a redaction keeps the label."""
+    lines = [b"@400000005a49ba341eefa7a4 new msg 1\r\n",
+             b"@400000005a49ba341eefa7a5 4242 > 250 ok 1506341999 qp 31835\r\n",
+             b"@400000005a49ba341eefa7a6 4242 < PASS secret\r\n"]
+    recs = LineParser().parse_batch(lines, [0, 40, 100])
+    assert [r.message for r in recs] == ["new msg 1", "4242 > 250 ok 1506341999 qp 31835",
+                                      "4242 < PASS [REDACTED]"]
+    assert [r.raw for r in recs] == [ln.decode().rstrip("\n") for ln in lines[:2]] + [
+        "@400000005a49ba341eefa7a6 4242 < PASS [REDACTED]\r"]
+    assert recs[0].event == "new_msg" and recs[1].fields["qp"] == 31835
