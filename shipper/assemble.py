@@ -137,18 +137,49 @@ class Tracking:
         # max_age is how long a mail may stay in the queue (qmail retries for a
         # week by default); SMTP sessions keep their own, shorter limit.
         opts.qmail.max_age_s = opts.postfix.max_age_s = t.max_age
-        state = None
+        self._opts = opts
+        self.failures = 0  # states set aside and batches the correlator failed on
+        self.correlator = Correlator(opts)
         try:
             with open(self.path, "rb") as f:
                 state = orjson.loads(f.read())
+            if state:
+                self.correlator = Correlator.from_state(state, opts)
         except FileNotFoundError:
             pass
-        except (OSError, ValueError) as exc:
-            log.error("tracking state %s unreadable (%s): starting with no open mails", self.path, exc)
-        self.correlator = Correlator.from_state(state, opts) if state else Correlator(opts)
+        except Exception as exc:  # noqa: BLE001 - unreadable or of the wrong shape: never a crash loop
+            self._set_aside(f"unusable ({type(exc).__name__}: {exc})")
         self._last_flush = time.monotonic()
 
+    def _set_aside(self, why: str) -> None:
+        """Keep the bad state file for a look (``tracking.json.corrupt``); start anew."""
+        from shipper.track.correlator import Correlator
+
+        self.failures += 1
+        self.correlator = Correlator(self._opts)
+        kept = self.path + ".corrupt"
+        try:
+            os.replace(self.path, kept)
+        except OSError:
+            kept = "not kept"
+        log.error("tracking state %s %s: set aside (%s); starting with no open mails: "
+                  "mails and sessions then open are summarised incomplete, the records "
+                  "themselves all go out", self.path, why, kept)
+
     def __call__(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            return self._feed(records)
+        except Exception as exc:  # noqa: BLE001 - a bad restored state or a bug of ours:
+            # summaries are lost, never the records (nor the pipeline)
+            log.exception("tracking failed on a batch")
+            self._set_aside(f"failed on a batch ({type(exc).__name__}: {exc})")
+        try:  # the batch again, into a fresh correlator: only the old open mails are lost
+            return self._feed(records)
+        except Exception:  # noqa: BLE001
+            log.exception("tracking failed on a batch again: its summaries are lost")
+            return []
+
+    def _feed(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = self.correlator.feed(records)
         now = time.monotonic()
         if now - self._last_flush > 10:
@@ -164,7 +195,7 @@ class Tracking:
             except TypeError:  # something JSON cannot hold slipped in: save what it can
                 data = dumps_safe(state)
             atomic_write(self.path, data)
-        except (OSError, TypeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - never stop shipping for the summaries
             log.error("cannot save tracking state to %s: %s", self.path, exc)
 
 
