@@ -26,6 +26,8 @@ This module only reads files; it opens no socket and starts nothing.
 from __future__ import annotations
 
 import difflib
+import fnmatch
+import glob
 import json
 import logging
 import os
@@ -33,6 +35,7 @@ import re
 import socket
 import stat
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -586,6 +589,34 @@ def _warn_if_exposed(ctx: _Ctx, path: str, file: str, st: os.stat_result) -> Non
                             f"(mode {mode:04o}); chmod 600 it, owned by the user shipper runs as")
 
 
+def _inside(path: str, pattern: str) -> bool:
+    """``path`` is a directory ``pattern`` names (a glob: one it matches) or below one."""
+    if not os.path.isabs(pattern):
+        return False
+    want = os.path.normpath(pattern).split(os.sep)
+    have = os.path.normpath(path).split(os.sep)
+    return len(have) >= len(want) and all(
+        fnmatch.fnmatchcase(h, w) if glob.has_magic(w) else h == w
+        for h, w in zip(have, want, strict=False))
+
+
+def _url_problem(url: str) -> str | None:
+    """Why ``url`` is no usable http(s) URL (None: it is): what http.client would
+    only find out when the sink starts."""
+    if not re.match(r"https?://[^/\s]+", url):
+        return "must be an http:// or https:// URL"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # raises on "99999", "x"
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if not parts.hostname:
+        return "names no host"
+    if port == 0:
+        return "port 0 is not a port"
+    return None
+
+
 def _resolve(ctx: _Ctx, path: str) -> str:
     """Relative paths are relative to the config file's directory."""
     return str(ctx.base_dir / path) if not os.path.isabs(path) else path
@@ -927,8 +958,10 @@ def _sink(t: _Table, name: str, cfg: Config) -> SinkConfig | None:
     if kind == "http" or (kind == "gelf" and mode == "http"):
         c.url = t.string("url", None, required=f'required for type "{kind}"'
                          + (' with transport "http"' if kind == "gelf" else ""))
-        if c.url is not None and not re.match(r"https?://[^/\s]+", c.url):
-            ctx.error(t.key_path("url"), f"must be an http:// or https:// URL, got {_show(c.url)}")
+        if c.url is not None:
+            problem = _url_problem(c.url)
+            if problem:
+                ctx.error(t.key_path("url"), f"{problem}, got {_show(c.url)}")
         tls_wanted = bool(c.url and c.url.startswith("https://"))
         c.timeout = t.duration("timeout", c.timeout, lo=0.1)
         if (a := t.table("auth")) is not None:
@@ -1045,6 +1078,14 @@ def _build(data: dict[str, Any], ctx: _Ctx, path: str) -> Config:
         stdin = [n for n, s in cfg.sources.items() if s.type == "stdin"]
         if len(stdin) > 1:
             ctx.error(f"sources.{stdin[1]}.type", f'only one stdin source is possible ("{stdin[0]}" is one)')
+        for name, src in cfg.sources.items():
+            if src.type == "multilog" and os.path.isabs(state_dir):
+                for i, pat in enumerate(src.paths):
+                    if _inside(state_dir, pat):
+                        ctx.error(f"sources.{name}.paths[{i}]", f"{pat} holds state_dir "
+                                  f"{state_dir}: multilog deletes what it does not know in its "
+                                  "directory, and the shipper would read its own files; put "
+                                  "state_dir elsewhere")
 
     sinks = top.table("sinks")
     if sinks is None or not sinks.data:

@@ -25,6 +25,7 @@ from shipper import __version__, sdnotify
 from shipper.assemble import Assembly, assemble
 from shipper.checkpoint import atomic_write
 from shipper.config import Config, ConfigError, load_config, load_config_text
+from shipper.diskqueue import QueueLocked
 from shipper.metrics import METRICS_ADDR_FILE, MetricsServer
 
 log = logging.getLogger("shipper")
@@ -88,6 +89,12 @@ class Daemon:
             self.assembly = assemble(self.config)
         except OSError as exc:  # state_dir or a buffer not writable, a path that is a directory, ...
             log.error("cannot start: %s", describe_os_error(exc))
+            return 2
+        except QueueLocked as exc:
+            log.error("cannot start: %s: is another shipper using this buffer?", exc)
+            return 1
+        except Exception as exc:  # noqa: BLE001 - a sink or source that cannot be built: one line
+            log.error("cannot start: %s: %s", type(exc).__name__, exc)
             return 2
         await self._start_metrics()
         run_task = loop.create_task(self.assembly.pipeline.run())
@@ -171,6 +178,11 @@ class Daemon:
         except OSError as exc:
             log.error("reload refused: %s", exc)
             return run_task
+        if os.path.abspath(new.state_dir) != os.path.abspath(self.config.state_dir):
+            # the buffers and checkpoints would be left behind in the old one
+            log.error("reload refused: state_dir changed (%s to %s): that needs a restart; "
+                      "keeping the running configuration", self.config.state_dir, new.state_dir)
+            return run_task
         for w in new.warnings:
             log.warning("%s", w)
         notifier.reloading()
@@ -179,14 +191,15 @@ class Daemon:
         try:
             self.assembly = assemble(new)
             self.config = new
-        except OSError as exc:
-            log.error("reload refused: %s; keeping the running configuration", describe_os_error(exc))
+            log.info("reloaded: %d sources, %d sinks", len(new.sources), len(new.sinks))
+        except Exception as exc:  # noqa: BLE001 - a buffer not writable, a sink that cannot be built
+            why = describe_os_error(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+            log.error("reload refused: %s; keeping the running configuration", why)
             self.assembly = assemble(self.config)  # it ran a moment ago
         if self.metrics_server is not None:
             self._point_metrics(self.assembly)
         task = asyncio.get_running_loop().create_task(self.assembly.pipeline.run())
         notifier.ready("reloaded")
-        log.info("reloaded: %d sources, %d sinks", len(self.config.sources), len(self.config.sinks))
         return task
 
     async def _start_metrics(self) -> None:

@@ -371,3 +371,31 @@ def test_load_config_file_errors(tmp_path: Path):
     with pytest.raises(ConfigError) as info:
         load_config(bad)
     assert info.value.errors == [f"{bad}: not UTF-8 text (byte 13)"]
+
+
+@pytest.mark.parametrize("url, why", [
+    ("http://127.0.0.1:99999/", "not a valid URL"),
+    ("http://[::1/", "not a valid URL"),
+    ("http://127.0.0.1:x/", "not a valid URL"),
+    ("http://:8123/", "names no host"),
+    ("ftp://h/", "must be an http:// or https:// URL"),
+])
+def test_an_http_url_that_would_fail_at_start_is_a_config_error(url: str, why: str) -> None:
+    # found by fault injection: these passed validation, then crashed run (and a reload)
+    errs = errors_of(f'[sources.q]\ntype = "multilog"\npaths = ["/var/log/qmail/*"]\n'
+                     f'[sinks.h]\ntype = "http"\nurl = "{url}"\n', check_files=False)
+    assert len(errs) == 1 and errs[0].startswith("sinks.h.url: ") and why in errs[0], errs
+
+
+@pytest.mark.parametrize("paths, bad", [
+    ('["/var/log/qmail"]', False), ('["/srv/other"]', False),
+    ('["/srv/state"]', True), ('["/srv/*"]', True), ('["/srv"]', True), ('["/s*/x"]', False),
+])
+def test_state_dir_inside_a_log_directory_is_refused(paths: str, bad: bool) -> None:
+    text = (f'state_dir = "/srv/state"\n[sources.q]\ntype = "multilog"\npaths = {paths}\n'
+            '[sinks.o]\ntype = "stdout"\n')
+    if bad:
+        (err,) = errors_of(text, check_files=False)
+        assert err.startswith("sources.q.paths[0]: ") and "holds state_dir /srv/state" in err
+    else:
+        load_config_text(text, check_files=False)

@@ -451,3 +451,28 @@ def test_a_second_shipper_on_the_same_state_dir_is_refused_in_one_line(tmp_path)
         assert oct((tmp_path / "state").stat().st_mode & 0o777) == "0o700"
     finally:
         assert _stop(first) == 0
+
+
+def test_a_reload_that_moves_state_dir_is_refused(tmp_path):
+    """The buffers and checkpoints live in state_dir: a reload cannot move them (found by
+    fault injection: the buffered records were left behind, never sent)."""
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "current").write_bytes(b"")
+    cfg = tmp_path / "shipper.toml"
+    text = (f'state_dir = "{tmp_path}/state"\n[metrics]\nenabled = false\n'
+            f'[sources.q]\ntype = "multilog"\npaths = ["{logdir}"]\n'
+            f'[sinks.a]\ntype = "file"\npath = "{tmp_path}/a.ndjson"\n')
+    cfg.write_text(text)
+    log = tmp_path / "shipper.log"
+    proc = _start_ready(cfg, log)
+    try:
+        cfg.write_text(text.replace(f"{tmp_path}/state", f"{tmp_path}/state2"))
+        os.kill(proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while "reload refused: state_dir changed" not in log.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        assert proc.poll() is None and "reloaded:" not in log.read_text()
+    finally:
+        assert _stop(proc) == 0
