@@ -899,7 +899,23 @@ class DiskQueue:
                 tail = self._segs[-1]
             first = self._last_seq + 1
             buf = self._frames(payloads, first, mark)
-            self._write(tail, buf)
+            try:
+                self._write(tail, buf)
+            except QueueWriteError as exc:
+                cause = exc.__cause__
+                if not (tail.size and self._ack_seq >= self._last_seq
+                        and isinstance(cause, OSError) and cause.errno == errno.ENOSPC):
+                    raise
+                # The disk is full and all this segment holds is acknowledged: a new segment
+                # frees it (else a small disk stays full of delivered records for good).
+                try:
+                    self._new_segment(self._last_seq + 1)
+                except OSError as exc2:
+                    raise QueueWriteError(f"buffer {self.path}: cannot start a new segment: "
+                                          f"{_errname(exc2)} {exc2.strerror or exc2}") from exc2
+                self._delete_acked()
+                tail = self._segs[-1]
+                self._write(tail, buf)
             last = first + len(payloads) - 1
             self._last_seq = last
             if mark:

@@ -523,3 +523,35 @@ def test_stray_files_named_like_segments_do_not_stop_it(tmp_path: Path) -> None:
     q = DiskQueue.open(tmp_path / "q")
     assert [p for _, p in q.read(10, 1 << 20)] == [b"a", b"b"]
     q.close()
+
+
+def test_a_full_disk_with_everything_delivered_frees_the_segment(tmp_path: Path, monkeypatch) -> None:
+    """ENOSPC while the segment holds only acknowledged records: a new segment frees the
+    old one and the append goes through (found by fault injection: on a small state_dir
+    reading stopped for good, every record delivered)."""
+    import errno
+
+    from shipper import diskqueue as dq
+    q = open_q(tmp_path, segment_bytes=64 << 20)
+    fill(q, 0, 100)
+    assert len(drain(q)) == 100  # read and acknowledged
+    real = dq._write_all
+    calls = {"n": 0}
+
+    def full_once(fd, buf, offset):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, buf, offset)
+    monkeypatch.setattr(dq, "_write_all", full_once)
+    before = seg_files(tmp_path)
+    r = q.append([rec(100), rec(101)])
+    assert (r.first_seq, r.last_seq) == (101, 102) and calls["n"] == 2
+    assert before[0] not in seg_files(tmp_path)  # the delivered segment is gone
+    assert [p for _, p in drain(q)] == [rec(100), rec(101)]
+    # records not yet delivered are never given up that way: the error stands
+    q.append([rec(102)])
+    calls["n"] = 0
+    with pytest.raises(dq.QueueWriteError):
+        q.append([rec(103)])
+    q.close()

@@ -141,3 +141,32 @@ def test_stdout_sink_writes_real_stdout():
                        cwd=ROOT, timeout=60)
     assert r.returncode == 0, r.stderr
     assert [orjson.loads(x) for x in r.stdout.splitlines()] == recs
+
+
+async def test_file_sink_never_leaves_half_a_record_on_a_full_disk(tmp_path: Path, monkeypatch):
+    """A write cut short by ENOSPC is cut back: the retry appends whole lines after whole
+    lines (found by fault injection: a torn record glued to the next one)."""
+    import errno
+
+    from shipper.sinks import local
+    path = tmp_path / "out.ndjson"
+    sink = FileSink(str(path), fsync="never")
+    recs = fixture_records()[:6]
+    await sink.send(recs[:2])
+    real = os.write
+    state = {"full": True}
+
+    def half_then_full(fd, data):
+        if state["full"]:
+            state["full"] = False
+            real(fd, bytes(data[: len(data) // 2]))  # part of the batch made it to disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+    monkeypatch.setattr(local.os, "write", half_then_full)
+    with pytest.raises(SinkError):
+        await sink.send(recs[2:4])
+    await sink.send(recs[2:4])  # the pipeline's retry
+    await sink.send(recs[4:])
+    await sink.close()
+    got = [orjson.loads(x)["event_id"] for x in path.read_bytes().splitlines()]
+    assert got == [r["event_id"] for r in recs]

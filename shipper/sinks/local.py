@@ -15,6 +15,7 @@ The file I/O runs in a worker thread so the event loop never waits on the disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from typing import Any, BinaryIO
@@ -44,6 +45,22 @@ def rotate_files(path: str, keep: int) -> bool:
 def ndjson_lines(records: list[dict[str, Any]]) -> list[bytes]:
     dumps = orjson.dumps
     return [dumps(r, default=str) + b"\n" for r in records]
+
+
+def _append_all(f: BinaryIO, data: bytes) -> None:
+    """All of ``data`` at the end of ``f``, or none of it: a write that fails part way
+    (ENOSPC) is cut back, so the file never holds half a record glued to the next."""
+    fd = f.fileno()
+    start = os.fstat(fd).st_size
+    view = memoryview(data)
+    done = 0
+    try:
+        while done < len(data):
+            done += os.write(fd, view[done:])
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        raise
 
 
 def _private_opener(path: str, flags: int) -> int:
@@ -92,7 +109,8 @@ class FileSink:
         if parent:
             os.makedirs(parent, exist_ok=True)
         # 0640: records hold mail addresses; the group (adm, say) may read them
-        f = open(self.path, "ab", opener=_private_opener)  # noqa: SIM115 -- kept open across batches
+        # unbuffered: every write is ours to cut back if it fails half way (a full disk)
+        f = open(self.path, "ab", buffering=0, opener=_private_opener)  # noqa: SIM115 -- kept open
         self._size = f.tell()
         return f
 
@@ -103,12 +121,11 @@ class FileSink:
         size = self._size
         for i, line in enumerate(lines):
             if size and size + len(line) > self.max_bytes:
-                f.write(b"".join(lines[start:i]))
+                _append_all(f, b"".join(lines[start:i]))
                 f = self._rotate(f)
                 start, size = i, 0
             size += len(line)
-        f.write(b"".join(lines[start:]))
-        f.flush()
+        _append_all(f, b"".join(lines[start:]))
         if self.fsync == "batch":
             os.fsync(f.fileno())
         self._size = size
