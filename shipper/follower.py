@@ -747,6 +747,12 @@ class MultilogFollower(_FollowerBase):
             if not self._begin():
                 self._started = False
                 return []
+        r = self.reader
+        if self.live and r is not None and self._rewritten(r):
+            self._reset_current(r, os.fstat(r.fd).st_size, "current rewritten under us (truncated "
+                                f"by hand and written again past offset {r.pos}): what "
+                                "was written before the truncation and not read is lost; "
+                                "reading it again from the start")
         guard = 0
         self._replans = 0
         while len(self._out) < max_items and guard < 10000:
@@ -997,17 +1003,31 @@ class MultilogFollower(_FollowerBase):
             return "rotated"
         if st.st_size < r.raw_pos:
             # truncated by hand: what was written after our last read is lost
-            old = r.raw_pos
-            nr = _Reader(os.dup(r.fd), r.ident, "current", r.path, None, ml.TEXT)
-            nr.size_seen = st.st_size
-            self._flush()
-            r.close()
-            self.reader = nr
-            self._emit_gap("current", None, False,
-                           f"current truncated from {old} to {st.st_size} bytes by hand: "
-                           "reading it again from the start")
+            self._reset_current(r, st.st_size, f"current truncated from {r.raw_pos} to "
+                                f"{st.st_size} bytes by hand: reading it again from the start")
             return "reset"
         return "same"
+
+    def _reset_current(self, r: _Reader, size: int, why: str) -> None:
+        """Read the live ``current`` again from 0, after a gap record saying why."""
+        nr = _Reader(os.dup(r.fd), r.ident, "current", r.path, None, ml.TEXT)
+        nr.size_seen = size
+        self._flush()
+        r.close()
+        self.reader = nr
+        self._emit_gap("current", None, False, why)
+
+    def _rewritten(self, r: _Reader) -> bool:
+        """The live file no longer holds, just before where we are, the bytes we read
+        there: it was truncated and written again between two looks (a poll, or a wake
+        the consumer was too busy to take). Its size alone cannot tell."""
+        tail = r.tail  # the bytes before pos, what we consumed last
+        if not tail or r.kind != ml.TEXT or r.pos < len(tail):
+            return False
+        try:
+            return os.pread(r.fd, len(tail), r.pos - len(tail)) != tail
+        except OSError:
+            return False
 
     def _finish(self, r: _Reader) -> None:
         """r is read to its end and will not grow: account for it, keep a cut last line.

@@ -459,6 +459,28 @@ def test_current_truncated_by_hand(tmp_path):
     f.reader.close()
 
 
+def test_current_truncated_and_written_past_our_offset_between_two_looks(tmp_path):
+    """Truncated by hand, then written past where we were before we looked again (a 1 s
+    poll, a busy consumer): the size says "grew", the bytes before our offset say
+    otherwise (found by fault injection: read on from the old offset, lines lost, no gap)."""
+    d = tmp_path / "log"
+    d.mkdir()
+    cur = d / "current"
+    cur.write_bytes(b"".join(b"@400000006b02a2aa2bcb057c line %d\n" % i for i in range(10)))
+    f = MultilogFollower(str(d), None, start="current")
+    assert sum(len(it.lines) for it in f.poll()) == 10
+    again = [b"@400000006b02a2aa2bcb0999 again %d" % i for i in range(20)]
+    with open(cur, "r+b") as fh:
+        fh.truncate(0)
+        fh.write(b"".join(ln + b"\n" for ln in again))
+    items = f.poll()
+    assert isinstance(items[0], Gap) and "rewritten" in items[0].reason
+    assert [ln for it in items[1:] for ln in it.lines] == again
+    assert items[1].offsets[0] == 0
+    assert f.poll() == []  # and no false alarm once caught up
+    f.reader.close()
+
+
 def read_and_stop(d: Path, current: bytes) -> dict:
     """A new log directory whose ``current`` a follower read to its end: its position."""
     d.mkdir()
