@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import random
+import re
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -137,6 +138,16 @@ class Backoff:
         self.attempt = 0
 
 
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str, limit: int = 500) -> str:
+    """``text`` with control characters shown as escapes (``\\x1b``, ``\\r``), cut."""
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return _CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 async def deliver(sink: Sink, records: list[dict[str, Any]], backoff: Backoff | None = None,
                   stop: asyncio.Event | None = None) -> bool:
     """Send until delivered. Returns False if ``stop`` was set first.
@@ -162,9 +173,12 @@ async def deliver(sink: Sink, records: list[dict[str, Any]], backoff: Backoff | 
         except SinkError as exc:
             first = False
             sink.stats.failed += 1
-            sink.stats.last_error = str(exc)
+            # what a peer sent may be in the text: never raw control bytes into the log
+            # or a metric label (terminal escapes, a CR splitting one warning in two)
+            why = printable(str(exc))
+            sink.stats.last_error = why
             if backoff.attempt == 0:
-                log.warning("sink %s: %s (retrying; records wait in the buffer)", sink.name, exc)
+                log.warning("sink %s: %s (retrying; records wait in the buffer)", sink.name, why)
             delay = backoff.next_delay(exc.retry_after)
             if stop is None:
                 await asyncio.sleep(delay)
