@@ -10,6 +10,8 @@ import urllib.error
 import urllib.request
 from collections import defaultdict
 
+from shipper.sinks.base import printable
+
 _SAMPLE_RE = re.compile(r'^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$')
 _LABEL_RE = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
@@ -82,9 +84,9 @@ def main(argv: list[str]) -> int:
             from shipper.metrics import METRICS_ADDR_FILE
 
             try:
-                with open(os.path.join(cfg.state_dir, METRICS_ADDR_FILE)) as f:
+                with open(os.path.join(cfg.state_dir, METRICS_ADDR_FILE), encoding="ascii") as f:
                     url = f"http://{f.read().strip()}"
-            except OSError:
+            except (OSError, UnicodeDecodeError):
                 print(f"shipper: metrics listen on port 0 and {cfg.state_dir}/{METRICS_ADDR_FILE} "
                       "cannot be read (is shipper running?)", file=sys.stderr)
                 return 1
@@ -93,9 +95,11 @@ def main(argv: list[str]) -> int:
     try:
         with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=5) as r:
             text = r.read().decode()
-    except (OSError, urllib.error.URLError) as exc:
-        print(f"shipper: cannot read {url}/metrics: {getattr(exc, 'reason', exc)} (is shipper running?)",
-              file=sys.stderr)
+        report = render(parse_exposition(text))
+    except Exception as exc:  # noqa: BLE001 - a bad URL, a peer that is not ours: one line
+        why = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+        print(f"shipper: cannot read {printable(url)}/metrics: {printable(str(why))} "
+              "(is shipper running there?)", file=sys.stderr)
         return 1
-    print(render(parse_exposition(text)))
+    print(report)
     return 0

@@ -73,3 +73,30 @@ def test_parse_dir_carries_a_cut_secret_from_an_archive_to_the_next(tmp_path):
     recs = [orjson.loads(x) for x in r.stdout.splitlines()]
     assert [x["message"] for x in recs] == ["97 < PASS [REDACTED]+", "97 < [REDACTED]\r "]
     assert b"et!" not in r.stdout and b"secr" not in r.stdout
+
+
+def test_status_says_in_one_line_what_it_cannot_read(tmp_path):
+    """Found by fault injection: a bad URL, a peer that is not ours and a damaged
+    metrics.addr each gave a traceback."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+
+    def garbage() -> None:  # answers anything with bytes that are no HTTP
+        conn, _ = srv.accept()
+        conn.recv(1024)
+        conn.sendall(b"\x1b[2JNOT HTTP\r\n\r\n")
+        conn.close()
+    t = threading.Thread(target=garbage, daemon=True)
+    t.start()
+    for url in ("http://[::1", f"http://127.0.0.1:{port}"):
+        r = subprocess.run([sys.executable, "-m", "shipper", "status", "--url", url],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "\x1b" not in r.stderr
+    t.join(5)
+    srv.close()
