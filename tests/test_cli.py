@@ -100,3 +100,13 @@ def test_status_says_in_one_line_what_it_cannot_read(tmp_path):
         assert len(r.stderr.strip().splitlines()) == 1 and "\x1b" not in r.stderr
     t.join(5)
     srv.close()
+
+
+def test_the_demo_ends_when_its_reader_goes_away():
+    """"shipper run --demo | head -c1": found by fault injection to retry forever."""
+    p = subprocess.Popen(f"{sys.executable} -m shipper run --demo | head -c1 >/dev/null; "
+                         "echo ${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=60)
+    assert out.strip() == "1", err
+    assert "standard output was closed by its reader" in err and "Traceback" not in err

@@ -53,6 +53,11 @@ class SinkError(Exception):
         self.retry_after = retry_after
 
 
+class SinkGone(Exception):
+    """The sink can never deliver again (stdout's reader went away): the shipper stops,
+    the records stay in the buffer for the next start."""
+
+
 class PermanentError(Exception):
     """The peer refused this batch for good (e.g. HTTP 400): dead-letter it."""
 

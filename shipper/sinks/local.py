@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from shipper.sinks.base import SinkError, SinkStats
+from shipper.sinks.base import SinkError, SinkGone, SinkStats
 
 FSYNC_POLICIES = ("batch", "rotate", "never")
 
@@ -169,7 +169,10 @@ class StdoutSink:
         self.stats.sent += len(records)
         try:
             await asyncio.to_thread(self._write, data)
-        except OSError as exc:  # closed pipe, full disk behind a redirect
+        except BrokenPipeError:  # "shipper run | head": nobody will ever read it again
+            self.stats.connected = False
+            raise SinkGone("standard output was closed by its reader") from None
+        except OSError as exc:  # full disk behind a redirect
             self.stats.connected = False
             raise SinkError(f"{exc.strerror or exc}") from None
         self.stats.connected = True
