@@ -149,6 +149,19 @@ def inspect(path: str | os.PathLike[str]) -> BufferReport:
                                 if piece.lost else f"{seg_path.name}: {what}")
     if rep.last_seq is not None:
         rep.unacked = max(0, rep.last_seq - ack)
+    # What the state says was made durable must be on disk: a segment deleted or cut
+    # short by hand leaves records only the state remembers (the start counts them lost)
+    try:
+        durable = int(rep.state.get("durable", 0)) if rep.state else 0
+    except (TypeError, ValueError):
+        durable = 0
+    on_disk = rep.last_seq if rep.last_seq is not None else ack
+    if durable > max(on_disk, ack):
+        missing = durable - max(on_disk, ack)
+        rep.lost_records += missing
+        rep.problems.append(f"{missing} record(s) up to seq {durable} were made durable but are "
+                            "not on disk (a segment deleted or cut short?): the next start "
+                            "counts them lost")
     entries = read_quarantine(root / QUARANTINE_NAME)
     rep.quarantine_entries = len(entries)
     rep.quarantine_bytes = sum(e.get("stored", 0) for e in entries)
