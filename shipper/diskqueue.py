@@ -1029,7 +1029,45 @@ class DiskQueue:
                 self._sync_locked()
             return self._durable_seq
 
+    def _gone_locked(self) -> bool:
+        """Our files were deleted under us (``rm -rf`` of the buffer, by hand): what we
+        write goes to unlinked inodes, lost at close."""
+        try:
+            return os.fstat(self._state_fd).st_nlink == 0 or os.fstat(self._wfd).st_nlink == 0
+        except OSError:
+            return True
+
+    def _rehome_locked(self) -> None:
+        """After our files were deleted: say what was lost, start an empty buffer in the
+        same place, seqs going on. Records appended from now on are safe again; what the
+        deleted files held and no sink had acknowledged is lost and counted."""
+        lost = self._last_seq - self._ack_seq
+        log.error("buffer %s: its files were deleted while the shipper ran: %d record(s) not "
+                  "yet acknowledged by the sink are lost; starting an empty buffer there",
+                  self.path, lost)
+        self.stats.corrupt_records += lost
+        self.stats.repairs += 1
+        self._close_fds()
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._state_fd = os.open(self.path / STATE_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._state_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours: a fresh file
+        os.pwrite(self._state_fd, bytes(2 * SLOT_SIZE), 0)
+        self._segs, self._closed_bytes = [], 0
+        self._ack_seq = self._durable_seq = self._synced_ack = self._max_seen = self._last_seq
+        self._disk_last = self._last_seq
+        self._rseq, self._rseg, self._rpos_ok, self._roff = self._last_seq + 1, None, False, 0
+        self._rbuf, self._rbase = b"", 0
+        self._recent, self._recent_seg, self._recent_off = b"", None, 0
+        self._read_marks.clear()
+        self._ack_pos = None
+        self._oldest_time = None
+        self._skipped.clear()
+        self._new_segment(self._last_seq + 1)
+        self._write_state(sync=self.fsync != "never", clean=False)
+
     def _sync_locked(self) -> None:
+        if self._gone_locked():
+            self._rehome_locked()
         self._last_sync = time.monotonic()
         if self._durable_seq < self._last_seq:
             if self.fsync != "never":
@@ -1059,6 +1097,8 @@ class DiskQueue:
         with self._lock:
             if self._closed:
                 return
+            if self._gone_locked():
+                self._rehome_locked()
             target = self._last_seq
             fd = os.dup(self._wfd) if self._durable_seq < target else -1
         if fd >= 0:

@@ -555,3 +555,25 @@ def test_a_full_disk_with_everything_delivered_frees_the_segment(tmp_path: Path,
     with pytest.raises(dq.QueueWriteError):
         q.append([rec(103)])
     q.close()
+
+
+@pytest.mark.parametrize("fsync", ["always", "interval"])
+def test_a_buffer_deleted_while_running_says_so_and_starts_again(tmp_path: Path, fsync: str) -> None:
+    """rm -rf of the buffer by hand: the loss is counted and said, and new records go to a
+    new buffer in the same place (found by fault injection: they went to deleted files,
+    and the loss was silent)."""
+    import shutil
+    qdir = tmp_path / "q"
+    q = open_q(qdir, fsync=fsync, fsync_interval_ms=20)
+    fill(q, 0, 10, batch=10)
+    items = q.read(3, 1 << 20)
+    q.ack(items[-1][0])
+    shutil.rmtree(qdir)
+    q.sync()
+    assert q.stats.corrupt_records == 7 and qdir.is_dir() and (qdir / STATE_NAME).exists()
+    r = q.append([rec(j) for j in range(10, 15)])
+    assert (r.first_seq, r.last_seq) == (11, 15)
+    q.close()
+    q = open_q(qdir)
+    assert [p for _, p in drain(q)] == [rec(j) for j in range(10, 15)]
+    q.close()
