@@ -101,6 +101,8 @@ def _probe_sink(cfg: SinkConfig) -> tuple[str, str]:
     if t == "http" or (t == "gelf" and cfg.transport == "http"):
         return f"http {cfg.url}", _probe_http(cfg)
     if t == "file":
+        if cfg.path and os.path.isdir(cfg.path):
+            return f"file {cfg.path}", "is a directory, not a file"
         d = os.path.dirname(os.path.abspath(cfg.path or ".")) or "."
         probe = d  # run makes missing directories: the nearest existing one must take them
         while not os.path.exists(probe) and os.path.dirname(probe) != probe:

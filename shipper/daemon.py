@@ -242,6 +242,8 @@ class Daemon:
 
 def describe_os_error(exc: OSError) -> str:
     """``PermissionError: [Errno 13] ...: 'path'`` → ``path: Permission denied``."""
+    if isinstance(exc, FileExistsError) and exc.filename and not os.path.isdir(exc.filename):
+        return f"{exc.filename}: not a directory (a file is in the way)"
     if exc.filename is not None and exc.strerror:
         return f"{exc.filename}: {exc.strerror}"
     return str(exc)
