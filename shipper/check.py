@@ -129,6 +129,7 @@ def _check_sources(config: Config) -> tuple[list[str], list[str]]:
     A path this user cannot read is an error: run would ship nothing from it."""
     notes: list[str] = []
     errors: list[str] = []
+    every_log = [p for src in config.sources.values() if src.type == "multilog" for p in src.paths]
     for s in config.sources.values():
         if s.type == "stdin":
             continue
@@ -140,7 +141,7 @@ def _check_sources(config: Config) -> tuple[list[str], list[str]]:
                              "(it is followed when it appears)")
             if s.type == "multilog" and glob.has_magic(pat):  # as run: files beside the dirs
                 paths = [p for p in paths if not os.path.isfile(p)]
-                hint = parent_log_hint(pat, s.paths)
+                hint = parent_log_hint(pat, every_log)
                 if hint:
                     notes.append(f"sources.{s.name}: {hint}")
             for p in paths:

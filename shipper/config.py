@@ -1083,9 +1083,8 @@ def _build(data: dict[str, Any], ctx: _Ctx, path: str) -> Config:
                 for i, pat in enumerate(src.paths):
                     if _inside(state_dir, pat):
                         ctx.error(f"sources.{name}.paths[{i}]", f"{pat} holds state_dir "
-                                  f"{state_dir}: multilog deletes what it does not know in its "
-                                  "directory, and the shipper would read its own files; put "
-                                  "state_dir elsewhere")
+                                  f"{state_dir}: a log directory is multilog's, and the shipper "
+                                  "would watch its own writes; put state_dir elsewhere")
 
     sinks = top.table("sinks")
     if sinks is None or not sinks.data:

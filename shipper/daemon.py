@@ -183,6 +183,16 @@ class Daemon:
             log.error("reload refused: state_dir changed (%s to %s): that needs a restart; "
                       "keeping the running configuration", self.config.state_dir, new.state_dir)
             return run_task
+        moved = [name for name, old in self.config.sinks.items()
+                 if name in new.sinks and old.buffer.type == "disk"
+                 and (new.sinks[name].buffer.type != "disk"
+                      or os.path.abspath(new.sinks[name].buffer.path)
+                      != os.path.abspath(old.buffer.path))]
+        if moved:
+            log.error("reload refused: the buffer of sink(s) %s would move (its records would be "
+                      "left behind): that needs a restart; keeping the running configuration",
+                      ", ".join(moved))
+            return run_task
         for w in new.warnings:
             log.warning("%s", w)
         notifier.reloading()

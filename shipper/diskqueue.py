@@ -899,12 +899,12 @@ class DiskQueue:
                 tail = self._segs[-1]
             first = self._last_seq + 1
             buf = self._frames(payloads, first, mark)
+            way_out = bool(tail.size) and self._ack_seq >= self._last_seq
             try:
-                self._write(tail, buf)
+                self._write(tail, buf, quiet_enospc=way_out)
             except QueueWriteError as exc:
                 cause = exc.__cause__
-                if not (tail.size and self._ack_seq >= self._last_seq
-                        and isinstance(cause, OSError) and cause.errno == errno.ENOSPC):
+                if not (way_out and isinstance(cause, OSError) and cause.errno == errno.ENOSPC):
                     raise
                 # The disk is full and all this segment holds is acknowledged: a new segment
                 # frees it (else a small disk stays full of delivered records for good).
@@ -950,7 +950,9 @@ class DiskQueue:
         add(encode_frame(KIND_MARK | (seq - 1), mark))  # commits the write
         return b"".join(parts)
 
-    def _write(self, tail: _Segment, buf: bytes) -> None:
+    def _write(self, tail: _Segment, buf: bytes, quiet_enospc: bool = False) -> None:
+        """``quiet_enospc``: the caller has a way out of a full disk: an ENOSPC is
+        neither said nor counted here (only if the way out fails too)."""
         fd = self._wfd
         if self._needs_truncate:
             try:
@@ -961,13 +963,14 @@ class DiskQueue:
         try:
             _write_all(fd, buf, tail.size)
         except OSError as exc:
-            self.stats.write_errors += 1
             try:  # leave no half batch behind (recovery would cut it anyway)
                 os.ftruncate(fd, tail.size)
             except OSError:
                 self._needs_truncate = True
-            if self.stats.write_errors == 1 or exc.errno not in (errno.ENOSPC, errno.EFBIG):
-                log.error("buffer %s: append failed: %s", self.path, exc)
+            if not (quiet_enospc and exc.errno == errno.ENOSPC):
+                self.stats.write_errors += 1
+                if self.stats.write_errors == 1 or exc.errno not in (errno.ENOSPC, errno.EFBIG):
+                    log.error("buffer %s: append failed: %s", self.path, exc)
             raise QueueWriteError(f"buffer {self.path}: append of {len(buf)} bytes failed: "
                                   f"{_errname(exc)} {exc.strerror or exc}") from exc
         self._recent, self._recent_seg, self._recent_off = buf, tail, tail.size
@@ -1042,9 +1045,9 @@ class DiskQueue:
         same place, seqs going on. Records appended from now on are safe again; what the
         deleted files held and no sink had acknowledged is lost and counted."""
         lost = self._last_seq - self._ack_seq
-        log.error("buffer %s: its files were deleted while the shipper ran: %d record(s) not "
-                  "yet acknowledged by the sink are lost; starting an empty buffer there",
-                  self.path, lost)
+        log.error("buffer %s: its files were deleted while the shipper ran: up to %d record(s) "
+                  "not yet acknowledged by the sink are lost (those it had already read may "
+                  "still arrive); starting an empty buffer there", self.path, lost)
         self.stats.corrupt_records += lost
         self.stats.repairs += 1
         self._close_fds()

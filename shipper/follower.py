@@ -1654,7 +1654,7 @@ class _Source:
                 # what poll read before the error is in its state already: ship it, not lose it
                 items = f.taken()
                 await asyncio.sleep(1.0)
-            if fresh:
+            if fresh and getattr(f, "_started", True):  # begun: its state says where it is
                 fresh = False
                 if not items:
                     # No checkpoint yet and nothing to read from where we started (the

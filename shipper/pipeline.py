@@ -30,7 +30,7 @@ from shipper.diskqueue import QueueWriteError
 from shipper.parse import LineParser, ParseOptions
 from shipper.parse_worker import WorkerDied, WorkerError, WorkerProcess, parse_to_dicts
 from shipper.record import dumps_batch, rfc3339_ns
-from shipper.sinks.base import Backoff, PermanentError, Prepared, Sink, deliver
+from shipper.sinks.base import Backoff, PermanentError, Prepared, Sink, SinkGone, deliver
 
 log = logging.getLogger("shipper.pipeline")
 
@@ -66,6 +66,7 @@ class SinkRoute:
     recent: deque[tuple[int, list[dict[str, Any]]]] = field(default_factory=deque)
     recent_count: int = 0
     backoff: Backoff = field(default_factory=Backoff)
+    gone: bool = False  # the sink can never deliver again (SinkGone): no drain waits for it
 
 
 # Records per sink whose dicts are kept after their append (RECENT_MAX * ~1.2 KiB of
@@ -553,6 +554,9 @@ class Pipeline:
                     self.stats.sent_from_memory += len(batch)
             try:
                 ok = await deliver(route.sink, batch, backoff, self._stop_sending)
+            except SinkGone:
+                route.gone = True
+                raise
             except PermanentError as exc:
                 records = [loads(p) for _, p in items]
                 log.error("sink %s refused a batch of %d records for good: %s", route.name,
@@ -610,7 +614,7 @@ class Pipeline:
         await asyncio.gather(*source_tasks, return_exceptions=True)
         self.sync_and_commit(force=True)
         deadline = time.monotonic() + drain_timeout
-        while time.monotonic() < deadline and any(r.queue.depth for r in self.routes):
+        while time.monotonic() < deadline and any(r.queue.depth for r in self.routes if not r.gone):
             await asyncio.sleep(0.05)
         self._stop_sending.set()
         rest = self._tasks[len(self.sources):]

@@ -67,7 +67,7 @@ _TAG_ONLY_RE = re.compile(r"([^\s\[:]+)(?:\[(\d+)\]?)?: ?")
 # journalctl -o short-full: "Mon 2024-03-04 10:11:12 CET host tag[pid]: "
 _FULL_RE = re.compile(
     r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)"
-    r"(?:\.(\d{1,9}))? ([A-Za-z][A-Za-z0-9+-]{0,9}) " + _TAG)
+    r"(?:\.(\d{1,9}))? ([A-Za-z][A-Za-z0-9+-]{0,9}|[+-]\d\d(?:\d\d)?) " + _TAG)
 # journalctl -o short-unix after its "secs.usec ": the pid is required, so a qmail
 # line after splogger's stamp ("delivery 3: success: ...") is never taken for one
 _UNIX_HEADER_RE = re.compile(r"(\S+) ([^\s\[:]+)\[(\d{1,9})\]: ")
@@ -207,7 +207,7 @@ def _digits(line: str, leap: bool, year: int | None, local_tz: bool) -> Envelope
             return Envelope(ns, "accustamp", "+" + rest, continued=True)
         if (h := _UNIX_HEADER_RE.match(rest)) is not None:  # journalctl -o short-unix
             return Envelope(ns, "journal", rest[h.end():], host=h.group(1), tag=h.group(2),
-                            pid=int(h.group(3)))
+                            pid=_pid(h.group(3)))
         return Envelope(ns, "accustamp", rest)
     return Envelope(None, "none", line)
 
@@ -263,7 +263,7 @@ def _bsd(line: str, m: re.Match[str], year: int | None, local_tz: bool) -> Envel
         return Envelope(ns, "syslog", line[m.end():], host=host)
     pid = m.group(9)
     env = Envelope(ns, "syslog", line[m.end():], host=m.group(7), tag=m.group(8),
-                   pid=int(pid) if pid else None)
+                   pid=_pid(pid))
     return _after_header(env)
 
 
@@ -284,7 +284,7 @@ def _bsd_odd(rest: str, ns: int) -> Envelope:
         return Envelope(ns, "syslog", rest, host=host)
     pid = t.group(2)
     return _after_header(Envelope(ns, "syslog", rest[t.end():], host=host, tag=t.group(1),
-                                  pid=int(pid) if pid else None))
+                                  pid=_pid(pid)))
 
 
 def _short_full(line: str, m: re.Match[str], local_tz: bool) -> Envelope:
@@ -292,15 +292,25 @@ def _short_full(line: str, m: re.Match[str], local_tz: bool) -> Envelope:
     other is taken as this machine's local time, where journalctl ran, as BSD stamps."""
     y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])
     zone = m.group(8)
-    to_unix = utc_to_unix if zone in ("UTC", "GMT") or not local_tz else local_to_unix
+    numeric = zone[0] in "+-"  # "+03": a zone with no letters of its own, an offset
+    to_unix = utc_to_unix if numeric or zone in ("UTC", "GMT") or not local_tz else local_to_unix
     try:
         secs = to_unix(y, mo, d, h, mi, s)
     except (OverflowError, ValueError):
         return Envelope(None, "none", line, bad_stamp=True)
+    if numeric:
+        off = int(zone[1:3]) * 3600 + (int(zone[3:5]) * 60 if len(zone) == 5 else 0)
+        secs -= off if zone[0] == "+" else -off
     pid = m.group(11)
     return _after_header(Envelope(secs * NS + _frac_ns(m.group(7)), "syslog", line[m.end():],
                                   host=m.group(9), tag=m.group(10),
-                                  pid=int(pid) if pid else None))
+                                  pid=_pid(pid)))
+
+
+def _pid(digits: str | None) -> int | None:
+    """A header's pid; None when absent or absurdly long (a 5,000-digit "pid" would stop
+    int() and, with it, the line's time and tag)."""
+    return int(digits) if digits and len(digits) <= 19 else None
 
 
 def _frac_ns(frac: str | None) -> int:
@@ -330,7 +340,7 @@ def _rfc3339(line: str, m: re.Match[str], leap: bool, year: int | None) -> Envel
         return Envelope(None, "none", line, bad_stamp=True)
     pid = m.group(11)
     env = Envelope(ns, "rfc3339", line[m.end():], host=m.group(9), tag=m.group(10),
-                   pid=int(pid) if pid else None)
+                   pid=_pid(pid))
     return _after_header(env)
 
 

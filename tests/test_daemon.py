@@ -467,12 +467,16 @@ def test_a_reload_that_moves_state_dir_is_refused(tmp_path):
     log = tmp_path / "shipper.log"
     proc = _start_ready(cfg, log)
     try:
-        cfg.write_text(text.replace(f"{tmp_path}/state", f"{tmp_path}/state2"))
-        os.kill(proc.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 20
-        while "reload refused: state_dir changed" not in log.read_text():
-            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-            time.sleep(0.05)
+        for change, said in ((text.replace(f"{tmp_path}/state", f"{tmp_path}/state2"),
+                              "reload refused: state_dir changed"),
+                             (text + f'[sinks.a.buffer]\npath = "{tmp_path}/elsewhere"\n',
+                              "reload refused: the buffer of sink(s) a would move")):
+            cfg.write_text(change)
+            os.kill(proc.pid, signal.SIGHUP)
+            deadline = time.monotonic() + 20
+            while said not in log.read_text():
+                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+                time.sleep(0.05)
         assert proc.poll() is None and "reloaded:" not in log.read_text()
     finally:
         assert _stop(proc) == 0

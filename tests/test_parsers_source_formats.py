@@ -75,6 +75,18 @@ CASES = [
                              "rcpt_to": "bob@example.com", "proto": "ESMTP",
                              "helo": "mail.example.net"}),
     (15, "bounce", 6, {"qid": "3F2A81C0E5", "bounce_qid": "4B1C2D3E4F", "notification": "delay"}),
+    # a check action with no text of its own (a bare HOLD): the envelope is still read
+    (16, "check_action", 6, {"qid": "3F2A81C0E5", "action": "hold", "stage": "header",
+                             "remote_host": "unknown", "remote_ip": "198.51.100.7",
+                             "reason": "header Subject: win a prize", "mail_from": "alice@example.net",
+                             "rcpt_to": "bob@example.com", "proto": "ESMTP",
+                             "helo": "mail.example.net"}),
+    # lmtp over a unix socket: no relay_ip, as for a delivery
+    (17, "relay_error", NOTICE, {"qid": "3F2A81C0E5", "relay_host": "mail.example.com",
+                                 "relay_socket": "private/dovecot-lmtp", "smtp_code": 451,
+                                 "dsn": "4.3.0", "stage": "end of DATA",
+                                 "text": "host mail.example.com[private/dovecot-lmtp] said: 451 "
+                                         "4.3.0 temporary failure (in reply to end of DATA command)"}),
     (12, "chkuser", NOTICE, {"decision": "rejected rcpt", "mail_from": "alice@example.net",
                              "helo": "mail.example.net", "remote_host": "unknown",
                              "remote_ip": "198.51.100.7", "rcpt_to": "nobody@example.com",
@@ -100,3 +112,9 @@ def test_real_postfix_fatal_is_critical() -> None:
     d = LineParser().parse(b"Mar 15 06:25:12 mframe1 postfix/postfix-script[23423]: fatal: "
                            b"the Postfix mail system is already running").to_dict()
     assert (d["event"], d["level"], severity(d)) == ("error", "fatal", CRIT)
+
+
+def test_journalctl_short_full_with_a_numeric_zone() -> None:
+    d = _rec(18)  # -0330: an offset, as journalctl prints zones without letters
+    assert (d["time"], d["host"], d["program"], d["event"]) == (
+        "2024-03-07T13:41:12.000000000Z", "myhost", "postfix/smtpd", "connect")

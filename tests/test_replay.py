@@ -87,7 +87,7 @@ def test_replay_compressed_archives_into_clickhouse_twice(tmp_path, clickhouse):
     cfg.write_text(f"""state_dir = "{tmp_path / 'state'}"
 [sources.q]
 type = "multilog"
-paths = ["{tmp_path}/*"]
+paths = ["{tmp_path}/logs/*"]
 [sinks.ch]
 type = "http"
 url = "http://127.0.0.1:{clickhouse}/"

@@ -377,7 +377,7 @@ def test_compress_min_from_the_config_reaches_the_sink(tmp_path):
     from shipper.config import load_config
 
     path = tmp_path / "c.toml"
-    path.write_text(f'state_dir = "{tmp_path}"\n[sources.q]\ntype = "multilog"\npaths = ["{tmp_path}"]\n'
+    path.write_text(f'state_dir = "{tmp_path}"\n[sources.q]\ntype = "multilog"\npaths = ["{tmp_path}/log"]\n'
                     '[sinks.g]\ntype = "gelf"\nhost = "127.0.0.1"\ncompress_min = 1420\n')
     sink = build_sink(load_config(str(path)).sinks["g"])
     assert (sink.compression, sink.compress_min) == ("gzip", 1420)

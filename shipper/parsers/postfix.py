@@ -34,7 +34,8 @@ _REJECT_RE = re.compile(
     r"(?:(?P<code>[245]\d\d) )?(?:(?P<dsn>[245]\.\d{1,3}\.\d{1,3}) )?(?P<rest>.*)$")
 # header/body checks (cleanup): "...; from=<f> to=<t> proto=P helo=<h>: [DSN ]TEXT"
 _CHECKS_ENV_RE = re.compile(
-    r"; (?P<env>(?:from|to)=<[^>]*>(?: (?:from|to|proto|helo)=(?:<[^>]*>|[^\s:;]*))*): ?(?P<reply>.*)$")
+    r"; (?P<env>(?:from|to)=<[^>]*>(?: (?:from|to|proto|helo)=(?:<[^>]*>|[^\s:;]*))*)"
+    r"(?:: ?(?P<reply>.*))?$")  # an action with no text of its own ("HOLD") ends there
 _REPLY_RE = re.compile(r"(?:(?P<code>[245]\d\d) )?(?:(?P<dsn>[245]\.\d{1,3}\.\d{1,3}) )?(?P<rest>.*)$")
 _ENV_ITEM_RE = re.compile(r"(from|to|proto|helo)=(?:<([^>]*)>|([^\s,;]*))")
 _SESSION_RE = re.compile(
@@ -231,7 +232,12 @@ def _relay_trouble(text: str, fields: dict[str, Any]) -> Parsed | None:
     m = _RELAY_TROUBLE_RE.match(text)
     if m is None:
         return None
-    _set_relay(fields, m.group("host"), m.group("ip"), m.group("port"))
+    ip = m.group("ip")
+    if "/" in ip:  # lmtp over a unix socket: host[private/dovecot-lmtp]
+        fields["relay_host"] = m.group("host")
+        fields["relay_socket"] = ip
+    else:
+        _set_relay(fields, m.group("host"), ip, m.group("port"))
     rest = m.group("rest")
     reply = _REPLY_RE.match(rest)
     if reply is not None and reply.group("code"):
@@ -373,11 +379,16 @@ def _reject(body: str, fields: dict[str, Any], milter: bool) -> Parsed:
         e = _CHECKS_ENV_RE.search(body)
         if e is not None:  # cleanup: the envelope, then ": [DSN ]TEXT" (the action's text)
             _split_envelope("; " + e.group("env"), fields)
-            r = _REPLY_RE.match(e.group("reply"))
+            reply = e.group("reply")
+            r = _REPLY_RE.match(reply) if reply is not None else None
             if r is not None and r.group("dsn"):
                 fields["dsn"] = r.group("dsn")
             if r is not None and r.group("rest"):
                 fields["reason"] = r.group("rest")
+            elif reply is None:  # no text: what matched is the reason ("header Subject: x")
+                what = body[:e.start()]
+                cut = what.rfind(" from ")
+                fields["reason"] = what[:cut] if cut > 0 else what
         if "reylist" in body:
             fields["greylist"] = True
         return "reject", fields

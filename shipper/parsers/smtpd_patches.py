@@ -60,9 +60,9 @@ _AUTH_JMS1_RE = re.compile(r"AUTH (successful|failed)(?: \(([^)]*)\))? \[([^\]]*
 _MFCHECK_RE = re.compile(r"MFCHECK (fail|pass|invalid) \[([^\]]*)\] ?(.*)$")
 _DATABYTES_RE = re.compile(r"DATABYTES exceeded \[([^\]]*)\]$")
 _ENVELOPE_RE = re.compile(r"(MAIL FROM|RCPT TO):<(.*)>$")
-_GREETDELAY_RE = re.compile(r"GREETDELAY(?:: (\d+)s| from ([^:\s]+): (.*))$")
+_GREETDELAY_RE = re.compile(r"GREETDELAY(?:: ([0-9]{1,9})s| from ([^:\s]+): (.*))$")
 _RBL_RE = re.compile(r"rbl: ip=(\S*) query=(\S*) result=(\S*) message='(.*)'$")
-_QMT_RECV_RE = re.compile(r"mail recv: pid (\d+) from <([^>]*)> qp (\d+)$")
+_QMT_RECV_RE = re.compile(r"mail recv: pid ([0-9]{1,19}) from <([^>]*)> qp ([0-9]{1,19})$")
 
 
 def parse_qlog(text: str) -> Parsed | None:
@@ -85,7 +85,7 @@ def parse_qlog(text: str) -> Parsed | None:
             continue
         name, kind = known
         if kind is int:
-            if value.isdigit() and value.isascii():
+            if value.isdigit() and value.isascii() and len(value) <= 19:
                 fields[name] = int(value)
         elif kind is bool:
             if value in ("yes", "no"):

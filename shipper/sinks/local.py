@@ -108,7 +108,8 @@ class FileSink:
         parent = os.path.dirname(self.path)
         if parent:
             os.makedirs(parent, exist_ok=True)
-        # 0640: records hold mail addresses; the group (adm, say) may read them
+        # 0640 at most: records hold mail addresses. The umask narrows it (the service
+        # files' 077 makes it 0600; widen the group's read by hand if wanted)
         # unbuffered: every write is ours to cut back if it fails half way (a full disk)
         f = open(self.path, "ab", buffering=0, opener=_private_opener)  # noqa: SIM115 -- kept open
         self._size = f.tell()
