@@ -235,6 +235,9 @@ class Assembly:
         for source in self.pipeline.sources:  # directories followed but quiet since start too
             for f in list(getattr(source, "followers", {}).values()):
                 st.source(f.key)
+                unread = getattr(f, "unread_bytes", None)
+                if unread is not None:
+                    m.source_unread.set(unread(), source=f.key)
         for key, ss in st.by_source.items():
             m.source_lines.set(ss.lines, source=key)
             m.source_bytes.set(ss.bytes, source=key)

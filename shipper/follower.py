@@ -721,6 +721,24 @@ class MultilogFollower(_FollowerBase):
             st["seen"] = seen
         return st
 
+    def unread_bytes(self) -> int:
+        """Bytes in the directory not read yet: the rest of the file being read, the
+        archives after it, and ``current`` when we are not at it (0 when caught up).
+        Sizes as last seen; a processor's archives count as stored (compressed)."""
+        r = self.reader
+        n = 0
+        if r is not None:
+            with contextlib.suppress(OSError):
+                n += max(0, os.fstat(r.fd).st_size - r.raw_pos)
+        done = self.done
+        for lb, k in self.known.items():
+            if k.size and (done is None or lb > done) and (r is None or lb != r.label):
+                n += k.size
+        if not self.live:
+            with contextlib.suppress(OSError):
+                n += os.stat(os.path.join(self.dir, "current")).st_size
+        return n
+
     def _seen_at_or_below_done(self) -> list[str]:
         """The archive labels at or below ``done`` present at the last listing, newest
         SEEN_MAX. A state is taken per batch: the labels are sorted once per listing
@@ -1256,6 +1274,16 @@ class PlainFileFollower(_FollowerBase):
     def wants(self, name: str | None) -> bool:
         base = os.path.basename(self.path)
         return name is None or name.startswith(base)
+
+    def unread_bytes(self) -> int:
+        """Bytes of the file not read yet (0 when caught up)."""
+        r = self.reader
+        if r is None:
+            return 0
+        try:
+            return max(0, os.fstat(r.fd).st_size - r.raw_pos)
+        except OSError:
+            return 0
 
     def state(self) -> dict[str, Any]:
         r = self.reader

@@ -177,6 +177,7 @@ class ShipperMetrics:
     source_lines: Metric
     source_bytes: Metric
     source_lag: Metric
+    source_unread: Metric
     source_gaps: Metric
     source_gap_bytes: Metric
     records: Metric
@@ -209,6 +210,9 @@ def declare_shipper_metrics(registry: Registry) -> ShipperMetrics:
         source_lag=r.gauge("shipper_source_lag_seconds",
                            "Now minus the event time of the newest line read, per source.",
                            ("source",)),
+        source_unread=r.gauge("shipper_source_unread_bytes",
+                              "Bytes written to the log and not read yet, per source (0: caught "
+                              "up; unlike the lag, it stays 0 on a quiet log).", ("source",)),
         source_gaps=r.counter("shipper_source_gaps_total",
                               "Files removed (by multilog's n limit) before they were read.",
                               ("source",)),

@@ -32,16 +32,26 @@ def _by(metrics: dict[str, list[tuple[dict[str, str], float]]], name: str, label
     return {lb.get(label, ""): v for lb, v in metrics.get(name, [])}
 
 
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
 def render(metrics: dict[str, list[tuple[dict[str, str], float]]]) -> str:
     lines = []
     version = next((lb.get("version") for lb, _ in metrics.get("shipper_build_info", [])), "?")
     lines.append(f"shipper {version}")
     lines.append("")
-    lines.append(f"{'source':50} {'lines':>12} {'lag s':>8} {'gaps':>6}")
+    lines.append(f"{'source':50} {'lines':>12} {'unread':>10} {'lag s':>8} {'gaps':>6}")
     lag = _by(metrics, "shipper_source_lag_seconds", "source")
     gaps = _by(metrics, "shipper_source_gaps_total", "source")
+    unread = _by(metrics, "shipper_source_unread_bytes", "source")
     for src, n in sorted(_by(metrics, "shipper_source_lines_total", "source").items()):
-        lines.append(f"{src[-50:]:50} {n:>12,.0f} {lag.get(src, 0):>8.1f} {gaps.get(src, 0):>6,.0f}")
+        lines.append(f"{src[-50:]:50} {n:>12,.0f} {_size(unread.get(src, 0)):>10} "
+                     f"{lag.get(src, 0):>8.1f} {gaps.get(src, 0):>6,.0f}")
     lines.append("")
     lines.append(f"{'sink':20} {'state':>6} {'acked':>12} {'retried':>9} {'buffered':>10} {'oldest s':>9} "
                  "last error")

@@ -907,3 +907,21 @@ async def test_a_quiet_directory_started_at_the_end_keeps_its_place(tmp_path):
     items = await collect(src, 49, 10)
     await src.close()
     assert seqs(items) == list(range(30, 50))
+
+
+def test_unread_bytes_say_how_far_behind_and_are_0_when_caught_up(tmp_path):
+    d = tmp_path / "log"
+    gen, ml = start_multilog(d, "t", "s4096", "n50", n=300, rate=100000)
+    stop(gen, ml)
+    total = sum(p.stat().st_size for p in d.iterdir() if p.name.startswith("@") or p.name == "current")
+    f = MultilogFollower(str(d), None, start="all", batch_lines=20)
+    f.poll(max_items=1)
+    first = f.unread_bytes()
+    assert 0 < first < total
+    while f.poll(max_items=8):
+        pass
+    assert f.unread_bytes() == 0  # caught up: 0, however long ago the last line was
+    with open(d / "current", "ab") as fh:
+        fh.write(b"@400000006b02a2aa2bcb0999 one more\n")
+    assert f.unread_bytes() == len(b"@400000006b02a2aa2bcb0999 one more\n")
+    f.reader.close()
