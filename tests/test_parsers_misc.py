@@ -270,3 +270,28 @@ def test_vchkpw_words_after_the_phrase_go_to_the_reason():
     assert rec.fields == {"service": "pop3", "result": "failure",
                           "reason": "chdir failed errno 2 /home/vpopmail/domains/d/u",
                           "auth_user": "user@dom.example", "remote_ip": "192.0.2.1"}
+
+
+def test_vpopmail5_vchkpw_lines_are_parsed_and_their_passwords_never_leave():
+    """vpopmail 5.x's "vchkpw: password fail PASSWORD user@domain:ip" (found by the parser
+    probe: unparsed, the password shipped in clear)."""
+    lines = _lines("vpopmail5_vchkpw_formats.txt")
+    recs = [LineParser().parse(ln.encode()).to_dict() for ln in lines]
+    for r in recs:
+        assert r["event"] == "pop_auth"
+        for secret in ("Sommer2003", "geh eim99"):
+            assert secret not in r["message"] and secret not in r["raw"]
+            assert all(secret not in str(v) for v in r.values())
+    got = [(r["result"], r.get("reason"), r.get("auth_user"), r.get("remote_ip")) for r in recs]
+    assert got == [
+        ("failure", "password fail", "joe@example.com", "198.51.100.23"),
+        ("failure", "system password fail", "root", "198.51.100.23"),
+        ("success", None, "joe@example.com", "2001:db8::1"),
+        ("failure", "password fail", "joe@example.com", "198.51.100.23"),
+        ("failure", "vpopmail user not found", "nobody@example.com", "198.51.100.23"),
+        ("failure", "password fail", "joe@example.com", "198.51.100.23"),
+        ("failure", "password fail", None, None),  # cut: all of it may be the password
+    ]
+    assert [("redacted" in r["flags"]) for r in recs] == [True, True, False, False, False, True, True]
+    assert recs[0]["raw"] == ("Mar  3 10:00:09 mail vpopmail[1209]: vchkpw: password fail "
+                              "[REDACTED] joe@example.com:198.51.100.23")

@@ -32,7 +32,7 @@ PREFIXED: dict[str, ParserFn] = {
     "qmail-pop3d": smtpd.parse_qmail_popup,
     "qmail-daemon": qmail_send.parse_qmail_daemon,
     "qscheduler": qmail_send.parse_qmail_daemon,
-    "vchkpw": misc.parse_vchkpw,
+    "vchkpw": misc.parse_vchkpw_prefixed,
     "vpopmail": misc.parse_vchkpw,
     "simscan": misc.parse_simscan,
     "spamdyke": misc.parse_spamdyke,

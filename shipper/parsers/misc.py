@@ -48,8 +48,63 @@ _SPAMDYKE_FIELDS = (("from", "mail_from"), ("to", "rcpt_to"), ("ip", "remote_ip"
                     ("rdns", "remote_host"), ("auth", "auth_user"), ("tls", "tls"), ("reason", "reason"))
 
 
+# vpopmail 5.x's vchkpw ("vchkpw: PHRASE [PASSWORD ]USER@DOMAIN:IP"; the password only
+# with ENABLE_LOGGING 3 or 4, and only in the two "password fail" phrases): vchkpw.c
+_VCHKPW_OLD_PHRASES = (
+    "system password fail", "password fail", "login success", "vpopmail user not found",
+    "system user shadow entry not found", "system user not found", "null user name given",
+    "null password given", "pop access denied", "user has no password",
+    "dir auto create failed")
+
+
+_IP_CHARS_RE = re.compile(r"[0-9A-Fa-f.:]+")
+
+
+def _vchkpw_old(rest: str, prefix: str) -> Parsed | None:
+    """``rest``: the text after ``vchkpw: `` (``prefix``: what stood before it)."""
+    if rest[-1:] in _TRAILING:
+        rest = rest.rstrip(_TRAILING)
+    phrase = next((p for p in _VCHKPW_OLD_PHRASES if rest.startswith(p + " ")), None)
+    if phrase is None:
+        return None
+    tail = rest[len(phrase) + 1:]
+    sp = tail.rfind(" ")
+    who = tail[sp + 1:]
+    fields: dict[str, Any] = {"result": "success" if phrase == "login success" else "failure"}
+    if phrase != "login success":
+        fields["reason"] = phrase
+    c = who.find(":")  # USER@DOMAIN:IP; an IPv6 address keeps its colons
+    user, ip = (who, "") if c < 0 else (who[:c], who[c + 1:])
+    secret = phrase.endswith("password fail")
+    if secret and (c < 0 or (ip and _IP_CHARS_RE.fullmatch(ip) is None)):
+        # no USER:IP at the end (a line cut inside the password, say): all of it may
+        # be the password
+        fields["_redact"] = f"{prefix}{phrase} [REDACTED]"
+        return "pop_auth", fields
+    if sp >= 0 and secret:  # what is before USER@DOMAIN:IP
+        fields["_redact"] = f"{prefix}{phrase} [REDACTED] {who}"
+    elif sp >= 0:
+        fields["reason"] = f"{phrase} {tail[:sp]}"
+    if user:
+        fields["auth_user"] = user
+    if ip:
+        fields["remote_ip"] = ip
+    return "pop_auth", fields
+
+
+def parse_vchkpw_prefixed(text: str) -> Parsed | None:
+    """The text after ``vchkpw: ``: vpopmail 5.x's form (or, under a ``vchkpw`` syslog
+    tag, the newer ``vchkpw-SERVICE: ...``)."""
+    if text.startswith(("vchkpw-", "vchkpw: ")):
+        return parse_vchkpw(text)
+    return _vchkpw_old(text, "")
+
+
 def parse_vchkpw(text: str) -> Parsed | None:
-    """vchkpw text after ``vpopmail[PID]: `` (or ``vchkpw: ``)."""
+    """vchkpw text after ``vpopmail[PID]: ``: ``vchkpw-SERVICE: ...``, or vpopmail 5.x's
+    ``vchkpw: ...``."""
+    if text.startswith("vchkpw: "):
+        return _vchkpw_old(text[8:], "vchkpw: ")
     if not text.startswith("vchkpw-"):
         return None
     if text[-1:] in _TRAILING:
