@@ -14,6 +14,7 @@ _BY_EVENT: dict[str, int] = {
     "alert": ALERT,
     "warning": WARNING,
     "triple_bounce": WARNING,
+    "bounce_deleted": WARNING,  # indimail's "delete bounce: discarding bounce/N"
     "double_bounce": WARNING,
     "delivery_mangled": WARNING,
     "bounce_msg": NOTICE,
@@ -57,7 +58,7 @@ _BY_LEVEL: dict[str, dict[str, int]] = {
 
 
 # events whose severity also depends on their fields
-_BY_FIELDS = frozenset({"delivery", "tcp_end", "chkuser", *_NOTICE_WHEN, *_BY_LEVEL})
+_BY_FIELDS = frozenset({"delivery", "tcp_end", "chkuser", "alert", *_NOTICE_WHEN, *_BY_LEVEL})
 
 
 def severity_of_event(event: Any) -> int | None:
@@ -86,6 +87,12 @@ def severity(rec: dict[str, Any]) -> int:
             return NOTICE
     elif event == "tcp_end" and (rec.get("signal") or rec.get("exit_code")):
         return NOTICE
+    elif event == "alert":
+        # indimail says "alert:" for signals it was sent ("alert: qmail-send: 4711 got TERM:
+        # queue1", "got 'A' command"): a restart or a reload, not a page at night
+        text = rec.get("text")
+        if type(text) is str and " got " in text:
+            return NOTICE
     elif event == "chkuser":
         # chkuser.c: "rejected rcpt|sender|relaying|intrusion", "intrusion threshold",
         # "mbx overquota", "no auth resource" refuse; "accepted …", "relaying rcpt" do not

@@ -456,3 +456,40 @@ def test_pre_1_0_hold_lines_are_legacy(text):
     # qmailanalog matchup's field-1 list (formats.md): recognised but rare
     rec = LineParser().parse(b"@4000000052fafd8d00000000 " + text.encode())
     assert (rec.program, rec.event, rec.fields) == ("qmail-send", "legacy", {"text": text})
+
+
+def test_indimail_lines_from_its_source():
+    """indimail's per-recipient accounting, mangled reports with a queue, info/status
+    lines and signal alerts (found by the parser probe: unparsed, or alerts paging)."""
+    from shipper.severity import severity
+    text = (SAMPLES_DIR / "indimail_source_formats.txt").read_text(encoding="utf-8")
+    assert text.startswith("# source:")
+    recs = [LineParser().parse(ln.encode()).to_dict() for ln in text.splitlines()[1:]]
+    core = {"time_unix_ns", "time", "time_source", "program", "event", "message", "raw", "host",
+            "pid", "source", "file_id", "offset", "flags", "event_id"}
+    got = [(r["program"], r["event"], {k: v for k, v in r.items() if k not in core}) for r in recs]
+    assert got == [
+        ("qmail-send", "delivery_account", {
+            "channel": "local", "mail_from": "mbhangui@argos.indimail.org",
+            "rcpt_to": "mbhangui@argos.indimail.org", "msg": 656826, "size": 798,
+            "queue": "queue1", "mode": "mqueue"}),
+        ("qmail-send", "delivery_account", {
+            "channel": "remote", "mail_from": "", "rcpt_to": "postmaster@example.com",
+            "msg": 656827, "size": 2301, "queue": "queue1"}),
+        ("qmail-send", "delivery_account", {
+            "channel": "local", "mail_from": "", "rcpt_to": "postmaster@example.com",
+            "size": 814, "queue": "queue5"}),
+        ("qmail-send", "delivery_mangled", {"delivery": 2, "queue": "queue1"}),
+        ("qmail-send", "info", {"text": "todo-proc: queue1: subdir=todo/5 fn=todo/5/656826",
+                                "queue": "queue1"}),
+        ("qmail-send", "bounce_deleted", {"msg": 656826, "queue": "queue1"}),
+        ("qmail-send", "status_exiting", {"queue": "queue1",
+                                          "text": "qmail-send: 4711 queue1 exiting"}),
+        ("qmail-send", "status_info", {"text": "qmail-send: queue1: executing function startup",
+                                       "queue": "queue1"}),
+        ("qmail-send", "alert", {"text": "qmail-send: 4711 got TERM: queue1", "queue": "queue1"}),
+        ("qmail-send", "warning", {"text": "todo-proc: queue1: subdir=todo/5 fn=todo/6/656826 "
+                                           "incorrect split", "queue": "queue1"}),
+        ("qmail-send", "alert", {"text": "oh no! lost msg 12345"}),
+    ]
+    assert [severity(r) for r in recs[-3:]] == [5, 4, 1]  # a signal is no alert; a lost msg is

@@ -41,7 +41,7 @@ PREFIXED: dict[str, ParserFn] = {
 # qmail-send writes no program name: its lines are known by their first word.
 QMAIL_SEND_WORDS = frozenset({
     "status:", "new", "info", "starting", "delivery", "bounce", "triple", "double", "end",
-    "warning:", "alert:", "warn:", "local:", "remote:", "running", "exiting", "number",
+    "warning:", "alert:", "warn:", "info:", "local:", "remote:", "running", "exiting", "number",
     "local", "remote",
 })
 

@@ -35,7 +35,7 @@ _INFO_RE = re.compile(r"msg (\d+): bytes (\d+) from <(\S*)> qp (\d+) uid (\d+)(?
 _STARTING_RE = re.compile(r"delivery (\S+): msg (\d+) to (local|remote) (\S+)(?: (\S+))?")
 # the report may be empty ("delivery 42: success: "), and the line's trailing space is cut
 _DELIVERY_RE = re.compile(r"(\S+): (success|failure|deferral):(?: (\S*)(?: (\S+))?)?")
-_MANGLED_RE = re.compile(r"(\S+): report mangled, will defer(?: (\S+))?")
+_MANGLED_RE = re.compile(r"(\S+): report mangled, will defer(?::? (\S+))?")  # indimail: ": queue1"
 _BOUNCE_RE = re.compile(r"msg (\d+) qp (\d+)(?: (\S+))?")
 _BOUNCE_PROC_RE = re.compile(
     r"processor sender <(\S*)> recipient <(\S*)> messfn <\S*> bouncefn <\S*> exit=(\d+)(?: (\S+))?"
@@ -43,8 +43,14 @@ _BOUNCE_PROC_RE = re.compile(
 _DISCARD_RE = re.compile(r"bounce: discarding (?:\S*/)?(\d+)(?: (\S+))?")
 _END_RE = re.compile(r"msg (\d+)(?: (?:[\w.-]+: )?(\S+))?")
 _ACCOUNT_RE = re.compile(r"(\S*) (\S+) (\d+)(?: (\S+))?")
+# indimail since 2021 (qsutil.c log_stat, todo-proc): "FROM TO ID BYTES bytes QUEUE[ MODE mode]"
+_ACCOUNT_ID_RE = re.compile(r"(\S*) (\S+) (\d+) (\d+) bytes (\S+)(?: (\S+) mode)?")
 # indimail "warn: <argv0>: <queue>: text" / "alert: <argv0>: <pid>: text: <queue>".
-_ARGV0_RE = re.compile(r"([\w.-]+-(?:send|todo|scheduler)|todo-processor|qscheduler): (\S+?): ")
+_ARGV0_RE = re.compile(
+    r"([\w.-]+-(?:send|todo|scheduler)|todo-proc(?:essor)?|qscheduler): (\S+?): ")
+# indimail's qmail-send/slowq-send on its way out: "status: qmail-send: 4711 queue1 exiting"
+_STATUS_EXIT_RE = re.compile(r"[\w.-]+: \d+ (\S+) exiting")
+_BOUNCE_DELETED_RE = re.compile(r"[\w.-]+: delete bounce: discarding (?:\S*/)?(\d+)(?: (\S+))?")
 _NOTICE_QUEUE_RE = re.compile(r"^(queue\d+): |[: ](queue\d+)$")
 _QUEUE_WORD_RE = re.compile(r"(?:\S*/)?([A-Za-z][\w.-]*)")
 
@@ -86,6 +92,11 @@ def _status(rest: str) -> Parsed | None:
         return "status_exiting", {"text": rest}
     m = _STATUS_RE.fullmatch(rest)
     if m is None:
+        m = _STATUS_EXIT_RE.fullmatch(rest)
+        if m is not None:
+            return "status_exiting", {"queue": m.group(1), "text": rest}
+        if _ARGV0_RE.match(rest) is not None:  # indimail's other "status: argv0: ..." lines
+            return _notice("status_info")(rest)
         return None
     la, lm, lh, ra, rm, rh, delayed, ex1, queue, ex2 = m.groups()
     f: dict[str, Any] = {"local_active": int(la), "local_max": int(lm),
@@ -250,15 +261,40 @@ def _notice(event: str) -> Callable[[str], Parsed | None]:
 
 def _account(channel: str) -> Callable[[str], Parsed | None]:
     def parse_account(rest: str) -> Parsed | None:
+        m = _ACCOUNT_ID_RE.fullmatch(rest)
+        if m is not None:
+            f: dict[str, Any] = {"channel": channel, "mail_from": _addr(m.group(1)),
+                                 "rcpt_to": _addr(m.group(2)), "msg": int(m.group(3)),
+                                 "size": int(m.group(4)), "queue": m.group(5)}
+            if m.group(6) is not None:
+                f["mode"] = m.group(6)
+            return "delivery_account", f
         m = _ACCOUNT_RE.fullmatch(rest)
         if m is None:
             return None
-        f: dict[str, Any] = {"channel": channel, "mail_from": m.group(1),
-                             "rcpt_to": m.group(2), "size": int(m.group(3))}
+        f = {"channel": channel, "mail_from": _addr(m.group(1)),
+             "rcpt_to": _addr(m.group(2)), "size": int(m.group(3))}
         if m.group(4) is not None:
             f["queue"] = m.group(4)
         return "delivery_account", f
     return parse_account
+
+
+def _addr(a: str) -> str:
+    """indimail writes the null address as ``<>``: the schema's null sender is ``""``."""
+    return "" if a == "<>" else a
+
+
+def _info_notice(rest: str) -> Parsed | None:
+    """indimail ``info: argv0: ...`` lines; ``delete bounce: discarding bounce/N`` is a
+    discarded bounce, as a double bounce is."""
+    m = _BOUNCE_DELETED_RE.fullmatch(rest)
+    if m is not None:
+        f: dict[str, Any] = {"msg": int(m.group(1))}
+        if m.group(2) is not None:
+            f["queue"] = m.group(2)
+        return "bounce_deleted", f
+    return _notice("info")(rest)
 
 
 # First word → parser of the text after it (which may raise ValueError on absurd
@@ -276,6 +312,7 @@ BY_WORD: dict[str, Callable[[str], Parsed | None]] = {
     "warning:": _notice("warning"),
     "warn:": _notice("warning"),
     "alert:": _notice("alert"),
+    "info:": _info_notice,
     "local:": _account("local"),
     "remote:": _account("remote"),
 }
