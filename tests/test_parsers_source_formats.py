@@ -118,3 +118,8 @@ def test_journalctl_short_full_with_a_numeric_zone() -> None:
     d = _rec(18)  # -0330: an offset, as journalctl prints zones without letters
     assert (d["time"], d["host"], d["program"], d["event"]) == (
         "2024-03-07T13:41:12.000000000Z", "myhost", "postfix/smtpd", "connect")
+
+
+def test_relay_ip_of_s_qmail_and_indimail_delivery_texts() -> None:
+    assert [(_rec(i)["relay_ip"], _rec(i).get("smtp_code"), _rec(i).get("dsn")) for i in (19, 20)] == [
+        ("198.51.100.7", 550, "5.7.1"), ("198.51.100.7", None, "4.4.1")]

@@ -57,9 +57,13 @@ _QUEUE_WORD_RE = re.compile(r"(?:\S*/)?([A-Za-z][\w.-]*)")
 # Delivery report text (logsafe'd): see formats reference §4.1.
 _SMTP_CODE_RE = re.compile(r"([2-5]\d\d)(?=[_ /-]|$)")
 _DSN_RE = re.compile(r"(?<![\d.])#?([245]\.\d{1,3}\.\d{1,3})(?!\d|\.\d)")
+# (s/qmail's quit("ZConnected to", " but my name was rejected") has no space after "to")
 _RELAY_RE = re.compile(
-    r"(?:Connected_to_)?(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)_"
+    r"(?:Connected_to_?)?(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)_"
 )
+# indimail's temp_noconn: "..._SMTP_connection_for_DOMAIN_to_IP_port_25_bind_IP_[]._(#4.4.1)/"
+_NOCONN_RELAY_RE = re.compile(
+    r"_connection_for_\S+?_to_(\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:.]*)_port_\d+")
 _RELAY_FIRST = frozenset("0123456789:ABCDEFabcdef")
 # The TLS patch's qmail-remote ends a TLS failure with "; connected to IP." (or
 # "connecting to", before the handshake): tls_quit() in its qmail-remote.c.
@@ -184,6 +188,10 @@ def delivery_text_fields(raw: str) -> dict[str, Any]:
             f["relay_ip"] = m.group(1)
     if "relay_ip" not in f and ";_connect" in body:
         m = _TLS_RELAY_RE.search(body)
+        if m is not None:
+            f["relay_ip"] = m.group(1)
+    if "relay_ip" not in f and "_port_" in body:
+        m = _NOCONN_RELAY_RE.search(body)
         if m is not None:
             f["relay_ip"] = m.group(1)
     said = body.find(_SAID)
