@@ -53,6 +53,9 @@ _NOTICE_WHEN: dict[str, tuple[str, frozenset[str]]] = {
 _LEVEL_FIELD = "level"
 _BY_LEVEL: dict[str, dict[str, int]] = {
     "error": {"fatal": CRIT, "panic": CRIT, "error": ERR},
+    # ucspi's classes: a refused connection ("ip connection limit … exceeded") is a
+    # warning or a drop, not an error of the server's
+    "tcp_error": {"warning": WARNING, "drop": NOTICE, "temp": WARNING, "fatal": CRIT},
     "spamdyke_message": {"warning": WARNING},
 }
 

@@ -123,3 +123,17 @@ def test_journalctl_short_full_with_a_numeric_zone() -> None:
 def test_relay_ip_of_s_qmail_and_indimail_delivery_texts() -> None:
     assert [(_rec(i)["relay_ip"], _rec(i).get("smtp_code"), _rec(i).get("dsn")) for i in (19, 20)] == [
         ("198.51.100.7", 550, "5.7.1"), ("198.51.100.7", None, "4.4.1")]
+
+
+def test_fehcom_sslserver_lines() -> None:
+    got = [(_rec(i)["event"], severity(_rec(i)), _fields(_rec(i))) for i in range(21, 25)]
+    assert got == [
+        ("tcp_error", WARNING, {"level": "warning", "remote_ip": "2001:db8::66",
+                                "text": "ip connection limit of 5 exceeded for: 2001:db8::66"}),
+        ("tcp_error", ERR, {"level": "error", "errno": 111, "remote_ip": "198.51.100.23",
+                            "conn_pid": 5555, "text": "unable to speak TLS with: 198.51.100.23 "
+                                                      "for pid: 5555 unexpected eof while reading"}),
+        ("tcp_info", 6, {"level": "info", "remote_ip": "198.51.100.23", "conn_pid": 5555,
+                         "text": "valid client cert received from: 198.51.100.23 for pid: 5555"}),
+        ("tcp_info", 6, {"setting": "ciphers", "text": "PROFILE=SYSTEM"}),
+    ]

@@ -317,3 +317,14 @@ def test_gelf_objects_are_json_too():
     msg = gelf_message(rec)
     assert orjson.loads(msg["_recipients"]) == [{"rcpt_to": "a@example.org"}]
     assert msg["_qps"] == "1,2"
+
+
+def test_a_list_or_a_dict_where_a_name_belongs_is_no_crash():
+    """hypothesis found it: a record whose host is a list (a journal entry can carry
+    such) made the header cache raise."""
+    from shipper.encode.rfc5424 import Rfc3164Encoder
+    rec = {"time_unix_ns": 1, "event": "x", "host": ["a", "b"], "program": {"p": 1}, "pid": None,
+           "message": "m", "flags": []}
+    for enc in (Rfc5424Encoder(hostname="h"), Rfc3164Encoder(hostname="h")):
+        (one,) = enc.encode_texts([rec])
+        assert one.endswith(" m") and "a" in one  # the list's text in the header, cleaned

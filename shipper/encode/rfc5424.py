@@ -58,6 +58,7 @@ _SD_NAME_BAD = frozenset('= ]"')
 # In SD made with ``%s`` for every value: a null, a bool, a tuple or a dict (a list has "]")
 _PLAIN_SUSPECT = re.compile(r'="(?:None"|True"|False"|\(|\{)')
 _CACHE_MAX = 4096
+_HASHABLE_HEAD = frozenset({str, int, float, bool, type(None)})
 
 
 def _printable(text: str, limit: int) -> str:
@@ -220,6 +221,8 @@ class Rfc5424Encoder:
     # -- header pieces (cached: a handful of distinct values per stream)
 
     def _cached(self, cache: dict[Any, str], value: Any, limit: int) -> str:
+        if type(value) not in _HASHABLE_HEAD:  # a list or a dict where a name belongs
+            return NILVALUE if not value else _printable(str(value), limit)
         text = cache.get(value)
         if text is None:
             if len(cache) > _CACHE_MAX:
@@ -356,8 +359,9 @@ class Rfc5424Encoder:
             pri, msgid_sd = events.get(event) or self._event(event)
             if pri is None:
                 pri = self._pri[severity(rec)]
-            h = default_host if host is None else hosts.get(host) or self._host(host)
-            a = apps.get(program) or self._cached(apps, program, 48)
+            h = default_host if host is None else (
+                type(host) is str and hosts.get(host)) or self._host(host)
+            a = (type(program) is str and apps.get(program)) or self._cached(apps, program, 48)
             p = NILVALUE if pid is None else str(pid) if type(pid) is int else self._procid(pid)
             if type(ns) is int:
                 frac = ns - sec_ns
@@ -518,6 +522,8 @@ class Rfc3164Encoder:
         return self._seconds.get(secs) or self._seconds.get(int(time.time())) or "Jan  1 00:00:00"
 
     def _tag(self, program: Any) -> str:
+        if type(program) not in _HASHABLE_HEAD:
+            program = str(program)
         tag = self._tags.get(program)
         if tag is None:
             if len(self._tags) > _CACHE_MAX:
@@ -540,7 +546,8 @@ class Rfc3164Encoder:
         out: list[str] = []
         for rec in records:
             host = rec.get("host")
-            h = self.hostname if host is None else self._hosts.get(host)
+            h = self.hostname if host is None else (
+                self._hosts.get(host) if type(host) is str else _printable(str(host), 255))
             if h is None:
                 if len(self._hosts) > _CACHE_MAX:
                     self._hosts.clear()

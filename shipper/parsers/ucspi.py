@@ -29,7 +29,12 @@ _ENDED_RE = re.compile(r"by (\d+) status (\d+)")
 _ACCEPT_RE = re.compile(r"(\d+) accept(?: (.+))?")
 # fehQlibs logmsg: "who: class (code) msg[: errmsg]"; code may be empty or negative.
 _CODE_RE = re.compile(r"\((-?\d*)\) ?")
-_ERR_FROM_RE = re.compile(r"\bfrom:? ([0-9A-Fa-f.:]*[0-9A-Fa-f])\b")
+# "... from IP", fehQlibs logmsg's "... from: IP", sslserver's "exceeded for: IP",
+# "unable to speak TLS with: IP"
+_ERR_FROM_RE = re.compile(r"\b(?:from:?|for:|with:) ([0-9A-Fa-f.:]*[0-9A-Fa-f])\b")
+# sslserver -v at start: "ciphers PID ...", "cert PID FILE", "dhparam PID FILE BITS", ...
+_SSL_SETUP_WORDS = frozenset({"ciphers", "cert", "key", "dhparam", "cafile", "ccafile", "cadir",
+                              "certchainfile", "cafile_list"})
 _ERR_PID_RE = re.compile(r"\bpid:? (\d+)")
 _ERROR_LEVELS = frozenset({"fatal", "warning", "drop", "error", "alert", "temp", "syntax", "usage"})
 
@@ -105,7 +110,7 @@ def _error(level: str, rest: str) -> Parsed:
             f["errno"] = int(m.group(1))
         rest = rest[m.end():]
     f["text"] = rest
-    if "from" in rest:
+    if "from" in rest or "for:" in rest or "with:" in rest:
         m = _ERR_FROM_RE.search(rest)
         if m is not None and ("." in m.group(1) or ":" in m.group(1)):
             f["remote_ip"] = m.group(1)
@@ -199,6 +204,13 @@ def _server(text: str) -> Parsed | None:
         return "tls_accept", f
     if word[-1] == ":" and word[:-1] in _ERROR_LEVELS:
         return _error(word[:-1], rest)
+    if word == "info:":  # fehQlibs logmsg's info class ("valid client cert received from: IP")
+        event, f = _error("info", rest)
+        return "tcp_info", f
+    if word in _SSL_SETUP_WORDS:
+        pid, _, what = rest.partition(" ")
+        if pid.isdigit() and pid.isascii() and len(pid) <= 19:
+            return "tcp_info", {"setting": word, "text": what}
     return None
 
 
