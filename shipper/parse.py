@@ -248,6 +248,10 @@ class LineParser:
                     and abs(env.time_ns - self.last_time_ns) > _HALF_YEAR_NS):
                 env = self._turn_of_year(raw, env)
             time_ns = env.time_ns
+            if env.alt_ns is not None and time_ns is not None and self.last_time_ns is not None:
+                # the hour a DST change repeats: the reading that follows the line before
+                early, late = sorted((time_ns, env.alt_ns))
+                time_ns = early if early >= self.last_time_ns - NS else late
             text, host, tag, pid = env.text, env.host, env.tag, env.pid
             if env.journal_seq is not None and self.file_id is None:
                 # A journal entry from a pipe: its place in the journal is its identity

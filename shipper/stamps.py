@@ -41,6 +41,9 @@ class Envelope:
     # A journal entry's place in its journal, (seqnum id, seqnum), from its cursor
     journal_seq: tuple[str, int] | None = None
     continued: bool = False  # a splogger chunk after the first of a line > 799 bytes
+    # A local wall-clock time in the hour a DST change repeats has two readings: the
+    # other one (the parser picks the one that follows the line before it)
+    alt_ns: int | None = None
 
 
 _LABEL_RE = tai64n.LABEL_RE
@@ -99,6 +102,34 @@ def local_to_unix(y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
         base = int(time.mktime((y, mo, d, h, 0, 0, 0, 0, -1)))
         _LOCAL_HOUR_CACHE[key] = base
     return base + mi * 60 + s
+
+
+_FOLD_CACHE: dict[tuple[int, int, int, int], int] = {}
+
+
+def clear_local_caches() -> None:
+    """Forget the local-time caches (after the process's TZ changed)."""
+    _LOCAL_HOUR_CACHE.clear()
+    _FOLD_CACHE.clear()
+
+
+def local_fold(y: int, mo: int, d: int, h: int) -> int:
+    """Seconds from local_to_unix's reading of this local hour to its other reading when
+    the hour happens twice (the hour a DST change repeats: ±3600), else 0."""
+    key = (y, mo, d, h)
+    delta = _FOLD_CACHE.get(key)
+    if delta is None:
+        if len(_FOLD_CACHE) > 10000:
+            _FOLD_CACHE.clear()
+        base = local_to_unix(y, mo, d, h, 0, 0)
+        delta = 0
+        for step in (-3600, 3600):
+            lt = time.localtime(base + step)
+            if (lt.tm_year, lt.tm_mon, lt.tm_mday, lt.tm_hour, lt.tm_min) == (y, mo, d, h, 0):
+                delta = step
+                break
+        _FOLD_CACHE[key] = delta
+    return delta
 
 
 def utc_to_unix(y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
@@ -175,14 +206,18 @@ def _digits(line: str, leap: bool, year: int | None, local_tz: bool) -> Envelope
             m = _LOCAL_RE.match(line)
             if m:
                 y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])
+                fold = 0
                 try:
                     if local_tz:
                         secs = local_to_unix(y, mo, d, h, mi, s)
+                        fold = local_fold(y, mo, d, h)
                     else:
                         secs = utc_to_unix(y, mo, d, h, mi, s)
                 except (OverflowError, ValueError):
                     return Envelope(None, "none", line, bad_stamp=True)
-                return Envelope(secs * NS + int(m.group(7)), "local", line[m.end():])
+                ns = secs * NS + int(m.group(7))
+                return Envelope(ns, "local", line[m.end():],
+                                alt_ns=ns + fold * NS if fold else None)
             return Envelope(None, "none", line)
         if sep == "T":
             m = _RFC3339_RE.match(line)
@@ -249,13 +284,23 @@ def _bsd(line: str, m: re.Match[str], year: int | None, local_tz: bool) -> Envel
     mon = _MONTHS[m.group(1)]
     day = int(m.group(2))
     to_unix = local_to_unix if local_tz else utc_to_unix  # BSD stamps are local time, as a rule
+    fold = 0
     try:
-        secs = to_unix(_year_for(mon, day, year), mon, day,
-                       int(m.group(3)), int(m.group(4)), int(m.group(5)))
+        y, h = _year_for(mon, day, year), int(m.group(3))
+        secs = to_unix(y, mon, day, h, int(m.group(4)), int(m.group(5)))
+        if local_tz:
+            fold = local_fold(y, mon, day, h)
     except (OverflowError, ValueError):
         return Envelope(None, "none", line, bad_stamp=True)
     frac = m.group(6)
     ns = secs * NS + _frac_ns(frac)
+    env = _bsd_env(line, m, ns)
+    if fold and env.time_ns == ns and env.time_source == "syslog":
+        env.alt_ns = ns + fold * NS
+    return env
+
+
+def _bsd_env(line: str, m: re.Match[str], ns: int) -> Envelope:
     host = m.group(7)
     if host[-1] == ":" or (m.re is _BSD_HEAD_RE and _FACPRI_RE.match(line, m.end())):
         return _bsd_odd(line[m.start(7):], ns)

@@ -20,11 +20,11 @@ NS = 1_000_000_000
 def tz_utc(monkeypatch):
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
-    stamps._LOCAL_HOUR_CACHE.clear()
+    stamps.clear_local_caches()
     yield
     monkeypatch.undo()
     time.tzset()
-    stamps._LOCAL_HOUR_CACHE.clear()
+    stamps.clear_local_caches()
 
 
 def test_tai64n_label():
@@ -50,14 +50,14 @@ def test_tai64nlocal(tz_utc):
 def test_tai64nlocal_in_another_zone(monkeypatch):
     monkeypatch.setenv("TZ", "Asia/Tokyo")
     time.tzset()
-    stamps._LOCAL_HOUR_CACHE.clear()
+    stamps.clear_local_caches()
     try:
         env = split_envelope("2014-02-12 13:50:11.848839500 new msg 3890")
         assert env.time_ns == 1392180611_848839500  # fluent README: +09:00
     finally:
         monkeypatch.undo()
         time.tzset()
-        stamps._LOCAL_HOUR_CACHE.clear()
+        stamps.clear_local_caches()
 
 
 def test_s6_log_T_has_two_spaces(tz_utc):
@@ -286,7 +286,7 @@ def test_real_journalctl_outputs(tmp_path, monkeypatch):
                    capture_output=True, timeout=30)
     monkeypatch.setenv("TZ", "Europe/Berlin")  # journalctl prints local time, we read it back so
     time.tzset()
-    stamps._LOCAL_HOUR_CACHE.clear()
+    stamps.clear_local_caches()
     try:
         precision = {"json": 1, "short-precise": 1, "short-iso-precise": 1, "short-unix": 1,
                      "short": 1_000_000, "short-iso": 1_000_000}
@@ -312,7 +312,7 @@ def test_real_journalctl_outputs(tmp_path, monkeypatch):
     finally:
         monkeypatch.undo()
         time.tzset()
-        stamps._LOCAL_HOUR_CACHE.clear()
+        stamps.clear_local_caches()
 
 
 def test_journal_json_odd_values():
@@ -420,3 +420,32 @@ def test_journalctl_short_full(tz_utc):
     assert split_envelope("Mon 2024-03-04 10:11:12 CET mx qmail-smtpd: x").time_ns == 1709547072 * NS
     bad = split_envelope("Mon 2024-13-04 10:11:12 UTC mx postfix/smtpd[1]: x")
     assert bad.bad_stamp and bad.time_ns is None
+
+
+def test_the_hour_a_dst_change_repeats_reads_forward(monkeypatch):
+    """tai64nlocal prints the hour Europe/Berlin repeats on 2023-10-29 twice (02:00-02:59
+    CEST, then CET): each line takes the reading that follows the line before it (found by
+    the parser probe: the first pass came out an hour late, the times ran backwards).
+    The labels went through the real tai64nlocal."""
+    tai64nlocal = require_binary("tai64nlocal")
+    utc = [(2023, 10, 28, 23, 45), (2023, 10, 29, 0, 15), (2023, 10, 29, 0, 45),
+           (2023, 10, 29, 1, 15), (2023, 10, 29, 1, 45), (2023, 10, 29, 2, 15)]
+    import calendar
+    secs = [calendar.timegm((*t, 0, 0, 0, 0)) for t in utc]
+    labels = "".join(f"{tai64n.encode(s)} line {i}\n" for i, s in enumerate(secs))
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    stamps.clear_local_caches()
+    try:
+        out = subprocess.run([tai64nlocal], input=labels.encode(), capture_output=True, check=True,
+                             timeout=10, env={**os.environ, "TZ": "Europe/Berlin"}).stdout.decode()
+        walls = [ln[11:16] for ln in out.splitlines()]
+        assert walls == ["01:45", "02:15", "02:45", "02:15", "02:45", "03:15"]  # 02:xx twice
+        from shipper.parse import LineParser
+        p = LineParser()
+        got = [p.parse(ln.encode()).time_ns // NS for ln in out.splitlines()]
+        assert got == secs
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+        stamps.clear_local_caches()
