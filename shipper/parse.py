@@ -440,8 +440,8 @@ def _decode_batch(lines: list[bytes], max_line: int) -> tuple[list[str], Any] | 
     if not lines or max(map(len, lines)) > max_line:
         return None
     data = b"\n".join(lines)
-    if b"\x00" in data or b"\r" in data:  # NULs, CRLF endings: the general path
-        return None
+    if b"\x00" in data or b"\r\n" in data or data[-1:] == b"\r":
+        return None  # NULs; CRLF endings (a pasted log): the general path strips the \r
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
