@@ -265,9 +265,13 @@ class Assembly:
                 m.buffer_repairs.set(getattr(qs, "repairs", 0), sink=name)
                 m.buffer_dropped.set(getattr(qs, "dropped_newest", 0), sink=name, reason="drop_newest")
                 m.buffer_dropped.set(getattr(qs, "dropped_oldest", 0), sink=name, reason="drop_oldest")
-            oldest = getattr(q, "oldest_unacked_time", None)
-            if isinstance(oldest, int) and oldest:
-                m.buffer_oldest_age.set(max(0.0, now - oldest / 1e9), sink=name)
+            oldest_of = getattr(q, "oldest_unacked_time", None)
+            try:
+                oldest = oldest_of() if oldest_of is not None else None
+            except OSError:  # a segment gone under us: the queue says so itself
+                oldest = None
+            m.buffer_oldest_age.set(max(0.0, now - oldest / 1e9) if isinstance(oldest, int)
+                                    and oldest else 0.0, sink=name)
         t = self.transformer
         if t is not None:
             m.filtered.set(getattr(t, "filtered", 0))

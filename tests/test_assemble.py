@@ -60,3 +60,28 @@ def test_a_correlator_failure_costs_the_summaries_not_the_batch(tmp_path: Path) 
     # a fresh correlator takes over and gets the batch again
     assert [o["event"] for o in t(_records()) + t.correlator.finish()] == ["mail"]
     assert t.failures == 1
+
+
+def test_the_oldest_buffered_record_has_an_age(tmp_path: Path) -> None:
+    """shipper_buffer_oldest_age_seconds was never set (a method taken for its value):
+    an alert on a stuck buffer never fired (found by fault injection)."""
+    import re
+    import time
+
+    from shipper.assemble import assemble
+    cfg = load_config_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\n'
+                           f'paths = ["{tmp_path}/log"]\n[sinks.o]\ntype = "file"\n'
+                           f'path = "{tmp_path}/o.ndjson"\n')
+    asm = assemble(cfg)
+    try:
+        q = asm.pipeline.routes[0].queue
+        asm.collect()
+        text = asm.registry.render()
+        assert re.search(r'shipper_buffer_oldest_age_seconds\{sink="o"\} 0(\.0)?\n', text), text
+        q.append([orjson.dumps({"time_unix_ns": (time.time_ns() - 600 * 10**9), "event": "x"})])
+        asm.collect()
+        m = re.search(r'shipper_buffer_oldest_age_seconds\{sink="o"\} ([\d.e+]+)', asm.registry.render())
+        assert m and 590 < float(m.group(1)) < 700
+    finally:
+        for r in asm.pipeline.routes:
+            r.queue.close()
