@@ -58,6 +58,10 @@ def build_sink(cfg: SinkConfig) -> Any:
             kwargs: dict[str, Any] = {"sd_id": cfg.sd_id, "facility": cfg.facility}
             if cfg.max_message_bytes:
                 kwargs["max_size"] = cfg.max_message_bytes
+            if t == "relp":  # never more than a RELP frame carries: it would stop the sink
+                from shipper.relp import DEFAULT_MAX_DATA
+
+                kwargs["max_size"] = min(kwargs.get("max_size", DEFAULT_MAX_DATA), DEFAULT_MAX_DATA)
             encoder = Rfc5424Encoder(**kwargs)
         if t == "relp":
             from shipper.sinks.relp import RelpSink

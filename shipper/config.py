@@ -918,7 +918,9 @@ def _sink(t: _Table, name: str, cfg: Config) -> SinkConfig | None:
             ctx.error(t.key_path("sd_id"), f'must be NAME@PEN (private enterprise number), like '
                       f'"qmail@32473", got {_show(c.sd_id)}')
         c.facility = _facility(t, c.facility)
-        c.max_message_bytes = t.integer("max_message_bytes", None, 480, 16 << 20)
+        # RELP frames carry at most 128 KiB of data (librelp's limit, ours too)
+        c.max_message_bytes = t.integer("max_message_bytes", None, 480,
+                                        128 << 10 if kind == "relp" else 16 << 20)
         c.msg_field = t.string("msg_field", c.msg_field, choices=("message", "raw"))
         c.bom = t.boolean("bom", c.bom)
         if t.has("bom") and c.format != "rfc5424":

@@ -399,3 +399,15 @@ def test_state_dir_inside_a_log_directory_is_refused(paths: str, bad: bool) -> N
         assert err.startswith("sources.q.paths[0]: ") and "holds state_dir /srv/state" in err
     else:
         load_config_text(text, check_files=False)
+
+
+def test_relp_messages_are_never_bigger_than_a_relp_frame() -> None:
+    """Found by fault injection: max_message_bytes = 250000 on a RELP sink let a 200 KB
+    record stop the sink at every start (librelp's frames carry 128 KiB)."""
+    from shipper.assemble import build_sink
+    base = '[sources.q]\ntype = "multilog"\npaths = ["/var/log/qmail/*"]\n[sinks.r]\ntype = "relp"\nhost = "h"\n'
+    (err,) = errors_of(base + "max_message_bytes = 250000\n", check_files=False)
+    assert err.startswith("sinks.r.max_message_bytes: ")
+    for extra, want in (("", 131072), ("max_message_bytes = 8192\n", 8192)):
+        sink = build_sink(load_config_text(base + extra, check_files=False).sinks["r"])
+        assert sink.encoder.max_size == want
