@@ -224,7 +224,10 @@ def main(argv: list[str]) -> int:
             problems.append(f"sinks.{name}: cannot be set up: {exc}")
     if not args.no_probe:
         for name, scfg in config.sinks.items():
-            what, problem = _probe_sink(scfg)
+            try:
+                what, problem = _probe_sink(scfg)
+            except Exception as exc:  # noqa: BLE001 - a key that does not match its cert, ...
+                what, problem = scfg.type, f"{type(exc).__name__}: {exc}"
             if problem:
                 problems.append(f"sinks.{name}: {what}: {problem}")
             else:

@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from shipper import __version__, sdnotify
-from shipper.assemble import Assembly, assemble
+from shipper.assemble import Assembly, assemble, build_sink
 from shipper.checkpoint import atomic_write
 from shipper.config import Config, ConfigError, load_config, load_config_text
 from shipper.diskqueue import QueueLocked
@@ -114,7 +114,10 @@ class Daemon:
                     await self._stop_assembly(run_task)
                     return 0
                 if sig == signal.SIGHUP:
-                    run_task = await self._reload(run_task, notifier)
+                    try:
+                        run_task = await self._reload(run_task, notifier)
+                    except CannotRun:
+                        return 1
                     continue
                 notifier.stopping()
                 log.info("stopping: draining for up to %.0f s", self.config.drain_timeout)
@@ -193,6 +196,13 @@ class Daemon:
                       "left behind): that needs a restart; keeping the running configuration",
                       ", ".join(moved))
             return run_task
+        for name, scfg in new.sinks.items():  # certificates, keys, URLs: before stopping
+            try:
+                build_sink(scfg)
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the running config stays
+                log.error("reload refused: sinks.%s cannot be set up: %s; keeping the running "
+                          "configuration", name, _why(exc))
+                return run_task
         for w in new.warnings:
             log.warning("%s", w)
         notifier.reloading()
@@ -203,9 +213,13 @@ class Daemon:
             self.config = new
             log.info("reloaded: %d sources, %d sinks", len(new.sources), len(new.sinks))
         except Exception as exc:  # noqa: BLE001 - a buffer not writable, a sink that cannot be built
-            why = describe_os_error(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
-            log.error("reload refused: %s; keeping the running configuration", why)
-            self.assembly = assemble(self.config)  # it ran a moment ago
+            log.error("reload refused: %s; keeping the running configuration", _why(exc))
+            try:
+                self.assembly = assemble(self.config)  # it ran a moment ago
+            except Exception as exc2:  # noqa: BLE001 - its files changed on disk meanwhile
+                log.error("cannot go on with the running configuration either: %s; stopping",
+                          _why(exc2))
+                raise CannotRun from exc2
         if self.metrics_server is not None:
             self._point_metrics(self.assembly)
         task = asyncio.get_running_loop().create_task(self.assembly.pipeline.run())
@@ -248,6 +262,14 @@ class Daemon:
         while True:
             await asyncio.sleep(interval)
             notifier.watchdog()
+
+
+class CannotRun(Exception):
+    """Neither the new configuration nor the running one can be set up any more."""
+
+
+def _why(exc: BaseException) -> str:
+    return describe_os_error(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
 
 
 def describe_os_error(exc: OSError) -> str:

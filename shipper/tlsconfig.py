@@ -32,12 +32,19 @@ def client_context(opts: TlsOptions) -> ssl.SSLContext:
         ctx.check_hostname = True
         ctx.verify_mode = ssl.CERT_REQUIRED
         if opts.ca_file or opts.ca_dir:
-            ctx.load_verify_locations(cafile=opts.ca_file, capath=opts.ca_dir)
+            try:
+                ctx.load_verify_locations(cafile=opts.ca_file, capath=opts.ca_dir)
+            except ssl.SSLError as exc:  # name the file: ssl's text names none
+                raise ssl.SSLError(f"CA {opts.ca_file or opts.ca_dir}: {exc}") from exc
         else:
             ctx.load_default_certs()
     else:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     if opts.cert_file:
-        ctx.load_cert_chain(opts.cert_file, opts.key_file)
+        try:
+            ctx.load_cert_chain(opts.cert_file, opts.key_file)
+        except ssl.SSLError as exc:  # a key that does not match its certificate, a bad PEM
+            raise ssl.SSLError(f"client certificate {opts.cert_file} / key "
+                               f"{opts.key_file or opts.cert_file}: {exc}") from exc
     return ctx

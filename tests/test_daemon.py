@@ -480,3 +480,35 @@ def test_a_reload_that_moves_state_dir_is_refused(tmp_path):
         assert proc.poll() is None and "reloaded:" not in log.read_text()
     finally:
         assert _stop(proc) == 0
+
+
+def test_a_reload_onto_a_key_that_does_not_match_its_certificate_is_refused(tmp_path):
+    """A half-done certificate rotation, then SIGHUP: the reload is refused before anything
+    stops, naming the sink and the files (found by fault injection: it said "keeping the
+    running configuration", then died rebuilding it from the same bad files)."""
+    from rsyslog_util import make_certs
+    certs = make_certs(tmp_path / "certs")
+    key = tmp_path / "client.key"
+    shutil.copy(certs.client_key, key)
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "current").write_bytes(b"")
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f'state_dir = "{tmp_path}/state"\n[metrics]\nenabled = false\n'
+                   f'[sources.q]\ntype = "multilog"\npaths = ["{logdir}"]\n'
+                   f'[sinks.s]\ntype = "syslog"\nprotocol = "tls"\nhost = "127.0.0.1"\nport = {free_port()}\n'
+                   f'[sinks.s.tls]\nca_file = "{certs.ca}"\ncert_file = "{certs.client_cert}"\n'
+                   f'key_file = "{key}"\n')
+    log = tmp_path / "shipper.log"
+    proc = _start_ready(cfg, log)
+    try:
+        shutil.copy(certs.server_key, key)  # another key: does not match client.pem
+        os.kill(proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while "reload refused: sinks.s cannot be set up" not in log.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        text = log.read_text()
+        assert str(key) in text and "Traceback" not in text and proc.poll() is None
+    finally:
+        assert _stop(proc) == 0
