@@ -559,6 +559,8 @@ class Pipeline:
                 raise
             except PermanentError as exc:
                 records = [loads(p) for _, p in items]
+                if exc.refused is not None:  # the rest of the batch was delivered
+                    records = [records[i] for i in exc.refused if 0 <= i < len(records)]
                 log.error("sink %s refused a batch of %d records for good: %s", route.name,
                           len(records), exc)
                 if route.dead_letter is not None:

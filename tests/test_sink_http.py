@@ -137,6 +137,7 @@ class Peer:
     def __init__(self, port: int = 0) -> None:
         self.script: list[tuple[int, dict[str, str], bytes]] = []  # popped per request
         self.requests: list[dict[str, Any]] = []
+        self.too_large = 0  # a body over this many bytes gets a 413 (0: none does)
         self.lock = threading.Lock()
         peer = self
 
@@ -153,6 +154,8 @@ class Peer:
                                           "body": body, "client": self.client_address,
                                           "at": time.monotonic()})
                     status, headers, reply = peer.script.pop(0) if peer.script else (200, {}, b"ok")
+                    if peer.too_large and len(body) > peer.too_large:
+                        status, headers, reply = 413, {}, b"too large"
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -289,6 +292,24 @@ async def test_413_sends_the_batch_again_in_parts_and_keeps_them_small(peer: Pee
         n = len(peer.requests)
         await deliver(sink, recs, FAST)  # the next batch is split at once
         assert len(peer.requests) - n >= 2
+    finally:
+        await sink.close()
+
+
+async def test_a_413_for_one_record_refuses_that_record_only(peer: Peer):
+    """Found by fault injection: one record too large for the peer dead-lettered its whole
+    batch, records never sent included."""
+    recs = [dict(r) for r in fixture_records()[:10]]
+    recs[4]["message"] = "x" * 60_000
+    peer.too_large = 20_000
+    sink = HttpSink(peer.url, "ndjson", name="siem")
+    try:
+        with pytest.raises(PermanentError) as info:
+            await deliver(sink, recs, FAST)
+        assert info.value.refused == [4] and "413" in str(info.value)
+        ok = [orjson.loads(ln)["event_id"] for r in peer.requests if len(r["body"]) <= 20_000
+              for ln in r["body"].splitlines()]
+        assert sorted(ok) == sorted(r["event_id"] for i, r in enumerate(recs) if i != 4)
     finally:
         await sink.close()
 

@@ -59,11 +59,14 @@ class SinkGone(Exception):
 
 
 class PermanentError(Exception):
-    """The peer refused this batch for good (e.g. HTTP 400): dead-letter it."""
+    """The peer refused this batch for good (e.g. HTTP 400): dead-letter it. ``refused``:
+    the indexes of the records refused when the rest of the batch was delivered (None:
+    the whole batch)."""
 
-    def __init__(self, message: str, response: str = "") -> None:
+    def __init__(self, message: str, response: str = "", refused: list[int] | None = None) -> None:
         super().__init__(message)
         self.response = response
+        self.refused = refused
 
 
 @dataclass(slots=True)

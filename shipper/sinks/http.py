@@ -13,8 +13,10 @@ so the event loop never blocks. One ``send`` is one attempt, as the contract in
   wrong URL are not the records' fault, and the fix makes them go through;
 * 413 → the batch is sent again in halves (and later batches kept that small),
   down to one record;
-* any other status (400, 422, a 413 for one record) → ``PermanentError`` with the
-  start of the response body: the pipeline dead-letters the batch.
+* a 413 for one record → that record alone is refused (``PermanentError`` with
+  ``refused``, after the rest of the batch went): the pipeline dead-letters it only;
+* any other status (400, 422) → ``PermanentError`` with the start of the response
+  body: the pipeline dead-letters that part of the batch (the other parts still go).
 
 A batch whose body exceeds ``max_batch_bytes`` (before compression) is split in
 halves until each part fits; parts are sent in order, and a failure of a later
@@ -185,6 +187,7 @@ class HttpSink:
             self._auth = ("Splunk " if format == "splunk_hec" else "Bearer ") + token
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()  # one request at a time on the connection
+        self._refusal: PermanentError | None = None  # the last single-record 413
 
     def __repr__(self) -> str:
         return f"HttpSink(name={self.name!r}, url={self.url!r}, format={self.format!r})"
@@ -194,8 +197,22 @@ class HttpSink:
     async def send(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
+        refused: list[int] = []
+        first: PermanentError | None = None
+        off = 0
         for part, body in self._split(records):
-            await self._send_part(part, body)
+            try:
+                got = await self._send_part(part, body)
+            except PermanentError as exc:  # this part only: the others still go
+                got, first = list(range(len(part))), first or exc
+            if got and first is None:
+                first = self._refusal
+            refused += [off + i for i in got]
+            off += len(part)
+        if refused:
+            assert first is not None
+            raise PermanentError(str(first), response=first.response,
+                                 refused=None if len(refused) == len(records) else refused)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._close_conn)
@@ -218,13 +235,15 @@ class HttpSink:
                 out.append((part, body))  # one oversized record goes as it is: the peer decides
         return out
 
-    async def _send_part(self, records: list[dict[str, Any]], body: http_body.HttpBody) -> None:
+    async def _send_part(self, records: list[dict[str, Any]], body: http_body.HttpBody) -> list[int]:
+        """Send one part; the indexes of its records the peer refused for being too large
+        (a 413 for one record: the others go on). Other refusals raise."""
         self.stats.sent += len(records)
         status, reason, resp_headers, data = await asyncio.to_thread(self._request, body)
         if 200 <= status < 300:
             self._check_2xx(records, data)
             self.stats.acked += len(records)
-            return
+            return []
         text = data[:4 * MAX_ERROR_BODY].decode("utf-8", "replace")[:MAX_ERROR_BODY]
         what = f"HTTP {status} {reason} from {self.url}"
         if status == 413 and len(records) > 1:
@@ -233,9 +252,16 @@ class HttpSink:
             self.max_batch_bytes = max(1024, min(self.max_batch_bytes, len(body.body) // 2))
             log.warning("%s: HTTP 413 for %d bytes; sending batches of at most %d bytes from now on",
                         self.name, len(body.body), self.max_batch_bytes)
+            refused: list[int] = []
+            off = 0
             for part, part_body in self._split(records):
-                await self._send_part(part, part_body)
-            return
+                refused += [off + i for i in await self._send_part(part, part_body)]
+                off += len(part)
+            return refused
+        if status == 413:  # one record the peer will never take: that record only
+            self._refusal = PermanentError(f"{what} for one record of {len(body.body)} bytes"
+                                           + (f": {text}" if text else ""), response=text)
+            return [0]
         if status >= 500 or status in RETRYABLE:
             raise SinkError(f"{what}: {text}" if text else what,
                             retry_after=parse_retry_after(resp_headers.get("retry-after")))
