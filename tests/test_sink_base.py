@@ -40,3 +40,27 @@ def test_printable_cuts_and_keeps_text() -> None:
     assert printable("plain é text") == "plain é text"
     assert printable("x" * 600, limit=10) == "x" * 10 + "…"
     assert printable("a\x00b\x9bc") == "a\\x00b\\x9bc"
+
+
+class ChangingSink:
+    """Fails with one cause, again with it, then with another, then delivers."""
+
+    name = "changing"
+
+    def __init__(self) -> None:
+        self.stats = SinkStats()
+        self.errors = ["connect failed: Connection refused", "connect failed: Connection refused",
+                       "TLS: certificate has expired"]
+
+    async def send(self, records: list[dict[str, Any]]) -> None:
+        if self.errors:
+            raise SinkError(self.errors.pop(0))
+
+
+def test_a_new_cause_of_an_outage_is_said_once(caplog) -> None:
+    # found by fault injection: only the first cause of an outage was ever logged
+    sink = ChangingSink()
+    with caplog.at_level(logging.WARNING, logger="shipper.sink"):
+        assert asyncio.run(deliver(sink, [{"event_id": "a"}], Backoff(base=0.001, cap=0.001)))
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and "Connection refused" in said[0] and "expired" in said[1]

@@ -184,9 +184,11 @@ async def deliver(sink: Sink, records: list[dict[str, Any]], backoff: Backoff | 
             # what a peer sent may be in the text: never raw control bytes into the log
             # or a metric label (terminal escapes, a CR splitting one warning in two)
             why = printable(str(exc))
-            sink.stats.last_error = why
-            if backoff.attempt == 0:
+            if backoff.attempt == 0 or why != sink.stats.last_error:
+                # the first failure of an outage, and each new cause (an expired
+                # certificate after a refused connection), not every retry
                 log.warning("sink %s: %s (retrying; records wait in the buffer)", sink.name, why)
+            sink.stats.last_error = why
             delay = backoff.next_delay(exc.retry_after)
             if stop is None:
                 await asyncio.sleep(delay)
