@@ -496,6 +496,8 @@ class DiskQueue:
         self._ack_pos: tuple[_Segment, int] | None = None
         self._oldest_time: tuple[int, int | None] | None = None
         self._closed = False
+        self._drops_unsaid = 0
+        self._drops_said_at = -1e9
 
     # -- open and recovery ------------------------------------------------------------
 
@@ -983,17 +985,29 @@ class DiskQueue:
                     return
                 self._new_segment(self._last_seq + 1)
             seg_last = self._segs[1].first - 1
-            dropped = max(0, seg_last - self._ack_seq)
+            # records the sink has read are in flight (it may still deliver them from
+            # memory): counted as dropped are those it never read
+            dropped = max(0, seg_last - max(self._ack_seq, self._rseq - 1))
             if dropped:
                 self.stats.dropped_oldest += dropped
-                log.warning("buffer %s: full: dropping %d oldest record(s) (seq %d..%d, "
-                            "when_full=drop_oldest)", self.path, dropped, self._ack_seq + 1, seg_last)
+                self._say_dropped(dropped)
             self._ack_seq = max(self._ack_seq, seg_last)
             self._state_dirty = True
             self._delete_acked()
         if self._rseq <= self._ack_seq:
             self._rseq = self._ack_seq + 1
             self._rpos_ok = False
+
+    def _say_dropped(self, n: int) -> None:
+        """One warning a minute at most while drop_oldest drops (a long outage drops a
+        segment every few seconds)."""
+        self._drops_unsaid += n
+        now = time.monotonic()
+        if now - self._drops_said_at >= 60.0:
+            log.warning("buffer %s: full: dropped %d oldest record(s) not yet sent "
+                        "(when_full=drop_oldest; %d in all)", self.path, self._drops_unsaid,
+                        self.stats.dropped_oldest)
+            self._drops_unsaid, self._drops_said_at = 0, now
 
     def _delete_acked(self) -> None:
         """Delete segments whose every record is acknowledged (never the tail)."""

@@ -444,6 +444,27 @@ def test_cap_drop_oldest(tmp_path: Path) -> None:
     q.close()
 
 
+def test_drop_oldest_counts_what_the_sink_never_read_and_says_it_once(tmp_path: Path, caplog) -> None:
+    """Found by fault injection: records the sink had read (in flight, delivered later from
+    memory) were counted as dropped, and every dropped segment logged a warning."""
+    import logging
+    cap = 512 << 10
+    q = open_q(tmp_path, max_bytes=cap, when_full="drop_oldest")
+    fill(q, 0, 500)
+    in_flight = q.read(200, 1 << 30)  # read, not acknowledged
+    assert len(in_flight) == 200
+    with caplog.at_level(logging.WARNING, logger="shipper.buffer"):
+        for b in range(60):
+            q.append([rec(1000 + b * 50 + i) for i in range(50)])
+    rest = drain(q, ack=False)
+    # dropped: exactly the records that were never read and are not in the queue any more
+    kept = {num(p) for _, p in rest}
+    never_read = [n for n in list(range(200, 500)) + list(range(1000, 4000)) if n not in kept]
+    assert q.stats.dropped_oldest == len(never_read)
+    assert sum("dropped" in r.getMessage() for r in caplog.records) == 1
+    q.close()
+
+
 # -- disk full ----------------------------------------------------------------------------
 
 DISK_FULL_CHILD = textwrap.dedent("""
