@@ -540,3 +540,29 @@ async def test_https_handshake_that_never_comes_times_out():
         await sink.close()
     finally:
         silent.close()
+
+
+async def test_closing_ends_a_request_a_slow_peer_holds(tmp_path):
+    """Found by fault injection: a peer that answers after 60 s held the shipper's stop for
+    the whole request timeout, past the drain (asyncio waits for its worker thread)."""
+    import socket as socketlib
+    srv = socketlib.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    held: list[socketlib.socket] = []
+    loop = asyncio.get_running_loop()
+    accepting = loop.run_in_executor(None, lambda: held.append(srv.accept()[0]))
+    sink = HttpSink(f"http://127.0.0.1:{srv.getsockname()[1]}/", "ndjson", name="slow", timeout=60)
+    send = asyncio.ensure_future(sink.send(fixture_records()[:2]))
+    try:
+        await asyncio.wait_for(accepting, 5)
+        await asyncio.sleep(0.3)  # the request is sent and waits for an answer
+        t0 = time.monotonic()
+        await asyncio.wait_for(sink.close(), 5)
+        with pytest.raises(SinkError):
+            await asyncio.wait_for(send, 5)  # the request ended too: its thread is free
+        assert time.monotonic() - t0 < 3
+    finally:
+        for c in held:
+            c.close()
+        srv.close()

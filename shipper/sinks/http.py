@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import http.client
 import logging
 import os
@@ -188,6 +189,7 @@ class HttpSink:
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()  # one request at a time on the connection
         self._refusal: PermanentError | None = None  # the last single-record 413
+        self._closing = False
 
     def __repr__(self) -> str:
         return f"HttpSink(name={self.name!r}, url={self.url!r}, format={self.format!r})"
@@ -215,6 +217,15 @@ class HttpSink:
                                  refused=None if len(refused) == len(records) else refused)
 
     async def close(self) -> None:
+        # A request may be waiting on a slow peer (up to ``timeout``) with the lock held:
+        # shut its socket down first, so it ends now and the stop is not held past the
+        # drain (the batch stays in the buffer, sent again at the next start).
+        self._closing = True
+        conn = self._conn
+        sock = getattr(conn, "sock", None) if conn is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         await asyncio.to_thread(self._close_conn)
 
     # -- internals -------------------------------------------------------
@@ -323,6 +334,8 @@ class HttpSink:
             headers["Authorization"] = self._auth
         with self._lock:
             for attempt in (1, 2):
+                if self._closing:
+                    raise SinkError(f"{self.url}: the sink is closing")
                 reused = self._conn is not None
                 try:
                     if self._conn is None:
@@ -342,7 +355,7 @@ class HttpSink:
                     self.stats.connected = False
                     # A kept-alive connection the server closed while idle: try a fresh one
                     # at once. Safe: the server did not answer, and receivers dedupe by id.
-                    if attempt == 1 and reused and isinstance(
+                    if attempt == 1 and reused and not self._closing and isinstance(
                             exc, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError):
                         continue
                     raise SinkError(f"{self.url}: {describe_error(exc)}") from None
