@@ -53,9 +53,10 @@ def build_sink(cfg: SinkConfig) -> Any:
         from shipper.encode.rfc5424 import Rfc3164Encoder, Rfc5424Encoder
 
         if cfg.format == "rfc3164":
-            encoder: Any = Rfc3164Encoder(facility=cfg.facility)
+            encoder: Any = Rfc3164Encoder(facility=cfg.facility, msg_field=cfg.msg_field)
         else:
-            kwargs: dict[str, Any] = {"sd_id": cfg.sd_id, "facility": cfg.facility}
+            kwargs: dict[str, Any] = {"sd_id": cfg.sd_id, "facility": cfg.facility,
+                                      "msg_field": cfg.msg_field, "bom": cfg.bom}
             if cfg.max_message_bytes:
                 kwargs["max_size"] = cfg.max_message_bytes
             if t == "relp":  # never more than a RELP frame carries: it would stop the sink

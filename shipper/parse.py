@@ -64,6 +64,7 @@ _LONG_DIGITS_RE = re.compile(r"\d{20}")
 _NS_END = 1 << 63
 _HALF_YEAR_NS = 183 * 86400 * NS
 _DAY_NS = 86400 * NS
+_FOLD_SLACK_NS = 300 * NS
 _PREFIX_RE = re.compile(r"([A-Za-z][\w.+-]*(?:/[\w.+-]+)*)(?:\[(\d+)\])?: ?")
 
 
@@ -248,10 +249,14 @@ class LineParser:
                     and abs(env.time_ns - self.last_time_ns) > _HALF_YEAR_NS):
                 env = self._turn_of_year(raw, env)
             time_ns = env.time_ns
-            if env.alt_ns is not None and time_ns is not None and self.last_time_ns is not None:
-                # the hour a DST change repeats: the reading that follows the line before
+            if env.alt_ns is not None and time_ns is not None:
+                # the hour a DST change repeats: the first pass unless that is more than
+                # 5 minutes before the line before (lines merged a little out of order
+                # stay in their pass); with none before, the first pass too (mktime's
+                # own pick depends on what it converted earlier)
                 early, late = sorted((time_ns, env.alt_ns))
-                time_ns = early if early >= self.last_time_ns - NS else late
+                last = self.last_time_ns
+                time_ns = early if last is None or early >= last - _FOLD_SLACK_NS else late
             text, host, tag, pid = env.text, env.host, env.tag, env.pid
             if env.journal_seq is not None and self.file_id is None:
                 # A journal entry from a pipe: its place in the journal is its identity
@@ -404,7 +409,7 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
 
 def _with_secrets(text: str) -> tuple[str | None, str, dict, int | None] | None:
     """``dispatch`` of a recordio or vchkpw line; None for any other text."""
-    if text.startswith("vchkpw-"):
+    if text.startswith(("vchkpw-", "vchkpw: ", "vchkpw:\t")):
         got = parse_vchkpw(text)
         return None if got is None else _result("vpopmail", got)
     sp = text.find(" ")

@@ -35,7 +35,7 @@ def client_context(opts: TlsOptions) -> ssl.SSLContext:
             try:
                 ctx.load_verify_locations(cafile=opts.ca_file, capath=opts.ca_dir)
             except ssl.SSLError as exc:  # name the file: ssl's text names none
-                raise ssl.SSLError(f"CA {opts.ca_file or opts.ca_dir}: {exc}") from exc
+                raise ValueError(f"CA {opts.ca_file or opts.ca_dir}: {exc}") from exc
         else:
             ctx.load_default_certs()
     else:
@@ -45,6 +45,6 @@ def client_context(opts: TlsOptions) -> ssl.SSLContext:
         try:
             ctx.load_cert_chain(opts.cert_file, opts.key_file)
         except ssl.SSLError as exc:  # a key that does not match its certificate, a bad PEM
-            raise ssl.SSLError(f"client certificate {opts.cert_file} / key "
-                               f"{opts.key_file or opts.cert_file}: {exc}") from exc
+            raise ValueError(f"client certificate {opts.cert_file} / key "
+                             f"{opts.key_file or opts.cert_file}: {exc}") from exc
     return ctx

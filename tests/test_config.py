@@ -411,3 +411,12 @@ def test_relp_messages_are_never_bigger_than_a_relp_frame() -> None:
     for extra, want in (("", 131072), ("max_message_bytes = 8192\n", 8192)):
         sink = build_sink(load_config_text(base + extra, check_files=False).sinks["r"])
         assert sink.encoder.max_size == want
+
+
+def test_msg_field_and_bom_reach_the_encoder() -> None:
+    """The review found them accepted by the config and ignored by the sink."""
+    from shipper.assemble import build_sink
+    base = '[sources.q]\ntype = "multilog"\npaths = ["/var/log/qmail/*"]\n[sinks.s]\ntype = "syslog"\nhost = "h"\n'
+    sink = build_sink(load_config_text(base + 'msg_field = "raw"\nbom = true\n', check_files=False).sinks["s"])
+    enc = sink.encoding.encoder if hasattr(sink, "encoding") else sink.encoder
+    assert enc.msg_field == "raw" and enc.bom is True

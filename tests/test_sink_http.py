@@ -566,3 +566,21 @@ async def test_closing_ends_a_request_a_slow_peer_holds(tmp_path):
         for c in held:
             c.close()
         srv.close()
+
+
+async def test_a_part_refused_inside_a_413_split_does_not_take_the_others_with_it(peer: Peer):
+    """The review found it: a 400 for the first half of a 413-split batch dead-lettered the
+    whole batch, the second half never sent."""
+    recs = fixture_records()[:8]
+    peer.script = [(413, {}, b"too large"), (400, {}, b"bad field")]
+    sink = HttpSink(peer.url, "ndjson", name="siem")
+    try:
+        with pytest.raises(PermanentError) as info:
+            await deliver(sink, recs, FAST)
+        ids = [[orjson.loads(ln)["event_id"] for ln in r["body"].splitlines()] for r in peer.requests]
+        refused_ids = ids[1]  # the first part sent after the 413 got the 400
+        assert 0 < len(refused_ids) < len(recs) and "400" in str(info.value)
+        assert info.value.refused == list(range(len(refused_ids)))
+        assert [i for part in ids[2:] for i in part] == [r["event_id"] for r in recs[len(refused_ids):]]
+    finally:
+        await sink.close()

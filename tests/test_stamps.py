@@ -445,6 +445,14 @@ def test_the_hour_a_dst_change_repeats_reads_forward(monkeypatch):
         p = LineParser()
         got = [p.parse(ln.encode()).time_ns // NS for ln in out.splitlines()]
         assert got == secs
+        # a line two seconds out of order stays in its pass; a first line at the fold
+        # takes the first pass whatever mktime converted before
+        lines = out.splitlines()
+        p = LineParser()
+        p.parse(lines[2].encode())
+        back = lines[1].replace("02:15:00", "02:44:58").encode()
+        assert p.parse(back).time_ns // NS == secs[2] - 2
+        assert LineParser().parse(lines[3].encode()).time_ns // NS == secs[1]
     finally:
         monkeypatch.undo()
         time.tzset()

@@ -66,7 +66,14 @@ def _vchkpw_old(rest: str, prefix: str) -> Parsed | None:
         rest = rest.rstrip(_TRAILING)
     phrase = next((p for p in _VCHKPW_OLD_PHRASES if rest.startswith(p + " ")), None)
     if phrase is None:
-        return None
+        at = rest.lower().find("password fail")
+        if at < 0:
+            return None
+        # spelled otherwise (a tab, capitals, two spaces): whatever follows may be the
+        # password, so none of it leaves
+        cut = at + len("password fail")
+        return "pop_auth", {"result": "failure", "reason": rest[:cut].strip(),
+                            "_redact": f"{prefix}{rest[:cut]} [REDACTED]"}
     tail = rest[len(phrase) + 1:]
     sp = tail.rfind(" ")
     who = tail[sp + 1:]
@@ -103,8 +110,14 @@ def parse_vchkpw_prefixed(text: str) -> Parsed | None:
 def parse_vchkpw(text: str) -> Parsed | None:
     """vchkpw text after ``vpopmail[PID]: ``: ``vchkpw-SERVICE: ...``, or vpopmail 5.x's
     ``vchkpw: ...``."""
-    if text.startswith("vchkpw: "):
-        return _vchkpw_old(text[8:], "vchkpw: ")
+    if text[:1] in (" ", "\t"):  # "vpopmail[1]:  vchkpw: ...": the same line
+        lead = len(text) - len(text.lstrip(" \t"))
+        got = parse_vchkpw(text[lead:])
+        if got is not None and "_redact" in got[1]:
+            got[1]["_redact"] = text[:lead] + got[1]["_redact"]
+        return got
+    if text.startswith("vchkpw: ") or text.startswith("vchkpw:\t"):
+        return _vchkpw_old(text[8:], text[:8])
     if not text.startswith("vchkpw-"):
         return None
     if text[-1:] in _TRAILING:

@@ -63,12 +63,12 @@ _RELAY_RE = re.compile(
 )
 # indimail's temp_noconn: "..._SMTP_connection_for_DOMAIN_to_IP_port_25_bind_IP_[]._(#4.4.1)/"
 _NOCONN_RELAY_RE = re.compile(
-    r"_connection_for_\S+?_to_(\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:.]*)_port_\d+")
+    r"_connection_for_[^_\s]+_to_(\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]{0,40})_port_\d+")
 _RELAY_FIRST = frozenset("0123456789:ABCDEFabcdef")
 # The TLS patch's qmail-remote ends a TLS failure with "; connected to IP." (or
 # "connecting to", before the handshake): tls_quit() in its qmail-remote.c.
 _TLS_RELAY_RE = re.compile(
-    r";_connect(?:ed|ing)_to_(\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:.]*?)\.?(?:/|$)")
+    r";_connect(?:ed|ing)_to_(\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]{0,40}?)\.?(?:/|$)")
 _RECIPIENT_RE = re.compile(r"\(([^()\s]*)\)_")
 _SAID = "Remote_host_said:_"
 
@@ -186,15 +186,16 @@ def delivery_text_fields(raw: str) -> dict[str, Any]:
         m = _RELAY_RE.match(body)
         if m is not None:
             f["relay_ip"] = m.group(1)
+    said = body.find(_SAID)
     if "relay_ip" not in f and ";_connect" in body:
         m = _TLS_RELAY_RE.search(body)
         if m is not None:
             f["relay_ip"] = m.group(1)
     if "relay_ip" not in f and "_port_" in body:
-        m = _NOCONN_RELAY_RE.search(body)
+        # ours, not the remote's reply (its text is the peer's to write: never search it)
+        m = _NOCONN_RELAY_RE.search(body, 0, said if said >= 0 else len(body))
         if m is not None:
             f["relay_ip"] = m.group(1)
-    said = body.find(_SAID)
     start = said + len(_SAID) if said >= 0 else 0
     m = _SMTP_CODE_RE.match(body, start)
     if m is not None:
@@ -302,6 +303,8 @@ def _info_notice(rest: str) -> Parsed | None:
         if m.group(2) is not None:
             f["queue"] = m.group(2)
         return "bounce_deleted", f
+    if _ARGV0_RE.match(rest) is None:  # "info: argv0: ..." only: other programs say "info:" too
+        return None
     return _notice("info")(rest)
 
 

@@ -225,7 +225,9 @@ class HttpSink:
         sock = getattr(conn, "sock", None) if conn is not None else None
         if sock is not None:
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                # the plain socket's shutdown: SSLSocket.shutdown drops its TLS state first,
+                # and a send in flight could then go out in clear
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
         await asyncio.to_thread(self._close_conn)
 
     # -- internals -------------------------------------------------------
@@ -266,7 +268,11 @@ class HttpSink:
             refused: list[int] = []
             off = 0
             for part, part_body in self._split(records):
-                refused += [off + i for i in await self._send_part(part, part_body)]
+                try:
+                    got = await self._send_part(part, part_body)
+                except PermanentError as exc:  # that part only: the ones after it still go
+                    got, self._refusal = list(range(len(part))), exc
+                refused += [off + i for i in got]
                 off += len(part)
             return refused
         if status == 413:  # one record the peer will never take: that record only
