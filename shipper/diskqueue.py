@@ -1517,6 +1517,9 @@ class DiskQueue:
 
     def close(self) -> None:
         """Make everything durable, mark the state clean, release the directory."""
+        if self._drops_unsaid:  # dropped since the last warning: say it before going
+            self._drops_said_at = -1e9
+            self._say_dropped(0)
         if self._flusher is not None:
             self._stop_flusher.set()
             self._flusher.join()

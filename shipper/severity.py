@@ -76,7 +76,9 @@ def severity_of_event(event: Any) -> int | None:
 
 def severity(rec: dict[str, Any]) -> int:
     event = rec.get("event")
-    sev = _BY_EVENT.get(event, INFO) if isinstance(event, str) else INFO
+    if type(event) is not str:  # not a record of ours: a list would not even hash
+        return INFO
+    sev = _BY_EVENT.get(event, INFO)
     if event == "delivery":
         result = rec.get("result")
         if result == "failure":

@@ -328,3 +328,5 @@ def test_a_list_or_a_dict_where_a_name_belongs_is_no_crash():
     for enc in (Rfc5424Encoder(hostname="h"), Rfc3164Encoder(hostname="h")):
         (one,) = enc.encode_texts([rec])
         assert one.endswith(" m") and "a" in one  # the list's text in the header, cleaned
+        (two,) = enc.encode_texts([{**rec, "event": ["e", 1]}])  # nor an event
+        assert two.endswith(" m")

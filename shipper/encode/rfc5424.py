@@ -239,6 +239,8 @@ class Rfc5424Encoder:
         return NILVALUE if pid is None else str(pid) if type(pid) is int else _printable(str(pid), 128)
 
     def _event(self, event: Any) -> tuple[str | None, str]:
+        if type(event) not in _HASHABLE_HEAD:
+            event = str(event)
         info = self._events.get(event)
         if info is None:
             sev = severity_of_event(event)
@@ -356,7 +358,7 @@ class Rfc5424Encoder:
                 append(self._text(rec))
                 continue
             host, program, event, pid, ns, flags, msg = shape.head(rec)
-            pri, msgid_sd = events.get(event) or self._event(event)
+            pri, msgid_sd = (type(event) is str and events.get(event)) or self._event(event)
             if pri is None:
                 pri = self._pri[severity(rec)]
             h = default_host if host is None else (
