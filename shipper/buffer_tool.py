@@ -69,6 +69,11 @@ class BufferReport:
     problems: list[str] = field(default_factory=list)
 
 
+def is_buffer(root: Path) -> bool:
+    """Whether ``root`` holds a buffer (a segment or a state file)."""
+    return bool(list_segments(root)) or (root / STATE_NAME).exists()
+
+
 def not_a_buffer(root: Path) -> str:
     """Why ``root`` is no buffer, naming the buffers below it (state_dir/buffer holds one
     directory per sink)."""
@@ -85,9 +90,9 @@ def inspect(path: str | os.PathLike[str]) -> BufferReport:
         raise FileNotFoundError(f"{root}: no such buffer directory")
     rep = BufferReport(path=root)
     state_path = root / STATE_NAME
-    segments = list_segments(root)
-    if not segments and not state_path.exists():
+    if not is_buffer(root):
         raise FileNotFoundError(not_a_buffer(root))
+    segments = list_segments(root)
     if state_path.exists():
         rep.state, rep.state_notes = decode_state(state_path.read_bytes())
         if rep.state is None:
@@ -253,7 +258,7 @@ def repair(path: str | os.PathLike[str], out: TextIO | None = None) -> int:
     if not Path(path).is_dir():
         print(f"shipper buffer repair: {path}: no such buffer directory", file=out)
         return EXIT_PROBLEM
-    if not list_segments(Path(path)) and not (Path(path) / STATE_NAME).exists():
+    if not is_buffer(Path(path)):
         print(f"shipper buffer repair: {not_a_buffer(Path(path))}", file=out)  # make none
         return EXIT_PROBLEM
     handler = _Collect()

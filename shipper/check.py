@@ -104,9 +104,7 @@ def _probe_sink(cfg: SinkConfig) -> tuple[str, str]:
         if cfg.path and os.path.isdir(cfg.path):
             return f"file {cfg.path}", "is a directory, not a file"
         d = os.path.dirname(os.path.abspath(cfg.path or ".")) or "."
-        probe = d  # run makes missing directories: the nearest existing one must take them
-        while not os.path.exists(probe) and os.path.dirname(probe) != probe:
-            probe = os.path.dirname(probe)
+        probe = _nearest_existing(d)  # run makes missing directories: this one must take them
         if not os.path.isdir(probe):
             return f"file {cfg.path}", f"{probe} is not a directory"
         if not os.access(probe, os.W_OK):
@@ -173,13 +171,19 @@ def _unstamped(current: str) -> str | None:
             "otherwise guessed, and event ids can repeat between files that begin alike)")
 
 
+def _nearest_existing(path: str) -> str:
+    """``path``, or its nearest ancestor that exists (what a missing directory would be
+    made in); "" when none of a relative path exists."""
+    while path and not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
 def _check_dirs(config: Config) -> list[str]:
     problems = []
     dirs = {config.state_dir} | {s.buffer.path for s in config.sinks.values() if s.buffer.type == "disk"}
     for d in sorted(dirs):
-        probe = d
-        while probe and not os.path.exists(probe):
-            probe = os.path.dirname(probe)
+        probe = _nearest_existing(d)
         if not probe:
             continue
         if not os.path.isdir(probe):

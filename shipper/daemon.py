@@ -87,14 +87,11 @@ class Daemon:
             return 1
         try:
             self.assembly = assemble(self.config)
-        except OSError as exc:  # state_dir or a buffer not writable, a path that is a directory, ...
-            log.error("cannot start: %s", describe_os_error(exc))
-            return 2
         except QueueLocked as exc:
             log.error("cannot start: %s: is another shipper using this buffer?", exc)
             return 1
-        except Exception as exc:  # noqa: BLE001 - a sink or source that cannot be built: one line
-            log.error("cannot start: %s: %s", type(exc).__name__, exc)
+        except Exception as exc:  # noqa: BLE001 - state_dir not writable, a sink that cannot be built
+            log.error("cannot start: %s", _why(exc))
             return 2
         await self._start_metrics()
         run_task = loop.create_task(self.assembly.pipeline.run())

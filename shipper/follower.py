@@ -348,6 +348,16 @@ class _FollowerBase:
     def state(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def _reader_unread(self) -> int:
+        """Bytes of the file being read that are not read yet."""
+        r = self.reader
+        if r is None:
+            return 0
+        try:
+            return max(0, os.fstat(r.fd).st_size - r.raw_pos)
+        except OSError:
+            return 0
+
     def _file_state(self, r: _Reader, live: bool) -> dict[str, Any]:
         return {"name": r.name, "dev": r.ident[0], "ino": r.ident[1], "fid": r.file_id,
                 "off": r.pos, "mk": marker(r.tail) if r.tail is not None else "", "lab": r.label, "size": r.size_seen,
@@ -726,10 +736,7 @@ class MultilogFollower(_FollowerBase):
         archives after it, and ``current`` when we are not at it (0 when caught up).
         Sizes as last seen; a processor's archives count as stored (compressed)."""
         r = self.reader
-        n = 0
-        if r is not None:
-            with contextlib.suppress(OSError):
-                n += max(0, os.fstat(r.fd).st_size - r.raw_pos)
+        n = self._reader_unread()
         done = self.done
         for lb, k in self.known.items():
             if k.size and (done is None or lb > done) and (r is None or lb != r.label):
@@ -1277,13 +1284,7 @@ class PlainFileFollower(_FollowerBase):
 
     def unread_bytes(self) -> int:
         """Bytes of the file not read yet (0 when caught up)."""
-        r = self.reader
-        if r is None:
-            return 0
-        try:
-            return max(0, os.fstat(r.fd).st_size - r.raw_pos)
-        except OSError:
-            return 0
+        return self._reader_unread()
 
     def state(self) -> dict[str, Any]:
         r = self.reader

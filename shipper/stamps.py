@@ -51,7 +51,8 @@ _LOCAL_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{9})( {1
 _SVLOGD_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)[_T](\d\d):(\d\d):(\d\d)\.(\d{5}) ")
 _ACCU_RE = re.compile(r"(\d{9,11})\.\.?(\d{1,9})([ +])")
 # A syslog header's tag: "]" optional, "vpopmail[18917: ..." is seen
-_TAG = r"(\S+) ([^\s\[:]+)(?:\[(\d+)\]?)?: ?"
+_TAG_ONLY = r"([^\s\[:]+)(?:\[(\d+)\]?)?: ?"
+_TAG = r"(\S+) " + _TAG_ONLY
 # RFC 3339 date-time (groups 1-8, see _rfc3339_ns); the offset's colon optional for
 # journalctl's short-iso (systemd issue #26639)
 _DATE_TIME = r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:?\d\d)"
@@ -66,7 +67,7 @@ _BSD_HEAD_RE = re.compile(_BSD_STAMP + r"(\S+) ")
 _FACPRI_RE = re.compile(
     r"(?:kern|user|mail|daemon|auth|syslog|lpr|news|uucp|cron|authpriv|ftp|ntp|security|"
     r"console|local[0-7])\.(?:emerg|alert|crit|err|error|warn|warning|notice|info|debug|panic) ")
-_TAG_ONLY_RE = re.compile(r"([^\s\[:]+)(?:\[(\d+)\]?)?: ?")
+_TAG_ONLY_RE = re.compile(_TAG_ONLY)
 # journalctl -o short-full: "Mon 2024-03-04 10:11:12 CET host tag[pid]: "
 _FULL_RE = re.compile(
     r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)"
@@ -344,8 +345,7 @@ def _short_full(line: str, m: re.Match[str], local_tz: bool) -> Envelope:
     except (OverflowError, ValueError):
         return Envelope(None, "none", line, bad_stamp=True)
     if numeric:
-        off = int(zone[1:3]) * 3600 + (int(zone[3:5]) * 60 if len(zone) == 5 else 0)
-        secs -= off if zone[0] == "+" else -off
+        secs -= _offset_secs(zone)
     pid = m.group(11)
     return _after_header(Envelope(secs * NS + _frac_ns(m.group(7)), "syslog", line[m.end():],
                                   host=m.group(9), tag=m.group(10),
@@ -374,9 +374,14 @@ def _rfc3339_ns(m: re.Match[str]) -> int | None:
     frac = m.group(7) or ""
     tz = m.group(8)
     if tz != "Z":
-        off = int(tz[1:3]) * 3600 + int(tz[-2:]) * 60  # "+01:00", or journalctl's "+0100"
-        secs -= off if tz[0] == "+" else -off
+        secs -= _offset_secs(tz)
     return secs * NS + _frac_ns(frac)
+
+
+def _offset_secs(tz: str) -> int:
+    """``+01:00``, journalctl's ``+0100``, short-full's ``+03`` → seconds east of UTC."""
+    off = int(tz[1:3]) * 3600 + (int(tz[-2:]) * 60 if len(tz) > 3 else 0)
+    return off if tz[0] == "+" else -off
 
 
 def _rfc3339(line: str, m: re.Match[str], leap: bool, year: int | None) -> Envelope:

@@ -27,7 +27,6 @@ until it fits; it carries ``_truncated`` naming what was cut.
 from __future__ import annotations
 
 import gzip
-import json
 import re
 import struct
 import zlib
@@ -35,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from shipper.encode import SCALARS, json_text
 from shipper.severity import severity
 
 MAGIC = b"\x1e\x0f"
@@ -61,9 +61,6 @@ def field_name(key: str) -> str:
     return name
 
 
-_SCALARS = frozenset({str, int, float, bool})
-
-
 def _value(v: Any) -> Any:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -73,12 +70,9 @@ def _value(v: Any) -> Any:
         return v if -_I63 <= v < _I64 else str(v)
     if isinstance(v, float):
         return v if v == v and v not in (float("inf"), float("-inf")) else str(v)
-    if isinstance(v, list | tuple) and all(type(x) in _SCALARS for x in v):
+    if isinstance(v, list | tuple) and all(type(x) in SCALARS for x in v):
         return ",".join(x if isinstance(x, str) else str(_value(x)) for x in v)
-    try:  # objects, and lists holding objects (a summary's recipients): JSON text
-        return orjson.dumps(v, default=str).decode()
-    except TypeError:  # an int past 64 bits somewhere inside
-        return json.dumps(v, default=str, ensure_ascii=False)
+    return json_text(v)  # objects, and lists holding objects (a summary's recipients)
 
 
 def gelf_message(rec: dict[str, Any], default_host: str = "localhost") -> dict[str, Any]:

@@ -32,15 +32,13 @@ cached. ``encode_texts`` leaves messages as str so a stream sink encodes a batch
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from operator import itemgetter
 from types import NoneType
 from typing import Any, NamedTuple
 
-import orjson
-
+from shipper.encode import SCALARS, json_text
 from shipper.severity import severity, severity_of_event
 
 NILVALUE = "-"
@@ -100,19 +98,11 @@ def param_text(value: Any) -> str | None:
     if t is list or t is tuple:
         if not value:
             return None
-        if all(type(x) in _SCALARS for x in value):
+        if all(type(x) in SCALARS for x in value):
             return ",".join(x if type(x) is str else str(x) for x in value)
     elif t is not dict:
         return str(value)
-    # objects, and lists holding them (a summary's recipients, decisions): JSON text, which
-    # a SIEM can parse, not Python's repr
-    try:
-        return orjson.dumps(value, default=str).decode()
-    except TypeError:  # an int past 64 bits somewhere inside
-        return json.dumps(value, default=str, ensure_ascii=False)
-
-
-_SCALARS = frozenset({str, int, float, bool})
+    return json_text(value)  # objects, and lists holding them (a summary's recipients)
 
 
 def utf8_cut(data: bytes, limit: int) -> bytes:

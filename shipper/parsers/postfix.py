@@ -232,12 +232,7 @@ def _relay_trouble(text: str, fields: dict[str, Any]) -> Parsed | None:
     m = _RELAY_TROUBLE_RE.match(text)
     if m is None:
         return None
-    ip = m.group("ip")
-    if "/" in ip:  # lmtp over a unix socket: host[private/dovecot-lmtp]
-        fields["relay_host"] = m.group("host")
-        fields["relay_socket"] = ip
-    else:
-        _set_relay(fields, m.group("host"), ip, m.group("port"))
+    _set_relay(fields, m.group("host"), m.group("ip"), m.group("port"))
     rest = m.group("rest")
     reply = _REPLY_RE.match(rest)
     if reply is not None and reply.group("code"):
@@ -314,12 +309,7 @@ def _delivery(service: str, rest: str, fields: dict[str, Any]) -> Parsed:
         fields["orig_to"] = orig
     if rip is not None:
         fields["relay_host"] = rhost
-        if "/" in rip:  # lmtp/smtp over a unix socket: relay=host[private/dovecot-lmtp]
-            fields["relay_socket"] = rip
-        else:
-            fields["relay_ip"] = rip
-        if rport is not None:
-            fields["relay_port"] = int(rport)
+        _set_relay(fields, "", rip, rport)
     elif relay and relay != "none":
         fields["relay_host"] = relay
     if delay is not None:
@@ -550,7 +540,9 @@ def _set_client(fields: dict[str, Any], host: str, ip: str, port: str | None) ->
 def _set_relay(fields: dict[str, Any], host: str, ip: str, port: str | None) -> None:
     if host:
         fields["relay_host"] = host
-    if ip:
+    if "/" in ip:  # lmtp/smtp over a unix socket: relay=host[private/dovecot-lmtp]
+        fields["relay_socket"] = ip
+    elif ip:
         fields["relay_ip"] = ip
     if port:
         fields["relay_port"] = int(port)

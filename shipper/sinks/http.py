@@ -199,19 +199,10 @@ class HttpSink:
     async def send(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
-        refused: list[int] = []
-        first: PermanentError | None = None
-        off = 0
-        for part, body in self._split(records):
-            try:
-                got = await self._send_part(part, body)
-            except PermanentError as exc:  # this part only: the others still go
-                got, first = list(range(len(part))), first or exc
-            if got and first is None:
-                first = self._refusal
-            refused += [off + i for i in got]
-            off += len(part)
+        self._refusal = None
+        refused = await self._send_parts(records)
         if refused:
+            first = self._refusal
             assert first is not None
             raise PermanentError(str(first), response=first.response,
                                  refused=None if len(refused) == len(records) else refused)
@@ -248,6 +239,21 @@ class HttpSink:
                 out.append((part, body))  # one oversized record goes as it is: the peer decides
         return out
 
+    async def _send_parts(self, records: list[dict[str, Any]]) -> list[int]:
+        """Send ``records`` in parts; the indexes of those refused for good. A part refused
+        takes only itself: the parts after it still go. ``_refusal``: the first refusal."""
+        refused: list[int] = []
+        off = 0
+        for part, body in self._split(records):
+            try:
+                got = await self._send_part(part, body)
+            except PermanentError as exc:
+                got = list(range(len(part)))
+                self._refusal = self._refusal or exc
+            refused += [off + i for i in got]
+            off += len(part)
+        return refused
+
     async def _send_part(self, records: list[dict[str, Any]], body: http_body.HttpBody) -> list[int]:
         """Send one part; the indexes of its records the peer refused for being too large
         (a 413 for one record: the others go on). Other refusals raise."""
@@ -265,18 +271,9 @@ class HttpSink:
             self.max_batch_bytes = max(1024, min(self.max_batch_bytes, len(body.body) // 2))
             log.warning("%s: HTTP 413 for %d bytes; sending batches of at most %d bytes from now on",
                         self.name, len(body.body), self.max_batch_bytes)
-            refused: list[int] = []
-            off = 0
-            for part, part_body in self._split(records):
-                try:
-                    got = await self._send_part(part, part_body)
-                except PermanentError as exc:  # that part only: the ones after it still go
-                    got, self._refusal = list(range(len(part))), exc
-                refused += [off + i for i in got]
-                off += len(part)
-            return refused
+            return await self._send_parts(records)
         if status == 413:  # one record the peer will never take: that record only
-            self._refusal = PermanentError(f"{what} for one record of {len(body.body)} bytes"
+            self._refusal = self._refusal or PermanentError(f"{what} for one record of {len(body.body)} bytes"
                                            + (f": {text}" if text else ""), response=text)
             return [0]
         if status >= 500 or status in RETRYABLE:
