@@ -57,6 +57,7 @@ _BY_LEVEL: dict[str, dict[str, int]] = {
     # warning or a drop, not an error of the server's
     "tcp_error": {"warning": WARNING, "drop": NOTICE, "temp": WARNING, "fatal": CRIT},
     "spamdyke_message": {"warning": WARNING},
+    "dovecot": {"debug": DEBUG, "warning": WARNING, "error": ERR, "fatal": CRIT, "panic": CRIT},
 }
 
 

@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 from shipper.parse import LineParser, ParseOptions
 from shipper.parsers.misc import (
     parse_chkuser,
+    parse_dovecot,
     parse_simscan,
     parse_spamdyke,
     parse_spamdyke_untagged,
     parse_vchkpw,
 )
+from shipper.severity import severity
 
 SAMPLES = Path(__file__).parent / "fixtures" / "samples"
 
@@ -139,6 +141,20 @@ def test_chkuser_reject_and_odd_forms():
                                "remote_host": "host.example", "remote_ip": "2001:db8::5", "rcpt_to": "x@y.z",
                                "text": "not existing recipient"})
     assert parse_chkuser("CHKUSER something new") == ("chkuser", {"text": "something new"})
+
+
+@pytest.mark.parametrize(("remote", "helo", "host", "ip"), [
+    # EHLO with an RFC 5321 address literal, the usual form of IPv6 clients
+    ("[IPv6:2001:db8::5]:unknown:2001:db8::5", "[IPv6:2001:db8::5]", "unknown", "2001:db8::5"),
+    ("[IPv6:::1]:localhost:::1", "[IPv6:::1]", "localhost", "::1"),
+    ("localhost:25:mail.example.org:192.0.2.7", "localhost:25", "mail.example.org", "192.0.2.7"),
+    ("a:b::192.0.2.7", "a:b", None, "192.0.2.7"),
+    ("helo::2001:db8::1", "helo", None, "2001:db8::1"),
+    ("[192.0.2.7]:host.example:192.0.2.7", "[192.0.2.7]", "host.example", "192.0.2.7"),
+])
+def test_chkuser_helo_with_colons(remote: str, helo: str, host: str | None, ip: str) -> None:
+    _, f = parse_chkuser(f"CHKUSER accepted rcpt: from <a@b.c::> remote <{remote}> rcpt <x@y.z> : found")
+    assert (f.get("helo"), f.get("remote_host"), f.get("remote_ip")) == (helo, host, ip)
     assert parse_chkuser("CHKUSERS x") is None and parse_chkuser("") is None
 
 
@@ -185,9 +201,11 @@ def test_unprefixed_parsers_reject_other_text_fast_path():
 @settings(max_examples=400, deadline=None)
 @given(st.text(max_size=300))
 def test_arbitrary_text_never_raises(text):
-    for fn in (parse_vchkpw, parse_chkuser, parse_simscan, parse_spamdyke, parse_spamdyke_untagged):
+    for fn in (parse_vchkpw, parse_chkuser, parse_simscan, parse_spamdyke, parse_spamdyke_untagged,
+               parse_dovecot):
         for t in (text, "vchkpw-" + text, "CHKUSER " + text, "simscan:[1]:" + text, "[1]:" + text,
-                  "ALLOWED from: " + text, "ERROR(" + text, "X origin_ip: " + text):
+                  "ALLOWED from: " + text, "ERROR(" + text, "X origin_ip: " + text,
+                  "imap-login: Login: user=<" + text, "imap(" + text, "pop3-login: Error: " + text):
             got = fn(t)
             assert got is None or (isinstance(got[0], str) and isinstance(got[1], dict))
 
@@ -295,3 +313,54 @@ def test_vpopmail5_vchkpw_lines_are_parsed_and_their_passwords_never_leave():
     assert [("redacted" in r["flags"]) for r in recs] == [True, True, False, False, False, True, True]
     assert recs[0]["raw"] == ("Mar  3 10:00:09 mail vpopmail[1209]: vchkpw: password fail "
                               "[REDACTED] joe@example.com:198.51.100.23")
+
+
+# dovecot's own formats: login-common's default login_log_format_elements
+# ("user=<%u> method=%m rip=%r lip=%l mpid=%e %c session=<%{session}>", joined by ", "),
+# its "Login", "Disconnected (auth failed, N attempts in S secs)" and 2.3's
+# "Login aborted: … (auth failed, …) (auth_failed)" texts, the mail processes'
+# "imap(user)<pid><session>: " prefix and the "Error: "/"Warning: " level words.
+DOVECOT = [
+    ("Jun 10 12:00:01 mx dovecot: imap-login: Login: user=<u@example.com>, method=PLAIN, "
+     "rip=192.0.2.7, lip=192.0.2.1, mpid=2345, TLS, session=<abcDEF12>", 6, "pop_auth",
+     {"service": "imap", "auth_user": "u@example.com", "method": "PLAIN", "remote_ip": "192.0.2.7",
+      "local_ip": "192.0.2.1", "mail_pid": 2345, "session": "abcDEF12", "tls": "TLS",
+      "result": "success"}),
+    ("Jun 10 12:00:01 mx dovecot: pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): "
+     "user=<u@example.com>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1, session=<abc>", 5, "pop_auth",
+     {"service": "pop3", "auth_user": "u@example.com", "method": "PLAIN", "remote_ip": "192.0.2.7",
+      "local_ip": "192.0.2.1", "session": "abc", "result": "failure",
+      "reason": "Disconnected (auth failed, 1 attempts in 2 secs)"}),
+    ("Jun 10 12:00:01 mx dovecot[999]: imap-login: Login aborted: Connection closed (auth failed, "
+     "3 attempts in 15 secs) (auth_failed): user=<admin>, method=PLAIN, rip=2001:db8::7, "
+     "lip=2001:db8::1, TLS, session=<xyz>", 5, "pop_auth",
+     {"service": "imap", "auth_user": "admin", "method": "PLAIN", "remote_ip": "2001:db8::7",
+      "local_ip": "2001:db8::1", "tls": "TLS", "session": "xyz", "result": "failure",
+      "reason": "Login aborted: Connection closed (auth failed, 3 attempts in 15 secs) (auth_failed)"}),
+    ("Jun 10 12:00:01 mx dovecot: pop3-login: Disconnected (no auth attempts in 0 secs): user=<>, "
+     "rip=192.0.2.9, lip=192.0.2.1, session=<q>", 6, "dovecot",
+     {"service": "pop3", "remote_ip": "192.0.2.9", "local_ip": "192.0.2.1", "session": "q",
+      "text": "Disconnected (no auth attempts in 0 secs)"}),
+    ("Jun 10 12:00:01 mx dovecot: imap(u@example.com)<2345><abcDEF12>: Disconnected: Logged out "
+     "in=120 out=3456", 6, "dovecot",
+     {"service": "imap", "auth_user": "u@example.com", "text": "Disconnected: Logged out in=120 out=3456"}),
+    ("Jun 10 12:00:01 mx dovecot: auth: Error: passwd-file(u@example.com,192.0.2.7): unknown user",
+     3, "dovecot", {"service": "auth", "level": "error",
+                    "text": "passwd-file(u@example.com,192.0.2.7): unknown user"}),
+    ("Jun 10 12:00:01 mx dovecot: master: Warning: Killed with signal 15 (by pid=1 uid=0 code=kill)",
+     4, "dovecot", {"service": "master", "level": "warning",
+                    "text": "Killed with signal 15 (by pid=1 uid=0 code=kill)"}),
+]
+
+
+@pytest.mark.parametrize(("line", "sev", "event", "fields"), DOVECOT)
+def test_dovecot_lines(line: str, sev: int, event: str, fields: dict) -> None:
+    rec = _parse(line)
+    assert (rec.program, rec.event, rec.fields) == ("dovecot", event, fields)
+    assert severity(rec.to_dict()) == sev
+
+
+def test_dovecot_text_outside_its_grammar() -> None:
+    assert parse_dovecot("no separator") is None and parse_dovecot(": x") is None
+    assert parse_dovecot("imap-login: Login: rip=") == (
+        "pop_auth", {"service": "imap", "result": "success"})

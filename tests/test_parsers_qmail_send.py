@@ -371,7 +371,7 @@ LITERALS = [
      "/it_isn't_in_my_control/locals_file,_so_I_don't_treat_it_as_local._(#5.4.6)/", "delivery",
      {"delivery": 32, "result": "failure",
       "text": "Sorry. Although I'm listed as a best-preference MX or A for that host,\n"
-              "it isn't in my control\nlocals file, so I don't treat it as local. (#5.4.6)",
+              "it isn't in my control/locals file, so I don't treat it as local. (#5.4.6)",
       "text_raw": "Sorry._Although_I'm_listed_as_a_best-preference_MX_or_A_for_that_host,/it_isn't"
                   "_in_my_control/locals_file,_so_I_don't_treat_it_as_local._(#5.4.6)/",
       "dsn": "5.4.6"}),
@@ -493,3 +493,25 @@ def test_indimail_lines_from_its_source():
         ("qmail-send", "alert", {"text": "oh no! lost msg 12345"}),
     ]
     assert [severity(r) for r in recs[-3:]] == [5, 4, 1]  # a signal is no alert; a lost msg is
+
+
+@pytest.mark.parametrize(("raw", "text"), [
+    # Gmail's 550-5.1.1 reply (its help link): the URL's slashes are its own
+    ("2a00:1450:400c:c0b::1b_does_not_like_recipient./Remote_host_said:_550_5.1.1_"
+     "https://support.google.com/mail/?p=NoSuchUser_x1si2.4_-_gsmtp/Giving_up_on_2a00:1450:400c:c0b::1b./",
+     "2a00:1450:400c:c0b::1b does not like recipient.\nRemote host said: 550 5.1.1 "
+     "https://support.google.com/mail/?p=NoSuchUser x1si2.4 - gsmtp\nGiving up on 2a00:1450:400c:c0b::1b."),
+    # a URL that ends a reply line: the newline after it stays one
+    ("192.0.2.5_does_not_like_recipient./Remote_host_said:_451_4.7.1_see_http://example.org/help/"
+     "Giving_up_on_192.0.2.5./",
+     "192.0.2.5 does not like recipient.\nRemote host said: 451 4.7.1 see http://example.org/help\n"
+     "Giving up on 192.0.2.5."),
+    ("Sorry._Although_I'm_listed_as_a_best-preference_MX_or_A_for_that_host,/it_isn't_in_my_"
+     "control/locals_file,_so_I_don't_treat_it_as_local._(#5.4.6)/",
+     "Sorry. Although I'm listed as a best-preference MX or A for that host,\nit isn't in my "
+     "control/locals file, so I don't treat it as local. (#5.4.6)"),
+    ("Remote_host_said:_550_no/such/user/", "Remote host said: 550 no\nsuch\nuser"),
+])
+def test_delivery_text_keeps_literal_slashes(raw: str, text: str) -> None:
+    f = qmail_send.delivery_text_fields(raw)
+    assert f["text"] == text and f["text_raw"] == raw

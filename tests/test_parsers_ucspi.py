@@ -267,6 +267,44 @@ LITERALS = [
     ("tcpsvd: info: end 8448 signal 15", "tcpsvd", "tcp_end", None, {"conn_pid": 8448, "signal": 15}),
     ("tcpsvd: fatal: unable to bind: address already in use", "tcpsvd", "tcp_error", None,
      {"level": "fatal", "text": "unable to bind: address already in use"}),
+    # s6-networking (skarnet): s6-tcpserver-access.c logit() and its reject path,
+    # s6-tcpserverd.c log_accept/log_reject/log_close/log_status/log_start, and
+    # the older s6-tcpserver4d.c; skalibs' strerr prefixes "PROG: info: " etc.
+    ("s6-tcpserver-access: info: allow pid 12345 ip 192.0.2.7", "s6-tcpserver-access", "tcp_ok",
+     12345, {"conn_pid": 12345, "remote_ip": "192.0.2.7"}),
+    ("s6-tcpserver-access: info: deny pid 12345 ip 2001:db8::7: Permission denied",
+     "s6-tcpserver-access", "tcp_deny", 12345,
+     {"conn_pid": 12345, "remote_ip": "2001:db8::7", "reason": "Permission denied"}),
+    ("s6-tcpserver-access: fatal: reject pid 12345 ip 192.0.2.7", "s6-tcpserver-access",
+     "tcp_deny", 12345, {"conn_pid": 12345, "remote_ip": "192.0.2.7", "reason": "check failed"}),
+    ("s6-tcpserver-access: fatal: unable to check cdb ruleset for IP in /etc/rules.cdb: I/O error",
+     "s6-tcpserver-access", "tcp_error", None,
+     {"level": "fatal", "text": "unable to check cdb ruleset for IP in /etc/rules.cdb: I/O error"}),
+    ("s6-tcpserverd: info: accept 2001:db8::7_51234 pid 12345 count 1/40", "s6-tcpserverd",
+     "tcp_ok", 12345, {"conn_pid": 12345, "remote_ip": "2001:db8::7", "remote_port": 51234,
+                       "ip_children": 1, "ip_limit": 40}),
+    ("s6-tcpserverd: info: reject 192.0.2.7_51234 count 40/40", "s6-tcpserverd", "tcp_deny", None,
+     {"remote_ip": "192.0.2.7", "remote_port": 51234, "ip_children": 40, "ip_limit": 40,
+      "reason": "per-IP connection limit"}),
+    ("s6-tcpserverd: info: end pid 12345 exitcode 0 count 0/40", "s6-tcpserverd", "tcp_end", None,
+     {"conn_pid": 12345, "exit_code": 0, "ip_children": 0, "ip_limit": 40}),
+    ("s6-tcpserverd: info: end pid 12346 signal 9 count 0/40", "s6-tcpserverd", "tcp_end", None,
+     {"conn_pid": 12346, "signal": 9, "ip_children": 0, "ip_limit": 40}),
+    ("s6-tcpserverd: info: status: 1/40", "s6-tcpserverd", "tcp_status", None,
+     {"children": 1, "limit": 40}),
+    ("s6-tcpserverd: info: starting - bound to ip 0.0.0.0 port 25", "s6-tcpserverd", "tcp_info",
+     None, {"text": "starting - bound to ip 0.0.0.0 port 25"}),
+    ("s6-tcpserverd: warning: unable to spawn qmail-smtpd: Resource temporarily unavailable",
+     "s6-tcpserverd", "tcp_error", None,
+     {"level": "warning", "text": "unable to spawn qmail-smtpd: Resource temporarily unavailable"}),
+    ("s6-tcpserver4d: info: allow 192.0.2.7:51234 pid 12345 count 1/10", "s6-tcpserver4d",
+     "tcp_ok", 12345, {"conn_pid": 12345, "remote_ip": "192.0.2.7", "remote_port": 51234,
+                       "ip_children": 1, "ip_limit": 10}),
+    ("s6-tcpserver4d: info: deny 192.0.2.7:51234 count 10/10: Success", "s6-tcpserver4d",
+     "tcp_deny", None, {"remote_ip": "192.0.2.7", "remote_port": 51234, "ip_children": 10,
+                        "ip_limit": 10, "reason": "Success"}),
+    ("s6-tcpserver4d: info: end pid 12345 ip 192.0.2.7 exitcode 0", "s6-tcpserver4d", "tcp_end",
+     None, {"conn_pid": 12345, "remote_ip": "192.0.2.7", "exit_code": 0}),
 ]
 
 
@@ -306,7 +344,8 @@ def test_unknown_tcpserver_text_keeps_program() -> None:
     assert parse("tcpserver: something new") == ("tcpserver", "unparsed", None, {})
 
 
-PARSERS = (ucspi.parse_tcpserver, ucspi.parse_sslserver, ucspi.parse_tcpsvd, ucspi.parse_rblsmtpd)
+PARSERS = (ucspi.parse_tcpserver, ucspi.parse_sslserver, ucspi.parse_tcpsvd, ucspi.parse_rblsmtpd,
+           ucspi.parse_s6_tcpserver)
 
 
 @settings(max_examples=300, deadline=None)
@@ -320,7 +359,8 @@ def test_never_raises_on_any_text(text: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(["status: ", "pid ", "ok ", "deny ", "end ", "ended by ", "ssl ", "tls ",
                         "fatal: (", "drop: ", "info: start ", "info: end ", "info: status ",
-                        "info: pid ", "info: concurrency ", "1.2.3.4 pid ", " pid "]),
+                        "info: pid ", "info: concurrency ", "1.2.3.4 pid ", " pid ",
+                        "info: accept ", "info: allow pid ", "info: end pid ", "fatal: reject pid "]),
        st.text(alphabet=st.sampled_from("0123456789 :/.()-abf[]\r"), max_size=60))
 def test_never_raises_on_grammar_shaped_text(head: str, tail: str) -> None:
     for fn in PARSERS:

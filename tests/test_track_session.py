@@ -112,6 +112,36 @@ def test_rblsmtpd_block_and_deny() -> None:
     assert denied["result"] == "denied" and denied["remote_ip"] == "203.0.113.9"
 
 
+def test_s6_networking_sessions() -> None:
+    """s6-tcpserverd (verbosity 2) + s6-tcpserver-access + qmail-smtpd: one session;
+    a pid reused by a later accept starts a new one; access's deny alone is a whole one."""
+    lines = [
+        "@4000000052fafd8d3298434c s6-tcpserverd: info: accept 192.0.2.7_51234 pid 12345 count 1/40",
+        "@4000000052fafd8d3298434d s6-tcpserver-access: info: allow pid 12345 ip 192.0.2.7",
+        "@4000000052fafd8e3298434c qmail-smtpd: pid 12345 Accept::RCPT::Recipients_Cdb P:ESMTP "
+        "S:192.0.2.7:mx.example.org H:mx.example.org F:a@example.org T:b@example.com",
+        "@4000000052fafd8f3298434c s6-tcpserverd: info: end pid 12345 exitcode 0 count 0/40",
+        "@4000000052fafd9f3298434c s6-tcpserver-access: info: deny pid 12399 ip 192.0.2.9: "
+        "No such file or directory",
+        "@4000000052fafda03298434c s6-tcpserverd: info: accept 192.0.2.8_4000 pid 12400 count 1/40",
+        "@4000000052fafda13298434c s6-tcpserverd: info: accept 192.0.2.10_4001 pid 12400 count 1/40",
+    ]
+    parser = LineParser(source="s6", file_id="0123456789abcdef")
+    recs = [parser.parse(ln.encode() + b"\n", i * 100).to_dict() for i, ln in enumerate(lines)]
+    c = Correlator()
+    out = c.feed(recs) + c.finish()
+    by = {(o["conn_pid"], o.get("remote_ip")): o for o in out}
+    s = by[(12345, "192.0.2.7")]
+    assert s["server"] == "s6-tcpserverd" and s["remote_port"] == 51234 and s["exit_code"] == 0
+    assert s["result"] == "accepted" and s["flags"] == [] and len(s["event_ids"]) == 4
+    d = by[(12399, "192.0.2.9")]
+    assert d["result"] == "denied" and d["deny_reason"] == "No such file or directory"
+    assert d["flags"] == []
+    assert by[(12400, "192.0.2.8")]["incomplete_reason"] == "pid_reused"
+    assert by[(12400, "192.0.2.10")]["incomplete_reason"] == "open_at_end"
+    assert len(out) == 4
+
+
 def test_session_state_roundtrip_and_incomplete() -> None:
     recs = records("smtpd_recordio_ipv6.txt")
     cut = 10

@@ -27,6 +27,10 @@ PREFIXED: dict[str, ParserFn] = {
     "tcpsvd": ucspi.parse_tcpsvd,
     "sslsvd": ucspi.parse_tcpsvd,
     "rblsmtpd": ucspi.parse_rblsmtpd,
+    "s6-tcpserverd": ucspi.parse_s6_tcpserver,
+    "s6-tcpserver4d": ucspi.parse_s6_tcpserver,
+    "s6-tcpserver6d": ucspi.parse_s6_tcpserver,
+    "s6-tcpserver-access": ucspi.parse_s6_tcpserver,
     "qmail-smtpd": smtpd.parse_qmail_smtpd,
     "qmail-popup": smtpd.parse_qmail_popup,
     "qmail-pop3d": smtpd.parse_qmail_popup,
@@ -36,6 +40,7 @@ PREFIXED: dict[str, ParserFn] = {
     "vpopmail": misc.parse_vchkpw,
     "simscan": misc.parse_simscan,
     "spamdyke": misc.parse_spamdyke,
+    "dovecot": misc.parse_dovecot,
 }
 
 # qmail-send writes no program name: its lines are known by their first word.

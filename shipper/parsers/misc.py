@@ -13,6 +13,12 @@
   then, from 4.x, `` encryption: TLS-STATE`` and `` reason: TEXT``. ``(unknown)``,
   ``(none)`` and ``(empty)`` stand for no value. ACTION is ``ALLOWED``, ``DENIED_*``,
   ``TIMEOUT``, ``TLS_ENCRYPTED``, ... Its other lines (``ERROR: ...``) keep their text.
+* dovecot (syslog tag ``dovecot``; the IMAP/POP3 server of many qmail/vpopmail
+  boxes): ``SERVICE: [LEVEL: ]TEXT``, where a login process (``imap-login``,
+  ``pop3-login``, ``submission-login``) ends its text with its log format
+  elements (default ``user=<%u> method=%m rip=%r lip=%l mpid=%e %c session=<%{session}>``,
+  comma-separated): ``Login: user=<u>, method=PLAIN, rip=IP, ...`` and
+  ``Disconnected (auth failed, 1 attempts in 2 secs): user=<u>, ...``.
 """
 
 from __future__ import annotations
@@ -182,7 +188,7 @@ def parse_chkuser(text: str) -> Parsed | None:
     fields["mail_from"] = sender[0]
     if len(sender) > 1 and sender[1]:
         fields["auth_user"] = sender[1]
-    remote = m.group("remote").split(":", 2)
+    remote = _helo_host_ip(m.group("remote"))
     if remote[0]:
         fields["helo"] = remote[0]
     if len(remote) > 1 and remote[1]:
@@ -194,6 +200,84 @@ def parse_chkuser(text: str) -> Parsed | None:
     if m.group("text"):
         fields["text"] = m.group("text")
     return "chkuser", fields
+
+
+def _helo_host_ip(remote: str) -> list[str]:
+    """chkuser's ``HELO:HOST:IP``. HOST has no ``:``, but an IPv6 IP has, and so may the
+    HELO (``[IPv6:2001:db8::5]``, ``name:25``): the IP is the longest tail after a
+    ``:`` that is an IP address, HOST the part before it, HELO the rest."""
+    if remote.count(":") == 2:
+        return remote.split(":")
+    j = remote.find(":")
+    while j >= 0:
+        k = remote.find(":", j + 1)
+        if k < 0:
+            break
+        try:
+            ipaddress.ip_address(remote[k + 1:])
+        except ValueError:
+            j = k
+            continue
+        return [remote[:j], remote[j + 1:k], remote[k + 1:]]
+    return remote.split(":", 2)
+
+
+_DOVECOT_LEVELS = {"Info": "info", "Warning": "warning", "Error": "error", "Fatal": "fatal",
+                   "Panic": "panic", "Debug": "debug"}
+_DOVECOT_KV_RE = re.compile(r"(\w+)=(<[^>]*>|[^,]*)")
+_DOVECOT_FIELDS = {"user": "auth_user", "method": "method", "rip": "remote_ip", "lip": "local_ip",
+                   "session": "session"}
+_DOVECOT_INTS = {"mpid": "mail_pid", "rport": "remote_port", "lport": "local_port"}
+
+
+def parse_dovecot(text: str) -> Parsed | None:
+    """dovecot's text after ``dovecot: ``: ``pop_auth`` for a login process's login or
+    failed authentication, ``dovecot`` (``service``, ``level``, ``text``) otherwise."""
+    if text[-1:] in _TRAILING:
+        text = text.rstrip(_TRAILING)
+    service, sep, rest = text.partition(": ")
+    if not sep or not service or " " in service:
+        return None
+    f: dict[str, Any] = {"service": service}
+    paren = service.find("(")
+    if paren > 0 and service.find(")", paren) > paren:  # a mail process: "imap(user)<pid><session>"
+        f["service"] = service[:paren]
+        user = service[paren + 1:service.find(")", paren)]
+        if user:
+            f["auth_user"] = user
+    level, sep, body = rest.partition(": ")
+    if sep and level in _DOVECOT_LEVELS:
+        f["level"] = _DOVECOT_LEVELS[level]
+        rest = body
+    if service.endswith("-login"):
+        cut = rest.find(": user=<")
+        if cut < 0:
+            cut = rest.find(": rip=")
+        if cut >= 0:
+            msg, elements = rest[:cut], rest[cut + 2:]
+            for key, value in _DOVECOT_KV_RE.findall(elements):
+                if value[:1] == "<" and value[-1:] == ">":
+                    value = value[1:-1]
+                name = _DOVECOT_FIELDS.get(key)
+                if name is not None:
+                    if value:
+                        f[name] = value
+                elif key in _DOVECOT_INTS and value.isdigit() and len(value) <= 10:
+                    f[_DOVECOT_INTS[key]] = int(value)
+            if ", TLS" in elements or ", secured" in elements:
+                f["tls"] = "TLS"
+            f["service"] = service[:-6]
+            if "auth failed" in msg or "authentication failed" in msg.lower():
+                f["result"] = "failure"
+                f["reason"] = msg
+                return "pop_auth", f
+            if msg == "Login":
+                f["result"] = "success"
+                return "pop_auth", f
+            f["text"] = msg
+            return "dovecot", f
+    f["text"] = rest
+    return "dovecot", f
 
 
 def _subject_ip(text: str) -> tuple[str, str] | None:

@@ -169,9 +169,25 @@ def _delivery(rest: str) -> Parsed | None:
     return "delivery", f
 
 
+# "/" stands for a newline, but not inside a URL (a Gmail or Outlook reply's help link),
+# unless what follows is one of qmail-remote's own lines, nor in qmail-remote's fixed
+# "...in my control/locals file" (#5.4.6)
+_LITERAL_SLASH_RE = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.-]{0,15}://(?:[^_/\s]|/(?!Remote_host_said|Giving_up|I'm_not_going|$))*"
+    r"|my_control/locals_file")
+
+
+def _keep_slashes(m: re.Match[str]) -> str:
+    return m.group(0).replace("/", "\x00")
+
+
 def delivery_text_fields(raw: str) -> dict[str, Any]:
     """Fields of a logsafe'd delivery report: text, text_raw, smtp_code, dsn, relay_ip, recipient."""
-    text = raw.replace("_", " ").replace("/", "\n").rstrip("\n")
+    if "://" in raw or "control/locals" in raw:
+        text = _LITERAL_SLASH_RE.sub(_keep_slashes, raw)
+        text = text.replace("_", " ").replace("/", "\n").replace("\x00", "/").rstrip("\n")
+    else:
+        text = raw.replace("_", " ").replace("/", "\n").rstrip("\n")
     f: dict[str, Any] = {"text": text}
     if text != raw:
         f["text_raw"] = raw

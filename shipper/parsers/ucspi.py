@@ -43,6 +43,16 @@ _SVD_END_RE = re.compile(r"(\d+) (exit|signal|\?exit) (\d+)")
 _SVD_CONC_RE = re.compile(r"(\d+) (\S+) (\d+)/(\d+)")
 _IPV4_PORT_RE = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):(\d+)")
 
+# s6-networking (skalibs strerr: "PROG: info: ...", "PROG: warning: ...", "PROG: fatal: ...")
+_S6_ACCESS_RE = re.compile(r"(allow|deny|reject) pid ([0-9]+) ip (\S+?)(?:: (.+))?")
+# s6-tcpserverd "accept IP_PORT pid N count a/b", s6-tcpserver4d "allow IP:PORT pid N count a/b"
+_S6_ACCEPT_RE = re.compile(r"(?:accept|allow) (\S+)[_:]([0-9]+) pid ([0-9]+) count ([0-9]+)/([0-9]+)")
+# "reject IP_PORT count a/b" (per-IP limit reached), s6-tcpserver4d "deny IP:PORT count a/b: ERR"
+_S6_REJECT_RE = re.compile(r"(?:reject|deny) (\S+)[_:]([0-9]+) count ([0-9]+)/([0-9]+)(?:: (.+))?")
+_S6_END_RE = re.compile(r"end pid ([0-9]+)(?: ip (\S+))? (exitcode|signal) ([0-9]+)"
+                        r"(?: count ([0-9]+)/([0-9]+))?")
+_S6_LEVELS = {"info": "info", "warning": "warning", "fatal": "fatal"}
+
 _RBL_RE = re.compile(r"(\S*) pid (\d+)(?: ([^\s:]+))?: (.*)")
 _RBL_CODE_RE = re.compile(r"([45]\d\d) ?(.*)")
 _RBL_TJSI_RE = re.compile(r"(\S+) blocked (\S+)(?: (\S+))?(?: (\S+))?")
@@ -302,6 +312,60 @@ def _svd_remote(field: str, f: dict[str, Any]) -> None:
         f["remote_ip"] = field[a + 1:]
 
 
+def _s6_tcpserver(text: str) -> Parsed | None:
+    """s6-networking's s6-tcpserverd, s6-tcpserver4d/6d and s6-tcpserver-access text
+    after ``name: ``. The pid in their lines is the connection's child (it becomes
+    qmail-smtpd), so it links the session like tcpserver's."""
+    text = text.rstrip()
+    level, sep, body = text.partition(": ")
+    if not sep or level not in _S6_LEVELS:
+        return None
+    if level == "warning":
+        return _error(level, body)
+    m = _S6_ACCESS_RE.fullmatch(body)
+    if m is not None:  # s6-tcpserver-access
+        word, pid_s, ip, reason = m.groups()
+        pid = int(pid_s)
+        f: dict[str, Any] = {"pid": pid, "conn_pid": pid, "remote_ip": ip}
+        if word == "allow" and reason is None:
+            return "tcp_ok", f
+        if word != "allow":
+            if reason:  # EACCES: a deny rule matched; ENOENT: no rule matched
+                f["reason"] = reason
+            elif word == "reject":
+                f["reason"] = "check failed"  # ident or DNS lookup failed with -w
+            return "tcp_deny", f
+    if level == "fatal":
+        return _error(level, body)
+    m = _S6_ACCEPT_RE.fullmatch(body)
+    if m is not None:
+        ip, port, pid_s, count, limit = m.groups()
+        pid = int(pid_s)
+        return "tcp_ok", {"pid": pid, "conn_pid": pid, "remote_ip": ip, "remote_port": int(port),
+                          "ip_children": int(count), "ip_limit": int(limit)}
+    m = _S6_REJECT_RE.fullmatch(body)
+    if m is not None:
+        ip, port, count, limit, reason = m.groups()
+        return "tcp_deny", {"remote_ip": ip, "remote_port": int(port), "ip_children": int(count),
+                            "ip_limit": int(limit), "reason": reason or "per-IP connection limit"}
+    m = _S6_END_RE.fullmatch(body)
+    if m is not None:
+        pid_s, ip, how, num, count, limit = m.groups()
+        f = {"conn_pid": int(pid_s)}
+        if ip and ip != "?":
+            f["remote_ip"] = ip
+        f["exit_code" if how == "exitcode" else "signal"] = int(num)
+        if count is not None:
+            f["ip_children"] = int(count)
+            f["ip_limit"] = int(limit)
+        return "tcp_end", f
+    if body.startswith("status: "):
+        m = _STATUS_RE.fullmatch(body[8:])
+        if m is not None:
+            return "tcp_status", {"children": int(m.group(1)), "limit": int(m.group(2))}
+    return "tcp_info", {"text": body}
+
+
 def _rblsmtpd(text: str) -> Parsed | None:
     """rblsmtpd text after ``rblsmtpd: `` (0.88, ucspi-tcp6, fehcom and list-name patches)."""
     text = text.rstrip()
@@ -362,6 +426,13 @@ def parse_sslserver(text: str) -> Parsed | None:
 def parse_tcpsvd(text: str) -> Parsed | None:
     try:
         return _tcpsvd(text)
+    except ValueError:
+        return None
+
+
+def parse_s6_tcpserver(text: str) -> Parsed | None:
+    try:
+        return _s6_tcpserver(text)
     except ValueError:
         return None
 

@@ -30,6 +30,8 @@ from typing import Any
 from shipper.track import F_INCOMPLETE, F_PARTIAL, NS, add_event_id, iso, origin, seconds, summary
 
 _ADDR_RE = re.compile(r"<([^>]*)>")
+_S6_SERVERS = frozenset({"s6-tcpserverd", "s6-tcpserver4d", "s6-tcpserver6d", "s6-tcpserver-access"})
+_SERVERS = frozenset({"tcpserver", "sslserver", "tcpsvd", "sslsvd"}) | _S6_SERVERS
 MAX_DECISIONS = 100
 LINK_CAP = 10_000
 
@@ -150,7 +152,7 @@ class SessionTracker:
             s["last_ns"] = t
         add_event_id(s, rec)
         prog = rec.get("program")
-        if s["server"] is None and prog in ("tcpserver", "sslserver", "tcpsvd", "sslsvd"):
+        if s["server"] is None and prog in _SERVERS:
             s["server"] = prog
 
     # -- handlers ------------------------------------------------------------------------
@@ -167,7 +169,22 @@ class SessionTracker:
             s["remote_ip"] = rec["remote_ip"]
 
     def _tcp_ok(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
-        key, s = self._get(rec, out)
+        prog = rec.get("program")
+        if prog in _S6_SERVERS:
+            # s6-tcpserverd's "accept" (verbosity 2) starts the connection, as tcpserver's
+            # "pid N from IP"; s6-tcpserver-access's allow or deny, its first line otherwise
+            host, pid = rec.get("host") or "", rec.get("conn_pid")
+            if prog != "s6-tcpserver-access" and rec.get("event") == "tcp_ok":
+                self._tcp_pid(rec, out)
+            elif self._find(host, pid)[1] is None:
+                self._open(rec, pid, out, partial=False)
+                self._touch(self.sessions[f"{host}\x00{pid}"], rec)
+            else:
+                self._get(rec, out)
+            key, s = self._find(host, pid)
+            assert s is not None
+        else:
+            key, s = self._get(rec, out)
         for f in ("local_host", "local_ip", "local_port", "remote_host", "remote_ip",
                   "remote_info", "remote_port"):
             if f in rec:
