@@ -11,13 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import glob
-import http.client
 import os
 import socket
 import ssl
 import sys
 import tempfile
-import urllib.parse
 
 from shipper.assemble import build_sink
 from shipper.config import Config, ConfigError, SinkConfig, load_config
@@ -59,28 +57,11 @@ async def _probe_relp(cfg: SinkConfig) -> str:
 
 
 def _probe_http(cfg: SinkConfig) -> str:
-    url = urllib.parse.urlsplit(cfg.url or "")
-    port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        if url.scheme == "https":
-            ctx = client_context(cfg.tls) if cfg.tls is not None else ssl.create_default_context()
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                url.hostname or "", port, timeout=cfg.connect_timeout, context=ctx)
-        else:
-            conn = http.client.HTTPConnection(url.hostname or "", port, timeout=cfg.connect_timeout)
-        # ClickHouse answers /ping; anything else: any HTTP answer shows the door is open.
-        path = "/ping" if cfg.format == "clickhouse" else (url.path or "/")
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        resp.read(1024)
-        conn.close()
-    except ssl.SSLCertVerificationError as exc:
-        return f"TLS certificate verification failed: {exc.verify_message}"
-    except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
-        return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    if resp.status >= 500:
-        return f"HTTP {resp.status} {resp.reason} from GET {path}"
-    return ""
+        sink = build_sink(cfg)
+    except (ValueError, OSError) as exc:
+        return str(exc)
+    return sink.probe()
 
 
 def _probe_sink(cfg: SinkConfig) -> tuple[str, str]:

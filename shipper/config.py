@@ -617,6 +617,30 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
+# format → (its endpoint's path, the path ends a URL of it may have): a URL
+# without a path gets the endpoint (Elasticsearch answers a POST to "/" with 405)
+_ENDPOINTS = {
+    "elasticsearch": ("/_bulk", ("/_bulk",)),
+    "loki": ("/loki/api/v1/push", ("/loki/api/v1/push", "/api/prom/push")),
+    "splunk_hec": ("/services/collector/event", ("/services/collector", "/services/collector/event",
+                                                 "/services/collector/event/1.0")),
+    "otlp": ("/v1/logs", ("/v1/logs",)),
+}
+
+
+def _endpoint(ctx: _Ctx, where: str, url: str, fmt: str) -> str:
+    """``url`` with ``fmt``'s endpoint path when it has none; a warning when its path
+    is not one of that endpoint's (a proxy may map it: not an error)."""
+    parts = urllib.parse.urlsplit(url)
+    default, ends = _ENDPOINTS[fmt]
+    if parts.path in ("", "/"):
+        return urllib.parse.urlunsplit(parts._replace(path=default))
+    if not parts.path.rstrip("/").endswith(ends):
+        ctx.warnings.append(f"{where}: {_show(url)} is no {fmt} endpoint (its path usually "
+                            f"ends in {' or '.join(ends)}); a POST elsewhere is refused")
+    return url
+
+
 def _resolve(ctx: _Ctx, path: str) -> str:
     """Relative paths are relative to the config file's directory."""
     return str(ctx.base_dir / path) if not os.path.isabs(path) else path
@@ -986,6 +1010,8 @@ def _sink(t: _Table, name: str, cfg: Config) -> SinkConfig | None:
         c.index = t.string("index", "qmail" if c.format == "elasticsearch" else None)
         if t.has("index") and c.format != "elasticsearch":
             ctx.error(t.key_path("index"), f'applies to format "elasticsearch", not {_show(c.format)}')
+        if c.url and not _url_problem(c.url) and c.format in _ENDPOINTS:
+            c.url = _endpoint(ctx, t.key_path("url"), c.url, c.format)
     if kind == "gelf" and mode != "http":
         for key in ("url", "timeout", "auth", "headers"):
             if t.has(key):

@@ -387,6 +387,26 @@ def test_an_http_url_that_would_fail_at_start_is_a_config_error(url: str, why: s
     assert len(errs) == 1 and errs[0].startswith("sinks.h.url: ") and why in errs[0], errs
 
 
+@pytest.mark.parametrize("fmt, url, sent, warned", [
+    ("elasticsearch", "https://es:9200/", "https://es:9200/_bulk", False),  # was a 405 for every batch
+    ("elasticsearch", "https://es:9200", "https://es:9200/_bulk", False),
+    ("elasticsearch", "https://es:9200/qmail/_bulk", "https://es:9200/qmail/_bulk", False),
+    ("elasticsearch", "https://es:9200/qmail", "https://es:9200/qmail", True),
+    ("loki", "http://loki:3100/?tenant=x", "http://loki:3100/loki/api/v1/push?tenant=x", False),
+    ("splunk_hec", "https://splunk:8088/services/collector", "https://splunk:8088/services/collector", False),
+    ("otlp", "http://otel:4318/", "http://otel:4318/v1/logs", False),
+    ("ndjson", "http://h/", "http://h/", False),
+    ("clickhouse", "http://h:8123/", "http://h:8123/", False),
+])
+def test_an_http_url_without_a_path_gets_the_formats_endpoint(fmt: str, url: str, sent: str, warned: bool):
+    table = 'table = "t"\n' if fmt == "clickhouse" else ""
+    cfg = load_config_text(f'[sources.q]\ntype = "multilog"\npaths = ["/var/log/qmail/*"]\n'
+                           f'[sinks.h]\ntype = "http"\nurl = "{url}"\nformat = "{fmt}"\n{table}',
+                           "t.toml", env={}, check_files=False)
+    assert cfg.sinks["h"].url == sent
+    assert any("is no elasticsearch endpoint" in w for w in cfg.warnings) == warned
+
+
 @pytest.mark.parametrize("paths, bad", [
     ('["/var/log/qmail"]', False), ('["/srv/other"]', False),
     ('["/srv/state"]', True), ('["/srv/*"]', True), ('["/srv"]', True), ('["/s*/x"]', False),

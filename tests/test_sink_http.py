@@ -163,6 +163,18 @@ class Peer:
                 self.end_headers()
                 self.wfile.write(reply)
 
+            def do_GET(self) -> None:  # noqa: N802 -- shipper check's probe
+                with peer.lock:
+                    peer.requests.append({"path": self.path, "headers": dict(self.headers),
+                                          "body": b"", "method": "GET", "at": time.monotonic()})
+                    status, headers, reply = peer.script.pop(0) if peer.script else (200, {}, b"ok")
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
@@ -315,13 +327,41 @@ async def test_a_413_for_one_record_refuses_that_record_only(peer: Peer):
 
 
 async def test_wrong_credentials_are_retried_not_dead_lettered(peer: Peer):
-    peer.script = [(401, {}, b"bad password"), (403, {}, b"no"), (404, {}, b"no such table")]
+    # 405: Elasticsearch's answer to a POST to "/" (a URL without /_bulk)
+    peer.script = [(401, {}, b"bad password"), (403, {}, b"no"), (404, {}, b"no such table"),
+                   (405, {}, b"Incorrect HTTP method for uri [/] and method [POST]")]
     sink = HttpSink(peer.url, "ndjson", name="siem")
     try:
         await deliver(sink, fixture_records()[:2], FAST)
     finally:
         await sink.close()
-    assert len(peer.requests) == 4 and sink.stats.failed == 3 and sink.stats.acked == 2
+    assert len(peer.requests) == 5 and sink.stats.failed == 4 and sink.stats.acked == 2
+
+
+@pytest.mark.parametrize(("fmt", "answer", "problem"), [
+    ("elasticsearch", (405, {}, b"Incorrect HTTP method for uri [/_bulk] and method [GET]"), ""),
+    ("elasticsearch", (401, {}, b"missing authentication credentials"),
+     "HTTP 401 Unauthorized from GET /ingest: the credentials were refused"),
+    ("loki", (404, {}, b"404 page not found"), "HTTP 404 from GET /ingest: no loki endpoint at this URL"),
+    ("ndjson", (404, {}, b"not here"), ""),  # a generic endpoint may take POST only there
+    ("splunk_hec", (503, {}, b"Server is busy\nmore"), "HTTP 503 Service Unavailable from GET /ingest: Server is busy"),
+])
+def test_probe_says_what_check_should(peer: Peer, fmt: str, answer: tuple, problem: str):
+    peer.script = [answer]
+    sink = HttpSink(peer.url, fmt, token="s3cret", connect_timeout=2)
+    assert sink.probe() == problem
+    (req,) = peer.requests
+    assert req["method"] == "GET" and req["headers"]["Authorization"].endswith("s3cret")
+
+
+def test_probe_of_clickhouse_asks_for_the_table(clickhouse: int):
+    ch_query(clickhouse, "CREATE TABLE IF NOT EXISTS probe_here (x UInt8) ENGINE = Memory")
+    here = HttpSink(f"http://127.0.0.1:{clickhouse}/", "clickhouse", table="probe_here")
+    gone = HttpSink(f"http://127.0.0.1:{clickhouse}/", "clickhouse", table="probe_gone")
+    assert here.probe() == ""
+    assert gone.probe() == "table probe_gone does not exist (conf/clickhouse.sql makes it)"
+    closed = HttpSink(f"http://127.0.0.1:{free_port()}/", "clickhouse", table="t", connect_timeout=2)
+    assert "refused" in closed.probe().lower()
 
 
 async def test_connection_refused_until_the_peer_comes_up():

@@ -9,8 +9,9 @@ so the event loop never blocks. One ``send`` is one attempt, as the contract in
   ``partialSuccess`` with rejected records counts as refused);
 * 5xx, 408, 429 and connection/TLS/timeout errors → ``SinkError``, with
   ``retry_after`` from ``Retry-After`` (seconds or an HTTP date);
-* 401, 403, 404, 407, 421 → ``SinkError`` too: credentials, a missing table or a
-  wrong URL are not the records' fault, and the fix makes them go through;
+* 401, 403, 404, 405, 407, 421 → ``SinkError`` too: credentials, a missing table or a
+  wrong URL (Elasticsearch answers 405 to a POST to ``/``) are not the records'
+  fault, and the fix makes them go through;
 * 413 → the batch is sent again in halves (and later batches kept that small),
   down to one record;
 * a 413 for one record → that record alone is refused (``PermanentError`` with
@@ -48,6 +49,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.parse
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -61,8 +63,8 @@ log = logging.getLogger(__name__)
 RETRYABLE = frozenset({408, 429})
 # Refusals that say nothing about the records: wrong credentials, a table or index
 # that is not there (ClickHouse answers 404 for a missing table, also while it
-# restarts). Dead-lettering the stream for them would lose it to a typo: retry.
-NOT_THE_RECORDS = frozenset({401, 403, 404, 407, 421})
+# restarts), a URL that takes no POST (405). Dead-lettering the stream for them would lose it to a typo: retry.
+NOT_THE_RECORDS = frozenset({401, 403, 404, 405, 407, 421})
 MAX_ERROR_BODY = 1000  # characters of a refusal kept in the error / dead letter
 
 
@@ -302,6 +304,44 @@ class HttpSink:
                 raise PermanentError(f"collector rejected {rejected} of {len(records)} "
                                      f"log records: {message[:MAX_ERROR_BODY]}",
                                      response=data[:MAX_ERROR_BODY].decode("utf-8", "replace"))
+
+    def probe(self) -> str:
+        """What ``shipper check`` finds at the door (blocking): "" when a GET with our
+        credentials gets the answer a door of this format gives, else the problem.
+        ClickHouse is asked whether the table exists; other formats' endpoints take
+        only POST, so their 405 to a GET is the good answer."""
+        path = self._path
+        if self.format == "clickhouse":
+            query = urllib.parse.quote(f"EXISTS TABLE {self.table}")
+            path += ("&" if "?" in path else "?") + f"query={query}"
+        headers = {"User-Agent": "shipper", "Connection": "close"}
+        headers.update((k, v) for k, v in self._headers.items() if k != "Connection")
+        if self._auth is not None:
+            headers["Authorization"] = self._auth
+        shown = path.split("?", 1)[0]
+        try:
+            conn = self._connect()
+            try:
+                conn.request("GET", path, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read(4096)
+            finally:
+                conn.close()
+        except ssl.SSLCertVerificationError as exc:
+            return f"TLS certificate verification failed: {exc.verify_message}"
+        except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
+            return describe_error(exc)
+        status = resp.status
+        if status in (401, 403, 407):
+            return f"HTTP {status} {resp.reason} from GET {shown}: the credentials were refused"
+        if status == 404 and self.format in ("elasticsearch", "loki", "splunk_hec", "otlp"):
+            return f"HTTP 404 from GET {shown}: no {self.format} endpoint at this URL"
+        if self.format == "clickhouse" and status == 200 and data.strip() == b"0":
+            return f"table {self.table} does not exist (conf/clickhouse.sql makes it)"
+        if status >= 500 or (self.format == "clickhouse" and status != 200):
+            text = data[:200].decode("utf-8", "replace").strip().splitlines()
+            return f"HTTP {status} {resp.reason} from GET {shown}" + (f": {text[0]}" if text else "")
+        return ""
 
     def _connect(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection
