@@ -23,6 +23,7 @@ from shipper.record import (
     F_BAD_STAMP,
     F_CONTINUATION,
     F_INVALID_UTF8,
+    F_MALFORMED,
     F_NUL,
     F_REDACTED,
     F_TIME_INFERRED,
@@ -52,16 +53,20 @@ _LABEL_RE = LABEL_RE
 # instead of a slice and an int() per line.
 _NEXT_LABELS_RE = re.compile(r"\n@([0-9a-fA-F]{24})")
 _TAI64N = struct.Struct(">QL")
-# A run of 20 digits may be a number beyond 64 bits, which JSON encoders refuse:
-# one scan per batch finds the rare batch whose records need json_safe. Not a
-# regex: re tries \d{20} at every digit (1.7 µs a line, a tenth of all parsing);
-# translate + find is C over the whole buffer (0.1 µs). Non-ASCII text may hold
-# other scripts' digits, which int() takes too: that rare text gets the regex.
+# A run of 19 digits may be a number beyond signed 64 bits, which Elasticsearch's
+# long, OTLP's intValue and JSON encoders refuse: one scan per batch finds the rare
+# batch whose records need _big_ints. Not a regex: re tries \d{19} at every digit
+# (1.7 µs a line, a tenth of all parsing); translate + find is C over the whole
+# buffer (0.1 µs). Runs inside a TAI64N label do not count: "4000000069…" labels of
+# 2026 have one in 1.5 % of lines, which sent nearly every batch down the slow path.
+# Non-ASCII text may hold other scripts' digits, which int() takes too: that rare
+# text gets the regex.
 _DIGIT_MAP = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
-_LONG_RUN = b"0" * 20
-_LONG_DIGITS_RE = re.compile(r"\d{20}")
+_LONG_RUN = b"0" * 19
+_LONG_DIGITS_RE = re.compile(r"\d{19}")
 
 _NS_END = 1 << 63
+_INT_MIN, _INT_END = -(1 << 63), 1 << 63  # signed 64 bits
 _HALF_YEAR_NS = 183 * 86400 * NS
 _DAY_NS = 86400 * NS
 _FOLD_SLACK_NS = 300 * NS
@@ -69,10 +74,25 @@ _PREFIX_RE = re.compile(r"([A-Za-z][\w.+-]*(?:/[\w.+-]+)*)(?:\[(\d+)\])?: ?")
 
 
 def _long_digits(data: bytes, text: str) -> bool:
-    """Whether ``text`` (decoded from ``data``) has a run of 20 digits."""
-    if _LONG_RUN in data.translate(_DIGIT_MAP):
-        return True
+    """Whether ``text`` (decoded from ``data``, one line or a batch of them) has a run
+    of 19 digits outside a line's leading ``@`` + 24-hex-digit label."""
+    digits = data.translate(_DIGIT_MAP)
+    i = digits.find(_LONG_RUN)
+    while i >= 0:
+        start = data.rfind(b"\n", 0, i) + 1
+        if not (data[start:start + 1] == b"@" and i + 19 <= start + 25):
+            return True
+        i = digits.find(_LONG_RUN, start + 25)
     return not text.isascii() and _LONG_DIGITS_RE.search(text) is not None
+
+
+def _big_ints(fields: dict[str, Any]) -> bool:
+    """Move each int outside signed 64 bits (a corrupt line's number) from its key,
+    whose type stays int in every record, to ``KEY_text`` (its digits); whether any."""
+    big = [k for k, v in fields.items() if type(v) is int and not _INT_MIN <= v < _INT_END]
+    for k in big:
+        fields[k + "_text"] = str(fields.pop(k))
+    return bool(big)
 
 
 @dataclass(slots=True)
@@ -294,8 +314,12 @@ class LineParser:
         if program == "recordio":
             recordio_continue_secret(text, event, fields, self.open_lines)
         if _long_digits(line, text):
-            json_safe(fields)
-            pid = json_safe(pid)
+            moved = _big_ints(fields)
+            if type(pid) is int and not _INT_MIN <= pid < _INT_END:
+                fields["pid_text"], pid, moved = str(pid), None, True
+            json_safe(fields)  # in lists (none of the parsers makes such, but never raise)
+            if moved:
+                flags = (flags or []) + [F_MALFORMED]
         if "_redact" in fields:
             redacted = fields.pop("_redact")
             if opts.redact:
@@ -456,10 +480,17 @@ def _decode_batch(lines: list[bytes], max_line: int) -> tuple[list[str], Any] | 
     labels = _NEXT_LABELS_RE.findall(text)
     if len(labels) != len(lines) - 1:
         return None  # a line without a label (or a newline inside a line)
-    if _long_digits(data, text):
-        return None  # the general path makes such records safe
+    labels.insert(0, text[1:25])
+    digits = data.translate(_DIGIT_MAP)
+    if _LONG_RUN in digits:
+        # A label holds at most one run (24 hex digits), and a space parts it from the
+        # text: more runs than the labels hold means one in a line's text.
+        runs = digits.count(_LONG_RUN)
+        if runs > " ".join(labels).encode().translate(_DIGIT_MAP).count(_LONG_RUN):
+            return None  # the general path makes such records safe
+    if not text.isascii() and _LONG_DIGITS_RE.search(text) is not None:
+        return None
     texts = text.split("\n")
     if len(texts) != len(lines):
         return None
-    labels.insert(0, text[1:25])
     return texts, _TAI64N.iter_unpack(bytes.fromhex("".join(labels)))

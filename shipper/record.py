@@ -145,11 +145,11 @@ def rfc3339_ns(unix_ns: int) -> str:
     return f"{head}.{nanos:09d}Z"
 
 
-_INT_MIN, _INT_END = -(1 << 63), 1 << 64
+_INT_MIN, _INT_END = -(1 << 63), 1 << 63  # signed 64 bits: Elasticsearch's long
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with every integer beyond 64 bits as its decimal text (in place for
+    """``value`` with every integer beyond signed 64 bits as its decimal text (in place for
     containers): a line like ``qp 99999999999999999999999`` must not make a record
     that no JSON encoder (orjson, ClickHouse, Elasticsearch) takes."""
     if type(value) is int:

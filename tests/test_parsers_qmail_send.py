@@ -293,7 +293,7 @@ LITERALS = [
      {"msg": 457123, "queue": "queue2"}),
     ("delivery 77: report mangled, will defer", "delivery_mangled", {"delivery": 77}),
     ("delivery 12.q5x: report mangled, will defer queue5", "delivery_mangled",
-     {"delivery": "12.q5x", "queue": "queue5"}),
+     {"delivery": 12, "delivery_qident": "q5x", "queue": "queue5"}),
     ("alert: oh no! lost spawn connection! dying...", "alert",
      {"text": "oh no! lost spawn connection! dying..."}),
     ("alert: cannot start: qmail-send is already running", "alert",
@@ -325,7 +325,7 @@ LITERALS = [
       "size": 2048, "queue": "queue2"}),
     ("end msg 100926020 qmail-send: queue1", "end_msg", {"msg": 100926020, "queue": "queue1"}),
     ("starting delivery 12.q5x: msg 100926020 to remote bob@example.net queue5",
-     "starting_delivery", {"delivery": "12.q5x", "msg": 100926020, "channel": "remote",
+     "starting_delivery", {"delivery": 12, "delivery_qident": "q5x", "msg": 100926020, "channel": "remote",
                            "rcpt_to": "bob@example.net", "queue": "queue5"}),
     ("bounce msg 53 qp 20357 queue1", "bounce_msg", {"msg": 53, "qp": 20357, "queue": "queue1"}),
     ("bounce processor sender <a@b.c> recipient <d@e.f> messfn <mess/1/2> bouncefn <bounce/2> "

@@ -219,3 +219,28 @@ def test_lines_read_again_are_not_fed_twice():
     assert "incomplete" not in mail["flags"] and mail["recipients"][0]["result"] == "success"
     # reading files once (track, stats), two inputs may share a file id: nothing is skipped
     assert len(mails(Correlator().feed(recs + recs))) == 2
+
+
+def test_indimail_qident_delivery_ids_make_one_attempt_each():
+    # indimail's "D.QIDENT" ids (qscheduler's $QIDENT): delivery stays an int in every
+    # record and summary, the qident beside it
+    lines = [
+        "@4000000052fafd8d00000001 new msg 100 queue5",
+        "@4000000052fafd8d00000002 info msg 100: bytes 300 from <a@example.org> qp 7 uid 89 queue5",
+        "@4000000052fafd8d00000003 starting delivery 12.q5x: msg 100 to remote b@example.net queue5",
+        "@4000000052fafd8d00000004 starting delivery 13.q5x: msg 100 to local c@example.com queue5",
+        "@4000000052fafd8d00000005 delivery 12.q5x: success: 192.0.2.9_accepted_message./"
+        "Remote_host_said:_250_ok/ queue5",
+        "@4000000052fafd8d00000006 delivery 13.q5x: deferral: Sorry,_no_mailbox_here_by_that_name._(#5.1.1)/ queue5",
+        "@4000000052fafd8d00000007 end msg 100 queue5",
+    ]
+    parser = LineParser(source="current", file_id="0123456789abcdef")
+    recs = [parser.parse(ln.encode(), i * 90).to_dict() for i, ln in enumerate(lines)]
+    assert [r.get("delivery") for r in recs[2:6]] == [12, 13, 12, 13]
+    assert {r.get("delivery_qident") for r in recs[2:6]} == {"q5x"}
+    (mail,) = [o for o in correlate(recs) if o["event"] == "mail"]
+    by = {r["rcpt_to"]: r for r in mail["recipients"]}
+    remote, local = by["b@example.net"], by["c@example.com"]
+    assert remote["result"] == "success" and local["result"] == "deferral"
+    assert remote["attempts"][0]["delivery"] == 12 and remote["attempts"][0]["delivery_qident"] == "q5x"
+    assert local["attempts"][0]["delivery"] == 13 and local["attempts"][0]["delivery_qident"] == "q5x"

@@ -73,8 +73,16 @@ _RECIPIENT_RE = re.compile(r"\(([^()\s]*)\)_")
 _SAID = "Remote_host_said:_"
 
 
-def _delivery_id(s: str) -> int | str:
-    return int(s) if s.isdigit() else s
+def _delivery_id(s: str) -> dict[str, Any]:
+    """``delivery`` (an int in every record: one type a field, as a SIEM maps it) and
+    indimail's ``D.QIDENT`` in ``delivery_qident``; an id of another shape, whole, in
+    ``delivery_text``."""
+    if s.isdigit() and s.isascii():
+        return {"delivery": int(s)}
+    head, dot, tail = s.partition(".")
+    if dot and tail and head.isdigit() and head.isascii():
+        return {"delivery": int(head), "delivery_qident": tail}
+    return {"delivery_text": s}
 
 
 _STATUS_SEEN: dict[str, dict[str, Any]] = {}  # see shipper.parsers.seen
@@ -143,8 +151,10 @@ def _starting(rest: str) -> Parsed | None:
     if m is None:
         return None
     did, msg, channel, rcpt, queue = m.groups()
-    f: dict[str, Any] = {"delivery": _delivery_id(did), "msg": int(msg),
-                         "channel": channel, "rcpt_to": rcpt}
+    f = _delivery_id(did)
+    f["msg"] = int(msg)
+    f["channel"] = channel
+    f["rcpt_to"] = rcpt
     if queue is not None:
         f["queue"] = queue
     return "starting_delivery", f
@@ -156,12 +166,13 @@ def _delivery(rest: str) -> Parsed | None:
         m = _MANGLED_RE.fullmatch(rest)
         if m is None:
             return None
-        f: dict[str, Any] = {"delivery": _delivery_id(m.group(1))}
+        f = _delivery_id(m.group(1))
         if m.group(2) is not None:
             f["queue"] = m.group(2)
         return "delivery_mangled", f
     did, result, raw, queue = m.groups()
-    f = {"delivery": _delivery_id(did), "result": result}
+    f = _delivery_id(did)
+    f["result"] = result
     raw = raw or ""
     f.update(delivery_text_fields(raw))
     if queue is not None:

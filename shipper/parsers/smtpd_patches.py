@@ -202,7 +202,7 @@ def parse_patched(text: str) -> Parsed | None:
         if m is None:
             return None
         if m.group(1) is not None:
-            return "smtp_other", {"delay": int(m.group(1)), "text": text}
+            return "smtp_other", {"delay": float(m.group(1)), "text": text}
         fields = {"remote_ip": m.group(2), "text": m.group(3)}
         if m.group(3) == "client sent data before greeting":  # then: 554, disconnect
             fields["reason"] = "pregreet"

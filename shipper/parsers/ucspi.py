@@ -393,7 +393,7 @@ def _rblsmtpd(text: str) -> Parsed | None:
         delay = _int(rest[12:])
         if delay is None:
             return None
-        f["delay"] = delay
+        f["delay"] = float(delay)
         return "rbl_greetdelay", f
     if rest.startswith("[RBL info]"):
         f["text"] = rest[10:].lstrip()

@@ -202,12 +202,12 @@ class QmailTracker:
                     m["session"] = s
 
     def _starting(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
-        d, msg = rec.get("delivery"), rec.get("msg")
-        if d is None or msg is None:
+        sd, msg = _delivery_key(rec), rec.get("msg")
+        if sd is None or msg is None:
             return
         qkey = self._qkey(rec)
         q = self._queue(qkey)
-        n = _lead_int(d)
+        n = _lead_int(sd)
         if n is not None:
             if q["last"] is not None and n <= q["last"]:
                 self._new_epoch(q, rec.get("time_unix_ns"))
@@ -220,14 +220,16 @@ class QmailTracker:
             idx = m["rindex"][rkey] = len(m["rcpts"])
             m["rcpts"].append({"rcpt_to": rec.get("rcpt_to"), "channel": rec.get("channel"),
                                "result": None, "n_attempts": 0, "attempts": []})
-        sd = str(d)
         old = q["dels"].get(sd)
         if old is not None:  # same id started twice in one epoch: the first never ended
             self._close_open(sd, old, "interrupted")
         r = m["rcpts"][idx]
         r["n_attempts"] += 1
-        att = {"delivery": d, "epoch": q["epoch"], "start_unix_ns": rec.get("time_unix_ns"),
-               "result": None}
+        att: dict[str, Any] = {"epoch": q["epoch"], "start_unix_ns": rec.get("time_unix_ns"),
+                               "result": None}
+        for f in ("delivery", "delivery_qident", "delivery_text"):
+            if f in rec:
+                att[f] = rec[f]
         r["attempts"].append(att)
         if len(r["attempts"]) > self.opts.max_attempts:
             del r["attempts"][0]
@@ -236,11 +238,11 @@ class QmailTracker:
         self._touch(m, rec)
 
     def _delivery(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
-        d = rec.get("delivery")
+        d = _delivery_key(rec)
         if d is None:
             return
         q = self._queue(self._qkey(rec))
-        ref = q["dels"].pop(str(d), None)
+        ref = q["dels"].pop(d, None)
         if ref is None:
             self.orphans += 1
             return
@@ -249,8 +251,8 @@ class QmailTracker:
         if m is None:
             self.orphans += 1
             return
-        if str(d) in m["open"]:
-            m["open"].remove(str(d))
+        if d in m["open"]:
+            m["open"].remove(d)
         r = m["rcpts"][idx]
         att = _open_attempt(r, d)
         if att is None:
@@ -340,7 +342,7 @@ class QmailTracker:
         if m is None:
             return
         for att in m["rcpts"][idx]["attempts"]:
-            if str(att["delivery"]) == sd and "end_unix_ns" not in att:
+            if _attempt_key(att) == sd and "end_unix_ns" not in att:
                 att[why] = True
         if sd in m["open"]:
             m["open"].remove(sd)
@@ -360,11 +362,30 @@ class QmailTracker:
         out.append(mail_record(m, end_ns, time_source, incomplete))
 
 
-def _open_attempt(r: dict[str, Any], d: Any) -> dict[str, Any] | None:
+def _open_attempt(r: dict[str, Any], d: str) -> dict[str, Any] | None:
     for att in reversed(r["attempts"]):
-        if att["delivery"] == d and "end_unix_ns" not in att and "interrupted" not in att:
+        if _attempt_key(att) == d and "end_unix_ns" not in att and "interrupted" not in att:
             return att
     return None
+
+
+def _delivery_key(rec: dict[str, Any]) -> str | None:
+    """A delivery id as qmail-send wrote it (indimail: ``12.qident``): the key of
+    its attempt, from the record's ``delivery`` and ``delivery_qident``."""
+    d = rec.get("delivery")
+    if d is None:
+        return rec.get("delivery_text")
+    qident = rec.get("delivery_qident")
+    return f"{d}.{qident}" if qident else str(d)
+
+
+def _attempt_key(att: dict[str, Any]) -> str:
+    # an attempt saved before delivery_qident existed holds the whole id in delivery
+    d = att.get("delivery")
+    if d is None:
+        return att.get("delivery_text") or ""
+    qident = att.get("delivery_qident")
+    return f"{d}.{qident}" if qident else str(d)
 
 
 def _mail_event_id(m: dict[str, Any]) -> str | None:
