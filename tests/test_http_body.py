@@ -115,7 +115,7 @@ def test_loki_streams_by_low_cardinality_labels():
     assert out.content_type == "application/json"
     doc = orjson.loads(out.body)
     streams = doc["streams"]
-    assert all(set(s["stream"]) == {"host", "program", "event"} for s in streams)
+    assert all(set(s["stream"]) == {"host", "log_dir", "program", "event"} for s in streams)
     labels = {(s["stream"]["program"], s["stream"]["event"]) for s in streams}
     assert ("qmail-send", "status") in labels and ("sslserver", "tcp_ok") in labels
     assert all(s["stream"]["host"] == "unknown" for s in streams)  # multilog lines name no host
@@ -132,6 +132,18 @@ def test_loki_streams_by_low_cardinality_labels():
     assert total == len(recs)
     status = next(s for s in streams if s["stream"]["event"] == "status")
     assert len(status["values"]) == 2
+
+
+def test_loki_keeps_two_directories_of_one_program_in_two_streams():
+    # smtpd and submission read hours apart (after an outage): one stream would go
+    # back in time, and Loki refuses entries too far behind a stream's newest
+    a = dict(RECS[0], source="/var/log/qmail/smtpd/current", time_unix_ns=9 * 10**18)
+    b = dict(RECS[0], source="/var/log/qmail/submission/@4000000069300000000005dc.s",
+             time_unix_ns=1 * 10**18)
+    c = dict(RECS[0], source=None)
+    streams = orjson.loads(http_body.encode([a, b, c], "loki").body)["streams"]
+    assert sorted(s["stream"]["log_dir"] for s in streams) == [
+        "/var/log/qmail/smtpd", "/var/log/qmail/submission", "unknown"]
 
 
 def test_splunk_hec_envelopes():

@@ -483,8 +483,19 @@ async def test_elasticsearch_bulk_item_errors(peer: Peer):
         await sink.send(recs)
     except PermanentError as exc:
         assert "1 of 3 bulk items refused: 400 t: r" in str(exc)
+        assert exc.refused == [1]  # only it goes to the dead letter: the others are indexed
     else:
         raise AssertionError("mapping error not permanent")
+    # in parts (max_batch_records): the refused index counts in the whole batch
+    peer.script = [reply(201, 201, 201)[:2] + (orjson.dumps({"errors": False, "items": []}),),
+                   (200, {}, orjson.dumps({"errors": True, "items": [
+                       {"create": {"_id": ids[2], "status": 400, "error": {"type": "mapper_parsing_exception",
+                                                                         "reason": "r"}}}]}))]
+    parted = HttpSink(peer.url, "elasticsearch", index="mail", max_batch_records=2)
+    with pytest.raises(PermanentError) as info:
+        await parted.send(recs)
+    assert info.value.refused == [2]
+    await parted.close()
     await sink.close()
 
 

@@ -20,9 +20,13 @@ Formats:
   a replayed record is refused as a duplicate (409) instead of indexed twice
   (and data streams, which accept only ``create``, work). ``@timestamp`` is the
   record's ``time``. Records without an event id (stdin) get no ``_id``.
-* ``loki`` — push API JSON: one stream per (host, program, event) label set —
-  three low-cardinality labels only; everything else is in the line (the record
-  as JSON). Values are ``[unix ns as string, line]``, sorted by time per stream.
+* ``loki`` — push API JSON: one stream per (host, log_dir, program, event) label
+  set — four low-cardinality labels only; everything else is in the line (the
+  record as JSON). ``log_dir`` is the directory of the file read (the multilog
+  directory: ``/var/log/qmail/smtpd``): two services of one program (smtpd on 25,
+  submission on 587) read hours apart after an outage would otherwise share a
+  stream out of order, whose older entries Loki refuses ("entry too far behind").
+  Values are ``[unix ns as string, line]``, sorted by time per stream.
 * ``splunk_hec`` — HEC event envelopes, concatenated: ``time`` float seconds,
   ``host``, ``source`` (the file read), ``sourcetype`` ``qmail``, ``event`` = the record.
 * ``otlp`` — OTLP/HTTP JSON logs: one ``resourceLogs`` per host (``host.name``),
@@ -196,7 +200,8 @@ class BulkOutcome(NamedTuple):
     ok: int  # created
     duplicates: int  # 409: already there (a replay)
     retryable: list[str]  # 429/5xx item errors: send the batch again
-    permanent: list[str]  # mapping and other 4xx errors: this batch will never fit
+    permanent: list[str]  # mapping and other 4xx errors: these items will never fit
+    refused: list[int]  # the indexes of those items (= of the records sent)
 
 
 def elasticsearch_outcome(response: bytes) -> BulkOutcome:
@@ -204,13 +209,15 @@ def elasticsearch_outcome(response: bytes) -> BulkOutcome:
     try:
         doc = orjson.loads(response)
     except orjson.JSONDecodeError:
-        return BulkOutcome(0, 0, [], ["response is not JSON: " + response[:200].decode("utf-8", "replace")])
+        return BulkOutcome(0, 0, [], ["response is not JSON: " + response[:200].decode("utf-8", "replace")],
+                           [])
     ok = dup = 0
     retry: list[str] = []
     perm: list[str] = []
+    refused: list[int] = []
     if not isinstance(doc, dict):
-        return BulkOutcome(0, 0, [], ["response is not a bulk reply"])
-    for item in doc.get("items") or []:
+        return BulkOutcome(0, 0, [], ["response is not a bulk reply"], [])
+    for i, item in enumerate(doc.get("items") or []):
         res = next(iter(item.values()), {}) if isinstance(item, dict) and item else {}
         status = res.get("status", 0) if isinstance(res, dict) else 0
         if 200 <= status < 300:
@@ -221,24 +228,31 @@ def elasticsearch_outcome(response: bytes) -> BulkOutcome:
             err = res.get("error") if isinstance(res, dict) else None
             text = f"{status} {err.get('type', '')}: {err.get('reason', '')}" if isinstance(err, dict) \
                 else f"{status} {err}"
-            (retry if status == 429 or status >= 500 else perm).append(text)
-    return BulkOutcome(ok, dup, retry, perm)
+            if status == 429 or status >= 500:
+                retry.append(text)
+            else:
+                perm.append(text)
+                refused.append(i)
+    return BulkOutcome(ok, dup, retry, perm, refused)
 
 
 # -------------------------------------------------------------------- loki
 
 
 def loki_push(records: list[dict[str, Any]]) -> bytes:
-    streams: dict[tuple[str, str, str], list[tuple[int, bytes]]] = {}
+    streams: dict[tuple[str, str, str, str], list[tuple[int, bytes]]] = {}
     dumps = orjson.dumps
     for rec in records:
-        key = (_label(rec.get("host")), _label(rec.get("program")), _label(rec.get("event")))
+        source = rec.get("source")
+        log_dir = source.rpartition("/")[0] if isinstance(source, str) else None
+        key = (_label(rec.get("host")), _label(log_dir), _label(rec.get("program")),
+               _label(rec.get("event")))
         t = rec.get("time_unix_ns")
         streams.setdefault(key, []).append((t if isinstance(t, int) else 0, dumps(rec)))
     out = []
-    for (host, program, event), values in streams.items():
+    for (host, log_dir, program, event), values in streams.items():
         values.sort(key=lambda v: v[0])  # older Loki refuses out-of-order entries in a stream
-        out.append({"stream": {"host": host, "program": program, "event": event},
+        out.append({"stream": {"host": host, "log_dir": log_dir, "program": program, "event": event},
                     "values": [[str(t), line.decode()] for t, line in values]})
     return dumps({"streams": out})
 

@@ -24,11 +24,10 @@ halves until each part fits; parts are sent in order, and a failure of a later
 part makes the whole batch be sent again (receivers that dedupe by event id —
 Elasticsearch here — drop the repeats; others may see them twice).
 
-Elasticsearch limit: a 200 whose items include mapping errors (400-class)
-refuses the WHOLE batch (PermanentError, dead-lettered), including the items
-the cluster accepted; replaying the dead letter is safe because ``_id`` =
-``event_id``. Retryable item errors (429/5xx) make the batch be sent again;
-items already created then come back as 409 and count as delivered.
+Elasticsearch: a 200 whose items include mapping errors (400-class) refuses
+those items only (PermanentError with ``refused``: they are dead-lettered, the
+others are in the index). Retryable item errors (429/5xx) make the batch be
+sent again; items already created then come back as 409 and count as delivered.
 
 Secrets (basic password, bearer token) are read once, at construction, from a
 file or an environment variable (or given as a value by the config loader).
@@ -250,7 +249,7 @@ class HttpSink:
             try:
                 got = await self._send_part(part, body)
             except PermanentError as exc:
-                got = list(range(len(part)))
+                got = list(range(len(part))) if exc.refused is None else exc.refused
                 self._refusal = self._refusal or exc
             refused += [off + i for i in got]
             off += len(part)
@@ -295,9 +294,12 @@ class HttpSink:
                 raise SinkError(f"{len(out.retryable)} bulk items to retry: "
                                 f"{out.retryable[0]}")
             if out.permanent:
+                # the other items are in the index: only the refused go to the dead letter
                 text = "; ".join(out.permanent[:5])[:MAX_ERROR_BODY]
+                refused = [i for i in out.refused if i < len(records)]
                 raise PermanentError(f"{len(out.permanent)} of {len(records)} bulk "
-                                     f"items refused: {text}", response=text)
+                                     f"items refused: {text}", response=text,
+                                     refused=refused if len(refused) == len(out.permanent) else None)
         elif self.format == "otlp" and b"partialSuccess" in data:
             rejected, message = http_body.otlp_rejected(data)
             if rejected:
