@@ -74,6 +74,22 @@ def test_message_fields_from_a_qmail_send_delivery_line():
     assert "_pid" not in msg and "_host" not in msg  # null values are left out
     assert "_id" not in msg
     assert "_message" not in msg and "_raw" not in msg and "_time_unix_ns" not in msg
+    # Graylog skips "_source" (its source is the host): the file read goes as _log_source
+    assert msg["_log_source"] == rec["source"] == "/var/log/qmail/current" and "_source" not in msg
+
+
+def test_fields_graylog_would_drop_are_renamed():
+    # GelfCodec strips "_" and skips a field the message has: level (GELF's), source
+    # (the host), ... were lost without a word
+    rec = {"message": "m", "time_unix_ns": 1, "event": "tcp_error", "level": "warning",
+           "source": "/var/log/qmail/smtpd/current", "facility": "x", "timestamp": "t", "id": 3,
+           "msg": (1 << 63) + 5}
+    msg = gelf.gelf_message(rec, "h")
+    assert msg["level"] == 4 and msg["_log_level"] == "warning"
+    assert msg["_log_source"] == "/var/log/qmail/smtpd/current" and msg["_log_facility"] == "x"
+    assert msg["_log_timestamp"] == "t" and msg["_id_"] == 3
+    assert msg["_msg"] == str((1 << 63) + 5)  # Graylog reads a signed long: no wrap
+    assert not {"_level", "_source", "_facility", "_timestamp"} & set(msg)
 
 
 def test_booleans_lists_and_host_from_the_line():

@@ -10,7 +10,10 @@ Mapping (GELF 1.1, go2docs.graylog.org "GELF"):
 * ``level`` = ``shipper.severity.severity(rec)`` (syslog 0-7);
 * every other key → ``_<name>``. Names are cut down to the spec's
   ``^[\\w\\.\\-]*$`` in ASCII (any other character becomes ``_``); a key that
-  would become the reserved ``_id`` is sent as ``_id_``; a name that collides
+  would become the reserved ``_id`` is sent as ``_id_``; keys Graylog would drop
+  because its message already has them (it strips the ``_`` and skips a field it
+  has set: ``level`` from GELF's level, ``source`` from ``host``, ...) are sent as
+  ``_log_level``, ``_log_source`` (the file read), ``_log_facility``, ...; a name that collides
   after sanitising gets ``_2``, ``_3``... so no value is lost. Values: strings
   and numbers as they are, booleans as ``"true"``/``"false"`` (GELF fields are
   strings or numbers), lists of strings or numbers joined with ``,``, other objects
@@ -47,7 +50,12 @@ COMPRESSIONS = ("gzip", "zlib", "none")
 _CONSUMED = frozenset({"host", "message", "raw", "time_unix_ns"})
 _BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
 _NAME_CACHE: dict[str, str] = {}
-_I63, _I64 = 1 << 63, 1 << 64  # JSON readers stop at 64-bit integers
+_I63 = 1 << 63  # Graylog reads numbers as signed 64-bit longs
+# Fields Graylog's GelfCodec sets itself (GELF's own and its Message's reserved ones):
+# an additional field of the same name, "_" stripped, is skipped without a word
+_GRAYLOG_SET = {name: "_log_" + name for name in (
+    "level", "source", "facility", "file", "line", "timestamp", "message", "full_message",
+    "streams", "version", "host", "short_message")}
 
 
 def field_name(key: str) -> str:
@@ -55,7 +63,7 @@ def field_name(key: str) -> str:
     name = _NAME_CACHE.get(key)
     if name is None:
         clean = _BAD_NAME_CHARS.sub("_", key) if key else "empty"
-        name = "_id_" if clean == "id" else "_" + clean
+        name = "_id_" if clean == "id" else _GRAYLOG_SET.get(clean) or "_" + clean
         if len(_NAME_CACHE) < 4096:
             _NAME_CACHE[key] = name
     return name
@@ -67,7 +75,7 @@ def _value(v: Any) -> Any:
     if isinstance(v, str):
         return v
     if isinstance(v, int):
-        return v if -_I63 <= v < _I64 else str(v)
+        return v if -_I63 <= v < _I63 else str(v)  # Graylog reads a long: no wrap to negative
     if isinstance(v, float):
         return v if v == v and v not in (float("inf"), float("-inf")) else str(v)
     if isinstance(v, list | tuple) and all(type(x) in SCALARS for x in v):
@@ -106,7 +114,7 @@ def gelf_message(rec: dict[str, Any], default_host: str = "localhost") -> dict[s
                 n += 1
             name = f"{name}_{n}"
         t = type(v)
-        out[name] = v if t is str or (t is int and -_I63 <= v < _I64) else _value(v)
+        out[name] = v if t is str or (t is int and -_I63 <= v < _I63) else _value(v)
     return out
 
 
