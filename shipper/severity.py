@@ -43,9 +43,19 @@ _BY_EVENT: dict[str, int] = {
 _NOTICE_WHEN: dict[str, tuple[str, frozenset[str]]] = {
     "smtp_decision": ("action", frozenset({"Reject", "Deferred"})),
     "io_server": ("reply_class", frozenset({"4xx", "5xx", "-ERR"})),
-    "pop_auth": ("result", frozenset({"failure"})),
     "spamdyke": ("verdict", frozenset({"denied"})),
-    "simscan": ("verdict", frozenset({"VIRUS", "SPAM REJECT", "ATTACH", "REGEX", "SPAM DROP"})),
+    "simscan": ("verdict", frozenset({"SPAM REJECT", "ATTACH", "REGEX", "SPAM DROP"})),
+    "smtp_session": ("result", frozenset({"rejected", "blocked", "denied"})),
+    "mail": ("result", frozenset({"deferral", "mixed", "rejected"})),
+}
+# event → (field, values that make it a warning): one class of outcome, one severity
+# whatever the program: a failed login is a warning (Postfix's own "authentication
+# failed" is LOG_WARNING) from qmail-smtpd, vchkpw and dovecot too; a virus found; a
+# mail that bounced
+_WARNING_WHEN: dict[str, tuple[str, frozenset[str]]] = {
+    "pop_auth": ("result", frozenset({"failure"})),
+    "simscan": ("verdict", frozenset({"VIRUS"})),
+    "mail": ("result", frozenset({"failure"})),
 }
 
 # event → (field, value → severity): the level a program itself logged with.
@@ -62,7 +72,8 @@ _BY_LEVEL: dict[str, dict[str, int]] = {
 
 
 # events whose severity also depends on their fields
-_BY_FIELDS = frozenset({"delivery", "tcp_end", "chkuser", "alert", *_NOTICE_WHEN, *_BY_LEVEL})
+_BY_FIELDS = frozenset({"delivery", "tcp_end", "chkuser", "alert", *_NOTICE_WHEN, *_WARNING_WHEN,
+                        *_BY_LEVEL})
 
 
 def severity_of_event(event: Any) -> int | None:
@@ -86,11 +97,19 @@ def severity(rec: dict[str, Any]) -> int:
             return WARNING
         if result == "deferral":
             return NOTICE
-    elif event in _NOTICE_WHEN:
-        key, bad = _NOTICE_WHEN[event]
-        value = rec.get(key)
-        if type(value) is str and value in bad:  # a list value would raise in a set lookup
-            return NOTICE
+    elif event in _NOTICE_WHEN or event in _WARNING_WHEN:
+        if event in _WARNING_WHEN:
+            key, bad = _WARNING_WHEN[event]
+            value = rec.get(key)
+            if type(value) is str and value in bad:  # a list value would raise in a set lookup
+                return WARNING
+        if event in _NOTICE_WHEN:
+            key, bad = _NOTICE_WHEN[event]
+            value = rec.get(key)
+            if type(value) is str and value in bad:
+                if event == "smtp_decision" and value == "Reject" and rec.get("check") == "AUTH":
+                    return WARNING  # a failed SMTP AUTH
+                return NOTICE
     elif event == "tcp_end" and (rec.get("signal") or rec.get("exit_code")):
         return NOTICE
     elif event == "alert":

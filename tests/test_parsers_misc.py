@@ -327,13 +327,13 @@ DOVECOT = [
       "local_ip": "192.0.2.1", "mail_pid": 2345, "session": "abcDEF12", "tls": "TLS",
       "result": "success"}),
     ("Jun 10 12:00:01 mx dovecot: pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): "
-     "user=<u@example.com>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1, session=<abc>", 5, "pop_auth",
+     "user=<u@example.com>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1, session=<abc>", 4, "pop_auth",
      {"service": "pop3", "auth_user": "u@example.com", "method": "PLAIN", "remote_ip": "192.0.2.7",
       "local_ip": "192.0.2.1", "session": "abc", "result": "failure",
       "reason": "Disconnected (auth failed, 1 attempts in 2 secs)"}),
     ("Jun 10 12:00:01 mx dovecot[999]: imap-login: Login aborted: Connection closed (auth failed, "
      "3 attempts in 15 secs) (auth_failed): user=<admin>, method=PLAIN, rip=2001:db8::7, "
-     "lip=2001:db8::1, TLS, session=<xyz>", 5, "pop_auth",
+     "lip=2001:db8::1, TLS, session=<xyz>", 4, "pop_auth",
      {"service": "imap", "auth_user": "admin", "method": "PLAIN", "remote_ip": "2001:db8::7",
       "local_ip": "2001:db8::1", "tls": "TLS", "session": "xyz", "result": "failure",
       "reason": "Login aborted: Connection closed (auth failed, 3 attempts in 15 secs) (auth_failed)"}),

@@ -11,7 +11,7 @@ import pytest
 
 from shipper.parse import LineParser
 from shipper.parsers.smtpd_patches import parse_patched, parse_qlog
-from shipper.severity import NOTICE, severity
+from shipper.severity import NOTICE, WARNING, severity
 from shipper.track.correlator import Correlator
 
 SAMPLE = Path(__file__).parent / "fixtures" / "samples" / "netqmail_smtpd_patch_formats.txt"
@@ -117,11 +117,11 @@ def test_every_fixture_line_is_parsed() -> None:
         assert event != "unparsed", line
 
 
-def test_rejects_are_notices() -> None:
-    for start in ("qlogenvelope: result=rejected", "qmail-smtpd[12345]: DATABYTES",
-                  "qmail-smtpd[12345]: AUTH failed"):
+def test_rejects_are_notices_and_a_failed_login_a_warning() -> None:
+    for start, sev in (("qlogenvelope: result=rejected", NOTICE), ("qmail-smtpd[12345]: DATABYTES", NOTICE),
+                       ("qmail-smtpd[12345]: AUTH failed", WARNING)):  # as Postfix's own
         (line,) = [ln for text, ln in LINES.items() if text.startswith(start)]
-        assert severity(LineParser().parse(line.encode()).to_dict()) == NOTICE
+        assert severity(LineParser().parse(line.encode()).to_dict()) == sev
 
 
 def test_qlog_edge_cases() -> None:

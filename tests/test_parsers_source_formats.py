@@ -57,7 +57,7 @@ CASES = [
     (5, "error", ERR, {"level": "error",
                        "text": "open database /etc/postfix/access.db: No such file or directory"}),
     (6, "error", CRIT, {"level": "panic", "text": "myfree: corrupt or unallocated memory block"}),
-    (7, "simscan", NOTICE, {"conn_pid": 23456, "verdict": "VIRUS", "scan_time": 0.3,
+    (7, "simscan", WARNING, {"conn_pid": 23456, "verdict": "VIRUS", "scan_time": 0.3,
                             "virus": "Eicar-Test-Signature", "remote_ip": "198.51.100.7",
                             "mail_from": "alice@example.net", "rcpt_to": "bob@example.com"}),
     (8, "simscan", NOTICE, {"conn_pid": 23456, "verdict": "ATTACH", "scan_time": 0.1,

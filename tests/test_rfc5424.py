@@ -330,3 +330,26 @@ def test_a_list_or_a_dict_where_a_name_belongs_is_no_crash():
         assert one.endswith(" m") and "a" in one  # the list's text in the header, cleaned
         (two,) = enc.encode_texts([{**rec, "event": ["e", 1]}])  # nor an event
         assert two.endswith(" m")
+
+
+@pytest.mark.parametrize(("rec", "sev"), [
+    # one class of outcome, one severity, whatever the program
+    ({"event": "auth_failed", "program": "postfix/smtpd"}, 4),
+    ({"event": "smtp_decision", "action": "Reject", "check": "AUTH"}, 4),
+    ({"event": "smtp_decision", "action": "Reject", "check": "RCPT"}, 5),
+    ({"event": "pop_auth", "result": "failure"}, 4),
+    ({"event": "pop_auth", "result": "success"}, 6),
+    ({"event": "simscan", "verdict": "VIRUS"}, 4),
+    ({"event": "simscan", "verdict": "SPAM REJECT"}, 5),
+    # summaries by their result: a bounced mail is a warning, a refused session a notice
+    ({"event": "mail", "result": "failure"}, 4),
+    ({"event": "mail", "result": "mixed"}, 5),
+    ({"event": "mail", "result": "success"}, 6),
+    ({"event": "smtp_session", "result": "rejected"}, 5),
+    ({"event": "smtp_session", "result": "accepted"}, 6),
+])
+def test_severity_by_outcome(rec: dict, sev: int) -> None:
+    from shipper.severity import severity, severity_of_event
+
+    assert severity(rec) == sev
+    assert severity_of_event(rec["event"]) in (None, sev)
