@@ -36,6 +36,7 @@ def origin(rec: dict[str, Any]) -> dict[str, Any]:
         "source": rec.get("source"),
         "file_id": rec.get("file_id"),
         "offset": rec.get("offset"),
+        "time_source": rec.get("time_source"),
     }
 
 
@@ -59,6 +60,8 @@ def summary(event: str, program: str, suffix: str, first: dict[str, Any], end_ns
     ``event_id`` is the first line's event id plus ``suffix`` ("m" mail, "s" session),
     so replaying the same input yields the same summary id.
     """
+    if time_source is None:  # ended by age, eviction or pid reuse: its lines' clock
+        time_source = first.get("time_source") or "inferred"
     d = record_dict(end_ns, time_source, program, event, text, text, fields, first.get("host"),
                     None, flags, first.get("source"), first.get("file_id"), first.get("offset"))
     eid = first.get("event_id")
