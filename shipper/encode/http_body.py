@@ -14,12 +14,14 @@ Formats:
   URL stays the server's root). Core keys and shared fields get their own
   columns; every other key goes, as JSON, into the ``fields`` column. A value
   whose type does not fit its column (a string ``pid``, an out-of-range int)
-  also goes into ``fields``: nothing is lost. ``delivery`` is int or string in
-  the schema; its column is String.
+  also goes into ``fields``: nothing is lost. ``delivery``'s column is String.
 * ``elasticsearch`` — bulk API: ``create`` actions with ``_id`` = ``event_id``, so
   a replayed record is refused as a duplicate (409) instead of indexed twice
   (and data streams, which accept only ``create``, work). ``@timestamp`` is the
-  record's ``time``. Records without an event id (stdin) get no ``_id``.
+  record's ``time``. Records without an event id (stdin) get no ``_id``. The
+  records are flat (``host``, ``event``, ``source`` are strings): an index or data
+  stream whose template maps them as ECS objects (Elastic's ``logs-*-*`` in
+  logsdb mode adds ``host.name``) refuses them; use an index of its own.
 * ``loki`` — push API JSON: one stream per (host, log_dir, program, event) label
   set — four low-cardinality labels only; everything else is in the line (the
   record as JSON). ``log_dir`` is the directory of the file read (the multilog
