@@ -5,6 +5,11 @@
 -- other key of a record is kept, as a JSON object, in `fields`
 -- (query it with visitParamExtractString(fields, 'name') / JSONExtract* on newer servers).
 -- A column is NULL when the record did not have the key.
+-- The sink reads the table's columns (DESCRIBE TABLE) at start and every 5 minutes:
+-- add a column named like a record key (ALTER TABLE qmail_log ADD COLUMN remote_asn
+-- Nullable(String)) and it is filled from then on; drop one and its values go to
+-- `fields`. Types it fills: String, (U)Int8-64, Float32/64, Array(String), DateTime,
+-- also Nullable/LowCardinality; a value that does not fit its column goes to `fields`.
 --
 -- Rename the table as you like and give the name to the sink (`table = "db.name"`).
 -- Replays after a crash send the same event_id again; to fold such duplicates at
@@ -59,6 +64,19 @@ CREATE TABLE IF NOT EXISTS qmail_log
     tls           Nullable(String),
     queue         Nullable(String),
     size          Nullable(UInt64),
+    -- what a SOC filters on most: decisions, verdicts, refusals
+    action        Nullable(String),
+    `check`       Nullable(String),
+    condition     Nullable(String),
+    reason        Nullable(String),
+    level         Nullable(String),
+    verdict       Nullable(String),
+    virus         Nullable(String),
+    score         Nullable(Float64),
+    exit_code     Nullable(Int32),
+    service       Nullable(String),
+    rbl_list      Nullable(String),
+    ingest_unix_ns Nullable(UInt64),
     -- everything else, as a JSON object ("{}" when nothing)
     fields        String
 )

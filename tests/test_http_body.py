@@ -211,3 +211,28 @@ def test_unknown_format_and_bad_table_are_refused():
             assert words in str(exc)
         else:
             raise AssertionError(f"{fmt} {kw} accepted")
+
+
+def test_clickhouse_columns_from_describe():
+    tsv = ("time\tDateTime(\\'UTC\\')\t\t\t\t\t\n"
+           "pid\tNullable(UInt32)\t\t\t\t\t\n"
+           "verdict\tLowCardinality(Nullable(String))\t\t\t\t\t\n"
+           "score\tNullable(Float64)\t\t\t\t\t\n"
+           "exit_code\tInt32\t\t\t\t\t\n"
+           "flags\tArray(String)\t\t\t\t\t\n"
+           "day\tDate\tMATERIALIZED\ttoDate(time)\t\t\t\n"
+           "when64\tDateTime64(9)\t\t\t\t\t\n")
+    cols = http_body.clickhouse_columns(tsv)
+    assert cols == {"time": ("t", 0, 0), "pid": ("i", 0, 1 << 32), "verdict": ("s", 0, 0),
+                    "score": ("f", 0, 0), "exit_code": ("i", -(1 << 31), 1 << 31),
+                    "flags": ("a", 0, 0), "when64": ("", 0, 0)}
+    rec = {"time_unix_ns": 1_700_000_000_123_456_789, "pid": 5, "verdict": "VIRUS", "score": 7.5,
+           "exit_code": -1, "flags": [], "when64": "x", "virus": "Eicar", "message": "m"}
+    row = http_body.clickhouse_row(rec, cols)
+    # no `fields` column: what has no column of its own is not written
+    assert row == {"time": 1_700_000_000, "pid": 5, "verdict": "VIRUS", "score": 7.5,
+                   "exit_code": -1, "flags": []}
+    row = http_body.clickhouse_row({**rec, "exit_code": 1 << 40}, {**cols, "fields": ("s", 0, 0)})
+    assert orjson.loads(row["fields"]) == {"time_unix_ns": 1_700_000_000_123_456_789,
+                                           "when64": "x", "virus": "Eicar", "message": "m",
+                                           "exit_code": 1 << 40}

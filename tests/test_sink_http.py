@@ -104,6 +104,52 @@ async def test_clickhouse_gets_every_record_field_by_field(clickhouse: int):
     assert "tcp_ok\t4" in counts.splitlines()
 
 
+async def test_clickhouse_fills_the_tables_own_columns(clickhouse: int):
+    """The sink reads the table's columns: a table without raw_base64 and with a column
+    of its own (verdict) takes the rows; a column added mid-stream is filled once the
+    insert names it, and one dropped sends its values to `fields`."""
+    sql = (ROOT / "conf" / "clickhouse.sql").read_text().replace("qmail_log", "own_cols")
+    sql = sql.replace("    raw_base64    Nullable(String),\n", "")
+    ch_query(clickhouse, "DROP TABLE IF EXISTS own_cols")
+    ch_query(clickhouse, sql)
+    ch_query(clickhouse, "ALTER TABLE own_cols DROP COLUMN virus")
+    recs = fixture_records()
+    assert any("raw_base64" in r for r in recs)  # the column the table lacks
+    extra = dict(recs[0], event="simscan", verdict="VIRUS", virus="Eicar", event_id="x-1")
+    sink = HttpSink(f"http://127.0.0.1:{clickhouse}/", "clickhouse", table="own_cols")
+    try:
+        assert await asyncio.wait_for(deliver(sink, [*recs, extra], FAST), 20)
+        ch_query(clickhouse, "ALTER TABLE own_cols ADD COLUMN remote_asn Nullable(String)")
+        later = dict(recs[0], event_id="x-2", remote_asn="AS64500")
+        assert await asyncio.wait_for(deliver(sink, [later], FAST), 20)
+        sink._columns_at = None  # as after COLUMNS_TTL
+        again = dict(recs[0], event_id="x-3", remote_asn="AS64501")
+        assert await asyncio.wait_for(deliver(sink, [again], FAST), 20)
+    finally:
+        await sink.close()
+    rows = ch_query(clickhouse, "SELECT event_id, verdict, remote_asn, fields FROM own_cols "
+                    "WHERE event_id LIKE 'x-%' ORDER BY event_id FORMAT JSONEachRow")
+    got = [orjson.loads(r) for r in rows.splitlines()]
+    assert [(g["event_id"], g["verdict"], g["remote_asn"]) for g in got] == [
+        ("x-1", "VIRUS", None), ("x-2", None, None), ("x-3", None, "AS64501")]
+    assert orjson.loads(got[0]["fields"])["virus"] == "Eicar"  # its column was dropped
+    assert orjson.loads(got[1]["fields"])["remote_asn"] == "AS64500"  # before it was seen
+    n = ch_query(clickhouse, "SELECT count() FROM own_cols WHERE fields LIKE '%raw_base64%'")
+    assert int(n) == 1  # the invalid UTF-8 line's bytes, kept in fields
+
+
+async def test_clickhouse_200_with_an_exception_is_not_delivered(peer: Peer):
+    # ClickHouse may send a 200 and then, on an error, "Code: 27. DB::Exception: …"
+    peer.script = [(404, {}, b"no DESCRIBE here"),  # the sink's look at the table's columns
+                   (200, {}, b"Code: 27. DB::Exception: Cannot parse input: expected '{'")]
+    sink = HttpSink(peer.url, "clickhouse", table="t", connect_timeout=2)
+    with pytest.raises(SinkError) as info:
+        await sink.send(fixture_records()[:2])
+    assert "DB::Exception" in str(info.value) and sink.stats.acked == 0
+    assert [r.get("method", "POST") for r in peer.requests] == ["GET", "POST"]
+    await sink.close()
+
+
 @pytest.mark.slow
 async def test_clickhouse_missing_table_is_retried_until_it_exists(clickhouse: int):
     """A missing table (404; ClickHouse also answers it while it restarts) is not the

@@ -63,14 +63,14 @@ class HttpBody(NamedTuple):
 
 def encode(records: list[dict[str, Any]], fmt: str, *, table: str | None = None,
            index: str | None = None, gzip: bool = False, default_host: str = "localhost",
-           sourcetype: str = "qmail") -> HttpBody:
+           sourcetype: str = "qmail", columns: Columns | None = None) -> HttpBody:
     """A batch → the request body for ``fmt``; gzip-compressed if asked."""
     if fmt == "ndjson":
         body, ctype = ndjson(records), "application/x-ndjson"
     elif fmt == "clickhouse":
         if not table:
             raise ValueError('format "clickhouse" needs a table name')
-        body, ctype = clickhouse(records, table), "text/plain; charset=utf-8"
+        body, ctype = clickhouse(records, table, columns), "text/plain; charset=utf-8"
     elif fmt == "elasticsearch":
         body, ctype = elasticsearch_bulk(records, index or "qmail"), "application/x-ndjson"
     elif fmt == "loki":
@@ -124,30 +124,97 @@ _NOT_NULL = frozenset({"time_source", "event", "message", "raw"})
 _DATETIME_MAX = (1 << 32) - 1  # DateTime is UInt32 seconds
 
 
-def clickhouse_row(rec: dict[str, Any]) -> dict[str, Any]:
-    """One record → one JSONEachRow object for the table in conf/clickhouse.sql."""
+# A table's own columns (``clickhouse_columns``): name → (kind, low, end); kinds "s"
+# String, "i" an integer in [low, end), "f" Float, "a" Array(String), "t" DateTime;
+# "" a type we do not write (that column keeps its default; the value goes to `fields`).
+Columns = dict[str, tuple[str, int, int]]
+_CH_WRAPPERS = ("Nullable(", "LowCardinality(")
+_CH_INTS = {f"{sign}Int{bits}": ((0, 1 << bits) if sign else (-(1 << bits - 1), 1 << bits - 1))
+            for sign in ("U", "") for bits in (8, 16, 32, 64)}
+
+
+def clickhouse_columns(describe_tsv: str) -> Columns:
+    """``DESCRIBE TABLE … FORMAT TSV`` output → the columns ``clickhouse_row`` may write.
+    So a table with columns added (``action``, ``verdict``, ...) gets them filled, and
+    one with columns dropped takes the rows (the values go to `fields`)."""
+    cols: Columns = {}
+    for line in describe_tsv.splitlines():
+        parts = line.split("\t")
+        if len(parts) < 2 or not parts[0]:
+            continue
+        name, ctype = parts[0], parts[1].replace("\\'", "'").strip()  # TSV escapes quotes
+        if len(parts) > 2 and parts[2] in ("MATERIALIZED", "ALIAS", "EPHEMERAL"):
+            continue  # not written by an INSERT
+        changed = True
+        while changed:
+            changed = False
+            for w in _CH_WRAPPERS:
+                if ctype.startswith(w) and ctype.endswith(")"):
+                    ctype, changed = ctype[len(w):-1], True
+        if ctype == "String":
+            cols[name] = ("s", 0, 0)
+        elif ctype in _CH_INTS:
+            lo, end = _CH_INTS[ctype]
+            cols[name] = ("i", lo, end)
+        elif ctype in ("Float32", "Float64"):
+            cols[name] = ("f", 0, 0)
+        elif ctype in ("Array(String)", "Array(LowCardinality(String))"):
+            cols[name] = ("a", 0, 0)
+        elif ctype == "DateTime" or ctype.startswith("DateTime('"):
+            cols[name] = ("t", 0, 0)
+        else:
+            cols[name] = ("", 0, 0)
+    return cols
+
+
+def _default_columns() -> Columns:
+    cols: Columns = {k: ("s", 0, 0) if kind == "s" else ("i", 0, end)
+                     for k, (kind, end) in CLICKHOUSE_COLUMNS.items()}
+    cols.update(time=("t", 0, 0), time_nanos=("i", 0, _U32), time_unix_ns=("i", 0, _U64),
+                flags=("a", 0, 0), fields=("s", 0, 0))
+    return cols
+
+
+DEFAULT_COLUMNS = _default_columns()  # conf/clickhouse.sql's
+
+
+def clickhouse_row(rec: dict[str, Any], columns: Columns | None = None) -> dict[str, Any]:
+    """One record → one JSONEachRow object for the table in conf/clickhouse.sql, or for
+    a table of ``columns``: a key without a column that takes its value goes, as JSON,
+    into the ``fields`` column (dropped only when the table has none)."""
+    cols = DEFAULT_COLUMNS if columns is None else columns
     row: dict[str, Any] = {}
     rest: dict[str, Any] = {}
     t = rec.get("time_unix_ns")
     if isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= _DATETIME_MAX * 1_000_000_000:
-        row["time"], row["time_nanos"] = divmod(t, 1_000_000_000)
-        row["time_unix_ns"] = t
+        secs, nanos = divmod(t, 1_000_000_000)
+        if cols.get("time", ("",))[0] == "t":
+            row["time"] = secs
+        if "time_nanos" in cols:
+            row["time_nanos"] = nanos
+        if cols.get("time_unix_ns", ("",))[0] == "i" and t < cols["time_unix_ns"][2]:
+            row["time_unix_ns"] = t
+        else:
+            rest["time_unix_ns"] = t
     else:  # unknown or outside DateTime: zeros in the columns, the value kept in `fields`
-        row["time"] = row["time_nanos"] = row["time_unix_ns"] = 0
+        for k in ("time", "time_nanos", "time_unix_ns"):
+            if k in cols:
+                row[k] = 0
         rest["time_unix_ns"] = t
         rest["time"] = rec.get("time")
     flags = rec.get("flags")
-    if isinstance(flags, list) and all(isinstance(f, str) for f in flags):
+    if cols.get("flags", ("",))[0] == "a" and isinstance(flags, list) and all(isinstance(f, str) for f in flags):
         row["flags"] = flags
     else:
-        row["flags"] = []
+        if "flags" in cols and cols["flags"][0] == "a":
+            row["flags"] = []
         if flags is not None:
             rest["flags"] = flags
     for key, v in rec.items():
         if key in ("time_unix_ns", "time", "flags"):
             continue  # `time` is time_unix_ns in text: rebuilt from it on the way out
-        col = CLICKHOUSE_COLUMNS.get(key)
-        if col is None:
+        col = cols.get(key)
+        if col is None or not col[0] or key == "fields":
             rest[key] = v
         elif v is None:
             if key in _NOT_NULL:
@@ -159,23 +226,29 @@ def clickhouse_row(rec: dict[str, Any]) -> dict[str, Any]:
                 row[key] = str(v)
             else:
                 rest[key] = v
-        elif isinstance(v, int) and not isinstance(v, bool) and 0 <= v < col[1]:
+        elif col[0] == "i":
+            if isinstance(v, int) and not isinstance(v, bool) and col[1] <= v < col[2]:
+                row[key] = v
+            else:
+                rest[key] = v
+        elif col[0] == "f" and isinstance(v, int | float) and not isinstance(v, bool) and v == v:
             row[key] = v
         else:
             rest[key] = v
-    row["fields"] = orjson.dumps(rest, option=orjson.OPT_NON_STR_KEYS, default=str).decode() if rest else "{}"
+    if "fields" in cols:
+        row["fields"] = orjson.dumps(rest, option=orjson.OPT_NON_STR_KEYS, default=str).decode() if rest else "{}"
     return row
 
 
 _TABLE_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)?")
 
 
-def clickhouse(records: list[dict[str, Any]], table: str) -> bytes:
+def clickhouse(records: list[dict[str, Any]], table: str, columns: Columns | None = None) -> bytes:
     if not _TABLE_RE.fullmatch(table):
         raise ValueError(f"not a ClickHouse table name (db.table): {table!r}")
     dumps = orjson.dumps
     head = f"INSERT INTO {table} FORMAT JSONEachRow\n".encode()
-    return head + b"".join([dumps(clickhouse_row(r)) + b"\n" for r in records])
+    return head + b"".join([dumps(clickhouse_row(r, columns)) + b"\n" for r in records])
 
 
 # ----------------------------------------------------------- elasticsearch

@@ -65,6 +65,9 @@ RETRYABLE = frozenset({408, 429})
 # restarts), a URL that takes no POST (405). Dead-lettering the stream for them would lose it to a typo: retry.
 NOT_THE_RECORDS = frozenset({401, 403, 404, 405, 407, 421})
 MAX_ERROR_BODY = 1000  # characters of a refusal kept in the error / dead letter
+COLUMNS_TTL = 300.0  # seconds: how often a ClickHouse table's columns are looked at again
+# ClickHouse refusals that name a column (Code 16 NO_SUCH_COLUMN_IN_TABLE, 117 INCORRECT_DATA)
+_COLUMN_WORDS = ("Unknown field", "No such column", "There is no column", "Cannot parse input")
 
 
 def read_secret(value: str | None = None, file: str | None = None, env: str | None = None,
@@ -191,6 +194,11 @@ class HttpSink:
         self._lock = threading.Lock()  # one request at a time on the connection
         self._refusal: PermanentError | None = None  # the last single-record 413
         self._closing = False
+        # ClickHouse: the table's columns (DESCRIBE TABLE), looked at again every
+        # COLUMNS_TTL and after a refusal that names a column; None: conf/clickhouse.sql's
+        self._columns: http_body.Columns | None = None
+        self._columns_at: float | None = None
+        self._told_no_fields = False
 
     def __repr__(self) -> str:
         return f"HttpSink(name={self.name!r}, url={self.url!r}, format={self.format!r})"
@@ -201,6 +209,9 @@ class HttpSink:
         if not records:
             return
         self._refusal = None
+        if self.format == "clickhouse" and (self._columns_at is None
+                                            or time.monotonic() - self._columns_at > COLUMNS_TTL):
+            await asyncio.to_thread(self._describe)
         refused = await self._send_parts(records)
         if refused:
             first = self._refusal
@@ -232,7 +243,7 @@ class HttpSink:
         while todo:
             part = todo.pop(0)
             body = http_body.encode(part, self.format, table=self.table, index=self.index,
-                                    default_host=self.default_host)
+                                    default_host=self.default_host, columns=self._columns)
             if len(part) > 1 and len(body.body) > self.max_batch_bytes:
                 half = len(part) // 2
                 todo[:0] = [part[:half], part[half:]]
@@ -266,6 +277,8 @@ class HttpSink:
             return []
         text = data[:4 * MAX_ERROR_BODY].decode("utf-8", "replace")[:MAX_ERROR_BODY]
         what = f"HTTP {status} {reason} from {self.url}"
+        if self.format == "clickhouse" and any(w in text for w in _COLUMN_WORDS):
+            self._columns_at = None  # the table changed: look at its columns again
         if status == 413 and len(records) > 1:
             # Too large for the peer: learn its limit, send the batch again in parts.
             self.stats.sent -= len(records)
@@ -286,6 +299,12 @@ class HttpSink:
         raise PermanentError(f"{what}: {text}" if text else what, response=text)
 
     def _check_2xx(self, records: list[dict[str, Any]], data: bytes) -> None:
+        if self.format == "clickhouse" and b"DB::Exception" in data:
+            # An error after the headers went (a 200 already sent): not stored
+            text = data[:4 * MAX_ERROR_BODY].decode("utf-8", "replace")[:MAX_ERROR_BODY]
+            if any(w in text for w in _COLUMN_WORDS):
+                self._columns_at = None
+            raise SinkError(f"HTTP 200 with an error from {self.url}: {text}")
         if self.format == "elasticsearch" and b'"errors":true' in data.replace(b" ", b""):
             out = http_body.elasticsearch_outcome(data)
             if out.duplicates:
@@ -306,6 +325,35 @@ class HttpSink:
                 raise PermanentError(f"collector rejected {rejected} of {len(records)} "
                                      f"log records: {message[:MAX_ERROR_BODY]}",
                                      response=data[:MAX_ERROR_BODY].decode("utf-8", "replace"))
+
+    def _describe(self) -> None:
+        """Learn the ClickHouse table's columns (blocking; in a worker thread). On any
+        failure the columns stay as they were: the insert will say what is wrong."""
+        query = urllib.parse.quote(f"DESCRIBE TABLE {self.table} FORMAT TSV")
+        path = self._path + ("&" if "?" in self._path else "?") + f"query={query}"
+        headers = {"User-Agent": "shipper", "Connection": "close"}
+        if self._auth is not None:
+            headers["Authorization"] = self._auth
+        try:
+            conn = self._connect()
+            try:
+                conn.request("GET", path, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read(1 << 20)
+            finally:
+                conn.close()
+        except (OSError, http.client.HTTPException):
+            return
+        if resp.status != 200:
+            return
+        cols = http_body.clickhouse_columns(data.decode("utf-8", "replace"))
+        if not cols:
+            return
+        self._columns, self._columns_at = cols, time.monotonic()
+        if "fields" not in cols and not self._told_no_fields:
+            self._told_no_fields = True
+            log.warning("%s: table %s has no `fields` column: keys without a column of their "
+                        "own are not stored (conf/clickhouse.sql has one)", self.name, self.table)
 
     def probe(self) -> str:
         """What ``shipper check`` finds at the door (blocking): "" when a GET with our
