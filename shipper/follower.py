@@ -534,7 +534,12 @@ class MultilogFollower(_FollowerBase):
         self._carry_state: dict[str, Any] | None = None
         self._replans = 0
         self._open_error: str | None = None
+        self._open_errno: int | None = None
         self._unopenable: set[str] = set()  # archives we could not open, warned about once
+        # Why the directory cannot be listed (None: it can). Meanwhile nothing is taken
+        # for deleted: an unreadable or renamed-away directory is not an empty one.
+        self._list_error: str | None = None
+        self._current_away: str | None = None  # current missing, not rotated: warned once
         self._processed_seen: tuple[tuple[int, int, int], float] | None = None  # see _processed_ready
         # Archive labels present at the last listing (None: not listed yet). An archive
         # labelled at or below ``done`` that was not there is new: the clock went back.
@@ -597,9 +602,16 @@ class MultilogFollower(_FollowerBase):
             pass
         try:
             names = os.listdir(self.dir)
-        except OSError:
-            self.listing = ml.Listing()
-            return True
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            if self._list_error != why:
+                self._warn(f"{self.key}: cannot list the directory: {why}; waiting (nothing "
+                           "in it is taken for deleted meanwhile)")
+            self._list_error = why
+            return True  # the last listing stays: what it lists is still there, as far as we know
+        if self._list_error is not None:
+            log.info("%s: the directory can be listed again", self.key)
+            self._list_error = None
         present: set[str] = set()
         newcomers: list[str] = []
         for name in names:
@@ -824,6 +836,9 @@ class MultilogFollower(_FollowerBase):
                 self._seen_floor = min(seen) if len(seen) >= SEEN_MAX else None
                 self._seen_version += 1
         self.observe()
+        if self._list_error is not None:
+            self._resume = st  # not now: a position is not taken up against no listing
+            return False
         if self.listing.rotating and st is not None:
             # multilog is between unlinking previous and naming its processed output as
             # an archive: the file we were reading may be only in there. Once it is an
@@ -919,6 +934,7 @@ class MultilogFollower(_FollowerBase):
             fd = _open_ro(path)
         except OSError as exc:
             self._open_error = exc.strerror
+            self._open_errno = exc.errno
             return None
         st = os.fstat(fd)
         r = _Reader(fd, (st.st_dev, st.st_ino), name, path, label, kind)
@@ -1022,8 +1038,11 @@ class MultilogFollower(_FollowerBase):
         'reset' (truncated by hand: reading it again from 0)."""
         try:
             st = os.stat(os.path.join(self.dir, "current"))
-        except OSError:
-            return "rotated"
+        except OSError as exc:
+            return self._current_missing(r, exc)
+        if self._current_away is not None:
+            log.info("%s: current is back", self.key)
+            self._current_away = None
         if (st.st_dev, st.st_ino) != r.ident:
             return "rotated"
         if st.st_size < r.raw_pos:
@@ -1031,6 +1050,34 @@ class MultilogFollower(_FollowerBase):
             self._reset_current(r, st.st_size, f"current truncated from {r.raw_pos} to "
                                 f"{st.st_size} bytes by hand: reading it again from the start")
             return "reset"
+        return "same"
+
+    def _current_missing(self, r: _Reader, exc: OSError) -> str:
+        """``current`` cannot be stat'ed. A rotation when our file is gone or where
+        multilog's rotation puts it (``previous``, ``processed``, an archive); otherwise
+        (renamed aside by hand, the directory unreadable) wait: it is still being
+        written, and taking it for done would skip what is written to it meanwhile."""
+        where: str | None = None
+        if exc.errno == errno.ENOENT:
+            try:
+                if os.fstat(r.fd).st_nlink == 0:
+                    return "rotated"  # rotated and already deleted (a tiny n)
+                with os.scandir(self.dir) as it:
+                    for e in it:
+                        if e.inode() == r.ident[1] and e.stat(follow_symlinks=False).st_dev == r.ident[0]:
+                            where = e.name
+                            break
+            except OSError:
+                pass
+            if where is not None and ml.classify(where) in (
+                    ml.PREVIOUS, ml.PROCESSED, ml.ARCHIVE_S, ml.ARCHIVE_U):
+                return "rotated"
+        why = (f"renamed to {where}" if where is not None else
+               "not in the directory" if exc.errno == errno.ENOENT else exc.strerror or str(exc))
+        if self._current_away != why:
+            self._current_away = why
+            self._warn(f"{self.key}: current is missing, and its file was not rotated ({why}); "
+                       "waiting for it to come back (its lines are read then)")
         return "same"
 
     def _reset_current(self, r: _Reader, size: int, why: str) -> None:
@@ -1138,6 +1185,8 @@ class MultilogFollower(_FollowerBase):
         """Choose the next file. False when there is nothing to read now."""
         if not self._listing_will_do():
             self.observe()
+        if self._list_error is not None:
+            return False
         listing = self.listing
 
         def present(ident: ml.Ident) -> bool:
@@ -1172,7 +1221,17 @@ class MultilogFollower(_FollowerBase):
         if plan.open_label is not None:
             k = self.known[plan.open_label]
             r = self._open(k.name, plan.open_label, live=False, kind=k.content)
-            if r is None and os.path.lexists(os.path.join(self.dir, k.name)):
+            if r is None and self._open_errno == errno.EISDIR:
+                # a FIFO or a directory named like an archive: never readable, and
+                # multilog's n limit never removes a directory: skipped, said as a gap
+                self._drop_carry()
+                self.done = plan.open_label
+                self._emit_gap(k.name, None, False, "not a regular file (a FIFO or a directory "
+                               "named like an archive): skipped",
+                               ml.label_time_ns(prev_done), ml.label_time_ns(plan.open_label))
+                self._prune()
+                return True
+            if r is None and self._open_errno != errno.ENOENT:
                 # e.g. permissions: wait for it (said once), and the lines after it with
                 # it, rather than skip it for good; multilog's n limit ends the wait at worst
                 if k.name not in self._unopenable:
@@ -1195,7 +1254,7 @@ class MultilogFollower(_FollowerBase):
                 continue
             entry = listing.previous if name == "previous" else listing.current
             r = self._open(name, None, live=live)
-            if r is None and os.path.lexists(os.path.join(self.dir, name)):
+            if r is None and self._open_errno != errno.ENOENT:
                 # e.g. a current made 0600 by another user: say so once, and wait
                 if name not in self._unopenable:
                     self._unopenable.add(name)

@@ -925,3 +925,100 @@ def test_unread_bytes_say_how_far_behind_and_are_0_when_caught_up(tmp_path):
         fh.write(b"@400000006b02a2aa2bcb0999 one more\n")
     assert f.unread_bytes() == len(b"@400000006b02a2aa2bcb0999 one more\n")
     f.reader.close()
+
+
+def _lines_and_gaps(items) -> tuple[list[bytes], list]:
+    return ([ln for it in items if isinstance(it, LineBatch) for ln in it.lines],
+            [it for it in items if isinstance(it, Gap)])
+
+
+def test_current_renamed_aside_and_back_is_waited_for_not_taken_for_a_rotation(tmp_path, caplog):
+    """Found by fault injection: current renamed away for 0.3 s (an admin's mv, a backup
+    tool) was taken for a rotation: its file counted as done while multilog kept writing
+    to it, and what it wrote meanwhile was skipped for good, without a gap."""
+    d = tmp_path / "log"
+    d.mkdir()
+    cur = d / "current"
+    cur.write_bytes(b"@400000006b0b94c919d6e41c new msg 1\n")
+    f = MultilogFollower(str(d), None, start="all")
+    assert _lines_and_gaps(drain(f)) == ([b"@400000006b0b94c919d6e41c new msg 1"], [])
+    cur.rename(d / "current.real")
+    with open(d / "current.real", "ab") as w:  # multilog writes on through its fd
+        w.write(b"@400000006b0b94c919d6e41d new msg 2\n")
+    assert _lines_and_gaps(drain(f)) == ([b"@400000006b0b94c919d6e41d new msg 2"], [])
+    assert drain(f) == [] and drain(f) == []
+    assert sum("current is missing" in r.message for r in caplog.records) == 1
+    with open(d / "current.real", "ab") as w:
+        w.write(b"@400000006b0b94c919d6e41e new msg 3\n")
+    (d / "current.real").rename(cur)
+    with open(cur, "ab") as w:
+        w.write(b"@400000006b0b94c919d6e41f new msg 4\n")
+    assert _lines_and_gaps(drain(f)) == ([b"@400000006b0b94c919d6e41e new msg 3",
+                                          b"@400000006b0b94c919d6e41f new msg 4"], [])
+
+
+def test_a_directory_renamed_away_and_back_is_waited_for_not_emptied(tmp_path, caplog):
+    """Found by fault injection: a directory that could not be listed (renamed away,
+    chmod 000) was taken for an empty one: every file in it reported deleted by the
+    n limit (false gaps) and skipped for good."""
+    d = tmp_path / "log"
+    d.mkdir()
+    (d / "@400000006b0b94c919d6e41a.s").write_bytes(b"@400000006b0b94c919d6e41a new msg 1\n")
+    (d / "current").write_bytes(b"@400000006b0b94c919d6e41c new msg 2\n")
+    f = MultilogFollower(str(d), None, start="all")
+    assert len(_lines_and_gaps(drain(f))[0]) == 2
+    away = tmp_path / "log.away"
+    d.rename(away)
+    # multilog rotates meanwhile: current becomes an archive, a new current begins
+    with open(away / "current", "ab") as w:
+        w.write(b"@400000006b0b94c919d6e41d new msg 3\n")
+    (away / "current").rename(away / "@400000006b0b94c919d6e41e.s")
+    (away / "current").write_bytes(b"@400000006b0b94c919d6e41f new msg 4\n")
+    items = []
+    for _ in range(3):  # the open file is read on through its fd; nothing is taken for gone
+        f.observe()
+        items += drain(f)
+    assert any("cannot list the directory" in r.message for r in caplog.records)
+    away.rename(d)
+    f.observe()
+    lines, gaps = _lines_and_gaps(items + drain(f))
+    assert gaps == []
+    assert lines == [b"@400000006b0b94c919d6e41d new msg 3", b"@400000006b0b94c919d6e41f new msg 4"]
+
+
+def test_a_fifo_named_like_an_archive_is_skipped_with_a_gap(tmp_path):
+    """Found by fault injection: a FIFO (or a directory) named like an archive stopped
+    the directory for good: it can never be read, and the n limit never removes a
+    directory."""
+    d = tmp_path / "log"
+    d.mkdir()
+    os.mkfifo(d / "@400000006b0b94c919d6e41a.s")
+    (d / "@400000006b0b94c919d6e41b.s").mkdir()
+    (d / "current").write_bytes(b"@400000006b0b94c919d6e41c new msg 1\n")
+    f = MultilogFollower(str(d), None, start="all")
+    lines, gaps = _lines_and_gaps(drain(f))
+    assert lines == [b"@400000006b0b94c919d6e41c new msg 1"]
+    assert [g.file for g in gaps] == ["@400000006b0b94c919d6e41a.s", "@400000006b0b94c919d6e41b.s"]
+    assert all("not a regular file" in g.reason for g in gaps)
+
+
+@pytest.mark.slow
+async def test_real_multilog_current_renamed_aside_loses_nothing(tmp_path):
+    d = tmp_path / "log"
+    gen, ml_proc = start_multilog(d, "t", "s1000000", "n5", n=600, rate=200)
+    src = MultilogSource([str(d)], str(tmp_path / "cp.json"), start="all")
+    task = asyncio.create_task(collect(src, 599, timeout=30))
+    try:
+        deadline = time.monotonic() + 10
+        while not (d / "current").exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
+        (d / "current").rename(d / "current.real")
+        await asyncio.sleep(0.5)
+        (d / "current.real").rename(d / "current")
+        items = await task
+    finally:
+        stop(gen, ml_proc)
+        await src.close()
+    assert seqs(items) == list(range(600))
+    assert not [it for it in items if isinstance(it, Gap)]
