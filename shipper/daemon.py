@@ -60,7 +60,12 @@ class Daemon:
         self.assembly: Assembly | None = None
         self._lock: int | None = None  # the state_dir lock's fd, held while running
         self.metrics_server: MetricsServer | None = None
-        self._signals: asyncio.Queue[int] = asyncio.Queue()
+        # Signals as flags, not a queue: any number of SIGHUPs make one reload, and a
+        # stop goes before a pending reload (a storm of SIGHUPs queued hundreds of
+        # reloads, minutes with nothing shipped, and SIGTERM waited behind them all)
+        self._stop = False
+        self._reload_wanted = False
+        self._signalled = asyncio.Event()
         self._terms = 0
 
     def _on_signal(self, signum: int) -> None:
@@ -69,7 +74,20 @@ class Daemon:
             if self._terms >= 2:
                 log.warning("second stop signal: exiting now (unsent records wait in the buffer)")
                 os._exit(0)
-        self._signals.put_nowait(signum)
+            self._stop = True
+        else:
+            self._reload_wanted = True
+        self._signalled.set()
+
+    async def _next_signal(self) -> int:
+        while True:
+            if self._stop:
+                return signal.SIGTERM
+            if self._reload_wanted:
+                self._reload_wanted = False
+                return signal.SIGHUP
+            self._signalled.clear()
+            await self._signalled.wait()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -126,7 +144,7 @@ class Daemon:
                 await self.metrics_server.stop()
 
     async def _wait_signal(self, run_task: asyncio.Task[Any]) -> int | None:
-        sig_task = asyncio.ensure_future(self._signals.get())
+        sig_task = asyncio.ensure_future(self._next_signal())
         idle_task = asyncio.ensure_future(self._idle()) if self.exit_when_idle else None
         waiting = {sig_task, run_task} | ({idle_task} if idle_task else set())
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)

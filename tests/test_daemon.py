@@ -482,6 +482,32 @@ def test_a_reload_that_moves_state_dir_is_refused(tmp_path):
         assert _stop(proc) == 0
 
 
+def test_a_storm_of_sighups_is_one_reload_or_few_and_sigterm_goes_first(tmp_path):
+    """Found by fault injection: every SIGHUP was queued and ran its own stop and
+    rebuild: 50 of them made SIGTERM wait 10 s (drain 5 s), 800 starved the reading for
+    minutes while multilog deleted what was not read."""
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "current").write_bytes(b"")
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f'state_dir = "{tmp_path}/state"\ndrain_timeout = "3s"\n[metrics]\nenabled = false\n'
+                   f'[sources.q]\ntype = "multilog"\npaths = ["{logdir}"]\n'
+                   f'[sinks.a]\ntype = "file"\npath = "{tmp_path}/a.ndjson"\n')
+    log = tmp_path / "shipper.log"
+    proc = _start_ready(cfg, log)
+    try:
+        for _ in range(60):  # spaced: the kernel merges signals sent while one is pending
+            os.kill(proc.pid, signal.SIGHUP)
+            time.sleep(0.005)
+        t0 = time.monotonic()
+        assert _stop(proc) == 0
+        assert time.monotonic() - t0 < 3 + 3  # a reload under way may finish first, no more
+    finally:
+        _stop(proc)
+    reloads = log.read_text().count("reloading configuration")
+    assert 1 <= reloads < 30, log.read_text()
+
+
 def test_a_reload_onto_a_key_that_does_not_match_its_certificate_is_refused(tmp_path):
     """A half-done certificate rotation, then SIGHUP: the reload is refused before anything
     stops, naming the sink and the files (found by fault injection: it said "keeping the
