@@ -59,6 +59,10 @@ def build_sink(cfg: SinkConfig) -> Any:
                                       "msg_field": cfg.msg_field, "bom": cfg.bom}
             if cfg.max_message_bytes:
                 kwargs["max_size"] = cfg.max_message_bytes
+            elif t == "syslog" and cfg.protocol == "udp":
+                from shipper.sinks.syslog import DEFAULT_MAX_DATAGRAM
+
+                kwargs["max_size"] = DEFAULT_MAX_DATAGRAM  # one datagram, unfragmented on Ethernet
             if t == "relp":  # never more than a RELP frame carries: it would stop the sink
                 from shipper.relp import DEFAULT_MAX_DATA
 
@@ -70,10 +74,11 @@ def build_sink(cfg: SinkConfig) -> Any:
             return RelpSink(cfg.host, cfg.port, tls=cfg.tls, window=cfg.window, encoder=encoder,
                             connect_timeout=cfg.connect_timeout,
                             keepalive=(60, 10, 5) if cfg.keepalive else None, name=cfg.name)
-        from shipper.sinks.syslog import SyslogTcpSink, SyslogUdpSink
+        from shipper.sinks.syslog import DEFAULT_MAX_DATAGRAM, SyslogTcpSink, SyslogUdpSink
 
         if cfg.protocol == "udp":
-            return SyslogUdpSink(cfg.host, cfg.port, encoder=encoder, name=cfg.name)
+            return SyslogUdpSink(cfg.host, cfg.port, encoder=encoder, name=cfg.name,
+                                 max_datagram=max(encoder.max_size, DEFAULT_MAX_DATAGRAM))
         return SyslogTcpSink(cfg.host, cfg.port, framing=cfg.framing,
                              tls=cfg.tls if cfg.protocol == "tls" else None, encoder=encoder,
                              connect_timeout=cfg.connect_timeout,

@@ -943,8 +943,10 @@ def _sink(t: _Table, name: str, cfg: Config) -> SinkConfig | None:
                       f'"qmail@32473", got {_show(c.sd_id)}')
         c.facility = _facility(t, c.facility)
         # RELP frames carry at most 128 KiB of data (librelp's limit, ours too)
+        # a UDP datagram holds at most 65,507 bytes of data (IPv4)
         c.max_message_bytes = t.integer("max_message_bytes", None, 480,
-                                        128 << 10 if kind == "relp" else 16 << 20)
+                                        128 << 10 if kind == "relp" else 65507
+                                        if c.protocol == "udp" else 16 << 20)
         c.msg_field = t.string("msg_field", c.msg_field, choices=("message", "raw"))
         c.bom = t.boolean("bom", c.bom)
         if t.has("bom") and c.format != "rfc5424":

@@ -440,3 +440,24 @@ def test_msg_field_and_bom_reach_the_encoder() -> None:
     sink = build_sink(load_config_text(base + 'msg_field = "raw"\nbom = true\n', check_files=False).sinks["s"])
     enc = sink.encoding.encoder if hasattr(sink, "encoding") else sink.encoder
     assert enc.msg_field == "raw" and enc.bom is True
+
+
+@pytest.mark.parametrize("extra, datagram", [("", 1472), ("max_message_bytes = 8192\n", 8192),
+                                             ('format = "rfc3164"\n', 1472)])
+def test_a_udp_syslog_sink_builds_from_its_defaults(extra: str, datagram: int):
+    # found by fault injection: protocol = "udp" alone passed check, then every start
+    # failed ("encoder max_size 8192 exceeds max_datagram 1472"): a restart loop
+    from shipper.assemble import build_sink
+
+    cfg = load_config_text(f'[sources.q]\ntype = "multilog"\npaths = ["/var/log/qmail/*"]\n'
+                           f'[sinks.u]\ntype = "syslog"\nprotocol = "udp"\nhost = "127.0.0.1"\n{extra}',
+                           "t.toml", env={}, check_files=False)
+    sink = build_sink(cfg.sinks["u"])
+    assert sink.max_datagram == datagram and sink.encoder.max_size <= datagram
+
+
+def test_udp_max_message_bytes_fits_a_datagram():
+    errs = errors_of('[sources.q]\ntype = "multilog"\npaths = ["/var/log/qmail/*"]\n'
+                     '[sinks.u]\ntype = "syslog"\nprotocol = "udp"\nhost = "h"\nmax_message_bytes = 70000\n',
+                     check_files=False)
+    assert len(errs) == 1 and errs[0].startswith("sinks.u.max_message_bytes") and "65507" in errs[0]
