@@ -978,6 +978,10 @@ def _sink(t: _Table, name: str, cfg: Config) -> SinkConfig | None:
 
     if kind in ("syslog", "relp", "gelf") and mode != "http":
         c.host = t.string("host", None, required=f'required for type "{kind}"')
+        if c.host and c.host.startswith("[") and c.host.endswith("]"):
+            c.host = c.host[1:-1]  # "[::1]", as in a URL: the address inside
+        if c.host is not None and (not c.host or any(ch.isspace() or ch in "/[]" for ch in c.host)):
+            ctx.error(t.key_path("host"), f"must be a host name or an IP address, got {_show(c.host)}")
         c.port = t.integer("port", _DEFAULT_PORTS.get((kind, mode or "")), 1, 65535)
         c.keepalive = t.boolean("keepalive", c.keepalive)
     if kind in ("syslog", "relp", "gelf", "http"):

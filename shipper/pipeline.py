@@ -30,7 +30,7 @@ from shipper.diskqueue import QueueWriteError
 from shipper.parse import LineParser, ParseOptions
 from shipper.parse_worker import WorkerDied, WorkerError, WorkerProcess, parse_to_dicts
 from shipper.record import dumps_batch, rfc3339_ns
-from shipper.sinks.base import Backoff, PermanentError, Prepared, Sink, SinkGone, deliver
+from shipper.sinks.base import Backoff, PermanentError, Prepared, Sink, SinkGone, deliver, printable
 
 log = logging.getLogger("shipper.pipeline")
 
@@ -561,8 +561,9 @@ class Pipeline:
                 records = [loads(p) for _, p in items]
                 if exc.refused is not None:  # the rest of the batch was delivered
                     records = [records[i] for i in exc.refused if 0 <= i < len(records)]
+                # the peer's words, escaped: a reply must not forge lines of our log
                 log.error("sink %s refused a batch of %d records for good: %s", route.name,
-                          len(records), exc)
+                          len(records), printable(str(exc), 2000))
                 if route.dead_letter is not None:
                     route.dead_letter(records, exc)
                 route.sink.stats.dead_lettered += len(records)

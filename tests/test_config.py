@@ -461,3 +461,17 @@ def test_udp_max_message_bytes_fits_a_datagram():
                      '[sinks.u]\ntype = "syslog"\nprotocol = "udp"\nhost = "h"\nmax_message_bytes = 70000\n',
                      check_files=False)
     assert len(errs) == 1 and errs[0].startswith("sinks.u.max_message_bytes") and "65507" in errs[0]
+
+
+@pytest.mark.parametrize("host, got", [("[::1]", "::1"), ("::1", "::1"), ("siem.example.net", "siem.example.net"),
+                                       ("siem example", None), ("http://siem/", None), ("[::1", None)])
+def test_a_syslog_host_in_brackets_is_the_address_inside(host: str, got: str | None):
+    # found by fault injection: "[::1]" (the README writes IPv6 so for metrics) passed,
+    # then failed forever as a host name that does not resolve
+    text = (f'[sources.q]\ntype = "multilog"\npaths = ["/var/log/qmail/*"]\n'
+            f'[sinks.s]\ntype = "syslog"\nhost = "{host}"\n')
+    if got is None:
+        errs = errors_of(text, check_files=False)
+        assert len(errs) == 1 and errs[0].startswith("sinks.s.host: must be a host name or an IP")
+    else:
+        assert load_config_text(text, "t.toml", env={}, check_files=False).sinks["s"].host == got

@@ -384,6 +384,24 @@ async def test_wrong_credentials_are_retried_not_dead_lettered(peer: Peer):
     assert len(peer.requests) == 5 and sink.stats.failed == 4 and sink.stats.acked == 2
 
 
+async def test_a_redirect_is_retried_and_names_where_not_dead_lettered(peer: Peer):
+    # found by fault injection: a 301 (http → https) dead-lettered every batch
+    peer.script = [(301, {"Location": "https://siem.example.net/ingest"}, b""),
+                   (307, {}, b"moved")]
+    sink = HttpSink(peer.url, "ndjson", name="siem")
+    try:
+        assert await deliver(sink, fixture_records()[:2], FAST)
+    finally:
+        await sink.close()
+    assert sink.stats.failed == 2 and sink.stats.acked == 2 and len(peer.requests) == 3
+    peer.script = [(301, {"Location": "https://siem.example.net/ingest"}, b"")]
+    again = HttpSink(peer.url, "ndjson", name="siem")
+    with pytest.raises(SinkError) as info:
+        await again.send(fixture_records()[:1])
+    await again.close()
+    assert "the endpoint moved to https://siem.example.net/ingest" in str(info.value)
+
+
 @pytest.mark.parametrize(("fmt", "answer", "problem"), [
     ("elasticsearch", (405, {}, b"Incorrect HTTP method for uri [/_bulk] and method [GET]"), ""),
     ("elasticsearch", (401, {}, b"missing authentication credentials"),
@@ -681,3 +699,33 @@ async def test_a_part_refused_inside_a_413_split_does_not_take_the_others_with_i
         assert [i for part in ids[2:] for i in part] == [r["event_id"] for r in recs[len(refused_ids):]]
     finally:
         await sink.close()
+
+
+async def test_a_refusal_cannot_forge_lines_of_our_log(peer: Peer, tmp_path: Path, caplog):
+    """Found by fault injection: the peer's reply went raw into the dead-letter log line,
+    so a receiver could write "INFO shipper: all records delivered" into our log."""
+    from shipper.diskqueue import DiskQueue
+    from shipper.follower import MultilogSource
+    from shipper.parse import ParseOptions
+    from shipper.pipeline import Pipeline, SinkRoute
+
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "current").write_bytes(b"@400000005a49ba341eefa7a4 new msg 1\n")
+    peer.script = [(400, {}, b'{"error":"bad row"}\nINFO shipper: sink h: all records delivered\n')]
+    source = MultilogSource([str(logdir)], str(tmp_path / "ckpt.json"), start="all", poll_interval=0.1)
+    sink = HttpSink(peer.url, "ndjson", name="h")
+    route = SinkRoute("h", sink, DiskQueue.open(str(tmp_path / "buf")), batch_records=10)
+    pipeline = Pipeline([(source, ParseOptions(host="mx1"))], [route])
+    task = asyncio.create_task(pipeline.run())
+    try:
+        deadline = time.monotonic() + 20
+        while sink.stats.dead_lettered < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+    finally:
+        await pipeline.stop(5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sink.close()
+    said = [r.getMessage() for r in caplog.records if "refused a batch" in r.getMessage()]
+    assert len(said) == 1 and "\n" not in said[0] and "bad row" in said[0]

@@ -12,6 +12,8 @@ so the event loop never blocks. One ``send`` is one attempt, as the contract in
 * 401, 403, 404, 405, 407, 421 → ``SinkError`` too: credentials, a missing table or a
   wrong URL (Elasticsearch answers 405 to a POST to ``/``) are not the records'
   fault, and the fix makes them go through;
+* 3xx → ``SinkError`` naming ``Location``: a moved endpoint is the URL's to fix (not
+  followed: the credentials would go along);
 * 413 → the batch is sent again in halves (and later batches kept that small),
   down to one record;
 * a 413 for one record → that record alone is refused (``PermanentError`` with
@@ -293,6 +295,12 @@ class HttpSink:
         if status >= 500 or status in RETRYABLE:
             raise SinkError(f"{what}: {text}" if text else what,
                             retry_after=parse_retry_after(resp_headers.get("retry-after")))
+        if 300 <= status < 400:
+            # a moved endpoint (http → https, a load balancer): the URL is the sink's to
+            # fix, not the records' fault; not followed (credentials would go along)
+            where = resp_headers.get("location")
+            raise SinkError(f"{what}: the endpoint moved" + (f" to {where}" if where else "")
+                            + "; set url to it (retrying)")
         if status in NOT_THE_RECORDS:
             raise SinkError(f"{what} (the sink's URL, table or credentials, not the records: "
                             f"retrying): {text}" if text else what)
