@@ -15,6 +15,7 @@ import asyncio
 import fcntl
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -50,6 +51,24 @@ def setup_logging(fmt: str = "text", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+_said_at: dict[str, float] = {}
+
+
+def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's errors of a server socket (the metrics listener), such as EMFILE on
+    accept, which asyncio retries every second: one line a minute, no traceback (with
+    too few file descriptors, 12,700 tracebacks a minute hid everything else)."""
+    exc = context.get("exception")
+    message = str(context.get("message", ""))
+    if isinstance(exc, OSError) and message.startswith("socket.accept()"):
+        now = time.monotonic()
+        if now - _said_at.get(message, -math.inf) >= 60:
+            _said_at[message] = now
+            log.warning("metrics: cannot accept a connection: %s", describe_os_error(exc))
+        return
+    loop.default_exception_handler(context)
 
 
 class Daemon:
@@ -93,6 +112,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.set_exception_handler(_loop_exception)
         notifier = sdnotify.Notifier.from_env()
         try:
             self._lock = lock_state_dir(self.config.state_dir)

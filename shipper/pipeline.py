@@ -616,13 +616,17 @@ class Pipeline:
             t.cancel()
         await asyncio.gather(*source_tasks, return_exceptions=True)
         self.sync_and_commit(force=True)
-        deadline = time.monotonic() + drain_timeout
+        # The whole stop keeps within drain_timeout: the last part of it (a second at most)
+        # is for the batch in flight and the sinks' closes (a stopped peer held them 1.4 s over)
+        end = time.monotonic() + drain_timeout
+        reserve = min(1.0, drain_timeout / 4)
+        deadline = end - reserve
         while time.monotonic() < deadline and any(r.queue.depth for r in self.routes if not r.gone):
             await asyncio.sleep(0.05)
         self._stop_sending.set()
         rest = self._tasks[len(self.sources):]
         if rest:  # none when stopped before run() got going
-            _, pending = await asyncio.wait(rest, timeout=max(0.1, deadline - time.monotonic()) + 1)
+            _, pending = await asyncio.wait(rest, timeout=max(0.1, end - reserve / 2 - time.monotonic()))
             for t in pending:
                 t.cancel()
         await asyncio.gather(*rest, return_exceptions=True)
@@ -632,7 +636,7 @@ class Pipeline:
         for r in self.routes:
             # A peer that stopped reading must not hold the stop past its timeout.
             try:
-                await asyncio.wait_for(r.sink.close(), max(0.2, deadline + 1.0 - time.monotonic()))
+                await asyncio.wait_for(r.sink.close(), max(0.1, end - time.monotonic()))
             except TimeoutError:
                 log.warning("sink %s: closing its connection timed out; dropped it", r.name)
             r.queue.close()

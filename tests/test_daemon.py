@@ -538,3 +538,35 @@ def test_a_reload_onto_a_key_that_does_not_match_its_certificate_is_refused(tmp_
         assert str(key) in text and "Traceback" not in text and proc.poll() is None
     finally:
         assert _stop(proc) == 0
+
+
+def test_accept_errors_of_asyncio_are_one_line_a_minute(caplog):
+    # found by fault injection: with too few file descriptors asyncio logged a traceback
+    # for every failed accept of the metrics listener, 12,700 a minute
+    import asyncio
+    import errno
+
+    from shipper import daemon
+
+    loop = asyncio.new_event_loop()
+    try:
+        ctx = {"message": "socket.accept() out of system resource",
+               "exception": OSError(errno.EMFILE, "Too many open files")}
+        for _ in range(100):
+            daemon._loop_exception(loop, ctx)
+        said = [r for r in caplog.records if "cannot accept a connection" in r.getMessage()]
+        assert len(said) == 1 and said[0].exc_info is None
+        assert "Too many open files" in said[0].getMessage()
+        daemon._loop_exception(loop, {"message": "something else"})  # asyncio's default
+        assert any(r.getMessage() == "something else" for r in caplog.records)
+    finally:
+        loop.close()
+
+
+def test_too_many_open_files_is_not_a_name_that_does_not_resolve():
+    import errno
+
+    from shipper.sinks.base import describe_error
+
+    text = describe_error(OSError(errno.EMFILE, "Too many open files"))
+    assert text.startswith("too many open files: raise the limit") and "resolve" not in text

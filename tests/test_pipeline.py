@@ -366,3 +366,48 @@ def test_gap_record_says_an_unknown_size_rather_than_zero():
     assert "bytes_lost" not in unknown and "bytes_lost_exact" not in unknown
     assert "unknown size" in unknown["message"]
     assert "bytes_lost" not in gap_record(gap(None, False), "h")
+
+
+async def test_stop_keeps_within_the_drain_timeout_when_the_peer_stopped_reading(tmp_path):
+    """Found by fault injection: with the receiver stopped (SIGSTOP: its socket full),
+    a stop with drain_timeout 3 s took 4.4 s (the batch in flight and the close each
+    had a second more)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accepts, never reads: the sender's socket fills up
+
+    import socket
+
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by the accepted one
+    lsock.bind(("127.0.0.1", 0))
+    port = lsock.getsockname()[1]
+    server = await asyncio.start_server(handle, sock=lsock)
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "current").write_bytes(b"".join(corpus(200000)))
+    source = MultilogSource([str(logdir)], str(tmp_path / "ckpt.json"), start="all", poll_interval=0.1)
+    sink = SyslogTcpSink("127.0.0.1", port, encoder=Rfc5424Encoder(hostname="h"), name="siem")
+    route = SinkRoute("siem", sink, DiskQueue.open(str(tmp_path / "buf")), batch_records=300)
+    pipeline = Pipeline([(source, ParseOptions(host="mx1"))], [route])
+    task = asyncio.create_task(pipeline.run())
+    try:
+        deadline = time.monotonic() + 30
+        while sink.stats.sent < 3000 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
+        sent = sink.stats.sent
+        await asyncio.sleep(0.5)
+        assert sink.stats.sent == sent and route.queue.depth > 0  # blocked on the peer
+        t0 = time.monotonic()
+        await pipeline.stop(2.0)
+        took = time.monotonic() - t0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        for w in held:
+            w.close()
+        server.close()
+        await server.wait_closed()
+    assert took < 2.0 + 0.3, took

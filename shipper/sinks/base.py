@@ -14,6 +14,7 @@ pipeline, not in each sink.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import random
@@ -36,6 +37,10 @@ def describe_error(exc: BaseException) -> str:
         return "timed out"
     if isinstance(exc, ConnectionAbortedError) and "handshake" in str(exc):
         return "TLS handshake timed out"  # asyncio's ssl_handshake_timeout
+    if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE) \
+            and not isinstance(exc, socket.gaierror):
+        return ("too many open files: raise the limit (ulimit -n under daemontools, "
+                "LimitNOFILE under systemd)")
     if isinstance(exc, socket.gaierror):  # its errno is getaddrinfo's, not errno's
         return f"cannot resolve the host name: {exc.strerror or exc}"
     if isinstance(exc, OSError) and exc.errno:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 import ssl
 import time
@@ -65,7 +66,8 @@ async def open_stream(host: str, port: int, *, tls: TlsOptions | None, ssl_conte
         infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), connect_timeout)
     except (OSError, TimeoutError) as exc:  # a gaierror says "cannot resolve" itself
         why = describe_error(exc)
-        raise SinkError(f"{host}: {why}" if isinstance(exc, socket.gaierror)
+        plain = isinstance(exc, socket.gaierror) or getattr(exc, "errno", None) in (errno.EMFILE, errno.ENFILE)
+        raise SinkError(f"{host}: {why}" if plain
                         else f"{host}: cannot resolve the host name: {why}") from exc
     sock: socket.socket | None = None
     last: BaseException | None = None
