@@ -18,6 +18,7 @@ and must be cheap (set an event, stat a file).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -199,6 +200,17 @@ class Watcher:
         self._handles[handle] = (directory, wd, callback)
         return handle
 
+    def _rewatch(self, handle: int, directory: str, callback: Callback) -> None:
+        """A watch for a handle whose directory had none (gone, or not there yet)."""
+        if self._inotify is None:
+            return
+        try:
+            wd = self._inotify.add_watch(directory, DIR_MASK | IN_ONLYDIR)
+        except OSError:
+            return  # still not there: the poll tick looks again
+        self._by_wd.setdefault(wd, {})[handle] = callback
+        self._handles[handle] = (directory, wd, callback)
+
     def unwatch(self, handle: int) -> None:
         entry = self._handles.pop(handle, None)
         if entry is None:
@@ -228,11 +240,18 @@ class Watcher:
             cbs = self._by_wd.get(ev.wd)
             if not cbs:
                 continue
-            if ev.mask & IN_IGNORED:  # directory removed or unmounted
+            if ev.mask & (IN_IGNORED | IN_MOVE_SELF | IN_DELETE_SELF):
+                # removed, unmounted or renamed away: the path may name another directory
+                # next (mv log log.old; mkdir log): looked at and watched again from the
+                # poll tick, not after the safety interval with a watch on the old one
                 del self._by_wd[ev.wd]
+                if not ev.mask & IN_IGNORED and self._inotify is not None:
+                    with contextlib.suppress(OSError):
+                        self._inotify.rm_watch(ev.wd)
                 for h in list(cbs):
-                    d, _, cb = self._handles[h]
-                    self._handles[h] = (d, None, cb)
+                    if h in self._handles:
+                        d, _, cb = self._handles[h]
+                        self._handles[h] = (d, None, cb)
             name = ev.name or None
             for cb in list(cbs.values()):
                 _safe_call(cb, name, ev.mask)
@@ -253,8 +272,9 @@ class Watcher:
             while waited < self.safety_interval and self.mode == "inotify":
                 await asyncio.sleep(self.poll_interval)
                 waited += self.poll_interval
-                for _, wd, cb in list(self._handles.values()):
+                for h, (d, wd, cb) in list(self._handles.items()):
                     if wd is None:
+                        self._rewatch(h, d, cb)
                         _safe_call(cb, None, 0)
             self._call_all()
 

@@ -111,3 +111,31 @@ async def test_watcher_missing_directory_is_polled(tmp_path):
         assert seen[0] == (None, 0)  # no watch possible: looked at on the poll interval
     finally:
         w.close()
+
+
+async def test_a_directory_replaced_under_its_path_is_watched_again_soon(tmp_path):
+    """Found by fault injection: after `mv log log.old; mkdir log` the watch stayed on
+    the old directory, and the new one was looked at only by the 5 s rescan: what
+    multilog rotated away meanwhile was lost without a gap."""
+    d = tmp_path / "log"
+    d.mkdir()
+    w = Watcher("inotify", poll_interval=0.05, safety_interval=30.0)
+    seen: list = []
+    w.watch(str(d), lambda name, mask: seen.append(name))
+    try:
+        await asyncio.sleep(0.05)
+        d.rename(tmp_path / "log.old")
+        d.mkdir()
+        deadline = time.monotonic() + 2
+        # told of the move, then of the look (with a new watch) at the new directory
+        while seen.count(None) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        (d / "current").write_bytes(b"x\n")
+        while "current" not in seen and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert "current" in seen  # the new directory's own events
+        (tmp_path / "log.old" / "stale").write_bytes(b"")
+        await asyncio.sleep(0.2)
+        assert "stale" not in seen  # the old one no longer reports here
+    finally:
+        w.close()
