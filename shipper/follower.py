@@ -1072,6 +1072,11 @@ class MultilogFollower(_FollowerBase):
             if where is not None and ml.classify(where) in (
                     ml.PREVIOUS, ml.PROCESSED, ml.ARCHIVE_S, ml.ARCHIVE_U):
                 return "rotated"
+            try:  # unlinked while we looked (a processor's previous, once archived)
+                if where is None and os.fstat(r.fd).st_nlink == 0:
+                    return "rotated"
+            except OSError:
+                pass
         why = (f"renamed to {where}" if where is not None else
                "not in the directory" if exc.errno == errno.ENOENT else exc.strerror or str(exc))
         if self._current_away != why:
@@ -1221,13 +1226,13 @@ class MultilogFollower(_FollowerBase):
         if plan.open_label is not None:
             k = self.known[plan.open_label]
             r = self._open(k.name, plan.open_label, live=False, kind=k.content)
-            if r is None and self._open_errno == errno.EISDIR:
+            if r is None and self._open_errno in (errno.EISDIR, errno.ENXIO):
                 # a FIFO or a directory named like an archive: never readable, and
                 # multilog's n limit never removes a directory: skipped, said as a gap
                 self._drop_carry()
                 self.done = plan.open_label
-                self._emit_gap(k.name, None, False, "not a regular file (a FIFO or a directory "
-                               "named like an archive): skipped",
+                self._emit_gap(k.name, None, False, "not a regular file (a FIFO, socket or "
+                               "directory named like an archive): skipped",
                                ml.label_time_ns(prev_done), ml.label_time_ns(plan.open_label))
                 self._prune()
                 return True

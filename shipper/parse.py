@@ -488,8 +488,9 @@ def _decode_batch(lines: list[bytes], max_line: int) -> tuple[list[str], Any] | 
         runs = digits.count(_LONG_RUN)
         if runs > " ".join(labels).encode().translate(_DIGIT_MAP).count(_LONG_RUN):
             return None  # the general path makes such records safe
-    if not text.isascii() and _LONG_DIGITS_RE.search(text) is not None:
-        return None
+    if not text.isascii() and len(_LONG_DIGITS_RE.findall(text)) > len(
+            _LONG_DIGITS_RE.findall(" ".join(labels))):
+        return None  # other scripts' digits, which int() takes too
     texts = text.split("\n")
     if len(texts) != len(lines):
         return None

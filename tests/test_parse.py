@@ -270,6 +270,11 @@ def test_a_label_with_a_run_of_digits_keeps_its_batch_on_the_fast_path():
     assert _decode_batch(lines, 65536) is not None
     assert _decode_batch(lines + [b"@400000006912345612345678 x 1234567890123456789"],
                                    65536) is None
+    # a line of non-ASCII text (another script's digits count too) keeps it there as well
+    utf8 = ["@400000006912345612345678 vchkpw-pop3: login success müller@example.org:192.0.2.7".encode()]
+    assert _decode_batch(lines + utf8, 65536) is not None
+    arabic = "".join(chr(0x0660 + i % 10) for i in range(19))
+    assert _decode_batch(lines + [f"@400000006912345612345678 x {arabic}".encode()], 65536) is None
 
 
 @pytest.mark.parametrize("line, program, event", [

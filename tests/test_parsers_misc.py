@@ -360,6 +360,12 @@ def test_dovecot_lines(line: str, sev: int, event: str, fields: dict) -> None:
     assert severity(rec.to_dict()) == sev
 
 
+def test_dovecot_process_pid_in_parentheses_is_no_user() -> None:
+    assert parse_dovecot("auth-worker(1234): Error: sql(u@example.com): Password mismatch") == (
+        "dovecot", {"service": "auth-worker", "level": "error",
+                    "text": "sql(u@example.com): Password mismatch"})
+
+
 def test_dovecot_text_outside_its_grammar() -> None:
     assert parse_dovecot("no separator") is None and parse_dovecot(": x") is None
     assert parse_dovecot("imap-login: Login: rip=") == (

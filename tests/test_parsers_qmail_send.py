@@ -511,6 +511,10 @@ def test_indimail_lines_from_its_source():
      "Sorry. Although I'm listed as a best-preference MX or A for that host,\nit isn't in my "
      "control/locals file, so I don't treat it as local. (#5.4.6)"),
     ("Remote_host_said:_550_no/such/user/", "Remote host said: 550 no\nsuch\nuser"),
+    # a multi-line reply whose line ends in a URL: the next line starts with the code
+    ("Remote_host_said:_550-5.7.1_see_https://support.google.com/mail/answer/81126/550_5.7.1_"
+     "more_text_-_gsmtp/", "Remote host said: 550-5.7.1 see https://support.google.com/mail/answer/81126"
+     "\n550 5.7.1 more text - gsmtp"),
 ])
 def test_delivery_text_keeps_literal_slashes(raw: str, text: str) -> None:
     f = qmail_send.delivery_text_fields(raw)

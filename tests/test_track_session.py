@@ -112,6 +112,13 @@ def test_rblsmtpd_block_and_deny() -> None:
     assert denied["result"] == "denied" and denied["remote_ip"] == "203.0.113.9"
 
 
+def _correlate_lines(lines: list[str]) -> list[dict[str, Any]]:
+    parser = LineParser(source="s6", file_id="0123456789abcdef")
+    recs = [parser.parse(ln.encode() + b"\n", i * 100).to_dict() for i, ln in enumerate(lines)]
+    c = Correlator()
+    return c.feed(recs) + c.finish()
+
+
 def test_s6_networking_sessions() -> None:
     """s6-tcpserverd (verbosity 2) + s6-tcpserver-access + qmail-smtpd: one session;
     a pid reused by a later accept starts a new one; access's deny alone is a whole one."""
@@ -126,10 +133,7 @@ def test_s6_networking_sessions() -> None:
         "@4000000052fafda03298434c s6-tcpserverd: info: accept 192.0.2.8_4000 pid 12400 count 1/40",
         "@4000000052fafda13298434c s6-tcpserverd: info: accept 192.0.2.10_4001 pid 12400 count 1/40",
     ]
-    parser = LineParser(source="s6", file_id="0123456789abcdef")
-    recs = [parser.parse(ln.encode() + b"\n", i * 100).to_dict() for i, ln in enumerate(lines)]
-    c = Correlator()
-    out = c.feed(recs) + c.finish()
+    out = _correlate_lines(lines)
     by = {(o["conn_pid"], o.get("remote_ip")): o for o in out}
     s = by[(12345, "192.0.2.7")]
     assert s["server"] == "s6-tcpserverd" and s["remote_port"] == 51234 and s["exit_code"] == 0
@@ -140,6 +144,23 @@ def test_s6_networking_sessions() -> None:
     assert by[(12400, "192.0.2.8")]["incomplete_reason"] == "pid_reused"
     assert by[(12400, "192.0.2.10")]["incomplete_reason"] == "open_at_end"
     assert len(out) == 4
+
+
+def test_s6_access_logged_before_its_parents_accept_is_one_session():
+    # the child (s6-tcpserver-access) and its parent (s6-tcpserverd) race to the log
+    lines = [
+        "@4000000052fafd8d3298434c s6-tcpserver-access: info: allow pid 12345 ip 192.0.2.7",
+        "@4000000052fafd8d3298434d s6-tcpserverd: info: accept 192.0.2.7_51234 pid 12345 count 1/40",
+        "@4000000052fafd8f3298434c s6-tcpserverd: info: end pid 12345 exitcode 0 count 0/40",
+        # the same pid an hour later: another connection
+        "@4000000052fb0b9f3298434c s6-tcpserver-access: info: allow pid 12345 ip 192.0.2.8",
+        "@4000000052fb0ba03298434c s6-tcpserverd: info: accept 192.0.2.9_4000 pid 12345 count 1/40",
+    ]
+    out = _correlate_lines(lines)
+    first = [o for o in out if o.get("remote_port") == 51234]
+    assert len(first) == 1 and first[0]["flags"] == [] and first[0]["server"] == "s6-tcpserverd"
+    assert first[0]["exit_code"] == 0 and len(first[0]["event_ids"]) == 3
+    assert len(out) == 3  # the later allow and accept differ in IP: two sessions
 
 
 def test_session_state_roundtrip_and_incomplete() -> None:

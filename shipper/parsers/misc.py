@@ -243,7 +243,7 @@ def parse_dovecot(text: str) -> Parsed | None:
     if paren > 0 and service.find(")", paren) > paren:  # a mail process: "imap(user)<pid><session>"
         f["service"] = service[:paren]
         user = service[paren + 1:service.find(")", paren)]
-        if user:
+        if user and not user.isdigit():  # auth-worker(1234), lmtp(4321): a pid, not a user
             f["auth_user"] = user
     level, sep, body = rest.partition(": ")
     if sep and level in _DOVECOT_LEVELS:

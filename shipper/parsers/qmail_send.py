@@ -181,10 +181,12 @@ def _delivery(rest: str) -> Parsed | None:
 
 
 # "/" stands for a newline, but not inside a URL (a Gmail or Outlook reply's help link),
-# unless what follows is one of qmail-remote's own lines, nor in qmail-remote's fixed
+# unless what follows is one of qmail-remote's own lines or the next line of a multi-line
+# reply ("550-5.7.1 …", "550 5.7.1 …"), nor in qmail-remote's fixed
 # "...in my control/locals file" (#5.4.6)
 _LITERAL_SLASH_RE = re.compile(
-    r"[A-Za-z][A-Za-z0-9+.-]{0,15}://(?:[^_/\s]|/(?!Remote_host_said|Giving_up|I'm_not_going|$))*"
+    r"[A-Za-z][A-Za-z0-9+.-]{0,15}://(?:[^_/\s]|/(?!Remote_host_said|Giving_up|I'm_not_going|"
+    r"[2-5][0-9][0-9][-_]|$))*"
     r"|my_control/locals_file")
 
 

@@ -56,7 +56,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from shipper.encode import http_body
-from shipper.sinks.base import PermanentError, SinkError, SinkStats, describe_error
+from shipper.sinks.base import PermanentError, SinkError, SinkStats, describe_error, printable
 from shipper.tlsconfig import TlsOptions, client_context
 
 log = logging.getLogger(__name__)
@@ -169,6 +169,12 @@ class HttpSink:
         self._host = parts.hostname
         self._port = parts.port
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._post_path = self._path
+        if format == "clickhouse":
+            # a key the table has no column for is an error (then the columns are read
+            # again and it goes to `fields`), never dropped without a word, as newer
+            # servers do by default
+            self._post_path += ("&" if "?" in self._path else "?") + "input_format_skip_unknown_fields=0"
         # the URL as it may be shown: no user:password@
         port = f":{parts.port}" if parts.port else ""
         self.url = f"{parts.scheme}://{parts.hostname}{port}{parts.path or '/'}"
@@ -201,6 +207,8 @@ class HttpSink:
         self._columns: http_body.Columns | None = None
         self._columns_at: float | None = None
         self._told_no_fields = False
+        self._told_no_describe = False
+        self._aux: http.client.HTTPConnection | None = None  # a DESCRIBE's connection
 
     def __repr__(self) -> str:
         return f"HttpSink(name={self.name!r}, url={self.url!r}, format={self.format!r})"
@@ -226,13 +234,13 @@ class HttpSink:
         # shut its socket down first, so it ends now and the stop is not held past the
         # drain (the batch stays in the buffer, sent again at the next start).
         self._closing = True
-        conn = self._conn
-        sock = getattr(conn, "sock", None) if conn is not None else None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                # the plain socket's shutdown: SSLSocket.shutdown drops its TLS state first,
-                # and a send in flight could then go out in clear
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        for conn in (self._conn, self._aux):
+            sock = getattr(conn, "sock", None) if conn is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    # the plain socket's shutdown: SSLSocket.shutdown drops its TLS state
+                    # first, and a send in flight could then go out in clear
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
         await asyncio.to_thread(self._close_conn)
 
     # -- internals -------------------------------------------------------
@@ -263,6 +271,8 @@ class HttpSink:
                 got = await self._send_part(part, body)
             except PermanentError as exc:
                 got = list(range(len(part))) if exc.refused is None else exc.refused
+                if exc.refused is not None:
+                    self.stats.acked += len(part) - len(exc.refused)  # the others are in
                 self._refusal = self._refusal or exc
             refused += [off + i for i in got]
             off += len(part)
@@ -280,7 +290,12 @@ class HttpSink:
         text = data[:4 * MAX_ERROR_BODY].decode("utf-8", "replace")[:MAX_ERROR_BODY]
         what = f"HTTP {status} {reason} from {self.url}"
         if self.format == "clickhouse" and any(w in text for w in _COLUMN_WORDS):
-            self._columns_at = None  # the table changed: look at its columns again
+            # the table may have changed: look at its columns again, and when they did
+            # change, the batch goes again as they are now (modern servers answer 400)
+            before = self._columns
+            await asyncio.to_thread(self._describe)
+            if self._columns != before:
+                raise SinkError(f"{what}: the table's columns changed; sending again: {text}")
         if status == 413 and len(records) > 1:
             # Too large for the peer: learn its limit, send the batch again in parts.
             self.stats.sent -= len(records)
@@ -337,31 +352,48 @@ class HttpSink:
     def _describe(self) -> None:
         """Learn the ClickHouse table's columns (blocking; in a worker thread). On any
         failure the columns stay as they were: the insert will say what is wrong."""
+        # looked at again after COLUMNS_TTL whatever comes of it: a user who may only
+        # INSERT must not cost a failing query a batch (the columns stay as they were)
+        self._columns_at = time.monotonic()
         query = urllib.parse.quote(f"DESCRIBE TABLE {self.table} FORMAT TSV")
         path = self._path + ("&" if "?" in self._path else "?") + f"query={query}"
-        headers = {"User-Agent": "shipper", "Connection": "close"}
-        if self._auth is not None:
-            headers["Authorization"] = self._auth
+        headers = self._get_headers()
         try:
-            conn = self._connect()
+            conn = self._aux = self._connect()  # close() may shut it: never past the drain
             try:
                 conn.request("GET", path, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read(1 << 20)
             finally:
                 conn.close()
-        except (OSError, http.client.HTTPException):
+                self._aux = None
+        except (OSError, http.client.HTTPException) as exc:
+            self._describe_failed(describe_error(exc))
             return
-        if resp.status != 200:
-            return
-        cols = http_body.clickhouse_columns(data.decode("utf-8", "replace"))
+        cols = http_body.clickhouse_columns(data.decode("utf-8", "replace")) if resp.status == 200 else {}
         if not cols:
+            self._describe_failed(f"HTTP {resp.status} {resp.reason}")
             return
-        self._columns, self._columns_at = cols, time.monotonic()
+        self._columns = cols
         if "fields" not in cols and not self._told_no_fields:
             self._told_no_fields = True
             log.warning("%s: table %s has no `fields` column: keys without a column of their "
                         "own are not stored (conf/clickhouse.sql has one)", self.name, self.table)
+
+    def _describe_failed(self, why: str) -> None:
+        if not self._told_no_describe:
+            self._told_no_describe = True
+            log.info("%s: cannot read the columns of table %s (%s): writing the columns of "
+                     "conf/clickhouse.sql", self.name, self.table, printable(why, 300))
+
+    def _get_headers(self) -> dict[str, str]:
+        """Headers of a GET of ours (DESCRIBE, check's probe): the sink's own (a
+        ClickHouse user or database may be chosen by X-ClickHouse-* headers) and auth."""
+        headers = {k: v for k, v in self._headers.items() if k != "Connection"}
+        headers["Connection"] = "close"
+        if self._auth is not None:
+            headers["Authorization"] = self._auth
+        return headers
 
     def probe(self) -> str:
         """What ``shipper check`` finds at the door (blocking): "" when a GET with our
@@ -372,10 +404,7 @@ class HttpSink:
         if self.format == "clickhouse":
             query = urllib.parse.quote(f"EXISTS TABLE {self.table}")
             path += ("&" if "?" in path else "?") + f"query={query}"
-        headers = {"User-Agent": "shipper", "Connection": "close"}
-        headers.update((k, v) for k, v in self._headers.items() if k != "Connection")
-        if self._auth is not None:
-            headers["Authorization"] = self._auth
+        headers = self._get_headers()
         shown = path.split("?", 1)[0]
         try:
             conn = self._connect()
@@ -442,7 +471,7 @@ class HttpSink:
                     if self._conn is None:
                         self._conn = self._connect()
                         self.stats.connected = True
-                    self._conn.request("POST", self._path, body=body.body, headers=headers)
+                    self._conn.request("POST", self._post_path, body=body.body, headers=headers)
                     resp = self._conn.getresponse()
                     data = resp.read()
                     if resp.will_close:

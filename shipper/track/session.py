@@ -175,7 +175,16 @@ class SessionTracker:
             # "pid N from IP"; s6-tcpserver-access's allow or deny, its first line otherwise
             host, pid = rec.get("host") or "", rec.get("conn_pid")
             if prog != "s6-tcpserver-access" and rec.get("event") == "tcp_ok":
-                self._tcp_pid(rec, out)
+                # the child's "allow" may be logged before its parent's "accept": the
+                # same connection (same IP, moments apart), not a pid used again
+                old = self._find(host, pid)[1]
+                if not (old is not None and old["server"] == "s6-tcpserver-access"
+                        and old.get("remote_ip") in (None, rec.get("remote_ip"))
+                        and _within(old.get("last_ns"), rec.get("time_unix_ns"), 5 * NS)):
+                    self._tcp_pid(rec, out)
+                else:
+                    old["server"] = prog
+                    self._touch(old, rec)
             elif self._find(host, pid)[1] is None:
                 self._open(rec, pid, out, partial=False)
                 self._touch(self.sessions[f"{host}\x00{pid}"], rec)
@@ -484,6 +493,10 @@ def session_record(s: dict[str, Any], end_ns: int | None, time_source: str | Non
             + (f" (incomplete: {incomplete})" if incomplete else ""))
     program = f.get("server") or "tcpserver"
     return summary("smtp_session", program, "s", s["origin"], end_ns, time_source, f, text, flags)
+
+
+def _within(a: int | None, b: int | None, span: int) -> bool:
+    return a is not None and b is not None and abs(b - a) <= span
 
 
 def _result(s: dict[str, Any], f: dict[str, Any]) -> str:
