@@ -142,6 +142,7 @@ def test_s6_networking_sessions() -> None:
     assert d["result"] == "denied" and d["deny_reason"] == "No such file or directory"
     assert d["flags"] == []
     assert by[(12400, "192.0.2.8")]["incomplete_reason"] == "pid_reused"
+    assert by[(12400, "192.0.2.8")]["time_source"] == "tai64n"  # its lines' clock (was null)
     assert by[(12400, "192.0.2.10")]["incomplete_reason"] == "open_at_end"
     assert len(out) == 4
 
