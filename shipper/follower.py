@@ -494,6 +494,23 @@ def _open_ro(path: str) -> int:
     return fd
 
 
+def _raw_entry(directory: str, name: str) -> ml.Entry | None:
+    """``current`` or ``previous`` as it is now, with its first line's fingerprint: an
+    inode number alone may be one we read under before (reused at once at high rates:
+    taken for that file, a new current was skipped after a restart)."""
+    path = os.path.join(directory, name)
+    try:
+        st = os.stat(path, follow_symlinks=name != "current")
+    except OSError:
+        return None
+    fid = None
+    if st.st_size and stat.S_ISREG(st.st_mode):
+        got = _read_head(path)
+        if got is not None and got[0] == (st.st_dev, st.st_ino):
+            fid = fingerprint(got[2][:FINGERPRINT_BYTES * 8], complete=False)
+    return ml.Entry(name, st.st_dev, st.st_ino, st.st_size, fid)
+
+
 def _read_head(path: str) -> tuple[ml.Ident, int, bytes] | None:
     try:
         fd = _open_ro(path)
@@ -530,6 +547,7 @@ class MultilogFollower(_FollowerBase):
         self._resume = state
         self._started = False
         self._finished: ml.Ident | None = None
+        self._finished_fid: str | None = None
         self._carry: tuple[bytes, int, str | None, str] | None = None
         self._carry_state: dict[str, Any] | None = None
         self._replans = 0
@@ -595,11 +613,7 @@ class MultilogFollower(_FollowerBase):
     def _observe_once(self) -> bool:
         listed_at = time.monotonic()
         listing = ml.Listing()
-        try:
-            st = os.stat(os.path.join(self.dir, "current"))
-            listing.current = ml.Entry("current", st.st_dev, st.st_ino, st.st_size)
-        except OSError:
-            pass
+        listing.current = _raw_entry(self.dir, "current")
         try:
             names = os.listdir(self.dir)
         except OSError as exc:
@@ -632,13 +646,11 @@ class MultilogFollower(_FollowerBase):
                     if k is None:
                         continue  # deleted meanwhile (n limit)
                     self.known[label] = k
-                listing.archives[label] = ml.Entry(name, k.ident[0], k.ident[1], k.size)
+                listing.archives[label] = ml.Entry(name, k.ident[0], k.ident[1], k.size, k.file_id)
             elif kind == ml.PREVIOUS:
-                try:
-                    st = os.stat(os.path.join(self.dir, name), follow_symlinks=False)
-                except OSError:
+                listing.previous = _raw_entry(self.dir, name)
+                if listing.previous is None:
                     return False  # archived meanwhile: the listing is stale
-                listing.previous = ml.Entry(name, st.st_dev, st.st_ino, st.st_size)
             elif kind == ml.PROCESSED:
                 ready = self._processed_ready(name)
                 if ready is None:
@@ -948,11 +960,12 @@ class MultilogFollower(_FollowerBase):
 
     def _resume_from(self, st: dict[str, Any]) -> None:
         self.done = st["done"]
-        self.pending = [ml.Pending((int(d), int(i)), fid) for d, i, fid in st["pend"]]
+        self.pending = [ml.Pending((int(d), int(i)), fid, True) for d, i, fid in st["pend"]]
         for lb in [lb for lb in self.known if self.done is not None and lb <= self.done]:
             del self.known[lb]
         f = st["f"]
         if f is None:
+            self._done_gone_while_stopped()
             return
         ident = (int(f["dev"]), int(f["ino"]))
         if int(f["off"]) == 0 and not f.get("skip"):
@@ -1032,6 +1045,22 @@ class MultilogFollower(_FollowerBase):
                        "deleted before it was read to the end (we were stopped or behind)"
                        + ("" if exact else "; later files may be lost too"),
                        ml.label_time_ns(st["done"]), ml.label_time_ns(nxt))
+
+    def _done_gone_while_stopped(self) -> None:
+        """The position says: read up to and including archive ``done``, nothing after.
+        If that archive is gone, the n limit deleted it while we were stopped, and may
+        have deleted files made after it that we never saw (multilog deletes the oldest
+        first: while it is there, nothing after it was deleted). Said as a gap."""
+        if self.pending or self.done is None:
+            return  # pending files: see plan_next's ``gone``
+        names = self.listing.archive_names
+        if f"{self.done}.s" in names or f"{self.done}.u" in names or not self.listing.archives:
+            return
+        self._emit_gap(None, None, False,
+                       "files made while we were stopped may have been deleted by multilog "
+                       "before we could read them (n limit): the last archive read before the "
+                       "stop is gone", ml.label_time_ns(self.done),
+                       ml.label_time_ns(min(self.listing.archives)))
 
     def _check_current(self, r: _Reader) -> str:
         """At the end of the live file: 'same' (wait), 'rotated' (drain, move on) or
@@ -1151,6 +1180,7 @@ class MultilogFollower(_FollowerBase):
             self.pending.append(ml.Pending(r.ident, r.file_id))
             del self.pending[:-1000]  # bounded, whatever happens to the directory
         self._finished = r.ident
+        self._finished_fid = r.file_id
         self.reader = None
         self._flush()
         r.close()
@@ -1194,15 +1224,27 @@ class MultilogFollower(_FollowerBase):
             return False
         listing = self.listing
 
-        def present(ident: ml.Ident) -> bool:
-            return any(e is not None and e.ident == ident
+        def present(p: ml.Pending) -> bool:
+            return any(e is not None and ml.same_raw(p.ident, p.file_id, e)
                        for e in (listing.current, listing.previous, *listing.archives.values()))
 
         prev_done = self.done
-        plan = ml.plan_next(listing, self.known, self.done, self.pending, self._finished, present)
+        plan = ml.plan_next(listing, self.known, self.done, self.pending, self._finished, present,
+                            self._finished_fid)
         if plan.lost and self._carry is not None:
             self._drop_carry()
         self.pending = plan.pending
+        if any(p.restored for p in plan.gone):
+            # A file read before the stop is gone, and its archive with it, unseen: the n
+            # limit deleted it while we were stopped, and maybe files made after it that
+            # we never saw (seen at high rates: lines lost without a word)
+            nxt = min((lb for lb in listing.archives if prev_done is None or lb > prev_done),
+                      default=None)
+            self._emit_gap(None, None, False,
+                           "files made while we were stopped may have been deleted by multilog "
+                           "before we could read them (n limit): the last file read before the "
+                           "stop and its archive are gone",
+                           ml.label_time_ns(prev_done), ml.label_time_ns(nxt))
         seq = sorted([*plan.skipped, *(lb for lb, _ in plan.lost)])
         for label, k in plan.lost:
             i = seq.index(label)

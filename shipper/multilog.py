@@ -156,6 +156,10 @@ class Entry:
     dev: int
     ino: int
     size: int
+    # fingerprint of its first line (None: not read, or too short yet). Inode numbers
+    # are reused at once at high rotation rates: an identity alone does not tell a new
+    # current from the file we read under that number before
+    file_id: str | None = None
 
     @property
     def ident(self) -> Ident:
@@ -179,6 +183,10 @@ class Pending:
 
     ident: Ident
     file_id: str | None
+    # from the saved position: read in an earlier run. Gone (no archive of it, the
+    # file itself neither) means the n limit deleted its archive while we were
+    # stopped, and maybe files made after it, never seen
+    restored: bool = False
 
 
 @dataclass(slots=True)
@@ -213,6 +221,7 @@ class Plan:
     open_current: bool = False  # or open current from its start
     open_previous: bool = False  # or open previous (rotated, unread, not archived yet)
     unreadable: str | None = None  # label of an archive we cannot decode
+    gone: list[Pending] = field(default_factory=list)  # pending files dropped: gone, archive unseen
 
 
 def _is_ours(p: Pending, k: Known) -> bool:
@@ -221,9 +230,16 @@ def _is_ours(p: Pending, k: Known) -> bool:
     return p.ident == k.ident
 
 
+def same_raw(ident: Ident | None, file_id: str | None, e: Entry) -> bool:
+    """Whether ``e`` is the raw file known as (ident, file_id): the same inode number,
+    and the same first line when both are known."""
+    return (ident == e.ident
+            and (file_id is None or e.file_id is None or file_id == e.file_id))
+
+
 def plan_next(listing: Listing, known: dict[str, Known], done: str | None,
               pending: list[Pending], finished: Ident | None,
-              present_ident: Callable[[Ident], bool]) -> Plan:
+              present_ident: Callable[[Pending], bool], finished_fid: str | None = None) -> Plan:
     """Decide what to read after the file we finished (or at start).
 
     Archives newer than ``done`` are taken in label order. One that holds a
@@ -236,13 +252,14 @@ def plan_next(listing: Listing, known: dict[str, Known], done: str | None,
     rotated file we have not read, else ``current`` (unless it is the file we
     just finished).
 
-    ``present_ident`` tells whether a raw file still exists under any name;
+    ``present_ident`` tells whether a pending raw file still exists under any name;
     a pending file whose archive cannot be recognised once the file is gone
     is dropped (its data was read; only its archive is unaccounted for).
     """
     pend = list(pending)
     lost: list[tuple[str, Known | None]] = []
     skipped: list[str] = []
+    gone: list[Pending] = []
     # In order, but lazily: the first label nearly always decides, and sorting every
     # unread archive for each file read made catching up on thousands quadratic
     labels = [lb for lb in known if done is None or lb > done]
@@ -263,27 +280,36 @@ def plan_next(listing: Listing, known: dict[str, Known], done: str | None,
                 del pend[:idx + 1]
                 continue
             # Not ours: drop pending files that are gone (archive unrecognisable).
-            pend = [p for p in pend if present_ident(p.ident)]
+            gone += [p for p in pend if not present_ident(p)]
+            pend = [p for p in pend if present_ident(p)]
         if not present:
             lost.append((label, k))
             done = label
             continue
         if k.content == BINARY:
-            return Plan(done, pend, lost, skipped, unreadable=label)
-        return Plan(done, pend, lost, skipped, open_label=label)
+            return Plan(done, pend, lost, skipped, unreadable=label, gone=gone)
+        return Plan(done, pend, lost, skipped, open_label=label, gone=gone)
     prev = listing.previous
     if listing.rotating:
         # e.g. multilog unlinked previous and renames processed to an archive next (till
         # then current is empty: multilog is blocked): raw files wait for the archives
-        return Plan(done, pend, lost, skipped)
-    if prev is not None and prev.ident != finished and all(p.ident != prev.ident for p in pend):
+        return Plan(done, pend, lost, skipped, gone=gone)
+    if prev is not None and not same_raw(finished, finished_fid, prev) and not any(
+            same_raw(p.ident, p.file_id, prev) for p in pend):
         # a rotated current not archived yet, that we have not read: it comes
         # before current (with a processor it may stay there for a while)
-        return Plan(done, pend, lost, skipped, open_previous=True)
+        if any(p.restored for p in pend):  # read last run, its archive gone unseen
+            gone += [p for p in pend if p.restored and not present_ident(p)]
+            pend = [p for p in pend if not p.restored or present_ident(p)]
+        return Plan(done, pend, lost, skipped, open_previous=True, gone=gone)
     cur = listing.current
-    if cur is not None and cur.ident != finished and all(p.ident != cur.ident for p in pend):
-        return Plan(done, pend, lost, skipped, open_current=True)
-    return Plan(done, pend, lost, skipped)
+    if cur is not None and not same_raw(finished, finished_fid, cur) and not any(
+            same_raw(p.ident, p.file_id, cur) for p in pend):
+        if any(p.restored for p in pend):
+            gone += [p for p in pend if p.restored and not present_ident(p)]
+            pend = [p for p in pend if not p.restored or present_ident(p)]
+        return Plan(done, pend, lost, skipped, open_current=True, gone=gone)
+    return Plan(done, pend, lost, skipped, gone=gone)
 
 
 def start_position(listing: Listing, mode: str) -> tuple[str | None, str]:

@@ -1030,3 +1030,62 @@ async def test_real_multilog_current_renamed_aside_loses_nothing(tmp_path):
         await src.close()
     assert seqs(items) == list(range(600))
     assert not [it for it in items if isinstance(it, Gap)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processor", [[], ['!sh -c "sleep 0.05; cat"']])
+def test_real_multilog_restarts_at_a_high_rate_say_every_loss(tmp_path, processor):
+    """Found by fault injection: restarts of the shipper while multilog (s4096 n5, with a
+    slow processor) rotates every few milliseconds lost the files made and deleted while
+    it was down, without a gap: the file read last was gone, and its inode number, used
+    again at once, made a new current look like it. Every line missing must now lie in
+    a gap's window."""
+    from shipper.tai64n import decode_ns
+
+    d = tmp_path / "log"
+    gen, ml_proc = start_multilog(d, "t", "s4096", "n5", *processor, n=60000, rate=5000)
+    times: dict[int, int] = {}
+    gaps: list[Gap] = []
+    try:
+        deadline = time.monotonic() + 10
+        while not (d / "current").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        f = MultilogFollower(str(d), None, start="all")
+        state = None
+        saved_at = time.monotonic()
+        kills = 0
+        end = time.monotonic() + 8
+        while time.monotonic() < end:
+            items = f.poll(8)
+            for it in items:
+                if isinstance(it, LineBatch):
+                    for ln in it.lines:
+                        times[seq_of(ln)] = decode_ns(ln[:25].decode())
+                else:
+                    gaps.append(it)
+            if items and time.monotonic() - saved_at > 0.5:  # the checkpoint saver's pace
+                state, saved_at = items[-1].position[1], time.monotonic()
+            if state is not None and time.monotonic() > end - 6 + kills * 1.5 and kills < 4:
+                kills += 1  # kill -9: what was read since the last save is read again
+                if f.reader is not None:
+                    f.reader.close()
+                time.sleep(0.5)
+                f = MultilogFollower(str(d), state, start="all")
+            if not items:
+                time.sleep(0.005)
+        if f.reader is not None:
+            f.reader.close()
+    finally:
+        gen.kill()
+        stop(gen, ml_proc)
+    assert kills == 4 and len(times) > 1000
+    have = sorted(times)
+    uncovered = []
+    for a, b in zip(have, have[1:], strict=False):
+        if b > a + 1:  # a..b lost: some gap must span the time between them
+            lo, hi = times[a], times[b]
+            if not any((g.first_time_ns is None or g.first_time_ns <= hi)
+                       and (g.last_time_ns is None or g.last_time_ns >= lo) for g in gaps):
+                uncovered.append((a + 1, b - 1))
+    assert uncovered == [], (uncovered, [(a, times.get(a - 1), times.get(b + 1)) for a, b in uncovered],
+                             [(g.file, g.reason[:30], g.first_time_ns, g.last_time_ns) for g in gaps])

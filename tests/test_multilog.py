@@ -139,3 +139,18 @@ def test_start_position():
     assert ml.start_position(listing, "current") == (L2, "current")
     assert ml.start_position(listing, "end") == (L2, "end")
     assert ml.start_position(ml.Listing(), "end") == (None, "end")
+
+
+def test_a_restored_pending_file_gone_with_its_archive_is_said_gone():
+    # read before a stop; meanwhile its archive was deleted and its inode number given to
+    # a new current (another first line): that current is read, and the file is "gone"
+    listing = ml.Listing(current=ml.Entry("current", 1, 10, 500, "new-first-line"))
+    restored = ml.Pending((1, 10), "old-first-line", restored=True)
+    plan = ml.plan_next(listing, {}, L1, [restored], None,
+                        lambda p: ml.same_raw(p.ident, p.file_id, listing.current))
+    assert plan.open_current and plan.gone == [restored] and plan.pending == []
+    # the same number and no first line yet: cannot tell, so not read (not yet) and not gone
+    listing = ml.Listing(current=ml.Entry("current", 1, 10, 0, None))
+    plan = ml.plan_next(listing, {}, L1, [restored], None,
+                        lambda p: ml.same_raw(p.ident, p.file_id, listing.current))
+    assert not plan.open_current and plan.gone == []
