@@ -558,6 +558,7 @@ class MultilogFollower(_FollowerBase):
         # for deleted: an unreadable or renamed-away directory is not an empty one.
         self._list_error: str | None = None
         self._current_away: str | None = None  # current missing, not rotated: warned once
+        self._away_since: float | None = None  # since when current is missing (monotonic)
         self._processed_seen: tuple[tuple[int, int, int], float] | None = None  # see _processed_ready
         # Archive labels present at the last listing (None: not listed yet). An archive
         # labelled at or below ``done`` that was not there is new: the clock went back.
@@ -1069,6 +1070,7 @@ class MultilogFollower(_FollowerBase):
             st = os.stat(os.path.join(self.dir, "current"))
         except OSError as exc:
             return self._current_missing(r, exc)
+        self._away_since = None
         if self._current_away is not None:
             log.info("%s: current is back", self.key)
             self._current_away = None
@@ -1090,7 +1092,7 @@ class MultilogFollower(_FollowerBase):
         if exc.errno == errno.ENOENT:
             try:
                 if os.fstat(r.fd).st_nlink == 0:
-                    return "rotated"  # rotated and already deleted (a tiny n)
+                    return self._rotated()  # rotated and already deleted (a tiny n)
                 with os.scandir(self.dir) as it:
                     for e in it:
                         if e.inode() == r.ident[1] and e.stat(follow_symlinks=False).st_dev == r.ident[0]:
@@ -1100,19 +1102,28 @@ class MultilogFollower(_FollowerBase):
                 pass
             if where is not None and ml.classify(where) in (
                     ml.PREVIOUS, ml.PROCESSED, ml.ARCHIVE_S, ml.ARCHIVE_U):
-                return "rotated"
+                return self._rotated()
             try:  # unlinked while we looked (a processor's previous, once archived)
                 if where is None and os.fstat(r.fd).st_nlink == 0:
-                    return "rotated"
+                    return self._rotated()
             except OSError:
                 pass
         why = (f"renamed to {where}" if where is not None else
                "not in the directory" if exc.errno == errno.ENOENT else exc.strerror or str(exc))
-        if self._current_away != why:
+        # Said once it lasts: in a fast rotation the file can be renamed and its archive
+        # deleted while we look (a directory scan may miss a name renamed meanwhile)
+        now = time.monotonic()
+        if self._away_since is None:
+            self._away_since = now
+        elif self._current_away != why and now - self._away_since >= 1.0:
             self._current_away = why
             self._warn(f"{self.key}: current is missing, and its file was not rotated ({why}); "
                        "waiting for it to come back (its lines are read then)")
         return "same"
+
+    def _rotated(self) -> str:
+        self._away_since = None
+        return "rotated"
 
     def _reset_current(self, r: _Reader, size: int, why: str) -> None:
         """Read the live ``current`` again from 0, after a gap record saying why."""
