@@ -759,12 +759,16 @@ class MultilogFollower(_FollowerBase):
     def unread_bytes(self) -> int:
         """Bytes in the directory not read yet: the rest of the file being read, the
         archives after it, and ``current`` when we are not at it (0 when caught up).
-        Sizes as last seen; a processor's archives count as stored (compressed)."""
+        Sizes as last seen; a processor's archives count as stored (compressed), those
+        of files read already (``!cat``, ``!gzip``: same first line) not at all."""
         r = self.reader
         n = self._reader_unread()
         done = self.done
+        pend = self.pending
         for lb, k in self.known.items():
-            if k.size and (done is None or lb > done) and (r is None or lb != r.label):
+            # not a processor's archive of a file read already (read as previous/current)
+            if (k.size and (done is None or lb > done) and (r is None or lb != r.label)
+                    and not any(ml.is_ours(p, k) for p in pend)):
                 n += k.size
         if not self.live:
             with contextlib.suppress(OSError):

@@ -224,7 +224,7 @@ class Plan:
     gone: list[Pending] = field(default_factory=list)  # pending files dropped: gone, archive unseen
 
 
-def _is_ours(p: Pending, k: Known) -> bool:
+def is_ours(p: Pending, k: Known) -> bool:
     if p.file_id is not None and k.file_id is not None:
         return p.file_id == k.file_id
     return p.ident == k.ident
@@ -269,7 +269,7 @@ def plan_next(listing: Listing, known: dict[str, Known], done: str | None,
         k = known[label]
         present = label in listing.archives
         if pend:
-            idx = next((i for i, p in enumerate(pend) if _is_ours(p, k)), None)
+            idx = next((i for i, p in enumerate(pend) if is_ours(p, k)), None)
             if idx is None and k.content == BINARY:
                 idx = 0  # processor output we cannot read: by order, it is ours
             if idx is None and k.content in COMPRESSED and k.file_id is None:
