@@ -315,7 +315,7 @@ class HttpSink:
             # fix, not the records' fault; not followed (credentials would go along)
             where = resp_headers.get("location")
             raise SinkError(f"{what}: the endpoint moved" + (f" to {where}" if where else "")
-                            + "; set url to it (retrying)")
+                            + "; set url to it")
         if status in NOT_THE_RECORDS:
             raise SinkError(f"{what} (the sink's URL, table or credentials, not the records: "
                             f"retrying): {text}" if text else what)
