@@ -505,9 +505,18 @@ def _raw_entry(directory: str, name: str) -> ml.Entry | None:
         return None
     fid = None
     if st.st_size and stat.S_ISREG(st.st_mode):
-        got = _read_head(path)
-        if got is not None and got[0] == (st.st_dev, st.st_ino):
-            fid = fingerprint(got[2][:FINGERPRINT_BYTES * 8], complete=False)
+        try:
+            fd = _open_ro(path)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            try:
+                if (os.fstat(fd).st_ino, os.fstat(fd).st_dev) == (st.st_ino, st.st_dev):
+                    fid = fingerprint(os.pread(fd, FINGERPRINT_BYTES, 0), complete=False)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
     return ml.Entry(name, st.st_dev, st.st_ino, st.st_size, fid)
 
 
@@ -559,6 +568,10 @@ class MultilogFollower(_FollowerBase):
         self._list_error: str | None = None
         self._current_away: str | None = None  # current missing, not rotated: warned once
         self._away_since: float | None = None  # since when current is missing (monotonic)
+        # The newest archive at or below ``done`` there when the position was saved: while
+        # it is there, multilog (which deletes the oldest first) deleted nothing after it
+        # while we were stopped. None: none known, or said already.
+        self._anchor: str | None = None
         self._processed_seen: tuple[tuple[int, int, int], float] | None = None  # see _processed_ready
         # Archive labels present at the last listing (None: not listed yet). An archive
         # labelled at or below ``done`` that was not there is new: the clock went back.
@@ -764,12 +777,18 @@ class MultilogFollower(_FollowerBase):
         r = self.reader
         n = self._reader_unread()
         done = self.done
+        # not a processor's archive of a file read already (as previous or current):
+        # ml.is_ours against every pending file, in sets
         pend = self.pending
+        fids = {p.file_id for p in pend if p.file_id is not None}
+        idents = {p.ident for p in pend}
+        idents_nofid = {p.ident for p in pend if p.file_id is None}
         for lb, k in self.known.items():
-            # not a processor's archive of a file read already (read as previous/current)
-            if (k.size and (done is None or lb > done) and (r is None or lb != r.label)
-                    and not any(ml.is_ours(p, k) for p in pend)):
-                n += k.size
+            if k.size and (done is None or lb > done) and (r is None or lb != r.label):
+                ours = (k.file_id in fids if k.file_id is not None else k.ident in idents) \
+                    or k.ident in idents_nofid
+                if not ours:
+                    n += k.size
         if not self.live:
             with contextlib.suppress(OSError):
                 n += os.stat(os.path.join(self.dir, "current")).st_size
@@ -852,8 +871,9 @@ class MultilogFollower(_FollowerBase):
                 self._seen = set(seen)
                 self._seen_floor = min(seen) if len(seen) >= SEEN_MAX else None
                 self._seen_version += 1
+                self._anchor = max(seen)
         self.observe()
-        if self._list_error is not None:
+        if self._list_error is not None or self._checkpointed_current_aside(st):
             self._resume = st  # not now: a position is not taken up against no listing
             return False
         if self.listing.rotating and st is not None:
@@ -1051,16 +1071,40 @@ class MultilogFollower(_FollowerBase):
                        + ("" if exact else "; later files may be lost too"),
                        ml.label_time_ns(st["done"]), ml.label_time_ns(nxt))
 
-    def _done_gone_while_stopped(self) -> None:
-        """The position says: read up to and including archive ``done``, nothing after.
-        If that archive is gone, the n limit deleted it while we were stopped, and may
-        have deleted files made after it that we never saw (multilog deletes the oldest
-        first: while it is there, nothing after it was deleted). Said as a gap."""
-        if self.pending or self.done is None:
-            return  # pending files: see plan_next's ``gone``
+    def _checkpointed_current_aside(self, st: Any) -> bool:
+        """The saved position is in ``current``, and ``current`` is missing while its
+        file is in the directory under another name (renamed aside by hand): wait for
+        it rather than take it for gone (a false gap, then the file read twice)."""
+        if self.listing.current is not None or not isinstance(st, dict):
+            return False
+        f = st.get("f")
+        if not isinstance(f, dict) or not f.get("live"):
+            return False
+        try:
+            ident = (int(f["dev"]), int(f["ino"]))
+            with os.scandir(self.dir) as it:
+                for e in it:
+                    if (e.inode() == ident[1] and ml.classify(e.name) == ml.OTHER
+                            and e.stat(follow_symlinks=False).st_dev == ident[0]):
+                        return True
+        except (OSError, KeyError, TypeError, ValueError):
+            pass
+        return False
+
+    def _anchor_gone(self) -> bool:
+        """Whether the newest archive at or below ``done`` when the position was saved is
+        gone: then multilog deleted it while we were stopped, and maybe files made after
+        it that we never saw. While it is there, nothing after it was deleted."""
+        a = self._anchor
         names = self.listing.archive_names
-        if f"{self.done}.s" in names or f"{self.done}.u" in names or not self.listing.archives:
-            return
+        return a is not None and f"{a}.s" not in names and f"{a}.u" not in names
+
+    def _done_gone_while_stopped(self) -> None:
+        """The position says: read up to and including archive ``done``, nothing after;
+        if the anchor is gone, files made after it may be gone unread: a gap."""
+        if self.pending or self.done is None or not self.listing.archives or not self._anchor_gone():
+            return  # pending files: see plan_next's ``gone``
+        self._anchor = None
         self._emit_gap(None, None, False,
                        "files made while we were stopped may have been deleted by multilog "
                        "before we could read them (n limit): the last archive read before the "
@@ -1249,12 +1293,13 @@ class MultilogFollower(_FollowerBase):
         if plan.lost and self._carry is not None:
             self._drop_carry()
         self.pending = plan.pending
-        if any(p.restored for p in plan.gone):
+        if any(p.restored for p in plan.gone) and self._anchor_gone():
             # A file read before the stop is gone, and its archive with it, unseen: the n
             # limit deleted it while we were stopped, and maybe files made after it that
             # we never saw (seen at high rates: lines lost without a word)
             nxt = min((lb for lb in listing.archives if prev_done is None or lb > prev_done),
                       default=None)
+            self._anchor = None
             self._emit_gap(None, None, False,
                            "files made while we were stopped may have been deleted by multilog "
                            "before we could read them (n limit): the last file read before the "

@@ -182,7 +182,14 @@ def test_follower_matches_model(ops):
             elif kind == "poll":
                 poll()
             elif kind == "aside":
-                m.aside(op[1], poll if op[2] else lambda: None)
+                def poll_aside(f: MultilogFollower = f) -> None:
+                    nonlocal held
+                    poll()
+                    # a follower that had not opened current yet cannot while it is away
+                    away = os.stat(os.path.join(d, "current.aside"))
+                    if f.reader is None or f.reader.ident != (away.st_dev, away.st_ino):
+                        held = None
+                m.aside(op[1], poll_aside if op[2] else lambda: None)
             elif kind == "commit":
                 commit()
             elif kind == "restart":
