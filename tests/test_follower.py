@@ -1043,21 +1043,26 @@ def test_real_multilog_restarts_at_a_high_rate_say_every_loss(tmp_path, processo
     again at once, made a new current look like it. Every line missing must now lie in
     a gap's window."""
     from shipper.tai64n import decode_ns
+    from shipper.watcher import DIR_MASK, Inotify
 
     d = tmp_path / "log"
     gen, ml_proc = start_multilog(d, "t", "s4096", "n5", *processor, n=60000, rate=5000)
     times: dict[int, int] = {}
     gaps: list[Gap] = []
+    ino = Inotify()  # what the daemon's watcher does: names seen as they come and go
     try:
         deadline = time.monotonic() + 10
         while not (d / "current").exists() and time.monotonic() < deadline:
             time.sleep(0.02)
+        ino.add_watch(str(d), DIR_MASK)
         f = MultilogFollower(str(d), None, start="all")
         state = None
         saved_at = time.monotonic()
         kills = 0
         end = time.monotonic() + 8
         while time.monotonic() < end:
+            for ev in ino.read():
+                f.on_change(ev.name or None, ev.mask)
             items = f.poll(8)
             for it in items:
                 if isinstance(it, LineBatch):
@@ -1072,12 +1077,14 @@ def test_real_multilog_restarts_at_a_high_rate_say_every_loss(tmp_path, processo
                 if f.reader is not None:
                     f.reader.close()
                 time.sleep(0.5)
+                ino.read()  # down: nobody saw those
                 f = MultilogFollower(str(d), state, start="all")
             if not items:
                 time.sleep(0.005)
         if f.reader is not None:
             f.reader.close()
     finally:
+        ino.close()
         gen.kill()
         stop(gen, ml_proc)
     assert kills == 4 and len(times) > 1000
