@@ -23,8 +23,10 @@ import ctypes
 import ctypes.util
 import errno
 import logging
+import math
 import os
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -145,6 +147,7 @@ class Watcher:
         self.mode = "poll" if mode == "poll" else "inotify"
         self.fallback_reason: str | None = None
         self.overflows = 0
+        self._overflow_said = -math.inf
         self._inotify: Inotify | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._by_wd: dict[int, dict[int, Callback]] = {}
@@ -234,8 +237,16 @@ class Watcher:
             return
         for ev in events:
             if ev.mask & IN_Q_OVERFLOW:
+                # events were dropped: every directory is listed again, and its follower
+                # told why (files made and deleted meanwhile were not seen by name)
                 self.overflows += 1
-                self._call_all()
+                now = time.monotonic()
+                if now - self._overflow_said >= 60:
+                    self._overflow_said = now
+                    log.warning("inotify queue overflowed (%d times so far): events were lost; "
+                                "listing every directory again", self.overflows)
+                for _, _, cb in list(self._handles.values()):
+                    _safe_call(cb, None, IN_Q_OVERFLOW)
                 continue
             cbs = self._by_wd.get(ev.wd)
             if not cbs:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import struct
 import time
+from pathlib import Path
 
 from shipper.watcher import (
     IN_CREATE,
@@ -13,6 +14,7 @@ from shipper.watcher import (
     IN_MODIFY,
     IN_MOVED_FROM,
     IN_MOVED_TO,
+    IN_Q_OVERFLOW,
     Inotify,
     Watcher,
     parse_events,
@@ -137,5 +139,28 @@ async def test_a_directory_replaced_under_its_path_is_watched_again_soon(tmp_pat
         (tmp_path / "log.old" / "stale").write_bytes(b"")
         await asyncio.sleep(0.2)
         assert "stale" not in seen  # the old one no longer reports here
+    finally:
+        w.close()
+
+
+async def test_an_inotify_overflow_is_said_and_every_directory_looked_at(tmp_path, caplog):
+    # events dropped by the kernel: files made and deleted meanwhile were not seen by
+    # name, so each directory is listed again and its follower told why (the mask)
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    w = Watcher("inotify", poll_interval=10.0, safety_interval=30.0)
+    seen: list = []
+    try:
+        w.watch(str(tmp_path), lambda name, mask: seen.append((name, mask)))
+        await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(w._inotify.fd)  # a busy loop: nobody reads the events
+        for i in range(limit + 100):
+            (tmp_path / f"f{i}").touch()
+        loop.add_reader(w._inotify.fd, w._on_readable)
+        deadline = time.monotonic() + 10
+        while (None, IN_Q_OVERFLOW) not in seen and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert (None, IN_Q_OVERFLOW) in seen and w.overflows >= 1
+        assert sum("inotify queue overflowed" in r.message for r in caplog.records) == 1
     finally:
         w.close()
