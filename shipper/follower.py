@@ -327,6 +327,7 @@ class _FollowerBase:
         self.lines_read = 0
         self.gaps = 0
         self.gap_bytes = 0
+        self._last_line_ns: int | None = None  # the label of the last line read, if it had one
         self.more = False  # the last poll stopped at max_items with data left
         self._out: list[Item] = []
         self._b_lines: list[bytes] = []
@@ -369,6 +370,11 @@ class _FollowerBase:
             self._out.append(LineBatch(self.key, r.path, r.file_id, self._b_lines, self._b_offsets,
                                        self._b_flags or None, (self.key, self.state())))
             self.lines_read += len(self._b_lines)
+            last = self._b_lines[-1]
+            if last[:1] == b"@":
+                t = ml.label_time_ns(last[:25].decode("ascii", "replace"))
+                if t is not None:
+                    self._last_line_ns = t
         self._b_lines, self._b_offsets, self._b_flags = [], [], {}
         self._b_bytes = 0
         self._b_reader = None
@@ -384,6 +390,10 @@ class _FollowerBase:
     def _emit_gap(self, file: str | None, bytes_lost: int | None, exact: bool, reason: str,
                   first_ns: int | None = None, last_ns: int | None = None) -> None:
         self._flush()
+        if first_ns is not None and self._last_line_ns is not None and self._last_line_ns < first_ns:
+            # From the last line read: a line multilog stamped just before a rotation can
+            # land in the file after it, with a time before that rotation's label
+            first_ns = self._last_line_ns
         self.gaps += 1
         self.gap_bytes += bytes_lost or 0
         self._warn(f"{self.key}: gap: {file or '?'}: {reason}")

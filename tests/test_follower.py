@@ -1174,3 +1174,27 @@ def test_a_restart_after_an_n_limit_gap_does_not_say_it_again(tmp_path):
     f = MultilogFollower(str(d), gap.position[1], start="all")  # killed right after the gap
     lines, gaps = _lines_and_gaps(drain(f))
     assert lines == [b"@400000006b0b94c919d6e42a a2"] and gaps == []
+
+
+def test_a_gap_window_starts_at_the_last_line_read(tmp_path):
+    """Found by the fault helper's stress: multilog stamps a line when it starts reading
+    it, so a line stamped just before a rotation can land in the next file, with a time
+    before the previous archive's label: a window from that label missed it."""
+    from shipper.tai64n import decode_ns
+
+    d = tmp_path / "log"
+    d.mkdir()
+    a, b = "@400000006b0b94c919d6e41c", "@400000006b0b94c919d6e42c"
+    last = "@400000006b0b94c919d6e41a"  # the last line of a: before a's label
+    (d / f"{a}.s").write_bytes(f"{last} msg 1\n".encode())
+    (d / f"{b}.s").write_bytes(b"@400000006b0b94c919d6e41b msg 2\n")  # stamped before a's label
+    (d / "current").write_bytes(b"")
+    f = MultilogFollower(str(d), None, start="all")
+    items = f.poll(1)  # reads a
+    f.observe()
+    (d / f"{b}.s").unlink()  # the n limit, before b was read
+    items += drain(f)
+    (gap,) = [it for it in items if isinstance(it, Gap)]
+    assert gap.first_time_ns == decode_ns(last) < decode_ns(a) and gap.last_time_ns == decode_ns(b)
+    if f.reader is not None:
+        f.reader.close()
