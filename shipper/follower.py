@@ -515,29 +515,34 @@ def _raw_entry(directory: str, name: str) -> ml.Entry | None:
         return None
     fid = None
     if st.st_size and stat.S_ISREG(st.st_mode):
-        try:
-            fd = _open_ro(path)
-        except OSError:
-            fd = -1
-        if fd >= 0:
-            try:
-                if (os.fstat(fd).st_ino, os.fstat(fd).st_dev) == (st.st_ino, st.st_dev):
-                    fid = fingerprint(os.pread(fd, FINGERPRINT_BYTES, 0), complete=False)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+        got = _read_head(path, FINGERPRINT_BYTES)
+        if got is not None and got[0] == (st.st_dev, st.st_ino):  # not rotated meanwhile
+            fid = fingerprint(got[2], complete=False)
     return ml.Entry(name, st.st_dev, st.st_ino, st.st_size, fid)
 
 
-def _read_head(path: str) -> tuple[ml.Ident, int, bytes] | None:
+def _name_of(directory: str, ident: ml.Ident) -> str | None:
+    """The name ``ident`` has in ``directory`` now (None: none, or it cannot be listed)."""
+    try:
+        with os.scandir(directory) as it:
+            for e in it:
+                if e.inode() == ident[1] and e.stat(follow_symlinks=False).st_dev == ident[0]:
+                    return e.name
+    except OSError:
+        pass
+    return None
+
+
+def _read_head(path: str, n: int = HEAD_BYTES * 8) -> tuple[ml.Ident, int, bytes] | None:
     try:
         fd = _open_ro(path)
     except OSError:
         return None
     try:
         st = os.fstat(fd)
-        return (st.st_dev, st.st_ino), st.st_size, os.pread(fd, HEAD_BYTES * 8, 0)
+        return (st.st_dev, st.st_ino), st.st_size, os.pread(fd, n, 0)
+    except OSError:
+        return None
     finally:
         os.close(fd)
 
@@ -1092,14 +1097,10 @@ class MultilogFollower(_FollowerBase):
             return False
         try:
             ident = (int(f["dev"]), int(f["ino"]))
-            with os.scandir(self.dir) as it:
-                for e in it:
-                    if (e.inode() == ident[1] and ml.classify(e.name) == ml.OTHER
-                            and e.stat(follow_symlinks=False).st_dev == ident[0]):
-                        return True
-        except (OSError, KeyError, TypeError, ValueError):
-            pass
-        return False
+        except (KeyError, TypeError, ValueError):
+            return False
+        name = _name_of(self.dir, ident)
+        return name is not None and ml.classify(name) == ml.OTHER
 
     def _anchor_gone(self) -> bool:
         """Whether the newest archive at or below ``done`` when the position was saved is
@@ -1151,13 +1152,9 @@ class MultilogFollower(_FollowerBase):
             try:
                 if os.fstat(r.fd).st_nlink == 0:
                     return self._rotated()  # rotated and already deleted (a tiny n)
-                with os.scandir(self.dir) as it:
-                    for e in it:
-                        if e.inode() == r.ident[1] and e.stat(follow_symlinks=False).st_dev == r.ident[0]:
-                            where = e.name
-                            break
             except OSError:
                 pass
+            where = _name_of(self.dir, r.ident)
             if where is not None and ml.classify(where) in (
                     ml.PREVIOUS, ml.PROCESSED, ml.ARCHIVE_S, ml.ARCHIVE_U):
                 return self._rotated()

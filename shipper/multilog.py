@@ -298,18 +298,24 @@ def plan_next(listing: Listing, known: dict[str, Known], done: str | None,
             same_raw(p.ident, p.file_id, prev) for p in pend):
         # a rotated current not archived yet, that we have not read: it comes
         # before current (with a processor it may stay there for a while)
-        if any(p.restored for p in pend):  # read last run, its archive gone unseen
-            gone += [p for p in pend if p.restored and not present_ident(p)]
-            pend = [p for p in pend if not p.restored or present_ident(p)]
+        pend = _drop_restored_gone(pend, present_ident, gone)
         return Plan(done, pend, lost, skipped, open_previous=True, gone=gone)
     cur = listing.current
     if cur is not None and not same_raw(finished, finished_fid, cur) and not any(
             same_raw(p.ident, p.file_id, cur) for p in pend):
-        if any(p.restored for p in pend):
-            gone += [p for p in pend if p.restored and not present_ident(p)]
-            pend = [p for p in pend if not p.restored or present_ident(p)]
+        pend = _drop_restored_gone(pend, present_ident, gone)
         return Plan(done, pend, lost, skipped, open_current=True, gone=gone)
     return Plan(done, pend, lost, skipped, gone=gone)
+
+
+def _drop_restored_gone(pend: list[Pending], present: Callable[[Pending], bool],
+                        gone: list[Pending]) -> list[Pending]:
+    """``pend`` without the files read in an earlier run that are gone (added to ``gone``):
+    a raw file is opened next, so their archives, unseen, will never be matched."""
+    if not any(p.restored for p in pend):
+        return pend
+    gone += [p for p in pend if p.restored and not present(p)]
+    return [p for p in pend if not p.restored or present(p)]
 
 
 def start_position(listing: Listing, mode: str) -> tuple[str | None, str]:

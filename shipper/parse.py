@@ -73,17 +73,17 @@ _FOLD_SLACK_NS = 300 * NS
 _PREFIX_RE = re.compile(r"([A-Za-z][\w.+-]*(?:/[\w.+-]+)*)(?:\[(\d+)\])?: ?")
 
 
-def _long_digits(data: bytes, text: str) -> bool:
-    """Whether ``text`` (decoded from ``data``, one line or a batch of them) has a run
-    of 19 digits outside a line's leading ``@`` + 24-hex-digit label."""
+def _long_digits(data: bytes, text: str, labels: list[str]) -> bool:
+    """Whether ``text`` (``data`` decoded: one line or a batch) has a run of 19 digits
+    besides those of ``labels``, its lines' TAI64N labels. A label holds at most one
+    (24 hex digits) and a space parts it from the text, so more runs than the labels
+    hold means one in a line's text."""
     digits = data.translate(_DIGIT_MAP)
-    i = digits.find(_LONG_RUN)
-    while i >= 0:
-        start = data.rfind(b"\n", 0, i) + 1
-        if not (data[start:start + 1] == b"@" and i + 19 <= start + 25):
-            return True
-        i = digits.find(_LONG_RUN, start + 25)
-    return not text.isascii() and _LONG_DIGITS_RE.search(text) is not None
+    if _LONG_RUN in digits and digits.count(_LONG_RUN) > (
+            " ".join(labels).encode().translate(_DIGIT_MAP).count(_LONG_RUN) if labels else 0):
+        return True
+    return not text.isascii() and len(_LONG_DIGITS_RE.findall(text)) > (
+        len(_LONG_DIGITS_RE.findall(" ".join(labels))) if labels else 0)
 
 
 def _big_ints(fields: dict[str, Any]) -> bool:
@@ -313,7 +313,7 @@ class LineParser:
             pid = ppid
         if program == "recordio":
             recordio_continue_secret(text, event, fields, self.open_lines)
-        if _long_digits(line, text):
+        if _long_digits(line, raw, [raw[1:25]] if raw[:1] == "@" and _LABEL_RE.match(raw) else []):
             moved = _big_ints(fields)
             if type(pid) is int and not _INT_MIN <= pid < _INT_END:
                 fields["pid_text"], pid, moved = str(pid), None, True
@@ -481,16 +481,8 @@ def _decode_batch(lines: list[bytes], max_line: int) -> tuple[list[str], Any] | 
     if len(labels) != len(lines) - 1:
         return None  # a line without a label (or a newline inside a line)
     labels.insert(0, text[1:25])
-    digits = data.translate(_DIGIT_MAP)
-    if _LONG_RUN in digits:
-        # A label holds at most one run (24 hex digits), and a space parts it from the
-        # text: more runs than the labels hold means one in a line's text.
-        runs = digits.count(_LONG_RUN)
-        if runs > " ".join(labels).encode().translate(_DIGIT_MAP).count(_LONG_RUN):
-            return None  # the general path makes such records safe
-    if not text.isascii() and len(_LONG_DIGITS_RE.findall(text)) > len(
-            _LONG_DIGITS_RE.findall(" ".join(labels))):
-        return None  # other scripts' digits, which int() takes too
+    if _long_digits(data, text, labels):
+        return None  # the general path makes such records safe
     texts = text.split("\n")
     if len(texts) != len(lines):
         return None

@@ -188,29 +188,23 @@ class Watcher:
         self._start()
         handle = self._next_handle
         self._next_handle += 1
-        wd: int | None = None
-        if self._inotify is not None:
-            try:
-                wd = self._inotify.add_watch(directory, DIR_MASK | IN_ONLYDIR)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.ENOSYS, errno.EINVAL):
-                    self._fall_back(str(exc))  # out of watches: poll everything
-                    for h, (d, _, cb) in list(self._handles.items()):
-                        self._handles[h] = (d, None, cb)
-                # ENOENT etc.: the directory is gone; the safety/poll tick covers it
-            if wd is not None:
-                self._by_wd.setdefault(wd, {})[handle] = callback
-        self._handles[handle] = (directory, wd, callback)
+        self._handles[handle] = (directory, None, callback)
+        self._attach(handle, directory, callback)
         return handle
 
-    def _rewatch(self, handle: int, directory: str, callback: Callback) -> None:
-        """A watch for a handle whose directory had none (gone, or not there yet)."""
+    def _attach(self, handle: int, directory: str, callback: Callback) -> None:
+        """An inotify watch for ``handle`` (at ``watch``, and again on the poll tick for a
+        directory that had none: gone, replaced, or not there yet)."""
         if self._inotify is None:
             return
         try:
             wd = self._inotify.add_watch(directory, DIR_MASK | IN_ONLYDIR)
-        except OSError:
-            return  # still not there: the poll tick looks again
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.ENOSYS, errno.EINVAL):
+                self._fall_back(str(exc))  # out of watches: poll everything
+                for h, (d, _, cb) in list(self._handles.items()):
+                    self._handles[h] = (d, None, cb)
+            return  # ENOENT etc.: the directory is gone; the poll tick looks again
         self._by_wd.setdefault(wd, {})[handle] = callback
         self._handles[handle] = (directory, wd, callback)
 
@@ -245,8 +239,7 @@ class Watcher:
                     self._overflow_said = now
                     log.warning("inotify queue overflowed (%d times so far): events were lost; "
                                 "listing every directory again", self.overflows)
-                for _, _, cb in list(self._handles.values()):
-                    _safe_call(cb, None, IN_Q_OVERFLOW)
+                self._call_all(IN_Q_OVERFLOW)
                 continue
             cbs = self._by_wd.get(ev.wd)
             if not cbs:
@@ -267,9 +260,9 @@ class Watcher:
             for cb in list(cbs.values()):
                 _safe_call(cb, name, ev.mask)
 
-    def _call_all(self) -> None:
+    def _call_all(self, mask: int = 0) -> None:
         for _, _, cb in list(self._handles.values()):
-            _safe_call(cb, None, 0)
+            _safe_call(cb, None, mask)
 
     async def _tick(self) -> None:
         """Polling mode: everybody looks every poll_interval. inotify: the slow safety poll;
@@ -285,7 +278,7 @@ class Watcher:
                 waited += self.poll_interval
                 for h, (d, wd, cb) in list(self._handles.items()):
                     if wd is None:
-                        self._rewatch(h, d, cb)
+                        self._attach(h, d, cb)
                         _safe_call(cb, None, 0)
             self._call_all()
 

@@ -51,7 +51,7 @@ _S6_ACCEPT_RE = re.compile(r"(?:accept|allow) (\S+)[_:]([0-9]+) pid ([0-9]+) cou
 _S6_REJECT_RE = re.compile(r"(?:reject|deny) (\S+)[_:]([0-9]+) count ([0-9]+)/([0-9]+)(?:: (.+))?")
 _S6_END_RE = re.compile(r"end pid ([0-9]+)(?: ip (\S+))? (exitcode|signal) ([0-9]+)"
                         r"(?: count ([0-9]+)/([0-9]+))?")
-_S6_LEVELS = {"info": "info", "warning": "warning", "fatal": "fatal"}
+_S6_LEVELS = frozenset({"info", "warning", "fatal"})
 
 _RBL_RE = re.compile(r"(\S*) pid (\d+)(?: ([^\s:]+))?: (.*)")
 _RBL_CODE_RE = re.compile(r"([45]\d\d) ?(.*)")

@@ -72,6 +72,15 @@ COLUMNS_TTL = 300.0  # seconds: how often a ClickHouse table's columns are looke
 _COLUMN_WORDS = ("Unknown field", "No such column", "There is no column", "Cannot parse input")
 
 
+def _with_query(path: str, param: str) -> str:
+    return path + ("&" if "?" in path else "?") + param
+
+
+def _error_text(data: bytes) -> str:
+    """The start of a peer's refusal, as text."""
+    return data[:4 * MAX_ERROR_BODY].decode("utf-8", "replace")[:MAX_ERROR_BODY]
+
+
 def read_secret(value: str | None = None, file: str | None = None, env: str | None = None,
                 what: str = "secret") -> str | None:
     """The secret from a value, a file (first line, whitespace stripped) or an env var.
@@ -174,7 +183,7 @@ class HttpSink:
             # a key the table has no column for is an error (then the columns are read
             # again and it goes to `fields`), never dropped without a word, as newer
             # servers do by default
-            self._post_path += ("&" if "?" in self._path else "?") + "input_format_skip_unknown_fields=0"
+            self._post_path = _with_query(self._path, "input_format_skip_unknown_fields=0")
         # the URL as it may be shown: no user:password@
         port = f":{parts.port}" if parts.port else ""
         self.url = f"{parts.scheme}://{parts.hostname}{port}{parts.path or '/'}"
@@ -287,7 +296,7 @@ class HttpSink:
             self._check_2xx(records, data)
             self.stats.acked += len(records)
             return []
-        text = data[:4 * MAX_ERROR_BODY].decode("utf-8", "replace")[:MAX_ERROR_BODY]
+        text = _error_text(data)
         what = f"HTTP {status} {reason} from {self.url}"
         if self.format == "clickhouse" and any(w in text for w in _COLUMN_WORDS):
             # the table may have changed: look at its columns again, and when they did
@@ -324,7 +333,7 @@ class HttpSink:
     def _check_2xx(self, records: list[dict[str, Any]], data: bytes) -> None:
         if self.format == "clickhouse" and b"DB::Exception" in data:
             # An error after the headers went (a 200 already sent): not stored
-            text = data[:4 * MAX_ERROR_BODY].decode("utf-8", "replace")[:MAX_ERROR_BODY]
+            text = _error_text(data)
             if any(w in text for w in _COLUMN_WORDS):
                 self._columns_at = None
             raise SinkError(f"HTTP 200 with an error from {self.url}: {text}")
@@ -355,24 +364,14 @@ class HttpSink:
         # looked at again after COLUMNS_TTL whatever comes of it: a user who may only
         # INSERT must not cost a failing query a batch (the columns stay as they were)
         self._columns_at = time.monotonic()
-        query = urllib.parse.quote(f"DESCRIBE TABLE {self.table} FORMAT TSV")
-        path = self._path + ("&" if "?" in self._path else "?") + f"query={query}"
-        headers = self._get_headers()
         try:
-            conn = self._aux = self._connect()  # close() may shut it: never past the drain
-            try:
-                conn.request("GET", path, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read(1 << 20)
-            finally:
-                conn.close()
-                self._aux = None
+            status, reason, data = self._get(f"DESCRIBE TABLE {self.table} FORMAT TSV", 1 << 20)
         except (OSError, http.client.HTTPException) as exc:
             self._describe_failed(describe_error(exc))
             return
-        cols = http_body.clickhouse_columns(data.decode("utf-8", "replace")) if resp.status == 200 else {}
+        cols = http_body.clickhouse_columns(data.decode("utf-8", "replace")) if status == 200 else {}
         if not cols:
-            self._describe_failed(f"HTTP {resp.status} {resp.reason}")
+            self._describe_failed(f"HTTP {status} {reason}")
             return
         self._columns = cols
         if "fields" not in cols and not self._told_no_fields:
@@ -386,48 +385,47 @@ class HttpSink:
             log.info("%s: cannot read the columns of table %s (%s): writing the columns of "
                      "conf/clickhouse.sql", self.name, self.table, printable(why, 300))
 
-    def _get_headers(self) -> dict[str, str]:
-        """Headers of a GET of ours (DESCRIBE, check's probe): the sink's own (a
-        ClickHouse user or database may be chosen by X-ClickHouse-* headers) and auth."""
+    def _get(self, query: str | None, limit: int) -> tuple[int, str, bytes]:
+        """A GET of ours (blocking): DESCRIBE, check's probe; ClickHouse's ``query`` in the
+        URL. On its own connection, which ``close`` may shut (never past the drain),
+        with the sink's headers (a ClickHouse user or database may be chosen by
+        X-ClickHouse-* headers) and credentials."""
+        path = self._path if query is None else _with_query(self._path, "query=" + urllib.parse.quote(query))
         headers = {k: v for k, v in self._headers.items() if k != "Connection"}
         headers["Connection"] = "close"
         if self._auth is not None:
             headers["Authorization"] = self._auth
-        return headers
+        conn = self._aux = self._connect()
+        try:
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.reason, resp.read(limit)
+        finally:
+            conn.close()
+            self._aux = None
 
     def probe(self) -> str:
         """What ``shipper check`` finds at the door (blocking): "" when a GET with our
         credentials gets the answer a door of this format gives, else the problem.
         ClickHouse is asked whether the table exists; other formats' endpoints take
         only POST, so their 405 to a GET is the good answer."""
-        path = self._path
-        if self.format == "clickhouse":
-            query = urllib.parse.quote(f"EXISTS TABLE {self.table}")
-            path += ("&" if "?" in path else "?") + f"query={query}"
-        headers = self._get_headers()
-        shown = path.split("?", 1)[0]
+        shown = self._path.split("?", 1)[0]
         try:
-            conn = self._connect()
-            try:
-                conn.request("GET", path, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read(4096)
-            finally:
-                conn.close()
+            status, reason, data = self._get(
+                f"EXISTS TABLE {self.table}" if self.format == "clickhouse" else None, 4096)
         except ssl.SSLCertVerificationError as exc:
             return f"TLS certificate verification failed: {exc.verify_message}"
         except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
             return describe_error(exc)
-        status = resp.status
         if status in (401, 403, 407):
-            return f"HTTP {status} {resp.reason} from GET {shown}: the credentials were refused"
+            return f"HTTP {status} {reason} from GET {shown}: the credentials were refused"
         if status == 404 and self.format in ("elasticsearch", "loki", "splunk_hec", "otlp"):
             return f"HTTP 404 from GET {shown}: no {self.format} endpoint at this URL"
         if self.format == "clickhouse" and status == 200 and data.strip() == b"0":
             return f"table {self.table} does not exist (conf/clickhouse.sql makes it)"
         if status >= 500 or (self.format == "clickhouse" and status != 200):
             text = data[:200].decode("utf-8", "replace").strip().splitlines()
-            return f"HTTP {status} {resp.reason} from GET {shown}" + (f": {text[0]}" if text else "")
+            return f"HTTP {status} {reason} from GET {shown}" + (f": {text[0]}" if text else "")
         return ""
 
     def _connect(self) -> http.client.HTTPConnection:
