@@ -65,7 +65,10 @@ the listing it was planned from.
 
 Gaps are exact when every archive is observed when it appears: the watcher
 callback lists the directory on every name event (inotify) and records each
-new archive's identity and size even while the consumer is blocked. With
+new archive's identity and size even while the consumer is blocked, and the
+follower takes the queued events before each listing of its own (a long poll
+would otherwise pass an archive made and deleted meanwhile before its event
+came). With
 polling, an archive created and deleted between two polls cannot be named;
 the loss of the file we were on is still reported.
 """
@@ -86,7 +89,7 @@ import os
 import stat
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from itertools import accumulate
 from operator import add
@@ -329,6 +332,8 @@ class _FollowerBase:
         self.gap_bytes = 0
         self._last_line_ns: int | None = None  # the label of the last line read, if it had one
         self.more = False  # the last poll stopped at max_items with data left
+        # Takes the watcher's queued events (the source sets it): called before a listing
+        self.catch_up: Callable[[], None] | None = None
         self._out: list[Item] = []
         self._b_lines: list[bytes] = []
         self._b_offsets: list[int] = []
@@ -1284,6 +1289,9 @@ class MultilogFollower(_FollowerBase):
 
     def _advance(self) -> bool:
         """Choose the next file. False when there is nothing to read now."""
+        if self.catch_up is not None:
+            # names first: an archive deleted before this listing is still known (a gap)
+            self.catch_up()
         if not self._listing_will_do():
             self.observe()
         if self._list_error is not None:
@@ -1837,6 +1845,7 @@ class _Source:
             wake.set()
 
         self._handles[path] = self.watcher.watch(self._watch_dir(path), on_change)
+        f.catch_up = self.watcher.catch_up
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._run(f, wake, fresh=state is None),
                                             name=f"follow {path}"))

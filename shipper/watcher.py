@@ -154,6 +154,7 @@ class Watcher:
         self._handles: dict[int, tuple[str, int | None, Callback]] = {}
         self._next_handle = 1
         self._ticker: asyncio.Task[None] | None = None
+        self._delivering = False
 
     def _start(self) -> None:
         if self._loop is not None:
@@ -221,6 +222,14 @@ class Watcher:
                 if self._inotify is not None:
                     self._inotify.rm_watch(wd)
 
+    def catch_up(self) -> None:
+        """Deliver the events queued now, before the event loop would. A follower
+        calls it before it lists its directory: an archive made and deleted while a
+        long poll read file after file is in no listing, and its event, handled only
+        after the poll had passed it, would come too late to make it a gap."""
+        if self._inotify is not None and not self._delivering:
+            self._on_readable()
+
     def _on_readable(self) -> None:
         assert self._inotify is not None
         try:
@@ -229,6 +238,13 @@ class Watcher:
             log.error("inotify read failed (%s): falling back to polling", exc)
             self._fall_back(str(exc))
             return
+        self._delivering = True  # a callback's catch_up must not deliver later events first
+        try:
+            self._deliver(events)
+        finally:
+            self._delivering = False
+
+    def _deliver(self, events: list[InotifyEvent]) -> None:
         for ev in events:
             if ev.mask & IN_Q_OVERFLOW:
                 # events were dropped: every directory is listed again, and its follower

@@ -164,3 +164,30 @@ async def test_an_inotify_overflow_is_said_and_every_directory_looked_at(tmp_pat
         assert sum("inotify queue overflowed" in r.message for r in caplog.records) == 1
     finally:
         w.close()
+
+
+async def test_catch_up_delivers_queued_events_at_once_and_in_order(tmp_path):
+    # a follower calls catch_up before it lists: events the kernel holds are delivered
+    # then, not when the event loop next runs; one asked for inside a callback waits
+    # its turn (no later event before an earlier one)
+    w = Watcher("inotify", poll_interval=10.0, safety_interval=30.0)
+    seen: list[str | None] = []
+
+    def cb(name: str | None, mask: int) -> None:
+        seen.append(name)
+        if name == "a" and "a done" not in seen:
+            w.catch_up()  # nested: must not deliver "b" before "a" is done
+            seen.append("a done")
+
+    try:
+        w.watch(str(tmp_path), cb)
+        (tmp_path / "a").touch()
+        (tmp_path / "b").touch()
+        assert seen == []  # the loop has not run: still queued in the kernel
+        w.catch_up()  # no await between: delivered by catch_up itself
+        assert seen[:2] == ["a", "a done"] and "b" in seen
+        seen.clear()
+        w.catch_up()  # nothing queued: nothing delivered
+        assert seen == []
+    finally:
+        w.close()
