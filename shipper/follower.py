@@ -1294,6 +1294,8 @@ class MultilogFollower(_FollowerBase):
             self.catch_up()
         if not self._listing_will_do():
             self.observe()
+            if self.catch_up is not None:
+                self.catch_up()  # and those made and deleted while we were listing
         if self._list_error is not None:
             return False
         listing = self.listing
