@@ -605,6 +605,7 @@ class MultilogFollower(_FollowerBase):
         # the clock went back (see _clock_went_back); kept in the position.
         self._ahead: set[str] = set()
         self._listed_at = -math.inf  # time.monotonic() of the last listing
+        self._named = 0  # archives named by the watcher's events: a count, to see new ones
 
     # -- observation (cheap; also called from the watcher callback) --------
 
@@ -623,6 +624,7 @@ class MultilogFollower(_FollowerBase):
                 if self._seen is not None:
                     self._seen.add(label)
                     self._seen_version += 1
+                self._named += 1
                 # deleted before we could look (a busy machine, a tiny n): named, size unknown
                 k = self._inspect(name) or ml.Known(name, (0, 0), None, None, ml.TEXT)
                 if k is not None:
@@ -1293,9 +1295,17 @@ class MultilogFollower(_FollowerBase):
             # names first: an archive deleted before this listing is still known (a gap)
             self.catch_up()
         if not self._listing_will_do():
-            self.observe()
-            if self.catch_up is not None:
-                self.catch_up()  # and those made and deleted while we were listing
+            # and those made (and deleted) while we listed: they are named now, so list
+            # again, else one still there would be missing from the listing, taken for
+            # lost and skipped. (Not after the last try: a rare extra loss, not a skip.)
+            for tries_left in range(4, -1, -1):
+                self.observe()
+                named = self._named
+                if self.catch_up is None or not tries_left:
+                    break
+                self.catch_up()
+                if self._named == named:
+                    break
         if self._list_error is not None:
             return False
         listing = self.listing

@@ -560,6 +560,47 @@ def test_an_archive_named_only_by_a_late_event_is_a_gap(tmp_path):
     f.reader.close()
 
 
+def test_an_archive_made_and_deleted_while_we_list_is_a_gap(tmp_path, monkeypatch):
+    """The same race one step later (62 lines in a 20 s stress run after the fix above):
+    the process was preempted between the events it took and its listing, and multilog
+    made and deleted an archive meanwhile. The events are taken after the listing too,
+    and a name the listing lacks makes it list again."""
+    d = tmp_path / "log"
+    d.mkdir()
+    (d / "current").write_bytes(b"")
+    queued: list[str] = []
+
+    def catch_up() -> None:
+        while queued:
+            f.on_change(queued.pop(0), IN_MOVED_TO)
+
+    def rotate(t: int, seqs: range) -> None:
+        by_hand_rotate(d, t)
+        queued.append(f"{by_hand_label(t)}.s")
+        by_hand_append(d, seqs, t + 1)
+
+    f = MultilogFollower(str(d), None, start="all")
+    f.catch_up = catch_up
+    by_hand_append(d, range(0, 3), 100)
+    assert [int(ln.rsplit(b" n", 1)[1]) for ln in plain_lines(drain(f))] == [0, 1, 2]
+    rotate(110, range(3, 6))
+    listed = f._observe_once
+
+    def preempted_before_listing() -> bool:
+        if not queued and not (d / f"{by_hand_label(130)}.s").exists():
+            rotate(120, range(6, 9))
+            rotate(130, range(9, 12))
+            os.unlink(d / f"{by_hand_label(120)}.s")  # n limit
+        return listed()
+
+    monkeypatch.setattr(f, "_observe_once", preempted_before_listing)
+    items = drain(f)
+    assert [int(ln.rsplit(b" n", 1)[1]) for ln in plain_lines(items)] == list(range(6, 12))
+    gaps = [it for it in items if isinstance(it, Gap)]
+    assert [g.file for g in gaps] == [f"{by_hand_label(120)}.s"]
+    f.reader.close()
+
+
 def test_clock_set_back_loses_no_archive(tmp_path):
     """The clock ran ahead (an archive labelled in the future was read), then was set
     back while we were stopped: the file we were reading and the next one are archived
