@@ -194,7 +194,7 @@ class TrackingConfig:
     emit: str = "both"  # raw | summaries | both
     max_open: int = 100_000  # open mails/sessions kept; the oldest is closed beyond it
     max_age: float = 8 * 86400.0  # seconds an open mail waits for its end (qmail retries for 7 days)
-    save_interval: float = 30.0  # seconds between saves of the open mails (with the checkpoints)
+    save_interval: float = 2.0  # seconds between saves of the open mails (with the checkpoints)
 
 
 @dataclass(slots=True)

@@ -1690,6 +1690,9 @@ class _Source:
         self.recover_from = recover_from
         self.rescan_interval = rescan_interval
         self.commit_interval = commit_interval
+        # False: the pipeline calls save() itself, when the tracking state it saves with
+        # the checkpoint matches it (a checkpoint ahead of that state loses mail lines)
+        self.autosave = True
         self.queue_batches = queue_batches
         self.max_items = max_items
         self.follower_opts = {"batch_lines": batch_lines, "batch_bytes": batch_bytes,
@@ -1906,7 +1909,8 @@ class _Source:
     async def _saver(self) -> None:
         while True:
             await asyncio.sleep(self.commit_interval)
-            self.save()
+            if self.autosave:
+                self.save()
 
 
 _END = object()

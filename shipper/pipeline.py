@@ -187,6 +187,13 @@ class Pipeline:
         # Tracking state (open mails) saved with the checkpoints it matches: see _run_syncer
         self.save_state = save_state
         self.save_interval = save_interval
+        if save_state is not None:
+            # Checkpoints are written only with the state (_run_syncer): one written
+            # alone, ahead of the state, would skip lines the saved state has not seen
+            # after a kill -9 (a mail cut in two, or sent again changed under its id).
+            for s in self.sources:
+                if hasattr(s, "autosave"):
+                    s.autosave = False
         self._unappended = 0
         self.stats = PipelineStats()
         self._parsers: dict[str, LineParser] = {}
