@@ -19,7 +19,13 @@ import tempfile
 
 from shipper.assemble import build_sink
 from shipper.config import Config, ConfigError, SinkConfig, load_config
-from shipper.follower import expand, file_problem, multilog_dir_problem, parent_log_hint
+from shipper.follower import (
+    expand,
+    file_problem,
+    multilog_dir_problem,
+    parent_log_hint,
+    unmatched_problem,
+)
 from shipper.sinks.base import SinkError
 from shipper.tlsconfig import client_context
 
@@ -116,8 +122,8 @@ def _check_sources(config: Config) -> tuple[list[str], list[str]]:
         for pat in s.paths:
             paths = expand(pat)
             if not paths:
-                notes.append(f"sources.{s.name}: {pat}: matches nothing yet "
-                             "(it is followed when it appears)")
+                text = unmatched_problem(pat)
+                (errors if "Permission denied" in text else notes).append(f"sources.{s.name}: {text}")
             if s.type == "multilog" and glob.has_magic(pat):  # as run: files beside the dirs
                 paths = [p for p in paths if not os.path.isfile(p)]
                 hint = parent_log_hint(pat, every_log)

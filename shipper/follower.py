@@ -1744,7 +1744,7 @@ class _Source:
                 else:
                     reasons.append(why)
             if not paths:
-                reasons = [f"{pat}: matches nothing yet; followed when it appears"]
+                reasons = [unmatched_problem(pat)]
             text = "; ".join(reasons)
             if text != self._unmatched.get(pat, ""):
                 self._unmatched[pat] = text
@@ -1968,10 +1968,40 @@ def expand(pattern: str) -> list[str]:
     return sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
 
 
+def unmatched_problem(pattern: str) -> str:
+    """Why ``pattern`` names nothing now, in one line. ``glob`` and ``os.path.exists``
+    say nothing of a directory this user may not read or search: that is said, not
+    taken for "not there yet" (silence would look like a quiet mail server)."""
+    root = pattern
+    while glob.has_magic(root):
+        root = os.path.dirname(root)
+    if root != pattern:  # the directory the glob lists
+        try:
+            os.listdir(root or ".")
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            return (f"{pattern}: cannot list {root}: {exc.strerror} (the shipper's user needs "
+                    "to read it)")
+    return _unreachable(root) or f"{pattern}: matches nothing yet; followed when it appears"
+
+
+def _unreachable(path: str) -> str | None:
+    """Why ``path`` cannot be looked at, if it is there for all we know (not ENOENT)."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        return (f"{path}: cannot reach it: {exc.strerror} (the shipper's user needs to search "
+                "every directory above it)")
+    return None
+
+
 def multilog_dir_problem(path: str) -> str | None:
     """Why ``path`` is not followed as a multilog directory, in one line (None: it is)."""
     if not os.path.exists(path):
-        return f"{path}: no such directory yet; followed when it appears"
+        return _unreachable(path) or f"{path}: no such directory yet; followed when it appears"
     if not os.path.isdir(path):
         return f"{path}: not a directory (a multilog source names the log directory)"
     try:
@@ -1988,7 +2018,7 @@ def multilog_dir_problem(path: str) -> str | None:
 def file_problem(path: str) -> str | None:
     """Why ``path`` is not followed as a log file, in one line (None: it is)."""
     if not os.path.exists(path):
-        return f"{path}: no such file yet; followed when it appears"
+        return _unreachable(path) or f"{path}: no such file yet; followed when it appears"
     if not os.path.isfile(path):
         return f"{path}: not a regular file"
     if not os.access(path, os.R_OK):

@@ -6,7 +6,9 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pytest
 from conftest import free_port
 from rsyslog_util import Rsyslog
 
@@ -80,7 +82,7 @@ connect_timeout = "1s"
     # RELP: a real session is opened; a plain syslog port takes TCP but never answers "open"
     assert f"ok: sinks.relp_good: relp 127.0.0.1:{rs.ports['relp']}" in out, out
     assert any(line.startswith("error: sinks.relp_wrong:") and "RELP" in line for line in out), out
-    assert f"warning: sources.q: {tmp_path}/log/*: matches nothing yet (it is followed when it appears)" in out, out
+    assert f"warning: sources.q: {tmp_path}/log/*: matches nothing yet; followed when it appears" in out, out
 
 
 def test_http_auth_from_a_file_or_the_environment_builds(tmp_path):
@@ -113,44 +115,68 @@ def test_state_dir_that_cannot_be_made_is_an_error(tmp_path):
 
 
 def test_a_log_directory_this_user_cannot_read_is_named_by_check_and_run(tmp_path):
-    """The common install mistake: the shipper's user cannot read qmail's log directory.
+    """The common install mistake: the shipper's user cannot read qmail's log directory."""
+    log = tmp_path / "log" / "qmail-send"
+    log.mkdir(parents=True)
+    (log / "current").write_bytes(b"@400000005a49ba341eefa7a4 new msg 1\n")
+    path = _cfg(tmp_path, '[sinks.o]\ntype = "stdout"\n')
+    _said_by_check_and_run_without_access(
+        log, path, f"{log}: cannot read it: Permission denied "
+        "(the shipper's user needs to read the log directory)")
+
+
+@pytest.mark.parametrize("configured", ["glob", "path"])
+def test_a_log_directory_behind_one_this_user_cannot_read_is_not_called_missing(tmp_path, configured):
+    """Found by an admin's review: with /var/log/qmail 0700 qmaill, a glob under it matched
+    nothing and a path under it was "no such directory yet": a warning, exit 0, no source
+    in the metrics, nothing shipped. It is an error naming the directory now."""
+    log = tmp_path / "log" / "qmail-send"
+    log.mkdir(parents=True)
+    (log / "current").write_bytes(b"@400000005a49ba341eefa7a4 new msg 1\n")
+    path = _cfg(tmp_path, '[sinks.o]\ntype = "stdout"\n')
+    if configured == "glob":
+        said = (f"{tmp_path}/log/*: cannot list {tmp_path}/log: Permission denied "
+                "(the shipper's user needs to read it)")
+    else:
+        Path(path).write_text(Path(path).read_text().replace(f"{tmp_path}/log/*", str(log)))
+        said = (f"{log}: cannot reach it: Permission denied (the shipper's user needs to "
+                "search every directory above it)")
+    _said_by_check_and_run_without_access(log.parent, path, said)
+
+
+def _said_by_check_and_run_without_access(locked: Path, config: str, said: str) -> None:
+    """``check`` and ``run`` as a user who cannot read ``locked`` say ``said`` as an error.
     As root, the directory goes to another owner and the commands run without the
     capabilities that let root read anything; as a user, the directory gets mode 000."""
     import os
     import shutil
     import signal
 
-    log = tmp_path / "log" / "qmail-send"
-    log.mkdir(parents=True)
-    (log / "current").write_bytes(b"@400000005a49ba341eefa7a4 new msg 1\n")
-    path = _cfg(tmp_path, '[sinks.o]\ntype = "stdout"\n')
     prefix: list[str] = []
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         assert setpriv, "setpriv (util-linux) is needed to drop root's capabilities"
-        os.chown(log, 65534, 65534)
-        os.chmod(log, 0o700)
+        os.chown(locked, 65534, 65534)
+        os.chmod(locked, 0o700)
         prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
     else:
-        os.chmod(log, 0)
+        os.chmod(locked, 0)
     try:
-        r = subprocess.run([*prefix, sys.executable, "-m", "shipper", "check", "-c", path, "--no-probe"],
+        r = subprocess.run([*prefix, sys.executable, "-m", "shipper", "check", "-c", config, "--no-probe"],
                            capture_output=True, text=True, timeout=60)
         # an error, not a warning: run would ship nothing from it
-        assert (f"error: sources.q: {log}: cannot read it: Permission denied "
-                "(the shipper's user needs to read the log directory)") in r.stdout.splitlines(), r.stdout
+        assert f"error: sources.q: {said}" in r.stdout.splitlines(), r.stdout
         assert r.returncode == 1
-        proc = subprocess.Popen([*prefix, sys.executable, "-m", "shipper", "run", "-c", path],
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", "shipper", "run", "-c", config],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             time.sleep(2.0)
         finally:
             proc.send_signal(signal.SIGINT)  # the process we started
             _, err = proc.communicate(timeout=30)
-        assert (f"ERROR shipper.follower: {log}: cannot read it: Permission denied "
-                "(the shipper's user needs to read the log directory)") in err.splitlines(), err
+        assert f"ERROR shipper.follower: {said}" in err.splitlines(), err
     finally:
-        os.chmod(log, 0o700)
+        os.chmod(locked, 0o700)
 
 
 def test_a_glob_skips_the_files_beside_the_directories_and_names_a_parent_log(tmp_path):
