@@ -237,7 +237,7 @@ def test_under_daemontools_supervise(tmp_path, receiver):
     # The shipped run script, with only the user, the program path and the config
     # path changed for a test (no "shipper" user exists here).
     shipped = (ROOT / "service" / "shipper" / "run").read_text()
-    run = shipped.replace("setuidgid shipper ", "").replace(
+    run = shipped.replace("setpriv --reuid=shipper --regid=shipper --init-groups ", "").replace(
         "shipper run -c /etc/shipper/shipper.toml", f"{sys.executable} -m shipper run -c {cfg}")
     assert run != shipped and "exec envdir ./env" in run
     (service / "run").write_text(run)

@@ -8,6 +8,7 @@ the shipped ExecStart line itself.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -111,15 +112,45 @@ def test_run_scripts_are_valid_sh():
 
 def test_run_scripts_commands():
     run_cmds = [ln for ln in RUN.read_text().splitlines() if ln and not ln.startswith("#")]
+    drop = "setpriv --reuid=shipper --regid=shipper --init-groups"
     assert run_cmds == ["exec 2>&1", "umask 077", "if [ -d ./env ]; then",
-                        "  exec envdir ./env setuidgid shipper shipper run -c /etc/shipper/shipper.toml",
+                        f"  exec envdir ./env {drop} shipper run -c /etc/shipper/shipper.toml",
                         "fi",
-                        "exec setuidgid shipper shipper run -c /etc/shipper/shipper.toml"]
+                        f"exec {drop} shipper run -c /etc/shipper/shipper.toml"]
     log_cmds = [ln for ln in LOG_RUN.read_text().splitlines() if ln and not ln.startswith("#")]
     assert log_cmds == ["exec setuidgid shiplog multilog t s1000000 n20 ./main"]
-    # the programs named are the real daemontools ones
-    for prog in ("envdir", "setuidgid", "multilog"):
+    # the programs named are the real daemontools (and util-linux) ones
+    for prog in ("envdir", "setuidgid", "multilog", "setpriv"):
         require_binary(prog)
+
+
+def test_run_script_gives_the_shipper_its_groups():
+    """Found by an admin's review: daemontools' setuidgid keeps the primary group only,
+    so the README's `useradd -G adm shipper` (or a qmail group for 0750 log directories)
+    did nothing under supervise: the log directories were unreadable. The shipped
+    command, run for a user of this machine in the shipper's place, gives all its groups."""
+    import grp
+    import pwd
+
+    line = RUN.read_text().splitlines()[-1]
+    assert line.startswith("exec setpriv ") and line.endswith(" shipper run -c /etc/shipper/shipper.toml")
+    if os.geteuid() != 0:
+        return  # changing users needs root: the command's words are checked above
+    members = [(m, g.gr_gid) for g in grp.getgrall() for m in g.gr_mem if m != "root"]
+    user, extra = members[0] if members else ("nobody", None)
+    pw = pwd.getpwnam(user)
+    primary = grp.getgrgid(pw.pw_gid).gr_name
+    cmd = line.removeprefix("exec ").replace("shipper run -c /etc/shipper/shipper.toml", "id -G")
+    cmd = cmd.replace("--reuid=shipper", f"--reuid={user}").replace("--regid=shipper", f"--regid={primary}")
+    r = subprocess.run(cmd.split(), capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    groups = {int(g) for g in r.stdout.split()}
+    assert pw.pw_gid in groups
+    if extra is not None:
+        assert extra in groups, (user, r.stdout)
+        old = subprocess.run([require_binary("setuidgid"), user, "id", "-G"], capture_output=True,
+                             text=True, timeout=10)
+        assert extra not in {int(g) for g in old.stdout.split()}  # why setuidgid went
 
 
 def test_log_run_script_really_logs(tmp_path: Path):
@@ -132,3 +163,20 @@ def test_log_run_script_really_logs(tmp_path: Path):
     assert r.returncode == 0, r.stderr
     line = (tmp_path / "main" / "current").read_text()
     assert re.fullmatch(r"@[0-9a-f]{24} INFO shipper: started\n", line)
+
+
+def test_the_readme_config_example_loads(tmp_path: Path):
+    """Found by an admin's review: the README's "small configuration", copied as it
+    stands, was refused (TLS options without protocol = "tls")."""
+    from shipper.config import load_config_text
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("A small configuration")
+    block = readme[readme.index("```toml\n", start) + 8:readme.index("```\n", readme.index("```toml\n", start) + 8)]
+    ca = tmp_path / "siem-ca.pem"
+    ca.write_text("")  # existence is what loading checks; the probe is check's
+    text = block.replace("/etc/shipper/siem-ca.pem", str(ca)).replace("/var/lib/shipper", str(tmp_path / "state"))
+    cfg = load_config_text(text, "README.md")
+    sink = cfg.sinks["siem"]
+    assert (sink.type, sink.protocol, sink.host, sink.port) == ("relp", "tls", "siem.example.net", 2514)
+    assert cfg.sources["qmail"].paths == ["/var/log/qmail/*"]
