@@ -67,6 +67,15 @@ class SinkRoute:
     recent_count: int = 0
     backoff: Backoff = field(default_factory=Backoff)
     gone: bool = False  # the sink can never deliver again (SinkGone): no drain waits for it
+    # time.monotonic() since the queue has been too full to take the next batch (reading
+    # paused for it), and whether the log said so
+    full_since: float | None = None
+    full_said: bool = False
+
+
+# A full buffer (when_full = block) pauses reading; said in the log, and unhealthy
+# (healthz), once it lasts this long: a sink taking a burst is not news.
+FULL_SAY_AFTER = 10.0
 
 
 # Records per sink whose dicts are kept after their append (RECENT_MAX * ~1.2 KiB of
@@ -76,6 +85,25 @@ RECENT_MAX = 8192
 # without an acknowledgement end them (see _give_sinks_turns)
 SINK_TURNS = 64
 SINK_IDLE_TURNS = 8
+
+
+def _note_full(route: SinkRoute) -> None:
+    now = time.monotonic()
+    if route.full_since is None:
+        route.full_since = now
+    elif not route.full_said and now - route.full_since >= FULL_SAY_AFTER:
+        route.full_said = True
+        log.warning("buffer of sink %s is full: reading paused until the sink takes records "
+                    "(multilog keeps the logs until its n limit; then gaps)", route.name)
+
+
+def _note_room(route: SinkRoute) -> None:
+    if route.full_said:
+        assert route.full_since is not None
+        log.info("buffer of sink %s has room again: reading resumed after %.0f s", route.name,
+                 time.monotonic() - route.full_since)
+    route.full_since = None
+    route.full_said = False
 
 
 def _recent_dicts(route: SinkRoute, items: list[tuple[int, bytes]]) -> list[dict[str, Any]] | None:
@@ -443,6 +471,7 @@ class Pipeline:
                     # when_full = block: stop reading until the sink drains its queue
                     if self._stop_reading.is_set():
                         return  # not appended, not committed: read again after restart
+                    _note_full(route)
                     await asyncio.sleep(0.05)
                     continue
                 try:
@@ -459,6 +488,8 @@ class Pipeline:
                         return
                     await asyncio.sleep(1.0)
             self._write_error_logged = False
+            if route.full_since is not None:
+                _note_room(route)
             self.stats.blocked_seconds += time.monotonic() - t0
             seqs[route.name] = result.last_seq
             if exact and result.accepted == len(payloads):
@@ -497,6 +528,13 @@ class Pipeline:
                 self.sync_and_commit()
             if self._stop_sending.is_set():
                 return
+
+    def paused_by(self) -> list[tuple[str, float]]:
+        """The sinks whose full buffer has paused the reading for FULL_SAY_AFTER or
+        more: (name, seconds)."""
+        now = time.monotonic()
+        return [(r.name, now - r.full_since) for r in self.routes
+                if r.full_since is not None and now - r.full_since >= FULL_SAY_AFTER]
 
     def sync_and_commit(self, force: bool = False) -> None:
         """Commit source positions whose records are durable in every queue.

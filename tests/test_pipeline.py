@@ -47,7 +47,10 @@ class Capture:
 
     async def start(self) -> int:
         port = free_port()
+        await self.start_on(port)
+        return port
 
+    async def start_on(self, port: int) -> None:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             dec = FrameDecoder()
             while data := await reader.read(65536):
@@ -55,7 +58,6 @@ class Capture:
             writer.close()
 
         self.server = await asyncio.start_server(handle, "127.0.0.1", port)
-        return port
 
     async def stop(self) -> None:
         assert self.server is not None
@@ -411,3 +413,50 @@ async def test_stop_keeps_within_the_drain_timeout_when_the_peer_stopped_reading
         server.close()
         await server.wait_closed()
     assert took < 2.0 + 0.3, took
+
+
+async def test_a_full_buffer_pausing_the_reading_is_said_and_unhealthy(tmp_path, caplog, monkeypatch):
+    """Found by an admin's review: with the sink down and its buffer full, reading
+    stopped while /healthz said ok (a byte still fitted where a batch did not) and the
+    log said nothing; multilog went on deleting what was not read."""
+    import shipper.pipeline as pipeline_mod
+    from shipper.assemble import Assembly
+    from shipper.sinks.base import Backoff
+
+    monkeypatch.setattr(pipeline_mod, "FULL_SAY_AFTER", 0.3)
+    caplog.set_level("INFO", logger="shipper")
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "current").write_bytes(b"".join(corpus(3000)))
+    port = free_port()  # nobody listens yet
+    source = MultilogSource([str(logdir)], str(tmp_path / "ckpt.json"), start="all", poll_interval=0.1)
+    sink = SyslogTcpSink("127.0.0.1", port, encoder=Rfc5424Encoder(hostname="h"), name="siem")
+    route = SinkRoute("siem", sink, DiskQueue.open(str(tmp_path / "buf"), max_bytes=64 << 10,
+                                                   segment_bytes=16 << 10), batch_records=300,
+                      backoff=Backoff(base=0.05, cap=0.2))
+    pipeline = Pipeline([(source, ParseOptions(host="mx1"))], [route])
+    health = Assembly(None, pipeline, None, None).health  # type: ignore[arg-type]
+    task = asyncio.create_task(pipeline.run())
+    capture = Capture()
+    try:
+        deadline = time.monotonic() + 20
+        while not (route.full_since is not None and time.monotonic() - route.full_since > 0.5) \
+                and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        ok, why = health()
+        assert not ok and why.startswith("reading paused: buffer full for sinks siem ("), why
+        said = [r.getMessage() for r in caplog.records if "is full: reading paused" in r.getMessage()]
+        assert said == ["buffer of sink siem is full: reading paused until the sink takes records "
+                        "(multilog keeps the logs until its n limit; then gaps)"]
+        await capture.start_on(port)  # the sink comes back
+        while len(capture.frames) < 3000 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(capture.frames) == 3000
+        assert route.full_since is None and health() == (True, "ok")
+        assert any("has room again: reading resumed after" in r.getMessage() for r in caplog.records)
+    finally:
+        await pipeline.stop(5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if capture.server is not None:
+            await capture.stop()
