@@ -110,6 +110,8 @@ SEEN_MAX = 1000  # archive labels kept in a position (see MultilogFollower._seen
 # Seconds a listing is trusted to name the next archive to read (see _listing_will_do)
 LISTING_REUSE = 0.25
 PROCESSED_WAIT = 30.0  # seconds a finished `processed` with no `previous` holds reading back
+# Seconds a file stays unopenable before the log says so (see _cannot_open)
+OPEN_SAY_AFTER = 1.0
 
 F_CONTINUATION = "continuation"
 F_PARTIAL = "partial"
@@ -582,7 +584,9 @@ class MultilogFollower(_FollowerBase):
         self._replans = 0
         self._open_error: str | None = None
         self._open_errno: int | None = None
-        self._unopenable: set[str] = set()  # archives we could not open, warned about once
+        # files we could not open: since when (time.monotonic()), and those said in the log
+        self._unopenable: dict[str, float] = {}
+        self._unopenable_said: set[str] = set()
         # Why the directory cannot be listed (None: it can). Meanwhile nothing is taken
         # for deleted: an unreadable or renamed-away directory is not an empty one.
         self._list_error: str | None = None
@@ -1368,12 +1372,9 @@ class MultilogFollower(_FollowerBase):
             if r is None and self._open_errno != errno.ENOENT:
                 # e.g. permissions: wait for it (said once), and the lines after it with
                 # it, rather than skip it for good; multilog's n limit ends the wait at worst
-                if k.name not in self._unopenable:
-                    self._unopenable.add(k.name)
-                    self._warn(f"{self.key}: cannot open {k.name}: {self._open_error}; "
-                               "waiting for it (the lines after it wait too)")
+                self._cannot_open(k.name, " (the lines after it wait too)")
                 return False
-            self._unopenable.discard(k.name)
+            self._opened(k.name)
             if r is None:  # deleted between listing and open
                 self._drop_carry()
                 self.done = plan.open_label
@@ -1390,11 +1391,9 @@ class MultilogFollower(_FollowerBase):
             r = self._open(name, None, live=live)
             if r is None and self._open_errno != errno.ENOENT:
                 # e.g. a current made 0600 by another user: say so once, and wait
-                if name not in self._unopenable:
-                    self._unopenable.add(name)
-                    self._warn(f"{self.key}: cannot open {name}: {self._open_error}; waiting for it")
+                self._cannot_open(name, "")
                 return False
-            self._unopenable.discard(name)
+            self._opened(name)
             if (r is not None and entry is not None and r.ident == entry.ident
                     and self._archives_unchanged()):
                 return True
@@ -1405,6 +1404,20 @@ class MultilogFollower(_FollowerBase):
                 self.reader = None
             return self._retry_plan()
         return False
+
+    def _cannot_open(self, name: str, more: str) -> None:
+        """Said once it lasts OPEN_SAY_AFTER: multilog makes a new current 0600 and then
+        chmods it 0644, so a user not multilog's may meet it unreadable for an instant."""
+        now = time.monotonic()
+        since = self._unopenable.setdefault(name, now)
+        if name not in self._unopenable_said and now - since >= OPEN_SAY_AFTER:
+            self._unopenable_said.add(name)
+            self._warn(f"{self.key}: cannot open {name}: {self._open_error}; waiting for it{more}")
+
+    def _opened(self, name: str) -> None:
+        if self._unopenable.pop(name, None) is not None and name in self._unopenable_said:
+            self._unopenable_said.discard(name)
+            log.info("%s: %s can be opened again", self.key, name)
 
     def _listing_will_do(self) -> bool:
         """Whether the last listing, made moments ago, can choose the next file: it
