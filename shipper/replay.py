@@ -306,7 +306,17 @@ def main(argv: list[str]) -> int:
         finally:
             if out is not None and out is not sys.stdout.buffer:
                 out.close()
-    except (ValueError, InputError, OSError) as exc:
+    except OSError as exc:
+        from shipper.daemon import describe_os_error
+
+        why = describe_os_error(exc)
+        if (isinstance(exc, PermissionError) and args.state_dir and exc.filename
+                and str(exc.filename).startswith(os.path.join(args.state_dir, "replay"))):
+            why += (" (the replay progress there belongs to another user, e.g. root: "
+                    "replay as the daemon's user, or give --state-dir)")
+        print(f"shipper: {why}", file=sys.stderr)
+        return 1
+    except (ValueError, InputError) as exc:
         print(f"shipper: {exc}", file=sys.stderr)
         return 1
     except PermanentError:

@@ -173,3 +173,29 @@ def test_a_damaged_archive_is_said_and_skipped_the_rest_goes(tmp_path):
     msgs = {orjson.loads(ln)["msg"] for ln in out.read_bytes().splitlines()}
     assert set(range(2000)) <= msgs and set(range(4000, 6000)) <= msgs  # the intact archives
     assert len(msgs & set(range(2000, 4000))) < 2000  # the damaged one up to its damage
+
+
+def test_replay_progress_it_cannot_write_is_one_clear_line(tmp_path):
+    """Found by an admin's review: a replay run as root left its progress root-owned in
+    the daemon's state_dir, and the same command as the daemon's user then said
+    "[Errno 13] Permission denied: '…/replay/….json.tmp.2843'"."""
+    import shutil
+
+    d = _multilog_dir(tmp_path, "send", [f"new msg {i}" for i in range(10)])
+    state = tmp_path / "state"
+    (state / "replay").mkdir(parents=True)
+    (state / "replay").chmod(0o500)  # another user's, as far as we are concerned
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # root without the capability that writes anywhere
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is needed to drop root's capabilities"
+        prefix = [setpriv, "--bounding-set=-dac_override"]
+    r = subprocess.run([*prefix, sys.executable, "-m", "shipper", "replay", str(d), "--output",
+                        str(tmp_path / "out.ndjson"), "--state-dir", str(state)],
+                       capture_output=True, text=True, timeout=60, cwd=REPO)
+    (state / "replay").chmod(0o700)
+    assert r.returncode == 1
+    [line] = r.stderr.splitlines()
+    assert line.startswith(f"shipper: {state}/replay/") and "Errno" not in line, line
+    assert line.endswith(": Permission denied (the replay progress there belongs to another user, "
+                         "e.g. root: replay as the daemon's user, or give --state-dir)"), line
