@@ -850,6 +850,7 @@ _DEFAULT_PORTS = {("syslog", "udp"): 514, ("syslog", "tcp"): 514, ("syslog", "tl
 
 
 def _tls(t: _Table) -> TlsOptions:
+    errors_before = len(t.ctx.errors)
     c = TlsOptions()
     c.verify = t.boolean("verify", c.verify)
     c.ca_file = _check_file(t.ctx, t, "ca_file", t.string("ca_file"))
@@ -864,6 +865,17 @@ def _tls(t: _Table) -> TlsOptions:
     if not c.verify:
         t.ctx.warnings.append(f"{t.key_path('verify')}: certificate verification is off: "
                               "anyone on the path can read and change the logs")
+    if t.ctx.check_files and len(t.ctx.errors) == errors_before and (c.ca_file or c.ca_dir or c.cert_file):
+        # their contents too, not only that they are there: a PEM with no certificate or a
+        # key not matching its certificate is a configuration error (check, run, reload)
+        from shipper.tlsconfig import client_context
+
+        try:
+            client_context(c)
+        except (ValueError, OSError) as exc:
+            key = "cert_file" if str(exc).startswith("client certificate") else (
+                "ca_file" if c.ca_file else "ca_dir")
+            t.ctx.error(t.key_path(key), str(exc))
     t.finish()
     return c
 

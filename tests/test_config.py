@@ -348,13 +348,18 @@ def test_secret_errors(tmp_path: Path):
 
 
 def test_tls_files_checked(tmp_path: Path):
-    ca = tmp_path / "ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    ca = Path(__file__).parent / "fixtures" / "tls" / "test-ca.pem"  # a real CA certificate
     text = BASE + f'protocol = "tls"\n[sinks.siem.tls]\nca_file = "{ca}"\nkey_file = "{tmp_path}/k"\n'
     assert errors_of(text) == [
         f"sinks.siem.tls.key_file: cannot use {tmp_path}/k: No such file or directory",
         "sinks.siem.tls.key_file: needs cert_file too (client certificate for mTLS)",
     ]
+    # found by an admin's review: a CA file holding no certificate passed, then each
+    # probe and the start failed on it (check said ok, then the error twice, exit 1)
+    bad = tmp_path / "bad-ca.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\n")
+    [error] = errors_of(BASE + f'protocol = "tls"\n[sinks.siem.tls]\nca_file = "{bad}"\n')
+    assert error.startswith(f"sinks.siem.tls.ca_file: CA {bad}: [X509"), error
     cfg = load_config_text(BASE + f'protocol = "tls"\n[sinks.siem.tls]\nca_file = "{ca}"\n', env={})
     assert cfg.sinks["siem"].tls.ca_file == str(ca) and cfg.sinks["siem"].port == 6514
     cfg = load_config_text(BASE + 'protocol = "tls"\n[sinks.siem.tls]\nverify = false\n', env={})
