@@ -64,9 +64,13 @@ def render(metrics: dict[str, list[tuple[dict[str, str], float]]]) -> str:
     age = _by(metrics, "shipper_buffer_oldest_age_seconds", "sink")
     errors = {lb.get("sink", ""): lb.get("error", "") for lb, _ in metrics.get("shipper_sink_last_error_info", [])}
     for sink in sorted(set(acked) | set(depth)):
-        lines.append(f"{sink:20} {'up' if up.get(sink) else 'down':>6} {acked.get(sink, 0):>12,.0f} "
+        # not connected and never failed: nothing to send yet ("idle"); a connected
+        # sink's last error is history, not its state
+        error = "" if up.get(sink) else errors.get(sink, "")
+        state = "up" if up.get(sink) else "down" if error else "idle"
+        lines.append(f"{sink:20} {state:>6} {acked.get(sink, 0):>12,.0f} "
                      f"{retried.get(sink, 0):>9,.0f} {depth.get(sink, 0):>10,.0f} {age.get(sink, 0):>9.1f} "
-                     f"{errors.get(sink, '')[:60]}")
+                     f"{error[:60]}")
     return "\n".join(lines)
 
 

@@ -110,3 +110,20 @@ def test_the_demo_ends_when_its_reader_goes_away():
     out, err = p.communicate(timeout=60)
     assert out.strip() == "1", err
     assert "standard output was closed by its reader" in err and "Traceback" not in err
+
+
+def test_status_says_idle_down_and_up_as_they_are():
+    """From an admin's review: a sink that had nothing to send yet showed "down", and a
+    sink that had recovered still showed its old error."""
+    from shipper.status import render
+
+    metrics = {
+        "shipper_sink_connected": [({"sink": "fresh"}, 0.0), ({"sink": "dead"}, 0.0), ({"sink": "back"}, 1.0)],
+        "shipper_sink_acked_total": [({"sink": "fresh"}, 0.0), ({"sink": "dead"}, 5.0), ({"sink": "back"}, 9.0)],
+        "shipper_sink_last_error_info": [({"sink": "dead", "error": "connect refused"}, 1.0),
+                                         ({"sink": "back", "error": "timed out"}, 1.0)],
+    }
+    rows = {ln.split()[0]: ln for ln in render(metrics).splitlines()[4:] if ln.strip()}
+    assert rows["fresh"].split()[1] == "idle"
+    assert rows["dead"].split()[1] == "down" and rows["dead"].endswith("connect refused")
+    assert rows["back"].split()[1] == "up" and "timed out" not in rows["back"]
