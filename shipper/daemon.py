@@ -351,12 +351,14 @@ def _run_config(loader: Any, config_path: str | None, log_format: str | None, de
     """Run the daemon on what ``loader`` (``() -> Config``, also used by SIGHUP) loads."""
     try:
         config = loader()
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(f"shipper: {line}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"shipper: {config_path}: {exc.strerror}", file=sys.stderr)
+    except (ConfigError, OSError) as exc:
+        # said as the daemon says everything (level, --log-format): under supervise
+        # these lines go to the same log as the rest
+        setup_logging(log_format or "text")
+        lines = exc.errors if isinstance(exc, ConfigError) else [f"{config_path}: {exc.strerror}"]
+        for line in lines:
+            where = f"{config_path}: " if config_path and not line.startswith(config_path) else ""
+            log.error("%s%s", where, line)
         return 2
     setup_logging(log_format or config.log.format, config.log.level)
     for w in config.warnings:

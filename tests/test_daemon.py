@@ -554,7 +554,7 @@ def test_a_reload_onto_a_key_that_does_not_match_its_certificate_is_refused(tmp_
         shutil.copy(certs.server_key, key)  # another key: does not match client.pem
         os.kill(proc.pid, signal.SIGHUP)
         deadline = time.monotonic() + 20
-        while "reload refused: sinks.s cannot be set up" not in log.read_text():
+        while "reload refused: sinks.s.tls.cert_file: client certificate" not in log.read_text():
             assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
             time.sleep(0.05)
         text = log.read_text()
@@ -594,3 +594,24 @@ def test_too_many_open_files_is_not_a_name_that_does_not_resolve():
 
     text = describe_error(OSError(errno.EMFILE, "Too many open files"))
     assert text.startswith("too many open files: raise the limit") and "resolve" not in text
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_config_refused_at_start_is_said_as_the_daemon_logs(tmp_path, fmt):
+    """From an admin's review: under supervise a refused config printed bare
+    "shipper: key: …" lines, in neither the log's format nor with a level, and naming
+    the key but not the file."""
+    import json
+
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\n'
+                   f'paths = ["{tmp_path}/log"]\n[sinks.s]\ntype = "stdout"\nconect_timeout = 1\n')
+    proc = subprocess.run([sys.executable, "-m", "shipper", "run", "-c", str(cfg), "--log-format", fmt],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    [line] = proc.stderr.splitlines()
+    said = f'{cfg}: sinks.s.conect_timeout: unknown key (did you mean "connect_timeout"?)'
+    if fmt == "json":
+        assert json.loads(line) == {"level": "error", "logger": "shipper", "msg": said}
+    else:
+        assert line == f"ERROR shipper: {said}"
