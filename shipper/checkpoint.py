@@ -20,7 +20,9 @@ The store never lives inside a log directory: multilog owns those (its
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import time
 from typing import Any
 
@@ -131,26 +133,54 @@ def _check(data: bytes) -> str | None:
     return None
 
 
+_TEMP_RE = re.compile(r"\.tmp\.(\d+)$")
+
+
+def remove_stale_temps(directory: str) -> int:
+    """Remove the temp files of ``atomic_write`` that a dead process left in
+    ``directory`` and below (killed between write and rename); returns how many."""
+    removed = 0
+    for root, _, files in os.walk(directory):
+        for name in files:
+            m = _TEMP_RE.search(name)
+            if m is None or _alive(int(m.group(1))):
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(root, name))
+                removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's: alive
+    return True
+
+
 def atomic_write(path: str, data: bytes) -> None:
     """Replace ``path`` with ``data``: temp, write, fsync, rename, fsync dir."""
     directory = os.path.dirname(os.path.abspath(path)) or "."
     tmp = f"{path}.tmp.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except OSError:
-        try:
+        # not left behind: on a full disk a half-written state of megabytes would keep
+        # the space the buffer needs
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
     dfd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
     try:

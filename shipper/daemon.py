@@ -24,7 +24,7 @@ from typing import Any
 
 from shipper import __version__, sdnotify
 from shipper.assemble import Assembly, assemble, build_sink
-from shipper.checkpoint import atomic_write
+from shipper.checkpoint import atomic_write, remove_stale_temps
 from shipper.config import Config, ConfigError, load_config, load_config_text
 from shipper.diskqueue import QueueLocked
 from shipper.metrics import METRICS_ADDR_FILE, MetricsServer
@@ -123,6 +123,9 @@ class Daemon:
             log.error("cannot start: another shipper is running with state_dir %s (stop it, "
                       "or give this one its own)", self.config.state_dir)
             return 1
+        stale = remove_stale_temps(self.config.state_dir)
+        if stale:
+            log.info("removed %d temp files a killed shipper left in %s", stale, self.config.state_dir)
         try:
             self.assembly = assemble(self.config)
         except QueueLocked as exc:

@@ -13,6 +13,7 @@ from shipper.checkpoint import (
     CheckpointStore,
     atomic_write,
     ensure_outside,
+    remove_stale_temps,
 )
 
 
@@ -79,3 +80,31 @@ def test_never_inside_a_log_dir(tmp_path):
     with pytest.raises(CheckpointPathError):
         ensure_outside(str(logdir / "sub" / "cp.json"), [str(logdir) + "/"])
     ensure_outside(str(tmp_path / "log2" / "cp.json"), [str(logdir)])  # a sibling is fine
+
+
+def test_a_failed_write_leaves_no_temp_file_and_dead_ones_are_removed(tmp_path, monkeypatch):
+    """Found by fault injection on a full state_dir: a write that failed left its
+    `<name>.tmp.<pid>` (megabytes for the tracking state) holding the space the buffer
+    needed, and a killed shipper's temp files stayed for good."""
+    import subprocess
+    import sys
+
+    real_write = os.write
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError):
+        atomic_write(str(tmp_path / "tracking.json"), b"x" * 100)
+    monkeypatch.setattr(os, "write", real_write)
+    assert os.listdir(tmp_path) == []
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / f"q.json.tmp.{dead}").write_bytes(b"half")  # its writer is gone
+    (tmp_path / f"mine.json.tmp.{os.getpid()}").write_bytes(b"busy")  # a live writer's
+    (tmp_path / "sub" / "q.json").write_bytes(b"{}")
+    assert remove_stale_temps(str(tmp_path)) == 1
+    assert sorted(os.listdir(tmp_path / "sub")) == ["q.json"]
+    assert (tmp_path / f"mine.json.tmp.{os.getpid()}").exists()
