@@ -2,9 +2,13 @@
 
 - Octet counting (RFC 6587 3.4.1, the default): ``MSG-LEN SP SYSLOG-MSG``. Any byte may
   appear in the message, so multi-line messages survive whole.
-- LF framing ("non-transparent", RFC 6587 3.4.2): each message ends with LF, so an LF
-  inside a message would split it. It is replaced, by ``#012`` by default (what rsyslog's
-  control-character escaping shows for LF) or by a space.
+- LF framing ("non-transparent", RFC 6587 3.4.2): each message ends with a TRAILER, so a
+  trailer inside a message would split it, and the text after it would be read as a record
+  of its own (forged host and program included). LF is the usual trailer, but NUL is one
+  too (RFC 6587 3.4.2; syslog-ng splits at it) and CR breaks lines in others (Splunk's
+  default LINE_BREAKER, a CR before the LF stripped). So inside a message LF becomes
+  ``#012`` by default (or a space), CR ``#015`` and NUL ``#000``: rsyslog's escaping of
+  control characters, so a receiver shows the same text either way.
 
 ``FrameDecoder`` reads either framing from a stream (the test receivers use it): a frame
 starting with a digit is octet-counted, anything else runs to the next LF, as rsyslog's
@@ -37,15 +41,25 @@ def octet_counted_texts(messages: list[str]) -> bytes:
     return "".join(out).encode("utf-8", "replace")
 
 
+def _escape_trailers(message: bytes, newline_escape: bytes = b"#012") -> bytes:
+    """``message`` with no byte a receiver may take for the end of a frame: LF becomes
+    ``newline_escape``, CR ``#015`` and NUL ``#000``."""
+    if b"\n" in message:
+        message = message.replace(b"\n", newline_escape)
+    if b"\r" in message:
+        message = message.replace(b"\r", b"#015")
+    if b"\0" in message:
+        message = message.replace(b"\0", b"#000")
+    return message
+
+
 def lf_framed(messages: list[bytes], newline_escape: bytes = b"#012") -> bytes:
-    """Each message followed by LF; LFs inside a message replaced by ``newline_escape``."""
-    out = []
-    for m in messages:
-        if b"\n" in m:
-            m = m.replace(b"\n", newline_escape)
-        out.append(m)
-    out.append(b"")
-    return b"\n".join(out)
+    """Each message followed by LF, trailers inside a message escaped (``_escape_trailers``)."""
+    body = b"\n".join(messages)
+    # one scan of the whole batch for the common case: no message holds a trailer
+    if body.count(b"\n") != len(messages) - 1 or b"\r" in body or b"\0" in body:
+        body = b"\n".join([_escape_trailers(m, newline_escape) for m in messages])
+    return body + b"\n" if messages else b""
 
 
 def frame_texts(messages: list[str], framing: str = OCTET_COUNTED, newline_escape: bytes = b"#012") -> bytes:

@@ -2,7 +2,8 @@
 tiny RFC 5424 parser to read back what we (and rsyslog) wrote.
 
 ``Rsyslog`` runs ``rsyslogd -n -f CONF -i PIDFILE`` in a temp dir with only the input
-modules a test needs (imudp, imtcp plain / TLS / mTLS, imrelp) on 127.0.0.1 free ports.
+modules a test needs (imudp, imtcp plain / TLS / mTLS, imrelp) on 127.0.0.1 free ports;
+``tcp_nul`` is plain imtcp that also ends an LF frame at NUL, as syslog-ng does.
 Each input writes what rsyslog parsed to ``<input>.jsonl`` (one JSON object per message:
 ``ts`` = %timereported:::date-rfc3339%, ``host``, ``app``, ``procid``, ``msgid``, ``sd``
 = %structured-data%, ``msg``, ``raw`` = %rawmsg%), JSON-escaped by rsyslog's ``json``
@@ -32,7 +33,7 @@ FIELDS_TEMPLATE = (
     '\\"sd\\":\\"%structured-data:::json%\\",\\"msg\\":\\"%msg:::json%\\",\\"raw\\":\\"%rawmsg:::json%\\"}\\n'
 )
 
-INPUTS = ("udp", "tcp", "tls", "mtls", "relp", "relp_tls")
+INPUTS = ("udp", "tcp", "tcp_nul", "tls", "mtls", "relp", "relp_tls")
 
 
 @dataclass
@@ -112,7 +113,7 @@ class Rsyslog:
         mods = []
         if "udp" in self.inputs:
             mods.append("imudp")
-        if {"tcp", "tls", "mtls"} & set(self.inputs):
+        if {"tcp", "tcp_nul", "tls", "mtls"} & set(self.inputs):
             mods.append("imtcp")
         if {"tls", "mtls"} & set(self.inputs):
             mods.append("lmnsd_gtls")
@@ -138,10 +139,13 @@ class Rsyslog:
         if "udp" in self.inputs:
             lines.append('module(load="imudp")')
             lines.append(f'input(type="imudp" port="{self.ports["udp"]}" address="127.0.0.1" ruleset="r_udp")')
-        if {"tcp", "tls", "mtls"} & set(self.inputs):
+        if {"tcp", "tcp_nul", "tls", "mtls"} & set(self.inputs):
             lines.append('module(load="imtcp" maxSessions="100")')
         if "tcp" in self.inputs:
             lines.append(f'input(type="imtcp" port="{self.ports["tcp"]}" address="127.0.0.1" ruleset="r_tcp")')
+        if "tcp_nul" in self.inputs:
+            lines.append(f'input(type="imtcp" port="{self.ports["tcp_nul"]}" address="127.0.0.1" '
+                         'ruleset="r_tcp_nul" addtlFrameDelimiter="0")')
         if "tls" in self.inputs:
             lines.append(f'input(type="imtcp" port="{self.ports["tls"]}" address="127.0.0.1" ruleset="r_tls" '
                          'streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")')

@@ -45,6 +45,32 @@ def test_lf_framing_escapes_embedded_newlines():
         frame([b"x"], "stx")
 
 
+def test_lf_framing_escapes_every_trailer_octet_counting_keeps_bytes():
+    # NUL is a trailer too (RFC 6587 3.4.2; syslog-ng), CR breaks lines elsewhere: either
+    # left in would end the frame, and the rest would read as a record of its own
+    forged = b"HELO x\0<38>1 2018-01-01T20:51:04Z dc1.corp sshd 777 - - Accepted"
+    msgs = [forged, b"a\rb\r\nc\0", b"plain"]
+    assert lf_framed(msgs) == (b"HELO x#000<38>1 2018-01-01T20:51:04Z dc1.corp sshd 777 - - Accepted\n"
+                               b"a#015b#015#012c#000\nplain\n")
+    assert lf_framed([b"a\r\n\0"], newline_escape=b" ") == b"a#015 #000\n"
+    assert frame_texts(["x\0y"], "lf") == b"x#000y\n"
+    assert lf_framed([]) == b"" and lf_framed([b""]) == b"\n"
+    for framed in (lf_framed(msgs), lf_framed(msgs, b" "), frame_texts([m.decode() for m in msgs], "lf")):
+        assert framed.count(b"\n") == len(msgs) and b"\0" not in framed and b"\r" not in framed
+    dec = FrameDecoder()
+    assert dec.feed(octet_counted(msgs)) == msgs  # octet counting carries every byte as it is
+    assert frame_texts(["x\0\r\ny"]) == b"5 x\0\r\ny"
+
+
+@given(st.lists(st.binary(max_size=40), max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_lf_framing_one_frame_per_message(msgs):
+    framed = lf_framed(msgs)
+    assert framed.count(b"\n") == len(msgs) and b"\0" not in framed and b"\r" not in framed
+    assert framed == b"".join(m.replace(b"\n", b"#012").replace(b"\r", b"#015").replace(b"\0", b"#000") + b"\n"
+                              for m in msgs)
+
+
 def test_decoder_reads_both_framings_split_anywhere():
     stream = octet_counted(MSGS) + lf_framed([b"<13>plain line", b"<13>second"]) + octet_counted(MSGS[:1])
     for step in (1, 2, 3, 7, 64, len(stream)):

@@ -17,7 +17,7 @@ import pytest
 from rsyslog_util import INPUTS, Rsyslog, make_certs, parse_sd
 from test_rfc5424 import fixture_records
 
-from shipper.encode.rfc5424 import Rfc5424Encoder, param_text, sd_name
+from shipper.encode.rfc5424 import Rfc3164Encoder, Rfc5424Encoder, param_text, sd_name
 from shipper.sinks.base import Backoff, SinkError, deliver, describe_error
 from shipper.sinks.syslog import SyslogTcpSink, SyslogUdpSink
 from shipper.tlsconfig import TlsOptions
@@ -127,6 +127,28 @@ async def test_tcp(rsyslog, framing):
         (m,) = got[rec["event_id"]]
         assert_parsed_as_meant(rec, m, lf)
     assert sink.stats.sent == sink.stats.acked == len(recs)
+
+
+FORGED = "<38>1 2018-01-01T20:51:04Z dc1.corp sshd 777 - - Accepted password for root from 10.0.0.5"
+
+
+@pytest.mark.parametrize("fmt", ["rfc5424", "rfc3164"])
+async def test_lf_framing_escapes_every_trailer(rsyslog, fmt):
+    """A NUL (syslog-ng's other trailer, RFC 6587 3.4.2) or a CR inside a line must not end
+    the frame: the text after it would be a record of its own, host and program forged."""
+    encoder = Rfc3164Encoder() if fmt == "rfc3164" else Rfc5424Encoder()
+    texts = [f"HELO x\0{FORGED}", f"HELO y\r{FORGED}", f"HELO z\r\n{FORGED}\0"]
+    recs = nasty_records(f"nul-{fmt}", len(texts))
+    for rec, text in zip(recs, texts, strict=True):
+        rec["message"] = rec["info"] = text
+    before = len(rsyslog.messages("tcp_nul"))  # the receiver is shared by both formats
+    sink = SyslogTcpSink("127.0.0.1", rsyslog.ports["tcp_nul"], framing="lf", encoder=encoder)
+    await send_all(sink, recs)
+    got = rsyslog.wait_messages("tcp_nul", before + len(recs))[before:]
+    assert not any("dc1.corp" in m["host"] or m["msg"].startswith("Accepted") for m in got), got
+    escaped = [t.replace("\n", "#012").replace("\r", "#015").replace("\0", "#000") for t in texts]
+    # rsyslog's RFC 3164 %msg% keeps the space after "tag:"
+    assert [m["msg"].removeprefix(" ") if fmt == "rfc3164" else m["msg"] for m in got] == escaped
 
 
 async def test_tls_and_mtls(rsyslog, certs):

@@ -119,7 +119,8 @@ class SyslogTcpSink:
     """RFC 5424 (or 3164) over TCP, octet-counted (default) or LF-framed, optionally TLS.
 
     ``framing``: ``octet-counted`` or ``lf``; ``newline_escape`` replaces LF inside a
-    message with LF framing (``#012`` like rsyslog, or ``b" "``). ``tls``: None for plain
+    message with LF framing (``#012`` like rsyslog, or ``b" "``; CR and NUL are always
+    ``#015`` and ``#000``: ``shipper.framing``). ``tls``: None for plain
     TCP. ``keepalive``: (idle, interval, count) seconds/probes, or None to disable.
     """
 
