@@ -967,6 +967,11 @@ def _sink(t: _Table, name: str, cfg: Config) -> SinkConfig | None:
             c.framing = t.string("framing", c.framing, choices=("octet-counted", "lf"))
             if t.has("framing") and c.protocol == "udp":
                 ctx.error(t.key_path("framing"), 'applies to protocol "tcp" or "tls", not "udp"')
+            elif c.framing == "lf" and c.protocol == "tls":
+                # syslog-ng's syslog(transport(tls)) drops such a connection ("Invalid frame
+                # header") after we counted the records sent
+                ctx.error(t.key_path("framing"), 'must be "octet-counted" with protocol "tls" '
+                          '(RFC 5425 4.3: TLS receivers read octet counts), got "lf"')
         else:
             c.window = t.integer("window", c.window, 1, 65535)
         tls_wanted = c.protocol == "tls"

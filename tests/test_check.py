@@ -31,6 +31,15 @@ def test_invalid_config_exit_2_one_line_per_error(tmp_path):
     assert r.stdout.splitlines() == ['error: sinks.a.port: must be an integer 1-65535, got "abc"']
 
 
+
+def test_lf_framing_over_tls_is_refused(tmp_path):
+    # RFC 5425 4.3: octet counting over TLS; syslog-ng drops an LF-framed connection
+    # while we would count the records sent
+    r = run("-c", _cfg(tmp_path, '[sinks.a]\ntype = "syslog"\nprotocol = "tls"\nframing = "lf"\nhost = "x"\n'))
+    assert r.returncode == 2
+    assert r.stdout.splitlines() == ['error: sinks.a.framing: must be "octet-counted" with protocol "tls" '
+                                     '(RFC 5425 4.3: TLS receivers read octet counts), got "lf"']
+
 def test_probes_real_rsyslog_and_reports_dead_ends(tmp_path):
     rs = Rsyslog(tmp_path / "rs", ("tcp", "relp"))
     rs.start()

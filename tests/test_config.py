@@ -173,6 +173,9 @@ BAD_CASES = [
      ['sinks.siem.tls: TLS options given but TLS is not used (set protocol = "tls")']),
     ("framing on udp", BASE + 'protocol = "udp"\nframing = "lf"\n',
      ['sinks.siem.framing: applies to protocol "tcp" or "tls", not "udp"']),
+    ("lf framing over tls", BASE + 'protocol = "tls"\nframing = "lf"\n',
+     ['sinks.siem.framing: must be "octet-counted" with protocol "tls" (RFC 5425 4.3: TLS receivers '
+      'read octet counts), got "lf"']),
     ("bom on rfc3164", BASE + 'format = "rfc3164"\nbom = true\n',
      ['sinks.siem.bom: applies to format "rfc5424", not "rfc3164"']),
     ("watch typo", BASE.replace('type = "multilog"', 'type = "multilog"\nwatch = "inotfy"'),
