@@ -10,6 +10,7 @@ import zlib
 from typing import Any
 
 import orjson
+import pytest
 from conftest import FIXTURES
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -132,6 +133,20 @@ def test_field_names_sanitised_and_id_renamed():
 def test_empty_message_is_never_empty_short_message():
     msg = gelf.gelf_message({"message": "", "raw": ""}, "h")
     assert msg["short_message"] == "-"
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t \r\n", "\u3000\u2028"])
+def test_blank_mandatory_fields_are_replaced(blank):
+    # Graylog refuses a short_message or host that is empty or only whitespace
+    msg = gelf.gelf_message({"message": blank, "raw": "@400000005a4a9b7c2b1e6b2c " + blank, "host": blank},
+                            "mx1")
+    assert msg["short_message"] == "-" and msg["host"] == "mx1"
+    assert msg["full_message"] == "@400000005a4a9b7c2b1e6b2c " + blank  # the line as it was
+    # a message cut to fit the chunks never ends blank either
+    for rec in ({"message": " " * 4000 + "x" * 4000}, {"message": "m", "host": " " * 4000 + "h" * 4000}):
+        payload, cut = gelf._fit(gelf.gelf_message(rec, "mx1"), "none", 1000)
+        fitted = orjson.loads(payload)
+        assert cut and fitted["short_message"].strip() and fitted["host"].strip(), fitted
 
 
 # ------------------------------------------------------------ compression

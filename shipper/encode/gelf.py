@@ -2,8 +2,9 @@
 
 Mapping (GELF 1.1, go2docs.graylog.org "GELF"):
 
-* ``version`` "1.1"; ``host`` = the record's host, else the sink's host name;
-* ``short_message`` = ``message``; ``full_message`` = ``raw`` when it differs
+* ``version`` "1.1"; ``host`` = the record's host, else (none, empty or only
+  whitespace: Graylog refuses a blank mandatory field) the sink's host name;
+* ``short_message`` = ``message`` (``-`` when blank); ``full_message`` = ``raw`` when it differs
   (the whole line with its stamp), omitted when equal;
 * ``timestamp`` = ``time_unix_ns`` as float seconds (sub-second precision; the
   exact nanoseconds stay in ``_time``, the RFC 3339 text);
@@ -83,19 +84,24 @@ def _value(v: Any) -> Any:
     return json_text(v)  # objects, and lists holding objects (a summary's recipients)
 
 
+def _blank(text: str) -> bool:
+    """Empty or whitespace only: what Graylog refuses in a mandatory field (isBlank)."""
+    return not text or text.isspace()
+
+
 def gelf_message(rec: dict[str, Any], default_host: str = "localhost") -> dict[str, Any]:
     """One flat record → one GELF 1.1 message (a dict ready for JSON)."""
     message = rec.get("message")
     raw = rec.get("raw")
     if not isinstance(message, str):
         message = raw if isinstance(raw, str) else ""
-    if message == "":
-        message = "-"  # short_message must not be empty
+    if _blank(message):
+        message = "-"  # Graylog refuses a short_message that is empty or only whitespace
     host = rec.get("host")
     t = rec.get("time_unix_ns")
     out: dict[str, Any] = {
         "version": "1.1",
-        "host": host if isinstance(host, str) and host else default_host,
+        "host": host if isinstance(host, str) and not _blank(host) else default_host,
         "short_message": message,
     }
     if isinstance(raw, str) and raw != message:
@@ -184,7 +190,9 @@ def _fit(msg: dict[str, Any], compression: str, limit: int,
         if longest is None:
             break
         v = msg[longest]
-        msg[longest] = v[:len(v) // 2]
+        v = v[:len(v) // 2]
+        # the first half of "      text" may be blank: not in a field Graylog requires
+        msg[longest] = "-" if longest in ("short_message", "host") and _blank(v) else v
         if longest not in cut:
             cut.append(longest)
         msg["_truncated"] = ",".join(cut)
