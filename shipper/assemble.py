@@ -53,7 +53,8 @@ def build_sink(cfg: SinkConfig) -> Any:
         from shipper.encode.rfc5424 import Rfc3164Encoder, Rfc5424Encoder
 
         if cfg.format == "rfc3164":
-            encoder: Any = Rfc3164Encoder(facility=cfg.facility, msg_field=cfg.msg_field)
+            encoder: Any = Rfc3164Encoder(facility=cfg.facility, msg_field=cfg.msg_field,
+                                          local_time=cfg.local_time)
         else:
             kwargs: dict[str, Any] = {"sd_id": cfg.sd_id, "facility": cfg.facility,
                                       "msg_field": cfg.msg_field, "bom": cfg.bom}

@@ -249,6 +249,7 @@ class SinkConfig:
     max_message_bytes: int | None = None  # None: the transport's default
     msg_field: str = "message"  # MSG part: message (program text) | raw (the whole line)
     bom: bool = False  # rfc5424: UTF-8 BOM before MSG
+    local_time: bool = True  # rfc3164: timestamps in local time (RFC 3164 4.1.2), else UTC
     window: int = 128  # relp: transactions in flight
     # gelf
     transport: str | None = None  # udp | tcp | tls | http
@@ -833,7 +834,8 @@ _COMMON_SINK_KEYS = {"type", "records", "include_programs", "exclude_programs", 
                      "exclude_events", "batch_max_records", "batch_max_bytes", "batch_max_age",
                      "dead_letter", "buffer"}
 _NET_KEYS = {"host", "port", "connect_timeout", "keepalive", "tls"}
-_SYSLOG_KEYS = {"protocol", "format", "sd_id", "facility", "max_message_bytes", "msg_field", "bom"}
+_SYSLOG_KEYS = {"protocol", "format", "sd_id", "facility", "max_message_bytes", "msg_field", "bom",
+                "local_time"}
 _SINK_KEYS: dict[str, set[str]] = {
     "syslog": _NET_KEYS | _SYSLOG_KEYS | {"framing"},
     "relp": _NET_KEYS | _SYSLOG_KEYS | {"window"},
@@ -963,6 +965,10 @@ def _sink(t: _Table, name: str, cfg: Config) -> SinkConfig | None:
         c.bom = t.boolean("bom", c.bom)
         if t.has("bom") and c.format != "rfc5424":
             ctx.error(t.key_path("bom"), f'applies to format "rfc5424", not {_show(c.format)}')
+        c.local_time = t.boolean("local_time", c.local_time)
+        if t.has("local_time") and c.format != "rfc3164":
+            # an RFC 5424 timestamp carries its offset: always sent in UTC
+            ctx.error(t.key_path("local_time"), f'applies to format "rfc3164", not {_show(c.format)}')
         if kind == "syslog":
             c.framing = t.string("framing", c.framing, choices=("octet-counted", "lf"))
             if t.has("framing") and c.protocol == "udp":

@@ -176,6 +176,8 @@ BAD_CASES = [
     ("lf framing over tls", BASE + 'protocol = "tls"\nframing = "lf"\n',
      ['sinks.siem.framing: must be "octet-counted" with protocol "tls" (RFC 5425 4.3: TLS receivers '
       'read octet counts), got "lf"']),
+    ("local_time on rfc5424", BASE + 'local_time = false\n',
+     ['sinks.siem.local_time: applies to format "rfc3164", not "rfc5424"']),
     ("bom on rfc3164", BASE + 'format = "rfc3164"\nbom = true\n',
      ['sinks.siem.bom: applies to format "rfc5424", not "rfc3164"']),
     ("watch typo", BASE.replace('type = "multilog"', 'type = "multilog"\nwatch = "inotfy"'),
@@ -449,6 +451,19 @@ def test_msg_field_and_bom_reach_the_encoder() -> None:
     enc = sink.encoding.encoder if hasattr(sink, "encoding") else sink.encoder
     assert enc.msg_field == "raw" and enc.bom is True
 
+
+
+@pytest.mark.parametrize("kind, extra, local", [("syslog", "", True), ("syslog", "local_time = false\n", False),
+                                                ("relp", "local_time = true\n", True)])
+def test_rfc3164_local_time_reaches_the_encoder(kind: str, extra: str, local: bool) -> None:
+    # RFC 3164 4.1.2: local time by default (it was always UTC, an hour off in Berlin)
+    from shipper.assemble import build_sink
+    base = (f'[sources.q]\ntype = "multilog"\npaths = ["/var/log/qmail/*"]\n[sinks.s]\ntype = "{kind}"\n'
+            'host = "h"\nformat = "rfc3164"\n')
+    cfg = load_config_text(base + extra, check_files=False).sinks["s"]
+    sink = build_sink(cfg)
+    enc = sink.encoding.encoder if hasattr(sink, "encoding") else sink.encoder
+    assert cfg.local_time is local and enc.local_time is local
 
 @pytest.mark.parametrize("extra, datagram", [("", 1472), ("max_message_bytes = 8192\n", 8192),
                                              ('format = "rfc3164"\n', 1472)])

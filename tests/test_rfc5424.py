@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+import time
 
 import pytest
 from conftest import FIXTURES
@@ -186,7 +187,7 @@ def test_fast_path_equals_slow_path_for_real_records():
 
 
 def test_rfc3164():
-    enc = Rfc3164Encoder()
+    enc = Rfc3164Encoder(local_time=False)
     assert enc.encode(record(pid=77, time_unix_ns=NS)) == \
         b"<22>Jan  1 19:51:03 mx1.example qmail-send[77]: delivery 1356: success: accepted"
     assert enc.encode(record(program="postfix/smtpd", host=None)).startswith(b"<22>Jan  1 19:51:03 - postfix/smtpd: ")
@@ -194,6 +195,27 @@ def test_rfc3164():
     data = small.encode(record(message="é" * 400))
     assert len(data) <= 500 and small.truncated == 1
     data.decode("utf-8")
+
+
+@pytest.fixture
+def berlin(monkeypatch):
+    """The process in Europe/Berlin's zone (POSIX rule: no tzdata needed), put back after."""
+    monkeypatch.setenv("TZ", "CET-1CEST,M3.5.0,M10.5.0/3")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_rfc3164_time_is_local_by_default(berlin):
+    # RFC 3164 4.1.2: local time, no zone; a receiver in Berlin read 19:51:03Z sent as
+    # "19:51:03" as 19:51:03+01:00, an hour off
+    assert Rfc3164Encoder().encode(record()).startswith(b"<22>Jan  1 20:51:03 mx1.example ")
+    summer = 1_530_474_663 * 10**9  # 2018-07-01T19:51:03Z: CEST, +2
+    assert Rfc3164Encoder().encode(record(time_unix_ns=summer)).startswith(b"<22>Jul  1 21:51:03 ")
+    assert Rfc3164Encoder(local_time=False).encode(record()).startswith(b"<22>Jan  1 19:51:03 ")
+    # a time out of every range never raises: the time of sending stands in
+    assert Rfc3164Encoder().encode(record(time_unix_ns=10**30))[19:32] == b" mx1.example "
 
 
 # -- property: anything in, a message our own RFC 5424 reader decodes back

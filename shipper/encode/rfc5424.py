@@ -481,15 +481,16 @@ class Rfc5424Encoder:
 class Rfc3164Encoder:
     """Flat record dicts → BSD syslog lines ``<PRI>Mmm dd HH:MM:SS host tag[pid]: msg``.
 
-    For receivers that predate RFC 5424. The timestamp is the line's own time in UTC
-    unless ``local_time`` (RFC 3164 has no zone; receivers read it in their own zone)
-    and has no year and no fraction. There is no structured data, so the event fields and
+    For receivers that predate RFC 5424. The timestamp is the line's own time with no
+    year, no fraction and no zone: in this host's local time (``local_time``, the
+    default: RFC 3164 4.1.2 says local time, and receivers read it in their own zone),
+    or in UTC for receivers kept in UTC. There is no structured data, so the event fields and
     event id do not travel, and a record cut to ``max_size`` (1024 by default, RFC 3164
     section 4.1) is only counted in ``truncated``, not flagged in band.
     """
 
     def __init__(self, *, facility: int = FACILITY_MAIL, hostname: str | None = None,
-                 msg_field: str = "message", max_size: int = 1024, local_time: bool = False) -> None:
+                 msg_field: str = "message", max_size: int = 1024, local_time: bool = True) -> None:
         if not 0 <= facility <= 23:
             raise ValueError(f"syslog facility must be 0-23, got {facility}")
         if msg_field not in ("message", "raw"):
@@ -509,9 +510,17 @@ class Rfc3164Encoder:
 
     def _timestamp(self, ns: Any) -> str:
         secs = ns // 1_000_000_000 if type(ns) is int else int(time.time())
+        return (self._seconds.get(self._local(secs)) or self._seconds.get(self._local(int(time.time())))
+                or "Jan  1 00:00:00")
+
+    def _local(self, secs: int) -> int:
+        """``secs`` shifted by the zone's offset then (the cached texts are UTC's)."""
         if self.local_time:
-            secs += time.localtime(secs).tm_gmtoff  # cached texts are UTC: shift by the zone
-        return self._seconds.get(secs) or self._seconds.get(int(time.time())) or "Jan  1 00:00:00"
+            try:
+                secs += time.localtime(secs).tm_gmtoff
+            except (OverflowError, OSError, ValueError):
+                pass  # out of range: _SecondCache has no text for it either
+        return secs
 
     def _tag(self, program: Any) -> str:
         if type(program) not in _HASHABLE_HEAD:
