@@ -91,7 +91,7 @@ def build_sink(cfg: SinkConfig) -> Any:
             return gelf.GelfUdpSink(cfg.host, cfg.port, name=cfg.name, chunk_size=cfg.chunk_size,
                                     compression=cfg.compression, compress_min=cfg.compress_min)
         if cfg.transport == "http":
-            return gelf.gelf_http_sink(cfg.url, name=cfg.name, tls=cfg.tls, **_auth(cfg))
+            return gelf.gelf_http_sink(cfg.url, bulk=cfg.bulk, name=cfg.name, tls=cfg.tls, **_auth(cfg))
         return gelf.GelfTcpSink(cfg.host, cfg.port, name=cfg.name,
                                 tls=cfg.tls if cfg.transport == "tls" else None,
                                 connect_timeout=cfg.connect_timeout, keepalive=cfg.keepalive)
@@ -101,7 +101,9 @@ def build_sink(cfg: SinkConfig) -> Any:
         return HttpSink(cfg.url, cfg.format or "ndjson", name=cfg.name, table=cfg.table,
                         index=cfg.index, gzip=cfg.gzip, timeout=cfg.timeout,
                         connect_timeout=cfg.connect_timeout, tls=cfg.tls, headers=cfg.headers,
-                        max_batch_bytes=cfg.batch_max_bytes, max_batch_records=cfg.batch_max_records,
+                        max_batch_bytes=cfg.batch_max_bytes,
+                        # GELF: one message per request unless the input receives bulk
+                        max_batch_records=cfg.batch_max_records if cfg.format != "gelf" or cfg.bulk else 1,
                         **_auth(cfg))
     from shipper.sinks.local import FileSink, StdoutSink
 

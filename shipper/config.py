@@ -256,6 +256,7 @@ class SinkConfig:
     chunk_size: int = 1420
     compression: str = "gzip"  # gzip | zlib | none
     compress_min: int = 0  # gelf udp: messages shorter than this (bytes of JSON) go uncompressed
+    bulk: bool = False  # GELF over HTTP: many messages per request (Graylog's "bulk receiving")
     # http (and gelf over http)
     url: str | None = None
     table: str | None = None  # clickhouse
@@ -840,9 +841,9 @@ _SINK_KEYS: dict[str, set[str]] = {
     "syslog": _NET_KEYS | _SYSLOG_KEYS | {"framing"},
     "relp": _NET_KEYS | _SYSLOG_KEYS | {"window"},
     "gelf": _NET_KEYS | {"transport", "chunk_size", "compression", "compress_min", "url", "timeout", "auth",
-                         "headers"},
+                         "headers", "bulk"},
     "http": {"url", "format", "table", "index", "gzip", "timeout", "auth", "headers", "tls",
-             "connect_timeout", "keepalive"},
+             "connect_timeout", "keepalive", "bulk"},
     "file": {"path", "max_bytes", "keep"},
     "stdout": set(),
 }
@@ -1026,6 +1027,10 @@ def _sink(t: _Table, name: str, cfg: Config) -> SinkConfig | None:
         if c.auth is not None and c.url and c.url.startswith("http://") and not _is_loopback_url(c.url):
             ctx.warnings.append(f"{t.key_path('url')}: credentials sent over plain http:// to "
                                 "another host; use https://")
+        # Graylog's GELF HTTP input takes one message per request unless "Enable Bulk
+        # Receiving" is on (off by default, absent in older versions): else it keeps one of a
+        # batch, or none, and still answers 202
+        c.bulk = t.boolean("bulk", c.bulk)
     if kind == "http":
         c.format = t.string("format", "ndjson", choices=HTTP_FORMATS)
         c.gzip = t.boolean("gzip", c.gzip)
@@ -1039,10 +1044,12 @@ def _sink(t: _Table, name: str, cfg: Config) -> SinkConfig | None:
         c.index = t.string("index", "qmail" if c.format == "elasticsearch" else None)
         if t.has("index") and c.format != "elasticsearch":
             ctx.error(t.key_path("index"), f'applies to format "elasticsearch", not {_show(c.format)}')
+        if t.has("bulk") and c.format != "gelf":
+            ctx.error(t.key_path("bulk"), f'applies to format "gelf", not {_show(c.format)}')
         if c.url and not _url_problem(c.url) and c.format in _ENDPOINTS:
             c.url = _endpoint(ctx, t.key_path("url"), c.url, c.format)
     if kind == "gelf" and mode != "http":
-        for key in ("url", "timeout", "auth", "headers"):
+        for key in ("url", "timeout", "auth", "headers", "bulk"):
             if t.has(key):
                 t.seen.add(key)
                 ctx.error(t.key_path(key), 'applies to transport "http" only')

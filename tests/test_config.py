@@ -216,6 +216,10 @@ BAD_CASES = [
      ["sinks.h.auth: basic auth needs password_file or password_env"]),
     ("gelf udp with url", BASE + '[sinks.g]\ntype = "gelf"\nhost = "g"\nurl = "http://g/"\n',
      ['sinks.g.url: applies to transport "http" only']),
+    ("bulk on gelf udp", BASE + '[sinks.g]\ntype = "gelf"\nhost = "g"\nbulk = true\n',
+     ['sinks.g.bulk: applies to transport "http" only']),
+    ("bulk on ndjson", BASE + '[sinks.h]\ntype = "http"\nurl = "http://h/x"\nbulk = true\n',
+     ['sinks.h.bulk: applies to format "gelf", not "ndjson"']),
     ("gelf tcp compressed",
      BASE + '[sinks.g]\ntype = "gelf"\ntransport = "tcp"\nhost = "g"\ncompression = "gzip"\n',
      ['sinks.g.compression: GELF over tcp is not compressed (NUL-delimited JSON); use "none", '

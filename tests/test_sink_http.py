@@ -582,8 +582,8 @@ async def test_otlp_partial_success_is_refused(peer: Peer):
 
 async def test_gelf_over_http(peer: Peer):
     recs = fixture_records()[:3]
-    bulk = gelf_http_sink(peer.url, gzip=False, default_host="mx1")
-    single = gelf_http_sink(peer.url, bulk=False, default_host="mx1")
+    bulk = gelf_http_sink(peer.url, bulk=True, gzip=False, default_host="mx1")
+    single = gelf_http_sink(peer.url, default_host="mx1")
     await bulk.send(recs)
     await single.send(recs)
     await bulk.close()
@@ -593,6 +593,30 @@ async def test_gelf_over_http(peer: Peer):
     assert [m["short_message"] for m in msgs] == [r["message"] for r in recs]
     assert all(m["version"] == "1.1" and "_id" not in m for m in msgs)
     assert [orjson.loads(r["body"])["_event_id"] for r in peer.requests[1:]] == [r["event_id"] for r in recs]
+
+
+
+@pytest.mark.parametrize("sink, bulk", [('type = "gelf"\ntransport = "http"\n', ""),
+                                        ('type = "gelf"\ntransport = "http"\n', "bulk = true\n"),
+                                        ('type = "http"\nformat = "gelf"\n', ""),
+                                        ('type = "http"\nformat = "gelf"\n', "bulk = true\n")])
+async def test_gelf_over_http_one_message_per_request_unless_bulk(peer: Peer, sink: str, bulk: str):
+    # Graylog's GELF HTTP input keeps one message of a batch (or none) and answers 202
+    # unless "Enable Bulk Receiving" is on: one per request by default, on one connection
+    from shipper.assemble import build_sink
+    from shipper.config import load_config_text
+
+    cfg = load_config_text(f'[sources.q]\ntype = "multilog"\npaths = ["/l/*"]\n[sinks.g]\n{sink}url = "{peer.url}"\n'
+                           f'{bulk}', check_files=False)
+    assert cfg.sinks["g"].bulk is bool(bulk)
+    s = build_sink(cfg.sinks["g"])
+    recs = fixture_records()[:4]
+    await s.send(recs)
+    await s.close()
+    bodies = [r["body"] for r in peer.requests]
+    assert [orjson.loads(m)["_event_id"] for b in bodies for m in b.splitlines()] == [r["event_id"] for r in recs]
+    assert len(bodies) == (1 if bulk else len(recs))
+    assert len({r["client"] for r in peer.requests}) == 1  # keep-alive: one connection
 
 
 def test_url_credentials_are_used_and_hidden():

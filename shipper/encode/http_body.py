@@ -37,7 +37,8 @@ Formats:
   the message, ``attributes`` = every other key (ints as strings, per the
   protobuf JSON mapping).
 * ``gelf`` — newline-separated GELF 1.1 messages (Graylog's GELF HTTP input; bulk
-  receiving must be on for more than one message per request).
+  receiving must be on for more than one message per request: the sinks send one per
+  request unless ``bulk``).
 """
 
 from __future__ import annotations

@@ -196,11 +196,13 @@ class GelfTcpSink:
         await self._drop()
 
 
-def gelf_http_sink(url: str, *, bulk: bool = True, **kwargs: Any) -> HttpSink:
+def gelf_http_sink(url: str, *, bulk: bool = False, **kwargs: Any) -> HttpSink:
     """GELF over HTTP: the HTTP sink with the ``gelf`` body format.
 
-    ``bulk=False`` sends one message per request, for Graylog inputs without
-    bulk receiving; the keep-alive connection is reused between them.
+    One message per request (on one keep-alive connection) by default: Graylog's GELF
+    HTTP input takes more only with "Enable Bulk Receiving" (off by default, absent in
+    older versions), and otherwise keeps one message of a batch, or none, while it
+    answers 202. ``bulk=True`` sends a batch newline-separated in one request.
     """
     kwargs.setdefault("name", "gelf")
     return HttpSink(url, "gelf", max_batch_records=None if bulk else 1, **kwargs)
