@@ -91,7 +91,10 @@ def build_sink(cfg: SinkConfig) -> Any:
             return gelf.GelfUdpSink(cfg.host, cfg.port, name=cfg.name, chunk_size=cfg.chunk_size,
                                     compression=cfg.compression, compress_min=cfg.compress_min)
         if cfg.transport == "http":
-            return gelf.gelf_http_sink(cfg.url, bulk=cfg.bulk, name=cfg.name, tls=cfg.tls, **_auth(cfg))
+            return gelf.gelf_http_sink(cfg.url, bulk=cfg.bulk, name=cfg.name, tls=cfg.tls,
+                                       gzip=cfg.compression == "gzip", timeout=cfg.timeout,
+                                       connect_timeout=cfg.connect_timeout, headers=cfg.headers,
+                                       max_batch_bytes=cfg.batch_max_bytes, **_auth(cfg))
         return gelf.GelfTcpSink(cfg.host, cfg.port, name=cfg.name,
                                 tls=cfg.tls if cfg.transport == "tls" else None,
                                 connect_timeout=cfg.connect_timeout, keepalive=cfg.keepalive)

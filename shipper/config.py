@@ -986,7 +986,7 @@ def _sink(t: _Table, name: str, cfg: Config) -> SinkConfig | None:
     elif kind == "gelf":
         c.transport = t.string("transport", "udp", choices=("udp", "tcp", "tls", "http"))
         c.chunk_size = t.integer("chunk_size", c.chunk_size, 512, 65467)
-        c.compression = t.string("compression", "gzip" if c.transport == "udp" else "none",
+        c.compression = t.string("compression", "gzip" if c.transport in ("udp", "http") else "none",
                                  choices=("gzip", "zlib", "none"))
         c.compress_min = t.integer("compress_min", c.compress_min, 0, 1 << 24)
         if t.has("compress_min") and c.transport != "udp":
@@ -994,6 +994,8 @@ def _sink(t: _Table, name: str, cfg: Config) -> SinkConfig | None:
         if c.transport in ("tcp", "tls") and t.has("compression") and c.compression != "none":
             ctx.error(t.key_path("compression"), f'GELF over {c.transport} is not compressed '
                       f'(NUL-delimited JSON); use "none", got {_show(c.compression)}')
+        if c.transport == "http" and c.compression == "zlib":  # the body is gzip (Content-Encoding) or plain
+            ctx.error(t.key_path("compression"), 'GELF over http is "gzip" or "none", got "zlib"')
         tls_wanted = c.transport == "tls"
         mode = c.transport
     else:

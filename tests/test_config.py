@@ -220,6 +220,8 @@ BAD_CASES = [
      ['sinks.g.bulk: applies to transport "http" only']),
     ("bulk on ndjson", BASE + '[sinks.h]\ntype = "http"\nurl = "http://h/x"\nbulk = true\n',
      ['sinks.h.bulk: applies to format "gelf", not "ndjson"']),
+    ("gelf http zlib", BASE + '[sinks.g]\ntype = "gelf"\ntransport = "http"\nurl = "http://g/gelf"\n'
+     'compression = "zlib"\n', ['sinks.g.compression: GELF over http is "gzip" or "none", got "zlib"']),
     ("gelf tcp compressed",
      BASE + '[sinks.g]\ntype = "gelf"\ntransport = "tcp"\nhost = "g"\ncompression = "gzip"\n',
      ['sinks.g.compression: GELF over tcp is not compressed (NUL-delimited JSON); use "none", '

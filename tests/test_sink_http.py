@@ -619,6 +619,24 @@ async def test_gelf_over_http_one_message_per_request_unless_bulk(peer: Peer, si
     assert len({r["client"] for r in peer.requests}) == 1  # keep-alive: one connection
 
 
+
+async def test_gelf_over_http_takes_its_keys_from_the_config(peer: Peer):
+    # headers, timeout and compression were accepted and then ignored: gzip always
+    from shipper.assemble import build_sink
+    from shipper.config import load_config_text
+
+    base = f'[sources.q]\ntype = "multilog"\npaths = ["/l/*"]\n[sinks.g]\ntype = "gelf"\ntransport = "http"\n' \
+           f'url = "{peer.url}"\n'
+    plain = build_sink(load_config_text(base + 'compression = "none"\ntimeout = "7s"\n[sinks.g.headers]\n'
+                                        'X-Tenant = "mail"\n', check_files=False).sinks["g"])
+    assert (plain.gzip, plain.timeout) == (False, 7.0)
+    await plain.send(fixture_records()[:1])
+    await plain.close()
+    (req,) = peer.requests
+    assert req["headers"]["X-Tenant"] == "mail" and "Content-Encoding" not in req["headers"]
+    assert build_sink(load_config_text(base, check_files=False).sinks["g"]).gzip is True
+
+
 def test_url_credentials_are_used_and_hidden():
     sink = HttpSink("https://user:pa55word@example.invalid:8443/x?y=1", "ndjson")
     assert sink.url == "https://example.invalid:8443/x"
