@@ -54,7 +54,7 @@ def build_sink(cfg: SinkConfig) -> Any:
 
         if cfg.format == "rfc3164":
             encoder: Any = Rfc3164Encoder(facility=cfg.facility, msg_field=cfg.msg_field,
-                                          local_time=cfg.local_time)
+                                          local_time=cfg.local_time, max_size=cfg.max_message_bytes or 1024)
         else:
             kwargs: dict[str, Any] = {"sd_id": cfg.sd_id, "facility": cfg.facility,
                                       "msg_field": cfg.msg_field, "bom": cfg.bom}

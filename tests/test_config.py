@@ -471,6 +471,15 @@ def test_rfc3164_local_time_reaches_the_encoder(kind: str, extra: str, local: bo
     enc = sink.encoding.encoder if hasattr(sink, "encoding") else sink.encoder
     assert cfg.local_time is local and enc.local_time is local
 
+
+def test_rfc3164_max_message_bytes_reaches_the_encoder() -> None:
+    # it was taken for rfc5424 only: rfc3164 messages were cut at 1024 whatever it said
+    from shipper.assemble import build_sink
+    base = '[sources.q]\ntype = "multilog"\npaths = ["/var/log/qmail/*"]\n[sinks.s]\ntype = "syslog"\nhost = "h"\n'
+    for extra, size in (('format = "rfc3164"\n', 1024), ('format = "rfc3164"\nmax_message_bytes = 4096\n', 4096)):
+        sink = build_sink(load_config_text(base + extra, check_files=False).sinks["s"])
+        assert sink.encoding.encoder.max_size == size
+
 @pytest.mark.parametrize("extra, datagram", [("", 1472), ("max_message_bytes = 8192\n", 8192),
                                              ('format = "rfc3164"\n', 1472)])
 def test_a_udp_syslog_sink_builds_from_its_defaults(extra: str, datagram: int):
