@@ -22,7 +22,7 @@ from shipper.sinks.base import Backoff, SinkError, deliver, describe_error
 from shipper.sinks.syslog import SyslogTcpSink, SyslogUdpSink
 from shipper.tlsconfig import TlsOptions
 
-NOT_SD = {"message", "raw", "raw_base64", "time", "host", "program", "pid", "event"}
+NOT_SD = {"message", "raw", "time", "host", "program", "pid", "event"}
 
 
 @pytest.fixture(scope="module")

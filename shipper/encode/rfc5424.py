@@ -23,6 +23,9 @@ Size limit (``max_size`` octets per message, 8192 by default: RFC 5425 requires 
 to take 2048 and says they SHOULD take 8192): MSG is cut first (at a UTF-8 character
 boundary), then SD params are dropped (event fields first, ``event_id`` never). A cut
 record carries ``truncated="1"`` in its SD and is counted in ``truncated``: never dropped.
+``raw_base64`` (a line that was not valid UTF-8: its exact bytes, as GELF's ``_raw_base64``)
+is an SD param of a message that fits whole; a cut message leaves it out first, since
+part of the bytes would not be the line.
 
 Speed: per sequence of record keys (one event of one parser) the encoder keeps getters and
 a %-template for the SD, so most records cost one %-format for the SD and one f-string; the
@@ -48,7 +51,7 @@ DEFAULT_MAX_SIZE = 8192
 MIN_MAX_SIZE = 480  # RFC 5426: every IPv4 receiver must take 480 octets
 
 # Keys that are the header or MSG (or a duplicate of the timestamp), not structured data.
-_NOT_SD = frozenset({"message", "raw", "raw_base64", "time", "host", "program", "pid", "event"})
+_NOT_SD = frozenset({"message", "raw", "time", "host", "program", "pid", "event"})
 # Kept longest when params must go to fit the size limit; dropped last, in this order.
 _CORE_SD = ("event_id", "time_unix_ns", "offset", "file_id", "source", "time_source", "flags")
 
@@ -433,7 +436,7 @@ class Rfc5424Encoder:
         fields: list[tuple[str, str]] = []
         core: dict[str, tuple[str, str]] = {}
         for key, value in rec.items():
-            if key in _NOT_SD:
+            if key in _NOT_SD or key == "raw_base64":  # a part of the bytes is no use: all or none
                 continue
             text = param_text(value)
             if text is None:
