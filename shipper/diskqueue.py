@@ -147,6 +147,7 @@ class QueueStats:
     state_write_errors: int = 0
     fsyncs: int = 0
     segments_deleted: int = 0
+    delete_errors: int = 0  # delivered segments that could not be deleted (left on disk)
     repairs: int = 0  # recovery actions taken (each logged once)
     corrupt_records: int = 0  # seqs lost to corrupt or missing bytes
     quarantined_bytes: int = 0
@@ -473,6 +474,7 @@ class DiskQueue:
         self._synced_ack = 0
         self._needs_truncate = False
         self._last_sync = time.monotonic()
+        self._sync_failed = False  # the last sync() failed: said once, until one works
         self._state_dirty = False
         self._positions: dict[str, Any] = {}
         self._map_seq = 0
@@ -1032,6 +1034,15 @@ class DiskQueue:
                 seg.path.unlink()
             except FileNotFoundError:
                 pass
+            except OSError as exc:
+                # EPERM (chattr +i), EROFS, EIO: a file left on disk, not a crash loop
+                # (this runs at every ack and at every start); a later start deletes it
+                self.stats.delete_errors += 1
+                if self.stats.delete_errors == 1:
+                    log.error("buffer %s: cannot delete the delivered segment %s: %s (left on "
+                              "disk; deleted at a later start; said once)", self.path,
+                              seg.path.name, exc.strerror)
+                continue
             self.stats.segments_deleted += 1
 
     # -- durability and state -----------------------------------------------------------
@@ -1043,7 +1054,14 @@ class DiskQueue:
         does this every ``fsync_interval_ms``: reading ``durable_seq`` is enough."""
         with self._lock:
             if not self._closed:
-                self._sync_locked()
+                try:
+                    self._sync_locked()
+                    self._sync_failed = False
+                except OSError as exc:  # EIO, ENOSPC: nothing becomes durable; said once a run
+                    if not self._sync_failed:
+                        log.error("buffer %s: fsync failed: %s (records wait; retrying)",
+                                  self.path, exc.strerror or exc)
+                    self._sync_failed = True
             return self._durable_seq
 
     def _gone_locked(self) -> bool:

@@ -599,3 +599,52 @@ def test_a_buffer_deleted_while_running_says_so_and_starts_again(tmp_path: Path,
     q = open_q(qdir)
     assert [p for _, p in drain(q)] == [rec(j) for j in range(10, 15)]
     q.close()
+
+
+def test_a_delivered_segment_that_cannot_be_deleted_is_left_not_a_crash_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by fault injection (chattr +i on the buffer directory): the unlink of a
+    delivered segment raised out of ack(), the daemon died, and every start died on
+    the same unlink in recovery. It is said once, left on disk, deleted later."""
+    q = open_q(tmp_path)
+    fill(q, 0, 1000)
+    drain(q, ack=False)
+    real_unlink = Path.unlink
+
+    def immutable(self: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(1, "Operation not permitted", str(self))
+
+    monkeypatch.setattr(Path, "unlink", immutable)
+    q.ack(1000)  # no exception
+    assert q.depth == 0 and q.stats.delete_errors >= 1 and q.stats.segments_deleted == 0
+    left = len(seg_files(tmp_path))
+    assert left > 1
+    assert sum("cannot delete the delivered segment" in r.getMessage() for r in caplog.records) == 1
+    q.close()
+    q = open_q(tmp_path)  # a start while it still cannot delete: no crash, nothing to resend
+    assert q.depth == 0 and q.read(10, 1 << 20) == []
+    q.close()
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    q = open_q(tmp_path)  # the flag removed: the leftovers go
+    assert q.depth == 0 and len(seg_files(tmp_path)) == 1
+    q.close()
+
+
+def test_a_failing_fsync_is_said_once_and_nothing_becomes_durable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """From the same fault review: sync() let an EIO out of fdatasync, which ended the
+    pipeline's syncer task. Nothing is durable then, so no checkpoint moves."""
+    q = open_q(tmp_path, fsync="interval", fsync_interval_ms=600_000.0)
+    fill(q, 0, 10)
+    q.sync()
+    fill(q, 10, 10)
+
+    def eio(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", eio)
+    assert q.sync() == 10 and q.sync() == 10  # no exception, nothing more durable
+    assert sum("fsync failed" in r.getMessage() for r in caplog.records) == 1
+    monkeypatch.undo()
+    assert q.sync() == 20
+    q.close()
