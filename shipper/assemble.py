@@ -233,7 +233,7 @@ class Assembly:
         # A batch that does not fit pauses the reading, though a byte may still fit
         paused = [f"{name} ({secs:.0f} s)" for name, secs in self.pipeline.paused_by()]
         if paused:
-            return False, f"reading paused: buffer full for sinks {', '.join(paused)}"
+            return False, f"reading paused: buffer full or not writable for sinks {', '.join(paused)}"
         bad = [r.name for r in self.pipeline.routes
                if not r.sink.stats.connected and not _queue_has_room(r.queue)]
         if bad:

@@ -67,9 +67,9 @@ class SinkRoute:
     recent_count: int = 0
     backoff: Backoff = field(default_factory=Backoff)
     gone: bool = False  # the sink can never deliver again (SinkGone): no drain waits for it
-    # time.monotonic() since the queue has been too full to take the next batch (reading
-    # paused for it), and whether the log said so
-    full_since: float | None = None
+    # time.monotonic() since the queue cannot take the next batch (full, or its disk
+    # failing): reading is paused for it; and whether the log said it is full
+    paused_since: float | None = None
     full_said: bool = False
 
 
@@ -87,11 +87,11 @@ SINK_TURNS = 64
 SINK_IDLE_TURNS = 8
 
 
-def _note_full(route: SinkRoute) -> None:
+def _note_paused(route: SinkRoute, full: bool) -> None:
     now = time.monotonic()
-    if route.full_since is None:
-        route.full_since = now
-    elif not route.full_said and now - route.full_since >= FULL_SAY_AFTER:
+    if route.paused_since is None:
+        route.paused_since = now
+    elif full and not route.full_said and now - route.paused_since >= FULL_SAY_AFTER:
         route.full_said = True
         log.warning("buffer of sink %s is full: reading paused until the sink takes records "
                     "(multilog keeps the logs until its n limit; then gaps)", route.name)
@@ -99,10 +99,10 @@ def _note_full(route: SinkRoute) -> None:
 
 def _note_room(route: SinkRoute) -> None:
     if route.full_said:
-        assert route.full_since is not None
+        assert route.paused_since is not None
         log.info("buffer of sink %s has room again: reading resumed after %.0f s", route.name,
-                 time.monotonic() - route.full_since)
-    route.full_since = None
+                 time.monotonic() - route.paused_since)
+    route.paused_since = None
     route.full_said = False
 
 
@@ -471,7 +471,7 @@ class Pipeline:
                     # when_full = block: stop reading until the sink drains its queue
                     if self._stop_reading.is_set():
                         return  # not appended, not committed: read again after restart
-                    _note_full(route)
+                    _note_paused(route, full=True)
                     await asyncio.sleep(0.05)
                     continue
                 try:
@@ -484,11 +484,12 @@ class Pipeline:
                     if not self._write_error_logged:
                         log.error("buffer of sink %s: %s (reading paused until it works)", route.name, exc)
                         self._write_error_logged = True
+                    _note_paused(route, full=False)
                     if self._stop_reading.is_set():
                         return
                     await asyncio.sleep(1.0)
             self._write_error_logged = False
-            if route.full_since is not None:
+            if route.paused_since is not None:
                 _note_room(route)
             self.stats.blocked_seconds += time.monotonic() - t0
             seqs[route.name] = result.last_seq
@@ -530,11 +531,11 @@ class Pipeline:
                 return
 
     def paused_by(self) -> list[tuple[str, float]]:
-        """The sinks whose full buffer has paused the reading for FULL_SAY_AFTER or
-        more: (name, seconds)."""
+        """The sinks whose buffer (full, or its disk failing) has paused the reading for
+        FULL_SAY_AFTER or more: (name, seconds)."""
         now = time.monotonic()
-        return [(r.name, now - r.full_since) for r in self.routes
-                if r.full_since is not None and now - r.full_since >= FULL_SAY_AFTER]
+        return [(r.name, now - r.paused_since) for r in self.routes
+                if r.paused_since is not None and now - r.paused_since >= FULL_SAY_AFTER]
 
     def sync_and_commit(self, force: bool = False) -> None:
         """Commit source positions whose records are durable in every queue.

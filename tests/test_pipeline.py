@@ -440,11 +440,11 @@ async def test_a_full_buffer_pausing_the_reading_is_said_and_unhealthy(tmp_path,
     capture = Capture()
     try:
         deadline = time.monotonic() + 20
-        while not (route.full_since is not None and time.monotonic() - route.full_since > 0.5) \
+        while not (route.paused_since is not None and time.monotonic() - route.paused_since > 0.5) \
                 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         ok, why = health()
-        assert not ok and why.startswith("reading paused: buffer full for sinks siem ("), why
+        assert not ok and why.startswith("reading paused: buffer full or not writable for sinks siem ("), why
         said = [r.getMessage() for r in caplog.records if "is full: reading paused" in r.getMessage()]
         assert said == ["buffer of sink siem is full: reading paused until the sink takes records "
                         "(multilog keeps the logs until its n limit; then gaps)"]
@@ -452,7 +452,7 @@ async def test_a_full_buffer_pausing_the_reading_is_said_and_unhealthy(tmp_path,
         while len(capture.frames) < 3000 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert len(capture.frames) == 3000
-        assert route.full_since is None and health() == (True, "ok")
+        assert route.paused_since is None and health() == (True, "ok")
         assert any("has room again: reading resumed after" in r.getMessage() for r in caplog.records)
     finally:
         await pipeline.stop(5)
@@ -460,3 +460,48 @@ async def test_a_full_buffer_pausing_the_reading_is_said_and_unhealthy(tmp_path,
         await asyncio.gather(task, return_exceptions=True)
         if capture.server is not None:
             await capture.stop()
+
+
+async def test_a_buffer_it_cannot_write_is_unhealthy_while_it_lasts(tmp_path, monkeypatch):
+    """From the fault review: with the buffer's disk failing (full, read-only), reading
+    paused as it should, but /healthz said ok."""
+    import shipper.pipeline as pipeline_mod
+    from shipper.assemble import Assembly
+    from shipper.diskqueue import QueueWriteError
+
+    monkeypatch.setattr(pipeline_mod, "FULL_SAY_AFTER", 0.3)
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "current").write_bytes(b"".join(corpus(100)))
+    capture = Capture()
+    port = await capture.start()
+    source = MultilogSource([str(logdir)], str(tmp_path / "ckpt.json"), start="all", poll_interval=0.1)
+    sink = SyslogTcpSink("127.0.0.1", port, encoder=Rfc5424Encoder(hostname="h"), name="siem")
+    queue = DiskQueue.open(str(tmp_path / "buf"))
+    real_append = queue.append
+    failing = [True]
+
+    def append(payloads):
+        if failing[0]:
+            raise QueueWriteError("No space left on device")
+        return real_append(payloads)
+
+    monkeypatch.setattr(queue, "append", append)
+    route = SinkRoute("siem", sink, queue)
+    pipeline = Pipeline([(source, ParseOptions(host="mx1"))], [route])
+    health = Assembly(None, pipeline, None, None).health  # type: ignore[arg-type]
+    task = asyncio.create_task(pipeline.run())
+    try:
+        deadline = time.monotonic() + 20
+        while health()[0] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert health()[1].startswith("reading paused: buffer full or not writable for sinks siem (")
+        failing[0] = False
+        while len(capture.frames) < 100 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(capture.frames) == 100 and health() == (True, "ok")
+    finally:
+        await pipeline.stop(5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await capture.stop()
