@@ -178,3 +178,41 @@ def test_session_state_roundtrip_and_incomplete() -> None:
     got = d.feed(recs[:5]) + d.finish()
     (s,) = got
     assert s["flags"] == ["incomplete"] and s["incomplete_reason"] == "open_at_end"
+
+
+def test_deny_and_the_denied_childs_end_are_one_session() -> None:
+    """The denied child exits 100 and the server logs its end: one ``denied`` record
+    carrying that exit, not a second, partial one opened by the end."""
+    lines = [
+        "@400000006955b90a000f41f8 tcpserver: pid 6944 from 193.147.171.74",
+        "@400000006955b90a001e84dd tcpserver: deny 6944 us.es:192.168.1.13:25 :193.147.171.74::40714",
+        "@400000006955b90a002dc6d5 tcpserver: end 6944 status 25600",
+        # sslserver: the end names the parent (child − 1)
+        "@400000006955b90b000f41f8 sslserver: pid 4713 from 91.20.45.91",
+        "@400000006955b90b001e84dd sslserver: deny 4713 mail:85.25.149.179:465 :91.20.45.91::62745 "
+        "ip connection limit:3 exceeded",
+        "@400000006955b90b002dc6d5 sslserver: ended by 4712 status 25600",
+        "@400000006955b90c000f41f8 tcpsvd: info: pid 8449 from 10.0.0.9",
+        "@400000006955b90c001e84dd tcpsvd: info: deny 8449 mail:10.0.0.2 ::10.0.0.9:33052 ./peers/10.0.0.9",
+        "@400000006955b90c002dc6d5 tcpsvd: info: end 8449 exit 100",
+    ]
+    out = _correlate_lines(lines)
+    assert [(o["conn_pid"], o["result"], o["exit_code"], o["flags"]) for o in out] == \
+        [(6944, "denied", 100, []), (4713, "denied", 100, []), (8449, "denied", 100, [])]
+    assert [len(o["event_ids"]) for o in out] == [3, 3, 3]
+    assert out[1]["deny_reason"] == "ip connection limit:3 exceeded"
+
+
+def test_denied_session_whose_end_never_comes_is_emitted_complete() -> None:
+    parser = LineParser(source="s6", file_id="0123456789abcdef")
+    lines = [
+        "@400000006955b90a000f41f8 tcpserver: pid 6944 from 193.147.171.74",
+        "@400000006955b90a001e84dd tcpserver: deny 6944 us.es:192.168.1.13:25 :193.147.171.74::40714",
+        "@400000006955b91a001e84dd tcpserver: pid 6950 from 192.0.2.4",  # 16 s later
+        "@400000006955b960001e84dd tcpserver: pid 6951 from 192.0.2.5",  # 86 s later
+    ]
+    recs = [parser.parse(ln.encode() + b"\n", i * 100).to_dict() for i, ln in enumerate(lines)]
+    c = Correlator()
+    assert c.feed(recs[:3]) + c.flush() == []  # its end may still come
+    (d,) = c.feed(recs[3:]) + c.flush()
+    assert d["result"] == "denied" and d["flags"] == [] and d["conn_pid"] == 6944

@@ -42,6 +42,9 @@ class SessionOptions:
     max_age_s: float = 3600.0  # a session with no line for this long is emitted incomplete
     show_auth_user: bool = False  # AUTH user names are PII: only a flag unless configured
     sender_link_s: float = 300.0  # s/qmail sender → info msg link window
+    # A denied child exits at once and the server logs its ``end``: a denied session
+    # waits that long for it, then is emitted complete (s6-tcpserverd below -v2 logs none)
+    deny_end_s: float = 60.0
 
 
 class SessionTracker:
@@ -101,9 +104,10 @@ class SessionTracker:
 
     def flush(self, now_ns: int, out: list[dict[str, Any]]) -> None:
         limit = now_ns - int(self.opts.max_age_s * NS)
+        deny_limit = now_ns - int(self.opts.deny_end_s * NS)
         for key in list(self.sessions):
             s = self.sessions[key]
-            if (s["last_ns"] or 0) < limit:
+            if (s["last_ns"] or 0) < (deny_limit if s.get("denied") else limit):
                 self._emit(key, s, s["last_ns"], None, out, "max_age")
 
     def finish(self, out: list[dict[str, Any]]) -> None:
@@ -202,7 +206,10 @@ class SessionTracker:
             s["denied"] = True
             if "reason" in rec:
                 s["deny_reason"] = rec["reason"]
-            self._emit(key, s, rec.get("time_unix_ns"), rec.get("time_source"), out, None)
+            if rec.get("conn_pid") is None:  # refused before a fork (s6 per-IP limit): no end
+                self._emit(key, s, rec.get("time_unix_ns"), rec.get("time_source"), out, None)
+            # else the denied child's exit is logged (tcpserver: "end N status 25600"):
+            # the session stays open for it, or that end would open a second one
 
     def _tls(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
         host = rec.get("host") or ""
@@ -430,6 +437,8 @@ class SessionTracker:
 
     def _emit(self, key: str, s: dict[str, Any], end_ns: int | None, time_source: str | None,
               out: list[dict[str, Any]], incomplete: str | None) -> None:
+        if s.get("denied"):
+            incomplete = None  # the deny decided the session; its end only adds the exit status
         self.sessions.pop(key, None)
         for p in s["pids"][1:]:
             self.aliases.pop(f"{key.split(chr(0), 1)[0]}\x00{p}", None)
