@@ -216,3 +216,69 @@ def test_denied_session_whose_end_never_comes_is_emitted_complete() -> None:
     assert c.feed(recs[:3]) + c.flush() == []  # its end may still come
     (d,) = c.feed(recs[3:]) + c.flush()
     assert d["result"] == "denied" and d["flags"] == [] and d["conn_pid"] == 6944
+
+
+def _lab(sec: float) -> str:
+    """A multilog label ``sec`` seconds after 2026-01-01T00:00:00Z."""
+    t = 1767225600 + sec
+    return f"@{int(t) + 2**62 + 10:016x}{round((t - int(t)) * 1e9):08x}"
+
+
+def _recs(lines: list[tuple[float, str]], file_id: str) -> list[dict[str, Any]]:
+    parser = LineParser(source=file_id, file_id=file_id)
+    return [parser.parse(f"{_lab(t)} {text}\n".encode(), i * 100).to_dict()
+            for i, (t, text) in enumerate(lines)]
+
+
+def _recordio_session(t: float, pid: int, qp: int) -> list[tuple[float, str]]:
+    return [(t, f"tcpserver: pid {pid} from 203.0.113.9"),
+            (t + 0.001, f"tcpserver: ok {pid} mx.example.org:192.0.2.1:25 :203.0.113.9::50123"),
+            (t + 0.3, f"{pid} < MAIL FROM:<eve@spam.example.com>\r "),
+            (t + 0.31, f"{pid} > 250 ok\r "),
+            (t + 0.4, f"{pid} < RCPT TO:<bob@example.org>\r "),
+            (t + 0.41, f"{pid} > 250 ok\r "),
+            (t + 0.5, f"{pid} < DATA\r "),
+            (t + 0.51, f"{pid} > 354 go ahead\r "),
+            (t + 0.7, f"{pid} < .\r "),
+            (t + 0.8, f"{pid} > 250 ok 1767225600 qp {qp}\r "),
+            (t + 0.93, f"tcpserver: end {pid} status 0")]
+
+
+def test_qp_links_only_within_its_window() -> None:
+    """qp is a pid: 5 h after a session's ``250 ok … qp 5000`` another message with qp
+    5000 is not that session's, in either order of the two logs."""
+    smtpd = _recs(_recordio_session(0, 4711, 5000), "aaaaaaaaaaaaaaaa")
+    send = _recs([(0.75, "new msg 300"),
+                  (0.751, "info msg 300: bytes 400 from <eve@spam.example.com> qp 5000 uid 7791"),
+                  (0.81, "end msg 300"),
+                  (18000, "new msg 301"),
+                  (18000.001, "info msg 301: bytes 500 from <root@mx.example.org> qp 5000 uid 0"),
+                  (18000.2, "end msg 301")], "bbbbbbbbbbbbbbbb")
+    for order in (by_time(smtpd, send), smtpd + send):
+        c = Correlator()
+        out = c.feed(order) + c.finish()
+        mails = {o["msg"]: o for o in out if o["event"] == "mail"}
+        assert mails[300]["session"]["conn_pid"] == 4711
+        assert "session" not in mails[301]
+    # a message open for hours (deferred) whose qp a new connection's reply repeats
+    send = _recs([(0, "new msg 300"),
+                  (0.001, "info msg 300: bytes 400 from <a@example.net> qp 5000 uid 7791")],
+                 "bbbbbbbbbbbbbbbb")
+    smtpd = _recs(_recordio_session(18000, 4711, 5000), "aaaaaaaaaaaaaaaa")
+    c = Correlator()
+    out = c.feed(send + smtpd) + c.finish()
+    (sess,) = [o for o in out if o["event"] == "smtp_session"]
+    (mail,) = [o for o in out if o["event"] == "mail"]
+    assert sess["mails"] == [] and "session" not in mail
+
+
+def test_stale_qp_links_are_dropped_at_flush() -> None:
+    c = Correlator()
+    c.feed(_recs(_recordio_session(0, 4711, 5000), "aaaaaaaaaaaaaaaa"))
+    assert len(c.sessions.qp_sessions) == 1
+    c.feed(_recs([(299, "status: local 0/10 remote 0/20")], "bbbbbbbbbbbbbbbb"))
+    c.flush()
+    assert len(c.sessions.qp_sessions) == 1
+    c.feed(_recs([(302, "status: local 0/10 remote 0/20")], "bbbbbbbbbbbbbbbb"))
+    c.flush()
+    assert c.sessions.qp_sessions == {}

@@ -95,11 +95,16 @@ class QmailTracker:
         self.by_qp = dict(state.get("by_qp", {}))
         self.orphans = int(state.get("orphans", 0))
 
-    def attach_session(self, host: str, qp: int, session_ref: dict[str, Any]) -> bool:
-        """A session's ``250 ok … qp N`` seen after the message's ``info msg``: link it."""
+    def attach_session(self, host: str, qp: int, session_ref: dict[str, Any], time_ns: int | None,
+                       window_ns: int) -> bool:
+        """A session's ``250 ok … qp N`` at ``time_ns`` seen after the message's ``info msg``
+        (within ``window_ns`` of it: an older open message with that qp is another one)."""
         key = self.by_qp.get(f"{host}\x00{qp}")
         m = self.mails.get(key) if key is not None else None
         if m is None:
+            return False
+        birth = m.get("birth_ns")
+        if birth is not None and time_ns is not None and abs(time_ns - birth) > window_ns:
             return False
         if "session" not in m:
             m["session"] = session_ref

@@ -14,7 +14,8 @@ the *parent* (the sample shows P = N − 1). Best-effort rules, in this order:
 A line that matches nothing opens a session of its own (flagged ``partial``).
 
 Linking to the queue: the ``250 ok <time> qp N`` reply (recordio) names the
-qmail-queue pid that qmail-send logs in ``info msg … qp N``. s/qmail logs no qp;
+qmail-queue pid that qmail-send logs in ``info msg … qp N``, within ``qp_link_s`` of it
+(qp is a pid: the same number names another message once pids wrap). s/qmail logs no qp;
 its ``Accept::RCPT`` decision (F: sender) is linked to the next ``info msg`` with the
 same sender on the same host within ``sender_link_s`` (link ``"sender"``, a heuristic).
 A mail record then carries ``session`` (a small sub-dict, see ``session_ref``) and the
@@ -42,6 +43,9 @@ class SessionOptions:
     max_age_s: float = 3600.0  # a session with no line for this long is emitted incomplete
     show_auth_user: bool = False  # AUTH user names are PII: only a flag unless configured
     sender_link_s: float = 300.0  # s/qmail sender → info msg link window
+    # qmail-send logs ``info msg`` within seconds of qmail-queue's hand-off (the reply
+    # ``250 ok … qp N`` comes right after); minutes allow for a busy todo queue
+    qp_link_s: float = 300.0
     # A denied child exits at once and the server logs its ``end``: a denied session
     # waits that long for it, then is emitted complete (s6-tcpserverd below -v2 logs none)
     deny_end_s: float = 60.0
@@ -56,8 +60,8 @@ class SessionTracker:
         self.opts = opts or SessionOptions()
         self.sessions: dict[str, dict[str, Any]] = {}  # "host\0pid" → open session
         self.aliases: dict[str, str] = {}  # "host\0pid" (sslserver's other pids) → session key
-        self.qp_sessions: dict[str, dict[str, Any]] = {}  # "host\0qp" → session ref (recent)
-        self.qp_mails: dict[str, dict[str, Any]] = {}  # "host\0qp" → mail ref (recent)
+        self.qp_sessions: dict[str, list[Any]] = {}  # "host\0qp" → [time_ns, session ref]
+        self.qp_mails: dict[str, list[Any]] = {}  # "host\0qp" → [time_ns, mail ref]
         self.senders: dict[str, list[Any]] = {}  # "host\0sender" → [time_ns, session ref]
         self.attach = attach  # callable(host, qp, session_ref) -> bool: link an open mail
 
@@ -70,8 +74,9 @@ class SessionTracker:
     def load_state(self, state: dict[str, Any]) -> None:
         self.sessions = dict(state.get("sessions", []))
         self.aliases = dict(state.get("aliases", {}))
-        self.qp_sessions = dict(state.get("qp_sessions", []))
-        self.qp_mails = dict(state.get("qp_mails", []))
+        # a link saved without its time (older state) cannot be judged: dropped
+        self.qp_sessions = {k: v for k, v in state.get("qp_sessions", []) if isinstance(v, list)}
+        self.qp_mails = {k: v for k, v in state.get("qp_mails", []) if isinstance(v, list)}
         self.senders = dict(state.get("senders", []))
 
     # -- linking with qmail-send ---------------------------------------------------------
@@ -79,8 +84,14 @@ class SessionTracker:
                   mail_ref: dict[str, Any]) -> dict[str, Any] | None:
         """qmail-send saw ``info msg … qp`` : the session that queued it, if known."""
         key = f"{host}\x00{qp}"
-        _put(self.qp_mails, key, mail_ref)
-        ref = self.qp_sessions.get(key)
+        _put(self.qp_mails, key, [time_ns, mail_ref])
+        ref = None
+        entry = self.qp_sessions.get(key)
+        if entry is not None:
+            if self._qp_near(entry[0], time_ns):
+                ref = entry[1]
+            else:  # an older connection's qp: the pid has wrapped since
+                del self.qp_sessions[key]
         if ref is None and mail_from is not None:
             cand = self.senders.get(f"{host}\x00{mail_from.lower()}")
             if cand is not None and (time_ns is None or cand[0] is None
@@ -103,6 +114,13 @@ class SessionTracker:
             fn(self, rec, out)
 
     def flush(self, now_ns: int, out: list[dict[str, Any]]) -> None:
+        qp_limit = now_ns - int(self.opts.qp_link_s * NS)
+        for links in (self.qp_sessions, self.qp_mails):
+            while links:  # oldest first: drop links too old to be made
+                k = next(iter(links))
+                if links[k][0] is not None and links[k][0] >= qp_limit:
+                    break
+                del links[k]
         limit = now_ns - int(self.opts.max_age_s * NS)
         deny_limit = now_ns - int(self.opts.deny_end_s * NS)
         for key in list(self.sessions):
@@ -343,18 +361,28 @@ class SessionTracker:
             s["tls"] = rec["tls"]
         qp = rec.get("qp")
         if type(qp) is int:
-            self._link_qp(s, rec.get("host") or "", qp)
+            self._link_qp(s, rec.get("host") or "", qp, rec.get("time_unix_ns"))
 
-    def _link_qp(self, s: dict[str, Any], host: str, qp: int) -> None:
+    def _qp_near(self, a: int | None, b: int | None) -> bool:
+        """Are a qp's reply and ``info msg`` times close enough to be one message?"""
+        return a is None or b is None or abs(b - a) <= self.opts.qp_link_s * NS
+
+    def _qp_during(self, t: int | None, first: int | None, last: int | None) -> bool:
+        """Was a qp's ``info msg`` at ``t`` logged while the session ran (give or take)?"""
+        w = self.opts.qp_link_s * NS
+        return t is None or ((first is None or t >= first - w) and (last is None or t <= last + w))
+
+    def _link_qp(self, s: dict[str, Any], host: str, qp: int, t: int | None) -> None:
         s["qps"].append(qp)
         ref = self._ref(s, "qp")
         qkey = f"{host}\x00{qp}"
-        _put(self.qp_sessions, qkey, ref)
+        _put(self.qp_sessions, qkey, [t, ref])
         m = self.qp_mails.get(qkey)
-        if m is not None:
-            _add(s, "mails", m)
+        if m is not None and self._qp_near(m[0], t):
+            _add(s, "mails", m[1])
         if self.attach is not None:
-            self.attach(host, qp, {k: v for k, v in ref.items() if k != "key"})
+            self.attach(host, qp, {k: v for k, v in ref.items() if k != "key"}, t,
+                        int(self.opts.qp_link_s * NS))
 
     def _io_client(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
         key, s = self._get(rec, out)
@@ -395,7 +423,7 @@ class SessionTracker:
             return
         qp = rec.get("qp")
         if qp is not None:
-            self._link_qp(s, rec.get("host") or "", qp)
+            self._link_qp(s, rec.get("host") or "", qp, rec.get("time_unix_ns"))
             return
         if verb == "RCPT" and code is not None and 200 <= code < 300:
             rc = s.pop("pending_rcpt", None)
@@ -445,8 +473,8 @@ class SessionTracker:
         host = key.split("\x00", 1)[0]
         for qp in s["qps"]:  # the mail may have been queued after the reply was read
             m = self.qp_mails.get(f"{host}\x00{qp}")
-            if m is not None:
-                _add(s, "mails", m)
+            if m is not None and self._qp_during(m[0], s["first_ns"], end_ns or s["last_ns"]):
+                _add(s, "mails", m[1])
         out.append(session_record(s, end_ns, time_source, incomplete))
 
 
