@@ -282,3 +282,39 @@ def test_stale_qp_links_are_dropped_at_flush() -> None:
     c.feed(_recs([(302, "status: local 0/10 remote 0/20")], "bbbbbbbbbbbbbbbb"))
     c.flush()
     assert c.sessions.qp_sessions == {}
+
+
+def _auth_session(t: float, pid: int, exchange: list[str], reply: str) -> list[tuple[float, str]]:
+    lines = [(t, f"tcpserver: pid {pid} from 203.0.113.66"),
+             (t + 0.001, f"tcpserver: ok {pid} mx:192.0.2.1:587 :203.0.113.66::5555"),
+             (t + 0.1, f"{pid} > 220 mx.example.org ESMTP\r "),
+             (t + 0.2, f"{pid} < EHLO laptop\r "),
+             (t + 0.21, f"{pid} > 250-mx.example.org\r "),
+             (t + 0.22, f"{pid} > 250 AUTH LOGIN PLAIN CRAM-MD5\r ")]
+    for i, text in enumerate(exchange):
+        lines.append((t + 0.3 + i / 100, f"{pid} {text}\r "))
+    lines += [(t + 0.5, f"{pid} > {reply}\r "), (t + 0.8, f"tcpserver: end {pid} status 0")]
+    return lines
+
+
+def test_recordio_auth_with_challenges() -> None:
+    """AUTH LOGIN, CRAM-MD5 and PLAIN without an initial response answer 334
+    challenges with bare base64 lines: the final 235/535 still answers AUTH."""
+    login = ["< AUTH LOGIN", "> 334 VXNlcm5hbWU6", "< Ym9iQGV4YW1wbGUub3Jn", "> 334 UGFzc3dvcmQ6",
+             "< c2VjcmV0cGFzcw=="]
+    cram = ["< AUTH CRAM-MD5", "> 334 PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+",
+            "< dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw"]
+    plain = ["< AUTH PLAIN", "> 334 ", "< AGJvYgBzZWNyZXRwYXNz"]
+    lines: list[tuple[float, str]] = []
+    for i, exchange in enumerate((login, cram, plain)):
+        lines += _auth_session(i, 9001 + 2 * i, exchange, "235 ok, go ahead (#2.0.0)")
+        lines += _auth_session(i + 0.9, 9002 + 2 * i, exchange, "535 authorization failed (#5.7.0)")
+    c = Correlator()
+    out = c.feed(_recs(lines, "aaaaaaaaaaaaaaaa")) + c.finish()
+    assert len(out) == 6
+    for ok, failed in zip(out[::2], out[1::2], strict=True):
+        assert ok["authenticated"] is True and ok["decisions"] == []
+        assert "authenticated" not in failed
+        (d,) = failed["decisions"]
+        assert (d["action"], d["check"], d["smtp_code"]) == ("Reject", "AUTH", 535)
+    assert [o["auth_method"] for o in out] == ["login", "login", "cram-md5", "cram-md5", "plain", "plain"]

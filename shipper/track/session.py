@@ -421,6 +421,11 @@ class SessionTracker:
         if code == 354:
             s["in_data"] = True
             return
+        if verb == "AUTH" and code == 334:
+            # a challenge (AUTH LOGIN's username/password prompts, CRAM-MD5's, PLAIN's
+            # empty one): the client's next line, a bare base64 blob, is still AUTH
+            s["awaiting"] = "AUTH"
+            return
         qp = rec.get("qp")
         if qp is not None:
             self._link_qp(s, rec.get("host") or "", qp, rec.get("time_unix_ns"))
