@@ -284,17 +284,16 @@ def test_stale_qp_links_are_dropped_at_flush() -> None:
     assert c.sessions.qp_sessions == {}
 
 
-def _auth_session(t: float, pid: int, exchange: list[str], reply: str) -> list[tuple[float, str]]:
+def _io_session(t: float, pid: int, exchange: list[str]) -> list[tuple[float, str]]:
+    """A tcpserver + recordio session: ``exchange`` = recordio's ``< text`` / ``> text``."""
     lines = [(t, f"tcpserver: pid {pid} from 203.0.113.66"),
-             (t + 0.001, f"tcpserver: ok {pid} mx:192.0.2.1:587 :203.0.113.66::5555"),
-             (t + 0.1, f"{pid} > 220 mx.example.org ESMTP\r "),
-             (t + 0.2, f"{pid} < EHLO laptop\r "),
-             (t + 0.21, f"{pid} > 250-mx.example.org\r "),
-             (t + 0.22, f"{pid} > 250 AUTH LOGIN PLAIN CRAM-MD5\r ")]
-    for i, text in enumerate(exchange):
-        lines.append((t + 0.3 + i / 100, f"{pid} {text}\r "))
-    lines += [(t + 0.5, f"{pid} > {reply}\r "), (t + 0.8, f"tcpserver: end {pid} status 0")]
-    return lines
+             (t + 0.001, f"tcpserver: ok {pid} mx:192.0.2.1:587 :203.0.113.66::5555")]
+    lines += [(t + 0.1 + i / 100, f"{pid} {text}\r ") for i, text in enumerate(exchange)]
+    return lines + [(t + 0.8, f"tcpserver: end {pid} status 0")]
+
+
+_EHLO = ["> 220 mx.example.org ESMTP", "< EHLO laptop", "> 250-mx.example.org",
+         "> 250-PIPELINING", "> 250 AUTH LOGIN PLAIN CRAM-MD5"]
 
 
 def test_recordio_auth_with_challenges() -> None:
@@ -307,8 +306,9 @@ def test_recordio_auth_with_challenges() -> None:
     plain = ["< AUTH PLAIN", "> 334 ", "< AGJvYgBzZWNyZXRwYXNz"]
     lines: list[tuple[float, str]] = []
     for i, exchange in enumerate((login, cram, plain)):
-        lines += _auth_session(i, 9001 + 2 * i, exchange, "235 ok, go ahead (#2.0.0)")
-        lines += _auth_session(i + 0.9, 9002 + 2 * i, exchange, "535 authorization failed (#5.7.0)")
+        lines += _io_session(i, 9001 + 2 * i, _EHLO + exchange + ["> 235 ok, go ahead (#2.0.0)"])
+        lines += _io_session(i + 0.9, 9002 + 2 * i,
+                             _EHLO + exchange + ["> 535 authorization failed (#5.7.0)"])
     c = Correlator()
     out = c.feed(_recs(lines, "aaaaaaaaaaaaaaaa")) + c.finish()
     assert len(out) == 6
@@ -318,3 +318,33 @@ def test_recordio_auth_with_challenges() -> None:
         (d,) = failed["decisions"]
         assert (d["action"], d["check"], d["smtp_code"]) == ("Reject", "AUTH", 535)
     assert [o["auth_method"] for o in out] == ["login", "login", "cram-md5", "cram-md5", "plain", "plain"]
+
+
+def test_recordio_pipelined_commands_get_their_replies_in_order() -> None:
+    """PIPELINING: MAIL, three RCPTs and DATA sent at once, the replies come after, in
+    order; the dot and QUIT sent at once too. A multi-line reply is one reply."""
+    lines = _io_session(0, 4800, _EHLO + [
+        "< MAIL FROM:<news@example.net>", "< RCPT TO:<bob@example.org>",
+        "< RCPT TO:<victim@elsewhere.test>", "< RCPT TO:<carol@example.org>", "< DATA",
+        "> 250 ok", "> 250 ok",
+        "> 553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
+        "> 250 ok", "> 354 go ahead", "< Subject: news", "< .", "< QUIT",
+        "> 250 ok 1767225600 qp 5100", "> 221 mx.example.org"])
+    c = Correlator()
+    (s,) = c.feed(_recs(lines, "aaaaaaaaaaaaaaaa")) + c.finish()
+    assert s["accepted_rcpts"] == ["bob@example.org", "carol@example.org"]
+    (d,) = s["decisions"]
+    assert (d["check"], d["rcpt_to"], d["smtp_code"]) == ("RCPT", "victim@elsewhere.test", 553)
+    assert s["qps"] == [5100] and s["result"] == "accepted"
+
+
+def test_recordio_with_only_rejections_logged() -> None:
+    """A multilog recipe that keeps client lines but only the 4xx/5xx replies: a
+    reply answers the latest command (its 2xx predecessors were not kept)."""
+    rejected = "> 553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"
+    lines = _io_session(0, 4801, ["< EHLO relay.example.net", "< MAIL FROM:<news@example.net>",
+                                  "< RCPT TO:<victim@elsewhere.test>", rejected,
+                                  "< RCPT TO:<eve@elsewhere.test>", rejected])
+    c = Correlator()
+    (s,) = c.feed(_recs(lines, "aaaaaaaaaaaaaaaa")) + c.finish()
+    assert [d["rcpt_to"] for d in s["decisions"]] == ["victim@elsewhere.test", "eve@elsewhere.test"]

@@ -34,6 +34,7 @@ _ADDR_RE = re.compile(r"<([^>]*)>")
 _S6_SERVERS = frozenset({"s6-tcpserverd", "s6-tcpserver4d", "s6-tcpserver6d", "s6-tcpserver-access"})
 _SERVERS = frozenset({"tcpserver", "sslserver", "tcpsvd", "sslsvd"}) | _S6_SERVERS
 MAX_DECISIONS = 100
+MAX_PENDING = 100  # recordio client lines awaiting their reply (a PIPELINING group)
 LINK_CAP = 10_000
 
 
@@ -386,14 +387,28 @@ class SessionTracker:
 
     def _io_client(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
         key, s = self._get(rec, out)
-        if s.get("in_data"):
-            return  # message body: not commands
+        starts = not s.pop("client_cont", False)  # a line's first piece (recordio "+")
+        if rec.get("continued"):
+            s["client_cont"] = True
+        if not starts:
+            return
         verb = rec.get("verb")
         text = rec.get("text") or ""
+        if s.get("in_data"):
+            if text == "." and not rec.get("continued"):
+                # end of the message: the next reply is the DATA verdict, and what a
+                # pipelining client sends after the dot (QUIT) is commands again
+                s["in_data"] = False
+                self._pend(s, "DATA", None)
+            return  # message body: not commands
+        arg = None
         if verb is None:
+            if s.get("in_auth"):  # the base64 answer to a 334 challenge
+                self._pend(s, "AUTH", None)
+            else:
+                self._pend(s, None, None)  # still answered by one reply
             return
         s["commands"] = s.get("commands", 0) + 1
-        s["awaiting"] = verb
         if verb in ("HELO", "EHLO"):
             s["helo"] = text[5:].strip()
             s["proto"] = "ESMTP" if verb == "EHLO" else "SMTP"
@@ -402,38 +417,67 @@ class SessionTracker:
             s["mail_from"] = m.group(1) if m else text[10:].strip()
         elif verb == "RCPT":
             m = _ADDR_RE.search(text)
-            s["pending_rcpt"] = m.group(1) if m else text[8:].strip()
+            arg = m.group(1) if m else text[8:].strip()
         elif verb in ("STARTTLS", "STLS"):
             s.setdefault("tls", "STARTTLS")
         elif verb == "AUTH":
             parts = text.split()
             if len(parts) > 1:
                 s["auth_method"] = parts[1].lower()
+        self._pend(s, verb, arg)
+
+    def _pend(self, s: dict[str, Any], verb: str | None, arg: str | None) -> None:
+        """A client line that one reply will answer: in order (PIPELINING sends many)."""
+        pending = s.setdefault("pending", [])
+        pending.append([verb, arg])
+        if len(pending) > MAX_PENDING:  # replies not logged: keep the latest
+            del pending[0]
+
+    def _answered(self, s: dict[str, Any], code: int | None, cls: str | None) -> list[Any]:
+        """The pending client line a final reply answers: [verb, arg] or [None, None]."""
+        pending = s.get("pending") or []
+        if cls in ("2xx", "3xx", "+OK"):
+            s["positive_seen"] = True
+        if not pending:
+            return [None, None]
+        if (code == 220 or cls == "+OK") and not s.get("greeted"):
+            s["greeted"] = True
+            if pending[0][0] not in ("STARTTLS", "STLS"):
+                return [None, None]  # the greeting, after an early talker's lines
+        if not s.get("positive_seen"):
+            # only 4xx/5xx replies are logged (a multilog recipe keeping those): they
+            # answer the latest command, the earlier ones' replies were not kept
+            last = pending[-1]
+            pending.clear()
+            return last
+        return pending.pop(0)
 
     def _io_server(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
         key, s = self._get(rec, out)
         code = rec.get("smtp_code")
         cls = rec.get("reply_class")
-        verb = s.pop("awaiting", None)
-        if s.get("in_data"):
+        if cls is None or (code is not None and (rec.get("text") or "")[3:4] == "-"):
+            return  # not a reply's last line (a "250-" line, POP3 listing data)
+        verb, arg = self._answered(s, code, cls)
+        if s.get("in_data"):  # the verdict on a message whose end dot was not seen
             s["in_data"] = False
             verb = "DATA"
+        s["greeted"] = True
+        s["in_auth"] = verb == "AUTH" and code == 334
         if code == 354:
             s["in_data"] = True
             return
-        if verb == "AUTH" and code == 334:
+        if s["in_auth"]:
             # a challenge (AUTH LOGIN's username/password prompts, CRAM-MD5's, PLAIN's
             # empty one): the client's next line, a bare base64 blob, is still AUTH
-            s["awaiting"] = "AUTH"
             return
         qp = rec.get("qp")
         if qp is not None:
             self._link_qp(s, rec.get("host") or "", qp, rec.get("time_unix_ns"))
             return
         if verb == "RCPT" and code is not None and 200 <= code < 300:
-            rc = s.pop("pending_rcpt", None)
-            if rc:
-                _add(s, "accepted_rcpts", rc)
+            if arg:
+                _add(s, "accepted_rcpts", arg)
             return
         if verb == "AUTH" and code == 235:
             s["authenticated"] = True
@@ -443,8 +487,8 @@ class SessionTracker:
                  "check": verb or "REPLY", "smtp_code": code, "text": rec.get("text")}
             if "dsn" in rec:
                 d["dsn"] = rec["dsn"]
-            if verb == "RCPT" and s.get("pending_rcpt"):
-                d["rcpt_to"] = s.pop("pending_rcpt")
+            if verb == "RCPT" and arg:
+                d["rcpt_to"] = arg
             if s.get("mail_from") is not None:
                 d["mail_from"] = s["mail_from"]
             self._decide(s, rec, d)
