@@ -30,7 +30,7 @@ def _records() -> list[dict]:
 @pytest.mark.parametrize("state", [
     b"[1,2,3]",
     b'{"version":1,"qmail":{"mails":"x"}}',
-    b'{"version":1,"qmail":{"mails":[["k",{"rcpts":["zz"]}]]},"last_ns":"abc"}',
+    b'{"version":1,"qmail":{"mails":[["k",{"rcpts":["zz"]}]]},"clocks":{"q":"abc"}}',
     b"\x00" * 64,
     b"{",
 ])

@@ -348,3 +348,53 @@ def test_recordio_with_only_rejections_logged() -> None:
     c = Correlator()
     (s,) = c.feed(_recs(lines, "aaaaaaaaaaaaaaaa")) + c.finish()
     assert [d["rcpt_to"] for d in s["decisions"]] == ["victim@elsewhere.test", "eve@elsewhere.test"]
+
+
+def _in(lines: list[tuple[float, str]], path: str, ingest: float | None = None) -> list[dict[str, Any]]:
+    """Lines as the daemon reads them from ``path`` (a multilog ``current``), read at
+    ``ingest`` seconds after the labels' epoch when given."""
+    parser = LineParser(source=path, file_id=path[-16:].replace("/", "x"))
+    recs = [parser.parse(f"{_lab(t)} {text}\n".encode(), i * 100).to_dict()
+            for i, (t, text) in enumerate(lines)]
+    if ingest is not None:
+        for r in recs:
+            r["ingest_unix_ns"] = (1767225600 + int(ingest)) * 10**9
+    return recs
+
+
+_SESSION_START = [(0, "tcpserver: pid 77 from 203.0.113.5"),
+                  (0.1, "tcpserver: ok 77 mx:192.0.2.1:25 :203.0.113.5::3333")]
+_SESSION_END = [(0.5, "tcpserver: end 77 status 0")]
+
+
+def test_an_input_lagging_another_is_not_aged_by_its_time() -> None:
+    """The daemon catching up: qmail-send's log is read up to now, the smtpd log (and a
+    second smtpd log) still 2 h behind: a flush cuts nothing of theirs."""
+    c = Correlator()
+    out = c.feed(_in([(7200, "new msg 1")], "/var/log/qmail/send/current"))
+    out += c.feed(_in([(7200, "tcpserver: pid 90 from 192.0.2.9")], "/var/log/qmail/pop3/current"))
+    out += c.feed(_in(_SESSION_START, "/var/log/qmail/smtpd/@400000006955b90a000f41f8.s"))
+    out += c.flush()
+    out += c.feed(_in(_SESSION_END, "/var/log/qmail/smtpd/current"))
+    (s,) = out
+    assert s["conn_pid"] == 77 and s["flags"] == [] and s["remote_ip"] == "203.0.113.5"
+    # once the smtpd log itself is an hour past it, an open session is cut
+    out = c.feed(_in(_SESSION_START, "/var/log/qmail/smtpd/current"))
+    out += c.feed(_in([(3601, "tcpserver: status: 0/40")], "/var/log/qmail/smtpd/current"))
+    (s,) = out + c.flush()
+    assert s["incomplete_reason"] == "max_age"
+
+
+def test_a_line_stamped_hours_ahead_of_its_reading_ages_nothing() -> None:
+    """A clock 8 h ahead for a moment (fixed by NTP after): that label, read now, does
+    not make every open session look 8 h old, neither now nor after a restart."""
+    log = "/var/log/qmail/smtpd/current"
+    c = Correlator()
+    out = c.feed(_in([(28800, "tcpserver: status: 0/40")] + _SESSION_START, log, ingest=1))
+    out += c.feed(_in([(28800.5, "tcpserver: status: 1/40")], log, ingest=1))  # the last line
+    out += c.flush()
+    c = Correlator.from_state(orjson.loads(orjson.dumps(c.to_state())))
+    out += c.flush()
+    out += c.feed(_in(_SESSION_END, log, ingest=2))
+    (s,) = out
+    assert s["flags"] == [] and s["duration_s"] == 0.5

@@ -17,6 +17,7 @@ core keys (schema in docs/records.md, "Summary records").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from shipper.record import record_dict, rfc3339_ns
@@ -25,6 +26,8 @@ F_INCOMPLETE = "incomplete"  # the summary was emitted before its end was seen
 F_PARTIAL = "partial"  # its beginning was not seen (started before our input)
 
 NS = 1_000_000_000
+# An open entry → its current log time (None: not known yet): what flush ages it by
+Clock = Callable[[dict[str, Any]], "int | None"]
 MAX_EVENT_IDS = 200  # per summary: ids of the lines it was built from (more are counted, not kept)
 
 

@@ -7,7 +7,12 @@ trackers are wired together so a session's ``qp`` reaches the message it queued.
 
 Feed records in log order (per input: the trackers tolerate interleaving of inputs
 as long as each input is in order; the ``track`` CLI merges inputs by time).
-``flush(now_ns)`` emits what has been open longer than its max age (log time);
+``flush(now_ns)`` emits what has been open longer than its max age (log time). Without
+``now_ns`` each open entry is aged by its own clock: the time of the latest line its
+tracker got from its input (a multilog directory, a file), so an input lagging another
+(catching up after a stop) is not cut by the other's time, and a line stamped far
+ahead of when it was read (``ingest_unix_ns``: a clock that NTP fixes later) moves
+that clock no further than ``FUTURE_SLACK_S`` past the reading;
 ``finish()`` emits everything still open, flagged ``incomplete`` (end of input).
 ``to_state()``/``from_state()`` carry open state across a restart of the shipper.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from shipper.track import NS, Clock
 from shipper.track.postfix import PostfixOptions, PostfixTracker, is_postfix
 from shipper.track.qmail import QmailOptions, QmailTracker
 from shipper.track.session import SessionOptions, SessionTracker
@@ -40,10 +46,25 @@ class CorrelatorOptions:
 
 
 _READ_TO_CAP = 4096  # files remembered (a multilog directory keeps tens to hundreds)
+_CLOCKS_CAP = 4096  # inputs whose clock is kept (a few in practice)
+# A line may be stamped a little after it was read (another host's clock, syslog
+# relays); beyond this its time is a clock gone wrong and ages nothing
+FUTURE_SLACK_S = 300
+_LOGDIR_FILES = frozenset({"current", "previous", "processed"})
+
+
+def clock_key(kind: str, source: str | None) -> str:
+    """Whose clock ages an entry: its tracker's (``kind``) in its input. A logdir's
+    ``current`` and the ``@….s`` archives it becomes are one input: the directory."""
+    if source:
+        head, _, base = source.rpartition("/")
+        if head and (base in _LOGDIR_FILES or base[:1] == "@"):
+            source = head
+    return f"{kind}\x00{source or ''}"
 
 
 class Correlator:
-    __slots__ = ("opts", "qmail", "sessions", "postfix", "last_ns", "read_to")
+    __slots__ = ("opts", "qmail", "sessions", "postfix", "clocks", "read_to")
 
     def __init__(self, opts: CorrelatorOptions | None = None) -> None:
         self.opts = opts or CorrelatorOptions()
@@ -51,7 +72,7 @@ class Correlator:
         self.qmail = QmailTracker(self.opts.qmail, session_lookup=self.sessions.link_mail)
         self.sessions.attach = self.qmail.attach_session
         self.postfix = PostfixTracker(self.opts.postfix)
-        self.last_ns: int | None = None  # latest log time seen
+        self.clocks: dict[str, int] = {}  # clock_key → time of its latest line (log time)
         # file_id → offset of the last line fed: a line read again (a corrupt checkpoint,
         # a restart from an older one) is not fed twice, which would split its mail
         self.read_to: dict[str, int] = {}
@@ -60,7 +81,10 @@ class Correlator:
         """A batch of raw records → the summaries completed by it (often none)."""
         out: list[dict[str, Any]] = []
         qmail, sessions, postfix = self.qmail.feed, self.sessions.feed, self.postfix.feed
-        last = self.last_ns
+        clocks = self.clocks
+        slack = FUTURE_SLACK_S * NS
+        last_in: tuple[str, Any] = ("", None)  # (kind, source) of the last clock_key made
+        ckey = ""
         read_to = self.read_to if self.opts.skip_reread else None
         for rec in records:
             fid, off = rec.get("file_id"), rec.get("offset")
@@ -74,28 +98,62 @@ class Correlator:
             prog = rec.get("program")
             if prog == "qmail-send":
                 qmail(rec, out)
+                kind = "q"
             elif prog in _SESSION_PROGRAMS:
                 sessions(rec, out)
+                kind = "s"
             elif is_postfix(prog):
                 postfix(rec, out)
+                kind = "p"
             else:
                 continue
             t = rec.get("time_unix_ns")
-            if t is not None and (last is None or t > last):
-                last = t
-        self.last_ns = last
+            if t is None:
+                continue
+            ingest = rec.get("ingest_unix_ns")
+            if ingest is not None and t > ingest + slack:
+                t = ingest + slack
+            src = rec.get("source")
+            if kind != last_in[0] or src != last_in[1]:
+                last_in = (kind, src)
+                ckey = clock_key(kind, src)
+                if ckey not in clocks and len(clocks) >= _CLOCKS_CAP:
+                    del clocks[next(iter(clocks))]
+            clocks[ckey] = t  # the latest line, not the largest time: one wild stamp passes
         return out
 
     def flush(self, now_ns: int | None = None) -> list[dict[str, Any]]:
-        """Summaries open longer than their max age at ``now_ns`` (default: latest log time)."""
-        now = now_ns if now_ns is not None else self.last_ns
+        """Summaries open longer than their max age at ``now_ns`` (default: each by its
+        input's clock, see above)."""
         out: list[dict[str, Any]] = []
-        if now is None:
+        if now_ns is not None:
+            def at_now(entry: dict[str, Any]) -> int:
+                return now_ns
+            self.qmail.flush(at_now, out)
+            self.sessions.flush(at_now, out)
+            self.sessions.prune_links(now_ns, now_ns)
+            self.postfix.flush(at_now, out)
             return out
-        self.qmail.flush(now, out)
-        self.sessions.flush(now, out)
-        self.postfix.flush(now, out)
+        send = [t for k, t in self.clocks.items() if k[0] == "q"]
+        smtpd = [t for k, t in self.clocks.items() if k[0] == "s"]
+        # a session's qp waits for qmail-send's info msg, a mail's for the reply in
+        # every session input, the one furthest behind too
+        self.sessions.prune_links(max(send) if send else None, min(smtpd) if smtpd else None)
+        self.qmail.flush(self._clock("q"), out)
+        self.sessions.flush(self._clock("s"), out)
+        self.postfix.flush(self._clock("p"), out)
         return out
+
+    def _clock(self, kind: str) -> Clock:
+        """An open entry's current time: its input's clock for this tracker, or (its
+        input gone quiet since a restart, say) the tracker's latest clock."""
+        clocks = self.clocks
+        own = [t for k, t in clocks.items() if k[0] == kind]
+        latest = max(own) if own else None
+
+        def now_of(entry: dict[str, Any]) -> int | None:
+            return clocks.get(clock_key(kind, entry["origin"].get("source")), latest)
+        return now_of
 
     def finish(self) -> list[dict[str, Any]]:
         """End of input: every open mail and session, flagged ``incomplete``."""
@@ -112,7 +170,7 @@ class Correlator:
 
     def to_state(self) -> dict[str, Any]:
         """JSON-able open state (orjson/json can dump it), for the checkpoint."""
-        return {"version": STATE_VERSION, "last_ns": self.last_ns, "read_to": self.read_to,
+        return {"version": STATE_VERSION, "clocks": self.clocks, "read_to": self.read_to,
                 "qmail": self.qmail.to_state(),
                 "sessions": self.sessions.to_state(), "postfix": self.postfix.to_state()}
 
@@ -122,7 +180,9 @@ class Correlator:
         c = cls(opts)
         if not state or state.get("version") != STATE_VERSION:
             return c
-        c.last_ns = state.get("last_ns")
+        # (an older state's "last_ns", the largest time of any input, is not taken:
+        # one wild stamp made it hours ahead for good)
+        c.clocks = {str(k): int(v) for k, v in dict(state.get("clocks", {})).items()}
         read_to = state.get("read_to")
         if isinstance(read_to, dict):
             c.read_to = {k: v for k, v in read_to.items() if isinstance(k, str) and type(v) is int}

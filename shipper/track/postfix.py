@@ -30,6 +30,7 @@ from shipper.track import (
     F_INCOMPLETE,
     F_PARTIAL,
     NS,
+    Clock,
     add_event_id,
     iso,
     origin,
@@ -120,19 +121,23 @@ class PostfixTracker:
             if qid:
                 self._queued(host, svc, qid, rec, out)
 
-    def flush(self, now_ns: int, out: list[dict[str, Any]]) -> None:
-        limit = now_ns - int(self.opts.max_age_s * NS)
+    def flush(self, clock: Clock, out: list[dict[str, Any]]) -> None:
+        """Emit what is idle past ``max_age_s`` at ``clock(entry)``."""
+        age = int(self.opts.max_age_s * NS)
+
+        def idle(e: dict[str, Any]) -> bool:
+            now = clock(e)
+            return now is not None and (e["last_ns"] or 0) < now - age
         for key in list(self.queue):
             q = self.queue[key]
-            if (q["last_ns"] or 0) < limit:
+            if idle(q):
                 self._emit_mail(key, q, out, "max_age")
         for key in list(self.sessions):
             s = self.sessions[key]
-            if (s["last_ns"] or 0) < limit:
+            if idle(s):
                 self._emit_session(key, s, out, "max_age")
         for key in list(self.filters):
-            f = self.filters[key]
-            if (f["last_ns"] or 0) < limit:
+            if idle(self.filters[key]):
                 del self.filters[key]
                 self.orphans += 1
 

@@ -34,6 +34,7 @@ from shipper.track import (
     F_INCOMPLETE,
     F_PARTIAL,
     NS,
+    Clock,
     add_event_id,
     iso,
     origin,
@@ -117,12 +118,13 @@ class QmailTracker:
         if fn is not None:
             fn(self, rec, out)
 
-    def flush(self, now_ns: int, out: list[dict[str, Any]]) -> None:
-        """Emit messages older than ``max_age_s`` (by log time) as incomplete."""
-        limit = now_ns - int(self.opts.max_age_s * NS)
+    def flush(self, clock: Clock, out: list[dict[str, Any]]) -> None:
+        """Emit messages older than ``max_age_s`` (by log time: ``clock(message)``) as incomplete."""
+        age = int(self.opts.max_age_s * NS)
         for key in list(self.mails):
             m = self.mails[key]
-            if (m.get("birth_ns") or m["first_ns"]) >= limit:
+            now = clock(m)
+            if now is None or (m.get("birth_ns") or m["first_ns"]) >= now - age:
                 continue
             self._emit(key, m, m["last_ns"], None, out, "max_age")
 

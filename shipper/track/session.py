@@ -25,6 +25,7 @@ session record lists its ``mails``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,20 +115,29 @@ class SessionTracker:
         if fn is not None:
             fn(self, rec, out)
 
-    def flush(self, now_ns: int, out: list[dict[str, Any]]) -> None:
-        qp_limit = now_ns - int(self.opts.qp_link_s * NS)
-        for links in (self.qp_sessions, self.qp_mails):
-            while links:  # oldest first: drop links too old to be made
-                k = next(iter(links))
-                if links[k][0] is not None and links[k][0] >= qp_limit:
-                    break
-                del links[k]
-        limit = now_ns - int(self.opts.max_age_s * NS)
-        deny_limit = now_ns - int(self.opts.deny_end_s * NS)
+    def flush(self, clock: Callable[[dict[str, Any]], int | None], out: list[dict[str, Any]]) -> None:
+        """Emit sessions idle past their max age at ``clock(session)``."""
         for key in list(self.sessions):
             s = self.sessions[key]
-            if (s["last_ns"] or 0) < (deny_limit if s.get("denied") else limit):
+            now = clock(s)
+            if now is None:
+                continue
+            age = self.opts.deny_end_s if s.get("denied") else self.opts.max_age_s
+            if (s["last_ns"] or 0) < now - int(age * NS):
                 self._emit(key, s, s["last_ns"], None, out, "max_age")
+
+    def prune_links(self, send_ns: int | None, sessions_ns: int | None) -> None:
+        """Drop qp links too old to be made: a session's once qmail-send's log is past
+        ``qp_link_s`` after it (``send_ns``), a mail's once the sessions' is."""
+        for links, now in ((self.qp_sessions, send_ns), (self.qp_mails, sessions_ns)):
+            if now is None:
+                continue
+            limit = now - int(self.opts.qp_link_s * NS)
+            while links:  # oldest first
+                k = next(iter(links))
+                if links[k][0] is not None and links[k][0] >= limit:
+                    break
+                del links[k]
 
     def finish(self, out: list[dict[str, Any]]) -> None:
         for key in list(self.sessions):
