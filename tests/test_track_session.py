@@ -398,3 +398,49 @@ def test_a_line_stamped_hours_ahead_of_its_reading_ages_nothing() -> None:
     out += c.feed(_in(_SESSION_END, log, ingest=2))
     (s,) = out
     assert s["flags"] == [] and s["duration_s"] == 0.5
+
+
+def _sqmail_session(t: float, pid: int, ip: str, rcpt: str) -> list[tuple[float, str]]:
+    return [(t, f"tcpserver: pid {pid} from {ip}"),
+            (t + 0.001, f"tcpserver: ok {pid} mx:192.0.2.1:25 out.bulk.example:{ip}::1111"),
+            (t + 0.2, f"qmail-smtpd: pid {pid} Accept::RCPT::Recipients_Cdb P:ESMTP "
+                      f"S:{ip}:out.bulk.example H:out.bulk.example F:news@bulk.example T:{rcpt}"),
+            (t + 1.2, f"tcpserver: end {pid} status 0")]
+
+
+def _local_mail(t: float, msg: int, qp: int, rcpt: str) -> list[tuple[float, str]]:
+    return [(t, f"new msg {msg}"),
+            (t + 0.001, f"info msg {msg}: bytes 400 from <news@bulk.example> qp {qp} uid 7791"),
+            (t + 0.002, f"starting delivery {msg}: msg {msg} to local {rcpt}"),
+            (t + 0.05, f"delivery {msg}: success: did_1+0+0/"),
+            (t + 0.06, f"end msg {msg}")]
+
+
+def test_sqmail_sessions_with_one_sender_at_once_each_get_their_mail() -> None:
+    """A bulk sender's two connections at once: the first to accept a recipient takes
+    the first message from that sender, the second the next (s/qmail logs no qp)."""
+    smtpd = _recs(_sqmail_session(0, 7101, "203.0.113.10", "bob@example.org")
+                  + _sqmail_session(0.3, 7102, "203.0.113.11", "carol@example.org"),
+                  "aaaaaaaaaaaaaaaa")
+    send = _recs(_local_mail(1.0, 910, 6201, "bob@example.org")
+                 + _local_mail(1.4, 911, 6202, "carol@example.org")
+                 + _local_mail(400, 912, 6203, "dave@example.org"), "bbbbbbbbbbbbbbbb")
+    c = Correlator()
+    out = c.feed(by_time(smtpd, send)) + c.finish()
+    mails = {o["msg"]: o for o in out if o["event"] == "mail"}
+    assert mails[910]["session"]["conn_pid"] == 7101 and mails[910]["session"]["link"] == "sender"
+    assert mails[911]["session"]["conn_pid"] == 7102
+    assert "session" not in mails[912]
+    sessions = {o["conn_pid"]: o for o in out if o["event"] == "smtp_session"}
+    assert [m["msg"] for m in sessions[7101]["mails"]] == [910]
+    assert [m["msg"] for m in sessions[7102]["mails"]] == [911]
+
+
+def test_a_sender_line_saved_by_the_older_state_is_taken() -> None:
+    ref = {"key": "\x007101", "event_id": "a-0s", "link": "sender", "conn_pid": 7101,
+           "server": "tcpserver"}
+    c = Correlator.from_state({"version": 1, "sessions": {
+        "senders": [["\x00news@bulk.example", [1767225600 * 10**9, ref]]]}})
+    send = _recs(_local_mail(1.0, 910, 6201, "bob@example.org"), "bbbbbbbbbbbbbbbb")
+    (mail,) = c.feed(send)
+    assert mail["session"]["conn_pid"] == 7101

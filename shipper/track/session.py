@@ -17,7 +17,9 @@ Linking to the queue: the ``250 ok <time> qp N`` reply (recordio) names the
 qmail-queue pid that qmail-send logs in ``info msg … qp N``, within ``qp_link_s`` of it
 (qp is a pid: the same number names another message once pids wrap). s/qmail logs no qp;
 its ``Accept::RCPT`` decision (F: sender) is linked to the next ``info msg`` with the
-same sender on the same host within ``sender_link_s`` (link ``"sender"``, a heuristic).
+same sender on the same host within ``sender_link_s`` (link ``"sender"``, a heuristic);
+sessions with the same sender at once (a bulk sender's parallel connections) wait in
+line, the first to accept a recipient taking the first such message.
 A mail record then carries ``session`` (a small sub-dict, see ``session_ref``) and the
 session record lists its ``mails``.
 """
@@ -64,7 +66,7 @@ class SessionTracker:
         self.aliases: dict[str, str] = {}  # "host\0pid" (sslserver's other pids) → session key
         self.qp_sessions: dict[str, list[Any]] = {}  # "host\0qp" → [time_ns, session ref]
         self.qp_mails: dict[str, list[Any]] = {}  # "host\0qp" → [time_ns, mail ref]
-        self.senders: dict[str, list[Any]] = {}  # "host\0sender" → [time_ns, session ref]
+        self.senders: dict[str, list[Any]] = {}  # "host\0sender" → [[time_ns, session ref], …]
         self.attach = attach  # callable(host, qp, session_ref) -> bool: link an open mail
 
     # -- state ---------------------------------------------------------------------------
@@ -79,7 +81,9 @@ class SessionTracker:
         # a link saved without its time (older state) cannot be judged: dropped
         self.qp_sessions = {k: v for k, v in state.get("qp_sessions", []) if isinstance(v, list)}
         self.qp_mails = {k: v for k, v in state.get("qp_mails", []) if isinstance(v, list)}
-        self.senders = dict(state.get("senders", []))
+        # an older state kept one [time_ns, ref] per sender: a line of one
+        self.senders = {k: [v] if len(v) == 2 and isinstance(v[1], dict) else v
+                        for k, v in state.get("senders", [])}
 
     # -- linking with qmail-send ---------------------------------------------------------
     def link_mail(self, host: str, qp: int, mail_from: str | None, time_ns: int | None,
@@ -95,11 +99,7 @@ class SessionTracker:
             else:  # an older connection's qp: the pid has wrapped since
                 del self.qp_sessions[key]
         if ref is None and mail_from is not None:
-            cand = self.senders.get(f"{host}\x00{mail_from.lower()}")
-            if cand is not None and (time_ns is None or cand[0] is None
-                                     or 0 <= time_ns - cand[0] <= self.opts.sender_link_s * NS):
-                del self.senders[f"{host}\x00{mail_from.lower()}"]
-                ref = dict(cand[1], link="sender")
+            ref = self._sender_session(f"{host}\x00{mail_from.lower()}", time_ns)
         if ref is None:
             return None
         s = self.sessions.get(ref.get("key", ""))
@@ -108,6 +108,25 @@ class SessionTracker:
             if len(mails) < MAX_DECISIONS and mail_ref not in mails:
                 mails.append(mail_ref)
         return {k: v for k, v in ref.items() if k != "key"}
+
+    def _sender_session(self, skey: str, time_ns: int | None) -> dict[str, Any] | None:
+        """The first session waiting with this sender that accepted a recipient within
+        ``sender_link_s`` before ``time_ns``; taken out of the line."""
+        cands = self.senders.get(skey)
+        if not cands:
+            return None
+        window = self.opts.sender_link_s * NS
+        while cands and time_ns is not None and cands[0][0] is not None \
+                and time_ns - cands[0][0] > window:
+            del cands[0]  # too old for this message, so for any later one
+        ref = None
+        for i, (t, _) in enumerate(cands):
+            if time_ns is None or t is None or 0 <= time_ns - t <= window:
+                ref = dict(cands.pop(i)[1], link="sender")
+                break
+        if not cands:
+            del self.senders[skey]
+        return ref
 
     # -- feeding -------------------------------------------------------------------------
     def feed(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
@@ -350,12 +369,25 @@ class SessionTracker:
             _add(s, "accepted_rcpts", rec["rcpt_to"])
             mf = rec.get("mail_from")
             if mf is not None:
-                host = rec.get("host") or ""
-                self.senders[f"{host}\x00{mf.lower()}"] = [rec.get("time_unix_ns"),
-                                                            self._ref(s, "sender")]
-                while len(self.senders) > LINK_CAP:
-                    del self.senders[next(iter(self.senders))]
+                self._wait_for_mail(f"{rec.get('host') or ''}\x00{mf.lower()}", s,
+                                    rec.get("time_unix_ns"))
         self._decide(s, rec, d)
+
+    def _wait_for_mail(self, skey: str, s: dict[str, Any], t: int | None) -> None:
+        """Put the session in its sender's line (once: later recipients update its place)."""
+        cands = self.senders.pop(skey, [])
+        self.senders[skey] = cands  # the most recent sender last: the oldest go first
+        ref = self._ref(s, "sender")
+        for c in cands:
+            if c[1]["key"] == s["key"]:
+                c[0], c[1] = t, ref
+                break
+        else:
+            cands.append([t, ref])
+            if len(cands) > MAX_DECISIONS:
+                del cands[0]
+        while len(self.senders) > LINK_CAP:
+            del self.senders[next(iter(self.senders))]
 
     def _queued(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
         """A patched qmail-smtpd's "message queued" line (qlogreceived, qmail-toaster's
