@@ -67,7 +67,8 @@ class SessionTracker:
         self.qp_sessions: dict[str, list[Any]] = {}  # "host\0qp" → [time_ns, session ref]
         self.qp_mails: dict[str, list[Any]] = {}  # "host\0qp" → [time_ns, mail ref]
         self.senders: dict[str, list[Any]] = {}  # "host\0sender" → [[time_ns, session ref], …]
-        self.attach = attach  # callable(host, qp, session_ref) -> bool: link an open mail
+        # callable(host, qp, session_ref, time_ns, window_ns) -> bool: link an open mail
+        self.attach = attach
 
     # -- state ---------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
