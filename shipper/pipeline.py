@@ -564,16 +564,23 @@ class Pipeline:
         backoff = route.backoff
         loads = orjson.loads
         worker = await self._encoding_worker(route)
+        # A stream sink's sends its peer has not acknowledged yet (see sinks.confirm): the
+        # last seq of each, and whether the sink counts it (a dead-lettered batch is not
+        # sent). They stay in the queue, unacknowledged, until the peer has them.
+        confirm = getattr(route.sink, "confirm", None)
+        unconfirmed: deque[tuple[int, bool]] = deque()
         while True:
             items = route.queue.read(route.batch_records, route.batch_bytes)
             if not items:
+                if unconfirmed:
+                    self._take_confirmed(route, confirm, unconfirmed)
                 if self._stop_sending.is_set():
                     return
                 route.wake.clear()
                 # asyncio.timeout, not wait_for: no extra task, so the sink wakes one
                 # loop turn after an append and takes the batch while it is in memory.
                 try:
-                    async with asyncio.timeout(0.2):
+                    async with asyncio.timeout(0.01 if unconfirmed else 0.2):
                         await route.wake.wait()
                 except TimeoutError:
                     pass
@@ -614,11 +621,40 @@ class Pipeline:
                     route.dead_letter(records, exc)
                 route.sink.stats.dead_lettered += len(records)
                 ok = True
+                if confirm is not None:
+                    unconfirmed.append((items[-1][0], False))
+            else:
+                if confirm is not None and ok:
+                    unconfirmed.append((items[-1][0], True))
             if not ok:  # stopping: leave the batch unacknowledged in the queue
                 route.queue.rewind()
                 return
-            route.queue.ack(items[-1][0])
-            _forget_recent(route, items[-1][0])
+            if confirm is None:
+                route.queue.ack(items[-1][0])
+                _forget_recent(route, items[-1][0])
+            else:
+                self._take_confirmed(route, confirm, unconfirmed)
+
+    def _take_confirmed(self, route: SinkRoute, confirm: Callable[[], tuple[int, bool]],
+                        unconfirmed: deque[tuple[int, bool]]) -> None:
+        """Acknowledge in the queue the sends the peer now has; when a connection went
+        with the rest, read every unacknowledged record again (duplicates, same ids)."""
+        n, lost = confirm()
+        last = None
+        while unconfirmed and (n or not unconfirmed[0][1]):
+            seq, counted = unconfirmed.popleft()
+            n -= counted
+            last = seq
+        if last is not None:
+            route.queue.ack(last)
+            _forget_recent(route, last)
+        if lost and unconfirmed:
+            log.info("sink %s: its connection went with records the peer had not acknowledged: "
+                     "sending them again", route.name)
+            route.sink.stats.extra["resent_unacknowledged"] = (
+                route.sink.stats.extra.get("resent_unacknowledged", 0) + len(unconfirmed))
+            unconfirmed.clear()
+            route.queue.rewind()
 
     async def _encoding_worker(self, route: SinkRoute) -> WorkerProcess | None:
         """The worker that encodes this sink's batches, if the sink's encoding can

@@ -505,3 +505,61 @@ async def test_a_buffer_it_cannot_write_is_unhealthy_while_it_lasts(tmp_path, mo
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await capture.stop()
+
+
+@pytest.mark.slow
+async def test_records_a_stalled_peer_never_acknowledged_are_sent_again(tmp_path):
+    """Found by fault injection: a receiver that stopped reading made the TCP sink's
+    write time out; the sink dropped the connection and re-sent only that batch, while
+    the batches before it, counted delivered once written, sat in the abandoned socket,
+    and were lost when the receiver closed it unread. A batch now leaves the buffer only
+    when the peer's TCP has acknowledged it; the rest go again on the next connection."""
+    import socket
+
+    from shipper.framing import FrameDecoder
+
+    held: list[socket.socket] = []
+    frames: list[bytes] = []
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4)
+    lsock.setblocking(False)
+    port = lsock.getsockname()[1]
+
+    async def receiver() -> None:
+        loop = asyncio.get_running_loop()
+        first, _ = await loop.sock_accept(lsock)
+        held.append(first)  # never read: the sender's write times out
+        second, _ = await loop.sock_accept(lsock)
+        first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        first.close()  # unread data and all: what it held is gone
+        dec = FrameDecoder()
+        while data := await loop.sock_recv(second, 1 << 16):
+            frames.extend(dec.feed(data))
+
+    n = 30000
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "current").write_bytes(b"".join(corpus(n)))
+    source = MultilogSource([str(logdir)], str(tmp_path / "ckpt.json"), start="all", poll_interval=0.1)
+    sink = SyslogTcpSink("127.0.0.1", port, encoder=Rfc5424Encoder(hostname="h"), name="siem",
+                         write_timeout=1.0)
+    route = SinkRoute("siem", sink, DiskQueue.open(str(tmp_path / "buf")), batch_records=500)
+    pipeline = Pipeline([(source, ParseOptions(host="mx1"))], [route])
+    recv = asyncio.create_task(receiver())
+    task = asyncio.create_task(pipeline.run())
+    ids: set[bytes] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while len(ids) < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            ids = {re.search(rb'event_id="([^"]+)"', f).group(1) for f in frames}
+    finally:
+        await pipeline.stop(5)
+        task.cancel()
+        recv.cancel()
+        await asyncio.gather(task, recv, return_exceptions=True)
+        lsock.close()
+    assert len(ids) == n, f"{n - len(ids)} records never arrived"
+    assert sink.stats.extra.get("resent_unacknowledged", 0) > 0

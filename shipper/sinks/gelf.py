@@ -23,6 +23,7 @@ from typing import Any
 
 from shipper.encode import gelf as gelf_encode
 from shipper.sinks.base import SinkError, SinkStats, close_stream, describe_error
+from shipper.sinks.confirm import BatchConfirmations
 from shipper.sinks.http import HttpSink
 from shipper.tlsconfig import TlsOptions, client_context
 
@@ -131,6 +132,11 @@ class GelfTcpSink:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._peer_closed = False
+        self._confirmations = BatchConfirmations()
+
+    def confirm(self) -> tuple[int, bool]:
+        """As SyslogTcpSink.confirm: sends the peer's TCP has acknowledged."""
+        return self._confirmations.take(self._writer)
 
     async def _connect(self) -> asyncio.StreamWriter:
         where = f"{self.host}:{self.port}"
@@ -165,6 +171,7 @@ class GelfTcpSink:
 
     async def send(self, records: list[dict[str, Any]]) -> None:
         if not records:
+            self._confirmations.wrote(0)
             return
         if self._writer is not None and (self._peer_closed or self._writer.is_closing()):
             await self._drop()
@@ -181,9 +188,11 @@ class GelfTcpSink:
         if self._peer_closed:
             await self._drop()
             raise SinkError(f"{self.host}:{self.port}: peer closed the connection")
-        self.stats.acked += len(records)  # written, connection alive: all TCP can tell
+        self._confirmations.wrote(len(data))
+        self.stats.acked += len(records)  # written, connection alive (the queue waits for confirm)
 
     async def _drop(self) -> None:
+        self._confirmations.dropped(self._writer)
         writer, self._writer = self._writer, None
         task, self._reader_task = self._reader_task, None
         self.stats.connected = False

@@ -34,6 +34,7 @@ from typing import Any
 from shipper.encode.rfc5424 import Rfc3164Encoder, Rfc5424Encoder
 from shipper.framing import FRAMINGS, LF, OCTET_COUNTED, frame_texts
 from shipper.sinks.base import Prepared, SinkError, SinkStats, close_stream, describe_error
+from shipper.sinks.confirm import BatchConfirmations
 from shipper.tlsconfig import TlsOptions, client_context
 
 Encoder = Rfc5424Encoder | Rfc3164Encoder
@@ -148,6 +149,13 @@ class SyslogTcpSink:
         self._peer_gone: str | None = None
         self._last_batch: list[dict[str, Any]] | Prepared | None = None
         self._last_payload = b""
+        self._confirmations = BatchConfirmations()
+
+    def confirm(self) -> tuple[int, bool]:
+        """(how many of the oldest sends the peer's TCP has acknowledged since the last
+        call, whether a dropped connection lost the rest: the pipeline sends them again).
+        Until acknowledged, the pipeline keeps them in the buffer (sinks.confirm)."""
+        return self._confirmations.take(self._writer)
 
     @property
     def encoding(self) -> StreamEncoding:
@@ -206,6 +214,7 @@ class SyslogTcpSink:
 
     async def _drop(self) -> None:
         self.stats.connected = False
+        self._confirmations.dropped(self._writer)
         writer, watch = self._writer, self._watch
         self._reader = self._writer = self._watch = None
         if watch is not None:
@@ -215,6 +224,7 @@ class SyslogTcpSink:
 
     async def send(self, records: list[dict[str, Any]] | Prepared) -> None:
         if not records:
+            self._confirmations.wrote(0)
             return
         payload = self._payload(records)
         if self._writer is not None:
@@ -242,7 +252,8 @@ class SyslogTcpSink:
             reason = self._peer_gone or "peer closed the connection"
             await self._drop()
             raise SinkError(f"{peer}: {reason} while sending a batch of {len(records)}")
-        self._last_batch, self._last_payload = None, b""  # delivered: keep nothing
+        self._last_batch, self._last_payload = None, b""  # written: keep nothing
+        self._confirmations.wrote(len(payload))
         self.stats.sent += len(records)
         self.stats.acked += len(records)
 

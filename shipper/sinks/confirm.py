@@ -1,0 +1,88 @@
+"""Which batches written to a TCP or TLS stream the peer's TCP has acknowledged.
+
+A batch written and drained is in our kernel, not at the peer. Counted delivered
+then, it is lost when the connection goes later with it still in our send queue: a
+write timeout on a receiver that stopped reading (we close the connection), a reset,
+a stop. Linux tells how many bytes of a socket's send queue the peer has not
+acknowledged (SIOCOUTQ); with the bytes asyncio still holds, every batch whose last
+byte lies before them has reached the peer's kernel. That is not the receiver's
+application reading it (RELP says that), but it is no longer lost by our side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import struct
+import termios
+from collections import deque
+
+
+def unacknowledged_bytes(writer: asyncio.StreamWriter) -> int | None:
+    """Bytes written to ``writer`` that the peer has not acknowledged (None: unknown).
+    Over TLS the kernel counts encrypted bytes, more than the plaintext they carry: an
+    overestimate, so a batch is confirmed late, never early."""
+    transport = writer.transport
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")  # SIOCOUTQ on sockets
+    except (OSError, ValueError):
+        return None
+    return struct.unpack("i", raw)[0] + transport.get_write_buffer_size()
+
+
+class BatchConfirmations:
+    """The end offsets of the batches a sink wrote on its connection, one per successful
+    ``send``, until the peer acknowledged them (``take``) or the connection went
+    (``dropped``: those not acknowledged by then must be sent again)."""
+
+    __slots__ = ("_ends", "_written", "_ready", "_lost")
+
+    def __init__(self) -> None:
+        self._ends: deque[int] = deque()
+        self._written = 0
+        self._ready = 0  # confirmed, not yet taken
+        self._lost = False
+
+    def wrote(self, nbytes: int) -> None:
+        """A ``send`` succeeded with ``nbytes`` written (0 for an empty batch)."""
+        self._written += nbytes
+        self._ends.append(self._written)
+
+    def dropped(self, writer: asyncio.StreamWriter | None) -> None:
+        """The connection goes (call before closing it): what it has not confirmed by
+        now is not known delivered."""
+        if not self._lost:
+            self._settle(writer)
+            self._lost = bool(self._ends)
+        # (after a loss not taken yet, later sends are sent again anyway: not counted)
+        self._ends.clear()
+        self._written = 0
+
+    def take(self, writer: asyncio.StreamWriter | None) -> tuple[int, bool]:
+        """(how many of the oldest unconfirmed sends are confirmed now, whether the
+        rest were lost with a connection: to be sent again, with every send after
+        them; the count then starts afresh)."""
+        if self._lost:
+            n, self._ready, self._lost = self._ready, 0, False
+            self._ends.clear()
+            self._written = 0
+            return n, True
+        self._settle(writer)
+        n, self._ready = self._ready, 0
+        return n, False
+
+    def _settle(self, writer: asyncio.StreamWriter | None) -> None:
+        if not self._ends or writer is None:
+            return
+        pending = unacknowledged_bytes(writer)
+        if pending is None:  # no socket to ask: written counts as delivered
+            self._ready += len(self._ends)
+            self._ends.clear()
+            return
+        upto = self._written - pending
+        while self._ends and self._ends[0] <= upto:
+            self._ends.popleft()
+            self._ready += 1
