@@ -344,6 +344,6 @@ def assemble(config: Config) -> Assembly:
                         parse_workers=resolve_workers(parse.workers, len(sources)))
     registry = Registry()
     asm = Assembly(config, pipeline, tracking, transformer, registry)
-    asm.metrics = declare_shipper_metrics(registry)
+    asm.metrics = declare_shipper_metrics(registry, config.state_dir)
     registry.add_collector(asm.collect)
     return asm

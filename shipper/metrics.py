@@ -199,11 +199,11 @@ class ShipperMetrics:
     reloads: Metric
 
 
-def declare_shipper_metrics(registry: Registry) -> ShipperMetrics:
+def declare_shipper_metrics(registry: Registry, state_dir: str = "") -> ShipperMetrics:
     r = registry
     m = ShipperMetrics(
-        build_info=r.gauge("shipper_build_info", "Version of the running shipper (value 1).",
-                           ("version",)),
+        build_info=r.gauge("shipper_build_info", "Version and state_dir of the running shipper "
+                           "(value 1): which shipper answers on this port.", ("version", "state_dir")),
         start_time=r.gauge("shipper_start_time_seconds", "Unix time the process started."),
         source_lines=r.counter("shipper_source_lines_total", "Lines read, per source.", ("source",)),
         source_bytes=r.counter("shipper_source_bytes_total", "Bytes read, per source.", ("source",)),
@@ -254,7 +254,7 @@ def declare_shipper_metrics(registry: Registry) -> ShipperMetrics:
         reloads=r.counter("shipper_config_reloads_total", "Configuration reloads, by result.",
                           ("result",)),
     )
-    m.build_info.set(1, version=__version__)
+    m.build_info.set(1, version=__version__, state_dir=state_dir)
     m.start_time.set(time.time())
     return m
 

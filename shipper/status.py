@@ -111,11 +111,21 @@ def main(argv: list[str]) -> int:
     try:
         with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=5) as r:
             text = r.read().decode()
-        report = render(parse_exposition(text))
+        metrics = parse_exposition(text)
+        report = render(metrics)
     except Exception as exc:  # noqa: BLE001 - a bad URL, a peer that is not ours: one line
         why = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
         print(f"shipper: cannot read {printable(url)}/metrics: {printable(str(why))} "
               "(is shipper running there?)", file=sys.stderr)
         return 1
+    if args.config:
+        # Two shippers on one host both default to port 9810: the one this config runs
+        # may have gone on without metrics, and another answers there.
+        theirs = {lb.get("state_dir") for lb, _ in metrics.get("shipper_build_info", [])} - {None, ""}
+        if theirs and cfg.state_dir not in theirs:
+            print(f"shipper: {printable(url)} answers for another shipper (state_dir "
+                  f"{printable(', '.join(sorted(theirs)))}), not the one of {args.config} (state_dir "
+                  f"{cfg.state_dir}): give each its own metrics.listen", file=sys.stderr)
+            return 1
     print(report)
     return 0

@@ -167,7 +167,8 @@ def test_reload_restart_and_stop_under_load_lose_nothing(tmp_path, receiver):
         time.sleep(1.5)
         # metrics move
         text = _scrape(mport)
-        assert _metric(text, "shipper_build_info", version=__import__("shipper").__version__) == 1
+        assert _metric(text, "shipper_build_info", version=__import__("shipper").__version__,
+                       state_dir=str(tmp_path / "state")) == 1
         first_acked = _metric(text, "shipper_sink_acked_total", sink="siem")
         assert first_acked > 0
         assert _metric(text, "shipper_source_lines_total", source=str(logdir)) >= first_acked
@@ -444,12 +445,24 @@ def test_status_finds_metrics_on_a_port_picked_at_start(tmp_path, receiver):
         addr = tmp_path / "state" / "metrics.addr"
         host, port = addr.read_text().strip().rsplit(":", 1)
         assert host == "127.0.0.1" and int(port) > 0
-        assert _metric(_scrape(int(port)), "shipper_build_info",
-                       version=__import__("shipper").__version__) == 1
+        assert _metric(_scrape(int(port)), "shipper_build_info", version=__import__("shipper").__version__,
+                       state_dir=str(tmp_path / "state")) == 1
         st = subprocess.run([sys.executable, "-m", "shipper", "status", "-c", str(cfg)],
                             capture_output=True, text=True, timeout=30)
         assert st.returncode == 0, st.stderr
         assert any(r.split()[:1] == ["siem"] for r in st.stdout.splitlines()), st.stdout
+        # From an admin's review: a second shipper's config naming the same port (its own
+        # shipper went on without metrics) read the first one's figures as its own
+        other = tmp_path / "other"
+        other.mkdir()
+        cfg2 = other / "shipper.toml"
+        cfg2.write_text(_config(other, logdir, receiver.ports["tcp"], int(port)))
+        st = subprocess.run([sys.executable, "-m", "shipper", "status", "-c", str(cfg2)],
+                            capture_output=True, text=True, timeout=30)
+        assert st.returncode == 1 and st.stdout == ""
+        assert st.stderr.strip() == (
+            f"shipper: http://127.0.0.1:{port} answers for another shipper (state_dir {tmp_path / 'state'}), "
+            f"not the one of {cfg2} (state_dir {other / 'state'}): give each its own metrics.listen")
     finally:
         assert _stop(proc) == 0
 

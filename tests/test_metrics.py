@@ -154,7 +154,7 @@ async def test_server_scrape_counters_move_and_health():
         helps, types, samples = parse_exposition(body)
         assert types["shipper_source_lines_total"] == "counter"
         assert types["shipper_sink_connected"] == "gauge"
-        assert samples[("shipper_build_info", (("version", __version__),))] == 1
+        assert samples[("shipper_build_info", (("version", __version__), ("state_dir", "")))] == 1
         assert samples[("shipper_source_lines_total", (("source", "qmail"),))] == 0
 
         for step in range(1, 4):  # lines flow, counters move
