@@ -285,6 +285,12 @@ class Assembly:
                 m.buffer_repairs.set(getattr(qs, "repairs", 0), sink=name)
                 m.buffer_dropped.set(getattr(qs, "dropped_newest", 0), sink=name, reason="drop_newest")
                 m.buffer_dropped.set(getattr(qs, "dropped_oldest", 0), sink=name, reason="drop_oldest")
+                m.buffer_lost.set(getattr(qs, "corrupt_records", 0), sink=name)
+                for kind, field_name in (("write", "write_errors"), ("state", "state_write_errors"),
+                                         ("delete", "delete_errors")):
+                    m.buffer_errors.set(getattr(qs, field_name, 0), sink=name, kind=kind)
+            paused = route.paused_since
+            m.buffer_paused.set(time.monotonic() - paused if paused is not None else 0.0, sink=name)
             oldest_of = getattr(q, "oldest_unacked_time", None)
             try:
                 oldest = oldest_of() if oldest_of is not None else None

@@ -196,6 +196,9 @@ class ShipperMetrics:
     buffer_oldest_age: Metric
     buffer_dropped: Metric
     buffer_repairs: Metric
+    buffer_lost: Metric
+    buffer_errors: Metric
+    buffer_paused: Metric
     reloads: Metric
 
 
@@ -251,6 +254,15 @@ def declare_shipper_metrics(registry: Registry, state_dir: str = "") -> ShipperM
         buffer_repairs=r.counter("shipper_buffer_repairs_total",
                                  "Repairs at recovery (torn tails, corrupt records set aside).",
                                  ("sink",)),
+        buffer_lost=r.counter("shipper_buffer_lost_records_total",
+                              "Records lost to corrupt or missing buffer bytes (each said in the log).",
+                              ("sink",)),
+        buffer_errors=r.counter("shipper_buffer_errors_total",
+                                "Buffer I/O errors: write (an append), state (its state file), "
+                                "delete (a delivered segment left on disk).", ("sink", "kind")),
+        buffer_paused=r.gauge("shipper_buffer_paused_seconds",
+                              "How long this sink's buffer (full, or its disk failing) has paused "
+                              "the reading; 0 when it takes records.", ("sink",)),
         reloads=r.counter("shipper_config_reloads_total", "Configuration reloads, by result.",
                           ("result",)),
     )

@@ -85,3 +85,42 @@ def test_the_oldest_buffered_record_has_an_age(tmp_path: Path) -> None:
     finally:
         for r in asm.pipeline.routes:
             r.queue.close()
+
+
+def test_buffer_losses_errors_and_pauses_are_metrics(tmp_path: Path) -> None:
+    """From the fault review: a full or failing buffer said so once in the log, and
+    nothing a monitor could alert on showed it (records lost to corrupt bytes, write,
+    state and delete errors, the reading paused)."""
+    import re
+    import time
+
+    from shipper.assemble import assemble
+    cfg = load_config_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\n'
+                           f'paths = ["{tmp_path}/log"]\n[sinks.o]\ntype = "file"\n'
+                           f'path = "{tmp_path}/o.ndjson"\n')
+    asm = assemble(cfg)
+    try:
+        route = asm.pipeline.routes[0]
+        qs = route.queue.stats
+        qs.corrupt_records, qs.write_errors, qs.state_write_errors, qs.delete_errors = 7, 3, 2, 1
+        route.paused_since = time.monotonic() - 42
+        asm.collect()
+        text = asm.registry.render()
+
+        def value(series: str) -> float:
+            m = re.search(re.escape(series) + r" ([\d.e+]+)\n", text)
+            assert m, (series, text)
+            return float(m.group(1))
+
+        assert value('shipper_buffer_lost_records_total{sink="o"}') == 7
+        assert value('shipper_buffer_errors_total{sink="o",kind="write"}') == 3
+        assert value('shipper_buffer_errors_total{sink="o",kind="state"}') == 2
+        assert value('shipper_buffer_errors_total{sink="o",kind="delete"}') == 1
+        assert 41 < value('shipper_buffer_paused_seconds{sink="o"}') < 60
+        route.paused_since = None
+        asm.collect()
+        text = asm.registry.render()
+        assert value('shipper_buffer_paused_seconds{sink="o"}') == 0
+    finally:
+        for r in asm.pipeline.routes:
+            r.queue.close()
