@@ -179,3 +179,24 @@ def test_the_readme_config_example_loads(tmp_path: Path):
     sink = cfg.sinks["siem"]
     assert (sink.type, sink.protocol, sink.host, sink.port) == ("relp", "tls", "siem.example.net", 2514)
     assert cfg.sources["qmail"].paths == ["/var/log/qmail/*"]
+
+
+def test_pip_installs_the_configs_service_and_unit():
+    """From an admin's review: pip installed the program but none of conf/, service/ or
+    systemd/, so a pip user had no config to start from. pyproject's data-files put them
+    in <venv>/share/shipper (checked here: every entry names files that exist, all of
+    them; the run scripts keep their mode in the wheel, as `pip wheel .` shows)."""
+    import glob
+    import tomllib
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    shipped = {os.path.relpath(f, ROOT) for pats in data.values() for pat in pats
+               for f in glob.glob(str(ROOT / pat))}
+    for pat in (p for pats in data.values() for p in pats):
+        assert glob.glob(str(ROOT / pat)), f"{pat} names no file"
+    wanted = {"conf/shipper.toml", "conf/clickhouse.sql", "service/shipper/run", "service/shipper/log/run",
+              "systemd/shipper.service", *(os.path.relpath(f, ROOT) for f in glob.glob(str(ROOT / "conf/examples/*")))}
+    assert shipped == wanted
+    for target, pats in data.items():  # each file lands beside its fellows, as in the tree
+        for pat in pats:
+            assert target == "share/shipper/" + os.path.dirname(pat), (target, pat)
