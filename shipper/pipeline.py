@@ -569,22 +569,28 @@ class Pipeline:
         # sent). They stay in the queue, unacknowledged, until the peer has them.
         confirm = getattr(route.sink, "confirm", None)
         unconfirmed: deque[tuple[int, bool]] = deque()
+        ask_after = 0.01  # while some wait: ask again soon, less often while none comes
         while True:
             items = route.queue.read(route.batch_records, route.batch_bytes)
             if not items:
+                wait = 0.2
                 if unconfirmed:
+                    before = len(unconfirmed)
                     self._take_confirmed(route, confirm, unconfirmed)
+                    ask_after = 0.01 if len(unconfirmed) < before else min(0.2, ask_after * 2)
+                    wait = ask_after if unconfirmed else 0.2
                 if self._stop_sending.is_set():
                     return
                 route.wake.clear()
                 # asyncio.timeout, not wait_for: no extra task, so the sink wakes one
                 # loop turn after an append and takes the batch while it is in memory.
                 try:
-                    async with asyncio.timeout(0.01 if unconfirmed else 0.2):
+                    async with asyncio.timeout(wait):
                         await route.wake.wait()
                 except TimeoutError:
                     pass
                 continue
+            ask_after = 0.01
             batch: Any = None
             if worker is not None:
                 try:

@@ -563,3 +563,61 @@ async def test_records_a_stalled_peer_never_acknowledged_are_sent_again(tmp_path
         lsock.close()
     assert len(ids) == n, f"{n - len(ids)} records never arrived"
     assert sink.stats.extra.get("resent_unacknowledged", 0) > 0
+
+
+@pytest.mark.slow
+async def test_records_a_peer_reset_while_idle_are_sent_again_without_new_input(tmp_path):
+    """Found by the review: a receiver restarting with data unread resets the connection;
+    asyncio closed the socket, the sink could not ask it, and counted every open batch
+    as delivered. Now they are sent again, at once, though no new line comes."""
+    import socket
+
+    from shipper.framing import FrameDecoder
+
+    frames: list[bytes] = []
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4)
+    lsock.setblocking(False)
+    port = lsock.getsockname()[1]
+    first: list[socket.socket] = []
+
+    async def receiver() -> None:
+        loop = asyncio.get_running_loop()
+        conn, _ = await loop.sock_accept(lsock)
+        first.append(conn)  # stalled: reads nothing
+        second, _ = await loop.sock_accept(lsock)
+        dec = FrameDecoder()
+        while data := await loop.sock_recv(second, 1 << 16):
+            frames.extend(dec.feed(data))
+
+    n = 3000
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "current").write_bytes(b"".join(corpus(n)))
+    source = MultilogSource([str(logdir)], str(tmp_path / "ckpt.json"), start="all", poll_interval=0.1)
+    sink = SyslogTcpSink("127.0.0.1", port, encoder=Rfc5424Encoder(hostname="h"), name="siem")
+    route = SinkRoute("siem", sink, DiskQueue.open(str(tmp_path / "buf")), batch_records=500)
+    pipeline = Pipeline([(source, ParseOptions(host="mx1"))], [route])
+    recv = asyncio.create_task(receiver())
+    task = asyncio.create_task(pipeline.run())
+    ids: set[bytes] = set()
+    try:
+        deadline = time.monotonic() + 30
+        while sink.stats.sent < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        assert route.queue.depth > 0  # written, not acknowledged by the stalled peer
+        first[0].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        first[0].close()  # the receiver restarts: RST, its unread data gone
+        while len(ids) < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            ids = {re.search(rb'event_id="([^"]+)"', f).group(1) for f in frames}
+    finally:
+        await pipeline.stop(5)
+        task.cancel()
+        recv.cancel()
+        await asyncio.gather(task, recv, return_exceptions=True)
+        lsock.close()
+    assert len(ids) == n, f"{n - len(ids)} records never arrived"

@@ -66,3 +66,80 @@ async def test_a_dropped_connection_reports_what_it_had_not_confirmed():
         writer.close()
         peer.close()
         lsock.close()
+
+
+async def test_a_reset_connection_confirms_nothing_it_had_not_confirmed():
+    """Found by the review: after the peer's RST asyncio closes the socket, the question
+    failed, and "cannot ask" counted every open batch as delivered: the very loss this
+    module is for. A closed socket now confirms nothing; its batches go again."""
+    lsock, writer, peer = await _stalled_pair()
+    conf = BatchConfirmations()
+    try:
+        writer.write(b"z" * 400_000)
+        conf.wrote(400_000)
+        await asyncio.sleep(0.1)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        peer.close()  # unread data: an RST
+        deadline = time.monotonic() + 5
+        while not writer.transport.is_closing() and time.monotonic() < deadline:
+            writer.write(b"z")  # the next write meets the reset
+            await asyncio.sleep(0.05)
+        assert writer.transport.is_closing()
+        assert conf.take(writer) == (0, False)  # nothing known: nothing confirmed
+        conf.dropped(writer)
+        assert conf.take(None) == (0, True)
+    finally:
+        writer.close()
+        lsock.close()
+
+
+async def test_over_tls_nothing_is_confirmed_before_the_peers_kernel_has_it(tmp_path):
+    """Found by the review: ciphertext waiting in the TCP transport under asyncio's TLS
+    layer was in neither count, and 60,000 bytes of batches were confirmed while the
+    peer's kernel held 5,627."""
+    import fcntl
+    import ssl
+    import struct
+    import termios
+    import threading
+
+    from rsyslog_util import make_certs
+
+    certs = make_certs(tmp_path / "certs")
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    accepted: list[ssl.SSLSocket] = []
+    done = threading.Event()
+
+    def serve() -> None:  # completes the handshake, then never reads
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(certs.server_cert, certs.server_key)
+        conn, _ = lsock.accept()
+        accepted.append(ctx.wrap_socket(conn, server_side=True))
+        done.wait(30)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ctx = ssl.create_default_context(cafile=str(certs.ca))
+    _, writer = await asyncio.open_connection("127.0.0.1", lsock.getsockname()[1], ssl=ctx,
+                                              server_hostname="localhost")
+    conf = BatchConfirmations()
+    try:
+        for _ in range(400):
+            writer.write(b"z" * 20_000)
+            conf.wrote(20_000)
+            try:
+                await asyncio.wait_for(writer.drain(), 0.2)
+            except TimeoutError:
+                break
+        await asyncio.sleep(0.5)
+        peer_has = struct.unpack("i", fcntl.ioctl(accepted[0].fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+        n, lost = conf.take(writer)
+        assert not lost and n * 20_000 <= peer_has, (n, peer_has)
+    finally:
+        done.set()
+        writer.transport.abort()
+        thread.join(10)
+        lsock.close()

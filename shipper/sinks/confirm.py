@@ -19,9 +19,10 @@ from collections import deque
 
 
 def unacknowledged_bytes(writer: asyncio.StreamWriter) -> int | None:
-    """Bytes written to ``writer`` that the peer has not acknowledged (None: unknown).
-    Over TLS the kernel counts encrypted bytes, more than the plaintext they carry: an
-    overestimate, so a batch is confirmed late, never early."""
+    """Bytes written to ``writer`` that the peer has not acknowledged; None only for a
+    transport without a socket. A socket closed under us (a reset) cannot be asked:
+    then nothing counts as acknowledged. Over TLS the kernel counts encrypted bytes,
+    more than the plaintext they carry, so a batch is confirmed late, never early."""
     transport = writer.transport
     sock = transport.get_extra_info("socket")
     if sock is None:
@@ -29,8 +30,19 @@ def unacknowledged_bytes(writer: asyncio.StreamWriter) -> int | None:
     try:
         raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")  # SIOCOUTQ on sockets
     except (OSError, ValueError):
-        return None
-    return struct.unpack("i", raw)[0] + transport.get_write_buffer_size()
+        return NOTHING_KNOWN
+    held = transport.get_write_buffer_size()
+    # TLS: ciphertext handed to the TCP transport below is in neither figure above
+    inner = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+    if inner is not None:
+        try:
+            held += inner.get_write_buffer_size()
+        except (AttributeError, RuntimeError):
+            return NOTHING_KNOWN
+    return struct.unpack("i", raw)[0] + held
+
+
+NOTHING_KNOWN = 1 << 62  # "every byte may be unacknowledged"
 
 
 class BatchConfirmations:

@@ -136,6 +136,8 @@ class GelfTcpSink:
 
     def confirm(self) -> tuple[int, bool]:
         """As SyslogTcpSink.confirm: sends the peer's TCP has acknowledged."""
+        if self._writer is not None and (self._peer_closed or self._writer.is_closing()):
+            self._confirmations.dropped(self._writer)
         return self._confirmations.take(self._writer)
 
     async def _connect(self) -> asyncio.StreamWriter:
