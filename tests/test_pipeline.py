@@ -10,6 +10,7 @@ import re
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import free_port
@@ -514,54 +515,11 @@ async def test_records_a_stalled_peer_never_acknowledged_are_sent_again(tmp_path
     the batches before it, counted delivered once written, sat in the abandoned socket,
     and were lost when the receiver closed it unread. A batch now leaves the buffer only
     when the peer's TCP has acknowledged it; the rest go again on the next connection."""
-    import socket
+    async def nothing(sink, route, first) -> None:
+        pass  # the write times out; the receiver drops the first connection at the second
 
-    from shipper.framing import FrameDecoder
-
-    held: list[socket.socket] = []
-    frames: list[bytes] = []
-    lsock = socket.socket()
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(4)
-    lsock.setblocking(False)
-    port = lsock.getsockname()[1]
-
-    async def receiver() -> None:
-        loop = asyncio.get_running_loop()
-        first, _ = await loop.sock_accept(lsock)
-        held.append(first)  # never read: the sender's write times out
-        second, _ = await loop.sock_accept(lsock)
-        first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-        first.close()  # unread data and all: what it held is gone
-        dec = FrameDecoder()
-        while data := await loop.sock_recv(second, 1 << 16):
-            frames.extend(dec.feed(data))
-
-    n = 30000
-    logdir = tmp_path / "log"
-    logdir.mkdir()
-    (logdir / "current").write_bytes(b"".join(corpus(n)))
-    source = MultilogSource([str(logdir)], str(tmp_path / "ckpt.json"), start="all", poll_interval=0.1)
-    sink = SyslogTcpSink("127.0.0.1", port, encoder=Rfc5424Encoder(hostname="h"), name="siem",
-                         write_timeout=1.0)
-    route = SinkRoute("siem", sink, DiskQueue.open(str(tmp_path / "buf")), batch_records=500)
-    pipeline = Pipeline([(source, ParseOptions(host="mx1"))], [route])
-    recv = asyncio.create_task(receiver())
-    task = asyncio.create_task(pipeline.run())
-    ids: set[bytes] = set()
-    try:
-        deadline = time.monotonic() + 60
-        while len(ids) < n and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-            ids = {re.search(rb'event_id="([^"]+)"', f).group(1) for f in frames}
-    finally:
-        await pipeline.stop(5)
-        task.cancel()
-        recv.cancel()
-        await asyncio.gather(task, recv, return_exceptions=True)
-        lsock.close()
-    assert len(ids) == n, f"{n - len(ids)} records never arrived"
+    ids, sink = await _through_a_stalled_connection(tmp_path, 30000, nothing, write_timeout=1.0)
+    assert len(ids) == 30000, f"{30000 - len(ids)} records never arrived"
     assert sink.stats.extra.get("resent_unacknowledged", 0) > 0
 
 
@@ -572,45 +530,64 @@ async def test_records_a_peer_reset_while_idle_are_sent_again_without_new_input(
     as delivered. Now they are sent again, at once, though no new line comes."""
     import socket
 
+    async def reset_when_all_written(sink, route, first) -> None:
+        deadline = time.monotonic() + 30
+        while sink.stats.sent < 3000 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        assert route.queue.depth > 0  # written, not acknowledged by the stalled peer
+        first[0].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        first[0].close()  # the receiver restarts: RST, its unread data gone
+
+    ids, _ = await _through_a_stalled_connection(tmp_path, 3000, reset_when_all_written)
+    assert len(ids) == 3000, f"{3000 - len(ids)} records never arrived"
+
+
+async def _through_a_stalled_connection(tmp_path: Path, n: int, meanwhile, **sink_kw) -> tuple[set[bytes], Any]:
+    """Ship ``n`` records to a receiver that never reads its first connection (reset,
+    unread, when a second comes, unless ``meanwhile`` did it) and reads the second;
+    returns the event ids that arrived, and the sink."""
+    import socket
+
     from shipper.framing import FrameDecoder
 
     frames: list[bytes] = []
+    first: list[socket.socket] = []
     lsock = socket.socket()
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by the accepted ones
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(4)
     lsock.setblocking(False)
-    port = lsock.getsockname()[1]
-    first: list[socket.socket] = []
 
     async def receiver() -> None:
         loop = asyncio.get_running_loop()
         conn, _ = await loop.sock_accept(lsock)
-        first.append(conn)  # stalled: reads nothing
+        first.append(conn)
         second, _ = await loop.sock_accept(lsock)
+        if conn.fileno() >= 0:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            conn.close()
         dec = FrameDecoder()
         while data := await loop.sock_recv(second, 1 << 16):
             frames.extend(dec.feed(data))
 
-    n = 3000
     logdir = tmp_path / "log"
     logdir.mkdir()
     (logdir / "current").write_bytes(b"".join(corpus(n)))
     source = MultilogSource([str(logdir)], str(tmp_path / "ckpt.json"), start="all", poll_interval=0.1)
-    sink = SyslogTcpSink("127.0.0.1", port, encoder=Rfc5424Encoder(hostname="h"), name="siem")
+    sink = SyslogTcpSink("127.0.0.1", lsock.getsockname()[1], encoder=Rfc5424Encoder(hostname="h"),
+                         name="siem", **sink_kw)
     route = SinkRoute("siem", sink, DiskQueue.open(str(tmp_path / "buf")), batch_records=500)
     pipeline = Pipeline([(source, ParseOptions(host="mx1"))], [route])
     recv = asyncio.create_task(receiver())
     task = asyncio.create_task(pipeline.run())
     ids: set[bytes] = set()
     try:
-        deadline = time.monotonic() + 30
-        while sink.stats.sent < n and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)
-        assert route.queue.depth > 0  # written, not acknowledged by the stalled peer
-        first[0].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-        first[0].close()  # the receiver restarts: RST, its unread data gone
+        deadline = time.monotonic() + 10
+        while not first and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await meanwhile(sink, route, first)
+        deadline = time.monotonic() + 60
         while len(ids) < n and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
             ids = {re.search(rb'event_id="([^"]+)"', f).group(1) for f in frames}
@@ -620,4 +597,4 @@ async def test_records_a_peer_reset_while_idle_are_sent_again_without_new_input(
         recv.cancel()
         await asyncio.gather(task, recv, return_exceptions=True)
         lsock.close()
-    assert len(ids) == n, f"{n - len(ids)} records never arrived"
+    return ids, sink
