@@ -203,7 +203,8 @@ class Tracking:
             out += self.correlator.flush()
         return out
 
-    def save(self) -> None:
+    def save(self) -> bool:
+        """Write the state; False when it could not be (said in the log)."""
         try:
             state = self.correlator.to_state()
             try:
@@ -213,6 +214,8 @@ class Tracking:
             atomic_write(self.path, data)
         except Exception as exc:  # noqa: BLE001 - never stop shipping for the summaries
             log.error("cannot save tracking state to %s: %s", self.path, exc)
+            return False
+        return True
 
 
 @dataclass(slots=True)

@@ -200,7 +200,7 @@ class Pipeline:
                  transform: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
                  correlate: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
                  sync_interval: float = 0.05, parse_workers: int = 0,
-                 worker_inflight: int = 4, save_state: Callable[[], None] | None = None,
+                 worker_inflight: int = 4, save_state: Callable[[], bool | None] | None = None,
                  save_interval: float = 30.0) -> None:
         self.sources = [s for s, _ in sources]
         self._opts = {id(s): o for s, o in sources}
@@ -223,6 +223,7 @@ class Pipeline:
                 if hasattr(s, "autosave"):
                     s.autosave = False
         self._unappended = 0
+        self._next_save = time.monotonic() + save_interval
         self.stats = PipelineStats()
         self._parsers: dict[str, LineParser] = {}
         # (source, position, {route name: last seq}) awaiting durability, in order
@@ -445,6 +446,8 @@ class Pipeline:
         finally:
             if self.correlate is not None:
                 self._unappended -= 1
+                if not self._unappended:
+                    self._save_if_due()
 
     async def _append_to_queues(self, source: Any, position: Any, all_payloads: list[bytes],
                                 dicts: list[dict[str, Any]], exact: bool = False) -> None:
@@ -502,33 +505,46 @@ class Pipeline:
             self._pending.append((source, position, seqs))
 
     async def _run_syncer(self) -> None:
-        """Make appends durable on a clock, then let sources commit past them.
-
-        Every ``save_interval`` it also saves the tracking state, at a moment when it
-        matches the checkpoints exactly: every batch the correlator has seen is
-        appended (none waits for room), and a forced sync commits them all; so after
-        a crash the lines re-read from the checkpoints are the ones the saved state
-        has not seen, and a mail that spans the crash is still one record.
-        """
-        last_save = time.monotonic()
+        """Make appends durable on a clock, then let sources commit past them; with
+        tracking on, save the state and the checkpoints together when due."""
         while True:
             try:
                 await asyncio.wait_for(self._stop_sending.wait(), self.sync_interval)
             except TimeoutError:
                 pass
-            if (self.save_state is not None and self._unappended == 0
-                    and time.monotonic() - last_save >= self.save_interval):
-                self.sync_and_commit(force=True)
-                for source in self.sources:  # the checkpoints on disk, then the state
-                    save = getattr(source, "save", None)
-                    if save is not None:
-                        save()
-                self.save_state()
-                last_save = time.monotonic()
-            else:
+            if not self._save_if_due():
                 self.sync_and_commit()
             if self._stop_sending.is_set():
                 return
+
+    def _save_if_due(self) -> bool:
+        """Save the tracking state and the checkpoints (see _save_together) if due and if
+        now is a moment they match: every batch the correlator has seen is appended (none
+        waits for room). Called by the syncer and at the end of each append: under
+        backpressure a source nearly always waits for room when the syncer looks."""
+        if (self.save_state is None or self._unappended
+                or time.monotonic() < self._next_save):
+            return False
+        self._save_together()
+        return True
+
+    def _save_together(self) -> None:
+        """The tracking state, then the checkpoints: a forced sync commits every batch
+        the correlator has seen, so after a crash the lines re-read from a checkpoint
+        are ones the saved state has not seen (a state ahead of its checkpoint is
+        harmless: the correlator skips lines it had), and a mail that spans the crash
+        is one record. A state that could not be saved keeps the checkpoints where they
+        were. Saves grow rarer as the state grows (at most ~5 % of the time)."""
+        t0 = time.monotonic()
+        self.sync_and_commit(force=True)
+        assert self.save_state is not None
+        if self.save_state() is not False:
+            for source in self.sources:
+                save = getattr(source, "save", None)
+                if save is not None:
+                    save()
+        now = time.monotonic()
+        self._next_save = now + max(self.save_interval, 20 * (now - t0))
 
     def paused_by(self) -> list[tuple[str, float]]:
         """The sinks whose buffer (full, or its disk failing) has paused the reading for
@@ -718,7 +734,10 @@ class Pipeline:
             for t in pending:
                 t.cancel()
         await asyncio.gather(*rest, return_exceptions=True)
-        self.sync_and_commit(force=True)
+        if self.save_state is not None:
+            self._save_together()  # the state before the checkpoints the closes write
+        else:
+            self.sync_and_commit(force=True)
         for s in self.sources:
             await s.close()
         for r in self.routes:

@@ -598,3 +598,61 @@ async def _through_a_stalled_connection(tmp_path: Path, n: int, meanwhile, **sin
         await asyncio.gather(task, recv, return_exceptions=True)
         lsock.close()
     return ids, sink
+
+
+async def test_tracking_saves_go_on_under_backpressure(tmp_path):
+    """Found by the review: with tracking on, the state and checkpoints were saved only
+    when the syncer found no batch between the correlator and the buffer; with a sink
+    slower than the input a source nearly always waits for room, so nothing was saved
+    (one state save and no checkpoint in 6 s). The end of an append saves when due too.
+    And the state goes first: a checkpoint is never written ahead of it."""
+    from shipper.sinks.base import SinkStats
+
+    class SlowSink:
+        name = "slow"
+
+        def __init__(self) -> None:
+            self.stats = SinkStats()
+
+        async def send(self, records) -> None:
+            await asyncio.sleep(0.02)
+            self.stats.acked += len(records)
+
+        async def close(self) -> None:
+            pass
+
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "current").write_bytes(b"".join(corpus(200_000)))
+    checkpoint = tmp_path / "ckpt.json"
+    source = MultilogSource([str(logdir)], str(checkpoint), start="all", poll_interval=0.1)
+    sink = SlowSink()
+    route = SinkRoute("slow", sink, DiskQueue.open(str(tmp_path / "buf"), max_bytes=256 << 10,
+                                                   segment_bytes=32 << 10), batch_records=100)
+    events: list[str] = []
+    write_checkpoint = source.save
+
+    def save_checkpoint() -> None:
+        events.append("checkpoint")
+        write_checkpoint()
+
+    def save_state() -> bool:
+        events.append("state")
+        return True
+
+    source.save = save_checkpoint  # type: ignore[method-assign]
+    pipeline = Pipeline([(source, ParseOptions(host="mx1"))], [route], correlate=lambda d: [],
+                        save_state=save_state, save_interval=0.2)
+    task = asyncio.create_task(pipeline.run())
+    try:
+        await asyncio.sleep(4)
+    finally:
+        delivered, written, running = sink.stats.acked, checkpoint.exists(), list(events)
+        await pipeline.stop(1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert delivered > 1000
+    assert running.count("state") >= 8, f"only {running.count('state')} state saves in 4 s (every 0.2 s)"
+    assert written
+    assert all(running[i - 1] == "state" for i, e in enumerate(running) if e == "checkpoint"), running
+    assert events[len(running):][-3:] == ["state", "checkpoint", "checkpoint"]  # stop: the state first
