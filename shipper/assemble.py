@@ -200,7 +200,7 @@ class Tracking:
         now = time.monotonic()
         if now - self._last_flush > 10:
             self._last_flush = now
-            out += self.correlator.flush()
+            out += self.correlator.flush(read_ns=time.time_ns())
         return out
 
     def save(self) -> bool:

@@ -400,6 +400,24 @@ def test_a_line_stamped_hours_ahead_of_its_reading_ages_nothing() -> None:
     assert s["flags"] == [] and s["duration_s"] == 0.5
 
 
+def test_a_session_left_open_on_an_input_gone_quiet_still_ages() -> None:
+    """Found by the review: each open entry aged by its own input's clock, which stops
+    when the input stops logging; a session whose end never came stayed open while the
+    other inputs went on for hours. The daemon's wall clock moves a quiet input's clock
+    on from when its latest line was read."""
+    c = Correlator()
+    out = c.feed(_in(_SESSION_START, "/var/log/qmail/smtpd/current", ingest=1))  # then silence
+    out += c.feed(_in([(3 * 3600, "new msg 1")], "/var/log/qmail/send/current", ingest=3 * 3600))
+    assert out + c.flush() == []  # by the logs' own clocks: nothing to cut
+    now = (1767225600 + 3 * 3600) * 10**9  # read 3 h after the session's lines
+    (s,) = c.flush(read_ns=now)
+    assert s["event"] == "smtp_session" and s["incomplete_reason"] == "max_age"
+    assert s["conn_pid"] == 77
+    # the clock's reading time survives a restart
+    c = Correlator.from_state(orjson.loads(orjson.dumps(c.to_state())))
+    assert c.clock_read
+
+
 def _sqmail_session(t: float, pid: int, ip: str, rcpt: str) -> list[tuple[float, str]]:
     return [(t, f"tcpserver: pid {pid} from {ip}"),
             (t + 0.001, f"tcpserver: ok {pid} mx:192.0.2.1:25 out.bulk.example:{ip}::1111"),

@@ -64,7 +64,7 @@ def clock_key(kind: str, source: str | None) -> str:
 
 
 class Correlator:
-    __slots__ = ("opts", "qmail", "sessions", "postfix", "clocks", "read_to")
+    __slots__ = ("opts", "qmail", "sessions", "postfix", "clocks", "clock_read", "read_to")
 
     def __init__(self, opts: CorrelatorOptions | None = None) -> None:
         self.opts = opts or CorrelatorOptions()
@@ -73,6 +73,9 @@ class Correlator:
         self.sessions.attach = self.qmail.attach_session
         self.postfix = PostfixTracker(self.opts.postfix)
         self.clocks: dict[str, int] = {}  # clock_key → time of its latest line (log time)
+        # clock_key → when that line was read (ingest_unix_ns): a quiet input's clock
+        # goes on with the wall clock from there (see flush's read_ns)
+        self.clock_read: dict[str, int] = {}
         # file_id → offset of the last line fed: a line read again (a corrupt checkpoint,
         # a restart from an older one) is not fed twice, which would split its mail
         self.read_to: dict[str, int] = {}
@@ -118,13 +121,19 @@ class Correlator:
                 last_in = (kind, src)
                 ckey = clock_key(kind, src)
                 if ckey not in clocks and len(clocks) >= _CLOCKS_CAP:
-                    del clocks[next(iter(clocks))]
+                    oldest = next(iter(clocks))
+                    del clocks[oldest]
+                    self.clock_read.pop(oldest, None)
             clocks[ckey] = t  # the latest line, not the largest time: one wild stamp passes
+            if ingest is not None:
+                self.clock_read[ckey] = ingest
         return out
 
-    def flush(self, now_ns: int | None = None) -> list[dict[str, Any]]:
+    def flush(self, now_ns: int | None = None, read_ns: int | None = None) -> list[dict[str, Any]]:
         """Summaries open longer than their max age at ``now_ns`` (default: each by its
-        input's clock, see above)."""
+        input's clock, see above). ``read_ns``, the wall clock now (the daemon's), moves
+        a quiet input's clock on by the time since its latest line was read: an input
+        that stopped logging still ages what it left open."""
         out: list[dict[str, Any]] = []
         if now_ns is not None:
             def at_now(entry: dict[str, Any]) -> int:
@@ -134,26 +143,19 @@ class Correlator:
             self.sessions.prune_links(now_ns, now_ns)
             self.postfix.flush(at_now, out)
             return out
-        send = [t for k, t in self.clocks.items() if k[0] == "q"]
-        smtpd = [t for k, t in self.clocks.items() if k[0] == "s"]
+        clocks = self.clocks
+        if read_ns is not None:
+            read = self.clock_read
+            clocks = {k: t + max(0, read_ns - read[k]) if k in read else t for k, t in clocks.items()}
+        send = [t for k, t in clocks.items() if k[0] == "q"]
+        smtpd = [t for k, t in clocks.items() if k[0] == "s"]
         # a session's qp waits for qmail-send's info msg, a mail's for the reply in
         # every session input, the one furthest behind too
         self.sessions.prune_links(max(send) if send else None, min(smtpd) if smtpd else None)
-        self.qmail.flush(self._clock("q"), out)
-        self.sessions.flush(self._clock("s"), out)
-        self.postfix.flush(self._clock("p"), out)
+        self.qmail.flush(_clock(clocks, "q"), out)
+        self.sessions.flush(_clock(clocks, "s"), out)
+        self.postfix.flush(_clock(clocks, "p"), out)
         return out
-
-    def _clock(self, kind: str) -> Clock:
-        """An open entry's current time: its input's clock for this tracker, or (its
-        input gone quiet since a restart, say) the tracker's latest clock."""
-        clocks = self.clocks
-        own = [t for k, t in clocks.items() if k[0] == kind]
-        latest = max(own) if own else None
-
-        def now_of(entry: dict[str, Any]) -> int | None:
-            return clocks.get(clock_key(kind, entry["origin"].get("source")), latest)
-        return now_of
 
     def finish(self) -> list[dict[str, Any]]:
         """End of input: every open mail and session, flagged ``incomplete``."""
@@ -170,7 +172,8 @@ class Correlator:
 
     def to_state(self) -> dict[str, Any]:
         """JSON-able open state (orjson/json can dump it), for the checkpoint."""
-        return {"version": STATE_VERSION, "clocks": self.clocks, "read_to": self.read_to,
+        return {"version": STATE_VERSION, "clocks": self.clocks, "clock_read": self.clock_read,
+                "read_to": self.read_to,
                 "qmail": self.qmail.to_state(),
                 "sessions": self.sessions.to_state(), "postfix": self.postfix.to_state()}
 
@@ -183,6 +186,8 @@ class Correlator:
         # (an older state's "last_ns", the largest time of any input, is not taken:
         # one wild stamp made it hours ahead for good)
         c.clocks = {str(k): int(v) for k, v in dict(state.get("clocks", {})).items()}
+        c.clock_read = {str(k): int(v) for k, v in dict(state.get("clock_read", {})).items()
+                        if str(k) in c.clocks}
         read_to = state.get("read_to")
         if isinstance(read_to, dict):
             c.read_to = {k: v for k, v in read_to.items() if isinstance(k, str) and type(v) is int}
@@ -190,3 +195,14 @@ class Correlator:
         c.sessions.load_state(state.get("sessions", {}))
         c.postfix.load_state(state.get("postfix", {}))
         return c
+
+
+def _clock(clocks: dict[str, int], kind: str) -> Clock:
+    """An open entry's current time: its input's clock for this tracker, or (its input
+    gone quiet since a restart, say) the tracker's latest clock."""
+    own = [t for k, t in clocks.items() if k[0] == kind]
+    latest = max(own) if own else None
+
+    def now_of(entry: dict[str, Any]) -> int | None:
+        return clocks.get(clock_key(kind, entry["origin"].get("source")), latest)
+    return now_of
