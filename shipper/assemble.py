@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,6 +167,9 @@ class Tracking:
         except Exception as exc:  # noqa: BLE001 - unreadable or of the wrong shape: never a crash loop
             self._set_aside(f"unusable ({type(exc).__name__}: {exc})")
         self._last_flush = time.monotonic()
+        # the paths read to their end now (set by assemble): only their clocks go on
+        # with the wall clock while they are quiet (see Correlator.flush)
+        self.caught_up: Callable[[], set[str]] | None = None
 
     def _set_aside(self, why: str) -> None:
         """Keep the bad state file for a look (``tracking.json.corrupt``); start anew."""
@@ -200,7 +204,8 @@ class Tracking:
         now = time.monotonic()
         if now - self._last_flush > 10:
             self._last_flush = now
-            out += self.correlator.flush(read_ns=time.time_ns())
+            caught_up = self.caught_up() if self.caught_up is not None else None
+            out += self.correlator.flush(read_ns=time.time_ns(), caught_up=caught_up)
         return out
 
     def save(self) -> bool:
@@ -229,7 +234,9 @@ class Assembly:
     carried: dict[str, float] = field(default_factory=dict)
 
     def close(self) -> None:
-        if self.tracking is not None:
+        # after the pipeline's stop, which saved the state with the checkpoints, or kept
+        # both as they were (a batch it had was given up): then no state now either
+        if self.tracking is not None and self.pipeline.state_kept:
             self.tracking.save()
 
     def health(self) -> tuple[bool, str]:
@@ -310,6 +317,19 @@ class Assembly:
                     m.rate_limited.set(n, program=program)
 
 
+def _caught_up(pipeline: Pipeline) -> set[str]:
+    """The log directories and files read to their end, none while reading is paused."""
+    if any(r.paused_since is not None for r in pipeline.routes):
+        return set()
+    out = set()
+    for source in pipeline.sources:
+        for f in list(getattr(source, "followers", {}).values()):
+            unread = getattr(f, "unread_bytes", None)
+            if unread is not None and unread() == 0:
+                out.add(f.key)
+    return out
+
+
 def _queue_has_room(q: Any) -> bool:
     try:
         return bool(q.has_room(1))
@@ -351,6 +371,8 @@ def assemble(config: Config) -> Assembly:
                         correlate=tracking, save_state=tracking.save if tracking else None,
                         save_interval=config.tracking.save_interval,
                         parse_workers=resolve_workers(parse.workers, len(sources)))
+    if tracking is not None:
+        tracking.caught_up = lambda: _caught_up(pipeline)
     registry = Registry()
     asm = Assembly(config, pipeline, tracking, transformer, registry)
     asm.metrics = declare_shipper_metrics(registry, config.state_dir)

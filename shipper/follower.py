@@ -1803,8 +1803,9 @@ class _Source:
             if not self.store.save() and self.store.write_errors == 1:
                 log.error("%s (the position is kept in memory; retrying)", self.store.warnings[-1])
 
-    async def close(self) -> None:
-        """Stop the followers, write the checkpoint, release files and watches."""
+    async def close(self, save: bool = True) -> None:
+        """Stop the followers, write the checkpoint (unless ``save`` is False: the
+        tracking state it goes with could not be saved), release files and watches."""
         if self._closed:
             return
         self._closed = True
@@ -1814,7 +1815,8 @@ class _Source:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks = []
-        self.save()
+        if save:
+            self.save()
         for f in self.followers.values():
             if f.reader is not None:
                 f.reader.close()

@@ -224,6 +224,8 @@ class Pipeline:
                     s.autosave = False
         self._unappended = 0
         self._next_save = time.monotonic() + save_interval
+        self._state_ahead = False  # a correlated batch was given up (see _append)
+        self.state_kept = True  # False: stop saved neither state nor checkpoints (see stop)
         self.stats = PipelineStats()
         self._parsers: dict[str, LineParser] = {}
         # (source, position, {route name: last seq}) awaiting durability, in order
@@ -310,6 +312,7 @@ class Pipeline:
                 dicts = self._records_for(source, item, time.time_ns())
             else:  # a Gap
                 dicts = self._gap(source, item)
+            await self._save_gate()
             payloads, dicts, exact = self._finish(dicts, None)
             await self._append(source, getattr(item, "position", None), payloads, dicts, exact)
             # Let the sinks run between batches: catching up on a large backlog
@@ -414,6 +417,7 @@ class Pipeline:
                 except WorkerError as exc:  # a bug: here from now on, with the parser's state
                     log.error("parse worker failed on a batch (%s)", exc)
                     self._worker_died()
+            await self._save_gate()
             if parsed is not None:
                 payloads, metas, last_ns, carried = parsed
                 # The daemon's parser follows the worker's, to take over if it dies: the
@@ -441,16 +445,23 @@ class Pipeline:
                 # A recordio line cut inside a secret goes on after this position: the
                 # checkpoint keeps it, so a restart redacts its next piece too.
                 position = (position[0], {**position[1], "parse": parser.carried()})
+        appended = False
         try:
-            await self._append_to_queues(source, position, all_payloads, dicts, exact)
+            appended = await self._append_to_queues(source, position, all_payloads, dicts, exact)
         finally:
             if self.correlate is not None:
+                if not appended:
+                    # correlated, not appended (stopping while it waited for room): the
+                    # state has its lines and summaries, no checkpoint will; a state saved
+                    # now would make a restart skip them, summaries and all
+                    self._state_ahead = True
                 self._unappended -= 1
                 if not self._unappended:
                     self._save_if_due()
 
     async def _append_to_queues(self, source: Any, position: Any, all_payloads: list[bytes],
-                                dicts: list[dict[str, Any]], exact: bool = False) -> None:
+                                dicts: list[dict[str, Any]], exact: bool = False) -> bool:
+        """Append to every route's queue; False when stopping left it not (all) appended."""
         by_event = self.stats.by_event
         for d in dicts:
             key = (d.get("program") or "", d.get("event") or "")
@@ -473,7 +484,7 @@ class Pipeline:
                 if not route.queue.has_room(nbytes, len(payloads)):
                     # when_full = block: stop reading until the sink drains its queue
                     if self._stop_reading.is_set():
-                        return  # not appended, not committed: read again after restart
+                        return False  # not appended, not committed: read again after restart
                     _note_paused(route, full=True)
                     await asyncio.sleep(0.05)
                     continue
@@ -489,7 +500,7 @@ class Pipeline:
                         self._write_error_logged = True
                     _note_paused(route, full=False)
                     if self._stop_reading.is_set():
-                        return
+                        return False
                     await asyncio.sleep(1.0)
             self._write_error_logged = False
             if route.paused_since is not None:
@@ -503,6 +514,7 @@ class Pipeline:
             route.wake.set()
         if position is not None:
             self._pending.append((source, position, seqs))
+        return True
 
     async def _run_syncer(self) -> None:
         """Make appends durable on a clock, then let sources commit past them; with
@@ -522,13 +534,25 @@ class Pipeline:
         now is a moment they match: every batch the correlator has seen is appended (none
         waits for room). Called by the syncer and at the end of each append: under
         backpressure a source nearly always waits for room when the syncer looks."""
-        if (self.save_state is None or self._unappended
+        if (self.save_state is None or self._unappended or self._state_ahead
                 or time.monotonic() < self._next_save):
             return False
         self._save_together()
         return True
 
-    def _save_together(self) -> None:
+    async def _save_gate(self) -> None:
+        """With a save due, a source waits here before it correlates its next batch: the
+        batches between correlator and buffer then end, the last one's append saves
+        (see _save_if_due), and the wait is over. Without it two sources under
+        backpressure always had one batch in flight, and nothing was ever saved."""
+        if self.save_state is None or time.monotonic() < self._next_save:
+            return
+        self._save_if_due()
+        while (self._unappended and time.monotonic() >= self._next_save
+               and not self._stop_reading.is_set()):
+            await asyncio.sleep(0.01)
+
+    def _save_together(self) -> bool:
         """The tracking state, then the checkpoints: a forced sync commits every batch
         the correlator has seen, so after a crash the lines re-read from a checkpoint
         are ones the saved state has not seen (a state ahead of its checkpoint is
@@ -538,13 +562,15 @@ class Pipeline:
         t0 = time.monotonic()
         self.sync_and_commit(force=True)
         assert self.save_state is not None
-        if self.save_state() is not False:
+        saved = self.save_state() is not False
+        if saved:
             for source in self.sources:
                 save = getattr(source, "save", None)
                 if save is not None:
                     save()
         now = time.monotonic()
         self._next_save = now + max(self.save_interval, 20 * (now - t0))
+        return saved
 
     def paused_by(self) -> list[tuple[str, float]]:
         """The sinks whose buffer (full, or its disk failing) has paused the reading for
@@ -734,12 +760,19 @@ class Pipeline:
             for t in pending:
                 t.cancel()
         await asyncio.gather(*rest, return_exceptions=True)
-        if self.save_state is not None:
-            self._save_together()  # the state before the checkpoints the closes write
-        else:
+        keep = True
+        if self.save_state is None:
             self.sync_and_commit(force=True)
+        elif self._state_ahead:
+            # A batch the correlator had was given up: neither the state nor the
+            # checkpoints move, and the restart reads on from the last pair saved
+            # (duplicates, same ids) rather than skip what the state has seen.
+            keep = False
+        else:
+            keep = self._save_together()  # the state before the checkpoints the closes write
+        self.state_kept = keep
         for s in self.sources:
-            await s.close()
+            await s.close(save=keep)
         for r in self.routes:
             # A peer that stopped reading must not hold the stop past its timeout.
             try:

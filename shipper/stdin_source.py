@@ -55,5 +55,5 @@ class StdinSource:
     def commit(self, position: Any) -> None:
         """Nothing to remember: standard input cannot be read again."""
 
-    async def close(self) -> None:
-        return None
+    async def close(self, save: bool = True) -> None:
+        return None  # no checkpoint to write

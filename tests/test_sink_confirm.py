@@ -96,7 +96,7 @@ async def test_a_reset_connection_confirms_nothing_it_had_not_confirmed():
 async def test_over_tls_nothing_is_confirmed_before_the_peers_kernel_has_it(tmp_path):
     """Found by the review: ciphertext waiting in the TCP transport under asyncio's TLS
     layer was in neither count, and 60,000 bytes of batches were confirmed while the
-    peer's kernel held 5,627."""
+    peer's kernel held 5,627. And a reset confirms nothing, over TLS too."""
     import fcntl
     import ssl
     import struct
@@ -138,6 +138,18 @@ async def test_over_tls_nothing_is_confirmed_before_the_peers_kernel_has_it(tmp_
         peer_has = struct.unpack("i", fcntl.ioctl(accepted[0].fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
         n, lost = conf.take(writer)
         assert not lost and n * 20_000 <= peer_has, (n, peer_has)
+        # Then the peer resets (found by the second review: asyncio's TLS transport
+        # forgets its socket after a reset, and "no socket" counted as delivered)
+        accepted[0].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        socket.socket.close(accepted[0])
+        deadline = time.monotonic() + 5
+        while not writer.transport.is_closing() and time.monotonic() < deadline:
+            writer.write(b"z")
+            await asyncio.sleep(0.05)
+        assert writer.transport.is_closing()
+        assert conf.take(writer) == (0, False)
+        conf.dropped(writer)
+        assert conf.take(None) == (0, True)  # every unconfirmed batch goes again
     finally:
         done.set()
         writer.transport.abort()

@@ -20,13 +20,14 @@ from collections import deque
 
 def unacknowledged_bytes(writer: asyncio.StreamWriter) -> int | None:
     """Bytes written to ``writer`` that the peer has not acknowledged; None only for a
-    transport without a socket. A socket closed under us (a reset) cannot be asked:
-    then nothing counts as acknowledged. Over TLS the kernel counts encrypted bytes,
+    transport that never had a socket. A socket closed under us (a reset, over TCP or
+    TLS) cannot be asked: then nothing counts as acknowledged. Over TLS the kernel counts encrypted bytes,
     more than the plaintext they carry, so a batch is confirmed late, never early."""
     transport = writer.transport
     sock = transport.get_extra_info("socket")
     if sock is None:
-        return None
+        # asyncio's TLS transport forgets its socket after a reset: nothing known then
+        return NOTHING_KNOWN if transport.is_closing() or hasattr(transport, "_ssl_protocol") else None
     try:
         raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")  # SIOCOUTQ on sockets
     except (OSError, ValueError):

@@ -129,11 +129,14 @@ class Correlator:
                 self.clock_read[ckey] = ingest
         return out
 
-    def flush(self, now_ns: int | None = None, read_ns: int | None = None) -> list[dict[str, Any]]:
+    def flush(self, now_ns: int | None = None, read_ns: int | None = None,
+              caught_up: set[str] | None = None) -> list[dict[str, Any]]:
         """Summaries open longer than their max age at ``now_ns`` (default: each by its
         input's clock, see above). ``read_ns``, the wall clock now (the daemon's), moves
-        a quiet input's clock on by the time since its latest line was read: an input
-        that stopped logging still ages what it left open."""
+        the clock of a quiet input on by the time since its latest line was read: an
+        input that stopped logging still ages what it left open. Only inputs in
+        ``caught_up`` (paths read to their end; all when None) are quiet: one not read
+        (reading paused, the shipper stopped) has news waiting, not silence."""
         out: list[dict[str, Any]] = []
         if now_ns is not None:
             def at_now(entry: dict[str, Any]) -> int:
@@ -146,7 +149,9 @@ class Correlator:
         clocks = self.clocks
         if read_ns is not None:
             read = self.clock_read
-            clocks = {k: t + max(0, read_ns - read[k]) if k in read else t for k, t in clocks.items()}
+            clocks = {k: t + max(0, read_ns - read[k])
+                      if k in read and (caught_up is None or k.partition("\x00")[2] in caught_up)
+                      else t for k, t in clocks.items()}
         send = [t for k, t in clocks.items() if k[0] == "q"]
         smtpd = [t for k, t in clocks.items() if k[0] == "s"]
         # a session's qp waits for qmail-send's info msg, a mail's for the reply in
