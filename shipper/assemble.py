@@ -167,9 +167,9 @@ class Tracking:
         except Exception as exc:  # noqa: BLE001 - unreadable or of the wrong shape: never a crash loop
             self._set_aside(f"unusable ({type(exc).__name__}: {exc})")
         self._last_flush = time.monotonic()
-        # the paths read to their end now (set by assemble): only their clocks go on
-        # with the wall clock while they are quiet (see Correlator.flush)
-        self.caught_up: Callable[[], set[str]] | None = None
+        # the inputs not read to their end now (None: reading paused), set by assemble:
+        # their clocks do not go on with the wall clock (see Correlator.flush)
+        self.behind: Callable[[], set[str] | None] | None = None
 
     def _set_aside(self, why: str) -> None:
         """Keep the bad state file for a look (``tracking.json.corrupt``); start anew."""
@@ -204,8 +204,11 @@ class Tracking:
         now = time.monotonic()
         if now - self._last_flush > 10:
             self._last_flush = now
-            caught_up = self.caught_up() if self.caught_up is not None else None
-            out += self.correlator.flush(read_ns=time.time_ns(), caught_up=caught_up)
+            behind = self.behind() if self.behind is not None else set()
+            if behind is None:  # reading paused: no input is quiet, every one is waiting
+                out += self.correlator.flush()
+            else:
+                out += self.correlator.flush(read_ns=time.time_ns(), behind=behind)
         return out
 
     def save(self) -> bool:
@@ -317,16 +320,24 @@ class Assembly:
                     m.rate_limited.set(n, program=program)
 
 
-def _caught_up(pipeline: Pipeline) -> set[str]:
-    """The log directories and files read to their end, none while reading is paused."""
+def _behind(pipeline: Pipeline) -> set[str] | None:
+    """The inputs with bytes not read yet, named as the correlator's clocks name them
+    (a log directory, a file; the file being read too: a rotated ``maillog.1``); None
+    while reading is paused. Inputs the followers do not know (stdin) count as read."""
+    from shipper.track.correlator import clock_key
+
     if any(r.paused_since is not None for r in pipeline.routes):
-        return set()
+        return None
     out = set()
     for source in pipeline.sources:
         for f in list(getattr(source, "followers", {}).values()):
             unread = getattr(f, "unread_bytes", None)
-            if unread is not None and unread() == 0:
-                out.add(f.key)
+            if unread is None or unread() == 0:
+                continue
+            reader = getattr(f, "reader", None)
+            for path in (f.key, getattr(reader, "path", None)):
+                if path:
+                    out.add(clock_key("", path)[1:])
     return out
 
 
@@ -372,7 +383,7 @@ def assemble(config: Config) -> Assembly:
                         save_interval=config.tracking.save_interval,
                         parse_workers=resolve_workers(parse.workers, len(sources)))
     if tracking is not None:
-        tracking.caught_up = lambda: _caught_up(pipeline)
+        tracking.behind = lambda: _behind(pipeline)
     registry = Registry()
     asm = Assembly(config, pipeline, tracking, transformer, registry)
     asm.metrics = declare_shipper_metrics(registry, config.state_dir)

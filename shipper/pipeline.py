@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import pickle
 import time
 from collections import deque
@@ -225,6 +226,7 @@ class Pipeline:
         self._unappended = 0
         self._next_save = time.monotonic() + save_interval
         self._state_ahead = False  # a correlated batch was given up (see _append)
+        self._give_up_at = math.inf  # stopping: when a batch waiting for room is given up
         self.state_kept = True  # False: stop saved neither state nor checkpoints (see stop)
         self.stats = PipelineStats()
         self._parsers: dict[str, LineParser] = {}
@@ -313,6 +315,8 @@ class Pipeline:
             else:  # a Gap
                 dicts = self._gap(source, item)
             await self._save_gate()
+            if self._stop_reading.is_set():
+                break  # stopping: correlate nothing more (it could not be appended)
             payloads, dicts, exact = self._finish(dicts, None)
             await self._append(source, getattr(item, "position", None), payloads, dicts, exact)
             # Let the sinks run between batches: catching up on a large backlog
@@ -418,6 +422,8 @@ class Pipeline:
                     log.error("parse worker failed on a batch (%s)", exc)
                     self._worker_died()
             await self._save_gate()
+            if self._stop_reading.is_set():
+                return  # stopping: correlate nothing more (it could not be appended)
             if parsed is not None:
                 payloads, metas, last_ns, carried = parsed
                 # The daemon's parser follows the worker's, to take over if it dies: the
@@ -483,7 +489,7 @@ class Pipeline:
             while True:
                 if not route.queue.has_room(nbytes, len(payloads)):
                     # when_full = block: stop reading until the sink drains its queue
-                    if self._stop_reading.is_set():
+                    if self._stop_reading.is_set() and time.monotonic() >= self._give_up_at:
                         return False  # not appended, not committed: read again after restart
                     _note_paused(route, full=True)
                     await asyncio.sleep(0.05)
@@ -499,7 +505,7 @@ class Pipeline:
                         log.error("buffer of sink %s: %s (reading paused until it works)", route.name, exc)
                         self._write_error_logged = True
                     _note_paused(route, full=False)
-                    if self._stop_reading.is_set():
+                    if self._stop_reading.is_set() and time.monotonic() >= self._give_up_at:
                         return False
                     await asyncio.sleep(1.0)
             self._write_error_logged = False
@@ -545,11 +551,21 @@ class Pipeline:
         batches between correlator and buffer then end, the last one's append saves
         (see _save_if_due), and the wait is over. Without it two sources under
         backpressure always had one batch in flight, and nothing was ever saved."""
-        if self.save_state is None or time.monotonic() < self._next_save:
+        now = time.monotonic()
+        if self.save_state is None or now < self._next_save:
             return
         self._save_if_due()
+        if any(r.paused_since is not None and now - r.paused_since > 1.0 for r in self.routes):
+            # a sink stalled for good (maybe one this source does not feed): waiting would
+            # stop every source; the save waits for the blocked batch instead
+            self._next_save = now + self.save_interval
+            return
+        give_up = now + 1.0
         while (self._unappended and time.monotonic() >= self._next_save
                and not self._stop_reading.is_set()):
+            if time.monotonic() > give_up:
+                self._next_save = time.monotonic() + self.save_interval
+                return
             await asyncio.sleep(0.01)
 
     def _save_together(self) -> bool:
@@ -740,15 +756,21 @@ class Pipeline:
         Whatever is not delivered stays in the disk queues and goes out after the
         next start; nothing is lost by stopping early.
         """
+        # The whole stop keeps within drain_timeout: the last part of it (a second at most)
+        # is for the batch in flight and the sinks' closes (a stopped peer held them 1.4 s over)
+        end = time.monotonic() + drain_timeout
         self._stop_reading.set()
+        # With tracking, batches the correlator has seen are appended before the sources
+        # go (the sinks still run, making room), for up to half the drain time: given up,
+        # no state could be saved with the checkpoints (see _append).
+        self._give_up_at = time.monotonic() + (drain_timeout / 2 if self.correlate is not None else 0)
+        while self._unappended and time.monotonic() < self._give_up_at:
+            await asyncio.sleep(0.02)
         source_tasks = self._tasks[: len(self.sources)]
         for t in source_tasks:
             t.cancel()
         await asyncio.gather(*source_tasks, return_exceptions=True)
         self.sync_and_commit(force=True)
-        # The whole stop keeps within drain_timeout: the last part of it (a second at most)
-        # is for the batch in flight and the sinks' closes (a stopped peer held them 1.4 s over)
-        end = time.monotonic() + drain_timeout
         reserve = min(1.0, drain_timeout / 4)
         deadline = end - reserve
         while time.monotonic() < deadline and any(r.queue.depth for r in self.routes if not r.gone):

@@ -109,3 +109,29 @@ def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
             proc.kill()
             proc.wait(10)
         log.close()
+
+
+class FakeSink:
+    """A sink in memory for pipeline tests: takes ``delay`` seconds a batch (forever
+    when ``stuck``), keeps what it got, and counts it sent and acknowledged."""
+
+    def __init__(self, name: str = "s", delay: float = 0.0, stuck: bool = False) -> None:
+        from shipper.sinks.base import SinkStats
+
+        self.name, self.delay, self.stuck = name, delay, stuck
+        self.stats = SinkStats()
+        self.got: list = []
+
+    async def send(self, records: list) -> None:
+        import asyncio
+
+        if self.stuck:
+            await asyncio.sleep(3600)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        self.got += records
+        self.stats.sent += len(records)
+        self.stats.acked += len(records)
+
+    async def close(self) -> None:
+        pass

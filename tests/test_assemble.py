@@ -124,3 +124,63 @@ def test_buffer_losses_errors_and_pauses_are_metrics(tmp_path: Path) -> None:
     finally:
         for r in asm.pipeline.routes:
             r.queue.close()
+
+
+async def test_inputs_of_every_kind_read_to_their_end_go_on_with_the_wall_clock(tmp_path: Path) -> None:
+    """Found by the third review: the inputs read to their end were named by the
+    followers' keys, which are not the correlator's for stdin or a plain file named
+    `current`: sessions left open there never aged. Now the daemon names the inputs
+    still behind, as the correlator names them, and every other one is quiet."""
+    import asyncio
+    import copy
+    import os
+    import time
+
+    from conftest import FakeSink
+
+    from shipper.assemble import _behind
+    from shipper.follower import FileSource, MultilogSource
+    from shipper.memqueue import MemQueue
+    from shipper.parse import ParseOptions
+    from shipper.pipeline import Pipeline, SinkRoute
+    from shipper.stdin_source import StdinSource
+    from shipper.track.correlator import Correlator, CorrelatorOptions
+
+    label = b"@400000005a49ba341eefa7a4 "
+
+    def session(pid: int) -> bytes:
+        return (label + b"tcpserver: pid %d from 203.0.113.5\n" % pid
+                + label + b"tcpserver: ok %d mx:192.0.2.1:25 :203.0.113.5::3333\n" % pid)
+
+    (tmp_path / "ml").mkdir()
+    (tmp_path / "ml" / "current").write_bytes(session(1))
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "current").write_bytes(session(2))  # a plain file source
+    rfd, wfd = os.pipe()
+    os.write(wfd, session(3))  # stdin, kept open
+    sources = [MultilogSource([str(tmp_path / "ml")], str(tmp_path / "ml.json"), start="all", poll_interval=0.1),
+               FileSource([str(tmp_path / "app" / "current")], str(tmp_path / "app.json"), start="all",
+                          poll_interval=0.1),
+               StdinSource(os.fdopen(rfd, "rb"))]
+    corr = Correlator(CorrelatorOptions(skip_reread=True))
+    pipeline = Pipeline([(s, ParseOptions(host="h")) for s in sources], [SinkRoute("s", FakeSink(), MemQueue())],
+                        correlate=corr.feed, save_state=lambda: True, save_interval=3600)
+    task = asyncio.create_task(pipeline.run())
+    try:
+        deadline = time.monotonic() + 10
+        while len(corr.clocks) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        behind = _behind(pipeline)
+        assert behind == set()
+        later = time.time_ns() + 3 * 3600 * 10**9
+        reference = copy.deepcopy(corr)
+        got = corr.flush(read_ns=later, behind=behind)
+        assert sorted(r["conn_pid"] for r in got if r["event"] == "smtp_session") == [1, 2, 3]
+        # an input with bytes not read yet is not quiet: nothing of it ages
+        got = reference.flush(read_ns=later, behind={str(tmp_path / "ml"), str(tmp_path / "app"), "-"})
+        assert got == []
+    finally:
+        await pipeline.stop(0.5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        os.close(wfd)

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import free_port
+from conftest import FakeSink, free_port
 
 from shipper.diskqueue import DiskQueue
 from shipper.encode.rfc5424 import Rfc5424Encoder
@@ -150,28 +150,13 @@ async def test_a_sink_waiting_on_its_peer_does_not_hold_reading_back(tmp_path):
     one that waits on its peer (here 50 ms a batch) must not slow reading, or
     multilog deletes what is unread."""
     from shipper.memqueue import MemQueue
-    from shipper.sinks.base import SinkStats
-
-    class SlowSink:
-        name = "slow"
-
-        def __init__(self) -> None:
-            self.stats = SinkStats()
-
-        async def send(self, records: list) -> None:
-            await asyncio.sleep(0.05)
-            self.stats.sent += len(records)
-            self.stats.acked += len(records)
-
-        async def close(self) -> None:
-            pass
 
     lines = corpus(40000)
     logdir = tmp_path / "log"
     logdir.mkdir()
     (logdir / "current").write_bytes(b"".join(lines))
     source = MultilogSource([str(logdir)], str(tmp_path / "ckpt.json"), start="all", poll_interval=0.1)
-    sink = SlowSink()
+    sink = FakeSink("slow", delay=0.05)
     route = SinkRoute("slow", sink, MemQueue(max_bytes=1 << 30), batch_records=100)
     pipeline = Pipeline([(source, ParseOptions())], [route], parse_workers=0)
     task = asyncio.create_task(pipeline.run())
@@ -609,20 +594,6 @@ async def test_tracking_saves_go_on_under_backpressure(tmp_path):
     source, not two (the usual qmail-send and qmail-smtpd pair): one of them was always
     in flight. A due save now holds the sources before they correlate. And the state
     goes first: a checkpoint is never written ahead of it."""
-    from shipper.sinks.base import SinkStats
-
-    class SlowSink:
-        name = "slow"
-
-        def __init__(self) -> None:
-            self.stats = SinkStats()
-
-        async def send(self, records) -> None:
-            await asyncio.sleep(0.02)
-            self.stats.acked += len(records)
-
-        async def close(self) -> None:
-            pass
 
     events: list[str] = []
 
@@ -645,7 +616,7 @@ async def test_tracking_saves_go_on_under_backpressure(tmp_path):
         return True
 
     sources = [source("send"), source("smtpd")]
-    sink = SlowSink()
+    sink = FakeSink("slow", delay=0.02)
     route = SinkRoute("slow", sink, DiskQueue.open(str(tmp_path / "buf"), max_bytes=256 << 10,
                                                    segment_bytes=32 << 10), batch_records=100)
     pipeline = Pipeline([(s, ParseOptions(host="mx1")) for s in sources], [route],
@@ -677,7 +648,6 @@ async def test_no_mail_summary_is_lost_over_a_stop_under_backpressure(tmp_path):
     batch the correlator had seen, with the summaries it completed; the state saved at
     stop had those lines, the checkpoint did not, and the restart skipped them (205 of
     3,000 mail summaries never came). Now the stop keeps both where they were."""
-    from shipper.sinks.base import SinkStats
     from shipper.track.correlator import Correlator, CorrelatorOptions
 
     n = 3000
@@ -690,24 +660,9 @@ async def test_no_mail_summary_is_lost_over_a_stop_under_backpressure(tmp_path):
                                        f"delivery {m}: success: did_0+0+1/", f"end msg {1000 + m}"])]
     (tmp_path / "log" / "current").write_bytes(b"".join(lines))
 
-    class Sink:
-        name = "s"
-
-        def __init__(self, stuck: bool) -> None:
-            self.stats, self.stuck, self.got = SinkStats(), stuck, []
-
-        async def send(self, records) -> None:
-            if self.stuck:
-                await asyncio.sleep(3600)
-            self.got += records
-            self.stats.acked += len(records)
-
-        async def close(self) -> None:
-            pass
-
     saved: list[bytes | None] = [None]
 
-    async def run(sink: Sink, seconds: float) -> None:
+    async def run(sink: FakeSink, seconds: float) -> None:
         opts = CorrelatorOptions(skip_reread=True)
         corr = Correlator.from_state(orjson.loads(saved[0]), opts) if saved[0] else Correlator(opts)
 
@@ -729,8 +684,8 @@ async def test_no_mail_summary_is_lost_over_a_stop_under_backpressure(tmp_path):
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    await run(Sink(stuck=True), 1.5)  # the buffer fills, the source waits for room: stop
-    sink = Sink(stuck=False)
+    await run(FakeSink(stuck=True), 1.5)  # the buffer fills, the source waits for room: stop
+    sink = FakeSink()
     await run(sink, 30)
     mails = {r["msg"] for r in sink.got if r.get("event") == "mail"}
     assert len(mails) == n, sorted(set(range(1000, 1000 + n)) - mails)[:20]
@@ -740,25 +695,12 @@ async def test_no_checkpoint_without_its_state_at_stop(tmp_path):
     """Found by the second review: a state that could not be written at stop kept the
     checkpoints back, and then the sources' closes wrote them anyway, ahead of it."""
     from shipper.memqueue import MemQueue
-    from shipper.sinks.base import SinkStats
-
-    class Sink:
-        name = "s"
-
-        def __init__(self) -> None:
-            self.stats = SinkStats()
-
-        async def send(self, records) -> None:
-            self.stats.acked += len(records)
-
-        async def close(self) -> None:
-            pass
 
     (tmp_path / "log").mkdir()
     (tmp_path / "log" / "current").write_bytes(b"".join(corpus(5000)))
     checkpoint = tmp_path / "ckpt.json"
     source = MultilogSource([str(tmp_path / "log")], str(checkpoint), start="all", poll_interval=0.1)
-    pipeline = Pipeline([(source, ParseOptions(host="mx1"))], [SinkRoute("s", Sink(), MemQueue())],
+    pipeline = Pipeline([(source, ParseOptions(host="mx1"))], [SinkRoute("s", FakeSink(), MemQueue())],
                         correlate=lambda d: [], save_state=lambda: False, save_interval=3600)
     task = asyncio.create_task(pipeline.run())
     await asyncio.sleep(1)
@@ -766,3 +708,79 @@ async def test_no_checkpoint_without_its_state_at_stop(tmp_path):
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert not pipeline.state_kept and not checkpoint.exists()
+
+
+async def test_a_due_save_does_not_hold_a_source_whose_sink_is_healthy():
+    """Found by the third review: with sink filters, one source blocked for good on a
+    stalled sink kept a batch in flight, and every other source then waited for the save
+    at the gate, reading nothing (multilog deletes what is unread)."""
+    from shipper.follower import LineBatch
+    from shipper.memqueue import MemQueue
+
+    stamp = b"@400000005a49ba341eefa7a4 "
+
+    class Source:
+        def __init__(self, key: str, text: bytes) -> None:
+            self.key, self.text, self.n = key, text, 0
+
+        async def batches(self):
+            offset = 0
+            while True:
+                lines = [stamp + self.text % (self.n + i) for i in range(50)]
+                yield LineBatch(self.key, f"/l/{self.key}/current", "f" + self.key, lines,
+                                list(range(offset, offset + 50)), None, (self.key, {"o": offset}))
+                offset += 50
+                self.n += 50
+                await asyncio.sleep(0.005)
+
+        def commit(self, position) -> None:
+            pass
+
+        def save(self) -> None:
+            pass
+
+        async def close(self, save: bool = True) -> None:
+            pass
+
+    smtpd, send = Source("smtpd", b"tcpserver: status: 1/20 %d"), Source("send", b"new msg %d")
+    routes = [SinkRoute("A", FakeSink("A", stuck=True), MemQueue(max_bytes=64 << 10),
+                        wants=lambda r: r.get("program") != "qmail-send"),
+              SinkRoute("B", FakeSink("B"), MemQueue(max_bytes=64 << 10),
+                        wants=lambda r: r.get("program") == "qmail-send")]
+    pipeline = Pipeline([(smtpd, ParseOptions(host="h")), (send, ParseOptions(host="h"))], routes,
+                        correlate=lambda d: [], save_state=lambda: True, save_interval=0.3)
+    task = asyncio.create_task(pipeline.run())
+    try:
+        await asyncio.sleep(1.0)
+        before = send.n
+        await asyncio.sleep(2.0)
+        assert send.n - before > 5000, send.n - before  # ~25,000 without any gate; 0 with the old one
+    finally:
+        await asyncio.wait_for(pipeline.stop(0.5), 10)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_stop_under_a_slow_healthy_sink_saves_the_state_and_checkpoints(tmp_path):
+    """Found by the third review: stopping (or reloading) while a source waited for room,
+    the normal state when catching up with a sink slower than the input, gave up that
+    batch at once, so neither the state nor the checkpoints were saved. The stop now lets
+    correlated batches land (the sinks still make room) for up to half the drain time."""
+
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "current").write_bytes(b"".join(corpus(50_000)))
+    source = MultilogSource([str(tmp_path / "log")], str(tmp_path / "ckpt.json"), start="all",
+                            poll_interval=0.1)
+    route = SinkRoute("slow", FakeSink("slow", delay=0.01), DiskQueue.open(str(tmp_path / "buf"), max_bytes=256 << 10,
+                                                         segment_bytes=32 << 10), batch_records=100)
+    pipeline = Pipeline([(source, ParseOptions(host="h"))], [route], correlate=lambda d: [],
+                        save_state=lambda: True, save_interval=30)
+    task = asyncio.create_task(pipeline.run())
+    await asyncio.sleep(1.5)
+    t0 = time.monotonic()
+    await pipeline.stop(5)
+    took = time.monotonic() - t0
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert pipeline.state_kept and (tmp_path / "ckpt.json").exists()
+    assert took < 5.3

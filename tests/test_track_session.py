@@ -423,15 +423,15 @@ def test_a_session_left_open_on_an_input_gone_quiet_still_ages() -> None:
 def test_an_input_not_read_is_not_quiet(restart: bool) -> None:
     """Found by the second review: reading paused 2 h (a full buffer, or the shipper
     stopped), the smtpd input is unread, not quiet; the first flush when reading goes on
-    cut its open session, whose end was still in the backlog. Only inputs read to their
-    end (the daemon says which) go on with the wall clock."""
+    cut its open session, whose end was still in the backlog. Inputs not read to their
+    end (the daemon says which) do not go on with the wall clock."""
     c = Correlator()
     out = c.feed(_in(_SESSION_START, "/var/log/qmail/smtpd/current", ingest=1))
     out += c.feed(_in([(1, "new msg 1")], "/var/log/qmail/send/current", ingest=1))
     if restart:
         c = Correlator.from_state(orjson.loads(orjson.dumps(c.to_state())))
     out += c.feed(_in([(2, "new msg 2")], "/var/log/qmail/send/current", ingest=7200))
-    out += c.flush(read_ns=(1767225600 + 7200) * 10**9, caught_up={"/var/log/qmail/send"})
+    out += c.flush(read_ns=(1767225600 + 7200) * 10**9, behind={"/var/log/qmail/smtpd"})
     out += c.feed(_in(_SESSION_END, "/var/log/qmail/smtpd/current", ingest=7201))
     (s,) = [r for r in out if r["event"] == "smtp_session"]
     assert s["flags"] == [] and s["conn_pid"] == 77

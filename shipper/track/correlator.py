@@ -19,6 +19,7 @@ that clock no further than ``FUTURE_SLACK_S`` past the reading;
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,13 +131,13 @@ class Correlator:
         return out
 
     def flush(self, now_ns: int | None = None, read_ns: int | None = None,
-              caught_up: set[str] | None = None) -> list[dict[str, Any]]:
+              behind: Collection[str] = ()) -> list[dict[str, Any]]:
         """Summaries open longer than their max age at ``now_ns`` (default: each by its
         input's clock, see above). ``read_ns``, the wall clock now (the daemon's), moves
         the clock of a quiet input on by the time since its latest line was read: an
-        input that stopped logging still ages what it left open. Only inputs in
-        ``caught_up`` (paths read to their end; all when None) are quiet: one not read
-        (reading paused, the shipper stopped) has news waiting, not silence."""
+        input that stopped logging still ages what it left open. Inputs in ``behind``
+        (paths as in ``clock_key``: not read to their end) are not quiet: their news
+        is waiting to be read."""
         out: list[dict[str, Any]] = []
         if now_ns is not None:
             def at_now(entry: dict[str, Any]) -> int:
@@ -150,7 +151,7 @@ class Correlator:
         if read_ns is not None:
             read = self.clock_read
             clocks = {k: t + max(0, read_ns - read[k])
-                      if k in read and (caught_up is None or k.partition("\x00")[2] in caught_up)
+                      if k in read and k.partition("\x00")[2] not in behind
                       else t for k, t in clocks.items()}
         send = [t for k, t in clocks.items() if k[0] == "q"]
         smtpd = [t for k, t in clocks.items() if k[0] == "s"]
