@@ -204,7 +204,10 @@ class Tracking:
         now = time.monotonic()
         if now - self._last_flush > 10:
             self._last_flush = now
-            behind = self.behind() if self.behind is not None else set()
+            try:
+                behind = self.behind() if self.behind is not None else set()
+            except Exception:  # noqa: BLE001 - a look at the followers must not cost the state
+                behind = None
             if behind is None:  # reading paused: no input is quiet, every one is waiting
                 out += self.correlator.flush()
             else:

@@ -227,6 +227,7 @@ class Pipeline:
         self._next_save = time.monotonic() + save_interval
         self._state_ahead = False  # a correlated batch was given up (see _append)
         self._give_up_at = math.inf  # stopping: when a batch waiting for room is given up
+        self._gate_open_until = -math.inf  # the save gate holds nobody till then (a stalled sink)
         self.state_kept = True  # False: stop saved neither state nor checkpoints (see stop)
         self.stats = PipelineStats()
         self._parsers: dict[str, LineParser] = {}
@@ -550,21 +551,19 @@ class Pipeline:
         """With a save due, a source waits here before it correlates its next batch: the
         batches between correlator and buffer then end, the last one's append saves
         (see _save_if_due), and the wait is over. Without it two sources under
-        backpressure always had one batch in flight, and nothing was ever saved."""
+        backpressure always had one batch in flight, and nothing was ever saved. A sink
+        that has made no room for FULL_SAY_AFTER (stalled, maybe one this source does
+        not feed) holds nobody: the save then waits for the blocked batch instead."""
         now = time.monotonic()
-        if self.save_state is None or now < self._next_save:
+        if self.save_state is None or now < self._next_save or now < self._gate_open_until:
             return
         self._save_if_due()
-        if any(r.paused_since is not None and now - r.paused_since > 1.0 for r in self.routes):
-            # a sink stalled for good (maybe one this source does not feed): waiting would
-            # stop every source; the save waits for the blocked batch instead
-            self._next_save = now + self.save_interval
-            return
-        give_up = now + 1.0
         while (self._unappended and time.monotonic() >= self._next_save
                and not self._stop_reading.is_set()):
-            if time.monotonic() > give_up:
-                self._next_save = time.monotonic() + self.save_interval
+            now = time.monotonic()
+            if any(r.paused_since is not None and now - r.paused_since >= FULL_SAY_AFTER
+                   for r in self.routes):
+                self._gate_open_until = now + self.save_interval
                 return
             await asyncio.sleep(0.01)
 

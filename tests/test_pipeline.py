@@ -710,7 +710,7 @@ async def test_no_checkpoint_without_its_state_at_stop(tmp_path):
     assert not pipeline.state_kept and not checkpoint.exists()
 
 
-async def test_a_due_save_does_not_hold_a_source_whose_sink_is_healthy():
+async def test_a_due_save_does_not_hold_a_source_whose_sink_is_healthy(monkeypatch):
     """Found by the third review: with sink filters, one source blocked for good on a
     stalled sink kept a batch in flight, and every other source then waited for the save
     at the gate, reading nothing (multilog deletes what is unread)."""
@@ -742,6 +742,9 @@ async def test_a_due_save_does_not_hold_a_source_whose_sink_is_healthy():
         async def close(self, save: bool = True) -> None:
             pass
 
+    import shipper.pipeline as pipeline_mod
+
+    monkeypatch.setattr(pipeline_mod, "FULL_SAY_AFTER", 0.5)  # stalled: no room for 0.5 s
     smtpd, send = Source("smtpd", b"tcpserver: status: 1/20 %d"), Source("send", b"new msg %d")
     routes = [SinkRoute("A", FakeSink("A", stuck=True), MemQueue(max_bytes=64 << 10),
                         wants=lambda r: r.get("program") != "qmail-send"),
