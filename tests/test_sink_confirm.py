@@ -155,3 +155,44 @@ async def test_over_tls_nothing_is_confirmed_before_the_peers_kernel_has_it(tmp_
         writer.transport.abort()
         thread.join(10)
         lsock.close()
+
+
+async def test_a_slow_reader_is_waited_for_a_still_one_is_given_up(monkeypatch):
+    """From the second fault round: a receiver reading 10 KB/s made the write time out
+    after 30 s; the sink dropped the connection and sent everything unacknowledged again
+    (6,454 duplicates of 20,000 records in one run). A drain is now given up only when
+    the peer has acknowledged nothing for the write timeout."""
+    import shipper.sinks.confirm as confirm
+
+    class Writer:  # a drain that waits on the peer; its unacknowledged bytes as scripted
+        def __init__(self) -> None:
+            self.done = asyncio.Event()
+
+        async def drain(self) -> None:
+            await self.done.wait()
+
+    pending = [1_000_000]
+    moving = [True]
+
+    def unacknowledged(writer) -> int:
+        if moving[0]:
+            pending[0] -= 1000  # the peer takes a little every look
+        return pending[0]
+
+    monkeypatch.setattr(confirm, "unacknowledged_bytes", unacknowledged)
+    writer = Writer()
+    t0 = time.monotonic()
+    task = asyncio.ensure_future(confirm.drain_while_moving(writer, 0.5))
+    await asyncio.sleep(2.0)
+    assert not task.done()  # slow, not dead: 4 timeouts' worth, still waiting
+    writer.done.set()
+    await asyncio.wait_for(task, 5)  # drained: returns
+    moving[0] = False
+    writer = Writer()
+    t0 = time.monotonic()
+    try:
+        await asyncio.wait_for(confirm.drain_while_moving(writer, 0.5), 10)
+        raise AssertionError("a still peer must be given up")
+    except TimeoutError:
+        took = time.monotonic() - t0
+    assert 0.5 <= took < 2.5

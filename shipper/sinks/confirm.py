@@ -99,3 +99,29 @@ class BatchConfirmations:
         while self._ends and self._ends[0] <= upto:
             self._ends.popleft()
             self._ready += 1
+
+
+async def drain_while_moving(writer: asyncio.StreamWriter, timeout: float) -> None:
+    """``writer.drain()``, given up (TimeoutError) only when the peer has acknowledged
+    nothing for ``timeout`` seconds. A receiver reading slowly is not dead: dropping
+    its connection sends everything it has not acknowledged again (thousands of
+    duplicates each time)."""
+    drain = asyncio.ensure_future(writer.drain())
+    last = unacknowledged_bytes(writer)
+    still_since = asyncio.get_running_loop().time()
+    try:
+        while True:
+            done, _ = await asyncio.wait({drain}, timeout=min(1.0, timeout))
+            if done:
+                drain.result()
+                return
+            now = asyncio.get_running_loop().time()
+            pending = unacknowledged_bytes(writer)
+            if pending is not None and last is not None and pending < last:
+                still_since = now  # the peer took some: alive, if slow
+            last = pending
+            if now - still_since >= timeout:
+                raise TimeoutError
+    finally:
+        if not drain.done():
+            drain.cancel()

@@ -23,7 +23,7 @@ from typing import Any
 
 from shipper.encode import gelf as gelf_encode
 from shipper.sinks.base import SinkError, SinkStats, close_stream, describe_error
-from shipper.sinks.confirm import BatchConfirmations
+from shipper.sinks.confirm import BatchConfirmations, drain_while_moving
 from shipper.sinks.http import HttpSink
 from shipper.tlsconfig import TlsOptions, client_context
 
@@ -182,7 +182,7 @@ class GelfTcpSink:
         self.stats.sent += len(records)
         try:
             writer.write(data)
-            await asyncio.wait_for(writer.drain(), self.write_timeout)
+            await drain_while_moving(writer, self.write_timeout)
             await asyncio.sleep(0)  # let the watcher see a FIN that is already here
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             await self._drop()

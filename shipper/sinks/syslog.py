@@ -34,7 +34,7 @@ from typing import Any
 from shipper.encode.rfc5424 import Rfc3164Encoder, Rfc5424Encoder
 from shipper.framing import FRAMINGS, LF, OCTET_COUNTED, frame_texts
 from shipper.sinks.base import Prepared, SinkError, SinkStats, close_stream, describe_error
-from shipper.sinks.confirm import BatchConfirmations
+from shipper.sinks.confirm import BatchConfirmations, drain_while_moving
 from shipper.tlsconfig import TlsOptions, client_context
 
 Encoder = Rfc5424Encoder | Rfc3164Encoder
@@ -244,7 +244,7 @@ class SyslogTcpSink:
         peer = f"{self.host}:{self.port}"
         try:
             writer.write(payload)
-            await asyncio.wait_for(writer.drain(), self.write_timeout)
+            await drain_while_moving(writer, self.write_timeout)
             await _let_io_run()  # a FIN or RST that is already here gets seen
         except TimeoutError as exc:
             await self._drop()
