@@ -327,9 +327,9 @@ def _behind(pipeline: Pipeline) -> set[str] | None:
     """The inputs with bytes not read yet, named as the correlator's clocks name them
     (a log directory, a file; the file being read too: a rotated ``maillog.1``); None
     while reading is paused. Inputs the followers do not know (stdin) count as read."""
-    from shipper.track.correlator import clock_key
+    from shipper.track.correlator import input_of
 
-    if any(r.paused_since is not None for r in pipeline.routes):
+    if pipeline.reading_paused():
         return None
     out = set()
     for source in pipeline.sources:
@@ -340,7 +340,7 @@ def _behind(pipeline: Pipeline) -> set[str] | None:
             reader = getattr(f, "reader", None)
             for path in (f.key, getattr(reader, "path", None)):
                 if path:
-                    out.add(clock_key("", path)[1:])
+                    out.add(input_of(path))
     return out
 
 

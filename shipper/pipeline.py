@@ -560,10 +560,8 @@ class Pipeline:
         self._save_if_due()
         while (self._unappended and time.monotonic() >= self._next_save
                and not self._stop_reading.is_set()):
-            now = time.monotonic()
-            if any(r.paused_since is not None and now - r.paused_since >= FULL_SAY_AFTER
-                   for r in self.routes):
-                self._gate_open_until = now + self.save_interval
+            if self.paused_by():
+                self._gate_open_until = time.monotonic() + self.save_interval
                 return
             await asyncio.sleep(0.01)
 
@@ -586,6 +584,10 @@ class Pipeline:
         now = time.monotonic()
         self._next_save = now + max(self.save_interval, 20 * (now - t0))
         return saved
+
+    def reading_paused(self) -> bool:
+        """A buffer (full, or its disk failing) holds a batch back now."""
+        return any(r.paused_since is not None for r in self.routes)
 
     def paused_by(self) -> list[tuple[str, float]]:
         """The sinks whose buffer (full, or its disk failing) has paused the reading for
@@ -668,6 +670,7 @@ class Pipeline:
                     self.stats.sent_from_buffer += len(batch)
                 else:
                     self.stats.sent_from_memory += len(batch)
+            sent = True  # to the peer: a dead-lettered batch is not (no confirmation comes)
             try:
                 ok = await deliver(route.sink, batch, backoff, self._stop_sending)
             except SinkGone:
@@ -683,12 +686,7 @@ class Pipeline:
                 if route.dead_letter is not None:
                     route.dead_letter(records, exc)
                 route.sink.stats.dead_lettered += len(records)
-                ok = True
-                if confirm is not None:
-                    unconfirmed.append((items[-1][0], False))
-            else:
-                if confirm is not None and ok:
-                    unconfirmed.append((items[-1][0], True))
+                ok, sent = True, False
             if not ok:  # stopping: leave the batch unacknowledged in the queue
                 route.queue.rewind()
                 return
@@ -696,6 +694,7 @@ class Pipeline:
                 route.queue.ack(items[-1][0])
                 _forget_recent(route, items[-1][0])
             else:
+                unconfirmed.append((items[-1][0], sent))
                 self._take_confirmed(route, confirm, unconfirmed)
 
     def _take_confirmed(self, route: SinkRoute, confirm: Callable[[], tuple[int, bool]],

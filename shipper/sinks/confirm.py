@@ -74,10 +74,14 @@ class BatchConfirmations:
         self._ends.clear()
         self._written = 0
 
-    def take(self, writer: asyncio.StreamWriter | None) -> tuple[int, bool]:
+    def take(self, writer: asyncio.StreamWriter | None, gone: bool = False) -> tuple[int, bool]:
         """(how many of the oldest unconfirmed sends are confirmed now, whether the
         rest were lost with a connection: to be sent again, with every send after
-        them; the count then starts afresh)."""
+        them; the count then starts afresh). ``gone``: the sink saw its connection
+        end (a reset while idle): what it had not acknowledged goes again now, not
+        when the next record comes (a quiet log may bring none for hours)."""
+        if gone and writer is not None:
+            self.dropped(writer)
         if self._lost:
             n, self._ready, self._lost = self._ready, 0, False
             self._ends.clear()

@@ -136,9 +136,9 @@ class GelfTcpSink:
 
     def confirm(self) -> tuple[int, bool]:
         """As SyslogTcpSink.confirm: sends the peer's TCP has acknowledged."""
-        if self._writer is not None and (self._peer_closed or self._writer.is_closing()):
-            self._confirmations.dropped(self._writer)
-        return self._confirmations.take(self._writer)
+        writer = self._writer
+        return self._confirmations.take(writer, gone=writer is not None and (
+            self._peer_closed or writer.is_closing()))
 
     async def _connect(self) -> asyncio.StreamWriter:
         where = f"{self.host}:{self.port}"

@@ -155,11 +155,7 @@ class SyslogTcpSink:
         """(how many of the oldest sends the peer's TCP has acknowledged since the last
         call, whether a dropped connection lost the rest: the pipeline sends them again).
         Until acknowledged, the pipeline keeps them in the buffer (sinks.confirm)."""
-        if self._writer is not None and self._gone():
-            # reset or closed while idle: what it had not acknowledged goes again now,
-            # not when the next record comes (a quiet log may bring none for hours)
-            self._confirmations.dropped(self._writer)
-        return self._confirmations.take(self._writer)
+        return self._confirmations.take(self._writer, gone=self._writer is not None and self._gone())
 
     @property
     def encoding(self) -> StreamEncoding:

@@ -54,14 +54,19 @@ FUTURE_SLACK_S = 300
 _LOGDIR_FILES = frozenset({"current", "previous", "processed"})
 
 
-def clock_key(kind: str, source: str | None) -> str:
-    """Whose clock ages an entry: its tracker's (``kind``) in its input. A logdir's
-    ``current`` and the ``@….s`` archives it becomes are one input: the directory."""
+def input_of(source: str | None) -> str:
+    """The input a record's ``source`` belongs to: a logdir's ``current`` and the
+    ``@….s`` archives it becomes are one input, the directory; a file is itself."""
     if source:
         head, _, base = source.rpartition("/")
         if head and (base in _LOGDIR_FILES or base[:1] == "@"):
-            source = head
-    return f"{kind}\x00{source or ''}"
+            return head
+    return source or ""
+
+
+def clock_key(kind: str, source: str | None) -> str:
+    """Whose clock ages an entry: its tracker's (``kind``) in its input (``input_of``)."""
+    return f"{kind}\x00{input_of(source)}"
 
 
 class Correlator:
@@ -85,7 +90,7 @@ class Correlator:
         """A batch of raw records → the summaries completed by it (often none)."""
         out: list[dict[str, Any]] = []
         qmail, sessions, postfix = self.qmail.feed, self.sessions.feed, self.postfix.feed
-        clocks = self.clocks
+        clocks, clock_read = self.clocks, self.clock_read
         slack = FUTURE_SLACK_S * NS
         last_in: tuple[str, Any] = ("", None)  # (kind, source) of the last clock_key made
         ckey = ""
@@ -124,10 +129,10 @@ class Correlator:
                 if ckey not in clocks and len(clocks) >= _CLOCKS_CAP:
                     oldest = next(iter(clocks))
                     del clocks[oldest]
-                    self.clock_read.pop(oldest, None)
+                    clock_read.pop(oldest, None)
             clocks[ckey] = t  # the latest line, not the largest time: one wild stamp passes
             if ingest is not None:
-                self.clock_read[ckey] = ingest
+                clock_read[ckey] = ingest
         return out
 
     def flush(self, now_ns: int | None = None, read_ns: int | None = None,
@@ -136,7 +141,7 @@ class Correlator:
         input's clock, see above). ``read_ns``, the wall clock now (the daemon's), moves
         the clock of a quiet input on by the time since its latest line was read: an
         input that stopped logging still ages what it left open. Inputs in ``behind``
-        (paths as in ``clock_key``: not read to their end) are not quiet: their news
+        (as ``input_of`` names them: not read to their end) are not quiet: their news
         is waiting to be read."""
         out: list[dict[str, Any]] = []
         if now_ns is not None:
