@@ -257,6 +257,22 @@ SAMPLES: dict[str, list] = {
          {'local_active': 0, 'local_max': 10, 'remote_active': 0, 'remote_max': 20}),
         ('qmail-send', 'end_msg', None, {'msg': 53}),
     ],
+    "hop_mjd_plover_qmail_forward": [
+        ('qmail-send', 'new_msg', None, {'msg': 706430}),
+        ('qmail-send', 'info_msg', None,
+         {'msg': 706430, 'size': 2737, 'mail_from': 'boehm5@email.com', 'qp': 31064, 'uid': 1001}),
+        ('qmail-send', 'starting_delivery', None,
+         {'delivery': 190552, 'msg': 706430, 'channel': 'local', 'rcpt_to': 'guitar-tpj-regex@plover.com'}),
+        ('qmail-send', 'status', None,
+         {'local_active': 1, 'local_max': 5, 'remote_active': 2, 'remote_max': 10}),
+        # qmail-local forwarded the message: "qp_31067" is the qp of the copy it queued
+        ('qmail-send', 'delivery', None,
+         {'delivery': 190552, 'result': 'success', 'text': 'did 0+1+0\nqp 31067',
+          'text_raw': 'did_0+1+0/qp_31067/', 'qp': 31067}),
+        ('qmail-send', 'status', None,
+         {'local_active': 1, 'local_max': 5, 'remote_active': 2, 'remote_max': 10}),
+        ('qmail-send', 'end_msg', None, {'msg': 706430}),
+    ],
     "notqmail_issue244": [
         ('qmail-send', 'delivery', None,
          {'delivery': 245, 'result': 'failure', 'text': 'Unable to run qmail-remote.', 'text_raw': 'Unable_to_run_qmail-remote./'}),
@@ -377,7 +393,7 @@ LITERALS = [
       "dsn": "5.4.6"}),
     ("delivery 33: success: did_0+1+0/qp_12345/", "delivery",
      {"delivery": 33, "result": "success", "text": "did 0+1+0\nqp 12345",
-      "text_raw": "did_0+1+0/qp_12345/"}),
+      "text_raw": "did_0+1+0/qp_12345/", "qp": 12345}),  # the forwarded copy's qp
 ]
 
 

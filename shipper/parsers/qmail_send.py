@@ -70,6 +70,9 @@ _RELAY_FIRST = frozenset("0123456789:ABCDEFabcdef")
 _TLS_RELAY_RE = re.compile(
     r";_connect(?:ed|ing)_to_(\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]{0,40}?)\.?(?:/|$)")
 _RECIPIENT_RE = re.compile(r"\(([^()\s]*)\)_")
+# qmail-local's count_print(): "did F+W+P\nqp N\n" when it forwarded the message, N the
+# qp of the copy it queued (that copy's "info msg ... qp N")
+_FORWARD_QP_RE = re.compile(r"(?:^|/)did_\d+\+\d+\+\d+/qp_(\d{1,10})/")
 _SAID = "Remote_host_said:_"
 
 
@@ -204,6 +207,10 @@ def delivery_text_fields(raw: str) -> dict[str, Any]:
     f: dict[str, Any] = {"text": text}
     if text != raw:
         f["text_raw"] = raw
+    if "/qp_" in raw:
+        m = _FORWARD_QP_RE.search(raw)
+        if m is not None:
+            f["qp"] = int(m.group(1))
     body = raw
     if raw[:1] == "(":
         m = _RECIPIENT_RE.match(raw)
