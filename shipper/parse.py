@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shipper.parsers import PREFIXED, QMAIL_SEND_WORDS, UNPREFIXED, parse_postfix
-from shipper.parsers.misc import parse_vchkpw
+from shipper.parsers.misc import parse_dovecot_log, parse_vchkpw
 from shipper.parsers.qmail_send import BY_WORD as QMAIL_SEND_BY_WORD
 from shipper.parsers.qmail_send import parse_at as qmail_send_parse_at
 from shipper.parsers.recordio import continue_secret as recordio_continue_secret
@@ -70,6 +70,7 @@ _INT_MIN, _INT_END = -(1 << 63), 1 << 63  # signed 64 bits
 _HALF_YEAR_NS = 183 * 86400 * NS
 _DAY_NS = 86400 * NS
 _FOLD_SLACK_NS = 300 * NS
+_DOVECOT_LEVEL_FIRST = frozenset("IWEFPD")  # Info: Warning: Error: Fatal: Panic: Debug:
 _PREFIX_RE = re.compile(r"([A-Za-z][\w.+-]*(?:/[\w.+-]+)*)(?:\[(\d+)\])?: ?")
 
 
@@ -362,6 +363,10 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
         fn = PREFIXED.get(tag)
         if fn is not None and (got := fn(text)) is not None:
             return _result(tag, got)
+        if text[:1] in _DOVECOT_LEVEL_FIRST and (got := parse_dovecot_log(f"{tag}: {text}")) is not None:
+            # dovecot's own log file ("Jan 29 09:33:58 pop3-login: Info: ..."): its
+            # default log_timestamp reads as a syslog header whose tag is the process
+            return _result("dovecot", got)
         if tag.startswith("vchkpw-"):
             # vchkpw's own "vchkpw-SERVICE:" read as the tag (logged with no ident of
             # its own): its text may hold a password, so parse it as vchkpw's

@@ -370,3 +370,75 @@ def test_dovecot_text_outside_its_grammar() -> None:
     assert parse_dovecot("no separator") is None and parse_dovecot(": x") is None
     assert parse_dovecot("imap-login: Login: rip=") == (
         "pop_auth", {"service": "imap", "result": "success"})
+
+
+# Real dovecot lines (fail2ban's collection), field by field. Line 0 is dovecot on
+# stderr under daemontools, 13 and 14 its own log file: "SERVICE: LEVEL: text", which
+# once were unparsed; line 4's failed login names no user ("method=" comes first),
+# which once fell to a generic record.
+F2B_DOVECOT = _lines("fail2ban_dovecot.txt")
+_IMAP_FAIL = {"service": "imap", "method": "PLAIN", "result": "failure"}
+F2B_DOVECOT_EXPECTED = [
+    ("pop_auth", None, {"service": "imap", "level": "info", "auth_user": "martin@waschbuesch.de",
+                        "method": "CRAM-MD5", "remote_ip": "80.187.101.33", "local_ip": "80.254.129.240",
+                        "tls": "TLS", "result": "failure", "reason": "Aborted login (auth failed, 1 attempts)"}),
+    ("dovecot", None, {"service": "pop3", "remote_ip": "190.210.136.21", "local_ip": "113.212.99.193",
+                       "text": "Aborted login (tried to use disabled plaintext auth)"}),
+    ("dovecot", None, {"service": "pop3", "remote_ip": "190.210.136.21", "local_ip": "113.212.99.193",
+                       "session": "LgDINsQCkttVIMPg",
+                       "text": "Aborted login (tried to use disallowed plaintext auth)"}),
+    ("pop_auth", None, {**_IMAP_FAIL, "auth_user": "username.bob", "remote_ip": "49.176.98.87",
+                        "local_ip": "113.212.99.194", "tls": "TLS",
+                        "reason": "Disconnected (auth failed, 2 attempts)"}),
+    ("pop_auth", None, {**_IMAP_FAIL, "remote_ip": "59.167.242.100", "local_ip": "113.212.99.194",
+                        "tls": "TLS", "reason": "Disconnected (auth failed, 1 attempts)"}),
+    ("pop_auth", None, {"service": "pop3", "auth_user": "info", "method": "PLAIN",
+                        "remote_ip": "193.95.245.163", "local_ip": "176.214.13.210", "result": "failure",
+                        "reason": "Disconnected: Inactivity (auth failed, 1 attempts)"}),
+    ("pop_auth", 442, {"service": "pop3", "auth_user": "test", "method": "PLAIN",
+                       "remote_ip": "192.51.100.13", "local_ip": "203.0.113.17",
+                       "session": "YADINsQCDs5BH8Pg", "result": "failure",
+                       "reason": "Aborted login (auth failed, 1 attempts in 17 secs)"}),
+    ("dovecot", 442, {"service": "dovecot", "text": "auth(default): pam(account@MYSERVERNAME.com,"
+                      "200.76.17.206): pam_authenticate() failed: User not known to the underlying "
+                      "authentication module: 2 Time(s)"}),
+    ("dovecot", None, {"service": "auth-worker", "text": "pam(username,1.2.3.4): pam_authenticate() "
+                       "failed: Authentication failure (password mismatch?)"}),
+    ("dovecot", None, {"service": "auth-worker", "text": "pam(username,1.2.3.4): unknown user"}),
+    ("dovecot", None, {"service": "auth", "text": "passwd-file(username,1.2.3.4): unknown user"}),
+    ("pop_auth", None, {"service": "pop3", "auth_user": "ivo", "method": "PLAIN", "remote_ip": "1.2.3.4",
+                        "local_ip": "1.1.2.2", "session": "6brQWt/vCADDhP/+", "result": "failure",
+                        "reason": "Disconnected: Inactivity (auth failed, 1 attempts in 178 secs)"}),
+    ("pop_auth", None, {"service": "pop3", "auth_user": "ivo", "method": "PLAIN", "remote_ip": "1.2.3.4",
+                        "local_ip": "1.1.2.2", "session": "q454Xu/vMwBZApgg", "tls": "TLS",
+                        "result": "failure", "reason": "Disconnected (auth failed, 1 attempts in 2 secs)"}),
+    ("pop_auth", None, {"service": "pop3", "level": "info", "auth_user": "grace", "method": "PLAIN",
+                        "remote_ip": "212.9.180.3", "result": "failure",
+                        "reason": "Aborted login (auth failed, 1 attempts in 2 secs)"}),
+    ("dovecot", None, {"service": "pop3", "level": "info", "remote_ip": "176.61.137.100", "tls": "TLS",
+                       "text": "Disconnected (no auth attempts in 10 secs)"}),
+    ("dovecot", None, {"service": "pop3", "remote_ip": "121.44.24.254", "local_ip": "113.212.99.194",
+                       "tls": "TLS", "text": "Disconnected (no auth attempts)"}),
+    ("dovecot", None, {"service": "imap", "remote_ip": "180.189.168.166", "local_ip": "113.212.99.194",
+                       "tls": "TLS", "text": "Disconnected (no auth attempts)"}),
+    ("dovecot", 442, {"service": "pop3", "remote_ip": "192.51.100.13", "local_ip": "203.0.113.17",
+                      "session": "LgDINsQCkttVIMPg", "text": "Disconnected (no auth attempts in 58 secs)"}),
+]
+
+
+@pytest.mark.parametrize("i", range(len(F2B_DOVECOT_EXPECTED)))
+def test_real_dovecot_lines_field_by_field(i: int) -> None:
+    assert len(F2B_DOVECOT) == len(F2B_DOVECOT_EXPECTED)
+    rec = _parse(F2B_DOVECOT[i])
+    assert (rec.program, rec.event, rec.pid, rec.fields) == ("dovecot", *F2B_DOVECOT_EXPECTED[i])
+
+
+def test_dovecot_log_format_needs_its_service_and_level() -> None:
+    from shipper.parsers.misc import parse_dovecot_log
+    assert parse_dovecot_log("imap-login: Info: Login: user=<u>, rip=192.0.2.7") == (
+        "pop_auth", {"service": "imap", "level": "info", "auth_user": "u", "remote_ip": "192.0.2.7",
+                     "result": "success"})
+    assert parse_dovecot_log("imap-login: Login: user=<u>, rip=192.0.2.7") is None  # no level
+    assert parse_dovecot_log("rblsmtpd: Info: something") is None  # not a dovecot process
+    assert parse_dovecot_log("auth-worker(4321): Error: sql(u): Password mismatch") == (
+        "dovecot", {"service": "auth-worker", "level": "error", "text": "sql(u): Password mismatch"})

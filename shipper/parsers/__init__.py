@@ -61,6 +61,8 @@ UNPREFIXED: tuple[tuple[str, ParserFn], ...] = (
     # still the password-logging variant, so still redacted
     ("vpopmail", misc.parse_vchkpw),
     ("spamdyke", misc.parse_spamdyke_untagged),
+    # dovecot's own log file or stderr: "imap-login: Info: ..." (its level always written)
+    ("dovecot", misc.parse_dovecot_log),
 )
 
 

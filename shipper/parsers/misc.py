@@ -228,6 +228,13 @@ _DOVECOT_KV_RE = re.compile(r"(\w+)=(<[^>]*>|[^,]*)")
 _DOVECOT_FIELDS = {"user": "auth_user", "method": "method", "rip": "remote_ip", "lip": "local_ip",
                    "session": "session"}
 _DOVECOT_INTS = {"mpid": "mail_pid", "rport": "remote_port", "lport": "local_port"}
+_DOVECOT_ELEMENTS_RE = re.compile(r": (?=user=<|method=|rip=)")
+# dovecot's processes, as they name themselves in its log file and on stderr
+# ("imap-login: Info: …", "auth-worker(4321): Error: …", "imap(user)<pid><session>: …")
+_DOVECOT_SERVICE_RE = re.compile(
+    r"(?:[a-z0-9]+-login|master|auth|auth-worker|imap|pop3|lmtp|lda|submission|managesieve"
+    r"|imap-urlauth(?:-worker)?|imap-hibernate|indexer(?:-worker)?|dict|anvil|config|log|stats"
+    r"|doveadm|replicator|aggregator|director|quota-status|dovecot)(?:\([^()]*\))?(?:<[^<>]*>)*")
 
 
 def parse_dovecot(text: str) -> Parsed | None:
@@ -250,10 +257,11 @@ def parse_dovecot(text: str) -> Parsed | None:
         f["level"] = _DOVECOT_LEVELS[level]
         rest = body
     if service.endswith("-login"):
-        cut = rest.find(": user=<")
-        if cut < 0:
-            cut = rest.find(": rip=")
-        if cut >= 0:
+        # the elements begin with the first that has a value: "user=<…>", or "method=…"
+        # when the client never named a user, or "rip=…"
+        m = _DOVECOT_ELEMENTS_RE.search(rest)
+        if m is not None:
+            cut = m.start()
             msg, elements = rest[:cut], rest[cut + 2:]
             for key, value in _DOVECOT_KV_RE.findall(elements):
                 if value[:1] == "<" and value[-1:] == ">":
@@ -278,6 +286,19 @@ def parse_dovecot(text: str) -> Parsed | None:
             return "dovecot", f
     f["text"] = rest
     return "dovecot", f
+
+
+def parse_dovecot_log(text: str) -> Parsed | None:
+    """dovecot's lines in its own log file or on stderr (under daemontools or runit,
+    multilog stamps them): ``SERVICE: LEVEL: text``, the level always written
+    (``imap-login: Info: Login: user=<…>, …``), as ``parse_dovecot``; None for other text."""
+    service, sep, rest = text.partition(": ")
+    if not sep or _DOVECOT_SERVICE_RE.fullmatch(service) is None:
+        return None
+    level, sep, _ = rest.partition(": ")
+    if not sep or level not in _DOVECOT_LEVELS:
+        return None
+    return parse_dovecot(text)
 
 
 def _subject_ip(text: str) -> tuple[str, str] | None:
