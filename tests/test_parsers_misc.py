@@ -415,12 +415,13 @@ F2B_DOVECOT_EXPECTED = [
     ("pop_auth", None, {"service": "pop3", "level": "info", "auth_user": "grace", "method": "PLAIN",
                         "remote_ip": "212.9.180.3", "result": "failure",
                         "reason": "Aborted login (auth failed, 1 attempts in 2 secs)"}),
-    ("dovecot", None, {"service": "pop3", "level": "info", "remote_ip": "176.61.137.100", "tls": "TLS",
+    # "TLS handshaking: SSL_accept() failed: …": the handshake never completed, no TLS
+    ("dovecot", None, {"service": "pop3", "level": "info", "remote_ip": "176.61.137.100",
                        "text": "Disconnected (no auth attempts in 10 secs)"}),
     ("dovecot", None, {"service": "pop3", "remote_ip": "121.44.24.254", "local_ip": "113.212.99.194",
                        "tls": "TLS", "text": "Disconnected (no auth attempts)"}),
     ("dovecot", None, {"service": "imap", "remote_ip": "180.189.168.166", "local_ip": "113.212.99.194",
-                       "tls": "TLS", "text": "Disconnected (no auth attempts)"}),
+                       "text": "Disconnected (no auth attempts)"}),  # "TLS handshaking: Disconnected"
     ("dovecot", 442, {"service": "pop3", "remote_ip": "192.51.100.13", "local_ip": "203.0.113.17",
                       "session": "LgDINsQCkttVIMPg", "text": "Disconnected (no auth attempts in 58 secs)"}),
 ]
@@ -442,3 +443,16 @@ def test_dovecot_log_format_needs_its_service_and_level() -> None:
     assert parse_dovecot_log("rblsmtpd: Info: something") is None  # not a dovecot process
     assert parse_dovecot_log("auth-worker(4321): Error: sql(u): Password mismatch") == (
         "dovecot", {"service": "auth-worker", "level": "error", "text": "sql(u): Password mismatch"})
+
+
+def test_real_dovecot_secured_logins_are_not_tls() -> None:
+    # "secured" (%c of a trusted plaintext connection, localhost) is no TLS
+    got = [(r.program, r.event, r.fields) for r in map(_parse, _lines("dovecot_secured_public.txt"))]
+    assert got == [
+        ("dovecot", "pop_auth", {"service": "imap", "auth_user": "thee", "method": "PLAIN",
+                                 "remote_ip": "127.0.0.1", "local_ip": "127.0.0.1", "mail_pid": 3232,
+                                 "session": "JKhImUn2nAB/AAAB", "result": "success"}),
+        ("dovecot", "pop_auth", {"service": "imap", "level": "info", "auth_user": "test",
+                                 "method": "PLAIN", "remote_ip": "127.0.0.1", "local_ip": "127.0.0.1",
+                                 "mail_pid": 29724, "session": "JZILDMhW1L5/AAAB", "result": "success"}),
+    ]

@@ -272,7 +272,11 @@ def parse_dovecot(text: str) -> Parsed | None:
                         f[name] = value
                 elif key in _DOVECOT_INTS and value.isdigit() and len(value) <= 10:
                     f[_DOVECOT_INTS[key]] = int(value)
-            if ", TLS" in elements or ", secured" in elements:
+            # %c (client-common.c): "TLS" once handshaked (": ERROR" after it when the
+            # connection ends on a TLS error), "TLS handshaking[: ERROR]" before, "secured"
+            # for a trusted plaintext connection (localhost): only the first was TLS
+            tls = elements.find(", TLS")
+            if tls >= 0 and elements[tls + 5:tls + 17] != " handshaking":
                 f["tls"] = "TLS"
             f["service"] = service[:-6]
             if "auth failed" in msg or "authentication failed" in msg.lower():
