@@ -456,3 +456,11 @@ def test_real_dovecot_secured_logins_are_not_tls() -> None:
                                  "method": "PLAIN", "remote_ip": "127.0.0.1", "local_ip": "127.0.0.1",
                                  "mail_pid": 29724, "session": "JZILDMhW1L5/AAAB", "result": "success"}),
     ]
+
+
+def test_dovecot_2_4_logged_in_is_a_successful_login() -> None:
+    got = [(r.program, r.event, r.pid, r.fields)
+           for r in map(_parse, _lines("pidginhost_csm_dovecot_logged_in.txt"))]
+    fields = {"service": "imap", "auth_user": "alice@example.com", "method": "PLAIN",
+              "remote_ip": "203.0.113.5", "tls": "TLS", "result": "success"}
+    assert got == [("dovecot", "pop_auth", None, fields), ("dovecot", "pop_auth", 1234, fields)]

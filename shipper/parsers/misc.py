@@ -283,7 +283,7 @@ def parse_dovecot(text: str) -> Parsed | None:
                 f["result"] = "failure"
                 f["reason"] = msg
                 return "pop_auth", f
-            if msg == "Login":
+            if msg == "Login" or msg == "Logged in":  # "Logged in": dovecot 2.4's word
                 f["result"] = "success"
                 return "pop_auth", f
             f["text"] = msg
