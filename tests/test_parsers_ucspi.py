@@ -39,6 +39,10 @@ def parse(line: str):
 
 
 SAMPLES: dict[str, list] = {
+    # the rblid addon tags a listed client (RBLID, an X-RBL-Check header) and lets it on
+    "maexotic_rblsmtpd_rblid": [
+        ('rblsmtpd', 'rbl_info', 5591, {'conn_pid': 5591, 'remote_ip': '195.30.1.54', 'text': 'RBLID="SPC"'}),
+    ],
     "fail2ban_qmail": [
         ('rblsmtpd', 'rbl_block', 19597,
          {'conn_pid': 19597, 'remote_ip': '198.51.100.77', 'rbl_list': 'sbl-xbl.spamhaus.org', 'smtp_code': 451, 'text': 'http://www.spamhaus.org/query/bl?ip=198.51.100.77'}),

@@ -398,6 +398,11 @@ def _rblsmtpd(text: str) -> Parsed | None:
     if rest.startswith("[RBL info]"):
         f["text"] = rest[10:].lstrip()
         return "rbl_info", f
+    if rest.startswith('RBLID="'):
+        # the rblid addon (-p rblid:base) tags a listed client instead of blocking it:
+        # 'rblsmtpd: 195.30.1.54 pid 5591: RBLID="SPC"'
+        f["text"] = rest
+        return "rbl_info", f
     m = _RBL_CODE_RE.fullmatch(rest)
     if m is None:
         return None
