@@ -147,3 +147,29 @@ def test_qlog_session_links_to_its_mail_by_qp() -> None:
     assert [d["action"] for d in session["decisions"]] == ["Accept", "Reject"]
     assert mail["qp"] == 23460 and mail["session"]["link"] == "qp"
     assert mail["session"]["conn_pid"] == 23456
+
+
+QMT_SAMPLE = SAMPLE.parent / "qmailtoaster_reject_patch_formats.txt"
+_ENV = {"mail_from": "alice@example.net", "rcpt_to": "bob@example.com"}
+QMT_EXPECTED = [
+    {"reason": "looping", **_ENV},
+    {"reason": "oversized", **_ENV},
+    {"reason": "bad-mime", **_ENV},
+    {"reason": "bad-loader", "mail_from": "", "rcpt_to": "bob@example.com"},
+    {"reason": "qq", "smtp_code": 554, "text": "mail server permanently rejected message (#5.3.0)",
+     "dsn": "5.3.0", **_ENV},
+    {"reason": "qq", "smtp_code": 451, "text": "mail server temporarily rejected message (#4.3.0)",
+     "dsn": "4.3.0", **_ENV},
+    {"reason": "spf", "remote_ip": "198.51.100.7", "mail_from": "alice@example.net",
+     "helo": "mail.example.net"},
+]
+
+
+def test_qmail_toaster_reject_lines() -> None:
+    # qmail-toaster's qmail-smtpd logs why it refused a message; these were unparsed
+    text = QMT_SAMPLE.read_text(encoding="utf-8")
+    assert text.startswith("# source:")
+    lines = [ln for ln in text.splitlines()[1:] if ln.strip()]
+    got = [_fields(ln) for ln in lines]
+    assert got == [("qmail-smtpd", None, "smtp_reject", f) for f in QMT_EXPECTED]
+    assert {severity(LineParser().parse(ln.encode()).to_dict()) for ln in lines} == {NOTICE}

@@ -62,6 +62,16 @@ _DATABYTES_RE = re.compile(r"DATABYTES exceeded \[([^\]]*)\]$")
 _ENVELOPE_RE = re.compile(r"(MAIL FROM|RCPT TO):<(.*)>$")
 _GREETDELAY_RE = re.compile(r"GREETDELAY(?:: ([0-9]{1,9})s| from ([^:\s]+): (.*))$")
 _RBL_RE = re.compile(r"rbl: ip=(\S*) query=(\S*) result=(\S*) message='(.*)'$")
+# qmail-toaster's reject logging (qmtoaster/patches 17.qmail-smtpd-spf-qq-reject-logging):
+# strerr_warn("qmail-smtpd: looping-reject: MAILFROM:<", mailfrom, "> RCPTTO:<", rcpt, ">"),
+# the same for oversized/bad-mime/bad-loader; "qq hard|soft reject (QQX): MAILFROM:<F>
+# RCPTTO:R" (no <> there: the first recipient, rcptto.s+1), after which it replies
+# 554/451 QQX; "spf-reject: HELO(H) from IP. MAILFROM:F"
+_QMT_REJECT_RE = re.compile(
+    r"(looping|oversized|bad-mime|bad-loader)-reject: MAILFROM:<(.*?)> RCPTTO:<(.*)>$")
+_QMT_QQ_RE = re.compile(r"qq (hard|soft) reject \((.*)\): MAILFROM:<(.*?)> RCPTTO:(.*)$")
+_QQX_DSN_RE = re.compile(r"\(#([245]\.[0-9]{1,3}\.[0-9]{1,3})\)$")
+_QMT_SPF_RE = re.compile(r"spf-reject: HELO\((.*?)\) from (\S+)\. MAILFROM:(.*)$")
 _QMT_RECV_RE = re.compile(r"mail recv: pid ([0-9]{1,19}) from <([^>]*)> qp ([0-9]{1,19})$")
 
 
@@ -115,6 +125,8 @@ def parse_patched(text: str) -> Parsed | None:
     """The text after ``qmail-smtpd: `` or ``qmail-smtpd[PID]: `` of the patches above;
     None when it is none of theirs."""
     c = text[:1]
+    if c in "lobqs" and (got := _qmt_reject(text)) is not None:
+        return got
     if c == "b":
         m = _BAD_RE.match(text)
         if m is not None:
@@ -232,4 +244,34 @@ def parse_patched(text: str) -> Parsed | None:
             if value and value != "(null)":  # logit2 writes "(null)" for an empty field
                 fields[name] = value
         return ("smtp_reject" if msg.startswith(("reject", "exceeded")) else "smtp_other"), fields
+    return None
+
+
+def _qmt_reject(text: str) -> Parsed | None:
+    """qmail-toaster's reject lines (``_QMT_*_RE``); None for other text."""
+    m = _QMT_REJECT_RE.match(text)
+    if m is not None:
+        kind, sender, rcpt = m.groups()
+        fields: dict[str, Any] = {"reason": kind, "mail_from": sender}
+        if rcpt:
+            fields["rcpt_to"] = rcpt
+        return "smtp_reject", fields
+    m = _QMT_QQ_RE.match(text)
+    if m is not None:
+        how, qqx, sender, rcpt = m.groups()
+        fields = {"reason": "qq", "smtp_code": 554 if how == "hard" else 451, "text": qqx,
+                  "mail_from": sender}
+        d = _QQX_DSN_RE.search(qqx)
+        if d is not None:
+            fields["dsn"] = d.group(1)
+        if rcpt:
+            fields["rcpt_to"] = rcpt
+        return "smtp_reject", fields
+    m = _QMT_SPF_RE.match(text)
+    if m is not None:
+        helo, ip, sender = m.groups()
+        fields = {"reason": "spf", "remote_ip": ip, "mail_from": sender}
+        if helo:
+            fields["helo"] = helo
+        return "smtp_reject", fields
     return None
