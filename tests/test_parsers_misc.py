@@ -464,3 +464,18 @@ def test_dovecot_2_4_logged_in_is_a_successful_login() -> None:
     fields = {"service": "imap", "auth_user": "alice@example.com", "method": "PLAIN",
               "remote_ip": "203.0.113.5", "tls": "TLS", "result": "success"}
     assert got == [("dovecot", "pop_auth", None, fields), ("dovecot", "pop_auth", 1234, fields)]
+
+
+def test_dovecot_1_auth_process_name_is_no_user() -> None:
+    # "auth(default)": dovecot 1.x's auth process, named after its "auth default {}" block
+    got = [(r.event, r.fields) for r in map(_parse, _lines("ubuntuforums_dovecot1_auth_default.txt"))]
+    killed = "Killed with signal 15 (by pid=1 uid=0 code=kill)"
+    assert got == [
+        ("dovecot", {"service": "pop3-login", "text": killed}),
+        ("dovecot", {"service": "auth-worker", "text": killed}),
+        ("dovecot", {"service": "auth", "text": killed}),
+        ("dovecot", {"service": "dovecot", "text": killed}),
+        ("dovecot", {"service": "auth-worker", "text": "mysql: Connected to 127.0.0.1 (mail)"}),
+        ("dovecot", {"service": "auth-worker", "text": "mysql: Connect failed to 127.0.0.1 (mail): Can't "
+                     "connect to MySQL server on '127.0.0.1' (111) - waiting for 1 seconds before retry"}),
+    ]

@@ -228,6 +228,7 @@ _DOVECOT_KV_RE = re.compile(r"(\w+)=(<[^>]*>|[^,]*)")
 _DOVECOT_FIELDS = {"user": "auth_user", "method": "method", "rip": "remote_ip", "lip": "local_ip",
                    "session": "session"}
 _DOVECOT_INTS = {"mpid": "mail_pid", "rport": "remote_port", "lport": "local_port"}
+_DOVECOT_AUTH_PROCESSES = frozenset({"auth", "auth-worker"})
 _DOVECOT_ELEMENTS_RE = re.compile(r": (?=user=<|method=|rip=)")
 # dovecot's processes, as they name themselves in its log file and on stderr
 # ("imap-login: Info: …", "auth-worker(4321): Error: …", "imap(user)<pid><session>: …")
@@ -250,7 +251,9 @@ def parse_dovecot(text: str) -> Parsed | None:
     if paren > 0 and service.find(")", paren) > paren:  # a mail process: "imap(user)<pid><session>"
         f["service"] = service[:paren]
         user = service[paren + 1:service.find(")", paren)]
-        if user and not user.isdigit():  # auth-worker(1234), lmtp(4321): a pid, not a user
+        # auth-worker(1234), lmtp(4321): a pid, not a user; dovecot 1.x's auth(default),
+        # auth-worker(default): the auth process's name (its "auth default {}" block)
+        if user and not user.isdigit() and f["service"] not in _DOVECOT_AUTH_PROCESSES:
             f["auth_user"] = user
     level, sep, body = rest.partition(": ")
     if sep and level in _DOVECOT_LEVELS:
