@@ -71,7 +71,8 @@ def test_track_files_dir_and_gzip(tmp_path: Path) -> None:
     got = [orjson.loads(x) for x in out.splitlines()]
     assert sorted(m["size"] for m in got) == [830, 1676]
     rc, out = run(track_main, [str(FIX), "--search", "no_such_user", "--json"])
-    assert rc == 0 and [orjson.loads(x)["msg"] for x in out.splitlines()] == [100]
+    # msg 100, then its bounce (300) and that bounce's double bounce (301)
+    assert rc == 0 and [orjson.loads(x)["msg"] for x in out.splitlines()] == [100, 300, 301]
 
 
 def test_stats_text_and_json(tmp_path: Path) -> None:
@@ -133,3 +134,22 @@ def test_track_finds_a_refused_recipient_in_a_session_that_queued_other_mail(tmp
     assert rc == 0 and orjson.loads(out.splitlines()[0])["event"] == "smtp_session"
     rc, out = run(track_main, [str(f), "--to", "nobody@nowhere.example", "--json"])
     assert rc == 1 and out == ""
+
+
+def test_track_shows_where_a_forwarded_mail_and_a_bounce_went(tmp_path: Path) -> None:
+    from tests.test_track_qmail import _forward_lines
+    log = tmp_path / "current"
+    log.write_text("\n".join(_forward_lines(False)) + "\n")
+    rc, text = run(track_main, [str(log), "--to", "guitar-tpj-regex@"])
+    assert rc == 0
+    # the local recipient's mail, then the copy its .qmail forwarded, which --to alone misses
+    assert text.index("mail msg 706430") < text.index("mail msg 706431")
+    assert "local SUCCESS after 0.9s, forwarded: copy qp 31067 msg 706431" in text
+    assert "forward of msg 706430 (qp 31064) to <guitar-tpj-regex@plover.com>" in text
+    assert "<tpj@example.org> remote SUCCESS via 192.0.2.7" in text
+    # a bounce is followed the same way (notqmail's TEST.deliver: msg 53's bounce is msg 54)
+    rc, out = run(track_main, [str(FIX / "notqmail_TEST.deliver.txt"), "--to", "nonexistent@",
+                               "--json"])
+    recs = [orjson.loads(ln) for ln in out.splitlines()]
+    assert rc == 0 and [r["msg"] for r in recs] == [53, 54]
+    assert recs[1]["bounce_of"]["event_id"] == recs[0]["event_id"]

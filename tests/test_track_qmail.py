@@ -244,3 +244,72 @@ def test_indimail_qident_delivery_ids_make_one_attempt_each():
     assert remote["result"] == "success" and local["result"] == "deferral"
     assert remote["attempts"][0]["delivery"] == 12 and remote["attempts"][0]["delivery_qident"] == "q5x"
     assert local["attempts"][0]["delivery"] == 13 and local["attempts"][0]["delivery_qident"] == "q5x"
+
+
+# The plover.com lines of a forward (tests/fixtures/samples/hop_mjd_plover_qmail_forward.txt,
+# qmail-local's "did_0+1+0/qp_31067/") and the forwarded copy's lines as qmail-send prints
+# every message's: its "info msg … qp 31067" comes before or after the delivery's report.
+_FORWARD = Path(__file__).parent / "fixtures" / "samples" / "hop_mjd_plover_qmail_forward.txt"
+_COPY = [
+    "@400000003e3829113000000a new msg 706431",
+    "@400000003e3829113000000b info msg 706431: bytes 2901 from <boehm5@email.com> qp 31067 uid 1001",
+]
+_COPY_DELIVERY = [
+    "@400000003e3829120800000a starting delivery 190553: msg 706431 to remote tpj@example.org",
+    "@400000003e3829140800000b delivery 190553: success: 192.0.2.7_accepted_message./Remote_host_said:_250_ok/",
+    "@400000003e3829140800000c end msg 706431",
+]
+
+
+def _forward_lines(copy_first: bool) -> list[str]:
+    parent = [ln for ln in _FORWARD.read_text().splitlines() if ln.startswith("@")]
+    # the copy's lines stamped before or after "delivery 190552: success: did_0+1+0/qp_31067/"
+    copy = _COPY if copy_first else [ln.replace("3e382911300000", "3e382911310000") for ln in _COPY]
+    lines = sorted(parent + copy, key=lambda ln: ln[:25]) + _COPY_DELIVERY
+    assert (lines.index(copy[1]) < lines.index(parent[4])) is copy_first
+    return lines
+
+
+def _mails_of(lines: list[str]) -> dict[int, dict[str, Any]]:
+    parser = LineParser(source="current", file_id="0123456789abcdef")
+    recs = [parser.parse(ln.encode(), i * 100).to_dict() for i, ln in enumerate(lines)]
+    return {m["msg"]: m for m in mails(correlate(recs))}
+
+
+def test_forwarded_copy_linked_to_its_mail_and_recipient_in_either_order() -> None:
+    for copy_first in (True, False):
+        by_msg = _mails_of(_forward_lines(copy_first))
+        parent, copy = by_msg[706430], by_msg[706431]
+        (r,) = parent["recipients"]
+        assert r["rcpt_to"] == "guitar-tpj-regex@plover.com" and r["result"] == "success"
+        assert r["forward_qp"] == 31067 and r["forward_msg"] == 706431, copy_first
+        assert copy["forward_of"] == {"msg": 706430, "qp": 31064,
+                                      "rcpt_to": "guitar-tpj-regex@plover.com",
+                                      "event_id": parent["event_id"]}
+        assert copy["recipients"][0]["rcpt_to"] == "tpj@example.org"
+        assert "forward_of" not in parent and "session" not in copy
+
+
+def test_forward_link_needs_the_copy_within_an_hour() -> None:
+    # qp is a pid: a message with that qp a day later is another one
+    parent = [ln for ln in _FORWARD.read_text().splitlines() if ln.startswith("@")]
+    later = [ln.replace("@400000003e3829", "@400000003e3983") for ln in _COPY + _COPY_DELIVERY]
+    by_msg = _mails_of(parent + later)
+    assert by_msg[706430]["recipients"][0]["forward_qp"] == 31067
+    assert "forward_msg" not in by_msg[706430]["recipients"][0]
+    assert "forward_of" not in by_msg[706431]
+
+
+def test_forward_link_survives_a_restart_at_every_line() -> None:
+    for copy_first in (True, False):
+        lines = _forward_lines(copy_first)
+        parser = LineParser(source="current", file_id="0123456789abcdef")
+        recs = [parser.parse(ln.encode(), i * 100).to_dict() for i, ln in enumerate(lines)]
+        whole = correlate(recs)
+        assert any("forward_of" in m for m in mails(whole))
+        for cut in range(1, len(recs)):
+            first = Correlator()
+            out = first.feed(recs[:cut])
+            second = Correlator.from_state(orjson.loads(orjson.dumps(first.to_state())))
+            out += second.feed(recs[cut:]) + second.finish()
+            assert out == whole, (copy_first, cut)

@@ -31,6 +31,7 @@ from shipper.track.report import Stats, TrackQuery, matches, render_stats, rende
 
 FEED_BATCH = 2048
 FLUSH_EVERY = 64  # batches between max-age flushes
+FOLLOW_MAX = 100_000  # mails shown whose forwarded copies and bounces track still shows
 # Raw events no tracker looks at: skipped before building a dict for them.
 _IGNORED = frozenset({"status", "tcp_status", "unparsed", "io_eof", "daemon",
                       "delivery_account", "warning", "alert"})
@@ -142,7 +143,8 @@ def _options(args: argparse.Namespace) -> tuple[CorrelatorOptions, ParseOptions]
 
 def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
     """shipper track: where did this mail go? One summary per mail (and per SMTP session
-    that queued none, or that refused what you look for). Exit 0 if something matched,
+    that queued none, or that refused what you look for), followed by the copies its
+    local deliveries forwarded and the bounces it caused. Exit 0 if something matched,
     1 if not, 2 on error."""
     out = stdout or sys.stdout
     ap = argparse.ArgumentParser(prog="shipper track", description=track_main.__doc__)
@@ -161,11 +163,19 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
                    sessions=args.sessions)
     copts, popts = _options(args)
     found = 0
+    # Where the mails shown went next: the copies their local deliveries forwarded and
+    # the bounces they caused are shown after them (and theirs in turn). Bounded: the
+    # oldest ids are forgotten first.
+    shown: dict[str, None] = {}
     try:
         for rec in summaries(args.paths, copts, popts):
-            if not matches(rec, q):
+            if not matches(rec, q) and not _follows(rec, shown):
                 continue
             found += 1
+            if rec.get("event") == "mail" and rec.get("event_id") is not None:
+                shown[rec["event_id"]] = None
+                if len(shown) > FOLLOW_MAX:
+                    del shown[next(iter(shown))]
             if args.json:
                 out.write(orjson.dumps(rec).decode() + "\n")
             else:
@@ -175,6 +185,15 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
         return 2
     out.flush()
     return 0 if found else 1
+
+
+def _follows(rec: dict[str, Any], shown: dict[str, None]) -> bool:
+    """Whether ``rec`` is a forwarded copy or a bounce of a mail already shown."""
+    for link in ("forward_of", "bounce_of"):
+        of = rec.get(link)
+        if isinstance(of, dict) and of.get("event_id") in shown:
+            return True
+    return False
 
 
 def stats_main(argv: list[str], stdout: TextIO | None = None) -> int:

@@ -71,7 +71,8 @@ def _lead_int(d: Any) -> int | None:
 class QmailTracker:
     """Feed qmail-send records in log order; get ``mail`` summaries back."""
 
-    __slots__ = ("opts", "mails", "queues", "bounces", "by_qp", "session_lookup", "orphans")
+    __slots__ = ("opts", "mails", "queues", "bounces", "forwards", "by_qp", "session_lookup",
+                 "orphans")
 
     def __init__(self, opts: QmailOptions | None = None,
                  session_lookup: SessionLookup | None = None) -> None:
@@ -79,6 +80,9 @@ class QmailTracker:
         self.mails: dict[str, dict[str, Any]] = {}  # open messages, oldest first
         self.queues: dict[str, dict[str, Any]] = {}  # per (host, queue): epoch, last id, open deliveries
         self.bounces: dict[str, dict[str, Any]] = {}  # "host\0qp" of a bounce → the bounced message
+        # "host\0qp" of a copy a local delivery forwarded (qmail-local's "did 0+1+0/qp N/")
+        # whose ``info msg`` is still to come → the forwarding message and recipient
+        self.forwards: dict[str, dict[str, Any]] = {}
         self.by_qp: dict[str, str] = {}  # "host\0qp" → key of the open message with that qp
         self.session_lookup = session_lookup
         self.orphans = 0  # delivery results whose start we never saw
@@ -86,13 +90,14 @@ class QmailTracker:
     # -- state ---------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
         return {"mails": list(self.mails.items()), "queues": self.queues,
-                "bounces": list(self.bounces.items()), "by_qp": self.by_qp,
-                "orphans": self.orphans}
+                "bounces": list(self.bounces.items()), "forwards": list(self.forwards.items()),
+                "by_qp": self.by_qp, "orphans": self.orphans}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.mails = dict(state.get("mails", []))
         self.queues = dict(state.get("queues", {}))
         self.bounces = dict(state.get("bounces", []))
+        self.forwards = dict(state.get("forwards", []))
         self.by_qp = dict(state.get("by_qp", {}))
         self.orphans = int(state.get("orphans", 0))
 
@@ -200,9 +205,16 @@ class QmailTracker:
             if b is not None:
                 b.pop("time_unix_ns", None)
                 m["bounce_of"] = b
+            elif (fw := self.forwards.pop(f"{host}\x00{qp}", None)) is not None \
+                    and _within_hour(fw["time_unix_ns"], rec.get("time_unix_ns")):
+                m["forward_of"] = fw["of"]
+                parent = self.mails.get(fw["key"])
+                if parent is not None and fw["idx"] < len(parent["rcpts"]) and \
+                        parent["rcpts"][fw["idx"]].get("rcpt_to") == fw["of"]["rcpt_to"]:
+                    parent["rcpts"][fw["idx"]]["forward_msg"] = msg
             self.by_qp[f"{host}\x00{qp}"] = key
             m["qp_key"] = f"{host}\x00{qp}"
-            if self.session_lookup is not None and b is None:
+            if self.session_lookup is not None and b is None and "forward_of" not in m:
                 ref = {"msg": msg, "qp": qp, "event_id": _mail_event_id(m)}
                 s = self.session_lookup(host, qp, rec.get("mail_from"), rec.get("time_unix_ns"), ref)
                 if s is not None:
@@ -287,7 +299,31 @@ class QmailTracker:
                 r.pop(f, None)
         if result in ("success", "failure"):
             r["delay_s"] = seconds(m.get("birth_ns") or m["first_ns"], t)
+        fqp = rec.get("qp")
+        if type(fqp) is int and result == "success":
+            self._forwarded(key, idx, rec.get("host") or "", fqp, t)
         self._touch(m, rec)
+
+    def _forwarded(self, key: str, idx: int, host: str, qp: int, t: int | None) -> None:
+        """A local delivery forwarded the message (``.qmail``'s ``&address``): qmail-local
+        queued a copy whose ``info msg`` says ``qp`` ``qp``. That line may have come
+        already (qmail-send reads its queue and the delivery's report in either order)
+        or may come next: link the copy and the recipient either way."""
+        m = self.mails[key]
+        r = m["rcpts"][idx]
+        r["forward_qp"] = qp
+        ref = {"msg": m["msg"], "qp": m.get("qp"), "rcpt_to": r.get("rcpt_to"),
+               "event_id": _mail_event_id(m)}
+        ck = self.by_qp.get(f"{host}\x00{qp}")
+        copy = self.mails.get(ck) if ck is not None else None
+        if copy is not None and copy is not m and "forward_of" not in copy \
+                and "bounce_of" not in copy and _within_hour(copy.get("birth_ns"), t):
+            copy["forward_of"] = ref
+            r["forward_msg"] = copy["msg"]
+            return
+        self.forwards[f"{host}\x00{qp}"] = {"of": ref, "key": key, "idx": idx, "time_unix_ns": t}
+        while len(self.forwards) > self.opts.max_open:
+            del self.forwards[next(iter(self.forwards))]
 
     def _bounce(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
         msg, qp = rec.get("msg"), rec.get("qp")
@@ -395,6 +431,12 @@ def _attempt_key(att: dict[str, Any]) -> str:
     return f"{d}.{qident}" if qident else str(d)
 
 
+def _within_hour(before: int | None, after: int | None) -> bool:
+    """Whether ``after`` is within an hour after ``before`` (unknown times: yes): qp is a
+    pid, reused in time, so a link holds only between lines this close."""
+    return before is None or after is None or 0 <= after - before <= 3600 * NS
+
+
 def _mail_event_id(m: dict[str, Any]) -> str | None:
     eid = m["origin"].get("event_id")
     return f"{eid}m" if eid is not None else None
@@ -426,7 +468,7 @@ def mail_record(m: dict[str, Any], end_ns: int | None, time_source: str | None,
     f["n_recipients"] = len(rcpts)
     f["n_success"], f["n_failure"], f["n_deferral"] = m["k"], m["d"], m["z"]
     f["result"] = _overall(rcpts)
-    for k in ("bounce_qp", "bounce_of", "bounce_discarded", "session"):
+    for k in ("bounce_qp", "bounce_of", "bounce_discarded", "forward_of", "session"):
         if k in m:
             f[k] = m[k]
     mf = m.get("mail_from")

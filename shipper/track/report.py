@@ -140,6 +140,9 @@ def render_text(rec: dict[str, Any]) -> str:
             lines.append(f"  bounce of msg {rec['bounce_of'].get('msg')} (qp {rec['bounce_of'].get('qp')})")
         if rec.get("bounce_qp") is not None:
             lines.append(f"  bounced: bounce message qp {rec['bounce_qp']}")
+        if rec.get("forward_of"):
+            fw = rec["forward_of"]
+            lines.append(f"  forward of msg {fw.get('msg')} (qp {fw.get('qp')}) to <{fw.get('rcpt_to')}>")
         if rec.get("bounce_discarded"):
             lines.append(f"  {rec['bounce_discarded']} bounce: discarded")
         for r in rec.get("recipients", []):
@@ -148,7 +151,10 @@ def render_text(rec: dict[str, Any]) -> str:
                          + (f" dsn {r['dsn']}" if r.get("dsn") else "")
                          + (f" via {r.get('relay') or r.get('relay_ip')}" if r.get("relay") or r.get("relay_ip") else "")
                          + (f" after {r['delay_s']:.1f}s" if r.get("delay_s") is not None else "")
-                         + (f" ({r['n_attempts']} attempts)" if (r.get("n_attempts") or 0) > 1 else ""))
+                         + (f" ({r['n_attempts']} attempts)" if (r.get("n_attempts") or 0) > 1 else "")
+                         + (f", forwarded: copy qp {r['forward_qp']}"
+                            + (f" msg {r['forward_msg']}" if "forward_msg" in r else "")
+                            if "forward_qp" in r else ""))
             for att in r.get("attempts", [])[-5:]:
                 text = (att.get("text") or "").replace("\n", " / ")
                 when = _t(att.get("end_unix_ns") or att.get("time_unix_ns"))
