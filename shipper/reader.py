@@ -114,16 +114,27 @@ def read_batches(path: str, max_line: int = 64 * 1024, batch_lines: int = BATCH_
                  ) -> Iterator[InputBatch]:
     """Batches of lines of one file. Memory is bounded by the chunk and the line cap."""
     f = open_binary(path)
+    failed: list[BaseException] = []
     try:
-        yield from _split(f, path, max_line, batch_lines)
+        yield from _split(f, path, max_line, batch_lines, failed)
     except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
         raise InputError(f"{path}: {exc}") from None
     finally:
         if f is not sys.stdin.buffer:
             f.close()
+    if failed:
+        raise InputError(f"{path}: {failed[0]}")
 
 
-def _split(f: BinaryIO, path: str, max_line: int, batch_lines: int) -> Iterator[InputBatch]:
+_DECOMPRESSED = (gzip.GzipFile, bz2.BZ2File, lzma.LZMAFile)
+_READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error)
+
+
+def _split(f: BinaryIO, path: str, max_line: int, batch_lines: int,
+           failed: list[BaseException] | None = None) -> Iterator[InputBatch]:
+    """The batches of ``f``. With ``failed``, a read error (a truncated or corrupt
+    archive) ends the file there: the lines read before it come out (the last one,
+    cut by the damage, flagged partial) and the error is put in ``failed``."""
     file_id: str | None = None
     head = b""
     pos = 0  # offset of the first byte of `carry`
@@ -132,10 +143,20 @@ def _split(f: BinaryIO, path: str, max_line: int, batch_lines: int) -> Iterator[
     lines: list[bytes] = []
     offsets: list[int] = []
     truncated: set[int] = set()
-    read = f.read
+    # A decompressor's read(n) decodes until it has n bytes and drops them all when
+    # the stream breaks before: read1 gives what one step decoded, so the lines
+    # before the damage are kept
+    read = f.read1 if isinstance(f, _DECOMPRESSED) else f.read
     source = path
     while True:
-        chunk = read(CHUNK)
+        if failed is None:
+            chunk = read(CHUNK)
+        else:
+            try:
+                chunk = read(CHUNK)
+            except _READ_ERRORS as exc:
+                failed.append(exc)
+                chunk = b""
         if file_id is None and path != "-":
             head += chunk[:FINGERPRINT_BYTES]
             file_id = fingerprint(head, complete=not chunk)

@@ -156,3 +156,30 @@ def test_unreadable_file(tmp_path):
         p.chmod(0)
         with pytest.raises(InputError):
             list(read_batches(str(p)))
+
+
+@pytest.mark.parametrize("pack", [gzip.compress, lzma.compress])
+def test_a_truncated_archive_keeps_what_was_read_before_the_damage(tmp_path, pack):
+    """Found by probing replay/parse on a half-copied @….s.gz: read(1 MiB) on a
+    decompressor decodes until it has 1 MiB and drops it all when the stream ends
+    early, so an archive under 1 MiB gave no line at all (and only the error)."""
+    from conftest import FIXTURES
+
+    real = [ln.encode() for ln in (FIXTURES / "track" / "fehcom_sqmail_logging_chapter.txt")
+            .read_text().splitlines() if ln and not ln.startswith("#")]
+    lines = [b"%s %d" % (real[i % len(real)], i) for i in range(3000)]
+    data = b"".join(ln + b"\n" for ln in lines)
+    assert len(data) < shipper.reader.CHUNK
+    packed = pack(data)
+    p = tmp_path / "@400000005a4a8d2b0a8c2f6c.s.gz"
+    p.write_bytes(packed[: len(packed) // 2])
+    got = []
+    with pytest.raises(InputError, match=p.name):
+        for b in read_batches(str(p)):
+            got.append(b)
+    lines_got, offsets, _, partial = _joined(got)
+    assert len(lines_got) > 500  # the first half, about
+    assert lines_got[:-1] == lines[: len(lines_got) - 1]
+    assert lines[len(lines_got) - 1].startswith(lines_got[-1])
+    assert partial == len(lines_got) - 1  # cut by the damage
+    assert offsets[: 3] == [0, len(lines[0]) + 1, len(lines[0]) + len(lines[1]) + 2]

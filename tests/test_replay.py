@@ -170,7 +170,9 @@ def test_a_damaged_archive_is_said_and_skipped_the_rest_goes(tmp_path):
     assert r.returncode == 1
     errs = [ln for ln in r.stderr.splitlines() if ln.startswith("shipper:")]
     assert len(errs) == 1 and ".s.gz" in errs[0] and "skipped" in errs[0] and "Traceback" not in r.stderr
-    msgs = {orjson.loads(ln)["msg"] for ln in out.read_bytes().splitlines()}
+    # (what the damaged one decoded before zlib saw the damage is sent too: mostly its
+    # lines, then some garbage that has no msg)
+    msgs = {orjson.loads(ln).get("msg") for ln in out.read_bytes().splitlines()}
     assert set(range(2000)) <= msgs and set(range(4000, 6000)) <= msgs  # the intact archives
     assert len(msgs & set(range(2000, 4000))) < 2000  # the damaged one up to its damage
 

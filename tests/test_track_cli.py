@@ -153,3 +153,27 @@ def test_track_shows_where_a_forwarded_mail_and_a_bounce_went(tmp_path: Path) ->
     recs = [orjson.loads(ln) for ln in out.splitlines()]
     assert rc == 0 and [r["msg"] for r in recs] == [53, 54]
     assert recs[1]["bounce_of"]["event_id"] == recs[0]["event_id"]
+
+
+def test_a_truncated_archive_is_said_and_what_was_read_of_it_counts(tmp_path: Path, capsys) -> None:
+    """Found probing track/stats on old logs: a .gz cut short (a copy that ran out of
+    disk) ended the whole run with exit 2 and no summary at all, not even those of the
+    intact inputs; and none of its own lines counted (a decompressor's read(1 MiB)
+    dropped what it had decoded when the stream ended early)."""
+    gz = tmp_path / "bayour.log.gz"
+    gz.write_bytes(gzip.compress((FIX / "bayour_perl_comments_qmail-send_accustamp.txt").read_bytes())[:-8])
+    ok = FIX / "send_recordio_ipv6.txt"
+    rc, out = run(track_main, [str(gz), str(ok), "--to", "fjkdasljf@nocrew.org", "--json"])
+    assert rc == 2
+    (m,) = [orjson.loads(x) for x in out.splitlines()]
+    assert m["size"] == 869 and m["recipients"][0]["smtp_code"] == 550
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("shipper track: ") and gz.name in err[0]
+    rc, out = run(stats_main, [str(ok), str(gz), "--json"])
+    assert rc == 2
+    d = orjson.loads(out)
+    whole = orjson.loads(run(stats_main, [str(ok), str(FIX / "bayour_perl_comments_qmail-send_accustamp.txt"),
+                                          "--json"])[1])
+    assert d["messages"] == whole["messages"] == 5 and d["bytes"] == whole["bytes"]
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("shipper stats: ")

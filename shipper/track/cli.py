@@ -17,7 +17,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -50,30 +50,46 @@ def _files(path: str) -> list[str]:
     return [path]
 
 
-def _records(path: str, opts: ParseOptions) -> Iterator[dict[str, Any]]:
-    """The parsed, trackable records of one input (a file or a directory), in order."""
+def _records(path: str, opts: ParseOptions, on_error: Callable[[str], None] | None = None
+             ) -> Iterator[dict[str, Any]]:
+    """The parsed, trackable records of one input (a file or a directory), in order.
+    With ``on_error``, a file that cannot be read to its end (a damaged archive) is
+    told to it and the input goes on with the next file."""
     parser = LineParser(opts)  # one per input: its state goes on from an archive to the next
     for fn in _files(path):
-        for batch in read_batches(fn, opts.max_line):
-            parser.source, parser.file_id = batch.source, batch.file_id
-            for rec in parser.parse_batch(batch.lines, batch.offsets):
-                if rec.event in _IGNORED:
-                    continue
-                d = {"event_id": event_id(rec.file_id, rec.offset), "time_unix_ns": rec.time_ns,
-                     "time_source": rec.time_source, "host": rec.host, "program": rec.program,
-                     "pid": rec.pid, "event": rec.event}
-                d.update(rec.fields)
-                d["source"] = rec.source
-                d["file_id"] = rec.file_id
-                d["offset"] = rec.offset
-                yield d
+        try:
+            yield from _file_records(parser, fn, opts)
+        except InputError as exc:
+            if on_error is None:
+                raise
+            on_error(str(exc))
+
+
+def _file_records(parser: LineParser, fn: str, opts: ParseOptions) -> Iterator[dict[str, Any]]:
+    """The trackable records of one file."""
+    for batch in read_batches(fn, opts.max_line):
+        parser.source, parser.file_id = batch.source, batch.file_id
+        for rec in parser.parse_batch(batch.lines, batch.offsets):
+            if rec.event in _IGNORED:
+                continue
+            d = {"event_id": event_id(rec.file_id, rec.offset), "time_unix_ns": rec.time_ns,
+                 "time_source": rec.time_source, "host": rec.host, "program": rec.program,
+                 "pid": rec.pid, "event": rec.event}
+            d.update(rec.fields)
+            d["source"] = rec.source
+            d["file_id"] = rec.file_id
+            d["offset"] = rec.offset
+            yield d
 
 
 def summaries(paths: list[str], copts: CorrelatorOptions | None = None,
-              popts: ParseOptions | None = None) -> Iterator[dict[str, Any]]:
-    """Every ``mail``/``smtp_session`` summary of the inputs, as they complete."""
+              popts: ParseOptions | None = None, on_error: Callable[[str], None] | None = None
+              ) -> Iterator[dict[str, Any]]:
+    """Every ``mail``/``smtp_session`` summary of the inputs, as they complete. With
+    ``on_error``, a file that cannot be read to its end is told to it (what was read of
+    it counts) instead of ending the whole with InputError."""
     popts = popts or ParseOptions()
-    streams = [_records(p, popts) for p in paths]
+    streams = [_records(p, popts, on_error) for p in paths]
     merged = heapq.merge(*streams, key=lambda r: r["time_unix_ns"] or 0) if len(streams) > 1 \
         else streams[0]
     corr = Correlator(copts)
@@ -141,6 +157,16 @@ def _options(args: argparse.Namespace) -> tuple[CorrelatorOptions, ParseOptions]
     return c, ParseOptions(local_tz=not args.utc, syslog_year=args.year)
 
 
+def _say_unreadable(errors: list[str], prog: str) -> Callable[[str], None]:
+    """What a track or stats run does with a file it cannot read to its end: say it on
+    stderr at once, in one line, and keep it for the exit code (what was read of the
+    file counts; the other inputs go on)."""
+    def said(msg: str) -> None:
+        print(f"{prog}: {msg} (the rest of this file is skipped)", file=sys.stderr)
+        errors.append(msg)
+    return said
+
+
 def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
     """shipper track: where did this mail go? One summary per mail (and per SMTP session
     that queued none, or that refused what you look for), followed by the copies its
@@ -167,8 +193,9 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
     # the bounces they caused are shown after them (and theirs in turn). Bounded: the
     # oldest ids are forgotten first.
     shown: dict[str, None] = {}
+    errors: list[str] = []
     try:
-        for rec in summaries(args.paths, copts, popts):
+        for rec in summaries(args.paths, copts, popts, _say_unreadable(errors, "shipper track")):
             if not matches(rec, q) and not _follows(rec, shown):
                 continue
             found += 1
@@ -184,6 +211,8 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
         print(f"shipper track: {exc}", file=sys.stderr)
         return 2
     out.flush()
+    if errors:
+        return 2
     return 0 if found else 1
 
 
@@ -206,8 +235,9 @@ def stats_main(argv: list[str], stdout: TextIO | None = None) -> int:
     q = TrackQuery(since_ns=args.since, until_ns=args.until, sessions=True)
     copts, popts = _options(args)
     st = Stats(top=args.top)
+    errors: list[str] = []
     try:
-        for rec in summaries(args.paths, copts, popts):
+        for rec in summaries(args.paths, copts, popts, _say_unreadable(errors, "shipper stats")):
             if matches(rec, q):
                 st.add(rec)
     except InputError as exc:
@@ -219,4 +249,4 @@ def stats_main(argv: list[str], stdout: TextIO | None = None) -> int:
     else:
         out.write(render_stats(d))
     out.flush()
-    return 0
+    return 2 if errors else 0
