@@ -64,14 +64,29 @@ def parse_time(text: str) -> int:
 
 
 def input_groups(paths: list[str]) -> list[list[str]]:
-    """Each argument → its files in reading order; directories are merged by time later."""
+    """Each argument → its files in reading order; directories are merged by time later.
+    A file named twice (a directory given twice, or a directory and one of its files)
+    is read once, where it came first."""
     groups = []
+    seen: set[str] = set()
     for p in paths:
+        files = expand([p])
+        fresh = [f for f in files if f == "-" or os.path.realpath(f) not in seen]
+        seen.update(os.path.realpath(f) for f in files if f != "-")
         if os.path.isdir(p) and is_multilog_dir(p):
-            groups.append(expand([p]))
+            groups.append(fresh)
         else:
-            groups.extend([[f] for f in expand([p])])
-    return groups
+            groups.extend([[f] for f in fresh])
+    return [g for g in groups if g]
+
+
+def progress_key(file_id: str | None, path: str) -> str:
+    """What the resume progress of a file is kept under: its identity, the fingerprint
+    of its first line (as its event ids), not its name. A name can come to hold other
+    lines between two runs (logrotate makes a new mail.log; multilog renames current to
+    an archive and starts a new one): the offsets sent of the old file are not the new
+    one's, and the renamed file's are still its own."""
+    return file_id if file_id is not None else "path:" + path
 
 
 def _readable_batches(path: str, max_line: int, counters: dict[str, int]) -> Iterator[Any]:
@@ -89,9 +104,9 @@ def _group_records(files: list[str], opts: ParseOptions, done: dict[str, int],
                    ) -> Iterator[tuple[int, int, dict[str, Any]]]:
     parser = LineParser(opts)
     for path in files:
-        skip_to = done.get(path, -1)
         for batch in _readable_batches(path, opts.max_line, counters):
             parser.source, parser.file_id = path, batch.file_id
+            skip_to = done.get(progress_key(batch.file_id, path), -1)
             counters["bytes"] += sum(map(len, batch.lines)) + len(batch.lines)
             records = parser.parse_batch(batch.lines, batch.offsets)
             for i in batch.truncated or ():
@@ -168,7 +183,11 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any) -> int:
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
     opts = ParseOptions(redact=not args.no_redact, local_tz=not args.utc, host=args.host)
-    key = orjson.dumps([sorted(sum(groups, [])), args.since, args.until, args.sink or args.output]).decode()
+    # The progress is the replay's of these arguments; what each file holds is told by its
+    # identity (progress_key), so files that came or went since (multilog rotated,
+    # logrotate ran) do not make it start over, nor skip lines of a new file
+    key = orjson.dumps(["v2", sorted({p if p == "-" else os.path.realpath(p) for p in args.paths}),
+                        args.since, args.until, args.sink or args.output]).decode()
     state_path = _state_path(args.state_dir, key) if args.state_dir else None
     if state_path:
         os.makedirs(os.path.dirname(state_path), exist_ok=True)
@@ -207,8 +226,10 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any) -> int:
                 raise
         for r in batch:
             src, off = r.get("source"), r.get("offset")
-            if src is not None and off is not None and off > done.get(src, -1):
-                done[src] = off
+            if src is not None and off is not None:
+                k = progress_key(r.get("file_id"), src)
+                if off > done.get(k, -1):
+                    done[k] = off
         sent += len(batch)
         batch = []
         if state_path and not args.dry_run:
