@@ -67,17 +67,22 @@ def input_groups(paths: list[str]) -> list[list[str]]:
     """Each argument → its files in reading order; directories are merged by time later.
     A file named twice (a directory given twice, or a directory and one of its files)
     is read once, where it came first."""
-    groups = []
+    return [g for _, g in _argument_groups(paths)]
+
+
+def _argument_groups(paths: list[str]) -> list[tuple[str, list[str]]]:
+    """``input_groups`` with the argument each group came from."""
+    groups: list[tuple[str, list[str]]] = []
     seen: set[str] = set()
     for p in paths:
         files = expand([p])
         fresh = [f for f in files if f == "-" or os.path.realpath(f) not in seen]
         seen.update(os.path.realpath(f) for f in files if f != "-")
         if os.path.isdir(p) and is_multilog_dir(p):
-            groups.append(fresh)
+            groups.append((p, fresh))
         else:
-            groups.extend([[f] for f in fresh])
-    return [g for g in groups if g]
+            groups.extend([(p, [f]) for f in fresh])
+    return [(p, g) for p, g in groups if g]
 
 
 def progress_key(file_id: str | None, path: str) -> str:
@@ -97,6 +102,47 @@ def _readable_batches(path: str, max_line: int, counters: dict[str, int]) -> Ite
     except InputError as exc:
         counters["damaged"] = counters.get("damaged", 0) + 1
         print(f"shipper: {exc} (the rest of this file is skipped)", file=sys.stderr)
+
+
+def source_options(config: Any, path: str) -> Any:
+    """The configured source that follows ``path`` (a multilog directory, or a file of
+    one; a file source's file or one of its rotated copies), if any."""
+    import fnmatch
+
+    real = os.path.realpath(path)
+    for s in config.sources.values():
+        for pat in s.paths:
+            pats = [pat, os.path.realpath(pat)] if not any(c in pat for c in "*?[") else [pat]
+            for cand in (real, os.path.dirname(real)):
+                if any(fnmatch.fnmatchcase(cand, x) for x in pats):
+                    return s
+            if s.type == "file" and any(fnmatch.fnmatchcase(real, x + ".*") or
+                                        fnmatch.fnmatchcase(real, x + "-*") for x in pats):
+                return s
+    return None
+
+
+def parse_options(args: argparse.Namespace, config: Any, path: str) -> ParseOptions:
+    """How the lines of ``path`` are parsed: as a live run of ``config`` parses them (its
+    [parse] table, and the source that follows the path), so a replayed record is the
+    one the live run sent (the same host, time, program); the options given win."""
+    opts = ParseOptions(redact=not args.no_redact, tai_leap=bool(args.tai), local_tz=not args.utc,
+                        syslog_year=args.year, host=args.host)
+    if config is None:
+        return opts
+    parse = config.parse
+    opts.max_line = parse.max_line_bytes
+    opts.redact = parse.redact and not args.no_redact
+    if opts.syslog_year is None:
+        opts.syslog_year = parse.syslog_year
+    if opts.host is None:
+        opts.host = parse.host
+    src = source_options(config, path)
+    if src is not None:
+        opts.tai_leap = args.tai or src.tai_leap
+        opts.local_tz = src.local_tz and not args.utc
+        opts.program = src.program
+    return opts
 
 
 def _group_records(files: list[str], opts: ParseOptions, done: dict[str, int],
@@ -124,11 +170,13 @@ def _group_records(files: list[str], opts: ParseOptions, done: dict[str, int],
                 yield t, rec.offset or 0, rec.to_dict()
 
 
-def merged(groups: list[list[str]], opts: ParseOptions, done: dict[str, int], since: int | None,
-           until: int | None, counters: dict[str, int]) -> Iterator[dict[str, Any]]:
-    """Records of every group, merged by event time (ties: input order, then offset)."""
-    streams = [((t, gi, off, rec) for t, off, rec in _group_records(g, opts, done, since, until, counters))
-               for gi, g in enumerate(groups)]
+def merged(groups: list[list[str]], opts: ParseOptions | list[ParseOptions], done: dict[str, int],
+           since: int | None, until: int | None, counters: dict[str, int]) -> Iterator[dict[str, Any]]:
+    """Records of every group, merged by event time (ties: input order, then offset).
+    ``opts``: for all groups, or one per group."""
+    each = opts if isinstance(opts, list) else [opts] * len(groups)
+    streams = [((t, gi, off, rec) for t, off, rec in _group_records(g, o, done, since, until, counters))
+               for gi, (g, o) in enumerate(zip(groups, each, strict=True))]
     for _, _, _, rec in heapq.merge(*streams, key=lambda x: (x[0], x[1], x[2])):
         yield rec
 
@@ -168,21 +216,22 @@ def _state_path(state_dir: str, key: str) -> str:
     return os.path.join(state_dir, "replay", hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
 
 
-async def _run(args: argparse.Namespace, sink: Any, out: Any) -> int:
+async def _run(args: argparse.Namespace, sink: Any, out: Any, config: Any = None) -> int:
     try:
-        return await _replay(args, sink, out)
+        return await _replay(args, sink, out, config)
     finally:
         if sink is not None:
             await sink.close()
 
 
-async def _replay(args: argparse.Namespace, sink: Any, out: Any) -> int:
+async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = None) -> int:
     # Absolute paths: the resume state is keyed by them (however the path was typed), and
     # records name their file as a live run does.
-    groups = input_groups([p if p == "-" else os.path.abspath(p) for p in args.paths])
+    arg_groups = _argument_groups([p if p == "-" else os.path.abspath(p) for p in args.paths])
+    groups = [g for _, g in arg_groups]
+    opts = [parse_options(args, config, p) for p, _ in arg_groups]
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
-    opts = ParseOptions(redact=not args.no_redact, local_tz=not args.utc, host=args.host)
     # The progress is the replay's of these arguments; what each file holds is told by its
     # identity (progress_key), so files that came or went since (multilog rotated,
     # logrotate ran) do not make it start over, nor skip lines of a new file
@@ -286,21 +335,30 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--state-dir", metavar="DIR",
                     help="where progress is kept (default: the config's state_dir, else none)")
     ap.add_argument("--no-redact", action="store_true")
+    ap.add_argument("--tai", action="store_true",
+                    help="TAI64N labels are true TAI with leap seconds (s6-log), not daemontools'")
     ap.add_argument("--utc", action="store_true", help="tai64nlocal/syslog stamps are UTC")
-    ap.add_argument("--host", help="host name for records whose line names none")
+    ap.add_argument("--year", type=int, help="year of the first BSD syslog stamps (they have none; "
+                    "default: the config's syslog_year, else guessed); it turns with the dates")
+    ap.add_argument("--host", help="host name for records whose line names none (default: the "
+                    "config's, as a live run names them)")
+    ap.epilog = ("With -c, lines are parsed as the live run of that configuration parses them: "
+                 "its [parse] host, syslog_year, redact and max_line_bytes, and the tai_leap, "
+                 "local_tz and program of the source that follows the path.")
     args = ap.parse_args(argv)
     # SIGTERM (kill, a supervisor) stops it like Ctrl-C: progress kept, exit 130.
     signal.signal(signal.SIGTERM, _interrupt)
     sink = None
     out = None
+    config = None
     try:
         for t in (args.since, args.until):
             if t:
                 parse_time(t)
-        if args.sink:
-            if not args.config:
-                ap.error("--sink needs -c CONFIG")
-            from shipper.assemble import build_sink
+        if args.sink and not args.config:
+            ap.error("--sink needs -c CONFIG")
+        if args.config:
+            # With --output too: records are parsed as its live run parses them
             from shipper.config import ConfigError, load_config
 
             try:
@@ -311,19 +369,24 @@ def main(argv: list[str]) -> int:
                 return 2
             for w in config.warnings:
                 print(f"shipper: warning: {w}", file=sys.stderr)
+        if args.sink:
+            from shipper.assemble import build_sink
+
             if args.sink not in config.sinks:
                 print(f"shipper: no sink {args.sink!r} in {args.config} (sinks: "
                       f"{', '.join(config.sinks) or 'none'})", file=sys.stderr)
                 return 2
             sink = build_sink(config.sinks[args.sink])
-            if args.state_dir is None:
-                args.state_dir = config.state_dir
+        if config is not None and args.state_dir is None:
+            args.state_dir = config.state_dir
+        if args.sink:
+            pass
         elif args.output == "-":
             out = sys.stdout.buffer
         else:
             out = open(args.output, "ab")  # noqa: SIM115 - closed below
         try:
-            return asyncio.run(_run(args, sink, out))
+            return asyncio.run(_run(args, sink, out, config))
         finally:
             if out is not None and out is not sys.stdout.buffer:
                 out.close()

@@ -285,3 +285,54 @@ def test_a_directory_given_twice_is_replayed_once(tmp_path):
     assert r.returncode == 0, r.stderr
     ids = [orjson.loads(x)["event_id"] for x in out.read_bytes().splitlines()]
     assert len(ids) == len(set(ids)) == 300
+
+
+def test_with_a_config_lines_are_parsed_as_its_live_run_parses_them(tmp_path):
+    """Found comparing a replay with a live run of the same directory: replay ignored the
+    configuration's [parse] and sources, so a replayed multilog line had host null (live:
+    the configured or this machine's name), a BSD syslog line the current year whatever
+    syslog_year said (and replay had no --year), s6-log labels no leap seconds."""
+    from shipper.config import load_config
+    from shipper.parse import LineParser
+    from shipper.reader import read_batches
+
+    d = tmp_path / "send"
+    d.mkdir()
+    # source: tests/fixtures/track/send_recordio_ipv6.txt (multilog t lines)
+    fix = REPO / "tests" / "fixtures" / "track" / "send_recordio_ipv6.txt"
+    (d / "current").write_bytes(b"".join(ln + b"\n" for ln in fix.read_bytes().splitlines()[1:]))
+    rotated = tmp_path / "mail.log.1"
+    rotated.write_bytes(b"".join(_postfix_lines()[:20]))
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f"""state_dir = "{tmp_path / 'var'}"
+[parse]
+host = "mx9.example.net"
+syslog_year = 2019
+[sources.send]
+type = "multilog"
+paths = ["{tmp_path}/s*"]
+tai_leap = true
+[sources.maillog]
+type = "file"
+paths = ["{tmp_path / 'mail.log'}"]
+local_tz = false
+[sinks.siem]
+type = "stdout"
+""")
+    r = subprocess.run([sys.executable, "-m", "shipper", "replay", str(d), str(rotated), "-c", str(cfg),
+                        "--output", "-"], capture_output=True, timeout=60, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    got = {rec["event_id"]: rec for rec in map(orjson.loads, r.stdout.splitlines())}
+    config = load_config(str(cfg))
+    want = {}
+    for path, src in ((d / "current", "send"), (rotated, "maillog")):
+        parser = LineParser(config.sources[src].parse_options(config.parse), str(path))
+        for b in read_batches(str(path)):
+            parser.file_id = b.file_id
+            want.update((rec["event_id"], rec) for rec in parser.parse_batch_dicts(b.lines, b.offsets))
+    assert got == want
+    assert {rec["host"] for rec in got.values() if rec["source"].endswith("current")} == {"mx9.example.net"}
+    # (the fixture's dates go back and forth: the year turns with them)
+    assert {rec["time"][:4] for rec in got.values() if rec["source"] == str(rotated)} == {"2019", "2020"}
+    assert {rec["time_source"] for rec in got.values() if rec["source"].endswith("current")} == {"tai64n_tai"}
+
