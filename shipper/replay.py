@@ -43,7 +43,9 @@ def parse_time(text: str) -> int:
         except LabelError as exc:
             raise ValueError(str(exc)) from None
     if re.fullmatch(r"\d+(\.\d+)?", t):
-        return int(float(t) * 1e9)
+        # exactly: through a float, 1764753398.0040005 came out 12 ns late
+        secs, _, frac = t.partition(".")
+        return int(secs) * 1_000_000_000 + int((frac + "000000000")[:9])
     m = re.fullmatch(r"(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d{1,9}))?)?)?"
                      r"(Z|[+-]\d\d:?\d\d)?", t)
     if not m:

@@ -65,6 +65,10 @@ def test_parse_time_forms():
     assert parse_time("2014-02-12T04:50:11Z") == 1392180611 * 10**9
     assert parse_time("2014-02-12T13:50:11.5+09:00") == 1392180611_500000000
     assert parse_time("1392180611") == 1392180611 * 10**9
+    # unix seconds with a fraction, to the nanosecond (a record's time_unix_ns / 1e9):
+    # through a float, --until 1764753398.0040005 let the line of that time in
+    assert parse_time("1764753398.0040005") == 1764753398_004000500
+    assert parse_time("1764753398.000000001") == 1764753398_000000001
     assert parse_time("@4000000052fafd8d3298434c") == 1392180611_848839500
     with pytest.raises(ValueError, match="not a time"):
         parse_time("yesterday")
