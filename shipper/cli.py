@@ -26,8 +26,8 @@ def cmd_parse(argv: list[str]) -> int:
     import orjson
 
     from shipper.parse import DEFAULT_MAX_LINE, LineParser, ParseOptions
-    from shipper.reader import InputError, expand, read_batches
-    from shipper.record import F_PARTIAL, F_TRUNCATED, add_flag, ndjson_all
+    from shipper.reader import InputError, expand, read_joined
+    from shipper.record import F_CONTINUATION, F_PARTIAL, F_TRUNCATED, add_flag, ndjson_all
 
     ap = argparse.ArgumentParser(
         prog="shipper parse",
@@ -52,36 +52,46 @@ def cmd_parse(argv: list[str]) -> int:
     opts = ParseOptions(max_line=args.max_line, redact=not args.no_redact, tai_leap=args.tai,
                         local_tz=not args.utc, syslog_year=args.year, host=args.host)
     try:
-        files = expand(args.paths)
+        expand(args.paths)  # every path there, or nothing is read
     except InputError as exc:
         _err(str(exc))
         return EXIT_PROBLEM
     out = sys.stdout.buffer
     option = orjson.OPT_INDENT_2 if args.pretty else 0
     status = EXIT_OK
+
+    def said(path: str, exc: InputError) -> None:
+        nonlocal status
+        _err(str(exc))
+        status = EXIT_PROBLEM
+
     parsers: dict[str, LineParser] = {}
-    for path in files:
-        try:
-            # One parser per directory: its state (the time for unstamped lines, a
-            # recordio line cut inside a secret) goes on from an archive to the next.
-            parser = parsers.get(os.path.dirname(path))
-            if parser is None:
-                parser = parsers[os.path.dirname(path)] = LineParser(opts)
-            parser.source = path
-            for batch in read_batches(path, max_line=args.max_line):
-                parser.file_id = batch.file_id
-                records = parser.parse_batch_dicts(batch.lines, batch.offsets)
-                if batch.truncated:
-                    for i in batch.truncated:
-                        add_flag(records[i], F_TRUNCATED)
-                if batch.partial is not None:
-                    add_flag(records[batch.partial], F_PARTIAL)
-                out.write(ndjson_all(records, option))
-        except InputError as exc:
-            _err(str(exc))
-            status = EXIT_PROBLEM
-        except BrokenPipeError:
-            return EXIT_OK
+    for arg in args.paths:
+        # A directory's files are read as one: a line multilog cut at a rotation is
+        # joined again, as the live follower joins it
+        group = expand([arg])
+        for files in ([group] if arg != "-" and os.path.isdir(arg) else [[f] for f in group]):
+            try:
+                for batch in read_joined(files, max_line=args.max_line, on_error=said):
+                    path = batch.source
+                    # One parser per directory: its state (the time for unstamped lines, a
+                    # recordio line cut inside a secret) goes on from an archive to the next.
+                    parser = parsers.get(os.path.dirname(path))
+                    if parser is None:
+                        parser = parsers[os.path.dirname(path)] = LineParser(opts)
+                    parser.source = path
+                    parser.file_id = batch.file_id
+                    records = parser.parse_batch_dicts(batch.lines, batch.offsets)
+                    if batch.truncated:
+                        for i in batch.truncated:
+                            add_flag(records[i], F_TRUNCATED)
+                    if batch.partial is not None:
+                        add_flag(records[batch.partial], F_PARTIAL)
+                    if batch.continued is not None:
+                        add_flag(records[batch.continued], F_CONTINUATION)
+                    out.write(ndjson_all(records, option))
+            except BrokenPipeError:
+                return EXIT_OK
     out.flush()
     return status
 

@@ -15,7 +15,7 @@ import os
 import re
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import BinaryIO
@@ -39,6 +39,9 @@ class InputBatch:
     offsets: list[int]
     truncated: set[int] | None = None  # indexes of lines that were cut
     partial: int | None = None  # index of a last line that had no newline
+    # index of a last line that had no newline, joined with its tail at the start of
+    # the next file of the directory (multilog rotated in the middle of a long line)
+    continued: int | None = None
 
 
 def is_multilog_dir(path: str) -> bool:
@@ -218,3 +221,74 @@ def _split(f: BinaryIO, path: str, max_line: int, batch_lines: int,
         offsets.append(pos)
     if lines:
         yield InputBatch(source, file_id, lines, offsets, truncated or None, partial)
+
+
+_UNSAFE_RE = re.compile(r"\.u(\.gz|\.bz2|\.xz)?\Z")
+
+
+def read_joined(paths: list[str], max_line: int = 64 * 1024, batch_lines: int = BATCH_LINES,
+                on_error: Callable[[str, InputError], None] | None = None) -> Iterator[InputBatch]:
+    """The batches of the files of one multilog directory, in order, with a line that
+    multilog cut at a rotation (longer than ~2000 bytes: the archive ends without a
+    newline, the next file starts with the rest, unstamped) joined again, as the live
+    follower joins it: one line at the fragment's file and offset, flagged continuation
+    (``InputBatch.continued``), and the tail is not a line of its own. A ``.u`` file's
+    last line (multilog died) is not joined, nor a fragment cut by the line cap or by
+    damage. ``on_error``: a file that cannot be read to its end is told to it and the
+    next one goes on (else InputError is raised)."""
+    held: InputBatch | None = None  # the previous file's last batch, ending in a fragment
+    for path in paths:
+        first = True
+        last: InputBatch | None = None
+        damaged = False
+        try:
+            for b in read_batches(path, max_line, batch_lines):
+                if first and held is not None:
+                    _join(held, b, max_line)
+                    yield held
+                    held = None
+                first = False
+                if last is not None:
+                    yield last
+                last = b if b.lines else None
+        except InputError as exc:
+            if on_error is None:
+                if held is not None:
+                    yield held
+                if last is not None:
+                    yield last
+                raise
+            damaged = True
+            on_error(path, exc)
+        if held is not None:  # this file had no line: the fragment stays one
+            yield held
+            held = None
+        if last is None:
+            continue
+        if (not damaged and last.partial is not None and last.partial == len(last.lines) - 1
+                and last.partial not in (last.truncated or ()) and not _UNSAFE_RE.search(path)):
+            held = last
+        else:
+            yield last
+    if held is not None:
+        yield held
+
+
+def _join(held: InputBatch, b: InputBatch, max_line: int) -> None:
+    """Join ``held``'s fragment with the first line of ``b`` (the next file) if that line
+    is its tail: complete, at the file's start, and not stamped."""
+    from shipper.multilog import should_join
+
+    if not b.lines or b.offsets[0] != 0 or b.partial == 0:
+        return  # the next file has no complete line: both stay as they are
+    i = held.partial
+    assert i is not None
+    if not should_join(held.lines[i], b.lines[0][:26], False):
+        return
+    held.lines[i] = (held.lines[i] + b.lines[0])[:max_line]
+    held.partial, held.continued = None, i
+    del b.lines[0], b.offsets[0]
+    if b.truncated:
+        b.truncated = {j - 1 for j in b.truncated if j > 0} or None
+    if b.partial is not None:
+        b.partial -= 1

@@ -26,8 +26,8 @@ import orjson
 
 from shipper.checkpoint import atomic_write
 from shipper.parse import LineParser, ParseOptions
-from shipper.reader import InputError, expand, is_multilog_dir, read_batches
-from shipper.record import F_PARTIAL, F_TRUNCATED
+from shipper.reader import InputError, expand, is_multilog_dir, read_joined
+from shipper.record import F_CONTINUATION, F_PARTIAL, F_TRUNCATED
 from shipper.sinks.base import Backoff, PermanentError, deliver
 from shipper.tai64n import LabelError, decode_ns
 
@@ -96,14 +96,15 @@ def progress_key(file_id: str | None, path: str) -> str:
     return file_id if file_id is not None else "path:" + path
 
 
-def _readable_batches(path: str, max_line: int, counters: dict[str, int]) -> Iterator[Any]:
-    """The batches of one file up to where it cannot be read (a damaged archive): what
-    was read is sent, the damage is said once and counted, and the replay goes on."""
-    try:
-        yield from read_batches(path, max_line=max_line)
-    except InputError as exc:
+def _readable_batches(files: list[str], max_line: int, counters: dict[str, int]) -> Iterator[Any]:
+    """The batches of the files of one group (a multilog directory's, lines cut by a
+    rotation joined again) up to where each can be read (a damaged archive): what was
+    read is sent, the damage is said once and counted, and the replay goes on."""
+    def said(path: str, exc: InputError) -> None:
         counters["damaged"] = counters.get("damaged", 0) + 1
         print(f"shipper: {exc} (the rest of this file is skipped)", file=sys.stderr)
+
+    return read_joined(files, max_line, on_error=said)
 
 
 def source_options(config: Any, path: str) -> Any:
@@ -151,25 +152,27 @@ def _group_records(files: list[str], opts: ParseOptions, done: dict[str, int],
                    since: int | None, until: int | None, counters: dict[str, int]
                    ) -> Iterator[tuple[int, int, dict[str, Any]]]:
     parser = LineParser(opts)
-    for path in files:
-        for batch in _readable_batches(path, opts.max_line, counters):
-            parser.source, parser.file_id = path, batch.file_id
-            skip_to = done.get(progress_key(batch.file_id, path), -1)
-            counters["bytes"] += sum(map(len, batch.lines)) + len(batch.lines)
-            records = parser.parse_batch(batch.lines, batch.offsets)
-            for i in batch.truncated or ():
-                records[i].add_flag(F_TRUNCATED)
-            if batch.partial is not None:
-                records[batch.partial].add_flag(F_PARTIAL)
-            for rec in records:
-                if rec.offset is not None and rec.offset <= skip_to:
-                    counters["resumed"] += 1
-                    continue
-                t = rec.time_ns or 0
-                if (since is not None and t < since) or (until is not None and t >= until):
-                    counters["filtered"] += 1
-                    continue
-                yield t, rec.offset or 0, rec.to_dict()
+    for batch in _readable_batches(files, opts.max_line, counters):
+        path = batch.source
+        parser.source, parser.file_id = path, batch.file_id
+        skip_to = done.get(progress_key(batch.file_id, path), -1)
+        counters["bytes"] += sum(map(len, batch.lines)) + len(batch.lines)
+        records = parser.parse_batch(batch.lines, batch.offsets)
+        for i in batch.truncated or ():
+            records[i].add_flag(F_TRUNCATED)
+        if batch.partial is not None:
+            records[batch.partial].add_flag(F_PARTIAL)
+        if batch.continued is not None:
+            records[batch.continued].add_flag(F_CONTINUATION)
+        for rec in records:
+            if rec.offset is not None and rec.offset <= skip_to:
+                counters["resumed"] += 1
+                continue
+            t = rec.time_ns or 0
+            if (since is not None and t < since) or (until is not None and t >= until):
+                counters["filtered"] += 1
+                continue
+            yield t, rec.offset or 0, rec.to_dict()
 
 
 def merged(groups: list[list[str]], opts: ParseOptions | list[ParseOptions], done: dict[str, int],

@@ -183,3 +183,52 @@ def test_a_truncated_archive_keeps_what_was_read_before_the_damage(tmp_path, pac
     assert lines[len(lines_got) - 1].startswith(lines_got[-1])
     assert partial == len(lines_got) - 1  # cut by the damage
     assert offsets[: 3] == [0, len(lines[0]) + 1, len(lines[0]) + len(lines[1]) + 2]
+
+
+def test_a_line_multilog_cut_at_a_rotation_is_joined_as_live(tmp_path):
+    """Found comparing replay with a live run: multilog rotates in the middle of a line
+    longer than ~2000 bytes (the archive ends without a newline, the next file starts
+    with the rest, unstamped). The follower joins the two; parse, replay and track gave
+    the head (flagged partial) and the tail (a line of its own, 'unparsed', with no
+    stamp) instead: 523 records for 300 lines where the live run sent 373."""
+    from conftest import FIXTURES
+
+    from shipper.reader import multilog_files, read_joined
+
+    multilog = require_binary("multilog")
+    # source: tests/fixtures/track/fehcom_sqmail_logging_chapter.txt (qmail-send lines, s/qmail)
+    real = [ln.split(" ", 2)[2] for ln in (FIXTURES / "track" / "fehcom_sqmail_logging_chapter.txt")
+            .read_text().splitlines()[1:5]]
+    long = real[3].replace("250_OK", "250_OK_" + "x" * 6000)  # a remote's long reply
+    texts = [*real[:3], long, *real[:3], long, *real[:3]]
+    d = tmp_path / "send"
+    subprocess.run([multilog, "t", "s4096", "n99", str(d)], input="".join(t + "\n" for t in texts).encode(),
+                   check=True, timeout=30)
+    files = multilog_files(str(d))
+    assert len(files) > 3
+    batches = list(read_joined(files))
+    lines = [ln for b in batches for ln in b.lines]
+    assert [ln.split(b" ", 1)[1].decode() for ln in lines] == texts
+    joined = [(b.source, b.offsets[b.continued]) for b in batches if b.continued is not None]
+    assert len(joined) == 2 and all(b.partial is None for b in batches)
+    # each at its head's place: the archive it starts in, as the live follower names it
+    for src, off in joined:
+        with open(src, "rb") as f:
+            f.seek(off)
+            assert f.read(26)[:1] == b"@" and f.read().find(b"\n") < 0
+    # one file at a time (parse of single files, a .u file's end): no join
+    single = [ln for f in files for b in read_joined([f]) for ln in b.lines]
+    assert len(single) > len(lines)
+
+
+def test_the_end_of_a_u_file_is_not_joined(tmp_path):
+    """A .u file ends mid-line because multilog died: what follows is not its tail."""
+    from shipper.reader import read_joined
+
+    d = tmp_path / "log"
+    d.mkdir()
+    (d / "@400000005a4a8d2b0a8c2f6c.u").write_bytes(b"@400000005a4a8d2b0a8c2f6c status: local 1/10 re")
+    (d / "current").write_bytes(b"mote 0/20\n@400000005a4a8d2c0a8c2f6c status: local 0/10 remote 0/20\n")
+    batches = list(read_joined([str(d / "@400000005a4a8d2b0a8c2f6c.u"), str(d / "current")]))
+    assert [b.partial for b in batches] == [0, None] and all(b.continued is None for b in batches)
+    assert [len(b.lines) for b in batches] == [1, 2]

@@ -177,3 +177,23 @@ def test_a_truncated_archive_is_said_and_what_was_read_of_it_counts(tmp_path: Pa
     assert d["messages"] == whole["messages"] == 5 and d["bytes"] == whole["bytes"]
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("shipper stats: ")
+
+
+def test_track_a_delivery_line_multilog_cut_at_a_rotation(tmp_path: Path) -> None:
+    """A delivery result longer than ~2000 bytes that multilog cut at a rotation: track
+    saw the head only (the tail was a line of its own), and the delivery stayed pending."""
+    multilog = require_binary("multilog")
+    # (tai64nlocal stamps there: date and time)
+    texts = [ln.split(b" ", 2)[2] for ln in (FIX / "fehcom_sqmail_logging_chapter.txt")
+             .read_bytes().splitlines()[1:6]]
+    # the remote's reply made long (a real one can be: a multi-line 5xx with a URL list)
+    texts[3] = texts[3].replace(b"250_OK", b"250_OK_" + b"x" * 6000)
+    d = tmp_path / "send"
+    subprocess.run([multilog, "t", "s4096", "n99", str(d)], input=b"\n".join(texts) + b"\n",
+                   check=True, timeout=30)
+    assert len(list(d.glob("@*.s"))) >= 1
+    rc, out = run(track_main, [str(d), "--msgid", "28857444", "--json"])
+    assert rc == 0
+    (m,) = [orjson.loads(x) for x in out.splitlines()]
+    (r,) = m["recipients"]
+    assert r["result"] == "success" and r["text"].endswith("x" * 100 + " id=1eW731-0004n7-G7")

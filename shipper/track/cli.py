@@ -24,7 +24,7 @@ from typing import Any, TextIO
 import orjson
 
 from shipper.parse import LineParser, ParseOptions
-from shipper.reader import InputError, is_multilog_dir, multilog_files, read_batches
+from shipper.reader import InputError, is_multilog_dir, multilog_files, read_joined
 from shipper.record import event_id
 from shipper.track.correlator import Correlator, CorrelatorOptions
 from shipper.track.report import Stats, TrackQuery, matches, render_stats, render_text
@@ -56,18 +56,17 @@ def _records(path: str, opts: ParseOptions, on_error: Callable[[str], None] | No
     With ``on_error``, a file that cannot be read to its end (a damaged archive) is
     told to it and the input goes on with the next file."""
     parser = LineParser(opts)  # one per input: its state goes on from an archive to the next
-    for fn in _files(path):
-        try:
-            yield from _file_records(parser, fn, opts)
-        except InputError as exc:
-            if on_error is None:
-                raise
-            on_error(str(exc))
 
+    def said(fn: str, exc: InputError) -> None:
+        if on_error is None:
+            raise exc
+        on_error(str(exc))
 
-def _file_records(parser: LineParser, fn: str, opts: ParseOptions) -> Iterator[dict[str, Any]]:
-    """The trackable records of one file."""
-    for batch in read_batches(fn, opts.max_line):
+    files = _files(path)
+    # a multilog directory's line cut at a rotation joined again, as the live follower
+    # joins it (a plain directory's files are each on their own)
+    groups = [files] if path != "-" and is_multilog_dir(path) else [[f] for f in files]
+    for batch in (b for g in groups for b in read_joined(g, opts.max_line, on_error=said)):
         parser.source, parser.file_id = batch.source, batch.file_id
         for rec in parser.parse_batch(batch.lines, batch.offsets):
             if rec.event in _IGNORED:
