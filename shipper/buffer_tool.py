@@ -24,7 +24,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shipper.diskqueue import (
+    HEADER,
+    HEADER_SIZE,
     QUARANTINE_NAME,
+    SEQ_MASK,
     STATE_NAME,
     BadRegion,
     DiskQueue,
@@ -120,8 +123,10 @@ def inspect(path: str | os.PathLike[str]) -> BufferReport:
         w = walk_segment(data, first, next_first, after=ack)
         rep.records += w.records
         if w.records:
-            if rep.first_seq is None:
-                rep.first_seq = w.next_seq - w.records if not w.bad else first
+            if rep.first_seq is None and w.first_data is not None:
+                # the seq of the first record, as written (next_seq - records is not it
+                # when seqs are missing: a gap frame an earlier repair left)
+                rep.first_seq = HEADER.unpack_from(data, w.first_data[0] - HEADER_SIZE)[2] & SEQ_MASK
             rep.last_seq = w.next_seq - 1
         if w.first_data is not None and rep.oldest_time_ns is None:
             rep.oldest_time_ns = payload_time(data[w.first_data[0]:w.first_data[1]])

@@ -165,3 +165,20 @@ def test_verify_counts_durable_records_whose_segment_is_gone(tmp_path: Path) -> 
     assert "80 record(s) up to seq 100 were made durable but are not on disk" in out.getvalue()
     rep = inspect(tmp_path / "a")
     assert rep.lost_records == 80
+
+
+def test_stats_after_a_repair_names_the_first_record_it_holds(tmp_path: Path) -> None:
+    """Found probing a daemon's buffer with a flipped byte: after `repair`, `stats` said
+    "records: 999 (seq 2..1000)" while seq 1 was there and seq 6 was the one lost (the
+    first seq was taken as next seq minus the records, which a gap frame breaks)."""
+    make_buffer(tmp_path, 1000)
+    seg = list_segments(tmp_path)[0][1]
+    victim_off = data_frame_offsets(seg)[5]
+    raw = bytearray(seg.read_bytes())
+    raw[victim_off + HEADER_SIZE + 3] ^= 0x20
+    seg.write_bytes(bytes(raw))
+    assert run(repair, tmp_path)[0] == 0
+    rep = inspect(tmp_path)
+    assert rep.records == 999 and rep.repaired_lost == 1
+    assert (rep.first_seq, rep.last_seq) == (1, 1000)
+    assert "records:         999 (seq 1..1000)" in run(stats, tmp_path)[1]
