@@ -50,11 +50,52 @@ def _files(path: str) -> list[str]:
     return [path]
 
 
-def _records(path: str, opts: ParseOptions, on_error: Callable[[str], None] | None = None
-             ) -> Iterator[dict[str, Any]]:
-    """The parsed, trackable records of one input (a file or a directory), in order.
-    With ``on_error``, a file that cannot be read to its end (a damaged archive) is
-    told to it and the input goes on with the next file."""
+_MEMBER_RE = re.compile(r"@[0-9a-f]{24}\.[su](\.gz|\.bz2|\.xz)?\Z|current\Z")
+
+
+def _multilog_order(path: str) -> str:
+    """A file of a multilog directory's place in it: archives by label, current last."""
+    name = os.path.basename(path)
+    return "~" if name == "current" else name[:25]
+
+
+def inputs(paths: list[str]) -> list[tuple[list[str], bool]]:
+    """The arguments → input streams, each (files in reading order, whether they are one
+    multilog directory's). Files of one multilog directory named one by one (in any
+    order: ``$(ls -r dir/@*)``) are that directory's stream, in its order: lines of the
+    same microsecond on both sides of a rotation then stay in order. A file named twice
+    (a directory given twice, or with one of its files) is read once."""
+    out: list[tuple[list[str], bool]] = []
+    members: dict[str, list[str]] = {}  # a multilog directory → its files named
+    seen: set[str] = set()
+    for p in paths:
+        files = _files(p)
+        fresh = [f for f in files if f == "-" or os.path.realpath(f) not in seen]
+        seen.update(os.path.realpath(f) for f in files if f != "-")
+        if p != "-" and os.path.isdir(p):
+            if fresh:
+                out.append((fresh, is_multilog_dir(p)))
+            continue
+        for f in fresh:
+            parent = os.path.dirname(os.path.abspath(f))
+            if f != "-" and _MEMBER_RE.match(os.path.basename(f)) and is_multilog_dir(parent):
+                group = members.get(parent)
+                if group is None:
+                    group = members[parent] = []
+                    out.append((group, True))
+                group.append(f)
+            else:
+                out.append(([f], False))
+    for group in members.values():
+        group.sort(key=_multilog_order)
+    return out
+
+
+def _records(files: list[str], joined: bool, opts: ParseOptions,
+             on_error: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:
+    """The parsed, trackable records of one input stream (a file, or the files of a
+    directory), in order. With ``on_error``, a file that cannot be read to its end (a
+    damaged archive) is told to it and the input goes on with the next file."""
     parser = LineParser(opts)  # one per input: its state goes on from an archive to the next
 
     def said(fn: str, exc: InputError) -> None:
@@ -62,10 +103,9 @@ def _records(path: str, opts: ParseOptions, on_error: Callable[[str], None] | No
             raise exc
         on_error(str(exc))
 
-    files = _files(path)
     # a multilog directory's line cut at a rotation joined again, as the live follower
     # joins it (a plain directory's files are each on their own)
-    groups = [files] if path != "-" and is_multilog_dir(path) else [[f] for f in files]
+    groups = [files] if joined else [[f] for f in files]
     for batch in (b for g in groups for b in read_joined(g, opts.max_line, on_error=said)):
         parser.source, parser.file_id = batch.source, batch.file_id
         for rec in parser.parse_batch(batch.lines, batch.offsets):
@@ -88,8 +128,8 @@ def summaries(paths: list[str], copts: CorrelatorOptions | None = None,
     ``on_error``, a file that cannot be read to its end is told to it (what was read of
     it counts) instead of ending the whole with InputError."""
     popts = popts or ParseOptions()
-    streams = [_records(p, popts, on_error) for p in paths]
-    merged = heapq.merge(*streams, key=lambda r: r["time_unix_ns"] or 0) if len(streams) > 1 \
+    streams = [_records(files, joined, popts, on_error) for files, joined in inputs(paths)]
+    merged = heapq.merge(*streams, key=lambda r: r["time_unix_ns"] or 0) if len(streams) != 1 \
         else streams[0]
     corr = Correlator(copts)
     batch: list[dict[str, Any]] = []
