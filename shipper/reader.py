@@ -292,3 +292,82 @@ def _join(held: InputBatch, b: InputBatch, max_line: int) -> None:
         b.truncated = {j - 1 for j in b.truncated if j > 0} or None
     if b.partial is not None:
         b.partial -= 1
+
+
+_ROTATED_RE = re.compile(r"(?P<base>.+?)(?:\.(?P<n>\d{1,4})|-(?P<date>\d{8}(?:\d{2})?))?(?:\.gz|\.bz2|\.xz)?\Z")
+
+
+def _rotation(path: str) -> tuple[str, tuple[int, int]]:
+    """(the live file's path, place) of a file logrotate made or may make: ``mail.log.2.gz``,
+    ``mail.log.1``, ``mail.log-20240101.gz``, ``mail.log``; oldest first."""
+    d, name = os.path.split(path)
+    m = _ROTATED_RE.match(name)
+    assert m is not None
+    if m.group("n") is not None:
+        return os.path.join(d, m.group("base")), (1, -int(m.group("n")))
+    if m.group("date") is not None:
+        return os.path.join(d, m.group("base")), (0, int(m.group("date")))
+    return os.path.join(d, m.group("base")), (2, 0)
+
+
+@dataclass(slots=True)
+class InputSet:
+    """Files read as one stream, in this order, with one parser."""
+
+    files: list[str]
+    multilog: bool  # the files of one multilog directory: a line cut at a rotation is joined
+    name: str  # the directory, or the log's live file (mail.log for mail.log.2.gz)
+
+
+_MEMBER_RE = re.compile(r"@[0-9a-f]{24}\.[su](\.gz|\.bz2|\.xz)?\Z|current\Z")
+
+
+def _multilog_place(path: str) -> str:
+    """A file of a multilog directory's place in it: archives by label, current last."""
+    name = os.path.basename(path)
+    return "~" if name == "current" else name[:25]
+
+
+def input_sets(paths: list[str], plain_dirs: bool = False) -> list[InputSet]:
+    """The arguments of parse-like commands → the streams to read. A multilog directory
+    is one (archives by label, then current); so are its files named one by one, in
+    whatever order ($(ls -r dir/@*)): lines of one microsecond on both sides of a
+    rotation then stay in order. The files logrotate made of one log (mail.log.2.gz,
+    mail.log.1, mail.log) are one, oldest first. A file named twice (a directory given
+    twice, or with one of its files) is read once. ``plain_dirs``: a directory that is
+    not multilog's gives its files (else it is an InputError, as a missing path is)."""
+    sets: dict[tuple[str, str], InputSet] = {}
+    seen: set[str] = set()
+    for p in paths:
+        if p == "-":
+            sets[("-", str(len(sets)))] = InputSet(["-"], False, "-")
+            continue
+        if os.path.isdir(p) and not is_multilog_dir(p) and plain_dirs:
+            files = sorted(os.path.join(p, n) for n in os.listdir(p)
+                           if os.path.isfile(os.path.join(p, n)) and not n.startswith("."))
+        else:
+            files = expand([p])
+        fresh = [f for f in files if os.path.realpath(f) not in seen]
+        seen.update(os.path.realpath(f) for f in files)
+        if os.path.isdir(p) and is_multilog_dir(p):
+            if fresh:
+                sets[("dir", os.path.realpath(p))] = InputSet(fresh, True, p)
+            continue
+        for f in fresh:
+            parent = os.path.dirname(os.path.abspath(f))
+            if _MEMBER_RE.match(os.path.basename(f)) and is_multilog_dir(parent):
+                key, multilog, name = ("dir", os.path.realpath(parent)), True, parent
+            else:
+                base, _ = _rotation(f)
+                key, multilog, name = ("log", base), False, base
+            got = sets.get(key)
+            if got is None:
+                sets[key] = InputSet([f], multilog, name)
+            else:
+                got.files.append(f)
+    for st in sets.values():
+        if st.multilog:
+            st.files.sort(key=_multilog_place)
+        elif len(st.files) > 1:
+            st.files.sort(key=lambda f: _rotation(f)[1])
+    return list(sets.values())

@@ -26,7 +26,7 @@ import orjson
 
 from shipper.checkpoint import atomic_write
 from shipper.parse import LineParser, ParseOptions
-from shipper.reader import InputError, expand, is_multilog_dir, read_joined
+from shipper.reader import InputError, input_sets, read_joined
 from shipper.record import F_CONTINUATION, F_PARTIAL, F_TRUNCATED
 from shipper.sinks.base import Backoff, PermanentError, deliver
 from shipper.tai64n import LabelError, decode_ns
@@ -66,25 +66,10 @@ def parse_time(text: str) -> int:
 
 
 def input_groups(paths: list[str]) -> list[list[str]]:
-    """Each argument → its files in reading order; directories are merged by time later.
-    A file named twice (a directory given twice, or a directory and one of its files)
-    is read once, where it came first."""
-    return [g for _, g in _argument_groups(paths)]
-
-
-def _argument_groups(paths: list[str]) -> list[tuple[str, list[str]]]:
-    """``input_groups`` with the argument each group came from."""
-    groups: list[tuple[str, list[str]]] = []
-    seen: set[str] = set()
-    for p in paths:
-        files = expand([p])
-        fresh = [f for f in files if f == "-" or os.path.realpath(f) not in seen]
-        seen.update(os.path.realpath(f) for f in files if f != "-")
-        if os.path.isdir(p) and is_multilog_dir(p):
-            groups.append((p, fresh))
-        else:
-            groups.extend([(p, [f]) for f in fresh])
-    return [(p, g) for p, g in groups if g]
+    """The arguments → the files of each stream, in reading order (``reader.input_sets``:
+    a multilog directory, or its files named one by one; the files logrotate made of one
+    log, oldest first; each file once); the streams are merged by time later."""
+    return [st.files for st in input_sets(paths)]
 
 
 def progress_key(file_id: str | None, path: str) -> str:
@@ -96,7 +81,8 @@ def progress_key(file_id: str | None, path: str) -> str:
     return file_id if file_id is not None else "path:" + path
 
 
-def _readable_batches(files: list[str], max_line: int, counters: dict[str, int]) -> Iterator[Any]:
+def _readable_batches(files: list[str], max_line: int, counters: dict[str, int],
+                      multilog: bool = True) -> Iterator[Any]:
     """The batches of the files of one group (a multilog directory's, lines cut by a
     rotation joined again) up to where each can be read (a damaged archive): what was
     read is sent, the damage is said once and counted, and the replay goes on."""
@@ -104,7 +90,9 @@ def _readable_batches(files: list[str], max_line: int, counters: dict[str, int])
         counters["damaged"] = counters.get("damaged", 0) + 1
         print(f"shipper: {exc} (the rest of this file is skipped)", file=sys.stderr)
 
-    return read_joined(files, max_line, on_error=said)
+    if multilog:
+        return read_joined(files, max_line, on_error=said)
+    return (b for f in files for b in read_joined([f], max_line, on_error=said))
 
 
 def source_options(config: Any, path: str) -> Any:
@@ -149,10 +137,10 @@ def parse_options(args: argparse.Namespace, config: Any, path: str) -> ParseOpti
 
 
 def _group_records(files: list[str], opts: ParseOptions, done: dict[str, int],
-                   since: int | None, until: int | None, counters: dict[str, int]
-                   ) -> Iterator[tuple[int, int, dict[str, Any]]]:
+                   since: int | None, until: int | None, counters: dict[str, int],
+                   multilog: bool = True) -> Iterator[tuple[int, int, dict[str, Any]]]:
     parser = LineParser(opts)
-    for batch in _readable_batches(files, opts.max_line, counters):
+    for batch in _readable_batches(files, opts.max_line, counters, multilog):
         path = batch.source
         parser.source, parser.file_id = path, batch.file_id
         skip_to = done.get(progress_key(batch.file_id, path), -1)
@@ -176,12 +164,15 @@ def _group_records(files: list[str], opts: ParseOptions, done: dict[str, int],
 
 
 def merged(groups: list[list[str]], opts: ParseOptions | list[ParseOptions], done: dict[str, int],
-           since: int | None, until: int | None, counters: dict[str, int]) -> Iterator[dict[str, Any]]:
+           since: int | None, until: int | None, counters: dict[str, int],
+           multilog: list[bool] | None = None) -> Iterator[dict[str, Any]]:
     """Records of every group, merged by event time (ties: input order, then offset).
-    ``opts``: for all groups, or one per group."""
+    ``opts``: for all groups, or one per group; ``multilog``: per group, whether its files
+    are a multilog directory's (a line cut at a rotation joined; default: yes)."""
     each = opts if isinstance(opts, list) else [opts] * len(groups)
-    streams = [((t, gi, off, rec) for t, off, rec in _group_records(g, o, done, since, until, counters))
-               for gi, (g, o) in enumerate(zip(groups, each, strict=True))]
+    joined = multilog if multilog is not None else [True] * len(groups)
+    streams = [((t, gi, off, rec) for t, off, rec in _group_records(g, o, done, since, until, counters, j))
+               for gi, (g, o, j) in enumerate(zip(groups, each, joined, strict=True))]
     for _, _, _, rec in heapq.merge(*streams, key=lambda x: (x[0], x[1], x[2])):
         yield rec
 
@@ -232,9 +223,10 @@ async def _run(args: argparse.Namespace, sink: Any, out: Any, config: Any = None
 async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = None) -> int:
     # Absolute paths: the resume state is keyed by them (however the path was typed), and
     # records name their file as a live run does.
-    arg_groups = _argument_groups([p if p == "-" else os.path.abspath(p) for p in args.paths])
-    groups = [g for _, g in arg_groups]
-    opts = [parse_options(args, config, p) for p, _ in arg_groups]
+    sets = input_sets([p if p == "-" else os.path.abspath(p) for p in args.paths])
+    groups = [st.files for st in sets]
+    opts = [parse_options(args, config, st.name) for st in sets]
+    multilog = [st.multilog for st in sets]
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
     # The progress is the replay's of these arguments; what each file holds is told by its
@@ -289,7 +281,7 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
         if state_path and not args.dry_run:
             atomic_write(state_path, orjson.dumps({"done": done, "sent": sent}))
 
-    for rec in merged(groups, opts, done, since, until, counters):
+    for rec in merged(groups, opts, done, since, until, counters, multilog):
         batch.append(rec)
         if interval:
             t_next += interval

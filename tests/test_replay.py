@@ -340,3 +340,22 @@ type = "stdout"
     assert {rec["time"][:4] for rec in got.values() if rec["source"] == str(rotated)} == {"2019", "2020"}
     assert {rec["time_source"] for rec in got.values() if rec["source"].endswith("current")} == {"tai64n_tai"}
 
+
+
+def test_the_files_logrotate_made_of_one_log_are_read_oldest_first_as_one(tmp_path):
+    """Found replaying /var/log/mail.log* across a new year: each file was a stream of
+    its own, each starting again at --year, so mail.log's January lines got the year of
+    the December before (2024-01-01 instead of 2025-01-01), and came out first."""
+    lines = [ln.split(b" ", 3)[3] for ln in _postfix_lines()[:30]]  # host and text, no stamp
+    (tmp_path / "mail.log.2.gz").write_bytes(gzip.compress(b"".join(
+        b"Dec 20 10:00:%02d %s" % (i, t) for i, t in enumerate(lines[:10]))))
+    (tmp_path / "mail.log.1").write_bytes(b"".join(b"Dec 31 23:59:%02d %s" % (i, t) for i, t in enumerate(lines[10:20])))
+    (tmp_path / "mail.log").write_bytes(b"".join(b"Jan  1 00:00:%02d %s" % (i, t) for i, t in enumerate(lines[20:])))
+    names = ["mail.log", "mail.log.1", "mail.log.2.gz"]  # as the shell's mail.log* gives them
+    r = subprocess.run([sys.executable, "-m", "shipper", "replay", "--utc", "--year", "2024",
+                        *[str(tmp_path / n) for n in names], "--output", "-"],
+                       capture_output=True, timeout=60, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    got = [(rec["time"][:10], rec["source"].rsplit("/", 1)[1]) for rec in map(orjson.loads, r.stdout.splitlines())]
+    assert got == [("2024-12-20", "mail.log.2.gz")] * 10 + [("2024-12-31", "mail.log.1")] * 10 + \
+        [("2025-01-01", "mail.log")] * 10

@@ -218,3 +218,16 @@ def test_archives_named_in_any_order_are_read_in_the_directory_s_order(tmp_path:
     for args in ([str(d / n) for n in reversed(names)], [str(d / names[2]), str(d / names[0]), str(d / names[1])],
                  [str(d), str(d)], [str(d), str(d / names[1])]):
         assert run(stats_main, [*args, "--json"]) == (0, want), args
+
+
+def test_rotated_syslog_files_are_one_log_for_the_year(tmp_path: Path) -> None:
+    """track/stats read each file named as an input of its own, the year of --year
+    starting again in each: mail.log's January lines came a year early."""
+    from shipper.reader import input_sets
+
+    for n in ("mail.log", "mail.log.1", "mail.log.2.gz", "other.log"):
+        (tmp_path / n).write_bytes(b"")
+    sets = input_sets([str(tmp_path / n) for n in ("mail.log", "other.log", "mail.log.2.gz", "mail.log.1")])
+    assert [[Path(f).name for f in st.files] for st in sets] == [["mail.log.2.gz", "mail.log.1", "mail.log"],
+                                                              ["other.log"]]
+    assert not any(st.multilog for st in sets)

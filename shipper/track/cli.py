@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import os
 import re
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any, TextIO
 import orjson
 
 from shipper.parse import LineParser, ParseOptions
-from shipper.reader import InputError, is_multilog_dir, multilog_files, read_joined
+from shipper.reader import InputError, input_sets, read_joined
 from shipper.record import event_id
 from shipper.track.correlator import Correlator, CorrelatorOptions
 from shipper.track.report import Stats, TrackQuery, matches, render_stats, render_text
@@ -35,60 +34,6 @@ FOLLOW_MAX = 100_000  # mails shown whose forwarded copies and bounces track sti
 # Raw events no tracker looks at: skipped before building a dict for them.
 _IGNORED = frozenset({"status", "tcp_status", "unparsed", "io_eof", "daemon",
                       "delivery_account", "warning", "alert"})
-
-
-def _files(path: str) -> list[str]:
-    if path == "-":
-        return ["-"]
-    if os.path.isdir(path):
-        if is_multilog_dir(path):
-            return multilog_files(path)
-        return sorted(os.path.join(path, n) for n in os.listdir(path)
-                      if os.path.isfile(os.path.join(path, n)) and not n.startswith("."))
-    if not os.path.exists(path):
-        raise InputError(f"{path}: no such file or directory")
-    return [path]
-
-
-_MEMBER_RE = re.compile(r"@[0-9a-f]{24}\.[su](\.gz|\.bz2|\.xz)?\Z|current\Z")
-
-
-def _multilog_order(path: str) -> str:
-    """A file of a multilog directory's place in it: archives by label, current last."""
-    name = os.path.basename(path)
-    return "~" if name == "current" else name[:25]
-
-
-def inputs(paths: list[str]) -> list[tuple[list[str], bool]]:
-    """The arguments → input streams, each (files in reading order, whether they are one
-    multilog directory's). Files of one multilog directory named one by one (in any
-    order: ``$(ls -r dir/@*)``) are that directory's stream, in its order: lines of the
-    same microsecond on both sides of a rotation then stay in order. A file named twice
-    (a directory given twice, or with one of its files) is read once."""
-    out: list[tuple[list[str], bool]] = []
-    members: dict[str, list[str]] = {}  # a multilog directory → its files named
-    seen: set[str] = set()
-    for p in paths:
-        files = _files(p)
-        fresh = [f for f in files if f == "-" or os.path.realpath(f) not in seen]
-        seen.update(os.path.realpath(f) for f in files if f != "-")
-        if p != "-" and os.path.isdir(p):
-            if fresh:
-                out.append((fresh, is_multilog_dir(p)))
-            continue
-        for f in fresh:
-            parent = os.path.dirname(os.path.abspath(f))
-            if f != "-" and _MEMBER_RE.match(os.path.basename(f)) and is_multilog_dir(parent):
-                group = members.get(parent)
-                if group is None:
-                    group = members[parent] = []
-                    out.append((group, True))
-                group.append(f)
-            else:
-                out.append(([f], False))
-    for group in members.values():
-        group.sort(key=_multilog_order)
-    return out
 
 
 def _records(files: list[str], joined: bool, opts: ParseOptions,
@@ -128,7 +73,8 @@ def summaries(paths: list[str], copts: CorrelatorOptions | None = None,
     ``on_error``, a file that cannot be read to its end is told to it (what was read of
     it counts) instead of ending the whole with InputError."""
     popts = popts or ParseOptions()
-    streams = [_records(files, joined, popts, on_error) for files, joined in inputs(paths)]
+    streams = [_records(st.files, st.multilog, popts, on_error)
+               for st in input_sets(paths, plain_dirs=True)]
     merged = heapq.merge(*streams, key=lambda r: r["time_unix_ns"] or 0) if len(streams) != 1 \
         else streams[0]
     corr = Correlator(copts)
