@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from shipper.checkpoint import atomic_write
+from shipper.multilog import is_stamped
 from shipper.parse import LineParser, ParseOptions
 from shipper.reader import InputError, input_sets, read_joined
 from shipper.record import F_CONTINUATION, F_PARTIAL, F_TRUNCATED
@@ -72,13 +73,18 @@ def input_groups(paths: list[str]) -> list[list[str]]:
     return [st.files for st in input_sets(paths)]
 
 
-def progress_key(file_id: str | None, path: str) -> str:
-    """What the resume progress of a file is kept under: its identity, the fingerprint
-    of its first line (as its event ids), not its name. A name can come to hold other
-    lines between two runs (logrotate makes a new mail.log; multilog renames current to
-    an archive and starts a new one): the offsets sent of the old file are not the new
-    one's, and the renamed file's are still its own."""
-    return file_id if file_id is not None else "path:" + path
+def progress_key(file_id: str | None, path: str, labelled: bool = True) -> str:
+    """What the resume progress of a file is kept under: the fingerprint of its first
+    line (as its event ids), with its name unless that line begins with a multilog
+    label. A name can come to hold other lines between two runs (logrotate makes a new
+    mail.log): the offsets sent of the old file are not the new one's. A labelled first
+    line is unique to its file, which multilog renames (current to an archive): the
+    offsets sent are its own under any name. Files beginning with no label (a syslog
+    file; the tail of a line multilog cut at a rotation) may begin alike: their name
+    keeps them apart."""
+    if file_id is None:
+        return "path:" + path
+    return file_id if labelled else f"{file_id}:{path}"
 
 
 def _readable_batches(files: list[str], max_line: int, counters: dict[str, int],
@@ -138,12 +144,20 @@ def parse_options(args: argparse.Namespace, config: Any, path: str) -> ParseOpti
 
 def _group_records(files: list[str], opts: ParseOptions, done: dict[str, int],
                    since: int | None, until: int | None, counters: dict[str, int],
-                   multilog: bool = True) -> Iterator[tuple[int, int, dict[str, Any]]]:
+                   multilog: bool = True, keys: dict[str, bool] | None = None
+                   ) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """The records of a group to send. ``keys``: per file read, whether its first line
+    is labelled (how its progress is kept: progress_key), filled in here."""
     parser = LineParser(opts)
+    keys = {} if keys is None else keys
     for batch in _readable_batches(files, opts.max_line, counters, multilog):
         path = batch.source
         parser.source, parser.file_id = path, batch.file_id
-        skip_to = done.get(progress_key(batch.file_id, path), -1)
+        labelled = keys.get(path)
+        if labelled is None:  # the file's first batch (a joined tail's is not at 0)
+            labelled = keys[path] = bool(batch.lines) and batch.offsets[0] == 0 and is_stamped(
+                batch.lines[0][:26])
+        skip_to = done.get(progress_key(batch.file_id, path, labelled), -1)
         counters["bytes"] += sum(map(len, batch.lines)) + len(batch.lines)
         records = parser.parse_batch(batch.lines, batch.offsets)
         for i in batch.truncated or ():
@@ -165,13 +179,15 @@ def _group_records(files: list[str], opts: ParseOptions, done: dict[str, int],
 
 def merged(groups: list[list[str]], opts: ParseOptions | list[ParseOptions], done: dict[str, int],
            since: int | None, until: int | None, counters: dict[str, int],
-           multilog: list[bool] | None = None) -> Iterator[dict[str, Any]]:
+           multilog: list[bool] | None = None, keys: dict[str, bool] | None = None
+           ) -> Iterator[dict[str, Any]]:
     """Records of every group, merged by event time (ties: input order, then offset).
     ``opts``: for all groups, or one per group; ``multilog``: per group, whether its files
     are a multilog directory's (a line cut at a rotation joined; default: yes)."""
     each = opts if isinstance(opts, list) else [opts] * len(groups)
     joined = multilog if multilog is not None else [True] * len(groups)
-    streams = [((t, gi, off, rec) for t, off, rec in _group_records(g, o, done, since, until, counters, j))
+    streams = [((t, gi, off, rec) for t, off, rec in _group_records(g, o, done, since, until, counters, j,
+                                                                        keys))
                for gi, (g, o, j) in enumerate(zip(groups, each, joined, strict=True))]
     for _, _, _, rec in heapq.merge(*streams, key=lambda x: (x[0], x[1], x[2])):
         yield rec
@@ -248,6 +264,7 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
             done = {}
     total = sum(os.path.getsize(f) for g in groups for f in g)
     counters = {"bytes": 0, "filtered": 0, "resumed": 0}
+    keys: dict[str, bool] = {}
     progress = Progress(total)
     sent = 0
     batch: list[dict[str, Any]] = []
@@ -273,7 +290,7 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
         for r in batch:
             src, off = r.get("source"), r.get("offset")
             if src is not None and off is not None:
-                k = progress_key(r.get("file_id"), src)
+                k = progress_key(r.get("file_id"), src, keys.get(src, True))
                 if off > done.get(k, -1):
                     done[k] = off
         sent += len(batch)
@@ -281,7 +298,7 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
         if state_path and not args.dry_run:
             atomic_write(state_path, orjson.dumps({"done": done, "sent": sent}))
 
-    for rec in merged(groups, opts, done, since, until, counters, multilog):
+    for rec in merged(groups, opts, done, since, until, counters, multilog, keys):
         batch.append(rec)
         if interval:
             t_next += interval

@@ -359,3 +359,53 @@ def test_the_files_logrotate_made_of_one_log_are_read_oldest_first_as_one(tmp_pa
     got = [(rec["time"][:10], rec["source"].rsplit("/", 1)[1]) for rec in map(orjson.loads, r.stdout.splitlines())]
     assert got == [("2024-12-20", "mail.log.2.gz")] * 10 + [("2024-12-31", "mail.log.1")] * 10 + \
         [("2025-01-01", "mail.log")] * 10
+
+
+def test_resume_keeps_apart_files_that_begin_alike(tmp_path, monkeypatch):
+    """Progress kept by first-line fingerprint alone would mix up two files that begin
+    with the same bytes and no label (here the tails of two long lines multilog cut at
+    rotations: their event ids collide too, the documented limit): the second's lines
+    up to the first's offset were skipped at the resume. A file that begins unlabelled
+    keeps its progress under its name as well."""
+    import shipper.replay as replay
+
+    d = tmp_path / "send"
+    d.mkdir()
+    tail = b"x" * 100 + b"_accepted_message./Remote_host_said:_250_ok/\n"
+    # source: tests/fixtures/track/qmail_lifecycle.txt's qmail-send lines, as multilog t writes them
+    fix = REPO / "tests" / "fixtures" / "track" / "qmail_lifecycle.txt"
+    texts = [ln.split(b" ", 1)[1] for ln in fix.read_bytes().splitlines()[1:] if ln]
+
+    def lines(sec: int, n: int) -> bytes:
+        return b"".join(b"@40000000655370%02x%08x %s\n" % (sec, i, texts[i % len(texts)]) for i in range(n))
+
+    head = b"@4000000065537000ffffffff delivery 7: success: 192.0.2.9_" + b"y" * 2000
+    (d / "@400000006553700100000000.s").write_bytes(lines(0, 5) + head)
+    (d / "@400000006553700200000000.s").write_bytes(tail + lines(2, 30))
+    (d / "@400000006553700300000000.s").write_bytes(lines(3, 5) + head)
+    (d / "current").write_bytes(tail + lines(4, 30))
+    out, state = tmp_path / "out.ndjson", tmp_path / "state"
+    argv = [str(d), "--output", str(out), "--state-dir", str(state)]
+    _interrupted_replay(monkeypatch, argv, saves=4)
+    monkeypatch.setattr(replay, "BATCH", 10)
+    assert replay.main(argv) == 0
+    recs = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    assert {(r["source"], r["offset"]) for r in recs} == {
+        (str(d / n), off) for n, off in _line_starts(d)}
+
+
+def _line_starts(d):
+    """(file name, offset) of every line a replay of ``d`` gives: a file's lines, but
+    not a joined tail at the start of the file after a fragment."""
+    out = []
+    names = sorted(p.name for p in d.iterdir() if p.name.startswith("@")) + ["current"]
+    for k, n in enumerate(names):
+        data = (d / n).read_bytes()
+        pos = 0
+        if k and not (d / names[k - 1]).read_bytes().endswith(b"\n"):
+            pos = data.index(b"\n") + 1
+        while pos < len(data):
+            out.append((n, pos))
+            nl = data.find(b"\n", pos)
+            pos = len(data) if nl < 0 else nl + 1
+    return out
