@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import calendar
 import hashlib
 import heapq
+import math
 import os
-import re
 import signal
 import sys
 import time
@@ -30,40 +29,9 @@ from shipper.parse import LineParser, ParseOptions
 from shipper.reader import InputError, input_sets, read_joined
 from shipper.record import F_CONTINUATION, F_PARTIAL, F_TRUNCATED
 from shipper.sinks.base import Backoff, PermanentError, deliver
-from shipper.tai64n import LabelError, decode_ns
+from shipper.when import FORMS, parse_time
 
 BATCH = 2000
-
-
-def parse_time(text: str) -> int:
-    """``2024-05-01``, ``2024-05-01T12:00:00Z``, unix seconds, or a TAI64N label → unix ns."""
-    t = text.strip()
-    if t.startswith("@"):
-        try:
-            return decode_ns(t)
-        except LabelError as exc:
-            raise ValueError(str(exc)) from None
-    if re.fullmatch(r"\d+(\.\d+)?", t):
-        # exactly: through a float, 1764753398.0040005 came out 12 ns late
-        secs, _, frac = t.partition(".")
-        return int(secs) * 1_000_000_000 + int((frac + "000000000")[:9])
-    m = re.fullmatch(r"(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d{1,9}))?)?)?"
-                     r"(Z|[+-]\d\d:?\d\d)?", t)
-    if not m:
-        raise ValueError(f"not a time: {text!r} (use 2024-05-01, 2024-05-01T12:00:00Z, unix seconds "
-                         "or a TAI64N label)")
-    y, mo, d, h, mi, s = (int(g or 0) for g in m.groups()[:6])
-    frac = m.group(7) or ""
-    tz = m.group(8)
-    if tz is None:  # local time, as tai64nlocal shows it
-        secs = int(time.mktime((y, mo, d, h, mi, s, 0, 0, -1)))
-    else:
-        secs = calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
-        if tz != "Z":
-            tz = tz.replace(":", "")
-            off = int(tz[1:3]) * 3600 + int(tz[3:5]) * 60
-            secs -= off if tz[0] == "+" else -off
-    return secs * 1_000_000_000 + (int(frac.ljust(9, "0")) if frac else 0)
 
 
 def input_groups(paths: list[str]) -> list[list[str]]:
@@ -326,6 +294,16 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
     return 0
 
 
+def _rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = math.nan
+    if not (math.isfinite(rate) and rate > 0):
+        raise argparse.ArgumentTypeError(f"not a rate of records per second: {text!r}")
+    return rate
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -341,9 +319,9 @@ def main(argv: list[str]) -> int:
     target.add_argument("--sink", metavar="NAME", help="a sink of the configuration (-c)")
     target.add_argument("--output", metavar="FILE", help="write NDJSON to FILE (- for stdout)")
     ap.add_argument("-c", "--config", metavar="FILE", help="configuration naming the sink")
-    ap.add_argument("--since", metavar="T", help="only records at or after T")
+    ap.add_argument("--since", metavar="T", help=f"only records at or after T; T: {FORMS}")
     ap.add_argument("--until", metavar="T", help="only records before T")
-    ap.add_argument("--rate", type=float, metavar="N", help="at most N records per second")
+    ap.add_argument("--rate", type=_rate, metavar="N", help="at most N records per second")
     ap.add_argument("--dry-run", action="store_true", help="read and count, send nothing")
     ap.add_argument("--restart", action="store_true", help="ignore saved progress")
     ap.add_argument("--state-dir", metavar="DIR",
@@ -371,6 +349,8 @@ def main(argv: list[str]) -> int:
                 parse_time(t)
         if args.sink and not args.config:
             ap.error("--sink needs -c CONFIG")
+        if "-" in args.paths:
+            ap.error("replay reads files, to resume by them; for stdin use 'shipper parse -'")
         if args.config:
             # With --output too: records are parsed as its live run parses them
             from shipper.config import ConfigError, load_config
@@ -404,6 +384,8 @@ def main(argv: list[str]) -> int:
         finally:
             if out is not None and out is not sys.stdout.buffer:
                 out.close()
+    except BrokenPipeError:
+        raise  # "--output - | head": the reader went away, not an error (shipper.cli)
     except OSError as exc:
         from shipper.daemon import describe_os_error
 

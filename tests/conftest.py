@@ -135,3 +135,16 @@ class FakeSink:
 
     async def close(self) -> None:
         pass
+
+
+BERLIN = "CET-1CEST,M3.5.0,M10.5.0/3"  # Europe/Berlin as a POSIX rule: no tzdata needed
+
+
+@pytest.fixture
+def berlin(monkeypatch):
+    """The process in Europe/Berlin's zone, put back after."""
+    monkeypatch.setenv("TZ", BERLIN)
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

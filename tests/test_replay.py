@@ -17,8 +17,6 @@ import orjson
 import pytest
 from conftest import ch_query, require_binary
 
-from shipper.replay import parse_time
-
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -59,19 +57,6 @@ def _labels_utc(d: Path) -> list[str]:
     out = subprocess.run([t64l], input=data, capture_output=True, check=True, timeout=30,
                          env={**os.environ, "TZ": "UTC"}).stdout.decode()
     return [line[:29] for line in out.splitlines()]
-
-
-def test_parse_time_forms():
-    assert parse_time("2014-02-12T04:50:11Z") == 1392180611 * 10**9
-    assert parse_time("2014-02-12T13:50:11.5+09:00") == 1392180611_500000000
-    assert parse_time("1392180611") == 1392180611 * 10**9
-    # unix seconds with a fraction, to the nanosecond (a record's time_unix_ns / 1e9):
-    # through a float, --until 1764753398.0040005 let the line of that time in
-    assert parse_time("1764753398.0040005") == 1764753398_004000500
-    assert parse_time("1764753398.000000001") == 1764753398_000000001
-    assert parse_time("@4000000052fafd8d3298434c") == 1392180611_848839500
-    with pytest.raises(ValueError, match="not a time"):
-        parse_time("yesterday")
 
 
 @pytest.mark.slow
@@ -409,3 +394,23 @@ def _line_starts(d):
             nl = data.find(b"\n", pos)
             pos = len(data) if nl < 0 else nl + 1
     return out
+
+
+def test_replay_into_a_pipe_closed_early_stdin_and_bad_rates_are_said_plainly(tmp_path):
+    """From the offline probe: 'replay --output - | head' ended with 'shipper: [Errno 32]
+    Broken pipe' and exit 1; 'replay -' said '-: No such file or directory'; --rate -5
+    and nan were taken and meant no limit."""
+    log = tmp_path / "current"
+    log.write_bytes(b"".join(b"@400000006b0b94c9%08x new msg %d\n" % (i, i) for i in range(50_000)))
+    cmd = [sys.executable, "-m", "shipper", "replay", str(log), "--output", "-"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stdout.readline().startswith(b"{")
+    p.stdout.close()  # the reader goes away, as head does
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and b"Broken pipe" not in err and b"Traceback" not in err
+    for argv, want in ((["-", "--output", "-"], "for stdin use 'shipper parse -'"),
+                       ([str(log), "--output", "-", "--rate", "-5"], "not a rate"),
+                       ([str(log), "--output", "-", "--rate", "nan"], "not a rate")):
+        r = subprocess.run([sys.executable, "-m", "shipper", "replay", *argv],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert r.returncode == 2 and want in r.stderr and r.stdout == "", argv

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import string
-import time
 
 import pytest
 from conftest import FIXTURES
@@ -196,16 +195,6 @@ def test_rfc3164():
     data = small.encode(record(message="é" * 400))
     assert len(data) <= 500 and small.truncated == 1
     data.decode("utf-8")
-
-
-@pytest.fixture
-def berlin(monkeypatch):
-    """The process in Europe/Berlin's zone (POSIX rule: no tzdata needed), put back after."""
-    monkeypatch.setenv("TZ", "CET-1CEST,M3.5.0,M10.5.0/3")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def test_rfc3164_time_is_local_by_default(berlin):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from shipper.track.cli import parse_time, stats_main, track_main
+from shipper.track.cli import stats_main, track_main
 from tests.conftest import require_binary
 
 FIX = Path(__file__).parent / "fixtures" / "track"
@@ -108,13 +108,6 @@ def test_stats_postfix_and_errors(tmp_path: Path) -> None:
     assert d["recipient_outcomes"] == {"quarantined": 6, "success": 1}
     rc, _ = run(stats_main, [str(tmp_path / "missing")])
     assert rc == 2
-
-
-def test_parse_time() -> None:
-    assert parse_time("2024-01-02") == 1704153600 * 10**9
-    assert parse_time("2024-01-02T00:00:01.5+01:00") == (1704153601 - 3600) * 10**9 + 500_000_000
-    assert parse_time("1700000000.25") == 1700000000250000000
-    assert parse_time("2h", now=10000.0) == (10000 - 7200) * 10**9
 
 
 def test_track_finds_a_refused_recipient_in_a_session_that_queued_other_mail(tmp_path: Path) -> None:

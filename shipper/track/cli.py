@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import re
 import sys
-import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
@@ -27,6 +24,7 @@ from shipper.reader import InputError, input_sets, read_joined
 from shipper.record import event_id
 from shipper.track.correlator import Correlator, CorrelatorOptions
 from shipper.track.report import Stats, TrackQuery, matches, render_stats, render_text
+from shipper.when import FORMS, parse_time
 
 FEED_BATCH = 2048
 FLUSH_EVERY = 64  # batches between max-age flushes
@@ -93,38 +91,20 @@ def summaries(paths: list[str], copts: CorrelatorOptions | None = None,
     yield from corr.finish()
 
 
-_REL_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_time(text: str, now: float | None = None) -> int:
-    """``2024-05-01``, ``2024-05-01T12:00:00Z`` / ``+02:00`` (naive = UTC), unix seconds,
-    or an age like ``3h``, ``2d`` (before now) → unix ns."""
-    t = text.strip()
-    m = _REL_RE.match(t)
-    if m:
-        base = time.time() if now is None else now
-        return int((base - float(m.group(1)) * _UNITS[m.group(2)]) * 1e9)
-    if re.fullmatch(r"\d+(\.\d+)?", t):
-        secs, _, frac = t.partition(".")
-        return int(secs) * 1_000_000_000 + int((frac + "000000000")[:9])
+def _time_arg(text: str) -> int:
     try:
-        dt = datetime.fromisoformat(t.replace("Z", "+00:00").replace(" ", "T", 1))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a time: {text!r}") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+        return parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("paths", nargs="+", metavar="PATH",
                     help="log file, multilog directory, or - for stdin (.gz/.bz2/.xz read as such)")
-    when = ("T: a date or date-time, UTC unless it has an offset (2026-11-29, \"2026-11-29 "
-            "13:28\", 2026-11-29T13:28+01:00), unix seconds, or an age (90s, 15m, 1h, 2d)")
-    ap.add_argument("--since", type=parse_time, metavar="T",
+    when = f"T: {FORMS}"
+    ap.add_argument("--since", type=_time_arg, metavar="T",
                     help=f"only mails/sessions ending at or after T; {when}")
-    ap.add_argument("--until", type=parse_time, metavar="T",
+    ap.add_argument("--until", type=_time_arg, metavar="T",
                     help="only mails/sessions starting at or before T")
     ap.add_argument("--json", action="store_true", help="JSON output")
     ap.add_argument("--max-open", type=int, default=100_000,
