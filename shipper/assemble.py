@@ -22,6 +22,7 @@ from shipper.diskqueue import DiskQueue
 from shipper.follower import FileSource, MultilogSource
 from shipper.memqueue import MemQueue
 from shipper.metrics import Registry, ShipperMetrics, declare_shipper_metrics, set_last_error
+from shipper.orphans import adopt_checkpoints, report_orphan_buffers
 from shipper.parse_worker import resolve_workers
 from shipper.pipeline import Pipeline, SinkRoute
 from shipper.record import dumps_safe
@@ -373,6 +374,10 @@ def assemble(config: Config) -> Assembly:
             for route in routes:
                 own = route.wants
                 route.wants = lambda rec, own=own: is_summary(rec) == want_summaries and own(rec)
+        try:  # a source renamed in the configuration resumes where it was
+            adopt_checkpoints(config)
+        except OSError as exc:
+            log.warning("cannot hand over the checkpoints of removed sources: %s", exc)
         parse = config.parse
         if parse.host is None:
             parse.host = socket.gethostname()
@@ -390,5 +395,7 @@ def assemble(config: Config) -> Assembly:
     registry = Registry()
     asm = Assembly(config, pipeline, tracking, transformer, registry)
     asm.metrics = declare_shipper_metrics(registry, config.state_dir)
+    for orphan in report_orphan_buffers(config):
+        asm.metrics.buffer_orphaned.set(orphan.records, path=orphan.path)
     registry.add_collector(asm.collect)
     return asm

@@ -199,6 +199,7 @@ class ShipperMetrics:
     buffer_lost: Metric
     buffer_errors: Metric
     buffer_paused: Metric
+    buffer_orphaned: Metric
     reloads: Metric
 
 
@@ -263,6 +264,10 @@ def declare_shipper_metrics(registry: Registry, state_dir: str = "") -> ShipperM
         buffer_paused=r.gauge("shipper_buffer_paused_seconds",
                               "How long this sink's buffer (full, or its disk failing) has paused "
                               "the reading; 0 when it takes records.", ("sink",)),
+        buffer_orphaned=r.gauge("shipper_buffer_orphaned_records",
+                                "Undelivered records in a buffer directory no configured sink "
+                                "uses (a sink removed or renamed), as of the last start or "
+                                "reload.", ("path",)),
         reloads=r.counter("shipper_config_reloads_total", "Configuration reloads, by result.",
                           ("result",)),
     )

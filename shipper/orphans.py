@@ -1,0 +1,219 @@
+"""What a removed or renamed source or sink leaves in the state directory.
+
+* A sink's disk buffer lives in ``BUFFER_ROOT/<sink name>``. When the sink is removed
+  or renamed (a reload or a restart), nothing reads that queue any more: its records
+  stay on disk, undelivered. ``find_orphan_buffers`` finds such queues so that the
+  daemon says so at every start and reload and exports them as metrics, instead of
+  keeping them forever unseen (it never deletes them: adding the sink back under its
+  old name delivers them).
+* A source's checkpoints live in ``state_dir/checkpoints/<source name>.json``, keyed
+  by the log directory's path. A source renamed in the configuration found no
+  checkpoint under its new name and started from ``start_position`` again: with
+  ``all`` it sent again every line multilog still kept (62,775 duplicates in a probe),
+  with ``end`` it skipped what was written while it was stopped.
+  ``adopt_checkpoints`` hands the positions of a source no longer configured to the
+  configured source whose globs now match those paths.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import fnmatch
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from shipper.checkpoint import SCHEMA, atomic_write
+from shipper.config import Config
+from shipper.diskqueue import STATE_NAME, decode_state, list_segments, walk_segment
+
+log = logging.getLogger("shipper")
+
+
+@dataclass(slots=True)
+class OrphanBuffer:
+    path: str
+    records: int  # not acknowledged
+    bytes: int  # segment files on disk
+
+
+def _buffer_roots(config: Config) -> set[str]:
+    roots = {os.path.abspath(os.path.join(config.state_dir, "buffer"))}
+    if config.buffer.path:
+        roots.add(os.path.abspath(config.buffer.path))
+    for s in config.sinks.values():
+        if s.buffer.type == "disk":
+            roots.add(os.path.dirname(os.path.abspath(s.buffer.path)))
+    return roots
+
+
+def _in_use(state: Path) -> bool:
+    """Whether another process holds this queue (its lock is on the state file)."""
+    try:
+        fd = os.open(state, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
+
+
+def _unacked(root: Path) -> tuple[int, int]:
+    """(records not acknowledged, bytes of segments) of a queue, read without changing
+    it: the state's acknowledged seq and the last segment's last record."""
+    segments = list_segments(root)
+    size = 0
+    for _, p in segments:
+        try:
+            size += p.stat().st_size
+        except OSError:
+            pass
+    if not segments:
+        return 0, size
+    ack = segments[0][0] - 1
+    try:
+        state, _ = decode_state((root / STATE_NAME).read_bytes())
+        if state is not None:
+            ack = int(state.get("ack", ack))
+    except (OSError, TypeError, ValueError):
+        pass
+    first, last_path = segments[-1]
+    try:
+        w = walk_segment(last_path.read_bytes(), first)
+        last_seq = w.next_seq - 1
+    except OSError:
+        last_seq = first - 1
+    return max(0, last_seq - ack), size
+
+
+def find_orphan_buffers(config: Config) -> list[OrphanBuffer]:
+    """Disk queues in the buffer directories that no configured sink uses."""
+    owned = {os.path.abspath(s.buffer.path) for s in config.sinks.values()
+             if s.buffer.type == "disk"}
+    out = []
+    for root in sorted(_buffer_roots(config)):
+        try:
+            entries = sorted(os.scandir(root), key=lambda e: e.name)
+        except OSError:
+            continue
+        for e in entries:
+            path = os.path.abspath(e.path)
+            if path in owned or not e.is_dir(follow_symlinks=False):
+                continue
+            p = Path(path)
+            try:
+                if not (p / STATE_NAME).is_file() and not list_segments(p):
+                    continue  # not a queue
+                if _in_use(p / STATE_NAME):
+                    continue  # another process's (a shipper with this buffer path)
+                records, size = _unacked(p)
+            except OSError:
+                continue
+            out.append(OrphanBuffer(path, records, size))
+    return out
+
+
+def report_orphan_buffers(config: Config) -> list[OrphanBuffer]:
+    """Say in the log which queues no sink reads any more (each start and reload)."""
+    try:
+        found = find_orphan_buffers(config)
+    except Exception as exc:  # noqa: BLE001 - a look around must never stop the start
+        log.warning("cannot look for buffers of removed sinks: %s", exc)
+        return []
+    for o in found:
+        if o.records:
+            log.warning("buffer %s belongs to no configured sink (removed or renamed?): %d "
+                        "records in it were never delivered; add the sink back under the name "
+                        "%s to send them (or, stopped, rename the directory to the new sink's "
+                        "name; `shipper buffer stats %s` shows them)", o.path, o.records,
+                        os.path.basename(o.path), o.path)
+        else:
+            log.info("buffer %s belongs to no configured sink and holds nothing undelivered: "
+                     "it may be removed", o.path)
+    return found
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _glob_match(path: str, pattern: str) -> bool:
+    """``glob``'s matching: per path component (``*`` does not cross ``/``)."""
+    pattern = os.path.abspath(pattern)
+    if path == pattern:
+        return True
+    p, q = path.split(os.sep), pattern.split(os.sep)
+    return len(p) == len(q) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(p, q, strict=True))
+
+
+def _load(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as f:
+            doc = orjson.loads(f.read())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("sources"), dict):
+        return None
+    return doc
+
+
+def _write(path: str, doc: dict[str, Any]) -> None:
+    atomic_write(path, orjson.dumps(doc))
+
+
+def adopt_checkpoints(config: Config) -> list[tuple[str, str, str]]:
+    """Move the positions that sources no longer configured left for paths which a
+    configured source now follows, and has no position of its own for, into that
+    source's checkpoint file. Returns (path, from source, to source) of each."""
+    cdir = os.path.join(config.state_dir, "checkpoints")
+    try:
+        names = sorted(n for n in os.listdir(cdir) if n.endswith(".json"))
+    except OSError:
+        return []
+    configured = {name: s for name, s in config.sources.items() if s.type != "stdin"}
+    orphans = [n[:-5] for n in names if n[:-5] not in config.sources]
+    if not orphans or not configured:
+        return []
+    moved: list[tuple[str, str, str]] = []
+    targets: dict[str, dict[str, Any]] = {}
+    for old in orphans:
+        old_path = os.path.join(cdir, f"{old}.json")
+        doc = _load(old_path)
+        if doc is None:
+            continue
+        taken = []
+        for key, position in doc["sources"].items():
+            for name, s in configured.items():
+                if not any(_glob_match(key, pat) for pat in s.paths):
+                    continue
+                if name not in targets:
+                    targets[name] = _load(os.path.join(cdir, f"{name}.json")) or {
+                        "schema": SCHEMA, "sources": {}}
+                if key not in targets[name]["sources"]:
+                    targets[name]["sources"][key] = position
+                    moved.append((key, old, name))
+                    taken.append(key)
+                break
+        if not taken:
+            continue
+        for name, doc_new in targets.items():  # the new owner first: never lose a position
+            _write(os.path.join(cdir, f"{name}.json"), doc_new)
+        for key in taken:
+            del doc["sources"][key]
+        if doc["sources"]:
+            _write(old_path, doc)
+        else:
+            os.unlink(old_path)
+    for key, old, new in moved:
+        log.info("source %s resumes %s where source %s left it (renamed in the configuration?)",
+                 new, key, old)
+    return moved

@@ -1,0 +1,114 @@
+"""A reload (or restart) that removes or renames a sink or a source: what its buffer
+and its checkpoints become. With real multilog and a real rsyslog receiver."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import free_port, require_binary
+from rsyslog_util import Rsyslog
+from test_daemon import WRITER, _config, _metric, _scrape, _seqs, _start_ready, _stop, _wait_seqs
+
+
+def _wait_log(log: Path, text: str, count: int = 1, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while log.read_text().count(text) < count:
+        assert time.monotonic() < deadline, f"no {text!r} in the log: {log.read_text()[-2000:]}"
+        time.sleep(0.1)
+
+
+def _write_log(logdir: Path, n: int, start: int = 0) -> None:
+    multilog = require_binary("multilog")
+    subprocess.run(f"{sys.executable} -c '{WRITER}' 100000 {n} {start} | {multilog} t s100000 n50 {logdir}",
+                   shell=True, check=True, timeout=60)
+
+
+def test_a_removed_sinks_undelivered_buffer_is_reported_and_sent_when_it_is_back(tmp_path):
+    logdir = tmp_path / "log" / "send"
+    logdir.parent.mkdir()
+    _write_log(logdir, 500)
+    mport = free_port()
+    down = free_port()  # nothing listens: the records of "other" wait in its buffer
+    rs = Rsyslog(tmp_path / "rsyslog", ("tcp",))
+    rs.start()
+    with_other = f'\n[sinks.other]\ntype = "syslog"\nprotocol = "tcp"\nhost = "127.0.0.1"\nport = {down}\n'
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(_config(tmp_path, logdir, rs.ports["tcp"], mport, extra=with_other))
+    shlog = tmp_path / "shipper.log"
+    proc = _start_ready(cfg, shlog)
+    try:
+        _wait_seqs(rs, 500, 30)
+        deadline = time.monotonic() + 20
+        while _metric(_scrape(mport), "shipper_buffer_records", sink="other") < 500:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        # the sink is removed: its 500 records are said, not kept unseen
+        cfg.write_text(_config(tmp_path, logdir, rs.ports["tcp"], mport))
+        os.kill(proc.pid, signal.SIGHUP)
+        _wait_log(shlog, "reloaded: 1 sources, 1 sinks")
+        text = shlog.read_text()
+        orphan = tmp_path / "state" / "buffer" / "other"
+        assert f"buffer {orphan} belongs to no configured sink" in text, text
+        assert "500 records in it were never delivered" in text, text
+        assert _metric(_scrape(mport), "shipper_buffer_orphaned_records", path=str(orphan)) == 500
+        assert orphan.is_dir()  # nothing deleted
+        assert _stop(proc) == 0
+        # a restart says it again
+        proc = _start_ready(cfg, shlog)
+        assert shlog.read_text().count("500 records in it were never delivered") == 2
+        # back under its old name, to a receiver that is up: they go out, and it is no orphan
+        cfg.write_text(_config(tmp_path, logdir, rs.ports["tcp"], mport,
+                               extra=with_other.replace(str(down), str(rs.ports["tcp"]))))
+        os.kill(proc.pid, signal.SIGHUP)
+        _wait_log(shlog, "reloaded: 1 sources, 2 sinks")
+        seqs = _wait_seqs(rs, 500, 30)
+        deadline = time.monotonic() + 30
+        while len(_seqs(rs)) < 1000 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        seqs = _seqs(rs)
+        assert sorted(seqs) == sorted(list(range(500)) * 2)  # once per sink
+        assert "shipper_buffer_orphaned_records{" not in _scrape(mport)
+        assert _stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            _stop(proc, signal.SIGKILL)
+        rs.stop()
+
+
+def test_a_renamed_source_resumes_where_it_was_and_sends_nothing_twice(tmp_path):
+    logdir = tmp_path / "log" / "send"
+    logdir.parent.mkdir()
+    _write_log(logdir, 1000)
+    mport = free_port()
+    rs = Rsyslog(tmp_path / "rsyslog", ("tcp",))
+    rs.start()
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(_config(tmp_path, logdir, rs.ports["tcp"], mport))  # start_position = "all"
+    shlog = tmp_path / "shipper.log"
+    proc = _start_ready(cfg, shlog)
+    try:
+        assert len(_wait_seqs(rs, 1000, 30)) == 1000
+        cfg.write_text(cfg.read_text().replace("[sources.send]", "[sources.qmail_send]"))
+        os.kill(proc.pid, signal.SIGHUP)
+        _wait_log(shlog, "reloaded: 1 sources, 1 sinks")
+        _write_log(logdir, 500, 1000)
+        seqs = _wait_seqs(rs, 1500, 30)
+        time.sleep(1.0)  # time for duplicates to arrive, if any
+        seqs = _seqs(rs)
+        assert _stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            _stop(proc, signal.SIGKILL)
+        rs.stop()
+    assert sorted(seqs) == list(range(1500)), f"{len(seqs) - len(set(seqs))} duplicates, " \
+        f"{1500 - len(set(seqs))} missing"
+    text = shlog.read_text()
+    assert f"source qmail_send resumes {logdir} where source send left it" in text, text
+    cdir = tmp_path / "state" / "checkpoints"
+    assert not (cdir / "send.json").exists()  # handed over: not adopted again, stale, later
+    assert (cdir / "qmail_send.json").exists()
