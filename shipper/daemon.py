@@ -86,6 +86,9 @@ class Daemon:
         self._reload_wanted = False
         self._signalled = asyncio.Event()
         self._terms = 0
+        # shipper_config_reloads_total: kept here, as each reload builds a new registry
+        self._reloads = {"ok": 0, "refused": 0}
+        self._reload_ok = False
 
     def _on_signal(self, signum: int) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
@@ -209,6 +212,21 @@ class Daemon:
         self.assembly.close()
 
     async def _reload(self, run_task: asyncio.Task[Any], notifier: sdnotify.Notifier) -> asyncio.Task[Any]:
+        self._reload_ok = False
+        try:
+            return await self._reload_config(run_task, notifier)
+        finally:
+            self._reloads["ok" if self._reload_ok else "refused"] += 1
+            self._show_reloads()
+
+    def _show_reloads(self) -> None:
+        m = self.assembly.metrics if self.assembly is not None else None
+        if m is not None:
+            for result, n in self._reloads.items():
+                m.reloads.set(n, result=result)
+
+    async def _reload_config(self, run_task: asyncio.Task[Any],
+                             notifier: sdnotify.Notifier) -> asyncio.Task[Any]:
         try:
             new = self.config_loader()
         except ConfigError as exc:
@@ -249,6 +267,7 @@ class Daemon:
         try:
             self.assembly = assemble(new)
             self.config = new
+            self._reload_ok = True
             log.info("reloaded: %d sources, %d sinks", len(new.sources), len(new.sinks))
         except Exception as exc:  # noqa: BLE001 - a buffer not writable, a sink that cannot be built
             log.error("reload refused: %s; keeping the running configuration", _why(exc))
@@ -290,6 +309,7 @@ class Daemon:
         server = self.metrics_server
         assert server is not None
         server.registry = assembly.registry
+        self._show_reloads()
         server.health = assembly.health
         server.ready = assembly.ready
 

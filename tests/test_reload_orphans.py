@@ -112,3 +112,32 @@ def test_a_renamed_source_resumes_where_it_was_and_sends_nothing_twice(tmp_path)
     cdir = tmp_path / "state" / "checkpoints"
     assert not (cdir / "send.json").exists()  # handed over: not adopted again, stale, later
     assert (cdir / "qmail_send.json").exists()
+
+
+def test_reloads_are_counted_in_the_metrics_refused_and_taken(tmp_path):
+    logdir = tmp_path / "log" / "send"
+    logdir.parent.mkdir()
+    _write_log(logdir, 10)
+    mport = free_port()
+    cfg = tmp_path / "shipper.toml"
+    good = _config(tmp_path, logdir, free_port(), mport)
+    cfg.write_text(good)
+    shlog = tmp_path / "shipper.log"
+    proc = _start_ready(cfg, shlog)
+    try:
+        cfg.write_text(good + "\nbogus = 1\n")
+        os.kill(proc.pid, signal.SIGHUP)
+        _wait_log(shlog, "reload refused: keeping the running configuration")
+        text = _scrape(mport)
+        assert _metric(text, "shipper_config_reloads_total", result="refused") == 1
+        assert _metric(text, "shipper_config_reloads_total", result="ok") == 0
+        cfg.write_text(good)
+        os.kill(proc.pid, signal.SIGHUP)
+        _wait_log(shlog, "reloaded: 1 sources, 1 sinks")
+        text = _scrape(mport)
+        assert _metric(text, "shipper_config_reloads_total", result="refused") == 1
+        assert _metric(text, "shipper_config_reloads_total", result="ok") == 1
+        assert _stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            _stop(proc, signal.SIGKILL)
