@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import resource
 import signal
 import sys
 import time
@@ -353,6 +354,29 @@ def lock_state_dir(state_dir: str) -> int | None:
     return fd
 
 
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise the soft limit of open files to the hard one; (before, after).
+
+    A followed log directory holds its ``current`` open, so the shipper needs a file
+    descriptor per directory besides its sockets, buffers and state files. Under
+    daemontools the soft limit is svscan's, often 1024: with 200 directories and a
+    soft limit of 120, every directory and the sink's socket failed with EMFILE and
+    nothing at all was shipped, nor did the metrics endpoint answer. The hard limit is
+    what the administrator allows; taking it is what Go programs do at start."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return 0, 0
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (OSError, ValueError):
+            return soft, soft
+        return soft, want
+    return soft, soft
+
+
 def run_main(config_path: str | None, demo: bool = False, log_format: str | None = None) -> int:
     if demo:
         import shutil
@@ -384,6 +408,9 @@ def _run_config(loader: Any, config_path: str | None, log_format: str | None, de
             log.error("%s%s", where, line)
         return 2
     setup_logging(log_format or config.log.format, config.log.level)
+    before, after = raise_open_files_limit()
+    if after != before:
+        log.debug("open files limit raised from %d to %d", before, after)
     for w in config.warnings:
         log.warning("%s", w)
     # The demo, and a config reading only standard input, end when all is delivered.
