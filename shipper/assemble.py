@@ -6,6 +6,7 @@ copies the parts' counters into the metrics registry just before a scrape.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -352,10 +353,35 @@ def _queue_has_room(q: Any) -> bool:
         return True
 
 
+def check_state_access(config: Config) -> None:
+    """Raise PermissionError naming the first state file or directory this user cannot
+    use. After an upgrade or a test run as root, checkpoints owned by another user were
+    taken for missing (the sources started again from start_position: everything sent
+    twice, or with "end" the lines written meanwhile skipped) and could never be saved
+    again, and the open mails' state was set aside as if corrupt: refused at start
+    instead, in one line, as a buffer of another user is."""
+    cdir = os.path.join(config.state_dir, "checkpoints")
+    files = [os.path.join(cdir, f"{s.name}.json") for s in config.sources.values() if s.type != "stdin"]
+    if config.tracking.enabled:
+        files.append(os.path.join(config.state_dir, "tracking.json"))
+    for d in (config.state_dir, cdir):
+        if os.path.isdir(d) and not os.access(d, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES) + " (not writable by this user)", d)
+    for path in files:
+        try:
+            with open(path, "rb"):
+                pass
+        except FileNotFoundError:
+            pass
+        except PermissionError as exc:
+            raise PermissionError(exc.errno, exc.strerror + " (not readable by this user)", path) from None
+
+
 def assemble(config: Config) -> Assembly:
     from shipper.sinks.deadletter import DeadLetterFile
 
     os.makedirs(config.state_dir, mode=0o700, exist_ok=True)  # buffers hold mail addresses
+    check_state_access(config)
     queues: list[Any] = []
     routes = []
     try:

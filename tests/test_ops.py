@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import resource
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from conftest import free_port, require_binary
@@ -66,3 +71,73 @@ port = {rs.ports["tcp"]}
         rs.stop()
         log.close()
     assert sorted(seqs) == list(range(DIRS)), (tmp_path / "shipper.log").read_text()[-2000:]
+
+
+def _as_other_user() -> list[str] | None:
+    """A command prefix running as another user than the state's owner: as root,
+    setpriv to nobody (if nobody can run this Python and the shipper); else none."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None
+    prefix = [setpriv, "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
+    r = subprocess.run([*prefix, sys.executable, "-c", "import shipper"], cwd="/", capture_output=True,
+                       timeout=30)
+    return prefix if r.returncode == 0 else None
+
+
+@pytest.mark.parametrize("what", ["checkpoints", "tracking"])
+def test_state_files_of_another_user_refuse_the_start_in_one_line(what):
+    """After an upgrade or a run as root: checkpoints another user owns were taken for
+    missing (every line read again from start_position, and never saved again), and the
+    open mails' state was set aside as if corrupt. Refused instead, naming the path."""
+    prefix = _as_other_user()
+    if prefix is None:
+        pytest.skip("cannot run as another user here")
+    multilog = require_binary("multilog")
+    top = Path(tempfile.mkdtemp(prefix="shipper-ops-", dir="/tmp"))
+    try:
+        top.chmod(0o755)
+        logdir = top / "log"
+        subprocess.run([multilog, "t", str(logdir)], input=b"status: seq 0\n", check=True, timeout=10)
+        state = top / "state"
+        (state / "checkpoints").mkdir(parents=True)
+        cp = state / "checkpoints" / "send.json"
+        cp.write_text('{"schema":1,"sources":{}}')
+        (state / "tracking.json").write_text("{}")
+        cfg = top / "shipper.toml"
+        cfg.write_text(f"""
+state_dir = "{state}"
+[metrics]
+enabled = false
+[sources.send]
+type = "multilog"
+paths = ["{logdir}"]
+start_position = "all"
+[sinks.out]
+type = "file"
+path = "{top / 'out.ndjson'}"
+""")
+        for p in (top, logdir, state):
+            for q in [p, *p.rglob("*")]:
+                q.chmod(0o755 if q.is_dir() else 0o644)
+        if prefix:  # the state is the new user's, but for the one part left to root
+            for q in [state, *state.rglob("*")]:
+                os.chown(q, pwd.getpwnam("nobody").pw_uid, -1)
+        bad = state / "checkpoints" if what == "checkpoints" else state / "tracking.json"
+        if prefix:
+            os.chown(bad, 0, 0)
+            bad.chmod(0o700 if bad.is_dir() else 0o600)
+        else:
+            bad.chmod(0o500 if bad.is_dir() else 0o000)
+        r = subprocess.run([*prefix, sys.executable, "-m", "shipper", "run", "-c", str(cfg)],
+                           capture_output=True, text=True, timeout=30, cwd="/")
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"ERROR shipper: cannot start: {bad}: Permission denied"), \
+            r.stderr
+        assert cp.exists() and (state / "tracking.json").exists()  # nothing set aside
+        assert not (state / "tracking.json.corrupt").exists()
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
