@@ -1111,6 +1111,46 @@ _TOP_KEYS = ("state_dir", "drain_timeout", "log", "metrics", "parse", "sources",
              "tracking", "buffer", "sinks")
 
 
+def glob_matches(path: str, pattern: str) -> bool:
+    """Whether ``glob`` would list ``path`` for ``pattern`` (``*`` does not cross ``/``)."""
+    path, pattern = os.path.normpath(path), os.path.normpath(pattern)
+    if path == pattern:
+        return True
+    if not glob.has_magic(pattern):
+        return False
+    p, q = path.split(os.sep), pattern.split(os.sep)
+    return len(p) == len(q) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(p, q, strict=True))
+
+
+def _overlap(a: str, b: str) -> str | None:
+    """A path both patterns name (now, for two globs), or None."""
+    if glob.has_magic(a) and glob.has_magic(b):
+        if os.path.normpath(a) == os.path.normpath(b):
+            return a
+        both = set(glob.glob(a)) & set(glob.glob(b))
+        return min(both) if both else None
+    if glob_matches(b, a):
+        return os.path.normpath(b)
+    if glob_matches(a, b):
+        return os.path.normpath(a)
+    return None
+
+
+def _check_overlap(ctx: _Ctx, cfg: Config) -> None:
+    """Two sources following one log: every line sent twice, each source with its own
+    checkpoint (a probe found it shipped silently)."""
+    srcs = [(n, s) for n, s in cfg.sources.items() if s.type != "stdin"]
+    for j, (name, src) in enumerate(srcs):
+        for i, pat in enumerate(src.paths):
+            for other, osrc in srcs[:j]:
+                both = next((p for p in (_overlap(o, pat) for o in osrc.paths) if p), None)
+                if both is not None:
+                    ctx.error(f"sources.{name}.paths[{i}]", f"{pat} names {both}, which source "
+                              f'"{other}" follows too: every line would be sent twice; follow a '
+                              "log in one source only")
+                    break
+
+
 def _build(data: dict[str, Any], ctx: _Ctx, path: str) -> Config:
     top = _Table(ctx, data, "")
     cfg = Config(path=path)
@@ -1151,6 +1191,7 @@ def _build(data: dict[str, Any], ctx: _Ctx, path: str) -> Config:
                         ctx.error(f"sources.{name}.paths[{i}]", f"{pat} holds state_dir "
                                   f"{state_dir}: a log directory is multilog's, and the shipper "
                                   "would watch its own writes; put state_dir elsewhere")
+        _check_overlap(ctx, cfg)
 
     sinks = top.table("sinks")
     if sinks is None or not sinks.data:

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import fcntl
-import fnmatch
 import logging
 import os
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any
 import orjson
 
 from shipper.checkpoint import SCHEMA, atomic_write
-from shipper.config import Config
+from shipper.config import Config, glob_matches
 from shipper.diskqueue import STATE_NAME, decode_state, list_segments, walk_segment
 
 log = logging.getLogger("shipper")
@@ -146,15 +145,6 @@ def report_orphan_buffers(config: Config) -> list[OrphanBuffer]:
 # ---------------------------------------------------------------- checkpoints
 
 
-def _glob_match(path: str, pattern: str) -> bool:
-    """``glob``'s matching: per path component (``*`` does not cross ``/``)."""
-    pattern = os.path.abspath(pattern)
-    if path == pattern:
-        return True
-    p, q = path.split(os.sep), pattern.split(os.sep)
-    return len(p) == len(q) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(p, q, strict=True))
-
-
 def _load(path: str) -> dict[str, Any] | None:
     try:
         with open(path, "rb") as f:
@@ -193,7 +183,7 @@ def adopt_checkpoints(config: Config) -> list[tuple[str, str, str]]:
         taken = []
         for key, position in doc["sources"].items():
             for name, s in configured.items():
-                if not any(_glob_match(key, pat) for pat in s.paths):
+                if not any(glob_matches(key, os.path.abspath(pat)) for pat in s.paths):
                     continue
                 if name not in targets:
                     targets[name] = _load(os.path.join(cdir, f"{name}.json")) or {

@@ -141,3 +141,35 @@ path = "{top / 'out.ndjson'}"
         assert not (state / "tracking.json.corrupt").exists()
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.parametrize(("a", "b", "named"), [
+    ("{d}/*", "{d}/send", "{d}/send"),  # a glob and one of its directories
+    ("{d}/send", "{d}/send/", "{d}/send"),  # one directory written two ways
+    ("{d}/*", "{d}/s*", "{d}/send"),  # two globs matching one directory now
+])
+def test_two_sources_following_one_log_is_a_config_error(tmp_path, a, b, named):
+    """Each line was read and sent twice, each source with its own checkpoint."""
+    from shipper.config import ConfigError, load_config_text
+
+    d = tmp_path / "log"
+    (d / "send").mkdir(parents=True)
+    (d / "smtpd").mkdir()
+    text = f"""
+state_dir = "{tmp_path / 'state'}"
+[sources.all]
+type = "multilog"
+paths = ["{a.format(d=d)}"]
+[sources.send]
+type = "multilog"
+paths = ["{b.format(d=d)}"]
+[sinks.out]
+type = "stdout"
+"""
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text)
+    assert info.value.errors == [f'sources.send.paths[0]: {b.format(d=d)} names {named.format(d=d)}, which '
+                                 'source "all" follows too: every line would be sent twice; follow a log '
+                                 'in one source only']
+    # apart, both are fine
+    load_config_text(text.replace(b.format(d=d), str(tmp_path / "other")))
