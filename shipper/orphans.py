@@ -161,29 +161,35 @@ def _write(path: str, doc: dict[str, Any]) -> None:
 
 
 def adopt_checkpoints(config: Config) -> list[tuple[str, str, str]]:
-    """Move the positions that sources no longer configured left for paths which a
-    configured source now follows, and has no position of its own for, into that
-    source's checkpoint file. Returns (path, from source, to source) of each."""
+    """Move the positions a source left for paths it no longer follows (it was removed,
+    renamed, or its globs changed) into the checkpoint file of the configured source
+    that now follows them, unless it has one of its own. Returns (path, from source,
+    to source) of each."""
     cdir = os.path.join(config.state_dir, "checkpoints")
     try:
         names = sorted(n for n in os.listdir(cdir) if n.endswith(".json"))
     except OSError:
         return []
     configured = {name: s for name, s in config.sources.items() if s.type != "stdin"}
-    orphans = [n[:-5] for n in names if n[:-5] not in config.sources]
-    if not orphans or not configured:
+    if not configured:
         return []
+
+    def follows(name: str, key: str) -> bool:
+        return any(glob_matches(key, os.path.abspath(pat)) for pat in configured[name].paths)
+
     moved: list[tuple[str, str, str]] = []
-    targets: dict[str, dict[str, Any]] = {}
-    for old in orphans:
+    for old in (n[:-5] for n in names):
         old_path = os.path.join(cdir, f"{old}.json")
         doc = _load(old_path)
         if doc is None:
             continue
         taken = []
+        targets: dict[str, dict[str, Any]] = {}  # read afresh: an earlier round may have written them
         for key, position in doc["sources"].items():
-            for name, s in configured.items():
-                if not any(glob_matches(key, os.path.abspath(pat)) for pat in s.paths):
+            if old in configured and follows(old, key):
+                continue  # still its own
+            for name in configured:
+                if name == old or not follows(name, key):
                     continue
                 if name not in targets:
                     targets[name] = _load(os.path.join(cdir, f"{name}.json")) or {
@@ -204,6 +210,6 @@ def adopt_checkpoints(config: Config) -> list[tuple[str, str, str]]:
         else:
             os.unlink(old_path)
     for key, old, new in moved:
-        log.info("source %s resumes %s where source %s left it (renamed in the configuration?)",
-                 new, key, old)
+        log.info("source %s resumes %s where source %s left it (renamed or moved in the "
+                 "configuration?)", new, key, old)
     return moved

@@ -141,3 +141,38 @@ def test_reloads_are_counted_in_the_metrics_refused_and_taken(tmp_path):
     finally:
         if proc.poll() is None:
             _stop(proc, signal.SIGKILL)
+
+
+def test_a_directory_moved_to_another_source_resumes_where_it_was(tmp_path):
+    """Narrowing one source's glob and naming a directory in another: the second takes
+    the first one's position for it, the first keeps the rest."""
+    from shipper.config import load_config_text
+    from shipper.orphans import adopt_checkpoints
+
+    logs = tmp_path / "log"
+    for d in ("send", "smtpd"):
+        (logs / d).mkdir(parents=True)
+    cdir = tmp_path / "state" / "checkpoints"
+    cdir.mkdir(parents=True)
+    (cdir / "all.json").write_text(
+        f'{{"schema":1,"sources":{{"{logs}/send":{{"at":1}},"{logs}/smtpd":{{"at":2}}}}}}')
+    (cdir / "gone.json").write_text(f'{{"schema":1,"sources":{{"{tmp_path}/elsewhere":{{"at":3}}}}}}')
+    cfg = load_config_text(f"""
+state_dir = "{tmp_path / 'state'}"
+[sources.all]
+type = "multilog"
+paths = ["{logs}/sm*"]
+[sources.send]
+type = "multilog"
+paths = ["{logs}/send"]
+[sinks.out]
+type = "stdout"
+""")
+    assert adopt_checkpoints(cfg) == [(f"{logs}/send", "all", "send")]
+    import json
+
+    assert json.loads((cdir / "send.json").read_text())["sources"] == {f"{logs}/send": {"at": 1}}
+    assert json.loads((cdir / "all.json").read_text())["sources"] == {f"{logs}/smtpd": {"at": 2}}
+    # a position nobody follows now stays where it is (said as an orphan's, never lost)
+    assert json.loads((cdir / "gone.json").read_text())["sources"] == {f"{tmp_path}/elsewhere": {"at": 3}}
+    assert adopt_checkpoints(cfg) == []  # once
