@@ -204,9 +204,12 @@ class Daemon:
             elif time.monotonic() - quiet_since >= self.exit_when_idle:
                 return
 
-    async def _stop_assembly(self, run_task: asyncio.Task[Any]) -> None:
+    async def _stop_assembly(self, run_task: asyncio.Task[Any], reload: bool = False) -> None:
         assert self.assembly is not None
-        await self.assembly.pipeline.stop(self.config.drain_timeout)
+        # A reload hands the queues over to the new pipeline: it waits for sinks that
+        # deliver, not for those down (a sink down made every reload stop the reading
+        # for the whole drain_timeout, 9 s of the default 10)
+        await self.assembly.pipeline.stop(self.config.drain_timeout, wait_for_down=not reload)
         if not run_task.done():
             run_task.cancel()
         await asyncio.gather(run_task, return_exceptions=True)
@@ -264,7 +267,7 @@ class Daemon:
             log.warning("%s", w)
         notifier.reloading()
         log.info("reloading configuration")
-        await self._stop_assembly(run_task)
+        await self._stop_assembly(run_task, reload=True)
         try:
             self.assembly = assemble(new)
             self.config = new

@@ -748,11 +748,12 @@ class Pipeline:
         self._tasks.append(loop.create_task(self._run_syncer(), name="syncer"))
         await asyncio.gather(*self._tasks)
 
-    async def stop(self, drain_timeout: float = 10.0) -> None:
+    async def stop(self, drain_timeout: float = 10.0, wait_for_down: bool = True) -> None:
         """Stop reading, deliver what is queued for up to ``drain_timeout``, commit, close.
 
         Whatever is not delivered stays in the disk queues and goes out after the
-        next start; nothing is lost by stopping early.
+        next start; nothing is lost by stopping early. ``wait_for_down=False`` (a
+        reload): no waiting for the queues of sinks not connected.
         """
         # The whole stop keeps within drain_timeout: the last part of it (a second at most)
         # is for the batch in flight and the sinks' closes (a stopped peer held them 1.4 s over)
@@ -771,7 +772,9 @@ class Pipeline:
         self.sync_and_commit(force=True)
         reserve = min(1.0, drain_timeout / 4)
         deadline = end - reserve
-        while time.monotonic() < deadline and any(r.queue.depth for r in self.routes if not r.gone):
+        while time.monotonic() < deadline and any(
+                r.queue.depth for r in self.routes
+                if not r.gone and (wait_for_down or r.sink.stats.connected)):
             await asyncio.sleep(0.05)
         self._stop_sending.set()
         rest = self._tasks[len(self.sources):]

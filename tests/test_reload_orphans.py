@@ -176,3 +176,37 @@ type = "stdout"
     # a position nobody follows now stays where it is (said as an orphan's, never lost)
     assert json.loads((cdir / "gone.json").read_text())["sources"] == {f"{tmp_path}/elsewhere": {"at": 3}}
     assert adopt_checkpoints(cfg) == []  # once
+
+
+def test_a_reload_with_a_sink_down_does_not_stop_the_reading_for_the_drain_time(tmp_path):
+    logdir = tmp_path / "log" / "send"
+    logdir.parent.mkdir()
+    _write_log(logdir, 300)
+    rs = Rsyslog(tmp_path / "rsyslog", ("tcp",))
+    rs.start()
+    rs.stop()  # down; its port stays the same when it comes back
+    mport = free_port()
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(_config(tmp_path, logdir, rs.ports["tcp"], mport))  # drain_timeout 10 s
+    shlog = tmp_path / "shipper.log"
+    proc = _start_ready(cfg, shlog)
+    try:
+        deadline = time.monotonic() + 20
+        while _metric(_scrape(mport), "shipper_buffer_records", sink="siem") < 300:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        cfg.write_text(cfg.read_text() + "\n# changed\n")
+        t0 = time.monotonic()
+        os.kill(proc.pid, signal.SIGHUP)
+        _wait_log(shlog, "reloaded: 1 sources, 1 sinks")
+        took = time.monotonic() - t0
+        _write_log(logdir, 300, 300)
+        rs.start()
+        seqs = _wait_seqs(rs, 600, 60)
+        assert _stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            _stop(proc, signal.SIGKILL)
+        rs.stop()
+    assert took < 4, f"the reload took {took:.1f} s"
+    assert sorted(set(seqs)) == list(range(600))
