@@ -116,6 +116,10 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        from shipper.cli import take_early_hup
+
+        if take_early_hup():  # a reload asked for while starting: the config may have changed since
+            self._on_signal(signal.SIGHUP)
         loop.set_exception_handler(_loop_exception)
         notifier = sdnotify.Notifier.from_env()
         try:

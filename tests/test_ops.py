@@ -173,3 +173,77 @@ type = "stdout"
                                  'in one source only']
     # apart, both are fine
     load_config_text(text.replace(b.format(d=d), str(tmp_path / "other")))
+
+
+def _catches_sighup(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+    return False
+
+
+def test_a_sighup_while_starting_is_a_reload_not_the_end(tmp_path):
+    """svc -h just after svc -u: before the daemon's handlers were in place (imports,
+    config, buffers: over 0.6 s measured) SIGHUP's default action ended the process.
+    Here the start is held in the config's loading by a secret read from a FIFO."""
+    import threading
+
+    fifo = tmp_path / "token"
+    os.mkfifo(fifo, 0o600)
+    logdir = tmp_path / "log"
+    (logdir).mkdir()
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f"""
+state_dir = "{tmp_path / 'state'}"
+[metrics]
+enabled = false
+[tracking]
+enabled = false
+[sources.send]
+type = "multilog"
+paths = ["{logdir}"]
+[sinks.siem]
+type = "http"
+url = "http://127.0.0.1:{free_port()}/"
+[sinks.siem.auth]
+type = "bearer"
+token_file = "{fifo}"
+""")
+    shlog = tmp_path / "shipper.log"
+    log = open(shlog, "wb")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen([sys.executable, "-m", "shipper", "run", "-c", str(cfg)],
+                            stdout=log, stderr=log, cwd=ROOT)
+
+    def feed(times: int) -> None:  # the token, once per load of the config
+        for _ in range(times):
+            fd = os.open(fifo, os.O_WRONLY)  # waits for the reader
+            os.write(fd, b"secret-token\n")
+            os.close(fd)
+            while True:  # till that reader is gone: the next write is for the next load
+                try:
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                except OSError:  # ENXIO: no reader
+                    break
+                time.sleep(0.01)
+
+    feeder = threading.Thread(target=feed, args=(2,), daemon=True)  # start + reload
+    try:
+        deadline = time.monotonic() + 5
+        while not _catches_sighup(proc.pid) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGHUP)  # the config is not loaded yet: it waits for the token
+        time.sleep(0.3)
+        assert proc.poll() is None, f"ended by the SIGHUP while starting (rc {proc.returncode})"
+        feeder.start()
+        deadline = time.monotonic() + 30
+        while "reloaded" not in shlog.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, shlog.read_text()
+            time.sleep(0.05)
+        assert _stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            _stop(proc, signal.SIGKILL)
+        log.close()
+        if feeder.is_alive():  # failed early: let a feeder waiting for a reader go
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
