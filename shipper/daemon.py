@@ -361,6 +361,20 @@ def lock_state_dir(state_dir: str) -> int | None:
     return fd
 
 
+FD_HEADROOM = 64  # files besides the followed directories: sinks, buffers, state, metrics
+
+
+def followed_now(config: Config) -> int:
+    """How many paths the sources' patterns name now (each holds a file open)."""
+    import glob
+
+    n = 0
+    for src in config.sources.values():
+        for pat in src.paths:
+            n += len(glob.glob(pat)) if glob.has_magic(pat) else 1
+    return n
+
+
 def raise_open_files_limit() -> tuple[int, int]:
     """Raise the soft limit of open files to the hard one; (before, after).
 
@@ -418,6 +432,12 @@ def _run_config(loader: Any, config_path: str | None, log_format: str | None, de
     before, after = raise_open_files_limit()
     if after != before:
         log.debug("open files limit raised from %d to %d", before, after)
+    dirs = followed_now(config)
+    if after and dirs + FD_HEADROOM > after:
+        log.warning("%d log directories to follow, and this process may open %d files: each "
+                    "directory holds one open, and sockets, buffers and state need about %d "
+                    "more; raise the hard limit (ulimit -Hn, LimitNOFILE=) or directories "
+                    "will fail with 'Too many open files'", dirs, after, FD_HEADROOM)
     for w in config.warnings:
         log.warning("%s", w)
     # The demo, and a config reading only standard input, end when all is delivered.

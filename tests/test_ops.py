@@ -247,3 +247,39 @@ token_file = "{fifo}"
         log.close()
         if feeder.is_alive():  # failed early: let a feeder waiting for a reader go
             os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+
+
+def test_a_hard_open_files_limit_below_the_directories_is_said_at_start(tmp_path):
+    """Raising the soft limit cannot pass the hard one: with more directories than it
+    allows, some fail with 'Too many open files' one by one; say it once, at start."""
+    logs = tmp_path / "log"
+    for i in range(DIRS):
+        (logs / f"d{i}").mkdir(parents=True)
+        (logs / f"d{i}" / "current").write_bytes(b"")
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f"""
+state_dir = "{tmp_path / 'state'}"
+drain_timeout = "1s"
+[tracking]
+enabled = false
+[sources.all]
+type = "multilog"
+paths = ["{logs}/*"]
+[sinks.out]
+type = "file"
+path = "{tmp_path / 'out.ndjson'}"
+""")
+    log = tmp_path / "shipper.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["sh", "-c", f'ulimit -n {DIRS + 20} && exec "$0" -m shipper run -c "$1"',
+                                 sys.executable, str(cfg)], stdout=out, stderr=out, cwd=ROOT)
+        try:
+            deadline = time.monotonic() + 30
+            while b"started" not in log.read_bytes() and time.monotonic() < deadline \
+                    and proc.poll() is None:
+                time.sleep(0.1)
+        finally:
+            _stop(proc, signal.SIGTERM)
+    said = [ln for ln in log.read_text().splitlines() if "log directories to follow" in ln]
+    assert len(said) == 1 and f"{DIRS} log directories" in said[0] and "LimitNOFILE" in said[0], \
+        log.read_text()[-2000:]
