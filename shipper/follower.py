@@ -571,6 +571,8 @@ class MultilogFollower(_FollowerBase):
         self.start = start
         self.known: dict[str, ml.Known] = {}
         self.listing = ml.Listing()
+        # archives of the last listing deleted unread since (files, bytes): unread_bytes
+        self.deleted_unread = (0, 0)
         self.done: str | None = None
         self.pending: list[ml.Pending] = []
         self.live = False
@@ -799,7 +801,12 @@ class MultilogFollower(_FollowerBase):
         """Bytes in the directory not read yet: the rest of the file being read, the
         archives after it, and ``current`` when we are not at it (0 when caught up).
         Sizes as last seen; a processor's archives count as stored (compressed), those
-        of files read already (``!cat``, ``!gzip``: same first line) not at all."""
+        of files read already (``!cat``, ``!gzip``: same first line) not at all.
+
+        An archive of the last listing that multilog has deleted since (its ``n`` limit,
+        while the reading was paused by a full buffer) is not unread but lost: it counts
+        in ``deleted_unread`` (files, bytes), set here, until the next listing makes it a
+        gap record; so an alert need not wait for the reading to resume."""
         r = self.reader
         n = self._reader_unread()
         done = self.done
@@ -809,12 +816,20 @@ class MultilogFollower(_FollowerBase):
         fids = {p.file_id for p in pend if p.file_id is not None}
         idents = {p.ident for p in pend}
         idents_nofid = {p.ident for p in pend if p.file_id is None}
+        archives = self.listing.archives
+        gone = gone_bytes = 0
         for lb, k in self.known.items():
             if k.size and (done is None or lb > done) and (r is None or lb != r.label):
                 ours = (k.file_id in fids if k.file_id is not None else k.ident in idents) \
                     or k.ident in idents_nofid
                 if not ours:
+                    entry = archives.get(lb)
+                    if entry is not None and not os.path.lexists(os.path.join(self.dir, entry.name)):
+                        gone += 1
+                        gone_bytes += k.size
+                        continue
                     n += k.size
+        self.deleted_unread = (gone, gone_bytes)
         if not self.live:
             with contextlib.suppress(OSError):
                 n += os.stat(os.path.join(self.dir, "current")).st_size

@@ -178,6 +178,7 @@ class ShipperMetrics:
     source_bytes: Metric
     source_lag: Metric
     source_unread: Metric
+    source_deleted_unread: Metric
     source_gaps: Metric
     source_gap_bytes: Metric
     records: Metric
@@ -217,6 +218,11 @@ def declare_shipper_metrics(registry: Registry, state_dir: str = "") -> ShipperM
         source_unread=r.gauge("shipper_source_unread_bytes",
                               "Bytes written to the log and not read yet, per source (0: caught "
                               "up; unlike the lag, it stays 0 on a quiet log).", ("source",)),
+        source_deleted_unread=r.gauge(
+            "shipper_source_deleted_unread_bytes",
+            "Bytes of archives multilog deleted before they were read, not reported as gap "
+            "records yet (reading paused by a full buffer: they are when it resumes).",
+            ("source",)),
         source_gaps=r.counter("shipper_source_gaps_total",
                               "Files removed (by multilog's n limit) before they were read.",
                               ("source",)),

@@ -1020,6 +1020,31 @@ def test_unread_bytes_say_how_far_behind_and_are_0_when_caught_up(tmp_path):
     f.reader.close()
 
 
+def test_archives_deleted_unread_are_counted_before_the_next_listing(tmp_path):
+    """From the ops probe: with the reading paused by a full buffer the follower does
+    not list, and what multilog deleted meanwhile still counted as unread (2.96 MB
+    against 400 KB on disk) and showed as gaps only once reading resumed."""
+    d = tmp_path / "log"
+    gen, ml = start_multilog(d, "t", "s4096", "n50", n=300, rate=100000)
+    stop(gen, ml)
+    f = MultilogFollower(str(d), None, start="all", batch_lines=20)
+    f.poll(max_items=1)  # listed; reading the oldest archive
+    before = f.unread_bytes()
+    assert f.deleted_unread == (0, 0)
+    unread = sorted(p for p in d.glob("@*.s"))[1:4]  # after the one being read
+    sizes = sum(p.stat().st_size for p in unread)
+    for p in unread:
+        p.unlink()  # multilog's n limit, while we do not list
+    assert f.unread_bytes() == before - sizes
+    assert f.deleted_unread == (3, sizes)
+    items = []
+    while got := f.poll(max_items=8):
+        items += got
+    _, gaps = _lines_and_gaps(items)
+    assert gaps and f.unread_bytes() == 0 and f.deleted_unread == (0, 0)
+    f.reader.close()
+
+
 def _lines_and_gaps(items) -> tuple[list[bytes], list]:
     return ([ln for it in items if isinstance(it, LineBatch) for ln in it.lines],
             [it for it in items if isinstance(it, Gap)])
