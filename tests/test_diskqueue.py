@@ -113,6 +113,32 @@ def test_read_limits_and_oversized_record(tmp_path: Path) -> None:
     q.close()
 
 
+def test_a_reader_a_few_writes_behind_reads_them_from_memory(tmp_path: Path, monkeypatch) -> None:
+    """Reads of 333 from appends of 50 records: every read spans writes, some across
+    segments; all are served from the writes kept in memory, none from the disk."""
+    q = open_q(tmp_path, segment_bytes=64 << 10)
+    fill(q, 0, 1000)
+    assert q.segments > 2
+
+    def no_disk(*args: object) -> bytes:
+        raise AssertionError("read back from the disk")
+
+    monkeypatch.setattr(os, "pread", no_disk)
+    got = drain(q)
+    assert [s for s, _ in got] == list(range(1, 1001))
+    assert [num(p) for _, p in got] == list(range(1000))
+    monkeypatch.undo()
+    # a rewind behind the kept writes reads the disk, the same records
+    fill(q, 1000, 500)
+    first = q.read(333, 1 << 20)
+    q.read(333, 1 << 20)
+    q.rewind()
+    again = drain(q)
+    assert again[:333] == first
+    assert [s for s, _ in again] == list(range(1001, 1501))
+    q.close()
+
+
 def test_reopen_rereads_unacked_and_rewind(tmp_path: Path) -> None:
     q = open_q(tmp_path, fsync="interval")
     fill(q, 0, 600)
