@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import operator
 import pickle
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,7 +31,7 @@ import orjson
 from shipper.diskqueue import QueueWriteError
 from shipper.parse import LineParser, ParseOptions
 from shipper.parse_worker import WorkerDied, WorkerError, WorkerProcess, parse_to_dicts
-from shipper.record import dumps_batch, rfc3339_ns
+from shipper.record import dumps_batch, every_record, rfc3339_ns
 from shipper.sinks.base import Backoff, PermanentError, Prepared, Sink, SinkGone, deliver, printable
 
 log = logging.getLogger("shipper.pipeline")
@@ -57,7 +58,7 @@ class SinkRoute:
     name: str
     sink: Sink
     queue: Queue
-    wants: Callable[[dict[str, Any]], bool] = lambda rec: True
+    wants: Callable[[dict[str, Any]], bool] = every_record
     batch_records: int = 1000
     batch_bytes: int = 1 << 20
     dead_letter: Callable[[list[dict[str, Any]], PermanentError], None] | None = None
@@ -78,6 +79,8 @@ class SinkRoute:
 # (healthz), once it lasts this long: a sink taking a burst is not news.
 FULL_SAY_AFTER = 10.0
 
+
+_program_event = operator.itemgetter("program", "event")
 
 # Records per sink whose dicts are kept after their append (RECENT_MAX * ~1.2 KiB of
 # memory): enough for the sink to take the batches just appended.
@@ -470,15 +473,20 @@ class Pipeline:
                                 dicts: list[dict[str, Any]], exact: bool = False) -> bool:
         """Append to every route's queue; False when stopping left it not (all) appended."""
         by_event = self.stats.by_event
-        for d in dicts:
-            key = (d.get("program") or "", d.get("event") or "")
-            by_event[key] = by_event.get(key, 0) + 1
+        # counted per batch (a record at a time cost 0.26 µs a line): a batch holds few kinds
+        try:
+            counts = Counter(map(_program_event, dicts))
+        except KeyError:  # a transform removed one of them
+            counts = Counter((d.get("program"), d.get("event")) for d in dicts)
+        for (program, event), n in counts.items():
+            key = (program or "", event or "")
+            by_event[key] = by_event.get(key, 0) + n
         self.stats.records += len(dicts)
         seqs: dict[str, int] = {}
         for route in self.routes:
             wants = route.wants
-            wanted = [i for i, d in enumerate(dicts) if wants(d)]
-            if len(wanted) == len(dicts):
+            wanted = [] if wants is every_record else [i for i, d in enumerate(dicts) if wants(d)]
+            if wants is every_record or len(wanted) == len(dicts):
                 payloads, route_dicts = all_payloads, dicts
             else:
                 payloads = [all_payloads[i] for i in wanted]

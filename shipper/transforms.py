@@ -33,6 +33,7 @@ from shipper.config import (
     SinkConfig,
     TransformConfig,
 )
+from shipper.record import every_record
 
 Records = list[dict[str, Any]]
 
@@ -331,7 +332,7 @@ def sink_filter(sink: SinkConfig, is_summary: Callable[[dict[str, Any]], bool]
                        sink.exclude_events)
     mode = sink.records
     if mode == "both":
-        return keep if keep is not None else _all
+        return keep if keep is not None else every_record
     want_summary = mode == "summaries"
 
     def wants(rec: dict[str, Any]) -> bool:
@@ -341,6 +342,3 @@ def sink_filter(sink: SinkConfig, is_summary: Callable[[dict[str, Any]], bool]
 
     return wants
 
-
-def _all(rec: dict[str, Any]) -> bool:
-    return True
