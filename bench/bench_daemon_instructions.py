@@ -86,6 +86,8 @@ def run_daemon(tmp: Path, lines: int, wrap: list[str]) -> str:
     recv = Receiver()
     recv.start()
     conf = shipper_conf(d, d / "log", recv.port, None)
+    if os.environ.get("BENCH_EXTRA_CONF"):  # e.g. the memory buffer, to see what the disk one costs
+        conf.write_text(conf.read_text() + os.environ["BENCH_EXTRA_CONF"].replace("\\n", "\n") + "\n")
     driver = tmp / "driver.py"
     driver.write_text(DRIVER)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0"}

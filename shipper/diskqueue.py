@@ -58,8 +58,10 @@ import struct
 import threading
 import time
 import zlib
+from bisect import bisect_left
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,7 +84,7 @@ KIND_GAP = 1 << 62
 MAX_RECORD = 1 << 26  # a longer length field is corruption, not a record
 BLOCK = 4096
 CHUNK = 256 << 10  # read segments in chunks of this size (fits a CPU cache)
-# The latest writes kept in memory until the reader has passed them, up to this many
+# The latest appends kept in memory until the reader has passed them, up to this many
 # bytes: a sink a few batches behind reads them from there, not back from the disk
 # with each frame's CRC checked (reads of 1,000 records from appends of 1,024 left the
 # last write behind at nearly every read: two thirds of all reads went to the disk).
@@ -434,6 +436,26 @@ def _errname(exc: OSError) -> str:
     return errno.errorcode.get(exc.errno or 0, "EIO")
 
 
+class _Kept:
+    """An append kept in memory (see RECENT_WRITES_BYTES): where its write lies in its
+    segment, its first seq, and the payloads it framed, served as they are (no frame
+    parsed or payload copied), with their cumulative sizes to find a seq's frame."""
+
+    __slots__ = ("seg", "start", "end", "first", "payloads", "cum")
+
+    def __init__(self, seg: _Segment, start: int, end: int, first: int, payloads: list[bytes]) -> None:
+        self.seg = seg
+        self.start = start
+        self.end = end  # after its commit marker
+        self.first = first
+        self.payloads = payloads
+        self.cum = list(accumulate(map(len, payloads), initial=0))  # payload bytes before each
+
+    def offset(self, i: int) -> int:
+        """Where the frame of the i-th record (i = len(payloads): the marker) starts."""
+        return self.start + self.cum[i] + i * HEADER_SIZE
+
+
 class _Segment:
     __slots__ = ("first", "path", "size")
 
@@ -496,9 +518,9 @@ class DiskQueue:
         self._max_seen = 0  # highest seq the reader got to (missing seqs counted once)
         self._skipped: dict[int, int] = {}  # first -> last of seqs the reader found absent
         self._disk_last = 0
-        # (segment, offset, bytes) of the latest writes, oldest first, served to a reader
-        # that keeps up (see RECENT_WRITES_BYTES), and their total size
-        self._recent: deque[tuple[_Segment, int, bytes]] = deque()
+        # the latest appends, oldest first, served to a reader that keeps up (see
+        # RECENT_WRITES_BYTES), and the bytes of their writes
+        self._recent: deque[_Kept] = deque()
         self._recent_bytes = 0
         self._read_marks: deque[tuple[int, _Segment, int]] = deque(maxlen=256)
         self._ack_pos: tuple[_Segment, int] | None = None
@@ -907,10 +929,11 @@ class DiskQueue:
                 self._delete_acked()
                 tail = self._segs[-1]
             first = self._last_seq + 1
+            payloads = list(payloads)  # kept (see _Kept): the caller's list may change
             buf = self._frames(payloads, first, mark)
             way_out = bool(tail.size) and self._ack_seq >= self._last_seq
             try:
-                self._write(tail, buf, quiet_enospc=way_out)
+                self._write(tail, buf, quiet_enospc=way_out, payloads=payloads, first=first)
             except QueueWriteError as exc:
                 cause = exc.__cause__
                 if not (way_out and isinstance(cause, OSError) and cause.errno == errno.ENOSPC):
@@ -924,7 +947,7 @@ class DiskQueue:
                                           f"{_errname(exc2)} {exc2.strerror or exc2}") from exc2
                 self._delete_acked()
                 tail = self._segs[-1]
-                self._write(tail, buf)
+                self._write(tail, buf, payloads=payloads, first=first)
             last = first + len(payloads) - 1
             self._last_seq = last
             if mark:
@@ -956,9 +979,11 @@ class DiskQueue:
         parts.append(encode_frame(KIND_MARK | (seq + n - 1), mark))  # commits the write
         return b"".join(parts)
 
-    def _write(self, tail: _Segment, buf: bytes, quiet_enospc: bool = False) -> None:
+    def _write(self, tail: _Segment, buf: bytes, quiet_enospc: bool = False,
+               payloads: list[bytes] | None = None, first: int = 0) -> None:
         """``quiet_enospc``: the caller has a way out of a full disk: an ENOSPC is
-        neither said nor counted here (only if the way out fails too)."""
+        neither said nor counted here (only if the way out fails too). ``payloads``: the
+        data frames of an append, from seq ``first``, kept for the reader (_Kept)."""
         fd = self._wfd
         if self._needs_truncate:
             try:
@@ -979,35 +1004,53 @@ class DiskQueue:
                     log.error("buffer %s: append failed: %s", self.path, exc)
             raise QueueWriteError(f"buffer {self.path}: append of {len(buf)} bytes failed: "
                                   f"{_errname(exc)} {exc.strerror or exc}") from exc
-        self._recent.append((tail, tail.size, buf))
-        self._recent_bytes += len(buf)
-        while self._recent_bytes > RECENT_WRITES_BYTES and len(self._recent) > 1:
-            self._recent_bytes -= len(self._recent.popleft()[2])
+        if payloads is not None:
+            self._recent.append(_Kept(tail, tail.size, tail.size + len(buf), first, payloads))
+            self._recent_bytes += len(buf)
+            while self._recent_bytes > RECENT_WRITES_BYTES and len(self._recent) > 1:
+                w = self._recent.popleft()
+                self._recent_bytes -= w.end - w.start
         tail.size += len(buf)
 
     def _forget_writes(self, seg: _Segment | None) -> None:
-        """Drop the kept writes into ``seg`` (None: all): its bytes change or go."""
-        kept = [w for w in self._recent if seg is not None and w[0] is not seg]
-        self._recent = deque(kept)
-        self._recent_bytes = sum(len(w[2]) for w in kept)
+        """Drop the kept appends into ``seg`` (None: all): its bytes change or go."""
+        self._recent = deque(w for w in self._recent if seg is not None and w.seg is not seg)
+        self._recent_bytes = sum(w.end - w.start for w in self._recent)
 
-    def _recent_write(self, seg: _Segment, off: int) -> tuple[bytes, int] | None:
-        """The kept write holding offset ``off`` of ``seg`` and where it starts, if any.
-        Writes the reader has passed are dropped on the way: it reads forward (a rewind
-        that goes back past them reads the disk)."""
+    def _recent_write(self, seg: _Segment, off: int) -> _Kept | None:
+        """The kept append whose write holds offset ``off`` of ``seg``, if any. Those
+        the reader has passed are dropped on the way: it reads forward (a rewind that
+        goes back past them reads the disk)."""
         recent = self._recent
         while recent:
-            wseg, start, buf = recent[0]
-            if wseg is seg:
-                if off < start:
+            w = recent[0]
+            if w.seg is seg:
+                if off < w.start:
                     return None
-                if off < start + len(buf):
-                    return buf, start
-            elif wseg.first > seg.first:
+                if off < w.end:
+                    return w
+            elif w.seg.first > seg.first:
                 return None
             recent.popleft()
-            self._recent_bytes -= len(buf)
+            self._recent_bytes -= w.end - w.start
         return None
+
+    def _read_kept(self, w: _Kept, out: list[tuple[int, bytes]], want: int, max_bytes: int) -> int | None:
+        """``read`` from a kept append: up to ``want`` records (at least one, about
+        ``max_bytes`` payload bytes) from the read cursor, the payloads as appended
+        (they never went through the disk: no CRC to check). Returns the payload bytes
+        added, or None when the cursor is not at one of its frames (the disk decides)."""
+        i = self._rseq - w.first
+        n = len(w.payloads)
+        if not 0 <= i <= n or w.offset(i) != self._roff:
+            return None
+        cum = w.cum
+        # the first record that reaches max_bytes is the last taken, as in read()
+        end = min(n, i + want, bisect_left(cum, cum[i] + max_bytes, i + 1))
+        out += zip(range(self._rseq, w.first + end), w.payloads[i:end], strict=True)
+        self._rseq = w.first + end
+        self._roff = w.offset(end) if end < n else w.end  # past the commit marker
+        return cum[end] - cum[i]
 
     def _drop_oldest(self, framed: int) -> None:
         while not self._fits(framed) and self._last_seq > self._ack_seq:
@@ -1257,14 +1300,15 @@ class DiskQueue:
                         break
                     self._next_segment()
                     continue
-                recent = self._recent_write(seg, off) if self._recent else None
-                if recent is not None:
-                    # the sink keeps up: these bytes are one of the latest writes, still in
-                    # our memory, never read back from disk: no CRC to check
-                    buf, base = recent
-                    trusted = True
-                else:
-                    buf, base, trusted = self._chunk(seg, off, limit, HEADER_SIZE), self._rbase, False
+                kept = self._recent_write(seg, off) if self._recent else None
+                if kept is not None:
+                    # the sink keeps up: these records are one of the latest appends, still
+                    # in our memory
+                    added = self._read_kept(kept, out, max_records - len(out), max_bytes - nbytes)
+                    if added is not None:
+                        nbytes += added
+                        continue
+                buf, base = self._chunk(seg, off, limit, HEADER_SIZE), self._rbase
                 pos = off - base
                 lim = min(len(buf), limit - base)
                 expected = self._rseq
@@ -1279,13 +1323,10 @@ class DiskQueue:
                             pos = end
                             continue
                         break
-                    if trusted:
-                        add((sq, buf[pos + HEADER_SIZE:end]))
-                    else:
-                        body = buf[pos + 8:end]
-                        if crc32(body) != crc:
-                            break
-                        add((sq, body[8:]))
+                    body = buf[pos + 8:end]
+                    if crc32(body) != crc:
+                        break
+                    add((sq, body[8:]))
                     nbytes += ln
                     expected += 1
                     want -= 1
@@ -1298,8 +1339,6 @@ class DiskQueue:
                 self._rseq = expected
                 if len(out) >= max_records or nbytes >= max_bytes or self._roff >= limit:
                     continue
-                if trusted and pos >= lim:
-                    continue  # the end of a kept write: on to the next
                 nbytes += self._slow_frame(seg, out)
             if out:
                 last = out[-1][0]
