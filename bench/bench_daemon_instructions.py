@@ -15,7 +15,9 @@ on the clock (the buffer's fsync, the syncer) fire ~50 times as often per line
 under valgrind as natively, so they are over-counted a little.
 
 ``--profile`` runs the daemon natively once more under cProfile and prints the
-functions with the most own time (``--sort``).
+functions with the most own time (``--sort``). ``--extra-conf`` adds to the
+configuration (the memory buffer instead of the disk one, say), ``--gc-off``
+disables the garbage collector: what each costs, by difference.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -41,18 +44,21 @@ from corpus import interpreter, write_file  # noqa: E402
 from shipper.framing import FrameDecoder  # noqa: E402
 
 DRIVER = r"""
-import asyncio, sys
+import asyncio, gc, sys
 from shipper.cli import tune_gc
 from shipper.config import load_config
 from shipper.daemon import Daemon, setup_logging
 tune_gc()
+if sys.argv[2] == "gc-off":
+    gc.disable()
 path = sys.argv[1]
+lines = sys.argv[3]
 config = load_config(path)
 setup_logging("text", "warning")
 daemon = Daemon(config, lambda: load_config(path), exit_when_idle=0.3)
 code = asyncio.run(daemon.run())
 st = daemon.assembly.pipeline.stats
-print(f"STATS from memory {st.sent_from_memory} from buffer {st.sent_from_buffer}", file=sys.stderr)
+print(f"STATS {lines} lines: from memory {st.sent_from_memory} from buffer {st.sent_from_buffer}", file=sys.stderr)
 sys.exit(code)
 """
 
@@ -78,7 +84,9 @@ class Receiver(threading.Thread):
                     self.frames += len(dec.feed(data))
 
 
-def run_daemon(tmp: Path, lines: int, wrap: list[str]) -> str:
+def run_daemon(tmp: Path, lines: int, wrap: list[str], extra_conf: str = "", gc_off: bool = False) -> str:
+    """Run the daemon (under ``wrap``) on ``lines`` corpus lines till all is delivered;
+    its stderr. ``extra_conf``: TOML added to bench_e2e.py's configuration."""
     d = tmp / f"run{lines}"
     shutil.rmtree(d, ignore_errors=True)
     (d / "log").mkdir(parents=True)
@@ -86,13 +94,13 @@ def run_daemon(tmp: Path, lines: int, wrap: list[str]) -> str:
     recv = Receiver()
     recv.start()
     conf = shipper_conf(d, d / "log", recv.port, None)
-    if os.environ.get("BENCH_EXTRA_CONF"):  # e.g. the memory buffer, to see what the disk one costs
-        conf.write_text(conf.read_text() + os.environ["BENCH_EXTRA_CONF"].replace("\\n", "\n") + "\n")
+    if extra_conf:
+        conf.write_text(conf.read_text() + extra_conf + "\n")
     driver = tmp / "driver.py"
     driver.write_text(DRIVER)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0"}
-    out = subprocess.run([*wrap, str(driver), str(conf)], capture_output=True,
-                         text=True, env=env, cwd=ROOT)
+    out = subprocess.run([*wrap, str(driver), str(conf), "gc-off" if gc_off else "gc", str(lines)],
+                         capture_output=True, text=True, env=env, cwd=ROOT)
     recv.server.close()
     if out.returncode != 0:
         raise SystemExit(f"daemon failed ({out.returncode}): {out.stderr[-3000:]}")
@@ -101,9 +109,10 @@ def run_daemon(tmp: Path, lines: int, wrap: list[str]) -> str:
     return out.stderr
 
 
-def count(tmp: Path, lines: int, out_file: str) -> int:
-    err = run_daemon(tmp, lines, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", sys.executable])
-    print("   ", *re.findall(r"STATS .*", err))
+def count(tmp: Path, lines: int, out_file: str, **kw: Any) -> int:
+    err = run_daemon(tmp, lines, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
+                                  sys.executable], **kw)
+    print("   ", *re.findall(r"STATS (.*)", err))  # records the sink took as kept dicts / parsed back
     m = re.search(r"Collected : (\d+)", err)
     if m is None:
         raise SystemExit(f"valgrind gave no count: {err[-500:]}")
@@ -118,23 +127,24 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="also a native cProfile run")
     ap.add_argument("--sort", default="tottime")
     ap.add_argument("--no-count", action="store_true", help="only the cProfile run")
+    ap.add_argument("--extra-conf", default="", metavar="TOML",
+                    help='added to the configuration, e.g. $\'[sinks.siem.buffer]\\ntype = "memory"\'')
+    ap.add_argument("--gc-off", action="store_true", help="gc.disable() in the daemon: what the collector costs")
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("bench_daemon_instructions: valgrind not found (apt-get install valgrind)")
     with tempfile.TemporaryDirectory(prefix="shipper-ibench-") as t:
         tmp = Path(t)
         print(f"{args.lines:,} - {args.base:,} corpus lines; {interpreter()}")
-        if os.environ.get("BENCH_GC_OFF"):
-            global DRIVER
-            DRIVER = DRIVER.replace("tune_gc()", "import gc; gc.disable()")
+        kw = {"extra_conf": args.extra_conf, "gc_off": args.gc_off}
         if not args.no_count:
             keep = os.path.join(args.keep, "callgrind.out") if args.keep else "/dev/null"
-            big = count(tmp, args.lines, keep)
-            base = count(tmp, args.base, "/dev/null")
+            big = count(tmp, args.lines, keep, **kw)
+            base = count(tmp, args.base, "/dev/null", **kw)
             print(f"  daemon   {(big - base) / (args.lines - args.base):>9,.0f} instructions/line")
         if args.profile or args.no_count:
             prof = tmp / "prof.out"
-            run_daemon(tmp, args.lines, [sys.executable, "-m", "cProfile", "-o", str(prof)])
+            run_daemon(tmp, args.lines, [sys.executable, "-m", "cProfile", "-o", str(prof)], **kw)
             import pstats
             pstats.Stats(str(prof)).sort_stats(args.sort).print_stats(45)
 
