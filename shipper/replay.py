@@ -257,7 +257,10 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
                 raise
         for r in batch:
             src, off = r.get("source"), r.get("offset")
-            if src is not None and off is not None:
+            # a line with no newline yet (a current still written) is sent as it is,
+            # but not counted done: a resumed run sends it again once it is whole (same
+            # event id) rather than skip the finished line
+            if src is not None and off is not None and F_PARTIAL not in r["flags"]:
                 k = progress_key(r.get("file_id"), src, keys.get(src, True))
                 if off > done.get(k, -1):
                     done[k] = off

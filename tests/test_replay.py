@@ -414,3 +414,36 @@ def test_replay_into_a_pipe_closed_early_stdin_and_bad_rates_are_said_plainly(tm
         r = subprocess.run([sys.executable, "-m", "shipper", "replay", *argv],
                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         assert r.returncode == 2 and want in r.stderr and r.stdout == "", argv
+
+
+def test_a_line_still_being_written_is_sent_again_whole_after_a_resume(tmp_path):
+    """From the offline probe: a replay of a current still written sent its unfinished
+    last line flagged partial and counted it done, so a resumed run skipped the line
+    once it was finished."""
+    d = tmp_path / "send"
+    d.mkdir()
+    (d / "current").write_bytes(b"@400000006b0b94c900000001 new msg 1\n"
+                                b"@400000006b0b94c900000002 info msg 1: bytes 12")
+    later = tmp_path / "later.log"  # a second input, later in time, sent slowly
+    later.write_bytes(b"".join(b"@400000006b0b95c9%08x new msg %d\n" % (i, 100 + i)
+                               for i in range(400)))
+    out = tmp_path / "out.ndjson"
+    args = [sys.executable, "-m", "shipper", "replay", str(d), str(later), "--output", str(out),
+            "--state-dir", str(tmp_path / "state"), "--rate", "200"]
+    p = subprocess.Popen(args, stderr=subprocess.PIPE, cwd=REPO)
+    deadline = time.monotonic() + 30
+    while (not out.exists() or out.read_bytes().count(b"\n") < 20) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 130, err
+    first = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    assert "partial" in first[1]["flags"] and first[1]["event"] != "info_msg"
+    with open(d / "current", "ab") as f:
+        f.write(b" from <a@example.org> qp 7 uid 89\n")  # multilog finishes the line
+    r = subprocess.run(args[:-2], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert r.returncode == 0 and "resuming" in r.stderr, r.stderr
+    recs = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    whole = [x for x in recs if x["event_id"] == first[1]["event_id"] and "partial" not in x["flags"]]
+    assert len(whole) == 1 and whole[0]["event"] == "info_msg" and whole[0]["qp"] == 7
+    assert {x["msg"] for x in recs if x["event"] == "new_msg"} == {1, *range(100, 500)}
