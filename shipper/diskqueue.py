@@ -350,6 +350,21 @@ def walk_segment(data: bytes, first_seq: int, next_first: int | None = None,
     return w
 
 
+def _durable_end(data: bytes, start: int, durable: int) -> int:
+    """Where to cut a write whose commit marker is missing, from ``start`` (the end of
+    the last whole write): after its whole data frames that the previous run reported
+    durable (their source checkpoints may have moved past them: cut, they would be lost
+    for good: a segment cut short after a clean stop lost 52 records that way), before
+    the first one it did not (torn by a crash: the sources read those lines again)."""
+    pos = start
+    while len(data) - pos >= HEADER_SIZE:
+        ln, _, sq = HEADER.unpack_from(data, pos)
+        if sq & KIND_MASK != KIND_DATA or sq & SEQ_MASK > durable:
+            break
+        pos += HEADER_SIZE + ln
+    return min(pos, len(data))
+
+
 def segment_name(first_seq: int) -> str:
     return f"{first_seq:020d}{SEGMENT_SUFFIX}"
 
@@ -616,8 +631,10 @@ class DiskQueue:
                 data = tail.path.read_bytes()
                 tail_walk = walk_segment(data, tail.first)
             if tail_walk.commit_end < len(data):  # whole frames of a write cut short
-                self._truncate_tail(tail, data, tail_walk.commit_end)
-                tail_walk = walk_segment(data[:tail_walk.commit_end], tail.first)
+                keep = _durable_end(data, tail_walk.commit_end, state_durable if state else 0)
+                if keep < len(data):
+                    self._truncate_tail(tail, data, keep)
+                    tail_walk = walk_segment(data[:keep], tail.first)
         if full_check:
             for i, seg in enumerate(self._segs[:-1]):
                 data = seg.path.read_bytes()

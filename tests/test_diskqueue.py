@@ -330,6 +330,31 @@ def test_torn_tail_is_cut_and_appends_go_on(tmp_path: Path) -> None:
     q.close()
 
 
+def test_a_tail_cut_short_after_a_clean_stop_keeps_its_durable_records(tmp_path: Path) -> None:
+    """From the offline probe: a cleanly closed buffer whose last segment lost its last
+    1,000 bytes (the disk, not a crash) lost 53 records, not the 5 the cut touched: the
+    whole last write was cut back to its commit marker, though the state reported all of
+    it durable (so the sources would not read those lines again)."""
+    q = open_q(tmp_path)
+    fill(q, 0, 200, batch=100)  # two writes of 100 records (~230 bytes framed each)
+    q.close()
+    seg = seg_files(tmp_path)[-1]
+    with open(seg, "r+b") as f:
+        f.truncate(seg.stat().st_size - 1000)
+    q = open_q(tmp_path)
+    got = [num(p) for _, p in drain(q)]
+    lost = 200 - len(got)
+    assert got == list(range(len(got))) and 1 <= lost <= 6, lost
+    assert q.stats.corrupt_records == lost  # said: reported durable, not on disk
+    r = q.append([rec(500)])
+    assert r.first_seq == 201  # no seq reused
+    q.close()
+    q = open_q(tmp_path)
+    assert [num(p) for _, p in drain(q)] == [500]
+    assert q.stats.repairs == 0
+    q.close()
+
+
 def test_truncated_old_segment_counts_missing_records(tmp_path: Path) -> None:
     q = open_q(tmp_path)
     fill(q, 0, 1000)
