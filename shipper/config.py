@@ -1122,16 +1122,22 @@ def glob_matches(path: str, pattern: str) -> bool:
     return len(p) == len(q) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(p, q, strict=True))
 
 
-def _overlap(a: str, b: str) -> str | None:
-    """A path both patterns name (now, for two globs), or None."""
+def _overlap(a: str, b: str, a_dirs: bool = False, b_dirs: bool = False) -> str | None:
+    """A path both patterns name (now, for two globs), or None. ``a_dirs``/``b_dirs``:
+    that pattern is a multilog source's, whose globs follow directories only (the files
+    beside them, a syslog file among the log directories, are not theirs)."""
+    def skip(path: str, pat: str, dirs: bool) -> bool:
+        return dirs and glob.has_magic(pat) and os.path.isfile(path)
+
     if glob.has_magic(a) and glob.has_magic(b):
         if os.path.normpath(a) == os.path.normpath(b):
             return a
-        both = set(glob.glob(a)) & set(glob.glob(b))
+        both = {p for p in glob.glob(a) if not skip(p, a, a_dirs)} & \
+            {p for p in glob.glob(b) if not skip(p, b, b_dirs)}
         return min(both) if both else None
-    if glob_matches(b, a):
+    if glob_matches(b, a) and not skip(b, a, a_dirs):
         return os.path.normpath(b)
-    if glob_matches(a, b):
+    if glob_matches(a, b) and not skip(a, b, b_dirs):
         return os.path.normpath(a)
     return None
 
@@ -1143,7 +1149,9 @@ def _check_overlap(ctx: _Ctx, cfg: Config) -> None:
     for j, (name, src) in enumerate(srcs):
         for i, pat in enumerate(src.paths):
             for other, osrc in srcs[:j]:
-                both = next((p for p in (_overlap(o, pat) for o in osrc.paths) if p), None)
+                both = next((p for p in (_overlap(o, pat, osrc.type == "multilog",
+                                                  src.type == "multilog")
+                                         for o in osrc.paths) if p), None)
                 if both is not None:
                     ctx.error(f"sources.{name}.paths[{i}]", f"{pat} names {both}, which source "
                               f'"{other}" follows too: every line would be sent twice; follow a '

@@ -175,6 +175,33 @@ type = "stdout"
     load_config_text(text.replace(b.format(d=d), str(tmp_path / "other")))
 
 
+def test_a_file_beside_a_multilog_glob_s_directories_is_no_overlap(tmp_path):
+    """A multilog glob follows directories only (the follower leaves out the files it
+    matches): a file source for a syslog file among the log directories was refused as
+    following one log twice, and the daemon did not start."""
+    from shipper.config import ConfigError, load_config_text
+
+    d = tmp_path / "log"
+    (d / "send").mkdir(parents=True)
+    (d / "maillog").write_text("x\n")
+    text = f"""
+state_dir = "{tmp_path / 'state'}"
+[sources.qmail]
+type = "multilog"
+paths = ["{d}/*"]
+[sources.syslog]
+type = "file"
+paths = ["{d}/maillog"]
+[sinks.out]
+type = "stdout"
+"""
+    load_config_text(text)
+    load_config_text(text.replace(f'"{d}/maillog"', f'"{d}/mail*"'))  # two globs
+    # a file source's glob does follow files: two of them over one file still overlap
+    with pytest.raises(ConfigError):
+        load_config_text(text.replace('"multilog"', '"file"'))
+
+
 def _catches_sighup(pid: int) -> bool:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
