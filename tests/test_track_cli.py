@@ -224,3 +224,22 @@ def test_rotated_syslog_files_are_one_log_for_the_year(tmp_path: Path) -> None:
     assert [[Path(f).name for f in st.files] for st in sets] == [["mail.log.2.gz", "mail.log.1", "mail.log"],
                                                               ["other.log"]]
     assert not any(st.multilog for st in sets)
+
+
+def test_track_shows_a_forwarded_copy_that_completed_before_its_mail(tmp_path: Path) -> None:
+    """The forwarding mail had another recipient still deferred: its summary came after
+    the copy's, and track, following only mails already shown, left the copy out."""
+    from tests.test_track_qmail import _COPY, _COPY_DELIVERY, _FORWARD
+    parent = [ln for ln in _FORWARD.read_text().splitlines() if ln.startswith("@")]
+    start_remote = "@400000003e38291035d359b0 starting delivery 190553: msg 706430 to remote slow@example.net"
+    copy = [ln.replace("190553", "190554") for ln in _COPY + _COPY_DELIVERY]
+    late = ["@400000003e3829200800000b delivery 190553: success: 192.0.2.9_accepted_message./"
+            "Remote_host_said:_250_ok/",
+            "@400000003e3829200800000c end msg 706430"]
+    lines = sorted(parent[:-1] + [start_remote] + copy, key=lambda ln: ln[:25]) + late
+    log = tmp_path / "current"
+    log.write_text("\n".join(lines) + "\n")
+    rc, out = run(track_main, [str(log), "--to", "guitar-tpj-regex@", "--json"])
+    recs = [orjson.loads(ln) for ln in out.splitlines()]
+    assert rc == 0 and [r["msg"] for r in recs] == [706430, 706431]
+    assert recs[1]["forward_of"]["event_id"] == recs[0]["event_id"]

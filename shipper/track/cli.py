@@ -29,6 +29,7 @@ from shipper.when import FORMS, parse_time
 FEED_BATCH = 2048
 FLUSH_EVERY = 64  # batches between max-age flushes
 FOLLOW_MAX = 100_000  # mails shown whose forwarded copies and bounces track still shows
+FOLLOW_HOLD = 10_000  # copies and bounces that completed before their mail, held for it
 # Raw events no tracker looks at: skipped before building a dict for them.
 _IGNORED = frozenset({"status", "tcp_status", "unparsed", "io_eof", "daemon",
                       "delivery_account", "warning", "alert"})
@@ -158,20 +159,43 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
     # the bounces they caused are shown after them (and theirs in turn). Bounded: the
     # oldest ids are forgotten first.
     shown: dict[str, None] = {}
+    # A copy or bounce that completed before its mail did (the mail had another
+    # recipient still deferred): held until that mail is shown, by the mail's id.
+    # Bounded: the oldest held are dropped first.
+    held: dict[str, list[dict[str, Any]]] = {}
+    n_held = 0
     errors: list[str] = []
-    try:
-        for rec in summaries(args.paths, copts, popts, _say_unreadable(errors, "shipper track")):
-            if not matches(rec, q) and not _follows(rec, shown):
-                continue
+
+    def show(rec: dict[str, Any]) -> None:
+        nonlocal found, n_held
+        todo = [rec]
+        while todo:
+            r = todo.pop(0)
             found += 1
-            if rec.get("event") == "mail" and rec.get("event_id") is not None:
-                shown[rec["event_id"]] = None
+            eid = r.get("event_id")
+            if r.get("event") == "mail" and eid is not None:
+                shown[eid] = None
                 if len(shown) > FOLLOW_MAX:
                     del shown[next(iter(shown))]
+                kids = held.pop(eid, [])
+                n_held -= len(kids)
+                todo.extend(kids)
             if args.json:
-                out.write(orjson.dumps(rec).decode() + "\n")
+                out.write(orjson.dumps(r).decode() + "\n")
             else:
-                out.write(render_text(rec))
+                out.write(render_text(r))
+
+    try:
+        for rec in summaries(args.paths, copts, popts, _say_unreadable(errors, "shipper track")):
+            if matches(rec, q) or _follows(rec, shown):
+                show(rec)
+                continue
+            parent = _parent(rec)
+            if parent is not None:
+                held.setdefault(parent, []).append(rec)
+                n_held += 1
+                while n_held > FOLLOW_HOLD:
+                    n_held -= len(held.pop(next(iter(held))))
     except InputError as exc:
         print(f"shipper track: {exc}", file=sys.stderr)
         return 2
@@ -179,6 +203,15 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
     if errors:
         return 2
     return 0 if found else 1
+
+
+def _parent(rec: dict[str, Any]) -> str | None:
+    """The event id of the mail ``rec`` is a forwarded copy or a bounce of, if any."""
+    for link in ("forward_of", "bounce_of"):
+        of = rec.get(link)
+        if isinstance(of, dict) and isinstance(of.get("event_id"), str):
+            return of["event_id"]
+    return None
 
 
 def _follows(rec: dict[str, Any], shown: dict[str, None]) -> bool:
