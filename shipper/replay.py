@@ -72,17 +72,27 @@ def _readable_batches(files: list[str], max_line: int, counters: dict[str, int],
 def source_options(config: Any, path: str) -> Any:
     """The configured source that follows ``path`` (a multilog directory, or a file of
     one; a file source's file or one of its rotated copies), if any."""
-    import fnmatch
+    import glob
 
-    real = os.path.realpath(path)
+    from shipper.config import glob_matches
+
+    # the path as given and as resolved: the live run follows what its globs list,
+    # symlinks unresolved (Life with qmail's supervise/*/log/main links to the logs)
+    given = {os.path.abspath(path), os.path.realpath(path)}
+    cands = given | {os.path.dirname(c) for c in given}
     for s in config.sources.values():
         for pat in s.paths:
-            pats = [pat, os.path.realpath(pat)] if not any(c in pat for c in "*?[") else [pat]
-            for cand in (real, os.path.dirname(real)):
-                if any(fnmatch.fnmatchcase(cand, x) for x in pats):
+            if glob.has_magic(pat):
+                pats = [pat]
+                # what the glob lists now, resolved: a path given through another link
+                if cands & {os.path.realpath(m) for m in glob.glob(pat)}:
                     return s
-            if s.type == "file" and any(fnmatch.fnmatchcase(real, x + ".*") or
-                                        fnmatch.fnmatchcase(real, x + "-*") for x in pats):
+            else:
+                pats = [pat, os.path.realpath(pat)]
+            if any(glob_matches(c, x) for c in cands for x in pats):
+                return s
+            if s.type == "file" and any(glob_matches(c, x + ".*") or glob_matches(c, x + "-*")
+                                        for c in given for x in pats):
                 return s
     return None
 

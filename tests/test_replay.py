@@ -447,3 +447,38 @@ def test_a_line_still_being_written_is_sent_again_whole_after_a_resume(tmp_path)
     whole = [x for x in recs if x["event_id"] == first[1]["event_id"] and "partial" not in x["flags"]]
     assert len(whole) == 1 and whole[0]["event"] == "info_msg" and whole[0]["qp"] == 7
     assert {x["msg"] for x in recs if x["event"] == "new_msg"} == {1, *range(100, 500)}
+
+
+def test_replay_with_c_finds_the_source_of_a_directory_reached_through_a_link(tmp_path):
+    """Life with qmail links supervise/*/log/main to the log directory, and a config may
+    follow the links: replay -c of the path the live run follows (or of the directory it
+    links to) found no source, so records were parsed with defaults (no tai_leap: times
+    27 s apart from the live run's; not the source's program)."""
+    from shipper.config import load_config
+    from shipper.replay import source_options
+
+    logs = tmp_path / "log" / "send"
+    logs.mkdir(parents=True)
+    (tmp_path / "svc" / "qmail-send" / "log").mkdir(parents=True)
+    (tmp_path / "svc" / "qmail-send" / "log" / "main").symlink_to(logs)
+    (tmp_path / "maillog").write_text("")
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f"""state_dir = "{tmp_path / 'var'}"
+[sources.send]
+type = "multilog"
+paths = ["{tmp_path}/svc/*/log/main"]
+tai_leap = true
+[sources.syslog]
+type = "file"
+paths = ["{tmp_path}/maillog"]
+[sinks.siem]
+type = "stdout"
+""")
+    config = load_config(str(cfg))
+    for p in (tmp_path / "svc" / "qmail-send" / "log" / "main", logs, logs / "current"):
+        assert source_options(config, str(p)).name == "send", p
+    assert source_options(config, str(tmp_path / "maillog.1.gz")).name == "syslog"
+    # a glob's "*" is one path segment: the file source's rotated copies only, not a
+    # file under a directory of that name
+    assert source_options(config, str(tmp_path / "maillog.d" / "x")) is None
+    assert source_options(config, str(tmp_path / "other")) is None
