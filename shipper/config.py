@@ -1134,12 +1134,22 @@ def _overlap(a: str, b: str, a_dirs: bool = False, b_dirs: bool = False) -> str 
             return a
         both = {p for p in glob.glob(a) if not skip(p, a, a_dirs)} & \
             {p for p in glob.glob(b) if not skip(p, b, b_dirs)}
-        return min(both) if both else None
-    if glob_matches(b, a) and not skip(b, a, a_dirs):
+        if both:
+            return min(both)
+    elif glob_matches(b, a) and not skip(b, a, a_dirs):
         return os.path.normpath(b)
-    if glob_matches(a, b) and not skip(a, b, b_dirs):
+    elif glob_matches(a, b) and not skip(a, b, b_dirs):
         return os.path.normpath(a)
-    return None
+    # one directory reached two ways now: a symlink (Life with qmail's log/main) and its target
+    both = set(_resolved(a, a_dirs)) & set(_resolved(b, b_dirs))
+    return min(both) if both else None
+
+
+def _resolved(pat: str, dirs: bool) -> list[str]:
+    """The paths ``pat`` names now, symlinks resolved (for a multilog glob, not files)."""
+    if glob.has_magic(pat):
+        return [os.path.realpath(p) for p in glob.glob(pat) if not (dirs and os.path.isfile(p))]
+    return [os.path.realpath(pat)] if os.path.exists(pat) else []
 
 
 def _check_overlap(ctx: _Ctx, cfg: Config) -> None:

@@ -202,6 +202,37 @@ type = "stdout"
         load_config_text(text.replace('"multilog"', '"file"'))
 
 
+@pytest.mark.parametrize("other", ["{svc}/*/log/main", "{svc}/qmail-send/log/main"])
+def test_two_sources_following_one_log_through_a_symlink_is_a_config_error(tmp_path, other):
+    """Life with qmail links supervise/qmail-send/log/main to /var/log/qmail/send: a
+    source by the link and one by the target read every line twice, with no word."""
+    from shipper.config import ConfigError, load_config_text
+
+    d = tmp_path / "log"
+    (d / "send").mkdir(parents=True)
+    svc = tmp_path / "svc"
+    (svc / "qmail-send" / "log").mkdir(parents=True)
+    (svc / "qmail-send" / "log" / "main").symlink_to(d / "send")
+    text = f"""
+state_dir = "{tmp_path / 'state'}"
+[sources.all]
+type = "multilog"
+paths = ["{d}/*"]
+[sources.supervised]
+type = "multilog"
+paths = ["{other.format(svc=svc)}"]
+[sinks.out]
+type = "stdout"
+"""
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text)
+    assert info.value.errors[0].startswith("sources.supervised.paths[0]: ") and \
+        f'names {d / "send"}, which source "all" follows too' in info.value.errors[0]
+    (svc / "qmail-send" / "log" / "main").unlink()
+    (svc / "qmail-send" / "log" / "main").mkdir()
+    load_config_text(text)
+
+
 def _catches_sighup(pid: int) -> bool:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
