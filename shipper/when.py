@@ -45,10 +45,12 @@ def parse_time(text: str, now: float | None = None) -> int:
     if not m:
         raise ValueError(f"not a time: {text!r}; use {FORMS}")
     y, mo, d, h, mi, s = (int(g or 0) for g in m.groups()[:6])
-    if not (1 <= mo <= 12 and 1 <= d <= 31 and h <= 23 and mi <= 59 and s <= 60):
+    tz = m.group(8)
+    # (mktime and timegm take 2024-02-31 for 2024-03-02 without a word)
+    if not (1 <= mo <= 12 and 1 <= d <= calendar.monthrange(y, mo)[1] and h <= 23 and mi <= 59
+            and s <= 60) or (tz not in (None, "Z") and (int(tz[1:3]) > 23 or int(tz[-2:]) > 59)):
         raise ValueError(f"not a time: {text!r} (a field out of range)")
     frac = m.group(7) or ""
-    tz = m.group(8)
     if tz is None:  # local time, as tai64nlocal shows it
         secs = int(time.mktime((y, mo, d, h, mi, s, 0, 0, -1)))
     else:

@@ -24,7 +24,10 @@ def test_forms() -> None:
     assert parse_time("@4000000052fafd8d3298434c") == 1392180611_848839500
     assert parse_time("2h", now=10000.0) == (10000 - 7200) * 10**9
     assert parse_time(" 90s ", now=100.0) == 10 * 10**9
-    for bad in ("yesterday", "2024-13-01", "2024-01-01T25:00", "@40000000", "-5"):
+    assert parse_time("2024-02-29Z") == 1709164800 * 10**9
+    # a day the month does not have, an offset beyond 23:59: refused, not moved on
+    for bad in ("yesterday", "2024-13-01", "2024-01-01T25:00", "@40000000", "-5", "2026-02-29",
+                "2026-04-31T10:00Z", "2026-01-01T00:00+25:00", "2026-01-01T00:00-01:60"):
         with pytest.raises(ValueError, match="not a time"):
             parse_time(bad)
 
