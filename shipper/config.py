@@ -1122,33 +1122,36 @@ def glob_matches(path: str, pattern: str) -> bool:
     return len(p) == len(q) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(p, q, strict=True))
 
 
-def _overlap(a: str, b: str, a_dirs: bool = False, b_dirs: bool = False) -> str | None:
-    """A path both patterns name (now, for two globs), or None. ``a_dirs``/``b_dirs``:
-    that pattern is a multilog source's, whose globs follow directories only (the files
-    beside them, a syslog file among the log directories, are not theirs)."""
-    def skip(path: str, pat: str, dirs: bool) -> bool:
-        return dirs and glob.has_magic(pat) and os.path.isfile(path)
+def _overlap(a: str, b: str, a_kind: str = "", b_kind: str = "") -> str | None:
+    """A path both patterns name (now, for two globs), or None. ``a_kind``/``b_kind``:
+    the source types: a multilog glob follows directories only (not the files beside
+    them, a syslog file among the log directories), a file glob files only."""
+    def skip(path: str, pat: str, kind: str) -> bool:
+        if not glob.has_magic(pat):
+            return False
+        return os.path.isfile(path) if kind == "multilog" else kind == "file" and os.path.isdir(path)
 
     if glob.has_magic(a) and glob.has_magic(b):
-        if os.path.normpath(a) == os.path.normpath(b):
+        if os.path.normpath(a) == os.path.normpath(b) and a_kind == b_kind:
             return a
-        both = {p for p in glob.glob(a) if not skip(p, a, a_dirs)} & \
-            {p for p in glob.glob(b) if not skip(p, b, b_dirs)}
+        both = {p for p in glob.glob(a) if not skip(p, a, a_kind)} & \
+            {p for p in glob.glob(b) if not skip(p, b, b_kind)}
         if both:
             return min(both)
-    elif glob_matches(b, a) and not skip(b, a, a_dirs):
+    elif glob_matches(b, a) and not skip(b, a, a_kind):
         return os.path.normpath(b)
-    elif glob_matches(a, b) and not skip(a, b, b_dirs):
+    elif glob_matches(a, b) and not skip(a, b, b_kind):
         return os.path.normpath(a)
     # one directory reached two ways now: a symlink (Life with qmail's log/main) and its target
-    both = set(_resolved(a, a_dirs)) & set(_resolved(b, b_dirs))
+    both = set(_resolved(a, a_kind)) & set(_resolved(b, b_kind))
     return min(both) if both else None
 
 
-def _resolved(pat: str, dirs: bool) -> list[str]:
-    """The paths ``pat`` names now, symlinks resolved (for a multilog glob, not files)."""
+def _resolved(pat: str, kind: str) -> list[str]:
+    """The paths ``pat`` names now, symlinks resolved (for a glob, those of its kind)."""
     if glob.has_magic(pat):
-        return [os.path.realpath(p) for p in glob.glob(pat) if not (dirs and os.path.isfile(p))]
+        keep = os.path.isdir if kind == "multilog" else os.path.isfile if kind == "file" else os.path.exists
+        return [os.path.realpath(p) for p in glob.glob(pat) if keep(p)]
     return [os.path.realpath(pat)] if os.path.exists(pat) else []
 
 
@@ -1159,8 +1162,7 @@ def _check_overlap(ctx: _Ctx, cfg: Config) -> None:
     for j, (name, src) in enumerate(srcs):
         for i, pat in enumerate(src.paths):
             for other, osrc in srcs[:j]:
-                both = next((p for p in (_overlap(o, pat, osrc.type == "multilog",
-                                                  src.type == "multilog")
+                both = next((p for p in (_overlap(o, pat, osrc.type, src.type)
                                          for o in osrc.paths) if p), None)
                 if both is not None:
                     ctx.error(f"sources.{name}.paths[{i}]", f"{pat} names {both}, which source "

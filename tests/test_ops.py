@@ -197,6 +197,8 @@ type = "stdout"
 """
     load_config_text(text)
     load_config_text(text.replace(f'"{d}/maillog"', f'"{d}/mail*"'))  # two globs
+    # one glob for both: the file source takes the files, the multilog one the directories
+    load_config_text(text.replace(f'"{d}/maillog"', f'"{d}/*"'))
     # a file source's glob does follow files: two of them over one file still overlap
     with pytest.raises(ConfigError):
         load_config_text(text.replace('"multilog"', '"file"'))
