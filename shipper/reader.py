@@ -350,7 +350,10 @@ def input_sets(paths: list[str], plain_dirs: bool = False) -> list[InputSet]:
         fresh = [f for f in files if os.path.realpath(f) not in seen]
         seen.update(os.path.realpath(f) for f in files)
         if os.path.isdir(p) and is_multilog_dir(p):
-            if fresh:
+            got = sets.get(("dir", os.path.realpath(p)))
+            if got is not None:  # some of its files were named before it: one stream still
+                got.files.extend(fresh)
+            elif fresh:
                 sets[("dir", os.path.realpath(p))] = InputSet(fresh, True, p)
             continue
         for f in fresh:

@@ -232,3 +232,18 @@ def test_the_end_of_a_u_file_is_not_joined(tmp_path):
     batches = list(read_joined([str(d / "@400000005a4a8d2b0a8c2f6c.u"), str(d / "current")]))
     assert [b.partial for b in batches] == [0, None] and all(b.continued is None for b in batches)
     assert [len(b.lines) for b in batches] == [1, 2]
+
+
+def test_an_archive_named_before_its_directory_is_read_once_not_dropped(tmp_path):
+    """`replay dir/@….s dir` (or track, stats): the directory's set replaced the one the
+    archive had started, and the archive, already seen, was read by neither."""
+    from shipper.reader import input_sets
+
+    d = tmp_path / "send"
+    d.mkdir()
+    arch = d / "@400000003e382910351ebf4c.s"
+    arch.write_bytes(b"@400000003e382910351ebf4c new msg 1\n")
+    (d / "current").write_bytes(b"@400000003e382911351ebf4c new msg 2\n")
+    for args in ([str(arch), str(d)], [str(d), str(arch)], [str(d / "current"), str(arch), str(d)]):
+        (st,) = input_sets(args)
+        assert st.multilog and st.files == [str(arch), str(d / "current")], args
