@@ -1122,10 +1122,11 @@ def glob_matches(path: str, pattern: str) -> bool:
     return len(p) == len(q) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(p, q, strict=True))
 
 
-def _overlap(a: str, b: str, a_kind: str = "", b_kind: str = "") -> str | None:
-    """A path both patterns name (now, for two globs), or None. ``a_kind``/``b_kind``:
-    the source types: a multilog glob follows directories only (not the files beside
-    them, a syslog file among the log directories), a file glob files only."""
+def _overlap(a: str, b: str, a_kind: str = "", b_kind: str = "") -> tuple[str, bool] | None:
+    """(a path both patterns name, whether only what is on disk now says so), or None.
+    ``a_kind``/``b_kind``: the source types: a multilog glob follows directories only
+    (not the files beside them, a syslog file among the log directories), a file glob
+    files only."""
     def skip(path: str, pat: str, kind: str) -> bool:
         if not glob.has_magic(pat):
             return False
@@ -1133,18 +1134,18 @@ def _overlap(a: str, b: str, a_kind: str = "", b_kind: str = "") -> str | None:
 
     if glob.has_magic(a) and glob.has_magic(b):
         if os.path.normpath(a) == os.path.normpath(b) and a_kind == b_kind:
-            return a
+            return a, False
         both = {p for p in glob.glob(a) if not skip(p, a, a_kind)} & \
             {p for p in glob.glob(b) if not skip(p, b, b_kind)}
         if both:
-            return min(both)
+            return min(both), True
     elif glob_matches(b, a) and not skip(b, a, a_kind):
-        return os.path.normpath(b)
+        return os.path.normpath(b), False
     elif glob_matches(a, b) and not skip(a, b, b_kind):
-        return os.path.normpath(a)
+        return os.path.normpath(a), False
     # one directory reached two ways now: a symlink (Life with qmail's log/main) and its target
     both = set(_resolved(a, a_kind)) & set(_resolved(b, b_kind))
-    return min(both) if both else None
+    return (min(both), True) if both else None
 
 
 def _resolved(pat: str, kind: str) -> list[str]:
@@ -1157,18 +1158,29 @@ def _resolved(pat: str, kind: str) -> list[str]:
 
 def _check_overlap(ctx: _Ctx, cfg: Config) -> None:
     """Two sources following one log: every line sent twice, each source with its own
-    checkpoint (a probe found it shipped silently)."""
+    checkpoint (a probe found it shipped silently). An error when the patterns say so;
+    a warning when only the disk does now (two globs matching one directory, a symlink):
+    a directory made later must not turn the next restart into a start refused again
+    and again, shipping nothing, for lines that would go twice with the same event ids."""
     srcs = [(n, s) for n, s in cfg.sources.items() if s.type != "stdin"]
     for j, (name, src) in enumerate(srcs):
         for i, pat in enumerate(src.paths):
             for other, osrc in srcs[:j]:
-                both = next((p for p in (_overlap(o, pat, osrc.type, src.type)
-                                         for o in osrc.paths) if p), None)
-                if both is not None:
+                found = next((p for p in (_overlap(o, pat, osrc.type, src.type)
+                                          for o in osrc.paths) if p), None)
+                if found is None:
+                    continue
+                both, now = found
+                if now:
+                    ctx.warnings.append(
+                        f"sources.{name}.paths[{i}]: {pat} names {both} now, which source "
+                        f'"{other}" follows too: its lines are sent twice (with the same event '
+                        "ids); follow a log in one source only")
+                else:
                     ctx.error(f"sources.{name}.paths[{i}]", f"{pat} names {both}, which source "
                               f'"{other}" follows too: every line would be sent twice; follow a '
                               "log in one source only")
-                    break
+                break
 
 
 def _build(data: dict[str, Any], ctx: _Ctx, path: str) -> Config:
