@@ -1119,7 +1119,9 @@ def glob_matches(path: str, pattern: str) -> bool:
     if not glob.has_magic(pattern):
         return False
     p, q = path.split(os.sep), pattern.split(os.sep)
-    return len(p) == len(q) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(p, q, strict=True))
+    # as glob: a hidden name only for a pattern that begins with "." too
+    return len(p) == len(q) and all(fnmatch.fnmatchcase(a, b) and (a[:1] != "." or b[:1] == ".")
+                                    for a, b in zip(p, q, strict=True))
 
 
 def _overlap(a: str, b: str, a_kind: str = "", b_kind: str = "") -> tuple[str, bool] | None:

@@ -260,6 +260,23 @@ type = "stdout"
     assert not [w for w in load_config_text(text).warnings if "follows too" in w]
 
 
+def test_glob_matches_lists_what_glob_lists(tmp_path):
+    """glob's * leaves out hidden names: the overlap check took a hidden directory named
+    beside a glob (a log kept apart as .old) for one the glob follows, a config error,
+    and a removed source's checkpoint of it went to the glob's source."""
+    import glob as globmod
+
+    from shipper.config import glob_matches
+
+    for name in ("send", ".old", "..x"):
+        (tmp_path / name).mkdir()
+    for pat in ("*", ".*", "?end", "[.]old", "s*"):
+        listed = set(globmod.glob(str(tmp_path / pat)))
+        for name in ("send", ".old", "..x"):
+            p = str(tmp_path / name)
+            assert glob_matches(p, str(tmp_path / pat)) == (p in listed), (pat, name)
+
+
 def _catches_sighup(pid: int) -> bool:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
