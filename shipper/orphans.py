@@ -28,7 +28,7 @@ import orjson
 
 from shipper.checkpoint import SCHEMA, atomic_write
 from shipper.config import Config, glob_matches
-from shipper.diskqueue import STATE_NAME, decode_state, list_segments, walk_segment
+from shipper.diskqueue import STATE_MAGIC, STATE_NAME, decode_state, list_segments, walk_segment
 
 log = logging.getLogger("shipper")
 
@@ -65,6 +65,15 @@ def _in_use(state: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def _queue_state(path: Path) -> bool:
+    """Whether ``path`` is a disk queue's state file (its magic)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(STATE_MAGIC)) == STATE_MAGIC
+    except OSError:
+        return False
 
 
 def _unacked(root: Path) -> tuple[int, int]:
@@ -111,8 +120,8 @@ def find_orphan_buffers(config: Config) -> list[OrphanBuffer]:
                 continue
             p = Path(path)
             try:
-                if not (p / STATE_NAME).is_file() and not list_segments(p):
-                    continue  # not a queue
+                if not list_segments(p) and not _queue_state(p / STATE_NAME):
+                    continue  # not a queue (another program's directory with a "state")
                 if _in_use(p / STATE_NAME):
                     continue  # another process's (a shipper with this buffer path)
                 records, size = _unacked(p)

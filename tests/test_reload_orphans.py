@@ -210,3 +210,30 @@ def test_a_reload_with_a_sink_down_does_not_stop_the_reading_for_the_drain_time(
         rs.stop()
     assert took < 4, f"the reload took {took:.1f} s"
     assert sorted(set(seqs)) == list(range(600))
+
+
+def test_another_program_s_directory_with_a_state_file_is_no_orphan_buffer(tmp_path):
+    """The buffers' root may be a shared directory ([buffer] path = "/var/lib"): any
+    directory there holding a file named "state" (/var/lib/nfs/state) was named in the
+    log as a removed sink's buffer that 'may be removed'."""
+    from shipper.config import load_config_text
+    from shipper.diskqueue import DiskQueue
+    from shipper.orphans import find_orphan_buffers
+
+    root = tmp_path / "lib"
+    (root / "nfs").mkdir(parents=True)
+    (root / "nfs" / "state").write_bytes(b"\x00\x00\x00\x07")
+    q = DiskQueue.open(root / "old-sink")
+    q.append([b'{"a": 1}', b'{"a": 2}'])
+    q.close()
+    config = load_config_text(f"""
+state_dir = "{tmp_path / 'state'}"
+[buffer]
+path = "{root}"
+[sources.in]
+type = "stdin"
+[sinks.out]
+type = "stdout"
+""")
+    found = find_orphan_buffers(config)
+    assert [(os.path.basename(o.path), o.records) for o in found] == [("old-sink", 2)]
