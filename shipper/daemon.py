@@ -365,13 +365,20 @@ FD_HEADROOM = 64  # files besides the followed directories: sinks, buffers, stat
 
 
 def followed_now(config: Config) -> int:
-    """How many paths the sources' patterns name now (each holds a file open)."""
+    """How many logs the sources' patterns name now (each holds a file open): a multilog
+    glob's directories (not the archives of a directory it also matches), a file glob's
+    files."""
     import glob
 
     n = 0
     for src in config.sources.values():
         for pat in src.paths:
-            n += len(glob.glob(pat)) if glob.has_magic(pat) else 1
+            if not glob.has_magic(pat):
+                n += 1
+            elif src.type == "multilog":  # its glob follows directories only
+                n += sum(1 for p in glob.glob(pat) if os.path.isdir(p))
+            else:
+                n += sum(1 for p in glob.glob(pat) if not os.path.isdir(p))
     return n
 
 

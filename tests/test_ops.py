@@ -385,3 +385,29 @@ path = "{tmp_path / 'out.ndjson'}"
     said = [ln for ln in log.read_text().splitlines() if "log directories to follow" in ln]
     assert len(said) == 1 and f"{DIRS} log directories" in said[0] and "LimitNOFILE" in said[0], \
         log.read_text()[-2000:]
+
+
+def test_the_directories_counted_against_the_limit_are_those_followed(tmp_path):
+    """A multilog glob over /var/log/qmail matches qmail-send's own archives too: those
+    are not followed (and hold nothing open)."""
+    from shipper.config import load_config_text
+    from shipper.daemon import followed_now
+
+    logs = tmp_path / "log"
+    for i in range(3):
+        (logs / f"d{i}").mkdir(parents=True)
+    for i in range(5):
+        (logs / f"@40000000659340620000000{i}.s").write_bytes(b"")
+    (tmp_path / "mail.log").write_bytes(b"")
+    config = load_config_text(f"""
+state_dir = "{tmp_path / 'state'}"
+[sources.ml]
+type = "multilog"
+paths = ["{logs}/*"]
+[sources.syslog]
+type = "file"
+paths = ["{tmp_path}/*.log"]
+[sinks.out]
+type = "stdout"
+""", "shipper.toml")
+    assert followed_now(config) == 3 + 1

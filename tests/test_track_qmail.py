@@ -313,3 +313,16 @@ def test_forward_link_survives_a_restart_at_every_line() -> None:
             second = Correlator.from_state(orjson.loads(orjson.dumps(first.to_state())))
             out += second.feed(recs[cut:]) + second.finish()
             assert out == whole, (copy_first, cut)
+
+
+def test_only_a_local_delivery_forwards() -> None:
+    # qmail-local's report; a remote server's reply that looks like it is only text
+    lines = [
+        "@400000003e38291000000001 new msg 5",
+        "@400000003e38291000000002 info msg 5: bytes 10 from <a@x.org> qp 40 uid 89",
+        "@400000003e38291000000003 starting delivery 9: msg 5 to remote b@y.org",
+        "@400000003e38291000000004 delivery 9: success: 192.0.2.1_said_/did_0+1+0/qp_41/_ok/",
+        "@400000003e38291000000005 end msg 5",
+    ]
+    (mail,) = _mails_of(lines).values()
+    assert "forward_qp" not in mail["recipients"][0]

@@ -300,7 +300,7 @@ class QmailTracker:
         if result in ("success", "failure"):
             r["delay_s"] = seconds(m.get("birth_ns") or m["first_ns"], t)
         fqp = rec.get("qp")
-        if type(fqp) is int and result == "success":
+        if type(fqp) is int and result == "success" and r.get("channel") == "local":
             self._forwarded(key, idx, rec.get("host") or "", fqp, t)
         self._touch(m, rec)
 
