@@ -138,6 +138,12 @@ server_name = "localhost"
         while kills < 24 and time.monotonic() < t_limit:
             time.sleep(rng.uniform(0.3, 1.2))
             workers = _children(proc.pid)
+            # every other kill waits (bounded) for the parse worker: on a loaded machine
+            # the daemon starts slowly, and the orphan check needs kills with a worker
+            wait_until = time.monotonic() + (5.0 if kills % 2 == 0 else 0.0)
+            while not workers and time.monotonic() < wait_until and proc.poll() is None:
+                time.sleep(0.05)
+                workers = _children(proc.pid)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
             kills += 1
