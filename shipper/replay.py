@@ -357,9 +357,12 @@ def main(argv: list[str]) -> int:
     out = None
     config = None
     try:
-        for t in (args.since, args.until):
+        for opt, t in (("--since", args.since), ("--until", args.until)):
             if t:
-                parse_time(t)
+                try:
+                    parse_time(t)
+                except ValueError as exc:
+                    ap.error(f"{opt}: {exc}")  # a usage error (exit 2), as in track
         if args.sink and not args.config:
             ap.error("--sink needs -c CONFIG")
         if "-" in args.paths:

@@ -410,7 +410,8 @@ def test_replay_into_a_pipe_closed_early_stdin_and_bad_rates_are_said_plainly(tm
     assert p.returncode == 0 and b"Broken pipe" not in err and b"Traceback" not in err
     for argv, want in ((["-", "--output", "-"], "for stdin use 'shipper parse -'"),
                        ([str(log), "--output", "-", "--rate", "-5"], "not a rate"),
-                       ([str(log), "--output", "-", "--rate", "nan"], "not a rate")):
+                       ([str(log), "--output", "-", "--rate", "nan"], "not a rate"),
+                       ([str(log), "--output", "-", "--since", "yesterday"], "--since: not a time")):
         r = subprocess.run([sys.executable, "-m", "shipper", "replay", *argv],
                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         assert r.returncode == 2 and want in r.stderr and r.stdout == "", argv
