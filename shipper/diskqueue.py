@@ -608,6 +608,7 @@ class DiskQueue:
         prev_policy = state.get("fsync") if state else None
         state_durable = int(state.get("durable", 0)) if state else 0
         tail_walk: SegmentWalk | None = None
+        unmarked = False  # the tail ends in whole records kept without their commit marker
         if self._segs:
             tail = self._segs[-1]
             data = tail.path.read_bytes()
@@ -635,6 +636,18 @@ class DiskQueue:
                 if keep < len(data):
                     self._truncate_tail(tail, data, keep)
                     tail_walk = walk_segment(data[:keep], tail.first)
+                if tail_walk.commit_end < keep:
+                    # kept: a marker is written for them below, so that they are a whole
+                    # write for every later recovery (whatever its state says) and for
+                    # ``shipper buffer verify``; the dedup position the marker held is gone
+                    # (the state's, if trusted, still has it; else: duplicates, not loss)
+                    unmarked = True
+                    first_kept = HEADER.unpack_from(data, tail_walk.commit_end)[2] & SEQ_MASK
+                    log.warning("buffer %s: segment %s: the commit marker after records %d..%d "
+                                "is missing; keeping them (reported durable by the previous "
+                                "run)", self.path, tail.path.name, first_kept,
+                                tail_walk.next_seq - 1)
+                    self.stats.repairs += 1
         if full_check:
             for i, seg in enumerate(self._segs[:-1]):
                 data = seg.path.read_bytes()
@@ -664,6 +677,11 @@ class DiskQueue:
                     self._write(self._segs[-1], encode_frame(KIND_GAP | (next_seq - 1), orjson.dumps(gap)))
                 except QueueWriteError:
                     pass  # disk full: the reader counts the missing seqs instead
+            elif unmarked:  # commit the records kept without their marker
+                try:
+                    self._write(self._segs[-1], encode_frame(KIND_MARK | (disk_next - 1), b""))
+                except QueueWriteError:
+                    pass  # disk full: the next start keeps them again (the state still says durable)
             if self.fsync != "never":
                 os.fdatasync(self._wfd)
         self._last_seq = next_seq - 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -352,6 +353,34 @@ def test_a_tail_cut_short_after_a_clean_stop_keeps_its_durable_records(tmp_path:
     q = open_q(tmp_path)
     assert [num(p) for _, p in drain(q)] == [500]
     assert q.stats.repairs == 0
+    q.close()
+
+
+def test_records_kept_without_their_commit_marker_are_committed_at_recovery(tmp_path: Path) -> None:
+    """A tail cut by the disk exactly at the last commit marker after a clean stop: its
+    records are kept (reported durable), and recovery writes a marker for them, says so
+    and counts it. Without one they stayed an "unfinished write" that ``shipper buffer
+    repair`` could not mend, and a later start with an unusable state file cut them as
+    a torn tail, uncounted, though their sources had moved on."""
+    from shipper import buffer_tool
+
+    q = open_q(tmp_path)
+    for i in (0, 10):
+        q.append([rec(j) for j in range(i, i + 10)], source_key="s", position=i + 9)
+    q.close()
+    seg = seg_files(tmp_path)[-1]
+    data = seg.read_bytes()
+    mark_len = HEADER_SIZE + len(walk_segment(data, 1).marks[-1][1])
+    with open(seg, "r+b") as f:
+        f.truncate(len(data) - mark_len)
+    q = open_q(tmp_path)
+    assert q.stats.repairs == 1 and q.stats.corrupt_records == 0 and q.last_seq == 20
+    q.close()
+    assert buffer_tool.verify(tmp_path, io.StringIO()) == 0
+    (tmp_path / STATE_NAME).write_bytes(bytes(2 * SLOT_SIZE))  # the state lost
+    q = open_q(tmp_path)
+    assert q.stats.truncated_bytes == 0
+    assert [num(p) for _, p in drain(q)] == list(range(20))
     q.close()
 
 
