@@ -13,7 +13,17 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from shipper.diskqueue import HEADER_SIZE, KIND_DATA, KIND_MASK, SEQ_MASK, DiskQueue, list_segments
+from shipper import diskqueue
+from shipper.diskqueue import (
+    HEADER_SIZE,
+    KIND_DATA,
+    KIND_MARK,
+    KIND_MASK,
+    SEQ_MASK,
+    DiskQueue,
+    list_segments,
+    walk_segment,
+)
 
 
 def payload(ident: int, size: int) -> bytes:
@@ -52,7 +62,9 @@ class QueueModel(RuleBasedStateMachine):
     def append(self, sizes: list[int]) -> None:
         ids = list(range(self.next_id, self.next_id + len(sizes)))
         payloads = [payload(i, s) for i, s in zip(ids, sizes, strict=True)]
-        r = self.q.append(payloads, source_key="src", positions=ids)
+        given = list(payloads)
+        r = self.q.append(given, source_key="src", positions=ids)
+        given.clear()  # the caller's list is its own again: the queue keeps nothing of it
         first = self.q.last_seq - len(sizes) + 1
         assert (r.accepted, r.skipped, r.first_seq, r.last_seq) == (len(sizes), 0, first, self.q.last_seq)
         self.records += list(zip(range(first, first + len(sizes)), payloads, strict=True))
@@ -71,6 +83,23 @@ class QueueModel(RuleBasedStateMachine):
     def read(self, n: int) -> None:
         items = self.q.read(n, 1 << 30)
         expected = [r for r in self.records if r[0] >= self.cursor][:n]
+        assert items == expected
+        if items:
+            self.cursor = items[-1][0] + 1
+
+    @rule(n=st.integers(1, 50), max_bytes=st.integers(1, 8000))
+    def read_bytes(self, n: int, max_bytes: int) -> None:
+        """A read bounded by bytes: records up to the first that reaches max_bytes."""
+        items = self.q.read(n, max_bytes)
+        expected = []
+        total = 0
+        for r in self.records:
+            if r[0] < self.cursor:
+                continue
+            if len(expected) == n or total >= max_bytes:
+                break
+            expected.append(r)
+            total += len(r[1])
         assert items == expected
         if items:
             self.cursor = items[-1][0] + 1
@@ -153,6 +182,41 @@ class QueueModel(RuleBasedStateMachine):
         # the source re-reads what was lost: those positions are free again, the rest not
         self.next_id = max(self.ids.values()) + 1 if self.ids else 0
 
+    @rule()
+    def clean_stop_then_marker_lost(self) -> None:
+        """A clean stop, then the disk loses the tail's last commit marker (not a crash):
+        every record was reported durable and stays, and the tail is whole again."""
+        self.q.close()
+        first, tail = list_segments(self.dir)[-1]
+        raw = tail.read_bytes()
+        pos, last_start, last_kind = 0, -1, None
+        while pos + HEADER_SIZE <= len(raw):
+            ln = int.from_bytes(raw[pos:pos + 4], "little")
+            last_start, last_kind = pos, int.from_bytes(raw[pos + 8:pos + 16], "little") & KIND_MASK
+            pos += HEADER_SIZE + ln
+        if last_kind == KIND_MARK and last_start > 0:
+            with open(tail, "r+b") as f:
+                f.truncate(last_start)
+        self.q = self._open()
+        assert self.q.last_seq == self.last and self.q.acked_seq == self.acked
+        assert self.q.stats.corrupt_records == 0 and self.q.stats.truncated_bytes == 0
+        first, tail = list_segments(self.dir)[-1]
+        raw = tail.read_bytes()
+        assert walk_segment(raw, first).commit_end == len(raw)
+        self.synced_ack = self.acked
+        self.cursor = self.acked + 1
+
+    @invariant()
+    def kept_writes_bounded(self) -> None:
+        q = self.q
+        kept = list(q._recent)
+        assert q._recent_bytes == sum(w.end - w.start for w in kept)
+        assert q._recent_bytes <= diskqueue.RECENT_WRITES_BYTES or len(kept) == 1
+        for w in kept:  # what is kept is what the segment holds
+            assert w.seg in q._segs and w.end <= w.seg.size
+            assert list(zip(range(w.first, w.first + len(w.payloads)), w.payloads, strict=True)) == \
+                [r for r in self.records if w.first <= r[0] < w.first + len(w.payloads)]
+
     @invariant()
     def counts_agree(self) -> None:
         q = self.q
@@ -168,3 +232,21 @@ QueueModel.TestCase.settings = settings(
     max_examples=int(os.environ.get("DQ_MODEL_EXAMPLES", "60")), stateful_step_count=40,
     deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TestDiskQueueModel = pytest.mark.slow(QueueModel.TestCase)
+
+
+class SmallKeptModel(QueueModel):
+    """The same with a few KiB of kept writes: reads start inside, before and after
+    the kept ones, and kept writes are let go while the reader is behind them."""
+
+    def __init__(self) -> None:
+        self._saved = diskqueue.RECENT_WRITES_BYTES
+        diskqueue.RECENT_WRITES_BYTES = 8 << 10
+        super().__init__()
+
+    def teardown(self) -> None:
+        diskqueue.RECENT_WRITES_BYTES = self._saved
+        super().teardown()
+
+
+SmallKeptModel.TestCase.settings = QueueModel.TestCase.settings
+TestDiskQueueSmallKeptModel = pytest.mark.slow(SmallKeptModel.TestCase)
