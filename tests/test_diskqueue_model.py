@@ -210,7 +210,7 @@ class QueueModel(RuleBasedStateMachine):
     def kept_writes_bounded(self) -> None:
         q = self.q
         kept = list(q._recent)
-        assert q._recent_bytes == sum(w.end - w.start for w in kept)
+        assert q._recent_bytes == sum(w.cost for w in kept)
         assert q._recent_bytes <= diskqueue.RECENT_WRITES_BYTES or len(kept) == 1
         for w in kept:  # what is kept is what the segment holds
             assert w.seg in q._segs and w.end <= w.seg.size
