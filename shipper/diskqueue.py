@@ -996,9 +996,20 @@ class DiskQueue:
             self.stats.appended_records += len(payloads)
             self.stats.appended_bytes += len(buf)
             if self.fsync == "always":
-                os.fdatasync(self._wfd)
-                self.stats.fsyncs += 1
-                self._durable_seq = last
+                try:
+                    os.fdatasync(self._wfd)
+                except OSError as exc:
+                    # EIO: written (readable, sent) but not durable, so no checkpoint
+                    # moves past it; the next fsync that works covers it. It escaped
+                    # as a plain OSError, after the seq and dedup position had moved on
+                    if not self._sync_failed:
+                        log.error("buffer %s: fsync failed: %s (records wait; retrying)",
+                                  self.path, exc.strerror or exc)
+                    self._sync_failed = True
+                else:
+                    self._sync_failed = False
+                    self.stats.fsyncs += 1
+                    self._durable_seq = last
             elif self.fsync == "never":
                 self._durable_seq = last
             return AppendResult(first, last, len(payloads), skipped, dropped)

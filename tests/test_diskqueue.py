@@ -733,6 +733,30 @@ def test_a_delivered_segment_that_cannot_be_deleted_is_left_not_a_crash_loop(
     q.close()
 
 
+def test_a_failing_fsync_under_always_leaves_the_append_readable_not_durable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """From the buffer review: under fsync = "always" an EIO of fdatasync escaped
+    append() as a plain OSError (the pipeline catches QueueWriteError) after the seq
+    and the dedup position had moved on."""
+    q = open_q(tmp_path, fsync="always")
+    fill(q, 0, 10)
+    assert q.durable_seq == 10
+
+    def eio(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", eio)
+    fill(q, 10, 10)  # no exception
+    fill(q, 20, 10)
+    assert q.durable_seq == 10 and q.last_seq == 30
+    assert sum("fsync failed" in r.getMessage() for r in caplog.records) == 1
+    monkeypatch.undo()
+    fill(q, 30, 1)  # the next fsync that works covers what came before
+    assert q.durable_seq == 31
+    assert [num(p) for _, p in drain(q)] == list(range(31))
+    q.close()
+
+
 def test_a_failing_fsync_is_said_once_and_nothing_becomes_durable(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """From the same fault review: sync() let an EIO out of fdatasync, which ended the
