@@ -169,6 +169,11 @@ def _write(path: str, doc: dict[str, Any]) -> None:
     atomic_write(path, orjson.dumps(doc))
 
 
+def _file_position(position: Any) -> bool:
+    """Whether a checkpointed position is a file follower's (else a multilog one's)."""
+    return isinstance(position, dict) and position.get("kind") == "file"
+
+
 def adopt_checkpoints(config: Config) -> list[tuple[str, str, str]]:
     """Move the positions a source left for paths it no longer follows (it was removed,
     renamed, or its globs changed) into the checkpoint file of the configured source
@@ -200,6 +205,8 @@ def adopt_checkpoints(config: Config) -> list[tuple[str, str, str]]:
             for name in configured:
                 if name == old or not follows(name, key):
                     continue
+                if (configured[name].type == "file") != _file_position(position):
+                    continue  # a multilog directory's position is no file's, nor the reverse
                 if name not in targets:
                     targets[name] = _load(os.path.join(cdir, f"{name}.json")) or {
                         "schema": SCHEMA, "sources": {}}

@@ -237,3 +237,31 @@ type = "stdout"
 """)
     found = find_orphan_buffers(config)
     assert [(os.path.basename(o.path), o.records) for o in found] == [("old-sink", 2)]
+
+
+def test_a_position_goes_only_to_a_source_of_its_kind(tmp_path):
+    """From the review: a removed multilog source's position for a path could land,
+    unused, in a file source's checkpoint (and block a later handover)."""
+    import json
+
+    from shipper.config import load_config_text
+    from shipper.orphans import adopt_checkpoints
+
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "maillog").write_bytes(b"")
+    cdir = tmp_path / "state" / "checkpoints"
+    cdir.mkdir(parents=True)
+    key = f"{tmp_path}/log/maillog"
+    (cdir / "old.json").write_text(json.dumps({"schema": 1, "sources": {key: {"v": 1, "done": None}}}))
+    cfg = load_config_text(f"""
+state_dir = "{tmp_path / 'state'}"
+[sources.mail]
+type = "file"
+paths = ["{tmp_path}/log/*"]
+[sinks.out]
+type = "stdout"
+""")
+    assert adopt_checkpoints(cfg) == []
+    assert not (cdir / "mail.json").exists()
+    (cdir / "old.json").write_text(json.dumps({"schema": 1, "sources": {key: {"v": 1, "kind": "file"}}}))
+    assert adopt_checkpoints(cfg) == [(key, "old", "mail")]
