@@ -58,8 +58,10 @@ class CheckpointStore:
 
     # -- reading -----------------------------------------------------------
 
-    def load(self) -> dict[str, Any]:
-        """Positions from disk ({} when missing or unreadable; see ``warnings``)."""
+    def load(self, set_aside: bool = True) -> dict[str, Any]:
+        """Positions from disk ({} when missing or unreadable; see ``warnings``). A
+        corrupt file is kept aside as ``.corrupt`` unless ``set_aside`` is False (a look
+        by another part than the source's own: the source says it when it loads)."""
         self._positions = {}
         try:
             with open(self.path, "rb") as f:
@@ -73,7 +75,8 @@ class CheckpointStore:
         problem = _check(data)
         if problem is not None:
             self._warn(f"checkpoint {self.path}: {problem}; sources restart from their start position")
-            self._keep_aside(data)
+            if set_aside:
+                self._keep_aside(data)
             return {}
         self._positions = dict(orjson.loads(data)["sources"])
         return dict(self._positions)
@@ -85,6 +88,12 @@ class CheckpointStore:
 
     def set(self, key: str, position: Any) -> None:
         self._positions[key] = position
+
+    def pop(self, key: str) -> Any:
+        return self._positions.pop(key, None)
+
+    def keys(self) -> list[str]:
+        return list(self._positions)
 
     def save(self) -> bool:
         """Write all positions atomically. False (and a warning) on an I/O error."""

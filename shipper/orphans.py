@@ -24,9 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from shipper.checkpoint import SCHEMA, atomic_write
+from shipper.checkpoint import CheckpointStore
 from shipper.config import Config, glob_matches
 from shipper.diskqueue import STATE_MAGIC, STATE_NAME, decode_state, list_segments, walk_segment
 
@@ -154,21 +152,6 @@ def report_orphan_buffers(config: Config) -> list[OrphanBuffer]:
 # ---------------------------------------------------------------- checkpoints
 
 
-def _load(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, "rb") as f:
-            doc = orjson.loads(f.read())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("sources"), dict):
-        return None
-    return doc
-
-
-def _write(path: str, doc: dict[str, Any]) -> None:
-    atomic_write(path, orjson.dumps(doc))
-
-
 def _file_position(position: Any) -> bool:
     """Whether a checkpointed position is a file follower's (else a multilog one's)."""
     return isinstance(position, dict) and position.get("kind") == "file"
@@ -193,13 +176,11 @@ def adopt_checkpoints(config: Config) -> list[tuple[str, str, str]]:
 
     moved: list[tuple[str, str, str]] = []
     for old in (n[:-5] for n in names):
-        old_path = os.path.join(cdir, f"{old}.json")
-        doc = _load(old_path)
-        if doc is None:
-            continue
+        old_store = CheckpointStore(os.path.join(cdir, f"{old}.json"))
+        positions = old_store.load(set_aside=False)
         taken = []
-        targets: dict[str, dict[str, Any]] = {}  # read afresh: an earlier round may have written them
-        for key, position in doc["sources"].items():
+        targets: dict[str, CheckpointStore] = {}  # read afresh: an earlier round may have written them
+        for key, position in positions.items():
             if old in configured and follows(old, key):
                 continue  # still its own
             for name in configured:
@@ -207,24 +188,29 @@ def adopt_checkpoints(config: Config) -> list[tuple[str, str, str]]:
                     continue
                 if (configured[name].type == "file") != _file_position(position):
                     continue  # a multilog directory's position is no file's, nor the reverse
-                if name not in targets:
-                    targets[name] = _load(os.path.join(cdir, f"{name}.json")) or {
-                        "schema": SCHEMA, "sources": {}}
-                if key not in targets[name]["sources"]:
-                    targets[name]["sources"][key] = position
+                target = targets.get(name)
+                if target is None:
+                    target = targets[name] = CheckpointStore(os.path.join(cdir, f"{name}.json"))
+                    target.load(set_aside=False)
+                if target.corrupt_loads:
+                    break  # its source sets it aside and says so; the position waits here
+                if target.get(key) is None:
+                    target.set(key, position)
                     moved.append((key, old, name))
                     taken.append(key)
                 break
         if not taken:
             continue
-        for name, doc_new in targets.items():  # the new owner first: never lose a position
-            _write(os.path.join(cdir, f"{name}.json"), doc_new)
+        written = [t.save() for t in targets.values() if not t.corrupt_loads]
+        if not all(written):  # the new owners first: never lose a position
+            raise OSError(f"cannot write the checkpoints of {', '.join(targets)}")
         for key in taken:
-            del doc["sources"][key]
-        if doc["sources"]:
-            _write(old_path, doc)
+            old_store.pop(key)
+        if old_store.keys():
+            if not old_store.save():
+                raise OSError(f"cannot write {old_store.path}")
         else:
-            os.unlink(old_path)
+            os.unlink(old_store.path)
     for key, old, new in moved:
         log.info("source %s resumes %s where source %s left it (renamed or moved in the "
                  "configuration?)", new, key, old)

@@ -265,3 +265,30 @@ type = "stdout"
     assert not (cdir / "mail.json").exists()
     (cdir / "old.json").write_text(json.dumps({"schema": 1, "sources": {key: {"v": 1, "kind": "file"}}}))
     assert adopt_checkpoints(cfg) == [(key, "old", "mail")]
+
+
+def test_a_corrupt_checkpoint_is_left_to_its_source_not_overwritten_by_a_handover(tmp_path):
+    """Reading the change: the handover replaced a corrupt checkpoint of the new owner
+    with its own document, so the source never set it aside nor said it was corrupt."""
+    import json
+
+    from shipper.config import load_config_text
+    from shipper.orphans import adopt_checkpoints
+
+    (tmp_path / "log" / "send").mkdir(parents=True)
+    cdir = tmp_path / "state" / "checkpoints"
+    cdir.mkdir(parents=True)
+    key = f"{tmp_path}/log/send"
+    (cdir / "old.json").write_text(json.dumps({"schema": 1, "sources": {key: {"at": 1}}}))
+    (cdir / "send.json").write_bytes(b"\x00" * 64)  # a crash left it so
+    cfg = load_config_text(f"""
+state_dir = "{tmp_path / 'state'}"
+[sources.send]
+type = "multilog"
+paths = ["{key}"]
+[sinks.out]
+type = "stdout"
+""")
+    assert adopt_checkpoints(cfg) == []
+    assert (cdir / "send.json").read_bytes() == b"\x00" * 64  # for its source to set aside
+    assert json.loads((cdir / "old.json").read_text())["sources"] == {key: {"at": 1}}
