@@ -1124,26 +1124,33 @@ def glob_matches(path: str, pattern: str) -> bool:
                                     for a, b in zip(p, q, strict=True))
 
 
+def of_kind(path: str, kind: str) -> bool:
+    """Whether a source of ``kind`` follows ``path`` that its glob matched: a multilog
+    glob follows directories, not the files beside them ("lock", "state", a syslog
+    file among the log directories); a file glob files, not directories."""
+    return not (os.path.isfile(path) if kind == "multilog" else kind == "file" and os.path.isdir(path))
+
+
+def named_now(pattern: str, kind: str) -> list[str]:
+    """The paths a source of ``kind`` follows for ``pattern`` now: its glob's matches of
+    its kind (``of_kind``), or the pattern itself."""
+    if not glob.has_magic(pattern):
+        return [pattern]
+    return sorted(p for p in glob.glob(pattern) if of_kind(p, kind))
+
+
 def _overlap(a: str, b: str, a_kind: str = "", b_kind: str = "") -> tuple[str, bool] | None:
     """(a path both patterns name, whether only what is on disk now says so), or None.
-    ``a_kind``/``b_kind``: the source types: a multilog glob follows directories only
-    (not the files beside them, a syslog file among the log directories), a file glob
-    files only."""
-    def skip(path: str, pat: str, kind: str) -> bool:
-        if not glob.has_magic(pat):
-            return False
-        return os.path.isfile(path) if kind == "multilog" else kind == "file" and os.path.isdir(path)
-
+    ``a_kind``/``b_kind``: the source types (``of_kind``)."""
     if glob.has_magic(a) and glob.has_magic(b):
         if os.path.normpath(a) == os.path.normpath(b) and a_kind == b_kind:
             return a, False
-        both = {p for p in glob.glob(a) if not skip(p, a, a_kind)} & \
-            {p for p in glob.glob(b) if not skip(p, b, b_kind)}
+        both = set(named_now(a, a_kind)) & set(named_now(b, b_kind))
         if both:
             return min(both), True
-    elif glob_matches(b, a) and not skip(b, a, a_kind):
+    elif glob_matches(b, a) and (not glob.has_magic(a) or of_kind(b, a_kind)):
         return os.path.normpath(b), False
-    elif glob_matches(a, b) and not skip(a, b, b_kind):
+    elif glob_matches(a, b) and (not glob.has_magic(b) or of_kind(a, b_kind)):
         return os.path.normpath(a), False
     # one directory reached two ways now: a symlink (Life with qmail's log/main) and its target
     both = set(_resolved(a, a_kind)) & set(_resolved(b, b_kind))
@@ -1151,11 +1158,8 @@ def _overlap(a: str, b: str, a_kind: str = "", b_kind: str = "") -> tuple[str, b
 
 
 def _resolved(pat: str, kind: str) -> list[str]:
-    """The paths ``pat`` names now, symlinks resolved (for a glob, those of its kind)."""
-    if glob.has_magic(pat):
-        keep = os.path.isdir if kind == "multilog" else os.path.isfile if kind == "file" else os.path.exists
-        return [os.path.realpath(p) for p in glob.glob(pat) if keep(p)]
-    return [os.path.realpath(pat)] if os.path.exists(pat) else []
+    """The paths ``pat`` names now (``named_now``), symlinks resolved."""
+    return [os.path.realpath(p) for p in named_now(pat, kind) if os.path.exists(p)]
 
 
 def _check_overlap(ctx: _Ctx, cfg: Config) -> None:

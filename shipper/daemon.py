@@ -26,7 +26,7 @@ from typing import Any
 from shipper import __version__, sdnotify
 from shipper.assemble import Assembly, assemble, build_sink
 from shipper.checkpoint import atomic_write, remove_stale_temps
-from shipper.config import Config, ConfigError, load_config, load_config_text
+from shipper.config import Config, ConfigError, load_config, load_config_text, named_now
 from shipper.diskqueue import QueueLocked
 from shipper.metrics import METRICS_ADDR_FILE, MetricsServer
 
@@ -367,19 +367,9 @@ FD_HEADROOM = 64  # files besides the followed directories: sinks, buffers, stat
 def followed_now(config: Config) -> int:
     """How many logs the sources' patterns name now (each holds a file open): a multilog
     glob's directories (not the archives of a directory it also matches), a file glob's
-    files."""
-    import glob
-
-    n = 0
-    for src in config.sources.values():
-        for pat in src.paths:
-            if not glob.has_magic(pat):
-                n += 1
-            elif src.type == "multilog":  # its glob follows directories only
-                n += sum(1 for p in glob.glob(pat) if os.path.isdir(p))
-            else:
-                n += sum(1 for p in glob.glob(pat) if not os.path.isdir(p))
-    return n
+    files (``named_now``)."""
+    return sum(len(named_now(pat, src.type)) for src in config.sources.values()
+               for pat in src.paths)
 
 
 def raise_open_files_limit() -> tuple[int, int]:
