@@ -113,15 +113,20 @@ def open_binary(path: str) -> BinaryIO:
     return f
 
 
+_DECOMPRESSED = (gzip.GzipFile, bz2.BZ2File, lzma.LZMAFile)
+_READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error)
+
+
 def read_batches(path: str, max_line: int = 64 * 1024, batch_lines: int = BATCH_LINES
                  ) -> Iterator[InputBatch]:
-    """Batches of lines of one file. Memory is bounded by the chunk and the line cap."""
+    """Batches of lines of one file. Memory is bounded by the chunk and the line cap. A
+    read error (a truncated or corrupt archive) ends the file there: the lines read
+    before it come out (the last one, cut by the damage, flagged partial), then
+    InputError."""
     f = open_binary(path)
     failed: list[BaseException] = []
     try:
         yield from _split(f, path, max_line, batch_lines, failed)
-    except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
-        raise InputError(f"{path}: {exc}") from None
     finally:
         if f is not sys.stdin.buffer:
             f.close()
@@ -129,15 +134,9 @@ def read_batches(path: str, max_line: int = 64 * 1024, batch_lines: int = BATCH_
         raise InputError(f"{path}: {failed[0]}")
 
 
-_DECOMPRESSED = (gzip.GzipFile, bz2.BZ2File, lzma.LZMAFile)
-_READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error)
-
-
 def _split(f: BinaryIO, path: str, max_line: int, batch_lines: int,
-           failed: list[BaseException] | None = None) -> Iterator[InputBatch]:
-    """The batches of ``f``. With ``failed``, a read error (a truncated or corrupt
-    archive) ends the file there: the lines read before it come out (the last one,
-    cut by the damage, flagged partial) and the error is put in ``failed``."""
+           failed: list[BaseException]) -> Iterator[InputBatch]:
+    """The batches of ``f``; a read error ends them, put in ``failed``."""
     file_id: str | None = None
     head = b""
     pos = 0  # offset of the first byte of `carry`
@@ -152,14 +151,11 @@ def _split(f: BinaryIO, path: str, max_line: int, batch_lines: int,
     read = f.read1 if isinstance(f, _DECOMPRESSED) else f.read
     source = path
     while True:
-        if failed is None:
+        try:
             chunk = read(CHUNK)
-        else:
-            try:
-                chunk = read(CHUNK)
-            except _READ_ERRORS as exc:
-                failed.append(exc)
-                chunk = b""
+        except _READ_ERRORS as exc:
+            failed.append(exc)
+            chunk = b""
         if file_id is None and path != "-":
             head += chunk[:FINGERPRINT_BYTES]
             file_id = fingerprint(head, complete=not chunk)

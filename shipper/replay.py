@@ -74,7 +74,7 @@ def source_options(config: Any, path: str) -> Any:
     one; a file source's file or one of its rotated copies), if any."""
     import glob
 
-    from shipper.config import glob_matches
+    from shipper.config import glob_matches, named_now
 
     # the path as given and as resolved: the live run follows what its globs list,
     # symlinks unresolved (Life with qmail's supervise/*/log/main links to the logs)
@@ -85,7 +85,7 @@ def source_options(config: Any, path: str) -> Any:
             if glob.has_magic(pat):
                 pats = [pat]
                 # what the glob lists now, resolved: a path given through another link
-                if cands & {os.path.realpath(m) for m in glob.glob(pat)}:
+                if cands & {os.path.realpath(m) for m in named_now(pat, s.type)}:
                     return s
             else:
                 pats = [pat, os.path.realpath(pat)]
