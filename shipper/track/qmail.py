@@ -198,9 +198,7 @@ class QmailTracker:
             b = None
             if rec.get("mail_from") in ("", "#@[]"):
                 b = self.bounces.pop(f"{host}\x00{qp}", None)
-                t = rec.get("time_unix_ns")
-                if b is not None and t is not None and b.get("time_unix_ns") is not None \
-                        and not 0 <= t - b["time_unix_ns"] <= 3600 * NS:
+                if b is not None and not _within_hour(b.get("time_unix_ns"), rec.get("time_unix_ns")):
                     b = None
             if b is not None:
                 b.pop("time_unix_ns", None)
