@@ -125,7 +125,7 @@ def parse_patched(text: str) -> Parsed | None:
     """The text after ``qmail-smtpd: `` or ``qmail-smtpd[PID]: `` of the patches above;
     None when it is none of theirs."""
     c = text[:1]
-    if c in "lobqs" and (got := _qmt_reject(text)) is not None:
+    if c and c in "lobqs" and (got := _qmt_reject(text, c)) is not None:
         return got
     if c == "b":
         m = _BAD_RE.match(text)
@@ -247,16 +247,17 @@ def parse_patched(text: str) -> Parsed | None:
     return None
 
 
-def _qmt_reject(text: str) -> Parsed | None:
-    """qmail-toaster's reject lines (``_QMT_*_RE``); None for other text."""
-    m = _QMT_REJECT_RE.match(text)
+def _qmt_reject(text: str, c: str) -> Parsed | None:
+    """qmail-toaster's reject lines (``_QMT_*_RE``), ``c`` the text's first character
+    (one pattern tried, not three); None for other text."""
+    m = _QMT_REJECT_RE.match(text) if c in "lob" else None
     if m is not None:
         kind, sender, rcpt = m.groups()
         fields: dict[str, Any] = {"reason": kind, "mail_from": sender}
         if rcpt:
             fields["rcpt_to"] = rcpt
         return "smtp_reject", fields
-    m = _QMT_QQ_RE.match(text)
+    m = _QMT_QQ_RE.match(text) if c == "q" else None
     if m is not None:
         how, qqx, sender, rcpt = m.groups()
         fields = {"reason": "qq", "smtp_code": 554 if how == "hard" else 451, "text": qqx,
@@ -267,7 +268,7 @@ def _qmt_reject(text: str) -> Parsed | None:
         if rcpt:
             fields["rcpt_to"] = rcpt
         return "smtp_reject", fields
-    m = _QMT_SPF_RE.match(text)
+    m = _QMT_SPF_RE.match(text) if c == "s" else None
     if m is not None:
         helo, ip, sender = m.groups()
         fields = {"reason": "spf", "remote_ip": ip, "mail_from": sender}
