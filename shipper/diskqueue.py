@@ -637,7 +637,7 @@ class DiskQueue:
                 data = tail.path.read_bytes()
                 tail_walk = walk_segment(data, tail.first)
             if tail_walk.commit_end < len(data):  # whole frames of a write cut short
-                keep = _durable_end(data, tail_walk.commit_end, state_durable if state else 0)
+                keep = _durable_end(data, tail_walk.commit_end, state_durable)
                 if keep < len(data):
                     self._truncate_tail(tail, data, keep)
                     tail_walk = walk_segment(data[:keep], tail.first)
