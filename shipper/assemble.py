@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from shipper.checkpoint import atomic_write
+from shipper.checkpoint import atomic_write, checkpoint_dir, checkpoint_path
 from shipper.config import Config, SinkConfig, SourceConfig
 from shipper.diskqueue import DiskQueue
 from shipper.follower import FileSource, MultilogSource
@@ -38,12 +38,17 @@ def is_summary(rec: dict[str, Any]) -> bool:
     return rec.get("event") in SUMMARY_EVENTS
 
 
+def tracking_path(state_dir: str) -> str:
+    """The mail and session tracking state's file."""
+    return os.path.join(state_dir, "tracking.json")
+
+
 def build_source(cfg: SourceConfig, config: Config) -> Any:
     if cfg.type == "stdin":
         from shipper.stdin_source import StdinSource
 
         return StdinSource(max_line=cfg.parse_options(config.parse).max_line)
-    state = os.path.join(config.state_dir, "checkpoints", f"{cfg.name}.json")
+    state = checkpoint_path(config.state_dir, cfg.name)
     os.makedirs(os.path.dirname(state), exist_ok=True)
     kind = MultilogSource if cfg.type == "multilog" else FileSource
     return kind(cfg.paths, state, start=cfg.start_position, watch=cfg.watch,
@@ -147,7 +152,7 @@ class Tracking:
     def __init__(self, config: Config) -> None:
         from shipper.track.correlator import Correlator, CorrelatorOptions
 
-        self.path = os.path.join(config.state_dir, "tracking.json")
+        self.path = tracking_path(config.state_dir)
         self.emit = config.tracking.emit
         opts = CorrelatorOptions(skip_reread=True)
         t = config.tracking
@@ -363,10 +368,11 @@ def check_state_access(config: Config) -> None:
     twice, or with "end" the lines written meanwhile skipped) and could never be saved
     again, and the open mails' state was set aside as if corrupt: refused at start
     instead, in one line, as a buffer of another user is."""
-    cdir = os.path.join(config.state_dir, "checkpoints")
-    files = [os.path.join(cdir, f"{s.name}.json") for s in config.sources.values() if s.type != "stdin"]
+    cdir = checkpoint_dir(config.state_dir)
+    files = [checkpoint_path(config.state_dir, s.name) for s in config.sources.values()
+             if s.type != "stdin"]
     if config.tracking.enabled:
-        files.append(os.path.join(config.state_dir, "tracking.json"))
+        files.append(tracking_path(config.state_dir))
     for d in (config.state_dir, cdir):
         if os.path.isdir(d) and not os.access(d, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES) + " (not writable by this user)", d)

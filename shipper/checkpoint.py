@@ -45,6 +45,15 @@ def ensure_outside(path: str, log_dirs: list[str]) -> None:
                 f"checkpoint file {path} is inside the log directory {d}: put it elsewhere")
 
 
+def checkpoint_dir(state_dir: str) -> str:
+    """Where the sources' checkpoint files are: one per source, ``<name>.json``."""
+    return os.path.join(state_dir, "checkpoints")
+
+
+def checkpoint_path(state_dir: str, source: str) -> str:
+    return os.path.join(checkpoint_dir(state_dir), f"{source}.json")
+
+
 class CheckpointStore:
     """Positions by source key, saved to one file. Not thread-safe (one event loop)."""
 

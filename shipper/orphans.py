@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shipper.checkpoint import CheckpointStore
+from shipper.checkpoint import CheckpointStore, checkpoint_dir, checkpoint_path
 from shipper.config import Config, glob_matches
 from shipper.diskqueue import STATE_MAGIC, STATE_NAME, decode_state, list_segments, walk_segment
 
@@ -162,7 +162,7 @@ def adopt_checkpoints(config: Config) -> list[tuple[str, str, str]]:
     renamed, or its globs changed) into the checkpoint file of the configured source
     that now follows them, unless it has one of its own. Returns (path, from source,
     to source) of each."""
-    cdir = os.path.join(config.state_dir, "checkpoints")
+    cdir = checkpoint_dir(config.state_dir)
     try:
         names = sorted(n for n in os.listdir(cdir) if n.endswith(".json"))
     except OSError:
@@ -176,7 +176,7 @@ def adopt_checkpoints(config: Config) -> list[tuple[str, str, str]]:
 
     moved: list[tuple[str, str, str]] = []
     for old in (n[:-5] for n in names):
-        old_store = CheckpointStore(os.path.join(cdir, f"{old}.json"))
+        old_store = CheckpointStore(checkpoint_path(config.state_dir, old))
         positions = old_store.load(set_aside=False)
         taken = []
         targets: dict[str, CheckpointStore] = {}  # read afresh: an earlier round may have written them
@@ -190,7 +190,7 @@ def adopt_checkpoints(config: Config) -> list[tuple[str, str, str]]:
                     continue  # a multilog directory's position is no file's, nor the reverse
                 target = targets.get(name)
                 if target is None:
-                    target = targets[name] = CheckpointStore(os.path.join(cdir, f"{name}.json"))
+                    target = targets[name] = CheckpointStore(checkpoint_path(config.state_dir, name))
                     target.load(set_aside=False)
                 if target.corrupt_loads:
                     break  # its source sets it aside and says so; the position waits here
