@@ -16,9 +16,10 @@ A source yields, in order, ``LineBatch`` and ``Gap`` items::
   the same function replay uses, so event ids match), ``lines`` (bytes, no
   newline), ``offsets`` (byte offset of each line's first byte in that file;
   for a gzip archive, in the decompressed data), ``line_flags`` (index →
-  ``"continuation"``: a long line split across a rotation, joined here, or a
-  tail we could not join; ``"partial"``: a last line without newline, e.g. at
-  the end of a ``.u`` file; ``"truncated"``: cut at ``max_line``), and
+  the line's flags: ``"continuation"``: a long line split across a rotation,
+  joined here, or a tail we could not join; ``"partial"``: a last line without
+  newline, e.g. at the end of a ``.u`` file; ``"truncated"``: cut at
+  ``max_line``, also a joined line), and
   ``position``.
 * ``Gap``: data we know is gone (multilog's ``n`` limit deleted a file before
   we read it, ``current`` truncated by hand, a checkpointed file vanished):
@@ -127,7 +128,7 @@ class LineBatch:
     file_id: str | None
     lines: list[bytes]
     offsets: list[int]
-    line_flags: dict[int, str] | None
+    line_flags: dict[int, tuple[str, ...]] | None  # index → the line's flags (F_*)
     position: Position
 
 
@@ -339,7 +340,7 @@ class _FollowerBase:
         self._out: list[Item] = []
         self._b_lines: list[bytes] = []
         self._b_offsets: list[int] = []
-        self._b_flags: dict[int, str] = {}
+        self._b_flags: dict[int, tuple[str, ...]] = {}
         self._b_bytes = 0
         self._b_reader: _Reader | None = None
         self._b_full = False
@@ -387,10 +388,10 @@ class _FollowerBase:
         self._b_reader = None
         self._b_full = False
 
-    def _emit_single(self, path: str, file_id: str | None, line: bytes, offset: int, flag: str,
-                     state: dict[str, Any]) -> None:
+    def _emit_single(self, path: str, file_id: str | None, line: bytes, offset: int,
+                     flags: tuple[str, ...], state: dict[str, Any]) -> None:
         self._flush()
-        self._out.append(LineBatch(self.key, path, file_id, [line], [offset], {0: flag},
+        self._out.append(LineBatch(self.key, path, file_id, [line], [offset], {0: flags},
                                    (self.key, state)))
         self.lines_read += 1
 
@@ -434,7 +435,7 @@ class _FollowerBase:
                     continue
             n0 = len(self._b_lines)
             for i in cut:
-                self._b_flags[n0 + i] = F_TRUNCATED
+                self._b_flags[n0 + i] = (F_TRUNCATED,)
             self._b_lines += lines
             self._b_offsets += offsets
             self._b_bytes += len(data)
@@ -484,12 +485,17 @@ class _FollowerBase:
             return
         r.join = None
         self._clear_carry_state()
-        joined = (frag + lines[0])[: self.max_line]
+        joined = frag + lines[0]
+        # cut here or, the tail alone, by cut_lines: the parser sees max_line bytes at
+        # most and cannot tell, so the flag is given here
+        flags = ((F_CONTINUATION, F_TRUNCATED) if len(joined) > self.max_line or cut[:1] == [0]
+                 else (F_CONTINUATION,))
+        joined = joined[:self.max_line]
         if len(lines) > 1:
             st = self._state_at(r, offsets[1], lines[0] + b"\n")
         else:
             st = self.state()
-        self._emit_single(frag_path, frag_fid, joined, frag_off, F_CONTINUATION, st)
+        self._emit_single(frag_path, frag_fid, joined, frag_off, flags, st)
         self._b_reader = r
         del lines[0], offsets[0]
         for j in range(len(cut)):
@@ -1238,7 +1244,7 @@ class MultilogFollower(_FollowerBase):
             frag, frag_off, frag_fid, frag_path = r.join
             r.join = None
             self._carry_state = None
-            self._emit_single(frag_path, frag_fid, frag, frag_off, F_PARTIAL, self.state())
+            self._emit_single(frag_path, frag_fid, frag, frag_off, (F_PARTIAL,), self.state())
         label = r.label
         if label is None:
             label = next((lb for lb, k in sorted(self.known.items())
@@ -1279,7 +1285,7 @@ class MultilogFollower(_FollowerBase):
         if frag and unsafe:
             off = r.pos
             r.pos += len(frag)
-            self._emit_single(r.path, r.file_id, frag, off, F_PARTIAL, self.state())
+            self._emit_single(r.path, r.file_id, frag, off, (F_PARTIAL,), self.state())
         self._prune()
 
     def _prune(self) -> None:
@@ -1292,7 +1298,7 @@ class MultilogFollower(_FollowerBase):
             frag, off, fid, path = self._carry
             self._carry = None
             self._carry_state = None
-            self._emit_single(path, fid, frag, off, F_PARTIAL, self.state())
+            self._emit_single(path, fid, frag, off, (F_PARTIAL,), self.state())
 
     def _decide_join(self, r: _Reader) -> bool:
         """Before reading a file that may start with a previous line's tail. False: wait."""
@@ -1305,7 +1311,7 @@ class MultilogFollower(_FollowerBase):
         if not ml.should_join(frag, head, False):
             r.join = None
             self._carry_state = None
-            self._emit_single(path, fid, frag, off, F_PARTIAL, self.state())
+            self._emit_single(path, fid, frag, off, (F_PARTIAL,), self.state())
         return True
 
     def _advance(self) -> bool:

@@ -42,12 +42,13 @@ _PR_SET_PDEATHSIG = 1
 
 
 def parse_to_dicts(parser: LineParser, lines: list[bytes], offsets: list[int] | None,
-                   line_flags: dict[int, str] | None, now_ns: int) -> list[dict[str, Any]]:
+                   line_flags: dict[int, tuple[str, ...]] | None, now_ns: int) -> list[dict[str, Any]]:
     """One batch → record dicts, with the reader's per-line flags and the ingest time."""
     dicts = parser.parse_batch_dicts(lines, offsets, now_ns)
     if line_flags:  # rare: a line cut at a rotation, ...
-        for i, flag in line_flags.items():
-            add_flag(dicts[i], flag)
+        for i, flags in line_flags.items():
+            for flag in flags:
+                add_flag(dicts[i], flag)
     for d in dicts:
         d["ingest_unix_ns"] = now_ns
     return dicts
@@ -55,7 +56,7 @@ def parse_to_dicts(parser: LineParser, lines: list[bytes], offsets: list[int] | 
 
 def parse_batch_in_worker(key: str, opts: ParseOptions, path: str | None, file_id: str | None,
                           lines: list[bytes], offsets: list[int] | None,
-                          line_flags: dict[int, str] | None, now_ns: int,
+                          line_flags: dict[int, tuple[str, ...]] | None, now_ns: int,
                           carried: Any = None) -> Parsed:
     """Runs in the worker: one source's batch → (payloads, metas, last time, state).
     ``carried``: the daemon's parser state for a new parser (from the checkpoint)."""

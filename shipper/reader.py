@@ -281,7 +281,11 @@ def _join(held: InputBatch, b: InputBatch, max_line: int) -> None:
     assert i is not None
     if not should_join(held.lines[i], b.lines[0][:26], False):
         return
-    held.lines[i] = (held.lines[i] + b.lines[0])[:max_line]
+    joined = held.lines[i] + b.lines[0]
+    if len(joined) > max_line or 0 in (b.truncated or ()):
+        # the parser gets max_line bytes at most and could not tell it was cut
+        held.truncated = (held.truncated or set()) | {i}
+    held.lines[i] = joined[:max_line]
     held.partial, held.continued = None, i
     del b.lines[0], b.offsets[0]
     if b.truncated:

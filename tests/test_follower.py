@@ -303,7 +303,7 @@ async def test_multilog_sigkill_leaves_u_file_with_partial_line(tmp_path):
     texts = [ln[26:] for ln, _ in lines]
     assert texts[:100] == [b"seq %08d " % i + PAD for i in range(100)]
     assert texts[100] == PARTIAL
-    assert lines[100][1] == "partial"
+    assert lines[100][1] == ("partial",)
     assert texts[101:] == [b"seq %08d " % i + PAD for i in range(101, 200)]
     assert all(flag is None for _, flag in lines[:100] + lines[101:])
     assert not [it for it in items if isinstance(it, Gap)]
@@ -421,21 +421,35 @@ def test_long_line_split_across_rotation_is_joined(tmp_path):
     data = b"seq 00000000 short\nseq 00000001 short\n" + long_text + b"\nseq 00000003 after\n"
     subprocess.run([multilog, "t", "s4096", str(d)], input=data, check=True, timeout=10)
     f = MultilogFollower(str(d), None, start="all")
-    items = []
-    for _ in range(100):
-        got = f.poll()
-        if not got:
-            break
-        items += got
+    items = drain(f, 100)
     lines = [(it.path, it.file_id, off, ln, (it.line_flags or {}).get(i))
              for it in items for i, (ln, off) in enumerate(zip(it.lines, it.offsets, strict=True))]
     texts = [ln[26:] if ln[:1] == b"@" else ln for _, _, _, ln, _ in lines]
     assert texts == [b"seq 00000000 short", b"seq 00000001 short", long_text, b"seq 00000003 after"]
     joined = lines[2]
-    assert joined[4] == "continuation"
+    assert joined[4] == ("continuation",)
     assert joined[0].endswith(".s")  # attributed to the file where the line starts
     assert joined[2] == lines[1][2] + len(lines[1][3]) + 1
     assert joined[1] == lines[0][1]
+    assert f.reader is not None
+    f.reader.close()
+
+
+def test_long_line_joined_across_rotation_is_cut_and_flagged(tmp_path):
+    """A joined line longer than max_line is cut to it and flagged truncated as well:
+    the parser gets exactly max_line bytes and could not tell."""
+    multilog = require_binary("multilog")
+    d = tmp_path / "log"
+    long_text = b"seq 00000002 " + b"L" * 6000
+    data = b"seq 00000000 short\n" + long_text + b"\nseq 00000003 after\n"
+    subprocess.run([multilog, "t", "s4096", str(d)], input=data, check=True, timeout=10)
+    f = MultilogFollower(str(d), None, start="all", max_line=5000)
+    items = drain(f, 100)
+    lines = [(ln, (it.line_flags or {}).get(i)) for it in items for i, ln in enumerate(it.lines)]
+    assert [ln[26:39] for ln, _ in lines] == [b"seq 00000000 ", b"seq 00000002 ", b"seq 00000003 "]
+    assert len(lines[1][0]) == 5000
+    assert lines[1][1] == ("continuation", "truncated")
+    assert lines[0][1] is None and lines[2][1] is None
     assert f.reader is not None
     f.reader.close()
 

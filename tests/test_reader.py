@@ -6,7 +6,9 @@ import gzip
 import lzma
 import os
 import subprocess
+import sys
 
+import orjson
 import pytest
 from conftest import require_binary
 from hypothesis import given, settings
@@ -219,6 +221,28 @@ def test_a_line_multilog_cut_at_a_rotation_is_joined_as_live(tmp_path):
     # one file at a time (parse of single files, a .u file's end): no join
     single = [ln for f in files for b in read_joined([f]) for ln in b.lines]
     assert len(single) > len(lines)
+
+
+def test_a_joined_line_longer_than_max_line_is_cut_and_flagged(tmp_path):
+    """The joined line was cut to max_line with no flag: the parser, seeing exactly
+    max_line bytes, could not tell. `shipper parse` gives it both flags."""
+    from shipper.reader import multilog_files, read_joined
+
+    multilog = require_binary("multilog")
+    long = "delivery 1: success: 250_OK_" + "x" * 6000
+    d = tmp_path / "send"
+    subprocess.run([multilog, "t", "s4096", "n99", str(d)], input=f"new msg 1\n{long}\nend msg 1\n".encode(),
+                   check=True, timeout=30)
+    files = multilog_files(str(d))
+    assert len(files) > 1
+    batches = list(read_joined(files, max_line=5000))
+    got = [(ln, i in (b.truncated or ()), i == b.continued) for b in batches for i, ln in enumerate(b.lines)]
+    assert [(len(ln) if cut else ln[26:], cut, cont) for ln, cut, cont in got] == [
+        (b"new msg 1", False, False), (5000, True, True), (b"end msg 1", False, False)]
+    out = subprocess.run([sys.executable, "-m", "shipper", "parse", "--max-line", "5000", str(d)],
+                         capture_output=True, check=True, timeout=60).stdout.splitlines()
+    flags = [orjson.loads(ln)["flags"] for ln in out]
+    assert flags == [[], ["truncated", "continuation"], []]
 
 
 def test_the_end_of_a_u_file_is_not_joined(tmp_path):
