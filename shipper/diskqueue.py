@@ -765,7 +765,9 @@ class DiskQueue:
                 if piece.end > piece.start:
                     self._quarantine(seg.first, piece.start, data[piece.start:piece.end])
                 if piece.lost:
-                    lost += piece.lost
+                    # seqs the sink acknowledged already were delivered: not lost (at
+                    # open the acknowledged end is not known yet: all count)
+                    lost += max(0, piece.resumes_at - max(piece.expected, self._ack_seq + 1))  # type: ignore[operator]
                     gap = {"first": piece.expected, "last": piece.resumes_at - 1,  # type: ignore[operator]
                            "bytes": piece.end - piece.start, "offset": piece.start}
                     parts.append(encode_frame(KIND_GAP | (piece.resumes_at - 1), orjson.dumps(gap)))  # type: ignore[operator]

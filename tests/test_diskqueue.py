@@ -775,3 +775,31 @@ def test_a_failing_fsync_is_said_once_and_nothing_becomes_durable(
     monkeypatch.undo()
     assert q.sync() == 20
     q.close()
+
+
+def test_a_repair_behind_the_ack_position_does_not_misplace_a_rewind(tmp_path: Path) -> None:
+    """From the buffer review: a repair rewrites a segment, and frames after a bad
+    region move, while the remembered position of the acknowledged end (and the read
+    marks) keep their old offsets. A rewind (a sink reconnecting) then reads from the
+    middle of a frame: the second look finds the segment sound and the reader finds
+    its place by seq, so nothing is lost nor read twice (this holds it). A record
+    acknowledged before its bytes went bad was counted lost: it was delivered."""
+    q = open_q(tmp_path, segment_bytes=4 << 20)
+    for i in range(0, 100, 10):
+        q.append([rec(j, 10_000) for j in range(i, i + 10)])
+    q.close()
+    q = open_q(tmp_path, segment_bytes=4 << 20)
+    first = q.read(30, 1 << 30)
+    q.ack(first[-1][0])
+    q.read(20, 1 << 30)  # read, not acknowledged: the sink's batch in flight
+    seg = seg_files(tmp_path)[0]
+    frames = [(o, s) for o, s in frame_offsets(seg) if s >> 62 == 0]
+    flip(seg, frames[9][0] + HEADER_SIZE + 100)  # record 10: acknowledged already
+    flip(seg, frames[69][0] + HEADER_SIZE + 100)  # record 70: not read yet
+    got = [s for s, _ in drain(q, ack=False)]
+    assert 70 not in got and q.stats.corrupt_records == 1
+    q.rewind()  # the sink reconnected: everything after the acknowledged end again
+    again = [s for s, _ in drain(q)]
+    assert again == [s for s in range(31, 101) if s != 70]
+    assert q.stats.corrupt_records == 1
+    q.close()
