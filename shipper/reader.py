@@ -82,6 +82,10 @@ def expand(paths: list[str]) -> list[str]:
         if p == "-":
             out.append(p)
         elif os.path.isdir(p):
+            try:
+                os.listdir(p)
+            except OSError as exc:  # not "not a multilog directory": an unreadable one
+                raise InputError(f"{p}: {exc.strerror}") from None
             if is_multilog_dir(p):
                 out.extend(multilog_files(p))
             else:
@@ -95,15 +99,21 @@ def expand(paths: list[str]) -> list[str]:
 
 def open_binary(path: str) -> BinaryIO:
     """Open a file, decompressing gzip/bzip2/xz by their magic bytes (not by name:
-    a multilog ``!gzip`` processor leaves gzip data in ``@….s``)."""
+    a multilog ``!gzip`` processor leaves gzip data in ``@….s``; nor for standard
+    input). Pipes too (``<(zcat …)``, a FIFO): the magic is peeked, not read back."""
     if path == "-":
-        return sys.stdin.buffer
+        f = sys.stdin.buffer
+    else:
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - returned to the caller
+        except OSError as exc:
+            raise InputError(f"{path}: {exc.strerror}") from None
     try:
-        f = open(path, "rb")  # noqa: SIM115 - returned to the caller
-    except OSError as exc:
+        magic = f.peek(6)[:6]  # type: ignore[attr-defined]
+    except OSError as exc:  # a directory opened by name, ...
+        if f is not sys.stdin.buffer:
+            f.close()
         raise InputError(f"{path}: {exc.strerror}") from None
-    magic = f.read(6)
-    f.seek(0)
     if magic[:2] == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=f)  # type: ignore[return-value]
     if magic[:3] == b"BZh":

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import lzma
+import os
 import subprocess
 import sys
+import threading
 
 import orjson
-from conftest import require_binary
+from conftest import require_binary, without_root_powers
 
 
 def run(*args, input=None):
@@ -127,3 +131,42 @@ def test_status_says_idle_down_and_up_as_they_are():
     assert rows["fresh"].split()[1] == "idle"
     assert rows["dead"].split()[1] == "down" and rows["dead"].endswith("connect refused")
     assert rows["back"].split()[1] == "up" and "timed out" not in rows["back"]
+
+
+def test_parse_reads_a_pipe_by_name_and_compressed_standard_input(tmp_path):
+    """`shipper parse <(zcat @….s.gz)` (a pipe by name) and a FIFO ended in a traceback
+    (the compression check seeked back); `zcat`-less `shipper parse - < @….s.gz` gave
+    binary garbage as unparsed lines."""
+    # source: tests/fixtures (qmail-send's lines as multilog stamps them)
+    text = b"@4000000052fafd8d3298434c new msg 3890\n@4000000052fafd8d3298434c end msg 3890\n"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with open(fifo, "wb") as f:
+            f.write(lzma.compress(text))
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    r = run("parse", str(fifo))
+    t.join(10)
+    assert r.returncode == 0, r.stderr
+    assert [orjson.loads(x)["event"] for x in r.stdout.splitlines()] == ["new_msg", "end_msg"]
+    r = run("parse", "-", input=gzip.compress(text))
+    assert r.returncode == 0, r.stderr
+    assert [orjson.loads(x)["event"] for x in r.stdout.splitlines()] == ["new_msg", "end_msg"]
+
+
+def test_parse_of_an_unreadable_directory_says_so(tmp_path):
+    """It said "a directory but not a multilog directory" of a log directory it may not list."""
+    d = tmp_path / "log"
+    d.mkdir()
+    (d / "current").write_bytes(b"")
+    d.chmod(0o000)
+    try:
+        r = subprocess.run([*without_root_powers(), sys.executable, "-m", "shipper", "parse", str(d)],
+                           capture_output=True, timeout=60)
+    finally:
+        d.chmod(0o755)
+    assert r.returncode != 0
+    assert r.stderr.decode().strip() == f"shipper: {d}: Permission denied"

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, require_binary
+from conftest import free_port, require_binary, without_root_powers
 from rsyslog_util import Rsyslog
 from test_daemon import ROOT, _seqs, _stop
 
@@ -73,19 +73,12 @@ port = {rs.ports["tcp"]}
     assert sorted(seqs) == list(range(DIRS)), (tmp_path / "shipper.log").read_text()[-2000:]
 
 
-def _without_root_powers() -> list[str]:
-    """A command prefix under which file permissions hold: none for a user; for root,
-    setpriv with an empty capability bounding set (uid 0 without CAP_DAC_OVERRIDE is
-    held to the mode bits like anyone: a file of another user's, 0600, is closed)."""
-    return [] if os.geteuid() != 0 else [require_binary("setpriv"), "--bounding-set=-all"]
-
-
 @pytest.mark.parametrize("what", ["checkpoints", "tracking"])
 def test_state_files_of_another_user_refuse_the_start_in_one_line(what):
     """After an upgrade or a run as root: checkpoints another user owns were taken for
     missing (every line read again from start_position, and never saved again), and the
     open mails' state was set aside as if corrupt. Refused instead, naming the path."""
-    prefix = _without_root_powers()
+    prefix = without_root_powers()
     multilog = require_binary("multilog")
     top = Path(tempfile.mkdtemp(prefix="shipper-ops-", dir="/tmp"))
     try:
