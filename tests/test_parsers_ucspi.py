@@ -138,6 +138,17 @@ SAMPLES: dict[str, list] = {
         OTHER,
         OTHER,
     ],
+    # indimail's tcpserver: its own ok/deny layout and " sql: N" status suffix
+    "indimail_tcpserver_formats": [
+        ('tcpserver', 'tcp_status', None, {'children': 0, 'limit': 40}),
+        ('tcpserver', 'tcp_pid', 23456, {'conn_pid': 23456, 'remote_ip': '198.51.100.7'}),
+        ('tcpserver', 'tcp_ok', 23456,
+         {'conn_pid': 23456, 'local_host': 'mail.example.com', 'local_ip': '192.0.2.10', 'local_port': 25, 'remote_host': 'client.example.net', 'remote_ip': '198.51.100.7', 'remote_port': 51234, 'ip_limit': 20}),
+        ('tcpserver', 'tcp_deny', 23457,
+         {'conn_pid': 23457, 'local_ip': '2001:db8::25', 'local_port': 465, 'remote_ip': '2001:db8::7', 'remote_info': 'ident', 'remote_port': 40001, 'ip_limit': 5}),
+        ('tcpserver', 'tcp_end', None, {'conn_pid': 23458, 'text': 'crashed'}),
+        ('tcpserver', 'tcp_status', None, {'children': 1, 'limit': 40}),
+    ],
     "java_test_tcpserver_comment": [
         ('tcpserver', 'tcp_status', None, {'children': 0, 'limit': 40}),
         ('tcpserver', 'tcp_status', None, {'children': 1, 'limit': 40}),

@@ -16,7 +16,8 @@ from shipper.parsers.seen import keep
 
 Parsed = tuple[str, dict[str, Any]]
 
-_STATUS_RE = re.compile(r"(\d+)/(\d+)(?:/(\d+))?")
+# indimail's tcpserver ends it with " sql: 0|1" (whether it reads MySQL access rules)
+_STATUS_RE = re.compile(r"(\d+)/(\d+)(?:/(\d+)| sql: [01])?")
 _PID_RE = re.compile(r"(\d+) from (\S*)")
 _OKDENY_RE = re.compile(r"(\d+) (\S*) (\S*)(?: (.+))?")
 # "PID LHOST:LIP:LPORT RHOST:RIP:RINFO:RPORT" in one match, the common ok/deny
@@ -24,6 +25,9 @@ _OKDENY_RE = re.compile(r"(\d+) (\S*) (\S*)(?: (.+))?")
 # _remote_fields split them (host to the first ':', port after the last).
 # [0-9], not \d: the general path takes only ASCII digits for ints.
 _OKDENY_FAST_RE = re.compile(r"([0-9]+) ([^:\s]*):(\S*):([0-9]+) ([^:\s]*):(\S*):([^:\s]*):([0-9]+)")
+# indimail's tcpserver (ucspi-tcp-x tcpserver.c): "LHOST[LIP]LPORT RHOST[RIP]RINFO:RPORT:maxperip=N"
+_OKDENY_BRACKET_RE = re.compile(
+    r"([0-9]+) ([^\s\[]*)\[([^\s\]]*)\]([0-9]*) ([^\s\[]*)\[([^\s\]]*)\](\S*?):([0-9]*):maxperip=([0-9]+)")
 _END_RE = re.compile(r"(\d+) status (\d+)")
 _ENDED_RE = re.compile(r"by (\d+) status (\d+)")
 _ACCEPT_RE = re.compile(r"(\d+) accept(?: (.+))?")
@@ -178,6 +182,8 @@ def _server(text: str) -> Parsed | None:
                 f["remote_info"] = rinfo
             f["remote_port"] = int(rport)
             return ("tcp_ok" if word == "ok" else "tcp_deny"), f
+        if "[" in rest:
+            return _okdeny_bracket(word, rest)
         m = _OKDENY_RE.fullmatch(rest)
         if m is None:
             return None
@@ -191,6 +197,9 @@ def _server(text: str) -> Parsed | None:
     if word == "end":
         m = _END_RE.fullmatch(rest)
         if m is None:
+            pid_s, _, what = rest.partition(" ")
+            if what == "status crashed" and pid_s.isdigit() and pid_s.isascii():
+                return "tcp_end", {"conn_pid": int(pid_s), "text": "crashed"}  # indimail
             return None
         f = {}
         _wait_fields(m.group(1), m.group(2), f)
@@ -222,6 +231,26 @@ def _server(text: str) -> Parsed | None:
         if pid.isdigit() and pid.isascii() and len(pid) <= 19:
             return "tcp_info", {"setting": word, "text": what}
     return None
+
+
+def _okdeny_bracket(word: str, rest: str) -> Parsed | None:
+    """indimail's ``ok``/``deny`` line: IPs in brackets, the per-IP limit at the end."""
+    m = _OKDENY_BRACKET_RE.fullmatch(rest)
+    if m is None:
+        return None
+    pid_s, lhost, lip, lport, rhost, rip, rinfo, rport, maxperip = m.groups()
+    pid = int(pid_s)
+    f: dict[str, Any] = {"pid": pid, "conn_pid": pid}
+    for key, value in (("local_host", lhost), ("local_ip", lip), ("remote_host", rhost),
+                       ("remote_ip", rip), ("remote_info", rinfo)):
+        if value:
+            f[key] = value
+    if lport:
+        f["local_port"] = int(lport)
+    if rport:
+        f["remote_port"] = int(rport)
+    f["ip_limit"] = int(maxperip)
+    return ("tcp_ok" if word == "ok" else "tcp_deny"), f
 
 
 def _tcpsvd(text: str) -> Parsed | None:
