@@ -164,9 +164,14 @@ def test_simscan_lines():
     assert rec.fields == {"conn_pid": 25608, "verdict": "CLEAN", "score": 0.0, "threshold": 0.0,
                           "scan_time": 3.3011, "mail_from": "root@mail.denbaguse.ta",
                           "rcpt_to": "postmaster@testaja.lg"}
-    # debug text without "[pid]": known program, no grammar
-    rec = _parse(TOASTER[4])
-    assert (rec.program, rec.event) == ("simscan", "unparsed")
+    # simscan 1.4.0's SIMSCAN_DEBUG lines: no "[PPID]" (newer releases write one)
+    debug = [_parse(line) for line in TOASTER[4:]]
+    assert [(r.program, r.pid, r.event) for r in debug] == [("simscan", None, "simscan_info")] * 9
+    assert [r.fields for r in debug] == [{"text": t} for t in (
+        "starting: work dir: /var/qmail/simscan/1277102187.556394.25609", "calling clamdscan",
+        "cdb looking up version clamav", "normal clamdscan return code: 0", "calling spamc",
+        "calling /usr/bin/spamc  spamc -u postmaster@testaja.lg", "cdb looking up version spam",
+        "done, execing qmail-queue", "qmail-queue exited 0")]
 
 
 SIMSCAN = [

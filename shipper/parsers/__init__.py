@@ -38,7 +38,7 @@ PREFIXED: dict[str, ParserFn] = {
     "qscheduler": qmail_send.parse_qmail_daemon,
     "vchkpw": misc.parse_vchkpw_prefixed,
     "vpopmail": misc.parse_vchkpw,
-    "simscan": misc.parse_simscan,
+    "simscan": misc.parse_simscan_prefixed,
     "spamdyke": misc.parse_spamdyke,
     "dovecot": misc.parse_dovecot,
 }

@@ -369,6 +369,17 @@ def parse_simscan(text: str) -> Parsed | None:
     return "simscan", fields
 
 
+def parse_simscan_prefixed(text: str) -> Parsed | None:
+    """``simscan: text`` (prefix dispatch): ``parse_simscan``'s lines, and the debug
+    lines of simscan 1.4.0 and older (SIMSCAN_DEBUG), written without the ``[PPID]``
+    newer releases put there (``simscan: calling clamdscan``): ``simscan_info``."""
+    got = parse_simscan(text)
+    if got is not None:
+        return got
+    t = text.removeprefix("simscan:").strip(_TRAILING)
+    return ("simscan_info", {"text": t}) if t else None
+
+
 def _num(s: str) -> float | None:
     try:
         return float(s)
