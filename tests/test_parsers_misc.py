@@ -350,8 +350,8 @@ DOVECOT = [
      "in=120 out=3456", 6, "dovecot",
      {"service": "imap", "auth_user": "u@example.com", "text": "Disconnected: Logged out in=120 out=3456"}),
     ("Jun 10 12:00:01 mx dovecot: auth: Error: passwd-file(u@example.com,192.0.2.7): unknown user",
-     3, "dovecot", {"service": "auth", "level": "error",
-                    "text": "passwd-file(u@example.com,192.0.2.7): unknown user"}),
+     3, "dovecot", {"service": "auth", "level": "error", "auth_user": "u@example.com",
+                    "remote_ip": "192.0.2.7", "text": "passwd-file(u@example.com,192.0.2.7): unknown user"}),
     ("Jun 10 12:00:01 mx dovecot: master: Warning: Killed with signal 15 (by pid=1 uid=0 code=kill)",
      4, "dovecot", {"service": "master", "level": "warning",
                     "text": "Killed with signal 15 (by pid=1 uid=0 code=kill)"}),
@@ -367,8 +367,25 @@ def test_dovecot_lines(line: str, sev: int, event: str, fields: dict) -> None:
 
 def test_dovecot_process_pid_in_parentheses_is_no_user() -> None:
     assert parse_dovecot("auth-worker(1234): Error: sql(u@example.com): Password mismatch") == (
-        "dovecot", {"service": "auth-worker", "level": "error",
+        "dovecot", {"service": "auth-worker", "level": "error", "auth_user": "u@example.com",
                     "text": "sql(u@example.com): Password mismatch"})
+
+
+@pytest.mark.parametrize(("text", "user", "ip"), [
+    # dovecot 2.3 auth-request.c's prefix: "DB(USER,IP[,sasl:MECH][,master])[<PID>][<SESSION>]"
+    ("auth: Info: passwd-file(u@example.com,2001:db8::7,sasl:plain)<AbCd12>: unknown user",
+     "u@example.com", "2001:db8::7"),
+    ("auth-worker(77): Info: sql(u@example.com,192.0.2.7,sasl:login,master)<77><AbCd12>: request [3]: "
+     "Password mismatch", "u@example.com", "192.0.2.7"),
+    # 2.2 kept the session inside the parentheses; "?" before the user is known
+    ("auth: Info: passwd-file(?,192.0.2.7,<AbCd12>): no user given", None, "192.0.2.7"),
+    # a local request has no IP
+    ("auth-worker(77): Error: pam(u): pam_authenticate() failed", "u", None),
+])
+def test_dovecot_auth_request_prefix(text: str, user: str | None, ip: str | None) -> None:
+    _, f = parse_dovecot(text)
+    assert (f.get("auth_user"), f.get("remote_ip")) == (user, ip)
+    assert f["text"] == text.split(": ", 2)[2]
 
 
 def test_dovecot_text_outside_its_grammar() -> None:
@@ -407,10 +424,13 @@ F2B_DOVECOT_EXPECTED = [
     ("dovecot", 442, {"service": "dovecot", "text": "auth(default): pam(account@MYSERVERNAME.com,"
                       "200.76.17.206): pam_authenticate() failed: User not known to the underlying "
                       "authentication module: 2 Time(s)"}),
-    ("dovecot", None, {"service": "auth-worker", "text": "pam(username,1.2.3.4): pam_authenticate() "
+    ("dovecot", None, {"service": "auth-worker", "auth_user": "username", "remote_ip": "1.2.3.4",
+                       "text": "pam(username,1.2.3.4): pam_authenticate() "
                        "failed: Authentication failure (password mismatch?)"}),
-    ("dovecot", None, {"service": "auth-worker", "text": "pam(username,1.2.3.4): unknown user"}),
-    ("dovecot", None, {"service": "auth", "text": "passwd-file(username,1.2.3.4): unknown user"}),
+    ("dovecot", None, {"service": "auth-worker", "auth_user": "username", "remote_ip": "1.2.3.4",
+                       "text": "pam(username,1.2.3.4): unknown user"}),
+    ("dovecot", None, {"service": "auth", "auth_user": "username", "remote_ip": "1.2.3.4",
+                       "text": "passwd-file(username,1.2.3.4): unknown user"}),
     ("pop_auth", None, {"service": "pop3", "auth_user": "ivo", "method": "PLAIN", "remote_ip": "1.2.3.4",
                         "local_ip": "1.1.2.2", "session": "6brQWt/vCADDhP/+", "result": "failure",
                         "reason": "Disconnected: Inactivity (auth failed, 1 attempts in 178 secs)"}),
@@ -447,7 +467,8 @@ def test_dovecot_log_format_needs_its_service_and_level() -> None:
     assert parse_dovecot_log("imap-login: Login: user=<u>, rip=192.0.2.7") is None  # no level
     assert parse_dovecot_log("rblsmtpd: Info: something") is None  # not a dovecot process
     assert parse_dovecot_log("auth-worker(4321): Error: sql(u): Password mismatch") == (
-        "dovecot", {"service": "auth-worker", "level": "error", "text": "sql(u): Password mismatch"})
+        "dovecot", {"service": "auth-worker", "level": "error", "auth_user": "u",
+                    "text": "sql(u): Password mismatch"})
 
 
 def test_real_dovecot_secured_logins_are_not_tls() -> None:

@@ -230,6 +230,11 @@ _DOVECOT_FIELDS = {"user": "auth_user", "method": "method", "rip": "remote_ip", 
 _DOVECOT_INTS = {"mpid": "mail_pid", "rport": "remote_port", "lport": "local_port"}
 _DOVECOT_AUTH_PROCESSES = frozenset({"auth", "auth-worker"})
 _DOVECOT_ELEMENTS_RE = re.compile(r": (?=user=<|method=|rip=)")
+# The auth process's lines about one request: "DB(USER,IP[,…]): …" (1.x, 2.x; 2.2 adds
+# ",<SESSION>" in the parentheses, 2.3 ",sasl:MECH", ",master", then "<PID>", "<SESSION>",
+# ": request [N]" after them): auth-request.c's log prefix, "?" for a user not yet known
+_DOVECOT_AUTHDB_RE = re.compile(
+    r"[a-z][\w-]*\(([^,()\s]*)(?:,([0-9A-Fa-f.:]*[0-9A-Fa-f]))?(?:,[^()]*)?\)")
 # dovecot's processes, as they name themselves in its log file and on stderr
 # ("imap-login: Info: …", "auth-worker(4321): Error: …", "imap(user)<pid><session>: …")
 _DOVECOT_SERVICE_RE = re.compile(
@@ -291,6 +296,14 @@ def parse_dovecot(text: str) -> Parsed | None:
                 return "pop_auth", f
             f["text"] = msg
             return "dovecot", f
+    elif f["service"] in _DOVECOT_AUTH_PROCESSES:
+        m = _DOVECOT_AUTHDB_RE.match(rest)
+        if m is not None:
+            user, ip = m.groups()
+            if user and user != "?":
+                f["auth_user"] = user
+            if ip:
+                f["remote_ip"] = ip
     f["text"] = rest
     return "dovecot", f
 
