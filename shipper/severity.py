@@ -110,8 +110,8 @@ def severity(rec: dict[str, Any]) -> int:
                 if event == "smtp_decision" and value == "Reject" and rec.get("check") == "AUTH":
                     return WARNING  # a failed SMTP AUTH
                 return NOTICE
-    elif event == "tcp_end" and (rec.get("signal") or rec.get("exit_code")):
-        return NOTICE
+    elif event == "tcp_end" and (rec.get("signal") or rec.get("exit_code") or rec.get("text") == "crashed"):
+        return NOTICE  # (indimail's tcpserver: "end PID status crashed", its signal unnamed)
     elif event == "alert":
         # indimail says "alert:" for signals it was sent ("alert: qmail-send: 4711 got TERM:
         # queue1", "got 'A' command"): a restart or a reload, not a page at night

@@ -374,6 +374,10 @@ def test_a_list_or_a_dict_where_a_name_belongs_is_no_crash():
     ({"event": "pop_auth", "result": "success"}, 6),
     ({"event": "simscan", "verdict": "VIRUS"}, 4),
     ({"event": "simscan", "verdict": "SPAM REJECT"}, 5),
+    # a server's child that did not end well: an exit code, a signal, indimail's "crashed"
+    ({"event": "tcp_end", "conn_pid": 1, "wait_status": 0, "exit_code": 0}, 6),
+    ({"event": "tcp_end", "conn_pid": 1, "wait_status": 256, "exit_code": 1}, 5),
+    ({"event": "tcp_end", "conn_pid": 1, "text": "crashed"}, 5),
     # summaries by their result: a bounced mail is a warning, a refused session a notice
     ({"event": "mail", "result": "failure"}, 4),
     ({"event": "mail", "result": "mixed"}, 5),
