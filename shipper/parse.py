@@ -422,8 +422,9 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
             program, event, fields, pid = _result(name, fn(text[m.end():]), text[:m.end()])
             if pid is None and m.group(2):
                 pid = int(m.group(2))
-                if name == "qmail-smtpd" and event != "unparsed":
-                    # patched qmail-smtpd's "qmail-smtpd[PID]: ": the pid tcpserver logged
+                if (name == "qmail-smtpd" or name == "jgreylist") and event != "unparsed":
+                    # patched qmail-smtpd's "qmail-smtpd[PID]: ", jgreylist's (exec'd by
+                    # tcpserver's child as qmail-smtpd is): the pid tcpserver logged
                     fields.setdefault("conn_pid", pid)
             return program, event, fields, pid
     for name, fn in UNPREFIXED:

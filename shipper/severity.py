@@ -46,6 +46,7 @@ _NOTICE_WHEN: dict[str, tuple[str, frozenset[str]]] = {
     "spamdyke": ("verdict", frozenset({"denied"})),
     "simscan": ("verdict", frozenset({"SPAM REJECT", "ATTACH", "REGEX", "SPAM DROP"})),
     "smtp_session": ("result", frozenset({"rejected", "blocked", "denied"})),
+    "greylist": ("action", frozenset({"GREY", "DENY", "HANGUP"})),
     "mail": ("result", frozenset({"deferral", "mixed", "rejected"})),
 }
 # event → (field, values that make it a warning): one class of outcome, one severity

@@ -13,6 +13,7 @@ from shipper.parse import LineParser, ParseOptions
 from shipper.parsers.misc import (
     parse_chkuser,
     parse_dovecot,
+    parse_jgreylist,
     parse_simscan,
     parse_spamdyke,
     parse_spamdyke_untagged,
@@ -194,6 +195,34 @@ def test_simscan_grammar(line, fields):
     assert rec.program == "simscan"
     assert rec.event == ("simscan_info" if "text" in fields else "simscan")
     assert rec.fields == fields
+
+
+# jgreylist's verdicts, field by field; its pid is tcpserver's child's (it runs in the
+# same process, exec'd before qmail-smtpd), so it is the session's conn_pid
+JGREYLIST_EXPECTED = [
+    (23456, "greylist", {"conn_pid": 23456, "remote_ip": "198.51.100.7", "action": "GREY", "reason": "first time"}, 5),
+    (23456, "greylist_info", {"conn_pid": 23456, "text": ">>> 220 jgreylist v8"}, 6),
+    (23456, "greylist_info", {"conn_pid": 23456, "text": "<<< HELO mail.example.net"}, 6),
+    (23460, "greylist", {"conn_pid": 23460, "remote_ip": "198.51.100.7", "action": "GREY", "reason": "too soon"}, 5),
+    (23470, "greylist", {"conn_pid": 23470, "remote_ip": "198.51.100.7", "action": "OK", "reason": "known"}, 6),
+    (23471, "greylist", {"conn_pid": 23471, "remote_ip": "2001:db8::7", "action": "OK", "reason": "whitelisted"}, 6),
+    (None, "greylist", {"remote_ip": "203.0.113.9", "action": "DENY", "reason": "blacklisted"}, 5),
+    (23473, "greylist", {"conn_pid": 23473, "remote_ip": "203.0.113.10", "action": "DENY", "reason": "no reverse DNS"}, 5),
+    (23474, "greylist", {"conn_pid": 23474, "remote_ip": "203.0.113.11", "action": "HANGUP",
+                         "reason": "too many RCPT commands"}, 5),
+    (23475, "greylist_info", {"conn_pid": 23475, "text": "TCPREMOTEIP is empty or missing"}, 6),
+    (27730, "greylist", {"conn_pid": 27730, "remote_ip": "1.2.3.4", "action": "DENY", "reason": "no reverse DNS"}, 5),
+]
+
+
+def test_jgreylist_lines_field_by_field() -> None:
+    lines = _lines("jgreylist_source_formats.txt")
+    assert len(lines) == len(JGREYLIST_EXPECTED)
+    for line, (pid, event, fields, sev) in zip(lines, JGREYLIST_EXPECTED, strict=True):
+        rec = _parse(line)
+        assert (rec.program, rec.pid, rec.event, rec.fields) == ("jgreylist", pid, event, fields), line
+        assert severity(rec.to_dict()) == sev, line
+    assert parse_jgreylist("") is None and parse_jgreylist(" \r") is None
 
 
 def test_unprefixed_parsers_reject_other_text_fast_path():

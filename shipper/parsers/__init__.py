@@ -39,6 +39,7 @@ PREFIXED: dict[str, ParserFn] = {
     "vchkpw": misc.parse_vchkpw_prefixed,
     "vpopmail": misc.parse_vchkpw,
     "simscan": misc.parse_simscan_prefixed,
+    "jgreylist": misc.parse_jgreylist,
     "spamdyke": misc.parse_spamdyke,
     "dovecot": misc.parse_dovecot,
 }

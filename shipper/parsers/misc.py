@@ -393,6 +393,25 @@ def parse_simscan_prefixed(text: str) -> Parsed | None:
     return ("simscan_info", {"text": t}) if t else None
 
 
+# jgreylist.c (John Simpson, v8): "IP: OK known", "IP: GREY first time", "IP: DENY no
+# reverse DNS", "IP: HANGUP too many RCPT commands", ...; without the colon in a form
+# quoted elsewhere ("1.2.3.4 DENY no reverse DNS")
+_JGREYLIST_RE = re.compile(r"(\S+?):? (OK|DENY|GREY|HANGUP) (.+)")
+
+
+def parse_jgreylist(text: str) -> Parsed | None:
+    """jgreylist's text after ``jgreylist[PID]: ``: ``greylist`` for its verdict on a
+    client, ``greylist_info`` for its other lines (``<<<``/``>>>`` with
+    JGREYLIST_LOG_SMTP, errors)."""
+    t = text.strip(_TRAILING)
+    if not t:
+        return None
+    m = _JGREYLIST_RE.fullmatch(t)
+    if m is None:
+        return "greylist_info", {"text": t}
+    return "greylist", {"remote_ip": m.group(1), "action": m.group(2), "reason": m.group(3)}
+
+
 def _num(s: str) -> float | None:
     try:
         return float(s)
