@@ -27,23 +27,20 @@ from shipper.follower import (
     unmatched_problem,
 )
 from shipper.sinks.base import SinkError
+from shipper.sinks.syslog import open_stream
 from shipper.tlsconfig import client_context
 
 
 async def _probe_stream(cfg: SinkConfig, tls: bool) -> str:
-    ctx = client_context(cfg.tls) if tls and cfg.tls is not None else None
+    # the sinks' own connect, so check says what run's log will say
+    assert cfg.host is not None and cfg.port is not None
+    opts = cfg.tls if tls else None
     try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection(cfg.host, cfg.port, ssl=ctx,
-                                    server_hostname=(cfg.tls.server_name or cfg.host) if ctx else None,
-                                    ssl_handshake_timeout=cfg.tls.handshake_timeout if ctx else None),
-            cfg.connect_timeout + (cfg.tls.handshake_timeout if ctx else 0))
-    except TimeoutError:
-        return f"no answer within {cfg.connect_timeout:g} s" + (" (TCP or TLS handshake)" if ctx else "")
-    except ssl.SSLCertVerificationError as exc:
-        return f"TLS certificate verification failed: {exc.verify_message}"
-    except (OSError, ssl.SSLError) as exc:
-        return exc.strerror or str(exc)
+        _, writer = await open_stream(cfg.host, cfg.port, tls=opts,
+                                      ssl_context=client_context(opts) if opts is not None else None,
+                                      connect_timeout=cfg.connect_timeout, keepalive=None)
+    except SinkError as exc:
+        return _without_peer(str(exc), cfg)
     writer.close()
     try:
         await writer.wait_closed()
@@ -52,13 +49,19 @@ async def _probe_stream(cfg: SinkConfig, tls: bool) -> str:
     return ""
 
 
+def _without_peer(text: str, cfg: SinkConfig) -> str:
+    """A sink's error without the "host:port: " or "host: " it starts with: check names
+    the peer first."""
+    return text.removeprefix(f"{cfg.host}:{cfg.port}: ").removeprefix(f"{cfg.host}: ")
+
+
 async def _probe_relp(cfg: SinkConfig) -> str:
     sink = build_sink(cfg)
     sink.ack_timeout = cfg.connect_timeout  # the answer to "open" comes at once or never
     try:
         await sink.probe()
     except SinkError as exc:
-        return str(exc)
+        return _without_peer(str(exc), cfg)
     return ""
 
 
@@ -105,7 +108,7 @@ def _probe_udp(cfg: SinkConfig) -> tuple[str, str]:
     try:
         socket.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_DGRAM)
     except OSError as exc:
-        return what, f"cannot resolve: {exc}"
+        return what, f"cannot resolve the host name: {exc.strerror or exc}"
     return what + " (UDP has no handshake: only the name was checked)", ""
 
 
