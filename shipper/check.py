@@ -19,6 +19,7 @@ import tempfile
 
 from shipper.assemble import build_sink
 from shipper.config import Config, ConfigError, SinkConfig, load_config
+from shipper.daemon import nearest_existing, owning_dir, write_access_hint
 from shipper.follower import (
     expand,
     file_problem,
@@ -94,7 +95,7 @@ def _probe_sink(cfg: SinkConfig) -> tuple[str, str]:
         if cfg.path and os.path.isdir(cfg.path):
             return f"file {cfg.path}", "is a directory, not a file"
         d = os.path.dirname(os.path.abspath(cfg.path or ".")) or "."
-        probe = _nearest_existing(d)  # run makes missing directories: this one must take them
+        probe = nearest_existing(d)  # run makes missing directories: this one must take them
         if not os.path.isdir(probe):
             return f"file {cfg.path}", f"{probe} is not a directory"
         if not os.access(probe, os.W_OK):
@@ -161,20 +162,13 @@ def _unstamped(current: str) -> str | None:
             "otherwise guessed, and event ids can repeat between files that begin alike)")
 
 
-def _nearest_existing(path: str) -> str:
-    """``path``, or its nearest ancestor that exists (what a missing directory would be
-    made in); "" when none of a relative path exists."""
-    while path and not os.path.exists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    return path
-
-
 def _check_dirs(config: Config) -> list[str]:
     problems = []
     dirs = {config.state_dir} | {s.buffer.path for s in config.sinks.values() if s.buffer.type == "disk"}
+    said: set[str] = set()  # the buffers below a state_dir that cannot be written: one line
     for d in sorted(dirs):
-        probe = _nearest_existing(d)
-        if not probe:
+        probe = nearest_existing(d)
+        if not probe or probe in said:
             continue
         if not os.path.isdir(probe):
             problems.append(f"{d}: {probe} is not a directory (state and buffers live there)")
@@ -182,8 +176,10 @@ def _check_dirs(config: Config) -> list[str]:
         try:  # really write, as run will: os.access says yes to root on /proc, say
             os.rmdir(tempfile.mkdtemp(prefix=".shipper-check-", dir=probe))
         except OSError as exc:
+            said.add(probe)
             problems.append(f"{d}: cannot create directories in {probe}: {exc.strerror} "
-                            "(state and buffers live there)")
+                            f"(state and buffers live there; "
+                            f"{write_access_hint(owning_dir(config, d), probe)})")
     return problems
 
 

@@ -125,7 +125,10 @@ class Daemon:
         try:
             self._lock = lock_state_dir(self.config.state_dir)
         except OSError as exc:
-            log.error("cannot start: %s", describe_os_error(exc))
+            culprit = exc.filename if isinstance(exc.filename, str) else ""
+            log.error("cannot start: %s%s", describe_os_error(exc),
+                      f" ({write_access_hint(self.config.state_dir, culprit)})"
+                      if isinstance(exc, PermissionError) else "")
             return 2
         if self._lock is None:
             log.error("cannot start: another shipper is running with state_dir %s (stop it, "
@@ -139,6 +142,11 @@ class Daemon:
         except QueueLocked as exc:
             log.error("cannot start: %s: is another shipper using this buffer?", exc)
             return 1
+        except PermissionError as exc:  # a buffer or checkpoint directory of another user's
+            culprit = exc.filename if isinstance(exc.filename, str) else ""
+            log.error("cannot start: %s (%s)", _why(exc),
+                      write_access_hint(owning_dir(self.config, culprit), culprit))
+            return 2
         except Exception as exc:  # noqa: BLE001 - state_dir not writable, a sink that cannot be built
             log.error("cannot start: %s", _why(exc))
             return 2
@@ -330,6 +338,14 @@ class Daemon:
             notifier.watchdog()
 
 
+def owning_dir(config: Config, path: str) -> str:
+    """The state_dir, or the buffer path outside it, that ``path`` is in."""
+    for d in (config.state_dir, *(s.buffer.path for s in config.sinks.values())):
+        if d and (path == d or path.startswith(d.rstrip(os.sep) + os.sep)):
+            return d
+    return config.state_dir
+
+
 class CannotRun(Exception):
     """Neither the new configuration nor the running one can be set up any more."""
 
@@ -345,6 +361,37 @@ def describe_os_error(exc: OSError) -> str:
     if exc.filename is not None and exc.strerror:
         return f"{exc.filename}: {exc.strerror}"
     return str(exc)
+
+
+def nearest_existing(path: str) -> str:
+    """``path``, or its nearest ancestor that exists (what a missing directory would be
+    made in); "" when none of a relative path exists."""
+    while path and not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def write_access_hint(directory: str, culprit: str = "") -> str:
+    """What to do when this user cannot write ``culprit`` (default: ``directory``) in
+    ``directory``, the state_dir or a buffer path: most often the shipper ran once as
+    root, and its files are root's now."""
+    import pwd
+
+    def user(uid: int) -> str:
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return str(uid)
+
+    me = user(os.geteuid())
+    if nearest_existing(directory) != directory:
+        return f"make it as root: install -d -m 700 -o {me} {directory}"
+    culprit = nearest_existing(culprit or directory)
+    try:
+        owner = user(os.stat(culprit).st_uid)
+    except OSError:
+        return f"it must be writable by {me}, the user this runs as"
+    return f"{culprit} belongs to {owner}, this runs as {me}: chown -R {me} {directory}"
 
 
 def lock_state_dir(state_dir: str) -> int | None:

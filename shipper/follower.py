@@ -2043,12 +2043,33 @@ def multilog_dir_problem(path: str) -> str | None:
     try:
         names = os.listdir(path)
     except OSError as exc:
-        return f"{path}: cannot read it: {exc.strerror} (the shipper's user needs to read the log directory)"
+        return f"{path}: cannot read it: {exc.strerror} ({_dir_access_hint(path)})"
     if not os.access(path, os.X_OK):  # listed, but its files cannot be opened (mode r without x)
-        return f"{path}: cannot read it: Permission denied (the shipper's user needs to read the log directory)"
+        return f"{path}: cannot read it: Permission denied ({_dir_access_hint(path)})"
     if not any(n in ("current", "lock") or ml.is_archive(n) for n in names):
         return f"{path}: no multilog files in it yet (current, lock, @*.s); followed when they appear"
     return None
+
+
+def _dir_access_hint(path: str) -> str:
+    """Who owns ``path`` and how to let this user in. multilog makes a missing log
+    directory 0700, where adding the shipper's user to the owning group is no help."""
+    import grp
+    import pwd
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "the shipper's user needs to read the log directory"
+    def name(db: Any, ident: int) -> str:
+        try:
+            return str(db(ident)[0])
+        except KeyError:
+            return str(ident)
+    me = name(pwd.getpwuid, os.geteuid())
+    return (f"owner {name(pwd.getpwuid, st.st_uid)}:{name(grp.getgrgid, st.st_gid)} mode "
+            f"{stat.S_IMODE(st.st_mode):04o}; the shipper's user ({me}) needs r and x on it: "
+            f"chgrp it to a group {me} is in and chmod 750 it")
 
 
 def file_problem(path: str) -> str | None:

@@ -130,9 +130,80 @@ def test_a_log_directory_this_user_cannot_read_is_named_by_check_and_run(tmp_pat
     log.mkdir(parents=True)
     (log / "current").write_bytes(b"@400000005a49ba341eefa7a4 new msg 1\n")
     path = _cfg(tmp_path, '[sinks.o]\ntype = "stdout"\n')
+    # multilog makes a missing log directory 0700 (seen with daemontools 0.76's multilog),
+    # where the README's "add the group owning them" is no help: owner and mode are named
+    import os
+
+    owner, me = ("nobody", "root") if os.geteuid() == 0 else (_user(os.geteuid()), _user(os.geteuid()))
+    group = _group(65534 if os.geteuid() == 0 else os.getegid())
+    mode = "0700" if os.geteuid() == 0 else "0000"
     _said_by_check_and_run_without_access(
-        log, path, f"{log}: cannot read it: Permission denied "
-        "(the shipper's user needs to read the log directory)")
+        log, path, f"{log}: cannot read it: Permission denied (owner {owner}:{group} mode {mode}; "
+        f"the shipper's user ({me}) needs r and x on it: chgrp it to a group {me} is in and chmod 750 it)")
+
+
+def _user(uid: int) -> str:
+    import pwd
+
+    return pwd.getpwuid(uid).pw_name
+
+
+def _group(gid: int) -> str:
+    import grp
+
+    return grp.getgrgid(gid).gr_name
+
+
+@pytest.mark.parametrize("made", ["made", "missing"])
+def test_a_state_dir_of_another_user_is_named_with_what_to_do(tmp_path, made):
+    """Found installing as an admin: `shipper run` tried once as root leaves a root-owned
+    state_dir, and the service user then got "cannot create directories in ...:
+    Permission denied" from check and "cannot start: .../lock: Permission denied" from
+    run, with no word of whose it is or what to do."""
+    import os
+    import shutil
+    import signal
+
+    state = tmp_path / "state"
+    path = _cfg(tmp_path, '[sinks.o]\ntype = "stdout"\n')
+    locked = state if made == "made" else tmp_path
+    if made == "made":
+        state.mkdir()
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # as in _said_by_check_and_run_without_access
+        prefix = [shutil.which("setpriv") or "setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+        os.chown(locked, 65534, 65534)
+        os.chmod(locked, 0o700 if made == "made" else 0o755)
+        owner = "nobody"
+    else:
+        os.chmod(locked, 0o500)
+        owner = _user(os.geteuid())
+    me = _user(os.geteuid())
+    if made == "made":
+        hint = f"{state} belongs to {owner}, this runs as {me}: chown -R {me} {state}"
+        said_check = f"error: {state}: cannot create directories in {state}: Permission denied " \
+                     f"(state and buffers live there; {hint})"
+        said_run = f"ERROR shipper: cannot start: {state}/lock: Permission denied ({hint})"
+    else:
+        hint = f"make it as root: install -d -m 700 -o {me} {state}"
+        said_check = f"error: {state}: cannot create directories in {tmp_path}: Permission denied " \
+                     f"(state and buffers live there; {hint})"
+        said_run = f"ERROR shipper: cannot start: {state}: Permission denied ({hint})"
+    try:
+        r = subprocess.run([*prefix, sys.executable, "-m", "shipper", "check", "-c", path, "--no-probe"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and said_check in r.stdout.splitlines(), r.stdout
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", "shipper", "run", "-c", path],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = proc.communicate(timeout=30)  # it ends at once
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)  # the process we started
+                proc.wait(10)
+        assert proc.returncode == 2 and said_run in err.splitlines(), err
+    finally:
+        os.chmod(locked, 0o755)
 
 
 @pytest.mark.parametrize("configured", ["glob", "path"])
