@@ -19,7 +19,7 @@ import tempfile
 
 from shipper.assemble import build_sink
 from shipper.config import Config, ConfigError, SinkConfig, load_config
-from shipper.daemon import nearest_existing, owning_dir, write_access_hint
+from shipper.daemon import metrics_listen_problem, nearest_existing, owning_dir, write_access_hint
 from shipper.follower import (
     expand,
     file_problem,
@@ -183,6 +183,26 @@ def _check_dirs(config: Config) -> list[str]:
     return problems
 
 
+def _metrics_port_taken(config: Config) -> str:
+    """Why run could not listen for metrics, or "": bound and let go at once."""
+    m = config.metrics
+    if not m.enabled:
+        return ""
+    host, port = m.address
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return f"metrics.listen: cannot listen on {m.listen}: {exc.strerror or exc}"
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server does
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            return metrics_listen_problem(m.listen, exc)
+    return ""
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="shipper check",
@@ -206,6 +226,8 @@ def main(argv: list[str]) -> int:
     notes, unreadable = _check_sources(config)
     for n in notes:
         print(f"warning: {n}")
+    if (busy := _metrics_port_taken(config)):
+        print(f"warning: {busy} (run goes on without metrics)")
     problems = unreadable + _check_dirs(config)
     for name, scfg in config.sinks.items():  # what run builds must build here too
         try:

@@ -12,6 +12,7 @@ running. A second SIGTERM exits at once; the disk queues make that safe too.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import json
 import logging
@@ -309,7 +310,7 @@ class Daemon:
         try:
             await self.metrics_server.start(m.listen)
         except OSError as exc:
-            log.error("metrics: cannot listen on %s: %s (going on without metrics)", m.listen, exc)
+            log.error("%s (going on without metrics)", metrics_listen_problem(m.listen, exc))
             self.metrics_server = None
             return
         # Where it really listens (port 0 picks one), for `shipper status -c`.
@@ -336,6 +337,17 @@ class Daemon:
         while True:
             await asyncio.sleep(interval)
             notifier.watchdog()
+
+
+def metrics_listen_problem(listen: str, exc: OSError) -> str:
+    """One line for a metrics address that cannot be bound (asyncio's own text repeats
+    the address as a tuple after "[Errno 98]")."""
+    why = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        why += ": another program, or a shipper already running, listens there; set [metrics] listen"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        why += ": not an address of this host; set [metrics] listen"
+    return f"metrics.listen: cannot listen on {listen}: {why}"
 
 
 def owning_dir(config: Config, path: str) -> str:

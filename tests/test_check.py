@@ -231,7 +231,6 @@ def _said_by_check_and_run_without_access(locked: Path, config: str, said: str) 
     capabilities that let root read anything; as a user, the directory gets mode 000."""
     import os
     import shutil
-    import signal
 
     prefix: list[str] = []
     if os.geteuid() == 0:
@@ -248,16 +247,24 @@ def _said_by_check_and_run_without_access(locked: Path, config: str, said: str) 
         # an error, not a warning: run would ship nothing from it
         assert f"error: sources.q: {said}" in r.stdout.splitlines(), r.stdout
         assert r.returncode == 1
-        proc = subprocess.Popen([*prefix, sys.executable, "-m", "shipper", "run", "-c", config],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            time.sleep(2.0)
-        finally:
-            proc.send_signal(signal.SIGINT)  # the process we started
-            _, err = proc.communicate(timeout=30)
+        err = _run_for_a_while(prefix, config)
         assert f"ERROR shipper.follower: {said}" in err.splitlines(), err
     finally:
         os.chmod(locked, 0o700)
+
+
+def _run_for_a_while(prefix: list[str], config: str) -> str:
+    """`shipper run` for two seconds, then SIGINT: its log."""
+    import signal
+
+    proc = subprocess.Popen([*prefix, sys.executable, "-m", "shipper", "run", "-c", config],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2.0)
+    finally:
+        proc.send_signal(signal.SIGINT)  # the process we started
+        _, err = proc.communicate(timeout=30)
+    return err
 
 
 def test_a_glob_skips_the_files_beside_the_directories_and_names_a_parent_log(tmp_path):
@@ -314,3 +321,25 @@ def test_a_name_that_does_not_resolve_is_said_alike_for_every_transport(tmp_path
         why = why.split(": ", 1)[1]  # after the port
         assert why.startswith("cannot resolve the host name: ") and "Errno" not in why, line
         assert host not in why, line
+
+
+def test_a_metrics_port_in_use_is_named_by_check_and_run(tmp_path):
+    """Found installing as an admin: check said nothing, and run logged "[Errno 98] error
+    while attempting to bind on address ('127.0.0.1', N): address already in use"."""
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    path = Path(_cfg(tmp_path, '[sinks.o]\ntype = "stdout"\n'))
+    path.write_text(path.read_text() + f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    said = (f"metrics.listen: cannot listen on 127.0.0.1:{port}: Address already in use: another "
+            "program, or a shipper already running, listens there; set [metrics] listen")
+    try:
+        r = run("-c", str(path), "--no-probe")
+        assert r.returncode == 0, r.stdout  # a warning: run goes on, and before a reload it is ours
+        assert f"warning: {said} (run goes on without metrics)" in r.stdout.splitlines(), r.stdout
+        err = _run_for_a_while([], str(path))
+        assert f"ERROR shipper: {said} (going on without metrics)" in err.splitlines(), err
+    finally:
+        taken.close()
