@@ -83,9 +83,12 @@ _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d"
 class ConfigError(Exception):
     """The configuration is invalid; ``errors`` has one ``KEY.PATH: reason`` line each."""
 
-    def __init__(self, errors: list[str]) -> None:
+    def __init__(self, errors: list[str], partial: Config | None = None) -> None:
         super().__init__("\n".join(errors))
         self.errors = errors
+        # what was read, defaults where a key was wrong: for a command that needs a few
+        # keys only (status: state_dir and [metrics]) and can tell if its keys erred
+        self.partial = partial
 
 
 class Secret:
@@ -1268,7 +1271,7 @@ def load_config_text(text: str, name: str = "<config>", *, env: Mapping[str, str
                Path(base_dir) if base_dir else Path.cwd())
     cfg = _build(data, ctx, name)
     if ctx.errors:
-        raise ConfigError(ctx.errors)
+        raise ConfigError(ctx.errors, cfg)
     return cfg  # its warnings are the caller's to say (run logs them, check prints them)
 
 

@@ -89,9 +89,14 @@ def main(argv: list[str]) -> int:
         try:
             cfg = load_config(args.config, check_files=False)
         except ConfigError as exc:
-            for line in exc.errors:
-                print(f"shipper: {line}", file=sys.stderr)
-            return 2
+            # Only state_dir and [metrics] matter here: a sink's ${VAR} or *_env that
+            # only the service's environment (envdir, EnvironmentFile) sets is no error.
+            ours = [line for line in exc.errors if line.startswith(("state_dir:", "metrics.", "metrics:"))]
+            if exc.partial is None or ours:
+                for line in ours or exc.errors:
+                    print(f"shipper: {line}", file=sys.stderr)
+                return 2
+            cfg = exc.partial
         if not cfg.metrics.enabled:
             print("shipper: metrics are off in this config: status has nothing to read", file=sys.stderr)
             return 2
@@ -115,6 +120,8 @@ def main(argv: list[str]) -> int:
         report = render(metrics)
     except Exception as exc:  # noqa: BLE001 - a bad URL, a peer that is not ours: one line
         why = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+        if isinstance(why, OSError) and why.strerror:  # "Connection refused", not "[Errno 111] ..."
+            why = why.strerror
         print(f"shipper: cannot read {printable(url)}/metrics: {printable(str(why))} "
               "(is shipper running there?)", file=sys.stderr)
         return 1

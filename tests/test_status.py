@@ -1,0 +1,68 @@
+"""`shipper status -c`: what it needs of the config, and its one-line errors."""
+
+from __future__ import annotations
+
+import http.server
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from conftest import free_port
+
+
+def _status(config: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "shipper", "status", "-c", str(config)],
+                          capture_output=True, text=True, timeout=30,
+                          env={k: v for k, v in os.environ.items() if k != "RELP_HOST"} | (env or {}))
+
+
+def _config(tmp_path: Path, port: int, state_dir: str) -> Path:
+    # as installed under daemontools: the relay's name comes from ./env/RELP_HOST through envdir,
+    # which the admin's shell does not have
+    p = tmp_path / "shipper.toml"
+    p.write_text(f'state_dir = "{state_dir}"\n[metrics]\nlisten = "127.0.0.1:{port}"\n'
+                 '[sources.q]\ntype = "multilog"\npaths = ["/var/log/qmail/*"]\n'
+                 '[sinks.relp]\ntype = "relp"\nhost = "${RELP_HOST}"\nport = 2514\n')
+    return p
+
+
+def test_a_sink_variable_only_the_service_has_does_not_stop_status(tmp_path):
+    """Found installing as an admin: with the relay's host in envdir, `shipper status -c`
+    answered "sinks.relp.host: environment variable RELP_HOST is not set", exit 2."""
+    state = tmp_path / "state"
+    body = (f'shipper_build_info{{version="0.1.0",state_dir="{state}"}} 1\n'
+            'shipper_sink_connected{sink="relp"} 1\nshipper_sink_acked_total{sink="relp"} 7\n').encode()
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        r = _status(_config(tmp_path, server.server_address[1], str(state)))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.returncode == 0, r.stderr
+    assert any(line.split()[:2] == ["relp", "up"] for line in r.stdout.splitlines()), r.stdout
+
+
+def test_status_still_refuses_its_own_keys_and_says_why_it_cannot_connect(tmp_path):
+    r = _status(_config(tmp_path, free_port(), "relative/state"))
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == ['shipper: state_dir: must be an absolute path, got "relative/state"'], r.stderr
+    port = free_port()
+    r = _status(_config(tmp_path, port, str(tmp_path / "state")))
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [f"shipper: cannot read http://127.0.0.1:{port}/metrics: Connection "
+                                     "refused (is shipper running there?)"], r.stderr
