@@ -304,10 +304,17 @@ COMMANDS = {"verify": verify, "repair": repair, "stats": stats}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="shipper buffer",
-                                 description="Check, repair or describe a disk buffer offline.")
-    ap.add_argument("command", choices=sorted(COMMANDS))
-    ap.add_argument("path", metavar="PATH", help="the buffer directory of one sink")
+    ap = argparse.ArgumentParser(
+        prog="shipper buffer",
+        description="Check, repair or describe a disk buffer offline. stats: what is in it "
+                    "(records, bytes, unacknowledged, oldest event); verify: check every "
+                    "record, change nothing (safe while shipper runs); repair: what a start "
+                    "does (cut a torn tail, set corrupt records aside in a quarantine file, "
+                    "rebuild the state); it refuses while the shipper runs. Exit 0 ok, 1 a problem.")
+    ap.add_argument("command", choices=sorted(COMMANDS), help="what to do (above)")
+    ap.add_argument("path", metavar="PATH",
+                    help="the buffer directory of one sink: STATE_DIR/buffer/SINK "
+                         "(e.g. /var/lib/shipper/buffer/siem)")
     try:
         args = ap.parse_args(argv)
     except SystemExit as exc:

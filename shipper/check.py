@@ -207,8 +207,11 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="shipper check",
         description="Validate the configuration, then probe each sink (connect, TLS handshake, "
-                    "HTTP reachability). Exit 0: all good; 1: a probe failed; 2: invalid configuration.")
-    ap.add_argument("-c", "--config", required=True, metavar="FILE")
+                    "HTTP reachability). Run it as the user shipper runs as, with the service's "
+                    "environment (secrets from envdir). Exit 0: all good; 1: a problem found (a sink "
+                    "that does not answer, a log or state directory this user cannot use); 2: "
+                    "invalid configuration.")
+    ap.add_argument("-c", "--config", required=True, metavar="FILE", help="the configuration file")
     ap.add_argument("--no-probe", action="store_true", help="only validate, connect to nothing")
     args = ap.parse_args(argv)
     try:

@@ -339,7 +339,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--restart", action="store_true", help="ignore saved progress")
     ap.add_argument("--state-dir", metavar="DIR",
                     help="where progress is kept (default: the config's state_dir, else none)")
-    ap.add_argument("--no-redact", action="store_true")
+    ap.add_argument("--no-redact", action="store_true", help="keep passwords and AUTH data")
     ap.add_argument("--tai", action="store_true",
                     help="TAI64N labels are true TAI with leap seconds (s6-log), not daemontools'")
     ap.add_argument("--utc", action="store_true", help="tai64nlocal/syslog stamps are UTC")

@@ -170,3 +170,33 @@ def test_parse_of_an_unreadable_directory_says_so(tmp_path):
         d.chmod(0o755)
     assert r.returncode != 0
     assert r.stderr.decode().strip() == f"shipper: {d}: Permission denied"
+
+
+def test_every_option_of_every_command_says_what_it_does(monkeypatch):
+    """Found reading the --help texts as an admin: replay's --no-redact, check's -c and
+    buffer's command had no word of help."""
+    import argparse
+
+    from shipper.cli import COMMANDS
+
+    class Built(Exception):
+        pass
+
+    parsers: dict[str, argparse.ArgumentParser] = {}
+
+    def capture(self, args=None, namespace=None):
+        parsers[self.prog] = self
+        raise Built
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    monkeypatch.setattr("signal.signal", lambda *a: None)  # run's early-SIGHUP note
+    for func, _ in COMMANDS.values():
+        try:
+            func(["--help"])
+        except Built:
+            pass
+    assert len(parsers) == len(COMMANDS), sorted(parsers)
+    silent = [f"{prog} {action.option_strings or action.dest}" for prog, p in parsers.items()
+              for action in p._actions  # noqa: SLF001 - what --help prints
+              if not isinstance(action, argparse._HelpAction) and not action.help]  # noqa: SLF001
+    assert silent == [], silent
