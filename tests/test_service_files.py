@@ -200,3 +200,25 @@ def test_pip_installs_the_configs_service_and_unit():
     for target, pats in data.items():  # each file lands beside its fellows, as in the tree
         for pat in pats:
             assert target == "share/shipper/" + os.path.dirname(pat), (target, pat)
+
+
+def test_the_readme_daemontools_install_lines_work_on_a_fresh_debian(tmp_path: Path):
+    """Found following the README on Debian: nothing makes /var/service, so its
+    `cp -r service/shipper /var/service/shipper` failed ("No such file or directory")
+    and every line after it. The README's lines up to the log directory run here with
+    /var rebased into a temp dir, sudo and the users left out."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("### Under daemontools")
+    block = readme[readme.index("```sh\n", start) + 6:readme.index("```\n", readme.index("```sh\n", start) + 6)]
+    root = tmp_path / "root"
+    (root / "var").mkdir(parents=True)  # what Debian has; no /var/service
+    lines = [line.split("  #")[0].strip() for line in block.splitlines()]
+    lines = [line for line in lines if "/var/service" in line and "ln -s" not in line]
+    assert len(lines) == 3, block  # copy, env/, log/main
+    for line in lines:
+        cmd = re.sub(r"\bsudo ", "", line).replace("-o shiplog ", "").replace("/var/", f"{root}/var/")
+        r = subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, f"{line}: {r.stderr}"
+    svc = root / "var" / "service" / "shipper"
+    assert os.access(svc / "run", os.X_OK) and os.access(svc / "log" / "run", os.X_OK)
+    assert (svc / "env").is_dir() and (svc / "log" / "main").is_dir()
