@@ -66,3 +66,26 @@ def test_status_still_refuses_its_own_keys_and_says_why_it_cannot_connect(tmp_pa
     assert r.returncode == 1
     assert r.stderr.splitlines() == [f"shipper: cannot read http://127.0.0.1:{port}/metrics: Connection "
                                      "refused (is shipper running there?)"], r.stderr
+
+
+def test_the_readme_status_sample_is_what_status_prints():
+    """Found comparing the README with a real `shipper status`: its sample lacked the
+    version line and the blank lines between the tables."""
+    from shipper.status import render
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("$ shipper status -c")
+    sample = readme[readme.index("\n", start) + 1:readme.index("```", start)].rstrip("\n").splitlines()
+    metrics = {
+        "shipper_build_info": [({"version": "0.1.0"}, 1.0)],
+        "shipper_source_lines_total": [({"source": "/var/log/qmail/send"}, 1204332.0)],
+        "shipper_source_unread_bytes": [({"source": "/var/log/qmail/send"}, 0.0)],
+        "shipper_source_lag_seconds": [({"source": "/var/log/qmail/send"}, 0.2)],
+        "shipper_source_gaps_total": [({"source": "/var/log/qmail/send"}, 0.0)],
+        "shipper_sink_connected": [({"sink": "siem"}, 1.0)],
+        "shipper_sink_acked_total": [({"sink": "siem"}, 1204101.0)],
+        "shipper_sink_retried_total": [({"sink": "siem"}, 0.0)],
+        "shipper_buffer_records": [({"sink": "siem"}, 231.0)],
+        "shipper_buffer_oldest_age_seconds": [({"sink": "siem"}, 0.1)],
+    }
+    assert [line.rstrip() for line in render(metrics).splitlines()] == sample
