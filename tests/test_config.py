@@ -45,7 +45,8 @@ def errors_of(text: str, env: dict[str, str] | None = None, **kw: object) -> lis
 def test_shipped_files_are_all_there():
     names = {p.name for p in SHIPPED}
     assert names == {"shipper.toml", "rsyslog-tls.toml", "relp.toml", "graylog-gelf.toml",
-                     "clickhouse.toml", "elasticsearch.toml", "loki.toml", "splunk-hec.toml"}
+                     "clickhouse.toml", "elasticsearch.toml", "loki.toml", "splunk-hec.toml",
+                     "journal.toml"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -55,7 +56,8 @@ def test_shipped_file_validates(path: Path):
     assert cfg.path == str(path)
     for name, sink in cfg.sinks.items():
         assert sink.name == name
-        assert sink.buffer.path == f"/var/lib/shipper/buffer/{name}"
+        assert sink.buffer.path == f"{cfg.state_dir}/buffer/{name}"
+    assert cfg.state_dir.startswith("/var/lib/shipper")
 
 
 def test_shipped_example_values():
@@ -513,3 +515,13 @@ def test_a_syslog_host_in_brackets_is_the_address_inside(host: str, got: str | N
         assert len(errs) == 1 and errs[0].startswith("sinks.s.host: must be a host name or an IP")
     else:
         assert load_config_text(text, "t.toml", env={}, check_files=False).sinks["s"].host == got
+
+
+def test_the_journal_example_runs_beside_a_multilog_shipper():
+    """The README pipes journalctl into `shipper run -c journal.toml` beside the service:
+    on the service's state_dir it would refuse to start, on its port run without metrics."""
+    journal = load_config(ROOT / "conf/examples/journal.toml", env={}, check_files=False)
+    main = load_config(ROOT / "conf/shipper.toml", env={}, check_files=False)
+    assert [s.type for s in journal.sources.values()] == ["stdin"]
+    assert journal.state_dir != main.state_dir
+    assert journal.metrics.address != main.metrics.address
