@@ -187,6 +187,9 @@ def test_tls_server_name_mismatch_is_a_clear_error(rsyslog, certs):
         return str(err.value)
     text = asyncio.run(attempt())
     assert "certificate verification failed" in text and "not-this-host" in text
+    # and what to do, found installing as an admin
+    assert text.endswith("(the certificate does not hold that name: set host, or tls.server_name, "
+                         "to one it holds)"), text
 
 
 async def test_receiver_restarted_mid_stream_loses_nothing(tmp_path):
@@ -285,6 +288,8 @@ async def test_wrong_server_certificate_clear_error_retries_then_delivers(tmp_pa
         assert sink.stats.failed >= 2 and not task.done()
         assert "TLS certificate verification failed" in sink.stats.last_error
         assert "unable to get local issuer certificate" in sink.stats.last_error
+        # and what to do, found installing as an admin
+        assert "(tls.ca_file must hold the CA that signed the receiver's certificate)" in sink.stats.last_error
         # the operator fixes the server's certificate: the same batch gets through
         r.stop()
         r.use_server_cert(certs.server_cert, certs.server_key)

@@ -27,10 +27,21 @@ from typing import Any, Protocol
 log = logging.getLogger("shipper.sink")
 
 
+# What to do about the verification failures an install meets (OpenSSL's X509_V_ERR_*).
+_WRONG_CA = "tls.ca_file must hold the CA that signed the receiver's certificate"
+_VERIFY_HINTS = {
+    9: "not valid yet: is this host's clock right?",
+    18: _WRONG_CA, 19: _WRONG_CA, 20: _WRONG_CA, 21: _WRONG_CA,
+    62: "the certificate does not hold that name: set host, or tls.server_name, to one it holds",
+}
+
+
 def describe_error(exc: BaseException) -> str:
     """One clear line for a connection error, for every sink's log and metrics."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate verification failed: {exc.verify_message or exc.reason or exc}"
+        hint = _VERIFY_HINTS.get(exc.verify_code or 0)
+        return (f"TLS certificate verification failed: {exc.verify_message or exc.reason or exc}"
+                + (f" ({hint})" if hint else ""))
     if isinstance(exc, ssl.SSLError):
         return f"TLS error: {exc.reason or exc}"
     if isinstance(exc, TimeoutError):
