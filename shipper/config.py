@@ -572,12 +572,15 @@ def _read_secret(ctx: _Ctx, t: _Table, file_key: str, env_key: str, what: str,
         return Secret(value, f"env {env_name}"), None, env_name
     assert file_path is not None
     p = _resolve(ctx, file_path)
+    st: os.stat_result | None = None
     try:
         st = os.stat(p)
         with open(p, encoding="utf-8") as f:
             value = f.read().rstrip("\r\n")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if isinstance(exc, PermissionError) and st is not None:
+            reason += f" ({_unreadable_hint(p, st)})"
         ctx.error(t.key_path(file_key), f"cannot read {p}: {reason}")
         return None, file_path, None
     if not value:
@@ -585,6 +588,24 @@ def _read_secret(ctx: _Ctx, t: _Table, file_key: str, env_key: str, what: str,
         return None, file_path, None
     _warn_if_exposed(ctx, t.key_path(file_key), p, st)
     return Secret(value, f"file {p}"), file_path, None
+
+
+def user_name(uid: int) -> str:
+    """The name of user ``uid`` (its number when it has none), for "whose is it" hints."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _unreadable_hint(path: str, st: os.stat_result) -> str:
+    """Whose a file is that this user cannot read: shipper reads its files as the user it
+    runs as (setpriv, systemd's User=), not as root."""
+    me = user_name(os.geteuid())
+    return (f"owner {user_name(st.st_uid)}, mode {stat.S_IMODE(st.st_mode):04o}; shipper runs as {me}: "
+            f"chown {me} {path}")
 
 
 def _warn_if_exposed(ctx: _Ctx, path: str, file: str, st: os.stat_result) -> None:
@@ -666,7 +687,7 @@ def _check_file(ctx: _Ctx, t: _Table, key: str, value: str | None, *, directory:
     if directory != stat.S_ISDIR(st.st_mode):
         ctx.error(t.key_path(key), f"{p} is {'not ' if directory else ''}a directory")
     elif not os.access(p, os.R_OK):
-        ctx.error(t.key_path(key), f"cannot read {p}: permission denied")
+        ctx.error(t.key_path(key), f"cannot read {p}: Permission denied ({_unreadable_hint(p, st)})")
     elif secret:
         _warn_if_exposed(ctx, t.key_path(key), p, st)
     return p

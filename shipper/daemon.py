@@ -27,7 +27,7 @@ from typing import Any
 from shipper import __version__, sdnotify
 from shipper.assemble import Assembly, assemble, build_sink
 from shipper.checkpoint import atomic_write, remove_stale_temps
-from shipper.config import Config, ConfigError, load_config, load_config_text, named_now
+from shipper.config import Config, ConfigError, load_config, load_config_text, named_now, user_name
 from shipper.diskqueue import QueueLocked
 from shipper.metrics import METRICS_ADDR_FILE, MetricsServer
 
@@ -387,20 +387,12 @@ def write_access_hint(directory: str, culprit: str = "") -> str:
     """What to do when this user cannot write ``culprit`` (default: ``directory``) in
     ``directory``, the state_dir or a buffer path: most often the shipper ran once as
     root, and its files are root's now."""
-    import pwd
-
-    def user(uid: int) -> str:
-        try:
-            return pwd.getpwuid(uid).pw_name
-        except KeyError:
-            return str(uid)
-
-    me = user(os.geteuid())
+    me = user_name(os.geteuid())
     if nearest_existing(directory) != directory:
         return f"make it as root: install -d -m 700 -o {me} {directory}"
     culprit = nearest_existing(culprit or directory)
     try:
-        owner = user(os.stat(culprit).st_uid)
+        owner = user_name(os.stat(culprit).st_uid)
     except OSError:
         return f"it must be writable by {me}, the user this runs as"
     return f"{culprit} belongs to {owner}, this runs as {me}: chown -R {me} {directory}"

@@ -2055,19 +2055,19 @@ def _dir_access_hint(path: str) -> str:
     """Who owns ``path`` and how to let this user in. multilog makes a missing log
     directory 0700, where adding the shipper's user to the owning group is no help."""
     import grp
-    import pwd
+
+    from shipper.config import user_name
 
     try:
         st = os.stat(path)
     except OSError:
         return "the shipper's user needs to read the log directory"
-    def name(db: Any, ident: int) -> str:
-        try:
-            return str(db(ident)[0])
-        except KeyError:
-            return str(ident)
-    me = name(pwd.getpwuid, os.geteuid())
-    return (f"owner {name(pwd.getpwuid, st.st_uid)}:{name(grp.getgrgid, st.st_gid)} mode "
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    me = user_name(os.geteuid())
+    return (f"owner {user_name(st.st_uid)}:{group} mode "
             f"{stat.S_IMODE(st.st_mode):04o}; the shipper's user ({me}) needs r and x on it: "
             f"chgrp it to a group {me} is in and chmod 750 it")
 

@@ -343,3 +343,37 @@ def test_a_metrics_port_in_use_is_named_by_check_and_run(tmp_path):
         assert f"ERROR shipper: {said} (going on without metrics)" in err.splitlines(), err
     finally:
         taken.close()
+
+
+def test_a_secret_or_ca_file_this_user_cannot_read_is_named_with_its_owner(tmp_path):
+    """Found installing as an admin: a token or CA file made by root with chmod 600 is
+    unreadable to the shipper's user, and the error said only "permission denied"."""
+    import os
+    import shutil
+
+    tok, ca = tmp_path / "token", tmp_path / "ca.pem"
+    tok.write_text("s3cret\n")
+    ca.write_bytes((Path(__file__).parent / "fixtures" / "tls" / "test-ca.pem").read_bytes())
+    path = _cfg(tmp_path, '[sinks.h]\ntype = "http"\nurl = "https://127.0.0.1:9/"\nformat = "ndjson"\n'
+                          f'[sinks.h.auth]\ntype = "bearer"\ntoken_file = "{tok}"\n'
+                          f'[sinks.h.tls]\nca_file = "{ca}"\n')
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # as in _said_by_check_and_run_without_access
+        prefix = [shutil.which("setpriv") or "setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+        owner, mode = "nobody", "0600"
+        for f in (tok, ca):
+            os.chown(f, 65534, 65534)
+            f.chmod(0o600)
+    else:
+        owner, mode = _user(os.geteuid()), "0000"
+        for f in (tok, ca):
+            f.chmod(0)
+    me = _user(os.geteuid())
+    r = subprocess.run([*prefix, sys.executable, "-m", "shipper", "check", "-c", path, "--no-probe"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stdout.splitlines() == [
+        f"error: sinks.h.auth.token_file: cannot read {tok}: Permission denied (owner {owner}, "
+        f"mode {mode}; shipper runs as {me}: chown {me} {tok})",
+        f"error: sinks.h.tls.ca_file: cannot read {ca}: Permission denied (owner {owner}, "
+        f"mode {mode}; shipper runs as {me}: chown {me} {ca})"], r.stdout
