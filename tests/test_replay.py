@@ -113,9 +113,12 @@ def test_replay_resumes_after_interruption(tmp_path):
     out = tmp_path / "out.ndjson"
     state = tmp_path / "state"
     args = [sys.executable, "-m", "shipper", "replay", str(d), "--output", str(out), "--state-dir", str(state),
-            "--rate", "4000"]
+            "--rate", "2000"]
     p = subprocess.Popen(args, stderr=subprocess.PIPE, cwd=REPO)
-    time.sleep(0.5)
+    # interrupted once it sends (a fixed sleep could land before its handler, on a busy machine)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 20 and not (out.exists() and out.stat().st_size):
+        time.sleep(0.01)
     os.kill(p.pid, signal.SIGINT)
     _, err = p.communicate(timeout=30)
     assert p.returncode == 130, err
