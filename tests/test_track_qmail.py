@@ -326,3 +326,20 @@ def test_only_a_local_delivery_forwards() -> None:
     ]
     (mail,) = _mails_of(lines).values()
     assert "forward_qp" not in mail["recipients"][0]
+
+
+def test_a_todo_file_taken_up_again_is_one_mail() -> None:
+    """qmail-send logs ``new msg``/``info msg`` each time it takes up a todo/ file (NQ
+    qmail-send.c todo_do); one it could not finish is taken up again: the same message,
+    not an inode reused after a lost ``end msg``. Another qp is another message."""
+    out = mails(correlate(records("qmail_todo_again.txt")))
+    assert [(m["msg"], m["mail_from"], m["flags"], m.get("incomplete_reason")) for m in out] == [
+        (5000, "a@x.org", [], None), (5100, "b@x.org", [], None),
+        (5200, "c@x.org", ["incomplete"], "id_reused"), (5200, "d@x.org", [], None)]
+    first, killed = out[0], out[1]
+    assert first["birth"] == "2024-05-24T02:48:22.001048576Z"  # the first info msg
+    assert first["queue_time_s"] == 11.001049 and first["result"] == "success"
+    assert len(first["event_ids"]) == 7  # both new msg / info msg pairs are its lines
+    (r,) = killed["recipients"]
+    assert r["result"] == "success" and r["n_attempts"] == 1 and r["attempts"][0]["epoch"] == 1
+    assert out[2]["recipients"] == [] and out[3]["qp"] == 7100

@@ -7,8 +7,11 @@ optional ``bounce msg M qp Q`` → ``end msg M``. Deliveries of many messages in
 Keys and the two id pitfalls:
 * A message id is the inode of its queue file: unique while the message is in the
   queue, reused after ``end msg``. Open messages are keyed by (host, queue, M); a
-  ``new msg M`` while M is still open means its end was lost: the old one is
-  emitted ``incomplete`` (reason ``id_reused``) and a new one starts.
+  ``new msg M`` while M is still open with deliveries means its end was lost: the
+  old one is emitted ``incomplete`` (reason ``id_reused``) and a new one starts.
+  Before any delivery it is the same message (qmail-send logs ``new msg``/``info
+  msg`` again when it takes up a todo/ file it could not finish), unless its
+  ``info msg`` names another sender, size or qp.
 * Delivery ids count from 1 again when qmail-send restarts. A restart is seen as
   ``status: exiting`` or as a ``starting delivery D`` with D not above the last
   started id; either starts a new *epoch* of that (host, queue): deliveries still
@@ -171,10 +174,15 @@ class QmailTracker:
         if msg is None:
             return
         key, m = self._mail(rec, msg, out, create=False)
-        if m is not None:
+        if m is not None and (m["rcpts"] or "bounce_qp" in m):
             self._emit(key, m, m["last_ns"], None, out, "id_reused")
-        key, m = self._mail(rec, msg, out)
-        assert m is not None
+            m = None
+        # else the same message again: qmail-send logs "new msg" each time it takes up
+        # a todo/ file, and one it could not finish (a write error, killed before its
+        # todo/ file was gone) is taken up again; none of its deliveries can start before
+        if m is None:
+            key, m = self._mail(rec, msg, out)
+            assert m is not None
         m["new"] = True
         self._touch(m, rec)
 
@@ -184,6 +192,14 @@ class QmailTracker:
             return
         key, m = self._mail(rec, msg, out)
         assert m is not None
+        if m["info"]:
+            if all(m.get(f) == rec.get(f) for f in ("mail_from", "size", "qp")):
+                self._touch(m, rec)  # its todo/ file taken up again (see _new_msg)
+                return
+            # another message: the one before with this inode ended unseen
+            self._emit(key, m, m["last_ns"], None, out, "id_reused")
+            key, m = self._mail(rec, msg, out)
+            assert m is not None
         m["info"] = True
         m["birth_ns"] = rec.get("time_unix_ns")
         for f in ("mail_from", "size", "qp", "uid"):
