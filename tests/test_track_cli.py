@@ -243,3 +243,34 @@ def test_track_shows_a_forwarded_copy_that_completed_before_its_mail(tmp_path: P
     recs = [orjson.loads(ln) for ln in out.splitlines()]
     assert rc == 0 and [r["msg"] for r in recs] == [706430, 706431]
     assert recs[1]["forward_of"]["event_id"] == recs[0]["event_id"]
+
+
+def test_track_shows_the_session_of_a_mail_that_ended_before_its_reply(tmp_path: Path) -> None:
+    """A local delivery done within milliseconds: qmail-send's "end msg" is stamped
+    before recordio's "250 ok … qp 4250" (the two logs' order is a race), so the mail
+    carries no session. The session that queued it was hidden ("its mails are shown
+    with the session inside"): --host with the client's IP found nothing."""
+    send = tmp_path / "send.log"
+    smtpd = tmp_path / "smtpd.log"
+    lines = (FIX / "send_recordio_ipv6.txt").read_text().splitlines()[1:]
+    # the same message's lines, its delivery done 16 ms after its info msg (before the reply)
+    send.write_text("\n".join(ln.replace("@40000000665b0d4a389fdb74", "@40000000665b0d4a309fdb74")
+                              .replace("@40000000665b0d4a38be5ff4", "@40000000665b0d4a30be5ff4")
+                              for ln in lines) + "\n")
+    smtpd.write_bytes(b"".join(ln + b"\n" for ln in
+                               (FIX / "smtpd_recordio_ipv6.txt").read_bytes().split(b"\n")[1:-1]))
+    rc, out = run(track_main, [str(send), str(smtpd), "--host", "2001:db8::25", "--json"])
+    assert rc == 0, out
+    (sess,) = [orjson.loads(x) for x in out.splitlines()]
+    assert sess["event"] == "smtp_session" and sess["remote_ip"] == "2001:db8::25"
+    assert [m["msg"] for m in sess["mails"]] == [777]
+    # --to: the mail, then where it came from
+    rc, out = run(track_main, [str(send), str(smtpd), "--to", "bob@example.org", "--json"])
+    recs = [orjson.loads(x) for x in out.splitlines()]
+    assert rc == 0 and [r["event"] for r in recs] == ["mail", "smtp_session"]
+    assert "session" not in recs[0] and recs[1]["mails"][0]["event_id"] == recs[0]["event_id"]
+    # the original order (the reply first): the mail carries the session, shown alone
+    rc, out = run(track_main, [str(FIX / "send_recordio_ipv6.txt"), str(smtpd), "--host",
+                               "2001:db8::25", "--json"])
+    (mail,) = [orjson.loads(x) for x in out.splitlines()]
+    assert rc == 0 and mail["event"] == "mail" and mail["session"]["remote_ip"] == "2001:db8::25"

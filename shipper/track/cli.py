@@ -12,6 +12,7 @@ the input size: summaries are printed (track) or aggregated (stats) as they comp
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import heapq
 import sys
 from collections.abc import Callable, Iterator
@@ -135,7 +136,8 @@ def _say_unreadable(errors: list[str], prog: str) -> Callable[[str], None]:
 
 def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
     """shipper track: where did this mail go? One summary per mail (and per SMTP session
-    that queued none, or that refused what you look for), followed by the copies its
+    that queued none, that refused what you look for, or whose mail ended before its
+    reply was logged and so does not name it), followed by the copies its
     local deliveries forwarded and the bounces it caused. Exit 0 if something matched,
     1 if not, 2 on error."""
     out = stdout or sys.stdout
@@ -164,6 +166,11 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
     # Bounded: the oldest held are dropped first.
     held: dict[str, list[dict[str, Any]]] = {}
     n_held = 0
+    # Mails that ended before the reply naming their qp was read (a fast local delivery:
+    # "end msg" stamped before the smtpd's "250 ok … qp"): they carry no session, so
+    # their session is not inside them and is shown itself when it matches. Bounded.
+    bare: dict[str, None] = {}
+    q_sessions = dataclasses.replace(q, sessions=True)
     errors: list[str] = []
 
     def show(rec: dict[str, Any]) -> None:
@@ -187,7 +194,14 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
 
     try:
         for rec in summaries(args.paths, copts, popts, _say_unreadable(errors, "shipper track")):
-            if matches(rec, q) or _follows(rec, shown):
+            eid = rec.get("event_id")
+            if rec.get("event") == "mail" and "session" not in rec and eid is not None:
+                bare[eid] = None
+                if len(bare) > FOLLOW_MAX:
+                    del bare[next(iter(bare))]
+            if matches(rec, q) or _follows(rec, shown) or (
+                    any(m.get("event_id") in bare for m in rec.get("mails", ()))
+                    and matches(rec, q_sessions)):
                 show(rec)
                 continue
             parent = _parent(rec)
