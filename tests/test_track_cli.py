@@ -274,3 +274,23 @@ def test_track_shows_the_session_of_a_mail_that_ended_before_its_reply(tmp_path:
                                "2001:db8::25", "--json"])
     (mail,) = [orjson.loads(x) for x in out.splitlines()]
     assert rc == 0 and mail["event"] == "mail" and mail["session"]["remote_ip"] == "2001:db8::25"
+
+
+def test_track_host_an_ip_is_that_address(tmp_path: Path) -> None:
+    """--host 198.51.100.7 found the rblsmtpd-blocked session of 198.51.100.77 (a
+    substring); an IP is now that address, in any spelling, and a part of one (a
+    network's first octets) or a name is still looked for as a substring."""
+    f = tmp_path / "smtpd.log"
+    f.write_bytes(b"".join(ln + b"\n" for ln in
+                           (FIX / "smtpd_recordio_ipv6.txt").read_bytes().split(b"\n")[1:-1]))
+    rc, out = run(track_main, [str(f), "--host", "198.51.100.7", "--json"])
+    assert (rc, out) == (1, "")
+    for want in ("198.51.100.77", "::ffff:198.51.100.77", "198.51.100.", "[198.51.100.77]"):
+        rc, out = run(track_main, [str(f), "--host", want, "--json"])
+        (sess,) = [orjson.loads(x) for x in out.splitlines()]
+        assert rc == 0 and sess["remote_ip"] == "198.51.100.77", want
+    rc, out = run(track_main, [str(f), "--host", "2001:db8:0::25", "--sessions", "--json"])
+    (sess,) = [orjson.loads(x) for x in out.splitlines()]
+    assert rc == 0 and sess["conn_pid"] == 4242
+    rc, out = run(track_main, [str(f), "--host", "client.example", "--sessions", "--json"])
+    assert rc == 0 and orjson.loads(out)["remote_host"] == "client.example.net"

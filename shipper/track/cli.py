@@ -145,7 +145,8 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
     _common(ap)
     ap.add_argument("--from", dest="mail_from", metavar="ADDR", help="sender contains ADDR")
     ap.add_argument("--to", dest="rcpt_to", metavar="ADDR", help="a recipient contains ADDR")
-    ap.add_argument("--host", metavar="H", help="client or relay host/IP contains H")
+    ap.add_argument("--host", metavar="H",
+                    help="client or relay host contains H; an IP address: that address")
     ap.add_argument("--msgid", metavar="ID", help="qmail msg number, Postfix queue id or Message-ID")
     ap.add_argument("--search", metavar="TEXT", help="TEXT anywhere in the summary")
     ap.add_argument("--sessions", action="store_true",

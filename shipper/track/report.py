@@ -8,6 +8,7 @@ exact for the heavy hitters it reports).
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ class TrackQuery:
     rcpt_to: str | None = None  # … of any recipient
     since_ns: int | None = None  # summary end time >= since
     until_ns: int | None = None  # summary start (birth) time <= until
-    host: str | None = None  # client or relay host/IP, or the log's host (substring)
+    host: str | None = None  # client or relay host, or the log's host (substring); an IP: exactly
     msgid: str | None = None  # qmail msg number, Postfix queue id or Message-ID
     search: str | None = None  # case-insensitive substring anywhere in the summary
     sessions: bool = False  # also sessions that queued mail (by default: only those that did not)
@@ -58,6 +59,33 @@ def _hosts(rec: dict[str, Any]) -> list[str]:
     for r in rec.get("recipients", []):
         h += [_low(r.get(k)) for k in ("relay_ip", "relay_host", "relay") if r.get(k)]
     return h
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``text`` as an IP address (an IPv4-mapped IPv6 one as its IPv4), or None."""
+    try:
+        a = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return a.ipv4_mapped or a if a.version == 6 else a
+
+
+def _host_matches(want: str, rec: dict[str, Any]) -> bool:
+    """A host query: a name or part of one is looked for in the host fields; an IP
+    address is that address (198.51.100.7 is not 198.51.100.77), also when written
+    ``::ffff:198.51.100.7`` or inside a relay's ``name[IP]:port``."""
+    hosts = _hosts(rec)
+    ip = _ip(want.strip("[]"))
+    if ip is None:
+        want = want.lower()
+        return any(want in h for h in hosts)
+    for h in hosts:
+        if _ip(h) == ip:
+            return True
+        i = h.find("[")
+        if i >= 0 and _ip(h[i + 1:h.find("]", i)]) == ip:
+            return True
+    return False
 
 
 def _refused_match(rec: dict[str, Any], q: TrackQuery) -> bool:
@@ -97,10 +125,8 @@ def matches(rec: dict[str, Any], q: TrackQuery) -> bool:
         want = q.rcpt_to.lower()
         if not any(want in r for r in _recipients(rec)):
             return False
-    if q.host is not None:
-        want = q.host.lower()
-        if not any(want in h for h in _hosts(rec)):
-            return False
+    if q.host is not None and not _host_matches(q.host, rec):
+        return False
     if q.msgid is not None:
         want = q.msgid.strip("<>").lower()
         ids = {_low(rec.get("msg")), _low(rec.get("qid")), _low(rec.get("message_id"))}
