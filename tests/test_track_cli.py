@@ -245,11 +245,12 @@ def test_track_shows_a_forwarded_copy_that_completed_before_its_mail(tmp_path: P
     assert recs[1]["forward_of"]["event_id"] == recs[0]["event_id"]
 
 
-def test_track_shows_the_session_of_a_mail_that_ended_before_its_reply(tmp_path: Path) -> None:
-    """A local delivery done within milliseconds: qmail-send's "end msg" is stamped
-    before recordio's "250 ok … qp 4250" (the two logs' order is a race), so the mail
-    carries no session. The session that queued it was hidden ("its mails are shown
-    with the session inside"): --host with the client's IP found nothing."""
+def test_track_shows_a_session_that_its_mail_does_not_name(tmp_path: Path) -> None:
+    """A session that queued mail was hidden ("its mails are shown with the session
+    inside"), also when no mail named it: a local delivery done within milliseconds
+    (qmail-send's "end msg" stamped before recordio's "250 ok … qp 4250": the two logs'
+    order is a race) or the send log not given. --host with the client's IP, or --to
+    on the smtpd log, found nothing."""
     send = tmp_path / "send.log"
     smtpd = tmp_path / "smtpd.log"
     lines = (FIX / "send_recordio_ipv6.txt").read_text().splitlines()[1:]
@@ -269,11 +270,21 @@ def test_track_shows_the_session_of_a_mail_that_ended_before_its_reply(tmp_path:
     recs = [orjson.loads(x) for x in out.splitlines()]
     assert rc == 0 and [r["event"] for r in recs] == ["mail", "smtp_session"]
     assert "session" not in recs[0] and recs[1]["mails"][0]["event_id"] == recs[0]["event_id"]
-    # the original order (the reply first): the mail carries the session, shown alone
-    rc, out = run(track_main, [str(FIX / "send_recordio_ipv6.txt"), str(smtpd), "--host",
-                               "2001:db8::25", "--json"])
-    (mail,) = [orjson.loads(x) for x in out.splitlines()]
-    assert rc == 0 and mail["event"] == "mail" and mail["session"]["remote_ip"] == "2001:db8::25"
+    # the original order (the reply first): the mail carries the session, shown alone,
+    # also when it ends after the session did (delivered 6 s later, the session ends at 1 s)
+    late = tmp_path / "late.log"
+    late.write_text("\n".join(ln.replace("@40000000665b0d4a38", "@40000000665b0d5038")
+                              for ln in lines) + "\n")
+    for log in (FIX / "send_recordio_ipv6.txt", late):
+        rc, out = run(track_main, [str(log), str(smtpd), "--host", "2001:db8::25", "--json"])
+        (mail,) = [orjson.loads(x) for x in out.splitlines()]
+        assert rc == 0 and mail["event"] == "mail", log
+        assert mail["session"]["remote_ip"] == "2001:db8::25"
+    assert mail["time"] == "2024-06-01T12:00:06.952000500Z"
+    # the smtpd log alone: the session that queued mail for bob is the answer
+    rc, text = run(track_main, [str(smtpd), "--to", "bob@example.org"])
+    assert rc == 0 and text.count("session tcpserver pid 4242") == 1
+    assert "  accepted <bob@example.org> from <Alice@example.net>\n  queued   qp 4250\n" in text
 
 
 def test_track_host_an_ip_is_that_address(tmp_path: Path) -> None:

@@ -136,8 +136,9 @@ def _say_unreadable(errors: list[str], prog: str) -> Callable[[str], None]:
 
 def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
     """shipper track: where did this mail go? One summary per mail (and per SMTP session
-    that queued none, that refused what you look for, or whose mail ended before its
-    reply was logged and so does not name it), followed by the copies its
+    that queued none, that refused what you look for, or that a mail it queued does
+    not name: one not in the input, or that ended before the reply was logged),
+    followed by the copies its
     local deliveries forwarded and the bounces it caused. Exit 0 if something matched,
     1 if not, 2 on error."""
     out = stdout or sys.stdout
@@ -167,10 +168,16 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
     # Bounded: the oldest held are dropped first.
     held: dict[str, list[dict[str, Any]]] = {}
     n_held = 0
-    # Mails that ended before the reply naming their qp was read (a fast local delivery:
-    # "end msg" stamped before the smtpd's "250 ok … qp"): they carry no session, so
-    # their session is not inside them and is shown itself when it matches. Bounded.
-    bare: dict[str, None] = {}
+    # A session that queued mail is shown inside its mails (their "session"), not by
+    # itself, unless a mail of its does not name it: one that ended before the reply
+    # naming its qp was logged (a fast local delivery: "end msg" stamped before the
+    # smtpd's "250 ok … qp"), or one not in the input (only the smtpd log given, or the
+    # send log's archive rotated away). So a session that matches waits for its mails,
+    # and is shown at the end if one never came naming it. Bounded: beyond
+    # FOLLOW_HOLD, the longest waiting is shown; a session whose mail naming it was
+    # forgotten beyond FOLLOW_MAX is shown, not lost.
+    carried: dict[str, set[Any]] = {}  # session event id → qps of the mails seen naming it
+    waiting: dict[str, tuple[dict[str, Any], set[Any]]] = {}  # … → (session, qps to come)
     q_sessions = dataclasses.replace(q, sessions=True)
     errors: list[str] = []
 
@@ -195,15 +202,27 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
 
     try:
         for rec in summaries(args.paths, copts, popts, _say_unreadable(errors, "shipper track")):
-            eid = rec.get("event_id")
-            if rec.get("event") == "mail" and "session" not in rec and eid is not None:
-                bare[eid] = None
-                if len(bare) > FOLLOW_MAX:
-                    del bare[next(iter(bare))]
-            if matches(rec, q) or _follows(rec, shown) or (
-                    any(m.get("event_id") in bare for m in rec.get("mails", ()))
-                    and matches(rec, q_sessions)):
+            ev = rec.get("event")
+            sid = (rec.get("session") or {}).get("event_id") if ev == "mail" else None
+            if sid is not None:
+                w = waiting.get(sid)
+                if w is not None:
+                    w[1].discard(rec.get("qp"))
+                    if not w[1]:
+                        del waiting[sid]
+                else:
+                    carried.setdefault(sid, set()).add(rec.get("qp"))
+                    if len(carried) > FOLLOW_MAX:
+                        del carried[next(iter(carried))]
+            if matches(rec, q) or _follows(rec, shown):
                 show(rec)
+                continue
+            if ev == "smtp_session" and rec.get("qps") and matches(rec, q_sessions):
+                to_come = set(rec["qps"]) - carried.pop(rec.get("event_id"), set())
+                if to_come:
+                    waiting[rec.get("event_id")] = (rec, to_come)
+                    if len(waiting) > FOLLOW_HOLD:
+                        show(waiting.pop(next(iter(waiting)))[0])
                 continue
             parent = _parent(rec)
             if parent is not None:
@@ -211,6 +230,8 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
                 n_held += 1
                 while n_held > FOLLOW_HOLD:
                     n_held -= len(held.pop(next(iter(held))))
+        for sess, _ in waiting.values():  # a mail of theirs never came naming them
+            show(sess)
     except InputError as exc:
         print(f"shipper track: {exc}", file=sys.stderr)
         return 2

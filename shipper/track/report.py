@@ -205,8 +205,15 @@ def render_text(rec: dict[str, Any]) -> str:
                          f"to <{r.get('rcpt_to')}>"
                          + (f": {r.get('smtp_code', '')} {r.get('dsn', '')} {r.get('reason', '')}".rstrip()
                             if r.get("smtp_code") or r.get("reason") else ""))
+        if rec.get("accepted_rcpts"):
+            lines.append(f"  accepted {' '.join(f'<{r}>' for r in rec['accepted_rcpts'][:10])}"
+                         + (f" from <{rec['mail_from']}>" if "mail_from" in rec else ""))
         for m in rec.get("mails", []):
             lines.append(f"  queued   msg {m.get('msg')} qp {m.get('qp')}")
+        linked = {m.get("qp") for m in rec.get("mails", [])}
+        for qp in rec.get("qps", []):
+            if qp not in linked:  # its info msg is not in the input (or came after the session)
+                lines.append(f"  queued   qp {qp}")
         for qid in rec.get("qids", []):
             lines.append(f"  queued   {qid}")
     lines.append("")
