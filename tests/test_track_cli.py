@@ -305,3 +305,34 @@ def test_track_host_an_ip_is_that_address(tmp_path: Path) -> None:
     assert rc == 0 and sess["conn_pid"] == 4242
     rc, out = run(track_main, [str(f), "--host", "client.example", "--sessions", "--json"])
     assert rc == 0 and orjson.loads(out)["remote_host"] == "client.example.net"
+
+
+def test_track_by_qp_and_an_indimail_queue_named(tmp_path: Path) -> None:
+    """--qp finds what the smtpd's "250 ok … qp N" names (by --search, the digits matched
+    times and ids too); indimail's queues each have their own inodes, so one msg number
+    can be two mails at once: the text names the queue."""
+    lines = (FIX / "indimail_readme_multiqueue_tai64nlocal.txt").read_text().splitlines()[1:]
+    start = next(i for i, ln in enumerate(lines) if "new msg 100926020" in ln)
+    mine = [ln for ln in lines[start:] if ln.endswith(" queue5")]  # delivery 1 in both
+    other = [ln.replace(" queue5", " queue2").replace("qp 555", "qp 556")
+             .replace("<root@indimail.org>", "<other@indimail.org>") for ln in mine]
+    log = tmp_path / "current"
+    log.write_text("\n".join(a for pair in zip(mine, other, strict=True) for a in pair) + "\n")
+    rc, text = run(track_main, [str(log), "--utc", "--msgid", "100926020"])
+    assert rc == 0 and "mail msg 100926020 in queue5 (" in text and "mail msg 100926020 in queue2 (" in text
+    rc, out = run(track_main, [str(log), "--utc", "--qp", "556", "--json"])
+    (m,) = [orjson.loads(x) for x in out.splitlines()]
+    assert rc == 0 and (m["queue"], m["mail_from"]) == ("queue2", "other@indimail.org")
+    assert m["recipients"][0]["result"] == "success" and m["flags"] == []
+    # the bounced mail (bounce qp 20357) and its bounce (qp 20357)
+    rc, out = run(track_main, [str(FIX / "notqmail_TEST.deliver.txt"), "--qp", "20357", "--json"])
+    assert rc == 0 and [orjson.loads(x)["msg"] for x in out.splitlines()] == [53, 54]
+    smtpd = tmp_path / "smtpd.log"
+    smtpd.write_bytes(b"".join(ln + b"\n" for ln in
+                               (FIX / "smtpd_recordio_ipv6.txt").read_bytes().split(b"\n")[1:-1]))
+    rc, out = run(track_main, [str(smtpd), str(FIX / "send_recordio_ipv6.txt"), "--qp", "4250",
+                               "--json"])
+    (m,) = [orjson.loads(x) for x in out.splitlines()]
+    assert rc == 0 and m["msg"] == 777 and m["session"]["conn_pid"] == 4242
+    rc, out = run(track_main, [str(smtpd), "--qp", "4251"])
+    assert (rc, out) == (1, "")

@@ -149,14 +149,17 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
     ap.add_argument("--host", metavar="H",
                     help="client or relay host contains H; an IP address: that address")
     ap.add_argument("--msgid", metavar="ID", help="qmail msg number, Postfix queue id or Message-ID")
+    ap.add_argument("--qp", type=int, metavar="N",
+                    help="qp N (qmail-queue's pid, as in the smtpd's '250 ok … qp N'): the "
+                         "mail, the one whose bounce or forwarded copy it is, the session")
     ap.add_argument("--search", metavar="TEXT", help="TEXT anywhere in the summary")
     ap.add_argument("--sessions", action="store_true",
                     help="also list sessions that queued mail (shown inside their mails anyway)")
     ap.add_argument("--auth-user", action="store_true", help="show AUTH user names (PII)")
     args = ap.parse_args(argv)
     q = TrackQuery(mail_from=args.mail_from, rcpt_to=args.rcpt_to, since_ns=args.since,
-                   until_ns=args.until, host=args.host, msgid=args.msgid, search=args.search,
-                   sessions=args.sessions)
+                   until_ns=args.until, host=args.host, msgid=args.msgid, qp=args.qp,
+                   search=args.search, sessions=args.sessions)
     copts, popts = _options(args)
     found = 0
     # Where the mails shown went next: the copies their local deliveries forwarded and

@@ -29,6 +29,7 @@ class TrackQuery:
     until_ns: int | None = None  # summary start (birth) time <= until
     host: str | None = None  # client or relay host, or the log's host (substring); an IP: exactly
     msgid: str | None = None  # qmail msg number, Postfix queue id or Message-ID
+    qp: int | None = None  # qmail-queue's pid: a mail's, its bounce's or forwarded copy's, a session's
     search: str | None = None  # case-insensitive substring anywhere in the summary
     sessions: bool = False  # also sessions that queued mail (by default: only those that did not)
 
@@ -132,7 +133,15 @@ def matches(rec: dict[str, Any], q: TrackQuery) -> bool:
         ids = {_low(rec.get("msg")), _low(rec.get("qid")), _low(rec.get("message_id"))}
         if want not in ids:
             return False
+    if q.qp is not None and q.qp not in _qps(rec):
+        return False
     return q.search is None or q.search.lower() in orjson.dumps(rec).decode().lower()
+
+
+def _qps(rec: dict[str, Any]) -> list[Any]:
+    """The qps a summary names: its own, its bounce's, its forwarded copies', a session's."""
+    qps = [rec.get("qp"), rec.get("bounce_qp"), *rec.get("qps", ())]
+    return qps + [r.get("forward_qp") for r in rec.get("recipients", ())]
 
 
 def _t(ns: int | None) -> str:
@@ -147,6 +156,8 @@ def render_text(rec: dict[str, Any]) -> str:
         if flags else ""
     if rec.get("event") == "mail":
         ident = f"msg {rec['msg']}" if "msg" in rec else f"queue id {rec.get('qid')}"
+        if rec.get("queue"):  # indimail's queues: the same msg number in two at once
+            ident += f" in {rec['queue']}"
         lines.append(f"mail {ident} ({rec.get('program')}, host {rec.get('host') or '-'}){tag}")
         lines.append(f"  from     <{rec.get('mail_from', '?')}>  {rec.get('size', '?')} bytes"
                      + (f"  qp {rec['qp']}" if "qp" in rec else "")
