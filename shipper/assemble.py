@@ -158,6 +158,7 @@ class Tracking:
         t = config.tracking
         for part in (opts.qmail, opts.session, opts.postfix):
             part.max_open = t.max_open
+        opts.session.link_cap = t.max_open
         # max_age is how long a mail may stay in the queue (qmail retries for a
         # week by default); SMTP sessions keep their own, shorter limit.
         opts.qmail.max_age_s = opts.postfix.max_age_s = t.max_age

@@ -481,3 +481,36 @@ def test_a_sender_line_saved_by_the_older_state_is_taken() -> None:
     send = _recs(_local_mail(1.0, 910, 6201, "bob@example.org"), "bbbbbbbbbbbbbbbb")
     (mail,) = c.feed(send)
     assert mail["session"]["conn_pid"] == 7101
+
+
+@pytest.mark.slow
+def test_qp_links_survive_one_log_read_far_behind_the_other() -> None:
+    """The daemon feeds each log as it reads it: after a stop, the send log (small) is
+    caught up long before the smtpd log (recordio: every line of every session), so
+    11,000 mails' info msg wait for their sessions' replies (or the other way round).
+    Only the latest 10,000 were kept: the others' links were lost, both ways."""
+    n = 11_000
+    smtpd, send = [], []
+    for i in range(n):
+        t, pid, qp = i * 0.5, 20_000 + i, 40_000 + i
+        smtpd += [(t, f"tcpserver: pid {pid} from 203.0.113.9"),
+                  (t + 0.3, f"{pid} > 250 ok 1767225600 qp {qp}\r "),
+                  (t + 0.4, f"tcpserver: end {pid} status 0")]
+        send += [(t + 0.2, f"info msg {900 + i}: bytes 400 from <a@example.net> qp {qp} uid 89"),
+                 (t + 0.25, f"end msg {900 + i}")]
+    smtpd_recs, send_recs = _recs(smtpd, "aaaaaaaaaaaaaaaa"), _recs(send, "bbbbbbbbbbbbbbbb")
+    for first, then in ((send_recs, smtpd_recs), (smtpd_recs, send_recs)):
+        c = Correlator()
+        out = []
+        for part in (first, then):
+            for k in range(0, len(part), 2048):  # as the daemon: batches, flushes between
+                out += c.feed(part[k:k + 2048]) + c.flush()
+        out += c.finish()
+        mails = {o["msg"]: o for o in out if o["event"] == "mail"}
+        sessions = {o["conn_pid"]: o for o in out if o["event"] == "smtp_session"}
+        assert len(mails) == len(sessions) == n
+        if first is send_recs:  # each mail ended before its reply was read: the session names it
+            assert all([m["msg"] for m in s["mails"]] == [pid - 20_000 + 900]
+                       for pid, s in sessions.items())
+        else:  # each session ended before its mail was read: the mail names it
+            assert all(m["session"]["conn_pid"] == msg - 900 + 20_000 for msg, m in mails.items())

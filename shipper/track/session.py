@@ -38,7 +38,6 @@ _S6_SERVERS = frozenset({"s6-tcpserverd", "s6-tcpserver4d", "s6-tcpserver6d", "s
 _SERVERS = frozenset({"tcpserver", "sslserver", "tcpsvd", "sslsvd"}) | _S6_SERVERS
 MAX_DECISIONS = 100
 MAX_PENDING = 100  # recordio client lines awaiting their reply (a PIPELINING group)
-LINK_CAP = 10_000
 
 
 @dataclass(slots=True)
@@ -53,6 +52,10 @@ class SessionOptions:
     # A denied child exits at once and the server logs its ``end``: a denied session
     # waits that long for it, then is emitted complete (s6-tcpserverd below -v2 logs none)
     deny_end_s: float = 60.0
+    # qp links (a session's reply, a mail's info msg) waiting for the other log, and
+    # s/qmail senders waiting for their mail: an input read far behind the other (one
+    # caught up from a backlog) leaves one waiting per mail in between
+    link_cap: int = 100_000
 
 
 class SessionTracker:
@@ -91,7 +94,7 @@ class SessionTracker:
                   mail_ref: dict[str, Any]) -> dict[str, Any] | None:
         """qmail-send saw ``info msg … qp`` : the session that queued it, if known."""
         key = f"{host}\x00{qp}"
-        _put(self.qp_mails, key, [time_ns, mail_ref])
+        _put(self.qp_mails, key, [time_ns, mail_ref], self.opts.link_cap)
         ref = None
         entry = self.qp_sessions.get(key)
         if entry is not None:
@@ -387,7 +390,7 @@ class SessionTracker:
             cands.append([t, ref])
             if len(cands) > MAX_DECISIONS:
                 del cands[0]
-        while len(self.senders) > LINK_CAP:
+        while len(self.senders) > self.opts.link_cap:
             del self.senders[next(iter(self.senders))]
 
     def _queued(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
@@ -420,7 +423,7 @@ class SessionTracker:
         s["qps"].append(qp)
         ref = self._ref(s, "qp")
         qkey = f"{host}\x00{qp}"
-        _put(self.qp_sessions, qkey, [t, ref])
+        _put(self.qp_sessions, qkey, [t, ref], self.opts.link_cap)
         m = self.qp_mails.get(qkey)
         if m is not None and self._qp_near(m[0], t):
             _add(s, "mails", m[1])
@@ -576,10 +579,10 @@ def _add(s: dict[str, Any], field: str, value: Any) -> None:
         lst.append(value)
 
 
-def _put(d: dict[str, Any], key: str, value: Any) -> None:
+def _put(d: dict[str, Any], key: str, value: Any, cap: int) -> None:
     d.pop(key, None)
     d[key] = value
-    while len(d) > LINK_CAP:
+    while len(d) > cap:
         del d[next(iter(d))]
 
 
