@@ -483,16 +483,34 @@ def test_a_sender_line_saved_by_the_older_state_is_taken() -> None:
     assert mail["session"]["conn_pid"] == 7101
 
 
+def test_a_qp_link_saved_by_the_older_state_is_taken() -> None:
+    """An older state kept one [time_ns, ref] per qp: a list of one now."""
+    ref = {"key": "\x004711", "event_id": "a-0s", "link": "qp", "conn_pid": 4711,
+           "server": "tcpserver"}
+    c = Correlator.from_state({"version": 1, "sessions": {
+        "qp_sessions": [["\x005000", [1767225600 * 10**9 + 8 * 10**8, ref]]]}})
+    (mail,) = c.feed(_recs([(0.75, "new msg 300"),
+                            (0.751, "info msg 300: bytes 400 from <a@example.net> qp 5000 uid 89"),
+                            (0.81, "end msg 300")], "bbbbbbbbbbbbbbbb"))
+    assert mail["session"]["conn_pid"] == 4711
+    assert Correlator.from_state(orjson.loads(orjson.dumps(c.to_state()))).sessions.qp_mails \
+        == c.sessions.qp_mails
+
+
 @pytest.mark.slow
-def test_qp_links_survive_one_log_read_far_behind_the_other() -> None:
+@pytest.mark.parametrize("pids", [1 << 22, 3000])
+def test_qp_links_survive_one_log_read_far_behind_the_other(pids: int) -> None:
     """The daemon feeds each log as it reads it: after a stop, the send log (small) is
     caught up long before the smtpd log (recordio: every line of every session), so
     11,000 mails' info msg wait for their sessions' replies (or the other way round).
-    Only the latest 10,000 were kept: the others' links were lost, both ways."""
+    Only the latest 10,000 were kept: the others' links were lost, both ways. And one
+    link per qp: with pids wrapping every 3,000 mails (pid_max 32768 on a busy host)
+    the newer mail's link replaced the older's, and a mail took a newer session's
+    link with its qp for a stale one and dropped it: no mail found its session."""
     n = 11_000
     smtpd, send = [], []
     for i in range(n):
-        t, pid, qp = i * 0.5, 20_000 + i, 40_000 + i
+        t, pid, qp = i * 0.5, 20_000 + i, 40_000 + i % pids
         smtpd += [(t, f"tcpserver: pid {pid} from 203.0.113.9"),
                   (t + 0.3, f"{pid} > 250 ok 1767225600 qp {qp}\r "),
                   (t + 0.4, f"tcpserver: end {pid} status 0")]

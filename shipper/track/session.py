@@ -38,6 +38,10 @@ _S6_SERVERS = frozenset({"s6-tcpserverd", "s6-tcpserver4d", "s6-tcpserver6d", "s
 _SERVERS = frozenset({"tcpserver", "sslserver", "tcpsvd", "sslsvd"}) | _S6_SERVERS
 MAX_DECISIONS = 100
 MAX_PENDING = 100  # recordio client lines awaiting their reply (a PIPELINING group)
+# Links kept per qp: a pid, so a number names another message once pids wrap (32768 by
+# default on older systems: every few thousand mails), and while one log is read far
+# behind the other several of them wait at once
+PER_QP = 4
 
 
 @dataclass(slots=True)
@@ -67,8 +71,8 @@ class SessionTracker:
         self.opts = opts or SessionOptions()
         self.sessions: dict[str, dict[str, Any]] = {}  # "host\0pid" → open session
         self.aliases: dict[str, str] = {}  # "host\0pid" (sslserver's other pids) → session key
-        self.qp_sessions: dict[str, list[Any]] = {}  # "host\0qp" → [time_ns, session ref]
-        self.qp_mails: dict[str, list[Any]] = {}  # "host\0qp" → [time_ns, mail ref]
+        self.qp_sessions: dict[str, list[Any]] = {}  # "host\0qp" → [[time_ns, session ref], …]
+        self.qp_mails: dict[str, list[Any]] = {}  # "host\0qp" → [[time_ns, mail ref], …]
         self.senders: dict[str, list[Any]] = {}  # "host\0sender" → [[time_ns, session ref], …]
         # callable(host, qp, session_ref, time_ns, window_ns) -> bool: link an open mail
         self.attach = attach
@@ -82,9 +86,12 @@ class SessionTracker:
     def load_state(self, state: dict[str, Any]) -> None:
         self.sessions = dict(state.get("sessions", []))
         self.aliases = dict(state.get("aliases", {}))
-        # a link saved without its time (older state) cannot be judged: dropped
-        self.qp_sessions = {k: v for k, v in state.get("qp_sessions", []) if isinstance(v, list)}
-        self.qp_mails = {k: v for k, v in state.get("qp_mails", []) if isinstance(v, list)}
+        # a link saved without its time (older state) cannot be judged: dropped; one
+        # [time_ns, ref] per qp (older state): a list of one
+        self.qp_sessions = {k: v if isinstance(v[0], list) else [v]
+                            for k, v in state.get("qp_sessions", []) if isinstance(v, list) and v}
+        self.qp_mails = {k: v if isinstance(v[0], list) else [v]
+                         for k, v in state.get("qp_mails", []) if isinstance(v, list) and v}
         # an older state kept one [time_ns, ref] per sender: a line of one
         self.senders = {k: [v] if len(v) == 2 and isinstance(v[1], dict) else v
                         for k, v in state.get("senders", [])}
@@ -96,12 +103,9 @@ class SessionTracker:
         key = f"{host}\x00{qp}"
         _put(self.qp_mails, key, [time_ns, mail_ref], self.opts.link_cap)
         ref = None
-        entry = self.qp_sessions.get(key)
+        entry = self._qp_near(self.qp_sessions.get(key), time_ns)
         if entry is not None:
-            if self._qp_near(entry[0], time_ns):
-                ref = entry[1]
-            else:  # an older connection's qp: the pid has wrapped since
-                del self.qp_sessions[key]
+            ref = entry[1]
         if ref is None and mail_from is not None:
             ref = self._sender_session(f"{host}\x00{mail_from.lower()}", time_ns)
         if ref is None:
@@ -156,9 +160,10 @@ class SessionTracker:
             if now is None:
                 continue
             limit = now - int(self.opts.qp_link_s * NS)
-            while links:  # oldest first
+            while links:  # oldest first (by their latest link)
                 k = next(iter(links))
-                if links[k][0] is not None and links[k][0] >= limit:
+                t = links[k][-1][0]
+                if t is not None and t >= limit:
                     break
                 del links[k]
 
@@ -410,9 +415,16 @@ class SessionTracker:
         if type(qp) is int:
             self._link_qp(s, rec.get("host") or "", qp, rec.get("time_unix_ns"))
 
-    def _qp_near(self, a: int | None, b: int | None) -> bool:
-        """Are a qp's reply and ``info msg`` times close enough to be one message?"""
-        return a is None or b is None or abs(b - a) <= self.opts.qp_link_s * NS
+    def _qp_near(self, entries: list[Any] | None, t: int | None) -> list[Any] | None:
+        """Of a qp's links [time_ns, ref], the one nearest ``t`` if close enough to be
+        the same message (a qp's reply and its ``info msg``), else None."""
+        w = self.opts.qp_link_s * NS
+        best, best_d = None, w + 1
+        for e in entries or ():
+            d = 0 if e[0] is None or t is None else abs(t - e[0])
+            if d < best_d:
+                best, best_d = e, d
+        return best
 
     def _qp_during(self, t: int | None, first: int | None, last: int | None) -> bool:
         """Was a qp's ``info msg`` at ``t`` logged while the session ran (give or take)?"""
@@ -424,8 +436,8 @@ class SessionTracker:
         ref = self._ref(s, "qp")
         qkey = f"{host}\x00{qp}"
         _put(self.qp_sessions, qkey, [t, ref], self.opts.link_cap)
-        m = self.qp_mails.get(qkey)
-        if m is not None and self._qp_near(m[0], t):
+        m = self._qp_near(self.qp_mails.get(qkey), t)
+        if m is not None:
             _add(s, "mails", m[1])
         if self.attach is not None:
             self.attach(host, qp, {k: v for k, v in ref.items() if k != "key"}, t,
@@ -567,9 +579,10 @@ class SessionTracker:
             self.aliases.pop(f"{key.split(chr(0), 1)[0]}\x00{p}", None)
         host = key.split("\x00", 1)[0]
         for qp in s["qps"]:  # the mail may have been queued after the reply was read
-            m = self.qp_mails.get(f"{host}\x00{qp}")
-            if m is not None and self._qp_during(m[0], s["first_ns"], end_ns or s["last_ns"]):
-                _add(s, "mails", m[1])
+            for m in self.qp_mails.get(f"{host}\x00{qp}", ()):
+                if self._qp_during(m[0], s["first_ns"], end_ns or s["last_ns"]):
+                    _add(s, "mails", m[1])
+                    break
         out.append(session_record(s, end_ns, time_source, incomplete))
 
 
@@ -579,9 +592,14 @@ def _add(s: dict[str, Any], field: str, value: Any) -> None:
         lst.append(value)
 
 
-def _put(d: dict[str, Any], key: str, value: Any, cap: int) -> None:
-    d.pop(key, None)
-    d[key] = value
+def _put(d: dict[str, list[Any]], key: str, link: list[Any], cap: int) -> None:
+    """Add a qp's link [time_ns, ref]: its key becomes the newest, its oldest link and
+    the oldest keys go beyond their bounds."""
+    links = d.pop(key, [])
+    links.append(link)
+    if len(links) > PER_QP:
+        del links[0]
+    d[key] = links
     while len(d) > cap:
         del d[next(iter(d))]
 
