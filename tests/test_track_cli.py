@@ -336,3 +336,14 @@ def test_track_by_qp_and_an_indimail_queue_named(tmp_path: Path) -> None:
     assert rc == 0 and m["msg"] == 777 and m["session"]["conn_pid"] == 4242
     rc, out = run(track_main, [str(smtpd), "--qp", "4251"])
     assert (rc, out) == (1, "")
+
+
+def test_track_text_of_a_mail_deferred_for_days_across_a_qmail_send_restart() -> None:
+    """The attempt qmail-send's restart cut showed as "? interrupted: " (no time: it has
+    only a start), and days as "after 172801.0s"."""
+    rc, text = run(track_main, [str(FIX / "qmail_lifecycle.txt"), "--utc", "--from", "a@x.org"])
+    assert rc == 0
+    assert "done 2023-11-16 22:13:21.000   in queue 2d 0h\n" in text
+    assert "<r1@far.example> remote FAILURE dsn 5.1.1 via 192.0.2.7 after 2d 0h (3 attempts)\n" in text
+    assert "           2023-11-14 22:13:22.000 interrupted (qmail-send restarted)\n" in text
+    assert "<r2@far.example> remote SUCCESS via 192.0.2.9 after 1.1s\n" in text

@@ -148,6 +148,17 @@ def _t(ns: int | None) -> str:
     return rfc3339_ns(ns)[:23].replace("T", " ") if ns is not None else "?"
 
 
+def _span(s: float, digits: int) -> str:
+    """A duration as an admin reads it: seconds below a minute, else 3d 4h / 2h 5m / 7m 3s."""
+    if s < 60:
+        return f"{s:.{digits}f}s"
+    n = int(s)
+    for unit, sub, name, sub_name in ((86400, 3600, "d", "h"), (3600, 60, "h", "m"), (60, 1, "m", "s")):
+        if n >= unit:
+            return f"{n // unit}{name} {n % unit // sub}{sub_name}"
+    return f"{s:.{digits}f}s"
+
+
 def render_text(rec: dict[str, Any]) -> str:
     """One mail or session as a readable block (ends with a blank line)."""
     lines: list[str] = []
@@ -163,7 +174,7 @@ def render_text(rec: dict[str, Any]) -> str:
                      + (f"  qp {rec['qp']}" if "qp" in rec else "")
                      + (f"  message-id <{rec['message_id']}>" if rec.get("message_id") else ""))
         lines.append(f"  queued   {_t(rec.get('birth_unix_ns'))}   done {_t(rec.get('time_unix_ns'))}"
-                     + (f"   in queue {rec['queue_time_s']:.3f}s" if rec.get("queue_time_s") is not None else ""))
+                     + (f"   in queue {_span(rec['queue_time_s'], 3)}" if rec.get("queue_time_s") is not None else ""))
         sess = rec.get("session")
         if sess:
             lines.append(f"  client   {sess.get('remote_host') or ''}[{sess.get('remote_ip') or '?'}]"
@@ -187,15 +198,18 @@ def render_text(rec: dict[str, Any]) -> str:
                          f"{(r.get('result') or 'pending').upper()}"
                          + (f" dsn {r['dsn']}" if r.get("dsn") else "")
                          + (f" via {r.get('relay') or r.get('relay_ip')}" if r.get("relay") or r.get("relay_ip") else "")
-                         + (f" after {r['delay_s']:.1f}s" if r.get("delay_s") is not None else "")
+                         + (f" after {_span(r['delay_s'], 1)}" if r.get("delay_s") is not None else "")
                          + (f" ({r['n_attempts']} attempts)" if (r.get("n_attempts") or 0) > 1 else "")
                          + (f", forwarded: copy qp {r['forward_qp']}"
                             + (f" msg {r['forward_msg']}" if "forward_msg" in r else "")
                             if "forward_qp" in r else ""))
             for att in r.get("attempts", [])[-5:]:
                 text = (att.get("text") or "").replace("\n", " / ")
-                when = _t(att.get("end_unix_ns") or att.get("time_unix_ns"))
-                lines.append(f"           {when} {att.get('result') or ('interrupted' if att.get('interrupted') else 'pending')}: {text[:160]}")
+                # an attempt with no result: when it started (qmail-send restarted, or still on)
+                when = _t(att.get("end_unix_ns") or att.get("time_unix_ns") or att.get("start_unix_ns"))
+                what = att.get("result") or ("interrupted (qmail-send restarted)"
+                                             if att.get("interrupted") else "started, no result yet")
+                lines.append(f"           {when} {what}" + (f": {text[:160]}" if text else ""))
     else:
         lines.append(f"session {rec.get('server') or rec.get('service') or rec.get('program')} pid "
                      f"{rec.get('conn_pid')} (host {rec.get('host') or '-'}){tag}")
