@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from shipper.parse import LineParser
-from shipper.track.correlator import Correlator
+from shipper.track.correlator import Correlator, CorrelatorOptions
 from shipper.track.qmail import QmailOptions, matchup_lines
 
 FIX = Path(__file__).parent / "fixtures" / "track"
@@ -343,3 +343,32 @@ def test_a_todo_file_taken_up_again_is_one_mail() -> None:
     (r,) = killed["recipients"]
     assert r["result"] == "success" and r["n_attempts"] == 1 and r["attempts"][0]["epoch"] == 1
     assert out[2]["recipients"] == [] and out[3]["qp"] == 7100
+
+
+def test_a_queue_bigger_than_the_cap_is_not_summarised_again_at_every_retry() -> None:
+    """With more messages in the queue than max_open, the oldest is pushed out
+    (summarised ``evicted``); its next retry took it in again as a partial message,
+    which pushed out the next oldest, whose retry pushed out the next: a summary per
+    retry of every deferred message, for a week. And an ``end msg`` of a message not
+    tracked pushed out a tracked one before its bare record went out."""
+    def lab(sec: int) -> str:
+        return f"@{0x4000000065000000 + sec:016x}00000000"
+    lines = []
+    for i in range(3):  # three messages deferred, the cap is two
+        lines += [f"{lab(i)} new msg {100 + i}",
+                  f"{lab(i)} info msg {100 + i}: bytes 10 from <a@x.org> qp {50 + i} uid 89"]
+    d = 0
+    for hour in range(1, 4):  # qmail-send retries each, hour after hour
+        for i in range(3):
+            d += 1
+            lines += [f"{lab(hour * 3600 + i)} starting delivery {d}: msg {100 + i} to remote r@far.example",
+                      f"{lab(hour * 3600 + i)} delivery {d}: deferral: Sorry,_I_wasn't_able_to_establish_an_SMTP_connection._(#4.4.1)/"]
+    lines += [f"{lab(5 * 3600)} end msg 100"]  # the one pushed out ends (it bounced, say)
+    parser = LineParser(source="send", file_id="0123456789abcdef")
+    recs = [parser.parse(ln.encode() + b"\n", n * 100).to_dict() for n, ln in enumerate(lines)]
+    c = Correlator(CorrelatorOptions(qmail=QmailOptions(max_open=2)))
+    out = c.feed(recs)
+    assert [(m["msg"], m.get("incomplete_reason"), m["flags"]) for m in out] == [
+        (100, "evicted", ["incomplete"]), (100, None, ["partial"])]
+    rest = c.finish()
+    assert [(m["msg"], m["recipients"][0]["n_attempts"]) for m in rest] == [(101, 3), (102, 3)]

@@ -24,7 +24,8 @@ success (k), failure (d) or deferral (z); ``report mangled`` counts as a deferra
 the birth time is the ``info msg`` line's time.
 State is plain JSON-able data (``to_state``/``from_state``), memory is bounded by
 the number of open messages (``max_open``; the oldest is emitted ``incomplete``
-when exceeded) and by ``max_attempts`` per recipient.
+when exceeded, and at the cap a message seen only from its middle is not taken in)
+and by ``max_attempts`` per recipient.
 """
 
 from __future__ import annotations
@@ -157,13 +158,20 @@ class QmailTracker:
         key = f"{self._qkey(rec)}\x00{msg}"
         m = self.mails.get(key)
         if m is None and create:
+            ev = rec.get("event")
+            full = len(self.mails) >= self.opts.max_open
+            if full and ev not in ("new_msg", "info_msg", "end_msg"):
+                # at the cap a message seen from its middle (begun before our input, or
+                # pushed out by the cap) is not taken in: it would push out another, whose
+                # next retry would push out the next (a summary per retry of a big queue)
+                return key, None
             t = rec.get("time_unix_ns")
             q = self._queue(self._qkey(rec))
             m = {"msg": msg, "queue": rec.get("queue"), "origin": origin(rec), "first_ns": t,
                  "last_ns": t, "birth_ns": None, "info": False, "new": False, "epoch": q["epoch"],
                  "rcpts": [], "rindex": {}, "k": 0, "d": 0, "z": 0, "open": []}
             self.mails[key] = m
-            if len(self.mails) > self.opts.max_open:
+            if full and ev != "end_msg":  # (an end's bare record goes out at once)
                 old = next(iter(self.mails))
                 om = self.mails[old]
                 self._emit(old, om, om["last_ns"], None, out, "evicted")
@@ -246,7 +254,8 @@ class QmailTracker:
                 self._new_epoch(q, rec.get("time_unix_ns"))
             q["last"] = n
         key, m = self._mail(rec, msg, out)
-        assert m is not None
+        if m is None:
+            return
         rkey = f"{rec.get('channel')} {rec.get('rcpt_to')}"
         idx = m["rindex"].get(rkey)
         if idx is None:
@@ -344,12 +353,13 @@ class QmailTracker:
         if msg is None:
             return
         key, m = self._mail(rec, msg, out)
-        assert m is not None
-        m["bounce_qp"] = qp
-        self._touch(m, rec)
-        if qp is not None:
+        if m is not None:
+            m["bounce_qp"] = qp
+            self._touch(m, rec)
+        if qp is not None:  # (its bounce still names it when it is not tracked)
             self.bounces[f"{rec.get('host') or ''}\x00{qp}"] = {
-                "msg": msg, "qp": m.get("qp"), "event_id": _mail_event_id(m),
+                "msg": msg, "qp": m.get("qp") if m else None,
+                "event_id": _mail_event_id(m) if m else None,
                 "time_unix_ns": rec.get("time_unix_ns")}
             while len(self.bounces) > self.opts.max_open:
                 del self.bounces[next(iter(self.bounces))]
@@ -359,7 +369,8 @@ class QmailTracker:
         if msg is None:
             return
         key, m = self._mail(rec, msg, out)
-        assert m is not None
+        if m is None:
+            return
         m["bounce_discarded"] = "triple" if rec.get("event") == "triple_bounce" else "double"
         self._touch(m, rec)
 
