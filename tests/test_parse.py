@@ -277,6 +277,31 @@ def test_a_label_with_a_run_of_digits_keeps_its_batch_on_the_fast_path():
     assert _decode_batch(lines + [f"@400000006912345612345678 x {arabic}".encode()], 65536) is None
 
 
+_GOOD = [b"@400000006930000a2faf0ac4 tcpserver: status: 1/40", b"@400000006930000A2FAF0AC4 new msg 1"]
+
+
+@pytest.mark.parametrize("bad", [
+    b"@400000006930000a2faf0ac",  # 23 hex digits: a line shorter than a label
+    b"@40000000693000@a2faf0ac4 new msg 1",  # "@" inside
+    b"@4000000069300 0a2faf0ac4 new msg 1",  # a blank inside (bytes.fromhex would skip it)
+    b"@400000006930000a2faf0acg new msg 1",  # not hex
+    b"x400000006930000a2faf0ac4 new msg 1",  # no "@"
+    b"400000006930000a2faf0ac4@ new msg 1",  # "@" after the label
+    b"new msg 1 @400000006930000a2faf0ac4",
+    b"",
+])
+def test_a_batch_takes_the_fast_path_only_when_every_line_starts_with_a_label(bad):
+    # the labels of a batch are checked all at once (first 25 bytes of each line, joined):
+    # one line without a label, anywhere in the batch, sends it down the per-line path
+    assert _decode_batch(_GOOD, 65536) is not None
+    for lines in ([bad, *_GOOD], [_GOOD[0], bad, _GOOD[1]], [*_GOOD, bad]):
+        assert _decode_batch(lines, 65536) is None
+        batch = LineParser(None, "src", "ab").parse_batch(lines, [0, 100, 200], now_ns=7)
+        one = LineParser(None, "src", "ab")
+        assert [r.to_dict() for r in batch] == [one.parse(ln, off, 7).to_dict()
+                                               for ln, off in zip(lines, [0, 100, 200], strict=True)]
+
+
 @pytest.mark.parametrize("line, program, event", [
     # A unit running "tcpserver ... recordio qmail-smtpd" under journald/syslog tags its
     # children's lines with the parent: the text says whose they are (found in review:
