@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shipper.parsers import PREFIXED, QMAIL_SEND_WORDS, UNPREFIXED, parse_postfix
+from shipper.parsers import PREFIXED, PREFIXED_WORDS, QMAIL_SEND_WORDS, UNPREFIXED, parse_postfix
 from shipper.parsers.misc import parse_dovecot_log, parse_vchkpw
 from shipper.parsers.qmail_send import BY_WORD as QMAIL_SEND_BY_WORD
 from shipper.parsers.qmail_send import parse_at as qmail_send_parse_at
@@ -381,29 +381,29 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
         # tag that names the parent, not the line's program: a unit running
         # "tcpserver ... recordio qmail-smtpd" tags its children's lines
         # "tcpserver[PID]:". Look at the text itself (recordio's secrets included).
-    # One split and two dict look-ups decide nearly every line. The two common
+    # One partition and two dict look-ups decide nearly every line. The two common
     # cases unpack the parser's result here rather than in _result: this runs
     # once per line and a call layer is a measurable share of it.
-    sp = text.find(" ")
-    word = text[:sp] if sp > 0 else text
+    word, _, rest = text.partition(" ")
     if (fn := QMAIL_SEND_BY_WORD.get(word)) is not None:
         # qmail-send, which writes no name: the most common lines of a mail log
         try:
-            got = fn(text[sp + 1:].rstrip() if sp > 0 else "")
+            got = fn(rest.rstrip())
         except ValueError:  # absurd numbers (int() digit limit): not this grammar
             got = None
         if got is not None:
             return "qmail-send", got[0], got[1], None  # qmail-send logs no pid
-    elif word[-1:] == ":" and (fn := PREFIXED.get(name := word[:-1])) is not None:
-        got = fn(text[sp + 1:] if sp > 0 else "")
+    elif (named := PREFIXED_WORDS.get(word)) is not None:
+        name, fn = named
+        got = fn(rest)
         if got is None:
             return name, "unparsed", {}, None
         event, fields = got
         if "_redact" in fields:  # the parser did not see "name: "; give it back
-            fields["_redact"] = (text[:sp + 1] if sp > 0 else text) + fields["_redact"]
+            fields["_redact"] = text[:len(word) + 1] + fields["_redact"]
         return name, event, fields, (fields.pop("pid") if "pid" in fields else None)
     elif word in QMAIL_SEND_WORDS:  # pre-1.0 qmail's lines
-        got = qmail_send_parse_at(text, sp)
+        got = qmail_send_parse_at(text, text.find(" "))
         if got is not None:
             return "qmail-send", got[0], got[1], None
     elif word.isdigit() and (got := _recordio(text)) is not None:

@@ -94,6 +94,27 @@ def test_dispatch_unknown_program_keeps_syslog_tag():
     assert (program, event, fields) == ("somed", "unparsed", {})
 
 
+@pytest.mark.parametrize("text, program, event", [
+    ("tcpserver: end 20001 status 0", "tcpserver", "tcp_end"),
+    ("tcpserver:", "tcpserver", "unparsed"),  # the name alone: its parser sees ""
+    (" new msg 1", None, "unparsed"),  # a leading blank: no first word
+    ("new", None, "unparsed"),
+    ("tcpserver:end 20001 status 0", "tcpserver", "tcp_end"),  # no blank: the NAME: pattern's
+])
+def test_dispatch_by_the_first_word(text, program, event):
+    # the first word, up to the first space, picks the grammar: "NAME:" of a program
+    # that names itself or qmail-send's words; the text after it is the parser's
+    assert dispatch(text)[:2] == (program, event)
+
+
+def test_a_prefixed_programs_redacted_text_keeps_its_name():
+    # vpopmail 5.x's line (tests/test_parsers_misc.py): the parser sees the text after
+    # "vchkpw: " and the dispatcher gives the name back to the redacted text
+    text = "vchkpw: password fail hunter2 alice@example.org:192.0.2.7"
+    _, _, fields, _ = dispatch(text)
+    assert fields["_redact"].startswith("vchkpw: ") and "hunter2" not in fields["_redact"]
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=300), max_size=20))
 def test_arbitrary_bytes_one_record_per_line(lines):

@@ -44,6 +44,9 @@ PREFIXED: dict[str, ParserFn] = {
     "dovecot": misc.parse_dovecot,
 }
 
+# The same by a line's first word ("tcpserver:"): the dispatcher's one look-up.
+PREFIXED_WORDS: dict[str, tuple[str, ParserFn]] = {f"{name}:": (name, fn) for name, fn in PREFIXED.items()}
+
 # qmail-send writes no program name: its lines are known by their first word.
 QMAIL_SEND_WORDS = frozenset({
     "status:", "new", "info", "starting", "delivery", "bounce", "triple", "double", "end",
