@@ -402,3 +402,10 @@ def test_okdeny_fast_path_equals_general_path(word, pid, lhost, lip, lport, rhos
     ucspi._local_fields(m.group(2), f)
     ucspi._remote_fields(m.group(3), f)
     assert got == ("tcp_ok" if word == "ok" else "tcp_deny", f)
+
+
+@pytest.mark.parametrize("text", ["", "status:", " status: 1/40", "  ", "end"])
+def test_tcpserver_text_without_a_word_and_its_rest_is_not_tcpservers(text):
+    # the first word, up to the first blank, names the line's kind; none, or nothing after it
+    assert ucspi.parse_tcpserver(text) is None
+    assert ucspi.parse_tcpserver("status: 1/40 \r") == ("tcp_status", {"children": 1, "limit": 40})

@@ -137,12 +137,9 @@ def _error(level: str, rest: str) -> Parsed:
 
 def _server(text: str) -> Parsed | None:
     """tcpserver and sslserver text (after ``tcpserver: `` / ``sslserver: ``)."""
-    text = text.rstrip()
-    sp = text.find(" ")
-    if sp <= 0:
+    word, sp, rest = text.rstrip().partition(" ")
+    if not sp or not word:
         return None
-    word = text[:sp]
-    rest = text[sp + 1:]
     if word == "status:":
         seen = _STATUS_SEEN.get(rest)
         if seen is not None:
