@@ -5,6 +5,7 @@ stderr line must parse (tcp_status, tcp_pid, tcp_ok, io_*, tcp_end).
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import time
@@ -316,3 +317,19 @@ def test_no_piece_of_a_cut_secret_is_shipped(prefix: str, secret: str, cuts: lis
     for message in _pieces(p, pieces, batch):
         assert not set(message.split(" < ", 1)[1]) & set(SECRET_CHARS), (pieces, message)
     assert p.open_lines == {}  # the line ended: nothing kept
+
+
+_DSN_AS_WRITTEN = re.compile(r"(?<![\d.])#?([245]\.\d{1,3}\.\d{1,3})(?!\d|\.\d)")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="245.#09a( \u0663", max_size=20), st.integers(0, 4))
+def test_the_reply_dsn_pattern_finds_what_its_plain_spelling_finds(text, pos):
+    # the server reply's DSN pattern has its look-behind after the first digit (faster
+    # to search); it must find the x.y.z that "not after a digit or dot, '#' allowed" finds
+    got = recordio._DSN_RE.search(text, pos)
+    want = _DSN_AS_WRITTEN.search(text, pos)
+    assert (got and got.group(1)) == (want and want.group(1))
+    reply = f"553 {text}"
+    want = _DSN_AS_WRITTEN.search(reply, 4)
+    assert recordio.parse(f"4242 > {reply}\r ")[1].get("dsn") == (want and want.group(1))

@@ -48,7 +48,11 @@ _WORD_RE = re.compile(r"\s*(\S+)")
 _AUTH_ARG_RE = re.compile(r"\s+\S+\s+(?=\S)")
 _LAST_WORD_RE = re.compile(r"(\S+)\s*$")
 _QP_RE = re.compile(r"250 ok \d+ qp (\d+)")
-_DSN_RE = re.compile(r"(?<![\d.])#?([245]\.\d{1,3}\.\d{1,3})(?!\d|\.\d)")
+# x.y.z not after a digit or dot ("#5.7.1" too). The look-behind comes after the first
+# digit so that the pattern starts with a character class, which re's search skips to:
+# starting with the look-behind, it tried the pattern at every position (5x the time
+# on a 70-character reply)
+_DSN_RE = re.compile(r"([245](?<![\d.][245])\.\d{1,3}\.\d{1,3})(?!\d|\.\d)")
 
 
 def parse(text: str) -> Parsed | None:
