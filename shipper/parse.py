@@ -49,11 +49,12 @@ DEFAULT_MAX_LINE = 64 * 1024
 
 NS = 1_000_000_000
 _LABEL_RE = LABEL_RE
-# A batch's labels: each line's first 25 bytes ("@" and 24 hex digits) joined, checked
-# and decoded by a few C calls for the whole batch (unhexlify + struct.iter_unpack into
-# (seconds, nanoseconds)), not by a slice and an int() per line. A regex scan of the
-# joined batch for "\n@" labels cost three times as much: it reads every byte.
-_HEAD = operator.itemgetter(slice(0, 25))
+# A batch's labels: each line's first 26 bytes ("@", 24 hex digits and the blank
+# multilog writes after them) joined, checked and decoded by a few C calls for the
+# whole batch (unhexlify + struct.iter_unpack into (seconds, nanoseconds)), not by a
+# slice and an int() per line. A regex scan of the joined batch for "\n@" labels cost
+# three times as much: it reads every byte.
+_HEAD = operator.itemgetter(slice(0, 26))
 _TAI64N = struct.Struct(">QL")
 # A run of 19 digits may be a number beyond signed 64 bits, which Elasticsearch's
 # long, OTLP's intValue and JSON encoders refuse: one scan per batch finds the rare
@@ -188,7 +189,7 @@ class LineParser:
         decoded = None if self.opts.tai_leap else _decode_batch(lines, self.opts.max_line)
         if decoded is None:
             return [parse(ln, off, now) for ln, off in zip(lines, offsets, strict=True)]
-        texts, stamps = decoded
+        texts, stamps, plain = decoded
         # Hoisted out of the loop: attribute and global look-ups cost per line.
         dispatch_text = dispatch  # looked up per batch, not per import: tests monkeypatch it
         host = self.opts.host
@@ -201,8 +202,8 @@ class LineParser:
         records: list[Record] = []
         append = records.append
         for raw, line, offset, (secs, nanos) in zip(texts, lines, offsets, stamps, strict=True):
-            text = raw[26:] if raw[25:26] == " " else raw[25:]
-            if nanos < NS and not (text[4:5] == "-" and text[29:31] == "  "):  # not s6-log t+T
+            text = raw[26:]
+            if nanos < NS and (plain or not (text[4:5] == "-" and text[29:31] == "  ")):  # not s6-log t+T
                 try:
                     program, event, fields, pid = dispatch_text(text, None)
                 except Exception:  # a parser bug: parse() makes the error record
@@ -468,22 +469,26 @@ def _result(program: str, got: tuple[str, dict] | None, prefix: str = ""
     return program, event, fields, pid
 
 
-def _decode_batch(lines: list[bytes], max_line: int) -> tuple[list[str], Any] | None:
-    """A multilog batch decoded in a few calls: its lines' text and their labels as
-    (TAI64N seconds, nanoseconds); None when some line needs the general path:
+def _decode_batch(lines: list[bytes], max_line: int) -> tuple[list[str], Any, bool] | None:
+    """A multilog batch decoded in a few calls: its lines' text, their labels as
+    (TAI64N seconds, nanoseconds) and whether the batch is plain: no two blanks in
+    a row, so no line with s6-log's second stamp ("@<tai64n> 2025-12-03
+    10:00:00.123456789  text") to look for. None when some line needs the general path:
     invalid UTF-8, NUL bytes, over-long, a newline inside, or a line that does not
-    start with a TAI64N label."""
+    start with a TAI64N label and a blank (as multilog and s6-log write them)."""
     if not lines or max(map(len, lines)) > max_line:
         return None
     n = len(lines)
     heads = b"".join(map(_HEAD, lines))
-    # each line 25 bytes or more, each starting with "@", no other "@" in them
-    if len(heads) != 25 * n or heads[::25] != b"@" * n or heads.count(b"@") != n:
+    # each line 26 bytes or more, "@" first and a blank 26th, and 24 hex digits between
+    hexes = heads.translate(None, b"@ ")
+    if (len(heads) != 26 * n or heads[::26] != b"@" * n or heads[25::26] != b" " * n
+            or len(hexes) != 24 * n):
         return None
     try:
-        stamps = binascii.unhexlify(heads.replace(b"@", b""))
+        stamps = binascii.unhexlify(hexes)
     except binascii.Error:
-        return None  # not 24 hex digits
+        return None  # not hex digits
     data = b"\n".join(lines)
     if b"\x00" in data or b"\r\n" in data or data[-1:] == b"\r":
         return None  # NULs; CRLF endings (a pasted log): the general path strips the \r
@@ -496,4 +501,4 @@ def _decode_batch(lines: list[bytes], max_line: int) -> tuple[list[str], Any] | 
     texts = text.split("\n")
     if len(texts) != n:
         return None  # a newline inside a line
-    return texts, _TAI64N.iter_unpack(stamps)
+    return texts, _TAI64N.iter_unpack(stamps), "  " not in text

@@ -309,6 +309,8 @@ _GOOD = [b"@400000006930000a2faf0ac4 tcpserver: status: 1/40", b"@40000000693000
     b"x400000006930000a2faf0ac4 new msg 1",  # no "@"
     b"400000006930000a2faf0ac4@ new msg 1",  # "@" after the label
     b"new msg 1 @400000006930000a2faf0ac4",
+    b"@400000006930000a2faf0ac4",  # no blank after the label (multilog always writes one)
+    b"@400000006930000a2faf0ac4\tnew msg 1",
     b"",
 ])
 def test_a_batch_takes_the_fast_path_only_when_every_line_starts_with_a_label(bad):
@@ -321,6 +323,22 @@ def test_a_batch_takes_the_fast_path_only_when_every_line_starts_with_a_label(ba
         one = LineParser(None, "src", "ab")
         assert [r.to_dict() for r in batch] == [one.parse(ln, off, 7).to_dict()
                                                for ln, off in zip(lines, [0, 100, 200], strict=True)]
+
+
+def test_s6_logs_second_stamp_is_found_in_a_batch_of_plain_lines():
+    # s6-log with both t and T (stamps.py): "@<tai64n> YYYY-MM-DD HH:MM:SS.nnnnnnnnn  text".
+    # A batch is searched for such lines only when it holds two blanks in a row
+    s6 = b"@400000006930000a2faf0ac4 2025-12-03 10:00:00.123456789  new msg 1"
+    lines = [*_GOOD, s6, b"@400000006930000a2faf0ac4 end msg 1"]
+    decoded = _decode_batch(lines, 65536)
+    assert decoded is not None and decoded[2] is False
+    assert _decode_batch(_GOOD, 65536)[2] is True
+    offsets = [0, 100, 200, 300]
+    batch = LineParser(None, "src", "ab").parse_batch(lines, offsets, now_ns=7)
+    one = LineParser(None, "src", "ab")
+    assert [r.to_dict() for r in batch] == [one.parse(ln, off, 7).to_dict()
+                                           for ln, off in zip(lines, offsets, strict=True)]
+    assert batch[2].message == "new msg 1" and batch[2].event == "new_msg"
 
 
 @pytest.mark.parametrize("line, program, event", [
