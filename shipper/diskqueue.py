@@ -973,15 +973,18 @@ class DiskQueue:
             first = self._last_seq + 1
             payloads = list(payloads)  # kept (see _Kept): the caller's list may change
             buf = self._frames(payloads, first, mark)
-            way_out = bool(tail.size) and self._ack_seq >= self._last_seq
+            # Errors a new segment gets round: a segment that can grow no more (EFBIG: a
+            # file size limit below segment_bytes, which stopped the reading for good),
+            # and a full disk when all this segment holds is acknowledged (a new segment
+            # frees it, else a small disk stays full of delivered records for good).
+            way_out = ((errno.EFBIG,) + ((errno.ENOSPC,) if self._ack_seq >= self._last_seq else ())
+                       if tail.size else ())
             try:
-                self._write(tail, buf, quiet_enospc=way_out, payloads=payloads, first=first)
+                self._write(tail, buf, way_out=way_out, payloads=payloads, first=first)
             except QueueWriteError as exc:
                 cause = exc.__cause__
-                if not (way_out and isinstance(cause, OSError) and cause.errno == errno.ENOSPC):
+                if not (isinstance(cause, OSError) and cause.errno in way_out):
                     raise
-                # The disk is full and all this segment holds is acknowledged: a new segment
-                # frees it (else a small disk stays full of delivered records for good).
                 try:
                     self._new_segment(self._last_seq + 1)
                 except OSError as exc2:
@@ -1032,10 +1035,10 @@ class DiskQueue:
         parts.append(encode_frame(KIND_MARK | (seq + n - 1), mark))  # commits the write
         return b"".join(parts)
 
-    def _write(self, tail: _Segment, buf: bytes, quiet_enospc: bool = False,
+    def _write(self, tail: _Segment, buf: bytes, way_out: tuple[int, ...] = (),
                payloads: list[bytes] | None = None, first: int = 0) -> None:
-        """``quiet_enospc``: the caller has a way out of a full disk: an ENOSPC is
-        neither said nor counted here (only if the way out fails too). ``payloads``: the
+        """``way_out``: errnos the caller has a way out of: neither said nor counted
+        here (only if the way out fails too). ``payloads``: the
         data frames of an append, from seq ``first``, kept for the reader (_Kept)."""
         fd = self._wfd
         if self._needs_truncate:
@@ -1051,7 +1054,7 @@ class DiskQueue:
                 os.ftruncate(fd, tail.size)
             except OSError:
                 self._needs_truncate = True
-            if not (quiet_enospc and exc.errno == errno.ENOSPC):
+            if exc.errno not in way_out:
                 self.stats.write_errors += 1
                 if self.stats.write_errors == 1 or exc.errno not in (errno.ENOSPC, errno.EFBIG):
                     log.error("buffer %s: append failed: %s", self.path, exc)

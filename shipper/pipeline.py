@@ -493,10 +493,17 @@ class Pipeline:
                 route_dicts = [dicts[i] for i in wanted]
             if not payloads:
                 continue
-            nbytes = sum(map(len, payloads))
             t0 = time.monotonic()
-            while True:
-                if not route.queue.has_room(nbytes, len(payloads)):
+            # Appended in pieces when a whole batch cannot be written (a disk with less
+            # free space than one catch-up batch, a file size limit): halved at each
+            # failure, doubled again at each success. One batch of 1.4 MB on a disk with
+            # 750 kB free stopped the reading for good while the buffer was empty.
+            done, step = 0, len(payloads)
+            failed = False
+            while done < len(payloads):
+                piece = payloads if step == len(payloads) else payloads[done:done + step]
+                nbytes = sum(map(len, piece))
+                if not route.queue.has_room(nbytes, len(piece)):
                     # when_full = block: stop reading until the sink drains its queue
                     if self._stop_reading.is_set() and time.monotonic() >= self._give_up_at:
                         return False  # not appended, not committed: read again after restart
@@ -507,26 +514,33 @@ class Pipeline:
                     # No dedup positions: after a crash the source re-reads from its
                     # checkpoint and those records may be queued twice; they carry
                     # the same event ids, so the SIEM can drop them.
-                    result = route.queue.append(payloads)
-                    break
+                    result = route.queue.append(piece)
                 except QueueWriteError as exc:  # disk full or I/O error: wait, try again
                     if not self._write_error_logged:
                         log.error("buffer of sink %s: %s (reading paused until it works)", route.name, exc)
                         self._write_error_logged = True
                     _note_paused(route, full=False)
+                    failed = True
                     if self._stop_reading.is_set() and time.monotonic() >= self._give_up_at:
-                        return False
+                        return False  # pieces appended go again after restart (same ids)
+                    if step > 1:
+                        step = (min(step, len(payloads) - done) + 1) // 2
+                        continue
                     await asyncio.sleep(1.0)
-            self._write_error_logged = False
+                    continue
+                if exact and result.accepted == len(piece):
+                    route.recent.append((result.first_seq, route_dicts[done:done + len(piece)]))
+                    route.recent_count += len(piece)
+                    _forget_recent(route, -1, RECENT_MAX)
+                done += len(piece)
+                step = min(2 * step, len(payloads) - done) or step
+                route.wake.set()  # a piece sent and acknowledged may make the room the rest needs
+            if not failed:  # said again only after a batch went in whole: one line a spell
+                self._write_error_logged = False
             if route.paused_since is not None:
                 _note_room(route)
             self.stats.blocked_seconds += time.monotonic() - t0
             seqs[route.name] = result.last_seq
-            if exact and result.accepted == len(payloads):
-                route.recent.append((result.first_seq, route_dicts))
-                route.recent_count += len(route_dicts)
-                _forget_recent(route, -1, RECENT_MAX)
-            route.wake.set()
         if position is not None:
             self._pending.append((source, position, seqs))
         return True

@@ -570,54 +570,73 @@ def test_drop_oldest_counts_what_the_sink_never_read_and_says_it_once(tmp_path: 
 
 # -- disk full ----------------------------------------------------------------------------
 
-DISK_FULL_CHILD = textwrap.dedent("""
-    import json, resource, sys
+FILE_SIZE_LIMIT_CHILD = textwrap.dedent("""
+    import json, os, resource, sys
     from shipper.diskqueue import DiskQueue, QueueWriteError
-    path = sys.argv[1]
+    path, big = sys.argv[1], int(sys.argv[2])
     q = DiskQueue.open(path, segment_bytes=4 << 20, max_bytes=1 << 30, fsync="always")
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, hard))  # the disk fills up
+    resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, hard))  # no file beyond 150 kB
     accepted, errors = [], []
     i = 0
     for _ in range(1000):
-        batch = [b"record %06d " % j + b"x" * 900 for j in range(i, i + 10)]
+        n = 200 if big and len(accepted) >= 40 else 10  # 200 records: 180 kB, in no file
+        batch = [b"record %06d " % j + b"x" * 900 for j in range(i, i + n)]
         try:
             r = q.append(batch)
         except QueueWriteError as exc:
             errors.append(str(exc))
-            if len(errors) == 3:
+            if len(errors) == 3 or not big:
                 break
             continue
         accepted.append([r.first_seq, r.last_seq, i])
-        i += 10
-    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # space returns
+        i += n
+        if len(accepted) == 100:
+            break
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # the limit is lifted
     for _ in range(5):
         batch = [b"record %06d " % j + b"x" * 900 for j in range(i, i + 10)]
         r = q.append(batch)
         accepted.append([r.first_seq, r.last_seq, i])
         i += 10
+    sizes = [e.stat().st_size for e in os.scandir(path) if e.name.endswith(".seg")]
     q.close()
-    print(json.dumps({"accepted": accepted, "errors": errors, "records": i}))
+    print(json.dumps({"accepted": accepted, "errors": errors, "records": i, "sizes": sizes}))
 """)
 
 
-def test_disk_full_append_fails_cleanly_then_works(tmp_path: Path) -> None:
-    qdir = tmp_path / "q"
+def _under_a_file_size_limit(qdir: Path, big: bool) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-c", DISK_FULL_CHILD, str(qdir)], capture_output=True,
-                       text=True, timeout=60, env=env)
+    r = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMIT_CHILD, str(qdir), str(int(big))],
+                       capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert len(out["errors"]) == 3
-    assert "EFBIG" in out["errors"][0] and "\n" not in out["errors"][0]
     seqs = [(a, b) for a, b, _ in out["accepted"]]
-    assert seqs[0] == (1, 10) and all(b2 == b1 + 10 for (_, b1), (_, b2) in zip(seqs, seqs[1:], strict=False))
+    assert seqs[0][0] == 1 and all(a2 == b1 + 1 for (_, b1), (a2, _) in zip(seqs, seqs[1:], strict=False))
     q = open_q(qdir, segment_bytes=4 << 20)
     assert q.stats.repairs == 0 and q.stats.truncated_bytes == 0  # no half record left
     got = drain(q)
     assert [p[:14] for _, p in got] == [b"record %06d " % j for j in range(out["records"])]
     assert [s for s, _ in got] == list(range(1, out["records"] + 1))
     q.close()
+    return out
+
+
+def test_an_append_bigger_than_any_file_may_be_fails_cleanly_then_works(tmp_path: Path) -> None:
+    out = _under_a_file_size_limit(tmp_path / "q", big=True)
+    assert len(out["errors"]) == 3
+    assert "EFBIG" in out["errors"][0] and "\n" not in out["errors"][0]
+
+
+def test_a_segment_at_the_file_size_limit_makes_way_for_a_new_one(tmp_path: Path) -> None:
+    """A file size limit below segment_bytes (ulimit -f in a run script, a filesystem's
+    largest file): the segment that reached it gets a successor, with nothing delivered
+    yet. Found by fault injection (prlimit --fsize on a running shipper): EFBIG was
+    taken for a full disk, and the reading stopped for good with the sink up."""
+    out = _under_a_file_size_limit(tmp_path / "q", big=False)
+    assert out["errors"] == [] and out["records"] == 1050
+    # 930 kB in files of at most 150 kB (but the tail, written to once the limit was lifted)
+    assert len(out["sizes"]) >= 7 and sorted(out["sizes"])[-2] <= 150_000
 
 
 def test_walk_segment_reports_every_region(tmp_path: Path) -> None:

@@ -34,6 +34,15 @@ def test_more_log_directories_than_the_soft_open_files_limit_all_ship(tmp_path):
     for i in range(DIRS):
         subprocess.run([multilog, "t", str(logs / f"d{i}")], input=f"status: seq {i}\n".encode(),
                        check=True, timeout=10)
+    # a soft limit below the directories, the hard one above
+    seqs, said = _ship(tmp_path, f"{logs}/*", DIRS, ["sh", "-c", f'ulimit -Sn {DIRS // 2} && exec "$@"', "sh"])
+    assert sorted(seqs) == list(range(DIRS)), said[-2000:]
+
+
+def _ship(tmp_path: Path, paths: str, n: int, wrap: list[str]) -> tuple[list[int], str]:
+    """``shipper run`` started by the command ``wrap`` (that sets a limit), following
+    ``paths`` from their start into real rsyslog until ``n`` seqs arrive (bounded);
+    the seqs arrived and the shipper's log, after a SIGTERM it must exit 0 on."""
     rs = Rsyslog(tmp_path / "rsyslog", ("tcp",))
     rs.start()
     cfg = tmp_path / "shipper.toml"
@@ -46,7 +55,7 @@ listen = "127.0.0.1:{free_port()}"
 enabled = false
 [sources.all]
 type = "multilog"
-paths = ["{logs}/*"]
+paths = ["{paths}"]
 start_position = "all"
 [sinks.siem]
 type = "syslog"
@@ -55,12 +64,11 @@ host = "127.0.0.1"
 port = {rs.ports["tcp"]}
 """)
     log = open(tmp_path / "shipper.log", "wb")  # noqa: SIM115 - handed to the child
-    # a soft limit below the directories, the hard one above
-    proc = subprocess.Popen(["sh", "-c", f'ulimit -Sn {DIRS // 2} && exec "$0" -m shipper run -c "$1"',
-                             sys.executable, str(cfg)], stdout=log, stderr=log, cwd=ROOT)
+    proc = subprocess.Popen([*wrap, sys.executable, "-m", "shipper", "run", "-c", str(cfg)],
+                            stdout=log, stderr=log, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 30
-        while len(set(_seqs(rs))) < DIRS and time.monotonic() < deadline and proc.poll() is None:
+        deadline = time.monotonic() + 60
+        while len(set(_seqs(rs))) < n and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
         seqs = _seqs(rs)
         assert proc.poll() is None
@@ -70,7 +78,7 @@ port = {rs.ports["tcp"]}
             _stop(proc, signal.SIGKILL)
         rs.stop()
         log.close()
-    assert sorted(seqs) == list(range(DIRS)), (tmp_path / "shipper.log").read_text()[-2000:]
+    return seqs, (tmp_path / "shipper.log").read_text()
 
 
 @pytest.mark.parametrize("what", ["checkpoints", "tracking"])
@@ -389,3 +397,21 @@ paths = ["{tmp_path}/*.log"]
 type = "stdout"
 """, "shipper.toml")
     assert followed_now(config) == 3 + 1
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_below_a_batch_and_a_segment_ships_every_line(tmp_path):
+    """A file size limit on the shipper (ulimit -f in a run script, prlimit --fsize) of
+    400 kB: below one catch-up batch (1,024 of these lines: 600 kB in the buffer) and
+    below segment_bytes. Found by fault injection: every append failed with EFBIG, was
+    retried whole each second for good, and not one line was shipped, the sink up."""
+    multilog = require_binary("multilog")
+    prlimit = require_binary("prlimit")
+    logdir = tmp_path / "log"
+    n = 6000
+    text = "".join(f"status: local 0/10 remote 1/20 seq {i} {'x' * 40}\n" for i in range(n))
+    subprocess.run([multilog, "t", "s4000000", str(logdir)], input=text.encode(), check=True, timeout=30)
+    seqs, said = _ship(tmp_path, str(logdir), n, [prlimit, "--fsize=400000"])
+    assert sorted(set(seqs)) == list(range(n)), said[-2000:]
+    segs = list((tmp_path / "state" / "buffer" / "siem").glob("*.seg"))
+    assert segs and all(s.stat().st_size <= 400_000 for s in segs)

@@ -449,33 +449,40 @@ async def test_a_full_buffer_pausing_the_reading_is_said_and_unhealthy(tmp_path,
             await capture.stop()
 
 
-async def test_a_buffer_it_cannot_write_is_unhealthy_while_it_lasts(tmp_path, monkeypatch):
-    """From the fault review: with the buffer's disk failing (full, read-only), reading
-    paused as it should, but /healthz said ok."""
-    import shipper.pipeline as pipeline_mod
-    from shipper.assemble import Assembly
+async def _over_a_failing_disk(tmp_path: Path, n: int, monkeypatch: Any,
+                               fails: Any) -> tuple[Capture, Pipeline]:
+    """A pipeline from a log of ``n`` corpus lines to a Capture, through a disk buffer
+    whose appends fail as a full disk's do while ``fails(payloads)``."""
     from shipper.diskqueue import QueueWriteError
 
-    monkeypatch.setattr(pipeline_mod, "FULL_SAY_AFTER", 0.3)
     logdir = tmp_path / "log"
     logdir.mkdir()
-    (logdir / "current").write_bytes(b"".join(corpus(100)))
+    (logdir / "current").write_bytes(b"".join(corpus(n)))
     capture = Capture()
     port = await capture.start()
     source = MultilogSource([str(logdir)], str(tmp_path / "ckpt.json"), start="all", poll_interval=0.1)
     sink = SyslogTcpSink("127.0.0.1", port, encoder=Rfc5424Encoder(hostname="h"), name="siem")
     queue = DiskQueue.open(str(tmp_path / "buf"))
     real_append = queue.append
-    failing = [True]
 
-    def append(payloads):
-        if failing[0]:
-            raise QueueWriteError("No space left on device")
+    def append(payloads: list[bytes]) -> Any:
+        if fails(payloads):
+            raise QueueWriteError("append failed: ENOSPC No space left on device")
         return real_append(payloads)
 
     monkeypatch.setattr(queue, "append", append)
-    route = SinkRoute("siem", sink, queue)
-    pipeline = Pipeline([(source, ParseOptions(host="mx1"))], [route])
+    return capture, Pipeline([(source, ParseOptions(host="mx1"))], [SinkRoute("siem", sink, queue)])
+
+
+async def test_a_buffer_it_cannot_write_is_unhealthy_while_it_lasts(tmp_path, monkeypatch):
+    """From the fault review: with the buffer's disk failing (full, read-only), reading
+    paused as it should, but /healthz said ok."""
+    import shipper.pipeline as pipeline_mod
+    from shipper.assemble import Assembly
+
+    monkeypatch.setattr(pipeline_mod, "FULL_SAY_AFTER", 0.3)
+    failing = [True]
+    capture, pipeline = await _over_a_failing_disk(tmp_path, 100, monkeypatch, lambda _: failing[0])
     health = Assembly(None, pipeline, None, None).health  # type: ignore[arg-type]
     task = asyncio.create_task(pipeline.run())
     try:
@@ -487,6 +494,38 @@ async def test_a_buffer_it_cannot_write_is_unhealthy_while_it_lasts(tmp_path, mo
         while len(capture.frames) < 100 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert len(capture.frames) == 100 and health() == (True, "ok")
+    finally:
+        await pipeline.stop(5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await capture.stop()
+
+
+async def test_a_batch_bigger_than_the_free_space_goes_in_pieces(tmp_path, caplog, monkeypatch):
+    """Found by fault injection (a 2 MB tmpfs state_dir with 750 kB free, and prlimit
+    --fsize on a running shipper): a catch-up batch of 1,024 lines (1.4 MB) that did
+    not fit was retried whole every second for good, while the buffer was empty and
+    the sink up: the reading stopped. It now goes in smaller pieces, in order, and the
+    error is said once for the spell."""
+    refused = [0]
+
+    def fails(payloads: list[bytes]) -> bool:  # a disk with 60 kB free; the sink frees what it delivers
+        refused[0] += sum(map(len, payloads)) > 60_000
+        return sum(map(len, payloads)) > 60_000
+
+    capture, pipeline = await _over_a_failing_disk(tmp_path, 3000, monkeypatch, fails)
+    task = asyncio.create_task(pipeline.run())
+    try:
+        deadline = time.monotonic() + 20
+        while len(capture.frames) < 3000 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(capture.frames) == 3000
+        ids = [re.search(rb'event_id="([^"]+)"', f).group(1) for f in capture.frames]
+        assert len(set(ids)) == 3000  # each once
+        said = [r for r in caplog.records if "No space left" in r.getMessage()]
+        # once a spell (a batch that fits whole ends one), not once a try
+        assert 1 <= len(said) <= 2 < refused[0] / 4
+        assert "reading paused until it works" in said[0].getMessage()
     finally:
         await pipeline.stop(5)
         task.cancel()
