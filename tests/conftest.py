@@ -155,3 +155,19 @@ def berlin(monkeypatch):
     yield
     monkeypatch.undo()
     time.tzset()
+
+
+@pytest.fixture
+def dual_stack_name(monkeypatch) -> str:
+    """A host name whose addresses are ::1, then 127.0.0.1 (localhost in a Debian
+    /etc/hosts, where getaddrinfo puts IPv6 first); the connections are real."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002 - socket's names
+        if host != "dual.test":
+            return real(host, port, family, type, proto, flags)
+        return [*real("::1", port, socket.AF_INET6, type, proto, flags),
+                *real("127.0.0.1", port, socket.AF_INET, type, proto, flags)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return "dual.test"

@@ -215,6 +215,24 @@ async def test_udp_sink_reports_a_receiver_that_is_down():
     assert errors >= 1
 
 
+async def test_udp_sink_to_a_name_whose_first_address_refuses_tries_the_next(dual_stack_name):
+    """Found by fault injection: host = a name of ::1 and 127.0.0.1 (localhost) with
+    Graylog's input on 127.0.0.1 only: every try went to ::1, was refused, and not one
+    record was delivered, for good."""
+    recs = fixture_records()
+    rx = UdpReceiver()
+    sink = GelfUdpSink(dual_stack_name, rx.port, compression="none")
+    try:
+        for i in range(0, len(recs), 3):
+            assert await asyncio.wait_for(deliver(sink, recs[i:i + 3], stop=asyncio.Event()), 10)
+        got = {m["_event_id"] for m in rx.wait_for(len(recs) - 3)}
+        assert got >= {r["event_id"] for r in recs[3:]}  # the first went to ::1: UDP cannot tell
+        assert sink.stats.failed >= 1
+    finally:
+        await sink.close()
+        rx.close()
+
+
 class TcpReceiver:
     """NUL-delimited GELF over TCP (optionally TLS), on asyncio."""
 

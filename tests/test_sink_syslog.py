@@ -115,6 +115,20 @@ async def test_udp(rsyslog):
         SyslogUdpSink("127.0.0.1", 1, encoder=Rfc5424Encoder(max_size=8192))
 
 
+async def test_udp_to_a_name_whose_first_address_refuses_tries_the_next(rsyslog, dual_stack_name):
+    """Found by fault injection: host = a name of ::1 and 127.0.0.1 (localhost) with the
+    receiver on 127.0.0.1 only (rsyslog's imudp address=): every try went to ::1, was
+    refused, and not one record was delivered, for good. TCP tries each address."""
+    recs = corpus("udp-dual")
+    sink = SyslogUdpSink(dual_stack_name, rsyslog.ports["udp"])
+    stop = asyncio.Event()
+    for i in range(0, len(recs), 5):
+        assert await asyncio.wait_for(deliver(sink, recs[i:i + 5], Backoff(base=0.01), stop), 10)
+    await sink.close()
+    check_all_arrived(rsyslog, "udp", recs[5:])  # the first went to ::1: UDP cannot tell
+    assert sink.stats.failed >= 1
+
+
 @pytest.mark.parametrize("framing", ["octet-counted", "lf"])
 async def test_tcp(rsyslog, framing):
     recs = corpus(f"tcp-{framing}")

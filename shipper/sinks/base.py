@@ -61,6 +61,24 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+async def datagram_socket(host: str, port: int, refused: int) -> socket.socket:
+    """A UDP socket connected (the kernel then reports ICMP errors back) to one of
+    ``host``'s addresses: the first, then the next one after each refusal (``refused``
+    counts them), as TCP tries each address in turn. Found by fault injection: with a
+    name of ::1 and 127.0.0.1 (localhost) and the receiver on 127.0.0.1 only, every
+    try went to ::1, refused, and nothing was ever delivered."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    family, kind, proto, _, addr = infos[refused % len(infos)]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        sock.connect(addr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class SinkError(Exception):
     """Delivery failed for now; the batch must be sent again."""
 

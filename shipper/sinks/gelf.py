@@ -15,6 +15,7 @@ A record too big for 128 UDP chunks is cut (``_truncated``), never dropped;
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import ssl
@@ -22,7 +23,7 @@ import struct
 from typing import Any
 
 from shipper.encode import gelf as gelf_encode
-from shipper.sinks.base import SinkError, SinkStats, close_stream, describe_error
+from shipper.sinks.base import SinkError, SinkStats, close_stream, datagram_socket, describe_error
 from shipper.sinks.confirm import BatchConfirmations, drain_while_moving
 from shipper.sinks.http import HttpSink
 from shipper.tlsconfig import TlsOptions, client_context
@@ -53,18 +54,14 @@ class GelfUdpSink:
         self.compress_min = compress_min  # smaller messages go uncompressed (CPU: see encode_udp)
         self.default_host = default_host or socket.gethostname()
         self._sock: socket.socket | None = None
+        self._refused = 0  # sends refused (ICMP port unreachable): picks the address
         # Message ids: a random start, then a counter; unique per sender as the spec asks.
         self._next_id = int.from_bytes(os.urandom(8), "big")
         self.stats.extra["datagrams"] = 0
 
     async def _connect(self) -> socket.socket:
-        loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
-            family, kind, proto, _, addr = infos[0]
-            sock = socket.socket(family, kind, proto)
-            sock.setblocking(False)
-            sock.connect(addr)  # connected: ICMP errors come back to us
+            sock = await datagram_socket(self.host, self.port, self._refused)
         except OSError as exc:
             raise _error(f"{self.host}:{self.port}", exc) from None
         self._sock = sock
@@ -95,6 +92,7 @@ class GelfUdpSink:
                     await asyncio.sleep(0)  # let the rest of the agent run during big batches
         except OSError as exc:
             self._close()
+            self._refused += exc.errno == errno.ECONNREFUSED  # the next try: the next address
             raise _error(f"{self.host}:{self.port}", exc) from None
         finally:
             self.stats.truncated += truncated

@@ -33,7 +33,14 @@ from typing import Any
 
 from shipper.encode.rfc5424 import Rfc3164Encoder, Rfc5424Encoder
 from shipper.framing import FRAMINGS, LF, OCTET_COUNTED, frame_texts
-from shipper.sinks.base import Prepared, SinkError, SinkStats, close_stream, describe_error
+from shipper.sinks.base import (
+    Prepared,
+    SinkError,
+    SinkStats,
+    close_stream,
+    datagram_socket,
+    describe_error,
+)
 from shipper.sinks.confirm import BatchConfirmations, drain_while_moving
 from shipper.tlsconfig import TlsOptions, client_context
 
@@ -299,17 +306,13 @@ class SyslogUdpSink:
         self.max_datagram = max_datagram
         self.stats = SinkStats()
         self._sock: socket.socket | None = None
+        self._refused = 0  # sends refused (ICMP port unreachable): picks the address
         self._last_batch: list[dict[str, Any]] | None = None
         self._last_datagrams: list[bytes] = []
 
     async def _connect(self) -> socket.socket:
-        loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
-            family, kind, proto, _, addr = infos[0]
-            sock = socket.socket(family, kind, proto)
-            sock.setblocking(False)
-            sock.connect(addr)  # connected: the kernel reports ICMP errors back to us
+            sock = await datagram_socket(self.host, self.port, self._refused)
         except OSError as exc:
             raise SinkError(f"{self.host}:{self.port}: {describe_error(exc)}") from exc
         self._sock = sock
@@ -338,6 +341,7 @@ class SyslogUdpSink:
             self.stats.connected = False
             sock.close()
             self._sock = None
+            self._refused += exc.errno == errno.ECONNREFUSED  # the next try: the next address
             raise SinkError(f"{self.host}:{self.port}: UDP send failed: {describe_error(exc)}") from exc
         self._last_batch, self._last_datagrams = None, []
         self.stats.sent += len(records)
