@@ -701,6 +701,35 @@ def test_a_full_disk_with_everything_delivered_frees_the_segment(tmp_path: Path,
     q.close()
 
 
+def test_an_append_leaves_room_for_the_checkpoints_beside_it(tmp_path: Path, monkeypatch) -> None:
+    """Found by fault injection (a 2 MB tmpfs state_dir, the sink down): appends going in
+    pieces filled the disk to the last byte, the checkpoint could not be saved, and the
+    restart sent 3,732 records twice. An append now leaves DISK_RESERVE free, refused
+    as a full disk's otherwise (nothing of it written), and goes in once there is room."""
+    from shipper import diskqueue as dq
+    q = open_q(tmp_path, segment_bytes=64 << 20)
+    fill(q, 0, 10)
+    real = os.fstatvfs
+    free = [(256 << 10) + 30_000]  # bytes the filesystem says it has free: 30 kB above the reserve
+
+    def fstatvfs(fd: int) -> os.statvfs_result:
+        st = real(fd)
+        return os.statvfs_result((4096, 4096, st.f_blocks or 1 << 20, free[0] // 4096, free[0] // 4096,
+                                  st.f_files, st.f_ffree, st.f_favail, st.f_flag, st.f_namemax))
+    monkeypatch.setattr(os, "fstatvfs", fstatvfs)
+    size = seg_files(tmp_path)[-1].stat().st_size
+    with pytest.raises(dq.QueueWriteError, match="256 KiB would be left"):
+        q.append([rec(j) for j in range(10, 210)])  # 40 kB
+    assert seg_files(tmp_path)[-1].stat().st_size == size
+    r = q.append([rec(j) for j in range(10, 60)])  # 10 kB fits above the reserve
+    assert (r.first_seq, r.last_seq) == (11, 60)
+    free[0] += 1 << 20  # space returns
+    r = q.append([rec(j) for j in range(60, 260)])
+    assert (r.first_seq, r.last_seq) == (61, 260)
+    assert [num(p) for _, p in drain(q)] == list(range(260))
+    q.close()
+
+
 @pytest.mark.parametrize("fsync", ["always", "interval"])
 def test_a_buffer_deleted_while_running_says_so_and_starts_again(tmp_path: Path, fsync: str) -> None:
     """rm -rf of the buffer by hand: the loss is counted and said, and new records go to a
