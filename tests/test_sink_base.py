@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any
 
+import pytest
+from test_rfc5424 import fixture_records
+
+from shipper.sinks import gelf, syslog
 from shipper.sinks.base import Backoff, SinkError, SinkStats, deliver, printable
 
 
@@ -64,3 +69,46 @@ def test_a_new_cause_of_an_outage_is_said_once(caplog) -> None:
         assert asyncio.run(deliver(sink, [{"event_id": "a"}], Backoff(base=0.001, cap=0.001)))
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 2 and "Connection refused" in said[0] and "expired" in said[1]
+
+
+@pytest.mark.parametrize("module", [syslog, gelf])
+async def test_a_udp_sink_follows_its_name_to_a_new_address(monkeypatch, module):
+    """Found by fault injection: the collector's name moved to a new address (DNS
+    failover, a collector replaced) while the old one still took datagrams in silence:
+    800 records in 80 s went to the old one, for as long as the shipper ran. The name is
+    now looked up again every DATAGRAM_RESOLVE_EVERY; a lookup that fails meanwhile
+    keeps the address that worked."""
+    monkeypatch.setattr(module, "DATAGRAM_RESOLVE_EVERY", 0.2, raising=False)
+    old, new = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    old.bind(("127.0.0.1", 0))
+    port = old.getsockname()[1]
+    new.bind(("127.0.0.2", port))
+    where: list[str | None] = ["127.0.0.1"]
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002 - socket's names
+        if where[0] is None:
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(where[0] if host == "moving.test" else host, port, family, type, proto, flags)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    sink = (syslog.SyslogUdpSink("moving.test", port) if module is syslog
+            else gelf.GelfUdpSink("moving.test", port, compression="none"))
+    recs = fixture_records()[:3]
+    try:
+        await sink.send(recs[:1])
+        where[0] = None  # DNS down: the address that worked goes on
+        await asyncio.sleep(0.3)
+        await sink.send(recs[1:2])
+        where[0] = "127.0.0.2"
+        await asyncio.sleep(0.3)
+        await sink.send(recs[2:3])
+        old.settimeout(1)
+        new.settimeout(1)
+        to_old = [old.recv(65536).decode() for _ in range(2)]
+        assert recs[0]["event_id"] in to_old[0] and recs[1]["event_id"] in to_old[1]
+        assert recs[2]["event_id"] in new.recv(65536).decode()
+    finally:
+        await sink.close()
+        old.close()
+        new.close()

@@ -61,13 +61,27 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-async def datagram_socket(host: str, port: int, refused: int) -> socket.socket:
+# A UDP sink looks its host's name up again this often (seconds): nothing tells it that
+# the name moved (a collector replaced, DNS failover) while the old address takes the
+# datagrams in silence; found by fault injection: 800 records in 80 s went to the old one.
+DATAGRAM_RESOLVE_EVERY = 60.0
+
+
+async def datagram_socket(host: str, port: int, refused: int,
+                          old: socket.socket | None = None) -> socket.socket:
     """A UDP socket connected (the kernel then reports ICMP errors back) to one of
     ``host``'s addresses: the first, then the next one after each refusal (``refused``
     counts them), as TCP tries each address in turn. Found by fault injection: with a
     name of ::1 and 127.0.0.1 (localhost) and the receiver on 127.0.0.1 only, every
-    try went to ::1, refused, and nothing was ever delivered."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    try went to ::1, was refused, and nothing was ever delivered. ``old``: the socket
+    in use, closed once the new one is made, or kept (returned) while the name cannot
+    be looked up (a DNS outage is no reason to stop sending where it worked)."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError:
+        if old is not None:
+            return old
+        raise
     family, kind, proto, _, addr = infos[refused % len(infos)]
     sock = socket.socket(family, kind, proto)
     try:
@@ -76,6 +90,8 @@ async def datagram_socket(host: str, port: int, refused: int) -> socket.socket:
     except OSError:
         sock.close()
         raise
+    if old is not None:
+        old.close()
     return sock
 
 

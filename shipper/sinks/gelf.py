@@ -20,10 +20,18 @@ import os
 import socket
 import ssl
 import struct
+import time
 from typing import Any
 
 from shipper.encode import gelf as gelf_encode
-from shipper.sinks.base import SinkError, SinkStats, close_stream, datagram_socket, describe_error
+from shipper.sinks.base import (
+    DATAGRAM_RESOLVE_EVERY,
+    SinkError,
+    SinkStats,
+    close_stream,
+    datagram_socket,
+    describe_error,
+)
 from shipper.sinks.confirm import BatchConfirmations, drain_while_moving
 from shipper.sinks.http import HttpSink
 from shipper.tlsconfig import TlsOptions, client_context
@@ -55,23 +63,27 @@ class GelfUdpSink:
         self.default_host = default_host or socket.gethostname()
         self._sock: socket.socket | None = None
         self._refused = 0  # sends refused (ICMP port unreachable): picks the address
+        self._resolve_at = 0.0  # when to look the name up again
         # Message ids: a random start, then a counter; unique per sender as the spec asks.
         self._next_id = int.from_bytes(os.urandom(8), "big")
         self.stats.extra["datagrams"] = 0
 
     async def _connect(self) -> socket.socket:
         try:
-            sock = await datagram_socket(self.host, self.port, self._refused)
+            sock = await datagram_socket(self.host, self.port, self._refused, self._sock)
         except OSError as exc:
             raise _error(f"{self.host}:{self.port}", exc) from None
         self._sock = sock
+        self._resolve_at = time.monotonic() + DATAGRAM_RESOLVE_EVERY
         self.stats.connected = True
         return sock
 
     async def send(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
-        sock = self._sock or await self._connect()
+        sock = self._sock
+        if sock is None or time.monotonic() >= self._resolve_at:  # the name looked up again, now and then
+            sock = await self._connect()
         loop = asyncio.get_running_loop()
         encode = gelf_encode.encode_udp
         pack = struct.pack

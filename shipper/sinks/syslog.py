@@ -34,6 +34,7 @@ from typing import Any
 from shipper.encode.rfc5424 import Rfc3164Encoder, Rfc5424Encoder
 from shipper.framing import FRAMINGS, LF, OCTET_COUNTED, frame_texts
 from shipper.sinks.base import (
+    DATAGRAM_RESOLVE_EVERY,
     Prepared,
     SinkError,
     SinkStats,
@@ -307,15 +308,17 @@ class SyslogUdpSink:
         self.stats = SinkStats()
         self._sock: socket.socket | None = None
         self._refused = 0  # sends refused (ICMP port unreachable): picks the address
+        self._resolve_at = 0.0  # when to look the name up again
         self._last_batch: list[dict[str, Any]] | None = None
         self._last_datagrams: list[bytes] = []
 
     async def _connect(self) -> socket.socket:
         try:
-            sock = await datagram_socket(self.host, self.port, self._refused)
+            sock = await datagram_socket(self.host, self.port, self._refused, self._sock)
         except OSError as exc:
             raise SinkError(f"{self.host}:{self.port}: {describe_error(exc)}") from exc
         self._sock = sock
+        self._resolve_at = time.monotonic() + DATAGRAM_RESOLVE_EVERY
         self.stats.connected = True
         return sock
 
@@ -329,7 +332,9 @@ class SyslogUdpSink:
             datagrams = self.encoder.encode_batch(records)
             self.stats.truncated += self.encoder.truncated - before
             self._last_batch, self._last_datagrams = records, datagrams
-        sock = self._sock or await self._connect()
+        sock = self._sock
+        if sock is None or time.monotonic() >= self._resolve_at:  # the name looked up again, now and then
+            sock = await self._connect()
         loop = asyncio.get_running_loop()
         try:
             for d in datagrams:
