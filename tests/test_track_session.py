@@ -532,3 +532,36 @@ def test_qp_links_survive_one_log_read_far_behind_the_other(pids: int) -> None:
                        for pid, s in sessions.items())
         else:  # each session ended before its mail was read: the mail names it
             assert all(m["session"]["conn_pid"] == msg - 900 + 20_000 for msg, m in mails.items())
+
+
+def test_jgreylist_verdicts_are_the_sessions():
+    """jgreylist's verdicts fed no session: a greylisted client's session said only
+    'no_mail', with nothing of why. Lines in jgreylist's format (from jgreylist.c v8,
+    as tests/fixtures/samples/jgreylist_source_formats.txt)."""
+    lines = [
+        "@4000000065e5a0c0062a3d54 tcpserver: pid 23456 from 198.51.100.7",
+        "@4000000065e5a0c0062a44e4 tcpserver: ok 23456 mx.example.com:192.0.2.1:25 :198.51.100.7::40001",
+        "@4000000065e5a0c0062a4cf4 jgreylist[23456]: 198.51.100.7: GREY first time",
+        "@4000000065e5a0c1070ed0f4 tcpserver: end 23456 status 0",
+        "@4000000065e5a0c2116b7e24 tcpserver: pid 23470 from 198.51.100.7",
+        "@4000000065e5a0c2116b8000 jgreylist[23470]: 198.51.100.7: OK known",
+        "@4000000065e5a0c2116c0000 qmail-smtpd: pid 23470 Accept::RCPT::Recipients_Cdb P:ESMTP "
+        "S:198.51.100.7:mail.example.net H:mail.example.net F:a@example.net T:b@example.com",
+        "@4000000065e5a0c3116b7e24 tcpserver: end 23470 status 0",
+        "@4000000065e5a0c3116c0000 tcpserver: pid 23473 from 203.0.113.10",
+        "@4000000065e5a0c3116c1000 jgreylist[23473]: 203.0.113.10: DENY no reverse DNS",
+        "@4000000065e5a0c4116c1000 tcpserver: end 23473 status 0",
+        "@4000000065e5a0c4116c2000 jgreylist: 203.0.113.9: DENY blacklisted",  # no pid: no session to name
+    ]
+    out = _correlate_lines(lines)
+    by = {o["conn_pid"]: o for o in out}
+    assert sorted(by) == [23456, 23470, 23473] and len(out) == 3
+    grey = by[23456]
+    assert grey["result"] == "greylisted" and grey["flags"] == []
+    assert [(d["source"], d["action"], d["smtp_code"], d["reason"]) for d in grey["decisions"]] == [
+        ("jgreylist", "Deferred", 450, "first time")]
+    ok = by[23470]
+    assert ok["result"] == "accepted" and ok["decisions"][0]["action"] == "Info"
+    denied = by[23473]
+    assert denied["result"] == "rejected" and denied["remote_ip"] == "203.0.113.10"
+    assert [(d["action"], d["smtp_code"]) for d in denied["decisions"]] == [("Reject", 553)]

@@ -30,7 +30,7 @@ from shipper.track.session import SessionOptions, SessionTracker
 
 STATE_VERSION = 1
 
-_SESSION_PROGRAMS = frozenset({"tcpserver", "sslserver", "tcpsvd", "sslsvd", "rblsmtpd", "s6-tcpserverd",
+_SESSION_PROGRAMS = frozenset({"tcpserver", "sslserver", "tcpsvd", "sslsvd", "rblsmtpd", "jgreylist", "s6-tcpserverd",
                                "s6-tcpserver4d", "s6-tcpserver6d", "s6-tcpserver-access",
                                "recordio", "qmail-smtpd", "qmail-popup", "qmail-pop3d"})
 

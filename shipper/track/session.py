@@ -338,6 +338,29 @@ class SessionTracker:
             d.update(action="Info", check="RBL")
         self._decide(s, rec, d)
 
+    def _greylist(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        """jgreylist runs in tcpserver's child before qmail-smtpd (its [PID] is the
+        connection's): its verdict is the session's. What it answers, from jgreylist.c:
+        GREY a 450 to every command, DENY a 553, HANGUP a 421 after too many RCPTs; OK
+        hands the client to qmail-smtpd."""
+        if rec.get("conn_pid") is None:  # "jgreylist: ..." (JGREYLIST_LOG_PID=0): no session to name
+            return
+        key, s = self._get(rec, out)
+        if "remote_ip" in rec and "remote_ip" not in s:
+            s["remote_ip"] = rec["remote_ip"]
+        action = rec.get("action")
+        d = {"source": "jgreylist", "check": "greylist", "reason": rec.get("reason")}
+        if action == "GREY":
+            s["greylisted"] = True
+            d.update(action="Deferred", smtp_code=450)
+        elif action == "DENY":
+            d.update(action="Reject", smtp_code=553)
+        elif action == "HANGUP":
+            d.update(action="Deferred", smtp_code=421)
+        else:
+            d.update(action="Info")
+        self._decide(s, rec, d)
+
     def _decision(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
         key, s = self._get(rec, out)
         ev = rec.get("event")
@@ -656,6 +679,8 @@ def _result(s: dict[str, Any], f: dict[str, Any]) -> str:
         return "blocked"
     if s["qps"] or f["accepted_rcpts"] or s.get("mails"):
         return "accepted"
+    if s.get("greylisted"):
+        return "greylisted"
     if any(d.get("action") in ("Reject", "Deferred") for d in s["decisions"]):
         return "rejected"
     return "no_mail"
@@ -670,6 +695,7 @@ _HANDLERS = {
     "rbl_block": SessionTracker._rbl,
     "rbl_greetdelay": SessionTracker._rbl,
     "rbl_info": SessionTracker._rbl,
+    "greylist": SessionTracker._greylist,
     "smtp_decision": SessionTracker._decision,
     "smtp_accept": SessionTracker._decision,
     "smtp_reject": SessionTracker._decision,
