@@ -1818,10 +1818,17 @@ class _Source:
             self.store.set(key, state)
         self._dirty = True
 
-    def save(self) -> None:
+    def save(self, final: bool = False) -> None:
+        """Write the checkpoint if a position moved since. ``final``: the last one, at a
+        stop: its failure is said whatever was said before (what was read since the last
+        checkpoint that worked is read again at the next start)."""
         if self.store is not None and self._dirty:
-            self._dirty = False
-            if not self.store.save() and self.store.write_errors == 1:
+            if self.store.save():
+                self._dirty = False
+            elif final:
+                log.error("%s at stop: what was read since the last checkpoint written is "
+                          "read again at the next start (the same event ids)", self.store.warnings[-1])
+            elif self.store.write_errors == 1:
                 log.error("%s (the position is kept in memory; retrying)", self.store.warnings[-1])
 
     async def close(self, save: bool = True) -> None:
@@ -1837,7 +1844,7 @@ class _Source:
                 await t
         self._tasks = []
         if save:
-            self.save()
+            self.save(final=True)
         for f in self.followers.values():
             if f.reader is not None:
                 f.reader.close()

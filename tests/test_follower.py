@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import os
 import random
 import signal
@@ -1330,3 +1331,24 @@ def test_a_gap_window_starts_at_the_last_line_read(tmp_path):
     assert gap.first_time_ns == decode_ns(last) < decode_ns(a) and gap.last_time_ns == decode_ns(b)
     if f.reader is not None:
         f.reader.close()
+
+
+async def test_a_stop_whose_checkpoint_cannot_be_written_says_so(tmp_path, caplog):
+    """From the fault probe: a failed checkpoint write was said once, at the first
+    failure; a stop whose last write failed said nothing, so the admin had no word that
+    what was read since would be read again."""
+    multilog = require_binary("multilog")
+    d = tmp_path / "log"
+    data = b"".join(b"seq %08d x\n" % i for i in range(50))
+    subprocess.run([multilog, "t", str(d)], input=data, check=True, timeout=10)
+    (tmp_path / "state").write_bytes(b"")  # a file where the checkpoint's directory should be
+    src = MultilogSource([str(d)], str(tmp_path / "state" / "checkpoints.json"), start="all",
+                         commit_interval=0.05)
+    with caplog.at_level(logging.ERROR, logger="shipper.follower"):
+        items = await collect(src, 49, 10)
+        await asyncio.sleep(0.3)  # the saver tries, and tries again
+        await src.close()
+    assert [seq_of(ln) for it in items for ln in it.lines] == list(range(50))
+    said = [r.getMessage() for r in caplog.records]
+    assert len([m for m in said if "kept in memory" in m]) == 1, said  # once while running
+    assert [m for m in said if m.endswith("read again at the next start (the same event ids)")], said

@@ -643,9 +643,9 @@ async def test_tracking_saves_go_on_under_backpressure(tmp_path):
         src = MultilogSource([str(logdir)], str(tmp_path / f"{name}.json"), start="all", poll_interval=0.1)
         write_checkpoint = src.save
 
-        def save_checkpoint() -> None:
+        def save_checkpoint(final: bool = False) -> None:
             events.append("checkpoint")
-            write_checkpoint()
+            write_checkpoint(final)
 
         src.save = save_checkpoint  # type: ignore[method-assign]
         return src
