@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -112,3 +113,85 @@ async def test_a_udp_sink_follows_its_name_to_a_new_address(monkeypatch, module)
         await sink.close()
         old.close()
         new.close()
+
+
+
+def _two_collectors(monkeypatch, order: Callable[[int], tuple[str, str]]) -> tuple[socket.socket, list[int]]:
+    """The name "pair.test" for 127.0.0.1, where a receiver listens (returned), and
+    127.0.0.2, where nothing does (ICMP port unreachable): ``order(n)`` gives the two in
+    the order the n-th look-up answers; the list counts the look-ups."""
+    alive = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    alive.bind(("127.0.0.1", 0))
+    alive.settimeout(1)
+    real = socket.getaddrinfo
+    answers = [0]
+
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002 - socket's names
+        if host != "pair.test":
+            return real(host, port, family, type, proto, flags)
+        answers[0] += 1
+        return [info for a in order(answers[0]) for info in real(a, port, family, type, proto, flags)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return alive, answers
+
+
+def _pair_sink(module: Any, port: int) -> Any:
+    return (syslog.SyslogUdpSink("pair.test", port) if module is syslog
+            else gelf.GelfUdpSink("pair.test", port, compression="none"))
+
+
+@pytest.mark.parametrize("module", [syslog, gelf])
+async def test_a_udp_sink_keeps_the_address_that_works_when_its_name_answers_in_another_order(
+        monkeypatch, module):
+    """Round-robin DNS hands a name's addresses out in turn. Of two collectors behind one
+    name, one down (nothing listens: ICMP port unreachable), the sink was to move on to
+    the live one after the refusal; but the address was picked by its place in the
+    answer, and a look-up in the other order (the retry's, each minute's) put the sink
+    back on the dead one, where the next batch went without a word (UDP says nothing
+    until the next send). The address after the refused one is taken, and an address
+    still in the answer is kept."""
+    monkeypatch.setattr(module, "DATAGRAM_RESOLVE_EVERY", 0.3, raising=False)
+    alive, answers = _two_collectors(
+        monkeypatch, lambda n: ("127.0.0.2", "127.0.0.1") if n % 2 else ("127.0.0.1", "127.0.0.2"))
+    sink = _pair_sink(module, alive.getsockname()[1])
+    recs = fixture_records()[:6]
+    try:
+        await sink.send(recs[:1])  # to the dead one: lost, as UDP loses it
+        await asyncio.sleep(0.01)  # its refusal comes back
+        with pytest.raises(SinkError):
+            await sink.send(recs[1:2])
+        await sink.send(recs[1:2])  # the address after the refused one: the live one
+        assert recs[1]["event_id"] in alive.recv(65536).decode()
+        for rec in recs[2:]:  # a new look-up before each, the order turned each time
+            await asyncio.sleep(0.35)
+            await sink.send([rec])
+            assert rec["event_id"] in alive.recv(65536).decode()
+        assert answers[0] >= 5
+    finally:
+        await sink.close()
+        alive.close()
+
+
+@pytest.mark.parametrize("module", [syslog, gelf])
+async def test_a_refusal_waiting_on_the_socket_is_not_thrown_away_by_the_minutes_lookup(
+        monkeypatch, module):
+    """The first address of a name is dead. A batch went there; its refusal waits on the
+    socket for the next send. When that send came after the minute's new look-up, the
+    socket was replaced (the same address, a new socket), the refusal went with the old
+    one, and the next batch went to the dead address too, lost without a word. The socket
+    is kept while the name still gives its address, and the refusal moves the sink on."""
+    monkeypatch.setattr(module, "DATAGRAM_RESOLVE_EVERY", 0.1, raising=False)
+    alive, _ = _two_collectors(monkeypatch, lambda n: ("127.0.0.2", "127.0.0.1"))
+    sink = _pair_sink(module, alive.getsockname()[1])
+    recs = fixture_records()[:2]
+    try:
+        await sink.send(recs[:1])  # to the dead one: lost, as UDP loses it
+        await asyncio.sleep(0.15)  # its refusal waits; the name is looked up again
+        with pytest.raises(SinkError):
+            await sink.send(recs[1:2])
+        await sink.send(recs[1:2])
+        assert recs[1]["event_id"] in alive.recv(65536).decode()
+    finally:
+        await sink.close()
+        alive.close()

@@ -67,22 +67,33 @@ def describe_error(exc: BaseException) -> str:
 DATAGRAM_RESOLVE_EVERY = 60.0
 
 
-async def datagram_socket(host: str, port: int, refused: int,
+async def datagram_socket(host: str, port: int, refused: Any = None,
                           old: socket.socket | None = None) -> socket.socket:
     """A UDP socket connected (the kernel then reports ICMP errors back) to one of
-    ``host``'s addresses: the first, then the next one after each refusal (``refused``
-    counts them), as TCP tries each address in turn. Found by fault injection: with a
-    name of ::1 and 127.0.0.1 (localhost) and the receiver on 127.0.0.1 only, every
-    try went to ::1, was refused, and nothing was ever delivered. ``old``: the socket
-    in use, closed once the new one is made, or kept (returned) while the name cannot
-    be looked up (a DNS outage is no reason to stop sending where it worked)."""
+    ``host``'s addresses: the first, or the one after ``refused`` (the address a send
+    was last refused at), as TCP tries each address in turn. Found by fault injection:
+    with a name of ::1 and 127.0.0.1 (localhost) and the receiver on 127.0.0.1 only,
+    every try went to ::1, was refused, and nothing was ever delivered. ``old``: the
+    socket in use, kept while the name still gives its address (by address, not by
+    place: round-robin DNS turns the order at each look-up, and a place put the sink
+    back on a dead address once a minute), else closed once the new one is made; kept
+    too while the name cannot be looked up (a DNS outage is no reason to stop sending
+    where it worked)."""
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except OSError:
         if old is not None:
             return old
         raise
-    family, kind, proto, _, addr = infos[refused % len(infos)]
+    addrs = [info[4] for info in infos]
+    if old is not None:
+        try:
+            if old.getpeername() in addrs:
+                return old
+        except OSError:
+            pass  # not connected any more: a new one
+    at = addrs.index(refused) + 1 if refused in addrs else 0
+    family, kind, proto, _, addr = infos[at % len(infos)]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setblocking(False)
@@ -93,6 +104,14 @@ async def datagram_socket(host: str, port: int, refused: int,
     if old is not None:
         old.close()
     return sock
+
+
+def peer_address(sock: socket.socket) -> Any:
+    """The address ``sock`` is connected to, or None."""
+    try:
+        return sock.getpeername()
+    except OSError:
+        return None
 
 
 class SinkError(Exception):

@@ -31,6 +31,7 @@ from shipper.sinks.base import (
     close_stream,
     datagram_socket,
     describe_error,
+    peer_address,
 )
 from shipper.sinks.confirm import BatchConfirmations, drain_while_moving
 from shipper.sinks.http import HttpSink
@@ -62,7 +63,7 @@ class GelfUdpSink:
         self.compress_min = compress_min  # smaller messages go uncompressed (CPU: see encode_udp)
         self.default_host = default_host or socket.gethostname()
         self._sock: socket.socket | None = None
-        self._refused = 0  # sends refused (ICMP port unreachable): picks the address
+        self._refused: Any = None  # the address a send was refused at (ICMP port unreachable)
         self._resolve_at = 0.0  # when to look the name up again
         # Message ids: a random start, then a counter; unique per sender as the spec asks.
         self._next_id = int.from_bytes(os.urandom(8), "big")
@@ -103,8 +104,9 @@ class GelfUdpSink:
                 if i & 255 == 255:
                     await asyncio.sleep(0)  # let the rest of the agent run during big batches
         except OSError as exc:
+            if exc.errno == errno.ECONNREFUSED:  # the next try: the address after this one
+                self._refused = peer_address(sock)
             self._close()
-            self._refused += exc.errno == errno.ECONNREFUSED  # the next try: the next address
             raise _error(f"{self.host}:{self.port}", exc) from None
         finally:
             self.stats.truncated += truncated

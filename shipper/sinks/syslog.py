@@ -41,6 +41,7 @@ from shipper.sinks.base import (
     close_stream,
     datagram_socket,
     describe_error,
+    peer_address,
 )
 from shipper.sinks.confirm import BatchConfirmations, drain_while_moving
 from shipper.tlsconfig import TlsOptions, client_context
@@ -307,7 +308,7 @@ class SyslogUdpSink:
         self.max_datagram = max_datagram
         self.stats = SinkStats()
         self._sock: socket.socket | None = None
-        self._refused = 0  # sends refused (ICMP port unreachable): picks the address
+        self._refused: Any = None  # the address a send was refused at (ICMP port unreachable)
         self._resolve_at = 0.0  # when to look the name up again
         self._last_batch: list[dict[str, Any]] | None = None
         self._last_datagrams: list[bytes] = []
@@ -344,9 +345,10 @@ class SyslogUdpSink:
                     await loop.sock_sendall(sock, d)  # socket buffer full: wait until writable
         except OSError as exc:
             self.stats.connected = False
+            if exc.errno == errno.ECONNREFUSED:  # the next try: the address after this one
+                self._refused = peer_address(sock)
             sock.close()
             self._sock = None
-            self._refused += exc.errno == errno.ECONNREFUSED  # the next try: the next address
             raise SinkError(f"{self.host}:{self.port}: UDP send failed: {describe_error(exc)}") from exc
         self._last_batch, self._last_datagrams = None, []
         self.stats.sent += len(records)
