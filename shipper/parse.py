@@ -74,7 +74,8 @@ _HALF_YEAR_NS = 183 * 86400 * NS
 _DAY_NS = 86400 * NS
 _FOLD_SLACK_NS = 300 * NS
 _DOVECOT_LEVEL_FIRST = frozenset("IWEFPD")  # Info: Warning: Error: Fatal: Panic: Debug:
-_PREFIX_RE = re.compile(r"([A-Za-z][\w.+-]*(?:/[\w.+-]+)*)(?:\[(\d+)\])?: ?")
+# "NAME[PID]: ": a PID within int()'s digit limit (4,300), or the line's whole parse failed
+_PREFIX_RE = re.compile(r"([A-Za-z][\w.+-]*(?:/[\w.+-]+)*)(?:\[(\d{1,4000})\])?: ?")
 
 
 def _long_digits(data: bytes, text: str, heads: bytes) -> bool:

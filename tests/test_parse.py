@@ -431,3 +431,12 @@ def test_a_crlf_line_keeps_its_cr_in_raw_only():
     assert [r.raw for r in recs] == [ln.decode().rstrip("\n") for ln in lines[:2]] + [
         "@400000005a49ba341eefa7a6 4242 < PASS [REDACTED]\r"]
     assert recs[0].event == "new_msg" and recs[1].fields["qp"] == 31835
+
+
+def test_a_pid_beyond_ints_digit_limit_keeps_the_lines_time():
+    """Found by the review: `NAME[<5,000 digits>]: ...` made int() raise in dispatch,
+    and the whole line took the error path: no time of its own (ingest time)."""
+    line = b"@400000005a4a8d2b0a8c2f6c jgreylist[" + b"9" * 5000 + b"]: 192.0.2.7: GREY first time"
+    for rec in (LineParser().parse(line), LineParser().parse_batch([line])[0]):
+        assert rec.time_source == "tai64n" and rec.time_ns == 1514835233176959340
+        assert rec.event == "unparsed"
