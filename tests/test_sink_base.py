@@ -195,3 +195,21 @@ async def test_a_refusal_waiting_on_the_socket_is_not_thrown_away_by_the_minutes
     finally:
         await sink.close()
         alive.close()
+
+
+@pytest.mark.parametrize("module", [syslog, gelf])
+async def test_a_udp_sink_passes_over_an_address_it_cannot_send_to(monkeypatch, module):
+    """Found by the review: an address connect() refuses at once (an IPv6 one on a host
+    without IPv6; here the broadcast address, which needs SO_BROADCAST: connect() fails
+    before anything is sent, nothing leaves the host) raised every time and never gave
+    way to the name's next address: nothing was ever sent."""
+    alive, _ = _two_collectors(monkeypatch, lambda n: ("255.255.255.255", "127.0.0.1"))
+    sink = _pair_sink(module, alive.getsockname()[1])
+    recs = fixture_records()[:2]
+    try:
+        for rec in recs:
+            await sink.send([rec])
+            assert rec["event_id"] in alive.recv(65536).decode()
+    finally:
+        await sink.close()
+        alive.close()

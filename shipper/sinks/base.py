@@ -93,17 +93,30 @@ async def datagram_socket(host: str, port: int, refused: Any = None,
         except OSError:
             pass  # not connected any more: a new one
     at = addrs.index(refused) + 1 if refused in addrs else 0
-    family, kind, proto, _, addr = infos[at % len(infos)]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setblocking(False)
-        sock.connect(addr)
-    except OSError:
-        sock.close()
-        raise
+    error: OSError | None = None
+    for i in range(len(infos)):
+        # An address this host cannot send to (an IPv6 one without IPv6: the socket or
+        # connect() fails at once) gives way to the next, as a refusal does.
+        family, kind, proto, _, addr = infos[(at + i) % len(infos)]
+        try:
+            sock = socket.socket(family, kind, proto)
+        except OSError as exc:
+            error = error or exc
+            continue
+        try:
+            sock.setblocking(False)
+            sock.connect(addr)
+        except OSError as exc:
+            sock.close()
+            error = error or exc
+            continue
+        if old is not None:
+            old.close()
+        return sock
     if old is not None:
-        old.close()
-    return sock
+        return old
+    assert error is not None
+    raise error
 
 
 def peer_address(sock: socket.socket) -> Any:
