@@ -347,3 +347,50 @@ def test_track_text_of_a_mail_deferred_for_days_across_a_qmail_send_restart() ->
     assert "<r1@far.example> remote FAILURE dsn 5.1.1 via 192.0.2.7 after 2d 0h (3 attempts)\n" in text
     assert "           2023-11-14 22:13:22.000 interrupted (qmail-send restarted)\n" in text
     assert "<r2@far.example> remote SUCCESS via 192.0.2.9 after 1.1s\n" in text
+
+
+def test_track_shows_a_session_matched_by_a_recipient_its_queued_mail_does_not_have(tmp_path: Path) -> None:
+    """Suspected by the review: a session that matched only by a recipient of a
+    transaction that queued nothing (the message refused after DATA) was hidden once
+    the mail of its second transaction came naming it, though that mail did not match
+    and was not shown: `--to carol` found nothing. The lines: smtpd_recordio_ipv6.txt's
+    session with a first transaction to carol refused at the end of DATA."""
+    base = 0x40000000665b0d4a000001f4
+    steps = [
+        "tcpserver: pid 4242 from 2001:db8::25",
+        "tcpserver: ok 4242 mx.example.org:2001:db8::1:25 client.example.net:2001:db8::25::51234",
+        "4242 > 220 mx.example.org ESMTP ",
+        "4242 < EHLO client.example.net ",
+        "4242 > 250 8BITMIME ",
+        "4242 < MAIL FROM:<Alice@example.net> ",
+        "4242 > 250 ok ",
+        "4242 < RCPT TO:<carol@example.org> ",
+        "4242 > 250 ok ",
+        "4242 < DATA ",
+        "4242 > 354 go ahead ",
+        "4242 < . ",
+        "4242 > 554 sorry, this message contains a virus (#5.3.4) ",
+        "4242 < MAIL FROM:<Alice@example.net> ",
+        "4242 > 250 ok ",
+        "4242 < RCPT TO:<bob@example.org> ",
+        "4242 > 250 ok ",
+        "4242 < DATA ",
+        "4242 > 354 go ahead ",
+        "4242 < . ",
+        "4242 > 250 ok 1717243200 qp 4250 ",
+        "4242 < QUIT ",
+        "4242 > 221 mx.example.org ",
+        "tcpserver: end 4242 status 0",
+    ]
+    smtpd = tmp_path / "smtpd.log"
+    smtpd.write_text("".join(f"@{base + i * 10_000_000:024x} {s}\n" for i, s in enumerate(steps)))
+    send = tmp_path / "send.log"
+    send.write_text("\n".join((FIX / "send_recordio_ipv6.txt").read_text().splitlines()[1:]) + "\n")
+    rc, out = run(track_main, [str(smtpd), str(send), "--to", "carol@example.org", "--json"])
+    recs = [orjson.loads(x) for x in out.splitlines()]
+    assert rc == 0 and [r["event"] for r in recs] == ["smtp_session"], out
+    assert "carol@example.org" in recs[0]["accepted_rcpts"] and recs[0]["qps"] == [4250]
+    # bob's mail still carries the session, which is not shown again on its own
+    rc, out = run(track_main, [str(smtpd), str(send), "--to", "bob@example.org", "--json"])
+    recs = [orjson.loads(x) for x in out.splitlines()]
+    assert rc == 0 and [r["event"] for r in recs] == ["mail"] and recs[0]["session"]["conn_pid"] == 4242

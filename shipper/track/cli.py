@@ -172,7 +172,7 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
     held: dict[str, list[dict[str, Any]]] = {}
     n_held = 0
     # A session that queued mail is shown inside its mails (their "session"), not by
-    # itself, unless a mail of its does not name it: one that ended before the reply
+    # itself, unless a mail of its is not shown naming it: one that ended before the reply
     # naming its qp was logged (a fast local delivery: "end msg" stamped before the
     # smtpd's "250 ok … qp"), or one not in the input (only the smtpd log given, or the
     # send log's archive rotated away). So a session that matches waits for its mails,
@@ -206,7 +206,11 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
     try:
         for rec in summaries(args.paths, copts, popts, _say_unreadable(errors, "shipper track")):
             ev = rec.get("event")
-            sid = (rec.get("session") or {}).get("event_id") if ev == "mail" else None
+            hit = matches(rec, q) or _follows(rec, shown)
+            # only a mail shown shows its session: one that does not match leaves a
+            # session that matched (by a recipient of a transaction that queued
+            # nothing, say) to be shown by itself
+            sid = (rec.get("session") or {}).get("event_id") if ev == "mail" and hit else None
             if sid is not None:
                 w = waiting.get(sid)
                 if w is not None:
@@ -217,7 +221,7 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
                     carried.setdefault(sid, set()).add(rec.get("qp"))
                     if len(carried) > FOLLOW_MAX:
                         del carried[next(iter(carried))]
-            if matches(rec, q) or _follows(rec, shown):
+            if hit:
                 show(rec)
                 continue
             if ev == "smtp_session" and rec.get("qps") and matches(rec, q_sessions):
