@@ -90,6 +90,7 @@ def cmd_parse(argv: list[str]) -> int:
                     if batch.continued is not None:
                         add_flag(records[batch.continued], F_CONTINUATION)
                     out.write(ndjson_all(records, option))
+                    out.flush()  # a batch at a time: `tail -F current | shipper parse -` shows lines as they come
             except BrokenPipeError:
                 return EXIT_OK
     out.flush()

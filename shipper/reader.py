@@ -155,10 +155,11 @@ def _split(f: BinaryIO, path: str, max_line: int, batch_lines: int,
     lines: list[bytes] = []
     offsets: list[int] = []
     truncated: set[int] = set()
-    # A decompressor's read(n) decodes until it has n bytes and drops them all when
-    # the stream breaks before: read1 gives what one step decoded, so the lines
-    # before the damage are kept
-    read = f.read1 if isinstance(f, _DECOMPRESSED) else f.read
+    # read1, not read: a decompressor's read(n) decodes until it has n bytes and drops
+    # them all when the stream breaks before (read1 gives what one step decoded, so
+    # the lines before the damage are kept), and a pipe's read(n) waits for n bytes
+    # (`tail -F current | shipper parse -` showed nothing until 1 MiB had come)
+    read = f.read1
     source = path
     while True:
         try:
@@ -207,7 +208,10 @@ def _split(f: BinaryIO, path: str, max_line: int, batch_lines: int,
             rest = b""
             skipping = True
         carry = rest
-        if len(lines) >= batch_lines:
+        # A short read: a pipe with no more for now (a file's only at its end). What it
+        # gave goes on at once, not when the batch is full: `tail -F current | shipper
+        # parse -` is read as it comes. (A decompressor's steps are short reads too.)
+        if len(lines) >= batch_lines or (lines and len(chunk) < CHUNK and not isinstance(f, _DECOMPRESSED)):
             if not skipping:
                 yield InputBatch(source, file_id, lines, offsets, truncated or None)
                 lines, offsets, truncated = [], [], set()
@@ -256,7 +260,12 @@ def read_joined(paths: list[str], max_line: int = 64 * 1024, batch_lines: int = 
                 first = False
                 if last is not None:
                     yield last
-                last = b if b.lines else None
+                    last = None
+                if b.partial is None:  # only a file's last batch, ending mid-line, may join
+                    if b.lines:        # the next file's first: the others go at once (a pipe's
+                        yield b        # lines as they come)
+                else:
+                    last = b
         except InputError as exc:
             if on_error is None:
                 if held is not None:

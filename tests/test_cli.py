@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import lzma
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -200,3 +201,25 @@ def test_every_option_of_every_command_says_what_it_does(monkeypatch):
               for action in p._actions  # noqa: SLF001 - what --help prints
               if not isinstance(action, argparse._HelpAction) and not action.help]  # noqa: SLF001
     assert silent == [], silent
+
+
+def test_parse_of_a_pipe_shows_each_line_as_it_comes():
+    """`tail -F current | shipper parse -` showed nothing until 1 MiB had come (a
+    pipe's read waited for a full chunk, the batch for 4,096 lines, the reader held the
+    last batch back and the output was not flushed): an admin watching a log saw nothing."""
+    p = subprocess.Popen([sys.executable, "-m", "shipper", "parse", "-"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stdin is not None and p.stdout is not None
+        for n in (1, 2):  # source: tests/fixtures (qmail-send's lines as multilog stamps them)
+            p.stdin.write(b"@4000000052fafd8d3298434c new msg %d\n" % n)
+            p.stdin.flush()
+            ready, _, _ = select.select([p.stdout], [], [], 20)  # the pipe stays open
+            assert ready, f"line {n}: no record while its input stays open"
+            assert orjson.loads(p.stdout.readline())["msg"] == n
+        p.stdin.close()
+        assert p.wait(20) == 0 and p.stdout.read() == b""
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
