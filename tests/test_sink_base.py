@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from test_rfc5424 import fixture_records
 
-from shipper.sinks import gelf, syslog
+from shipper.sinks import base, gelf, syslog
 from shipper.sinks.base import Backoff, SinkError, SinkStats, deliver, printable
 
 
@@ -79,7 +79,7 @@ async def test_a_udp_sink_follows_its_name_to_a_new_address(monkeypatch, module)
     800 records in 80 s went to the old one, for as long as the shipper ran. The name is
     now looked up again every DATAGRAM_RESOLVE_EVERY; a lookup that fails meanwhile
     keeps the address that worked."""
-    monkeypatch.setattr(module, "DATAGRAM_RESOLVE_EVERY", 0.2, raising=False)
+    monkeypatch.setattr(base, "DATAGRAM_RESOLVE_EVERY", 0.2)
     old, new = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     old.bind(("127.0.0.1", 0))
     port = old.getsockname()[1]
@@ -151,7 +151,7 @@ async def test_a_udp_sink_keeps_the_address_that_works_when_its_name_answers_in_
     back on the dead one, where the next batch went without a word (UDP says nothing
     until the next send). The address after the refused one is taken, and an address
     still in the answer is kept."""
-    monkeypatch.setattr(module, "DATAGRAM_RESOLVE_EVERY", 0.3, raising=False)
+    monkeypatch.setattr(base, "DATAGRAM_RESOLVE_EVERY", 0.3)
     alive, answers = _two_collectors(
         monkeypatch, lambda n: ("127.0.0.2", "127.0.0.1") if n % 2 else ("127.0.0.1", "127.0.0.2"))
     sink = _pair_sink(module, alive.getsockname()[1])
@@ -181,7 +181,7 @@ async def test_a_refusal_waiting_on_the_socket_is_not_thrown_away_by_the_minutes
     socket was replaced (the same address, a new socket), the refusal went with the old
     one, and the next batch went to the dead address too, lost without a word. The socket
     is kept while the name still gives its address, and the refusal moves the sink on."""
-    monkeypatch.setattr(module, "DATAGRAM_RESOLVE_EVERY", 0.1, raising=False)
+    monkeypatch.setattr(base, "DATAGRAM_RESOLVE_EVERY", 0.1)
     alive, _ = _two_collectors(monkeypatch, lambda n: ("127.0.0.2", "127.0.0.1"))
     sink = _pair_sink(module, alive.getsockname()[1])
     recs = fixture_records()[:2]

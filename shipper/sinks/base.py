@@ -21,6 +21,7 @@ import random
 import re
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -125,6 +126,37 @@ def peer_address(sock: socket.socket) -> Any:
         return sock.getpeername()
     except OSError:
         return None
+
+
+class DatagramPeer:
+    """A UDP sink's connected socket to its host's name (see ``datagram_socket``): the
+    name looked up again every DATAGRAM_RESOLVE_EVERY, and after a refused send the
+    next try goes to the address after the refused one."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.sock: socket.socket | None = None
+        self._refused: Any = None  # the address a send was refused at (ICMP port unreachable)
+        self._resolve_at = 0.0  # when to look the name up again
+
+    async def socket(self) -> socket.socket:
+        """The socket to send on; OSError when none can be made."""
+        if self.sock is None or time.monotonic() >= self._resolve_at:
+            self.sock = await datagram_socket(self.host, self.port, self._refused, self.sock)
+            self._resolve_at = time.monotonic() + DATAGRAM_RESOLVE_EVERY
+        return self.sock
+
+    def failed(self, exc: OSError) -> None:
+        """A send failed: the socket goes, and a refusal moves the next try on."""
+        if self.sock is not None:
+            if exc.errno == errno.ECONNREFUSED:
+                self._refused = peer_address(self.sock)
+            self.close()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 class SinkError(Exception):

@@ -15,23 +15,19 @@ A record too big for 128 UDP chunks is cut (``_truncated``), never dropped;
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import socket
 import ssl
 import struct
-import time
 from typing import Any
 
 from shipper.encode import gelf as gelf_encode
 from shipper.sinks.base import (
-    DATAGRAM_RESOLVE_EVERY,
+    DatagramPeer,
     SinkError,
     SinkStats,
     close_stream,
-    datagram_socket,
     describe_error,
-    peer_address,
 )
 from shipper.sinks.confirm import BatchConfirmations, drain_while_moving
 from shipper.sinks.http import HttpSink
@@ -62,29 +58,20 @@ class GelfUdpSink:
         self.compression = compression
         self.compress_min = compress_min  # smaller messages go uncompressed (CPU: see encode_udp)
         self.default_host = default_host or socket.gethostname()
-        self._sock: socket.socket | None = None
-        self._refused: Any = None  # the address a send was refused at (ICMP port unreachable)
-        self._resolve_at = 0.0  # when to look the name up again
+        self._peer = DatagramPeer(host, port)
         # Message ids: a random start, then a counter; unique per sender as the spec asks.
         self._next_id = int.from_bytes(os.urandom(8), "big")
         self.stats.extra["datagrams"] = 0
 
-    async def _connect(self) -> socket.socket:
-        try:
-            sock = await datagram_socket(self.host, self.port, self._refused, self._sock)
-        except OSError as exc:
-            raise _error(f"{self.host}:{self.port}", exc) from None
-        self._sock = sock
-        self._resolve_at = time.monotonic() + DATAGRAM_RESOLVE_EVERY
-        self.stats.connected = True
-        return sock
-
     async def send(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
-        sock = self._sock
-        if sock is None or time.monotonic() >= self._resolve_at:  # the name looked up again, now and then
-            sock = await self._connect()
+        try:
+            sock = await self._peer.socket()
+        except OSError as exc:
+            self.stats.connected = False
+            raise _error(f"{self.host}:{self.port}", exc) from None
+        self.stats.connected = True
         loop = asyncio.get_running_loop()
         encode = gelf_encode.encode_udp
         pack = struct.pack
@@ -104,9 +91,8 @@ class GelfUdpSink:
                 if i & 255 == 255:
                     await asyncio.sleep(0)  # let the rest of the agent run during big batches
         except OSError as exc:
-            if exc.errno == errno.ECONNREFUSED:  # the next try: the address after this one
-                self._refused = peer_address(sock)
-            self._close()
+            self._peer.failed(exc)
+            self.stats.connected = False
             raise _error(f"{self.host}:{self.port}", exc) from None
         finally:
             self.stats.truncated += truncated
@@ -114,14 +100,9 @@ class GelfUdpSink:
         self.stats.sent += len(records)
         self.stats.acked += len(records)  # sent: all UDP can tell
 
-    def _close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        self.stats.connected = False
-
     async def close(self) -> None:
-        self._close()
+        self._peer.close()
+        self.stats.connected = False
 
 
 class GelfTcpSink:

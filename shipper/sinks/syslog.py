@@ -34,14 +34,12 @@ from typing import Any
 from shipper.encode.rfc5424 import Rfc3164Encoder, Rfc5424Encoder
 from shipper.framing import FRAMINGS, LF, OCTET_COUNTED, frame_texts
 from shipper.sinks.base import (
-    DATAGRAM_RESOLVE_EVERY,
+    DatagramPeer,
     Prepared,
     SinkError,
     SinkStats,
     close_stream,
-    datagram_socket,
     describe_error,
-    peer_address,
 )
 from shipper.sinks.confirm import BatchConfirmations, drain_while_moving
 from shipper.tlsconfig import TlsOptions, client_context
@@ -307,21 +305,9 @@ class SyslogUdpSink:
         self.encoder: Encoder = encoder or Rfc5424Encoder(max_size=max_datagram)
         self.max_datagram = max_datagram
         self.stats = SinkStats()
-        self._sock: socket.socket | None = None
-        self._refused: Any = None  # the address a send was refused at (ICMP port unreachable)
-        self._resolve_at = 0.0  # when to look the name up again
+        self._peer = DatagramPeer(host, port)
         self._last_batch: list[dict[str, Any]] | None = None
         self._last_datagrams: list[bytes] = []
-
-    async def _connect(self) -> socket.socket:
-        try:
-            sock = await datagram_socket(self.host, self.port, self._refused, self._sock)
-        except OSError as exc:
-            raise SinkError(f"{self.host}:{self.port}: {describe_error(exc)}") from exc
-        self._sock = sock
-        self._resolve_at = time.monotonic() + DATAGRAM_RESOLVE_EVERY
-        self.stats.connected = True
-        return sock
 
     async def send(self, records: list[dict[str, Any]]) -> None:
         if not records:
@@ -333,9 +319,12 @@ class SyslogUdpSink:
             datagrams = self.encoder.encode_batch(records)
             self.stats.truncated += self.encoder.truncated - before
             self._last_batch, self._last_datagrams = records, datagrams
-        sock = self._sock
-        if sock is None or time.monotonic() >= self._resolve_at:  # the name looked up again, now and then
-            sock = await self._connect()
+        try:
+            sock = await self._peer.socket()
+        except OSError as exc:
+            self.stats.connected = False
+            raise SinkError(f"{self.host}:{self.port}: {describe_error(exc)}") from exc
+        self.stats.connected = True
         loop = asyncio.get_running_loop()
         try:
             for d in datagrams:
@@ -345,19 +334,14 @@ class SyslogUdpSink:
                     await loop.sock_sendall(sock, d)  # socket buffer full: wait until writable
         except OSError as exc:
             self.stats.connected = False
-            if exc.errno == errno.ECONNREFUSED:  # the next try: the address after this one
-                self._refused = peer_address(sock)
-            sock.close()
-            self._sock = None
+            self._peer.failed(exc)
             raise SinkError(f"{self.host}:{self.port}: UDP send failed: {describe_error(exc)}") from exc
         self._last_batch, self._last_datagrams = None, []
         self.stats.sent += len(records)
         self.stats.acked += len(records)
 
     async def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        self._peer.close()
         self.stats.connected = False
 
 
