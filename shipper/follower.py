@@ -1050,6 +1050,12 @@ class MultilogFollower(_FollowerBase):
                 self._emit_gap(f["name"], None, False,
                                "gone before we read anything of it (we were stopped)",
                                ml.label_time_ns(st["done"]), None)
+            elif f.get("live") and listing.current is not None and listing.current.ident == ident:
+                # Still `current` by its inode number. But multilog deletes the oldest
+                # archive first: if the last archive read (the anchor) is gone, ours was
+                # rotated and deleted too, and this `current` is a new file that took
+                # its inode number (ext4 reuses them at once): a gap, not a resume.
+                self._done_gone_while_stopped()
             return
         fid, off = f["fid"], int(f["off"])
         where: list[tuple[str, str | None, bool, str]] = []

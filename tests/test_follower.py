@@ -526,6 +526,37 @@ def test_reused_inode_of_an_empty_current_is_not_taken_for_the_checkpointed_file
     assert plain_lines(items) == [b"@400000006000000000000003 n1"]
 
 
+def test_an_empty_current_whose_inode_number_came_back_after_the_n_limit_is_a_gap(tmp_path):
+    """A first start on a quiet directory keeps offset 0 of its empty current as its
+    position (so that the next start does not begin at the end again). Stopped; then a
+    busy hour: that current filled, was archived and deleted by the n limit with the
+    archive before it, and the new current got its inode number back (ext4). Taken for
+    the same file: the deleted lines were lost without a gap."""
+    d = tmp_path / "log"
+    d.mkdir()
+    (d / "@400000006000000000000002.s").write_bytes(b"@400000006000000000000001 n0\n")
+    (d / "current").write_bytes(b"")
+    f = MultilogFollower(str(d), None, start="all")
+    items = drain(f)
+    assert plain_lines(items) == [b"@400000006000000000000001 n0"]
+    state = f.state()  # what the saver writes once current is open
+    assert state["f"]["off"] == 0 and state["f"]["live"] and state["seen"]
+    f.reader.close()
+    # Stopped: current took n1, became @..4.s; n2 went to @..6.s; the n limit deleted
+    # the first two archives; the new current reuses the first current's inode number.
+    os.unlink(d / "@400000006000000000000002.s")
+    os.unlink(d / "current")
+    (d / "@400000006000000000000006.s").write_bytes(b"@400000006000000000000005 n2\n")
+    (d / "current").write_bytes(b"@400000006000000000000007 n3\n")
+    as_if_reused_by(state, d / "current")
+    items = drain(MultilogFollower(str(d), state, start="all"))
+    gaps = [it for it in items if isinstance(it, Gap)]
+    assert len(gaps) == 1 and "stopped" in gaps[0].reason
+    base = (0x60000000 - 10) * 10**9  # label @4000000060000000 0000000N: that second, N ns
+    assert (gaps[0].first_time_ns, gaps[0].last_time_ns) == (base + 2, base + 6)
+    assert plain_lines(items) == [b"@400000006000000000000005 n2", b"@400000006000000000000007 n3"]
+
+
 def by_hand_label(t: int) -> str:
     return f"@4000000060000000{t:08x}"
 
