@@ -108,8 +108,15 @@ def severity(rec: dict[str, Any]) -> int:
             key, bad = _NOTICE_WHEN[event]
             value = rec.get(key)
             if type(value) is str and value in bad:
-                if event == "smtp_decision" and value == "Reject" and rec.get("check") == "AUTH":
-                    return WARNING  # a failed SMTP AUTH
+                if event == "smtp_decision" and value == "Reject":
+                    check = rec.get("check")
+                    # a failed SMTP AUTH, but not s/qmail's "Reject::AUTH::missing" (the
+                    # server wants AUTH and the client sent none: no login failed)
+                    if check == "AUTH" and rec.get("condition") != "missing":
+                        return WARNING
+                    # a virus found, as simscan's VIRUS (s/qmail qmail-smtpd.c err_data)
+                    if check == "DATA" and rec.get("condition") == "Virus_Infected":
+                        return WARNING
                 return NOTICE
     elif event == "tcp_end" and (rec.get("signal") or rec.get("exit_code") or rec.get("text") == "crashed"):
         return NOTICE  # (indimail's tcpserver: "end PID status crashed", its signal unnamed)

@@ -1,5 +1,6 @@
 """Lines written from the programs' own format strings (Postfix's smtp client and qmgr,
-simscan, the qmail TLS patch, ext-todo, chkuser), field by field, with their severity."""
+simscan, the qmail TLS patch, ext-todo, chkuser; rblsmtpd, sslserver, busybox tcpsvd,
+s/qmail and the netqmail patch sets), field by field, with their severity."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 
 from shipper.parse import LineParser
-from shipper.severity import CRIT, ERR, NOTICE, WARNING, severity
+from shipper.severity import CRIT, ERR, INFO, NOTICE, WARNING, severity
 
 SAMPLE = Path(__file__).parent / "fixtures" / "samples" / "source_format_lines.txt"
 _CORE = {"time_unix_ns", "time", "time_source", "program", "event", "message", "raw", "host",
@@ -137,3 +138,74 @@ def test_fehcom_sslserver_lines() -> None:
                          "text": "valid client cert received from: 198.51.100.23 for pid: 5555"}),
         ("tcp_info", 6, {"setting": "ciphers", "text": "PROFILE=SYSTEM"}),
     ]
+
+
+# Lines derived from the source, each after a comment naming its file and format string.
+AUDIT = Path(__file__).parent / "fixtures" / "samples" / "source_format_audit_lines.txt"
+
+
+def _audit_lines() -> list[str]:
+    text = AUDIT.read_text(encoding="utf-8")
+    assert text.startswith("# source:")
+    return [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+AUDIT_LINES = _audit_lines()
+AUDIT_CASES = [
+    # rblsmtpd's own failures: it cannot run qmail-smtpd, so no SMTP session gets through
+    (0, "tcp_error", CRIT, {"level": "fatal", "text": "unable to run qmail-smtpd: file does not exist"}),
+    (1, "tcp_error", ERR, {"level": "usage", "text": AUDIT_LINES[1].split(": usage: ", 1)[1]}),
+    (2, "tcp_info", INFO, {"setting": "param", "text": "/usr/local/etc/dh1024.pem 1024"}),
+    (3, "tcp_error", ERR, {"level": "error",
+                           "text": "error:02001002:system library:fopen:No such file or directory"}),
+    (4, "tcp_error", ERR, {"level": "error", "text": "accept: Too many open files"}),
+    (5, "tcp_error", ERR, {"level": "error", "text": "exec 'qmail-smtpd': No such file or directory"}),
+    # a virus found is a warning, as simscan's VIRUS
+    (6, "smtp_decision", WARNING, {"conn_pid": 4711, "action": "Reject", "check": "DATA",
+                                   "condition": "Virus_Infected", "info": "clamdscan",
+                                   "proto": "ESMTP", "remote_ip": "198.51.100.7",
+                                   "remote_host": "unknown", "helo": "mail.example.net",
+                                   "mail_from": "alice@example.net", "rcpt_to": "bob@example.com"}),
+    # AUTH required and none given: a refusal, not a failed login
+    (7, "smtp_decision", NOTICE, {"conn_pid": 4711, "action": "Reject", "check": "AUTH",
+                                  "condition": "missing", "proto": "ESMTP",
+                                  "remote_ip": "198.51.100.7", "remote_host": "mail.example.net",
+                                  "helo": "mail.example.net"}),
+    (8, "smtp_decision", WARNING, {"conn_pid": 4711, "action": "Reject", "check": "AUTH",
+                                   "condition": "login", "auth_user": "admin", "proto": "ESMTPA",
+                                   "remote_ip": "198.51.100.7", "remote_host": "unknown",
+                                   "helo": "mail.example.net"}),
+    (9, "smtp_reject", NOTICE, {"text": "message too big", "mail_from": "alice@example.net",
+                                "remote_ip": "198.51.100.7", "rcpt_to": "bob@example.com",
+                                "helo": "mail.example.net"}),
+    (10, "smtp_reject", NOTICE, {"conn_pid": 4711, "reason": "rcptcheck", "rcpt_to": "nobody@example.com",
+                                 "remote_ip": "198.51.100.7",
+                                 "text": "rcptcheck: drop address <nobody@example.com> at 198.51.100.7"}),
+    (11, "smtp_accept", INFO, {"conn_pid": 4711, "reason": "rcptcheck", "rcpt_to": "bob@example.com",
+                               "remote_ip": "198.51.100.7",
+                               "text": "rcptcheck: accepted address <bob@example.com> at 198.51.100.7"}),
+    (12, "smtp_other", INFO, {"conn_pid": 4711, "rcpt_to": "bob@example.com", "remote_ip": "198.51.100.7",
+                              "text": "rcptcheck: ignore address <bob@example.com> at 198.51.100.7"}),
+    (13, "smtp_reject", NOTICE, {"conn_pid": 4711, "reason": "rcptcheck", "rcpt_to": "bob@example.com",
+                                 "remote_ip": "198.51.100.7",
+                                 "text": "rcptcheck: overlimit sender <bob@example.com> at 198.51.100.7"}),
+    (14, "chkuser", NOTICE, {"decision": "rejected rcpt", "mail_from": "alice@example.net",
+                             "helo": "mail.example.net", "remote_host": "mail.example.net",
+                             "remote_ip": "198.51.100.7", "rcpt_to": "nobody@example.com",
+                             "text": "not existing recipient"}),
+    (15, "chkuser", INFO, {"decision": "accepted rcpt", "mail_from": "alice@example.net",
+                           "auth_user": "alice@example.net", "remote_ip": "2001:db8::7",
+                           "rcpt_to": "bob@example.com", "text": "found existing recipient"}),
+]
+
+
+@pytest.mark.parametrize("i, event, sev, fields", AUDIT_CASES, ids=[f"audit{c[0]}" for c in AUDIT_CASES])
+def test_audit_fields_and_severity(i: int, event: str, sev: int, fields: dict[str, Any]) -> None:
+    d = LineParser().parse(AUDIT_LINES[i].encode()).to_dict()
+    assert d["flags"] == []
+    assert (d["event"], _fields(d)) == (event, fields)
+    assert severity(d) == sev
+
+
+def test_audit_cases_cover_every_line() -> None:
+    assert sorted(c[0] for c in AUDIT_CASES) == list(range(len(AUDIT_LINES)))

@@ -3,7 +3,9 @@
 * vchkpw (syslog tag ``vpopmail``): ``vchkpw-SERVICE: [(METHOD) ]PHRASE[ (pass: 'PW')] USER:IP``;
   the ``(pass: '…')`` variant logs the cleartext password, which is redacted.
 * chkuser (qmail-smtpd stderr, no prefix):
-  ``CHKUSER DECISION: from <SENDER:AUTHUSER:RELAYCLIENT> remote <HELO:HOST:IP> rcpt <R> : TEXT``.
+  ``CHKUSER DECISION: from <SENDER:AUTHUSER:RELAYCLIENT> remote <HELO:HOST:IP> rcpt <R> : TEXT``;
+  2.0.9 labels them: ``from <SENDER|remoteinfo/auth:AUTHUSER|chkuser-identify:ID> remote
+  <helo:HELO|remotehostname:HOST|remotehostip:IP>``.
 * simscan (qmail-smtpd stderr; simscan.c log_message):
   ``simscan:[PPID]:VERDICT (HITS/REQ):T.TTTTs:SUBJECT:IP:FROM:RCPT[,RCPT…]`` (the
   score part only for spam scans). The subject may hold ``:``, so the last three
@@ -184,11 +186,15 @@ def parse_chkuser(text: str) -> Parsed | None:
     if m is None:
         return "chkuser", {"text": text[8:]}
     fields: dict[str, Any] = {"decision": m.group("decision")}
-    sender = m.group("from").rsplit(":", 2)
+    labelled = _chkuser_labelled(m.group("from"), m.group("remote"))
+    if labelled is not None:
+        sender, remote = labelled
+    else:
+        sender = m.group("from").rsplit(":", 2)
+        remote = _helo_host_ip(m.group("remote"))
     fields["mail_from"] = sender[0]
     if len(sender) > 1 and sender[1]:
         fields["auth_user"] = sender[1]
-    remote = _helo_host_ip(m.group("remote"))
     if remote[0]:
         fields["helo"] = remote[0]
     if len(remote) > 1 and remote[1]:
@@ -200,6 +206,23 @@ def parse_chkuser(text: str) -> Parsed | None:
     if m.group("text"):
         fields["text"] = m.group("text")
     return "chkuser", fields
+
+
+def _chkuser_labelled(sender: str, remote: str) -> tuple[list[str], list[str]] | None:
+    """chkuser 2.0.9's chkuser_commonlog(): ``SENDER|remoteinfo/auth:AUTH|chkuser-identify:ID``
+    and ``helo:HELO|remotehostname:HOST|remotehostip:IP`` → ([SENDER, AUTH], [HELO, HOST, IP]);
+    None for the older ``:``-separated form. The client writes SENDER and HELO, which come
+    first, so each label is the last one in the text."""
+    a = sender.rfind("|remoteinfo/auth:")
+    h = remote.rfind("|remotehostname:")
+    i = remote.rfind("|remotehostip:")
+    if a < 0 or h < 0 or i < h or not remote.startswith("helo:"):
+        return None
+    auth = sender[a + 17:]
+    c = auth.find("|chkuser-identify:")
+    if c >= 0:
+        auth = auth[:c]
+    return [sender[:a], auth], [remote[5:h], remote[h + 16:i], remote[i + 14:]]
 
 
 def _helo_host_ip(remote: str) -> list[str]:

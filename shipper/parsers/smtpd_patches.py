@@ -46,6 +46,7 @@ _QLOG_KEYS: dict[str, tuple[str, type]] = {
 }
 _QLOG_KEY_RE = re.compile(r"(?:^| )([a-z]+)=")
 
+_LOGIT_REJECTS = ("reject", "exceeded", "message too big", "message rejected")
 _LOGIT_RE = re.compile(
     r"(?P<msg>[^:()]+?)(?: \((?P<reason>[^)]*)\))?: (?P<from>\S*) from (?P<ip>\S+)"
     r" to (?P<rcpt>\S*) helo (?P<helo>.*)$")
@@ -54,7 +55,13 @@ _BAD_FIELD = {"badhelo": "helo", "badmailfrom": "mail_from", "badrcptto": "rcpt_
 _HANGUP_RE = re.compile(r"badrcptto: excessive rcptto violations hanging up on (\S+)$")
 _VRT_SAGREDO_RE = re.compile(r"validrcptto: (accepted|drop) address <(.*?)> at (\S+)$")
 _VRT_JMS1_RE = re.compile(r"validrcptto \[([^\]]*)\] (.*)$")
-_RCPTCHECK_RE = re.compile(r"rcptcheck: checking <(.*?)> at (\S+)$")
+# its rcptcheck part: "checking", then the verdict of the RCPTCHECK program's exit code
+# (100 drop, 0 accepted, 112 ignore, 113 overlimit; the address is the recipient's)
+_RCPTCHECK_RE = re.compile(
+    r"rcptcheck: (checking|drop address|accepted address|ignore address|overlimit sender)"
+    r" <(.*?)> at (\S+)$")
+_RCPTCHECK_EVENT = {"drop address": "smtp_reject", "overlimit sender": "smtp_reject",
+                    "accepted address": "smtp_accept"}
 _AUTH_SAGREDO_RE = re.compile(r"auth: auth-(success|failed) type=(\S*) user=<(.*)>$")
 _AUTH_JMS1_RE = re.compile(r"AUTH (successful|failed)(?: \(([^)]*)\))? \[([^\]]*)\] ?(.*)$")
 _MFCHECK_RE = re.compile(r"MFCHECK (fail|pass|invalid) \[([^\]]*)\] ?(.*)$")
@@ -233,7 +240,12 @@ def parse_patched(text: str) -> Parsed | None:
             return "smtp_other", fields
         m = _RCPTCHECK_RE.match(text)
         if m is not None:
-            return "smtp_other", {"rcpt_to": m.group(1), "remote_ip": m.group(2), "text": text}
+            what, rcpt, ip = m.groups()
+            event = _RCPTCHECK_EVENT.get(what, "smtp_other")
+            fields = {"rcpt_to": rcpt, "remote_ip": ip, "text": text}
+            if event != "smtp_other":
+                fields["reason"] = "rcptcheck"
+            return event, fields
     m = _LOGIT_RE.match(text)
     if m is not None:
         msg = m.group("msg")
@@ -243,7 +255,9 @@ def parse_patched(text: str) -> Parsed | None:
             value = m.group(group)
             if value and value != "(null)":  # logit2 writes "(null)" for an empty field
                 fields[name] = value
-        return ("smtp_reject" if msg.startswith(("reject", "exceeded")) else "smtp_other"), fields
+        # "message too big" follows the 552 of err_size() at DATA; "message rejected
+        # (qmail-dnsbl)" the 421 of its older die_dnsbl()
+        return ("smtp_reject" if msg.startswith(_LOGIT_REJECTS) else "smtp_other"), fields
     return None
 
 

@@ -38,7 +38,9 @@ _CODE_RE = re.compile(r"\((-?\d*)\) ?")
 _ERR_FROM_RE = re.compile(r"\b(?:from:?|for:|with:) ([0-9A-Fa-f.:]*[0-9A-Fa-f])\b")
 # sslserver -v at start: "ciphers PID ...", "cert PID FILE", "dhparam PID FILE BITS", ...
 _SSL_SETUP_WORDS = frozenset({"ciphers", "cert", "key", "dhparam", "cafile", "ccafile", "cadir",
-                              "certchainfile", "cafile_list"})
+                              "certchainfile", "cafile_list", "param"})  # 0.7x: "param PID FILE BITS"
+# ucspi-ssl's error_warn(): each queued OpenSSL error as "sslserver: error:0200100D:lib:func:reason"
+_OPENSSL_ERR_RE = re.compile(r"error:[0-9A-Fa-f]{6,8}:")
 _ERR_PID_RE = re.compile(r"\bpid:? (\d+)")
 _ERROR_LEVELS = frozenset({"fatal", "warning", "drop", "error", "alert", "temp", "syntax", "usage"})
 
@@ -138,6 +140,8 @@ def _error(level: str, rest: str) -> Parsed:
 def _server(text: str) -> Parsed | None:
     """tcpserver and sslserver text (after ``tcpserver: `` / ``sslserver: ``)."""
     word, sp, rest = text.rstrip().partition(" ")
+    if word[:6] == "error:" and _OPENSSL_ERR_RE.match(word) is not None:
+        return "tcp_error", {"level": "error", "text": text.rstrip()}
     if not sp or not word:
         return None
     if word == "status:":
@@ -257,6 +261,12 @@ def _tcpsvd(text: str) -> Parsed | None:
         sp = text.find(": ")
         if sp > 0 and text[:sp] in _ERROR_LEVELS:
             return _error(text[:sp], text[sp + 2:])
+        # busybox writes its info lines with printf("%s: info: …") and its errors with
+        # bb_error_msg/bb_perror_msg, no class: "tcpsvd: accept: Too many open files",
+        # "tcpsvd: exec 'qmail-smtpd': No such file or directory", "tcpsvd: cannot look up
+        # hostname for IP" (ipsvd/tcpudp.c)
+        if sp > 0 or text.startswith("cannot "):
+            return _error("error", text)
         return None
     body = text[6:]
     sp = body.find(" ")
@@ -395,6 +405,9 @@ def _s6_tcpserver(text: str) -> Parsed | None:
 def _rblsmtpd(text: str) -> Parsed | None:
     """rblsmtpd text after ``rblsmtpd: `` (0.88, ucspi-tcp6, fehcom and list-name patches)."""
     text = text.rstrip()
+    if text.startswith(("fatal: ", "usage: ")):
+        # rblsmtpd.c: strerr_die FATAL "out of memory" / "unable to run PROG: ERR", usage()
+        return _error(text[:5], text[7:])
     m = _RBL_RE.fullmatch(text)
     if m is None:
         m = _RBL_TJSI_RE.fullmatch(text)
