@@ -196,6 +196,17 @@ AUDIT_CASES = [
     (15, "chkuser", INFO, {"decision": "accepted rcpt", "mail_from": "alice@example.net",
                            "auth_user": "alice@example.net", "remote_ip": "2001:db8::7",
                            "rcpt_to": "bob@example.com", "text": "found existing recipient"}),
+    # a path in qmail-local's and qmail-lspawn's own texts keeps its slashes
+    (16, "delivery", NOTICE, {"delivery": 21, "result": "deferral", "dsn": "4.2.1",
+                              "text": "Unable to open /home/bob/Mailbox: access denied. (#4.2.1)",
+                              "text_raw": "Unable_to_open_/home/bob/Mailbox:_access_denied._(#4.2.1)/"}),
+    (17, "delivery", NOTICE, {"delivery": 22, "result": "deferral", "dsn": "4.3.0",
+                              "text": "Unable to switch to /home/vpopmail/domains/example.com/bob: "
+                                      "file does not exist. (#4.3.0)",
+                              "text_raw": AUDIT_LINES[17].split("deferral: ", 1)[1]}),
+    (18, "delivery", NOTICE, {"delivery": 23, "result": "deferral",
+                              "text": "Trouble reading users/cdb in qmail-lspawn.",
+                              "text_raw": "Trouble_reading_users/cdb_in_qmail-lspawn./"}),
 ]
 
 

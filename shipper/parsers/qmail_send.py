@@ -186,11 +186,14 @@ def _delivery(rest: str) -> Parsed | None:
 # "/" stands for a newline, but not inside a URL (a Gmail or Outlook reply's help link),
 # unless what follows is one of qmail-remote's own lines or the next line of a multi-line
 # reply ("550-5.7.1 …", "550 5.7.1 …"), nor in qmail-remote's fixed
-# "...in my control/locals file" (#5.4.6)
+# "...in my control/locals file" (#5.4.6), qmail-lspawn's "Trouble reading users/cdb",
+# nor in the path qmail-local names: "Unable to open|write FN: ERR.", "Unable to switch
+# to HOMEDIR: ERR.", "Unable to run /bin/sh: ERR." (qmail-local.c)
 _LITERAL_SLASH_RE = re.compile(
     r"[A-Za-z][A-Za-z0-9+.-]{0,15}://(?:[^_/\s]|/(?!Remote_host_said|Giving_up|I'm_not_going|"
     r"[2-5][0-9][0-9][-_]|$))*"
-    r"|my_control/locals_file")
+    r"|my_control/locals_file|reading_users/cdb_in"
+    r"|Unable_to_(?:open|write|switch_to|run)_[^_\s:]*:_")
 
 
 def _keep_slashes(m: re.Match[str]) -> str:
@@ -199,7 +202,7 @@ def _keep_slashes(m: re.Match[str]) -> str:
 
 def delivery_text_fields(raw: str) -> dict[str, Any]:
     """Fields of a logsafe'd delivery report: text, text_raw, smtp_code, dsn, relay_ip, recipient."""
-    if "://" in raw or "control/locals" in raw:
+    if "://" in raw or "control/locals" in raw or "users/cdb" in raw or "Unable_to_" in raw:
         text = _LITERAL_SLASH_RE.sub(_keep_slashes, raw)
         text = text.replace("_", " ").replace("/", "\n").replace("\x00", "/").rstrip("\n")
     else:
