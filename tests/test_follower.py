@@ -1214,12 +1214,24 @@ def test_real_multilog_restarts_at_a_high_rate_say_every_loss(tmp_path, processo
     times: dict[int, int] = {}
     gaps: list[Gap] = []
     ino = Inotify()  # what the daemon's watcher does: names seen as they come and go
+
+    def watched(f: MultilogFollower) -> MultilogFollower:
+        # and as the daemon's watcher does, the events queued meanwhile before each
+        # listing (without it, on a loaded machine, an archive made and deleted while
+        # one poll read was named only once ``done`` had passed it: a loss without a gap
+        # in this test, about 1 run in 5 under load, that the daemon does not have)
+        def catch_up() -> None:
+            for ev in ino.read():
+                f.on_change(ev.name or None, ev.mask)
+        f.catch_up = catch_up
+        return f
+
     try:
         deadline = time.monotonic() + 10
         while not (d / "current").exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         ino.add_watch(str(d), DIR_MASK)
-        f = MultilogFollower(str(d), None, start="all")
+        f = watched(MultilogFollower(str(d), None, start="all"))
         state = None
         saved_at = time.monotonic()
         kills = 0
@@ -1242,7 +1254,7 @@ def test_real_multilog_restarts_at_a_high_rate_say_every_loss(tmp_path, processo
                     f.reader.close()
                 time.sleep(0.5)
                 ino.read()  # down: nobody saw those
-                f = MultilogFollower(str(d), state, start="all")
+                f = watched(MultilogFollower(str(d), state, start="all"))
             if not items:
                 time.sleep(0.005)
         if f.reader is not None:
