@@ -176,6 +176,13 @@ GRAMMAR = [
     ("qmail-smtpd: pid 7 Deferred::GREY::Grey_Listed P:ESMTP S:10.0.0.1:h H:x F:a@b T:c@d\r",
      {"action": "Deferred", "check": "GREY", "condition": "Grey_Listed", "proto": "ESMTP", "remote_ip": "10.0.0.1",
       "remote_host": "h", "helo": "x", "mail_from": "a@b", "rcpt_to": "c@d"}),
+    # run without tcpserver (inetd, stunnel): smtpdlog.c writes "unknown" for the unset
+    # TCPREMOTEIP; no remote_ip then, for a SIEM that types it as an address would refuse it
+    ("qmail-smtpd: pid 7 Accept::RCPT::Recipients_Rcpthosts P:ESMTP S:unknown:h H:x F:a@b T:c@d",
+     {"action": "Accept", "check": "RCPT", "condition": "Recipients_Rcpthosts", "proto": "ESMTP",
+      "remote_host": "h", "helo": "x", "mail_from": "a@b", "rcpt_to": "c@d"}),
+    ("qmail-smtpd: pid 7 Reject::AUTH::missing P:ESMTP S:unknown",
+     {"action": "Reject", "check": "AUTH", "condition": "missing", "proto": "ESMTP"}),
 ]
 
 

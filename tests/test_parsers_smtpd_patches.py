@@ -129,6 +129,9 @@ def test_qlog_edge_cases() -> None:
     # no field, an empty value gives none
     got = parse_qlog("qlogenvelope: result=rejected code=abc reason=x newkey=1 pid=\r")
     assert got == ("smtp_reject", {"qlog": "envelope", "result": "rejected", "reason": "x"})
+    # the combined patch writes "unknown" for an unset TCPREMOTEIP: not an address, no field
+    got = parse_qlog("qlogreceived: result=accepted remoteip=unknown remoteport=0 qp=9")
+    assert got == ("smtp_queued", {"qlog": "received", "result": "accepted", "remote_port": 0, "qp": 9})
     assert parse_qlog("qlogenvelope: garbage") is None
     assert parse_qlog("qlogenvelopes: result=accepted") is None
     assert parse_patched("something else entirely") is None

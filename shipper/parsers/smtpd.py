@@ -33,9 +33,10 @@ _KEYS = ((" P:", "proto"), (" S:", ""), (" H:", "helo"), (" F:", "mail_from"), (
 # The everyday s/qmail line with all five keys and blank-free values, in one
 # match: the common case of _decision, whose general key search costs 3x more.
 # [0-9], not \d: \d takes other scripts' digits, which the general path refuses.
+# S:unknown (no TCPREMOTEIP) goes the general way, which gives no remote_ip for it.
 _SQMAIL_FAST_RE = re.compile(
     r"pid ([0-9]+) (Accept|Reject|Deferred)::([^:\s]+)::([^:\s]+)"
-    r" P:(\S*) S:(\S*):([^:\s]*) H:(\S*) F:(\S*) T:(\S*[^\s'])")
+    r" P:(\S*) S:(?!unknown:)(\S*):([^:\s]*) H:(\S*) F:(\S*) T:(\S*[^\s'])")
 _IM_ACCEPT_RE = re.compile(
     r"HELO <(?P<helo>[^>]*)> MAIL from:? <(?P<from>[^>]*)> RCPT <(?P<rcpt>[^>]*)>"
     r"(?: AUTH <(?P<auth>[^>]*)>)?(?: Size: (?P<size>\d+))?(?: TLS=<?(?P<tls>[^ >]*)>?)?"
@@ -177,11 +178,13 @@ def _decision(rest: str, fields: dict[str, Any]) -> dict[str, Any]:
         else:
             # S:IP:HOST — the IP may be IPv6, so the host is after the LAST colon.
             c = value.rfind(":")
-            if c < 0:
-                fields["remote_ip"] = value
-            else:
-                fields["remote_ip"] = value[:c]
+            ip = value if c < 0 else value[:c]
+            if c >= 0:
                 fields["remote_host"] = value[c + 1:]
+            # "unknown": TCPREMOTEIP unset (run without tcpserver). Not an address: a
+            # SIEM that types remote_ip as an IP would refuse the whole record.
+            if ip != "unknown":
+                fields["remote_ip"] = ip
     return fields
 
 

@@ -107,7 +107,7 @@ def parse_qlog(text: str) -> Parsed | None:
         elif kind is bool:
             if value in ("yes", "no"):
                 fields[name] = value == "yes"
-        else:
+        elif value != "unknown" or name != "remote_ip":  # TCPREMOTEIP unset: no address
             fields[name] = value
     result = fields.get("result")
     if result == "rejected":
