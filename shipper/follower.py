@@ -1753,6 +1753,7 @@ class _Source:
         self._saved_positions: dict[str, Any] = {}
         self._bad_checkpoint = False
         self._unmatched: dict[str, str] = {}  # pattern → what was said about it
+        self._scanned: set[str] = set()  # the paths the last scan found to follow
 
     # -- what to follow -------------------------------------------------------
 
@@ -1791,6 +1792,7 @@ class _Source:
                 if text:
                     (log.error if "Permission denied" in text else log.warning)("%s", text)
                     self.warnings.append(text)
+        self._scanned = set(out)
         return out
 
     def _make(self, path: str, state: dict[str, Any] | None, start: str) -> _FollowerBase:
@@ -1890,6 +1892,8 @@ class _Source:
             ensure_outside(self.store.path, [self._watch_dir(path)] if
                            self.follower_kind == "multilog" else [])
         state = self._saved_positions.get(path)
+        if state is None and self.follower_kind == "multilog":
+            state = self._moved_position(path)
         if state is not None:
             start = self.start
         elif self._bad_checkpoint:
@@ -1913,6 +1917,27 @@ class _Source:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._run(f, wake, fresh=state is None),
                                             name=f"follow {path}"))
+
+    def _moved_position(self, path: str) -> dict[str, Any] | None:
+        """The position saved under another path of the same log directory, taken over
+        for ``path``: the directory renamed (an admin's mv, the config changed with it)
+        or reached by another path (a symlink, its target). Keyed by path, it was not
+        found: the directory started from start_position again, and with "end" what
+        multilog wrote while we were stopped was lost without a word (with "all", every
+        line it kept came twice). A key still followed is not taken."""
+        for key, state in self._saved_positions.items():
+            if key in self.followers or key in self._scanned or not _same_log_dir(key, path, state):
+                continue
+            del self._saved_positions[key]
+            self._saved_positions[path] = state
+            if self.store is not None:  # the old key goes with the next save
+                self.store.pop(key)
+                self.store.set(path, state)
+                self._dirty = True
+            log.info("%s resumes where %s left it (the same log directory: moved, or "
+                     "reached by another path)", path, key)
+            return state  # type: ignore[no-any-return]
+        return None
 
     async def _run(self, f: _FollowerBase, wake: asyncio.Event, fresh: bool = False) -> None:
         assert self._queue is not None
@@ -1963,6 +1988,37 @@ class _Source:
 
 
 _END = object()
+
+
+def _same_log_dir(old: str, new: str, state: Any) -> bool:
+    """Whether the multilog directory checkpointed as ``old`` is ``new``: one directory
+    (a symlink's two ends), or ``old`` gone and a file of its position (the file being
+    read, or one pending) in ``new``, by device and inode. A wrong match costs nothing
+    the follower does not check: it resumes a file by its first line and offset too."""
+    try:
+        if os.path.samefile(old, new):
+            return True
+    except OSError:
+        pass
+    if os.path.lexists(old) or not isinstance(state, dict):
+        return False
+    f = state.get("f")
+    idents = {(p[0], p[1]) for p in state.get("pend") or () if isinstance(p, list) and len(p) >= 2}
+    if isinstance(f, dict):
+        idents.add((f.get("dev"), f.get("ino")))
+    try:
+        names = os.listdir(new)
+    except OSError:
+        return False
+    for name in names:
+        if name == "current" or name[:1] == "@":
+            try:
+                st = os.stat(os.path.join(new, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in idents:
+                return True
+    return False
 
 
 def _archive_names(names: list[str]) -> frozenset[str]:
