@@ -527,6 +527,9 @@ class DiskQueue:
         self._needs_truncate = False
         self._last_sync = time.monotonic()
         self._sync_failed = False  # the last sync() failed: said once, until one works
+        # errno of the appends failing now (0: the last one worked): said once a spell; a
+        # read-only state_dir (ext4 errors=remount-ro) said it at every retry, once a second
+        self._append_failing = 0
         self._state_dirty = False
         self._positions: dict[str, Any] = {}
         self._map_seq = 0
@@ -1062,8 +1065,10 @@ class DiskQueue:
                 self._needs_truncate = True
             if exc.errno not in way_out:
                 self.stats.write_errors += 1
-                if self.stats.write_errors == 1 or exc.errno not in (errno.ENOSPC, errno.EFBIG):
+                if self.stats.write_errors == 1 or (exc.errno != self._append_failing and exc.errno
+                                                    not in (errno.ENOSPC, errno.EFBIG)):
                     log.error("buffer %s: append failed: %s", self.path, exc)
+                self._append_failing = exc.errno or -1
             raise QueueWriteError(f"buffer {self.path}: append of {len(buf)} bytes failed: "
                                   f"{_errname(exc)} {exc.strerror or exc}") from exc
         if payloads is not None:
@@ -1073,6 +1078,7 @@ class DiskQueue:
                 w = self._recent.popleft()
                 self._recent_bytes -= w.cost
         tail.size += len(buf)
+        self._append_failing = 0
 
     def _forget_writes(self, seg: _Segment | None) -> None:
         """Drop the kept appends into ``seg`` (None: all): its bytes change or go."""
@@ -1679,7 +1685,17 @@ class DiskQueue:
                 return
             try:
                 if self._wfd >= 0 and self._durable_seq < self._last_seq:
-                    os.fdatasync(self._wfd)
+                    try:
+                        os.fdatasync(self._wfd)
+                    except OSError as exc:
+                        # EIO, a state_dir gone read-only: the stop goes on (it ended in a
+                        # traceback and exit 1), the state stays unclean, and no
+                        # checkpoint moved past these records: their lines are read again
+                        log.error("buffer %s: fsync at stop failed: %s (records %d..%d not "
+                                  "made durable; their lines are read again at the next "
+                                  "start)", self.path, exc.strerror or exc,
+                                  self._durable_seq + 1, self._last_seq)
+                        return
                     self._durable_seq = self._last_seq
                 self._write_state(sync=True, clean=True)
             finally:

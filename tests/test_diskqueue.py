@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -672,7 +673,6 @@ def test_a_full_disk_with_everything_delivered_frees_the_segment(tmp_path: Path,
     """ENOSPC while the segment holds only acknowledged records: a new segment frees the
     old one and the append goes through (found by fault injection: on a small state_dir
     reading stopped for good, every record delivered)."""
-    import errno
 
     from shipper import diskqueue as dq
     q = open_q(tmp_path, segment_bytes=64 << 20)
@@ -822,6 +822,65 @@ def test_a_failing_fsync_is_said_once_and_nothing_becomes_durable(
     assert sum("fsync failed" in r.getMessage() for r in caplog.records) == 1
     monkeypatch.undo()
     assert q.sync() == 20
+    q.close()
+
+
+def test_appends_failing_on_a_read_only_state_dir_are_said_once_a_spell(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The ops probe: ext4 remounted read-only under a running shipper (errors=remount-ro)
+    logged "append failed" at every retry of the pipeline, once a second (32 lines in
+    30 s), beside the pipeline's own one line; said once a spell now, and again after
+    appends worked in between."""
+    from shipper import diskqueue as dq
+    q = open_q(tmp_path, fsync="interval")
+    fill(q, 0, 10)
+    real = dq._write_all
+
+    def erofs(fd: int, buf: bytes, offset: int) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    caplog.set_level(logging.ERROR, logger="shipper.buffer")
+    monkeypatch.setattr(dq, "_write_all", erofs)
+    for i in range(30):
+        with pytest.raises(dq.QueueWriteError):
+            q.append([rec(10 + i)])
+    assert sum("append failed" in r.getMessage() for r in caplog.records) == 1
+    assert q.stats.write_errors == 30
+    monkeypatch.setattr(dq, "_write_all", real)
+    fill(q, 10, 1)
+    monkeypatch.setattr(dq, "_write_all", erofs)
+    with pytest.raises(dq.QueueWriteError):
+        q.append([rec(11)])  # a new spell: said again
+    assert sum("append failed" in r.getMessage() for r in caplog.records) == 2
+    monkeypatch.setattr(dq, "_write_all", real)
+    assert [num(p) for _, p in drain(q)] == list(range(11))
+    q.close()
+
+
+def test_a_failing_fsync_at_close_ends_the_stop_not_in_a_traceback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The ops probe: the state_dir read-only at the stop, DiskQueue.close() let EROFS of
+    fdatasync out, and `shipper run` ended in a traceback with exit 1. The records not
+    made durable stay unclean in the state (recovery looks at them), never taken as
+    durable."""
+    q = open_q(tmp_path, fsync="interval", fsync_interval_ms=600_000.0)
+    fill(q, 0, 10)
+    q.sync()
+    fill(q, 10, 5)
+
+    def erofs(fd: int) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(os, "fdatasync", erofs)
+    with caplog.at_level(logging.ERROR, logger="shipper.buffer"):
+        q.close()  # no exception
+    assert q.durable_seq == 10
+    assert [r.getMessage() for r in caplog.records if "at stop" in r.getMessage()] == [
+        f"buffer {tmp_path}: fsync at stop failed: Read-only file system (records 11..15 not "
+        "made durable; their lines are read again at the next start)"]
+    monkeypatch.undo()
+    q = open_q(tmp_path)
+    assert [num(p) for _, p in drain(q)] == list(range(15))  # written, only not synced
     q.close()
 
 
