@@ -255,9 +255,13 @@ class Assembly:
 
     def health(self) -> tuple[bool, str]:
         # A batch that does not fit pauses the reading, though a byte may still fit
-        paused = [f"{name} ({secs:.0f} s)" for name, secs in self.pipeline.paused_by()]
+        # which of the two: "full or not writable" left the admin to guess between the
+        # sink (a full buffer) and the state_dir's disk (read-only, I/O errors)
+        paused = [f"sink {name} ({secs:.0f} s): " + (f"its buffer cannot be written: {why}" if why
+                                                     else "its buffer is full")
+                  for name, secs, why in self.pipeline.paused_by()]
         if paused:
-            return False, f"reading paused: buffer full or not writable for sinks {', '.join(paused)}"
+            return False, f"reading paused: {'; '.join(paused)}"
         bad = [r.name for r in self.pipeline.routes
                if not r.sink.stats.connected and not _queue_has_room(r.queue)]
         if bad:

@@ -73,6 +73,9 @@ class SinkRoute:
     # failing): reading is paused for it; and whether the log said it is full
     paused_since: float | None = None
     full_said: bool = False
+    # why the last append of this pause failed ("EROFS Read-only file system"); "" when
+    # the buffer is full: health and status tell the admin which of the two it is
+    append_error: str = ""
 
 
 # A full buffer (when_full = block) pauses reading; said in the log, and unhealthy
@@ -108,6 +111,7 @@ def _note_room(route: SinkRoute) -> None:
                  time.monotonic() - route.paused_since)
     route.paused_since = None
     route.full_said = False
+    route.append_error = ""
 
 
 def _recent_dicts(route: SinkRoute, items: list[tuple[int, bytes]]) -> list[dict[str, Any]] | None:
@@ -499,7 +503,7 @@ class Pipeline:
             # failure, doubled again at each success. One batch of 1.4 MB on a disk with
             # 750 kB free stopped the reading for good while the buffer was empty.
             done, step = 0, len(payloads)
-            failed = False
+            failed = waited = False
             while done < len(payloads):
                 piece = payloads if step == len(payloads) else payloads[done:done + step]
                 nbytes = sum(map(len, piece))
@@ -508,6 +512,7 @@ class Pipeline:
                     if self._stop_reading.is_set() and time.monotonic() >= self._give_up_at:
                         return False  # not appended, not committed: read again after restart
                     _note_paused(route, full=True)
+                    route.append_error = ""
                     await asyncio.sleep(0.05)
                     continue
                 try:
@@ -516,6 +521,7 @@ class Pipeline:
                     # the same event ids, so the SIEM can drop them.
                     result = route.queue.append(piece)
                 except QueueWriteError as exc:  # disk full or I/O error: wait, try again
+                    route.append_error = str(exc).rsplit("failed: ", 1)[-1]
                     if not self._write_error_logged:
                         log.error("buffer of sink %s: %s (reading paused until it works)", route.name, exc)
                         self._write_error_logged = True
@@ -526,6 +532,7 @@ class Pipeline:
                     if step > 1:
                         step = (min(step, len(payloads) - done) + 1) // 2
                         continue
+                    waited = True
                     await asyncio.sleep(1.0)
                     continue
                 if exact and result.accepted == len(piece):
@@ -535,7 +542,12 @@ class Pipeline:
                 done += len(piece)
                 step = min(2 * step, len(payloads) - done) or step
                 route.wake.set()  # a piece sent and acknowledged may make the room the rest needs
-            if not failed:  # said again only after a batch went in whole: one line a spell
+            if waited and self._write_error_logged and route.paused_since is not None:
+                # the end of a spell said (a state_dir read-only for a while): say it too
+                log.info("buffer of sink %s: appends work again: reading resumed after %.0f s",
+                         route.name, time.monotonic() - route.paused_since)
+                self._write_error_logged = False
+            elif not failed:  # said again only after a batch went in whole: one line a spell
                 self._write_error_logged = False
             if route.paused_since is not None:
                 _note_room(route)
@@ -611,11 +623,11 @@ class Pipeline:
         """A buffer (full, or its disk failing) holds a batch back now."""
         return any(r.paused_since is not None for r in self.routes)
 
-    def paused_by(self) -> list[tuple[str, float]]:
+    def paused_by(self) -> list[tuple[str, float, str]]:
         """The sinks whose buffer (full, or its disk failing) has paused the reading for
-        FULL_SAY_AFTER or more: (name, seconds)."""
+        FULL_SAY_AFTER or more: (name, seconds, why its appends fail; "" when full)."""
         now = time.monotonic()
-        return [(r.name, now - r.paused_since) for r in self.routes
+        return [(r.name, now - r.paused_since, r.append_error) for r in self.routes
                 if r.paused_since is not None and now - r.paused_since >= FULL_SAY_AFTER]
 
     def sync_and_commit(self, force: bool = False) -> None:

@@ -5,6 +5,7 @@ the daemon's own process gives; a worker that dies must cost no record."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import signal
@@ -431,7 +432,7 @@ async def test_a_full_buffer_pausing_the_reading_is_said_and_unhealthy(tmp_path,
                 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         ok, why = health()
-        assert not ok and why.startswith("reading paused: buffer full or not writable for sinks siem ("), why
+        assert not ok and re.fullmatch(r"reading paused: sink siem \(\d+ s\): its buffer is full", why), why
         said = [r.getMessage() for r in caplog.records if "is full: reading paused" in r.getMessage()]
         assert said == ["buffer of sink siem is full: reading paused until the sink takes records "
                         "(multilog keeps the logs until its n limit; then gaps)"]
@@ -474,13 +475,16 @@ async def _over_a_failing_disk(tmp_path: Path, n: int, monkeypatch: Any,
     return capture, Pipeline([(source, ParseOptions(host="mx1"))], [SinkRoute("siem", sink, queue)])
 
 
-async def test_a_buffer_it_cannot_write_is_unhealthy_while_it_lasts(tmp_path, monkeypatch):
+async def test_a_buffer_it_cannot_write_is_unhealthy_while_it_lasts(tmp_path, monkeypatch, caplog):
     """From the fault review: with the buffer's disk failing (full, read-only), reading
-    paused as it should, but /healthz said ok."""
+    paused as it should, but /healthz said ok. From the ops probe (a state_dir on ext4
+    gone read-only): health said "buffer full or not writable", as for a sink too slow,
+    and the log never said when the appends worked again."""
     import shipper.pipeline as pipeline_mod
     from shipper.assemble import Assembly
 
     monkeypatch.setattr(pipeline_mod, "FULL_SAY_AFTER", 0.3)
+    caplog.set_level(logging.INFO, logger="shipper")
     failing = [True]
     capture, pipeline = await _over_a_failing_disk(tmp_path, 100, monkeypatch, lambda _: failing[0])
     health = Assembly(None, pipeline, None, None).health  # type: ignore[arg-type]
@@ -489,11 +493,15 @@ async def test_a_buffer_it_cannot_write_is_unhealthy_while_it_lasts(tmp_path, mo
         deadline = time.monotonic() + 20
         while health()[0] and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        assert health()[1].startswith("reading paused: buffer full or not writable for sinks siem (")
+        assert re.fullmatch(r"reading paused: sink siem \(\d+ s\): its buffer cannot be written: "
+                            r"ENOSPC No space left on device", health()[1]), health()[1]
         failing[0] = False
         while len(capture.frames) < 100 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert len(capture.frames) == 100 and health() == (True, "ok")
+        said = [r.getMessage() for r in caplog.records if "buffer of sink" in r.getMessage()]
+        assert re.fullmatch(r"buffer of sink siem: appends work again: reading resumed after \d+ s",
+                            said[-1]), said
     finally:
         await pipeline.stop(5)
         task.cancel()
