@@ -135,4 +135,23 @@ def main(argv: list[str]) -> int:
                   f"{cfg.state_dir}): give each its own metrics.listen", file=sys.stderr)
             return 1
     print(report)
+    problem = _health_problem(url)
+    if problem:
+        # the table showed the sink up and its buffer empty while a read-only state_dir
+        # had paused all reading: only the growing unread and lag hinted at it
+        print(f"\nunhealthy: {printable(problem)}")
+        return 1
     return 0
+
+
+def _health_problem(url: str) -> str:
+    """What /healthz says is wrong ("" when healthy or when it cannot be asked)."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/healthz", timeout=5):
+            return ""
+    except urllib.error.HTTPError as exc:
+        if exc.code != 503:
+            return ""
+        return exc.read(4096).decode("utf-8", "replace").strip() or "see the log"
+    except Exception:  # noqa: BLE001 - gone meanwhile: the table is what there is
+        return ""

@@ -29,25 +29,30 @@ def _config(tmp_path: Path, port: int, state_dir: str) -> Path:
     return p
 
 
+def _serve(body: bytes, health: tuple[int, bytes]) -> http.server.HTTPServer:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            code, data = health if self.path == "/healthz" else (200, body)
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def test_a_sink_variable_only_the_service_has_does_not_stop_status(tmp_path):
     """Found installing as an admin: with the relay's host in envdir, `shipper status -c`
     answered "sinks.relp.host: environment variable RELP_HOST is not set", exit 2."""
     state = tmp_path / "state"
     body = (f'shipper_build_info{{version="0.1.0",state_dir="{state}"}} 1\n'
             'shipper_sink_connected{sink="relp"} 1\nshipper_sink_acked_total{sink="relp"} 7\n').encode()
-
-    class Metrics(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Metrics)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = _serve(body, (200, b"ok\n"))
     try:
         r = _status(_config(tmp_path, server.server_address[1], str(state)))
     finally:
@@ -55,6 +60,28 @@ def test_a_sink_variable_only_the_service_has_does_not_stop_status(tmp_path):
         server.server_close()
     assert r.returncode == 0, r.stderr
     assert any(line.split()[:2] == ["relp", "up"] for line in r.stdout.splitlines()), r.stdout
+
+
+def test_status_says_what_health_finds_wrong_in_one_line_and_exits_1(tmp_path):
+    """The ops probe: the state_dir's ext4 gone read-only, every append failing and all
+    reading paused; status showed the sink up, nothing buffered, exit 0: only unread
+    bytes and lag growing hinted at it. /healthz knew."""
+    state = tmp_path / "state"
+    body = (f'shipper_build_info{{version="0.1.0",state_dir="{state}"}} 1\n'
+            'shipper_sink_connected{sink="relp"} 1\nshipper_sink_acked_total{sink="relp"} 1690\n').encode()
+    why = (b"reading paused: sink relp (21 s): its buffer cannot be written: EROFS Read-only "
+           b"file system\n")
+    for health, rc, last in ((503, 1, "unhealthy: " + why.decode().strip()), (200, 0, None)):
+        server = _serve(body, (health, why if health == 503 else b"ok\n"))
+        try:
+            r = _status(_config(tmp_path, server.server_address[1], str(state)))
+        finally:
+            server.shutdown()
+            server.server_close()
+        assert r.returncode == rc, r.stderr
+        lines = r.stdout.splitlines()
+        assert any(line.split()[:2] == ["relp", "up"] for line in lines), r.stdout
+        assert (lines[-1] == last) if last else not any("unhealthy" in ln for ln in lines), r.stdout
 
 
 def test_status_still_refuses_its_own_keys_and_says_why_it_cannot_connect(tmp_path):
