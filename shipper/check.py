@@ -139,9 +139,9 @@ def _check_sources(config: Config) -> tuple[list[str], list[str]]:
                 if text is None and s.type == "multilog" and os.path.exists(current) \
                         and not os.access(current, os.R_OK):
                     text = f"{current}: cannot read it: Permission denied (run waits for it)"
-                if text:
-                    (errors if "Permission denied" in text else notes).append(
-                        f"sources.{s.name}: {text}")
+                if text:  # never read, not "followed when it appears": errors
+                    (errors if "Permission denied" in text or "not followed" in text
+                     else notes).append(f"sources.{s.name}: {text}")
                 elif s.type == "multilog" and (hint := _unstamped(current)):
                     notes.append(f"sources.{s.name}: {hint}")
     return notes, errors

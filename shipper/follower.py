@@ -2117,6 +2117,16 @@ def multilog_dir_problem(path: str) -> str | None:
         return f"{path}: cannot read it: Permission denied ({_dir_access_hint(path)})"
     if not any(n in ("current", "lock") or ml.is_archive(n) for n in names):
         return f"{path}: no multilog files in it yet (current, lock, @*.s); followed when they appear"
+    current = os.path.join(path, "current")
+    if "current" in names and os.path.islink(current):
+        # opened without following links (O_NOFOLLOW), it was never read: the follower
+        # said "Too many levels of symbolic links; waiting for it" after 5 s, and check ok
+        try:
+            to = f" to {os.readlink(current)}"
+        except OSError:
+            to = ""
+        return (f"{path}: current is a symbolic link{to}: links in a log directory are not "
+                "followed; name the directory multilog writes in")
     return None
 
 

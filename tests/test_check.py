@@ -306,6 +306,29 @@ def test_check_names_a_log_without_tai64n_labels(tmp_path):
     assert "TAI64N" not in r.stdout and r.returncode == 0
 
 
+def test_a_current_that_is_a_symbolic_link_is_named_by_check_and_run(tmp_path):
+    """The ops probe: a log directory whose current is a symlink to the file multilog
+    writes elsewhere. It is opened without following links, so nothing of it was ever
+    shipped: check said ok, run said nothing for 5 s, then "cannot open current: Too
+    many levels of symbolic links; waiting for it"."""
+    log, real = tmp_path / "log", tmp_path / "real"
+    log.mkdir()
+    real.mkdir()
+    (real / "current").write_bytes(b"@400000005a49ba341eefa7a4 tcpserver: status: 0/40\n")
+    (log / "current").symlink_to(real / "current")
+    path = tmp_path / "c.toml"
+    path.write_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\n'
+                    f'paths = ["{log}"]\n[sinks.o]\ntype = "stdout"\n')
+    said = (f"{log}: current is a symbolic link to {real}/current: links in a log directory are "
+            "not followed; name the directory multilog writes in")
+    r = run("-c", str(path), "--no-probe")
+    assert r.returncode == 1, r.stdout
+    assert f"error: sources.q: {said}" in r.stdout.splitlines(), r.stdout
+    err = _run_for_a_while([], str(path))
+    assert f"WARNING shipper.follower: {said}" in err.splitlines(), err
+    assert "Too many levels" not in err
+
+
 def test_a_name_that_does_not_resolve_is_said_alike_for_every_transport(tmp_path):
     """Found installing the example files: the UDP probe said "[Errno -2] Name or service
     not known", the RELP one named the host twice ("relay.example.net:2514: relay.example.net:")."""
