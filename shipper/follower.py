@@ -344,6 +344,9 @@ class _FollowerBase:
         self._b_bytes = 0
         self._b_reader: _Reader | None = None
         self._b_full = False
+        # archives the n limit deleted unread, one after another, since the first said:
+        # one line for the run (a shipper SIGSTOPped for 8 s at 1,000 lines/s logged 47)
+        self._nlimit_run: list[str] = []
 
     def taken(self) -> list[Item]:
         """The items the last ``poll`` produced, also when it raised part way."""
@@ -372,9 +375,17 @@ class _FollowerBase:
                 "off": r.pos, "mk": marker(r.tail) if r.tail is not None else "", "lab": r.label, "size": r.size_seen,
                 "skip": r.skipping, "live": live, "kind": r.kind}
 
+    def _end_nlimit_run(self) -> None:
+        run, self._nlimit_run = self._nlimit_run, []
+        if len(run) > 1:
+            self._warn(f"{self.key}: gap: {len(run) - 1} more archive(s) after it, {run[1]} .. "
+                       f"{run[-1]}: deleted by multilog before they were read (n limit)")
+
     def _flush(self) -> None:
         r = self._b_reader
         if r is not None and self._b_lines:
+            if self._nlimit_run:
+                self._end_nlimit_run()
             self._out.append(LineBatch(self.key, r.path, r.file_id, self._b_lines, self._b_offsets,
                                        self._b_flags or None, (self.key, self.state())))
             self.lines_read += len(self._b_lines)
@@ -404,7 +415,12 @@ class _FollowerBase:
             first_ns = self._last_line_ns
         self.gaps += 1
         self.gap_bytes += bytes_lost or 0
-        self._warn(f"{self.key}: gap: {file or '?'}: {reason}")
+        if reason.startswith("deleted by multilog before it was read (n limit"):
+            self._nlimit_run.append(file or "?")
+        elif self._nlimit_run:
+            self._end_nlimit_run()
+        if len(self._nlimit_run) <= 1:  # the first of a run is said as it comes
+            self._warn(f"{self.key}: gap: {file or '?'}: {reason}")
         self._out.append(Gap(self.key, file, bytes_lost, exact, first_ns, last_ns, reason,
                              (self.key, self.state())))
 
@@ -896,6 +912,8 @@ class MultilogFollower(_FollowerBase):
             self._finish(r)
         self._flush()
         self.more = len(self._out) >= max_items
+        if self._nlimit_run and not self.more:  # caught up: the run is over for now
+            self._end_nlimit_run()
         out, self._out = self._out, []
         return out
 

@@ -621,16 +621,12 @@ def by_hand_rotate(d: Path, t: int) -> None:
     os.unlink(d / "previous")
 
 
-def test_an_archive_named_only_by_a_late_event_is_a_gap(tmp_path):
-    """Found by fault injection (20,000 lines/s, s4096 n5, the shipper behind): while one
-    poll read file after file, the watcher's events waited in the kernel. An archive made
-    and deleted meanwhile was in no listing, the poll read the next one, and the event
-    naming it came after, below what was done: ignored, its lines lost without a gap.
-    The follower now takes the queued events before it lists."""
-    d = tmp_path / "log"
+def by_hand_follower(d: Path) -> tuple[MultilogFollower, list[str]]:
+    """A follower of a new directory ``d`` whose current holds 3 lines (n0..n2), and the list
+    of names inotify holds for it until the event loop runs (taken at its next listing)."""
     d.mkdir()
     (d / "current").write_bytes(b"")
-    queued: list[str] = []  # what inotify holds for us until the event loop runs
+    queued: list[str] = []
 
     def catch_up() -> None:
         while queued:
@@ -639,6 +635,17 @@ def test_an_archive_named_only_by_a_late_event_is_a_gap(tmp_path):
     f = MultilogFollower(str(d), None, start="all")
     f.catch_up = catch_up
     by_hand_append(d, range(0, 3), 100)
+    return f, queued
+
+
+def test_an_archive_named_only_by_a_late_event_is_a_gap(tmp_path):
+    """Found by fault injection (20,000 lines/s, s4096 n5, the shipper behind): while one
+    poll read file after file, the watcher's events waited in the kernel. An archive made
+    and deleted meanwhile was in no listing, the poll read the next one, and the event
+    naming it came after, below what was done: ignored, its lines lost without a gap.
+    The follower now takes the queued events before it lists."""
+    d = tmp_path / "log"
+    f, queued = by_hand_follower(d)
     assert [int(ln.rsplit(b" n", 1)[1]) for ln in plain_lines(drain(f))] == [0, 1, 2]
     for t, seqs in ((110, range(3, 6)), (120, range(6, 9)), (130, range(9, 12))):
         by_hand_rotate(d, t)
@@ -650,6 +657,33 @@ def test_an_archive_named_only_by_a_late_event_is_a_gap(tmp_path):
     gaps = [it for it in items if isinstance(it, Gap)]
     assert [g.file for g in gaps] == [f"{by_hand_label(120)}.s"]
     assert "deleted by multilog" in gaps[0].reason
+    f.reader.close()
+
+
+def test_a_run_of_archives_the_n_limit_deleted_is_one_gap_each_and_two_lines(tmp_path, caplog):
+    """The ops probe: the shipper SIGSTOPped for 8 s at 1,000 lines/s (s20000 n3): on
+    SIGCONT, 47 gap records, each said in its own warning. Each archive is still a gap
+    record; the log says the first, then one line for the rest of the run."""
+    d = tmp_path / "log"
+    f, queued = by_hand_follower(d)  # queued: the names inotify held while we were stopped
+    assert len(plain_lines(drain(f))) == 3
+    for k in range(30):
+        t = 110 + 10 * k
+        by_hand_rotate(d, t)
+        queued.append(f"{by_hand_label(t)}.s")
+        by_hand_append(d, range(3 + 3 * k, 6 + 3 * k), t + 1)
+    for k in range(25):  # the n limit, while we were stopped
+        os.unlink(d / f"{by_hand_label(110 + 10 * k)}.s")
+    with caplog.at_level(logging.WARNING, logger="shipper"):
+        items = drain(f)
+    gaps = [it for it in items if isinstance(it, Gap)]
+    assert [g.file for g in gaps] == [f"{by_hand_label(110 + 10 * k)}.s" for k in range(25)]
+    assert [int(ln.rsplit(b" n", 1)[1]) for ln in plain_lines(items)] == list(range(75, 93))
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"{d}: gap: {by_hand_label(110)}.s: deleted by multilog before it was read (n limit)",
+                    f"{d}: gap: 24 more archive(s) after it, {by_hand_label(120)}.s .. "
+                    f"{by_hand_label(350)}.s: deleted by multilog before they were read (n limit)"], said
+    assert f.gaps == 25
     f.reader.close()
 
 
