@@ -141,6 +141,15 @@ def rfc3339_ns(unix_ns: int) -> str:
     secs, nanos = divmod(unix_ns, 1_000_000_000)
     head = _SEC_CACHE.get(secs)
     if head is None:
+        head = rfc3339_head(secs)
+    return f"{head}.{nanos:09d}Z"
+
+
+def rfc3339_head(secs: int) -> str:
+    """The text of unix second ``secs`` (RFC 3339 UTC up to the seconds; cached), for
+    ``f"{head}.{nanos:09d}Z"``: the parser's batch loop makes it once per second."""
+    head = _SEC_CACHE.get(secs)
+    if head is None:
         if len(_SEC_CACHE) > 4096:
             _SEC_CACHE.clear()
         try:
@@ -148,7 +157,7 @@ def rfc3339_ns(unix_ns: int) -> str:
         except (OverflowError, OSError, ValueError):
             head = "0000-01-01T00:00:00" if secs < 0 else "9999-12-31T23:59:59"
         _SEC_CACHE[secs] = head
-    return f"{head}.{nanos:09d}Z"
+    return head
 
 
 _INT_MIN, _INT_END = -(1 << 63), 1 << 63  # signed 64 bits: Elasticsearch's long

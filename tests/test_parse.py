@@ -189,6 +189,32 @@ def test_batch_fast_path_equals_line_by_line(items, redact, hint):
     assert [list(d) for d in dicts] == [list(r.to_dict()) for r in expected]  # key order too
 
 
+
+def test_batch_dicts_equal_records_without_offsets_or_file_id_and_across_seconds():
+    """parse_batch_dicts builds the JSON form in its loop (event id from a per-batch
+    head, time text from a per-second head): without offsets or a file id the event
+    id is null, and a batch whose labels cross seconds (and years) gets each line's
+    own time, as Record.to_dict gives them. Labels of bench/corpus.py's kind."""
+    stamps = [(0x4000000069300000, 999_999_999), (0x4000000069300001, 0),
+              (0x4000000069300001, 5), (0x400000005a49ba34, 519_948_196), (0x4000000069300000, 7)]
+    lines = [b"@%016x%08x %s" % (s, n, t) for (s, n), t in zip(
+        stamps, [b"new msg 1", b"tcpserver: status: 1/40", b"end msg 1", b"status: local 0/10 remote 1/20",
+                 b"delivery 7: success: did_0+0+1/"], strict=True)]
+    for file_id, offsets in (("ab", [0, 40, 80, 120, 0x1_0000_0000]), ("ab", None),
+                             (None, [0, 1, 2, 3, 4]), (None, None)):
+        dicts = LineParser(None, "src", file_id).parse_batch_dicts(lines, offsets, now_ns=7)
+        recs = LineParser(None, "src", file_id).parse_batch(lines, offsets, now_ns=7)
+        assert dicts == [r.to_dict() for r in recs]
+        assert [list(d) for d in dicts] == [list(r.to_dict()) for r in recs]
+    assert [d["time"] for d in dicts] == [
+        # as TZ=UTC tai64nlocal prints them
+        "2025-12-03T09:16:38.999999999Z", "2025-12-03T09:16:39.000000000Z",
+        "2025-12-03T09:16:39.000000005Z", "2018-01-01T04:33:46.519948196Z",
+        "2025-12-03T09:16:38.000000007Z"]
+    ids = LineParser(None, "src", "ab").parse_batch_dicts(lines, [0, 40, 80, 120, 0x1_0000_0000])
+    assert [d["event_id"] for d in ids] == ["ab-0", "ab-28", "ab-50", "ab-78", "ab-100000000"]
+
+
 _DIGITS = re.compile(rb"\d+")
 
 
