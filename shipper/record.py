@@ -70,8 +70,9 @@ def record_dict(time_ns: int | None, time_source: str | None, program: str | Non
                 pid: int | None = None, flags: list[str] | None = None, source: str | None = None,
                 file_id: str | None = None, offset: int | None = None,
                 raw_base64: str | None = None) -> dict[str, Any]:
-    """A record's flat JSON form, from ``Record``'s fields in their order: the parser's
-    batch path builds it straight from the line, without a ``Record`` in between."""
+    """A record's flat JSON form, from ``Record``'s fields in their order. The parser's
+    batch loop builds the same dict inline (LineParser._parse_batch; the tests compare
+    the two), straight from the line, without a ``Record`` or this call in between."""
     # Runs once per shipped line: the event id and the per-second time text are
     # inlined, and the dict is one display of the keys every record has (sized
     # once) with the event's fields after them: inserting those first, then the
