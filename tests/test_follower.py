@@ -108,7 +108,9 @@ def seqs(items) -> list[int]:
 @pytest.mark.slow
 async def test_every_line_once_in_order_across_hundreds_of_rotations(tmp_path):
     d = tmp_path / "log"
-    gen, ml = start_multilog(d, "t", "s4096", "n100", n=30000, rate=15000)
+    # s16384: ~140 lines a file, ~210 rotations; n100 keeps ~1 s of lines, so a loaded
+    # machine (helpers saw load 5 on 2 cores) that delays us 0.15 s does not make gaps
+    gen, ml = start_multilog(d, "t", "s16384", "n100", n=30000, rate=15000)
     src = MultilogSource([str(d)], str(tmp_path / "cp.json"), start="all")
     try:
         while not (d / "current").exists():
