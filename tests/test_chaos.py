@@ -113,12 +113,13 @@ port = {rs.ports["tls"]}
 ca_file = "{certs.ca}"
 server_name = "localhost"
 """)
-    rate, seconds = 20000, 12
+    rate, seconds = 20000, 24  # longer than the outage below plus the retention
     total = rate * seconds
-    # s16384: a rotation every ~15 ms at this rate; n400 keeps ~6 s of log: longer than
-    # a shipper restart takes, shorter than the receiver outage below.
+    # s16384: a rotation every ~15 ms at this rate; n800 keeps ~12 s of log: longer than
+    # a shipper restart takes, even on a loaded machine (n400, ~6 s, was not always: two
+    # helpers saw gaps at load 5), shorter than the receiver outage below.
     writer = subprocess.Popen(f"{sys.executable} -c '{WRITER}' {rate} {total} | "
-                              f"{multilog} t s16384 n400 {logdir}", shell=True)
+                              f"{multilog} t s16384 n800 {logdir}", shell=True)
     log = open(tmp_path / "shipper.log", "ab")  # noqa: SIM115 - handed to the children
     procs: list[subprocess.Popen[bytes]] = []
 
@@ -150,9 +151,9 @@ server_name = "localhost"
             seen_workers += len(workers)
             orphans.extend(_wait_gone(workers, 5.0))
             if not outage_done and kills == 3:
-                rs.stop()  # outage longer than multilog's retention (~6 s)
+                rs.stop()  # outage longer than multilog's retention (~12 s)
                 proc = start()
-                time.sleep(8.0)
+                time.sleep(15.0)
                 rs.start()
                 outage_done = True
                 continue
