@@ -153,8 +153,12 @@ async def send_all(sink, records: list[dict], batch: int) -> None:
 
 def run_case(kind: str, records: list[dict], batch: int, cert: str | None, key: str | None
              ) -> tuple[tuple[float, float], float, int]:
-    counter, stop, port_q = mp.Value("q", 0), mp.Event(), mp.Queue()
-    proc = mp.Process(target=receiver, args=(kind, cert, key, port_q, counter, stop), daemon=True)
+    # The receiver is spawned, not forked: a forked child shares this process's pages,
+    # and the sender's first write to each (a refcount of a record) then copies it: ~50,000
+    # page faults a run, over 1 µs a record of kernel time that the daemon never pays.
+    ctx = mp.get_context("spawn")
+    counter, stop, port_q = ctx.Value("q", 0), ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=receiver, args=(kind, cert, key, port_q, counter, stop), daemon=True)
     proc.start()
     try:
         port = port_q.get(timeout=10)
