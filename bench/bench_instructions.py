@@ -11,6 +11,11 @@ only imports, so start-up is not counted:
     read     the file into batches of lines (shipper.reader)
     records  read + parse to records in memory (bench_parse.py (a))
     ndjson   read + parse to JSON dicts + NDJSON (bench_parse.py (b), without the write)
+    dicts    read + parse to JSON dicts, kept (what a sink is given)
+    syslog   dicts + RFC 5424 encoding and octet-counted framing of each batch, as the
+             TCP sink does (bench_sinks.py's "encode+frame only")
+
+and prints ``encode+frame`` = syslog - dicts: the encoder's and framing's own count.
 """
 
 from __future__ import annotations
@@ -32,10 +37,13 @@ from shipper.cli import tune_gc
 from shipper.parse import LineParser
 from shipper.reader import read_batches
 from shipper.record import ndjson_all
+from shipper.encode.rfc5424 import Rfc5424Encoder
+from shipper.framing import octet_counted_texts
 tune_gc()
 path, stage = sys.argv[1], sys.argv[2]
 if stage != "import":
     parser = LineParser(source=path)
+    kept = []
     for b in read_batches(path):
         if stage == "records":
             parser.file_id = b.file_id
@@ -43,8 +51,17 @@ if stage != "import":
         elif stage == "ndjson":
             parser.file_id = b.file_id
             ndjson_all(parser.parse_batch_dicts(b.lines, b.offsets))
+        elif stage in ("dicts", "syslog"):
+            parser.file_id = b.file_id
+            kept.append(parser.parse_batch_dicts(b.lines, b.offsets))
+    if stage == "syslog":
+        encoder = Rfc5424Encoder()
+        for batch in kept:
+            # batches of 1000, as bench_sinks.py sends them
+            for i in range(0, len(batch), 1000):
+                octet_counted_texts(encoder.encode_texts(batch[i:i + 1000]))
 """
-STAGES = ("read", "records", "ndjson")
+STAGES = ("read", "records", "ndjson", "dicts", "syslog")
 
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -76,8 +93,11 @@ def main() -> None:
             f.write(STAGE)
         print(f"{args.lines:,} corpus lines; {interpreter()}")
         base = count(script, path, "import")
+        counts = {}
         for stage in STAGES:
-            print(f"  {stage:8} {(count(script, path, stage) - base) / args.lines:>9,.0f} instructions/line")
+            counts[stage] = count(script, path, stage) - base
+            print(f"  {stage:8} {counts[stage] / args.lines:>9,.0f} instructions/line")
+        print(f"  encode+frame {(counts['syslog'] - counts['dicts']) / args.lines:>9,.0f} instructions/record")
 
 
 if __name__ == "__main__":
