@@ -27,15 +27,14 @@ record carries ``truncated="1"`` in its SD and is counted in ``truncated``: neve
 is an SD param of a message that fits whole; a cut message leaves it out first, since
 part of the bytes would not be the line.
 
-Speed: per sequence of record keys (one event of one parser) the encoder keeps getters and
-a %-template for the SD, so most records cost one %-format for the SD and one f-string; the
-per-second timestamp text, the sanitised header fields, PRI per event and param names are
-cached. ``encode_texts`` leaves messages as str so a stream sink encodes a batch at once.
+Speed: per sequence of record keys (one event of one parser) the encoder keeps getters and,
+per sequence of value types, a %-template for the SD, so most records cost one %-format for
+the SD and one f-string; the per-second timestamp text, the sanitised header fields, PRI per
+event and param names are cached. ``encode_texts`` leaves messages as str so a stream sink encodes a batch at once.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from operator import itemgetter
 from types import NoneType
@@ -56,8 +55,6 @@ _NOT_SD = frozenset({"message", "raw", "time", "host", "program", "pid", "event"
 _CORE_SD = ("event_id", "time_unix_ns", "offset", "file_id", "source", "time_source", "flags")
 
 _SD_NAME_BAD = frozenset('= ]"')
-# In SD made with ``%s`` for every value: a null, a bool, a tuple or a dict (a list has "]")
-_PLAIN_SUSPECT = re.compile(r'="(?:None"|True"|False"|\(|\{)')
 _CACHE_MAX = 4096
 _HASHABLE_HEAD = frozenset({str, int, float, bool, type(None)})
 
@@ -152,7 +149,9 @@ class _SecondCache:
 
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
+# "000" to "999": a timestamp's microseconds as two table look-ups (a %06d format of an
+# int cost twice the instructions)
+_DIGITS3 = tuple(f"{i:03d}" for i in range(1000))
 
 
 class _Shape(NamedTuple):
@@ -161,9 +160,8 @@ class _Shape(NamedTuple):
     head: Any  # itemgetter of host, program, event, pid, time_unix_ns, flags, MSG; None: general path
     values: Any  # getter of the SD param values, as a tuple; None: no params
     names: list[str]  # their PARAM-NAMEs, %-escaped for templates
-    plain: str  # %-template with ``%s`` for every value
-    plain_quotes: int  # its '"' count
     templates: dict[tuple[type, ...], tuple[str, int] | None]  # value types → (%-template, '"' count)
+
 
 class Rfc5424Encoder:
     """Flat record dicts → RFC 5424 messages (bytes, without transport framing).
@@ -289,8 +287,7 @@ class Rfc5424Encoder:
         elif chosen:
             values = itemgetter(*chosen)
         names = [sd_name(k).replace("%", "%%") for k in chosen]
-        plain = "".join(f' {name}="%s"' for name in names)
-        shape = _Shape(head, values, names, plain, plain.count('"'), {})
+        shape = _Shape(head, values, names, {})
         if len(self._shapes) > _CACHE_MAX:
             self._shapes.clear()
         self._shapes[keys] = shape
@@ -299,13 +296,13 @@ class Rfc5424Encoder:
     @staticmethod
     def _template(shape: _Shape, vals: tuple[Any, ...]) -> tuple[str, int] | None:
         """The %-template for values of these types and its '"' count; None when a type
-        needs the value-by-value path (lists, bools, floats, ...)."""
+        needs the value-by-value path (lists, bools, objects, ...)."""
         pieces: list[str] | None = []
         for name, value in zip(shape.names, vals, strict=True):
             kind = type(value)
             if kind is NoneType:
                 pieces.append("%.0s")  # consumes the null, prints nothing
-            elif kind is str or kind is int:
+            elif kind is str or kind is int or kind is float:  # ``%s`` writes what param_text does
                 pieces.append(f' {name}="%s"')
             else:
                 pieces = None
@@ -339,6 +336,7 @@ class Rfc5424Encoder:
         msg_sep = self._msg_sep
         max_size = self.max_size
         seconds = self._seconds.get
+        digits3 = _DIGITS3
         # The second of the previous record, as nanoseconds and text: log times are mostly
         # increasing, so a subtraction usually replaces a division of a 61-bit int.
         sec_ns, sec_text = 0, seconds(0)
@@ -364,29 +362,25 @@ class Rfc5424Encoder:
                     secs, frac = divmod(ns, 1_000_000_000)
                     sec_ns, sec_text = ns - frac, seconds(secs)
                 # microseconds, floored: never a later second than the line's
-                # (%-format: measurably faster than an f-string with a format spec here)
-                ts = NILVALUE if sec_text is None else "%s.%06dZ" % (sec_text, frac // 1000)  # noqa: UP031
+                ts = NILVALUE if sec_text is None else (
+                    f"{sec_text}.{digits3[frac // 1_000_000]}{digits3[frac // 1000 % 1000]}Z")
             else:
                 ts = NILVALUE
-            # SD in one %-format per record rather than value by value. First with ``%s``
-            # for every value: right when no value is null, bool, list or tuple and none
-            # needs escaping, which _PLAIN_SUSPECT and the '"' count tell (a string such as
-            # "None" or "(x" only costs a slower path). Else a template for these value
-            # types (``%.0s`` drops a null); else, or when a value needs escaping, value by value.
+            # SD in one %-format per record rather than value by value: a template for
+            # these value types (strings and numbers ``%s``, ``%.0s`` drops a null). The
+            # types pick it (cheaper than searching the text for what ``%s`` made of a
+            # null or a bool); its '"' count and a look for "\\" and "]" tell that no
+            # value needs escaping. Else (other types, or escaping) value by value.
             sd = None
             if shape.values is not None and not flags:
                 vals = shape.values(rec)
-                sd = shape.plain % vals
-                if (sd.count('"') != shape.plain_quotes or "\\" in sd or "]" in sd
-                        or _PLAIN_SUSPECT.search(sd) is not None):
-                    template = shape.templates.get(tuple(map(type, vals)), False)
-                    if template is False:
-                        template = self._template(shape, vals)
-                    sd = None
-                    if template is not None:
-                        sd = template[0] % vals
-                        if sd.count('"') != template[1] or "\\" in sd or "]" in sd:
-                            sd = None  # a value needs escaping
+                template = shape.templates.get(tuple(map(type, vals)), False)
+                if template is False:
+                    template = self._template(shape, vals)
+                if template is not None:
+                    sd = template[0] % vals
+                    if sd.count('"') != template[1] or "\\" in sd or "]" in sd:
+                        sd = None  # a value needs escaping
             if sd is None:
                 sd = self._sd_params(rec)
             if type(msg) is not str:
