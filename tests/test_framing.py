@@ -24,6 +24,16 @@ def test_octet_counting_counts_octets_not_characters():
     assert frame(MSGS) == b"".join(b"%d %s" % (len(m), m) for m in MSGS)
 
 
+@settings(max_examples=200, deadline=None)
+@given(texts=st.lists(st.text(st.characters(blacklist_categories=()), max_size=40), max_size=8))
+def test_text_framing_with_remembered_lengths_is_the_bytes_framing(texts):
+    """MSG-LEN SP texts are remembered by octet count (framing._PREFIXES); ASCII and other
+    messages of one length and lone surrogates (one "?" octet each) share them."""
+    encoded = [t.encode("utf-8", "replace") for t in texts]
+    assert octet_counted_texts(texts) == octet_counted(encoded)
+    assert octet_counted_texts(texts[::-1]) == octet_counted(encoded[::-1])
+
+
 def test_text_framing_counts_octets_and_encodes_like_the_bytes_path():
     texts = ["abc", "\u00e9\u20ac\U0001F600", "lone \ud800 surrogate", "", "multi\nline"]
     encoded = [t.encode("utf-8", "replace") for t in texts]
