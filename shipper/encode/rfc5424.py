@@ -30,7 +30,8 @@ part of the bytes would not be the line.
 Speed: per sequence of record keys (one event of one parser) the encoder keeps getters and,
 per sequence of value types, a %-template for the SD, so most records cost one %-format for
 the SD and one f-string; the per-second timestamp text, the sanitised header fields, PRI per
-event and param names are cached. ``encode_texts`` leaves messages as str so a stream sink encodes a batch at once.
+event and param names are cached. ``encode_texts`` leaves messages as str so a stream sink
+encodes a batch at once.
 """
 
 from __future__ import annotations
