@@ -2011,8 +2011,11 @@ _END = object()
 def _same_log_dir(old: str, new: str, state: Any) -> bool:
     """Whether the multilog directory checkpointed as ``old`` is ``new``: one directory
     (a symlink's two ends), or ``old`` gone and a file of its position (the file being
-    read, or one pending) in ``new``, by device and inode. A wrong match costs nothing
-    the follower does not check: it resumes a file by its first line and offset too."""
+    read, or one pending) in ``new``, by device and inode and by its first line (or, for
+    a file saved before it had one, with the last archive read there too). The inode
+    number alone is not enough: ``old`` deleted, a file of another directory takes it
+    (ext4 reuses them at once), and that directory took ``old``'s position: a false gap
+    ("deleted before it was read to the end"), and ``old``'s "done" label for its own."""
     try:
         if os.path.samefile(old, new):
             return True
@@ -2021,22 +2024,40 @@ def _same_log_dir(old: str, new: str, state: Any) -> bool:
     if os.path.lexists(old) or not isinstance(state, dict):
         return False
     f = state.get("f")
-    idents = {(p[0], p[1]) for p in state.get("pend") or () if isinstance(p, list) and len(p) >= 2}
+    idents = {(p[0], p[1]): p[2] if len(p) >= 3 else None
+              for p in state.get("pend") or () if isinstance(p, list) and len(p) >= 2}
     if isinstance(f, dict):
-        idents.add((f.get("dev"), f.get("ino")))
+        idents[(f.get("dev"), f.get("ino"))] = f.get("fid")
     try:
         names = os.listdir(new)
     except OSError:
         return False
+    done = state.get("done")
+    anchored = isinstance(done, str) and (f"{done}.s" in names or f"{done}.u" in names)
     for name in names:
         if name == "current" or name[:1] == "@":
+            path = os.path.join(new, name)
             try:
-                st = os.stat(os.path.join(new, name))
+                st = os.stat(path)
             except OSError:
                 continue
-            if (st.st_dev, st.st_ino) in idents:
+            ident = (st.st_dev, st.st_ino)
+            if ident in idents and (anchored if idents[ident] is None
+                                    else _head_fid(path) == idents[ident]):
                 return True
     return False
+
+
+def _head_fid(path: str) -> str | None:
+    """The file id (fingerprint of the first line, decoded for compressed archives) of
+    ``path`` as fid_now makes it; None when it cannot be read or has none."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(HEAD_BYTES * 8)
+    except OSError:
+        return None
+    head = decode_head(raw, ml.content_kind(raw))[:FINGERPRINT_BYTES]
+    return fingerprint(head) or fingerprint(head, complete=True)
 
 
 def _archive_names(names: list[str]) -> frozenset[str]:

@@ -425,6 +425,37 @@ async def test_a_new_directory_is_not_given_the_position_of_another_that_is_stil
     assert seqs(items) == list(range(10))  # b from its start, not from a's place
 
 
+async def test_a_new_directory_is_not_given_the_position_of_a_deleted_one_by_inode_number(tmp_path):
+    """Directory a is followed, then deleted and taken out of the config; c, another
+    directory, is put in. A file of c took the inode number of a's checkpointed current
+    (ext4 reuses them at once): c was given a's position (a false gap record 'deleted
+    before it was read to the end ... later files may be lost too', and a's "done" label
+    for c's, then 'the clock went back' for c's own older archives)."""
+    a, c = tmp_path / "a", tmp_path / "c"
+    cp = tmp_path / "cp.json"
+    a.mkdir()
+    (a / f"{by_hand_label(100)}.s").write_bytes(f"{by_hand_label(99)} seq 00000000 a\n".encode())
+    (a / "current").write_bytes(f"{by_hand_label(101)} seq 00000001 a\n".encode())
+    src = MultilogSource([str(a)], str(cp), start="all")
+    assert seqs(await collect(src, 1, 5)) == [0, 1]
+    await src.close()
+    for name in os.listdir(a):
+        os.unlink(a / name)
+    a.rmdir()
+    c.mkdir()
+    (c / f"{by_hand_label(20)}.s").write_bytes(f"{by_hand_label(19)} seq 00000000 c\n".encode())
+    (c / f"{by_hand_label(40)}.s").write_bytes(f"{by_hand_label(39)} seq 00000001 c\n".encode())
+    (c / "current").write_bytes(f"{by_hand_label(200)} seq 00000002 c\n".encode())
+    doc = json.loads(cp.read_bytes())
+    as_if_reused_by(doc["sources"][str(a)], c / "current")
+    cp.write_text(json.dumps(doc))
+    src = MultilogSource([str(c)], str(cp), start="all")
+    items = await collect(src, 2, 5)
+    await src.close()
+    assert seqs(items) == [0, 1, 2]
+    assert not [it for it in items if isinstance(it, Gap)]
+
+
 async def test_corrupt_checkpoint_reported_and_recovered(tmp_path):
     d = tmp_path / "log"
     gen, ml = start_multilog(d, "t", n=50, rate=100000)
