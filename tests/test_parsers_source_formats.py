@@ -207,6 +207,10 @@ AUDIT_CASES = [
     (18, "delivery", NOTICE, {"delivery": 23, "result": "deferral",
                               "text": "Trouble reading users/cdb in qmail-lspawn.",
                               "text_raw": "Trouble_reading_users/cdb_in_qmail-lspawn./"}),
+    # a "_" in the path (an underscore, or a space) is no end of it: each "/" was a newline
+    (19, "delivery", NOTICE, {"delivery": 24, "result": "deferral", "dsn": "4.2.1",
+                              "text": "Unable to open /home/john doe/Mailbox: access denied. (#4.2.1)",
+                              "text_raw": "Unable_to_open_/home/john_doe/Mailbox:_access_denied._(#4.2.1)/"}),
 ]
 
 

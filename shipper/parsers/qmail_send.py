@@ -188,12 +188,13 @@ def _delivery(rest: str) -> Parsed | None:
 # reply ("550-5.7.1 …", "550 5.7.1 …"), nor in qmail-remote's fixed
 # "...in my control/locals file" (#5.4.6), qmail-lspawn's "Trouble reading users/cdb",
 # nor in the path qmail-local names: "Unable to open|write FN: ERR.", "Unable to switch
-# to HOMEDIR: ERR.", "Unable to run /bin/sh: ERR." (qmail-local.c)
+# to HOMEDIR: ERR.", "Unable to run /bin/sh: ERR." (qmail-local.c); a path may hold "_"
+# (an underscore, or a space logsafe'd), up to the first ":_"
 _LITERAL_SLASH_RE = re.compile(
     r"[A-Za-z][A-Za-z0-9+.-]{0,15}://(?:[^_/\s]|/(?!Remote_host_said|Giving_up|I'm_not_going|"
     r"[2-5][0-9][0-9][-_]|$))*"
     r"|my_control/locals_file|reading_users/cdb_in"
-    r"|Unable_to_(?:open|write|switch_to|run)_[^_\s:]*:_")
+    r"|Unable_to_(?:open|write|switch_to|run)_(?:[^_\s:]*|[/.][^\s:]*?):_")
 
 
 def _keep_slashes(m: re.Match[str]) -> str:
