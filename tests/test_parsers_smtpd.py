@@ -254,4 +254,6 @@ def test_sqmail_fast_path_equals_general_path(pid, action, check, cond, proto, i
     if _smtpd._SQMAIL_FAST_RE.fullmatch(stripped) is None:
         return  # the general path parsed it: nothing to compare
     rest = stripped.split(" ", 2)[2]
-    assert got == ("smtp_decision", _smtpd._decision(rest, {"pid": pid, "conn_pid": pid}))
+    general = _smtpd._decision(rest, {"pid": pid, "conn_pid": pid})
+    assert got == ("smtp_decision", general)
+    assert list(got[1]) == list(general)  # the same keys in the same order in the output

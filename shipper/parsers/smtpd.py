@@ -179,12 +179,12 @@ def _decision(rest: str, fields: dict[str, Any]) -> dict[str, Any]:
             # S:IP:HOST — the IP may be IPv6, so the host is after the LAST colon.
             c = value.rfind(":")
             ip = value if c < 0 else value[:c]
-            if c >= 0:
-                fields["remote_host"] = value[c + 1:]
             # "unknown": TCPREMOTEIP unset (run without tcpserver). Not an address: a
             # SIEM that types remote_ip as an IP would refuse the whole record.
             if ip != "unknown":
                 fields["remote_ip"] = ip
+            if c >= 0:
+                fields["remote_host"] = value[c + 1:]
     return fields
 
 
