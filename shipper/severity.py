@@ -122,9 +122,12 @@ def severity(rec: dict[str, Any]) -> int:
         return NOTICE  # (indimail's tcpserver: "end PID status crashed", its signal unnamed)
     elif event == "alert":
         # indimail says "alert:" for signals it was sent ("alert: qmail-send: 4711 got TERM:
-        # queue1", "got 'A' command"): a restart or a reload, not a page at night
+        # queue1", "got 'A' command"), for todo-proc told to stop by qmail-send and for each
+        # qmail-send that qscheduler saw stop ("pid P has shutdown"): a restart or a
+        # reload, not a page at night
         text = rec.get("text")
-        if type(text) is str and " got " in text:
+        if type(text) is str and (" got " in text or " ordered to quit by " in text
+                                  or text.endswith(" has shutdown")):
             return NOTICE
     elif event == "chkuser":
         # chkuser.c: "rejected rcpt|sender|relaying|intrusion", "intrusion threshold",

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from shipper.parse import LineParser
-from shipper.severity import CRIT, ERR, INFO, NOTICE, WARNING, severity
+from shipper.severity import ALERT, CRIT, DEBUG, ERR, INFO, NOTICE, WARNING, severity
 
 SAMPLE = Path(__file__).parent / "fixtures" / "samples" / "source_format_lines.txt"
 _CORE = {"time_unix_ns", "time", "time_source", "program", "event", "message", "raw", "host",
@@ -211,6 +211,41 @@ AUDIT_CASES = [
     (19, "delivery", NOTICE, {"delivery": 24, "result": "deferral", "dsn": "4.2.1",
                               "text": "Unable to open /home/john doe/Mailbox: access denied. (#4.2.1)",
                               "text_raw": "Unable_to_open_/home/john_doe/Mailbox:_access_denied._(#4.2.1)/"}),
+    # indimail's todo-proc on its way out, as qmail-send's "status: qmail-send: PID queue1 exiting"
+    (20, "status_exiting", INFO, {"queue": "queue1", "text": "todo-proc: queue1 stop todo processing asap"}),
+    (21, "status_exiting", INFO, {"queue": "queue1", "text": "todo-proc: pid 4711 queue1 exiting"}),
+    # its start-up line names the queue directory: the queue is its last part
+    (22, "info", INFO, {"queue": "queue1", "text": "todo-proc: pid 4711: /var/indimail/queue/queue1: "
+                                                   "conf split=151, todo chunk size=1, bigtodo=yes"}),
+    # qmail-send told it to stop (every shutdown of qmail-send): no page at night
+    (23, "alert", NOTICE, {"queue": "queue1",
+                           "text": "todo-proc: pid 4711 ordered to quit by qmail-send: queue1"}),
+    # slowq-send's discarded bounce has no "info: argv0: " in front
+    (24, "bounce_deleted", WARNING, {"msg": 656826, "queue": "slowq"}),
+    # qscheduler's own lines say "info: qscheduler: ..."; the queue is the directory's last part
+    (25, "info", INFO, {"queue": "queue1",
+                        "text": "qscheduler: pid 187, queue /var/indimail/queue/queue1, load=0 started"}),
+    (26, "info", INFO, {"queue": "queue1",
+                        "text": "qscheduler: issue SIGTERM to 187, queue /var/indimail/queue/queue1"}),
+    (27, "alert", NOTICE, {"text": "qscheduler: pid 187 has shutdown"}),
+    (28, "info", INFO, {"queue": "queue1",
+                        "text": "queue-fix: conf split=151, queuedir=/var/indimail/queue/queue1"}),
+    (29, "info", INFO, {"text": "qscheduler: exiting"}),
+    # already right: indimail's delivery lines end in " QUEUE", an empty report too
+    (30, "delivery", WARNING, {"delivery": 13, "result": "failure", "relay_ip": "192.0.2.25",
+                               "smtp_code": 550, "dsn": "5.1.1", "queue": "queue1",
+                               "text": "192.0.2.25 does not like recipient.\nRemote host said: 550 5.1.1 "
+                                       "<bob@example.net>... User unknown\nGiving up on 192.0.2.25.",
+                               "text_raw": AUDIT_LINES[30].split("failure: ", 1)[1][:-7]}),
+    (31, "delivery", INFO, {"delivery": 12, "result": "success", "text": "", "queue": "queue1"}),
+    (32, "alert", ALERT, {"queue": "queue1",
+                          "text": "qmail-send: queue1: cannot start: instance already running"}),
+    (33, "legacy", INFO, {"text": "local deliveries temporarily held"}),
+    # the queue name qmail-send wrote after that line's newline is glued to the next line
+    (34, "status", DEBUG, {"local_active": 0, "local_max": 10, "remote_active": 3, "remote_max": 20,
+                       "held": "local", "queue": "queue1"}),
+    (35, "starting_delivery", INFO, {"delivery": 14, "msg": 656826, "channel": "remote",
+                                     "rcpt_to": "bob@example.net", "queue": "queue1"}),
 ]
 
 

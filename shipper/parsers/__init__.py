@@ -51,7 +51,7 @@ PREFIXED_WORDS: dict[str, tuple[str, ParserFn]] = {f"{name}:": (name, fn) for na
 QMAIL_SEND_WORDS = frozenset({
     "status:", "new", "info", "starting", "delivery", "bounce", "triple", "double", "end",
     "warning:", "alert:", "warn:", "info:", "local:", "remote:", "running", "exiting", "number",
-    "local", "remote",
+    "local", "remote", "delete",
 })
 
 # Other text with no known "name: " prefix, tried in order: (program, parser).

@@ -51,6 +51,15 @@ _ARGV0_RE = re.compile(
 # indimail's qmail-send/slowq-send on its way out: "status: qmail-send: 4711 queue1 exiting"
 _STATUS_EXIT_RE = re.compile(r"[\w.-]+: \d+ (\S+) exiting")
 _BOUNCE_DELETED_RE = re.compile(r"[\w.-]+: delete bounce: discarding (?:\S*/)?(\d+)(?: (\S+))?")
+# todo-proc on its way out (todo-proc.c): "todo-proc: pid P QUEUE exiting",
+# "todo-proc: QUEUE stop todo processing asap"
+_INFO_EXIT_RE = re.compile(
+    r"(?:[\w.-]+-todo|todo-proc): (?:pid \d+ (\S+) exiting|(\S+) stop todo processing asap)")
+# indimail's "info: NAME: ..." with no "QUEUE: " after the name: todo-proc's "pid P: DIR: conf
+# split=...", qscheduler's "pid P, queue DIR, load=N started" (qscheduler.c, which also
+# writes "qcheduler"), queue-fix's "queuedir=DIR"; the queue is the directory's last part
+_INFO_PROG_RE = re.compile(r"(?:[\w.-]+-(?:send|todo)|todo-proc|qs?cheduler|queue-fix): ")
+_QUEUE_DIR_RE = re.compile(r"(?:^|[ =])/(?:[^\s/]+/)*([^/\s,:]+)")
 _NOTICE_QUEUE_RE = re.compile(r"^(queue\d+): |[: ](queue\d+)$")
 _QUEUE_WORD_RE = re.compile(r"(?:\S*/)?([A-Za-z][\w.-]*)")
 
@@ -343,9 +352,33 @@ def _info_notice(rest: str) -> Parsed | None:
         if m.group(2) is not None:
             f["queue"] = m.group(2)
         return "bounce_deleted", f
-    if _ARGV0_RE.match(rest) is None:  # "info: argv0: ..." only: other programs say "info:" too
+    if _ARGV0_RE.match(rest) is not None:
+        return _notice("info")(rest)
+    m = _INFO_EXIT_RE.fullmatch(rest)
+    if m is not None:
+        return "status_exiting", {"queue": m.group(1) or m.group(2), "text": rest}
+    if _INFO_PROG_RE.match(rest) is None:  # indimail's programs only: others say "info:" too
         return None
-    return _notice("info")(rest)
+    f = {"text": rest}
+    m = _QUEUE_DIR_RE.search(rest)
+    if m is not None:
+        f["queue"] = m.group(1)
+    return "info", f
+
+
+# indimail's qmail-send.c regetcontrols() logs log3("local deliveries temporarily held\n",
+# " ", queuedesc): the queue name, with no newline of its own, starts the next line
+# (" queue1status: local 0/10 (held) remote 0/20 queue1"). Its first word is "".
+_GLUED_RE = re.compile(r"[A-Za-z][\w.-]{0,39}?(?=(?:status|warning|alert|warn|info|local|remote):? "
+                       r"|(?:new|starting|delivery|bounce|end|triple|double|delete) )")
+
+
+def _glued(rest: str) -> Parsed | None:
+    m = _GLUED_RE.match(rest)
+    if m is None:
+        return None
+    text = rest[m.end():]
+    return parse_at(text, text.find(" "))
 
 
 # First word → parser of the text after it (which may raise ValueError on absurd
@@ -364,6 +397,9 @@ BY_WORD: dict[str, Callable[[str], Parsed | None]] = {
     "warn:": _notice("warning"),
     "alert:": _notice("alert"),
     "info:": _info_notice,
+    # slowq-send.c's discarded bounce: "delete bounce: discarding bounce/N QUEUE"
+    "delete": _discard("bounce_deleted"),
+    "": _glued,  # a line that starts with a space
     "local:": _account("local"),
     "remote:": _account("remote"),
 }
