@@ -73,7 +73,7 @@ _BY_LEVEL: dict[str, dict[str, int]] = {
 
 
 # events whose severity also depends on their fields
-_BY_FIELDS = frozenset({"delivery", "tcp_end", "chkuser", "alert", *_NOTICE_WHEN, *_WARNING_WHEN,
+_BY_FIELDS = frozenset({"delivery", "tcp_end", "chkuser", "alert", "info", *_NOTICE_WHEN, *_WARNING_WHEN,
                         *_BY_LEVEL})
 
 
@@ -129,6 +129,12 @@ def severity(rec: dict[str, Any]) -> int:
         if type(text) is str and (" got " in text or " ordered to quit by " in text
                                   or text.endswith(" has shutdown")):
             return NOTICE
+    elif event == "info":
+        # qscheduler's "info: qscheduler: pid P, queue DIR, load=N died": a qmail-send
+        # that stopped when not told to (qmail-daemon says the same with "alert:")
+        text = rec.get("text")
+        if type(text) is str and text.endswith(" died"):
+            return WARNING
     elif event == "chkuser":
         # chkuser.c: "rejected rcpt|sender|relaying|intrusion", "intrusion threshold",
         # "mbx overquota", "no auth resource" refuse; "accepted …", "relaying rcpt" do not

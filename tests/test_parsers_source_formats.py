@@ -246,6 +246,13 @@ AUDIT_CASES = [
                        "held": "local", "queue": "queue1"}),
     (35, "starting_delivery", INFO, {"delivery": 14, "msg": 656826, "channel": "remote",
                                      "rcpt_to": "bob@example.net", "queue": "queue1"}),
+    # a qmail-send that died untold: qscheduler says "info:", qmail-daemon "alert:"
+    (36, "info", WARNING, {"queue": "queue1",
+                           "text": "qscheduler: pid 187, queue /var/indimail/queue/queue1, load=3 died"}),
+    (37, "alert", ALERT, {"queue": "queue1",
+                          "text": "qmail-daemon: pid 187, queue /var/indimail/queue/queue1 died"}),
+    (38, "alert", ALERT, {"queue": "queue1", "text": "qscheduler: cannot start: qmail-send with queue "
+                                                     "/var/indimail/queue/queue1 is already running"}),
 ]
 
 

@@ -60,6 +60,9 @@ _INFO_EXIT_RE = re.compile(
 # writes "qcheduler"), queue-fix's "queuedir=DIR"; the queue is the directory's last part
 _INFO_PROG_RE = re.compile(r"(?:[\w.-]+-(?:send|todo)|todo-proc|qs?cheduler|queue-fix): ")
 _QUEUE_DIR_RE = re.compile(r"(?:^|[ =])/(?:[^\s/]+/)*([^/\s,:]+)")
+# qmail-daemon's and qscheduler's alerts name the queue directory: "pid P, queue DIR died",
+# "cannot start: qmail-send with queue DIR is already running"
+_QUEUE_NAMED_RE = re.compile(r"queue /(?:[^\s/]+/)*([^/\s,:]+)")
 _NOTICE_QUEUE_RE = re.compile(r"^(queue\d+): |[: ](queue\d+)$")
 _QUEUE_WORD_RE = re.compile(r"(?:\S*/)?([A-Za-z][\w.-]*)")
 
@@ -313,6 +316,8 @@ def _notice(event: str) -> Callable[[str], Parsed | None]:
             # older indimail: "warning: queue1: unable to stat ..."; or its queue name
             # at the end ("alert: argv0: PID: got TERM: queue3")
             f["queue"] = m.group(1) or m.group(2)
+        elif "queue /" in rest and (m := _QUEUE_NAMED_RE.search(rest)) is not None:
+            f["queue"] = m.group(1)
         return event, f
     return parse_notice
 
