@@ -123,7 +123,13 @@ class QueueError(Exception):
 
 class QueueWriteError(QueueError):
     """An append could not be written (ENOSPC, EFBIG, EIO). Nothing of it is kept;
-    the queue stays usable and the same append can be retried later."""
+    the queue stays usable and the same append can be retried later. ``problem``: what
+    failed, without the buffer's path or the size ("EROFS Read-only file system",
+    "cannot start a new segment: EACCES Permission denied"), for health and status."""
+
+    def __init__(self, path: object, problem: str, doing: str = "") -> None:
+        super().__init__(f"buffer {path}: {doing}{problem}")
+        self.problem = problem
 
 
 class QueueFull(QueueError):
@@ -458,6 +464,11 @@ def _blocks(n: int) -> int:
 
 def _errname(exc: OSError) -> str:
     return errno.errorcode.get(exc.errno or 0, "EIO")
+
+
+def _oserror(exc: OSError) -> str:
+    """"ENOSPC No space left on device": the errno's name and its text."""
+    return f"{_errname(exc)} {exc.strerror or exc}"
 
 
 class _Kept:
@@ -974,8 +985,7 @@ class DiskQueue:
                     self._new_segment(self._last_seq + 1)
                 except OSError as exc:
                     self.stats.write_errors += 1
-                    raise QueueWriteError(f"buffer {self.path}: cannot start a new segment: "
-                                          f"{_errname(exc)} {exc.strerror or exc}") from exc
+                    raise QueueWriteError(self.path, f"cannot start a new segment: {_oserror(exc)}") from exc
                 self._delete_acked()
                 tail = self._segs[-1]
             first = self._last_seq + 1
@@ -996,8 +1006,7 @@ class DiskQueue:
                 try:
                     self._new_segment(self._last_seq + 1)
                 except OSError as exc2:
-                    raise QueueWriteError(f"buffer {self.path}: cannot start a new segment: "
-                                          f"{_errname(exc2)} {exc2.strerror or exc2}") from exc2
+                    raise QueueWriteError(self.path, f"cannot start a new segment: {_oserror(exc2)}") from exc2
                 self._delete_acked()
                 tail = self._segs[-1]
                 self._write(tail, buf, payloads=payloads, first=first)
@@ -1069,8 +1078,7 @@ class DiskQueue:
                                                     not in (errno.ENOSPC, errno.EFBIG)):
                     log.error("buffer %s: append failed: %s", self.path, exc)
                 self._append_failing = exc.errno or -1
-            raise QueueWriteError(f"buffer {self.path}: append of {len(buf)} bytes failed: "
-                                  f"{_errname(exc)} {exc.strerror or exc}") from exc
+            raise QueueWriteError(self.path, _oserror(exc), f"append of {len(buf)} bytes failed: ") from exc
         if payloads is not None:
             self._recent.append(_Kept(tail, tail.size, tail.size + len(buf), first, payloads))
             self._recent_bytes += self._recent[-1].cost

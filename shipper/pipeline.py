@@ -20,7 +20,6 @@ import logging
 import math
 import operator
 import pickle
-import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -103,14 +102,6 @@ def _note_paused(route: SinkRoute, full: bool) -> None:
         route.full_said = True
         log.warning("buffer of sink %s is full: reading paused until the sink takes records "
                     "(multilog keeps the logs until its n limit; then gaps)", route.name)
-
-
-def _append_problem(text: str) -> str:
-    """A QueueWriteError's text without the buffer's path and the size ("buffer P: append
-    of N bytes failed: EROFS Read-only file system" → "EROFS Read-only file system")."""
-    if text.startswith("buffer "):
-        text = text.split(": ", 1)[-1]
-    return re.sub(r"^append of \d+ bytes failed: ", "", text)
 
 
 def _note_room(route: SinkRoute) -> None:
@@ -530,7 +521,7 @@ class Pipeline:
                     # the same event ids, so the SIEM can drop them.
                     result = route.queue.append(piece)
                 except QueueWriteError as exc:  # disk full or I/O error: wait, try again
-                    route.append_error = _append_problem(str(exc))
+                    route.append_error = exc.problem
                     if not self._write_error_logged:
                         log.error("buffer of sink %s: %s (reading paused until it works)", route.name, exc)
                         self._write_error_logged = True

@@ -468,8 +468,8 @@ async def _over_a_failing_disk(tmp_path: Path, n: int, monkeypatch: Any,
 
     def append(payloads: list[bytes]) -> Any:
         if fails(payloads):
-            raise QueueWriteError(f"buffer {tmp_path / 'buf'}: append of {sum(map(len, payloads))} "
-                                  "bytes failed: ENOSPC No space left on device")  # as the queue says it
+            raise QueueWriteError(tmp_path / "buf", "ENOSPC No space left on device",  # as the queue says it
+                                  f"append of {sum(map(len, payloads))} bytes failed: ")
         return real_append(payloads)
 
     monkeypatch.setattr(queue, "append", append)

@@ -59,10 +59,11 @@ _INFO_EXIT_RE = re.compile(
 # split=...", qscheduler's "pid P, queue DIR, load=N started" (qscheduler.c, which also
 # writes "qcheduler"), queue-fix's "queuedir=DIR"; the queue is the directory's last part
 _INFO_PROG_RE = re.compile(r"(?:[\w.-]+-(?:send|todo)|todo-proc|qs?cheduler|queue-fix): ")
-_QUEUE_DIR_RE = re.compile(r"(?:^|[ =])/(?:[^\s/]+/)*([^/\s,:]+)")
+_DIR_LAST = r"/(?:[^\s/]+/)*([^/\s,:]+)"  # a path, its last part captured
+_QUEUE_DIR_RE = re.compile(r"(?:^|[ =])" + _DIR_LAST)
 # qmail-daemon's and qscheduler's alerts name the queue directory: "pid P, queue DIR died",
 # "cannot start: qmail-send with queue DIR is already running"
-_QUEUE_NAMED_RE = re.compile(r"queue /(?:[^\s/]+/)*([^/\s,:]+)")
+_QUEUE_NAMED_RE = re.compile(r"queue " + _DIR_LAST)
 _NOTICE_QUEUE_RE = re.compile(r"^(queue\d+): |[: ](queue\d+)$")
 _QUEUE_WORD_RE = re.compile(r"(?:\S*/)?([A-Za-z][\w.-]*)")
 
@@ -322,6 +323,9 @@ def _notice(event: str) -> Callable[[str], Parsed | None]:
     return parse_notice
 
 
+_info_argv0 = _notice("info")  # "info: argv0: ...": made once, not per line
+
+
 def _account(channel: str) -> Callable[[str], Parsed | None]:
     def parse_account(rest: str) -> Parsed | None:
         m = _ACCOUNT_ID_RE.fullmatch(rest)
@@ -358,7 +362,7 @@ def _info_notice(rest: str) -> Parsed | None:
             f["queue"] = m.group(2)
         return "bounce_deleted", f
     if _ARGV0_RE.match(rest) is not None:
-        return _notice("info")(rest)
+        return _info_argv0(rest)
     m = _INFO_EXIT_RE.fullmatch(rest)
     if m is not None:
         return "status_exiting", {"queue": m.group(1) or m.group(2), "text": rest}

@@ -87,12 +87,8 @@ async def datagram_socket(host: str, port: int, refused: Any = None,
             return old
         raise
     addrs = [info[4] for info in infos]
-    if old is not None:
-        try:
-            if old.getpeername() in addrs:
-                return old
-        except OSError:
-            pass  # not connected any more: a new one
+    if old is not None and peer_address(old) in addrs:  # (None: not connected any more)
+        return old
     at = addrs.index(refused) + 1 if refused in addrs else 0
     error: OSError | None = None
     for i in range(len(infos)):
