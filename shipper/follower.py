@@ -415,7 +415,8 @@ class _FollowerBase:
             first_ns = self._last_line_ns
         self.gaps += 1
         self.gap_bytes += bytes_lost or 0
-        if reason.startswith("deleted by multilog before it was read (n limit"):
+        if reason.startswith(("deleted by multilog before it was read (n limit",
+                              "deleted by multilog before we could look at it (n limit")):
             self._nlimit_run.append(file or "?")
         elif self._nlimit_run:
             self._end_nlimit_run()
@@ -1382,13 +1383,24 @@ class MultilogFollower(_FollowerBase):
                            "stop and its archive are gone",
                            ml.label_time_ns(prev_done), ml.label_time_ns(nxt))
         seq = sorted([*plan.skipped, *(lb for lb, _ in plan.lost)])
+        # A file read to its end whose archive was deleted before we could stat it
+        # cannot be told from a file never read (after a stop, or under starvation,
+        # the first gap was often ours): as many unstatted archives as such files
+        # get a gap that says so. By order alone it would be ours, unless its name
+        # never reached us (a lost inotify event): then a silent loss.
+        unsure = len(plan.gone)
         for label, k in plan.lost:
             i = seq.index(label)
             last = seq[i - 1] if i else prev_done
             self.done = label
+            sized = k is not None and k.size is not None
+            reason = "deleted by multilog before it was read (n limit)"
+            if not sized and unsure:
+                unsure -= 1
+                reason = ("deleted by multilog before we could look at it (n limit): lost lines "
+                          "unless it was the archive of the file read just before")
             self._emit_gap(k.name if k else label, k.size if k else None,
-                           k is not None and k.size is not None and k.content == ml.TEXT,
-                           "deleted by multilog before it was read (n limit)",
+                           sized and k.content == ml.TEXT, reason,
                            ml.label_time_ns(last), ml.label_time_ns(label))
         self.done = plan.done
         self._prune()
