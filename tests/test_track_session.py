@@ -273,6 +273,35 @@ def test_qp_links_only_within_its_window() -> None:
     assert sess["mails"] == [] and "session" not in mail
 
 
+def test_a_qp_repeated_within_minutes_links_each_mail_to_its_own_session() -> None:
+    """Found by a probe (pid_max 32768 on a busy host: a qp comes again within minutes):
+    session 4711's reply named qp 5000 and its mail 300 took it; 2 min later session
+    4800's reply names qp 5000 again, just after mail 301's info msg (qmail-send logs it
+    while qmail-queue exits, before the smtpd's reply). Mail 301 was linked to 4711 (the
+    used link was still there, within 5 min) and 4800 named both mails."""
+    smtpd = _recs(_recordio_session(0, 4711, 5000) + _recordio_session(120, 4800, 5000),
+                  "aaaaaaaaaaaaaaaa")
+    send = _recs([(0.79, "new msg 300"),
+                  (0.791, "info msg 300: bytes 400 from <eve@spam.example.com> qp 5000 uid 89"),
+                  (0.85, "end msg 300"),
+                  (120.79, "new msg 301"),
+                  (120.791, "info msg 301: bytes 500 from <eve@spam.example.com> qp 5000 uid 89"),
+                  (121.5, "end msg 301")], "bbbbbbbbbbbbbbbb")
+    # merged by time (track) both ways; one log read before the other (the daemon
+    # catching up): the one read second names the other
+    for order, sessions_of, mails_of in (
+            (by_time(smtpd, send), {300: 4711, 301: 4800}, {4711: [300], 4800: [301]}),
+            (send + smtpd, {300: None, 301: None}, {4711: [300], 4800: [301]}),
+            (smtpd + send, {300: 4711, 301: 4800}, {4711: [], 4800: []})):
+        c = Correlator()
+        out = c.feed(order) + c.finish()
+        assert {o["msg"]: o.get("session", {}).get("conn_pid")
+                for o in out if o["event"] == "mail"} == sessions_of
+        assert {o["conn_pid"]: [m["msg"] for m in o["mails"]]
+                for o in out if o["event"] == "smtp_session"} == mails_of
+        assert c.sessions.qp_mails == c.sessions.qp_sessions == {}  # every link was used
+
+
 def test_stale_qp_links_are_dropped_at_flush() -> None:
     c = Correlator()
     c.feed(_recs(_recordio_session(0, 4711, 5000), "aaaaaaaaaaaaaaaa"))

@@ -101,11 +101,12 @@ class SessionTracker:
                   mail_ref: dict[str, Any]) -> dict[str, Any] | None:
         """qmail-send saw ``info msg … qp`` : the session that queued it, if known."""
         key = f"{host}\x00{qp}"
-        _put(self.qp_mails, key, [time_ns, mail_ref], self.opts.link_cap)
-        ref = None
-        entry = self._qp_near(self.qp_sessions.get(key), time_ns)
-        if entry is not None:
-            ref = entry[1]
+        # a reply names one message: the link it made is taken, so a later message
+        # with the same qp (pids wrap within minutes on a busy host) is not linked to it
+        entry = self._qp_take(self.qp_sessions, key, time_ns)
+        ref = entry[1] if entry is not None else None
+        if ref is None:  # its reply is still to come
+            _put(self.qp_mails, key, [time_ns, mail_ref], self.opts.link_cap)
         if ref is None and mail_from is not None:
             ref = self._sender_session(f"{host}\x00{mail_from.lower()}", time_ns)
         if ref is None:
@@ -438,30 +439,34 @@ class SessionTracker:
         if type(qp) is int:
             self._link_qp(s, rec.get("host") or "", qp, rec.get("time_unix_ns"))
 
-    def _qp_near(self, entries: list[Any] | None, t: int | None) -> list[Any] | None:
+    def _qp_take(self, links: dict[str, list[Any]], key: str, t: int | None) -> list[Any] | None:
         """Of a qp's links [time_ns, ref], the one nearest ``t`` if close enough to be
-        the same message (a qp's reply and its ``info msg``), else None."""
+        the same message (a qp's reply and its ``info msg``), taken out; else None."""
+        entries = links.get(key)
+        if not entries:
+            return None
         w = self.opts.qp_link_s * NS
-        best, best_d = None, w + 1
-        for e in entries or ():
+        best, best_d = -1, w + 1
+        for i, e in enumerate(entries):
             d = 0 if e[0] is None or t is None else abs(t - e[0])
             if d < best_d:
-                best, best_d = e, d
-        return best
-
-    def _qp_during(self, t: int | None, first: int | None, last: int | None) -> bool:
-        """Was a qp's ``info msg`` at ``t`` logged while the session ran (give or take)?"""
-        w = self.opts.qp_link_s * NS
-        return t is None or ((first is None or t >= first - w) and (last is None or t <= last + w))
+                best, best_d = i, d
+        if best < 0:
+            return None
+        e = entries.pop(best)
+        if not entries:
+            del links[key]
+        return e
 
     def _link_qp(self, s: dict[str, Any], host: str, qp: int, t: int | None) -> None:
         s["qps"].append(qp)
         ref = self._ref(s, "qp")
         qkey = f"{host}\x00{qp}"
-        _put(self.qp_sessions, qkey, [t, ref], self.opts.link_cap)
-        m = self._qp_near(self.qp_mails.get(qkey), t)
+        m = self._qp_take(self.qp_mails, qkey, t)
         if m is not None:
             _add(s, "mails", m[1])
+        else:  # its mail's info msg is still to come
+            _put(self.qp_sessions, qkey, [t, ref], self.opts.link_cap)
         if self.attach is not None:
             self.attach(host, qp, {k: v for k, v in ref.items() if k != "key"}, t,
                         int(self.opts.qp_link_s * NS))
@@ -600,12 +605,8 @@ class SessionTracker:
         self.sessions.pop(key, None)
         for p in s["pids"][1:]:
             self.aliases.pop(f"{key.split(chr(0), 1)[0]}\x00{p}", None)
-        host = key.split("\x00", 1)[0]
-        for qp in s["qps"]:  # the mail may have been queued after the reply was read
-            for m in self.qp_mails.get(f"{host}\x00{qp}", ()):
-                if self._qp_during(m[0], s["first_ns"], end_ns or s["last_ns"]):
-                    _add(s, "mails", m[1])
-                    break
+        # (a mail whose info msg comes after its reply was linked to it then, in
+        # link_mail; one still waiting in qp_mails awaits another reply with its qp)
         out.append(session_record(s, end_ns, time_source, incomplete))
 
 
