@@ -502,6 +502,27 @@ def test_sqmail_sessions_with_one_sender_at_once_each_get_their_mail() -> None:
     assert [m["msg"] for m in sessions[7102]["mails"]] == [911]
 
 
+def test_sqmail_session_whose_data_was_refused_takes_no_later_mail() -> None:
+    """Found by a probe: s/qmail refused connection 7101's message at DATA (a virus;
+    "Reject::DATA::Virus_Infected", AQ qmail-smtpd.c) after accepting its recipient; a
+    minute later connection 7102 of the same sender queued mail 910. The mail was put
+    on the virus session (first in the sender's line), 7102 named nothing."""
+    refused = _sqmail_session(0, 7101, "203.0.113.10", "bob@example.org")
+    refused.insert(3, (1.0, "qmail-smtpd: pid 7101 Reject::DATA::Virus_Infected P:ESMTP "
+                            "S:203.0.113.10:out.bulk.example H:out.bulk.example "
+                            "F:news@bulk.example T:bob@example.org 'AV scanner'"))
+    smtpd = _recs(refused + _sqmail_session(60, 7102, "203.0.113.11", "carol@example.org"),
+                  "aaaaaaaaaaaaaaaa")
+    send = _recs(_local_mail(60.5, 910, 6201, "carol@example.org"), "bbbbbbbbbbbbbbbb")
+    c = Correlator()
+    out = c.feed(by_time(smtpd, send)) + c.finish()
+    (mail,) = [o for o in out if o["event"] == "mail"]
+    assert mail["session"]["conn_pid"] == 7102 and mail["session"]["link"] == "sender"
+    sessions = {o["conn_pid"]: o for o in out if o["event"] == "smtp_session"}
+    assert sessions[7101]["mails"] == [] and [m["msg"] for m in sessions[7102]["mails"]] == [910]
+    assert c.sessions.senders == {}
+
+
 def test_a_sender_line_saved_by_the_older_state_is_taken() -> None:
     ref = {"key": "\x007101", "event_id": "a-0s", "link": "sender", "conn_pid": 7101,
            "server": "tcpserver"}

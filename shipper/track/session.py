@@ -404,7 +404,19 @@ class SessionTracker:
             if mf is not None:
                 self._wait_for_mail(f"{rec.get('host') or ''}\x00{mf.lower()}", s,
                                     rec.get("time_unix_ns"))
+        elif action in ("Reject", "Deferred") and check == "DATA" and rec.get("mail_from") is not None:
+            # its message refused (a virus, spam, size): it queued nothing, so the next
+            # message of that sender, from another connection, is not this session's
+            self._leave_line(f"{rec.get('host') or ''}\x00{rec['mail_from'].lower()}", s)
         self._decide(s, rec, d)
+
+    def _leave_line(self, skey: str, s: dict[str, Any]) -> None:
+        cands = self.senders.get(skey)
+        if cands is None:
+            return
+        cands[:] = [c for c in cands if c[1]["key"] != s["key"]]
+        if not cands:
+            del self.senders[skey]
 
     def _wait_for_mail(self, skey: str, s: dict[str, Any], t: int | None) -> None:
         """Put the session in its sender's line (once: later recipients update its place)."""
