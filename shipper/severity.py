@@ -44,7 +44,8 @@ _NOTICE_WHEN: dict[str, tuple[str, frozenset[str]]] = {
     "smtp_decision": ("action", frozenset({"Reject", "Deferred"})),
     "io_server": ("reply_class", frozenset({"4xx", "5xx", "-ERR"})),
     "spamdyke": ("verdict", frozenset({"denied"})),
-    "simscan": ("verdict", frozenset({"SPAM REJECT", "ATTACH", "REGEX", "SPAM DROP"})),
+    # simscan.c writes "SPAM DROPPED" (ENABLE_DROPMSG); "SPAM DROP" kept for what was matched
+    "simscan": ("verdict", frozenset({"SPAM REJECT", "ATTACH", "REGEX", "SPAM DROP", "SPAM DROPPED"})),
     "smtp_session": ("result", frozenset({"rejected", "blocked", "denied"})),
     "greylist": ("action", frozenset({"GREY", "DENY", "HANGUP"})),
     "mail": ("result", frozenset({"deferral", "mixed", "rejected"})),
@@ -55,7 +56,7 @@ _NOTICE_WHEN: dict[str, tuple[str, frozenset[str]]] = {
 # mail that bounced
 _WARNING_WHEN: dict[str, tuple[str, frozenset[str]]] = {
     "pop_auth": ("result", frozenset({"failure"})),
-    "simscan": ("verdict", frozenset({"VIRUS"})),
+    "simscan": ("verdict", frozenset({"VIRUS", "VIRUS DROPPED"})),
     "mail": ("result", frozenset({"failure"})),
 }
 
@@ -126,9 +127,13 @@ def severity(rec: dict[str, Any]) -> int:
         # qmail-send that qscheduler saw stop ("pid P has shutdown"): a restart or a
         # reload, not a page at night
         text = rec.get("text")
-        if type(text) is str and (" got " in text or " ordered to quit by " in text
-                                  or text.endswith(" has shutdown")):
-            return NOTICE
+        if type(text) is str:
+            if " got " in text or " ordered to quit by " in text or text.endswith(" has shutdown"):
+                return NOTICE
+            # qscheduler's dynamic mode: "average load N exceeds threshold (> M)", upon
+            # which it starts one more queue by itself: a busy server, not an outage
+            if " exceeds threshold " in text and "average load " in text:
+                return WARNING
     elif event == "info":
         # qscheduler's "info: qscheduler: pid P, queue DIR, load=N died": a qmail-send
         # that stopped when not told to (qmail-daemon says the same with "alert:")

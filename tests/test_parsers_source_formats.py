@@ -253,6 +253,84 @@ AUDIT_CASES = [
                           "text": "qmail-daemon: pid 187, queue /var/indimail/queue/queue1 died"}),
     (38, "alert", ALERT, {"queue": "queue1", "text": "qscheduler: cannot start: qmail-send with queue "
                                                      "/var/indimail/queue/queue1 is already running"}),
+    # the TLS patch's certificate path keeps its slashes; "TLS Connected to IP" names the relay
+    (39, "delivery", NOTICE, {"delivery": 41, "result": "deferral", "relay_ip": "192.0.2.7",
+                              "text": "TLS unable to verify server with control/tlshosts/mx.example.org.pem: "
+                                      "certificate has expired; connected to 192.0.2.7.",
+                              "text_raw": AUDIT_LINES[39].split("deferral: ", 1)[1]}),
+    (40, "delivery", NOTICE, {"delivery": 42, "result": "deferral", "relay_ip": "192.0.2.7",
+                              "text": "No TLS achieved while control/tlshosts/mx.example.org.pem exists; "
+                                      "connecting to 192.0.2.7.",
+                              "text_raw": AUDIT_LINES[40].split("deferral: ", 1)[1]}),
+    (41, "delivery", WARNING, {"delivery": 43, "result": "failure", "relay_ip": "192.0.2.7", "smtp_code": 554,
+                               "dsn": "5.7.1", "text": "TLS Connected to 192.0.2.7 but greeting failed.\n"
+                                                       "Remote host said: 554 5.7.1 go away",
+                               "text_raw": AUDIT_LINES[41].split("failure: ", 1)[1]}),
+    # DEBUG's "STARTTLS proto=…; cipher=…": tls; the X.509 names keep their slashes
+    (42, "delivery", INFO, {"delivery": 44, "result": "success", "relay_ip": "192.0.2.7", "smtp_code": 250,
+                            "tls": "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384",
+                            "text": "192.0.2.7 accepted message.\nRemote host said: 250 ok 1700000000 qp 4711\n"
+                                    "STARTTLS proto=TLSv1.3; cipher=TLS AES 256 GCM SHA384; "
+                                    "subject=/CN=mx.example.org; issuer=/C=US/O=Let's Encrypt/CN=R3;",
+                            "text_raw": AUDIT_LINES[42].split("success: ", 1)[1]}),
+    # qmail-remote's per-recipient "<From:S To:R> " / "From: <S> RCPT: <R> " before the relay
+    (43, "delivery", INFO, {"delivery": 45, "result": "success", "mail_from": "alice@example.net",
+                            "recipient": "bob@example.org", "relay_ip": "192.0.2.7", "smtp_code": 250,
+                            "text": "<From:alice@example.net To:bob@example.org> 192.0.2.7 accepted message.\n"
+                                    "Remote host said: 250 ok 1700000000 qp 4711",
+                            "text_raw": AUDIT_LINES[43].split("success: ", 1)[1]}),
+    (44, "delivery", NOTICE, {"delivery": 46, "result": "deferral", "mail_from": "",
+                              "recipient": "bob@example.org", "relay_ip": "2001:db8::7", "smtp_code": 451,
+                              "dsn": "4.7.1", "text": "<From: To:bob@example.org> 2001:db8::7 does not like "
+                                                      "recipient.\nRemote host said: 451 4.7.1 greylisted",
+                              "text_raw": AUDIT_LINES[44].split("deferral: ", 1)[1]}),
+    (45, "delivery", INFO, {"delivery": 47, "result": "success", "mail_from": "alice@example.net",
+                            "recipient": "bob@example.org", "relay_ip": "192.0.2.7", "smtp_code": 250,
+                            "dsn": "2.0.0", "queue": "queue1",
+                            "text": "From: <alice@example.net> RCPT: <bob@example.org> 192.0.2.7 accepted "
+                                    "message - Protocol SMTP.\nRemote host said: 250 2.0.0 Ok: queued as "
+                                    "4B1C2D3E4F",
+                            "text_raw": AUDIT_LINES[45].split("success: ", 1)[1][:-7]}),
+    (46, "delivery", WARNING, {"delivery": 48, "result": "failure", "mail_from": "alice@example.net",
+                               "recipient": "bob@example.org", "relay_ip": "192.0.2.7", "smtp_code": 550,
+                               "dsn": "5.1.1", "queue": "queue1",
+                               "text": "From: <alice@example.net> RCPT: <bob@example.org> 192.0.2.7 does not "
+                                       "like recipient.\nRemote host said: 550 5.1.1 unknown\n"
+                                       "Giving up on 192.0.2.7.",
+                               "text_raw": AUDIT_LINES[46].split("failure: ", 1)[1][:-7]}),
+    # simscan's three numbers of a SpamAssassin scan: hits, SpamAssassin's and its own level
+    (47, "simscan", INFO, {"conn_pid": 23456, "verdict": "CLEAN", "score": 2.1, "threshold": 5.0,
+                           "reject_threshold": 5.0, "scan_time": 1.2345, "subject": "Hello there: a subject",
+                           "remote_ip": "198.51.100.7", "mail_from": "alice@example.net",
+                           "rcpt_to": "bob@example.com"}),
+    (48, "simscan", NOTICE, {"conn_pid": 23456, "verdict": "SPAM REJECT", "score": 12.3, "threshold": 5.0,
+                             "reject_threshold": 7.0, "scan_time": 1.2345, "subject": "Buy now",
+                             "remote_ip": "198.51.100.7", "mail_from": "alice@example.net",
+                             "rcpt_to": "bob@example.com,carol@example.com"}),
+    # ENABLE_DROPMSG's verdicts: the spam or virus was found all the same
+    (49, "simscan", NOTICE, {"conn_pid": 23456, "verdict": "SPAM DROPPED", "score": 12.3, "threshold": 5.0,
+                             "reject_threshold": 5.0, "scan_time": 1.2345, "subject": "Buy now",
+                             "remote_ip": "198.51.100.7", "mail_from": "alice@example.net",
+                             "rcpt_to": "bob@example.com"}),
+    (50, "simscan", WARNING, {"conn_pid": 23456, "verdict": "VIRUS DROPPED", "scan_time": 0.3,
+                              "virus": "Eicar-Test-Signature", "remote_ip": "198.51.100.7",
+                              "mail_from": "alice@example.net", "rcpt_to": "bob@example.com"}),
+    # RELAYCLIENT's "-" is simscan's placeholder, not a subject
+    (51, "simscan", INFO, {"conn_pid": 23456, "verdict": "RELAYCLIENT", "scan_time": 0.0102,
+                           "remote_ip": "198.51.100.7", "mail_from": "alice@example.net",
+                           "rcpt_to": "bob@example.com"}),
+    # qscheduler scaling up by itself: a busy server, not a page
+    (52, "alert", WARNING, {"text": "qscheduler: average load 75 exceeds threshold (> 50)"}),
+    # a path inside one queue: the queue below the queue base
+    (53, "alert", ALERT, {"queue": "queue6", "text": "qscheduler: queue-fix exit code 1: trouble fixing "
+                                                     "queue directory /var/indimail/queue/queue6"}),
+    (54, "alert", ALERT, {"queue": "queue3", "text": "qcheduler: unable to switch to "
+                                                     "/var/indimail/queue/queue3: file does not exist"}),
+    (55, "alert", ALERT, {"queue": "queue1", "text": "qscheduler: cannot start: unable to open "
+                                                     "/var/indimail/queue/queue1/lock/sendmutex: "
+                                                     "permission denied"}),
+    # already right: its "within limits" twin stays info
+    (56, "info", INFO, {"text": "qscheduler: average load 12 within limits (<= 50)"}),
 ]
 
 

@@ -40,10 +40,15 @@ _VCHKPW_HEAD_RE = re.compile(
 _CHKUSER_RE = re.compile(
     r"CHKUSER (?P<decision>[^:]+): from <(?P<from>[^>]*)> remote <(?P<remote>[^>]*)>"
     r" rcpt <(?P<rcpt>[^>]*)> : ?(?P<text>.*)$")
+# simscan.c log_message(): a SpamAssassin scan's "(HITS/REQUIRED/SIMSCAN_REQUIRED)" (the
+# third, simscan's own reject level, since 1.4.0's successors: per-domain spam_hits, else
+# SpamAssassin's), "(HITS/REQUIRED)" in 1.4.0, a DSPAM scan's "(PROBABILITY/CONFIDENCE)"
 _SIMSCAN_RE = re.compile(
-    r"\[(?P<pid>\d+)\]:(?P<verdict>[A-Z][A-Z _-]*?)(?: \((?P<score>[-\d.]+)/(?P<thr>[-\d.]+)\))?"
+    r"\[(?P<pid>\d+)\]:(?P<verdict>[A-Z][A-Z _-]*?)"
+    r"(?: \((?P<score>[-\d.]+)/(?P<thr>[-\d.]+)(?:/(?P<req>[-\d.]+))?\))?"
     r":(?P<secs>[\d.]+)s:(?P<rest>.*)$")
-_SIMSCAN_NAMED = {"VIRUS": "virus", "ATTACH": "attachment", "REGEX": "regex"}
+# ENABLE_DROPMSG's "VIRUS DROPPED" names the virus as "VIRUS" does
+_SIMSCAN_NAMED = {"VIRUS": "virus", "VIRUS DROPPED": "virus", "ATTACH": "attachment", "REGEX": "regex"}
 _SIMSCAN_INFO_RE = re.compile(r"\[(\d+)\]: ?(.*)$")
 _SPAMDYKE_RE = re.compile(
     r"(?P<action>[A-Z][A-Z0-9_]*) from: (?P<from>\S*) to: (?P<to>\S*) origin_ip: (?P<ip>\S*)"
@@ -387,12 +392,15 @@ def parse_simscan(text: str) -> Parsed | None:
     if m.group("score") is not None:
         fields["score"] = _num(m.group("score"))
         fields["threshold"] = _num(m.group("thr"))
+        if m.group("req") is not None:
+            fields["reject_threshold"] = _num(m.group("req"))
     fields["scan_time"] = _num(m.group("secs"))
     parts = m.group("rest").rsplit(":", 2)
     split = _subject_ip(parts[0]) if len(parts) == 3 else None
     if split is not None:
         subject, ip = split
-        if subject:
+        if subject and not (subject == "-" and fields["verdict"] == "RELAYCLIENT"):
+            # (RELAYCLIENT: no scan, so no subject read; simscan writes "-")
             # simscan.c's log_message(verdict, what, ...): the second field is the
             # subject, except for a found virus, attachment or regex: its name
             fields[_SIMSCAN_NAMED.get(fields["verdict"], "subject")] = subject

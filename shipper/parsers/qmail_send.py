@@ -64,15 +64,20 @@ _QUEUE_DIR_RE = re.compile(r"(?:^|[ =])" + _DIR_LAST)
 # qmail-daemon's and qscheduler's alerts name the queue directory: "pid P, queue DIR died",
 # "cannot start: qmail-send with queue DIR is already running"
 _QUEUE_NAMED_RE = re.compile(r"queue " + _DIR_LAST)
+# a path inside one queue (qscheduler.c: "cannot start: unable to open DIR/lock/sendmutex",
+# "unable to switch to DIR", queue-fix's "trouble fixing queue directory DIR"): the queue
+# is the part below the queue base, which is itself named "queue"
+_QUEUE_IN_PATH_RE = re.compile(r"/(queue\d+|nqueue|slowq)(?=[/:,\s]|$)")
 _NOTICE_QUEUE_RE = re.compile(r"^(queue\d+): |[: ](queue\d+)$")
 _QUEUE_WORD_RE = re.compile(r"(?:\S*/)?([A-Za-z][\w.-]*)")
 
 # Delivery report text (logsafe'd): see formats reference §4.1.
 _SMTP_CODE_RE = re.compile(r"([2-5]\d\d)(?=[_ /-]|$)")
 _DSN_RE = re.compile(r"(?<![\d.])#?([245]\.\d{1,3}\.\d{1,3})(?!\d|\.\d)")
-# (s/qmail's quit("ZConnected to", " but my name was rejected") has no space after "to")
+# (s/qmail's quit("ZConnected to", " but my name was rejected") has no space after "to";
+# the TLS patch's SMTPS greeting failure says "TLS Connected to")
 _RELAY_RE = re.compile(
-    r"(?:Connected_to_?)?(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)_"
+    r"(?:(?:TLS_)?Connected_to_?)?(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)_"
 )
 # indimail's temp_noconn: "..._SMTP_connection_for_DOMAIN_to_IP_port_25_bind_IP_[]._(#4.4.1)/"
 _NOCONN_RELAY_RE = re.compile(
@@ -83,6 +88,14 @@ _RELAY_FIRST = frozenset("0123456789:ABCDEFabcdef")
 _TLS_RELAY_RE = re.compile(
     r";_connect(?:ed|ing)_to_(\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]{0,40}?)\.?(?:/|$)")
 _RECIPIENT_RE = re.compile(r"\(([^()\s]*)\)_")
+# qmail-remote's per-recipient prefix, which qmail-rspawn puts before the text of every
+# remote delivery: indimail's "From: <S> RCPT: <R> " (qmail-remote.c smtp()), the combined
+# netqmail patch's "<From:S To:R> " (sagredo-dev/qmail qmail-remote.c, "Endersys" lines);
+# outsafe() wrote "?" for any blank, so each "_" in an address is an underscore
+_FROM_RCPT_RE = re.compile(r"From:_<([^<>\s]*)>_RCPT:_<([^<>\s]*)>_|<From:(\S*?)_To:([^<>\s]*)>_")
+# the TLS patch's qmail-remote, built with DEBUG (sagredo) or run with it (indimail), ends
+# the report with "STARTTLS proto=P; cipher=C; subject=DN; issuer=DN;" (quit()/tls_quit())
+_STARTTLS_RE = re.compile(r"(?:^|/)STARTTLS_proto=([^;\s/_]+);_cipher=([^;\s/]+)[;/]")
 # qmail-local's count_print(): "did F+W+P\nqp N\n" when it forwarded the message, N the
 # qp of the copy it queued (that copy's "info msg ... qp N")
 _FORWARD_QP_RE = re.compile(r"(?:^|/)did_\d+\+\d+\+\d+/qp_(\d{1,10})/")
@@ -202,12 +215,16 @@ def _delivery(rest: str) -> Parsed | None:
 # "...in my control/locals file" (#5.4.6), qmail-lspawn's "Trouble reading users/cdb",
 # nor in the path qmail-local names: "Unable to open|write FN: ERR.", "Unable to switch
 # to HOMEDIR: ERR.", "Unable to run /bin/sh: ERR." (qmail-local.c); a path may hold "_"
-# (an underscore, or a space logsafe'd), up to the first ":_"
+# (an underscore, or a space logsafe'd), up to the first ":_"; nor in the TLS patch's
+# certificate path "control/tlshosts/FQDN.pem" (qmail-remote.c tls_init(): "TLS unable to
+# verify server with FN: ...", "No TLS achieved while FN exists") nor in the X.509 names
+# of its "STARTTLS proto=...; subject=/CN=...; issuer=/C=../O=..;" (X509_NAME_oneline)
 _LITERAL_SLASH_RE = re.compile(
     r"[A-Za-z][A-Za-z0-9+.-]{0,15}://(?:[^_/\s]|/(?!Remote_host_said|Giving_up|I'm_not_going|"
     r"[2-5][0-9][0-9][-_]|$))*"
     r"|my_control/locals_file|reading_users/cdb_in"
-    r"|Unable_to_(?:open|write|switch_to|run)_(?:[^_\s:]*|[/.][^\s:]*?):_")
+    r"|Unable_to_(?:open|write|switch_to|run)_(?:[^_\s:]*|[/.][^\s:]*?):_"
+    r"|[^_\s/]*/(?:[^_\s/]+/)*tlshosts/[^_\s/:;]+|;_(?:subject|issuer)=[^;\s]*")
 
 
 def _keep_slashes(m: re.Match[str]) -> str:
@@ -216,7 +233,8 @@ def _keep_slashes(m: re.Match[str]) -> str:
 
 def delivery_text_fields(raw: str) -> dict[str, Any]:
     """Fields of a logsafe'd delivery report: text, text_raw, smtp_code, dsn, relay_ip, recipient."""
-    if "://" in raw or "control/locals" in raw or "users/cdb" in raw or "Unable_to_" in raw:
+    if ("://" in raw or "control/locals" in raw or "users/cdb" in raw or "Unable_to_" in raw
+            or "tlshosts/" in raw or "STARTTLS_proto=" in raw):
         text = _LITERAL_SLASH_RE.sub(_keep_slashes, raw)
         text = text.replace("_", " ").replace("/", "\n").replace("\x00", "/").rstrip("\n")
     else:
@@ -229,13 +247,25 @@ def delivery_text_fields(raw: str) -> dict[str, Any]:
         if m is not None:
             f["qp"] = int(m.group(1))
     body = raw
-    if raw[:1] == "(":
+    c0 = raw[:1]
+    if c0 == "(":
         m = _RECIPIENT_RE.match(raw)
         if m is not None:
             f["recipient"] = m.group(1)
             body = raw[m.end():]
+    elif c0 == "F" or c0 == "<":
+        m = _FROM_RCPT_RE.match(raw)
+        if m is not None:
+            sender, rcpt = (m.group(1), m.group(2)) if m.group(2) is not None else (m.group(3), m.group(4))
+            f["mail_from"] = sender
+            f["recipient"] = rcpt
+            body = raw[m.end():]
+    if "STARTTLS_proto=" in body:
+        m = _STARTTLS_RE.search(body)
+        if m is not None:
+            f["tls"] = f"{m.group(1)} with cipher {m.group(2)}"
     c0 = body[:1]
-    if c0 and (c0 in _RELAY_FIRST or c0 == "C"):
+    if c0 and (c0 in _RELAY_FIRST or c0 == "C" or c0 == "T"):
         m = _RELAY_RE.match(body)
         if m is not None:
             f["relay_ip"] = m.group(1)
@@ -317,7 +347,8 @@ def _notice(event: str) -> Callable[[str], Parsed | None]:
             # older indimail: "warning: queue1: unable to stat ..."; or its queue name
             # at the end ("alert: argv0: PID: got TERM: queue3")
             f["queue"] = m.group(1) or m.group(2)
-        elif "queue /" in rest and (m := _QUEUE_NAMED_RE.search(rest)) is not None:
+        elif (("queue /" in rest and (m := _QUEUE_NAMED_RE.search(rest)) is not None)
+              or ("queue" in rest and (m := _QUEUE_IN_PATH_RE.search(rest)) is not None)):
             f["queue"] = m.group(1)
         return event, f
     return parse_notice
