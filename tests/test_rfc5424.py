@@ -295,6 +295,36 @@ def test_fast_path_writes_what_the_general_path_writes(batch):
         assert [t.encode("utf-8", "replace") for t in Rfc5424Encoder(**options).encode_texts(full)] == fast
 
 
+class _Text(str):
+    """A str subclass (a transform's or an API user's value)."""
+
+
+# The header values (HOSTNAME, APP-NAME, MSGID) and a file's steady SD values (source,
+# file_id, time_source) are written into the fast path's templates by value: a record
+# whose values are equal but not alike (1 and True, a str and a str subclass, a value that
+# needs escaping) must still get what the general path writes.
+header_values = st.one_of(st.none(), st.sampled_from(["mx", "qmail-send", "a b", 'q"x', "x]y", "b\\s", "%s", "\u00e9",
+                                                     "\ud800", _Text("mx"), "None", "1"]),
+                          st.integers(0, 2), st.booleans(), st.just(1.0), st.lists(st.just("a"), max_size=1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(batch=st.lists(st.fixed_dictionaries({
+    "event_id": st.just("0123456789abcdef-1f"),
+    "time_unix_ns": st.one_of(st.just(NS), st.integers(NS - 2 * 10**9, NS + 2 * 10**9), st.none(), st.just("1")),
+    "time_source": header_values, "host": header_values, "program": header_values, "pid": header_values,
+    "event": st.one_of(header_values, st.sampled_from(["delivery", "smtp_decision", "status"])),
+    "message": st.one_of(st.text(max_size=10), st.none(), st.just(7)), "flags": st.sampled_from([[], ["cut"]]),
+    "source": header_values, "file_id": header_values, "offset": shape_values, "text": shape_values}),
+    min_size=1, max_size=8))
+def test_fast_path_with_odd_header_and_steady_values_writes_what_the_general_path_writes(batch):
+    for options in ({}, {"max_size": 480, "bom": True}):
+        fast_enc, general_enc = Rfc5424Encoder(**options), Rfc5424Encoder(**options)
+        fast = fast_enc.encode_batch(batch + batch)  # the second time with the templates made
+        general = [general_enc._text(rec).encode("utf-8", "replace") for rec in batch + batch]
+        assert fast == general
+
+
 def test_time_zero_and_seconds_in_any_order():
     enc = Rfc5424Encoder()
     times = [0, NS, 999_999_999, NS - 1, -1, NS + 1_000_000_000, 10**21]  # 10**21: year 33658

@@ -27,10 +27,11 @@ record carries ``truncated="1"`` in its SD and is counted in ``truncated``: neve
 is an SD param of a message that fits whole; a cut message leaves it out first, since
 part of the bytes would not be the line.
 
-Speed: per sequence of record keys (one event of one parser) the encoder keeps getters and,
-per sequence of value types, a %-template for the SD, so most records cost one %-format for
-the SD and one f-string; the per-second timestamp text, the sanitised header fields, PRI per
-event and param names are cached. ``encode_texts`` leaves messages as str so a stream sink
+Speed: per sequence of record keys (one event of one parser) the encoder keeps a getter and,
+per sequence of value types and header values, a %-template of everything from the
+timestamp's "Z" to MSG (the header fields and a file's steady SD values written in), so
+most records cost one %-format and one f-string; the per-second timestamp text, the
+sanitised header fields and PRI per event are cached. ``encode_texts`` leaves messages as str so a stream sink
 encodes a batch at once.
 """
 
@@ -39,7 +40,7 @@ from __future__ import annotations
 import time
 from operator import itemgetter
 from types import NoneType
-from typing import Any, NamedTuple
+from typing import Any
 
 from shipper.encode import SCALARS, json_text
 from shipper.severity import severity, severity_of_event
@@ -106,6 +107,10 @@ def param_text(value: Any) -> str | None:
     return json_text(value)  # objects, and lists holding them (a summary's recipients)
 
 
+def _no_texts(_: Any) -> tuple[str, ...]:
+    return ()
+
+
 def utf8_cut(data: bytes, limit: int) -> bytes:
     """``data`` cut to at most ``limit`` bytes, never inside a UTF-8 character."""
     if len(data) <= limit:
@@ -118,21 +123,19 @@ def utf8_cut(data: bytes, limit: int) -> bytes:
     return data[:end]
 
 
-class _SecondCache:
-    """unix second → formatted text, bounded (log times are mostly increasing)."""
+class _SecondCache(dict[int, str | None]):
+    """unix second → formatted text (None: out of range), filled on a miss (``d[secs]``,
+    also from C: ``map(d.__getitem__, ...)``), bounded (log times are mostly increasing)."""
 
-    __slots__ = ("fmt", "texts")
+    __slots__ = ("fmt",)
 
     def __init__(self, fmt: str) -> None:
+        super().__init__()
         self.fmt = fmt
-        self.texts: dict[int, str | None] = {}
 
-    def get(self, secs: int) -> str | None:
-        text = self.texts.get(secs, "")
-        if text != "":
-            return text
-        if len(self.texts) > _CACHE_MAX:
-            self.texts.clear()
+    def __missing__(self, secs: int) -> str | None:
+        if len(self) > _CACHE_MAX:
+            self.clear()
         try:
             tm = time.gmtime(secs)
         except (OverflowError, OSError, ValueError):
@@ -141,11 +144,11 @@ class _SecondCache:
             text = None
         elif self.fmt == "5424":
             text = (f"{tm.tm_year:04d}-{tm.tm_mon:02d}-{tm.tm_mday:02d}"
-                    f"T{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}")
+                    f"T{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}.")  # (the fraction follows)
         else:  # RFC 3164: "Mmm dd HH:MM:SS", day padded with a space
             text = (f"{_MONTHS[tm.tm_mon - 1]} {tm.tm_mday:2d} "
                     f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}")
-        self.texts[secs] = text
+        self[secs] = text
         return text
 
 
@@ -153,15 +156,13 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 # "000" to "999": a timestamp's microseconds as two table look-ups (a %06d format of an
 # int cost twice the instructions)
 _DIGITS3 = tuple(f"{i:03d}" for i in range(1000))
-
-
-class _Shape(NamedTuple):
-    """How the encoder reads records with one sequence of keys."""
-
-    head: Any  # itemgetter of host, program, event, pid, time_unix_ns, flags, MSG; None: general path
-    values: Any  # getter of the SD param values, as a tuple; None: no params
-    names: list[str]  # their PARAM-NAMEs, %-escaped for templates
-    templates: dict[tuple[type, ...], tuple[str, int] | None]  # value types → (%-template, '"' count)
+# How the encoder reads records with one sequence of keys: see Rfc5424Encoder._shape
+_Shape = tuple[Any, int, int, dict[Any, Any], list[str]]
+# How it writes those of one sequence of value types: see Rfc5424Encoder._template
+_Template = tuple[str | None, str, Any]
+# SD values that are mostly the same from record to record (those of a file): each
+# template has them written in, as the header values, rather than formatting them again
+_STEADY = frozenset({"time_source", "source", "file_id"})
 
 
 class Rfc5424Encoder:
@@ -206,8 +207,8 @@ class Rfc5424Encoder:
         self._events: dict[Any, tuple[str | None, str]] = {}
         # record key → ' name="' (None for keys that are not SD params)
         self._params: dict[str, str | None] = {k: None for k in _NOT_SD}
-        # the record's keys, in order → _Shape (see _shape)
-        self._shapes: dict[tuple[str, ...], _Shape] = {}
+        # the record's keys, in order → how to read them (see _shape)
+        self._shapes: dict[tuple[str, ...], Any] = {}
         self._head_keys = ("host", "program", "event", "pid", "time_unix_ns", "flags", msg_field)
 
     # -- header pieces (cached: a handful of distinct values per stream)
@@ -246,10 +247,10 @@ class Rfc5424Encoder:
         if type(ns) is not int:
             return NILVALUE
         secs, frac = divmod(ns, 1_000_000_000)
-        head = self._seconds.get(secs)
+        head = self._seconds[secs]
         if head is None:
             return NILVALUE
-        return f"{head}.{frac // 1000:06d}Z"  # microseconds, floored: never a later second
+        return f"{head}{frac // 1000:06d}Z"  # microseconds, floored: never a later second
 
     # -- structured data
 
@@ -275,46 +276,73 @@ class Rfc5424Encoder:
             parts.append(f'{prefix}{escape_param(text)}"')
         return "".join(parts)
 
-    def _shape(self, keys: tuple[str, ...]) -> _Shape:
-        """How to read records with exactly these keys in this order (one event of one parser)."""
-        head = None
+    def _shape(self, keys: tuple[str, ...]) -> _Shape | None:
+        """How to read records with exactly these keys in this order (one event of one
+        parser): (getter of flags, host, program, event, the steady SD values (_STEADY), MSG,
+        pid and the other SD values; the index of MSG in what it gets; the index of
+        ``time_unix_ns``; the templates by value types, header and steady values; the SD
+        keys in order). None: a record without the usual keys (the general path)."""
+        shape = None
         if all(k in keys for k in self._head_keys):  # as Record.to_dict() gives them
-            head = itemgetter(*self._head_keys)
-        chosen = [k for k in keys if k not in _NOT_SD and k != "flags"]
-        values: Any = None
-        if len(chosen) == 1:
-            only = chosen[0]
-            values = lambda r: (r[only],)  # noqa: E731
-        elif chosen:
-            values = itemgetter(*chosen)
-        names = [sd_name(k).replace("%", "%%") for k in chosen]
-        shape = _Shape(head, values, names, {})
+            chosen = [k for k in keys if k not in _NOT_SD and k != "flags"]
+            steady = [k for k in chosen if k in _STEADY]
+            rest = [k for k in chosen if k not in _STEADY]
+            getter = itemgetter("flags", "host", "program", "event", *steady, self.msg_field, "pid", *rest)
+            at = 4 + len(steady)
+            shape = (getter, at, at + 2 + rest.index("time_unix_ns"), {}, chosen)
         if len(self._shapes) > _CACHE_MAX:
             self._shapes.clear()
         self._shapes[keys] = shape
         return shape
 
-    @staticmethod
-    def _template(shape: _Shape, vals: tuple[Any, ...]) -> tuple[str, int] | None:
-        """The %-template for values of these types and its '"' count; None when a type
-        needs the value-by-value path (lists, bools, objects, ...)."""
-        pieces: list[str] | None = []
-        for name, value in zip(shape.names, vals, strict=True):
-            kind = type(value)
-            if kind is NoneType:
-                pieces.append("%.0s")  # consumes the null, prints nothing
-            elif kind is str or kind is int or kind is float:  # ``%s`` writes what param_text does
-                pieces.append(f' {name}="%s"')
-            else:
-                pieces = None
-                break
+    def _template(self, shape: _Shape, vals: tuple[Any, ...], key: tuple[Any, ...]) -> _Template | None:
+        """(PRI text or None when the severity depends on fields; the %-template of
+        "Z HOSTNAME APP-NAME PROCID MSGID [SD-ID params] " for these values' types, header
+        and steady values; getter of the str values that a %s writes, for the escaping
+        check); None when a value needs the general path (a list, a bool, an object, a str
+        pid, a header or steady value that is not a str, ...)."""
+        _, host, program, event = vals[:4]
+        m = shape[1]  # where MSG is
+        pid = vals[m + 1]
+        types = tuple(map(type, vals))
         template = None
-        if pieces is not None:
-            text = "".join(pieces)
-            template = (text, text.count('"'))
-        if len(shape.templates) > 64:
-            shape.templates.clear()
-        shape.templates[tuple(map(type, vals))] = template
+        # Header and steady values are in the key by value, not by type: only str and
+        # None get a template, so no other value equal to one (1, 1.0, True) can hit it.
+        if (all(t is str or t is NoneType for t in types[1:m])
+                and types[m] is str and types[m + 1] in (int, NoneType) and types[shape[2]] is int):
+            pieces = []
+            texts = []  # where the str values are
+            steady = dict(zip([k for k in shape[4] if k in _STEADY], vals[4:m], strict=True))
+            at = m + 2
+            for k in shape[4]:
+                name = sd_name(k)
+                if k in _STEADY:  # written into the template as the general path writes it
+                    text = param_text(steady[k])
+                    if text is not None:
+                        pieces.append(f' {name}="{escape_param(text)}"'.replace("%", "%%"))
+                    continue
+                kind = types[at]
+                if kind is NoneType:
+                    pieces.append("%.0s")  # consumes the null, prints nothing
+                elif kind is str or kind is int or kind is float:  # ``%s`` writes what param_text does
+                    pieces.append(f' {name.replace("%", "%%")}="%s"')
+                    if kind is str:  # (a number's text holds none of '"', "\\" and "]")
+                        texts.append(at)
+                else:
+                    break
+                at += 1
+            else:
+                pri, msgid_sd = self._event(event)
+                head = f" {self._host(host)} {self._cached(self._apps, program, 48)} "
+                head = head.replace("%", "%%") + ("%s" if pid is not None else "%.0s-")
+                # "Z" ending TIMESTAMP to the SP before MSG
+                text = f"Z{head} {msgid_sd.replace('%', '%%')}{''.join(pieces)}{self._msg_sep.replace('%', '%%')}"
+                # (itemgetter of one place gives the value, not a tuple: so twice)
+                template = (pri, text, itemgetter(*texts, texts[0]) if texts else _no_texts)
+        entries = shape[3]
+        if len(entries) > 64:
+            entries.clear()
+        entries[key] = template
         return template
 
     # -- encoding
@@ -331,62 +359,61 @@ class Rfc5424Encoder:
         out: list[str] = []
         append = out.append
         shapes = self._shapes
-        events = self._events
-        hosts, apps = self._hosts, self._apps
-        default_host = self.hostname
-        msg_sep = self._msg_sep
+        general = self._text
+        pris = self._pri
         max_size = self.max_size
-        seconds = self._seconds.get
+        seconds = self._seconds.__getitem__
         digits3 = _DIGITS3
         # The second of the previous record, as nanoseconds and text: log times are mostly
         # increasing, so a subtraction usually replaces a division of a 61-bit int.
         sec_ns, sec_text = 0, seconds(0)
         for rec in records:
             keys = tuple(rec)
-            shape = shapes.get(keys)
-            if shape is None:
+            shape = shapes.get(keys, False)
+            if shape is False:
                 shape = self._shape(keys)
-            if shape.head is None:  # a record without the usual keys: the general path
-                append(self._text(rec))
+            if shape is None:  # a record without the usual keys: the general path
+                append(general(rec))
                 continue
-            host, program, event, pid, ns, flags, msg = shape.head(rec)
-            pri, msgid_sd = (type(event) is str and events.get(event)) or self._event(event)
+            getter, m, at, entries, _ = shape
+            vals = getter(rec)
+            # Header and SD in one %-format per record rather than value by value: a
+            # template for these value types (strings and numbers ``%s``, ``%.0s`` drops
+            # a null) and header and steady values (HOSTNAME, APP-NAME, MSGID, source, ...
+            # written into it). The types pick it (cheaper than searching the text for what
+            # ``%s`` made of a null or a bool); a look for '"', "\\" and "]" in its str
+            # values (one join: a count of '"' in the text cost more) tells that none needs
+            # escaping. Else (other types, flags, escaping) the general path.
+            # Key: (the types of MSG, PROCID and the other SD values; host, program, event
+            # and the steady values)
+            key = (tuple(map(type, vals[m:])), vals[1:m])
+            try:
+                entry = entries.get(key, False)
+            except TypeError:  # an unhashable header value (a list where a name belongs)
+                entry = None
+            if entry is False:
+                entry = self._template(shape, vals, key)
+            if entry is None or vals[0]:  # flags (an odd line's): the general path writes them
+                append(general(rec))
+                continue
+            pri, template, strings = entry
+            texts = "".join(strings(vals))
+            if '"' in texts or "\\" in texts or "]" in texts:
+                append(general(rec))  # a value needs escaping
+                continue
+            tail = template % vals[m + 1:]  # PROCID and the other SD values
             if pri is None:
-                pri = self._pri[severity(rec)]
-            h = default_host if host is None else (
-                type(host) is str and hosts.get(host)) or self._host(host)
-            a = (type(program) is str and apps.get(program)) or self._cached(apps, program, 48)
-            p = NILVALUE if pid is None else str(pid) if type(pid) is int else self._procid(pid)
-            if type(ns) is int:
-                frac = ns - sec_ns
-                if not 0 <= frac < 1_000_000_000:
-                    secs, frac = divmod(ns, 1_000_000_000)
-                    sec_ns, sec_text = ns - frac, seconds(secs)
-                # microseconds, floored: never a later second than the line's
-                ts = NILVALUE if sec_text is None else (
-                    f"{sec_text}.{digits3[frac // 1_000_000]}{digits3[frac // 1000 % 1000]}Z")
-            else:
-                ts = NILVALUE
-            # SD in one %-format per record rather than value by value: a template for
-            # these value types (strings and numbers ``%s``, ``%.0s`` drops a null). The
-            # types pick it (cheaper than searching the text for what ``%s`` made of a
-            # null or a bool); its '"' count and a look for "\\" and "]" tell that no
-            # value needs escaping. Else (other types, or escaping) value by value.
-            sd = None
-            if shape.values is not None and not flags:
-                vals = shape.values(rec)
-                template = shape.templates.get(tuple(map(type, vals)), False)
-                if template is False:
-                    template = self._template(shape, vals)
-                if template is not None:
-                    sd = template[0] % vals
-                    if sd.count('"') != template[1] or "\\" in sd or "]" in sd:
-                        sd = None  # a value needs escaping
-            if sd is None:
-                sd = self._sd_params(rec)
-            if type(msg) is not str:
-                msg = "" if msg is None else str(msg)
-            text = f"{pri}{ts} {h} {a} {p} {msgid_sd}{sd}{msg_sep}{msg}"
+                pri = pris[severity(rec)]
+            ns = vals[at]
+            frac = ns - sec_ns
+            if not 0 <= frac < 1_000_000_000:
+                secs, frac = divmod(ns, 1_000_000_000)
+                sec_ns, sec_text = ns - frac, seconds(secs)
+            if sec_text is None:  # a year out of range: NILVALUE
+                append(general(rec))
+                continue
+            # microseconds, floored: never a later second than the line's
+            text = f"{pri}{sec_text}{digits3[frac // 1_000_000]}{digits3[frac // 1000 % 1000]}{tail}{vals[m]}"
             # len() counts octets only for ASCII (isascii() is O(1)): otherwise encode to count
             if len(text) > max_size or not text.isascii():
                 text = self._fitted(rec, text)
@@ -508,7 +535,7 @@ class Rfc3164Encoder:
 
     def _timestamp(self, ns: Any) -> str:
         secs = ns // 1_000_000_000 if type(ns) is int else int(time.time())
-        return (self._seconds.get(self._local(secs)) or self._seconds.get(self._local(int(time.time())))
+        return (self._seconds[self._local(secs)] or self._seconds[self._local(int(time.time()))]
                 or "Jan  1 00:00:00")
 
     def _local(self, secs: int) -> int:
