@@ -88,6 +88,27 @@ def severity_of_event(event: Any) -> int | None:
     return _BY_EVENT.get(event, INFO) if isinstance(event, str) else INFO
 
 
+# event → the fields besides ``event`` that ``severity`` reads for it (tests/test_rfc5424.py
+# checks that no other field changes the result)
+_FIELDS_READ: dict[str, tuple[str, ...]] = {
+    "delivery": ("result",),
+    "tcp_end": ("signal", "exit_code", "text"),
+    "alert": ("text",),
+    "info": ("text",),
+    "chkuser": ("decision",),
+    **{event: (_LEVEL_FIELD,) for event in _BY_LEVEL},
+    # (simscan and mail are in both, with one field)
+    **{event: (field,) for event, (field, _) in [*_NOTICE_WHEN.items(), *_WARNING_WHEN.items()]},
+    "smtp_decision": (_NOTICE_WHEN["smtp_decision"][0], "check", "condition"),
+}
+
+
+def severity_fields(event: str) -> tuple[str, ...]:
+    """The fields besides ``event`` that the severity of a record of ``event`` depends on
+    (none: ``severity_of_event`` gives it). Lets an encoder remember it by their values."""
+    return _FIELDS_READ.get(event, ())
+
+
 def severity(rec: dict[str, Any]) -> int:
     event = rec.get("event")
     if type(event) is not str:  # not a record of ours: a list would not even hash

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rsyslog_util import parse_sd, split_message
 
+from shipper import severity as severity_module
 from shipper.encode.rfc5424 import (
     NILVALUE,
     Rfc3164Encoder,
@@ -21,6 +22,7 @@ from shipper.encode.rfc5424 import (
     utf8_cut,
 )
 from shipper.parse import LineParser, ParseOptions
+from shipper.severity import severity, severity_fields
 
 NS = 1_514_836_263_121_918_500  # 2018-01-01T19:51:03.121918500Z
 
@@ -323,6 +325,53 @@ def test_fast_path_with_odd_header_and_steady_values_writes_what_the_general_pat
         fast = fast_enc.encode_batch(batch + batch)  # the second time with the templates made
         general = [general_enc._text(rec).encode("utf-8", "replace") for rec in batch + batch]
         assert fast == general
+
+
+class _Reads(dict):
+    """A record that notes which of its fields are read."""
+
+    def __init__(self, fields: dict) -> None:
+        super().__init__(fields)
+        self.read: set[str] = set()
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key):
+        self.read.add(key)
+        return super().__contains__(key)
+
+
+# every value severity.py compares a field with, and some others
+_SEVERITY_VALUES = [None, 0, 1, "", True, "AUTH", "DATA", "missing", "Virus_Infected", "crashed", "a got TERM",
+                    "a ordered to quit by b", "pid 1 has shutdown", "queue1 died", "rejected rcpt", "intrusion x",
+                    "mbx overquota", "no auth resource", "accepted rcpt", "failure", "deferral", "success",
+                    _Text("Reject"),
+                    *sorted({v for table in (severity_module._NOTICE_WHEN, severity_module._WARNING_WHEN)
+                             for _, values in table.values() for v in values}),
+                    *sorted({level for levels in severity_module._BY_LEVEL.values() for level in levels})]
+
+
+@pytest.mark.parametrize("event", sorted(severity_module._BY_FIELDS))
+def test_severity_reads_only_its_fields(event):
+    """The encoder remembers PRI by the values of ``severity_fields(event)``: severity may
+    read no other field. Every branch is walked: each field it reads is set to each value
+    it is compared with, and the record read again."""
+    allowed = {"event", *severity_fields(event)}
+    todo, walked = [{"event": event}], 0
+    while todo and walked < 500_000:
+        rec = todo.pop()
+        reads = _Reads(rec)
+        severity(reads)
+        walked += 1
+        assert reads.read <= allowed, (rec, reads.read - allowed)
+        todo += [{**rec, key: value} for key in sorted(reads.read - rec.keys()) for value in _SEVERITY_VALUES]
+    assert not todo
 
 
 def test_time_zero_and_seconds_in_any_order():

@@ -43,7 +43,7 @@ from types import NoneType
 from typing import Any
 
 from shipper.encode import SCALARS, json_text
-from shipper.severity import severity, severity_of_event
+from shipper.severity import severity, severity_fields, severity_of_event
 
 NILVALUE = "-"
 FACILITY_MAIL = 2
@@ -157,9 +157,9 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 # int cost twice the instructions)
 _DIGITS3 = tuple(f"{i:03d}" for i in range(1000))
 # How the encoder reads records with one sequence of keys: see Rfc5424Encoder._shape
-_Shape = tuple[Any, int, int, dict[Any, Any], list[str]]
+_Shape = tuple[Any, Any, int, dict[Any, Any], list[str], list[Any]]
 # How it writes those of one sequence of value types: see Rfc5424Encoder._template
-_Template = tuple[str | None, str, Any]
+_Template = tuple[str | None, str, Any, Any, dict[Any, str]]
 # SD values that are mostly the same from record to record (those of a file): each
 # template has them written in, as the header values, rather than formatting them again
 _STEADY = frozenset({"time_source", "source", "file_id"})
@@ -278,42 +278,42 @@ class Rfc5424Encoder:
 
     def _shape(self, keys: tuple[str, ...]) -> _Shape | None:
         """How to read records with exactly these keys in this order (one event of one
-        parser): (getter of flags, host, program, event, the steady SD values (_STEADY), MSG,
-        pid and the other SD values; the index of MSG in what it gets; the index of
-        ``time_unix_ns``; the templates by value types, header and steady values; the SD
-        keys in order). None: a record without the usual keys (the general path)."""
+        parser): (getter of host, program, event and the steady SD values (_STEADY); getter
+        of pid, the other SD values and MSG; the index of ``time_unix_ns`` in what that
+        gets; the templates by value types, header and steady values; the SD keys in
+        order; [the last key, its template]). None: a record without the usual keys (the general path)."""
         shape = None
         if all(k in keys for k in self._head_keys):  # as Record.to_dict() gives them
             chosen = [k for k in keys if k not in _NOT_SD and k != "flags"]
             steady = [k for k in chosen if k in _STEADY]
             rest = [k for k in chosen if k not in _STEADY]
-            getter = itemgetter("flags", "host", "program", "event", *steady, self.msg_field, "pid", *rest)
-            at = 4 + len(steady)
-            shape = (getter, at, at + 2 + rest.index("time_unix_ns"), {}, chosen)
+            shape = (itemgetter("host", "program", "event", *steady), itemgetter("pid", *rest, self.msg_field),
+                     1 + rest.index("time_unix_ns"), {}, chosen, [None, None])
         if len(self._shapes) > _CACHE_MAX:
             self._shapes.clear()
         self._shapes[keys] = shape
         return shape
 
-    def _template(self, shape: _Shape, vals: tuple[Any, ...], key: tuple[Any, ...]) -> _Template | None:
+    def _template(self, shape: _Shape, head: tuple[Any, ...], vals: tuple[Any, ...],
+                  key: tuple[Any, ...]) -> _Template | None:
         """(PRI text or None when the severity depends on fields; the %-template of
         "Z HOSTNAME APP-NAME PROCID MSGID [SD-ID params] " for these values' types, header
         and steady values; getter of the str values that a %s writes, for the escaping
-        check); None when a value needs the general path (a list, a bool, an object, a str
+        check; getter of the values the severity depends on, and their PRI texts so far);
+        None when a value needs the general path (a list, a bool, an object, a str
         pid, a header or steady value that is not a str, ...)."""
-        _, host, program, event = vals[:4]
-        m = shape[1]  # where MSG is
-        pid = vals[m + 1]
-        types = tuple(map(type, vals))
+        host, program, event = head[:3]
+        pid = vals[0]
+        types = key[0]
         template = None
         # Header and steady values are in the key by value, not by type: only str and
         # None get a template, so no other value equal to one (1, 1.0, True) can hit it.
-        if (all(t is str or t is NoneType for t in types[1:m])
-                and types[m] is str and types[m + 1] in (int, NoneType) and types[shape[2]] is int):
+        if (all(type(v) is str or v is None for v in head)
+                and types[-1] is str and types[0] in (int, NoneType) and types[shape[2]] is int):
             pieces = []
             texts = []  # where the str values are
-            steady = dict(zip([k for k in shape[4] if k in _STEADY], vals[4:m], strict=True))
-            at = m + 2
+            steady = dict(zip([k for k in shape[4] if k in _STEADY], head[3:], strict=True))
+            at = 1
             for k in shape[4]:
                 name = sd_name(k)
                 if k in _STEADY:  # written into the template as the general path writes it
@@ -333,12 +333,24 @@ class Rfc5424Encoder:
                 at += 1
             else:
                 pri, msgid_sd = self._event(event)
-                head = f" {self._host(host)} {self._cached(self._apps, program, 48)} "
-                head = head.replace("%", "%%") + ("%s" if pid is not None else "%.0s-")
-                # "Z" ending TIMESTAMP to the SP before MSG
-                text = f"Z{head} {msgid_sd.replace('%', '%%')}{''.join(pieces)}{self._msg_sep.replace('%', '%%')}"
+                header = f" {self._host(host)} {self._cached(self._apps, program, 48)} "
+                header = header.replace("%", "%%") + ("%s" if pid is not None else "%.0s-")
+                # "Z" ending TIMESTAMP to MSG
+                text = f"Z{header} {msgid_sd.replace('%', '%%')}{''.join(pieces)}{self._msg_sep.replace('%', '%%')}%s"
+                # Severity by the fields it depends on (severity_fields), remembered by
+                # their values: its call for each record cost a tenth of the encoder.
+                by_fields: Any = None
+                if pri is None:
+                    fields = severity_fields(event)  # (a str: a null event is info)
+                    if not any(f in _NOT_SD or f == "flags" for f in fields):
+                        rest = [k for k in shape[4] if k not in _STEADY]
+                        places = [1 + rest.index(f) for f in fields if f in rest]
+                        if places:
+                            by_fields = itemgetter(*places)
+                        else:  # none of them in these records
+                            pri = self._pri[severity({"event": event})]
                 # (itemgetter of one place gives the value, not a tuple: so twice)
-                template = (pri, text, itemgetter(*texts, texts[0]) if texts else _no_texts)
+                template = (pri, text, itemgetter(*texts, texts[0]) if texts else _no_texts, by_fields, {})
         entries = shape[3]
         if len(entries) > 64:
             entries.clear()
@@ -375,8 +387,9 @@ class Rfc5424Encoder:
             if shape is None:  # a record without the usual keys: the general path
                 append(general(rec))
                 continue
-            getter, m, at, entries, _ = shape
-            vals = getter(rec)
+            head_of, vals_of, at, entries, _, last = shape
+            head = head_of(rec)
+            vals = vals_of(rec)
             # Header and SD in one %-format per record rather than value by value: a
             # template for these value types (strings and numbers ``%s``, ``%.0s`` drops
             # a null) and header and steady values (HOSTNAME, APP-NAME, MSGID, source, ...
@@ -384,26 +397,37 @@ class Rfc5424Encoder:
             # ``%s`` made of a null or a bool); a look for '"', "\\" and "]" in its str
             # values (one join: a count of '"' in the text cost more) tells that none needs
             # escaping. Else (other types, flags, escaping) the general path.
-            # Key: (the types of MSG, PROCID and the other SD values; host, program, event
+            # Key: (the types of PROCID, the other SD values and MSG; host, program, event
             # and the steady values)
-            key = (tuple(map(type, vals[m:])), vals[1:m])
-            try:
-                entry = entries.get(key, False)
-            except TypeError:  # an unhashable header value (a list where a name belongs)
-                entry = None
-            if entry is False:
-                entry = self._template(shape, vals, key)
-            if entry is None or vals[0]:  # flags (an odd line's): the general path writes them
+            key = (tuple(map(type, vals)), head)
+            if key == last[0]:  # as the shape's last record: no hashing of the key
+                entry = last[1]
+            else:
+                try:
+                    entry = entries.get(key, False)
+                except TypeError:  # an unhashable header value (a list where a name belongs)
+                    entry = None
+                if entry is False:
+                    entry = self._template(shape, head, vals, key)
+                last[:] = key, entry
+            if entry is None or rec["flags"]:  # flags (an odd line's): the general path writes them
                 append(general(rec))
                 continue
-            pri, template, strings = entry
+            pri, template, strings, by_fields, severities = entry
             texts = "".join(strings(vals))
             if '"' in texts or "\\" in texts or "]" in texts:
                 append(general(rec))  # a value needs escaping
                 continue
-            tail = template % vals[m + 1:]  # PROCID and the other SD values
             if pri is None:
-                pri = pris[severity(rec)]
+                if by_fields is None:
+                    pri = pris[severity(rec)]
+                else:
+                    fields = by_fields(vals)
+                    pri = severities.get(fields)
+                    if pri is None:
+                        if len(severities) > 256:
+                            severities.clear()
+                        pri = severities[fields] = pris[severity(rec)]
             ns = vals[at]
             frac = ns - sec_ns
             if not 0 <= frac < 1_000_000_000:
@@ -413,7 +437,7 @@ class Rfc5424Encoder:
                 append(general(rec))
                 continue
             # microseconds, floored: never a later second than the line's
-            text = f"{pri}{sec_text}{digits3[frac // 1_000_000]}{digits3[frac // 1000 % 1000]}{tail}{vals[m]}"
+            text = f"{pri}{sec_text}{digits3[frac // 1_000_000]}{digits3[frac // 1000 % 1000]}{template % vals}"
             # len() counts octets only for ASCII (isascii() is O(1)): otherwise encode to count
             if len(text) > max_size or not text.isascii():
                 text = self._fitted(rec, text)
