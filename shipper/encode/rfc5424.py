@@ -281,7 +281,8 @@ class Rfc5424Encoder:
         parser): (getter of host, program, event and the steady SD values (_STEADY); getter
         of pid, the other SD values and MSG; the index of ``time_unix_ns`` in what that
         gets; the templates by value types, header and steady values; the SD keys in
-        order; [the last key, its template]). None: a record without the usual keys (the general path)."""
+        order; [the last key, its template]). None: a record without the usual keys (the
+        general path)."""
         shape = None
         if all(k in keys for k in self._head_keys):  # as Record.to_dict() gives them
             chosen = [k for k in keys if k not in _NOT_SD and k != "flags"]
@@ -297,8 +298,8 @@ class Rfc5424Encoder:
     def _template(self, shape: _Shape, head: tuple[Any, ...], vals: tuple[Any, ...],
                   key: tuple[Any, ...]) -> _Template | None:
         """(PRI text or None when the severity depends on fields; the %-template of
-        "Z HOSTNAME APP-NAME PROCID MSGID [SD-ID params] " for these values' types, header
-        and steady values; getter of the str values that a %s writes, for the escaping
+        "Z HOSTNAME APP-NAME PROCID MSGID [SD-ID params] MSG" for these values' types,
+        header and steady values; getter of the str values that a %s writes, for the escaping
         check; getter of the values the severity depends on, and their PRI texts so far);
         None when a value needs the general path (a list, a bool, an object, a str
         pid, a header or steady value that is not a str, ...)."""
@@ -307,7 +308,8 @@ class Rfc5424Encoder:
         types = key[0]
         template = None
         # Header and steady values are in the key by value, not by type: only str and
-        # None get a template, so no other value equal to one (1, 1.0, True) can hit it.
+        # None get a template, so no other value equal to one (1, 1.0, True) can hit it
+        # (a str subclass can, and is written the same, but with a __str__ of its own).
         if (all(type(v) is str or v is None for v in head)
                 and types[-1] is str and types[0] in (int, NoneType) and types[shape[2]] is int):
             pieces = []
@@ -390,7 +392,7 @@ class Rfc5424Encoder:
             head_of, vals_of, at, entries, _, last = shape
             head = head_of(rec)
             vals = vals_of(rec)
-            # Header and SD in one %-format per record rather than value by value: a
+            # From the timestamp's "Z" to MSG in one %-format per record, not value by value: a
             # template for these value types (strings and numbers ``%s``, ``%.0s`` drops
             # a null) and header and steady values (HOSTNAME, APP-NAME, MSGID, source, ...
             # written into it). The types pick it (cheaper than searching the text for what
