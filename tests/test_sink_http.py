@@ -354,6 +354,26 @@ async def test_413_sends_the_batch_again_in_parts_and_keeps_them_small(peer: Pee
         await sink.close()
 
 
+async def test_413s_below_the_learned_floor_still_split_and_never_recurse_forever(peer: Peer):
+    """Found by fault injection (a proxy's limit dropped below one record): once the learned
+    limit sat at its 1 KiB floor, a 413 for a two-record body under it sent that same body
+    again and again until RecursionError took the whole daemon down."""
+    recs = fixture_records()[:6]
+    peer.too_large = 100  # every record alone is too large
+    sink = HttpSink(peer.url, "ndjson", name="siem")
+    try:
+        with pytest.raises(PermanentError) as info:
+            await deliver(sink, recs, FAST)
+        assert info.value.refused is None and "413" in str(info.value)  # all refused
+        # each record tried alone once; halves tried once each: 1 + 2 + 4 + 6 at most
+        assert len(peer.requests) <= 13
+        singles = [orjson.loads(r["body"])["event_id"] for r in peer.requests
+                   if r["body"].count(b"\n") == 1]
+        assert sorted(singles) == sorted(r["event_id"] for r in recs)
+    finally:
+        await sink.close()
+
+
 async def test_a_413_for_one_record_refuses_that_record_only(peer: Peer):
     """Found by fault injection: one record too large for the peer dead-lettered its whole
     batch, records never sent included."""

@@ -306,12 +306,18 @@ class HttpSink:
             if self._columns != before:
                 raise SinkError(f"{what}: the table's columns changed; sending again: {text}")
         if status == 413 and len(records) > 1:
-            # Too large for the peer: learn its limit, send the batch again in parts.
+            # Too large for the peer: learn its limit, send the batch again in halves.
             self.stats.sent -= len(records)
-            self.max_batch_bytes = max(1024, min(self.max_batch_bytes, len(body.body) // 2))
-            log.warning("%s: HTTP 413 for %d bytes; sending batches of at most %d bytes from now on",
-                        self.name, len(body.body), self.max_batch_bytes)
-            return await self._send_parts(records)
+            limit = max(1024, min(self.max_batch_bytes, len(body.body) // 2))
+            if limit < self.max_batch_bytes:  # said once per step down, not once per part
+                self.max_batch_bytes = limit
+                log.warning("%s: HTTP 413 for %d bytes; sending batches of at most %d bytes from now on",
+                            self.name, len(body.body), limit)
+            # Halved here, not by the limit: at its floor a part under it would go again
+            # whole, forever (found by fault injection: RecursionError ended the daemon).
+            half = len(records) // 2
+            first = await self._send_parts(records[:half])
+            return first + [half + i for i in await self._send_parts(records[half:])]
         if status == 413:  # one record the peer will never take: that record only
             self._refusal = self._refusal or PermanentError(f"{what} for one record of {len(body.body)} bytes"
                                            + (f": {text}" if text else ""), response=text)
