@@ -832,3 +832,75 @@ async def test_clickhouse_refusal_of_a_changed_table_is_sent_again_not_dead_lett
     last = [orjson.loads(x) for x in peer.requests[3]["body"].split(b"\n", 1)[1].splitlines()]
     assert all("pid" not in row and "pid" in orjson.loads(row["fields"]) for row in last)
     assert sink.stats.acked == 2 and sink.stats.failed == 1
+
+
+def _slow_reader(srv: socket.socket, rate: int, got: list[bytes], stop: threading.Event) -> None:
+    """One HTTP request read at ``rate`` bytes/s, then answered 200 (a receiver on a slow
+    link, or one busy elsewhere)."""
+    srv.settimeout(10)
+    conn, _ = srv.accept()
+    with conn:
+        conn.settimeout(10)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(1024)
+        head, body = data.split(b"\r\n\r\n", 1)
+        n = int(next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")))
+        step = rate // 20
+        while len(body) < n and not stop.is_set():
+            body += conn.recv(min(step, n - len(body)))
+            time.sleep(0.05)
+        got.append(body)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+async def test_a_receiver_reading_slower_than_the_timeout_still_gets_the_batch():
+    """Found by fault injection: a receiver taking 30 kB/s never got a 500 kB batch. One
+    sendall had to be done within `timeout`, then the answer too, so every try timed
+    out, the whole batch went again, and nothing was ever delivered (while a receiver
+    that kept what it had read stored each try: duplicates). `timeout` is how long the
+    peer may take nothing and say nothing."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # (the kernel doubles it)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    got: list[bytes] = []
+    stop = threading.Event()
+    reader = threading.Thread(target=_slow_reader, args=(srv, 400_000, got, stop), daemon=True)
+    reader.start()
+    recs = [dict(r, message="x" * 8000) for r in fixture_records()] * 4
+    sink = HttpSink(f"http://127.0.0.1:{srv.getsockname()[1]}/", "ndjson", gzip=False, timeout=0.5)
+    try:
+        t0 = time.monotonic()
+        await asyncio.wait_for(sink.send(recs), 20)  # old code: SinkError "timed out"
+        took = time.monotonic() - t0
+        assert len(got) == 1 and len(got[0].splitlines()) == len(recs) and len(got[0]) > 1_000_000
+        assert took > 2.0  # it really was slower than the timeout, four times over
+    finally:
+        stop.set()
+        await sink.close()
+        reader.join(5)
+        srv.close()
+
+
+async def test_a_receiver_that_read_the_body_and_says_nothing_still_times_out():
+    """Waiting while the peer reads is no waiting forever: once it has all and answers
+    nothing, `timeout` ends the try."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    held: list[socket.socket] = []
+    loop = asyncio.get_running_loop()
+    accepting = loop.run_in_executor(None, lambda: held.append(srv.accept()[0]))
+    sink = HttpSink(f"http://127.0.0.1:{srv.getsockname()[1]}/", "ndjson", timeout=0.5)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(SinkError, match="timed out"):
+            await asyncio.wait_for(sink.send(fixture_records()[:2]), 10)
+        assert 0.4 < time.monotonic() - t0 < 3
+        await asyncio.wait_for(accepting, 5)
+    finally:
+        for c in held:
+            c.close()
+        await sink.close()
+        srv.close()
