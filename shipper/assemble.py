@@ -306,6 +306,7 @@ class Assembly:
             m.sink_dead_lettered.set(s.dead_lettered, sink=name)
             m.sink_truncated.set(s.truncated, sink=name)
             m.sink_connected.set(1 if s.connected else 0, sink=name)
+            m.sink_failing.set(1 if s.failing else 0, sink=name)
             if s.last_error:
                 set_last_error(m.sink_last_error, name, s.last_error)
             q = route.queue

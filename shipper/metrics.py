@@ -191,6 +191,7 @@ class ShipperMetrics:
     sink_dead_lettered: Metric
     sink_truncated: Metric
     sink_connected: Metric
+    sink_failing: Metric
     sink_last_error: Metric
     buffer_bytes: Metric
     buffer_records: Metric
@@ -247,6 +248,9 @@ def declare_shipper_metrics(registry: Registry, state_dir: str = "") -> ShipperM
                                  "Records cut to fit a size limit (flagged, not dropped).", ("sink",)),
         sink_connected=r.gauge("shipper_sink_connected", "1 when the sink's connection is up.",
                                ("sink",)),
+        sink_failing=r.gauge("shipper_sink_failing",
+                             "1 while the sink's delivery attempts fail (its last one failed), "
+                             "connected or not.", ("sink",)),
         sink_last_error=r.gauge("shipper_sink_last_error_info",
                                 "The sink's last error (value 1; one series per sink).",
                                 ("sink", "error")),

@@ -55,20 +55,23 @@ def render(metrics: dict[str, list[tuple[dict[str, str], float]]]) -> str:
         lines.append(f"{src[-50:]:50} {n:>12,.0f} {_size(unread.get(src, 0)):>10} "
                      f"{lag.get(src, 0):>8.1f} {gaps.get(src, 0):>6,.0f}")
     lines.append("")
-    lines.append(f"{'sink':20} {'state':>6} {'acked':>12} {'retried':>9} {'buffered':>10} {'oldest s':>9} "
+    lines.append(f"{'sink':20} {'state':>7} {'acked':>12} {'retried':>9} {'buffered':>10} {'oldest s':>9} "
                  "last error")
     up = _by(metrics, "shipper_sink_connected", "sink")
     acked = _by(metrics, "shipper_sink_acked_total", "sink")
     retried = _by(metrics, "shipper_sink_retried_total", "sink")
     depth = _by(metrics, "shipper_buffer_records", "sink")
     age = _by(metrics, "shipper_buffer_oldest_age_seconds", "sink")
+    failing = _by(metrics, "shipper_sink_failing", "sink")
     errors = {lb.get("sink", ""): lb.get("error", "") for lb, _ in metrics.get("shipper_sink_last_error_info", [])}
     for sink in sorted(set(acked) | set(depth)):
         # not connected and never failed: nothing to send yet ("idle"); a connected
-        # sink's last error is history, not its state
-        error = "" if up.get(sink) else errors.get(sink, "")
-        state = "up" if up.get(sink) else "down" if error else "idle"
-        lines.append(f"{sink:20} {state:>6} {acked.get(sink, 0):>12,.0f} "
+        # sink's last error is history, not its state, unless its tries fail now
+        # (a receiver answering 500 to every batch, or never answering, keeps the
+        # connection up: found by fault injection, "up" with no error while nothing moved)
+        error = "" if up.get(sink) and not failing.get(sink) else errors.get(sink, "")
+        state = ("failing" if failing.get(sink) else "up") if up.get(sink) else "down" if error else "idle"
+        lines.append(f"{sink:20} {state:>7} {acked.get(sink, 0):>12,.0f} "
                      f"{retried.get(sink, 0):>9,.0f} {depth.get(sink, 0):>10,.0f} {age.get(sink, 0):>9.1f} "
                      f"{error[:60]}")
     return "\n".join(lines)

@@ -3,12 +3,15 @@ restarts and stops under load, also under real daemontools `supervise`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -645,3 +648,89 @@ def test_a_config_refused_at_start_is_said_as_the_daemon_logs(tmp_path, fmt):
         assert json.loads(line) == {"level": "error", "logger": "shipper", "msg": said}
     else:
         assert line == f"ERROR shipper: {said}"
+
+
+def _http_500_peer() -> tuple[socket.socket, threading.Event]:
+    """A receiver that keeps the connection and answers every POST 500 with ClickHouse's
+    text (18.16 answers 500 to a row it cannot take, every time)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(5)
+    srv.settimeout(0.2)
+    done = threading.Event()
+    answer = (b"Code: 395, e.displayText() = DB::Exception: Value passed to 'throwIf' function is "
+              b"non zero\n")
+
+    def serve() -> None:
+        conns: list[socket.socket] = []
+        while not done.is_set():
+            try:
+                c, _ = srv.accept()
+            except TimeoutError:
+                continue
+            conns.append(c)
+            threading.Thread(target=answer_all, args=(c,), daemon=True).start()
+        for c in conns:
+            c.close()
+
+    def answer_all(c: socket.socket) -> None:
+        f = c.makefile("rb")
+        with contextlib.suppress(OSError, ValueError):
+            while not done.is_set():
+                head = [f.readline()]
+                while head[-1] not in (b"\r\n", b""):
+                    head.append(f.readline())
+                if head[-1] == b"":
+                    return
+                n = next(int(h.split(b":")[1]) for h in head if h.lower().startswith(b"content-length"))
+                f.read(n)
+                c.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n%s"
+                          % (len(answer), answer))
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, done
+
+
+def test_status_says_failing_for_a_connected_sink_whose_every_batch_is_refused(tmp_path):
+    """Found by fault injection: a ClickHouse answering 500 to every batch (one row it
+    cannot take) keeps the connection up, and `shipper status` said "up" with no error
+    while nothing moved; now the sink is "failing", with the receiver's words."""
+    logdir = tmp_path / "log" / "send"
+    logdir.mkdir(parents=True)
+    (logdir / "current").write_bytes(b"@400000006b02a2aa2bcb057c qmail: 1 status: local 0/10 remote 0/20\n")
+    srv, done = _http_500_peer()
+    mport = free_port()
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f"""
+state_dir = "{tmp_path / 'state'}"
+drain_timeout = "1s"
+[metrics]
+listen = "127.0.0.1:{mport}"
+[sources.send]
+type = "multilog"
+paths = ["{logdir}"]
+start_position = "all"
+[sinks.ch]
+type = "http"
+url = "http://127.0.0.1:{srv.getsockname()[1]}/"
+format = "ndjson"
+batch_max_age = "100ms"
+""")
+    proc = _start_ready(cfg, tmp_path / "shipper.log")
+    try:
+        deadline = time.monotonic() + 20
+        while _metric(_scrape(mport), "shipper_sink_failures_total", sink="ch") < 2:
+            assert time.monotonic() < deadline, _scrape(mport)
+            time.sleep(0.1)
+        text = _scrape(mport)
+        assert _metric(text, "shipper_sink_connected", sink="ch") == 1  # kept alive
+        assert _metric(text, "shipper_sink_failing", sink="ch") == 1
+        st = subprocess.run([sys.executable, "-m", "shipper", "status", "-c", str(cfg)],
+                            capture_output=True, text=True, timeout=30)
+        row = next(r for r in st.stdout.splitlines() if r.split()[:1] == ["ch"])
+        assert row.split()[1] == "failing", st.stdout
+        assert "HTTP 500 Internal Server Error" in row, st.stdout
+    finally:
+        done.set()
+        _stop(proc)
+        srv.close()

@@ -188,6 +188,7 @@ class SinkStats:
     dead_lettered: int = 0  # records refused for good
     truncated: int = 0  # records cut to fit a size limit (flagged, not dropped)
     connected: bool = False
+    failing: bool = False  # the last attempt failed: a sink can be connected and failing
     last_error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -287,10 +288,12 @@ async def deliver(sink: Sink, records: list[dict[str, Any]], backoff: Backoff | 
                 log.info("sink %s: delivering again after %d failed attempts", sink.name,
                          backoff.attempt)
             backoff.reset()
+            sink.stats.failing = False
             return True
         except SinkError as exc:
             first = False
             sink.stats.failed += 1
+            sink.stats.failing = True
             # what a peer sent may be in the text: never raw control bytes into the log
             # or a metric label (terminal escapes, a CR splitting one warning in two)
             why = printable(str(exc))
