@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import email.utils
 import gzip
 import http.client
@@ -903,4 +904,40 @@ async def test_a_receiver_that_read_the_body_and_says_nothing_still_times_out():
         for c in held:
             c.close()
         await sink.close()
+        srv.close()
+
+
+@pytest.mark.parametrize(("answer", "said"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart",
+     "the connection closed in the middle of the answer (4 bytes of its body came)"),
+    (b"HTTTP/1.1 2OO OK\r\n\r\n", "not an HTTP answer: HTTTP/1.1 2OO OK\\r\\n"),
+    (b"", "the receiver closed the connection without answering"),
+])
+async def test_a_broken_answer_is_said_as_what_the_receiver_did(answer: bytes, said: str):
+    """Found by fault injection: a receiver closing mid-answer was logged as
+    "IncompleteRead: IncompleteRead(0 bytes read)", http.client's class names."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(10)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = srv.accept()
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                conn.sendall(answer)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    sink = HttpSink(f"http://127.0.0.1:{srv.getsockname()[1]}/", "ndjson", timeout=5)
+    try:
+        with pytest.raises(SinkError) as info:
+            await asyncio.wait_for(sink.send(fixture_records()[:1]), 10)
+        assert str(info.value) == f"{sink.url}: {said}"
+    finally:
+        await sink.close()
+        t.join(5)
         srv.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import http.client
 import logging
 import os
 import random
@@ -39,6 +40,14 @@ _VERIFY_HINTS = {
 
 def describe_error(exc: BaseException) -> str:
     """One clear line for a connection error, for every sink's log and metrics."""
+    # http.client's words are its class names ("IncompleteRead: IncompleteRead(0 bytes
+    # read)"): said here as what the receiver did (found by fault injection)
+    if isinstance(exc, http.client.IncompleteRead):
+        return f"the connection closed in the middle of the answer ({len(exc.partial)} bytes of its body came)"
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return "the receiver closed the connection without answering"
+    if isinstance(exc, http.client.BadStatusLine | http.client.LineTooLong):
+        return f"not an HTTP answer: {printable(str(exc), 100)}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         hint = _VERIFY_HINTS.get(exc.verify_code or 0)
         return (f"TLS certificate verification failed: {exc.verify_message or exc.reason or exc}"
