@@ -215,6 +215,41 @@ def test_batch_dicts_equal_records_without_offsets_or_file_id_and_across_seconds
     assert [d["event_id"] for d in ids] == ["ab-0", "ab-28", "ab-50", "ab-78", "ab-100000000"]
 
 
+def test_a_repeated_status_text_gives_each_line_its_own_fields():
+    """The batch loop keeps dispatch()'s result for texts a log repeats (qmail-send's
+    and tcpserver's status): every line still gets its own fields dict, equal to what
+    parse() gives, and a record changed downstream changes no later one."""
+    texts = [b"status: local 1/10 remote 0/120", b"tcpserver: status: 3/40", b"new msg 7",
+             b"status: local 1/10 remote 0/120", b"tcpserver: status: 3/40"]
+    lines = [b"@4000000069300000%08x %s" % (i, t) for i, t in enumerate(texts)]
+    for as_dicts in (False, True):
+        parser = LineParser(None, "src", "ab")
+        first = parser._parse_batch(lines[:2], [0, 60], 7, as_dicts)
+        fields = first if as_dicts else [r.fields for r in first]
+        fields[0]["local_active"] = 99  # a transform's change
+        fields[1]["children"] = 99
+        fields[0]["extra"] = fields[1]["extra"] = "x"
+        again = parser._parse_batch(lines, list(range(0, 300, 60)), 7, as_dicts)
+        one = LineParser(None, "src", "ab")
+        expected = [one.parse(ln, off, 7) for ln, off in zip(lines, range(0, 300, 60), strict=True)]
+        got = again if as_dicts else [r.to_dict() for r in again]
+        assert got == [r.to_dict() for r in expected]
+        assert got[3]["local_active"] == 1 and got[4]["children"] == 3
+        assert "extra" not in got[0] and "extra" not in got[4]
+        assert got[0]["local_active"] == 1 and got[3]["remote_max"] == 120
+        assert (got[3] if as_dicts else again[3].fields) is not (got[0] if as_dicts else again[0].fields)
+
+
+@pytest.mark.parametrize(("nanos", "text"), [
+    (0, "000000000"), (99_999_999, "099999999"), (100_000_000, "100000000"),
+    (999_999_999, "999999999")])
+def test_the_time_text_has_nine_digits_of_nanoseconds(nanos, text):
+    # the batch loop writes nanoseconds of nine digits without a format spec
+    line = b"@4000000069300000%08x new msg 1" % nanos
+    d = LineParser().parse_batch_dicts([line], [0])[0]
+    assert d["time"] == f"2025-12-03T09:16:38.{text}Z" == LineParser().parse(line).to_dict()["time"]
+
+
 _DIGITS = re.compile(rb"\d+")
 
 
