@@ -535,3 +535,17 @@ def test_indimail_lines_from_its_source():
 def test_delivery_text_keeps_literal_slashes(raw: str, text: str) -> None:
     f = qmail_send.delivery_text_fields(raw)
     assert f["text"] == text and f["text_raw"] == raw
+
+
+def test_a_repeated_delivery_report_gives_each_line_its_own_fields():
+    # the report's fields are kept by its text (local deliveries repeat "did_0+0+1/"):
+    # a line's fields changed downstream change no other line's
+    first = qmail_send.parse("delivery 1: success: did_0+0+1/")
+    assert first is not None
+    first[1]["text"] = "changed"
+    first[1]["smtp_code"] = 250
+    assert qmail_send.parse("delivery 2: success: did_0+0+1/") == (
+        "delivery", {"delivery": 2, "result": "success", "text": "did 0+0+1", "text_raw": "did_0+0+1/"})
+    assert qmail_send.parse("delivery 3: failure: did_0+0+1/ queue2") == (
+        "delivery", {"delivery": 3, "result": "failure", "text": "did 0+0+1", "text_raw": "did_0+0+1/",
+                     "queue": "queue2"})
