@@ -236,6 +236,11 @@ LITERALS = [
      {"level": "fatal", "errno": 111,
       "text": "unable to accept TLS from: 1.2.3.4 for pid: 4711 error:0A000412:SSL routines::sslv3 "
               "alert bad certificate", "remote_ip": "1.2.3.4", "conn_pid": 4711}),
+    # ucspi-ssl's error_warn(): OpenSSL's queued errors as they are (ERR_error_string_n)
+    ("sslserver: error:0A000086:SSL routines::certificate verify failed", "sslserver", "tcp_error", None,
+     {"level": "error", "text": "error:0A000086:SSL routines::certificate verify failed"}),
+    ("sslserver: error:0A000086:SSL_routines \r", "sslserver", "tcp_error", None,
+     {"level": "error", "text": "error:0A000086:SSL_routines"}),
     ("sslserver: error: (110) no client certificate from: 2001:db8::7 for pid: 4712",
      "sslserver", "tcp_error", None,
      {"level": "error", "errno": 110, "text": "no client certificate from: 2001:db8::7 for pid: 4712",

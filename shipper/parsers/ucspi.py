@@ -137,13 +137,19 @@ def _error(level: str, rest: str) -> Parsed:
     return "tcp_error", f
 
 
+def _openssl_error(word: str, text: str) -> Parsed | None:
+    """ucspi-ssl's queued OpenSSL error (``word`` the text's first word), or None."""
+    if word[:6] == "error:" and _OPENSSL_ERR_RE.match(word) is not None:
+        return "tcp_error", {"level": "error", "text": text.rstrip()}
+    return None
+
+
 def _server(text: str) -> Parsed | None:
     """tcpserver and sslserver text (after ``tcpserver: `` / ``sslserver: ``)."""
     word, sp, rest = text.rstrip().partition(" ")
-    if word[:6] == "error:" and _OPENSSL_ERR_RE.match(word) is not None:
-        return "tcp_error", {"level": "error", "text": text.rstrip()}
     if not sp or not word:
-        return None
+        return _openssl_error(word, text)
+    # the everyday words first: their lines are a third of a mail log
     if word == "status:":
         seen = _STATUS_SEEN.get(rest)
         if seen is not None:
@@ -222,6 +228,8 @@ def _server(text: str) -> Parsed | None:
         if m.group(2):
             f["tls"] = m.group(2)
         return "tls_accept", f
+    if (got := _openssl_error(word, text)) is not None:
+        return got
     if word[-1] == ":" and word[:-1] in _ERROR_LEVELS:
         return _error(word[:-1], rest)
     if word == "info:":  # fehQlibs logmsg's info class ("valid client cert received from: IP")
