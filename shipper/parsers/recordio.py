@@ -47,6 +47,7 @@ _IMAP_AUTH_RE = re.compile(r"\s*\S+\s+AUTHENTICATE\s+\S+\s+(?=\S)", re.IGNORECAS
 _WORD_RE = re.compile(r"\s*(\S+)")
 _AUTH_ARG_RE = re.compile(r"\s+\S+\s+(?=\S)")
 _LAST_WORD_RE = re.compile(r"(\S+)\s*$")
+_REPLY_CLASS = {c: c + "xx" for c in "12345"}  # a reply code's first digit → its class
 _QP_RE = re.compile(r"250 ok \d+ qp (\d+)")
 # x.y.z not after a digit or dot ("#5.7.1" too). The look-behind comes after the first
 # digit so that the pattern starts with a character class, which re's search skips to:
@@ -172,12 +173,13 @@ def _secret_in(msg: str) -> tuple[int, int] | None:
 
 def _server_fields(msg: str, f: dict[str, Any]) -> None:
     c = msg[:3]
-    if c.isdigit() and c[0] in "12345" and msg[3:4] in ("", " ", "-"):
+    if c.isdigit() and (reply_class := _REPLY_CLASS.get(c[0])) is not None and msg[3:4] in ("", " ", "-"):
         f["smtp_code"] = int(c)
-        f["reply_class"] = c[0] + "xx"
-        m = _DSN_RE.search(msg, 4)
-        if m is not None:
-            f["dsn"] = m.group(1)
+        f["reply_class"] = reply_class
+        if "." in msg:  # a search finding no x.y.z costs ten times this test
+            m = _DSN_RE.search(msg, 4)
+            if m is not None:
+                f["dsn"] = m.group(1)
         if c == "250":
             m = _QP_RE.match(msg)
             if m is not None:
