@@ -192,7 +192,10 @@ def _starting(rest: str) -> Parsed | None:
 # Reports repeat verbatim: every local delivery's "did_0+0+1/", qmail's own "Sorry,_..."
 # texts. Their fields (see shipper.parsers.seen), by the report: 11,000 instructions
 # and more each made afresh, a fifth of all parsing on a mail log.
+# Only short reports are kept: memory stays small (1,024 reports of up to 512
+# characters, with their fields) whatever remote servers answer.
 _REPORT_SEEN: dict[str, dict[str, Any]] = {}
+_REPORT_SEEN_LEN = 512
 
 
 def _delivery(rest: str) -> Parsed | None:
@@ -212,9 +215,10 @@ def _delivery(rest: str) -> Parsed | None:
     text_fields = _REPORT_SEEN.get(raw)
     if text_fields is None:
         text_fields = delivery_text_fields(raw)
-        if len(_REPORT_SEEN) >= SEEN_MAX:
-            _REPORT_SEEN.clear()
-        _REPORT_SEEN[raw] = text_fields  # only ever copied from, by the update below
+        if len(raw) <= _REPORT_SEEN_LEN:  # a remote's long reply is seldom seen twice
+            if len(_REPORT_SEEN) >= SEEN_MAX:
+                _REPORT_SEEN.clear()
+            _REPORT_SEEN[raw] = text_fields  # only ever copied from, by the update below
     f.update(text_fields)
     if queue is not None:
         f["queue"] = queue
