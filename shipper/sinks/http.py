@@ -99,19 +99,33 @@ def _await_answer(sock: socket.socket, timeout: float) -> None:
     reader is no dead one. TimeoutError once it neither reads nor answers for
     ``timeout``. (A batch that a slow link needs longer than ``timeout`` for was
     otherwise never delivered: sent again, whole, forever.)"""
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+    tls = isinstance(sock, ssl.SSLSocket)
+    if tls and sock.pending():
         return
     poll = select.poll()
     poll.register(sock, select.POLLIN | select.POLLPRI)
     left = _unacked(sock)
     deadline = time.monotonic() + timeout
+    # Over TLS, bytes to read need not be the answer: TLS 1.3's session tickets come
+    # right after the handshake and stay unread until the answer is (found by review:
+    # a slow receiver over HTTPS was not waited for). Once something came, the wait
+    # goes on while the peer takes the body, then the answer is read.
+    came = False
     while True:
         wait = min(deadline - time.monotonic(), 1.0)
         if wait <= 0:
+            if came:  # it stopped taking the body: what came may be an early answer
+                return
             raise TimeoutError
-        if poll.poll(wait * 1000):
-            return
+        if came:
+            time.sleep(min(wait, 0.05))
+        elif poll.poll(wait * 1000):
+            if not tls:
+                return
+            came = True
         now = _unacked(sock)
+        if came and now == 0:
+            return
         if now < left:  # the peer took bytes: it is alive
             deadline = time.monotonic() + timeout
         left = now
