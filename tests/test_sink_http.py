@@ -484,6 +484,62 @@ async def test_peer_closing_an_idle_keepalive_connection_is_survived(peer: Peer)
     assert len({r["client"] for r in peer.requests}) == 2  # reconnected once after the close
 
 
+def _request_head(conn: socket.socket) -> tuple[int, bytes]:
+    """An HTTP request's Content-Length and the part of its body read with its head."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(1024)
+    head, body = data.split(b"\r\n\r\n", 1)
+    return int(next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))), body
+
+
+def _tls_answering_then_closing(srv: socket.socket, ctx: ssl.SSLContext, conns: int,
+                                 bodies: list[bytes]) -> None:
+    """Answers one request per TLS connection, keeps it open a moment, then closes it
+    without a close_notify (as servers ending an idle keep-alive connection may)."""
+    srv.settimeout(10)
+    for _ in range(conns):
+        raw, _ = srv.accept()
+        conn = ctx.wrap_socket(raw, server_side=True)
+        conn.settimeout(10)
+        n, body = _request_head(conn)
+        while len(body) < n:
+            body += conn.recv(65536)
+        bodies.append(body)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        time.sleep(0.2)
+        socket.socket.close(conn)  # the plain socket's close: no TLS goodbye
+        raw.close()
+
+
+async def test_peer_closing_an_idle_tls_keepalive_connection_is_survived(tmp_path: Path):
+    """Found by review: a TLS receiver that closed an idle kept-alive connection without
+    a close_notify made the next batch fail ("EOF occurred in violation of protocol"),
+    a warning and a backoff, where the same over plain HTTP reconnects at once."""
+    cert, key = make_cert(tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(2)
+    bodies: list[bytes] = []
+    server = threading.Thread(target=_tls_answering_then_closing, args=(srv, ctx, 2, bodies), daemon=True)
+    server.start()
+    sink = HttpSink(f"https://127.0.0.1:{srv.getsockname()[1]}/", "ndjson", gzip=False, timeout=3,
+                    tls=TlsOptions(ca_file=cert, server_name="siem.test"))
+    recs = fixture_records()
+    try:
+        await sink.send(recs[:2])
+        await asyncio.sleep(0.6)  # the receiver closed the connection meanwhile
+        await sink.send(recs[2:4])  # old code: SinkError
+        assert [[orjson.loads(x)["event_id"] for x in b.splitlines()] for b in bodies] == [
+            [r["event_id"] for r in recs[:2]], [r["event_id"] for r in recs[2:4]]]
+    finally:
+        await sink.close()
+        server.join(5)
+        srv.close()
+
+
 async def test_basic_auth_from_file_and_secrets_never_shown(peer: Peer, tmp_path: Path,
                                                             caplog: pytest.LogCaptureFixture):
     secret = "s3cr3t-Passw0rd"
@@ -845,11 +901,7 @@ def _slow_reader(srv: socket.socket, rate: int, got: list[bytes], stop: threadin
         conn = ctx.wrap_socket(conn, server_side=True)
     with conn:
         conn.settimeout(10)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += conn.recv(1024)
-        head, body = data.split(b"\r\n\r\n", 1)
-        n = int(next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")))
+        n, body = _request_head(conn)
         step = rate // 20
         while len(body) < n and not stop.is_set():
             body += conn.recv(min(step, n - len(body)))

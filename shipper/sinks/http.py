@@ -554,8 +554,11 @@ class HttpSink:
                     self.stats.connected = False
                     # A kept-alive connection the server closed while idle: try a fresh one
                     # at once. Safe: the server did not answer, and receivers dedupe by id.
+                    # (Over TLS without a close_notify, ssl says "EOF occurred in violation
+                    # of protocol".)
                     if attempt == 1 and reused and not self._closing and isinstance(
-                            exc, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError):
+                            exc, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError
+                            | ssl.SSLEOFError):
                         continue
                     raise SinkError(f"{self.url}: {describe_error(exc)}") from None
         raise AssertionError("unreachable")
