@@ -1387,7 +1387,9 @@ class MultilogFollower(_FollowerBase):
         # cannot be told from a file never read (after a stop, or under starvation,
         # the first gap was often ours): as many unstatted archives as such files
         # get a gap that says so. By order alone it would be ours, unless its name
-        # never reached us (a lost inotify event): then a silent loss.
+        # never reached us (a lost inotify event): then a silent loss. By order, such
+        # files' archives are the first lost: one of them that was stat'ed (a processor's
+        # output, not ours by its content) takes its place, and later ones were never read.
         unsure = len(plan.gone)
         for label, k in plan.lost:
             i = seq.index(label)
@@ -1395,8 +1397,10 @@ class MultilogFollower(_FollowerBase):
             self.done = label
             sized = k is not None and k.size is not None
             reason = "deleted by multilog before it was read (n limit)"
-            if not sized and unsure:
+            first = unsure > 0
+            if first:
                 unsure -= 1
+            if not sized and first:
                 reason = ("deleted by multilog before we could look at it (n limit): lost lines "
                           "unless it was the archive of the file read just before")
             self._emit_gap(k.name if k else label, k.size if k else None,

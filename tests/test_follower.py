@@ -694,6 +694,40 @@ def test_an_archive_named_only_by_a_late_event_is_a_gap(tmp_path):
     f.reader.close()
 
 
+def test_an_archive_gone_before_its_stat_after_a_stated_one_is_said_lost(tmp_path):
+    """Found by review: the archive of the file read to its end (a processor's output,
+    stat'ed, not ours by its content) and the next one, deleted before its stat, were
+    both gone: the next one, never read, got the wording of a gap that may be ours."""
+    d = tmp_path / "log"
+    f, _ = by_hand_follower(d)
+    assert len(plain_lines(drain(f))) == 3
+    # a rotation with a processor: its output, not the raw lines, becomes the archive
+    os.rename(d / "current", d / "previous")
+    (d / "current").write_bytes(b"")
+    (d / f"{by_hand_label(110)}.s").write_bytes(b"%s processed\n" % by_hand_label(105).encode())
+    os.unlink(d / "previous")
+    by_hand_append(d, range(3, 6), 111)
+    os.rename(d / "current", d / f"{by_hand_label(120)}.s")
+    (d / "current").write_bytes(b"")
+    by_hand_append(d, range(6, 9), 121)
+
+    def catch_up() -> None:  # the n limit, between the events and our stats
+        f.on_change(f"{by_hand_label(110)}.s", IN_MOVED_TO)
+        os.unlink(d / f"{by_hand_label(110)}.s")
+        os.unlink(d / f"{by_hand_label(120)}.s")
+        f.on_change(f"{by_hand_label(120)}.s", IN_MOVED_TO)
+        f.catch_up = None
+
+    f.catch_up = catch_up
+    items = drain(f)
+    assert [int(ln.rsplit(b" n", 1)[1]) for ln in plain_lines(items)] == [6, 7, 8]  # 3..5 lost
+    gaps = [it for it in items if isinstance(it, Gap)]
+    assert [(g.file, g.bytes_lost) for g in gaps] == [(f"{by_hand_label(110)}.s", 36),
+                                                      (f"{by_hand_label(120)}.s", None)]
+    assert gaps[1].reason == "deleted by multilog before it was read (n limit)"
+    f.reader.close()
+
+
 def test_a_run_of_archives_the_n_limit_deleted_is_one_gap_each_and_two_lines(tmp_path, caplog):
     """The ops probe: the shipper SIGSTOPped for 8 s at 1,000 lines/s (s20000 n3): on
     SIGCONT, 47 gap records, each said in its own warning. Each archive is still a gap
