@@ -516,17 +516,14 @@ async def test_peer_closing_an_idle_tls_keepalive_connection_is_survived(tmp_pat
     """Found by review: a TLS receiver that closed an idle kept-alive connection without
     a close_notify made the next batch fail ("EOF occurred in violation of protocol"),
     a warning and a backoff, where the same over plain HTTP reconnects at once."""
-    cert, key = make_cert(tmp_path)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
+    ctx, tls_opts = server_tls(tmp_path)
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(2)
     bodies: list[bytes] = []
     server = threading.Thread(target=_tls_answering_then_closing, args=(srv, ctx, 2, bodies), daemon=True)
     server.start()
-    sink = HttpSink(f"https://127.0.0.1:{srv.getsockname()[1]}/", "ndjson", gzip=False, timeout=3,
-                    tls=TlsOptions(ca_file=cert, server_name="siem.test"))
+    sink = HttpSink(f"https://127.0.0.1:{srv.getsockname()[1]}/", "ndjson", gzip=False, timeout=3, tls=tls_opts)
     recs = fixture_records()
     try:
         await sink.send(recs[:2])
@@ -730,6 +727,14 @@ def make_cert(tmp_path: Path) -> tuple[str, str]:
     return cert, key
 
 
+def server_tls(tmp_path: Path) -> tuple[ssl.SSLContext, TlsOptions]:
+    """A receiver's TLS context, and the sink's options that trust it."""
+    cert, key = make_cert(tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return ctx, TlsOptions(ca_file=cert, server_name="siem.test")
+
+
 async def test_https_verifies_the_server_and_uses_server_name(tmp_path: Path):
     cert, key = make_cert(tmp_path)
     peer = Peer()
@@ -777,18 +782,30 @@ async def test_https_handshake_that_never_comes_times_out():
         silent.close()
 
 
-async def test_closing_ends_a_request_a_slow_peer_holds(tmp_path):
+@pytest.mark.parametrize("tls", [False, True])
+async def test_closing_ends_a_request_a_slow_peer_holds(tmp_path, tls: bool):
     """Found by fault injection: a peer that answers after 60 s held the shipper's stop for
-    the whole request timeout, past the drain (asyncio waits for its worker thread)."""
+    the whole request timeout, past the drain (asyncio waits for its worker thread). Over
+    TLS (found by review) with a body the peer has not taken: the wait for it to take
+    the rest must end too."""
     import socket as socketlib
     srv = socketlib.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
     held: list[socketlib.socket] = []
+    ctx, tls_opts = server_tls(tmp_path) if tls else (None, None)
+
+    def accept() -> None:  # (over TLS: the handshake, then nothing read)
+        conn = srv.accept()[0]
+        held.append(conn if ctx is None else ctx.wrap_socket(conn, server_side=True))
+
     loop = asyncio.get_running_loop()
-    accepting = loop.run_in_executor(None, lambda: held.append(srv.accept()[0]))
-    sink = HttpSink(f"http://127.0.0.1:{srv.getsockname()[1]}/", "ndjson", name="slow", timeout=60)
-    send = asyncio.ensure_future(sink.send(fixture_records()[:2]))
+    accepting = loop.run_in_executor(None, accept)
+    sink = HttpSink(f"{'https' if tls else 'http'}://127.0.0.1:{srv.getsockname()[1]}/", "ndjson", name="slow",
+                    timeout=60, gzip=False, tls=tls_opts)
+    records = [dict(r, message="x" * 8000) for r in fixture_records()] if tls else fixture_records()[:2]
+    send = asyncio.ensure_future(sink.send(records))
     try:
         await asyncio.wait_for(accepting, 5)
         await asyncio.sleep(0.3)  # the request is sent and waits for an answer
@@ -919,12 +936,7 @@ async def test_a_receiver_reading_slower_than_the_timeout_still_gets_the_batch(t
     peer may take nothing and say nothing. Over TLS (found by review): TLS 1.3's session
     tickets, unread in the socket after the handshake, were taken for the answer, and
     the slow receiver was not waited for."""
-    ctx = tls_opts = None
-    if tls:
-        cert, key = make_cert(tmp_path)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(cert, key)
-        tls_opts = TlsOptions(ca_file=cert, server_name="siem.test")
+    ctx, tls_opts = server_tls(tmp_path) if tls else (None, None)
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # (the kernel doubles it)
     srv.bind(("127.0.0.1", 0))

@@ -117,12 +117,14 @@ def _await_answer(sock: socket.socket, timeout: float) -> None:
             if came:  # it stopped taking the body: what came may be an early answer
                 return
             raise TimeoutError
-        if came:
-            time.sleep(min(wait, 0.05))
-        elif poll.poll(wait * 1000):
-            if not tls:
-                return
-            came = True
+        if not came:
+            if poll.poll(wait * 1000):
+                if not tls:
+                    return
+                came = True
+                poll.modify(sock, 0)  # from now on a hang-up or an error only (close())
+        elif poll.poll(min(wait, 0.05) * 1000):
+            return  # the connection ended (our close() shuts it down): nothing to wait for
         now = _unacked(sock)
         if came and now == 0:
             return
