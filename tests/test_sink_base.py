@@ -12,7 +12,7 @@ import pytest
 from test_rfc5424 import fixture_records
 
 from shipper.sinks import base, gelf, syslog
-from shipper.sinks.base import Backoff, SinkError, SinkStats, deliver, printable
+from shipper.sinks.base import Backoff, PermanentError, SinkError, SinkStats, deliver, printable
 
 
 class FlakySink:
@@ -213,3 +213,29 @@ async def test_a_udp_sink_passes_over_an_address_it_cannot_send_to(monkeypatch, 
     finally:
         await sink.close()
         alive.close()
+
+
+class RefusingSink:
+    """Fails once (a 500), then refuses the batch for good (a 400: dead-lettered)."""
+
+    name = "refusing"
+
+    def __init__(self) -> None:
+        self.stats = SinkStats()
+        self.calls = 0
+
+    async def send(self, records: list[dict[str, Any]]) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise SinkError("HTTP 500: try again")
+        raise PermanentError("HTTP 400: bad row")
+
+
+def test_a_batch_refused_for_good_leaves_the_sink_not_failing() -> None:
+    # found by review: after a failed try and a refusal for good (the batch went to the
+    # dead letter), an idle sink stayed "failing" in status until its next batch
+    sink = RefusingSink()
+    with pytest.raises(PermanentError):
+        asyncio.run(deliver(sink, [{"event_id": "a"}], Backoff(base=0.001, cap=0.001)))
+    assert sink.calls == 2 and sink.stats.failed == 1
+    assert sink.stats.failing is False

@@ -299,6 +299,11 @@ async def deliver(sink: Sink, records: list[dict[str, Any]], backoff: Backoff | 
             backoff.reset()
             sink.stats.failing = False
             return True
+        except PermanentError:
+            # the peer answered: the batch goes to the dead letter and the sink goes on
+            # (left set, an idle sink said "failing" until its next batch, for good)
+            sink.stats.failing = False
+            raise
         except SinkError as exc:
             first = False
             sink.stats.failed += 1
