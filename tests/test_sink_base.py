@@ -15,25 +15,26 @@ from shipper.sinks import base, gelf, syslog
 from shipper.sinks.base import Backoff, PermanentError, SinkError, SinkStats, deliver, printable
 
 
-class FlakySink:
-    """Fails once with what a hostile HTTP peer answered, then delivers."""
+class ScriptedSink:
+    """Raises the given errors, one a try, then delivers."""
 
-    name = "flaky"
-
-    def __init__(self) -> None:
+    def __init__(self, name: str, errors: list[Exception]) -> None:
+        self.name = name
         self.stats = SinkStats()
+        self.errors = errors
         self.calls = 0
 
     async def send(self, records: list[dict[str, Any]]) -> None:
         self.calls += 1
-        if self.calls == 1:
-            raise SinkError("BadStatusLine: \x1b[2J\x1b[31mEVIL\rSECOND LINE")
+        if self.errors:
+            raise self.errors.pop(0)
         self.stats.acked += len(records)
 
 
 def test_a_peers_control_bytes_never_reach_the_log_or_the_metrics(caplog) -> None:
     # found by fault injection: terminal escapes and a CR went into the log verbatim
-    sink = FlakySink()
+    # what a hostile HTTP peer answered, once
+    sink = ScriptedSink("flaky", [SinkError("BadStatusLine: \x1b[2J\x1b[31mEVIL\rSECOND LINE")])
     with caplog.at_level(logging.WARNING, logger="shipper.sink"):
         ok = asyncio.run(deliver(sink, [{"event_id": "a"}], Backoff(base=0.001, cap=0.001)))
     assert ok and sink.calls == 2 and sink.stats.acked == 1
@@ -48,24 +49,11 @@ def test_printable_cuts_and_keeps_text() -> None:
     assert printable("a\x00b\x9bc") == "a\\x00b\\x9bc"
 
 
-class ChangingSink:
-    """Fails with one cause, again with it, then with another, then delivers."""
-
-    name = "changing"
-
-    def __init__(self) -> None:
-        self.stats = SinkStats()
-        self.errors = ["connect failed: Connection refused", "connect failed: Connection refused",
-                       "TLS: certificate has expired"]
-
-    async def send(self, records: list[dict[str, Any]]) -> None:
-        if self.errors:
-            raise SinkError(self.errors.pop(0))
-
-
 def test_a_new_cause_of_an_outage_is_said_once(caplog) -> None:
     # found by fault injection: only the first cause of an outage was ever logged
-    sink = ChangingSink()
+    sink = ScriptedSink("changing", [SinkError("connect failed: Connection refused"),
+                                      SinkError("connect failed: Connection refused"),
+                                      SinkError("TLS: certificate has expired")])
     with caplog.at_level(logging.WARNING, logger="shipper.sink"):
         assert asyncio.run(deliver(sink, [{"event_id": "a"}], Backoff(base=0.001, cap=0.001)))
     said = [r.getMessage() for r in caplog.records]
@@ -215,26 +203,10 @@ async def test_a_udp_sink_passes_over_an_address_it_cannot_send_to(monkeypatch, 
         alive.close()
 
 
-class RefusingSink:
-    """Fails once (a 500), then refuses the batch for good (a 400: dead-lettered)."""
-
-    name = "refusing"
-
-    def __init__(self) -> None:
-        self.stats = SinkStats()
-        self.calls = 0
-
-    async def send(self, records: list[dict[str, Any]]) -> None:
-        self.calls += 1
-        if self.calls == 1:
-            raise SinkError("HTTP 500: try again")
-        raise PermanentError("HTTP 400: bad row")
-
-
 def test_a_batch_refused_for_good_leaves_the_sink_not_failing() -> None:
     # found by review: after a failed try and a refusal for good (the batch went to the
     # dead letter), an idle sink stayed "failing" in status until its next batch
-    sink = RefusingSink()
+    sink = ScriptedSink("refusing", [SinkError("HTTP 500: try again"), PermanentError("HTTP 400: bad row")])
     with pytest.raises(PermanentError):
         asyncio.run(deliver(sink, [{"event_id": "a"}], Backoff(base=0.001, cap=0.001)))
     assert sink.calls == 2 and sink.stats.failed == 1
