@@ -535,31 +535,3 @@ def test_indimail_lines_from_its_source():
 def test_delivery_text_keeps_literal_slashes(raw: str, text: str) -> None:
     f = qmail_send.delivery_text_fields(raw)
     assert f["text"] == text and f["text_raw"] == raw
-
-
-def test_a_repeated_delivery_report_gives_each_line_its_own_fields():
-    # the report's fields are kept by its text (local deliveries repeat "did_0+0+1/"):
-    # a line's fields changed downstream change no other line's
-    first = qmail_send.parse("delivery 1: success: did_0+0+1/")
-    assert first is not None
-    first[1]["text"] = "changed"
-    first[1]["smtp_code"] = 250
-    assert qmail_send.parse("delivery 2: success: did_0+0+1/") == (
-        "delivery", {"delivery": 2, "result": "success", "text": "did 0+0+1", "text_raw": "did_0+0+1/"})
-    assert qmail_send.parse("delivery 3: failure: did_0+0+1/ queue2") == (
-        "delivery", {"delivery": 3, "result": "failure", "text": "did 0+0+1", "text_raw": "did_0+0+1/",
-                     "queue": "queue2"})
-
-
-def test_long_delivery_reports_are_not_kept():
-    # a remote's long reply is parsed afresh each time: the kept reports stay small
-    # whatever remote servers answer (1,024 of up to 512 characters)
-    qmail_send._REPORT_SEEN.clear()
-    long = "192.0.2.7_does_not_like_recipient./Remote_host_said:_550_" + "x" * 600 + "/Giving_up_on_192.0.2.7./"
-    for n in range(5):
-        parsed = qmail_send.parse(f"delivery {n}: failure: {long}")
-        assert parsed is not None and parsed[1]["smtp_code"] == 550 and parsed[1]["relay_ip"] == "192.0.2.7"
-    assert long not in qmail_send._REPORT_SEEN
-    qmail_send.parse("delivery 9: success: did_0+0+1/")
-    assert "did_0+0+1/" in qmail_send._REPORT_SEEN
-    assert max(map(len, qmail_send._REPORT_SEEN)) <= 512

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from shipper.parsers.seen import SEEN_MAX, keep
+from shipper.parsers.seen import keep
 
 Parsed = tuple[str, dict[str, Any]]
 
@@ -189,15 +189,6 @@ def _starting(rest: str) -> Parsed | None:
     return "starting_delivery", f
 
 
-# Reports repeat verbatim: every local delivery's "did_0+0+1/", qmail's own "Sorry,_..."
-# texts. Their fields (see shipper.parsers.seen), by the report: 11,000 instructions
-# and more each made afresh, a fifth of all parsing on a mail log.
-# Only short reports are kept: memory stays small (1,024 reports of up to 512
-# characters, with their fields) whatever remote servers answer.
-_REPORT_SEEN: dict[str, dict[str, Any]] = {}
-_REPORT_SEEN_LEN = 512
-
-
 def _delivery(rest: str) -> Parsed | None:
     m = _DELIVERY_RE.fullmatch(rest)
     if m is None:
@@ -212,14 +203,7 @@ def _delivery(rest: str) -> Parsed | None:
     f = _delivery_id(did)
     f["result"] = result
     raw = raw or ""
-    text_fields = _REPORT_SEEN.get(raw)
-    if text_fields is None:
-        text_fields = delivery_text_fields(raw)
-        if len(raw) <= _REPORT_SEEN_LEN:  # a remote's long reply is seldom seen twice
-            if len(_REPORT_SEEN) >= SEEN_MAX:
-                _REPORT_SEEN.clear()
-            _REPORT_SEEN[raw] = text_fields  # only ever copied from, by the update below
-    f.update(text_fields)
+    f.update(delivery_text_fields(raw))
     if queue is not None:
         f["queue"] = queue
     return "delivery", f
