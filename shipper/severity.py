@@ -43,7 +43,8 @@ _BY_EVENT: dict[str, int] = {
 _NOTICE_WHEN: dict[str, tuple[str, frozenset[str]]] = {
     "smtp_decision": ("action", frozenset({"Reject", "Deferred"})),
     "io_server": ("reply_class", frozenset({"4xx", "5xx", "-ERR"})),
-    "spamdyke": ("verdict", frozenset({"denied"})),
+    # TIMEOUT is in spamdyke's table of rejections (a 421 to the client), as DENIED_*
+    "spamdyke": ("verdict", frozenset({"denied", "timeout"})),
     # simscan.c writes "SPAM DROPPED" (ENABLE_DROPMSG); "SPAM DROP" kept for what was matched
     "simscan": ("verdict", frozenset({"SPAM REJECT", "ATTACH", "REGEX", "SPAM DROP", "SPAM DROPPED"})),
     "smtp_session": ("result", frozenset({"rejected", "blocked", "denied"})),
@@ -68,7 +69,9 @@ _BY_LEVEL: dict[str, dict[str, int]] = {
     # ucspi's classes: a refused connection ("ip connection limit … exceeded") is a
     # warning or a drop, not an error of the server's
     "tcp_error": {"warning": WARNING, "drop": NOTICE, "temp": WARNING, "fatal": CRIT},
-    "spamdyke_message": {"warning": WARNING},
+    # spamdyke.c spamdyke_log(): DEBUG lines go to syslog as LOG_DEBUG; EXCESSIVE ones,
+    # more verbose still, fall to its default LOG_INFO, taken as debug all the same
+    "spamdyke_message": {"warning": WARNING, "debug": DEBUG, "excessive": DEBUG},
     "dovecot": {"debug": DEBUG, "warning": WARNING, "error": ERR, "fatal": CRIT, "panic": CRIT},
 }
 

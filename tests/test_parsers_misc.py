@@ -450,9 +450,10 @@ F2B_DOVECOT_EXPECTED = [
                        "remote_ip": "192.51.100.13", "local_ip": "203.0.113.17",
                        "session": "YADINsQCDs5BH8Pg", "result": "failure",
                        "reason": "Aborted login (auth failed, 1 attempts in 17 secs)"}),
-    ("dovecot", 442, {"service": "dovecot", "text": "auth(default): pam(account@MYSERVERNAME.com,"
-                      "200.76.17.206): pam_authenticate() failed: User not known to the underlying "
-                      "authentication module: 2 Time(s)"}),
+    # 1.x's "dovecot: " before the process's name: the auth process's request, as without it
+    ("dovecot", 442, {"service": "auth", "auth_user": "account@MYSERVERNAME.com", "remote_ip": "200.76.17.206",
+                      "text": "pam(account@MYSERVERNAME.com,200.76.17.206): pam_authenticate() failed: "
+                      "User not known to the underlying authentication module: 2 Time(s)"}),
     ("dovecot", None, {"service": "auth-worker", "auth_user": "username", "remote_ip": "1.2.3.4",
                        "text": "pam(username,1.2.3.4): pam_authenticate() "
                        "failed: Authentication failure (password mismatch?)"}),

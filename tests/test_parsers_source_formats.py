@@ -331,6 +331,53 @@ AUDIT_CASES = [
                                                      "permission denied"}),
     # already right: its "within limits" twin stays info
     (56, "info", INFO, {"text": "qscheduler: average load 12 within limits (<= 50)"}),
+    # spamdyke's per-recipient lines, by syslog and by stderr under multilog: "(empty)" and
+    # "(unknown)" give no field (already right)
+    (57, "spamdyke", INFO, {"action": "ALLOWED", "verdict": "allowed", "mail_from": "alice@example.net",
+                            "rcpt_to": "bob@example.com", "remote_ip": "198.51.100.7",
+                            "remote_host": "mail.example.net", "auth_user": "alice@example.net", "tls": "TLS"}),
+    (58, "spamdyke", NOTICE, {"action": "DENIED_RBL_MATCH", "verdict": "denied", "mail_from": "alice@example.net",
+                              "rcpt_to": "bob@example.com", "remote_ip": "198.51.100.7",
+                              "reason": "zen.spamhaus.org"}),
+    (59, "spamdyke", NOTICE, {"action": "DENIED_GRAYLISTED", "verdict": "denied", "mail_from": "alice@example.net",
+                              "rcpt_to": "bob@example.com", "remote_ip": "198.51.100.7",
+                              "remote_host": "mail.example.net"}),
+    # a timeout is one of spamdyke's rejections (a 421 to the client), as DENIED_*
+    (60, "spamdyke", NOTICE, {"action": "TIMEOUT", "verdict": "timeout", "remote_ip": "198.51.100.7",
+                              "reason": "TIMEOUT"}),
+    # its verbose FILTER_* lines: which filter fired, with the address it fired on
+    (61, "spamdyke_filter", INFO, {"action": "FILTER_RBL_MATCH", "remote_ip": "198.51.100.7",
+                                   "text": "ip: 198.51.100.7 rbl: zen.spamhaus.org"}),
+    (62, "spamdyke_filter", INFO, {"action": "FILTER_GRAYLISTED", "mail_from": "alice@example.net",
+                                   "rcpt_to": "bob@example.com",
+                                   "text": AUDIT_LINES[62].split("FILTER_GRAYLISTED ", 1)[1]}),
+    (63, "spamdyke_filter", INFO, {"action": "FILTER_RELAYING"}),
+    (64, "spamdyke_filter", INFO, {"action": "FILTER_WHITELIST_NAME", "remote_ip": "198.51.100.7",
+                                   "remote_host": "mail.example.net",
+                                   "text": "ip: 198.51.100.7 rdns: mail.example.net "
+                                           "file: /etc/spamdyke/whitelist_rdns(12)"}),
+    (65, "spamdyke_error", ERR, {"level": "error",
+                                 "text": "unable to open config file /etc/spamdyke.conf: No such file or directory"}),
+    # DEBUG goes to syslog as LOG_DEBUG; EXCESSIVE is more verbose still
+    (66, "spamdyke_message", DEBUG, {"level": "debug", "text": "checking DNS RBL(s); ip: 198.51.100.7"}),
+    (67, "spamdyke_message", DEBUG, {"level": "excessive",
+                                     "text": "child process exited normally with return value 0"}),
+    # dovecot 1.x's "dovecot: " before the process's own name, under a syslog tag of its own
+    (68, "dovecot", INFO, {"service": "auth", "auth_user": "alice", "remote_ip": "198.51.100.7",
+                           "text": "pam(alice,198.51.100.7): pam_authenticate() failed: Authentication failure"}),
+    (69, "pop_auth", INFO, {"service": "imap", "auth_user": "alice", "method": "PLAIN",
+                            "remote_ip": "198.51.100.7", "local_ip": "192.0.2.1", "tls": "TLS",
+                            "result": "success"}),
+    (70, "pop_auth", WARNING, {"service": "pop3", "auth_user": "alice", "method": "PLAIN",
+                               "remote_ip": "198.51.100.7", "local_ip": "192.0.2.1", "result": "failure",
+                               "reason": "Disconnected (auth failed, 1 attempts)"}),
+    (71, "dovecot", INFO, {"service": "dovecot", "text": "Dovecot v1.2.17 starting up"}),
+    # lib-sql's "mysql(HOST)": the database's host, not a user
+    (72, "dovecot", ERR, {"service": "auth-worker", "level": "error",
+                          "text": AUDIT_LINES[72].split("Error: ", 1)[1]}),
+    (73, "dovecot", INFO, {"service": "auth-worker", "auth_user": "alice@example.com",
+                           "remote_ip": "198.51.100.7",
+                           "text": "sql(alice@example.com,198.51.100.7,<Nq3Xb8kF1gDAqAEC>): unknown user"}),
 ]
 
 

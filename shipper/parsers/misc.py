@@ -14,7 +14,8 @@
   recipient: ``ACTION from: SENDER to: RCPT origin_ip: IP origin_rdns: NAME auth: USER``
   then, from 4.x, `` encryption: TLS-STATE`` and `` reason: TEXT``. ``(unknown)``,
   ``(none)`` and ``(empty)`` stand for no value. ACTION is ``ALLOWED``, ``DENIED_*``,
-  ``TIMEOUT``, ``TLS_ENCRYPTED``, ... Its other lines (``ERROR: ...``) keep their text.
+  ``TIMEOUT``, ``TLS_ENCRYPTED``, ... Its other lines (``ERROR: ...``) keep their text;
+  its verbose ``FILTER_NAME key: value ...`` lines name the filter that fired.
 * dovecot (syslog tag ``dovecot``; the IMAP/POP3 server of many qmail/vpopmail
   boxes): ``SERVICE: [LEVEL: ]TEXT``, where a login process (``imap-login``,
   ``pop3-login``, ``submission-login``) ends its text with its log format
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from itertools import pairwise
 from typing import Any
 
 Parsed = tuple[str, dict[str, Any]]
@@ -56,6 +58,11 @@ _SPAMDYKE_RE = re.compile(
     r"(?: reason: (?P<reason>.*))?$")
 # "ERROR: text", "ERROR(function()@file.c:LINE): text" (its debug builds)
 _SPAMDYKE_LEVEL_RE = re.compile(r"(ERROR|WARNING|INFO|DEBUG|EXCESSIVE)(?:\(.*?\))?: ?(.+)$")
+# its verbose level's "FILTER_RBL_MATCH ip: IP rbl: NAME", "FILTER_RELAYING" (spamdyke.h
+# LOG_VERBOSE_FILTER_*): which filter fired, before the recipient's DENIED_* line
+_SPAMDYKE_FILTER_RE = re.compile(r"(FILTER_[A-Z0-9_]+)(?: (.*))?$")
+_SPAMDYKE_FILTER_KEYS = {"ip": "remote_ip", "rdns": "remote_host", "sender": "mail_from",
+                         "recipient": "rcpt_to"}
 _SPAMDYKE_NONE = frozenset({"(unknown)", "(none)", "(empty)", ""})
 _SPAMDYKE_FIELDS = (("from", "mail_from"), ("to", "rcpt_to"), ("ip", "remote_ip"),
                     ("rdns", "remote_host"), ("auth", "auth_user"), ("tls", "tls"), ("reason", "reason"))
@@ -263,6 +270,7 @@ _DOVECOT_ELEMENTS_RE = re.compile(r": (?=user=<|method=|rip=)")
 # ": request [N]" after them): auth-request.c's log prefix, "?" for a user not yet known
 _DOVECOT_AUTHDB_RE = re.compile(
     r"[a-z][\w-]*\(([^,()\s]*)(?:,([0-9A-Fa-f.:]*[0-9A-Fa-f]))?(?:,[^()]*)?\)")
+_DOVECOT_SQL_DRIVERS = ("mysql(", "pgsql(", "sqlite(", "cassandra(")
 # dovecot's processes, as they name themselves in its log file and on stderr
 # ("imap-login: Info: …", "auth-worker(4321): Error: …", "imap(user)<pid><session>: …")
 _DOVECOT_SERVICE_RE = re.compile(
@@ -279,6 +287,13 @@ def parse_dovecot(text: str) -> Parsed | None:
     service, sep, rest = text.partition(": ")
     if not sep or not service or " " in service:
         return None
+    if service == "dovecot":
+        # 1.x logging to a file or stderr puts "dovecot: " before every line (master's
+        # i_set_failure_file(log_path, "dovecot: ")): under syslog or the journal,
+        # "dovecot[PID]: dovecot: auth(default): ..."; the process's name follows it
+        inner = rest.partition(": ")[0]
+        if inner != "dovecot" and _DOVECOT_SERVICE_RE.fullmatch(inner) is not None:
+            service, _, rest = rest.partition(": ")
     f: dict[str, Any] = {"service": service}
     paren = service.find("(")
     if paren > 0 and service.find(")", paren) > paren:  # a mail process: "imap(user)<pid><session>"
@@ -326,7 +341,8 @@ def parse_dovecot(text: str) -> Parsed | None:
             return "dovecot", f
     elif f["service"] in _DOVECOT_AUTH_PROCESSES:
         m = _DOVECOT_AUTHDB_RE.match(rest)
-        if m is not None:
+        # lib-sql's "mysql(HOST): Connect failed ...": a database server, not a request
+        if m is not None and not rest.startswith(_DOVECOT_SQL_DRIVERS):
             user, ip = m.groups()
             if user and user != "?":
                 f["auth_user"] = user
@@ -458,7 +474,7 @@ def parse_spamdyke(text: str) -> Parsed | None:
     if m is None:
         m = _SPAMDYKE_LEVEL_RE.match(text)
         if m is None:
-            return None
+            return _spamdyke_filter(text)
         level = m.group(1)
         return ("spamdyke_error" if level == "ERROR" else "spamdyke_message",
                 {"level": level.lower(), "text": m.group(2)})
@@ -471,6 +487,23 @@ def parse_spamdyke(text: str) -> Parsed | None:
         if value is not None and value not in _SPAMDYKE_NONE:
             fields[name] = value
     return "spamdyke", fields
+
+
+def _spamdyke_filter(text: str) -> Parsed | None:
+    m = _SPAMDYKE_FILTER_RE.match(text)
+    if m is None:
+        return None
+    fields: dict[str, Any] = {"action": m.group(1)}
+    rest = m.group(2)
+    if rest:
+        # "key: value" pairs, each value one word (a path's "file: F(LINE)" too)
+        words = rest.split(" ")
+        for key, value in pairwise(words):
+            name = _SPAMDYKE_FILTER_KEYS.get(key[:-1]) if key[-1:] == ":" else None
+            if name is not None and value not in _SPAMDYKE_NONE and name not in fields:
+                fields[name] = value
+        fields["text"] = rest
+    return "spamdyke_filter", fields
 
 
 def parse_spamdyke_untagged(text: str) -> Parsed | None:
