@@ -26,7 +26,7 @@ _LEVELS = {"warning": "warning", "fatal": "fatal", "error": "error", "panic": "p
 _DELIVERY_RE = re.compile(
     r"to=<([^>]*)>(?:, orig_to=<([^>]*)>)?, relay=(?:([^\s\[\],]*)\[([^\]\s]*)\](?::(\d+))?|([^,]*))"
     r"(?:, conn_use=\d+)?(?:, delay=(\d+(?:\.\d+)?))?(?:, delays=([\d./]+))?"
-    r"(?:, dsn=(\d\.\d{1,3}\.\d{1,3}))?, status=(\w+)(?: \((.*)\))?$")
+    r"(?:, tls=([^,\s]+))?(?:, dsn=(\d\.\d{1,3}\.\d{1,3}))?, status=(\w+)(?: \((.*)\))?$")
 _HOSTIP_RE = re.compile(r"([^\s\[\]]*)\[([^\]\s]*)\](?::(\d+))?")
 _FROM_CLIENT_RE = re.compile(" from " + _HOSTIP_RE.pattern)
 _REJECT_RE = re.compile(
@@ -48,6 +48,10 @@ _TLS_RE = re.compile(
 _QUEUE_ACTIVE_RE = re.compile(r"from=<(?P<from>[^>]*)>, size=(?P<size>\d+), nrcpt=(?P<nrcpt>\d+)")
 _PSCREEN_RE = re.compile(r"([A-Z][A-Z0-9_-]*(?: [A-Z][A-Z0-9_-]*)*)\b(.*?)\[([^\]\s]*)\]:(\d+)(.*)$")
 _UNRESOLVED_RE = re.compile(r"hostname (\S+) does not resolve to address (\S+?):?(?: |$)")
+# before Postfix 2.11 (smtpd_peer.c): "ADDR: hostname NAME verification failed: ERR",
+# "ADDR: address not listed for hostname NAME"
+_PEER_CHECK_RE = re.compile(r"([0-9A-Fa-f.:]+): (?:hostname (\S+) verification failed|"
+                            r"address not listed for hostname (\S+)$)")
 # the remote's reply quoted in a delivery text: "host H[IP] said: 550 5.1.1 ...",
 # "... refused to talk to me: 421 4.7.0 ..."
 _QUOTED_REPLY_RE = re.compile(r"(?:said|talk to me): ([245]\d\d)[ -]")
@@ -148,12 +152,15 @@ def _after_qid(service: str, rest: str, fields: dict[str, Any]) -> Parsed:
         if sp > 0 and rest.startswith("from=<", sp + 1):
             fields["mail_from"] = rest[sp + 7:].rstrip(">")
         return "pickup", fields
-    if c == "s" and rest.startswith("sender ") and " notification: " in rest:
-        # bounce(8): "sender non-delivery|delay|delivery status notification: QID"
-        kind, _, bqid = rest[7:].partition(" notification: ")
+    if c in "sp" and rest.startswith(("sender ", "postmaster ")) and " notification: " in rest:
+        # bounce(8): "sender non-delivery|delay|delivery status notification: QID", and
+        # the postmaster's copy (bounce_notify_service.c): "postmaster non-delivery …"
+        to, _, tail = rest.partition(" ")
+        kind, _, bqid = tail.partition(" notification: ")
         if bqid and " " not in bqid:
             fields["bounce_qid"] = bqid
             fields["notification"] = kind
+            fields["bounce_to"] = to
             return "bounce", fields
     if c in "rdhfwm":
         colon = rest.find(": ")
@@ -291,6 +298,9 @@ def _diagnostic(level: str, body: str, fields: dict[str, Any]) -> Parsed:
         if m is not None:  # forward-confirmed rDNS failed: the name is the client's claim
             fields["remote_host"] = m.group(1)
             fields["remote_ip"] = m.group(2)
+    elif (m := _PEER_CHECK_RE.match(body)) is not None:
+        fields["remote_host"] = m.group(2) or m.group(3)
+        fields["remote_ip"] = m.group(1)
     fields["text"] = body
     return ("warning" if level == "warning" else "error"), fields
 
@@ -303,7 +313,7 @@ def _delivery(service: str, rest: str, fields: dict[str, Any]) -> Parsed:
             fields["rcpt_to"] = rest[4:e]
         fields["text"] = rest
         return "postfix_other", fields
-    to, orig, rhost, rip, rport, relay, delay, delays, dsn, status, text = m.groups()
+    to, orig, rhost, rip, rport, relay, delay, delays, tls, dsn, status, text = m.groups()
     fields["rcpt_to"] = to
     if orig is not None:
         fields["orig_to"] = orig
@@ -316,6 +326,8 @@ def _delivery(service: str, rest: str, fields: dict[str, Any]) -> Parsed:
         fields["delay"] = float(delay)
     if delays is not None:
         fields["delays"] = delays
+    if tls is not None:  # Postfix 3.11 log_adhoc.c: per-feature TLS policy status
+        fields["tls_policy"] = tls
     if dsn is not None:
         fields["dsn"] = dsn
     fields["status"] = status
@@ -362,11 +374,14 @@ def _reject(body: str, fields: dict[str, Any], milter: bool) -> Parsed:
         sp = body.find(" ")
         if sp > 0:
             fields["stage"] = body[:sp]
-        h = _HOSTIP_RE.search(body)
+        e = _CHECKS_ENV_RE.search(body)
+        # cleanup_act_log(): "CLASS CONTENT from ORIGIN;": the origin is the last " from "
+        # before the envelope; a Received: header's own "[IP]" comes before it
+        cut = body.rfind(" from ", 0, e.start()) if e is not None else -1
+        h = _HOSTIP_RE.match(body, cut + 6) if cut > 0 else _HOSTIP_RE.search(body)
         if h is not None and h.group(1):
             _set_client(fields, h.group(1), h.group(2), h.group(3))
         fields["reason"] = body
-        e = _CHECKS_ENV_RE.search(body)
         if e is not None:  # cleanup: the envelope, then ": [DSN ]TEXT" (the action's text)
             _split_envelope("; " + e.group("env"), fields)
             reply = e.group("reply")
