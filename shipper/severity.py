@@ -31,6 +31,7 @@ _BY_EVENT: dict[str, int] = {
     "tcp_status": DEBUG,
     "io_client": DEBUG,
     "unparsed": NOTICE,
+    "checkpassword_debug": DEBUG,  # checkpassword-pam's debugging() output
     "spamdyke_error": ERR,
     # Postfix's "warning: … SASL … authentication failed": msg_warn, LOG_WARNING
     "auth_failed": WARNING,

@@ -145,10 +145,21 @@ def test_fehcom_sslserver_lines() -> None:
 AUDIT = Path(__file__).parent / "fixtures" / "samples" / "source_format_audit_lines.txt"
 
 
-def _audit_lines() -> list[str]:
+def _audit_lines() -> dict[int, str]:
+    """Lines by case number: from 0, and from N after a "# --- cases from N:" comment
+    (each audit's block numbered on its own, so that blocks merge cleanly)."""
     text = AUDIT.read_text(encoding="utf-8")
     assert text.startswith("# source:")
-    return [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    lines: dict[int, str] = {}
+    n = 0
+    for ln in text.splitlines():
+        if ln.startswith("# --- cases from "):
+            n = int(ln[len("# --- cases from "):].split(":", 1)[0])
+            assert n >= len(lines) and n not in lines
+        elif ln.strip() and not ln.startswith("#"):
+            lines[n] = ln
+            n += 1
+    return lines
 
 
 AUDIT_LINES = _audit_lines()
@@ -459,4 +470,82 @@ def test_audit_fields_and_severity(i: int, event: str, sev: int, fields: dict[st
 
 
 def test_audit_cases_cover_every_line() -> None:
-    assert sorted(c[0] for c in AUDIT_CASES) == list(range(len(AUDIT_LINES)))
+    assert sorted(c[0] for c in [*AUDIT_CASES, *AUTH_CASES]) == sorted(AUDIT_LINES)
+
+
+# The POP3/auth side: vpopmail's vchkpw (semhoun/vpopmail 5.4.x, DerDakon/vpopmail 5.0),
+# s/qmail's qmail-popup, checkpassword-pam. A failed login is a warning; every
+# password is redacted (test_audit_auth_lines_never_carry_a_password).
+_AUTH = {"service": "pop3", "auth_user": "alice@example.com", "remote_ip": "198.51.100.7"}
+_WITH_PASSWORD = (202, 205, 214, 221, 222)
+AUTH_CASES = [
+    (200, "pop_auth", WARNING, {**_AUTH, "result": "failure", "reason": "vpopmail user not found"}),
+    (201, "pop_auth", WARNING, {**_AUTH, "service": "smtp", "result": "failure", "reason": "password fail"}),
+    (202, "pop_auth", WARNING, {**_AUTH, "service": "submission", "result": "failure",
+                                "reason": "password fail"}),
+    (203, "pop_auth", INFO, {**_AUTH, "service": "submission", "result": "success", "method": "PLAIN"}),
+    (204, "pop_auth", INFO, {**_AUTH, "service": "pop3s", "result": "success", "method": "APOP",
+                             "remote_ip": "2001:db8::7"}),
+    (205, "pop_auth", WARNING, {**_AUTH, "result": "failure", "reason": "system password fail",
+                                "auth_user": "root"}),
+    (206, "pop_auth", INFO, {**_AUTH, "result": "success", "auth_user": "bob"}),
+    (207, "pop_auth", WARNING, {**_AUTH, "service": "imap", "result": "failure",
+                                "reason": "null user name given", "auth_user": ""}),
+    # TheName as given, space and all: not "al" in the reason and "ice@..." as the user
+    (208, "pop_auth", WARNING, {**_AUTH, "result": "failure", "reason": "invalid user/domain characters",
+                                "auth_user": "al ice@example.com"}),
+    # "putenv(USER)": was unparsed
+    (209, "pop_auth", WARNING, {**_AUTH, "result": "failure", "reason": "putenv(USER) failed errno 12"}),
+    (210, "pop_auth", WARNING, {**_AUTH, "result": "failure",
+                                "reason": "chdir failed errno 2 /home/vpopmail/domains/example.com/alice"}),
+    (211, "pop_auth", WARNING, {**_AUTH, "service": "smtps", "result": "failure", "reason": "smtp access denied"}),
+    (212, "pop_auth", WARNING, {**_AUTH, "service": "2525", "result": "failure", "reason": "user has no password"}),
+    # vchkpw run by hand: no login, and no sentence as its user (it was auth_user)
+    (213, "unparsed", NOTICE, {}),
+    (214, "pop_auth", WARNING, {"result": "failure", "reason": "password fail",
+                                "auth_user": "alice@example.com", "remote_ip": "198.51.100.7"}),
+    # 5.0's other phrases were unparsed
+    (215, "pop_auth", WARNING, {"result": "failure", "reason": "setuid 89 failed errno 1",
+                                "auth_user": "alice@example.com", "remote_ip": "198.51.100.7"}),
+    (216, "pop_auth", WARNING, {"result": "failure", "reason": "invalid user/domain characters",
+                                "auth_user": "al ice@example.com", "remote_ip": "198.51.100.7"}),
+    (217, "smtp_decision", INFO, {"conn_pid": 4711, "action": "Accept", "check": "AUTH", "condition": "User",
+                                  "auth_user": "alice@example.com", "proto": "POP3",
+                                  "remote_ip": "198.51.100.7", "remote_host": "unknown"}),
+    (218, "smtp_decision", WARNING, {"conn_pid": 4711, "action": "Reject", "check": "AUTH",
+                                     "condition": "User", "auth_user": "alice@example.com", "proto": "POP3S",
+                                     "remote_ip": "198.51.100.7", "remote_host": "mail.example.net"}),
+    (219, "smtp_decision", WARNING, {"conn_pid": 4711, "action": "Reject", "check": "AUTH",
+                                     "condition": "Apop", "auth_user": "alice", "proto": "POP3",
+                                     "remote_ip": "2001:db8::7", "remote_host": "unknown"}),
+    # die_notls()'s "unknown" is a placeholder, not a user (it was auth_user)
+    (220, "smtp_decision", NOTICE, {"conn_pid": 4711, "action": "Reject", "check": "STLS",
+                                    "condition": "Any", "proto": "POP3", "remote_ip": "198.51.100.7",
+                                    "remote_host": "unknown"}),
+    # checkpassword-pam 0.95's password line: was unparsed, the password in message and raw
+    (221, "checkpassword_debug", DEBUG, {}),
+    (222, "checkpassword_debug", DEBUG, {}),
+    (223, "unparsed", NOTICE, {}),
+]
+
+
+@pytest.mark.parametrize("i, event, sev, fields", AUTH_CASES, ids=[f"audit{c[0]}" for c in AUTH_CASES])
+def test_audit_auth_lines(i: int, event: str, sev: int, fields: dict[str, Any]) -> None:
+    d = LineParser().parse(AUDIT_LINES[i].encode()).to_dict()
+    assert d["flags"] == (["redacted"] if i in _WITH_PASSWORD else [])
+    assert (d["event"], _fields(d)) == (event, fields)
+    assert severity(d) == sev
+
+
+def test_audit_auth_lines_never_carry_a_password() -> None:
+    for i in _WITH_PASSWORD:
+        d = LineParser().parse(AUDIT_LINES[i].encode()).to_dict()
+        assert "hunter2" in AUDIT_LINES[i] and d["flags"] == ["redacted"], i
+        assert not [k for k, v in d.items() if "hunter2" in str(v)], i
+    # the redacted text keeps the rest of the line
+    assert LineParser().parse(AUDIT_LINES[202].encode()).to_dict()["message"] == (
+        "vchkpw-submission: password fail (pass: '[REDACTED]') alice@example.com:198.51.100.7")
+    assert LineParser().parse(AUDIT_LINES[221].encode()).to_dict()["message"] == (
+        "Password '[REDACTED]' read successfully")
+    cut = LineParser().parse(b"@4000000065e5a0c0062a4e05 Password 'hunter2 x read succ").to_dict()
+    assert (cut["event"], cut["message"]) == ("checkpassword_debug", "Password '[REDACTED]")

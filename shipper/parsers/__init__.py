@@ -64,6 +64,8 @@ UNPREFIXED: tuple[tuple[str, ParserFn], ...] = (
     # vchkpw's text without its syslog tag (journalctl -o cat, a %msg% template):
     # still the password-logging variant, so still redacted
     ("vpopmail", misc.parse_vchkpw),
+    # checkpassword-pam 0.95's stderr, with the password in it
+    ("checkpassword-pam", misc.parse_checkpassword_pam),
     ("spamdyke", misc.parse_spamdyke_untagged),
     # dovecot's own log file or stderr: "imap-login: Info: ..." (its level always written)
     ("dovecot", misc.parse_dovecot_log),

@@ -2,6 +2,7 @@
 
 * vchkpw (syslog tag ``vpopmail``): ``vchkpw-SERVICE: [(METHOD) ]PHRASE[ (pass: 'PW')] USER:IP``;
   the ``(pass: '…')`` variant logs the cleartext password, which is redacted.
+* checkpassword-pam 0.95 (stderr, no prefix): ``Password 'PW' read successfully``, redacted.
 * chkuser (qmail-smtpd stderr, no prefix):
   ``CHKUSER DECISION: from <SENDER:AUTHUSER:RELAYCLIENT> remote <HELO:HOST:IP> rcpt <R> : TEXT``;
   2.0.9 labels them: ``from <SENDER|remoteinfo/auth:AUTHUSER|chkuser-identify:ID> remote
@@ -34,9 +35,12 @@ from typing import Any
 Parsed = tuple[str, dict[str, Any]]
 
 _TRAILING = " \r\t\n"
+# the phrase may end in "(VAR)": vchkpw.c's "putenv(USER) failed errno %d"
 _VCHKPW_RE = re.compile(
-    r"vchkpw-(?P<service>[\w.-]+): (?:\((?P<method>[^)]*)\) )?(?P<phrase>[a-z][a-z ]*[a-z])"
+    r"vchkpw-(?P<service>[\w.-]+): (?:\((?P<method>[^)]*)\) )?(?P<phrase>[a-z][a-z ]*[a-z](?:\([A-Z]+\))?)"
     r"(?: \(pass: '(?P<pw>.*)'\))? (?P<who>.+)$")
+# vchkpw.c: "invalid user/domain characters %s:%s" with TheName, as given (spaces and all)
+_VCHKPW_BAD_NAME = "invalid user/domain characters"
 _VCHKPW_HEAD_RE = re.compile(
     r"vchkpw-(?P<service>[\w.-]+): (?:\((?P<method>[^)]*)\) )?(?P<phrase>[a-z][a-z ]*[a-z])")
 _CHKUSER_RE = re.compile(
@@ -74,7 +78,9 @@ _VCHKPW_OLD_PHRASES = (
     "system password fail", "password fail", "login success", "vpopmail user not found",
     "system user shadow entry not found", "system user not found", "null user name given",
     "null password given", "pop access denied", "user has no password",
-    "dir auto create failed")
+    "dir auto create failed", "invalid user/domain characters", "setgid", "setuid",
+    "autocreate dir errno", "chdir failed errno", "putenv(USER)", "putenv(HOME)",
+    "putenv(SHELL)", "putenv(VPOPUSER)")
 
 
 _IP_CHARS_RE = re.compile(r"[0-9A-Fa-f.:]+")
@@ -95,7 +101,7 @@ def _vchkpw_old(rest: str, prefix: str) -> Parsed | None:
         return "pop_auth", {"result": "failure", "reason": rest[:cut].strip(),
                             "_redact": f"{prefix}{rest[:cut]} [REDACTED]"}
     tail = rest[len(phrase) + 1:]
-    sp = tail.rfind(" ")
+    sp = -1 if phrase == _VCHKPW_BAD_NAME else tail.rfind(" ")
     who = tail[sp + 1:]
     fields: dict[str, Any] = {"result": "success" if phrase == "login success" else "failure"}
     if phrase != "login success":
@@ -167,7 +173,16 @@ def parse_vchkpw(text: str) -> Parsed | None:
     if method:
         fields["method"] = method
     who = m.group("who")
-    if " " in who and m.group("pw") is None:
+    if ":" not in who and m.group("pw") is None:
+        # every login line ends in USER:IP; not this one (its stderr's "vchkpw is
+        # only for talking with qmail-popup ...", run by hand); one with a password
+        # is still parsed, to be redacted
+        return None
+    if text.startswith(_VCHKPW_BAD_NAME, m.start("phrase")):
+        phrase = _VCHKPW_BAD_NAME
+        fields["reason"] = phrase
+        who = text[m.start("phrase") + len(phrase) + 1:]
+    elif " " in who and m.group("pw") is None:
         # words after the phrase ("chdir failed errno 2 /home/...") belong to the
         # reason when the last word alone is USER@DOMAIN:IP (an archive's
         # "[EMAIL PROTECTED]:IP" stays whole)
@@ -186,6 +201,18 @@ def parse_vchkpw(text: str) -> Parsed | None:
         start, end = m.span("pw")
         fields["_redact"] = text[:start] + "[REDACTED]" + text[end:]
     return "pop_auth", fields
+
+
+def parse_checkpassword_pam(text: str) -> Parsed | None:
+    """checkpassword-pam 0.95's debug line ``Password 'PW' read successfully``, written to
+    stderr on every login (its ``debugging()`` ignored ``--debug``): the password
+    redacted. Later releases write ``Password read successfully``; tried on every
+    unprefixed line, so the first check is cheap."""
+    if not text.startswith("Password '"):
+        return None
+    end = text.rfind("' read successfully")
+    # a line cut inside the password: redact to its end
+    return "checkpassword_debug", {"_redact": "Password '[REDACTED]" + (text[end:] if end >= 10 else "")}
 
 
 def parse_chkuser(text: str) -> Parsed | None:

@@ -103,8 +103,12 @@ def parse_qmail_popup(text: str) -> Parsed | None:
         pid = int(num)
         rest = text[sp + 1:] if sp > 0 else ""
         if rest.startswith(_ACTIONS):
-            return "smtp_decision", _decision(rest, {"pid": pid, "conn_pid": pid})
-        fields: dict[str, Any] = {"pid": pid, "conn_pid": pid}
+            fields = _decision(rest, {"pid": pid, "conn_pid": pid})
+            if fields.get("check") == "STLS" and fields.get("auth_user") == "unknown":
+                # die_notls() logs before any USER: "unknown" is its placeholder
+                del fields["auth_user"]
+            return "smtp_decision", fields
+        fields = {"pid": pid, "conn_pid": pid}
         if rest:
             fields["text"] = rest
         return "smtp_other", fields
