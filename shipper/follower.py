@@ -407,7 +407,9 @@ class _FollowerBase:
         self.lines_read += 1
 
     def _emit_gap(self, file: str | None, bytes_lost: int | None, exact: bool, reason: str,
-                  first_ns: int | None = None, last_ns: int | None = None) -> None:
+                  first_ns: int | None = None, last_ns: int | None = None, nlimit: bool = False) -> None:
+        """A Gap record; ``nlimit``: an archive the n limit deleted unread (a run of them
+        is said in two lines, see _end_nlimit_run)."""
         self._flush()
         if first_ns is not None and self._last_line_ns is not None and self._last_line_ns < first_ns:
             # From the last line read: a line multilog stamped just before a rotation can
@@ -415,8 +417,7 @@ class _FollowerBase:
             first_ns = self._last_line_ns
         self.gaps += 1
         self.gap_bytes += bytes_lost or 0
-        if reason.startswith(("deleted by multilog before it was read (n limit",
-                              "deleted by multilog before we could look at it (n limit")):
+        if nlimit:
             self._nlimit_run.append(file or "?")
         elif self._nlimit_run:
             self._end_nlimit_run()
@@ -1397,15 +1398,14 @@ class MultilogFollower(_FollowerBase):
             self.done = label
             sized = k is not None and k.size is not None
             reason = "deleted by multilog before it was read (n limit)"
-            first = unsure > 0
-            if first:
+            if unsure:
                 unsure -= 1
-            if not sized and first:
-                reason = ("deleted by multilog before we could look at it (n limit): lost lines "
-                          "unless it was the archive of the file read just before")
+                if not sized:
+                    reason = ("deleted by multilog before we could look at it (n limit): lost "
+                              "lines unless it was the archive of the file read just before")
             self._emit_gap(k.name if k else label, k.size if k else None,
                            sized and k.content == ml.TEXT, reason,
-                           ml.label_time_ns(last), ml.label_time_ns(label))
+                           ml.label_time_ns(last), ml.label_time_ns(label), nlimit=True)
         self.done = plan.done
         self._prune()
         if plan.unreadable is not None:
@@ -1441,7 +1441,8 @@ class MultilogFollower(_FollowerBase):
                 self.done = plan.open_label
                 self._emit_gap(k.name, k.size, k.size is not None and k.content == ml.TEXT,
                                "deleted by multilog before it was read (n limit; at open)",
-                               ml.label_time_ns(prev_done), ml.label_time_ns(plan.open_label))
+                               ml.label_time_ns(prev_done), ml.label_time_ns(plan.open_label),
+                               nlimit=True)
                 self._prune()
             return True
         for wanted, name, live in ((plan.open_previous, "previous", False),

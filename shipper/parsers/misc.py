@@ -318,9 +318,9 @@ def parse_dovecot(text: str) -> Parsed | None:
         # 1.x logging to a file or stderr puts "dovecot: " before every line (master's
         # i_set_failure_file(log_path, "dovecot: ")): under syslog or the journal,
         # "dovecot[PID]: dovecot: auth(default): ..."; the process's name follows it
-        inner = rest.partition(": ")[0]
+        inner, _, inner_rest = rest.partition(": ")
         if inner != "dovecot" and _DOVECOT_SERVICE_RE.fullmatch(inner) is not None:
-            service, _, rest = rest.partition(": ")
+            service, rest = inner, inner_rest
     f: dict[str, Any] = {"service": service}
     paren = service.find("(")
     if paren > 0 and service.find(")", paren) > paren:  # a mail process: "imap(user)<pid><session>"

@@ -13,9 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import socket
 import struct
 import termios
 from collections import deque
+
+
+def socket_unacked(sock: socket.socket) -> int | None:
+    """Bytes sent on ``sock`` that the peer has not acknowledged (Linux SIOCOUTQ); None
+    when the socket cannot be asked."""
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")  # SIOCOUTQ on sockets
+    except (OSError, ValueError):
+        return None
+    return int(struct.unpack("i", raw)[0])
 
 
 def unacknowledged_bytes(writer: asyncio.StreamWriter) -> int | None:
@@ -28,9 +39,8 @@ def unacknowledged_bytes(writer: asyncio.StreamWriter) -> int | None:
     if sock is None:
         # asyncio's TLS transport forgets its socket after a reset: nothing known then
         return NOTHING_KNOWN if transport.is_closing() or hasattr(transport, "_ssl_protocol") else None
-    try:
-        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")  # SIOCOUTQ on sockets
-    except (OSError, ValueError):
+    unacked = socket_unacked(sock)
+    if unacked is None:
         return NOTHING_KNOWN
     held = transport.get_write_buffer_size()
     # TLS: ciphertext handed to the TCP transport below is in neither figure above
@@ -40,7 +50,7 @@ def unacknowledged_bytes(writer: asyncio.StreamWriter) -> int | None:
             held += inner.get_write_buffer_size()
         except (AttributeError, RuntimeError):
             return NOTHING_KNOWN
-    return struct.unpack("i", raw)[0] + held
+    return unacked + held
 
 
 NOTHING_KNOWN = 1 << 62  # "every byte may be unacknowledged"

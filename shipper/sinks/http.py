@@ -43,15 +43,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import fcntl
 import http.client
 import logging
 import os
 import select
 import socket
 import ssl
-import struct
-import termios
 import threading
 import time
 import urllib.parse
@@ -62,6 +59,7 @@ from urllib.parse import unquote, urlsplit
 
 from shipper.encode import http_body
 from shipper.sinks.base import PermanentError, SinkError, SinkStats, describe_error, printable
+from shipper.sinks.confirm import socket_unacked
 from shipper.tlsconfig import TlsOptions, client_context
 
 log = logging.getLogger(__name__)
@@ -86,14 +84,6 @@ def _chunks(data: bytes) -> Iterator[memoryview]:
         yield view[i:i + SEND_CHUNK]
 
 
-def _unacked(sock: socket.socket) -> int:
-    """Bytes the peer has not acknowledged yet (Linux SIOCOUTQ); 0 when unknown."""
-    try:
-        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
-    except OSError:
-        return 0
-
-
 def _await_answer(sock: socket.socket, timeout: float) -> None:
     """Wait until the peer answers, for as long as it keeps taking the body: a slow
     reader is no dead one. TimeoutError once it neither reads nor answers for
@@ -104,7 +94,7 @@ def _await_answer(sock: socket.socket, timeout: float) -> None:
         return
     poll = select.poll()
     poll.register(sock, select.POLLIN | select.POLLPRI)
-    left = _unacked(sock)
+    left = socket_unacked(sock) or 0
     deadline = time.monotonic() + timeout
     # Over TLS, bytes to read need not be the answer: TLS 1.3's session tickets come
     # right after the handshake and stay unread until the answer is (found by review:
@@ -125,7 +115,7 @@ def _await_answer(sock: socket.socket, timeout: float) -> None:
                 poll.modify(sock, 0)  # from now on a hang-up or an error only (close())
         elif poll.poll(min(wait, 0.05) * 1000):
             return  # the connection ended (our close() shuts it down): nothing to wait for
-        now = _unacked(sock)
+        now = socket_unacked(sock) or 0
         if came and now == 0:
             return
         if now < left:  # the peer took bytes: it is alive
