@@ -2,7 +2,8 @@
 
 Pure functions over one decoded line. Recognised, in this order:
   ``@<tai64n> ``                  multilog t, tai64n, svlogd -t, s6-log t
-  ``YYYY-MM-DD HH:MM:SS.nnnnnnnnn `` tai64nlocal output (local time); two spaces: s6-log T
+  ``YYYY-MM-DD HH:MM:SS.nnnnnnnnn `` tai64nlocal output (local time); two spaces: s6-log T;
+                                  ``.uuuuuu``: an accustamp log turned to local time
   ``YYYY-MM-DD_HH:MM:SS.nnnnn ``   svlogd -tt (UTC); ``T`` instead of ``_``: svlogd -ttt
   ``NNNNNNNNNN.uuuuuu ``           accustamp / splogger / daemontools-encore T
   ``Mmm dd HH:MM:SS host tag[pid]: ``   BSD syslog (year supplied by the caller)
@@ -47,7 +48,9 @@ class Envelope:
 
 
 _LABEL_RE = tai64n.LABEL_RE
-_LOCAL_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{9})( {1,2})")
+# nine digits (tai64nlocal), or six: the microseconds of an accustamp/splogger log
+# turned into local time (a 2003 qmail-send statistics script reads both forms)
+_LOCAL_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{9}|\d{6})( {1,2})")
 _SVLOGD_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)[_T](\d\d):(\d\d):(\d\d)\.(\d{5}) ")
 _ACCU_RE = re.compile(r"(\d{9,11})\.\.?(\d{1,9})([ +])")
 # A syslog header's tag: "]" optional, "vpopmail[18917: ..." is seen
@@ -197,6 +200,10 @@ def split_envelope(line: str, leap: bool = False, year: int | None = None,
         env = _json_entry(line)
         if env is not None:
             return env
+    elif c == " " or c == "\t":
+        # a pasted log, indented (a mail, a forum post, a doc): no program writes
+        # its stamp or its first word after blanks, so read the line without them
+        return split_envelope(line.lstrip(" \t"), leap, year, local_tz)
     return Envelope(None, "none", line)
 
 
@@ -216,7 +223,8 @@ def _digits(line: str, leap: bool, year: int | None, local_tz: bool) -> Envelope
                         secs = utc_to_unix(y, mo, d, h, mi, s)
                 except (OverflowError, ValueError):
                     return Envelope(None, "none", line, bad_stamp=True)
-                ns = secs * NS + int(m.group(7))
+                frac = m.group(7)
+                ns = secs * NS + int(frac) * (1 if len(frac) == 9 else 1000)
                 return Envelope(ns, "local", line[m.end():],
                                 alt_ns=ns + fold * NS if fold else None)
             return Envelope(None, "none", line)

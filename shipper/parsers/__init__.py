@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shipper.parsers import misc, postfix, qmail_send, smtpd, smtpd_patches, ucspi
+from shipper.parsers import misc, plesk, postfix, qmail_send, smtpd, smtpd_patches, ucspi
 
 Parsed = tuple[str, dict[str, Any]]
 ParserFn = Callable[[str], Parsed | None]
@@ -42,6 +42,17 @@ PREFIXED: dict[str, ParserFn] = {
     "jgreylist": misc.parse_jgreylist,
     "spamdyke": misc.parse_spamdyke,
     "dovecot": misc.parse_dovecot,
+    # Plesk's qmail (/usr/local/psa/var/log/maillog) and its Courier-IMAP
+    "qmail-queue-handlers": plesk.parse_queue_handlers,
+    "qmail-local-handlers": plesk.parse_local_handlers,
+    "qmail-remote-handlers": plesk.parse_remote_handlers,
+    "relaylock": plesk.parse_relaylock,
+    "smtp_auth": plesk.parse_smtp_auth,
+    "pop3d": plesk.parse_courier_pop3,
+    "pop3d-ssl": plesk.parse_courier_pop3,
+    "courierpop3login": plesk.parse_courier_pop3,
+    "imapd": plesk.parse_courier_imap,
+    "imapd-ssl": plesk.parse_courier_imap,
 }
 
 # The same by a line's first word ("tcpserver:"): the dispatcher's one look-up.

@@ -1,0 +1,170 @@
+"""Plesk's qmail lines and Courier-IMAP's, as found in ``/usr/local/psa/var/log/maillog``.
+Pure functions of one line's text (after ``program[PID]: ``).
+
+* qmail-queue-handlers, qmail-local-handlers, qmail-remote-handlers (Plesk's filters
+  around qmail-queue, qmail-local and qmail-remote): ``from=ADDR``, ``to=ADDR``,
+  ``mailbox: PATH`` and their other, diagnostic lines (``Handlers Filter before-local
+  for qmail started ...``, ``possibly qmail-smtpd exited by timeout, ...``).
+* relaylock (Plesk's POP-before-SMTP check, run by tcp-env before qmail-smtpd):
+  ``/var/qmail/bin/relaylock: mail from IP:PORT (HOST)``.
+* smtp_auth (Plesk's checkpassword for SMTP AUTH), its text after a doubled
+  ``smtp_auth: ``: ``SMTP connect from INFO@HOST [IP]``, ``SMTP user USER : PATH logged
+  in from INFO@HOST [IP]``, ``FAILED: USER - password incorrect from INFO@HOST [IP]``.
+* Courier-IMAP's pop3d/imapd (Plesk before 9.x's Dovecot, and many vpopmail boxes):
+  ``LOGIN, user=U, ip=[IP], port=[P], protocol=POP3``, ``LOGIN FAILED, user=U, ip=[IP]``,
+  ``LOGOUT|DISCONNECTED|TIMEOUT, user=U, ip=[IP], top=N, retr=N, rcvd=N, sent=N, time=N[, stls=1]``,
+  ``Connection, ip=[IP]``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from typing import Any
+
+Parsed = tuple[str, dict[str, Any]]
+
+_TRAILING = " \r\t\n"
+_RELAYLOCK_RE = re.compile(r"(?:\S*relaylock: )?mail from (?P<ip>[^\s:]+):(?P<port>\d+)(?: \((?P<host>[^)]*)\))?$")
+# "unknown@ [IP]": TCPREMOTEINFO@TCPREMOTEHOST, either may be empty or "(null)"
+_FROM_RE = re.compile(r" from (?P<who>\S*) \[(?P<ip>[^\]]*)\]$")
+_SMTP_USER_RE = re.compile(r"SMTP user (?P<user>.*?) : \S+ logged in$")
+_SMTP_FAILED_RE = re.compile(r"FAILED: (?P<user>.*?) - (?P<reason>[^ ].*?)$")
+_COURIER_HEAD_RE = re.compile(r"(?P<what>[A-Z][A-Z ]*[A-Z]|Connection), (?P<rest>[a-z]+=.*)$")
+_COURIER_PAIR_RE = re.compile(r"([a-z]+)=(\[[^\]]*\]|[^,]*)(?:, |$)")
+# Courier's per-session counters: POP3's top/retr, IMAP's headers/body, both rcvd/sent
+# (bytes) and time (seconds)
+_COURIER_COUNTS = {"top": "top", "retr": "retr", "headers": "headers", "body": "body",
+                   "rcvd": "bytes_in", "sent": "bytes_out"}
+_COURIER_END = {"LOGOUT": "logout", "DISCONNECTED": "disconnected", "TIMEOUT": "timeout"}
+
+
+def _ip(text: str) -> str | None:
+    """The address, IPv4-mapped IPv6 (Courier's ``::ffff:1.2.3.4``) as IPv4; None
+    for what is not an address (a paste's hand-masked ``43.123.841.246``)."""
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return text
+
+
+def _handlers(stage: str) -> Callable[[str], Parsed | None]:
+    def parse(text: str) -> Parsed | None:
+        if text[-1:] in _TRAILING:
+            text = text.rstrip(_TRAILING)
+        if not text:
+            return None
+        fields: dict[str, Any] = {"stage": stage}
+        if text.startswith("from="):
+            fields["mail_from"] = text[5:]
+        elif text.startswith("to="):
+            fields["rcpt_to"] = text[3:]
+        elif text.startswith("mailbox: "):
+            fields["mailbox"] = text[9:]
+        else:
+            fields["text"] = text
+        return "plesk_handler", fields
+    parse.__doc__ = f"qmail-{stage}-handlers' text: ``plesk_handler``."
+    return parse
+
+
+parse_queue_handlers = _handlers("queue")
+parse_local_handlers = _handlers("local")
+parse_remote_handlers = _handlers("remote")
+
+
+def parse_relaylock(text: str) -> Parsed | None:
+    """relaylock's text: ``relaylock`` with the client of a connection."""
+    if text[-1:] in _TRAILING:
+        text = text.rstrip(_TRAILING)
+    m = _RELAYLOCK_RE.match(text)
+    if m is None:
+        return ("relaylock", {"text": text}) if text else None
+    fields: dict[str, Any] = {}
+    ip = _ip(m.group("ip"))
+    if ip is not None:
+        fields["remote_ip"] = ip
+    fields["remote_port"] = int(m.group("port"))
+    if m.group("host"):
+        fields["remote_host"] = m.group("host")
+    return "relaylock", fields
+
+
+def parse_smtp_auth(text: str) -> Parsed | None:
+    """Plesk smtp_auth's text: ``pop_auth`` (service ``smtp``) for a login or a failed
+    one, ``smtp_auth`` (``remote_ip``, ``text``) for its other lines."""
+    if text[-1:] in _TRAILING:
+        text = text.rstrip(_TRAILING)
+    if text.startswith("smtp_auth: "):  # it names itself again in its verdicts
+        text = text[11:]
+    m = _FROM_RE.search(text)
+    head = text if m is None else text[:m.start()].rstrip(" ")
+    fields: dict[str, Any] = {}
+    if (u := _SMTP_USER_RE.match(head)) is not None:
+        event = "pop_auth"
+        fields = {"service": "smtp", "result": "success", "auth_user": u.group("user")}
+    elif (u := _SMTP_FAILED_RE.match(head)) is not None:
+        event = "pop_auth"
+        fields = {"service": "smtp", "result": "failure", "reason": u.group("reason"),
+                  "auth_user": u.group("user")}
+    elif text:
+        event = "smtp_auth"
+        fields = {"text": text}
+    else:
+        return None
+    if m is not None and (ip := _ip(m.group("ip"))) is not None:
+        fields["remote_ip"] = ip
+    return event, fields
+
+
+def _courier(service: str) -> Callable[[str], Parsed | None]:
+    def parse(text: str) -> Parsed | None:
+        if text[-1:] in _TRAILING:
+            text = text.rstrip(_TRAILING)
+        m = _COURIER_HEAD_RE.match(text)
+        if m is None:
+            return None
+        what = m.group("what")
+        pairs = {k: v[1:-1] if v[:1] == "[" else v for k, v in _COURIER_PAIR_RE.findall(m.group("rest"))}
+        fields: dict[str, Any] = {"service": service}
+        if what == "LOGIN":
+            event = "pop_auth"
+            fields["result"] = "success"
+        elif what == "LOGIN FAILED":
+            event = "pop_auth"
+            fields["result"] = "failure"
+        elif what in _COURIER_END:
+            event = "pop_logout"
+            fields["reason"] = _COURIER_END[what]
+        elif what == "Connection":
+            event = "pop_connect"
+        else:
+            return None
+        if pairs.get("user"):
+            fields["auth_user"] = pairs["user"]
+        if pairs.get("method"):
+            fields["method"] = pairs["method"]
+        if (ip := _ip(pairs.get("ip", ""))) is not None:
+            fields["remote_ip"] = ip
+        if pairs.get("port", "").isdigit():
+            fields["remote_port"] = int(pairs["port"])
+        if pairs.get("protocol"):
+            fields["proto"] = pairs["protocol"]
+        if pairs.get("stls") == "1":  # the session went to TLS by STLS/STARTTLS
+            fields["tls"] = "STARTTLS"
+        for key, name in _COURIER_COUNTS.items():
+            if pairs.get(key, "").isdigit():
+                fields[name] = int(pairs[key])
+        if pairs.get("time", "").isdigit():
+            fields["duration_s"] = float(pairs["time"])
+        return event, fields
+    parse.__doc__ = f"Courier {service} server's text: ``pop_auth``, ``pop_logout``, ``pop_connect``."
+    return parse
+
+
+parse_courier_pop3 = _courier("pop3")
+parse_courier_imap = _courier("imap")

@@ -1,0 +1,159 @@
+"""Lines people posted (forums, blogs, other tools' test logs) that we read wrong or
+not at all before session 14: Plesk's qmail (its handlers, relaylock, smtp_auth) and
+the Courier-IMAP it ran, a local-time stamp with microseconds, and pasted lines
+still indented. tests/fixtures/samples/public_lines_s14.txt names each line's source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipper.parse import LineParser
+from shipper.severity import INFO, NOTICE, WARNING, severity
+from shipper.stamps import split_envelope
+
+SAMPLE = Path(__file__).parent / "fixtures" / "samples" / "public_lines_s14.txt"
+_CORE = {"time_unix_ns", "time", "time_source", "program", "event", "message", "raw", "host",
+         "pid", "source", "file_id", "offset", "flags", "event_id"}
+
+
+def _lines() -> list[str]:
+    text = SAMPLE.read_text(encoding="utf-8")
+    assert text.startswith("# source:")
+    return [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+LINES = _lines()
+
+
+def _rec(line: str) -> dict[str, Any]:
+    # a fixed read time: the unstamped lines' time is when they were read
+    return LineParser().parse(line.encode(), now_ns=1_700_000_000 * 10**9).to_dict()
+
+
+def _fields(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in _CORE}
+
+
+_TIMEOUT_TEXT = ('possibly qmail-smtpd exited by timeout, reset connection. ^I^I^I^ISee '
+                 '"http://pobox.com/~djb/docs/smtplf.html." for get more information.')
+CASES: list[tuple[int, str, str, int, dict[str, Any]]] = [
+    (0, "qmail-local-handlers", "plesk_handler", INFO,
+     {"stage": "local", "mailbox": "/var/qmail/mailnames/my-domain.co.uk/meg"}),
+    (1, "qmail-queue-handlers", "plesk_handler", INFO, {"stage": "queue", "text": _TIMEOUT_TEXT}),
+    (2, "qmail-queue-handlers", "plesk_handler", INFO, {"stage": "queue", "text": _TIMEOUT_TEXT}),
+    # the poster masked the address into no address: no remote_ip, the rest read
+    (3, "pop3d", "pop_logout", INFO,
+     {"service": "pop3", "reason": "disconnected", "auth_user": "meg@my-domain.co.uk", "top": 0,
+      "retr": 263787, "bytes_in": 258, "bytes_out": 269885, "duration_s": 485.0}),
+    (4, "pop3d", "pop_logout", INFO,
+     {"service": "pop3", "reason": "timeout", "auth_user": "meg@my-domain.co.uk", "top": 0,
+      "retr": 227668, "bytes_in": 162, "bytes_out": 232382, "duration_s": 666.0}),
+    (6, "qmail-remote-handlers", "plesk_handler", INFO,
+     {"stage": "remote", "mail_from": "avs2904@webgenie.com"}),
+    (7, "qmail-remote-handlers", "plesk_handler", INFO,
+     {"stage": "remote", "rcpt_to": "paulsingh@jadoo.com.au"}),
+    (9, "qmail-remote-handlers", "plesk_handler", INFO, {"stage": "remote", "mail_from": "avs@webgenie.com"}),
+    (10, "qmail-remote-handlers", "plesk_handler", INFO, {"stage": "remote", "rcpt_to": "s_unger@yoo-design.com"}),
+    (11, "qmail-remote-handlers", "plesk_handler", INFO,
+     {"stage": "remote", "text": "Handlers Filter before-remote for qmail started ..."}),
+    (12, "qmail-local-handlers", "plesk_handler", INFO,
+     {"stage": "local", "text": "Handlers Filter before-local for qmail started ..."}),
+    (13, "qmail-local-handlers", "plesk_handler", INFO,
+     {"stage": "local", "mail_from": "anonymous@yourserver.com"}),
+    (14, "qmail-local-handlers", "plesk_handler", INFO,
+     {"stage": "local", "rcpt_to": "info@clientsdomain.com.au"}),
+    (15, "relaylock", "relaylock", INFO,
+     {"remote_ip": "44.33.22.11", "remote_port": 17249, "remote_host": "yourdesktop.com"}),
+    (16, "smtp_auth", "smtp_auth", INFO,
+     {"text": "SMTP connect from unknown@ [207.219.92.194]", "remote_ip": "207.219.92.194"}),
+    (17, "smtp_auth", "pop_auth", INFO,
+     {"service": "smtp", "result": "success", "auth_user": "[USER]", "remote_ip": "207.219.92.194"}),
+    (18, "smtp_auth", "pop_auth", WARNING,
+     {"service": "smtp", "result": "failure", "reason": "password incorrect", "auth_user": "[USER]",
+      "remote_ip": "207.219.92.194"}),
+    # Courier's IPv4-mapped addresses are IPv4 addresses
+    (19, "imapd", "pop_auth", WARNING,
+     {"service": "imap", "result": "failure", "auth_user": "sales@example.com", "remote_ip": "1.2.3.4"}),
+    (20, "pop3d", "pop_auth", WARNING,
+     {"service": "pop3", "result": "failure", "auth_user": "info@example.com", "remote_ip": "198.51.100.76"}),
+    (21, "imapd-ssl", "pop_auth", WARNING,
+     {"service": "imap", "result": "failure", "auth_user": "user@domain.tld", "remote_ip": "198.51.100.33"}),
+    (22, "courierpop3login", "pop_auth", WARNING,
+     {"service": "pop3", "result": "failure", "auth_user": "USER@EXAMPLE.org", "remote_ip": "1.2.3.4"}),
+    (23, "imapd-ssl", "pop_auth", WARNING,
+     {"service": "imap", "result": "failure", "method": "PLAIN", "remote_ip": "192.0.2.4"}),
+    (24, "imapd", "pop_auth", WARNING,
+     {"service": "imap", "result": "failure", "auth_user": "tester", "remote_ip": "192.0.2.5",
+      "remote_port": 255}),
+    (25, "qmail-send", "delivery", NOTICE,
+     {"delivery": 2518, "result": "deferral", "text": "Sorry, I couldn't find any host by that name. (#4.1.2)",
+      "text_raw": "Sorry,_I_couldn't_find_any_host_by_that_name._(#4.1.2)/", "dsn": "4.1.2"}),
+    # masked addresses ("XXX.XXX.XXX.XXX", "xx.21.xx.195") are no addresses: no remote_ip
+    (30, "pop3d", "pop_connect", INFO, {"service": "pop3"}),
+    (31, "pop3d", "pop_auth", INFO,
+     {"service": "pop3", "result": "success", "auth_user": "april@mailserver.com", "remote_port": 1060}),
+    (32, "pop3d", "pop_logout", INFO,
+     {"service": "pop3", "reason": "logout", "auth_user": "april@mailserver.com", "remote_port": 1060,
+      "top": 0, "retr": 0, "bytes_in": 12, "bytes_out": 39, "duration_s": 1.0}),
+    (33, "pop3d", "pop_auth", INFO,
+     {"service": "pop3", "result": "success", "auth_user": "leo", "remote_ip": "61.93.253.82",
+      "remote_port": 2800}),
+    (34, "pop3d", "pop_logout", INFO,
+     {"service": "pop3", "reason": "logout", "auth_user": "leo", "remote_ip": "61.93.253.82",
+      "remote_port": 2800, "top": 0, "retr": 0, "bytes_in": 12, "bytes_out": 39, "duration_s": 0.0}),
+    (35, "pop3d", "pop_logout", INFO,
+     {"service": "pop3", "reason": "logout", "auth_user": "<user>@<domain>", "remote_port": 56089,
+      "tls": "STARTTLS", "top": 0, "retr": 0, "bytes_in": 12, "bytes_out": 39, "duration_s": 0.0}),
+    (36, "pop3d-ssl", "pop_auth", INFO,
+     {"service": "pop3", "result": "success", "auth_user": "<user>@<domain>.de", "remote_port": 48668}),
+    (26, "qmail-send", "delivery", INFO,
+     {"delivery": 2479, "result": "success", "text": "did 0+0+1", "text_raw": "did_0+0+1/"}),
+]
+
+
+@pytest.mark.parametrize("i, program, event, sev, fields", CASES, ids=[str(c[0]) for c in CASES])
+def test_fields_and_severity(i: int, program: str, event: str, sev: int, fields: dict[str, Any]) -> None:
+    d = _rec(LINES[i])
+    assert (d["program"], d["event"], _fields(d)) == (program, event, fields)
+    assert severity(d) == sev
+    assert d["flags"] in ([], ["time_inferred"], ["time_ingest"])
+
+
+def test_lines_that_were_already_right_stay_right() -> None:
+    got = [(d["program"], d["event"], d.get("delivery"), d.get("relay_ip"), d.get("conn_pid"))
+           for d in map(_rec, (LINES[5], LINES[8], LINES[27], LINES[28], LINES[29]))]
+    assert got == [("qmail-send", "starting_delivery", 293, None, None),
+                   ("qmail-send", "delivery", 293, "103.146.112.32", None),
+                   ("tcpserver", "tcp_pid", None, None, 30906),
+                   ("qmail-smtpd", "smtp_accept", None, None, 1821),
+                   ("tcpserver", "tcp_end", None, None, 30906)]
+
+
+def test_plesk_handler_pids_link_a_from_to_its_to() -> None:
+    # qmail-remote-handlers logs from= and to= under one pid: the pid is what joins them
+    a, b = _rec(LINES[6]), _rec(LINES[7])
+    assert (a["pid"], b["pid"]) == (3882, 3882)
+
+
+def test_local_time_with_microseconds() -> None:
+    env = split_envelope(LINES[25], local_tz=False)
+    assert (env.time_ns, env.time_source, env.text[:14]) == (
+        1054082244_417470000, "local", "delivery 2518:")
+    # nine digits, tai64nlocal's own, unchanged
+    env = split_envelope("2020-06-25 08:00:09.681525500 new msg 100926020 queue5", local_tz=False)
+    assert (env.time_ns, env.text) == (1593072009_681525500, "new msg 100926020 queue5")
+    # neither six nor nine digits: no stamp
+    assert split_envelope("2003-05-28 00:37:24.4174 delivery 1: success: did_1+0+0/").time_ns is None
+
+
+@pytest.mark.parametrize("indent", [" ", "    ", "\t", " \t "])
+def test_an_indented_paste_reads_as_the_line(indent: str) -> None:
+    for line in (LINES[16], LINES[11], LINES[25], "@400000004ccc70a30b5515bc new msg 78833",
+                 "2020-06-25 08:00:09.681525500 new msg 100926020 queue5"):
+        plain, indented = _rec(line), _rec(indent + line + "\r")
+        assert indented["raw"] == indent + line + "\r"
+        assert {k: v for k, v in indented.items() if k not in ("raw", "file_id")} == \
+            {k: v for k, v in plain.items() if k not in ("raw", "file_id")}
