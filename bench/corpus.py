@@ -4,7 +4,10 @@ Traffic model (per accepted mail): tcpserver/sslserver status, pid, ok; sometime
 rblsmtpd; s/qmail qmail-smtpd decisions (or recordio replies with the 250 qp
 that links the session to the queue); tcpserver end; then qmail-send's
 new/info/starting delivery/status/delivery/status/end for 1–3 recipients,
-local and remote, with successes, deferrals and failures; bounces now and then.
+local and remote, with successes, failures and deferrals (tried again until they
+succeed or fail); a failure's bounce (sender <>) is queued and delivered in turn,
+its failure bounced to the postmaster (#@[]), whose failure is a triple bounce.
+Delivery ids go up across the interleaved streams, as one qmail-send's do.
 Each line carries a TAI64N label 1 µs after the previous one, so the label is a
 unique marker of the line (the counting receivers use it).
 
@@ -15,10 +18,11 @@ unique marker of the line (the counting receivers use it).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from shipper.tai64n import encode  # noqa: E402
@@ -59,12 +63,71 @@ def _addr(r: random.Random) -> str:
     return f"{r.choice(USERS)}{r.randrange(1000)}@{r.choice(DOMAINS)}"
 
 
-def events(r: random.Random, base: int = 0) -> Iterator[str]:
+def _delivery(r: random.Random, channel: str, rc: str, qp: int, retry: bool) -> tuple[str, str]:
+    """A delivery's result and report text. A retry after a deferral ends the matter
+    more often (success or failure) than a first attempt."""
+    x = r.random()
+    rip = _ip(r)
+    fmt = {"ip": rip, "qid": f"{r.randrange(16**10):010X}", "rcpt": rc,
+           "dom": rc.split("@")[1], "qp": qp + 7}
+    if channel == "local":
+        if x < 0.95:
+            result, text = "success", r.choice(LOCAL_OK)
+        else:
+            result, text = "failure", r.choice(LOCAL_FAIL)
+    elif x < (0.6 if retry else 0.85):
+        result, text = "success", r.choice(REMOTE_OK)
+    elif x < 0.95:
+        result, text = "deferral", r.choice(REMOTE_DEFER)
+    else:
+        result, text = "failure", r.choice(REMOTE_FAIL)
+    return result, text.format(**fmt)
+
+
+def _queue(r: random.Random, msg_id: int, rcpts: list[str], qp: int, ids: Iterator[int],
+           bounce: str | None = None) -> Generator[str, None, str | None]:
+    """qmail-send's lines for one message from its ``info msg`` on: each recipient's
+    attempts (a deferral is tried again, up to 3 retries, the last one final), then
+    ``bounce msg`` if one failed, then ``end msg``. ``bounce``: this message is a bounce
+    (sender ``<>``) or a double bounce (``#@[]``): its failure is bounced on to the
+    postmaster, or (a double bounce) discarded: ``triple bounce``. Returns
+    "bounce" when it queued a bounce, "triple" when it discarded one."""
+    bounced = False
+    for rc in rcpts:
+        channel = "local" if rc.endswith("example.com") else "remote"
+        for tries in range(4):
+            delivery = next(ids)
+            yield f"starting delivery {delivery}: msg {msg_id} to {channel} {rc}"
+            yield f"status: local {int(channel == 'local')}/10 remote {int(channel == 'remote')}/120"
+            result, text = _delivery(r, channel, rc, qp, tries > 0)
+            if result == "deferral" and tries == 3:
+                result, text = "failure", ("I'm_not_going_to_try_again;_this_message_has_been_in_"
+                                           "the_queue_too_long./")
+            yield f"delivery {delivery}: {result}: {text}"
+            yield "status: local 0/10 remote 0/120"
+            bounced |= result == "failure"
+            if result != "deferral":
+                break
+    said = None
+    if bounced:
+        if bounce == "#@[]":
+            yield f"triple bounce: discarding bounce/{msg_id}"
+            said = "triple"
+        else:
+            yield f"bounce msg {msg_id} qp {qp + 11}"
+            said = "bounce"
+    yield f"end msg {msg_id}"
+    return said
+
+
+def events(r: random.Random, base: int = 0, ids: Iterator[int] | None = None) -> Iterator[str]:
     """Endless stream of program texts (without stamps): one session and its mail after
-    another. ``base`` separates the id spaces of streams that run interleaved."""
+    another. ``base`` separates the id spaces of streams that run interleaved; ``ids``
+    gives the delivery ids, which streams running interleaved share (one qmail-send
+    numbers its deliveries 1, 2, 3… whatever message they are of)."""
     msg_id = 100000 + base * 10_000_000
-    pid = 20000 + base * 100_000
-    delivery = base * 10_000_000
+    pid = 20000 + base * 1_000_000
+    ids = ids if ids is not None else itertools.count(base * 10_000_000 + 1)
     while True:
         pid += r.randrange(1, 7)
         ip = _ip(r)
@@ -101,33 +164,19 @@ def events(r: random.Random, base: int = 0) -> Iterator[str]:
         size = r.randrange(800, 200000)
         yield f"new msg {msg_id}"
         yield f"info msg {msg_id}: bytes {size} from <{sender}> qp {qp} uid {r.choice((89, 7791, 0))}"
-        bounced = False
-        for rc in rcpts:
-            delivery += 1
-            channel = "local" if rc.endswith("example.com") else "remote"
-            yield f"starting delivery {delivery}: msg {msg_id} to {channel} {rc}"
-            yield f"status: local {int(channel == 'local')}/10 remote {int(channel == 'remote')}/120"
-            x = r.random()
-            rip = _ip(r)
-            fmt = {"ip": rip, "qid": f"{r.randrange(16**10):010X}", "rcpt": rc,
-                   "dom": rc.split("@")[1], "qp": qp + 7}
-            if channel == "local":
-                if x < 0.95:
-                    result, text = "success", r.choice(LOCAL_OK)
-                else:
-                    result, text = "failure", r.choice(LOCAL_FAIL)
-            elif x < 0.85:
-                result, text = "success", r.choice(REMOTE_OK)
-            elif x < 0.95:
-                result, text = "deferral", r.choice(REMOTE_DEFER)
-            else:
-                result, text = "failure", r.choice(REMOTE_FAIL)
-            bounced |= result == "failure"
-            yield f"delivery {delivery}: {result}: {text.format(**fmt)}"
-            yield "status: local 0/10 remote 0/120"
-        if bounced:
-            yield f"bounce msg {msg_id} qp {qp + 11}"
-        yield f"end msg {msg_id}"
+        out = yield from _queue(r, msg_id, rcpts, qp, ids)
+        # the bounce qmail-send queued (qp + 11) to the sender; its failure goes on to
+        # the postmaster as a double bounce (qp + 22), whose failure is discarded
+        kind, to, bqp = "", sender, qp + 11
+        while out == "bounce":
+            msg_id += r.randrange(1, 50)
+            yield f"new msg {msg_id}"
+            yield f"info msg {msg_id}: bytes {size // 4 + 1200} from <{kind}> qp {bqp} uid 7796"
+            out = yield from _queue(r, msg_id, [to], bqp, ids, kind)
+            kind, to, bqp = "#@[]", "postmaster@example.com", bqp + 11
+        # the qps qmail-queue had for this mail's bounces (+11, +22) and what its
+        # deliveries forwarded (+7, +18) are not a later session's: pids go round slowly
+        pid += 40
 
 
 def lines(n: int, seed: int = 1, concurrency: int = 16) -> Iterator[bytes]:
@@ -139,7 +188,8 @@ def lines(n: int, seed: int = 1, concurrency: int = 16) -> Iterator[bytes]:
     tracker's memory depends on).
     """
     r = random.Random(seed)
-    streams = [events(random.Random(seed * 1000 + k), k) for k in range(concurrency)]
+    ids = itertools.count(1)  # one qmail-send: its delivery ids go up whatever the stream
+    streams = [events(random.Random(seed * 1000 + k), k, ids) for k in range(concurrency)]
     t_us = START * 1_000_000
     for _ in range(n):
         t_us += 1000
