@@ -89,7 +89,17 @@ def test_stats_text_and_json(tmp_path: Path) -> None:
         {"sender": "a@x.org", "messages": 1, "bytes": 1000} in d["top_senders"]
     assert {"host": "@far.example", "count": 1} in d["deferrals_by_host"]
     assert {"host": "192.0.2.7", "count": 1} in d["deferrals_by_host"]
-    assert d["delay_s"]["count"] == 7 and d["delay_s"]["max"] == 172801.0
+    # zoverall's figures, by hand from the lines: m lines for msgs 100, 200 (twice), 300,
+    # 301; nk + nd = 1 + 1 + 3 + 1 + 1 recipients, + 2 deferrals of r1 = 9 tries
+    # (delivery 5's success after the restart is of no attempt started in its epoch)
+    assert (d["completed"], d["incomplete"], d["partial"]) == (5, 0, 0)
+    assert d["completed_recipients"] == 7 and d["completed_attempts"] == 9
+    assert d["bounces"] == {"queued": 2, "double_discarded": 0, "triple_discarded": 1}
+    # ddelay is of successes only (zoverall's "Average ddelay per success"): 0.499995,
+    # 1.099998, 0.099999 and 172801.000048 s; the three failures are no delivery
+    assert d["delay_s"] == {"count": 4, "mean": 43200.675, "p50": 0.5, "p90": 172801.0,
+                            "p95": 172801.0, "p99": 172801.0, "max": 172801.0, "exact": True}
+    assert d["period"]["first"] == "2023-11-14T22:13:20.000002000Z"  # msg 100's birth, not an end
     rc, text = run(stats_main, [str(FIX / "qmail_lifecycle.txt"), str(FIX / "smtpd_recordio_ipv6.txt")])
     assert rc == 0
     assert "messages                      5" in text or "  messages" in text
@@ -106,6 +116,15 @@ def test_stats_postfix_and_errors(tmp_path: Path) -> None:
     d = orjson.loads(out)
     assert d["messages"] == 4 and d["bytes"] == 1902 + 44585 + 130922 + 129347
     assert d["recipient_outcomes"] == {"quarantined": 6, "success": 1}
+    assert d["completed"] == 4 and d["completed_recipients"] == 7
+    # the delays were empty for Postfix (its recipients have delay=, not delay_s):
+    # ddelay is the one delivered recipient's delay=6.9 (the 6 quarantined are the
+    # filter's verdict), xdelay each status=sent line's delays= c + d, by hand:
+    # 0.79 0.83 2.34 2.34 4.05 4.05 6.9
+    assert d["delay_s"] == {"count": 1, "mean": 6.9, "p50": 6.9, "p90": 6.9, "p95": 6.9,
+                            "p99": 6.9, "max": 6.9, "exact": True}
+    assert d["delivery_time_s"] == {"count": 7, "mean": 3.043, "p50": 2.34, "p90": 6.9,
+                                    "p95": 6.9, "p99": 6.9, "max": 6.9, "exact": True}
     rc, _ = run(stats_main, [str(tmp_path / "missing")])
     assert rc == 2
 

@@ -1,7 +1,8 @@
 """``shipper track`` filtering/rendering and ``shipper stats`` aggregation. Pure.
 
 Stats are bounded in memory whatever the input size: delays go into a fixed
-log-scale histogram (percentiles are read from it, ±9 %), and the "top" tables are
+log-scale histogram (percentiles are read from it, ±9 %, once there are more than
+EXACT_MAX values; below, they are exact), and the "top" tables are
 counted with a capped counter that prunes its long tail (approximate for rare keys,
 exact for the heavy hitters it reports).
 """
@@ -261,16 +262,23 @@ def _bucket_upper(b: int) -> float:
     return _MIN_S * 2 ** (b / _BUCKETS_PER_OCTAVE)
 
 
-class Histogram:
-    """Log-scale histogram of durations in seconds (bounded: ~300 buckets up to years)."""
+EXACT_MAX = 10_000  # values kept for exact percentiles; beyond, the histogram's (±9 %)
 
-    __slots__ = ("counts", "n", "total", "max")
+
+class Histogram:
+    """Log-scale histogram of durations in seconds (bounded: ~300 buckets up to years).
+
+    The first EXACT_MAX values are also kept as they are: percentiles of a small input
+    are exact (nearest rank, what ``sort -n | awk`` gives an admin checking them)."""
+
+    __slots__ = ("counts", "n", "total", "max", "values")
 
     def __init__(self) -> None:
         self.counts: dict[int, int] = {}
         self.n = 0
         self.total = 0.0
         self.max = 0.0
+        self.values: list[float] | None = []
 
     def add(self, s: float) -> None:
         b = _bucket(s)
@@ -279,10 +287,18 @@ class Histogram:
         self.total += s
         if s > self.max:
             self.max = s
+        if self.values is not None:
+            if len(self.values) < EXACT_MAX:
+                self.values.append(s)
+            else:
+                self.values = None
 
     def percentile(self, p: float) -> float | None:
         if not self.n:
             return None
+        if self.values is not None:  # nearest rank: the smallest value with p % at or below it
+            v = sorted(self.values)
+            return v[max(0, math.ceil(p / 100 * self.n) - 1)]
         want = p / 100 * self.n
         acc = 0
         for b in sorted(self.counts):
@@ -294,7 +310,8 @@ class Histogram:
     def summary(self) -> dict[str, Any]:
         return {"count": self.n, "mean": round(self.total / self.n, 3) if self.n else None,
                 **{f"p{p}": _r(self.percentile(p)) for p in (50, 90, 95, 99)},
-                "max": round(self.max, 3) if self.n else None}
+                "max": round(self.max, 3) if self.n else None,
+                "exact": self.values is not None}
 
 
 def _r(x: float | None) -> float | None:
@@ -327,13 +344,43 @@ def _reason(text: str | None) -> str:
     return first[:120]
 
 
+def _postfix_xdelay(att: dict[str, Any]) -> float | None:
+    """A Postfix delivery's own time: ``delays=a/b/c/d``'s c (connection setup) + d
+    (transmission), as qmailanalog's xdelay is qmail-remote's whole run."""
+    parts = str(att.get("delays") or "").split("/")
+    if len(parts) != 4:
+        return None
+    try:
+        return round(float(parts[2]) + float(parts[3]), 6)
+    except ValueError:
+        return None
+
+
 class Stats:
-    """qmailanalog-style totals over ``mail`` and ``smtp_session`` summaries."""
+    """qmailanalog-style totals over ``mail`` and ``smtp_session`` summaries.
+
+    How they compare with qmailanalog's ``zoverall`` (matchup's ``m``/``d`` lines):
+    ``completed`` is its "Completed messages" (``info msg`` and ``end msg`` both in
+    the input); ``completed_recipients`` its "Recipients for completed messages"
+    (their successes + failures) and ``completed_attempts`` its "Total delivery
+    attempts for completed messages"; ``deliveries`` its "Total delivery attempts"
+    (every attempt with a result, of any message); ``delay_s`` its ddelay (per
+    successful delivery: its end minus the message's ``info msg``), ``delivery_time_s``
+    its xdelay, ``queue_time_s`` its qtime (completed messages). ``messages``,
+    ``bytes`` and ``recipients`` also count messages still in the queue at the end of
+    the input (``incomplete``) and those begun before it (``partial``).
+    """
 
     def __init__(self, top: int = 10) -> None:
         self.top_n = top
         self.messages = 0
         self.incomplete = 0
+        self.partial = 0  # (and not incomplete: the three add up to messages)
+        self.completed = 0
+        self.completed_bytes = 0
+        self.completed_recipients = 0
+        self.completed_attempts = 0
+        self.bounces = Counter[str]()  # queued ("bounce msg"), discarded (triple/double)
         self.bytes = 0
         self.recipients = 0
         self.attempts = Counter[str]()  # success / failure / deferral per delivery attempt
@@ -349,24 +396,40 @@ class Stats:
         self.rejections = TopCounter()
         self.host_deferrals = TopCounter()
         self.sessions = 0
+        self.sessions_incomplete = 0
         self.session_results = Counter[str]()
         self.tls_sessions = 0
         self.first_ns: int | None = None
         self.last_ns: int | None = None
 
     def add(self, rec: dict[str, Any]) -> None:
-        t = rec.get("time_unix_ns")
-        if t is not None:
-            self.first_ns = t if self.first_ns is None or t < self.first_ns else self.first_ns
-            self.last_ns = t if self.last_ns is None or t > self.last_ns else self.last_ns
+        t = rec.get("time_unix_ns")  # a summary's time is its end
+        # the period runs from the earliest start, as zoverall's time span (from the
+        # first birth), not from the first summary's end
+        t0 = rec.get("birth_unix_ns") or rec.get("start_unix_ns") or t
+        if t0 is not None and (self.first_ns is None or t0 < self.first_ns):
+            self.first_ns = t0
+        if t is not None and (self.last_ns is None or t > self.last_ns):
+            self.last_ns = t
         if rec.get("event") == "mail":
             self._mail(rec)
         elif rec.get("event") == "smtp_session":
             self._session(rec)
 
     def _mail(self, rec: dict[str, Any]) -> None:
-        if "incomplete" in (rec.get("flags") or []):
+        flags = rec.get("flags") or []
+        done = "incomplete" not in flags and "partial" not in flags
+        if "incomplete" in flags:
             self.incomplete += 1
+        elif "partial" in flags:
+            self.partial += 1
+        else:
+            self.completed += 1
+            self.completed_bytes += rec.get("size") or 0
+        if rec.get("bounce_qp") is not None:
+            self.bounces["queued"] += 1
+        if rec.get("bounce_discarded"):
+            self.bounces[f"{rec['bounce_discarded']}_discarded"] += 1
         self.messages += 1
         self.bytes += rec.get("size") or 0
         sender = rec.get("mail_from")
@@ -376,24 +439,37 @@ class Stats:
         if rec.get("queue_time_s") is not None:
             self.qtime.add(rec["queue_time_s"])
         exact = "n_deferral" in rec and rec.get("program") == "qmail-send"
+        postfix = rec.get("program") == "postfix"
         if exact:  # matchup's counts: every attempt, also those beyond the kept ones
             self.attempts["success"] += rec["n_success"]
             self.attempts["failure"] += rec["n_failure"]
             self.attempts["deferral"] += rec["n_deferral"]
+            if done:  # matchup's m line: nk + nd recipients, nk + nd + nz tries
+                self.completed_recipients += rec["n_success"] + rec["n_failure"]
+                self.completed_attempts += rec["n_success"] + rec["n_failure"] + rec["n_deferral"]
         for r in rec.get("recipients", []):
             self.recipients += 1
             self.rcpts.add(str(r.get("rcpt_to")))
             self.final[r.get("result") or "pending"] += 1
-            if r.get("delay_s") is not None:
-                self.delay.add(r["delay_s"])
+            if done and not exact and r.get("result") not in (None, "deferral"):
+                self.completed_recipients += 1
+            # ddelay: successful deliveries only (a failure is no delivery)
+            if r.get("result") == "success":
+                # (Postfix: its delay=, the time since the message arrived)
+                d = r.get("delay_s") if not postfix else r.get("delay")
+                if d is not None:
+                    self.delay.add(d)
             for att in r.get("attempts", []):
                 res = att.get("result")
                 if res is None:
                     continue
                 if not exact:
                     self.attempts[res] += 1
-                if att.get("duration_s") is not None:
-                    self.xdelay.add(att["duration_s"])
+                    if done:
+                        self.completed_attempts += 1
+                x = att.get("duration_s") if not postfix else _postfix_xdelay(att)
+                if x is not None:
+                    self.xdelay.add(x)
                 if res == "deferral":
                     self.deferrals.add(_reason(att.get("text")))
                     where = att.get("relay_ip") or att.get("relay_host") or att.get("relay")
@@ -405,6 +481,8 @@ class Stats:
 
     def _session(self, rec: dict[str, Any]) -> None:
         self.sessions += 1
+        if "incomplete" in (rec.get("flags") or []):
+            self.sessions_incomplete += 1
         self.session_results[rec.get("result") or "?"] += 1
         if rec.get("tls"):
             self.tls_sessions += 1
@@ -430,8 +508,14 @@ class Stats:
         return {
             "period": {"first": rfc3339_ns(self.first_ns) if self.first_ns else None,
                        "last": rfc3339_ns(self.last_ns) if self.last_ns else None},
-            "messages": self.messages, "incomplete": self.incomplete, "bytes": self.bytes,
-            "recipients": self.recipients,
+            "messages": self.messages, "completed": self.completed, "incomplete": self.incomplete,
+            "partial": self.partial, "bytes": self.bytes, "recipients": self.recipients,
+            "completed_bytes": self.completed_bytes,
+            "completed_recipients": self.completed_recipients,
+            "completed_attempts": self.completed_attempts,
+            "bounces": {"queued": self.bounces["queued"],
+                        "double_discarded": self.bounces["double_discarded"],
+                        "triple_discarded": self.bounces["triple_discarded"]},
             "deliveries": {"attempts": n_att, "success": self.attempts["success"],
                            "failure": self.attempts["failure"], "deferral": self.attempts["deferral"],
                            "success_rate": rate("success"), "failure_rate": rate("failure"),
@@ -445,7 +529,8 @@ class Stats:
             "failure_reasons": [{"reason": k, "count": v} for k, v in self.failures.top(top)],
             "deferral_reasons": [{"reason": k, "count": v} for k, v in self.deferrals.top(top)],
             "deferrals_by_host": [{"host": k, "count": v} for k, v in self.host_deferrals.top(top)],
-            "sessions": {"count": self.sessions, "tls": self.tls_sessions,
+            "sessions": {"count": self.sessions, "incomplete": self.sessions_incomplete,
+                         "tls": self.tls_sessions,
                          "by_result": dict(self.session_results)},
             "rejection_reasons": [{"reason": k, "count": v} for k, v in self.rejections.top(top)],
         }
@@ -485,24 +570,40 @@ def render_stats(d: dict[str, Any]) -> str:
     dl = d["deliveries"]
     out = [table("Overall", ["what", "count"], [
         ["period", f"{d['period']['first'] or '-'} .. {d['period']['last'] or '-'}"],
-        ["messages", d["messages"]], ["  of which incomplete", d["incomplete"]],
-        ["bytes", d["bytes"]], ["recipients", d["recipients"]],
-        ["delivery attempts", dl["attempts"]],
+        ["messages (all)", d["messages"]],
+        ["  completed: new..end in the input (zoverall)", d["completed"]],
+        ["  incomplete: no end msg (still queued)", d["incomplete"]],
+        ["  partial: begun before the input", d["partial"]],
+        ["bytes (all messages)", d["bytes"]],
+        ["  of completed messages", d["completed_bytes"]],
+        ["recipients (all messages)", d["recipients"]],
+        ["  of completed: success + failure", d["completed_recipients"]],
+        ["attempts for completed messages", d["completed_attempts"]],
+        ["bounces queued (bounce msg)", d["bounces"]["queued"]],
+        ["  discarded (double, triple)",
+         f"{d['bounces']['double_discarded']}, {d['bounces']['triple_discarded']}"],
+        ["delivery attempts (all messages)", dl["attempts"]],
         ["  success", f"{dl['success']} ({_pct(dl['success_rate'])})"],
         ["  failure", f"{dl['failure']} ({_pct(dl['failure_rate'])})"],
         ["  deferral", f"{dl['deferral']} ({_pct(dl['deferral_rate'])})"],
-        ["smtp sessions", d["sessions"]["count"]], ["  with TLS", d["sessions"]["tls"]],
+        ["smtp sessions", d["sessions"]["count"]],
+        ["  still open at the end", d["sessions"]["incomplete"]],
+        ["  with TLS", d["sessions"]["tls"]],
     ])]
     out.append(table("Recipient outcomes", ["result", "recipients"],
                      [[k, v] for k, v in sorted(d["recipient_outcomes"].items())]))
     out.append(table("Sessions by result", ["result", "sessions"],
                      [[k, v] for k, v in sorted(d["sessions"]["by_result"].items())]))
     rows = []
-    for name, key in (("delay (queued → delivered)", "delay_s"),
-                      ("delivery attempt time", "delivery_time_s"), ("time in queue", "queue_time_s")):
+    for name, key in (("ddelay: queued → delivered (successes)", "delay_s"),
+                      ("xdelay: delivery attempt time", "delivery_time_s"),
+                      ("qtime: time in queue (completed)", "queue_time_s")):
         h = d[key]
         rows.append([name, h["count"], h["mean"], h["p50"], h["p90"], h["p95"], h["p99"], h["max"]])
-    out.append(table("Delays (seconds)", ["what", "n", "mean", "p50", "p90", "p95", "p99", "max"], rows))
+    approx = " (percentiles ±9 %: from a log-scale histogram)" if any(
+        not d[k].get("exact", True) for k in ("delay_s", "delivery_time_s", "queue_time_s")) else ""
+    out.append(table(f"Delays (seconds){approx}",
+                     ["what", "n", "mean", "p50", "p90", "p95", "p99", "max"], rows))
     out.append(table("Top senders", ["sender", "messages", "bytes"],
                      [[x["sender"], x["messages"], x["bytes"]] for x in d["top_senders"]]))
     out.append(table("Top recipients", ["recipient", "messages"],
