@@ -615,3 +615,21 @@ def test_jgreylist_verdicts_are_the_sessions():
     denied = by[23473]
     assert denied["result"] == "rejected" and denied["remote_ip"] == "203.0.113.10"
     assert [(d["action"], d["smtp_code"]) for d in denied["decisions"]] == [("Reject", 553)]
+
+
+def test_sender_lines_of_sessions_linked_by_qp_are_pruned_in_time() -> None:
+    """Found measuring stats on 1M and 3M corpus lines (108 → 219 MB peak RSS): a
+    session accepting a recipient waits in its sender's line for a mail to link by
+    sender (s/qmail without recordio); one whose mail linked by qp stayed there till
+    100,000 senders were waiting. Once qmail-send's log is past sender_link_s, the
+    line is dropped as the qp links are."""
+    smtpd = _recs(_sqmail_session(0, 7101, "203.0.113.10", "bob@example.org")
+                  + _sqmail_session(30, 7102, "203.0.113.11", "carol@example.org"),
+                  "aaaaaaaaaaaaaaaa")
+    late = _recs([(400.0, "new msg 999")], "bbbbbbbbbbbbbbbb")
+    c = Correlator()
+    c.feed(by_time(smtpd))
+    assert list(c.sessions.senders) == ["\x00news@bulk.example"]
+    c.feed(late)
+    c.flush()
+    assert c.sessions.senders == {}

@@ -167,6 +167,18 @@ class SessionTracker:
                 if t is not None and t >= limit:
                     break
                 del links[k]
+        if send_ns is not None:
+            # a sender's line of sessions is taken from only by a mail whose info msg is
+            # within sender_link_s: one that queued its mail by qp (recordio's 250 ok …
+            # qp) stayed in it to link_cap, ~1 KB a sender (200 MB on 3M corpus lines)
+            limit = send_ns - int(self.opts.sender_link_s * NS)
+            while self.senders:  # oldest first (by their latest session)
+                k = next(iter(self.senders))
+                cands = self.senders[k]
+                t = cands[-1][0] if cands else None
+                if t is not None and t >= limit:
+                    break
+                del self.senders[k]
 
     def finish(self, out: list[dict[str, Any]]) -> None:
         for key in list(self.sessions):
