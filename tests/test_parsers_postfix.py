@@ -426,3 +426,52 @@ def test_other_lines_keep_the_client_and_envelope_they_name():
     # an access check's FILTER action: the reject grammar, with the action named
     assert (event, f["action"], f["stage"]) == ("check_action", "filter", "RCPT")
     assert (f["qid"], f["remote_ip"], f["mail_from"], f["rcpt_to"]) == ("42EA826EA2", "192.0.2.1", "a@b.c", "d@e.f")
+
+
+REAL_37 = "postfix_3.7_real.txt"  # Postfix 3.7.11 Debian bookworm, by tests/test_postfix_real.py
+# its lines no event models: start-up notices (no mail, no client)
+REAL_37_OTHER = ("starting the Postfix mail system", "daemon started -- version 3.7.11, ")
+
+
+def test_real_postfix_37_lines_are_all_modelled():
+    """Every line a real Postfix 3.7 logged (tests/test_postfix_real.py) has its event;
+    only its start-up notices are postfix_other."""
+    lines = _sample_lines(REAL_37)
+    assert len(lines) == 75
+    for line in lines:
+        rec = _parse(line)
+        assert rec.program.startswith("postfix/") and rec.host == "mx", line
+        if any(t in line for t in REAL_37_OTHER):
+            assert rec.event == "postfix_other", line
+        else:
+            assert rec.event not in ("unparsed", "postfix_other", "warning", "error"), line
+
+
+def test_real_postfix_37_cleanup_header_check_actions():
+    """cleanup_act() logs header_checks' WARN as "QID: warning: header …" (msg_info: the
+    action, not a diagnostic), PREPEND and REPLACE as "QID: prepend: header …": a
+    `warning` without the envelope and `postfix_other` before, now check_action like HOLD."""
+    lines = {ln.split(": ", 3)[2].split(" ", 1)[0]: ln for ln in _sample_lines(REAL_37)
+             if "postfix/cleanup" in ln and ": header Subject: " in ln}
+    assert set(lines) == {"warning", "prepend", "replace", "reject", "discard"}
+    env = {"stage": "header", "remote_host": "localhost", "remote_ip": "127.0.0.1",
+           "mail_from": "alice@relay.test", "proto": "ESMTP", "helo": "[127.0.0.1]"}
+    expect = {
+        "warning": ("check_action", {"qid": "1F8FA20C76D", "action": "warn", "rcpt_to": "ok3@relay.test",
+                                      "reason": "looked odd"}),
+        "prepend": ("check_action", {"qid": "1FEAC20C775", "action": "prepend", "rcpt_to": "ok4@relay.test",
+                                      "reason": "X-Tag: tagged"}),
+        "replace": ("check_action", {"qid": "2037420C782", "action": "replace", "rcpt_to": "ok9@relay.test",
+                                     "reason": "Subject: replaced"}),
+        "discard": ("check_action", {"qid": "20A3F20C783", "action": "discard", "rcpt_to": "ok6@relay.test",
+                                      "reason": "dropped here"}),
+        "reject": ("reject", {"qid": "2078920C783", "rcpt_to": "ok5@relay.test", "dsn": "5.7.1",
+                               "reason": "no thanks"}),
+    }
+    for word, (event, fields) in expect.items():
+        rec = _parse(lines[word])
+        assert rec.event == event, lines[word]
+        assert rec.fields == {**env, **fields}, lines[word]
+    # cleanup's msg_info: info, as HOLD's line; not the warning level of a diagnostic
+    from shipper.severity import INFO, severity
+    assert severity(_parse(lines["warning"]).to_dict()) == INFO

@@ -162,14 +162,16 @@ def _after_qid(service: str, rest: str, fields: dict[str, Any]) -> Parsed:
             fields["notification"] = kind
             fields["bounce_to"] = to
             return "bounce", fields
-    if c in "rdhfwm":
+    if c in "rdhfwmp":
         colon = rest.find(": ")
         action = rest[:colon] if colon > 0 else ""
-        if action in _CHECK_ACTIONS:
+        if action in _CHECK_ACTIONS or (action == "warning" and rest.startswith(_CLEANUP_CLASSES, 9)):
             # an access/header/body check's action other than reject (smtpd_check.c,
-            # cleanup): the same shape as a reject, but the mail goes on or is held
+            # cleanup): the same shape as a reject, but the mail goes on or is held.
+            # cleanup_act() logs WARN as "warning: header …" (msg_info, not msg_warn):
+            # the action smtpd logs as "warn: RCPT from …"
             _, fields = _reject(rest[colon + 2:], fields, milter=action.startswith("milter-"))
-            fields["action"] = action.removeprefix("milter-")
+            fields["action"] = "warn" if action == "warning" else action.removeprefix("milter-")
             return "check_action", fields
     if c == "p" and rest.startswith(("proxy-accept: ", "proxy-reject: ")):
         return _proxy(rest, fields)
@@ -231,7 +233,9 @@ def _plain(service: str, text: str, fields: dict[str, Any]) -> Parsed:
 
 _CLIENT_SERVICES = frozenset({"smtp", "lmtp", "relay"})
 _CHECK_ACTIONS = frozenset({"reject_warning", "discard", "hold", "filter", "warn", "redirect",
-                            "milter-discard", "milter-hold", "milter-redirect"})
+                            "prepend", "replace", "milter-discard", "milter-hold", "milter-redirect"})
+# cleanup_act_log()'s CLASS: what a header/body check matched ("header Subject: …")
+_CLEANUP_CLASSES = ("header ", "body ", "content ")
 
 
 def _relay_trouble(text: str, fields: dict[str, Any]) -> Parsed | None:
