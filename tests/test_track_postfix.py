@@ -175,3 +175,96 @@ def test_expired_message_turns_its_deferred_recipients_into_failures() -> None:
     (r,) = mail["recipients"]
     assert (r["rcpt_to"], r["result"], r["status"]) == ("bob@example.org", "failure", "expired")
     assert mail["result"] == "failure" and mail["n_failure"] == 1 and mail["n_deferral"] == 0
+
+
+REAL_37 = Path(__file__).parent / "fixtures" / "samples" / "postfix_3.7_real.txt"
+
+
+def _real_37() -> list[dict[str, Any]]:
+    """Our summaries of the log a real Postfix 3.7.11 wrote (tests/test_postfix_real.py)."""
+    parser = LineParser(ParseOptions(syslog_year=2026, local_tz=False), source=str(REAL_37),
+                        file_id="pf37000000000000")
+    recs = []
+    offset = 0
+    for raw in REAL_37.read_bytes().splitlines(keepends=True):
+        if not raw.startswith(b"#"):
+            recs.append(parser.parse(raw, offset).to_dict())
+        offset += len(raw)
+    corr = Correlator()
+    return corr.feed(recs) + corr.finish()
+
+
+def _mail37(out: list[dict[str, Any]], qid: str) -> dict[str, Any]:
+    (m,) = [o for o in out if o["event"] == "mail" and o["qid"] == qid]
+    return m
+
+
+def test_real_cleanup_reject_and_discard_end_the_mail() -> None:
+    """cleanup's header_checks REJECT and DISCARD delete the queue file and no qmgr
+    'removed' follows (Postfix 3.7, real log): both mails were left open, summarised
+    only at the end of input as incomplete and partial, sender and fate unknown."""
+    out = _real_37()
+    rej = _mail37(out, "2078920C783")
+    assert rej["flags"] == [] and "incomplete_reason" not in rej
+    assert (rej["mail_from"], rej["result"], rej["session"]["remote_ip"]) == (
+        "alice@relay.test", "rejected", "127.0.0.1")
+    (r,) = rej["recipients"]
+    assert (r["rcpt_to"], r["result"], r["dsn"], r["dsn_class"], r["stage"], r["text"]) == (
+        "ok5@relay.test", "rejected", "5.7.1", "5", "header", "no thanks")
+    assert r["attempts"][0]["time_unix_ns"] == rej["time_unix_ns"]
+    dis = _mail37(out, "20A3F20C783")
+    assert dis["flags"] == [] and dis["result"] == "discarded"
+    (r,) = dis["recipients"]
+    assert (r["rcpt_to"], r["result"], r["text"], r.get("dsn")) == (
+        "ok6@relay.test", "discarded", "dropped here", None)
+    # both emitted with their session's end, before the input's end
+    ends = [o["event_id"] for o in out]
+    last_open = min(i for i, o in enumerate(out) if o.get("incomplete_reason") == "open_at_end")
+    assert ends.index(rej["event_id"]) < last_open and ends.index(dis["event_id"]) < last_open
+
+
+def test_real_smtpd_refusal_of_the_message_ends_the_mail() -> None:
+    """smtpd's reject at DATA or END-OF-MESSAGE after the queue id was named (Postfix
+    3.7, real log): no qmgr line and no 'removed' follow; the mail was left open to the
+    end of input, incomplete and partial, its sender unknown."""
+    out = _real_37()
+    for qid, sender, rcpt, stage in (("2227E20C783", "nodata@relay.test", "ok7@relay.test", "DATA"),
+                                     ("237E020C774", "eod@relay.test", "ok8@relay.test", "END-OF-MESSAGE")):
+        m = _mail37(out, qid)
+        assert m["flags"] == [] and (m["mail_from"], m["result"]) == (sender, "rejected"), m
+        (r,) = m["recipients"]
+        assert (r["rcpt_to"], r["result"], r["dsn"], r["smtp_code"], r["stage"]) == (
+            rcpt, "rejected", "5.7.1", 554, stage)
+        assert m["session"]["remote_ip"] == "127.0.0.1" and "incomplete_reason" not in m
+
+
+def test_real_bounce_is_named_by_the_mail_that_caused_it() -> None:
+    out = _real_37()
+    m = _mail37(out, "19F2220C76D")
+    assert m["bounces"] == [{"bounce_qid": "1E6AE20C780", "notification": "non-delivery",
+                             "bounce_to": "sender"}]
+    assert _mail37(out, "1E6AE20C780")["mail_from"] == ""
+    from shipper.track.report import render_text
+    assert "  bounced: sender non-delivery notification, queue id 1E6AE20C780\n" in render_text(m)
+
+
+def test_real_smtpd_reject_after_queue_id_has_its_time_and_reason() -> None:
+    """A recipient smtpd refused after the queue id existed: the report printed
+    '? rejected' (no time, no text)."""
+    from shipper.track.report import render_text
+    m = _mail37(_real_37(), "1DF4120C774")
+    (r,) = [r for r in m["recipients"] if r["rcpt_to"] == "y@error.test"]
+    assert r["result"] == "rejected" and r["attempts"][0]["time_unix_ns"] is not None
+    assert ("2026-11-30 06:29:35.000 rejected: <y@error.test>: Recipient address rejected: "
+            "no such user here\n") in render_text(m).replace("T", " ")
+
+
+def test_real_session_refusal_is_found_by_its_recipient() -> None:
+    """A Postfix session that queued mail and refused a relay at RCPT: `shipper track
+    --to` that recipient found nothing (only qmail's decisions were looked at)."""
+    from shipper.track.report import TrackQuery, matches
+    out = _real_37()
+    hits = [o for o in out if matches(o, TrackQuery(rcpt_to="z@elsewhere.example"))]
+    assert [(h["event"], h["qids"][:1], [r["rcpt_to"] for r in h["recipients"]]) for h in hits] == [
+        ("smtp_session", ["19F2220C76D"], ["z@elsewhere.example"])]
+    assert not [o for o in out if matches(o, TrackQuery(rcpt_to="nobody@elsewhere.example"))]

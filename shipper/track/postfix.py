@@ -40,6 +40,9 @@ from shipper.track import (
 
 MAX_RCPTS = 1000
 MAX_ATTEMPTS = 50
+# smtpd's reject stages that refuse the message itself, not one recipient
+_END_STAGES = frozenset({"DATA", "BDAT", "END-OF-MESSAGE"})
+MAX_BOUNCES = 10  # notifications named per mail (non-delivery, delay, postmaster copies)
 _DELIVERY_SERVICES = frozenset({"smtp", "lmtp", "local", "error", "virtual", "pipe", "retry",
                                 "discard"})
 
@@ -230,7 +233,12 @@ class PostfixTracker:
             if qid:  # a reject after the queue file existed (milter, DATA): the mail's own
                 q = self._qentry(host, qid, rec, out)
                 self._touch(q, rec)
-                _rcpt(q, rec.get("rcpt_to"))["attempts"].append(r)
+                _rcpt(q, rec.get("rcpt_to"))["attempts"].append(
+                    {**r, "time_unix_ns": rec.get("time_unix_ns"), "text": rec.get("reason")})
+                if rec.get("stage") in _END_STAGES:
+                    # the message itself refused: smtpd drops the queue file, and no
+                    # qmgr "removed" comes; the mail ends with this session
+                    self._ended(q, rec, out)
             elif len(s["recipients"]) < MAX_RCPTS:
                 s["recipients"].append(r)
             if "remote_ip" in rec and "remote_ip" not in s:
@@ -309,11 +317,36 @@ class PostfixTracker:
                     f["linked"] = True
         elif ev == "expired":  # qmgr gave up: what was still deferred bounces
             q["expired"] = True
+        elif ev == "bounce":  # bounce(8) queued a notification about this mail
+            b = q.setdefault("bounces", [])
+            if len(b) < MAX_BOUNCES:
+                b.append({k: rec[k] for k in ("bounce_qid", "notification", "bounce_to") if k in rec})
+        elif svc == "cleanup" and (ev == "reject" or rec.get("action") == "discard"):
+            # A header/body check refused (REJECT) or dropped (DISCARD) the message:
+            # cleanup deletes the queue file, and no qmgr "removed" line ever comes.
+            # The line names one recipient (cleanup's last); the verdict was the mail's.
+            dsn = rec.get("dsn")
+            att = {"time_unix_ns": rec.get("time_unix_ns"),
+                   "result": "rejected" if ev == "reject" else "discarded",
+                   "dsn_class": dsn[0] if dsn else None}
+            for f in ("dsn", "reason", "stage"):
+                if f in rec:
+                    att[f] = rec[f]
+            att["text"] = rec.get("reason")
+            _rcpt(q, rec.get("rcpt_to"))["attempts"].append(att)
+            self._ended(q, rec, out)
         elif ev == "removed":
-            q["removed"] = True
-            s = self.sessions.get(q.get("session", ""))
-            if s is None:  # no session, or it has disconnected already
-                self._emit_mail(q["key"], q, out, None, rec)
+            self._ended(q, rec, out)
+
+    def _ended(self, q: dict[str, Any], rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        """The queue file is gone: qmgr's "removed", or a refusal that leaves none (then
+        the refusal's envelope is the only sender we get). Emitted now, or when its
+        session disconnects."""
+        if "mail_from" in rec and "mail_from" not in q:
+            q["mail_from"] = rec["mail_from"]
+        q["removed"] = True
+        if self.sessions.get(q.get("session", "")) is None:  # none, or disconnected already
+            self._emit_mail(q["key"], q, out, None, rec)
 
     # -- filter --------------------------------------------------------------------------
     def _filter(self, host: str, fid: str, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
@@ -420,7 +453,7 @@ class PostfixTracker:
                 last = r["attempts"][-1]
                 for k in ("result", "status", "dsn", "dsn_class", "relay", "relay_host",
                           "relay_ip", "relay_port", "text", "delay", "orig_to", "smtp_code",
-                          "reason"):
+                          "reason", "stage"):
                     if k in last:
                         r[k] = last[k]
             r["n_attempts"] = len(r["attempts"])
@@ -428,7 +461,7 @@ class PostfixTracker:
                 r["result"], r["status"] = "failure", "expired"
         fields: dict[str, Any] = {"qid": q["qid"]}
         for k in ("mail_from", "size", "nrcpt", "message_id", "remote_host", "remote_ip",
-                  "orig_client_host", "orig_client_ip", "filter_id"):
+                  "orig_client_host", "orig_client_ip", "filter_id", "bounces"):
             if k in q and q[k] is not None:
                 fields[k] = q[k]
         if f is not None:

@@ -94,6 +94,8 @@ def _refused_match(rec: dict[str, Any], q: TrackQuery) -> bool:
     """A session that queued mail and also refused something the query names: what it
     refused is in no mail, so the session itself must be shown."""
     refused = [d for d in rec.get("decisions", []) if d.get("action") in ("Reject", "Deferred")]
+    # Postfix: a session's NOQUEUE rejects are its recipients (a filter's verdicts too)
+    refused += [r for r in rec.get("recipients", []) if r.get("result") in ("rejected", "greylisted")]
     if not refused or (q.rcpt_to is None and q.mail_from is None and q.search is None):
         return False
     if q.rcpt_to is not None and not any(q.rcpt_to.lower() in _low(d.get("rcpt_to"))
@@ -189,6 +191,9 @@ def render_text(rec: dict[str, Any]) -> str:
             lines.append(f"  bounce of msg {rec['bounce_of'].get('msg')} (qp {rec['bounce_of'].get('qp')})")
         if rec.get("bounce_qp") is not None:
             lines.append(f"  bounced: bounce message qp {rec['bounce_qp']}")
+        for b in rec.get("bounces", ()):  # Postfix: bounce(8)'s notifications
+            lines.append(f"  bounced: {b.get('bounce_to')} {b.get('notification')} notification, "
+                         f"queue id {b.get('bounce_qid')}")
         if rec.get("forward_of"):
             fw = rec["forward_of"]
             lines.append(f"  forward of msg {fw.get('msg')} (qp {fw.get('qp')}) to <{fw.get('rcpt_to')}>")
