@@ -427,9 +427,11 @@ class LineParser:
 def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, int | None]:
     """Program text → (program, event, fields, pid). Never raises."""
     if tag is not None and tag != "qmail":
-        if tag.startswith(("postfix", "pmg-smtp-filter")) or "/" in tag:
-            # Postfix's tags; but text in recordio's or vchkpw's grammar is theirs, with
-            # its passwords, whatever a syslog header called it ("qmail/smtpd[1]: 4357 < PASS x")
+        if tag.startswith(("postfix", "pmg-smtp-filter")) or ("/" in tag and tag[-1] != ">"):
+            # Postfix's tags (not dovecot's mail process "imap(user)<pid><session>", the
+            # tag of its own log file's lines: a session id is base64, often with "/");
+            # but text in recordio's or vchkpw's grammar is theirs, with its passwords,
+            # whatever a syslog header called it ("qmail/smtpd[1]: 4357 < PASS x")
             return _with_secrets(text) or _result(tag, parse_postfix(tag.rsplit("/", 1)[-1], text))
         fn = PREFIXED.get(tag)
         if fn is not None and (got := fn(text)) is not None:

@@ -377,7 +377,8 @@ DOVECOT = [
       "text": "Disconnected (no auth attempts in 0 secs)"}),
     ("Jun 10 12:00:01 mx dovecot: imap(u@example.com)<2345><abcDEF12>: Disconnected: Logged out "
      "in=120 out=3456", 6, "dovecot",
-     {"service": "imap", "auth_user": "u@example.com", "text": "Disconnected: Logged out in=120 out=3456"}),
+     {"service": "imap", "auth_user": "u@example.com", "mail_pid": 2345, "session": "abcDEF12",
+      "text": "Disconnected: Logged out in=120 out=3456"}),
     ("Jun 10 12:00:01 mx dovecot: auth: Error: passwd-file(u@example.com,192.0.2.7): unknown user",
      3, "dovecot", {"service": "auth", "level": "error", "auth_user": "u@example.com",
                     "remote_ip": "192.0.2.7", "text": "passwd-file(u@example.com,192.0.2.7): unknown user"}),
@@ -414,6 +415,7 @@ def test_dovecot_process_pid_in_parentheses_is_no_user() -> None:
 def test_dovecot_auth_request_prefix(text: str, user: str | None, ip: str | None) -> None:
     _, f = parse_dovecot(text)
     assert (f.get("auth_user"), f.get("remote_ip")) == (user, ip)
+    assert f.get("session") == ("AbCd12" if "AbCd12" in text else None)  # not the "<77>" pid
     assert f["text"] == text.split(": ", 2)[2]
 
 
@@ -520,6 +522,67 @@ def test_dovecot_2_4_logged_in_is_a_successful_login() -> None:
     fields = {"service": "imap", "auth_user": "alice@example.com", "method": "PLAIN",
               "remote_ip": "203.0.113.5", "tls": "TLS", "result": "success"}
     assert got == [("dovecot", "pop_auth", None, fields), ("dovecot", "pop_auth", 1234, fields)]
+
+
+# Real lines of dovecot 2.3.19 (Debian bookworm), made by tests/test_dovecot_real.py:
+# its own log file, and its stderr through "multilog t" (dovecot's default
+# log_timestamp after multilog's label; rport/lport logged).
+DOVECOT_REAL_FILE = _lines("dovecot_2319_real_logfile.txt")
+DOVECOT_REAL_MULTILOG = _lines("dovecot_2319_real_multilog.txt")
+
+
+def test_real_dovecot_mail_process_line_in_its_own_log_file() -> None:
+    # "imap(alice)<29566><6aRxdnhhMep/AAAB>" reads as the syslog tag: the "/" of the
+    # session id once sent the line to the Postfix parser (postfix_other, no fields)
+    rec = _parse(DOVECOT_REAL_FILE[2])
+    assert (rec.program, rec.event, rec.pid, rec.fields) == ("dovecot", "dovecot", None, {
+        "service": "imap", "auth_user": "alice", "mail_pid": 29566, "session": "6aRxdnhhMep/AAAB",
+        "level": "info", "text": "Disconnected: Logged out in=32 out=788 deleted=0 expunged=0 "
+        "trashed=0 hdr_count=0 hdr_bytes=0 body_count=0 body_bytes=0"})
+    assert [(r.program, r.event) for r in map(_parse, DOVECOT_REAL_FILE)
+            if r.program != "dovecot" or r.event not in ("dovecot", "pop_auth")] == []
+
+
+def test_real_dovecot_lines_of_one_login_share_its_session() -> None:
+    login, logout, auth, failed = map(_parse, DOVECOT_REAL_FILE[1:5])
+    # the mail process's "<pid><session>": the login's mpid= and session=
+    assert (login.fields["mail_pid"], login.fields["session"]) == (29566, "6aRxdnhhMep/AAAB")
+    assert (logout.fields["mail_pid"], logout.fields["session"]) == (29566, "6aRxdnhhMep/AAAB")
+    # the auth process's reason ("Password mismatch") and the login process's failure
+    assert auth.fields == {"service": "auth", "level": "info", "auth_user": "alice",
+                           "remote_ip": "127.0.0.2", "session": "otVxdnhhzc5/AAAC",
+                           "text": "passwd-file(alice,127.0.0.2,<otVxdnhhzc5/AAAC>): Password mismatch"}
+    assert (failed.event, failed.fields["result"], failed.fields["session"]) == (
+        "pop_auth", "failure", "otVxdnhhzc5/AAAC")
+
+
+def test_real_dovecot_on_stderr_under_multilog_keeps_its_own_stamp() -> None:
+    # log_path = /dev/stderr keeps dovecot's log_timestamp: "@label Nov 30 06:24:34
+    # imap-login: Info: …" was unparsed, every line; now as the line without the stamp
+    assert len(DOVECOT_REAL_MULTILOG) == 21
+    for line in DOVECOT_REAL_MULTILOG:
+        assert line[26:42].startswith("Nov 30 06:24:3") and line[41] == " "
+        rec, bare = _parse(line), _parse(line[:26] + line[42:])
+        assert rec.event in ("dovecot", "pop_auth"), line
+        assert (rec.program, rec.event, rec.fields, rec.time_ns, rec.time_source) == (
+            bare.program, bare.event, bare.fields, bare.time_ns, "tai64n")
+    assert _parse(DOVECOT_REAL_MULTILOG[1]).fields == {
+        "service": "imap", "level": "info", "auth_user": "alice", "method": "PLAIN",
+        "remote_ip": "127.0.0.1", "remote_port": 39139, "local_ip": "127.0.0.1", "local_port": 52029,
+        "mail_pid": 29904, "session": "F8mndnhh45h/AAAB", "result": "success"}
+
+
+def test_dovecot_log_timestamp_is_read_past_only_before_its_own_lines() -> None:
+    from shipper.parsers.misc import parse_dovecot_log
+    login = "imap-login: Info: Login: user=<u>, rip=192.0.2.7"
+    want = ("pop_auth", {"service": "imap", "level": "info", "auth_user": "u", "remote_ip": "192.0.2.7",
+                         "result": "success"})
+    # the default "%b %d %H:%M:%S ", the docs' "%Y-%m-%d %H:%M:%S ", with fractions
+    for stamp in ("Nov 30 06:24:34 ", "Jan 05 00:00:00 ", "2024-05-01 12:00:00 ", "2024-05-01 12:00:00.123 "):
+        assert parse_dovecot_log(stamp + login) == want
+    assert parse_dovecot_log("Nov 30 06:24:34 sshd: Info: x") is None  # not a dovecot process
+    assert parse_dovecot_log("Nov 30 06:24:34 imap-login: Login: user=<u>") is None  # no level
+    assert parse_dovecot_log("Nov 30 06:24:34 Nov 30 06:24:34 " + login) is None  # one stamp only
 
 
 def test_dovecot_1_auth_process_name_is_no_user() -> None:

@@ -22,7 +22,8 @@
   ``pop3-login``, ``submission-login``) ends its text with its log format
   elements (default ``user=<%u> method=%m rip=%r lip=%l mpid=%e %c session=<%{session}>``,
   comma-separated): ``Login: user=<u>, method=PLAIN, rip=IP, ...`` and
-  ``Disconnected (auth failed, 1 attempts in 2 secs): user=<u>, ...``.
+  ``Disconnected (auth failed, 1 attempts in 2 secs): user=<u>, ...``. A mail
+  process names its user, pid and session (2.3: ``imap(u)<4321><SESSION>: ...``).
 """
 
 from __future__ import annotations
@@ -296,7 +297,8 @@ _DOVECOT_ELEMENTS_RE = re.compile(r": (?=user=<|method=|rip=)")
 # ",<SESSION>" in the parentheses, 2.3 ",sasl:MECH", ",master", then "<PID>", "<SESSION>",
 # ": request [N]" after them): auth-request.c's log prefix, "?" for a user not yet known
 _DOVECOT_AUTHDB_RE = re.compile(
-    r"[a-z][\w-]*\(([^,()\s]*)(?:,([0-9A-Fa-f.:]*[0-9A-Fa-f]))?(?:,[^()]*)?\)")
+    r"[a-z][\w-]*\(([^,()\s]*)(?:,([0-9A-Fa-f.:]*[0-9A-Fa-f]))?(?:,<([^<>(),\s]+)>)?(?:,[^()]*)?\)"
+    r"(?:<\d+>)?(?:<([^<>\s]+)>)?")
 _DOVECOT_SQL_DRIVERS = ("mysql(", "pgsql(", "sqlite(", "cassandra(")
 # dovecot's processes, as they name themselves in its log file and on stderr
 # ("imap-login: Info: …", "auth-worker(4321): Error: …", "imap(user)<pid><session>: …")
@@ -304,6 +306,10 @@ _DOVECOT_SERVICE_RE = re.compile(
     r"(?:[a-z0-9]+-login|master|auth|auth-worker|imap|pop3|lmtp|lda|submission|managesieve"
     r"|imap-urlauth(?:-worker)?|imap-hibernate|indexer(?:-worker)?|dict|anvil|config|log|stats"
     r"|doveadm|replicator|aggregator|director|quota-status|dovecot)(?:\([^()]*\))?(?:<[^<>]*>)*")
+# dovecot's log_timestamp ("%b %d %H:%M:%S " by default; "%Y-%m-%d %H:%M:%S " the
+# docs' example) before its lines on stderr: under daemontools, after multilog's label
+_DOVECOT_STAMP_RE = re.compile(
+    r"(?:[A-Z][a-z][a-z] [ 0-3]\d|\d{4}-\d\d-\d\d) \d\d:\d\d:\d\d(?:[.,]\d{1,9})? ")
 
 
 def parse_dovecot(text: str) -> Parsed | None:
@@ -323,13 +329,22 @@ def parse_dovecot(text: str) -> Parsed | None:
             service, rest = inner, inner_rest
     f: dict[str, Any] = {"service": service}
     paren = service.find("(")
-    if paren > 0 and service.find(")", paren) > paren:  # a mail process: "imap(user)<pid><session>"
+    close = service.find(")", paren) if paren > 0 else -1
+    if close > paren:  # a mail process: "imap(user)<pid><session>"
         f["service"] = service[:paren]
-        user = service[paren + 1:service.find(")", paren)]
+        user = service[paren + 1:close]
         # auth-worker(1234), lmtp(4321): a pid, not a user; dovecot 1.x's auth(default),
         # auth-worker(default): the auth process's name (its "auth default {}" block)
         if user and not user.isdigit() and f["service"] not in _DOVECOT_AUTH_PROCESSES:
             f["auth_user"] = user
+            # 2.3's mail_log_prefix "%s(%u)<%{pid}><%{session}>": the mail_pid and
+            # session its login line gave (mpid=, session=), so a logout finds its login
+            tail = service[close + 1:]
+            ids = tail[1:-1].split("><") if tail[:1] == "<" and tail[-1:] == ">" else ()
+            if ids and ids[0].isdigit() and len(ids[0]) <= 10:
+                f["mail_pid"] = int(ids[0])
+            if len(ids) > 1 and ids[1]:
+                f["session"] = ids[1]
     level, sep, body = rest.partition(": ")
     if sep and level in _DOVECOT_LEVELS:
         f["level"] = _DOVECOT_LEVELS[level]
@@ -370,11 +385,15 @@ def parse_dovecot(text: str) -> Parsed | None:
         m = _DOVECOT_AUTHDB_RE.match(rest)
         # lib-sql's "mysql(HOST): Connect failed ...": a database server, not a request
         if m is not None and not rest.startswith(_DOVECOT_SQL_DRIVERS):
-            user, ip = m.groups()
+            user, ip, session, after = m.groups()
             if user and user != "?":
                 f["auth_user"] = user
             if ip:
                 f["remote_ip"] = ip
+            # the login's session id: ",<SESSION>" in the parentheses (2.2, 2.3.19), or
+            # "<SESSION>" after them: the auth line says why the login with it failed
+            if session or after:
+                f["session"] = session or after
     f["text"] = rest
     return "dovecot", f
 
@@ -385,7 +404,15 @@ def parse_dovecot_log(text: str) -> Parsed | None:
     (``imap-login: Info: Login: user=<…>, …``), as ``parse_dovecot``; None for other text."""
     service, sep, rest = text.partition(": ")
     if not sep or _DOVECOT_SERVICE_RE.fullmatch(service) is None:
-        return None
+        # dovecot's own stamp after multilog's (log_path = /dev/stderr keeps its
+        # log_timestamp): "@4000… Nov 30 06:20:28 imap-login: Info: Login: …"
+        m = _DOVECOT_STAMP_RE.match(text)
+        if m is None:
+            return None
+        text = text[m.end():]
+        service, sep, rest = text.partition(": ")
+        if not sep or _DOVECOT_SERVICE_RE.fullmatch(service) is None:
+            return None
     level, sep, _ = rest.partition(": ")
     if not sep or level not in _DOVECOT_LEVELS:
         return None
