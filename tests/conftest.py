@@ -1,4 +1,4 @@
-"""Shared test helpers. Tests use the real daemontools, ucspi-tcp, rsyslog and
+"""Shared test helpers. Tests use the real daemontools, ucspi-tcp, rsyslog, dovecot and
 ClickHouse binaries; a missing one is a failure, never a skip."""
 
 from __future__ import annotations
@@ -34,6 +34,17 @@ def require_binary(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} not found: install it (see .ci/run) — this test needs the real binary")
     return path
+
+
+def stop_process(proc: subprocess.Popen, timeout: float) -> None:
+    """A server the test started, stopped by its pid: SIGTERM, SIGKILL after ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def without_root_powers() -> list[str]:
@@ -109,12 +120,7 @@ def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
             time.sleep(0.2)
         yield http_port
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, 20)
         log.close()
 
 
