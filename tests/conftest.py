@@ -36,6 +36,16 @@ def require_binary(name: str) -> str:
     return path
 
 
+def require_root(why: str) -> None:
+    """A real daemon that starts as root and switches users (Postfix's master, dovecot):
+    as another user the test is skipped, and fails under CI (which runs as root)."""
+    if os.geteuid() != 0:
+        msg = f"{why}: run this test as root (CI does)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
 def stop_process(proc: subprocess.Popen, timeout: float) -> None:
     """A server the test started, stopped by its pid: SIGTERM, SIGKILL after ``timeout``."""
     if proc.poll() is None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import free_port, require_binary, stop_process
+from conftest import free_port, require_binary, require_root, stop_process
 
 # three dovecot runs, ~3.5 s each (most of it the clients' failed logins and dovecot's
 # shutdown); the tests themselves read what they parsed
@@ -245,10 +245,9 @@ def run(request: pytest.FixtureRequest) -> Iterator[Run]:
     openssl = require_binary("openssl")
     multilog = require_binary("multilog")
     mode = request.param
-    if os.geteuid() != 0:
-        # as Debian installs it: the master starts its login, auth and mail processes
-        # as dovenull, dovecot and the mail user (CI and the developers' machines: root)
-        pytest.fail("a real dovecot as packaged needs root to start (its processes switch users)")
+    # as Debian installs it, the master starts its login, auth and mail processes as
+    # dovenull, dovecot and the mail user
+    require_root("a real dovecot as packaged needs root")
     # dovecot's unprivileged processes (auth as user dovecot, the mail process as the
     # test user) read and write here: pytest's own temp dirs are closed to them (0700)
     d = Path(tempfile.mkdtemp(prefix="shipper-dovecot-"))
