@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shipper.parse import LineParser
+from shipper.parse import LineParser, dispatch
 from shipper.severity import INFO, NOTICE, WARNING, severity
 from shipper.stamps import split_envelope
 
@@ -157,3 +157,12 @@ def test_an_indented_paste_reads_as_the_line(indent: str) -> None:
         assert indented["raw"] == indent + line + "\r"
         assert {k: v for k, v in indented.items() if k not in ("raw", "file_id")} == \
             {k: v for k, v in plain.items() if k not in ("raw", "file_id")}
+
+
+def test_courier_counters_of_other_digits_are_not_numbers() -> None:
+    # str.isdigit() takes superscripts and other scripts' digits; int() refuses them
+    # (a parser error record before): such a counter is left out, the rest is read
+    got = dispatch("pop3d: LOGOUT, user=bob, ip=[10.0.0.1], port=[4²], top=0, retr=١٢, time=5")
+    assert got[1] == "pop_logout"
+    assert got[2]["remote_ip"] == "10.0.0.1" and got[2]["top"] == 0 and got[2]["duration_s"] == 5.0
+    assert "remote_port" not in got[2] and "retr" not in got[2]

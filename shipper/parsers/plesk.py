@@ -52,6 +52,11 @@ def _ip(text: str) -> str | None:
     return text
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() takes "²", which int() refuses."""
+    return text.isdigit() and text.isascii()
+
+
 def _handlers(stage: str) -> Callable[[str], Parsed | None]:
     def parse(text: str) -> Parsed | None:
         if text[-1:] in _TRAILING:
@@ -150,16 +155,16 @@ def _courier(service: str) -> Callable[[str], Parsed | None]:
             fields["method"] = pairs["method"]
         if (ip := _ip(pairs.get("ip", ""))) is not None:
             fields["remote_ip"] = ip
-        if pairs.get("port", "").isdigit():
+        if _digits(pairs.get("port", "")):
             fields["remote_port"] = int(pairs["port"])
         if pairs.get("protocol"):
             fields["proto"] = pairs["protocol"]
         if pairs.get("stls") == "1":  # the session went to TLS by STLS/STARTTLS
             fields["tls"] = "STARTTLS"
         for key, name in _COURIER_COUNTS.items():
-            if pairs.get(key, "").isdigit():
+            if _digits(pairs.get(key, "")):
                 fields[name] = int(pairs[key])
-        if pairs.get("time", "").isdigit():
+        if _digits(pairs.get("time", "")):
             fields["duration_s"] = float(pairs["time"])
         return event, fields
     parse.__doc__ = f"Courier {service} server's text: ``pop_auth``, ``pop_logout``, ``pop_connect``."
