@@ -953,7 +953,9 @@ class MultilogFollower(_FollowerBase):
             st = {**st, "done": self.done}  # moved back: archives made while we were stopped
         if st is not None and isinstance(st, dict) and st.get("v") == STATE_VERSION:
             try:
-                self._resume_from(st)
+                if not self._resume_from(st):
+                    self._resume = st  # the file is there but cannot be opened: wait for it
+                    return False
                 return True
             except (KeyError, TypeError, ValueError) as exc:
                 self._warn(f"{self.key}: unusable position ({exc}); starting at {self.start}")
@@ -1050,7 +1052,10 @@ class MultilogFollower(_FollowerBase):
             self._carry = None
         return r
 
-    def _resume_from(self, st: dict[str, Any]) -> None:
+    def _resume_from(self, st: dict[str, Any]) -> bool:
+        """Take up ``st``. False: the file we were reading is there but cannot be opened
+        now (permissions): not taken for gone (a false gap, then read again from its
+        start once readable), the position is taken up when it can be."""
         self.done = st["done"]
         self.pending = [ml.Pending((int(d), int(i)), fid, True) for d, i, fid in st["pend"]]
         for lb in [lb for lb in self.known if self.done is not None and lb <= self.done]:
@@ -1058,7 +1063,7 @@ class MultilogFollower(_FollowerBase):
         f = st["f"]
         if f is None:
             self._done_gone_while_stopped()
-            return
+            return True
         ident = (int(f["dev"]), int(f["ino"]))
         if int(f["off"]) == 0 and not f.get("skip"):
             # Nothing of that file was consumed: the plan finds it (or its archive) again,
@@ -1076,7 +1081,7 @@ class MultilogFollower(_FollowerBase):
                 # rotated and deleted too, and this `current` is a new file that took
                 # its inode number (ext4 reuses them at once): a gap, not a resume.
                 self._done_gone_while_stopped()
-            return
+            return True
         fid, off = f["fid"], int(f["off"])
         where: list[tuple[str, str | None, bool, str]] = []
         cur, prev = self.listing.current, self.listing.previous
@@ -1092,8 +1097,12 @@ class MultilogFollower(_FollowerBase):
                 where.append((e.name, label, False, k.content))
         for name, label, live, kind in where:
             r = self._open(name, label, live, kind)
+            if r is None and self._open_errno != errno.ENOENT:
+                self._cannot_open(name, f" (to read on from offset {off}; the lines after it wait too)")
+                return False
             if r is None:
                 continue
+            self._opened(name)
             fid_now(r, complete=not live)
             # A file with no id yet (shorter than a first line) is not the one we
             # read `off` bytes of: its inode number was reused after that one was
@@ -1114,7 +1123,7 @@ class MultilogFollower(_FollowerBase):
                 r.skipping = bool(f.get("skip"))
             if label is not None:
                 r.label = label
-            return
+            return True
         # The file is gone: report it, then continue after it.
         self.reader = None
         # An archive with its inode number is ours if its fingerprint agrees, or it has
@@ -1131,7 +1140,7 @@ class MultilogFollower(_FollowerBase):
                            k.size is not None,
                            "deleted before it was read to the end (we were stopped or behind)",
                            ml.label_time_ns(st["done"]), ml.label_time_ns(seen))
-            return
+            return True
         size = f.get("size") or 0
         lost = size - off if size >= off else None
         exact = f.get("lab") is not None and not f.get("live")
@@ -1143,6 +1152,7 @@ class MultilogFollower(_FollowerBase):
                        "deleted before it was read to the end (we were stopped or behind)"
                        + ("" if exact else "; later files may be lost too"),
                        ml.label_time_ns(st["done"]), ml.label_time_ns(nxt))
+        return True
 
     def _checkpointed_current_aside(self, st: Any) -> bool:
         """The saved position is in ``current``, and ``current`` is missing while its

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
+import re
 import resource
 import shutil
 import signal
@@ -415,3 +417,89 @@ def test_a_file_size_limit_below_a_batch_and_a_segment_ships_every_line(tmp_path
     assert sorted(set(seqs)) == list(range(n)), said[-2000:]
     segs = list((tmp_path / "state" / "buffer" / "siem").glob("*.seg"))
     assert segs and all(s.stat().st_size <= 400_000 for s in segs)
+
+
+def _file_seqs(path: Path) -> tuple[list[int], int]:
+    """The seqs of the line records a file sink wrote, and its gap records."""
+    seqs, gaps = [], 0
+    if path.exists():
+        for line in path.read_bytes().split(b"\n")[:-1]:  # whole lines: the sink may be writing
+            rec = json.loads(line)
+            if rec.get("event") == "gap":
+                gaps += 1
+            elif (m := re.search(r"seq (\d+)", rec.get("message", ""))):
+                seqs.append(int(m.group(1)))
+    return seqs, gaps
+
+
+def _wait_file_seqs(path: Path, n: int, proc: subprocess.Popen[bytes], timeout: float) -> tuple[list[int], int]:
+    deadline = time.monotonic() + timeout
+    got = _file_seqs(path)
+    while len(got[0]) < n and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        got = _file_seqs(path)
+    return got
+
+
+@pytest.mark.slow
+def test_a_current_unreadable_at_start_is_waited_for_at_its_offset(tmp_path):
+    """current made unreadable (chmod 000, a wrong umask or owner after a service was
+    re-created) while the shipper is stopped: at the start it was taken for deleted ('gap:
+    current: deleted before it was read to the end'), and once readable read again from
+    its first byte (1,501 duplicates of 6,000 in the fault round). It is waited for, and
+    read on from the checkpoint's offset once it can be opened."""
+    prefix = without_root_powers()
+    multilog = require_binary("multilog")
+    logdir, out = tmp_path / "log", tmp_path / "out.ndjson"
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f"""
+state_dir = "{tmp_path / 'state'}"
+drain_timeout = "2s"
+[metrics]
+enabled = false
+[tracking]
+enabled = false
+[sources.send]
+type = "multilog"
+paths = ["{logdir}"]
+start_position = "all"
+[sinks.out]
+type = "file"
+path = "{out}"
+""")
+
+    def log_lines(first: int, n: int) -> None:  # multilog appends to its current
+        text = "".join(f"delivery {i}: success: did_0+0+1/ seq {i}\n" for i in range(first, first + n))
+        subprocess.run([multilog, "t", str(logdir)], input=text.encode(), check=True, timeout=10)
+
+    def start() -> subprocess.Popen[bytes]:
+        with open(tmp_path / "shipper.log", "ab") as log:
+            return subprocess.Popen([*prefix, sys.executable, "-m", "shipper", "run", "-c", str(cfg)],
+                                    stdout=log, stderr=log, cwd=ROOT)
+
+    log_lines(0, 300)
+    proc = start()
+    try:
+        seqs, _ = _wait_file_seqs(out, 300, proc, 30)
+        assert _stop(proc) == 0 and len(seqs) == 300
+        log_lines(300, 200)
+        (logdir / "current").chmod(0)
+        proc = start()
+        said = ""
+        deadline = time.monotonic() + 20
+        while "cannot open current" not in said and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+            said = (tmp_path / "shipper.log").read_text()
+        assert "cannot open current: Permission denied; waiting for it (to read on from offset" in said, said
+        assert _file_seqs(out) == (list(range(300)), 0)
+        # readable again, in a directory no one writes to (the watcher's safety poll looks)
+        (logdir / "current").chmod(0o644)
+        seqs, gaps = _wait_file_seqs(out, 500, proc, 20)
+        assert proc.poll() is None
+        assert _stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            _stop(proc, signal.SIGKILL)
+    said = (tmp_path / "shipper.log").read_text()
+    assert (seqs, gaps) == (list(range(500)), 0), said
+    assert "gap" not in said and "current can be opened again" in said, said
