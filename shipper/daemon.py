@@ -247,12 +247,16 @@ class Daemon:
         try:
             new = self.config_loader()
         except ConfigError as exc:
+            # one problem, one line (as every other refusal); several: one line each
+            if len(exc.errors) == 1:
+                log.error("reload refused: %s; keeping the running configuration", exc.errors[0])
+                return run_task
             for line in exc.errors:
                 log.error("reload refused: %s", line)
             log.error("reload refused: keeping the running configuration")
             return run_task
         except OSError as exc:
-            log.error("reload refused: %s", exc)
+            log.error("reload refused: %s; keeping the running configuration", _why(exc))
             return run_task
         if os.path.abspath(new.state_dir) != os.path.abspath(self.config.state_dir):
             # the buffers and checkpoints would be left behind in the old one

@@ -127,15 +127,23 @@ def test_reloads_are_counted_in_the_metrics_refused_and_taken(tmp_path):
     try:
         cfg.write_text(good + "\nbogus = 1\n")
         os.kill(proc.pid, signal.SIGHUP)
-        _wait_log(shlog, "reload refused: keeping the running configuration")
+        _wait_log(shlog, "keeping the running configuration")
+        # one problem is one line, what and that the old configuration runs on
+        assert [line for line in shlog.read_text().splitlines() if "reload refused" in line] == [
+            "ERROR shipper: reload refused: sinks.siem.bogus: unknown key; keeping the running configuration"]
         text = _scrape(mport)
         assert _metric(text, "shipper_config_reloads_total", result="refused") == 1
         assert _metric(text, "shipper_config_reloads_total", result="ok") == 0
+        cfg.unlink()  # gone (a half-done deploy): one line naming it
+        os.kill(proc.pid, signal.SIGHUP)
+        _wait_log(shlog, "keeping the running configuration", count=2)
+        assert shlog.read_text().splitlines()[-1] == \
+            f"ERROR shipper: reload refused: {cfg}: cannot read: No such file or directory; keeping the running configuration"
         cfg.write_text(good)
         os.kill(proc.pid, signal.SIGHUP)
         _wait_log(shlog, "reloaded: 1 sources, 1 sinks")
         text = _scrape(mport)
-        assert _metric(text, "shipper_config_reloads_total", result="refused") == 1
+        assert _metric(text, "shipper_config_reloads_total", result="refused") == 2
         assert _metric(text, "shipper_config_reloads_total", result="ok") == 1
         assert _stop(proc) == 0
     finally:
