@@ -116,3 +116,38 @@ async def test_relp_over_mutual_tls(tmp_path):
         assert bad.stats.sent == 0
     finally:
         r.stop()
+
+
+async def test_a_batch_answered_whole_before_serverclose_is_delivered():
+    """rsyslog stopped (SIGTERM) answers the commands it took and says serverclose in the
+    same packet. The batch was taken for failed: with the receiver still down at the
+    shipper's stop it stayed in the buffer and went again after the restart (50 copies
+    in the fault round). Answered whole, it is delivered; the next batch connects anew."""
+    seen: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"commands=syslog\n")
+        body = b"200 OK\nrelp_version=0\nrelp_software=fake\ncommands=syslog"
+        writer.write(b"1 rsp %d %s\n" % (len(body), body))
+        txnrs = []
+        while len(txnrs) < 3:  # TXNR SP syslog SP DATALEN SP DATA LF
+            txnr, _, size = (await reader.readuntil(b" ")), await reader.readuntil(b" "), \
+                await reader.readuntil(b" ")
+            await reader.readexactly(int(size) + 1)
+            txnrs.append(int(txnr))
+        seen.extend(txnrs)
+        writer.write(b"".join(b"%d rsp 6 200 OK\n" % t for t in txnrs) + b"0 serverclose 0\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sink = RelpSink("127.0.0.1", port, ack_timeout=2.0, connect_timeout=1.0)
+    await sink.send(nasty_records("bye", 3))
+    assert seen == [2, 3, 4] and sink.stats.acked == 3
+    server.close()
+    await server.wait_closed()
+    with pytest.raises(SinkError) as err:  # not written into the closed session
+        await sink.send(nasty_records("next", 1))
+    assert "connect failed: Connection refused" in str(err.value)
+    await sink.close()
