@@ -432,6 +432,33 @@ def _file_seqs(path: Path) -> tuple[list[int], int]:
     return seqs, gaps
 
 
+def _file_sink_config(tmp_path: Path, logdir: Path, out: Path, more: str = "") -> Path:
+    """A config following ``logdir`` from its start into the file sink ``out``."""
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f"""
+state_dir = "{tmp_path / 'state'}"
+drain_timeout = "2s"
+[metrics]
+enabled = false
+[tracking]
+enabled = false
+[sources.send]
+type = "multilog"
+paths = ["{logdir}"]
+start_position = "all"
+[sinks.out]
+type = "file"
+path = "{out}"
+{more}""")
+    return cfg
+
+
+def _log_lines(multilog: str, logdir: Path, first: int, n: int) -> None:
+    """Lines seq ``first``.. through multilog (which appends to its current)."""
+    text = "".join(f"delivery {i}: success: did_0+0+1/ seq {i}\n" for i in range(first, first + n))
+    subprocess.run([multilog, "t", str(logdir)], input=text.encode(), check=True, timeout=10)
+
+
 def _wait_file_seqs(path: Path, n: int, proc: subprocess.Popen[bytes], timeout: float) -> tuple[list[int], int]:
     deadline = time.monotonic() + timeout
     got = _file_seqs(path)
@@ -451,26 +478,10 @@ def test_a_current_unreadable_at_start_is_waited_for_at_its_offset(tmp_path):
     prefix = without_root_powers()
     multilog = require_binary("multilog")
     logdir, out = tmp_path / "log", tmp_path / "out.ndjson"
-    cfg = tmp_path / "shipper.toml"
-    cfg.write_text(f"""
-state_dir = "{tmp_path / 'state'}"
-drain_timeout = "2s"
-[metrics]
-enabled = false
-[tracking]
-enabled = false
-[sources.send]
-type = "multilog"
-paths = ["{logdir}"]
-start_position = "all"
-[sinks.out]
-type = "file"
-path = "{out}"
-""")
+    cfg = _file_sink_config(tmp_path, logdir, out)
 
-    def log_lines(first: int, n: int) -> None:  # multilog appends to its current
-        text = "".join(f"delivery {i}: success: did_0+0+1/ seq {i}\n" for i in range(first, first + n))
-        subprocess.run([multilog, "t", str(logdir)], input=text.encode(), check=True, timeout=10)
+    def log_lines(first: int, n: int) -> None:
+        _log_lines(multilog, logdir, first, n)
 
     def start() -> subprocess.Popen[bytes]:
         with open(tmp_path / "shipper.log", "ab") as log:
@@ -503,3 +514,74 @@ path = "{out}"
     said = (tmp_path / "shipper.log").read_text()
     assert (seqs, gaps) == (list(range(500)), 0), said
     assert "gap" not in said and "current can be opened again" in said, said
+
+
+# Run as: python -c DNS_JAIL PIDFILE CMD...: a name server on 127.0.0.1:53 that takes
+# every query and never answers, then CMD (its pid in PIDFILE), in the caller's namespaces
+DNS_JAIL = r"""
+import socket, subprocess, sys
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("127.0.0.1", 53))
+tcp = socket.socket()
+tcp.bind(("127.0.0.1", 53))
+tcp.listen(64)
+proc = subprocess.Popen(sys.argv[2:])
+with open(sys.argv[1], "w") as f:
+    f.write(str(proc.pid))
+sys.exit(proc.wait())
+"""
+
+
+@pytest.mark.slow
+def test_a_name_server_that_does_not_answer_stalls_no_other_sink_nor_the_stop(tmp_path):
+    """Sinks named by host, and a name server that does not answer (30 s a look-up).
+    asyncio's look-up runs in the default executor, which a timeout does not free: each
+    retry of each sink took one more thread, the file sink, whose writes need one, got
+    none (70 s without a line in the fault round) and the stop waited for the look-ups
+    (36 s with a 2 s drain). Run in a user, mount and network namespace of its own, with
+    its own resolv.conf."""
+    multilog = require_binary("multilog")
+    unshare = require_binary("unshare")
+    logdir, out = tmp_path / "log", tmp_path / "out.ndjson"
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:30 attempts:1\n")
+    far = "".join(f"""
+[sinks.far{i}]
+type = "{'http' if i == 0 else 'syslog'}"
+{'url = "http://siem0.test:8123/"' if i == 0 else f'protocol = "tcp"{chr(10)}host = "siem{i}.test"{chr(10)}port = 6514'}
+connect_timeout = "1s"
+""" for i in range(6))
+    cfg = _file_sink_config(tmp_path, logdir, out, far)
+
+    def log_lines(first: int, n: int) -> None:
+        _log_lines(multilog, logdir, first, n)
+
+    log_lines(0, 200)
+    pidfile = tmp_path / "pid"
+    with open(tmp_path / "shipper.log", "wb") as log:
+        jail = subprocess.Popen(
+            [unshare, "-r", "-m", "-n", "sh", "-c", 'ip link set lo up && mount --bind "$0" /etc/resolv.conf '
+             '&& exec "$@"', str(resolv), sys.executable, "-c", DNS_JAIL, str(pidfile),
+             sys.executable, "-m", "shipper", "run", "-c", str(cfg)], stdout=log, stderr=log, cwd=ROOT)
+    try:
+        seqs, _ = _wait_file_seqs(out, 200, jail, 30)
+        assert len(seqs) == 200, (tmp_path / "shipper.log").read_text()
+        time.sleep(8)  # the sinks retry their look-ups meanwhile (a try each 1 s and its backoff)
+        log_lines(200, 200)
+        seqs, _ = _wait_file_seqs(out, 400, jail, 10)
+        assert sorted(seqs) == list(range(400)), f"{len(seqs)} of 400 in the file sink"
+        t0 = time.monotonic()
+        os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        assert jail.wait(30) == 0
+        assert time.monotonic() - t0 < 6  # the drain's 2 s and the closes, not the look-ups'
+    finally:
+        if jail.poll() is None:
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            jail.wait(10)
+    said = (tmp_path / "shipper.log").read_text()
+    assert "siem1.test:6514" not in said  # nothing got as far as a connect
+    for i in range(1, 6):  # one line each, one wording: said once
+        assert said.count(f"sink far{i}: siem{i}.test: cannot resolve the host name: "
+                          "Temporary failure in name resolution (retrying") == 1, said
+    assert said.count("sink far0: http://siem0.test:8123/: cannot resolve the host name: "
+                      "Temporary failure in name resolution (retrying") == 1, said

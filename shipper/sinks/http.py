@@ -58,7 +58,14 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from shipper.encode import http_body
-from shipper.sinks.base import PermanentError, SinkError, SinkStats, describe_error, printable
+from shipper.sinks.base import (
+    PermanentError,
+    SinkError,
+    SinkStats,
+    describe_error,
+    lookup,
+    printable,
+)
 from shipper.sinks.confirm import socket_unacked
 from shipper.tlsconfig import TlsOptions, client_context
 
@@ -178,6 +185,22 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def _connect_any(infos: list[Any], timeout: float | None) -> socket.socket:
+    """A connected socket to the first of ``infos`` (getaddrinfo's) that takes it, as
+    socket.create_connection tries each address of a name."""
+    error: OSError | None = None
+    for family, kind, proto, _, addr in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(addr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error or OSError("no address")
+
+
 class _HTTPSConnection(http.client.HTTPSConnection):
     """HTTPS with its own TLS handshake timeout and SNI name (``TlsOptions.server_name``)."""
 
@@ -269,6 +292,7 @@ class HttpSink:
         self._told_no_fields = False
         self._told_no_describe = False
         self._aux: http.client.HTTPConnection | None = None  # a DESCRIBE's connection
+        self._addrs: list[Any] | None = None  # the receiver's, looked up for the next connect
 
     def __repr__(self) -> str:
         return f"HttpSink(name={self.name!r}, url={self.url!r}, format={self.format!r})"
@@ -279,6 +303,7 @@ class HttpSink:
         if not records:
             return
         self._refusal = None
+        await self._look_up()
         if self.format == "clickhouse" and (self._columns_at is None
                                             or time.monotonic() - self._columns_at > COLUMNS_TTL):
             await asyncio.to_thread(self._describe)
@@ -304,6 +329,24 @@ class HttpSink:
         await asyncio.to_thread(self._close_conn)
 
     # -- internals -------------------------------------------------------
+
+    async def _look_up(self) -> None:
+        """The receiver's addresses for the next connect, looked up off the request
+        thread (bounded, a retry joining a look-up still running): http.client's own
+        look-up held an executor thread for the name server's whole timeout, and a stop
+        waited for it (20 s with a 5 s drain, found by fault injection). Looked up again
+        for each new connection, as http.client did (a name moved to another host)."""
+        if self._conn is not None and self._addrs is not None:
+            return
+        port = self._port or (443 if self._ctx is not None else 80)
+        try:
+            self._addrs = await asyncio.wait_for(lookup(self._host or "", port, socket.SOCK_STREAM),
+                                                 self.connect_timeout)
+        except TimeoutError as exc:  # the words of the look-up's own end (see open_stream)
+            raise SinkError(f"{self.url}: cannot resolve the host name: Temporary failure in "
+                            "name resolution") from exc
+        except OSError as exc:
+            raise SinkError(f"{self.url}: {describe_error(exc)}") from exc
 
     def _split(self, records: list[dict[str, Any]]) -> list[tuple[list[dict[str, Any]], http_body.HttpBody]]:
         """Parts of at most max_batch_records whose plain body is at most max_batch_bytes."""
@@ -494,6 +537,10 @@ class HttpSink:
                                     handshake_timeout=self._tls.handshake_timeout)
         else:
             conn = http.client.HTTPConnection(self._host, self._port, timeout=self.connect_timeout)
+        addrs = self._addrs
+        if addrs:  # http.client's connect goes through _create_connection(address, timeout, ...)
+            conn._create_connection = (  # type: ignore[attr-defined]
+                lambda _address, timeout, source=None: _connect_any(addrs, timeout))
         conn.connect()
         sock = conn.sock
         if self.keepalive:

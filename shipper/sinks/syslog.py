@@ -40,6 +40,7 @@ from shipper.sinks.base import (
     SinkStats,
     close_stream,
     describe_error,
+    lookup,
 )
 from shipper.sinks.confirm import BatchConfirmations, drain_while_moving
 from shipper.tlsconfig import TlsOptions, client_context
@@ -71,9 +72,13 @@ async def open_stream(host: str, port: int, *, tls: TlsOptions | None, ssl_conte
     loop = asyncio.get_running_loop()
     peer = f"{host}:{port}"
     try:
-        infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), connect_timeout)
+        infos = await asyncio.wait_for(lookup(host, port, socket.SOCK_STREAM), connect_timeout)
     except (OSError, TimeoutError) as exc:  # a gaierror says "cannot resolve" itself
-        why = describe_error(exc)
+        # A name server that does not answer: the C library's words for it, also when our
+        # wait ends first (the next try joins that look-up, which ends in EAI_AGAIN; two
+        # wordings took turns and each change was said again, every try)
+        why = "Temporary failure in name resolution" if isinstance(exc, TimeoutError) \
+            else describe_error(exc)
         plain = isinstance(exc, socket.gaierror) or getattr(exc, "errno", None) in (errno.EMFILE, errno.ENFILE)
         raise SinkError(f"{host}: {why}" if plain
                         else f"{host}: cannot resolve the host name: {why}") from exc
