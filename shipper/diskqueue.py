@@ -1220,13 +1220,21 @@ class DiskQueue:
             return True
 
     def _rehome_locked(self) -> None:
-        """After our files were deleted: say what was lost, start an empty buffer in the
-        same place, seqs going on. Records appended from now on are safe again; what the
-        deleted files held and no sink had acknowledged is lost and counted."""
-        lost = self._last_seq - self._ack_seq
-        log.error("buffer %s: its files were deleted while the shipper ran: up to %d record(s) "
-                  "not yet acknowledged by the sink are lost (those it had already read may "
-                  "still arrive); starting an empty buffer there", self.path, lost)
+        """After our files were deleted: start a new buffer in the same place, seqs going
+        on, with the records the sink had not read yet that are still kept in memory
+        (the latest appends, RECENT_WRITES_BYTES) written again first; say and count
+        what is lost: the rest of what no sink had acknowledged. Found by fault
+        injection: 43 of 9,000 records were lost at an rm -rf, every unread one of them
+        still in memory."""
+        kept = {w.first + i: p for w in self._recent for i, p in enumerate(w.payloads)}
+        saved = [kept[seq] for seq in range(self._rseq, self._last_seq + 1) if seq in kept]
+        lost = self._last_seq - self._ack_seq - len(saved)
+        log.error("buffer %s: its files were deleted while the shipper ran: starting a new buffer "
+                  "there%s; %s", self.path,
+                  f" with the {len(saved)} record(s) the sink had not read yet (still in memory)"
+                  if saved else "",
+                  f"up to {lost} record(s) not yet acknowledged by the sink are lost (those it had "
+                  "already read may still arrive)" if lost else "nothing lost")
         self.stats.corrupt_records += lost
         self.stats.repairs += 1
         self._close_fds()
@@ -1245,6 +1253,10 @@ class DiskQueue:
         self._oldest_time = None
         self._skipped.clear()
         self._new_segment(self._last_seq + 1)
+        if saved:  # under new seqs, in their order, before anything appended from now on
+            first = self._last_seq + 1
+            self._write(self._segs[-1], self._frames(saved, first, b""), payloads=saved, first=first)
+            self._last_seq += len(saved)
         self._write_state(sync=self.fsync != "never", clean=False)
 
     def _sync_locked(self) -> None:
