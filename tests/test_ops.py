@@ -538,7 +538,7 @@ def test_a_name_server_that_does_not_answer_stalls_no_other_sink_nor_the_stop(tm
     asyncio's look-up runs in the default executor, which a timeout does not free: each
     retry of each sink took one more thread, the file sink, whose writes need one, got
     none (70 s without a line in the fault round) and the stop waited for the look-ups
-    (36 s with a 2 s drain). Run in a user, mount and network namespace of its own, with
+    (36 s with a 5 s drain). Run in a user, mount and network namespace of its own, with
     its own resolv.conf."""
     multilog = require_binary("multilog")
     unshare = require_binary("unshare")
