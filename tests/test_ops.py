@@ -519,7 +519,12 @@ def test_a_current_unreadable_at_start_is_waited_for_at_its_offset(tmp_path):
 # Run as: python -c DNS_JAIL PIDFILE CMD...: a name server on 127.0.0.1:53 that takes
 # every query and never answers, then CMD (its pid in PIDFILE), in the caller's namespaces
 DNS_JAIL = r"""
-import socket, subprocess, sys
+import fcntl, socket, struct, subprocess, sys
+# the new network namespace's loopback is down: up (SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP),
+# here rather than by iproute2's "ip", which a minimal Debian image lacks
+ctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+flags = struct.unpack("16sH14x", fcntl.ioctl(ctl, 0x8913, struct.pack("16sH14x", b"lo", 0)))[1]
+fcntl.ioctl(ctl, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))
 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 udp.bind(("127.0.0.1", 53))
 tcp = socket.socket()
@@ -560,8 +565,7 @@ connect_timeout = "1s"
     pidfile = tmp_path / "pid"
     with open(tmp_path / "shipper.log", "wb") as log:
         jail = subprocess.Popen(
-            [unshare, "-r", "-m", "-n", "sh", "-c", 'ip link set lo up && mount --bind "$0" /etc/resolv.conf '
-             '&& exec "$@"', str(resolv), sys.executable, "-c", DNS_JAIL, str(pidfile),
+            [unshare, "-r", "-m", "-n", "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv), sys.executable, "-c", DNS_JAIL, str(pidfile),
              sys.executable, "-m", "shipper", "run", "-c", str(cfg)], stdout=log, stderr=log, cwd=ROOT)
     try:
         seqs, _ = _wait_file_seqs(out, 200, jail, 30)
