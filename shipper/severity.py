@@ -37,6 +37,7 @@ _BY_EVENT: dict[str, int] = {
     "auth_failed": WARNING,
     "relay_error": NOTICE,  # Postfix smtp: one server of several failed; like a deferral
     "expired": WARNING,  # Postfix qmgr gave up on a message: it bounces
+    "virus_found": WARNING,  # clamd's "PATH: NAME FOUND": as simscan's VIRUS
 }
 
 
@@ -74,12 +75,18 @@ _BY_LEVEL: dict[str, dict[str, int]] = {
     # more verbose still, fall to its default LOG_INFO, taken as debug all the same
     "spamdyke_message": {"warning": WARNING, "debug": DEBUG, "excessive": DEBUG},
     "dovecot": {"debug": DEBUG, "warning": WARNING, "error": ERR, "fatal": CRIT, "panic": CRIT},
+    # spamd -s stderr's dbg/warn/error (under syslog the level is the priority, not in the text)
+    "spamd": {"debug": DEBUG, "warning": WARNING, "error": ERR},
+    "clamd": {"warning": WARNING, "error": ERR},
 }
+# event → a bool field that, true, makes it a notice: spamd's verdict of spam, as
+# simscan's SPAM REJECT (spamd cannot say whether the mail was refused)
+_NOTICE_IF_TRUE: dict[str, str] = {"spam_result": "spam", "spam_check": "spam"}
 
 
 # events whose severity also depends on their fields
 _BY_FIELDS = frozenset({"delivery", "tcp_end", "chkuser", "alert", "info", *_NOTICE_WHEN, *_WARNING_WHEN,
-                        *_BY_LEVEL})
+                        *_BY_LEVEL, *_NOTICE_IF_TRUE})
 
 
 def severity_of_event(event: Any) -> int | None:
@@ -101,6 +108,7 @@ _FIELDS_READ: dict[str, tuple[str, ...]] = {
     "info": ("text",),
     "chkuser": ("decision",),
     **{event: (_LEVEL_FIELD,) for event in _BY_LEVEL},
+    **{event: (field,) for event, field in _NOTICE_IF_TRUE.items()},
     # (simscan and mail are in both, with one field)
     **{event: (field,) for event, (field, _) in [*_NOTICE_WHEN.items(), *_WARNING_WHEN.items()]},
     "smtp_decision": (_NOTICE_WHEN["smtp_decision"][0], "check", "condition"),
@@ -175,4 +183,6 @@ def severity(rec: dict[str, Any]) -> int:
         level = rec.get(_LEVEL_FIELD)
         if type(level) is str:
             return _BY_LEVEL[event].get(level, sev)
+    elif event in _NOTICE_IF_TRUE and rec.get(_NOTICE_IF_TRUE[event]) is True:
+        return NOTICE
     return sev

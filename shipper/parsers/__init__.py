@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shipper.parsers import misc, plesk, postfix, qmail_send, smtpd, smtpd_patches, ucspi
+from shipper.parsers import misc, plesk, postfix, qmail_send, scanners, smtpd, smtpd_patches, ucspi
 
 Parsed = tuple[str, dict[str, Any]]
 ParserFn = Callable[[str], Parsed | None]
@@ -42,6 +42,9 @@ PREFIXED: dict[str, ParserFn] = {
     "jgreylist": misc.parse_jgreylist,
     "spamdyke": misc.parse_spamdyke,
     "dovecot": misc.parse_dovecot,
+    # SpamAssassin's spamd and ClamAV's clamd (syslog tags; "spamd: result: …" in a log)
+    "spamd": scanners.parse_spamd,
+    "clamd": scanners.parse_clamd,
     # Plesk's qmail (/usr/local/psa/var/log/maillog) and its Courier-IMAP
     "qmail-queue-handlers": plesk.parse_queue_handlers,
     "qmail-local-handlers": plesk.parse_local_handlers,
@@ -80,6 +83,11 @@ UNPREFIXED: tuple[tuple[str, ParserFn], ...] = (
     ("spamdyke", misc.parse_spamdyke_untagged),
     # dovecot's own log file or stderr: "imap-login: Info: ..." (its level always written)
     ("dovecot", misc.parse_dovecot_log),
+    # spamd -s stderr into multilog: "[PID] info: spamd: …"
+    ("spamd", scanners.parse_spamd_stderr),
+    # clamd's LogFile or its stdout into multilog: "Www Mmm dd HH:MM:SS YYYY -> …",
+    # a bare "PATH: NAME FOUND"
+    ("clamd", scanners.parse_clamd_log),
 )
 
 
