@@ -46,7 +46,7 @@ def require_root(why: str) -> None:
         pytest.skip(msg)
 
 
-def stop_process(proc: subprocess.Popen, timeout: float) -> None:
+def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
     """A server the test started, stopped by its pid: SIGTERM, SIGKILL after ``timeout``."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
