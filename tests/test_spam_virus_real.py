@@ -242,11 +242,13 @@ def test_clamd_lines_in_both_logs_parsed(logs: dict[str, Any]) -> None:
 def test_clamd_verdicts_field_by_field(logs: dict[str, Any]) -> None:
     recs = _parsed(logs["clamd_logfile"])
     work = logs["work"]
-    found = [r for r in recs if r["event"] == "virus_found"]
+    # clamd's threads log each verdict after replying: sorted, not in the order asked
+    found = sorted((r for r in recs if r["event"] == "virus_found"), key=lambda r: r["path"])
     assert [(r["path"], r["virus"], r.get("simscan_dir")) for r in found] == [
-        (f"{work}/msg.eicar", "Eicar-Test-Signature.UNOFFICIAL", work),
-        (f"{work}/msg.marked", "Shipper-Test-Marker.UNOFFICIAL", work),
+        (found[0]["path"], "Eicar-Test-Signature.UNOFFICIAL", work),
+        (found[1]["path"], "Shipper-Test-Marker.UNOFFICIAL", work),
         (found[2]["path"], "Shipper-Test-Marker.UNOFFICIAL", None)]
+    assert [r["path"] for r in found[:2]] == [f"{work}/msg.eicar", f"{work}/msg.marked"]
     stream = found[2]
     assert stream["path"] == f"instream(127.0.0.1@{stream['remote_port']})"
     assert stream["remote_ip"] == "127.0.0.1" and 0 < stream["remote_port"] < 65536
@@ -261,5 +263,5 @@ def test_clamd_verdicts_field_by_field(logs: dict[str, Any]) -> None:
     assert any(t.startswith("--- Stopped at ") for t in texts)
     assert not [r for r in recs if severity(r) == ERR]
     # the same verdicts on stdout, where multilog stamped them
-    out = [r for r in _parsed(logs["clamd_stdout"]) if r["event"] == "virus_found"]
+    out = sorted((r for r in _parsed(logs["clamd_stdout"]) if r["event"] == "virus_found"), key=lambda r: r["path"])
     assert [(r["path"], r["virus"]) for r in out] == [(r["path"], r["virus"]) for r in found]
