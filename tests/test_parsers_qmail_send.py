@@ -146,14 +146,15 @@ SAMPLES: dict[str, list] = {
     "indimail_docs_samples": [
         OTHER,
         OTHER,
-        (None, "unparsed", None, {}),
+        # README.qhpsi: ClamAV's verdict on a queued mail, in ClamAV's "PATH: NAME FOUND"
+        ('clamd', 'virus_found', None, {'virus': 'Worm.Klez.H', 'path': '/var/indimail/queue/queue3/mess/4/89439'}),
         (None, "unparsed", None, {}),
         (None, "unparsed", None, {}),
         (None, "unparsed", None, {}),
         (None, "unparsed", None, {}),
         OTHER,
         OTHER,
-        (None, "unparsed", None, {}),
+        ('clamd', 'virus_found', None, {'virus': 'Worm.Klez.H', 'path': '/var/indimail/queue/queue3/mess/4/89543'}),
         OTHER,
         (None, "unparsed", None, {}),
         (None, "unparsed", None, {}),
