@@ -182,13 +182,18 @@ def test_follower_matches_model(ops):
             elif kind == "poll":
                 poll()
             elif kind == "aside":
-                def poll_aside(f: MultilogFollower = f) -> None:
-                    nonlocal held
+                def poll_aside(f: MultilogFollower = f, its: list = items) -> None:
+                    nonlocal held, delivered
                     poll()
-                    # a follower that had not opened current yet cannot while it is away
+                    # a follower that had not opened current yet cannot while it is away:
+                    # it holds no file, and has read only what it delivered: current's
+                    # lines, and the archives' when it resumed from a file deleted
+                    # meanwhile (with no current it waits rather than guess). Lines it
+                    # did not reach are lost if their archive is deleted next.
                     away = os.stat(os.path.join(d, "current.aside"))
                     if f.reader is None or f.reader.ident != (away.st_dev, away.st_ino):
                         held = None
+                        delivered = max(_last_seq(its) + 1, committed_lines)
                 m.aside(op[1], poll_aside if op[2] else lambda: None)
             elif kind == "commit":
                 commit()
