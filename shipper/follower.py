@@ -72,6 +72,12 @@ would otherwise pass an archive made and deleted meanwhile before its event
 came). With
 polling, an archive created and deleted between two polls cannot be named;
 the loss of the file we were on is still reported.
+
+runit's svlogd and s6's s6-log keep the same layout (s6-log rotates through
+``previous`` even without a processor). svlogd with a processor renames
+``current`` to ``@L.u``, feeds it to the processor, whose output (``@L.t``)
+becomes ``@L.s`` under the same label, and unlinks ``@L.u``: a ``.u`` known
+under a label gives way to the ``.s`` that comes under it.
 """
 
 from __future__ import annotations
@@ -707,11 +713,15 @@ class MultilogFollower(_FollowerBase):
                         newcomers.append(label)
                     continue  # accounted for already
                 k = self.known.get(label)
-                if k is None:
-                    k = self._inspect(name)
-                    if k is None:
-                        continue  # deleted meanwhile (n limit)
-                    self.known[label] = k
+                if k is None or (name[-1] == "s" and k.name[-1] == "u" and k.name != name):
+                    # (svlogd with a processor: @L.u is the processor's input, and its
+                    # output, @L.s, replaces it under the same label: read that one)
+                    got = self._inspect(name)
+                    if got is None:
+                        if k is None:
+                            continue  # deleted meanwhile (n limit)
+                    else:
+                        k = self.known[label] = got
                 listing.archives[label] = ml.Entry(name, k.ident[0], k.ident[1], k.size, k.file_id)
             elif kind == ml.PREVIOUS:
                 listing.previous = _raw_entry(self.dir, name)
@@ -1446,6 +1456,13 @@ class MultilogFollower(_FollowerBase):
                 self._cannot_open(k.name, " (the lines after it wait too)")
                 return False
             self._opened(k.name)
+            if r is None and k.name[-1] == "u":
+                # svlogd with a processor put its output in @L.s and removed @L.u (its
+                # input) since the listing: that is the archive now
+                got = self._inspect(k.name[:-1] + "s")
+                if got is not None:
+                    self.known[plan.open_label] = got
+                    return self._retry_plan()
             if r is None:  # deleted between listing and open
                 self._drop_carry()
                 self.done = plan.open_label
