@@ -332,7 +332,15 @@ class LineParser:
             time_source = "tai64n_tai" if opts.tai_leap else "tai64n"
             text = raw[26:] if raw[25:26] == " " else raw[25:]
             if text[29:31] == "  " and text[4:5] == "-":
-                text = split_envelope(text).text  # s6-log with both t and T
+                env = split_envelope(text)
+                if env.time_source == "local":
+                    # s6-log with both t and T: only s6-log writes this, and its label
+                    # is true TAI (skalibs) whether --tai was given or not
+                    text = env.text
+                    if not opts.tai_leap:
+                        unix -= leaps_before_tai(unix)
+                        time_ns = unix * NS + (v & 0xFFFFFFFF)
+                        time_source = "tai64n_tai"
             self.last_time_ns = time_ns
         else:
             env = split_envelope(raw, opts.tai_leap, self.syslog_year, opts.local_tz)

@@ -163,14 +163,16 @@ def split_envelope(line: str, leap: bool = False, year: int | None = None,
                 return Envelope(None, "none", line[26:] if line[25:26] == " " else line[25:],
                                 bad_stamp=True)
             unix = secs - tai64n.DAEMONTOOLS_OFFSET
-            if leap:
-                unix -= tai64n.leaps_before_tai(unix)
             rest = line[26:] if line[25:26] == " " else line[25:]
             if len(rest) > 31 and rest[29:31] == "  " and rest[4] == "-":
-                # s6-log with both t and T: "@label YYYY-MM-DD HH:MM:SS.nnnnnnnnn  text"
+                # s6-log with both t and T: "@label YYYY-MM-DD HH:MM:SS.nnnnnnnnn  text";
+                # only s6-log writes it, and its label is true TAI (skalibs)
                 m = _LOCAL_RE.match(rest)
                 if m:
                     rest = rest[m.end():]
+                    leap = True
+            if leap:
+                unix -= tai64n.leaps_before_tai(unix)
             return Envelope(unix * NS + nanos, "tai64n_tai" if leap else "tai64n", rest)
         # '@' then something that is not a label: keep the text, flag it.
         return Envelope(None, "none", line, bad_stamp=len(line) > 1 and line[1] in "0123456789abcdef")

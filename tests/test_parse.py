@@ -400,6 +400,9 @@ def test_s6_logs_second_stamp_is_found_in_a_batch_of_plain_lines():
     assert [r.to_dict() for r in batch] == [one.parse(ln, off, 7).to_dict()
                                            for ln, off in zip(lines, offsets, strict=True)]
     assert batch[2].message == "new msg 1" and batch[2].event == "new_msg"
+    # s6-log's label is true TAI (27 leap seconds then): the two stamps agree
+    assert batch[2].time_source == "tai64n_tai" and batch[3].time_source == "tai64n"
+    assert batch[2].time_ns == batch[3].time_ns - 27 * 10**9
 
 
 @pytest.mark.parametrize("line, program, event", [

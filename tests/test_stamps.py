@@ -69,6 +69,13 @@ def test_s6_log_t_and_T(tz_utc):
     label = tai64n.encode(1514839863, 121918500, leap=True)
     env = split_envelope(f"{label} 2018-01-01 20:51:03.121918500  hello", leap=True)
     assert env.text == "hello" and env.time_ns == 1514839863_121918500
+    # only s6-log writes both stamps, and its label is true TAI: read so without leap=True
+    # too (it was taken for daemontools' and put 27 s ahead)
+    env = split_envelope(f"{label} 2018-01-01 20:51:03.121918500  hello")
+    assert env.time_ns == 1514839863_121918500 and env.time_source == "tai64n_tai"
+    # one blank after the second stamp is not s6-log's form: the label is daemontools'
+    env = split_envelope(f"{label} 2018-01-01 20:51:03.121918500 hello")
+    assert env.time_ns == 1514839863_121918500 + 27 * 10**9 and env.time_source == "tai64n"
 
 
 @pytest.mark.parametrize("sep", ["_", "T"])
