@@ -316,7 +316,10 @@ def _tcpsvd(text: str) -> Parsed | None:
         m = _SVD_CONC_RE.fullmatch(rest)
         if m is not None:
             pid = int(m.group(1))
+            # -C n: that IP's connections with this one, and its limit (n/m with n > m:
+            # the deny line that follows is the per-IP limit's, though it does not say so)
             return "tcp_info", {"pid": pid, "conn_pid": pid, "remote_ip": m.group(2),
+                                "ip_children": int(m.group(3)), "ip_limit": int(m.group(4)),
                                 "text": body}
     return "tcp_info", {"text": body}
 
