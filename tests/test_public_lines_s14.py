@@ -166,3 +166,19 @@ def test_courier_counters_of_other_digits_are_not_numbers() -> None:
     assert got[1] == "pop_logout"
     assert got[2]["remote_ip"] == "10.0.0.1" and got[2]["top"] == 0 and got[2]["duration_s"] == 5.0
     assert "remote_port" not in got[2] and "retr" not in got[2]
+
+
+@pytest.mark.parametrize(("text", "user", "more"), [
+    # the name the client typed, ", " and all (Courier writes it as given)
+    ("LOGIN, user=joe, smith, ip=[::ffff:192.0.2.7], port=[1234], protocol=POP3", "joe, smith",
+     {"remote_port": 1234, "proto": "POP3"}),
+    # a name that looks like the address and port: the address is the one Courier wrote
+    ("LOGIN FAILED, user=x, ip=[198.51.100.6], port=[1], ip=[::ffff:192.0.2.7]",
+     "x, ip=[198.51.100.6], port=[1]", {}),
+    ("LOGIN FAILED, method=PLAIN, user=a=b, c, ip=[::ffff:192.0.2.7]", "a=b, c", {"method": "PLAIN"}),
+])
+def test_courier_user_is_whole_up_to_the_address(text: str, user: str, more: dict[str, Any]) -> None:
+    got = dispatch("imapd: " + text)
+    assert got[1] == "pop_auth"
+    assert got[2] == {"service": "imap", "result": "success" if text.startswith("LOGIN,") else "failure",
+                      "auth_user": user, "remote_ip": "192.0.2.7", **more}

@@ -133,8 +133,18 @@ def _courier(service: str) -> Callable[[str], Parsed | None]:
         m = _COURIER_HEAD_RE.match(text)
         if m is None:
             return None
-        what = m.group("what")
-        pairs = {k: v[1:-1] if v[:1] == "[" else v for k, v in _COURIER_PAIR_RE.findall(m.group("rest"))}
+        what, rest = m.group("what"), m.group("rest")
+        # user= is the name the client gave, ", " and "ip=[" and all: it runs to the
+        # last ", ip=[" (Courier writes the address after it), not to the next ", "
+        user = None
+        at = 0 if rest.startswith("user=") else rest.find(", user=")
+        if at > 0:
+            at += 2
+        if at >= 0 and (end := rest.rfind(", ip=[", at)) > at:
+            user, rest = rest[at + 5:end], rest[:at] + rest[end + 2:]
+        pairs = {k: v[1:-1] if v[:1] == "[" else v for k, v in _COURIER_PAIR_RE.findall(rest)}
+        if user is not None:
+            pairs["user"] = user
         fields: dict[str, Any] = {"service": service}
         if what == "LOGIN":
             event = "pop_auth"
