@@ -413,3 +413,23 @@ def test_track_shows_a_session_matched_by_a_recipient_its_queued_mail_does_not_h
     rc, out = run(track_main, [str(smtpd), str(send), "--to", "bob@example.org", "--json"])
     recs = [orjson.loads(x) for x in out.splitlines()]
     assert rc == 0 and [r["event"] for r in recs] == ["mail"] and recs[0]["session"]["conn_pid"] == 4242
+
+
+def test_stats_of_a_postfix_delays_digit_run_is_no_time(tmp_path: Path) -> None:
+    # a corrupt or forged status=sent line: delays='s c is a digit run float() makes inf,
+    # which stats put in its histogram (OverflowError: the whole report lost)
+    run_ = "9" * 400
+    log = tmp_path / "maillog"
+    log.write_text(
+        "Nov 30 06:00:00 mx postfix/smtpd[100]: ABC123: client=a.example[192.0.2.1]\n"
+        "Nov 30 06:00:00 mx postfix/qmgr[102]: ABC123: from=<a@example.org>, size=100, nrcpt=1 (queue active)\n"
+        "Nov 30 06:00:01 mx postfix/smtp[103]: ABC123: to=<b@example.net>, relay=mx.example.net[192.0.2.2]:25,"
+        f" delay=1.5, delays=0.1/0/{run_}/0, dsn=2.0.0, status=sent (250 ok)\n"
+        "Nov 30 06:00:02 mx postfix/smtp[103]: ABC124: to=<c@example.net>, relay=mx.example.net[192.0.2.2]:25,"
+        " delay=2, delays=0.5/0/0.25/0.5, dsn=2.0.0, status=sent (250 ok)\n"
+        "Nov 30 06:00:01 mx postfix/qmgr[102]: ABC123: removed\n")
+    rc, out = run(stats_main, [str(log), "--json"])
+    assert rc == 0
+    d = orjson.loads(out)
+    assert d["delivery_time_s"]["count"] == 1 and d["delivery_time_s"]["max"] == 0.75
+    assert d["deliveries"]["success"] == 2

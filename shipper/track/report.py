@@ -356,9 +356,11 @@ def _postfix_xdelay(att: dict[str, Any]) -> float | None:
     if len(parts) != 4:
         return None
     try:
-        return round(float(parts[2]) + float(parts[3]), 6)
+        x = float(parts[2]) + float(parts[3])
     except ValueError:
         return None
+    # a corrupt line's digit run is no time ("9" * 400 is inf: no histogram bucket)
+    return round(x, 6) if math.isfinite(x) else None
 
 
 class Stats:
