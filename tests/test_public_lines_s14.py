@@ -182,3 +182,21 @@ def test_courier_user_is_whole_up_to_the_address(text: str, user: str, more: dic
     assert got[1] == "pop_auth"
     assert got[2] == {"service": "imap", "result": "success" if text.startswith("LOGIN,") else "failure",
                       "auth_user": user, "remote_ip": "192.0.2.7", **more}
+
+
+def test_digit_runs_past_int_s_limit_leave_the_line_its_fields() -> None:
+    # int() refuses > 4,300 digits (ValueError out of the parser: a parse_error record,
+    # the line's time and fields lost); such a number is left out, the rest is read
+    run_ = "9" * 5000
+    p = LineParser()
+    got = p.parse(f"Nov 30 06:00:00 h pop3d: LOGOUT, user=a, ip=[192.0.2.7], port=[{run_}], top=0, "
+                  f"time={'9' * 400}".encode()).to_dict()
+    assert (got["time_source"], got["event"]) == ("syslog", "pop_logout")
+    assert _fields(got) == {"service": "pop3", "reason": "logout", "auth_user": "a",
+                            "remote_ip": "192.0.2.7", "top": 0}
+    got = p.parse(f"Nov 30 06:00:00 h relaylock: /var/qmail/bin/relaylock: mail from 192.0.2.7:{run_} (h)".encode()
+                  ).to_dict()
+    assert (got["time_source"], got["event"], got["text"][:26]) == ("syslog", "relaylock", "/var/qmail/bin/relaylock: ")
+    # within the limit and beyond 64 bits: FIELD_text and flagged, as any parser's number
+    got = p.parse(f"Nov 30 06:00:00 h pop3d: LOGIN, user=a, ip=[192.0.2.7], port=[{'9' * 30}]".encode()).to_dict()
+    assert got["remote_port_text"] == "9" * 30 and "malformed" in got["flags"]

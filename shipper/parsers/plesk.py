@@ -26,7 +26,9 @@ from typing import Any
 Parsed = tuple[str, dict[str, Any]]
 
 _TRAILING = " \r\t\n"
-_RELAYLOCK_RE = re.compile(r"(?:\S*relaylock: )?mail from (?P<ip>[^\s:]+):(?P<port>\d+)(?: \((?P<host>[^)]*)\))?$")
+# a port within int()'s digit limit (4,300: beyond, ValueError, and a parser never raises)
+_RELAYLOCK_RE = re.compile(
+    r"(?:\S*relaylock: )?mail from (?P<ip>[^\s:]+):(?P<port>\d{1,4000})(?: \((?P<host>[^)]*)\))?$")
 # "unknown@ [IP]": TCPREMOTEINFO@TCPREMOTEHOST, either may be empty or "(null)"
 _FROM_RE = re.compile(r" from (?P<who>\S*) \[(?P<ip>[^\]]*)\]$")
 _SMTP_USER_RE = re.compile(r"SMTP user (?P<user>.*?) : \S+ logged in$")
@@ -53,8 +55,10 @@ def _ip(text: str) -> str | None:
 
 
 def _digits(text: str) -> bool:
-    """ASCII digits only: str.isdigit() takes "²", which int() refuses."""
-    return text.isdigit() and text.isascii()
+    """ASCII digits only: str.isdigit() takes "²", which int() refuses; and within
+    int()'s digit limit (4,300), which it refuses too (a number beyond 64 bits is
+    then the parser's FIELD_text, as any parser's)."""
+    return text.isdigit() and text.isascii() and len(text) <= 4000
 
 
 def _handlers(stage: str) -> Callable[[str], Parsed | None]:
@@ -174,7 +178,7 @@ def _courier(service: str) -> Callable[[str], Parsed | None]:
         for key, name in _COURIER_COUNTS.items():
             if _digits(pairs.get(key, "")):
                 fields[name] = int(pairs[key])
-        if _digits(pairs.get("time", "")):
+        if _digits(pairs.get("time", "")) and len(pairs["time"]) <= 20:  # more: float() is inf
             fields["duration_s"] = float(pairs["time"])
         return event, fields
     parse.__doc__ = f"Courier {service} server's text: ``pop_auth``, ``pop_logout``, ``pop_connect``."
