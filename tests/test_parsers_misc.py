@@ -543,6 +543,18 @@ def test_real_dovecot_mail_process_line_in_its_own_log_file() -> None:
             if r.program != "dovecot" or r.event not in ("dovecot", "pop_auth")] == []
 
 
+@pytest.mark.parametrize("pid", ["\u00b2", "\u0661\u0662"])
+def test_dovecot_mail_pid_of_other_digits_is_no_pid(pid: str) -> None:
+    # str.isdigit() takes "²" (int() refused it: a parse_error record, time and fields
+    # lost) and Arabic-Indic digits (int() took those: a pid 12 the login never had)
+    line = DOVECOT_REAL_FILE[2].replace("<29566>", f"<{pid}>")
+    assert f"<{pid}>" in line
+    rec = _parse(line)
+    assert (rec.program, rec.event) == ("dovecot", "dovecot")
+    assert "mail_pid" not in rec.fields and rec.fields["session"] == "6aRxdnhhMep/AAAB"
+    assert rec.fields["auth_user"] == "alice"
+
+
 def test_real_dovecot_lines_of_one_login_share_its_session() -> None:
     login, logout, auth, failed = map(_parse, DOVECOT_REAL_FILE[1:5])
     # the mail process's "<pid><session>": the login's mpid= and session=

@@ -341,7 +341,8 @@ def parse_dovecot(text: str) -> Parsed | None:
             # session its login line gave (mpid=, session=), so a logout finds its login
             tail = service[close + 1:]
             ids = tail[1:-1].split("><") if tail[:1] == "<" and tail[-1:] == ">" else ()
-            if ids and ids[0].isdigit() and len(ids[0]) <= 10:
+            # ASCII digits: str.isdigit() takes "²", which int() refuses
+            if ids and ids[0].isdigit() and ids[0].isascii() and len(ids[0]) <= 10:
                 f["mail_pid"] = int(ids[0])
             if len(ids) > 1 and ids[1]:
                 f["session"] = ids[1]
