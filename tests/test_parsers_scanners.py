@@ -200,3 +200,29 @@ def test_other_lines_are_not_taken() -> None:
                  "Mon Nov 30 06:38:07 2026 x> not clamd", "a line that ends in FOUND"):
         assert parse_spamd_stderr(text) is None
         assert parse_clamd_log(text) is None
+
+
+@pytest.mark.parametrize(("line", "text"), [
+    # another program's, by syslog: the text after its tag is what the grammars see
+    ("Nov 30 06:00:00 mx myapp[12]: user lookup: NOT FOUND", "user lookup: NOT FOUND"),
+    ("Nov 30 06:00:00 mx ldapd: entry: NOT FOUND", "entry: NOT FOUND"),
+    # under multilog, with its own name: the whole line
+    ("myapp[12]: config: Foo.Bar FOUND", "myapp[12]: config: Foo.Bar FOUND"),
+    ("error: key: NOT FOUND", "error: key: NOT FOUND"),
+])
+def test_another_program_s_line_ending_in_found_is_no_virus(line: str, text: str) -> None:
+    # a bare "PATH: NAME FOUND" names no program: any line ending so was clamd's
+    # virus_found (a warning, program clamd, virus "NOT")
+    d = LineParser().parse(line.encode()).to_dict()
+    assert d["event"] == "unparsed" and d["program"] != "clamd"
+    assert parse_clamd_log(text) is None
+
+
+def test_a_bare_verdict_is_still_clamd_s() -> None:
+    # indimail's qhpsi log (README.qhpsi) and clamd's stdout: a signature name has "." or "-"
+    for text, virus in (("/var/indimail/queue/queue3/mess/4/89439: Worm.Klez.H FOUND", "Worm.Klez.H"),
+                        ("/tmp/x/msg.eicar: Eicar-Test-Signature FOUND", "Eicar-Test-Signature"),
+                        ("./relative path/a b: Win.Test.EICAR_HDB-1 FOUND", "Win.Test.EICAR_HDB-1")):
+        got = parse_clamd_log(text)
+        assert got is not None and got[0] == "virus_found" and got[1]["virus"] == virus
+        assert got[1]["path"] == text.rsplit(": ", 1)[0]

@@ -234,5 +234,13 @@ def parse_clamd_log(text: str) -> Parsed | None:
     t = text.rstrip(_TRAILING) if text[-1:] in _TRAILING else text
     if t.endswith(" FOUND") and ": " in t:
         got = parse_clamd(t)
-        return got if got is not None and got[0] == "virus_found" else None
+        if got is None or got[0] != "virus_found":
+            return None
+        # Nothing says this bare line is clamd's (any program's "lookup: NOT FOUND" ends
+        # so, under syslog its tag another's): only a verdict's shape, a signature name
+        # with a "." or "-" (Worm.Klez.H, Eicar-Test-Signature, Win.Test.EICAR_HDB-1) and
+        # a path with no ": " (not "NAME[PID]: text" of another program)
+        virus, path = got[1]["virus"], got[1]["path"]
+        if ("." in virus or "-" in virus) and ": " not in path:
+            return got
     return None
