@@ -577,7 +577,9 @@ connect_timeout = "1s"
         t0 = time.monotonic()
         os.kill(int(pidfile.read_text()), signal.SIGTERM)
         assert jail.wait(30) == 0
-        assert time.monotonic() - t0 < 6  # the drain's 2 s and the closes, not the look-ups'
+        # the drain's 2 s and the closes, not the 30 s look-ups (36 s before the fix);
+        # room for a loaded CI machine
+        assert time.monotonic() - t0 < 12
     finally:
         if jail.poll() is None:
             os.kill(int(pidfile.read_text()), signal.SIGKILL)
