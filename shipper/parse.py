@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shipper.parsers import PREFIXED, PREFIXED_WORDS, QMAIL_SEND_WORDS, UNPREFIXED, parse_postfix
-from shipper.parsers.misc import parse_dovecot_log, parse_vchkpw
+from shipper.parsers.misc import parse_dovecot, parse_dovecot_log, parse_vchkpw
 from shipper.parsers.qmail_send import BY_WORD as QMAIL_SEND_BY_WORD
 from shipper.parsers.qmail_send import parse_at as qmail_send_parse_at
 from shipper.parsers.recordio import continue_secret as recordio_continue_secret
@@ -79,6 +79,7 @@ _FOLD_SLACK_NS = 300 * NS
 # and 7,200 instructions a line made afresh, 1,000 copied.
 _REPEATED_EVENTS = frozenset({"status", "tcp_status"})
 _DOVECOT_LEVEL_FIRST = frozenset("IWEFPD")  # Info: Warning: Error: Fatal: Panic: Debug:
+_DOVECOT_LEVEL_TAGS = frozenset(("Info", "Warning", "Error", "Fatal", "Panic", "Debug"))
 # "NAME[PID]: ": a PID within int()'s digit limit (4,300), or the line's whole parse failed
 _PREFIX_RE = re.compile(r"([A-Za-z][\w.+-]*(?:/[\w.+-]+)*)(?:\[(\d{1,4000})\])?: ?")
 
@@ -447,6 +448,11 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
         if text[:1] in _DOVECOT_LEVEL_FIRST and (got := parse_dovecot_log(f"{tag}: {text}")) is not None:
             # dovecot's own log file ("Jan 29 09:33:58 pop3-login: Info: ..."): its
             # default log_timestamp reads as a syslog header whose tag is the process
+            return _result("dovecot", got)
+        if tag in _DOVECOT_LEVEL_TAGS and (got := parse_dovecot(f"{tag}: {text}")) is not None \
+                and got[1]["service"] != "dovecot":
+            # 1.x's log file, level before process ("Jun 23 15:04:05 Info: imap-login: ..."):
+            # the stamp reads as a syslog header whose tag is the level
             return _result("dovecot", got)
         if tag.startswith("vchkpw-"):
             # vchkpw's own "vchkpw-SERVICE:" read as the tag (logged with no ident of

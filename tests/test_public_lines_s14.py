@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shipper.parse import LineParser, dispatch
-from shipper.severity import INFO, NOTICE, WARNING, severity
+from shipper.severity import CRIT, INFO, NOTICE, WARNING, severity
 from shipper.stamps import split_envelope
 
 SAMPLE = Path(__file__).parent / "fixtures" / "samples" / "public_lines_s14.txt"
@@ -111,6 +111,22 @@ CASES: list[tuple[int, str, str, int, dict[str, Any]]] = [
      {"service": "pop3", "result": "success", "auth_user": "<user>@<domain>.de", "remote_port": 48668}),
     (26, "qmail-send", "delivery", INFO,
      {"delivery": 2479, "result": "success", "text": "did 0+0+1", "text_raw": "did_0+0+1/"}),
+    # dovecot 1.x: its master's start line (no process named) and its level-first lines
+    (37, "dovecot", "dovecot", INFO,
+     {"service": "dovecot", "text": "Dovecot v1.2.rc3 starting up (core dumps disabled)"}),
+    (38, "dovecot", "dovecot", CRIT,
+     {"service": "auth", "level": "fatal", "text": "Support not compiled in for passdb driver 'ldap'"}),
+    (39, "dovecot", "dovecot", CRIT,
+     {"service": "dovecot", "level": "fatal", "text": "Auth process died too early - shutting down"}),
+    (40, "dovecot", "dovecot", INFO,
+     {"service": "pop3", "level": "info", "auth_user": "username", "method": "PLAIN",
+      "remote_ip": "::ffff:1.2.3.4", "local_ip": "::ffff:1.2.3.5",
+      "text": "Aborted login (1 authentication attempts)"}),
+    (41, "dovecot", "dovecot", INFO,
+     {"service": "auth", "level": "info", "auth_user": "user@example.com", "remote_ip": "::ffff:1.2.3.4",
+      "text": "passwd-file(user@example.com,::ffff:1.2.3.4): unknown user"}),
+    (42, "dovecot", "dovecot", INFO,
+     {"service": "IMAP", "auth_user": "username", "level": "info", "text": "Disconnected: Logged out bytes=59/566"}),
 ]
 
 
@@ -130,6 +146,25 @@ def test_lines_that_were_already_right_stay_right() -> None:
                    ("tcpserver", "tcp_pid", None, None, 30906),
                    ("qmail-smtpd", "smtp_accept", None, None, 1821),
                    ("tcpserver", "tcp_end", None, None, 30906)]
+
+
+def test_second_hunt_lines_that_were_already_right_stay_right() -> None:
+    got = [_rec(LINES[i]) for i in range(43, 54)]
+    assert [(d["program"], d["event"]) for d in got] == [
+        ("dovecot", "dovecot"), ("dovecot", "dovecot"), ("qmail-smtpd", "smtp_decision"),
+        ("tcpserver", "tcp_deny"), ("tcpserver", "tcp_ok"), ("simscan", "simscan_info"),
+        ("simscan", "simscan_info"), ("simscan", "simscan"), ("simscan", "simscan_info"),
+        ("qmail-send", "info_msg"), ("qmail-send", "delivery")]
+    assert (got[0]["service"], got[0]["auth_user"], got[0]["remote_ip"]) == ("auth-worker", "user@example.com", "1.2.3.4")
+    assert (got[1]["service"], got[1]["remote_ip"], got[1]["local_ip"]) == ("pop3", "1.2.3.4", "1.2.3.5")
+    assert (got[2]["check"], got[2]["auth_user"], got[2]["conn_pid"]) == ("AUTH", "administrator@xxx.com", 9539)
+    assert (got[3]["remote_ip"], got[3]["remote_port"], got[3]["local_port"]) == ("193.147.171.74", 40714, 25)
+    # simscan's "(null)" address is no address
+    assert _fields(got[7]) == {"conn_pid": 25608, "verdict": "CLEAN", "score": 0.0, "threshold": 0.0,
+                               "scan_time": 3.3011, "mail_from": "root@mail.denbaguse.ta",
+                               "rcpt_to": "postmaster@testaja.lg"}
+    assert (got[9]["msg"], got[9]["size"], got[9]["qp"]) == (81231893, 2813, 32384)
+    assert (got[10]["result"], got[10]["dsn"]) == ("failure", "5.1.1")
 
 
 def test_plesk_handler_pids_link_a_from_to_its_to() -> None:

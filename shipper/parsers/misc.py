@@ -318,8 +318,21 @@ def parse_dovecot(text: str) -> Parsed | None:
     if text[-1:] in _TRAILING:
         text = text.rstrip(_TRAILING)
     service, sep, rest = text.partition(": ")
+    if not sep and text.startswith("Dovecot v"):
+        # 1.x master's start line has no process name: "Dovecot v1.2.rc3 starting up ..."
+        return "dovecot", {"service": "dovecot", "text": text}
     if not sep or not service or " " in service:
         return None
+    first_level = _DOVECOT_LEVELS.get(service)
+    if first_level is not None:
+        # 1.x master writes the level first, then the process it speaks for, if any:
+        # "Fatal: auth(default): Support not compiled in ...", "Fatal: Auth process died ..."
+        inner, inner_sep, inner_rest = rest.partition(": ")
+        # 1.x's mail processes: "IMAP(user)", "POP3(user)"
+        if inner_sep and _DOVECOT_SERVICE_RE.fullmatch(inner.lower()) is not None:
+            service, rest = inner, inner_rest
+        else:
+            service = "dovecot"
     if service == "dovecot":
         # 1.x logging to a file or stderr puts "dovecot: " before every line (master's
         # i_set_failure_file(log_path, "dovecot: ")): under syslog or the journal,
@@ -347,7 +360,9 @@ def parse_dovecot(text: str) -> Parsed | None:
             if len(ids) > 1 and ids[1]:
                 f["session"] = ids[1]
     level, sep, body = rest.partition(": ")
-    if sep and level in _DOVECOT_LEVELS:
+    if first_level is not None:
+        f["level"] = first_level
+    elif sep and level in _DOVECOT_LEVELS:
         f["level"] = _DOVECOT_LEVELS[level]
         rest = body
     if service.endswith("-login"):
