@@ -330,7 +330,12 @@ async def test_processor_archives_not_read_twice(tmp_path, processor):
     live = {seq_of(ln): (it.file_id, off) for it in items if isinstance(it, LineBatch)
             for ln, off in zip(it.lines, it.offsets, strict=True)}
     assert seqs(items) == list(range(6000))
-    assert not [it for it in items if isinstance(it, Gap)]
+    # n20 deletes ~240 of the run's ~260 archives as it goes: on a loaded machine (CI,
+    # once) the name event of one came to us after the n limit had deleted it, which
+    # cannot be told from an archive never read (its raw lines were, from previous),
+    # so the follower says so in the gap's words. Any other gap is a false one.
+    unsure = "deleted by multilog before we could look at it (n limit): lost lines unless"
+    assert not [it for it in items if isinstance(it, Gap) and not it.reason.startswith(unsure)]
     archives = sorted(n for n in os.listdir(d) if n.startswith("@"))
     assert len(archives) == 19
     if processor == "!gzip":
