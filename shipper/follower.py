@@ -652,6 +652,9 @@ class MultilogFollower(_FollowerBase):
             self.observe()
         elif mask & (IN_CREATE | IN_MOVED_TO) and ml.is_archive(name):
             label = ml.archive_label(name)
+            if name[-1] == "u" and os.path.lexists(os.path.join(self.dir, label + ".s")) \
+                    and _crashed(self.dir, name):
+                label = ml.leftover_label(label)
             if (label not in self.known and label not in self._ahead
                     and (self.done is None or label > self.done)):
                 # Seen here, not only by the next listing: ``done`` may pass it before
@@ -700,10 +703,13 @@ class MultilogFollower(_FollowerBase):
             self._list_error = None
         present: set[str] = set()
         newcomers: list[str] = []
+        s_labels = {n[:25] for n in names if n[-2:] == ".s"}
         for name in names:
             kind = ml.classify(name)
             if kind in (ml.ARCHIVE_S, ml.ARCHIVE_U):
                 label = ml.archive_label(name)
+                if kind == ml.ARCHIVE_U and label in s_labels and _crashed(self.dir, name):
+                    label = ml.leftover_label(label)
                 present.add(label)
                 if label in self._ahead:
                     continue  # read before the clock went back
@@ -1456,7 +1462,7 @@ class MultilogFollower(_FollowerBase):
                 self._cannot_open(k.name, " (the lines after it wait too)")
                 return False
             self._opened(k.name)
-            if r is None and k.name[-1] == "u":
+            if r is None and k.name[-1] == "u" and len(plan.open_label) == 25:
                 # svlogd with a processor put its output in @L.s and removed @L.u (its
                 # input) since the listing: that is the archive now
                 got = self._inspect(k.name[:-1] + "s")
@@ -2102,6 +2108,18 @@ def _head_fid(path: str) -> str | None:
         return None
     head = decode_head(raw, ml.content_kind(raw))[:FINGERPRINT_BYTES]
     return fingerprint(head) or fingerprint(head, complete=True)
+
+
+def _crashed(directory: str, name: str) -> bool:
+    """Whether ``@L.u`` is a crashed ``current`` (its logger never made it u+x) rather than
+    svlogd's input to a processor (made u+x before the rename, replaced by ``@L.s``). When
+    s6-log starts after a kill, it archives a finished ``processed`` as ``@L.s`` and the
+    crashed ``current`` as ``@L.u`` with one stamp: two files, both to read."""
+    try:
+        st = os.lstat(os.path.join(directory, name))
+    except OSError:
+        return False
+    return not st.st_mode & stat.S_IXUSR
 
 
 def _archive_names(names: list[str]) -> frozenset[str]:

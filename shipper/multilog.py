@@ -89,12 +89,19 @@ def is_label(text: str) -> bool:
 
 def label_before(label: str) -> str:
     """The label just below ``label``: as ``done``, it leaves ``label`` and all after it to read."""
-    return "@%024x" % (int(label[1:], 16) - 1)
+    return "@%024x" % (int(label[1:25], 16) - 1)
 
 
 def archive_label(name: str) -> str:
     """``@400…​.s`` → ``@400…`` (the 25-character label that orders archives)."""
     return name[:25]
+
+
+def leftover_label(label: str) -> str:
+    """The label of a crashed ``current`` archived as ``@L.u`` beside a processor's ``@L.s``
+    under the same label (s6-log's restart stamps both finishes alike): read after it,
+    before any later label."""
+    return label + "u"
 
 
 def order_archives(names: Iterable[str]) -> list[str]:
@@ -106,7 +113,7 @@ def label_time_ns(label: str | None) -> int | None:
     if label is None:
         return None
     try:
-        return decode_ns(label)
+        return decode_ns(label[:25])
     except LabelError:
         return None
 

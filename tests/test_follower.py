@@ -1552,3 +1552,89 @@ async def test_a_stop_whose_checkpoint_cannot_be_written_says_so(tmp_path, caplo
     said = [r.getMessage() for r in caplog.records]
     assert len([m for m in said if "kept in memory" in m]) == 1, said  # once while running
     assert [m for m in said if m.endswith("read again at the next start (the same event ids)")], said
+
+
+def s6_log_killed_after_its_processor(d: Path) -> None:
+    """A log directory as s6-log leaves it when SIGKILLed after its processor finished
+    (``processed`` made u+x, ``previous`` unlinked) and before it archived it: lines
+    n0..n2 in ``processed``, n3..n5 in the crashed ``current`` (not u+x)."""
+    d.mkdir()
+    (d / "processed").write_bytes(b"".join(b"%s n%d\n" % (by_hand_label(10 + i).encode(), i)
+                                           for i in range(3)))
+    os.chmod(d / "processed", 0o744)
+    (d / "current").write_bytes(b"".join(b"%s n%d\n" % (by_hand_label(20 + i).encode(), i)
+                                         for i in range(3, 6)))
+    os.chmod(d / "current", 0o644)
+    (d / "state").write_bytes(b"")
+
+
+def s6_log_restart(d: Path, line: bytes) -> None:
+    """The real s6-log started on ``d`` (its crash recovery), given one line, then stopped."""
+    subprocess.run([require_binary("s6-log"), "t", "s4096", "n20", "!cat", str(d)],
+                   input=line + b"\n", check=True, timeout=10)
+
+
+def test_s6_log_restart_archives_processed_and_crashed_current_under_one_label(tmp_path):
+    """s6-log's restart archives a finished ``processed`` as @L.s and the crashed
+    ``current`` as @L.u, the same stamp for both (s6 2.11.3.2). The follower keyed both
+    by the label: it read one (the .s, since 2d19e3f took a .s for svlogd's processed
+    .u) and the other's lines were lost without a gap."""
+    d = tmp_path / "log"
+    s6_log_killed_after_its_processor(d)
+    s6_log_restart(d, b"n6")
+    archives = sorted(n for n in os.listdir(d) if n.startswith("@"))
+    assert [a[-1] for a in archives] == ["s", "u"] and archives[0][:25] == archives[1][:25]
+    f = MultilogFollower(str(d), None, start="all")
+    items = drain(f)
+    assert [int(ln.rsplit(b" n", 1)[1]) for ln in plain_lines(items)] == list(range(7))
+    assert not [it for it in items if isinstance(it, Gap)]
+    f.reader.close()
+
+
+def test_s6_log_restart_after_the_follower_read_previous_and_current(tmp_path):
+    """The same restart, the follower having read both files before: nothing twice."""
+    d = tmp_path / "log"
+    s6_log_killed_after_its_processor(d)
+    # killed before it unlinked previous (!cat: the processor's input, same lines)
+    (d / "previous").write_bytes((d / "processed").read_bytes())
+    os.chmod(d / "previous", 0o744)
+    f = MultilogFollower(str(d), None, start="all")
+    seen = [int(ln.rsplit(b" n", 1)[1]) for ln in plain_lines(drain(f))]
+    s6_log_restart(d, b"n6")
+    items = drain(f)
+    seen += [int(ln.rsplit(b" n", 1)[1]) for ln in plain_lines(items)]
+    assert seen == list(range(7))
+    assert not [it for it in items if isinstance(it, Gap)]
+    f.reader.close()
+
+
+def test_a_checkpoint_in_svlogds_processor_input_resumes_in_its_gzip_output(tmp_path):
+    """svlogd with ``!gzip`` replaces @L.u (the rotated current, its processor's input)
+    with @L.s (gzip of it) under the same label. A checkpoint taken half way through the
+    .u resumes in the .s at the same decoded offset: no line twice, none lost, no gap."""
+    d = tmp_path / "log"
+    d.mkdir()
+    label = by_hand_label(100)
+    raw = b"".join(b"%s n%d\n" % (by_hand_label(10 + i).encode(), i) for i in range(9))
+    u = d / f"{label}.u"
+    u.write_bytes(raw)
+    os.chmod(u, 0o744)  # svlogd makes current u+x before it renames it
+    (d / "current").write_bytes(b"")
+    f = MultilogFollower(str(d), None, start="all", batch_lines=4, chunk=150)
+    first = f.poll(1)[:1]
+    assert len(first) == 1 and isinstance(first[0], LineBatch)
+    seen = [int(ln.rsplit(b" n", 1)[1]) for ln in first[0].lines]
+    assert seen == [0, 1, 2, 3]
+    state = first[0].position[1]
+    f.reader.close()
+    gz = subprocess.run(["gzip", "-c"], input=raw, capture_output=True, check=True).stdout
+    (d / f"{label}.t").write_bytes(gz)
+    os.rename(d / f"{label}.t", d / f"{label}.s")
+    u.unlink()
+    f = MultilogFollower(str(d), state, start="all")
+    items = drain(f)
+    seen += [int(ln.rsplit(b" n", 1)[1]) for ln in plain_lines(items)]
+    assert seen == list(range(9))
+    assert not [it for it in items if isinstance(it, Gap)]
+    if f.reader is not None:
+        f.reader.close()
