@@ -166,9 +166,11 @@ def split_envelope(line: str, leap: bool = False, year: int | None = None,
             rest = line[26:] if line[25:26] == " " else line[25:]
             if len(rest) > 31 and rest[29:31] == "  " and rest[4] == "-":
                 # s6-log with both t and T: "@label YYYY-MM-DD HH:MM:SS.nnnnnnnnn  text";
-                # only s6-log writes it, and its label is true TAI (skalibs)
+                # only s6-log writes it, and its label is true TAI (skalibs). Both stamps
+                # are of one instant: same nanoseconds. (Not so a date in the text, e.g. a
+                # tai64nlocal'd line logged again by multilog: its label is daemontools')
                 m = _LOCAL_RE.match(rest)
-                if m:
+                if m and m.group(7) == f"{nanos:09d}":
                     rest = rest[m.end():]
                     leap = True
             if leap:

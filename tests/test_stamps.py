@@ -78,6 +78,22 @@ def test_s6_log_t_and_T(tz_utc):
     assert env.time_ns == 1514839863_121918500 + 27 * 10**9 and env.time_source == "tai64n"
 
 
+def test_a_date_with_two_blanks_after_a_multilog_label_is_text_unless_s6_logs(tz_utc):
+    """s6-log's t T stamps one instant twice (same nanoseconds: seen with s6-log 2.11.3.2,
+    '@400000006b0d2db30b262eb7 2026-11-30 08:02:22.187051703  hi'). A multilog line whose
+    text is a tai64nlocal'd line with a leading blank (two blanks after the date, written
+    earlier: other nanoseconds) was taken for s6-log's: its date dropped from the text and
+    the daemontools label read as true TAI, 27 s early."""
+    label = tai64n.encode(1764489742, 500000000)  # multilog's, daemontools' TAI64N
+    env = split_envelope(f"{label} 2025-11-30 07:00:01.123456789  delivery 7: success")
+    assert env.time_source == "tai64n" and env.time_ns == 1764489742_500000000
+    assert env.text == "2025-11-30 07:00:01.123456789  delivery 7: success"
+    real = "@400000006b0d2db30b262eb7 2026-11-30 08:02:22.187051703  hi"  # s6-log t T
+    env = split_envelope(real)
+    assert env.time_source == "tai64n_tai" and env.text == "hi"
+    assert env.time_ns == (0x6b0d2db3 - 10 - 27) * 10**9 + 187051703  # 08:02:22 UTC
+
+
 @pytest.mark.parametrize("sep", ["_", "T"])
 def test_svlogd_tt(sep):
     env = split_envelope(f"2020-06-25{sep}07:50:42.58251 status: local 0/10 remote 0/20")
