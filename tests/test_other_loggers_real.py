@@ -18,6 +18,7 @@ the applet; its lines stay tested from its source's formats (test_parsers_ucspi)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -222,6 +223,30 @@ def _written(d: Path, seq: int, timeout: float) -> bool:
     return False
 
 
+def _restart(cmd: list[str], d: Path) -> subprocess.Popen:
+    """Start the logger again after a SIGKILL, as its supervisor would: again if it dies at
+    once. s6-log (2.11.3.2) killed while its processor ran archives ``previous`` as @L.u,
+    then ``current`` under the same stamp: "unable to finish current .u ...: File exists",
+    exit 111 (seen once in ~7 kills at the test's rates, under load); the next start
+    archives ``current`` under a new stamp. Ready once ``current`` is a new file (or after
+    5 s: svlogd keeps an empty one)."""
+    old = os.stat(d / "current").st_ino
+    for _ in range(3):
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if os.stat(d / "current").st_ino != old:
+                    return proc
+            except FileNotFoundError:
+                pass
+            time.sleep(0.01)
+        if proc.poll() is None:
+            return proc
+        assert proc.returncode == 111, proc.returncode
+    raise AssertionError("the logger did not start again")
+
+
 FOLLOW_CASES = {
     "svlogd": ("svlogd", None),
     # svlogd hands @L.u (the rotated current) to the processor and replaces it with
@@ -287,7 +312,7 @@ async def test_real_logger_followed_live_across_restarts(tmp_path, case):
         assert await loop.run_in_executor(None, _written, d, part - 1, 10)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
+        proc = await loop.run_in_executor(None, _restart, cmd, d)
         await loop.run_in_executor(None, _feed, proc, part, part, 4000.0)
         # 3) the follower starts again from its checkpoint, 3000 more lines meanwhile
         feeding = loop.run_in_executor(None, _feed, proc, 2 * part, total - 2 * part, 4000.0)
@@ -448,3 +473,69 @@ def test_ipsvd_fixture_lines_parse():
     assert ("tcp_ok", {"conn_pid": 22602, "local_ip": "127.0.0.1", "remote_ip": "127.0.0.3",
                        "remote_port": 53511, "text": "inst/127.0.0.3: +GREETING=hi"}) in got
     assert got[-1] == ("tcp_info", {"text": "sigterm received, exit."})
+
+
+@pytest.mark.slow
+async def test_s6_log_killed_while_its_processor_runs(tmp_path):
+    """s6-log SIGKILLed while its processor reads ``previous``: its next start archives
+    ``previous`` as @L.u and dies on ``current`` ("File exists", the same stamp); the one
+    after archives ``current``. A follower reading live meanwhile gets every line once."""
+    binary = require_binary("s6-log")
+    d = tmp_path / "log"
+    pidfile = tmp_path / "processor.pid"
+    slow = tmp_path / "slowcat"
+    slow.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nsleep 5\nexec cat\n")
+    slow.chmod(0o755)
+    cmd = [binary, "t", "s4096", "n400", f"!{slow}", str(d)]
+    got: list[int] = []
+    gaps: list[Gap] = []
+    src = MultilogSource([str(d)], None, start="all")
+    loop = asyncio.get_running_loop()
+
+    async def collect(until: int, timeout: float) -> None:
+        async def run() -> None:
+            async for it in src.batches():
+                if isinstance(it, Gap):
+                    gaps.append(it)
+                else:
+                    got.extend(int(m.group(1)) for ln in it.lines
+                               if (m := SEQ_RE.search(ln)) is not None)
+                if got and got[-1] >= until:
+                    return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(run(), timeout)
+
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
+    try:
+        await loop.run_in_executor(None, _feed, proc, 0, 60, 4000.0)
+        deadline = time.monotonic() + 10
+        while not (pidfile.exists() and (d / "previous").exists()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert (d / "previous").exists()
+        # one rotation (60 lines of 100 bytes, s4096): previous, being processed (5 s)
+        written = sum((d / n).read_bytes().count(b"\n") for n in ("previous", "current"))
+        assert 0 < written <= 60
+        await collect(written - 1, 4)  # read live from previous and current
+        assert (d / "previous").exists()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)  # its orphaned processor
+        first = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+        assert first.returncode == 111 and b"File exists" in first.stderr, first
+        proc = await loop.run_in_executor(None, _restart, cmd, d)
+        assert proc.poll() is None
+        await loop.run_in_executor(None, _feed, proc, 60, 40, 4000.0)
+        await collect(99, 20)
+    finally:
+        await src.close()
+        if proc.stdin is not None:
+            proc.stdin.close()
+        stop_process(proc, 10)
+    names = sorted(n for n in os.listdir(d) if n.startswith("@"))
+    assert [n[-1] for n in names][:2] == ["u", "u"], names  # previous, then current
+    assert not gaps, [(g.file, g.reason) for g in gaps]
+    # the lines s6-log had not read from its pipe when killed (blocked on its processor)
+    # are lost with it, not by the follower
+    want = [*range(written), *range(60, 100)]
+    assert got == want, (len(got), sorted(set(want) - set(got))[:5])
