@@ -433,6 +433,14 @@ class LineParser:
         return env
 
 
+def _dovecot1_process(text: str) -> bool:
+    """Whether ``text`` starts with a dovecot 1.x process as its log file names it after the
+    level: "imap-login: ", "auth(default): ", "IMAP(user): ". Not a bare "auth: " or
+    "config: ": any program whose syslog tag is "Error" or "Info" may write those."""
+    name = text.partition(": ")[0]
+    return name.endswith(("-login", ")"))
+
+
 def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, int | None]:
     """Program text → (program, event, fields, pid). Never raises."""
     if tag is not None and tag != "qmail":
@@ -449,7 +457,8 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
             # dovecot's own log file ("Jan 29 09:33:58 pop3-login: Info: ..."): its
             # default log_timestamp reads as a syslog header whose tag is the process
             return _result("dovecot", got)
-        if tag in _DOVECOT_LEVEL_TAGS and (got := parse_dovecot(f"{tag}: {text}")) is not None \
+        if tag in _DOVECOT_LEVEL_TAGS and _dovecot1_process(text) \
+                and (got := parse_dovecot(f"{tag}: {text}")) is not None \
                 and got[1]["service"] != "dovecot":
             # 1.x's log file, level before process ("Jun 23 15:04:05 Info: imap-login: ..."):
             # the stamp reads as a syslog header whose tag is the level

@@ -230,3 +230,18 @@ def test_digit_runs_past_int_s_limit_leave_the_line_its_fields() -> None:
     # within the limit and beyond 64 bits: FIELD_text and flagged, as any parser's number
     got = p.parse(f"Nov 30 06:00:00 h pop3d: LOGIN, user=a, ip=[192.0.2.7], port=[{'9' * 30}]".encode()).to_dict()
     assert got["remote_port_text"] == "9" * 30 and "malformed" in got["flags"]
+
+
+@pytest.mark.parametrize("tag,text", [
+    ("Error", "config: cannot open /etc/app.yml"),
+    ("Info", "auth: token expired for bob"),
+    ("Warning", "log: rotated 3 files"),
+])
+def test_a_level_tag_is_dovecot_1s_only_before_one_of_its_processes(tag: str, text: str) -> None:
+    """dovecot 1.x's log file names a process after the level ('Info: pop3-login: ...',
+    'Info: auth(default): ...', 'Info: IMAP(user): ...'). Any program whose syslog tag
+    is 'Error' or 'Info' and whose text starts 'config: ', 'auth: ' or 'log: ' (names of
+    2.x services, never so in 1.x's file) was made a dovecot record with that service."""
+    program, event, fields, _ = dispatch(text, tag)
+    assert (program, event) == (tag, "unparsed")
+    assert "service" not in fields
