@@ -950,7 +950,7 @@ class MultilogFollower(_FollowerBase):
                 self._ahead = {lb for lb in ahead if isinstance(lb, str) and lb > self.done}
             seen = st.get("seen")
             if isinstance(seen, list) and seen and all(
-                    isinstance(lb, str) and ml.is_label(lb) for lb in seen):
+                    isinstance(lb, str) and ml.is_position_label(lb) for lb in seen):
                 self._seen = set(seen)
                 self._seen_floor = min(seen) if len(seen) >= SEEN_MAX else None
                 self._seen_version += 1

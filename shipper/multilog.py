@@ -87,6 +87,12 @@ def is_label(text: str) -> bool:
     return _LABEL_RE.fullmatch(text) is not None
 
 
+def is_position_label(text: str) -> bool:
+    """Whether ``text`` may stand in a saved position: a label, or the ``leftover_label``
+    of a crashed ``current`` archived beside a processor's output under one stamp."""
+    return is_label(text[:25]) and text[25:] in ("", "u")
+
+
 def label_before(label: str) -> str:
     """The label just below ``label``: as ``done``, it leaves ``label`` and all after it to read."""
     return "@%024x" % (int(label[1:25], 16) - 1)

@@ -154,3 +154,15 @@ def test_a_restored_pending_file_gone_with_its_archive_is_said_gone():
     plan = ml.plan_next(listing, {}, L1, [restored], None,
                         lambda p: ml.same_raw(p.ident, p.file_id, listing.current))
     assert not plan.open_current and plan.gone == []
+
+
+def test_a_leftover_label_may_stand_in_a_saved_position() -> None:
+    # s6-log's restart after a kill archives a processor's output and the crashed current
+    # under one stamp; the follower reads the second as "@L" + "u", and a position's list
+    # of seen labels that held one was thrown away whole (all labels were checked as @+24)
+    label = "@400000006b0d2db30b262eb7"
+    assert ml.is_position_label(label)
+    assert ml.is_position_label(ml.leftover_label(label))
+    assert not ml.is_position_label(label + "s")
+    assert not ml.is_position_label(label[:-1])
+    assert not ml.is_position_label("@40000000zzzz2db30b262eb7")
