@@ -268,3 +268,26 @@ def test_real_session_refusal_is_found_by_its_recipient() -> None:
     assert [(h["event"], h["qids"][:1], [r["rcpt_to"] for r in h["recipients"]]) for h in hits] == [
         ("smtp_session", ["19F2220C76D"], ["z@elsewhere.example"])]
     assert not [o for o in out if matches(o, TrackQuery(rcpt_to="nobody@elsewhere.example"))]
+
+
+def test_real_line_logged_after_a_refused_mail_ended_opens_no_second_mail() -> None:
+    """Postfix's processes write to one log socket in the order they get to it: in a CI
+    run cleanup's 'QID: message-id=' of a mail smtpd refused at END-OF-MESSAGE came after
+    the session's 'disconnect', which had emitted the mail. That line opened a second
+    mail of the same queue id, summarised at the end of input as incomplete. The real
+    3.7 log with that one line moved after the session's end."""
+    lines = [ln for ln in REAL_37.read_bytes().splitlines(keepends=True) if not ln.startswith(b"#")]
+    late = next(ln for ln in lines if b"237E020C774: message-id=" in ln)
+    end = next(i for i, ln in enumerate(lines) if b"smtpd[10059]: disconnect" in ln
+               and b"mail=13" in ln)
+    lines.remove(late)
+    lines.insert(end, late)  # (the disconnect moved up by one with the removal)
+    parser = LineParser(ParseOptions(syslog_year=2026, local_tz=False), file_id="pf37000000000001")
+    recs, offset = [], 0
+    for raw in lines:
+        recs.append(parser.parse(raw, offset).to_dict())
+        offset += len(raw)
+    corr = Correlator()
+    out = corr.feed(recs) + corr.finish()
+    (m,) = [o for o in out if o["event"] == "mail" and o["qid"] == "237E020C774"]
+    assert m["flags"] == [] and (m["mail_from"], m["result"]) == ("eod@relay.test", "rejected")

@@ -42,6 +42,7 @@ MAX_RCPTS = 1000
 MAX_ATTEMPTS = 50
 # smtpd's reject stages that refuse the message itself, not one recipient
 _END_STAGES = frozenset({"DATA", "BDAT", "END-OF-MESSAGE"})
+LATE_NS = 60 * NS  # another process's line about a refused mail, after its end
 MAX_BOUNCES = 10  # notifications named per mail (non-delivery, delay, postmaster copies)
 _DELIVERY_SERVICES = frozenset({"smtp", "lmtp", "local", "error", "virtual", "pipe", "retry",
                                 "discard"})
@@ -76,12 +77,15 @@ def _relay(rec: dict[str, Any]) -> str | None:
 class PostfixTracker:
     """Feed Postfix/PMG records in log order; get ``mail`` and ``smtp_session`` summaries."""
 
-    __slots__ = ("opts", "sessions", "queue", "filters", "smtp_tls", "orphans")
+    __slots__ = ("opts", "sessions", "queue", "filters", "smtp_tls", "orphans", "refused")
 
     def __init__(self, opts: PostfixOptions | None = None) -> None:
         self.opts = opts or PostfixOptions()
         self.sessions: dict[str, dict[str, Any]] = {}  # "host\0pid"
         self.queue: dict[str, dict[str, Any]] = {}  # "host\0qid"
+        # "host\0qid" of mails ended by a refusal (no queue file, no "removed") → its time:
+        # another process's line about it may be logged after the end (see _qentry)
+        self.refused: dict[str, int | None] = {}
         self.filters: dict[str, dict[str, Any]] = {}  # "host\0filter id"
         self.smtp_tls: dict[str, str] = {}  # "host\0smtp pid" → event id of its TLS line
         self.orphans = 0  # filter entries never linked to a mail or session
@@ -182,6 +186,17 @@ class PostfixTracker:
         key = f"{host}\x00{qid}"
         q = self.queue.get(key)
         if q is None:
+            if key in self.refused:
+                # Postfix's processes log through one socket in the order they write:
+                # cleanup's "message-id=" of a mail smtpd refused at END-OF-MESSAGE can
+                # come after the session's end that emitted the mail (seen in CI). Such
+                # a line opened a second mail of the same queue id, left open to the end;
+                # it goes nowhere now (a queue id comes round far later than this).
+                t0, t = self.refused[key], rec.get("time_unix_ns")
+                if t0 is None or t is None or abs(t - t0) <= LATE_NS:
+                    return {"key": key, "origin": origin(rec), "first_ns": t, "last_ns": t,
+                            "qid": qid, "rcpts": [], "rindex": {}, "late": True}
+                del self.refused[key]
             q = self._new(self.queue, key, rec, out, qid=qid, rcpts=[], rindex={})
         return q
 
@@ -238,7 +253,7 @@ class PostfixTracker:
                 if rec.get("stage") in _END_STAGES:
                     # the message itself refused: smtpd drops the queue file, and no
                     # qmgr "removed" comes; the mail ends with this session
-                    self._ended(q, rec, out)
+                    self._ended(q, rec, out, refused=True)
             elif len(s["recipients"]) < MAX_RCPTS:
                 s["recipients"].append(r)
             if "remote_ip" in rec and "remote_ip" not in s:
@@ -334,14 +349,21 @@ class PostfixTracker:
                     att[f] = rec[f]
             att["text"] = rec.get("reason")
             _rcpt(q, rec.get("rcpt_to"))["attempts"].append(att)
-            self._ended(q, rec, out)
+            self._ended(q, rec, out, refused=True)
         elif ev == "removed":
             self._ended(q, rec, out)
 
-    def _ended(self, q: dict[str, Any], rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+    def _ended(self, q: dict[str, Any], rec: dict[str, Any], out: list[dict[str, Any]],
+               refused: bool = False) -> None:
         """The queue file is gone: qmgr's "removed", or a refusal that leaves none (then
         the refusal's envelope is the only sender we get). Emitted now, or when its
         session disconnects."""
+        if q.get("late"):
+            return  # a line about a mail already ended (see _qentry)
+        if refused:
+            self.refused[q["key"]] = rec.get("time_unix_ns")
+            while len(self.refused) > self.opts.max_open:
+                del self.refused[next(iter(self.refused))]
         if "mail_from" in rec and "mail_from" not in q:
             q["mail_from"] = rec["mail_from"]
         q["removed"] = True
