@@ -36,7 +36,7 @@ from shipper.record import (
     raw_base64,
     rfc3339_head,
 )
-from shipper.stamps import Envelope, split_envelope, with_text
+from shipper.stamps import Envelope, s6_second_stamp, split_envelope, with_text
 from shipper.tai64n import (
     DAEMONTOOLS_OFFSET,
     LABEL_RE,
@@ -332,16 +332,14 @@ class LineParser:
             time_ns = unix * NS + (v & 0xFFFFFFFF)
             time_source = "tai64n_tai" if opts.tai_leap else "tai64n"
             text = raw[26:] if raw[25:26] == " " else raw[25:]
-            if text[29:31] == "  " and text[4:5] == "-":
-                env = split_envelope(text)
-                if env.time_source == "local":
-                    # s6-log with both t and T: only s6-log writes this, and its label
-                    # is true TAI (skalibs) whether --tai was given or not
-                    text = env.text
-                    if not opts.tai_leap:
-                        unix -= leaps_before_tai(unix)
-                        time_ns = unix * NS + (v & 0xFFFFFFFF)
-                        time_source = "tai64n_tai"
+            if text[29:31] == "  " and text[4:5] == "-" and (
+                    after := s6_second_stamp(text, v & 0xFFFFFFFF)) is not None:
+                # s6-log with both t and T: its label is true TAI, --tai or not
+                text = after
+                if not opts.tai_leap:
+                    unix -= leaps_before_tai(unix)
+                    time_ns = unix * NS + (v & 0xFFFFFFFF)
+                    time_source = "tai64n_tai"
             self.last_time_ns = time_ns
         else:
             env = split_envelope(raw, opts.tai_leap, self.syslog_year, opts.local_tz)

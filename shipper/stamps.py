@@ -141,6 +141,18 @@ def utc_to_unix(y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
     return calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
 
 
+def s6_second_stamp(rest: str, nanos: int) -> str | None:
+    """The text after s6-log's second stamp, or None: with both t and T s6-log writes
+    "@label YYYY-MM-DD HH:MM:SS.nnnnnnnnn  text", and only s6-log does; its label is true
+    TAI (skalibs). Both stamps are of one instant: same nanoseconds. (Not so a date in the
+    text, e.g. a tai64nlocal'd line logged again by multilog: its label is daemontools'.)"""
+    if len(rest) > 31 and rest[29:31] == "  " and rest[4] == "-":
+        m = _LOCAL_RE.match(rest)
+        if m and m.group(7) == f"{nanos:09d}":
+            return rest[m.end():]
+    return None
+
+
 def split_envelope(line: str, leap: bool = False, year: int | None = None,
                    local_tz: bool = True) -> Envelope:
     """Take the stamp and syslog header off ``line``; never raises.
@@ -164,15 +176,10 @@ def split_envelope(line: str, leap: bool = False, year: int | None = None,
                                 bad_stamp=True)
             unix = secs - tai64n.DAEMONTOOLS_OFFSET
             rest = line[26:] if line[25:26] == " " else line[25:]
-            if len(rest) > 31 and rest[29:31] == "  " and rest[4] == "-":
-                # s6-log with both t and T: "@label YYYY-MM-DD HH:MM:SS.nnnnnnnnn  text";
-                # only s6-log writes it, and its label is true TAI (skalibs). Both stamps
-                # are of one instant: same nanoseconds. (Not so a date in the text, e.g. a
-                # tai64nlocal'd line logged again by multilog: its label is daemontools')
-                m = _LOCAL_RE.match(rest)
-                if m and m.group(7) == f"{nanos:09d}":
-                    rest = rest[m.end():]
-                    leap = True
+            after = s6_second_stamp(rest, nanos)
+            if after is not None:
+                rest = after
+                leap = True
             if leap:
                 unix -= tai64n.leaps_before_tai(unix)
             return Envelope(unix * NS + nanos, "tai64n_tai" if leap else "tai64n", rest)

@@ -389,7 +389,8 @@ def test_a_batch_takes_the_fast_path_only_when_every_line_starts_with_a_label(ba
 def test_s6_logs_second_stamp_is_found_in_a_batch_of_plain_lines():
     # s6-log with both t and T (stamps.py): "@<tai64n> YYYY-MM-DD HH:MM:SS.nnnnnnnnn  text".
     # A batch is searched for such lines only when it holds two blanks in a row
-    s6 = b"@400000006930000a2faf0ac4 2025-12-03 10:00:00.123456789  new msg 1"
+    # (as s6-log writes it: both stamps of one instant, the same nanoseconds)
+    s6 = b"@400000006930000a2faf0ac4 2025-12-03 10:00:00.800000708  new msg 1"
     lines = [*_GOOD, s6, b"@400000006930000a2faf0ac4 end msg 1"]
     decoded = _decode_batch(lines, 65536)
     assert decoded is not None and decoded[2] is False
@@ -504,3 +505,14 @@ def test_a_pid_beyond_ints_digit_limit_keeps_the_lines_time():
     for rec in (LineParser().parse(line), LineParser().parse_batch([line])[0]):
         assert rec.time_source == "tai64n" and rec.time_ns == 1514835233176959340
         assert rec.event == "unparsed"
+
+
+def test_a_date_in_a_multilog_line_is_no_s6_log_stamp_unless_its_nanoseconds_are_the_labels() -> None:
+    # stamps.split_envelope had the rule (a review of this session); LineParser's own
+    # multilog path had a copy without it: a tai64nlocal'd line logged again by multilog
+    # lost its date and was put 27 s early as true TAI
+    p = LineParser()
+    again = p.parse(b"@400000006b0d2db30b262eb7 2026-11-30 08:02:20.123456789  new msg 5")
+    assert again.time_source == "tai64n" and again.message.startswith("2026-11-30 08:02:20.123456789")
+    s6 = p.parse(b"@400000006b0d2db30b262eb7 2026-11-30 08:02:22.187051703  new msg 6")
+    assert (s6.time_source, s6.message, s6.event) == ("tai64n_tai", "new msg 6", "new_msg")
