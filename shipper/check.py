@@ -27,7 +27,7 @@ from shipper.follower import (
     parent_log_hint,
     unmatched_problem,
 )
-from shipper.sinks.base import SinkError
+from shipper.sinks.base import SinkError, lookup
 from shipper.sinks.syslog import open_stream
 from shipper.tlsconfig import client_context
 
@@ -71,6 +71,10 @@ def _probe_http(cfg: SinkConfig) -> str:
         sink = build_sink(cfg)
     except (ValueError, OSError) as exc:
         return str(exc)
+    try:  # the sink's own bounded look-up: http.client's waits as long as the name server
+        asyncio.run(sink.look_up())
+    except SinkError as exc:
+        return str(exc).removeprefix(f"{cfg.url}: ")
     return sink.probe()
 
 
@@ -106,8 +110,11 @@ def _probe_sink(cfg: SinkConfig) -> tuple[str, str]:
 
 def _probe_udp(cfg: SinkConfig) -> tuple[str, str]:
     what = f"udp {cfg.host}:{cfg.port}"
-    try:
-        socket.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_DGRAM)
+    assert cfg.host is not None and cfg.port is not None
+    try:  # bounded as the sinks' look-ups are: a silent name server held check 30 s a sink
+        asyncio.run(asyncio.wait_for(lookup(cfg.host, cfg.port, socket.SOCK_DGRAM), cfg.connect_timeout))
+    except TimeoutError:  # the words the look-up itself ends with (see open_stream)
+        return what, "cannot resolve the host name: Temporary failure in name resolution"
     except OSError as exc:
         return what, f"cannot resolve the host name: {exc.strerror or exc}"
     return what + " (UDP has no handshake: only the name was checked)", ""

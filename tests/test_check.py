@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -9,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import free_port, require_binary
 from rsyslog_util import Rsyslog
 
 
@@ -400,3 +402,40 @@ def test_a_secret_or_ca_file_this_user_cannot_read_is_named_with_its_owner(tmp_p
         f"mode {mode}; shipper runs as {me}: chown {me} {tok})",
         f"error: sinks.h.tls.ca_file: cannot read {ca}: Permission denied (owner {owner}, "
         f"mode {mode}; shipper runs as {me}: chown {me} {ca})"], r.stdout
+
+
+@pytest.mark.slow
+def test_a_name_server_that_does_not_answer_holds_check_no_longer_than_connect_timeout(tmp_path):
+    """The UDP and HTTP probes looked their names up unbounded: with a name server that
+    takes queries and never answers (30 s a look-up here), check waited 30 s a sink,
+    where run's sinks give up each try after connect_timeout. In a user, mount and
+    network namespace of its own, with its own resolv.conf (as test_ops does)."""
+    from test_ops import DNS_JAIL
+
+    unshare = require_binary("unshare")
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:30 attempts:1\n")
+    cfg = _cfg(tmp_path, '[sinks.u]\ntype = "gelf"\ntransport = "udp"\nhost = "siemu.test"\n'
+                         'connect_timeout = "1s"\n'
+                         '[sinks.h]\ntype = "http"\nurl = "http://siemh.test:8123/"\nconnect_timeout = "1s"\n')
+    pidfile = tmp_path / "pid"
+    t0 = time.monotonic()
+    jail = subprocess.Popen(
+        [unshare, "-r", "-m", "-n", "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv),
+         sys.executable, "-c", DNS_JAIL, str(pidfile), sys.executable, "-m", "shipper", "check", "-c", cfg],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        out, _ = jail.communicate(timeout=90)
+    finally:
+        if jail.poll() is None:
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            jail.wait(10)
+    took = time.monotonic() - t0
+    assert jail.returncode == 1, out
+    errors = sorted(line for line in out.splitlines() if line.startswith("error:"))
+    assert errors == [
+        "error: sinks.h: http http://siemh.test:8123/: cannot resolve the host name: "
+        "Temporary failure in name resolution",
+        "error: sinks.u: udp siemu.test:12201: cannot resolve the host name: "
+        "Temporary failure in name resolution"], out
+    assert took < 15, f"{took:.1f} s (a 1 s bound a sink; 60 s before)"

@@ -303,7 +303,7 @@ class HttpSink:
         if not records:
             return
         self._refusal = None
-        await self._look_up()
+        await self.look_up()
         if self.format == "clickhouse" and (self._columns_at is None
                                             or time.monotonic() - self._columns_at > COLUMNS_TTL):
             await asyncio.to_thread(self._describe)
@@ -330,7 +330,7 @@ class HttpSink:
 
     # -- internals -------------------------------------------------------
 
-    async def _look_up(self) -> None:
+    async def look_up(self) -> None:
         """The receiver's addresses for the next connect, looked up off the request
         thread (bounded, a retry joining a look-up still running): http.client's own
         look-up held an executor thread for the name server's whole timeout, and a stop
