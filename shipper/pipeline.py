@@ -243,6 +243,11 @@ class Pipeline:
         self._write_error_logged = False
         self._stop_reading = asyncio.Event()
         self._stop_sending = asyncio.Event()
+        # Work for the syncer: positions to commit, or a state to save. An idle daemon
+        # then wakes for nothing (the syncer's clock woke it 20 times a second, and the
+        # tracking state was written and fsynced every save_interval unchanged).
+        self._sync_wanted = asyncio.Event()
+        self._fed_since_save = False
         self._tasks: list[asyncio.Task[Any]] = []
 
     # -- source side -------------------------------------------------------
@@ -298,6 +303,8 @@ class Pipeline:
             payloads, exact = dumps_batch(dicts)
         if self.correlate is not None:
             self._unappended += 1  # until _append returns: the tracking state is ahead
+            self._fed_since_save = True
+            self._sync_wanted.set()
             summaries = self.correlate(dicts)
             if summaries:
                 tidy = getattr(self.transform, "tidy_summaries", None)
@@ -555,14 +562,19 @@ class Pipeline:
             seqs[route.name] = result.last_seq
         if position is not None:
             self._pending.append((source, position, seqs))
+            self._sync_wanted.set()
         return True
 
     async def _run_syncer(self) -> None:
         """Make appends durable on a clock, then let sources commit past them; with
         tracking on, save the state and the checkpoints together when due."""
         while True:
-            try:
-                await asyncio.wait_for(self._stop_sending.wait(), self.sync_interval)
+            if not self._pending and not self._fed_since_save:
+                self._sync_wanted.clear()
+                await self._sync_wanted.wait()
+            try:  # asyncio.timeout, not wait_for: no task made at each turn
+                async with asyncio.timeout(self.sync_interval):
+                    await self._stop_sending.wait()
             except TimeoutError:
                 pass
             if not self._save_if_due():
@@ -576,7 +588,7 @@ class Pipeline:
         waits for room). Called by the syncer and at the end of each append: under
         backpressure a source nearly always waits for room when the syncer looks."""
         if (self.save_state is None or self._unappended or self._state_ahead
-                or time.monotonic() < self._next_save):
+                or not self._fed_since_save or time.monotonic() < self._next_save):
             return False
         self._save_together()
         return True
@@ -609,7 +621,10 @@ class Pipeline:
         t0 = time.monotonic()
         self.sync_and_commit(force=True)
         assert self.save_state is not None
+        fed, self._fed_since_save = self._fed_since_save, False
         saved = self.save_state() is not False
+        if not saved:
+            self._fed_since_save = fed  # to be tried again
         if saved:
             for source in self.sources:
                 save = getattr(source, "save", None)
@@ -666,12 +681,14 @@ class Pipeline:
         while True:
             items = route.queue.read(route.batch_records, route.batch_bytes)
             if not items:
-                wait = 0.2
+                # appends and the stop set the wake; the clock is a safety net, and the
+                # asking after confirmations while some wait
+                wait = 1.0
                 if unconfirmed:
                     before = len(unconfirmed)
                     self._take_confirmed(route, confirm, unconfirmed)
                     ask_after = 0.01 if len(unconfirmed) < before else min(0.2, ask_after * 2)
-                    wait = ask_after if unconfirmed else 0.2
+                    wait = ask_after if unconfirmed else 1.0
                 if self._stop_sending.is_set():
                     return
                 route.wake.clear()
@@ -811,6 +828,9 @@ class Pipeline:
                 if not r.gone and (wait_for_down or r.sink.stats.connected)):
             await asyncio.sleep(0.05)
         self._stop_sending.set()
+        self._sync_wanted.set()
+        for route in self.routes:  # an idle sink waits a second for its wake
+            route.wake.set()
         rest = self._tasks[len(self.sources):]
         if rest:  # none when stopped before run() got going
             _, pending = await asyncio.wait(rest, timeout=max(0.1, end - reserve / 2 - time.monotonic()))
