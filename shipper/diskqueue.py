@@ -523,6 +523,10 @@ class DiskQueue:
         self._lock = threading.RLock()
         self._state_lock = threading.Lock()
         self._stop_flusher = threading.Event()
+        # Set by what the flusher must make durable (appends, acks, skips, a failed state
+        # write): with nothing to do it sleeps on it, where its clock woke it 10 times a
+        # second on an idle daemon.
+        self._flush_wanted = threading.Event()
         self._flusher: threading.Thread | None = None
         self._segs: list[_Segment] = []
         self._closed_bytes = 0  # rounded bytes of all segments but the tail
@@ -1034,6 +1038,8 @@ class DiskQueue:
                     self._durable_seq = last
             elif self.fsync == "never":
                 self._durable_seq = last
+            else:
+                self._flush_wanted.set()
             return AppendResult(first, last, len(payloads), skipped, dropped)
 
     def _fits_no_roll(self, framed: int) -> bool:
@@ -1278,7 +1284,12 @@ class DiskQueue:
         """fsync=interval: make data and state durable every interval, off the caller's
         thread (fsync releases the GIL), so appends never wait for the disk."""
         failures = 0
-        while not self._stop_flusher.wait(self.fsync_interval):
+        while True:
+            if not failures and self._idle():
+                self._flush_wanted.wait()
+            if self._stop_flusher.wait(self.fsync_interval):
+                return
+            self._flush_wanted.clear()  # before the sync reads what is to be done
             try:
                 self._background_sync()
                 failures = 0
@@ -1286,6 +1297,11 @@ class DiskQueue:
                 failures += 1
                 if failures == 1:
                     log.error("buffer %s: background fsync failed: %s", self.path, exc)
+
+    def _idle(self) -> bool:
+        """Everything appended is durable and the state written."""
+        with self._lock:
+            return self._durable_seq >= self._last_seq and not self._state_changed()
 
     def _background_sync(self) -> None:
         with self._lock:
@@ -1354,6 +1370,7 @@ class DiskQueue:
             except OSError as exc:
                 self.stats.state_write_errors += 1
                 self._state_dirty = True
+                self._flush_wanted.set()  # the flusher tries again
                 if self.stats.state_write_errors == 1:
                     log.error("buffer %s: state write failed: %s", self.path, exc)
 
@@ -1490,6 +1507,7 @@ class DiskQueue:
         if self._skipped.get(first, -1) < last:
             self._skipped[first] = last
         self._apply_skips()
+        self._flush_wanted.set()
 
     def _apply_skips(self) -> None:
         skipped = self._skipped
@@ -1615,7 +1633,8 @@ class DiskQueue:
                 self._write_state(sync=True, clean=False)
             elif self.fsync == "never":
                 self._write_state(sync=False, clean=False)
-            # interval: the flusher thread writes the state
+            else:  # interval: the flusher thread writes the state
+                self._flush_wanted.set()
 
     def rewind(self) -> None:
         """Move the read cursor back to the oldest unacknowledged record (after a sink
@@ -1698,6 +1717,7 @@ class DiskQueue:
             self._say_dropped(0)
         if self._flusher is not None:
             self._stop_flusher.set()
+            self._flush_wanted.set()
             self._flusher.join()
             self._flusher = None
         with self._lock:

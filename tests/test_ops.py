@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -593,21 +594,23 @@ connect_timeout = "1s"
                       "Temporary failure in name resolution (retrying") == 1, said
 
 
-def _main_thread_switches(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("voluntary_ctxt_switches:"):
-                return int(line.split()[1])
-    raise AssertionError("no voluntary_ctxt_switches in /proc status")
+def _voluntary_switches(pid: int) -> int:
+    """Of every thread of ``pid``: each wake from a sleep is one."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{tid}/status") as f:
+            total += next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches:"))
+    return total
 
 
 @pytest.mark.slow
 def test_an_idle_daemon_sleeps_and_writes_nothing(tmp_path):
     """Found measuring a daemon with nothing to read: 1.3 % of a core, its event loop
-    woken ~25 times a second (the syncer's 50 ms clock, each sink's 200 ms one) and the
-    tracking state written and fsynced every save_interval, unchanged. An agent beside
-    a mail server that sleeps most of the day must cost it nothing then. Counted as
-    the loop thread's voluntary context switches (each wake is one), not as CPU time."""
+    woken ~25 times a second (the syncer's 50 ms clock, each sink's 200 ms one), each
+    buffer's flusher thread 10 times a second, and the tracking state written and
+    fsynced every save_interval, unchanged. An agent beside a mail server that sleeps
+    most of the day must cost it nothing then. Counted as the threads' voluntary
+    context switches (each wake is one), not as CPU time."""
     multilog = require_binary("multilog")
     logdir, out = tmp_path / "log", tmp_path / "out.ndjson"
     cfg = _file_sink_config(tmp_path, logdir, out)
@@ -625,13 +628,13 @@ def test_an_idle_daemon_sleeps_and_writes_nothing(tmp_path):
             time.sleep(0.1)
         time.sleep(3)  # the save with the last checkpoints, then nothing more to do
         saved = state.stat().st_mtime_ns
-        before = _main_thread_switches(proc.pid)
+        before = _voluntary_switches(proc.pid)
         time.sleep(5)
-        woken = _main_thread_switches(proc.pid) - before
+        woken = _voluntary_switches(proc.pid) - before
         assert state.stat().st_mtime_ns == saved, "the tracking state was written again with nothing read"
         # a few wakes a second remain (the follower's saver and rescan, the sink's safety
-        # clock): 21 here; 179 before
-        assert woken < 60, f"{woken} wakes in 5 s"
+        # clock): 17-21 here; 229 before (179 the loop's, 50 the flusher's)
+        assert woken < 40, f"{woken} wakes in 5 s"
         _log_lines(multilog, logdir, 50, 10)  # and it wakes for work at once
         seqs, _ = _wait_file_seqs(out, 60, proc, 10)
         assert sorted(seqs) == list(range(60))
