@@ -1817,6 +1817,7 @@ class _Source:
         self._queue: asyncio.Queue[Item] | None = None
         self._committed: dict[str, dict[str, Any]] = {}
         self._dirty = False
+        self._save_wanted = asyncio.Event()  # a position moved: the saver's turn (see _saver)
         self._closed = False
         self._saved_positions: dict[str, Any] = {}
         self._bad_checkpoint = False
@@ -1893,6 +1894,7 @@ class _Source:
         if self.store is not None:
             self.store.set(key, state)
         self._dirty = True
+        self._save_wanted.set()
 
     def save(self, final: bool = False) -> None:
         """Write the checkpoint if a position moved since. ``final``: the last one, at a
@@ -2002,6 +2004,7 @@ class _Source:
                 self.store.pop(key)
                 self.store.set(path, state)
                 self._dirty = True
+                self._save_wanted.set()
             log.info("%s resumes where %s left it (the same log directory: moved, or "
                      "reached by another path)", path, key)
             return state  # type: ignore[no-any-return]
@@ -2049,10 +2052,16 @@ class _Source:
                 self._add(path, initial=False)
 
     async def _saver(self) -> None:
+        # at most every commit_interval, and only after a position moved: on a quiet log
+        # its clock woke the daemon twice a second for nothing
         while True:
+            await self._save_wanted.wait()
             await asyncio.sleep(self.commit_interval)
+            self._save_wanted.clear()
             if self.autosave:
                 self.save()
+                if self._dirty:  # not written (a write error, said once): try again
+                    self._save_wanted.set()
 
 
 _END = object()
