@@ -291,3 +291,83 @@ def test_real_line_logged_after_a_refused_mail_ended_opens_no_second_mail() -> N
     out = corr.feed(recs) + corr.finish()
     (m,) = [o for o in out if o["event"] == "mail" and o["qid"] == "237E020C774"]
     assert m["flags"] == [] and (m["mail_from"], m["result"]) == ("eod@relay.test", "rejected")
+
+
+def _lines_summaries(lines: list[bytes], restart_before: int | None = None,
+                     file_id: str = "pf37000000000002") -> list[dict[str, Any]]:
+    """Our summaries of real log lines; with ``restart_before``, the correlator's state
+    is saved (as JSON) and a new one loaded from it before that line, as the daemon
+    does across a restart."""
+    parser = LineParser(ParseOptions(syslog_year=2026, local_tz=False), file_id=file_id)
+    recs, offset = [], 0
+    for raw in lines:
+        recs.append(parser.parse(raw, offset).to_dict())
+        offset += len(raw)
+    corr = Correlator()
+    if restart_before is None:
+        return corr.feed(recs) + corr.finish()
+    out = corr.feed(recs[:restart_before])
+    corr = Correlator.from_state(orjson.loads(orjson.dumps(corr.to_state())))
+    return out + corr.feed(recs[restart_before:]) + corr.finish()
+
+
+def test_real_late_line_after_a_refused_mail_opens_no_second_mail_across_a_restart() -> None:
+    """The guard against a late line about a refused mail (above) lived only in memory:
+    after the shipper's restart between the session's end and the late line, that line
+    opened a second mail of the queue id, summarised incomplete at the end."""
+    lines = [ln for ln in REAL_37.read_bytes().splitlines(keepends=True) if not ln.startswith(b"#")]
+    late = next(ln for ln in lines if b"237E020C774: message-id=" in ln)
+    end = next(i for i, ln in enumerate(lines) if b"smtpd[10059]: disconnect" in ln
+               and b"mail=13" in ln)
+    lines.remove(late)
+    lines.insert(end, late)
+    out = _lines_summaries(lines, restart_before=end)
+    (m,) = [o for o in out if o["event"] == "mail" and o["qid"] == "237E020C774"]
+    assert m["flags"] == [] and (m["mail_from"], m["result"]) == ("eod@relay.test", "rejected")
+
+
+DISCARD_37 = Path(__file__).parent / "fixtures" / "samples" / "postfix_3.7_smtpd_discard_real.txt"
+
+
+def test_real_smtpd_discard_ends_the_mail() -> None:
+    """smtpd's DISCARD (access maps at RCPT, DATA, END-OF-MESSAGE) drops the whole
+    message: no qmgr line and no 'removed' follow (Postfix 3.7, real log). The four
+    mails were left open to the end of input, incomplete, their fate unknown. At RCPT
+    before any recipient was accepted, the line is NOQUEUE and the queue id is named
+    by the session's next line."""
+    lines = [ln for ln in DISCARD_37.read_bytes().splitlines(keepends=True) if not ln.startswith(b"#")]
+    out = _lines_summaries(lines)
+    mails = {o["qid"]: o for o in out if o["event"] == "mail"}
+    assert sorted(mails) == ["BBEB921620A", "BC2A021620A", "BC50321620A", "BC73A21620A"]
+    for qid, sender, rcpt, stage in (
+            ("BBEB921620A", "dan@relay.test", "gone@relay.test", "RCPT"),
+            ("BC2A021620A", "dan@relay.test", "gone@relay.test", "RCPT"),
+            ("BC50321620A", "dd@relay.test", "ok2@relay.test", "DATA"),
+            ("BC73A21620A", "de@relay.test", "ok3@relay.test", "END-OF-MESSAGE")):
+        m = mails[qid]
+        assert m["flags"] == [] and "incomplete_reason" not in m, m
+        assert (m["mail_from"], m["result"], m["session"]["remote_ip"]) == (
+            sender, "discarded", "127.0.0.1")
+        (r,) = m["recipients"]
+        assert (r["rcpt_to"], r["result"], r["stage"]) == (rcpt, "discarded", stage)
+        assert r["text"].endswith(" gone at " + {"RCPT": "rcpt", "DATA": "data"}.get(stage, "end"))
+    assert mails["BC73A21620A"]["message_id"] == "d4@client.test"
+    (s,) = [o for o in out if o["event"] == "smtp_session"]
+    assert s["qids"] == ["BBEB921620A", "BC2A021620A", "BC50321620A", "BC73A21620A"]
+    assert s["result"] == "accepted" and s["flags"] == []
+
+
+def test_refused_guard_is_kept_only_while_late_lines_can_come() -> None:
+    """The refused queue ids are in the saved state, and leave it once 60 s of log
+    time have passed (they would otherwise fill the checkpoint up to max_open)."""
+    lines = [ln for ln in DISCARD_37.read_bytes().splitlines(keepends=True) if not ln.startswith(b"#")]
+    parser = LineParser(ParseOptions(syslog_year=2026, local_tz=False), file_id="pf37000000000003")
+    recs = [parser.parse(raw, i).to_dict() for i, raw in enumerate(lines)]
+    corr = Correlator()
+    corr.feed(recs)
+    t = recs[-1]["time_unix_ns"]
+    assert corr.flush(now_ns=t + 60 * 10**9) == []
+    assert sorted(k.split("\x00")[1] for k, _ in corr.to_state()["postfix"]["refused"]) == [
+        "BBEB921620A", "BC2A021620A", "BC50321620A", "BC73A21620A"]
+    corr.flush(now_ns=t + 61 * 10**9)
+    assert corr.to_state()["postfix"]["refused"] == []

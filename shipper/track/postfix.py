@@ -93,13 +93,14 @@ class PostfixTracker:
     def to_state(self) -> dict[str, Any]:
         return {"sessions": list(self.sessions.items()), "queue": list(self.queue.items()),
                 "filters": list(self.filters.items()), "smtp_tls": self.smtp_tls,
-                "orphans": self.orphans}
+                "refused": list(self.refused.items()), "orphans": self.orphans}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.sessions = dict(state.get("sessions", []))
         self.queue = dict(state.get("queue", []))
         self.filters = dict(state.get("filters", []))
         self.smtp_tls = dict(state.get("smtp_tls", {}))
+        self.refused = dict(state.get("refused", []))
         self.orphans = int(state.get("orphans", 0))
 
     # -- feeding -------------------------------------------------------------------------
@@ -147,6 +148,13 @@ class PostfixTracker:
             if idle(self.filters[key]):
                 del self.filters[key]
                 self.orphans += 1
+        # refused mails whose late lines are all in (oldest first): the state keeps no more
+        now = clock({"origin": {}})
+        if now is not None:
+            for key, t in list(self.refused.items()):
+                if t is not None and t >= now - LATE_NS:
+                    break
+                del self.refused[key]
 
     def finish(self, out: list[dict[str, Any]]) -> None:
         for key in list(self.sessions):
@@ -220,6 +228,9 @@ class PostfixTracker:
             s = self._new(self.sessions, key, rec, out, conn_pid=rec.get("pid"),
                           program=rec.get("program"), qids=[], recipients=[])
         self._touch(s, rec)
+        # smtpd's NOQUEUE "discard:" at RCPT: its queue file is opened right after (the
+        # session's next line names it) and the message is dropped, no qmgr line follows
+        noqueue_discard = s.pop("discard", None)
         if ev == "connect":
             s["connected"] = True
             self._client(s, rec)
@@ -237,6 +248,18 @@ class PostfixTracker:
                         q[f] = rec[f]
                 if qid not in s["qids"]:
                     s["qids"].append(qid)
+                if noqueue_discard is not None:
+                    self._discarded(q, noqueue_discard, out)
+        elif ev == "check_action" and rec.get("action") == "discard":
+            # DISCARD (access maps): "claim successful delivery and silently discard
+            # the entire message" at any stage; no qmgr line and no "removed" follow
+            qid = rec.get("qid")
+            if qid:
+                q = self._qentry(host, qid, rec, out)
+                self._touch(q, rec)
+                self._discarded(q, rec, out)
+            else:
+                s["discard"] = rec
         elif ev == "reject":
             qid = rec.get("qid")
             r = {"rcpt_to": rec.get("rcpt_to"), "mail_from": rec.get("mail_from"),
@@ -339,19 +362,23 @@ class PostfixTracker:
         elif svc == "cleanup" and (ev == "reject" or rec.get("action") == "discard"):
             # A header/body check refused (REJECT) or dropped (DISCARD) the message:
             # cleanup deletes the queue file, and no qmgr "removed" line ever comes.
-            # The line names one recipient (cleanup's last); the verdict was the mail's.
-            dsn = rec.get("dsn")
-            att = {"time_unix_ns": rec.get("time_unix_ns"),
-                   "result": "rejected" if ev == "reject" else "discarded",
-                   "dsn_class": dsn[0] if dsn else None}
-            for f in ("dsn", "reason", "stage"):
-                if f in rec:
-                    att[f] = rec[f]
-            att["text"] = rec.get("reason")
-            _rcpt(q, rec.get("rcpt_to"))["attempts"].append(att)
-            self._ended(q, rec, out, refused=True)
+            self._discarded(q, rec, out)
         elif ev == "removed":
             self._ended(q, rec, out)
+
+    def _discarded(self, q: dict[str, Any], rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        """A check refused (REJECT) or dropped (DISCARD) the whole message. The line
+        names one recipient (the last); the verdict was the mail's."""
+        dsn = rec.get("dsn")
+        att = {"time_unix_ns": rec.get("time_unix_ns"),
+               "result": "rejected" if rec.get("event") == "reject" else "discarded",
+               "dsn_class": dsn[0] if dsn else None}
+        for f in ("dsn", "reason", "stage"):
+            if f in rec:
+                att[f] = rec[f]
+        att["text"] = rec.get("reason")
+        _rcpt(q, rec.get("rcpt_to"))["attempts"].append(att)
+        self._ended(q, rec, out, refused=True)
 
     def _ended(self, q: dict[str, Any], rec: dict[str, Any], out: list[dict[str, Any]],
                refused: bool = False) -> None:
