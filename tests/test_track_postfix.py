@@ -371,3 +371,15 @@ def test_refused_guard_is_kept_only_while_late_lines_can_come() -> None:
         "BBEB921620A", "BC2A021620A", "BC50321620A", "BC73A21620A"]
     corr.flush(now_ns=t + 61 * 10**9)
     assert corr.to_state()["postfix"]["refused"] == []
+
+
+def test_real_bounce_is_counted_by_stats() -> None:
+    """`shipper stats` counted qmail's 'bounce msg' but not Postfix's bounce(8)
+    'sender non-delivery notification' (Postfix 3.7, real log: one, for bad@relay.test)."""
+    from shipper.track.report import Stats, render_stats
+    st = Stats()
+    for o in _real_37():
+        st.add(o)
+    d = st.to_dict()
+    assert d["bounces"] == {"queued": 1, "double_discarded": 0, "triple_discarded": 0}
+    assert "  bounces queued (bounce msg, non-delivery notification)  1\n" in render_stats(d)

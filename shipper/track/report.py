@@ -375,7 +375,9 @@ class Stats:
     successful delivery: its end minus the message's ``info msg``), ``delivery_time_s``
     its xdelay, ``queue_time_s`` its qtime (completed messages). ``messages``,
     ``bytes`` and ``recipients`` also count messages still in the queue at the end of
-    the input (``incomplete``) and those begun before it (``partial``).
+    the input (``incomplete``) and those begun before it (``partial``). ``bounces``
+    ``queued``: qmail's ``bounce msg`` and Postfix's bounce(8) ``sender non-delivery
+    notification`` (not its delay notices or the postmaster's copies).
     """
 
     def __init__(self, top: int = 10) -> None:
@@ -435,6 +437,9 @@ class Stats:
             self.completed_bytes += rec.get("size") or 0
         if rec.get("bounce_qp") is not None:
             self.bounces["queued"] += 1
+        for b in rec.get("bounces", ()):  # Postfix bounce(8): a bounce to the sender each
+            if b.get("notification") == "non-delivery" and b.get("bounce_to") == "sender":
+                self.bounces["queued"] += 1
         if rec.get("bounce_discarded"):
             self.bounces[f"{rec['bounce_discarded']}_discarded"] += 1
         self.messages += 1
@@ -586,7 +591,7 @@ def render_stats(d: dict[str, Any]) -> str:
         ["recipients (all messages)", d["recipients"]],
         ["  of completed: success + failure", d["completed_recipients"]],
         ["attempts for completed messages", d["completed_attempts"]],
-        ["bounces queued (bounce msg)", d["bounces"]["queued"]],
+        ["bounces queued (bounce msg, non-delivery notification)", d["bounces"]["queued"]],
         ["  discarded (double, triple)",
          f"{d['bounces']['double_discarded']}, {d['bounces']['triple_discarded']}"],
         ["delivery attempts (all messages)", dl["attempts"]],
