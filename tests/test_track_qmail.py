@@ -372,3 +372,40 @@ def test_a_queue_bigger_than_the_cap_is_not_summarised_again_at_every_retry() ->
         (100, "evicted", ["incomplete"]), (100, None, ["partial"])]
     rest = c.finish()
     assert [(m["msg"], m["recipients"][0]["n_attempts"]) for m in rest] == [(101, 3), (102, 3)]
+
+
+def test_forward_whose_copy_never_shows_is_not_waited_for_past_the_hour() -> None:
+    """A forward's copy is linked only within an hour (qp is a pid): one that never
+    showed (its lines in a log not read, or qmail-queue failed) was waited for in the
+    state until 100,000 others pushed it out, in a daemon for ever. The plover.com
+    forward without its copy; the input's clock goes on with a later line of it."""
+    parent = [ln for ln in _FORWARD.read_text().splitlines() if ln.startswith("@")]
+    parser = LineParser(source="current", file_id="0123456789abcdef")
+    recs = [parser.parse(ln.encode(), i * 100).to_dict() for i, ln in enumerate(parent)]
+    # the same status line, 59 min and then 61 min after the forward's report (3e382911)
+    later = [parser.parse(f"@400000003e38{0x2911 + d:04x}00000000 status: local 0/5 remote 0/10"
+                          .encode(), 10_000 + d).to_dict() for d in (59 * 60, 61 * 60)]
+    corr = Correlator()
+    corr.feed(recs + later[:1])
+    corr.flush()
+    assert [k.split("\x00")[1] for k, _ in corr.to_state()["qmail"]["forwards"]] == ["31067"]
+    corr.feed(later[1:])
+    corr.flush()
+    assert corr.to_state()["qmail"]["forwards"] == []
+    assert corr.qmail.forwards == {}
+
+
+def test_bounce_whose_message_never_shows_is_not_waited_for_past_the_hour() -> None:
+    """The same for a bounce: bayour.com's log has two 'bounce msg … qp N' whose
+    bounce messages are not in it; they stayed in the state."""
+    path = Path(__file__).parent / "fixtures" / "track" / "bayour_perl_comments_qmail-send_accustamp.txt"
+    lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("#")]
+    parser = LineParser(source="current", file_id="0123456789abcdef")
+    recs = [parser.parse(ln.encode(), i * 100).to_dict() for i, ln in enumerate(lines)]
+    corr = Correlator()
+    corr.feed(recs)
+    bounced_ns = 1054194596_081499000  # "bounce msg 161214 qp 24162"
+    corr.flush(now_ns=bounced_ns + 3599 * 10**9)
+    assert [k.split("\x00")[1] for k, _ in corr.to_state()["qmail"]["bounces"]] == ["24162", "981"]
+    corr.flush(now_ns=bounced_ns + 3601 * 10**9)
+    assert corr.to_state()["qmail"]["bounces"] == []

@@ -25,7 +25,8 @@ the birth time is the ``info msg`` line's time.
 State is plain JSON-able data (``to_state``/``from_state``), memory is bounded by
 the number of open messages (``max_open``; the oldest is emitted ``incomplete``
 when exceeded, and at the cap a message seen only from its middle is not taken in)
-and by ``max_attempts`` per recipient.
+and by ``max_attempts`` per recipient; a bounce or forwarded copy whose message has
+not come is waited for an hour of log time (``flush``), as the qp link holds no longer.
 """
 
 from __future__ import annotations
@@ -136,6 +137,16 @@ class QmailTracker:
             if now is None or (m.get("birth_ns") or m["first_ns"]) >= now - age:
                 continue
             self._emit(key, m, m["last_ns"], None, out, "max_age")
+        # a bounce or forwarded copy is linked within an hour of its line (see
+        # _within_hour): one not come by then never will (oldest first)
+        for links in (self.bounces, self.forwards):
+            for lkey, link in list(links.items()):
+                t = link.get("time_unix_ns")
+                now = clock({"origin": {"source": link.get("source")}})
+                if t is not None and (now is None or t >= now - LINK_NS):
+                    break
+                if t is not None:
+                    del links[lkey]
 
     def finish(self, out: list[dict[str, Any]]) -> None:
         """End of input: every open message is emitted incomplete."""
@@ -226,6 +237,7 @@ class QmailTracker:
                     b = None
             if b is not None:
                 b.pop("time_unix_ns", None)
+                b.pop("source", None)
                 m["bounce_of"] = b
             elif (fw := self.forwards.pop(f"{host}\x00{qp}", None)) is not None \
                     and _within_hour(fw["time_unix_ns"], rec.get("time_unix_ns")):
@@ -344,7 +356,8 @@ class QmailTracker:
             copy["forward_of"] = ref
             r["forward_msg"] = copy["msg"]
             return
-        self.forwards[f"{host}\x00{qp}"] = {"of": ref, "key": key, "idx": idx, "time_unix_ns": t}
+        self.forwards[f"{host}\x00{qp}"] = {"of": ref, "key": key, "idx": idx, "time_unix_ns": t,
+                                            "source": m["origin"].get("source")}
         while len(self.forwards) > self.opts.max_open:
             del self.forwards[next(iter(self.forwards))]
 
@@ -360,7 +373,7 @@ class QmailTracker:
             self.bounces[f"{rec.get('host') or ''}\x00{qp}"] = {
                 "msg": msg, "qp": m.get("qp") if m else None,
                 "event_id": _mail_event_id(m) if m else None,
-                "time_unix_ns": rec.get("time_unix_ns")}
+                "time_unix_ns": rec.get("time_unix_ns"), "source": rec.get("source")}
             while len(self.bounces) > self.opts.max_open:
                 del self.bounces[next(iter(self.bounces))]
 
@@ -456,10 +469,13 @@ def _attempt_key(att: dict[str, Any]) -> str:
     return f"{d}.{qident}" if qident else str(d)
 
 
+LINK_NS = 3600 * NS
+
+
 def _within_hour(before: int | None, after: int | None) -> bool:
     """Whether ``after`` is within an hour after ``before`` (unknown times: yes): qp is a
     pid, reused in time, so a link holds only between lines this close."""
-    return before is None or after is None or 0 <= after - before <= 3600 * NS
+    return before is None or after is None or 0 <= after - before <= LINK_NS
 
 
 def _mail_event_id(m: dict[str, Any]) -> str | None:
