@@ -409,3 +409,33 @@ def test_bounce_whose_message_never_shows_is_not_waited_for_past_the_hour() -> N
     assert [k.split("\x00")[1] for k, _ in corr.to_state()["qmail"]["bounces"]] == ["24162", "981"]
     corr.flush(now_ns=bounced_ns + 3601 * 10**9)
     assert corr.to_state()["qmail"]["bounces"] == []
+
+
+def test_recipient_listed_twice_is_two_recipients_as_qmailanalog_counts() -> None:
+    """qmail keeps a recipient given twice (RCPT TO twice, or two aliases to one
+    address): qmail-send delivers it twice, at once. qmailanalog counts per delivery
+    (matchup's nk, zoverall's ddelay over 'd k' lines, zrecipients' mess): 2. The
+    tracker merged the two into one recipient with two attempts, so stats said one
+    recipient, one outcome, one delay. bayour.com's first message with its delivery
+    doubled (a second delivery id, started and ended as qmail-send logs them)."""
+    from shipper.track.report import Stats
+    path = Path(__file__).parent / "fixtures" / "track" / "bayour_perl_comments_qmail-send_accustamp.txt"
+    lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("#")][:7]
+    lines[3:3] = ["1054189746.123970 starting delivery 120: msg 161214 to remote turbo@tripnet.se"]
+    lines[6:6] = ["1054189746.380000 delivery 120: success: 195.100.21.7_accepted_message./"
+                  "Remote_host_said:_250_OK_id=19LGuQ-0003OK-00/"]
+    parser = LineParser(source="current", file_id="0123456789abcdef")
+    recs = [parser.parse(ln.encode(), i * 100).to_dict() for i, ln in enumerate(lines)]
+    (m,) = mails(correlate(recs))
+    assert [(r["rcpt_to"], r["result"], r["n_attempts"], r["attempts"][0]["delivery"])
+            for r in m["recipients"]] == [("turbo@tripnet.se", "success", 1, 119),
+                                          ("turbo@tripnet.se", "success", 1, 120)]
+    assert (m["n_recipients"], m["n_success"]) == (2, 2)
+    st = Stats()
+    st.add(m)
+    d = st.to_dict()
+    assert (d["recipients"], d["completed_recipients"], d["deliveries"]["success"]) == (2, 2, 2)
+    assert d["recipient_outcomes"] == {"success": 2}
+    assert d["top_recipients"] == [{"recipient": "turbo@tripnet.se", "messages": 2}]
+    assert d["delay_s"]["count"] == 2  # zoverall's ddelay: per 'd k' line
+    assert len(matchup_lines([m])) == 3  # two d lines, one m line

@@ -268,15 +268,17 @@ class QmailTracker:
         key, m = self._mail(rec, msg, out)
         if m is None:
             return
+        old = q["dels"].get(sd)
+        if old is not None:  # same id started twice in one epoch: the first never ended
+            self._close_open(sd, old, "interrupted")
         rkey = f"{rec.get('channel')} {rec.get('rcpt_to')}"
         idx = m["rindex"].get(rkey)
+        if idx is not None and _listed_again(m["rcpts"][idx]):
+            idx = None
         if idx is None:
             idx = m["rindex"][rkey] = len(m["rcpts"])
             m["rcpts"].append({"rcpt_to": rec.get("rcpt_to"), "channel": rec.get("channel"),
                                "result": None, "n_attempts": 0, "attempts": []})
-        old = q["dels"].get(sd)
-        if old is not None:  # same id started twice in one epoch: the first never ended
-            self._close_open(sd, old, "interrupted")
         r = m["rcpts"][idx]
         r["n_attempts"] += 1
         att: dict[str, Any] = {"epoch": q["epoch"], "start_unix_ns": rec.get("time_unix_ns"),
@@ -441,6 +443,15 @@ class QmailTracker:
                 if ref is not None and ref[0] == key:
                     del q["dels"][d]
         out.append(mail_record(m, end_ns, time_source, incomplete))
+
+
+def _listed_again(r: dict[str, Any]) -> bool:
+    """Whether a new delivery to ``r``'s address is to a second copy of it in the
+    recipient list (qmail keeps duplicates and delivers each): qmail-send delivers a
+    recipient no more once it succeeded or failed, and not twice at once."""
+    if r["result"] in ("success", "failure"):
+        return True
+    return any("end_unix_ns" not in a and "interrupted" not in a for a in r["attempts"])
 
 
 def _open_attempt(r: dict[str, Any], d: str) -> dict[str, Any] | None:
