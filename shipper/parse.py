@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from shipper.ipaddr import may_hold_mapped, unmap_fields
 from shipper.parsers import PREFIXED, PREFIXED_WORDS, QMAIL_SEND_WORDS, UNPREFIXED, parse_postfix
 from shipper.parsers.misc import parse_dovecot, parse_dovecot_log, parse_vchkpw
 from shipper.parsers.qmail_send import BY_WORD as QMAIL_SEND_BY_WORD
@@ -198,7 +199,7 @@ class LineParser:
         decoded = None if self.opts.tai_leap else _decode_batch(lines, self.opts.max_line)
         if decoded is None:
             return [parse(ln, off, now) for ln, off in zip(lines, offsets, strict=True)]
-        texts, stamps, plain = decoded
+        texts, stamps, plain, mapped = decoded
         # Hoisted out of the loop: attribute and global look-ups cost per line.
         dispatch_text = dispatch  # looked up per batch, not per import: tests monkeypatch it
         new_record = object.__new__
@@ -230,6 +231,8 @@ class LineParser:
                     except Exception:  # a parser bug: parse() makes the error record
                         append(parse(line, offset, now))
                         continue
+                    if mapped and may_hold_mapped(text):
+                        unmap_fields(fields)
                     if event in _REPEATED_EVENTS:
                         if len(seen) >= SEEN_MAX:
                             seen.clear()
@@ -390,6 +393,8 @@ class LineParser:
                 _, event, fields, ppid = _result(program, got)
         if pid is None:
             pid = ppid
+        if may_hold_mapped(text):
+            unmap_fields(fields)
         if program == "recordio":
             recordio_continue_secret(text, event, fields, self.open_lines)
         if _long_digits(line, raw, raw[:25].encode() if raw[:1] == "@" and _LABEL_RE.match(raw) else b""):
@@ -561,11 +566,12 @@ def _result(program: str, got: tuple[str, dict] | None, prefix: str = ""
     return program, event, fields, pid
 
 
-def _decode_batch(lines: list[bytes], max_line: int) -> tuple[list[str], Any, bool] | None:
+def _decode_batch(lines: list[bytes], max_line: int) -> tuple[list[str], Any, bool, bool] | None:
     """A multilog batch decoded in a few calls: its lines' text, their labels as
     (TAI64N seconds, nanoseconds) and whether the batch is plain: no two blanks in
     a row, so no line with s6-log's second stamp ("@<tai64n> 2025-12-03
-    10:00:00.123456789  text") to look for. None when some line needs the general path:
+    10:00:00.123456789  text") to look for, and whether some line may name an
+    IPv4-mapped address (see shipper.ipaddr). None when some line needs the general path:
     invalid UTF-8, NUL bytes, over-long, a newline inside, or a line that does not
     start with a TAI64N label and a blank (as multilog and s6-log write them)."""
     if not lines or max(map(len, lines)) > max_line:
@@ -593,4 +599,4 @@ def _decode_batch(lines: list[bytes], max_line: int) -> tuple[list[str], Any, bo
     texts = text.split("\n")
     if len(texts) != n:
         return None  # a newline inside a line
-    return texts, _TAI64N.iter_unpack(stamps), "  " not in text
+    return texts, _TAI64N.iter_unpack(stamps), "  " not in text, may_hold_mapped(text)

@@ -33,6 +33,7 @@ from shipper.config import (
     SinkConfig,
     TransformConfig,
 )
+from shipper.ipaddr import ip_address
 from shipper.record import every_record
 
 Records = list[dict[str, Any]]
@@ -250,14 +251,11 @@ class Pseudonymiser:
 
 
 def _canonical_ip(text: str) -> str:
-    """One spelling per address, so ``::ffff:1.2.3.4`` and ``1.2.3.4`` get one pseudonym."""
-    try:
-        addr = ipaddress.ip_address(text)
-    except ValueError:
-        return text
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
-    return str(addr)
+    """One spelling per address, so ``::ffff:1.2.3.4`` and ``1.2.3.4`` (an IP field
+    holds the IPv4, free text may hold either: shipper.ipaddr) and ``2001:DB8::1`` and
+    ``2001:db8::1`` get one pseudonym."""
+    addr = ip_address(text)
+    return text if addr is None else str(addr)
 
 
 # ---------------------------------------------------------------- all together

@@ -183,8 +183,9 @@ LITERALS = [
       "remote_ip": "193.147.171.74", "remote_port": 40714}),
     ("Oct 14 22:24:55 vpopmail vpopmaild: tcpserver: ok 40045 vpopmail:::ffff:172.16.15.8:89 "
      ":::ffff:172.16.15.9::10422", "tcpserver", "tcp_ok", 40045,
-     {"conn_pid": 40045, "local_host": "vpopmail", "local_ip": "::ffff:172.16.15.8", "local_port": 89,
-      "remote_ip": "::ffff:172.16.15.9", "remote_port": 10422}),
+     # an IPv4-mapped address in an IP field as its IPv4 (shipper.ipaddr; the line keeps it)
+     {"conn_pid": 40045, "local_host": "vpopmail", "local_ip": "172.16.15.8", "local_port": 89,
+      "remote_ip": "172.16.15.9", "remote_port": 10422}),
     # ucspi-tcp6: plain IPv6 addresses with colons, remote info from -r
     ("tcpserver: ok 123 mx.example.org:2001:db8::25:25 client.example:2001:db8:1::99:ident:51000",
      "tcpserver", "tcp_ok", 123,

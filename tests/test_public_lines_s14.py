@@ -120,10 +120,10 @@ CASES: list[tuple[int, str, str, int, dict[str, Any]]] = [
      {"service": "dovecot", "level": "fatal", "text": "Auth process died too early - shutting down"}),
     (40, "dovecot", "dovecot", INFO,
      {"service": "pop3", "level": "info", "auth_user": "username", "method": "PLAIN",
-      "remote_ip": "::ffff:1.2.3.4", "local_ip": "::ffff:1.2.3.5",
+      "remote_ip": "1.2.3.4", "local_ip": "1.2.3.5",  # mapped: as IPv4 (shipper.ipaddr)
       "text": "Aborted login (1 authentication attempts)"}),
     (41, "dovecot", "dovecot", INFO,
-     {"service": "auth", "level": "info", "auth_user": "user@example.com", "remote_ip": "::ffff:1.2.3.4",
+     {"service": "auth", "level": "info", "auth_user": "user@example.com", "remote_ip": "1.2.3.4",
       "text": "passwd-file(user@example.com,::ffff:1.2.3.4): unknown user"}),
     (42, "dovecot", "dovecot", INFO,
      {"service": "IMAP", "auth_user": "username", "level": "info", "text": "Disconnected: Logged out bytes=59/566"}),

@@ -18,10 +18,11 @@ Pure functions of one line's text (after ``program[PID]: ``).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable
 from typing import Any
+
+from shipper.ipaddr import ip_address, ip_field
 
 Parsed = tuple[str, dict[str, Any]]
 
@@ -43,15 +44,10 @@ _COURIER_END = {"LOGOUT": "logout", "DISCONNECTED": "disconnected", "TIMEOUT": "
 
 
 def _ip(text: str) -> str | None:
-    """The address, IPv4-mapped IPv6 (Courier's ``::ffff:1.2.3.4``) as IPv4; None
-    for what is not an address (a paste's hand-masked ``43.123.841.246``)."""
-    try:
-        addr = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
-    return text
+    """The address as IP fields hold it (Courier's ``::ffff:1.2.3.4`` as IPv4, see
+    shipper.ipaddr); None for what is not an address (a paste's hand-masked
+    ``43.123.841.246``)."""
+    return None if ip_address(text) is None else ip_field(text)
 
 
 def _digits(text: str) -> bool:

@@ -9,7 +9,6 @@ exact for the heavy hitters it reports).
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from shipper.ipaddr import ip_address
 from shipper.record import rfc3339_ns
 
 # -- track ---------------------------------------------------------------------------------
@@ -63,29 +63,20 @@ def _hosts(rec: dict[str, Any]) -> list[str]:
     return h
 
 
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """``text`` as an IP address (an IPv4-mapped IPv6 one as its IPv4), or None."""
-    try:
-        a = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    return a.ipv4_mapped or a if a.version == 6 else a
-
-
 def _host_matches(want: str, rec: dict[str, Any]) -> bool:
     """A host query: a name or part of one is looked for in the host fields; an IP
     address is that address (198.51.100.7 is not 198.51.100.77), also when written
     ``::ffff:198.51.100.7`` or inside a relay's ``name[IP]:port``."""
     hosts = _hosts(rec)
-    ip = _ip(want.strip("[]"))
+    ip = ip_address(want.strip("[]"))
     if ip is None:
         want = want.lower()
         return any(want in h for h in hosts)
     for h in hosts:
-        if _ip(h) == ip:
+        if ip_address(h) == ip:
             return True
         i = h.find("[")
-        if i >= 0 and _ip(h[i + 1:h.find("]", i)]) == ip:
+        if i >= 0 and ip_address(h[i + 1:h.find("]", i)]) == ip:
             return True
     return False
 
