@@ -258,8 +258,9 @@ class PostfixTracker:
                 q = self._qentry(host, qid, rec, out)
                 self._touch(q, rec)
                 self._discarded(q, rec, out)
-            else:
-                s["discard"] = rec
+            else:  # (what _discarded reads of it: the session's state is saved)
+                s["discard"] = {k: rec[k] for k in ("event", "time_unix_ns", "rcpt_to", "mail_from",
+                                                    "dsn", "reason", "stage") if k in rec}
         elif ev == "reject":
             qid = rec.get("qid")
             r = {"rcpt_to": rec.get("rcpt_to"), "mail_from": rec.get("mail_from"),
