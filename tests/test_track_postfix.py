@@ -383,3 +383,11 @@ def test_real_bounce_is_counted_by_stats() -> None:
     d = st.to_dict()
     assert d["bounces"] == {"queued": 1, "double_discarded": 0, "triple_discarded": 0}
     assert "  bounces queued (bounce msg, non-delivery notification)  1\n" in render_stats(d)
+
+
+def test_real_smtpd_discard_survives_a_restart_at_every_line() -> None:
+    lines = [ln for ln in DISCARD_37.read_bytes().splitlines(keepends=True) if not ln.startswith(b"#")]
+    whole = _lines_summaries(lines)
+    assert sum(o["event"] == "mail" and o["result"] == "discarded" for o in whole) == 4
+    for cut in range(1, len(lines)):
+        assert _lines_summaries(lines, restart_before=cut) == whole, cut
