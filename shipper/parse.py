@@ -19,6 +19,7 @@ from shipper.parsers import PREFIXED, PREFIXED_WORDS, QMAIL_SEND_WORDS, UNPREFIX
 from shipper.parsers.misc import parse_dovecot, parse_dovecot_log, parse_vchkpw
 from shipper.parsers.qmail_send import BY_WORD as QMAIL_SEND_BY_WORD
 from shipper.parsers.qmail_send import parse_at as qmail_send_parse_at
+from shipper.parsers.qpsmtpd import parse as qpsmtpd_parse
 from shipper.parsers.recordio import continue_secret as recordio_continue_secret
 from shipper.parsers.recordio import parse as recordio_parse
 from shipper.parsers.seen import SEEN_MAX
@@ -504,8 +505,13 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
         got = qmail_send_parse_at(text, text.find(" "))
         if got is not None:
             return "qmail-send", got[0], got[1], None
-    elif word.isdigit() and (got := _recordio(text)) is not None:
-        return got
+    elif word.isdigit():
+        if (got := _recordio(text)) is not None:
+            return got
+        # qpsmtpd's stderr, "PID TEXT" (recordio's "PID < "/"PID > " tried first)
+        if (qp := qpsmtpd_parse(text)) is not None:
+            event, fields = qp
+            return "qpsmtpd", event, fields, fields.pop("pid")
     m = _PREFIX_RE.match(text)
     if m:
         name = m.group(1)

@@ -30,6 +30,7 @@ _BY_EVENT: dict[str, int] = {
     "status": DEBUG,
     "tcp_status": DEBUG,
     "io_client": DEBUG,
+    "qpsmtpd_debug": DEBUG,  # qpsmtpd's LOGDEBUG lines (loglevel 7)
     "unparsed": NOTICE,
     "checkpassword_debug": DEBUG,  # checkpassword-pam's debugging() output
     "spamdyke_error": ERR,
@@ -45,6 +46,7 @@ _BY_EVENT: dict[str, int] = {
 _NOTICE_WHEN: dict[str, tuple[str, frozenset[str]]] = {
     "smtp_decision": ("action", frozenset({"Reject", "Deferred"})),
     "io_server": ("reply_class", frozenset({"4xx", "5xx", "-ERR"})),
+    "qpsmtpd_reply": ("reply_class", frozenset({"4xx", "5xx"})),
     # TIMEOUT is in spamdyke's table of rejections (a 421 to the client), as DENIED_*
     "spamdyke": ("verdict", frozenset({"denied", "timeout"})),
     # simscan.c writes "SPAM DROPPED" (ENABLE_DROPMSG); "SPAM DROP" kept for what was matched

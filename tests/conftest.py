@@ -1,8 +1,8 @@
 """Shared test helpers. Tests use the real daemontools, ucspi-tcp, rsyslog, ClickHouse,
-Postfix, dovecot, spamd, clamd, svlogd, s6-log and tcpsvd binaries; a missing one is a
-failure, never a skip (``require_binary``). The one skip is ``require_root``'s: the
-Postfix and dovecot daemons need root, and a developer's run as another user skips
-their tests; under CI (``CI`` set) that fails too."""
+Postfix, dovecot, spamd, clamd, svlogd, s6-log, tcpsvd and qpsmtpd-forkserver (Debian's
+qpsmtpd) binaries; a missing one is a failure, never a skip (``require_binary``). The
+one skip is ``require_root``'s: the Postfix and dovecot daemons need root, and a
+developer's run as another user skips their tests; under CI (``CI`` set) that fails too."""
 
 from __future__ import annotations
 

@@ -15,7 +15,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shipper.parsers import misc, plesk, postfix, qmail_send, scanners, smtpd, smtpd_patches, ucspi
+from shipper.parsers import (
+    misc,
+    plesk,
+    postfix,
+    qmail_send,
+    qpsmtpd,
+    scanners,
+    smtpd,
+    smtpd_patches,
+    ucspi,
+)
 
 Parsed = tuple[str, dict[str, Any]]
 ParserFn = Callable[[str], Parsed | None]
@@ -56,6 +66,8 @@ PREFIXED: dict[str, ParserFn] = {
     "courierpop3login": plesk.parse_courier_pop3,
     "imapd": plesk.parse_courier_imap,
     "imapd-ssl": plesk.parse_courier_imap,
+    # qpsmtpd's logging/syslog: its text without the pid (stderr's form: parse.dispatch)
+    "qpsmtpd": qpsmtpd.parse_text,
 }
 
 # The same by a line's first word ("tcpserver:"): the dispatcher's one look-up.
