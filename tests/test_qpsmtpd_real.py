@@ -30,6 +30,8 @@ import orjson
 import pytest
 from conftest import free_port, require_binary, stop_process
 
+from shipper.track.correlator import Correlator
+
 pytestmark = pytest.mark.slow  # ~6 s: earlytalker holds every greeting 1 s
 
 PLUGINS = """\
@@ -287,3 +289,19 @@ def test_dropped_connection(qpsmtpd_log) -> None:
         ("qpsmtpd_reply", {"smtp_code": 250}),
     ]
     assert not any(r["event"] == "qpsmtpd_disconnect" for r in dropped)
+
+
+def test_sessions_tracked(qpsmtpd_log) -> None:
+    records, _ = qpsmtpd_log
+    c = Correlator()
+    out = c.feed(records) + c.finish()
+    pids = [s[0]["pid"] for s in _sessions(records)]
+    assert [(o["event"], o["server"], o["conn_pid"], o["result"], o["flags"]) for o in out] == [
+        ("smtp_session", "qpsmtpd", pids[0], "accepted", []),
+        ("smtp_session", "qpsmtpd", pids[1], "rejected", []),
+        ("smtp_session", "qpsmtpd", pids[2], "rejected", []),
+        ("smtp_session", "qpsmtpd", pids[3], "no_mail", []),
+    ]
+    qp = next(r["qp"] for r in records if r.get("qp"))
+    assert out[0]["qps"] == [qp] and out[0]["accepted_rcpts"] == ["bob@example.org"]
+    assert out[3]["mail_from"] == "" and out[3]["helo"] == "drop.example.net"

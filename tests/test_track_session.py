@@ -633,3 +633,40 @@ def test_sender_lines_of_sessions_linked_by_qp_are_pruned_in_time() -> None:
     c.feed(late)
     c.flush()
     assert c.sessions.senders == {}
+
+
+def test_qpsmtpd_sessions_and_qp_link() -> None:
+    """Debian's qpsmtpd-forkserver under multilog (tests/test_qpsmtpd_real.py's set-up):
+    "Accepted connection" opens a session under the child's pid, its commands and
+    replies are read as recordio's, "cleaning up after N" ends it; the reply's qp
+    links the mail qmail-send then logs (its info msg line made for the test)."""
+    lines = (Path(__file__).parent / "fixtures" / "samples" / "qpsmtpd_094_real_multilog.txt"
+             ).read_bytes().splitlines()[1:]
+    # qmail-send's line for the message qmail-queue (pid 4701) queued, just after the reply
+    lines.insert(next(i for i, ln in enumerate(lines) if b"Queued!" in ln) + 1,
+                 b"@400000006b0d404501fd0e5d info msg 1311462: bytes 222 from <a@example.net> qp 4701 uid 0")
+    lines.insert(next(i for i, ln in enumerate(lines) if b"info msg" in ln) + 1,
+                 b"@400000006b0d404501fd0e5e end msg 1311462")
+    parser = LineParser(file_id="0123456789abcdef")
+    recs = [r.to_dict() for r in parser.parse_batch(lines, list(range(len(lines))))]
+    c = Correlator()
+    out = c.feed(recs) + c.finish()
+    sessions = [o for o in out if o["event"] == "smtp_session"]
+    [mail] = [o for o in out if o["event"] == "mail"]
+    assert [(s["server"], s["conn_pid"], s["result"], s["flags"]) for s in sessions] == [
+        ("qpsmtpd", 4681, "accepted", []), ("qpsmtpd", 4704, "rejected", []),
+        ("qpsmtpd", 4707, "rejected", [])]
+    ok, badhelo, early = sessions
+    assert (ok["remote_ip"], ok["remote_host"], ok["helo"], ok["proto"], ok["mail_from"]) == (
+        "127.0.0.1", "client.example.net", "client.example.net", "ESMTP", "a@example.net")
+    assert ok["accepted_rcpts"] == ["b@example.org"] and ok["qps"] == [4701]
+    assert [(d["source"], d["action"], d["check"], d["smtp_code"], d.get("rcpt_to"), d.get("dsn"))
+            for d in ok["decisions"]] == [("qpsmtpd", "Reject", "RCPT", 550, "c@other.test", "5.7.1")]
+    assert [(d["check"], d["smtp_code"]) for d in badhelo["decisions"]] == [("HELO", 550)]
+    assert badhelo["helo"] == "localhost"
+    assert [(d["check"], d["smtp_code"]) for d in early["decisions"]] == [("REPLY", 550)]
+    assert ok["mails"] == [{"msg": 1311462, "qp": 4701, "event_id": mail["event_id"]}]
+    assert mail["session"] == {
+        "event_id": ok["event_id"], "link": "qp", "conn_pid": 4681, "server": "qpsmtpd",
+        "remote_ip": "127.0.0.1", "remote_host": "client.example.net", "proto": "ESMTP",
+        "helo": "client.example.net"}

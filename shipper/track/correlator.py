@@ -32,7 +32,7 @@ STATE_VERSION = 1
 
 _SESSION_PROGRAMS = frozenset({"tcpserver", "sslserver", "tcpsvd", "sslsvd", "rblsmtpd", "jgreylist", "s6-tcpserverd",
                                "s6-tcpserver4d", "s6-tcpserver6d", "s6-tcpserver-access",
-                               "recordio", "qmail-smtpd", "qmail-popup", "qmail-pop3d"})
+                               "recordio", "qmail-smtpd", "qmail-popup", "qmail-pop3d", "qpsmtpd"})
 
 
 @dataclass(slots=True)

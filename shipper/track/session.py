@@ -1,4 +1,5 @@
-"""SMTP/POP sessions: tcpserver/sslserver → rblsmtpd → qmail-smtpd or recordio → end.
+"""SMTP/POP sessions: tcpserver/sslserver → rblsmtpd → qmail-smtpd or recordio → end;
+qpsmtpd's (forkserver's "Accepted connection" → commands, replies → "cleaning up after").
 One ``smtp_session`` summary per connection. Pure, no I/O.
 
 Key: (host, pid). tcpserver's child pid is the pid recordio, rblsmtpd and s/qmail's
@@ -593,7 +594,7 @@ class SessionTracker:
             s["authenticated"] = True
             return
         if cls in ("4xx", "5xx", "-ERR"):
-            d = {"source": "recordio", "action": "Deferred" if cls == "4xx" else "Reject",
+            d = {"source": rec.get("program") or "recordio", "action": "Deferred" if cls == "4xx" else "Reject",
                  "check": verb or "REPLY", "smtp_code": code, "text": rec.get("text")}
             if "dsn" in rec:
                 d["dsn"] = rec["dsn"]
@@ -602,6 +603,29 @@ class SessionTracker:
             if s.get("mail_from") is not None:
                 d["mail_from"] = s["mail_from"]
             self._decide(s, rec, d)
+
+    # qpsmtpd: its session lines carry the pid of the process serving the connection
+    # (forkserver's child, or tcpserver's child, whose "pid N from IP" opened it), so
+    # its commands and replies are read as recordio's: the same SMTP seen from inside
+    def _qp_accept(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        """qpsmtpd-forkserver's "Accepted connection …": its child's first line, as
+        tcpserver's "pid N from IP" (forkserver logs no tcpserver lines)."""
+        self._tcp_pid({**rec, "conn_pid": rec.get("pid")}, out)
+        s = self._find(rec.get("host") or "", rec.get("pid"))[1]
+        assert s is not None
+        s["server"] = "qpsmtpd"
+        if rec.get("remote_host") not in (None, "", "Unknown"):
+            s["remote_host"] = rec["remote_host"]
+
+    def _qp_command(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        verb, text = rec.get("verb"), rec.get("text")
+        self._io_client({**rec, "text": f"{verb} {text}" if text else verb}, out)
+
+    def _qp_reply(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        if rec.get("continued"):  # "250-…": not a reply's last line
+            self._get(rec, out)
+            return
+        self._io_server({**rec, "text": f"{rec.get('smtp_code')} {rec.get('text') or ''}"}, out)
 
     # -- internals -----------------------------------------------------------------------
     def _decide(self, s: dict[str, Any], rec: dict[str, Any], d: dict[str, Any]) -> None:
@@ -728,4 +752,8 @@ _HANDLERS = {
     "smtp_queued": SessionTracker._queued,
     "io_client": SessionTracker._io_client,
     "io_server": SessionTracker._io_server,
+    "qpsmtpd_accept": SessionTracker._qp_accept,
+    "qpsmtpd_command": SessionTracker._qp_command,
+    "qpsmtpd_reply": SessionTracker._qp_reply,
+    "qpsmtpd_child_end": SessionTracker._end,
 }
