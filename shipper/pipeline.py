@@ -81,6 +81,11 @@ class SinkRoute:
 # A full buffer (when_full = block) pauses reading; said in the log, and unhealthy
 # (healthz), once it lasts this long: a sink taking a burst is not news.
 FULL_SAY_AFTER = 10.0
+# After "appends work again", a new append failure within this many seconds is said
+# only once it lasts FULL_SAY_AFTER: catching up on a nearly full disk, each batch
+# failed until the sink freed a segment, and the log said the failure and its end
+# every second (26 lines in 13 s of a 3 MB tmpfs state_dir).
+WRITE_RESAY_AFTER = 60.0
 
 
 _program_event = operator.itemgetter("program", "event")
@@ -241,6 +246,7 @@ class Pipeline:
         # (source, position, {route name: last seq}) awaiting durability, in order
         self._pending: deque[tuple[Any, Any, dict[str, int]]] = deque()
         self._write_error_logged = False
+        self._write_ok_said_at = -math.inf  # when "appends work again" was said last
         self._stop_reading = asyncio.Event()
         self._stop_sending = asyncio.Event()
         # Work for the syncer: positions to commit, or a state to save. An idle daemon
@@ -529,10 +535,14 @@ class Pipeline:
                     result = route.queue.append(piece)
                 except QueueWriteError as exc:  # disk full or I/O error: wait, try again
                     route.append_error = exc.problem
-                    if not self._write_error_logged:
+                    _note_paused(route, full=False)
+                    now = time.monotonic()
+                    assert route.paused_since is not None
+                    if not self._write_error_logged and (
+                            now - self._write_ok_said_at >= WRITE_RESAY_AFTER
+                            or now - route.paused_since >= FULL_SAY_AFTER):
                         log.error("buffer of sink %s: %s (reading paused until it works)", route.name, exc)
                         self._write_error_logged = True
-                    _note_paused(route, full=False)
                     failed = True
                     if self._stop_reading.is_set() and time.monotonic() >= self._give_up_at:
                         return False  # pieces appended go again after restart (same ids)
@@ -554,6 +564,7 @@ class Pipeline:
                 log.info("buffer of sink %s: appends work again: reading resumed after %.0f s",
                          route.name, time.monotonic() - route.paused_since)
                 self._write_error_logged = False
+                self._write_ok_said_at = time.monotonic()
             elif not failed:  # said again only after a batch went in whole: one line a spell
                 self._write_error_logged = False
             if route.paused_since is not None:

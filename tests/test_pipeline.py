@@ -476,6 +476,24 @@ async def _over_a_failing_disk(tmp_path: Path, n: int, monkeypatch: Any,
     return capture, Pipeline([(source, ParseOptions(host="mx1"))], [SinkRoute("siem", sink, queue)])
 
 
+async def _event_ids_over_a_failing_disk(tmp_path: Path, n: int, monkeypatch: Any,
+                                         fails: Any, timeout: float) -> list[bytes]:
+    """The event ids the receiver got (until it has ``n`` or ``timeout`` passes) from
+    a pipeline over a disk whose appends fail while ``fails(payloads)``."""
+    capture, pipeline = await _over_a_failing_disk(tmp_path, n, monkeypatch, fails)
+    task = asyncio.create_task(pipeline.run())
+    try:
+        deadline = time.monotonic() + timeout
+        while len(capture.frames) < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        await pipeline.stop(5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await capture.stop()
+    return [re.search(rb'event_id="([^"]+)"', f).group(1) for f in capture.frames]
+
+
 async def test_a_buffer_it_cannot_write_is_unhealthy_while_it_lasts(tmp_path, monkeypatch, caplog):
     """From the fault review: with the buffer's disk failing (full, read-only), reading
     paused as it should, but /healthz said ok. From the ops probe (a state_dir on ext4
@@ -522,24 +540,47 @@ async def test_a_batch_bigger_than_the_free_space_goes_in_pieces(tmp_path, caplo
         refused[0] += sum(map(len, payloads)) > 60_000
         return sum(map(len, payloads)) > 60_000
 
-    capture, pipeline = await _over_a_failing_disk(tmp_path, 3000, monkeypatch, fails)
-    task = asyncio.create_task(pipeline.run())
-    try:
-        deadline = time.monotonic() + 20
-        while len(capture.frames) < 3000 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert len(capture.frames) == 3000
-        ids = [re.search(rb'event_id="([^"]+)"', f).group(1) for f in capture.frames]
-        assert len(set(ids)) == 3000  # each once
-        said = [r for r in caplog.records if "No space left" in r.getMessage()]
-        # once a spell (a batch that fits whole ends one), not once a try
-        assert 1 <= len(said) <= 2 < refused[0] / 4
-        assert "reading paused until it works" in said[0].getMessage()
-    finally:
-        await pipeline.stop(5)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await capture.stop()
+    ids = await _event_ids_over_a_failing_disk(tmp_path, 3000, monkeypatch, fails, 20)
+    assert len(ids) == len(set(ids)) == 3000  # each once
+    said = [r for r in caplog.records if "No space left" in r.getMessage()]
+    # once a spell (a batch that fits whole ends one), not once a try
+    assert 1 <= len(said) <= 2 < refused[0] / 4
+    assert "reading paused until it works" in said[0].getMessage()
+
+
+async def test_a_catch_up_on_a_nearly_full_disk_says_the_failure_once_not_every_batch(
+        tmp_path, caplog, monkeypatch):
+    """Found by fault injection (real multilog, a 3 MB tmpfs state_dir half filled, the
+    sink down, then up): during the catch-up each batch failed until the sink freed a
+    segment, a second later it went in; the log said the failure and "appends work
+    again" every time, 26 lines in 13 s (one pair a second for as long as a catch-up
+    lasts). Said once now, and its end once; every record still arrives once."""
+    caplog.set_level(logging.INFO, logger="shipper")
+    ROOM = 200_000  # noqa: N806 - a constant of this test
+    room, full_at, refills = [ROOM], [0.0], [0]
+
+    def fails(payloads: list[bytes]) -> bool:
+        # a disk with ROOM bytes free; once it is full, the sink frees that much again
+        # 0.5 s later (a segment delivered), 5 times; then it has room for good
+        now = time.monotonic()
+        if refills[0] >= 5:
+            return False
+        if full_at[0] and now - full_at[0] >= 0.5:
+            room[0], full_at[0] = ROOM, 0.0
+            refills[0] += 1
+        size = sum(map(len, payloads))
+        if size > room[0]:
+            full_at[0] = full_at[0] or now
+            return True
+        room[0] -= size
+        return False
+
+    ids = await _event_ids_over_a_failing_disk(tmp_path, 3000, monkeypatch, fails, 30)
+    assert len(ids) == len(set(ids)) == 3000 and refills[0] == 5
+    said = [r.getMessage() for r in caplog.records if "buffer of sink" in r.getMessage()]
+    assert len(said) == 2, said  # before: a failure and its end for each refill
+    assert said[0].endswith("(reading paused until it works)")
+    assert re.fullmatch(r"buffer of sink siem: appends work again: reading resumed after \d+ s", said[1])
 
 
 @pytest.mark.slow
