@@ -63,6 +63,7 @@ class CheckpointStore:
         self.corrupt_loads = 0
         self.writes = 0
         self.write_errors = 0
+        self.remade_dirs = 0  # times its directory was found removed and made again
         self._positions: dict[str, Any] = {}
 
     # -- reading -----------------------------------------------------------
@@ -109,7 +110,20 @@ class CheckpointStore:
         doc = {"schema": SCHEMA, "written_unix_ns": time.time_ns(), "sources": self._positions}
         try:
             payload = orjson.dumps(doc)
-            atomic_write(self.path, payload)
+            try:
+                atomic_write(self.path, payload)
+            except FileNotFoundError:
+                # Its directory removed while we run (rm -rf by hand, a cleaner): made
+                # again, as at start. Else every write failed till the stop, and the next
+                # start found no checkpoint: "end" skipped what was written meanwhile
+                # (3,250 lines in a second's restart), "all" sent every kept line twice.
+                # Not the state_dir above it: that one is made 0700 at start.
+                directory = os.path.dirname(self.path)
+                if os.path.lexists(directory):
+                    raise
+                os.mkdir(directory)
+                self.remade_dirs += 1
+                atomic_write(self.path, payload)
         except (OSError, TypeError) as exc:
             self.write_errors += 1
             self._warn(f"checkpoint {self.path}: write failed: {exc}", corrupt=False)

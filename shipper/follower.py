@@ -1818,6 +1818,7 @@ class _Source:
         self._committed: dict[str, dict[str, Any]] = {}
         self._dirty = False
         self._save_wanted = asyncio.Event()  # a position moved: the saver's turn (see _saver)
+        self._save_failing = False  # a checkpoint write failed and none worked since
         self._closed = False
         self._saved_positions: dict[str, Any] = {}
         self._bad_checkpoint = False
@@ -1901,12 +1902,20 @@ class _Source:
         stop: its failure is said whatever was said before (what was read since the last
         checkpoint that worked is read again at the next start)."""
         if self.store is not None and self._dirty:
+            remade = self.store.remade_dirs
             if self.store.save():
                 self._dirty = False
+                if self.store.remade_dirs != remade:
+                    log.warning("checkpoint %s: its directory was removed while running; made "
+                                "again and written", self.store.path)
+                if self._save_failing:  # the end of a spell of failures said, as its start
+                    self._save_failing = False
+                    log.info("checkpoint %s: written again", self.store.path)
             elif final:
                 log.error("%s at stop: what was read since the last checkpoint written is "
                           "read again at the next start (the same event ids)", self.store.warnings[-1])
-            elif self.store.write_errors == 1:
+            elif not self._save_failing:  # once a spell: the first write failed since one worked
+                self._save_failing = True
                 log.error("%s (the position is kept in memory; retrying)", self.store.warnings[-1])
 
     async def close(self, save: bool = True) -> None:

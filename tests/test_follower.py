@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -1555,6 +1556,76 @@ async def test_a_stop_whose_checkpoint_cannot_be_written_says_so(tmp_path, caplo
     said = [r.getMessage() for r in caplog.records]
     assert len([m for m in said if "kept in memory" in m]) == 1, said  # once while running
     assert [m for m in said if m.endswith("read again at the next start (the same event ids)")], said
+
+
+async def test_a_checkpoint_directory_removed_while_running_is_made_again(tmp_path, caplog):
+    """Found by fault injection (real multilog and rsyslog, `rm -rf state_dir/checkpoints`
+    under a running shipper): every write failed till the stop, and the next start found
+    no checkpoint; with start_position "end" the 3,250 lines written during a restart
+    of a second were skipped without a word. The directory is made again at the next
+    write, said once; a start from it resumes where the stop left."""
+    multilog = require_binary("multilog")
+    d = tmp_path / "log"
+
+    def log_lines(first: int) -> None:
+        data = b"".join(b"seq %08d x\n" % i for i in range(first, first + 50))
+        subprocess.run([multilog, "t", str(d)], input=data, check=True, timeout=10)
+
+    cdir = tmp_path / "state" / "checkpoints"
+    cdir.mkdir(parents=True)  # as the daemon makes it at start
+    ckpt = str(cdir / "send.json")
+    log_lines(0)
+    src = MultilogSource([str(d)], ckpt, start="all", commit_interval=0.05)
+    with caplog.at_level(logging.INFO, logger="shipper.follower"):
+        items = await collect(src, 49, 10)
+        await asyncio.sleep(0.2)
+        shutil.rmtree(cdir)  # by hand, while running
+        log_lines(50)
+        items += await collect(src, 99, 10)
+        await asyncio.sleep(0.3)  # the saver's turns
+        await src.close()
+    assert seqs(items) == list(range(100))
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"checkpoint {ckpt}: its directory was removed while running; made again and written"]
+    log_lines(100)  # while stopped
+    again = MultilogSource([str(d)], ckpt, start="end", commit_interval=0.05)
+    try:
+        assert seqs(await collect(again, 149, 10)) == list(range(100, 150))
+    finally:
+        await again.close()
+
+
+async def test_checkpoint_write_failures_are_said_once_a_spell_and_their_end_too(tmp_path, caplog):
+    """A failing checkpoint write was said at the first failure of the process only:
+    a second spell of failures, hours later, went without a word, and no spell's end
+    was said (an admin could not tell from the log whether the positions were saved)."""
+    multilog = require_binary("multilog")
+    d = tmp_path / "log"
+    data = b"".join(b"seq %08d x\n" % i for i in range(50))
+    subprocess.run([multilog, "t", str(d)], input=data, check=True, timeout=10)
+    state = tmp_path / "state"
+    state.write_bytes(b"")  # a file where the checkpoint's directory should be
+    ckpt = state / "checkpoints.json"
+    src = MultilogSource([str(d)], str(ckpt), start="all", commit_interval=0.05)
+    try:
+        with caplog.at_level(logging.INFO, logger="shipper.follower"):
+            items = await collect(src, 49, 10)
+            await asyncio.sleep(0.3)  # fails, and fails again
+            state.unlink()
+            state.mkdir()
+            await asyncio.sleep(0.3)
+            assert ckpt.exists()
+            shutil.rmtree(state)
+            state.write_bytes(b"")  # the second spell
+            src.commit(items[-1].position)
+            await asyncio.sleep(0.3)
+    finally:
+        await src.close()
+    kinds = {"(the position is kept in memory; retrying)": "fails", "written again": "works",
+             "read again at the next start (the same event ids)": "fails at stop"}
+    said = [next((k for end, k in kinds.items() if r.getMessage().endswith(end)), r.getMessage())
+            for r in caplog.records if "write failed" in r.getMessage() or "again" in r.getMessage()]
+    assert said == ["fails", "works", "fails", "fails at stop"], said  # before: fails, fails at stop
 
 
 def s6_log_killed_after_its_processor(d: Path) -> None:
