@@ -734,3 +734,61 @@ batch_max_age = "100ms"
         done.set()
         _stop(proc)
         srv.close()
+
+
+@pytest.mark.slow
+def test_a_stop_during_a_reload_held_by_a_peer_that_does_not_answer_keeps_to_the_drain_time(tmp_path):
+    """Found by fault injection (a real rsyslog's RELP input frozen with SIGSTOP: the
+    connection up, no answers): a reload's drain waits the whole drain_timeout for it,
+    and a SIGTERM during that drain waited for it, then for the new pipeline's drain
+    too: 18.8 s to exit with drain_timeout 10 s. The reload's drain is the stop's now;
+    nothing is lost, and what comes twice is the unanswered window, with its ids."""
+    multilog = require_binary("multilog")
+    rs = Rsyslog(tmp_path / "rsyslog", ("relp",))
+    rs.start()
+    logdir = tmp_path / "log" / "send"
+    logdir.parent.mkdir()
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(_config(tmp_path, logdir, rs.ports["relp"], free_port())
+                   .replace('drain_timeout = "10s"', 'drain_timeout = "4s"')
+                   .replace('type = "syslog"\nprotocol = "tcp"', 'type = "relp"'))
+    shlog = tmp_path / "shipper.log"
+    total = 15000
+    writer = subprocess.Popen(f"{sys.executable} -c '{WRITER}' 5000 {total} 0 | {multilog} t s99999 n100 {logdir}",
+                              shell=True)
+    started = [_start_ready(cfg, shlog)]
+    frozen = False
+    try:
+        time.sleep(1.0)
+        os.kill(rs.proc.pid, signal.SIGSTOP)  # the rsyslogd we started
+        frozen = True
+        time.sleep(1.0)
+        os.kill(started[0].pid, signal.SIGHUP)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        assert _stop(started[0]) == 0
+        took = time.monotonic() - t0
+        assert took < 4 + 1.5, f"{took:.1f} s; log: {shlog.read_text()[-2000:]}"  # before: 7.2 s
+        os.kill(rs.proc.pid, signal.SIGCONT)
+        frozen = False
+        assert writer.wait(60) == 0
+        started.append(_start_ready(cfg, shlog))
+        deadline = time.monotonic() + 60
+        seqs: list[tuple[int, str]] = []
+        while len({s for s, _ in seqs}) < total and time.monotonic() < deadline:
+            time.sleep(0.3)
+            seqs = [(int(g.group(1)), re.search(r'event_id="([^"]+)"', m["sd"]).group(1))  # type: ignore[union-attr]
+                    for m in rs.messages("relp") if (g := SEQ_RE.search(m["msg"]))]
+        assert _stop(started[-1]) == 0
+    finally:
+        if frozen:
+            os.kill(rs.proc.pid, signal.SIGCONT)
+        for p in started:
+            if p.poll() is None:
+                _stop(p, signal.SIGKILL)
+        if writer.poll() is None:
+            writer.kill()
+        rs.stop()
+    assert {s for s, _ in seqs} == set(range(total)), shlog.read_text()[-2000:]
+    assert len(seqs) - total <= 128  # the RELP window the frozen peer never answered
+    assert len(set(seqs)) == total  # a line sent twice has its first copy's id
