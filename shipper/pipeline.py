@@ -86,6 +86,8 @@ FULL_SAY_AFTER = 10.0
 # failed until the sink freed a segment, and the log said the failure and its end
 # every second (26 lines in 13 s of a 3 MB tmpfs state_dir).
 WRITE_RESAY_AFTER = 60.0
+# Seconds from the start to the first save of the tracking state and checkpoints
+FIRST_SAVE_AFTER = 0.5
 
 
 _program_event = operator.itemgetter("program", "event")
@@ -236,7 +238,11 @@ class Pipeline:
                 if hasattr(s, "autosave"):
                     s.autosave = False
         self._unappended = 0
-        self._next_save = time.monotonic() + save_interval
+        # The first save comes soon: a shipper killed before its first save (a crash
+        # loop, an OOM kill under a catch-up) moved no checkpoint, and each start sent
+        # everything since the last one again (6 kills -9 at 1-2 s: 97,356 lines twice
+        # of 40,000)
+        self._next_save = time.monotonic() + min(save_interval, FIRST_SAVE_AFTER)
         self._state_ahead = False  # a correlated batch was given up (see _append)
         self._give_up_at = math.inf  # stopping: when a batch waiting for room is given up
         self._gate_open_until = -math.inf  # the save gate holds nobody till then (a stalled sink)

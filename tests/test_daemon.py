@@ -139,6 +139,15 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+def _end_all(started: list[subprocess.Popen[bytes]], writer: subprocess.Popen[bytes]) -> None:
+    """Kill what a test started and left running: its shippers, then its writer."""
+    for p in started:
+        if p.poll() is None:
+            _stop(p, signal.SIGKILL)
+    if writer.poll() is None:
+        writer.kill()
+
+
 @pytest.fixture
 def receiver(tmp_path):
     rs = Rsyslog(tmp_path / "rsyslog", ("tcp",))
@@ -207,11 +216,7 @@ def test_reload_restart_and_stop_under_load_lose_nothing(tmp_path, receiver):
         seqs = _wait_seqs(receiver, total, 60)
         assert _stop(proc) == 0
     finally:
-        for p in started:
-            if p.poll() is None:
-                _stop(p, signal.SIGKILL)
-        if writer.poll() is None:
-            writer.kill()
+        _end_all(started, writer)
     missing = set(range(total)) - set(seqs)
     assert not missing, f"{len(missing)} lines lost, e.g. {sorted(missing)[:10]}; log: {shlog.read_text()[-3000:]}"
     # duplicates only from batches re-sent after the SIGKILL, each with its first copy's id
@@ -792,3 +797,40 @@ def test_a_stop_during_a_reload_held_by_a_peer_that_does_not_answer_keeps_to_the
     assert {s for s, _ in seqs} == set(range(total)), shlog.read_text()[-2000:]
     assert len(seqs) - total <= 128  # the RELP window the frozen peer never answered
     assert len(set(seqs)) == total  # a line sent twice has its first copy's id
+
+
+@pytest.mark.slow
+def test_kills_soon_after_each_start_with_tracking_send_only_their_own_window_again(tmp_path, receiver):
+    """Found by fault injection (tracking on, real multilog and rsyslog, kill -9 at 1-2 s
+    after each start, as in a crash loop): the checkpoints are written with the tracking
+    state, first after save_interval (2 s), so no life moved them and each start sent
+    everything since the first again: 6 kills, 97,356 lines twice of 40,000. The first
+    save comes at 0.5 s: a kill sends again what its own life read, about."""
+    multilog = require_binary("multilog")
+    logdir = tmp_path / "log" / "send"
+    logdir.parent.mkdir()
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(_config(tmp_path, logdir, receiver.ports["tcp"], free_port())
+                   .replace("[tracking]\nenabled = false", '[tracking]\nenabled = true\nsave_interval = "2s"'))
+    shlog = tmp_path / "shipper.log"
+    rate, total, kills, life = 4000, 30000, 3, 1.2
+    writer = subprocess.Popen(f"{sys.executable} -c '{WRITER}' {rate} {total} 0 | {multilog} t s99999 n100 {logdir}",
+                              shell=True)
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        for _ in range(kills):
+            started.append(_start_ready(cfg, shlog))
+            time.sleep(life)
+            _stop(started[-1], signal.SIGKILL)
+        started.append(_start_ready(cfg, shlog))
+        assert writer.wait(60) == 0
+        seqs = _wait_seqs(receiver, total, 60)
+        time.sleep(1.0)  # what comes late comes too
+        seqs = _seqs(receiver)
+        assert _stop(started[-1]) == 0
+    finally:
+        _end_all(started, writer)
+    assert set(seqs) == set(range(total)), shlog.read_text()[-2000:]
+    # each kill: what its life read (a catch-up reads faster than the writer: twice the rate)
+    dups = len(seqs) - total
+    assert dups <= kills * life * 2 * rate, dups  # before: 36,603
