@@ -439,3 +439,27 @@ def test_recipient_listed_twice_is_two_recipients_as_qmailanalog_counts() -> Non
     assert d["top_recipients"] == [{"recipient": "turbo@tripnet.se", "messages": 2}]
     assert d["delay_s"]["count"] == 2  # zoverall's ddelay: per 'd k' line
     assert len(matchup_lines([m])) == 3  # two d lines, one m line
+
+
+def test_recipient_listed_twice_and_deferred_is_still_two_recipients_at_each_retry() -> None:
+    """Both copies of a doubled recipient deferred, retried together, then delivered:
+    each retry found the copy the address pointed to busy and made a new recipient
+    (4 recipients for 2, attempts split across them: 119 | 120 121 | 122 123 | 124).
+    bayour.com's first message, its delivery doubled and deferred twice (the lines as
+    qmail-send logs them, times and ids moved on)."""
+    died = "deferral: Connected_to_195.100.21.7_but_connection_died._(#4.4.2)/"
+    ok = "success: 195.100.21.7_accepted_message./Remote_host_said:_250_OK_id=19LGuQ-0003OJ-00/"
+    lines = ["1054189746.123136 new msg 161214",
+             "1054189746.123151 info msg 161214: bytes 830 from <turbo@bayour.com> qp 6190 uid 1000"]
+    for t, first, result in ((1054189746, 119, died), (1054190146, 121, died), (1054190946, 123, ok)):
+        lines += [f"{t}.123958 starting delivery {first}: msg 161214 to remote turbo@tripnet.se",
+                  f"{t}.123970 starting delivery {first + 1}: msg 161214 to remote turbo@tripnet.se",
+                  f"{t}.373645 delivery {first}: {result}",
+                  f"{t}.373700 delivery {first + 1}: {result}"]
+    lines.append("1054190946.374332 end msg 161214")
+    parser = LineParser(source="current", file_id="0123456789abcdef")
+    recs = [parser.parse(ln.encode(), i * 100).to_dict() for i, ln in enumerate(lines)]
+    (m,) = mails(correlate(recs))
+    assert [(r["result"], [a["delivery"] for a in r["attempts"]]) for r in m["recipients"]] == [
+        ("success", [119, 122, 124]), ("success", [120, 121, 123])]  # a retry takes a free copy
+    assert (m["n_recipients"], m["n_success"]) == (2, 2)

@@ -274,7 +274,11 @@ class QmailTracker:
         rkey = f"{rec.get('channel')} {rec.get('rcpt_to')}"
         idx = m["rindex"].get(rkey)
         if idx is not None and _listed_again(m["rcpts"][idx]):
-            idx = None
+            # busy: another copy of the address, one free again if a retry (looked for
+            # only for a duplicated address: a copy per retry was taken at each retry)
+            idx = next((i for i, r in enumerate(m["rcpts"]) if not _listed_again(r)
+                        and r["channel"] == rec.get("channel") and r["rcpt_to"] == rec.get("rcpt_to")),
+                       None)
         if idx is None:
             idx = m["rindex"][rkey] = len(m["rcpts"])
             m["rcpts"].append({"rcpt_to": rec.get("rcpt_to"), "channel": rec.get("channel"),
