@@ -527,6 +527,7 @@ class DiskQueue:
         # write): with nothing to do it sleeps on it, where its clock woke it 10 times a
         # second on an idle daemon.
         self._flush_wanted = threading.Event()
+        self._flusher_asleep = False  # then appends look for our files deleted (see append)
         self._flusher: threading.Thread | None = None
         self._segs: list[_Segment] = []
         self._closed_bytes = 0  # rounded bytes of all segments but the tail
@@ -928,6 +929,14 @@ class DiskQueue:
         with self._lock:
             if self._closed:
                 raise QueueError("queue is closed")
+            if self._flusher_asleep and self._gone_locked():
+                # the flusher looks every interval only while it has work: after it
+                # slept, a batch would go to deleted files (lost if read and not sent)
+                try:
+                    self._rehome_locked()
+                except OSError as exc:
+                    self.stats.write_errors += 1
+                    raise QueueWriteError(self.path, f"cannot start a new buffer: {_oserror(exc)}") from exc
             n = len(payloads)
             skipped = 0
             mark_pos = position
@@ -1286,7 +1295,9 @@ class DiskQueue:
         failures = 0
         while True:
             if not failures and self._idle():
+                self._flusher_asleep = True
                 self._flush_wanted.wait()
+                self._flusher_asleep = False
             if self._stop_flusher.wait(self.fsync_interval):
                 return
             self._flush_wanted.clear()  # before the sync reads what is to be done

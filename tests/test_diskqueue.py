@@ -932,3 +932,35 @@ def test_a_repair_behind_the_ack_position_does_not_misplace_a_rewind(tmp_path: P
     assert again == [s for s in range(31, 101) if s != 70]
     assert q.stats.corrupt_records == 1
     q.close()
+
+
+def test_a_buffer_deleted_while_idle_is_noticed_before_the_next_append(tmp_path: Path) -> None:
+    """fsync=interval: an idle flusher sleeps (nothing to make durable), and no longer
+    looked every interval for its files deleted under it. The next batch then went to
+    the deleted files; read by the sink before the flusher woke to notice, it was
+    counted lost (and was, if the sink then failed to deliver it: the rewind found
+    nothing, and its position was committed). Now an append after the flusher slept
+    looks first, so the batch goes to the new buffer."""
+    import shutil
+    qdir = tmp_path / "q"
+    q = open_q(qdir, fsync="interval", fsync_interval_ms=20)
+    fill(q, 0, 10, batch=10)
+    drain(q)  # all delivered
+    deadline = time.monotonic() + 5
+    while not q._idle() and time.monotonic() < deadline:  # the flusher wrote the state
+        time.sleep(0.01)
+    time.sleep(0.2)  # ten intervals with nothing to do
+    shutil.rmtree(qdir)
+    time.sleep(0.2)
+    r = q.append([rec(j) for j in range(10, 15)])
+    assert (r.first_seq, r.last_seq) == (11, 15)
+    items = q.read(100, 1 << 20)  # the sink has them, not yet delivered
+    assert [p for _, p in items] == [rec(j) for j in range(10, 15)]
+    q.sync()
+    assert q.stats.corrupt_records == 0 and q.stats.repairs == 1
+    q.rewind()  # the sink failed to deliver: they are read again
+    assert [p for _, p in q.read(100, 1 << 20)] == [rec(j) for j in range(10, 15)]
+    q.close()
+    q = open_q(qdir)
+    assert [p for _, p in drain(q)] == [rec(j) for j in range(10, 15)]
+    q.close()
