@@ -102,6 +102,34 @@ def test_auth_credential_redacted() -> None:
     assert r["text"] == "LOGIN" and "redacted" not in r["flags"]
 
 
+def test_credentials_sent_as_commands_after_a_refused_auth_redacted() -> None:
+    """With AUTH refused (no AUTH plugin here) a client's base64 user and password come
+    as commands: 'dispatching' logged them, count_unrecognized_commands too (lower-cased),
+    shipped as written. recordio's rule for a lone base64 word hides them, in both
+    parse paths; AUTH, EHLO, QUIT and 'auth' stay."""
+    path = SAMPLES / "qpsmtpd_094_real_auth_refused.txt"
+    lines = [ln.encode() for ln in path.read_text().splitlines()[1:]]
+    secrets = ("YWxpY2VAZXhhbXBsZS5uZXQ", "SHVudGVyMi1zZWNyZXQ")
+    assert sum(s in ln.decode() or s.lower() in ln.decode() for ln in lines for s in secrets) == 4
+    batch = [r.to_dict() for r in LineParser().parse_batch(lines)]
+    single = [LineParser().parse(ln).to_dict() for ln in lines]
+    assert [_fields(r) for r in batch] == [_fields(r) for r in single]
+    for records in (batch, single):
+        shown = str(records)
+        assert not any(s in shown or s.lower() in shown for s in secrets)
+        assert [(r["message"], r.get("verb"), r.get("text")) for r in records
+                if "redacted" in r["flags"]] == [
+            ("20347 dispatching [REDACTED]", "[REDACTED]", None),
+            ("20347 (unrecognized_command) count_unrecognized_commands: '[REDACTED]', (2)", None,
+             "'[REDACTED]', (2)"),
+            ("20347 dispatching [REDACTED]", "[REDACTED]", None),
+            ("20347 (unrecognized_command) count_unrecognized_commands: '[REDACTED]', (3)", None,
+             "'[REDACTED]', (3)")]
+        assert [r.get("verb") for r in records if r["event"] == "qpsmtpd_command"] == [
+            "EHLO", "AUTH", "[REDACTED]", "[REDACTED]", "QUIT"]
+        assert records[10]["text"] == "'auth', (1)" and records[10]["raw"] == lines[10].decode()
+
+
 def test_syslog_form() -> None:
     # logging/syslog: tag qpsmtpd[PID], the text without pid or plugin prefix
     r = LineParser(None).parse(

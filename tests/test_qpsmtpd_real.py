@@ -37,6 +37,7 @@ pytestmark = pytest.mark.slow  # ~6 s: earlytalker holds every greeting 1 s
 PLUGINS = """\
 earlytalker wait 1 action deny
 helo
+count_unrecognized_commands 4
 rcpt_ok
 queue/qmail-queue
 """
@@ -48,6 +49,7 @@ cat > "{d}/queued/msg.$$" && cat <&1 > "{d}/queued/env.$$"
 PRELUDE = ('use Net::DNS::Resolver; Net::DNS::Resolver->new(config_file => $ENV{{QP_TEST_RESOLV}});'
            ' @ARGV = qw(-u {user} -l 127.0.0.1 -p {port}); do "{server}"; die $@ if $@')
 CLIENT_HOST = "client.example.net"
+USER_B64, PASSWORD_B64 = "YWxpY2VAZXhhbXBsZS5uZXQ=", "SHVudGVyMi1zZWNyZXQ="  # alice@example.net, Hunter2-secret
 
 
 def _dns_responder(sock: socket.socket, stop: threading.Event) -> None:
@@ -170,8 +172,13 @@ def qpsmtpd_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list
         c = Smtp(port)
         replies["dropped"] = [c.reply(), c.cmd("EHLO drop.example.net"), c.cmd("MAIL FROM:<>")]
         c.close()
+        # 5. a client that sends its AUTH LOGIN credentials though AUTH is not offered
+        c = Smtp(port)
+        replies["auth"] = [c.reply(), c.cmd("EHLO auth.example.net"), c.cmd("AUTH LOGIN"),
+                           c.cmd(USER_B64), c.cmd(PASSWORD_B64), c.cmd("QUIT")]
+        c.close()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and current.read_bytes().count(b"cleaning up after") < 4:
+        while time.monotonic() < deadline and current.read_bytes().count(b"cleaning up after") < 5:
             time.sleep(0.05)
     finally:
         stop_process(qp)
@@ -210,8 +217,8 @@ def test_every_line_is_qpsmtpd_and_parsed(qpsmtpd_log) -> None:
     parent = records[0]["pid"]
     ends = [r for r in records if r["event"] == "qpsmtpd_child_end"]
     sessions = _sessions(records)
-    assert len(sessions) == 4
-    assert [r["pid"] for r in ends] == [parent] * 4
+    assert len(sessions) == 5
+    assert [r["pid"] for r in ends] == [parent] * 5
     assert [r["conn_pid"] for r in ends] == [s[0]["pid"] for s in sessions]
 
 
@@ -258,7 +265,7 @@ def test_accepted_mail(qpsmtpd_log) -> None:
 
 def test_bad_helo_and_early_talker(qpsmtpd_log) -> None:
     records, replies = qpsmtpd_log
-    _, badhelo, early, _ = _sessions(records)
+    _, badhelo, early, _, _ = _sessions(records)
     assert replies["badhelo"][1] == "550 I do not believe you are localhost."
     assert [_brief(r) for r in badhelo[3:]] == [
         ("qpsmtpd_reply", {"smtp_code": 220}),
@@ -301,7 +308,30 @@ def test_sessions_tracked(qpsmtpd_log) -> None:
         ("smtp_session", "qpsmtpd", pids[1], "rejected", []),
         ("smtp_session", "qpsmtpd", pids[2], "rejected", []),
         ("smtp_session", "qpsmtpd", pids[3], "no_mail", []),
+        ("smtp_session", "qpsmtpd", pids[4], "rejected", []),  # AUTH refused, 500s
     ]
     qp = next(r["qp"] for r in records if r.get("qp"))
     assert out[0]["qps"] == [qp] and out[0]["accepted_rcpts"] == ["bob@example.org"]
     assert out[3]["mail_from"] == "" and out[3]["helo"] == "drop.example.net"
+
+
+def test_credentials_sent_after_a_refused_auth_are_redacted(qpsmtpd_log) -> None:
+    """qpsmtpd reads AUTH's continuation lines itself (unlogged) only when it does AUTH:
+    with no AUTH plugin (or after HELO, or before TLS) it refuses it, and a client that
+    goes on sends its base64 user and password as commands, logged by 'dispatching'
+    and by count_unrecognized_commands (lower-cased). recordio's rule for a lone base64
+    word hides them: they were shipped as written."""
+    records, replies = qpsmtpd_log
+    auth = _sessions(records)[4]
+    assert replies["auth"][2].startswith("5") and replies["auth"][3].startswith("500 ")
+    text = "\n".join(r["raw"] + r["message"] + orjson.dumps(r).decode() for r in records)
+    for secret in (USER_B64, PASSWORD_B64):
+        assert secret not in text and secret.lower() not in text
+    cmds = [r for r in auth if r["event"] == "qpsmtpd_command"]
+    assert [(r["verb"], r.get("text"), "redacted" in r["flags"]) for r in cmds] == [
+        ("EHLO", "auth.example.net", False), ("AUTH", "LOGIN", False),
+        ("[REDACTED]", None, True), ("[REDACTED]", None, True), ("QUIT", None, False)]
+    assert [r["message"].split(" ", 1)[1] for r in cmds[2:4]] == ["dispatching [REDACTED]"] * 2
+    counted = [r["text"] for r in auth if r.get("plugin") == "count_unrecognized_commands"]
+    assert counted[-2:] == ["'[REDACTED]', (2)", "'[REDACTED]', (3)"] or counted == [
+        "'[REDACTED]', (1)", "'[REDACTED]', (2)"], counted

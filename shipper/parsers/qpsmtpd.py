@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from shipper.parsers.recordio import REDACTED
+from shipper.parsers.recordio import REDACTED, secret_in
 
 Parsed = tuple[str, dict[str, Any]]
 
@@ -37,6 +37,7 @@ _DSN_RE = re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})\)")
 _QUEUED_RE = re.compile(r"Queued! (\d{1,20}) qp (\d{1,10}) <([^>]*)>")
 _PLUGIN_RE = re.compile(r"\(([a-z][\w-]*)\) (?:running plugin: (\S+)$|([\w:]+): ?(.*)$)")
 _HOOK_RC_RE = re.compile(r"Plugin (\S+), hook ([\w-]+) returned (\w+), ?(.*)$")
+_QUOTED_RE = re.compile(r"'([^']*)'")
 _FOR_RE = re.compile(r"\(for (\d{1,10})\) ")
 _ADDR_RE = re.compile(r"(?:FROM|TO):\s*<([^>]*)>", re.IGNORECASE)
 _RESULT_RE = re.compile(r"(pass|fail|skip|error|karma)\b")
@@ -116,7 +117,14 @@ def parse_text(text: str) -> Parsed | None:
     return None
 
 
-def _command(line: str) -> Parsed:
+def _command(line: str, redacted: bool = False) -> Parsed:
+    if not redacted and line.partition(" ")[0].upper() != "AUTH" and (span := secret_in(line)) is not None:
+        # recordio's rules: above all a lone base64 word, the credentials a client sends
+        # after an AUTH that was refused (no AUTH plugin, HELO, no TLS): read as commands
+        line = line[:span[0]] + REDACTED + line[span[1]:]
+        got = _command(line, redacted=True)
+        got[1]["_redact"] = f"dispatching {line}"
+        return got
     verb, _, arg = line.partition(" ")
     verb = verb.upper()
     fields: dict[str, Any] = {"verb": verb}
@@ -164,6 +172,14 @@ def _plugin(text: str) -> Parsed | None:
     if running is not None:
         # varlog's form for a hook with no plugin named: "(HOOK) running plugin: NAME"
         return "qpsmtpd_plugin", {"hook": hook, "plugin": running}
+    if hook == "unrecognized_command" and (q := _QUOTED_RE.search(msg)) is not None \
+            and secret_in(q.group(1)) is not None:
+        # count_unrecognized_commands names the command: a credential sent as one
+        msg = msg[:q.start(1)] + REDACTED + msg[q.end(1):]
+        got = _plugin(text[:len(text) - len(m.group(4))] + msg)
+        assert got is not None
+        got[1]["_redact"] = text[:len(text) - len(m.group(4))] + msg
+        return got
     fields: dict[str, Any] = {"hook": hook, "plugin": plugin, "text": msg}
     if (r := _RESULT_RE.match(msg)) is not None:
         fields["plugin_result"] = r.group(1)

@@ -131,7 +131,7 @@ def continue_secret(text: str, event: str, fields: dict[str, Any], open_lines: d
     full = (head or "") + msg
     cut: tuple[int, int] | None = None
     if head is not None:
-        span = _secret_in(full)
+        span = secret_in(full)
         if span is not None and span[1] > len(head):
             cut = max(span[0] - len(head), 0), span[1] - len(head)
     token = full.strip()
@@ -142,7 +142,7 @@ def continue_secret(text: str, event: str, fields: dict[str, Any], open_lines: d
         cut = 0, len(msg)
     if cut is not None:
         a, b = cut
-        alone = _secret_in(msg)
+        alone = secret_in(msg)
         if alone is not None:  # what the piece showed alone stays redacted too
             a, b = min(a, alone[0]), max(b, alone[1])
         fields["text"] = msg[:a] + REDACTED + msg[b:]
@@ -165,8 +165,9 @@ def _piece_end(text: str, start: int) -> int:
     return end
 
 
-def _secret_in(msg: str) -> tuple[int, int] | None:
-    """``_secret_span`` of a client piece, its first word found here."""
+def secret_in(msg: str) -> tuple[int, int] | None:
+    """``_secret_span`` of a client piece (its first word found here): where the secret
+    of a client line is, by the rules above, or None."""
     m = _WORD_RE.match(msg)
     return _secret_span(msg, m.group(1).upper() if m is not None else "", m.end() if m is not None else 0)
 
