@@ -31,7 +31,10 @@ def _fields(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in _CORE}
 
 
-@pytest.mark.parametrize("path", [INFO_LOG, DEBUG_LOG], ids=["loglevel6", "loglevel7"])
+AUTH_PLAIN_LOG = SAMPLES / "qpsmtpd_094_real_auth_plain.txt"
+
+
+@pytest.mark.parametrize("path", [INFO_LOG, DEBUG_LOG, AUTH_PLAIN_LOG], ids=["loglevel6", "loglevel7", "auth"])
 def test_every_real_line_is_qpsmtpd(path: Path) -> None:
     records = _records(path)
     assert [r["message"] for r in records if r["program"] != "qpsmtpd" or r["event"] == "unparsed"] == []
@@ -128,6 +131,18 @@ def test_credentials_sent_as_commands_after_a_refused_auth_redacted() -> None:
         assert [r.get("verb") for r in records if r["event"] == "qpsmtpd_command"] == [
             "EHLO", "AUTH", "[REDACTED]", "[REDACTED]", "QUIT"]
         assert records[10]["text"] == "'auth', (1)" and records[10]["raw"] == lines[10].decode()
+
+
+def test_a_reply_with_no_text() -> None:
+    """AUTH PLAIN with no initial response: qpsmtpd's challenge is respond(334, ' '),
+    logged '334  '; the trailing blanks gone, the bare code was unparsed."""
+    records = _records(AUTH_PLAIN_LOG)
+    r = records[10]
+    assert r["message"] == "24455 334  " and r["raw"].endswith(" 334  ")
+    assert (r["program"], r["event"], _fields(r)) == (
+        "qpsmtpd", "qpsmtpd_reply", {"smtp_code": 334, "reply_class": "3xx", "text": ""})
+    assert dispatch("24455 250")[1:3] == ("qpsmtpd_reply", {"smtp_code": 250, "reply_class": "2xx", "text": ""})
+    assert dispatch("24455 2500 x")[1] == "unparsed"
 
 
 def test_syslog_form() -> None:

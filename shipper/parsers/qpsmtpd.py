@@ -32,7 +32,7 @@ Parsed = tuple[str, dict[str, Any]]
 
 _ACCEPTED_RE = re.compile(r"Accepted connection (\d{1,9})/(\d{1,9}) from (\S+) / (\S*)$")
 _CONNECTION_RE = re.compile(r"Connection from (\S*) \[([^\]]*)\]$")
-_REPLY_RE = re.compile(r"([2-5]\d\d)([ -])(.*)$")
+_REPLY_RE = re.compile(r"([2-5]\d\d)(?:([ -])(.*))?$")  # "334  " (AUTH PLAIN's) ends bare
 _DSN_RE = re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})\)")
 _QUEUED_RE = re.compile(r"Queued! (\d{1,20}) qp (\d{1,10}) <([^>]*)>")
 _PLUGIN_RE = re.compile(r"\(([a-z][\w-]*)\) (?:running plugin: (\S+)$|([\w:]+): ?(.*)$)")
@@ -151,10 +151,10 @@ def _reply(text: str) -> Parsed | None:
     if m is None:
         return None
     code = m.group(1)
-    fields: dict[str, Any] = {"smtp_code": int(code), "reply_class": code[0] + "xx", "text": m.group(3)}
+    body = m.group(3) or ""
+    fields: dict[str, Any] = {"smtp_code": int(code), "reply_class": code[0] + "xx", "text": body}
     if m.group(2) == "-":
         fields["continued"] = True
-    body = m.group(3)
     if (d := _DSN_RE.search(body)) is not None:
         fields["dsn"] = d.group(1)
     if body.startswith("Queued! ") and (q := _QUEUED_RE.match(body)) is not None:
