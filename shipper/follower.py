@@ -1897,6 +1897,11 @@ class _Source:
         self._dirty = True
         self._save_wanted.set()
 
+    @property
+    def unsaved(self) -> bool:
+        """A position moved since the last checkpoint written (its write may have failed)."""
+        return self._dirty
+
     def save(self, final: bool = False) -> None:
         """Write the checkpoint if a position moved since. ``final``: the last one, at a
         stop: its failure is said whatever was said before (what was read since the last

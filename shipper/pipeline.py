@@ -647,6 +647,8 @@ class Pipeline:
                 save = getattr(source, "save", None)
                 if save is not None:
                     save()
+                    if getattr(source, "unsaved", False):  # its write failed: the next save tries again
+                        self._fed_since_save = True
         now = time.monotonic()
         self._next_save = now + max(self.save_interval, 20 * (now - t0))
         return saved

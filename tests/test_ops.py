@@ -647,3 +647,54 @@ def test_an_idle_daemon_sleeps_and_writes_nothing(tmp_path):
         if proc.poll() is None:
             _stop(proc, signal.SIGKILL)
     assert state.stat().st_mtime_ns > saved  # the stop saved what the last lines changed
+
+
+@pytest.mark.slow
+def test_with_tracking_a_failed_checkpoint_write_is_tried_again_without_new_lines(tmp_path):
+    """With tracking on the checkpoints are written with the tracking state. A save made
+    only when lines were fed (so an idle daemon writes nothing) gave up a checkpoint
+    whose write failed until the next line came: a quiet log then kept its old
+    position, and a restart sent again what had been read (found by the review of the
+    idle change). The checkpoint directory is a plain file for a while (root ignores
+    permissions)."""
+    multilog = require_binary("multilog")
+    logdir, out = tmp_path / "log", tmp_path / "out.ndjson"
+    cfg = _file_sink_config(tmp_path, logdir, out)
+    cfg.write_text(cfg.read_text().replace("[tracking]\nenabled = false", '[tracking]\nenabled = true\nsave_interval = "1s"'))
+    _log_lines(multilog, logdir, 0, 20)
+    cps = tmp_path / "state" / "checkpoints"
+    with open(tmp_path / "shipper.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "shipper", "run", "-c", str(cfg)],
+                                stdout=log, stderr=log, cwd=ROOT)
+    try:
+        seqs, _ = _wait_file_seqs(out, 20, proc, 30)
+        assert len(seqs) == 20
+        deadline = time.monotonic() + 20
+        while not any(cps.glob("*.json")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        shutil.rmtree(cps)
+        cps.write_text("not a directory")
+        _log_lines(multilog, logdir, 20, 20)
+        seqs, _ = _wait_file_seqs(out, 40, proc, 10)
+        assert sorted(seqs) == list(range(40))
+        time.sleep(3)  # saves due, and failing
+        cps.unlink()
+        deadline = time.monotonic() + 10
+        while not any(cps.glob("*.json")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert any(cps.glob("*.json")), (tmp_path / "shipper.log").read_text()
+        assert _stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            _stop(proc, signal.SIGKILL)
+    # the restart reads nothing again
+    with open(tmp_path / "shipper.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "shipper", "run", "-c", str(cfg)],
+                                stdout=log, stderr=log, cwd=ROOT)
+    try:
+        time.sleep(3)
+        assert _stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            _stop(proc, signal.SIGKILL)
+    assert sorted(_file_seqs(out)[0]) == list(range(40))
