@@ -603,6 +603,24 @@ def _voluntary_switches(pid: int) -> int:
     return total
 
 
+def _tracking_daemon(tmp_path: Path, lines: int) -> tuple[subprocess.Popen[bytes], str, Path, Path, Path]:
+    """A daemon with tracking on (saves every 1 s) into a file sink, once it has shipped
+    the first ``lines`` lines: (process, multilog, log directory, output, config)."""
+    multilog = require_binary("multilog")
+    logdir, out = tmp_path / "log", tmp_path / "out.ndjson"
+    cfg = _file_sink_config(tmp_path, logdir, out)
+    cfg.write_text(cfg.read_text().replace("[tracking]\nenabled = false", '[tracking]\nenabled = true\nsave_interval = "1s"'))
+    _log_lines(multilog, logdir, 0, lines)
+    with open(tmp_path / "shipper.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "shipper", "run", "-c", str(cfg)],
+                                stdout=log, stderr=log, cwd=ROOT)
+    seqs, _ = _wait_file_seqs(out, lines, proc, 30)
+    if len(seqs) != lines:
+        _stop(proc, signal.SIGKILL)
+        raise AssertionError(f"{len(seqs)} of {lines} lines shipped")
+    return proc, multilog, logdir, out, cfg
+
+
 @pytest.mark.slow
 def test_an_idle_daemon_sleeps_and_writes_nothing(tmp_path):
     """Found measuring a daemon with nothing to read: 1.3 % of a core, its event loop
@@ -611,18 +629,9 @@ def test_an_idle_daemon_sleeps_and_writes_nothing(tmp_path):
     fsynced every save_interval, unchanged. An agent beside a mail server that sleeps
     most of the day must cost it nothing then. Counted as the threads' voluntary
     context switches (each wake is one), not as CPU time."""
-    multilog = require_binary("multilog")
-    logdir, out = tmp_path / "log", tmp_path / "out.ndjson"
-    cfg = _file_sink_config(tmp_path, logdir, out)
-    cfg.write_text(cfg.read_text().replace("[tracking]\nenabled = false", '[tracking]\nenabled = true\nsave_interval = "1s"'))
-    _log_lines(multilog, logdir, 0, 50)
     state = tmp_path / "state" / "tracking.json"
-    with open(tmp_path / "shipper.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "shipper", "run", "-c", str(cfg)],
-                                stdout=log, stderr=log, cwd=ROOT)
+    proc, multilog, logdir, out, _ = _tracking_daemon(tmp_path, 50)
     try:
-        seqs, _ = _wait_file_seqs(out, 50, proc, 30)
-        assert len(seqs) == 50
         deadline = time.monotonic() + 20
         while not state.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -657,18 +666,9 @@ def test_with_tracking_a_failed_checkpoint_write_is_tried_again_without_new_line
     position, and a restart sent again what had been read (found by the review of the
     idle change). The checkpoint directory is a plain file for a while (root ignores
     permissions)."""
-    multilog = require_binary("multilog")
-    logdir, out = tmp_path / "log", tmp_path / "out.ndjson"
-    cfg = _file_sink_config(tmp_path, logdir, out)
-    cfg.write_text(cfg.read_text().replace("[tracking]\nenabled = false", '[tracking]\nenabled = true\nsave_interval = "1s"'))
-    _log_lines(multilog, logdir, 0, 20)
     cps = tmp_path / "state" / "checkpoints"
-    with open(tmp_path / "shipper.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "shipper", "run", "-c", str(cfg)],
-                                stdout=log, stderr=log, cwd=ROOT)
+    proc, multilog, logdir, out, cfg = _tracking_daemon(tmp_path, 20)
     try:
-        seqs, _ = _wait_file_seqs(out, 20, proc, 30)
-        assert len(seqs) == 20
         deadline = time.monotonic() + 20
         while not any(cps.glob("*.json")) and time.monotonic() < deadline:
             time.sleep(0.1)
