@@ -105,6 +105,24 @@ def test_auth_credential_redacted() -> None:
     assert r["text"] == "LOGIN" and "redacted" not in r["flags"]
 
 
+def test_ldap_bind_password_at_debug_level_redacted() -> None:
+    """auth_ldap_bind (qpsmtpd 0.94, plugins/auth/auth_ldap_bind line 197) logs
+    ``user: $user, pass: $passClear`` at LOGDEBUG: the password in clear. No real line
+    (it needs an LDAP server): this one is written in the plugin's format, as varlog
+    prefixes it. Its LOGINFO ``pass: USER auth success`` holds no password and stays."""
+    line = b"@400000006b0d404630fbd6ec 4711 (auth-plain) auth::auth_ldap_bind: user: alice, pass: s3cret, pass: x"
+    single = LineParser().parse(line).to_dict()
+    [batch] = [r.to_dict() for r in LineParser().parse_batch([line])]
+    for r in (single, batch):
+        assert "s3cret" not in str(r) and "redacted" in r["flags"], r
+        assert r["message"] == "4711 (auth-plain) auth::auth_ldap_bind: user: alice, pass: [REDACTED]"
+        assert (r["event"], r["hook"], r["plugin"], r["text"]) == (
+            "qpsmtpd_plugin", "auth-plain", "auth::auth_ldap_bind", "user: alice, pass: [REDACTED]")
+    r = LineParser().parse(b"@400000006b0d404630fbd6ec 4711 (auth-plain) auth::auth_ldap_bind: "
+                           b"pass: alice auth success").to_dict()
+    assert r["text"] == "pass: alice auth success" and r["plugin_result"] == "pass" and "redacted" not in r["flags"]
+
+
 def test_credentials_sent_as_commands_after_a_refused_auth_redacted() -> None:
     """With AUTH refused (no AUTH plugin here) a client's base64 user and password come
     as commands: 'dispatching' logged them, count_unrecognized_commands too (lower-cased),

@@ -180,6 +180,15 @@ def _plugin(text: str) -> Parsed | None:
         assert got is not None
         got[1]["_redact"] = text[:len(text) - len(m.group(4))] + msg
         return got
+    if hook.startswith("auth") and msg.startswith("user: ") and (at := msg.find(", pass: ")) > 0 \
+            and msg[at + 8:] != REDACTED:
+        # auth_ldap_bind at LOGDEBUG: "user: USER, pass: PASSWORD" in clear (0.94's
+        # plugins/auth/auth_ldap_bind); all after "pass: " goes, a password may hold ", "
+        head = text[:len(text) - len(msg)]
+        got = _plugin(f"{head}{msg[:at + 8]}{REDACTED}")
+        assert got is not None
+        got[1]["_redact"] = f"{head}{msg[:at + 8]}{REDACTED}"
+        return got
     fields: dict[str, Any] = {"hook": hook, "plugin": plugin, "text": msg}
     if (r := _RESULT_RE.match(msg)) is not None:
         fields["plugin_result"] = r.group(1)
