@@ -164,14 +164,12 @@ class Tracking:
         opts.qmail.max_age_s = opts.postfix.max_age_s = t.max_age
         self._opts = opts
         self.failures = 0  # states set aside and batches the correlator failed on
-        self.correlator = Correlator(opts)
         try:
             with open(self.path, "rb") as f:
                 state = orjson.loads(f.read())
-            if state:
-                self.correlator = Correlator.from_state(state, opts)
+            self.correlator = Correlator.from_state(state, opts) if state else Correlator(opts)
         except FileNotFoundError:
-            pass
+            self.correlator = Correlator(opts)
         except Exception as exc:  # noqa: BLE001 - unreadable or of the wrong shape: never a crash loop
             self._set_aside(f"unusable ({type(exc).__name__}: {exc})")
         self._last_flush = time.monotonic()
@@ -252,6 +250,13 @@ class Assembly:
         # both as they were (a batch it had was given up): then no state now either
         if self.tracking is not None and self.pipeline.state_kept:
             self.tracking.save()
+        # Break the cycles its parts make (registry → collect → self, tracking → behind →
+        # pipeline → save_state → tracking): freed at once, not at Python's rare full
+        # collection (a reload left its records in memory until then)
+        self.registry.collectors.clear()
+        if self.tracking is not None:
+            self.tracking.behind = None
+            self.tracking.correlator.unlink()
 
     def health(self) -> tuple[bool, str]:
         # A batch that does not fit pauses the reading, though a byte may still fit

@@ -22,6 +22,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import functools
 import logging
 import math
 import os
@@ -29,6 +30,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger("shipper.watcher")
 
@@ -80,21 +82,28 @@ def parse_events(buf: bytes) -> list[InotifyEvent]:
     return out
 
 
+@functools.cache
+def _inotify_calls() -> tuple[Any, Any, Any]:
+    """libc's inotify_init1, inotify_add_watch, inotify_rm_watch, loaded once: each
+    ``CDLL`` makes a function-pointer class of its own, a reference cycle that each
+    reload (each new Inotify) left to Python's full collection."""
+    libname = ctypes.util.find_library("c") or "libc.so.6"
+    try:
+        libc = ctypes.CDLL(libname, use_errno=True)
+        init1, add, rm = libc.inotify_init1, libc.inotify_add_watch, libc.inotify_rm_watch
+    except (OSError, AttributeError) as exc:
+        raise OSError(errno.ENOSYS, f"inotify not available: {exc}") from None
+    init1.argtypes = [ctypes.c_int]
+    add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+    rm.argtypes = [ctypes.c_int, ctypes.c_int]
+    return init1, add, rm
+
+
 class Inotify:
     """A non-blocking inotify descriptor. Raises OSError where unavailable."""
 
     def __init__(self) -> None:
-        libname = ctypes.util.find_library("c") or "libc.so.6"
-        try:
-            libc = ctypes.CDLL(libname, use_errno=True)
-            self._init1 = libc.inotify_init1
-            self._add = libc.inotify_add_watch
-            self._rm = libc.inotify_rm_watch
-        except (OSError, AttributeError) as exc:
-            raise OSError(errno.ENOSYS, f"inotify not available: {exc}") from None
-        self._init1.argtypes = [ctypes.c_int]
-        self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-        self._rm.argtypes = [ctypes.c_int, ctypes.c_int]
+        self._init1, self._add, self._rm = _inotify_calls()
         fd = self._init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             err = ctypes.get_errno()

@@ -86,6 +86,13 @@ class Correlator:
         # a restart from an older one) is not fed twice, which would split its mail
         self.read_to: dict[str, int] = {}
 
+    def unlink(self) -> None:
+        """Undo the trackers' links to each other (a reference cycle: a correlator let go
+        held its open mails and sessions until Python's full collection); it cannot be
+        fed after this."""
+        self.qmail.session_lookup = None
+        self.sessions.attach = None
+
     def feed(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A batch of raw records → the summaries completed by it (often none)."""
         out: list[dict[str, Any]] = []
