@@ -224,8 +224,9 @@ class Daemon:
     async def _stop_assembly(self, run_task: asyncio.Task[Any], reload: bool = False) -> None:
         assert self.assembly is not None
         # A reload hands the queues over to the new pipeline: it waits for sinks that
-        # deliver, not for those down (a sink down made every reload stop the reading
-        # for the whole drain_timeout, 9 s of the default 10)
+        # deliver, not for those down or acknowledging nothing for 2 s (a sink down, or
+        # a frozen peer, made every reload stop the reading for the whole drain_timeout,
+        # 9.5 s of the default 10)
         await self.assembly.pipeline.stop(self.config.drain_timeout, wait_for_down=not reload)
         if not run_task.done():
             run_task.cancel()

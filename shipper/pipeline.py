@@ -99,6 +99,8 @@ RECENT_MAX = 8192
 # without an acknowledgement end them (see _give_sinks_turns)
 SINK_TURNS = 64
 SINK_IDLE_TURNS = 8
+# A reload's drain gives up a sink connected but acknowledging nothing for this long
+DRAIN_STALL = 2.0
 
 
 def _note_paused(route: SinkRoute, full: bool) -> None:
@@ -842,15 +844,42 @@ class Pipeline:
         self.sync_and_commit(force=True)
         reserve = min(1.0, drain_timeout / 4)
         deadline = end - reserve
-        while time.monotonic() < deadline and any(
-                r.queue.depth for r in self.routes
-                if not r.gone and (wait_for_down or r.sink.stats.connected)):
+        # A reload also stops waiting for a sink connected but acknowledging nothing for
+        # DRAIN_STALL (a frozen peer): the new pipeline sends its records from the queue.
+        # Waiting for it stopped the reading for the whole drain_timeout at each reload.
+        stalled: set[str] = set()
+        depth = {r.name: r.queue.depth for r in self.routes}
+        moved = dict.fromkeys(depth, time.monotonic())
+        while True:
+            now = time.monotonic()
+            waiting = False
+            for r in self.routes:
+                d = r.queue.depth
+                if d < depth[r.name]:
+                    moved[r.name] = now
+                depth[r.name] = d
+                if not d or r.gone or not (wait_for_down or r.sink.stats.connected):
+                    continue
+                if not wait_for_down and now - moved[r.name] >= DRAIN_STALL:
+                    stalled.add(r.name)
+                    continue
+                waiting = True
+            if not waiting or now >= deadline:
+                break
             await asyncio.sleep(0.05)
+        if stalled:
+            log.info("sink(s) %s acknowledged nothing for %.0f s: their records wait in the "
+                     "buffer for the reloaded pipeline", ", ".join(sorted(stalled)), DRAIN_STALL)
         self._stop_sending.set()
         self._sync_wanted.set()
         for route in self.routes:  # an idle sink waits a second for its wake
             route.wake.set()
+        if not wait_for_down:  # nor for one down, which may hang in a connect (a frozen peer)
+            stalled |= {r.name for r in self.routes if not r.sink.stats.connected}
         rest = self._tasks[len(self.sources):]
+        for route, task in zip(self.routes, rest, strict=False):  # rest: the sinks, the syncer
+            if route.name in stalled:
+                task.cancel()  # what it sent unacknowledged stays in the queue: sent again
         if rest:  # none when stopped before run() got going
             _, pending = await asyncio.wait(rest, timeout=max(0.1, end - reserve / 2 - time.monotonic()))
             for t in pending:
@@ -875,9 +904,11 @@ class Pipeline:
         for s in self.sources:
             await s.close(save=keep)
         for r in self.routes:
-            # A peer that stopped reading must not hold the stop past its timeout.
+            # A peer that stopped reading must not hold the stop past its timeout, nor
+            # one a reload gave up (a frozen RELP peer never answers its close) the reload
+            limit = DRAIN_STALL / 4 if r.name in stalled else end - time.monotonic()
             try:
-                await asyncio.wait_for(r.sink.close(), max(0.1, end - time.monotonic()))
+                await asyncio.wait_for(r.sink.close(), max(0.1, limit))
             except TimeoutError:
                 log.warning("sink %s: closing its connection timed out; dropped it", r.name)
             r.queue.close()
