@@ -1,6 +1,6 @@
 """The pipeline: source → parse → (transform, correlate) → buffer → sink, and acks back.
 
-Chain of custody (docs/design.md):
+Chain of custody (what "nothing lost" rests on):
   * a batch read from a source is parsed, serialised once, and appended to the
     queue of every sink; the source checkpoint moves past it only once those
     appends are durable in every queue (after the fsync that covered them);
