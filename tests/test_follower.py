@@ -7,6 +7,7 @@ once and in order, and whatever is missing is exactly what Gap records report.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import logging
@@ -30,7 +31,7 @@ from shipper.follower import (
     MultilogSource,
     PlainFileFollower,
 )
-from shipper.watcher import IN_CREATE, IN_MOVED_TO
+from shipper.watcher import IN_CREATE, IN_DELETE_SELF, IN_MOVED_TO
 from tests.conftest import require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1712,3 +1713,173 @@ def test_a_checkpoint_in_svlogds_processor_input_resumes_in_its_gzip_output(tmp_
     assert not [it for it in items if isinstance(it, Gap)]
     if f.reader is not None:
         f.reader.close()
+
+
+async def _wait_exit(*procs: subprocess.Popen) -> None:
+    """``stop`` that lets the event loop run meanwhile (the watcher's events)."""
+    for p in procs:
+        for _ in range(300):
+            if p.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.slow
+async def test_a_log_directory_removed_and_made_again_while_paused_says_its_unread_current(tmp_path):
+    """Found by fault injection: the reading paused (sink down, buffer full), the log
+    directory removed (rm -rf) and a new multilog started in its place. The archives got
+    gap records, worded as the n limit's; the old current's unread lines (87,740 bytes)
+    were lost without a word."""
+    d = tmp_path / "log"
+    gen, ml = start_multilog(d, "t", "s4096", "n4", n=3000, rate=3000)
+    src = MultilogSource([str(d)], str(tmp_path / "cp.json"), start="all", queue_batches=2,
+                         batch_lines=50)
+    items: list = []
+    it = src.batches().__aiter__()
+    try:
+        while not (d / "current").exists():
+            await asyncio.sleep(0.01)
+        items.append(await it.__anext__())  # then nothing is taken: the queue is full
+        await _wait_exit(gen, ml)
+        await asyncio.sleep(6)  # the watcher's safety poll lists the directory meanwhile
+        archives = sorted(p.name for p in d.iterdir() if p.name.startswith("@"))
+        current_size = (d / "current").stat().st_size
+        shutil.rmtree(d)
+        gen, ml = start_multilog(d, "t", "s4096", "n4", n=10, rate=1000, first=100000)
+        await _wait_exit(gen, ml)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                item = await asyncio.wait_for(it.__anext__(), 5)
+            except TimeoutError:
+                break
+            items.append(item)
+            if isinstance(item, LineBatch) and seq_of(item.lines[-1]) == 100009:
+                break
+    finally:
+        await src.close()
+    got = seqs(items)
+    assert got[-10:] == list(range(100000, 100010))
+    gaps = [g for g in items if isinstance(g, Gap)]
+    by_file = {g.file: g for g in gaps}
+    assert current_size > 0 and len(archives) == 3  # n4: current and 3 archives
+    cur = by_file["current"]
+    assert cur.bytes_lost == current_size and not cur.exact
+    assert cur.reason.startswith("the log directory was removed and made again") and "at least" in cur.reason
+    for name in archives:  # there when the directory was removed: not the n limit's doing
+        assert by_file[name].reason.startswith("removed with the log directory"), by_file[name]
+    # the gap records say every line lost (those of the archives deleted before we could
+    # stat them, unsized, aside)
+    missing = set(range(3000)) - set(got)
+    sized = sum(g.bytes_lost or 0 for g in gaps)
+    unsized = sum(1 for g in gaps if g.bytes_lost is None)
+    assert sized <= sum(stamped_len(s) for s in missing) <= sized + unsized * 4096
+
+
+def test_a_current_gone_unread_without_an_archive_is_a_gap(tmp_path):
+    """The directory removed and made again while we read an archive behind: its current,
+    never opened, is gone; said as a gap of at least its size when last listed, whether
+    inotify said the directory was deleted or (its inode number given to the new one at
+    once, no event) the current simply vanished without becoming an archive."""
+    for event in (True, False):
+        d = tmp_path / f"log{event}"
+        d.mkdir()
+        (d / "current").write_bytes(b"")
+        by_hand_append(d, range(0, 3), 100)
+        by_hand_rotate(d, 110)
+        by_hand_append(d, range(3, 6), 111)
+        by_hand_rotate(d, 120)
+        by_hand_append(d, range(6, 9), 121)
+        f = MultilogFollower(str(d), None, start="all", batch_lines=3)
+        assert [int(ln.rsplit(b" n", 1)[1]) for ln in plain_lines(f.poll(max_items=1))] == [0, 1, 2]
+        size = (d / "current").stat().st_size
+        shutil.rmtree(d)
+        d.mkdir()
+        (d / "current").write_bytes(b"")
+        if event:
+            f.on_change(None, IN_DELETE_SELF)
+        by_hand_append(d, range(100, 102), 200)
+        items = drain(f)
+        assert [int(ln.rsplit(b" n", 1)[1]) for ln in plain_lines(items)] == [100, 101]
+        gaps = [it for it in items if isinstance(it, Gap)]
+        assert [(g.file, g.bytes_lost) for g in gaps] == [(f"{by_hand_label(120)}.s", size),
+                                                          ("current", size)]
+        if event:
+            assert gaps[0].reason.startswith("removed with the log directory")
+            assert gaps[1].reason.startswith("the log directory was removed and made again")
+        else:
+            assert gaps[1].reason.startswith("gone without being archived")
+        f.reader.close()
+
+
+@pytest.mark.parametrize("other", ["checkpoint", "tracking", "none"])
+async def test_a_lost_checkpoint_at_start_says_what_the_end_skips(tmp_path, caplog, other):
+    """Found by fault injection: the state directory kept a previous run's state, this
+    source's checkpoint was lost; with start_position = "end" what multilog wrote while
+    we were stopped was skipped without a word. Now one warning says what (a first
+    start, with no state at all, says nothing)."""
+    d = tmp_path / "log"
+    gen, ml = start_multilog(d, "t", "s4096", "n10", n=100, rate=2000)
+    stop(gen, ml)
+    archives = sorted(p for p in d.iterdir() if p.name.startswith("@"))
+    current = (d / "current").stat().st_size
+    assert len(archives) >= 2 and current  # 100 lines of 100 bytes, all kept (n10)
+    state = tmp_path / "state"
+    (state / "checkpoints").mkdir(parents=True)
+    if other == "checkpoint":
+        (state / "checkpoints" / "other.json").write_bytes(
+            b'{"schema": 1, "written_unix_ns": 0, "sources": {}}')
+    elif other == "tracking":
+        (state / "tracking.json").write_bytes(b"{}")
+    src = MultilogSource([str(d)], str(state / "checkpoints" / "qmail.json"), start="end")
+    with caplog.at_level(logging.WARNING, logger="shipper"):
+        items = await collect(src, 10**9, 1.0)
+        await src.close()
+    assert seqs(items) == []
+    said = [r.getMessage() for r in caplog.records if "no saved position" in r.getMessage()]
+    if other == "none":
+        assert said == []
+        return
+    size = sum(p.stat().st_size for p in archives)
+    assert said == [f"{d}: no saved position (the checkpoint {state}/checkpoints/qmail.json is missing "
+                    "(lost, or a new source) while other state of a previous run is there): starting "
+                    f'at start_position = "end", skipping the {size + current} bytes multilog kept (what '
+                    f"it wrote while we were stopped is among them, not sent): {len(archives)} archive(s), {archives[0].name} .. {archives[-1].name} ({size} bytes), "
+                    f'current from 0 to offset {current} (start_position = "all" sends what a '
+                    "directory holds when it has no position)"]
+    assert src.followers[str(d)].skipped_bytes == 10000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("glob_pattern", [False, True])
+async def test_a_log_directory_made_after_the_start_is_followed_at_once(tmp_path, glob_pattern):
+    """Found by fault injection: a configured directory missing at start was found by the
+    rescan, every 5 s; multilog (s4096 n5, 3,000 lines/s) had deleted the first 14,709
+    lines by then, without a gap record. Its parent is watched: it is followed at once."""
+    d = tmp_path / "log" / "smtpd"
+    d.parent.mkdir()
+    src = MultilogSource([str(d.parent / "*") if glob_pattern else str(d)],
+                         str(tmp_path / "cp.json"), start="end")
+    items: list = []
+
+    async def run() -> None:
+        async for item in src.batches():
+            items.append(item)
+            src.commit(item.position)
+            if isinstance(item, LineBatch) and seq_of(item.lines[-1]) >= 5999:
+                return
+
+    task = asyncio.ensure_future(run())
+    await asyncio.sleep(0.5)  # started, the directory not there
+    gen, ml = start_multilog(d, "t", "s4096", "n5", n=6000, rate=3000)  # multilog makes it
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(task, 30)
+    finally:
+        await _wait_exit(gen, ml)
+        await src.close()
+    assert [it for it in items if isinstance(it, Gap)] == []
+    assert seqs(items) == list(range(6000))
