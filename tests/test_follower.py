@@ -1876,12 +1876,14 @@ async def test_a_log_directory_made_after_the_start_is_followed_at_once(tmp_path
         async for item in src.batches():
             items.append(item)
             src.commit(item.position)
-            if isinstance(item, LineBatch) and seq_of(item.lines[-1]) >= 5999:
+            if isinstance(item, LineBatch) and seq_of(item.lines[-1]) >= 11999:
                 return
 
     task = asyncio.ensure_future(run())
     await asyncio.sleep(0.5)  # started, the directory not there
-    gen, ml = start_multilog(d, "t", "s4096", "n5", n=6000, rate=3000)  # multilog makes it
+    # multilog makes it, and keeps ~2.7 s of lines (n60): less than the rescan's 4.5 s to
+    # come, more than a loaded CI machine's stall (n5, 0.13 s, gave gaps in CI once)
+    gen, ml = start_multilog(d, "t", "s4096", "n60", n=12000, rate=2000)
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(task, 30)
@@ -1889,4 +1891,4 @@ async def test_a_log_directory_made_after_the_start_is_followed_at_once(tmp_path
         await _wait_exit(gen, ml)
         await src.close()
     assert [it for it in items if isinstance(it, Gap)] == []
-    assert seqs(items) == list(range(6000))
+    assert seqs(items) == list(range(12000))
