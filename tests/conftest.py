@@ -6,6 +6,7 @@ developer's run as another user skips their tests; under CI (``CI`` set) that fa
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import os
 import shutil
@@ -47,6 +48,13 @@ def require_root(why: str) -> None:
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
+
+
+async def end_pipeline(pipeline, task) -> None:
+    """A pipeline a test ran as ``task``: stopped (5 s drain), its task ended."""
+    await pipeline.stop(5)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:

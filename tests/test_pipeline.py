@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import FakeSink, free_port
+from conftest import FakeSink, end_pipeline, free_port
 
 from shipper.diskqueue import DiskQueue
 from shipper.encode.rfc5424 import Rfc5424Encoder
@@ -92,9 +92,7 @@ async def ship(tmp: Path, lines: list[bytes], workers: int, kill_worker_after: i
                 killed = True
             await asyncio.sleep(0.02)
     finally:
-        await pipeline.stop(5)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await end_pipeline(pipeline, task)
         await capture.stop()
     assert not kill_worker_after or killed
     if stats_out is not None:
@@ -287,9 +285,7 @@ async def test_a_cut_secret_spanning_a_restart_is_redacted_after_it(tmp_path, wo
             await asyncio.sleep(0.02)
         if task.done():
             task.result()  # a failure of run() itself: show it
-        await pipeline.stop(5)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await end_pipeline(pipeline, task)
 
     await run_once()
     with current.open("ab") as f:
@@ -328,9 +324,7 @@ async def test_every_directory_of_a_glob_keeps_its_checkpoint(tmp_path):
             await asyncio.sleep(0.05)
         if task.done():
             task.result()  # a failure of run() itself: show it
-        await pipeline.stop(5)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await end_pipeline(pipeline, task)
 
     await run_once(0.0)
     saved = orjson.loads(cp.read_bytes())["sources"]
@@ -443,9 +437,7 @@ async def test_a_full_buffer_pausing_the_reading_is_said_and_unhealthy(tmp_path,
         assert route.paused_since is None and health() == (True, "ok")
         assert any("has room again: reading resumed after" in r.getMessage() for r in caplog.records)
     finally:
-        await pipeline.stop(5)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await end_pipeline(pipeline, task)
         if capture.server is not None:
             await capture.stop()
 
@@ -487,9 +479,7 @@ async def _event_ids_over_a_failing_disk(tmp_path: Path, n: int, monkeypatch: An
         while len(capture.frames) < n and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
     finally:
-        await pipeline.stop(5)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await end_pipeline(pipeline, task)
         await capture.stop()
     return [re.search(rb'event_id="([^"]+)"', f).group(1) for f in capture.frames]
 
@@ -522,9 +512,7 @@ async def test_a_buffer_it_cannot_write_is_unhealthy_while_it_lasts(tmp_path, mo
         assert re.fullmatch(r"buffer of sink siem: appends work again: reading resumed after \d+ s",
                             said[-1]), said
     finally:
-        await pipeline.stop(5)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await end_pipeline(pipeline, task)
         await capture.stop()
 
 

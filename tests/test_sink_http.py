@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import FIXTURES, ch_query, free_port, require_binary
+from conftest import FIXTURES, ch_query, end_pipeline, free_port, require_binary
 
 from shipper.parse import LineParser
 from shipper.record import rfc3339_ns
@@ -861,9 +861,7 @@ async def test_a_refusal_cannot_forge_lines_of_our_log(peer: Peer, tmp_path: Pat
         while sink.stats.dead_lettered < 1 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
     finally:
-        await pipeline.stop(5)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await end_pipeline(pipeline, task)
         await sink.close()
     said = [r.getMessage() for r in caplog.records if "refused a batch" in r.getMessage()]
     assert len(said) == 1 and "\n" not in said[0] and "bad row" in said[0]
