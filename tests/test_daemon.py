@@ -4,6 +4,7 @@ restarts and stops under load, also under real daemontools `supervise`."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -19,6 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import free_port, require_binary
 from rsyslog_util import Rsyslog
+
+from shipper import daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 SEQ_RE = re.compile(r"seq (\d+)")
@@ -557,6 +560,7 @@ def test_a_storm_of_sighups_is_one_reload_or_few_and_sigterm_goes_first(tmp_path
     log = tmp_path / "shipper.log"
     proc = _start_ready(cfg, log)
     try:
+        t_first = time.monotonic()
         for _ in range(60):  # spaced: the kernel merges signals sent while one is pending
             os.kill(proc.pid, signal.SIGHUP)
             time.sleep(0.005)
@@ -565,8 +569,10 @@ def test_a_storm_of_sighups_is_one_reload_or_few_and_sigterm_goes_first(tmp_path
         assert time.monotonic() - t0 < 3 + 3  # a reload under way may finish first, no more
     finally:
         _stop(proc)
+    # one reload at once, then one a second at most, however fast a reload is (it was
+    # as many as a reload's speed let through: 31 of the 60 in a CI run, 29 before)
     reloads = log.read_text().count("reloading configuration")
-    assert 1 <= reloads < 30, log.read_text()
+    assert 1 <= reloads <= 1 + math.ceil((t0 - t_first) / daemon.RELOAD_SPACING), log.read_text()
 
 
 def test_a_reload_onto_a_key_that_does_not_match_its_certificate_is_refused(tmp_path):
