@@ -110,9 +110,9 @@ def seqs(items) -> list[int]:
 @pytest.mark.slow
 async def test_every_line_once_in_order_across_hundreds_of_rotations(tmp_path):
     d = tmp_path / "log"
-    # s16384: ~140 lines a file, ~210 rotations; n100 keeps ~1 s of lines, so a loaded
-    # machine (helpers saw load 5 on 2 cores) that delays us 0.15 s does not make gaps
-    gen, ml = start_multilog(d, "t", "s16384", "n100", n=30000, rate=15000)
+    # s16384: ~145 lines a file, ~210 rotations; n100 keeps ~14,400 lines: 3.6 s at
+    # 4,000 lines/s, more than a loaded machine's stall (at 15,000/s it kept 1 s)
+    gen, ml = start_multilog(d, "t", "s16384", "n100", n=30000, rate=4000)
     src = MultilogSource([str(d)], str(tmp_path / "cp.json"), start="all")
     try:
         while not (d / "current").exists():
@@ -320,22 +320,25 @@ async def test_multilog_sigkill_leaves_u_file_with_partial_line(tmp_path):
 @pytest.mark.slow
 async def test_processor_archives_not_read_twice(tmp_path, processor):
     d = tmp_path / "log"
-    # n100 at 2,000 lines/s: multilog keeps about a second of lines, and deletes most of
-    # the run's ~260 archives as it goes. (n20 at 4,000 lines/s kept 0.1 s: a CI run's
-    # load stalled the follower longer, and 512 lines went, with their gaps, as they must)
-    gen, ml = start_multilog(d, "t", "s4096", "n100", processor, n=6000, rate=2000)
+    # s4096 makes files of ~21 lines (rotation at the first newline past 2,096 bytes):
+    # n100 keeps ~2,200 lines, 3.7 s at 600 lines/s, more than a loaded machine's stall,
+    # and deletes about half of the run's ~190 archives as it goes. (n100 at 2,000 lines/s
+    # kept 1.1 s; n20 at 4,000/s, 0.1 s: a CI run's load stalled the follower longer, and
+    # 512 lines went, with their gaps, as they must)
+    total = 4000
+    gen, ml = start_multilog(d, "t", "s4096", "n100", processor, n=total, rate=600)
     src = MultilogSource([str(d)], None, start="all")
     try:
         while not (d / "current").exists():
             await asyncio.sleep(0.01)
-        items = await collect(src, 5999, 30)
+        items = await collect(src, total - 1, 30)
     finally:
         await src.close()
         stop(gen, ml)
     live = {seq_of(ln): (it.file_id, off) for it in items if isinstance(it, LineBatch)
             for ln, off in zip(it.lines, it.offsets, strict=True)}
-    assert seqs(items) == list(range(6000))
-    # n100 deletes ~160 of the run's ~260 archives as it goes: on a loaded machine (CI,
+    assert seqs(items) == list(range(total))
+    # n100 deletes ~90 of the run's ~190 archives as it goes: on a loaded machine (CI,
     # once) the name event of one came to us after the n limit had deleted it, which
     # cannot be told from an archive never read (its raw lines were, from previous),
     # so the follower says so in the gap's words. Any other gap is a false one.
@@ -363,7 +366,7 @@ async def test_processor_archives_not_read_twice(tmp_path, processor):
                 again[seq_of(ln)] = (it.file_id, off)
     assert f.reader is not None
     f.reader.close()
-    assert sorted(again) == list(range(min(again), 6000))
+    assert sorted(again) == list(range(min(again), total))
     assert all(again[s] == live[s] for s in again)
 
 
@@ -1881,9 +1884,10 @@ async def test_a_log_directory_made_after_the_start_is_followed_at_once(tmp_path
 
     task = asyncio.ensure_future(run())
     await asyncio.sleep(0.5)  # started, the directory not there
-    # multilog makes it, and keeps ~2.7 s of lines (n60): less than the rescan's 4.5 s to
-    # come, more than a loaded CI machine's stall (n5, 0.13 s, gave gaps in CI once)
-    gen, ml = start_multilog(d, "t", "s4096", "n60", n=12000, rate=2000)
+    # multilog makes it, and keeps ~7,200 lines (s16384: ~145 lines a file, n50), 3.6 s at
+    # 2,000 lines/s: less than the rescan's 4.5 s to come, more than a loaded CI machine's
+    # stall (n5 with s4096, 0.06 s, gave gaps in CI once; n60, 0.7 s, was not much more)
+    gen, ml = start_multilog(d, "t", "s16384", "n50", n=12000, rate=2000)
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(task, 30)
