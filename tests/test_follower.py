@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,15 @@ async def collect(source, last_seq: int, timeout: float, throttle: float = 0.0,
     except TimeoutError:
         pass
     return items
+
+
+async def until(what: str, cond: Callable[[], object], timeout: float = 10) -> None:
+    """Poll ``cond`` until it holds: when the source's saver (or any task) gets its turn
+    depends on the machine's speed and load, which a fixed sleep does not know."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        await asyncio.sleep(0.01)
 
 
 def seqs(items) -> list[int]:
@@ -1554,7 +1564,9 @@ async def test_a_stop_whose_checkpoint_cannot_be_written_says_so(tmp_path, caplo
                          commit_interval=0.05)
     with caplog.at_level(logging.ERROR, logger="shipper.follower"):
         items = await collect(src, 49, 10)
-        await asyncio.sleep(0.3)  # the saver tries, and tries again
+        await until("a failed write said", lambda: any("kept in memory" in r.getMessage()
+                                                       for r in caplog.records))
+        await asyncio.sleep(0.3)  # the saver tries again
         await src.close()
     assert [seq_of(ln) for it in items for ln in it.lines] == list(range(50))
     said = [r.getMessage() for r in caplog.records]
@@ -1582,11 +1594,11 @@ async def test_a_checkpoint_directory_removed_while_running_is_made_again(tmp_pa
     src = MultilogSource([str(d)], ckpt, start="all", commit_interval=0.05)
     with caplog.at_level(logging.INFO, logger="shipper.follower"):
         items = await collect(src, 49, 10)
-        await asyncio.sleep(0.2)
+        await until("the first checkpoint", lambda: os.path.exists(ckpt))
         shutil.rmtree(cdir)  # by hand, while running
         log_lines(50)
         items += await collect(src, 99, 10)
-        await asyncio.sleep(0.3)  # the saver's turns
+        await until("the directory made again", lambda: os.path.exists(ckpt))  # the saver's turns
         await src.close()
     assert seqs(items) == list(range(100))
     said = [r.getMessage() for r in caplog.records]
@@ -1614,15 +1626,21 @@ async def test_checkpoint_write_failures_are_said_once_a_spell_and_their_end_too
     try:
         with caplog.at_level(logging.INFO, logger="shipper.follower"):
             items = await collect(src, 49, 10)
-            await asyncio.sleep(0.3)  # fails, and fails again
+
+            def fails_said() -> int:
+                return sum(r.getMessage().endswith("(the position is kept in memory; retrying)")
+                           for r in caplog.records)
+
+            await until("the first failure said", lambda: fails_said() == 1)
+            await asyncio.sleep(0.3)  # and fails again
             state.unlink()
             state.mkdir()
-            await asyncio.sleep(0.3)
-            assert ckpt.exists()
+            await until("the checkpoint written", ckpt.exists)
             shutil.rmtree(state)
             state.write_bytes(b"")  # the second spell
             src.commit(items[-1].position)
-            await asyncio.sleep(0.3)
+            await until("the second spell said", lambda: fails_said() == 2)
+            await asyncio.sleep(0.3)  # and fails again
     finally:
         await src.close()
     kinds = {"(the position is kept in memory; retrying)": "fails", "written again": "works",
