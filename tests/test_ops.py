@@ -320,9 +320,11 @@ token_file = "{fifo}"
 
     feeder = threading.Thread(target=feed, args=(2,), daemon=True)  # start + reload
     try:
-        deadline = time.monotonic() + 5
+        # a loaded machine takes seconds to get there (5 s were not always enough)
+        deadline = time.monotonic() + 30
         while not _catches_sighup(proc.pid) and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.01)
+        assert _catches_sighup(proc.pid), "SIGHUP not caught while the config loads"
         os.kill(proc.pid, signal.SIGHUP)  # the config is not loaded yet: it waits for the token
         time.sleep(0.3)
         assert proc.poll() is None, f"ended by the SIGHUP while starting (rc {proc.returncode})"
@@ -573,7 +575,8 @@ connect_timeout = "1s"
         assert len(seqs) == 200, (tmp_path / "shipper.log").read_text()
         time.sleep(8)  # the sinks retry their look-ups meanwhile (a try each 1 s and its backoff)
         log_lines(200, 200)
-        seqs, _ = _wait_file_seqs(out, 400, jail, 10)
+        # a deadline for a loaded machine, well below the fault's 70 s without a line
+        seqs, _ = _wait_file_seqs(out, 400, jail, 30)
         assert sorted(seqs) == list(range(400)), f"{len(seqs)} of 400 in the file sink"
         t0 = time.monotonic()
         os.kill(int(pidfile.read_text()), signal.SIGTERM)
@@ -635,8 +638,15 @@ def test_an_idle_daemon_sleeps_and_writes_nothing(tmp_path):
         deadline = time.monotonic() + 20
         while not state.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        time.sleep(3)  # the save with the last checkpoints, then nothing more to do
-        saved = state.stat().st_mtime_ns
+        # the save with the last checkpoints, then nothing more to do: waited for as the
+        # state left 3 s unchanged (a fixed 3 s assumed that save done by then)
+        saved, quiet_since = state.stat().st_mtime_ns, time.monotonic()
+        deadline = quiet_since + 30
+        while time.monotonic() - quiet_since < 3:
+            assert time.monotonic() < deadline, "the tracking state was written again and again with nothing read"
+            time.sleep(0.1)
+            if state.stat().st_mtime_ns != saved:
+                saved, quiet_since = state.stat().st_mtime_ns, time.monotonic()
         before = _voluntary_switches(proc.pid)
         time.sleep(10)
         woken = _voluntary_switches(proc.pid) - before
