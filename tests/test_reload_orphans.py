@@ -137,8 +137,13 @@ def test_reloads_are_counted_in_the_metrics_refused_and_taken(tmp_path):
         cfg.unlink()  # gone (a half-done deploy): one line naming it
         os.kill(proc.pid, signal.SIGHUP)
         _wait_log(shlog, "keeping the running configuration", count=2)
-        assert shlog.read_text().splitlines()[-1] == \
-            f"ERROR shipper: reload refused: {cfg}: cannot read: No such file or directory; keeping the running configuration"
+        # the refusals, not the log's last line: the sink's first "connect failed" (nothing
+        # listens on its port) comes with its first batch, which a loaded machine may delay
+        # past the second refusal
+        text = shlog.read_text()
+        assert [line for line in text.splitlines() if "reload refused" in line][1:] == [
+            f"ERROR shipper: reload refused: {cfg}: cannot read: No such file or directory; keeping the running configuration"]
+        assert "Traceback" not in text
         cfg.write_text(good)
         os.kill(proc.pid, signal.SIGHUP)
         _wait_log(shlog, "reloaded: 1 sources, 1 sinks")
