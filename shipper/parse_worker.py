@@ -242,7 +242,12 @@ def main() -> None:
             data = pickle.dumps((True, _CALLS[call](*args)), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             data = pickle.dumps((False, f"{type(exc).__name__}: {exc}"))
-        _write_all(fd_out, _HEADER.pack(len(data)) + data)
+        try:
+            _write_all(fd_out, _HEADER.pack(len(data)) + data)
+        except BrokenPipeError:
+            # the daemon is gone (killed: its PDEATHSIG may come a moment after), no
+            # one wants the result; a traceback here landed in the daemon's log
+            return
 
 
 def resolve_workers(setting: int | str, n_sources: int) -> int:

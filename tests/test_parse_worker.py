@@ -109,3 +109,26 @@ async def test_a_call_that_does_not_unpickle_in_the_worker_leaves_it_alive() -> 
 
 class Unimportable:
     """Pickled by reference to this test module, which the worker cannot import."""
+
+
+def test_a_worker_whose_daemon_is_gone_ends_quietly(tmp_path) -> None:
+    """The daemon killed while its worker writes a result: the write fails with EPIPE
+    before the PDEATHSIG comes. It printed a traceback into the daemon's log (seen in
+    the chaos test's log after a kill -9)."""
+    import pickle
+    import subprocess
+
+    from shipper.parse_worker import _HEADER
+
+    body = pickle.dumps(("parse", ("s", ParseOptions(), None, None, LINES, None, None, 1)))
+    r_out, w_out = os.pipe()
+    with open(tmp_path / "stderr", "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "shipper.parse_worker"],
+                                stdin=subprocess.PIPE, stdout=w_out, stderr=err)
+    os.close(w_out)
+    os.close(r_out)  # nobody reads its results, as when the daemon is gone
+    assert proc.stdin is not None
+    proc.stdin.write(_HEADER.pack(len(body)) + body)
+    proc.stdin.close()
+    assert proc.wait(30) == 0
+    assert (tmp_path / "stderr").read_text() == ""
