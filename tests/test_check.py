@@ -249,24 +249,41 @@ def _said_by_check_and_run_without_access(locked: Path, config: str, said: str) 
         # an error, not a warning: run would ship nothing from it
         assert f"error: sources.q: {said}" in r.stdout.splitlines(), r.stdout
         assert r.returncode == 1
-        err = _run_for_a_while(prefix, config)
+        err = _run_until(prefix, config, f"ERROR shipper.follower: {said}")
         assert f"ERROR shipper.follower: {said}" in err.splitlines(), err
     finally:
         os.chmod(locked, 0o700)
 
 
-def _run_for_a_while(prefix: list[str], config: str) -> str:
-    """`shipper run` for two seconds, then SIGINT: its log."""
+def _run_until(prefix: list[str], config: str, wanted: str, timeout: float = 30) -> str:
+    """`shipper run` until its log has the line ``wanted`` (or ``timeout`` passes), then
+    SIGINT: its log. Waiting for the line, not a fixed 2 s: a loaded machine took longer
+    than that to start."""
     import signal
+    import threading
 
     proc = subprocess.Popen([*prefix, sys.executable, "-m", "shipper", "run", "-c", config],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if line.rstrip("\n") == wanted:
+                seen.set()
+        seen.set()  # it ended
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
-        time.sleep(2.0)
+        seen.wait(timeout)
     finally:
         proc.send_signal(signal.SIGINT)  # the process we started
-        _, err = proc.communicate(timeout=30)
-    return err
+        proc.wait(30)
+        reader.join(30)
+    return "".join(lines)
 
 
 def test_a_glob_skips_the_files_beside_the_directories_and_names_a_parent_log(tmp_path):
@@ -326,7 +343,7 @@ def test_a_current_that_is_a_symbolic_link_is_named_by_check_and_run(tmp_path):
     r = run("-c", str(path), "--no-probe")
     assert r.returncode == 1, r.stdout
     assert f"error: sources.q: {said}" in r.stdout.splitlines(), r.stdout
-    err = _run_for_a_while([], str(path))
+    err = _run_until([], str(path), f"WARNING shipper.follower: {said}")
     assert f"WARNING shipper.follower: {said}" in err.splitlines(), err
     assert "Too many levels" not in err
 
@@ -364,7 +381,7 @@ def test_a_metrics_port_in_use_is_named_by_check_and_run(tmp_path):
         r = run("-c", str(path), "--no-probe")
         assert r.returncode == 0, r.stdout  # a warning: run goes on, and before a reload it is ours
         assert f"warning: {said} (run goes on without metrics)" in r.stdout.splitlines(), r.stdout
-        err = _run_for_a_while([], str(path))
+        err = _run_until([], str(path), f"ERROR shipper: {said} (going on without metrics)")
         assert f"ERROR shipper: {said} (going on without metrics)" in err.splitlines(), err
     finally:
         taken.close()
