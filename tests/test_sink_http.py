@@ -495,9 +495,10 @@ def _request_head(conn: socket.socket) -> tuple[int, bytes]:
 
 
 def _tls_answering_then_closing(srv: socket.socket, ctx: ssl.SSLContext, conns: int,
-                                 bodies: list[bytes]) -> None:
+                                 bodies: list[bytes], closed: threading.Semaphore) -> None:
     """Answers one request per TLS connection, keeps it open a moment, then closes it
-    without a close_notify (as servers ending an idle keep-alive connection may)."""
+    without a close_notify (as servers ending an idle keep-alive connection may),
+    releasing ``closed``."""
     srv.settimeout(10)
     for _ in range(conns):
         raw, _ = srv.accept()
@@ -511,6 +512,7 @@ def _tls_answering_then_closing(srv: socket.socket, ctx: ssl.SSLContext, conns: 
         time.sleep(0.2)
         socket.socket.close(conn)  # the plain socket's close: no TLS goodbye
         raw.close()
+        closed.release()
 
 
 async def test_peer_closing_an_idle_tls_keepalive_connection_is_survived(tmp_path: Path):
@@ -522,13 +524,17 @@ async def test_peer_closing_an_idle_tls_keepalive_connection_is_survived(tmp_pat
     srv.bind(("127.0.0.1", 0))
     srv.listen(2)
     bodies: list[bytes] = []
-    server = threading.Thread(target=_tls_answering_then_closing, args=(srv, ctx, 2, bodies), daemon=True)
+    closed = threading.Semaphore(0)
+    server = threading.Thread(target=_tls_answering_then_closing, args=(srv, ctx, 2, bodies, closed),
+                              daemon=True)
     server.start()
     sink = HttpSink(f"https://127.0.0.1:{srv.getsockname()[1]}/", "ndjson", gzip=False, timeout=3, tls=tls_opts)
     recs = fixture_records()
     try:
         await sink.send(recs[:2])
-        await asyncio.sleep(0.6)  # the receiver closed the connection meanwhile
+        # the receiver closes the connection meanwhile (waited for: a fixed 0.6 s
+        # assumed its thread had woken from its 0.2 s sleep by then)
+        assert await asyncio.to_thread(closed.acquire, timeout=10)
         await sink.send(recs[2:4])  # old code: SinkError
         assert [[orjson.loads(x)["event_id"] for x in b.splitlines()] for b in bodies] == [
             [r["event_id"] for r in recs[:2]], [r["event_id"] for r in recs[2:4]]]
