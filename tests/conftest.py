@@ -75,11 +75,22 @@ def without_root_powers() -> list[str]:
     return [] if os.geteuid() != 0 else [require_binary("setpriv"), "--bounding-set=-all"]
 
 
+_HANDED_OUT: set[tuple[int, int]] = set()
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.1 right now, and not handed out before in this run: the
+    kernel picks a free port at random, so two picks in a row (rsyslog's inputs, a
+    ClickHouse's HTTP and TCP ports) could be one number, and the server then failed
+    to start."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if (kind, port) not in _HANDED_OUT:
+            _HANDED_OUT.add((kind, port))
+            return port
+    raise RuntimeError("no port left that was not handed out already")
 
 
 # A private real clickhouse-server (Debian's 18.16) on free 127.0.0.1 ports, shared
