@@ -737,6 +737,16 @@ class MultilogFollower(_FollowerBase):
         if self._list_error is not None:
             log.info("%s: the directory can be listed again", self.key)
             self._list_error = None
+        if listing.current is not None:
+            # current rotated between its stat and the listing: with a processor (svlogd's
+            # !gzip, done meanwhile on a loaded machine) its archive is a new inode, listed
+            # already, and the next listing took the old current for gone: list again
+            try:
+                st = os.stat(os.path.join(self.dir, "current"), follow_symlinks=False)
+            except OSError:
+                return False
+            if (st.st_dev, st.st_ino) != listing.current.ident:
+                return False
         present: set[str] = set()
         newcomers: list[str] = []
         s_labels = {n[:25] for n in names if n[-2:] == ".s"}

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -328,6 +329,62 @@ async def test_real_logger_followed_live_across_restarts(tmp_path, case):
     assert got == list(range(total)), (
         f"{len(got)} lines, {len(set(got))} distinct; missing "
         f"{sorted(set(range(total)) - set(got))[:5]}")
+
+
+def test_svlogd_rotating_between_the_stat_of_current_and_the_listing_is_no_gap(tmp_path, monkeypatch):
+    """Met once by the live svlogd !gzip test above, on a loaded machine: svlogd rotated
+    current (to @L.u, then its processor's @L.s, a new inode; the .u unlinked) between
+    the follower's stat of current and its listing of the directory. That listing had
+    the old current and its archive both; the next took the old current for gone
+    unarchived: a gap "at least 3100 bytes lost", though every line was read from the
+    .s. The rotation is made here, by hand as svlogd does it, at that very moment."""
+    import gzip
+
+    import shipper.follower as follower
+
+    def label(t: int) -> str:
+        return f"@4000000060000000{t:08x}"
+
+    def lines(t: int, seqs: range) -> bytes:
+        return b"".join(b"%s n%d\n" % (label(t).encode(), i) for i in seqs)
+
+    d = tmp_path / "log"
+    d.mkdir()
+    for k in range(2):  # the follower is behind: two archives to read before current
+        (d / f"{label(10 + k)}.s").write_bytes(lines(10 + k, range(k * 10, k * 10 + 10)))
+    (d / "current").write_bytes(lines(20, range(20, 30)))
+    f = follower.MultilogFollower(str(d), None, start="all", batch_lines=5)
+    items = f.poll(1)
+    real_raw_entry = follower._raw_entry
+    rotated: list[str] = []
+
+    def stat_then_rotate(directory: str, name: str) -> Any:
+        entry = real_raw_entry(directory, name)
+        ino = os.stat(d / "current").st_ino
+        if (name == "current" and not rotated and sys._getframe(1).f_code.co_name == "_observe_once"
+                and f.listing.current is not None and f.listing.current.ident[1] == ino
+                and (f.reader is None or f.reader.ident[1] != ino)):  # listed, not being read
+            u, t, s = (d / f"{label(30)}{ext}" for ext in (".u", ".t", ".s"))
+            os.rename(d / "current", u)
+            (d / "current").write_bytes(lines(40, range(30, 35)))  # svlogd's new current
+            t.write_bytes(gzip.compress(u.read_bytes()))  # its processor, done at once
+            os.rename(t, s)
+            u.unlink()
+            rotated.append(name)
+        return entry
+
+    monkeypatch.setattr(follower, "_raw_entry", stat_then_rotate)
+    for _ in range(50):
+        got = f.poll(1)
+        items += got
+        if not got and rotated:
+            break
+    if f.reader is not None:
+        f.reader.close()
+    assert rotated
+    assert not [(g.file, g.reason) for g in items if isinstance(g, Gap)]
+    assert [int(ln.rsplit(b" n", 1)[1]) for it in items if isinstance(it, LineBatch)
+            for ln in it.lines] == list(range(35))
 
 
 # -- ipsvd's tcpsvd --------------------------------------------------------------------
