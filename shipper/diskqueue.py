@@ -1301,6 +1301,10 @@ class DiskQueue:
             if self._stop_flusher.wait(self.fsync_interval):
                 return
             self._flush_wanted.clear()  # before the sync reads what is to be done
+            if self._stop_flusher.is_set():
+                # close() came since the interval ran out, and the clear may have taken its
+                # wake: sleeping on it now would hold close()'s join for good; close() syncs
+                return
             try:
                 self._background_sync()
                 failures = 0

@@ -964,3 +964,38 @@ def test_a_buffer_deleted_while_idle_is_noticed_before_the_next_append(tmp_path:
     q = open_q(qdir)
     assert [p for _, p in drain(q)] == [rec(j) for j in range(10, 15)]
     q.close()
+
+
+def test_close_while_the_flusher_wakes_from_its_interval_returns(tmp_path: Path) -> None:
+    """fsync=interval: close() sets the flusher's stop and wake, then joins it. When the
+    flusher's interval ran out just before and it cleared the wake just after (a loaded
+    machine switching threads there), the wake was lost: it synced, found nothing to do
+    and slept on the wake for good, and close() (a pipeline's stop, on the event loop)
+    waited forever: a full suite run hung in a pipeline test, its main thread in that
+    join. The interleaving is forced here: close() runs between the two."""
+    import threading
+
+    q = open_q(tmp_path / "q", fsync="interval", fsync_interval_ms=20)
+    wake = q._flush_wanted
+    real_clear = wake.clear
+    closers: list[threading.Thread] = []
+
+    def close_then_clear() -> None:  # in the flusher, its interval just out
+        if not closers:
+            closer = threading.Thread(target=q.close, daemon=True)
+            closer.start()
+            closers.append(closer)
+            for _ in range(500):  # until close() has set the stop, then the wake
+                if q._stop_flusher.is_set() and wake.is_set():
+                    break
+                time.sleep(0.01)
+        real_clear()
+
+    wake.clear = close_then_clear  # type: ignore[method-assign]
+    q.append([rec(0)])
+    for _ in range(500):
+        if closers:
+            break
+        time.sleep(0.01)
+    closers[0].join(10)
+    assert not closers[0].is_alive(), "close() hangs joining the flusher"
