@@ -113,15 +113,15 @@ port = {rs.ports["tls"]}
 ca_file = "{certs.ca}"
 server_name = "localhost"
 """)
-    rate, seconds = 10000, 24  # longer than the outage below plus the retention
+    rate, seconds = 20000, 24  # the issue's rate; longer than the outage below
     total = rate * seconds
-    # s16384: ~198 lines a file (the writer's flushes of 200), a rotation every ~20 ms at
-    # this rate; n600 keeps ~119,000 lines, ~12 s of log: longer than a shipper restart
-    # takes, even on a loaded machine, shorter than the receiver outage below. (At 20,000
-    # lines/s n800 kept 7.9 s, not the 12 s said, and a shipper slowed by load fell 12 s
-    # behind: 79,313 lines deleted unread, with their gap, under two CPU hogs)
+    # s16384: ~198 lines a file (the writer's flushes of 200), a rotation every ~10 ms at
+    # this rate; n1200 keeps ~237,000 lines, ~12 s of log: longer than a shipper restart
+    # takes, even on a loaded machine, shorter than the receiver outage below. (n800 kept
+    # 7.9 s, not the 12 s said, and a shipper slowed by load fell further behind: 79,313
+    # lines deleted unread, with their gap, under two CPU hogs)
     writer = subprocess.Popen(f"{sys.executable} -c '{WRITER}' {rate} {total} | "
-                              f"{multilog} t s16384 n600 {logdir}", shell=True)
+                              f"{multilog} t s16384 n1200 {logdir}", shell=True)
     log = open(tmp_path / "shipper.log", "ab")  # noqa: SIM115 - handed to the children
     procs: list[subprocess.Popen[bytes]] = []
 
