@@ -120,7 +120,8 @@ class Daemon:
                     self._reload_wanted = False
                     return signal.SIGHUP
                 with contextlib.suppress(TimeoutError):  # a stop ends the wait
-                    await asyncio.wait_for(self._signalled.wait(), wait)
+                    async with asyncio.timeout(wait):  # no extra task to cancel
+                        await self._signalled.wait()
                 continue
             await self._signalled.wait()
 
