@@ -1073,14 +1073,15 @@ def test_a_current_that_cannot_be_opened_is_said_once_and_waited_for(tmp_path, c
     at rotations, with no word when it passed."""
     import shipper.follower as follower_mod
 
-    monkeypatch.setattr(follower_mod, "OPEN_SAY_AFTER", 0.2)
+    # 1 s: the first poll must take less (0.2 s was little room on a loaded machine)
+    monkeypatch.setattr(follower_mod, "OPEN_SAY_AFTER", 1.0)
     caplog.set_level("INFO", logger="shipper")
     d = tmp_path / "log"
     d.mkdir()
     os.mkfifo(d / "current")
     f = MultilogFollower(str(d), None, start="all")
     assert f.poll() == [] and f.warnings == []  # an instant: not news
-    time.sleep(0.25)
+    time.sleep(1.05)
     for _ in range(3):
         assert f.poll() == []
     assert f.warnings == [f"{d}: cannot open current: not a regular file; waiting for it"]
@@ -1772,9 +1773,15 @@ async def test_a_log_directory_removed_and_made_again_while_paused_says_its_unre
             gen, ml = start_multilog(d, "t", "s4096", "n4", n=10, rate=1000, first=50000 + more)
             await _wait_exit(gen, ml)
             more += 10
-        await asyncio.sleep(6)  # the watcher's safety poll lists the directory meanwhile
         archives = sorted(p.name for p in d.iterdir() if p.name.startswith("@"))
         current_size = (d / "current").stat().st_size
+        # the watcher's safety poll (5 s) lists the directory meanwhile: waited for, not
+        # slept for (a fixed 6 s left a loaded machine's late poll 1 s)
+        f = src.followers[str(d)]
+        deadline = time.monotonic() + 30
+        while f._cur_seen is None or f._cur_seen.size != current_size:
+            assert time.monotonic() < deadline, "current never listed at its last size"
+            await asyncio.sleep(0.1)
         shutil.rmtree(d)
         gen, ml = start_multilog(d, "t", "s4096", "n4", n=10, rate=1000, first=100000)
         await _wait_exit(gen, ml)
