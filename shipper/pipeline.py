@@ -877,8 +877,9 @@ class Pipeline:
         if not wait_for_down:  # nor for one down, which may hang in a connect (a frozen peer)
             stalled |= {r.name for r in self.routes if not r.sink.stats.connected}
         rest = self._tasks[len(self.sources):]
-        for route, task in zip(self.routes, rest, strict=False):  # rest: the sinks, the syncer
-            if route.name in stalled:
+        given_up = {f"sink {name}" for name in stalled}  # the names run() gives the tasks
+        for task in rest:
+            if task.get_name() in given_up:
                 task.cancel()  # what it sent unacknowledged stays in the queue: sent again
         if rest:  # none when stopped before run() got going
             _, pending = await asyncio.wait(rest, timeout=max(0.1, end - reserve / 2 - time.monotonic()))

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -49,6 +49,24 @@ def require_root(why: str) -> None:
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
+
+
+def wait_until(what: str, cond: Callable[[], object], timeout: float = 30) -> None:
+    """Poll ``cond`` until it holds, failing after ``timeout``: how soon a daemon or a
+    task gets there depends on the machine's speed and load, which a fixed sleep before
+    an assertion does not know."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.05)
+
+
+async def await_until(what: str, cond: Callable[[], object], timeout: float = 10) -> None:
+    """``wait_until`` inside the event loop (the tasks waited for run meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        await asyncio.sleep(0.01)
 
 
 async def end_pipeline(pipeline, task) -> None:

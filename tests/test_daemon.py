@@ -15,11 +15,10 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import free_port, require_binary
+from conftest import free_port, require_binary, wait_until
 from rsyslog_util import Rsyslog
 
 from shipper import daemon
@@ -91,15 +90,6 @@ def _wait_seqs(rs: Rsyslog, n: int, timeout: float) -> list[int]:
         time.sleep(0.2)
         seqs = _seqs(rs)
     return seqs
-
-
-def _until(what: str, cond: Callable[[], object], timeout: float = 30) -> None:
-    """Poll ``cond`` until it holds: how soon the daemon gets there depends on the
-    machine's speed and load (a fixed sleep before an assertion does not)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.05)
 
 
 def _bytes_under(top: Path) -> int:
@@ -206,14 +196,14 @@ def test_reload_restart_and_stop_under_load_lose_nothing(tmp_path, receiver):
     try:
         proc = start()
         # metrics move (waited for: a loaded machine acknowledges the first batch late)
-        _until("a first batch acknowledged", lambda: acked() > 0)
+        wait_until("a first batch acknowledged", lambda: acked() > 0)
         text = _scrape(mport)
         assert _metric(text, "shipper_build_info", version=__import__("shipper").__version__,
                        state_dir=str(tmp_path / "state")) == 1
         first_acked = _metric(text, "shipper_sink_acked_total", sink="siem")
         assert first_acked > 0
         assert _metric(text, "shipper_source_lines_total", source=str(logdir)) >= first_acked
-        _until("more acknowledged", lambda: acked() > first_acked)
+        wait_until("more acknowledged", lambda: acked() > first_acked)
         st = subprocess.run([sys.executable, "-m", "shipper", "status", "-c", str(cfg)],
                             capture_output=True, text=True, timeout=30)
         assert st.returncode == 0, st.stderr
@@ -223,13 +213,13 @@ def test_reload_restart_and_stop_under_load_lose_nothing(tmp_path, receiver):
         # an invalid config is refused and the old one keeps running
         cfg.write_text(cfg.read_text() + "\n[sinks.bad]\ntype = \"nosuch\"\n")
         os.kill(proc.pid, signal.SIGHUP)
-        _until("reload refused", lambda: "reload refused" in shlog.read_text() or proc.poll() is not None)
+        wait_until("reload refused", lambda: "reload refused" in shlog.read_text() or proc.poll() is not None)
         assert proc.poll() is None
         # a valid change is taken: add a file sink (at most a reload a second: waited for)
         cfg.write_text(_config(tmp_path, logdir, receiver.ports["tcp"], mport,
                                extra=f'\n[sinks.copy]\ntype = "file"\npath = "{tmp_path / "copy.ndjson"}"\n'))
         os.kill(proc.pid, signal.SIGHUP)
-        _until("reloaded", lambda: "reloaded" in shlog.read_text() or proc.poll() is not None)
+        wait_until("reloaded", lambda: "reloaded" in shlog.read_text() or proc.poll() is not None)
         assert proc.poll() is None
         # stop (SIGTERM) while multilog keeps writing, then start again
         assert _stop(proc) == 0
@@ -345,7 +335,7 @@ def test_sink_down_then_up_every_line_arrives_in_order(tmp_path):
     try:
         time.sleep(3.0)  # outage: the shipper retries with backoff, the buffer fills
         # (waited for too: a loaded machine starts the shipper and reads later)
-        _until("100 kB buffered", lambda: _bytes_under(tmp_path / "state") > 100_000)
+        wait_until("100 kB buffered", lambda: _bytes_under(tmp_path / "state") > 100_000)
         rs.start()
         assert writer.wait(60) == 0
         seqs = _wait_seqs(rs, total, 60)

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,7 +32,7 @@ from shipper.follower import (
     PlainFileFollower,
 )
 from shipper.watcher import IN_CREATE, IN_DELETE_SELF, IN_MOVED_TO
-from tests.conftest import require_binary
+from tests.conftest import await_until, require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 PAD = b"x" * 60
@@ -102,15 +101,6 @@ async def collect(source, last_seq: int, timeout: float, throttle: float = 0.0,
     except TimeoutError:
         pass
     return items
-
-
-async def until(what: str, cond: Callable[[], object], timeout: float = 10) -> None:
-    """Poll ``cond`` until it holds: when the source's saver (or any task) gets its turn
-    depends on the machine's speed and load, which a fixed sleep does not know."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        await asyncio.sleep(0.01)
 
 
 def seqs(items) -> list[int]:
@@ -1565,7 +1555,7 @@ async def test_a_stop_whose_checkpoint_cannot_be_written_says_so(tmp_path, caplo
                          commit_interval=0.05)
     with caplog.at_level(logging.ERROR, logger="shipper.follower"):
         items = await collect(src, 49, 10)
-        await until("a failed write said", lambda: any("kept in memory" in r.getMessage()
+        await await_until("a failed write said", lambda: any("kept in memory" in r.getMessage()
                                                        for r in caplog.records))
         await asyncio.sleep(0.3)  # the saver tries again
         await src.close()
@@ -1595,11 +1585,11 @@ async def test_a_checkpoint_directory_removed_while_running_is_made_again(tmp_pa
     src = MultilogSource([str(d)], ckpt, start="all", commit_interval=0.05)
     with caplog.at_level(logging.INFO, logger="shipper.follower"):
         items = await collect(src, 49, 10)
-        await until("the first checkpoint", lambda: os.path.exists(ckpt))
+        await await_until("the first checkpoint", lambda: os.path.exists(ckpt))
         shutil.rmtree(cdir)  # by hand, while running
         log_lines(50)
         items += await collect(src, 99, 10)
-        await until("the directory made again", lambda: os.path.exists(ckpt))  # the saver's turns
+        await await_until("the directory made again", lambda: os.path.exists(ckpt))  # the saver's turns
         await src.close()
     assert seqs(items) == list(range(100))
     said = [r.getMessage() for r in caplog.records]
@@ -1632,15 +1622,15 @@ async def test_checkpoint_write_failures_are_said_once_a_spell_and_their_end_too
                 return sum(r.getMessage().endswith("(the position is kept in memory; retrying)")
                            for r in caplog.records)
 
-            await until("the first failure said", lambda: fails_said() == 1)
+            await await_until("the first failure said", lambda: fails_said() == 1)
             await asyncio.sleep(0.3)  # and fails again
             state.unlink()
             state.mkdir()
-            await until("the checkpoint written", ckpt.exists)
+            await await_until("the checkpoint written", ckpt.exists)
             shutil.rmtree(state)
             state.write_bytes(b"")  # the second spell
             src.commit(items[-1].position)
-            await until("the second spell said", lambda: fails_said() == 2)
+            await await_until("the second spell said", lambda: fails_said() == 2)
             await asyncio.sleep(0.3)  # and fails again
     finally:
         await src.close()
@@ -1778,10 +1768,8 @@ async def test_a_log_directory_removed_and_made_again_while_paused_says_its_unre
         # the watcher's safety poll (5 s) lists the directory meanwhile: waited for, not
         # slept for (a fixed 6 s left a loaded machine's late poll 1 s)
         f = src.followers[str(d)]
-        deadline = time.monotonic() + 30
-        while f._cur_seen is None or f._cur_seen.size != current_size:
-            assert time.monotonic() < deadline, "current never listed at its last size"
-            await asyncio.sleep(0.1)
+        await await_until("current listed at its last size",
+                          lambda: f._cur_seen is not None and f._cur_seen.size == current_size, 30)
         shutil.rmtree(d)
         gen, ml = start_multilog(d, "t", "s4096", "n4", n=10, rate=1000, first=100000)
         await _wait_exit(gen, ml)
