@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 import time
 from typing import Any
 
@@ -55,7 +56,10 @@ def checkpoint_path(state_dir: str, source: str) -> str:
 
 
 class CheckpointStore:
-    """Positions by source key, saved to one file. Not thread-safe (one event loop)."""
+    """Positions by source key, saved to one file.
+
+    Positions are set and snapshotted on one thread (the event loop); ``write``,
+    the part that waits for the disk, may run on another, one write at a time."""
 
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
@@ -65,6 +69,9 @@ class CheckpointStore:
         self.write_errors = 0
         self.remade_dirs = 0  # times its directory was found removed and made again
         self._positions: dict[str, Any] = {}
+        self._snapshots = 0  # snapshots taken; the newest written is _written
+        self._written = 0
+        self._write_lock = threading.Lock()
 
     # -- reading -----------------------------------------------------------
 
@@ -107,29 +114,52 @@ class CheckpointStore:
 
     def save(self) -> bool:
         """Write all positions atomically. False (and a warning) on an I/O error."""
+        snap = self.snapshot()
+        return snap is not None and self.write(snap)
+
+    def snapshot(self) -> tuple[int, bytes] | None:
+        """The document to write now, numbered; None (and a warning) if a position
+        cannot be serialised."""
         doc = {"schema": SCHEMA, "written_unix_ns": time.time_ns(), "sources": self._positions}
         try:
             payload = orjson.dumps(doc)
-            try:
-                atomic_write(self.path, payload)
-            except FileNotFoundError:
-                # Its directory removed while we run (rm -rf by hand, a cleaner): made
-                # again, as at start. Else every write failed till the stop, and the next
-                # start found no checkpoint: "end" skipped what was written meanwhile
-                # (3,250 lines in a second's restart), "all" sent every kept line twice.
-                # Not the state_dir above it: that one is made 0700 at start.
-                directory = os.path.dirname(self.path)
-                if os.path.lexists(directory):
-                    raise
-                os.mkdir(directory)
-                self.remade_dirs += 1
-                atomic_write(self.path, payload)
-        except (OSError, TypeError) as exc:
+        except TypeError as exc:
             self.write_errors += 1
             self._warn(f"checkpoint {self.path}: write failed: {exc}", corrupt=False)
-            return False
-        self.writes += 1
-        return True
+            return None
+        self._snapshots += 1
+        return self._snapshots, payload
+
+    def write(self, snap: tuple[int, bytes]) -> bool:
+        """Write a snapshot (from any thread, one at a time). One older than a snapshot
+        already written is not: a write that waited for the lock must not take the file
+        back (a stop's last save can overtake one running in a thread)."""
+        number, payload = snap
+        with self._write_lock:
+            if number <= self._written:
+                return True
+            try:
+                try:
+                    atomic_write(self.path, payload)
+                except FileNotFoundError:
+                    # Its directory removed while we run (rm -rf by hand, a cleaner): made
+                    # again, as at start. Else every write failed till the stop, and the next
+                    # start found no checkpoint: "end" skipped what was written meanwhile
+                    # (3,250 lines in a second's restart), "all" sent every kept line twice.
+                    # Not the state_dir above it: that one is made 0700 at start.
+                    directory = os.path.dirname(self.path)
+                    if os.path.lexists(directory):
+                        raise
+                    os.mkdir(directory)
+                    self.remade_dirs += 1
+                    atomic_write(self.path, payload)
+            except OSError as exc:
+                self.write_errors += 1
+                self._warn(f"checkpoint {self.path}: write failed: {exc}", corrupt=False)
+                return False
+            self._written = number
+            self.writes += 1
+            return True
 
     # -- internals ---------------------------------------------------------
 

@@ -108,3 +108,26 @@ def test_a_failed_write_leaves_no_temp_file_and_dead_ones_are_removed(tmp_path, 
     assert remove_stale_temps(str(tmp_path)) == 1
     assert sorted(os.listdir(tmp_path / "sub")) == ["q.json"]
     assert (tmp_path / f"mine.json.tmp.{os.getpid()}").exists()
+
+
+def test_an_older_snapshot_never_overwrites_a_newer_one(tmp_path):
+    """A write that waited (in a thread) behind a stop's last save must not take the
+    file back to the position before it."""
+    path = tmp_path / "cp.json"
+    store = CheckpointStore(str(path))
+    store.set("src", {"off": 100})
+    old = store.snapshot()
+    store.set("src", {"off": 200})
+    new = store.snapshot()
+    assert old is not None and new is not None
+    assert store.write(new)
+    assert store.write(old)  # nothing to do: a newer one is on disk
+    assert orjson.loads(path.read_bytes())["sources"] == {"src": {"off": 200}}
+    assert store.writes == 1
+
+
+def test_a_position_that_cannot_be_serialised_is_a_failed_write_not_a_raise(tmp_path):
+    store = CheckpointStore(str(tmp_path / "cp.json"))
+    store.set("src", {"off": object()})
+    assert store.snapshot() is None and not store.save()
+    assert store.write_errors == 2 and "write failed" in store.warnings[-1]

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
+from orjson import dumps as orjson_dumps
+from orjson import loads as orjson_loads
 
 from shipper.fingerprint import fingerprint
 from shipper.follower import (
@@ -1909,3 +1911,82 @@ async def test_a_log_directory_made_after_the_start_is_followed_at_once(tmp_path
         await src.close()
     assert [it for it in items if isinstance(it, Gap)] == []
     assert seqs(items) == list(range(12000))
+
+
+async def test_the_checkpoint_is_written_off_the_event_loop(tmp_path, monkeypatch):
+    """Its two fsyncs held the loop 3-10 ms twice a second, every line arriving
+    meanwhile waiting: a slow disk must not stop the reading."""
+    import threading
+
+    from shipper import checkpoint
+
+    multilog = require_binary("multilog")
+    d = tmp_path / "log"
+    subprocess.run([multilog, "t", str(d)], input=b"".join(b"seq %08d x\n" % i for i in range(50)),
+                   check=True, timeout=10)
+    real = checkpoint.atomic_write
+    writes: list[tuple[int, float, float]] = []
+
+    def slow_write(path: str, data: bytes) -> None:
+        t0 = time.monotonic()
+        time.sleep(0.5)  # a disk that takes its time
+        real(path, data)
+        writes.append((threading.get_ident(), t0, time.monotonic()))
+
+    monkeypatch.setattr(checkpoint, "atomic_write", slow_write)
+    ticks: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    src = MultilogSource([str(d)], str(tmp_path / "cp.json"), start="all", commit_interval=0.05)
+    try:
+        await collect(src, 49, 10)
+        await await_until("a checkpoint written", lambda: writes)
+    finally:
+        ticker.cancel()
+        await src.close()
+    thread, t0, t1 = writes[0]
+    assert thread != threading.main_thread().ident
+    assert sum(t0 < t < t1 for t in ticks) >= 3  # the loop went on during the write
+    assert orjson_loads((tmp_path / "cp.json").read_bytes())["sources"]
+
+
+async def test_a_stop_during_a_checkpoint_write_returns_with_the_position_on_disk(tmp_path, monkeypatch):
+    """The stop comes while the saver's write waits in its thread: the stop's own save
+    still writes (after it), so close() returns with the last position on disk, not
+    with a write still to come (the saver, cancelled, had said nothing moved since)."""
+    import threading
+
+    from shipper import checkpoint
+
+    multilog = require_binary("multilog")
+    d = tmp_path / "log"
+    subprocess.run([multilog, "t", str(d)], input=b"".join(b"seq %08d x\n" % i for i in range(50)),
+                   check=True, timeout=10)
+    real = checkpoint.atomic_write
+    release = threading.Event()
+    started = threading.Event()
+
+    def held_write(path: str, data: bytes) -> None:
+        if not started.is_set():
+            started.set()
+            release.wait(10)  # the first write hangs until the stop is under way
+        real(path, data)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", held_write)
+    ckpt = tmp_path / "cp.json"
+    src = MultilogSource([str(d)], str(ckpt), start="all", commit_interval=0.05)
+    items = await collect(src, 49, 10, commit=False)
+    src.commit(items[-1].position)
+    await await_until("the saver's write under way", started.is_set)
+    timer = threading.Timer(0.5, release.set)
+    timer.start()
+    await src.close()
+    assert ckpt.exists()
+    key, = orjson_loads(ckpt.read_bytes())["sources"]
+    assert orjson_loads(ckpt.read_bytes())["sources"][key] == orjson_loads(orjson_dumps(src.store.get(key)))
+    timer.join()
