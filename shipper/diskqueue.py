@@ -49,6 +49,7 @@ shows both). Unlike Fluent Bit (#2878) nothing on disk escapes the count.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -95,6 +96,10 @@ RECENT_WRITES_BYTES = 4 << 20
 KEPT_RECORD_OVERHEAD = 80
 
 SEGMENT_SUFFIX = ".seg"
+# A delivered segment is renamed so at once (cheap) and unlinked by the flusher thread:
+# unlinking 16 MiB frees 4,096 blocks, 13 ms of the event loop here, every line arriving
+# meanwhile waiting. A start removes those a stop or a crash left.
+DELETED_SUFFIX = ".seg.deleted"
 SEGMENT_RE = re.compile(r"^(\d{20})\.seg$")
 STATE_NAME = "state"
 QUARANTINE_NAME = "quarantine"
@@ -529,6 +534,7 @@ class DiskQueue:
         self._flush_wanted = threading.Event()
         self._flusher_asleep = False  # then appends look for our files deleted (see append)
         self._flusher: threading.Thread | None = None
+        self._unlink_later: list[Path] = []  # delivered segments renamed, for the flusher
         self._segs: list[_Segment] = []
         self._closed_bytes = 0  # rounded bytes of all segments but the tail
         self._wfd = -1
@@ -620,6 +626,9 @@ class DiskQueue:
         for leftover in self.path.glob("*.seg.tmp"):
             log.warning("buffer %s: removing %s left by an interrupted repair", self.path, leftover.name)
             leftover.unlink()
+        for delivered in self.path.glob("*" + DELETED_SUFFIX):
+            with contextlib.suppress(OSError):  # else a later start tries again
+                delivered.unlink()
         if state is None and (existed or segments):
             why = "; ".join(notes) if notes else "missing"
             log.warning("buffer %s: state file unusable (%s): rebuilding it from %d segment(s)",
@@ -1193,7 +1202,13 @@ class DiskQueue:
             if self._ack_pos is not None and self._ack_pos[0] is seg:
                 self._ack_pos = None
             try:
-                seg.path.unlink()
+                if self._flusher is not None:
+                    gone = seg.path.with_name(seg.path.name[:-len(SEGMENT_SUFFIX)] + DELETED_SUFFIX)
+                    seg.path.rename(gone)
+                    self._unlink_later.append(gone)
+                    self._flush_wanted.set()
+                else:
+                    seg.path.unlink()
             except FileNotFoundError:
                 pass
             except OSError as exc:
@@ -1312,11 +1327,22 @@ class DiskQueue:
                 failures += 1
                 if failures == 1:
                     log.error("buffer %s: background fsync failed: %s", self.path, exc)
+            self._unlink_delivered()
 
     def _idle(self) -> bool:
-        """Everything appended is durable and the state written."""
+        """Everything appended is durable, the state written, delivered segments unlinked."""
         with self._lock:
-            return self._durable_seq >= self._last_seq and not self._state_changed()
+            return (self._durable_seq >= self._last_seq and not self._state_changed()
+                    and not self._unlink_later)
+
+    def _unlink_delivered(self) -> None:
+        """Unlink the delivered segments renamed since the last time (off the caller's
+        thread; a failure leaves a file a later start removes)."""
+        with self._lock:
+            todo, self._unlink_later = self._unlink_later, []
+        for path in todo:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     def _background_sync(self) -> None:
         with self._lock:
@@ -1735,6 +1761,7 @@ class DiskQueue:
             self._flush_wanted.set()
             self._flusher.join()
             self._flusher = None
+        self._unlink_delivered()
         with self._lock:
             if self._closed:
                 return
