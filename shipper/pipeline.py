@@ -32,7 +32,17 @@ from shipper.diskqueue import QueueWriteError
 from shipper.parse import LineParser, ParseOptions
 from shipper.parse_worker import WorkerDied, WorkerError, WorkerProcess, parse_to_dicts
 from shipper.record import dumps_batch, every_record, rfc3339_ns
-from shipper.sinks.base import Backoff, PermanentError, Prepared, Sink, SinkGone, deliver, printable
+from shipper.sinks.base import (
+    Backoff,
+    PermanentError,
+    Prepared,
+    Sink,
+    SinkError,
+    SinkGone,
+    deliver,
+    note_failure,
+    printable,
+)
 
 log = logging.getLogger("shipper.pipeline")
 
@@ -693,6 +703,7 @@ class Pipeline:
         backoff = route.backoff
         loads = orjson.loads
         worker = await self._encoding_worker(route)
+        await self._connect_early(route)
         # A stream sink's sends its peer has not acknowledged yet (see sinks.confirm): the
         # last seq of each, and whether the sink counts it (a dead-lettered batch is not
         # sent). They stay in the queue, unacknowledged, until the peer has them.
@@ -768,6 +779,32 @@ class Pipeline:
             else:
                 unconfirmed.append((items[-1][0], sent))
                 self._take_confirmed(route, confirm, unconfirmed)
+
+    async def _connect_early(self, route: SinkRoute) -> None:
+        """Connect a stream sink at the start rather than at its first batch: that batch
+        then waits for no connect or TLS handshake (7 ms of the first lines' latency
+        here, more over TLS), and a receiver down or a refused certificate is in the log
+        at once, not when the first mail comes. One attempt; the first batch tries again
+        after the backoff. A stop does not wait for it (a receiver that drops SYNs)."""
+        connect = getattr(route.sink, "connect", None)
+        if connect is None:
+            return
+        attempt = asyncio.ensure_future(connect())
+        stopping = asyncio.ensure_future(self._stop_sending.wait())
+        try:
+            await asyncio.wait({attempt, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not attempt.done():
+                attempt.cancel()
+            await asyncio.gather(attempt, stopping, return_exceptions=True)
+        if attempt.cancelled():
+            return
+        exc = attempt.exception()
+        if isinstance(exc, SinkError):
+            note_failure(route.sink, route.backoff, exc)
+        elif exc is not None:
+            raise exc
 
     def _take_confirmed(self, route: SinkRoute, confirm: Callable[[], tuple[int, bool]],
                         unconfirmed: deque[tuple[int, bool]]) -> None:

@@ -322,6 +322,22 @@ def printable(text: str, limit: int = 500) -> str:
     return _CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], text)
 
 
+def note_failure(sink: Sink, backoff: Backoff, exc: SinkError) -> float:
+    """Count and say a failed attempt (said once an outage, and at each new cause);
+    returns the delay before the next."""
+    sink.stats.failed += 1
+    sink.stats.failing = True
+    # what a peer sent may be in the text: never raw control bytes into the log
+    # or a metric label (terminal escapes, a CR splitting one warning in two)
+    why = printable(str(exc))
+    if backoff.attempt == 0 or why != sink.stats.last_error:
+        # the first failure of an outage, and each new cause (an expired
+        # certificate after a refused connection), not every retry
+        log.warning("sink %s: %s (retrying; records wait in the buffer)", sink.name, why)
+    sink.stats.last_error = why
+    return backoff.next_delay(exc.retry_after)
+
+
 async def deliver(sink: Sink, records: list[dict[str, Any]], backoff: Backoff | None = None,
                   stop: asyncio.Event | None = None) -> bool:
     """Send until delivered. Returns False if ``stop`` was set first.
@@ -352,17 +368,7 @@ async def deliver(sink: Sink, records: list[dict[str, Any]], backoff: Backoff | 
             raise
         except SinkError as exc:
             first = False
-            sink.stats.failed += 1
-            sink.stats.failing = True
-            # what a peer sent may be in the text: never raw control bytes into the log
-            # or a metric label (terminal escapes, a CR splitting one warning in two)
-            why = printable(str(exc))
-            if backoff.attempt == 0 or why != sink.stats.last_error:
-                # the first failure of an outage, and each new cause (an expired
-                # certificate after a refused connection), not every retry
-                log.warning("sink %s: %s (retrying; records wait in the buffer)", sink.name, why)
-            sink.stats.last_error = why
-            delay = backoff.next_delay(exc.retry_after)
+            delay = note_failure(sink, backoff, exc)
             if stop is None:
                 await asyncio.sleep(delay)
             else:

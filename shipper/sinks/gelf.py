@@ -155,6 +155,11 @@ class GelfTcpSink:
         self.stats.connected = True
         return writer
 
+    async def connect(self) -> None:
+        """Connect now if not connected (see SyslogTcpSink.connect)."""
+        if self._writer is None:
+            await self._connect()
+
     async def _watch(self, reader: asyncio.StreamReader) -> None:
         """GELF peers send nothing: read only to notice their FIN or a reset at once."""
         try:

@@ -167,6 +167,14 @@ class RelpSink:
                 elif ev.kind == ERROR:
                     raise SinkError(f"{self._peer}: RELP protocol error: {ev.text}")
 
+    async def connect(self) -> None:
+        """Open the session now if none is open (see SyslogTcpSink.connect)."""
+        if self._client is None:
+            try:
+                await self._connect()
+            except (OSError, ssl.SSLError) as exc:
+                raise SinkError(f"{self._peer}: connection lost: {describe_error(exc)}") from exc
+
     async def probe(self) -> None:
         """Open a RELP session and close it again (``shipper check``): a port that takes
         TCP but does not speak RELP fails here, not at the first batch. Raises SinkError."""

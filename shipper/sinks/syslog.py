@@ -207,6 +207,12 @@ class SyslogTcpSink:
                                 "(client certificate refused?)")
         self.stats.connected = True
 
+    async def connect(self) -> None:
+        """Connect now if not connected (the pipeline's start: the first batch does not
+        wait for a connect and a TLS handshake, and a receiver down is said at once)."""
+        if self._writer is None:
+            await self._connect()
+
     async def _watch_peer(self, reader: asyncio.StreamReader) -> None:
         """A syslog receiver never sends: wait for its EOF (or error) and remember it."""
         try:
