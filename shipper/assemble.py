@@ -7,6 +7,7 @@ copies the parts' counters into the metrics registry just before a scrape.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import socket
@@ -222,14 +223,26 @@ class Tracking:
 
     def save(self) -> bool:
         """Write the state; False when it could not be (said in the log)."""
+        return self.snapshot()()
+
+    def snapshot(self) -> Callable[[], bool]:
+        """The state as it is now, and the write of it, which may run in another thread:
+        False when it could not be written (said in the log)."""
         try:
             state = self.correlator.to_state()
             try:
                 data = orjson.dumps(state)
             except TypeError:  # something JSON cannot hold slipped in: save what it can
                 data = dumps_safe(state)
-            atomic_write(self.path, data)
         except Exception as exc:  # noqa: BLE001 - never stop shipping for the summaries
+            log.error("cannot save tracking state to %s: %s", self.path, exc)
+            return lambda: False
+        return functools.partial(self._write, data)
+
+    def _write(self, data: bytes) -> bool:
+        try:
+            atomic_write(self.path, data)
+        except Exception as exc:  # noqa: BLE001
             log.error("cannot save tracking state to %s: %s", self.path, exc)
             return False
         return True
@@ -434,6 +447,7 @@ def assemble(config: Config) -> Assembly:
         raise
     pipeline = Pipeline(sources, routes, transform=None if transformer.is_noop else transformer,
                         correlate=tracking, save_state=tracking.save if tracking else None,
+                        snapshot_state=tracking.snapshot if tracking else None,
                         save_interval=config.tracking.save_interval,
                         parse_workers=resolve_workers(parse.workers, len(sources)))
     if tracking is not None:

@@ -228,7 +228,8 @@ class Pipeline:
                  correlate: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
                  sync_interval: float = 0.05, parse_workers: int = 0,
                  worker_inflight: int = 4, save_state: Callable[[], bool | None] | None = None,
-                 save_interval: float = 30.0) -> None:
+                 save_interval: float = 30.0,
+                 snapshot_state: Callable[[], Callable[[], bool]] | None = None) -> None:
         self.sources = [s for s, _ in sources]
         self._opts = {id(s): o for s, o in sources}
         self.routes = routes
@@ -242,6 +243,10 @@ class Pipeline:
         # Tracking state (open mails) saved with the checkpoints it matches: see _run_syncer
         self.save_state = save_state
         self.save_interval = save_interval
+        # The state as it is now, and the write of it (file and fsync) to run in a thread:
+        # with it the running saves write off the event loop (_start_save)
+        self.snapshot_state = snapshot_state
+        self._saving: asyncio.Task[None] | None = None  # a save's writes under way
         if save_state is not None:
             # Checkpoints are written only with the state (_run_syncer): one written
             # alone, ahead of the state, would skip lines the saved state has not seen
@@ -616,11 +621,54 @@ class Pipeline:
         now is a moment they match: every batch the correlator has seen is appended (none
         waits for room). Called by the syncer and at the end of each append: under
         backpressure a source nearly always waits for room when the syncer looks."""
-        if (self.save_state is None or self._unappended or self._state_ahead
+        if (self.save_state is None or self._unappended or self._state_ahead or self._saving
                 or not self._fed_since_save or time.monotonic() < self._next_save):
             return False
-        self._save_together()
+        if self.snapshot_state is None:
+            self._save_together()
+        else:
+            self._start_save()
         return True
+
+    def _start_save(self) -> None:
+        """``_save_together`` with its writes (the state, then the checkpoints) and their
+        fsyncs in a thread: they held the event loop 4-12 ms every save_interval, the
+        lines arriving meanwhile waiting. Now, on the loop: the queues synced, the
+        positions committed and the state taken. Until the writes end no position is
+        committed (sync_and_commit waits), so the checkpoints written in the thread are
+        those of this moment, as the state is."""
+        assert self.snapshot_state is not None
+        t0 = time.monotonic()
+        self.sync_and_commit(force=True)
+        fed, self._fed_since_save = self._fed_since_save, False
+        write_state = self.snapshot_state()
+        saves = [save for s in self.sources if (save := getattr(s, "save", None)) is not None]
+
+        def write() -> bool:
+            if write_state() is False:
+                return False
+            for save in saves:
+                save()
+            return True
+
+        took = time.monotonic() - t0  # the loop's part: saves grow rarer as it grows
+        self._next_save = t0 + max(self.save_interval, 20 * took)
+        self._saving = asyncio.get_running_loop().create_task(self._end_save(write, fed),
+                                                              name="state save")
+
+    async def _end_save(self, write: Callable[[], bool], fed: bool) -> None:
+        try:
+            saved = await asyncio.to_thread(write)
+        except Exception:  # noqa: BLE001 - a bug of ours: the next save tries again
+            log.exception("saving the tracking state and checkpoints failed")
+            saved = False
+        finally:
+            self._saving = None
+        if not saved:
+            self._fed_since_save = self._fed_since_save or fed  # to be tried again
+        elif any(getattr(s, "unsaved", False) for s in self.sources):
+            self._fed_since_save = True  # a checkpoint's write failed: the next save tries again
+        self._sync_wanted.set()  # the commits waiting for it
 
     async def _save_gate(self) -> None:
         """With a save due, a source waits here before it correlates its next batch: the
@@ -682,8 +730,8 @@ class Pipeline:
         The queues make appends durable by their own fsync policy (a clock for
         ``interval``); ``force`` syncs them now, as at shutdown.
         """
-        if not self._pending:
-            return
+        if not self._pending or (self._saving is not None and not force):
+            return  # (a save's checkpoints are being written: see _start_save)
         if force:
             for route in self.routes:
                 route.queue.sync()
@@ -878,6 +926,8 @@ class Pipeline:
         for t in source_tasks:
             t.cancel()
         await asyncio.gather(*source_tasks, return_exceptions=True)
+        if self._saving is not None:  # its checkpoints are those of its state: let it end
+            await asyncio.gather(self._saving, return_exceptions=True)
         self.sync_and_commit(force=True)
         reserve = min(1.0, drain_timeout / 4)
         deadline = end - reserve
