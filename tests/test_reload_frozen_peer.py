@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port, require_binary
+from conftest import await_until, free_port, require_binary
 from rsyslog_util import Rsyslog
 from test_daemon import SEQ_RE, WRITER, _config
 
@@ -97,10 +97,7 @@ def _reloaded(d: Daemon, old: weakref.ref[Any]) -> bool:
 
 
 async def _until_reloaded(d: Daemon, old: weakref.ref[Any], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not _reloaded(d, old):
-        assert time.monotonic() < deadline, "no reload"
-        await asyncio.sleep(0.02)
+    await await_until("a reload", lambda: _reloaded(d, old), timeout)
 
 
 def _live(*names: str) -> Counter[str]:
