@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import smtplib
@@ -356,6 +357,11 @@ NOT_MODELLED = [
 ]
 
 
+# Warnings about the machine, not our set-up: a loaded VM's file times run a second
+# ahead of its clock now and then (seen once in a CI run of 1,748 tests)
+MACHINE_NOT_SETUP = re.compile(r"warning: file system clock is \d+ seconds? ahead of local clock")
+
+
 def test_every_line_is_modelled(traffic: Traffic) -> None:
     """No record is unparsed; postfix_other only for the lines listed above."""
     assert traffic.records, traffic.log
@@ -366,7 +372,7 @@ def test_every_line_is_modelled(traffic: Traffic) -> None:
         assert rec["time_source"] == "syslog"
         if rec["event"] == "postfix_other":
             assert any(rec["program"] == p and rec["text"].startswith(t) for p, t, _ in NOT_MODELLED), rec["raw"]
-        if rec["event"] in ("warning", "error"):
+        if rec["event"] in ("warning", "error") and not MACHINE_NOT_SETUP.search(rec["raw"]):
             pytest.fail(f"Postfix complained about our set-up: {rec['raw']}")
 
 
