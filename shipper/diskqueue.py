@@ -96,7 +96,7 @@ RECENT_WRITES_BYTES = 4 << 20
 KEPT_RECORD_OVERHEAD = 80
 
 SEGMENT_SUFFIX = ".seg"
-# A delivered segment is renamed so at once (cheap) and unlinked by the flusher thread:
+# A delivered segment is renamed at once (cheap) and unlinked by the flusher thread:
 # unlinking 16 MiB frees 4,096 blocks, 13 ms of the event loop here, every line arriving
 # meanwhile waiting. A start removes those a stop or a crash left.
 DELETED_SUFFIX = ".seg.deleted"

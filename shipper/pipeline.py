@@ -832,8 +832,9 @@ class Pipeline:
         """Connect a stream sink at the start rather than at its first batch: that batch
         then waits for no connect or TLS handshake (7 ms of the first lines' latency
         here, more over TLS), and a receiver down or a refused certificate is in the log
-        at once, not when the first mail comes. One attempt; the first batch tries again
-        after the backoff. A stop does not wait for it (a receiver that drops SYNs)."""
+        at once, not when the first mail comes. One attempt (a failure counted and said as
+        a send's); the first batch tries again. A stop does not wait for it (a receiver
+        that drops SYNs, or never answers the handshake)."""
         connect = getattr(route.sink, "connect", None)
         if connect is None:
             return

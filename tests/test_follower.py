@@ -1766,12 +1766,15 @@ async def test_a_log_directory_removed_and_made_again_while_paused_says_its_unre
             await _wait_exit(gen, ml)
             more += 10
         archives = sorted(p.name for p in d.iterdir() if p.name.startswith("@"))
-        current_size = (d / "current").stat().st_size
+        st = (d / "current").stat()
+        current_size = st.st_size
         # the watcher's safety poll (5 s) lists the directory meanwhile: waited for, not
-        # slept for (a fixed 6 s left a loaded machine's late poll 1 s)
+        # slept for (a fixed 6 s left a loaded machine's late poll 1 s). This current, by
+        # its inode too: when the first 10 lines ended on a rotation, the current before
+        # it had held the same 600 bytes, and the wait ended on that one (a CI run)
         f = src.followers[str(d)]
-        await await_until("current listed at its last size",
-                          lambda: f._cur_seen is not None and f._cur_seen.size == current_size, 30)
+        await await_until("current listed at its last size", lambda: f._cur_seen is not None and (
+            f._cur_seen.ino, f._cur_seen.size) == (st.st_ino, current_size), 30)
         shutil.rmtree(d)
         gen, ml = start_multilog(d, "t", "s4096", "n4", n=10, rate=1000, first=100000)
         await _wait_exit(gen, ml)
