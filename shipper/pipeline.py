@@ -158,6 +158,18 @@ def _recent_dicts(route: SinkRoute, items: list[tuple[int, bytes]]) -> list[dict
     return None
 
 
+def _ack_answered(route: SinkRoute, batch: Any, items: list[tuple[int, bytes]]) -> None:
+    """A batch cut short by a stop or a reload: what the receiver answered of it (RELP's
+    200 OKs, from the first record) is delivered, and acknowledged here. Else the next
+    pipeline sent it again: 299 duplicates where the window the frozen peer left
+    unanswered was 128 (a reload with rsyslog stopped, on a loaded machine)."""
+    answered = getattr(route.sink, "answered", None)
+    n = answered(batch) if answered is not None else 0
+    if n:
+        route.queue.ack(items[n - 1][0])
+        _forget_recent(route, items[n - 1][0])
+
+
 def _forget_recent(route: SinkRoute, acked_seq: int, limit: int = 0) -> None:
     """Drop recent appends up to ``acked_seq``, and the oldest beyond ``limit`` records."""
     recent = route.recent
@@ -807,6 +819,9 @@ class Pipeline:
             except SinkGone:
                 route.gone = True
                 raise
+            except asyncio.CancelledError:  # a stop's or reload's drain gave this sink up
+                _ack_answered(route, batch, items)
+                raise
             except PermanentError as exc:
                 records = [loads(p) for _, p in items]
                 if exc.refused is not None:  # the rest of the batch was delivered
@@ -819,6 +834,7 @@ class Pipeline:
                 route.sink.stats.dead_lettered += len(records)
                 ok, sent = True, False
             if not ok:  # stopping: leave the batch unacknowledged in the queue
+                _ack_answered(route, batch, items)
                 route.queue.rewind()
                 return
             if confirm is None:

@@ -5,6 +5,7 @@ the daemon's own process gives; a worker that dies must cost no record."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -1025,3 +1026,51 @@ async def test_a_tracking_save_writes_off_the_event_loop_and_commits_nothing_mea
         assert t1 > ticks[-1] or sum(t0 < t < t1 for t in ticks) >= 3
         assert not [c for c in commits if t0 < c < t1]  # and committed nothing
     assert commits  # (between the writes it does)
+
+
+async def test_what_a_relp_peer_answered_of_a_batch_cut_by_a_stop_is_not_sent_again(tmp_path):
+    """A peer that answers the first 50 commands of a batch and then nothing (frozen):
+    the stop gives the sink up; the 50 answered are delivered and acknowledged, only
+    the rest stays in the buffer for the next start (issue 5: nothing duplicated beyond
+    the window the peer left open). Before, the whole batch went again."""
+    from shipper.sinks.relp import RelpSink
+
+    answered: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"commands=syslog\n")
+        body = b"200 OK\nrelp_version=0\nrelp_software=fake\ncommands=syslog"
+        writer.write(b"1 rsp %d %s\n" % (len(body), body))
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:  # TXNR SP syslog SP DATALEN SP DATA LF
+                txnr = int(await reader.readuntil(b" "))
+                await reader.readuntil(b" ")
+                await reader.readexactly(int(await reader.readuntil(b" ")) + 1)
+                if len(answered) < 50:
+                    answered.append(txnr)
+                    writer.write(b"%d rsp 6 200 OK\n" % txnr)
+                    await writer.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "current").write_bytes(b"".join(corpus(300)))
+    source = MultilogSource([str(logdir)], str(tmp_path / "ckpt.json"), start="all", poll_interval=0.1)
+    sink = RelpSink("127.0.0.1", server.sockets[0].getsockname()[1], ack_timeout=60, name="siem")
+    route = SinkRoute("siem", sink, DiskQueue.open(str(tmp_path / "buf")), batch_records=1000)
+    pipeline = Pipeline([(source, ParseOptions(host="mx1"))], [route])
+    task = asyncio.create_task(pipeline.run())
+    try:
+        await await_until("300 appended, 50 answered, the rest waiting",
+                          lambda: route.queue.depth == 300 and len(answered) == 50 and sink.stats.sent > 50)
+        await pipeline.stop(1.0)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        server.close()
+        await server.wait_closed()
+    queue = DiskQueue.open(str(tmp_path / "buf"))
+    try:
+        assert queue.depth == 250  # what goes again at the next start
+    finally:
+        queue.close()

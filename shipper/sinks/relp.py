@@ -167,6 +167,19 @@ class RelpSink:
                 elif ev.kind == ERROR:
                     raise SinkError(f"{self._peer}: RELP protocol error: {ev.text}")
 
+    def answered(self, records: list[dict[str, Any]]) -> int:
+        """How many of ``records``, from the first, the server has answered 200 OK: a
+        batch cut short by a stop or a reload is delivered that far (the pipeline
+        acknowledges those; only the rest goes again)."""
+        if records is not self._batch:
+            return 0
+        n = 0
+        for done in self._acked:
+            if not done:
+                break
+            n += 1
+        return n
+
     async def connect(self) -> None:
         """Open the session now if none is open (see SyslogTcpSink.connect)."""
         if self._client is None:
