@@ -645,26 +645,13 @@ class Pipeline:
     def _start_save(self) -> None:
         """``_save_together`` with its writes (the state, then the checkpoints) and their
         fsyncs in a thread: they held the event loop 4-12 ms every save_interval, the
-        lines arriving meanwhile waiting. Now, on the loop: the queues synced, the
-        positions committed and the state taken. Until the writes end no position is
-        committed (sync_and_commit waits), so the checkpoints written in the thread are
-        those of this moment, as the state is."""
+        lines arriving meanwhile waiting. Until the writes end no position is committed
+        (sync_and_commit waits), so the checkpoints written in the thread are those of
+        the moment the state was taken."""
         assert self.snapshot_state is not None
-        t0 = time.monotonic()
-        self.sync_and_commit(force=True)
-        fed, self._fed_since_save = self._fed_since_save, False
-        write_state = self.snapshot_state()
-        saves = [save for s in self.sources if (save := getattr(s, "save", None)) is not None]
-
-        def write() -> bool:
-            if write_state() is False:
-                return False
-            for save in saves:
-                save()
-            return True
-
-        took = time.monotonic() - t0  # the loop's part: saves grow rarer as it grows
-        self._next_save = t0 + max(self.save_interval, 20 * took)
+        t0, fed, write = self._take_save(self.snapshot_state)
+        # the loop's part only: saves grow rarer as it grows
+        self._next_save = t0 + max(self.save_interval, 20 * (time.monotonic() - t0))
         self._saving = asyncio.get_running_loop().create_task(self._end_save(write, fed),
                                                               name="state save")
 
@@ -676,10 +663,7 @@ class Pipeline:
             saved = False
         finally:
             self._saving = None
-        if not saved:
-            self._fed_since_save = self._fed_since_save or fed  # to be tried again
-        elif any(getattr(s, "unsaved", False) for s in self.sources):
-            self._fed_since_save = True  # a checkpoint's write failed: the next save tries again
+        self._save_done(saved, fed)
         self._sync_wanted.set()  # the commits waiting for it
 
     async def _save_gate(self) -> None:
@@ -707,22 +691,40 @@ class Pipeline:
         harmless: the correlator skips lines it had), and a mail that spans the crash
         is one record. A state that could not be saved keeps the checkpoints where they
         were. Saves grow rarer as the state grows (at most ~5 % of the time)."""
-        t0 = time.monotonic()
-        self.sync_and_commit(force=True)
         assert self.save_state is not None
-        fed, self._fed_since_save = self._fed_since_save, False
-        saved = self.save_state() is not False
-        if not saved:
-            self._fed_since_save = fed  # to be tried again
-        if saved:
-            for source in self.sources:
-                save = getattr(source, "save", None)
-                if save is not None:
-                    save()
-                    if getattr(source, "unsaved", False):  # its write failed: the next save tries again
-                        self._fed_since_save = True
+        save_state = self.save_state
+        t0, fed, write = self._take_save(lambda: save_state)
+        saved = self._save_done(write(), fed)
         now = time.monotonic()
         self._next_save = now + max(self.save_interval, 20 * (now - t0))
+        return saved
+
+    def _take_save(self, snapshot: Callable[[], Callable[[], bool | None]]
+                   ) -> tuple[float, bool, Callable[[], bool]]:
+        """On the loop, at a moment the state and the checkpoints match: the positions
+        committed and the state taken (``snapshot`` gives its write). Returns when,
+        whether input was fed since the last save, and the writes (the state, then the
+        checkpoints; False if the state could not be written, and then no checkpoint is)."""
+        t0 = time.monotonic()
+        self.sync_and_commit(force=True)
+        fed, self._fed_since_save = self._fed_since_save, False
+        write_state = snapshot()
+        saves = [save for s in self.sources if (save := getattr(s, "save", None)) is not None]
+
+        def write() -> bool:
+            if write_state() is False:
+                return False
+            for save in saves:
+                save()
+            return True
+
+        return t0, fed, write
+
+    def _save_done(self, saved: bool, fed: bool) -> bool:
+        if not saved:
+            self._fed_since_save = self._fed_since_save or fed  # to be tried again
+        elif any(getattr(s, "unsaved", False) for s in self.sources):
+            self._fed_since_save = True  # a checkpoint's write failed: the next save tries again
         return saved
 
     def reading_paused(self) -> bool:

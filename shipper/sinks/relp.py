@@ -78,6 +78,9 @@ class RelpSink:
                         self.stats.extra["relp_server"] = ev.offers.get("relp_software", "") if ev.offers else ""
                     elif ev.kind in (REFUSED, ERROR):
                         raise SinkError(f"{self._peer}: RELP open refused: {ev.text}")
+        except (OSError, ssl.SSLError) as exc:
+            await self._drop()
+            raise SinkError(f"{self._peer}: connection lost: {describe_error(exc)}") from exc
         except BaseException:
             await self._drop()
             raise
@@ -183,10 +186,7 @@ class RelpSink:
     async def connect(self) -> None:
         """Open the session now if none is open (see SyslogTcpSink.connect)."""
         if self._client is None:
-            try:
-                await self._connect()
-            except (OSError, ssl.SSLError) as exc:
-                raise SinkError(f"{self._peer}: connection lost: {describe_error(exc)}") from exc
+            await self._connect()
 
     async def probe(self) -> None:
         """Open a RELP session and close it again (``shipper check``): a port that takes
