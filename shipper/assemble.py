@@ -259,10 +259,8 @@ class Assembly:
     carried: dict[str, float] = field(default_factory=dict)
 
     def close(self) -> None:
-        # after the pipeline's stop, which saved the state with the checkpoints, or kept
-        # both as they were (a batch it had was given up): then no state now either
-        if self.tracking is not None and self.pipeline.state_kept:
-            self.tracking.save()
+        """After the pipeline's stop, which saved the tracking state with the checkpoints
+        (or kept both as they were): nothing to write here."""
         # Break the cycles its parts make (registry → collect → self, tracking → behind →
         # pipeline → save_state → tracking): freed at once, not at Python's rare full
         # collection (a reload left its records in memory until then)

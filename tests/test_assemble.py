@@ -184,3 +184,43 @@ async def test_inputs_of_every_kind_read_to_their_end_go_on_with_the_wall_clock(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         os.close(wfd)
+
+
+async def test_a_stop_writes_the_tracking_state_once(tmp_path: Path) -> None:
+    """The pipeline's stop saves the state with the checkpoints; the assembly's close
+    wrote it a second time, on the event loop (with many open mails, megabytes and an
+    fsync in every reload, the new pipeline's lines waiting)."""
+    import asyncio
+    import time
+
+    from shipper import assemble as assemble_module
+    from shipper.assemble import assemble
+
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "current").write_bytes(b"\n".join(LINES[:2]) + b"\n")  # a mail left open
+    cfg = load_config_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\n'
+                           f'paths = ["{tmp_path}/log"]\nstart_position = "all"\n[sinks.o]\n'
+                           f'type = "file"\npath = "{tmp_path}/o.ndjson"\n[tracking]\nenabled = true\n')
+    asm = assemble(cfg)
+    writes: list[str] = []
+    real_write = assemble_module.Tracking._write
+
+    def counted(self, data: bytes) -> bool:
+        writes.append(orjson.loads(data)["qmail"]["mails"][0][0])  # the open mail's key
+        return real_write(self, data)
+
+    assemble_module.Tracking._write = counted
+    task = asyncio.create_task(asm.pipeline.run())
+    try:
+        deadline = time.monotonic() + 10
+        while asm.pipeline.stats.lines < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert asm.pipeline.stats.lines == 2
+        await asm.pipeline.stop(2)
+        await asyncio.gather(task, return_exceptions=True)
+        stopped = list(writes)
+        asm.close()
+    finally:
+        assemble_module.Tracking._write = real_write
+    assert len(stopped) >= 1 and writes == stopped  # saved by the stop, not again
+    assert orjson.loads((tmp_path / "state" / "tracking.json").read_bytes())["qmail"]["mails"]
