@@ -83,6 +83,10 @@ _REPEATED_EVENTS = frozenset({"status", "tcp_status"})
 _DOVECOT_LEVEL_FIRST = frozenset("IWEFPD")  # Info: Warning: Error: Fatal: Panic: Debug:
 _DOVECOT_LEVEL_TAGS = frozenset(("Info", "Warning", "Error", "Fatal", "Panic", "Debug"))
 # "NAME[PID]: ": a PID within int()'s digit limit (4,300), or the line's whole parse failed
+_REPEATED_RE = re.compile(r"message repeated (\d{1,9}) times: \[ ?(.*)\][ \t]*\Z", re.S)
+_LAST_REPEATED_WORDS = frozenset(("last", "---"))
+# sysklogd's, busybox's and BSD syslogd's forms; macOS's "--- last message repeated 1 time ---"
+_LAST_REPEATED_RE = re.compile(r"(?:--- )?last message repeated (\d{1,9}) times?(?: ---)?\Z")
 _PREFIX_RE = re.compile(r"([A-Za-z][\w.+-]*(?:/[\w.+-]+)*)(?:\[(\d{1,4000})\])?: ?")
 
 
@@ -447,6 +451,8 @@ def _dovecot1_process(text: str) -> bool:
 
 def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, int | None]:
     """Program text → (program, event, fields, pid). Never raises."""
+    if tag is not None and text[:17] == "message repeated " and (got := _repeated(text, tag)) is not None:
+        return got
     if tag is not None and tag != "qmail":
         if tag.startswith(("postfix", "pmg-smtp-filter")) or ("/" in tag and tag[-1] != ">"):
             # Postfix's tags (not dovecot's mail process "imap(user)<pid><session>", the
@@ -539,7 +545,24 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
     if tag is None and m is not None and m.group(2):
         # "NAME[PID]: ..." of a program we have no grammar for (sslio, ...): say whose it is
         return m.group(1), "unparsed", {}, int(m.group(2))
+    if word in _LAST_REPEATED_WORDS and (r := _LAST_REPEATED_RE.match(text)) is not None:
+        # syslogd's own line for the line before it, written N times more
+        return tag if tag != "qmail" else None, "repeated", {"repeated": int(r.group(1))}, None
     return (tag if tag != "qmail" else None), "unparsed", {}, None
+
+
+def _repeated(text: str, tag: str) -> tuple[str | None, str, dict, int | None] | None:
+    """rsyslog's ``message repeated N times: [ TEXT]`` (its RepeatedMsgReduction, on in
+    Ubuntu's default configuration; a password guesser repeats its line): TEXT parsed as
+    the line it stands for, with ``repeated`` = N, and its secrets redacted as there."""
+    m = _REPEATED_RE.match(text)
+    if m is None or m.group(2).startswith("message repeated "):  # one wrapping, never nested
+        return None
+    program, event, fields, pid = dispatch(m.group(2), tag)
+    if "_redact" in fields:
+        fields["_redact"] = text[:m.start(2)] + fields["_redact"] + text[m.end(2):]
+    fields["repeated"] = int(m.group(1))
+    return program, event, fields, pid
 
 
 def _with_secrets(text: str) -> tuple[str | None, str, dict, int | None] | None:

@@ -516,3 +516,41 @@ def test_a_date_in_a_multilog_line_is_no_s6_log_stamp_unless_its_nanoseconds_are
     assert again.time_source == "tai64n" and again.message.startswith("2026-11-30 08:02:20.123456789")
     s6 = p.parse(b"@400000006b0d2db30b262eb7 2026-11-30 08:02:22.187051703  new msg 6")
     assert (s6.time_source, s6.message, s6.event) == ("tai64n_tai", "new msg 6", "new_msg")
+
+
+@pytest.mark.parametrize(("line", "secret", "program", "event", "fields"), [
+    # rsyslog's RepeatedMsgReduction (on in Ubuntu's rsyslog.conf): a password guesser's
+    # line repeated; the wrapper hid the secret from the redaction (found by a review)
+    (b"Mar  3 10:00:06 mx1 vpopmail[777]: message repeated 2 times: [ vchkpw-pop3: password fail "
+     b"(pass: 'Hunter2!') bob@example.com:203.0.113.50]", "Hunter2!", "vpopmail", "pop_auth",
+     {"result": "failure", "auth_user": "bob@example.com", "remote_ip": "203.0.113.50", "repeated": 2}),
+    (b"Mar  3 10:00:07 mx1 checkpassword-pam[55]: message repeated 2 times: [ Password 'Hunter3' read "
+     b"successfully]", "Hunter3", "checkpassword-pam", "checkpassword_debug", {"repeated": 2}),
+    (b"Mar  3 10:00:08 mx1 qmail/smtpd[9]: message repeated 3 times: [ 4357 < PASS hunter4 ]", "hunter4",
+     "recordio", "io_client", {"repeated": 3}),
+    (b"<22>1 2024-03-03T10:00:00Z mx1 dovecot - - - message repeated 5 times: [ imap-login: Disconnected "
+     b"(auth failed, 1 attempts in 2 secs): user=<admin>, method=PLAIN, rip=203.0.113.50, lip=192.0.2.1, "
+     b"session=<abc>]", None, "dovecot", "pop_auth",
+     {"result": "failure", "auth_user": "admin", "remote_ip": "203.0.113.50", "repeated": 5}),
+    # a public Ubuntu syslog (code-index id 57071881654): rsyslog's own form, any program
+    (b"Sep 10 22:41:37 TheMothership whoopsie[1036]: message repeated 3 times: [ offline]", None,
+     "whoopsie", "unparsed", {"repeated": 3}),
+    # sysklogd's (and busybox's, BSD's) line for the line before it, and macOS's form
+    (b"Mar  3 10:00:09 mx1 last message repeated 5 times", None, None, "repeated", {"repeated": 5}),
+    (b"Mar  3 10:00:09 mx1 --- last message repeated 1 time ---", None, None, "repeated", {"repeated": 1}),
+    # not rsyslog's wrapper: left as it is; nested: one wrapping taken, never recursion
+    (b"Mar  3 10:00:09 mx1 app[1]: message repeated twice", None, "app", "unparsed", {}),
+    (b"Mar  3 10:00:09 mx1 app[1]: " + b"message repeated 2 times: [ " * 1000 + b"x" + b"]" * 1000, None,
+     "app", "unparsed", {}),
+])
+def test_syslogs_repeated_lines_are_the_lines_they_stand_for(line, secret, program, event, fields):
+    for rec in (LineParser(ParseOptions(syslog_year=2024)).parse(line),
+                LineParser(ParseOptions(syslog_year=2024)).parse_batch([line], [0])[0]):
+        assert (rec.program, rec.event) == (program, event)
+        assert {k: rec.fields.get(k) for k in fields} == fields
+        if "repeated" not in fields:
+            assert "repeated" not in rec.fields
+        if secret is not None:
+            assert secret not in rec.raw + rec.message and "redacted" in rec.flags
+            assert rec.message.startswith("message repeated ") and rec.message.endswith("]")
+            assert rec.raw.endswith(rec.message)
