@@ -28,6 +28,7 @@ def cmd_parse(argv: list[str]) -> int:
     from shipper.parse import DEFAULT_MAX_LINE, LineParser, ParseOptions
     from shipper.reader import InputError, expand, read_joined
     from shipper.record import F_CONTINUATION, F_PARTIAL, F_TRUNCATED, add_flag, ndjson_all
+    from shipper.when import year_arg
 
     ap = argparse.ArgumentParser(
         prog="shipper parse",
@@ -42,7 +43,7 @@ def cmd_parse(argv: list[str]) -> int:
     ap.add_argument("--tai", action="store_true",
                     help="TAI64N labels are true TAI with leap seconds (s6-log), not daemontools'")
     ap.add_argument("--utc", action="store_true", help="tai64nlocal/syslog stamps are UTC, not local time")
-    ap.add_argument("--year", type=int, help="year of the first BSD syslog stamps (they have none); "
+    ap.add_argument("--year", type=year_arg, help="year of the first BSD syslog stamps (they have none); "
                     "it turns with the dates, Dec 31 to Jan 1")
     ap.add_argument("--host", help="host name for records whose line names none")
     args = ap.parse_args(argv)

@@ -43,6 +43,7 @@ from typing import Any
 
 from shipper.parse import DEFAULT_MAX_LINE, ParseOptions
 from shipper.tlsconfig import TlsOptions
+from shipper.when import YEAR_MAX, YEAR_MIN
 
 log = logging.getLogger("shipper.config")
 
@@ -727,7 +728,7 @@ def _parse(t: _Table | None) -> ParseConfig:
         c.max_line_bytes = t.integer("max_line_bytes", c.max_line_bytes, 64, 16 << 20)
         c.redact = t.boolean("redact", c.redact)
         c.host = t.string("host", None)
-        c.syslog_year = t.integer("syslog_year", None, 1970, 9999)
+        c.syslog_year = t.integer("syslog_year", None, YEAR_MIN, YEAR_MAX)
         present, value, _ = t._raw("workers")
         if present and value != "auto":
             if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 16:

@@ -9,6 +9,7 @@ same event id as when it was shipped live.
 from __future__ import annotations
 
 import bz2
+import errno
 import gzip
 import lzma
 import os
@@ -93,8 +94,19 @@ def expand(paths: list[str]) -> list[str]:
         elif os.path.exists(p):
             out.append(p)
         else:
-            raise InputError(f"{p}: no such file or directory")
+            raise InputError(f"{p}: {_missing_why(p)}")
     return out
+
+
+def _missing_why(path: str) -> str:
+    """Why a path does not exist: "no such file or directory", or what stat says when it
+    is something else (a symbolic link loop, a file taken for a directory)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT and exc.strerror:
+            return exc.strerror
+    return "no such file or directory"
 
 
 def open_binary(path: str) -> BinaryIO:
@@ -362,7 +374,11 @@ def input_sets(paths: list[str], plain_dirs: bool = False) -> list[InputSet]:
             sets[("-", str(len(sets)))] = InputSet(["-"], False, "-")
             continue
         if os.path.isdir(p) and not is_multilog_dir(p) and plain_dirs:
-            files = sorted(os.path.join(p, n) for n in os.listdir(p)
+            try:
+                names = os.listdir(p)
+            except OSError as exc:  # multilog makes its directories 0700: not root's alone
+                raise InputError(f"{p}: {exc.strerror}") from None
+            files = sorted(os.path.join(p, n) for n in names
                            if os.path.isfile(os.path.join(p, n)) and not n.startswith("."))
         else:
             files = expand([p])

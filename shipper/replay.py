@@ -29,7 +29,7 @@ from shipper.parse import LineParser, ParseOptions
 from shipper.reader import InputError, input_sets, read_joined
 from shipper.record import F_CONTINUATION, F_PARTIAL, F_TRUNCATED
 from shipper.sinks.base import Backoff, PermanentError, deliver
-from shipper.when import FORMS, parse_time
+from shipper.when import FORMS, parse_time, year_arg
 
 BATCH = 2000
 
@@ -343,7 +343,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--tai", action="store_true",
                     help="TAI64N labels are true TAI with leap seconds (s6-log), not daemontools'")
     ap.add_argument("--utc", action="store_true", help="tai64nlocal/syslog stamps are UTC")
-    ap.add_argument("--year", type=int, help="year of the first BSD syslog stamps (they have none; "
+    ap.add_argument("--year", type=year_arg, help="year of the first BSD syslog stamps (they have none; "
                     "default: the config's syslog_year, else guessed); it turns with the dates")
     ap.add_argument("--host", help="host name for records whose line names none (default: the "
                     "config's, as a live run names them)")

@@ -8,6 +8,7 @@ exactly that line); a TAI64N label as multilog writes it; an age before now.
 
 from __future__ import annotations
 
+import argparse
 import calendar
 import re
 import time
@@ -60,3 +61,18 @@ def parse_time(text: str, now: float | None = None) -> int:
             off = int(tz[1:3]) * 3600 + int(tz[3:5]) * 60
             secs -= off if tz[0] == "+" else -off
     return secs * NS + (int(frac.ljust(9, "0")) if frac else 0)
+
+
+YEAR_MIN, YEAR_MAX = 1970, 9999  # the config's syslog_year takes the same
+
+
+def year_arg(text: str) -> int:
+    """``--year``: the year BSD syslog stamps (which have none) are in; a usage error for
+    anything else (year 0 or 99999 made every stamped line a bad stamp)."""
+    try:
+        year = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a year: {text!r}") from None
+    if not YEAR_MIN <= year <= YEAR_MAX:
+        raise argparse.ArgumentTypeError(f"a year from {YEAR_MIN} to {YEAR_MAX}, not {year}")
+    return year

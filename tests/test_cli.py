@@ -11,6 +11,7 @@ import sys
 import threading
 
 import orjson
+import pytest
 from conftest import require_binary, without_root_powers
 
 
@@ -163,19 +164,39 @@ def test_parse_reads_a_pipe_by_name_and_compressed_standard_input(tmp_path):
     assert [orjson.loads(x)["event"] for x in r.stdout.splitlines()] == ["new_msg", "end_msg"]
 
 
-def test_parse_of_an_unreadable_directory_says_so(tmp_path):
-    """It said "a directory but not a multilog directory" of a log directory it may not list."""
+@pytest.mark.parametrize(("command", "prefix", "rc"), [
+    (["parse"], "shipper", 1), (["stats"], "shipper stats", 2), (["track", "--to", "bob"], "shipper track", 2)])
+@pytest.mark.parametrize("multilog", [True, False])
+def test_a_directory_that_may_not_be_listed_says_so(tmp_path, command, prefix, rc, multilog):
+    """parse said "a directory but not a multilog directory" of a log directory it may not
+    list; track and stats ended in a PermissionError's traceback (a black-box review;
+    multilog makes its directories 0700, open to root alone)."""
     d = tmp_path / "log"
     d.mkdir()
-    (d / "current").write_bytes(b"")
+    (d / ("current" if multilog else "mail.log")).write_bytes(b"")
     d.chmod(0o000)
     try:
-        r = subprocess.run([*without_root_powers(), sys.executable, "-m", "shipper", "parse", str(d)],
-                           capture_output=True, timeout=60)
+        r = subprocess.run([*without_root_powers(), sys.executable, "-m", "shipper", command[0], str(d),
+                            *command[1:]], capture_output=True, timeout=60)
     finally:
         d.chmod(0o755)
-    assert r.returncode != 0
-    assert r.stderr.decode().strip() == f"shipper: {d}: Permission denied"
+    assert r.returncode == rc
+    assert r.stderr.decode().splitlines() == [f"{prefix}: {d}: Permission denied"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["track", "x", "--max-open", "-1"], "argument --max-open: at least 1, not -1"),
+    (["stats", "x", "--max-open", "0"], "argument --max-open: at least 1, not 0"),
+    (["stats", "x", "--top", "-1"], "argument --top: at least 1, not -1"),
+    (["parse", "--year", "0", "-"], "argument --year: a year from 1970 to 9999, not 0"),
+    (["replay", "--year", "99999", "--output", "o", "x"], "argument --year: a year from 1970 to 9999, not 99999"),
+    (["track", "x", "--year", "abc"], "argument --year: not a year: 'abc'"),
+])
+def test_numbers_out_of_their_range_are_usage_errors(argv, message):
+    """--max-open -1 ended in a traceback, 0 reported every mail incomplete; --year 0 made
+    every stamped line a bad stamp (a black-box review)."""
+    r = run(*argv, input=b"")
+    assert r.returncode == 2 and r.stderr.decode().splitlines()[-1].endswith(message)
 
 
 def test_every_option_of_every_command_says_what_it_does(monkeypatch):

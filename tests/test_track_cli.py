@@ -433,3 +433,15 @@ def test_stats_of_a_postfix_delays_digit_run_is_no_time(tmp_path: Path) -> None:
     d = orjson.loads(out)
     assert d["delivery_time_s"]["count"] == 1 and d["delivery_time_s"]["max"] == 0.75
     assert d["deliveries"]["success"] == 2
+
+
+def test_an_impossible_path_is_said_as_it_is(tmp_path: Path, capsys) -> None:
+    """A link to itself and a file taken for a directory were "no such file or
+    directory" (found by a black-box review)."""
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "file").write_bytes(b"")
+    for path, why in ((tmp_path / "loop", "Too many levels of symbolic links"),
+                      (tmp_path / "file" / "x", "Not a directory"),
+                      (tmp_path / "missing", "no such file or directory")):
+        rc, _ = run(stats_main, [str(path)])
+        assert rc == 2 and capsys.readouterr().err.splitlines() == [f"shipper stats: {path}: {why}"]

@@ -25,7 +25,7 @@ from shipper.reader import InputError, input_sets, read_joined
 from shipper.record import event_id
 from shipper.track.correlator import Correlator, CorrelatorOptions
 from shipper.track.report import Stats, TrackQuery, matches, render_stats, render_text
-from shipper.when import FORMS, parse_time
+from shipper.when import FORMS, parse_time, year_arg
 
 FEED_BATCH = 2048
 FLUSH_EVERY = 64  # batches between max-age flushes
@@ -93,6 +93,18 @@ def summaries(paths: list[str], copts: CorrelatorOptions | None = None,
     yield from corr.finish()
 
 
+def _count_arg(text: str) -> int:
+    """A number of at least 1 (--max-open 0 reported every mail incomplete at once;
+    -1 ended in a traceback)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"at least 1, not {n}")
+    return n
+
+
 def _time_arg(text: str) -> int:
     try:
         return parse_time(text)
@@ -109,11 +121,11 @@ def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--until", type=_time_arg, metavar="T",
                     help="only mails/sessions starting at or before T")
     ap.add_argument("--json", action="store_true", help="JSON output")
-    ap.add_argument("--max-open", type=int, default=100_000,
+    ap.add_argument("--max-open", type=_count_arg, default=100_000,
                     help="open messages kept before the oldest is reported incomplete")
     ap.add_argument("--utc", action="store_true",
                     help="tai64nlocal / syslog stamps are UTC, not local time")
-    ap.add_argument("--year", type=int, help="year of BSD syslog stamps (default: guessed)")
+    ap.add_argument("--year", type=year_arg, help="year of BSD syslog stamps (default: guessed)")
 
 
 def _options(args: argparse.Namespace) -> tuple[CorrelatorOptions, ParseOptions]:
@@ -271,7 +283,7 @@ def stats_main(argv: list[str], stdout: TextIO | None = None) -> int:
     out = stdout or sys.stdout
     ap = argparse.ArgumentParser(prog="shipper stats", description=stats_main.__doc__)
     _common(ap)
-    ap.add_argument("--top", type=int, default=10, help="rows in each top list")
+    ap.add_argument("--top", type=_count_arg, default=10, help="rows in each top list")
     args = ap.parse_args(argv)
     q = TrackQuery(since_ns=args.since, until_ns=args.until, sessions=True)
     copts, popts = _options(args)
