@@ -12,6 +12,7 @@ record of that client; any other text is kept as written. The line's own spellin
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -40,6 +41,16 @@ def unmap_fields(fields: dict[str, Any]) -> None:
     for k, v in fields.items():
         if k.endswith("_ip") and type(v) is str:
             fields[k] = ip_field(v)
+
+
+_ADDRESS_RE = re.compile(r"[0-9A-Fa-f.:]*[.:][0-9A-Fa-f.:]*(?:%[\w.-]+)?")
+
+
+def may_be_address(text: str) -> bool:
+    """Whether ``text`` has an IP address's characters (IPv4, IPv6, a scope): the words
+    programs write where they have none (Postfix's ``unknown[unknown]``, ``(null)``)
+    make no ``*_ip`` field, which an index typing it as an address would refuse."""
+    return _ADDRESS_RE.fullmatch(text) is not None
 
 
 def may_hold_mapped(text: str) -> bool:

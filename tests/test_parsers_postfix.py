@@ -475,3 +475,27 @@ def test_real_postfix_37_cleanup_header_check_actions():
     # cleanup's msg_info: info, as HOLD's line; not the warning level of a diagnostic
     from shipper.severity import INFO, severity
     assert severity(_parse(lines["warning"]).to_dict()) == INFO
+
+
+# Public logs (code-index ids 35074673685, 25183368677, 46282481565): Postfix writes
+# unknown[unknown] when it could not get the client's address (the client gone before
+# the accept's getpeername, a proxy's timeout)
+UNKNOWN_CLIENT_LINES = [
+    ("Sep  1 05:23:56 mail postfix/smtps/smtpd[11962]: connect from unknown[unknown]", "connect"),
+    ("Sep  1 05:23:56 mail postfix/smtps/smtpd[11962]: SSL_accept error from unknown[unknown]: "
+     "Connection reset by peer", "postfix_other"),
+    ("Dec  8 08:39:42 interno1 postfix/smtpd[1915]: lost connection after CONNECT from unknown[unknown]",
+     "session_error"),
+    ("Dec  8 08:39:42 interno1 postfix/smtpd[1915]: disconnect from unknown[unknown] commands=0/0", "disconnect"),
+    ("Aug 27 13:00:30 mail postfix/smtpd[8384]: NOQUEUE: milter-reject: CONNECT from unknown[unknown]: "
+     "451 4.7.1 Service unavailable - try again later; proto=SMTP", "reject"),
+]
+
+
+@pytest.mark.parametrize(("line", "event"), UNKNOWN_CLIENT_LINES)
+def test_a_client_of_unknown_address_has_no_remote_ip(line, event):
+    """remote_ip was "unknown", which an index typing the field as an address refuses
+    (with the whole record): found by a black-box review."""
+    rec = _parse(line)
+    assert rec.event == event and rec.fields["remote_host"] == "unknown"
+    assert not any(k.endswith("_ip") for k in rec.fields), rec.fields

@@ -33,6 +33,8 @@ import re
 from itertools import pairwise
 from typing import Any
 
+from shipper.ipaddr import may_be_address
+
 Parsed = tuple[str, dict[str, Any]]
 
 _TRAILING = " \r\t\n"
@@ -121,7 +123,7 @@ def _vchkpw_old(rest: str, prefix: str) -> Parsed | None:
         fields["reason"] = f"{phrase} {tail[:sp]}"
     if user:
         fields["auth_user"] = user
-    if ip:
+    if ip and may_be_address(ip):
         fields["remote_ip"] = ip
     return "pop_auth", fields
 
@@ -196,7 +198,7 @@ def parse_vchkpw(text: str) -> Parsed | None:
         fields["auth_user"] = who
     else:
         fields["auth_user"] = who[:c]
-        if who[c + 1:]:
+        if may_be_address(who[c + 1:]):
             fields["remote_ip"] = who[c + 1:]
     if m.group("pw") is not None:
         start, end = m.span("pw")
@@ -377,7 +379,7 @@ def parse_dovecot(text: str) -> Parsed | None:
                     value = value[1:-1]
                 name = _DOVECOT_FIELDS.get(key)
                 if name is not None:
-                    if value:
+                    if value and (name[-3:] != "_ip" or may_be_address(value)):
                         f[name] = value
                 elif key in _DOVECOT_INTS and value.isdigit() and len(value) <= 10:
                     f[_DOVECOT_INTS[key]] = int(value)

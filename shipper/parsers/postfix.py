@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from shipper.ipaddr import may_be_address
+
 Parsed = tuple[str, dict[str, Any]]
 
 _TRAILING = " \r\t\n"
@@ -360,7 +362,8 @@ def _client(value: str, fields: dict[str, Any]) -> Parsed:
             m = _HOSTIP_RE.match(item, 12)
             if m is not None:
                 fields["orig_client_host"] = m.group(1)
-                fields["orig_client_ip"] = m.group(2)
+                if may_be_address(m.group(2)):
+                    fields["orig_client_ip"] = m.group(2)
         elif item.startswith("sasl_method="):
             fields["method"] = item[12:]
         elif item.startswith("sasl_username="):
@@ -550,7 +553,7 @@ def _hostip(text: str, start: int, fields: dict[str, Any]) -> int:
 def _set_client(fields: dict[str, Any], host: str, ip: str, port: str | None) -> None:
     if host:
         fields["remote_host"] = host
-    if ip:
+    if ip and may_be_address(ip):  # not the "unknown" of unknown[unknown]
         fields["remote_ip"] = ip
     if port:
         fields["remote_port"] = int(port)
@@ -561,7 +564,7 @@ def _set_relay(fields: dict[str, Any], host: str, ip: str, port: str | None) -> 
         fields["relay_host"] = host
     if "/" in ip:  # lmtp/smtp over a unix socket: relay=host[private/dovecot-lmtp]
         fields["relay_socket"] = ip
-    elif ip:
+    elif ip and may_be_address(ip):
         fields["relay_ip"] = ip
     if port:
         fields["relay_port"] = int(port)
