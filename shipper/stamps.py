@@ -307,6 +307,14 @@ def _bsd(line: str, m: re.Match[str], year: int | None, local_tz: bool) -> Envel
     fold = 0
     try:
         y, h = _year_for(mon, day, year), int(m.group(3))
+        if mon == 2 and day == 29 and not calendar.isleap(y):
+            # mktime makes it March 1, and time went back at the next line
+            if year is not None:  # the year given has no such day: the stamp is bad
+                env = _bsd_env(line, m, None)
+                env.bad_stamp = True
+                return env
+            while not calendar.isleap(y):  # guessed: the last year that had one
+                y -= 1
         secs = to_unix(y, mon, day, h, int(m.group(4)), int(m.group(5)))
         if local_tz:
             fold = local_fold(y, mon, day, h)

@@ -128,6 +128,25 @@ def test_bsd_syslog_plain(tz_utc):
     assert (env.tag, env.pid, env.text) == ("postfix/smtpd", 21842, "connect from a[1.2.3.4]")
 
 
+def test_february_29_is_never_march_1(tz_utc, monkeypatch):
+    """mktime made a BSD stamp's Feb 29 in a year without one March 1, unflagged, and
+    time went back at the next line (found by a black-box review)."""
+    line = "Feb 29 10:00:00 mx1 tcpserver[555]: tcpserver: status: 2/40"
+    env = split_envelope(line, year=2024)
+    assert (env.time_ns, env.bad_stamp) == (1709200800 * NS, False)
+    # the year given has no Feb 29: a bad stamp (the parser then infers the time), the
+    # rest of the header still read
+    env = split_envelope(line, year=2023)
+    assert (env.time_ns, env.bad_stamp) == (None, True)
+    assert (env.host, env.tag, env.pid, env.text) == ("mx1", "tcpserver", 555, "tcpserver: status: 2/40")
+    # a guessed year: the last year that had one (read in 2026, or on 1 January: 2024)
+    gmtime = time.gmtime
+    for now in (1795000000, 1767225600):  # 2026-11-17, 2026-01-01
+        monkeypatch.setattr(stamps.time, "gmtime", lambda t=None, now=now: gmtime(now if t is None else t))
+        env = split_envelope("Feb 29 10:00:00.123456 mx1 postfix/qmgr[1]: 42EA826EA2: removed")
+        assert (env.time_ns, env.bad_stamp) == (1709200800_123456000, False)
+
+
 def test_rfc3339_syslog():
     env = split_envelope("2023-06-23T14:26:29.324152+02:00 pmg postfix/smtpd[1]: connect from x[1.2.3.4]")
     assert env.time_ns == 1687523189_324152000
