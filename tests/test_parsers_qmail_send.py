@@ -528,6 +528,18 @@ def test_indimail_lines_from_its_source():
      "Sorry. Although I'm listed as a best-preference MX or A for that host,\nit isn't in my "
      "control/locals file, so I don't treat it as local. (#5.4.6)"),
     ("Remote_host_said:_550_no/such/user/", "Remote host said: 550 no\nsuch\nuser"),
+    # a delivery program's message naming a path after a space, quote or "(" (found by
+    # a black-box review: "/var/mail/bob.lock" was cut into lines)
+    ("maildrop:_Unable_to_create_a_dot-lock_at_/var/mail/bob.lock./",
+     "maildrop: Unable to create a dot-lock at /var/mail/bob.lock."),
+    ("lda(bob):_Error:_open(/var/mail/bob)_failed:_Permission_denied/second_line/",
+     "lda(bob): Error: open(/var/mail/bob) failed: Permission denied\nsecond line"),
+    ('procmail:_Couldn\'t_create_"/var/spool/mail/bob"/',
+     'procmail: Couldn\'t create "/var/spool/mail/bob"'),
+    ("vdelivermail:_user_is_over_quota_/home/vpopmail/domains/x.org/bob/Maildir/_(#5.2.2)/",
+     "vdelivermail: user is over quota /home/vpopmail/domains/x.org/bob/Maildir/ (#5.2.2)"),
+    # a line that ends in a space before one word alone: still lines
+    ("Remote_host_said:_550_see_/here/", "Remote host said: 550 see \nhere"),
     # a multi-line reply whose line ends in a URL: the next line starts with the code
     ("Remote_host_said:_550-5.7.1_see_https://support.google.com/mail/answer/81126/550_5.7.1_"
      "more_text_-_gsmtp/", "Remote host said: 550-5.7.1 see https://support.google.com/mail/answer/81126"

@@ -218,13 +218,18 @@ def _delivery(rest: str) -> Parsed | None:
 # (an underscore, or a space logsafe'd), up to the first ":_"; nor in the TLS patch's
 # certificate path "control/tlshosts/FQDN.pem" (qmail-remote.c tls_init(): "TLS unable to
 # verify server with FN: ...", "No TLS achieved while FN exists") nor in the X.509 names
-# of its "STARTTLS proto=...; subject=/CN=...; issuer=/C=../O=..;" (X509_NAME_oneline)
+# of its "STARTTLS proto=...; subject=/CN=...; issuer=/C=../O=..;" (X509_NAME_oneline);
+# nor in an absolute path after a space, a quote or "(" (a delivery program's message:
+# maildrop's "dot-lock at /var/mail/bob.lock.", dovecot-lda's "open(/var/mail/bob)"),
+# its first name lower case and more than one name (a line seldom ends in a space; a
+# directory's "/" before a space is its own)
 _LITERAL_SLASH_RE = re.compile(
     r"[A-Za-z][A-Za-z0-9+.-]{0,15}://(?:[^_/\s]|/(?!Remote_host_said|Giving_up|I'm_not_going|"
     r"[2-5][0-9][0-9][-_]|$))*"
     r"|my_control/locals_file|reading_users/cdb_in"
     r"|Unable_to_(?:open|write|switch_to|run)_(?:[^_\s:]*|[/.][^\s:]*?):_"
-    r"|[^_\s/]*/(?:[^_\s/]+/)*tlshosts/[^_\s/:;]+|;_(?:subject|issuer)=[^;\s]*")
+    r"|[^_\s/]*/(?:[^_\s/]+/)*tlshosts/[^_\s/:;]+|;_(?:subject|issuer)=[^;\s]*"
+    r"|(?<=[_\"'(])/[a-z][a-z0-9._-]*(?:/[^_\s:/\"'()]+)+(?:/(?=_))?")
 
 
 def _keep_slashes(m: re.Match[str]) -> str:
@@ -234,7 +239,8 @@ def _keep_slashes(m: re.Match[str]) -> str:
 def delivery_text_fields(raw: str) -> dict[str, Any]:
     """Fields of a logsafe'd delivery report: text, text_raw, smtp_code, dsn, relay_ip, recipient."""
     if ("://" in raw or "control/locals" in raw or "users/cdb" in raw or "Unable_to_" in raw
-            or "tlshosts/" in raw or "STARTTLS_proto=" in raw):
+            or "tlshosts/" in raw or "STARTTLS_proto=" in raw or "_/" in raw or "(/" in raw
+            or '"/' in raw or "'/" in raw):
         text = _LITERAL_SLASH_RE.sub(_keep_slashes, raw)
         text = text.replace("_", " ").replace("/", "\n").replace("\x00", "/").rstrip("\n")
     else:
