@@ -372,6 +372,8 @@ class LineParser:
             bad_stamp = env.bad_stamp
             if env.continued:
                 flags = (flags or []) + [F_CONTINUATION]
+            if env.invalid_utf8:
+                flags = (flags or []) + [F_INVALID_UTF8]
             if time_ns is not None and not 0 <= time_ns < _NS_END:
                 time_ns, bad_stamp = None, True  # 1970 .. 2262 only: see tai64n.LABEL_SECS_END
             if time_ns is None:

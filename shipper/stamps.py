@@ -42,6 +42,7 @@ class Envelope:
     # A journal entry's place in its journal, (seqnum id, seqnum), from its cursor
     journal_seq: tuple[str, int] | None = None
     continued: bool = False  # a splogger chunk after the first of a line > 799 bytes
+    invalid_utf8: bool = False  # a journal MESSAGE of bytes that are not UTF-8
     # A local wall-clock time in the hour a DST change repeats has two readings: the
     # other one (the parser picks the one that follows the line before it)
     alt_ns: int | None = None
@@ -484,7 +485,8 @@ def _journal(entry: dict) -> Envelope:
     gives bytes that are not UTF-8 as a list of numbers, and null for a value it
     did not print: larger than 4096 bytes without ``--all``; several values of a
     field as a list of them)."""
-    msg = _journal_text(entry["MESSAGE"])
+    value = entry["MESSAGE"]
+    msg = _journal_text(value)
     ns = None
     usec = entry.get("_SOURCE_REALTIME_TIMESTAMP") or entry.get("__REALTIME_TIMESTAMP")
     if isinstance(usec, str) and usec.isdecimal() and len(usec) <= 18:
@@ -496,8 +498,18 @@ def _journal(entry: dict) -> Envelope:
                    host=host if isinstance(host, str) else None,
                    tag=tag if isinstance(tag, str) else None,
                    pid=_pid(pid),
-                   journal_seq=_journal_seq(entry.get("__CURSOR")))
+                   journal_seq=_journal_seq(entry.get("__CURSOR")),
+                   invalid_utf8="\ufffd" in msg and isinstance(value, list) and not _utf8(value))
     return _after_header(env)
+
+
+def _utf8(numbers: list) -> bool:
+    """Whether journald's list of numbers is UTF-8 (it gives such a list for any other)."""
+    try:
+        bytes(numbers).decode("utf-8")
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 _DOCKER_TIME_RE = re.compile(_DATE_TIME + "$")

@@ -367,6 +367,19 @@ def test_journal_json_odd_values():
     assert split_envelope('{"MESSAGE": [300]}').text == "[300]"
 
 
+def test_a_journal_message_of_bytes_that_are_not_utf8_is_flagged():
+    """journald gives such a MESSAGE as a list of numbers: decoded with U+FFFD, and was
+    not flagged invalid_utf8 as the same bytes in a file are (a black-box review)."""
+    from shipper.parse import LineParser
+
+    bad = orjson.dumps({"SYSLOG_IDENTIFIER": "qmail-smtpd", "MESSAGE": list(b"caf\xe9 ok")})
+    good = orjson.dumps({"SYSLOG_IDENTIFIER": "x", "MESSAGE": list("caf\u00e9 \ufffd".encode())})
+    rec = LineParser().parse(bad)
+    assert rec.message == "caf\ufffd ok" and "invalid_utf8" in rec.flags and rec.raw == bad.decode()
+    rec = LineParser().parse(good)
+    assert rec.message == "caf\u00e9 \ufffd" and "invalid_utf8" not in rec.flags
+
+
 def test_vchkpw_text_read_as_a_syslog_tag_is_still_redacted(tz_utc):
     from shipper.parse import LineParser
 
