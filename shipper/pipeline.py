@@ -387,19 +387,22 @@ class Pipeline:
         each turn, while a sink needs several turns a batch (read, send, drain,
         ack): it falls behind until its records are no longer in memory and must
         be parsed back from the buffer (3 µs each; a tenth of all the work).
-        Never a wait: the turns end when the sink stops acknowledging (it waits
+        Never a wait: the turns end when the sink stops taking records (it waits
         for its peer, not for us), and a slow or stalled sink must not slow
-        reading, or multilog deletes what is unread.
+        reading, or multilog deletes what is unread. Lag and progress are in
+        records the sink has not taken (sent), not in those not acknowledged: a
+        new connection acknowledges nothing for its probation (sinks.confirm),
+        and the turns ended while the sink sent on.
         """
         idle = 0
         for _ in range(SINK_TURNS):
             lagging = [r.queue for r in self.routes
-                       if r.backoff.attempt == 0 and r.queue.depth > RECENT_MAX // 2]
+                       if r.backoff.attempt == 0 and r.queue.unread > RECENT_MAX // 2]
             if not lagging:
                 return
-            before = sum(q.depth for q in lagging)
+            before = sum(q.unread for q in lagging)
             await asyncio.sleep(0)
-            if sum(q.depth for q in lagging) < before:
+            if sum(q.unread for q in lagging) < before:
                 idle = 0
             else:
                 idle += 1

@@ -22,7 +22,7 @@ async def _stalled_pair() -> tuple[socket.socket, asyncio.StreamWriter, socket.s
 
 async def test_batches_are_confirmed_when_the_peer_has_them_not_when_written():
     lsock, writer, peer = await _stalled_pair()
-    conf = BatchConfirmations()
+    conf = BatchConfirmations(probation=0)  # its acknowledgements alone (probation: below)
     try:
         for _ in range(3):
             writer.write(b"x" * 200_000)  # far beyond what a stalled peer takes
@@ -51,7 +51,7 @@ async def test_batches_are_confirmed_when_the_peer_has_them_not_when_written():
 
 async def test_a_dropped_connection_reports_what_it_had_not_confirmed():
     lsock, writer, peer = await _stalled_pair()
-    conf = BatchConfirmations()
+    conf = BatchConfirmations(probation=0)  # its acknowledgements alone (probation: below)
     try:
         conf.wrote(0)  # an empty send: confirmed at once
         writer.write(b"y" * 400_000)
@@ -73,7 +73,7 @@ async def test_a_reset_connection_confirms_nothing_it_had_not_confirmed():
     failed, and "cannot ask" counted every open batch as delivered: the very loss this
     module is for. A closed socket now confirms nothing; its batches go again."""
     lsock, writer, peer = await _stalled_pair()
-    conf = BatchConfirmations()
+    conf = BatchConfirmations(probation=0)  # its acknowledgements alone (probation: below)
     try:
         writer.write(b"z" * 400_000)
         conf.wrote(400_000)
@@ -90,6 +90,62 @@ async def test_a_reset_connection_confirms_nothing_it_had_not_confirmed():
         assert conf.take(None) == (0, True)
     finally:
         writer.close()
+        lsock.close()
+
+
+async def test_a_connection_confirms_nothing_until_it_outlived_its_probation():
+    """Found by a black-box review: plain syslog sent to a TLS port (and a TLS 1.3 peer
+    refusing our client certificate) took each first batch into its kernel, then reset
+    the connection: every batch was counted delivered, none was received. Now a
+    connection confirms nothing in its first PROBATION seconds after its first write;
+    one cut short within them makes the next probation longer."""
+    from shipper.sinks import confirm
+
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4)
+    conf = BatchConfirmations()
+    try:
+        for round_ in range(2):  # a peer that reads a little, then resets (unread data)
+            _, writer = await asyncio.open_connection("127.0.0.1", lsock.getsockname()[1])
+            peer, _ = lsock.accept()
+            writer.write(b"<14>1 - h a - - - x\n" * 200)
+            await writer.drain()
+            conf.wrote(4000)
+            deadline = time.monotonic() + 5
+            while unacknowledged_bytes(writer) and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            assert unacknowledged_bytes(writer) == 0  # in the peer's kernel
+            assert conf.take(writer) == (0, False)  # yet not confirmed: on probation
+            peer.recv(10)
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            peer.close()  # an RST
+            await asyncio.sleep(0.05)
+            assert conf.take(writer, gone=True) == (0, True)  # to be sent again, whole
+            writer.close()
+            assert conf._probation == confirm.PROBATION * 4 ** (round_ + 1)
+        # a peer that keeps the connection: confirmed once the (longer) probation ends
+        _, writer = await asyncio.open_connection("127.0.0.1", lsock.getsockname()[1])
+        peer, _ = lsock.accept()
+        writer.write(b"x" * 1000)
+        conf.wrote(1000)
+        t0 = time.monotonic()
+        n = 0
+        while n == 0 and time.monotonic() < t0 + 10:
+            await asyncio.sleep(0.05)
+            n, lost = conf.take(writer)
+        assert n == 1 and not lost and time.monotonic() - t0 >= confirm.PROBATION * 16 - 0.05
+        writer.write(b"x" * 1000)  # later batches: as soon as the peer's kernel has them
+        conf.wrote(1000)
+        deadline = time.monotonic() + 5
+        while unacknowledged_bytes(writer) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        assert conf.take(writer) == (1, False)
+        conf.dropped(writer)  # it outlived its probation: the next starts short again
+        assert conf._probation == confirm.PROBATION
+        writer.close()
+        peer.close()
+    finally:
         lsock.close()
 
 
@@ -125,7 +181,7 @@ async def test_over_tls_nothing_is_confirmed_before_the_peers_kernel_has_it(tmp_
     ctx = ssl.create_default_context(cafile=str(certs.ca))
     _, writer = await asyncio.open_connection("127.0.0.1", lsock.getsockname()[1], ssl=ctx,
                                               server_hostname="localhost")
-    conf = BatchConfirmations()
+    conf = BatchConfirmations(probation=0)  # its acknowledgements alone (probation: below)
     try:
         for _ in range(400):
             writer.write(b"z" * 20_000)
