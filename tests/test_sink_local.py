@@ -51,6 +51,28 @@ async def test_file_sink_writes_ndjson(tmp_path: Path):
     assert len(path.read_bytes().splitlines()) == len(recs) + 2
 
 
+async def test_a_file_moved_or_deleted_under_the_sink_is_made_anew(tmp_path: Path, caplog):
+    """Found by a black-box review: after an rm, or logrotate's rename (without
+    copytruncate), every later record went into the deleted or renamed file, counted
+    delivered, with nothing said. Now the next batch goes to a new file at the path."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    recs = fixture_records()
+    path = tmp_path / "records.ndjson"
+    sink = FileSink(str(path))
+    await sink.send(recs[:3])
+    path.rename(tmp_path / "records.ndjson.1")  # logrotate's rename, no copytruncate
+    await sink.send(recs[3:5])
+    path.unlink()  # an rm
+    await sink.send(recs[5:8])
+    await sink.close()
+    assert [orjson.loads(x) for x in (tmp_path / "records.ndjson.1").read_bytes().splitlines()] == recs[:3]
+    assert [orjson.loads(x) for x in path.read_bytes().splitlines()] == recs[5:8]  # 3:5 were rm'ed
+    assert sink.stats.extra["reopened"] == 2 and sink.stats.acked == 8
+    assert caplog.text.count("was moved or deleted: writing to a new one") == 2
+
+
 async def test_file_sink_rotates_by_size_and_keeps_n(tmp_path: Path):
     recs = fixture_records()
     path = tmp_path / "r.ndjson"

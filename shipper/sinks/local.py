@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 from typing import Any, BinaryIO
@@ -25,6 +26,7 @@ import orjson
 from shipper.sinks.base import SinkError, SinkGone, SinkStats
 
 FSYNC_POLICIES = ("batch", "rotate", "never")
+log = logging.getLogger(__name__)
 
 
 def rotate_files(path: str, keep: int) -> bool:
@@ -61,6 +63,16 @@ def _append_all(f: BinaryIO, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, start)
         raise
+
+
+def _still_at(f: BinaryIO, path: str) -> bool:
+    """Whether ``path`` still names the open file ``f``."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(f.fileno())
+    return (st.st_ino, st.st_dev) == (own.st_ino, own.st_dev)
 
 
 def _private_opener(path: str, flags: int) -> int:
@@ -116,7 +128,16 @@ class FileSink:
         return f
 
     def _write(self, lines: list[bytes]) -> None:
-        f = self._f if self._f is not None else self._open()
+        f = self._f
+        if f is not None and not _still_at(f, self.path):
+            # moved or deleted (logrotate without copytruncate, an rm): a record written
+            # on would go into the renamed file, or into none at all, and count delivered
+            self._close_file()
+            self.stats.extra["reopened"] = self.stats.extra.get("reopened", 0) + 1
+            log.info("file sink %s: %s was moved or deleted: writing to a new one", self.name, self.path)
+            f = None
+        if f is None:
+            f = self._open()
         self._f = f
         start = 0
         size = self._size
