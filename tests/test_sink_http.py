@@ -830,6 +830,51 @@ async def test_closing_ends_a_request_a_slow_peer_holds(tmp_path, tls: bool):
         srv.close()
 
 
+async def test_an_answer_trickling_in_is_given_up_after_the_timeout():
+    """Found by a black-box review: a peer answering 200 with Content-Length 100000 and
+    then a byte every 0.3 s held the sink on that batch for as long (a day), up, with
+    nothing said: http.client's timeout is per receive. Now the answer must come at
+    64 KiB per timeout."""
+    import socket as socketlib
+    import threading
+
+    srv = socketlib.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn = srv.accept()[0]
+        try:
+            conn.settimeout(5)
+            got = b""
+            while b"\r\n\r\n" not in got:
+                got += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+            for _ in range(100):  # at most 30 s
+                if stop.wait(0.3):
+                    return
+                conn.sendall(b"x")
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    sink = HttpSink(f"http://127.0.0.1:{srv.getsockname()[1]}/", "ndjson", timeout=1.5)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(SinkError, match="the answer came slower than 64 KiB in 1.5s"):
+            await sink.send(fixture_records()[:2])
+        assert time.monotonic() - t0 < 5
+    finally:
+        stop.set()
+        await sink.close()
+        srv.close()
+        thread.join(5)
+
+
 async def test_a_part_refused_inside_a_413_split_does_not_take_the_others_with_it(peer: Peer):
     """The review found it: a 400 for the first half of a 413-split batch dead-lettered the
     whole batch, the second half never sent."""

@@ -55,8 +55,8 @@ def describe_error(exc: BaseException) -> str:
                 + (f" ({hint})" if hint else ""))
     if isinstance(exc, ssl.SSLError):
         return f"TLS error: {exc.reason or exc}"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
+    if isinstance(exc, TimeoutError):  # ours may say what was too slow
+        return exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else "timed out"
     if isinstance(exc, ConnectionAbortedError) and "handshake" in str(exc):
         return "TLS handshake timed out"  # asyncio's ssl_handshake_timeout
     if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE) \

@@ -130,6 +130,31 @@ def _await_answer(sock: socket.socket, timeout: float) -> None:
         left = now
 
 
+def read_answer(resp: http.client.HTTPResponse, timeout: float, limit: int | None = None) -> bytes:
+    """The answer's body (its first ``limit`` bytes), given up (TimeoutError) when it
+    comes slower than 64 KiB per ``timeout``: http.client's timeout is per receive,
+    and a peer trickling a byte a second held the sink on one batch for a day, up and
+    saying nothing (a black-box review)."""
+    parts: list[bytes] = []
+    got = since = 0
+    deadline = time.monotonic() + timeout
+    while limit is None or got < limit:
+        chunk = resp.read1(65536 if limit is None else min(65536, limit - got))
+        if not chunk:
+            if resp.length:  # (read1 says nothing of a body cut short)
+                raise http.client.IncompleteRead(b"".join(parts), resp.length)
+            resp.read()  # (nothing left) the answer ends: its connection may serve the next
+            break
+        parts.append(chunk)
+        got += len(chunk)
+        since += len(chunk)
+        if since >= 65536:
+            since, deadline = 0, time.monotonic() + timeout
+        elif time.monotonic() > deadline:
+            raise TimeoutError(f"the answer came slower than 64 KiB in {timeout:g}s")
+    return b"".join(parts)
+
+
 def _with_query(path: str, param: str) -> str:
     return path + ("&" if "?" in path else "?") + param
 
@@ -499,7 +524,7 @@ class HttpSink:
         try:
             conn.request("GET", path, headers=headers)
             resp = conn.getresponse()
-            return resp.status, resp.reason, resp.read(limit)
+            return resp.status, resp.reason, read_answer(resp, self.timeout, limit)
         finally:
             conn.close()
             self._aux = None
@@ -581,7 +606,7 @@ class HttpSink:
                     self._conn.request("POST", self._post_path, body=_chunks(body.body), headers=headers)
                     _await_answer(self._conn.sock, self.timeout)
                     resp = self._conn.getresponse()
-                    data = resp.read()
+                    data = read_answer(resp, self.timeout)
                     if resp.will_close:
                         self._conn.close()
                         self._conn = None
