@@ -13,7 +13,6 @@ import asyncio
 import glob
 import os
 import socket
-import ssl
 import sys
 import tempfile
 
@@ -28,25 +27,21 @@ from shipper.follower import (
     unmatched_problem,
 )
 from shipper.sinks.base import SinkError, lookup
-from shipper.sinks.syslog import open_stream
-from shipper.tlsconfig import client_context
 
 
-async def _probe_stream(cfg: SinkConfig, tls: bool) -> str:
-    # the sinks' own connect, so check says what run's log will say
-    assert cfg.host is not None and cfg.port is not None
-    opts = cfg.tls if tls else None
+async def _probe_stream(cfg: SinkConfig) -> str:
+    # the sink's own connect, so check says what run's log will say: with a TLS 1.3
+    # receiver refusing our client certificate after the handshake too (check said ok)
     try:
-        _, writer = await open_stream(cfg.host, cfg.port, tls=opts,
-                                      ssl_context=client_context(opts) if opts is not None else None,
-                                      connect_timeout=cfg.connect_timeout, keepalive=None)
+        sink = build_sink(cfg)
+    except (ValueError, OSError) as exc:
+        return str(exc)
+    try:
+        await sink.connect()
     except SinkError as exc:
         return _without_peer(str(exc), cfg)
-    writer.close()
-    try:
-        await writer.wait_closed()
-    except (OSError, ssl.SSLError):
-        pass
+    finally:
+        await sink.close()
     return ""
 
 
@@ -90,7 +85,7 @@ def _probe_sink(cfg: SinkConfig) -> tuple[str, str]:
         if t == "relp":
             return f"relp {cfg.host}:{cfg.port}" + (" (tls)" if tls else ""), \
                 asyncio.run(_probe_relp(cfg))
-        return what, asyncio.run(_probe_stream(cfg, tls))
+        return what, asyncio.run(_probe_stream(cfg))
     if t == "gelf" and cfg.transport == "udp":
         return _probe_udp(cfg)
     if t == "http" or (t == "gelf" and cfg.transport == "http"):

@@ -97,6 +97,51 @@ connect_timeout = "1s"
     assert f"warning: sources.q: {tmp_path}/log/*: matches nothing yet; followed when it appears" in out, out
 
 
+def test_a_receiver_that_refuses_our_client_certificate_is_an_error(tmp_path):
+    """Found by a black-box review: against an mTLS receiver (real rsyslog, TLS 1.3)
+    with no cert_file, check said ok (the refusal comes a round trip after our side of
+    the handshake) and run then failed, or, for GELF, counted records delivered. check
+    now connects as the sink does."""
+    from rsyslog_util import make_certs
+
+    certs = make_certs(tmp_path / "certs")
+    rs = Rsyslog(tmp_path / "rs", ("mtls",), certs)
+    rs.start()
+    try:
+        tls = f'[sinks.{{0}}.tls]\nca_file = "{certs.ca}"\nserver_name = "localhost"\n'
+        cfg = _cfg(tmp_path, f"""
+[sinks.nocert]
+type = "syslog"
+protocol = "tls"
+host = "127.0.0.1"
+port = {rs.ports["mtls"]}
+{tls.format("nocert")}
+[sinks.gelfnocert]
+type = "gelf"
+transport = "tls"
+host = "127.0.0.1"
+port = {rs.ports["mtls"]}
+{tls.format("gelfnocert")}
+[sinks.withcert]
+type = "syslog"
+protocol = "tls"
+host = "127.0.0.1"
+port = {rs.ports["mtls"]}
+{tls.format("withcert")}cert_file = "{certs.client_cert}"
+key_file = "{certs.client_key}"
+""")
+        r = run("-c", cfg)
+    finally:
+        rs.stop()
+    out = r.stdout.splitlines()
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"ok: sinks.withcert: tls 127.0.0.1:{rs.ports['mtls']}" in out, out
+    for name in ("nocert", "gelfnocert"):
+        assert any(line.startswith(f"error: sinks.{name}: tls 127.0.0.1:{rs.ports['mtls']}: ")
+                   and line.endswith("right after the TLS handshake (client certificate refused?)")
+                   for line in out), out
+
+
 def test_http_auth_from_a_file_or_the_environment_builds(tmp_path):
     """Found by fault injection: every [sinks.X.auth] with password_file / token_env
     made `run` die at start (the secret handed over twice) while check said ok."""

@@ -22,6 +22,7 @@ import zlib
 from typing import Any
 
 import orjson
+import pytest
 from conftest import FIXTURES, require_binary
 
 from shipper.encode import gelf as gelf_encode
@@ -372,6 +373,32 @@ async def test_tls_sink_verifies_the_server(tmp_path):
     finally:
         await good.close()
         await bad.close()
+        await rx.stop()
+
+
+async def test_a_receiver_refusing_our_client_certificate_gets_nothing_counted(tmp_path):
+    """Found by a black-box review: against a TLS 1.3 receiver that requires a client
+    certificate, GELF over TLS wrote at once, the receiver's kernel took the bytes, and
+    every batch counted delivered (acked 120, received 0). Now the sink waits the round
+    trip the refusal takes after the handshake, as the syslog sink does."""
+    from rsyslog_util import make_certs
+
+    certs = make_certs(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(str(certs.server_cert), str(certs.server_key))
+    server_ctx.load_verify_locations(str(certs.ca))
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    rx = TcpReceiver(ssl_ctx=server_ctx)
+    await rx.start()
+    sink = GelfTcpSink("127.0.0.1", rx.port, tls=TlsOptions(ca_file=str(certs.ca), server_name="localhost"))
+    try:
+        for _ in range(3):
+            with pytest.raises(SinkError, match="right after the TLS handshake \\(client certificate refused\\?\\)"):
+                await sink.send(fixture_records()[:5])
+            assert sink.confirm() == (0, False)
+        assert sink.stats.sent == sink.stats.acked == 0 and rx.messages == []
+    finally:
+        await sink.close()
         await rx.stop()
 
 

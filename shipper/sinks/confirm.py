@@ -75,22 +75,27 @@ class BatchConfirmations:
     probation makes the next one's four times longer (up to ``PROBATION_MAX``), so a
     peer slow to refuse is found out too; one that outlives it resets it."""
 
-    __slots__ = ("_ends", "_written", "_ready", "_lost", "_base", "_probation", "_trusted_at")
+    __slots__ = ("_ends", "_counts", "_written", "_ready", "_ready_records", "taken_records", "_lost",
+                 "_base", "_probation", "_trusted_at")
 
     def __init__(self, probation: float = PROBATION) -> None:
         self._ends: deque[int] = deque()
+        self._counts: deque[int] = deque()  # the records of each send
         self._written = 0
         self._ready = 0  # confirmed, not yet taken
+        self._ready_records = 0
+        self.taken_records = 0  # the records of the sends the last ``take`` confirmed
         self._lost = False
         self._base = self._probation = probation
         self._trusted_at: float | None = None  # set by the connection's first write
 
-    def wrote(self, nbytes: int) -> None:
-        """A ``send`` succeeded with ``nbytes`` written (0 for an empty batch)."""
+    def wrote(self, nbytes: int, records: int = 0) -> None:
+        """A ``send`` of ``records`` succeeded with ``nbytes`` written (0 for an empty batch)."""
         if self._trusted_at is None and nbytes:
             self._trusted_at = time.monotonic() + self._probation
         self._written += nbytes
         self._ends.append(self._written)
+        self._counts.append(records)
 
     def dropped(self, writer: asyncio.StreamWriter | None) -> None:
         """The connection goes (call before closing it): what it has not confirmed by
@@ -100,6 +105,7 @@ class BatchConfirmations:
             self._lost = bool(self._ends)
         # (after a loss not taken yet, later sends are sent again anyway: not counted)
         self._ends.clear()
+        self._counts.clear()
         self._written = 0
         if self._trusted_at is not None:
             cut_short = time.monotonic() < self._trusted_at
@@ -114,14 +120,16 @@ class BatchConfirmations:
         when the next record comes (a quiet log may bring none for hours)."""
         if gone and writer is not None:
             self.dropped(writer)
-        if self._lost:
-            n, self._ready, self._lost = self._ready, 0, False
+        lost, self._lost = self._lost, False
+        if lost:
             self._ends.clear()
+            self._counts.clear()
             self._written = 0
-            return n, True
-        self._settle(writer)
+        else:
+            self._settle(writer)
         n, self._ready = self._ready, 0
-        return n, False
+        self.taken_records, self._ready_records = self._ready_records, 0
+        return n, lost
 
     def _settle(self, writer: asyncio.StreamWriter | None) -> None:
         if not self._ends or writer is None:
@@ -131,12 +139,15 @@ class BatchConfirmations:
         pending = unacknowledged_bytes(writer)
         if pending is None:  # no socket to ask: written counts as delivered
             self._ready += len(self._ends)
+            self._ready_records += sum(self._counts)
             self._ends.clear()
+            self._counts.clear()
             return
         upto = self._written - pending
         while self._ends and self._ends[0] <= upto:
             self._ends.popleft()
             self._ready += 1
+            self._ready_records += self._counts.popleft()
 
 
 async def drain_while_moving(writer: asyncio.StreamWriter, timeout: float) -> None:
@@ -163,3 +174,13 @@ async def drain_while_moving(writer: asyncio.StreamWriter, timeout: float) -> No
     finally:
         if not drain.done():
             drain.cancel()
+
+
+async def gone_after_handshake(watch: asyncio.Task[None], handshake_s: float) -> bool:
+    """Whether the peer ended the connection right after our TLS handshake (``watch``:
+    the task reading the connection, done when it ends). TLS 1.3: a server refuses our
+    client certificate only after the handshake is done on our side, about a round
+    trip later; so wait for that round trip (thrice the handshake's time, within
+    bounds) before the first write, and say why the connection went."""
+    await asyncio.wait({watch}, timeout=min(1.0, max(0.1, 3 * handshake_s)))
+    return watch.done()

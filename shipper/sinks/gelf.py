@@ -19,6 +19,7 @@ import os
 import socket
 import ssl
 import struct
+import time
 from typing import Any
 
 from shipper.encode import gelf as gelf_encode
@@ -29,7 +30,7 @@ from shipper.sinks.base import (
     close_stream,
     describe_error,
 )
-from shipper.sinks.confirm import BatchConfirmations, drain_while_moving
+from shipper.sinks.confirm import BatchConfirmations, drain_while_moving, gone_after_handshake
 from shipper.sinks.http import HttpSink
 from shipper.tlsconfig import TlsOptions, client_context
 
@@ -130,8 +131,10 @@ class GelfTcpSink:
     def confirm(self) -> tuple[int, bool]:
         """As SyslogTcpSink.confirm: sends the peer's TCP has acknowledged."""
         writer = self._writer
-        return self._confirmations.take(writer, gone=writer is not None and (
+        got = self._confirmations.take(writer, gone=writer is not None and (
             self._peer_closed or writer.is_closing()))
+        self.stats.acked += self._confirmations.taken_records
+        return got
 
     async def _connect(self) -> asyncio.StreamWriter:
         where = f"{self.host}:{self.port}"
@@ -141,6 +144,7 @@ class GelfTcpSink:
                       "ssl_handshake_timeout": self.tls.handshake_timeout}
         # The connect timeout bounds TCP; TLS has its own handshake timeout (rsyslog #5539).
         total = self.connect_timeout + (self.tls.handshake_timeout if self.tls is not None else 0)
+        t0 = time.monotonic()
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host, self.port, **kwargs), total)
@@ -150,8 +154,14 @@ class GelfTcpSink:
         if sock is not None and self.keepalive:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self._peer_closed = False
-        self._reader_task = asyncio.get_running_loop().create_task(self._watch(reader))
+        self._reader_task = watch = asyncio.get_running_loop().create_task(self._watch(reader))
         self._writer = writer
+        if self.tls is not None and await gone_after_handshake(watch, time.monotonic() - t0):
+            # (it wrote at once, and the batches a refusing peer's kernel took counted
+            # delivered: a black-box review; sinks.confirm's probation holds them now too)
+            await self._drop()
+            raise SinkError(f"{where}: peer closed the connection right after the TLS handshake "
+                            "(client certificate refused?)")
         self.stats.connected = True
         return writer
 
@@ -188,8 +198,7 @@ class GelfTcpSink:
         if self._peer_closed:
             await self._drop()
             raise SinkError(f"{self.host}:{self.port}: peer closed the connection")
-        self._confirmations.wrote(len(data))
-        self.stats.acked += len(records)  # written, connection alive (the queue waits for confirm)
+        self._confirmations.wrote(len(data), len(records))  # acked: when confirmed
 
     async def _drop(self) -> None:
         self._confirmations.dropped(self._writer)

@@ -42,7 +42,7 @@ from shipper.sinks.base import (
     describe_error,
     lookup,
 )
-from shipper.sinks.confirm import BatchConfirmations, drain_while_moving
+from shipper.sinks.confirm import BatchConfirmations, drain_while_moving, gone_after_handshake
 from shipper.tlsconfig import TlsOptions, client_context
 
 Encoder = Rfc5424Encoder | Rfc3164Encoder
@@ -167,7 +167,9 @@ class SyslogTcpSink:
         """(how many of the oldest sends the peer's TCP has acknowledged since the last
         call, whether a dropped connection lost the rest: the pipeline sends them again).
         Until acknowledged, the pipeline keeps them in the buffer (sinks.confirm)."""
-        return self._confirmations.take(self._writer, gone=self._writer is not None and self._gone())
+        got = self._confirmations.take(self._writer, gone=self._writer is not None and self._gone())
+        self.stats.acked += self._confirmations.taken_records
+        return got
 
     @property
     def encoding(self) -> StreamEncoding:
@@ -193,18 +195,11 @@ class SyslogTcpSink:
             connect_timeout=self.connect_timeout, keepalive=self.keepalive)
         self._peer_gone = None
         self._watch = asyncio.create_task(self._watch_peer(self._reader))
-        if self.tls is not None:
-            # TLS 1.3: a server refuses our client certificate only after the handshake
-            # is done on our side, about a round trip later. Writing at once would count
-            # a batch delivered that went into a closing connection, batch after batch.
-            # So wait for that round trip (thrice the handshake's time, within bounds) first.
-            probe = min(1.0, max(0.1, 3 * (time.monotonic() - t0)))
-            await asyncio.wait({self._watch}, timeout=probe)
-            if self._peer_gone is not None:
-                reason = self._peer_gone
-                await self._drop()
-                raise SinkError(f"{self.host}:{self.port}: {reason} right after the TLS handshake "
-                                "(client certificate refused?)")
+        if self.tls is not None and await gone_after_handshake(self._watch, time.monotonic() - t0):
+            reason = self._peer_gone or "peer closed the connection"
+            await self._drop()
+            raise SinkError(f"{self.host}:{self.port}: {reason} right after the TLS handshake "
+                            "(client certificate refused?)")
         self.stats.connected = True
 
     async def connect(self) -> None:
@@ -271,9 +266,8 @@ class SyslogTcpSink:
             await self._drop()
             raise SinkError(f"{peer}: {reason} while sending a batch of {len(records)}")
         self._last_batch, self._last_payload = None, b""  # written: keep nothing
-        self._confirmations.wrote(len(payload))
-        self.stats.sent += len(records)
-        self.stats.acked += len(records)
+        self._confirmations.wrote(len(payload), len(records))
+        self.stats.sent += len(records)  # acked: when the peer's TCP has them (confirm)
 
     async def close(self) -> None:
         writer = self._writer
