@@ -33,6 +33,9 @@ from shipper.transforms import build_transformer, sink_filter
 log = logging.getLogger("shipper")
 
 SUMMARY_EVENTS = frozenset({"mail", "smtp_session"})
+# /healthz says so once the state has failed to be written this long (a read-only
+# state_dir, a full disk): a moment of it is retried without a word to the monitor
+STATE_FAILING_UNHEALTHY = 10.0
 
 
 def is_summary(rec: dict[str, Any]) -> bool:
@@ -165,6 +168,8 @@ class Tracking:
         opts.qmail.max_age_s = opts.postfix.max_age_s = t.max_age
         self._opts = opts
         self.failures = 0  # states set aside and batches the correlator failed on
+        self.save_errors = 0  # writes of the state that failed (a metric)
+        self.save_failing_since: float | None = None  # monotonic: when the spell began
         try:
             with open(self.path, "rb") as f:
                 state = orjson.loads(f.read())
@@ -240,11 +245,19 @@ class Tracking:
         return functools.partial(self._write, data)
 
     def _write(self, data: bytes) -> bool:
+        # (in a thread: the counters are ints and a float, read by the scrapes alone)
         try:
             atomic_write(self.path, data)
         except Exception as exc:  # noqa: BLE001
-            log.error("cannot save tracking state to %s: %s", self.path, exc)
+            self.save_errors += 1
+            if self.save_failing_since is None:  # once a spell (it said so every 2 s)
+                self.save_failing_since = time.monotonic()
+                log.error("cannot save tracking state to %s: %s (the checkpoints are not "
+                          "written either until it is: retrying)", self.path, exc)
             return False
+        if self.save_failing_since is not None:
+            self.save_failing_since = None
+            log.info("tracking state %s: written again", self.path)
         return True
 
 
@@ -282,7 +295,22 @@ class Assembly:
                if not r.sink.stats.connected and not _queue_has_room(r.queue)]
         if bad:
             return False, f"sinks down with a full buffer: {', '.join(bad)}"
+        now = time.monotonic()
+        failing = [f"{path} ({now - since:.0f} s)" for path, _, since in self._state_files()
+                   if since is not None and now - since >= STATE_FAILING_UNHEALTHY]
+        if failing:
+            # shipping goes on, but a crash now reads again what was read since, and
+            # reports the archives multilog deleted meanwhile as gaps
+            return False, f"state cannot be written: {', '.join(failing)}"
         return True, "ok"
+
+    def _state_files(self) -> list[tuple[str, int, float | None]]:
+        """(path, writes failed, failing since) of each checkpoint and the tracking state."""
+        out = [(s.store.path, s.save_errors, s.save_failing_since) for s in self.pipeline.sources
+               if getattr(s, "store", None) is not None]
+        if self.tracking is not None:
+            out.append((self.tracking.path, self.tracking.save_errors, self.tracking.save_failing_since))
+        return out
 
     def ready(self) -> tuple[bool, str]:
         return True, "ok"
@@ -294,6 +322,7 @@ class Assembly:
             return
         st = self.pipeline.stats
         now = time.time()
+        now_mono = time.monotonic()
         for (program, event), n in st.by_event.items():
             m.records.set(n, program=program, event=event)
         for source in self.pipeline.sources:  # directories followed but quiet since start too
@@ -312,6 +341,9 @@ class Assembly:
             m.source_gap_bytes.set(ss.gap_bytes, source=key)
             if ss.last_event_ns:
                 m.source_lag.set(max(0.0, now - ss.last_event_ns / 1e9), source=key)
+        for path, errors, since in self._state_files():
+            m.state_write_errors.set(errors, file=path)
+            m.state_failing.set(now_mono - since if since is not None else 0.0, file=path)
         for route in self.pipeline.routes:
             s = route.sink.stats
             name = route.name

@@ -1991,6 +1991,8 @@ class _Source:
         self._dirty = False
         self._save_wanted = asyncio.Event()  # a position moved: the saver's turn (see _saver)
         self._save_failing = False  # a checkpoint write failed and none worked since
+        self.save_errors = 0  # checkpoint writes that failed (a metric)
+        self.save_failing_since: float | None = None  # monotonic: when the spell began
         self._closed = False
         self._saved_positions: dict[str, Any] = {}
         self._bad_checkpoint = False
@@ -2152,8 +2154,12 @@ class _Source:
             if self._save_failing:  # the end of a spell of failures said, as its start
                 self._save_failing = False
                 log.info("checkpoint %s: written again", self.store.path)
+            self.save_failing_since = None
             return
         self._dirty = True
+        self.save_errors += 1
+        if self.save_failing_since is None:
+            self.save_failing_since = time.monotonic()
         if final:
             log.error("%s at stop: what was read since the last checkpoint written is "
                       "read again at the next start (the same event ids)", self.store.warnings[-1])

@@ -203,6 +203,8 @@ class ShipperMetrics:
     buffer_paused: Metric
     buffer_orphaned: Metric
     reloads: Metric
+    state_write_errors: Metric
+    state_failing: Metric
 
 
 def declare_shipper_metrics(registry: Registry, state_dir: str = "") -> ShipperMetrics:
@@ -235,6 +237,14 @@ def declare_shipper_metrics(registry: Registry, state_dir: str = "") -> ShipperM
                            "Records dropped by the include/exclude filter."),
         rate_limited=r.counter("shipper_transform_rate_limited_total",
                                "Records dropped by the rate limit, per program.", ("program",)),
+        state_write_errors=r.counter(
+            "shipper_state_write_errors_total",
+            "Failed writes of a checkpoint or of the tracking state, per file.", ("file",)),
+        state_failing=r.gauge(
+            "shipper_state_failing_seconds",
+            "How long a checkpoint or the tracking state has failed to be written (0: written); "
+            "after a crash meanwhile, lines are read again and deleted archives reported as gaps.",
+            ("file",)),
         sink_sent=r.counter("shipper_sink_sent_total", "Records handed to the peer.", ("sink",)),
         sink_acked=r.counter("shipper_sink_acked_total", "Records the peer confirmed.", ("sink",)),
         sink_retried=r.counter("shipper_sink_retried_total", "Records sent again after a failure.",

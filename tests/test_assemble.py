@@ -224,3 +224,46 @@ async def test_a_stop_writes_the_tracking_state_once(tmp_path: Path) -> None:
         assemble_module.Tracking._write = real_write
     assert len(stopped) >= 1 and writes == stopped  # saved by the stop, not again
     assert orjson.loads((tmp_path / "state" / "tracking.json").read_bytes())["qmail"]["mails"]
+
+
+def test_state_that_cannot_be_written_is_a_metric_and_after_a_while_unhealthy(tmp_path: Path, caplog,
+                                                                          monkeypatch) -> None:
+    """Found by a black-box review: a checkpoint or the tracking state failing to be
+    written was a log line (the tracking state's every 2 s), /healthz said ok and no
+    metric showed it; a crash then reported archives deleted meanwhile as gaps."""
+    import logging
+    import re
+    import time
+
+    from shipper import assemble as assemble_module
+    from shipper.assemble import STATE_FAILING_UNHEALTHY, assemble
+
+    asm = assemble(_config(tmp_path))
+    tracking = asm.tracking
+    assert tracking is not None
+
+    def refused(path, data):
+        raise PermissionError(13, "Permission denied")
+
+    try:
+        monkeypatch.setattr(assemble_module, "atomic_write", refused)
+        with caplog.at_level(logging.INFO, logger="shipper"):
+            assert [tracking.save() for _ in range(3)] == [False, False, False]
+            assert caplog.text.count("cannot save tracking state") == 1  # once a spell
+            assert asm.health() == (True, "ok")  # a moment of it: retried, not alarmed
+            tracking.save_failing_since = time.monotonic() - STATE_FAILING_UNHEALTHY - 1
+            ok, why = asm.health()
+            assert not ok and why.startswith(f"state cannot be written: {tracking.path} (1")
+            asm.collect()
+            text = asm.registry.render()
+            assert f'shipper_state_write_errors_total{{file="{tracking.path}"}} 3' in text
+            m = re.search(r'shipper_state_failing_seconds\{file="' + re.escape(tracking.path) + r'"\} ([\d.]+)', text)
+            assert m and float(m.group(1)) > STATE_FAILING_UNHEALTHY
+            monkeypatch.undo()
+            assert tracking.save() and "written again" in caplog.text
+        assert asm.health() == (True, "ok")
+        asm.collect()
+        assert f'shipper_state_failing_seconds{{file="{tracking.path}"}} 0' in asm.registry.render()
+    finally:
+        for r in asm.pipeline.routes:
+            r.queue.close()

@@ -1560,6 +1560,9 @@ async def test_a_stop_whose_checkpoint_cannot_be_written_says_so(tmp_path, caplo
         await await_until("a failed write said", lambda: any("kept in memory" in r.getMessage()
                                                        for r in caplog.records))
         await asyncio.sleep(0.3)  # the saver tries again
+        # counted for the metrics and /healthz (a black-box review: nothing a monitor
+        # could see said the state was not written)
+        assert src.save_errors >= 2 and src.save_failing_since is not None
         await src.close()
     assert [seq_of(ln) for it in items for ln in it.lines] == list(range(50))
     said = [r.getMessage() for r in caplog.records]
