@@ -76,8 +76,10 @@ def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) ->
 
 
 class Daemon:
-    def __init__(self, config: Config, config_loader: Any, exit_when_idle: float | None = None) -> None:
+    def __init__(self, config: Config, config_loader: Any, exit_when_idle: float | None = None,
+                 log_format: str | None = None) -> None:
         self.config = config
+        self.log_format = log_format  # --log-format: wins over the config's, reloads too
         self.config_loader = config_loader  # () -> Config, raises ConfigError
         self.exit_when_idle = exit_when_idle
         self.assembly: Assembly | None = None
@@ -301,6 +303,7 @@ class Daemon:
         for w in new.warnings:
             log.warning("%s", w)
         notifier.reloading()
+        old_metrics = self.config.metrics
         log.info("reloading configuration")
         await self._stop_assembly(run_task, reload=True)
         if self._stop:
@@ -311,8 +314,9 @@ class Daemon:
             raise StoppedWhileReloading
         try:
             self.assembly = assemble(new)
-            self.config = new
+            old, self.config = self.config, new
             self._reload_ok = True
+            self._relog(old, new)
             log.info("reloaded: %d sources, %d sinks", len(new.sources), len(new.sinks))
         except Exception as exc:  # noqa: BLE001 - a buffer not writable, a sink that cannot be built
             log.error("reload refused: %s; keeping the running configuration", _why(exc))
@@ -322,11 +326,25 @@ class Daemon:
                 log.error("cannot go on with the running configuration either: %s; stopping",
                           _why(exc2))
                 raise CannotRun from exc2
-        if self.metrics_server is not None:
+        if (self.config.metrics.enabled, self.config.metrics.listen) != (
+                old_metrics.enabled, old_metrics.listen):
+            # a new address, or metrics turned on or off: the listener moves (a reload
+            # said "reloaded" and left it where it was; status -c then found no shipper)
+            if self.metrics_server is not None:
+                await self.metrics_server.stop()
+                self.metrics_server = None
+            await self._start_metrics()
+        elif self.metrics_server is not None:
             self._point_metrics(self.assembly)
         task = asyncio.get_running_loop().create_task(self.assembly.pipeline.run())
         notifier.ready("reloaded")
         return task
+
+    def _relog(self, old: Config, new: Config) -> None:
+        """The log's format and level as the reloaded configuration says (they stayed as
+        at the start: a level turned to debug by a reload gave nothing)."""
+        if (old.log.format, old.log.level) != (new.log.format, new.log.level):
+            setup_logging(self.log_format or new.log.format, new.log.level)
 
     async def _start_metrics(self) -> None:
         m = self.config.metrics
@@ -522,5 +540,6 @@ def _run_config(loader: Any, config_path: str | None, log_format: str | None, de
         log.warning("%s", w)
     # The demo, and a config reading only standard input, end when all is delivered.
     only_stdin = bool(config.sources) and all(s.type == "stdin" for s in config.sources.values())
-    daemon = Daemon(config, loader, exit_when_idle=2.0 if demo or only_stdin else None)
+    daemon = Daemon(config, loader, exit_when_idle=2.0 if demo or only_stdin else None,
+                    log_format=log_format)
     return asyncio.run(daemon.run())

@@ -473,6 +473,63 @@ path = "{tmp_path / 'out.ndjson'}"
     assert "buffer" in lines[0] and "Traceback" not in proc.stderr
 
 
+def test_a_reload_applies_the_log_and_metrics_sections(tmp_path):
+    """Found by a black-box review: a reload said "reloaded" and kept the log's level
+    and format and the metrics' address as at the start (debug turned on by svc -h gave
+    nothing; status -c then looked on the new port and called the shipper down)."""
+    import json
+    import urllib.request
+
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "current").write_bytes(b"")
+    first, second = free_port(), free_port()
+    cfg = tmp_path / "shipper.toml"
+    text = (f'state_dir = "{tmp_path}/state"\n[log]\nlevel = "info"\nformat = "text"\n'
+            f'[metrics]\nlisten = "127.0.0.1:{first}"\n'
+            f'[sources.q]\ntype = "multilog"\npaths = ["{logdir}"]\n'
+            f'[sinks.a]\ntype = "file"\npath = "{tmp_path}/a.ndjson"\n')
+    cfg.write_text(text)
+    log = tmp_path / "shipper.log"
+    proc = _start_ready(cfg, log)
+    try:
+        assert b"shipper_build_info" in urllib.request.urlopen(f"http://127.0.0.1:{first}/metrics",
+                                                               timeout=5).read()
+        cfg.write_text(text.replace('level = "info"', 'level = "debug"').replace('format = "text"', 'format = "json"')
+                       .replace(f"127.0.0.1:{first}", f"127.0.0.1:{second}"))
+        os.kill(proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while '"reloaded: 1 sources, 1 sinks"' not in log.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        after = log.read_text().split("reloading configuration", 1)[1].splitlines()[1:]
+        said = [json.loads(line) for line in after if line.startswith("{")]
+        assert {"level": "info", "logger": "shipper", "msg": "reloaded: 1 sources, 1 sinks"} in said, after
+        assert b"shipper_build_info" in urllib.request.urlopen(f"http://127.0.0.1:{second}/metrics",
+                                                               timeout=5).read()
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{first}/metrics", timeout=5)
+        assert (tmp_path / "state" / "metrics.addr").read_text().strip() == f"127.0.0.1:{second}"
+        st = subprocess.run([sys.executable, "-m", "shipper", "status", "-c", str(cfg)],
+                            capture_output=True, text=True, timeout=30)
+        assert st.returncode == 0, st.stderr
+        # the level: "error" no longer says "reloaded" (an info line)
+        cfg.write_text(text.replace('level = "info"', 'level = "error"'))
+        os.kill(proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while True:  # the metrics back on the first port: the reload is done
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{first}/metrics", timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+                time.sleep(0.05)
+        last = log.read_text().rsplit("reloading configuration", 1)[1]
+        assert "reloaded" not in last, last
+    finally:
+        assert _stop(proc) == 0
+
+
 def test_status_finds_metrics_on_a_port_picked_at_start(tmp_path, receiver):
     """listen = "127.0.0.1:0": the daemon notes the port it got in state_dir, where
     `shipper status -c` looks for it (before, status could not find it)."""
