@@ -2042,9 +2042,27 @@ class _Source:
                 if text:
                     (log.error if "Permission denied" in text else log.warning)("%s", text)
                     self.warnings.append(text)
+        out = self._one_name_each(out)
         self._scanned = set(out)
         self._await_missing(out)
         return out
+
+    def _one_name_each(self, paths: list[str]) -> list[str]:
+        """``paths`` with one name of each directory or file: a glob matching a log and a
+        symbolic link to it shipped every line twice, with nothing said (a black-box
+        review). The name followed already keeps it (its checkpoint is under it)."""
+        first: dict[str, str] = {}
+        for p in sorted(paths, key=lambda p: (p not in self.followers, p)):
+            first.setdefault(os.path.realpath(p), p)
+        kept = set(first.values())
+        for p in paths:
+            if p not in kept:
+                note = (f"{p} is {first[os.path.realpath(p)]} under another name (a symbolic "
+                        f"link): followed once, as the latter")
+                if note not in self.warnings:
+                    log.warning("%s", note)
+                    self.warnings.append(note)
+        return [p for p in paths if p in kept]
 
     def _await_missing(self, followed: list[str]) -> None:
         """Watch where configured paths not followed yet will appear (their parent, or

@@ -1996,3 +1996,27 @@ async def test_a_stop_during_a_checkpoint_write_returns_with_the_position_on_dis
     key, = orjson_loads(ckpt.read_bytes())["sources"]
     assert orjson_loads(ckpt.read_bytes())["sources"][key] == orjson_loads(orjson_dumps(src.store.get(key)))
     timer.join()
+
+
+async def test_one_directory_under_two_names_is_followed_once(tmp_path, caplog):
+    """Found by a black-box review: a glob matching a log directory and a symbolic link
+    to it (logs/smtpd -> real/smtpd, logs/smtpd-alias -> real/smtpd) shipped every line
+    twice, same event ids, different sources, with nothing said."""
+    multilog = require_binary("multilog")
+    (tmp_path / "real").mkdir()
+    real = tmp_path / "real" / "smtpd"
+    data = b"".join(b"seq %08d x\n" % i for i in range(20))
+    subprocess.run([multilog, "t", str(real)], input=data, check=True, timeout=10)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "smtpd").symlink_to(real)
+    (logs / "smtpd-alias").symlink_to(real)
+    src = MultilogSource([str(logs / "*")], str(tmp_path / "cp.json"), start="all")
+    with caplog.at_level(logging.WARNING, logger="shipper.follower"):
+        items = await collect(src, 19, 10)
+        await asyncio.sleep(0.3)  # a second name would have been read by now
+        assert list(src.followers) == [str(logs / "smtpd")]
+        await src.close()
+    assert seqs(items) == list(range(20))
+    assert f"{logs / 'smtpd-alias'} is {logs / 'smtpd'} under another name (a symbolic link): " \
+           "followed once, as the latter" in caplog.text
