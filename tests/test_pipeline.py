@@ -352,6 +352,12 @@ def test_gap_record_says_an_unknown_size_rather_than_zero():
     assert "bytes_lost" not in unknown and "bytes_lost_exact" not in unknown
     assert "unknown size" in unknown["message"]
     assert "bytes_lost" not in gap_record(gap(None, False), "h")
+    # an id of its own (it was null), the same for the same gap found again
+    assert exact["event_id"] == gap_record(gap(4096, True), "other")["event_id"]
+    assert re.fullmatch(r"[0-9a-f]{16}-gap", exact["event_id"])
+    other = Gap("/log", "@400000006b0b94c919d6e41c.s", 100, True, None, None, "deleted before it was read",
+                ("/log", {}))
+    assert gap_record(other, "h")["event_id"] != exact["event_id"]
 
 
 async def test_stop_keeps_within_the_drain_timeout_when_the_peer_stopped_reading(tmp_path):
