@@ -1259,6 +1259,8 @@ class MultilogFollower(_FollowerBase):
                 self._done_gone_while_stopped()
             return True
         fid, off = f["fid"], int(f["off"])
+        if off < 0:  # (a seek there said only "Invalid argument")
+            raise ValueError(f"a negative offset, {off}")
         where: list[tuple[str, str | None, bool, str]] = []
         cur, prev = self.listing.current, self.listing.previous
         if cur is not None and cur.ident == ident:
@@ -1917,6 +1919,8 @@ class PlainFileFollower(_FollowerBase):
             return
         ident = (int(f["dev"]), int(f["ino"]))
         fid, off = f["fid"], int(f["off"])
+        if off < 0:  # (a seek there said only "Invalid argument")
+            raise ValueError(f"a negative offset, {off}")
         if self._open_path(0):
             r = self.reader
             assert r is not None

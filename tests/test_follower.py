@@ -999,7 +999,7 @@ def test_current_made_a_directory_by_hand_neither_wedges_nor_loses(tmp_path):
 
 @pytest.mark.parametrize("damage", [
     lambda f: f.pop("dev"), lambda f: f.update(off="abc"), lambda f: f.update(dev="x"),
-    lambda f: f.update(off=[1]),
+    lambda f: f.update(off=[1]), lambda f: f.update(off=-5),  # (-5: "Invalid argument", alone)
 ])
 def test_damaged_position_is_set_aside_not_a_crash(tmp_path, damage):
     """Found in review: the clock-step check at start ran before the position was
@@ -1015,7 +1015,7 @@ def test_damaged_position_is_set_aside_not_a_crash(tmp_path, damage):
     damage(state["f"])
     f = MultilogFollower(str(d), state, start="end")
     assert plain_lines(drain(f)) == []  # "unusable position; starting at end"
-    assert any("unusable position" in w for w in f.warnings)
+    assert any("unusable position" in w for w in f.warnings), f.warnings
     f.reader.close()
 
 
