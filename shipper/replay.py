@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,10 +29,11 @@ from shipper.multilog import is_stamped
 from shipper.parse import LineParser, ParseOptions
 from shipper.reader import InputError, input_sets, read_joined
 from shipper.record import F_CONTINUATION, F_PARTIAL, F_TRUNCATED
-from shipper.sinks.base import Backoff, PermanentError, deliver
+from shipper.sinks.base import Backoff, PermanentError, SinkError, deliver
 from shipper.when import FORMS, parse_time, year_arg
 
 BATCH = 2000
+CONFIRM_STALL = 30.0  # s the end of a replay waits for a peer acknowledging nothing
 
 
 def input_groups(paths: list[str]) -> list[list[str]]:
@@ -250,22 +252,15 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
     t_next = time.monotonic()
     backoff = Backoff()
 
-    async def flush() -> None:
-        nonlocal sent, batch
-        if not batch:
-            return
-        if args.dry_run:
-            pass
-        elif out is not None:
-            out.write(b"".join(orjson.dumps(r) + b"\n" for r in batch))
-            out.flush()
-        else:
-            try:
-                await deliver(sink, batch, backoff)
-            except PermanentError as exc:
-                print(f"replay: the sink refused a batch for good: {exc}", file=sys.stderr)
-                raise
-        for r in batch:
+    # A stream sink's batches count done once the peer's TCP has them (sinks.confirm),
+    # as in the daemon: counted when written, a resumed replay skipped what a reset
+    # connection lost, and a peer refusing every connection after taking its bytes (a
+    # TLS port given plain syslog) had the whole replay "sent", none of it received.
+    confirm = getattr(sink, "confirm", None) if out is None and not args.dry_run else None
+    unconfirmed: deque[list[dict[str, Any]]] = deque()
+
+    def count_done(records: list[dict[str, Any]]) -> None:
+        for r in records:
             src, off = r.get("source"), r.get("offset")
             # a line with no newline yet (a current still written) is sent as it is,
             # but not counted done: a resumed run sends it again once it is whole (same
@@ -274,8 +269,54 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
                 k = progress_key(r.get("file_id"), src, keys.get(src, True))
                 if off > done.get(k, -1):
                     done[k] = off
-        sent += len(batch)
-        batch = []
+
+    async def settle(final: bool) -> None:
+        """Count done what the peer has; send again what a dropped connection lost.
+        ``final``: wait until the peer has it all (given up after CONFIRM_STALL s in
+        which it acknowledged nothing)."""
+        assert confirm is not None
+        stalled_at = time.monotonic() + CONFIRM_STALL
+        while unconfirmed:
+            n, lost = confirm()
+            for _ in range(min(n, len(unconfirmed))):
+                count_done(unconfirmed.popleft())
+                stalled_at = time.monotonic() + CONFIRM_STALL
+            if lost:
+                again = list(unconfirmed)
+                unconfirmed.clear()
+                for b in again:
+                    await deliver(sink, b, backoff)
+                    unconfirmed.append(b)
+                continue
+            if not final or not unconfirmed:
+                return
+            if time.monotonic() > stalled_at:
+                raise SinkError(f"the peer acknowledged nothing for {CONFIRM_STALL:g}s: "
+                                f"{sum(map(len, unconfirmed)):,} records not known delivered")
+            await asyncio.sleep(0.02)
+
+    async def flush(final: bool = False) -> None:
+        nonlocal sent, batch
+        if batch:
+            if args.dry_run:
+                pass
+            elif out is not None:
+                out.write(b"".join(orjson.dumps(r) + b"\n" for r in batch))
+                out.flush()
+            else:
+                try:
+                    await deliver(sink, batch, backoff)
+                except PermanentError as exc:
+                    print(f"replay: the sink refused a batch for good: {exc}", file=sys.stderr)
+                    raise
+            if confirm is not None:
+                unconfirmed.append(batch)
+            else:
+                count_done(batch)
+            sent += len(batch)
+            batch = []
+        if confirm is not None:
+            await settle(final)
         if state_path and not args.dry_run:
             atomic_write(state_path, orjson.dumps({"done": done, "sent": sent}))
 
@@ -290,7 +331,7 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
         if len(batch) >= BATCH:
             await flush()
             progress.update(counters["bytes"], sent)
-    await flush()
+    await flush(final=True)
     progress.update(total, sent, final=True)
     verb = "would send" if args.dry_run else "sent"
     print(f"replay: {verb} {sent:,} records; {counters['filtered']:,} outside --since/--until; "
@@ -416,6 +457,10 @@ def main(argv: list[str]) -> int:
         print(f"shipper: {exc}", file=sys.stderr)
         return 1
     except PermanentError:
+        return 1
+    except SinkError as exc:  # the end's wait for the peer's acknowledgements gave up
+        print(f"replay: {exc}" + ("; run the same command again to send them" if args.state_dir else ""),
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         if args.state_dir:

@@ -486,3 +486,67 @@ type = "stdout"
     # file under a directory of that name
     assert source_options(config, str(tmp_path / "maillog.d" / "x")) is None
     assert source_options(config, str(tmp_path / "other")) is None
+
+
+def test_a_peer_that_resets_after_taking_the_bytes_loses_nothing_of_a_replay(tmp_path):
+    """Found by a black-box review (plain syslog sent to a TLS port): a peer whose
+    kernel takes each batch and which then resets the connection had the batches
+    counted sent; a replay reported them all sent and the peer had none. Now a batch
+    counts done once the peer's TCP has it and the connection outlived its probation;
+    what a reset lost is sent again."""
+    import re
+    import socket
+    import threading
+
+    d = _multilog_dir(tmp_path, "send", [f"new msg {i}" for i in range(3000)])
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(1)
+    got: list[bytes] = []
+    stop = threading.Event()
+
+    def peer() -> None:
+        resets = 0
+        t_end = time.monotonic() + 120
+        while not stop.is_set() and time.monotonic() < t_end:
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(1)
+                if resets < 3:  # takes the bytes into its kernel, reads a little, resets
+                    resets += 1
+                    time.sleep(0.05)
+                    conn.recv(10)
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+                    continue
+                while not stop.is_set() and time.monotonic() < t_end:
+                    try:
+                        data = conn.recv(1 << 16)
+                    except TimeoutError:
+                        continue
+                    except OSError:
+                        break
+                    if not data:
+                        break
+                    got.append(data)
+
+    thread = threading.Thread(target=peer, daemon=True)
+    thread.start()
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\npaths = ["{d}"]\n'
+                   f'[sinks.s]\ntype = "syslog"\nprotocol = "tcp"\nhost = "127.0.0.1"\n'
+                   f'port = {srv.getsockname()[1]}\n')
+    try:
+        r = subprocess.run([sys.executable, "-m", "shipper", "replay", "-c", str(cfg), "--sink", "s", str(d)],
+                           capture_output=True, text=True, timeout=120, cwd=REPO)
+    finally:
+        stop.set()
+        thread.join(10)
+        srv.close()
+    assert r.returncode == 0, r.stderr
+    assert "replay: sent 3,000 records" in r.stderr, r.stderr
+    ids = set(re.findall(rb'event_id="([^"]+)"', b"".join(got)))
+    assert len(ids) == 3000, (len(ids), r.stderr[-2000:])
