@@ -39,6 +39,10 @@ _VERIFY_HINTS = {
 }
 
 
+class SlowPeer(TimeoutError):
+    """A time limit of ours ran out; its text says which (describe_error gives it)."""
+
+
 def describe_error(exc: BaseException) -> str:
     """One clear line for a connection error, for every sink's log and metrics."""
     # http.client's words are its class names ("IncompleteRead: IncompleteRead(0 bytes
@@ -55,8 +59,10 @@ def describe_error(exc: BaseException) -> str:
                 + (f" ({hint})" if hint else ""))
     if isinstance(exc, ssl.SSLError):
         return f"TLS error: {exc.reason or exc}"
-    if isinstance(exc, TimeoutError):  # ours may say what was too slow
-        return exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else "timed out"
+    if isinstance(exc, SlowPeer):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
     if isinstance(exc, ConnectionAbortedError) and "handshake" in str(exc):
         return "TLS handshake timed out"  # asyncio's ssl_handshake_timeout
     if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE) \

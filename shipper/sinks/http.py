@@ -62,6 +62,7 @@ from shipper.sinks.base import (
     PermanentError,
     SinkError,
     SinkStats,
+    SlowPeer,
     describe_error,
     lookup,
     printable,
@@ -151,7 +152,7 @@ def read_answer(resp: http.client.HTTPResponse, timeout: float, limit: int | Non
         if since >= 65536:
             since, deadline = 0, time.monotonic() + timeout
         elif time.monotonic() > deadline:
-            raise TimeoutError(f"the answer came slower than 64 KiB in {timeout:g}s")
+            raise SlowPeer(f"the answer came slower than 64 KiB in {timeout:g}s")
     return b"".join(parts)
 
 
@@ -239,7 +240,12 @@ class _HTTPSConnection(http.client.HTTPSConnection):
         http.client.HTTPConnection.connect(self)  # TCP (+ CONNECT tunnel) with self.timeout
         sock = self.sock
         sock.settimeout(self._handshake_timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self._server_name or self.host)
+        try:
+            self.sock = self._context.wrap_socket(sock, server_hostname=self._server_name or self.host)
+        except TimeoutError:  # said as the other sinks say it (it was "timed out")
+            sock.close()
+            raise SlowPeer(f"TLS handshake timed out after {self._handshake_timeout:g}s (peer accepted "
+                           "TCP but did not complete the handshake)") from None
 
 
 class HttpSink:
