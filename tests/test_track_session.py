@@ -670,3 +670,50 @@ def test_qpsmtpd_sessions_and_qp_link() -> None:
         "event_id": ok["event_id"], "link": "qp", "conn_pid": 4681, "server": "qpsmtpd",
         "remote_ip": "127.0.0.1", "remote_host": "client.example.net", "proto": "ESMTP",
         "helo": "client.example.net"}
+
+
+def test_recordio_lines_after_tcpservers_end_are_still_their_sessions() -> None:
+    """Found by a black-box review with real ucspi-tcp (tcpserver -v recordio …): the
+    copier recordio runs outlives the program, so a session's last replies, its
+    ``250 ok … qp N`` among them, were logged ms after ``tcpserver: end``. They opened
+    a second, partial session for the same connection, and the mail was linked to it,
+    without its client. The reviewer's lines (times as logged, PIPELINING)."""
+    base = 1_767_225_600
+
+    def at(t: float, text: str) -> str:
+        secs = int(t)
+        return f"@{(1 << 62) + 10 + base + secs:016x}{int(round((t - secs) * 1e9)):08x} {text}"
+
+    smtpd = [at(*x) for x in [
+        (1.0001, "tcpserver: pid 2053 from 192.0.2.7"),
+        (1.0002, "tcpserver: ok 2053 :192.0.2.1:25 :192.0.2.7::42742"),
+        (1.0020, "2053 < EHLO c1.test"), (1.0021, "2053 < MAIL FROM:<s1@c.test>"),
+        (1.0022, "2053 < RCPT TO:<bob@mx.test>"), (1.0023, "2053 < DATA"), (1.0024, "2053 < ."),
+        (1.0025, "2053 < QUIT"), (1.0040, "2053 > 220 mx.test ESMTP"), (1.0070, "2053 > 250-mx.test"),
+        (1.0071, "2053 > 250 PIPELINING"), (1.0072, "2053 > 250 ok"), (1.0073, "2053 > 250 ok"),
+        (1.0074, "2053 > 354 go ahead"),
+        (1.0136, "tcpserver: end 2053 status 0"),
+        (1.0170, "2053 > 250 ok 1796064793 qp 55752"), (1.0171, "2053 > 221 mx.test"),
+        (1.0172, "2053 > [EOF]"),
+        # the same pid much later: another connection, not the ended one's lines
+        (9.0, "tcpserver: pid 2053 from 192.0.2.9"), (9.1, "2053 > 220 mx.test ESMTP"),
+        (9.2, "tcpserver: end 2053 status 0"),
+    ]]
+    send = [at(*x) for x in [
+        (1.0100, "new msg 300000"), (1.0101, "info msg 300000: bytes 300 from <s1@c.test> qp 55752 uid 64011"),
+        (1.2, "starting delivery 1: msg 300000 to local bob@mx.test"), (1.3, "delivery 1: success: did_0+0+1/"),
+        (1.4, "end msg 300000"),
+    ]]
+    ps = LineParser(source="/var/log/qmail/smtpd/current", file_id="aaaaaaaaaaaaaaaa")
+    pq = LineParser(source="/var/log/qmail/send/current", file_id="bbbbbbbbbbbbbbbb")
+    recs_s = [ps.parse(ln.encode() + b"\n", i * 100).to_dict() for i, ln in enumerate(smtpd)]
+    recs_q = [pq.parse(ln.encode() + b"\n", i * 100).to_dict() for i, ln in enumerate(send)]
+    for batches in ([recs_s, recs_q], [by_time(recs_s, recs_q)]):  # the daemon's way, track's
+        c = Correlator()
+        out = [o for b in batches for o in c.feed(b)] + c.finish()
+        sessions = [o for o in out if o["event"] == "smtp_session"]
+        assert [(s["remote_ip"], s["flags"]) for s in sessions] == [("192.0.2.7", []), ("192.0.2.9", [])]
+        (mail,) = [o for o in out if o["event"] == "mail"]
+        link = mail["session"]
+        assert (link["event_id"], link["remote_ip"], link["helo"], link["conn_pid"]) == (
+            sessions[0]["event_id"], "192.0.2.7", "c1.test", 2053)

@@ -43,6 +43,7 @@ MAX_PENDING = 100  # recordio client lines awaiting their reply (a PIPELINING gr
 # default on older systems: every few thousand mails), and while one log is read far
 # behind the other several of them wait at once
 PER_QP = 4
+MAX_JUST_ENDED = 1000  # sessions ended within end_grace_s, kept for their late lines
 
 
 @dataclass(slots=True)
@@ -57,6 +58,10 @@ class SessionOptions:
     # A denied child exits at once and the server logs its ``end``: a denied session
     # waits that long for it, then is emitted complete (s6-tcpserverd below -v2 logs none)
     deny_end_s: float = 60.0
+    # recordio's copier outlives the program it runs: with ucspi-tcp a session's last
+    # replies (its ``250 ok … qp N`` too) were logged ms after ``tcpserver: end``. Its
+    # recordio lines that come this long (log time) after its end are still its own.
+    end_grace_s: float = 2.0
     # qp links (a session's reply, a mail's info msg) waiting for the other log, and
     # s/qmail senders waiting for their mail: an input read far behind the other (one
     # caught up from a backlog) leaves one waiting per mail in between
@@ -66,7 +71,8 @@ class SessionOptions:
 class SessionTracker:
     """Feed session records in log order; get ``smtp_session`` summaries back."""
 
-    __slots__ = ("opts", "sessions", "aliases", "qp_sessions", "qp_mails", "senders", "attach")
+    __slots__ = ("opts", "sessions", "aliases", "qp_sessions", "qp_mails", "senders", "attach",
+                 "just_ended")
 
     def __init__(self, opts: SessionOptions | None = None, attach: Any = None) -> None:
         self.opts = opts or SessionOptions()
@@ -77,6 +83,8 @@ class SessionTracker:
         self.senders: dict[str, list[Any]] = {}  # "host\0sender" → [[time_ns, session ref], …]
         # callable(host, qp, session_ref, time_ns, window_ns) -> bool: link an open mail
         self.attach = attach
+        # "host\0pid" → [end time, the session emitted at it] (see end_grace_s; not saved)
+        self.just_ended: dict[str, list[Any]] = {}
 
     # -- state ---------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
@@ -140,9 +148,32 @@ class SessionTracker:
 
     # -- feeding -------------------------------------------------------------------------
     def feed(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
-        fn = _HANDLERS.get(rec.get("event"))  # type: ignore[arg-type]
+        event = rec.get("event")
+        fn = _HANDLERS.get(event)  # type: ignore[arg-type]
         if fn is not None:
+            if (self.just_ended and (event == "io_server" or event == "io_client")
+                    and self._after_its_end(rec)):
+                return
             fn(self, rec, out)
+
+    def _after_its_end(self, rec: dict[str, Any]) -> bool:
+        """Whether ``rec`` is a recordio line its session's end came before (see
+        end_grace_s): a reply's qp still links that session to its mail. Such lines
+        opened a second, partial session for the same connection, and the mail was
+        linked to it, without the client (a black-box review, with real ucspi-tcp)."""
+        host = rec.get("host") or ""
+        key = f"{host}\x00{rec.get('conn_pid', rec.get('pid'))}"
+        ended = self.just_ended.get(key)
+        if ended is None:
+            return False
+        t = rec.get("time_unix_ns")
+        if t is None or ended[0] is None or not 0 <= t - ended[0] <= self.opts.end_grace_s * NS:
+            del self.just_ended[key]
+            return False
+        qp = rec.get("qp")
+        if qp is not None and rec.get("event") == "io_server":
+            self._link_qp(ended[1], host, qp, t)  # (the session record is out: its qps are not)
+        return True
 
     def flush(self, clock: Callable[[dict[str, Any]], int | None], out: list[dict[str, Any]]) -> None:
         """Emit sessions idle past their max age at ``clock(session)``."""
@@ -206,6 +237,7 @@ class SessionTracker:
         s: dict[str, Any] = {"key": key, "origin": origin(rec), "first_ns": t, "last_ns": t,
                              "server": None, "conn_pid": pid, "pids": [pid],
                              "partial": partial, "decisions": [], "qps": []}
+        self.just_ended.pop(key, None)  # its pid serves another connection now
         self.aliases.pop(key, None)
         self.sessions[key] = s
         if len(self.sessions) > self.opts.max_open:
@@ -331,6 +363,10 @@ class SessionTracker:
             if f in rec:
                 s[f] = rec[f]
         self._emit(key, s, rec.get("time_unix_ns"), rec.get("time_source"), out, None)
+        if rec.get("time_unix_ns") is not None:
+            self.just_ended[key] = [rec["time_unix_ns"], s]
+            while len(self.just_ended) > MAX_JUST_ENDED:
+                del self.just_ended[next(iter(self.just_ended))]
 
     def _rbl(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
         key, s = self._get(rec, out)
