@@ -36,6 +36,7 @@ SUMMARY_EVENTS = frozenset({"mail", "smtp_session"})
 # /healthz says so once the state has failed to be written this long (a read-only
 # state_dir, a full disk): a moment of it is retried without a word to the monitor
 STATE_FAILING_UNHEALTHY = 10.0
+FLUSH_EVERY = 10.0  # s between ageings of what the correlator holds open
 
 
 def is_summary(rec: dict[str, Any]) -> bool:
@@ -214,7 +215,7 @@ class Tracking:
     def _feed(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = self.correlator.feed(records)
         now = time.monotonic()
-        if now - self._last_flush > 10:
+        if now - self._last_flush > FLUSH_EVERY:
             self._last_flush = now
             try:
                 behind = self.behind() if self.behind is not None else set()

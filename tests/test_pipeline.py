@@ -1080,3 +1080,39 @@ async def test_what_a_relp_peer_answered_of_a_batch_cut_by_a_stop_is_not_sent_ag
         assert queue.depth == 250  # what goes again at the next start
     finally:
         queue.close()
+
+
+async def test_a_quiet_server_still_gets_its_aged_summaries(tmp_path, monkeypatch):
+    """Found by a black-box review: the correlator aged what it held open only when a
+    line came; on a quiet server a denied connection's session (said 60 s after the deny)
+    waited for the next connection. Now a pipeline with nothing read feeds it nothing
+    every CORRELATE_TICK s."""
+    from shipper import assemble as assemble_module
+    from shipper import pipeline as pipeline_module
+    from shipper.assemble import Tracking
+    from shipper.config import load_config_text
+    from shipper.memqueue import MemQueue
+
+    monkeypatch.setattr(pipeline_module, "CORRELATE_TICK", 0.2)
+    monkeypatch.setattr(assemble_module, "FLUSH_EVERY", 0.2)
+    (tmp_path / "log").mkdir()
+    label = f"@{(1 << 62) + 10 + int(time.time()):016x}{0:08x}"  # a deny, now, and no end
+    (tmp_path / "log" / "current").write_bytes(
+        f"{label} tcpserver: deny 4321 mx:192.0.2.1:25 :192.0.2.66::40000\n".encode())
+    cfg = load_config_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\n'
+                           f'paths = ["{tmp_path}/log"]\n[sinks.o]\ntype = "stdout"\n[tracking]\nenabled = true\n')
+    tracking = Tracking(cfg)
+    tracking.correlator.sessions.opts.deny_end_s = 1.0
+    tracking.behind = lambda: set()  # read to its end: a quiet input ages with the wall clock
+    sink = FakeSink()
+    source = MultilogSource([str(tmp_path / "log")], str(tmp_path / "ckpt.json"), start="all", poll_interval=0.1)
+    pipeline = Pipeline([(source, ParseOptions(host="mx1"))], [SinkRoute("s", sink, MemQueue())],
+                        correlate=tracking, save_state=lambda: True, save_interval=3600)
+    task = asyncio.create_task(pipeline.run())
+    try:
+        await await_until("the denied session's summary", lambda: any(
+            r.get("event") == "smtp_session" for r in sink.got), timeout=15)
+    finally:
+        await end_pipeline(pipeline, task)
+    (session,) = [r for r in sink.got if r.get("event") == "smtp_session"]
+    assert session["remote_ip"] == "192.0.2.66" and session["result"] == "denied"
