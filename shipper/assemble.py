@@ -441,11 +441,28 @@ def check_state_access(config: Config) -> None:
             raise PermissionError(exc.errno, exc.strerror + " (not readable by this user)", path) from None
 
 
+def _set_aside_tracking_state(path: str) -> None:
+    """With tracking off, its state no longer follows the logs: taken up again when
+    tracking is turned back on, it summarised mails whose lines it never saw as
+    complete (a deferral that had since succeeded; a black-box review)."""
+    try:
+        os.replace(path, path + ".stale")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        log.warning("tracking is off; its old state %s could not be set aside: %s", path, exc)
+        return
+    log.info("tracking is off: its state %s is set aside as %s.stale (turned on again, it "
+             "starts with no open mails)", path, path)
+
+
 def assemble(config: Config) -> Assembly:
     from shipper.sinks.deadletter import DeadLetterFile
 
     os.makedirs(config.state_dir, mode=0o700, exist_ok=True)  # buffers hold mail addresses
     check_state_access(config)
+    if not config.tracking.enabled:
+        _set_aside_tracking_state(tracking_path(config.state_dir))
     queues: list[Any] = []
     routes = []
     try:

@@ -267,3 +267,34 @@ def test_state_that_cannot_be_written_is_a_metric_and_after_a_while_unhealthy(tm
     finally:
         for r in asm.pipeline.routes:
             r.queue.close()
+
+
+def test_a_tracking_state_left_by_tracking_turned_off_is_not_taken_up_again(tmp_path: Path, caplog) -> None:
+    """Found by a black-box review: tracking turned off, then on again, took up its old
+    state, which had not seen the lines read meanwhile: a mail deferred then delivered
+    was summarised complete as a deferral."""
+    import logging
+
+    from shipper.assemble import assemble, tracking_path
+
+    def done(asm) -> None:
+        asm.close()
+        for r in asm.pipeline.routes:
+            r.queue.close()
+
+    asm = assemble(_config(tmp_path))
+    assert asm.tracking is not None
+    asm.tracking(_records()[:2])  # a mail left open
+    assert asm.tracking.save()
+    done(asm)
+    state = tracking_path(str(tmp_path / "state"))
+    off = load_config_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\n'
+                           f'paths = ["{tmp_path}/log"]\n[sinks.o]\ntype = "stdout"\n'
+                           '[tracking]\nenabled = false\n')
+    with caplog.at_level(logging.INFO, logger="shipper"):
+        done(assemble(off))
+    assert not Path(state).exists() and Path(state + ".stale").exists()
+    assert "set aside as" in caplog.text
+    asm = assemble(_config(tmp_path))  # on again: no open mail
+    assert asm.tracking is not None and asm.tracking.correlator.open_count == 0
+    done(asm)
