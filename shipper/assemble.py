@@ -359,7 +359,8 @@ class Assembly:
             if s.last_error:
                 set_last_error(m.sink_last_error, name, s.last_error)
             q = route.queue
-            m.buffer_bytes.set(getattr(q, "bytes_on_disk", 0), sink=name)
+            # a memory buffer's in memory (it has no bytes on disk: it said 0 when full)
+            m.buffer_bytes.set(getattr(q, "bytes_in_memory", 0) or getattr(q, "bytes_on_disk", 0), sink=name)
             m.buffer_records.set(getattr(q, "depth", 0), sink=name)
             qs = getattr(q, "stats", None)
             if qs is not None:

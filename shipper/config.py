@@ -849,9 +849,12 @@ def _buffer(t: _Table | None, base: BufferConfig) -> BufferConfig:
     c.when_full = t.string("when_full", c.when_full, choices=("block", "drop_newest", "drop_oldest"))
     c.fsync = t.string("fsync", c.fsync, choices=("always", "interval", "never"))
     c.fsync_interval_ms = t.integer("fsync_interval_ms", c.fsync_interval_ms, 1, 60_000)
-    if c.segment_bytes > c.max_bytes and (t.has("segment_bytes") or t.has("max_bytes")):
-        t.ctx.error(t.key_path("segment_bytes"),
-                    f"must not exceed max_bytes ({c.max_bytes}), got {c.segment_bytes}")
+    if c.segment_bytes > c.max_bytes:
+        if t.has("segment_bytes") and c.type == "disk":
+            t.ctx.error(t.key_path("segment_bytes"),
+                        f"must not exceed max_bytes ({c.max_bytes}), got {c.segment_bytes}")
+        else:  # the default's (or a memory buffer's, which has none): a max_bytes under
+            c.segment_bytes = c.max_bytes  # 16MiB was refused for a key not given
     t.finish()
     return c
 

@@ -298,3 +298,24 @@ def test_a_tracking_state_left_by_tracking_turned_off_is_not_taken_up_again(tmp_
     asm = assemble(_config(tmp_path))  # on again: no open mail
     assert asm.tracking is not None and asm.tracking.correlator.open_count == 0
     done(asm)
+
+
+def test_a_memory_buffers_bytes_are_a_metric(tmp_path: Path) -> None:
+    """Found by a black-box review: shipper_buffer_bytes was 0 for a memory buffer
+    holding 32 MiB (the metric read bytes on disk only)."""
+    import re
+
+    from shipper.assemble import assemble
+
+    cfg = load_config_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\n'
+                           f'paths = ["{tmp_path}/log"]\n[sinks.o]\ntype = "stdout"\n'
+                           '[sinks.o.buffer]\ntype = "memory"\n')
+    asm = assemble(cfg)
+    try:
+        asm.pipeline.routes[0].queue.append([b'{"event":"x","message":"' + b"y" * 1000 + b'"}'] * 10)
+        asm.collect()
+        m = re.search(r'shipper_buffer_bytes\{sink="o"\} (\d+)', asm.registry.render())
+        assert m and int(m.group(1)) >= 10_000
+    finally:
+        for r in asm.pipeline.routes:
+            r.queue.close()

@@ -146,6 +146,18 @@ type = "memory"
     assert cfg.tracking.max_age == 7 * 86400.0
 
 
+def test_a_buffer_below_16mib_needs_no_segment_size_of_its_own():
+    """Found by a black-box review: max_bytes = "8MiB" was refused for segment_bytes, a
+    key not given (its default 16MiB), even for a memory buffer, which has none."""
+    for kind in ("memory", "disk"):
+        cfg = load_config_text(BASE + f'[buffer]\ntype = "{kind}"\nmax_bytes = "8MiB"\n', env={})
+        b = cfg.sinks["siem"].buffer
+        assert (b.max_bytes, b.segment_bytes) == (8 << 20, 8 << 20)
+    with pytest.raises(ConfigError) as info:  # one given larger than the cap still is an error
+        load_config_text(BASE + '[buffer]\nmax_bytes = "8MiB"\nsegment_bytes = "16MiB"\n', env={})
+    assert info.value.errors == ['buffer.segment_bytes: must not exceed max_bytes (8388608), got 16777216']
+
+
 BAD_CASES = [
     ("port not a number", BASE + 'port = "abc"\n',
      ['sinks.siem.port: must be an integer 1-65535, got "abc"']),
