@@ -125,7 +125,7 @@ class ParseOptions:
 class LineParser:
     """Parse the lines of one input (file or stream) in order."""
 
-    __slots__ = ("opts", "source", "file_id", "last_time_ns", "open_lines", "syslog_year", "seen")
+    __slots__ = ("opts", "source", "file_id", "last_time_ns", "open_lines", "syslog_year", "seen", "in_fold")
 
     def __init__(self, opts: ParseOptions | None = None, source: str | None = None,
                  file_id: str | None = None) -> None:
@@ -140,13 +140,21 @@ class LineParser:
         self.syslog_year = self.opts.syslog_year
         # dispatch()'s result for texts a log repeats verbatim (_REPEATED_EVENTS)
         self.seen: dict[str, tuple[str | None, str, dict[str, Any], int | None]] = {}
+        # The last line's local time was in the hour a DST change repeats: which pass the
+        # next is in depends on last_time_ns, so a checkpoint keeps it (see carried)
+        self.in_fold = False
 
     def carried(self) -> dict[str, Any] | None:
         """What parsing the next lines depends on, as JSON (None: nothing), for another
         parser to go on from: the worker's in the daemon, a checkpoint's after a restart."""
-        if not self.open_lines:
+        if not self.open_lines and not self.in_fold:
             return None if self.last_time_ns is None else {"last": self.last_time_ns}
-        return {"last": self.last_time_ns, "open": [[pid, head] for pid, head in self.open_lines.items()]}
+        out: dict[str, Any] = {"last": self.last_time_ns}
+        if self.in_fold:
+            out["fold"] = True
+        if self.open_lines:
+            out["open"] = [[pid, head] for pid, head in self.open_lines.items()]
+        return out
 
     def carry_on(self, carried: Any) -> None:
         """Go on from ``carried()`` of another parser; anything malformed is dropped."""
@@ -155,6 +163,7 @@ class LineParser:
         last = carried.get("last")
         if type(last) is int:
             self.last_time_ns = last
+        self.in_fold = carried.get("fold") is True
         try:
             self.open_lines = {int(pid): head for pid, head in carried.get("open") or ()
                                if isinstance(head, str)}
@@ -356,6 +365,7 @@ class LineParser:
                     and abs(env.time_ns - self.last_time_ns) > _HALF_YEAR_NS):
                 env = self._turn_of_year(raw, env)
             time_ns = env.time_ns
+            self.in_fold = env.alt_ns is not None
             if env.alt_ns is not None and time_ns is not None:
                 # the hour a DST change repeats: the first pass unless that is more than
                 # 5 minutes before the line before (lines merged a little out of order

@@ -516,9 +516,11 @@ class Pipeline:
                       dicts: list[dict[str, Any]], exact: bool = False) -> None:
         if position is not None:
             parser = self._parsers.get(position[0])
-            if parser is not None and parser.open_lines:
+            if parser is not None and (parser.open_lines or parser.in_fold):
                 # A recordio line cut inside a secret goes on after this position: the
-                # checkpoint keeps it, so a restart redacts its next piece too.
+                # checkpoint keeps it, so a restart redacts its next piece too. And in
+                # the hour a DST change repeats, the last line's time: a restart there
+                # put the second pass's lines in the first, an hour early (a review).
                 position = (position[0], {**position[1], "parse": parser.carried()})
         appended = False
         try:

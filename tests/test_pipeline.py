@@ -1116,3 +1116,36 @@ async def test_a_quiet_server_still_gets_its_aged_summaries(tmp_path, monkeypatc
         await end_pipeline(pipeline, task)
     (session,) = [r for r in sink.got if r.get("event") == "smtp_session"]
     assert session["remote_ip"] == "192.0.2.66" and session["result"] == "denied"
+
+
+async def test_a_restart_in_the_hour_a_dst_change_repeats_keeps_the_second_pass(tmp_path, berlin):
+    """Found by a black-box review: a BSD syslog (or tai64nlocal) log read on across a
+    restart during the hour Europe/Berlin repeats (2026-10-25 02:00-02:59) put every
+    line of the second pass after the restart an hour early, unflagged: which pass a line
+    is in depends on the line before, and a restart forgot it. The checkpoint keeps it."""
+    from shipper.follower import FileSource
+    from shipper.memqueue import MemQueue
+
+    log = tmp_path / "mail.log"
+    first = 1_792_887_600  # 2026-10-25 00:20Z = 02:20 CEST
+    times = [first + 600 * i for i in range(12)]  # 02:20 … 02:50 CEST, 02:00 … 02:50 CET, 03:00
+
+    def line(t: int) -> bytes:
+        return time.strftime("%b %d %H:%M:%S", time.localtime(t)).encode() + b" mx1 tcpserver: status: 1/40\n"
+
+    got: list[int] = []
+    for part in (times[:6], times[6:]):  # the restart: after 02:10 CET, in the second pass
+        with open(log, "ab") as f:
+            f.write(b"".join(line(t) for t in part))
+        sink = FakeSink()
+        source = FileSource([str(log)], str(tmp_path / "ckpt.json"), start="all", poll_interval=0.1)
+        pipeline = Pipeline([(source, ParseOptions(host="mx1", syslog_year=2026))],
+                            [SinkRoute("s", sink, MemQueue())])
+        task = asyncio.create_task(pipeline.run())
+        try:
+            want = len(part)
+            await await_until("the lines", lambda sink=sink, want=want: len(sink.got) >= want)
+        finally:
+            await end_pipeline(pipeline, task)
+        got += [r["time_unix_ns"] // 10**9 for r in sink.got]
+    assert got == times
