@@ -817,8 +817,9 @@ def test_an_archive_made_and_deleted_while_we_list_is_a_gap(tmp_path, monkeypatc
 def test_clock_set_back_loses_no_archive(tmp_path):
     """The clock ran ahead (an archive labelled in the future was read), then was set
     back while we were stopped: the file we were reading and the next one are archived
-    under labels below the future one. Both are read; the future one comes again.
-    Then the same while we run, where we know what we read: no line twice."""
+    under labels below the future one. Both are read; the future one, read before the
+    stop, is not read again (it came again, with every archive read before the stop:
+    a black-box review). Then the same while we run: no line twice."""
     d = tmp_path / "log"
     d.mkdir()
     label = by_hand_label
@@ -847,7 +848,7 @@ def test_clock_set_back_loses_no_archive(tmp_path):
     append(range(12, 15), 131)
     f = MultilogFollower(str(d), state, start="all")
     got = [int(ln.rsplit(b" n", 1)[1]) for ln in plain_lines(drain(f))]
-    assert got == [*range(6, 12), 0, 1, 2, *range(12, 15)]
+    assert got == [*range(6, 15)]
     assert any("clock went back" in w for w in f.warnings)
     # and while we run: two rotations below the future label before we look again,
     # each announced by the watcher's event first, as inotify does
