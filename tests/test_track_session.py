@@ -717,3 +717,34 @@ def test_recordio_lines_after_tcpservers_end_are_still_their_sessions() -> None:
         link = mail["session"]
         assert (link["event_id"], link["remote_ip"], link["helo"], link["conn_pid"]) == (
             sessions[0]["event_id"], "192.0.2.7", "c1.test", 2053)
+
+
+def test_a_session_whose_message_was_refused_at_data_is_rejected() -> None:
+    """Found by a black-box review: a recipient accepted, then the message refused after
+    its dot (qmail-smtpd's 552 for databytes, a scanner's 554), nothing queued: the
+    session said "accepted"."""
+    lines = [
+        "@4000000052fafd8d3298434c tcpserver: pid 7001 from 192.0.2.7",
+        "@4000000052fafd8d3298434d tcpserver: ok 7001 mx:192.0.2.1:25 :192.0.2.7::40000",
+        "@4000000052fafd8d3298434e 7001 > 220 mx ESMTP",
+        "@4000000052fafd8d3298434f 7001 < MAIL FROM:<a@example.org>",
+        "@4000000052fafd8d32984350 7001 > 250 ok",
+        "@4000000052fafd8d32984351 7001 < RCPT TO:<b@example.net>",
+        "@4000000052fafd8d32984352 7001 > 250 ok",
+        "@4000000052fafd8d32984353 7001 < DATA",
+        "@4000000052fafd8d32984354 7001 > 354 go ahead",
+        "@4000000052fafd8d32984355 7001 < .",
+        "@4000000052fafd8d32984356 7001 > 552 sorry, that message size exceeds my databytes limit (#5.3.4)",
+        "@4000000052fafd8d32984357 7001 < QUIT",
+        "@4000000052fafd8d32984358 7001 > 221 mx",
+        "@4000000052fafd8d32984359 tcpserver: end 7001 status 0",
+    ]
+    (s,) = _correlate_lines(lines)
+    assert s["accepted_rcpts"] == ["b@example.net"] and s["qps"] == []
+    assert [(d["check"], d["smtp_code"]) for d in s["decisions"]] == [("DATA", 552)]
+    assert s["result"] == "rejected"
+    # the same with the message queued: accepted
+    queued = [ln.replace("552 sorry, that message size exceeds my databytes limit (#5.3.4)",
+                         "250 ok 1796064793 qp 55752") for ln in lines]
+    (s,) = _correlate_lines(queued)
+    assert s["qps"] == [55752] and s["result"] == "accepted"

@@ -762,8 +762,14 @@ def _result(s: dict[str, Any], f: dict[str, Any]) -> str:
         return "denied"
     if s.get("rbl_blocked"):
         return "blocked"
-    if s["qps"] or f["accepted_rcpts"] or s.get("mails"):
+    if s["qps"] or s.get("mails"):
         return "accepted"
+    if f["accepted_rcpts"]:
+        # recipients accepted, and the message refused at DATA (too big, a virus, a
+        # spam filter's 554) with none queued: a refused session, not an accepted one
+        refused = any(d.get("check") == "DATA" and d.get("action") in ("Reject", "Deferred")
+                      for d in s["decisions"])
+        return "rejected" if refused else "accepted"
     if s.get("greylisted"):
         return "greylisted"
     if any(d.get("action") in ("Reject", "Deferred") for d in s["decisions"]):
