@@ -54,6 +54,14 @@ def test_sslserver_differing_pids_tls_rbl_pop3() -> None:
     assert (d["action"], d["check"], d["condition"], d["rcpt_to"]) == \
         ("Reject", "RCPT", "Failed_Rcptto", "nelson-qa@aqmail.org")
     assert pop["local_port"] == 995 and pop["proto"] == "POP3S" and pop["authenticated"] is True
+    # a POP3 login is no SMTP session (a black-box review: stats counted them as such)
+    assert (tls["protocol"], rejected["protocol"], pop["protocol"]) == ("smtp", "smtp", "pop3")
+    from shipper.track.report import Stats
+    st = Stats()
+    for o in out:
+        st.add(o)
+    d = st.to_dict()
+    assert d["sessions"]["count"] == 2 and d["other_sessions"] == {"pop3": 1}
     assert pop["exit_code"] == 1
     assert "auth_user" not in pop and "X@fehcom.de" not in orjson.dumps(pop).decode()
 

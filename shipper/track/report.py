@@ -399,6 +399,7 @@ class Stats:
         self.sessions_incomplete = 0
         self.session_results = Counter[str]()
         self.tls_sessions = 0
+        self.other_sessions: Counter[str] = Counter()  # POP3, IMAP: not in the SMTP figures
         self.first_ns: int | None = None
         self.last_ns: int | None = None
 
@@ -483,6 +484,9 @@ class Stats:
                 self.failures.add(_reason(r.get("text") or r.get("reason") or r.get("result")))
 
     def _session(self, rec: dict[str, Any]) -> None:
+        if rec.get("protocol", "smtp") != "smtp":  # a POP3 or IMAP login under tcpserver
+            self.other_sessions[rec["protocol"]] += 1
+            return
         self.sessions += 1
         if "incomplete" in (rec.get("flags") or []):
             self.sessions_incomplete += 1
@@ -535,6 +539,7 @@ class Stats:
             "sessions": {"count": self.sessions, "incomplete": self.sessions_incomplete,
                          "tls": self.tls_sessions,
                          "by_result": dict(self.session_results)},
+            "other_sessions": dict(self.other_sessions),
             "rejection_reasons": [{"reason": k, "count": v} for k, v in self.rejections.top(top)],
         }
 
@@ -592,6 +597,7 @@ def render_stats(d: dict[str, Any]) -> str:
         ["smtp sessions", d["sessions"]["count"]],
         ["  still open at the end", d["sessions"]["incomplete"]],
         ["  with TLS", d["sessions"]["tls"]],
+        *([[f"{p} sessions (not counted above)", n] for p, n in sorted(d["other_sessions"].items())]),
     ])]
     out.append(table("Recipient outcomes", ["result", "recipients"],
                      [[k, v] for k, v in sorted(d["recipient_outcomes"].items())]))

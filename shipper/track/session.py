@@ -741,6 +741,7 @@ def session_record(s: dict[str, Any], end_ns: int | None, time_source: str | Non
         f["decisions_dropped"] = s["decisions_dropped"]
     f["qps"] = s["qps"]
     f["mails"] = s.get("mails", [])
+    f["protocol"] = _protocol(f)
     f["result"] = _result(s, f)
     if incomplete:
         f["incomplete_reason"] = incomplete
@@ -755,6 +756,21 @@ def session_record(s: dict[str, Any], end_ns: int | None, time_source: str | Non
 
 def _within(a: int | None, b: int | None, span: int) -> bool:
     return a is not None and b is not None and abs(b - a) <= span
+
+
+_POP3_PORTS, _IMAP_PORTS = frozenset((110, 995)), frozenset((143, 993))
+
+
+def _protocol(f: dict[str, Any]) -> str:
+    """What the connection served: tcpserver runs qmail-popup (POP3) as it runs
+    qmail-smtpd, so a POP3 login is a "session" too; they were counted as SMTP (a
+    black-box review). By the protocol logged (s/qmail's ``P:POP3S``), else the port."""
+    proto = str(f.get("proto") or "").upper()
+    if proto.startswith("POP") or f.get("local_port") in _POP3_PORTS:
+        return "pop3"
+    if proto.startswith("IMAP") or f.get("local_port") in _IMAP_PORTS:
+        return "imap"
+    return "smtp"
 
 
 def _result(s: dict[str, Any], f: dict[str, Any]) -> str:
