@@ -172,7 +172,10 @@ class SessionTracker:
             return False
         qp = rec.get("qp")
         if qp is not None and rec.get("event") == "io_server":
-            self._link_qp(ended[1], host, qp, t)  # (the session record is out: its qps are not)
+            # on a copy: the session's record is out (its lists are the record's), and
+            # whether it shows the qp must not hang on where a batch ended
+            s = ended[1]
+            self._link_qp({**s, "qps": list(s["qps"]), "mails": list(s.get("mails", ()))}, host, qp, t)
         return True
 
     def flush(self, clock: Callable[[dict[str, Any]], int | None], out: list[dict[str, Any]]) -> None:
