@@ -108,28 +108,14 @@ def test_a_receiver_that_refuses_our_client_certificate_is_an_error(tmp_path):
     rs = Rsyslog(tmp_path / "rs", ("mtls",), certs)
     rs.start()
     try:
-        tls = f'[sinks.{{0}}.tls]\nca_file = "{certs.ca}"\nserver_name = "localhost"\n'
-        cfg = _cfg(tmp_path, f"""
-[sinks.nocert]
-type = "syslog"
-protocol = "tls"
-host = "127.0.0.1"
-port = {rs.ports["mtls"]}
-{tls.format("nocert")}
-[sinks.gelfnocert]
-type = "gelf"
-transport = "tls"
-host = "127.0.0.1"
-port = {rs.ports["mtls"]}
-{tls.format("gelfnocert")}
-[sinks.withcert]
-type = "syslog"
-protocol = "tls"
-host = "127.0.0.1"
-port = {rs.ports["mtls"]}
-{tls.format("withcert")}cert_file = "{certs.client_cert}"
-key_file = "{certs.client_key}"
-""")
+        client = f'cert_file = "{certs.client_cert}"\nkey_file = "{certs.client_key}"\n'
+        sinks = "".join(
+            f'[sinks.{name}]\ntype = "{kind}"\n{key} = "tls"\nhost = "127.0.0.1"\nport = {rs.ports["mtls"]}\n'
+            f'[sinks.{name}.tls]\nca_file = "{certs.ca}"\nserver_name = "localhost"\n{extra}'
+            for name, kind, key, extra in (("nocert", "syslog", "protocol", ""),
+                                           ("gelfnocert", "gelf", "transport", ""),
+                                           ("withcert", "syslog", "protocol", client)))
+        cfg = _cfg(tmp_path, sinks)
         r = run("-c", cfg)
     finally:
         rs.stop()

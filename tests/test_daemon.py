@@ -110,6 +110,15 @@ def _start_shipper(config: Path, log: Path) -> subprocess.Popen[bytes]:
         f.close()
 
 
+def _hup_until(proc: subprocess.Popen[bytes], log: Path, said: str, timeout: float = 20) -> None:
+    """SIGHUP the running shipper and wait until its log says ``said``."""
+    os.kill(proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while said not in log.read_text():
+        assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+        time.sleep(0.05)
+
+
 def _start_ready(config: Path, log: Path) -> subprocess.Popen[bytes]:
     """Start shipper and wait until it logged "started" (its signal handlers in place):
     a SIGTERM before that ends it the default way, which is not what is tested here."""
@@ -497,11 +506,7 @@ def test_a_reload_applies_the_log_and_metrics_sections(tmp_path):
                                                                timeout=5).read()
         cfg.write_text(text.replace('level = "info"', 'level = "debug"').replace('format = "text"', 'format = "json"')
                        .replace(f"127.0.0.1:{first}", f"127.0.0.1:{second}"))
-        os.kill(proc.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 20
-        while '"reloaded: 1 sources, 1 sinks"' not in log.read_text():
-            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-            time.sleep(0.05)
+        _hup_until(proc, log, '"reloaded: 1 sources, 1 sinks"')
         after = log.read_text().split("reloading configuration", 1)[1].splitlines()[1:]
         said = [json.loads(line) for line in after if line.startswith("{")]
         assert {"level": "info", "logger": "shipper", "msg": "reloaded: 1 sources, 1 sinks"} in said, after
@@ -607,11 +612,7 @@ def test_a_reload_that_moves_state_dir_is_refused(tmp_path):
                              (text + f'[sinks.a.buffer]\npath = "{tmp_path}/elsewhere"\n',
                               "reload refused: the buffer of sink(s) a would move")):
             cfg.write_text(change)
-            os.kill(proc.pid, signal.SIGHUP)
-            deadline = time.monotonic() + 20
-            while said not in log.read_text():
-                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-                time.sleep(0.05)
+            _hup_until(proc, log, said)
         assert proc.poll() is None and "reloaded:" not in log.read_text()
     finally:
         assert _stop(proc) == 0
@@ -667,11 +668,7 @@ def test_a_reload_onto_a_key_that_does_not_match_its_certificate_is_refused(tmp_
     proc = _start_ready(cfg, log)
     try:
         shutil.copy(certs.server_key, key)  # another key: does not match client.pem
-        os.kill(proc.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 20
-        while "reload refused: sinks.s.tls.cert_file: client certificate" not in log.read_text():
-            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-            time.sleep(0.05)
+        _hup_until(proc, log, "reload refused: sinks.s.tls.cert_file: client certificate")
         text = log.read_text()
         assert str(key) in text and "Traceback" not in text and proc.poll() is None
     finally:
