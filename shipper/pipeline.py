@@ -358,14 +358,19 @@ class Pipeline:
             self._correlated_at = time.monotonic()
             summaries = self.correlate(dicts)
             if summaries:
-                tidy = getattr(self.transform, "tidy_summaries", None)
-                if tidy is not None:
-                    summaries = tidy(summaries)
+                summaries, more, more_exact = self._summaries(summaries)
                 dicts = dicts + summaries
-                more, more_exact = dumps_batch(summaries)
                 payloads = payloads + more
                 exact = exact and more_exact
         return payloads, dicts, exact
+
+    def _summaries(self, summaries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[bytes], bool]:
+        """The correlator's summaries as they are appended: tidied by the transform, serialised."""
+        tidy = getattr(self.transform, "tidy_summaries", None)
+        if tidy is not None:
+            summaries = tidy(summaries)
+        payloads, exact = dumps_batch(summaries)
+        return summaries, payloads, exact
 
     async def _run_source(self, source: Any) -> None:
         # A source always goes to the same worker: its batches are parsed in order.
@@ -959,13 +964,10 @@ class Pipeline:
             summaries = self.correlate([])
             if not summaries:
                 continue  # (what aged without a summary is saved with the next batch)
-            tidy = getattr(self.transform, "tidy_summaries", None)
-            if tidy is not None:
-                summaries = tidy(summaries)
+            summaries, payloads, exact = self._summaries(summaries)
             self._unappended += 1
             self._fed_since_save = True
             self._sync_wanted.set()
-            payloads, exact = dumps_batch(summaries)
             await self._append(None, None, payloads, summaries, exact)
 
     async def stop(self, drain_timeout: float = 10.0, wait_for_down: bool = True) -> None:
