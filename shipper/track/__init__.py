@@ -24,6 +24,7 @@ from shipper.record import record_dict, rfc3339_ns
 
 F_INCOMPLETE = "incomplete"  # the summary was emitted before its end was seen
 F_PARTIAL = "partial"  # its beginning was not seen (started before our input)
+F_LOG_GAP = "log_gap"  # lines of its log were lost while it was open (a gap record)
 
 NS = 1_000_000_000
 # An open entry → its current log time (None: not known yet): what flush ages it by
@@ -53,6 +54,24 @@ def add_event_id(state: dict[str, Any], rec: dict[str, Any]) -> None:
         ids.append(eid)
     else:
         state["event_ids_dropped"] = state.get("event_ids_dropped", 0) + 1
+
+
+MAX_GAP_IDS = 20  # per summary: gap records that may have taken some of its lines
+
+
+def mark_gap(entry: dict[str, Any], gap_event_id: str | None) -> None:
+    """A gap in the entry's log while it was open: its summary may lack lines."""
+    ids = entry.setdefault("log_gap_ids", [])
+    if len(ids) < MAX_GAP_IDS and gap_event_id not in ids:
+        ids.append(gap_event_id)
+
+
+def gap_fields(entry: dict[str, Any], fields: dict[str, Any], flags: list[str]) -> None:
+    """Flag a summary whose log lost lines while it was open, naming the gap records."""
+    ids = entry.get("log_gap_ids")
+    if ids:
+        flags.append(F_LOG_GAP)
+        fields["log_gap_ids"] = list(ids)
 
 
 def summary(event: str, program: str, suffix: str, first: dict[str, Any], end_ns: int | None,

@@ -14,6 +14,7 @@ tracker got from its input (a multilog directory, a file), so an input lagging a
 ahead of when it was read (``ingest_unix_ns``: a clock that NTP fixes later) moves
 that clock no further than ``FUTURE_SLACK_S`` past the reading;
 ``finish()`` emits everything still open, flagged ``incomplete`` (end of input).
+A ``gap`` record (lines of a log lost) flags what is open in that log ``log_gap``.
 ``to_state()``/``from_state()`` carry open state across a restart of the shipper.
 """
 
@@ -23,7 +24,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from shipper.track import NS, Clock
+from shipper.track import NS, Clock, mark_gap
 from shipper.track.postfix import PostfixOptions, PostfixTracker, is_postfix
 from shipper.track.qmail import QmailOptions, QmailTracker
 from shipper.track.session import SessionOptions, SessionTracker
@@ -122,6 +123,8 @@ class Correlator:
                 postfix(rec, out)
                 kind = "p"
             else:
+                if prog == "shipper" and rec.get("event") == "gap":
+                    self._gap(rec)
                 continue
             t = rec.get("time_unix_ns")
             if t is None:
@@ -141,6 +144,26 @@ class Correlator:
             if ingest is not None:
                 clock_read[ckey] = ingest
         return out
+
+    def _gap(self, rec: dict[str, Any]) -> None:
+        """A gap record: every entry open in that log (and begun before the lines lost,
+        when their time is known) may have lost some of its lines: its summary says so
+        (``log_gap``) rather than passing for whole."""
+        where = rec.get("gap_source") or rec.get("source")
+        if not where:
+            return
+        where = input_of(where)
+        last = rec.get("gap_last_unix_ns")
+        eid = rec.get("event_id")
+        for entries in (self.qmail.mails, self.sessions.sessions, self.postfix.queue,
+                        self.postfix.sessions):
+            for e in entries.values():
+                if input_of(e["origin"].get("source")) != where:
+                    continue
+                first = e.get("first_ns")
+                if last is not None and first is not None and first > last:
+                    continue  # begun after the lines lost
+                mark_gap(e, eid)
 
     def flush(self, now_ns: int | None = None, read_ns: int | None = None,
               behind: Collection[str] = ()) -> list[dict[str, Any]]:

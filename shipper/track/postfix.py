@@ -32,6 +32,7 @@ from shipper.track import (
     NS,
     Clock,
     add_event_id,
+    gap_fields,
     iso,
     origin,
     seconds,
@@ -462,6 +463,7 @@ class PostfixTracker:
             flags.append(F_PARTIAL)
         text = (f"session smtpd pid {s.get('conn_pid')} from {s.get('remote_host') or ''}"
                 f"[{s.get('remote_ip') or '?'}]: {result}")
+        gap_fields(s, fields, flags)
         summ = summary("smtp_session", "postfix", "s", s["origin"], end_ns, ts, fields, text, flags)
         out.append(summ)
         # Queue entries waiting for this session's disconnect.
@@ -556,6 +558,7 @@ class PostfixTracker:
             flags.append(F_PARTIAL)
         text = (f"mail {q['qid']} from <{q.get('mail_from', '?')}> "
                 + ", ".join(f"{r.get('rcpt_to')} {r.get('result')}" for r in rcpts[:5]))
+        gap_fields(q, fields, flags)
         out.append(summary("mail", "postfix", "m", q["origin"], end_ns, ts, fields, text, flags))
 
 

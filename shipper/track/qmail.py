@@ -41,6 +41,7 @@ from shipper.track import (
     NS,
     Clock,
     add_event_id,
+    gap_fields,
     iso,
     origin,
     seconds,
@@ -539,6 +540,7 @@ def mail_record(m: dict[str, Any], end_ns: int | None, time_source: str | None,
     if m.get("event_ids_dropped"):
         f["event_ids_dropped"] = m["event_ids_dropped"]
     text = _text(f, incomplete)
+    gap_fields(m, f, flags)
     return summary("mail", "qmail-send", "m", m["origin"], end_ns, time_source, f, text, flags)
 
 

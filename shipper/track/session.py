@@ -32,7 +32,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shipper.track import F_INCOMPLETE, F_PARTIAL, NS, add_event_id, iso, origin, seconds, summary
+from shipper.track import (
+    F_INCOMPLETE,
+    F_PARTIAL,
+    NS,
+    add_event_id,
+    gap_fields,
+    iso,
+    origin,
+    seconds,
+    summary,
+)
 
 _ADDR_RE = re.compile(r"<([^>]*)>")
 _S6_SERVERS = frozenset({"s6-tcpserverd", "s6-tcpserver4d", "s6-tcpserver6d", "s6-tcpserver-access"})
@@ -754,6 +764,7 @@ def session_record(s: dict[str, Any], end_ns: int | None, time_source: str | Non
             + (f", {len(f['qps'])} queued" if f["qps"] else "")
             + (f" (incomplete: {incomplete})" if incomplete else ""))
     program = f.get("server") or "tcpserver"
+    gap_fields(s, f, flags)
     return summary("smtp_session", program, "s", s["origin"], end_ns, time_source, f, text, flags)
 
 
