@@ -558,7 +558,14 @@ def test_a_name_server_that_does_not_answer_stalls_no_other_sink_nor_the_stop(tm
 type = "{'http' if i == 0 else 'syslog'}"
 {'url = "http://siem0.test:8123/"' if i == 0 else f'protocol = "tcp"{chr(10)}host = "siem{i}.test"{chr(10)}port = 6514'}
 connect_timeout = "1s"
-""" for i in range(6))
+""" for i in range(6)) + """
+[sinks.far6]
+type = "gelf"
+transport = "tcp"
+host = "siem6.test"
+port = 6514
+connect_timeout = "1s"
+"""
     cfg = _file_sink_config(tmp_path, logdir, out, far)
 
     def log_lines(first: int, n: int) -> None:
@@ -590,7 +597,7 @@ connect_timeout = "1s"
             jail.wait(10)
     said = (tmp_path / "shipper.log").read_text()
     assert "siem1.test:6514" not in said  # nothing got as far as a connect
-    for i in range(1, 6):  # one line each, one wording: said once
+    for i in range(1, 7):  # one line each, one wording: said once (GELF: as syslog)
         assert said.count(f"sink far{i}: siem{i}.test: cannot resolve the host name: "
                           "Temporary failure in name resolution (retrying") == 1, said
     assert said.count("sink far0: http://siem0.test:8123/: cannot resolve the host name: "

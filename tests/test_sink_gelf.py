@@ -300,6 +300,26 @@ async def test_tcp_sink_nul_delimited():
         await rx.stop()
 
 
+async def test_tcp_sink_probes_a_silent_peer_within_minutes_as_syslog_does():
+    """GELF's connect was its own: SO_KEEPALIVE with the kernel's 2 h idle, so a
+    receiver gone without a FIN held the sink's batches for hours."""
+    rx = TcpReceiver()
+    await rx.start()
+    on, off = GelfTcpSink("127.0.0.1", rx.port), GelfTcpSink("127.0.0.1", rx.port, keepalive=False)
+    try:
+        for sink in (on, off):
+            assert await asyncio.wait_for(deliver(sink, fixture_records()[:1]), 10)
+        sock = on._writer.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 60
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert off._writer.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+    finally:
+        await on.close()
+        await off.close()
+        await rx.stop()
+
+
 async def test_tcp_sink_reconnects_when_the_peer_closed():
     recs = fixture_records()
     rx = TcpReceiver(close_after=5)

@@ -32,6 +32,7 @@ from shipper.sinks.base import (
 )
 from shipper.sinks.confirm import BatchConfirmations, drain_while_moving, gone_after_handshake
 from shipper.sinks.http import HttpSink
+from shipper.sinks.syslog import open_stream
 from shipper.tlsconfig import TlsOptions, client_context
 
 DEFAULT_PORT = 12201
@@ -138,21 +139,13 @@ class GelfTcpSink:
 
     async def _connect(self) -> asyncio.StreamWriter:
         where = f"{self.host}:{self.port}"
-        kwargs: dict[str, Any] = {}
-        if self._ctx is not None and self.tls is not None:
-            kwargs = {"ssl": self._ctx, "server_hostname": self.tls.server_name or self.host,
-                      "ssl_handshake_timeout": self.tls.handshake_timeout}
-        # The connect timeout bounds TCP; TLS has its own handshake timeout (rsyslog #5539).
-        total = self.connect_timeout + (self.tls.handshake_timeout if self.tls is not None else 0)
         t0 = time.monotonic()
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, **kwargs), total)
-        except (OSError, TimeoutError, ssl.SSLError) as exc:
-            raise _error(where, exc) from None
-        sock = writer.get_extra_info("socket")
-        if sock is not None and self.keepalive:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        # The syslog sinks' connect: the name looked up on its own thread (a silent name
+        # server took a thread of asyncio's pool per try), connect and handshake bounded
+        # apart (rsyslog #5539), keepalive probes that notice a dead peer in minutes
+        reader, writer = await open_stream(self.host, self.port, tls=self.tls, ssl_context=self._ctx,
+                                           connect_timeout=self.connect_timeout,
+                                           keepalive=(60, 10, 5) if self.keepalive else None)
         self._peer_closed = False
         self._reader_task = watch = asyncio.get_running_loop().create_task(self._watch(reader))
         self._writer = writer
