@@ -63,13 +63,18 @@ SYSLOG_FACILITIES = {
     "local5": 21, "local6": 22, "local7": 23,
 }
 # Fields holding mail addresses / IP addresses / client host names in docs/records.md.
-DEFAULT_MAIL_FIELDS = ("mail_from", "rcpt_to", "auth_user", "recipient", "orig_to")
+# With the addresses, what names a person: user names (auth: indimail's AUTH <user>;
+# user: spamd's; remote_info: an ident answer), a mailbox's path, a summary's list
+DEFAULT_MAIL_FIELDS = ("mail_from", "rcpt_to", "auth_user", "recipient", "orig_to", "auth",
+                       "sender", "bounce_to", "remote_info", "user", "mailbox", "accepted_rcpts")
 DEFAULT_IP_FIELDS = ("remote_ip", "relay_ip", "orig_client_ip")
-# helo: the name a client gave itself, its host name as a rule
-DEFAULT_HOST_FIELDS = ("remote_host", "orig_client_host", "helo")
+# helo: the name a client gave itself, its host name as a rule; rbl_query: the
+# client's address reversed before a DNSBL's zone
+DEFAULT_HOST_FIELDS = ("remote_host", "orig_client_host", "helo", "rbl_query")
 DEFAULT_TEXT_FIELDS = ("message", "raw", "text", "text_raw", "info", "reason")
-# Never droppable: without them the SIEM cannot deduplicate or order records.
-CORE_UNDROPPABLE = ("event_id", "time", "time_unix_ns", "event")
+# Never droppable: without them the SIEM cannot deduplicate or order records, nor
+# sinks and the correlator choose them (a sink's include_programs took none at all).
+CORE_UNDROPPABLE = ("event_id", "time", "time_unix_ns", "event", "program")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]+\Z")
 _ENV_RE = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
@@ -790,7 +795,9 @@ def _transforms(t: _Table | None) -> TransformConfig:
     for i, f in enumerate(c.drop_fields):
         if f in CORE_UNDROPPABLE:
             t.ctx.error(f"{t.key_path('drop_fields')}[{i}]",
-                        f"{f} cannot be dropped: the SIEM needs it to order and deduplicate records")
+                        f"{f} cannot be dropped: " + ("sinks and the tracking choose records by it"
+                                                        if f == "program" else
+                                                        "the SIEM needs it to order and deduplicate records"))
     if (p := t.table("pseudonymise")) is not None:
         pc = c.pseudonymise
         pc.enabled = p.boolean("enabled", True)

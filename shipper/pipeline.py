@@ -1,4 +1,4 @@
-"""The pipeline: source → parse → (transform, correlate) → buffer → sink, and acks back.
+"""The pipeline: source → parse → (pseudonymise, correlate, select) → buffer → sink, and acks back.
 
 Chain of custody (what "nothing lost" rests on):
   * a batch read from a source is parsed, serialised once, and appended to the
@@ -44,6 +44,7 @@ from shipper.sinks.base import (
     note_failure,
     printable,
 )
+from shipper.transforms import Transformer
 
 log = logging.getLogger("shipper.pipeline")
 
@@ -244,7 +245,7 @@ class Pipeline:
     """Runs sources into queues and queues into sinks until stopped."""
 
     def __init__(self, sources: list[tuple[Any, ParseOptions]], routes: list[SinkRoute],
-                 transform: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+                 transform: Transformer | None = None,
                  correlate: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
                  sync_interval: float = 0.05, parse_workers: int = 0,
                  worker_inflight: int = 4, save_state: Callable[[], bool | None] | None = None,
@@ -346,29 +347,32 @@ class Pipeline:
         whether the dicts are exactly what the payloads hold.
         """
         exact = False
-        if self.transform is not None:
-            dicts = self.transform(dicts)
+        t = self.transform
+        if t is not None:  # pseudonyms before the correlator: its state holds no address
+            dicts = t.pseudonymise(dicts)
             payloads = None
-        if payloads is None:
-            payloads, exact = dumps_batch(dicts)
+        summaries = None
         if self.correlate is not None:
             self._unappended += 1  # until _append returns: the tracking state is ahead
             self._fed_since_save = True
             self._sync_wanted.set()
             self._correlated_at = time.monotonic()
             summaries = self.correlate(dicts)
-            if summaries:
-                summaries, more, more_exact = self._summaries(summaries)
-                dicts = dicts + summaries
-                payloads = payloads + more
-                exact = exact and more_exact
+        if t is not None:  # the filters after it: a mail's summary has all its lines
+            dicts = t.select(dicts)
+        if payloads is None:
+            payloads, exact = dumps_batch(dicts)
+        if summaries:
+            summaries, more, more_exact = self._summaries(summaries)
+            dicts = dicts + summaries
+            payloads = payloads + more
+            exact = exact and more_exact
         return payloads, dicts, exact
 
     def _summaries(self, summaries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[bytes], bool]:
         """The correlator's summaries as they are appended: tidied by the transform, serialised."""
-        tidy = getattr(self.transform, "tidy_summaries", None)
-        if tidy is not None:
-            summaries = tidy(summaries)
+        if self.transform is not None:
+            summaries = self.transform.tidy_summaries(summaries)
         payloads, exact = dumps_batch(summaries)
         return summaries, payloads, exact
 

@@ -30,6 +30,7 @@ from shipper.parse import LineParser, ParseOptions
 from shipper.reader import InputError, input_sets, read_joined
 from shipper.record import F_CONTINUATION, F_PARTIAL, F_TRUNCATED
 from shipper.sinks.base import Backoff, PermanentError, SinkError, deliver
+from shipper.transforms import build_transformer, sink_filter
 from shipper.when import FORMS, parse_time, year_arg
 
 BATCH = 2000
@@ -243,11 +244,12 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
             print(f"replay: progress file {state_path} unreadable ({exc}); starting over", file=sys.stderr)
             done = {}
     total = sum(os.path.getsize(f) for g in groups for f in g)
-    counters = {"bytes": 0, "filtered": 0, "resumed": 0}
+    counters = {"bytes": 0, "filtered": 0, "resumed": 0, "transformed_away": 0}
     keys: dict[str, bool] = {}
     progress = Progress(total)
     sent = 0
     batch: list[dict[str, Any]] = []
+    marks: list[tuple[str, int] | None] = []  # batch's lines' places (mark)
     interval = 1.0 / args.rate if args.rate else 0.0
     t_next = time.monotonic()
     backoff = Backoff()
@@ -257,18 +259,23 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
     # connection lost, and a peer refusing every connection after taking its bytes (a
     # TLS port given plain syslog) had the whole replay "sent", none of it received.
     confirm = getattr(sink, "confirm", None) if out is None and not args.dry_run else None
-    unconfirmed: deque[list[dict[str, Any]]] = deque()
+    unconfirmed: deque[tuple[list[dict[str, Any]], list[tuple[str, int] | None]]] = deque()
 
-    def count_done(records: list[dict[str, Any]]) -> None:
-        for r in records:
-            src, off = r.get("source"), r.get("offset")
-            # a line with no newline yet (a current still written) is sent as it is,
-            # but not counted done: a resumed run sends it again once it is whole (same
-            # event id) rather than skip the finished line
-            if src is not None and off is not None and F_PARTIAL not in r["flags"]:
-                k = progress_key(r.get("file_id"), src, keys.get(src, True))
-                if off > done.get(k, -1):
-                    done[k] = off
+    def mark(r: dict[str, Any]) -> tuple[str, int] | None:
+        """Where a record's line is in its file, as the progress keeps it; taken before
+        the transforms (a keyed file id is not the file's)."""
+        src, off = r.get("source"), r.get("offset")
+        # a line with no newline yet (a current still written) is sent as it is,
+        # but not counted done: a resumed run sends it again once it is whole (same
+        # event id) rather than skip the finished line
+        if src is None or off is None or F_PARTIAL in r["flags"]:
+            return None
+        return progress_key(r.get("file_id"), src, keys.get(src, True)), off
+
+    def count_done(marks: list[tuple[str, int] | None]) -> None:
+        for m in marks:
+            if m is not None and m[1] > done.get(m[0], -1):
+                done[m[0]] = m[1]
 
     async def settle(final: bool) -> None:
         """Count done what the peer has; send again what a dropped connection lost.
@@ -279,24 +286,24 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
         while unconfirmed:
             n, lost = confirm()
             for _ in range(min(n, len(unconfirmed))):
-                count_done(unconfirmed.popleft())
+                count_done(unconfirmed.popleft()[1])
                 stalled_at = time.monotonic() + CONFIRM_STALL
             if lost:
                 again = list(unconfirmed)
                 unconfirmed.clear()
                 for b in again:
-                    await deliver(sink, b, backoff)
+                    await deliver(sink, b[0], backoff)
                     unconfirmed.append(b)
                 continue
             if not final or not unconfirmed:
                 return
             if time.monotonic() > stalled_at:
                 raise SinkError(f"the peer acknowledged nothing for {CONFIRM_STALL:g}s: "
-                                f"{sum(map(len, unconfirmed)):,} records not known delivered")
+                                f"{sum(len(b) for b, _ in unconfirmed):,} records not known delivered")
             await asyncio.sleep(0.02)
 
     async def flush(final: bool = False) -> None:
-        nonlocal sent, batch
+        nonlocal sent, batch, marks
         if batch:
             if args.dry_run:
                 pass
@@ -310,18 +317,41 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
                     print(f"replay: the sink refused a batch for good: {exc}", file=sys.stderr)
                     raise
             if confirm is not None:
-                unconfirmed.append(batch)
+                unconfirmed.append((batch, marks))
             else:
-                count_done(batch)
+                count_done(marks)
             sent += len(batch)
-            batch = []
+            batch, marks = [], []
         if confirm is not None:
             await settle(final)
+        if marks and not unconfirmed:  # lines not shipped on purpose, none waiting before them
+            count_done(marks)
+            marks = []
         if state_path and not args.dry_run:
             atomic_write(state_path, orjson.dumps({"done": done, "sent": sent}))
 
+    # As the live run ships them: the config's transforms (pseudonyms above all; a replay
+    # without them sent the addresses in clear), and what the sink takes of them
+    transform = build_transformer(config.transforms) if config is not None else None
+    if transform is not None and transform.is_noop:
+        transform = None
+    wants = None
+    if args.sink:
+        from shipper.assemble import is_summary
+
+        wants = sink_filter(config.sinks[args.sink], is_summary)
     for rec in merged(groups, opts, done, since, until, counters, multilog, keys):
+        where = mark(rec)
+        if transform is not None or wants is not None:
+            kept = transform([rec]) if transform is not None else [rec]
+            if not kept or wants is not None and not wants(kept[0]):
+                # not shipped, on purpose: done (a resumed run does not read it again)
+                marks.append(where)
+                counters["transformed_away"] += 1
+                continue
+            rec = kept[0]
         batch.append(rec)
+        marks.append(where)
         if interval:
             t_next += interval
             delay = t_next - time.monotonic()
@@ -334,8 +364,11 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
     await flush(final=True)
     progress.update(total, sent, final=True)
     verb = "would send" if args.dry_run else "sent"
+    left = counters["transformed_away"]
     print(f"replay: {verb} {sent:,} records; {counters['filtered']:,} outside --since/--until; "
-          f"{counters['resumed']:,} already sent before", file=sys.stderr)
+          f"{counters['resumed']:,} already sent before"
+          + (f"; {left:,} not taken by the transforms or the sink's filters" if left else ""),
+          file=sys.stderr)
     if state_path and not args.dry_run:
         try:
             os.unlink(state_path)  # finished: a new replay of the same set starts over

@@ -41,15 +41,27 @@ Records = list[dict[str, Any]]
 PREFIX = "anon:"
 F_PSEUDONYMISED = "pseudonymised"  # addresses replaced by keyed pseudonyms
 SELF_PROGRAM = "shipper"  # gap records and other reports of our own: never dropped
+# Rate-limit drops are counted per program for this many programs (syslog tags are
+# free text), then under OTHER_PROGRAMS
+_NAMED_DROPS = 1000
+OTHER_PROGRAMS = "(other)"
 _CACHE_MAX = 65536
 
 # Pragmatic patterns for addresses inside free text; candidates are checked
-# before replacing (IP addresses with the ipaddress module).
-_MAIL_RE = re.compile(r"(?<![\w.%+=!#$&*^{}|~-])(?<!anon:)[\w.%+=!#$&*^{}|~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-                      r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
-_IPV6_RE = re.compile(r"(?<![0-9A-Za-z:])(?:[0-9A-Fa-f]{0,4}:){2,7}"
-                      r"(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?(?![0-9A-Za-z:]|\.\d)")
+# before replacing (IP addresses with the ipaddress module). A mail address: a quoted
+# or plain local part (not "=": "user=alice@x" is a key and its value, and an SRS
+# address's last part still names its sender) and a domain, IDN or a literal.
+_LOCAL = r"(?:\"[^\"\r\n]{1,64}\"|[\w.%+!#$&'*^{}|~-]+)"
+_DOMAIN = (r"(?:\[(?:IPv6:)?[0-9A-Fa-f:.]{2,45}\]"
+           r"|[^\W_](?:[\w-]*[^\W_])?(?:\.[^\W_](?:[\w-]*[^\W_])?)*)")
+_MAIL_RE = re.compile(rf"(?<![\w.%+!#$&'*^{{}}|~-])(?<!anon:){_LOCAL}@{_DOMAIN}")
+# IPv6 next to anything but a letter, digit or dot: "host:2001:db8::1:25" (tcpserver),
+# "2001:db8::7: OK"; a match that is not an address as a whole is cut to the address in
+# it (_v6_within)
+_IPV6_RE = re.compile(r"(?<![0-9A-Za-z.])(?:[0-9A-Fa-f]{0,4}:){2,8}"
+                      r"(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?(?![0-9A-Za-z]|\.\d)")
 _IPV4_RE = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d)")
+_MIN_KNOWN = 3  # a field's value shorter than this is not looked for in text ("a", "5")
 
 
 # ---------------------------------------------------------------- filtering
@@ -123,7 +135,10 @@ class RateLimiter:
             bucket[0] = tokens - 1.0
             return True
         bucket[0] = tokens
-        self.dropped[program] = self.dropped.get(program, 0) + 1
+        dropped = self.dropped
+        if program not in dropped and len(dropped) >= _NAMED_DROPS:
+            program = OTHER_PROGRAMS  # counted still, under one name: memory and series bounded
+        dropped[program] = dropped.get(program, 0) + 1
         return False
 
     def _forget_full(self, now: float) -> None:
@@ -158,6 +173,7 @@ class Pseudonymiser:
     in_text: bool = True
     keep_domain: bool = False
     _cache: dict[str, str] = field(default_factory=dict)
+    _fids: dict[str, str] = field(default_factory=dict)
 
     def pseudonym(self, value: str) -> str:
         """``anon:`` + 16 hex digits; case-insensitive, stable for a given key."""
@@ -170,34 +186,65 @@ class Pseudonymiser:
             got = self._cache[value] = PREFIX + digest[:16]
         return got
 
+    def file_id(self, fid: str) -> str:
+        """A file id keyed as the pseudonyms are: the plain one is a hash of the file's
+        first 64 bytes, which a pseudonymised line gives away but for its address, so
+        hashing every IPv4 address (seconds) would find that address again."""
+        got = self._fids.get(fid)
+        if got is None:
+            if len(self._fids) >= 4096:
+                self._fids.clear()
+            got = self._fids[fid] = hmac.new(self.key, b"file_id\0" + fid.encode("utf-8", "surrogatepass"),
+                                             hashlib.sha256).hexdigest()[:16]
+        return got
+
     def mail(self, address: str) -> str:
         if not address or address.startswith(PREFIX):  # "" is the null sender: keep it
             return address
+        if "," in address and "@" in address:  # qlog's rcptto=a@x,b@y: each its own
+            return ",".join(self.mail(a) for a in address.split(","))
         if self.keep_domain and "@" in address:
             local, _, domain = address.rpartition("@")
+            if domain.startswith("["):  # a literal: the domain is an address
+                inner = domain[1:-1]
+                tag = "IPv6:" if inner[:5].lower() == "ipv6:" else ""
+                domain = f"[{tag}{self.ip(inner[len(tag):])}]"
             return f"{self.pseudonym(address)}@{domain}"
         return self.pseudonym(address)
 
     def ip(self, text: str) -> str:
         return text if not text or text.startswith(PREFIX) else self.pseudonym(_canonical_ip(text))
 
-    def text(self, text: str) -> str:
-        """Every mail address and IP address inside free text replaced."""
-        if "@" in text:
-            text = _MAIL_RE.sub(lambda m: self.mail(m.group(0)), text)
-        if text.count(":") >= 2:
-            text = _IPV6_RE.sub(self._ipv6_match, text)
-        if "." in text:
-            text = _IPV4_RE.sub(self._ipv4_match, text)
-        return text
+    def host(self, name: str) -> str:
+        return name if not name or name.startswith(PREFIX) else self.pseudonym(name)
+
+    def text(self, text: str, known: dict[str, str] | None = None) -> str:
+        """Every mail address and IP address inside free text replaced; first the
+        values ``known`` from the record's own fields (original → pseudonym), found
+        as whole words: host and user names no pattern can find, and so the text's
+        pseudonym is the field's."""
+        parts = _known_parts(text, known) if known else [text]
+        for i in range(0, len(parts), 2):  # odd parts are pseudonyms already
+            t = parts[i]
+            if "@" in t:
+                t = _MAIL_RE.sub(self._mail_match, t)
+            if t.count(":") >= 2:
+                t = _IPV6_RE.sub(self._ipv6_match, t)
+            if "." in t:
+                t = _IPV4_RE.sub(self._ipv4_match, t)
+            parts[i] = t
+        return parts[0] if len(parts) == 1 else "".join(parts)
+
+    def _mail_match(self, m: re.Match[str]) -> str:
+        return self.mail(m.group(0))
 
     def _ipv6_match(self, m: re.Match[str]) -> str:
         s = m.group(0)
-        try:
-            ipaddress.IPv6Address(s)
-        except ValueError:
+        span = _v6_within(s)
+        if span is None:
             return s
-        return self.ip(s)
+        a, b = span
+        return s[:a] + self.ip(s[a:b]) + s[b:]
 
     def _ipv4_match(self, m: re.Match[str]) -> str:
         s = m.group(0)
@@ -205,49 +252,142 @@ class Pseudonymiser:
             return s
         return self.ip(s)
 
+    def _fields(self, rec: dict[str, Any], known: dict[str, str]) -> bool:
+        """The record's own address fields (a list of them too: a summary's
+        ``accepted_rcpts``), their originals noted in ``known``."""
+        changed = False
+        for names, fn in ((self.mail_fields, self.mail), (self.ip_fields, self.ip),
+                          (self.host_fields, self.host)):
+            for name in names:
+                v = rec.get(name)
+                if isinstance(v, str):
+                    if v and not v.startswith(PREFIX):
+                        rec[name] = new = fn(v)
+                        if len(v) >= _MIN_KNOWN:
+                            known[v] = new
+                        changed = True
+                elif isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+                    news = [fn(x) for x in v]
+                    if news != v:
+                        for x, y in zip(v, news, strict=True):
+                            if len(x) >= _MIN_KNOWN and x != y:
+                                known[x] = y
+                        rec[name] = news
+                        changed = True
+        return changed
+
+    def _texts(self, rec: dict[str, Any], known: dict[str, str]) -> bool:
+        changed = False
+        for name in self.text_fields:
+            v = rec.get(name)
+            if isinstance(v, str) and v:
+                new = self.text(v, known)
+                if new != v:
+                    rec[name] = new
+                    changed = True
+        return changed
+
     def apply(self, records: Records) -> Records:
-        mail, ip, text, pseudonym = self.mail, self.ip, self.text, self.pseudonym
+        fid_of = self.file_id
         for rec in records:
-            # original → pseudonym for this record's host names, which no pattern
-            # can find in free text (and which often embed the client's IP)
-            hosts: dict[str, str] = {}
-            changed = False
-            for name in self.mail_fields:
-                v = rec.get(name)
-                if isinstance(v, str) and v:
-                    rec[name] = mail(v)
-                    changed = True
-            for name in self.ip_fields:
-                v = rec.get(name)
-                if isinstance(v, str) and v:
-                    rec[name] = ip(v)
-                    changed = True
-            for name in self.host_fields:
-                v = rec.get(name)
-                if isinstance(v, str) and v and not v.startswith(PREFIX):
-                    rec[name] = hosts[v] = pseudonym(v)
-                    changed = True
+            known: dict[str, str] = {}
+            changed = self._fields(rec, known)
             if self.in_text:
-                for name in self.text_fields:
-                    v = rec.get(name)
-                    if isinstance(v, str) and v:
-                        new = text(v)
-                        for host in sorted(hosts, key=len, reverse=True):
-                            if host in new:
-                                new = new.replace(host, hosts[host])
-                        if new != v:
-                            rec[name] = new
-                            changed = True
-                if rec.pop("raw_base64", None) is not None:
-                    changed = True  # the exact bytes hold the addresses too
+                changed = self._texts(rec, known) or changed
+            if rec.pop("raw_base64", None) is not None:
+                changed = True  # the exact bytes hold the addresses too, in_text or not
+            fid = rec.get("file_id")
+            if isinstance(fid, str) and fid:
+                rec["file_id"] = new_fid = fid_of(fid)
+                eid = rec.get("event_id")
+                if isinstance(eid, str) and eid.startswith(fid):
+                    rec["event_id"] = new_fid + eid[len(fid):]
             if changed:
-                flags = rec.get("flags")
-                if isinstance(flags, list):
-                    if F_PSEUDONYMISED not in flags:
-                        flags.append(F_PSEUDONYMISED)
-                else:
-                    rec["flags"] = [F_PSEUDONYMISED]
+                _flag(rec)
         return records
+
+    def apply_deep(self, records: Records) -> Records:
+        """Summaries: their nested recipients, attempts, decisions and sessions too.
+        Values pseudonymised already are kept (a summary is made of records that were,
+        but for those read before pseudonymisation was turned on by a reload)."""
+        for rec in records:
+            known: dict[str, str] = {}
+            if self._deep(rec, known, 0):
+                _flag(rec)
+        return records
+
+    def _deep(self, d: dict[str, Any], known: dict[str, str], depth: int) -> bool:
+        changed = self._fields(d, known)
+        if depth < 8:
+            for v in d.values():
+                if isinstance(v, dict):
+                    changed = self._deep(v, known, depth + 1) or changed
+                elif isinstance(v, list):
+                    for x in v:
+                        if isinstance(x, dict):
+                            changed = self._deep(x, known, depth + 1) or changed
+        if self.in_text:
+            changed = self._texts(d, known) or changed
+        return changed
+
+
+def _flag(rec: dict[str, Any]) -> None:
+    flags = rec.get("flags")
+    if isinstance(flags, list):
+        if F_PSEUDONYMISED not in flags:
+            flags.append(F_PSEUDONYMISED)
+    else:
+        rec["flags"] = [F_PSEUDONYMISED]
+
+
+def _known_parts(text: str, known: dict[str, str]) -> list[str]:
+    """``text`` cut around whole-word occurrences of ``known``'s originals: [plain,
+    pseudonym, plain, …]. A word ends where a letter, digit, "-", "@" or a dot before
+    a letter or digit does not follow (and began where none of those precedes): the
+    HELO "mail" is not the "mail" of "qmail", nor "5" the one of "5.7.1"."""
+    spans: list[tuple[int, int, str]] = []
+    n = len(text)
+    for orig in sorted(known, key=len, reverse=True):  # the longest first: a name in a name
+        start = text.find(orig)
+        while start >= 0:
+            end = start + len(orig)
+            before = text[start - 1] if start else ""
+            after = text[end] if end < n else ""
+            if not (before and (before.isalnum() or before in "-.@")) and \
+                    not (after and (after.isalnum() or after in "-@" or
+                                    after == "." and end + 1 < n and text[end + 1].isalnum())) and \
+                    not any(a < end and start < b for a, b, _ in spans):
+                spans.append((start, end, known[orig]))
+            start = text.find(orig, start + 1)
+    if not spans:
+        return [text]
+    spans.sort()
+    parts: list[str] = []
+    at = 0
+    for a, b, new in spans:
+        parts.append(text[at:a])
+        parts.append(new)
+        at = b
+    parts.append(text[at:])
+    return parts
+
+
+def _v6_within(s: str) -> tuple[int, int] | None:
+    """Where in ``s`` (a match of _IPV6_RE, at most 9 groups) an IPv6 address is: all
+    of it, or, cut at one of its first or last two colons, the longest part that is
+    ("2001:db8::25::51234": tcpserver's address, a colon and its port)."""
+    colons = [i for i, c in enumerate(s) if c == ":"]
+    starts = [0, *(c + 1 for c in colons[:2])]
+    ends = [len(s), *colons[-2:]]
+    for a, b in sorted(((a, b) for a in starts for b in ends if b - a >= 2),
+                       key=lambda ab: ab[0] - ab[1]):
+        if s.count(":", a, b) >= 2:
+            try:
+                ipaddress.IPv6Address(s[a:b])
+            except ValueError:
+                continue
+            return a, b
+    return None
 
 
 def _canonical_ip(text: str) -> str:
@@ -263,10 +403,12 @@ def _canonical_ip(text: str) -> str:
 
 @dataclass(slots=True)
 class Transformer:
-    """The configured transforms, in a fixed order: filter, rate limit, drop, pseudonymise.
+    """The configured transforms, in two steps around the correlator.
 
-    Filtering and rate limiting come first so no work is spent on records that
-    are dropped; pseudonymising comes last so no later step sees an address.
+    ``pseudonymise`` comes first, so neither the correlator's state nor anything
+    after it holds an address; ``select`` (filter, rate limit, drop fields) comes
+    after it, so a mail's summary is made of all its lines, also those not shipped.
+    ``tidy_summaries`` does both to the summaries, which no filter drops.
     """
 
     keep: Callable[[dict[str, Any]], bool] | None = None
@@ -276,6 +418,15 @@ class Transformer:
     filtered: int = 0  # records dropped by the include/exclude filter
 
     def __call__(self, records: Records, now: float | None = None) -> Records:
+        """Both steps: for what no correlator sits between (replay)."""
+        return self.select(self.pseudonymise(records), now)
+
+    def pseudonymise(self, records: Records) -> Records:
+        if self.pseudonymiser is not None:
+            self.pseudonymiser.apply(records)
+        return records
+
+    def select(self, records: Records, now: float | None = None) -> Records:
         if self.keep is not None:
             n = len(records)
             records = filter_records(records, self.keep)
@@ -284,13 +435,14 @@ class Transformer:
             records = self.rate_limiter.apply(records, time.monotonic() if now is None else now)
         if self.dropped_fields:
             drop_fields(records, self.dropped_fields)
-        if self.pseudonymiser is not None:
-            self.pseudonymiser.apply(records)
         return records
 
     def tidy_summaries(self, records: Records) -> Records:
-        """The correlator's summaries, made of records already transformed: only the
-        dropped keys are left to drop (their own ``raw``, ``message``, ...)."""
+        """The correlator's summaries: pseudonymised (what they took from lines read
+        before a reload turned pseudonymisation on is still plain), the dropped keys
+        dropped (their own ``raw``, ``message``, ...)."""
+        if self.pseudonymiser is not None:
+            self.pseudonymiser.apply_deep(records)
         if self.dropped_fields:
             drop_fields(records, self.dropped_fields)
         return records

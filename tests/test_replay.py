@@ -550,3 +550,52 @@ def test_a_peer_that_resets_after_taking_the_bytes_loses_nothing_of_a_replay(tmp
     assert "replay: sent 3,000 records" in r.stderr, r.stderr
     ids = set(re.findall(rb'event_id="([^"]+)"', b"".join(got)))
     assert len(ids) == 3000, (len(ids), r.stderr[-2000:])
+
+
+def test_replay_ships_as_the_live_run_its_transforms_and_the_sinks_filter(tmp_path):
+    """A privacy review: replay --sink ignored [transforms]: clear addresses reached the
+    SIEM from a config that pseudonymises, and the lines it excludes went too. The
+    resume still works by the files' own ids (the shipped ones are keyed)."""
+    texts = [f"tcpserver: ok {4000 + i} mx.example.org:192.0.2.1:25 client{i}.example.net:198.51.100.{i % 250}::4{i:04d}"
+             for i in range(1500)] + [f"status: local 0/10 remote {i % 20}/20" for i in range(500)]
+    d = _multilog_dir(tmp_path, "smtpd", texts)
+    key = tmp_path / "key"
+    key.write_text("0123456789abcdef0123456789abcdef")
+    key.chmod(0o600)
+    out = tmp_path / "out.ndjson"
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f"""state_dir = "{tmp_path / 'var'}"
+[sources.smtpd]
+type = "multilog"
+paths = ["{d}"]
+[transforms]
+drop_fields = ["raw"]
+[transforms.pseudonymise]
+key_file = "{key}"
+[sinks.siem]
+type = "file"
+path = "{out}"
+exclude_events = ["status"]
+""")
+    args = [sys.executable, "-m", "shipper", "replay", str(d), "-c", str(cfg), "--sink", "siem", "--rate", "3000"]
+    p = subprocess.Popen(args, stderr=subprocess.PIPE, cwd=REPO)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 20 and not (out.exists() and out.stat().st_size):
+        time.sleep(0.01)
+    os.kill(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 130, err
+    r = subprocess.run(args[:-2], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert r.returncode == 0 and "resuming" in r.stderr, r.stderr
+    assert "not taken by the transforms or the sink's filters" in err.decode() + r.stderr
+    recs = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    shipped = out.read_text()
+    assert "example.net" not in shipped and "198.51.100." not in shipped
+    assert {rec["event"] for rec in recs} == {"tcp_ok"}
+    assert all("raw" not in rec and "pseudonymised" in rec["flags"] for rec in recs)
+    ids = [rec["event_id"] for rec in recs]
+    assert len(set(ids)) == 1500 and len(ids) - 1500 <= 2000  # resumed, not started over
+    from shipper.fingerprint import fingerprint
+    plain = {fingerprint(f.read_bytes()[:64]) for f in d.iterdir() if f.is_file()}
+    fids = {rec["file_id"] for rec in recs}
+    assert len(fids) > 10 and not fids & plain  # keyed
