@@ -63,7 +63,7 @@ def build_source(cfg: SourceConfig, config: Config) -> Any:
 def build_sink(cfg: SinkConfig) -> Any:
     t = cfg.type
     if t in ("syslog", "relp"):
-        from shipper.encode.rfc5424 import Rfc3164Encoder, Rfc5424Encoder
+        from shipper.encode.rfc5424 import DEFAULT_MAX_SIZE, Rfc3164Encoder, Rfc5424Encoder
 
         if cfg.format == "rfc3164":
             encoder: Any = Rfc3164Encoder(facility=cfg.facility, msg_field=cfg.msg_field,
@@ -80,7 +80,9 @@ def build_sink(cfg: SinkConfig) -> Any:
             if t == "relp":  # never more than a RELP frame carries: it would stop the sink
                 from shipper.relp import DEFAULT_MAX_DATA
 
-                kwargs["max_size"] = min(kwargs.get("max_size", DEFAULT_MAX_DATA), DEFAULT_MAX_DATA)
+                # by default what imrelp takes whole (it cuts a longer frame and answers
+                # 200 OK all the same: cut without a flag, counted delivered)
+                kwargs["max_size"] = min(kwargs.get("max_size", DEFAULT_MAX_SIZE), DEFAULT_MAX_DATA)
             encoder = Rfc5424Encoder(**kwargs)
         if t == "relp":
             from shipper.sinks.relp import RelpSink

@@ -895,6 +895,9 @@ def _tls(t: _Table) -> TlsOptions:
     c.ca_dir = _check_file(t.ctx, t, "ca_dir", t.string("ca_dir"), directory=True)
     c.cert_file = _check_file(t.ctx, t, "cert_file", t.string("cert_file"))
     c.key_file = _check_file(t.ctx, t, "key_file", t.string("key_file"), secret=True)
+    password, _, _ = _read_secret(t.ctx, t, "key_password_file", "key_password_env",
+                                  "the client key's passphrase", required=False)
+    c.key_password = password.value if password is not None else None
     c.server_name = t.string("server_name")
     c.min_version = t.string("min_version", c.min_version, choices=("TLSv1.2", "TLSv1.3"))
     c.handshake_timeout = t.duration("handshake_timeout", c.handshake_timeout, lo=0.1)
@@ -911,7 +914,8 @@ def _tls(t: _Table) -> TlsOptions:
         try:
             client_context(c)
         except (ValueError, OSError) as exc:
-            key = "cert_file" if str(exc).startswith("client certificate") else (
+            key = "key_file" if str(exc).startswith("client key") else \
+                "cert_file" if str(exc).startswith("client certificate") else (
                 "ca_file" if c.ca_file else "ca_dir")
             t.ctx.error(t.key_path(key), str(exc))
     t.finish()
@@ -994,9 +998,12 @@ def _sink(t: _Table, name: str, cfg: Config) -> SinkConfig | None:
         c.facility = _facility(t, c.facility)
         # RELP frames carry at most 128 KiB of data (librelp's limit, ours too)
         # a UDP datagram holds at most 65,507 bytes of data (IPv4)
-        c.max_message_bytes = t.integer("max_message_bytes", None, 480,
-                                        128 << 10 if kind == "relp" else 65507
-                                        if c.protocol == "udp" else 16 << 20)
+        most = 128 << 10 if kind == "relp" else 65507 if c.protocol == "udp" else 16 << 20
+        c.max_message_bytes = t.size("max_message_bytes", 0, 480) or None  # "8k" too: a size
+        if c.max_message_bytes is not None and c.max_message_bytes > most:
+            ctx.error(t.key_path("max_message_bytes"), f"must be at most {most} bytes here, got "
+                      f"{_show(t._raw('max_message_bytes')[1])}")
+            c.max_message_bytes = None
         c.msg_field = t.string("msg_field", c.msg_field, choices=("message", "raw"))
         c.bom = t.boolean("bom", c.bom)
         if t.has("bom") and c.format != "rfc5424":

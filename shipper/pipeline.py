@@ -88,6 +88,13 @@ class SinkRoute:
     # why the last append of this pause failed ("EROFS Read-only file system"); "" when
     # the buffer is full: health and status tell the admin which of the two it is
     append_error: str = ""
+    # connections in a row that went before the peer acknowledged anything (_confirm)
+    lost_in_a_row: int = 0
+
+
+# Connections in a row that go before the peer acknowledges a byte: a peer that takes
+# the bytes and then closes or resets, every time, which is said as a warning
+LOST_SAY_AFTER = 3
 
 
 # A full buffer (when_full = block) pauses reading; said in the log, and unhealthy
@@ -910,7 +917,14 @@ class Pipeline:
         if last is not None:
             route.queue.ack(last)
             _forget_recent(route, last)
+            route.lost_in_a_row = 0
         if lost and unconfirmed:
+            route.lost_in_a_row += 1
+            if route.lost_in_a_row == LOST_SAY_AFTER:  # (a TLS port given plain syslog)
+                log.warning("sink %s: its last %d connections went before the peer acknowledged "
+                            "anything: it takes the bytes, then closes or resets. Does it want TLS "
+                            "(protocol = \"tls\"), or refuse us? (records kept, sent again)",
+                            route.name, LOST_SAY_AFTER)
             log.info("sink %s: its connection went with records the peer had not acknowledged: "
                      "sending them again", route.name)
             route.sink.stats.extra["resent_unacknowledged"] = (

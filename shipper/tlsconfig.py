@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(slots=True)
@@ -16,6 +16,12 @@ class TlsOptions:
     server_name: str | None = None  # SNI and the name checked; default: the host connected to
     min_version: str = "TLSv1.2"
     handshake_timeout: float = 10.0
+    key_password: str | None = field(default=None, repr=False)  # the client key's passphrase
+
+
+class KeyEncrypted(Exception):
+    """The client key wants a passphrase and none was given (OpenSSL would ask for it
+    on the terminal: check and run waited there)."""
 
 
 _VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
@@ -42,9 +48,21 @@ def client_context(opts: TlsOptions) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     if opts.cert_file:
+        key = opts.key_file or opts.cert_file
         try:
-            ctx.load_cert_chain(opts.cert_file, opts.key_file)
+            ctx.load_cert_chain(opts.cert_file, opts.key_file,
+                                password=opts.key_password if opts.key_password is not None
+                                else _no_password)
+        except KeyEncrypted:
+            raise ValueError(f"client key {key} is encrypted: give its passphrase in "
+                             "key_password_file or key_password_env") from None
         except ssl.SSLError as exc:  # a key that does not match its certificate, a bad PEM
-            raise ValueError(f"client certificate {opts.cert_file} / key "
-                             f"{opts.key_file or opts.cert_file}: {exc}") from exc
+            if opts.key_password is not None and "PEM lib" in str(exc):
+                raise ValueError(f"client key {key}: cannot decrypt it: wrong passphrase "
+                                 "(key_password_file / key_password_env)?") from exc
+            raise ValueError(f"client certificate {opts.cert_file} / key {key}: {exc}") from exc
     return ctx
+
+
+def _no_password() -> str:
+    raise KeyEncrypted

@@ -89,6 +89,8 @@ class Rsyslog:
     ports: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     server_cert: tuple[Path, Path] | None = None  # (cert, key) instead of certs.server_*
+    # the global maxMessageSize; None: rsyslog's default (8096), as a receiver set up as shipped
+    max_message_size: str | None = "64k"
 
     def use_server_cert(self, cert: Path, key: Path) -> None:
         """Present another server certificate from the next start on."""
@@ -124,8 +126,9 @@ class Rsyslog:
     def _config(self) -> str:
         w = self.workdir
         lines = []
-        glob = [f'workDirectory="{w}"', 'maxMessageSize="64k"',
-                'parser.escapeControlCharactersOnReceive="off"']
+        glob = [f'workDirectory="{w}"', 'parser.escapeControlCharactersOnReceive="off"']
+        if self.max_message_size is not None:
+            glob.append(f'maxMessageSize="{self.max_message_size}"')
         if self.certs is not None:
             c = self.certs
             cert, key = self.server_cert or (c.server_cert, c.server_key)

@@ -715,3 +715,39 @@ def test_with_tracking_a_failed_checkpoint_write_is_tried_again_without_new_line
         if proc.poll() is None:
             _stop(proc, signal.SIGKILL)
     assert sorted(_file_seqs(out)[0]) == list(range(40))
+
+
+def test_plain_syslog_to_a_tls_port_is_said_as_such(tmp_path):
+    """A fault hunt: a plain TCP sink pointed at rsyslog's TLS port lost nothing (the
+    records wait), but said only, at INFO, again and again, that "its connection went
+    with records the peer had not acknowledged". Now a warning names the likely cause."""
+    from conftest import wait_until
+    from rsyslog_util import make_certs
+
+    multilog = require_binary("multilog")
+    certs = make_certs(tmp_path / "certs")
+    r = Rsyslog(tmp_path / "rs", ("tls",), certs)
+    r.start()
+    logdir, out = tmp_path / "log", tmp_path / "out.ndjson"
+    cfg = _file_sink_config(tmp_path, logdir, out, f"""
+[sinks.siem]
+type = "syslog"
+protocol = "tcp"
+host = "127.0.0.1"
+port = {r.ports["tls"]}
+""")
+    _log_lines(multilog, logdir, 0, 50)
+    log = tmp_path / "shipper.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "shipper", "run", "-c", str(cfg)],
+                                stdout=f, stderr=f, cwd=ROOT)
+    try:
+        # probations of 0.25, 1 and 4 s, each cut short, and the backoffs between
+        wait_until("the warning", lambda: "Does it want TLS" in log.read_text(), timeout=60)
+        assert r.messages("tls") == []
+    finally:
+        _stop(proc)
+        r.stop()
+    said = log.read_text()
+    assert said.count('its last 3 connections went before the peer acknowledged anything') == 1, said
+    assert "WARNING" in said.split("Does it want TLS")[0].splitlines()[-1]

@@ -13,6 +13,7 @@ from rsyslog_util import parse_sd, split_message
 
 from shipper import severity as severity_module
 from shipper.encode.rfc5424 import (
+    DEFAULT_MAX_SIZE,
     NILVALUE,
     Rfc3164Encoder,
     Rfc5424Encoder,
@@ -395,7 +396,7 @@ def test_texts_encode_to_the_bytes_with_non_ascii_and_lone_surrogates():
     texts = enc.encode_texts(recs)
     assert [t.encode("utf-8", "replace") for t in texts] == Rfc5424Encoder().encode_batch(recs)
     assert split_message(texts[0].encode("utf-8", "replace"))[2] == "d\u00e9j\u00e0 ? vu".encode()
-    assert len(texts[1].encode()) == 8192 and enc.truncated == 1
+    assert len(texts[1].encode()) == DEFAULT_MAX_SIZE == 8096 and enc.truncated == 1
     assert Rfc3164Encoder().encode_texts(recs)[0].endswith("d\u00e9j\u00e0 \ud800 vu")
 
 

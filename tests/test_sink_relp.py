@@ -114,6 +114,12 @@ async def test_relp_over_mutual_tls(tmp_path):
             await bad.send(recs[:1])
         assert "TLS certificate verification failed: unable to get local issuer certificate" in str(err.value)
         assert bad.stats.sent == 0
+        # no client certificate for a receiver that wants one: it said only "peer closed
+        # the connection (1 commands unanswered)" (a fault hunt)
+        anon = RelpSink("127.0.0.1", r.ports["relp_tls"], tls=TlsOptions(ca_file=str(certs.ca)))
+        with pytest.raises(SinkError, match=r"client certificate refused or missing\?"):
+            await anon.send(recs[:1])
+        await anon.close()
     finally:
         r.stop()
 

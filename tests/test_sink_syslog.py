@@ -316,7 +316,8 @@ async def test_wrong_server_certificate_clear_error_retries_then_delivers(tmp_pa
         assert "TLS certificate verification failed" in sink.stats.last_error
         assert "unable to get local issuer certificate" in sink.stats.last_error
         # and what to do, found installing as an admin
-        assert "(tls.ca_file must hold the CA that signed the receiver's certificate)" in sink.stats.last_error
+        assert "(tls.ca_file must hold the CA that signed the receiver's certificate (or tls.ca_dir, under " \
+               "its hash name: openssl rehash DIR))" in sink.stats.last_error
         # the operator fixes the server's certificate: the same batch gets through
         r.stop()
         r.use_server_cert(certs.server_cert, certs.server_key)
@@ -375,3 +376,68 @@ async def test_close_with_a_peer_that_stopped_reading_returns_quietly():
 ])
 def test_every_sink_describes_an_error_in_one_clear_line(exc: BaseException, text: str) -> None:
     assert describe_error(exc) == text
+
+
+async def test_defaults_fit_a_stock_rsyslog_so_a_long_line_cannot_forge_a_record(tmp_path):
+    """A fault hunt against rsyslog as installed (maxMessageSize 8096): our default of
+    8192 let messages of 8,097-8,192 bytes through, which imtcp cut without a flag and
+    whose tail it parsed as a message of its own: an SMTP client's HELO made a record of
+    host dc1.corp, app sshd, "Accepted password for root". imrelp cut a 20 KB message
+    (RELP's default was 128 KiB) and answered 200 OK. With the defaults every message
+    arrives whole or flagged truncated, one message per record."""
+    from shipper.assemble import build_sink
+    from shipper.config import load_config_text
+
+    r = Rsyslog(tmp_path / "rs", ("tcp", "relp"), max_message_size=None)
+    r.start()
+    forged = "X<38>1 2024-01-01T00:00:00Z dc1.corp sshd 999 - - Accepted password for root"
+    try:
+        for name, kind in (("tcp", 'type = "syslog"\nprotocol = "tcp"'), ("relp", 'type = "relp"')):
+            cfg = load_config_text(f'[sources.q]\ntype = "stdin"\n[sinks.s]\n{kind}\nhost = "127.0.0.1"\n'
+                                   f'port = {r.ports[name]}\n', env={})
+            sink = build_sink(cfg.sinks["s"])
+            recs = nasty_records(name, 4)
+            for i, rec in enumerate(recs):  # around rsyslog's limit, and far over it
+                pad = (7700, 7790, 7900, 20000)[i]
+                rec["message"] = "helo " + "z" * (pad - len(forged)) + forged
+            await send_all(sink, recs, batch=4)
+            msgs = r.wait_messages(name, len(recs))
+            assert len(msgs) == len(recs), [m["host"] for m in msgs]
+            assert all(m["host"] != "dc1.corp" and m["app"] != "sshd" for m in msgs)
+            got = by_event_id(msgs)
+            for rec in recs:
+                (m,) = got[rec["event_id"]]
+                cut = dict(parse_sd(m["sd"])[0][1]).get("truncated") == "1"
+                assert cut or m["msg"] == rec["message"], (name, len(rec["message"]))
+            assert "oversize" not in r.stderr() and "frame too long" not in r.stderr(), r.stderr()[-2000:]
+    finally:
+        r.stop()
+
+
+async def test_a_handshake_answered_by_a_reset_names_the_likely_causes():
+    """A fault hunt: min_version TLSv1.3 against a TLS 1.2 rsyslog said only "TLS handshake
+    failed: ConnectionResetError"; gnutls answers a hello it will not take with a reset."""
+    from shipper.sinks.syslog import open_stream
+
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+
+    def reset_the_hello() -> None:
+        peer, _ = lsock.accept()
+        peer.recv(4096)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        peer.close()
+
+    t = threading.Thread(target=reset_the_hello, daemon=True)
+    t.start()
+    try:
+        tls = TlsOptions(verify=False, min_version="TLSv1.3", handshake_timeout=5)
+        from shipper.tlsconfig import client_context
+        with pytest.raises(SinkError) as err:
+            await open_stream("127.0.0.1", lsock.getsockname()[1], tls=tls, ssl_context=client_context(tls),
+                              connect_timeout=5, keepalive=None)
+        assert "TLS handshake failed" in str(err.value) and "TLS 1.3 or later (tls.min_version)" in str(err.value)
+    finally:
+        t.join(5)
+        lsock.close()

@@ -19,8 +19,10 @@ RFC 5424 layout, one message per record::
   ``bom=True``: rsyslog's RFC 5424 parser keeps a BOM as the first three bytes of ``%msg%``
   (it does not strip it), so a BOM only helps receivers that look for it.
 
-Size limit (``max_size`` octets per message, 8192 by default: RFC 5425 requires receivers
-to take 2048 and says they SHOULD take 8192): MSG is cut first (at a UTF-8 character
+Size limit (``max_size`` octets per message, 8096 by default: RFC 5425 requires receivers
+to take 2048 and says they SHOULD take 8192, but rsyslog's default ``maxMessageSize`` is
+8096, and over TCP it parses the rest of a longer frame as a message of its own, its
+header whatever the tail's text says, which an SMTP client can write): MSG is cut first (at a UTF-8 character
 boundary), then SD params are dropped (event fields first, ``event_id`` never). A cut
 record carries ``truncated="1"`` in its SD and is counted in ``truncated``: never dropped.
 ``raw_base64`` (a line that was not valid UTF-8: its exact bytes, as GELF's ``_raw_base64``)
@@ -48,7 +50,7 @@ from shipper.severity import severity, severity_fields, severity_of_event
 NILVALUE = "-"
 FACILITY_MAIL = 2
 DEFAULT_SD_ID = "qmail@32473"
-DEFAULT_MAX_SIZE = 8192
+DEFAULT_MAX_SIZE = 8096  # rsyslog's default maxMessageSize (imtcp, imrelp, imudp)
 MIN_MAX_SIZE = 480  # RFC 5426: every IPv4 receiver must take 480 octets
 
 # Keys that are the header or MSG (or a duplicate of the timestamp), not structured data.

@@ -31,7 +31,8 @@ log = logging.getLogger("shipper.sink")
 
 
 # What to do about the verification failures an install meets (OpenSSL's X509_V_ERR_*).
-_WRONG_CA = "tls.ca_file must hold the CA that signed the receiver's certificate"
+_WRONG_CA = ("tls.ca_file must hold the CA that signed the receiver's certificate (or tls.ca_dir, "
+             "under its hash name: openssl rehash DIR)")
 _VERIFY_HINTS = {
     9: "not valid yet: is this host's clock right?",
     18: _WRONG_CA, 19: _WRONG_CA, 20: _WRONG_CA, 21: _WRONG_CA,

@@ -78,9 +78,18 @@ class RelpSink:
                         self.stats.extra["relp_server"] = ev.offers.get("relp_software", "") if ev.offers else ""
                     elif ev.kind in (REFUSED, ERROR):
                         raise SinkError(f"{self._peer}: RELP open refused: {ev.text}")
-        except (OSError, ssl.SSLError) as exc:
+        except (OSError, ssl.SSLError, SinkError) as exc:
             await self._drop()
-            raise SinkError(f"{self._peer}: connection lost: {describe_error(exc)}") from exc
+            why = describe_error(exc) if not isinstance(exc, SinkError) else None
+            if self.tls is not None and (why is not None and "reset" in why.lower()
+                                         or "peer closed the connection" in str(exc)):
+                # imrelp's tls.authMode refusing our certificate (or its lack) says no more
+                raise SinkError(f"{self._peer}: peer closed the connection right after the TLS "
+                                "handshake, before the RELP open (client certificate refused or "
+                                "missing? see tls.cert_file and the receiver's tls.authMode)") from exc
+            if why is None:
+                raise
+            raise SinkError(f"{self._peer}: connection lost: {why}") from exc
         except BaseException:
             await self._drop()
             raise

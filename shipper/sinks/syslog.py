@@ -118,7 +118,11 @@ async def open_stream(host: str, port: int, *, tls: TlsOptions | None, ssl_conte
                         f"complete the handshake)") from exc
     except (OSError, ssl.SSLError) as exc:
         sock.close()
-        raise SinkError(f"{peer}: TLS handshake failed: {describe_error(exc)}") from exc
+        why = describe_error(exc)
+        if isinstance(exc, ConnectionResetError):  # the peer's only answer: a reset
+            why += (f" (does the peer take TLS {tls.min_version[4:]} or later (tls.min_version)? "
+                    "is it a TLS port?)")
+        raise SinkError(f"{peer}: TLS handshake failed: {why}") from exc
 
 
 async def _let_io_run() -> None:
