@@ -43,6 +43,15 @@ def is_summary(rec: dict[str, Any]) -> bool:
     return rec.get("event") in SUMMARY_EVENTS
 
 
+def batch_age(cfg: SinkConfig) -> float:
+    """How long a sink's batch waits to fill: its ``batch_max_age``, by default 1 s where
+    each batch is a request (HTTP; ClickHouse makes a part of each insert), none where
+    records go down a stream and a wait is only latency."""
+    if cfg.batch_max_age is not None:
+        return cfg.batch_max_age
+    return 1.0 if cfg.type == "http" or cfg.type == "gelf" and cfg.transport == "http" else 0.0
+
+
 def tracking_path(state_dir: str) -> str:
     """The mail and session tracking state's file."""
     return os.path.join(state_dir, "tracking.json")
@@ -474,7 +483,7 @@ def assemble(config: Config) -> Assembly:
             routes.append(SinkRoute(
                 name=scfg.name, sink=build_sink(scfg), queue=queues[-1],
                 wants=sink_filter(scfg, is_summary), batch_records=scfg.batch_max_records,
-                batch_bytes=scfg.batch_max_bytes,
+                batch_bytes=scfg.batch_max_bytes, batch_age=batch_age(scfg),
                 dead_letter=DeadLetterFile(scfg.dead_letter, sink=scfg.name) if scfg.dead_letter else None))
         transformer = build_transformer(config.transforms)
         tracking = Tracking(config) if config.tracking.enabled else None

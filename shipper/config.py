@@ -240,7 +240,9 @@ class SinkConfig:
     exclude_events: list[str] = field(default_factory=list)
     batch_max_records: int = 1000
     batch_max_bytes: int = 1 << 20
-    batch_max_age: float = 1.0  # seconds
+    # seconds a batch waits to fill; None: 1 s for requests (http, gelf over http),
+    # 0 for streams, whose records cost no request each (and latency counts)
+    batch_max_age: float | None = None
     dead_letter: str = ""  # NDJSON file for batches the peer refuses for good
     buffer: BufferConfig = field(default_factory=BufferConfig)
     # network sinks (syslog, relp, gelf)
@@ -979,7 +981,8 @@ def _sink(t: _Table, name: str, cfg: Config) -> SinkConfig | None:
     c.exclude_events = t.strings("exclude_events")
     c.batch_max_records = t.integer("batch_max_records", c.batch_max_records, 1, 1_000_000)
     c.batch_max_bytes = t.size("batch_max_bytes", c.batch_max_bytes, lo=1024)
-    c.batch_max_age = t.duration("batch_max_age", c.batch_max_age, lo=0.001)
+    age = t.duration("batch_max_age", -1.0, lo=0.0)
+    c.batch_max_age = age if age >= 0 else None
     c.dead_letter = t.string("dead_letter", os.path.join(cfg.state_dir, "dead-letter", f"{name}.ndjson"))
     c.buffer = _buffer(t.table("buffer"), cfg.buffer)
     c.buffer.path = os.path.join(c.buffer.path or os.path.join(cfg.state_dir, "buffer"), name)

@@ -73,6 +73,10 @@ class SinkRoute:
     wants: Callable[[dict[str, Any]], bool] = every_record
     batch_records: int = 1000
     batch_bytes: int = 1 << 20
+    # seconds a batch short of batch_records waits to fill (batch_max_age), from the
+    # append of its first record (unread_since, time.monotonic(); None: none unread)
+    batch_age: float = 0.0
+    unread_since: float | None = None
     dead_letter: Callable[[list[dict[str, Any]], PermanentError], None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     # The dicts of the latest appends, (first seq, dicts), while unacknowledged: the
@@ -625,6 +629,8 @@ class Pipeline:
                 done += len(piece)
                 step = min(2 * step, len(payloads) - done) or step
                 route.wake.set()  # a piece sent and acknowledged may make the room the rest needs
+                if route.unread_since is None:
+                    route.unread_since = time.monotonic()
             if waited and self._write_error_logged and route.paused_since is not None:
                 # the end of a spell said (a state_dir read-only for a while): say it too
                 log.info("buffer of sink %s: appends work again: reading resumed after %.0f s",
@@ -804,16 +810,17 @@ class Pipeline:
         unconfirmed: deque[tuple[int, bool]] = deque()
         ask_after = 0.01  # while some wait: ask again soon, less often while none comes
         while True:
-            items = route.queue.read(route.batch_records, route.batch_bytes)
+            linger = self._linger(route)
+            items = route.queue.read(route.batch_records, route.batch_bytes) if not linger else None
             if not items:
                 # appends and the stop set the wake; the clock is a safety net, and the
-                # asking after confirmations while some wait
-                wait = 1.0
+                # asking after confirmations while some wait; a short batch, its age
+                wait = linger or 1.0
                 if unconfirmed:
                     before = len(unconfirmed)
                     self._take_confirmed(route, confirm, unconfirmed)
                     ask_after = 0.01 if len(unconfirmed) < before else min(0.2, ask_after * 2)
-                    wait = ask_after if unconfirmed else 1.0
+                    wait = min(wait, ask_after) if unconfirmed else wait
                 if self._stop_sending.is_set():
                     return
                 route.wake.clear()
@@ -826,6 +833,8 @@ class Pipeline:
                     pass
                 continue
             ask_after = 0.01
+            if not route.queue.unread:
+                route.unread_since = None
             batch: Any = None
             if worker is not None:
                 try:
@@ -876,6 +885,15 @@ class Pipeline:
             else:
                 unconfirmed.append((items[-1][0], sent))
                 self._take_confirmed(route, confirm, unconfirmed)
+
+    def _linger(self, route: SinkRoute) -> float:
+        """Seconds a short batch of ``route`` waits yet to fill (0: send now): until
+        ``batch_age`` after its first record, never when stopping (the drain sends it)."""
+        since = route.unread_since
+        if not route.batch_age or since is None or self._stop_reading.is_set():
+            return 0.0
+        left = since + route.batch_age - time.monotonic()
+        return left if left > 0 and 0 < route.queue.unread < route.batch_records else 0.0
 
     async def _connect_early(self, route: SinkRoute) -> None:
         """Connect a stream sink at the start rather than at its first batch: that batch

@@ -1083,3 +1083,58 @@ async def test_a_broken_answer_is_said_as_what_the_receiver_did(answer: bytes, s
         await sink.close()
         t.join(5)
         srv.close()
+
+
+def test_records_trickling_in_go_in_batches_of_batch_max_age(peer: Peer, tmp_path: Path):
+    """A fault hunt: batch_max_age was read and never used, so a trickle of lines went as
+    one request each (838 ClickHouse inserts for 1,000 rows, 2,132 parts). Now a short
+    batch waits up to batch_max_age (1 s by default for HTTP) to fill; a stop sends
+    what waits at once."""
+    import sys
+
+    from test_daemon import ROOT, _stop
+
+    multilog = require_binary("multilog")
+    logdir = tmp_path / "log"
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f"""state_dir = "{tmp_path / 'state'}"
+drain_timeout = "5s"
+[metrics]
+enabled = false
+[tracking]
+enabled = false
+[sources.send]
+type = "multilog"
+paths = ["{logdir}"]
+start_position = "all"
+[sinks.h]
+type = "http"
+url = "{peer.url}"
+format = "ndjson"
+""")
+    subprocess.run([multilog, "t", str(logdir)], input=b"", check=True, timeout=10)
+    with open(tmp_path / "shipper.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "shipper", "run", "-c", str(cfg)],
+                                stdout=log, stderr=log, cwd=ROOT)
+    try:
+        writer = subprocess.Popen([multilog, "t", str(logdir)], stdin=subprocess.PIPE)
+        assert writer.stdin is not None
+        t0 = time.monotonic()
+        for i in range(60):  # 60 lines over 3 s
+            writer.stdin.write(f"delivery {i}: success: did_0+0+1/ seq {i}\n".encode())
+            writer.stdin.flush()
+            time.sleep(max(0.0, t0 + (i + 1) * 0.05 - time.monotonic()))
+        writer.stdin.close()
+        writer.wait(10)
+        time.sleep(0.3)
+        _stop(proc)  # what still waits to fill is sent by the drain
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    seqs = [int(r["message"].rsplit(" ", 1)[1]) for q in peer.requests
+            for r in map(orjson.loads, q["body"].splitlines())]
+    assert sorted(set(seqs)) == list(range(60)), (tmp_path / "shipper.log").read_text()
+    # about one request a second (3-4), not one a line; room for a loaded machine
+    assert 2 <= len(peer.requests) <= 8, [len(q["body"].splitlines()) for q in peer.requests]
+    gaps = [b["at"] - a["at"] for a, b in zip(peer.requests, peer.requests[1:], strict=False)]
+    assert all(g > 0.5 for g in gaps[:-1]), gaps  # (the last: the stop's drain)
