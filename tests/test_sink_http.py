@@ -1093,20 +1093,11 @@ def test_records_trickling_in_go_in_batches_of_batch_max_age(peer: Peer, tmp_pat
     import sys
 
     from test_daemon import ROOT, _stop
+    from test_ops import _file_sink_config
 
     multilog = require_binary("multilog")
     logdir = tmp_path / "log"
-    cfg = tmp_path / "shipper.toml"
-    cfg.write_text(f"""state_dir = "{tmp_path / 'state'}"
-drain_timeout = "5s"
-[metrics]
-enabled = false
-[tracking]
-enabled = false
-[sources.send]
-type = "multilog"
-paths = ["{logdir}"]
-start_position = "all"
+    cfg = _file_sink_config(tmp_path, logdir, tmp_path / "out.ndjson", f"""
 [sinks.h]
 type = "http"
 url = "{peer.url}"
