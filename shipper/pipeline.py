@@ -16,6 +16,7 @@ Every stage works on lists.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -41,6 +42,7 @@ from shipper.sinks.base import (
     SinkError,
     SinkGone,
     deliver,
+    describe_error,
     note_failure,
     printable,
 )
@@ -94,6 +96,7 @@ class SinkRoute:
     append_error: str = ""
     # connections in a row that went before the peer acknowledged anything (_confirm)
     lost_in_a_row: int = 0
+    dead_letter_error: str = ""  # why the dead letter could not be written ("": it can)
 
 
 # Connections in a row that go before the peer acknowledges a byte: a peer that takes
@@ -869,10 +872,21 @@ class Pipeline:
                 if exc.refused is not None:  # the rest of the batch was delivered
                     records = [records[i] for i in exc.refused if 0 <= i < len(records)]
                 # the peer's words, escaped: a reply must not forge lines of our log
-                log.error("sink %s refused a batch of %d records for good: %s", route.name,
-                          len(records), printable(str(exc), 2000))
+                if not route.dead_letter_error:  # (not again at each try to keep them)
+                    log.error("sink %s refused a batch of %d records for good: %s", route.name,
+                              len(records), printable(str(exc), 2000))
                 if route.dead_letter is not None:
-                    route.dead_letter(records, exc)
+                    try:
+                        route.dead_letter(records, exc)
+                    except OSError as dexc:
+                        # Kept, not acknowledged: the batch exists nowhere else. The sink
+                        # waits and tries again (a full disk); it ended the daemon, and
+                        # at every restart again.
+                        await self._dead_letter_failed(route, dexc, items)
+                        continue
+                    if route.dead_letter_error:
+                        log.info("sink %s: the dead-letter file is written again", route.name)
+                        route.dead_letter_error = ""
                 route.sink.stats.dead_lettered += len(records)
                 ok, sent = True, False
             if not ok:  # stopping: leave the batch unacknowledged in the queue
@@ -885,6 +899,23 @@ class Pipeline:
             else:
                 unconfirmed.append((items[-1][0], sent))
                 self._take_confirmed(route, confirm, unconfirmed)
+
+    async def _dead_letter_failed(self, route: SinkRoute, exc: OSError,
+                                  items: list[tuple[int, bytes]]) -> None:
+        """A refused batch that cannot be written to the dead letter: said, counted as a
+        failing sink (status, health), left unacknowledged, tried again after a backoff."""
+        stats = route.sink.stats
+        why = f"cannot write the dead-letter file: {describe_error(exc)}"
+        stats.failed += 1
+        if why != route.dead_letter_error:
+            log.error("sink %s: %s; the refused batch of %d records stays in the buffer "
+                      "(tried again)", route.name, why, len(items))
+        route.dead_letter_error = stats.last_error = why
+        stats.failing = True
+        route.queue.rewind()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(route.backoff.next_delay()):
+                await self._stop_sending.wait()
 
     def _linger(self, route: SinkRoute) -> float:
         """Seconds a short batch of ``route`` waits yet to fill (0: send now): until

@@ -1129,3 +1129,54 @@ format = "ndjson"
     assert 2 <= len(peer.requests) <= 8, [len(q["body"].splitlines()) for q in peer.requests]
     gaps = [b["at"] - a["at"] for a, b in zip(peer.requests, peer.requests[1:], strict=False)]
     assert all(g > 0.5 for g in gaps[:-1]), gaps  # (the last: the stop's drain)
+
+
+def test_a_dead_letter_that_cannot_be_written_keeps_the_batch_and_the_daemon(peer: Peer, tmp_path: Path):
+    """A fault hunt: a refused batch (400) whose dead-letter file could not be written
+    (a full disk; here a path under a regular file) ended the daemon, every sink and
+    source with it, and at every restart again. Now the batch stays in the buffer, the
+    sink is failing with the reason, and once the file can be written it goes there."""
+    import sys
+
+    from conftest import wait_until
+    from test_daemon import ROOT, _stop
+    from test_ops import _file_sink_config, _log_lines
+
+    multilog = require_binary("multilog")
+    logdir = tmp_path / "log"
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a directory\n")
+    dead = blocker / "dl.ndjson"
+    cfg = _file_sink_config(tmp_path, logdir, tmp_path / "out.ndjson", f"""
+[sinks.h]
+type = "http"
+url = "{peer.url}"
+format = "ndjson"
+batch_max_age = "0s"
+dead_letter = "{dead}"
+""")
+    peer.script = [(400, {}, b"no such column")] * 1000
+    _log_lines(multilog, logdir, 0, 20)
+    log = tmp_path / "shipper.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "shipper", "run", "-c", str(cfg)],
+                                stdout=f, stderr=f, cwd=ROOT)
+    try:
+        wait_until("the error", lambda: "cannot write the dead-letter file" in log.read_text())
+        wait_until("a few tries", lambda: len(peer.requests) >= 3)
+        assert proc.poll() is None, log.read_text()  # still running: the file sink too
+        wait_until("the file sink", lambda: (tmp_path / "out.ndjson").exists()
+                   and len((tmp_path / "out.ndjson").read_bytes().splitlines()) == 20)
+        blocker.unlink()  # room again
+        wait_until("the dead letter", lambda: dead.exists() and dead.stat().st_size > 0)
+        _log_lines(multilog, logdir, 20, 5)
+        wait_until("the next batch", lambda: len(dead.read_bytes().splitlines()) >= 2)
+    finally:
+        _stop(proc)
+    said = log.read_text()
+    assert said.count("cannot write the dead-letter file") == 1, said
+    assert "the dead-letter file is written again" in said
+    assert said.count("refused a batch of 20 records for good") == 1, said
+    lines = [orjson.loads(x) for x in dead.read_bytes().splitlines()]
+    seqs = sorted(int(r["message"].rsplit(" ", 1)[1]) for b in lines for r in b["records"])
+    assert seqs == list(range(25))  # every refused record once
