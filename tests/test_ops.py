@@ -456,6 +456,13 @@ path = "{out}"
     return cfg
 
 
+def _run_logged(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``shipper run -c cfg``, its output into ``log``."""
+    with open(log, "wb") as f:
+        return subprocess.Popen([sys.executable, "-m", "shipper", "run", "-c", str(cfg)],
+                                stdout=f, stderr=f, cwd=ROOT)
+
+
 def _log_lines(multilog: str, logdir: Path, first: int, n: int) -> None:
     """Lines seq ``first``.. through multilog (which appends to its current)."""
     text = "".join(f"delivery {i}: success: did_0+0+1/ seq {i}\n" for i in range(first, first + n))
@@ -738,9 +745,7 @@ port = {r.ports["tls"]}
 """)
     _log_lines(multilog, logdir, 0, 50)
     log = tmp_path / "shipper.log"
-    with open(log, "wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "shipper", "run", "-c", str(cfg)],
-                                stdout=f, stderr=f, cwd=ROOT)
+    proc = _run_logged(cfg, log)
     try:
         # probations of 0.25, 1 and 4 s, each cut short, and the backoffs between
         wait_until("the warning", lambda: "Does it want TLS" in log.read_text(), timeout=60)

@@ -1090,10 +1090,9 @@ def test_records_trickling_in_go_in_batches_of_batch_max_age(peer: Peer, tmp_pat
     one request each (838 ClickHouse inserts for 1,000 rows, 2,132 parts). Now a short
     batch waits up to batch_max_age (1 s by default for HTTP) to fill; a stop sends
     what waits at once."""
-    import sys
 
-    from test_daemon import ROOT, _stop
-    from test_ops import _file_sink_config
+    from test_daemon import _stop
+    from test_ops import _file_sink_config, _run_logged
 
     multilog = require_binary("multilog")
     logdir = tmp_path / "log"
@@ -1104,9 +1103,7 @@ url = "{peer.url}"
 format = "ndjson"
 """)
     subprocess.run([multilog, "t", str(logdir)], input=b"", check=True, timeout=10)
-    with open(tmp_path / "shipper.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "shipper", "run", "-c", str(cfg)],
-                                stdout=log, stderr=log, cwd=ROOT)
+    proc = _run_logged(cfg, tmp_path / "shipper.log")
     try:
         writer = subprocess.Popen([multilog, "t", str(logdir)], stdin=subprocess.PIPE)
         assert writer.stdin is not None
@@ -1136,11 +1133,10 @@ def test_a_dead_letter_that_cannot_be_written_keeps_the_batch_and_the_daemon(pee
     (a full disk; here a path under a regular file) ended the daemon, every sink and
     source with it, and at every restart again. Now the batch stays in the buffer, the
     sink is failing with the reason, and once the file can be written it goes there."""
-    import sys
 
     from conftest import wait_until
-    from test_daemon import ROOT, _stop
-    from test_ops import _file_sink_config, _log_lines
+    from test_daemon import _stop
+    from test_ops import _file_sink_config, _log_lines, _run_logged
 
     multilog = require_binary("multilog")
     logdir = tmp_path / "log"
@@ -1158,9 +1154,7 @@ dead_letter = "{dead}"
     peer.script = [(400, {}, b"no such column")] * 1000
     _log_lines(multilog, logdir, 0, 20)
     log = tmp_path / "shipper.log"
-    with open(log, "wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "shipper", "run", "-c", str(cfg)],
-                                stdout=f, stderr=f, cwd=ROOT)
+    proc = _run_logged(cfg, log)
     try:
         wait_until("the error", lambda: "cannot write the dead-letter file" in log.read_text())
         wait_until("a few tries", lambda: len(peer.requests) >= 3)
