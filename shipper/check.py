@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 from shipper.assemble import build_sink
-from shipper.config import Config, ConfigError, SinkConfig, load_config
+from shipper.config import Config, ConfigError, SinkConfig, load_config, shown_url
 from shipper.daemon import metrics_listen_problem, nearest_existing, owning_dir, write_access_hint
 from shipper.follower import (
     expand,
@@ -69,7 +69,7 @@ def _probe_http(cfg: SinkConfig) -> str:
     try:  # the sink's own bounded look-up: http.client's waits as long as the name server
         asyncio.run(sink.look_up())
     except SinkError as exc:
-        return str(exc).removeprefix(f"{cfg.url}: ")
+        return str(exc).removeprefix(f"{sink.url}: ")
     return sink.probe()
 
 
@@ -89,7 +89,7 @@ def _probe_sink(cfg: SinkConfig) -> tuple[str, str]:
     if t == "gelf" and cfg.transport == "udp":
         return _probe_udp(cfg)
     if t == "http" or (t == "gelf" and cfg.transport == "http"):
-        return f"http {cfg.url}", _probe_http(cfg)
+        return f"http {shown_url(cfg.url)}", _probe_http(cfg)
     if t == "file":
         if cfg.path and os.path.isdir(cfg.path):
             return f"file {cfg.path}", "is a directory, not a file"

@@ -670,7 +670,7 @@ def _endpoint(ctx: _Ctx, where: str, url: str, fmt: str) -> str:
     if parts.path in ("", "/"):
         return urllib.parse.urlunsplit(parts._replace(path=default))
     if not parts.path.rstrip("/").endswith(ends):
-        ctx.warnings.append(f"{where}: {_show(url)} is no {fmt} endpoint (its path usually "
+        ctx.warnings.append(f"{where}: {_show(shown_url(url))} is no {fmt} endpoint (its path usually "
                             f"ends in {' or '.join(ends)}); a POST elsewhere is refused")
     return url
 
@@ -1064,14 +1064,16 @@ def _sink(t: _Table, name: str, cfg: Config) -> SinkConfig | None:
         if c.url is not None:
             problem = _url_problem(c.url)
             if problem:
-                ctx.error(t.key_path("url"), f"{problem}, got {_show(c.url)}")
+                ctx.error(t.key_path("url"), f"{problem}, got {_show(shown_url(c.url))}")
         tls_wanted = bool(c.url and c.url.startswith("https://"))
         c.timeout = t.duration("timeout", c.timeout, lo=0.1)
         if (a := t.table("auth")) is not None:
             c.auth = _auth(a)
         if (h := t.table("headers")) is not None:
             c.headers = _headers(h)
-        if c.auth is not None and c.url and c.url.startswith("http://") and not _is_loopback_url(c.url):
+        in_url = bool(c.url and shown_url(c.url) != c.url)  # user:password@, a ?password=
+        if (c.auth is not None or in_url) and c.url and c.url.startswith("http://") \
+                and not _is_loopback_url(c.url):
             ctx.warnings.append(f"{t.key_path('url')}: credentials sent over plain http:// to "
                                 "another host; use https://")
         # Graylog's GELF HTTP input takes one message per request unless "Enable Bulk
@@ -1144,6 +1146,27 @@ def _facility(t: _Table, default: int) -> int:
                 f"0-23, got {_show(value)}"
                 + (_suggest(value, SYSLOG_FACILITIES) if isinstance(value, str) else ""))
     return default
+
+
+_SECRET_PARAM_RE = re.compile(r"pass|token|secret|key|auth|sig", re.I)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as it may be shown (check, warnings, the log): no ``user:password@``, and
+    the values of query parameters that hold secrets (ClickHouse's ``password=``, a
+    ``token=``) as ``***``. What is not a URL is shown as it is."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return url
+    if parts.hostname is None:
+        return url
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    query = "&".join(
+        f"{k}=***" if _SECRET_PARAM_RE.search(k) else f"{k}={v}" if sep else k
+        for k, sep, v in (p.partition("=") for p in parts.query.split("&") if p))
+    return f"{parts.scheme}://{host}{port}{parts.path}" + (f"?{query}" if query else "")
 
 
 def _is_loopback_url(url: str) -> bool:

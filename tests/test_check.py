@@ -487,3 +487,28 @@ def test_a_name_server_that_does_not_answer_holds_check_no_longer_than_connect_t
         "error: sinks.u: udp siemu.test:12201: cannot resolve the host name: "
         "Temporary failure in name resolution"], out
     assert took < 15, f"{took:.1f} s (a 1 s bound a sink; 60 s before)"
+
+
+def test_credentials_in_an_http_url_are_never_shown(tmp_path):
+    """A fault hunt: check printed "ok: sinks.h: http http://alice:URLPASSWORD123@…?token=…",
+    the password filled in from ${CH_PW} too, and the wrong-endpoint warning (logged by
+    run, and so shipped) held them as well; a password in the URL skipped the warning
+    about credentials over plain http://."""
+    from test_sink_http import Peer
+
+    peer = Peer()
+    try:
+        url = f"http://alice:${{CH_PW}}@127.0.0.1:{peer.port}/wrongpath?database=mail&password=${{CH_PW}}"
+        cfg = _cfg(tmp_path, f'[sinks.h]\ntype = "http"\nurl = "{url}"\nformat = "elasticsearch"\n')
+        r = subprocess.run([sys.executable, "-m", "shipper", "check", "-c", cfg], capture_output=True,
+                           text=True, timeout=60, env={**os.environ, "CH_PW": "URLPASSWORD123"})
+    finally:
+        peer.close()
+    said = r.stdout + r.stderr
+    assert "URLPASSWORD123" not in said and "alice" not in said, said
+    assert f"http://127.0.0.1:{peer.port}/wrongpath?database=mail&password=***" in said, said
+    assert "is no elasticsearch endpoint" in said, said
+    from shipper.config import load_config_text
+    far = load_config_text(Path(_cfg(tmp_path, '[sinks.h]\ntype = "http"\nurl = "http://u:p@192.0.2.10:8123/"\n'
+                                              'format = "ndjson"\n')).read_text(), env={})
+    assert any("credentials sent over plain http://" in w for w in far.warnings), far.warnings
