@@ -621,11 +621,14 @@ async def test_elasticsearch_bulk_item_errors(peer: Peer):
         return 200, {"Content-Type": "application/json"}, orjson.dumps(
             {"took": 1, "errors": any(s >= 300 for s in statuses), "items": items})
 
-    peer.script = [reply(201, 429, 201), reply(409, 201, 409), reply(201, 400, 201)]
+    # 404 (index_not_found) and 403 (a read-only block) items: retried as a whole
+    # response's 404 and 403 are, not the stream dead-lettered (a fault hunt)
+    peer.script = [reply(201, 429, 201), reply(404, 403, 404), reply(409, 201, 409), reply(201, 400, 201)]
     sink = HttpSink(peer.url, "elasticsearch", index="mail")
     assert await asyncio.wait_for(deliver(sink, recs, FAST), 10)  # 429 item → sent again
-    assert sink.stats.failed == 1 and sink.stats.extra["duplicates"] == 2
-    actions = [orjson.loads(x) for x in peer.requests[1]["body"].splitlines()[::2]]
+    assert sink.stats.failed == 2 and sink.stats.extra["duplicates"] == 2
+    assert sink.stats.dead_lettered == 0
+    actions = [orjson.loads(x) for x in peer.requests[2]["body"].splitlines()[::2]]
     assert [a["create"]["_id"] for a in actions] == ids
     try:
         await sink.send(recs)

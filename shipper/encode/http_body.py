@@ -280,6 +280,9 @@ class BulkOutcome(NamedTuple):
     refused: list[int]  # the indexes of those items (= of the records sent)
 
 
+_ITEM_RETRY = frozenset({401, 403, 404, 408, 429})
+
+
 def elasticsearch_outcome(response: bytes) -> BulkOutcome:
     """Sort the items of a bulk response. A 200 may still carry item errors."""
     try:
@@ -304,7 +307,10 @@ def elasticsearch_outcome(response: bytes) -> BulkOutcome:
             err = res.get("error") if isinstance(res, dict) else None
             text = f"{status} {err.get('type', '')}: {err.get('reason', '')}" if isinstance(err, dict) \
                 else f"{status} {err}"
-            if status == 429 or status >= 500:
+            # 404 (index_not_found: auto-create off, no template yet) and 403 (a
+            # read-only block, a missing privilege) say nothing about the record, as a
+            # whole response's do: retried, not dead-lettered (the whole stream went)
+            if status in _ITEM_RETRY or status >= 500:
                 retry.append(text)
             else:
                 perm.append(text)
