@@ -1177,3 +1177,24 @@ dead_letter = "{dead}"
     lines = [orjson.loads(x) for x in dead.read_bytes().splitlines()]
     seqs = sorted(int(r["message"].rsplit(" ", 1)[1]) for b in lines for r in b["records"])
     assert seqs == list(range(25))  # every refused record once
+
+
+def test_the_columns_written_without_describe_are_conf_clickhouse_sqls(clickhouse: int):
+    """A fault hunt: started while ClickHouse was down, the sink wrote its own list of
+    columns, twelve short of conf/clickhouse.sql's (action, check, verdict, ...: NULL for
+    every row of the next 5 minutes, found only in `fields`), and asked again only after
+    COLUMNS_TTL. The default is the shipped table's, as ClickHouse describes it."""
+    from shipper.encode import http_body
+    from shipper.sinks import http as http_sink
+
+    sql = (ROOT / "conf" / "clickhouse.sql").read_text().replace("qmail_log", "shipped_cols")
+    ch_query(clickhouse, "DROP TABLE IF EXISTS shipped_cols")
+    ch_query(clickhouse, sql)
+    described = http_body.clickhouse_columns(ch_query(clickhouse, "DESCRIBE TABLE shipped_cols FORMAT TSV"))
+    assert described == http_body.DEFAULT_COLUMNS
+    # a server that does not answer: asked again after DESCRIBE_RETRY, not COLUMNS_TTL
+    sink = HttpSink(f"http://127.0.0.1:{free_port()}/", "clickhouse", table="shipped_cols")
+    sink._describe()
+    assert sink._columns_at is not None
+    waited = time.monotonic() - sink._columns_at
+    assert waited >= http_sink.COLUMNS_TTL - http_sink.DESCRIBE_RETRY - 1

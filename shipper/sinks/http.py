@@ -79,6 +79,7 @@ RETRYABLE = frozenset({408, 429})
 NOT_THE_RECORDS = frozenset({401, 403, 404, 405, 407, 421})
 MAX_ERROR_BODY = 1000  # characters of a refusal kept in the error / dead letter
 COLUMNS_TTL = 300.0  # seconds: how often a ClickHouse table's columns are looked at again
+DESCRIBE_RETRY = 10.0  # seconds: after a DESCRIBE the server did not answer
 # ClickHouse refusals that name a column (Code 16 NO_SUCH_COLUMN_IN_TABLE, 117 INCORRECT_DATA)
 _COLUMN_WORDS = ("Unknown field", "No such column", "There is no column", "Cannot parse input")
 
@@ -498,6 +499,9 @@ class HttpSink:
         try:
             status, reason, data = self._get(f"DESCRIBE TABLE {self.table} FORMAT TSV", 1 << 20)
         except (OSError, http.client.HTTPException) as exc:
+            # the server down (a start before ClickHouse's): asked again soon, not after
+            # COLUMNS_TTL, whose inserts wrote only the default columns
+            self._columns_at = time.monotonic() - COLUMNS_TTL + DESCRIBE_RETRY
             self._describe_failed(describe_error(exc))
             return
         cols = http_body.clickhouse_columns(data.decode("utf-8", "replace")) if status == 200 else {}
