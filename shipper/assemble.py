@@ -131,7 +131,7 @@ def build_sink(cfg: SinkConfig) -> Any:
                         max_batch_bytes=cfg.batch_max_bytes,
                         # GELF: one message per request unless the input receives bulk
                         max_batch_records=cfg.batch_max_records if cfg.format != "gelf" or cfg.bulk else 1,
-                        **_auth(cfg))
+                        reuse=cfg.keepalive, **_auth(cfg))
     from shipper.sinks.local import FileSink, StdoutSink
 
     if t == "file":

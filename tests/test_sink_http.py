@@ -268,6 +268,30 @@ async def test_ndjson_post_gzip_keepalive_and_headers(peer: Peer):
     assert sink.stats.sent == len(recs)
 
 
+def test_keepalive_false_makes_a_connection_a_request(peer: Peer, tmp_path: Path):
+    """A fault hunt: keepalive = false on an http sink ("reuse the connection between
+    requests") was not passed to the sink: every request went on one connection."""
+    from shipper.assemble import build_sink
+    from shipper.config import load_config_text
+
+    recs = fixture_records()[:30]
+    for keepalive, conns in (("true", 1), ("false", 3)):
+        peer.requests.clear()
+        cfg = load_config_text(f'[sources.q]\ntype = "stdin"\n[sinks.h]\ntype = "http"\nurl = "{peer.url}"\n'
+                               f'keepalive = {keepalive}\nbatch_max_records = 10\n', env={})
+        sink = build_sink(cfg.sinks["h"])
+
+        async def send_all(sink=sink) -> None:
+            try:
+                for i in range(0, len(recs), 10):
+                    await sink.send(recs[i:i + 10])
+            finally:
+                await sink.close()
+        asyncio.run(send_all())
+        assert len({r["client"] for r in peer.requests}) == conns
+        assert {r["headers"]["Connection"] for r in peer.requests} == {"keep-alive" if conns == 1 else "close"}
+
+
 async def test_429_retry_after_seconds_is_honoured(peer: Peer):
     peer.script = [(429, {"Retry-After": "1"}, b"slow down")]
     recs = fixture_records()[:5]

@@ -260,7 +260,7 @@ class HttpSink:
                  password_file: str | None = None, password_env: str | None = None,
                  token: str | None = None, token_file: str | None = None,
                  token_env: str | None = None, max_batch_bytes: int = 10 << 20,
-                 max_batch_records: int | None = None, keepalive: bool = True,
+                 max_batch_records: int | None = None, keepalive: bool = True, reuse: bool = True,
                  default_host: str | None = None) -> None:
         if format not in http_body.FORMATS:
             raise ValueError(f"format must be one of {http_body.FORMATS}, not {format!r}")
@@ -276,6 +276,7 @@ class HttpSink:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
+        self.reuse = reuse  # one connection for every request (the config's keepalive)
         self.max_batch_bytes = max_batch_bytes
         self.max_batch_records = max_batch_records
         self.default_host = default_host or socket.gethostname()
@@ -295,7 +296,7 @@ class HttpSink:
         self.url = f"{parts.scheme}://{parts.hostname}{port}{parts.path or '/'}"
         self._tls = tls or TlsOptions() if parts.scheme == "https" else None
         self._ctx = client_context(self._tls) if self._tls is not None else None
-        self._headers = {"User-Agent": "shipper", "Connection": "keep-alive"}
+        self._headers = {"User-Agent": "shipper", "Connection": "keep-alive" if reuse else "close"}
         for k, v in (headers or {}).items():
             if any(c in str(k) + str(v) for c in "\r\n\0"):
                 raise ValueError(f"header {k!r}: line break or NUL in name or value")
@@ -617,7 +618,7 @@ class HttpSink:
                     _await_answer(self._conn.sock, self.timeout)
                     resp = self._conn.getresponse()
                     data = read_answer(resp, self.timeout)
-                    if resp.will_close:
+                    if resp.will_close or not self.reuse:
                         self._conn.close()
                         self._conn = None
                     return resp.status, resp.reason, {k.lower(): v for k, v in resp.getheaders()}, data
