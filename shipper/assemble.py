@@ -380,7 +380,8 @@ class Assembly:
                 m.buffer_dropped.set(getattr(qs, "dropped_oldest", 0), sink=name, reason="drop_oldest")
                 m.buffer_lost.set(getattr(qs, "corrupt_records", 0), sink=name)
                 for kind, field_name in (("write", "write_errors"), ("state", "state_write_errors"),
-                                         ("delete", "delete_errors")):
+                                         ("delete", "delete_errors"), ("read", "read_errors"),
+                                         ("set_aside", "segments_set_aside")):
                     m.buffer_errors.set(getattr(qs, field_name, 0), sink=name, kind=kind)
             paused = route.paused_since
             m.buffer_paused.set(time.monotonic() - paused if paused is not None else 0.0, sink=name)

@@ -16,6 +16,7 @@ Exit codes follow ``shipper.cli``: 0 ok, 1 problem, 2 usage.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -24,18 +25,24 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shipper.diskqueue import (
+    ASIDE_GLOB,
     HEADER,
     HEADER_SIZE,
     QUARANTINE_NAME,
     SEQ_MASK,
     STATE_NAME,
+    UNREADABLE_GIVE_UP_SECONDS,
     BadRegion,
     DiskQueue,
     QueueLocked,
+    aside_name,
     decode_state,
+    list_delivered,
     list_segments,
+    missing_before,
     payload_time,
     read_quarantine,
+    sort_out_segments,
     walk_segment,
 )
 
@@ -68,6 +75,7 @@ class BufferReport:
     state_notes: list[str] = field(default_factory=list)
     quarantine_entries: int = 0
     quarantine_bytes: int = 0
+    set_aside: list[str] = field(default_factory=list)  # segments set aside earlier (*.corrupt)
     sources: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -103,10 +111,29 @@ def inspect(path: str | os.PathLike[str]) -> BufferReport:
                                 "): the next start rebuilds it from the segments")
     elif segments:
         rep.problems.append("state file missing: the next start rebuilds it from the segments")
+    rep.set_aside = sorted(p.name for p in root.glob(ASIDE_GLOB))
+    files = [p for _, p in segments] + [state_path, root / QUARANTINE_NAME] + \
+        [root / name for name in rep.set_aside]
+    # as the daemon does at start: a segment whose content is not what its name says
+    # is set aside, not read (its name put seqs where they are not: 1,852 records
+    # reported lost before the first one)
+    known = None
+    if rep.state:
+        known = max(int(rep.state.get("appended", 0)), int(rep.state.get("durable", 0)))
+    unreadable: dict[Path, str] = {}
+    kept = []
+    for c in sort_out_segments(segments, known):
+        if c.problem:
+            rep.problems.append(f"{c.path.name}: does not hold what its name says ({c.problem}): "
+                                f"the next start sets it aside as {aside_name(c.path).name}")
+            continue
+        if c.error:
+            unreadable[c.path] = c.error
+        kept.append((c.first, c.path))
+    segments = kept
     ack = int(rep.state.get("ack", 0)) if rep.state else (segments[0][0] - 1 if segments else 0)
     rep.acked_seq = ack
     rep.sources = len(rep.state.get("positions") or {}) if rep.state else 0
-    files = [p for _, p in segments] + [state_path, root / QUARANTINE_NAME]
     for p in files:
         try:
             st = p.stat()
@@ -116,8 +143,24 @@ def inspect(path: str | os.PathLike[str]) -> BufferReport:
         rep.allocated_bytes += st.st_blocks * 512
     rep.segments = len(segments)
     rep.segment_names = [p.name for _, p in segments]
+    if rep.state and segments:
+        gone = missing_before(ack, segments[0][0], list_delivered(root))
+        if gone is not None:
+            rep.lost_records += gone[1] - gone[0] + 1
+            rep.problems.append(f"records {gone[0]}..{gone[1]} are missing (before {segments[0][1].name}, "
+                                "the oldest segment: deleted?): the next start counts them lost")
     for i, (first, seg_path) in enumerate(segments):
-        data = seg_path.read_bytes()
+        why = unreadable.get(seg_path, "")
+        if not why:
+            try:
+                data = seg_path.read_bytes()
+            except OSError as exc:
+                why = f"{errno.errorcode.get(exc.errno or 0, 'EIO')} {exc.strerror or exc}"
+        if why:  # one line, not a raw "[Errno 13] ..." ending the whole check
+            rep.problems.append(f"{seg_path.name}: cannot be read ({why}): its records are not "
+                                f"checked (the shipper waits {UNREADABLE_GIVE_UP_SECONDS:g} s for "
+                                "it, then sets it aside and counts them lost)")
+            continue
         last_segment = i == len(segments) - 1
         next_first = None if last_segment else segments[i + 1][0]
         w = walk_segment(data, first, next_first, after=ack)
@@ -214,6 +257,8 @@ def _print_report(rep: BufferReport, out: TextIO) -> None:
     p(f"  dedup sources:   {rep.sources}")
     p(f"  quarantine:      {rep.quarantine_entries} entr{'y' if rep.quarantine_entries == 1 else 'ies'}, "
       f"{rep.quarantine_bytes} byte(s) kept")
+    if rep.set_aside:
+        p(f"  set aside:       {', '.join(rep.set_aside)} (not read; delete when looked at)")
 
 
 def stats(path: str | os.PathLike[str], out: TextIO | None = None) -> int:

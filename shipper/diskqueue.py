@@ -39,8 +39,29 @@ fsync policies (``fsync=``), and what each risks:
   the tail of the queue and the dedup memory may be lost or torn (recovery still
   repairs what is left and counts it). For tmpfs or for users who prefer speed.
 
+Damage done to the files by hand or by the system (each said in one line on
+``shipper.buffer`` and counted in ``stats``; records lost count in ``corrupt_records``):
+
+* a file named like a segment that does not hold what its name says (its first record
+  is not the seq of its name, no valid frame in it, or seqs overlapping the segment
+  before it) is set aside at the start: renamed ``NAME.seg.corrupt``, never read. Names
+  say where seqs are: trusted blindly, a stray ``…02.seg`` had a whole segment deleted
+  and the reader spin. Whatever records it held are counted where they are missing;
+* records between the acknowledged end and the oldest segment (the oldest
+  unacknowledged segment deleted while stopped) are counted lost at the start;
+* a segment deleted while running is counted lost when the reader gets to it, as the
+  next start would count it;
+* a segment that cannot be read (EACCES after a chmod, EIO) is said once and waited
+  for: records are delivered in order, so the ones behind it wait too. The reader
+  tries again at every ``read`` for UNREADABLE_GIVE_UP_SECONDS (30 s: time for an
+  admin to put a mode right; a bad block does not stop the sink for good), then sets
+  it aside, counts its unread records lost and goes on. A tail that cannot be read is
+  first replaced by a new segment for the appends;
+* ``read`` never turns without progress: a cursor stuck three turns steps to the next
+  frame it can take (or past the segment), counting what it steps over.
+
 Size cap: ``bytes_on_disk`` counts every file of the queue (segments, state,
-quarantine), each rounded up to a 4 KiB block. Sizes are tracked in memory, not
+quarantine, segments set aside), each rounded up to a 4 KiB block. Sizes are tracked in memory, not
 stat'ed, so the check costs no syscall per append; segments are written sequentially
 without holes, so the rounded size is what the file system allocates (st_blocks can
 be larger for a moment with speculative preallocation; ``shipper buffer stats``
@@ -101,6 +122,16 @@ SEGMENT_SUFFIX = ".seg"
 # meanwhile waiting. A start removes those a stop or a crash left.
 DELETED_SUFFIX = ".seg.deleted"
 SEGMENT_RE = re.compile(r"^(\d{20})\.seg$")
+# A segment whose content does not agree with its name is renamed to NAME.seg.corrupt
+# (NAME.seg.N.corrupt if taken): kept for an admin to look at, never read again
+ASIDE_SUFFIX = ".corrupt"
+ASIDE_GLOB = "*" + SEGMENT_SUFFIX + "*" + ASIDE_SUFFIX
+# A segment that cannot be read (EACCES after a chmod, EIO) is waited for this long, its
+# records and all behind it held back (order matters), then set aside and its unread
+# records counted lost: an admin fixing a mode has time to, a bad disk block does not
+# stop the sink for good
+UNREADABLE_GIVE_UP_SECONDS = 30.0
+END_PROBE = 4096  # bytes read from the end of a segment to find its last frame
 STATE_NAME = "state"
 QUARANTINE_NAME = "quarantine"
 STATE_MAGIC = b"SHQS"
@@ -181,6 +212,8 @@ class QueueStats:
     quarantine_overflow_bytes: int = 0  # corrupt bytes not kept: quarantine at its cap
     truncated_bytes: int = 0  # torn tail cut off (never acknowledged as durable)
     state_fallbacks: int = 0  # state file unusable: rebuilt from the segments
+    segments_set_aside: int = 0  # not holding what their name says, or unreadable (*.corrupt)
+    read_errors: int = 0  # segments that could not be read (EACCES, EIO), each spell once
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -402,6 +435,141 @@ def list_segments(path: Path) -> list[tuple[int, Path]]:
     return found
 
 
+def list_delivered(path: Path) -> list[int]:
+    """First seqs of the delivered segments a stop or a crash left (``*.seg.deleted``),
+    in order: the records up to the next segment were acknowledged."""
+    firsts = []
+    for entry in path.glob("*" + DELETED_SUFFIX):
+        head = entry.name[:-len(DELETED_SUFFIX)]
+        if len(head) == 20 and head.isdigit():
+            firsts.append(int(head))
+    return sorted(firsts)
+
+
+def missing_before(ack: int, oldest_first: int, delivered: list[int]) -> tuple[int, int] | None:
+    """Seqs between the acknowledged end and the oldest segment that nothing explains
+    (the oldest unacknowledged segment deleted by hand), or None. Segments delivered
+    and renamed, not unlinked yet (``delivered``), explain theirs: the state saying so
+    may not have been written before a crash."""
+    last = oldest_first - 1
+    explained = [d for d in delivered if d < oldest_first]
+    if explained:
+        last = min(last, explained[0] - 1)
+    return (ack + 1, last) if last > ack else None
+
+
+@dataclass(slots=True)
+class SegmentCheck:
+    """What ``sort_out_segments`` found in one segment file."""
+
+    first: int  # from its name
+    path: Path
+    size: int = 0
+    last: int | None = None  # seq of its last frame (None: not known)
+    frameless: bool = False  # no valid frame in it (or empty)
+    problem: str = ""  # why it does not hold what its name says ("": it does)
+    error: str = ""  # it cannot be read now ("EACCES Permission denied"): not judged
+
+
+def _frame_start(data: bytes) -> int | None:
+    """The first seq a valid frame at the start of ``data`` stands for, or None."""
+    if len(data) < HEADER_SIZE:
+        return None
+    ln, crc, sq = HEADER.unpack_from(data)
+    end = HEADER_SIZE + ln
+    if ln > MAX_RECORD or end > len(data) or zlib.crc32(memoryview(data)[8:end]) != crc:
+        return None
+    kind, low = sq & KIND_MASK, sq & SEQ_MASK
+    if kind == KIND_DATA:
+        return low
+    if kind == KIND_MARK:
+        return low + 1
+    if kind == KIND_GAP:
+        try:
+            return int(orjson.loads(data[HEADER_SIZE:end])["first"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+    return None
+
+
+def _end_seq(data: bytes) -> int | None:
+    """The seq (low bits) of a valid frame ending exactly where ``data`` ends (the last
+    marker of a segment, or gap frame), or None."""
+    n = len(data)
+    unpack = LEN_CRC.unpack_from
+    for ln in range(0, n - HEADER_SIZE + 1):
+        pos = n - HEADER_SIZE - ln
+        got, crc = unpack(data, pos)
+        if got == ln and zlib.crc32(memoryview(data)[pos + 8:]) == crc:
+            return SEQ.unpack_from(data, pos + 8)[0] & SEQ_MASK
+    return None
+
+
+def sort_out_segments(segments: list[tuple[int, Path]], appended: int | None) -> list[SegmentCheck]:
+    """Check that each segment holds what its name says, cheaply (its first frame and
+    its last; all of it only when one of those is damaged). Names alone said where
+    seqs are: a stray ``00000000000000000002.seg`` next to segment 1 had the reader
+    look for seq 201 in it and spin, and the acknowledgement of seq 1 delete segment 1
+    with 1,652 records unread. ``problem`` is set for a segment whose first record is
+    not the seq of its name, that holds no valid frame (the tail may: a first write
+    torn by a crash, when its name follows on from the segment before or from
+    ``appended``, the last seq the state knows), or whose seqs overlap those of the
+    segment before it. Shared by recovery and ``shipper buffer verify``."""
+    checks: list[SegmentCheck] = []
+    for first, path in segments:
+        c = SegmentCheck(first, path)
+        checks.append(c)
+        try:
+            with open(path, "rb") as f:
+                c.size = os.fstat(f.fileno()).st_size
+                head = f.read(HEADER_SIZE)
+                ln = HEADER.unpack(head)[0] if len(head) == HEADER_SIZE else MAX_RECORD + 1
+                start = _frame_start(head + f.read(ln)) if ln <= MAX_RECORD else None
+                if start is not None and start != first:
+                    c.problem = f"its first record is seq {start}"
+                    continue
+                f.seek(max(0, c.size - END_PROBE))
+                c.last = _end_seq(f.read())
+                if start is None or c.last is None:  # damaged somewhere: look at all of it
+                    f.seek(0)
+                    w = walk_segment(f.read(), first)
+                    c.frameless = not any(isinstance(p, tuple) for p in w.pieces)
+                    if c.frameless:
+                        c.last = None
+                    elif c.last is None:
+                        c.last = w.next_seq - 1
+        except OSError as exc:
+            c.error = _oserror(exc)
+    ours = [c for c in checks if not c.problem]
+    prev: SegmentCheck | None = None
+    for i, c in enumerate(ours):
+        if c.frameless:
+            if i < len(ours) - 1:
+                c.problem = "no valid record in it" if c.size else "empty"
+                continue
+            follows = prev.last + 1 if prev is not None and prev.last is not None else None
+            if not (c.first == follows or (appended is not None and c.first <= appended + 1)
+                    or (follows is None and appended is None)):
+                c.problem = ("no valid record in it" if c.size else "empty") + \
+                    ", and its name is past the last record"
+                continue
+        if prev is not None and prev.last is not None and c.first <= prev.last:
+            c.problem = f"its seqs from {c.first} overlap those of {prev.path.name} (up to {prev.last})"
+            continue
+        prev = c
+    return checks
+
+
+def aside_name(path: Path) -> Path:
+    """Where a segment is set aside: NAME.seg.corrupt, or NAME.seg.N.corrupt if taken."""
+    target = path.with_name(path.name + ASIDE_SUFFIX)
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.{n}{ASIDE_SUFFIX}")
+        n += 1
+    return target
+
+
 def decode_state(raw: bytes) -> tuple[dict[str, Any] | None, list[str]]:
     """The newest valid slot of a state file, and a note per unusable slot."""
     best: tuple[int, dict[str, Any]] | None = None
@@ -497,6 +665,19 @@ class _Kept:
         return self.start + self.cum[i] + i * HEADER_SIZE
 
 
+class _Done(Exception):
+    """The reader is at the end of the data."""
+
+
+class _SegmentError(Exception):
+    """A segment could not be read: its file deleted under us, EACCES, EIO."""
+
+    def __init__(self, seg: _Segment, exc: OSError) -> None:
+        super().__init__(str(exc))
+        self.seg = seg
+        self.exc = exc
+
+
 class _Segment:
     __slots__ = ("first", "path", "size")
 
@@ -537,6 +718,8 @@ class DiskQueue:
         self._unlink_later: list[Path] = []  # delivered segments renamed, for the flusher
         self._segs: list[_Segment] = []
         self._closed_bytes = 0  # rounded bytes of all segments but the tail
+        self._aside_bytes = 0  # rounded bytes of the segments set aside (*.corrupt)
+        self._unreadable: tuple[_Segment, float] | None = None  # and since when (monotonic)
         self._wfd = -1
         self._state_fd = -1
         self._state_gen = 0
@@ -626,6 +809,7 @@ class DiskQueue:
         for leftover in self.path.glob("*.seg.tmp"):
             log.warning("buffer %s: removing %s left by an interrupted repair", self.path, leftover.name)
             leftover.unlink()
+        delivered_firsts = list_delivered(self.path)
         for delivered in self.path.glob("*" + DELETED_SUFFIX):
             with contextlib.suppress(OSError):  # else a later start tries again
                 delivered.unlink()
@@ -641,6 +825,15 @@ class DiskQueue:
             self._quarantine_size = os.stat(self.path / QUARANTINE_NAME).st_size
         except FileNotFoundError:
             self._quarantine_size = 0
+        known = max(int(state.get("appended", 0)), int(state.get("durable", 0))) if state else None
+        kept = []
+        for c in sort_out_segments(segments, known):
+            if c.problem:
+                self._set_aside(c.path, f"it does not hold what its name says: {c.problem}")
+            else:
+                kept.append((c.first, c.path))
+        segments = kept
+        self._aside_bytes = sum(_blocks(p.stat().st_size) for p in self.path.glob(ASIDE_GLOB))
 
         self._segs = [_Segment(first, p, p.stat().st_size) for first, p in segments]
         prev_policy = state.get("fsync") if state else None
@@ -655,14 +848,17 @@ class DiskQueue:
             # (pages written out of order): cut from there, like a torn tail
             horizon = None if prev_policy == "always" or state is None else state_durable
             cut = None
+            durable_cut = False
             for piece in tail_walk.pieces:
                 if isinstance(piece, BadRegion) and (
                         piece.resumes_at is None
                         or (horizon is not None and piece.resumes_at > horizon + 1)):
                     cut = piece.start
+                    # records the previous run reported durable are in it: damage
+                    durable_cut = state is not None and piece.expected <= state_durable
                     break
             if cut is not None:
-                self._truncate_tail(tail, data, cut)
+                self._truncate_tail(tail, data, cut, durable_cut)
                 data = data[:cut]
                 tail_walk = walk_segment(data, tail.first)
             if tail_walk.bad:
@@ -688,7 +884,12 @@ class DiskQueue:
                     self.stats.repairs += 1
         if full_check:
             for i, seg in enumerate(self._segs[:-1]):
-                data = seg.path.read_bytes()
+                try:
+                    data = seg.path.read_bytes()
+                except OSError as exc:
+                    log.error("buffer %s: segment %s cannot be read: %s; not checked",
+                              self.path, seg.path.name, _oserror(exc))
+                    continue
                 w = walk_segment(data, seg.first, self._segs[i + 1].first)
                 if w.bad:
                     self._repair_segment(seg, data, w, self._segs[i + 1].first)
@@ -725,6 +926,15 @@ class DiskQueue:
         self._last_seq = next_seq - 1
         self._disk_last = disk_next - 1
         floor = self._segs[0].first - 1
+        gone = missing_before(state_ack, self._segs[0].first, delivered_firsts) \
+            if state is not None and segments else None
+        if gone is not None:
+            # the oldest unacknowledged segment was deleted while stopped: its records
+            # were taken as acknowledged, silently
+            log.error("buffer %s: records %d..%d are missing (before segment %s, the oldest: "
+                      "deleted?)", self.path, gone[0], gone[1], self._segs[0].path.name)
+            self.stats.corrupt_records += gone[1] - gone[0] + 1
+            self.stats.repairs += 1
         self._ack_seq = min(max(state_ack, floor), self._last_seq)
         self._synced_ack = self._ack_seq
         self._closed_bytes = sum(_blocks(s.size) for s in self._segs[:-1])
@@ -756,7 +966,10 @@ class DiskQueue:
             if tail_walk is not None and seg.first == tail_walk.first_seq:
                 walks.extend(tail_walk.marks)
             elif seg.size:
-                w = walk_segment(seg.path.read_bytes(), seg.first)
+                try:
+                    w = walk_segment(seg.path.read_bytes(), seg.first)
+                except OSError:  # unreadable: the reader says it; duplicates at worst
+                    continue
                 walks.extend(w.marks)
         for low, payload in walks:
             if low <= map_seq:
@@ -770,11 +983,19 @@ class DiskQueue:
         self._positions = positions
         self._map_seq = self._last_seq
 
-    def _truncate_tail(self, seg: _Segment, data: bytes, cut: int) -> None:
+    def _truncate_tail(self, seg: _Segment, data: bytes, cut: int, durable: bool = False) -> None:
+        """Cut ``seg`` at ``cut``; ``durable``: records the previous run reported durable
+        are cut too (counted lost by the caller: said here as damage, not as a torn
+        write, which it said of 8 KiB zeroed at the end of a cleanly closed buffer)."""
         torn = data[cut:]
-        log.warning("buffer %s: segment %s: cutting %d byte(s) of torn tail at offset %d "
-                    "(a write interrupted by a crash; never reported durable)",
-                    self.path, seg.path.name, len(torn), cut)
+        if durable:
+            log.warning("buffer %s: segment %s: cutting %d byte(s) of damaged tail at offset "
+                        "%d (unreadable, holding records the previous run reported durable)",
+                        self.path, seg.path.name, len(torn), cut)
+        else:
+            log.warning("buffer %s: segment %s: cutting %d byte(s) of torn tail at offset %d "
+                        "(a write interrupted by a crash; never reported durable)",
+                        self.path, seg.path.name, len(torn), cut)
         self._quarantine(seg.first, cut, torn)
         fd = os.open(seg.path, os.O_WRONLY)
         try:
@@ -844,6 +1065,26 @@ class DiskQueue:
             self._rfd, self._rfd_seg = -1, None
         return True
 
+    def _set_aside(self, path: Path, why: str, say: bool = True) -> str | None:
+        """Rename a segment file to NAME.seg.corrupt: kept for an admin, never read
+        again; counted, and said in one line unless ``say`` is False (the caller says
+        it). Returns the new name, None if the rename failed (said)."""
+        self.stats.segments_set_aside += 1
+        self.stats.repairs += 1
+        try:
+            target = aside_name(path)
+            path.rename(target)
+        except OSError as exc:
+            log.error("buffer %s: segment %s: %s; could not set it aside (%s): not read",
+                      self.path, path.name, why, _oserror(exc))
+            return None
+        with contextlib.suppress(OSError):
+            self._aside_bytes += _blocks(target.stat().st_size)
+        if say:
+            log.warning("buffer %s: segment %s: %s; set aside as %s, not read", self.path,
+                        path.name, why, target.name)
+        return target.name
+
     def _quarantine(self, seg_first: int, offset: int, chunk: bytes) -> None:
         """Keep corrupt bytes aside with where they were, within the quarantine cap."""
         stored = chunk if self._quarantine_size + len(chunk) <= self._quarantine_cap else b""
@@ -899,7 +1140,7 @@ class DiskQueue:
     def _disk_after(self, framed: int) -> int:
         """bytes_on_disk after appending ``framed`` bytes (rolling if it would)."""
         tail = self._segs[-1].size
-        fixed = 2 * SLOT_SIZE + _blocks(self._quarantine_size)
+        fixed = 2 * SLOT_SIZE + _blocks(self._quarantine_size) + self._aside_bytes
         if tail and tail + framed > self.segment_bytes:
             return self._closed_bytes + _blocks(tail) + _blocks(framed) + fixed
         return self._closed_bytes + _blocks(tail + framed) + fixed
@@ -909,7 +1150,8 @@ class DiskQueue:
             return True
         # everything acknowledged: rolling frees the whole tail
         return self._ack_seq >= self._last_seq and \
-            2 * SLOT_SIZE + _blocks(self._quarantine_size) + _blocks(framed) <= self.max_bytes
+            2 * SLOT_SIZE + _blocks(self._quarantine_size) + self._aside_bytes + _blocks(framed) \
+            <= self.max_bytes
 
     def has_room(self, nbytes: int, nrecords: int | None = None) -> bool:
         """Whether an append of ``nrecords`` payloads totalling ``nbytes`` would be taken
@@ -1186,21 +1428,15 @@ class DiskQueue:
     def _delete_acked(self) -> None:
         """Delete segments whose every record is acknowledged (never the tail)."""
         while len(self._segs) > 1 and self._segs[1].first - 1 <= self._ack_seq:
-            if self._map_seq < self._segs[1].first - 1:
-                # its commit markers hold dedup positions the state has not saved yet
+            if self._map_seq < self._segs[1].first - 1 or (
+                    self._flusher is None and self._synced_ack < self._segs[1].first - 1):
+                # its commit markers hold dedup positions the state has not saved yet; or
+                # the state does not say its records were acknowledged: a crash right
+                # after the unlink would have the next start count them lost (with a
+                # flusher the file is only renamed, and unlinked after the state write)
                 self._write_state(sync=self.fsync != "never", clean=False)
-            seg = self._segs.pop(0)
-            self._closed_bytes -= _blocks(seg.size)
-            if self._rfd_seg is seg:
-                os.close(self._rfd)
-                self._rfd, self._rfd_seg = -1, None
-            if self._rbuf_seg is seg:
-                self._rbuf_seg, self._rbuf = None, b""
-            self._forget_writes(seg)
-            if self._rseg is seg:
-                self._rpos_ok = False
-            if self._ack_pos is not None and self._ack_pos[0] is seg:
-                self._ack_pos = None
+            seg = self._segs[0]
+            self._drop_segment(seg)
             try:
                 if self._flusher is not None:
                     gone = seg.path.with_name(seg.path.name[:-len(SEGMENT_SUFFIX)] + DELETED_SUFFIX)
@@ -1221,6 +1457,23 @@ class DiskQueue:
                               seg.path.name, exc.strerror)
                 continue
             self.stats.segments_deleted += 1
+
+    def _drop_segment(self, seg: _Segment) -> None:
+        """Forget a segment that is not the tail (its file is dealt with by the caller)."""
+        self._segs.remove(seg)
+        self._closed_bytes -= _blocks(seg.size)
+        if self._rfd_seg is seg:
+            os.close(self._rfd)
+            self._rfd, self._rfd_seg = -1, None
+        if self._rbuf_seg is seg:
+            self._rbuf_seg, self._rbuf = None, b""
+        self._forget_writes(seg)
+        if self._rseg is seg:
+            self._rpos_ok = False
+        if self._ack_pos is not None and self._ack_pos[0] is seg:
+            self._ack_pos = None
+        if self._unreadable is not None and self._unreadable[0] is seg:
+            self._unreadable = None
 
     # -- durability and state -----------------------------------------------------------
 
@@ -1327,6 +1580,7 @@ class DiskQueue:
                 failures += 1
                 if failures == 1:
                     log.error("buffer %s: background fsync failed: %s", self.path, exc)
+                continue  # delivered segments stay until a state says they were
             self._unlink_delivered()
 
     def _idle(self) -> bool:
@@ -1426,66 +1680,27 @@ class DiskQueue:
             if self._closed:
                 return out
             nbytes = 0
-            unpack = HEADER.unpack_from
-            crc32 = zlib.crc32
-            add = out.append
-            guard = 0
+            last_at: tuple[Any, ...] = ()
+            stuck = 0
             while len(out) < max_records and nbytes < max_bytes and self._rseq <= self._last_seq:
-                guard += 1
-                if guard > 100000:  # cannot happen; never spin
-                    log.error("buffer %s: reader made no progress at seq %d", self.path, self._rseq)
+                # Never spin: a turn that moved nothing, thrice, and the reader steps past
+                # what holds it (a segment at odds with its neighbours span 100,000 turns
+                # of every read, at 70% CPU, without a record)
+                at = (self._rseg, self._roff, self._rseq, len(out), self._rpos_ok,
+                      self._rseg.size if self._rseg is not None else -1)
+                stuck = stuck + 1 if at == last_at else 0
+                last_at = at
+                try:
+                    if stuck >= 3 and self._rseg is not None:
+                        self._force_past(self._rseg)
+                        stuck = 0
+                    nbytes += self._read_turn(out, max_records, max_bytes, nbytes)
+                except _SegmentError as err:
+                    if not self._segment_failed(err.seg, err.exc):
+                        break
+                    continue
+                except _Done:
                     break
-                if not self._rpos_ok:
-                    self._locate_reader()
-                seg = self._rseg
-                assert seg is not None
-                limit = seg.size
-                off = self._roff
-                if off >= limit:
-                    if seg is self._segs[-1]:
-                        break
-                    self._next_segment()
-                    continue
-                kept = self._recent_write(seg, off) if self._recent else None
-                if kept is not None:
-                    # the sink keeps up: these records are one of the latest appends, still
-                    # in our memory
-                    added = self._read_kept(kept, out, max_records - len(out), max_bytes - nbytes)
-                    if added is not None:
-                        nbytes += added
-                        continue
-                buf, base = self._chunk(seg, off, limit, HEADER_SIZE), self._rbase
-                pos = off - base
-                lim = min(len(buf), limit - base)
-                expected = self._rseq
-                want = max_records - len(out)
-                while want and nbytes < max_bytes and pos + HEADER_SIZE <= lim:
-                    ln, crc, sq = unpack(buf, pos)
-                    end = pos + HEADER_SIZE + ln
-                    if end > lim:
-                        break
-                    if sq != expected:
-                        if sq == KIND_MARK | (expected - 1):  # a commit marker: nothing to read
-                            pos = end
-                            continue
-                        break
-                    body = buf[pos + 8:end]
-                    if crc32(body) != crc:
-                        break
-                    add((sq, body[8:]))
-                    nbytes += ln
-                    expected += 1
-                    want -= 1
-                    pos = end
-                if pos + HEADER_SIZE <= lim:  # step over a commit marker right after
-                    ln, crc, sq = unpack(buf, pos)
-                    if sq == KIND_MARK | (expected - 1) and pos + HEADER_SIZE + ln <= lim:
-                        pos += HEADER_SIZE + ln
-                self._roff = base + pos
-                self._rseq = expected
-                if len(out) >= max_records or nbytes >= max_bytes or self._roff >= limit:
-                    continue
-                nbytes += self._slow_frame(seg, out)
             if out:
                 last = out[-1][0]
                 if last > self._max_seen:
@@ -1493,6 +1708,66 @@ class DiskQueue:
                 self._read_marks.append((last, self._rseg, self._roff))  # type: ignore[arg-type]
                 self.stats.read_records += len(out)
             return out
+
+    def _read_turn(self, out: list[tuple[int, bytes]], max_records: int, max_bytes: int,
+                   nbytes: int) -> int:
+        """One turn of ``read``: records from the cursor's segment into ``out`` (``nbytes``
+        of payload taken so far); returns the payload bytes added. Raises _Done at the
+        end of the data, _SegmentError when the segment cannot be read."""
+        if not self._rpos_ok:
+            self._locate_reader()
+        seg = self._rseg
+        assert seg is not None
+        limit = seg.size
+        off = self._roff
+        if off >= limit:
+            if seg is self._segs[-1]:
+                raise _Done
+            self._next_segment()
+            return 0
+        kept = self._recent_write(seg, off) if self._recent else None
+        if kept is not None:
+            # the sink keeps up: these records are one of the latest appends, still in
+            # our memory
+            added = self._read_kept(kept, out, max_records - len(out), max_bytes - nbytes)
+            if added is not None:
+                return added
+        unpack = HEADER.unpack_from
+        crc32 = zlib.crc32
+        add = out.append
+        start = nbytes
+        buf, base = self._chunk(seg, off, limit, HEADER_SIZE), self._rbase
+        pos = off - base
+        lim = min(len(buf), limit - base)
+        expected = self._rseq
+        want = max_records - len(out)
+        while want and nbytes < max_bytes and pos + HEADER_SIZE <= lim:
+            ln, crc, sq = unpack(buf, pos)
+            end = pos + HEADER_SIZE + ln
+            if end > lim:
+                break
+            if sq != expected:
+                if sq == KIND_MARK | (expected - 1):  # a commit marker: nothing to read
+                    pos = end
+                    continue
+                break
+            body = buf[pos + 8:end]
+            if crc32(body) != crc:
+                break
+            add((sq, body[8:]))
+            nbytes += ln
+            expected += 1
+            want -= 1
+            pos = end
+        if pos + HEADER_SIZE <= lim:  # step over a commit marker right after
+            ln, crc, sq = unpack(buf, pos)
+            if sq == KIND_MARK | (expected - 1) and pos + HEADER_SIZE + ln <= lim:
+                pos += HEADER_SIZE + ln
+        self._roff = base + pos
+        self._rseq = expected
+        if len(out) >= max_records or nbytes >= max_bytes or self._roff >= limit:
+            return nbytes - start
+        return nbytes - start + self._slow_frame(seg, out)
 
     def _slow_frame(self, seg: _Segment, out: list[tuple[int, bytes]]) -> int:
         """The frame at the read cursor is not the next data record in order: a marker,
@@ -1566,7 +1841,7 @@ class DiskQueue:
         """Bad bytes at the read cursor: repair the segment, or skip in memory."""
         idx = self._segs.index(seg)
         next_first = self._segs[idx + 1].first if idx + 1 < len(self._segs) else None
-        data = _pread_all(seg.path, seg.size)
+        data = self._read_file(seg)
         walk = walk_segment(data, seg.first, next_first)
         is_tail = seg is self._segs[-1]
         if is_tail:
@@ -1613,15 +1888,129 @@ class DiskQueue:
         buf = self._rbuf
         if self._rbuf_seg is seg and self._rbase <= off and off + need <= self._rbase + len(buf):
             return buf
-        if self._rfd_seg is not seg:
-            if self._rfd >= 0:
-                os.close(self._rfd)
-            self._rfd = os.open(seg.path, os.O_RDONLY)
-            self._rfd_seg = seg
-        size = min(max(CHUNK, need), limit - off)
-        buf = os.pread(self._rfd, size, off)
+        try:
+            if self._rfd_seg is not seg:
+                if self._rfd >= 0:
+                    os.close(self._rfd)
+                    self._rfd, self._rfd_seg = -1, None
+                self._rfd = os.open(seg.path, os.O_RDONLY)
+                self._rfd_seg = seg
+            size = min(max(CHUNK, need), limit - off)
+            buf = os.pread(self._rfd, size, off)
+        except OSError as exc:
+            raise _SegmentError(seg, exc) from exc
+        if self._unreadable is not None:
+            self._readable_again(seg)
         self._rbuf, self._rbase, self._rbuf_seg = buf, off, seg
         return buf
+
+    def _read_file(self, seg: _Segment) -> bytes:
+        """All of ``seg``'s bytes."""
+        try:
+            data = _pread_all(seg.path, seg.size)
+        except OSError as exc:
+            raise _SegmentError(seg, exc) from exc
+        if self._unreadable is not None:
+            self._readable_again(seg)
+        return data
+
+    def _readable_again(self, seg: _Segment) -> None:
+        if self._unreadable is not None and self._unreadable[0] is seg:
+            self._unreadable = None
+            log.warning("buffer %s: segment %s can be read again: its records go on",
+                        self.path, seg.path.name)
+
+    def _segment_failed(self, seg: _Segment, exc: OSError) -> bool:
+        """``seg`` could not be read. True: the reader went past it; False: it waits
+        (``read`` returns what it has; the next read tries again).
+
+        Deleted under us: its records are counted missing at once, as the next start
+        would. Unreadable (EACCES, EIO): said once; the reader waits for it (order
+        matters: the records behind it wait too) up to UNREADABLE_GIVE_UP_SECONDS, then
+        sets it aside, counts its unread records lost and goes on (it raised out of
+        ``read``, and the daemon stopped with exit 1: a crash loop, nothing shipped)."""
+        self._rpos_ok = False
+        if seg not in self._segs:
+            return True  # gone meanwhile (acknowledged)
+        is_tail = seg is self._segs[-1]
+        if exc.errno == errno.ENOENT:
+            if is_tail:  # every record of ours in it: start a new buffer
+                if self._gone_locked():
+                    try:
+                        self._rehome_locked()
+                    except OSError as exc2:
+                        log.error("buffer %s: cannot start a new buffer: %s", self.path, _oserror(exc2))
+                        return False
+                    return True
+                return False
+            self._lose_segment(seg, "was deleted", None)
+            return True
+        now = time.monotonic()
+        if self._unreadable is None or self._unreadable[0] is not seg:
+            self._unreadable = (seg, now)
+            self.stats.read_errors += 1
+            log.error("buffer %s: segment %s cannot be read: %s; its records and those after "
+                      "it wait (retrying; after %d s it is set aside and its records are "
+                      "counted lost)", self.path, seg.path.name, _oserror(exc),
+                      UNREADABLE_GIVE_UP_SECONDS)
+            return False
+        if now - self._unreadable[1] < UNREADABLE_GIVE_UP_SECONDS:
+            return False
+        self._unreadable = None
+        if is_tail:
+            try:  # new records go to a file that can be read
+                self._new_segment(self._last_seq + 1)
+            except OSError as exc2:
+                log.error("buffer %s: cannot start a new segment: %s", self.path, _oserror(exc2))
+                return False
+        self._lose_segment(seg, f"could still not be read after {UNREADABLE_GIVE_UP_SECONDS:g} s "
+                                f"({_oserror(exc)})", seg.path)
+        return True
+
+    def _lose_segment(self, seg: _Segment, why: str, aside: Path | None) -> None:
+        """Go past ``seg`` (not the tail), forgotten, its unread records counted missing,
+        said in one line; its file set aside when ``aside`` names it."""
+        nxt = self._segs[self._segs.index(seg) + 1]
+        self._drop_segment(seg)
+        where = f"segment {seg.path.name} {why}"
+        if aside is not None:
+            target = self._set_aside(aside, why, say=False)
+            where += f"; set aside as {target}" if target else ""
+        first = max(self._rseq, seg.first)
+        if max(first, self._max_seen + 1) < nxt.first:
+            self._count_missing(first, nxt.first - 1, where)  # says it
+        else:
+            self._skip(first, nxt.first - 1)
+            log.warning("buffer %s: %s (its records were read already)", self.path, where)
+        self._rseq = max(self._rseq, nxt.first)
+        self._rseg, self._roff, self._rpos_ok = nxt, 0, nxt.first >= self._rseq
+
+    def _force_past(self, seg: _Segment) -> None:
+        """The reader made no progress in ``seg`` (see ``read``): go on from the next
+        valid frame after the cursor holding seq ``_rseq`` or later, else past the
+        segment; what it steps over is counted missing."""
+        data = self._read_file(seg)
+        found = _resync(data, memoryview(data), self._roff + 1, len(data), self._rseq) \
+            if self._roff + 1 < len(data) else None
+        where = f"segment {seg.path.name}: nothing readable at offset {self._roff}"
+        log.warning("buffer %s: segment %s: the reader could not get past offset %d (seq %d): "
+                    "going on from %s", self.path, seg.path.name, self._roff, self._rseq,
+                    f"offset {found[0]}" if found is not None else "the next segment")
+        self._rbuf_seg = None
+        self._rpos_ok = True
+        if found is not None:
+            # a frame the reader takes with seq _rseq or later: the frame itself says
+            # which seqs are missing before it (see _slow_frame)
+            self._roff = found[0]
+            return
+        self._roff = seg.size
+        if seg is self._segs[-1]:
+            self._count_missing(self._rseq, self._last_seq, where)
+            self._rseq = self._last_seq + 1
+        else:
+            nxt = self._segs[self._segs.index(seg) + 1]
+            self._count_missing(self._rseq, nxt.first - 1, where)
+            self._rseq = max(self._rseq, nxt.first)
 
     def _locate(self, seq: int) -> tuple[_Segment, int]:
         """Segment and offset of the first frame that holds ``seq`` or comes after it."""
@@ -1633,7 +2022,7 @@ class DiskQueue:
                 break
         if seg.first >= seq:
             return seg, 0
-        data = _pread_all(seg.path, seg.size)
+        data = self._read_file(seg)
         pos = 0
         size = len(data)
         while pos + HEADER_SIZE <= size:
@@ -1719,7 +2108,8 @@ class DiskQueue:
         """Every file of the queue, rounded up to 4 KiB blocks (see the module doc)."""
         with self._lock:
             tail = self._segs[-1].size if self._segs else 0
-            return self._closed_bytes + _blocks(tail) + 2 * SLOT_SIZE + _blocks(self._quarantine_size)
+            return self._closed_bytes + _blocks(tail) + 2 * SLOT_SIZE + \
+                _blocks(self._quarantine_size) + self._aside_bytes
 
     @property
     def segments(self) -> int:
@@ -1734,20 +2124,23 @@ class DiskQueue:
             if self._oldest_time is not None and self._oldest_time[0] == self._ack_seq:
                 return self._oldest_time[1]
             value: int | None = None
-            seg, off = self._locate(self._ack_seq + 1)
-            with open(seg.path, "rb") as f:
-                while off + HEADER_SIZE <= seg.size:
-                    f.seek(off)
-                    head = f.read(HEADER_SIZE)
-                    if len(head) < HEADER_SIZE:
-                        break
-                    ln, _, sq = HEADER.unpack(head)
-                    if ln > MAX_RECORD:
-                        break
-                    if sq & KIND_MASK == KIND_DATA:
-                        value = payload_time(f.read(ln))
-                        break
-                    off += HEADER_SIZE + ln
+            try:
+                seg, off = self._locate(self._ack_seq + 1)
+                with open(seg.path, "rb") as f:
+                    while off + HEADER_SIZE <= seg.size:
+                        f.seek(off)
+                        head = f.read(HEADER_SIZE)
+                        if len(head) < HEADER_SIZE:
+                            break
+                        ln, _, sq = HEADER.unpack(head)
+                        if ln > MAX_RECORD:
+                            break
+                        if sq & KIND_MASK == KIND_DATA:
+                            value = payload_time(f.read(ln))
+                            break
+                        off += HEADER_SIZE + ln
+            except (_SegmentError, OSError):
+                return None  # the reader says why (unreadable, deleted)
             self._oldest_time = (self._ack_seq, value)
             return value
 
@@ -1761,7 +2154,6 @@ class DiskQueue:
             self._flush_wanted.set()
             self._flusher.join()
             self._flusher = None
-        self._unlink_delivered()
         with self._lock:
             if self._closed:
                 return
@@ -1783,6 +2175,9 @@ class DiskQueue:
             finally:
                 self._closed = True
                 self._close_fds()
+        # after the state saying they were delivered (else the next start finds their
+        # records missing); a failed stop leaves them for the next start to remove
+        self._unlink_delivered()
 
     def _close_fds(self) -> None:
         for fd in (self._wfd, self._rfd, self._state_fd):

@@ -280,7 +280,10 @@ def declare_shipper_metrics(registry: Registry, state_dir: str = "") -> ShipperM
                               ("sink",)),
         buffer_errors=r.counter("shipper_buffer_errors_total",
                                 "Buffer I/O errors: write (an append), state (its state file), "
-                                "delete (a delivered segment left on disk).", ("sink", "kind")),
+                                "delete (a delivered segment left on disk), read (a segment "
+                                "that could not be read), set_aside (segments renamed "
+                                "*.corrupt: not what their name says, or unreadable).",
+                                ("sink", "kind")),
         buffer_paused=r.gauge("shipper_buffer_paused_seconds",
                               "How long this sink's buffer (full, or its disk failing) has paused "
                               "the reading; 0 when it takes records.", ("sink",)),

@@ -103,6 +103,7 @@ def test_buffer_losses_errors_and_pauses_are_metrics(tmp_path: Path) -> None:
         route = asm.pipeline.routes[0]
         qs = route.queue.stats
         qs.corrupt_records, qs.write_errors, qs.state_write_errors, qs.delete_errors = 7, 3, 2, 1
+        qs.read_errors, qs.segments_set_aside = 4, 5
         route.paused_since = time.monotonic() - 42
         asm.collect()
         text = asm.registry.render()
@@ -116,6 +117,8 @@ def test_buffer_losses_errors_and_pauses_are_metrics(tmp_path: Path) -> None:
         assert value('shipper_buffer_errors_total{sink="o",kind="write"}') == 3
         assert value('shipper_buffer_errors_total{sink="o",kind="state"}') == 2
         assert value('shipper_buffer_errors_total{sink="o",kind="delete"}') == 1
+        assert value('shipper_buffer_errors_total{sink="o",kind="read"}') == 4
+        assert value('shipper_buffer_errors_total{sink="o",kind="set_aside"}') == 5
         assert 41 < value('shipper_buffer_paused_seconds{sink="o"}') < 60
         route.paused_since = None
         asm.collect()
