@@ -683,6 +683,7 @@ async def test_otlp_partial_success_is_refused(peer: Peer):
         await sink.send(fixture_records()[:2])
     except PermanentError as exc:
         assert "rejected 1 of 2" in str(exc) and "too old" in str(exc)
+        assert "it does not say which: the whole batch is kept, the others were taken" in str(exc)
     else:
         raise AssertionError("partial success taken as delivered")
     await sink.send(fixture_records()[:2])

@@ -487,8 +487,11 @@ class HttpSink:
         elif self.format == "otlp" and b"partialSuccess" in data:
             rejected, message = http_body.otlp_rejected(data)
             if rejected:
+                # OTLP says not to send a partial success again, nor which were rejected:
+                # the whole batch goes to the dead letter, the rest were taken
                 raise PermanentError(f"collector rejected {rejected} of {len(records)} "
-                                     f"log records: {message[:MAX_ERROR_BODY]}",
+                                     f"log records (it does not say which: the whole batch is "
+                                     f"kept, the others were taken): {message[:MAX_ERROR_BODY]}",
                                      response=data[:MAX_ERROR_BODY].decode("utf-8", "replace"))
 
     def _describe(self) -> None:
