@@ -28,12 +28,15 @@ def _multilog_dir(tmp: Path, name: str, texts: list[str]) -> Path:
     return d
 
 
-def _interrupt_once_sending(args: list[str], out: Path) -> bytes:
-    """Run replay ``args`` and Ctrl-C it once ``out`` has records (a fixed sleep could
-    land before its handler, on a busy machine); its stderr."""
+def _interrupt_once_sending(args: list[str], out: Path, state: Path) -> bytes:
+    """Run replay ``args`` and Ctrl-C it once ``out`` has records and its progress is
+    saved under ``state`` (a fixed sleep could land before its handler on a busy
+    machine; records out before the progress is, and the next run starts over); its
+    stderr."""
     p = subprocess.Popen(args, stderr=subprocess.PIPE, cwd=REPO)
     t0 = time.monotonic()
-    while time.monotonic() - t0 < 20 and not (out.exists() and out.stat().st_size):
+    while time.monotonic() - t0 < 20 and not (out.exists() and out.stat().st_size
+                                              and any((state / "replay").glob("*.json"))):
         time.sleep(0.01)
     os.kill(p.pid, signal.SIGINT)
     _, err = p.communicate(timeout=30)
@@ -127,7 +130,7 @@ def test_replay_resumes_after_interruption(tmp_path):
     state = tmp_path / "state"
     args = [sys.executable, "-m", "shipper", "replay", str(d), "--output", str(out), "--state-dir", str(state),
             "--rate", "2000"]
-    err = _interrupt_once_sending(args, out)
+    err = _interrupt_once_sending(args, out, state)
     assert b"run the same command again to resume" in err
     first = out.read_bytes().count(b"\n")
     assert 0 < first < 3000
@@ -583,8 +586,8 @@ type = "file"
 path = "{out}"
 exclude_events = ["status"]
 """)
-    args = [sys.executable, "-m", "shipper", "replay", str(d), "-c", str(cfg), "--sink", "siem", "--rate", "3000"]
-    err = _interrupt_once_sending(args, out)
+    args = [sys.executable, "-m", "shipper", "replay", str(d), "-c", str(cfg), "--sink", "siem", "--rate", "1000"]
+    err = _interrupt_once_sending(args, out, tmp_path / "var")
     r = subprocess.run(args[:-2], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert r.returncode == 0 and "resuming" in r.stderr, r.stderr
     assert "not taken by the transforms or the sink's filters" in err.decode() + r.stderr
