@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import heapq
 import sys
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
@@ -67,11 +68,12 @@ def _records(files: list[str], joined: bool, opts: ParseOptions,
 
 
 def summaries(paths: list[str], copts: CorrelatorOptions | None = None,
-              popts: ParseOptions | None = None, on_error: Callable[[str], None] | None = None
-              ) -> Iterator[dict[str, Any]]:
+              popts: ParseOptions | None = None, on_error: Callable[[str], None] | None = None,
+              counts: dict[str, int] | None = None) -> Iterator[dict[str, Any]]:
     """Every ``mail``/``smtp_session`` summary of the inputs, as they complete. With
     ``on_error``, a file that cannot be read to its end is told to it (what was read of
-    it counts) instead of ending the whole with InputError."""
+    it counts) instead of ending the whole with InputError. ``counts`` gets, at the end,
+    ``untracked_deliveries``: delivery results in no summary (their mail not tracked)."""
     popts = popts or ParseOptions()
     streams = [_records(st.files, st.multilog, popts, on_error)
                for st in input_sets(paths, plain_dirs=True)]
@@ -91,6 +93,8 @@ def summaries(paths: list[str], copts: CorrelatorOptions | None = None,
     if batch:
         yield from corr.feed(batch)
     yield from corr.finish()
+    if counts is not None:
+        counts["untracked_deliveries"] = corr.qmail.orphans
 
 
 def _count_arg(text: str) -> int:
@@ -177,11 +181,12 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
     # Where the mails shown went next: the copies their local deliveries forwarded and
     # the bounces they caused are shown after them (and theirs in turn). Bounded: the
     # oldest ids are forgotten first.
-    shown: dict[str, None] = {}
+    # (OrderedDicts: a dict's next(iter(d)) walks over the slots of deleted entries)
+    shown: OrderedDict[str, None] = OrderedDict()
     # A copy or bounce that completed before its mail did (the mail had another
     # recipient still deferred): held until that mail is shown, by the mail's id.
     # Bounded: the oldest held are dropped first.
-    held: dict[str, list[dict[str, Any]]] = {}
+    held: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
     n_held = 0
     # A session that queued mail is shown inside its mails (their "session"), not by
     # itself, unless a mail of its is not shown naming it: one that ended before the reply
@@ -191,8 +196,8 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
     # and is shown at the end if one never came naming it. Bounded: beyond
     # FOLLOW_HOLD, the longest waiting is shown; a session whose mail naming it was
     # forgotten beyond FOLLOW_MAX is shown, not lost.
-    carried: dict[str, set[Any]] = {}  # session event id → qps of the mails seen naming it
-    waiting: dict[str, tuple[dict[str, Any], set[Any]]] = {}  # … → (session, qps to come)
+    carried: OrderedDict[str, set[Any]] = OrderedDict()  # session event id → qps of mails naming it
+    waiting: OrderedDict[str, tuple[dict[str, Any], set[Any]]] = OrderedDict()  # → (session, qps to come)
     q_sessions = dataclasses.replace(q, sessions=True)
     errors: list[str] = []
 
@@ -206,7 +211,7 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
             if r.get("event") == "mail" and eid is not None:
                 shown[eid] = None
                 if len(shown) > FOLLOW_MAX:
-                    del shown[next(iter(shown))]
+                    shown.popitem(last=False)
                 kids = held.pop(eid, [])
                 n_held -= len(kids)
                 todo.extend(kids)
@@ -232,7 +237,7 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
                 else:
                     carried.setdefault(sid, set()).add(rec.get("qp"))
                     if len(carried) > FOLLOW_MAX:
-                        del carried[next(iter(carried))]
+                        carried.popitem(last=False)
             if hit:
                 show(rec)
                 continue
@@ -241,14 +246,14 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
                 if to_come:
                     waiting[rec.get("event_id")] = (rec, to_come)
                     if len(waiting) > FOLLOW_HOLD:
-                        show(waiting.pop(next(iter(waiting)))[0])
+                        show(waiting.popitem(last=False)[1][0])
                 continue
             parent = _parent(rec)
             if parent is not None:
                 held.setdefault(parent, []).append(rec)
                 n_held += 1
                 while n_held > FOLLOW_HOLD:
-                    n_held -= len(held.pop(next(iter(held))))
+                    n_held -= len(held.popitem(last=False)[1])
         for sess, _ in waiting.values():  # a mail of theirs never came naming them
             show(sess)
     except InputError as exc:
@@ -289,13 +294,16 @@ def stats_main(argv: list[str], stdout: TextIO | None = None) -> int:
     copts, popts = _options(args)
     st = Stats(top=args.top)
     errors: list[str] = []
+    counts: dict[str, int] = {}
     try:
-        for rec in summaries(args.paths, copts, popts, _say_unreadable(errors, "shipper stats")):
+        for rec in summaries(args.paths, copts, popts, _say_unreadable(errors, "shipper stats"),
+                             counts):
             if matches(rec, q):
                 st.add(rec)
     except InputError as exc:
         print(f"shipper stats: {exc}", file=sys.stderr)
         return 2
+    st.untracked_deliveries = counts.get("untracked_deliveries", 0)
     d = st.to_dict()
     if args.json:
         out.write(orjson.dumps(d, option=orjson.OPT_INDENT_2).decode() + "\n")

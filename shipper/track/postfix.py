@@ -23,6 +23,7 @@ digit of the DSN, or ``N``/``G``/``A``/``B``/``Q`` as pmg-log-tracker prints.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,13 +83,16 @@ class PostfixTracker:
 
     def __init__(self, opts: PostfixOptions | None = None) -> None:
         self.opts = opts or PostfixOptions()
-        self.sessions: dict[str, dict[str, Any]] = {}  # "host\0pid"
-        self.queue: dict[str, dict[str, Any]] = {}  # "host\0qid"
+        # (OrderedDicts: the oldest goes at a cap, and a dict's next(iter(d)) walks over
+        # the slots its deleted entries left, O(deletions) per eviction at the cap)
+        self.sessions: OrderedDict[str, dict[str, Any]] = OrderedDict()  # "host\0pid"
+        self.queue: OrderedDict[str, dict[str, Any]] = OrderedDict()  # "host\0qid"
         # "host\0qid" of mails ended by a refusal (no queue file, no "removed") → its time:
         # another process's line about it may be logged after the end (see _qentry)
-        self.refused: dict[str, int | None] = {}
-        self.filters: dict[str, dict[str, Any]] = {}  # "host\0filter id"
-        self.smtp_tls: dict[str, str] = {}  # "host\0smtp pid" → event id of its TLS line
+        self.refused: OrderedDict[str, int | None] = OrderedDict()
+        self.filters: OrderedDict[str, dict[str, Any]] = OrderedDict()  # "host\0filter id"
+        # "host\0smtp pid" → event id of its TLS line
+        self.smtp_tls: OrderedDict[str, str] = OrderedDict()
         self.orphans = 0  # filter entries never linked to a mail or session
 
     def to_state(self) -> dict[str, Any]:
@@ -97,11 +101,11 @@ class PostfixTracker:
                 "refused": list(self.refused.items()), "orphans": self.orphans}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.sessions = dict(state.get("sessions", []))
-        self.queue = dict(state.get("queue", []))
-        self.filters = dict(state.get("filters", []))
-        self.smtp_tls = dict(state.get("smtp_tls", {}))
-        self.refused = dict(state.get("refused", []))
+        self.sessions = OrderedDict(state.get("sessions", []))
+        self.queue = OrderedDict(state.get("queue", []))
+        self.filters = OrderedDict(state.get("filters", []))
+        self.smtp_tls = OrderedDict(state.get("smtp_tls", {}))
+        self.refused = OrderedDict(state.get("refused", []))
         self.orphans = int(state.get("orphans", 0))
 
     # -- feeding -------------------------------------------------------------------------
@@ -124,7 +128,7 @@ class PostfixTracker:
             if eid is not None:
                 self.smtp_tls[f"{host}\x00{rec.get('pid')}"] = eid
                 while len(self.smtp_tls) > 10_000:
-                    del self.smtp_tls[next(iter(self.smtp_tls))]
+                    self.smtp_tls.popitem(last=False)
         else:
             qid = rec.get("qid")
             if qid:
@@ -168,7 +172,7 @@ class PostfixTracker:
         self.filters.clear()
 
     # -- entries -------------------------------------------------------------------------
-    def _new(self, table: dict[str, dict[str, Any]], key: str, rec: dict[str, Any],
+    def _new(self, table: OrderedDict[str, dict[str, Any]], key: str, rec: dict[str, Any],
              out: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         t = rec.get("time_unix_ns")
         e = {"key": key, "origin": origin(rec), "first_ns": t, "last_ns": t, **extra}
@@ -392,7 +396,7 @@ class PostfixTracker:
         if refused:
             self.refused[q["key"]] = rec.get("time_unix_ns")
             while len(self.refused) > self.opts.max_open:
-                del self.refused[next(iter(self.refused))]
+                self.refused.popitem(last=False)
         if "mail_from" in rec and "mail_from" not in q:
             q["mail_from"] = rec["mail_from"]
         q["removed"] = True

@@ -369,6 +369,9 @@ class Stats:
     the input (``incomplete``) and those begun before it (``partial``). ``bounces``
     ``queued``: qmail's ``bounce msg`` and Postfix's bounce(8) ``sender non-delivery
     notification`` (not its delay notices or the postmaster's copies).
+    ``untracked_deliveries`` (set by the caller, from the qmail tracker): delivery
+    results counted in no ``mail``, their message not tracked (begun before the input,
+    or, past ``--max-open`` open messages, evicted or not taken in).
     """
 
     def __init__(self, top: int = 10) -> None:
@@ -400,6 +403,7 @@ class Stats:
         self.session_results = Counter[str]()
         self.tls_sessions = 0
         self.other_sessions: Counter[str] = Counter()  # POP3, IMAP: not in the SMTP figures
+        self.untracked_deliveries = 0
         self.first_ns: int | None = None
         self.last_ns: int | None = None
 
@@ -527,6 +531,7 @@ class Stats:
                            "failure": self.attempts["failure"], "deferral": self.attempts["deferral"],
                            "success_rate": rate("success"), "failure_rate": rate("failure"),
                            "deferral_rate": rate("deferral")},
+            "untracked_deliveries": self.untracked_deliveries,
             "recipient_outcomes": dict(self.final),
             "delay_s": self.delay.summary(), "delivery_time_s": self.xdelay.summary(),
             "queue_time_s": self.qtime.summary(),
@@ -594,6 +599,9 @@ def render_stats(d: dict[str, Any]) -> str:
         ["  success", f"{dl['success']} ({_pct(dl['success_rate'])})"],
         ["  failure", f"{dl['failure']} ({_pct(dl['failure_rate'])})"],
         ["  deferral", f"{dl['deferral']} ({_pct(dl['deferral_rate'])})"],
+        # (else they vanished from the figures unsaid: a mail past --max-open, say)
+        *([["deliveries of untracked mails (before input/--max-open)", d["untracked_deliveries"]]]
+          if d.get("untracked_deliveries") else []),
         ["smtp sessions", d["sessions"]["count"]],
         ["  still open at the end", d["sessions"]["incomplete"]],
         ["  with TLS", d["sessions"]["tls"]],

@@ -8,7 +8,8 @@ sslserver differs (formats.md §6, fehcom's caveat): the ``pid``/``ok`` lines ca
 one pid, ``ssl|tls N accept`` and qmail-smtpd another (N), and ``ended by P`` names
 the *parent* (the sample shows P = N − 1). Best-effort rules, in this order:
 1. ``ssl N accept`` with no open session N: alias N to the open sslserver session of
-   the same host that has no TLS yet and whose pid is nearest N (|Δ| ≤ 64).
+   the same host that has no TLS yet and whose pid is nearest N (|Δ| ≤ 64; of two
+   as near, the higher).
 2. any line whose pid is an alias resolves to its session.
 3. ``ended by P`` closes the session known as P + 1, else P, else the open
    sslserver session nearest above P (≤ 8).
@@ -28,6 +29,7 @@ session record lists its ``mails``.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,12 +50,17 @@ _ADDR_RE = re.compile(r"<([^>]*)>")
 _S6_SERVERS = frozenset({"s6-tcpserverd", "s6-tcpserver4d", "s6-tcpserver6d", "s6-tcpserver-access"})
 _SERVERS = frozenset({"tcpserver", "sslserver", "tcpsvd", "sslsvd"}) | _S6_SERVERS
 MAX_DECISIONS = 100
+MAX_QPS = 100  # qps listed per session, as decisions: more are counted (qps_dropped)
 MAX_PENDING = 100  # recordio client lines awaiting their reply (a PIPELINING group)
 # Links kept per qp: a pid, so a number names another message once pids wrap (32768 by
 # default on older systems: every few thousand mails), and while one log is read far
 # behind the other several of them wait at once
 PER_QP = 4
 MAX_JUST_ENDED = 1000  # sessions ended within end_grace_s, kept for their late lines
+# an sslserver's pids of one connection: "ssl N accept" near the "pid P" line's P (rule 1),
+# "ended by P" just below it (rule 3)
+TLS_PID_SPAN = 64
+END_PID_SPAN = 8
 
 
 @dataclass(slots=True)
@@ -86,15 +93,20 @@ class SessionTracker:
 
     def __init__(self, opts: SessionOptions | None = None, attach: Any = None) -> None:
         self.opts = opts or SessionOptions()
-        self.sessions: dict[str, dict[str, Any]] = {}  # "host\0pid" → open session
+        # (OrderedDicts where the oldest goes at a cap: a dict's next(iter(d)) walks over
+        # the slots its deleted entries left, O(deletions) per eviction at the cap)
+        # "host\0pid" → open session (the pid its key names is its conn_pid)
+        self.sessions: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.aliases: dict[str, str] = {}  # "host\0pid" (sslserver's other pids) → session key
-        self.qp_sessions: dict[str, list[Any]] = {}  # "host\0qp" → [[time_ns, session ref], …]
-        self.qp_mails: dict[str, list[Any]] = {}  # "host\0qp" → [[time_ns, mail ref], …]
-        self.senders: dict[str, list[Any]] = {}  # "host\0sender" → [[time_ns, session ref], …]
+        # "host\0qp" → [[time_ns, session ref], …]; → [[time_ns, mail ref], …]
+        self.qp_sessions: OrderedDict[str, list[Any]] = OrderedDict()
+        self.qp_mails: OrderedDict[str, list[Any]] = OrderedDict()
+        # "host\0sender" → [[time_ns, session ref], …]
+        self.senders: OrderedDict[str, list[Any]] = OrderedDict()
         # callable(host, qp, session_ref, time_ns, window_ns) -> bool: link an open mail
         self.attach = attach
         # "host\0pid" → [end time, the session emitted at it] (see end_grace_s; not saved)
-        self.just_ended: dict[str, list[Any]] = {}
+        self.just_ended: OrderedDict[str, list[Any]] = OrderedDict()
 
     # -- state ---------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
@@ -103,17 +115,18 @@ class SessionTracker:
                 "qp_mails": list(self.qp_mails.items()), "senders": list(self.senders.items())}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.sessions = dict(state.get("sessions", []))
+        self.sessions = OrderedDict(state.get("sessions", []))
         self.aliases = dict(state.get("aliases", {}))
         # a link saved without its time (older state) cannot be judged: dropped; one
         # [time_ns, ref] per qp (older state): a list of one
-        self.qp_sessions = {k: v if isinstance(v[0], list) else [v]
-                            for k, v in state.get("qp_sessions", []) if isinstance(v, list) and v}
-        self.qp_mails = {k: v if isinstance(v[0], list) else [v]
-                         for k, v in state.get("qp_mails", []) if isinstance(v, list) and v}
+        self.qp_sessions = OrderedDict((k, v if isinstance(v[0], list) else [v])
+                                       for k, v in state.get("qp_sessions", [])
+                                       if isinstance(v, list) and v)
+        self.qp_mails = OrderedDict((k, v if isinstance(v[0], list) else [v])
+                                    for k, v in state.get("qp_mails", []) if isinstance(v, list) and v)
         # an older state kept one [time_ns, ref] per sender: a line of one
-        self.senders = {k: [v] if len(v) == 2 and isinstance(v[1], dict) else v
-                        for k, v in state.get("senders", [])}
+        self.senders = OrderedDict((k, [v] if len(v) == 2 and isinstance(v[1], dict) else v)
+                                   for k, v in state.get("senders", []))
 
     # -- linking with qmail-send ---------------------------------------------------------
     def link_mail(self, host: str, qp: int, mail_from: str | None, time_ns: int | None,
@@ -331,17 +344,17 @@ class SessionTracker:
         host = rec.get("host") or ""
         pid = rec.get("conn_pid")
         key, s = self._find(host, pid)
-        if s is None and pid is not None:
-            best = None
-            for k, c in self.sessions.items():
-                if (c["server"] == "sslserver" and "tls_pid" not in c and k.startswith(f"{host}\x00")
-                        and c["conn_pid"] is not None and abs(c["conn_pid"] - pid) <= 64
-                        and (best is None or abs(c["conn_pid"] - pid) < abs(best[1]["conn_pid"] - pid))):
-                    best = (k, c)
-            if best is not None:
-                key, s = best
-                self.aliases[f"{host}\x00{pid}"] = key
-                s["pids"].append(pid)
+        if s is None and type(pid) is int:
+            # the nearest pid, looked up by key: a look at every open session cost
+            # O(open sessions) a line, and fehcom's TLS pids match no session by
+            # themselves. Of two as near, the one above (the sample: ssl 30554 for pid 30556).
+            for p in (q for d in range(1, TLS_PID_SPAN + 1) for q in (pid + d, pid - d)):
+                c = self.sessions.get(f"{host}\x00{p}")
+                if c is not None and c["server"] == "sslserver" and "tls_pid" not in c:
+                    key, s = f"{host}\x00{p}", c
+                    self.aliases[f"{host}\x00{pid}"] = key
+                    s["pids"].append(pid)
+                    break
         if s is None:
             key, s = self._open(rec, pid, out, partial=True)
         self._touch(s, rec)
@@ -358,15 +371,12 @@ class SessionTracker:
                 key, s = self._find(host, p)
                 if s is not None:
                     break
-            if s is None:
-                best = None
-                for k, c in self.sessions.items():
-                    cp = c["conn_pid"]
-                    if (k.startswith(f"{host}\x00") and c["server"] == "sslserver" and cp is not None
-                            and 0 < cp - pid <= 8 and (best is None or cp < best[1]["conn_pid"])):
-                        best = (k, c)
-                if best is not None:
-                    key, s = best
+            if s is None and type(pid) is int:
+                for p in range(pid + 1, pid + END_PID_SPAN + 1):  # the nearest above (by key)
+                    c = self.sessions.get(f"{host}\x00{p}")
+                    if c is not None and c["server"] == "sslserver":
+                        key, s = f"{host}\x00{p}", c
+                        break
         else:
             key, s = self._find(host, pid)
         if s is None:
@@ -379,7 +389,7 @@ class SessionTracker:
         if rec.get("time_unix_ns") is not None:
             self.just_ended[key] = [rec["time_unix_ns"], s]
             while len(self.just_ended) > MAX_JUST_ENDED:
-                del self.just_ended[next(iter(self.just_ended))]
+                self.just_ended.popitem(last=False)
 
     def _rbl(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
         key, s = self._get(rec, out)
@@ -482,8 +492,10 @@ class SessionTracker:
 
     def _wait_for_mail(self, skey: str, s: dict[str, Any], t: int | None) -> None:
         """Put the session in its sender's line (once: later recipients update its place)."""
-        cands = self.senders.pop(skey, [])
-        self.senders[skey] = cands  # the most recent sender last: the oldest go first
+        cands = self.senders.get(skey)
+        if cands is None:
+            cands = self.senders[skey] = []
+        self.senders.move_to_end(skey)  # the most recent sender last: the oldest go first
         ref = self._ref(s, "sender")
         for c in cands:
             if c[1]["key"] == s["key"]:
@@ -494,7 +506,7 @@ class SessionTracker:
             if len(cands) > MAX_DECISIONS:
                 del cands[0]
         while len(self.senders) > self.opts.link_cap:
-            del self.senders[next(iter(self.senders))]
+            self.senders.popitem(last=False)
 
     def _queued(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
         """A patched qmail-smtpd's "message queued" line (qlogreceived, qmail-toaster's
@@ -533,7 +545,10 @@ class SessionTracker:
         return e
 
     def _link_qp(self, s: dict[str, Any], host: str, qp: int, t: int | None) -> None:
-        s["qps"].append(qp)
+        if len(s["qps"]) < MAX_QPS:
+            s["qps"].append(qp)
+        else:  # (one connection may queue any number of messages)
+            s["qps_dropped"] = s.get("qps_dropped", 0) + 1
         ref = self._ref(s, "qp")
         qkey = f"{host}\x00{qp}"
         m = self._qp_take(self.qp_mails, qkey, t)
@@ -713,16 +728,18 @@ def _add(s: dict[str, Any], field: str, value: Any) -> None:
         lst.append(value)
 
 
-def _put(d: dict[str, list[Any]], key: str, link: list[Any], cap: int) -> None:
+def _put(d: OrderedDict[str, list[Any]], key: str, link: list[Any], cap: int) -> None:
     """Add a qp's link [time_ns, ref]: its key becomes the newest, its oldest link and
     the oldest keys go beyond their bounds."""
-    links = d.pop(key, [])
+    links = d.get(key)
+    if links is None:
+        links = d[key] = []
+    d.move_to_end(key)
     links.append(link)
     if len(links) > PER_QP:
         del links[0]
-    d[key] = links
     while len(d) > cap:
-        del d[next(iter(d))]
+        d.popitem(last=False)
 
 
 _COPY = ("conn_pid", "server", "remote_ip", "remote_host", "remote_port", "remote_info",
@@ -753,6 +770,8 @@ def session_record(s: dict[str, Any], end_ns: int | None, time_source: str | Non
     if s.get("decisions_dropped"):
         f["decisions_dropped"] = s["decisions_dropped"]
     f["qps"] = s["qps"]
+    if s.get("qps_dropped"):
+        f["qps_dropped"] = s["qps_dropped"]
     f["mails"] = s.get("mails", [])
     f["protocol"] = _protocol(f)
     f["result"] = _result(s, f)
@@ -761,7 +780,7 @@ def session_record(s: dict[str, Any], end_ns: int | None, time_source: str | Non
     f["event_ids"] = s.get("event_ids", [])
     text = (f"session {f.get('server') or 'smtp'} pid {s['conn_pid']} from "
             f"{f.get('remote_host') or ''}[{f.get('remote_ip') or '?'}]: {f['result']}"
-            + (f", {len(f['qps'])} queued" if f["qps"] else "")
+            + (f", {len(f['qps']) + f.get('qps_dropped', 0)} queued" if f["qps"] else "")
             + (f" (incomplete: {incomplete})" if incomplete else ""))
     program = f.get("server") or "tcpserver"
     gap_fields(s, f, flags)
