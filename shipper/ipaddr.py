@@ -43,7 +43,11 @@ def unmap_fields(fields: dict[str, Any]) -> None:
             fields[k] = ip_field(v)
 
 
-_ADDRESS_RE = re.compile(r"[0-9A-Fa-f.:]*[.:][0-9A-Fa-f.:]*(?:%[\w.-]+)?")
+# The first "." or ":" is where the first run of hex digits ends, so the match never
+# backtracks (the old "[0-9A-Fa-f.:]*[.:]" tried every colon of a run of them: quadratic);
+# at most 45 characters before the zone ("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255")
+# and at most 64 of a zone (an interface name: IFNAMSIZ is 16; or a number)
+_ADDRESS_RE = re.compile(r"(?=[^%]{1,45}(?:%|\Z))[0-9A-Fa-f]*[.:][0-9A-Fa-f.:]*(?:%[\w.-]{1,64})?")
 
 
 def may_be_address(text: str) -> bool:

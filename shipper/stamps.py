@@ -90,15 +90,26 @@ _MONTHS = {m: i for i, m in enumerate(
 _LOCAL_HOUR_CACHE: dict[tuple[int, int, int, int], int] = {}
 
 
-def _check(mo: int, d: int, h: int, mi: int, s: int) -> None:
-    # mktime/timegm would quietly normalise month 13 or hour 99: refuse instead.
+_MONTH_DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _no_such_day(y: int, mo: int, d: int) -> bool:
+    """April 31, February 30, February 29 of a year with none (1 <= mo <= 12)."""
+    return d > 28 and (d > _MONTH_DAYS[mo] or (mo == 2 and not calendar.isleap(y)))
+
+
+def _check(y: int, mo: int, d: int, h: int, mi: int, s: int) -> None:
+    # mktime/timegm would quietly normalise month 13, hour 99 or April 31 (to May 1):
+    # refuse instead.
     if not (1 <= mo <= 12 and 1 <= d <= 31 and h <= 23 and mi <= 59 and s <= 60):
         raise ValueError("date out of range")
+    if d > 28 and _no_such_day(y, mo, d):
+        raise ValueError("no such day")
 
 
 def local_to_unix(y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
     """Local wall-clock time (the process's TZ, as tai64nlocal used) → unix seconds."""
-    _check(mo, d, h, mi, s)
+    _check(y, mo, d, h, mi, s)
     key = (y, mo, d, h)
     base = _LOCAL_HOUR_CACHE.get(key)
     if base is None:
@@ -138,7 +149,7 @@ def local_fold(y: int, mo: int, d: int, h: int) -> int:
 
 
 def utc_to_unix(y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
-    _check(mo, d, h, mi, s)
+    _check(y, mo, d, h, mi, s)
     return calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
 
 
@@ -308,9 +319,9 @@ def _bsd(line: str, m: re.Match[str], year: int | None, local_tz: bool) -> Envel
     fold = 0
     try:
         y, h = _year_for(mon, day, year), int(m.group(3))
-        if mon == 2 and day == 29 and not calendar.isleap(y):
-            # mktime makes it March 1, and time went back at the next line
-            if year is not None:  # the year given has no such day: the stamp is bad
+        if day > 28 and day <= 31 and _no_such_day(y, mon, day):
+            # mktime makes Feb 29 March 1 (Apr 31 May 1), and time went back at the next line
+            if year is not None or mon != 2 or day != 29:  # no such day: the stamp is bad
                 env = _bsd_env(line, m, None)
                 env.bad_stamp = True
                 return env
@@ -370,10 +381,10 @@ def _short_full(line: str, m: re.Match[str], local_tz: bool) -> Envelope:
     to_unix = utc_to_unix if numeric or zone in ("UTC", "GMT") or not local_tz else local_to_unix
     try:
         secs = to_unix(y, mo, d, h, mi, s)
+        if numeric:
+            secs -= _offset_secs(zone)
     except (OverflowError, ValueError):
         return Envelope(None, "none", line, bad_stamp=True)
-    if numeric:
-        secs -= _offset_secs(zone)
     pid = m.group(11)
     return _after_header(Envelope(secs * NS + _frac_ns(m.group(7)), "syslog", line[m.end():],
                                   host=m.group(9), tag=m.group(10),
@@ -395,20 +406,24 @@ def _rfc3339_ns(m: re.Match[str]) -> int | None:
     """Groups 1-8 of ``m`` (date, time, fraction, Z or offset) → unix ns; None: a
     date or time out of range."""
     y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])
+    tz = m.group(8)
     try:
         secs = utc_to_unix(y, mo, d, h, mi, s)
+        if tz != "Z":
+            secs -= _offset_secs(tz)
     except (OverflowError, ValueError):
         return None
     frac = m.group(7) or ""
-    tz = m.group(8)
-    if tz != "Z":
-        secs -= _offset_secs(tz)
     return secs * NS + _frac_ns(frac)
 
 
 def _offset_secs(tz: str) -> int:
-    """``+01:00``, journalctl's ``+0100``, short-full's ``+03`` → seconds east of UTC."""
-    off = int(tz[1:3]) * 3600 + (int(tz[-2:]) * 60 if len(tz) > 3 else 0)
+    """``+01:00``, journalctl's ``+0100``, short-full's ``+03`` → seconds east of UTC;
+    ValueError past ±23:59 (RFC 3339: time-numoffset is a time-hour and a time-minute)."""
+    h, mi = int(tz[1:3]), (int(tz[-2:]) if len(tz) > 3 else 0)
+    if h > 23 or mi > 59:
+        raise ValueError("offset out of range")
+    off = h * 3600 + mi * 60
     return off if tz[0] == "+" else -off
 
 

@@ -28,9 +28,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from itertools import pairwise
+from socket import AF_INET6, inet_pton
 from typing import Any
 
 from shipper.ipaddr import may_be_address
@@ -87,6 +87,73 @@ _VCHKPW_OLD_PHRASES = (
 
 
 _IP_CHARS_RE = re.compile(r"[0-9A-Fa-f.:]+")
+# ipaddress.IPv4Address's: four decimal octets, no leading zeros
+_IPV4_RE = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+                      r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")
+# the longest address: "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255" (then perhaps "%ZONE")
+_ADDR_MAX = 45
+
+
+def _address_colons(text: str) -> list[int]:
+    """The ``:`` of ``text``, left to right, after which an address may run to its end: an
+    address has at most 45 characters before its ``%ZONE``, so only the colons among the
+    last 46, or the 46 before the last ``%``, may (trying every colon of a HELO or subject
+    full of them cost a parse of the rest each: quadratic)."""
+    n = len(text)
+    lo = n - _ADDR_MAX - 1
+    out: list[int] = []
+    pct = text.rfind("%")
+    if pct >= 0 and pct - _ADDR_MAX - 1 < lo:
+        if pct >= lo:
+            lo = pct - _ADDR_MAX - 1
+        else:
+            j = text.find(":", max(0, pct - _ADDR_MAX - 1), pct)
+            while j >= 0:
+                out.append(j)
+                j = text.find(":", j + 1, pct)
+    j = text.find(":", max(0, lo))
+    while j >= 0:
+        out.append(j)
+        j = text.find(":", j + 1)
+    return out
+
+
+def _is_address(text: str) -> bool:
+    """Whether ipaddress.ip_address() takes ``text``, for a tenth of its cost (its
+    ValueError costs more than the rest of a line): IPv4 by regex, IPv6 by inet_pton
+    (the same addresses as ipaddress's parser, glibc's, tried on millions of strings)
+    and ipaddress's zone rule (any text without "%")."""
+    if ":" not in text:
+        return _IPV4_RE.fullmatch(text) is not None
+    addr, pct, zone = text.partition("%")
+    if pct and (not zone or "%" in zone):
+        return False
+    try:
+        inet_pton(AF_INET6, addr)
+    except (OSError, ValueError):  # ValueError: a NUL in it
+        return False
+    return True
+
+
+def _user_ip(who: str) -> tuple[str, str | None]:
+    """vchkpw's ``USER:IP`` (vchkpw.c: ``"%s:%s"``, the login name as the client gave it,
+    then TCPREMOTEIP) → (USER, IP): the IP is the longest address after a ``:``, the
+    user all before it (a name may hold ``:``; an IPv6 address has them). An address
+    with a dotted quad is taken whole only as ``::ffff:a.b.c.d``, the one a server
+    prints for a client (``x@::1.2.3.4`` is the user ``x@:`` at 1.2.3.4, not the
+    deprecated IPv4-compatible ``::1.2.3.4``). No address: no IP, USER what stands
+    before the last ``:`` (``(null)``, a hidden ``x.x.x.x``)."""
+    c = who.find(":")
+    if c >= 0 and who.find(":", c + 1) < 0 and _IPV4_RE.fullmatch(who, c + 1) is not None:
+        return who[:c], who[c + 1:]  # the usual USER@DOMAIN:IPv4, at the old cost
+    for c in _address_colons(who):
+        ip = who[c + 1:]
+        if _is_address(ip):
+            if ":" in ip and "." in ip and not ip.lower().startswith("::ffff:"):
+                continue
+            return who[:c], ip
+    c = who.rfind(":")
+    return (who, None) if c < 0 else (who[:c], None)
 
 
 def _vchkpw_old(rest: str, prefix: str) -> Parsed | None:
@@ -109,10 +176,10 @@ def _vchkpw_old(rest: str, prefix: str) -> Parsed | None:
     fields: dict[str, Any] = {"result": "success" if phrase == "login success" else "failure"}
     if phrase != "login success":
         fields["reason"] = phrase
-    c = who.find(":")  # USER@DOMAIN:IP; an IPv6 address keeps its colons
-    user, ip = (who, "") if c < 0 else (who[:c], who[c + 1:])
+    user, ip = _user_ip(who)
     secret = phrase.endswith("password fail")
-    if secret and (c < 0 or (ip and _IP_CHARS_RE.fullmatch(ip) is None)):
+    last = who[who.rfind(":") + 1:]  # no address: is what ends it at least an address's characters?
+    if secret and (":" not in who or (ip is None and last and _IP_CHARS_RE.fullmatch(last) is None)):
         # no USER:IP at the end (a line cut inside the password, say): all of it may
         # be the password
         fields["_redact"] = f"{prefix}{phrase} [REDACTED]"
@@ -123,7 +190,7 @@ def _vchkpw_old(rest: str, prefix: str) -> Parsed | None:
         fields["reason"] = f"{phrase} {tail[:sp]}"
     if user:
         fields["auth_user"] = user
-    if ip and may_be_address(ip):
+    if ip:
         fields["remote_ip"] = ip
     return "pop_auth", fields
 
@@ -193,13 +260,10 @@ def parse_vchkpw(text: str) -> Parsed | None:
         if "@" in last and "@" not in extra and "reason" in fields:
             fields["reason"] += " " + extra
             who = last
-    c = who.find(":")  # USER@DOMAIN:IP; an IPv6 address keeps its colons
-    if c < 0:
-        fields["auth_user"] = who
-    else:
-        fields["auth_user"] = who[:c]
-        if may_be_address(who[c + 1:]):
-            fields["remote_ip"] = who[c + 1:]
+    user, ip = _user_ip(who)
+    fields["auth_user"] = user
+    if ip is not None:
+        fields["remote_ip"] = ip
     if m.group("pw") is not None:
         start, end = m.span("pw")
         fields["_redact"] = text[:start] + "[REDACTED]" + text[end:]
@@ -273,23 +337,21 @@ def _helo_host_ip(remote: str) -> list[str]:
     ``:`` that is an IP address, HOST the part before it, HELO the rest."""
     if remote.count(":") == 2:
         return remote.split(":")
-    j = remote.find(":")
-    while j >= 0:
-        k = remote.find(":", j + 1)
-        if k < 0:
-            break
-        try:
-            ipaddress.ip_address(remote[k + 1:])
-        except ValueError:
-            j = k
-            continue
-        return [remote[:j], remote[j + 1:k], remote[k + 1:]]
+    for k in _address_colons(remote):
+        j = remote.rfind(":", 0, k)
+        if j >= 0 and _is_address(remote[k + 1:]):
+            return [remote[:j], remote[j + 1:k], remote[k + 1:]]
     return remote.split(":", 2)
 
 
 _DOVECOT_LEVELS = {"Info": "info", "Warning": "warning", "Error": "error", "Fatal": "fatal",
                    "Panic": "panic", "Debug": "debug"}
-_DOVECOT_KV_RE = re.compile(r"(\w+)=(<[^>]*>|[^,]*)")
+# a key begins after no word character: tried inside a long word, findall read the rest
+# of the word at each of its characters (quadratic)
+_DOVECOT_KV_RE = re.compile(r"(?<!\w)(\w+)=(<[^>]*>|[^,]*)")
+# what dovecot writes after the user: the client's name may hold ">" and ", " (str_sanitize
+# leaves them), so the user ends at the last ">, " before one of dovecot's own elements
+_DOVECOT_AFTER_USER = ("method=", "rip=", "lip=", "mpid=", "rport=", "lport=", "session=", "TLS", "secured")
 _DOVECOT_FIELDS = {"user": "auth_user", "method": "method", "rip": "remote_ip", "lip": "local_ip",
                    "session": "session"}
 _DOVECOT_INTS = {"mpid": "mail_pid", "rport": "remote_port", "lport": "local_port"}
@@ -374,6 +436,14 @@ def parse_dovecot(text: str) -> Parsed | None:
         if m is not None:
             cut = m.start()
             msg, elements = rest[:cut], rest[cut + 2:]
+            if elements.startswith("user=<"):
+                end = elements.rfind(">, ")
+                while end >= 6 and not elements.startswith(_DOVECOT_AFTER_USER, end + 3):
+                    end = elements.rfind(">, ", 6, end)
+                if end >= 6:
+                    if end > 6:
+                        f["auth_user"] = elements[6:end]
+                    elements = elements[end + 1:]  # ", method=…": as a line without a user
             for key, value in _DOVECOT_KV_RE.findall(elements):
                 if value[:1] == "<" and value[-1:] == ">":
                     value = value[1:-1]
@@ -441,25 +511,13 @@ def _subject_ip(text: str) -> tuple[str, str] | None:
     """``SUBJECT:IP`` → (subject, ip). Sender and recipients hold no ":", but the subject
     may, and so does an IPv6 address: the IP is the longest tail after a ":" that is an
     address (or ``(null)``, or empty)."""
-    pos = text.find(":")
-    while pos >= 0:
+    for pos in _address_colons(text):
         tail = text[pos + 1:]
-        if tail in ("", "(null)"):
-            return text[:pos], tail
-        try:
-            ipaddress.ip_address(tail)
-        except ValueError:
-            pass
-        else:
+        if tail in ("", "(null)") or _is_address(tail):
             return text[:pos], tail  # the first, so the longest
-        pos = text.find(":", pos + 1)
-    if text in ("", "(null)"):
+    if text in ("", "(null)") or _is_address(text):
         return "", text
-    try:
-        ipaddress.ip_address(text)
-        return "", text
-    except ValueError:
-        return None
+    return None
 
 
 def parse_simscan(text: str) -> Parsed | None:

@@ -31,6 +31,10 @@ _DELIVERY_RE = re.compile(
     r"(?:, tls=([^,\s]+))?(?:, dsn=(\d\.\d{1,3}\.\d{1,3}))?, status=(\w+)(?: \((.*)\))?$")
 _HOSTIP_RE = re.compile(r"([^\s\[\]]*)\[([^\]\s]*)\](?::(\d+))?")
 _FROM_CLIENT_RE = re.compile(" from " + _HOSTIP_RE.pattern)
+# HOST[IP] anywhere in a text: begun only where a name may (a match found inside a name is
+# found from its start, so nothing changes), the IP holding no "[": tried at every "[" of a
+# "[[[[…", the IP ran to the end of them each time (quadratic)
+_HOSTIP_SEARCH_RE = re.compile(r"(?<![^\s\[\]])([^\s\[\]]*)\[([^\[\]\s]*)\](?::(\d+))?")
 _REJECT_RE = re.compile(
     r"(?P<stage>[A-Z][A-Z-]*) from (?P<host>[^\s\[\]]*)\[(?P<ip>[^\]\s]*)\](?::(?P<port>\d+))?: "
     r"(?:(?P<code>[245]\d\d) )?(?:(?P<dsn>[245]\.\d{1,3}\.\d{1,3}) )?(?P<rest>.*)$")
@@ -48,7 +52,9 @@ _SASL_RE = re.compile(
 _TLS_RE = re.compile(
     r"(\w+) TLS connection established (to|from) ([^\s\[\]]*)\[([^\]\s]*)\](?::(\d+))?: ?(.*)$")
 _QUEUE_ACTIVE_RE = re.compile(r"from=<(?P<from>[^>]*)>, size=(?P<size>\d+), nrcpt=(?P<nrcpt>\d+)")
-_PSCREEN_RE = re.compile(r"([A-Z][A-Z0-9_-]*(?: [A-Z][A-Z0-9_-]*)*)\b(.*?)\[([^\]\s]*)\]:(\d+)(.*)$")
+# the action's words atomic and the IP without "[": a text of "[[[[…" (or of words) after
+# it was read once for every "[" (every word) otherwise (quadratic)
+_PSCREEN_RE = re.compile(r"(?>([A-Z][A-Z0-9_-]*(?: [A-Z][A-Z0-9_-]*)*)\b)(.*?)\[([^\[\]\s]*)\]:(\d+)(.*)$")
 _UNRESOLVED_RE = re.compile(r"hostname (\S+) does not resolve to address (\S+?):?(?: |$)")
 # before Postfix 2.11 (smtpd_peer.c): "ADDR: hostname NAME verification failed: ERR",
 # "ADDR: address not listed for hostname NAME"
@@ -296,7 +302,7 @@ def _diagnostic(level: str, body: str, fields: dict[str, Any]) -> Parsed:
             fields["qid"] = qid
     fields["level"] = level
     if "[" in body:
-        m = _HOSTIP_RE.search(body)
+        m = _HOSTIP_SEARCH_RE.search(body)
         if m is not None and m.group(1):
             _set_client(fields, m.group(1), m.group(2), m.group(3))
     elif body.startswith("hostname "):
@@ -385,7 +391,7 @@ def _reject(body: str, fields: dict[str, Any], milter: bool) -> Parsed:
         # cleanup_act_log(): "CLASS CONTENT from ORIGIN;": the origin is the last " from "
         # before the envelope; a Received: header's own "[IP]" comes before it
         cut = body.rfind(" from ", 0, e.start()) if e is not None else -1
-        h = _HOSTIP_RE.match(body, cut + 6) if cut > 0 else _HOSTIP_RE.search(body)
+        h = _HOSTIP_RE.match(body, cut + 6) if cut > 0 else _HOSTIP_SEARCH_RE.search(body)
         if h is not None and h.group(1):
             _set_client(fields, h.group(1), h.group(2), h.group(3))
         fields["reason"] = body
@@ -479,7 +485,7 @@ def _postscreen(text: str) -> Parsed | None:
     fields: dict[str, Any] = {"remote_ip": m.group(3), "remote_port": int(m.group(4))}
     tail = m.group(5)
     if action == "CONNECT":
-        to = _HOSTIP_RE.search(tail)
+        to = _HOSTIP_SEARCH_RE.search(tail)
         if to is not None:
             fields["local_ip"] = to.group(2)
             if to.group(3):

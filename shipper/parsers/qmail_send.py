@@ -223,12 +223,15 @@ def _delivery(rest: str) -> Parsed | None:
 # maildrop's "dot-lock at /var/mail/bob.lock.", dovecot-lda's "open(/var/mail/bob)"),
 # its first name lower case and more than one name (a line seldom ends in a space; a
 # directory's "/" before a space is its own)
+# The tlshosts path is tried only where a run of names begins (after "_", a blank, "//",
+# or at the start), where its leftmost match begins: tried at every character, it ran
+# to the end of a reply's a/b/c/… each time (quadratic).
 _LITERAL_SLASH_RE = re.compile(
     r"[A-Za-z][A-Za-z0-9+.-]{0,15}://(?:[^_/\s]|/(?!Remote_host_said|Giving_up|I'm_not_going|"
     r"[2-5][0-9][0-9][-_]|$))*"
     r"|my_control/locals_file|reading_users/cdb_in"
     r"|Unable_to_(?:open|write|switch_to|run)_(?:[^_\s:]*|[/.][^\s:]*?):_"
-    r"|[^_\s/]*/(?:[^_\s/]+/)*tlshosts/[^_\s/:;]+|;_(?:subject|issuer)=[^;\s]*"
+    r"|(?:(?<![^_\s])|(?<=/)(?=/))[^_\s/]*/(?:[^_\s/]+/)*tlshosts/[^_\s/:;]+|;_(?:subject|issuer)=[^;\s]*"
     r"|(?<=[_\"'(])/[a-z][a-z0-9._-]*(?:/[^_\s:/\"'()]+)+(?:/(?=_))?")
 
 
