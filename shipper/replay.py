@@ -333,8 +333,12 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
     # As the live run ships them: the config's transforms (pseudonyms above all; a replay
     # without them sent the addresses in clear), and what the sink takes of them
     transform = build_transformer(config.transforms) if config is not None else None
-    if transform is not None and transform.is_noop:
-        transform = None
+    if transform is not None:
+        # not its rate limit: it guards a live run against a flood; a replay has --rate,
+        # and would drop most of a year's archive
+        transform.rate_limiter = None
+        if transform.is_noop:
+            transform = None
     wants = None
     if args.sink:
         from shipper.assemble import is_summary
@@ -423,7 +427,9 @@ def main(argv: list[str]) -> int:
                     "config's, as a live run names them)")
     ap.epilog = ("With -c, lines are parsed as the live run of that configuration parses them: "
                  "its [parse] host, syslog_year, redact and max_line_bytes, and the tai_leap, "
-                 "local_tz and program of the source that follows the path.")
+                 "local_tz and program of the source that follows the path; and shipped as it "
+                 "ships them: its [transforms] (pseudonyms, filters, dropped fields; not the rate "
+                 "limit: see --rate) and, with --sink, that sink's filters.")
     args = ap.parse_args(argv)
     # SIGTERM (kill, a supervisor) stops it like Ctrl-C: progress kept, exit 130.
     signal.signal(signal.SIGTERM, _interrupt)

@@ -564,7 +564,8 @@ def test_a_peer_that_resets_after_taking_the_bytes_loses_nothing_of_a_replay(tmp
 def test_replay_ships_as_the_live_run_its_transforms_and_the_sinks_filter(tmp_path):
     """A privacy review: replay --sink ignored [transforms]: clear addresses reached the
     SIEM from a config that pseudonymises, and the lines it excludes went too. The
-    resume still works by the files' own ids (the shipped ones are keyed)."""
+    resume still works by the files' own ids (the shipped ones are keyed). Not the rate
+    limit, which guards a live run against floods: it would drop most of an archive."""
     texts = [f"tcpserver: ok {4000 + i} mx.example.org:192.0.2.1:25 client{i}.example.net:198.51.100.{i % 250}::4{i:04d}"
              for i in range(1500)] + [f"status: local 0/10 remote {i % 20}/20" for i in range(500)]
     d = _multilog_dir(tmp_path, "smtpd", texts)
@@ -581,6 +582,9 @@ paths = ["{d}"]
 drop_fields = ["raw"]
 [transforms.pseudonymise]
 key_file = "{key}"
+[transforms.rate_limit]
+rate = 1
+burst = 1
 [sinks.siem]
 type = "file"
 path = "{out}"
