@@ -1071,7 +1071,7 @@ def _sink(t: _Table, name: str, cfg: Config) -> SinkConfig | None:
             c.auth = _auth(a)
         if (h := t.table("headers")) is not None:
             c.headers = _headers(h)
-        in_url = bool(c.url and shown_url(c.url) != c.url)  # user:password@, a ?password=
+        in_url = bool(c.url and _secret_in_url(c.url))
         if (c.auth is not None or in_url) and c.url and c.url.startswith("http://") \
                 and not _is_loopback_url(c.url):
             ctx.warnings.append(f"{t.key_path('url')}: credentials sent over plain http:// to "
@@ -1167,6 +1167,16 @@ def shown_url(url: str) -> str:
         f"{k}=***" if _SECRET_PARAM_RE.search(k) else f"{k}={v}" if sep else k
         for k, sep, v in (p.partition("=") for p in parts.query.split("&") if p))
     return f"{parts.scheme}://{host}{port}{parts.path}" + (f"?{query}" if query else "")
+
+
+def _secret_in_url(url: str) -> bool:
+    """A ``user:password@`` or a ``?password=`` (any query key ``shown_url`` hides)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return False
+    return "@" in parts.netloc or any(
+        _SECRET_PARAM_RE.search(p.partition("=")[0]) for p in parts.query.split("&") if p)
 
 
 def _is_loopback_url(url: str) -> bool:

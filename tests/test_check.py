@@ -512,3 +512,6 @@ def test_credentials_in_an_http_url_are_never_shown(tmp_path):
     far = load_config_text(Path(_cfg(tmp_path, '[sinks.h]\ntype = "http"\nurl = "http://u:p@192.0.2.10:8123/"\n'
                                               'format = "ndjson"\n')).read_text(), env={})
     assert any("credentials sent over plain http://" in w for w in far.warnings), far.warnings
+    plain = load_config_text(Path(_cfg(tmp_path, '[sinks.h]\ntype = "http"\nurl = "http://SIEM.example.net:8123/"\n'
+                                                'format = "ndjson"\n')).read_text(), env={})
+    assert plain.warnings == []  # no credentials: no warning (a host name's case is no secret)
