@@ -7,6 +7,7 @@ time of the last stamped line, given to unstamped lines after it.
 from __future__ import annotations
 
 import binascii
+import math
 import operator
 import re
 import struct
@@ -104,8 +105,11 @@ def _long_digits(data: bytes, text: str, heads: bytes) -> bool:
 
 def _big_ints(fields: dict[str, Any]) -> bool:
     """Move each int outside signed 64 bits (a corrupt line's number) from its key,
-    whose type stays int in every record, to ``KEY_text`` (its digits); whether any."""
-    big = [k for k, v in fields.items() if type(v) is int and not _INT_MIN <= v < _INT_END]
+    whose type stays int in every record, to ``KEY_text`` (its digits), and each float
+    its digits overflowed (Postfix's ``delay=`` of 400 digits: JSON has no infinity,
+    it went out as null); whether any."""
+    big = [k for k, v in fields.items() if type(v) is int and not _INT_MIN <= v < _INT_END
+           or type(v) is float and not math.isfinite(v)]
     for k in big:
         fields[k + "_text"] = str(fields.pop(k))
     return bool(big)

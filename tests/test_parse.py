@@ -554,3 +554,15 @@ def test_syslogs_repeated_lines_are_the_lines_they_stand_for(line, secret, progr
             assert secret not in rec.raw + rec.message and "redacted" in rec.flags
             assert rec.message.startswith("message repeated ") and rec.message.endswith("]")
             assert rec.raw.endswith(rec.message)
+
+
+def test_a_float_its_digits_overflow_leaves_its_field_flagged():
+    """A fault hunt: Postfix's delay= of 400 digits became float('inf'), which every
+    JSON encoder writes as null: a null delay, unflagged."""
+    line = ("Jan 24 06:32:47 mx postfix/smtp[8377]: 4F1B23A0C9: to=<bob@example.com>, "
+            f"relay=mx.example.com[192.0.2.7]:25, delay={'9' * 400}, delays=0/0/0/0, dsn=2.0.0, "
+            "status=sent (250 ok)").encode()
+    for rec in (LineParser().parse(line), LineParser().parse_batch([line], [0])[0]):
+        assert rec.event == "delivery" and "delay" not in rec.fields
+        assert rec.fields["delay_text"] == "inf" and "malformed" in rec.flags
+        assert "delay" not in orjson.loads(orjson.dumps(rec.to_dict()))
