@@ -388,6 +388,8 @@ class LineParser:
                 flags = (flags or []) + [F_CONTINUATION]
             if env.invalid_utf8:
                 flags = (flags or []) + [F_INVALID_UTF8]
+            if env.nul_bytes and not (flags and F_NUL in flags):
+                flags = (flags or []) + [F_NUL]
             if time_ns is not None and not 0 <= time_ns < _NS_END:
                 time_ns, bad_stamp = None, True  # 1970 .. 2262 only: see tai64n.LABEL_SECS_END
             if time_ns is None:

@@ -43,6 +43,7 @@ class Envelope:
     journal_seq: tuple[str, int] | None = None
     continued: bool = False  # a splogger chunk after the first of a line > 799 bytes
     invalid_utf8: bool = False  # a journal MESSAGE of bytes that are not UTF-8
+    nul_bytes: bool = False  # a journal MESSAGE holding NUL ("\u0000": not in the line's bytes)
     # A local wall-clock time in the hour a DST change repeats has two readings: the
     # other one (the parser picks the one that follows the line before it)
     alt_ns: int | None = None
@@ -513,8 +514,11 @@ def _journal(entry: dict) -> Envelope:
                    host=host if isinstance(host, str) else None,
                    tag=tag if isinstance(tag, str) else None,
                    pid=_pid(pid),
+                   # a time given that is none ("-5", 20 digits): bad, as a bad label is
+                   bad_stamp=ns is None and usec is not None,
                    journal_seq=_journal_seq(entry.get("__CURSOR")),
-                   invalid_utf8="\ufffd" in msg and isinstance(value, list) and not _utf8(value))
+                   invalid_utf8="\ufffd" in msg and isinstance(value, list) and not _utf8(value),
+                   nul_bytes="\x00" in msg)
     return _after_header(env)
 
 

@@ -380,6 +380,24 @@ def test_a_journal_message_of_bytes_that_are_not_utf8_is_flagged():
     assert rec.message == "caf\u00e9 \ufffd" and "invalid_utf8" not in rec.flags
 
 
+def test_a_journal_messages_nul_and_a_time_that_is_none_are_flagged():
+    """A fault hunt: journald's "\\u0000" is no NUL byte of the line, so a MESSAGE
+    holding one was not flagged nul_bytes; a __REALTIME_TIMESTAMP of "-5" or of 20
+    digits was time_inferred without bad_stamp (a bad label is flagged both)."""
+    from shipper.parse import LineParser
+
+    p = LineParser()
+    first = p.parse(orjson.dumps({"MESSAGE": "new msg 1", "__REALTIME_TIMESTAMP": "1514714400123456"}))
+    assert not first.flags
+    rec = p.parse(orjson.dumps({"MESSAGE": "new msg 2\x00x", "__REALTIME_TIMESTAMP": "1514714400123457"}))
+    assert rec.flags == ["nul_bytes"]
+    for bad in ("-5", "99999999999999999999", "99999999999999999"):  # the last: past 2262
+        rec = p.parse(orjson.dumps({"MESSAGE": "new msg 3", "__REALTIME_TIMESTAMP": bad}))
+        assert rec.flags == ["bad_stamp", "time_inferred"], (bad, rec.flags)
+    rec = p.parse(orjson.dumps({"MESSAGE": "new msg 4"}))  # no time given: not a bad one
+    assert "bad_stamp" not in (rec.flags or [])
+
+
 def test_vchkpw_text_read_as_a_syslog_tag_is_still_redacted(tz_utc):
     from shipper.parse import LineParser
 
