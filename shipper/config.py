@@ -785,6 +785,30 @@ def _source(t: _Table, name: str) -> SourceConfig | None:
     return c
 
 
+def _check_names(t: _Table, c: TransformConfig | SinkConfig) -> None:
+    """A warning for an event no parser makes, and for a program name close to one the
+    parsers name (a typo: an include list of it drops every record, and nothing said so)."""
+    from shipper.events import EVENTS, PROGRAMS, unknown_name
+
+    for key, names, known in (("include_events", c.include_events, EVENTS),
+                              ("exclude_events", c.exclude_events, EVENTS),
+                              ("include_programs", c.include_programs, PROGRAMS),
+                              ("exclude_programs", c.exclude_programs, PROGRAMS)):
+        said = []
+        for i, name in enumerate(names):
+            if known is PROGRAMS and (name == "-" or name.startswith("postfix")):
+                continue  # "-": no program; Postfix's are postfix/smtpd, postfix-x/smtpd, ...
+            like = unknown_name(name, known)
+            if like is None or (like == "" and known is PROGRAMS):
+                continue
+            what = "event" if known is EVENTS else "program"
+            said.append(f"{t.key_path(key)}[{i}]: no parser makes the {what} {name!r}"
+                        + (f"; did you mean {like!r}?" if like else ""))
+        if said and len(said) == len(names) and key.startswith("include"):
+            said[-1] += " (none of the list is known: it may keep no record)"
+        t.ctx.warnings.extend(said)
+
+
 def _transforms(t: _Table | None) -> TransformConfig:
     c = TransformConfig()
     if t is None:
@@ -793,6 +817,7 @@ def _transforms(t: _Table | None) -> TransformConfig:
     c.exclude_programs = t.strings("exclude_programs")
     c.include_events = t.strings("include_events")
     c.exclude_events = t.strings("exclude_events")
+    _check_names(t, c)
     c.drop_fields = t.strings("drop_fields")
     for i, f in enumerate(c.drop_fields):
         if f in CORE_UNDROPPABLE:
@@ -979,6 +1004,7 @@ def _sink(t: _Table, name: str, cfg: Config) -> SinkConfig | None:
     c.exclude_programs = t.strings("exclude_programs")
     c.include_events = t.strings("include_events")
     c.exclude_events = t.strings("exclude_events")
+    _check_names(t, c)
     c.batch_max_records = t.integer("batch_max_records", c.batch_max_records, 1, 1_000_000)
     c.batch_max_bytes = t.size("batch_max_bytes", c.batch_max_bytes, lo=1024)
     age = t.duration("batch_max_age", -1.0, lo=0.0)
