@@ -140,6 +140,33 @@ async def test_clickhouse_fills_the_tables_own_columns(clickhouse: int):
     assert int(n) == 1  # the invalid UTF-8 line's bytes, kept in fields
 
 
+async def test_clickhouse_fills_array_and_datetime_columns_a_user_adds(clickhouse: int):
+    """A fault hunt: conf/clickhouse.sql says Array(String) and DateTime columns are
+    filled, but only `flags` and `time` were: a session's accepted_rcpts stayed [] and
+    its start NULL, the values only in `fields`."""
+    sql = (ROOT / "conf" / "clickhouse.sql").read_text().replace("qmail_log", "user_cols")
+    ch_query(clickhouse, "DROP TABLE IF EXISTS user_cols")
+    ch_query(clickhouse, sql)
+    ch_query(clickhouse, "ALTER TABLE user_cols ADD COLUMN accepted_rcpts Array(String), "
+                         "ADD COLUMN start Nullable(DateTime('UTC'))")
+    rec = dict(fixture_records()[0], event="smtp_session", event_id="u-1",
+               accepted_rcpts=["bob@example.org", "carol@example.org"], start="2026-01-01T00:00:01.500000000Z")
+    odd = dict(rec, event_id="u-2", accepted_rcpts=["x", 5], start="not a time")
+    sink = HttpSink(f"http://127.0.0.1:{clickhouse}/", "clickhouse", table="user_cols")
+    try:
+        assert await asyncio.wait_for(deliver(sink, [rec, odd], FAST), 20)
+    finally:
+        await sink.close()
+    rows = [orjson.loads(r) for r in ch_query(
+        clickhouse, "SELECT event_id, accepted_rcpts, toUnixTimestamp(start) AS s, fields FROM user_cols "
+                    "ORDER BY event_id FORMAT JSONEachRow").splitlines()]
+    assert rows[0]["accepted_rcpts"] == ["bob@example.org", "carol@example.org"] and rows[0]["s"] == 1767225601
+    assert "accepted_rcpts" not in orjson.loads(rows[0]["fields"])
+    # what does not fit keeps its value in `fields`
+    assert rows[1]["accepted_rcpts"] == [] and rows[1]["s"] is None
+    assert orjson.loads(rows[1]["fields"])["accepted_rcpts"] == ["x", 5]
+
+
 async def test_clickhouse_200_with_an_exception_is_not_delivered(peer: Peer):
     # ClickHouse may send a 200 and then, on an error, "Code: 27. DB::Exception: …"
     peer.script = [(404, {}, b"no DESCRIBE here"),  # the sink's look at the table's columns

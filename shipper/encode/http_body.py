@@ -43,8 +43,10 @@ Formats:
 
 from __future__ import annotations
 
+import calendar
 import gzip as _gzip
 import re
+import time
 from typing import Any, NamedTuple
 
 import orjson
@@ -274,11 +276,30 @@ def clickhouse_row(rec: dict[str, Any], columns: Columns | None = None) -> dict[
                 rest[key] = v
         elif col[0] == "f" and isinstance(v, int | float) and not isinstance(v, bool) and v == v:
             row[key] = v
+        elif col[0] == "a" and isinstance(v, list) and all(isinstance(x, str) for x in v):
+            row[key] = v  # a column a user added: accepted_rcpts Array(String), say
+        elif col[0] == "t" and (secs := _datetime_secs(key, v)) is not None:
+            row[key] = secs  # start, birth (RFC 3339) or *_unix_ns: DateTime's seconds
         else:
             rest[key] = v
     if "fields" in cols:
         row["fields"] = orjson.dumps(rest, option=orjson.OPT_NON_STR_KEYS, default=str).decode() if rest else "{}"
     return row
+
+
+def _datetime_secs(key: str, v: Any) -> int | None:
+    """A record's time value as a DateTime column's seconds: an ``*_unix_ns`` int, or
+    an RFC 3339 text of ours (``start``, ``birth``); None: not one, or outside DateTime."""
+    if key.endswith("_unix_ns") and type(v) is int:
+        secs = v // 1_000_000_000
+    elif isinstance(v, str) and len(v) >= 20 and v.endswith("Z"):
+        try:
+            secs = calendar.timegm(time.strptime(v[:19], "%Y-%m-%dT%H:%M:%S"))
+        except ValueError:
+            return None
+    else:
+        return None
+    return secs if 0 <= secs <= _DATETIME_MAX else None
 
 
 _TABLE_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)?")
