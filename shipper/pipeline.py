@@ -248,10 +248,10 @@ def gap_record(gap: Any, host: str | None) -> dict[str, Any]:
                                                  "gap_first_unix_ns", "gap_last_unix_ns"))
     eid = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest() + "-gap"
     rec = {"event_id": eid, "time": rfc3339_ns(now), "time_unix_ns": now, "time_source": "ingest",
-           "host": host, "program": "shipper", "pid": None, "event": "gap"}
-    rec.update(fields)
-    rec.update({"message": text, "raw": text, "flags": [], "source": fields.get("gap_source"),
-                "file_id": None, "offset": None})
+           "host": host, "program": "shipper", "pid": None, "event": "gap", "message": text,
+           "raw": text, "flags": [], "source": fields.get("gap_source"), "file_id": None,
+           "offset": None}
+    rec.update(fields)  # after the core keys, as every record's fields (docs/records.md)
     return rec
 
 

@@ -350,10 +350,10 @@ SUCCESSES = {"imap_ok": None, "imaps_ok": "TLS", "imap_starttls_ok": "TLS", "pop
 def test_successful_logins(run: Run, scenario: str) -> None:
     service, tls = SCENARIOS[scenario][0], SUCCESSES[scenario]
     rec = _login(run, scenario)
-    mail_pid, session = rec["mail_pid"], rec["session"]
+    mail_pid, session = rec["mail_pid"], rec["session_id"]
     assert isinstance(mail_pid, int) and mail_pid > 1 and len(session) == 16
     fields = {"service": service, "level": "info", "auth_user": USER, "method": "PLAIN",
-              **_client(run, scenario), "mail_pid": mail_pid, "session": session, "result": "success"}
+              **_client(run, scenario), "mail_pid": mail_pid, "session_id": session, "result": "success"}
     if tls:
         fields["tls"] = tls
     assert {k: rec[k] for k in fields} == fields
@@ -363,7 +363,7 @@ def test_successful_logins(run: Run, scenario: str) -> None:
     assert rec.get("reason") is None
     # the mail process the login started: its user, pid and session, its byte counts
     out = _one(run, event="dovecot", service=service, mail_pid=mail_pid)
-    assert (out["level"], out["auth_user"], out["session"]) == ("info", USER, session)
+    assert (out["level"], out["auth_user"], out["session_id"]) == ("info", USER, session)
     assert out["text"].startswith("Disconnected: Logged out ")
     assert out["raw"].endswith(out["text"])
 
@@ -384,15 +384,15 @@ def test_failed_logins_and_the_auth_process_reason(run: Run, scenario: str) -> N
     service, (user, auth_text, reason) = SCENARIOS[scenario][0], FAILURES[scenario]
     f = _client(run, scenario)
     rec = _one(run, event="pop_auth", remote_ip=f["remote_ip"])
-    session = rec["session"]
+    session = rec["session_id"]
     fields = {"service": service, "level": "info", "auth_user": user, "method": "PLAIN", **f,
-              "session": session, "result": "failure"}
+              "session_id": session, "result": "failure"}
     assert {k: rec[k] for k in fields} == fields
     assert re.fullmatch(reason, rec["reason"]), rec["reason"]  # "in 0 secs", or 1 or more
     assert rec.get("mail_pid") is None and rec.get("tls") is None
     # the auth process names why: "passwd-file(USER,IP,<SESSION>): Password mismatch"
     auth = _one(run, event="dovecot", service="auth", remote_ip=f["remote_ip"])
-    assert (auth["level"], auth["auth_user"], auth["session"]) == ("info", user, session)
+    assert (auth["level"], auth["auth_user"], auth["session_id"]) == ("info", user, session)
     assert auth["text"] == f"passwd-file({user},{f['remote_ip']},<{session}>): {auth_text}"
 
 
@@ -402,7 +402,7 @@ def test_client_gone_before_auth(run: Run) -> None:
     assert {k: rec[k] for k in f} == f
     assert (rec["event"], rec["service"], rec["level"]) == ("dovecot", "imap", "info")
     assert rec["text"].startswith("Disconnected") and "(no auth attempts in " in rec["text"]
-    assert rec.get("auth_user") is None and rec.get("result") is None and len(rec["session"]) == 16
+    assert rec.get("auth_user") is None and rec.get("result") is None and len(rec["session_id"]) == 16
 
 
 def test_master_lines(run: Run) -> None:

@@ -52,3 +52,46 @@ def test_a_typo_in_an_include_or_exclude_list_is_said():
     ]
     shipped = (ROOT / "conf" / "shipper.toml").read_text()
     assert not any("no parser makes" in w for w in load_config_text(shipped, env={}, check_files=False).warnings)
+
+
+def _json_type(v: object) -> str:
+    return {bool: "bool", int: "number", float: "number", str: "string", list: "array",
+            dict: "object"}.get(type(v), "null")
+
+
+def test_every_key_has_one_json_type_in_lines_summaries_and_gaps():
+    """A SIEM maps each key to one type (Elasticsearch refuses a document whose key has
+    another). A schema audit found dovecot's `session` a string while a mail summary's
+    `session` is an object: dovecot's is `session_id` now."""
+    from shipper.follower import Gap
+    from shipper.pipeline import gap_record
+    from shipper.track.correlator import Correlator
+
+    types: dict[str, dict[str, str]] = {}
+    summaries = 0
+    for path in sorted(FIXTURES.rglob("*")):
+        if not path.is_file():
+            continue
+        parser = LineParser(source=f"/var/log/{path.parent.name}/{path.name}/current", file_id="0123456789abcdef")
+        recs = [parser.parse(line, i).to_dict() for i, line in enumerate(path.read_bytes().split(b"\n")[:20000])
+                if line and not line.startswith(b"#")]
+        corr = Correlator()
+        made = corr.feed(recs) + corr.finish()
+        summaries += len(made)
+        out = recs + made
+        for rec in out:
+            for k, v in rec.items():
+                t = _json_type(v)
+                if t != "null":
+                    types.setdefault(k, {}).setdefault(t, f"{path.name}: {rec['event']}")
+    gap = gap_record(Gap("/var/log/qmail/send", "@4000000069558b0a00000000.s", 10, True, 1, 2, "deleted",
+                         ("/var/log/qmail/send", {})), "mx")
+    core = list(LineParser().parse(b"@4000000052fafd8d00000000 new msg 5").to_dict())[:-1]
+    assert list(gap)[:len(core)] == core  # the core keys first, as in every record
+    for k, v in gap.items():
+        if _json_type(v) != "null":
+            types.setdefault(k, {}).setdefault(_json_type(v), "gap")
+    assert summaries > 200  # mails and sessions of the fixtures' flows
+    mixed = {k: seen for k, seen in types.items() if len(seen) > 1}
+    assert not mixed, mixed
+    assert types["session"] == {"object": types["session"]["object"]}

@@ -188,7 +188,7 @@ def test_dovecot_user_with_angle_brackets_is_whole_and_read_in_linear_time() -> 
     user = "x>" + "a" * N
     rec = _parse(DOVECOT.replace("user=<ivo>", f"user=<{user}>"))
     assert rec["event"] == "pop_auth" and rec["result"] == "failure"
-    assert (rec["auth_user"], rec["method"], rec["remote_ip"], rec["local_ip"], rec["session"]) == (
+    assert (rec["auth_user"], rec["method"], rec["remote_ip"], rec["local_ip"], rec["session_id"]) == (
         user, "PLAIN", "1.2.3.4", "1.1.2.2", "q454Xu/vMwBZApgg")
     # a user forging dovecot's elements: its own come after it, and they count
     rec = _parse(DOVECOT.replace("user=<ivo>", "user=<x>, rip=6.6.6.6, y=<z>"))

@@ -359,26 +359,26 @@ DOVECOT = [
     ("Jun 10 12:00:01 mx dovecot: imap-login: Login: user=<u@example.com>, method=PLAIN, "
      "rip=192.0.2.7, lip=192.0.2.1, mpid=2345, TLS, session=<abcDEF12>", 6, "pop_auth",
      {"service": "imap", "auth_user": "u@example.com", "method": "PLAIN", "remote_ip": "192.0.2.7",
-      "local_ip": "192.0.2.1", "mail_pid": 2345, "session": "abcDEF12", "tls": "TLS",
+      "local_ip": "192.0.2.1", "mail_pid": 2345, "session_id": "abcDEF12", "tls": "TLS",
       "result": "success"}),
     ("Jun 10 12:00:01 mx dovecot: pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): "
      "user=<u@example.com>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1, session=<abc>", 4, "pop_auth",
      {"service": "pop3", "auth_user": "u@example.com", "method": "PLAIN", "remote_ip": "192.0.2.7",
-      "local_ip": "192.0.2.1", "session": "abc", "result": "failure",
+      "local_ip": "192.0.2.1", "session_id": "abc", "result": "failure",
       "reason": "Disconnected (auth failed, 1 attempts in 2 secs)"}),
     ("Jun 10 12:00:01 mx dovecot[999]: imap-login: Login aborted: Connection closed (auth failed, "
      "3 attempts in 15 secs) (auth_failed): user=<admin>, method=PLAIN, rip=2001:db8::7, "
      "lip=2001:db8::1, TLS, session=<xyz>", 4, "pop_auth",
      {"service": "imap", "auth_user": "admin", "method": "PLAIN", "remote_ip": "2001:db8::7",
-      "local_ip": "2001:db8::1", "tls": "TLS", "session": "xyz", "result": "failure",
+      "local_ip": "2001:db8::1", "tls": "TLS", "session_id": "xyz", "result": "failure",
       "reason": "Login aborted: Connection closed (auth failed, 3 attempts in 15 secs) (auth_failed)"}),
     ("Jun 10 12:00:01 mx dovecot: pop3-login: Disconnected (no auth attempts in 0 secs): user=<>, "
      "rip=192.0.2.9, lip=192.0.2.1, session=<q>", 6, "dovecot",
-     {"service": "pop3", "remote_ip": "192.0.2.9", "local_ip": "192.0.2.1", "session": "q",
+     {"service": "pop3", "remote_ip": "192.0.2.9", "local_ip": "192.0.2.1", "session_id": "q",
       "text": "Disconnected (no auth attempts in 0 secs)"}),
     ("Jun 10 12:00:01 mx dovecot: imap(u@example.com)<2345><abcDEF12>: Disconnected: Logged out "
      "in=120 out=3456", 6, "dovecot",
-     {"service": "imap", "auth_user": "u@example.com", "mail_pid": 2345, "session": "abcDEF12",
+     {"service": "imap", "auth_user": "u@example.com", "mail_pid": 2345, "session_id": "abcDEF12",
       "text": "Disconnected: Logged out in=120 out=3456"}),
     ("Jun 10 12:00:01 mx dovecot: auth: Error: passwd-file(u@example.com,192.0.2.7): unknown user",
      3, "dovecot", {"service": "auth", "level": "error", "auth_user": "u@example.com",
@@ -416,7 +416,7 @@ def test_dovecot_process_pid_in_parentheses_is_no_user() -> None:
 def test_dovecot_auth_request_prefix(text: str, user: str | None, ip: str | None) -> None:
     _, f = parse_dovecot(text)
     assert (f.get("auth_user"), f.get("remote_ip")) == (user, ip)
-    assert f.get("session") == ("AbCd12" if "AbCd12" in text else None)  # not the "<77>" pid
+    assert f.get("session_id") == ("AbCd12" if "AbCd12" in text else None)  # not the "<77>" pid
     assert f["text"] == text.split(": ", 2)[2]
 
 
@@ -439,7 +439,7 @@ F2B_DOVECOT_EXPECTED = [
     ("dovecot", None, {"service": "pop3", "remote_ip": "190.210.136.21", "local_ip": "113.212.99.193",
                        "text": "Aborted login (tried to use disabled plaintext auth)"}),
     ("dovecot", None, {"service": "pop3", "remote_ip": "190.210.136.21", "local_ip": "113.212.99.193",
-                       "session": "LgDINsQCkttVIMPg",
+                       "session_id": "LgDINsQCkttVIMPg",
                        "text": "Aborted login (tried to use disallowed plaintext auth)"}),
     ("pop_auth", None, {**_IMAP_FAIL, "auth_user": "username.bob", "remote_ip": "49.176.98.87",
                         "local_ip": "113.212.99.194", "tls": "TLS",
@@ -451,7 +451,7 @@ F2B_DOVECOT_EXPECTED = [
                         "reason": "Disconnected: Inactivity (auth failed, 1 attempts)"}),
     ("pop_auth", 442, {"service": "pop3", "auth_user": "test", "method": "PLAIN",
                        "remote_ip": "192.51.100.13", "local_ip": "203.0.113.17",
-                       "session": "YADINsQCDs5BH8Pg", "result": "failure",
+                       "session_id": "YADINsQCDs5BH8Pg", "result": "failure",
                        "reason": "Aborted login (auth failed, 1 attempts in 17 secs)"}),
     # 1.x's "dovecot: " before the process's name: the auth process's request, as without it
     ("dovecot", 442, {"service": "auth", "auth_user": "account@MYSERVERNAME.com", "remote_ip": "200.76.17.206",
@@ -465,10 +465,10 @@ F2B_DOVECOT_EXPECTED = [
     ("dovecot", None, {"service": "auth", "auth_user": "username", "remote_ip": "1.2.3.4",
                        "text": "passwd-file(username,1.2.3.4): unknown user"}),
     ("pop_auth", None, {"service": "pop3", "auth_user": "ivo", "method": "PLAIN", "remote_ip": "1.2.3.4",
-                        "local_ip": "1.1.2.2", "session": "6brQWt/vCADDhP/+", "result": "failure",
+                        "local_ip": "1.1.2.2", "session_id": "6brQWt/vCADDhP/+", "result": "failure",
                         "reason": "Disconnected: Inactivity (auth failed, 1 attempts in 178 secs)"}),
     ("pop_auth", None, {"service": "pop3", "auth_user": "ivo", "method": "PLAIN", "remote_ip": "1.2.3.4",
-                        "local_ip": "1.1.2.2", "session": "q454Xu/vMwBZApgg", "tls": "TLS",
+                        "local_ip": "1.1.2.2", "session_id": "q454Xu/vMwBZApgg", "tls": "TLS",
                         "result": "failure", "reason": "Disconnected (auth failed, 1 attempts in 2 secs)"}),
     ("pop_auth", None, {"service": "pop3", "level": "info", "auth_user": "grace", "method": "PLAIN",
                         "remote_ip": "212.9.180.3", "result": "failure",
@@ -481,7 +481,7 @@ F2B_DOVECOT_EXPECTED = [
     ("dovecot", None, {"service": "imap", "remote_ip": "180.189.168.166", "local_ip": "113.212.99.194",
                        "text": "Disconnected (no auth attempts)"}),  # "TLS handshaking: Disconnected"
     ("dovecot", 442, {"service": "pop3", "remote_ip": "192.51.100.13", "local_ip": "203.0.113.17",
-                      "session": "LgDINsQCkttVIMPg", "text": "Disconnected (no auth attempts in 58 secs)"}),
+                      "session_id": "LgDINsQCkttVIMPg", "text": "Disconnected (no auth attempts in 58 secs)"}),
 ]
 
 
@@ -510,10 +510,10 @@ def test_real_dovecot_secured_logins_are_not_tls() -> None:
     assert got == [
         ("dovecot", "pop_auth", {"service": "imap", "auth_user": "thee", "method": "PLAIN",
                                  "remote_ip": "127.0.0.1", "local_ip": "127.0.0.1", "mail_pid": 3232,
-                                 "session": "JKhImUn2nAB/AAAB", "result": "success"}),
+                                 "session_id": "JKhImUn2nAB/AAAB", "result": "success"}),
         ("dovecot", "pop_auth", {"service": "imap", "level": "info", "auth_user": "test",
                                  "method": "PLAIN", "remote_ip": "127.0.0.1", "local_ip": "127.0.0.1",
-                                 "mail_pid": 29724, "session": "JZILDMhW1L5/AAAB", "result": "success"}),
+                                 "mail_pid": 29724, "session_id": "JZILDMhW1L5/AAAB", "result": "success"}),
     ]
 
 
@@ -537,7 +537,7 @@ def test_real_dovecot_mail_process_line_in_its_own_log_file() -> None:
     # session id once sent the line to the Postfix parser (postfix_other, no fields)
     rec = _parse(DOVECOT_REAL_FILE[2])
     assert (rec.program, rec.event, rec.pid, rec.fields) == ("dovecot", "dovecot", None, {
-        "service": "imap", "auth_user": "alice", "mail_pid": 29566, "session": "6aRxdnhhMep/AAAB",
+        "service": "imap", "auth_user": "alice", "mail_pid": 29566, "session_id": "6aRxdnhhMep/AAAB",
         "level": "info", "text": "Disconnected: Logged out in=32 out=788 deleted=0 expunged=0 "
         "trashed=0 hdr_count=0 hdr_bytes=0 body_count=0 body_bytes=0"})
     assert [(r.program, r.event) for r in map(_parse, DOVECOT_REAL_FILE)
@@ -552,20 +552,20 @@ def test_dovecot_mail_pid_of_other_digits_is_no_pid(pid: str) -> None:
     assert f"<{pid}>" in line
     rec = _parse(line)
     assert (rec.program, rec.event) == ("dovecot", "dovecot")
-    assert "mail_pid" not in rec.fields and rec.fields["session"] == "6aRxdnhhMep/AAAB"
+    assert "mail_pid" not in rec.fields and rec.fields["session_id"] == "6aRxdnhhMep/AAAB"
     assert rec.fields["auth_user"] == "alice"
 
 
 def test_real_dovecot_lines_of_one_login_share_its_session() -> None:
     login, logout, auth, failed = map(_parse, DOVECOT_REAL_FILE[1:5])
     # the mail process's "<pid><session>": the login's mpid= and session=
-    assert (login.fields["mail_pid"], login.fields["session"]) == (29566, "6aRxdnhhMep/AAAB")
-    assert (logout.fields["mail_pid"], logout.fields["session"]) == (29566, "6aRxdnhhMep/AAAB")
+    assert (login.fields["mail_pid"], login.fields["session_id"]) == (29566, "6aRxdnhhMep/AAAB")
+    assert (logout.fields["mail_pid"], logout.fields["session_id"]) == (29566, "6aRxdnhhMep/AAAB")
     # the auth process's reason ("Password mismatch") and the login process's failure
     assert auth.fields == {"service": "auth", "level": "info", "auth_user": "alice",
-                           "remote_ip": "127.0.0.2", "session": "otVxdnhhzc5/AAAC",
+                           "remote_ip": "127.0.0.2", "session_id": "otVxdnhhzc5/AAAC",
                            "text": "passwd-file(alice,127.0.0.2,<otVxdnhhzc5/AAAC>): Password mismatch"}
-    assert (failed.event, failed.fields["result"], failed.fields["session"]) == (
+    assert (failed.event, failed.fields["result"], failed.fields["session_id"]) == (
         "pop_auth", "failure", "otVxdnhhzc5/AAAC")
 
 
@@ -582,7 +582,7 @@ def test_real_dovecot_on_stderr_under_multilog_keeps_its_own_stamp() -> None:
     assert _parse(DOVECOT_REAL_MULTILOG[1]).fields == {
         "service": "imap", "level": "info", "auth_user": "alice", "method": "PLAIN",
         "remote_ip": "127.0.0.1", "remote_port": 39139, "local_ip": "127.0.0.1", "local_port": 52029,
-        "mail_pid": 29904, "session": "F8mndnhh45h/AAAB", "result": "success"}
+        "mail_pid": 29904, "session_id": "F8mndnhh45h/AAAB", "result": "success"}
 
 
 def test_dovecot_log_timestamp_is_read_past_only_before_its_own_lines() -> None:

@@ -388,7 +388,7 @@ AUDIT_CASES = [
     (72, "dovecot", ERR, {"service": "auth-worker", "level": "error",
                           "text": AUDIT_LINES[72].split("Error: ", 1)[1]}),
     (73, "dovecot", INFO, {"service": "auth-worker", "auth_user": "alice@example.com",
-                           "remote_ip": "198.51.100.7", "session": "Nq3Xb8kF1gDAqAEC",
+                           "remote_ip": "198.51.100.7", "session_id": "Nq3Xb8kF1gDAqAEC",
                            "text": "sql(alice@example.com,198.51.100.7,<Nq3Xb8kF1gDAqAEC>): unknown user"}),
     # Postfix smtpd, postscreen, cleanup, qmgr, delivery agents and bounce from their
     # format strings (already right unless said)

@@ -353,7 +353,7 @@ _DOVECOT_KV_RE = re.compile(r"(?<!\w)(\w+)=(<[^>]*>|[^,]*)")
 # leaves them), so the user ends at the last ">, " before one of dovecot's own elements
 _DOVECOT_AFTER_USER = ("method=", "rip=", "lip=", "mpid=", "rport=", "lport=", "session=", "TLS", "secured")
 _DOVECOT_FIELDS = {"user": "auth_user", "method": "method", "rip": "remote_ip", "lip": "local_ip",
-                   "session": "session"}
+                   "session": "session_id"}
 _DOVECOT_INTS = {"mpid": "mail_pid", "rport": "remote_port", "lport": "local_port"}
 _DOVECOT_AUTH_PROCESSES = frozenset({"auth", "auth-worker"})
 _DOVECOT_ELEMENTS_RE = re.compile(r": (?=user=<|method=|rip=)")
@@ -422,7 +422,7 @@ def parse_dovecot(text: str) -> Parsed | None:
             if ids and ids[0].isdigit() and ids[0].isascii() and len(ids[0]) <= 10:
                 f["mail_pid"] = int(ids[0])
             if len(ids) > 1 and ids[1]:
-                f["session"] = ids[1]
+                f["session_id"] = ids[1]
     level, sep, body = rest.partition(": ")
     if first_level is not None:
         f["level"] = first_level
@@ -481,7 +481,7 @@ def parse_dovecot(text: str) -> Parsed | None:
             # the login's session id: ",<SESSION>" in the parentheses (2.2, 2.3.19), or
             # "<SESSION>" after them: the auth line says why the login with it failed
             if session or after:
-                f["session"] = session or after
+                f["session_id"] = session or after
     f["text"] = rest
     return "dovecot", f
 
