@@ -78,6 +78,8 @@ def test_what_is_open_in_a_log_when_it_loses_lines_is_flagged_and_named() -> Non
         assert "log_gap" not in mails[whole]["flags"] and "log_gap_ids" not in mails[whole]
     assert "log_gap" not in mails[201]["flags"]  # another log: open_at_end only
     assert mails[201]["flags"] == ["incomplete"]
+    # its delivery started, no result: pending, so "deferral" as documented (it was null)
+    assert mails[201]["result"] == "deferral" and mails[201]["recipients"][0]["result"] is None
     session = _by(out, "smtp_session", "conn_pid")[300]
     assert "log_gap" not in session["flags"]
 

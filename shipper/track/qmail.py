@@ -594,13 +594,16 @@ def mail_record(m: dict[str, Any], end_ns: int | None, time_source: str | None,
 
 
 def _overall(rcpts: list[dict[str, Any]]) -> str | None:
+    """``deferral`` while any recipient is pending (also when all are: it was null, for
+    a mail whose deliveries had not ended, which the docs promise never), None for a
+    mail with no recipient seen."""
     results = {r.get("result") for r in rcpts}
     if not results:
         return None
-    if len(results) == 1:
-        return next(iter(results))
     if None in results or "deferral" in results:
         return "deferral"
+    if len(results) == 1:
+        return next(iter(results))
     return "mixed"
 
 
