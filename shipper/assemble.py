@@ -28,7 +28,7 @@ from shipper.orphans import adopt_checkpoints, report_orphan_buffers
 from shipper.parse_worker import resolve_workers
 from shipper.pipeline import Pipeline, SinkRoute
 from shipper.record import dumps_safe
-from shipper.transforms import build_transformer, sink_filter
+from shipper.transforms import SELF_PROGRAM, build_transformer, sink_filter
 
 log = logging.getLogger("shipper")
 
@@ -493,7 +493,10 @@ def assemble(config: Config) -> Assembly:
             want_summaries = tracking.emit == "summaries"
             for route in routes:
                 own = route.wants
-                route.wants = lambda rec, own=own: is_summary(rec) == want_summaries and own(rec)
+                # (the shipper's own records, gap reports, go whatever it says: a loss is
+                # never filtered away, as sink_filter keeps them too)
+                route.wants = lambda rec, own=own: (
+                    rec.get("program") == SELF_PROGRAM or is_summary(rec) == want_summaries) and own(rec)
         try:  # a source renamed in the configuration resumes where it was
             adopt_checkpoints(config)
         except OSError as exc:

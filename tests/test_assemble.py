@@ -322,3 +322,25 @@ def test_a_memory_buffers_bytes_are_a_metric(tmp_path: Path) -> None:
     finally:
         for r in asm.pipeline.routes:
             r.queue.close()
+
+
+def test_emit_summaries_still_ships_the_gap_reports(tmp_path: Path) -> None:
+    """A config audit: [tracking] emit = "summaries" dropped the gap records (the reports
+    of lost lines), which the docs say are always shipped."""
+    from shipper.assemble import assemble
+    from shipper.follower import Gap
+    from shipper.pipeline import gap_record
+    cfg = load_config_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\n'
+                           f'paths = ["{tmp_path}/log"]\n[tracking]\nemit = "summaries"\n[sinks.o]\n'
+                           f'type = "file"\npath = "{tmp_path}/o.ndjson"\n')
+    asm = assemble(cfg)
+    try:
+        wants = asm.pipeline.routes[0].wants
+        gap = gap_record(Gap(f"{tmp_path}/log", "@4000000069558b0a00000000.s", 10, True, None, None,
+                             "deleted by multilog", (f"{tmp_path}/log", {})), "mx")
+        assert wants(gap)
+        assert wants({"program": "qmail-send", "event": "mail"})
+        assert not wants({"program": "qmail-send", "event": "delivery"})
+    finally:
+        for r in asm.pipeline.routes:
+            r.queue.close()
