@@ -79,6 +79,7 @@ class SinkRoute:
     # append of its first record (unread_since, time.monotonic(); None: none unread)
     batch_age: float = 0.0
     unread_since: float | None = None
+    unread_bytes: int = 0  # appended since unread_since (only while batch_age is set)
     dead_letter: Callable[[list[dict[str, Any]], PermanentError], None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     # The dicts of the latest appends, (first seq, dicts), while unacknowledged: the
@@ -634,6 +635,8 @@ class Pipeline:
                 route.wake.set()  # a piece sent and acknowledged may make the room the rest needs
                 if route.unread_since is None:
                     route.unread_since = time.monotonic()
+                if route.batch_age:
+                    route.unread_bytes += nbytes
             if waited and self._write_error_logged and route.paused_since is not None:
                 # the end of a spell said (a state_dir read-only for a while): say it too
                 log.info("buffer of sink %s: appends work again: reading resumed after %.0f s",
@@ -837,7 +840,7 @@ class Pipeline:
                 continue
             ask_after = 0.01
             if not route.queue.unread:
-                route.unread_since = None
+                route.unread_since, route.unread_bytes = None, 0
             batch: Any = None
             if worker is not None:
                 try:
@@ -924,7 +927,8 @@ class Pipeline:
         if not route.batch_age or since is None or self._stop_reading.is_set():
             return 0.0
         left = since + route.batch_age - time.monotonic()
-        return left if left > 0 and 0 < route.queue.unread < route.batch_records else 0.0
+        return left if left > 0 and 0 < route.queue.unread < route.batch_records \
+            and route.unread_bytes < route.batch_bytes else 0.0
 
     async def _connect_early(self, route: SinkRoute) -> None:
         """Connect a stream sink at the start rather than at its first batch: that batch

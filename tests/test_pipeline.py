@@ -1149,3 +1149,22 @@ async def test_a_restart_in_the_hour_a_dst_change_repeats_keeps_the_second_pass(
             await end_pipeline(pipeline, task)
         got += [r["time_unix_ns"] // 10**9 for r in sink.got]
     assert got == times
+
+
+async def test_a_batch_full_by_bytes_does_not_wait_for_batch_max_age(tmp_path):
+    """A config audit: an http sink with batch_max_bytes = "1k" and batch_max_age = "8s"
+    held 50 KB for the whole 8 s: the wait counted records only. A batch short of
+    records but full by bytes goes at once; one short of both waits."""
+    from shipper.memqueue import MemQueue
+    from shipper.sinks.local import FileSink
+
+    route = SinkRoute("h", FileSink(str(tmp_path / "o.ndjson"), name="h"), MemQueue(max_bytes=1 << 30),
+                      batch_records=1000, batch_bytes=1024, batch_age=8.0)
+    pipe = Pipeline([], [route])
+    small = [orjson.dumps({"event": "x", "n": i}) for i in range(3)]
+    assert await pipe._append_to_queues(object(), None, small, [{"event": "x"}] * 3, False)
+    assert 7 < pipe._linger(route) <= 8  # short by records and by bytes: it waits
+    big = [orjson.dumps({"event": "x", "pad": "y" * 500}) for _ in range(3)]
+    assert await pipe._append_to_queues(object(), None, big, [{"event": "x"}] * 3, False)
+    assert pipe._linger(route) == 0  # 1.5 KB > batch_bytes: now
+    route.queue.close()
