@@ -736,7 +736,9 @@ def _parse(t: _Table | None) -> ParseConfig:
         c.redact = t.boolean("redact", c.redact)
         c.host = t.string("host", None)
         c.syslog_year = t.integer("syslog_year", None, YEAR_MIN, YEAR_MAX)
-        present, value, _ = t._raw("workers")
+        present, value, substituted = t._raw("workers")
+        if substituted and isinstance(value, str) and value.strip().isdigit():
+            value = int(value)  # "${W:-2}", as the other numbers may be
         if present and value != "auto":
             if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 16:
                 c.workers = value
@@ -854,12 +856,23 @@ def _transforms(t: _Table | None) -> TransformConfig:
     return c
 
 
+def _udp_ignores(t: _Table, transport: str) -> None:
+    """A warning for the stream keys a UDP sink has no use for (accepted, then unused)."""
+    if transport == "udp":
+        for key in ("keepalive", "connect_timeout"):
+            if t.has(key):
+                t.ctx.warnings.append(f"{t.key_path(key)}: applies to a connection (tcp, tls); "
+                                      "UDP has none: ignored")
+
+
 def _tracking(t: _Table | None) -> TrackingConfig:
     c = TrackingConfig()
     if t is None:
         return c
     c.enabled = t.boolean("enabled", c.enabled)
     c.emit = t.string("emit", c.emit, choices=("raw", "summaries", "both"))
+    if t.has("emit") and c.emit != "both" and not c.enabled:
+        t.ctx.warnings.append(f"{t.key_path('emit')}: tracking is off (enabled = false): ignored")
     c.max_open = t.integer("max_open", c.max_open, 1)
     c.max_age = t.duration("max_age", c.max_age, lo=1.0)
     c.save_interval = t.duration("save_interval", c.save_interval, lo=0.1)
@@ -877,7 +890,16 @@ def _buffer(t: _Table | None, base: BufferConfig) -> BufferConfig:
     if t is None:
         return c
     c.type = t.string("type", c.type, choices=("disk", "memory"))
-    c.path = t.string("path", c.path)
+    if t.has("path"):
+        path = t.string("path", c.path)
+        if path and not os.path.isabs(path):  # as [buffer] path: not the working directory's
+            t.ctx.error(t.key_path("path"), f"must be an absolute path, got {_show(path)}")
+        else:
+            c.path = path
+    if c.type == "memory":
+        for key in ("fsync", "fsync_interval_ms", "segment_bytes"):
+            if t.has(key):
+                t.ctx.warnings.append(f"{t.key_path(key)}: a memory buffer has no files: ignored")
     c.max_bytes = t.size("max_bytes", c.max_bytes, lo=1 << 20)
     c.segment_bytes = t.size("segment_bytes", c.segment_bytes, lo=64 << 10)
     c.when_full = t.string("when_full", c.when_full, choices=("block", "drop_newest", "drop_oldest"))
@@ -1010,6 +1032,8 @@ def _sink(t: _Table, name: str, cfg: Config) -> SinkConfig | None:
     age = t.duration("batch_max_age", -1.0, lo=0.0)
     c.batch_max_age = age if age >= 0 else None
     c.dead_letter = t.string("dead_letter", os.path.join(cfg.state_dir, "dead-letter", f"{name}.ndjson"))
+    if c.dead_letter:  # relative to the config file, as the file sink's path (not to / under systemd)
+        c.dead_letter = _resolve(ctx, c.dead_letter)
     c.buffer = _buffer(t.table("buffer"), cfg.buffer)
     c.buffer.path = os.path.join(c.buffer.path or os.path.join(cfg.state_dir, "buffer"), name)
 
@@ -1054,8 +1078,10 @@ def _sink(t: _Table, name: str, cfg: Config) -> SinkConfig | None:
             c.window = t.integer("window", c.window, 1, 65535)
         tls_wanted = c.protocol == "tls"
         mode = c.protocol
+        _udp_ignores(t, c.protocol)
     elif kind == "gelf":
         c.transport = t.string("transport", "udp", choices=("udp", "tcp", "tls", "http"))
+        _udp_ignores(t, c.transport)
         c.chunk_size = t.integer("chunk_size", c.chunk_size, 512, 65467)
         c.compression = t.string("compression", "gzip" if c.transport in ("udp", "http") else "none",
                                  choices=("gzip", "zlib", "none"))

@@ -568,3 +568,29 @@ def test_the_journal_example_runs_beside_a_multilog_shipper():
     assert [s.type for s in journal.sources.values()] == ["stdin"]
     assert journal.state_dir != main.state_dir
     assert journal.metrics.address != main.metrics.address
+
+
+def test_what_a_config_audit_found_accepted_and_unused(tmp_path: Path) -> None:
+    """A relative dead_letter went under the working directory (/ under systemd), a
+    relative [sinks.X.buffer] path too while [buffer]'s is refused; "${W}" could not give
+    [parse] workers; keys with no use in their place (keepalive over UDP, fsync of a
+    memory buffer, emit with tracking off) were taken without a word."""
+    cfg = load_config_text('state_dir = "/var/lib/shipper"\n[parse]\nworkers = "${W:-1}"\n'
+                           '[sources.q]\ntype = "stdin"\n[tracking]\nenabled = false\nemit = "summaries"\n'
+                           '[sinks.u]\ntype = "syslog"\nprotocol = "udp"\nhost = "127.0.0.1"\n'
+                           'keepalive = false\nconnect_timeout = "3s"\n'
+                           '[sinks.g]\ntype = "gelf"\nhost = "127.0.0.1"\nkeepalive = false\n'
+                           '[sinks.m]\ntype = "stdout"\ndead_letter = "dl/m.ndjson"\n'
+                           '[sinks.m.buffer]\ntype = "memory"\nfsync = "always"\n',
+                           env={}, base_dir=str(tmp_path))
+    assert cfg.parse.workers == 1
+    assert cfg.sinks["m"].dead_letter == str(tmp_path / "dl" / "m.ndjson")
+    assert cfg.warnings == [
+        "tracking.emit: tracking is off (enabled = false): ignored",
+        "sinks.u.keepalive: applies to a connection (tcp, tls); UDP has none: ignored",
+        "sinks.u.connect_timeout: applies to a connection (tcp, tls); UDP has none: ignored",
+        "sinks.g.keepalive: applies to a connection (tcp, tls); UDP has none: ignored",
+        "sinks.m.buffer.fsync: a memory buffer has no files: ignored",
+    ]
+    assert errors_of('[sources.q]\ntype = "stdin"\n[sinks.m]\ntype = "stdout"\n[sinks.m.buffer]\npath = "b"\n') == [
+        'sinks.m.buffer.path: must be an absolute path, got "b"']
