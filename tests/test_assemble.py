@@ -3,7 +3,10 @@ file of any shape is set aside, and a correlator failure costs summaries, not re
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -20,6 +23,21 @@ def _config(tmp: Path):
     return load_config_text(f'state_dir = "{tmp}/state"\n[sources.q]\ntype = "multilog"\n'
                             f'paths = ["{tmp}/log"]\n[sinks.o]\ntype = "stdout"\n'
                             '[tracking]\nenabled = true\n')
+
+
+@contextlib.contextmanager
+def _assembled(tmp_path: Path, extra: str = "") -> Iterator[Any]:
+    """The daemon's parts for a multilog source into a file sink (and ``extra``), their
+    queues closed after."""
+    from shipper.assemble import assemble
+    asm = assemble(load_config_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\n'
+                                    f'paths = ["{tmp_path}/log"]\n{extra}[sinks.o]\ntype = "file"\n'
+                                    f'path = "{tmp_path}/o.ndjson"\n'))
+    try:
+        yield asm
+    finally:
+        for r in asm.pipeline.routes:
+            r.queue.close()
 
 
 def _records() -> list[dict]:
@@ -68,12 +86,7 @@ def test_the_oldest_buffered_record_has_an_age(tmp_path: Path) -> None:
     import re
     import time
 
-    from shipper.assemble import assemble
-    cfg = load_config_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\n'
-                           f'paths = ["{tmp_path}/log"]\n[sinks.o]\ntype = "file"\n'
-                           f'path = "{tmp_path}/o.ndjson"\n')
-    asm = assemble(cfg)
-    try:
+    with _assembled(tmp_path) as asm:
         q = asm.pipeline.routes[0].queue
         asm.collect()
         text = asm.registry.render()
@@ -82,9 +95,6 @@ def test_the_oldest_buffered_record_has_an_age(tmp_path: Path) -> None:
         asm.collect()
         m = re.search(r'shipper_buffer_oldest_age_seconds\{sink="o"\} ([\d.e+]+)', asm.registry.render())
         assert m and 590 < float(m.group(1)) < 700
-    finally:
-        for r in asm.pipeline.routes:
-            r.queue.close()
 
 
 def test_buffer_losses_errors_and_pauses_are_metrics(tmp_path: Path) -> None:
@@ -94,12 +104,7 @@ def test_buffer_losses_errors_and_pauses_are_metrics(tmp_path: Path) -> None:
     import re
     import time
 
-    from shipper.assemble import assemble
-    cfg = load_config_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\n'
-                           f'paths = ["{tmp_path}/log"]\n[sinks.o]\ntype = "file"\n'
-                           f'path = "{tmp_path}/o.ndjson"\n')
-    asm = assemble(cfg)
-    try:
+    with _assembled(tmp_path) as asm:
         route = asm.pipeline.routes[0]
         qs = route.queue.stats
         qs.corrupt_records, qs.write_errors, qs.state_write_errors, qs.delete_errors = 7, 3, 2, 1
@@ -124,9 +129,6 @@ def test_buffer_losses_errors_and_pauses_are_metrics(tmp_path: Path) -> None:
         asm.collect()
         text = asm.registry.render()
         assert value('shipper_buffer_paused_seconds{sink="o"}') == 0
-    finally:
-        for r in asm.pipeline.routes:
-            r.queue.close()
 
 
 async def test_inputs_of_every_kind_read_to_their_end_go_on_with_the_wall_clock(tmp_path: Path) -> None:
@@ -327,20 +329,12 @@ def test_a_memory_buffers_bytes_are_a_metric(tmp_path: Path) -> None:
 def test_emit_summaries_still_ships_the_gap_reports(tmp_path: Path) -> None:
     """A config audit: [tracking] emit = "summaries" dropped the gap records (the reports
     of lost lines), which the docs say are always shipped."""
-    from shipper.assemble import assemble
     from shipper.follower import Gap
     from shipper.pipeline import gap_record
-    cfg = load_config_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\n'
-                           f'paths = ["{tmp_path}/log"]\n[tracking]\nemit = "summaries"\n[sinks.o]\n'
-                           f'type = "file"\npath = "{tmp_path}/o.ndjson"\n')
-    asm = assemble(cfg)
-    try:
+    with _assembled(tmp_path, '[tracking]\nemit = "summaries"\n') as asm:
         wants = asm.pipeline.routes[0].wants
         gap = gap_record(Gap(f"{tmp_path}/log", "@4000000069558b0a00000000.s", 10, True, None, None,
                              "deleted by multilog", (f"{tmp_path}/log", {})), "mx")
         assert wants(gap)
         assert wants({"program": "qmail-send", "event": "mail"})
         assert not wants({"program": "qmail-send", "event": "delivery"})
-    finally:
-        for r in asm.pipeline.routes:
-            r.queue.close()
