@@ -273,6 +273,10 @@ class Tracking:
         return True
 
 
+# A sink whose buffer dropped records this recently is unhealthy (healthz)
+DROPPING_SECONDS = 60.0
+
+
 @dataclass(slots=True)
 class Assembly:
     config: Config
@@ -282,6 +286,9 @@ class Assembly:
     registry: Registry = field(default_factory=Registry)
     metrics: ShipperMetrics | None = None
     carried: dict[str, float] = field(default_factory=dict)
+    # sink → (records its buffer dropped, when that last grew): a full buffer with a drop
+    # policy takes every batch (has_room), so only its drops show it throws records away
+    drops: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def close(self) -> None:
         """After the pipeline's stop, which saved the tracking state with the checkpoints
@@ -307,6 +314,9 @@ class Assembly:
                if not r.sink.stats.connected and not _queue_has_room(r.queue)]
         if bad:
             return False, f"sinks down with a full buffer: {', '.join(bad)}"
+        dropping = self._dropping()
+        if dropping:
+            return False, f"buffers full, dropping records (when_full): {', '.join(dropping)}"
         now = time.monotonic()
         failing = [f"{path} ({now - since:.0f} s)" for path, _, since in self._state_files()
                    if since is not None and now - since >= STATE_FAILING_UNHEALTHY]
@@ -315,6 +325,22 @@ class Assembly:
             # reports the archives multilog deleted meanwhile as gaps
             return False, f"state cannot be written: {', '.join(failing)}"
         return True, "ok"
+
+    def _dropping(self) -> list[str]:
+        """Sinks whose buffer dropped records in the last DROPPING_SECONDS (a full buffer
+        under drop_newest or drop_oldest: healthz said ok while records were thrown away)."""
+        now = time.monotonic()
+        out = []
+        for r in self.pipeline.routes:
+            qs = getattr(r.queue, "stats", None)
+            n = (getattr(qs, "dropped_newest", 0) or 0) + (getattr(qs, "dropped_oldest", 0) or 0)
+            seen, since = self.drops.get(r.name, (0, 0.0))
+            if n > seen:
+                self.drops[r.name] = (n, now)
+                since = now
+            if n and now - since < DROPPING_SECONDS:
+                out.append(r.name)
+        return out
 
     def _state_files(self) -> list[tuple[str, int, float | None]]:
         """(path, writes failed, failing since) of each checkpoint and the tracking state."""

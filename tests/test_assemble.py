@@ -4,6 +4,7 @@ file of any shape is set aside, and a correlator failure costs summaries, not re
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -338,3 +339,28 @@ def test_emit_summaries_still_ships_the_gap_reports(tmp_path: Path) -> None:
         assert wants(gap)
         assert wants({"program": "qmail-send", "event": "mail"})
         assert not wants({"program": "qmail-send", "event": "delivery"})
+
+
+def test_healthz_is_unhealthy_while_a_buffer_drops_records(tmp_path: Path) -> None:
+    """A metrics audit: with when_full = "drop_newest" a sink down and its buffer full
+    threw records away while /healthz said ok (has_room is always true for a drop
+    policy). Unhealthy now while drops go on, healthy again a minute after they stop."""
+    from shipper import assemble as asm_mod
+    cfg = load_config_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\n'
+                           f'paths = ["{tmp_path}/log"]\n[sinks.o]\ntype = "stdout"\n'
+                           '[sinks.o.buffer]\ntype = "memory"\nmax_bytes = "1MiB"\nwhen_full = "drop_newest"\n')
+    asm = asm_mod.assemble(cfg)
+    try:
+        assert asm.health() == (True, "ok")
+        q = asm.pipeline.routes[0].queue
+        for _ in range(40):  # 1.2 MB into a 1 MiB buffer
+            q.append([orjson.dumps({"event": "x", "pad": "y" * 30_000})])
+        assert q.stats.dropped_newest > 0
+        ok, why = asm.health()
+        assert not ok and why == "buffers full, dropping records (when_full): o"
+        n, _ = asm.drops["o"]
+        asm.drops["o"] = (n, time.monotonic() - asm_mod.DROPPING_SECONDS - 1)  # a minute without
+        assert asm.health() == (True, "ok")
+    finally:
+        for r in asm.pipeline.routes:
+            r.queue.close()
