@@ -246,6 +246,11 @@ class Daemon:
         if not run_task.done():
             run_task.cancel()
         await asyncio.gather(run_task, return_exceptions=True)
+        if reload:  # its last counts, which the next parts' counters go on from
+            try:
+                self.assembly.collect()
+            except Exception:  # noqa: BLE001 - a closed part's figure: the rest is taken
+                log.debug("last collect before the reload failed", exc_info=True)
         self.assembly.close()
 
     async def _reload(self, run_task: asyncio.Task[Any], notifier: sdnotify.Notifier) -> asyncio.Task[Any]:
@@ -304,6 +309,7 @@ class Daemon:
             log.warning("%s", w)
         notifier.reloading()
         old_metrics = self.config.metrics
+        old_registry = self.assembly.registry if self.assembly is not None else None
         log.info("reloading configuration")
         await self._stop_assembly(run_task, reload=True)
         if self._stop:
@@ -326,6 +332,8 @@ class Daemon:
                 log.error("cannot go on with the running configuration either: %s; stopping",
                           _why(exc2))
                 raise CannotRun from exc2
+        if old_registry is not None:  # counters go on; the reloads' own count is kept here
+            self.assembly.registry.carry_from(old_registry, skip=("shipper_config_reloads_total",))
         if (self.config.metrics.enabled, self.config.metrics.listen) != (
                 old_metrics.enabled, old_metrics.listen):
             # a new address, or metrics turned on or off: the listener moves (a reload
@@ -367,8 +375,8 @@ class Daemon:
             log.warning("metrics: cannot note the address in %s: %s", self.config.state_dir, exc)
 
     def _point_metrics(self, assembly: Assembly) -> None:
-        # A reload builds new parts with fresh counters; Prometheus reads the
-        # drop as a counter reset, which rate() handles.
+        # A reload builds new parts with fresh counts; their counters go on from the
+        # old ones' totals (Registry.carry_from).
         server = self.metrics_server
         assert server is not None
         server.registry = assembly.registry

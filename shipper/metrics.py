@@ -65,7 +65,7 @@ def format_value(value: float) -> str:
 class Metric:
     """A counter or a gauge: one value per combination of label values."""
 
-    __slots__ = ("name", "help", "kind", "label_names", "values", "dropped_series")
+    __slots__ = ("name", "help", "kind", "label_names", "values", "dropped_series", "base")
 
     def __init__(self, name: str, help: str, kind: str, label_names: Iterable[str] = ()) -> None:
         if not _NAME_RE.match(name):
@@ -83,6 +83,9 @@ class Metric:
         self.kind = kind
         self.values: dict[tuple[str, ...], float] = {}
         self.dropped_series = 0
+        # a counter's totals before a reload (whose new parts count from 0): what set()
+        # mirrors is added to them, so the counter never goes back (see Registry.carry_from)
+        self.base: dict[tuple[str, ...], float] = {}
 
     def _key(self, labels: dict[str, object]) -> tuple[str, ...] | None:
         if len(labels) != len(self.label_names) or not all(n in labels for n in self.label_names):
@@ -105,8 +108,12 @@ class Metric:
         key = self._key(labels)
         if key is None:
             return
-        if self.kind == "counter" and value < self.values.get(key, 0):
-            raise ValueError(f"counter {self.name} cannot go down")
+        if self.kind == "counter":
+            value += self.base.get(key, 0)
+            if value < self.values.get(key, 0):
+                # a count kept elsewhere went back (an HTTP 413's split takes back what it
+                # had counted sent): kept where it was, never a scrape that fails
+                return
         self.values[key] = value
 
     def get(self, **labels: object) -> float:
@@ -150,6 +157,21 @@ class Registry:
 
     def gauge(self, name: str, help: str, labels: Iterable[str] = ()) -> Metric:
         return self._add(Metric(name, help, "gauge", labels))
+
+    def carry_from(self, old: Registry, *, skip: Iterable[str] = ()) -> None:
+        """After a reload: this registry's counters go on from ``old``'s totals (a reload
+        reset every ``*_total``, and ``shipper_start_time_seconds`` moved though the
+        process did not start). ``skip``: counters mirrored from a count the reload
+        keeps itself (they would be counted twice)."""
+        skipped = set(skip)
+        for name, metric in self.metrics.items():
+            prev = old.metrics.get(name)
+            if prev is None or name in skipped:
+                continue
+            if metric.kind == "counter":
+                metric.base = dict(prev.values)  # (shown from the next collect on)
+            elif name == "shipper_start_time_seconds":
+                metric.values = dict(prev.values)
 
     def add_collector(self, fn: Callable[[], None]) -> None:
         """``fn`` runs before each render, to copy values kept elsewhere (must be quick)."""
