@@ -46,7 +46,7 @@ from shipper.sinks.base import (
     note_failure,
     printable,
 )
-from shipper.transforms import Transformer
+from shipper.transforms import OTHER_PROGRAMS, Transformer
 
 log = logging.getLogger("shipper.pipeline")
 
@@ -103,6 +103,10 @@ class SinkRoute:
 # Connections in a row that go before the peer acknowledges a byte: a peer that takes
 # the bytes and then closes or resets, every time, which is said as a warning
 LOST_SAY_AFTER = 3
+
+
+# (program, event) pairs counted by name (shipper_records_total); more, as "(other)"
+BY_EVENT_CAP = 2000
 
 
 # A full buffer (when_full = block) pauses reading; said in the log, and unhealthy
@@ -571,6 +575,10 @@ class Pipeline:
             counts = Counter((d.get("program"), d.get("event")) for d in dicts)
         for (program, event), n in counts.items():
             key = (program or "", event or "")
+            if key not in by_event and len(by_event) >= BY_EVENT_CAP:
+                # syslog tags are free text: past the cap, counted under one name (the
+                # metric stopped at 10,000 series and the rest went uncounted)
+                key = (OTHER_PROGRAMS, event or "")
             by_event[key] = by_event.get(key, 0) + n
         self.stats.records += len(dicts)
         seqs: dict[str, int] = {}

@@ -1168,3 +1168,16 @@ async def test_a_batch_full_by_bytes_does_not_wait_for_batch_max_age(tmp_path):
     assert await pipe._append_to_queues(object(), None, big, [{"event": "x"}] * 3, False)
     assert pipe._linger(route) == 0  # 1.5 KB > batch_bytes: now
     route.queue.close()
+
+
+async def test_records_of_endless_program_names_are_all_counted_in_bounded_series():
+    """A metrics audit: 10,300 syslog tags gave shipper_records_total 10,000 series and
+    302 records counted nowhere (the series cap), the counts' dict unbounded."""
+    from shipper import pipeline as pl
+
+    pipe = Pipeline([], [])
+    dicts = [{"program": f"tag{i}", "event": "unparsed"} for i in range(pl.BY_EVENT_CAP + 500)]
+    assert await pipe._append_to_queues(object(), None, [b"{}"] * len(dicts), dicts, False)
+    by_event = pipe.stats.by_event
+    assert len(by_event) == pl.BY_EVENT_CAP + 1
+    assert by_event[("(other)", "unparsed")] == 500 and sum(by_event.values()) == len(dicts)
