@@ -267,7 +267,9 @@ def declare_shipper_metrics(registry: Registry, state_dir: str = "") -> ShipperM
             "How long a checkpoint or the tracking state has failed to be written (0: written); "
             "after a crash meanwhile, lines are read again and deleted archives reported as gaps.",
             ("file",)),
-        sink_sent=r.counter("shipper_sink_sent_total", "Records handed to the peer.", ("sink",)),
+        sink_sent=r.counter("shipper_sink_sent_total", "Records handed to the peer, each try of "
+                            "each (HTTP: a batch answered 5xx or split by a 413 counts again; "
+                            "stream sinks: a record once a connection).", ("sink",)),
         sink_acked=r.counter("shipper_sink_acked_total", "Records the peer confirmed.", ("sink",)),
         sink_retried=r.counter("shipper_sink_retried_total", "Records sent again after a failure.",
                                ("sink",)),

@@ -886,6 +886,8 @@ class Pipeline:
                 if not route.dead_letter_error:  # (not again at each try to keep them)
                     log.error("sink %s refused a batch of %d records for good: %s", route.name,
                               len(records), printable(str(exc), 2000))
+                # the last error a monitor sees (it kept an older 503 while 100 were refused)
+                route.sink.stats.last_error = printable(f"refused for good: {exc}", 500)
                 if route.dead_letter is not None:
                     try:
                         route.dead_letter(records, exc)

@@ -23,9 +23,24 @@ def parse_exposition(text: str) -> dict[str, list[tuple[dict[str, str], float]]]
             continue
         m = _SAMPLE_RE.match(line)
         if m:
-            labels = {k: v.encode().decode("unicode_escape") for k, v in _LABEL_RE.findall(m.group(2) or "")}
+            labels = {k: _unescape(v) for k, v in _LABEL_RE.findall(m.group(2) or "")}
             out[m.group(1)].append((labels, float(m.group(3))))
     return out
+
+
+_ESCAPE_RE = re.compile(r"\\(.)")
+
+
+def _unescape(value: str) -> str:
+    """A label value as the exposition format escapes it (``\\``, ``\"``, ``\n``):
+    "unicode_escape" read its UTF-8 as Latin-1 (a source ``ü`` shown as ``Ã¼``)."""
+    return _ESCAPE_RE.sub(lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
+
+
+def _shown(text: str) -> str:
+    """A name or an error on one line of the table: control characters escaped (a
+    directory named with a newline split the table)."""
+    return printable(text, 1000)
 
 
 def _by(metrics: dict[str, list[tuple[dict[str, str], float]]], name: str, label: str) -> dict[str, float]:
@@ -52,14 +67,15 @@ def render(metrics: dict[str, list[tuple[dict[str, str], float]]]) -> str:
     gaps = _by(metrics, "shipper_source_gaps_total", "source")
     unread = _by(metrics, "shipper_source_unread_bytes", "source")
     for src, n in sorted(_by(metrics, "shipper_source_lines_total", "source").items()):
-        lines.append(f"{src[-50:]:50} {n:>12,.0f} {_size(unread.get(src, 0)):>10} "
+        lines.append(f"{_shown(src)[-50:]:50} {n:>12,.0f} {_size(unread.get(src, 0)):>10} "
                      f"{lag.get(src, 0):>8.1f} {gaps.get(src, 0):>6,.0f}")
     lines.append("")
-    lines.append(f"{'sink':20} {'state':>7} {'acked':>12} {'retried':>9} {'buffered':>10} {'oldest s':>9} "
-                 "last error")
+    lines.append(f"{'sink':20} {'state':>7} {'acked':>12} {'retried':>9} {'refused':>8} {'buffered':>10} "
+                 f"{'oldest s':>9} last error")
     up = _by(metrics, "shipper_sink_connected", "sink")
     acked = _by(metrics, "shipper_sink_acked_total", "sink")
     retried = _by(metrics, "shipper_sink_retried_total", "sink")
+    refused = _by(metrics, "shipper_sink_dead_lettered_total", "sink")
     depth = _by(metrics, "shipper_buffer_records", "sink")
     age = _by(metrics, "shipper_buffer_oldest_age_seconds", "sink")
     failing = _by(metrics, "shipper_sink_failing", "sink")
@@ -71,9 +87,11 @@ def render(metrics: dict[str, list[tuple[dict[str, str], float]]]) -> str:
         # connection up: found by fault injection, "up" with no error while nothing moved)
         error = "" if up.get(sink) and not failing.get(sink) else errors.get(sink, "")
         state = ("failing" if failing.get(sink) else "up") if up.get(sink) else "down" if error else "idle"
-        lines.append(f"{sink:20} {state:>7} {acked.get(sink, 0):>12,.0f} "
-                     f"{retried.get(sink, 0):>9,.0f} {depth.get(sink, 0):>10,.0f} {age.get(sink, 0):>9.1f} "
-                     f"{error[:60]}")
+        if not error and refused.get(sink) and not failing.get(sink):
+            error = errors.get(sink, "")  # records it refused for good: why, though it is up
+        lines.append(f"{_shown(sink):20} {state:>7} {acked.get(sink, 0):>12,.0f} "
+                     f"{retried.get(sink, 0):>9,.0f} {refused.get(sink, 0):>8,.0f} "
+                     f"{depth.get(sink, 0):>10,.0f} {age.get(sink, 0):>9.1f} {_shown(error)[:60]}")
     return "\n".join(lines)
 
 

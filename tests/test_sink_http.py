@@ -1250,3 +1250,26 @@ def test_the_columns_written_without_describe_are_conf_clickhouse_sqls(clickhous
     assert sink._columns_at is not None
     waited = time.monotonic() - sink._columns_at
     assert waited >= http_sink.COLUMNS_TTL - http_sink.DESCRIBE_RETRY - 1
+
+
+async def test_a_refusal_for_good_is_the_sinks_last_error(peer: Peer, tmp_path: Path):
+    """A metrics audit: after 100 records refused with HTTP 400 (and dead-lettered), the
+    sink's last error was still an older 503, and status showed nothing of it."""
+    from conftest import await_until
+
+    from shipper.memqueue import MemQueue
+    from shipper.pipeline import Pipeline, SinkRoute
+
+    peer.script = [(503, {"Retry-After": "0"}, b"busy"), (400, {}, b"no such column: x")]
+    sink = HttpSink(peer.url, "ndjson", name="h")
+    route = SinkRoute("h", sink, MemQueue(max_bytes=1 << 20), batch_age=0.0,
+                      dead_letter=DeadLetterFile(str(tmp_path / "dl.ndjson"), sink="h"), backoff=FAST)
+    pipe = Pipeline([], [route])
+    task = asyncio.get_running_loop().create_task(pipe.run())
+    try:
+        await pipe._append_to_queues(object(), None, [orjson.dumps(r) for r in fixture_records()[:5]],
+                                     fixture_records()[:5], False)
+        await await_until("the refusal", lambda: sink.stats.dead_lettered == 5)
+        assert sink.stats.last_error.startswith("refused for good: ") and "400" in sink.stats.last_error
+    finally:
+        await end_pipeline(pipe, task)

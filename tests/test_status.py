@@ -116,3 +116,27 @@ def test_the_readme_status_sample_is_what_status_prints():
         "shipper_buffer_oldest_age_seconds": [({"sink": "siem"}, 0.1)],
     }
     assert [line.rstrip() for line in render(metrics).splitlines()] == sample
+
+
+def test_status_shows_names_as_they_are_and_what_a_sink_refused():
+    """A metrics audit: a source .../ü showed as .../Ã¼ ("unicode_escape" read UTF-8 as
+    Latin-1), a directory named with a newline split the table, and 100 records refused
+    for good (400) left no trace in status: no column, and the last error an older 503."""
+    from shipper.metrics import Registry, declare_shipper_metrics, set_last_error
+    from shipper.status import parse_exposition, render
+
+    reg = Registry()
+    m = declare_shipper_metrics(reg, "/var/lib/shipper")
+    m.source_lines.set(5, source="/var/log/qmail/ü")
+    m.source_lines.set(6, source="/var/log/qmail/a\nb")
+    m.sink_connected.set(1, sink="http")
+    m.sink_acked.set(900, sink="http")
+    m.sink_dead_lettered.set(100, sink="http")
+    set_last_error(m.sink_last_error, "http", 'refused for good: HTTP 400 "Überlastet" \\ x')
+    out = render(parse_exposition(reg.render()))
+    assert "/var/log/qmail/ü " in out and "/var/log/qmail/a\\nb" in out
+    lines = out.splitlines()
+    assert len(lines) == 8  # one line a source and a sink: the newline escaped
+    http = next(line for line in lines if line.startswith("http "))
+    assert http.split()[:6] == ["http", "up", "900", "0", "100", "0"]
+    assert 'refused for good: HTTP 400 "Überlastet" \\ x' in http
