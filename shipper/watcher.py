@@ -231,6 +231,13 @@ class Watcher:
                 if self._inotify is not None:
                     self._inotify.rm_watch(wd)
 
+    def names_seen(self, handle: int) -> bool:
+        """Whether every name made in ``handle``'s directory reaches its callback as an
+        event (an inotify watch is on it). False while polling: a file made and deleted
+        between two looks is never named."""
+        entry = self._handles.get(handle)
+        return self._inotify is not None and entry is not None and entry[1] is not None
+
     def catch_up(self) -> None:
         """Deliver the events queued now, before the event loop would. A follower
         calls it before it lists its directory: an archive made and deleted while a
