@@ -363,8 +363,12 @@ class Assembly:
         now_mono = time.monotonic()
         for (program, event), n in st.by_event.items():
             m.records.set(n, program=program, event=event)
+        gone: set[str] = set()  # log directories no longer there (a glob's, removed)
         for source in self.pipeline.sources:  # directories followed but quiet since start too
             for f in list(getattr(source, "followers", {}).values()):
+                if getattr(f, "listing", None) is not None and not os.path.isdir(f.dir):
+                    gone.add(f.key)
+                    continue
                 st.source(f.key)
                 unread = getattr(f, "unread_bytes", None)
                 if unread is not None:
@@ -377,7 +381,10 @@ class Assembly:
             m.source_bytes.set(ss.bytes, source=key)
             m.source_gaps.set(ss.gaps, source=key)
             m.source_gap_bytes.set(ss.gap_bytes, source=key)
-            if ss.last_event_ns:
+            if key in gone:  # its lag grew for good: an alert for a directory no more there
+                for metric in (m.source_lag, m.source_unread, m.source_deleted_unread):
+                    metric.remove_matching(source=key)
+            elif ss.last_event_ns:
                 m.source_lag.set(max(0.0, now - ss.last_event_ns / 1e9), source=key)
         for path, errors, since in self._state_files():
             m.state_write_errors.set(errors, file=path)

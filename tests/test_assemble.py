@@ -3,6 +3,7 @@ file of any shape is set aside, and a correlator failure costs summaries, not re
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import end_pipeline
 
 from shipper.assemble import Tracking
 from shipper.config import load_config_text
@@ -364,3 +366,28 @@ def test_healthz_is_unhealthy_while_a_buffer_drops_records(tmp_path: Path) -> No
     finally:
         for r in asm.pipeline.routes:
             r.queue.close()
+
+
+async def test_a_log_directory_removed_leaves_no_lag_series_to_grow(tmp_path: Path) -> None:
+    """A metrics audit: of 20 directories a glob matched and that were removed, 20 lag
+    series stayed and grew: an alert on lag fired for directories no longer there."""
+    import shutil
+
+    from conftest import await_until
+    with _assembled(tmp_path, 'start_position = "all"\n') as asm:
+        (tmp_path / "log").mkdir()
+        (tmp_path / "log" / "current").write_bytes(b"@400000005a49ba341eefa7a4 new msg 1\n")
+        source = asm.pipeline.sources[0]
+        task = asyncio.get_running_loop().create_task(asm.pipeline.run())
+        try:
+            await await_until("the line read", lambda: asm.pipeline.stats.lines >= 1)
+            asm.collect()
+            key = str(tmp_path / "log")
+            assert asm.metrics.source_lag.get(source=key) > 0
+            shutil.rmtree(tmp_path / "log")
+            assert key in getattr(source, "followers", {})  # still followed, until a reload
+            asm.collect()
+            assert (key,) not in asm.metrics.source_lag.values
+            assert asm.metrics.source_lines.get(source=key) == 1  # its counts stay
+        finally:
+            await end_pipeline(asm.pipeline, task)
