@@ -16,6 +16,7 @@ from pathlib import Path
 from shipper.follower import Gap, LineBatch, MultilogFollower, MultilogSource
 from shipper.watcher import IN_CREATE
 from tests.conftest import require_binary, stop_process, wait_until
+from tests.test_follower_model import drain
 
 PAD = b"x" * 60
 LINE = 26 + len(b"seq %08d " % 0 + PAD) + 1  # each line as multilog t writes it
@@ -55,16 +56,6 @@ class Multilog:
         stop_process(self.proc)
 
 
-def drain(f: MultilogFollower) -> list[LineBatch | Gap]:
-    out: list[LineBatch | Gap] = []
-    for _ in range(1000):
-        got = f.poll(8)
-        if not got:
-            return out
-        out += got
-    raise AssertionError("the follower does not settle")
-
-
 def seqs(items: list[LineBatch | Gap]) -> list[int]:
     return [int(ln[30:38]) for it in items if isinstance(it, LineBatch) for ln in it.lines]
 
@@ -90,6 +81,15 @@ def check_walk(items: list[LineBatch | Gap], first: int) -> None:
             exact, lower, inexact, expect = 0, 0, False, s + 1
 
 
+def _walked(items: list[LineBatch | Gap], first: int, last: int) -> list[Gap]:
+    """The gaps of ``items``, once their lines (``first``..``last``, in order, each
+    once) and gaps are checked to account for every line missing (check_walk)."""
+    got = seqs(items)
+    assert got == sorted(set(got)) and got[-1] == last
+    check_walk(items, first)
+    return [it for it in items if isinstance(it, Gap)]
+
+
 def test_poll_files_made_and_deleted_between_two_looks_are_a_gap(tmp_path):
     """Reading current, then not looking while multilog rotates ~25 times (n3 keeps
     2 archives): the file read to its end is gone with its archive, never named, and
@@ -107,11 +107,8 @@ def test_poll_files_made_and_deleted_between_two_looks_are_a_gap(tmp_path):
         ml.stop()
         if f.reader is not None:
             f.reader.close()
-    got = seqs(items)
-    assert got == sorted(set(got)) and got[-1] == 619
-    assert len(got) < 600, "multilog's n3 must have deleted files never read"
-    check_walk(items, 20)
-    gaps = [it for it in items if isinstance(it, Gap)]
+    gaps = _walked(items, 20, 619)
+    assert len(seqs(items)) < 600, "multilog's n3 must have deleted files never read"
     assert gaps and not any(g.exact for g in gaps)
     assert any(g.bytes_lost is None and "polling" in g.reason for g in gaps)
     assert f.gaps == len(gaps)
@@ -136,10 +133,7 @@ def test_poll_current_deleted_unread_is_at_least_its_size(tmp_path):
         ml.stop()
         if f.reader is not None:
             f.reader.close()
-    got = seqs(items)
-    assert got == sorted(set(got)) and got[-1] == 699
-    check_walk(items, first[-1] + 1)
-    gaps = [it for it in items if isinstance(it, Gap)]
+    gaps = _walked(items, first[-1] + 1, 699)
     unread = [g for g in gaps if not g.exact and g.bytes_lost == cur]
     assert unread and "polling" in unread[0].reason and "at least" in unread[0].reason
 

@@ -1140,6 +1140,15 @@ async def test_a_broken_answer_is_said_as_what_the_receiver_did(answer: bytes, s
         srv.close()
 
 
+def _daemon_config(tmp_path: Path, logdir: Path, peer: Peer, more: str = "") -> Path:
+    """The ops tests' daemon config (``logdir`` into a file sink) with an ndjson http
+    sink ``h`` posting to ``peer`` (and ``more`` of its keys)."""
+    from test_ops import _file_sink_config
+
+    return _file_sink_config(tmp_path, logdir, tmp_path / "out.ndjson",
+                             f'[sinks.h]\ntype = "http"\nurl = "{peer.url}"\nformat = "ndjson"\n{more}')
+
+
 def test_records_trickling_in_go_in_batches_of_batch_max_age(peer: Peer, tmp_path: Path):
     """A fault hunt: batch_max_age was read and never used, so a trickle of lines went as
     one request each (838 ClickHouse inserts for 1,000 rows, 2,132 parts). Now a short
@@ -1147,16 +1156,11 @@ def test_records_trickling_in_go_in_batches_of_batch_max_age(peer: Peer, tmp_pat
     what waits at once."""
 
     from test_daemon import _stop
-    from test_ops import _file_sink_config, _run_logged
+    from test_ops import _run_logged
 
     multilog = require_binary("multilog")
     logdir = tmp_path / "log"
-    cfg = _file_sink_config(tmp_path, logdir, tmp_path / "out.ndjson", f"""
-[sinks.h]
-type = "http"
-url = "{peer.url}"
-format = "ndjson"
-""")
+    cfg = _daemon_config(tmp_path, logdir, peer)
     subprocess.run([multilog, "t", str(logdir)], input=b"", check=True, timeout=10)
     proc = _run_logged(cfg, tmp_path / "shipper.log")
     try:
@@ -1191,21 +1195,14 @@ def test_a_dead_letter_that_cannot_be_written_keeps_the_batch_and_the_daemon(pee
 
     from conftest import wait_until
     from test_daemon import _stop
-    from test_ops import _file_sink_config, _log_lines, _run_logged
+    from test_ops import _log_lines, _run_logged
 
     multilog = require_binary("multilog")
     logdir = tmp_path / "log"
     blocker = tmp_path / "afile"
     blocker.write_text("not a directory\n")
     dead = blocker / "dl.ndjson"
-    cfg = _file_sink_config(tmp_path, logdir, tmp_path / "out.ndjson", f"""
-[sinks.h]
-type = "http"
-url = "{peer.url}"
-format = "ndjson"
-batch_max_age = "0s"
-dead_letter = "{dead}"
-""")
+    cfg = _daemon_config(tmp_path, logdir, peer, f'batch_max_age = "0s"\ndead_letter = "{dead}"\n')
     peer.script = [(400, {}, b"no such column")] * 1000
     _log_lines(multilog, logdir, 0, 20)
     log = tmp_path / "shipper.log"
