@@ -285,7 +285,6 @@ class Assembly:
     transformer: Any
     registry: Registry = field(default_factory=Registry)
     metrics: ShipperMetrics | None = None
-    carried: dict[str, float] = field(default_factory=dict)
     # sink → (records its buffer dropped, when that last grew): a full buffer with a drop
     # policy takes every batch (has_room), so only its drops show it throws records away
     drops: dict[str, tuple[int, float]] = field(default_factory=dict)

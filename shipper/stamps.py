@@ -392,12 +392,6 @@ def _short_full(line: str, m: re.Match[str], local_tz: bool) -> Envelope:
                                   pid=_pid(pid)))
 
 
-def _pid(digits: str | None) -> int | None:
-    """A header's pid; None when absent or absurdly long (a 5,000-digit "pid" would stop
-    int() and, with it, the line's time and tag)."""
-    return int(digits) if digits and len(digits) <= 19 else None
-
-
 def _frac_ns(frac: str | None) -> int:
     """Digits after a decimal point (up to 9) → nanoseconds."""
     return int(frac) * 10 ** (9 - len(frac)) if frac else 0
@@ -534,6 +528,13 @@ def _utf8(numbers: list) -> bool:
 _DOCKER_TIME_RE = re.compile(_DATE_TIME + "$")
 
 
+def rfc3339_ns(text: str) -> int | None:
+    """A whole RFC 3339 date-time (a record's ``time``, Docker's ``time``) → unix ns;
+    None: not one, or a date or time out of range."""
+    m = _DOCKER_TIME_RE.match(text)
+    return None if m is None else _rfc3339_ns(m)
+
+
 def _docker(entry: dict) -> Envelope | None:
     """A line of Docker's json-file log driver, ``{"log": "...\\n", "stream": "stdout",
     "time": "2021-03-01T12:00:00.123456789Z"}`` (qmail in a container logging to its
@@ -541,8 +542,7 @@ def _docker(entry: dict) -> Envelope | None:
     log, when = entry.get("log"), entry.get("time")
     if not isinstance(log, str) or not isinstance(when, str):
         return None
-    m = _DOCKER_TIME_RE.match(when)
-    ns = None if m is None else _rfc3339_ns(m)
+    ns = rfc3339_ns(when)
     text = log[:-1] if log[-1:] == "\n" else log
     if text[-1:] == "\r":
         text = text[:-1]

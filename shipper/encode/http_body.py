@@ -43,10 +43,8 @@ Formats:
 
 from __future__ import annotations
 
-import calendar
 import gzip as _gzip
 import re
-import time
 from typing import Any, NamedTuple
 
 import orjson
@@ -54,6 +52,7 @@ import orjson
 from shipper import __version__
 from shipper.encode import gelf as _gelf
 from shipper.severity import severity
+from shipper.stamps import rfc3339_ns
 
 FORMATS = ("ndjson", "clickhouse", "elasticsearch", "loki", "splunk_hec", "otlp", "gelf")
 
@@ -169,7 +168,6 @@ rbl_list Nullable(String)
 ingest_unix_ns Nullable(UInt64)
 fields String
 """
-_U32, _U64 = 1 << 32, 1 << 64
 # Never NULL in the table (ClickHouse would store '' / 0 for a missing key).
 _NOT_NULL = frozenset({"time_source", "event", "message", "raw"})
 _DATETIME_MAX = (1 << 32) - 1  # DateTime is UInt32 seconds
@@ -291,14 +289,12 @@ def _datetime_secs(key: str, v: Any) -> int | None:
     """A record's time value as a DateTime column's seconds: an ``*_unix_ns`` int, or
     an RFC 3339 text of ours (``start``, ``birth``); None: not one, or outside DateTime."""
     if key.endswith("_unix_ns") and type(v) is int:
-        secs = v // 1_000_000_000
-    elif isinstance(v, str) and len(v) >= 20 and v.endswith("Z"):
-        try:
-            secs = calendar.timegm(time.strptime(v[:19], "%Y-%m-%dT%H:%M:%S"))
-        except ValueError:
-            return None
+        ns: int | None = v
+    elif isinstance(v, str):
+        ns = rfc3339_ns(v)
     else:
         return None
+    secs = ns // 1_000_000_000 if ns is not None else -1
     return secs if 0 <= secs <= _DATETIME_MAX else None
 
 
