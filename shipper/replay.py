@@ -332,13 +332,11 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
 
     # As the live run ships them: the config's transforms (pseudonyms above all; a replay
     # without them sent the addresses in clear), and what the sink takes of them
-    transform = build_transformer(config.transforms) if config is not None else None
-    if transform is not None:
-        # not its rate limit: it guards a live run against a flood; a replay has --rate,
-        # and would drop most of a year's archive
-        transform.rate_limiter = None
-        if transform.is_noop:
-            transform = None
+    # not its rate limit: it guards a live run against a flood; a replay has --rate,
+    # and would drop most of a year's archive
+    transform = build_transformer(config.transforms, rate_limit=False) if config is not None else None
+    if transform is not None and transform.is_noop:
+        transform = None
     wants = None
     if args.sink:
         from shipper.assemble import is_summary

@@ -453,12 +453,13 @@ class Transformer:
                 and self.pseudonymiser is None)
 
 
-def build_transformer(cfg: TransformConfig) -> Transformer:
-    """The ``[transforms]`` section as a callable over batches."""
+def build_transformer(cfg: TransformConfig, *, rate_limit: bool = True) -> Transformer:
+    """The ``[transforms]`` section as a callable over batches; ``rate_limit`` False
+    leaves out its rate limit (a replay, paced by --rate, would drop most of it)."""
     t = Transformer(keep=make_filter(cfg.include_programs, cfg.exclude_programs,
                                      cfg.include_events, cfg.exclude_events),
                     dropped_fields=tuple(cfg.drop_fields))
-    if cfg.rate_limit.enabled:
+    if rate_limit and cfg.rate_limit.enabled:
         t.rate_limiter = RateLimiter(cfg.rate_limit.rate, cfg.rate_limit.burst)
     p = cfg.pseudonymise
     if p.enabled:
