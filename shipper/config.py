@@ -963,9 +963,7 @@ def _tls(t: _Table) -> TlsOptions:
         try:
             client_context(c)
         except (ValueError, OSError) as exc:
-            key = "key_file" if str(exc).startswith("client key") else \
-                "cert_file" if str(exc).startswith("client certificate") else (
-                "ca_file" if c.ca_file else "ca_dir")
+            key = getattr(exc, "key", None) or ("ca_file" if c.ca_file else "ca_dir")
             t.ctx.error(t.key_path(key), str(exc))
     t.finish()
     return c

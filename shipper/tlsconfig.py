@@ -19,6 +19,15 @@ class TlsOptions:
     key_password: str | None = field(default=None, repr=False)  # the client key's passphrase
 
 
+class TlsFileError(ValueError):
+    """A TLS file that does not load; ``key`` names its setting (``ca_file``,
+    ``cert_file``, ``key_file``), for the config's error line."""
+
+    def __init__(self, key: str, text: str) -> None:
+        super().__init__(text)
+        self.key = key
+
+
 class KeyEncrypted(Exception):
     """The client key wants a passphrase and none was given (OpenSSL would ask for it
     on the terminal: check and run waited there)."""
@@ -41,7 +50,8 @@ def client_context(opts: TlsOptions) -> ssl.SSLContext:
             try:
                 ctx.load_verify_locations(cafile=opts.ca_file, capath=opts.ca_dir)
             except ssl.SSLError as exc:  # name the file: ssl's text names none
-                raise ValueError(f"CA {opts.ca_file or opts.ca_dir}: {exc}") from exc
+                raise TlsFileError("ca_file" if opts.ca_file else "ca_dir",
+                                   f"CA {opts.ca_file or opts.ca_dir}: {exc}") from exc
         else:
             ctx.load_default_certs()
     else:
@@ -54,13 +64,14 @@ def client_context(opts: TlsOptions) -> ssl.SSLContext:
                                 password=opts.key_password if opts.key_password is not None
                                 else _no_password)
         except KeyEncrypted:
-            raise ValueError(f"client key {key} is encrypted: give its passphrase in "
-                             "key_password_file or key_password_env") from None
+            raise TlsFileError("key_file", f"client key {key} is encrypted: give its passphrase "
+                               "in key_password_file or key_password_env") from None
         except ssl.SSLError as exc:  # a key that does not match its certificate, a bad PEM
             if opts.key_password is not None and "PEM lib" in str(exc):
-                raise ValueError(f"client key {key}: cannot decrypt it: wrong passphrase "
-                                 "(key_password_file / key_password_env)?") from exc
-            raise ValueError(f"client certificate {opts.cert_file} / key {key}: {exc}") from exc
+                raise TlsFileError("key_file", f"client key {key}: cannot decrypt it: wrong "
+                                   "passphrase (key_password_file / key_password_env)?") from exc
+            raise TlsFileError("cert_file",
+                               f"client certificate {opts.cert_file} / key {key}: {exc}") from exc
     return ctx
 
 
