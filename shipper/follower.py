@@ -111,7 +111,14 @@ from typing import Any
 from shipper import multilog as ml
 from shipper.checkpoint import CheckpointStore, ensure_outside
 from shipper.fingerprint import FINGERPRINT_BYTES, fingerprint
-from shipper.watcher import IN_CREATE, IN_DELETE_SELF, IN_MODIFY, IN_MOVED_TO, Watcher
+from shipper.watcher import (
+    IN_CREATE,
+    IN_DELETE_SELF,
+    IN_MODIFY,
+    IN_MOVED_TO,
+    IN_Q_OVERFLOW,
+    Watcher,
+)
 
 log = logging.getLogger("shipper.follower")
 
@@ -170,6 +177,7 @@ class _Break:
     before: str | None
     after: str  # the newest file of the first listing, by the name it had then
     unread: int  # bytes of the first listing's raw files never read: lost for sure
+    overflow: bool = False  # names were lost by an inotify queue overflow, not by polling
 
 
 def marker(tail: bytes) -> str:
@@ -689,6 +697,8 @@ class MultilogFollower(_FollowerBase):
         # share no file are a _Break.
         self.names_seen: Callable[[], bool] | None = None
         self._named_by_event = False  # on_change named an archive
+        # an inotify queue overflow since the last look: the archives known then
+        self._events_lost: frozenset[str] | None = None
         # (archive labels, current, previous) of the last listing that held any file
         self._last_look: tuple[frozenset[str], ml.Entry | None, ml.Entry | None] | None = None
         self._breaks: list[_Break] = []  # oldest first, said as gaps by _say_breaks
@@ -699,6 +709,11 @@ class MultilogFollower(_FollowerBase):
         """Watcher callback: list the directory on name events, so archives are seen
         (and sized) as they appear, even while the consumer is blocked."""
         if name is None:
+            if mask & IN_Q_OVERFLOW:
+                # events were dropped: this look must tell, as a poll does, whether
+                # files were made and deleted meanwhile, never named (_note_break);
+                # those named before it count as looked at
+                self._events_lost = frozenset(self.known)
             if mask & IN_DELETE_SELF:
                 self._dir_deleted = True
                 # later events are the new directory's
@@ -857,12 +872,16 @@ class MultilogFollower(_FollowerBase):
         if not (labels or new.current is not None or new.previous is not None):
             return  # nothing there (current renamed aside, between runs): wait and see
         self._last_look = (frozenset(labels), new.current, new.previous)
+        named, self._events_lost = self._events_lost, None
+        overflow = named is not None
         seen = self.names_seen() if self.names_seen is not None else self._named_by_event
-        if old is None or not self._started or seen:
+        if old is None or not self._started or (seen and not overflow):
             return
         if self._dir_deleted or (self._dir_ident is not None and dir_ident != self._dir_ident):
             return  # removed and made again: _note_vanished says what went with it
         old_labels, old_cur, old_prev = old
+        if named:
+            old_labels = old_labels.union(named)
         if not labels or old_labels & labels:
             # none at all (deleted by hand, not multilog's rotation: _note_vanished), or
             # an archive of the last listing is still there: no hole
@@ -894,8 +913,9 @@ class MultilogFollower(_FollowerBase):
         if last is not None and (last.before is None or last.before not in labels):
             # what followed the last break is gone too: one hole, before the files here
             last.before, last.unread = before, last.unread + unread
+            last.overflow |= overflow
         else:
-            self._breaks.append(_Break(before, after, unread))
+            self._breaks.append(_Break(before, after, unread, overflow))
             del self._breaks[:-1000]  # bounded, whatever happens to the directory
 
     def _say_breaks(self, upto: str | None) -> None:
@@ -920,8 +940,10 @@ class MultilogFollower(_FollowerBase):
             else:
                 how = (f"the files multilog made after {b.after} (the last file read) and before "
                        f"{where} may be lost (how much, if anything, is not known)")
+            why = ("the inotify queue overflowed (events were lost), so" if b.overflow
+                   else "watching by polling,")
             self._emit_gap(None, b.unread or None, False,
-                           "watching by polling, the follower could not see which files multilog "
+                           f"{why} the follower could not see which files multilog "
                            "made and deleted between two looks: it rotated and deleted (n limit) "
                            f"every file of the first; {how}",
                            self._last_line_ns or ml.label_time_ns(self.done), last_ns)

@@ -144,15 +144,22 @@ async def test_every_line_once_in_order_across_hundreds_of_rotations(tmp_path):
 @pytest.mark.slow
 async def test_missing_lines_are_exactly_what_gaps_report(tmp_path):
     d = tmp_path / "log"
-    gen, ml = start_multilog(d, "t", "s4096", "n3", n=20000, rate=8000)
+    d.mkdir()
+    (d / "current").write_bytes(b"")  # a log directory already (multilog appends to it)
     src = MultilogSource([str(d)], None, start="all", batch_lines=20, queue_batches=2)
+    # watching before multilog writes: files it made and deleted before our first look
+    # would be no one's to report (seen on a loaded machine: lines 0..64 never named)
+    reading = asyncio.create_task(collect(src, 19999, 40, throttle=0.005))
+    gen = ml = None
     try:
-        while not (d / "current").exists():
-            await asyncio.sleep(0.01)
-        items = await collect(src, 19999, 40, throttle=0.005)
+        await await_until("the source watches the directory", lambda: str(d) in src.followers)
+        gen, ml = start_multilog(d, "t", "s4096", "n3", n=20000, rate=8000)
+        items = await reading
     finally:
+        reading.cancel()
         await src.close()
-        stop(gen, ml)
+        if gen is not None and ml is not None:
+            stop(gen, ml)
     gaps = [it for it in items if isinstance(it, Gap)]
     assert gaps, "the consumer was throttled: multilog's n3 must have deleted unread files"
     assert src.gaps == len(gaps)
@@ -181,7 +188,9 @@ async def test_missing_lines_are_exactly_what_gaps_report(tmp_path):
             s = seq_of(ln)
             missing = sum(stamped_len(m) for m in range(expect_next, s))
             if unsized:
-                assert missing > gap_bytes
+                # "may be lost": a read file's archive named late (its event queued under
+                # load) can look like one never read; never less than the exact gaps say
+                assert missing >= gap_bytes
             else:
                 assert missing == gap_bytes, f"lines {expect_next}..{s - 1} missing, gaps say {gap_bytes} bytes"
             gap_bytes = unsized = 0

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from shipper.follower import Gap, LineBatch, MultilogFollower, MultilogSource
-from shipper.watcher import IN_CREATE
+from shipper.watcher import IN_CREATE, IN_Q_OVERFLOW
 from tests.conftest import require_binary, stop_process, wait_until
 from tests.test_follower_model import drain
 
@@ -112,6 +112,31 @@ def test_poll_files_made_and_deleted_between_two_looks_are_a_gap(tmp_path):
     assert gaps and not any(g.exact for g in gaps)
     assert any(g.bytes_lost is None and "polling" in g.reason for g in gaps)
     assert f.gaps == len(gaps)
+
+
+def test_inotify_queue_overflow_is_a_gap_like_polling(tmp_path):
+    """Watching by inotify, but the kernel's event queue overflowed: files multilog made
+    and deleted meanwhile were never named. The overflow makes the next look compare
+    listings as a poll does: a gap that says why, not silence."""
+    d = tmp_path / "log"
+    ml = Multilog(d, "t", "s4096", "n3")
+    try:
+        ml.write(0, 20)
+        f = MultilogFollower(str(d), None, start="all")
+        f.names_seen = lambda: True  # an inotify watch is on: names come by events
+        assert seqs(drain(f)) == list(range(20)) and f.live
+        ml.write(20, 600)  # ~25 rotations, their events lost
+        f.on_change(None, IN_Q_OVERFLOW)
+        items = drain(f)
+    finally:
+        ml.stop()
+        if f.reader is not None:
+            f.reader.close()
+    gaps = _walked(items, 20, 619)
+    assert len(seqs(items)) < 600, "multilog's n3 must have deleted files never read"
+    assert gaps and not any(g.exact for g in gaps)
+    assert any("inotify queue overflowed" in g.reason for g in gaps)
+    assert not any("polling" in g.reason for g in gaps)
 
 
 def test_poll_current_deleted_unread_is_at_least_its_size(tmp_path):
