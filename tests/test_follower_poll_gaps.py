@@ -90,51 +90,44 @@ def _walked(items: list[LineBatch | Gap], first: int, last: int) -> list[Gap]:
     return [it for it in items if isinstance(it, Gap)]
 
 
-def test_poll_files_made_and_deleted_between_two_looks_are_a_gap(tmp_path):
-    """Reading current, then not looking while multilog rotates ~25 times (n3 keeps
-    2 archives): the file read to its end is gone with its archive, never named, and
-    so are the files after it but the last two. Nothing ties the oldest archive left
-    to the file read: a gap of unknown size, said as polling's, not silence."""
-    d = tmp_path / "log"
+def _unseen_rotations(d: Path, overflow: bool) -> list[Gap]:
+    """Lines 0..19 read, then ~25 rotations (n3 keeps 2 archives) the follower does not
+    look at: by polling, or by inotify whose queue overflowed. The gaps, walked."""
     ml = Multilog(d, "t", "s4096", "n3")
     try:
         ml.write(0, 20)
         f = MultilogFollower(str(d), None, start="all")
+        if overflow:
+            f.names_seen = lambda: True  # an inotify watch is on: names come by events
         assert seqs(drain(f)) == list(range(20)) and f.live
         ml.write(20, 600)  # the follower does not look meanwhile
+        if overflow:
+            f.on_change(None, IN_Q_OVERFLOW)  # their events lost
         items = drain(f)
     finally:
         ml.stop()
         if f.reader is not None:
             f.reader.close()
-    gaps = _walked(items, 20, 619)
     assert len(seqs(items)) < 600, "multilog's n3 must have deleted files never read"
+    gaps = _walked(items, 20, 619)
     assert gaps and not any(g.exact for g in gaps)
-    assert any(g.bytes_lost is None and "polling" in g.reason for g in gaps)
     assert f.gaps == len(gaps)
+    return gaps
+
+
+def test_poll_files_made_and_deleted_between_two_looks_are_a_gap(tmp_path):
+    """The file read to its end is gone with its archive, never named, and so are the
+    files after it but the last two. Nothing ties the oldest archive left to the file
+    read: a gap of unknown size, said as polling's, not silence."""
+    gaps = _unseen_rotations(tmp_path / "log", overflow=False)
+    assert any(g.bytes_lost is None and "polling" in g.reason for g in gaps)
 
 
 def test_inotify_queue_overflow_is_a_gap_like_polling(tmp_path):
     """Watching by inotify, but the kernel's event queue overflowed: files multilog made
     and deleted meanwhile were never named. The overflow makes the next look compare
     listings as a poll does: a gap that says why, not silence."""
-    d = tmp_path / "log"
-    ml = Multilog(d, "t", "s4096", "n3")
-    try:
-        ml.write(0, 20)
-        f = MultilogFollower(str(d), None, start="all")
-        f.names_seen = lambda: True  # an inotify watch is on: names come by events
-        assert seqs(drain(f)) == list(range(20)) and f.live
-        ml.write(20, 600)  # ~25 rotations, their events lost
-        f.on_change(None, IN_Q_OVERFLOW)
-        items = drain(f)
-    finally:
-        ml.stop()
-        if f.reader is not None:
-            f.reader.close()
-    gaps = _walked(items, 20, 619)
-    assert len(seqs(items)) < 600, "multilog's n3 must have deleted files never read"
-    assert gaps and not any(g.exact for g in gaps)
+    gaps = _unseen_rotations(tmp_path / "log", overflow=True)
     assert any("inotify queue overflowed" in g.reason for g in gaps)
     assert not any("polling" in g.reason for g in gaps)
 
