@@ -46,6 +46,7 @@ from shipper.sinks.base import (
     note_failure,
     printable,
 )
+from shipper.tai64n import leaps_before_tai
 from shipper.transforms import OTHER_PROGRAMS, Transformer
 
 log = logging.getLogger("shipper.pipeline")
@@ -228,9 +229,20 @@ class PipelineStats:
         return st
 
 
-def gap_record(gap: Any, host: str | None) -> dict[str, Any]:
+def _true_tai(ns: int | None) -> int | None:
+    """A time the follower decoded from a label as daemontools' (TAI - 10 s), for a
+    source whose labels are true TAI (s6-log, ``tai_leap``): as its lines' times."""
+    if ns is None:
+        return None
+    return ns - leaps_before_tai(ns // 1_000_000_000) * 1_000_000_000
+
+
+def gap_record(gap: Any, host: str | None, tai_leap: bool = False) -> dict[str, Any]:
     """A follower's Gap as a record: data we know multilog deleted before we read it."""
     now = time.time_ns()
+    first_ns, last_ns = getattr(gap, "first_time_ns", None), getattr(gap, "last_time_ns", None)
+    if tai_leap:
+        first_ns, last_ns = _true_tai(first_ns), _true_tai(last_ns)
     lost = getattr(gap, "bytes_lost", None)
     exact = bool(getattr(gap, "exact", False))
     if not exact and not lost:
@@ -241,8 +253,8 @@ def gap_record(gap: Any, host: str | None) -> dict[str, Any]:
         ("bytes_lost", lost),
         ("bytes_lost_exact", exact if lost is not None else None),
         ("reason", getattr(gap, "reason", None)),
-        ("gap_first_unix_ns", getattr(gap, "first_time_ns", None)),
-        ("gap_last_unix_ns", getattr(gap, "last_time_ns", None)),
+        ("gap_first_unix_ns", first_ns),
+        ("gap_last_unix_ns", last_ns),
     ) if v is not None}
     size = ("unknown size" if lost is None else f"{lost} bytes" if exact
             else f"at least {lost} bytes")
@@ -355,7 +367,8 @@ class Pipeline:
         st = self.stats.source(gap.source)
         st.gaps += 1
         st.gap_bytes += getattr(gap, "bytes_lost", None) or 0
-        return [gap_record(gap, self._opts[id(source)].host)]
+        opts = self._opts[id(source)]
+        return [gap_record(gap, opts.host, opts.tai_leap)]
 
     def _finish(self, dicts: list[dict[str, Any]], payloads: list[bytes] | None
                 ) -> tuple[list[bytes], list[dict[str, Any]], bool]:

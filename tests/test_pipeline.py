@@ -23,7 +23,7 @@ from shipper.diskqueue import DiskQueue
 from shipper.encode.rfc5424 import Rfc5424Encoder
 from shipper.follower import LineBatch, MultilogSource
 from shipper.framing import FrameDecoder
-from shipper.parse import ParseOptions
+from shipper.parse import LineParser, ParseOptions
 from shipper.pipeline import Pipeline, SinkRoute
 from shipper.sinks.syslog import SyslogTcpSink
 
@@ -1181,3 +1181,20 @@ async def test_records_of_endless_program_names_are_all_counted_in_bounded_serie
     by_event = pipe.stats.by_event
     assert len(by_event) == pl.BY_EVENT_CAP + 1
     assert by_event[("(other)", "unparsed")] == 500 and sum(by_event.values()) == len(dicts)
+
+
+def test_gap_times_of_a_true_tai_source_are_its_lines_times():
+    """s6-log labels are true TAI: a gap's times (the follower reads labels as
+    daemontools' do) are on the clock of the lines around it, not 27 s later."""
+    from shipper import multilog as ml
+    from shipper.follower import Gap
+    from shipper.pipeline import gap_record
+    from shipper.tai64n import encode
+
+    label = encode(1796042096, 5, leap=True)  # 2026-11-30T12:34:56.000000005Z in true TAI
+    line = LineParser(ParseOptions(tai_leap=True)).parse(f"{label} qmail-send: status: local 0/10".encode())
+    gap = Gap("/log", f"{label}.s", 10, True, ml.label_time_ns(label), ml.label_time_ns(label),
+              "deleted before it was read", ("/log", {}))
+    tai = gap_record(gap, "h", tai_leap=True)
+    assert tai["gap_first_unix_ns"] == tai["gap_last_unix_ns"] == line.time_ns == 1796042096_000000005
+    assert gap_record(gap, "h")["gap_last_unix_ns"] == line.time_ns + 27_000_000_000
