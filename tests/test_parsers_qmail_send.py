@@ -395,6 +395,16 @@ LITERALS = [
     ("delivery 33: success: did_0+1+0/qp_12345/", "delivery",
      {"delivery": 33, "result": "success", "text": "did 0+1+0\nqp 12345",
       "text_raw": "did_0+1+0/qp_12345/", "qp": 12345}),  # the forwarded copy's qp
+    # qmail-smtpd takes the quotes off a quoted local part: "john doe"@a.test is logged
+    # with its space (a tester: "unparsed", and "roe@x.test" read as indimail's queue)
+    ("info msg 7: bytes 812 from <john doe@a.test> qp 99 uid 0", "info_msg",
+     {"msg": 7, "size": 812, "mail_from": "john doe@a.test", "qp": 99, "uid": 0}),
+    ("info msg 8: bytes 1 from <a> qp 9 uid 9 b> qp 1 uid 2 queue5", "info_msg",
+     {"msg": 8, "size": 1, "mail_from": "a> qp 9 uid 9 b", "qp": 1, "uid": 2, "queue": "queue5"}),
+    ("starting delivery 1: msg 7 to remote jane roe@x.test", "starting_delivery",
+     {"delivery": 1, "msg": 7, "channel": "remote", "rcpt_to": "jane roe@x.test"}),
+    ("starting delivery 2: msg 7 to local a b c@x.test queue1", "starting_delivery",
+     {"delivery": 2, "msg": 7, "channel": "local", "rcpt_to": "a b c@x.test", "queue": "queue1"}),
 ]
 
 
@@ -430,7 +440,7 @@ def test_qmail_daemon_and_qscheduler() -> None:
     "new messages arrived", "delivery boy", "status: ok", "status: local 1/2", "info", "end",
     "end of story", "starting delivery soon", "bounce msg x qp y", "triple bounce", "local: x",
     "running late", "exiting now", "number 5", "", " ", "new msg ", "delivery 1: maybe: x",
-    "info msg 1: bytes 2 from <a b> qp 3 uid 4",
+    "info msg 1: bytes 2 from a qp 3 uid 4", "info msg 1: bytes 2 from <a> qp 3",
 ])
 def test_not_qmail_send(text: str) -> None:
     assert qmail_send.parse(text) is None

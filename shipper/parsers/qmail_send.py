@@ -31,8 +31,12 @@ _STATUS_RE = re.compile(
 # The everyday status line (a sixth of a busy log), without _STATUS_RE's ten groups.
 _STATUS_PLAIN_RE = re.compile(r"local ([0-9]+)/([0-9]+) remote ([0-9]+)/([0-9]+)")
 _NEW_RE = re.compile(r"msg (\d+)(?: (\S+))?")
-_INFO_RE = re.compile(r"msg (\d+): bytes (\d+) from <(\S*)> qp (\d+) uid (\d+)(?: (\S+))?")
-_STARTING_RE = re.compile(r"delivery (\S+): msg (\d+) to (local|remote) (\S+)(?: (\S+))?")
+# Addresses may hold spaces: qmail-smtpd's addrparse takes the quotes off a quoted local
+# part ("john doe"@a.test is logged john doe@a.test). The sender runs to the last
+# "> qp N uid N" (one written in the sender itself comes before it); a recipient to an
+# optional last word without "@" (indimail's queue: an address always has an "@").
+_INFO_RE = re.compile(r"msg (\d+): bytes (\d+) from <(.*)> qp (\d+) uid (\d+)(?: (\S+))?")
+_STARTING_RE = re.compile(r"delivery (\S+): msg (\d+) to (local|remote) (.+?)(?: ([^\s@]+))?")
 # the report may be empty ("delivery 42: success: "), and the line's trailing space is cut
 _DELIVERY_RE = re.compile(r"(\S+): (success|failure|deferral):(?: (\S*)(?: (\S+))?)?")
 _MANGLED_RE = re.compile(r"(\S+): report mangled, will defer(?::? (\S+))?")  # indimail: ": queue1"
