@@ -28,6 +28,7 @@ from shipper.record import (
     F_BAD_STAMP,
     F_CONTINUATION,
     F_INVALID_UTF8,
+    F_LEAP_SECOND,
     F_MALFORMED,
     F_NUL,
     F_REDACTED,
@@ -38,6 +39,7 @@ from shipper.record import (
     json_safe,
     raw_base64,
     rfc3339_head,
+    utc_civil,
 )
 from shipper.stamps import Envelope, s6_second_stamp, split_envelope, with_text
 from shipper.tai64n import (
@@ -45,7 +47,7 @@ from shipper.tai64n import (
     LABEL_RE,
     LABEL_SECS_END,
     LABEL_SECS_MIN,
-    leaps_before_tai,
+    tai_to_unix,
 )
 
 DEFAULT_MAX_LINE = 64 * 1024
@@ -348,25 +350,31 @@ class LineParser:
                 and LABEL_SECS_MIN <= v >> 32 < LABEL_SECS_END):
             # Fast path for multilog's "@<tai64n> text", nearly every line we see.
             unix = (v >> 32) - DAEMONTOOLS_OFFSET
-            if opts.tai_leap:
-                unix -= leaps_before_tai(unix)
-            time_ns = unix * NS + (v & 0xFFFFFFFF)
-            time_source = "tai64n_tai" if opts.tai_leap else "tai64n"
+            nanos = v & 0xFFFFFFFF
+            tai = opts.tai_leap
             text = raw[26:] if raw[25:26] == " " else raw[25:]
             if text[29:31] == "  " and text[4:5] == "-" and (
-                    after := s6_second_stamp(text, v & 0xFFFFFFFF)) is not None:
+                    after := s6_second_stamp(text, nanos)) is not None:
                 # s6-log with both t and T: its label is true TAI, --tai or not
                 text = after
-                if not opts.tai_leap:
-                    unix -= leaps_before_tai(unix)
-                    time_ns = unix * NS + (v & 0xFFFFFFFF)
-                    time_source = "tai64n_tai"
+                tai = True
+            if tai:
+                unix, nanos, leap_second = tai_to_unix(unix, nanos)
+                if leap_second:
+                    flags = (flags or []) + [F_LEAP_SECOND]
+                time_source = "tai64n_tai"
+            else:
+                time_source = "tai64n"
+            time_ns = unix * NS + nanos
             self.last_time_ns = time_ns
         else:
-            env = split_envelope(raw, opts.tai_leap, self.syslog_year, opts.local_tz)
+            env = split_envelope(raw, opts.tai_leap, self.syslog_year, opts.local_tz, now_ns)
             if (env.time_source == "syslog" and self.syslog_year is not None
-                    and self.last_time_ns is not None and env.time_ns is not None
-                    and abs(env.time_ns - self.last_time_ns) > _HALF_YEAR_NS):
+                    and self.last_time_ns is not None and (
+                        abs(env.time_ns - self.last_time_ns) > _HALF_YEAR_NS
+                        if env.time_ns is not None else env.bad_stamp)):
+                # months away, or no such day in the year given (Feb 29): the year may
+                # have turned since the line before
                 env = self._turn_of_year(raw, env)
             time_ns = env.time_ns
             self.in_fold = env.alt_ns is not None
@@ -390,6 +398,8 @@ class LineParser:
                 flags = (flags or []) + [F_INVALID_UTF8]
             if env.nul_bytes and not (flags and F_NUL in flags):
                 flags = (flags or []) + [F_NUL]
+            if env.leap_second:
+                flags = (flags or []) + [F_LEAP_SECOND]
             if time_ns is not None and not 0 <= time_ns < _NS_END:
                 time_ns, bad_stamp = None, True  # 1970 .. 2262 only: see tai64n.LABEL_SECS_END
             if time_ns is None:
@@ -443,15 +453,22 @@ class LineParser:
         line is in the year of the line before or the next. Months ahead: a line
         from just before the turn among the first after it (processes interleave
         around midnight), if the year before puts it within a day of that line;
-        otherwise a log quiet for months, as it is."""
+        otherwise a log quiet for months, as it is. A date the year given lacks
+        (Feb 29): the year of the line before or the next, if that puts it within
+        half a year after that line; otherwise a bad stamp, as it is."""
         opts = self.opts
         last_ns = self.last_time_ns
         assert last_ns is not None
-        last = (time.localtime if opts.local_tz else time.gmtime)(last_ns // NS).tm_year
-        back = env.time_ns < last_ns
+        secs = last_ns // NS
+        # the year of the line before, in the zone its stamps are read in (UTC by
+        # calendar arithmetic: time.gmtime is 27 s off under a "right/" TZ)
+        last = time.localtime(secs).tm_year if opts.local_tz else (utc_civil(secs) or (1970,))[0]
+        unknown = env.time_ns is None
+        back = unknown or env.time_ns < last_ns
         for year in ((last, last + 1) if back else (last - 1,)):
             again = split_envelope(raw, opts.tai_leap, year, opts.local_tz)
             if again.time_ns is not None and (
+                    last_ns - _HALF_YEAR_NS <= again.time_ns <= last_ns + _HALF_YEAR_NS if unknown else
                     again.time_ns >= last_ns - _HALF_YEAR_NS if back else
                     last_ns - _DAY_NS <= again.time_ns <= last_ns + _DAY_NS):
                 self.syslog_year = year

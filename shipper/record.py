@@ -7,7 +7,7 @@ slotted dataclass, and its JSON form is built with one dict per record.
 from __future__ import annotations
 
 import base64
-import time
+import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ F_CONTINUATION = "continuation"  # tail of a line split across a rotation / pack
 F_PARTIAL = "partial"  # line had no terminating newline (e.g. end of a .u file)
 F_REDACTED = "redacted"  # secrets removed from message and raw
 F_MALFORMED = "malformed"  # program recognised but the line did not fit its grammar
+F_LEAP_SECOND = "leap_second"  # stamped 23:59:60 (a leap second): read as 23:59:59.999999999
 
 
 @dataclass(slots=True)
@@ -153,12 +154,45 @@ def rfc3339_head(secs: int) -> str:
     if head is None:
         if len(_SEC_CACHE) > 4096:
             _SEC_CACHE.clear()
-        try:
-            head = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-        except (OverflowError, OSError, ValueError):
+        head = utc_text(secs)
+        if head is None:
             head = "0000-01-01T00:00:00" if secs < 0 else "9999-12-31T23:59:59"
         _SEC_CACHE[secs] = head
     return head
+
+
+# Calendar arithmetic, never time.gmtime: glibc's gmtime consults TZ, and under a
+# leap-second ("right/") zone it takes the leap seconds since 1972 (27 s) off every
+# time, while unix time counts none.
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+_fromordinal = datetime.date.fromordinal
+_TWO_DIGITS = tuple(f"{i:02d}" for i in range(60))  # a look-up: half a format's cost
+
+
+def utc_text(secs: int) -> str | None:
+    """Unix second → ``YYYY-MM-DDTHH:MM:SS`` (UTC); None outside years 1-9999."""
+    days, rest = divmod(secs, 86400)
+    try:
+        date = _fromordinal(days + _EPOCH_ORDINAL)
+    except (ValueError, OverflowError):
+        return None
+    h, rest = divmod(rest, 3600)
+    mi, s = divmod(rest, 60)
+    two = _TWO_DIGITS
+    return f"{date.isoformat()}T{two[h]}:{two[mi]}:{two[s]}"
+
+
+def utc_civil(secs: int) -> tuple[int, int, int, int, int, int] | None:
+    """Unix second → UTC (year, month, day, hour, minute, second); None outside years
+    1-9999."""
+    days, rest = divmod(secs, 86400)
+    try:
+        date = _fromordinal(days + _EPOCH_ORDINAL)
+    except (ValueError, OverflowError):
+        return None
+    h, rest = divmod(rest, 3600)
+    mi, s = divmod(rest, 60)
+    return date.year, date.month, date.day, h, mi, s
 
 
 _INT_MIN, _INT_END = -(1 << 63), 1 << 63  # signed 64 bits: Elasticsearch's long

@@ -19,13 +19,16 @@ and ``short-iso-precise`` (an offset without its colon: systemd issue #26639).
 from __future__ import annotations
 
 import calendar
+import datetime
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from shipper import tai64n
+from shipper.record import utc_civil
 
 NS = 1_000_000_000
 
@@ -44,9 +47,11 @@ class Envelope:
     continued: bool = False  # a splogger chunk after the first of a line > 799 bytes
     invalid_utf8: bool = False  # a journal MESSAGE of bytes that are not UTF-8
     nul_bytes: bool = False  # a journal MESSAGE holding NUL ("\u0000": not in the line's bytes)
-    # A local wall-clock time in the hour a DST change repeats has two readings: the
+    # A local wall-clock time in the time a DST change repeats has two readings: the
     # other one (the parser picks the one that follows the line before it)
     alt_ns: int | None = None
+    # Second 60 (23:59:60 UTC, a leap second): read as 23:59:59.999999999
+    leap_second: bool = False
 
 
 _LABEL_RE = tai64n.LABEL_RE
@@ -86,12 +91,20 @@ _RFC5424_RE = re.compile(r"1 (?:-|" + _DATE_TIME + r") (\S+) (\S+) (\S+) \S+ ")
 _MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 
-# Local wall-clock hour → its UTC epoch, cached: mktime costs more than the rest
-# of a line's parse, and a log holds thousands of lines per hour.
-_LOCAL_HOUR_CACHE: dict[tuple[int, int, int, int], int] = {}
+# Local wall-clock hour → its UTC epoch, cached: converting costs more than the rest
+# of a line's parse, and a log holds thousands of lines per hour. None: a zone's
+# change falls in that hour (at any minute: Lord Howe's at 2:00 by 30 min, Chatham's
+# at 2:45), whose times are each converted on their own.
+_LOCAL_HOUR_CACHE: dict[tuple[int, int, int, int], int | None] = {}
+_UNSET = -(1 << 80)  # no unix time is this: "not cached"
 
 
 _MONTH_DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+class NoSuchTime(ValueError):
+    """A well-formed stamp of a time that never was: a local time a DST change skips,
+    second 60 anywhere but at the end of a UTC day (a leap second)."""
 
 
 def _no_such_day(y: int, mo: int, d: int) -> bool:
@@ -100,58 +113,91 @@ def _no_such_day(y: int, mo: int, d: int) -> bool:
 
 
 def _check(y: int, mo: int, d: int, h: int, mi: int, s: int) -> None:
-    # mktime/timegm would quietly normalise month 13, hour 99 or April 31 (to May 1):
-    # refuse instead.
-    if not (1 <= mo <= 12 and 1 <= d <= 31 and h <= 23 and mi <= 59 and s <= 60):
+    # mktime/timegm would quietly normalise month 13, hour 99, second 60 or April 31
+    # (to May 1): refuse instead (second 60 is _wall's to read).
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and h <= 23 and mi <= 59 and s <= 59):
         raise ValueError("date out of range")
     if d > 28 and _no_such_day(y, mo, d):
         raise ValueError("no such day")
 
 
-def local_to_unix(y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
-    """Local wall-clock time (the process's TZ, as tai64nlocal used) → unix seconds."""
+def _offset_at(u: int) -> int:
+    """Seconds the process's zone is ahead of unix time at ``u``: from localtime, as
+    tai64nlocal prints, so a "right/" zone's leap seconds count as it counts them."""
+    try:
+        lt = time.localtime(u)
+    except (OSError, ValueError) as exc:
+        raise OverflowError(str(exc)) from None
+    return calendar.timegm(lt) - u
+
+
+def _local_exact(y: int, mo: int, d: int, h: int, mi: int, s: int) -> list[int]:
+    """Every unix second whose local time is this one, in order: one, two in the time a
+    DST change repeats, none in the time it skips. Whatever the size or minute of the
+    change: the offsets in force a day before and after (and at) are each tried."""
+    naive = calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
+    offsets = {_offset_at(naive - 86400), _offset_at(naive), _offset_at(naive + 86400)}
+    return sorted(naive - off for off in offsets if _offset_at(naive - off) == off)
+
+
+def local_readings(y: int, mo: int, d: int, h: int, mi: int, s: int) -> tuple[int, int]:
+    """Local wall-clock time (the process's TZ, as tai64nlocal used) → (unix seconds,
+    seconds to its other reading: > 0 in the time a DST change repeats, else 0). The
+    first reading is the earlier one. Raises NoSuchTime in the time a change skips."""
     _check(y, mo, d, h, mi, s)
     key = (y, mo, d, h)
-    base = _LOCAL_HOUR_CACHE.get(key)
-    if base is None:
+    base = _LOCAL_HOUR_CACHE.get(key, _UNSET)
+    if base == _UNSET:
         if len(_LOCAL_HOUR_CACHE) > 10000:
             _LOCAL_HOUR_CACHE.clear()
-        base = int(time.mktime((y, mo, d, h, 0, 0, 0, 0, -1)))
+        # one offset for the whole hour (no change in it): each end one reading, an
+        # hour apart; else None
+        first, last = _local_exact(y, mo, d, h, 0, 0), _local_exact(y, mo, d, h, 59, 59)
+        base = first[0] if len(first) == 1 and len(last) == 1 and last[0] - first[0] == 3599 else None
         _LOCAL_HOUR_CACHE[key] = base
-    return base + mi * 60 + s
+    if base is not None:
+        return base + mi * 60 + s, 0
+    readings = _local_exact(y, mo, d, h, mi, s)
+    if not readings:
+        raise NoSuchTime("a local time the DST change skips")
+    return readings[0], readings[-1] - readings[0]
 
 
-_FOLD_CACHE: dict[tuple[int, int, int, int], int] = {}
+def local_to_unix(y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
+    """Local wall-clock time → unix seconds (the earlier reading of a repeated time)."""
+    return local_readings(y, mo, d, h, mi, s)[0]
 
 
 def clear_local_caches() -> None:
     """Forget the local-time caches (after the process's TZ changed)."""
     _LOCAL_HOUR_CACHE.clear()
-    _FOLD_CACHE.clear()
-
-
-def local_fold(y: int, mo: int, d: int, h: int) -> int:
-    """Seconds from local_to_unix's reading of this local hour to its other reading when
-    the hour happens twice (the hour a DST change repeats: ±3600), else 0."""
-    key = (y, mo, d, h)
-    delta = _FOLD_CACHE.get(key)
-    if delta is None:
-        if len(_FOLD_CACHE) > 10000:
-            _FOLD_CACHE.clear()
-        base = local_to_unix(y, mo, d, h, 0, 0)
-        delta = 0
-        for step in (-3600, 3600):
-            lt = time.localtime(base + step)
-            if (lt.tm_year, lt.tm_mon, lt.tm_mday, lt.tm_hour, lt.tm_min) == (y, mo, d, h, 0):
-                delta = step
-                break
-        _FOLD_CACHE[key] = delta
-    return delta
+    _TOMORROW[:] = [None, (0, 0, 0)]
 
 
 def utc_to_unix(y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
     _check(y, mo, d, h, mi, s)
     return calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
+
+
+def _wall(y: int, mo: int, d: int, h: int, mi: int, s: int, local: bool,
+          offset: int = 0) -> tuple[int, int, bool]:
+    """A stamp's date and time (``offset``: seconds its zone is east of UTC, when it
+    gives one; else ``local``: the process's zone, or UTC) → (unix seconds, seconds to
+    the other reading of a repeated local time or 0, whether a leap second). Second 60
+    is a leap second only where one can be, at the end of a UTC day: it is read as
+    that day's last second (the caller adds .999999999: unix time has no 23:59:60,
+    and the next day's 00:00:00 made time run backwards at the next line)."""
+    leap = s == 60
+    if leap:
+        s = 59
+    if local:
+        secs, fold = local_readings(y, mo, d, h, mi, s)
+    else:
+        secs, fold = utc_to_unix(y, mo, d, h, mi, s), 0
+    secs -= offset
+    if leap and (secs + 1) % 86400:
+        raise NoSuchTime("second 60 where no leap second can be")
+    return secs, fold, leap
 
 
 def s6_second_stamp(rest: str, nanos: int) -> str | None:
@@ -167,12 +213,13 @@ def s6_second_stamp(rest: str, nanos: int) -> str | None:
 
 
 def split_envelope(line: str, leap: bool = False, year: int | None = None,
-                   local_tz: bool = True) -> Envelope:
+                   local_tz: bool = True, now_ns: int | None = None) -> Envelope:
     """Take the stamp and syslog header off ``line``; never raises.
 
     ``leap``: TAI64N labels are true TAI (s6-log). ``year``: the year for BSD
-    syslog headers, which have none (default: this year, or last year for a date
-    more than a day in the future). ``local_tz``: tai64nlocal stamps are in the
+    syslog headers, which have none (default: the year that puts the date no more
+    than a day after today, ``now_ns``'s date (default: the clock's) in the zone the
+    stamp is read in). ``local_tz``: tai64nlocal stamps are in the
     process's local time zone (set TZ like for tai64nlocal); else UTC.
     """
     if not line:
@@ -194,8 +241,9 @@ def split_envelope(line: str, leap: bool = False, year: int | None = None,
                 rest = after
                 leap = True
             if leap:
-                unix -= tai64n.leaps_before_tai(unix)
-            return Envelope(unix * NS + nanos, "tai64n_tai" if leap else "tai64n", rest)
+                unix, nanos, leap_second = tai64n.tai_to_unix(unix, nanos)
+                return Envelope(unix * NS + nanos, "tai64n_tai", rest, leap_second=leap_second)
+            return Envelope(unix * NS + nanos, "tai64n", rest)
         # '@' then something that is not a label: keep the text, flag it.
         return Envelope(None, "none", line, bad_stamp=len(line) > 1 and line[1] in "0123456789abcdef")
     if "0" <= c <= "9":
@@ -203,7 +251,7 @@ def split_envelope(line: str, leap: bool = False, year: int | None = None,
     if "A" <= c <= "Z":
         m = _BSD_RE.match(line) or _BSD_HEAD_RE.match(line)
         if m:
-            return _bsd(line, m, year, local_tz)
+            return _bsd(line, m, year, local_tz, now_ns)
         m = _FULL_RE.match(line)
         if m:
             return _short_full(line, m, local_tz)
@@ -219,7 +267,7 @@ def split_envelope(line: str, leap: bool = False, year: int | None = None,
                 if env is not None:
                     return env
             elif line[start:start + 1] not in ("", "<"):
-                return split_envelope(line[start:], leap, year, local_tz)
+                return split_envelope(line[start:], leap, year, local_tz, now_ns)
     elif c == "{" and line[1:2] == '"':
         env = _json_entry(line)
         if env is not None:
@@ -227,7 +275,7 @@ def split_envelope(line: str, leap: bool = False, year: int | None = None,
     elif c == " " or c == "\t":
         # a pasted log, indented (a mail, a forum post, a doc): no program writes
         # its stamp or its first word after blanks, so read the line without them
-        return split_envelope(line.lstrip(" \t"), leap, year, local_tz)
+        return split_envelope(line.lstrip(" \t"), leap, year, local_tz, now_ns)
     return Envelope(None, "none", line)
 
 
@@ -238,19 +286,14 @@ def _digits(line: str, leap: bool, year: int | None, local_tz: bool) -> Envelope
             m = _LOCAL_RE.match(line)
             if m:
                 y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])
-                fold = 0
                 try:
-                    if local_tz:
-                        secs = local_to_unix(y, mo, d, h, mi, s)
-                        fold = local_fold(y, mo, d, h)
-                    else:
-                        secs = utc_to_unix(y, mo, d, h, mi, s)
+                    secs, fold, leap_second = _wall(y, mo, d, h, mi, s, local_tz)
                 except (OverflowError, ValueError):
                     return Envelope(None, "none", line, bad_stamp=True)
                 frac = m.group(7)
-                ns = secs * NS + int(frac) * (1 if len(frac) == 9 else 1000)
+                ns = secs * NS + (NS - 1 if leap_second else int(frac) * (1 if len(frac) == 9 else 1000))
                 return Envelope(ns, "local", line[m.end():],
-                                alt_ns=ns + fold * NS if fold else None)
+                                alt_ns=ns + fold * NS if fold else None, leap_second=leap_second)
             return Envelope(None, "none", line)
         if sep == "T":
             m = _RFC3339_RE.match(line)
@@ -261,10 +304,11 @@ def _digits(line: str, leap: bool, year: int | None, local_tz: bool) -> Envelope
             if m:
                 y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])
                 try:
-                    secs = utc_to_unix(y, mo, d, h, mi, s)
+                    secs, _, leap_second = _wall(y, mo, d, h, mi, s, False)
                 except (OverflowError, ValueError):
                     return Envelope(None, "none", line, bad_stamp=True)
-                return Envelope(secs * NS + int(m.group(7)) * 10000, "svlogd", line[m.end():])
+                ns = secs * NS + (NS - 1 if leap_second else int(m.group(7)) * 10000)
+                return Envelope(ns, "svlogd", line[m.end():], leap_second=leap_second)
         return Envelope(None, "none", line)
     m = _ACCU_RE.match(line)
     if m:
@@ -280,15 +324,35 @@ def _digits(line: str, leap: bool, year: int | None, local_tz: bool) -> Envelope
     return Envelope(None, "none", line)
 
 
-def _year_for(month: int, day: int, year: int | None) -> int:
+def _year_for(month: int, day: int, year: int | None, local_tz: bool, now_ns: int | None) -> int:
     if year is not None:
         return year
-    now = time.gmtime()
-    # A header dated more than a day ahead belongs to last year (a December
-    # log read in January).
-    if (month, day) > (now.tm_mon, now.tm_mday + 1):
-        return now.tm_year - 1
-    return now.tm_year
+    # The latest year that puts the date no more than a day after today (a December
+    # log read in January is last year's; a clock a little ahead, or a line of a zone
+    # already in tomorrow, is not). Today in the zone the stamp is read in.
+    ty, tm, td = _tomorrow(time.time_ns() if now_ns is None else now_ns, local_tz)
+    return ty if (month, day) <= (tm, td) else ty - 1
+
+
+# (now in seconds, local_tz) → tomorrow's (year, month, day): one computation per second
+_TOMORROW: list[Any] = [None, (0, 0, 0)]
+
+
+def _tomorrow(now_ns: int, local_tz: bool) -> tuple[int, int, int]:
+    key = (now_ns // NS, local_tz)
+    if _TOMORROW[0] == key:
+        return _TOMORROW[1]
+    if local_tz:
+        lt = time.localtime(key[0])
+        today = datetime.date(lt.tm_year, lt.tm_mon, lt.tm_mday)
+    else:
+        civil = utc_civil(key[0])
+        if civil is None:
+            raise OverflowError("the clock is out of range")
+        today = datetime.date(*civil[:3])
+    tomorrow = today + datetime.timedelta(days=1)
+    _TOMORROW[:] = [key, (tomorrow.year, tomorrow.month, tomorrow.day)]
+    return _TOMORROW[1]
 
 
 def _after_header(env: Envelope) -> Envelope:
@@ -300,6 +364,7 @@ def _after_header(env: Envelope) -> Envelope:
         inner = split_envelope(text)
         if inner.time_ns is not None:
             env.time_ns, env.time_source, env.text = inner.time_ns, inner.time_source, inner.text
+            env.leap_second = False  # the header's second 60 is not this time's
         return env
     if text and "0" <= text[0] <= "9":
         m = _ACCU_RE.match(text)
@@ -308,18 +373,18 @@ def _after_header(env: Envelope) -> Envelope:
             if inner.time_ns is not None:
                 env.time_ns = inner.time_ns
                 env.time_source = "accustamp"
+                env.leap_second = False
                 env.text = inner.text
                 env.continued = inner.continued
     return env
 
 
-def _bsd(line: str, m: re.Match[str], year: int | None, local_tz: bool) -> Envelope:
+def _bsd(line: str, m: re.Match[str], year: int | None, local_tz: bool,
+         now_ns: int | None = None) -> Envelope:
     mon = _MONTHS[m.group(1)]
     day = int(m.group(2))
-    to_unix = local_to_unix if local_tz else utc_to_unix  # BSD stamps are local time, as a rule
-    fold = 0
     try:
-        y, h = _year_for(mon, day, year), int(m.group(3))
+        y, h = _year_for(mon, day, year, local_tz, now_ns), int(m.group(3))
         if day > 28 and day <= 31 and _no_such_day(y, mon, day):
             # mktime makes Feb 29 March 1 (Apr 31 May 1), and time went back at the next line
             if year is not None or mon != 2 or day != 29:  # no such day: the stamp is bad
@@ -328,16 +393,20 @@ def _bsd(line: str, m: re.Match[str], year: int | None, local_tz: bool) -> Envel
                 return env
             while not calendar.isleap(y):  # guessed: the last year that had one
                 y -= 1
-        secs = to_unix(y, mon, day, h, int(m.group(4)), int(m.group(5)))
-        if local_tz:
-            fold = local_fold(y, mon, day, h)
+        # BSD stamps are local time, as a rule
+        secs, fold, leap_second = _wall(y, mon, day, h, int(m.group(4)), int(m.group(5)), local_tz)
+    except NoSuchTime:  # a time that never was here: the stamp is bad, the header good
+        env = _bsd_env(line, m, None)
+        env.bad_stamp = True
+        return env
     except (OverflowError, ValueError):
         return Envelope(None, "none", line, bad_stamp=True)
-    frac = m.group(6)
-    ns = secs * NS + _frac_ns(frac)
+    ns = secs * NS + (NS - 1 if leap_second else _frac_ns(m.group(6)))
     env = _bsd_env(line, m, ns)
-    if fold and env.time_ns == ns and env.time_source == "syslog":
-        env.alt_ns = ns + fold * NS
+    if env.time_ns == ns and env.time_source == "syslog":  # not a finer stamp after the header
+        if fold:
+            env.alt_ns = ns + fold * NS
+        env.leap_second = leap_second
     return env
 
 
@@ -379,17 +448,15 @@ def _short_full(line: str, m: re.Match[str], local_tz: bool) -> Envelope:
     y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])
     zone = m.group(8)
     numeric = zone[0] in "+-"  # "+03": a zone with no letters of its own, an offset
-    to_unix = utc_to_unix if numeric or zone in ("UTC", "GMT") or not local_tz else local_to_unix
+    local = not (numeric or zone in ("UTC", "GMT") or not local_tz)
     try:
-        secs = to_unix(y, mo, d, h, mi, s)
-        if numeric:
-            secs -= _offset_secs(zone)
+        secs, _, leap_second = _wall(y, mo, d, h, mi, s, local, _offset_secs(zone) if numeric else 0)
     except (OverflowError, ValueError):
         return Envelope(None, "none", line, bad_stamp=True)
     pid = m.group(11)
-    return _after_header(Envelope(secs * NS + _frac_ns(m.group(7)), "syslog", line[m.end():],
-                                  host=m.group(9), tag=m.group(10),
-                                  pid=_pid(pid)))
+    return _after_header(Envelope(secs * NS + (NS - 1 if leap_second else _frac_ns(m.group(7))),
+                                  "syslog", line[m.end():], host=m.group(9), tag=m.group(10),
+                                  pid=_pid(pid), leap_second=leap_second))
 
 
 def _frac_ns(frac: str | None) -> int:
@@ -399,17 +466,15 @@ def _frac_ns(frac: str | None) -> int:
 
 def _rfc3339_ns(m: re.Match[str]) -> int | None:
     """Groups 1-8 of ``m`` (date, time, fraction, Z or offset) → unix ns; None: a
-    date or time out of range."""
+    date or time out of range. Second 60 (group 6 "60": a leap second) is the day's
+    last nanosecond, see _wall."""
     y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])
     tz = m.group(8)
     try:
-        secs = utc_to_unix(y, mo, d, h, mi, s)
-        if tz != "Z":
-            secs -= _offset_secs(tz)
+        secs, _, leap_second = _wall(y, mo, d, h, mi, s, False, 0 if tz == "Z" else _offset_secs(tz))
     except (OverflowError, ValueError):
         return None
-    frac = m.group(7) or ""
-    return secs * NS + _frac_ns(frac)
+    return secs * NS + (NS - 1 if leap_second else _frac_ns(m.group(7)))
 
 
 def _offset_secs(tz: str) -> int:
@@ -428,7 +493,7 @@ def _rfc3339(line: str, m: re.Match[str], leap: bool, year: int | None) -> Envel
         return Envelope(None, "none", line, bad_stamp=True)
     pid = m.group(11)
     env = Envelope(ns, "rfc3339", line[m.end():], host=m.group(9), tag=m.group(10),
-                   pid=_pid(pid))
+                   pid=_pid(pid), leap_second=m.group(6) == "60")
     return _after_header(env)
 
 
@@ -447,7 +512,8 @@ def _rfc5424(line: str, start: int) -> Envelope | None:
     ns = None if m.group(1) is None else _rfc3339_ns(m)  # "-": the sender knew no time
     env = Envelope(ns, "rfc3339" if ns is not None else "none", text,
                    host=None if host == "-" else host, tag=None if app == "-" else app,
-                   pid=_pid(procid), bad_stamp=ns is None and m.group(1) is not None)
+                   pid=_pid(procid), bad_stamp=ns is None and m.group(1) is not None,
+                   leap_second=ns is not None and m.group(6) == "60")
     return _after_header(env)
 
 
@@ -547,7 +613,8 @@ def _docker(entry: dict) -> Envelope | None:
     if text[-1:] == "\r":
         text = text[:-1]
     return _after_header(Envelope(ns, "rfc3339" if ns is not None else "none", text,
-                                  bad_stamp=ns is None))
+                                  bad_stamp=ns is None,
+                                  leap_second=ns is not None and when[17:19] == "60"))
 
 
 def _pid(value: object) -> int | None:

@@ -3,7 +3,8 @@
 daemontools (multilog, tai64n) and runit (svlogd) write ``2**62 + 10 + unix``
 seconds and no leap seconds; that is the default here ("daemontools" mode).
 skalibs/s6-log write true TAI: ``2**62 + 10 + unix + leaps(unix)``; decode
-those with ``leap=True`` or the 27 s difference shifts every event.
+those with ``leap=True`` or the 27 s difference shifts every event; a leap second
+(23:59:60) then decodes to 23:59:59.999999999, as unix time has none.
 daemontools/runit nanoseconds are ``1000 * usec + 500``; we keep them as they are.
 """
 
@@ -31,8 +32,12 @@ LEAP_SECONDS: tuple[int, ...] = (
 )
 # The same instants on the "unix + leaps" scale, for the inverse.
 _LEAPS_SHIFTED: tuple[int, ...] = tuple(t + i + 1 for i, t in enumerate(LEAP_SECONDS))
+# The leap seconds themselves (23:59:60 UTC) on that scale: the second before each
+_LEAP_SECONDS_TAI = frozenset(t - 1 for t in _LEAPS_SHIFTED)
 
-LABEL_RE = re.compile(r"@[0-9a-fA-F]{24}")
+# Exactly 24 hex digits: multilog writes a blank after them, so a 25th hex digit
+# means no label (a corrupt line), not a label and text starting with a digit
+LABEL_RE = re.compile(r"@[0-9a-fA-F]{24}(?![0-9a-fA-F])")
 
 
 class LabelError(ValueError):
@@ -60,13 +65,23 @@ def decode(label: str | bytes, leap: bool = False) -> tuple[int, int]:
         raise LabelError(f"nanoseconds out of range in {label[:LABEL_LEN]!r}")
     unix = secs - DAEMONTOOLS_OFFSET
     if leap:
-        unix -= leaps_before_tai(unix)
+        unix, nanos, _ = tai_to_unix(unix, nanos)
     return unix, nanos
 
 
 def leaps_before_tai(unix_plus_leaps: int) -> int:
     """Leap seconds to take off a true-TAI label's ``secs - 2**62 - 10``."""
     return bisect_right(_LEAPS_SHIFTED, unix_plus_leaps)
+
+
+def tai_to_unix(unix_plus_leaps: int, nanos: int) -> tuple[int, int, bool]:
+    """A true-TAI label's ``secs - 2**62 - 10`` and nanoseconds → (unix seconds,
+    nanoseconds, whether it is a leap second). Unix time has no 23:59:60: a leap
+    second is 23:59:59.999999999, the day's last instant, so that time never runs
+    backwards (taking off the leaps alone made it 00:00:00 of the next day)."""
+    if unix_plus_leaps in _LEAP_SECONDS_TAI:
+        return unix_plus_leaps - leaps_before_tai(unix_plus_leaps) - 1, 999_999_999, True
+    return unix_plus_leaps - leaps_before_tai(unix_plus_leaps), nanos, False
 
 
 def decode_ns(label: str, leap: bool = False) -> int:

@@ -6,8 +6,10 @@ Mapping (GELF 1.1, go2docs.graylog.org "GELF"):
   whitespace: Graylog refuses a blank mandatory field) the sink's host name;
 * ``short_message`` = ``message`` (``-`` when blank); ``full_message`` = ``raw`` when it differs
   (the whole line with its stamp), omitted when equal;
-* ``timestamp`` = ``time_unix_ns`` as float seconds (sub-second precision; the
-  exact nanoseconds stay in ``_time``, the RFC 3339 text);
+* ``timestamp`` = ``time_unix_ns`` as float seconds, correctly rounded, but never in a
+  later second than the line's (as RFC 5424's floored TIMESTAMP): 23:59:59.999999999
+  is the last float before midnight, not midnight of the next day; the exact
+  nanoseconds stay in ``_time``, the RFC 3339 text;
 * ``level`` = ``shipper.severity.severity(rec)`` (syslog 0-7);
 * every other key → ``_<name>``. Names are cut down to the spec's
   ``^[\\w\\.\\-]*$`` in ASCII (any other character becomes ``_``); a key that
@@ -31,6 +33,7 @@ until it fits; it carries ``_truncated`` naming what was cut.
 from __future__ import annotations
 
 import gzip
+import math
 import re
 import struct
 import zlib
@@ -89,6 +92,18 @@ def _blank(text: str) -> bool:
     return not text or text.isspace()
 
 
+def timestamp_seconds(ns: int) -> float:
+    """Unix nanoseconds → float seconds (GELF ``timestamp``, Splunk HEC ``time``): the
+    float nearest the exact time (int / int rounds once; ``ns / 1e9`` rounded ``ns`` to
+    a float first, then again), but never in a later second than the line's: the last
+    float before it instead (a float holds a 2026 time to 0.24 µs). 23:59:59.999999999
+    rounded to midnight, the next day, on 31 December the next year."""
+    f = ns / 1_000_000_000
+    if f >= (secs := ns // 1_000_000_000) + 1:
+        f = math.nextafter(float(secs + 1), -math.inf)
+    return f
+
+
 def gelf_message(rec: dict[str, Any], default_host: str = "localhost") -> dict[str, Any]:
     """One flat record → one GELF 1.1 message (a dict ready for JSON)."""
     message = rec.get("message")
@@ -107,7 +122,7 @@ def gelf_message(rec: dict[str, Any], default_host: str = "localhost") -> dict[s
     if isinstance(raw, str) and raw != message:
         out["full_message"] = raw
     if isinstance(t, int) and not isinstance(t, bool):
-        out["timestamp"] = t / 1e9
+        out["timestamp"] = timestamp_seconds(t)
     out["level"] = severity(rec)
     names = _NAME_CACHE
     for key, v in rec.items():

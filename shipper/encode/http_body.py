@@ -29,7 +29,8 @@ Formats:
   submission on 587) read hours apart after an outage would otherwise share a
   stream out of order, whose older entries Loki refuses ("entry too far behind").
   Values are ``[unix ns as string, line]``, sorted by time per stream.
-* ``splunk_hec`` — HEC event envelopes, concatenated: ``time`` float seconds,
+* ``splunk_hec`` — HEC event envelopes, concatenated: ``time`` float seconds (as GELF's
+  ``timestamp``: correctly rounded, never in a later second than the line's),
   ``host``, ``source`` (the file read), ``sourcetype`` ``qmail``, ``event`` = the record.
 * ``otlp`` — OTLP/HTTP JSON logs: one ``resourceLogs`` per host (``host.name``),
   scope ``shipper``, ``logRecords`` with ``timeUnixNano`` (string),
@@ -411,7 +412,7 @@ def splunk_hec(records: list[dict[str, Any]], sourcetype: str = "qmail",
         t = rec.get("time_unix_ns")
         env: dict[str, Any] = {}
         if isinstance(t, int) and not isinstance(t, bool):
-            env["time"] = t / 1e9
+            env["time"] = _gelf.timestamp_seconds(t)  # never a later second than the line's
         host = rec.get("host")
         env["host"] = host if isinstance(host, str) and host else default_host
         src = rec.get("source")

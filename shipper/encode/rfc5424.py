@@ -45,6 +45,7 @@ from types import NoneType
 from typing import Any
 
 from shipper.encode import SCALARS, json_text
+from shipper.record import utc_civil, utc_text
 from shipper.severity import severity, severity_fields, severity_of_event
 
 NILVALUE = "-"
@@ -138,18 +139,17 @@ class _SecondCache(dict[int, str | None]):
     def __missing__(self, secs: int) -> str | None:
         if len(self) > _CACHE_MAX:
             self.clear()
-        try:
-            tm = time.gmtime(secs)
-        except (OverflowError, OSError, ValueError):
-            tm = None
-        if tm is None or not 0 <= tm.tm_year <= 9999:
-            text = None
-        elif self.fmt == "5424":
-            text = (f"{tm.tm_year:04d}-{tm.tm_mon:02d}-{tm.tm_mday:02d}"
-                    f"T{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}.")  # (the fraction follows)
+        # calendar arithmetic, not time.gmtime (27 s off under a "right/" TZ): see utc_text
+        if self.fmt == "5424":
+            head = utc_text(secs)
+            text = None if head is None else head + "."  # (the fraction follows)
         else:  # RFC 3164: "Mmm dd HH:MM:SS", day padded with a space
-            text = (f"{_MONTHS[tm.tm_mon - 1]} {tm.tm_mday:2d} "
-                    f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}")
+            civil = utc_civil(secs)
+            if civil is None:
+                text = None
+            else:
+                _, mo, d, h, mi, s = civil
+                text = f"{_MONTHS[mo - 1]} {d:2d} {h:02d}:{mi:02d}:{s:02d}"
         self[secs] = text
         return text
 
