@@ -46,7 +46,7 @@ from shipper.sinks.base import (
     note_failure,
     printable,
 )
-from shipper.tai64n import leaps_before_tai
+from shipper.tai64n import tai_to_unix
 from shipper.transforms import OTHER_PROGRAMS, Transformer
 
 log = logging.getLogger("shipper.pipeline")
@@ -234,7 +234,8 @@ def _true_tai(ns: int | None) -> int | None:
     source whose labels are true TAI (s6-log, ``tai_leap``): as its lines' times."""
     if ns is None:
         return None
-    return ns - leaps_before_tai(ns // 1_000_000_000) * 1_000_000_000
+    unix, nanos, _ = tai_to_unix(*divmod(ns, 1_000_000_000))
+    return unix * 1_000_000_000 + nanos
 
 
 def gap_record(gap: Any, host: str | None, tai_leap: bool = False) -> dict[str, Any]:
