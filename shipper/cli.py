@@ -28,6 +28,7 @@ def cmd_parse(argv: list[str]) -> int:
     from shipper.parse import DEFAULT_MAX_LINE, LineParser, ParseOptions
     from shipper.reader import InputError, expand, read_joined
     from shipper.record import F_CONTINUATION, F_PARTIAL, F_TRUNCATED, add_flag, ndjson_all
+    from shipper.track import input_of
     from shipper.when import year_arg
 
     ap = argparse.ArgumentParser(
@@ -54,9 +55,9 @@ def cmd_parse(argv: list[str]) -> int:
                         local_tz=not args.utc, syslog_year=args.year, host=args.host)
     try:
         expand(args.paths)  # every path there, or nothing is read
-    except InputError as exc:
+    except InputError as exc:  # a path given wrong: a usage error, as track and stats say it
         _err(str(exc))
-        return EXIT_PROBLEM
+        return EXIT_USAGE
     out = sys.stdout.buffer
     option = orjson.OPT_INDENT_2 if args.pretty else 0
     status = EXIT_OK
@@ -75,11 +76,12 @@ def cmd_parse(argv: list[str]) -> int:
             try:
                 for batch in read_joined(files, max_line=args.max_line, on_error=said):
                     path = batch.source
-                    # One parser per directory: its state (the time for unstamped lines, a
-                    # recordio line cut inside a secret) goes on from an archive to the next.
-                    parser = parsers.get(os.path.dirname(path))
+                    # One parser per input: a multilog directory's state (the time for
+                    # unstamped lines, a recordio line cut inside a secret) goes on from
+                    # an archive to the next; another file's lines are not its.
+                    parser = parsers.get(input_of(path))
                     if parser is None:
-                        parser = parsers[os.path.dirname(path)] = LineParser(opts)
+                        parser = parsers[input_of(path)] = LineParser(opts)
                     parser.source = path
                     parser.file_id = batch.file_id
                     records = parser.parse_batch_dicts(batch.lines, batch.offsets)

@@ -40,7 +40,7 @@ def test_parse_multilog_dir_and_errors(tmp_path):
     d = tmp_path / "log"
     subprocess.run([multilog, "t", str(d)], input=b"a\nb\n", check=True, timeout=10)
     r = run("parse", str(d), str(tmp_path / "missing"))
-    assert r.returncode == 1
+    assert r.returncode == 2  # a path given wrong: a usage error, as in track and stats
     err = r.stderr.decode().strip().splitlines()
     assert err == [f"shipper: {tmp_path / 'missing'}: no such file or directory"]
 
@@ -165,7 +165,7 @@ def test_parse_reads_a_pipe_by_name_and_compressed_standard_input(tmp_path):
 
 
 @pytest.mark.parametrize(("command", "prefix", "rc"), [
-    (["parse"], "shipper", 1), (["stats"], "shipper stats", 2), (["track", "--to", "bob"], "shipper track", 2)])
+    (["parse"], "shipper", 2), (["stats"], "shipper stats", 2), (["track", "--to", "bob"], "shipper track", 2)])
 @pytest.mark.parametrize("multilog", [True, False])
 def test_a_directory_that_may_not_be_listed_says_so(tmp_path, command, prefix, rc, multilog):
     """parse said "a directory but not a multilog directory" of a log directory it may not
@@ -249,3 +249,21 @@ def test_parse_of_a_pipe_shows_each_line_as_it_comes():
         if p.poll() is None:
             p.kill()
             p.wait(5)
+
+
+def test_parse_gives_each_input_its_own_time_for_unstamped_lines(tmp_path):
+    """Parsers were kept per directory: nostamp.log's lines took s1.log's time (the same
+    directory). A multilog directory's archive and current, named one by one, are one."""
+    stamped = tmp_path / "s1.log"
+    stamped.write_bytes(b"@4000000052fafd8d3298434c new msg 3890\n")
+    bare = tmp_path / "nostamp.log"
+    bare.write_bytes(b"new msg 1\n")
+    r = run("parse", str(stamped), str(bare))
+    assert r.returncode == 0, r.stderr
+    assert [orjson.loads(x)["time_source"] for x in r.stdout.splitlines()] == ["tai64n", "ingest"]
+    d = tmp_path / "log"
+    d.mkdir()
+    (d / "@4000000052fafd8d3298434c.s").write_bytes(b"@4000000052fafd8d3298434c new msg 3890\n")
+    (d / "current").write_bytes(b"end msg 3890\n")
+    r = run("parse", str(d / "@4000000052fafd8d3298434c.s"), str(d / "current"))
+    assert [orjson.loads(x)["time_source"] for x in r.stdout.splitlines()] == ["tai64n", "inferred"]

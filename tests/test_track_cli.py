@@ -362,9 +362,9 @@ def test_track_text_of_a_mail_deferred_for_days_across_a_qmail_send_restart() ->
     only a start), and days as "after 172801.0s"."""
     rc, text = run(track_main, [str(FIX / "qmail_lifecycle.txt"), "--utc", "--from", "a@x.org"])
     assert rc == 0
-    assert "done 2023-11-16 22:13:21.000   in queue 2d 0h\n" in text
+    assert "done 2023-11-16 22:13:21.000Z   in queue 2d 0h\n" in text
     assert "<r1@far.example> remote FAILURE dsn 5.1.1 via 192.0.2.7 after 2d 0h (3 attempts)\n" in text
-    assert "           2023-11-14 22:13:22.000 interrupted (qmail-send restarted)\n" in text
+    assert "           2023-11-14 22:13:22.000Z interrupted (qmail-send restarted)\n" in text
     assert "<r2@far.example> remote SUCCESS via 192.0.2.9 after 1.1s\n" in text
 
 

@@ -255,8 +255,8 @@ def test_real_smtpd_reject_after_queue_id_has_its_time_and_reason() -> None:
     m = _mail37(_real_37(), "1DF4120C774")
     (r,) = [r for r in m["recipients"] if r["rcpt_to"] == "y@error.test"]
     assert r["result"] == "rejected" and r["attempts"][0]["time_unix_ns"] is not None
-    assert ("2026-11-30 06:29:35.000 rejected: <y@error.test>: Recipient address rejected: "
-            "no such user here\n") in render_text(m).replace("T", " ")
+    assert ("2026-11-30 06:29:35.000Z rejected: <y@error.test>: Recipient address rejected: "
+            "no such user here\n") in render_text(m, utc=True).replace("T", " ")
 
 
 def test_real_session_refusal_is_found_by_its_recipient() -> None:

@@ -32,6 +32,19 @@ Clock = Callable[[dict[str, Any]], "int | None"]
 MAX_EVENT_IDS = 200  # per summary: ids of the lines it was built from (more are counted, not kept)
 
 
+_LOGDIR_FILES = frozenset({"current", "previous", "processed"})
+
+
+def input_of(source: str | None) -> str:
+    """The input a record's ``source`` belongs to: a logdir's ``current`` and the
+    ``@….s`` archives it becomes are one input, the directory; a file is itself."""
+    if source:
+        head, _, base = source.rpartition("/")
+        if head and (base in _LOGDIR_FILES or base[:1] == "@"):
+            return head
+    return source or ""
+
+
 def origin(rec: dict[str, Any]) -> dict[str, Any]:
     """What a summary keeps of its first line: enough for its deterministic id and provenance."""
     return {

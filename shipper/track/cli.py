@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import heapq
+import os
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from typing import Any, TextIO
 import orjson
 
 from shipper.parse import LineParser, ParseOptions
-from shipper.reader import InputError, input_sets, read_joined
+from shipper.reader import InputError, input_sets, is_multilog_dir, read_joined
 from shipper.record import event_id
 from shipper.track.correlator import Correlator, CorrelatorOptions
 from shipper.track.report import Stats, TrackQuery, matches, render_stats, render_text
@@ -38,10 +39,13 @@ _IGNORED = frozenset({"status", "tcp_status", "unparsed", "io_eof", "daemon",
 
 
 def _records(files: list[str], joined: bool, opts: ParseOptions,
-             on_error: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:
+             on_error: Callable[[str], None] | None = None,
+             name: str | None = None) -> Iterator[dict[str, Any]]:
     """The parsed, trackable records of one input stream (a file, or the files of a
     directory), in order. With ``on_error``, a file that cannot be read to its end (a
-    damaged archive) is told to it and the input goes on with the next file."""
+    damaged archive) is told to it and the input goes on with the next file. ``name``
+    (the input's) goes in each record's ``input``: a qmail-send log naming no host is
+    one server's (see shipper.track.qmail.send_log)."""
     parser = LineParser(opts)  # one per input: its state goes on from an archive to the next
 
     def said(fn: str, exc: InputError) -> None:
@@ -64,6 +68,8 @@ def _records(files: list[str], joined: bool, opts: ParseOptions,
             d["source"] = rec.source
             d["file_id"] = rec.file_id
             d["offset"] = rec.offset
+            if name is not None:
+                d["input"] = name
             yield d
 
 
@@ -75,8 +81,13 @@ def summaries(paths: list[str], copts: CorrelatorOptions | None = None,
     it counts) instead of ending the whole with InputError. ``counts`` gets, at the end,
     ``untracked_deliveries``: delivery results in no summary (their mail not tracked)."""
     popts = popts or ParseOptions()
-    streams = [_records(st.files, st.multilog, popts, on_error)
-               for st in input_sets(paths, plain_dirs=True)]
+    sets = input_sets(paths, plain_dirs=True)
+    for p in paths:  # (it read nothing and said nothing: exit 1, as "nothing matched")
+        if p != "-" and os.path.isdir(p) and not is_multilog_dir(p) and not any(
+                n[:1] != "." and os.path.isfile(os.path.join(p, n)) for n in os.listdir(p)):
+            raise InputError(f"{p}: no log files in it, and not a multilog directory "
+                             "(no current, no @ files)")
+    streams = [_records(st.files, st.multilog, popts, on_error, st.name) for st in sets]
     merged = heapq.merge(*streams, key=lambda r: r["time_unix_ns"] or 0) if len(streams) != 1 \
         else streams[0]
     corr = Correlator(copts)
@@ -128,7 +139,9 @@ def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--max-open", type=_count_arg, default=100_000,
                     help="open messages kept before the oldest is reported incomplete")
     ap.add_argument("--utc", action="store_true",
-                    help="tai64nlocal / syslog stamps are UTC, not local time")
+                    help="tai64nlocal / syslog stamps are UTC, not local time; times shown in UTC")
+    ap.add_argument("--tai", action="store_true",
+                    help="TAI64N labels are true TAI with leap seconds (s6-log), not daemontools'")
     ap.add_argument("--year", type=year_arg, help="year of BSD syslog stamps (default: guessed)")
 
 
@@ -137,7 +150,7 @@ def _options(args: argparse.Namespace) -> tuple[CorrelatorOptions, ParseOptions]
     c.qmail.max_open = args.max_open
     c.postfix.max_open = args.max_open
     c.session.show_auth_user = getattr(args, "auth_user", False)
-    return c, ParseOptions(local_tz=not args.utc, syslog_year=args.year)
+    return c, ParseOptions(local_tz=not args.utc, syslog_year=args.year, tai_leap=args.tai)
 
 
 def _say_unreadable(errors: list[str], prog: str) -> Callable[[str], None]:
@@ -164,6 +177,8 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
     ap.add_argument("--to", dest="rcpt_to", metavar="ADDR", help="a recipient contains ADDR")
     ap.add_argument("--host", metavar="H",
                     help="client or relay host contains H; an IP address: that address")
+    ap.add_argument("--server", metavar="H",
+                    help="the log's own host (the server that logged it) contains H")
     ap.add_argument("--msgid", metavar="ID", help="qmail msg number, Postfix queue id or Message-ID")
     ap.add_argument("--qp", type=int, metavar="N",
                     help="qp N (qmail-queue's pid, as in the smtpd's '250 ok … qp N'): the "
@@ -174,7 +189,8 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
     ap.add_argument("--auth-user", action="store_true", help="show AUTH user names (PII)")
     args = ap.parse_args(argv)
     q = TrackQuery(mail_from=args.mail_from, rcpt_to=args.rcpt_to, since_ns=args.since,
-                   until_ns=args.until, host=args.host, msgid=args.msgid, qp=args.qp,
+                   until_ns=args.until, host=args.host, server=args.server, msgid=args.msgid,
+                   qp=args.qp,
                    search=args.search, sessions=args.sessions)
     copts, popts = _options(args)
     found = 0
@@ -218,7 +234,7 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
             if args.json:
                 out.write(orjson.dumps(r).decode() + "\n")
             else:
-                out.write(render_text(r))
+                out.write(render_text(r, utc=args.utc))
 
     try:
         for rec in summaries(args.paths, copts, popts, _say_unreadable(errors, "shipper track")):
@@ -260,6 +276,8 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
         print(f"shipper track: {exc}", file=sys.stderr)
         return 2
     out.flush()
+    if not found:  # (else nothing said it: an empty output and exit 1)
+        print("shipper track: no mail or session matched", file=sys.stderr)
     if errors:
         return 2
     return 0 if found else 1
@@ -292,6 +310,8 @@ def stats_main(argv: list[str], stdout: TextIO | None = None) -> int:
     args = ap.parse_args(argv)
     q = TrackQuery(since_ns=args.since, until_ns=args.until, sessions=True)
     copts, popts = _options(args)
+    # the untracked deliveries counted in the period the summaries are
+    copts.qmail.orphans_since_ns, copts.qmail.orphans_until_ns = args.since, args.until
     st = Stats(top=args.top)
     errors: list[str] = []
     counts: dict[str, int] = {}

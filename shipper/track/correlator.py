@@ -24,10 +24,12 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from shipper.track import NS, Clock, mark_gap
+from shipper.track import NS, Clock, input_of, mark_gap
 from shipper.track.postfix import PostfixOptions, PostfixTracker, is_postfix
 from shipper.track.qmail import QmailOptions, QmailTracker
 from shipper.track.session import SessionOptions, SessionTracker
+
+__all__ = ["Correlator", "CorrelatorOptions", "STATE_VERSION", "clock_key", "input_of"]
 
 STATE_VERSION = 1
 
@@ -52,18 +54,6 @@ _CLOCKS_CAP = 4096  # inputs whose clock is kept (a few in practice)
 # A line may be stamped a little after it was read (another host's clock, syslog
 # relays); beyond this its time is a clock gone wrong and ages nothing
 FUTURE_SLACK_S = 300
-_LOGDIR_FILES = frozenset({"current", "previous", "processed"})
-
-
-def input_of(source: str | None) -> str:
-    """The input a record's ``source`` belongs to: a logdir's ``current`` and the
-    ``@….s`` archives it becomes are one input, the directory; a file is itself."""
-    if source:
-        head, _, base = source.rpartition("/")
-        if head and (base in _LOGDIR_FILES or base[:1] == "@"):
-            return head
-    return source or ""
-
 
 def clock_key(kind: str, source: str | None) -> str:
     """Whose clock ages an entry: its tracker's (``kind``) in its input (``input_of``)."""

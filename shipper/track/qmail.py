@@ -6,7 +6,7 @@ optional ``bounce msg M qp Q`` → ``end msg M``. Deliveries of many messages in
 
 Keys and the two id pitfalls:
 * A message id is the inode of its queue file: unique while the message is in the
-  queue, reused after ``end msg``. Open messages are keyed by (host, queue, M); a
+  queue, reused after ``end msg``. Open messages are keyed by (send log, queue, M); a
   ``new msg M`` while M is still open with deliveries means its end was lost: the
   old one is emitted ``incomplete`` (reason ``id_reused``) and a new one starts.
   Before any delivery it is the same message (qmail-send logs ``new msg``/``info
@@ -14,10 +14,15 @@ Keys and the two id pitfalls:
   ``info msg`` names another sender, size or qp.
 * Delivery ids count from 1 again when qmail-send restarts. A restart is seen as
   ``status: exiting`` or as a ``starting delivery D`` with D not above the last
-  started id; either starts a new *epoch* of that (host, queue): deliveries still
+  started id; either starts a new *epoch* of that (send log, queue): deliveries still
   open from the old epoch are closed as ``interrupted`` and never matched to a
   result of the new one. Messages survive the restart (they stay in the queue and
   qmail-send resumes delivering them under new delivery ids).
+
+The *send log* (``send_log``) is the record's host, or for a line naming none
+(multilog's: a track run over two servers' send logs, whose msg numbers and delivery
+ids overlap) the input it was read from: one qmail-send each. A session (keyed by host)
+is linked to a hostless send log's mail with its qp nearest in time, whichever that is.
 
 Counting follows qmailanalog ``matchup``: each finished delivery attempt counts one
 success (k), failure (d) or deferral (z); ``report mangled`` counts as a deferral;
@@ -43,6 +48,7 @@ from shipper.track import (
     Clock,
     add_event_id,
     gap_fields,
+    input_of,
     iso,
     origin,
     seconds,
@@ -55,11 +61,25 @@ class QmailOptions:
     max_open: int = 100_000  # open messages kept; beyond, the oldest is emitted incomplete
     max_age_s: float = 8 * 86400  # queuelifetime (7 days) + a day: then emitted incomplete
     max_attempts: int = 50  # delivery attempts kept per recipient (all are counted)
+    # ``orphans`` counts only the untracked results logged in this window (stats
+    # --since/--until: as its summaries; a result of unknown time counts)
+    orphans_since_ns: int | None = None
+    orphans_until_ns: int | None = None
 
 
 # The session tracker's link function: (host, qp, mail_from, time_ns, mail_ref) -> session ref
 # or None. It also remembers the mail so a session that ends later can name it.
 SessionLookup = Callable[[str, int, "str | None", "int | None", dict[str, Any]], "dict[str, Any] | None"]
+
+
+def send_log(rec: dict[str, Any]) -> str:
+    """Which qmail-send a record is of: its host, else (a line naming none) its input:
+    ``input`` when the reader named it (``shipper track``: a directory, a logrotate
+    set), else the directory or file of its ``source``. (\x01: no host name has it)"""
+    host = rec.get("host")
+    if host:
+        return host
+    return "\x01" + (rec.get("input") or input_of(rec.get("source")))
 
 
 def _lead_int(d: Any) -> int | None:
@@ -87,13 +107,13 @@ class QmailTracker:
         # (OrderedDicts where the oldest goes at a cap: a dict's next(iter(d)) walks over
         # the slots its deleted entries left, O(deletions) per eviction at the cap)
         self.mails: OrderedDict[str, dict[str, Any]] = OrderedDict()  # open messages, oldest first
-        self.queues: dict[str, dict[str, Any]] = {}  # per (host, queue): epoch, last id, open deliveries
-        # "host\0qp" of a bounce → the bounced message
+        self.queues: dict[str, dict[str, Any]] = {}  # per (send log, queue): epoch, last id, open deliveries
+        # "send log\0qp" of a bounce → the bounced message
         self.bounces: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        # "host\0qp" of a copy a local delivery forwarded (qmail-local's "did 0+1+0/qp N/")
+        # "send log\0qp" of a copy a local delivery forwarded (qmail-local's "did 0+1+0/qp N/")
         # whose ``info msg`` is still to come → the forwarding message and recipient
         self.forwards: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self.by_qp: dict[str, str] = {}  # "host\0qp" → key of the open message with that qp
+        self.by_qp: dict[str, str] = {}  # "send log\0qp" → key of the open message with that qp
         self.session_lookup = session_lookup
         self.orphans = 0  # delivery results whose start we never saw
 
@@ -113,20 +133,65 @@ class QmailTracker:
         self.forwards = OrderedDict(state.get("forwards", []))
         self.by_qp = dict(state.get("by_qp", {}))
         self.orphans = int(state.get("orphans", 0))
+        if any(k[:1] == "\x00" for k in self.queues):
+            self._rekey_hostless()
+
+    def _rekey_hostless(self) -> None:
+        """A state saved when a line naming no host was keyed by the empty host (every
+        input one qmail-send): its entries keyed by their send log now (see send_log),
+        so their next lines find them."""
+        def log_of(source: Any) -> str:
+            return "\x01" + input_of(source)
+
+        moved: dict[str, str] = {}
+        for key in list(self.mails):
+            if key[:1] == "\x00":
+                m = self.mails[key]
+                moved[key] = log_of(m["origin"].get("source")) + key
+        self.mails = OrderedDict((moved.get(k, k), m) for k, m in self.mails.items())
+        for qkey in [k for k in self.queues if k[:1] == "\x00"]:
+            q = self.queues.pop(qkey)
+            logs = {moved[k][:-len(k)] for k in moved if k.startswith(qkey + "\x00")} or {"\x01"}
+            for log in logs:  # each send log goes on from the queue's epoch
+                dels = {d: [moved.get(r[0], r[0]), r[1]] for d, r in q["dels"].items()
+                        if moved.get(r[0], "").startswith(log + "\x00")}
+                self.queues[log + qkey] = {**q, "dels": dels}
+        for k in [k for k in self.by_qp if k[:1] == "\x00"]:
+            mkey = moved.get(self.by_qp.pop(k))
+            if mkey is not None:
+                self.by_qp[mkey[:mkey.index("\x00")] + k] = mkey
+                self.mails[mkey]["qp_key"] = mkey[:mkey.index("\x00")] + k
+        for links in (self.bounces, self.forwards):
+            items = [(log_of(v.get("source")) + k if k[:1] == "\x00" else k, v)
+                     for k, v in links.items()]
+            links.clear()
+            links.update(items)
+        for fw in self.forwards.values():
+            fw["key"] = moved.get(fw.get("key", ""), fw.get("key"))
 
     def attach_session(self, host: str, qp: int, session_ref: dict[str, Any], time_ns: int | None,
                        window_ns: int) -> bool:
         """A session's ``250 ok … qp N`` at ``time_ns`` seen after the message's ``info msg``
-        (within ``window_ns`` of it: an older open message with that qp is another one)."""
-        key = self.by_qp.get(f"{host}\x00{qp}")
-        m = self.mails.get(key) if key is not None else None
-        if m is None:
+        (within ``window_ns`` of it: an older open message with that qp is another one).
+        A session naming no host: the mail of a hostless send log with the nearest birth."""
+        if host:
+            logs = [host]
+        else:  # (the send logs: a few queues each)
+            logs = list(dict.fromkeys(k[:k.index("\x00")] for k in self.queues if k[:1] == "\x01"))
+        best, best_d = None, window_ns + 1
+        for log in logs:
+            key = self.by_qp.get(f"{log}\x00{qp}")
+            m = self.mails.get(key) if key is not None else None
+            if m is None:
+                continue
+            birth = m.get("birth_ns")
+            d = abs(time_ns - birth) if birth is not None and time_ns is not None else 0
+            if d < best_d:
+                best, best_d = m, d
+        if best is None:
             return False
-        birth = m.get("birth_ns")
-        if birth is not None and time_ns is not None and abs(time_ns - birth) > window_ns:
-            return False
-        if "session" not in m:
-            m["session"] = session_ref
+        if "session" not in best:
+            best["session"] = session_ref
         return True
 
     # -- feeding -------------------------------------------------------------------------
@@ -164,7 +229,7 @@ class QmailTracker:
 
     # -- handlers ------------------------------------------------------------------------
     def _qkey(self, rec: dict[str, Any]) -> str:
-        return f"{rec.get('host') or ''}\x00{rec.get('queue') or ''}"
+        return f"{send_log(rec)}\x00{rec.get('queue') or ''}"
 
     def _queue(self, qkey: str) -> dict[str, Any]:
         q = self.queues.get(qkey)
@@ -235,27 +300,28 @@ class QmailTracker:
         self._touch(m, rec)
         qp = rec.get("qp")
         host = rec.get("host") or ""
+        log = send_log(rec)
         if qp is not None:
             # A bounce is injected by qmail-send itself right after ``bounce msg``, with
             # sender <> (or #@[] for a double bounce): only such a message can be it.
             b = None
             if rec.get("mail_from") in ("", "#@[]"):
-                b = self.bounces.pop(f"{host}\x00{qp}", None)
+                b = self.bounces.pop(f"{log}\x00{qp}", None)
                 if b is not None and not _within_hour(b.get("time_unix_ns"), rec.get("time_unix_ns")):
                     b = None
             if b is not None:
                 b.pop("time_unix_ns", None)
                 b.pop("source", None)
                 m["bounce_of"] = b
-            elif (fw := self.forwards.pop(f"{host}\x00{qp}", None)) is not None \
+            elif (fw := self.forwards.pop(f"{log}\x00{qp}", None)) is not None \
                     and _within_hour(fw["time_unix_ns"], rec.get("time_unix_ns")):
                 m["forward_of"] = fw["of"]
                 parent = self.mails.get(fw["key"])
                 if parent is not None and fw["idx"] < len(parent["rcpts"]) and \
                         parent["rcpts"][fw["idx"]].get("rcpt_to") == fw["of"]["rcpt_to"]:
                     parent["rcpts"][fw["idx"]]["forward_msg"] = msg
-            self.by_qp[f"{host}\x00{qp}"] = key
-            m["qp_key"] = f"{host}\x00{qp}"
+            self.by_qp[f"{log}\x00{qp}"] = key
+            m["qp_key"] = f"{log}\x00{qp}"
             if self.session_lookup is not None and b is None and "forward_of" not in m:
                 ref = {"msg": msg, "qp": qp, "event_id": _mail_event_id(m)}
                 s = self.session_lookup(host, qp, rec.get("mail_from"), rec.get("time_unix_ns"), ref)
@@ -313,12 +379,12 @@ class QmailTracker:
         q = self._queue(self._qkey(rec))
         ref = q["dels"].pop(d, None)
         if ref is None:
-            self.orphans += 1
+            self._orphan(rec)
             return
         key, idx = ref
         m = self.mails.get(key)
         if m is None:
-            self.orphans += 1
+            self._orphan(rec)
             return
         if d in m["open"]:
             m["open"].remove(d)
@@ -348,13 +414,23 @@ class QmailTracker:
             else:
                 r.pop(f, None)
         if result in ("success", "failure"):
-            r["delay_s"] = seconds(m.get("birth_ns") or m["first_ns"], t)
+            # birth → final; unknown (null) when the mail began before the input: its
+            # first line seen is no birth
+            r["delay_s"] = seconds(m.get("birth_ns"), t)
         fqp = rec.get("qp")
         if type(fqp) is int and result == "success" and r.get("channel") == "local":
-            self._forwarded(key, idx, rec.get("host") or "", fqp, t)
+            self._forwarded(key, idx, send_log(rec), fqp, t)
         self._touch(m, rec)
 
-    def _forwarded(self, key: str, idx: int, host: str, qp: int, t: int | None) -> None:
+    def _orphan(self, rec: dict[str, Any]) -> None:
+        """A delivery result whose mail is not tracked: counted (in the window)."""
+        t = rec.get("time_unix_ns")
+        since, until = self.opts.orphans_since_ns, self.opts.orphans_until_ns
+        if t is not None and ((since is not None and t < since) or (until is not None and t > until)):
+            return
+        self.orphans += 1
+
+    def _forwarded(self, key: str, idx: int, log: str, qp: int, t: int | None) -> None:
         """A local delivery forwarded the message (``.qmail``'s ``&address``): qmail-local
         queued a copy whose ``info msg`` says ``qp`` ``qp``. That line may have come
         already (qmail-send reads its queue and the delivery's report in either order)
@@ -364,14 +440,14 @@ class QmailTracker:
         r["forward_qp"] = qp
         ref = {"msg": m["msg"], "qp": m.get("qp"), "rcpt_to": r.get("rcpt_to"),
                "event_id": _mail_event_id(m)}
-        ck = self.by_qp.get(f"{host}\x00{qp}")
+        ck = self.by_qp.get(f"{log}\x00{qp}")
         copy = self.mails.get(ck) if ck is not None else None
         if copy is not None and copy is not m and "forward_of" not in copy \
                 and "bounce_of" not in copy and _within_hour(copy.get("birth_ns"), t):
             copy["forward_of"] = ref
             r["forward_msg"] = copy["msg"]
             return
-        self.forwards[f"{host}\x00{qp}"] = {"of": ref, "key": key, "idx": idx, "time_unix_ns": t,
+        self.forwards[f"{log}\x00{qp}"] = {"of": ref, "key": key, "idx": idx, "time_unix_ns": t,
                                             "source": m["origin"].get("source")}
         while len(self.forwards) > self.opts.max_open:
             self.forwards.popitem(last=False)
@@ -385,7 +461,7 @@ class QmailTracker:
             m["bounce_qp"] = qp
             self._touch(m, rec)
         if qp is not None:  # (its bounce still names it when it is not tracked)
-            self.bounces[f"{rec.get('host') or ''}\x00{qp}"] = {
+            self.bounces[f"{send_log(rec)}\x00{qp}"] = {
                 "msg": msg, "qp": m.get("qp") if m else None,
                 "event_id": _mail_event_id(m) if m else None,
                 "time_unix_ns": rec.get("time_unix_ns"), "source": rec.get("source")}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -28,8 +29,9 @@ class TrackQuery:
     rcpt_to: str | None = None  # … of any recipient
     since_ns: int | None = None  # summary end time >= since
     until_ns: int | None = None  # summary start (birth) time <= until
-    host: str | None = None  # client or relay host, or the log's host (substring); an IP: exactly
-    msgid: str | None = None  # qmail msg number, Postfix queue id or Message-ID
+    host: str | None = None  # client or relay host (substring); an IP: exactly
+    server: str | None = None  # the log's own host (substring): the server that logged it
+    msgid: str | None = None  # qmail msg number (a session's mails' too), Postfix queue id or Message-ID
     qp: int | None = None  # qmail-queue's pid: a mail's, its bounce's or forwarded copy's, a session's
     search: str | None = None  # case-insensitive substring anywhere in the summary
     sessions: bool = False  # also sessions that queued mail (by default: only those that did not)
@@ -54,7 +56,8 @@ def _senders(rec: dict[str, Any]) -> list[str]:
 
 
 def _hosts(rec: dict[str, Any]) -> list[str]:
-    h = [_low(rec.get(k)) for k in ("host", "remote_host", "remote_ip", "orig_client_host",
+    # (not the log's own "host": that is every summary of a server, see --server)
+    h = [_low(rec.get(k)) for k in ("remote_host", "remote_ip", "orig_client_host",
                                      "orig_client_ip") if rec.get(k)]
     sess = rec.get("session") or {}
     h += [_low(sess.get(k)) for k in ("remote_host", "remote_ip") if sess.get(k)]
@@ -122,9 +125,14 @@ def matches(rec: dict[str, Any], q: TrackQuery) -> bool:
             return False
     if q.host is not None and not _host_matches(q.host, rec):
         return False
+    if q.server is not None and q.server.lower() not in _low(rec.get("host")):
+        return False
     if q.msgid is not None:
         want = q.msgid.strip("<>").lower()
         ids = {_low(rec.get("msg")), _low(rec.get("qid")), _low(rec.get("message_id"))}
+        # a session's mails: it carries the client of a mail that ended before the
+        # reply naming its qp was logged (the mail then names no session)
+        ids.update(_low(m.get("msg")) for m in rec.get("mails", ()))
         if want not in ids:
             return False
     if q.qp is not None and q.qp not in _qps(rec):
@@ -138,8 +146,27 @@ def _qps(rec: dict[str, Any]) -> list[Any]:
     return qps + [r.get("forward_qp") for r in rec.get("recipients", ())]
 
 
-def _t(ns: int | None) -> str:
-    return rfc3339_ns(ns)[:23].replace("T", " ") if ns is not None else "?"
+def _time(ns: int | None, utc: bool = False) -> str:
+    """A time to ms, in local time (the zone --since/--until and tai64nlocal read) or
+    UTC, its offset said: ``2024-05-01 12:00:00.101+02:00``, ``… 10:00:00.101Z``."""
+    if ns is None:
+        return "?"
+    secs, frac = divmod(ns, 1_000_000_000)
+    dt = datetime.fromtimestamp(secs, UTC)
+    if utc:
+        zone = "Z"
+    else:
+        dt = dt.astimezone()
+        off = dt.strftime("%z")  # +0200; +053045 for a zone of seconds (LMT)
+        zone = f"{off[:3]}:{off[3:5]}" + (f":{off[5:]}" if len(off) > 5 else "")
+    return f"{dt:%Y-%m-%d %H:%M:%S}.{frac // 1_000_000:03d}{zone}"
+
+
+def _tls(v: Any) -> str:
+    """A session's ``tls`` as shown: the cipher after "TLS", ``TLS``/``STARTTLS`` alone
+    (``TLS`` is what is kept when the cipher is not logged: "TLS TLS" read as a stutter)."""
+    v = str(v)
+    return f" {v}" if "TLS" in v.upper() else f" TLS {v}"
 
 
 def _span(s: float, digits: int) -> str:
@@ -153,8 +180,12 @@ def _span(s: float, digits: int) -> str:
     return f"{s:.{digits}f}s"
 
 
-def render_text(rec: dict[str, Any]) -> str:
-    """One mail or session as a readable block (ends with a blank line)."""
+def render_text(rec: dict[str, Any], utc: bool = False) -> str:
+    """One mail or session as a readable block (ends with a blank line); times in local
+    time, or in UTC with ``utc``."""
+    def _t(ns: int | None) -> str:
+        return _time(ns, utc)
+
     lines: list[str] = []
     flags = rec.get("flags") or []
     tag = f"  [{', '.join(flags)}{': ' + rec['incomplete_reason'] if 'incomplete_reason' in rec else ''}]" \
@@ -167,19 +198,23 @@ def render_text(rec: dict[str, Any]) -> str:
         lines.append(f"  from     <{rec.get('mail_from', '?')}>  {rec.get('size', '?')} bytes"
                      + (f"  qp {rec['qp']}" if "qp" in rec else "")
                      + (f"  message-id <{rec['message_id']}>" if rec.get("message_id") else ""))
-        lines.append(f"  queued   {_t(rec.get('birth_unix_ns'))}   done {_t(rec.get('time_unix_ns'))}"
+        # an incomplete mail's time is its latest line's, not an end
+        done = "last seen" if "incomplete" in flags else "done"
+        lines.append(f"  queued   {_t(rec.get('birth_unix_ns'))}   {done} {_t(rec.get('time_unix_ns'))}"
                      + (f"   in queue {_span(rec['queue_time_s'], 3)}" if rec.get("queue_time_s") is not None else ""))
         sess = rec.get("session")
         if sess:
             lines.append(f"  client   {sess.get('remote_host') or ''}[{sess.get('remote_ip') or '?'}]"
                          + (f" {sess.get('proto')}" if sess.get("proto") else "")
-                         + (f" TLS {sess.get('tls')}" if sess.get("tls") else "")
+                         + (_tls(sess["tls"]) if sess.get("tls") else "")
                          + (" AUTH" if sess.get("authenticated") else "")
                          + f" (session pid {sess.get('conn_pid')}, linked by {sess.get('link', 'pid')})")
         elif rec.get("remote_ip"):
             lines.append(f"  client   {rec.get('remote_host') or ''}[{rec['remote_ip']}]")
         if rec.get("bounce_of"):
-            lines.append(f"  bounce of msg {rec['bounce_of'].get('msg')} (qp {rec['bounce_of'].get('qp')})")
+            b = rec["bounce_of"]  # (its qp unknown: the bounced mail began before the input)
+            lines.append(f"  bounce of msg {b.get('msg')}"
+                         + (f" (qp {b['qp']})" if b.get("qp") is not None else ""))
         if rec.get("bounce_qp") is not None:
             lines.append(f"  bounced: bounce message qp {rec['bounce_qp']}")
         for b in rec.get("bounces", ()):  # Postfix: bounce(8)'s notifications
@@ -187,7 +222,9 @@ def render_text(rec: dict[str, Any]) -> str:
                          f"queue id {b.get('bounce_qid')}")
         if rec.get("forward_of"):
             fw = rec["forward_of"]
-            lines.append(f"  forward of msg {fw.get('msg')} (qp {fw.get('qp')}) to <{fw.get('rcpt_to')}>")
+            lines.append(f"  forward of msg {fw.get('msg')}"
+                         + (f" (qp {fw['qp']})" if fw.get("qp") is not None else "")
+                         + f" to <{fw.get('rcpt_to')}>")
         if rec.get("bounce_discarded"):
             lines.append(f"  {rec['bounce_discarded']} bounce: discarded")
         for r in rec.get("recipients", []):
@@ -213,7 +250,7 @@ def render_text(rec: dict[str, Any]) -> str:
         lines.append(f"  client   {rec.get('remote_host') or ''}[{rec.get('remote_ip') or '?'}]"
                      + (f":{rec['remote_port']}" if rec.get("remote_port") else "")
                      + (f" {rec['proto']}" if rec.get("proto") else "")
-                     + (f" TLS {rec['tls']}" if rec.get("tls") else "")
+                     + (_tls(rec["tls"]) if rec.get("tls") else "")
                      + (f" HELO {rec['helo']}" if rec.get("helo") else ""))
         lines.append(f"  time     {_t(rec.get('start_unix_ns'))} .. {_t(rec.get('time_unix_ns'))}"
                      f"   result {rec.get('result')}")
@@ -363,7 +400,8 @@ class Stats:
     (their successes + failures) and ``completed_attempts`` its "Total delivery
     attempts for completed messages"; ``deliveries`` its "Total delivery attempts"
     (every attempt with a result, of any message); ``delay_s`` its ddelay (per
-    successful delivery: its end minus the message's ``info msg``), ``delivery_time_s``
+    successful delivery: its end minus the message's ``info msg``; ``delay_unknown``
+    counts those of messages whose ``info msg`` is not in the input), ``delivery_time_s``
     its xdelay, ``queue_time_s`` its qtime (completed messages). ``messages``,
     ``bytes`` and ``recipients`` also count messages still in the queue at the end of
     the input (``incomplete``) and those begun before it (``partial``). ``bounces``
@@ -389,6 +427,7 @@ class Stats:
         self.attempts = Counter[str]()  # success / failure / deferral per delivery attempt
         self.final = Counter[str]()  # per recipient, last outcome
         self.delay = Histogram()  # per recipient: queue entry → final delivery
+        self.delay_unknown = 0  # successes whose mail's birth is not in the input (partial)
         self.xdelay = Histogram()  # per delivery attempt duration
         self.qtime = Histogram()  # per message: time in queue
         self.senders = TopCounter()
@@ -467,6 +506,8 @@ class Stats:
                 d = r.get("delay_s") if not postfix else r.get("delay")
                 if d is not None:
                     self.delay.add(d)
+                else:  # (a made-up delay from its first line seen skewed the percentiles)
+                    self.delay_unknown += 1
             for att in r.get("attempts", []):
                 res = att.get("result")
                 if res is None:
@@ -533,7 +574,8 @@ class Stats:
                            "deferral_rate": rate("deferral")},
             "untracked_deliveries": self.untracked_deliveries,
             "recipient_outcomes": dict(self.final),
-            "delay_s": self.delay.summary(), "delivery_time_s": self.xdelay.summary(),
+            "delay_s": self.delay.summary(), "delay_unknown": self.delay_unknown,
+            "delivery_time_s": self.xdelay.summary(),
             "queue_time_s": self.qtime.summary(),
             "top_senders": [{"sender": k, "messages": v, "bytes": self.sender_bytes.c.get(k, 0)}
                             for k, v in self.senders.top(top)],
@@ -619,6 +661,9 @@ def render_stats(d: dict[str, Any]) -> str:
         rows.append([name, h["count"], h["mean"], h["p50"], h["p90"], h["p95"], h["p99"], h["max"]])
     approx = " (percentiles ±9 %: from a log-scale histogram)" if any(
         not d[k].get("exact", True) for k in ("delay_s", "delivery_time_s", "queue_time_s")) else ""
+    if d.get("delay_unknown"):
+        rows.append(["  successes of mails begun before the input: delay unknown",
+                     d["delay_unknown"], None, None, None, None, None, None])
     out.append(table(f"Delays (seconds){approx}",
                      ["what", "n", "mean", "p50", "p90", "p95", "p99", "max"], rows))
     out.append(table("Top senders", ["sender", "messages", "bytes"],

@@ -23,7 +23,9 @@ same sender on the same host within ``sender_link_s`` (link ``"sender"``, a heur
 sessions with the same sender at once (a bulk sender's parallel connections) wait in
 line, the first to accept a recipient taking the first such message.
 A mail record then carries ``session`` (a small sub-dict, see ``session_ref``) and the
-session record lists its ``mails``.
+session record lists its ``mails``. A session that ends with its DATA unanswered is
+kept open (``ended``) for ``end_grace_s``: recordio logs the verdict, its qp, after
+the end, and the mail may be out already; it goes out complete, at its end.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from shipper.track import (
     NS,
     add_event_id,
     gap_fields,
+    input_of,
     iso,
     origin,
     seconds,
@@ -89,7 +92,7 @@ class SessionTracker:
     """Feed session records in log order; get ``smtp_session`` summaries back."""
 
     __slots__ = ("opts", "sessions", "aliases", "qp_sessions", "qp_mails", "senders", "attach",
-                 "just_ended")
+                 "just_ended", "ending")
 
     def __init__(self, opts: SessionOptions | None = None, attach: Any = None) -> None:
         self.opts = opts or SessionOptions()
@@ -107,6 +110,9 @@ class SessionTracker:
         self.attach = attach
         # "host\0pid" → [end time, the session emitted at it] (see end_grace_s; not saved)
         self.just_ended: OrderedDict[str, list[Any]] = OrderedDict()
+        # "host\0pid" → [end time, input] of a session ended awaiting its DATA verdict:
+        # kept open (its "ended") for end_grace_s (see _end); rebuilt from the sessions
+        self.ending: dict[str, list[Any]] = {}
 
     # -- state ---------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
@@ -127,6 +133,8 @@ class SessionTracker:
         # an older state kept one [time_ns, ref] per sender: a line of one
         self.senders = OrderedDict((k, [v] if len(v) == 2 and isinstance(v[1], dict) else v)
                                    for k, v in state.get("senders", []))
+        self.ending = {k: [s["ended"][0], input_of(s["origin"].get("source"))]
+                       for k, s in self.sessions.items() if s.get("ended")}
 
     # -- linking with qmail-send ---------------------------------------------------------
     def link_mail(self, host: str, qp: int, mail_from: str | None, time_ns: int | None,
@@ -174,10 +182,41 @@ class SessionTracker:
         event = rec.get("event")
         fn = _HANDLERS.get(event)  # type: ignore[arg-type]
         if fn is not None:
+            if self.ending:
+                self._end_held(rec, out)
             if (self.just_ended and (event == "io_server" or event == "io_client")
                     and self._after_its_end(rec)):
                 return
             fn(self, rec, out)
+            if self.ending and (event == "io_server" or event == "qpsmtpd_reply"):
+                key, s = self._find(rec.get("host") or "", rec.get("conn_pid", rec.get("pid")))
+                if s is not None and s.get("ended") and not _awaits_verdict(s):
+                    self._release(key, out)  # the verdict it was held for came
+
+    def _end_held(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        """Emit the sessions held for their verdict (see _end) whose grace a line of
+        their input is past: it will not come."""
+        t = rec.get("time_unix_ns")
+        if t is None:
+            return
+        where = input_of(rec.get("source"))
+        grace = int(self.opts.end_grace_s * NS)
+        for key, (end, inp) in list(self.ending.items()):
+            if inp == where and (end is None or t - end > grace):
+                self._release(key, out)
+
+    def _release(self, key: str, out: list[dict[str, Any]]) -> None:
+        """A held session out, complete, at its end; its later lines still its own."""
+        s = self.sessions.get(key)
+        if s is None:
+            self.ending.pop(key, None)
+            return
+        end = s["ended"][0]
+        self._emit(key, s, None, None, out, None)
+        if end is not None:
+            self.just_ended[key] = [end, s]
+            while len(self.just_ended) > MAX_JUST_ENDED:
+                self.just_ended.popitem(last=False)
 
     def _after_its_end(self, rec: dict[str, Any]) -> bool:
         """Whether ``rec`` is a recordio line its session's end came before (see
@@ -207,6 +246,10 @@ class SessionTracker:
             s = self.sessions[key]
             now = clock(s)
             if now is None:
+                continue
+            if s.get("ended") and (s["ended"][0] is None
+                                   or now - s["ended"][0] > int(self.opts.end_grace_s * NS)):
+                self._release(key, out)
                 continue
             age = self.opts.deny_end_s if s.get("denied") else self.opts.max_age_s
             if (s["last_ns"] or 0) < now - int(age * NS):
@@ -385,6 +428,15 @@ class SessionTracker:
         for f in ("wait_status", "exit_code", "signal"):
             if f in rec:
                 s[f] = rec[f]
+        t = rec.get("time_unix_ns")
+        if t is not None and _awaits_verdict(s):
+            # its DATA verdict not logged yet: recordio's copier outlives qmail-smtpd, and
+            # the "250 ok … qp N" logged after the end (end_grace_s) is the one line naming
+            # its mail, which may be out already (a fast local delivery): kept open for
+            # it, so the session names that mail, as when the reply comes before the end
+            s["ended"] = [t, rec.get("time_source")]
+            self.ending[key] = [t, input_of(rec.get("source"))]
+            return
         self._emit(key, s, rec.get("time_unix_ns"), rec.get("time_source"), out, None)
         if rec.get("time_unix_ns") is not None:
             self.just_ended[key] = [rec["time_unix_ns"], s]
@@ -714,12 +766,21 @@ class SessionTracker:
               out: list[dict[str, Any]], incomplete: str | None) -> None:
         if s.get("denied"):
             incomplete = None  # the deny decided the session; its end only adds the exit status
+        ended = s.pop("ended", None)
+        if ended is not None:  # its end was seen: it was held only for a late verdict
+            end_ns, time_source, incomplete = ended[0], ended[1], None
+            self.ending.pop(key, None)
         self.sessions.pop(key, None)
         for p in s["pids"][1:]:
             self.aliases.pop(f"{key.split(chr(0), 1)[0]}\x00{p}", None)
         # (a mail whose info msg comes after its reply was linked to it then, in
         # link_mail; one still waiting in qp_mails awaits another reply with its qp)
         out.append(session_record(s, end_ns, time_source, incomplete))
+
+
+def _awaits_verdict(s: dict[str, Any]) -> bool:
+    """Whether the session's DATA (its message sent) has had no reply yet."""
+    return bool(s.get("in_data")) or any(p[0] == "DATA" for p in s.get("pending") or ())
 
 
 def _add(s: dict[str, Any], field: str, value: Any) -> None:
