@@ -1,7 +1,7 @@
 """The ``shipper`` command.
 
-Exit codes: 0 success; 1 a problem found (check/verify failed, input errors);
-2 usage or configuration error; 130 interrupted.
+Exit codes: 0 success; 1 a problem found (check/verify failed, a file that could not be
+read to its end); 2 usage or configuration error (a path that is not there); 130 interrupted.
 """
 
 from __future__ import annotations
