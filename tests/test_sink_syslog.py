@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+from conftest import await_until
 from rsyslog_util import INPUTS, Rsyslog, make_certs, parse_sd
 from test_rfc5424 import fixture_records
 
@@ -357,6 +358,42 @@ async def test_close_with_a_peer_that_stopped_reading_returns_quietly():
         await sink.close()  # must neither raise nor hang
         await sink.close()
         assert time.monotonic() - t0 < 6
+    finally:
+        for w in conns:
+            w.transport.abort()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_close_cut_short_still_closes_the_connection():
+    """A reload gives a sink's close a short time (wait_for); with a receiver that
+    stopped reading, the graceful close outlasts it. Cancelled there, the connection
+    stayed open, its socket and send queue with it, one more at every reload (a
+    tester: 5 connections and 3.8 MB queued each after 5 reloads)."""
+    from conftest import free_port
+
+    port = free_port()
+    conns = []
+
+    async def hold(reader, writer):  # accept, never read
+        conns.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", port)
+    try:
+        sink = SyslogTcpSink("127.0.0.1", port, write_timeout=30, name="stuck")
+        rec = {"time_unix_ns": 1, "host": "h", "program": "p", "event": "e", "pid": None,
+               "flags": [], "message": "x" * 4000}
+        send = asyncio.create_task(sink.send([rec] * 5000))
+        await await_until("the peer's buffers are full", lambda: sink._writer is not None
+                          and sink._writer.transport.get_write_buffer_size() > 0)
+        writer = sink._writer
+        sock = writer.transport.get_extra_info("socket")
+        send.cancel()
+        await asyncio.gather(send, return_exceptions=True)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(sink.close(), 0.2)
+        assert sock.fileno() == -1, "the connection was left open"
+        assert sink._writer is None and not sink.stats.connected
     finally:
         for w in conns:
             w.transport.abort()

@@ -207,11 +207,13 @@ class RelpSink:
 
     async def close(self) -> None:
         client, writer = self._client, self._writer
-        if client is not None and writer is not None and client.state == "open":
-            with contextlib.suppress(Exception):
-                writer.write(client.close())
-                await asyncio.wait_for(writer.drain(), 2.0)
-                async with asyncio.timeout(2.0):
-                    while client.state == "closing":
-                        await self._read(client)
-        await self._drop()
+        try:
+            if client is not None and writer is not None and client.state == "open":
+                with contextlib.suppress(Exception):
+                    writer.write(client.close())
+                    await asyncio.wait_for(writer.drain(), 2.0)
+                    async with asyncio.timeout(2.0):
+                        while client.state == "closing":
+                            await self._read(client)
+        finally:  # also when cut short (a reload's wait_for): no connection left open
+            await self._drop()

@@ -275,9 +275,13 @@ class SyslogTcpSink:
 
     async def close(self) -> None:
         writer = self._writer
-        if writer is not None:
-            await close_stream(writer, 2.0)
-        await self._drop()
+        try:
+            if writer is not None:
+                await close_stream(writer, 2.0)
+        finally:
+            # also when the close is cut short (a reload's wait_for, a peer that stopped
+            # reading): the connection is dropped at once, not left open with its queue
+            await self._drop()
 
 
 @dataclass(slots=True)
