@@ -85,6 +85,7 @@ class Daemon:
         self.assembly: Assembly | None = None
         self._lock: int | None = None  # the state_dir lock's fd, held while running
         self.metrics_server: MetricsServer | None = None
+        self._metrics_listen: str | None = None  # the listen setting it serves
         # Signals as flags, not a queue: any number of SIGHUPs make one reload, and a
         # stop goes before a pending reload (a storm of SIGHUPs queued hundreds of
         # reloads, minutes with nothing shipped, and SIGTERM waited behind them all)
@@ -308,7 +309,6 @@ class Daemon:
         for w in new.warnings:
             log.warning("%s", w)
         notifier.reloading()
-        old_metrics = self.config.metrics
         old_registry = self.assembly.registry if self.assembly is not None else None
         log.info("reloading configuration")
         await self._stop_assembly(run_task, reload=True)
@@ -334,16 +334,10 @@ class Daemon:
                 raise CannotRun from exc2
         if old_registry is not None:  # counters go on; the reloads' own count is kept here
             self.assembly.registry.carry_from(old_registry, skip=("shipper_config_reloads_total",))
-        if (self.config.metrics.enabled, self.config.metrics.listen) != (
-                old_metrics.enabled, old_metrics.listen):
-            # a new address, or metrics turned on or off: the listener moves (a reload
-            # said "reloaded" and left it where it was; status -c then found no shipper)
-            if self.metrics_server is not None:
-                await self.metrics_server.stop()
-                self.metrics_server = None
-            await self._start_metrics()
-        elif self.metrics_server is not None:
-            self._point_metrics(self.assembly)
+        # a new address, metrics turned on or off, or a listener that could not start
+        # before: it moves (a reload said "reloaded" and left it where it was; status -c
+        # then found no shipper), else it serves the new parts
+        await self._start_metrics()
         task = asyncio.get_running_loop().create_task(self.assembly.pipeline.run())
         notifier.ready("reloaded")
         return task
@@ -355,30 +349,65 @@ class Daemon:
             setup_logging(self.log_format or new.log.format, new.log.level)
 
     async def _start_metrics(self) -> None:
+        """The metrics listener as the configuration says, at the start and at each
+        reload. A new address is bound before the old listener goes: one that cannot be
+        (in use) leaves the old one serving, said, and is tried again at the next reload
+        (a tester: the old one was stopped first, /metrics and /healthz were gone for
+        good, and status -c found no shipper)."""
         m = self.config.metrics
+        old = self.metrics_server
         if not m.enabled:
+            if old is not None:
+                await old.stop()
+            self.metrics_server = self._metrics_listen = None
             return
         assert self.assembly is not None
-        self.metrics_server = MetricsServer(self.assembly.registry)
-        self._point_metrics(self.assembly)
-        try:
-            await self.metrics_server.start(m.listen)
-        except OSError as exc:
-            log.error("%s (going on without metrics)", metrics_listen_problem(m.listen, exc))
-            self.metrics_server = None
+        if old is not None and self._metrics_listen == m.listen:
+            self._point_metrics(old, self.assembly)
             return
+        server = MetricsServer(self.assembly.registry)
+        self._point_metrics(server, self.assembly)
+        try:
+            try:
+                await server.start(m.listen)
+            except OSError as exc:
+                if old is None or exc.errno != errno.EADDRINUSE:
+                    raise
+                # the old listener may hold that port itself (another address of it)
+                await old.stop()
+                try:
+                    await server.start(m.listen)
+                except OSError:
+                    old = MetricsServer(self.assembly.registry)  # back where it was
+                    try:
+                        await old.start(self._metrics_listen)
+                    except OSError:
+                        old = None
+                    raise
+        except OSError as exc:
+            if old is not None:
+                self.metrics_server = old
+                log.error("%s; metrics stay at %s (tried again at the next reload)",
+                          metrics_listen_problem(m.listen, exc), old.address)
+                self._point_metrics(old, self.assembly)
+            else:
+                log.error("%s (going on without metrics; tried again at the next reload)",
+                          metrics_listen_problem(m.listen, exc))
+                self.metrics_server = self._metrics_listen = None
+            return
+        if old is not None:
+            await old.stop()
+        self.metrics_server, self._metrics_listen = server, m.listen
         # Where it really listens (port 0 picks one), for `shipper status -c`.
         try:
             atomic_write(os.path.join(self.config.state_dir, METRICS_ADDR_FILE),
-                         self.metrics_server.address.encode() + b"\n")
+                         server.address.encode() + b"\n")
         except OSError as exc:
             log.warning("metrics: cannot note the address in %s: %s", self.config.state_dir, exc)
 
-    def _point_metrics(self, assembly: Assembly) -> None:
+    def _point_metrics(self, server: MetricsServer, assembly: Assembly) -> None:
         # A reload builds new parts with fresh counts; their counters go on from the
         # old ones' totals (Registry.carry_from).
-        server = self.metrics_server
-        assert server is not None
         server.registry = assembly.registry
         self._show_reloads()
         server.health = assembly.health

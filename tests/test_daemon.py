@@ -535,6 +535,51 @@ def test_a_reload_applies_the_log_and_metrics_sections(tmp_path):
         assert _stop(proc) == 0
 
 
+def test_a_reload_onto_a_metrics_port_in_use_keeps_the_old_one_and_tries_again(tmp_path):
+    """Found by a tester: the listener was stopped before the new address was tried;
+    that address in use, /metrics and /healthz were gone for good (a later reload with
+    the port free did not bring them back) and status -c called the shipper down."""
+    import socket
+    import urllib.request
+
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "current").write_bytes(b"")
+    first, second = free_port(), free_port()
+    cfg = tmp_path / "shipper.toml"
+    text = (f'state_dir = "{tmp_path}/state"\n[metrics]\nlisten = "127.0.0.1:{first}"\n'
+            f'[sources.q]\ntype = "multilog"\npaths = ["{logdir}"]\n'
+            f'[sinks.a]\ntype = "file"\npath = "{tmp_path}/a.ndjson"\n')
+    cfg.write_text(text)
+    log = tmp_path / "shipper.log"
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", second))
+    holder.listen()
+    proc = _start_ready(cfg, log)
+    try:
+        cfg.write_text(text.replace(f"127.0.0.1:{first}", f"127.0.0.1:{second}"))
+        _hup_until(proc, log, "metrics stay at 127.0.0.1:")
+        assert b"shipper_build_info" in urllib.request.urlopen(f"http://127.0.0.1:{first}/metrics",
+                                                               timeout=5).read()
+        assert (tmp_path / "state" / "metrics.addr").read_text().strip() == f"127.0.0.1:{first}"
+        holder.close()
+        os.kill(proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while True:  # the next reload moves it, the port free now
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{second}/metrics", timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+                time.sleep(0.05)
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{first}/metrics", timeout=5)
+    finally:
+        holder.close()
+        assert _stop(proc) == 0
+
+
 def test_status_finds_metrics_on_a_port_picked_at_start(tmp_path, receiver):
     """listen = "127.0.0.1:0": the daemon notes the port it got in state_dir, where
     `shipper status -c` looks for it (before, status could not find it)."""
