@@ -310,6 +310,7 @@ class Daemon:
             log.warning("%s", w)
         notifier.reloading()
         old_registry = self.assembly.registry if self.assembly is not None else None
+        old_pipeline = self.assembly.pipeline if self.assembly is not None else None
         log.info("reloading configuration")
         await self._stop_assembly(run_task, reload=True)
         if self._stop:
@@ -334,6 +335,8 @@ class Daemon:
                 raise CannotRun from exc2
         if old_registry is not None:  # counters go on; the reloads' own count is kept here
             self.assembly.registry.carry_from(old_registry, skip=("shipper_config_reloads_total",))
+        if old_pipeline is not None:
+            self.assembly.pipeline.carry_from(old_pipeline)
         # a new address, metrics turned on or off, or a listener that could not start
         # before: it moves (a reload said "reloaded" and left it where it was; status -c
         # then found no shipper), else it serves the new parts

@@ -796,6 +796,22 @@ class Pipeline:
         """A buffer (full, or its disk failing) holds a batch back now."""
         return any(r.paused_since is not None for r in self.routes)
 
+    def carry_from(self, old: Pipeline) -> None:
+        """After a reload, what the running pipeline knew that the new one cannot see
+        at once: a sink whose buffer paused the reading stays paused since then (healthz
+        said ok for 10 s after each reload, for good with reloads that often), and a
+        source's newest event time keeps its lag (the lag metric was gone until the
+        next line: a quiet log's lag alert cleared by a reload)."""
+        routes = {r.name: r for r in old.routes}
+        for r in self.routes:
+            o = routes.get(r.name)
+            if o is not None and o.paused_since is not None and r.paused_since is None:
+                r.paused_since, r.full_said, r.append_error = o.paused_since, o.full_said, o.append_error
+        for key, st in old.stats.by_source.items():
+            if st.last_event_ns:
+                new = self.stats.source(key)
+                new.last_event_ns = max(new.last_event_ns, st.last_event_ns)
+
     def paused_by(self) -> list[tuple[str, float, str]]:
         """The sinks whose buffer (full, or its disk failing) has paused the reading for
         FULL_SAY_AFTER or more: (name, seconds, why its appends fail; "" when full)."""

@@ -57,6 +57,11 @@ def _size(n: float) -> str:
     return f"{n / 1024:.1f} GiB"
 
 
+def _lag(secs: float | None) -> str:
+    """No line with a time read yet: the lag is not known, not 0."""
+    return "-" if secs is None else f"{secs:.1f}"
+
+
 def render(metrics: dict[str, list[tuple[dict[str, str], float]]]) -> str:
     lines = []
     version = next((lb.get("version") for lb, _ in metrics.get("shipper_build_info", [])), "?")
@@ -68,7 +73,7 @@ def render(metrics: dict[str, list[tuple[dict[str, str], float]]]) -> str:
     unread = _by(metrics, "shipper_source_unread_bytes", "source")
     for src, n in sorted(_by(metrics, "shipper_source_lines_total", "source").items()):
         lines.append(f"{_shown(src)[-50:]:50} {n:>12,.0f} {_size(unread.get(src, 0)):>10} "
-                     f"{lag.get(src, 0):>8.1f} {gaps.get(src, 0):>6,.0f}")
+                     f"{_lag(lag.get(src)):>8} {gaps.get(src, 0):>6,.0f}")
     lines.append("")
     lines.append(f"{'sink':20} {'state':>7} {'acked':>12} {'retried':>9} {'refused':>8} {'buffered':>10} "
                  f"{'oldest s':>9} last error")

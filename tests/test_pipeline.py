@@ -1198,3 +1198,28 @@ def test_gap_times_of_a_true_tai_source_are_its_lines_times():
     tai = gap_record(gap, "h", tai_leap=True)
     assert tai["gap_first_unix_ns"] == tai["gap_last_unix_ns"] == line.time_ns == 1796042096_000000005
     assert gap_record(gap, "h")["gap_last_unix_ns"] == line.time_ns + 27_000_000_000
+
+
+def test_a_reload_keeps_a_paused_reading_unhealthy_and_a_sources_lag():
+    """Found by a tester: a reload built its pipeline with no pause and no event time:
+    /healthz said ok for 10 s after each reload (for good with reloads that often) with
+    the sink down and its buffer full, and the lag metric was gone until the next line."""
+    from shipper.assemble import Assembly
+    from shipper.memqueue import MemQueue
+
+    def pipeline() -> Pipeline:
+        route = SinkRoute("siem", FakeSink(), MemQueue())
+        return Pipeline([(MultilogSource(["/nonexistent"], None), ParseOptions())], [route])
+
+    old, new = pipeline(), pipeline()
+    old.routes[0].paused_since = time.monotonic() - 30
+    old.routes[0].full_said = True
+    old.stats.source("/var/log/qmail/send").last_event_ns = 1796042096_000000000
+    new.carry_from(old)
+    ok, why = Assembly(None, new, None, None).health()  # type: ignore[arg-type]
+    assert not ok and re.fullmatch(r"reading paused: sink siem \(3\d s\): its buffer is full", why), why
+    assert new.routes[0].full_said  # said once, not again at each reload
+    assert new.stats.by_source["/var/log/qmail/send"].last_event_ns == 1796042096_000000000
+    fresh = pipeline()
+    fresh.carry_from(pipeline())  # nothing paused, nothing read: nothing made up
+    assert fresh.routes[0].paused_since is None and not fresh.stats.by_source
