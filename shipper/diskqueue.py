@@ -691,6 +691,8 @@ class DiskQueue:
     """A durable FIFO of opaque byte records with acknowledged release. Thread-safe
     (one lock), synchronous and batch-wise; see the module doc for the format."""
 
+    persistent = True  # survives a restart
+
     def __init__(self, path: Path, *, max_bytes: int, segment_bytes: int, fsync: FsyncPolicy,
                  fsync_interval_ms: float, when_full: WhenFull) -> None:
         """Use ``DiskQueue.open``."""

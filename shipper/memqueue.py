@@ -34,6 +34,8 @@ DEFAULT_MAX_BYTES = 64 << 20
 class MemQueue:
     """A FIFO of byte records in memory, released on acknowledgement. Thread-safe."""
 
+    persistent = False  # gone at a stop: its records are read again from the logs
+
     def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES, when_full: WhenFull = "block") -> None:
         if when_full not in ("block", "drop_newest", "drop_oldest"):
             raise ValueError(f"when_full must be block, drop_newest or drop_oldest, not {when_full!r}")

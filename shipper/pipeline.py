@@ -53,6 +53,8 @@ log = logging.getLogger("shipper.pipeline")
 
 
 class Queue(Protocol):
+    persistent: bool  # its records survive a stop (disk) or not (memory)
+
     def append(self, payloads: list[bytes]) -> Any: ...
     def sync(self) -> None: ...
     @property
@@ -1175,6 +1177,15 @@ class Pipeline:
                 await asyncio.wait_for(r.sink.close(), max(0.1, limit))
             except TimeoutError:
                 log.warning("sink %s: closing its connection timed out; dropped it", r.name)
+            left = r.queue.depth
+            if left and wait_for_down and not r.gone:
+                # a stop: how much did not go, and where it is (the admin had to ask
+                # status before the stop to know)
+                where = ("kept in the disk buffer, sent after the next start"
+                         if r.queue.persistent else
+                         "not kept (memory buffer): read again from the logs at the next start")
+                log.warning("sink %s: %d records not delivered within the drain time; %s",
+                            r.name, left, where)
             r.queue.close()
         await self.close_workers()
 
