@@ -582,4 +582,11 @@ def _run_config(loader: Any, config_path: str | None, log_format: str | None, de
     only_stdin = bool(config.sources) and all(s.type == "stdin" for s in config.sources.values())
     daemon = Daemon(config, loader, exit_when_idle=2.0 if demo or only_stdin else None,
                     log_format=log_format)
-    return asyncio.run(daemon.run())
+    try:
+        return asyncio.run(daemon.run())
+    finally:
+        # The loop's handlers go with it; a stop signal now (a second SIGTERM in the
+        # last moments: the interpreter's exit) killed the process, exit 143, unsaid.
+        # The stop is done: nothing is left for a signal to end sooner.
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)

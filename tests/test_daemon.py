@@ -953,3 +953,20 @@ def test_kills_soon_after_each_start_with_tracking_send_only_their_own_window_ag
     # each kill: what its life read (a catch-up reads faster than the writer: twice the rate)
     dups = len(seqs) - total
     assert dups <= kills * life * 2 * rate, dups  # before: 36,603
+
+
+def test_a_stop_signal_after_the_loop_ended_does_not_kill_the_process():
+    """Found by a tester: a second SIGTERM in the last moments of a stop (the loop's
+    handlers gone with it, the interpreter exiting) killed the process: exit 143, no
+    line. Once the daemon's run is over, stop signals are ignored: it exits as it was."""
+    code = ("import signal, sys\n"
+            "from shipper.daemon import run_main\n"
+            "rc = run_main(None, demo=True)\n"
+            "sys.stderr.write(repr([signal.getsignal(s) for s in "
+            "(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)]) + '\\n')\n"
+            "signal.raise_signal(signal.SIGTERM)\n"
+            "sys.exit(rc)\n")
+    p = subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       text=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.splitlines()[-1] == repr([signal.SIG_IGN] * 3), p.stderr
