@@ -38,6 +38,8 @@ from shipper.record import add_flag, dumps_all
 Parsed = tuple[list[bytes], list[tuple[Any, Any]], "int | None", Any]
 
 _parsers: dict[str, LineParser] = {}
+# the directory holding this shipper package: where its workers import it from
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PR_SET_PDEATHSIG = 1
 
 
@@ -123,8 +125,14 @@ class WorkerProcess:
     async def start(cls) -> WorkerProcess:
         """A fresh interpreter (never a fork of a running loop with threads) that
         holds only what parsing needs; its stderr is the daemon's."""
+        # The shipper the daemon runs, by its path: "-m" put the working directory
+        # first on the import path, and a shipper/ another user had left there (a
+        # daemon started as root from /tmp or a home) ran as root (a security review).
+        # -P: no such entry; "/" as its directory: none relative to it either.
+        code = (f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
+                "from shipper.parse_worker import main; main()")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shipper.parse_worker",
+            sys.executable, "-P", "-c", code, cwd="/",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         return cls(proc)
 

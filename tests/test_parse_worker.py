@@ -132,3 +132,22 @@ def test_a_worker_whose_daemon_is_gone_ends_quietly(tmp_path) -> None:
     proc.stdin.close()
     assert proc.wait(30) == 0
     assert (tmp_path / "stderr").read_text() == ""
+
+
+async def test_a_worker_never_imports_from_the_working_directory(tmp_path, monkeypatch) -> None:
+    """A security review: "-m" put the working directory first on the worker's import
+    path; a shipper/ another user left in /tmp ran as the daemon's user (root)."""
+    planted = tmp_path / "shipper"
+    planted.mkdir()
+    marker = tmp_path / "pwned"
+    (planted / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    (planted / "parse_worker.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    worker = await WorkerProcess.start()
+    try:
+        parsed = await asyncio.wait_for(worker.submit(
+            "parse", "s", ParseOptions(), None, None, [LINES[0]], None, None, 1), 30)
+    finally:
+        await worker.close()
+    assert parsed[1][0][1] == "new_msg"
+    assert not marker.exists()
