@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from shipper.checkpoint import atomic_write, checkpoint_dir, checkpoint_path
+from shipper.checkpoint import atomic_write, checkpoint_dir, checkpoint_path, unsafe_dir_problem
 from shipper.config import Config, SinkConfig, SourceConfig
 from shipper.diskqueue import DiskQueue
 from shipper.follower import FileSource, MultilogSource
@@ -461,6 +461,22 @@ def _queue_has_room(q: Any) -> bool:
         return True
 
 
+class UnsafeDirectory(Exception):
+    """A state or buffer directory another user could change (unsafe_dir_problem)."""
+
+
+def check_private_dirs(config: Config) -> None:
+    """Raise UnsafeDirectory for the first state or disk buffer directory another user
+    could put files or links in (see checkpoint.unsafe_dir_problem)."""
+    dirs = [config.state_dir, checkpoint_dir(config.state_dir)]
+    dirs += [s.buffer.path for s in config.sinks.values()
+             if s.buffer.type == "disk" and s.buffer.path]
+    for d in dirs:
+        why = unsafe_dir_problem(d)
+        if why is not None:
+            raise UnsafeDirectory(why)
+
+
 def check_state_access(config: Config) -> None:
     """Raise PermissionError naming the first state file or directory this user cannot
     use. After an upgrade or a test run as root, checkpoints owned by another user were
@@ -504,6 +520,7 @@ def _set_aside_tracking_state(path: str) -> None:
 def assemble(config: Config) -> Assembly:
     from shipper.sinks.deadletter import DeadLetterFile
 
+    check_private_dirs(config)
     os.makedirs(config.state_dir, mode=0o700, exist_ok=True)  # buffers hold mail addresses
     check_state_access(config)
     if not config.tracking.enabled:

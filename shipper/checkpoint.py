@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import re
 import threading
 import time
@@ -44,6 +45,51 @@ def ensure_outside(path: str, log_dirs: list[str]) -> None:
         if real == rd or real.startswith(rd.rstrip(os.sep) + os.sep):
             raise CheckpointPathError(
                 f"checkpoint file {path} is inside the log directory {d}: put it elsewhere")
+
+
+def unsafe_dir_problem(path: str) -> str | None:
+    """Why another user could swap the files of directory ``path`` (a symlink in place
+    of a state file: the daemon, root as a rule, writes through it where it points;
+    a checkpoint or buffer segment of theirs: forged records), or None. ``path`` must
+    be this user's (root's will do for root), writable by no one else; each directory
+    above it owned by this user or root, and not writable by all unless sticky (/tmp).
+    Missing parts are made by us later, 0700. (A security review: a state_dir another
+    user had made first let them overwrite any file.)"""
+    me = os.geteuid()
+    p = os.path.abspath(path)
+    own = True  # path itself, then the directories above it
+    while True:
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            st = None
+        except OSError:
+            return None  # not ours to judge: its use says why
+        what = path if own else f"{p}, a directory above {path},"
+        if st is None:
+            pass
+        elif st.st_uid not in (me, 0):
+            owner, user = _user(st.st_uid), _user(me)
+            fix = (f"chown -R {user} {path}" if own else
+                   f"use a directory that {owner} cannot change (install -d -m 700 -o {user})")
+            return (f"{what} belongs to {owner}, this runs as {user}: {owner} could put links "
+                    f"or files in place of shipper's; {fix}")
+        elif (own and st.st_mode & 0o022) or (st.st_mode & 0o002 and not st.st_mode & 0o1000):
+            by = "all" if st.st_mode & 0o002 else "its group"
+            return (f"{what} is writable by {by} (mode {st.st_mode & 0o7777:o}): another user "
+                    f"could put links or files in place of shipper's; chmod go-w {p}")
+        own = False
+        parent = os.path.dirname(p)
+        if parent == p:
+            return None
+        p = parent
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def checkpoint_dir(state_dir: str) -> str:
@@ -227,7 +273,14 @@ def atomic_write(path: str, data: bytes) -> None:
     """Replace ``path`` with ``data``: temp, write, fsync, rename, fsync dir."""
     directory = os.path.dirname(os.path.abspath(path)) or "."
     tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    # a new file, never one found there (a symlink planted under our name: its target
+    # truncated and written, a security review): a leftover of ours is removed first
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except FileExistsError:
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, 0o600)
     try:
         try:
             view = memoryview(data)

@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from shipper import __version__, sdnotify
-from shipper.assemble import Assembly, assemble, build_sink
+from shipper.assemble import Assembly, UnsafeDirectory, assemble, build_sink, check_private_dirs
 from shipper.checkpoint import atomic_write, remove_stale_temps
 from shipper.config import Config, ConfigError, load_config, load_config_text, named_now, user_name
 from shipper.diskqueue import QueueLocked
@@ -139,7 +139,11 @@ class Daemon:
         loop.set_exception_handler(_loop_exception)
         notifier = sdnotify.Notifier.from_env()
         try:
+            check_private_dirs(self.config)  # before the lock file is made there
             self._lock = lock_state_dir(self.config.state_dir)
+        except UnsafeDirectory as exc:
+            log.error("cannot start: %s", exc)
+            return 2
         except OSError as exc:
             culprit = exc.filename if isinstance(exc.filename, str) else ""
             log.error("cannot start: %s%s", describe_os_error(exc),
@@ -493,7 +497,8 @@ def lock_state_dir(state_dir: str) -> int | None:
     another process holds it: two shippers on one state_dir would each move the
     other's checkpoints."""
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    fd = os.open(os.path.join(state_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(os.path.join(state_dir, "lock"),
+                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

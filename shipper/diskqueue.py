@@ -797,7 +797,7 @@ class DiskQueue:
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         state_path = self.path / STATE_NAME
         existed = state_path.exists()
-        self._state_fd = os.open(state_path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._state_fd = os.open(state_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(self._state_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -1524,7 +1524,7 @@ class DiskQueue:
         self.stats.repairs += 1
         self._close_fds()
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._state_fd = os.open(self.path / STATE_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        self._state_fd = os.open(self.path / STATE_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         fcntl.flock(self._state_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours: a fresh file
         os.pwrite(self._state_fd, bytes(2 * SLOT_SIZE), 0)
         self._segs, self._closed_bytes = [], 0

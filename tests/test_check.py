@@ -222,6 +222,12 @@ def test_a_state_dir_of_another_user_is_named_with_what_to_do(tmp_path, made):
         said_check = f"error: {state}: cannot create directories in {tmp_path}: Permission denied " \
                      f"(state and buffers live there; {hint})"
         said_run = f"ERROR shipper: cannot start: {state}: Permission denied ({hint})"
+    if owner != me:  # another user's directory: run refuses it before trying (they could swap its files)
+        what = state if made == "made" else f"{tmp_path}, a directory above {state},"
+        said_run = f"ERROR shipper: cannot start: {what} belongs to {owner}, this runs as {me}: {owner} could "
+        said_run += "put links or files in place of shipper's; " + (
+            f"chown -R {me} {state}" if made == "made" else
+            f"use a directory that {owner} cannot change (install -d -m 700 -o {me})")
     try:
         r = subprocess.run([*prefix, sys.executable, "-m", "shipper", "check", "-c", path, "--no-probe"],
                            capture_output=True, text=True, timeout=60)
@@ -412,8 +418,9 @@ def test_a_metrics_port_in_use_is_named_by_check_and_run(tmp_path):
         r = run("-c", str(path), "--no-probe")
         assert r.returncode == 0, r.stdout  # a warning: run goes on, and before a reload it is ours
         assert f"warning: {said} (run goes on without metrics)" in r.stdout.splitlines(), r.stdout
-        err = _run_until([], str(path), f"ERROR shipper: {said} (going on without metrics)")
-        assert f"ERROR shipper: {said} (going on without metrics)" in err.splitlines(), err
+        said_run = f"ERROR shipper: {said} (going on without metrics; tried again at the next reload)"
+        err = _run_until([], str(path), said_run)
+        assert said_run in err.splitlines(), err
     finally:
         taken.close()
 

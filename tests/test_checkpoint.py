@@ -131,3 +131,42 @@ def test_a_position_that_cannot_be_serialised_is_a_failed_write_not_a_raise(tmp_
     store.set("src", {"off": object()})
     assert store.snapshot() is None and not store.save()
     assert store.write_errors == 2 and "write failed" in store.warnings[-1]
+
+
+def test_atomic_write_never_writes_through_a_link_planted_at_its_temp_name(tmp_path):
+    """A security review: the temp file was opened O_CREAT|O_TRUNC, following a symlink
+    another user had put at its name (its target, a root-owned file, overwritten)."""
+    from shipper.checkpoint import atomic_write
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    path = tmp_path / "metrics.addr"
+    os.symlink(victim, f"{path}.tmp.{os.getpid()}")
+    atomic_write(str(path), b"127.0.0.1:9100\n")
+    assert victim.read_bytes() == b"precious"
+    assert path.read_bytes() == b"127.0.0.1:9100\n" and not path.is_symlink()
+
+
+def test_a_directory_others_can_write_is_unsafe(tmp_path):
+    """A security review: a state_dir or buffer directory another user made first (or
+    can write) let them plant links the daemon wrote through, as root."""
+    from shipper.checkpoint import unsafe_dir_problem
+
+    mine = tmp_path / "state"
+    assert unsafe_dir_problem(str(mine)) is None  # made by us later, 0700
+    mine.mkdir(mode=0o700)
+    assert unsafe_dir_problem(str(mine)) is None and unsafe_dir_problem(str(mine / "buffer" / "siem")) is None
+    mine.chmod(0o770)
+    assert "is writable by its group (mode 770)" in unsafe_dir_problem(str(mine))
+    mine.chmod(0o777)
+    assert "is writable by all (mode 777)" in unsafe_dir_problem(str(mine))
+    # above it: writable by all is only safe with the sticky bit (/tmp)
+    assert "a directory above" in unsafe_dir_problem(str(mine / "buffer"))
+    mine.chmod(0o1777)
+    assert unsafe_dir_problem(str(mine / "buffer")) is None
+    assert unsafe_dir_problem("/tmp") is not None  # a state_dir of /tmp itself
+    mine.chmod(0o700)
+    if os.geteuid() == 0:  # another user's directory: only root can make one here
+        os.chown(mine, 65534, 65534)
+        assert "belongs to nobody" in unsafe_dir_problem(str(mine))
+        assert "a directory above" in unsafe_dir_problem(str(mine / "buffer"))

@@ -970,3 +970,26 @@ def test_a_stop_signal_after_the_loop_ended_does_not_kill_the_process():
                        text=True, timeout=60, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     assert p.stderr.splitlines()[-1] == repr([signal.SIG_IGN] * 3), p.stderr
+
+
+@pytest.mark.parametrize("where", ["state", "buffer"])
+def test_a_state_or_buffer_directory_others_can_write_is_refused(tmp_path, where):
+    """A security review: a state_dir or buffer directory another user could write let
+    them put links in place of shipper's files (root overwrote any file through them):
+    refused at the start, in one line, before anything is written there."""
+    state = tmp_path / "state"
+    buf = tmp_path / "buf"
+    for d in (state, buf, tmp_path / "log"):
+        d.mkdir(mode=0o700)
+    (state if where == "state" else buf).chmod(0o777)
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f'state_dir = "{state}"\n[metrics]\nenabled = false\n'
+                   f'[buffer]\npath = "{buf}"\n'
+                   f'[sources.send]\ntype = "multilog"\npaths = ["{tmp_path / "log"}"]\n'
+                   f'[sinks.out]\ntype = "file"\npath = "{tmp_path / "out.ndjson"}"\n')
+    proc = subprocess.run([sys.executable, "-m", "shipper", "run", "-c", str(cfg)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot start: " in lines[0] and "writable by all (mode 777)" in lines[0], lines
+    assert os.listdir(state) == [], "nothing written in an unsafe directory"

@@ -72,7 +72,7 @@ class DeadLetterFile:
             size = 0
         if size and size + len(line) > self.max_bytes:
             self._rotate()
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         try:
             view = memoryview(line)
             while view:

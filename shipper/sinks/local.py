@@ -76,7 +76,8 @@ def _still_at(f: BinaryIO, path: str) -> bool:
 
 
 def _private_opener(path: str, flags: int) -> int:
-    return os.open(path, flags, 0o640)
+    # never through a symlink planted at the path (root appending records where it points)
+    return os.open(path, flags | os.O_NOFOLLOW, 0o640)
 
 
 class FileSink:
