@@ -931,6 +931,89 @@ async def test_an_answer_trickling_in_is_given_up_after_the_timeout():
         thread.join(5)
 
 
+def _hostile_answer(answer) -> tuple[socket.socket, threading.Event, threading.Thread]:
+    """A receiver that reads one request and calls ``answer(conn, stop)``."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn = srv.accept()[0]
+        try:
+            conn.settimeout(5)
+            got = b""
+            while b"\r\n\r\n" not in got:
+                got += conn.recv(65536)
+            answer(conn, stop)
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return srv, stop, thread
+
+
+async def test_headers_trickling_in_are_given_up_after_the_timeout():
+    """A security review: a receiver sending its status line, then a byte of its headers
+    every 0.3 s, held the sink for good, shown up with no error (the 64 KiB rule was the
+    body's only)."""
+    def trickle(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(100):  # at most 30 s
+            if stop.wait(0.3):
+                return
+            conn.sendall(b"X")
+
+    srv, stop, thread = _hostile_answer(trickle)
+    sink = HttpSink(f"http://127.0.0.1:{srv.getsockname()[1]}/", "ndjson", timeout=1.5)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(SinkError, match="the answer's headers took longer than 1.5s"):
+            await sink.send(fixture_records()[:2])
+        assert time.monotonic() - t0 < 5
+    finally:
+        stop.set()
+        await sink.close()
+        srv.close()
+        thread.join(5)
+
+
+async def test_a_huge_answer_is_read_no_further_than_a_cap(monkeypatch):
+    """A security review: a receiver answering 200 with a 1.5 GB body took the daemon
+    to 3 GB (the body was read whole); a chunked one without end, until killed."""
+    import shipper.sinks.http as http_mod
+
+    monkeypatch.setattr(http_mod, "MAX_ANSWER", 1 << 20)
+    sent = []
+
+    def flood(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"10000\r\n" + b"x" * 0x10000 + b"\r\n"
+        for _ in range(200):  # 12.5 MiB at most, never ended
+            if stop.is_set():
+                return
+            conn.sendall(chunk)
+            sent.append(len(chunk))
+
+    srv, stop, thread = _hostile_answer(flood)
+    sink = HttpSink(f"http://127.0.0.1:{srv.getsockname()[1]}/", "ndjson", timeout=5)
+    try:
+        got = []
+        real = http_mod.read_answer
+        monkeypatch.setattr(http_mod, "read_answer", lambda *a: got.append(real(*a)) or got[-1])
+        await sink.send(fixture_records()[:2])  # a 200: delivered
+        assert [len(d) for d in got] == [1 << 20]
+        assert sink._conn is None, "the rest unread: the connection cannot serve another request"
+    finally:
+        stop.set()
+        await sink.close()
+        srv.close()
+        thread.join(5)
+
+
 async def test_a_part_refused_inside_a_413_split_does_not_take_the_others_with_it(peer: Peer):
     """The review found it: a 400 for the first half of a 413-split batch dead-lettered the
     whole batch, the second half never sent."""

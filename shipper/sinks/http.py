@@ -78,6 +78,7 @@ RETRYABLE = frozenset({408, 429})
 # restarts), a URL that takes no POST (405). Dead-lettering the stream for them would lose it to a typo: retry.
 NOT_THE_RECORDS = frozenset({401, 403, 404, 405, 407, 421})
 MAX_ERROR_BODY = 1000  # characters of a refusal kept in the error / dead letter
+MAX_ANSWER = 16 << 20  # bytes of an answer read (an Elasticsearch bulk reply of 10k item errors: ~10 MB)
 COLUMNS_TTL = 300.0  # seconds: how often a ClickHouse table's columns are looked at again
 DESCRIBE_RETRY = 10.0  # seconds: after a DESCRIBE the server did not answer
 # ClickHouse refusals that name a column (Code 16 NO_SUCH_COLUMN_IN_TABLE, 117 INCORRECT_DATA)
@@ -91,6 +92,35 @@ def _chunks(data: bytes) -> Iterator[memoryview]:
     view = memoryview(data)
     for i in range(0, len(view), SEND_CHUNK):
         yield view[i:i + SEND_CHUNK]
+
+
+def _response_within(conn: http.client.HTTPConnection, timeout: float) -> http.client.HTTPResponse:
+    """``conn.getresponse()`` given ``timeout`` in all for its status line and headers:
+    http.client's timeout is per receive, and a receiver trickling a byte of its
+    headers every half second held the sink, shown up, for good (a security review).
+    Past it the socket is shut down, which ends the read."""
+    sock = conn.sock
+    cut = threading.Event()
+
+    def give_up() -> None:
+        cut.set()
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(timeout, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        resp = conn.getresponse()
+    except (OSError, http.client.HTTPException):
+        if cut.is_set():
+            raise SlowPeer(f"the answer's headers took longer than {timeout:g}s") from None
+        raise
+    finally:
+        timer.cancel()
+    if cut.is_set():  # (the shutdown may read as the headers' end: not an answer)
+        raise SlowPeer(f"the answer's headers took longer than {timeout:g}s")
+    return resp
 
 
 def _await_answer(sock: socket.socket, timeout: float) -> None:
@@ -619,9 +649,16 @@ class HttpSink:
                     # 30 kB/s never got a batch of 500 kB in and nothing was delivered.
                     self._conn.request("POST", self._post_path, body=_chunks(body.body), headers=headers)
                     _await_answer(self._conn.sock, self.timeout)
-                    resp = self._conn.getresponse()
-                    data = read_answer(resp, self.timeout)
-                    if resp.will_close or not self.reuse:
+                    resp = _response_within(self._conn, self.timeout)
+                    data = read_answer(resp, self.timeout, MAX_ANSWER)
+                    if not resp.isclosed():
+                        # an answer over MAX_ANSWER (a hostile or broken receiver: 1.5 GB
+                        # read whole, a security review): the rest unread, not reusable
+                        resp.close()
+                        self._conn.close()
+                        self._conn = None
+                        self.stats.connected = False
+                    elif resp.will_close or not self.reuse:
                         self._conn.close()
                         self._conn = None
                     return resp.status, resp.reason, {k.lower(): v for k, v in resp.getheaders()}, data
