@@ -17,7 +17,8 @@ A source yields, in order, ``LineBatch`` and ``Gap`` items::
   newline), ``offsets`` (byte offset of each line's first byte in that file;
   for a gzip archive, in the decompressed data), ``line_flags`` (index →
   the line's flags: ``"continuation"``: a long line split across a rotation,
-  joined here, or a tail we could not join; ``"partial"``: a last line without
+  joined here (through every file it spans, when longer than a whole file:
+  kept up to ``max_line``), or a tail we could not join; ``"partial"``: a last line without
   newline, e.g. at the end of a ``.u`` file; ``"truncated"``: cut at
   ``max_line``, also a joined line), and
   ``position``.
@@ -49,10 +50,11 @@ ordered by TAI64N name. ``.u`` files may end without a newline (flagged
 processor's output: when we read the raw lines from ``current`` before the
 rotation (the normal case) the archive is recognised by the fingerprint of
 its (decompressed) first line — ``!cat`` and ``!gzip`` keep it — or, for an
-undecodable output, by order, and skipped: no line is read twice. When we were
-behind and the raw file is gone, the archive is read instead: gzip, bzip2 and
-xz are decompressed (same fingerprint, so the same event ids); other binary
-output is reported as a Gap. A processor that rewrites text (e.g.
+undecodable output (binary, see ``multilog.content_kind``, or empty), by order,
+and skipped: no line is read twice. When we were behind and the raw file is
+gone, the archive is read instead: gzip, bzip2 and xz are decompressed (same
+fingerprint, so the same event ids); other binary output, or none, is reported
+as a Gap. A processor that rewrites text (e.g.
 ``!tai64nlocal``) cannot be matched: its archives are read again (duplicates,
 with other event ids) — documented limitation. ``previous``/``processed``
 are transient names; ``processed`` is never read. multilog unlinks
@@ -110,7 +112,7 @@ from typing import Any
 
 from shipper import multilog as ml
 from shipper.checkpoint import CheckpointStore, ensure_outside
-from shipper.fingerprint import FINGERPRINT_BYTES, fingerprint
+from shipper.fingerprint import FINGERPRINT_SCAN, fingerprint, fingerprints, legacy_fingerprint
 from shipper.watcher import (
     IN_CREATE,
     IN_DELETE_SELF,
@@ -200,7 +202,7 @@ def decode_head(raw: bytes, kind: str) -> bytes:
     if dec is None:
         return raw
     try:
-        return dec.decompress(raw, HEAD_BYTES)
+        return dec.decompress(raw, max(HEAD_BYTES, FINGERPRINT_SCAN))
     except (zlib.error, OSError, EOFError, lzma.LZMAError):
         return b""
 
@@ -294,13 +296,18 @@ class _Reader:
             self.fd = -1
 
 
-def fid_now(r: _Reader, complete: bool) -> None:
-    """Settle r.file_id from the file's first bytes (decoded for compressed files)."""
+def fid_now(r: _Reader, complete: bool, settle: bool = True) -> None:
+    """Settle r.file_id from the file's first bytes (decoded for compressed files).
+    ``settle``: with what is there, even if the id is not settled yet (a file that
+    begins with a cut line's tail is known by its next line too: reading on waits
+    for it, as its lines do, so the id is the one replay gives)."""
     if r.dec is None:
-        r.head = os.pread(r.fd, FINGERPRINT_BYTES, 0)
+        r.head = os.pread(r.fd, FINGERPRINT_SCAN, 0)
     else:
-        r.head = decode_head(os.pread(r.fd, HEAD_BYTES * 8, 0), r.kind)[:FINGERPRINT_BYTES]
-    r.file_id = fingerprint(r.head, complete=complete) or fingerprint(r.head, complete=True)
+        r.head = decode_head(os.pread(r.fd, HEAD_BYTES * 8, 0), r.kind)[:FINGERPRINT_SCAN]
+    r.file_id = fingerprint(r.head, complete=complete)
+    if r.file_id is None and settle:
+        r.file_id = fingerprint(r.head, complete=True)
 
 
 def cut_lines(r: _Reader, data: bytes, max_line: int
@@ -417,6 +424,8 @@ class _FollowerBase:
     def _flush(self) -> None:
         r = self._b_reader
         if r is not None and self._b_lines:
+            if r.file_id is None:  # lines to go out: their id is what the file has now
+                fid_now(r, complete=False)
             if self._nlimit_run:
                 self._end_nlimit_run()
             self._out.append(LineBatch(self.key, r.path, r.file_id, self._b_lines, self._b_offsets,
@@ -479,7 +488,7 @@ class _FollowerBase:
             if not lines:
                 continue
             if r.file_id is None:
-                fid_now(r, complete=False)
+                fid_now(r, complete=False, settle=False)  # see _flush
             if r.join is not None:
                 self._join_first(r, lines, offsets, cut)
                 if not lines:
@@ -503,6 +512,8 @@ class _FollowerBase:
             # a full batch that ends before the last cut line: position = start of the next line
             head_flags = {i: f for i, f in flags.items() if i < n} or None
             assert r is not None
+            if r.file_id is None:
+                fid_now(r, complete=False)
             first = max(0, n - 32)
             context = b"\n".join(lines[first:n]) + b"\n"
             if offsets[n] - offsets[first] != len(context):
@@ -577,12 +588,12 @@ def _raw_entry(directory: str, name: str) -> ml.Entry | None:
         st = os.stat(path, follow_symlinks=name != "current")
     except OSError:
         return None
-    fid = None
+    fid = old = None
     if st.st_size and stat.S_ISREG(st.st_mode):
-        got = _read_head(path, FINGERPRINT_BYTES)
+        got = _read_head(path, FINGERPRINT_SCAN)
         if got is not None and got[0] == (st.st_dev, st.st_ino):  # not rotated meanwhile
-            fid = fingerprint(got[2], complete=False)
-    return ml.Entry(name, st.st_dev, st.st_ino, st.st_size, fid)
+            fid, old = fingerprints(got[2], complete=False)
+    return ml.Entry(name, st.st_dev, st.st_ino, st.st_size, fid, old)
 
 
 def _name_of(directory: str, ident: ml.Ident) -> str | None:
@@ -816,7 +827,8 @@ class MultilogFollower(_FollowerBase):
                             continue  # deleted meanwhile (n limit)
                     else:
                         k = self.known[label] = got
-                listing.archives[label] = ml.Entry(name, k.ident[0], k.ident[1], k.size, k.file_id)
+                listing.archives[label] = ml.Entry(name, k.ident[0], k.ident[1], k.size, k.file_id,
+                                                   k.old_id)
             elif kind == ml.PREVIOUS:
                 listing.previous = _raw_entry(self.dir, name)
                 if listing.previous is None:
@@ -1075,11 +1087,14 @@ class MultilogFollower(_FollowerBase):
             return ml.Known(name, (st.st_dev, st.st_ino), st.st_size, None, ml.TEXT)
         ident, size, head = got
         kind = ml.content_kind(head[:HEAD_BYTES])
+        if not size and name[-1] == "s":
+            kind = ml.EMPTY  # named when finished: a processor's output of nothing
         text = decode_head(head, kind) if kind in ml.COMPRESSED else head
-        fid = fingerprint(text[:FINGERPRINT_BYTES], complete=True) if kind != ml.BINARY else None
+        fid, old = fingerprints(text[:FINGERPRINT_SCAN], complete=True) if kind != ml.BINARY \
+            else (None, None)
         if kind in ml.COMPRESSED and not text:
-            fid = None
-        return ml.Known(name, ident, size, fid, kind)
+            fid = old = None
+        return ml.Known(name, ident, size, fid, kind, old)
 
     def _cap_known(self) -> None:
         # Far behind for a long time: forget the oldest deleted archives, as one gap later.
@@ -1286,7 +1301,7 @@ class MultilogFollower(_FollowerBase):
                 continue
             got = _read_head(os.path.join(self.dir, name))
             if got is None or got[0] != ident or (
-                    fid is not None and fingerprint(got[2][:FINGERPRINT_BYTES], complete=True) != fid):
+                    fid is not None and fid not in fingerprints(got[2], complete=True)):
                 continue
             before = ml.label_before(label)
             # the archives read before the stop (the checkpoint's "seen", labelled after
@@ -1312,8 +1327,7 @@ class MultilogFollower(_FollowerBase):
         if what != "oldest" and prev is not None:
             got = _read_head(os.path.join(self.dir, "previous"))
             if got is not None:
-                self.pending.append(ml.Pending(got[0], fingerprint(got[2][:FINGERPRINT_BYTES],
-                                                                   complete=True)))
+                self.pending.append(ml.Pending(got[0], fingerprint(got[2], complete=True)))
         if what == "oldest" or self.listing.current is None:
             return
         r = self._open("current", None, live=True)
@@ -1421,7 +1435,7 @@ class MultilogFollower(_FollowerBase):
             k = self.known.get(label)
             if k is None:
                 continue
-            if e.ident == ident or (fid is not None and k.file_id == fid):
+            if e.ident == ident or (fid is not None and fid in (k.file_id, k.old_id)):
                 where.append((e.name, label, False, k.content))
         for name, label, live, kind in where:
             r = self._open(name, label, live, kind)
@@ -1435,7 +1449,8 @@ class MultilogFollower(_FollowerBase):
             # A file with no id yet (shorter than a first line) is not the one we
             # read `off` bytes of: its inode number was reused after that one was
             # deleted (seen on ext4). Taking it for ours would skip the archives.
-            if fid is not None and r.file_id != fid:
+            if fid is not None and r.file_id != fid and legacy_fingerprint(
+                    r.head, complete=not live) != fid:  # (a position saved by 0.1.0 names it so)
                 r.close()
                 self.reader = None
                 continue
@@ -1457,9 +1472,9 @@ class MultilogFollower(_FollowerBase):
         # An archive with its inode number is ours if its fingerprint agrees, or it has
         # none yet and is long enough: an empty .u that reused the number is not
         seen = next((lb for lb, k in sorted(self.known.items())
-                     if (k.ident == ident and (k.file_id == fid or (
+                     if (k.ident == ident and (fid in (k.file_id, k.old_id) or (
                          k.file_id is None and (k.size or 0) >= off)))
-                     or (fid is not None and k.file_id == fid)), None)
+                     or (fid is not None and fid in (k.file_id, k.old_id))), None)
         if seen is not None:  # we saw it archived before it was deleted: exact
             k = self.known[seen]
             self.done = seen
@@ -1476,6 +1491,10 @@ class MultilogFollower(_FollowerBase):
                   default=None)
         if f.get("lab"):
             self.done = max(self.done or "", f["lab"])
+        if not exact:
+            # this gap says that later files may be lost too: not again (the anchor's
+            # gap, same time range, when a file read before it is gone as well)
+            self._anchor = None
         self._emit_gap(f["name"], lost, exact,
                        "deleted before it was read to the end (we were stopped or behind)"
                        + ("" if exact else "; later files may be lost too"),
@@ -1604,21 +1623,30 @@ class MultilogFollower(_FollowerBase):
         says "r is done" (done label / pending), not "somewhere in r": a restart
         then does not look for r, which may be gone by then.
         """
-        if r.join is not None:  # a file with no newline at all after a fragment
-            frag, frag_off, frag_fid, frag_path = r.join
-            r.join = None
-            self._carry_state = None
-            self._emit_single(frag_path, frag_fid, frag, frag_off, (F_PARTIAL,), self.state())
         label = r.label
         if label is None:
             label = next((lb for lb, k in sorted(self.known.items())
                           if k.ident == r.ident and (self.done is None or lb > self.done)
                           and (r.file_id is None or k.file_id in (None, r.file_id))), None)
-        frag = r.buf if not r.skipping else b""
         unsafe = r.unsafe or (label is not None and self.known.get(label, ml.Known(
             "", (0, 0), 0, None, "")).name.endswith(".u"))
-        if frag and r.file_id is None:
+        if r.file_id is None:
             fid_now(r, complete=True)
+        goes_on = None  # the line of a fragment, gone through r: it may go on in the next file
+        if r.join is not None:  # a file with no newline at all after a fragment
+            frag, frag_off, frag_fid, frag_path = r.join
+            r.join = None
+            if unsafe or r.skipping:
+                self._carry_state = None
+                self._emit_carried(frag_path, frag_fid, frag, frag_off)
+            else:
+                # the middle of a line longer than a whole file (the logger's size limit):
+                # kept up to max_line + 1 bytes (more says it is cut); the position stays
+                # at its start, in the fragment's file (_carry_state)
+                goes_on = ((frag + r.buf)[:self.max_line + 1], frag_off, frag_fid, frag_path)
+                r.pos += len(r.buf)
+                r.buf = b""
+        frag = r.buf if not r.skipping else b""
         if frag and not unsafe:
             self._carry_state = self.state()  # resume here until the join is emitted
             self._carry = (frag, r.pos, r.file_id, r.path)
@@ -1641,6 +1669,8 @@ class MultilogFollower(_FollowerBase):
         else:
             self.pending.append(ml.Pending(r.ident, r.file_id))
             del self.pending[:-1000]  # bounded, whatever happens to the directory
+        if goes_on is not None:
+            self._carry = goes_on
         self._finished = r.ident
         self._finished_fid = r.file_id
         self.reader = None
@@ -1662,7 +1692,13 @@ class MultilogFollower(_FollowerBase):
             frag, off, fid, path = self._carry
             self._carry = None
             self._carry_state = None
-            self._emit_single(path, fid, frag, off, (F_PARTIAL,), self.state())
+            self._emit_carried(path, fid, frag, off)
+
+    def _emit_carried(self, path: str, fid: str | None, frag: bytes, off: int) -> None:
+        """A carried fragment that is not joined: a partial line (cut at max_line, flagged,
+        when it went through files longer than that)."""
+        flags = (F_PARTIAL, F_TRUNCATED) if len(frag) > self.max_line else (F_PARTIAL,)
+        self._emit_single(path, fid, frag[:self.max_line], off, flags, self.state())
 
     def _decide_join(self, r: _Reader) -> bool:
         """Before reading a file that may start with a previous line's tail. False: wait."""
@@ -1675,7 +1711,7 @@ class MultilogFollower(_FollowerBase):
         if not ml.should_join(frag, head, False):
             r.join = None
             self._carry_state = None
-            self._emit_single(path, fid, frag, off, (F_PARTIAL,), self.state())
+            self._emit_carried(path, fid, frag, off)
         return True
 
     def _advance(self) -> bool:
@@ -1764,6 +1800,8 @@ class MultilogFollower(_FollowerBase):
             self._drop_carry()
             self.done = plan.unreadable
             self._emit_gap(k.name if k else plan.unreadable, k.size if k else None, False,
+                           "archive is empty: its processor wrote none of the lines (no raw lines "
+                           "left)" if k is not None and k.content == ml.EMPTY else
                            "archive holds processor output that is not text (no raw lines left)",
                            ml.label_time_ns(prev_done), ml.label_time_ns(plan.unreadable))
             self._prune()
@@ -2008,7 +2046,7 @@ class PlainFileFollower(_FollowerBase):
                 continue
             kind = ml.content_kind(head[:HEAD_BYTES])
             text = decode_head(head, kind) if kind in ml.COMPRESSED else head
-            if kind == ml.BINARY or fingerprint(text[:FINGERPRINT_BYTES], complete=True) != fid:
+            if kind == ml.BINARY or fid not in fingerprints(text[:FINGERPRINT_SCAN], complete=True):
                 continue
             try:
                 fd = _open_ro(p)
@@ -2081,7 +2119,8 @@ class PlainFileFollower(_FollowerBase):
             r = self.reader
             assert r is not None
             fid_now(r, complete=False)
-            if r.ident == ident and (fid is None or r.file_id in (None, fid)):
+            if r.ident == ident and (fid is None or r.file_id in (None, fid)
+                                     or legacy_fingerprint(r.head) == fid):
                 if r.skip_to(off) and (not f["mk"] or f["mk"] == marker(r.tail)):
                     r.skipping = bool(f.get("skip"))
                     return
@@ -2572,21 +2611,22 @@ def _same_log_dir(old: str, new: str, state: Any) -> bool:
                 continue
             ident = (st.st_dev, st.st_ino)
             if ident in idents and (anchored if idents[ident] is None
-                                    else _head_fid(path) == idents[ident]):
+                                    else idents[ident] in _head_fids(path)):
                 return True
     return False
 
 
-def _head_fid(path: str) -> str | None:
+def _head_fids(path: str) -> tuple[str | None, str | None]:
     """The file id (fingerprint of the first line, decoded for compressed archives) of
-    ``path`` as fid_now makes it; None when it cannot be read or has none."""
+    ``path`` as fid_now makes it, and the legacy one when it differs (a position saved
+    by 0.1.0 names the file so); None when it cannot be read or has none."""
     try:
         with open(path, "rb") as fh:
             raw = fh.read(HEAD_BYTES * 8)
     except OSError:
-        return None
-    head = decode_head(raw, ml.content_kind(raw))[:FINGERPRINT_BYTES]
-    return fingerprint(head) or fingerprint(head, complete=True)
+        return None, None
+    head = decode_head(raw, ml.content_kind(raw))[:FINGERPRINT_SCAN]
+    return fingerprints(head) if fingerprint(head) else fingerprints(head, complete=True)
 
 
 def _crashed(directory: str, name: str) -> bool:

@@ -54,6 +54,10 @@ GZIP = "gzip"
 BZIP2 = "bzip2"
 XZ = "xz"
 BINARY = "binary"
+# An empty @….s: a processor that wrote nothing (loggers never rotate an empty
+# current), so like BINARY it holds none of its raw file's lines
+EMPTY = "empty"
+UNREADABLE = (BINARY, EMPTY)
 COMPRESSED = (GZIP, BZIP2, XZ)
 
 Ident = tuple[int, int]  # (st_dev, st_ino)
@@ -124,20 +128,45 @@ def label_time_ns(label: str | None) -> int | None:
         return None
 
 
+# Magic numbers of binary formats a processor may write that we cannot decode:
+# zstd, lz4 (frame), openssl enc's salted header, zlib (78 01/5e/9c/da)
+_BINARY_MAGICS = (b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18", b"Salted__",
+                  b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
+# C0 controls other than TAB, LF, VT, FF, CR and ESC: rare in logs
+_CTRL = bytes((*range(0, 9), *range(14, 27), *range(28, 32)))
+
+
 def content_kind(head: bytes) -> str:
-    """What an archive holds, from its first bytes (up to ~512)."""
+    """What an archive holds, from its first bytes (up to ~512).
+
+    Text logs are lines of UTF-8 or an 8-bit charset (Latin-1): mostly printable
+    ASCII, few control bytes. Compressed or encrypted data (a ``!processor``'s
+    output) looks random: ~10 % of its bytes are controls and ~half are high bytes
+    that are no valid UTF-8; a single test on controls alone called random data
+    text about half the time (its archives were then shipped as garbage lines).
+    """
     if head[:2] == b"\x1f\x8b":
         return GZIP
     if head[:3] == b"BZh":
         return BZIP2
     if head[:6] == b"\xfd7zXZ\x00":
         return XZ
-    if not head:
+    if not head or is_stamped(head[:26]):
+        return TEXT  # a multilog label: a text log, whatever its lines hold
+    ctrl = len(head) - len(head.translate(None, _CTRL))
+    if ctrl * 10 > len(head):
+        return BINARY
+    if not ctrl and head.isascii():
         return TEXT
-    # Control bytes other than TAB/LF/CR/ESC are rare in logs; a processor's
-    # binary output is full of them. (NUL inside a log line alone is not enough.)
-    ctrl = sum(head.count(bytes([b])) for b in (*range(0, 9), *range(14, 27), *range(28, 32)))
-    return BINARY if ctrl * 10 > len(head) else TEXT
+    # bytes that are no valid UTF-8 (the last may be a character cut by the head's end)
+    bad = sum(1 for c in head.decode("utf-8", "surrogateescape") if "\udc80" <= c <= "\udcff")
+    if head.startswith(_BINARY_MAGICS) and (ctrl or bad):
+        return BINARY  # (a text line may begin "x^" or "Salted__", but holds no such bytes)
+    # Random bytes: controls *and* many undecodable bytes. Latin-1 or KOI8 text has many
+    # high bytes but no controls; a log line with a stray NUL has few high bytes.
+    if ctrl * 50 > len(head) and bad * 4 > len(head):
+        return BINARY
+    return TEXT
 
 
 def is_stamped(line_start: bytes) -> bool:
@@ -173,6 +202,7 @@ class Entry:
     # are reused at once at high rotation rates: an identity alone does not tell a new
     # current from the file we read under that number before
     file_id: str | None = None
+    old_id: str | None = None  # fingerprint.legacy_fingerprint when it differs (positions of 0.1.0)
 
     @property
     def ident(self) -> Ident:
@@ -187,7 +217,8 @@ class Known:
     ident: Ident  # (0, 0) when it was gone before we could stat it
     size: int | None  # None: gone before we could stat it
     file_id: str | None  # fingerprint of its (decoded) first line
-    content: str  # TEXT, GZIP, ..., BINARY
+    content: str  # TEXT, GZIP, ..., BINARY, EMPTY
+    old_id: str | None = None  # fingerprint.legacy_fingerprint when it differs (positions of 0.1.0)
 
 
 @dataclass(slots=True)
@@ -239,7 +270,8 @@ class Plan:
 
 def is_ours(p: Pending, k: Known) -> bool:
     if p.file_id is not None and k.file_id is not None:
-        return p.file_id == k.file_id
+        # a file saved in a position by 0.1.0 may be named by the id it gave
+        return p.file_id == k.file_id or (p.restored and p.file_id == k.old_id)
     return p.ident == k.ident
 
 
@@ -247,7 +279,7 @@ def same_raw(ident: Ident | None, file_id: str | None, e: Entry) -> bool:
     """Whether ``e`` is the raw file known as (ident, file_id): the same inode number,
     and the same first line when both are known."""
     return (ident == e.ident
-            and (file_id is None or e.file_id is None or file_id == e.file_id))
+            and (file_id is None or e.file_id is None or file_id in (e.file_id, e.old_id)))
 
 
 def plan_next(listing: Listing, known: dict[str, Known], done: str | None,
@@ -283,7 +315,7 @@ def plan_next(listing: Listing, known: dict[str, Known], done: str | None,
         present = label in listing.archives
         if pend:
             idx = next((i for i, p in enumerate(pend) if is_ours(p, k)), None)
-            if idx is None and k.content == BINARY:
+            if idx is None and k.content in UNREADABLE:
                 idx = 0  # processor output we cannot read: by order, it is ours
             if idx is None and k.content in COMPRESSED and k.file_id is None:
                 idx = 0  # compressed, head not decodable yet: by order
@@ -299,7 +331,7 @@ def plan_next(listing: Listing, known: dict[str, Known], done: str | None,
             lost.append((label, k))
             done = label
             continue
-        if k.content == BINARY:
+        if k.content in UNREADABLE:
             return Plan(done, pend, lost, skipped, unreadable=label, gone=gone)
         return Plan(done, pend, lost, skipped, open_label=label, gone=gone)
     prev = listing.previous

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import BinaryIO
 
-from shipper.fingerprint import FINGERPRINT_BYTES, fingerprint
+from shipper.fingerprint import FINGERPRINT_SCAN, fingerprint
 
 CHUNK = 1 << 20
 BATCH_LINES = 4096
@@ -30,6 +30,10 @@ _PLUS_ONE = (1).__add__  # a line's length with its newline
 
 class InputError(Exception):
     """An input that cannot be read; the message is one line for stderr."""
+
+
+class BinaryInput(InputError):
+    """A file of binary data that is not gzip, bzip2 or xz: not read at all."""
 
 
 @dataclass(slots=True)
@@ -112,7 +116,9 @@ def _missing_why(path: str) -> str:
 def open_binary(path: str) -> BinaryIO:
     """Open a file, decompressing gzip/bzip2/xz by their magic bytes (not by name:
     a multilog ``!gzip`` processor leaves gzip data in ``@….s``; nor for standard
-    input). Pipes too (``<(zcat …)``, a FIFO): the magic is peeked, not read back."""
+    input). Pipes too (``<(zcat …)``, a FIFO): the magic is peeked, not read back.
+    A file of other binary data (a ``!zstd`` or encrypting processor's output) is
+    refused with BinaryInput: its bytes cut at newlines would be garbage records."""
     if path == "-":
         f = sys.stdin.buffer
     else:
@@ -132,7 +138,23 @@ def open_binary(path: str) -> BinaryIO:
         return bz2.BZ2File(f)  # type: ignore[return-value]
     if magic == b"\xfd7zXZ\x00":
         return lzma.LZMAFile(f)  # type: ignore[return-value]
+    if f is not sys.stdin.buffer and _binary(f):
+        f.close()
+        raise BinaryInput(f"{path}: binary data, not text nor gzip, bzip2 or xz (a processor's "
+                          "output such as zstd or encrypted?): not read")
     return f
+
+
+def _binary(f: BinaryIO) -> bool:
+    """Whether a file's first bytes are binary data (by multilog.content_kind). Not for
+    standard input: a pipe's first peek may hold a few bytes only."""
+    from shipper.multilog import BINARY, content_kind
+
+    try:
+        head = f.peek(512)[:512]  # type: ignore[attr-defined]
+    except OSError:
+        return False  # said by the read that follows
+    return content_kind(head) == BINARY
 
 
 _DECOMPRESSED = (gzip.GzipFile, bz2.BZ2File, lzma.LZMAFile)
@@ -180,7 +202,7 @@ def _split(f: BinaryIO, path: str, max_line: int, batch_lines: int,
             failed.append(exc)
             chunk = b""
         if file_id is None and path != "-":
-            head += chunk[:FINGERPRINT_BYTES]
+            head += chunk[:FINGERPRINT_SCAN - len(head)]
             file_id = fingerprint(head, complete=not chunk)
         if not chunk:
             break
@@ -254,7 +276,9 @@ def read_joined(paths: list[str], max_line: int = 64 * 1024, batch_lines: int = 
     multilog cut at a rotation (longer than ~2000 bytes: the archive ends without a
     newline, the next file starts with the rest, unstamped) joined again, as the live
     follower joins it: one line at the fragment's file and offset, flagged continuation
-    (``InputBatch.continued``), and the tail is not a line of its own. A ``.u`` file's
+    (``InputBatch.continued``), and the tail is not a line of its own; a line longer than
+    a whole file (the logger's size limit) spans three files or more, the middle ones
+    without a newline: they are joined too, up to ``max_line``. A ``.u`` file's
     last line (multilog died) is not joined, nor a fragment cut by the line cap or by
     damage. ``on_error``: a file that cannot be read to its end is told to it and the
     next one goes on (else InputError is raised)."""
@@ -263,12 +287,14 @@ def read_joined(paths: list[str], max_line: int = 64 * 1024, batch_lines: int = 
         first = True
         last: InputBatch | None = None
         damaged = False
+        goes_on = False  # held's line went through this file: it may go on in the next
         try:
             for b in read_batches(path, max_line, batch_lines):
                 if first and held is not None:
-                    _join(held, b, max_line)
-                    yield held
-                    held = None
+                    goes_on = _join(held, b, max_line, not _UNSAFE_RE.search(path))
+                    if not goes_on:
+                        yield held
+                        held = None
                 first = False
                 if last is not None:
                     yield last
@@ -287,7 +313,7 @@ def read_joined(paths: list[str], max_line: int = 64 * 1024, batch_lines: int = 
                 raise
             damaged = True
             on_error(path, exc)
-        if held is not None:  # this file had no line: the fragment stays one
+        if held is not None and (damaged or not goes_on):  # this file had no line: the fragment stays one
             yield held
             held = None
         if last is None:
@@ -301,17 +327,29 @@ def read_joined(paths: list[str], max_line: int = 64 * 1024, batch_lines: int = 
         yield held
 
 
-def _join(held: InputBatch, b: InputBatch, max_line: int) -> None:
+def _join(held: InputBatch, b: InputBatch, max_line: int, middle_ok: bool) -> bool:
     """Join ``held``'s fragment with the first line of ``b`` (the next file) if that line
-    is its tail: complete, at the file's start, and not stamped."""
+    is its tail: at the file's start, and not stamped. True: ``b`` held no newline, only
+    the line's middle, joined to the fragment (``middle_ok``: not a ``.u`` file, cut by a
+    crash), which stays held, to go on in the file after."""
     from shipper.multilog import should_join
 
-    if not b.lines or b.offsets[0] != 0 or b.partial == 0:
-        return  # the next file has no complete line: both stay as they are
+    if not b.lines or b.offsets[0] != 0:
+        return False
     i = held.partial
     assert i is not None
     if not should_join(held.lines[i], b.lines[0][:26], False):
-        return
+        return False
+    if b.partial == 0:
+        if not middle_ok or len(b.lines) != 1 or 0 in (b.truncated or ()):
+            return False  # the next file has no complete line: both stay as they are
+        # the middle of a line longer than a file: up to max_line, flagged when cut
+        joined = held.lines[i] + b.lines[0]
+        if len(joined) > max_line:
+            held.truncated = (held.truncated or set()) | {i}
+        held.lines[i] = joined[:max_line]
+        b.lines, b.offsets, b.partial = [], [], None
+        return True
     joined = held.lines[i] + b.lines[0]
     if len(joined) > max_line or 0 in (b.truncated or ()):
         # the parser gets max_line bytes at most and could not tell it was cut
@@ -323,6 +361,7 @@ def _join(held: InputBatch, b: InputBatch, max_line: int) -> None:
         b.truncated = {j - 1 for j in b.truncated if j > 0} or None
     if b.partial is not None:
         b.partial -= 1
+    return False
 
 
 _ROTATED_RE = re.compile(r"(?P<base>.+?)(?:\.(?P<n>\d{1,4})|-(?P<date>\d{8}(?:\d{2})?))?(?:\.gz|\.bz2|\.xz)?\Z")

@@ -27,7 +27,7 @@ import orjson
 from shipper.checkpoint import atomic_write
 from shipper.multilog import is_stamped
 from shipper.parse import LineParser, ParseOptions
-from shipper.reader import InputError, input_sets, read_joined
+from shipper.reader import BinaryInput, InputError, input_sets, read_joined
 from shipper.record import F_CONTINUATION, F_PARTIAL, F_TRUNCATED
 from shipper.sinks.base import Backoff, PermanentError, SinkError, deliver
 from shipper.transforms import build_transformer, sink_filter
@@ -65,7 +65,8 @@ def _readable_batches(files: list[str], max_line: int, counters: dict[str, int],
     read is sent, the damage is said once and counted, and the replay goes on."""
     def said(path: str, exc: InputError) -> None:
         counters["damaged"] = counters.get("damaged", 0) + 1
-        print(f"shipper: {exc} (the rest of this file is skipped)", file=sys.stderr)
+        rest = "" if isinstance(exc, BinaryInput) else " (the rest of this file is skipped)"
+        print(f"shipper: {exc}{rest}", file=sys.stderr)
 
     if multilog:
         return read_joined(files, max_line, on_error=said)
@@ -377,7 +378,7 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
         except FileNotFoundError:
             pass
     if counters.get("damaged"):
-        print(f"replay: {counters['damaged']} file(s) could not be read to their end (above)",
+        print(f"replay: {counters['damaged']} file(s) could not be read, or not to their end (above)",
               file=sys.stderr)
         return 1
     return 0

@@ -562,6 +562,129 @@ def test_long_line_joined_across_rotation_is_cut_and_flagged(tmp_path):
     f.reader.close()
 
 
+@pytest.mark.parametrize("logger", ["multilog", "svlogd"])
+@pytest.mark.parametrize("max_line", [1 << 20, 5000])
+def test_a_line_longer_than_a_whole_file_spans_three_files_and_is_joined(tmp_path, logger, max_line):
+    """Found by a tester: a line longer than the logger's size limit spans three files or
+    more, the middle ones without a newline; its head came out flagged partial and the
+    rest as a line of its own. Joined, as a two-file split is (cut at max_line, flagged,
+    when longer; the rest is not a line of its own either)."""
+    d = tmp_path / "log"
+    long_text = b"seq 00000002 " + b"L" * 10000
+    data = b"seq 00000000 short\nseq 00000001 short\n" + long_text + b"\nseq 00000003 after\n"
+    if logger == "multilog":
+        subprocess.run([require_binary("multilog"), "t", "s4096", str(d)], input=data,
+                       check=True, timeout=10)
+    else:
+        d.mkdir()
+        (d / "config").write_text("s4096\n")
+        subprocess.run([require_binary("svlogd"), "-tt", str(d)], input=data, check=True, timeout=10)
+    assert len([n for n in os.listdir(d) if n.startswith("@")]) >= 2  # three files at least
+    f = MultilogFollower(str(d), None, start="all", max_line=max_line)
+    items = drain(f, 100)
+    assert not [it for it in items if isinstance(it, Gap)]
+    lines = [(it.path, ln, (it.line_flags or {}).get(i)) for it in items
+             for i, ln in enumerate(it.lines)]
+    texts = [ln[ln.index(b"seq "):] if b"seq " in ln else ln for _, ln, _ in lines]
+    assert [t[:13] for t in texts] == [b"seq 00000000 ", b"seq 00000001 ", b"seq 00000002 ",
+                                       b"seq 00000003 "]
+    head = lines[2][1][:lines[2][1].index(b"seq ")]
+    if max_line > len(long_text) + 30:
+        assert texts[2] == long_text and lines[2][2] == ("continuation",)
+    else:
+        assert lines[2][1] == (head + long_text)[:max_line]
+        assert lines[2][2] == ("continuation", "truncated")
+    assert lines[2][0] == lines[1][0]  # attributed to the file where the line starts
+    f.reader.close()
+
+
+def test_a_line_through_a_whole_current_is_joined_after_a_restart(tmp_path):
+    """The middle file is ``current`` when we stop: the position stays at the line's start
+    in the first file, so the line is whole after the restart, and its tail is not a line
+    of its own."""
+    d = tmp_path / "log"
+    d.mkdir()
+    a = b"@400000006000000000000001 seq 00000000 short\n@400000006000000000000002 seq 00000001 "
+    (d / "@400000006000000000000003.s").write_bytes(a + b"A" * 3000)
+    (d / "current").write_bytes(b"B" * 4000)
+    f = MultilogFollower(str(d), None, start="all")
+    items = drain(f)
+    assert plain_lines(items) == [a.split(b"\n")[0]]
+    state = f.state()
+    f.reader.close()
+    by_hand_rotate(d, 4)
+    by_hand_append(d, range(3, 4), 5)
+    with open(d / "current", "r+b") as fh:  # the tail first, then the next stamped line
+        rest = fh.read()
+        fh.seek(0)
+        fh.write(b"C" * 100 + b"\n" + rest)
+    items = drain(MultilogFollower(str(d), state, start="all"))
+    got = [(ln, (it.line_flags or {}).get(i)) for it in items if isinstance(it, LineBatch)
+           for i, ln in enumerate(it.lines)]
+    assert got == [(a.split(b"\n")[1] + b"A" * 3000 + b"B" * 4000 + b"C" * 100, ("continuation",)),
+                   (b"%s n3" % by_hand_label(5).encode(), None)]
+
+
+def test_archives_of_a_processor_that_writes_nothing_are_each_a_gap_after_a_stop(tmp_path):
+    """Found by a tester: with `!/bin/true`, files rotated while shipper was stopped gave
+    one gap, for the current it was reading, whose time range ended at the first file: the
+    empty archives after it (their raw lines gone to the processor only) went unsaid. Each
+    is a gap now, as an archive of binary output is."""
+    multilog = require_binary("multilog")
+    d = tmp_path / "log"
+    lines = [b"seq %08d " % i + PAD + b"\n" for i in range(600)]
+    subprocess.run([multilog, "t", "s4096", "n99", "!/bin/true", str(d)], input=b"".join(lines[:10]),
+                   check=True, timeout=30)
+    f = MultilogFollower(str(d), None, start="all")
+    assert len(plain_lines(drain(f))) == 10
+    state = f.state()
+    f.reader.close()
+    subprocess.run([multilog, "t", "s4096", "n99", "!/bin/true", str(d)], input=b"".join(lines[10:]),
+                   check=True, timeout=30)
+    archives = sorted(n for n in os.listdir(d) if n.startswith("@"))
+    assert len(archives) > 10 and all((d / n).stat().st_size == 0 for n in archives)
+    f = MultilogFollower(str(d), state, start="all")
+    items = drain(f)
+    f.reader.close()
+    gaps = [it for it in items if isinstance(it, Gap)]
+    assert [g.file for g in gaps if g.file in archives] == archives
+    assert all("empty" in g.reason for g in gaps if g.file in archives)
+    assert [g.file for g in gaps if g.file not in archives] == ["current"]  # the one we were reading
+    times = [(g.first_time_ns, g.last_time_ns) for g in gaps if g.file in archives]
+    assert all(b is not None and (a is None or a <= b) for a, b in times)
+    # one after the other, to the newest archive: together they cover the stop
+    assert all(times[i][1] == times[i + 1][0] for i in range(len(times) - 1))
+    assert seqs(items) == [int(ln[26:].split()[1]) for ln in (d / "current").read_bytes().splitlines()]
+
+
+def test_a_loss_by_the_n_limit_while_stopped_is_one_gap_not_two_alike(tmp_path):
+    """Found by a tester: the file being read, a file read before it (its archive not seen
+    yet) and the files after them deleted (n limit) while stopped gave two gaps with one
+    time range ("current ... later files may be lost too" and "files made while we were
+    stopped may have been deleted ... the last file read before the stop and its archive
+    are gone"): the first says it all."""
+    d = tmp_path / "log"
+    d.mkdir()
+    (d / "@400000006000000000000002.s").write_bytes(b"@400000006000000000000001 n1\n")
+    (d / "previous").write_bytes(b"@400000006000000000000003 n3\n")  # read, archive unseen
+    (d / "current").write_bytes(b"@400000006000000000000004 n4\n@400000006000000000000004 n5\n")
+    f = MultilogFollower(str(d), None, start="all")
+    items = drain(f)
+    state = f.state()
+    f.reader.close()
+    assert state["pend"] and state["f"]["live"]
+    state["f"]["off"] = 30  # n5 not read yet
+    for name in os.listdir(d):  # while stopped: rotated, and the n limit deleted them all
+        os.unlink(d / name)
+    (d / "@400000006000000000000009.s").write_bytes(b"@400000006000000000000008 n8\n")
+    (d / "current").write_bytes(b"@40000000600000000000000a n10\n")
+    items = drain(MultilogFollower(str(d), state, start="all"))
+    gaps = [it for it in items if isinstance(it, Gap)]
+    assert len(gaps) == 1, [(g.file, g.reason, g.first_time_ns, g.last_time_ns) for g in gaps]
+    assert gaps[0].file == "current" and "later files may be lost too" in gaps[0].reason
+    assert plain_lines(items) == [b"@400000006000000000000008 n8", b"@40000000600000000000000a n10"]
+
+
 def test_current_truncated_by_hand(tmp_path):
     d = tmp_path / "log"
     d.mkdir()

@@ -245,6 +245,50 @@ def test_a_joined_line_longer_than_max_line_is_cut_and_flagged(tmp_path):
     assert flags == [[], ["truncated", "continuation"], []]
 
 
+@pytest.mark.parametrize("max_line", [64 * 1024, 5000])
+def test_a_line_longer_than_a_whole_file_is_joined_across_three_files(tmp_path, max_line):
+    """Found by a tester: a line longer than multilog's size limit spans three files, the
+    middle one without a newline; parse and replay gave its head (partial) and the rest
+    (a line of its own, 'unparsed'). Joined as live; cut at max_line and flagged when longer,
+    its rest not a line of its own."""
+    from shipper.reader import multilog_files, read_joined
+
+    multilog = require_binary("multilog")
+    long = "seq 2 " + "x" * 10000
+    d = tmp_path / "log"
+    subprocess.run([multilog, "t", "s4096", str(d)], input=f"seq 1 short\n{long}\nseq 3 short\n".encode(),
+                   check=True, timeout=30)
+    files = multilog_files(str(d))
+    assert len(files) >= 3
+    batches = list(read_joined(files, max_line=max_line))
+    got = [(ln, i in (b.truncated or ()), i == b.continued, i == b.partial)
+           for b in batches for i, ln in enumerate(b.lines)]
+    assert [ln[26:32] for ln, *_ in got] == [b"seq 1 ", b"seq 2 ", b"seq 3 "]
+    ln, cut, cont, partial = got[1]
+    assert (cont, partial, cut) == (True, False, max_line < len(long) + 26)
+    assert ln[26:] == long.encode()[:max_line - 26]
+    assert batches[[i for i, b in enumerate(batches) if b.continued is not None][0]].source == files[0]
+
+
+def test_an_archive_of_binary_data_is_said_not_read(tmp_path):
+    """Found by a tester: a processor writing zstd (or ciphertext) left archives that parse
+    and replay cut at newlines into garbage records, without a word. Such a file is said
+    (InputError) and not read; gzip, bzip2 and xz are decoded."""
+    from shipper.reader import BinaryInput, read_joined
+
+    d = tmp_path / "log"
+    d.mkdir()
+    (d / "@400000006b0b94c900000000.s").write_bytes(b"Salted__" + os.urandom(4000))
+    (d / "@400000006b0b94ca00000000.s").write_bytes(gzip.compress(b"@400000006b0b94c900000001 hi\n"))
+    (d / "current").write_bytes(b"@400000006b0b94cb00000000 there\n")
+    errs: list = []
+    files = sorted(str(p) for p in d.iterdir())
+    lines = [ln for b in read_joined(files, on_error=lambda p, e: errs.append((p, e))) for ln in b.lines]
+    assert lines == [b"@400000006b0b94c900000001 hi", b"@400000006b0b94cb00000000 there"]
+    assert len(errs) == 1 and errs[0][0] == files[0] and isinstance(errs[0][1], BinaryInput)
+    assert "binary" in str(errs[0][1]) and "\n" not in str(errs[0][1])
+
+
 def test_the_end_of_a_u_file_is_not_joined(tmp_path):
     """A .u file ends mid-line because multilog died: what follows is not its tail."""
     from shipper.reader import read_joined

@@ -178,6 +178,33 @@ def test_a_damaged_archive_is_said_and_skipped_the_rest_goes(tmp_path):
     assert len(msgs & set(range(2000, 4000))) < 2000  # the damaged one up to its damage
 
 
+def test_archives_a_processor_left_as_zstd_are_said_not_sent_as_garbage(tmp_path):
+    """Found by a tester: with multilog's `!zstd`, replay exited 0 having sent 32 garbage
+    records of compressed bytes, and the 974 lines in the archives were neither read nor
+    said. Each such archive is one line, counted, exit 1 (a problem found); parse alike."""
+    require_binary("zstd")
+    multilog = require_binary("multilog")
+    d = tmp_path / "log"
+    lines = "".join(f"seq {j} " + "x" * 30 + "\n" for j in range(1, 1001))
+    subprocess.run([multilog, "t", "s4096", "n200", "!zstd", str(d)], input=lines.encode(),
+                   check=True, timeout=60)
+    archives = [n for n in os.listdir(d) if n.startswith("@")]
+    assert len(archives) > 10
+    out = tmp_path / "out.ndjson"
+    r = subprocess.run([sys.executable, "-m", "shipper", "replay", str(d), "--output", str(out),
+                        "--state-dir", str(tmp_path / "st")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    errs = [ln for ln in r.stderr.splitlines() if ln.startswith("shipper:")]
+    assert len(errs) == len(archives) and all("binary" in e for e in errs), r.stderr
+    assert f"{len(archives)} file(s) could not be read" in r.stderr
+    recs = [orjson.loads(ln) for ln in out.read_bytes().splitlines()]
+    assert recs and all(rec["message"].startswith("seq ") for rec in recs)  # current's lines only
+    p = subprocess.run([sys.executable, "-m", "shipper", "parse", str(d)], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 1 and len([ln for ln in p.stderr.splitlines() if "binary" in ln]) == len(archives)
+    assert all(orjson.loads(ln)["message"].startswith("seq ") for ln in p.stdout.splitlines())
+
+
 def test_replay_progress_it_cannot_write_is_one_clear_line(tmp_path):
     """Found by an admin's review: a replay run as root left its progress root-owned in
     the daemon's state_dir, and the same command as the daemon's user then said
