@@ -14,6 +14,7 @@ import gzip
 import lzma
 import os
 import re
+import stat
 import sys
 import zlib
 from collections.abc import Callable, Iterator
@@ -77,7 +78,26 @@ def multilog_files(path: str) -> list[str]:
     files = [os.path.join(path, best[b]) for b in sorted(best)]
     if "current" in names:
         files.append(os.path.join(path, "current"))
+    for f in files:
+        # as the daemon, only regular files: whoever can write a log directory could
+        # put a link to /etc/shadow there, named like an archive, for root to read into
+        # the SIEM, or a FIFO whose open hangs (a security review)
+        try:
+            mode = os.lstat(f).st_mode
+        except OSError:
+            continue  # gone since the listing: its read says so
+        if not stat.S_ISREG(mode):
+            what = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+            raise InputError(f"{f}: {what} in a log directory: not read (remove it, or name "
+                             "its target on the command line)")
     return files
+
+
+def _regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def expand(paths: list[str]) -> list[str]:
@@ -417,8 +437,9 @@ def input_sets(paths: list[str], plain_dirs: bool = False) -> list[InputSet]:
                 names = os.listdir(p)
             except OSError as exc:  # multilog makes its directories 0700: not root's alone
                 raise InputError(f"{p}: {exc.strerror}") from None
+            # regular files only, not links (see multilog_files)
             files = sorted(os.path.join(p, n) for n in names
-                           if os.path.isfile(os.path.join(p, n)) and not n.startswith("."))
+                           if not n.startswith(".") and _regular(os.path.join(p, n)))
         else:
             files = expand([p])
         fresh = [f for f in files if os.path.realpath(f) not in seen]

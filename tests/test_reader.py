@@ -315,3 +315,27 @@ def test_an_archive_named_before_its_directory_is_read_once_not_dropped(tmp_path
     for args in ([str(arch), str(d)], [str(d), str(arch)], [str(d / "current"), str(arch), str(d)]):
         (st,) = input_sets(args)
         assert st.multilog and st.files == [str(arch), str(d / "current")], args
+
+
+def test_a_link_or_fifo_in_a_log_directory_is_not_read(tmp_path):
+    """A security review: whoever can write a log directory put a link named like an
+    archive to /etc/shadow there, and `shipper replay`, run as root, sent it to the
+    SIEM (the daemon refused it); a FIFO so named hung the command."""
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$secret:20228:0:99999:7:::\n")
+    d = tmp_path / "log"
+    d.mkdir()
+    (d / "current").write_bytes(b"@400000005a49ba341eefa7a5 status: local 0/10 remote 0/20\n")
+    for what in ("link", "fifo"):
+        name = d / "@400000005a49ba341eefa7a4.s"
+        if what == "link":
+            os.symlink(secret, name)
+        else:
+            os.mkfifo(name)
+        with pytest.raises(InputError, match=r"@400000005a49ba341eefa7a4\.s: (a symbolic link|not a regular file) "
+                                              r"in a log directory: not read"):
+            expand([str(d)])
+        r = subprocess.run([sys.executable, "-m", "shipper", "parse", str(d)], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 2 and "secret" not in r.stdout and "not read" in r.stderr, r.stderr
+        name.unlink()
