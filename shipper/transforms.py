@@ -4,8 +4,9 @@ Pure: no I/O, no clock of its own (the rate limiter takes ``now``). Each
 function takes and returns a list of records (the flat dicts of
 docs/records.md), in order; records are changed in place where that is cheaper.
 
-Records of the shipper itself (``program = "shipper"``: gap reports and the
-like) are never filtered or rate limited: they say that data was lost.
+Records of the shipper itself (gap reports: ``own_record``) are never filtered or
+rate limited: they say that data was lost. A log line that names "shipper" as its
+program is not one of them.
 
 Pseudonyms are ``anon:`` + 16 hex digits of HMAC-SHA256(key, value): the same
 address gives the same pseudonym for as long as the key is the same, so a SIEM
@@ -41,6 +42,14 @@ Records = list[dict[str, Any]]
 PREFIX = "anon:"
 F_PSEUDONYMISED = "pseudonymised"  # addresses replaced by keyed pseudonyms
 SELF_PROGRAM = "shipper"  # gap records and other reports of our own: never dropped
+
+
+def own_record(rec: dict[str, Any]) -> bool:
+    """A record the shipper made (a gap report), never dropped or left out. Not a line
+    whose program is "shipper": anyone can log as that (logger -t shipper) and it went
+    through every filter, the rate limit and a summaries-only sink (a security review).
+    Ours have an event id ending "-gap"; a line's ends in hex digits."""
+    return rec.get("program") == SELF_PROGRAM and str(rec.get("event_id") or "").endswith("-gap")
 # Rate-limit drops are counted per program for this many programs (syslog tags are
 # free text), then under OTHER_PROGRAMS
 _NAMED_DROPS = 1000
@@ -81,9 +90,9 @@ def make_filter(include_programs: Iterable[str] = (), exclude_programs: Iterable
         return None
 
     def keep(rec: dict[str, Any]) -> bool:
-        program = rec.get("program") or "-"
-        if program == SELF_PROGRAM:
+        if own_record(rec):
             return True
+        program = rec.get("program") or "-"
         event = rec.get("event")
         if inc_p and program not in inc_p or program in exc_p:
             return False
@@ -152,8 +161,7 @@ class RateLimiter:
         out = []
         allow = self.allow
         for rec in records:
-            program = rec.get("program") or "-"
-            if program == SELF_PROGRAM or allow(program, now):
+            if own_record(rec) or allow(rec.get("program") or "-", now):
                 out.append(rec)
         return out
 
@@ -487,7 +495,7 @@ def sink_filter(sink: SinkConfig, is_summary: Callable[[dict[str, Any]], bool]
     want_summary = mode == "summaries"
 
     def wants(rec: dict[str, Any]) -> bool:
-        if rec.get("program") != SELF_PROGRAM and is_summary(rec) != want_summary:
+        if not own_record(rec) and is_summary(rec) != want_summary:
             return False
         return keep is None or keep(rec)
 

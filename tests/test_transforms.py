@@ -132,13 +132,17 @@ def test_pseudonymise_untouched_record_not_flagged():
 def test_filter_include_exclude_and_gap_records_always_kept():
     recs = [{"program": "qmail-send", "event": "status"}, {"program": "qmail-send", "event": "delivery"},
             {"program": "tcpserver", "event": "tcp_status"}, {"program": None, "event": "unparsed"},
-            {"program": "shipper", "event": "gap"}]
+            {"program": "shipper", "event": "gap", "event_id": "0123456789abcdef-gap"},
+            # a line that calls itself shipper (logger -t shipper): filtered as any other
+            {"program": "shipper", "event": "unparsed", "event_id": "0123456789abcdef-1f"}]
     assert make_filter() is None
     assert filter_records(recs, None) is recs
     keep = make_filter(exclude_events=["status", "tcp_status"])
-    assert [r["event"] for r in filter_records(recs, keep)] == ["delivery", "unparsed", "gap"]
+    assert [r["event"] for r in filter_records(recs, keep)] == ["delivery", "unparsed", "gap", "unparsed"]
     keep = make_filter(include_programs=["qmail-send"])
     assert [r["event"] for r in filter_records(recs, keep)] == ["status", "delivery", "gap"]
+    keep = make_filter(exclude_programs=["shipper"])  # the gap reports stay
+    assert [r["event"] for r in filter_records(recs, keep)] == ["status", "delivery", "tcp_status", "unparsed", "gap"]
     keep = make_filter(include_programs=["qmail-send", "-"], exclude_events=["status"])
     assert [r["event"] for r in filter_records(recs, keep)] == ["delivery", "unparsed", "gap"]
     keep = make_filter(include_events=["delivery"], exclude_programs=["qmail-send"])
@@ -156,7 +160,7 @@ def test_drop_fields():
 def test_rate_limiter_token_bucket():
     rl = RateLimiter(rate=10.0, burst=5)
     batch = [{"program": "tcpserver", "event": "tcp_status", "n": i} for i in range(8)]
-    batch.append({"program": "shipper", "event": "gap"})
+    batch.append({"program": "shipper", "event": "gap", "event_id": "0123456789abcdef-gap"})
     batch.append({"program": "qmail-send", "event": "delivery"})
     out = rl.apply(batch, now=100.0)
     assert [r.get("n") for r in out] == [0, 1, 2, 3, 4, None, None]  # burst of 5, gap, other program
@@ -214,15 +218,16 @@ def test_sink_filter_records_mode():
 
     line = {"program": "qmail-send", "event": "delivery"}
     summary = {"program": "qmail-send", "event": "mail_summary"}
-    gap = {"program": "shipper", "event": "gap"}
+    gap = {"program": "shipper", "event": "gap", "event_id": "0123456789abcdef-gap"}
     status = {"program": "qmail-send", "event": "status"}
+    forged = {"program": "shipper", "event": "unparsed", "event_id": "0123456789abcdef-1f"}
     modes = {}
     for mode in ("raw", "summaries", "both"):
         wants = sink_filter(SinkConfig(name="s", type="stdout", records=mode,
                                        exclude_events=["status"]), is_summary)
-        modes[mode] = [r["event"] for r in (line, summary, gap, status) if wants(r)]
-    assert modes == {"raw": ["delivery", "gap"], "summaries": ["mail_summary", "gap"],
-                     "both": ["delivery", "mail_summary", "gap"]}
+        modes[mode] = [r["event"] for r in (line, summary, gap, status, forged) if wants(r)]
+    assert modes == {"raw": ["delivery", "gap", "unparsed"], "summaries": ["mail_summary", "gap"],
+                     "both": ["delivery", "mail_summary", "gap", "unparsed"]}
     everything = sink_filter(SinkConfig(name="s", type="stdout"), is_summary)
     assert all(everything(r) for r in (line, summary, gap, status))
 
@@ -418,3 +423,14 @@ def test_the_filters_choose_lines_after_the_tracking_saw_them_all():
 def test_program_cannot_be_dropped():
     with pytest.raises(ConfigError, match="program cannot be dropped"):
         _config('[transforms]\ndrop_fields = ["raw", "program"]\n')
+
+
+def test_a_line_calling_itself_shipper_is_rate_limited_as_any():
+    """A security review: `logger -t shipper` lines went through every filter and the
+    rate limit, as the gap reports do; only records with a gap's id are ours."""
+    rl = RateLimiter(rate=1.0, burst=2)
+    forged = [{"program": "shipper", "event": "unparsed", "event_id": f"0123456789abcdef-{i:x}"}
+              for i in range(5)]
+    gaps = [{"program": "shipper", "event": "gap", "event_id": f"{i:016x}-gap"} for i in range(5)]
+    out = rl.apply(forged + gaps, now=100.0)
+    assert [r["event"] for r in out] == ["unparsed"] * 2 + ["gap"] * 5
