@@ -445,3 +445,16 @@ def test_an_impossible_path_is_said_as_it_is(tmp_path: Path, capsys) -> None:
                       (tmp_path / "missing", "no such file or directory")):
         rc, _ = run(stats_main, [str(path)])
         assert rc == 2 and capsys.readouterr().err.splitlines() == [f"shipper stats: {path}: {why}"]
+
+
+def test_text_reports_show_a_clients_escape_sequences_escaped(tmp_path: Path) -> None:
+    """A security review: a sender or HELO holding terminal escapes (an SMTP client
+    writes them) went raw to the admin's terminal from track and stats (retitled, the
+    screen cleared); JSON output escapes them anyway."""
+    log = tmp_path / "send.log"
+    log.write_bytes(b"@400000005a49ba341eefa7a4 info msg 7: bytes 812 from <a\x1b]0;PWNED\x07\x1b[2J@x.test> "
+                    b"qp 99 uid 0\n@400000005a49ba341eefa7a5 starting delivery 1: msg 7 to remote b@y.test\n")
+    for fn in (track_main, stats_main):
+        rc, out = run(fn, [str(log)])
+        assert "\x1b" not in out and "\x07" not in out
+        assert "a\\x1b]0;PWNED\\x07\\x1b[2J@x.test" in out

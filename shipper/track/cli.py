@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import heapq
 import os
+import re
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -118,6 +119,17 @@ def _count_arg(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"at least 1, not {n}")
     return n
+
+
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """Text for a terminal: control characters other than newline and tab shown as
+    escapes. What an SMTP client writes (a HELO, a sender) is in the reports, and its
+    escape sequences reached the admin's terminal raw (retitled, cleared; a security
+    review)."""
+    return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def _time_arg(text: str) -> int:
@@ -234,7 +246,7 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
             if args.json:
                 out.write(orjson.dumps(r).decode() + "\n")
             else:
-                out.write(render_text(r, utc=args.utc))
+                out.write(terminal_safe(render_text(r, utc=args.utc)))
 
     try:
         for rec in summaries(args.paths, copts, popts, _say_unreadable(errors, "shipper track")):
@@ -328,6 +340,6 @@ def stats_main(argv: list[str], stdout: TextIO | None = None) -> int:
     if args.json:
         out.write(orjson.dumps(d, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        out.write(render_stats(d))
+        out.write(terminal_safe(render_stats(d)))
     out.flush()
     return 2 if errors else 0
