@@ -473,7 +473,8 @@ def main(argv: list[str]) -> int:
         elif args.output == "-":
             out = sys.stdout.buffer
         else:
-            out = open(args.output, "ab")  # noqa: SIM115 - closed below
+            # 0640 as the file sink's: it holds mail addresses (it was 0644 by the umask)
+            out = open(args.output, "ab", opener=lambda p, f: os.open(p, f, 0o640))  # noqa: SIM115 - closed below
         try:
             return asyncio.run(_run(args, sink, out, config))
         finally:

@@ -175,6 +175,7 @@ def test_a_damaged_archive_is_said_and_skipped_the_rest_goes(tmp_path):
     # lines, then some garbage that has no msg)
     msgs = {orjson.loads(ln).get("msg") for ln in out.read_bytes().splitlines()}
     assert set(range(2000)) <= msgs and set(range(4000, 6000)) <= msgs  # the intact archives
+    assert out.stat().st_mode & 0o777 == 0o640  # mail addresses: not for all (it was 0644)
     assert len(msgs & set(range(2000, 4000))) < 2000  # the damaged one up to its damage
 
 
