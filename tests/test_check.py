@@ -522,3 +522,15 @@ def test_credentials_in_an_http_url_are_never_shown(tmp_path):
     plain = load_config_text(Path(_cfg(tmp_path, '[sinks.h]\ntype = "http"\nurl = "http://SIEM.example.net:8123/"\n'
                                                 'format = "ndjson"\n')).read_text(), env={})
     assert plain.warnings == []  # no credentials: no warning (a host name's case is no secret)
+
+
+def test_check_names_a_state_dir_others_can_write(tmp_path):
+    """run refuses a state_dir another user could change (links in place of its files:
+    a security review); check says so first, in one line."""
+    (tmp_path / "state").mkdir(mode=0o700)
+    (tmp_path / "state").chmod(0o777)
+    r = run("-c", _cfg(tmp_path, '[sinks.o]\ntype = "stdout"\n'), "--no-probe")
+    assert r.returncode == 1
+    said = [ln for ln in r.stdout.splitlines() if "writable by all" in ln]
+    assert said == [f"error: {tmp_path / 'state'} is writable by all (mode 777): another user could put "
+                    f"links or files in place of shipper's; chmod go-w {tmp_path / 'state'}"], r.stdout
