@@ -28,7 +28,7 @@ from shipper.orphans import adopt_checkpoints, report_orphan_buffers
 from shipper.parse_worker import resolve_workers
 from shipper.pipeline import Pipeline, SinkRoute
 from shipper.record import dumps_safe
-from shipper.transforms import SELF_PROGRAM, build_transformer, sink_filter
+from shipper.transforms import build_transformer, own_record, sink_filter
 
 log = logging.getLogger("shipper")
 
@@ -465,16 +465,31 @@ class UnsafeDirectory(Exception):
     """A state or buffer directory another user could change (unsafe_dir_problem)."""
 
 
-def check_private_dirs(config: Config) -> None:
-    """Raise UnsafeDirectory for the first state or disk buffer directory another user
-    could put files or links in (see checkpoint.unsafe_dir_problem)."""
+def private_dir_problems(config: Config) -> list[str]:
+    """Why each state or disk buffer directory another user could put files or links in
+    is unsafe (see checkpoint.unsafe_dir_problem), one line per directory: a buffer
+    below a state_dir said already is not said again. Checked by run before it starts
+    and before a reload stops anything, and by check."""
     dirs = [config.state_dir, checkpoint_dir(config.state_dir)]
     dirs += [s.buffer.path for s in config.sinks.values()
              if s.buffer.type == "disk" and s.buffer.path]
+    said: list[str] = []
+    out = []
     for d in dirs:
+        if any(d == u or d.startswith(u + os.sep) for u in said):
+            continue
         why = unsafe_dir_problem(d)
         if why is not None:
-            raise UnsafeDirectory(why)
+            said.append(d)
+            out.append(why)
+    return out
+
+
+def check_private_dirs(config: Config) -> None:
+    """Raise UnsafeDirectory for the first of private_dir_problems."""
+    problems = private_dir_problems(config)
+    if problems:
+        raise UnsafeDirectory(problems[0])
 
 
 def check_state_access(config: Config) -> None:
@@ -520,7 +535,6 @@ def _set_aside_tracking_state(path: str) -> None:
 def assemble(config: Config) -> Assembly:
     from shipper.sinks.deadletter import DeadLetterFile
 
-    check_private_dirs(config)
     os.makedirs(config.state_dir, mode=0o700, exist_ok=True)  # buffers hold mail addresses
     check_state_access(config)
     if not config.tracking.enabled:
@@ -545,7 +559,7 @@ def assemble(config: Config) -> Assembly:
                 # (the shipper's own records, gap reports, go whatever it says: a loss is
                 # never filtered away, as sink_filter keeps them too)
                 route.wants = lambda rec, own=own: (
-                    rec.get("program") == SELF_PROGRAM or is_summary(rec) == want_summaries) and own(rec)
+                    own_record(rec) or is_summary(rec) == want_summaries) and own(rec)
         try:  # a source renamed in the configuration resumes where it was
             adopt_checkpoints(config)
         except OSError as exc:

@@ -16,8 +16,7 @@ import socket
 import sys
 import tempfile
 
-from shipper.assemble import build_sink
-from shipper.checkpoint import unsafe_dir_problem
+from shipper.assemble import build_sink, private_dir_problems
 from shipper.config import Config, ConfigError, SinkConfig, load_config, shown_url
 from shipper.daemon import metrics_listen_problem, nearest_existing, owning_dir, write_access_hint
 from shipper.follower import (
@@ -169,7 +168,6 @@ def _check_dirs(config: Config) -> list[str]:
     problems = []
     dirs = {config.state_dir} | {s.buffer.path for s in config.sinks.values() if s.buffer.type == "disk"}
     said: set[str] = set()  # the buffers below a state_dir that cannot be written: one line
-    unsafe: list[str] = []
     for d in sorted(dirs):
         probe = nearest_existing(d)
         if not probe or probe in said:
@@ -185,12 +183,8 @@ def _check_dirs(config: Config) -> list[str]:
                             f"(state and buffers live there; "
                             f"{write_access_hint(owning_dir(config, d), probe)})")
             continue
-        if any(d.startswith(u + os.sep) for u in unsafe):
-            continue  # a buffer below a state_dir said already: one line
-        why = unsafe_dir_problem(d)  # run refuses it: another user could swap its files
-        if why is not None:
-            unsafe.append(d)
-            problems.append(why)
+    if not problems:  # run refuses these: another user could swap their files
+        problems += private_dir_problems(config)
     return problems
 
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import re
+import stat
 import threading
 import time
 from typing import Any
@@ -53,11 +53,33 @@ def unsafe_dir_problem(path: str) -> str | None:
     a checkpoint or buffer segment of theirs: forged records), or None. ``path`` must
     be this user's (root's will do for root), writable by no one else; each directory
     above it owned by this user or root, and not writable by all unless sticky (/tmp).
-    Missing parts are made by us later, 0700. (A security review: a state_dir another
-    user had made first let them overwrite any file.)"""
+    A symbolic link on the way (systemd's DynamicUser, /var on another disk) is judged
+    by where it leads, and must itself be this user's or root's. Missing parts are made
+    by us later, 0700. (A security review: a state_dir another user had made first let
+    them overwrite any file.)"""
+    where = os.path.abspath(path)
+    prefix = "/"
+    for part in where.strip("/").split("/"):
+        prefix = os.path.join(prefix, part)
+        try:
+            st = os.lstat(prefix)
+        except OSError:
+            break
+        if stat.S_ISLNK(st.st_mode):
+            if st.st_uid not in (os.geteuid(), 0):
+                return _owned_problem(prefix, st.st_uid, f"{prefix}, a link on the way to {path},")
+            why = _walk_problem(os.path.realpath(os.path.dirname(prefix)), path, own=False)
+            if why is not None:
+                return why
+    real = os.path.realpath(where)
+    return _walk_problem(real, path if real == where else f"{real} (where {path} leads)", own=True)
+
+
+def _walk_problem(start: str, path: str, own: bool) -> str | None:
+    """unsafe_dir_problem's rules for ``start`` (``own``: the directory itself) and
+    each directory above it; ``path`` names it in what is said."""
     me = os.geteuid()
-    p = os.path.abspath(path)
-    own = True  # path itself, then the directories above it
+    p = start
     while True:
         try:
             st = os.lstat(p)
@@ -69,11 +91,7 @@ def unsafe_dir_problem(path: str) -> str | None:
         if st is None:
             pass
         elif st.st_uid not in (me, 0):
-            owner, user = _user(st.st_uid), _user(me)
-            fix = (f"chown -R {user} {path}" if own else
-                   f"use a directory that {owner} cannot change (install -d -m 700 -o {user})")
-            return (f"{what} belongs to {owner}, this runs as {user}: {owner} could put links "
-                    f"or files in place of shipper's; {fix}")
+            return _owned_problem(path if own else p, st.st_uid, what)
         elif (own and st.st_mode & 0o022) or (st.st_mode & 0o002 and not st.st_mode & 0o1000):
             by = "all" if st.st_mode & 0o002 else "its group"
             return (f"{what} is writable by {by} (mode {st.st_mode & 0o7777:o}): another user "
@@ -85,11 +103,14 @@ def unsafe_dir_problem(path: str) -> str | None:
         p = parent
 
 
-def _user(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
+def _owned_problem(target: str, uid: int, what: str) -> str:
+    from shipper.config import user_name  # (a heavy module: only when said)
+
+    owner, user = user_name(uid), user_name(os.geteuid())
+    fix = (f"chown -R {user} {target}" if what == target else
+           f"use a directory that {owner} cannot change (install -d -m 700 -o {user})")
+    return (f"{what} belongs to {owner}, this runs as {user}: {owner} could put links "
+            f"or files in place of shipper's; {fix}")
 
 
 def checkpoint_dir(state_dir: str) -> str:

@@ -310,6 +310,11 @@ class Daemon:
                 log.error("reload refused: sinks.%s cannot be set up: %s; keeping the running "
                           "configuration", name, _why(exc))
                 return run_task
+        try:  # before anything stops: a refused reload leaves the running one running
+            check_private_dirs(new)
+        except UnsafeDirectory as exc:
+            log.error("reload refused: %s; keeping the running configuration", exc)
+            return run_task
         for w in new.warnings:
             log.warning("%s", w)
         notifier.reloading()
@@ -587,11 +592,15 @@ def _run_config(loader: Any, config_path: str | None, log_format: str | None, de
     only_stdin = bool(config.sources) and all(s.type == "stdin" for s in config.sources.values())
     daemon = Daemon(config, loader, exit_when_idle=2.0 if demo or only_stdin else None,
                     log_format=log_format)
+    rc = 1
     try:
-        return asyncio.run(daemon.run())
+        rc = asyncio.run(daemon.run())
+        return rc
     finally:
         # The loop's handlers go with it; a stop signal now (a second SIGTERM in the
         # last moments: the interpreter's exit) killed the process, exit 143, unsaid.
-        # The stop is done: nothing is left for a signal to end sooner.
-        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)
+        # The stop is done: such a signal ends it at once with its own exit code (not
+        # ignored: a thread the exit waits for, stuck in a look-up, would hold it).
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: os._exit(rc))

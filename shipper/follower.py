@@ -104,6 +104,7 @@ import os
 import stat
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from itertools import accumulate
@@ -183,6 +184,18 @@ class _Break:
 
 
 GONE_FORGET = 60.0  # seconds a log directory a glob found may be gone before it is forgotten
+FORGOTTEN_MAX = 1000  # positions of forgotten directories kept in the checkpoint
+
+
+def _drained(f: Any) -> bool:
+    """Whether a follower has read all its open file holds (its directory may be gone)."""
+    r = f.reader
+    if r is None:
+        return True
+    try:
+        return os.fstat(r.fd).st_size <= r.raw_pos
+    except (OSError, AttributeError):
+        return True
 
 
 def marker(tail: bytes) -> str:
@@ -2204,7 +2217,7 @@ class _Source:
         # for it: followed forever, 6,000 of them made and removed cost 18 % of a core
         # idle, 60 MB and a checkpoint of 6,600 entries (a resource hunt)
         self._gone_since: dict[str, float] = {}
-        self._retired: set[str] = set()
+        self._forgotten: OrderedDict[str, None] = OrderedDict()
         self._retired_gaps = 0
         self._follow_tasks: dict[str, asyncio.Task[None]] = {}
         # Directories watched for a configured path to appear in (or, made, to get its
@@ -2335,8 +2348,6 @@ class _Source:
     def commit(self, position: Position) -> None:
         """Everything up to and including ``position`` is safe (cheap; saved later)."""
         key, state = position
-        if key in self._retired:
-            return  # a batch read before its directory went: its position is forgotten
         self._committed[key] = state
         if self.store is not None:
             self.store.set(key, state)
@@ -2479,7 +2490,7 @@ class _Source:
         task = loop.create_task(self._run(f, wake, fresh=state is None), name=f"follow {path}")
         self._tasks.append(task)
         self._follow_tasks[path] = task
-        self._retired.discard(path)
+        self._forgotten.pop(path, None)
 
     def _why_no_position(self) -> str | None:
         """Why a directory followed from the start has no saved position, if a previous
@@ -2579,17 +2590,20 @@ class _Source:
     def _forget_gone(self) -> None:
         """Stop following a log directory a glob found once it is gone for GONE_FORGET
         (a service removed; not a directory moved and made again, which comes back
-        within it), and forget its position: made again later, it is read whole, as
-        any directory that appears. Configured by name, it is followed still."""
+        within it) and all it held was read (a paused reading drains first: no loss).
+        Its position is kept, for FORGOTTEN_MAX such directories (the oldest then go):
+        made again, or found under another name, it resumes there. Configured by name,
+        it is followed still."""
         named = {os.path.abspath(p) for p in self.patterns if not glob.has_magic(p)}
         now = time.monotonic()
         for path in list(self.followers):
             if path in named or os.path.lexists(self._watch_dir(path)):
                 self._gone_since.pop(path, None)
                 continue
-            if now - self._gone_since.setdefault(path, now) < GONE_FORGET:
+            f = self.followers[path]
+            if now - self._gone_since.setdefault(path, now) < GONE_FORGET or not _drained(f):
                 continue
-            f = self.followers.pop(path)
+            del self.followers[path]
             self._retired_gaps += f.gaps
             task = self._follow_tasks.pop(path, None)
             if task is not None:
@@ -2603,14 +2617,20 @@ class _Source:
             if f.reader is not None:
                 f.reader.close()
                 f.reader = None
-            self._committed.pop(path, None)
-            self._saved_positions.pop(path, None)
-            self._retired.add(path)
-            if self.store is not None and self.store.pop(path) is not None:
-                self._dirty = True
-                self._save_wanted.set()
-            log.info("%s: the log directory is gone (for %.0f s): no longer followed, its "
-                     "position forgotten", path, GONE_FORGET)
+            kept = self._committed.pop(path, None) or self._saved_positions.get(path)
+            if kept is not None:
+                self._saved_positions[path] = kept
+            self._forgotten[path] = None
+            self._forgotten.move_to_end(path)
+            while len(self._forgotten) > FORGOTTEN_MAX:
+                old, _ = self._forgotten.popitem(last=False)
+                if old not in self.followers:
+                    self._saved_positions.pop(old, None)
+                    if self.store is not None and self.store.pop(old) is not None:
+                        self._dirty = True
+                        self._save_wanted.set()
+            log.info("%s: the log directory is gone (for %.0f s): no longer followed (its "
+                     "position is kept: made again, it resumes there)", path, GONE_FORGET)
 
     async def _saver(self) -> None:
         # at most every commit_interval, and only after a position moved: on a quiet log

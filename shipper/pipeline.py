@@ -115,6 +115,7 @@ BY_EVENT_CAP = 2000
 # A full buffer (when_full = block) pauses reading; said in the log, and unhealthy
 # (healthz), once it lasts this long: a sink taking a burst is not news.
 FULL_SAY_AFTER = 10.0
+PAUSE_PROBE_BYTES = 64 << 10  # a batch's worth: a queue that cannot take it is full
 # After "appends work again", a new append failure within this many seconds is said
 # only once it lasts FULL_SAY_AFTER: catching up on a nearly full disk, each batch
 # failed until the sink freed a segment, and the log said the failure and its end
@@ -807,8 +808,11 @@ class Pipeline:
         routes = {r.name: r for r in old.routes}
         for r in self.routes:
             o = routes.get(r.name)
-            if o is not None and o.paused_since is not None and r.paused_since is None:
-                r.paused_since, r.full_said, r.append_error = o.paused_since, o.full_said, o.append_error
+            # (only while its queue is still full: a pause nothing would end (no more
+            # records for it, a bigger buffer) would stay unhealthy for good)
+            if o is not None and o.paused_since is not None and r.paused_since is None \
+                    and not o.append_error and not r.queue.has_room(PAUSE_PROBE_BYTES):
+                r.paused_since, r.full_said = o.paused_since, o.full_said
         for key, st in old.stats.by_source.items():
             if st.last_event_ns:
                 new = self.stats.source(key)

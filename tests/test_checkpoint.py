@@ -170,3 +170,24 @@ def test_a_directory_others_can_write_is_unsafe(tmp_path):
         os.chown(mine, 65534, 65534)
         assert "belongs to nobody" in unsafe_dir_problem(str(mine))
         assert "a directory above" in unsafe_dir_problem(str(mine / "buffer"))
+
+
+def test_a_link_on_the_way_is_judged_by_where_it_leads(tmp_path):
+    """A review: a link's own mode reads 777, so systemd's DynamicUser= (/var/lib/shipper
+    a link to private/shipper) or /var on another disk was refused, and a link into a
+    directory all can write passed. Judged by its target now."""
+    from shipper.checkpoint import unsafe_dir_problem
+
+    private = tmp_path / "private"
+    (private / "shipper").mkdir(parents=True, mode=0o700)
+    private.chmod(0o700)
+    (tmp_path / "shipper").symlink_to(private / "shipper")
+    assert unsafe_dir_problem(str(tmp_path / "shipper")) is None
+    assert unsafe_dir_problem(str(tmp_path / "shipper" / "buffer" / "siem")) is None
+    disk = tmp_path / "disk"
+    (disk / "var").mkdir(parents=True)
+    (tmp_path / "var").symlink_to(disk / "var")  # /var on another disk
+    assert unsafe_dir_problem(str(tmp_path / "var" / "lib" / "shipper")) is None
+    (private / "shipper").chmod(0o777)
+    why = unsafe_dir_problem(str(tmp_path / "shipper"))
+    assert why is not None and f"{private / 'shipper'} (where {tmp_path / 'shipper'} leads) is writable by all" in why

@@ -1213,13 +1213,17 @@ def test_a_reload_keeps_a_paused_reading_unhealthy_and_a_sources_lag():
     from shipper.memqueue import MemQueue
 
     def pipeline() -> Pipeline:
-        route = SinkRoute("siem", FakeSink(), MemQueue())
+        route = SinkRoute("siem", FakeSink(), MemQueue(max_bytes=64 << 10))
         return Pipeline([(MultilogSource(["/nonexistent"], None), ParseOptions())], [route])
 
     old, new = pipeline(), pipeline()
     old.routes[0].paused_since = time.monotonic() - 30
     old.routes[0].full_said = True
     old.stats.source("/var/log/qmail/send").last_event_ns = 1796042096_000000000
+    roomy = pipeline()
+    roomy.carry_from(old)  # its buffer has room (made bigger, emptied): no pause to keep
+    assert roomy.routes[0].paused_since is None
+    new.routes[0].queue.append([b"x" * 40000])  # the buffer, full still
     new.carry_from(old)
     ok, why = Assembly(None, new, None, None).health()  # type: ignore[arg-type]
     assert not ok and re.fullmatch(r"reading paused: sink siem \(3\d s\): its buffer is full", why), why

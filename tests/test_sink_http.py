@@ -1353,3 +1353,16 @@ async def test_a_refusal_for_good_is_the_sinks_last_error(peer: Peer, tmp_path: 
         assert sink.stats.last_error.startswith("refused for good: ") and "400" in sink.stats.last_error
     finally:
         await end_pipeline(pipe, task)
+
+
+def test_an_elasticsearch_answer_cut_at_the_cap_is_sent_again_not_refused(monkeypatch):
+    """A review: a bulk answer with item errors cut at MAX_ANSWER was "not JSON", so the
+    whole batch went to the dead letter, retryable items too. Sent again now."""
+    import shipper.sinks.http as http_mod
+
+    monkeypatch.setattr(http_mod, "MAX_ANSWER", 1000)
+    sink = HttpSink("http://127.0.0.1:9/", "elasticsearch")
+    cut = (b'{"took":3,"errors":true,"items":[' + b'{"create":{"status":429}},' * 100)[:1000]
+    with pytest.raises(SinkError, match="sending the batch again") as info:
+        sink._check_2xx(fixture_records()[:2], cut)
+    assert not isinstance(info.value, PermanentError)

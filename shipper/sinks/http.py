@@ -100,12 +100,16 @@ def _response_within(conn: http.client.HTTPConnection, timeout: float) -> http.c
     headers every half second held the sink, shown up, for good (a security review).
     Past it the socket is shut down, which ends the read."""
     sock = conn.sock
-    cut = threading.Event()
+    lock = threading.Lock()
+    state = {"done": False, "cut": False}
 
     def give_up() -> None:
-        cut.set()
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+        with lock:  # never once the headers are in: the body is read on that socket
+            if state["done"]:
+                return
+            state["cut"] = True
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     timer = threading.Timer(timeout, give_up)
     timer.daemon = True
@@ -113,12 +117,16 @@ def _response_within(conn: http.client.HTTPConnection, timeout: float) -> http.c
     try:
         resp = conn.getresponse()
     except (OSError, http.client.HTTPException):
-        if cut.is_set():
+        with lock:
+            state["done"] = True
+        if state["cut"]:
             raise SlowPeer(f"the answer's headers took longer than {timeout:g}s") from None
         raise
     finally:
         timer.cancel()
-    if cut.is_set():  # (the shutdown may read as the headers' end: not an answer)
+    with lock:
+        state["done"] = True
+    if state["cut"]:  # (the shutdown may read as the headers' end: not an answer)
         raise SlowPeer(f"the answer's headers took longer than {timeout:g}s")
     return resp
 
@@ -501,6 +509,11 @@ class HttpSink:
                 self._columns_at = None
             raise SinkError(f"HTTP 200 with an error from {self.url}: {text}")
         if self.format == "elasticsearch" and b'"errors":true' in data.replace(b" ", b""):
+            if len(data) >= MAX_ANSWER:
+                # cut at the cap: which items were refused cannot be read; all again
+                # (those in the index already come back 409: counted delivered)
+                raise SinkError(f"a bulk answer over {MAX_ANSWER >> 20} MiB with item errors: "
+                                "sending the batch again (set batch_max_records lower)")
             out = http_body.elasticsearch_outcome(data)
             if out.duplicates:
                 self.stats.extra["duplicates"] = self.stats.extra.get("duplicates", 0) + out.duplicates
