@@ -341,6 +341,8 @@ def test_emit_summaries_still_ships_the_gap_reports(tmp_path: Path) -> None:
         assert wants(gap)
         assert wants({"program": "qmail-send", "event": "mail"})
         assert not wants({"program": "qmail-send", "event": "delivery"})
+        # a line logged as "shipper" (logger -t shipper) is no gap report (a review)
+        assert not wants({"program": "shipper", "event": "unparsed", "event_id": "0123456789abcdef-1f"})
 
 
 def test_healthz_is_unhealthy_while_a_buffer_drops_records(tmp_path: Path) -> None:
