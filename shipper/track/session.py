@@ -92,7 +92,7 @@ class SessionTracker:
     """Feed session records in log order; get ``smtp_session`` summaries back."""
 
     __slots__ = ("opts", "sessions", "aliases", "qp_sessions", "qp_mails", "senders", "attach",
-                 "just_ended", "ending")
+                 "just_ended", "ending", "_ending_floor")
 
     def __init__(self, opts: SessionOptions | None = None, attach: Any = None) -> None:
         self.opts = opts or SessionOptions()
@@ -113,6 +113,9 @@ class SessionTracker:
         # "host\0pid" → [end time, input] of a session ended awaiting its DATA verdict:
         # kept open (its "ended") for end_grace_s (see _end); rebuilt from the sessions
         self.ending: dict[str, list[Any]] = {}
+        # no held session ended before this (log time): lines earlier than its grace
+        # need not look at them (one walk of them a line, with bots dropping mid-DATA)
+        self._ending_floor = -(1 << 62)
 
     # -- state ---------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
@@ -135,6 +138,7 @@ class SessionTracker:
                                    for k, v in state.get("senders", []))
         self.ending = {k: [s["ended"][0], input_of(s["origin"].get("source"))]
                        for k, s in self.sessions.items() if s.get("ended")}
+        self._ending_floor = -(1 << 62)  # looked at again by the first line's _end_held
 
     # -- linking with qmail-send ---------------------------------------------------------
     def link_mail(self, host: str, qp: int, mail_from: str | None, time_ns: int | None,
@@ -197,13 +201,18 @@ class SessionTracker:
         """Emit the sessions held for their verdict (see _end) whose grace a line of
         their input is past: it will not come."""
         t = rec.get("time_unix_ns")
-        if t is None:
-            return
-        where = input_of(rec.get("source"))
         grace = int(self.opts.end_grace_s * NS)
+        if t is None or t - grace <= self._ending_floor:
+            return  # no held session's grace is past at this time: a compare a line
+        where = input_of(rec.get("source"))
+        floor = None
         for key, (end, inp) in list(self.ending.items()):
             if inp == where and (end is None or t - end > grace):
                 self._release(key, out)
+            elif end is not None and (floor is None or end < floor):
+                floor = end  # (one of another input, or within its grace: kept)
+        self._ending_floor = -(1 << 62) if any(e is None for e, _ in self.ending.values()) \
+            else (floor if floor is not None else 1 << 62)
 
     def _release(self, key: str, out: list[dict[str, Any]]) -> None:
         """A held session out, complete, at its end; its later lines still its own."""
@@ -436,6 +445,7 @@ class SessionTracker:
             # it, so the session names that mail, as when the reply comes before the end
             s["ended"] = [t, rec.get("time_source")]
             self.ending[key] = [t, input_of(rec.get("source"))]
+            self._ending_floor = min(self._ending_floor, t)
             return
         self._emit(key, s, rec.get("time_unix_ns"), rec.get("time_source"), out, None)
         if rec.get("time_unix_ns") is not None:
