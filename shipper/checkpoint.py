@@ -107,7 +107,7 @@ def _owned_problem(target: str, uid: int, what: str) -> str:
     from shipper.config import user_name  # (a heavy module: only when said)
 
     owner, user = user_name(uid), user_name(os.geteuid())
-    fix = (f"chown -R {user} {target}" if what == target else
+    fix = (f"run shipper as {owner}, or chown -R {user} {target}" if what == target else
            f"use a directory that {owner} cannot change (install -d -m 700 -o {user})")
     return (f"{what} belongs to {owner}, this runs as {user}: {owner} could put links "
             f"or files in place of shipper's; {fix}")

@@ -132,6 +132,11 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        for sig in (signal.SIGALRM, signal.SIGUSR1, signal.SIGUSR2):
+            # svc -a (an admin's habit, to make multilog rotate) ended the process at
+            # once, no drain, nothing said: ignored, and said
+            loop.add_signal_handler(sig, log.info, "%s ignored (HUP reloads, TERM stops)",
+                                    signal.Signals(sig).name)
         from shipper.cli import take_early_hup
 
         if take_early_hup():  # a reload asked for while starting: the config may have changed since

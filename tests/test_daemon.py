@@ -1025,3 +1025,24 @@ def test_a_reload_onto_a_buffer_directory_others_can_write_is_refused_before_any
         assert proc.poll() is None
     finally:
         assert _stop(proc) == 0
+
+
+def test_svc_a_and_the_user_signals_do_not_end_the_daemon(tmp_path):
+    """A deployment hunt: `svc -a` (SIGALRM, an admin's habit to make multilog rotate)
+    and SIGUSR1/2 ended the process at once: no drain, nothing in its log."""
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "current").write_bytes(b"")
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f'state_dir = "{tmp_path}/state"\n[metrics]\nenabled = false\n'
+                   f'[sources.q]\ntype = "multilog"\npaths = ["{logdir}"]\n'
+                   f'[sinks.a]\ntype = "file"\npath = "{tmp_path}/a.ndjson"\n')
+    log = tmp_path / "shipper.log"
+    proc = _start_ready(cfg, log)
+    try:
+        for sig in (signal.SIGALRM, signal.SIGUSR1, signal.SIGUSR2):
+            os.kill(proc.pid, sig)
+            wait_until(f"{sig.name} said", lambda sig=sig: f"{sig.name} ignored" in log.read_text())
+        assert proc.poll() is None
+    finally:
+        assert _stop(proc) == 0

@@ -58,6 +58,8 @@ def test_unit_directives():
         "Service.Type": ["notify"], "Service.NotifyAccess": ["main"],
         "Service.ExecStart": [EXEC_START], "Service.ExecReload": ["/bin/kill -HUP $MAINPID"],
         "Service.Restart": ["on-failure"], "Service.WatchdogSec": ["30"],
+        # a configuration error (exit 2) is not restarted every 2 s for ever (a deployment hunt)
+        "Service.RestartPreventExitStatus": ["2"],
         "Service.User": ["shipper"], "Service.StateDirectory": ["shipper"],
         "Service.ProtectSystem": ["strict"], "Service.ReadOnlyPaths": ["-/var/log/qmail"],
         "Service.ProtectHome": ["yes"], "Service.PrivateTmp": ["yes"],
