@@ -273,8 +273,9 @@ def test_under_daemontools_supervise(tmp_path, receiver):
     # path changed for a test (no "shipper" user exists here).
     shipped = (ROOT / "service" / "shipper" / "run").read_text()
     run = shipped.replace("setpriv --reuid=shipper --regid=shipper --init-groups ", "").replace(
-        "shipper run -c /etc/shipper/shipper.toml", f"{sys.executable} -m shipper run -c {cfg}")
-    assert run != shipped and "exec envdir ./env" in run
+        "shipper run -c /etc/shipper/shipper.toml", f"{sys.executable} -m shipper run -c {cfg}").replace(
+        "shipper check -c /etc/shipper/shipper.toml", f"{sys.executable} -m shipper check -c {cfg}")
+    assert run != shipped and 'envdir="envdir ./env"' in run and "shipper check -c /etc" not in run
     (service / "run").write_text(run)
     (service / "run").chmod(0o755)
     out = open(tmp_path / "supervise.out", "wb")  # noqa: SIM115 - handed to the child

@@ -115,10 +115,11 @@ def test_run_scripts_are_valid_sh():
 def test_run_scripts_commands():
     run_cmds = [ln for ln in RUN.read_text().splitlines() if ln and not ln.startswith("#")]
     drop = "setpriv --reuid=shipper --regid=shipper --init-groups"
-    assert run_cmds == ["exec 2>&1", "umask 077", "if [ -d ./env ]; then",
-                        f"  exec envdir ./env {drop} shipper run -c /etc/shipper/shipper.toml",
-                        "fi",
-                        f"exec {drop} shipper run -c /etc/shipper/shipper.toml"]
+    check = f"$envdir {drop} shipper check -c /etc/shipper/shipper.toml --no-probe"
+    assert run_cmds == ["exec 2>&1", "umask 077", "envdir=", '[ -d ./env ] && envdir="envdir ./env"',
+                        f"{check} >/dev/null 2>&1", "if [ $? -eq 2 ]; then", f"  {check}",
+                        "  sleep 60", "  exit 2", "fi",
+                        f"exec $envdir {drop} shipper run -c /etc/shipper/shipper.toml"]
     log_cmds = [ln for ln in LOG_RUN.read_text().splitlines() if ln and not ln.startswith("#")]
     assert log_cmds == ["exec setuidgid shiplog multilog t s1000000 n20 ./main"]
     # the programs named are the real daemontools (and util-linux) ones
@@ -134,7 +135,7 @@ def test_run_script_gives_the_shipper_its_groups():
     import grp
     import pwd
 
-    line = RUN.read_text().splitlines()[-1]
+    line = RUN.read_text().splitlines()[-1].replace("$envdir ", "")
     assert line.startswith("exec setpriv ") and line.endswith(" shipper run -c /etc/shipper/shipper.toml")
     if os.geteuid() != 0:
         return  # changing users needs root: the command's words are checked above
@@ -224,3 +225,28 @@ def test_the_readme_daemontools_install_lines_work_on_a_fresh_debian(tmp_path: P
     svc = root / "var" / "service" / "shipper"
     assert os.access(svc / "run", os.X_OK) and os.access(svc / "log" / "run", os.X_OK)
     assert (svc / "env").is_dir() and (svc / "log" / "main").is_dir()
+
+
+def test_run_script_waits_on_an_invalid_configuration(tmp_path: Path):
+    """A deployment hunt: under supervise an invalid configuration was tried once a
+    second, one error line each (14 MB a day, the log's older lines pushed out within
+    a day and a half). The run script says the error once and waits before exiting 2."""
+    import shutil
+    import sys
+    import time
+
+    service = tmp_path / "shipper"
+    shutil.copytree(ROOT / "service" / "shipper", service)
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\n'
+                   f'paths = ["{tmp_path}/log"]\n[sinks.s]\ntype = "syslog"\nhost = "127.0.0.1"\n'
+                   'protocol = "tpc"\n')
+    run = RUN.read_text().replace("setpriv --reuid=shipper --regid=shipper --init-groups ", "").replace(
+        "shipper check -c /etc/shipper/shipper.toml", f"{sys.executable} -m shipper check -c {cfg}").replace(
+        "sleep 60", "sleep 1")
+    (service / "run").write_text(run)
+    t0 = time.monotonic()
+    r = subprocess.run([require_binary("sh"), "./run"], cwd=service, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and time.monotonic() - t0 >= 1
+    assert 'sinks.s.protocol: must be one of udp, tcp, tls, got "tpc"' in r.stdout, r.stdout + r.stderr
