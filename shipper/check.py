@@ -230,7 +230,8 @@ def main(argv: list[str]) -> int:
         return 2
     for w in config.warnings:
         print(f"warning: {w}")
-    print(f"ok: {args.config}: {len(config.sources)} sources, {len(config.sinks)} sinks")
+    # (not "ok": problems found below may follow it)
+    print(f"valid: {args.config}: {len(config.sources)} sources, {len(config.sinks)} sinks")
     notes, unreadable = _check_sources(config)
     for n in notes:
         print(f"warning: {n}")
