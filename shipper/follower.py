@@ -1470,6 +1470,10 @@ class MultilogFollower(_FollowerBase):
                 r.close()
                 self.reader = None
                 continue
+            if fid is not None and r.file_id != fid:
+                # named by 0.1.0's id: this file's lines keep the ids 0.1.0 gave them, so
+                # those read again after its kill are known to the SIEM as the same
+                r.file_id = fid
             if not r.skip_to(off) or (f["mk"] and f["mk"] != marker(r.tail)):
                 self._emit_gap(name, None, False,
                                f"file changed under us at offset {off} (truncated or rewritten): "
@@ -2137,6 +2141,8 @@ class PlainFileFollower(_FollowerBase):
             fid_now(r, complete=False)
             if r.ident == ident and (fid is None or r.file_id in (None, fid)
                                      or legacy_fingerprint(r.head) == fid):
+                if fid is not None and r.file_id not in (None, fid):
+                    r.file_id = fid  # 0.1.0's id: its lines keep the ids they had (see above)
                 if r.skip_to(off) and (not f["mk"] or f["mk"] == marker(r.tail)):
                     r.skipping = bool(f.get("skip"))
                     return
