@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import socket
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ def build_source(cfg: SourceConfig, config: Config) -> Any:
 
         return StdinSource(max_line=cfg.parse_options(config.parse).max_line)
     state = checkpoint_path(config.state_dir, cfg.name)
-    os.makedirs(os.path.dirname(state), exist_ok=True)
+    os.makedirs(os.path.dirname(state), mode=0o700, exist_ok=True)  # whatever the umask
     kind = MultilogSource if cfg.type == "multilog" else FileSource
     return kind(cfg.paths, state, start=cfg.start_position, watch=cfg.watch,
                 poll_interval=cfg.poll_interval, max_line=cfg.parse_options(config.parse).max_line)
@@ -465,20 +466,53 @@ class UnsafeDirectory(Exception):
     """A state or buffer directory another user could change (unsafe_dir_problem)."""
 
 
-def private_dir_problems(config: Config) -> list[str]:
+def _private_dirs(config: Config) -> list[str]:
+    return [config.state_dir, checkpoint_dir(config.state_dir)] + [
+        s.buffer.path for s in config.sinks.values() if s.buffer.type == "disk" and s.buffer.path]
+
+
+def _own_and_open(d: str) -> bool:
+    try:
+        st = os.lstat(d)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and bool(st.st_mode & 0o022)
+
+
+def tighten_own_dirs(config: Config) -> list[str]:
+    """Take the group's and others' write off the state and buffer directories this user
+    owns (made under a umask of 002, by an earlier version or by hand): refused as they
+    were, they stopped a start (an upgrade hunt). What was changed, a line each."""
+    done = []
+    for d in _private_dirs(config):
+        try:
+            st = os.lstat(d)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o022:
+            mode = st.st_mode & 0o7777
+            try:
+                os.chmod(d, mode & ~0o022)
+            except OSError:
+                continue  # said by the check that follows
+            done.append(f"{d}: others could write it (mode {mode:o}): made {mode & ~0o022:o}")
+    return done
+
+
+def private_dir_problems(config: Config, tightened: bool = True) -> list[str]:
+    # (check, before run's tighten_own_dirs: judge this user's as they will be then)
+    will = frozenset() if tightened else frozenset(
+        os.path.realpath(d) for d in _private_dirs(config) if _own_and_open(d))
     """Why each state or disk buffer directory another user could put files or links in
     is unsafe (see checkpoint.unsafe_dir_problem), one line per directory: a buffer
     below a state_dir said already is not said again. Checked by run before it starts
     and before a reload stops anything, and by check."""
-    dirs = [config.state_dir, checkpoint_dir(config.state_dir)]
-    dirs += [s.buffer.path for s in config.sinks.values()
-             if s.buffer.type == "disk" and s.buffer.path]
     said: list[str] = []
     out = []
-    for d in dirs:
+    for d in _private_dirs(config):
         if any(d == u or d.startswith(u + os.sep) for u in said):
             continue
-        why = unsafe_dir_problem(d)
+        why = unsafe_dir_problem(d, will)
         if why is not None:
             said.append(d)
             out.append(why)

@@ -184,7 +184,7 @@ def _check_dirs(config: Config) -> list[str]:
                             f"{write_access_hint(owning_dir(config, d), probe)})")
             continue
     if not problems:  # run refuses these: another user could swap their files
-        problems += private_dir_problems(config)
+        problems += private_dir_problems(config, tightened=False)
     return problems
 
 

@@ -21,6 +21,7 @@ The store never lives inside a log directory: multilog owns those (its
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -47,7 +48,7 @@ def ensure_outside(path: str, log_dirs: list[str]) -> None:
                 f"checkpoint file {path} is inside the log directory {d}: put it elsewhere")
 
 
-def unsafe_dir_problem(path: str) -> str | None:
+def unsafe_dir_problem(path: str, tightened: frozenset[str] = frozenset()) -> str | None:
     """Why another user could swap the files of directory ``path`` (a symlink in place
     of a state file: the daemon, root as a rule, writes through it where it points;
     a checkpoint or buffer segment of theirs: forged records), or None. ``path`` must
@@ -56,7 +57,8 @@ def unsafe_dir_problem(path: str) -> str | None:
     A symbolic link on the way (systemd's DynamicUser, /var on another disk) is judged
     by where it leads, and must itself be this user's or root's. Missing parts are made
     by us later, 0700. (A security review: a state_dir another user had made first let
-    them overwrite any file.)"""
+    them overwrite any file.) ``tightened``: directories of this user judged as they
+    will be once run takes the others' write off them (tighten_own_dirs; for check)."""
     where = os.path.abspath(path)
     prefix = "/"
     for part in where.strip("/").split("/"):
@@ -68,14 +70,16 @@ def unsafe_dir_problem(path: str) -> str | None:
         if stat.S_ISLNK(st.st_mode):
             if st.st_uid not in (os.geteuid(), 0):
                 return _owned_problem(prefix, st.st_uid, f"{prefix}, a link on the way to {path},")
-            why = _walk_problem(os.path.realpath(os.path.dirname(prefix)), path, own=False)
+            why = _walk_problem(os.path.realpath(os.path.dirname(prefix)), path, own=False,
+                                tightened=tightened)
             if why is not None:
                 return why
     real = os.path.realpath(where)
-    return _walk_problem(real, path if real == where else f"{real} (where {path} leads)", own=True)
+    return _walk_problem(real, path if real == where else f"{real} (where {path} leads)", own=True,
+                         tightened=tightened)
 
 
-def _walk_problem(start: str, path: str, own: bool) -> str | None:
+def _walk_problem(start: str, path: str, own: bool, tightened: frozenset[str] = frozenset()) -> str | None:
     """unsafe_dir_problem's rules for ``start`` (``own``: the directory itself) and
     each directory above it; ``path`` names it in what is said."""
     me = os.geteuid()
@@ -88,13 +92,14 @@ def _walk_problem(start: str, path: str, own: bool) -> str | None:
         except OSError:
             return None  # not ours to judge: its use says why
         what = path if own else f"{p}, a directory above {path},"
+        mode = st.st_mode & ~0o022 if st is not None and p in tightened else (st.st_mode if st else 0)
         if st is None:
             pass
         elif st.st_uid not in (me, 0):
             return _owned_problem(path if own else p, st.st_uid, what)
-        elif (own and st.st_mode & 0o022) or (st.st_mode & 0o002 and not st.st_mode & 0o1000):
-            by = "all" if st.st_mode & 0o002 else "its group"
-            return (f"{what} is writable by {by} (mode {st.st_mode & 0o7777:o}): another user "
+        elif (own and mode & 0o022) or (not own and mode & 0o002 and not mode & 0o1000):
+            by = "all" if mode & 0o002 else "its group"
+            return (f"{what} is writable by {by} (mode {mode & 0o7777:o}): another user "
                     f"could put links or files in place of shipper's; chmod go-w {p}")
         own = False
         parent = os.path.dirname(p)
@@ -111,6 +116,25 @@ def _owned_problem(target: str, uid: int, what: str) -> str:
            f"use a directory that {owner} cannot change (install -d -m 700 -o {user})")
     return (f"{what} belongs to {owner}, this runs as {user}: {owner} could put links "
             f"or files in place of shipper's; {fix}")
+
+
+def open_not_through_foreign_link(path: str, flags: int, mode: int) -> int:
+    """``os.open`` that follows a symbolic link at ``path`` only when it is this user's
+    or root's: an admin's link (a file sink's path pointing at another disk) works, as
+    it did, while one another user planted there is refused (root would write where
+    it points; a security review)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, mode)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        st = os.lstat(path)
+        if not stat.S_ISLNK(st.st_mode) or st.st_uid in (os.geteuid(), 0):
+            return os.open(path, flags, mode)
+        from shipper.config import user_name
+
+        raise PermissionError(errno.EPERM, f"a symbolic link of {user_name(st.st_uid)}'s: not "
+                              "written through (remove it, or make it yours)", path) from None
 
 
 def checkpoint_dir(state_dir: str) -> str:
@@ -217,7 +241,7 @@ class CheckpointStore:
                     directory = os.path.dirname(self.path)
                     if os.path.lexists(directory):
                         raise
-                    os.mkdir(directory)
+                    os.mkdir(directory, 0o700)
                     self.remade_dirs += 1
                     atomic_write(self.path, payload)
             except OSError as exc:

@@ -26,7 +26,14 @@ import time
 from typing import Any
 
 from shipper import __version__, sdnotify
-from shipper.assemble import Assembly, UnsafeDirectory, assemble, build_sink, check_private_dirs
+from shipper.assemble import (
+    Assembly,
+    UnsafeDirectory,
+    assemble,
+    build_sink,
+    check_private_dirs,
+    tighten_own_dirs,
+)
 from shipper.checkpoint import atomic_write, remove_stale_temps
 from shipper.config import Config, ConfigError, load_config, load_config_text, named_now, user_name
 from shipper.diskqueue import QueueLocked
@@ -144,6 +151,8 @@ class Daemon:
         loop.set_exception_handler(_loop_exception)
         notifier = sdnotify.Notifier.from_env()
         try:
+            for done in tighten_own_dirs(self.config):
+                log.warning("%s", done)
             check_private_dirs(self.config)  # before the lock file is made there
             self._lock = lock_state_dir(self.config.state_dir)
         except UnsafeDirectory as exc:
@@ -316,6 +325,8 @@ class Daemon:
                           "configuration", name, _why(exc))
                 return run_task
         try:  # before anything stops: a refused reload leaves the running one running
+            for done in tighten_own_dirs(new):
+                log.warning("%s", done)
             check_private_dirs(new)
         except UnsafeDirectory as exc:
             log.error("reload refused: %s; keeping the running configuration", exc)

@@ -530,7 +530,14 @@ def test_check_names_a_state_dir_others_can_write(tmp_path):
     (tmp_path / "state").mkdir(mode=0o700)
     (tmp_path / "state").chmod(0o777)
     r = run("-c", _cfg(tmp_path, '[sinks.o]\ntype = "stdout"\n'), "--no-probe")
+    assert r.returncode == 0, r.stdout  # its own: run takes the write off (tighten_own_dirs)
+    tmp_path.chmod(0o777)  # the directory above it, which run cannot mend
+    try:
+        r = run("-c", _cfg(tmp_path, '[sinks.o]\ntype = "stdout"\n'), "--no-probe")
+    finally:
+        tmp_path.chmod(0o700)
     assert r.returncode == 1
     said = [ln for ln in r.stdout.splitlines() if "writable by all" in ln]
-    assert said == [f"error: {tmp_path / 'state'} is writable by all (mode 777): another user could put "
-                    f"links or files in place of shipper's; chmod go-w {tmp_path / 'state'}"], r.stdout
+    assert said == [f"error: {tmp_path}, a directory above {tmp_path / 'state'}, is writable by all (mode "
+                    f"777): another user could put links or files in place of shipper's; chmod go-w "
+                    f"{tmp_path}"], r.stdout

@@ -980,12 +980,16 @@ def test_a_stop_signal_after_the_loop_ended_does_not_kill_the_process():
 def test_a_state_or_buffer_directory_others_can_write_is_refused(tmp_path, where):
     """A security review: a state_dir or buffer directory another user could write let
     them put links in place of shipper's files (root overwrote any file through them):
-    refused at the start, in one line, before anything is written there."""
-    state = tmp_path / "state"
-    buf = tmp_path / "buf"
+    refused at the start, in one line, before anything is written there. (One of its
+    own is tightened instead: see the umask test; one in a directory all can write,
+    unsticky, could be swapped whole.)"""
+    open_dir = tmp_path / "open"
+    state = (open_dir if where == "state" else tmp_path) / "state"
+    buf = (open_dir if where == "buffer" else tmp_path) / "buf"
+    open_dir.mkdir(mode=0o700)
     for d in (state, buf, tmp_path / "log"):
         d.mkdir(mode=0o700)
-    (state if where == "state" else buf).chmod(0o777)
+    open_dir.chmod(0o777)
     cfg = tmp_path / "shipper.toml"
     cfg.write_text(f'state_dir = "{state}"\n[metrics]\nenabled = false\n'
                    f'[buffer]\npath = "{buf}"\n'
@@ -1047,3 +1051,28 @@ def test_svc_a_and_the_user_signals_do_not_end_the_daemon(tmp_path):
         assert proc.poll() is None
     finally:
         assert _stop(proc) == 0
+
+
+def test_its_own_directories_made_under_umask_002_are_tightened_not_refused(tmp_path):
+    """An upgrade hunt: directories made under umask 002 (state/checkpoints 0775, by
+    this version or the one before) were refused, and the daemon could not start on
+    its own state. The group's and others' write is taken off them, and said."""
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "current").write_bytes(b"")
+    state = tmp_path / "state"
+    (state / "checkpoints").mkdir(parents=True)
+    state.chmod(0o700)
+    (state / "checkpoints").chmod(0o775)
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f'state_dir = "{state}"\n[metrics]\nenabled = false\n'
+                   f'[sources.q]\ntype = "multilog"\npaths = ["{logdir}"]\n'
+                   f'[sinks.a]\ntype = "file"\npath = "{tmp_path}/a.ndjson"\n')
+    r = subprocess.run([sys.executable, "-m", "shipper", "check", "-c", str(cfg), "--no-probe"],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 0, r.stdout  # run takes the write off: not a problem
+    log = tmp_path / "shipper.log"
+    proc = _start_ready(cfg, log)
+    assert _stop(proc) == 0
+    assert f"{state / 'checkpoints'}: others could write it (mode 775): made 755" in log.read_text()
+    assert (state / "checkpoints").stat().st_mode & 0o777 == 0o755

@@ -192,3 +192,36 @@ async def test_file_sink_never_leaves_half_a_record_on_a_full_disk(tmp_path: Pat
     await sink.close()
     got = [orjson.loads(x)["event_id"] for x in path.read_bytes().splitlines()]
     assert got == [r["event_id"] for r in recs]
+
+
+async def test_a_file_sink_follows_its_admins_link_not_another_users(tmp_path):
+    """An upgrade hunt: a file sink whose path is the admin's symlink (to another disk)
+    delivered nothing after the security change (O_NOFOLLOW); a link another user
+    planted there must still not be written through (a security review)."""
+    import pwd
+
+    real = tmp_path / "data" / "real.ndjson"
+    real.parent.mkdir()
+    link = tmp_path / "out.ndjson"
+    link.symlink_to(real)
+    sink = FileSink(str(link))
+    try:
+        await sink.send([{"event": "a"}])
+    finally:
+        await sink.close()
+    assert real.read_bytes().count(b"\n") == 1
+    if os.geteuid() != 0:
+        return  # a link of another user's: only root can make one here
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    planted = tmp_path / "planted.ndjson"
+    planted.symlink_to(victim)
+    nobody = pwd.getpwnam("nobody").pw_uid
+    os.lchown(planted, nobody, nobody)
+    sink = FileSink(str(planted))
+    try:
+        with pytest.raises(Exception, match="symbolic link of nobody's: not written through"):
+            await sink.send([{"event": "b"}])
+    finally:
+        await sink.close()
+    assert victim.read_bytes() == b"precious"

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from shipper.checkpoint import open_not_through_foreign_link
 from shipper.record import rfc3339_ns
 from shipper.sinks.base import PermanentError
 from shipper.sinks.local import rotate_files
@@ -72,7 +73,7 @@ class DeadLetterFile:
             size = 0
         if size and size + len(line) > self.max_bytes:
             self._rotate()
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        fd = open_not_through_foreign_link(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             view = memoryview(line)
             while view:

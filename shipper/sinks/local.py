@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from shipper.checkpoint import open_not_through_foreign_link
 from shipper.sinks.base import SinkError, SinkGone, SinkStats
 
 FSYNC_POLICIES = ("batch", "rotate", "never")
@@ -76,8 +77,9 @@ def _still_at(f: BinaryIO, path: str) -> bool:
 
 
 def _private_opener(path: str, flags: int) -> int:
-    # never through a symlink planted at the path (root appending records where it points)
-    return os.open(path, flags | os.O_NOFOLLOW, 0o640)
+    # never through a symlink another user planted at the path (root appending records
+    # where it points); an admin's own link is followed, as before
+    return open_not_through_foreign_link(path, flags, 0o640)
 
 
 class FileSink:
