@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import stat
@@ -53,7 +54,8 @@ def unsafe_dir_problem(path: str, tightened: frozenset[str] = frozenset()) -> st
     of a state file: the daemon, root as a rule, writes through it where it points;
     a checkpoint or buffer segment of theirs: forged records), or None. ``path`` must
     be this user's (root's will do for root), writable by no one else; each directory
-    above it owned by this user or root, and not writable by all unless sticky (/tmp).
+    above it owned by this user or root, and not writable by all or a group (but root's)
+    unless sticky (/tmp).
     A symbolic link on the way (systemd's DynamicUser, /var on another disk) is judged
     by where it leads, and must itself be this user's or root's. Missing parts are made
     by us later, 0700. (A security review: a state_dir another user had made first let
@@ -96,8 +98,11 @@ def _walk_problem(start: str, path: str, own: bool, tightened: frozenset[str] = 
         if st is None:
             pass
         elif st.st_uid not in (me, 0):
-            return _owned_problem(path if own else p, st.st_uid, what)
-        elif (own and mode & 0o022) or (not own and mode & 0o002 and not mode & 0o1000):
+            return _owned_problem(p, st.st_uid, what, own)
+        elif (own and mode & 0o022) or (not own and not mode & 0o1000 and (
+                mode & 0o002 or (mode & 0o020 and st.st_gid != 0))):
+            # (above it: a group's members could rename it away and make their own,
+            # as all could; root's group is root's alone)
             by = "all" if mode & 0o002 else "its group"
             return (f"{what} is writable by {by} (mode {mode & 0o7777:o}): another user "
                     f"could put links or files in place of shipper's; chmod go-w {p}")
@@ -108,11 +113,11 @@ def _walk_problem(start: str, path: str, own: bool, tightened: frozenset[str] = 
         p = parent
 
 
-def _owned_problem(target: str, uid: int, what: str) -> str:
+def _owned_problem(target: str, uid: int, what: str, own: bool = False) -> str:
     from shipper.config import user_name  # (a heavy module: only when said)
 
     owner, user = user_name(uid), user_name(os.geteuid())
-    fix = (f"run shipper as {owner}, or chown -R {user} {target}" if what == target else
+    fix = (f"run shipper as {owner}, or chown -R {user} {target}" if own else
            f"use a directory that {owner} cannot change (install -d -m 700 -o {user})")
     return (f"{what} belongs to {owner}, this runs as {user}: {owner} could put links "
             f"or files in place of shipper's; {fix}")
@@ -123,18 +128,24 @@ def open_not_through_foreign_link(path: str, flags: int, mode: int) -> int:
     or root's: an admin's link (a file sink's path pointing at another disk) works, as
     it did, while one another user planted there is refused (root would write where
     it points; a security review)."""
+    flags |= os.O_NONBLOCK  # a FIFO there: not waited on for good (a stop hung on it)
     try:
-        return os.open(path, flags | os.O_NOFOLLOW, mode)
+        fd = os.open(path, flags | os.O_NOFOLLOW, mode)
     except OSError as exc:
         if exc.errno != errno.ELOOP:
             raise
         st = os.lstat(path)
-        if not stat.S_ISLNK(st.st_mode) or st.st_uid in (os.geteuid(), 0):
-            return os.open(path, flags, mode)
-        from shipper.config import user_name
+        if stat.S_ISLNK(st.st_mode) and st.st_uid not in (os.geteuid(), 0):
+            from shipper.config import user_name
 
-        raise PermissionError(errno.EPERM, f"a symbolic link of {user_name(st.st_uid)}'s: not "
-                              "written through (remove it, or make it yours)", path) from None
+            raise PermissionError(errno.EPERM, f"a symbolic link of {user_name(st.st_uid)}'s: not "
+                                  "written through (remove it, or make it yours)", path) from None
+        fd = os.open(path, flags, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or directory): not written", path)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    return fd
 
 
 def checkpoint_dir(state_dir: str) -> str:

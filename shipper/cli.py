@@ -19,7 +19,9 @@ EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _err(msg: str) -> None:
-    print(f"shipper: {msg}", file=sys.stderr)
+    from shipper.track.cli import terminal_safe  # (a file's name may hold escapes)
+
+    print(terminal_safe(f"shipper: {msg}"), file=sys.stderr)
 
 
 def cmd_parse(argv: list[str]) -> int:

@@ -173,6 +173,12 @@ class Daemon:
             log.info("removed %d temp files a killed shipper left in %s", stale, self.config.state_dir)
         try:
             self.assembly = assemble(self.config)
+            # again, now that they are made: one made meanwhile by another user (a race
+            # a security re-test won in three starts) is theirs, whatever went in it
+            check_private_dirs(self.config)
+        except UnsafeDirectory as exc:
+            log.error("cannot start: %s", exc)
+            return 2
         except QueueLocked as exc:
             log.error("cannot start: %s: is another shipper using this buffer?", exc)
             return 1

@@ -1039,7 +1039,9 @@ class DiskQueue:
         new = b"".join(parts)
         tmp = seg.path.with_name(seg.path.name + ".tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)  # a leftover: made anew, never written through (a link)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             try:
                 _write_all(fd, new, 0)
                 os.fsync(fd)
@@ -1099,7 +1101,7 @@ class DiskQueue:
                                        len(chunk), len(stored)) + stored
         qpath = self.path / QUARANTINE_NAME
         try:
-            fd = os.open(qpath, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fd = os.open(qpath, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
             try:
                 _write_all(fd, entry, None)
                 os.fsync(fd)

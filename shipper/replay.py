@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from shipper.checkpoint import atomic_write
+from shipper.checkpoint import atomic_write, unsafe_dir_problem
 from shipper.multilog import is_stamped
 from shipper.parse import LineParser, ParseOptions
 from shipper.reader import BinaryInput, InputError, input_sets, read_joined
@@ -468,6 +468,11 @@ def main(argv: list[str]) -> int:
             sink = build_sink(config.sinks[args.sink])
         if config is not None and args.state_dir is None:
             args.state_dir = config.state_dir
+        if args.state_dir and (why := unsafe_dir_problem(os.path.join(args.state_dir, "replay"))):
+            # as run: progress kept where another user could swap it (a forged one skips
+            # lines; a link takes root's writes elsewhere; a security re-test)
+            print(f"replay: {why}", file=sys.stderr)
+            return 2
         if args.sink:
             pass
         elif args.output == "-":

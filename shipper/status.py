@@ -6,6 +6,7 @@ import argparse
 import os
 import re
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -55,6 +56,9 @@ def _size(n: float) -> str:
         if n < 1024:
             return f"{n:.1f} {unit}"
     return f"{n / 1024:.1f} GiB"
+
+
+STATUS_MAX_BYTES = 16 << 20
 
 
 def _lag(secs: float | None) -> str:
@@ -140,8 +144,22 @@ def main(argv: list[str]) -> int:
     if not url.startswith("http"):
         url = "http://" + url
     try:
+        # bounded, whatever answers there (any local user may listen on the port while
+        # shipper is down): 16 MiB, and the whole answer within 10 s (a security review)
+        deadline = time.monotonic() + 10
         with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=5) as r:
-            text = r.read().decode()
+            parts, got = [], 0
+            while got <= STATUS_MAX_BYTES:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the answer took longer than 10 s")
+                chunk = r.read1(65536)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                got += len(chunk)
+            if got > STATUS_MAX_BYTES:
+                raise ValueError(f"an answer over {STATUS_MAX_BYTES >> 20} MiB")
+            text = b"".join(parts).decode()
         metrics = parse_exposition(text)
         report = render(metrics)
     except Exception as exc:  # noqa: BLE001 - a bad URL, a peer that is not ours: one line

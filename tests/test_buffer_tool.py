@@ -182,3 +182,15 @@ def test_stats_after_a_repair_names_the_first_record_it_holds(tmp_path: Path) ->
     assert rep.records == 999 and rep.repaired_lost == 1
     assert (rep.first_seq, rep.last_seq) == (1, 1000)
     assert "records:         999 (seq 1..1000)" in run(stats, tmp_path)[1]
+
+
+def test_a_buffer_others_can_change_is_not_worked_on(tmp_path):
+    """A security re-test: root's `buffer repair` of a buffer another user could change
+    appended a torn tail through a `quarantine` link they planted, to a root-only file."""
+    from shipper.buffer_tool import main
+
+    buf = tmp_path / "buf"
+    buf.mkdir(mode=0o700)
+    buf.chmod(0o777)
+    assert main(["repair", str(buf)]) == 1
+    assert not any(buf.iterdir())

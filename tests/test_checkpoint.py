@@ -191,3 +191,21 @@ def test_a_link_on_the_way_is_judged_by_where_it_leads(tmp_path):
     (private / "shipper").chmod(0o777)
     why = unsafe_dir_problem(str(tmp_path / "shipper"))
     assert why is not None and f"{private / 'shipper'} (where {tmp_path / 'shipper'} leads) is writable by all" in why
+
+
+def test_a_directory_above_that_a_group_can_write_is_unsafe(tmp_path):
+    """A security re-test: a parent writable by its group (Debian's /usr/local and
+    /var/local are root:staff 2775) let a member rename the state directory away and
+    put their own in its place."""
+    from shipper.checkpoint import unsafe_dir_problem
+
+    top = tmp_path / "local"
+    (top / "state").mkdir(parents=True, mode=0o700)
+    if os.geteuid() == 0:  # root's group is root's alone: give it staff's (50)
+        os.chown(top, 0, 50)
+    assert top.stat().st_gid != 0
+    top.chmod(0o2775)
+    why = unsafe_dir_problem(str(top / "state"))
+    assert why is not None and "a directory above" in why and "writable by its group" in why
+    top.chmod(0o3775)  # sticky: members cannot rename what is not theirs
+    assert unsafe_dir_problem(str(top / "state")) is None

@@ -339,3 +339,18 @@ def test_a_link_or_fifo_in_a_log_directory_is_not_read(tmp_path):
                            text=True, timeout=30)
         assert r.returncode == 2 and "secret" not in r.stdout and "not read" in r.stderr, r.stderr
         name.unlink()
+
+
+def test_a_file_swapped_for_a_link_after_the_listing_is_not_read(tmp_path):
+    """A security re-test: the listing checked each file, the open came later and
+    followed a link the directory's owner put in place of current meanwhile."""
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$secret:20228:0:99999:7:::\n")
+    d = tmp_path / "log"
+    d.mkdir()
+    (d / "current").write_bytes(b"@400000005a49ba341eefa7a5 status: local 0/10 remote 0/20\n")
+    files = expand([str(d)])
+    (d / "current").unlink()
+    os.symlink(secret, d / "current")
+    with pytest.raises(InputError, match="a symbolic link in a log directory: not read"):
+        list(read_batches(files[-1]))

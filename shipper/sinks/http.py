@@ -580,8 +580,8 @@ class HttpSink:
         conn = self._aux = self._connect()
         try:
             conn.request("GET", path, headers=headers)
-            resp = conn.getresponse()
-            return resp.status, resp.reason, read_answer(resp, self.timeout, limit)
+            resp = _response_within(conn, self.timeout)  # (its headers trickled: check waited for good)
+            return resp.status, resp.reason, read_answer(resp, self.timeout, limit or MAX_ANSWER)
         finally:
             conn.close()
             self._aux = None

@@ -170,7 +170,7 @@ def _say_unreadable(errors: list[str], prog: str) -> Callable[[str], None]:
     stderr at once, in one line, and keep it for the exit code (what was read of the
     file counts; the other inputs go on)."""
     def said(msg: str) -> None:
-        print(f"{prog}: {msg} (the rest of this file is skipped)", file=sys.stderr)
+        print(terminal_safe(f"{prog}: {msg} (the rest of this file is skipped)"), file=sys.stderr)
         errors.append(msg)
     return said
 
@@ -285,7 +285,7 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
         for sess, _ in waiting.values():  # a mail of theirs never came naming them
             show(sess)
     except InputError as exc:
-        print(f"shipper track: {exc}", file=sys.stderr)
+        print(terminal_safe(f"shipper track: {exc}"), file=sys.stderr)  # (a file's name)
         return 2
     out.flush()
     if not found:  # (else nothing said it: an empty output and exit 1)
@@ -333,7 +333,7 @@ def stats_main(argv: list[str], stdout: TextIO | None = None) -> int:
             if matches(rec, q):
                 st.add(rec)
     except InputError as exc:
-        print(f"shipper stats: {exc}", file=sys.stderr)
+        print(terminal_safe(f"shipper stats: {exc}"), file=sys.stderr)
         return 2
     st.untracked_deliveries = counts.get("untracked_deliveries", 0)
     d = st.to_dict()
