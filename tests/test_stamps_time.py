@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
-from conftest import require_binary
+from conftest import require_binary, skip_outside_ci
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -149,10 +149,11 @@ def test_utc_civil_is_the_proleptic_calendar(secs):
     assert utc_civil(secs) == (dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second)
 
 
-@pytest.mark.skipif(not RIGHT_UTC, reason="no right/UTC zone: the pure function is tested above")
 def test_utc_text_ignores_a_leap_second_zone():
     """Under TZ=right/UTC glibc's gmtime takes the 27 leap seconds off: every time text
     (the record's, RFC 5424's, RFC 3164's, GELF's _time) came out 27 s early."""
+    if not RIGHT_UTC:  # Debian's tzdata has it (trixie's tzdata-legacy): CI must run this
+        skip_outside_ci("no /usr/share/zoneinfo/right/UTC: install tzdata's right/ zones")
     label = tai64n.encode(LEAP_END_2016)
     with zone("right/UTC"):
         record._SEC_CACHE.clear()
