@@ -171,15 +171,12 @@ _TWO_DIGITS = tuple(f"{i:02d}" for i in range(60))  # a look-up: half a format's
 
 def utc_text(secs: int) -> str | None:
     """Unix second → ``YYYY-MM-DDTHH:MM:SS`` (UTC); None outside years 1-9999."""
-    days, rest = divmod(secs, 86400)
-    try:
-        date = _fromordinal(days + _EPOCH_ORDINAL)
-    except (ValueError, OverflowError):
+    civil = utc_civil(secs)
+    if civil is None:
         return None
-    h, rest = divmod(rest, 3600)
-    mi, s = divmod(rest, 60)
+    y, mo, d, h, mi, s = civil
     two = _TWO_DIGITS
-    return f"{date.isoformat()}T{two[h]}:{two[mi]}:{two[s]}"
+    return f"{y:04d}-{two[mo]}-{two[d]}T{two[h]}:{two[mi]}:{two[s]}"
 
 
 def utc_civil(secs: int) -> tuple[int, int, int, int, int, int] | None:
