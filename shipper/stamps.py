@@ -179,14 +179,14 @@ def utc_to_unix(y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
     return calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
 
 
-def _wall(y: int, mo: int, d: int, h: int, mi: int, s: int, local: bool,
+def _wall(y: int, mo: int, d: int, h: int, mi: int, s: int, frac: str | None, local: bool,
           offset: int = 0) -> tuple[int, int, bool]:
-    """A stamp's date and time (``offset``: seconds its zone is east of UTC, when it
-    gives one; else ``local``: the process's zone, or UTC) → (unix seconds, seconds to
-    the other reading of a repeated local time or 0, whether a leap second). Second 60
-    is a leap second only where one can be, at the end of a UTC day: it is read as
-    that day's last second (the caller adds .999999999: unix time has no 23:59:60,
-    and the next day's 00:00:00 made time run backwards at the next line)."""
+    """A stamp's date, time and fraction digits (``offset``: seconds its zone is east of
+    UTC, when it gives one; else ``local``: the process's zone, or UTC) → (unix ns,
+    seconds to the other reading of a repeated local time or 0, whether a leap second).
+    Second 60 is a leap second only where one can be, at the end of a UTC day: it is
+    that day's last nanosecond (unix time has no 23:59:60, and the next day's 00:00:00
+    made time run backwards at the next line)."""
     leap = s == 60
     if leap:
         s = 59
@@ -197,7 +197,7 @@ def _wall(y: int, mo: int, d: int, h: int, mi: int, s: int, local: bool,
     secs -= offset
     if leap and (secs + 1) % 86400:
         raise NoSuchTime("second 60 where no leap second can be")
-    return secs, fold, leap
+    return secs * NS + (NS - 1 if leap else _frac_ns(frac)), fold, leap
 
 
 def s6_second_stamp(rest: str, nanos: int) -> str | None:
@@ -287,11 +287,9 @@ def _digits(line: str, leap: bool, year: int | None, local_tz: bool) -> Envelope
             if m:
                 y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])
                 try:
-                    secs, fold, leap_second = _wall(y, mo, d, h, mi, s, local_tz)
+                    ns, fold, leap_second = _wall(y, mo, d, h, mi, s, m.group(7), local_tz)
                 except (OverflowError, ValueError):
                     return Envelope(None, "none", line, bad_stamp=True)
-                frac = m.group(7)
-                ns = secs * NS + (NS - 1 if leap_second else int(frac) * (1 if len(frac) == 9 else 1000))
                 return Envelope(ns, "local", line[m.end():],
                                 alt_ns=ns + fold * NS if fold else None, leap_second=leap_second)
             return Envelope(None, "none", line)
@@ -304,10 +302,9 @@ def _digits(line: str, leap: bool, year: int | None, local_tz: bool) -> Envelope
             if m:
                 y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])
                 try:
-                    secs, _, leap_second = _wall(y, mo, d, h, mi, s, False)
+                    ns, _, leap_second = _wall(y, mo, d, h, mi, s, m.group(7), False)
                 except (OverflowError, ValueError):
                     return Envelope(None, "none", line, bad_stamp=True)
-                ns = secs * NS + (NS - 1 if leap_second else int(m.group(7)) * 10000)
                 return Envelope(ns, "svlogd", line[m.end():], leap_second=leap_second)
         return Envelope(None, "none", line)
     m = _ACCU_RE.match(line)
@@ -394,14 +391,14 @@ def _bsd(line: str, m: re.Match[str], year: int | None, local_tz: bool,
             while not calendar.isleap(y):  # guessed: the last year that had one
                 y -= 1
         # BSD stamps are local time, as a rule
-        secs, fold, leap_second = _wall(y, mon, day, h, int(m.group(4)), int(m.group(5)), local_tz)
+        ns, fold, leap_second = _wall(y, mon, day, h, int(m.group(4)), int(m.group(5)), m.group(6),
+                                      local_tz)
     except NoSuchTime:  # a time that never was here: the stamp is bad, the header good
         env = _bsd_env(line, m, None)
         env.bad_stamp = True
         return env
     except (OverflowError, ValueError):
         return Envelope(None, "none", line, bad_stamp=True)
-    ns = secs * NS + (NS - 1 if leap_second else _frac_ns(m.group(6)))
     env = _bsd_env(line, m, ns)
     if env.time_ns == ns and env.time_source == "syslog":  # not a finer stamp after the header
         if fold:
@@ -450,12 +447,12 @@ def _short_full(line: str, m: re.Match[str], local_tz: bool) -> Envelope:
     numeric = zone[0] in "+-"  # "+03": a zone with no letters of its own, an offset
     local = not (numeric or zone in ("UTC", "GMT") or not local_tz)
     try:
-        secs, _, leap_second = _wall(y, mo, d, h, mi, s, local, _offset_secs(zone) if numeric else 0)
+        ns, _, leap_second = _wall(y, mo, d, h, mi, s, m.group(7), local,
+                                   _offset_secs(zone) if numeric else 0)
     except (OverflowError, ValueError):
         return Envelope(None, "none", line, bad_stamp=True)
     pid = m.group(11)
-    return _after_header(Envelope(secs * NS + (NS - 1 if leap_second else _frac_ns(m.group(7))),
-                                  "syslog", line[m.end():], host=m.group(9), tag=m.group(10),
+    return _after_header(Envelope(ns, "syslog", line[m.end():], host=m.group(9), tag=m.group(10),
                                   pid=_pid(pid), leap_second=leap_second))
 
 
@@ -471,10 +468,9 @@ def _rfc3339_ns(m: re.Match[str]) -> int | None:
     y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])
     tz = m.group(8)
     try:
-        secs, _, leap_second = _wall(y, mo, d, h, mi, s, False, 0 if tz == "Z" else _offset_secs(tz))
+        return _wall(y, mo, d, h, mi, s, m.group(7), False, 0 if tz == "Z" else _offset_secs(tz))[0]
     except (OverflowError, ValueError):
         return None
-    return secs * NS + (NS - 1 if leap_second else _frac_ns(m.group(7)))
 
 
 def _offset_secs(tz: str) -> int:
