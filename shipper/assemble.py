@@ -484,29 +484,24 @@ def tighten_own_dirs(config: Config) -> list[str]:
     owns (made under a umask of 002, by an earlier version or by hand): refused as they
     were, they stopped a start (an upgrade hunt). What was changed, a line each."""
     done = []
-    for d in _private_dirs(config):
+    for d in filter(_own_and_open, _private_dirs(config)):
         try:
-            st = os.lstat(d)
+            mode = os.lstat(d).st_mode & 0o7777
+            os.chmod(d, mode & ~0o022)
         except OSError:
-            continue
-        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o022:
-            mode = st.st_mode & 0o7777
-            try:
-                os.chmod(d, mode & ~0o022)
-            except OSError:
-                continue  # said by the check that follows
-            done.append(f"{d}: others could write it (mode {mode:o}): made {mode & ~0o022:o}")
+            continue  # said by the check that follows
+        done.append(f"{d}: others could write it (mode {mode:o}): made {mode & ~0o022:o}")
     return done
 
 
 def private_dir_problems(config: Config, tightened: bool = True) -> list[str]:
-    # (check, before run's tighten_own_dirs: judge this user's as they will be then)
-    will = frozenset() if tightened else frozenset(
-        os.path.realpath(d) for d in _private_dirs(config) if _own_and_open(d))
     """Why each state or disk buffer directory another user could put files or links in
     is unsafe (see checkpoint.unsafe_dir_problem), one line per directory: a buffer
     below a state_dir said already is not said again. Checked by run before it starts
-    and before a reload stops anything, and by check."""
+    and before a reload stops anything, and by check (``tightened`` False: before run's
+    tighten_own_dirs, this user's are judged as they will be then)."""
+    will = frozenset() if tightened else frozenset(
+        os.path.realpath(d) for d in _private_dirs(config) if _own_and_open(d))
     said: list[str] = []
     out = []
     for d in _private_dirs(config):
