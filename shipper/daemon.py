@@ -151,9 +151,7 @@ class Daemon:
         loop.set_exception_handler(_loop_exception)
         notifier = sdnotify.Notifier.from_env()
         try:
-            for done in tighten_own_dirs(self.config):
-                log.warning("%s", done)
-            check_private_dirs(self.config)  # before the lock file is made there
+            _own_dirs_safe(self.config)  # before the lock file is made there
             self._lock = lock_state_dir(self.config.state_dir)
         except UnsafeDirectory as exc:
             log.error("cannot start: %s", exc)
@@ -331,9 +329,7 @@ class Daemon:
                           "configuration", name, _why(exc))
                 return run_task
         try:  # before anything stops: a refused reload leaves the running one running
-            for done in tighten_own_dirs(new):
-                log.warning("%s", done)
-            check_private_dirs(new)
+            _own_dirs_safe(new)
         except UnsafeDirectory as exc:
             log.error("reload refused: %s; keeping the running configuration", exc)
             return run_task
@@ -517,6 +513,14 @@ def write_access_hint(directory: str, culprit: str = "") -> str:
     except OSError:
         return f"it must be writable by {me}, the user this runs as"
     return f"{culprit} belongs to {owner}, this runs as {me}: chown -R {me} {directory}"
+
+
+def _own_dirs_safe(config: Config) -> None:
+    """The state and buffer directories tightened where they are ours (said), then
+    checked: UnsafeDirectory for one another user could change."""
+    for done in tighten_own_dirs(config):
+        log.warning("%s", done)
+    check_private_dirs(config)
 
 
 def lock_state_dir(state_dir: str) -> int | None:
