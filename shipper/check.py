@@ -13,7 +13,6 @@ import asyncio
 import glob
 import os
 import socket
-import stat
 import sys
 import tempfile
 
@@ -27,6 +26,7 @@ from shipper.follower import (
     parent_log_hint,
     unmatched_problem,
 )
+from shipper.reader import open_log_file
 from shipper.sinks.base import SinkError, lookup
 
 
@@ -155,12 +155,10 @@ def _unstamped(current: str) -> str | None:
     without ``t``): times are then guessed, and files that begin with the same line get
     the same event ids, which a SIEM deduplicating by id would merge."""
     try:  # a FIFO or a link named current: not waited on, not followed (a security review)
-        fd = os.open(current, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = open_log_file(current)
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
         head = os.read(fd, 64)
     except OSError:
         return None

@@ -114,6 +114,7 @@ from typing import Any
 from shipper import multilog as ml
 from shipper.checkpoint import CheckpointStore, ensure_outside
 from shipper.fingerprint import FINGERPRINT_SCAN, fingerprint, fingerprints, legacy_fingerprint
+from shipper.reader import open_log_file
 from shipper.watcher import (
     IN_CREATE,
     IN_DELETE_SELF,
@@ -585,16 +586,6 @@ class _FollowerBase:
         pass
 
 
-def _open_ro(path: str) -> int:
-    """A log file, read-only. Anything but a regular file (a directory made by hand
-    where ``current`` should be, a FIFO) is refused like a file that cannot be opened."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise IsADirectoryError(errno.EISDIR, "not a regular file", path)
-    return fd
-
-
 def _raw_entry(directory: str, name: str) -> ml.Entry | None:
     """``current`` or ``previous`` as it is now, with its first line's fingerprint: an
     inode number alone may be one we read under before (reused at once at high rates:
@@ -626,7 +617,7 @@ def _name_of(directory: str, ident: ml.Ident) -> str | None:
 
 def _read_head(path: str, n: int = HEAD_BYTES * 8) -> tuple[ml.Ident, int, bytes] | None:
     try:
-        fd = _open_ro(path)
+        fd = open_log_file(path)
     except OSError:
         return None
     try:
@@ -1393,7 +1384,7 @@ class MultilogFollower(_FollowerBase):
               ) -> _Reader | None:
         path = os.path.join(self.dir, name)
         try:
-            fd = _open_ro(path)
+            fd = open_log_file(path)
         except OSError as exc:
             self._open_error = exc.strerror
             self._open_errno = exc.errno
@@ -2069,7 +2060,7 @@ class PlainFileFollower(_FollowerBase):
             if kind == ml.BINARY or fid not in fingerprints(text[:FINGERPRINT_SCAN], complete=True):
                 continue
             try:
-                fd = _open_ro(p)
+                fd = open_log_file(p)
             except OSError:
                 continue
             st = os.fstat(fd)
@@ -2083,7 +2074,7 @@ class PlainFileFollower(_FollowerBase):
 
     def _open_path(self, offset: int) -> bool:
         try:
-            fd = _open_ro(self.path)
+            fd = open_log_file(self.path)
         except OSError:
             return False
         st = os.fstat(fd)
@@ -2114,7 +2105,7 @@ class PlainFileFollower(_FollowerBase):
         if self.start == "end":
             try:
                 size = os.stat(self.path).st_size
-                fd = _open_ro(self.path)
+                fd = open_log_file(self.path)
             except OSError:
                 return
             try:

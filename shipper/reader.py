@@ -100,17 +100,25 @@ def multilog_files(path: str) -> list[str]:
 _LISTED: set[str] = set()
 
 
-def _open_listed(path: str) -> BinaryIO:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        why = ("a symbolic link in a log directory: not read" if exc.errno == errno.ELOOP
-               else exc.strerror)
-        raise InputError(f"{path}: {why}") from None
+def open_log_file(path: str) -> int:
+    """A log file, read-only, as the daemon opens them: not through a symbolic link, not
+    waiting on a FIFO. Anything but a regular file (a directory made by hand where
+    ``current`` should be, a FIFO) is refused like a file that cannot be opened."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise InputError(f"{path}: not a regular file in a log directory: not read")
-    return os.fdopen(fd, "rb")
+        raise IsADirectoryError(errno.EISDIR, "not a regular file", path)
+    return fd
+
+
+def _open_listed(path: str) -> BinaryIO:
+    try:
+        return os.fdopen(open_log_file(path), "rb")
+    except OSError as exc:
+        why = ("a symbolic link" if exc.errno == errno.ELOOP else "not a regular file"
+               if exc.errno == errno.EISDIR else None)
+        raise InputError(f"{path}: " + (f"{why} in a log directory: not read" if why else
+                                         str(exc.strerror))) from None
 
 
 def _regular(path: str) -> bool:
