@@ -891,37 +891,24 @@ async def test_an_answer_trickling_in_is_given_up_after_the_timeout():
     then a byte every 0.3 s held the sink on that batch for as long (a day), up, with
     nothing said: http.client's timeout is per receive. Now the answer must come at
     64 KiB per timeout."""
-    import socket as socketlib
-    import threading
+    def trickle(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        for _ in range(100):  # at most 30 s
+            if stop.wait(0.3):
+                return
+            conn.sendall(b"x")
 
-    srv = socketlib.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    stop = threading.Event()
+    await _given_up_in_time(trickle, "the answer came slower than 64 KiB in 1.5s")
 
-    def trickle() -> None:
-        conn = srv.accept()[0]
-        try:
-            conn.settimeout(5)
-            got = b""
-            while b"\r\n\r\n" not in got:
-                got += conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
-            for _ in range(100):  # at most 30 s
-                if stop.wait(0.3):
-                    return
-                conn.sendall(b"x")
-        except OSError:
-            return
-        finally:
-            conn.close()
 
-    thread = threading.Thread(target=trickle, daemon=True)
-    thread.start()
+async def _given_up_in_time(answer, said: str) -> None:
+    """A sink (timeout 1.5 s) sending to a receiver that answers with ``answer``: its
+    send fails saying ``said``, within 5 s."""
+    srv, stop, thread = _hostile_answer(answer)
     sink = HttpSink(f"http://127.0.0.1:{srv.getsockname()[1]}/", "ndjson", timeout=1.5)
     t0 = time.monotonic()
     try:
-        with pytest.raises(SinkError, match="the answer came slower than 64 KiB in 1.5s"):
+        with pytest.raises(SinkError, match=said):
             await sink.send(fixture_records()[:2])
         assert time.monotonic() - t0 < 5
     finally:
@@ -967,18 +954,7 @@ async def test_headers_trickling_in_are_given_up_after_the_timeout():
                 return
             conn.sendall(b"X")
 
-    srv, stop, thread = _hostile_answer(trickle)
-    sink = HttpSink(f"http://127.0.0.1:{srv.getsockname()[1]}/", "ndjson", timeout=1.5)
-    t0 = time.monotonic()
-    try:
-        with pytest.raises(SinkError, match="the answer's headers took longer than 1.5s"):
-            await sink.send(fixture_records()[:2])
-        assert time.monotonic() - t0 < 5
-    finally:
-        stop.set()
-        await sink.close()
-        srv.close()
-        thread.join(5)
+    await _given_up_in_time(trickle, "the answer's headers took longer than 1.5s")
 
 
 async def test_a_huge_answer_is_read_no_further_than_a_cap(monkeypatch):

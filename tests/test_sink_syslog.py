@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import socket
 import threading
 import time
@@ -331,45 +332,10 @@ async def test_wrong_server_certificate_clear_error_retries_then_delivers(tmp_pa
         r.stop()
 
 
-async def test_close_with_a_peer_that_stopped_reading_returns_quietly():
-    """Found by fault injection: with a receiver that accepts and never reads, the
-    timed-out wait_closed() cancelled the stream's close waiter, and the next close
-    raised CancelledError (no Exception): a reload or stop killed the daemon."""
-    from conftest import free_port
-
-    port = free_port()
-    conns = []
-
-    async def hold(reader, writer):  # accept, never read
-        conns.append(writer)
-
-    server = await asyncio.start_server(hold, "127.0.0.1", port)
-    try:
-        sink = SyslogTcpSink("127.0.0.1", port, write_timeout=30, name="stuck")
-        rec = {"time_unix_ns": 1, "host": "h", "program": "p", "event": "e", "pid": None,
-               "flags": [], "message": "x" * 4000}
-        # a send stuck on the full socket buffers, cancelled as a stop or reload does
-        send = asyncio.create_task(sink.send([rec] * 5000))
-        await asyncio.sleep(1.0)
-        assert not send.done()
-        send.cancel()
-        await asyncio.gather(send, return_exceptions=True)
-        t0 = time.monotonic()
-        await sink.close()  # must neither raise nor hang
-        await sink.close()
-        assert time.monotonic() - t0 < 6
-    finally:
-        for w in conns:
-            w.transport.abort()
-        server.close()
-        await server.wait_closed()
-
-
-async def test_a_close_cut_short_still_closes_the_connection():
-    """A reload gives a sink's close a short time (wait_for); with a receiver that
-    stopped reading, the graceful close outlasts it. Cancelled there, the connection
-    stayed open, its socket and send queue with it, one more at every reload (a
-    tester: 5 connections and 3.8 MB queued each after 5 reloads)."""
+@contextlib.asynccontextmanager
+async def _sending_to_a_peer_that_never_reads():
+    """A TCP sink in the middle of a big send to a receiver that accepts and never reads
+    (as a stopped one): (sink, the send's task)."""
     from conftest import free_port
 
     port = free_port()
@@ -386,6 +352,35 @@ async def test_a_close_cut_short_still_closes_the_connection():
         send = asyncio.create_task(sink.send([rec] * 5000))
         await await_until("the peer's buffers are full", lambda: sink._writer is not None
                           and sink._writer.transport.get_write_buffer_size() > 0)
+        yield sink, send
+    finally:
+        for w in conns:
+            w.transport.abort()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_close_with_a_peer_that_stopped_reading_returns_quietly():
+    """Found by fault injection: with a receiver that accepts and never reads, the
+    timed-out wait_closed() cancelled the stream's close waiter, and the next close
+    raised CancelledError (no Exception): a reload or stop killed the daemon."""
+    async with _sending_to_a_peer_that_never_reads() as (sink, send):
+        # a send stuck on the full socket buffers, cancelled as a stop or reload does
+        assert not send.done()
+        send.cancel()
+        await asyncio.gather(send, return_exceptions=True)
+        t0 = time.monotonic()
+        await sink.close()  # must neither raise nor hang
+        await sink.close()
+        assert time.monotonic() - t0 < 6
+
+
+async def test_a_close_cut_short_still_closes_the_connection():
+    """A reload gives a sink's close a short time (wait_for); with a receiver that
+    stopped reading, the graceful close outlasts it. Cancelled there, the connection
+    stayed open, its socket and send queue with it, one more at every reload (a
+    tester: 5 connections and 3.8 MB queued each after 5 reloads)."""
+    async with _sending_to_a_peer_that_never_reads() as (sink, send):
         writer = sink._writer
         sock = writer.transport.get_extra_info("socket")
         send.cancel()
@@ -394,11 +389,6 @@ async def test_a_close_cut_short_still_closes_the_connection():
             await asyncio.wait_for(sink.close(), 0.2)
         assert sock.fileno() == -1, "the connection was left open"
         assert sink._writer is None and not sink.stats.connected
-    finally:
-        for w in conns:
-            w.transport.abort()
-        server.close()
-        await server.wait_closed()
 
 
 @pytest.mark.parametrize(("exc", "text"), [
