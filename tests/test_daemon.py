@@ -119,6 +119,20 @@ def _hup_until(proc: subprocess.Popen[bytes], log: Path, said: str, timeout: flo
         time.sleep(0.05)
 
 
+def _one_log_to_a_file(tmp_path: Path, top: str = "") -> tuple[Path, str]:
+    """A log directory with an empty current and a config following it into a file sink,
+    metrics off (``top``: more top-level settings): (the config's path, its text, written)."""
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "current").write_bytes(b"")
+    cfg = tmp_path / "shipper.toml"
+    text = (f'state_dir = "{tmp_path}/state"\n{top}[metrics]\nenabled = false\n'
+            f'[sources.q]\ntype = "multilog"\npaths = ["{logdir}"]\n'
+            f'[sinks.a]\ntype = "file"\npath = "{tmp_path}/a.ndjson"\n')
+    cfg.write_text(text)
+    return cfg, text
+
+
 def _start_ready(config: Path, log: Path) -> subprocess.Popen[bytes]:
     """Start shipper and wait until it logged "started" (its signal handlers in place):
     a SIGTERM before that ends it the default way, which is not what is tested here."""
@@ -668,13 +682,7 @@ def test_a_storm_of_sighups_is_one_reload_or_few_and_sigterm_goes_first(tmp_path
     """Found by fault injection: every SIGHUP was queued and ran its own stop and
     rebuild: 50 of them made SIGTERM wait 10 s (drain 5 s), 800 starved the reading for
     minutes while multilog deleted what was not read."""
-    logdir = tmp_path / "log"
-    logdir.mkdir()
-    (logdir / "current").write_bytes(b"")
-    cfg = tmp_path / "shipper.toml"
-    cfg.write_text(f'state_dir = "{tmp_path}/state"\ndrain_timeout = "3s"\n[metrics]\nenabled = false\n'
-                   f'[sources.q]\ntype = "multilog"\npaths = ["{logdir}"]\n'
-                   f'[sinks.a]\ntype = "file"\npath = "{tmp_path}/a.ndjson"\n')
+    cfg, _ = _one_log_to_a_file(tmp_path, 'drain_timeout = "3s"\n')
     log = tmp_path / "shipper.log"
     proc = _start_ready(cfg, log)
     try:
@@ -1007,17 +1015,10 @@ def test_a_reload_onto_a_buffer_directory_others_can_write_is_refused_before_any
     """A review: the directory check ran inside the reload's assembly, after the old
     pipeline had stopped (a drain for nothing), and a state_dir made unsafe meanwhile
     made the fallback fail too: the daemon ended. Refused up front now."""
-    logdir = tmp_path / "log"
-    logdir.mkdir()
-    (logdir / "current").write_bytes(b"")
     open_dir = tmp_path / "open"
     open_dir.mkdir(mode=0o700)
     open_dir.chmod(0o777)
-    cfg = tmp_path / "shipper.toml"
-    text = (f'state_dir = "{tmp_path}/state"\n[metrics]\nenabled = false\n'
-            f'[sources.q]\ntype = "multilog"\npaths = ["{logdir}"]\n'
-            f'[sinks.a]\ntype = "file"\npath = "{tmp_path}/a.ndjson"\n')
-    cfg.write_text(text)
+    cfg, text = _one_log_to_a_file(tmp_path)
     log = tmp_path / "shipper.log"
     proc = _start_ready(cfg, log)
     try:
@@ -1035,13 +1036,7 @@ def test_a_reload_onto_a_buffer_directory_others_can_write_is_refused_before_any
 def test_svc_a_and_the_user_signals_do_not_end_the_daemon(tmp_path):
     """A deployment hunt: `svc -a` (SIGALRM, an admin's habit to make multilog rotate)
     and SIGUSR1/2 ended the process at once: no drain, nothing in its log."""
-    logdir = tmp_path / "log"
-    logdir.mkdir()
-    (logdir / "current").write_bytes(b"")
-    cfg = tmp_path / "shipper.toml"
-    cfg.write_text(f'state_dir = "{tmp_path}/state"\n[metrics]\nenabled = false\n'
-                   f'[sources.q]\ntype = "multilog"\npaths = ["{logdir}"]\n'
-                   f'[sinks.a]\ntype = "file"\npath = "{tmp_path}/a.ndjson"\n')
+    cfg, _ = _one_log_to_a_file(tmp_path)
     log = tmp_path / "shipper.log"
     proc = _start_ready(cfg, log)
     try:
@@ -1057,17 +1052,11 @@ def test_its_own_directories_made_under_umask_002_are_tightened_not_refused(tmp_
     """An upgrade hunt: directories made under umask 002 (state/checkpoints 0775, by
     this version or the one before) were refused, and the daemon could not start on
     its own state. The group's and others' write is taken off them, and said."""
-    logdir = tmp_path / "log"
-    logdir.mkdir()
-    (logdir / "current").write_bytes(b"")
     state = tmp_path / "state"
     (state / "checkpoints").mkdir(parents=True)
     state.chmod(0o700)
     (state / "checkpoints").chmod(0o775)
-    cfg = tmp_path / "shipper.toml"
-    cfg.write_text(f'state_dir = "{state}"\n[metrics]\nenabled = false\n'
-                   f'[sources.q]\ntype = "multilog"\npaths = ["{logdir}"]\n'
-                   f'[sinks.a]\ntype = "file"\npath = "{tmp_path}/a.ndjson"\n')
+    cfg, _ = _one_log_to_a_file(tmp_path)
     r = subprocess.run([sys.executable, "-m", "shipper", "check", "-c", str(cfg), "--no-probe"],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 0, r.stdout  # run takes the write off: not a problem
