@@ -118,6 +118,11 @@ class RelpClient:
 
     # -- receiving
 
+    @property
+    def partial(self) -> int:
+        """Bytes received of a response not yet complete."""
+        return len(self._buf)
+
     def receive(self, data: bytes) -> list[RelpEvent]:
         """Parse whatever arrived (any split of the stream); events for complete frames."""
         if self.state == BROKEN:

@@ -96,6 +96,34 @@ async def test_relp_server_that_stops_answering_times_out():
     server.close()
 
 
+async def test_relp_server_that_trickles_its_answer_times_out():
+    """A peer that answers a byte at a time, slower than it should but never silent for
+    ack_timeout: the wait was bounded per read, so the sink (and the pipeline behind it)
+    was held for ever. The whole answer is bounded by ack_timeout now."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"commands=syslog\n")
+        body = b"200 OK\nrelp_version=0\nrelp_software=fake\ncommands=syslog"
+        writer.write(b"1 rsp %d %s\n" % (len(body), body))
+        await reader.readuntil(b"\n")
+        writer.write(b"2 rsp 1000 200 OK\n")  # then the rest of 1000 bytes, one each 0.2 s
+        for _ in range(200):
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(0.2)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sink = RelpSink("127.0.0.1", port, ack_timeout=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(SinkError) as err:
+        await asyncio.wait_for(sink.send(nasty_records("trickle", 1)), 10)
+    assert time.monotonic() - t0 < 5
+    assert "no complete RELP response for 1s (" in str(err.value)
+    assert "bytes of an unfinished response came; 1 commands unanswered)" in str(err.value)
+    await sink.close()
+    server.close()
+
+
 async def test_relp_over_mutual_tls(tmp_path):
     certs = make_certs(tmp_path / "certs")
     r = Rsyslog(tmp_path / "rs", ("relp_tls",), certs)  # imrelp tls.authMode="certvalid"

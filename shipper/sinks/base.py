@@ -35,8 +35,12 @@ _WRONG_CA = ("tls.ca_file must hold the CA that signed the receiver's certificat
              "under its hash name: openssl rehash DIR)")
 _VERIFY_HINTS = {
     9: "not valid yet: is this host's clock right?",
+    10: "the receiver's certificate must be renewed (or is this host's clock wrong?)",
     18: _WRONG_CA, 19: _WRONG_CA, 20: _WRONG_CA, 21: _WRONG_CA,
     62: "the certificate does not hold that name: set host, or tls.server_name, to one it holds",
+    # host given as an address the certificate lacks (a "127.0.0.1" or LAN address in place
+    # of the name: found against rsyslog with a certificate for its name only)
+    64: "the certificate does not hold that address: set host, or tls.server_name, to a name it holds",
 }
 
 
@@ -59,6 +63,10 @@ def describe_error(exc: BaseException) -> str:
         return (f"TLS certificate verification failed: {exc.verify_message or exc.reason or exc}"
                 + (f" ({hint})" if hint else ""))
     if isinstance(exc, ssl.SSLError):
+        if exc.reason == "WRONG_VERSION_NUMBER":  # OpenSSL's word for an answer that is no TLS
+            return ("TLS error: WRONG_VERSION_NUMBER (the peer answered in plain text, not TLS: is "
+                    "this a TLS port? for a plain one: http://, or protocol (syslog, relp) or "
+                    "transport (gelf) = \"tcp\")")
         return f"TLS error: {exc.reason or exc}"
     if isinstance(exc, SlowPeer):
         return str(exc)
@@ -76,7 +84,18 @@ def describe_error(exc: BaseException) -> str:
         return os.strerror(exc.errno)  # asyncio's own text adds nothing but the address
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
+    if isinstance(exc, ConnectionError) and not str(exc):
+        # asyncio's bare ConnectionResetError for an EOF in the TLS handshake: said as
+        # the reset the same peer gives on other tries, else each try's wording took
+        # turns and every retry was logged as a new cause (found against tcpserver)
+        code = next(c for cls, c in _BARE_ERRNO if isinstance(exc, cls))
+        return os.strerror(code)
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+_BARE_ERRNO = ((ConnectionResetError, errno.ECONNRESET), (BrokenPipeError, errno.EPIPE),
+               (ConnectionAbortedError, errno.ECONNABORTED), (ConnectionRefusedError, errno.ECONNREFUSED),
+               (ConnectionError, errno.ECONNRESET))
 
 
 # Name look-ups in flight, by what was asked: a retry joins the one still running.
@@ -320,6 +339,18 @@ class Backoff:
 
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_RELP_FRAME = re.compile(rb"[0-9]{1,9} (?:serverclose|rsp) ")
+
+
+def spoke(said: bytes) -> str:
+    """What a peer sent on a connection a syslog or GELF receiver never sends on, said
+    after "peer closed the connection": imrelp given syslog answers "0 serverclose 0"
+    and hangs up, which was said as a bare close (found against rsyslog)."""
+    if not said:
+        return ""
+    what = ('is this a RELP port (type = "relp")?' if _RELP_FRAME.match(said)
+            else "is this port a log receiver's?")
+    return f" after sending '{printable(said.decode('latin-1'), 40)}' (a receiver sends nothing: {what})"
 
 
 def printable(text: str, limit: int = 500) -> str:

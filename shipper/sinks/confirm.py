@@ -19,6 +19,8 @@ import termios
 import time
 from collections import deque
 
+from shipper.sinks.base import SinkError
+
 
 def socket_unacked(sock: socket.socket) -> int | None:
     """Bytes sent on ``sock`` that the peer has not acknowledged (Linux SIOCOUTQ); None
@@ -59,6 +61,7 @@ NOTHING_KNOWN = 1 << 62  # "every byte may be unacknowledged"
 
 PROBATION = 0.25  # seconds a connection must live after its first write (see below)
 PROBATION_MAX = 8.0
+HOLD_OFF_MAX = 30.0  # seconds between connections to a peer that hangs up on each (hold_off)
 
 
 class BatchConfirmations:
@@ -76,7 +79,7 @@ class BatchConfirmations:
     peer slow to refuse is found out too; one that outlives it resets it."""
 
     __slots__ = ("_ends", "_counts", "_written", "_ready", "_ready_records", "taken_records", "_lost",
-                 "_base", "_probation", "_trusted_at")
+                 "_base", "_probation", "_trusted_at", "early", "_early_at")
 
     def __init__(self, probation: float = PROBATION) -> None:
         self._ends: deque[int] = deque()
@@ -88,6 +91,8 @@ class BatchConfirmations:
         self._lost = False
         self._base = self._probation = probation
         self._trusted_at: float | None = None  # set by the connection's first write
+        self.early = 0  # connections in a row that went within their probation
+        self._early_at = 0.0  # when the last of them went
 
     def wrote(self, nbytes: int, records: int = 0) -> None:
         """A ``send`` of ``records`` succeeded with ``nbytes`` written (0 for an empty batch)."""
@@ -97,29 +102,47 @@ class BatchConfirmations:
         self._ends.append(self._written)
         self._counts.append(records)
 
-    def dropped(self, writer: asyncio.StreamWriter | None) -> None:
+    def dropped(self, writer: asyncio.StreamWriter | None, ended_at: float | None = None) -> None:
         """The connection goes (call before closing it): what it has not confirmed by
-        now is not known delivered."""
+        now is not known delivered. ``ended_at``: when the peer ended it (monotonic),
+        if it did: the probation is judged by that time, not by when we look."""
+        at = time.monotonic() if ended_at is None else ended_at
         if not self._lost:
-            self._settle(writer)
+            self._settle(writer, at)
             self._lost = bool(self._ends)
         # (after a loss not taken yet, later sends are sent again anyway: not counted)
         self._ends.clear()
         self._counts.clear()
         self._written = 0
         if self._trusted_at is not None:
-            cut_short = time.monotonic() < self._trusted_at
+            cut_short = at < self._trusted_at
             self._probation = min(PROBATION_MAX, 4 * self._probation) if cut_short else self._base
+            self.early = self.early + 1 if cut_short else 0
+            self._early_at = time.monotonic()
             self._trusted_at = None
 
-    def take(self, writer: asyncio.StreamWriter | None, gone: bool = False) -> tuple[int, bool]:
+    def hold_off(self) -> float:
+        """Seconds to wait yet before connecting again: after two connections in a row
+        that the peer ended within their probation, 0.5 s, doubling with each more, up to
+        HOLD_OFF_MAX. Each send there "succeeds" (no failure, so no backoff) and the
+        batch goes again on a new connection: against a peer that takes a batch and
+        hangs up (tcpserver running true, a wrong port) that was a connection and a
+        log line a second, for good (found by a fault hunt)."""
+        if self.early < 2:
+            return 0.0
+        pause = min(HOLD_OFF_MAX, 0.5 * 2 ** min(self.early - 2, 16))
+        return max(0.0, self._early_at + pause - time.monotonic())
+
+    def take(self, writer: asyncio.StreamWriter | None, gone: bool = False,
+             ended_at: float | None = None) -> tuple[int, bool]:
         """(how many of the oldest unconfirmed sends are confirmed now, whether the
         rest were lost with a connection: to be sent again, with every send after
         them; the count then starts afresh). ``gone``: the sink saw its connection
         end (a reset while idle): what it had not acknowledged goes again now, not
-        when the next record comes (a quiet log may bring none for hours)."""
+        when the next record comes (a quiet log may bring none for hours); ``ended_at``:
+        when it ended, as for ``dropped``."""
         if gone and writer is not None:
-            self.dropped(writer)
+            self.dropped(writer, ended_at)
         lost, self._lost = self._lost, False
         if lost:
             self._ends.clear()
@@ -131,11 +154,14 @@ class BatchConfirmations:
         self.taken_records, self._ready_records = self._ready_records, 0
         return n, lost
 
-    def _settle(self, writer: asyncio.StreamWriter | None) -> None:
+    def _settle(self, writer: asyncio.StreamWriter | None, at: float | None = None) -> None:
         if not self._ends or writer is None:
             return
-        if self._trusted_at is not None and time.monotonic() < self._trusted_at:
-            return  # on probation
+        if self._trusted_at is not None and (time.monotonic() if at is None else at) < self._trusted_at:
+            # on probation, or ended within it: a peer that read a batch and hung up at
+            # once (a RELP port given syslog) had it confirmed once we looked after the
+            # probation, so lost (found against imrelp)
+            return
         pending = unacknowledged_bytes(writer)
         if pending is None:  # no socket to ask: written counts as delivered
             self._ready += len(self._ends)
@@ -148,6 +174,16 @@ class BatchConfirmations:
             self._ends.popleft()
             self._ready += 1
             self._ready_records += self._counts.popleft()
+
+
+def hold_off(confirmations: BatchConfirmations, peer: str) -> None:
+    """Raise SinkError (with the pause as ``retry_after``) while a new connection to a
+    peer that hangs up on each is not due yet (``BatchConfirmations.hold_off``)."""
+    pause = confirmations.hold_off()
+    if pause > 0:
+        raise SinkError(f"{peer}: the peer hung up on each of our last connections right after "
+                        "taking a batch (a TLS port? a wrong port? refusing us?): connecting again "
+                        "after a pause", retry_after=pause)
 
 
 async def drain_while_moving(writer: asyncio.StreamWriter, timeout: float) -> None:

@@ -29,8 +29,14 @@ from shipper.sinks.base import (
     SinkStats,
     close_stream,
     describe_error,
+    spoke,
 )
-from shipper.sinks.confirm import BatchConfirmations, drain_while_moving, gone_after_handshake
+from shipper.sinks.confirm import (
+    BatchConfirmations,
+    drain_while_moving,
+    gone_after_handshake,
+    hold_off,
+)
 from shipper.sinks.http import HttpSink
 from shipper.sinks.syslog import open_stream
 from shipper.tlsconfig import TlsOptions, client_context
@@ -127,13 +133,15 @@ class GelfTcpSink:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._peer_closed = False
+        self._gone_at: float | None = None  # when the watcher saw the peer end it (monotonic)
+        self._said = b""  # the first bytes the peer sent (a GELF receiver sends none)
         self._confirmations = BatchConfirmations()
 
     def confirm(self) -> tuple[int, bool]:
         """As SyslogTcpSink.confirm: sends the peer's TCP has acknowledged."""
         writer = self._writer
         got = self._confirmations.take(writer, gone=writer is not None and (
-            self._peer_closed or writer.is_closing()))
+            self._peer_closed or writer.is_closing()), ended_at=self._gone_at)
         self.stats.acked += self._confirmations.taken_records
         return got
 
@@ -147,6 +155,8 @@ class GelfTcpSink:
                                            connect_timeout=self.connect_timeout,
                                            keepalive=(60, 10, 5) if self.keepalive else None)
         self._peer_closed = False
+        self._gone_at = None
+        self._said = b""
         self._reader_task = watch = asyncio.get_running_loop().create_task(self._watch(reader))
         self._writer = writer
         if self.tls is not None and await gone_after_handshake(watch, time.monotonic() - t0):
@@ -166,10 +176,12 @@ class GelfTcpSink:
     async def _watch(self, reader: asyncio.StreamReader) -> None:
         """GELF peers send nothing: read only to notice their FIN or a reset at once."""
         try:
-            while await reader.read(65536):
-                pass
+            while data := await reader.read(65536):
+                if len(self._said) < 40:
+                    self._said += data[:40 - len(self._said)]
         except (OSError, ssl.SSLError):
             pass
+        self._gone_at = time.monotonic()
         self._peer_closed = True
 
     async def send(self, records: list[dict[str, Any]]) -> None:
@@ -178,6 +190,8 @@ class GelfTcpSink:
             return
         if self._writer is not None and (self._peer_closed or self._writer.is_closing()):
             await self._drop()
+        if self._writer is None:
+            hold_off(self._confirmations, f"{self.host}:{self.port}")
         writer = self._writer or await self._connect()
         data = gelf_encode.encode_tcp(records, self.default_host)
         self.stats.sent += len(records)
@@ -190,11 +204,11 @@ class GelfTcpSink:
             raise _error(f"{self.host}:{self.port}", exc) from None
         if self._peer_closed:
             await self._drop()
-            raise SinkError(f"{self.host}:{self.port}: peer closed the connection")
+            raise SinkError(f"{self.host}:{self.port}: peer closed the connection{spoke(self._said)}")
         self._confirmations.wrote(len(data), len(records))  # acked: when confirmed
 
     async def _drop(self) -> None:
-        self._confirmations.dropped(self._writer)
+        self._confirmations.dropped(self._writer, self._gone_at)
         writer, self._writer = self._writer, None
         task, self._reader_task = self._reader_task, None
         self.stats.connected = False

@@ -595,9 +595,8 @@ class HttpSink:
         try:
             status, reason, data = self._get(
                 f"EXISTS TABLE {self.table}" if self.format == "clickhouse" else None, 4096)
-        except ssl.SSLCertVerificationError as exc:
-            return f"TLS certificate verification failed: {exc.verify_message}"
         except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
+            # (a verification failure too: with the hint run's log gives, which check left out)
             return describe_error(exc)
         if status in (401, 403, 407):
             return f"HTTP {status} {reason} from GET {shown}: the credentials were refused"

@@ -30,7 +30,7 @@ from shipper.tlsconfig import TlsOptions, client_context
 class RelpSink:
     """``window``: syslog commands in flight (unanswered) at most, 128 by default (librelp's
     default window is 128 too); it bounds what can be duplicated after a connection loss.
-    ``ack_timeout``: seconds without any response while waiting for one. A record the
+    ``ack_timeout``: seconds without a complete response while waiting for one. A record the
     server answers with a non-200 code fails the attempt (SinkError, retried): rsyslog
     answers 500 only for trouble on its side, which may clear.
     """
@@ -88,6 +88,11 @@ class RelpSink:
                                 "handshake, before the RELP open (client certificate refused or "
                                 "missing? see tls.cert_file and the receiver's tls.authMode)") from exc
             if why is None:
+                if self.tls is None and "RELP open refused" not in str(exc):
+                    # silence or a hang-up is all a wrong port gives (found against rsyslog)
+                    raise SinkError(f"{exc}, no answer to the RELP open: is this a RELP port? (a "
+                                    "syslog port takes the open for a message and says nothing; "
+                                    'a TLS one hangs up: protocol = "tls")') from exc
                 raise
             raise SinkError(f"{self._peer}: connection lost: {why}") from exc
         except BaseException:
@@ -96,18 +101,28 @@ class RelpSink:
         self.stats.connected = True
 
     async def _read(self, client: RelpClient) -> list:
+        """The events of the next complete response(s), within ``ack_timeout`` for the
+        whole of them: bounded per read, a peer trickling a byte a second held the sink
+        (and the pipeline behind it) for ever."""
         assert self._reader is not None
-        try:
-            data = await asyncio.wait_for(self._reader.read(65536), self.ack_timeout)
-        except TimeoutError as exc:
-            raise SinkError(f"{self._peer}: no RELP response for {self.ack_timeout:g}s "
-                            f"({len(client.unacked)} commands unanswered)") from exc
-        except (OSError, ssl.SSLError) as exc:
-            raise SinkError(f"{self._peer}: connection lost: {describe_error(exc)}") from exc
-        if not data:
-            raise SinkError(f"{self._peer}: peer closed the connection "
-                            f"({len(client.unacked)} commands unanswered)")
-        return client.receive(data)
+        deadline = asyncio.get_running_loop().time() + self.ack_timeout
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    data = await self._reader.read(65536)
+            except TimeoutError as exc:
+                part = f"{client.partial} bytes of an unfinished response came; " if client.partial else ""
+                raise SinkError(f"{self._peer}: no {'complete ' if part else ''}RELP response for "
+                                f"{self.ack_timeout:g}s ({part}{len(client.unacked)} commands "
+                                "unanswered)") from exc
+            except (OSError, ssl.SSLError) as exc:
+                raise SinkError(f"{self._peer}: connection lost: {describe_error(exc)}") from exc
+            if not data:
+                raise SinkError(f"{self._peer}: peer closed the connection "
+                                f"({len(client.unacked)} commands unanswered)")
+            events = client.receive(data)
+            if events:
+                return events
 
     async def _drop(self) -> None:
         self.stats.connected = False

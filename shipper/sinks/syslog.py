@@ -41,8 +41,14 @@ from shipper.sinks.base import (
     close_stream,
     describe_error,
     lookup,
+    spoke,
 )
-from shipper.sinks.confirm import BatchConfirmations, drain_while_moving, gone_after_handshake
+from shipper.sinks.confirm import (
+    BatchConfirmations,
+    drain_while_moving,
+    gone_after_handshake,
+    hold_off,
+)
 from shipper.tlsconfig import TlsOptions, client_context
 
 Encoder = Rfc5424Encoder | Rfc3164Encoder
@@ -163,6 +169,8 @@ class SyslogTcpSink:
         self._writer: asyncio.StreamWriter | None = None
         self._watch: asyncio.Task[None] | None = None
         self._peer_gone: str | None = None
+        self._gone_at: float | None = None  # when the watcher saw the peer end it (monotonic)
+        self._said = b""  # the first bytes the peer sent (a syslog receiver sends none)
         self._last_batch: list[dict[str, Any]] | Prepared | None = None
         self._last_payload = b""
         self._confirmations = BatchConfirmations()
@@ -171,7 +179,8 @@ class SyslogTcpSink:
         """(how many of the oldest sends the peer's TCP has acknowledged since the last
         call, whether a dropped connection lost the rest: the pipeline sends them again).
         Until acknowledged, the pipeline keeps them in the buffer (sinks.confirm)."""
-        got = self._confirmations.take(self._writer, gone=self._writer is not None and self._gone())
+        got = self._confirmations.take(self._writer, gone=self._writer is not None and self._gone(),
+                                       ended_at=self._gone_at)
         self.stats.acked += self._confirmations.taken_records
         return got
 
@@ -197,7 +206,8 @@ class SyslogTcpSink:
         self._reader, self._writer = await open_stream(
             self.host, self.port, tls=self.tls, ssl_context=self._ssl,
             connect_timeout=self.connect_timeout, keepalive=self.keepalive)
-        self._peer_gone = None
+        self._peer_gone = self._gone_at = None
+        self._said = b""
         self._watch = asyncio.create_task(self._watch_peer(self._reader))
         if self.tls is not None and await gone_after_handshake(self._watch, time.monotonic() - t0):
             reason = self._peer_gone or "peer closed the connection"
@@ -218,11 +228,15 @@ class SyslogTcpSink:
             while True:
                 data = await reader.read(65536)
                 if not data:
-                    self._peer_gone = "peer closed the connection"
+                    self._gone_at = time.monotonic()
+                    self._peer_gone = "peer closed the connection" + spoke(self._said)
                     return
+                if len(self._said) < 40:
+                    self._said += data[:40 - len(self._said)]
                 self.stats.extra["unexpected_bytes"] = self.stats.extra.get("unexpected_bytes", 0) + len(data)
         except (OSError, ssl.SSLError) as exc:
-            self._peer_gone = f"connection lost: {describe_error(exc)}"
+            self._gone_at = time.monotonic()
+            self._peer_gone = f"connection lost: {describe_error(exc)}{spoke(self._said)}"
 
     def _gone(self) -> bool:
         """Did the peer close (EOF read, error, or transport closing)?"""
@@ -231,7 +245,7 @@ class SyslogTcpSink:
 
     async def _drop(self) -> None:
         self.stats.connected = False
-        self._confirmations.dropped(self._writer)
+        self._confirmations.dropped(self._writer, self._gone_at)
         writer, watch = self._writer, self._watch
         self._reader = self._writer = self._watch = None
         if watch is not None:
@@ -251,6 +265,7 @@ class SyslogTcpSink:
             self.stats.extra["peer_closed"] = self.stats.extra.get("peer_closed", 0) + 1
             await self._drop()
         if self._writer is None:
+            hold_off(self._confirmations, f"{self.host}:{self.port}")
             await self._connect()
         writer = self._writer
         assert writer is not None
