@@ -246,7 +246,7 @@ def track_main(argv: list[str], stdout: TextIO | None = None) -> int:
             if args.json:
                 out.write(orjson.dumps(r).decode() + "\n")
             else:
-                out.write(terminal_safe(render_text(r, utc=args.utc)))
+                out.write(terminal_safe(render_text(r, utc=args.utc, rcpt_to=args.rcpt_to)))
 
     try:
         for rec in summaries(args.paths, copts, popts, _say_unreadable(errors, "shipper track")):

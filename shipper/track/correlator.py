@@ -154,6 +154,12 @@ class Correlator:
                 if last is not None and first is not None and first > last:
                     continue  # begun after the lines lost
                 mark_gap(e, eid)
+                if entries is self.qmail.mails:
+                    # the latest time lost (unknown: any before its latest line): a
+                    # delivery begun by then may have lost its result (QmailTracker)
+                    t = last if last is not None else e.get("last_ns")
+                    if t is not None and t > (e.get("gap_ns") or 0):
+                        e["gap_ns"] = t
 
     def flush(self, now_ns: int | None = None, read_ns: int | None = None,
               behind: Collection[str] = ()) -> list[dict[str, Any]]:

@@ -33,9 +33,11 @@ from shipper.track import (
     NS,
     Clock,
     add_event_id,
+    fold_attempt,
     gap_fields,
     iso,
     origin,
+    postfix_xdelay,
     seconds,
     summary,
 )
@@ -352,7 +354,8 @@ class PostfixTracker:
             att["dsn_class"] = dsn[0] if dsn else None
             r["attempts"].append(att)
             if len(r["attempts"]) > MAX_ATTEMPTS:
-                del r["attempts"][0]
+                old = r["attempts"].pop(0)
+                fold_attempt(r, old, postfix_xdelay(old))
             fid = rec.get("filter_id")
             if fid:
                 q["filter_id"] = fid
@@ -512,7 +515,7 @@ class PostfixTracker:
                           "reason", "stage"):
                     if k in last:
                         r[k] = last[k]
-            r["n_attempts"] = len(r["attempts"])
+            r["n_attempts"] = len(r["attempts"]) + r.get("attempts_dropped", 0)
             if q.get("expired") and r.get("result") in ("deferral", None):
                 r["result"], r["status"] = "failure", "expired"
         fields: dict[str, Any] = {"qid": q["qid"]}

@@ -19,6 +19,7 @@ import orjson
 
 from shipper.ipaddr import ip_address
 from shipper.record import rfc3339_ns
+from shipper.track import postfix_xdelay
 
 # -- track ---------------------------------------------------------------------------------
 
@@ -111,10 +112,8 @@ def matches(rec: dict[str, Any], q: TrackQuery) -> bool:
         return False  # its mails are reported (with the session inside)
     if q.since_ns is not None and (rec.get("time_unix_ns") or 0) < q.since_ns:
         return False
-    if q.until_ns is not None:
-        start = rec.get("birth_unix_ns") or rec.get("start_unix_ns") or rec.get("time_unix_ns") or 0
-        if start > q.until_ns:
-            return False
+    if q.until_ns is not None and (start_of(rec) or 0) > q.until_ns:
+        return False
     if q.mail_from is not None:
         want = q.mail_from.lower()
         if not any(want in s for s in _senders(rec)):
@@ -138,6 +137,18 @@ def matches(rec: dict[str, Any], q: TrackQuery) -> bool:
     if q.qp is not None and q.qp not in _qps(rec):
         return False
     return q.search is None or q.search.lower() in orjson.dumps(rec).decode().lower()
+
+
+def start_of(rec: dict[str, Any]) -> int | None:
+    """When a summary began, as far as the input tells: its birth or start, else (a mail
+    begun before the input, ``partial``) its first attempt seen, which it began before
+    (its end made a mail retried in the period pass for one begun after it)."""
+    t = rec.get("birth_unix_ns") or rec.get("start_unix_ns")
+    if t:
+        return t
+    seen = [a.get("start_unix_ns") or a.get("time_unix_ns") for r in rec.get("recipients", ())
+            for a in r.get("attempts", ())]
+    return min([x for x in seen if x] or [rec.get("time_unix_ns") or 0]) or None
 
 
 def _qps(rec: dict[str, Any]) -> list[Any]:
@@ -180,9 +191,14 @@ def _span(s: float, digits: int) -> str:
     return f"{s:.{digits}f}s"
 
 
-def render_text(rec: dict[str, Any], utc: bool = False) -> str:
+SHOW_ALL_RCPTS = 20  # a mail with more: only the recipients asked for (--to) are shown
+
+
+def render_text(rec: dict[str, Any], utc: bool = False, rcpt_to: str | None = None) -> str:
     """One mail or session as a readable block (ends with a blank line); times in local
-    time, or in UTC with ``utc``."""
+    time, or in UTC with ``utc``. ``rcpt_to`` (track's --to): of a mail with more than
+    SHOW_ALL_RCPTS recipients, only those it matches are shown, the others counted in a
+    line (an ezmlm post to 5,000 subscribers was 10,000 lines to look through for one)."""
     def _t(ns: int | None) -> str:
         return _time(ns, utc)
 
@@ -227,7 +243,19 @@ def render_text(rec: dict[str, Any], utc: bool = False) -> str:
                          + f" to <{fw.get('rcpt_to')}>")
         if rec.get("bounce_discarded"):
             lines.append(f"  {rec['bounce_discarded']} bounce: discarded")
-        for r in rec.get("recipients", []):
+        rcpts = rec.get("recipients", [])
+        others = ""
+        if rcpt_to is not None and len(rcpts) > SHOW_ALL_RCPTS:
+            want = rcpt_to.lower()
+            asked = [r for r in rcpts if want in _low(r.get("rcpt_to"))]
+            if asked:  # (none: a bounce or copy shown after its mail, say)
+                rest = Counter(str(r.get("result") or "pending") for r in rcpts
+                               if want not in _low(r.get("rcpt_to")))
+                rcpts = asked
+                others = (f"  and      {sum(rest.values())} other recipients ("
+                          + ", ".join(f"{n} {k}" for k, n in sorted(rest.items()))
+                          + "; --json lists them)")
+        for r in rcpts:
             lines.append(f"  to       <{r.get('rcpt_to')}> {r.get('channel') or ''} "
                          f"{(r.get('result') or 'pending').upper()}"
                          + (f" dsn {r['dsn']}" if r.get("dsn") else "")
@@ -242,8 +270,12 @@ def render_text(rec: dict[str, Any], utc: bool = False) -> str:
                 # an attempt with no result: when it started (qmail-send restarted, or still on)
                 when = _t(att.get("end_unix_ns") or att.get("time_unix_ns") or att.get("start_unix_ns"))
                 what = att.get("result") or ("interrupted (qmail-send restarted)"
-                                             if att.get("interrupted") else "started, no result yet")
+                                             if att.get("interrupted") else
+                                             "result lost (lines of the log lost)"
+                                             if att.get("lost") else "started, no result yet")
                 lines.append(f"           {when} {what}" + (f": {text[:160]}" if text else ""))
+        if others:
+            lines.append(others)
     else:
         lines.append(f"session {rec.get('server') or rec.get('service') or rec.get('program')} pid "
                      f"{rec.get('conn_pid')} (host {rec.get('host') or '-'}){tag}")
@@ -265,8 +297,12 @@ def render_text(rec: dict[str, Any], utc: bool = False) -> str:
                          + (f": {r.get('smtp_code', '')} {r.get('dsn', '')} {r.get('reason', '')}".rstrip()
                             if r.get("smtp_code") or r.get("reason") else ""))
         if rec.get("accepted_rcpts"):
+            # (mail_from is the session's last: with several messages, not every one's)
+            n_msgs = len(rec.get("qps") or ()) + (rec.get("qps_dropped") or 0)
             lines.append(f"  accepted {' '.join(f'<{r}>' for r in rec['accepted_rcpts'][:10])}"
-                         + (f" from <{rec['mail_from']}>" if "mail_from" in rec else ""))
+                         + ("" if "mail_from" not in rec else f" from <{rec['mail_from']}>"
+                            if n_msgs <= 1 else
+                            f" (of {n_msgs} messages; the last from <{rec['mail_from']}>)"))
         for m in rec.get("mails", []):
             lines.append(f"  queued   msg {m.get('msg')} qp {m.get('qp')}")
         linked = {m.get("qp") for m in rec.get("mails", [])}
@@ -326,6 +362,20 @@ class Histogram:
             else:
                 self.values = None
 
+    def add_many(self, s: float, n: int) -> None:
+        """``n`` values known only by their mean ``s`` (attempts folded): counted, in
+        the total and the histogram; the percentiles are no longer exact."""
+        if n == 1:
+            self.add(s)
+            return
+        b = _bucket(s)
+        self.counts[b] = self.counts.get(b, 0) + n
+        self.n += n
+        self.total += s * n
+        if s > self.max:
+            self.max = s
+        self.values = None
+
     def percentile(self, p: float) -> float | None:
         if not self.n:
             return None
@@ -375,20 +425,6 @@ def _reason(text: str | None) -> str:
         return "?"
     first = text.replace("\n", " / ")
     return first[:120]
-
-
-def _postfix_xdelay(att: dict[str, Any]) -> float | None:
-    """A Postfix delivery's own time: ``delays=a/b/c/d``'s c (connection setup) + d
-    (transmission), as qmailanalog's xdelay is qmail-remote's whole run."""
-    parts = str(att.get("delays") or "").split("/")
-    if len(parts) != 4:
-        return None
-    try:
-        x = float(parts[2]) + float(parts[3])
-    except ValueError:
-        return None
-    # a corrupt line's digit run is no time ("9" * 400 is inf: no histogram bucket)
-    return round(x, 6) if math.isfinite(x) else None
 
 
 class Stats:
@@ -450,7 +486,7 @@ class Stats:
         t = rec.get("time_unix_ns")  # a summary's time is its end
         # the period runs from the earliest start, as zoverall's time span (from the
         # first birth), not from the first summary's end
-        t0 = rec.get("birth_unix_ns") or rec.get("start_unix_ns") or t
+        t0 = start_of(rec)
         if t0 is not None and (self.first_ns is None or t0 < self.first_ns):
             self.first_ns = t0
         if t is not None and (self.last_ns is None or t > self.last_ns):
@@ -509,24 +545,38 @@ class Stats:
                 else:  # (a made-up delay from its first line seen skewed the percentiles)
                     self.delay_unknown += 1
             for att in r.get("attempts", []):
-                res = att.get("result")
-                if res is None:
-                    continue
-                if not exact:
-                    self.attempts[res] += 1
-                    if done:
-                        self.completed_attempts += 1
-                x = att.get("duration_s") if not postfix else _postfix_xdelay(att)
-                if x is not None:
-                    self.xdelay.add(x)
-                if res == "deferral":
-                    self.deferrals.add(_reason(att.get("text")))
-                    where = att.get("relay_ip") or att.get("relay_host") or att.get("relay")
-                    if where is None and r.get("rcpt_to"):
-                        where = "@" + str(r["rcpt_to"]).rsplit("@", 1)[-1]
-                    self.host_deferrals.add(str(where))
+                if att.get("result") is not None:
+                    self._attempt(r, att, 1, att.get("duration_s") if not postfix
+                                  else postfix_xdelay(att), None, exact, done)
+            # attempts past the list's cap, folded: a host retried for days is not
+            # under-counted in the reasons, hosts and delivery times
+            for g in r.get("attempts_folded", ()):
+                if g.get("result") is not None and g.get("count"):
+                    self._attempt(r, g, g["count"], g.get("time_s"), g.get("timed", 0),
+                                  exact, done)
             if r.get("result") in ("failure", "blocked"):
                 self.failures.add(_reason(r.get("text") or r.get("reason") or r.get("result")))
+
+    def _attempt(self, r: dict[str, Any], att: dict[str, Any], n: int, x: float | None,
+                 timed: int | None, exact: bool, done: bool) -> None:
+        """``n`` delivery attempts alike (one listed, or a folded group of them, whose
+        ``timed`` ones took ``x`` seconds in all) of recipient ``r``."""
+        res = att["result"]
+        if not exact:
+            self.attempts[res] += n
+            if done:
+                self.completed_attempts += n
+        if timed is None:
+            if x is not None:
+                self.xdelay.add(x)
+        elif timed and x is not None:
+            self.xdelay.add_many(x / timed, timed)
+        if res == "deferral":
+            self.deferrals.add(_reason(att.get("text")), n)
+            where = att.get("relay_ip") or att.get("relay_host") or att.get("relay")
+            if where is None and r.get("rcpt_to"):
+                where = "@" + str(r["rcpt_to"]).rsplit("@", 1)[-1]
+            self.host_deferrals.add(str(where), n)
 
     def _session(self, rec: dict[str, Any]) -> None:
         if rec.get("protocol", "smtp") != "smtp":  # a POP3 or IMAP login under tcpserver
