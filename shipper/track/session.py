@@ -612,6 +612,12 @@ class SessionTracker:
         else:  # (one connection may queue any number of messages)
             s["qps_dropped"] = s.get("qps_dropped", 0) + 1
         ref = self._ref(s, "qp")
+        if s.get("mail_from") is not None:
+            # its message links by qp, not by sender: out of the sender's line (where
+            # it waited sender_link_s, ~450 bytes a session: 9 MB of state rewritten
+            # every save at 60 sessions/s; and another server's message of that sender
+            # could have taken it)
+            self._leave_line(f"{host}\x00{s['mail_from'].lower()}", s)
         qkey = f"{host}\x00{qp}"
         m = self._qp_take(self.qp_mails, qkey, t)
         if m is not None:
