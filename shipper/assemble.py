@@ -373,9 +373,9 @@ class Assembly:
                 unread = getattr(f, "unread_bytes", None)
                 if unread is not None:
                     m.source_unread.set(unread(), source=f.key)
-                    gone = getattr(f, "deleted_unread", None)
-                    if gone is not None:
-                        m.source_deleted_unread.set(gone[1], source=f.key)
+                    deleted = getattr(f, "deleted_unread", None)  # (files, bytes)
+                    if deleted is not None:
+                        m.source_deleted_unread.set(deleted[1], source=f.key)
         for key, ss in st.by_source.items():
             m.source_lines.set(ss.lines, source=key)
             m.source_bytes.set(ss.bytes, source=key)

@@ -29,12 +29,12 @@ def _config(tmp: Path):
 
 
 @contextlib.contextmanager
-def _assembled(tmp_path: Path, extra: str = "") -> Iterator[Any]:
-    """The daemon's parts for a multilog source into a file sink (and ``extra``), their
-    queues closed after."""
+def _assembled(tmp_path: Path, extra: str = "", paths: str = "log") -> Iterator[Any]:
+    """The daemon's parts for a multilog source of ``paths`` under ``tmp_path`` into a
+    file sink (and ``extra``), their queues closed after."""
     from shipper.assemble import assemble
     asm = assemble(load_config_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\n'
-                                    f'paths = ["{tmp_path}/log"]\n{extra}[sinks.o]\ntype = "file"\n'
+                                    f'paths = ["{tmp_path}/{paths}"]\n{extra}[sinks.o]\ntype = "file"\n'
                                     f'path = "{tmp_path}/o.ndjson"\n'))
     try:
         yield asm
@@ -391,5 +391,31 @@ async def test_a_log_directory_removed_leaves_no_lag_series_to_grow(tmp_path: Pa
             asm.collect()
             assert (key,) not in asm.metrics.source_lag.values
             assert asm.metrics.source_lines.get(source=key) == 1  # its counts stay
+        finally:
+            await end_pipeline(asm.pipeline, task)
+
+
+@pytest.mark.parametrize("removed", ["a", "b"])
+async def test_a_removed_log_directory_beside_a_live_one(tmp_path: Path, removed: str) -> None:
+    """Found by a review: ``collect`` named the set of removed directories and a live
+    follower's (files, bytes) deleted unread alike. A removed directory after a live
+    one raised AttributeError at every scrape (no sink or buffer figure updated after
+    it); one before a live one kept its lag series growing."""
+    import shutil
+
+    from conftest import await_until
+    with _assembled(tmp_path, 'start_position = "all"\n', paths="logs/*") as asm:
+        for name in ("a", "b"):
+            (tmp_path / "logs" / name).mkdir(parents=True)
+            (tmp_path / "logs" / name / "current").write_bytes(b"@400000005a49ba341eefa7a4 new msg 1\n")
+        task = asyncio.get_running_loop().create_task(asm.pipeline.run())
+        try:
+            await await_until("both lines read", lambda: asm.pipeline.stats.lines >= 2)
+            shutil.rmtree(tmp_path / "logs" / removed)
+            asm.collect()
+            live = "b" if removed == "a" else "a"
+            assert (str(tmp_path / "logs" / removed),) not in asm.metrics.source_lag.values
+            assert asm.metrics.source_lag.get(source=str(tmp_path / "logs" / live)) > 0
+            assert asm.metrics.sink_sent.get(sink="o") == 2  # figures after the sources set too
         finally:
             await end_pipeline(asm.pipeline, task)
