@@ -149,7 +149,7 @@ class Daemon:
         if take_early_hup():  # a reload asked for while starting: the config may have changed since
             self._on_signal(signal.SIGHUP)
         loop.set_exception_handler(_loop_exception)
-        notifier = sdnotify.Notifier.from_env()
+        notifier = sdnotify.Notifier()
         try:
             _own_dirs_safe(self.config)  # before the lock file is made there
             self._lock = lock_state_dir(self.config.state_dir)
@@ -193,7 +193,7 @@ class Daemon:
         notifier.ready(f"shipping {len(self.config.sources)} sources to {len(self.config.sinks)} sinks")
         log.info("shipper %s started: %d sources, %d sinks", __version__, len(self.config.sources),
                  len(self.config.sinks))
-        watchdog = loop.create_task(self._watchdog(notifier))
+        watchdog = loop.create_task(sdnotify.run_watchdog(notifier))
         try:
             while True:
                 sig = await self._wait_signal(run_task)
@@ -442,15 +442,6 @@ class Daemon:
         self._show_reloads()
         server.health = assembly.health
         server.ready = assembly.ready
-
-    async def _watchdog(self, notifier: sdnotify.Notifier) -> None:
-        interval = notifier.watchdog_interval()
-        if not interval:
-            return
-        while True:
-            await asyncio.sleep(interval)
-            notifier.watchdog()
-
 
 def metrics_listen_problem(listen: str, exc: OSError) -> str:
     """One line for a metrics address that cannot be bound (asyncio's own text repeats

@@ -34,10 +34,6 @@ class Notifier:
         self._sock: socket.socket | None = None
         self._warned = False
 
-    @classmethod
-    def from_env(cls) -> Notifier:
-        return cls(os.environ)
-
     @property
     def enabled(self) -> bool:
         return self.address is not None
@@ -65,9 +61,6 @@ class Notifier:
 
     def ready(self, status: str | None = None) -> bool:
         return self.notify("READY=1", *([f"STATUS={_one_line(status)}"] if status else []))
-
-    def status(self, text: str) -> bool:
-        return self.notify(f"STATUS={_one_line(text)}")
 
     def watchdog(self) -> bool:
         return self.notify("WATCHDOG=1")

@@ -27,8 +27,8 @@ def test_path_socket_receives_ready_status_watchdog_stopping(tmp_path: Path):
         assert n.enabled
         assert n.ready("shipping 2 sources to 1 sink")
         assert sock.recv(4096) == b"READY=1\nSTATUS=shipping 2 sources to 1 sink"
-        assert n.status("buffering:\n 12 MB queued")
-        assert sock.recv(4096) == b"STATUS=buffering: 12 MB queued"  # one line
+        assert n.stopping("buffering:\n 12 MB queued")
+        assert sock.recv(4096) == b"STOPPING=1\nSTATUS=buffering: 12 MB queued"  # one line
         assert n.watchdog()
         assert sock.recv(4096) == b"WATCHDOG=1"
         assert n.reloading()
@@ -73,12 +73,12 @@ def test_watchdog_interval_from_env():
     assert Notifier({"WATCHDOG_USEC": "soon"}).watchdog_interval() is None
 
 
-def test_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+def test_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     path = str(tmp_path / "n")
     monkeypatch.setenv("NOTIFY_SOCKET", path)
     monkeypatch.setenv("WATCHDOG_USEC", "4000000")
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    n = Notifier.from_env()
+    n = Notifier()
     assert n.address == path and n.watchdog_interval() == 2.0
 
 
@@ -102,3 +102,34 @@ async def test_run_watchdog_pings_until_cancelled(tmp_path: Path):
         n.close()
     finally:
         sock.close()
+
+
+def test_the_daemon_says_ready_pings_the_watchdog_and_says_stopping(tmp_path: Path):
+    """The daemon as systemd's Type=notify unit with WatchdogSec runs it (the demo, which
+    ends by itself): READY=1 with a status, WATCHDOG=1 every half period, STOPPING=1."""
+    import subprocess
+    import sys
+    import time
+
+    path = str(tmp_path / "notify")
+    sock = receiver(path)
+    env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="400000", HOME=str(tmp_path))
+    env.pop("WATCHDOG_PID", None)
+    proc = subprocess.Popen([sys.executable, "-m", "shipper", "run", "--demo"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+    got: list[bytes] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (got and got[-1].startswith(b"STOPPING=1")):
+            try:
+                got.append(sock.recv(4096))
+            except TimeoutError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+        sock.close()
+    assert got[0].startswith(b"READY=1\nSTATUS=shipping ")
+    assert got.count(b"WATCHDOG=1") >= 2, got
+    assert got[-1].startswith(b"STOPPING=1")
