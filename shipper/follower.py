@@ -29,7 +29,8 @@ A source yields, in order, ``LineBatch`` and ``Gap`` items::
   (from neighbouring TAI64N labels), ``reason``, ``position``.
 * ``position`` is opaque to callers and JSON-serialisable: "everything up to
   and including this item". ``commit`` records it; the checkpoint file is
-  written at most every ``commit_interval`` and on ``close``, and never
+  written at most every ``commit_interval`` and on ``close`` (with tracking on,
+  by the pipeline with the tracking state instead: ``autosave``), and never
   moves past what was committed. After a restart reading resumes exactly
   there: the file is found again by (device, inode) and confirmed by its
   first-line fingerprint and a hash of the 32 bytes before the offset

@@ -2,7 +2,7 @@
 
 Chain of custody (what "nothing lost" rests on):
   * a batch read from a source is parsed, serialised once, and appended to the
-    queue of every sink; the source checkpoint moves past it only once those
+    queue of every sink that wants it (a route's filter may want none of it); the source checkpoint moves past it only once those
     appends are durable in every queue (after the fsync that covered them);
   * each sink reads its own queue, delivers, and acknowledges; the queue frees
     records only on acknowledgement; a failed send rewinds to the oldest
@@ -98,7 +98,7 @@ class SinkRoute:
     # why the last append of this pause failed ("EROFS Read-only file system"); "" when
     # the buffer is full: health and status tell the admin which of the two it is
     append_error: str = ""
-    # connections in a row that went before the peer acknowledged anything (_confirm)
+    # connections in a row that went before the peer acknowledged anything (_take_confirmed)
     lost_in_a_row: int = 0
     dead_letter_error: str = ""  # why the dead letter could not be written ("": it can)
 
