@@ -47,7 +47,6 @@ from shipper.when import YEAR_MAX, YEAR_MIN
 
 log = logging.getLogger("shipper.config")
 
-DEFAULT_CONFIG_PATH = "/etc/shipper/shipper.toml"
 DEFAULT_STATE_DIR = "/var/lib/shipper"
 # 9810: unassigned by IANA and not in Prometheus' default-port list; loopback only
 # by default, because the endpoint is unauthenticated.

@@ -35,7 +35,7 @@ from shipper.assemble import (
     tighten_own_dirs,
 )
 from shipper.checkpoint import atomic_write, remove_stale_temps
-from shipper.config import Config, ConfigError, load_config, load_config_text, named_now, user_name
+from shipper.config import Config, ConfigError, load_config, named_now, user_name
 from shipper.diskqueue import QueueLocked
 from shipper.metrics import METRICS_ADDR_FILE, MetricsServer
 
@@ -568,12 +568,11 @@ def run_main(config_path: str | None, demo: bool = False, log_format: str | None
         import shutil
         import tempfile
 
-        from shipper.config import demo_config_text
+        from shipper.config import demo_config
 
         demo_state = tempfile.mkdtemp(prefix="shipper-demo-")
-        text = demo_config_text(demo_state)
         try:
-            return _run_config(lambda: load_config_text(text, "<demo>"), None, log_format, True)
+            return _run_config(lambda: demo_config(demo_state), None, log_format, True)
         finally:  # each demo starts afresh: leave no state behind
             shutil.rmtree(demo_state, ignore_errors=True)
     assert config_path is not None

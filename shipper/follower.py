@@ -388,9 +388,7 @@ class _FollowerBase:
         self.chunk = chunk
         self.reader: _Reader | None = None
         self.warnings: list[str] = []
-        self.lines_read = 0
         self.gaps = 0
-        self.gap_bytes = 0
         self._last_line_ns: int | None = None  # the label of the last line read, if it had one
         self.more = False  # the last poll stopped at max_items with data left
         # Takes the watcher's queued events (the source sets it): called before a listing
@@ -448,7 +446,6 @@ class _FollowerBase:
                 self._end_nlimit_run()
             self._out.append(LineBatch(self.key, r.path, r.file_id, self._b_lines, self._b_offsets,
                                        self._b_flags or None, (self.key, self.state())))
-            self.lines_read += len(self._b_lines)
             last = self._b_lines[-1]
             if last[:1] == b"@":
                 t = ml.label_time_ns(last[:25].decode("ascii", "replace"))
@@ -464,7 +461,6 @@ class _FollowerBase:
         self._flush()
         self._out.append(LineBatch(self.key, path, file_id, [line], [offset], {0: flags},
                                    (self.key, state)))
-        self.lines_read += 1
 
     def _emit_gap(self, file: str | None, bytes_lost: int | None, exact: bool, reason: str,
                   first_ns: int | None = None, last_ns: int | None = None, nlimit: bool = False) -> None:
@@ -476,7 +472,6 @@ class _FollowerBase:
             # land in the file after it, with a time before that rotation's label
             first_ns = self._last_line_ns
         self.gaps += 1
-        self.gap_bytes += bytes_lost or 0
         if nlimit:
             self._nlimit_run.append(file or "?")
         elif self._nlimit_run:
@@ -539,7 +534,6 @@ class _FollowerBase:
             st = self._state_at(r, offsets[n], context)
             self._out.append(LineBatch(self.key, r.path, r.file_id, lines[:n], offsets[:n],
                                        head_flags, (self.key, st)))
-            self.lines_read += n
             lines, offsets = lines[n:], offsets[n:]
             flags = {i - n: f for i, f in flags.items() if i >= n}
         self._b_lines, self._b_offsets, self._b_flags = lines, offsets, flags

@@ -246,12 +246,6 @@ class Listing:
     rotating: bool = False
     archive_names: frozenset[str] = frozenset()  # every archive name listed
 
-    def label_of(self, ident: Ident) -> str | None:
-        for label, e in self.archives.items():
-            if e.ident == ident:
-                return label
-        return None
-
 
 @dataclass(slots=True)
 class Plan:

@@ -220,7 +220,6 @@ class PipelineStats:
     records: int = 0
     by_event: dict[tuple[str, str], int] = field(default_factory=dict)
     by_source: dict[str, SourceStats] = field(default_factory=dict)  # per directory / file
-    blocked_seconds: float = 0.0
     # records a sink took as dicts kept from their append / parsed back from the buffer
     sent_from_memory: int = 0
     sent_from_buffer: int = 0
@@ -609,7 +608,6 @@ class Pipeline:
                 route_dicts = [dicts[i] for i in wanted]
             if not payloads:
                 continue
-            t0 = time.monotonic()
             # Appended in pieces when a whole batch cannot be written (a disk with less
             # free space than one catch-up batch, a file size limit): halved at each
             # failure, doubled again at each success. One batch of 1.4 MB on a disk with
@@ -672,7 +670,6 @@ class Pipeline:
                 self._write_error_logged = False
             if route.paused_since is not None:
                 _note_room(route)
-            self.stats.blocked_seconds += time.monotonic() - t0
             seqs[route.name] = result.last_seq
         if position is not None:
             self._pending.append((source, position, seqs))

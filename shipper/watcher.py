@@ -154,7 +154,6 @@ class Watcher:
         self.poll_interval = poll_interval
         self.safety_interval = safety_interval
         self.mode = "poll" if mode == "poll" else "inotify"
-        self.fallback_reason: str | None = None
         self.overflows = 0
         self._overflow_said = -math.inf
         self._inotify: Inotify | None = None
@@ -182,7 +181,6 @@ class Watcher:
             log.warning("inotify requested but unavailable (%s): polling every %.3gs",
                         reason, self.poll_interval)
         self.mode = "poll"
-        self.fallback_reason = reason
         if self._inotify is not None:
             if self._loop is not None:
                 self._loop.remove_reader(self._inotify.fd)

@@ -106,7 +106,7 @@ def test_metric_rules():
         reg.gauge("ok", "x", ("__reserved",))
 
 
-def test_series_bounded_and_last_error():
+def test_series_bounded_and_last_error(caplog: pytest.LogCaptureFixture):
     reg = Registry()
     m = declare_shipper_metrics(reg)
     set_last_error(m.sink_last_error, "siem", "connection refused")
@@ -120,6 +120,9 @@ def test_series_bounded_and_last_error():
     for i in range(10_005):
         g.set(i, k=str(i))
     assert len(g.values) == 10_000 and g.dropped_series == 5
+    # said once (found by a review: the dropped series were counted, and nothing read the count)
+    said = [r.getMessage() for r in caplog.records if "series" in r.getMessage()]
+    assert said == ["many: more than 10000 series (labels k=10000): the others are not shown"]
 
 
 async def _get(url: str) -> tuple[int, dict[str, str], str]:
