@@ -28,7 +28,7 @@ def cmd_parse(argv: list[str]) -> int:
     import orjson
 
     from shipper.parse import DEFAULT_MAX_LINE, LineParser, ParseOptions
-    from shipper.reader import InputError, expand, read_joined
+    from shipper.reader import InputError, expand, is_output, read_joined, written_to
     from shipper.record import F_CONTINUATION, F_PARTIAL, F_TRUNCATED, add_flag, ndjson_all
     from shipper.track import input_of
     from shipper.when import year_arg
@@ -61,6 +61,7 @@ def cmd_parse(argv: list[str]) -> int:
         _err(str(exc))
         return EXIT_USAGE
     out = sys.stdout.buffer
+    output = written_to(out)
     option = orjson.OPT_INDENT_2 if args.pretty else 0
     status = EXIT_OK
 
@@ -74,6 +75,9 @@ def cmd_parse(argv: list[str]) -> int:
         # A directory's files are read as one: a line multilog cut at a rotation is
         # joined again, as the live follower joins it
         group = expand([arg])
+        for f in [f for f in group if is_output(f, output)]:  # (> mail.log.json, globbed again)
+            _err(f"{f}: the output file itself: not read")
+            group.remove(f)
         for files in ([group] if arg != "-" and os.path.isdir(arg) else [[f] for f in group]):
             try:
                 for batch in read_joined(files, max_line=args.max_line, on_error=said):

@@ -26,6 +26,9 @@ from shipper.fingerprint import FINGERPRINT_SCAN, fingerprint
 
 CHUNK = 1 << 20
 BATCH_LINES = 4096
+# and at most about this many bytes: 4096 lines of 60 KB (a spam filter's header dump)
+# held a 250 MB batch, 1 GB of RSS with its records
+BATCH_BYTES = 4 << 20
 _PLUS_ONE = (1).__add__  # a line's length with its newline
 
 
@@ -48,6 +51,9 @@ class InputBatch:
     # index of a last line that had no newline, joined with its tail at the start of
     # the next file of the directory (multilog rotated in the middle of a long line)
     continued: int | None = None
+    # where the reading is in the file as stored (compressed: fewer bytes than the lines'),
+    # for a progress in the files' sizes; None: standard input
+    read_to: int | None = None
 
 
 def is_multilog_dir(path: str) -> bool:
@@ -58,14 +64,23 @@ def is_multilog_dir(path: str) -> bool:
     return "current" in names or any(n.startswith("@") for n in names)
 
 
-_ARCHIVE_RE = re.compile(r"@[0-9a-f]{24}\.[su](\.gz|\.bz2|\.xz)?")
+# Archives compressed by other tools (zstd --rm @*.s) are listed too: not read, but said
+# (they were passed over without a word, exit 0: 986 of 1,000 lines not replayed)
+_UNREADABLE_EXTS = (".zst", ".zstd", ".lz4", ".lzma", ".lz", ".Z", ".br")
+_ARCHIVE_RE = re.compile(r"@[0-9a-f]{24}\.[su](\.gz|\.bz2|\.xz|\.zst|\.zstd|\.lz4|\.lzma|\.lz|\.Z|\.br)?")
+
+
+def _archive_rank(name: str) -> int:
+    """Which copy of an archive is read: the plain one, else one compressed readably."""
+    return 0 if name[-2:] in (".s", ".u") else 2 if name.endswith(_UNREADABLE_EXTS) else 1
 
 
 def multilog_files(path: str) -> list[str]:
     """Archives in TAI64N-name order (= chronological), then ``current``.
 
     Archives an admin compressed by hand (``@….s.gz``, ``.bz2``, ``.xz``) count
-    too; where both the plain and a compressed copy exist, the plain one is read.
+    too; where both the plain and a compressed copy exist, the plain one is read, else
+    one that can be (by another compressor: said when read).
     """
     names = os.listdir(path)
     best: dict[str, str] = {}
@@ -73,9 +88,10 @@ def multilog_files(path: str) -> list[str]:
         m = _ARCHIVE_RE.fullmatch(n)
         if m:
             base = n[: m.start(1)] if m.group(1) else n
-            if base not in best or not m.group(1):
+            if base not in best or _archive_rank(n) < _archive_rank(best[base]):
                 best[base] = n
     files = [os.path.join(path, best[b]) for b in sorted(best)]
+    _NEWEST[os.path.normpath(path)] = max(best, default="")[:25]
     if "current" in names:
         files.append(os.path.join(path, "current"))
     for f in files:
@@ -98,6 +114,45 @@ def multilog_files(path: str) -> list[str]:
 # does, never through a link nor waiting on a FIFO put there between the listing and
 # the open (a security re-test read a root-only file swapped in for current)
 _LISTED: set[str] = set()
+# A listed multilog directory → its newest archive's label then: multilog may rotate
+# current while the archives before it are read (read_joined)
+_NEWEST: dict[str, str] = {}
+
+
+def _rotated_since(paths: list[str]) -> Iterator[str]:
+    """``paths``, and before a listed directory's ``current`` the archives multilog made
+    of it since the listing. Else the lines current held at the listing were lost, with
+    exit 0, when multilog rotated it while the archives before it were read (a replay
+    of a live directory: hours of archives). Only a rotation between the last look and
+    the open is not seen."""
+    for path in paths:
+        d = os.path.normpath(os.path.dirname(path))
+        if os.path.basename(path) == "current" and d in _NEWEST:
+            for _ in range(100):  # each round reads a whole archive: bounded, not endless
+                newest = _NEWEST[d]
+                try:
+                    now = multilog_files(d)
+                except (InputError, OSError):
+                    break  # (a link put there is refused when the directory is given again)
+                fresh = [f for f in now if os.path.basename(f)[:25] > newest and f != path]
+                if not fresh:
+                    break
+                yield from fresh
+        yield _compressed_since(path)
+
+
+def _compressed_since(path: str) -> str:
+    """A listed archive, or the copy gzip/bzip2/xz made of it since the listing (a
+    nightly job compressing old archives during a long replay: they were skipped as
+    "No such file", their lines lost); the compressor removes the original only once
+    its copy is whole."""
+    if path not in _LISTED or not _ARCHIVE_RE.fullmatch(os.path.basename(path)) or os.path.lexists(path):
+        return path
+    for ext in (".gz", ".bz2", ".xz", *_UNREADABLE_EXTS):
+        if _ARCHIVE_RE.fullmatch(os.path.basename(path + ext)) and os.path.lexists(path + ext):
+            _LISTED.add(path + ext)  # opened as the listed files are: not through a link
+            return path + ext
+    return path
 
 
 def open_log_file(path: str) -> int:
@@ -150,6 +205,28 @@ def expand(paths: list[str]) -> list[str]:
     return out
 
 
+def written_to(out: BinaryIO) -> tuple[int, int] | None:
+    """The identity of the regular file ``out`` writes to (else None): an input
+    that is it would grow as it is read (`replay mail.log* --output mail.log.ndjson`,
+    run again to resume: 2.4 GB in 20 s, until the disk was full)."""
+    try:
+        st = os.fstat(out.fileno())
+    except (OSError, ValueError):  # (io.UnsupportedOperation: no file under it)
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+def is_output(path: str, output: tuple[int, int] | None) -> bool:
+    """Whether ``path`` is the output ``written_to`` told."""
+    if output is None or path == "-":
+        return False
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == output
+
+
 def _missing_why(path: str) -> str:
     """Why a path does not exist: "no such file or directory", or what stat says when it
     is something else (a symbolic link loop, a file taken for a directory)."""
@@ -167,6 +244,11 @@ def open_binary(path: str) -> BinaryIO:
     input). Pipes too (``<(zcat …)``, a FIFO): the magic is peeked, not read back.
     A file of other binary data (a ``!zstd`` or encrypting processor's output) is
     refused with BinaryInput: its bytes cut at newlines would be garbage records."""
+    return _open_stored(path)[0]
+
+
+def _open_stored(path: str) -> tuple[BinaryIO, BinaryIO]:
+    """``open_binary``'s reading, and the file as stored under it (compressed)."""
     if path == "-":
         f = sys.stdin.buffer
     elif path in _LISTED:
@@ -183,16 +265,19 @@ def open_binary(path: str) -> BinaryIO:
             f.close()
         raise InputError(f"{path}: {exc.strerror}") from None
     if magic[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=f)  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=f), f  # type: ignore[return-value]
     if magic[:3] == b"BZh":
-        return bz2.BZ2File(f)  # type: ignore[return-value]
+        return bz2.BZ2File(f), f  # type: ignore[return-value]
     if magic == b"\xfd7zXZ\x00":
-        return lzma.LZMAFile(f)  # type: ignore[return-value]
+        return lzma.LZMAFile(f), f  # type: ignore[return-value]
     if f is not sys.stdin.buffer and _binary(f):
         f.close()
+        if path.endswith(_UNREADABLE_EXTS):
+            raise BinaryInput(f"{path}: compressed by a tool other than gzip, bzip2 or xz: not "
+                              "read (decompress it first)")
         raise BinaryInput(f"{path}: binary data, not text nor gzip, bzip2 or xz (a processor's "
                           "output such as zstd or encrypted?): not read")
-    return f
+    return f, f
 
 
 def _binary(f: BinaryIO) -> bool:
@@ -211,26 +296,51 @@ _DECOMPRESSED = (gzip.GzipFile, bz2.BZ2File, lzma.LZMAFile)
 _READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error)
 
 
-def read_batches(path: str, max_line: int = 64 * 1024, batch_lines: int = BATCH_LINES
-                 ) -> Iterator[InputBatch]:
+Opened = dict[str, tuple[BinaryIO, BinaryIO]]
+
+
+def held_open(paths: list[str]) -> Opened:
+    """The files logrotate made of one log, opened before the first is read: it renames
+    them all at once (mail.log.1 to mail.log.2.gz, mail.log to mail.log.1), and the
+    names read later held other lines (a day of them lost, exit 0). One that cannot
+    be opened is left to its reading, which says why."""
+    opened: Opened = {}
+    for p in paths[:256] if len(paths) > 1 else ():  # (bounded: a descriptor each)
+        try:
+            opened[p] = _open_stored(p)
+        except InputError:
+            pass
+    return opened
+
+
+def read_batches(path: str, max_line: int = 64 * 1024, batch_lines: int = BATCH_LINES,
+                 opened: Opened | None = None) -> Iterator[InputBatch]:
     """Batches of lines of one file. Memory is bounded by the chunk and the line cap. A
     read error (a truncated or corrupt archive) ends the file there: the lines read
     before it come out (the last one, cut by the damage, flagged partial), then
-    InputError."""
-    f = open_binary(path)
+    InputError. ``opened``: files opened before (held_open), taken from it."""
+    f, stored = opened.pop(path) if opened and path in opened else _open_stored(path)
     failed: list[BaseException] = []
     try:
-        yield from _split(f, path, max_line, batch_lines, failed)
+        yield from _split(f, path, max_line, batch_lines, failed, stored)
     finally:
         if f is not sys.stdin.buffer:
             f.close()
+            stored.close()  # (a decompressor does not close the file it was given)
     if failed:
         raise InputError(f"{path}: {failed[0]}")
 
 
 def _split(f: BinaryIO, path: str, max_line: int, batch_lines: int,
-           failed: list[BaseException]) -> Iterator[InputBatch]:
-    """The batches of ``f``; a read error ends them, put in ``failed``."""
+           failed: list[BaseException], stored: BinaryIO | None = None) -> Iterator[InputBatch]:
+    """The batches of ``f``; a read error ends them, put in ``failed``. ``stored``: the
+    file under a decompressor, whose position each batch tells (``read_to``)."""
+    def read_to() -> int | None:
+        try:
+            return stored.tell() if stored is not None and path != "-" else None
+        except (OSError, ValueError):
+            return None
+
     file_id: str | None = None
     head = b""
     pos = 0  # offset of the first byte of `carry`
@@ -295,16 +405,21 @@ def _split(f: BinaryIO, path: str, max_line: int, batch_lines: int,
         # A short read: a pipe with no more for now (a file's only at its end). What it
         # gave goes on at once, not when the batch is full: `tail -F current | shipper
         # parse -` is read as it comes. (A decompressor's steps are short reads too.)
-        if len(lines) >= batch_lines or (lines and len(chunk) < CHUNK and not isinstance(f, _DECOMPRESSED)):
+        # (Not before the file's id is settled: a file of one line not stamped as the
+        # fingerprint knows stamps, a syslog mail.log, went out with no id, where the
+        # daemon gives it one; the end of the file settles it.)
+        if (len(lines) >= batch_lines or (lines and pos - offsets[0] >= BATCH_BYTES)
+                or (lines and len(chunk) < CHUNK and not isinstance(f, _DECOMPRESSED)
+                    and (file_id is not None or path == "-"))):
             if not skipping:
-                yield InputBatch(source, file_id, lines, offsets, truncated or None)
+                yield InputBatch(source, file_id, lines, offsets, truncated or None, read_to=read_to())
                 lines, offsets, truncated = [], [], set()
             elif len(lines) > 1:
                 # the line being cut (the last) may yet end the file, and is flagged
                 # partial then: it alone waits for the next batch
                 k = len(lines) - 1
                 yield InputBatch(source, file_id, lines[:k], offsets[:k],
-                                 {i for i in truncated if i < k} or None)
+                                 {i for i in truncated if i < k} or None, read_to=read_to())
                 lines, offsets, truncated = lines[k:], offsets[k:], {0}
     partial = None
     if skipping:
@@ -314,14 +429,15 @@ def _split(f: BinaryIO, path: str, max_line: int, batch_lines: int,
         lines.append(carry)
         offsets.append(pos)
     if lines:
-        yield InputBatch(source, file_id, lines, offsets, truncated or None, partial)
+        yield InputBatch(source, file_id, lines, offsets, truncated or None, partial, read_to=read_to())
 
 
 _UNSAFE_RE = re.compile(r"\.u(\.gz|\.bz2|\.xz)?\Z")
 
 
 def read_joined(paths: list[str], max_line: int = 64 * 1024, batch_lines: int = BATCH_LINES,
-                on_error: Callable[[str, InputError], None] | None = None) -> Iterator[InputBatch]:
+                on_error: Callable[[str, InputError], None] | None = None,
+                opened: Opened | None = None) -> Iterator[InputBatch]:
     """The batches of the files of one multilog directory, in order, with a line that
     multilog cut at a rotation (longer than ~2000 bytes: the archive ends without a
     newline, the next file starts with the rest, unstamped) joined again, as the live
@@ -331,15 +447,15 @@ def read_joined(paths: list[str], max_line: int = 64 * 1024, batch_lines: int = 
     without a newline: they are joined too, up to ``max_line``. A ``.u`` file's
     last line (multilog died) is not joined, nor a fragment cut by the line cap or by
     damage. ``on_error``: a file that cannot be read to its end is told to it and the
-    next one goes on (else InputError is raised)."""
+    next one goes on (else InputError is raised). ``opened``: see read_batches."""
     held: InputBatch | None = None  # the previous file's last batch, ending in a fragment
-    for path in paths:
+    for path in _rotated_since(paths):
         first = True
         last: InputBatch | None = None
         damaged = False
         goes_on = False  # held's line went through this file: it may go on in the next
         try:
-            for b in read_batches(path, max_line, batch_lines):
+            for b in read_batches(path, max_line, batch_lines, opened):
                 if first and held is not None:
                     goes_on = _join(held, b, max_line, not _UNSAFE_RE.search(path))
                     if not goes_on:
@@ -439,6 +555,7 @@ class InputSet:
     name: str  # the directory, or the log's live file (mail.log for mail.log.2.gz)
 
 
+_COMPRESSED_RE = re.compile(r"\.(gz|bz2|xz)\Z")
 _MEMBER_RE = re.compile(r"@[0-9a-f]{24}\.[su](\.gz|\.bz2|\.xz)?\Z|current\Z")
 
 
@@ -498,5 +615,10 @@ def input_sets(paths: list[str], plain_dirs: bool = False) -> list[InputSet]:
         if st.multilog:
             st.files.sort(key=_multilog_place)
         elif len(st.files) > 1:
+            # a compressed copy beside its original (gzip -k, logrotate compressing it
+            # right now: a torn .gz) is the same lines: the original is read, as in a
+            # multilog directory (both were, every record twice)
+            plain = set(st.files)
+            st.files = [f for f in st.files if _COMPRESSED_RE.sub("", f) == f or _COMPRESSED_RE.sub("", f) not in plain]
             st.files.sort(key=lambda f: _rotation(f)[1])
     return list(sets.values())

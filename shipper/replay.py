@@ -15,7 +15,9 @@ import hashlib
 import heapq
 import math
 import os
+import re
 import signal
+import stat
 import sys
 import time
 from collections import deque
@@ -27,14 +29,28 @@ import orjson
 from shipper.checkpoint import atomic_write, unsafe_dir_problem
 from shipper.multilog import is_stamped
 from shipper.parse import LineParser, ParseOptions
-from shipper.reader import BinaryInput, InputError, input_sets, read_joined
+from shipper.reader import (
+    BinaryInput,
+    InputError,
+    held_open,
+    input_sets,
+    is_output,
+    read_joined,
+    written_to,
+)
 from shipper.record import F_CONTINUATION, F_PARTIAL, F_TRUNCATED
 from shipper.sinks.base import Backoff, PermanentError, SinkError, deliver
+from shipper.tai64n import LabelError, decode_ns
 from shipper.transforms import build_transformer, sink_filter
 from shipper.when import FORMS, parse_time, year_arg
 
 BATCH = 2000
+BATCH_BYTES = 16 << 20  # and lines of at most about this much: 2000 of 60 KB held 290 MB
+_ARCHIVE_NAME_RE = re.compile(r"@[0-9a-f]{24}\.[su]")
 CONFIRM_STALL = 30.0  # s the end of a replay waits for a peer acknowledging nothing
+# --rate: what was read goes out at least this often (s), not at each pause of the pacing
+# (every few records: an INSERT, a ClickHouse part and a progress fsync each)
+RATE_FLUSH = 0.5
 
 
 def input_groups(paths: list[str]) -> list[list[str]]:
@@ -42,6 +58,36 @@ def input_groups(paths: list[str]) -> list[list[str]]:
     a multilog directory, or its files named one by one; the files logrotate made of one
     log, oldest first; each file once); the streams are merged by time later."""
     return [st.files for st in input_sets(paths)]
+
+
+# An archive is named by the time multilog closed it: its lines are older, the next
+# one's newer. Lines stamped by another clock or in a zone (tai64nlocal, syslog) are
+# near it, within this margin.
+WINDOW_MARGIN_NS = 86_400 * 1_000_000_000
+
+
+def in_window(files: list[str], since: int | None, until: int | None) -> list[str]:
+    """A multilog directory's files that may hold lines in [since, until), by their
+    names: a replay of a day out of years of archives read (and decompressed) them all.
+    The archive before the first kept one is kept too (a line multilog cut at its end is
+    joined with its tail), and the one after the last."""
+    times: list[int | None] = []
+    for f in files:
+        name = os.path.basename(f)
+        try:
+            times.append(decode_ns(name[:25]) if _ARCHIVE_NAME_RE.match(name) else None)
+        except (LabelError, ValueError):
+            times.append(None)
+    lo, hi = 0, len(files)
+    if since is not None:
+        first = next((i for i, t in enumerate(times) if t is None or t >= since - WINDOW_MARGIN_NS),
+                     len(files))
+        lo = max(0, first - 1)
+    if until is not None:
+        last = next((i for i, t in enumerate(times) if t is not None and t >= until + WINDOW_MARGIN_NS),
+                    len(files))
+        hi = min(len(files), last + 2)
+    return files[lo:max(lo, hi)]
 
 
 def progress_key(file_id: str | None, path: str, labelled: bool = True) -> str:
@@ -70,7 +116,8 @@ def _readable_batches(files: list[str], max_line: int, counters: dict[str, int],
 
     if multilog:
         return read_joined(files, max_line, on_error=said)
-    return (b for f in files for b in read_joined([f], max_line, on_error=said))
+    opened = held_open(files)  # (logrotate may rename them while the first are read)
+    return (b for f in files for b in read_joined([f], max_line, on_error=said, opened=opened))
 
 
 def source_options(config: Any, path: str) -> Any:
@@ -132,6 +179,7 @@ def _group_records(files: list[str], opts: ParseOptions, done: dict[str, int],
     is labelled (how its progress is kept: progress_key), filled in here."""
     parser = LineParser(opts)
     keys = {} if keys is None else keys
+    stored_at: dict[str, int] = {}  # per file, how far its stored bytes were counted
     for batch in _readable_batches(files, opts.max_line, counters, multilog):
         path = batch.source
         parser.source, parser.file_id = path, batch.file_id
@@ -140,7 +188,15 @@ def _group_records(files: list[str], opts: ParseOptions, done: dict[str, int],
             labelled = keys[path] = bool(batch.lines) and batch.offsets[0] == 0 and is_stamped(
                 batch.lines[0][:26])
         skip_to = done.get(progress_key(batch.file_id, path, labelled), -1)
-        counters["bytes"] += sum(map(len, batch.lines)) + len(batch.lines)
+        size = sum(map(len, batch.lines)) + len(batch.lines)
+        counters["line_bytes"] += size
+        # the progress in the files' sizes: a .gz's lines are 5-10 times its size (the
+        # bar stood at 100 %, ETA 0 s, with three quarters of the work to come)
+        if batch.read_to is None:
+            counters["bytes"] += size
+        else:
+            counters["bytes"] += max(0, batch.read_to - stored_at.get(path, 0))
+            stored_at[path] = max(batch.read_to, stored_at.get(path, 0))
         records = parser.parse_batch(batch.lines, batch.offsets)
         for i in batch.truncated or ():
             records[i].add_flag(F_TRUNCATED)
@@ -222,15 +278,26 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
     # Absolute paths: the resume state is keyed by them (however the path was typed), and
     # records name their file as a live run does.
     sets = input_sets([p if p == "-" else os.path.abspath(p) for p in args.paths])
+    output = written_to(out) if out is not None else None
+    for st in sets:
+        for f in [f for f in st.files if is_output(f, output)]:
+            print(f"replay: {f}: the output file itself: not read", file=sys.stderr)
+            st.files.remove(f)
+    sets = [st for st in sets if st.files]
     groups = [st.files for st in sets]
     opts = [parse_options(args, config, st.name) for st in sets]
     multilog = [st.multilog for st in sets]
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
+    listed = sum(map(len, groups))
+    groups = [in_window(g, since, until) if m else g for g, m in zip(groups, multilog, strict=True)]
+    outside = listed - sum(map(len, groups))
     # The progress is the replay's of these arguments; what each file holds is told by its
     # identity (progress_key), so files that came or went since (multilog rotated,
     # logrotate ran) do not make it start over, nor skip lines of a new file
-    key = orjson.dumps(["v2", sorted({p if p == "-" else os.path.realpath(p) for p in args.paths}),
+    # (not the output, named again by the glob of a run resumed: the same replay)
+    named = [p for p in args.paths if not is_output(p, output)]
+    key = orjson.dumps(["v2", sorted({p if p == "-" else os.path.realpath(p) for p in named}),
                         args.since, args.until, args.sink or args.output]).decode()
     state_path = _state_path(args.state_dir, key) if args.state_dir else None
     if state_path:
@@ -245,14 +312,15 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
             print(f"replay: progress file {state_path} unreadable ({exc}); starting over", file=sys.stderr)
             done = {}
     total = sum(os.path.getsize(f) for g in groups for f in g)
-    counters = {"bytes": 0, "filtered": 0, "resumed": 0, "transformed_away": 0}
+    counters = {"bytes": 0, "line_bytes": 0, "filtered": 0, "resumed": 0, "transformed_away": 0}
     keys: dict[str, bool] = {}
     progress = Progress(total)
     sent = 0
     batch: list[dict[str, Any]] = []
     marks: list[tuple[str, int] | None] = []  # batch's lines' places (mark)
     interval = 1.0 / args.rate if args.rate else 0.0
-    t_next = time.monotonic()
+    t_next = flushed_at = time.monotonic()
+    read_at_flush = 0  # counters["line_bytes"] at the last flush
     backoff = Backoff()
 
     # A stream sink's batches count done once the peer's TCP has them (sinks.confirm),
@@ -304,13 +372,20 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
             await asyncio.sleep(0.02)
 
     async def flush(final: bool = False) -> None:
-        nonlocal sent, batch, marks
+        nonlocal sent, batch, marks, flushed_at, read_at_flush
+        flushed_at, read_at_flush = time.monotonic(), counters["line_bytes"]
         if batch:
             if args.dry_run:
                 pass
             elif out is not None:
-                out.write(b"".join(orjson.dumps(r) + b"\n" for r in batch))
-                out.flush()
+                try:
+                    out.write(b"".join(orjson.dumps(r) + b"\n" for r in batch))
+                    out.flush()
+                except OSError as exc:
+                    if exc.filename is not None or isinstance(exc, BrokenPipeError):
+                        raise
+                    # "[Errno 28] No space left on device" named no file
+                    raise OSError(exc.errno, exc.strerror, args.output) from None
             else:
                 try:
                     await deliver(sink, batch, backoff)
@@ -359,9 +434,10 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
             t_next += interval
             delay = t_next - time.monotonic()
             if delay > 0:
-                await flush()
+                if time.monotonic() - flushed_at >= RATE_FLUSH:
+                    await flush()
                 await asyncio.sleep(delay)
-        if len(batch) >= BATCH:
+        if len(batch) >= BATCH or counters["line_bytes"] - read_at_flush >= BATCH_BYTES:
             await flush()
             progress.update(counters["bytes"], sent)
     await flush(final=True)
@@ -370,6 +446,7 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
     left = counters["transformed_away"]
     print(f"replay: {verb} {sent:,} records; {counters['filtered']:,} outside --since/--until; "
           f"{counters['resumed']:,} already sent before"
+          + (f"; {outside:,} archives wholly outside --since/--until not read" if outside else "")
           + (f"; {left:,} not taken by the transforms or the sink's filters" if left else ""),
           file=sys.stderr)
     if state_path and not args.dry_run:
@@ -394,6 +471,27 @@ def _rate(text: str) -> float:
     return rate
 
 
+def _cut_torn_record(out: Any, path: str) -> None:
+    """A record cut short at the end of the output (a full disk, a kill -9 in a write)
+    is removed: the run that resumes sends it again, and appended to it, the next
+    record made one line of neither (found filling a small disk, then resuming)."""
+    st = os.fstat(out.fileno())
+    if not stat.S_ISREG(st.st_mode) or not st.st_size:
+        return  # (a FIFO, /dev/stdout: nothing to read back)
+    with open(path, "rb") as f:  # (opened for appending, the output cannot be read)
+        if os.fstat(f.fileno()).st_ino != st.st_ino:
+            return
+        f.seek(max(0, st.st_size - (1 << 20)))
+        tail = f.read(1 << 20)
+    if not tail or tail.endswith(b"\n"):
+        return
+    start = tail.rfind(b"\n") + 1
+    if not tail.startswith(b'{"', start) or (start == 0 and st.st_size > len(tail)):
+        return  # not a record of ours, or one longer than looked at: left as it is
+    os.ftruncate(out.fileno(), st.st_size - len(tail) + start)
+    print(f"replay: {path}: a record cut short at its end removed (sent again)", file=sys.stderr)
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -409,7 +507,8 @@ def main(argv: list[str]) -> int:
     target.add_argument("--sink", metavar="NAME", help="a sink of the configuration (-c)")
     target.add_argument("--output", metavar="FILE", help="write NDJSON to FILE (- for stdout)")
     ap.add_argument("-c", "--config", metavar="FILE", help="configuration naming the sink")
-    ap.add_argument("--since", metavar="T", help=f"only records at or after T; T: {FORMS}")
+    ap.add_argument("--since", metavar="T", help=f"only records at or after T (archives closed "
+                    f"more than a day before T are not read); T: {FORMS}")
     ap.add_argument("--until", metavar="T", help="only records before T")
     ap.add_argument("--rate", type=_rate, metavar="N", help="at most N records per second")
     ap.add_argument("--dry-run", action="store_true", help="read and count, send nothing")
@@ -480,6 +579,7 @@ def main(argv: list[str]) -> int:
         else:
             # 0640 as the file sink's: it holds mail addresses (it was 0644 by the umask)
             out = open(args.output, "ab", opener=lambda p, f: os.open(p, f, 0o640))  # noqa: SIM115 - closed below
+            _cut_torn_record(out, args.output)
         try:
             return asyncio.run(_run(args, sink, out, config))
         finally:

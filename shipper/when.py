@@ -53,7 +53,7 @@ def parse_time(text: str, now: float | None = None) -> int:
         raise ValueError(f"not a time: {text!r} (a field out of range)")
     frac = m.group(7) or ""
     if tz is None:  # local time, as tai64nlocal shows it
-        secs = int(time.mktime((y, mo, d, h, mi, s, 0, 0, -1)))
+        secs = _local(y, mo, d, h, mi, s)
     else:
         secs = calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
         if tz != "Z":
@@ -61,6 +61,19 @@ def parse_time(text: str, now: float | None = None) -> int:
             off = int(tz[1:3]) * 3600 + int(tz[3:5]) * 60
             secs -= off if tz[0] == "+" else -off
     return secs * NS + (int(frac.ljust(9, "0")) if frac else 0)
+
+
+def _local(y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
+    """Local time → unix seconds: in the hour a DST change repeats its first reading (as
+    the parser reads tai64nlocal lines); in the time one skips, as standard time. Not
+    mktime's own pick (isdst -1): glibc takes the DST state of what it converted last,
+    so --until "2024-10-27 02:30" (Europe/Berlin) moved by an hour with --since's season."""
+    readings = []
+    for isdst in (1, 0):
+        t = int(time.mktime((y, mo, d, h, mi, s, 0, 0, isdst)))
+        if time.localtime(t).tm_isdst == isdst:  # a reading of that wall time indeed
+            readings.append(t)
+    return min(readings) if readings else int(time.mktime((y, mo, d, h, mi, s, 0, 0, 0)))
 
 
 YEAR_MIN, YEAR_MAX = 1970, 9999  # the config's syslog_year takes the same
