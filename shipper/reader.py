@@ -238,17 +238,13 @@ def _missing_why(path: str) -> str:
     return "no such file or directory"
 
 
-def open_binary(path: str) -> BinaryIO:
-    """Open a file, decompressing gzip/bzip2/xz by their magic bytes (not by name:
-    a multilog ``!gzip`` processor leaves gzip data in ``@….s``; nor for standard
-    input). Pipes too (``<(zcat …)``, a FIFO): the magic is peeked, not read back.
-    A file of other binary data (a ``!zstd`` or encrypting processor's output) is
-    refused with BinaryInput: its bytes cut at newlines would be garbage records."""
-    return _open_stored(path)[0]
-
-
 def _open_stored(path: str) -> tuple[BinaryIO, BinaryIO]:
-    """``open_binary``'s reading, and the file as stored under it (compressed)."""
+    """A file opened for reading, decompressing gzip/bzip2/xz by their magic bytes (not
+    by name: a multilog ``!gzip`` processor leaves gzip data in ``@….s``; nor for standard
+    input), and the file as stored under it. Pipes too (``<(zcat …)``, a FIFO): the magic
+    is peeked, not read back. A file of other binary data (a ``!zstd`` or encrypting
+    processor's output) is refused with BinaryInput: its bytes cut at newlines would be
+    garbage records."""
     if path == "-":
         f = sys.stdin.buffer
     elif path in _LISTED:

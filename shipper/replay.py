@@ -51,13 +51,8 @@ CONFIRM_STALL = 30.0  # s the end of a replay waits for a peer acknowledging not
 # --rate: what was read goes out at least this often (s), not at each pause of the pacing
 # (every few records: an INSERT, a ClickHouse part and a progress fsync each)
 RATE_FLUSH = 0.5
-
-
-def input_groups(paths: list[str]) -> list[list[str]]:
-    """The arguments → the files of each stream, in reading order (``reader.input_sets``:
-    a multilog directory, or its files named one by one; the files logrotate made of one
-    log, oldest first; each file once); the streams are merged by time later."""
-    return [st.files for st in input_sets(paths)]
+# replay has no buffer: it waits, and its progress lets it be stopped and run again
+REPLAY_WAITS = "the replay waits for it; Ctrl-C stops it, and the same command run again resumes"
 
 
 # An archive is named by the time multilog closed it: its lines are older, the next
@@ -361,7 +356,7 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
                 again = list(unconfirmed)
                 unconfirmed.clear()
                 for b in again:
-                    await deliver(sink, b[0], backoff)
+                    await deliver(sink, b[0], backoff, waiting=REPLAY_WAITS)
                     unconfirmed.append(b)
                 continue
             if not final or not unconfirmed:
@@ -388,7 +383,7 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
                     raise OSError(exc.errno, exc.strerror, args.output) from None
             else:
                 try:
-                    await deliver(sink, batch, backoff)
+                    await deliver(sink, batch, backoff, waiting=REPLAY_WAITS)
                 except PermanentError as exc:
                     print(f"replay: the sink refused a batch for good: {exc}", file=sys.stderr)
                     raise

@@ -634,3 +634,30 @@ exclude_events = ["status"]
     plain = {fingerprint(f.read_bytes()[:64]) for f in d.iterdir() if f.is_file()}
     fids = {rec["file_id"] for rec in recs}
     assert len(fids) > 10 and not fids & plain  # keyed
+
+
+def test_replay_to_a_sink_down_says_it_waits_not_that_a_buffer_holds_the_records(tmp_path):
+    """Found by a fault hunt: replay to a receiver that is down said "retrying; records
+    wait in the buffer", the daemon's words; replay has no buffer: it waits, and is
+    resumed by running it again."""
+    import socket
+    d = _multilog_dir(tmp_path, "log", ["new msg 1"])
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "shipper.toml"
+    cfg.write_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\npaths = ["{d}"]\n'
+                   f'[sinks.s]\ntype = "syslog"\nprotocol = "tcp"\nhost = "127.0.0.1"\nport = {port}\n')
+    p = subprocess.Popen([sys.executable, "-m", "shipper", "replay", "-c", str(cfg), "--sink", "s", str(d)],
+                         stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert p.stderr is not None
+        line = ""
+        deadline = time.monotonic() + 60
+        while "retrying" not in line and time.monotonic() < deadline:
+            line = p.stderr.readline()
+            assert line or p.poll() is None, "replay ended without retrying"
+    finally:
+        p.kill()
+        p.wait(30)
+    assert "retrying; the replay waits for it" in line and "buffer" not in line, line

@@ -360,9 +360,12 @@ def printable(text: str, limit: int = 500) -> str:
     return _CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], text)
 
 
-def note_failure(sink: Sink, backoff: Backoff, exc: SinkError) -> float:
+WAIT_IN_BUFFER = "records wait in the buffer"
+
+
+def note_failure(sink: Sink, backoff: Backoff, exc: SinkError, waiting: str = WAIT_IN_BUFFER) -> float:
     """Count and say a failed attempt (said once an outage, and at each new cause);
-    returns the delay before the next."""
+    returns the delay before the next. ``waiting``: where the records wait meanwhile."""
     sink.stats.failed += 1
     sink.stats.failing = True
     # what a peer sent may be in the text: never raw control bytes into the log
@@ -371,13 +374,13 @@ def note_failure(sink: Sink, backoff: Backoff, exc: SinkError) -> float:
     if backoff.attempt == 0 or why != sink.stats.last_error:
         # the first failure of an outage, and each new cause (an expired
         # certificate after a refused connection), not every retry
-        log.warning("sink %s: %s (retrying; records wait in the buffer)", sink.name, why)
+        log.warning("sink %s: %s (retrying; %s)", sink.name, why, waiting)
     sink.stats.last_error = why
     return backoff.next_delay(exc.retry_after)
 
 
 async def deliver(sink: Sink, records: list[dict[str, Any]], backoff: Backoff | None = None,
-                  stop: asyncio.Event | None = None) -> bool:
+                  stop: asyncio.Event | None = None, waiting: str = WAIT_IN_BUFFER) -> bool:
     """Send until delivered. Returns False if ``stop`` was set first.
 
     Never gives up on a retryable error: the disk buffer holds the data, and
@@ -406,7 +409,7 @@ async def deliver(sink: Sink, records: list[dict[str, Any]], backoff: Backoff | 
             raise
         except SinkError as exc:
             first = False
-            delay = note_failure(sink, backoff, exc)
+            delay = note_failure(sink, backoff, exc, waiting)
             if stop is None:
                 await asyncio.sleep(delay)
             else:
