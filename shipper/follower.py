@@ -938,7 +938,7 @@ class MultilogFollower(_FollowerBase):
         while self._breaks and (upto is None or (self._breaks[0].before is not None
                                                  and self._breaks[0].before <= upto)):
             b = self._breaks.pop(0)
-            self._drop_carry()  # the file after the hole is not known to continue its line
+            self._emit_carry()  # the file after the hole is not known to continue its line
             last_ns = None
             if b.before is not None:
                 k = self.known.get(b.before)
@@ -1693,7 +1693,7 @@ class MultilogFollower(_FollowerBase):
             for lb in [lb for lb in self.known if lb <= self.done]:
                 del self.known[lb]
 
-    def _drop_carry(self) -> None:
+    def _emit_carry(self) -> None:
         if self._carry is not None:
             frag, off, fid, path = self._carry
             self._carry = None
@@ -1714,7 +1714,7 @@ class MultilogFollower(_FollowerBase):
         if len(head) < 26 and b"\n" not in head and self.live:
             return False
         frag, off, fid, path = r.join
-        if not ml.should_join(frag, head, False):
+        if not ml.should_join(head):
             r.join = None
             self._carry_state = None
             self._emit_carried(path, fid, frag, off)
@@ -1749,7 +1749,7 @@ class MultilogFollower(_FollowerBase):
         plan = ml.plan_next(listing, self.known, self.done, self.pending, self._finished, present,
                             self._finished_fid)
         if plan.lost and self._carry is not None:
-            self._drop_carry()
+            self._emit_carry()
         self.pending = plan.pending
         if any(p.restored for p in plan.gone) and self._anchor_gone():
             # A file read before the stop is gone, and its archive with it, unseen: the n
@@ -1803,7 +1803,7 @@ class MultilogFollower(_FollowerBase):
         if plan.unreadable is not None:
             self._say_breaks(plan.unreadable)
             k = self.known.get(plan.unreadable)
-            self._drop_carry()
+            self._emit_carry()
             self.done = plan.unreadable
             self._emit_gap(k.name if k else plan.unreadable, k.size if k else None, False,
                            "archive is empty: its processor wrote none of the lines (no raw lines "
@@ -1819,7 +1819,7 @@ class MultilogFollower(_FollowerBase):
             if r is None and self._open_errno in (errno.EISDIR, errno.ENXIO):
                 # a FIFO or a directory named like an archive: never readable, and
                 # multilog's n limit never removes a directory: skipped, said as a gap
-                self._drop_carry()
+                self._emit_carry()
                 self.done = plan.open_label
                 self._emit_gap(k.name, None, False, "not a regular file (a FIFO, socket or "
                                "directory named like an archive): skipped",
@@ -1840,7 +1840,7 @@ class MultilogFollower(_FollowerBase):
                     self.known[plan.open_label] = got
                     return self._retry_plan()
             if r is None:  # deleted between listing and open
-                self._drop_carry()
+                self._emit_carry()
                 self.done = plan.open_label
                 with_dir = plan.open_label in self._gone_with_dir or self._dir_replaced_now()
                 self._emit_gap(k.name, k.size, k.size is not None and k.content == ml.TEXT,

@@ -174,16 +174,16 @@ def is_stamped(line_start: bytes) -> bool:
     return _STAMP_RE.match(line_start) is not None
 
 
-def should_join(fragment: bytes, next_first: bytes, fragment_unsafe: bool) -> bool:
-    """Join a file's unterminated last line with the next file's first line?
+def should_join(next_first: bytes) -> bool:
+    """Join a file's unterminated last line with the next file's first line (whose
+    first bytes are ``next_first``)?
 
     multilog rotates in the middle of a line only when the line is longer than
     about 2000 bytes: the archive ends without a newline and the next
     ``current`` starts with the tail, *without* a stamp. A ``.u`` file ends
-    mid-line because multilog died; what follows is a new, stamped line.
+    mid-line because multilog died; what follows is a new, stamped line (its
+    callers do not join after a ``.u``).
     """
-    if fragment_unsafe:
-        return False
     # A stamped first line starts a line of its own, whatever the fragment is (an
     # unstamped fragment may be the middle of a line split across three files,
     # or the garbage end of a damaged archive).

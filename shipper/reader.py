@@ -500,7 +500,7 @@ def _join(held: InputBatch, b: InputBatch, max_line: int, middle_ok: bool) -> bo
         return False
     i = held.partial
     assert i is not None
-    if not should_join(held.lines[i], b.lines[0][:26], False):
+    if not should_join(b.lines[0][:26]):
         return False
     if b.partial == 0:
         if not middle_ok or len(b.lines) != 1 or 0 in (b.truncated or ()):
