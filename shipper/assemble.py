@@ -398,6 +398,9 @@ class Assembly:
             m.sink_failures.set(s.failed, sink=name)
             m.sink_dead_lettered.set(s.dead_lettered, sink=name)
             m.sink_truncated.set(s.truncated, sink=name)
+            for event, n in s.extra.items():
+                if type(n) is int:  # (the RELP peer's software is a name, not a count)
+                    m.sink_events.set(n, sink=name, event=event)
             m.sink_connected.set(1 if s.connected else 0, sink=name)
             m.sink_failing.set(1 if s.failing else 0, sink=name)
             if s.last_error:

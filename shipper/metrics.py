@@ -215,6 +215,7 @@ class ShipperMetrics:
     sink_failures: Metric
     sink_dead_lettered: Metric
     sink_truncated: Metric
+    sink_events: Metric
     sink_connected: Metric
     sink_failing: Metric
     sink_last_error: Metric
@@ -283,6 +284,13 @@ def declare_shipper_metrics(registry: Registry, state_dir: str = "") -> ShipperM
                                      ("sink",)),
         sink_truncated=r.counter("shipper_sink_truncated_total",
                                  "Records cut to fit a size limit (flagged, not dropped).", ("sink",)),
+        sink_events=r.counter("shipper_sink_events_total",
+                              "What a sink of this type counts besides: peer_closed (connections "
+                              "the peer ended), unexpected_bytes (sent by a syslog peer, which sends "
+                              "none), resent_unacknowledged (records sent again after a connection "
+                              "lost them), duplicates (items an HTTP receiver had already), "
+                              "datagrams (GELF UDP), rotations, files_dropped, reopened (file sink).",
+                              ("sink", "event")),
         sink_connected=r.gauge("shipper_sink_connected", "1 when the sink's connection is up.",
                                ("sink",)),
         sink_failing=r.gauge("shipper_sink_failing",

@@ -419,3 +419,14 @@ async def test_a_removed_log_directory_beside_a_live_one(tmp_path: Path, removed
             assert asm.metrics.sink_sent.get(sink="o") == 2  # figures after the sources set too
         finally:
             await end_pipeline(asm.pipeline, task)
+
+
+def test_a_sinks_own_counts_are_exported(tmp_path: Path) -> None:
+    """Found by a review: the counts each sink keeps besides the common ones (a syslog
+    peer's closes, records sent again, a file sink's rotations) were kept and never read."""
+    with _assembled(tmp_path) as asm:
+        asm.pipeline.routes[0].sink.stats.extra.update(peer_closed=3, relp_server="librelp 1.11")
+        asm.collect()
+        assert asm.metrics.sink_events.get(sink="o", event="peer_closed") == 3
+        assert asm.metrics.sink_events.get(sink="o", event="rotations") == 0  # the file sink's own
+        assert ("o", "relp_server") not in asm.metrics.sink_events.values  # a name, not a count
