@@ -30,12 +30,12 @@ EVENTS = frozenset({
 # Programs named by the parsers (syslog tags are free text: a name not here is no error,
 # only one close to one of these is likely a typo)
 PROGRAMS = frozenset({
-    "checkpassword-pam", "chkuser", "clamd", "courierpop3login", "dovecot", "imapd", "jgreylist",
-    "pmg-smtp-filter", "pop3d", "postfix", "qmail-local-handlers", "qmail-pop3d", "qmail-popup",
-    "qmail-queue-handlers", "qmail-remote-handlers", "qmail-send", "qmail-smtpd", "qpsmtpd",
-    "rblsmtpd", "recordio", "relaylock", "s6-tcpserver-access", "s6-tcpserverd", "shipper",
-    "simscan", "smtp_auth", "spamd", "spamdyke", "sslserver", "tcpserver", "tcpsvd", "vchkpw",
-    "vpopmail",
+    "authdaemond", "checkpassword-pam", "chkuser", "clamd", "courier-imap", "courierpop3login",
+    "dovecot", "imapd", "imaplogin", "jgreylist", "pmg-smtp-filter", "pop3d", "postfix",
+    "qmail-local-handlers", "qmail-pop3d", "qmail-popup", "qmail-queue-handlers",
+    "qmail-remote-handlers", "qmail-send", "qmail-smtpd", "qpsmtpd", "rblsmtpd", "recordio",
+    "relaylock", "s6-tcpserver-access", "s6-tcpserverd", "shipper", "simscan", "smtp_auth",
+    "spamd", "spamdyke", "sslserver", "tcpserver", "tcpsvd", "vchkpw", "vpopmail",
 })
 
 

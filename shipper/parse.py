@@ -546,7 +546,7 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
         got = qmail_send_parse_at(text, text.find(" "))
         if got is not None:
             return "qmail-send", got[0], got[1], None
-    elif word.isdigit():
+    elif word.isdecimal():
         if (got := _recordio(text)) is not None:
             return got
         # qpsmtpd's stderr, "PID TEXT" (recordio's "PID < "/"PID > " tried first)
@@ -606,7 +606,7 @@ def _with_secrets(text: str) -> tuple[str | None, str, dict, int | None] | None:
         got = parse_vchkpw(text)
         return None if got is None else _result("vpopmail", got)
     sp = text.find(" ")
-    return _recordio(text) if sp > 0 and text[:sp].isdigit() else None
+    return _recordio(text) if sp > 0 and text[:sp].isdecimal() else None
 
 
 def _recordio(text: str) -> tuple[str | None, str, dict, int | None] | None:

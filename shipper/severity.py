@@ -32,7 +32,7 @@ _BY_EVENT: dict[str, int] = {
     "io_client": DEBUG,
     "qpsmtpd_debug": DEBUG,  # qpsmtpd's LOGDEBUG lines (loglevel 7)
     "unparsed": NOTICE,
-    "checkpassword_debug": DEBUG,  # checkpassword-pam's debugging() output
+    "checkpassword_debug": DEBUG,  # checkpassword-pam's debugging() output, Courier authlib's DEBUG_LOGIN
     "spamdyke_error": ERR,
     # Postfix's "warning: … SASL … authentication failed": msg_warn, LOG_WARNING
     "auth_failed": WARNING,

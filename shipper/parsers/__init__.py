@@ -66,6 +66,8 @@ PREFIXED: dict[str, ParserFn] = {
     "courierpop3login": plesk.parse_courier_pop3,
     "imapd": plesk.parse_courier_imap,
     "imapd-ssl": plesk.parse_courier_imap,
+    "imaplogin": plesk.parse_courier_imap,  # courier-imap before 4.0's login process
+    "authdaemond": plesk.parse_courier_authdaemond,  # its DEBUG_LOGIN=2 password lines
     # qpsmtpd's logging/syslog: its text without the pid (stderr's form: parse.dispatch)
     "qpsmtpd": qpsmtpd.parse_text,
 }
@@ -93,6 +95,8 @@ UNPREFIXED: tuple[tuple[str, ParserFn], ...] = (
     # checkpassword-pam 0.95's stderr, with the password in it
     ("checkpassword-pam", misc.parse_checkpassword_pam),
     ("spamdyke", misc.parse_spamdyke_untagged),
+    # Courier-IMAP's stderr into multilog: "INFO: LOGIN, user=...", its level always written
+    ("courier-imap", plesk.parse_courier_untagged),
     # dovecot's own log file or stderr: "imap-login: Info: ..." (its level always written)
     ("dovecot", misc.parse_dovecot_log),
     # spamd -s stderr into multilog: "[PID] info: spamd: …"

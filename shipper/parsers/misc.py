@@ -451,7 +451,7 @@ def parse_dovecot(text: str) -> Parsed | None:
                 if name is not None:
                     if value and (name[-3:] != "_ip" or may_be_address(value)):
                         f[name] = value
-                elif key in _DOVECOT_INTS and value.isdigit() and len(value) <= 10:
+                elif key in _DOVECOT_INTS and value.isdecimal() and len(value) <= 10:
                     f[_DOVECOT_INTS[key]] = int(value)
             # %c (client-common.c): "TLS" once handshaked (": ERROR" after it when the
             # connection ends on a TLS error), "TLS handshaking[: ERROR]" before, "secured"
@@ -535,12 +535,11 @@ def parse_simscan(text: str) -> Parsed | None:
             return None
         return "simscan_info", {"conn_pid": int(info.group(1)), "text": info.group(2)}
     fields: dict[str, Any] = {"conn_pid": int(m.group("pid")), "verdict": m.group("verdict")}
-    if m.group("score") is not None:
-        fields["score"] = _num(m.group("score"))
-        fields["threshold"] = _num(m.group("thr"))
-        if m.group("req") is not None:
-            fields["reject_threshold"] = _num(m.group("req"))
-    fields["scan_time"] = _num(m.group("secs"))
+    # a number that is none ("1.2.3", "-": a corrupt line) gives no key, not a null one
+    for name, group in (("score", "score"), ("threshold", "thr"), ("reject_threshold", "req"),
+                        ("scan_time", "secs")):
+        if m.group(group) is not None and (num := _num(m.group(group))) is not None:
+            fields[name] = num
     parts = m.group("rest").rsplit(":", 2)
     split = _subject_ip(parts[0]) if len(parts) == 3 else None
     if split is not None:

@@ -13,7 +13,9 @@ Pure functions of one line's text (after ``program[PID]: ``).
 * Courier-IMAP's pop3d/imapd (Plesk before 9.x's Dovecot, and many vpopmail boxes):
   ``LOGIN, user=U, ip=[IP], port=[P], protocol=POP3``, ``LOGIN FAILED, user=U, ip=[IP]``,
   ``LOGOUT|DISCONNECTED|TIMEOUT, user=U, ip=[IP], top=N, retr=N, rcvd=N, sent=N, time=N[, stls=1]``,
-  ``Connection, ip=[IP]``.
+  ``Connection, ip=[IP]``, ``Disconnected, ip=[IP], ...``; modern Courier writes its level
+  first (``INFO: LOGIN, ...``), which multilog keeps; courier-authlib's ``DEBUG_LOGIN``
+  lines (``LOGIN: ip=[IP], password=PW``, authdaemond's ``clearpasswd=PW, ...``) are redacted.
 """
 
 from __future__ import annotations
@@ -34,13 +36,24 @@ _RELAYLOCK_RE = re.compile(
 _FROM_RE = re.compile(r" from (?P<who>\S*) \[(?P<ip>[^\]]*)\]$")
 _SMTP_USER_RE = re.compile(r"SMTP user (?P<user>.*?) : \S+ logged in$")
 _SMTP_FAILED_RE = re.compile(r"FAILED: (?P<user>.*?) - (?P<reason>[^ ].*?)$")
-_COURIER_HEAD_RE = re.compile(r"(?P<what>[A-Z][A-Z ]*[A-Z]|Connection), (?P<rest>[a-z]+=.*)$")
-_COURIER_PAIR_RE = re.compile(r"([a-z]+)=(\[[^\]]*\]|[^,]*)(?:, |$)")
+# its stderr's level ("INFO: LOGIN, ...", "DEBUG: Connection, ..."): courierlogger takes
+# ERR/WARN/ALERT/CRIT/DEBUG/INFO off for syslog (courier-libs liblog/logger.c), not NOTICE;
+# multilog (courier-imap under tcpserver) keeps them all
+_COURIER_LEVEL_RE = re.compile(r"(?:ERR|WARN|ALERT|CRIT|DEBUG|INFO|NOTICE): *")
+# "Disconnected, ip=[IP], ..." ends a session that never logged in (imapd's bye_msg(),
+# pop3login's end), "Disconnected during shutdown by signal, ..." one imapd was told to end
+_COURIER_HEAD_RE = re.compile(
+    r"(?P<what>[A-Z][A-Z ]*[A-Z]|Connection|Disconnected(?: during shutdown by signal)?), (?P<rest>[a-z]+=.*)$")
+# a pair starts the text or follows ", ", and a "[...]" value ends before the next ","
+# (Courier's are an address or a port): tried at every letter, or with a "[" run to
+# the end of the line at every pair, a corrupt line of 64 KB took 10 s (quadratic)
+_COURIER_PAIR_RE = re.compile(r"(?:\A|(?<=, ))([a-z]+)=(\[[^\],]*\]|[^,]*)(?:, |$)")
 # Courier's per-session counters: POP3's top/retr, IMAP's headers/body, both rcvd/sent
 # (bytes) and time (seconds)
 _COURIER_COUNTS = {"top": "top", "retr": "retr", "headers": "headers", "body": "body",
                    "rcvd": "bytes_in", "sent": "bytes_out"}
-_COURIER_END = {"LOGOUT": "logout", "DISCONNECTED": "disconnected", "TIMEOUT": "timeout"}
+_COURIER_END = {"LOGOUT": "logout", "DISCONNECTED": "disconnected", "TIMEOUT": "timeout",
+                "Disconnected": "disconnected", "Disconnected during shutdown by signal": "shutdown"}
 
 
 def _ip(text: str) -> str | None:
@@ -126,11 +139,50 @@ def parse_smtp_auth(text: str) -> Parsed | None:
     return event, fields
 
 
+# courier-authlib authdebug.c courier_authdebug_login(): "DEBUG: LOGIN: ip=[%s], %s" (older
+# releases "LOGIN: DEBUG: ip=[%s], %s"), with DEBUG_LOGIN set in imapd's or pop3d's
+# configuration: "command=USER", "username=U" and, with DEBUG_LOGIN=2, "password=PW"
+_COURIER_DEBUG_RE = re.compile(r"(?:DEBUG: )?ip=\[([^\],]*)\], ")
+
+
+def _courier_login_debug(text: str, at: int) -> Parsed | None:
+    """Courier's login debugging (``LOGIN: ip=[IP], …`` from ``at``): ``checkpassword_debug``,
+    a ``password=`` redacted to the end of the line (the password is any text)."""
+    m = _COURIER_DEBUG_RE.match(text, at)
+    if m is None:
+        pw = text.find("password=", at)  # not its form, but a password all the same
+        return None if pw < 0 else ("checkpassword_debug", {"_redact": text[:pw] + "password=[REDACTED]"})
+    fields: dict[str, Any] = {}
+    if (ip := _ip(m.group(1))) is not None:
+        fields["remote_ip"] = ip
+    what = text[m.end():]
+    if what.startswith("password="):
+        fields["_redact"] = text[:m.end()] + "password=[REDACTED]"
+    elif what.startswith("username="):
+        fields["auth_user"] = what[9:]
+    return "checkpassword_debug", fields
+
+
+def parse_courier_authdaemond(text: str) -> Parsed | None:
+    """courier-authlib authdaemond's text: with DEBUG_LOGIN=2, courier_authdebug_authinfo()
+    writes ``PREFIX: clearpasswd=PW, passwd=HASH`` (``Authenticated: clearpasswd=…``):
+    ``checkpassword_debug``, redacted from ``clearpasswd=`` to the end of the line (the
+    password may hold ", passwd="). Its other lines: None."""
+    at = text.find("clearpasswd=")
+    if at < 0:
+        return None
+    return "checkpassword_debug", {"_redact": text[:at] + "clearpasswd=[REDACTED]"}
+
+
 def _courier(service: str) -> Callable[[str], Parsed | None]:
     def parse(text: str) -> Parsed | None:
         if text[-1:] in _TRAILING:
             text = text.rstrip(_TRAILING)
-        m = _COURIER_HEAD_RE.match(text)
+        lvl = _COURIER_LEVEL_RE.match(text)
+        at = lvl.end() if lvl is not None else 0
+        if text.startswith("LOGIN: ", at):
+            return _courier_login_debug(text, at + 7)
+        m = _COURIER_HEAD_RE.match(text, at)
         if m is None:
             return None
         what, rest = m.group("what"), m.group("rest")
@@ -169,7 +221,7 @@ def _courier(service: str) -> Callable[[str], Parsed | None]:
             fields["remote_port"] = int(pairs["port"])
         if pairs.get("protocol"):
             fields["proto"] = pairs["protocol"]
-        if pairs.get("stls") == "1":  # the session went to TLS by STLS/STARTTLS
+        if "1" in (pairs.get("stls"), pairs.get("starttls")):  # TLS by STLS (pop3d), STARTTLS (imapd)
             fields["tls"] = "STARTTLS"
         for key, name in _COURIER_COUNTS.items():
             if _digits(pairs.get(key, "")):
@@ -183,3 +235,28 @@ def _courier(service: str) -> Callable[[str], Parsed | None]:
 
 parse_courier_pop3 = _courier("pop3")
 parse_courier_imap = _courier("imap")
+
+
+def parse_courier_untagged(text: str) -> Parsed | None:
+    """Courier-IMAP's stderr with no name (tcpserver ... imaplogin ... into multilog), each
+    line with its level: ``INFO: LOGIN, user=U, ip=[IP], port=[P], protocol=IMAP``. The
+    service from ``protocol=`` or the session's counters (POP3's top/retr, IMAP's
+    headers/body), else none."""
+    if _COURIER_LEVEL_RE.match(text) is None:
+        return None
+    if "clearpasswd=" in text:  # authdaemond's DEBUG_LOGIN=2 on the same stderr
+        return parse_courier_authdaemond(text)
+    got = parse_courier_imap(text)
+    if got is None:
+        return None
+    event, fields = got
+    if event == "checkpassword_debug":  # its login debugging: no service
+        return got
+    proto = fields.get("proto", "").lower()
+    if proto.startswith(("pop3", "imap")):
+        fields["service"] = proto[:4]
+    elif "top" in fields or "retr" in fields or ", stls=1" in text:
+        fields["service"] = "pop3"
+    elif not ("headers" in fields or "body" in fields or ", starttls=1" in text):
+        del fields["service"]
+    return event, fields

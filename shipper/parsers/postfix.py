@@ -155,7 +155,7 @@ def _after_qid(service: str, rest: str, fields: dict[str, Any]) -> Parsed:
     if c == "u" and rest.startswith("uid="):  # pickup: "uid=0 from=<root>"
         sp = rest.find(" ")
         uid = rest[4:sp] if sp > 0 else rest[4:]
-        if uid.isdigit():
+        if uid.isdecimal():
             fields["uid"] = int(uid)
         if sp > 0 and rest.startswith("from=<", sp + 1):
             fields["mail_from"] = rest[sp + 7:].rstrip(">")
@@ -349,7 +349,7 @@ def _delivery(service: str, rest: str, fields: dict[str, Any]) -> Parsed:
     if text is not None:
         fields["text"] = text
         code = text[:3]
-        if code.isdigit() and text[3:4] == " ":
+        if code.isdecimal() and text[3:4] == " ":
             fields["smtp_code"] = int(code)
             if service == "lmtp" and text[-1:] == ")":
                 fid = _LMTP_ID_RE.match(text)

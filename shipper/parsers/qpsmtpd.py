@@ -61,7 +61,7 @@ _HOOKING_RE = re.compile(r"[\w:]+(?:: initializing | hooking [\w-]+$)")
 def parse(text: str) -> Parsed | None:
     """``PID TEXT`` as qpsmtpd writes it to stderr; None for any other line."""
     pid, sp, rest = text.partition(" ")
-    if not sp or not pid.isdigit() or len(pid) > 10:
+    if not sp or not pid.isdecimal() or len(pid) > 10:
         return None
     got = parse_text(rest)
     if got is None:
@@ -78,7 +78,7 @@ def parse_text(text: str) -> Parsed | None:
     head = text[:1]
     if head == "(":
         return _plugin(text)
-    if head.isdigit():
+    if head.isdecimal():
         return _reply(text)
     if text.startswith("dispatching "):
         return _command(text[12:])
@@ -86,7 +86,7 @@ def parse_text(text: str) -> Parsed | None:
         return "qpsmtpd_disconnect", {}
     if text.startswith("cleaning up after "):
         child = text[18:]
-        return ("qpsmtpd_child_end", {"conn_pid": int(child)}) if child.isdigit() and len(child) <= 10 else None
+        return ("qpsmtpd_child_end", {"conn_pid": int(child)}) if child.isdecimal() and len(child) <= 10 else None
     if text.startswith("Accepted connection "):
         m = _ACCEPTED_RE.match(text)
         if m is None:

@@ -66,7 +66,7 @@ def parse(text: str) -> Parsed | None:
 
 def _parse(text: str) -> Parsed | None:
     sp = text.find(" ")
-    if sp <= 0 or not text[:sp].isdigit() or text[sp + 2:sp + 3] != " ":
+    if sp <= 0 or not text[:sp].isdecimal() or text[sp + 2:sp + 3] != " ":
         return None
     d = text[sp + 1]
     if d == "<":
@@ -174,7 +174,7 @@ def secret_in(msg: str) -> tuple[int, int] | None:
 
 def _server_fields(msg: str, f: dict[str, Any]) -> None:
     c = msg[:3]
-    if c.isdigit() and (reply_class := _REPLY_CLASS.get(c[0])) is not None and msg[3:4] in ("", " ", "-"):
+    if c.isdecimal() and (reply_class := _REPLY_CLASS.get(c[0])) is not None and msg[3:4] in ("", " ", "-"):
         f["smtp_code"] = int(c)
         f["reply_class"] = reply_class
         if "." in msg:  # a search finding no x.y.z costs ten times this test

@@ -86,7 +86,7 @@ def parse_qmail_smtpd(text: str) -> Parsed | None:
     if text.startswith(_ACTIONS):
         return "smtp_decision", _decision(text, {})
     c = text[:1]
-    if "2" <= c <= "5" and text[1:3].isdigit() and text[3:4] == " ":
+    if "2" <= c <= "5" and text[1:3].isdecimal() and text[3:4] == " ":
         return _coded(text)
     return parse_patched(text)
 

@@ -68,7 +68,7 @@ _STATUS_SEEN: dict[str, dict[str, Any]] = {}  # see shipper.parsers.seen
 
 
 def _int(s: str) -> int | None:
-    return int(s) if s.isdigit() else None
+    return int(s) if s.isdecimal() else None
 
 
 def _local_fields(field: str, f: dict[str, Any]) -> None:
@@ -440,10 +440,11 @@ def _rblsmtpd(text: str) -> Parsed | None:
     if rbl_list:
         f["rbl_list"] = rbl_list
     if rest.startswith("greetdelay: "):
-        delay = _int(rest[12:])
-        if delay is None:
+        if _int(rest[12:]) is None:
             return None
-        f["delay"] = float(delay)
+        # float() of the digits, not of the int: too many of them are inf (the record's
+        # delay_text then), where float(int) raised OverflowError
+        f["delay"] = float(rest[12:])
         return "rbl_greetdelay", f
     if rest.startswith("[RBL info]"):
         f["text"] = rest[10:].lstrip()
