@@ -566,3 +566,27 @@ def test_a_float_its_digits_overflow_leaves_its_field_flagged():
         assert rec.event == "delivery" and "delay" not in rec.fields
         assert rec.fields["delay_text"] == "inf" and "malformed" in rec.flags
         assert "delay" not in orjson.loads(orjson.dumps(rec.to_dict()))
+
+
+def test_a_line_whose_parser_fails_ships_no_secret(monkeypatch) -> None:
+    """Found by a review: when a parser raised, the line went out whole as ``unparsed``,
+    with the password its parser would have taken out (POP3's PASS through recordio,
+    courier's DEBUG_LOGIN, vchkpw); cut after the word that may introduce one."""
+    import shipper.parse as parse_mod
+
+    def broken(*args, **kwargs):
+        raise ValueError("a parser bug")
+
+    monkeypatch.setattr(parse_mod, "dispatch", broken)
+    monkeypatch.setattr(parse_mod, "_with_secrets", broken)
+    for line, kept in ((b"@400000006b02a2aa2bcb057c 4711 < PASS hunter2\r ", "4711 < PASS [REDACTED]"),
+                       (b"@400000006b02a2aa2bcb057c imapd: LOGIN: ip=[::1], password=hunter2",
+                        "password= [REDACTED]"),
+                       (b"@400000006b02a2aa2bcb057c new msg 1", "new msg 1")):
+        rec = LineParser(ParseOptions()).parse(line)
+        assert rec.event == "unparsed" and "parse_error" in rec.fields, rec
+        assert "hunter2" not in rec.message and "hunter2" not in rec.raw
+        assert kept in rec.message
+        assert ("redacted" in rec.flags) == ("hunter2" in line.decode())
+    rec = LineParser(ParseOptions(redact=False)).parse(b"4711 < PASS hunter2")
+    assert "hunter2" in rec.raw  # redact = false: as it came
