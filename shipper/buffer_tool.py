@@ -105,7 +105,11 @@ def inspect(path: str | os.PathLike[str]) -> BufferReport:
     if not is_buffer(root):
         raise FileNotFoundError(not_a_buffer(root))
     segments = list_segments(root)
-    if state_path.exists():
+    if state_path.exists() and not state_path.is_file():
+        # "[Errno 21] Is a directory" ended verify, stats and repair
+        rep.problems.append(f"state is not a file: the next start sets it aside as "
+                            f"{aside_name(state_path).name} and rebuilds it from the segments")
+    elif state_path.exists():
         rep.state, rep.state_notes = decode_state(state_path.read_bytes())
         if rep.state is None:
             rep.problems.append("state file unusable (" + "; ".join(rep.state_notes) +
@@ -166,11 +170,14 @@ def inspect(path: str | os.PathLike[str]) -> BufferReport:
         next_first = None if last_segment else segments[i + 1][0]
         w = walk_segment(data, first, next_first, after=ack)
         rep.records += w.records
-        if w.records:
-            if rep.first_seq is None and w.first_data is not None:
-                # the seq of the first record, as written (next_seq - records is not it
-                # when seqs are missing: a gap frame an earlier repair left)
-                rep.first_seq = HEADER.unpack_from(data, w.first_data[0] - HEADER_SIZE)[2] & SEQ_MASK
+        if w.records and rep.first_seq is None and w.first_data is not None:
+            # the seq of the first record, as written (next_seq - records is not it
+            # when seqs are missing: a gap frame an earlier repair left)
+            rep.first_seq = HEADER.unpack_from(data, w.first_data[0] - HEADER_SIZE)[2] & SEQ_MASK
+        if w.next_seq > first:
+            # a tail holding only the gap frame a start wrote for records lost from it
+            # ends there too: taken as ending before it, verify said those records
+            # "the next start counts lost" after every start, counted already
             rep.last_seq = w.next_seq - 1
         if w.first_data is not None and rep.oldest_time_ns is None:
             rep.oldest_time_ns = payload_time(data[w.first_data[0]:w.first_data[1]])

@@ -76,6 +76,7 @@ import fcntl
 import logging
 import os
 import re
+import stat
 import struct
 import threading
 import time
@@ -737,6 +738,7 @@ class DiskQueue:
         # errno of the appends failing now (0: the last one worked): said once a spell; a
         # read-only state_dir (ext4 errors=remount-ro) said it at every retry, once a second
         self._append_failing = 0
+        self._state_anew_failed = False  # the state file deleted and not made again: said
         self._state_dirty = False
         self._positions: dict[str, Any] = {}
         self._map_seq = 0
@@ -796,6 +798,14 @@ class DiskQueue:
     def _recover(self, full_check: bool) -> None:
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         state_path = self.path / STATE_NAME
+        set_aside: list[str] = []
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_IFMT(os.lstat(state_path).st_mode) not in (stat.S_IFREG, stat.S_IFLNK):
+                # a directory (a mkdir -p or a restore gone wrong) failed every start with
+                # "Is a directory": a crash loop, where the segments hold all it knows
+                target = aside_name(state_path)
+                state_path.rename(target)
+                set_aside.append(f"not a file: set aside as {target.name}")
         existed = state_path.exists()
         self._state_fd = os.open(state_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
@@ -810,13 +820,17 @@ class DiskQueue:
         segments = list_segments(self.path)
         for leftover in self.path.glob("*.seg.tmp"):
             log.warning("buffer %s: removing %s left by an interrupted repair", self.path, leftover.name)
-            leftover.unlink()
+            try:
+                leftover.unlink()
+            except OSError as exc:  # a directory: it failed every start (a repair makes its own)
+                log.error("buffer %s: cannot remove %s: %s; left there", self.path, leftover.name,
+                          _oserror(exc))
         delivered_firsts = list_delivered(self.path)
         for delivered in self.path.glob("*" + DELETED_SUFFIX):
             with contextlib.suppress(OSError):  # else a later start tries again
                 delivered.unlink()
-        if state is None and (existed or segments):
-            why = "; ".join(notes) if notes else "missing"
+        if state is None and (existed or segments or set_aside):
+            why = "; ".join(set_aside + notes) or "missing"
             log.warning("buffer %s: state file unusable (%s): rebuilding it from %d segment(s)",
                         self.path, why, len(segments))
             self.stats.state_fallbacks += 1
@@ -1403,7 +1417,13 @@ class DiskQueue:
             if len(self._segs) == 1:
                 if self._segs[0].size == 0:
                     return
-                self._new_segment(self._last_seq + 1)
+                try:
+                    self._new_segment(self._last_seq + 1)
+                except OSError as exc:
+                    # no inode left (ENOSPC), EROFS: a plain OSError ended the daemon,
+                    # and every start again (a crash loop); the append waits instead
+                    self.stats.write_errors += 1
+                    raise QueueWriteError(self.path, f"cannot start a new segment: {_oserror(exc)}") from exc
             seg_last = self._segs[1].first - 1
             # records the sink has read are in flight (it may still deliver them from
             # memory): counted as dropped are those it never read
@@ -1500,11 +1520,91 @@ class DiskQueue:
 
     def _gone_locked(self) -> bool:
         """Our files were deleted under us (``rm -rf`` of the buffer, by hand): what we
-        write goes to unlinked inodes, lost at close."""
+        write goes to unlinked inodes, lost at close. The state file alone deleted is
+        made anew here (False)."""
         try:
-            return os.fstat(self._state_fd).st_nlink == 0 or os.fstat(self._wfd).st_nlink == 0
+            state_gone = os.fstat(self._state_fd).st_nlink == 0
+            tail_gone = os.fstat(self._wfd).st_nlink == 0
         except OSError:
             return True
+        if state_gone and not tail_gone:
+            return not self._state_anew()
+        if tail_gone and not state_gone:
+            return not self._tail_anew()
+        return state_gone or tail_gone
+
+    def _tail_anew(self) -> bool:
+        """Only the newest segment was deleted (an ``rm`` of the biggest file): taken for
+        the whole buffer gone, every older segment was forgotten, their records not in
+        memory counted lost (15,000 of 30,000 for a tail of 1,000) and deleted as
+        delivered at the next start. We still hold it open: it is written again, whole,
+        from there. If that fails, a new tail (what the reader cannot read of the old
+        one is counted missing, as for any segment deleted). False: neither worked."""
+        tail = self._segs[-1]
+        fd = -1
+        try:
+            with open(f"/proc/self/fd/{self._wfd}", "rb") as f:  # the deleted file, still open
+                data = f.read(tail.size)
+            if len(data) != tail.size:
+                raise OSError(errno.EIO, f"{len(data)} of {tail.size} bytes read back")
+            fd = os.open(tail.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            _write_all(fd, data, 0)
+            if self.fsync != "never":
+                os.fdatasync(fd)
+                self._fsync_dir()
+        except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    tail.path.unlink()
+            try:
+                self._new_segment(self._last_seq + 1)
+            except OSError:
+                return False  # nowhere to write: start a new buffer, or say why not
+            log.error("buffer %s: segment %s, the newest, was deleted while the shipper ran, "
+                      "and could not be written again (%s): new records go to %s", self.path,
+                      tail.path.name, _oserror(exc), self._segs[-1].path.name)
+            self.stats.repairs += 1
+            return True
+        os.close(self._wfd)
+        self._wfd = fd
+        if self._rfd_seg is tail:  # the reader's file would not see the appends from now on
+            os.close(self._rfd)
+            self._rfd, self._rfd_seg = -1, None
+        log.warning("buffer %s: segment %s, the newest, was deleted while the shipper ran: "
+                    "written again from the open file (nothing lost)", self.path, tail.path.name)
+        self.stats.repairs += 1
+        return True
+
+    def _state_anew(self) -> bool:
+        """Only the state file was deleted (an ``rm`` of it by hand, a cleaner): the
+        segments are all there, a new state file is all it takes. Taken for the whole
+        buffer gone, every segment was left behind and forgotten, the records not in
+        memory counted lost (the sink never got them), and the next start deleted those
+        files as delivered. False if it cannot be made now (said once; tried again)."""
+        path = self.path / STATE_NAME
+        fd = -1
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the buffer's lock is on it
+            os.pwrite(fd, bytes(2 * SLOT_SIZE), 0)
+        except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
+            if not self._state_anew_failed:
+                self._state_anew_failed = True
+                log.error("buffer %s: its state file was deleted while the shipper ran, and "
+                          "cannot be made again: %s (retrying)", self.path, _oserror(exc))
+            return False
+        self._state_anew_failed = False
+        with self._state_lock:
+            old, self._state_fd = self._state_fd, fd
+        os.close(old)
+        log.warning("buffer %s: its state file was deleted while the shipper ran: made again "
+                    "(the segments are all there: nothing lost)", self.path)
+        self.stats.repairs += 1
+        self._write_state(sync=self.fsync != "never", clean=False)
+        return True
 
     def _rehome_locked(self) -> None:
         """After our files were deleted: start a new buffer in the same place, seqs going
@@ -1783,6 +1883,11 @@ class DiskQueue:
             self._corruption(seg)
             return 0
         buf = self._chunk(seg, off, limit, HEADER_SIZE)
+        if len(buf) - (off - self._rbase) < HEADER_SIZE:
+            # fewer bytes than we wrote: the file was cut short under us (truncated by
+            # hand, a filesystem error); the struct.error of reading on ended the daemon
+            self._corruption(seg)
+            return 0
         ln = HEADER.unpack_from(buf, off - self._rbase)[0]
         if ln > MAX_RECORD or off + HEADER_SIZE + ln > limit:
             self._corruption(seg)
@@ -1846,6 +1951,11 @@ class DiskQueue:
         idx = self._segs.index(seg)
         next_first = self._segs[idx + 1].first if idx + 1 < len(self._segs) else None
         data = self._read_file(seg)
+        if next_first is None and len(data) < seg.size:
+            # the tail cut short under us, at a frame's end (0 bytes): its lost records end
+            # at our last seq. Found nothing bad, it was stepped past, and the appends after
+            # left a hole of NULs where it was: the next start counted the records again
+            next_first = self._last_seq + 1
         walk = walk_segment(data, seg.first, next_first)
         is_tail = seg is self._segs[-1]
         if is_tail:
@@ -1874,6 +1984,12 @@ class DiskQueue:
         self._rpos_ok = False
         if not walk.bad:
             self._rbuf_seg = None  # stale chunk; read again
+            if self._rfd_seg is seg:
+                # and maybe a stale file: the one at its path is whole (replaced under
+                # us); read through the old one, every turn met the same short read
+                # with the cursor moving nowhere, and read() never returned
+                os.close(self._rfd)
+                self._rfd, self._rfd_seg = -1, None
             return
         self._roff = seg.size
 
@@ -1946,7 +2062,9 @@ class DiskQueue:
                         log.error("buffer %s: cannot start a new buffer: %s", self.path, _oserror(exc2))
                         return False
                     return True
-                return False
+                if seg is self._segs[-1]:
+                    return False
+                # a new tail was started: it is an old segment now, deleted
             self._lose_segment(seg, "was deleted", None)
             return True
         now = time.monotonic()
@@ -2162,6 +2280,11 @@ class DiskQueue:
             if self._closed:
                 return
             try:
+                if self._wfd >= 0 and self._state_fd >= 0:
+                    # the state file or the newest segment deleted since the last look (none
+                    # under fsync=always or never): made again now, or what was appended
+                    # to it went with the process. The whole buffer gone: nothing to do
+                    self._gone_locked()
                 if self._wfd >= 0 and self._durable_seq < self._last_seq:
                     try:
                         os.fdatasync(self._wfd)
