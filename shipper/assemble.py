@@ -543,8 +543,8 @@ def check_state_access(config: Config) -> None:
         try:
             with open(path, "rb"):
                 pass
-        except FileNotFoundError:
-            pass
+        except (FileNotFoundError, IsADirectoryError):
+            pass  # (a directory there is moved aside when it is loaded)
         except PermissionError as exc:
             raise PermissionError(exc.errno, exc.strerror + " (not readable by this user)", path) from None
 

@@ -188,6 +188,22 @@ class CheckpointStore:
         except FileNotFoundError:
             self._warn(f"checkpoint {self.path}: missing (first start, or lost)", corrupt=False)
             return {}
+        except IsADirectoryError:
+            # (a mkdir -p or a restore gone wrong): no save could replace it, and the
+            # start was refused, a crash loop under supervise: moved aside, as a corrupt one
+            where = self.path + ".corrupt"
+            try:
+                if os.path.isdir(where):
+                    raise IsADirectoryError(errno.EISDIR, "taken", where)
+                os.replace(self.path, where)
+            except OSError as exc:
+                self._warn(f"checkpoint {self.path}: a directory, not a file, and it cannot be "
+                           f"moved aside ({exc.strerror}): remove it; sources restart from their "
+                           "start position")
+                return {}
+            self._warn(f"checkpoint {self.path}: a directory, not a file: moved aside as {where}; "
+                       "sources restart from their start position")
+            return {}
         except OSError as exc:
             self._warn(f"checkpoint {self.path}: unreadable: {exc.strerror}")
             return {}

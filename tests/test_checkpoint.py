@@ -209,3 +209,24 @@ def test_a_directory_above_that_a_group_can_write_is_unsafe(tmp_path):
     assert why is not None and "a directory above" in why and "writable by its group" in why
     top.chmod(0o3775)  # sticky: members cannot rename what is not theirs
     assert unsafe_dir_problem(str(top / "state")) is None
+
+
+def test_a_directory_in_place_of_the_checkpoint_is_moved_aside(tmp_path):
+    """Found by the buffer hunt: a directory where the checkpoint file belongs (a mkdir -p
+    or a restore gone wrong) refused every start, a crash loop under supervise, and no
+    save could replace it. Moved aside as a corrupt file is, said, and saved anew."""
+    from shipper.assemble import check_state_access
+    from shipper.config import load_config_text
+
+    cfg = load_config_text(f'state_dir = "{tmp_path}/state"\n[sources.q]\ntype = "multilog"\n'
+                           f'paths = ["{tmp_path}/log"]\n[sinks.o]\ntype = "file"\npath = "{tmp_path}/o"\n')
+    from shipper.checkpoint import checkpoint_path
+    path = checkpoint_path(cfg.state_dir, "q")
+    os.makedirs(os.path.join(path, "inside"))
+    check_state_access(cfg)  # no refusal: the load below takes care of it
+    store = CheckpointStore(path)
+    assert store.load() == {}
+    assert any("a directory, not a file: moved aside" in w for w in store.warnings), store.warnings
+    assert os.path.isdir(path + ".corrupt") and not os.path.exists(path)
+    store.set("k", {"x": 1})
+    assert store.save() and CheckpointStore(path).load() == {"k": {"x": 1}}
