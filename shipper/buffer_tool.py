@@ -296,8 +296,10 @@ def verify(path: str | os.PathLike[str], out: TextIO | None = None) -> int:
     print(f"buffer {rep.path}: {len(rep.problems)} problem(s):", file=out)
     for problem in rep.problems:
         print(f"  {problem}", file=out)
-    print(f"run `shipper buffer repair {rep.path}` (or start the shipper: it repairs at start)",
-          file=out)
+    # (a start repairs the newest segment; older ones as it reaches them: the same records
+    # kept, counted and set aside either way)
+    print(f"run `shipper buffer repair {rep.path}` with the shipper stopped (or start the "
+          "shipper: it repairs each damaged segment as it reads it)", file=out)
     return EXIT_PROBLEM
 
 

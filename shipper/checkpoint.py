@@ -117,7 +117,10 @@ def _owned_problem(target: str, uid: int, what: str, own: bool = False) -> str:
     from shipper.config import user_name  # (a heavy module: only when said)
 
     owner, user = user_name(uid), user_name(os.geteuid())
-    fix = (f"run shipper as {owner}, or chown -R {user} {target}" if own else
+    # (root running `shipper buffer` on the service user's buffer: run it as that user;
+    # a chown to root would stop the service)
+    fix = (f"run shipper as {owner} (sudo -u {owner} shipper …), or, if it is to run as {user}, "
+           f"chown -R {user} {target}" if own else
            f"use a directory that {owner} cannot change (install -d -m 700 -o {user})")
     return (f"{what} belongs to {owner}, this runs as {user}: {owner} could put links "
             f"or files in place of shipper's; {fix}")

@@ -226,7 +226,8 @@ def test_a_state_dir_of_another_user_is_named_with_what_to_do(tmp_path, made):
         what = state if made == "made" else f"{tmp_path}, a directory above {state},"
         said_run = f"ERROR shipper: cannot start: {what} belongs to {owner}, this runs as {me}: {owner} could "
         said_run += "put links or files in place of shipper's; " + (
-            f"run shipper as {owner}, or chown -R {me} {state}" if made == "made" else
+            f"run shipper as {owner} (sudo -u {owner} shipper …), or, if it is to run as {me}, "
+            f"chown -R {me} {state}" if made == "made" else
             f"use a directory that {owner} cannot change (install -d -m 700 -o {me})")
     try:
         r = subprocess.run([*prefix, sys.executable, "-m", "shipper", "check", "-c", path, "--no-probe"],
