@@ -14,6 +14,7 @@ import gzip
 import lzma
 import os
 import re
+import resource
 import stat
 import sys
 import zlib
@@ -134,7 +135,10 @@ def _rotated_since(paths: list[str]) -> Iterator[str]:
                     now = multilog_files(d)
                 except (InputError, OSError):
                     break  # (a link put there is refused when the directory is given again)
-                fresh = [f for f in now if os.path.basename(f)[:25] > newest and f != path]
+                # (current is no rotation: named as given, ./log/current, it was never
+                # equal to the listing's log/current, and read 101 times)
+                fresh = [f for f in now if os.path.basename(f) != "current"
+                         and os.path.basename(f)[:25] > newest]
                 if not fresh:
                     break
                 yield from fresh
@@ -295,18 +299,38 @@ _READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error)
 Opened = dict[str, tuple[BinaryIO, BinaryIO]]
 
 
+_HELD = [0]  # descriptors held_open holds now, of every set (replay reads them all at once)
+
+
 def held_open(paths: list[str]) -> Opened:
     """The files logrotate made of one log, opened before the first is read: it renames
     them all at once (mail.log.1 to mail.log.2.gz, mail.log to mail.log.1), and the
     names read later held other lines (a day of them lost, exit 0). One that cannot
-    be opened is left to its reading, which says why."""
+    be opened is left to its reading, which says why. Bounded, a descriptor a file:
+    at most 256 a set and half the open-files limit in all (five sets of 300 files
+    under 1,024 failed "Too many open files", 301 files unread); give back what is
+    left with ``release``."""
     opened: Opened = {}
-    for p in paths[:256] if len(paths) > 1 else ():  # (bounded: a descriptor each)
+    if len(paths) < 2:
+        return opened
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    room = 256 if soft == resource.RLIM_INFINITY else min(256, soft // 2 - _HELD[0])
+    for p in paths[:max(0, room)]:
         try:
             opened[p] = _open_stored(p)
         except InputError:
-            pass
+            continue
+        _HELD[0] += 1
     return opened
+
+
+def release(opened: Opened) -> None:
+    """Close the files held_open opened and nothing read (a replay stopped early)."""
+    for f, stored in opened.values():
+        f.close()
+        stored.close()
+        _HELD[0] -= 1
+    opened.clear()
 
 
 def read_batches(path: str, max_line: int = 64 * 1024, batch_lines: int = BATCH_LINES,
@@ -315,7 +339,11 @@ def read_batches(path: str, max_line: int = 64 * 1024, batch_lines: int = BATCH_
     read error (a truncated or corrupt archive) ends the file there: the lines read
     before it come out (the last one, cut by the damage, flagged partial), then
     InputError. ``opened``: files opened before (held_open), taken from it."""
-    f, stored = opened.pop(path) if opened and path in opened else _open_stored(path)
+    if opened and path in opened:
+        f, stored = opened.pop(path)
+        _HELD[0] -= 1
+    else:
+        f, stored = _open_stored(path)
     failed: list[BaseException] = []
     try:
         yield from _split(f, path, max_line, batch_lines, failed, stored)

@@ -21,7 +21,7 @@ import stat
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -36,6 +36,7 @@ from shipper.reader import (
     input_sets,
     is_output,
     read_joined,
+    release,
     written_to,
 )
 from shipper.record import F_CONTINUATION, F_PARTIAL, F_TRUNCATED
@@ -111,8 +112,17 @@ def _readable_batches(files: list[str], max_line: int, counters: dict[str, int],
 
     if multilog:
         return read_joined(files, max_line, on_error=said)
+    return _logrotate_set_batches(files, max_line, said)
+
+
+def _logrotate_set_batches(files: list[str], max_line: int,
+                           said: Callable[[str, InputError], None]) -> Iterator[Any]:
     opened = held_open(files)  # (logrotate may rename them while the first are read)
-    return (b for f in files for b in read_joined([f], max_line, on_error=said, opened=opened))
+    try:
+        for f in files:
+            yield from read_joined([f], max_line, on_error=said, opened=opened)
+    finally:
+        release(opened)
 
 
 def source_options(config: Any, path: str) -> Any:
@@ -444,14 +454,17 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
           + (f"; {outside:,} archives wholly outside --since/--until not read" if outside else "")
           + (f"; {left:,} not taken by the transforms or the sink's filters" if left else ""),
           file=sys.stderr)
-    if state_path and not args.dry_run:
+    if state_path and not args.dry_run and not counters.get("damaged"):
         try:
             os.unlink(state_path)  # finished: a new replay of the same set starts over
         except FileNotFoundError:
             pass
     if counters.get("damaged"):
-        print(f"replay: {counters['damaged']} file(s) could not be read, or not to their end (above)",
-              file=sys.stderr)
+        # the progress is kept: run again (the files mended, a higher ulimit), it reads
+        # what it could not and sends nothing twice (it was removed: all went again)
+        print(f"replay: {counters['damaged']} file(s) could not be read, or not to their end (above)"
+              + ("; run the same command again to read them once mended: what was sent is not "
+                 "sent again" if state_path and not args.dry_run else ""), file=sys.stderr)
         return 1
     return 0
 
@@ -492,6 +505,9 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str]) -> int:
+    from shipper.daemon import raise_open_files_limit
+
+    raise_open_files_limit()  # (logrotate sets are held open while read: see held_open)
     ap = argparse.ArgumentParser(
         prog="shipper replay",
         description="Send archived logs to a sink with the same event ids as a live run. "

@@ -85,6 +85,19 @@ def test_a_rotation_while_the_archives_before_current_are_read_loses_nothing(tmp
     assert [int(ln.rsplit(b" ", 1)[1]) for ln in got] == list(range(2000))
 
 
+@pytest.mark.parametrize("spelling", ["{d}", "./{n}", "{d}/", "{d}//", "{d}/."])
+def test_a_directory_named_in_any_spelling_is_read_once(tmp_path, monkeypatch, spelling):
+    """Found by a review: ``shipper parse ./log`` printed current 101 times (the look for
+    archives made meanwhile took current, named ./log/current, for a new one each round)."""
+    d = tmp_path / "log"
+    subprocess.run([require_binary("multilog"), "t", "s4096", "n9999", str(d)],
+                   input=b"".join(b"new msg %d\n" % i for i in range(300)), check=True, timeout=30)
+    monkeypatch.chdir(tmp_path)
+    files = expand([spelling.format(d=d, n="log")])
+    got = [ln for b in read_joined(files) for ln in b.lines]
+    assert [int(ln.rsplit(b" ", 1)[1]) for ln in got] == list(range(300))
+
+
 def test_an_archive_compressed_while_the_ones_before_it_are_read_is_read_compressed(tmp_path):
     """Found gzipping archives (as a nightly job does) during a replay: the ones listed
     but not yet read were "No such file or directory", their lines lost (328 of 3,000)."""

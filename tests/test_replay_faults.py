@@ -394,3 +394,29 @@ def test_an_output_cut_by_a_full_disk_is_whole_ndjson_after_the_resume(tmp_path)
     assert f"replay: {out}: a record cut short at its end removed (sent again)" in r.stderr
     ids = [orjson.loads(x)["event_id"] for x in out.read_bytes().splitlines()]  # every line whole
     assert len(set(ids)) == 10_000 and len(ids) < 10_000 + 2000
+
+
+def _open_files_1024() -> None:  # the usual limit, soft and hard (`ulimit -n 1024`)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+
+def test_many_logrotate_sets_stay_within_the_open_files_limit(tmp_path):
+    """Found by a review: each logrotate set was held open, 256 files a set, all sets at
+    once (they are merged by time): five sets of 300 rotations under 1,024 descriptors
+    failed "Too many open files" for 301 files, unread; and the progress was removed, so
+    the run again sent everything twice and failed the same. Now half the limit in all,
+    and a run with files unread keeps its progress."""
+    d = tmp_path / "logs"
+    d.mkdir()
+    line = "host postfix/smtpd[1]: connect from x[192.0.2.1]\n"
+    for log in ("mail.err", "mail.info", "mail.log", "mail.warn", "syslog"):
+        for n in range(301):  # log.300 (oldest) … log.1, log
+            (d / (log + (f".{n}" if n else ""))).write_text(f"Nov 30 00:{(300 - n) // 60:02}:{(300 - n) % 60:02} {line}")
+    out = tmp_path / "out.ndjson"
+    r = subprocess.run([sys.executable, "-m", "shipper", "replay", *sorted(map(str, d.iterdir())),
+                        "--output", str(out), "--state-dir", str(tmp_path / "progress")],
+                       capture_output=True, text=True, timeout=120, preexec_fn=_open_files_1024,
+                       env=dict(os.environ, TZ="UTC"))
+    assert "Too many open files" not in r.stderr, r.stderr[-1000:]
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(out.read_text().splitlines()) == 1505
