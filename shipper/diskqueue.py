@@ -804,8 +804,11 @@ class DiskQueue:
                 # a directory (a mkdir -p or a restore gone wrong) failed every start with
                 # "Is a directory": a crash loop, where the segments hold all it knows
                 target = aside_name(state_path)
-                state_path.rename(target)
-                set_aside.append(f"not a file: set aside as {target.name}")
+                try:
+                    state_path.rename(target)
+                    set_aside.append(f"not a file: set aside as {target.name}")
+                except OSError:
+                    pass  # (a mount point: the open below says why it cannot be used)
         existed = state_path.exists()
         self._state_fd = os.open(state_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
@@ -1528,7 +1531,10 @@ class DiskQueue:
         except OSError:
             return True
         if state_gone and not tail_gone:
-            return not self._state_anew()
+            # made again, or tried again at the next look: the segments are whole either
+            # way (one failure taken for the whole buffer gone forgot them all: a review)
+            self._state_anew()
+            return False
         if tail_gone and not state_gone:
             return not self._tail_anew()
         return state_gone or tail_gone

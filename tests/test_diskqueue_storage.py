@@ -164,6 +164,38 @@ def test_the_state_file_deleted_while_running_is_made_again_and_nothing_is_lost(
     q.close()
 
 
+def test_the_state_file_that_cannot_be_made_again_at_once_loses_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: the state file deleted, and making it again failing once (no
+    inode left) took the buffer for deleted whole: 17,000 of 30,000 records counted lost
+    and forgotten. The segments are whole: it is tried again at the next look."""
+    import errno
+
+    import shipper.diskqueue as dq
+    q = DiskQueue.open(tmp_path, max_bytes=64 << 20, segment_bytes=256 << 10, fsync="interval",
+                       fsync_interval_ms=20)
+    for i in range(0, 30_000, 1000):
+        q.append([rec(j) for j in range(i, i + 1000)])
+    q.sync()
+    (tmp_path / "state").unlink()
+    real_open, fails = os.open, [1]
+
+    def no_inode_once(path, flags, *args, **kwargs):
+        if str(path).endswith("/state") and fails[0]:
+            fails[0] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(dq.os, "open", no_inode_once)
+    q.sync()  # the look that fails to make it again
+    assert fails == [0] and not (tmp_path / "state").exists()
+    monkeypatch.setattr(dq.os, "open", real_open)
+    q.sync()  # the next one makes it
+    assert (tmp_path / "state").is_file() and q.stats.corrupt_records == 0
+    assert drain(q) == list(range(30_000))
+    q.close()
+
+
 @pytest.mark.parametrize("cut", ["half of an old segment", "an old segment to 0 bytes",
                                  "half of the tail", "the tail to 0 bytes"])
 def test_a_segment_cut_short_while_running_is_counted_not_a_crash(tmp_path: Path, cut: str) -> None:
