@@ -193,12 +193,18 @@ class CheckpointStore:
             return {}
         except IsADirectoryError:
             # (a mkdir -p or a restore gone wrong): no save could replace it, and the
-            # start was refused, a crash loop under supervise: moved aside, as a corrupt one
+            # start was refused, a crash loop under supervise: moved aside, as a corrupt
+            # one, under a name free (.corrupt may be an earlier corrupt checkpoint's)
+            if not set_aside:
+                self._warn(f"checkpoint {self.path}: a directory, not a file")
+                return {}
             where = self.path + ".corrupt"
+            n = 0
+            while os.path.lexists(where):
+                n += 1
+                where = f"{self.path}.{n}.corrupt"
             try:
-                if os.path.isdir(where):
-                    raise IsADirectoryError(errno.EISDIR, "taken", where)
-                os.replace(self.path, where)
+                os.rename(self.path, where)
             except OSError as exc:
                 self._warn(f"checkpoint {self.path}: a directory, not a file, and it cannot be "
                            f"moved aside ({exc.strerror}): remove it; sources restart from their "

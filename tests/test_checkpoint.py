@@ -223,10 +223,13 @@ def test_a_directory_in_place_of_the_checkpoint_is_moved_aside(tmp_path):
     from shipper.checkpoint import checkpoint_path
     path = checkpoint_path(cfg.state_dir, "q")
     os.makedirs(os.path.join(path, "inside"))
+    with open(path + ".corrupt", "wb") as f:  # an earlier corrupt checkpoint's (a review)
+        f.write(b"{")
     check_state_access(cfg)  # no refusal: the load below takes care of it
+    assert CheckpointStore(path).load(set_aside=False) == {} and os.path.isdir(path)  # a look only
     store = CheckpointStore(path)
     assert store.load() == {}
     assert any("a directory, not a file: moved aside" in w for w in store.warnings), store.warnings
-    assert os.path.isdir(path + ".corrupt") and not os.path.exists(path)
+    assert os.path.isdir(path + ".1.corrupt") and not os.path.exists(path)
     store.set("k", {"x": 1})
     assert store.save() and CheckpointStore(path).load() == {"k": {"x": 1}}
