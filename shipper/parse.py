@@ -550,7 +550,7 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
         name, fn = named
         got = fn(rest)
         if got is None:
-            return name, "unparsed", {}, None
+            return _unparsed(name, None, text)
         event, fields = got
         if "_redact" in fields:  # the parser did not see "name: "; give it back
             fields["_redact"] = text[:len(word) + 1] + fields["_redact"]
@@ -592,11 +592,22 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
             return _result(name, got)
     if tag is None and m is not None and m.group(2):
         # "NAME[PID]: ..." of a program we have no grammar for (sslio, ...): say whose it is
-        return m.group(1), "unparsed", {}, int(m.group(2))
+        return _unparsed(m.group(1), int(m.group(2)), text)
     if word in _LAST_REPEATED_WORDS and (r := _LAST_REPEATED_RE.match(text)) is not None:
         # syslogd's own line for the line before it, written N times more
         return tag if tag != "qmail" else None, "repeated", {"repeated": int(r.group(1))}, None
-    return (tag if tag != "qmail" else None), "unparsed", {}, None
+    return _unparsed(tag if tag != "qmail" else None, None, text)
+
+
+# "password=", "clearpasswd=" in a line no parser knows: a login's debugging (Courier's
+# DEBUG_LOGIN forms, another program's) that would go out in clear as its text
+_SECRET_PAIR_RE = re.compile(r"(?i)\b(?:clearpasswd|password|passwd|pass)=")
+
+
+def _unparsed(program: str | None, pid: int | None, text: str) -> tuple[str | None, str, dict, int | None]:
+    """An unparsed line's dispatch result: cut from a ``password=`` to its end (redacted)."""
+    m = _SECRET_PAIR_RE.search(text) if "=" in text else None
+    return program, "unparsed", ({"_redact": text[:m.end()] + "[REDACTED]"} if m else {}), pid
 
 
 def _repeated(text: str, tag: str) -> tuple[str | None, str, dict, int | None] | None:

@@ -223,3 +223,24 @@ def test_courier_authlib_debug_passwords_are_redacted() -> None:
             assert "Sommer" not in rec["message"] and "redacted" in rec["flags"]
             assert rec["event"] == "checkpassword_debug" and "raw_base64" not in rec
             assert rec["raw"].endswith(("password=[REDACTED]", "clearpasswd=[REDACTED]"))
+
+
+def test_a_password_pair_in_a_line_no_parser_knows_is_redacted() -> None:
+    """Found by a review: Courier's older DEBUG_LOGIN form and authdaemond's line under
+    multilog with no tag nor level went out unparsed with the password in clear. Any
+    unparsed line is cut from a ``password=`` (``clearpasswd=``, ``passwd=``) to its end."""
+    parser = LineParser(ParseOptions())
+    for line, kept in (
+            (b"@400000006b02a2aa2bcb057c LOGIN: DEBUG: ip=[::1], password=hunter2",
+             "LOGIN: DEBUG: ip=[::1], password=[REDACTED]"),
+            (b"@400000006b02a2aa2bcb057c Authenticated: clearpasswd=hunter2, passwd=$1$abc",
+             "Authenticated: clearpasswd=[REDACTED]"),
+            (b"@400000006b02a2aa2bcb057c sslio[12]: user=a Password=hunter2 more",
+             "sslio[12]: user=a Password=[REDACTED]")):
+        rec = parser.parse(line)
+        assert rec.event == "unparsed" and rec.message == kept, rec
+        assert "hunter2" not in rec.raw and "redacted" in rec.flags
+    rec = LineParser(ParseOptions(redact=False)).parse(b"LOGIN: DEBUG: ip=[::1], password=hunter2")
+    assert "hunter2" in rec.raw
+    rec = parser.parse(b"@400000006b02a2aa2bcb057c some program: key=value a=b")
+    assert rec.event == "unparsed" and "redacted" not in (rec.flags or ())  # no secret: as it came
