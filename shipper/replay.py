@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from shipper.checkpoint import atomic_write, unsafe_dir_problem
+from shipper.checkpoint import atomic_write, open_not_through_foreign_link, unsafe_dir_problem
 from shipper.multilog import is_stamped
 from shipper.parse import LineParser, ParseOptions
 from shipper.reader import (
@@ -486,11 +486,8 @@ def _cut_torn_record(out: Any, path: str) -> None:
     st = os.fstat(out.fileno())
     if not stat.S_ISREG(st.st_mode) or not st.st_size:
         return  # (a FIFO, /dev/stdout: nothing to read back)
-    with open(path, "rb") as f:  # (opened for appending, the output cannot be read)
-        if os.fstat(f.fileno()).st_ino != st.st_ino:
-            return
-        f.seek(max(0, st.st_size - (1 << 20)))
-        tail = f.read(1 << 20)
+    # (the file opened, not its name again: what the name leads to may have changed)
+    tail = os.pread(out.fileno(), 1 << 20, max(0, st.st_size - (1 << 20)))
     if not tail or tail.endswith(b"\n"):
         return
     start = tail.rfind(b"\n") + 1
@@ -588,8 +585,11 @@ def main(argv: list[str]) -> int:
         elif args.output == "-":
             out = sys.stdout.buffer
         else:
-            # 0640 as the file sink's: it holds mail addresses (it was 0644 by the umask)
-            out = open(args.output, "ab", opener=lambda p, f: os.open(p, f, 0o640))  # noqa: SIM115 - closed below
+            # 0640 as the file sink's: it holds mail addresses (it was 0644 by the umask);
+            # never through another user's link, nor waiting on a FIFO put there; read
+            # and write, to look at its end (_cut_torn_record) through this one open
+            out = open(args.output, "a+b",  # noqa: SIM115 - closed below
+                       opener=lambda p, f: open_not_through_foreign_link(p, f, 0o640))
             _cut_torn_record(out, args.output)
         try:
             return asyncio.run(_run(args, sink, out, config))
