@@ -126,11 +126,12 @@ def _owned_problem(target: str, uid: int, what: str, own: bool = False) -> str:
             f"or files in place of shipper's; {fix}")
 
 
-def open_not_through_foreign_link(path: str, flags: int, mode: int) -> int:
+def open_not_through_foreign_link(path: str, flags: int, mode: int, regular_only: bool = True) -> int:
     """``os.open`` that follows a symbolic link at ``path`` only when it is this user's
     or root's: an admin's link (a file sink's path pointing at another disk) works, as
     it did, while one another user planted there is refused (root would write where
-    it points; a security review)."""
+    it points; a security review). ``regular_only``: a FIFO or device refused (a
+    daemon's file; ``replay --output /dev/null`` is the admin's choice)."""
     flags |= os.O_NONBLOCK  # a FIFO there: not waited on for good (a stop hung on it)
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW, mode)
@@ -144,7 +145,7 @@ def open_not_through_foreign_link(path: str, flags: int, mode: int) -> int:
             raise PermissionError(errno.EPERM, f"a symbolic link of {user_name(st.st_uid)}'s: not "
                                   "written through (remove it, or make it yours)", path) from None
         fd = os.open(path, flags, mode)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    if regular_only and not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or directory): not written", path)
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)

@@ -589,7 +589,7 @@ def main(argv: list[str]) -> int:
             # never through another user's link, nor waiting on a FIFO put there; read
             # and write, to look at its end (_cut_torn_record) through this one open
             out = open(args.output, "a+b",  # noqa: SIM115 - closed below
-                       opener=lambda p, f: open_not_through_foreign_link(p, f, 0o640))
+                       opener=lambda p, f: open_not_through_foreign_link(p, f, 0o640, regular_only=False))
             _cut_torn_record(out, args.output)
         try:
             return asyncio.run(_run(args, sink, out, config))
