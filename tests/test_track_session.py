@@ -305,6 +305,29 @@ def test_a_session_linked_by_qp_leaves_its_senders_line() -> None:
     assert "session" not in mails[302]
 
 
+def test_a_pipelining_session_leaves_the_line_it_joined() -> None:
+    """Found by a review: the line left at the reply's qp was the one of the session's
+    latest MAIL FROM, which a pipelining client sends before that reply comes (recordio
+    logs it as read): the session stayed in its first sender's line."""
+    pid = 4711
+    lines = [(0, f"tcpserver: pid {pid} from 203.0.113.9"),
+             (0.001, f"tcpserver: ok {pid} mx.example.org:192.0.2.1:25 :203.0.113.9::50123"),
+             (0.3, f"{pid} < MAIL FROM:<eve@spam.example.com>\r "),
+             (0.31, f"{pid} > 250 ok\r "),
+             (0.4, f"{pid} < RCPT TO:<bob@example.org>\r "),
+             (0.41, f"{pid} > 250 ok\r "),
+             (0.42, f"qmail-smtpd: pid {pid} Accept::RCPT::Recipients_Cdb P:ESMTP S:203.0.113.9:mx.spam.example.com "
+                    "H:mx.spam.example.com F:eve@spam.example.com T:bob@example.org"),
+             (0.5, f"{pid} < DATA\r "),
+             (0.51, f"{pid} > 354 go ahead\r "),
+             (0.7, f"{pid} < .\r "),
+             (0.71, f"{pid} < MAIL FROM:<mallory@other.example.net>\r "),  # pipelined
+             (0.8, f"{pid} > 250 ok 1767225600 qp 5000\r ")]
+    c = Correlator()
+    c.feed(_recs(lines, "aaaaaaaaaaaaaaaa"))
+    assert c.sessions.senders == {}
+
+
 def test_a_qp_repeated_within_minutes_links_each_mail_to_its_own_session() -> None:
     """Found by a probe (pid_max 32768 on a busy host: a qp comes again within minutes):
     session 4711's reply named qp 5000 and its mail 300 took it; 2 min later session

@@ -643,8 +643,12 @@ def _free_copy(m: dict[str, Any], rkey: str) -> int | None:
     return found
 
 
-# qmail-send retries a recipient no sooner after a try (chanskip: local 10 s, remote 20 s)
-RETRY_MIN_NS = 10 * NS
+# qmail-send retries a recipient no sooner after a try: its next try is at birth +
+# (floor(sqrt(age)) + chanskip)^2 (chanskip 10 local, 20 remote), at least
+# chanskip^2 - 1 = 99 s (local) after a try made at that age; 60 s leaves room for a
+# clock's step, and less would take a copy listed twice begun when a slot freed for a
+# retry (a forced retry, svc -a, is told by neither)
+RETRY_MIN_NS = 60 * NS
 
 
 def _result_missed(att: dict[str, Any], gap: int | None, t: int | None) -> bool:

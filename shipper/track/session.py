@@ -554,6 +554,7 @@ class SessionTracker:
 
     def _wait_for_mail(self, skey: str, s: dict[str, Any], t: int | None) -> None:
         """Put the session in its sender's line (once: later recipients update its place)."""
+        s["sender_line"] = skey
         cands = self.senders.get(skey)
         if cands is None:
             cands = self.senders[skey] = []
@@ -612,12 +613,14 @@ class SessionTracker:
         else:  # (one connection may queue any number of messages)
             s["qps_dropped"] = s.get("qps_dropped", 0) + 1
         ref = self._ref(s, "qp")
-        if s.get("mail_from") is not None:
+        line = s.pop("sender_line", None)
+        if line is not None:
             # its message links by qp, not by sender: out of the sender's line (where
             # it waited sender_link_s, ~450 bytes a session: 9 MB of state rewritten
             # every save at 60 sessions/s; and another server's message of that sender
-            # could have taken it)
-            self._leave_line(f"{host}\x00{s['mail_from'].lower()}", s)
+            # could have taken it). The line it joined: a pipelining client's next
+            # MAIL FROM may be in before this reply
+            self._leave_line(line, s)
         qkey = f"{host}\x00{qp}"
         m = self._qp_take(self.qp_mails, qkey, t)
         if m is not None:
