@@ -92,7 +92,7 @@ class Metric:
             raise ValueError(f"{self.name} takes labels {self.label_names}, got {tuple(labels)}")
         key = tuple(str(labels[n]) for n in self.label_names)
         if key not in self.values and len(self.values) >= MAX_SERIES:
-            if not self.dropped_series:  # once: a series a scrape a log line would flood it
+            if not self.dropped_series:  # said once: at each scrape, it would flood the log
                 log.warning("%s: more than %d series (labels %s): the others are not shown",
                             self.name, MAX_SERIES, ", ".join(f"{n}={v}" for n, v in zip(self.label_names, key, strict=True)))
             self.dropped_series += 1

@@ -67,8 +67,12 @@ def is_multilog_dir(path: str) -> bool:
 
 # Archives compressed by other tools (zstd --rm @*.s) are listed too: not read, but said
 # (they were passed over without a word, exit 0: 986 of 1,000 lines not replayed)
+_READABLE_EXTS = (".gz", ".bz2", ".xz")
 _UNREADABLE_EXTS = (".zst", ".zstd", ".lz4", ".lzma", ".lz", ".Z", ".br")
-_ARCHIVE_RE = re.compile(r"@[0-9a-f]{24}\.[su](\.gz|\.bz2|\.xz|\.zst|\.zstd|\.lz4|\.lzma|\.lz|\.Z|\.br)?")
+# an archive's or a rotated log's compressed name ends in one of these (one list for
+# every pattern below: they had drifted apart)
+_COMPRESSED = "|".join(re.escape(e) for e in _READABLE_EXTS + _UNREADABLE_EXTS)
+_ARCHIVE_RE = re.compile(rf"@[0-9a-f]{{24}}\.[su]({_COMPRESSED})?")
 
 
 def _archive_rank(name: str) -> int:
@@ -152,7 +156,7 @@ def _compressed_since(path: str) -> str:
     its copy is whole."""
     if path not in _LISTED or not _ARCHIVE_RE.fullmatch(os.path.basename(path)) or os.path.lexists(path):
         return path
-    for ext in (".gz", ".bz2", ".xz", *_UNREADABLE_EXTS):
+    for ext in _READABLE_EXTS + _UNREADABLE_EXTS:
         if _ARCHIVE_RE.fullmatch(os.path.basename(path + ext)) and os.path.lexists(path + ext):
             _LISTED.add(path + ext)  # opened as the listed files are: not through a link
             return path + ext
@@ -456,7 +460,7 @@ def _split(f: BinaryIO, path: str, max_line: int, batch_lines: int,
         yield InputBatch(source, file_id, lines, offsets, truncated or None, partial, read_to=read_to())
 
 
-_UNSAFE_RE = re.compile(r"\.u(\.gz|\.bz2|\.xz)?\Z")
+_UNSAFE_RE = re.compile(rf"\.u({_COMPRESSED})?\Z")
 
 
 def read_joined(paths: list[str], max_line: int = 64 * 1024, batch_lines: int = BATCH_LINES,
@@ -579,8 +583,8 @@ class InputSet:
     name: str  # the directory, or the log's live file (mail.log for mail.log.2.gz)
 
 
-_COMPRESSED_RE = re.compile(r"\.(gz|bz2|xz)\Z")
-_MEMBER_RE = re.compile(r"@[0-9a-f]{24}\.[su](\.gz|\.bz2|\.xz)?\Z|current\Z")
+_COMPRESSED_RE = re.compile(rf"({_COMPRESSED})\Z")
+_MEMBER_RE = re.compile(rf"@[0-9a-f]{{24}}\.[su]({_COMPRESSED})?\Z|current\Z")
 
 
 def _multilog_place(path: str) -> str:

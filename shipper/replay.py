@@ -46,7 +46,7 @@ from shipper.transforms import build_transformer, sink_filter
 from shipper.when import FORMS, parse_time, year_arg
 
 BATCH = 2000
-BATCH_BYTES = 16 << 20  # and lines of at most about this much: 2000 of 60 KB held 290 MB
+FLUSH_BYTES = 16 << 20  # and lines of at most about this much: 2000 of 60 KB held 290 MB
 _ARCHIVE_NAME_RE = re.compile(r"@[0-9a-f]{24}\.[su]")
 CONFIRM_STALL = 30.0  # s the end of a replay waits for a peer acknowledging nothing
 # --rate: what was read goes out at least this often (s), not at each pause of the pacing
@@ -442,7 +442,7 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
                 if time.monotonic() - flushed_at >= RATE_FLUSH:
                     await flush()
                 await asyncio.sleep(delay)
-        if len(batch) >= BATCH or counters["line_bytes"] - read_at_flush >= BATCH_BYTES:
+        if len(batch) >= BATCH or counters["line_bytes"] - read_at_flush >= FLUSH_BYTES:
             await flush()
             progress.update(counters["bytes"], sent)
     await flush(final=True)
