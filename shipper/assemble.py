@@ -167,19 +167,11 @@ class Tracking:
     """The correlator with its state kept in the state directory across restarts."""
 
     def __init__(self, config: Config) -> None:
-        from shipper.track.correlator import Correlator, CorrelatorOptions
+        from shipper.track.correlator import Correlator
 
         self.path = tracking_path(config.state_dir)
         self.emit = config.tracking.emit
-        opts = CorrelatorOptions(skip_reread=True)
-        t = config.tracking
-        for part in (opts.qmail, opts.session, opts.postfix):
-            part.max_open = t.max_open
-        opts.session.link_cap = t.max_open
-        # max_age is how long a mail may stay in the queue (qmail retries for a
-        # week by default); SMTP sessions keep their own, shorter limit.
-        opts.qmail.max_age_s = opts.postfix.max_age_s = t.max_age
-        self._opts = opts
+        self._opts = opts = correlator_options(config, skip_reread=True)
         self.failures = 0  # states set aside and batches the correlator failed on
         self.save_errors = 0  # writes of the state that failed (a metric)
         self.save_failing_since: float | None = None  # monotonic: when the spell began
@@ -365,6 +357,7 @@ class Assembly:
             m.records.set(n, program=program, event=event)
         gone: set[str] = set()  # log directories no longer there (a glob's, removed)
         for source in self.pipeline.sources:  # directories followed but quiet since start too
+            gone.update(getattr(source, "let_go", ()))  # and those no longer followed
             for f in list(getattr(source, "followers", {}).values()):
                 if getattr(f, "listing", None) is not None and not os.path.isdir(f.dir):
                     gone.add(f.key)
@@ -547,6 +540,21 @@ def check_state_access(config: Config) -> None:
             pass  # (a directory there is moved aside when it is loaded)
         except PermissionError as exc:
             raise PermissionError(exc.errno, exc.strerror + " (not readable by this user)", path) from None
+
+
+def correlator_options(config: Config, skip_reread: bool = False) -> Any:
+    """The correlator's options as ``[tracking]`` sets them (the daemon's, replay's)."""
+    from shipper.track.correlator import CorrelatorOptions
+
+    opts = CorrelatorOptions(skip_reread=skip_reread)
+    t = config.tracking
+    for part in (opts.qmail, opts.session, opts.postfix):
+        part.max_open = t.max_open
+    opts.session.link_cap = t.max_open
+    # max_age is how long a mail may stay in the queue (qmail retries for a
+    # week by default); SMTP sessions keep their own, shorter limit.
+    opts.qmail.max_age_s = opts.postfix.max_age_s = t.max_age
+    return opts
 
 
 def _set_aside_tracking_state(path: str) -> None:

@@ -42,6 +42,7 @@ from shipper.reader import (
 from shipper.record import F_CONTINUATION, F_PARTIAL, F_TRUNCATED
 from shipper.sinks.base import Backoff, PermanentError, SinkError, deliver
 from shipper.tai64n import LabelError, decode_ns
+from shipper.track.correlator import Correlator
 from shipper.transforms import build_transformer, sink_filter
 from shipper.when import FORMS, parse_time, year_arg
 
@@ -178,10 +179,11 @@ def parse_options(args: argparse.Namespace, config: Any, path: str) -> ParseOpti
 
 def _group_records(files: list[str], opts: ParseOptions, done: dict[str, int],
                    since: int | None, until: int | None, counters: dict[str, int],
-                   multilog: bool = True, keys: dict[str, bool] | None = None
-                   ) -> Iterator[tuple[int, int, dict[str, Any]]]:
-    """The records of a group to send. ``keys``: per file read, whether its first line
-    is labelled (how its progress is kept: progress_key), filled in here."""
+                   multilog: bool = True, keys: dict[str, bool] | None = None, every: bool = False
+                   ) -> Iterator[tuple[int, int, dict[str, Any], bool]]:
+    """The records of a group, and whether each is to be sent (``every``: also those
+    not to be, see merged_all). ``keys``: per file read, whether its first line is
+    labelled (how its progress is kept: progress_key), filled in here."""
     parser = LineParser(opts)
     keys = {} if keys is None else keys
     stored_at: dict[str, int] = {}  # per file, how far its stored bytes were counted
@@ -210,14 +212,18 @@ def _group_records(files: list[str], opts: ParseOptions, done: dict[str, int],
         if batch.continued is not None:
             records[batch.continued].add_flag(F_CONTINUATION)
         for rec in records:
+            t = rec.time_ns or 0
             if rec.offset is not None and rec.offset <= skip_to:
                 counters["resumed"] += 1
+                if every:
+                    yield t, rec.offset, rec.to_dict(), False
                 continue
-            t = rec.time_ns or 0
             if (since is not None and t < since) or (until is not None and t >= until):
                 counters["filtered"] += 1
+                if every:
+                    yield t, rec.offset or 0, rec.to_dict(), False
                 continue
-            yield t, rec.offset or 0, rec.to_dict()
+            yield t, rec.offset or 0, rec.to_dict(), True
 
 
 def merged(groups: list[list[str]], opts: ParseOptions | list[ParseOptions], done: dict[str, int],
@@ -227,13 +233,24 @@ def merged(groups: list[list[str]], opts: ParseOptions | list[ParseOptions], don
     """Records of every group, merged by event time (ties: input order, then offset).
     ``opts``: for all groups, or one per group; ``multilog``: per group, whether its files
     are a multilog directory's (a line cut at a rotation joined; default: yes)."""
+    for rec, _ in merged_all(groups, opts, done, since, until, counters, multilog, keys, every=False):
+        yield rec
+
+
+def merged_all(groups: list[list[str]], opts: ParseOptions | list[ParseOptions], done: dict[str, int],
+               since: int | None, until: int | None, counters: dict[str, int],
+               multilog: list[bool] | None = None, keys: dict[str, bool] | None = None,
+               every: bool = True) -> Iterator[tuple[dict[str, Any], bool]]:
+    """``merged``'s records with whether each is to be sent; ``every``: also those sent
+    before (resumed) and outside --since/--until, not to be sent (the correlator sees
+    them: a mail's summary has all its lines)."""
     each = opts if isinstance(opts, list) else [opts] * len(groups)
     joined = multilog if multilog is not None else [True] * len(groups)
-    streams = [((t, gi, off, rec) for t, off, rec in _group_records(g, o, done, since, until, counters, j,
-                                                                        keys))
+    streams = [((t, gi, off, rec, send) for t, off, rec, send in _group_records(
+                    g, o, done, since, until, counters, j, keys, every))
                for gi, (g, o, j) in enumerate(zip(groups, each, joined, strict=True))]
-    for _, _, _, rec in heapq.merge(*streams, key=lambda x: (x[0], x[1], x[2])):
-        yield rec
+    for _, _, _, rec, send in heapq.merge(*streams, key=lambda x: (x[0], x[1], x[2])):
+        yield rec, send
 
 
 class Progress:
@@ -317,7 +334,8 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
             print(f"replay: progress file {state_path} unreadable ({exc}); starting over", file=sys.stderr)
             done = {}
     total = sum(os.path.getsize(f) for g in groups for f in g)
-    counters = {"bytes": 0, "line_bytes": 0, "filtered": 0, "resumed": 0, "transformed_away": 0}
+    counters = {"bytes": 0, "line_bytes": 0, "filtered": 0, "resumed": 0, "transformed_away": 0,
+                "summaries": 0}
     keys: dict[str, bool] = {}
     progress = Progress(total)
     sent = 0
@@ -423,10 +441,55 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
         from shipper.assemble import is_summary
 
         wants = sink_filter(config.sinks[args.sink], is_summary)
-    for rec in merged(groups, opts, done, since, until, counters, multilog, keys):
+    # --summaries: the correlator as the live run's, over every line read (also those
+    # sent before a resume, or outside the window: a mail's summary has all its lines)
+    corr = None
+    if args.summaries:
+        from shipper.assemble import correlator_options
+
+        corr = Correlator(correlator_options(config) if config is not None else None)
+    fed: list[dict[str, Any]] = []
+    feeds = 0
+
+    def summaries(final: bool = False) -> None:
+        """The correlator's summaries of what it was fed, into the batch (no progress
+        mark: a resumed run makes them again, with the same event ids)."""
+        nonlocal fed, feeds
+        assert corr is not None
+        out = corr.feed(fed)
+        fed = []
+        feeds += 1
+        if final:
+            out += corr.finish()
+        elif feeds % 64 == 0:  # mails open past max_age, by the log's time (as track)
+            out += corr.flush()
+        if transform is not None:
+            out = transform.tidy_summaries(out)
+        for s in out:
+            t = s.get("time_unix_ns") or 0
+            if (since is not None and t < since) or (until is not None and t >= until):
+                continue  # ended outside the window: its lines were not sent either
+            if wants is None or wants(s):
+                batch.append(s)
+                marks.append(None)
+                counters["summaries"] += 1
+
+    for rec, send in merged_all(groups, opts, done, since, until, counters, multilog, keys,
+                                every=corr is not None):
+        if transform is not None and corr is not None:
+            rec = transform.pseudonymise([rec])[0]  # before the correlator, as live
+        if corr is not None:
+            fed.append(rec)
+            if len(fed) >= 2048:
+                summaries()
+        if not send:
+            continue
         where = mark(rec)
         if transform is not None or wants is not None:
-            kept = transform([rec]) if transform is not None else [rec]
+            if transform is None:
+                kept = [rec]
+            else:
+                kept = transform.select([rec]) if corr is not None else transform([rec])
             if not kept or wants is not None and not wants(kept[0]):
                 # not shipped, on purpose: done (a resumed run does not read it again)
                 marks.append(where)
@@ -445,6 +508,8 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
         if len(batch) >= BATCH or counters["line_bytes"] - read_at_flush >= FLUSH_BYTES:
             await flush()
             progress.update(counters["bytes"], sent)
+    if corr is not None:
+        summaries(final=True)
     await flush(final=True)
     progress.update(total, sent, final=True)
     verb = "would send" if args.dry_run else "sent"
@@ -452,6 +517,7 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
     print(f"replay: {verb} {sent:,} records; {counters['filtered']:,} outside --since/--until; "
           f"{counters['resumed']:,} already sent before"
           + (f"; {outside:,} archives wholly outside --since/--until not read" if outside else "")
+          + (f"; {counters['summaries']:,} of them mail and session summaries" if args.summaries else "")
           + (f"; {left:,} not taken by the transforms or the sink's filters" if left else ""),
           file=sys.stderr)
     if state_path and not args.dry_run and not counters.get("damaged"):
@@ -520,6 +586,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--until", metavar="T", help="only records before T")
     ap.add_argument("--rate", type=_rate, metavar="N", help="at most N records per second")
     ap.add_argument("--dry-run", action="store_true", help="read and count, send nothing")
+    ap.add_argument("--summaries", action="store_true",
+                    help="also send the mail and SMTP-session summaries the live run makes "
+                         "(its [tracking] options with -c), with the live run's event ids; "
+                         "a resumed run sends again those it had sent (same ids)")
     ap.add_argument("--restart", action="store_true", help="ignore saved progress")
     ap.add_argument("--state-dir", metavar="DIR",
                     help="where progress is kept (default: the config's state_dir, else none)")

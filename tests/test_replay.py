@@ -661,3 +661,36 @@ def test_replay_to_a_sink_down_says_it_waits_not_that_a_buffer_holds_the_records
         p.kill()
         p.wait(30)
     assert "retrying; the replay waits for it" in line and "buffer" not in line, line
+
+
+def test_replay_with_summaries_sends_the_mails_with_the_live_ids(tmp_path):
+    """A new admin found replay sent line records only: a SIEM refilled from archives had
+    no mail summaries. --summaries sends them, with the ids `track --json` (and the live
+    run) gives, also for a window: the correlator sees the lines outside it."""
+    d = tmp_path / "send"
+    d.mkdir()
+    texts = ["new msg 1", "info msg 1: bytes 100 from <a@example.org> qp 5 uid 0",
+             "starting delivery 1: msg 1 to local bob@example.org", "delivery 1: success: did_1+0+0/",
+             "end msg 1"]  # a second apart (multilog would stamp them alike)
+    (d / "current").write_text("".join(f"@4000000065e5a0c{i}00000000 {t}\n" for i, t in enumerate(texts)))
+    out = tmp_path / "out.ndjson"
+    r = subprocess.run([sys.executable, "-m", "shipper", "replay", str(d), "--output", str(out),
+                        "--summaries"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    recs = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    (mail,) = [x for x in recs if x["event"] == "mail"]
+    assert len(recs) == 6 and mail["recipients"][0]["rcpt_to"] == "bob@example.org"
+    assert "1 of them mail and session summaries" in r.stderr
+    t = subprocess.run([sys.executable, "-m", "shipper", "track", "--json", str(d)],
+                       capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert orjson.loads(t.stdout.splitlines()[0])["event_id"] == mail["event_id"]
+    # a window holding only the end: the mail whole, its other lines not sent
+    end_ns = recs[4]["time_unix_ns"]
+    out2 = tmp_path / "out2.ndjson"
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(end_ns // 10**9)) + f".{end_ns % 10**9:09d}Z"
+    r = subprocess.run([sys.executable, "-m", "shipper", "replay", str(d), "--output", str(out2),
+                        "--summaries", "--since", since], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    recs2 = [orjson.loads(x) for x in out2.read_bytes().splitlines()]
+    assert [x["event"] for x in recs2] == ["end_msg", "mail"], recs2
+    assert recs2[1]["event_id"] == mail["event_id"] and recs2[1]["birth"] is not None
