@@ -1,7 +1,7 @@
 """``shipper buffer verify|repair|stats PATH``: a disk queue, checked offline.
 
-* ``stats``: what is in the buffer (records, bytes, segments, oldest/newest event
-  time, unacknowledged depth, corrupt records, quarantine). Exit 0 (1 if unreadable).
+* ``stats``: what is in the buffer (records, bytes, segments, the first and last
+  records' times, unacknowledged depth, corrupt records, quarantine). Exit 0 (1 if unreadable).
 * ``verify``: checks every frame of every segment and the state file, changes
   nothing. Exit 0 when clean, 1 when anything needs repair (a torn tail after a crash
   counts: the next start or ``repair`` cuts it). Safe while the shipper runs (a tail
@@ -246,9 +246,12 @@ def _print_report(rep: BufferReport, out: TextIO) -> None:
     seqs = f" (seq {rep.first_seq}..{rep.last_seq})" if rep.first_seq is not None else ""
     p(f"  records:         {rep.records}{seqs}")
     p(f"  unacknowledged:  {rep.unacked} (acknowledged up to seq {rep.acked_seq})")
-    p(f"  oldest event:    {_time(rep.oldest_time_ns)}")
-    p(f"  oldest unacked:  {_time(rep.oldest_unacked_time_ns)}")
-    p(f"  newest event:    {_time(rep.newest_time_ns)}")
+    # (the times of the first and last records queued: records are queued as read, and
+    # two logs read side by side interleave, so the last may be a little older; an
+    # admin found "newest" earlier than "oldest")
+    p(f"  first record:    {_time(rep.oldest_time_ns)}")
+    p(f"  first unacked:   {_time(rep.oldest_unacked_time_ns)}")
+    p(f"  last record:     {_time(rep.newest_time_ns)}")
     p(f"  corrupt:         {rep.corrupt_regions} region(s), {rep.corrupt_bytes} byte(s), "
       f"{rep.lost_records} record(s) lost")
     if rep.repaired_lost:
@@ -362,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="shipper buffer",
         description="Check, repair or describe a disk buffer offline. stats: what is in it "
-                    "(records, bytes, unacknowledged, oldest event); verify: check every "
+                    "(records, bytes, unacknowledged, the first record's time); verify: check every "
                     "record, change nothing (safe while shipper runs); repair: what a start "
                     "does (cut a torn tail, set corrupt records aside in a quarantine file, "
                     "rebuild the state); it refuses while the shipper runs. Exit 0 ok, 1 a problem.")

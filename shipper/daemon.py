@@ -219,6 +219,10 @@ class Daemon:
                 notifier.stopping()
                 log.info("stopping: draining for up to %.0f s", self.config.drain_timeout)
                 await self._stop_assembly(run_task)
+                # (a clean stop said nothing after "stopping": had it finished? a new admin)
+                left = self.assembly.pipeline.left_at_stop if self.assembly is not None else 0
+                log.info("stopped: %s", "everything read was delivered" if not left else
+                         f"{left:,} records not delivered (said above, by sink)")
                 return 0
         finally:
             watchdog.cancel()

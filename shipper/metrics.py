@@ -125,6 +125,9 @@ class Metric:
     def remove_matching(self, **labels: object) -> None:
         """Forget every series whose labels include these (e.g. a removed sink)."""
         idx = [(self.label_names.index(k), str(v)) for k, v in labels.items()]
+        if len(idx) == len(self.label_names):  # one series: no walk over all (1,000 sources)
+            self.values.pop(tuple(v for _, v in sorted(idx)), None)
+            return
         for key in [k for k in self.values if all(k[i] == v for i, v in idx)]:
             del self.values[key]
 
@@ -275,7 +278,9 @@ def declare_shipper_metrics(registry: Registry, state_dir: str = "") -> ShipperM
                             "each (HTTP: a batch answered 5xx or split by a 413 counts again; "
                             "stream sinks: a record once a connection).", ("sink",)),
         sink_acked=r.counter("shipper_sink_acked_total", "Records the peer confirmed.", ("sink",)),
-        sink_retried=r.counter("shipper_sink_retried_total", "Records sent again after a failure.",
+        sink_retried=r.counter("shipper_sink_retried_total",
+                                  "Records tried again after a failed attempt (counted at each try: "
+                                  "a batch tried 10 times counts 10 times its records).",
                                ("sink",)),
         sink_failures=r.counter("shipper_sink_failures_total", "Failed delivery attempts (batches).",
                                 ("sink",)),

@@ -309,6 +309,7 @@ class Pipeline:
             for s in self.sources:
                 if hasattr(s, "autosave"):
                     s.autosave = False
+        self.left_at_stop = 0  # records in the queues when stop() closed them
         self._unappended = 0
         self._correlated_at = time.monotonic()  # when the correlator was last fed (see _tick_correlator)
         # The first save comes soon: a shipper killed before its first save (a crash
@@ -1170,6 +1171,7 @@ class Pipeline:
         self.state_kept = keep
         for s in self.sources:
             await s.close(save=keep)
+        self.left_at_stop = 0
         for r in self.routes:
             # A peer that stopped reading must not hold the stop past its timeout, nor
             # one a reload gave up (a frozen RELP peer never answers its close) the reload
@@ -1179,6 +1181,7 @@ class Pipeline:
             except TimeoutError:
                 log.warning("sink %s: closing its connection timed out; dropped it", r.name)
             left = r.queue.depth
+            self.left_at_stop += left
             if left and wait_for_down and not r.gone:
                 # a stop: how much did not go, and where it is (the admin had to ask
                 # status before the stop to know)

@@ -56,7 +56,7 @@ def test_stats_of_a_clean_buffer(tmp_path: Path) -> None:
     code, text = run(stats, tmp_path)
     assert code == 0
     assert "unacknowledged:  750 (acknowledged up to seq 250)" in text
-    assert "newest event:    2023-11-14T22:13:20.000999000Z" in text
+    assert "last record:     2023-11-14T22:13:20.000999000Z" in text
     assert "corrupt:         0 region(s), 0 byte(s), 0 record(s) lost" in text
     assert "clean shutdown: yes" in text
     code, text = run(verify, tmp_path)

@@ -377,6 +377,9 @@ def test_sink_down_then_up_every_line_arrives_in_order(tmp_path):
             seen.add(s)
             first_seen.append(s)
     assert first_seen == list(range(total)), f"log: {shlog.read_text()[-2000:]}"
+    # a clean stop says it ended with everything delivered (it said only "stopping")
+    assert shlog.read_text().rstrip().endswith("INFO shipper: stopped: everything read was delivered"), \
+        shlog.read_text()[-500:]
 
 
 def test_a_mail_spanning_a_kill_9_is_still_one_record(tmp_path):
