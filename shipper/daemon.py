@@ -604,8 +604,8 @@ def _run_config(loader: Any, config_path: str | None, log_format: str | None, de
     if after and dirs + FD_HEADROOM > after:
         log.warning("%d log directories to follow, and this process may open %d files: each "
                     "directory holds one open, and sockets, buffers and state need about %d "
-                    "more; raise the hard limit (ulimit -Hn, LimitNOFILE=) or directories "
-                    "will fail with 'Too many open files'", dirs, after, FD_HEADROOM)
+                    "more; raise the hard limit (ulimit -Hn, LimitNOFILE=) or those beyond it "
+                    "are not followed", dirs, after, FD_HEADROOM)
     for w in config.warnings:
         log.warning("%s", w)
     # The demo, and a config reading only standard input, end when all is delivered.

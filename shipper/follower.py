@@ -102,6 +102,7 @@ import logging
 import lzma
 import math
 import os
+import resource
 import stat
 import time
 import zlib
@@ -187,6 +188,9 @@ class _Break:
 
 GONE_FORGET = 60.0  # seconds a log directory a glob found may be gone before it is forgotten
 FORGOTTEN_MAX = 1000  # positions of forgotten directories kept in the checkpoint
+# Files kept for sinks, buffers, state and metrics beside the logs followed (as the
+# daemon's FD_HEADROOM): a log is not followed when it would take one of these
+FD_RESERVE = 64
 
 
 def _drained(f: Any) -> bool:
@@ -2218,6 +2222,11 @@ class _Source:
         # the start had deleted 14,709 lines before the 5 s rescan saw it)
         self._awaited: dict[str, tuple[int, set[str]]] = {}  # directory → (watcher handle, names)
         self._scan_now = asyncio.Event()
+        self._no_room_said = False  # logs left unfollowed for want of file descriptors
+        self._idle: set[str] = set()  # followers waiting for a change, all they read queued
+        # Log directories let go of (gone, renamed): their lag is no longer shown (it
+        # grew for good once forgotten, an alert for each service removed)
+        self.let_go: set[str] = set()
 
     # -- what to follow -------------------------------------------------------
 
@@ -2246,6 +2255,8 @@ class _Source:
                 why = self._why_not(p)
                 if why is None:
                     out.append(os.path.abspath(p))
+                elif glob.has_magic(pat) and not os.path.lexists(p):
+                    continue  # a match removed since the glob listed it: nothing to follow or say
                 else:
                     reasons.append(why)
             if not paths:
@@ -2340,6 +2351,10 @@ class _Source:
     def commit(self, position: Position) -> None:
         """Everything up to and including ``position`` is safe (cheap; saved later)."""
         key, state = position
+        if key in self.let_go and key not in self._forgotten:
+            # renamed (_take_over): the new name's position covers these lines; stored,
+            # the old name came back to the checkpoint, a stale entry for good
+            return
         self._committed[key] = state
         if self.store is not None:
             self.store.set(key, state)
@@ -2440,10 +2455,102 @@ class _Source:
             self.warnings.extend(self.store.warnings)
             self.store.warnings.clear()
         loop = asyncio.get_running_loop()
-        for path in self._scan():
-            self._add(path, initial=True)
+        self._follow_new(self._scan(), initial=True)
         self._tasks.append(loop.create_task(self._rescan(), name="source rescan"))
         self._tasks.append(loop.create_task(self._saver(), name="checkpoint saver"))
+
+    def _follow_new(self, paths: list[str], initial: bool) -> None:
+        """Follow the paths not followed yet, as many as there are file descriptors for.
+        Each followed log holds one open: with 1,000 directories and ``ulimit -n 256``
+        they took every descriptor, so the sink could not open its file, no checkpoint
+        was written, nothing at all was shipped, and the log got 770 warnings and a
+        traceback a second (a scale hunt). The others wait, said once, and are followed
+        (all of what multilog kept) once there is room: a limit raised, a log gone."""
+        new = [p for p in paths if p not in self.followers]
+        room = self._fd_room() if new else None
+        left = new[max(room, 0):] if room is not None else []
+        renamed = self._renamed_away() if new and not initial else {}
+        for path in new[:len(new) - len(left)]:
+            if renamed and not self._take_over(path, renamed):
+                continue
+            self._add(path, initial)
+        if left and not self._no_room_said:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            text = (f"{len(left)} logs matched are not followed (the first: {left[0]}): this "
+                    f"process may open {soft} files (ulimit -n) and each log followed holds one "
+                    f"open, {FD_RESERVE} kept for sinks, buffers and state; raise the limit "
+                    "(LimitNOFILE=, ulimit -Hn) and restart. They are followed, from their "
+                    "oldest file, once there is room")
+            log.error("%s", text)
+            self.warnings.append(text)
+        elif not left and self._no_room_said:
+            log.info("every log matched is followed now")
+        self._no_room_said = bool(left)
+
+    def _renamed_away(self) -> dict[tuple[int, int], str]:
+        """The followed log directories gone from their path while a file of theirs is
+        open: (device, inode) of that file → their key. Renamed (``mv smtpd smtpd.old``
+        under the glob), one may be found under its new name (``_take_over``)."""
+        if self.follower_kind != "multilog":
+            return {}
+        return {f.reader.ident: key for key, f in self.followers.items()
+                if f.reader is not None and key not in self._scanned
+                and not os.path.lexists(self._watch_dir(key))}
+
+    def _take_over(self, path: str, renamed: dict[tuple[int, int], str]) -> bool:
+        """Whether to follow ``path`` now. A followed directory renamed to it is followed
+        on from where its follower is, and that follower retired: the new name read from
+        its oldest file shipped again what the old one had read (87 of 400 lines in a
+        hunt, the old follower reading on meanwhile), with nothing said. False: that
+        follower has lines in flight; the next scan, soon, tries again."""
+        try:
+            names = os.listdir(path)
+        except OSError:
+            return True
+        for name in names:
+            if name != "current" and name[:1] != "@":
+                continue
+            try:
+                st = os.stat(os.path.join(path, name))
+            except OSError:
+                continue
+            key = renamed.get((st.st_dev, st.st_ino))
+            if key is None or key not in self.followers:
+                continue
+            old = self.followers[key]
+            if not _same_log_dir(key, path, old.state()):
+                continue
+            if key not in self._idle:  # (idle, its state is what it queued: the rest is read anew)
+                asyncio.get_running_loop().call_later(0.1, self._scan_now.set)
+                return False
+            state = old.state()
+            self._retire(key)
+            self.let_go.add(key)
+            self._saved_positions.pop(key, None)
+            self._forgotten.pop(key, None)
+            self._committed.pop(key, None)
+            self._saved_positions[path] = state
+            if self.store is not None:
+                self.store.pop(key)
+                self.store.set(path, state)
+                self._dirty = True
+                self._save_wanted.set()
+            log.info("%s resumes where %s left it (the log directory was renamed)", path, key)
+            return True
+        return True
+
+    def _fd_room(self) -> int | None:
+        """How many more logs may be opened, leaving FD_RESERVE for the rest (None: no
+        limit known). Followers not begun yet hold no file so far but will."""
+        try:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            open_now = len(os.listdir("/proc/self/fd"))
+        except (OSError, ValueError):
+            return None
+        if soft == resource.RLIM_INFINITY:
+            return None
+        unopened = sum(1 for f in self.followers.values() if f.reader is None)
+        return soft - FD_RESERVE - open_now - unopened
 
     def _add(self, path: str, initial: bool) -> None:
         if path in self.followers:
@@ -2483,6 +2590,7 @@ class _Source:
         self._tasks.append(task)
         self._follow_tasks[path] = task
         self._forgotten.pop(path, None)
+        self.let_go.discard(path)
 
     def _why_no_position(self) -> str | None:
         """Why a directory followed from the start has no saved position, if a previous
@@ -2558,11 +2666,15 @@ class _Source:
                 await asyncio.sleep(0)
                 continue
             retry = getattr(f, "retry_after", None)
-            if retry is None:
-                await wake.wait()
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), retry)
+            self._idle.add(f.key)  # all it read is queued: safe to retire (_take_over)
+            try:
+                if retry is None:
+                    await wake.wait()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), retry)
+            finally:
+                self._idle.discard(f.key)
 
     async def _rescan(self) -> None:
         loop = asyncio.get_running_loop()
@@ -2574,8 +2686,7 @@ class _Source:
             finally:
                 timer.cancel()
             self._scan_now.clear()
-            for path in self._scan():
-                self._add(path, initial=False)
+            self._follow_new(self._scan(), initial=False)
             if self.follower_kind == "multilog":
                 self._forget_gone()
 
@@ -2595,20 +2706,8 @@ class _Source:
             f = self.followers[path]
             if now - self._gone_since.setdefault(path, now) < GONE_FORGET or not _drained(f):
                 continue
-            del self.followers[path]
-            self._retired_gaps += f.gaps
-            task = self._follow_tasks.pop(path, None)
-            if task is not None:
-                task.cancel()
-                self._tasks.remove(task)
-            handle = self._handles.pop(path, None)
-            if handle is not None:
-                self.watcher.unwatch(handle)
-            self._wakes.pop(path, None)
-            self._gone_since.pop(path, None)
-            if f.reader is not None:
-                f.reader.close()
-                f.reader = None
+            self._retire(path)
+            self.let_go.add(path)
             kept = self._committed.pop(path, None) or self._saved_positions.get(path)
             if kept is not None:
                 self._saved_positions[path] = kept
@@ -2623,6 +2722,24 @@ class _Source:
                         self._save_wanted.set()
             log.info("%s: the log directory is gone (for %.0f s): no longer followed (its "
                      "position is kept: made again, it resumes there)", path, GONE_FORGET)
+
+    def _retire(self, path: str) -> None:
+        """Stop following ``path``: its task, watch and open file go."""
+        f = self.followers.pop(path)
+        self._retired_gaps += f.gaps
+        task = self._follow_tasks.pop(path, None)
+        if task is not None:
+            task.cancel()
+            self._tasks.remove(task)
+        handle = self._handles.pop(path, None)
+        if handle is not None:
+            self.watcher.unwatch(handle)
+        self._wakes.pop(path, None)
+        self._gone_since.pop(path, None)
+        self._idle.discard(path)
+        if f.reader is not None:
+            f.reader.close()
+            f.reader = None
 
     async def _saver(self) -> None:
         # at most every commit_interval, and only after a position moved: on a quiet log
@@ -2793,12 +2910,18 @@ def multilog_dir_problem(path: str) -> str | None:
         return _unreachable(path) or f"{path}: no such directory yet; followed when it appears"
     if not os.path.isdir(path):
         return f"{path}: not a directory (a multilog source names the log directory)"
+    gone = f"{path}: no such directory yet; followed when it appears"
     try:
         names = os.listdir(path)
+    except FileNotFoundError:
+        return gone
     except OSError as exc:
         return f"{path}: cannot read it: {exc.strerror} ({_dir_access_hint(path)})"
     if not os.access(path, os.X_OK):  # listed, but its files cannot be opened (mode r without x)
-        return f"{path}: cannot read it: Permission denied ({_dir_access_hint(path)})"
+        # (or removed meanwhile: said as a permission error, as root, for directories
+        # of a glob removed 50 a second, a scale hunt)
+        return gone if not os.path.isdir(path) else (
+            f"{path}: cannot read it: Permission denied ({_dir_access_hint(path)})")
     if not any(n in ("current", "lock") or ml.is_archive(n) for n in names):
         return f"{path}: no multilog files in it yet (current, lock, @*.s); followed when they appear"
     current = os.path.join(path, "current")

@@ -66,7 +66,13 @@ def _lag(secs: float | None) -> str:
     return "-" if secs is None else f"{secs:.1f}"
 
 
-def render(metrics: dict[str, list[tuple[dict[str, str], float]]]) -> str:
+# More sources than this (a host logging into 500 multilog directories): only those
+# behind or with gaps are listed, worst first, and the others counted in one line. A
+# table of 1,000 alike rows hid the one directory that was behind (a scale hunt).
+SOURCES_SHOWN = 40
+
+
+def render(metrics: dict[str, list[tuple[dict[str, str], float]]], all_sources: bool = False) -> str:
     lines = []
     version = next((lb.get("version") for lb, _ in metrics.get("shipper_build_info", [])), "?")
     lines.append(f"shipper {version}")
@@ -75,9 +81,20 @@ def render(metrics: dict[str, list[tuple[dict[str, str], float]]]) -> str:
     lag = _by(metrics, "shipper_source_lag_seconds", "source")
     gaps = _by(metrics, "shipper_source_gaps_total", "source")
     unread = _by(metrics, "shipper_source_unread_bytes", "source")
-    for src, n in sorted(_by(metrics, "shipper_source_lines_total", "source").items()):
+    rows = sorted(_by(metrics, "shipper_source_lines_total", "source").items())
+    hidden, hidden_trouble = 0, 0
+    if not all_sources and len(rows) > SOURCES_SHOWN:
+        trouble = sorted((r for r in rows if unread.get(r[0], 0) > 0 or gaps.get(r[0], 0) > 0),
+                         key=lambda r: (-unread.get(r[0], 0), -gaps.get(r[0], 0), r[0]))
+        hidden, hidden_trouble = len(rows) - len(trouble[:SOURCES_SHOWN]), len(trouble[SOURCES_SHOWN:])
+        rows = trouble[:SOURCES_SHOWN]
+    for src, n in rows:
         lines.append(f"{_shown(src)[-50:]:50} {n:>12,.0f} {_size(unread.get(src, 0)):>10} "
                      f"{_lag(lag.get(src)):>8} {gaps.get(src, 0):>6,.0f}")
+    if hidden:
+        rest = (f"{hidden_trouble:,} of them behind or with gaps" if hidden_trouble
+                else "each read to the end, no gaps")
+        lines.append(f"... and {hidden:,} more sources: {rest} (status --all lists every one)")
     lines.append("")
     lines.append(f"{'sink':20} {'state':>7} {'acked':>12} {'retried':>9} {'refused':>8} {'buffered':>10} "
                  f"{'oldest s':>9} last error")
@@ -111,6 +128,8 @@ def main(argv: list[str]) -> int:
     g = ap.add_mutually_exclusive_group()
     g.add_argument("-c", "--config", metavar="FILE", help="take the metrics address from this config")
     g.add_argument("--url", default=None, help="metrics address (default http://127.0.0.1:9810)")
+    ap.add_argument("--all", action="store_true",
+                    help=f"list every source (over {SOURCES_SHOWN}: only those behind or with gaps)")
     args = ap.parse_args(argv)
     url = args.url or "http://127.0.0.1:9810"
     if args.config:
@@ -161,7 +180,7 @@ def main(argv: list[str]) -> int:
                 raise ValueError(f"an answer over {STATUS_MAX_BYTES >> 20} MiB")
             text = b"".join(parts).decode()
         metrics = parse_exposition(text)
-        report = render(metrics)
+        report = render(metrics, args.all)
     except Exception as exc:  # noqa: BLE001 - a bad URL, a peer that is not ours: one line
         why = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
         if isinstance(why, OSError) and why.strerror:  # "Connection refused", not "[Errno 111] ..."

@@ -163,6 +163,8 @@ class Watcher:
         self._next_handle = 1
         self._ticker: asyncio.Task[None] | None = None
         self._delivering = False
+        self.unwatched = 0  # watches refused for lack of room (ENOSPC) in the last look
+        self._no_watch_said = False
 
     def _start(self) -> None:
         if self._loop is not None:
@@ -173,13 +175,17 @@ class Watcher:
                 self._inotify = Inotify()
                 self._loop.add_reader(self._inotify.fd, self._on_readable)
             except OSError as exc:
-                self._fall_back(str(exc))
+                # out of instances (fs.inotify.max_user_instances, all of this user's
+                # programs together): an admin's limit, said even in auto mode
+                self._fall_back(str(exc), exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM))
         self._ticker = self._loop.create_task(self._tick(), name="watcher poll")
 
-    def _fall_back(self, reason: str) -> None:
-        if self.requested == "inotify":
-            log.warning("inotify requested but unavailable (%s): polling every %.3gs",
-                        reason, self.poll_interval)
+    def _fall_back(self, reason: str, limit: bool = False) -> None:
+        if self.requested == "inotify" or limit:
+            log.warning("inotify %s (%s%s): polling every %.3gs",
+                        "unavailable" if limit else "requested but unavailable", reason,
+                        "; the limit is for all programs of this user: sysctl "
+                        "fs.inotify.max_user_instances" if limit else "", self.poll_interval)
         self.mode = "poll"
         if self._inotify is not None:
             if self._loop is not None:
@@ -208,8 +214,20 @@ class Watcher:
         try:
             wd = self._inotify.add_watch(directory, DIR_MASK | IN_ONLYDIR)
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.ENOSYS, errno.EINVAL):
-                self._fall_back(str(exc))  # out of watches: poll everything
+            if exc.errno == errno.ENOSPC:
+                # out of watches (fs.inotify.max_user_watches): only the directories
+                # without one are polled, each poll tick trying again; all of them
+                # polled, 1,000 directories cost 4 % of a core idle and a second of
+                # latency each, and nothing was said in auto mode (a scale hunt)
+                self.unwatched += 1
+                if not self._no_watch_said:
+                    self._no_watch_said = True
+                    log.warning("inotify: out of watches (%s; the limit is for all programs "
+                                "of this user: sysctl fs.inotify.max_user_watches): directories "
+                                "without one are polled every %.3gs", exc, self.poll_interval)
+                return
+            if exc.errno in (errno.ENOSYS, errno.EINVAL):
+                self._fall_back(str(exc))
                 for h, (d, _, cb) in list(self._handles.items()):
                     self._handles[h] = (d, None, cb)
             return  # ENOENT etc.: the directory is gone; the poll tick looks again
@@ -306,10 +324,14 @@ class Watcher:
             while waited < self.safety_interval and self.mode == "inotify":
                 await asyncio.sleep(self.poll_interval)
                 waited += self.poll_interval
+                self.unwatched = 0
                 for h, (d, wd, cb) in list(self._handles.items()):
                     if wd is None:
                         self._attach(h, d, cb)
                         _safe_call(cb, None, 0)
+                if self._no_watch_said and not self.unwatched and self._inotify is not None:
+                    self._no_watch_said = False
+                    log.info("inotify: every directory has a watch again")
             self._call_all()
 
     def close(self) -> None:

@@ -143,3 +143,32 @@ def test_status_shows_names_as_they_are_and_what_a_sink_refused():
     http = next(line for line in lines if line.startswith("http "))
     assert http.split()[:6] == ["http", "up", "900", "0", "100", "0"]
     assert 'refused for good: HTTP 400 "Überlastet" \\ x' in http
+
+
+def test_status_of_a_thousand_sources_shows_those_behind_and_counts_the_rest():
+    """A scale hunt: with 1,000 log directories (one per service and tcpserver instance),
+    status printed 1,000 alike rows, the one directory behind or with gaps among them."""
+    from shipper.metrics import Registry, declare_shipper_metrics
+    from shipper.status import SOURCES_SHOWN, parse_exposition, render
+
+    reg = Registry()
+    m = declare_shipper_metrics(reg, "/var/lib/shipper")
+    for i in range(1000):
+        src = f"/var/log/qmail/smtpd{i:04d}"
+        m.source_lines.set(10, source=src)
+        m.source_unread.set(0, source=src)
+        m.source_gaps.set(0, source=src)
+        m.source_lag.set(3.0, source=src)
+    m.source_unread.set(5 << 20, source="/var/log/qmail/smtpd0500")
+    m.source_gaps.set(2, source="/var/log/qmail/smtpd0900")
+    m.sink_connected.set(1, sink="siem")
+    m.sink_acked.set(10_000, sink="siem")
+    metrics = parse_exposition(reg.render())
+    out = render(metrics).splitlines()
+    assert len(out) < SOURCES_SHOWN
+    assert out[3].startswith("/var/log/qmail/smtpd0500") and "5.0 MiB" in out[3]  # worst first
+    assert out[4].startswith("/var/log/qmail/smtpd0900") and out[4].endswith(" 2")
+    assert out[5] == ("... and 998 more sources: each read to the end, no gaps "
+                      "(status --all lists every one)")
+    assert any(line.startswith("siem ") for line in out)
+    assert len(render(metrics, all_sources=True).splitlines()) == 1000 + 6

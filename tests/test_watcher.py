@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+from conftest import require_binary
 
 from shipper.watcher import (
     IN_CREATE,
@@ -192,3 +197,68 @@ async def test_catch_up_delivers_queued_events_at_once_and_in_order(tmp_path):
         assert seen == []
     finally:
         w.close()
+
+
+# Run in a user namespace of its own, whose inotify watch limit is 3 (the kernel's
+# per-namespace limit; fs.inotify.max_user_watches is the host's): the limit of the
+# host, shared by every program there, is left alone.
+OUT_OF_WATCHES = r"""
+import asyncio, json, logging, sys, time
+from pathlib import Path
+from shipper.watcher import Watcher
+Path("/proc/sys/user/max_inotify_watches").write_text("3")
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+root = Path(sys.argv[1])
+
+async def main():
+    w = Watcher("auto", poll_interval=0.05, safety_interval=60.0)
+    seen = {i: [] for i in range(6)}
+    for i in range(6):
+        (root / f"d{i}").mkdir()
+        w.watch(str(root / f"d{i}"), lambda name, mask, i=i: seen[i].append(name))
+    await asyncio.sleep(0.05)
+    (root / "d0" / "current").write_bytes(b"x\n")
+    deadline = time.monotonic() + 10
+    while not (seen[0] and None in seen[5]) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    out = {"mode": w.mode, "named0": "current" in seen[0], "polled5": None in seen[5],
+           "polled0": None in seen[0], "watched": [w.names_seen(h) for h in range(1, 7)]}
+    w.close()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def test_out_of_inotify_watches_polls_only_the_rest_and_says_so(tmp_path):
+    """A scale hunt: 1,000 log directories under one glob and a watch limit of 500. The
+    501st watch refused, every directory was polled (4 % of a core idle, a second of
+    latency each) and in auto mode nothing was said."""
+    unshare = require_binary("unshare")
+    p = subprocess.run([unshare, "-Ur", sys.executable, "-c", OUT_OF_WATCHES, str(tmp_path)],
+                       capture_output=True, text=True, timeout=60,
+                       cwd=Path(__file__).resolve().parent.parent)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["mode"] == "inotify"
+    assert out["watched"] == [True, True, True, False, False, False]
+    assert out["named0"] and out["polled5"]  # events where watched, polls for the rest
+    assert not out["polled0"]  # a watched directory is not polled (the safety poll is 60 s)
+    said = [line for line in p.stderr.splitlines() if "out of watches" in line]
+    assert len(said) == 1 and said[0].startswith("WARNING") and "max_user_watches" in said[0]
+
+
+def test_out_of_inotify_instances_is_said_in_auto_mode(tmp_path):
+    """As above, with no inotify instance left (fs.inotify.max_user_instances, 128 for
+    all of root's programs by default): every directory polled, and nothing said."""
+    script = OUT_OF_WATCHES.replace('max_inotify_watches").write_text("3")',
+                                    'max_inotify_instances").write_text("0")')
+    unshare = require_binary("unshare")
+    p = subprocess.run([unshare, "-Ur", sys.executable, "-c", script, str(tmp_path)],
+                       capture_output=True, text=True, timeout=60,
+                       cwd=Path(__file__).resolve().parent.parent)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["mode"] == "poll" and out["polled0"] and out["polled5"]
+    said = [line for line in p.stderr.splitlines() if "inotify" in line]
+    assert len(said) == 1 and said[0].startswith("WARNING") and "max_user_instances" in said[0]
