@@ -312,7 +312,15 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
     listed = sum(map(len, groups))
-    groups = [in_window(g, since, until) if m else g for g, m in zip(groups, multilog, strict=True)]
+    # --summaries: the archives a mail open at --since began in are read too (for the
+    # correlator, not sent): up to the longest a mail stays in the queue before it
+    read_since = since
+    if since is not None and args.summaries:
+        from shipper.track.qmail import QmailOptions
+
+        max_age = config.tracking.max_age if config is not None else QmailOptions().max_age_s
+        read_since = since - int(max_age * 1_000_000_000)
+    groups = [in_window(g, read_since, until) if m else g for g, m in zip(groups, multilog, strict=True)]
     outside = listed - sum(map(len, groups))
     # The progress is the replay's of these arguments; what each file holds is told by its
     # identity (progress_key), so files that came or went since (multilog rotated,
@@ -459,9 +467,7 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
         out = corr.feed(fed)
         fed = []
         feeds += 1
-        if final:
-            out += corr.finish()
-        elif feeds % 64 == 0:  # mails open past max_age, by the log's time (as track)
+        if not final and feeds % 64 == 0:  # mails open past max_age, by the log's time (as track)
             out += corr.flush()
         if transform is not None:
             out = transform.tidy_summaries(out)
@@ -476,15 +482,20 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
 
     for rec, send in merged_all(groups, opts, done, since, until, counters, multilog, keys,
                                 every=corr is not None):
-        if transform is not None and corr is not None:
-            rec = transform.pseudonymise([rec])[0]  # before the correlator, as live
+        where = mark(rec) if send else None  # (before the transforms: the file's own id)
         if corr is not None:
+            if transform is not None:
+                rec = transform.pseudonymise([rec])[0]  # before the correlator, as live
             fed.append(rec)
             if len(fed) >= 2048:
                 summaries()
-        if not send:
-            continue
-        where = mark(rec)
+            if not send:
+                if len(batch) >= BATCH:  # (the summaries of a long stretch not sent)
+                    await flush()
+                continue
+            # (a copy: the dropped fields go from what is sent, not from what the
+            # correlator has still to read)
+            rec = dict(rec) if transform is not None else rec
         if transform is not None or wants is not None:
             if transform is None:
                 kept = [rec]
@@ -494,6 +505,8 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
                 # not shipped, on purpose: done (a resumed run does not read it again)
                 marks.append(where)
                 counters["transformed_away"] += 1
+                if len(marks) >= BATCH:  # (a sink taking summaries only: its progress too)
+                    await flush()
                 continue
             rec = kept[0]
         batch.append(rec)
@@ -510,6 +523,11 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
             progress.update(counters["bytes"], sent)
     if corr is not None:
         summaries(final=True)
+        if corr.open_count:
+            # not sent: under the id the live run gives the whole mail, an incomplete one
+            # could overwrite the live run's in the SIEM (the live run ends them)
+            print(f"replay: {corr.open_count:,} mails and sessions open at the end of the input "
+                  "not summarised (the live run sends them once they end)", file=sys.stderr)
     await flush(final=True)
     progress.update(total, sent, final=True)
     verb = "would send" if args.dry_run else "sent"
@@ -658,8 +676,11 @@ def main(argv: list[str]) -> int:
             # 0640 as the file sink's: it holds mail addresses (it was 0644 by the umask);
             # never through another user's link, nor waiting on a FIFO put there; read
             # and write, to look at its end (_cut_torn_record) through this one open
-            out = open(args.output, "a+b",  # noqa: SIM115 - closed below
-                       opener=lambda p, f: open_not_through_foreign_link(p, f, 0o640, regular_only=False))
+            # ("ab" over an O_RDWR descriptor: "a+b" wanted a seekable file, a FIFO or a
+            # pipe's /dev/stdout refused)
+            out = open(args.output, "ab",  # noqa: SIM115 - closed below
+                       opener=lambda p, f: open_not_through_foreign_link(
+                           p, (f & ~os.O_WRONLY) | os.O_RDWR, 0o640, regular_only=False))
             _cut_torn_record(out, args.output)
         try:
             return asyncio.run(_run(args, sink, out, config))
