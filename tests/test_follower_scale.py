@@ -153,7 +153,10 @@ async def test_a_log_directory_renamed_under_the_glob_is_read_on_not_again(tmp_p
         moved = src.followers[str(root / "smtpd07.old")]
         await await_until("the new name read", lambda: moved.unread_bytes() == 0 and not moved.more)
         pids = [ln.split(b": ", 1)[1] for ln in got if b"tcpserver: pid" in ln]
-        assert len(pids) == len(set(pids)) == 400
+        # the new name goes on from what was committed (a review: from what was read,
+        # the lines in flight were lost at a stop): what was queued and not committed
+        # yet comes again, with the same event ids; not the old name's whole history
+        assert len(set(pids)) == 400 and len(pids) - 400 <= 60, (len(pids), len(set(pids)))
         assert any("resumes where" in r.getMessage() and "renamed" in r.getMessage()
                    for r in caplog.records)
     finally:
