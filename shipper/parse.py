@@ -601,12 +601,16 @@ def dispatch(text: str, tag: str | None = None) -> tuple[str | None, str, dict, 
 
 # "password=", "clearpasswd=" in a line no parser knows: a login's debugging (Courier's
 # DEBUG_LOGIN forms, another program's) that would go out in clear as its text
-_SECRET_PAIR_RE = re.compile(r"(?i)\b(?:clearpasswd|password|passwd|pass)=")
+# (also "password: x", "user_password=x", pw=/pwd=, JSON's "password":"x", and POP3's
+# PASS or SMTP's AUTH as a program writes them: a review found those in clear)
+_SECRET_PAIR_RE = re.compile(
+    r'(?i:(?<![a-z])(?:clearpasswd|password|passwd|pass|pwd|pw|secret)"?\s*[=:]\s*"?)'
+    r"|(?<![A-Za-z])(?:PASS|AUTH [A-Z0-9-]+) ")
 
 
 def _unparsed(program: str | None, pid: int | None, text: str) -> tuple[str | None, str, dict, int | None]:
     """An unparsed line's dispatch result: cut from a ``password=`` to its end (redacted)."""
-    m = _SECRET_PAIR_RE.search(text) if "=" in text else None
+    m = _SECRET_PAIR_RE.search(text)
     return program, "unparsed", ({"_redact": text[:m.end()] + "[REDACTED]"} if m else {}), pid
 
 

@@ -236,11 +236,17 @@ def test_a_password_pair_in_a_line_no_parser_knows_is_redacted() -> None:
             (b"@400000006b02a2aa2bcb057c Authenticated: clearpasswd=hunter2, passwd=$1$abc",
              "Authenticated: clearpasswd=[REDACTED]"),
             (b"@400000006b02a2aa2bcb057c sslio[12]: user=a Password=hunter2 more",
-             "sslio[12]: user=a Password=[REDACTED]")):
+             "sslio[12]: user=a Password=[REDACTED]"),
+            # forms a second review found in clear
+            (b"@400000006b02a2aa2bcb057c foo[1]: password: hunter2", "foo[1]: password: [REDACTED]"),
+            (b"@400000006b02a2aa2bcb057c foo[1]: user_password=hunter2", "foo[1]: user_password=[REDACTED]"),
+            (b'@400000006b02a2aa2bcb057c foo[1]: {"pwd":"hunter2"}', 'foo[1]: {"pwd":"[REDACTED]'),
+            (b"@400000006b02a2aa2bcb057c foo[1]: got PASS hunter2", "foo[1]: got PASS [REDACTED]"),
+            (b"@400000006b02a2aa2bcb057c foo[1]: AUTH PLAIN aHVudGVyMg==", "foo[1]: AUTH PLAIN [REDACTED]")):
         rec = parser.parse(line)
         assert rec.event == "unparsed" and rec.message == kept, rec
-        assert "hunter2" not in rec.raw and "redacted" in rec.flags
+        assert "hunter2" not in rec.raw and "aHVudGVyMg" not in rec.raw and "redacted" in rec.flags
     rec = LineParser(ParseOptions(redact=False)).parse(b"LOGIN: DEBUG: ip=[::1], password=hunter2")
     assert "hunter2" in rec.raw
-    rec = parser.parse(b"@400000006b02a2aa2bcb057c some program: key=value a=b")
+    rec = parser.parse(b"@400000006b02a2aa2bcb057c some program: key=value a=b, first pass, bypass=1")
     assert rec.event == "unparsed" and "redacted" not in (rec.flags or ())  # no secret: as it came
