@@ -176,14 +176,16 @@ class BatchConfirmations:
             self._ready_records += self._counts.popleft()
 
 
-def hold_off(confirmations: BatchConfirmations, peer: str) -> None:
+def hold_off(confirmations: BatchConfirmations, peer: str, said: str = "") -> None:
     """Raise SinkError (with the pause as ``retry_after``) while a new connection to a
-    peer that hangs up on each is not due yet (``BatchConfirmations.hold_off``)."""
+    peer that hangs up on each is not due yet (``BatchConfirmations.hold_off``). ``said``:
+    what the peer sent on the last one (base.spoke: a RELP port's answer), so the pause's
+    words still point at the port."""
     pause = confirmations.hold_off()
     if pause > 0:
         raise SinkError(f"{peer}: the peer hung up on each of our last connections right after "
-                        "taking a batch (a TLS port? a wrong port? refusing us?): connecting again "
-                        "after a pause", retry_after=pause)
+                        f"taking a batch{said or ' (a TLS port? a wrong port? refusing us?)'}: "
+                        "connecting again after a pause", retry_after=pause)
 
 
 async def drain_while_moving(writer: asyncio.StreamWriter, timeout: float) -> None:

@@ -191,7 +191,7 @@ class GelfTcpSink:
         if self._writer is not None and (self._peer_closed or self._writer.is_closing()):
             await self._drop()
         if self._writer is None:
-            hold_off(self._confirmations, f"{self.host}:{self.port}")
+            hold_off(self._confirmations, f"{self.host}:{self.port}", spoke(self._said))
         writer = self._writer or await self._connect()
         data = gelf_encode.encode_tcp(records, self.default_host)
         self.stats.sent += len(records)

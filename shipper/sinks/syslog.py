@@ -265,7 +265,7 @@ class SyslogTcpSink:
             self.stats.extra["peer_closed"] = self.stats.extra.get("peer_closed", 0) + 1
             await self._drop()
         if self._writer is None:
-            hold_off(self._confirmations, f"{self.host}:{self.port}")
+            hold_off(self._confirmations, f"{self.host}:{self.port}", spoke(self._said))
             await self._connect()
         writer = self._writer
         assert writer is not None
@@ -279,7 +279,8 @@ class SyslogTcpSink:
             raise SinkError(f"{peer}: write timed out after {self.write_timeout:g}s (peer not reading)") from exc
         except (OSError, ssl.SSLError) as exc:
             await self._drop()
-            raise SinkError(f"{peer}: write failed: {describe_error(exc)}") from exc
+            # (what the peer sent, if it was seen before the reset: a RELP port's answer)
+            raise SinkError(f"{peer}: write failed: {describe_error(exc)}{spoke(self._said)}") from exc
         if self._gone():
             reason = self._peer_gone or "peer closed the connection"
             await self._drop()
