@@ -30,6 +30,14 @@ def _make_logs(root, multilog: str) -> None:
 
 
 @pytest.mark.slow
+
+async def _read_committing(src: MultilogSource, got: list[bytes]) -> None:
+    """The source's lines into ``got``, each batch committed as the pipeline would."""
+    async for item in src.batches():
+        if isinstance(item, LineBatch):
+            got.extend(item.lines)
+            src.commit(item.position)
+
 async def test_more_logs_than_file_descriptors_follows_what_fits_and_says_so(tmp_path, caplog):
     """A scale hunt: 1,000 directories and ``ulimit -n 256``. Each followed directory
     holds its current open, so they took every descriptor: the sink could not open its
@@ -43,17 +51,11 @@ async def test_more_logs_than_file_descriptors_follows_what_fits_and_says_so(tmp
                          rescan_interval=0.05)
     got: list[bytes] = []
 
-    async def run() -> None:
-        async for item in src.batches():
-            if isinstance(item, LineBatch):
-                got.extend(item.lines)
-                src.commit(item.position)
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     fits = 10
     resource.setrlimit(resource.RLIMIT_NOFILE,
                        (len(os.listdir("/proc/self/fd")) + FD_RESERVE + fits, hard))
-    task = asyncio.create_task(run())
+    task = asyncio.create_task(_read_committing(src, got))
     try:
         await await_until("the logs that fit read", lambda: len(got) >= len(src.followers) > 0)
         assert 0 < len(src.followers) <= fits
@@ -127,13 +129,7 @@ async def test_a_log_directory_renamed_under_the_glob_is_read_on_not_again(tmp_p
                          poll_interval=0.05, rescan_interval=0.2)
     got: list[bytes] = []
 
-    async def run() -> None:
-        async for item in src.batches():
-            if isinstance(item, LineBatch):
-                got.extend(item.lines)
-                src.commit(item.position)
-
-    task = asyncio.create_task(run())
+    task = asyncio.create_task(_read_committing(src, got))
     ml = subprocess.Popen([multilog, "t", "s4096", "n3", str(d)], stdin=subprocess.PIPE)
     assert ml.stdin is not None
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import ch_query, require_binary, wait_until
+from conftest import ch_query, require_binary
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -590,35 +590,36 @@ def test_a_peer_that_resets_after_taking_the_bytes_loses_nothing_of_a_replay(tmp
     assert len(ids) == 3000, (len(ids), r.stderr[-2000:])
 
 
-def test_replay_ships_as_the_live_run_its_transforms_and_the_sinks_filter(tmp_path):
-    """A privacy review: replay --sink ignored [transforms]: clear addresses reached the
-    SIEM from a config that pseudonymises, and the lines it excludes went too. The
-    resume still works by the files' own ids (the shipped ones are keyed). Not the rate
-    limit, which guards a live run against floods: it would drop most of an archive."""
+def _pseudonymising_replay(tmp_path: Path, sessions: int, statuses: int = 0, transforms: str = "",
+                           sink: str = "") -> tuple[Path, Path, Path]:
+    """A multilog directory of ``sessions`` tcpserver lines (each a client name and
+    address) and ``statuses`` qmail-send status lines, and a config pseudonymising them
+    (with ``transforms`` more) into a file sink (with ``sink`` more): (dir, out, config)."""
     texts = [f"tcpserver: ok {4000 + i} mx.example.org:192.0.2.1:25 client{i}.example.net:198.51.100.{i % 250}::4{i:04d}"
-             for i in range(1500)] + [f"status: local 0/10 remote {i % 20}/20" for i in range(500)]
+             for i in range(sessions)] + [f"status: local 0/10 remote {i % 20}/20" for i in range(statuses)]
     d = _multilog_dir(tmp_path, "smtpd", texts)
     key = tmp_path / "key"
     key.write_text("0123456789abcdef0123456789abcdef")
     key.chmod(0o600)
     out = tmp_path / "out.ndjson"
     cfg = tmp_path / "shipper.toml"
-    cfg.write_text(f"""state_dir = "{tmp_path / 'var'}"
-[sources.smtpd]
-type = "multilog"
-paths = ["{d}"]
-[transforms]
+    cfg.write_text(f'state_dir = "{tmp_path / "var"}"\n[sources.smtpd]\ntype = "multilog"\npaths = ["{d}"]\n'
+                   f'{transforms}[transforms.pseudonymise]\nkey_file = "{key}"\n'
+                   f'[sinks.siem]\ntype = "file"\npath = "{out}"\n{sink}')
+    return d, out, cfg
+
+
+def test_replay_ships_as_the_live_run_its_transforms_and_the_sinks_filter(tmp_path):
+    """A privacy review: replay --sink ignored [transforms]: clear addresses reached the
+    SIEM from a config that pseudonymises, and the lines it excludes went too. The
+    resume still works by the files' own ids (the shipped ones are keyed). Not the rate
+    limit, which guards a live run against floods: it would drop most of an archive."""
+    d, out, cfg = _pseudonymising_replay(tmp_path, 1500, 500, """[transforms]
 drop_fields = ["raw"]
-[transforms.pseudonymise]
-key_file = "{key}"
 [transforms.rate_limit]
 rate = 1
 burst = 1
-[sinks.siem]
-type = "file"
-path = "{out}"
-exclude_events = ["status"]
-""")
+""", 'exclude_events = ["status"]\n')
     args = [sys.executable, "-m", "shipper", "replay", str(d), "-c", str(cfg), "--sink", "siem", "--rate", "1000"]
     err = _interrupt_once_sending(args, out, tmp_path / "var")
     r = subprocess.run(args[:-2], capture_output=True, text=True, timeout=60, cwd=REPO)
@@ -740,24 +741,9 @@ def test_a_resumed_replay_with_summaries_and_pseudonyms_skips_what_it_sent(tmp_p
     """Found by a review: with --summaries and [transforms.pseudonymise], the progress
     was kept under the keyed file ids, so the run again found none ("0 already sent
     before") and sent everything again."""
-    texts = [f"tcpserver: ok {4000 + i} mx.example.org:192.0.2.1:25 client{i}.example.net:198.51.100.{i % 250}::4{i:04d}"
-             for i in range(3000)]
-    d = _multilog_dir(tmp_path, "smtpd", texts)
-    key = tmp_path / "key"
-    key.write_text("0123456789abcdef0123456789abcdef")
-    key.chmod(0o600)
-    out = tmp_path / "out.ndjson"
-    cfg = tmp_path / "shipper.toml"
-    cfg.write_text(f'state_dir = "{tmp_path / "var"}"\n[sources.smtpd]\ntype = "multilog"\npaths = ["{d}"]\n'
-                   f'[transforms.pseudonymise]\nkey_file = "{key}"\n[sinks.siem]\ntype = "file"\npath = "{out}"\n')
+    d, out, cfg = _pseudonymising_replay(tmp_path, 3000)
     args = [sys.executable, "-m", "shipper", "replay", str(d), "-c", str(cfg), "--sink", "siem", "--summaries"]
-    p = subprocess.Popen([*args, "--rate", "1000"], stderr=subprocess.PIPE, cwd=REPO)
-    try:
-        wait_until("some progress kept", lambda: out.exists() and out.stat().st_size > 0
-                   and any((tmp_path / "var" / "replay").glob("*.json")), timeout=60)
-    finally:
-        os.kill(p.pid, signal.SIGINT)
-        p.communicate(timeout=30)
+    _interrupt_once_sending([*args, "--rate", "1000"], out, tmp_path / "var")
     r = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert r.returncode == 0, r.stderr
     resumed = int(re.search(r"([\d,]+) already sent before", r.stderr).group(1).replace(",", ""))
