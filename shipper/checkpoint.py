@@ -199,11 +199,11 @@ class CheckpointStore:
             if not set_aside:
                 self._warn(f"checkpoint {self.path}: a directory, not a file")
                 return {}
-            where = self.path + ".corrupt"
-            n = 0
-            while os.path.lexists(where):
-                n += 1
-                where = f"{self.path}.{n}.corrupt"
+            from pathlib import Path
+
+            from shipper.diskqueue import aside_name  # (the buffer's own naming: .N.corrupt)
+
+            where = str(aside_name(Path(self.path)))
             try:
                 os.rename(self.path, where)
             except OSError as exc:

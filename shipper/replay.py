@@ -312,14 +312,18 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
     listed = sum(map(len, groups))
-    # --summaries: the archives a mail open at --since began in are read too (for the
-    # correlator, not sent): up to the longest a mail stays in the queue before it
-    read_since = since
-    if since is not None and args.summaries:
-        from shipper.track.qmail import QmailOptions
+    # --summaries: the correlator as the live run's (its [tracking] options), and the
+    # archives a mail open at --since began in read too (for it, not sent): up to the
+    # longest a mail stays in the queue before it
+    copts = None
+    if args.summaries:
+        from shipper.assemble import correlator_options
+        from shipper.track.correlator import CorrelatorOptions
 
-        max_age = config.tracking.max_age if config is not None else QmailOptions().max_age_s
-        read_since = since - int(max_age * 1_000_000_000)
+        copts = correlator_options(config) if config is not None else CorrelatorOptions()
+    read_since = since
+    if since is not None and copts is not None:
+        read_since = since - int(copts.qmail.max_age_s * 1_000_000_000)
     groups = [in_window(g, read_since, until) if m else g for g, m in zip(groups, multilog, strict=True)]
     outside = listed - sum(map(len, groups))
     # The progress is the replay's of these arguments; what each file holds is told by its
@@ -449,13 +453,9 @@ async def _replay(args: argparse.Namespace, sink: Any, out: Any, config: Any = N
         from shipper.assemble import is_summary
 
         wants = sink_filter(config.sinks[args.sink], is_summary)
-    # --summaries: the correlator as the live run's, over every line read (also those
-    # sent before a resume, or outside the window: a mail's summary has all its lines)
-    corr = None
-    if args.summaries:
-        from shipper.assemble import correlator_options
-
-        corr = Correlator(correlator_options(config) if config is not None else None)
+    # over every line read (also those sent before a resume, or outside the window: a
+    # mail's summary has all its lines)
+    corr = Correlator(copts) if copts is not None else None
     fed: list[dict[str, Any]] = []
     feeds = 0
 
