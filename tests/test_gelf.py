@@ -286,3 +286,16 @@ def test_compress_min_sends_small_messages_plain_and_big_ones_compressed():
     big, _ = gelf.encode_udp(big_rec, b"\x00" * 8, 1420, "gzip", "h", compress_min=1420)
     assert len(big) == 1 and big[0][:2] == b"\x1f\x8b"
     assert orjson.loads(gzip.decompress(big[0]))["short_message"] == "z" * 3000
+
+
+def test_a_message_graylog_would_not_decompress_is_cut_to_fit():
+    """A poison-record hunt: 20 MiB of one repeated byte gzip to 20 KB, 15 chunks, but
+    Graylog drops a message whose JSON is over its decompress_size_limit (8 MiB) without
+    a word: it went so. Cut now, as one over 128 chunks is."""
+    rec = dict(fixture_records()[0], message="a" * (10 << 20), raw="b" * (10 << 20))
+    grams, cut = gelf.encode_udp(rec, b"ABCDEFGH", 1420, "gzip", "h")
+    assert cut and len(grams) <= gelf.MAX_CHUNKS
+    plain = gelf.decompress(b"".join(g[12:] for g in grams) if len(grams) > 1 else grams[0])
+    assert len(plain) <= gelf.MAX_DECOMPRESSED
+    msg = orjson.loads(plain)
+    assert msg["_truncated"] == "full_message,short_message" and len(msg["short_message"]) > 4 << 20

@@ -244,16 +244,22 @@ async def test_udp_sink_to_a_name_whose_first_address_refuses_tries_the_next(dua
 class TcpReceiver:
     """NUL-delimited GELF over TCP (optionally TLS), on asyncio."""
 
-    def __init__(self, ssl_ctx: ssl.SSLContext | None = None, close_after: int | None = None) -> None:
+    def __init__(self, ssl_ctx: ssl.SSLContext | None = None, close_after: int | None = None,
+                 max_frame: int | None = None) -> None:
         self.ssl_ctx = ssl_ctx
         self.close_after = close_after  # close each connection after this many messages
+        # Graylog's max_message_size: a longer frame fails its frame decoder, and the
+        # input closes the connection (the bytes after it unread)
+        self.max_frame = max_frame
+        self.too_long = 0
         self.messages: list[dict[str, Any]] = []
         self.connections = 0
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
 
     async def start(self, port: int = 0) -> None:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", port, ssl=self.ssl_ctx)
+        limit = {} if self.max_frame is None else {"limit": self.max_frame + 1}
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", port, ssl=self.ssl_ctx, **limit)
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -268,6 +274,8 @@ class TcpReceiver:
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except asyncio.LimitOverrunError:  # no NUL within max_frame + 1 bytes
+            self.too_long += 1
         writer.close()
 
     async def wait_for(self, n: int, timeout: float = 10.0) -> None:
@@ -295,6 +303,31 @@ async def test_tcp_sink_nul_delimited():
         assert [m["_event_id"] for m in rx.messages] == [r["event_id"] for r in recs]
         assert [m["short_message"] for m in rx.messages] == [r["message"] for r in recs]
         assert rx.messages[0]["host"] == "mx1" and rx.messages[-1]["host"] == "www"
+    finally:
+        await sink.close()
+        await rx.stop()
+
+
+async def test_tcp_sink_cuts_a_message_over_graylogs_frame_limit_not_the_connection():
+    """A poison-record hunt: a message over Graylog's GELF TCP max_message_size (2 MiB; a
+    mail summary of thousands of recipients, a long line with max_line_bytes raised)
+    made the input close the connection; the batch went again into the same wall, for
+    good: in 20 s 7 of 19 good records in, 42 duplicates, nothing acknowledged. Cut to
+    fit now, as UDP cuts one over 128 chunks."""
+    recs = fixture_records()[:20]
+    recs[7] = dict(recs[7], message="m" * (3 << 20), raw="r" * (3 << 20), event_id="huge-1")
+    rx = TcpReceiver(max_frame=2 << 20)
+    await rx.start()
+    sink = GelfTcpSink("127.0.0.1", rx.port)
+    try:
+        assert await asyncio.wait_for(deliver(sink, recs), 20)
+        await rx.wait_for(20)
+        assert rx.too_long == 0 and rx.connections == 1
+        assert [m["_event_id"] for m in rx.messages] == [r["event_id"] for r in recs]
+        huge = rx.messages[7]
+        assert huge["_truncated"] == "full_message,short_message" and "full_message" not in huge
+        assert recs[7]["message"].startswith(huge["short_message"]) and len(huge["short_message"]) > 1 << 20
+        assert sink.stats.truncated == 1
     finally:
         await sink.close()
         await rx.stop()

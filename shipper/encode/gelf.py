@@ -27,7 +27,9 @@ UDP: a message larger than one datagram is split into at most 128 chunks
 (``0x1e 0x0f``, 8-byte message id, sequence number, sequence count, payload).
 A message that needs more is cut, never dropped: ``full_message`` goes first,
 then the longest strings (``short_message`` first among equals) are halved
-until it fits; it carries ``_truncated`` naming what was cut.
+until it fits; it carries ``_truncated`` naming what was cut. So is one whose
+JSON is over Graylog's decompress_size_limit (8 MiB: dropped unsaid), and over
+TCP one over its max_message_size (2 MiB: the connection closed, for good).
 """
 
 from __future__ import annotations
@@ -47,6 +49,13 @@ from shipper.severity import severity
 MAGIC = b"\x1e\x0f"
 CHUNK_HEADER = 12  # magic 2 + message id 8 + seq 1 + count 1
 MAX_CHUNKS = 128
+# Graylog's own limits (its inputs' defaults): a GELF TCP frame over max_message_size
+# makes its frame decoder fail and the input close the connection (ExceptionLogging-
+# ChannelHandler), the messages after it in our write lost and the batch sent again
+# into the same wall, for good; a UDP message whose JSON is over decompress_size_limit
+# is dropped without a word. Cut to fit them, as a message over 128 chunks is.
+MAX_TCP_MESSAGE = 2 << 20  # bytes of JSON, the NUL after it not counted (Netty's frame length)
+MAX_DECOMPRESSED = 8 << 20
 DEFAULT_CHUNK_SIZE = 1420  # bytes per datagram, header included (fits a 1500-byte MTU)
 COMPRESSIONS = ("gzip", "zlib", "none")
 
@@ -185,20 +194,27 @@ def chunk(payload: bytes, message_id: bytes, chunk_size: int = DEFAULT_CHUNK_SIZ
 
 
 def _fit(msg: dict[str, Any], compression: str, limit: int,
-         compress_min: int = 0) -> tuple[bytes, list[str]]:
-    """Serialise and compress ``msg``, cutting it until it is at most ``limit`` bytes."""
+         compress_min: int = 0, plain_limit: int = MAX_DECOMPRESSED) -> tuple[bytes, list[str]]:
+    """Serialise and compress ``msg``, cutting it until it is at most ``limit`` bytes,
+    and its JSON at most ``plain_limit``."""
     plain = orjson.dumps(msg)
     payload = plain if len(plain) < compress_min else compress(plain, compression)
-    if len(payload) <= limit:
+    if len(payload) <= limit and len(plain) <= plain_limit:
         return payload, []
     cut: list[str] = []
+
+    def squeeze() -> bytes:
+        nonlocal plain
+        plain = orjson.dumps(msg)
+        return compress(plain, compression)
+
     if "full_message" in msg:
         del msg["full_message"]
         cut.append("full_message")
         msg["_truncated"] = ",".join(cut)
-        payload = compress(orjson.dumps(msg), compression)
+        payload = squeeze()
     for _ in range(200):  # halving converges in ~log2(size) steps per field
-        if len(payload) <= limit:
+        if len(payload) <= limit and len(plain) <= plain_limit:
             return payload, cut
         longest = max((k for k, v in msg.items() if isinstance(v, str) and len(v) > 16),
                       key=lambda k: (len(msg[k]), k == "short_message"), default=None)
@@ -211,8 +227,8 @@ def _fit(msg: dict[str, Any], compression: str, limit: int,
         if longest not in cut:
             cut.append(longest)
         msg["_truncated"] = ",".join(cut)
-        payload = compress(orjson.dumps(msg), compression)
-    if len(payload) > limit:  # many small fields: keep the mandatory ones only
+        payload = squeeze()
+    if len(payload) > limit or len(plain) > plain_limit:  # many small fields: the mandatory ones only
         keep = ("version", "host", "short_message", "timestamp", "level", "_event_id")
         slim = {k: msg[k] for k in keep if k in msg}
         slim["short_message"] = slim.get("short_message", "-")[:256] or "-"
@@ -220,7 +236,7 @@ def _fit(msg: dict[str, Any], compression: str, limit: int,
         msg.clear()
         msg.update(slim)
         cut.append("fields")
-        payload = compress(orjson.dumps(msg), compression)
+        payload = squeeze()
     return payload, cut
 
 
@@ -238,13 +254,37 @@ def encode_udp(rec: dict[str, Any], message_id: bytes, chunk_size: int = DEFAULT
     return chunk(payload, message_id, chunk_size), bool(cut)
 
 
-def encode_tcp(records: list[dict[str, Any]], default_host: str = "localhost") -> bytes:
+def encode_tcp(records: list[dict[str, Any]], default_host: str = "localhost",
+               max_message: int = MAX_TCP_MESSAGE) -> bytes:
     """A batch → NUL-delimited GELF JSON (TCP/TLS framing; uncompressed by the spec).
 
     orjson escapes U+0000 inside strings, so a NUL byte only ever ends a frame.
+    A message over ``max_message`` bytes is cut as ``encode_udp`` cuts (``_truncated``).
     """
+    return encode_tcp_counted(records, default_host, max_message)[0]
+
+
+def encode_tcp_counted(records: list[dict[str, Any]], default_host: str = "localhost",
+                       max_message: int = MAX_TCP_MESSAGE) -> tuple[bytes, int]:
+    """``encode_tcp``, and how many of the messages were cut to fit."""
     dumps = orjson.dumps
-    return b"".join([dumps(gelf_message(r, default_host)) + b"\0" for r in records])
+    out: list[bytes] = []
+    cut = 0
+    for r in records:
+        msg = gelf_message(r, default_host)
+        data = dumps(msg)
+        if len(data) > max_message:
+            data, what = _fit(msg, "none", max_message)
+            cut += bool(what)
+        out.append(data + b"\0")
+    return b"".join(out), cut
+
+
+def encode_line_within(rec: dict[str, Any], default_host: str, limit: int) -> tuple[bytes, bool]:
+    """One record → one GELF line of at most ``limit`` bytes, cut as ``encode_udp`` cuts;
+    (line, whether it was cut)."""
+    payload, cut = _fit(gelf_message(rec, default_host), "none", max(limit - 1, 0))
+    return payload + b"\n", bool(cut)
 
 
 def encode_lines(records: list[dict[str, Any]], default_host: str = "localhost") -> bytes:

@@ -494,3 +494,14 @@ def otlp_rejected(response: bytes) -> tuple[int, str]:
     except (TypeError, ValueError):
         n = 0
     return n, str(part.get("errorMessage") or "")
+
+
+def hec_invalid_event(response: bytes) -> int | None:
+    """The index Splunk HEC's refusal gives of the first event it refused
+    (``{"text":"Invalid data format","code":6,"invalid-event-number":3}``), or None."""
+    try:
+        doc = orjson.loads(response)
+    except orjson.JSONDecodeError:
+        return None
+    n = doc.get("invalid-event-number") if isinstance(doc, dict) else None
+    return n if type(n) is int else None

@@ -8,8 +8,8 @@ written, flushed to the kernel, and the connection still open; plain TCP
 cannot tell what the peer really read if it dies right after (use RELP for
 zero loss; for GELF there is no acknowledging transport).
 
-A record too big for 128 UDP chunks is cut (``_truncated``), never dropped;
-``stats.truncated`` counts them.
+A record too big for 128 UDP chunks, or over TCP for Graylog's 2 MiB frames, is cut
+(``_truncated``), never dropped; ``stats.truncated`` counts them.
 """
 
 from __future__ import annotations
@@ -119,8 +119,10 @@ class GelfTcpSink:
     def __init__(self, host: str, port: int = DEFAULT_PORT, *, name: str = "gelf",
                  tls: TlsOptions | None = None, connect_timeout: float = 10.0,
                  write_timeout: float = 30.0, keepalive: bool = True,
-                 default_host: str | None = None) -> None:
+                 default_host: str | None = None,
+                 max_message: int = gelf_encode.MAX_TCP_MESSAGE) -> None:
         self.name = name
+        self.max_message = max_message  # Graylog's max_message_size: longer ones are cut
         self.stats = SinkStats()
         self.host = host
         self.port = port
@@ -193,7 +195,8 @@ class GelfTcpSink:
         if self._writer is None:
             hold_off(self._confirmations, f"{self.host}:{self.port}", spoke(self._said))
         writer = self._writer or await self._connect()
-        data = gelf_encode.encode_tcp(records, self.default_host)
+        data, cut = gelf_encode.encode_tcp_counted(records, self.default_host, self.max_message)
+        self.stats.truncated += cut
         self.stats.sent += len(records)
         try:
             writer.write(data)

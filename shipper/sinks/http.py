@@ -8,7 +8,11 @@ so the event loop never blocks. One ``send`` is one attempt, as the contract in
 * 2xx → delivered (Elasticsearch: the bulk items are checked too; OTLP: a
   ``partialSuccess`` with rejected records counts as refused);
 * 5xx, 408, 429 and connection/TLS/timeout errors → ``SinkError``, with
-  ``retry_after`` from ``Retry-After`` (seconds or an HTTP date);
+  ``retry_after`` from ``Retry-After`` (seconds or an HTTP date); but a ClickHouse
+  exception for a value it cannot take (``CLICKHOUSE_DATA_ERRORS``: a parse error, a
+  constraint, a throwIf), 500 on older servers, is the records' fault, as a 400 is,
+  and an insert over too many partitions (Code 252, not "Too many parts") is sent
+  again in smaller parts, none refused;
 * 401, 403, 404, 405, 407, 421 → ``SinkError`` too: credentials, a missing table or a
   wrong URL (Elasticsearch answers 405 to a POST to ``/``) are not the records'
   fault, and the fix makes them go through;
@@ -18,13 +22,24 @@ so the event loop never blocks. One ``send`` is one attempt, as the contract in
   down to one record;
 * a 413 for one record → that record alone is refused (``PermanentError`` with
   ``refused``, after the rest of the batch went): the pipeline dead-letters it only;
-* any other status (400, 422) → ``PermanentError`` with the start of the response
-  body: the pipeline dead-letters that part of the batch (the other parts still go).
+  a GELF message is cut instead (to Graylog's 64 KiB, then halves) until it goes
+  (``_truncated``), as the UDP and TCP sinks cut one;
+* any other 4xx (400, 422): the records' fault, some of them or all: the part is
+  sent again in halves, down to the records refused alone (within ``SPLIT_REQUESTS``
+  requests a try), and those only are refused (``PermanentError`` with ``refused``,
+  or none: the whole batch): the pipeline dead-letters them, the rest is delivered.
+  Splunk HEC says which event it refused (``invalid-event-number``; it indexed those
+  before it): that one is refused and the rest sent again, nothing twice. A ClickHouse
+  refusal of the query itself (400 with another code: a syntax error) refuses the
+  part whole at once, as does any other status; the refusal said is the first.
 
 A batch whose body exceeds ``max_batch_bytes`` (before compression) is split in
-halves until each part fits; parts are sent in order, and a failure of a later
-part makes the whole batch be sent again (receivers that dedupe by event id —
-Elasticsearch here — drop the repeats; others may see them twice).
+halves until each part fits; parts are sent in order. A part delivered is not sent
+again when a later one fails and the batch is tried again (ClickHouse would keep it
+twice), nor when a batch refused in part comes again while its dead letter cannot be
+written (its refused records are refused again, unsent); a stop that cuts the tries
+short leaves unacknowledged only what follows the first record not delivered
+(``answered``), for the next start to send.
 
 Elasticsearch: a 200 whose items include mapping errors (400-class) refuses
 those items only (PermanentError with ``refused``: they are dead-lettered, the
@@ -46,6 +61,7 @@ import contextlib
 import http.client
 import logging
 import os
+import re
 import select
 import socket
 import ssl
@@ -57,6 +73,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from shipper.encode import gelf as _gelf
 from shipper.encode import http_body
 from shipper.sinks.base import (
     PermanentError,
@@ -83,9 +100,42 @@ COLUMNS_TTL = 300.0  # seconds: how often a ClickHouse table's columns are looke
 DESCRIBE_RETRY = 10.0  # seconds: after a DESCRIBE the server did not answer
 # ClickHouse refusals that name a column (Code 16 NO_SUCH_COLUMN_IN_TABLE, 117 INCORRECT_DATA)
 _COLUMN_WORDS = ("Unknown field", "No such column", "There is no column", "Cannot parse input")
+# ClickHouse's exception codes for a value it cannot take: parse errors (6, 25, 26, 27, 38,
+# 41, 72), type and range (53, 69, 70, 321), 117 INCORRECT_DATA, 131 a string too long, 190
+# arrays of unequal sizes, 349 NULL in a plain column, 395 a throwIf, 469 a CHECK
+# constraint, 691 an unknown Enum element. The records' fault, whatever the status: 18.16
+# answers 500 for 27, 117 and 395 (400 for 26, 38), and a 5xx is retried: one such record
+# held its sink for good while the buffer filled (a poison-record hunt).
+CLICKHOUSE_DATA_ERRORS = frozenset({6, 25, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 190, 321,
+                                    349, 395, 469, 691})
+# the code and the message of the first exception: 18.16 "Code: 117, e.displayText() =
+# DB::Exception: Unknown field ...", newer "Code: 117. DB::Exception: Unknown field ..."
+_CH_CODE = re.compile(r"\bCode: (\d+)[.,]? *(?:e\.displayText\(\) = )?(?:DB::Exception: )?")
+# Code 252 is also "Too many parts" (merges behind: the server's, retried), but this one
+# is the batch's: its rows span more partitions than max_partitions_per_insert_block
+# (a replay into a table partitioned by day); smaller parts go, none is refused
+_CH_SPREAD = "Too many partitions for single INSERT block"
+# Requests a try of one batch may spend finding the records a receiver refuses in it (by
+# halving the refused parts): k refused records among n take about 2k*log2(n/k); past it a
+# refused part goes to the dead letter whole. So a try costs at most its parts plus this,
+# also when every record is refused (Loki's 400 for a replay older than it keeps: 2n
+# requests unbounded).
+SPLIT_REQUESTS = 64
+
+
+GELF_HTTP_LIMIT = 64 << 10  # Graylog's GELF HTTP input: max_chunk_size, its default
 
 
 SEND_CHUNK = 64 << 10  # bytes handed to the socket at a time: `timeout` is per chunk
+
+
+def _ch_exception(text: str) -> tuple[int | None, str]:
+    """A ClickHouse refusal's code and message (of its first exception), told by the
+    message's own words, never by words anywhere in it: a constraint's refusal quotes
+    the record ("Column values: message = '...'"), and one whose text held "Unknown
+    field" was taken for the table's fault and retried for good, holding the sink."""
+    m = _CH_CODE.search(text)
+    return (int(m.group(1)), text[m.end():]) if m else (None, "")
 
 
 def _chunks(data: bytes) -> Iterator[memoryview]:
@@ -354,7 +404,14 @@ class HttpSink:
             self._auth = ("Splunk " if format == "splunk_hec" else "Bearer ") + token
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()  # one request at a time on the connection
-        self._refusal: PermanentError | None = None  # the last single-record 413
+        self._refusal: PermanentError | None = None  # the first refusal of the batch
+        # the batch being sent, and what became of its records (by id(): the batch holds
+        # them): True delivered, False refused for good; kept while a try fails
+        self._batch: list[dict[str, Any]] | None = None
+        self._settled: dict[int, bool] = {}
+        self._held: list[dict[str, Any]] | None = None  # the dicts whose ids _settled holds
+        self._split_left = SPLIT_REQUESTS  # requests a try may still spend halving refusals
+        self._looked = False  # the table's columns looked at again in this try
         self._closing = False
         # ClickHouse: the table's columns (DESCRIBE TABLE), looked at again every
         # COLUMNS_TTL and after a refusal that names a column; None: conf/clickhouse.sql's
@@ -373,17 +430,52 @@ class HttpSink:
     async def send(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
-        self._refusal = None
+        if records is not self._batch:
+            # a new batch; a try again of the last one sends only what it has not settled:
+            # a part delivered stays delivered (ClickHouse keeps an insert that went, and
+            # had it twice when the whole batch went again after a later part's 503).
+            # So does a record of a batch refused in part that comes again in a new list
+            # (the same dict: the pipeline sends the batch again while its dead letter
+            # cannot be written): 199 good records went 26 times in 3 s to a full disk.
+            # (An id is only looked up while the old batch, holding its dict, is alive; the
+            # batch sent again starts where the old one did, with the same first record.)
+            old = self._settled
+            again = bool(old) and id(records[0]) in old
+            settled = {id(r): old[id(r)] for r in records if id(r) in old} if again else {}
+            if False not in settled.values():
+                self._refusal = None
+            self._batch = self._held = records
+            self._settled = settled
+        self._split_left = SPLIT_REQUESTS
+        self._looked = False
         await self.look_up()
         if self.format == "clickhouse" and (self._columns_at is None
                                             or time.monotonic() - self._columns_at > COLUMNS_TTL):
             await asyncio.to_thread(self._describe)
-        refused = await self._send_parts(records)
+        settled = self._settled
+        await self._send_parts([r for r in records if id(r) not in settled])
+        refused = [i for i, r in enumerate(records) if settled.get(id(r)) is False]
+        self._batch = None  # answered: nothing (the pipeline has the outcome)
         if refused:
+            # the outcomes kept (_held keeps their dicts) for the next batch: see above
             first = self._refusal
             assert first is not None
             raise PermanentError(str(first), response=first.response,
                                  refused=None if len(refused) == len(records) else refused)
+        self._held, self._settled = None, {}
+
+    def answered(self, records: list[dict[str, Any]]) -> int:
+        """How many of ``records``, from the first, are delivered: a batch cut short by a
+        stop or a reload while its parts went is acknowledged that far by the pipeline
+        (the rest goes again; a refused record ends the count: it is not dead-lettered)."""
+        if records is not self._batch:
+            return 0
+        n = 0
+        for r in records:
+            if self._settled.get(id(r)) is not True:
+                break
+            n += 1
+        return n
 
     async def close(self) -> None:
         # A request may be waiting on a slow peer (up to ``timeout``) with the lock held:
@@ -435,37 +527,64 @@ class HttpSink:
                 out.append((part, body))  # one oversized record goes as it is: the peer decides
         return out
 
-    async def _send_parts(self, records: list[dict[str, Any]]) -> list[int]:
-        """Send ``records`` in parts; the indexes of those refused for good. A part refused
-        takes only itself: the parts after it still go. ``_refusal``: the first refusal."""
-        refused: list[int] = []
-        off = 0
+    async def _send_parts(self, records: list[dict[str, Any]]) -> None:
+        """Send ``records`` in parts; each record's outcome goes to ``_settled`` (True
+        delivered, False refused for good). A part refused takes only itself: the parts
+        after it still go. ``_refusal``: the first refusal."""
         for part, body in self._split(records):
             try:
-                got = await self._send_part(part, body)
+                await self._send_part(part, body)
             except PermanentError as exc:
-                got = list(range(len(part))) if exc.refused is None else exc.refused
-                if exc.refused is not None:
-                    self.stats.acked += len(part) - len(exc.refused)  # the others are in
-                self._refusal = self._refusal or exc
-            refused += [off + i for i in got]
-            off += len(part)
-        return refused
+                self._refuse(part, range(len(part)) if exc.refused is None else exc.refused, exc)
 
-    async def _send_part(self, records: list[dict[str, Any]], body: http_body.HttpBody) -> list[int]:
-        """Send one part; the indexes of its records the peer refused for being too large
-        (a 413 for one record: the others go on). Other refusals raise."""
+    def _delivered(self, records: list[dict[str, Any]]) -> None:
+        self.stats.acked += len(records)
+        for r in records:
+            self._settled[id(r)] = True
+
+    def _refuse(self, records: list[dict[str, Any]], refused: Any, exc: PermanentError) -> None:
+        """``records[i]`` for i in ``refused`` are refused for good; the others are in."""
+        self._refusal = self._refusal or exc
+        bad = set(refused)
+        self.stats.acked += len(records) - len(bad)
+        for i, r in enumerate(records):
+            self._settled[id(r)] = i not in bad
+
+    def _records_fault(self, status: int, text: str) -> bool | None:
+        """Whether a refusal is the records' (some of them may go: the part is halved to
+        find those), the whole part's for good (False: as it is), or nothing of the
+        records' (None: retried). Called for statuses other than 2xx, 3xx and 413."""
+        if self.format == "clickhouse":
+            code, said = _ch_exception(text)
+            if code in CLICKHOUSE_DATA_ERRORS and not said.startswith("Unknown field"):
+                return True  # (an unknown field: the table's, see _COLUMN_WORDS: as before)
+            if code == 252 and said.startswith(_CH_SPREAD):
+                return True
+            if code == 49 and said.startswith("Unknown element"):
+                return True  # 18.16's word for an Enum value it does not know (LOGICAL_ERROR)
+            if code is not None and 400 <= status < 500 and status not in NOT_THE_RECORDS | RETRYABLE:
+                return False  # a query the server cannot run (62 a syntax error): every record alike
+        if status >= 500 or status in RETRYABLE or status in NOT_THE_RECORDS:
+            return None
+        return 400 <= status < 500  # (another status: the whole part, as before)
+
+    async def _send_part(self, records: list[dict[str, Any]], body: http_body.HttpBody) -> None:
+        """Send one part; its records' outcomes go to ``_settled`` (a 413 for one record,
+        or one a receiver refuses among others: the others go on). A refusal of the
+        whole part raises PermanentError; one to retry, SinkError."""
         self.stats.sent += len(records)
         status, reason, resp_headers, data = await asyncio.to_thread(self._request, body)
         if 200 <= status < 300:
             self._check_2xx(records, data)
-            self.stats.acked += len(records)
-            return []
+            self._delivered(records)
+            return
         text = _error_text(data)
         what = f"HTTP {status} {reason} from {self.url}"
-        if self.format == "clickhouse" and any(w in text for w in _COLUMN_WORDS):
+        if self.format == "clickhouse" and any(w in text for w in _COLUMN_WORDS) and not self._looked:
             # the table may have changed: look at its columns again, and when they did
-            # change, the batch goes again as they are now (modern servers answer 400)
+            # change, the batch goes again as they are now (modern servers answer 400).
+            # Once a try: the halves of a batch with one bad value each said it again.
+            self._looked = True
             before = self._columns
             await asyncio.to_thread(self._describe)
             if self._columns != before:
@@ -481,25 +600,78 @@ class HttpSink:
             # Halved here, not by the limit: at its floor a part under it would go again
             # whole, forever (found by fault injection: RecursionError ended the daemon).
             half = len(records) // 2
-            first = await self._send_parts(records[:half])
-            return first + [half + i for i in await self._send_parts(records[half:])]
+            await self._send_parts(records[:half])
+            await self._send_parts(records[half:])
+            return
+        if status == 413 and self.format == "gelf" and len(body.body) > 1024:
+            # GELF carries a message cut to fit (as over UDP and TCP), not refused: Graylog's
+            # GELF HTTP input takes 64 KiB by default (max_chunk_size), less than one long
+            # line's record, which went to the dead letter while UDP delivered it cut
+            size = len(body.body)  # the input's own limit first, then halves
+            limit = GELF_HTTP_LIMIT if size > GELF_HTTP_LIMIT else size // 2
+            line, cut = _gelf.encode_line_within(records[0], self.default_host, limit)
+            if cut:
+                self.stats.sent -= 1
+                if b'"_truncated"' not in body.body:
+                    self.stats.truncated += 1  # (once a record, however often halved)
+                await self._send_part(records, http_body.HttpBody(line, body.content_type, body.headers))
+                return
         if status == 413:  # one record the peer will never take: that record only
-            self._refusal = self._refusal or PermanentError(f"{what} for one record of {len(body.body)} bytes"
-                                           + (f": {text}" if text else ""), response=text)
-            return [0]
-        if status >= 500 or status in RETRYABLE:
-            raise SinkError(f"{what}: {text}" if text else what,
-                            retry_after=parse_retry_after(resp_headers.get("retry-after")))
+            raise PermanentError(f"{what} for one record of {len(body.body)} bytes"
+                                 + (f": {text}" if text else ""), response=text)
         if 300 <= status < 400:
             # a moved endpoint (http → https, a load balancer): the URL is the sink's to
             # fix, not the records' fault; not followed (credentials would go along)
             where = resp_headers.get("location")
             raise SinkError(f"{what}: the endpoint moved" + (f" to {where}" if where else "")
                             + "; set url to it")
-        if status in NOT_THE_RECORDS:
-            raise SinkError(f"{what} (the sink's URL, table or credentials, not the records: "
-                            f"retrying): {text}" if text else what)
-        raise PermanentError(f"{what}: {text}" if text else what, response=text)
+        fault = self._records_fault(status, text)
+        if fault is None:
+            if status in NOT_THE_RECORDS:
+                raise SinkError(f"{what} (the sink's URL, table or credentials, not the records: "
+                                f"retrying): {text}" if text else what)
+            raise SinkError(f"{what}: {text}" if text else what,
+                            retry_after=parse_retry_after(resp_headers.get("retry-after")))
+        refusal = PermanentError(f"{what}: {text}" if text else what, response=text)
+        if fault and self.format == "splunk_hec" and await self._hec_refused(records, data, refusal):
+            return
+        if fault and len(records) > 1 and self._split_left >= 2:
+            # Refused for what some records hold (a value the table cannot take, Loki's
+            # entry too old): the halves go on their own, down to the records refused
+            # alone, which go to the dead letter; the rest is delivered, each part once.
+            # Loki takes the good entries of a refused push and drops those sent again
+            # (same time and line); ClickHouse and ndjson receivers store none of it.
+            self._split_left -= 2
+            self.stats.sent -= len(records)
+            half = len(records) // 2
+            await self._send_parts(records[:half])
+            await self._send_parts(records[half:])
+            return
+        code, said = _ch_exception(text) if self.format == "clickhouse" else (None, "")
+        if code == 252 and said.startswith(_CH_SPREAD):
+            # no record is at fault: the next try goes on halving what is left
+            raise SinkError(f"{what}: {text}")
+        raise refusal
+
+    async def _hec_refused(self, records: list[dict[str, Any]], data: bytes,
+                           refusal: PermanentError) -> bool:
+        """Splunk HEC names the first event it refuses (``invalid-event-number``): that
+        one is refused, the others go again in one request. Whether Splunk indexed those
+        before it is not sure (not tried against a real Splunk): sent again, they may be
+        there twice, with the same event ids, rather than lost. False without the number:
+        the part is halved as for any other refusal of the records."""
+        n = http_body.hec_invalid_event(data)
+        if n is None or not 0 <= n < len(records):
+            return False
+        self._refuse(records[n:n + 1], [0], refusal)
+        rest = records[:n] + records[n + 1:]
+        if rest and self._split_left < 1:
+            self._refuse(rest, range(len(rest)), refusal)
+        elif rest:
+            self._split_left -= 1
+            self.stats.sent -= len(rest)
+            await self._send_parts(rest)
+        return True
 
     def _check_2xx(self, records: list[dict[str, Any]], data: bytes) -> None:
         if self.format == "clickhouse" and b"DB::Exception" in data:
