@@ -22,7 +22,7 @@ import orjson
 from shipper.checkpoint import atomic_write, checkpoint_dir, checkpoint_path, unsafe_dir_problem
 from shipper.config import Config, SinkConfig, SourceConfig
 from shipper.diskqueue import DiskQueue
-from shipper.follower import FileSource, MultilogSource
+from shipper.follower import FileSource, MultilogSource, held_locks, not_followed_problem
 from shipper.memqueue import MemQueue
 from shipper.metrics import Registry, ShipperMetrics, declare_shipper_metrics, set_last_error
 from shipper.orphans import adopt_checkpoints, report_orphan_buffers
@@ -316,6 +316,9 @@ class Assembly:
             # shipping goes on, but a crash now reads again what was read since, and
             # reports the archives multilog deleted meanwhile as gaps
             return False, f"state cannot be written: {', '.join(failing)}"
+        unfollowed = not_followed_problem(self.pipeline.sources)
+        if unfollowed:
+            return False, unfollowed
         return True, "ok"
 
     def _dropping(self) -> list[str]:
@@ -356,7 +359,17 @@ class Assembly:
         for (program, event), n in st.by_event.items():
             m.records.set(n, program=program, event=event)
         gone: set[str] = set()  # log directories no longer there (a glob's, removed)
+        m.source_not_followed.values.clear()  # (those followed since have no series)
+        m.source_multilog_running.values.clear()
+        m.source_disk_free.values.clear()
+        locks = held_locks()
         for source in self.pipeline.sources:  # directories followed but quiet since start too
+            for path, reason in getattr(source, "not_followed", dict)().items():
+                m.source_not_followed.set(1, source=path, reason=reason)
+            for path, running in getattr(source, "multilog_running", lambda _: {})(locks).items():
+                m.source_multilog_running.set(1 if running else 0, source=path)
+            for path, free in getattr(source, "disk_free", dict)().items():
+                m.source_disk_free.set(free, source=path)
             gone.update(getattr(source, "let_go", ()))  # and those no longer followed
             for f in list(getattr(source, "followers", {}).values()):
                 if getattr(f, "listing", None) is not None and not os.path.isdir(f.dir):

@@ -694,6 +694,9 @@ class MultilogFollower(_FollowerBase):
         # The directory's (dev, ino) at the last listing: another one means it was removed
         # (rm -rf) and made again, and what it held unread went with it
         self._dir_ident: ml.Ident | None = None
+        # the (dev, ino) the path named before the one listed now: ``mv smtpd smtpd.old``
+        # and smtpd made again, its reader still in smtpd.old (see _Source._renamed_away)
+        self.dir_before: ml.Ident | None = None
         self._gone_with_dir: set[str] = set()  # archive labels removed with the directory
         # inotify said the directory was deleted (its inode number may come back at once
         # for the new one, so (dev, ino) alone does not tell)
@@ -976,6 +979,8 @@ class MultilogFollower(_FollowerBase):
         bytes of the old current gone without a word."""
         if self._dir_deleted or (self._dir_ident is not None and dir_ident != self._dir_ident):
             self._replaced = True
+            if self._dir_ident is not None and dir_ident != self._dir_ident:
+                self.dir_before = self._dir_ident  # renamed away, maybe (_Source._take_over)
             done = self.done
             # those there at the last listing; others may have gone by the n limit before
             self._gone_with_dir |= {lb for lb in self.listing.archives
@@ -1888,6 +1893,18 @@ class MultilogFollower(_FollowerBase):
             self._unopenable_said.add(name)
             self._warn(f"{self.key}: cannot open {name}: {self._open_error}; waiting for it{more}")
 
+    def stuck(self) -> str | None:
+        """Why the reading waits now, if it is for the admin (a ``NOT_FOLLOWED`` key): the
+        directory or a file cannot be read by this user, or a file is a symbolic link or
+        not a regular file (multilog renames a symlinked ``current`` to an archive, where
+        it waited for good, ``unread`` growing, all green: a hunt). None: it does not."""
+        why = self._list_error
+        if why is not None and why != os.strerror(errno.ENOENT):  # (gone: let go of in time)
+            return "unreadable" if why == os.strerror(errno.EACCES) else "blocked"
+        if self._unopenable_said and self._unopenable and self._open_errno != errno.ENOENT:
+            return "unreadable" if self._open_errno in (errno.EACCES, errno.EPERM) else "blocked"
+        return None
+
     def _opened(self, name: str) -> None:
         if self._unopenable.pop(name, None) is not None and name in self._unopenable_said:
             self._unopenable_said.discard(name)
@@ -2226,8 +2243,13 @@ class _Source:
         # fault injection: multilog s4096 n5 at 3,000 lines/s in a directory made after
         # the start had deleted 14,709 lines before the 5 s rescan saw it)
         self._awaited: dict[str, tuple[int, set[str]]] = {}  # directory → (watcher handle, names)
+        self._awaited_names: dict[str, frozenset[str]] = {}  # directory → names at the last look
         self._scan_now = asyncio.Event()
         self._no_room_said = False  # logs left unfollowed for want of file descriptors
+        # those logs: said once in the log only, an admin who missed that line saw all
+        # green in /metrics, status and /healthz while they were not shipped (not_followed)
+        self.waiting: list[str] = []
+        self._refused: set[str] = set()  # logs matched this user cannot read (the last scan)
         self._idle: set[str] = set()  # followers waiting for a change, all they read queued
         # Log directories let go of (gone, renamed): their lag is no longer shown (it
         # grew for good once forgotten, an alert for each service removed)
@@ -2245,6 +2267,7 @@ class _Source:
         not: missing (it is followed when it appears), unreadable by this user, or
         not (yet) a log. Silence there looks like a quiet mail server."""
         out: list[str] = []
+        refused: set[str] = set()
         for pat in self.patterns:
             paths = expand(pat)
             reasons = []
@@ -2265,6 +2288,8 @@ class _Source:
                     continue  # a match removed since the glob listed it: nothing to follow or say
                 else:
                     reasons.append(why)
+                    if "Permission denied" in why:
+                        refused.add(os.path.abspath(p))
             if not paths:
                 reasons = [unmatched_problem(pat)]
             text = "; ".join(reasons)
@@ -2275,6 +2300,7 @@ class _Source:
                     self.warnings.append(text)
         out = self._one_name_each(out)
         self._scanned = set(out)
+        self._refused = refused
         self._await_missing(out)
         return out
 
@@ -2318,18 +2344,39 @@ class _Source:
                     want.setdefault(os.path.dirname(path), set()).add(os.path.basename(path))
         for d in [d for d in self._awaited if d not in want or self._awaited[d][1] != want[d]]:
             self.watcher.unwatch(self._awaited.pop(d)[0])
+            self._awaited_names.pop(d, None)
         for d, names in sorted(want.items()):
             if d in self._awaited or not os.path.isdir(d):
                 continue
 
-            def seen(name: str | None, mask: int, names: set[str] = names) -> None:
+            def seen(name: str | None, mask: int, d: str = d, names: set[str] = names) -> None:
+                if name is None:
+                    # a look with no name (no inotify watch: out of them; or the safety
+                    # poll): the directory listed for a name new there. Left to the 5 s
+                    # rescan, multilog s16384 n5 at 3,000 lines/s in a directory made
+                    # there had deleted 6,968 of its first 9,000 lines (a scale hunt)
+                    if self._awaited_look(d, names):
+                        self._scan_now.set()
                 # (not multilog's own files: qmail-send may log in the directory a glob lists)
-                if name is not None and mask & (IN_CREATE | IN_MOVED_TO) and (
+                elif mask & (IN_CREATE | IN_MOVED_TO) and (
                         "*" in names or ml.classify(name) == ml.OTHER) and any(
                         fnmatch.fnmatchcase(name, n) for n in names):
                     self._scan_now.set()
+            self._awaited_look(d, names)
             self._awaited[d] = (self.watcher.watch(d, seen), names)
             self._scan_now.set()  # made before the watch: look once more
+
+    def _awaited_look(self, d: str, names: set[str]) -> bool:
+        """Whether awaited directory ``d`` holds a name (matching ``names``) it did not
+        at the last look."""
+        try:
+            now = frozenset(n for n in os.listdir(d) if "*" in names or (
+                ml.classify(n) == ml.OTHER and any(fnmatch.fnmatchcase(n, p) for p in names)))
+        except OSError:
+            now = frozenset()
+        before = self._awaited_names.get(d)
+        self._awaited_names[d] = now
+        return before is not None and not now <= before
 
     def _make(self, path: str, state: dict[str, Any] | None, start: str) -> _FollowerBase:
         raise NotImplementedError
@@ -2480,6 +2527,7 @@ class _Source:
             if renamed and not self._take_over(path, renamed):
                 continue
             self._add(path, initial)
+        self.waiting = left
         if left and not self._no_room_said:
             soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
             text = (f"{len(left)} logs matched are not followed (the first: {left[0]}): this "
@@ -2493,17 +2541,84 @@ class _Source:
             log.info("every log matched is followed now")
         self._no_room_said = bool(left)
 
-    def _renamed_away(self) -> dict[tuple[int, int], str]:
+    def not_followed(self) -> dict[str, str]:
+        """The logs matched and not followed now, each with why (a ``NOT_FOLLOWED`` key):
+        left for want of file descriptors, or this user cannot read them (found so, or
+        followed and their directory or a file of theirs unreadable since: with its
+        directory chmod 000, a follower read 28 of 200 lines, and /metrics, status and
+        /healthz said 0 bytes unread, all green, a hunt)."""
+        out = dict.fromkeys(self.waiting, "file_descriptors")
+        out.update(dict.fromkeys(self._refused, "unreadable"))
+        for key, f in self.followers.items():
+            why = getattr(f, "stuck", None)
+            if why is not None and why() is not None:
+                out[key] = why()
+        return out
+
+    def multilog_running(self, locks: frozenset[int] | None) -> dict[str, bool]:
+        """Whether a multilog holds the lock of each followed directory that has one
+        (``locks``: held_locks()). Stopped (its service down, or dead), nothing is logged
+        there, and the service's lines wait in its pipe or are lost; the shipper showed a
+        lag growing, as on a quiet log (a hunt)."""
+        if locks is None or self.follower_kind != "multilog":
+            return {}
+        out = {}
+        for key in self.followers:
+            try:
+                ino = os.stat(os.path.join(self._watch_dir(key), "lock")).st_ino
+            except OSError:
+                continue  # no lock file: not multilog's (svlogd, s6-log) or not started yet
+            out[key] = ino in locks
+        return out
+
+    def disk_free(self) -> dict[str, int]:
+        """Bytes free (to a user, not root's reserve) on the file system of each followed
+        log. Full, multilog pauses (``unable to write … pausing: out of disk space``) and
+        its service waits on it: the shipper showed only a lag growing, as on a quiet
+        log, with multilog running (a hunt, a 64 KiB tmpfs)."""
+        out = {}
+        for key in self.followers:
+            try:
+                st = os.statvfs(self._watch_dir(key))
+            except OSError:
+                continue
+            out[key] = st.f_bavail * st.f_frsize
+        return out
+
+    def _renamed_away(self) -> dict[tuple[int, int], tuple[str, ml.Ident | None]]:
         """The followed log directories gone from their path while a file of theirs is
-        open: (device, inode) of that file → their key. Renamed (``mv smtpd smtpd.old``
-        under the glob), one may be found under its new name (``_take_over``)."""
+        open: (device, inode) of that file → their key, and the (device, inode) of the
+        directory when its path names another one now. Renamed (``mv smtpd smtpd.old``
+        under the glob), one may be found under its new name (``_take_over``); and made
+        again at once (``mkdir smtpd``, or its multilog restarted), the new name was read
+        as a new log, from its oldest file: 82-105 of 400 lines shipped twice, all those
+        multilog kept there (a hunt, real multilog, s4096 n3)."""
         if self.follower_kind != "multilog":
             return {}
-        return {f.reader.ident: key for key, f in self.followers.items()
-                if f.reader is not None and key not in self._scanned
-                and not os.path.lexists(self._watch_dir(key))}
+        out: dict[tuple[int, int], tuple[str, ml.Ident | None]] = {}
+        for key, f in self.followers.items():
+            if f.reader is None:
+                continue
+            d = self._watch_dir(key)
+            if key not in self._scanned and not os.path.lexists(d):
+                out[f.reader.ident] = (key, None)
+                continue
+            was = getattr(f, "_dir_ident", None)
+            if was is None:
+                continue
+            try:
+                st = os.stat(d)
+            except OSError:
+                continue
+            before = getattr(f, "dir_before", None)
+            if (st.st_dev, st.st_ino) != was:  # made again, not listed since
+                out[f.reader.ident] = (key, was)
+            elif before is not None:  # listed since
+                out[f.reader.ident] = (key, before)
+        return out
 
-    def _take_over(self, path: str, renamed: dict[tuple[int, int], str]) -> bool:
+    def _take_over(self, path: str, renamed: dict[tuple[int, int], tuple[str, ml.Ident | None]]
+                   ) -> bool:
         """Whether to follow ``path`` now. A followed directory renamed to it is followed
         on from where its follower is, and that follower retired: the new name read from
         its oldest file shipped again what the old one had read (87 of 400 lines in a
@@ -2511,6 +2626,7 @@ class _Source:
         follower has lines in flight; the next scan, soon, tries again."""
         try:
             names = os.listdir(path)
+            here = os.stat(path)
         except OSError:
             return True
         for name in names:
@@ -2520,14 +2636,21 @@ class _Source:
                 st = os.stat(os.path.join(path, name))
             except OSError:
                 continue
-            key = renamed.get((st.st_dev, st.st_ino))
-            if key is None or key not in self.followers:
+            key, was = renamed.get((st.st_dev, st.st_ino), ("", None))
+            if key not in self.followers:
                 continue
             old = self.followers[key]
-            if not _same_log_dir(key, path, old.state()):
+            if was is not None:
+                # its path names another directory now: this is the one it followed, by
+                # (dev, ino), and holds the very file it reads (by its first line too)
+                r = old.reader
+                if (here.st_dev, here.st_ino) != was or r is None or r.file_id is None \
+                        or r.file_id not in _head_fids(os.path.join(path, name)):
+                    continue
+            elif not _same_log_dir(key, path, old.state()):
                 continue
             if key not in self._idle:  # (idle, all it read is queued)
-                asyncio.get_running_loop().call_later(1.0, self._scan_now.set)
+                asyncio.get_running_loop().call_later(0.1, self._scan_now.set)
                 return False
             # From what is committed, not from what it read: its batches still queued
             # are not durable yet, and its commits are not taken after this (a review:
@@ -2547,7 +2670,10 @@ class _Source:
                 self.store.set(path, state)
                 self._dirty = True
                 self._save_wanted.set()
-            log.info("%s resumes where %s left it (the log directory was renamed)", path, key)
+            log.info("%s resumes where %s left it (the log directory was renamed%s)", path, key,
+                     f"; {key} is another one now, followed as a new log" if was else "")
+            if was is not None:
+                self._scan_now.set()  # the new one there: followed now, not at the rescan
             return True
         return True
 
@@ -2703,6 +2829,10 @@ class _Source:
                 timer.cancel()
             self._scan_now.clear()
             self._follow_new(self._scan(), initial=False)
+            # a directory made again where a followed one was (a name made in an awaited
+            # parent scans at once): watched now, not at the poll tick, up to 1 s later,
+            # while multilog wrote and rotated there unwatched
+            self.watcher.rewatch()
             if self.follower_kind == "multilog":
                 self._forget_gone()
 
@@ -2872,6 +3002,66 @@ class FileSource(_Source):
 
     def _watch_dir(self, path: str) -> str:
         return os.path.dirname(path)
+
+
+# Why a log matched is not followed (the reason of ``shipper_source_not_followed``), in
+# the words /healthz and ``shipper status`` say it with: what to do about it
+NOT_FOLLOWED = {
+    "file_descriptors": "for want of file descriptors (ulimit -n {nofile}: raise LimitNOFILE= "
+                        "or ulimit -Hn and restart; followed, from the oldest file, once there "
+                        "is room)",
+    "unreadable": "unreadable by this user (owner and mode in the log, and in `shipper check` "
+                  "run as this user: chgrp to a group of its and chmod 750)",
+    "blocked": "a file or the directory cannot be read: a symbolic link, not a regular file "
+               "or an I/O error (the log names it; the lines after it wait: replace or remove it)",
+}
+
+
+PID_NS_INIT = 0xEFFFFFFC  # the inode of the first pid namespace (Linux's PROC_PID_INIT_INO)
+
+
+def held_locks() -> frozenset[int] | None:
+    """The inode numbers of the files locked now on this machine (``/proc/locks``, read
+    only: a lock tried on multilog's ``lock`` would make a multilog starting then exit);
+    None where it cannot be read, or may not list them all: in a pid namespace of its
+    own (a container) it lists only the locks of that namespace's processes, and a
+    multilog outside would be said stopped. Inodes only: the device there is not always
+    stat's (btrfs subvolumes), and a false "running" is the safe side."""
+    try:
+        if os.readlink("/proc/self/ns/pid") != f"pid:[{PID_NS_INIT}]":
+            return None
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    out = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 6 or parts[1] == "->":  # (a waiter, not a holder)
+            continue
+        dev_ino = parts[5].rsplit(":", 1)
+        if len(dev_ino) == 2 and dev_ino[1].isdigit():
+            out.add(int(dev_ino[1]))
+    return frozenset(out)
+
+
+def not_followed_problem(sources: list[Any]) -> str:
+    """What /healthz says of the logs matched and not followed ("": none). Unhealthy:
+    their lines are not shipped, and multilog's n limit deletes them meanwhile (taken up
+    later, a log is read from its oldest file: what was deleted before goes unsaid)."""
+    by_reason: dict[str, list[str]] = {}
+    for src in sources:
+        for path, reason in getattr(src, "not_followed", dict)().items():
+            by_reason.setdefault(reason, []).append(path)
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    out = []
+    for reason, paths in sorted(by_reason.items()):
+        paths.sort()
+        more = f" and {len(paths) - 1:,} more" if len(paths) > 1 else ""
+        why = NOT_FOLLOWED.get(reason, reason).format(nofile=nofile)
+        out.append(f"{len(paths):,} log{'s' if len(paths) > 1 else ''} not followed, {why}: "
+                   f"{paths[0]}{more}")
+    return "; ".join(out)
 
 
 def parent_log_hint(pattern: str, patterns: list[str]) -> str | None:

@@ -209,6 +209,9 @@ class ShipperMetrics:
     source_deleted_unread: Metric
     source_gaps: Metric
     source_gap_bytes: Metric
+    source_not_followed: Metric
+    source_multilog_running: Metric
+    source_disk_free: Metric
     records: Metric
     filtered: Metric
     rate_limited: Metric
@@ -260,6 +263,21 @@ def declare_shipper_metrics(registry: Registry, state_dir: str = "") -> ShipperM
                               ("source",)),
         source_gap_bytes=r.counter("shipper_source_gap_bytes_total",
                                    "Bytes known lost in gaps, per source.", ("source",)),
+        source_not_followed=r.gauge(
+            "shipper_source_not_followed",
+            "1 for each log matched and not followed now, with why (file_descriptors: none "
+            "left for it, ulimit -n; unreadable: this user cannot list its directory or open a "
+            "file of it; blocked: a file of it is a symbolic link, not a regular file, or cannot "
+            "be read): its lines are not shipped, and multilog may delete them.",
+            ("source", "reason")),
+        source_multilog_running=r.gauge(
+            "shipper_source_multilog_running",
+            "1 while a multilog holds the lock of the log directory, 0 when none does (its "
+            "service is down: nothing is logged, the lag grows as on a quiet log).", ("source",)),
+        source_disk_free=r.gauge(
+            "shipper_source_disk_free_bytes",
+            "Bytes free (to users) on the file system of the log directory: with none, "
+            "multilog pauses, and the service logging there waits.", ("source",)),
         records=r.counter("shipper_records_total", "Records produced, per program and event.",
                           ("program", "event")),
         filtered=r.counter("shipper_transform_filtered_total",

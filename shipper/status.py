@@ -72,6 +72,39 @@ def _lag(secs: float | None) -> str:
 SOURCES_SHOWN = 40
 
 
+# Why a log matched is not followed (shipper_source_not_followed's reason), in short:
+# the /healthz line status ends with says it whole
+_NOT_FOLLOWED = {"file_descriptors": "for want of file descriptors (ulimit -n)",
+                 "unreadable": "unreadable by this user",
+                 "blocked": "a file or the directory cannot be read (see the log)"}
+
+
+# Less free than this on a log's file system: full, as far as multilog goes (a new file at
+# each rotation, and writes of up to a few KiB)
+DISK_FULL_BYTES = 64 << 10
+
+
+def _logs(paths: list[str]) -> str:
+    return f"{len(paths):,} log{'s' if len(paths) > 1 else ''}"
+
+
+def _names(paths: list[str]) -> str:
+    """The first three, and how many more."""
+    more = f" and {len(paths) - 3:,} more" if len(paths) > 3 else ""
+    return ", ".join(_shown(p) for p in paths[:3]) + more
+
+
+def _not_followed(metrics: dict[str, list[tuple[dict[str, str], float]]]) -> list[str]:
+    """A line per reason for the logs matched and not followed: not in the table (they
+    have no counts), they looked all green while not shipped."""
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for lb, v in metrics.get("shipper_source_not_followed", []):
+        if v:
+            by_reason[lb.get("reason", "")].append(lb.get("source", ""))
+    return [f"not followed: {_logs(paths)}, {_NOT_FOLLOWED.get(reason, _shown(reason))}: "
+            f"{_names(sorted(paths))}" for reason, paths in sorted(by_reason.items())]
+
+
 def render(metrics: dict[str, list[tuple[dict[str, str], float]]], all_sources: bool = False) -> str:
     lines = []
     version = next((lb.get("version") for lb, _ in metrics.get("shipper_build_info", [])), "?")
@@ -95,6 +128,19 @@ def render(metrics: dict[str, list[tuple[dict[str, str], float]]], all_sources: 
         rest = (f"{hidden_trouble:,} of them behind or with gaps" if hidden_trouble
                 else "each read to the end, no gaps")
         lines.append(f"... and {hidden:,} more sources: {rest} (status --all lists every one)")
+    lines.extend(_not_followed(metrics))
+    # (a log whose multilog is stopped, or whose disk is full, lags as a quiet one does:
+    # the table alone cannot tell them apart)
+    stopped = sorted(lb.get("source", "") for lb, v in metrics.get("shipper_source_multilog_running", [])
+                     if not v)
+    if stopped:
+        lines.append(f"no multilog running in {_logs(stopped)} (nothing is logged there: svstat "
+                     f"its log service): {_names(stopped)}")
+    full = sorted(lb.get("source", "") for lb, v in metrics.get("shipper_source_disk_free_bytes", [])
+                  if v < DISK_FULL_BYTES)
+    if full:
+        lines.append(f"disk full under {_logs(full)} (multilog pauses, and the service logging "
+                     f"there waits: free space there): {_names(full)}")
     lines.append("")
     lines.append(f"{'sink':20} {'state':>7} {'acked':>12} {'retried':>9} {'refused':>8} {'buffered':>10} "
                  f"{'oldest s':>9} last error")

@@ -164,6 +164,8 @@ class Watcher:
         self._ticker: asyncio.Task[None] | None = None
         self._delivering = False
         self.unwatched = 0  # watches refused for lack of room (ENOSPC) in the last look
+        # handles being told of the watch they just got (see names_seen)
+        self._blind: set[int] = set()
         self._no_watch_said = False
 
     def _start(self) -> None:
@@ -252,7 +254,8 @@ class Watcher:
         event (an inotify watch is on it). False while polling: a file made and deleted
         between two looks is never named."""
         entry = self._handles.get(handle)
-        return self._inotify is not None and entry is not None and entry[1] is not None
+        return (self._inotify is not None and entry is not None and entry[1] is not None
+                and handle not in self._blind)
 
     def catch_up(self) -> None:
         """Deliver the events queued now, before the event loop would. A follower
@@ -325,14 +328,30 @@ class Watcher:
                 await asyncio.sleep(self.poll_interval)
                 waited += self.poll_interval
                 self.unwatched = 0
-                for h, (d, wd, cb) in list(self._handles.items()):
-                    if wd is None:
-                        self._attach(h, d, cb)
-                        _safe_call(cb, None, 0)
+                self.rewatch()
                 if self._no_watch_said and not self.unwatched and self._inotify is not None:
                     self._no_watch_said = False
                     log.info("inotify: every directory has a watch again")
             self._call_all()
+
+    def rewatch(self) -> None:
+        """Try again to watch the directories that have no watch (gone, replaced, not
+        there yet, or out of watches), and call back each of them to look. That look
+        compares as a poll's (names_seen is False for it): names made before the watch
+        were not seen. A directory renamed away and made again had its watch back at the
+        next tick, and its first look after it taken for one that had seen every name: the
+        archives multilog made and deleted meanwhile (s4096 n3, 1,000 lines/s: 175-560
+        lines) were lost without a gap (a hunt)."""
+        if self._inotify is None:
+            return  # polling: every tick looks anyway
+        for h, (d, wd, cb) in list(self._handles.items()):
+            if wd is None:
+                self._attach(h, d, cb)
+                self._blind.add(h)
+                try:
+                    _safe_call(cb, None, 0)
+                finally:
+                    self._blind.discard(h)
 
     def close(self) -> None:
         if self._ticker is not None:
