@@ -205,7 +205,8 @@ def s6_second_stamp(rest: str, nanos: int) -> str | None:
     "@label YYYY-MM-DD HH:MM:SS.nnnnnnnnn  text", and only s6-log does; its label is true
     TAI (skalibs). Both stamps are of one instant: same nanoseconds. (Not so a date in the
     text, e.g. a tai64nlocal'd line logged again by multilog: its label is daemontools'.)"""
-    if len(rest) > 31 and rest[29:31] == "  " and rest[4] == "-":
+    # >= 31: an empty line is "DATE  " and nothing after the blanks
+    if len(rest) >= 31 and rest[29:31] == "  " and rest[4] == "-":
         m = _LOCAL_RE.match(rest)
         if m and m.group(7) == f"{nanos:09d}":
             return rest[m.end():]

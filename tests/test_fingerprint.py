@@ -145,3 +145,52 @@ def test_a_pending_file_saved_by_0_1_0_is_matched_with_its_processor_s_archive(t
     f.reader.close()
     assert not [it for it in items if isinstance(it, Gap)]
     assert [ln for it in items for ln in it.lines] == [b"@400000006000000000000003 n3"]
+
+
+# ------------------------------------------------ mutation audit (session 22): edges
+
+LABEL = b"@4000000052fafd8d3298434c "
+
+
+def _h(key: bytes) -> str:
+    return hashlib.blake2b(key, digest_size=8).hexdigest()
+
+
+def test_the_key_at_its_edges():
+    # an empty first line is unstamped: the id takes the next line too
+    assert fingerprint(b"\n" + LABEL + b"x\n") == _h(b"\n" + LABEL + b"x")
+    assert legacy_fingerprint(b"\n" + LABEL + b"x\n") == _h(b"")
+    # 64 bytes of a stamped first line settle it, its newline need not have come
+    line = LABEL + b"y" * (64 - len(LABEL))
+    assert fingerprint(line) == legacy_fingerprint(line) == _h(line)
+    assert fingerprint(line[:63]) is None and legacy_fingerprint(line[:63]) is None
+    # a file that will not grow: its short first line without a newline is the key
+    assert fingerprint(LABEL + b"x", complete=True) == legacy_fingerprint(LABEL + b"x", complete=True) == _h(LABEL + b"x")
+    assert fingerprint(b"", complete=True) is None and legacy_fingerprint(b"", complete=True) is None
+    # an unstamped first line with no newline in FINGERPRINT_SCAN bytes: settled then, by its start
+    # (4096 written out: saved positions name files by ids of that many bytes)
+    assert fingerprint(b"x" * 4095) is None
+    assert fingerprint(b"x" * 4096) == fingerprint(b"x" * 5000) == _h(b"x" * 64)
+
+
+def test_an_id_settled_near_the_scan_limit_never_changes_as_the_file_grows():
+    shapes = [b"y" * 4050 + b"\n" + LABEL + b"z" * 200 + b"\n",  # the second line crosses the limit
+              b"y" * 4000 + b"\n" + LABEL + b"q\n" + LABEL + b"r\n",
+              b"y" * 4070 + b"\n" + LABEL + b"z\n",  # the second line's stamp crosses it
+              b"y" * 5000 + b"\n" + LABEL + b"z\n"]
+    for data in shapes:
+        final = fingerprint(data, complete=True)
+        assert fingerprint(data[:FINGERPRINT_SCAN]) == final  # no byte after the scan counts
+        for n in range(3990, len(data) + 1):
+            got = fingerprint(data[:n])
+            assert got is None or got == final, (n, data[:60])
+
+
+def test_fingerprints_names_the_legacy_id_only_when_it_differs():
+    from shipper.fingerprint import fingerprints
+
+    stamped = LABEL + b"x\n"
+    assert fingerprints(stamped) == (_h(LABEL + b"x"), None)
+    tail = b"y" * 10 + b"\n" + stamped
+    assert fingerprints(tail) == (_h(b"y" * 10 + b"\n" + LABEL + b"x"), _h(b"y" * 10))
+    assert fingerprints(b"y" * 10 + b"\n") == (None, None)  # not settled: no legacy id either

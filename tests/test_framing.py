@@ -117,3 +117,55 @@ def test_octet_counted_round_trip(msgs, cuts):
         pos = max(pos, c)
     out += dec.feed(stream[pos:])
     assert out == msgs and dec.errors == []
+
+
+# ------------------------------------------------ mutation audit (session 22): edges
+
+
+def test_decoder_takes_0_to_9_as_a_count_and_nothing_else():
+    assert FrameDecoder().max_frame == 1 << 20  # 1 MiB
+    dec = FrameDecoder()
+    assert dec.feed(b"9 abcdefghi") == [b"abcdefghi"] and dec.errors == []  # no LF needed
+    for lead in (b"/", b":"):  # the bytes either side of the digits: LF framing
+        dec = FrameDecoder()
+        assert dec.feed(lead + b"x\n") == [lead + b"x"] and dec.errors == []
+    dec = FrameDecoder()  # a count of 0 is no count: the frame is read as LF-terminated
+    assert dec.feed(b"0 \n0 x\n") == [b"0 ", b"0 x"]
+    assert dec.errors == ["bad octet count b'0'"] * 2
+
+
+def test_decoder_count_bounds():
+    dec = FrameDecoder(max_frame=5)
+    assert dec.feed(b"5 hello") == [b"hello"] and dec.errors == []  # exactly max_frame
+    assert dec.feed(b"6 hello!\n") == [b"6 hello!"] and dec.errors == ["bad octet count b'6'"]
+    # a count of 10 digits is read (and refused as too large); 11 digits are no count
+    dec = FrameDecoder()
+    assert dec.feed(b"1000000000 x\n") == [b"1000000000 x"]
+    assert dec.errors == ["bad octet count b'1000000000'"]
+    dec = FrameDecoder()
+    assert dec.feed(b"1234567890") == [] and dec.errors == []  # its space may be next
+    assert dec.pending() == 10
+    for data in (b"12345678901", b"12345678901 x\n"):
+        dec = FrameDecoder()
+        dec.feed(data)
+        assert dec.errors == ["octet count prefix at 0 has no space within 10 digits"], data
+
+
+def test_decoder_lf_frame_bounds():
+    dec = FrameDecoder()
+    assert dec.feed(b"\n") == [] and dec.pending() == 0  # an empty line is no message
+    assert dec.feed(b"\nx\n") == [b"x"] and dec.pending() == 0
+    dec = FrameDecoder(max_frame=5)
+    assert dec.feed(b"abcde") == [] and dec.pending() == 5  # max_frame bytes: still one frame
+    assert dec.feed(b"\n") == [b"abcde"] and dec.errors == []
+    assert dec.feed(b"abcdef") == [b"abcde"] and dec.pending() == 1
+    assert dec.errors == ["LF frame longer than 5 bytes: cut"]
+
+
+def test_length_prefix_cache_is_bounded():
+    from shipper import framing
+
+    for n in range(70_000):
+        assert framing._PREFIXES[n] == f"{n} "
+    assert len(framing._PREFIXES) <= 65_537
+    framing._PREFIXES.clear()

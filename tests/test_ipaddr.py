@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from shipper.ipaddr import ip_field
+from shipper.ipaddr import ip_field, unmap_fields
 from shipper.parse import LineParser
 from shipper.transforms import Pseudonymiser
 
@@ -109,3 +109,14 @@ def test_pseudonym_of_a_mapped_address_is_its_ipv4_ones() -> None:
     (out,) = p.apply([dict(rec)])
     assert out["remote_ip"] == p.ip("::ffff:192.0.2.5") == p.ip("192.0.2.5")
     assert out["remote_ip"] in out["message"]
+
+
+def test_only_ip_fields_holding_text_are_unmapped() -> None:
+    """A HELO name or a user name that happens to be a mapped address is what the client
+    said, not an address of ours: kept as written; a field with no text is left alone."""
+    mapped = "::ffff:192.0.2.1"
+    fields: dict[str, Any] = {"remote_ip": mapped, "helo": mapped, "user": mapped, "ip": mapped,
+                              "relay_ip": None, "local_ip": "::1", "pid": 4250}
+    unmap_fields(fields)
+    assert fields == {"remote_ip": "192.0.2.1", "helo": mapped, "user": mapped, "ip": mapped,
+                      "relay_ip": None, "local_ip": "::1", "pid": 4250}

@@ -470,3 +470,81 @@ def test_severity_by_outcome(rec: dict, sev: int) -> None:
 
     assert severity(rec) == sev
     assert severity_of_event(rec["event"]) in (None, sev)
+
+
+# ------------------------------------------------ mutation audit (session 22): edges
+
+
+def test_header_and_param_names_keep_every_printusascii_character():
+    """PRINTUSASCII is 33 ("!") to 126 ("~"): both kept, SP (32) and DEL (127) are not,
+    in the header fields and in SD-NAMEs (which also refuse '=', ']' and '"')."""
+    rec = record(host="mx!~ 1\x7f", program="qmail-send!~\x7f", pid="4\x7f~", event="st!~ \x7f")
+    rec["we!rd~ \x7f=]\""] = "v"
+    data = Rfc5424Encoder().encode(rec)
+    head, _, _ = split_message(data)
+    assert (head["host"], head["app"], head["procid"], head["msgid"]) == ("mx!~_1_", "qmail-send!~_", "4_~",
+                                                                          "st!~__")
+    assert b' we!rd~_____="v"' in data
+    assert sd_name("!~") == "!~" and sd_name(" \x7f") == "__" and sd_name("") == "_"
+
+
+def test_utf8_cut_at_its_edges():
+    e_acute = "é".encode()  # 2 bytes
+    assert utf8_cut(b"abc", 1) == b"a" and utf8_cut(b"abc", 3) == b"abc"
+    assert utf8_cut(b"abc", 0) == utf8_cut(b"abc", -1) == utf8_cut(b"abc", -5) == b""  # no room left
+    assert utf8_cut(e_acute + b"x", 1) == b""  # never half a character, even the first
+    assert utf8_cut(b"a" + e_acute + b"x", 2) == b"a"
+    assert utf8_cut(b"\x80\x80\x80", 2) == b""  # (not UTF-8: never a negative index)
+
+
+def test_severity_of_event_is_the_records_when_fields_do_not_matter():
+    from shipper.severity import INFO, severity_of_event
+
+    by_event = severity_module._BY_EVENT
+    by_fields = severity_module._BY_FIELDS
+    for event in [*by_event, "new_msg", "end_msg", "no_such_event"]:
+        want = None if event in by_fields else severity({"event": event})
+        assert severity_of_event(event) == want, event
+    assert severity_of_event("status") == 7 and severity_of_event("gap") == 3
+    for odd in (None, 5, 1.5, True):  # not a record of ours: info (the encoder makes the unhashable text)
+        assert severity_of_event(odd) == INFO and severity({"event": odd}) == INFO, odd
+    for odd in (["delivery"], {"a": 1}):  # never a raise
+        assert severity({"event": odd}) == INFO, odd
+    assert severity({}) == INFO
+
+
+@pytest.mark.parametrize("rec, sev", [
+    # only a Reject is a failed login or a virus found; a deferral stays a notice
+    ({"event": "smtp_decision", "action": "Deferred", "check": "AUTH", "condition": "temp"}, 5),
+    ({"event": "smtp_decision", "action": "Reject", "check": "AUTH", "condition": "failed"}, 4),
+    ({"event": "smtp_decision", "action": "Reject", "check": "DATA", "condition": "Virus_Infected"}, 4),
+    ({"event": "smtp_decision", "action": "Reject", "check": "DATA", "condition": "Spam_Detected"}, 5),
+    ({"event": "smtp_decision", "action": "Reject", "check": "RCPT", "condition": "Virus_Infected"}, 5),
+    # qscheduler's load warning needs both halves; other alerts stay alerts
+    ({"event": "alert", "text": "qscheduler: average load 12 exceeds threshold (> 10)"}, 4),
+    ({"event": "alert", "text": "qmail-send: queue1: todo exceeds threshold of the disk"}, 1),
+    ({"event": "alert", "text": "qmail-send: average load unknown"}, 1),
+])
+def test_severity_conditions_need_all_their_parts(rec: dict, sev: int) -> None:
+    assert severity(rec) == sev
+
+
+def test_general_path_message_none_a_number_and_octets_not_characters():
+    """(A record without ``flags`` takes the general path.)"""
+    def general(**over):
+        rec = record(**over)
+        rec.pop("flags", None)
+        return rec
+
+    enc = Rfc5424Encoder()
+    assert enc.encode(general(message=None)).endswith(b'offset="31"] ')  # no "None"
+    assert enc.encode(general(message=5)).endswith(b'offset="31"] 5')
+    # 300 characters are 600 octets: the limit counts octets, whatever len() says
+    rec = general(message="é" * 300)
+    whole = enc.encode(rec)
+    assert len(whole) > 480 + 100
+    small = Rfc5424Encoder(max_size=480)
+    out = small.encode(rec)
+    assert len(out) <= 480 and small.truncated == 1 and out.decode("utf-8")
+    exact = Rfc5424Encoder(max_size=len(whole))  # exactly the limit: kept whole
+    assert exact.encode(rec) == whole and exact.truncated == 0

@@ -529,3 +529,162 @@ def test_the_hour_a_dst_change_repeats_reads_forward(monkeypatch):
         monkeypatch.undo()
         time.tzset()
         stamps.clear_local_caches()
+
+
+# ------------------------------------------------ mutation audit (session 22): edges
+
+
+def _stamp_cases() -> list[tuple[tuple[int, int, int, int, int, int], bool]]:
+    """Each field's first value out of range (a bad stamp: timegm/mktime would quietly
+    move it on to the next hour, day or month) and its last one in range."""
+    import calendar
+
+    cases = []
+    for y in (2023, 2024, 2100):  # 2100: no Feb 29, though divisible by 4
+        for mo in range(1, 13):
+            last = calendar.monthrange(y, mo)[1]
+            cases += [((y, mo, 1, 0, 0, 0), True), ((y, mo, last, 12, 0, 0), True),
+                      ((y, mo, last + 1, 12, 0, 0), False), ((y, mo, 0, 12, 0, 0), False)]
+    cases += [((2024, 0, 10, 12, 0, 0), False), ((2024, 13, 10, 12, 0, 0), False),
+              ((2024, 3, 10, 23, 59, 59), True), ((2024, 3, 10, 24, 0, 0), False),
+              ((2024, 3, 10, 12, 60, 0), False), ((2024, 3, 10, 12, 0, 61), False),
+              ((2024, 3, 10, 12, 0, 60), False)]  # second 60 not at the end of a UTC day
+    return cases
+
+
+@pytest.mark.parametrize("fields, good", _stamp_cases())
+def test_every_field_out_of_range_is_a_bad_stamp_never_moved_on(tz_utc, fields, good):
+    import calendar
+
+    y, mo, d, h, mi, s = fields
+    want = calendar.timegm(fields) * NS + 5000 if good else None
+    lines = [f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.000005Z mx1 qmail-send[7]: status: local 0/10",
+             f"{y:04d}-{mo:02d}-{d:02d} {h:02d}:{mi:02d}:{s:02d}.000005000 status: local 0/10"]  # tai64nlocal
+    for line in lines:
+        env = split_envelope(line)
+        assert (env.time_ns, env.bad_stamp) == (want, not good), line
+    for convert in (stamps.utc_to_unix, stamps.local_to_unix):
+        if good:
+            assert convert(*fields) == calendar.timegm(fields)
+        else:
+            with pytest.raises(ValueError):
+                convert(*fields)
+
+
+def test_an_empty_line_of_s6_log_t_and_T_is_true_tai_with_no_text(tmp_path):
+    """s6-log t T writes an empty line as "@label DATE  " and nothing after the two
+    blanks: it was not taken for s6-log's form (it wanted a character of text), so its
+    true-TAI label was read the daemontools way, 27 s late, and its date became the text."""
+    from shipper.parse import LineParser
+
+    exe = require_binary("s6-log")
+    subprocess.run([exe, "t", "T", str(tmp_path / "log")], input=b"\nx\n", check=True, timeout=10)
+    lines = (tmp_path / "log" / "current").read_text().splitlines()
+    assert len(lines) == 2 and lines[0].endswith("  ") and len(lines[0]) == 25 + 1 + 31, lines
+    for line in lines:
+        label, date = line[:25], line[26:55]
+        want = tai64n.decode_ns(label, leap=True)
+        assert date.endswith(f".{want % NS:09d}")  # one instant, stamped twice
+        env = split_envelope(line)
+        assert (env.time_ns, env.time_source, env.text) == (want, "tai64n_tai", line[57:]), line
+        # the parser's paths: a multilog batch and a single line
+        p = LineParser(source="current", file_id="0123456789abcdef")
+        batch = p.parse_batch_dicts([line.encode()], [0])
+        for rec in (batch[0], p.parse(line.encode(), 0).to_dict()):
+            assert rec["time_unix_ns"] == want and rec["time_source"] == "tai64n_tai", rec
+
+
+def test_label_bounds_and_a_bare_label():
+    offset = tai64n.DAEMONTOOLS_OFFSET
+    end = tai64n.LABEL_SECS_END
+    for label, ns in ((f"@{offset:016x}00000000", 0),  # 1970-01-01T00:00:00Z: the first time taken
+                      (f"@{end - 1:016x}3b9ac9ff", (end - 1 - offset) * NS + NS - 1),  # 2262: the last
+                      ("@4000000052fafd8d3b9ac9ff", 1392180611 * NS + NS - 1)):
+        env = split_envelope(label + " status: local 0/10")
+        assert (env.time_ns, env.text, env.bad_stamp) == (ns, "status: local 0/10", False), label
+    for label in (f"@{offset - 1:016x}00000000", f"@{end:016x}00000000", "@4000000052fafd8d3b9aca00"):
+        env = split_envelope(label + " status: local 0/10")
+        assert (env.time_ns, env.text, env.bad_stamp) == (None, "status: local 0/10", True), label
+    # a label and nothing after it (its blank gone): no text, the label's time
+    env = split_envelope("@4000000052fafd8d3298434c")
+    assert (env.time_ns, env.text, env.bad_stamp) == (1392180611_848839500, "", False)
+    env = split_envelope("@4000000052fafd8dffffffff")
+    assert (env.time_ns, env.text, env.bad_stamp) == (None, "", True)
+
+
+def test_what_starts_a_line_decides_its_form(tz_utc):
+    for line, bad in (("@", False), ("@x", False), ("@4", True), ("@4 x", True)):  # a label gone wrong?
+        env = split_envelope(line)
+        assert (env.time_ns, env.text, env.bad_stamp) == (None, line, bad), line
+    env = split_envelope("Apr  1 10:00:00 mx1 qmail[1]: status: local 0/10", year=2024)  # "A": a month
+    assert (env.time_ns, env.host, env.tag, env.text) == (1711965600 * NS, "mx1", "qmail", "status: local 0/10")
+    # splogger's "qmail: " with the syslog header gone, its accustamp after it
+    env = split_envelope("qmail: 1392180611.848839 new msg 3890")
+    assert (env.time_ns, env.tag, env.text) == (1392180611_848839000, "qmail", "new msg 3890")
+    for line in ("qp 4250 x", "qmail:x", "{x", "<192>Apr  1 10:00:00 mx1 qmail[1]: x"):  # none of those
+        env = split_envelope(line, year=2024)
+        assert (env.time_ns, env.tag, env.text, env.bad_stamp) == (None, None, line, False), line
+    env = split_envelope("<191>Apr  1 10:00:00 mx1 qmail[1]: x", year=2024)  # local7.debug: the last PRI
+    assert (env.time_ns, env.host, env.text) == (1711965600 * NS, "mx1", "x")
+
+
+def test_lookalike_dates_and_an_out_of_range_clock_never_raise(tz_utc):
+    for line in ("2024-01-01 is the day we ship it", "2024-01-01T is not a stamp at all",
+                 "2024-01-01_is not one either x", "2024-01-01/x/y is a path"):
+        env = split_envelope(line)
+        assert (env.time_ns, env.text, env.bad_stamp) == (None, line, False), line
+    line = "Jan  1 00:00:00 mx1 qmail[1]: x"  # BSD: the year from a clock past year 9999
+    for local in (False, True):
+        env = split_envelope(line, local_tz=local, now_ns=300_000 * 365 * 86400 * NS)
+        assert (env.time_ns, env.text, env.bad_stamp) == (None, line, True)
+    stamps.clear_local_caches()
+    for line, ns in (("Apr 30 10:00:00 mx1 qmail[1]: x", 1714471200 * NS),
+                     ("Apr 31 10:00:00 mx1 qmail[1]: x", None),  # not May 1
+                     ("Jan 31 10:00:00 mx1 qmail[1]: x", 1706695200 * NS)):
+        env = split_envelope(line, year=2024)
+        assert (env.time_ns, env.bad_stamp) == (ns, ns is None), line
+
+
+def test_rfc3339_offsets_with_minutes_and_their_bounds():
+    utc = 1392180611 * NS  # 2014-02-12T04:50:11Z
+    for stamp in ("2014-02-12T10:20:11+05:30", "2014-02-12T01:20:11-03:30", "2014-02-12T10:35:11+0545",
+                  "2014-02-13T04:49:11+23:59", "2014-02-11T04:51:11-23:59"):
+        env = split_envelope(stamp + " mx1 postfix/qmgr[2]: removed")
+        assert (env.time_ns, env.bad_stamp, env.text) == (utc, False, "removed"), stamp
+        env = split_envelope("<22>1 " + stamp + " mx1 postfix 2 - - removed")  # RFC 5424
+        assert (env.time_ns, env.bad_stamp, env.leap_second) == (utc, False, False), stamp
+    for stamp in ("2014-02-12T04:50:11+24:00", "2014-02-12T04:50:11-24:00", "2014-02-12T04:50:11-05:60",
+                  "2014-02-12T04:50:11+99:99"):
+        env = split_envelope(stamp + " mx1 postfix/qmgr[2]: removed")
+        assert (env.time_ns, env.bad_stamp) == (None, True), stamp
+    env = split_envelope("<22>1 2016-12-31T23:59:60.5Z mx1 postfix 2 - - leap")
+    assert (env.time_ns, env.leap_second) == (1483228799 * NS + NS - 1, True)
+
+
+def test_an_indented_line_is_read_without_its_blanks():
+    for blank in (" ", "  ", "\t", " \t "):
+        env = split_envelope(blank + "@4000000052fafd8d3298434c new msg 3890")
+        assert (env.time_ns, env.text) == (1392180611_848839500, "new msg 3890"), blank
+
+
+def test_a_bsd_stamp_in_the_hour_a_dst_change_repeats_has_both_readings(berlin):
+    stamps.clear_local_caches()
+    try:
+        env = split_envelope("Oct 27 02:30:00 mx1 qmail[1]: x", year=2024)  # Berlin: 02:00-03:00 twice
+        assert (env.time_ns, env.alt_ns) == (1729989000 * NS, (1729989000 + 3600) * NS)
+        env = split_envelope("Oct 28 02:30:00 mx1 qmail[1]: x", year=2024)
+        assert (env.time_ns, env.alt_ns) == ((1729989000 + 86400 + 3600) * NS, None)
+    finally:
+        stamps.clear_local_caches()
+
+
+def test_more_edges_of_the_hot_path():
+    # a label and text with no blank between (not multilog's, but never a raise)
+    env = split_envelope("@4000000052fafd8d3298434c:x")
+    assert (env.time_ns, env.text) == (1392180611_848839500, ":x")
+    # tai64nlocal read as UTC: one reading, no other one
+    env = split_envelope("2024-10-27 02:30:00.000000000 x", local_tz=False)
+    assert (env.time_ns, env.alt_ns, env.time_source) == (1729996200 * NS, None, "local")
+    # an accustamp of 2001 starts with a 9 (qmail's splogger and accustamp)
+    env = split_envelope("999999999.123456 new msg 1")
+    assert (env.time_ns, env.text) == (999999999_123456000, "new msg 1")

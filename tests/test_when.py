@@ -65,3 +65,55 @@ def test_track_and_replay_read_since_alike(tmp_path) -> None:
     assert [orjson.loads(ln)["msg"] for ln in r.stdout.splitlines()] == [2]
     r = run("replay", str(log), "--output", "-", "--since", "3650000d", "--dry-run")
     assert r.returncode == 0 and "would send 6 records" in r.stderr
+
+
+# ------------------------------------------------ mutation audit (session 22): edges
+
+
+def test_every_unit_of_an_age() -> None:
+    for text, secs in (("90s", 90), ("15m", 900), ("1h", 3600), ("2d", 172800), ("1w", 604800), ("1.5h", 5400)):
+        assert parse_time(text, now=1_000_000.0) == (1_000_000 - secs) * 10**9, text
+
+
+def test_offsets_with_minutes() -> None:
+    # India (+05:30), Newfoundland (-03:30), Nepal without the colon (+0545): the same instant
+    utc = 1392180611 * 10**9  # 2014-02-12T04:50:11Z
+    for text in ("2014-02-12T10:20:11+05:30", "2014-02-12T01:20:11-03:30", "2014-02-12T10:35:11+0545",
+                 "2014-02-13T04:49:11+23:59", "2014-02-11T04:51:11-23:59"):
+        assert parse_time(text) == utc, text
+
+
+def test_each_field_at_its_bounds() -> None:
+    import calendar
+
+    for y, mo, d, h, mi, s in ((2024, 1, 1, 0, 0, 0), (2024, 12, 31, 23, 59, 59), (2023, 2, 28, 12, 0, 0),
+                               (2024, 4, 30, 12, 0, 0), (2016, 12, 31, 23, 59, 60)):  # 60: a leap second
+        text = f"{y}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}Z"
+        assert parse_time(text) == calendar.timegm((y, mo, d, h, mi, s)) * 10**9, text
+    for bad in ("2024-00-10Z", "2024-03-00Z", "2024-13-01Z", "2024-04-31Z", "2023-02-29Z",
+                "2024-01-01T24:00Z", "2024-01-01T23:60Z", "2024-01-01T23:59:61Z",
+                "2024-01-01T00:00+24:00", "2024-01-01T00:00-24:00", "2024-01-01T00:00+00:60"):
+        with pytest.raises(ValueError, match="not a time"):
+            parse_time(bad)
+    with pytest.raises(ValueError, match="not a TAI64N label"):  # says why
+        parse_time("@4000000052fafd8d")
+
+
+def test_year_arg_bounds() -> None:
+    import argparse
+
+    from shipper.when import year_arg
+
+    assert (year_arg("1970"), year_arg(" 2024 "), year_arg("9999")) == (1970, 2024, 9999)
+    for bad, why in (("1969", "a year from 1970 to 9999, not 1969"), ("10000", "a year from 1970 to 9999, not 10000"),
+                     ("20x4", "not a year: '20x4'"), ("", "not a year: ''")):
+        with pytest.raises(argparse.ArgumentTypeError) as e:
+            year_arg(bad)
+        assert str(e.value) == why
+
+
+def test_the_hours_a_dst_change_skips_and_repeats(berlin) -> None:
+    """Berlin skips 02:00-03:00 on 2024-03-31: read as standard time (CET, 01:30Z), not
+    as summer time; it repeats 02:00-03:00 on 2024-10-27: the first reading (CEST, 00:30Z)."""
+    assert parse_time("2024-03-31 02:30") == 1711848600 * 10**9
+    assert parse_time("2024-10-27 02:30") == 1729989000 * 10**9
