@@ -13,8 +13,10 @@
 --
 -- Rename the table as you like and give the name to the sink (`table = "db.name"`).
 -- Replays after a crash send the same event_id again; to fold such duplicates at
--- merge time use ReplacingMergeTree with event_id in the ORDER BY instead (only
--- if every source is a file: stdin records have no event_id).
+-- merge time use ENGINE = ReplacingMergeTree ... ORDER BY (time, time_nanos, event_id)
+-- instead, with `event_id String` (a sorting key cannot be Nullable: ClickHouse
+-- refuses the table). Lines piped in on stdin have no event_id (stored as '');
+-- journalctl -o json entries do.
 
 CREATE TABLE IF NOT EXISTS qmail_log
 (

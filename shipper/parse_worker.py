@@ -262,7 +262,7 @@ def resolve_workers(setting: int | str, n_sources: int) -> int:
     """``"auto"``: workers only where there are cores to spare. On two cores the
     worker measured slower than none (bench/bench_e2e.py --workers): the daemon,
     the worker, qmail and the receiver share the two, and passing batches between
-    processes costs more than it frees. From four cores: one per core beyond two,
+    processes costs more than it frees. From three cores: one per core beyond two,
     at most one per source, at most 4."""
     if setting == "auto":
         return max(0, min((os.cpu_count() or 1) - 2, n_sources, 4))

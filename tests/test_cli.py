@@ -267,3 +267,43 @@ def test_parse_gives_each_input_its_own_time_for_unstamped_lines(tmp_path):
     (d / "current").write_bytes(b"end msg 3890\n")
     r = run("parse", str(d / "@4000000052fafd8d3298434c.s"), str(d / "current"))
     assert [orjson.loads(x)["time_source"] for x in r.stdout.splitlines()] == ["tai64n", "inferred"]
+
+
+def test_every_option_the_docs_show_a_command_is_one_it_takes(monkeypatch):
+    """The README, the annotated configs, docs/, the run script and the unit show command
+    lines to copy: each `shipper COMMAND --option` in them is an option of that command
+    (a renamed option would leave an admin's copied line failing)."""
+    import argparse
+    import glob
+    import re
+    from pathlib import Path
+
+    from shipper.cli import COMMANDS
+
+    root = Path(__file__).resolve().parent.parent
+    paths = [root / "README.md", root / "service" / "shipper" / "run", root / "systemd" / "shipper.service",
+             *map(Path, glob.glob(str(root / "conf" / "**" / "*.toml"), recursive=True)),
+             *map(Path, glob.glob(str(root / "docs" / "*.md")))]
+    shown: dict[str, set[str]] = {}
+    for p in paths:
+        for m in re.finditer(r"\bshipper (run|check|status|parse|replay|track|stats|buffer)\b([^\n`#|]*)",
+                             p.read_text().replace("\\\n", " ")):  # (a line continued)
+            shown.setdefault(m.group(1), set()).update(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", m.group(2)))
+    assert set(COMMANDS) <= set(shown)
+    assert sum(map(len, shown.values())) >= 15
+
+    class Built(Exception):
+        pass
+
+    options: dict[str, set[str]] = {}
+
+    def capture(self, args=None, namespace=None):
+        options[self.prog.removeprefix("shipper ")] = {o for a in self._actions for o in a.option_strings}
+        raise Built
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    monkeypatch.setattr("signal.signal", lambda *a: None)  # run's early-SIGHUP note
+    for command, opts in shown.items():
+        with pytest.raises(Built):
+            COMMANDS[command][0]([])
+        assert opts - options[command] == set(), command

@@ -594,3 +594,90 @@ def test_what_a_config_audit_found_accepted_and_unused(tmp_path: Path) -> None:
     ]
     assert errors_of('[sources.q]\ntype = "stdin"\n[sinks.m]\ntype = "stdout"\n[sinks.m.buffer]\npath = "b"\n') == [
         'sinks.m.buffer.path: must be an absolute path, got "b"']
+
+
+def test_every_key_of_the_full_example_is_known_and_its_defaults_are_the_codes() -> None:
+    """conf/shipper.toml says it gives every option with its default: each key it shows,
+    the commented ones too (uncommented here), is one config.py knows in that place, and
+    the values it sets outside [sources]/[sinks] are the code's own defaults."""
+    import re
+    from dataclasses import asdict
+
+    text = (ROOT / "conf" / "shipper.toml").read_text()
+    shown = re.compile(r"# ((?:\[[A-Za-z0-9_.-]+\])|(?:[A-Za-z][A-Za-z0-9_-]* = \S.*))$")
+    lines = [m.group(1) if (m := shown.match(line)) else line for line in text.splitlines()]
+    assert sum(a != b for a, b in zip(lines, text.splitlines(), strict=True)) > 40  # the regex matches
+    with pytest.raises(ConfigError) as info:  # some commented keys are alternatives to each other
+        load_config_text("\n".join(lines), "full.toml", env={}, check_files=False)
+    unknown = [e for e in info.value.errors if "unknown key" in e or "not an option" in e]
+    assert unknown == []
+    assert len(info.value.errors) <= 3, info.value.errors  # key_password_file/_env, local_time, index
+
+    full = load_config(ROOT / "conf" / "shipper.toml", env={}, check_files=False)
+    bare = load_config_text(BASE, "t.toml", env={})
+    for section in ("log", "metrics", "tracking", "buffer"):
+        assert getattr(full, section) == getattr(bare, section), section
+    assert full.drain_timeout == bare.drain_timeout
+    assert asdict(full.parse) == asdict(bare.parse) | {"host": full.parse.host}
+    assert asdict(full.sources["qmail"]) == asdict(bare.sources["qmail"])
+    assert asdict(full.transforms) | {"pseudonymise": None} == asdict(bare.transforms) | {"pseudonymise": None}
+    given = asdict(full.transforms.pseudonymise)
+    assert given | {"key_file": None} == asdict(bare.transforms.pseudonymise)
+
+
+@pytest.mark.parametrize(("cores", "sources", "workers"),
+                         [(1, 3, 0), (2, 3, 0), (3, 3, 1), (4, 3, 2), (4, 1, 1), (8, 8, 4)])
+def test_parse_workers_auto_is_what_the_full_example_says(cores: int, sources: int, workers: int,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """conf/shipper.toml and the README said "auto" starts no worker below four cores;
+    the code starts one on three: none on one or two cores, else one per core beyond
+    two, at most one per source, at most 4 (the docs now say so)."""
+    from shipper.parse_worker import resolve_workers
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert resolve_workers(load_config_text(BASE, "t.toml", env={}).parse.workers, sources) == workers
+
+
+@pytest.mark.slow
+async def test_the_clickhouse_sql_way_to_fold_duplicates_makes_a_table_that_folds_them(clickhouse: int):
+    """conf/clickhouse.sql advised ReplacingMergeTree with event_id in the ORDER BY for
+    its own table, whose event_id is Nullable(String): ClickHouse refuses that table
+    ("Sorting key cannot contain nullable columns", found running the advice). Its
+    comment now names the ORDER BY and `event_id String`; so made, a replay's
+    duplicates fold."""
+    import http.client
+    import re
+    import sys
+
+    import orjson
+    from conftest import ch_query
+
+    from shipper.sinks.http import HttpSink
+
+    sql = (ROOT / "conf" / "clickhouse.sql").read_text()
+    advice = " ".join(line.removeprefix("--").strip() for line in sql.splitlines() if line.startswith("--"))
+    order = re.search(r"ReplacingMergeTree \.\.\. (ORDER BY \([^)]*\))", advice)
+    assert order and "with `event_id String`" in advice, advice
+    naive = sql.replace("qmail_log", "folds_naive").replace("ENGINE = MergeTree", "ENGINE = ReplacingMergeTree")
+    naive = naive.replace("ORDER BY (time, time_nanos)", order.group(1))
+    conn = http.client.HTTPConnection("127.0.0.1", clickhouse, timeout=30)
+    conn.request("POST", "/", body=naive.encode())
+    resp = conn.getresponse()
+    assert resp.status != 200 and b"nullable" in resp.read()
+    conn.close()
+    ch_query(clickhouse, "DROP TABLE IF EXISTS folds")
+    ch_query(clickhouse, naive.replace("folds_naive", "folds").replace(
+        "event_id      Nullable(String)", "event_id      String"))
+    lines = subprocess.run([sys.executable, "-m", "shipper", "parse", "--utc",
+                            str(ROOT / "tests" / "fixtures" / "track" / "qmail_lifecycle.txt")],
+                           capture_output=True, check=True, timeout=60).stdout.splitlines()
+    recs = [orjson.loads(line) for line in lines]
+    sink = HttpSink(f"http://127.0.0.1:{clickhouse}/", "clickhouse", table="folds", gzip=True)
+    try:
+        await sink.send(recs)
+        await sink.send(recs)  # a replay: the same event ids again
+    finally:
+        await sink.close()
+    ch_query(clickhouse, "OPTIMIZE TABLE folds FINAL")
+    assert ch_query(clickhouse, "SELECT count(), uniqExact(event_id) FROM folds FORMAT TSV").split() == [
+        str(len(recs)), str(len(recs))]

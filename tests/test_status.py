@@ -172,3 +172,23 @@ def test_status_of_a_thousand_sources_shows_those_behind_and_counts_the_rest():
                       "(status --all lists every one)")
     assert any(line.startswith("siem ") for line in out)
     assert len(render(metrics, all_sources=True).splitlines()) == 1000 + 6
+
+
+def test_every_metric_the_docs_name_is_one_shipper_serves():
+    """The README, the annotated configs and docs/ point admins at metrics by name (what to
+    alert on): each one named is declared, so a renamed metric cannot leave a dead alert."""
+    import glob
+
+    from shipper.metrics import Registry, declare_shipper_metrics
+
+    root = Path(__file__).resolve().parent.parent
+    reg = Registry()
+    declare_shipper_metrics(reg, "/var/lib/shipper")
+    docs = [root / "README.md", *map(Path, glob.glob(str(root / "conf" / "**" / "*.toml"), recursive=True)),
+            *map(Path, glob.glob(str(root / "docs" / "*.md")))]
+    named = {m for p in docs for m in re.findall(r"\bshipper_[a-z_]+[a-z]\b", p.read_text())}
+    assert len(named) >= 8
+    assert named - set(reg.metrics) == set()
+    labelled = {(m, label) for p in docs
+                for m, label in re.findall(r"\b(shipper_[a-z_]+[a-z])\{([a-z_]+)=", p.read_text())}
+    assert labelled and {(m, label) for m, label in labelled if label not in reg.metrics[m].label_names} == set()
