@@ -132,6 +132,7 @@ _program_event = operator.itemgetter("program", "event")
 RECENT_MAX = 8192
 # With nothing read for this long, the correlator is fed nothing, to age what is open
 CORRELATE_TICK = 5.0
+HELD_TICK = 1.0  # s: the tick while the correlator holds mails for their session's reply
 # Loop turns a source gives a lagging sink after each batch, and how many in a row
 # without an acknowledgement end them (see _give_sinks_turns)
 SINK_TURNS = 64
@@ -1067,13 +1068,18 @@ class Pipeline:
         only when fed, and on a quiet server they waited for the next line (a black-box
         review: a deny with no end not said after 80 s)."""
         assert self.correlate is not None
+        # Mails held for their session's reply (Tracking.waiting) age at HELD_TICK: looked
+        # at each HELD_TICK, as a mail may be held by a batch while this waits
+        waiting = getattr(self.correlate, "waiting", None)
+        step = CORRELATE_TICK if waiting is None else min(HELD_TICK, CORRELATE_TICK)
         while True:
             try:
-                await asyncio.wait_for(self._stop_reading.wait(), CORRELATE_TICK)
+                await asyncio.wait_for(self._stop_reading.wait(), step)
                 return
             except TimeoutError:
                 pass
-            if self._unappended or time.monotonic() - self._correlated_at < CORRELATE_TICK:
+            tick = HELD_TICK if waiting is not None and waiting() else CORRELATE_TICK
+            if self._unappended or time.monotonic() - self._correlated_at < tick:
                 continue
             self._correlated_at = time.monotonic()
             summaries = self.correlate([])

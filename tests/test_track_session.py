@@ -805,3 +805,161 @@ def test_a_session_whose_message_was_refused_at_data_is_rejected() -> None:
                          "250 ok 1796064793 qp 55752") for ln in lines]
     (s,) = _correlate_lines(queued)
     assert s["qps"] == [55752] and s["result"] == "accepted"
+
+
+def test_a_503_at_data_refuses_no_message() -> None:
+    """Found by an end-to-end run of a whole host: a client's recipients all refused, its
+    DATA answered ``503 RCPT first`` (qmail-smtpd: no recipient, so no message), then a
+    new transaction whose recipients were accepted (a callout's MAIL/RCPT/QUIT): the
+    session said "rejected", as for a message refused at DATA, with accepted_rcpts."""
+    lines = [
+        "@4000000052fafd8d3298434c tcpserver: pid 7001 from 192.0.2.7",
+        "@4000000052fafd8d3298434d tcpserver: ok 7001 mx:192.0.2.1:25 :192.0.2.7::40000",
+        "@4000000052fafd8d3298434e 7001 > 220 mx ESMTP",
+        "@4000000052fafd8d3298434f 7001 < MAIL FROM:<a@example.org>",
+        "@4000000052fafd8d32984350 7001 > 250 ok",
+        "@4000000052fafd8d32984351 7001 < RCPT TO:<nosuch@example.net>",
+        "@4000000052fafd8d32984352 7001 > 553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
+        "@4000000052fafd8d32984353 7001 < DATA",
+        "@4000000052fafd8d32984354 7001 > 503 RCPT first (#5.5.1)",
+        "@4000000052fafd8d32984355 7001 < RSET",
+        "@4000000052fafd8d32984356 7001 > 250 flushed",
+        "@4000000052fafd8d32984357 7001 < MAIL FROM:<a@example.org>",
+        "@4000000052fafd8d32984358 7001 > 250 ok",
+        "@4000000052fafd8d32984359 7001 < RCPT TO:<b@example.net>",
+        "@4000000052fafd8d3298435a 7001 > 250 ok",
+        "@4000000052fafd8d3298435b 7001 < QUIT",
+        "@4000000052fafd8d3298435c 7001 > 221 mx",
+        "@4000000052fafd8d3298435d tcpserver: end 7001 status 0",
+    ]
+    (s,) = _correlate_lines(lines)
+    assert s["accepted_rcpts"] == ["b@example.net"] and s["qps"] == []
+    assert [(d["check"], d["smtp_code"]) for d in s["decisions"]] == [("RCPT", 553), ("DATA", 503)]
+    assert s["result"] == "accepted"
+    # the 503 alone (no recipient ever accepted) is a refused session, as before
+    (s,) = _correlate_lines(lines[:11] + lines[15:])
+    assert s["accepted_rcpts"] == [] and s["result"] == "rejected"
+
+
+def _bulk_session(t: float, pid: int, ip: str, rcpt: str, qp: int, reply_at: float) -> list[tuple[float, str]]:
+    """s/qmail's decision and recordio's replies of one connection of a bulk sender."""
+    return [(t, f"tcpserver: pid {pid} from {ip}"),
+            (t + 0.001, f"tcpserver: ok {pid} mx:192.0.2.1:25 out.bulk.example:{ip}::1111"),
+            (t + 0.2, f"qmail-smtpd: pid {pid} Accept::RCPT::Recipients_Cdb P:ESMTP "
+                      f"S:{ip}:out.bulk.example H:out.bulk.example F:news@bulk.example T:{rcpt}"),
+            (t + 0.21, f"{pid} > 250 ok\r "),
+            (t + 0.3, f"{pid} < DATA\r "),
+            (t + 0.31, f"{pid} > 354 go ahead\r "),
+            (t + 0.4, f"{pid} < .\r "),
+            (reply_at, f"{pid} > 250 ok 1767225600 qp {qp}\r "),
+            (reply_at + 0.5, f"tcpserver: end {pid} status 0")]
+
+
+def test_a_qp_link_replaces_the_sender_guess_made_before_the_reply() -> None:
+    """Found by an end-to-end run of a whole host (multilog, tcpserver, recordio): qmail-send
+    logs ``info msg`` as soon as qmail-queue is done, often before the smtpd's ``250 ok …
+    qp`` is logged, and the mail was then linked by sender; the qp link that came next did
+    not replace the guess (16 of 205 SMTP mails said ``link: sender``). With two
+    connections of one sender at once the guess takes the first one in the line, so
+    connection 7102's message was put on 7101, and stayed there, its qp notwithstanding."""
+    smtpd = _recs(_bulk_session(0, 7101, "203.0.113.10", "bob@example.org", 6201, 1.15)
+                  + _bulk_session(0.05, 7102, "203.0.113.11", "carol@example.org", 6202, 1.05),
+                  "aaaaaaaaaaaaaaaa")
+    # 7102's message is queued first; each info msg comes before its reply
+    send = _recs(_local_mail(1.0, 911, 6202, "carol@example.org")
+                 + _local_mail(1.1, 910, 6201, "bob@example.org"), "bbbbbbbbbbbbbbbb")
+    c = Correlator()
+    out = c.feed(by_time(smtpd, send)) + c.finish()
+    mails = {o["msg"]: o for o in out if o["event"] == "mail"}
+    assert (mails[911]["session"]["conn_pid"], mails[911]["session"]["link"]) == (7102, "qp")
+    assert (mails[910]["session"]["conn_pid"], mails[910]["session"]["link"]) == (7101, "qp")
+    sessions = {o["conn_pid"]: o for o in out if o["event"] == "smtp_session"}
+    assert [m["msg"] for m in sessions[7101]["mails"]] == [910]
+    assert [m["msg"] for m in sessions[7102]["mails"]] == [911]
+
+
+def test_a_message_named_by_qlog_and_by_recordio_is_one_qp_linked_once() -> None:
+    """Found by an end-to-end run of a whole host: a qmail-smtpd with the qlog patch under
+    recordio names each message's qp twice (``qlogreceived: … qp=N`` and the ``250 ok …
+    qp N`` reply): the session listed it twice (135 of 140 sessions: ``2 queued`` for
+    one), and the second report left a link of its own waiting, which a later message
+    with that qp (pids wrap within minutes on a busy host: here qmail-inject's) took."""
+    pid = 4711
+    smtpd = _recs([
+        (0, f"tcpserver: pid {pid} from 203.0.113.9"),
+        (0.001, f"tcpserver: ok {pid} mx.example.org:192.0.2.1:25 :203.0.113.9::50123"),
+        (0.5, f"{pid} < DATA\r "),
+        (0.51, f"{pid} > 354 go ahead\r "),
+        (0.7, f"{pid} < .\r "),
+        (0.79, "qlogreceived: result=accepted code=250 reason=queueaccept detail= helo=mail.example.net "
+               "mailfrom=alice@example.net rcptto=bob@example.org relay=no rcpthosts= size=4711 "
+               "authuser= authtype= encrypted= sslverified=no localip=192.0.2.1 localport=25 "
+               f"remoteip=203.0.113.9 remoteport=50123 remotehost=mail.example.net qp=5000 pid={pid}"),
+        (0.8, f"{pid} > 250 ok 1767225600 qp 5000\r "),
+        (0.93, f"tcpserver: end {pid} status 0")], "aaaaaaaaaaaaaaaa")
+    send = _recs([(0.795, "new msg 300"),
+                  (0.796, "info msg 300: bytes 400 from <alice@example.net> qp 5000 uid 89"),
+                  (0.81, "end msg 300"),
+                  (60, "new msg 301"),
+                  (60.001, "info msg 301: bytes 500 from <root@mx.example.org> qp 5000 uid 0"),
+                  (60.2, "end msg 301")], "bbbbbbbbbbbbbbbb")
+    c = Correlator()
+    out = c.feed(by_time(smtpd, send)) + c.finish()
+    (sess,) = [o for o in out if o["event"] == "smtp_session"]
+    assert sess["qps"] == [5000] and "1 queued" in sess["message"]
+    mails = {o["msg"]: o for o in out if o["event"] == "mail"}
+    assert mails[300]["session"]["conn_pid"] == pid
+    assert "session" not in mails[301]
+
+
+def test_a_forwarded_copy_logged_before_its_forwarding_takes_no_session() -> None:
+    """Found by an end-to-end run of a whole host: qmail-send logged a forwarded copy's
+    ``info msg`` before the local delivery's ``did_0+1+0/qp_N/`` (it reads its queue and
+    the delivery's report in either order); the copy, of the same sender, was put on a
+    connection of that sender still waiting for its message, by sender, and kept it once
+    known for a copy; that connection's own message then found no session."""
+    smtpd = _recs(_sqmail_session(0, 7101, "203.0.113.10", "fwd@example.org")
+                  + _sqmail_session(0.3, 7102, "203.0.113.11", "carol@example.org"),
+                  "aaaaaaaaaaaaaaaa")
+    send = _recs([(1.0, "new msg 910"),
+                  (1.001, "info msg 910: bytes 400 from <news@bulk.example> qp 6201 uid 7791"),
+                  (1.002, "starting delivery 1: msg 910 to local fwd@example.org"),
+                  (1.02, "new msg 911"),  # the copy qmail-local queued, before the report
+                  (1.021, "info msg 911: bytes 500 from <news@bulk.example> qp 6209 uid 7791"),
+                  (1.05, "delivery 1: success: did_0+1+0/qp_6209/"),
+                  (1.06, "end msg 910"),
+                  (1.07, "starting delivery 2: msg 911 to remote out@example.net"),
+                  (1.2, "delivery 2: success: 192.0.2.7_accepted_message./Remote_host_said:_250_ok/"),
+                  (1.21, "end msg 911")]
+                 + _local_mail(1.4, 912, 6202, "carol@example.org"), "bbbbbbbbbbbbbbbb")
+    c = Correlator()
+    out = c.feed(by_time(smtpd, send)) + c.finish()
+    mails = {o["msg"]: o for o in out if o["event"] == "mail"}
+    assert mails[910]["session"]["conn_pid"] == 7101
+    assert mails[911]["forward_of"]["msg"] == 910 and "session" not in mails[911]
+    assert mails[912]["session"]["conn_pid"] == 7102
+    sessions = {o["conn_pid"]: o for o in out if o["event"] == "smtp_session"}
+    assert [m["msg"] for m in sessions[7101]["mails"]] == [910]
+    assert [m["msg"] for m in sessions[7102]["mails"]] == [912]
+    assert c.sessions.senders == {}
+
+
+def test_a_session_whose_guessed_mail_was_another_sessions_gets_its_own() -> None:
+    """Found by the review: a sender guess replaced by a qp link took the mail off the
+    guessed session, but left that session out of its sender's line, where the guess had
+    taken it: its own message then found no session. Connection 7101 (s/qmail, no
+    recordio) accepted a recipient first; 7102's message, queued first, was guessed to
+    it, then 7102's ``250 ok … qp`` named it; 7101's message 910 came next."""
+    smtpd = _recs(_sqmail_session(0, 7101, "203.0.113.10", "bob@example.org")[:3]
+                  + _bulk_session(0.05, 7102, "203.0.113.11", "carol@example.org", 6202, 1.05)
+                  + [(3.0, "tcpserver: end 7101 status 0")], "aaaaaaaaaaaaaaaa")
+    send = _recs(_local_mail(1.0, 911, 6202, "carol@example.org")
+                 + _local_mail(2.0, 910, 6201, "bob@example.org"), "bbbbbbbbbbbbbbbb")
+    c = Correlator()
+    out = c.feed(by_time(smtpd, send)) + c.finish()
+    mails = {o["msg"]: o for o in out if o["event"] == "mail"}
+    assert (mails[911]["session"]["conn_pid"], mails[911]["session"]["link"]) == (7102, "qp")
+    assert (mails[910]["session"]["conn_pid"], mails[910]["session"]["link"]) == (7101, "sender")
+    sessions = {o["conn_pid"]: o for o in out if o["event"] == "smtp_session"}
+    assert [m["msg"] for m in sessions[7101]["mails"]] == [910]
+    assert [m["msg"] for m in sessions[7102]["mails"]] == [911]

@@ -105,7 +105,7 @@ class QmailTracker:
     """Feed qmail-send records in log order; get ``mail`` summaries back."""
 
     __slots__ = ("opts", "mails", "queues", "bounces", "forwards", "by_qp", "session_lookup",
-                 "orphans")
+                 "session_unlink", "orphans")
 
     def __init__(self, opts: QmailOptions | None = None,
                  session_lookup: SessionLookup | None = None) -> None:
@@ -121,6 +121,9 @@ class QmailTracker:
         self.forwards: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.by_qp: dict[str, str] = {}  # "send log\0qp" → key of the open message with that qp
         self.session_lookup = session_lookup
+        # callable(session ref, mail ref, time_ns): a mail linked at its info msg is no
+        # session's after all (a forwarded copy); None when no sessions are tracked
+        self.session_unlink: Callable[[dict[str, Any], dict[str, Any], int | None], None] | None = None
         self.orphans = 0  # delivery results whose start we never saw
 
     # -- state ---------------------------------------------------------------------------
@@ -176,10 +179,14 @@ class QmailTracker:
             fw["key"] = moved.get(fw.get("key", ""), fw.get("key"))
 
     def attach_session(self, host: str, qp: int, session_ref: dict[str, Any], time_ns: int | None,
-                       window_ns: int) -> bool:
+                       window_ns: int) -> dict[str, Any] | None:
         """A session's ``250 ok … qp N`` at ``time_ns`` seen after the message's ``info msg``
         (within ``window_ns`` of it: an older open message with that qp is another one).
-        A session naming no host: the mail of a hostless send log with the nearest birth."""
+        A session naming no host: the mail of a hostless send log with the nearest birth.
+        The qp link replaces a sender guess made before the reply was logged (qmail-send
+        logs ``info msg`` as soon as qmail-queue is done, often before the smtpd's reply):
+        returns the session it replaced (its ``mails`` should not name the mail), ``{}``
+        when it replaced none, None when no open mail has that qp."""
         if host:
             logs = [host]
         else:  # (the send logs: a few queues each)
@@ -195,10 +202,13 @@ class QmailTracker:
             if d < best_d:
                 best, best_d = m, d
         if best is None:
-            return False
-        if "session" not in best:
+            return None
+        old = best.get("session")
+        if old is None or (old.get("link") == "sender" and session_ref.get("link") == "qp"):
             best["session"] = session_ref
-        return True
+            if old is not None and old.get("event_id") != session_ref.get("event_id"):
+                return old
+        return {}
 
     # -- feeding -------------------------------------------------------------------------
     def feed(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
@@ -500,6 +510,12 @@ class QmailTracker:
                 and "bounce_of" not in copy and _within_hour(copy.get("birth_ns"), t):
             copy["forward_of"] = ref
             r["forward_msg"] = copy["msg"]
+            sref = copy.pop("session", None)
+            if sref is not None and self.session_unlink is not None:
+                # a copy qmail-local queued is no SMTP session's message: the session
+                # its info msg was guessed to (by sender) gets it back
+                self.session_unlink(sref, {"msg": copy["msg"], "qp": copy.get("qp"),
+                                           "event_id": _mail_event_id(copy)}, copy.get("birth_ns"))
             return
         self.forwards[f"{log}\x00{qp}"] = {"of": ref, "key": key, "idx": idx, "time_unix_ns": t,
                                             "source": m["origin"].get("source")}

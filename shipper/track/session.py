@@ -106,7 +106,8 @@ class SessionTracker:
         self.qp_mails: OrderedDict[str, list[Any]] = OrderedDict()
         # "host\0sender" → [[time_ns, session ref], …]
         self.senders: OrderedDict[str, list[Any]] = OrderedDict()
-        # callable(host, qp, session_ref, time_ns, window_ns) -> bool: link an open mail
+        # callable(host, qp, session_ref, time_ns, window_ns) -> the session ref whose
+        # sender guess the qp link replaced ({}: none; None: no mail): link an open mail
         self.attach = attach
         # "host\0pid" → [end time, the session emitted at it] (see end_grace_s; not saved)
         self.just_ended: OrderedDict[str, list[Any]] = OrderedDict()
@@ -608,6 +609,11 @@ class SessionTracker:
         return e
 
     def _link_qp(self, s: dict[str, Any], host: str, qp: int, t: int | None) -> None:
+        if qp in s["qps"]:
+            # the message named again (the qlog patch's qlogreceived and recordio's reply
+            # both give its qp): listed and linked once, or the second link would wait
+            # for, and take, a later message with that qp
+            return
         if len(s["qps"]) < MAX_QPS:
             s["qps"].append(qp)
         else:  # (one connection may queue any number of messages)
@@ -628,8 +634,40 @@ class SessionTracker:
         else:  # its mail's info msg is still to come
             _put(self.qp_sessions, qkey, [t, ref], self.opts.link_cap)
         if self.attach is not None:
-            self.attach(host, qp, {k: v for k, v in ref.items() if k != "key"}, t,
-                        int(self.opts.qp_link_s * NS))
+            guessed = self.attach(host, qp, {k: v for k, v in ref.items() if k != "key"}, t,
+                                  int(self.opts.qp_link_s * NS))
+            if guessed and m is not None:
+                # (its session, taken from its sender's line by the guess, waits there
+                # again for its own message, as for a forwarded copy)
+                self.unlink_mail(guessed, m[1], m[0])
+
+    def _unname(self, event_id: str | None, mail_ref: dict[str, Any]) -> dict[str, Any] | None:
+        """The open session a sender guess gave ``mail_ref`` to lists it no more (its qp
+        named another session, or it is a forwarded copy; rare, so a walk of the open
+        sessions); that session, if still open."""
+        for s in self.sessions.values():
+            eid = s["origin"].get("event_id")
+            if eid and f"{eid}s" == event_id:
+                mails = s.get("mails")
+                if mails and mail_ref in mails:
+                    mails.remove(mail_ref)
+                return s
+        return None
+
+    def unlink_mail(self, ref: dict[str, Any], mail_ref: dict[str, Any], time_ns: int | None) -> None:
+        """A mail guessed to a session at its ``info msg`` is not its (a copy a local
+        delivery forwarded: the ``did_0+1+0/qp_N/`` came after; or another session's
+        reply named its qp): the session lists it no more and, taken from its sender's
+        line by it, waits there again, first."""
+        s = self._unname(ref.get("event_id"), mail_ref)
+        skey = s.get("sender_line") if s is not None else None
+        if s is None or skey is None or ref.get("link") != "sender":
+            return
+        cands = self.senders.get(skey)
+        if cands is None:
+            cands = self.senders[skey] = []
+        if not any(c[1]["key"] == s["key"] for c in cands):
+            cands.insert(0, [time_ns, self._ref(s, "sender")])
 
     def _io_client(self, rec: dict[str, Any], out: list[dict[str, Any]]) -> None:
         key, s = self._get(rec, out)
@@ -895,9 +933,10 @@ def _result(s: dict[str, Any], f: dict[str, Any]) -> str:
         return "accepted"
     if f["accepted_rcpts"]:
         # recipients accepted, and the message refused at DATA (too big, a virus, a
-        # spam filter's 554) with none queued: a refused session, not an accepted one
+        # spam filter's 554) with none queued: a refused session, not an accepted one.
+        # Not a 503 ("RCPT first"): no recipient of that transaction, so no message
         refused = any(d.get("check") == "DATA" and d.get("action") in ("Reject", "Deferred")
-                      for d in s["decisions"])
+                      and d.get("smtp_code") != 503 for d in s["decisions"])
         return "rejected" if refused else "accepted"
     if s.get("greylisted"):
         return "greylisted"
