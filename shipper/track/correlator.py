@@ -33,7 +33,7 @@ from typing import Any
 
 from shipper.track import NS, Clock, input_of, mark_gap
 from shipper.track.postfix import PostfixOptions, PostfixTracker, is_postfix
-from shipper.track.qmail import QmailOptions, QmailTracker
+from shipper.track.qmail import QmailOptions, QmailTracker, nearest_birth
 from shipper.track.session import SessionOptions, SessionTracker
 
 __all__ = ["Correlator", "CorrelatorOptions", "STATE_VERSION", "clock_key", "input_of"]
@@ -223,15 +223,9 @@ class Correlator:
         got = self.qmail.attach_session(host, qp, session_ref, time_ns, window_ns)
         if got is not None or qp not in self.held_qp:
             return got
-        best, best_d = None, window_ns + 1
-        for h in self.held_qp[qp]:
-            r = h[1]
-            if host and r.get("host") and r["host"] != host:
-                continue
-            birth = r.get("birth_unix_ns")
-            d = abs(time_ns - birth) if birth is not None and time_ns is not None else 0
-            if d < best_d:
-                best, best_d = h, d
+        best = nearest_birth([h for h in self.held_qp[qp]
+                              if not (host and h[1].get("host") and h[1]["host"] != host)],
+                             lambda h: h[1].get("birth_unix_ns"), time_ns, window_ns)
         if best is None:
             return None
         r = best[1]

@@ -44,7 +44,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from shipper.track import (
     F_INCOMPLETE,
@@ -99,6 +99,22 @@ def _lead_int(d: Any) -> int | None:
         n = n * 10 + ord(s[i]) - 48
         i += 1
     return n if i else None
+
+
+_T = TypeVar("_T")
+
+
+def nearest_birth(candidates: list[_T], birth: Callable[[_T], int | None], time_ns: int | None,
+                  window_ns: int) -> _T | None:
+    """Of a qp's ``candidates``, the one born nearest ``time_ns`` and within ``window_ns``
+    of it (one whose birth or ``time_ns`` is unknown: at no distance)."""
+    best, best_d = None, window_ns + 1
+    for c in candidates:
+        b = birth(c)
+        d = abs(time_ns - b) if b is not None and time_ns is not None else 0
+        if d < best_d:
+            best, best_d = c, d
+    return best
 
 
 class QmailTracker:
@@ -191,16 +207,10 @@ class QmailTracker:
             logs = [host]
         else:  # (the send logs: a few queues each)
             logs = list(dict.fromkeys(k[:k.index("\x00")] for k in self.queues if k[:1] == "\x01"))
-        best, best_d = None, window_ns + 1
-        for log in logs:
-            key = self.by_qp.get(f"{log}\x00{qp}")
-            m = self.mails.get(key) if key is not None else None
-            if m is None:
-                continue
-            birth = m.get("birth_ns")
-            d = abs(time_ns - birth) if birth is not None and time_ns is not None else 0
-            if d < best_d:
-                best, best_d = m, d
+        keys = (self.by_qp.get(f"{log}\x00{qp}") for log in logs)
+        opened = (self.mails.get(key) for key in keys if key is not None)
+        best = nearest_birth([m for m in opened if m is not None], lambda m: m.get("birth_ns"),
+                             time_ns, window_ns)
         if best is None:
             return None
         old = best.get("session")
